@@ -1,0 +1,41 @@
+"""Pure-PyTorch generative families behind one interface (see models/base.py)."""
+
+from models import ddpm, gan, pixelcnn, realnvp, vae  # noqa: F401  (registers the families)
+from models.base import (
+    REGISTRY,
+    DataSpec,
+    Decoder,
+    Encoder,
+    ExactLikelihood,
+    GenerativeModel,
+    LikelihoodBound,
+    StepOutput,
+    bits_per_dim,
+    build,
+    capabilities,
+    get_family,
+    likelihood_estimator,
+    load,
+    save,
+)
+
+FAMILIES = tuple(REGISTRY)
+
+__all__ = [
+    "FAMILIES",
+    "REGISTRY",
+    "DataSpec",
+    "Decoder",
+    "Encoder",
+    "ExactLikelihood",
+    "GenerativeModel",
+    "LikelihoodBound",
+    "StepOutput",
+    "bits_per_dim",
+    "build",
+    "capabilities",
+    "get_family",
+    "likelihood_estimator",
+    "load",
+    "save",
+]

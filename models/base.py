@@ -1,0 +1,286 @@
+"""The one interface every generative family implements, the registry, and safe save/load.
+
+A family is an ``nn.Module`` subclass of :class:`GenerativeModel`. Its capabilities
+(exact likelihood, a likelihood bound, a latent space) are Protocols checked with
+``isinstance``: a family either has the method or it does not; nothing raises
+``NotImplementedError``.
+
+Conventions shared by every family
+----------------------------------
+* Images enter and leave as float tensors ``(B, C, H, W)`` in ``[0, 1]`` whose values lie
+  on the data's ``levels`` grid (``k / (levels - 1)``, e.g. 17 levels for digits).
+* Likelihoods are in nats per image of the *discrete* data; ``bits_per_dim`` converts.
+* Labels ``y`` are int64 ``(B,)``. Every family is class-conditional; ``y=None`` means the
+  unconditional model. In ``sample`` a missing ``y`` is drawn from the label prior learned
+  from the training split, so class-free sampling follows the data's class frequencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------- data spec
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a family needs to know about its data to build itself."""
+
+    channels: int
+    height: int
+    width: int
+    levels: int  # number of discrete pixel values (digits: 17, 8-bit images: 256)
+    num_classes: int
+
+    @property
+    def dims(self) -> int:
+        return self.channels * self.height * self.width
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+
+class NetConfig(BaseModel):
+    """Base for each family's architecture config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor  # scalar to minimise
+    logs: dict[str, float]
+
+
+# ----------------------------------------------------------------------------- interface
+
+
+class GenerativeModel(nn.Module):
+    family: ClassVar[str]
+    Config: ClassVar[type[NetConfig]]
+    phases: ClassVar[tuple[str, ...]] = ("main",)
+    # Parameters to average with EMA (DDPM keeps an EMA copy of its denoiser).
+    wants_ema: ClassVar[bool] = False
+
+    def __init__(self, spec: DataSpec, cfg: NetConfig):
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        # log p(y); the trainer sets it from the training split's label counts.
+        self.register_buffer("log_class_prior", torch.full((spec.num_classes,), 0.0))
+        self.log_class_prior -= torch.log(torch.tensor(float(spec.num_classes)))
+
+    # -- training
+    def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
+        raise TypeError(f"{type(self).__name__} must define training_step")  # pragma: no cover
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        """The parameters the optimizer of ``phase`` updates (default: all of them)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- sampling
+    @torch.inference_mode()
+    def sample(
+        self, n: int, y: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` images ``(n, C, H, W)`` in ``[0, 1]``; same generator state -> same images."""
+        y = self.fill_labels(n, y, generator)
+        x = self._sample(n, y, generator)
+        return x.clamp(0.0, 1.0)
+
+    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        raise TypeError(f"{type(self).__name__} must define _sample")  # pragma: no cover
+
+    # -- helpers shared by the families
+    @property
+    def device(self) -> torch.device:
+        return self.log_class_prior.device
+
+    def fill_labels(self, n: int, y: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        if y is None:
+            probs = self.log_class_prior.exp().cpu()
+            return torch.multinomial(probs, n, replacement=True, generator=generator).to(
+                self.device
+            )
+        y = torch.as_tensor(y, dtype=torch.long, device=self.device)
+        if y.ndim == 0:
+            y = y.expand(n)
+        if y.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+        if (y < 0).any() or (y >= self.spec.num_classes).any():
+            raise ValueError(f"labels must lie in [0, {self.spec.num_classes})")
+        return y
+
+    def marginal(self, fn, x: Tensor) -> Tensor:
+        """log sum_y p(y) exp(fn(x, y)): the exact marginal when fn is exact, a bound when
+        fn is a bound (logsumexp of lower bounds is a lower bound of the logsumexp)."""
+        b = x.shape[0]
+        terms = [
+            fn(x, torch.full((b,), k, dtype=torch.long, device=x.device)) + self.log_class_prior[k]
+            for k in range(self.spec.num_classes)
+        ]
+        return torch.logsumexp(torch.stack(terms, dim=1), dim=1)
+
+    def to_levels(self, x: Tensor) -> Tensor:
+        """[0, 1] floats -> integer levels 0..L-1 (long)."""
+        return (x * (self.spec.levels - 1)).round().clamp(0, self.spec.levels - 1).long()
+
+    def from_levels(self, k: Tensor) -> Tensor:
+        return k.float() / (self.spec.levels - 1)
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+@runtime_checkable
+class ExactLikelihood(Protocol):
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...  # (B,) nats
+
+
+@runtime_checkable
+class LikelihoodBound(Protocol):
+    def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...  # (B,) nats, <= log p
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+
+def capabilities(model: nn.Module) -> list[str]:
+    caps = {
+        "log_prob": ExactLikelihood,
+        "elbo": LikelihoodBound,
+        "encode": Encoder,
+        "decode": Decoder,
+    }
+    return [name for name, proto in caps.items() if isinstance(model, proto)]
+
+
+def likelihood_estimator(model: nn.Module) -> str | None:
+    """Which estimator a family's bits/dim come from: 'exact', 'bound', or None (GAN)."""
+    if isinstance(model, ExactLikelihood):
+        return "exact"
+    if isinstance(model, LikelihoodBound):
+        return "bound"
+    return None
+
+
+def bits_per_dim(nats: Tensor, dims: int) -> Tensor:
+    """Negative log-likelihood in nats per image -> bits per dimension."""
+    return -nats / (dims * torch.log(torch.tensor(2.0)))
+
+
+# ----------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+
+def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    if cls.family in REGISTRY:
+        raise ValueError(f"family {cls.family!r} registered twice")
+    REGISTRY[cls.family] = cls
+    return cls
+
+
+def get_family(name: str) -> type[GenerativeModel]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown family {name!r}; known: {sorted(REGISTRY)}") from None
+
+
+def build(family: str, spec: DataSpec, net: dict[str, Any] | NetConfig | None = None):
+    cls = get_family(family)
+    cfg = net if isinstance(net, NetConfig) else cls.Config(**(net or {}))
+    return cls(spec, cfg)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write through ``write(tmp_path)`` to a temp file beside ``path``, fsync, then
+    ``os.replace``: readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save(model: GenerativeModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save to ``<path>.json`` (family, data spec, net config) + ``<path>.safetensors``."""
+    path = Path(path)
+    weights = path.with_suffix(".safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(weights, lambda tmp: save_file(state, tmp))
+    meta = {
+        "family": model.family,
+        "spec": asdict(model.spec),
+        "net": model.cfg.model_dump(mode="json"),
+        "weights": weights.name,
+        "sha256": sha256_file(weights),
+        **(extra or {}),
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    return path.with_suffix(".json")
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
+    """Load a model saved by :func:`save`. Weights are safetensors: no code can run."""
+    path = Path(path).with_suffix(".json")
+    if not path.exists():
+        raise FileNotFoundError(f"no model config at {path}")
+    meta = json.loads(path.read_text())
+    weights = path.with_name(meta["weights"])
+    digest = sha256_file(weights)
+    if meta.get("sha256") and digest != meta["sha256"]:
+        raise ValueError(
+            f"{weights}: sha256 {digest[:12]}... does not match {meta['sha256'][:12]}... "
+            "recorded in its config (truncated or corrupted file)"
+        )
+    model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
+    model.load_state_dict(load_file(weights, device=str(map_location)))
+    return model.to(map_location).eval()

@@ -1,0 +1,122 @@
+"""Conditional DCGAN-class GAN (Radford et al. 2016, arXiv:1511.06434) with a projection
+discriminator (Miyato & Koyama 2018, arXiv:1802.05637), spectral normalisation (Miyato et al.
+2018, arXiv:1802.05957) and the hinge loss. Two phases, each with its own optimizer:
+``disc`` then ``gen``. No likelihood: the GAN only samples and decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from models.layers import auto_levels, ladder
+
+
+class GANConfig(NetConfig):
+    latent_dim: int = Field(64, gt=0)
+    hidden: int = Field(64, gt=0, description="channels at full resolution")
+    up: int = Field(0, ge=0, description="upsampling levels; 0 = as many as the size allows")
+    loss: Literal["hinge", "nonsaturating"] = "hinge"
+
+
+class Generator(nn.Module):
+    def __init__(self, spec: DataSpec, cfg: GANConfig, sizes, chs):
+        super().__init__()
+        self.sizes, self.top = sizes, (chs[-1], *sizes[-1])
+        self.embed = nn.Embedding(spec.num_classes, cfg.latent_dim)
+        self.fc = nn.Linear(2 * cfg.latent_dim, chs[-1] * sizes[-1][0] * sizes[-1][1])
+        self.bn0 = nn.BatchNorm2d(chs[-1])
+        self.ups = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(chs[i + 1], chs[i], 3, padding=1), nn.BatchNorm2d(chs[i]), nn.ReLU()
+            )
+            for i in range(len(sizes) - 1)
+        )
+        self.out = nn.Conv2d(chs[0], spec.channels, 3, padding=1)
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:  # -> (B, C, H, W) in [0, 1]
+        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(z.shape[0], *self.top)
+        h = F.relu(self.bn0(h))
+        for i in reversed(range(len(self.ups))):
+            h = F.interpolate(h, size=self.sizes[i], mode="nearest")
+            h = self.ups[i](h)
+        return torch.sigmoid(self.out(h))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, spec: DataSpec, cfg: GANConfig, chs):
+        super().__init__()
+        self.inp = spectral_norm(nn.Conv2d(spec.channels, chs[0], 3, padding=1))
+        self.downs = nn.ModuleList(
+            spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1))
+            for i in range(len(chs) - 1)
+        )
+        self.mid = spectral_norm(nn.Conv2d(chs[-1], chs[-1], 3, padding=1))
+        self.linear = spectral_norm(nn.Linear(chs[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(spec.num_classes, chs[-1]))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # (B,) realness scores
+        h = F.leaky_relu(self.inp(x * 2 - 1), 0.2)
+        for down in self.downs:
+            h = F.leaky_relu(down(h), 0.2)
+        h = F.leaky_relu(self.mid(h), 0.2).sum(dim=(2, 3))  # (B, ch)
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # projection
+
+
+@register
+class GAN(GenerativeModel):
+    family = "gan"
+    Config = GANConfig
+    phases = ("disc", "gen")
+    wants_ema = True
+
+    def __init__(self, spec: DataSpec, cfg: GANConfig):
+        super().__init__(spec, cfg)
+        n = cfg.up or auto_levels(spec.height, spec.width)
+        sizes = ladder(spec.height, spec.width, n)
+        chs = [cfg.hidden * min(2**i, 4) for i in range(n + 1)]
+        self.gen = Generator(spec, cfg, sizes, chs)
+        self.disc = Discriminator(spec, cfg, chs)
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        net = {"disc": self.disc, "gen": self.gen}[phase]
+        return list(net.parameters())
+
+    def _fake(self, n: int, y: Tensor) -> Tensor:
+        z = torch.randn(n, self.cfg.latent_dim, device=self.device)
+        return self.gen(z, y)
+
+    def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
+        if y is None:
+            y = self.fill_labels(x.shape[0], None, None)
+        hinge = self.cfg.loss == "hinge"
+        if phase == "disc":
+            with torch.no_grad():
+                fake = self._fake(x.shape[0], y)
+            d_real, d_fake = self.disc(x, y), self.disc(fake, y)
+            if hinge:
+                loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+            else:
+                loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            logs = {"d_loss": loss.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+            return StepOutput(loss, logs)
+        if phase == "gen":
+            d_fake = self.disc(self._fake(x.shape[0], y), y)
+            loss = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
+            return StepOutput(loss, {"g_loss": loss.item()})
+        raise ValueError(f"gan has phases {self.phases}, not {phase!r}")
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Latent (B, latent_dim) -> image in [0, 1]; y=None draws labels from the prior."""
+        y = self.fill_labels(z.shape[0], y, None)
+        return self.gen(z, y)
+
+    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device)
+        return self.gen(z, y)
