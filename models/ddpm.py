@@ -33,6 +33,7 @@ class DDPMConfig(NetConfig):
     guidance: float = Field(1.0, ge=0.0, description="1 = conditional, >1 = stronger guidance")
     sample_steps: int = Field(50, ge=1, description="DDIM steps for sample/encode/decode")
     eta: float = Field(0.0, ge=0.0, description="DDIM stochasticity (0 = deterministic)")
+    bound_terms: int = Field(0, ge=0, description="KL terms evaluated by elbo; 0 = all T")
 
 
 class UNet(nn.Module):
@@ -184,9 +185,11 @@ class DDPM(GenerativeModel):
         return self._to_image(self._ddim(z, y, 1.0))
 
     # -- variational bound
-    def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Lower bound on log p(x | y) in nats, (B,), summing all T terms (one noise draw
-        each); y=None bounds the unconditional (null-label) model."""
+    def elbo(self, x: Tensor, y: Tensor | None = None, *, generator=None) -> Tensor:
+        """Lower bound on log p(x | y) in nats, (B,); y=None bounds the unconditional
+        (null-label) model. With ``bound_terms`` = K < T the T - 1 KL terms are estimated
+        without bias from K stratified timesteps (one per stratum, weighted (T - 1) / K); the
+        decoder term L_0 and the prior term L_T are always exact. One noise draw per term."""
         x0 = x * 2 - 1
         b = x.shape[0]
         dims = (1, 2, 3)
@@ -194,10 +197,16 @@ class DDPM(GenerativeModel):
         # L_T: KL(q(x_T | x_0) || N(0, I))
         mean_T, var_T = ab_T.sqrt() * x0, 1 - ab_T
         total = (0.5 * (var_T + mean_T**2 - 1 - torch.log(var_T))).sum(dims)
-        for t in range(self.cfg.timesteps):
+        T = self.cfg.timesteps
+        K = self.cfg.bound_terms if 0 < self.cfg.bound_terms < T - 1 else T - 1
+        g = generator or torch.Generator().manual_seed(0)
+        edges = torch.linspace(1, T, K + 1)
+        picks = [int(edges[i] + torch.rand((), generator=g) * (edges[i + 1] - edges[i])) for i in range(K)]
+        weight = (T - 1) / K
+        for t in [0, *picks]:
             tt = torch.full((b,), t, device=x.device, dtype=torch.long)
             ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]
-            noise = torch.randn_like(x0)
+            noise = torch.randn(x0.shape, generator=g).to(x0.device)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
             e = self.eps(xt, tt, y)
             mean_model = (xt - beta / (1 - ab).sqrt() * e) / (1 - beta).sqrt()
@@ -207,7 +216,8 @@ class DDPM(GenerativeModel):
                 coef0 = ab_prev.sqrt() * beta / (1 - ab)
                 coeft = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
                 mean_post = coef0 * x0 + coeft * xt
-                total = total + ((mean_post - mean_model) ** 2 / (2 * self.post_var[t])).sum(dims)
+                kl = ((mean_post - mean_model) ** 2 / (2 * self.post_var[t])).sum(dims)
+                total = total + weight * kl
         return -total
 
     def _decoder_log_prob(self, x0: Tensor, mean: Tensor, std: Tensor) -> Tensor:

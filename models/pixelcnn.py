@@ -88,7 +88,7 @@ class PixelCNN(GenerativeModel):
         for layer in self.layers:
             v, h, s = layer(v, h, c)
             skips = skips + s
-        return self.head(skips)
+        return self.head(skips + h)  # skip connections plus the final horizontal stack
 
     def _log_prob_given(self, x: Tensor, y: Tensor) -> Tensor:
         return self.dist.log_prob(self.params(x, y), self.to_levels(x))

@@ -1,0 +1,38 @@
+# genzoo: every target installs what it needs first (idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.genzoo-installed
+# The torch build to install. Default: the CPU build this project is tested with (pip takes a
+# local wheel where one exists). GPU users: see README, "GPU install".
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?=
+ARGS ?=
+
+.PHONY: install run test repro bench lint clean
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+run: install  ## prepare + train every family on the embedded digits (PROFILE=quick: ~2 min)
+	$(VENV)/bin/genzoo run $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
+
+test: install  ## the whole suite that needs no GPU
+	$(VENV)/bin/pytest -q $(ARGS)
+
+repro: install  ## the DVC pipeline (dvc.yaml); a second call does nothing
+	source $(VENV)/bin/activate && dvc repro $(ARGS)
+
+bench: install  ## per-family training time, sampling speed, test bits/dim
+	$(PY) bench/families.py $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf runs checkpoints data/prepared

@@ -1,0 +1,1 @@
+"""Orchestration: the command line (and, later, Prefect flows and Ray fan-out)."""

@@ -1,0 +1,367 @@
+"""One training loop for every family.
+
+Phases with their own optimizers (GAN: ``disc`` then ``gen``), warm-up + cosine schedules,
+gradient clipping, AMP on CUDA, EMA weights where the family wants them, seeded batches,
+periodic checkpoints written atomically with the *full* state (model, EMA, optimizers,
+schedulers, AMP scaler, every RNG, the batch order), resume from the newest checkpoint whose
+hash verifies, and a guard that skips non-finite steps and fails loudly after too many.
+Metrics leave through :class:`Callback` objects; nothing here knows about tracking servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from models.base import GenerativeModel, atomic_write, atomic_write_text, sha256_file
+from models.layers import ema_update
+
+log = logging.getLogger("genzoo.trainer")
+
+
+class TrainConfig(BaseModel):
+    """How to train (the model's architecture lives in its own config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    phase_lr: dict[str, float] = Field(default_factory=dict, description="per-phase lr")
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: str = Field("cosine", pattern="^(cosine|constant)$")
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    amp: bool = True  # mixed precision on CUDA only
+    checkpoint_every: int = Field(500, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    log_every: int = Field(25, gt=0)
+    max_bad_steps: int = Field(20, ge=0, description="non-finite steps tolerated")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class Callback:
+    """Hooks through which metrics leave the trainer (JSON lines here; MLflow plugs in too)."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+    def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_end(self, result: TrainResult) -> None: ...
+
+
+class JsonlLogger(Callback):
+    """Appends one JSON object per log step; survives resume (lines past the resume step
+    are dropped so the file never holds the same step twice)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        start = info.get("start_step", 0)
+        kept = []
+        if self.path.exists() and start > 0:
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start
+            ]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self._f = open(self.path, "a")  # noqa: SIM115 (closed in on_end)
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        self._f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._f.flush()
+
+    def on_end(self, result: TrainResult) -> None:
+        self._f.close()
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float  # wall-clock of this process's training (excludes earlier, resumed runs)
+    bad_steps: int
+    resumed_from: int | None
+    last: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """``step-XXXXXXXX.pt`` files plus ``index.json`` recording each file's sha256."""
+
+    def __init__(self, root: str | Path, keep: int = 2):
+        self.root, self.keep = Path(root), keep
+        self.index_path = self.root / "index.json"
+
+    def _index(self) -> list[dict[str, Any]]:
+        if not self.index_path.exists():
+            return []
+        try:
+            return json.loads(self.index_path.read_text())
+        except json.JSONDecodeError:
+            log.warning("checkpoint index %s is unreadable; ignoring it", self.index_path)
+            return []
+
+    def save(self, step: int, state: dict[str, Any]) -> Path:
+        path = self.root / f"step-{step:08d}.pt"
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        entries = [e for e in self._index() if e["step"] != step]
+        entries.append({"step": step, "file": path.name, "sha256": sha256_file(path)})
+        entries.sort(key=lambda e: e["step"])
+        for old in entries[: -self.keep]:
+            (self.root / old["file"]).unlink(missing_ok=True)
+        atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
+        return path
+
+    def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """Newest checkpoint whose sha256 matches the index; corrupt ones are reported and
+        skipped. Loaded with ``weights_only=True``: a pickled payload cannot run."""
+        for entry in reversed(self._index()):
+            path = self.root / entry["file"]
+            if not path.exists():
+                log.warning("checkpoint %s is listed but missing; trying an older one", path)
+                continue
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                log.error(
+                    "checkpoint %s: sha256 mismatch (file %s..., index %s...); "
+                    "falling back to an older checkpoint",
+                    path, digest[:12], entry["sha256"][:12],
+                )
+                continue
+            return torch.load(path, map_location=map_location, weights_only=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class Batches:
+    """Seeded epoch permutations; its state is part of every checkpoint."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(n, generator=self.gen), 0
+
+    def next(self) -> Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load(self, s: dict[str, Any]) -> None:
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos = s["perm"], s["pos"]
+
+
+def fit(
+    model: GenerativeModel,
+    x: Tensor,
+    y: Tensor,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    callbacks: list[Callback] = (),
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> tuple[GenerativeModel, TrainResult]:
+    """Train ``model`` on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
+
+    Returns the model to use afterwards (the EMA copy when the family keeps one) and a
+    :class:`TrainResult`. ``stop_at`` ends early at that step (checkpointing first), as an
+    interruption would; a later call resumes from there.
+    """
+    device = torch.device(device)
+    seed_everything(seed)
+    model.to(device).train()
+    counts = torch.bincount(y, minlength=model.spec.num_classes).float()
+    model.log_class_prior.copy_(torch.log((counts + 1) / (counts + 1).sum()))
+    ema_decay = cfg.ema_decay if model.wants_ema else None
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+
+    opts, scheds = {}, {}
+    for phase in model.phases:
+        lr = cfg.phase_lr.get(phase, cfg.lr)
+        opts[phase] = torch.optim.AdamW(
+            model.phase_parameters(phase), lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        scheds[phase] = torch.optim.lr_scheduler.LambdaLR(opts[phase], _lr_lambda(cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    batches = Batches(len(x), cfg.batch_size, seed)
+    ckpts = Checkpoints(checkpoint_dir, cfg.keep_checkpoints) if checkpoint_dir else None
+
+    start, bad, resumed = 0, 0, None
+    state = ckpts.load_latest(device) if ckpts else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        for phase in model.phases:
+            opts[phase].load_state_dict(state["optimizers"][phase])
+            scheds[phase].load_state_dict(state["schedulers"][phase])
+        scaler.load_state_dict(state["scaler"])
+        batches.load(state["batches"])
+        set_rng_state(state["rng"])
+        start, bad, resumed = state["step"], state["bad_steps"], state["step"]
+        log.info("resumed %s from step %d", model.family, start)
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "bad_steps": bad,
+            "model": model.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "optimizers": {p: o.state_dict() for p, o in opts.items()},
+            "schedulers": {p: s.state_dict() for p, s in scheds.items()},
+            "scaler": scaler.state_dict(),
+            "batches": batches.state(),
+            "rng": rng_state(),
+        }
+
+    for cb in callbacks:
+        cb.on_start({"family": model.family, "start_step": start, "steps": cfg.steps})
+    x, y = x.to(device), y.to(device)
+    window: dict[str, list[float]] = defaultdict(list)
+    end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start, end), initial=start, total=cfg.steps, desc=model.family,
+        disable=not progress, leave=False, dynamic_ncols=True,
+    )
+    last: dict[str, float] = {}
+    for step in bar:
+        idx = batches.next()
+        xb, yb = x[idx], y[idx]
+        for phase in model.phases:
+            opt = opts[phase]
+            model.zero_grad(set_to_none=True)
+            autocast = (
+                torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+            )
+            with autocast:
+                out = model.training_step(xb, yb, phase)
+            ok = bool(torch.isfinite(out.loss))
+            if ok:
+                scaler.scale(out.loss).backward()
+                scaler.unscale_(opt)
+                params = model.phase_parameters(phase)
+                if cfg.grad_clip:
+                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                else:
+                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                ok = bool(torch.isfinite(norm))
+            if ok:
+                scaler.step(opt)
+                scaler.update()
+                for k, v in out.logs.items():
+                    window[k].append(v)
+            else:
+                bad += 1
+                model.zero_grad(set_to_none=True)
+                log.warning("%s step %d phase %s: non-finite loss or gradient, skipped (%d/%d)",
+                            model.family, step, phase, bad, cfg.max_bad_steps)
+                if bad > cfg.max_bad_steps:
+                    raise NonFiniteLossError(
+                        f"{model.family}: {bad} non-finite steps (limit train.max_bad_steps="
+                        f"{cfg.max_bad_steps}); last at step {step}, phase {phase}. "
+                        "Lower the learning rate or check the data."
+                    )
+            scheds[phase].step()
+        if ema is not None:
+            ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            last = {k: float(np.mean(v)) for k, v in window.items()}
+            last["lr"] = scheds[model.phases[0]].get_last_lr()[0]
+            window.clear()
+            for cb in callbacks:
+                cb.on_log(done, last)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:3]})
+        if ckpts and (done % cfg.checkpoint_every == 0 or done == end):
+            path = ckpts.save(done, snapshot(done))
+            for cb in callbacks:
+                cb.on_checkpoint(done, path)
+    bar.close()
+    result = TrainResult(
+        steps=end, seconds=time.perf_counter() - t0, bad_steps=bad, resumed_from=resumed, last=last
+    )
+    for cb in callbacks:
+        cb.on_end(result)
+    final = ema if ema is not None else model
+    return final.eval(), result

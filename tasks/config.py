@@ -1,0 +1,184 @@
+"""params.yaml -> typed, validated objects. Every bad key fails before any compute, with its
+dotted path: ``models.vae.net.latent_dim: Input should be greater than 0 (got -3)``."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models import REGISTRY, get_family
+from models.base import NetConfig
+from models.trainer import TrainConfig
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """Invalid parameters; the message lists every bad key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(_Strict):
+    source: str = Field("digits", description="digits | npz:PATH | folder:PATH | mnist | fashion_mnist | cifar10")
+    image_size: int | tuple[int, int] | None = Field(None, description="[H, W] (or one int) to resize/pad to")
+    channels: Literal[1, 3] | None = Field(None, description="convert to 1 (gray) or 3 (RGB)")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    max_per_class: int | None = Field(None, gt=0, description="cap examples per class")
+    raw_dir: str = "data/raw"
+    prepared_dir: str = "data/prepared"
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v in ("digits", "mnist", "fashion_mnist", "cifar10"):
+            return v
+        kind, _, path = v.partition(":")
+        if kind in ("npz", "folder") and path:
+            return v
+        raise ValueError("expected digits, mnist, fashion_mnist, cifar10, npz:PATH or folder:PATH")
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive(cls, v):
+        if v is None:
+            return v
+        hw = (v, v) if isinstance(v, int) else tuple(v)
+        if min(hw) < 2:
+            raise ValueError("sides must be >= 2")
+        return hw
+
+
+class RunParams(_Strict):
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads (None: torch default)")
+    runs_dir: str = "runs"
+    checkpoints_dir: str = "checkpoints"
+    samples_per_class: int = Field(10, gt=0, description="columns of the per-class sample grid")
+
+
+class FamilyParams(_Strict):
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
+    net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
+
+
+class Params(_Strict):
+    seed: int = Field(0, ge=0)
+    data: DataParams = Field(default_factory=DataParams)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunParams = Field(default_factory=RunParams)
+    models: dict[str, FamilyParams] = Field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def families(self) -> list[str]:
+        return list(self.models)
+
+    def train_config(self, family: str) -> TrainConfig:
+        merged = {**self.train.model_dump(), **self.models[family].train}
+        return TrainConfig(**merged)
+
+    def net_config(self, family: str) -> NetConfig:
+        return get_family(family).Config(**self.models[family].net)
+
+    def family_block(self, family: str) -> dict[str, Any]:
+        """Everything that decides how ``family`` trains (for fingerprints and tracking)."""
+        return {
+            "family": family,
+            "seed": self.seed,
+            "train": self.train_config(family).model_dump(mode="json"),
+            "net": self.net_config(family).model_dump(mode="json"),
+        }
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _fmt(prefix: str, err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc}: {err['msg']}{shown}"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict copy."""
+    raw = copy.deepcopy(raw)
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for key, value in items:
+        node = raw
+        *parents, leaf = key.split(".")
+        for i, p in enumerate(parents):
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ParamsError(f"{'.'.join(parents[: i + 1])}: is not a mapping, cannot set {key}")
+            node = child
+        node[leaf] = value
+    return raw
+
+
+def _split(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {item!r}: expected key.path=value")
+    return key.strip(), yaml.safe_load(value)
+
+
+def validate(raw: dict[str, Any]) -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError("params: the file must hold a mapping at the top level")
+    errors: list[str] = []
+    try:
+        params = Params(**raw)
+    except ValidationError as e:
+        raise ParamsError("invalid params:\n  " + "\n  ".join(_fmt("", x) for x in e.errors())) from None
+    if not params.models:
+        errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
+    for family, block in params.models.items():
+        if family not in REGISTRY:
+            errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")
+            continue
+        try:
+            params.train_config(family)
+        except ValidationError as e:
+            errors += [_fmt(f"models.{family}.train", x) for x in e.errors()]
+        try:
+            params.net_config(family)
+        except ValidationError as e:
+            errors += [_fmt(f"models.{family}.net", x) for x in e.errors()]
+    if errors:
+        raise ParamsError("invalid params:\n  " + "\n  ".join(errors))
+    return params
+
+
+def load_params(
+    path: str | Path = DEFAULT_PARAMS,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Params:
+    """Read, apply a named profile then ``key=value`` overrides, and validate."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if profile:
+        profiles = raw.get("profiles") or {}
+        if profile not in profiles:
+            raise ParamsError(f"profiles.{profile}: no such profile; known: {', '.join(profiles) or 'none'}")
+        raw = apply_overrides(raw, profiles[profile] or {})
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return validate(raw)

@@ -1,0 +1,57 @@
+"""Pictures people look at: sample grids and training curves, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.base import atomic_write
+
+
+def grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int | None = None) -> Image.Image:
+    """(N, C, H, W) in [0, 1] -> one PIL image, ``nrow`` images per row, upscaled so that
+    8x8 digits stay visible (nearest neighbour: pixels stay pixels)."""
+    x = images.detach().float().clamp(0, 1).cpu().numpy()
+    n, c, h, w = x.shape
+    rows = (n + nrow - 1) // nrow
+    canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32) * 0.5
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = x[i]
+    arr = (canvas.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    img = Image.fromarray(arr[..., 0] if c == 1 else arr)
+    scale = scale or max(1, 256 // max(h, w) // 2)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def save_png(img: Image.Image, path: str | Path) -> Path:
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return Path(path)
+
+
+def loss_curve(log_path: str | Path, out: str | Path, title: str) -> Path:
+    """Plot every metric in a JSON-lines training log, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    keys = [k for k in rows[0] if k not in ("step", "lr", "beta")] if rows else []
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 2.8), squeeze=False)
+    steps = [r["step"] for r in rows]
+    for ax, k in zip(axes[0], keys, strict=False):
+        ax.plot(steps, [r.get(k, np.nan) for r in rows], lw=1.2)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return Path(out)

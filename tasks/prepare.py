@@ -1,0 +1,414 @@
+"""Data preparation: read a source, validate it, split it (stratified, seeded) and write
+``<prepared_dir>/{train,val,test}.npz`` + ``manifest.json``.
+
+Images are stored as their discrete levels (uint8/uint16, shape (N, C, H, W)) with labels
+(int64); models see ``level / (levels - 1)`` in [0, 1]. Everything is validated before a
+byte is written, and the folder is replaced as a whole: a failure leaves the previous
+prepared data untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.base import DataSpec, atomic_write_text
+from tasks.config import DataParams, Params, load_params
+
+log = logging.getLogger("genzoo.prepare")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or key."""
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # (N, C, H, W) integer levels
+    labels: np.ndarray  # (N,) int64
+    levels: int
+    class_names: list[str]
+    source: str
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def load_digits_source() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = d.images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), levels 0..16
+    return Dataset(images, d.target.astype(np.int64), 17, [str(c) for c in d.target_names], "digits")
+
+
+def _to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
+    if arr.ndim == 3:
+        return arr[:, None]
+    if arr.ndim == 4:
+        if arr.shape[1] in (1, 3):
+            return arr
+        if arr.shape[3] in (1, 3):
+            return arr.transpose(0, 3, 1, 2)
+    raise DataError(f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in (1, 3); got {arr.shape}")
+
+
+def _quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
+            raise DataError(f"{where}: NaN or infinite pixel values (first in image {bad})")
+        if levels is None and (arr.min() < 0 or arr.max() > 1):
+            raise DataError(f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]")
+        levels = levels or 256
+        return np.round(arr * (levels - 1)).astype(np.int64), levels
+    if arr.dtype.kind in "ui":
+        levels = levels or (256 if arr.max() <= 255 else int(arr.max()) + 1)
+        if arr.min() < 0 or arr.max() >= levels:
+            raise DataError(f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64), levels
+    raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
+
+
+def load_npz_source(path: str | Path) -> Dataset:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: npz file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            missing = {"images", "labels"} - keys
+            if missing:
+                raise DataError(f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)} (expected 'images' and 'labels')")
+            images, labels = z["images"], z["labels"]
+            levels = int(z["levels"]) if "levels" in keys else None
+            names = [str(n) for n in z["class_names"]] if "class_names" in keys else None
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: not a readable npz file ({e})") from None
+    images = _to_nchw(np.asarray(images), f"{path}['images']")
+    images, levels = _quantize(images, f"{path}['images']", levels)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "ui":
+        raise DataError(f"{path}['labels']: expected {len(images)} integer labels, got shape {labels.shape} dtype {labels.dtype}")
+    classes = np.unique(labels)
+    labels = np.searchsorted(classes, labels).astype(np.int64)
+    names = names or [str(c) for c in classes]
+    return Dataset(images, labels, levels, names, f"npz:{path}")
+
+
+def _fit(img, size: tuple[int, int]):
+    """Resize keeping aspect ratio, then pad (black) to exactly (H, W)."""
+    from PIL import Image
+
+    h, w = size
+    scale = min(w / img.width, h / img.height)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    img = img.resize(new, Image.Resampling.BILINEAR) if new != img.size else img
+    canvas = Image.new(img.mode, (w, h))
+    canvas.paste(img, ((w - new[0]) // 2, (h - new[1]) // 2))
+    return canvas
+
+
+def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders (expected one folder per class)")
+    files: list[tuple[Path, int]] = []
+    for k, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.name.startswith(".") or f.is_dir():
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder")
+            files.append((f, k))
+    if not files:
+        raise DataError(f"{root}: empty (no images in {', '.join(classes)})")
+    images, modes = [], {}
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                mode = "L" if im.mode in ("L", "1", "P", "LA", "I;16", "I") and im.mode != "P" else im.mode
+                if im.mode == "P":
+                    mode = "RGB"
+                img = im.convert("RGB" if mode in ("RGB", "RGBA", "CMYK", "YCbCr") else "L")
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+        modes.setdefault(img.mode, f)
+        images.append(img)
+    if len(modes) > 1:
+        raise DataError(
+            f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "
+            "convert them, or set data.channels to 1 or 3"
+        )
+    sizes = {im.size for im in images}
+    if size is None:
+        if len(sizes) > 1:
+            raise DataError(f"{root}: images have different sizes {sorted(sizes)[:3]}...; set data.image_size")
+        size = images[0].size[::-1]
+    arr = np.stack([np.asarray(_fit(im, size)) for im in images])
+    arr = _to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
+    labels = np.array([k for _, k in files], dtype=np.int64)
+    return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}")
+
+
+# -- torchvision datasets: downloaded by torchvision, parsed here from their standard files
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """IDX (MNIST) file, optionally gzipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise DataError(f"{path}: truncated IDX file (expected {int(np.prod(shape))} values, got {arr.size})")
+    return arr.reshape(shape)
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for cand in (folder / stem, folder / f"{stem}.gz"):
+        if cand.exists():
+            return cand
+    raise DataError(f"{folder}: missing {stem}[.gz]")
+
+
+MNIST_CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10's python batches are pickles: allow only what numpy arrays need."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _download(name: str, raw: Path) -> None:
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise DataError(
+            f"data.source={name}: the files are not in {raw} and torchvision is not installed; "
+            "install the vision extra (pip install 'genzoo[vision]') and go online once"
+        ) from None
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    for train in (True, False):
+        cls(str(raw), train=train, download=True)
+
+
+def load_torchvision_source(name: str, raw_dir: str | Path) -> Dataset:
+    raw = Path(raw_dir)
+    if name in MNIST_CLASSES:
+        folder = raw / {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] / "raw"
+        stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+        if not all((folder / s).exists() or (folder / f"{s}.gz").exists() for s in stems):
+            _download(name, raw)
+        x = np.concatenate([read_idx(_find(folder, stems[0])), read_idx(_find(folder, stems[2]))])
+        y = np.concatenate([read_idx(_find(folder, stems[1])), read_idx(_find(folder, stems[3]))])
+        return Dataset(x[:, None].astype(np.int64), y.astype(np.int64), 256, MNIST_CLASSES[name], name)
+    folder = raw / "cifar-10-batches-py"
+    batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not all((folder / b).exists() for b in batches):
+        _download(name, raw)
+    xs, ys = [], []
+    for b in batches:
+        with open(folder / b, "rb") as f:
+            try:
+                d = _CifarUnpickler(f, encoding="bytes").load()
+            except (pickle.UnpicklingError, EOFError) as e:
+                raise DataError(f"{folder / b}: unreadable CIFAR batch ({e})") from None
+        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+    return Dataset(np.concatenate(xs).astype(np.int64), np.concatenate(ys), 256, CIFAR_CLASSES, name)
+
+
+def load_source(p: DataParams) -> Dataset:
+    kind, _, path = p.source.partition(":")
+    if kind == "digits":
+        return load_digits_source()
+    if kind == "npz":
+        return load_npz_source(path)
+    if kind == "folder":
+        return load_folder_source(path, p.image_size)
+    return load_torchvision_source(kind, p.raw_dir)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def convert(ds: Dataset, p: DataParams) -> Dataset:
+    """Channel conversion and resizing requested in params (folders are sized on load)."""
+    x = ds.images
+    if p.channels and p.channels != x.shape[1]:
+        if p.channels == 1:  # ITU-R 601 luma
+            w = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+            x = np.round((x * w).sum(1, keepdims=True)).astype(np.int64)
+        else:
+            x = np.repeat(x, 3, axis=1)
+    if p.image_size and tuple(p.image_size) != x.shape[2:] and not ds.source.startswith("folder:"):
+        t = torch.from_numpy(x.astype(np.float32))
+        t = torch.nn.functional.interpolate(t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False)
+        x = t.round().clamp(0, ds.levels - 1).numpy().astype(np.int64)
+    return Dataset(x, ds.labels, ds.levels, ds.class_names, ds.source)
+
+
+def check(ds: Dataset) -> None:
+    if len(ds.images) == 0:
+        raise DataError(f"{ds.source}: no images")
+    if len(np.unique(ds.labels)) < 2:
+        raise DataError(f"{ds.source}: a single class ({ds.class_names[0]!r}); at least two are needed")
+    if ds.levels < 2 or ds.levels > 65536:
+        raise DataError(f"{ds.source}: levels must be in [2, 65536], got {ds.levels}")
+
+
+def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Per class: shuffle with the seed, take the test then the val share; sorted indices."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = max(1, round(len(idx) * test))
+        n_val = round(len(idx) * val)
+        out["test"].append(idx[:n_test])
+        out["val"].append(idx[n_test : n_test + n_val])
+        out["train"].append(idx[n_test + n_val :])
+    return {s: np.sort(np.concatenate(v)) for s, v in out.items()}
+
+
+def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in (images, labels):
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def prepare(params: Params) -> dict:
+    """Build the prepared dataset; returns its manifest."""
+    p = params.data
+    ds = convert(load_source(p), p)
+    check(ds)
+    if p.max_per_class:
+        keep = _cap(ds.labels, p.max_per_class, params.seed)
+        ds = Dataset(ds.images[keep], ds.labels[keep], ds.levels, ds.class_names, ds.source)
+    dtype = np.uint8 if ds.levels <= 256 else np.uint16
+    images = ds.images.astype(dtype)
+    splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
+    n, c, h, w = images.shape
+    manifest = {
+        "source": ds.source,
+        "shape": [c, h, w],
+        "levels": ds.levels,
+        "num_classes": len(ds.class_names),
+        "class_names": ds.class_names,
+        "seed": params.seed,
+        "splits": {},
+    }
+    out = Path(p.prepared_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split, idx in splits.items():
+            x, y = images[idx], ds.labels[idx]
+            with open(tmp / f"{split}.npz", "wb") as f:
+                np.savez(f, images=x, labels=y)
+                f.flush()
+                os.fsync(f.fileno())
+            counts = np.bincount(y, minlength=len(ds.class_names)).tolist()
+            manifest["splits"][split] = {"n": len(idx), "per_class": counts, "sha256": content_hash(x, y)}
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("prepared %s: %s", ds.source, {s: v["n"] for s, v in manifest["splits"].items()})
+    return manifest
+
+
+def read_manifest(prepared_dir: str | Path) -> dict:
+    path = Path(prepared_dir) / "manifest.json"
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `genzoo prepare` first")
+    return json.loads(path.read_text())
+
+
+def data_spec(manifest: dict) -> DataSpec:
+    c, h, w = manifest["shape"]
+    return DataSpec(c, h, w, manifest["levels"], manifest["num_classes"])
+
+
+def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(images in [0, 1] float32 (N, C, H, W), labels int64 (N,), manifest); the content
+    hash is checked against the manifest."""
+    manifest = read_manifest(prepared_dir)
+    path = Path(prepared_dir) / f"{split}.npz"
+    with np.load(path, allow_pickle=False) as z:
+        images, labels = z["images"], z["labels"]
+    if content_hash(images, labels) != manifest["splits"][split]["sha256"]:
+        raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
+    x = torch.from_numpy(images.astype(np.float32) / (manifest["levels"] - 1))
+    return x, torch.from_numpy(labels.astype(np.int64)), manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Prepare the dataset named in params.yaml (DVC stage 'prepare').")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare(load_params(args.params, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Train one family on the prepared data (DVC stage ``train@<family>``).
+
+Writes ``<runs_dir>/<family>/``: ``model.json`` + ``model.safetensors`` (the trained model),
+``samples.png`` (one row per class), ``loss.png`` and ``log.jsonl`` (training curves) and
+``metrics.json`` (time, speed, test bits/dim with its estimator). Checkpoints live in
+``<checkpoints_dir>/<family>/<fingerprint>/``: a re-run with the same data, code and params
+resumes from them; any change starts afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import models
+from models.base import ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text, likelihood_estimator
+from models.trainer import Callback, JsonlLogger, fit
+from tasks.config import Params, fingerprint, load_params
+from tasks.figures import grid, loss_curve, save_png
+from tasks.prepare import data_spec, load_split
+
+log = logging.getLogger("genzoo.train")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device={name}: no CUDA device is available")
+    return dev
+
+
+def code_version() -> str:
+    """Hash of the models package source: a code change invalidates checkpoints."""
+    root = Path(models.__file__).parent
+    return fingerprint({p.name: p.read_text() for p in sorted(root.glob("*.py"))})[:16]
+
+
+@torch.inference_mode()
+def test_log_likelihood(model: GenerativeModel, x: torch.Tensor, batch: int = 512) -> tuple[float, str] | None:
+    """Mean log p(x) in nats per image over ``x`` (labels marginalised), and the estimator."""
+    est = likelihood_estimator(model)
+    if est is None:
+        return None
+    fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
+    assert isinstance(model, ExactLikelihood | LikelihoodBound)
+    torch.manual_seed(0)
+    total = sum(fn(xb.to(model.device)).sum().item() for xb in x.split(batch))
+    return total / len(x), est
+
+
+@torch.inference_mode()
+def sample_grid(model: GenerativeModel, per_class: int, seed: int) -> torch.Tensor:
+    k = model.spec.num_classes
+    y = torch.arange(k).repeat_interleave(per_class)
+    return model.sample(len(y), y, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def sampling_speed(model: GenerativeModel, n: int = 100, seed: int = 0) -> float:
+    t0 = time.perf_counter()
+    model.sample(n, generator=torch.Generator().manual_seed(seed))
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def train_family(
+    params: Params,
+    family: str,
+    *,
+    progress: bool = True,
+    callbacks: list[Callback] = (),
+    stop_at: int | None = None,
+) -> dict[str, Any]:
+    """Train ``family``; returns its metrics dict (also written to metrics.json)."""
+    if family not in params.models:
+        raise KeyError(f"models.{family}: not in params (families: {', '.join(params.families)})")
+    if params.run.threads:
+        torch.set_num_threads(params.run.threads)
+    device = resolve_device(params.run.device)
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
+    spec = data_spec(manifest)
+    cfg = params.train_config(family)
+    block = params.family_block(family)
+    data_hash = fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
+    fp = fingerprint({"params": block, "data": data_hash, "code": code_version()})[:16]
+    out = Path(params.run.runs_dir) / family
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(params.seed)
+    model = models.build(family, spec, params.net_config(family))
+    log.info("%s: %d parameters, %d steps on %s", family, sum(p.numel() for p in model.parameters()), cfg.steps, device)
+    trained, result = fit(
+        model, x, y, cfg,
+        seed=params.seed, device=device,
+        checkpoint_dir=Path(params.run.checkpoints_dir) / family / fp,
+        callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
+        progress=progress, stop_at=stop_at,
+    )
+    if result.steps < cfg.steps:  # interrupted on purpose (stop_at): leave outputs alone
+        return {"family": family, "steps": result.steps, "complete": False}
+
+    models.save(trained, out / "model", extra={"fingerprint": fp, "data_sha256": data_hash})
+    save_png(grid(sample_grid(trained, params.run.samples_per_class, params.seed), params.run.samples_per_class), out / "samples.png")
+    loss_curve(out / "log.jsonl", out / "loss.png", f"{family} training")
+
+    x_test, _, _ = load_split(params.data.prepared_dir, "test")
+    ll = test_log_likelihood(trained, x_test)
+    metrics: dict[str, Any] = {
+        "family": family,
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 2),
+        "resumed_from": result.resumed_from,
+        "bad_steps": result.bad_steps,
+        "samples_per_second": round(sampling_speed(trained, seed=params.seed), 2),
+        "parameters": sum(p.numel() for p in trained.parameters()),
+        "capabilities": models.capabilities(trained),
+        "device": str(device),
+        "final": result.last,
+    }
+    if ll is not None:
+        nats, est = ll
+        metrics.update(test_bpd=round(-nats / (spec.dims * math.log(2)), 4), bpd_estimator=est)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train one family (DVC stage 'train@<family>').")
+    ap.add_argument("family")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    train_family(load_params(args.params, args.overrides), args.family)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Small enough to run the contract on every family in seconds; big enough to be the real code.
+TINY = {
+    "pixelcnn": {"channels": 8, "layers": 3},
+    "realnvp": {"hidden": 8, "couplings": 2, "blocks": 1},
+    "vae": {"latent_dim": 4, "hidden": 8, "iwae_k": 4, "kl_warmup_steps": 0},
+    "gan": {"latent_dim": 8, "hidden": 8},
+    "ddpm": {"hidden": 8, "timesteps": 20, "sample_steps": 4, "bound_terms": 5},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return TINY
+
+
+def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
+    """A params dict for fast real runs, all outputs under tmp_path."""
+    families = families or list(TINY)
+    return {
+        "seed": 0,
+        "data": {"prepared_dir": str(tmp_path / "prepared")},
+        "train": {"steps": steps, "batch_size": 32, "warmup_steps": 0, "log_every": 5, "checkpoint_every": 10},
+        "run": {"runs_dir": str(tmp_path / "runs"), "checkpoints_dir": str(tmp_path / "ckpt"), "samples_per_class": 2},
+        "models": {f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families},
+        **extra,
+    }
