@@ -1,0 +1,88 @@
+"""Per-family figures for the whole `genzoo run`: training time, sampling speed, test
+bits/dim (exact or bound, labelled), and the end-to-end wall time.
+
+    python bench/families.py                      # default params (what `make run` does)
+    python bench/families.py --profile quick --repeats 3
+
+Runs the real command line in a subprocess (outputs under --out, the repository's runs/ is
+left alone) and prints medians over --repeats runs as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml"),
+           "-o", f"run.runs_dir={out / 'runs'}", "-o", f"run.checkpoints_dir={out / 'ckpt'}",
+           "-o", f"data.prepared_dir={out / 'prepared'}"]
+    if profile:
+        cmd += ["--profile", profile]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
+    return wall, metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", help="params profile, e.g. quick")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--out", default="/tmp/genzoo-bench")
+    args = ap.parse_args()
+    walls, runs = [], []
+    for i in range(args.repeats):
+        out = Path(args.out) / f"run{i}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        wall, metrics = one_run(args.profile, out)
+        walls.append(wall)
+        runs.append(metrics)
+        print(f"run {i + 1}/{args.repeats}: {wall:.1f} s", file=sys.stderr)
+    med = statistics.median
+    print(f"machine: {machine()}")
+    print(f"profile: {args.profile or 'default'}; median of {args.repeats} run(s)")
+    print(f"whole `genzoo run` (prepare + train + evaluate every family): {med(walls):.1f} s "
+          f"(min {min(walls):.1f}, max {max(walls):.1f})\n")
+    print("| family | steps | train time (s) | s/step | samples/s | test bits/dim | estimator |")
+    print("|---|---|---|---|---|---|---|")
+    for fam in runs[0]:
+        rows = [r[fam] for r in runs]
+        t = med(r["train_seconds"] for r in rows)
+        bpd = med(r["test_bpd"] for r in rows) if "test_bpd" in rows[0] else None
+        print(f"| {fam} | {rows[0]['steps']} | {t:.1f} | {t / rows[0]['steps']:.3f} | "
+              f"{med(r['samples_per_second'] for r in rows):.1f} | "
+              f"{'-' if bpd is None else f'{bpd:.3f}'} | {rows[0].get('bpd_estimator') or 'none (GAN)'} |")
+    levels = json.loads((Path(args.out) / "run0" / "prepared" / "manifest.json").read_text())["levels"]
+    print(f"\nreference: the uniform distribution over {levels} levels is {math.log2(levels):.3f} bits/dim")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Trainer reliability: exact resume, corrupt checkpoints, non-finite guard, safe loading."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import models
+from models import DataSpec
+from models.trainer import Checkpoints, Callback, JsonlLogger, NonFiniteLossError, TrainConfig, fit
+
+SPEC = DataSpec(1, 8, 8, 17, 3)
+
+
+def data(n=48):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 17, (n, 1, 8, 8), generator=g).float() / 16, torch.randint(0, 3, (n,), generator=g)
+
+
+def cfg(**kw):
+    base = dict(steps=8, batch_size=16, checkpoint_every=4, log_every=2, warmup_steps=2, ema_decay=0.9)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "realnvp", "ddpm"])
+def test_stop_and_resume_equals_straight_run(family, tiny, tmp_path):
+    """N steps, stop, resume N more == 2N straight: model, optimizers, schedulers, EMA and
+    every RNG are restored (reliability case 5)."""
+    x, y = data()
+
+    def run(ckpt, stop_at=None):
+        torch.manual_seed(0)
+        m = models.build(family, SPEC, tiny[family])
+        return fit(m, x, y, cfg(), checkpoint_dir=ckpt, progress=False, stop_at=stop_at)
+
+    straight, _ = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=4)
+    resumed, result = run(tmp_path / "b")
+    assert result.resumed_from == 4
+    a, b = straight.state_dict(), resumed.state_dict()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst == 0.0, f"max |dtheta| = {worst}"
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
+    x, y = data()
+    m = models.build("vae", SPEC, tiny["vae"])
+    fit(m, x, y, cfg(), checkpoint_dir=tmp_path, progress=False)
+    ck = Checkpoints(tmp_path)
+    newest = tmp_path / "step-00000008.pt"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped bit-pattern
+    newest.write_bytes(bytes(raw))
+    state = ck.load_latest()
+    assert state["step"] == 4
+    assert "step-00000008.pt: sha256 mismatch" in caplog.text
+    newest.write_bytes(bytes(raw[: len(raw) // 3]))  # truncated
+    assert ck.load_latest()["step"] == 4
+
+
+def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("open('%s', 'w').write('pwned')" % (tmp_path / "owned"),))
+
+    path = tmp_path / "step-00000001.pt"
+    path.write_bytes(pickle.dumps({"step": 1, "x": Payload()}))
+    from models.base import sha256_file
+
+    (tmp_path / "index.json").write_text(json.dumps([{"step": 1, "file": path.name, "sha256": sha256_file(path)}]))
+    with pytest.raises(pickle.UnpicklingError):
+        Checkpoints(tmp_path).load_latest()
+    assert not (tmp_path / "owned").exists()
+
+
+class Exploding(models.GenerativeModel):
+    """A family whose loss turns NaN on chosen calls (a stand-in for a diverging model)."""
+
+    family = "exploding"
+    Config = models.get_family("vae").Config
+
+    def __init__(self, spec, cfg, bad_calls):
+        super().__init__(spec, cfg)
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.calls, self.bad_calls = 0, bad_calls
+
+    def training_step(self, x, y, phase="main"):
+        self.calls += 1
+        loss = (self.w * x.mean()) ** 2
+        if self.calls in self.bad_calls:
+            loss = loss * float("nan")
+        return models.StepOutput(loss, {"loss": loss.item()})
+
+
+def test_non_finite_steps_are_skipped_then_fail_loudly(tmp_path):
+    x, y = data()
+    spec_cfg = models.get_family("vae").Config()
+    m = Exploding(SPEC, spec_cfg, bad_calls={2, 5})
+    fit(m, x, y, cfg(max_bad_steps=3, ema_decay=None), checkpoint_dir=tmp_path / "ok", progress=False)
+    state = Checkpoints(tmp_path / "ok").load_latest()
+    assert state["bad_steps"] == 2 and torch.isfinite(state["model"]["w"]).all()
+
+    m = Exploding(SPEC, spec_cfg, bad_calls=set(range(3, 100)))
+    with pytest.raises(NonFiniteLossError, match="max_bad_steps=2"):
+        fit(m, x, y, cfg(max_bad_steps=2, ema_decay=None), checkpoint_dir=tmp_path / "bad", progress=False)
+    saved = Checkpoints(tmp_path / "bad").load_latest()
+    assert saved is None or torch.isfinite(saved["model"]["w"]).all()
+
+
+def test_metrics_leave_through_callbacks_and_jsonl(tmp_path, tiny):
+    seen = []
+
+    class Recorder(Callback):
+        def on_log(self, step, metrics):
+            seen.append(step)
+
+    x, y = data()
+    m = models.build("pixelcnn", SPEC, tiny["pixelcnn"])
+    fit(m, x, y, cfg(), callbacks=[Recorder(), JsonlLogger(tmp_path / "log.jsonl")], progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert seen == [2, 4, 6, 8] == [r["step"] for r in rows]
+    assert all("bpd" in r and "lr" in r for r in rows)
+
+
+def test_checkpoints_keep_only_the_newest(tmp_path, tiny):
+    x, y = data()
+    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=12, checkpoint_every=2, keep_checkpoints=2),
+        checkpoint_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000010.pt", "step-00000012.pt"]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,50 @@
+import pytest
+
+from tasks.config import ParamsError, load_params, validate
+
+BASE = {"models": {"vae": {}}}
+
+
+def test_repository_params_are_valid():
+    p = load_params("params.yaml")
+    assert p.families == ["pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+    assert p.train_config("gan").betas == (0.0, 0.9)  # family block overrides the train block
+    assert p.train_config("vae").batch_size == 64  # ... and inherits the rest
+    quick = load_params("params.yaml", profile="quick")
+    assert quick.train_config("vae").steps < p.train_config("vae").steps
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"models": {"nope": {}}}, "models.nope: unknown family"),
+        ({"models": {"vae": {"train": {"lr": -1}}}}, "models.vae.train.lr"),
+        ({"models": {"vae": {"net": {"latent_dim": "big"}}}}, "models.vae.net.latent_dim"),
+        ({"models": {"vae": {"net": {"latnt_dim": 3}}}}, "models.vae.net.latnt_dim"),
+        ({"models": {"vae": {}}, "train": {"steps": 0}}, "train.steps"),
+        ({"models": {"vae": {}}, "data": {"source": "ftp:x"}}, "data.source"),
+        ({"models": {"vae": {}}, "data": {"test_fraction": 0.9}}, "data.test_fraction"),
+        ({"models": {"vae": {}}, "run": {"device": "tpu"}}, "run.device"),
+        ({"models": {"vae": {}}, "sede": 1}, "sede"),
+        ({}, "models: at least one family"),
+    ],
+)
+def test_bad_params_name_the_key(raw, key):
+    with pytest.raises(ParamsError) as e:
+        validate(raw)
+    assert key in str(e.value)
+
+
+def test_overrides_and_profiles(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("models:\n  vae: {net: {latent_dim: 4}}\nprofiles:\n  small: {models.vae.train.steps: 7}\n")
+    p = load_params(f, ["models.vae.net.latent_dim=8", "seed=3"], profile="small")
+    assert p.net_config("vae").latent_dim == 8 and p.seed == 3 and p.train_config("vae").steps == 7
+    with pytest.raises(ParamsError, match="models.vae.net.latent_dim"):
+        load_params(f, ["models.vae.net.latent_dim=-3"])
+    with pytest.raises(ParamsError, match="profiles.fast: no such profile"):
+        load_params(f, profile="fast")
+    with pytest.raises(ParamsError, match="expected key.path=value"):
+        load_params(f, ["seed"])
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")

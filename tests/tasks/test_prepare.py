@@ -1,0 +1,172 @@
+import gzip
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.config import validate
+from tasks.prepare import DataError, load_split, load_torchvision_source, prepare
+
+
+def params(tmp_path, **data):
+    return validate({"models": {"vae": {}}, "data": {"prepared_dir": str(tmp_path / "prepared"), **data}})
+
+
+def test_digits_split_is_stratified_deterministic_and_hashed(tmp_path):
+    m = prepare(params(tmp_path))
+    assert m["source"] == "digits" and m["shape"] == [1, 8, 8] and m["levels"] == 17
+    sizes = {s: v["n"] for s, v in m["splits"].items()}
+    assert sum(sizes.values()) == 1797 and sizes["test"] == 359
+    test_share = np.array(m["splits"]["test"]["per_class"]) / np.array(
+        [sum(m["splits"][s]["per_class"][c] for s in m["splits"]) for c in range(10)]
+    )
+    assert np.allclose(test_share, 0.2, atol=0.01)
+    x, y, _ = load_split(tmp_path / "prepared", "train")
+    assert x.shape == (sizes["train"], 1, 8, 8) and x.min() == 0 and x.max() == 1
+    files = {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
+    prepare(params(tmp_path))
+    assert files == {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
+    other = prepare(validate({"seed": 1, "models": {"vae": {}}, "data": {"prepared_dir": str(tmp_path / "p2")}}))
+    assert other["splits"]["test"]["sha256"] != m["splits"]["test"]["sha256"]
+
+
+def test_tampered_split_is_refused(tmp_path):
+    prepare(params(tmp_path))
+    f = tmp_path / "prepared" / "val.npz"
+    with np.load(f) as z:
+        images, labels = z["images"].copy(), z["labels"]
+    images[0, 0, 0, 0] += 1
+    np.savez(f, images=images, labels=labels)
+    with pytest.raises(DataError, match="content hash"):
+        load_split(tmp_path / "prepared", "val")
+
+
+def _folder(root, classes=("a", "b"), n=6, size=(10, 12), mode="L"):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(root / c / f"{i}.png")
+    return root
+
+
+def test_folder_source_resizes_and_pads(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    Image.fromarray(np.zeros((30, 20), np.uint8), "L").save(root / "a" / "odd.png")  # another size
+    m = prepare(params(tmp_path, source=f"folder:{root}", image_size=[16, 16]))
+    assert m["shape"] == [1, 16, 16] and m["levels"] == 256 and m["class_names"] == ["a", "b"]
+
+
+def test_npz_source_channels_last_and_float(tmp_path):
+    rng = np.random.default_rng(0)
+    f = tmp_path / "d.npz"
+    np.savez(f, images=rng.random((40, 6, 6, 3)).astype(np.float32), labels=np.repeat([3, 7], 20))
+    m = prepare(params(tmp_path, source=f"npz:{f}"))
+    assert m["shape"] == [3, 6, 6] and m["levels"] == 256 and m["class_names"] == ["3", "7"]
+    m = prepare(params(tmp_path, source=f"npz:{f}", channels=1, image_size=4))
+    assert m["shape"] == [1, 4, 4]
+
+
+def _bad_npz(tmp_path, **arrays):
+    f = tmp_path / "bad.npz"
+    np.savez(f, **arrays)
+    return f"npz:{f}"
+
+
+BAD = {
+    "empty folder": (lambda t: (t / "e" / "a").mkdir(parents=True) or f"folder:{t / 'e'}", "empty"),
+    "no class folders": (lambda t: (t / "f").mkdir() or f"folder:{t / 'f'}", "no class sub-folders"),
+    "single class": (lambda t: f"folder:{_folder(t / 's', classes=('only',))}", "single class"),
+    "mixed channels": (
+        lambda t: (_folder(t / "m"), Image.new("RGB", (10, 12)).save(t / "m" / "b" / "rgb.png"))
+        and f"folder:{t / 'm'}",
+        "rgb.png is RGB",
+    ),
+    "non-image file": (
+        lambda t: (_folder(t / "n"), (t / "n" / "a" / "notes.txt").write_text("x")) and f"folder:{t / 'n'}",
+        "notes.txt: not an image",
+    ),
+    "unreadable image": (
+        lambda t: (_folder(t / "u"), (t / "u" / "b" / "broken.png").write_bytes(b"nope")) and f"folder:{t / 'u'}",
+        "broken.png: unreadable",
+    ),
+    "NaN pixels": (
+        lambda t: _bad_npz(t, images=np.full((4, 5, 5), np.nan, np.float32), labels=np.array([0, 1, 0, 1])),
+        "NaN",
+    ),
+    "wrong npz keys": (lambda t: _bad_npz(t, x=np.zeros((4, 5, 5)), y=np.zeros(4, int)), "missing key(s) ['images', 'labels']"),
+    "label count": (lambda t: _bad_npz(t, images=np.zeros((4, 5, 5), np.uint8), labels=np.zeros(3, int)), "expected 4 integer labels"),
+    "missing file": (lambda t: f"npz:{t / 'nothing.npz'}", "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, case):
+    make, message = BAD[case]
+    prepare(params(tmp_path))  # an earlier good dataset must survive the failure
+    before = {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
+    source = make(tmp_path)
+    with pytest.raises(DataError, match=None) as e:
+        prepare(params(tmp_path, source=source))
+    assert message in str(e.value)
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".prepared")]
+
+
+def _idx(path, arr):
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_style_files_are_read(tmp_path, name, folder):
+    raw = tmp_path / "raw" / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _idx(raw / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+    _idx(raw / "train-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    _idx(raw / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (10, 28, 28)))
+    _idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(10))
+    ds = load_torchvision_source(name, tmp_path / "raw")
+    assert ds.images.shape == (30, 1, 28, 28) and ds.levels == 256 and len(ds.class_names) == 10
+    m = prepare(params(tmp_path, source=name, raw_dir=str(tmp_path / "raw"), image_size=14, test_fraction=0.34))
+    assert m["shape"] == [1, 14, 14]
+
+
+def test_cifar_batches_are_read_and_pickled_code_is_refused(tmp_path):
+    folder = tmp_path / "raw" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for b in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / b).write_bytes(pickle.dumps(d))
+    ds = load_torchvision_source("cifar10", tmp_path / "raw")
+    assert ds.images.shape == (24, 3, 32, 32) and ds.class_names[0] == "airplane"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}))
+    with pytest.raises(DataError, match="refusing to load builtins.print"):
+        load_torchvision_source("cifar10", tmp_path / "raw")
+
+
+def test_missing_vision_files_without_torchvision_say_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    for mod in ("torchvision", "torchvision.datasets"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import fails as if not installed
+    with pytest.raises(DataError, match="genzoo\\[vision\\]"):
+        load_torchvision_source("mnist", tmp_path / "raw")
+
+
+def test_manifest_is_json_with_class_names(tmp_path):
+    prepare(params(tmp_path))
+    m = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert m["class_names"] == [str(i) for i in range(10)] and m["num_classes"] == 10

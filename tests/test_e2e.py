@@ -1,0 +1,154 @@
+"""End to end on the embedded digits: real training, the real CLI, a real DVC repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tasks.config import validate
+from tasks.prepare import prepare
+from tasks.train import train_family
+from tests.conftest import tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Every family trained for a short real run on digits, through the DVC-stage function."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    raw = tiny_params(tmp, steps=80)
+    for fam, block in raw["models"].items():
+        block["train"]["lr"] = 3e-3 if fam != "gan" else 1e-3
+        block["train"]["log_every"] = 10
+    params = validate(raw)
+    prepare(params)
+    return tmp, params, {f: train_family(params, f, progress=False) for f in params.families}
+
+
+FAMILIES = ["pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+LOSS = {"pixelcnn": "nll", "realnvp": "nll", "vae": "neg_elbo", "gan": "d_loss", "ddpm": "mse"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_short_training_learns_and_writes_its_outputs(trained, family):
+    tmp, params, metrics = trained
+    out = tmp / "runs" / family
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    first, last = rows[0][LOSS[family]], rows[-1][LOSS[family]]
+    assert last < first, f"{family}: {LOSS[family]} went {first:.3f} -> {last:.3f}"
+    for name in ("model.json", "model.safetensors", "samples.png", "loss.png", "metrics.json"):
+        assert (out / name).stat().st_size > 0, name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 80 and m["samples_per_second"] > 0
+    if family == "gan":
+        assert "test_bpd" not in m
+    else:
+        assert m["bpd_estimator"] == ("exact" if family in ("pixelcnn", "realnvp") else "bound")
+        assert 0 < m["test_bpd"] < np.log2(17) + 1.5
+    import models
+    import torch
+
+    model = models.load(out / "model.json")
+    x = model.sample(20, torch.arange(20) % 10, generator=torch.Generator().manual_seed(0))
+    assert x.std(0).mean() > 0.02, "samples are (nearly) constant"
+
+
+def test_resume_after_interruption_matches(tmp_path):
+    """A stage killed mid-training resumes from its checkpoint and ends where a straight run
+    ends (same data, params and code -> same fingerprint -> same checkpoint folder)."""
+    raw = tiny_params(tmp_path, steps=20, families=["vae"])
+    params = validate(raw)
+    prepare(params)
+    train_family(params, "vae", progress=False, stop_at=10)
+    assert not (tmp_path / "runs" / "vae" / "model.json").exists()
+    resumed = train_family(params, "vae", progress=False)
+    assert resumed["resumed_from"] == 10
+    first = (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
+    shutil.rmtree(tmp_path / "ckpt")
+    straight = train_family(params, "vae", progress=False)
+    assert straight["resumed_from"] is None
+    assert first == (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
+
+
+def _cli(*args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    r = subprocess.run([str(BIN / "genzoo"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"genzoo {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def test_cli_sample_writes_npz_and_png(trained, tmp_path):
+    tmp, _, _ = trained
+    pfile = tmp / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp)))
+    out = tmp_path / "threes"
+    r = _cli("sample", "--params", str(pfile), "--family", "vae", "--n", "12", "--class", "3",
+             "--out", str(out), "--seed", "5", "-q", cwd=tmp)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 12
+    with np.load(f"{out}.npz") as z:
+        assert z["images"].dtype == np.float32 and z["images"].shape == (12, 1, 8, 8)
+        assert z["labels"].dtype == np.int64 and (z["labels"] == 3).all()
+        assert 0 <= z["images"].min() and z["images"].max() <= 1
+        first = z["images"]
+    assert Path(f"{out}.png").stat().st_size > 0
+    _cli("sample", "--params", str(pfile), "--model", str(tmp / "runs" / "vae" / "model.json"),
+         "--n", "12", "--class", "3", "--out", str(out), "--seed", "5", "-q", cwd=tmp)
+    with np.load(f"{out}.npz") as z:
+        assert np.array_equal(z["images"], first)  # same seed, same images
+
+
+def test_cli_help_and_clear_errors(tmp_path):
+    for cmd in ([], ["prepare"], ["train"], ["sample"], ["run"]):
+        r = _cli(*cmd, "--help", cwd=ROOT)
+        assert "usage: genzoo" in r.stdout
+    assert "--profile" in _cli("run", "--help", cwd=ROOT).stdout
+    r = _cli("prepare", "-o", "models.vae.train.lr=-1", "-o", f"data.prepared_dir={tmp_path / 'p'}", cwd=ROOT, check=False)
+    assert r.returncode == 2 and "models.vae.train.lr" in r.stderr
+    assert not (tmp_path / "p").exists()
+    r = _cli("train", "--family", "nope", cwd=ROOT, check=False)
+    assert r.returncode != 0 and "nope" in r.stderr
+
+
+def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
+    """A real DVC repository: repro trains every family; a second repro does nothing; a
+    change to one family's params makes only that family's stage stale."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", "models", "tasks"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    raw = tiny_params(Path("."), steps=6)
+    raw["data"]["prepared_dir"] = "data/prepared"
+    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints")
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+    def sh(*cmd):
+        r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    out = sh("dvc", "repro")
+    for fam in FAMILIES:
+        assert f"train@{fam}" in out
+        assert (repo / "runs" / fam / "samples.png").exists()
+    assert "up to date" in sh("dvc", "repro").lower() or "didn't change" in out
+    assert "up to date" in sh("dvc", "status").lower()
+    metrics = sh("dvc", "metrics", "show")
+    assert "test_bpd" in metrics
+    raw["models"]["vae"]["train"]["steps"] = 7
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    status = sh("dvc", "status")
+    assert "train@vae" in status and "train@pixelcnn" not in status and "prepare" not in status
