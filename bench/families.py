@@ -36,13 +36,25 @@ def machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    )
 
 
 def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
-    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml"),
-           "-o", f"run.runs_dir={out / 'runs'}", "-o", f"run.checkpoints_dir={out / 'ckpt'}",
-           "-o", f"data.prepared_dir={out / 'prepared'}"]
+    cmd = [
+        str(Path(sys.executable).parent / "genzoo"),
+        "run",
+        "-q",
+        "--params",
+        str(ROOT / "params.yaml"),
+        "-o",
+        f"run.runs_dir={out / 'runs'}",
+        "-o",
+        f"run.checkpoints_dir={out / 'ckpt'}",
+        "-o",
+        f"data.prepared_dir={out / 'prepared'}",
+    ]
     if profile:
         cmd += ["--profile", profile]
     t0 = time.perf_counter()
@@ -69,17 +81,21 @@ def main() -> None:
     med = statistics.median
     print(f"machine: {machine()}")
     print(f"profile: {args.profile or 'default'}; median of {args.repeats} run(s)")
-    print(f"whole `genzoo run` (prepare + train + evaluate every family): {med(walls):.1f} s "
-          f"(min {min(walls):.1f}, max {max(walls):.1f})\n")
+    print(
+        f"whole `genzoo run` (prepare + train + evaluate every family): {med(walls):.1f} s "
+        f"(min {min(walls):.1f}, max {max(walls):.1f})\n"
+    )
     print("| family | steps | train time (s) | s/step | samples/s | test bits/dim | estimator |")
     print("|---|---|---|---|---|---|---|")
     for fam in runs[0]:
         rows = [r[fam] for r in runs]
         t = med(r["train_seconds"] for r in rows)
         bpd = med(r["test_bpd"] for r in rows) if "test_bpd" in rows[0] else None
-        print(f"| {fam} | {rows[0]['steps']} | {t:.1f} | {t / rows[0]['steps']:.3f} | "
-              f"{med(r['samples_per_second'] for r in rows):.1f} | "
-              f"{'-' if bpd is None else f'{bpd:.3f}'} | {rows[0].get('bpd_estimator') or 'none (GAN)'} |")
+        print(
+            f"| {fam} | {rows[0]['steps']} | {t:.1f} | {t / rows[0]['steps']:.3f} | "
+            f"{med(r['samples_per_second'] for r in rows):.1f} | "
+            f"{'-' if bpd is None else f'{bpd:.3f}'} | {rows[0].get('bpd_estimator') or 'none (GAN)'} |"
+        )
     levels = json.loads((Path(args.out) / "run0" / "prepared" / "manifest.json").read_text())["levels"]
     print(f"\nreference: the uniform distribution over {levels} levels is {math.log2(levels):.3f} bits/dim")
 

@@ -21,8 +21,15 @@ EPILOG = """examples:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--profile", help="named override set from the params file's `profiles` block, e.g. quick")
-    p.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param by its dotted path (repeatable), e.g. -o models.vae.net.latent_dim=8")
+    p.add_argument(
+        "-o",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param by its dotted path (repeatable), e.g. -o models.vae.net.latent_dim=8",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
 
@@ -36,8 +43,16 @@ def cmd_prepare(args) -> int:
     from tasks.prepare import prepare
 
     m = prepare(_params(args))
-    print(json.dumps({"source": m["source"], "shape": m["shape"], "levels": m["levels"],
-                      "splits": {s: v["n"] for s, v in m["splits"].items()}}))
+    print(
+        json.dumps(
+            {
+                "source": m["source"],
+                "shape": m["shape"],
+                "levels": m["levels"],
+                "splits": {s: v["n"] for s, v in m["splits"].items()},
+            }
+        )
+    )
     return 0
 
 
@@ -46,7 +61,11 @@ def _train(params, families, quiet) -> int:
 
     for fam in families:
         m = train_family(params, fam, progress=not quiet)
-        shown = {k: m[k] for k in ("family", "steps", "train_seconds", "test_bpd", "bpd_estimator", "samples_per_second") if k in m}
+        shown = {
+            k: m[k]
+            for k in ("family", "steps", "train_seconds", "test_bpd", "bpd_estimator", "samples_per_second")
+            if k in m
+        }
         print(json.dumps(shown))
     return 0
 
@@ -66,11 +85,15 @@ def cmd_run(args) -> int:
     families = args.families.split(",") if args.families else params.families
     unknown = [f for f in families if f not in params.models]
     if unknown:
-        raise SystemExit(f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})")
+        raise SystemExit(
+            f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
+        )
     t0 = time.perf_counter()
     prepare(params)
     _train(params, families, args.quiet)
-    print(json.dumps({"pipeline_seconds": round(time.perf_counter() - t0, 1), "runs_dir": params.run.runs_dir}))
+    print(
+        json.dumps({"pipeline_seconds": round(time.perf_counter() - t0, 1), "runs_dir": params.run.runs_dir})
+    )
     return 0
 
 
@@ -108,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="genzoo",
         description="Train, sample and compare deep generative models (PixelCNN, RealNVP, VAE, GAN, DDPM).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -133,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", help="use the model trained in runs/<family>/")
     p.add_argument("--model", help="path to a saved model's model.json (instead of --family)")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--class", dest="cls", help="class name or index to condition on (default: drawn from the label prior)")
+    p.add_argument(
+        "--class",
+        dest="cls",
+        help="class name or index to condition on (default: drawn from the label prior)",
+    )
     p.add_argument("--out", required=True, help="output path without suffix: writes PATH.npz and PATH.png")
     p.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same images (default 0)")
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")

@@ -92,9 +92,7 @@ class GenerativeModel(nn.Module):
 
     # -- sampling
     @torch.inference_mode()
-    def sample(
-        self, n: int, y: Tensor | None = None, *, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` images ``(n, C, H, W)`` in ``[0, 1]``; same generator state -> same images."""
         y = self.fill_labels(n, y, generator)
         x = self._sample(n, y, generator)
@@ -111,9 +109,7 @@ class GenerativeModel(nn.Module):
     def fill_labels(self, n: int, y: Tensor | None, generator: torch.Generator | None) -> Tensor:
         if y is None:
             probs = self.log_class_prior.exp().cpu()
-            return torch.multinomial(probs, n, replacement=True, generator=generator).to(
-                self.device
-            )
+            return torch.multinomial(probs, n, replacement=True, generator=generator).to(self.device)
         y = torch.as_tensor(y, dtype=torch.long, device=self.device)
         if y.ndim == 0:
             y = y.expand(n)
@@ -181,11 +177,6 @@ def likelihood_estimator(model: nn.Module) -> str | None:
     if isinstance(model, LikelihoodBound):
         return "bound"
     return None
-
-
-def bits_per_dim(nats: Tensor, dims: int) -> Tensor:
-    """Negative log-likelihood in nats per image -> bits per dimension."""
-    return -nats / (dims * torch.log(torch.tensor(2.0)))
 
 
 # ----------------------------------------------------------------------------- registry

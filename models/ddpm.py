@@ -54,9 +54,7 @@ class UNet(nn.Module):
             nn.Conv2d(chs[i], chs[i + 1], 3, stride=2, padding=1) for i in range(n)
         )
         self.mid = ResBlock(chs[-1], chs[-1], cond, cfg.dropout)
-        self.up_blocks = nn.ModuleList(
-            ResBlock(2 * chs[i], chs[i], cond, cfg.dropout) for i in range(n + 1)
-        )
+        self.up_blocks = nn.ModuleList(ResBlock(2 * chs[i], chs[i], cond, cfg.dropout) for i in range(n + 1))
         self.upsample = nn.ModuleList(nn.Conv2d(chs[i + 1], chs[i], 3, padding=1) for i in range(n))
         self.norm = group_norm(chs[0])
         self.out = nn.Conv2d(chs[0], spec.channels, 3, padding=1)

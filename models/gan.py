@@ -33,9 +33,7 @@ class Generator(nn.Module):
         self.fc = nn.Linear(2 * cfg.latent_dim, chs[-1] * sizes[-1][0] * sizes[-1][1])
         self.bn0 = nn.BatchNorm2d(chs[-1])
         self.ups = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(chs[i + 1], chs[i], 3, padding=1), nn.BatchNorm2d(chs[i]), nn.ReLU()
-            )
+            nn.Sequential(nn.Conv2d(chs[i + 1], chs[i], 3, padding=1), nn.BatchNorm2d(chs[i]), nn.ReLU())
             for i in range(len(sizes) - 1)
         )
         self.out = nn.Conv2d(chs[0], spec.channels, 3, padding=1)
@@ -49,15 +47,25 @@ class Generator(nn.Module):
         return torch.sigmoid(self.out(h))
 
 
+def minibatch_std(h: Tensor, group: int = 4) -> Tensor:
+    """Mean feature std over groups of the batch, as one extra channel (Karras et al. 2018,
+    arXiv:1710.10196): a generator that ignores its noise is easy to spot."""
+    b, c, hh, ww = h.shape
+    g = next(k for k in range(min(group, b), 0, -1) if b % k == 0)
+    if g < 2:
+        return h.new_zeros(b, 1, hh, ww)
+    std = h.view(g, b // g, c, hh, ww).var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    return std.view(b // g, 1, 1, 1).repeat(g, 1, hh, ww)
+
+
 class Discriminator(nn.Module):
     def __init__(self, spec: DataSpec, cfg: GANConfig, chs):
         super().__init__()
         self.inp = spectral_norm(nn.Conv2d(spec.channels, chs[0], 3, padding=1))
         self.downs = nn.ModuleList(
-            spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1))
-            for i in range(len(chs) - 1)
+            spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1)) for i in range(len(chs) - 1)
         )
-        self.mid = spectral_norm(nn.Conv2d(chs[-1], chs[-1], 3, padding=1))
+        self.mid = spectral_norm(nn.Conv2d(chs[-1] + 1, chs[-1], 3, padding=1))
         self.linear = spectral_norm(nn.Linear(chs[-1], 1))
         self.embed = spectral_norm(nn.Embedding(spec.num_classes, chs[-1]))
 
@@ -65,6 +73,7 @@ class Discriminator(nn.Module):
         h = F.leaky_relu(self.inp(x * 2 - 1), 0.2)
         for down in self.downs:
             h = F.leaky_relu(down(h), 0.2)
+        h = torch.cat([h, minibatch_std(h)], 1)  # lets D see a collapsed batch
         h = F.leaky_relu(self.mid(h), 0.2).sum(dim=(2, 3))  # (B, ch)
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # projection
 

@@ -72,8 +72,7 @@ class PixelCNN(GenerativeModel):
         self.embed = LabelEmbedding(spec.num_classes, p)
         self.inp = nn.Conv2d(spec.channels, p, 1)
         self.layers = nn.ModuleList(
-            GatedLayer(p, cfg.kernel, p, first=(i == 0), dropout=cfg.dropout)
-            for i in range(cfg.layers)
+            GatedLayer(p, cfg.kernel, p, first=(i == 0), dropout=cfg.dropout) for i in range(cfg.layers)
         )
         self.dist = PixelLikelihood(cfg.output, spec.levels, spec.channels)
         self.head = nn.Sequential(

@@ -201,14 +201,14 @@ class Scale(nn.Module):
     def forward(self, x: Tensor, c: Tensor):
         ld = x.new_zeros(x.shape[0])
         for step in self.pre:
-            x, l = step(x, c)
-            ld = ld + l
+            x, ld_step = step(x, c)
+            ld = ld + ld_step
         if self.final:
             return x, None, ld
         x = squeeze(x)
         for step in self.post:
-            x, l = step(x, c)
-            ld = ld + l
+            x, ld_step = step(x, c)
+            ld = ld + ld_step
         h, z = x[:, : -self.z_ch], x[:, -self.z_ch :]
         return h, z, ld
 
@@ -274,8 +274,8 @@ class RealNVP(GenerativeModel):
         h, ld = self._preprocess(x01)
         parts = []
         for scale in self.scales:
-            h, z, l = scale(h, c)
-            ld = ld + l
+            h, z, ld_scale = scale(h, c)
+            ld = ld + ld_scale
             if z is not None:
                 parts.append((z, *scale.split_prior(h, c)))
         parts.append((h, *self._top_prior(c)))
@@ -317,9 +317,7 @@ class RealNVP(GenerativeModel):
         """Standardised latent (B, D) -> image in [0, 1] on the level grid."""
         b = eps.shape[0]
         c = self.embed(y, b)
-        sizes = [2 * ch * hh * ww // 4 for ch, hh, ww in self.shapes[:-1]] + [
-            math.prod(self.top_shape)
-        ]
+        sizes = [2 * ch * hh * ww // 4 for ch, hh, ww in self.shapes[:-1]] + [math.prod(self.top_shape)]
         chunks = list(eps.split(sizes, dim=1))
         mean, log_std = self._top_prior(c)
         h = mean + torch.exp(log_std) * chunks[-1].view_as(mean)

@@ -19,6 +19,7 @@ import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, gt=0)
     log_every: int = Field(25, gt=0)
     max_bad_steps: int = Field(20, ge=0, description="non-finite steps tolerated")
+    eval_every: int = Field(0, ge=0, description="validate every N steps (0: never)")
+    keep_best: bool = Field(True, description="end with the weights that validated best")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -105,6 +108,8 @@ class TrainResult:
     bad_steps: int
     resumed_from: int | None
     last: dict[str, float] = field(default_factory=dict)
+    best_step: int | None = None  # step of the weights returned, when validation chose them
+    best_val: float | None = None
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -181,7 +186,9 @@ class Checkpoints:
                 log.error(
                     "checkpoint %s: sha256 mismatch (file %s..., index %s...); "
                     "falling back to an older checkpoint",
-                    path, digest[:12], entry["sha256"][:12],
+                    path,
+                    digest[:12],
+                    entry["sha256"][:12],
                 )
                 continue
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -238,12 +245,16 @@ def fit(
     callbacks: list[Callback] = (),
     progress: bool = True,
     stop_at: int | None = None,
+    val_fn: Callable[[GenerativeModel], float] | None = None,
 ) -> tuple[GenerativeModel, TrainResult]:
     """Train ``model`` on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
 
     Returns the model to use afterwards (the EMA copy when the family keeps one) and a
     :class:`TrainResult`. ``stop_at`` ends early at that step (checkpointing first), as an
-    interruption would; a later call resumes from there.
+    interruption would; a later call resumes from there. ``val_fn(model) -> float`` (lower
+    is better) scores the model that will be returned every ``eval_every`` steps, under a
+    forked RNG so validation never changes training; with ``keep_best`` the best-scoring
+    weights are returned (early stopping by model selection).
     """
     device = torch.device(device)
     seed_everything(seed)
@@ -267,6 +278,7 @@ def fit(
     ckpts = Checkpoints(checkpoint_dir, cfg.keep_checkpoints) if checkpoint_dir else None
 
     start, bad, resumed = 0, 0, None
+    best: dict[str, Any] = {"val": math.inf, "step": None, "state": None}
     state = ckpts.load_latest(device) if ckpts else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -279,6 +291,7 @@ def fit(
         batches.load(state["batches"])
         set_rng_state(state["rng"])
         start, bad, resumed = state["step"], state["bad_steps"], state["step"]
+        best = state.get("best") or best
         log.info("resumed %s from step %d", model.family, start)
 
     def snapshot(step: int) -> dict[str, Any]:
@@ -292,6 +305,7 @@ def fit(
             "scaler": scaler.state_dict(),
             "batches": batches.state(),
             "rng": rng_state(),
+            "best": best,
         }
 
     for cb in callbacks:
@@ -301,8 +315,13 @@ def fit(
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
     t0 = time.perf_counter()
     bar = tqdm(
-        range(start, end), initial=start, total=cfg.steps, desc=model.family,
-        disable=not progress, leave=False, dynamic_ncols=True,
+        range(start, end),
+        initial=start,
+        total=cfg.steps,
+        desc=model.family,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
     )
     last: dict[str, float] = {}
     for step in bar:
@@ -311,9 +330,7 @@ def fit(
         for phase in model.phases:
             opt = opts[phase]
             model.zero_grad(set_to_none=True)
-            autocast = (
-                torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-            )
+            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
             with autocast:
                 out = model.training_step(xb, yb, phase)
             ok = bool(torch.isfinite(out.loss))
@@ -334,8 +351,14 @@ def fit(
             else:
                 bad += 1
                 model.zero_grad(set_to_none=True)
-                log.warning("%s step %d phase %s: non-finite loss or gradient, skipped (%d/%d)",
-                            model.family, step, phase, bad, cfg.max_bad_steps)
+                log.warning(
+                    "%s step %d phase %s: non-finite loss or gradient, skipped (%d/%d)",
+                    model.family,
+                    step,
+                    phase,
+                    bad,
+                    cfg.max_bad_steps,
+                )
                 if bad > cfg.max_bad_steps:
                     raise NonFiniteLossError(
                         f"{model.family}: {bad} non-finite steps (limit train.max_bad_steps="
@@ -353,15 +376,36 @@ def fit(
             for cb in callbacks:
                 cb.on_log(done, last)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:3]})
+        if val_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            judged = ema if ema is not None else model
+            judged.eval()
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                val = float(val_fn(judged))
+            judged.train(ema is None)
+            if val < best["val"]:
+                state_copy = {k: v.detach().clone() for k, v in judged.state_dict().items()}
+                best = {"val": val, "step": done, "state": state_copy}
+            for cb in callbacks:
+                cb.on_log(done, {"val": val})
         if ckpts and (done % cfg.checkpoint_every == 0 or done == end):
             path = ckpts.save(done, snapshot(done))
             for cb in callbacks:
                 cb.on_checkpoint(done, path)
     bar.close()
+    final = ema if ema is not None else model
+    chosen = None
+    if cfg.keep_best and best["state"] is not None and end == cfg.steps:
+        final.load_state_dict(best["state"])
+        chosen = best["step"]
     result = TrainResult(
-        steps=end, seconds=time.perf_counter() - t0, bad_steps=bad, resumed_from=resumed, last=last
+        steps=end,
+        seconds=time.perf_counter() - t0,
+        bad_steps=bad,
+        resumed_from=resumed,
+        last=last,
+        best_step=chosen,
+        best_val=best["val"] if chosen else None,
     )
     for cb in callbacks:
         cb.on_end(result)
-    final = ema if ema is not None else model
     return final.eval(), result

@@ -49,9 +49,7 @@ class VAE(GenerativeModel):
         # encoder: (B, C, H, W) -> (B, 2 * latent)
         self.enc_in = nn.Conv2d(spec.channels, chs[0], 3, padding=1)
         self.enc_blocks = nn.ModuleList(ResBlock(chs[i], chs[i], cond) for i in range(n + 1))
-        self.enc_down = nn.ModuleList(
-            nn.Conv2d(chs[i], chs[i + 1], 3, stride=2, padding=1) for i in range(n)
-        )
+        self.enc_down = nn.ModuleList(nn.Conv2d(chs[i], chs[i + 1], 3, stride=2, padding=1) for i in range(n))
         h, w = self.sizes[-1]
         self.top = (chs[-1], h, w)
         self.enc_out = nn.Linear(chs[-1] * h * w, 2 * cfg.latent_dim)

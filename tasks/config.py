@@ -28,7 +28,9 @@ class _Strict(BaseModel):
 
 
 class DataParams(_Strict):
-    source: str = Field("digits", description="digits | npz:PATH | folder:PATH | mnist | fashion_mnist | cifar10")
+    source: str = Field(
+        "digits", description="digits | npz:PATH | folder:PATH | mnist | fashion_mnist | cifar10"
+    )
     image_size: int | tuple[int, int] | None = Field(None, description="[H, W] (or one int) to resize/pad to")
     channels: Literal[1, 3] | None = Field(None, description="convert to 1 (gray) or 3 (RGB)")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
@@ -144,7 +146,7 @@ def validate(raw: dict[str, Any]) -> Params:
         raise ParamsError("invalid params:\n  " + "\n  ".join(_fmt("", x) for x in e.errors())) from None
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
-    for family, block in params.models.items():
+    for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")
             continue

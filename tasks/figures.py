@@ -21,7 +21,9 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int | None = None
     canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32) * 0.5
     for i in range(n):
         r, k = divmod(i, nrow)
-        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = x[i]
+        canvas[
+            :, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w
+        ] = x[i]
     arr = (canvas.transpose(1, 2, 0) * 255).round().astype(np.uint8)
     img = Image.fromarray(arr[..., 0] if c == 1 else arr)
     scale = scale or max(1, 256 // max(h, w) // 2)
@@ -41,11 +43,11 @@ def loss_curve(log_path: str | Path, out: str | Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    keys = [k for k in rows[0] if k not in ("step", "lr", "beta")] if rows else []
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("step", "lr", "beta")))
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.2 * max(1, len(keys)), 2.8), squeeze=False)
-    steps = [r["step"] for r in rows]
     for ax, k in zip(axes[0], keys, strict=False):
-        ax.plot(steps, [r.get(k, np.nan) for r in rows], lw=1.2)
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts, strict=True), lw=1.2, marker="." if len(pts) < 30 else None)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

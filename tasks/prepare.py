@@ -64,7 +64,9 @@ def _to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
             return arr
         if arr.shape[3] in (1, 3):
             return arr.transpose(0, 3, 1, 2)
-    raise DataError(f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in (1, 3); got {arr.shape}")
+    raise DataError(
+        f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in (1, 3); got {arr.shape}"
+    )
 
 
 def _quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
@@ -73,13 +75,17 @@ def _quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarr
             bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
             raise DataError(f"{where}: NaN or infinite pixel values (first in image {bad})")
         if levels is None and (arr.min() < 0 or arr.max() > 1):
-            raise DataError(f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]")
+            raise DataError(
+                f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]"
+            )
         levels = levels or 256
         return np.round(arr * (levels - 1)).astype(np.int64), levels
     if arr.dtype.kind in "ui":
         levels = levels or (256 if arr.max() <= 255 else int(arr.max()) + 1)
         if arr.min() < 0 or arr.max() >= levels:
-            raise DataError(f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]")
+            raise DataError(
+                f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]"
+            )
         return arr.astype(np.int64), levels
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
 
@@ -93,7 +99,10 @@ def load_npz_source(path: str | Path) -> Dataset:
             keys = set(z.files)
             missing = {"images", "labels"} - keys
             if missing:
-                raise DataError(f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)} (expected 'images' and 'labels')")
+                raise DataError(
+                    f"{path}: missing key(s) {sorted(missing)}; found {sorted(keys)} "
+                    "(expected 'images' and 'labels')"
+                )
             images, labels = z["images"], z["labels"]
             levels = int(z["levels"]) if "levels" in keys else None
             names = [str(n) for n in z["class_names"]] if "class_names" in keys else None
@@ -105,7 +114,10 @@ def load_npz_source(path: str | Path) -> Dataset:
     images, levels = _quantize(images, f"{path}['images']", levels)
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "ui":
-        raise DataError(f"{path}['labels']: expected {len(images)} integer labels, got shape {labels.shape} dtype {labels.dtype}")
+        raise DataError(
+            f"{path}['labels']: expected {len(images)} integer labels, "
+            f"got shape {labels.shape} dtype {labels.dtype}"
+        )
     classes = np.unique(labels)
     labels = np.searchsorted(classes, labels).astype(np.int64)
     names = names or [str(c) for c in classes]
@@ -140,7 +152,9 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
             if f.name.startswith(".") or f.is_dir():
                 continue
             if f.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder")
+                raise DataError(
+                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
+                )
             files.append((f, k))
     if not files:
         raise DataError(f"{root}: empty (no images in {', '.join(classes)})")
@@ -165,7 +179,9 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
     sizes = {im.size for im in images}
     if size is None:
         if len(sizes) > 1:
-            raise DataError(f"{root}: images have different sizes {sorted(sizes)[:3]}...; set data.image_size")
+            raise DataError(
+                f"{root}: images have different sizes {sorted(sizes)[:3]}...; set data.image_size"
+            )
         size = images[0].size[::-1]
     arr = np.stack([np.asarray(_fit(im, size)) for im in images])
     arr = _to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
@@ -200,7 +216,18 @@ def _find(folder: Path, stem: str) -> Path:
 
 MNIST_CLASSES = {
     "mnist": [str(i) for i in range(10)],
-    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
 }
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -209,8 +236,11 @@ class _CifarUnpickler(pickle.Unpickler):
     """CIFAR-10's python batches are pickles: allow only what numpy arrays need."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
     }
 
@@ -237,7 +267,12 @@ def load_torchvision_source(name: str, raw_dir: str | Path) -> Dataset:
     raw = Path(raw_dir)
     if name in MNIST_CLASSES:
         folder = raw / {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name] / "raw"
-        stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+        stems = [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ]
         if not all((folder / s).exists() or (folder / f"{s}.gz").exists() for s in stems):
             _download(name, raw)
         x = np.concatenate([read_idx(_find(folder, stems[0])), read_idx(_find(folder, stems[2]))])
@@ -284,7 +319,9 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
             x = np.repeat(x, 3, axis=1)
     if p.image_size and tuple(p.image_size) != x.shape[2:] and not ds.source.startswith("folder:"):
         t = torch.from_numpy(x.astype(np.float32))
-        t = torch.nn.functional.interpolate(t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False)
+        t = torch.nn.functional.interpolate(
+            t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False
+        )
         x = t.round().clamp(0, ds.levels - 1).numpy().astype(np.int64)
     return Dataset(x, ds.labels, ds.levels, ds.class_names, ds.source)
 
@@ -402,7 +439,9 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Prepare the dataset named in params.yaml (DVC stage 'prepare').")
+    ap = argparse.ArgumentParser(
+        description="Prepare the dataset named in params.yaml (DVC stage 'prepare')."
+    )
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = ap.parse_args(argv)

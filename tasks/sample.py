@@ -32,8 +32,14 @@ def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: li
 
 
 def sample_to_file(
-    model: GenerativeModel, n: int, out: str | Path, *, cls: int | None = None, seed: int = 0,
-    batch: int = 256, progress: bool = True,
+    model: GenerativeModel,
+    n: int,
+    out: str | Path,
+    *,
+    cls: int | None = None,
+    seed: int = 0,
+    batch: int = 256,
+    progress: bool = True,
 ) -> tuple[Path, Path]:
     if n <= 0:
         raise ValueError(f"--n must be positive, got {n}")
@@ -45,7 +51,11 @@ def sample_to_file(
     with tqdm(total=n, desc=f"sampling {model.family}", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch):
             b = min(batch, n - start)
-            y = torch.full((b,), cls, dtype=torch.long) if cls is not None else model.fill_labels(b, None, gen).cpu()
+            y = (
+                torch.full((b,), cls, dtype=torch.long)
+                if cls is not None
+                else model.fill_labels(b, None, gen).cpu()
+            )
             xs.append(model.sample(b, y, generator=gen).float().cpu())
             ys.append(y)
             bar.update(b)
@@ -55,13 +65,20 @@ def sample_to_file(
     npz = out.with_name(out.name + ".npz")
     atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     order = np.argsort(labels, kind="stable")[:400]
-    png = save_png(grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))), out.with_name(out.name + ".png"))
+    png = save_png(
+        grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))),
+        out.with_name(out.name + ".png"),
+    )
     return npz, png
 
 
-def load_trained(family: str | None, model_path: str | None, runs_dir: str | Path) -> tuple[GenerativeModel, dict]:
+def load_trained(
+    family: str | None, model_path: str | None, runs_dir: str | Path
+) -> tuple[GenerativeModel, dict]:
     path = Path(model_path) if model_path else Path(runs_dir) / str(family) / "model.json"
     if not path.with_suffix(".json").exists():
-        raise FileNotFoundError(f"{path.with_suffix('.json')}: no trained model; run `genzoo train --family {family}` first")
+        raise FileNotFoundError(
+            f"{path.with_suffix('.json')}: no trained model; run `genzoo train --family {family}` first"
+        )
     meta = json.loads(path.with_suffix(".json").read_text())
     return models.load(path), meta

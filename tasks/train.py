@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,13 @@ from typing import Any
 import torch
 
 import models
-from models.base import ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text, likelihood_estimator
+from metrics import bits_per_dim
+from models.base import (
+    ExactLikelihood,
+    GenerativeModel,
+    atomic_write_text,
+    likelihood_estimator,
+)
 from models.trainer import Callback, JsonlLogger, fit
 from tasks.config import Params, fingerprint, load_params
 from tasks.figures import grid, loss_curve, save_png
@@ -45,16 +50,32 @@ def code_version() -> str:
 
 
 @torch.inference_mode()
-def test_log_likelihood(model: GenerativeModel, x: torch.Tensor, batch: int = 512) -> tuple[float, str] | None:
+def test_log_likelihood(
+    model: GenerativeModel, x: torch.Tensor, batch: int = 512
+) -> tuple[float, str] | None:
     """Mean log p(x) in nats per image over ``x`` (labels marginalised), and the estimator."""
     est = likelihood_estimator(model)
     if est is None:
         return None
     fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
-    assert isinstance(model, ExactLikelihood | LikelihoodBound)
     torch.manual_seed(0)
     total = sum(fn(xb.to(model.device)).sum().item() for xb in x.split(batch))
     return total / len(x), est
+
+
+def validation_bpd(x: torch.Tensor, y: torch.Tensor, dims: int):
+    """Bits/dim of the validation split under the family's own likelihood (exact or bound,
+    conditional on the labels: one pass, no sum over classes). Used to pick the weights."""
+
+    def score(model: GenerativeModel) -> float:
+        fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
+        total = sum(
+            fn(xb.to(model.device), yb.to(model.device)).sum().item()
+            for xb, yb in zip(x.split(512), y.split(512), strict=True)
+        )
+        return bits_per_dim(total / len(x), dims)
+
+    return score
 
 
 @torch.inference_mode()
@@ -98,19 +119,38 @@ def train_family(
 
     torch.manual_seed(params.seed)
     model = models.build(family, spec, params.net_config(family))
-    log.info("%s: %d parameters, %d steps on %s", family, sum(p.numel() for p in model.parameters()), cfg.steps, device)
+    log.info(
+        "%s: %d parameters, %d steps on %s",
+        family,
+        sum(p.numel() for p in model.parameters()),
+        cfg.steps,
+        device,
+    )
+    val_fn = None
+    if likelihood_estimator(model) is not None and cfg.eval_every:
+        x_val, y_val, _ = load_split(params.data.prepared_dir, "val")
+        val_fn = validation_bpd(x_val, y_val, spec.dims)
     trained, result = fit(
-        model, x, y, cfg,
-        seed=params.seed, device=device,
+        model,
+        x,
+        y,
+        cfg,
+        seed=params.seed,
+        device=device,
         checkpoint_dir=Path(params.run.checkpoints_dir) / family / fp,
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
-        progress=progress, stop_at=stop_at,
+        progress=progress,
+        stop_at=stop_at,
+        val_fn=val_fn,
     )
     if result.steps < cfg.steps:  # interrupted on purpose (stop_at): leave outputs alone
         return {"family": family, "steps": result.steps, "complete": False}
 
     models.save(trained, out / "model", extra={"fingerprint": fp, "data_sha256": data_hash})
-    save_png(grid(sample_grid(trained, params.run.samples_per_class, params.seed), params.run.samples_per_class), out / "samples.png")
+    save_png(
+        grid(sample_grid(trained, params.run.samples_per_class, params.seed), params.run.samples_per_class),
+        out / "samples.png",
+    )
     loss_curve(out / "log.jsonl", out / "loss.png", f"{family} training")
 
     x_test, _, _ = load_split(params.data.prepared_dir, "test")
@@ -127,9 +167,11 @@ def train_family(
         "device": str(device),
         "final": result.last,
     }
+    if result.best_step is not None:
+        metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if ll is not None:
         nats, est = ll
-        metrics.update(test_bpd=round(-nats / (spec.dims * math.log(2)), 4), bpd_estimator=est)
+        metrics.update(test_bpd=round(bits_per_dim(nats, spec.dims), 4), bpd_estimator=est)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 

@@ -27,8 +27,20 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
     return {
         "seed": 0,
         "data": {"prepared_dir": str(tmp_path / "prepared")},
-        "train": {"steps": steps, "batch_size": 32, "warmup_steps": 0, "log_every": 5, "checkpoint_every": 10},
-        "run": {"runs_dir": str(tmp_path / "runs"), "checkpoints_dir": str(tmp_path / "ckpt"), "samples_per_class": 2},
-        "models": {f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families},
+        "train": {
+            "steps": steps,
+            "batch_size": 32,
+            "warmup_steps": 0,
+            "log_every": 5,
+            "checkpoint_every": 10,
+        },
+        "run": {
+            "runs_dir": str(tmp_path / "runs"),
+            "checkpoints_dir": str(tmp_path / "ckpt"),
+            "samples_per_class": 2,
+        },
+        "models": {
+            f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
+        },
         **extra,
     }

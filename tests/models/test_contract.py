@@ -40,7 +40,11 @@ def test_loss_finite_and_every_parameter_gets_a_gradient(family, spec, tiny):
         out.loss.backward()
         params = dict(model.named_parameters())
         phase_ids = {id(p) for p in model.phase_parameters(phase)}
-        missing = [n for n, p in params.items() if id(p) in phase_ids and (p.grad is None or not torch.isfinite(p.grad).all())]
+        missing = [
+            n
+            for n, p in params.items()
+            if id(p) in phase_ids and (p.grad is None or not torch.isfinite(p.grad).all())
+        ]
         assert not missing, f"{family}/{phase}: no finite gradient for {missing[:5]}"
     covered = set().union(*({id(p) for p in model.phase_parameters(ph)} for ph in model.phases))
     assert covered == {id(p) for p in model.parameters()}, "every parameter belongs to a phase"

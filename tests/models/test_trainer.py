@@ -8,14 +8,16 @@ import torch
 
 import models
 from models import DataSpec
-from models.trainer import Checkpoints, Callback, JsonlLogger, NonFiniteLossError, TrainConfig, fit
+from models.trainer import Callback, Checkpoints, JsonlLogger, NonFiniteLossError, TrainConfig, fit
 
 SPEC = DataSpec(1, 8, 8, 17, 3)
 
 
 def data(n=48):
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 17, (n, 1, 8, 8), generator=g).float() / 16, torch.randint(0, 3, (n,), generator=g)
+    return torch.randint(0, 17, (n, 1, 8, 8), generator=g).float() / 16, torch.randint(
+        0, 3, (n,), generator=g
+    )
 
 
 def cfg(**kw):
@@ -32,7 +34,16 @@ def test_stop_and_resume_equals_straight_run(family, tiny, tmp_path):
     def run(ckpt, stop_at=None):
         torch.manual_seed(0)
         m = models.build(family, SPEC, tiny[family])
-        return fit(m, x, y, cfg(), checkpoint_dir=ckpt, progress=False, stop_at=stop_at)
+        return fit(
+            m,
+            x,
+            y,
+            cfg(eval_every=2),
+            checkpoint_dir=ckpt,
+            progress=False,
+            stop_at=stop_at,
+            val_fn=lambda mm: -float(sum(p.double().sum() for p in mm.parameters())),
+        )
 
     straight, _ = run(tmp_path / "a")
     run(tmp_path / "b", stop_at=4)
@@ -68,7 +79,9 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"step": 1, "x": Payload()}))
     from models.base import sha256_file
 
-    (tmp_path / "index.json").write_text(json.dumps([{"step": 1, "file": path.name, "sha256": sha256_file(path)}]))
+    (tmp_path / "index.json").write_text(
+        json.dumps([{"step": 1, "file": path.name, "sha256": sha256_file(path)}])
+    )
     with pytest.raises(pickle.UnpicklingError):
         Checkpoints(tmp_path).load_latest()
     assert not (tmp_path / "owned").exists()
@@ -125,7 +138,32 @@ def test_metrics_leave_through_callbacks_and_jsonl(tmp_path, tiny):
 
 def test_checkpoints_keep_only_the_newest(tmp_path, tiny):
     x, y = data()
-    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=12, checkpoint_every=2, keep_checkpoints=2),
-        checkpoint_dir=tmp_path, progress=False)
+    fit(
+        models.build("vae", SPEC, tiny["vae"]),
+        x,
+        y,
+        cfg(steps=12, checkpoint_every=2, keep_checkpoints=2),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000010.pt", "step-00000012.pt"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_validation_picks_the_best_weights(tmp_path, tiny):
+    scores = iter([5.0, 3.0, 4.0, 6.0])  # steps 2, 4, 6, 8: step 4 validates best
+    x, y = data()
+    m = models.build("vae", SPEC, tiny["vae"])
+    final, result = fit(
+        m,
+        x,
+        y,
+        cfg(eval_every=2, keep_best=True, checkpoint_every=4),
+        checkpoint_dir=tmp_path,
+        progress=False,
+        val_fn=lambda _: next(scores),
+    )
+    assert result.best_step == 4 and result.best_val == 3.0
+    at_step_4 = torch.load(tmp_path / "step-00000004.pt", weights_only=True)["model"]
+    for k, v in final.state_dict().items():
+        assert torch.equal(v, at_step_4[k]), k

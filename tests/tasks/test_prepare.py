@@ -29,7 +29,9 @@ def test_digits_split_is_stratified_deterministic_and_hashed(tmp_path):
     files = {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
     prepare(params(tmp_path))
     assert files == {p.name: p.read_bytes() for p in (tmp_path / "prepared").iterdir()}
-    other = prepare(validate({"seed": 1, "models": {"vae": {}}, "data": {"prepared_dir": str(tmp_path / "p2")}}))
+    other = prepare(
+        validate({"seed": 1, "models": {"vae": {}}, "data": {"prepared_dir": str(tmp_path / "p2")}})
+    )
     assert other["splits"]["test"]["sha256"] != m["splits"]["test"]["sha256"]
 
 
@@ -82,8 +84,10 @@ BAD = {
     "no class folders": (lambda t: (t / "f").mkdir() or f"folder:{t / 'f'}", "no class sub-folders"),
     "single class": (lambda t: f"folder:{_folder(t / 's', classes=('only',))}", "single class"),
     "mixed channels": (
-        lambda t: (_folder(t / "m"), Image.new("RGB", (10, 12)).save(t / "m" / "b" / "rgb.png"))
-        and f"folder:{t / 'm'}",
+        lambda t: (
+            (_folder(t / "m"), Image.new("RGB", (10, 12)).save(t / "m" / "b" / "rgb.png"))
+            and f"folder:{t / 'm'}"
+        ),
         "rgb.png is RGB",
     ),
     "non-image file": (
@@ -91,15 +95,23 @@ BAD = {
         "notes.txt: not an image",
     ),
     "unreadable image": (
-        lambda t: (_folder(t / "u"), (t / "u" / "b" / "broken.png").write_bytes(b"nope")) and f"folder:{t / 'u'}",
+        lambda t: (
+            (_folder(t / "u"), (t / "u" / "b" / "broken.png").write_bytes(b"nope")) and f"folder:{t / 'u'}"
+        ),
         "broken.png: unreadable",
     ),
     "NaN pixels": (
         lambda t: _bad_npz(t, images=np.full((4, 5, 5), np.nan, np.float32), labels=np.array([0, 1, 0, 1])),
         "NaN",
     ),
-    "wrong npz keys": (lambda t: _bad_npz(t, x=np.zeros((4, 5, 5)), y=np.zeros(4, int)), "missing key(s) ['images', 'labels']"),
-    "label count": (lambda t: _bad_npz(t, images=np.zeros((4, 5, 5), np.uint8), labels=np.zeros(3, int)), "expected 4 integer labels"),
+    "wrong npz keys": (
+        lambda t: _bad_npz(t, x=np.zeros((4, 5, 5)), y=np.zeros(4, int)),
+        "missing key(s) ['images', 'labels']",
+    ),
+    "label count": (
+        lambda t: _bad_npz(t, images=np.zeros((4, 5, 5), np.uint8), labels=np.zeros(3, int)),
+        "expected 4 integer labels",
+    ),
     "missing file": (lambda t: f"npz:{t / 'nothing.npz'}", "not found"),
 }
 
@@ -134,7 +146,9 @@ def test_mnist_style_files_are_read(tmp_path, name, folder):
     _idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(10))
     ds = load_torchvision_source(name, tmp_path / "raw")
     assert ds.images.shape == (30, 1, 28, 28) and ds.levels == 256 and len(ds.class_names) == 10
-    m = prepare(params(tmp_path, source=name, raw_dir=str(tmp_path / "raw"), image_size=14, test_fraction=0.34))
+    m = prepare(
+        params(tmp_path, source=name, raw_dir=str(tmp_path / "raw"), image_size=14, test_fraction=0.34)
+    )
     assert m["shape"] == [1, 14, 14]
 
 

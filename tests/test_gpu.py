@@ -1,0 +1,28 @@
+"""CUDA paths (AMP, device placement). Skipped cleanly where no CUDA device exists."""
+
+import pytest
+import torch
+
+import models
+from models import DataSpec
+from models.trainer import TrainConfig, fit
+from tests.conftest import TINY
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_family_trains_with_amp_and_samples_on_cuda(family, tmp_path):
+    spec = DataSpec(1, 8, 8, 17, 10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 17, (64, 1, 8, 8), generator=g).float() / 16
+    y = torch.randint(0, 10, (64,), generator=g)
+    model = models.build(family, spec, TINY[family])
+    cfg = TrainConfig(steps=10, batch_size=32, amp=True, ema_decay=0.9, checkpoint_every=5)
+    trained, result = fit(model, x, y, cfg, device="cuda", checkpoint_dir=tmp_path, progress=False)
+    assert result.bad_steps == 0
+    s = trained.sample(4, generator=torch.Generator().manual_seed(0))
+    assert s.is_cuda and s.shape == (4, 1, 8, 8) and torch.isfinite(s).all()
