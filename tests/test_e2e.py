@@ -96,23 +96,8 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
     pfile = tmp / "params.yaml"
     pfile.write_text(yaml.safe_dump(tiny_params(tmp)))
     out = tmp_path / "threes"
-    r = _cli(
-        "sample",
-        "--params",
-        str(pfile),
-        "--family",
-        "vae",
-        "--n",
-        "12",
-        "--class",
-        "3",
-        "--out",
-        str(out),
-        "--seed",
-        "5",
-        "-q",
-        cwd=tmp,
-    )
+    common = ["--params", str(pfile), "--n", "12", "--class", "3", "--out", str(out), "--seed", "5", "-q"]
+    r = _cli("sample", "--family", "vae", *common, cwd=tmp)
     assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 12
     with np.load(f"{out}.npz") as z:
         assert z["images"].dtype == np.float32 and z["images"].shape == (12, 1, 8, 8)
@@ -120,23 +105,7 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
         assert z["images"].min() >= 0 and z["images"].max() <= 1
         first = z["images"]
     assert Path(f"{out}.png").stat().st_size > 0
-    _cli(
-        "sample",
-        "--params",
-        str(pfile),
-        "--model",
-        str(tmp / "runs" / "vae" / "model.json"),
-        "--n",
-        "12",
-        "--class",
-        "3",
-        "--out",
-        str(out),
-        "--seed",
-        "5",
-        "-q",
-        cwd=tmp,
-    )
+    _cli("sample", "--model", str(tmp / "runs" / "vae" / "model.json"), *common, cwd=tmp)
     with np.load(f"{out}.npz") as z:
         assert np.array_equal(z["images"], first)  # same seed, same images
 
