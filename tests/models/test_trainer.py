@@ -70,6 +70,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
     assert ck.load_latest()["step"] == 4
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):
