@@ -110,6 +110,18 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
         assert np.array_equal(z["images"], first)  # same seed, same images
 
 
+def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4)))
+    r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "-q", cwd=tmp_path)
+    lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [x.get("family") for x in lines[:2]] == ["realnvp", "gan"]
+    assert lines[-1]["pipeline_seconds"] > 0
+    assert (tmp_path / "prepared" / "manifest.json").exists()
+    assert (tmp_path / "runs" / "gan" / "samples.png").exists()
+    assert not (tmp_path / "runs" / "vae").exists()
+
+
 def test_cli_help_and_clear_errors(tmp_path):
     for cmd in ([], ["prepare"], ["train"], ["sample"], ["run"]):
         r = _cli(*cmd, "--help", cwd=ROOT)
