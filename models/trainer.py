@@ -175,7 +175,10 @@ class Checkpoints:
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """Newest checkpoint whose sha256 matches the index; corrupt ones are reported and
-        skipped. Loaded with ``weights_only=True``: a pickled payload cannot run."""
+        skipped. Loaded with ``weights_only=True``: a pickled payload cannot run. Temp files
+        left by a writer that was killed mid-write are removed (they were never indexed)."""
+        for stale in self.root.glob(".step-*.tmp"):
+            stale.unlink(missing_ok=True)
         for entry in reversed(self._index()):
             path = self.root / entry["file"]
             if not path.exists():
