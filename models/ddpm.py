@@ -29,6 +29,9 @@ class DDPMConfig(NetConfig):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     timesteps: int = Field(1000, ge=2)
     schedule: Literal["cosine", "linear"] = "cosine"
+    min_noise: float | None = Field(
+        None, gt=0.0, lt=1.0, description="noise std of the first step; None: a third of a level's half-width"
+    )
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="null-label rate (CFG)")
     guidance: float = Field(1.0, ge=0.0, description="1 = conditional, >1 = stronger guidance")
     sample_steps: int = Field(50, ge=1, description="DDIM steps for sample/encode/decode")
@@ -78,13 +81,26 @@ class UNet(nn.Module):
         return self.out(F.silu(self.norm(h)))
 
 
-def make_betas(kind: str, steps: int) -> Tensor:
+def make_betas(kind: str, steps: int, min_noise: float, min_signal: float = 1e-4) -> Tensor:
+    """Noise schedule. ``cosine`` (Nichol & Dhariwal 2021) is truncated at both ends: the
+    first step already has noise std ``min_noise`` and the last keeps ``alpha_bar =
+    min_signal``. Discrete data make noise far below the bin width pointless (the denoiser
+    would have to snap to the level grid, and those steps dominate the bound) and the
+    untruncated last step has beta -> 1, which blows up its bound term."""
     if kind == "linear":
         scale = 1000 / steps
         return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
     s = 0.008
-    f = torch.cos((torch.arange(steps + 1, dtype=torch.float64) / steps + s) / (1 + s) * math.pi / 2) ** 2
-    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f0 = f(torch.tensor(0.0, dtype=torch.float64))
+    u_of = lambda abar: torch.arccos(torch.sqrt(f0 * abar)) * 2 / math.pi * (1 + s) - s  # noqa: E731
+    u0, u1 = (
+        u_of(torch.tensor(1 - min_noise**2, dtype=torch.float64)),
+        u_of(torch.tensor(min_signal, dtype=torch.float64)),
+    )
+    abar = f(u0 + (u1 - u0) * torch.linspace(0, 1, steps, dtype=torch.float64)) / f0
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    return 1 - abar / prev
 
 
 def normal_cdf(x: Tensor) -> Tensor:
@@ -100,7 +116,8 @@ class DDPM(GenerativeModel):
     def __init__(self, spec: DataSpec, cfg: DDPMConfig):
         super().__init__(spec, cfg)
         self.net = UNet(spec, cfg)
-        betas = make_betas(cfg.schedule, cfg.timesteps)
+        half_bin = 1.0 / (spec.levels - 1)  # data live in [-1, 1]: bins are 2 / (L - 1) wide
+        betas = make_betas(cfg.schedule, cfg.timesteps, cfg.min_noise or half_bin / 3)
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         for name, v in {

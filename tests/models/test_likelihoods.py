@@ -125,3 +125,15 @@ def test_ddpm_bound_with_every_term_equals_the_full_sum():
         a, b, c = full.elbo(x, generator=g()), every.elbo(x, generator=g()), part.elbo(x, generator=g())
     assert torch.equal(a, b)
     assert torch.isfinite(c).all() and not torch.equal(a, c)
+
+
+def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
+    """First step's noise is a third of a level's half-width, the last keeps alpha_bar = 1e-4,
+    and no step has beta near 1 (an untruncated cosine ends with beta = 0.999)."""
+    for levels in (17, 256):
+        m = models.build("ddpm", DataSpec(1, 8, 8, levels, 2), {"hidden": 8})
+        half_bin = 1 / (levels - 1)
+        assert torch.isclose((1 - m.alphas_bar[0]).sqrt(), torch.tensor(half_bin / 3), rtol=1e-4)
+        assert torch.isclose(m.alphas_bar[-1], torch.tensor(1e-4), rtol=1e-3)
+        assert (m.betas > 0).all() and m.betas.max() < 0.3
+        assert (m.alphas_bar[1:] < m.alphas_bar[:-1]).all()
