@@ -133,7 +133,8 @@ def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
     for levels in (17, 256):
         m = models.build("ddpm", DataSpec(1, 8, 8, levels, 2), {"hidden": 8})
         half_bin = 1 / (levels - 1)
-        assert torch.isclose((1 - m.alphas_bar[0]).sqrt(), torch.tensor(half_bin / 3), rtol=1e-4)
+        # buffers are float32: 1 - alpha_bar near 1e-6 keeps about two significant digits
+        assert torch.isclose((1 - m.alphas_bar[0]).sqrt(), torch.tensor(half_bin / 3), rtol=2e-2)
         assert torch.isclose(m.alphas_bar[-1], torch.tensor(1e-4), rtol=1e-3)
         assert (m.betas > 0).all() and m.betas.max() < 0.3
         assert (m.alphas_bar[1:] < m.alphas_bar[:-1]).all()
