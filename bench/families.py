@@ -57,8 +57,9 @@ def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     ]
     if profile:
         cmd += ["--profile", profile]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}  # tracked, like make run
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
     return wall, metrics
@@ -74,6 +75,7 @@ def main() -> None:
     for i in range(args.repeats):
         out = Path(args.out) / f"run{i}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
+        out.mkdir(parents=True)
         wall, metrics = one_run(args.profile, out)
         walls.append(wall)
         runs.append(metrics)

@@ -56,16 +56,18 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _train(params, families, quiet) -> int:
+def _train(params, families, quiet, parent_run_id=None) -> int:
     from tasks.train import train_family
 
     for fam in families:
-        m = train_family(params, fam, progress=not quiet)
+        m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)
         shown = {
             k: m[k]
             for k in ("family", "steps", "train_seconds", "test_bpd", "bpd_estimator", "samples_per_second")
             if k in m
         }
+        if "mlflow" in m:
+            shown["model_uri"] = m["mlflow"]["model_uri"]
         print(json.dumps(shown))
     return 0
 
@@ -89,8 +91,22 @@ def cmd_run(args) -> int:
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
     t0 = time.perf_counter()
-    prepare(params)
-    _train(params, families, args.quiet)
+    parent, c = None, None
+    if params.run.track:  # one parent run per pipeline run; each family nests under it
+        from tasks import tracking
+
+        c = tracking.client()
+        tags = {"genzoo.families": ",".join(families), "genzoo.git_commit": tracking.git_commit()}
+        parent = tracking.start_run(c, tracking.prepare_store(), "pipeline", tags=tags).info.run_id
+    try:
+        prepare(params)
+        _train(params, families, args.quiet, parent)
+    except BaseException:
+        if c is not None:
+            c.set_terminated(parent, "FAILED")
+        raise
+    if c is not None:
+        c.set_terminated(parent, "FINISHED")
     print(
         json.dumps({"pipeline_seconds": round(time.perf_counter() - t0, 1), "runs_dir": params.run.runs_dir})
     )
@@ -105,7 +121,12 @@ def cmd_sample(args) -> int:
     params = _params(args)
     if not args.family and not args.model:
         raise SystemExit("give --family F (the model in runs/F) or --model PATH/model.json")
-    model, _ = load_trained(args.family, args.model, params.run.runs_dir)
+    model_path = args.model
+    if model_path and model_path.startswith("models:/"):  # a registered version in MLflow
+        from tasks.tracking import download_registered
+
+        model_path = str(download_registered(model_path) / "model.json")
+    model, _ = load_trained(args.family, model_path, params.run.runs_dir)
     if args.device:
         model = model.to(torch.device(args.device))
     names = None
@@ -155,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw images from a trained model into PATH.npz + PATH.png")
     _common(p)
     p.add_argument("--family", help="use the model trained in runs/<family>/")
-    p.add_argument("--model", help="path to a saved model's model.json (instead of --family)")
+    p.add_argument(
+        "--model",
+        help="a saved model's model.json, or a registered MLflow version models:/<family>/<version> "
+        "(instead of --family)",
+    )
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument(
         "--class",

@@ -66,6 +66,7 @@ class RunParams(_Strict):
     runs_dir: str = "runs"
     checkpoints_dir: str = "checkpoints"
     samples_per_class: int = Field(10, gt=0, description="columns of the per-class sample grid")
+    track: bool = Field(True, description="log runs, metrics, artifacts and models to MLflow")
 
 
 class FamilyParams(_Strict):

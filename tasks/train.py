@@ -50,32 +50,20 @@ def code_version() -> str:
 
 
 @torch.inference_mode()
-def test_log_likelihood(
-    model: GenerativeModel, x: torch.Tensor, batch: int = 512
-) -> tuple[float, str] | None:
-    """Mean log p(x) in nats per image over ``x`` (labels marginalised), and the estimator."""
-    est = likelihood_estimator(model)
-    if est is None:
-        return None
+def mean_log_likelihood(
+    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None = None, batch: int = 512
+) -> float:
+    """Mean log p(x | y) in nats per image (exact or the family's bound); y=None
+    marginalises the labels. Seeded (a bound may sample) without touching the global RNG."""
     fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
-    torch.manual_seed(0)
-    total = sum(fn(xb.to(model.device)).sum().item() for xb in x.split(batch))
-    return total / len(x), est
-
-
-def validation_bpd(x: torch.Tensor, y: torch.Tensor, dims: int):
-    """Bits/dim of the validation split under the family's own likelihood (exact or bound,
-    conditional on the labels: one pass, no sum over classes). Used to pick the weights."""
-
-    def score(model: GenerativeModel) -> float:
-        fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
+    ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         total = sum(
-            fn(xb.to(model.device), yb.to(model.device)).sum().item()
-            for xb, yb in zip(x.split(512), y.split(512), strict=True)
+            fn(xb.to(model.device), None if yb is None else yb.to(model.device)).sum().item()
+            for xb, yb in zip(x.split(batch), ys, strict=True)
         )
-        return bits_per_dim(total / len(x), dims)
-
-    return score
+    return total / len(x)
 
 
 @torch.inference_mode()
@@ -101,8 +89,53 @@ def train_family(
     progress: bool = True,
     callbacks: list[Callback] = (),
     stop_at: int | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``family``; returns its metrics dict (also written to metrics.json)."""
+    """Train ``family``; returns its metrics dict (also written to metrics.json). With
+    ``run.track`` the run is tracked in MLflow (nested under ``parent_run_id`` if given) and
+    the trained model is registered under the family's name."""
+    if not params.run.track:
+        return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at)
+    from tasks import tracking
+
+    c = tracking.client()
+    run = tracking.start_run(
+        c,
+        tracking.prepare_store(),
+        family,
+        parent_run_id,
+        tags={"genzoo.family": family, "genzoo.git_commit": tracking.git_commit()},
+    )
+    rid = run.info.run_id
+    tracking.log_params(c, rid, params.family_block(family))
+    try:
+        cbs = [*callbacks, tracking.MlflowLogger(c, rid)]
+        metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at)
+    except BaseException:
+        c.set_terminated(rid, "FAILED")
+        raise
+    if not metrics.get("complete", True):
+        c.set_terminated(rid, "KILLED")
+        return metrics
+    out = Path(params.run.runs_dir) / family
+    version = tracking.finish_family(c, rid, family, out, metrics)
+    metrics["mlflow"] = {
+        "run_id": rid,
+        "model_uri": f"models:/{family}/{version}",
+        "tracking_uri": tracking.tracking_uri(),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _train(
+    params: Params,
+    family: str,
+    *,
+    progress: bool,
+    callbacks: list[Callback],
+    stop_at: int | None,
+) -> dict[str, Any]:
     if family not in params.models:
         raise KeyError(f"models.{family}: not in params (families: {', '.join(params.families)})")
     if params.run.threads:
@@ -126,10 +159,12 @@ def train_family(
         cfg.steps,
         device,
     )
+    estimator = likelihood_estimator(model)
     val_fn = None
-    if likelihood_estimator(model) is not None and cfg.eval_every:
+    if estimator is not None and cfg.eval_every:
+        # model selection on the validation split, conditional on labels: one pass per batch
         x_val, y_val, _ = load_split(params.data.prepared_dir, "val")
-        val_fn = validation_bpd(x_val, y_val, spec.dims)
+        val_fn = lambda m: bits_per_dim(mean_log_likelihood(m, x_val, y_val), spec.dims)  # noqa: E731
     trained, result = fit(
         model,
         x,
@@ -153,8 +188,6 @@ def train_family(
     )
     loss_curve(out / "log.jsonl", out / "loss.png", f"{family} training")
 
-    x_test, _, _ = load_split(params.data.prepared_dir, "test")
-    ll = test_log_likelihood(trained, x_test)
     metrics: dict[str, Any] = {
         "family": family,
         "steps": result.steps,
@@ -169,9 +202,10 @@ def train_family(
     }
     if result.best_step is not None:
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
-    if ll is not None:
-        nats, est = ll
-        metrics.update(test_bpd=round(bits_per_dim(nats, spec.dims), 4), bpd_estimator=est)
+    if estimator is not None:  # labels marginalised: the unconditional likelihood
+        x_test, _, _ = load_split(params.data.prepared_dir, "test")
+        test_bpd = bits_per_dim(mean_log_likelihood(trained, x_test), spec.dims)
+        metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough to run the contract on every family in seconds; big enough to be the real code.
@@ -12,7 +13,7 @@ TINY = {
     "realnvp": {"hidden": 8, "couplings": 2, "blocks": 1},
     "vae": {"latent_dim": 4, "hidden": 8, "iwae_k": 4, "kl_warmup_steps": 0},
     "gan": {"latent_dim": 8, "hidden": 8},
-    "ddpm": {"hidden": 8, "timesteps": 20, "sample_steps": 4, "bound_terms": 5},
+    "ddpm": {"hidden": 8, "timesteps": 100, "sample_steps": 4, "bound_terms": 5},
 }
 
 
@@ -38,6 +39,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "runs_dir": str(tmp_path / "runs"),
             "checkpoints_dir": str(tmp_path / "ckpt"),
             "samples_per_class": 2,
+            "track": False,  # tests that track set MLFLOW_TRACKING_URI and turn it on
         },
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families

@@ -21,4 +21,5 @@ def test_killed_checkpoint_writes_never_leave_a_bad_checkpoint():
 def test_killed_training_resumes_to_the_same_parameters():
     r = kill_drill.train_drill(1, 150, random.Random(0))
     assert r["max_abs_param_diff_vs_uninterrupted"] == 0.0
-    assert all(0 <= lost < 25 for lost in r["lost_steps_per_kill"])
+    # at most one checkpoint interval (25 steps) is recomputed, whatever moment the kill hit
+    assert all(0 <= lost <= 25 for lost in r["lost_steps_per_kill"])

@@ -1,0 +1,170 @@
+"""MLflow tracking: one parent run per pipeline run, a nested run per family with flattened
+params, per-step metrics (visible while training), artifacts and tags, and each trained
+model registered under its family's name.
+
+The default store is ``sqlite:///<project>/mlflow.db`` with artifacts in
+``<project>/mlartifacts`` (both git-ignored); ``MLFLOW_TRACKING_URI`` overrides. The store
+and the experiment are created once by the driver before any worker logs (a fresh sqlite
+store migrated by several processes at once races), and metric writes are batched
+(``log_batch``) and retried when sqlite reports a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.trainer import Callback, TrainResult
+
+log = logging.getLogger("genzoo.tracking")
+EXPERIMENT = "genzoo"
+ARTIFACTS = ("model.json", "model.safetensors", "samples.png", "loss.png", "metrics.json", "log.jsonl")
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def client(uri: str | None = None):
+    from mlflow import MlflowClient
+
+    uri = uri or tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def prepare_store(uri: str | None = None, experiment: str = EXPERIMENT, root: str | Path = ".") -> str:
+    """Create the store (runs its migrations) and the experiment; returns the experiment id."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if (uri or tracking_uri()).startswith("sqlite:"):
+        location = (Path(root).resolve() / "mlartifacts").as_uri()
+    return c.create_experiment(experiment, artifact_location=location)
+
+
+def _retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # sqlite lock errors surface as MlflowException/OperationalError
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**i)
+            log.debug("retrying %s after: %s", what, e)
+    return None
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+class MlflowLogger(Callback):
+    """Trainer callback: each log step's metrics go to the run in one ``log_batch``."""
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client, self.run_id = mlflow_client, run_id
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
+
+    def on_end(self, result: TrainResult) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        extra = [Metric("train_seconds", result.seconds, ts, result.steps)]
+        _retry(lambda: self.client.log_batch(self.run_id, metrics=extra, synchronous=True), "log_batch")
+
+
+def start_run(
+    c, experiment_id: str, name: str, parent: str | None = None, tags: dict[str, str] | None = None
+):
+    tags = {"mlflow.runName": name, **(tags or {})}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return _retry(lambda: c.create_run(experiment_id, run_name=name, tags=tags), "create_run")
+
+
+def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
+    """Log the family's artifacts and final numbers, register the model; returns its version."""
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    numbers = [
+        Metric(k, float(v), ts, int(metrics.get("steps", 0)))
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    _retry(lambda: c.log_batch(run_id, metrics=numbers, synchronous=True), "log_batch")
+    for name in ARTIFACTS:
+        if (out_dir / name).exists():
+            c.log_artifact(
+                run_id, str(out_dir / name), artifact_path="model" if name.startswith("model.") else None
+            )
+    if not _retry(lambda: c.search_registered_models(f"name='{family}'"), "search_registered_models"):
+        try:
+            c.create_registered_model(family, description=f"genzoo {family} models")
+        except Exception as e:  # created by a concurrent worker meanwhile
+            if "already exists" not in str(e).lower():
+                raise
+    meta = json.loads((out_dir / "model.json").read_text())
+    for key in ("fingerprint", "data_sha256"):
+        c.set_tag(run_id, f"genzoo.{key}", meta.get(key, ""))
+    run = c.get_run(run_id)
+    version = _retry(
+        lambda: c.create_model_version(family, source=f"{run.info.artifact_uri}/model", run_id=run_id),
+        "create_model_version",
+    )
+    c.set_terminated(run_id, "FINISHED")
+    return version.version
+
+
+def download_registered(uri: str, dst: str | Path | None = None) -> Path:
+    """``models:/<name>/<version>`` -> local folder holding model.json + model.safetensors."""
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    if not name or not version:
+        raise ValueError(f"{uri}: expected models:/<family>/<version>")
+    c = client()
+    mv = c.get_model_version(name, version)
+    import mlflow.artifacts
+
+    dst = Path(dst or tempfile.mkdtemp(prefix="genzoo-model-"))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=mv.source, dst_path=str(dst), tracking_uri=tracking_uri()
+    )
+    return Path(local)
+
+
+def log_params(c, run_id: str, block: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    params = [Param(k, v[:6000]) for k, v in flatten(block).items()]
+    _retry(lambda: c.log_batch(run_id, params=params, synchronous=True), "log_params")
