@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -67,7 +68,7 @@ class StepOutput:
 # ----------------------------------------------------------------------------- interface
 
 
-class GenerativeModel(nn.Module):
+class GenerativeModel(nn.Module, ABC):
     family: ClassVar[str]
     Config: ClassVar[type[NetConfig]]
     phases: ClassVar[tuple[str, ...]] = ("main",)
@@ -83,8 +84,9 @@ class GenerativeModel(nn.Module):
         self.log_class_prior -= torch.log(torch.tensor(float(spec.num_classes)))
 
     # -- training
+    @abstractmethod
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
-        raise TypeError(f"{type(self).__name__} must define training_step")  # pragma: no cover
+        """Loss (and float logs) for one batch in ``phase``; the trainer steps that phase's optimizer."""
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         """The parameters the optimizer of ``phase`` updates (default: all of them)."""
@@ -98,8 +100,9 @@ class GenerativeModel(nn.Module):
         x = self._sample(n, y, generator)
         return x.clamp(0.0, 1.0)
 
+    @abstractmethod
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        raise TypeError(f"{type(self).__name__} must define _sample")  # pragma: no cover
+        """``n`` images for labels ``y`` (already filled in), before clamping to [0, 1]."""
 
     # -- helpers shared by the families
     @property

@@ -147,7 +147,7 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     change to one family's params makes only that family's stage stale."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("dvc.yaml", "models", "tasks", "metrics"):
+    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     raw = tiny_params(Path("."), steps=6)
