@@ -8,8 +8,10 @@ STAMP := $(VENV)/.genzoo-installed
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?=
 ARGS ?=
+MLFLOW_PORT ?= 5000
+MLFLOW_STORE ?= $(CURDIR)
 
-.PHONY: install run test repro bench lint clean
+.PHONY: install run test repro bench mlflow lint clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard */__init__.py)
@@ -30,6 +32,10 @@ repro: install  ## the DVC pipeline (dvc.yaml); a second call does nothing
 
 bench: install  ## per-family training time, sampling speed, test bits/dim
 	$(PY) bench/families.py $(ARGS)
+
+mlflow: install  ## MLflow UI + API on 127.0.0.1:$(MLFLOW_PORT) over the project's tracking store
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db \
+	  --artifacts-destination $(MLFLOW_STORE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 lint: install
 	$(VENV)/bin/ruff check .
