@@ -89,7 +89,10 @@ def main() -> None:
     )
     print("| family | steps | train time (s) | s/step | samples/s | test bits/dim | estimator |")
     print("|---|---|---|---|---|---|---|")
-    for fam in runs[0]:
+    from tasks.config import load_params
+
+    order = load_params(ROOT / "params.yaml").families
+    for fam in sorted(runs[0], key=order.index):
         rows = [r[fam] for r in runs]
         t = med(r["train_seconds"] for r in rows)
         bpd = med(r["test_bpd"] for r in rows) if "test_bpd" in rows[0] else None

@@ -30,6 +30,7 @@ from tasks.config import DataParams, Params, load_params
 log = logging.getLogger("genzoo.prepare")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = ("train", "val", "test")
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 class DataError(ValueError):
@@ -163,10 +164,7 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
         try:
             with Image.open(f) as im:
                 im.load()
-                mode = "L" if im.mode in ("L", "1", "P", "LA", "I;16", "I") and im.mode != "P" else im.mode
-                if im.mode == "P":
-                    mode = "RGB"
-                img = im.convert("RGB" if mode in ("RGB", "RGBA", "CMYK", "YCbCr") else "L")
+                img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         modes.setdefault(img.mode, f)
