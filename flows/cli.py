@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 EPILOG = """examples:
@@ -81,35 +80,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tasks.prepare import prepare
+    """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit)."""
+    from flows.pipeline import pipeline
 
-    params = _params(args)
-    families = args.families.split(",") if args.families else params.families
-    unknown = [f for f in families if f not in params.models]
-    if unknown:
-        raise SystemExit(
-            f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
-        )
-    t0 = time.perf_counter()
-    parent, c = None, None
-    if params.run.track:  # one parent run per pipeline run; each family nests under it
-        from tasks import tracking
-
-        c = tracking.client()
-        tags = {"genzoo.families": ",".join(families), "genzoo.git_commit": tracking.git_commit()}
-        parent = tracking.start_run(c, tracking.prepare_store(), "pipeline", tags=tags).info.run_id
-    try:
-        prepare(params)
-        _train(params, families, args.quiet, parent)
-    except BaseException:
-        if c is not None:
-            c.set_terminated(parent, "FAILED")
-        raise
-    if c is not None:
-        c.set_terminated(parent, "FINISHED")
-    print(
-        json.dumps({"pipeline_seconds": round(time.perf_counter() - t0, 1), "runs_dir": params.run.runs_dir})
+    _params(args)  # a bad params file or override fails here, before Prefect starts
+    families = args.families.split(",") if args.families else None
+    result = pipeline(
+        params_file=args.params,
+        families=families,
+        overrides=args.overrides,
+        profile=args.profile,
+        ray_address=args.ray_address,
+        record_dvc=not args.no_dvc,
     )
+    summary = {
+        f: {k: m[k] for k in ("steps", "train_seconds", "test_bpd", "bpd_estimator", "cached") if k in m}
+        for f, m in result["trained"].items()
+    }
+    print(json.dumps({"pipeline_seconds": result["pipeline_seconds"], "families": summary}))
     return 0
 
 
@@ -168,9 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all", action="store_true", help="train every family in params.yaml, one after another")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("run", help="the whole job: prepare, then train every family")
+    p = sub.add_parser(
+        "run", help="the pipeline (Prefect flow): prepare, train every family in parallel on Ray"
+    )
     _common(p)
     p.add_argument("--families", help="comma-separated subset of the families in params.yaml")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    p.add_argument("--no-dvc", action="store_true", help="do not dvc commit the outputs")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("sample", help="draw images from a trained model into PATH.npz + PATH.png")
@@ -206,9 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.config import ParamsError
     from tasks.prepare import DataError
 
+    busy: tuple[type[Exception], ...] = ()
+    if args.command == "run":
+        from flows.pipeline import PipelineBusy
+
+        busy = (PipelineBusy,)
     try:
         return args.fn(args)
-    except (ParamsError, DataError, FileNotFoundError, ValueError) as e:
+    except (ParamsError, DataError, FileNotFoundError, ValueError, *busy) as e:
         print(f"genzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
 

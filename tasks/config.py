@@ -69,6 +69,26 @@ class RunParams(_Strict):
     track: bool = Field(True, description="log runs, metrics, artifacts and models to MLflow")
 
 
+class Resources(_Strict):
+    num_cpus: float = Field(1.0, gt=0, description="CPUs one training task reserves (its torch threads)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs, fractions allowed: 0.25 packs four on one GPU")
+    memory_mb: int | None = Field(None, gt=0, description="memory a task reserves (Ray schedules by it)")
+
+
+class RayParams(_Strict):
+    address: str | None = Field(
+        None, description="Ray cluster to join (e.g. ray://host:10001 or auto); null: RAY_ADDRESS, else local"
+    )
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (null: all cores)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs of a local Ray (null: detected)")
+    object_store_mb: int = Field(256, ge=64, description="object store of a local Ray")
+    max_retries: int = Field(2, ge=0, description="re-runs of a task whose worker or node died")
+    resources: dict[str, Resources] = Field(
+        default_factory=lambda: {"default": Resources()},
+        description="per training task: `default`, overridden per family name",
+    )
+
+
 class FamilyParams(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
@@ -79,6 +99,7 @@ class Params(_Strict):
     data: DataParams = Field(default_factory=DataParams)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunParams = Field(default_factory=RunParams)
+    ray: RayParams = Field(default_factory=RayParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -93,11 +114,24 @@ class Params(_Strict):
     def net_config(self, family: str) -> NetConfig:
         return get_family(family).Config(**self.models[family].net)
 
+    def resources(self, family: str) -> Resources:
+        base = self.ray.resources.get("default", Resources()).model_dump(exclude_unset=True)
+        own = (
+            self.ray.resources[family].model_dump(exclude_unset=True) if family in self.ray.resources else {}
+        )
+        return Resources(**{**base, **own})
+
+    def threads(self, family: str) -> int:
+        """torch threads for ``family``: run.threads, else the CPUs its task reserves. The same
+        number on every entry point (Ray task, DVC stage), since CPU results depend on it."""
+        return self.run.threads or max(1, int(self.resources(family).num_cpus))
+
     def family_block(self, family: str) -> dict[str, Any]:
         """Everything that decides how ``family`` trains (for fingerprints and tracking)."""
         return {
             "family": family,
             "seed": self.seed,
+            "threads": self.threads(family),
             "train": self.train_config(family).model_dump(mode="json"),
             "net": self.net_config(family).model_dump(mode="json"),
         }
@@ -147,6 +181,9 @@ def validate(raw: dict[str, Any]) -> Params:
         raise ParamsError("invalid params:\n  " + "\n  ".join(_fmt("", x) for x in e.errors())) from None
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
+    for family in params.ray.resources:
+        if family != "default" and family not in params.models:
+            errors.append(f"ray.resources.{family}: not a family in models ({', '.join(params.models)})")
     for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")

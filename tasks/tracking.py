@@ -168,3 +168,16 @@ def log_params(c, run_id: str, block: dict[str, Any]) -> None:
 
     params = [Param(k, v[:6000]) for k, v in flatten(block).items()]
     _retry(lambda: c.log_batch(run_id, params=params, synchronous=True), "log_params")
+
+
+def set_tags(c, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    batch = [RunTag(k, str(v)) for k, v in tags.items()]
+    _retry(lambda: c.log_batch(run_id, tags=batch, synchronous=True), "set_tags")
+
+
+def close_run(c, run_id: str, status: str = "FAILED") -> None:
+    """End a run its worker could not end (killed, lost node): never left RUNNING."""
+    if c.get_run(run_id).info.status == "RUNNING":
+        _retry(lambda: c.set_terminated(run_id, status), "set_terminated")

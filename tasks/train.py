@@ -25,6 +25,7 @@ from models.base import (
     GenerativeModel,
     atomic_write_text,
     likelihood_estimator,
+    sha256_file,
 )
 from models.trainer import Callback, JsonlLogger, fit
 from tasks.config import Params, fingerprint, load_params
@@ -43,10 +44,59 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def code_version() -> str:
-    """Hash of the models package source: a code change invalidates checkpoints."""
-    root = Path(models.__file__).parent
-    return fingerprint({p.name: p.read_text() for p in sorted(root.glob("*.py"))})[:16]
+ROOT = Path(__file__).resolve().parents[1]
+# The code one family's training reads (the same list as train@<family>'s deps in dvc.yaml):
+# a change to models/vae.py re-trains the VAE only; a change to shared code re-trains all.
+TRAIN_CODE = (
+    "models/{family}.py",
+    "models/base.py",
+    "models/layers.py",
+    "models/trainer.py",
+    "tasks/train.py",
+    "tasks/figures.py",
+    "tasks/config.py",
+    "metrics/likelihood.py",
+)
+OUTPUTS = ("model.json", "model.safetensors", "samples.png", "loss.png", "log.jsonl", "metrics.json")
+
+
+def code_version(family: str) -> str:
+    """Content hash of the code ``family``'s training reads."""
+    files = [f.format(family=family) for f in TRAIN_CODE]
+    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in files})[:16]
+
+
+def data_hash(manifest: dict) -> str:
+    return fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
+
+
+def train_key(params: Params, family: str, manifest: dict) -> str:
+    """What decides ``family``'s outputs: its params block, the prepared data and its code.
+    Names its checkpoints and stamps its model; equal keys mean equal outputs (on CPU)."""
+    block = params.family_block(family)
+    extra = {"samples_per_class": params.run.samples_per_class}
+    return fingerprint({"params": block, **extra, "data": data_hash(manifest), "code": code_version(family)})[
+        :16
+    ]
+
+
+def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
+    """The metrics of ``family``'s outputs when they exist, are whole and were made from the
+    current params, data and code; else None (it needs training)."""
+    out = Path(params.run.runs_dir) / family
+    try:
+        manifest = json.loads((Path(params.data.prepared_dir) / "manifest.json").read_text())
+        meta = json.loads((out / "model.json").read_text())
+        metrics = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("fingerprint") != train_key(params, family, manifest):
+        return None
+    if not all((out / f).is_file() for f in OUTPUTS):
+        return None
+    if sha256_file(out / "model.safetensors") != meta.get("sha256"):
+        return None
+    return metrics
 
 
 @torch.inference_mode()
@@ -90,15 +140,46 @@ def train_family(
     callbacks: list[Callback] = (),
     stop_at: int | None = None,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train ``family``; returns its metrics dict (also written to metrics.json). With
-    ``run.track`` the run is tracked in MLflow (nested under ``parent_run_id`` if given) and
-    the trained model is registered under the family's name."""
+    ``run.track`` the run is tracked in MLflow: in ``run_id`` when the caller created it
+    (the pipeline does, so a dead worker's run can be closed), else in a new run nested under
+    ``parent_run_id``; the trained model is registered under the family's name."""
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at)
     from tasks import tracking
 
     c = tracking.client()
+    if run_id is None:
+        run_id = start_family_run(c, params, family, parent_run_id)
+    if tags:
+        tracking.set_tags(c, run_id, tags)
+    try:
+        cbs = [*callbacks, tracking.MlflowLogger(c, run_id)]
+        metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at)
+    except BaseException:
+        c.set_terminated(run_id, "FAILED")
+        raise
+    if not metrics.get("complete", True):
+        c.set_terminated(run_id, "KILLED")
+        return metrics
+    out = Path(params.run.runs_dir) / family
+    version = tracking.finish_family(c, run_id, family, out, metrics)
+    metrics["mlflow"] = {
+        "run_id": run_id,
+        "model_uri": f"models:/{family}/{version}",
+        "tracking_uri": tracking.tracking_uri(),
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def start_family_run(c, params: Params, family: str, parent_run_id: str | None = None) -> str:
+    """Create ``family``'s MLflow run (nested under ``parent_run_id``) with its params."""
+    from tasks import tracking
+
     run = tracking.start_run(
         c,
         tracking.prepare_store(),
@@ -106,26 +187,8 @@ def train_family(
         parent_run_id,
         tags={"genzoo.family": family, "genzoo.git_commit": tracking.git_commit()},
     )
-    rid = run.info.run_id
-    tracking.log_params(c, rid, params.family_block(family))
-    try:
-        cbs = [*callbacks, tracking.MlflowLogger(c, rid)]
-        metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at)
-    except BaseException:
-        c.set_terminated(rid, "FAILED")
-        raise
-    if not metrics.get("complete", True):
-        c.set_terminated(rid, "KILLED")
-        return metrics
-    out = Path(params.run.runs_dir) / family
-    version = tracking.finish_family(c, rid, family, out, metrics)
-    metrics["mlflow"] = {
-        "run_id": rid,
-        "model_uri": f"models:/{family}/{version}",
-        "tracking_uri": tracking.tracking_uri(),
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    return metrics
+    tracking.log_params(c, run.info.run_id, params.family_block(family))
+    return run.info.run_id
 
 
 def _train(
@@ -138,15 +201,13 @@ def _train(
 ) -> dict[str, Any]:
     if family not in params.models:
         raise KeyError(f"models.{family}: not in params (families: {', '.join(params.families)})")
-    if params.run.threads:
-        torch.set_num_threads(params.run.threads)
+    torch.set_num_threads(params.threads(family))
     device = resolve_device(params.run.device)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     spec = data_spec(manifest)
     cfg = params.train_config(family)
-    block = params.family_block(family)
-    data_hash = fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
-    fp = fingerprint({"params": block, "data": data_hash, "code": code_version()})[:16]
+    dhash = data_hash(manifest)
+    fp = train_key(params, family, manifest)
     out = Path(params.run.runs_dir) / family
     out.mkdir(parents=True, exist_ok=True)
 
@@ -181,7 +242,7 @@ def _train(
     if result.steps < cfg.steps:  # interrupted on purpose (stop_at): leave outputs alone
         return {"family": family, "steps": result.steps, "complete": False}
 
-    models.save(trained, out / "model", extra={"fingerprint": fp, "data_sha256": data_hash})
+    models.save(trained, out / "model", extra={"fingerprint": fp, "data_sha256": dhash})
     save_png(
         grid(sample_grid(trained, params.run.samples_per_class, params.seed), params.run.samples_per_class),
         out / "samples.png",

@@ -1,10 +1,17 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+# Prefect: a private home (database, settings) per test session, no telemetry, and a patient
+# start for the temporary server on a busy 2-core machine; Ray: no usage stats.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="genzoo-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough to run the contract on every family in seconds; big enough to be the real code.

@@ -114,9 +114,10 @@ def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4)))
     r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "-q", cwd=tmp_path)
-    lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
-    assert [x.get("family") for x in lines[:2]] == ["realnvp", "gan"]
-    assert lines[-1]["pipeline_seconds"] > 0
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted(summary["families"]) == ["gan", "realnvp"]
+    assert summary["families"]["realnvp"]["steps"] == 4 and not summary["families"]["gan"]["cached"]
+    assert summary["pipeline_seconds"] > 0
     assert (tmp_path / "prepared" / "manifest.json").exists()
     assert (tmp_path / "runs" / "gan" / "samples.png").exists()
     assert not (tmp_path / "runs" / "vae").exists()

@@ -1,0 +1,275 @@
+"""The genzoo pipeline as a Prefect flow: prepare -> train every family in parallel on Ray ->
+the stages after training (evaluation, augmentation, report) -> record the outputs in DVC.
+
+Each family is one Prefect task run (its own state, logs and retries in the UI) whose work
+runs as a Ray task with the family's resources. A family whose outputs were made from the
+current params, data and code is skipped (the same rule as ``dvc status``), so a re-run with
+nothing changed trains nothing and a change to one family re-trains only that family.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from pydantic import Field
+
+import models
+from flows import cluster
+from tasks.config import Params, load_params
+from tasks.prepare import prepare
+from tasks.train import up_to_date
+
+Family = Literal[tuple(models.REGISTRY)]  # the UI shows a pick list
+
+# ----------------------------------------------------------------------------- retries
+
+# errnos worth another try (flaky disk or network share); ENOSPC, ENOENT, EACCES are not
+TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE, errno.EINTR}
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Retry flaky I/O and lost connections; a real bug (ValueError, KeyError, ...) fails once."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return True
+    try:
+        from ray.exceptions import NodeDiedError, ObjectLostError, WorkerCrashedError
+    except ImportError:
+        return False
+    return isinstance(exc, NodeDiedError | WorkerCrashedError | ObjectLostError)
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    exc = state.result(raise_on_failure=False)
+    return is_transient(exc if isinstance(exc, BaseException) else None)
+
+
+RETRY = dict(
+    retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient, cache_policy=NO_CACHE
+)
+
+# ----------------------------------------------------------------------------- one run at a time
+
+
+class PipelineBusy(RuntimeError):
+    """Another pipeline run holds this project's runs folder."""
+
+
+@contextmanager
+def exclusive(runs_dir: str | Path):
+    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly."""
+    path = Path(runs_dir) / ".pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise PipelineBusy(
+                f"{path}: another genzoo pipeline is running on this folder ({f.read().strip()}); "
+                "wait for it or stop it"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+@task(name="prepare", **RETRY)
+def prepare_task(params: Params) -> dict[str, Any]:
+    manifest = prepare(params)
+    get_run_logger().info(
+        "prepared %s: %s", manifest["source"], {s: v["n"] for s, v in manifest["splits"].items()}
+    )
+    return manifest
+
+
+@task(name="train", task_run_name="train-{family}", **RETRY)
+def train_task(params: Params, family: str, parent_run_id: str | None = None) -> dict[str, Any]:
+    logger = get_run_logger()
+    done = up_to_date(params, family)
+    if done is not None:
+        logger.info("%s: up to date (same params, data and code), not retrained", family)
+        return {**done, "cached": True}
+    run_id, uri, c = None, None, None
+    if params.run.track:
+        from tasks import tracking
+        from tasks.train import start_family_run
+
+        c, uri = tracking.client(), tracking.tracking_uri()
+        run_id = start_family_run(c, params, family, parent_run_id)
+    tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
+    import ray
+
+    ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags)
+    try:
+        metrics = ray.get(ref)
+    except BaseException:
+        if c is not None:  # the worker may have died before it could end its run
+            tracking.close_run(c, run_id, "FAILED")
+        raise
+    logger.info(
+        "%s: %d steps in %.1f s on %s%s",
+        family,
+        metrics["steps"],
+        metrics["train_seconds"],
+        metrics["host"],
+        f", test {metrics['test_bpd']:.3f} bits/dim ({metrics['bpd_estimator']})"
+        if "test_bpd" in metrics
+        else "",
+    )
+    return {**metrics, "cached": False}
+
+
+@task(name="record-in-dvc", **RETRY)
+def record_in_dvc(families: list[str]) -> list[str]:
+    """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
+    stages = ["prepare", *(f"train@{f}" for f in families)]
+    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *stages]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"dvc commit {' '.join(stages)} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return stages
+
+
+# Stages after training, in order. Each is a Prefect task called as
+# ``stage(params, trained)`` with ``trained`` = {family: metrics}; what it returns lands in the
+# flow's result under its name. Evaluation, augmentation and the report append themselves here.
+AFTER_TRAINING: list[Callable[..., Any]] = []
+
+
+def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
+    """Whether this run's outputs are what ``dvc repro`` would make (same params.yaml, default
+    paths): only then are they recorded in dvc.lock."""
+    if overrides or profile or not Path("dvc.yaml").exists():
+        return False
+    if Path(params_file).resolve() != Path("params.yaml").resolve():
+        return False
+    return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
+
+
+def _longest_first(params: Params, families: list[str]) -> list[str]:
+    """Longest expected training first (last measured time, else steps): fewer idle workers."""
+
+    def cost(f: str) -> float:
+        try:
+            return json.loads((Path(params.run.runs_dir) / f / "metrics.json").read_text())["train_seconds"]
+        except (OSError, ValueError, KeyError):
+            return float(params.train_config(f).steps)
+
+    return sorted(families, key=cost, reverse=True)
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+@flow(name="genzoo-pipeline", log_prints=True)
+def pipeline(
+    params_file: Annotated[str, Field(description="params file, relative to the project")] = "params.yaml",
+    families: Annotated[
+        list[Family] | None, Field(description="subset of families (default: every family in params)")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, Field(description="dotted key=value overrides, e.g. models.vae.train.steps=300")
+    ] = None,
+    profile: Annotated[
+        str | None, Field(description="override set from params.yaml's profiles, e.g. quick")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        Field(description="Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray)"),
+    ] = None,
+    record_dvc: Annotated[
+        bool, Field(description="dvc commit the outputs when params.yaml was used as is")
+    ] = True,
+) -> dict[str, Any]:
+    """Prepare the data, train every family in parallel on Ray, run the stages after training."""
+    logger = get_run_logger()
+    overrides = list(overrides or [])
+    params = load_params(params_file, overrides, profile)  # fails here, before any compute
+    chosen = list(families or params.families)
+    unknown = [f for f in chosen if f not in params.models]
+    if unknown:
+        raise ValueError(
+            f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)})"
+        )
+    t0 = time.perf_counter()
+    with exclusive(params.run.runs_dir):
+        params_abs = cluster.absolute(params)
+        parent, c = None, None
+        if params.run.track:
+            from tasks import tracking
+
+            c = tracking.client()
+            tags = {
+                "genzoo.families": ",".join(chosen),
+                "genzoo.git_commit": tracking.git_commit(),
+                "genzoo.prefect_flow_run": str(flow_run.id or ""),
+            }
+            parent = tracking.start_run(c, tracking.prepare_store(), "pipeline", tags=tags).info.run_id
+        try:
+            with cluster.connected(params, ray_address):
+                cluster.check_fits(params, chosen)
+                prepare_task(params_abs)
+                futures = {
+                    f: train_task.submit(params_abs, f, parent) for f in _longest_first(params, chosen)
+                }
+                trained = {f: fut.result() for f, fut in futures.items()}
+            result: dict[str, Any] = {"trained": trained}
+            for stage in AFTER_TRAINING:
+                result[stage.name] = stage(params_abs, trained)
+            if record_dvc and _dvc_matches(params, params_file, overrides, profile):
+                result["dvc_committed"] = record_in_dvc(chosen)
+            elif record_dvc:
+                logger.info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
+        except BaseException:
+            if c is not None:
+                c.set_terminated(parent, "FAILED")
+            raise
+        if c is not None:
+            tracking.set_tags(c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in trained.items()})
+            c.set_terminated(parent, "FINISHED")
+            result["mlflow_run_id"] = parent
+    result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
+    retrained = [f for f, m in trained.items() if not m["cached"]]
+    logger.info(
+        "pipeline done in %.1f s: trained %s, up to date %s",
+        result["pipeline_seconds"],
+        retrained or "none",
+        [f for f in trained if f not in retrained] or "none",
+    )
+    return result
+
+
+@flow(name="genzoo-train-family", log_prints=True)
+def train_one(
+    family: Family,
+    params_file: str = "params.yaml",
+    overrides: Annotated[list[str] | None, Field(description="dotted key=value overrides")] = None,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    """Prepare (if needed) and train one family on Ray."""
+    return pipeline(params_file=params_file, families=[family], overrides=overrides, ray_address=ray_address)

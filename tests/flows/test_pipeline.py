@@ -1,0 +1,215 @@
+"""The Prefect flow for real: a temporary Prefect server, a local Ray, an MLflow sqlite store."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from prefect import task
+
+from flows import pipeline as pl
+from flows.cluster import absolute, submit_training
+from tasks import tracking
+from tasks.config import validate
+from tasks.prepare import prepare
+from tests.conftest import tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (the flow keeps a Ray it did not start)."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _write(tmp_path, raw) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, monkeypatch, local_ray):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"])
+    raw["run"]["track"] = True
+    pfile = _write(tmp_path, raw)
+
+    first = pl.pipeline(params_file=pfile)
+    trained = first["trained"]
+    assert sorted(trained) == ["gan", "pixelcnn", "vae"]
+    assert not any(m["cached"] for m in trained.values())
+    for fam, m in trained.items():
+        assert m["steps"] == 12 and (tmp_path / "runs" / fam / "model.safetensors").exists()
+
+    # MLflow: a FINISHED parent, one FINISHED nested run per family with per-step metrics,
+    # tags naming the Prefect flow run and the Ray node, and a registered model version
+    c = tracking.client(uri)
+    parent = c.get_run(first["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    flow_run_id = parent.data.tags["genzoo.prefect_flow_run"]
+    assert flow_run_id
+    children = c.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(r.data.tags["genzoo.family"] for r in children) == ["gan", "pixelcnn", "vae"]
+    for r in children:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["genzoo.prefect_flow_run"] == flow_run_id
+        assert r.data.tags["genzoo.ray_node"] == trained[r.data.tags["genzoo.family"]]["ray_node"]
+        loss = {"gan": "d_loss", "vae": "neg_elbo", "pixelcnn": "nll"}[r.data.tags["genzoo.family"]]
+        history = c.get_metric_history(r.info.run_id, loss)
+        assert [h.step for h in history] == [5, 10, 12]  # log_every=5 and the last step: all landed
+    assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
+
+    # nothing changed: nothing trains; the outputs are untouched
+    before = (tmp_path / "runs" / "vae" / "model.safetensors").stat().st_mtime_ns
+    again = pl.pipeline(params_file=pfile)
+    assert all(m["cached"] for m in again["trained"].values())
+    assert (tmp_path / "runs" / "vae" / "model.safetensors").stat().st_mtime_ns == before
+
+    # one family's params change: only that family re-trains
+    raw["models"]["vae"]["train"]["steps"] = 14
+    _write(tmp_path, raw)
+    third = pl.pipeline(params_file=pfile)
+    assert {f: m["cached"] for f, m in third["trained"].items()} == {"vae": False, "gan": True, "pixelcnn": True}
+    assert third["trained"]["vae"]["steps"] == 14
+
+    # same path, other content: the prepared data changed, so every family re-trains
+    raw["data"]["val_fraction"] = 0.15
+    _write(tmp_path, raw)
+    fourth = pl.pipeline(params_file=pfile, families=["gan"])
+    assert fourth["trained"]["gan"]["cached"] is False
+    running = c.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
+    assert running == []
+
+
+def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatch, local_ray):
+    seen = {}
+
+    @task(name="count-samples")
+    def count_samples(params, trained):
+        seen.update({f: Path(params.run.runs_dir, f, "samples.png").exists() for f in trained})
+        return len(trained)
+
+    monkeypatch.setattr(pl, "AFTER_TRAINING", [count_samples])
+    pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan", "vae"]))
+    result = pl.pipeline(params_file=pfile)
+    assert result["count-samples"] == 2 and seen == {"gan": True, "vae": True}
+
+
+def test_transient_errors_are_retried_and_bugs_fail_once(tmp_path, monkeypatch, local_ray):
+    pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
+    real, calls = pl.prepare, []
+
+    def flaky(params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error", "prepared/train.npz")
+        return real(params)
+
+    monkeypatch.setattr(pl, "prepare", flaky)
+    assert pl.pipeline(params_file=pfile)["trained"]["gan"]["steps"] == 3
+    assert len(calls) == 2
+
+    calls.clear()
+
+    def buggy(params):
+        calls.append(1)
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(pl, "prepare", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        pl.pipeline(params_file=pfile)
+    assert len(calls) == 1
+    assert not pl.is_transient(OSError(errno.ENOSPC, "No space left on device"))
+    assert not pl.is_transient(FileNotFoundError(errno.ENOENT, "gone"))
+    assert pl.is_transient(ConnectionResetError()) and pl.is_transient(TimeoutError())
+
+
+def test_bad_params_fail_before_any_compute(tmp_path):
+    raw = tiny_params(tmp_path, families=["vae"])
+    raw["models"]["vae"]["train"]["lr"] = -1
+    with pytest.raises(ValueError, match="models.vae.train.lr"):
+        pl.pipeline(params_file=_write(tmp_path, raw))
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
+    pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
+    with pl.exclusive(tmp_path / "runs"):
+        with pytest.raises(pl.PipelineBusy, match="another genzoo pipeline is running"):
+            pl.pipeline(params_file=pfile)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_killed_worker_is_rerun_by_ray_and_resumes_from_its_checkpoint(tmp_path, monkeypatch, local_ray):
+    """SIGKILL the Ray worker mid-training: Ray re-runs the task, which resumes from the last
+    checkpoint, and the family's MLflow run ends FINISHED (not left RUNNING)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=400, families=["vae"])
+    raw["run"]["track"] = True
+    params = absolute(validate(raw))
+    prepare(params)
+    c = tracking.client(uri)
+    from tasks.train import start_family_run
+
+    run_id = start_family_run(c, params, "vae")
+    ref = submit_training(params, "vae", run_id=run_id, tracking_uri=uri, tags={})
+    _kill_worker(tmp_path / "ckpt" / "vae", "train-vae")
+    metrics = ray.get(ref, timeout=300)
+    assert metrics["steps"] == 400 and metrics["resumed_from"] and metrics["resumed_from"] >= 10
+    assert c.get_run(run_id).info.status == "FINISHED"
+    assert json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())["resumed_from"] > 0
+
+
+def _kill_worker(ckpt: Path, name: str) -> None:
+    deadline = time.time() + 120
+    while not list(ckpt.glob("*/index.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    pids = subprocess.run(["pgrep", "-f", f"ray::{name}"], capture_output=True, text=True).stdout.split()
+    assert pids, f"no Ray worker running {name}"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_worker_killed_with_no_ray_retry_left_is_retried_by_prefect(tmp_path, monkeypatch, local_ray):
+    """With Ray's own retries off, a SIGKILLed worker fails the Prefect task run, which is
+    retried (a crash is transient) and resumes from the checkpoint; the dead attempt's MLflow
+    run is closed FAILED by the driver, the retry's run ends FINISHED, none stays RUNNING."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=400, families=["vae"])
+    raw["run"]["track"] = True
+    raw["ray"] = {"max_retries": 0}
+    pfile = _write(tmp_path, raw)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(pl.pipeline(params_file=pfile)), daemon=True)
+    t.start()
+    _kill_worker(tmp_path / "ckpt" / "vae", "train-vae")
+    t.join(300)
+    vae = result["trained"]["vae"]
+    assert vae["steps"] == 400 and vae["resumed_from"] >= 10
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    runs = c.search_runs([exp], "tags.`genzoo.family` = 'vae'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def test_resources_no_node_can_hold_fail_before_any_compute(tmp_path, monkeypatch, local_ray):
+    raw = tiny_params(tmp_path, steps=3, families=["vae", "gan"])
+    raw["ray"] = {"resources": {"default": {"num_cpus": 1}, "vae": {"num_gpus": 0.5}}}
+    with pytest.raises(ValueError, match=r"ray.resources.vae.*num_gpus=0.5"):
+        pl.pipeline(params_file=_write(tmp_path, raw))
+    assert not (tmp_path / "prepared").exists()
