@@ -146,7 +146,7 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
 def record_in_dvc(families: list[str]) -> list[str]:
     """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
     stages = ["prepare", *(f"train@{f}" for f in families)]
-    cmd = [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *stages]
+    cmd = [sys.executable, "-m", "dvc", "commit", "--force", *stages]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     if proc.returncode != 0:
         raise RuntimeError(

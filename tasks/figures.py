@@ -57,3 +57,15 @@ def loss_curve(log_path: str | Path, out: str | Path, title: str) -> Path:
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return Path(out)
+
+
+def curve_csv(log_path: str | Path, out: str | Path) -> Path:
+    """The training rows of a JSON-lines log as CSV for ``dvc plots``: ``step``, ``loss`` (the
+    family's objective, the first metric it logs) and its other metrics."""
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if len(r) > 2 or "val" not in r]  # validation rows have their own file
+    keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("step", "lr", "beta")))
+    lines = [",".join(["step", "loss", *keys[1:]])]
+    lines += [",".join([str(r["step"]), *(f"{r[k]:.6g}" if k in r else "" for k in keys)]) for r in rows]
+    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    return Path(out)

@@ -25,7 +25,15 @@ from models.trainer import Callback, TrainResult
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"
-ARTIFACTS = ("model.json", "model.safetensors", "samples.png", "loss.png", "metrics.json", "log.jsonl")
+ARTIFACTS = (
+    "model.json",
+    "model.safetensors",
+    "samples.png",
+    "loss.png",
+    "curve.csv",
+    "metrics.json",
+    "log.jsonl",
+)
 
 
 def tracking_uri(root: str | Path = ".") -> str:

@@ -1,8 +1,8 @@
 """Train one family on the prepared data (DVC stage ``train@<family>``).
 
 Writes ``<runs_dir>/<family>/``: ``model.json`` + ``model.safetensors`` (the trained model),
-``samples.png`` (one row per class), ``loss.png`` and ``log.jsonl`` (training curves) and
-``metrics.json`` (time, speed, test bits/dim with its estimator). Checkpoints live in
+``samples.png`` (one row per class), ``loss.png``, ``curve.csv`` and ``log.jsonl`` (training
+curves) and ``metrics.json`` (time, speed, test bits/dim with its estimator). Checkpoints live in
 ``<checkpoints_dir>/<family>/<fingerprint>/``: a re-run with the same data, code and params
 resumes from them; any change starts afresh.
 """
@@ -29,7 +29,7 @@ from models.base import (
 )
 from models.trainer import Callback, JsonlLogger, fit
 from tasks.config import Params, fingerprint, load_params
-from tasks.figures import grid, loss_curve, save_png
+from tasks.figures import curve_csv, grid, loss_curve, save_png
 from tasks.prepare import data_spec, load_split
 
 log = logging.getLogger("genzoo.train")
@@ -57,7 +57,15 @@ TRAIN_CODE = (
     "tasks/config.py",
     "metrics/likelihood.py",
 )
-OUTPUTS = ("model.json", "model.safetensors", "samples.png", "loss.png", "log.jsonl", "metrics.json")
+OUTPUTS = (
+    "model.json",
+    "model.safetensors",
+    "samples.png",
+    "loss.png",
+    "curve.csv",
+    "log.jsonl",
+    "metrics.json",
+)
 
 
 def code_version(family: str) -> str:
@@ -248,6 +256,7 @@ def _train(
         out / "samples.png",
     )
     loss_curve(out / "log.jsonl", out / "loss.png", f"{family} training")
+    curve_csv(out / "log.jsonl", out / "curve.csv")
 
     metrics: dict[str, Any] = {
         "family": family,

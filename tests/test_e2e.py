@@ -153,7 +153,8 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     raw = tiny_params(Path("."), steps=6)
     raw["data"]["prepared_dir"] = "data/prepared"
-    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints")
+    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
+    raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 

@@ -59,9 +59,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert parent.info.status == "FINISHED"
     flow_run_id = parent.data.tags["genzoo.prefect_flow_run"]
     assert flow_run_id
-    children = c.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    )
+    children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.data.tags["genzoo.family"] for r in children) == ["gan", "pixelcnn", "vae"]
     for r in children:
         assert r.info.status == "FINISHED"
@@ -82,7 +80,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     raw["models"]["vae"]["train"]["steps"] = 14
     _write(tmp_path, raw)
     third = pl.pipeline(params_file=pfile)
-    assert {f: m["cached"] for f, m in third["trained"].items()} == {"vae": False, "gan": True, "pixelcnn": True}
+    assert {f: m["cached"] for f, m in third["trained"].items()} == {
+        "vae": False,
+        "gan": True,
+        "pixelcnn": True,
+    }
     assert third["trained"]["vae"]["steps"] == 14
 
     # same path, other content: the prepared data changed, so every family re-trains
@@ -147,9 +149,11 @@ def test_bad_params_fail_before_any_compute(tmp_path):
 
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
     pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
-    with pl.exclusive(tmp_path / "runs"):
-        with pytest.raises(pl.PipelineBusy, match="another genzoo pipeline is running"):
-            pl.pipeline(params_file=pfile)
+    with (
+        pl.exclusive(tmp_path / "runs"),
+        pytest.raises(pl.PipelineBusy, match="another genzoo pipeline is running"),
+    ):
+        pl.pipeline(params_file=pfile)
     assert not (tmp_path / "prepared").exists()
 
 
