@@ -9,9 +9,10 @@ TORCH_SPEC ?= torch==2.13.0
 PROFILE ?=
 ARGS ?=
 MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
 MLFLOW_STORE ?= $(CURDIR)
 
-.PHONY: install run test repro bench mlflow lint clean
+.PHONY: install run test repro bench mlflow serve status lint clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard */__init__.py)
@@ -21,8 +22,14 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	@$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-run: install  ## prepare + train every family on the embedded digits (PROFILE=quick: ~2 min)
+run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: ~2 min)
 	$(VENV)/bin/genzoo run $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
+
+serve: install  ## Prefect server + UI on 127.0.0.1:$(PREFECT_PORT), serving the genzoo deployments
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/genzoo serve --port $(PREFECT_PORT) $(ARGS)
+
+status: install  ## what is trained, current or stale, and where its MLflow run is
+	$(VENV)/bin/genzoo status $(ARGS)
 
 test: install  ## the whole suite that needs no GPU
 	$(VENV)/bin/pytest -q $(ARGS)
@@ -41,4 +48,4 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf runs checkpoints data/prepared
+	rm -rf runs checkpoints data/prepared samples

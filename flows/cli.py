@@ -13,7 +13,9 @@ EPILOG = """examples:
   genzoo train --family vae                       # runs/vae/: model, samples.png, loss.png
   genzoo train --family ddpm -o models.ddpm.train.steps=200
   genzoo sample --family pixelcnn --n 64 --class 3 --out samples/threes
-  genzoo run --profile quick                      # prepare + every family, ~2 minutes on 2 cores
+  genzoo run --profile quick                      # the pipeline (Prefect + Ray), every family
+  genzoo status                                   # what is trained, current or stale, MLflow run
+  genzoo serve                                    # Prefect UI on http://127.0.0.1:4200 + deployments
 """
 
 
@@ -127,6 +129,22 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from flows.serve import serve
+
+    _params(args)  # fail on a bad params file before starting anything
+    serve(host=args.host, port=args.port, params_file=args.params)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from tasks.status import format_status, status
+
+    st = status(_params(args))
+    print(json.dumps(st, indent=2) if args.json else format_status(st))
+    return 0
+
+
 def cmd_families(args) -> int:
     import models
 
@@ -184,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")
     p.set_defaults(fn=cmd_sample)
 
+    p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1", help="address the Prefect server binds (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4200, help="Prefect server port (default 4200)")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("status", help="what is trained, with which data and params, and its MLflow run")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_status)
+
     p = sub.add_parser("families", help="list the registered families")
     p.set_defaults(fn=cmd_families, quiet=False)
     return ap
@@ -198,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.config import ParamsError
     from tasks.prepare import DataError
 
-    busy: tuple[type[Exception], ...] = ()
+    busy: tuple[type[Exception], ...] = (ConnectionError,)
     if args.command == "run":
         from flows.pipeline import PipelineBusy
 

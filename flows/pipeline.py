@@ -273,3 +273,41 @@ def train_one(
 ) -> dict[str, Any]:
     """Prepare (if needed) and train one family on Ray."""
     return pipeline(params_file=params_file, families=[family], overrides=overrides, ray_address=ray_address)
+
+
+@flow(name="genzoo-sample", log_prints=True)
+def sample(
+    family: Annotated[Family | None, Field(description="use the model trained in runs/<family>/")] = None,
+    model: Annotated[
+        str | None, Field(description="or a registered version models:/<family>/<version>, or a model.json")
+    ] = None,
+    n: Annotated[int, Field(gt=0, description="number of images")] = 100,
+    cls: Annotated[str | None, Field(description="class name or index (default: the label prior)")] = None,
+    out: Annotated[
+        str | None, Field(description="output path without suffix (default: samples/<name>)")
+    ] = None,
+    seed: Annotated[int, Field(ge=0, description="same seed, same images")] = 0,
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``."""
+    from tasks.sample import load_trained, resolve_class, sample_to_file
+
+    if not family and not model:
+        raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>)")
+    params = load_params(params_file)
+    path = model
+    if model and model.startswith("models:/"):
+        from tasks.tracking import download_registered
+
+        path = str(download_registered(model) / "model.json")
+    net, _ = load_trained(family, path, params.run.runs_dir)
+    names = None
+    manifest = Path(params.data.prepared_dir) / "manifest.json"
+    if manifest.exists():
+        names = json.loads(manifest.read_text())["class_names"]
+    name = family or net.family
+    npz, png = sample_to_file(
+        net, n, out or f"samples/{name}", cls=resolve_class(net, cls, names), seed=seed, progress=False
+    )
+    get_run_logger().info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
+    return {"npz": str(npz), "png": str(png), "n": n}

@@ -1,0 +1,119 @@
+"""The Prefect UI: a local Prefect server on 127.0.0.1 and the deployments people run from it.
+
+``genzoo serve`` (``make serve``) starts ``prefect server start`` on 127.0.0.1:4200 unless
+``PREFECT_API_URL`` names a server already up, then serves three deployments from this
+process: the whole pipeline, one family, and sampling from a trained model. Open the UI,
+pick a deployment, fill its parameter form, run. Ctrl+C stops both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger("genzoo.serve")
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Popen:
+    """``prefect server start`` on host:port with telemetry off; waits until healthy."""
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+    }
+    env.pop("PREFECT_API_URL", None)  # the server itself must not point at another API
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        env=env,
+        start_new_session=True,  # stopped as a group with the serving process
+    )
+    api = f"http://{host}:{port}/api"
+    deadline = time.monotonic() + timeout
+    while not healthy(api):
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {proc.returncode} (is port {port} taken?)")
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
+        time.sleep(0.5)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def deployments(params_file: str = "params.yaml") -> list:
+    from flows.pipeline import pipeline, sample, train_one
+
+    return [
+        pipeline.to_deployment(
+            name="pipeline",
+            parameters={"params_file": params_file},
+            description="Prepare the data, train every family in parallel on Ray, record in DVC.",
+            tags=["genzoo"],
+        ),
+        train_one.to_deployment(
+            name="train-family",
+            parameters={"params_file": params_file},
+            description="Train one family (prepares the data if needed).",
+            tags=["genzoo"],
+        ),
+        sample.to_deployment(
+            name="sample",
+            parameters={"params_file": params_file},
+            description="Draw labelled images from a trained family or a registered model into an .npz.",
+            tags=["genzoo"],
+        ),
+    ]
+
+
+def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.yaml") -> None:
+    """Start (or join) the Prefect server, then serve the deployments until interrupted."""
+    server = None
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        api = f"http://{host}:{port}/api"
+        if not healthy(api):
+            log.info("starting prefect server on %s:%d", host, port)
+            server = start_server(host, port)
+        os.environ["PREFECT_API_URL"] = api
+    elif not healthy(api):
+        raise ConnectionError(f"PREFECT_API_URL={api}: no healthy Prefect server there")
+    if not Path(params_file).exists():
+        raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
+    # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        from prefect import serve as prefect_serve
+
+        print(
+            f"Prefect UI: {api.removesuffix('/api')}  (deployments: genzoo-pipeline/pipeline, "
+            "genzoo-train-family/train-family, genzoo-sample/sample)",
+            flush=True,
+        )
+        prefect_serve(*deployments(params_file), print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            stop(server)

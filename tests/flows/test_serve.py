@@ -1,0 +1,102 @@
+"""`make serve`: a real Prefect server on loopback serving the genzoo deployments; a run
+triggered through the API (as the UI's Run button does) completes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.serve import healthy
+from tests.conftest import tiny_params
+from tests.test_services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
+    port = free_port()
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4, families=["gan", "vae"])))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed in finally, after the server)
+    proc = subprocess.Popen(
+        ["make", "-s", "serve", f"PREFECT_PORT={port}", f"ARGS=--params {pfile}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    client_env = {**env, "PREFECT_API_URL": api, "COLUMNS": "240"}  # rich tables, not truncated
+
+    def prefect(*args, timeout=60):
+        return subprocess.run(
+            [str(BIN / "prefect"), *args], env=client_env, capture_output=True, text=True, timeout=timeout
+        )
+
+    try:
+        deadline = time.monotonic() + 240
+        while not healthy(api) or "train-family" not in prefect("deployment", "ls").stdout:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, (
+                "no server / deployments:\n" + (tmp_path / "serve.log").read_text()
+            )
+            time.sleep(2)
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()
+        local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
+        assert local and all(a.startswith("127.0.0.1:") for a in local), local
+        deps = prefect("deployment", "ls").stdout
+        for name in ("genzoo-pipeline/pipeline", "genzoo-train-family/train-family", "genzoo-sample/sample"):
+            assert name in deps, deps
+
+        # the UI's form: the deployment's parameter schema lists the flow's typed parameters
+        r = prefect("deployment", "inspect", "genzoo-train-family/train-family")
+        assert "family" in r.stdout and "pixelcnn" in r.stdout, r.stdout
+
+        r = prefect(
+            "deployment",
+            "run",
+            "genzoo-train-family/train-family",
+            "-p",
+            "family=gan",
+            "--watch",
+            timeout=400,
+        )
+        assert r.returncode == 0 and "Completed" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert (tmp_path / "runs" / "gan" / "model.safetensors").exists()
+        assert not (tmp_path / "runs" / "vae").exists()
+
+        r = prefect(
+            "deployment", "run", "genzoo-sample/sample", "-p", "family=gan", "-p", "n=12",
+            "-p", f"out={tmp_path / 'drawn'}", "--watch", timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        import numpy as np
+
+        with np.load(tmp_path / "drawn.npz") as z:
+            assert z["images"].shape == (12, 1, 8, 8) and z["labels"].shape == (12,)
+        runs = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", "import json,urllib.request as u;"
+                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json'}});"
+                 "print(json.dumps([x['state_type'] for x in json.load(u.urlopen(r))]))"],
+                capture_output=True, text=True, env=client_env,
+            ).stdout
+        )  # fmt: skip
+        assert runs.count("COMPLETED") >= 3, runs  # train-family, its pipeline subflow, sample
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+    time.sleep(1)
+    assert not healthy(api), "the Prefect server outlived `make serve`"
