@@ -96,7 +96,11 @@ def cmd_run(args) -> int:
         record_dvc=not args.no_dvc,
     )
     summary = {
-        f: {k: m[k] for k in ("steps", "train_seconds", "test_bpd", "bpd_estimator", "cached") if k in m}
+        f: {
+            k: m[k]
+            for k in ("steps", "train_seconds", "test_bpd", "bpd_estimator", "cached", "host", "ray_node")
+            if k in m
+        }
         for f, m in result["trained"].items()
     }
     print(json.dumps({"pipeline_seconds": result["pipeline_seconds"], "families": summary}))

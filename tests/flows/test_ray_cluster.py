@@ -1,0 +1,65 @@
+"""A real two-node Ray cluster on loopback (`ray start --head`, then a second node joining
+it): the pipeline's fan-out joins it and the families train on both nodes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from tests.conftest import tiny_params
+from tests.test_services import free_port
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def ray_cli(*args, env):
+    r = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"ray {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
+    assert not ray.is_initialized()
+    port = free_port()
+    # Ray 2.60 turns token authentication on for `ray start --head`; every node and the
+    # driver then need RAY_AUTH_MODE=token to join
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    try:
+        ray_cli("start", "--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
+        ray_cli("start", f"--address=127.0.0.1:{port}", *common, env=env)
+        raw = tiny_params(tmp_path, steps=150, families=["vae", "gan", "pixelcnn"])
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        # the driver in its own process: Ray reads RAY_AUTH_MODE when it is imported
+        r = subprocess.run(
+            [
+                str(BIN / "genzoo"),
+                "run",
+                "-q",
+                "--params",
+                "params.yaml",
+                "--ray-address",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        trained = json.loads(r.stdout.strip().splitlines()[-1])["families"]
+        nodes = {f: m["ray_node"] for f, m in trained.items()}
+        assert len(set(nodes.values())) == 2, nodes  # 1 CPU per node: the three cannot share one
+        for fam in nodes:
+            assert (tmp_path / "runs" / fam / "model.safetensors").exists()
+        status = ray_cli("status", f"--address=127.0.0.1:{port}", env=env)
+        assert "2 node" in status or status.count("node_") >= 2, status  # the cluster outlived the flow
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
