@@ -224,7 +224,12 @@ def pipeline(
             from tasks import tracking
 
             c = tracking.client()
+            tracking.prepare_store()
+            runs_dir = params_abs.run.runs_dir
+            for rid in tracking.close_stale(c, runs_dir):
+                logger.warning("MLflow run %s was left RUNNING by a killed pipeline: marked KILLED", rid)
             tags = {
+                "genzoo.runs_dir": runs_dir,
                 "genzoo.families": ",".join(chosen),
                 "genzoo.git_commit": tracking.git_commit(),
                 "genzoo.prefect_flow_run": str(flow_run.id or ""),

@@ -189,3 +189,16 @@ def close_run(c, run_id: str, status: str = "FAILED") -> None:
     """End a run its worker could not end (killed, lost node): never left RUNNING."""
     if c.get_run(run_id).info.status == "RUNNING":
         _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
+
+
+def close_stale(c, runs_dir: str) -> list[str]:
+    """Mark KILLED the runs a killed pipeline left RUNNING for ``runs_dir`` (call only while
+    holding that folder's pipeline lock: then no live run can be writing there)."""
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    query = f"tags.`genzoo.runs_dir` = '{runs_dir}' and attributes.status = 'RUNNING'"
+    stale = [r.info.run_id for r in c.search_runs([exp.experiment_id], query, max_results=1000)]
+    for rid in stale:
+        _retry(lambda rid=rid: c.set_terminated(rid, "KILLED"), "set_terminated")
+    return stale

@@ -193,7 +193,11 @@ def start_family_run(c, params: Params, family: str, parent_run_id: str | None =
         tracking.prepare_store(),
         family,
         parent_run_id,
-        tags={"genzoo.family": family, "genzoo.git_commit": tracking.git_commit()},
+        tags={
+            "genzoo.family": family,
+            "genzoo.git_commit": tracking.git_commit(),
+            "genzoo.runs_dir": str(Path(params.run.runs_dir).resolve()),
+        },
     )
     tracking.log_params(c, run.info.run_id, params.family_block(family))
     return run.info.run_id
@@ -209,6 +213,7 @@ def _train(
 ) -> dict[str, Any]:
     if family not in params.models:
         raise KeyError(f"models.{family}: not in params (families: {', '.join(params.families)})")
+    started = time.time()
     torch.set_num_threads(params.threads(family))
     device = resolve_device(params.run.device)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
@@ -276,6 +281,7 @@ def _train(
         x_test, _, _ = load_split(params.data.prepared_dir, "test")
         test_bpd = bits_per_dim(mean_log_likelihood(trained, x_test), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator)
+    metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 

@@ -1,0 +1,135 @@
+"""The pipeline against the same training done sequentially as bare PyTorch loops.
+
+    python bench/pipeline.py                       # default params (what `make run` trains)
+    python bench/pipeline.py --profile quick --repeats 3
+
+Baseline: in this process, one family after another, the same models, batch size, steps and
+optimizers, as plain ``loss.backward(); opt.step()`` loops with torch's default threads: no
+validation, checkpoints, sampling, tracking or orchestration. Pipeline: the real ``genzoo
+run`` (Prefect flow, its temporary server, a local Ray, MLflow tracking) from a cold start in
+a fresh folder. Orchestration overhead = pipeline wall time during which no family's stage
+was running (Prefect/Ray start-up, data preparation, scheduling, shut-down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from families import ROOT, machine  # noqa: E402
+
+import models  # noqa: E402
+from tasks.config import load_params  # noqa: E402
+from tasks.prepare import data_spec, load_split, prepare  # noqa: E402
+
+
+def bare_loops(params, out: Path) -> dict[str, float]:
+    """Seconds per family for the plain training loops, one family after another."""
+    params = params.model_copy(
+        update={"data": params.data.model_copy(update={"prepared_dir": str(out / "prepared")})}
+    )
+    prepare(params)
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
+    spec = data_spec(manifest)
+    times = {}
+    for fam in params.families:
+        torch.manual_seed(params.seed)
+        cfg = params.train_config(fam)
+        model = models.build(fam, spec, params.net_config(fam))
+        opts = {  # the trainer's optimizers: one per phase, over that phase's parameters
+            ph: torch.optim.AdamW(
+                model.phase_parameters(ph),
+                lr=cfg.phase_lr.get(ph, cfg.lr),
+                betas=cfg.betas,
+                weight_decay=cfg.weight_decay,
+            )
+            for ph in model.phases
+        }
+        gen = torch.Generator().manual_seed(params.seed)
+        t0 = time.perf_counter()
+        for _ in range(cfg.steps):
+            idx = torch.randint(len(x), (cfg.batch_size,), generator=gen)
+            xb, yb = x[idx], y[idx]
+            for ph in model.phases:
+                opts[ph].zero_grad(set_to_none=True)
+                model.training_step(xb, yb, ph).loss.backward()
+                opts[ph].step()
+        times[fam] = time.perf_counter() - t0
+    return times
+
+
+def pipeline_run(profile: str | None, out: Path) -> tuple[float, float, dict]:
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
+    for key, sub in (
+        ("run.runs_dir", "runs"),
+        ("run.checkpoints_dir", "ckpt"),
+        ("data.prepared_dir", "prepared"),
+    ):
+        cmd += ["-o", f"{key}={out / sub}"]
+    if profile:
+        cmd += ["--profile", profile]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",
+        "PREFECT_HOME": str(out / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)  # cold start: the flow's own temporary Prefect server
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t1 = time.time()
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
+    spans = sorted((m["span"]["start"], m["span"]["end"]) for m in metrics.values())
+    busy, cur_s, cur_e = 0.0, None, None
+    for s, e in spans:  # length of the union of the families' stage intervals
+        if cur_e is None or s > cur_e:
+            busy += 0 if cur_e is None else cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    busy += (cur_e - cur_s) if cur_e is not None else 0
+    return t1 - t0, (t1 - t0) - busy, metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", help="params profile, e.g. quick")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    params = load_params(ROOT / "params.yaml", profile=args.profile)
+    bare, walls, overheads = [], [], []
+    for i in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+            times = bare_loops(params, Path(tmp))
+            bare.append(sum(times.values()))
+            print(f"run {i}: bare loops {bare[-1]:.1f} s { ({k: round(v, 1) for k, v in times.items()}) }")
+        with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+            wall, overhead, _ = pipeline_run(args.profile, Path(tmp))
+            walls.append(wall)
+            overheads.append(overhead)
+            print(
+                f"run {i}: pipeline {wall:.1f} s, of which orchestration (no family running) {overhead:.1f} s"
+            )
+    b, w, o = statistics.median(bare), statistics.median(walls), statistics.median(overheads)
+    print(f"\nmachine: {machine()}")
+    prof = f" --profile {args.profile}" if args.profile else ""
+    print(f"params: params.yaml{prof}, {args.repeats} run(s), medians")
+    print("| | seconds |\n|---|---|")
+    print(f"| sequential bare PyTorch loops (1 process, {torch.get_num_threads()} threads) | {b:.1f} |")
+    print(f"| `genzoo run` (Prefect + Ray + MLflow, cold start) | {w:.1f} |")
+    print(f"| of which orchestration (no family running) | {o:.1f} |")
+    print(f"| ratio pipeline / bare loops | {w / b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

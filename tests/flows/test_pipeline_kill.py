@@ -1,0 +1,63 @@
+"""Kill the whole pipeline (driver, Ray and all) mid-training: the re-run skips the family
+that had finished, resumes the interrupted one from its checkpoint, and closes the MLflow
+runs the dead pipeline left RUNNING."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import tracking
+from tests.conftest import tiny_params
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted(tmp_path):
+    raw = tiny_params(tmp_path, steps=20, families=["gan", "vae"])
+    raw["models"]["vae"]["train"]["steps"] = 1500
+    raw["run"]["track"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    cmd = [str(BIN / "genzoo"), "run", "-q", "--params", "params.yaml"]
+
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gan_done = tmp_path / "runs" / "gan" / "metrics.json"
+    deadline = time.monotonic() + 300
+    while not (gan_done.exists() and list((tmp_path / "ckpt" / "vae").glob("*/index.json"))):
+        assert proc.poll() is None, "the pipeline ended before it could be killed"
+        assert time.monotonic() < deadline, "no finished gan / vae checkpoint in time"
+        time.sleep(0.3)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Prefect server and its local Ray
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", f"{tmp_path}"], check=False)  # any worker that escaped
+    assert not (tmp_path / "runs" / "vae" / "model.json").exists()
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    assert c.search_runs([exp], "attributes.status = 'RUNNING'")  # left behind by the kill
+
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fams = json.loads(r.stdout.strip().splitlines()[-1])["families"]
+    assert fams["gan"]["cached"] is True and fams["vae"]["cached"] is False
+    vae = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
+    assert vae["steps"] == 1500 and vae["resumed_from"] >= 10
+    assert c.search_runs([exp], "attributes.status = 'RUNNING'") == []
+    killed = c.search_runs([exp], "attributes.status = 'KILLED'")
+    assert {r.data.tags.get("mlflow.runName") for r in killed} >= {"pipeline", "vae"}
