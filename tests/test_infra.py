@@ -207,7 +207,7 @@ def test_ray_versions_agree():
 
 
 def prefect_yaml() -> dict:
-    return load("prefect/prefect.yaml")
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text())
 
 
 def _flow_functions(path: Path) -> dict[str, list[str]]:
@@ -270,7 +270,7 @@ def test_work_pool_script_creates_the_process_pool_and_deploys():
     pools = {d["work_pool"]["name"] for d in prefect_yaml()["deployments"]}
     for pool in pools:
         assert re.search(rf"work-pool create {pool} --type process\b", script), f"pool {pool} not created"
-    assert "deploy --prefect-file infra/prefect/prefect.yaml" in script
+    assert "deploy --prefect-file prefect.yaml" in script
     assert script.startswith("#!") and "set -euo pipefail" in script
 
 
