@@ -68,6 +68,37 @@ def bare_loops(params, out: Path) -> dict[str, float]:
     return times
 
 
+def thread_scaling(params, out: Path, steps: int = 40) -> dict[str, tuple[float, float]]:
+    """Seconds per training step of each family with 1 and with 2 torch threads."""
+    params = params.model_copy(
+        update={"data": params.data.model_copy(update={"prepared_dir": str(out / "prepared")})}
+    )
+    prepare(params)
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
+    spec = data_spec(manifest)
+    before, result = torch.get_num_threads(), {}
+    for fam in params.families:
+        per = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(params.seed)
+            model = models.build(fam, spec, params.net_config(fam))
+            opts = {ph: torch.optim.AdamW(model.phase_parameters(ph), lr=1e-4) for ph in model.phases}
+            gen = torch.Generator().manual_seed(params.seed)
+            for i in range(steps + 5):  # 5 warm-up steps
+                if i == 5:
+                    t0 = time.perf_counter()
+                idx = torch.randint(len(x), (params.train_config(fam).batch_size,), generator=gen)
+                for ph in model.phases:
+                    opts[ph].zero_grad(set_to_none=True)
+                    model.training_step(x[idx], y[idx], ph).loss.backward()
+                    opts[ph].step()
+            per.append((time.perf_counter() - t0) / steps)
+        result[fam] = (per[0], per[1])
+    torch.set_num_threads(before)
+    return result
+
+
 def pipeline_run(profile: str | None, out: Path) -> tuple[float, float, dict]:
     cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
     for key, sub in (
@@ -105,8 +136,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="params profile, e.g. quick")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--scaling-only", action="store_true", help="only the 1- vs 2-thread step times")
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml", profile=args.profile)
+    if args.scaling_only:
+        with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+            for fam, (one, two) in thread_scaling(params, Path(tmp)).items():
+                print(f"{fam}: {one * 1e3:.1f} ms/step (1 thread), {two * 1e3:.1f} (2), x{one / two:.2f}")
+        return
     bare, walls, overheads = [], [], []
     for i in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
@@ -120,6 +157,8 @@ def main() -> None:
             print(
                 f"run {i}: pipeline {wall:.1f} s, of which orchestration (no family running) {overhead:.1f} s"
             )
+    with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+        scaling = thread_scaling(params, Path(tmp))
     b, w, o = statistics.median(bare), statistics.median(walls), statistics.median(overheads)
     print(f"\nmachine: {machine()}")
     prof = f" --profile {args.profile}" if args.profile else ""
@@ -129,6 +168,15 @@ def main() -> None:
     print(f"| `genzoo run` (Prefect + Ray + MLflow, cold start) | {w:.1f} |")
     print(f"| of which orchestration (no family running) | {o:.1f} |")
     print(f"| ratio pipeline / bare loops | {w / b:.2f} |")
+    print("\n| family | ms/step, 1 thread | ms/step, 2 threads | speed-up from the 2nd thread |")
+    print("|---|---|---|---|")
+    for fam, (one, two) in scaling.items():
+        print(f"| {fam} | {one * 1e3:.1f} | {two * 1e3:.1f} | {one / two:.2f} |")
+    floor = sum(one * params.train_config(f).steps for f, (one, _) in scaling.items()) / 2
+    print(
+        f"\ntraining alone on two 1-thread workers, perfectly packed: {floor:.0f} s "
+        f"= {floor / b:.2f}x the bare loops (before evaluation, sampling and orchestration)"
+    )
 
 
 if __name__ == "__main__":

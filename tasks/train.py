@@ -174,6 +174,9 @@ def train_family(
         c.set_terminated(run_id, "KILLED")
         return metrics
     out = Path(params.run.runs_dir) / family
+    c.log_dict(
+        run_id, {**params.family_block(family), "data": params.data.model_dump(mode="json")}, "config.json"
+    )
     version = tracking.finish_family(c, run_id, family, out, metrics)
     metrics["mlflow"] = {
         "run_id": run_id,

@@ -53,3 +53,11 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
         },
         **extra,
     }
+
+
+def pytest_unconfigure(config):
+    # Prefect stops its temporary server at interpreter exit and logs it to a console pytest
+    # has closed by then; that log line is not worth a traceback
+    import logging
+
+    logging.raiseExceptions = False

@@ -47,7 +47,14 @@ def test_pipeline_run_nests_families_logs_metrics_and_registers_models(store, tm
         names = {a.path for a in c.list_artifacts(r.info.run_id)} | {
             a.path for a in c.list_artifacts(r.info.run_id, "model")
         }
-        assert {"samples.png", "loss.png", "model/model.json", "model/model.safetensors"} <= names
+        assert {
+            "samples.png",
+            "loss.png",
+            "curve.csv",
+            "config.json",
+            "model/model.json",
+            "model/model.safetensors",
+        } <= names
         versions = c.search_model_versions(f"name='{fam}'")
         assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == r.info.run_id
         metrics = json.loads((tmp_path / "runs" / fam / "metrics.json").read_text())
