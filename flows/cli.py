@@ -85,8 +85,13 @@ def cmd_run(args) -> int:
     """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit)."""
     from flows.pipeline import pipeline
 
-    _params(args)  # a bad params file or override fails here, before Prefect starts
+    params = _params(args)  # a bad params file or override fails here, before Prefect starts
     families = args.families.split(",") if args.families else None
+    unknown = [f for f in families or [] if f not in params.models]
+    if unknown:
+        raise ValueError(
+            f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
+        )
     result = pipeline(
         params_file=args.params,
         families=families,

@@ -164,7 +164,7 @@ AFTER_TRAINING: list[Callable[..., Any]] = []
 def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
     """Whether this run's outputs are what ``dvc repro`` would make (same params.yaml, default
     paths): only then are they recorded in dvc.lock."""
-    if overrides or profile or not Path("dvc.yaml").exists():
+    if overrides or profile or not Path("dvc.yaml").exists() or not Path(".dvc").is_dir():
         return False
     if Path(params_file).resolve() != Path("params.yaml").resolve():
         return False
@@ -216,13 +216,15 @@ def pipeline(
         raise ValueError(
             f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)})"
         )
+    if params.run.track:
+        from tasks import tracking
+
+        tracking.preflight()
     t0 = time.perf_counter()
     with exclusive(params.run.runs_dir):
         params_abs = cluster.absolute(params)
         parent, c = None, None
         if params.run.track:
-            from tasks import tracking
-
             c = tracking.client()
             tracking.prepare_store()
             runs_dir = params_abs.run.runs_dir
@@ -247,7 +249,14 @@ def pipeline(
             for stage in AFTER_TRAINING:
                 result[stage.name] = stage(params_abs, trained)
             if record_dvc and _dvc_matches(params, params_file, overrides, profile):
-                result["dvc_committed"] = record_in_dvc(chosen)
+                # the models are made and tracked whatever happens here: a failed record is
+                # reported (`dvc status` will call the stages stale), not a failed pipeline
+                state = record_in_dvc(chosen, return_state=True)
+                if state.is_failed():
+                    logger.error(
+                        "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message
+                    )
+                result["dvc_committed"] = state.result() if state.is_completed() else []
             elif record_dvc:
                 logger.info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         except BaseException:

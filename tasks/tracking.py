@@ -40,6 +40,24 @@ def tracking_uri(root: str | Path = ".") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+def preflight(uri: str | None = None) -> None:
+    """Fail before any training when the tracking server does not answer, naming its URI
+    (MLflow's own client would retry each call for minutes)."""
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+            pass
+    except OSError as e:
+        raise ConnectionError(
+            f"MLflow tracking server {uri} is unreachable ({e}); start it (make mlflow) or "
+            "unset MLFLOW_TRACKING_URI to use the project's sqlite store"
+        ) from None
+
+
 def client(uri: str | None = None):
     from mlflow import MlflowClient
 

@@ -141,6 +141,8 @@ def test_cli_help_and_clear_errors(tmp_path):
     assert not (tmp_path / "p").exists()
     r = _cli("train", "--family", "nope", cwd=ROOT, check=False)
     assert r.returncode != 0 and "nope" in r.stderr
+    r = _cli("run", "--families", "vae,nope", cwd=ROOT, check=False)
+    assert r.returncode == 2 and "--families: nope not in params" in r.stderr
 
 
 def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):

@@ -147,6 +147,18 @@ def test_bad_params_fail_before_any_compute(tmp_path):
     assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
 
 
+def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, monkeypatch):
+    from tests.test_services import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    with pytest.raises(ConnectionError, match=f"MLflow tracking server {uri} is unreachable"):
+        pl.pipeline(params_file=_write(tmp_path, raw))
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
     pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
     with (
