@@ -16,6 +16,7 @@ EPILOG = """examples:
   genzoo run --profile quick                      # the pipeline (Prefect + Ray), every family
   genzoo status                                   # what is trained, current or stale, MLflow run
   genzoo serve                                    # Prefect UI on http://127.0.0.1:4200 + deployments
+  genzoo augment --families ddpm,vae --per-class 50 --name mix   # data/augment/mix/images.npz
 """
 
 
@@ -154,6 +155,19 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_augment(args) -> int:
+    from tasks.augment import AugmentRequest, generate
+
+    params = _params(args)
+    req = AugmentRequest(
+        name=args.name, families=args.families.split(","), per_class=args.per_class, seed=args.seed
+    )
+    path = generate(params, req)
+    m = json.loads((path / "manifest.json").read_text())
+    print(json.dumps({"path": str(path), "n": m["n"], "counts_per_class": m["counts_per_class"]}))
+    return 0
+
+
 def cmd_families(args) -> int:
     import models
 
@@ -210,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same images (default 0)")
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser(
+        "augment", help="a labelled synthetic dataset from trained families -> data/augment/NAME/"
+    )
+    _common(p)
+    p.add_argument("--families", required=True, help="comma-separated trained families, e.g. ddpm,vae")
+    p.add_argument(
+        "--per-class", type=int, default=100, help="images per class from each family (default 100)"
+    )
+    p.add_argument("--name", default="synthetic", help="dataset name: data/augment/NAME/ (default synthetic)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
+    p.set_defaults(fn=cmd_augment)
 
     p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")
     _common(p)

@@ -325,3 +325,29 @@ def sample(
     )
     get_run_logger().info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
     return {"npz": str(npz), "png": str(png), "n": n}
+
+
+@task(name="augment", **RETRY)
+def augment_task(params: Params, req: Any) -> str:
+    from tasks.augment import generate
+
+    return str(generate(params, req))
+
+
+@flow(name="genzoo-augment", log_prints=True)
+def augment(
+    families: Annotated[list[Family], Field(min_length=1, description="trained families to sample from")],
+    per_class: Annotated[int, Field(gt=0, description="images per class from each family")] = 100,
+    name: Annotated[str, Field(description="dataset folder: data/augment/<name>/")] = "synthetic",
+    seed: Annotated[int, Field(ge=0, description="same seed, same dataset")] = 0,
+    out_dir: Annotated[str, Field(description="parent folder of the datasets")] = "data/augment",
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families."""
+    from tasks.augment import AugmentRequest
+
+    req = AugmentRequest(name=name, families=list(families), per_class=per_class, seed=seed, out_dir=out_dir)
+    path = Path(augment_task(load_params(params_file), req))
+    manifest = json.loads((path / "manifest.json").read_text())
+    get_run_logger().info("%s: %d images, per class %s", path, manifest["n"], manifest["counts_per_class"])
+    return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

@@ -1,8 +1,8 @@
 """The Prefect UI: a local Prefect server on 127.0.0.1 and the deployments people run from it.
 
 ``genzoo serve`` (``make serve``) starts ``prefect server start`` on 127.0.0.1:4200 unless
-``PREFECT_API_URL`` names a server already up, then serves three deployments from this
-process: the whole pipeline, one family, and sampling from a trained model. Open the UI,
+``PREFECT_API_URL`` names a server already up, then serves four deployments from this
+process: the whole pipeline, one family, a synthetic dataset, and sampling from a model. Open the UI,
 pick a deployment, fill its parameter form, run. Ctrl+C stops both.
 """
 
@@ -63,7 +63,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def deployments(params_file: str = "params.yaml") -> list:
-    from flows.pipeline import pipeline, sample, train_one
+    from flows.pipeline import augment, pipeline, sample, train_one
 
     return [
         pipeline.to_deployment(
@@ -76,6 +76,12 @@ def deployments(params_file: str = "params.yaml") -> list:
             name="train-family",
             parameters={"params_file": params_file},
             description="Train one family (prepares the data if needed).",
+            tags=["genzoo"],
+        ),
+        augment.to_deployment(
+            name="augment",
+            parameters={"params_file": params_file},
+            description="A labelled synthetic dataset from trained families: data/augment/<name>/.",
             tags=["genzoo"],
         ),
         sample.to_deployment(
@@ -108,7 +114,7 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
 
         print(
             f"Prefect UI: {api.removesuffix('/api')}  (deployments: genzoo-pipeline/pipeline, "
-            "genzoo-train-family/train-family, genzoo-sample/sample)",
+            "genzoo-train-family/train-family, genzoo-augment/augment, genzoo-sample/sample)",
             flush=True,
         )
         prefect_serve(*deployments(params_file), print_starting_message=False)

@@ -56,7 +56,12 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
         assert local and all(a.startswith("127.0.0.1:") for a in local), local
         deps = prefect("deployment", "ls").stdout
-        for name in ("genzoo-pipeline/pipeline", "genzoo-train-family/train-family", "genzoo-sample/sample"):
+        for name in (
+            "genzoo-pipeline/pipeline",
+            "genzoo-train-family/train-family",
+            "genzoo-augment/augment",
+            "genzoo-sample/sample",
+        ):
             assert name in deps, deps
 
         # the UI's form: the deployment's parameter schema lists the flow's typed parameters
@@ -85,6 +90,13 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
 
         with np.load(tmp_path / "drawn.npz") as z:
             assert z["images"].shape == (12, 1, 8, 8) and z["labels"].shape == (12,)
+        r = prefect(
+            "deployment", "run", "genzoo-augment/augment", "-p", 'families=["gan"]', "-p", "per_class=2",
+            "-p", "name=from-ui", "-p", f"out_dir={tmp_path / 'aug'}", "--watch", timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        with np.load(tmp_path / "aug" / "from-ui" / "images.npz") as z:
+            assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = json.loads(
             subprocess.run(
                 [sys.executable, "-c", "import json,urllib.request as u;"
@@ -93,7 +105,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
                 capture_output=True, text=True, env=client_env,
             ).stdout
         )  # fmt: skip
-        assert runs.count("COMPLETED") >= 3, runs  # train-family, its pipeline subflow, sample
+        assert runs.count("COMPLETED") >= 4, runs  # train-family, its pipeline subflow, sample, augment
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
