@@ -1,5 +1,15 @@
 """Pure functions on tensors/arrays for evaluating generative models. No I/O."""
 
 from metrics.likelihood import bits_per_dim, uniform_bits_per_dim
+from metrics.quality import diversity, frechet_distance, inception_score, kid, memorization, prdc
 
-__all__ = ["bits_per_dim", "uniform_bits_per_dim"]
+__all__ = [
+    "bits_per_dim",
+    "diversity",
+    "frechet_distance",
+    "inception_score",
+    "kid",
+    "memorization",
+    "prdc",
+    "uniform_bits_per_dim",
+]

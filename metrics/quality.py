@@ -1,0 +1,131 @@
+"""Sample quality and diversity in a feature space: pure functions on (N, D) arrays.
+
+- ``frechet_distance``: Fréchet distance between Gaussians fitted to two feature sets
+  (Heusel et al. 2017, arXiv:1706.08500; FID when the features are Inception-v3's).
+- ``kid``: unbiased squared MMD with the cubic polynomial kernel, mean and std over subsets
+  (Bińkowski et al. 2018, arXiv:1801.01401).
+- ``inception_score``: exp E[KL(p(y|x) || p(y))] of a classifier's probabilities
+  (Salimans et al. 2016, arXiv:1606.03498), mean and std over splits.
+- ``prdc``: precision and recall (Kynkäänniemi et al. 2019, arXiv:1904.06991), density and
+  coverage (Naeem et al. 2020, arXiv:2002.09797) from k-nearest-neighbour balls.
+- ``memorization``: nearest-neighbour distances of samples to the training vs the test set.
+- ``diversity``: mean pairwise distance within a set.
+
+Features are computed once by the caller (the evaluator's penultimate layer) and passed in,
+so the real set's statistics are cached rather than recomputed per family.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+
+def _as2d(x) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or len(a) < 2:
+        raise ValueError(f"expected features of shape (N >= 2, D), got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("features contain NaN or inf")
+    return a
+
+
+def gaussian_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    a = _as2d(x)
+    return a.mean(0), np.cov(a, rowvar=False)
+
+
+def frechet_from_stats(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2))."""
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():  # singular product: regularise, as the reference FID code does
+        offset = np.eye(len(cov1)) * eps
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean), 0.0))
+
+
+def frechet_distance(a, b) -> float:
+    return frechet_from_stats(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def kid(a, b, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3; (mean, std) over random subsets."""
+    x, y = _as2d(a), _as2d(b)
+    m = min(subset_size, len(x), len(y))
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    vals = []
+    for _ in range(subsets):
+        xs = x[rng.choice(len(x), m, replace=False)]
+        ys = y[rng.choice(len(y), m, replace=False)]
+        kxx, kyy, kxy = ((xs @ xs.T) / d + 1) ** 3, ((ys @ ys.T) / d + 1) ** 3, ((xs @ ys.T) / d + 1) ** 3
+        off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        vals.append(off - 2 * kxy.mean())
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def inception_score(probs, splits: int = 10) -> tuple[float, float]:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or (p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-4):
+        raise ValueError("expected class probabilities of shape (N, K), rows summing to 1")
+    scores = []
+    for part in np.array_split(p, splits):
+        py = part.mean(0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(py + 1e-12))).sum(1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0))
+
+
+def _kth_nn_radius(a: np.ndarray, k: int) -> np.ndarray:
+    d = _pairwise(a, a)
+    return np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself (distance 0)
+
+
+def prdc(real, fake, k: int = 5) -> dict[str, float]:
+    """Precision: share of fake samples inside some real k-NN ball; recall: share of real
+    inside some fake ball; density: mean count of real balls holding each fake, over k;
+    coverage: share of real balls holding at least one fake."""
+    r, f = _as2d(real), _as2d(fake)
+    if min(len(r), len(f)) <= k:
+        raise ValueError(f"prdc needs more than k={k} samples in each set")
+    r_rad, f_rad = _kth_nn_radius(r, k), _kth_nn_radius(f, k)
+    d = _pairwise(r, f)  # (R, F)
+    inside_real = d <= r_rad[:, None]
+    return {
+        "precision": float(inside_real.any(0).mean()),
+        "recall": float((d <= f_rad[None, :]).any(1).mean()),
+        "density": float(inside_real.sum(0).mean() / k),
+        "coverage": float((d.min(1) <= r_rad).mean()),
+    }
+
+
+def memorization(samples, train, test) -> dict[str, float]:
+    """Mean nearest-neighbour distance of samples to training vs to test images (same sizes
+    advised). A generator that copies its training set sits much closer to train than to
+    test (ratio well below 1); ``copies`` counts samples nearer a training image than any
+    two training images are to each other at the 1st percentile."""
+    s, tr, te = _as2d(samples), _as2d(train), _as2d(test)
+    to_train, to_test = _pairwise(s, tr).min(1), _pairwise(s, te).min(1)
+    d_tr = _pairwise(tr, tr)
+    np.fill_diagonal(d_tr, np.inf)
+    floor = np.percentile(d_tr.min(1), 1)
+    return {
+        "nn_train": float(to_train.mean()),
+        "nn_test": float(to_test.mean()),
+        "ratio": float(to_train.mean() / max(to_test.mean(), 1e-12)),
+        "copies": float((to_train < floor).mean()),
+    }
+
+
+def diversity(x) -> float:
+    """Mean pairwise Euclidean distance within a set."""
+    a = _as2d(x)
+    d = _pairwise(a, a)
+    return float(d.sum() / (len(a) * (len(a) - 1)))
