@@ -143,9 +143,12 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
 
 
 @task(name="record-in-dvc", **RETRY)
-def record_in_dvc(families: list[str]) -> list[str]:
+def record_in_dvc(families: list[str], after: list[str]) -> list[str]:
     """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
     stages = ["prepare", *(f"train@{f}" for f in families)]
+    for name in after:
+        for st in DVC_STAGES.get(name, []):
+            stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
     cmd = [sys.executable, "-m", "dvc", "commit", "--force", *stages]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     if proc.returncode != 0:
@@ -155,10 +158,23 @@ def record_in_dvc(families: list[str]) -> list[str]:
     return stages
 
 
+@task(name="evaluate", **RETRY)
+def evaluate_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
+    """The evaluator (cached), then each trained family's sample quality."""
+    from tasks.evaluate import evaluate_family, evaluator_stage
+
+    ev = evaluator_stage(params)
+    get_run_logger().info("evaluator: test accuracy %.4f", ev["test_accuracy"])
+    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
+    return {f: {k: evaluate_family(params, f)[k] for k in keys} for f in trained}
+
+
 # Stages after training, in order. Each is a Prefect task called as
 # ``stage(params, trained)`` with ``trained`` = {family: metrics}; what it returns lands in the
 # flow's result under its name. Evaluation, augmentation and the report append themselves here.
-AFTER_TRAINING: list[Callable[..., Any]] = []
+AFTER_TRAINING: list[Callable[..., Any]] = [evaluate_task]
+# the DVC stages each of them produces, per family (recorded by `dvc commit` after a run)
+DVC_STAGES = {"evaluate": ["evaluator", "evaluate@{family}"]}
 
 
 def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
@@ -251,7 +267,7 @@ def pipeline(
             if record_dvc and _dvc_matches(params, params_file, overrides, profile):
                 # the models are made and tracked whatever happens here: a failed record is
                 # reported (`dvc status` will call the stages stale), not a failed pipeline
-                state = record_in_dvc(chosen, return_state=True)
+                state = record_in_dvc(chosen, [st.name for st in AFTER_TRAINING], return_state=True)
                 if state.is_failed():
                     logger.error(
                         "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import REGISTRY, get_family
 from models.base import NetConfig
+from models.evaluator import EvaluatorConfig
 from models.trainer import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -89,6 +90,14 @@ class RayParams(_Strict):
     )
 
 
+class EvaluateParams(_Strict):
+    samples_per_class: int = Field(100, gt=0, description="images drawn per class from each family")
+    k: int = Field(5, gt=0, description="neighbours for precision/recall/density/coverage")
+    kid_subsets: int = Field(50, gt=0)
+    kid_subset_size: int = Field(500, gt=1)
+    evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+
+
 class FamilyParams(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
@@ -100,6 +109,7 @@ class Params(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunParams = Field(default_factory=RunParams)
     ray: RayParams = Field(default_factory=RayParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

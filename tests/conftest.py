@@ -48,6 +48,12 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "samples_per_class": 2,
             "track": False,  # tests that track set MLFLOW_TRACKING_URI and turn it on
         },
+        "evaluate": {  # a small real evaluator, a few samples per class
+            "samples_per_class": 4,
+            "kid_subsets": 5,
+            "kid_subset_size": 20,
+            "evaluator": {"steps": 20, "channels": 8, "feature_dim": 16},
+        },
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
         },

@@ -211,10 +211,18 @@ def test_a_worker_killed_with_no_ray_retry_left_is_retried_by_prefect(tmp_path, 
     raw["ray"] = {"max_retries": 0}
     pfile = _write(tmp_path, raw)
     result = {}
-    t = threading.Thread(target=lambda: result.update(pl.pipeline(params_file=pfile)), daemon=True)
+
+    def run():
+        try:
+            result.update(pl.pipeline(params_file=pfile))
+        except Exception as e:  # shown by the assertion below
+            result["error"] = repr(e)
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     _kill_worker(tmp_path / "ckpt" / "vae", "train-vae")
     t.join(300)
+    assert "trained" in result, result
     vae = result["trained"]["vae"]
     assert vae["steps"] == 400 and vae["resumed_from"] >= 10
     c = tracking.client(uri)
