@@ -171,7 +171,7 @@ def evaluate_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
 
 # Stages after training, in order. Each is a Prefect task called as
 # ``stage(params, trained)`` with ``trained`` = {family: metrics}; what it returns lands in the
-# flow's result under its name. Evaluation, augmentation and the report append themselves here.
+# flow's result under its name. Augmentation and the report append themselves here.
 AFTER_TRAINING: list[Callable[..., Any]] = [evaluate_task]
 # the DVC stages each of them produces, per family (recorded by `dvc commit` after a run)
 DVC_STAGES = {"evaluate": ["evaluator", "evaluate@{family}"]}
