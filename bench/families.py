@@ -61,7 +61,15 @@ def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
-    metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
+    metrics = {
+        p.parent.name: {
+            **json.loads(p.read_text()),
+            "quality": json.loads(p.with_name("quality.json").read_text()),
+        }
+        for p in (out / "runs").glob("*/metrics.json")
+        if p.with_name("quality.json").exists()
+    }
+    metrics["reference"] = json.loads((out / "runs" / "evaluator" / "reference.json").read_text())
     return wall, metrics
 
 
@@ -92,7 +100,7 @@ def main() -> None:
     from tasks.config import load_params
 
     order = load_params(ROOT / "params.yaml").families
-    for fam in sorted(runs[0], key=order.index):
+    for fam in sorted((f for f in runs[0] if f in order), key=order.index):
         rows = [r[fam] for r in runs]
         t = med(r["train_seconds"] for r in rows)
         bpd = med(r["test_bpd"] for r in rows) if "test_bpd" in rows[0] else None
@@ -101,6 +109,20 @@ def main() -> None:
             f"{med(r['samples_per_second'] for r in rows):.1f} | "
             f"{'-' if bpd is None else f'{bpd:.3f}'} | {rows[0].get('bpd_estimator') or 'none (GAN)'} |"
         )
+    print("\n| family | Fréchet distance | KID | precision | recall | coverage | class accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for fam in [*sorted(runs[0], key=lambda f: order.index(f) if f in order else 99)]:
+        if fam == "reference":
+            continue
+        q = [r[fam]["quality"] for r in runs]
+        cells = [
+            med(x[k] for x in q) for k in ("fd", "kid", "precision", "recall", "coverage", "class_accuracy")
+        ]
+        print(f"| {fam} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    for name, row in runs[0]["reference"].items():
+        if isinstance(row, dict):
+            cells = [row[k] for k in ("fd", "kid", "precision", "recall", "coverage")]
+            print(f"| reference: {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " | - |")
     levels = json.loads((Path(args.out) / "run0" / "prepared" / "manifest.json").read_text())["levels"]
     print(f"\nreference: the uniform distribution over {levels} levels is {math.log2(levels):.3f} bits/dim")
 
