@@ -65,31 +65,19 @@ def stop(proc: subprocess.Popen) -> None:
 def deployments(params_file: str = "params.yaml") -> list:
     from flows.pipeline import augment, pipeline, sample, train_one
 
+    what = [
+        (
+            pipeline,
+            "pipeline",
+            "Prepare the data, train every family in parallel on Ray, evaluate, record in DVC.",
+        ),
+        (train_one, "train-family", "Train one family (prepares the data if needed)."),
+        (augment, "augment", "A labelled synthetic dataset from trained families: data/augment/<name>/."),
+        (sample, "sample", "Draw labelled images from a trained family or a registered model into an .npz."),
+    ]
     return [
-        pipeline.to_deployment(
-            name="pipeline",
-            parameters={"params_file": params_file},
-            description="Prepare the data, train every family in parallel on Ray, record in DVC.",
-            tags=["genzoo"],
-        ),
-        train_one.to_deployment(
-            name="train-family",
-            parameters={"params_file": params_file},
-            description="Train one family (prepares the data if needed).",
-            tags=["genzoo"],
-        ),
-        augment.to_deployment(
-            name="augment",
-            parameters={"params_file": params_file},
-            description="A labelled synthetic dataset from trained families: data/augment/<name>/.",
-            tags=["genzoo"],
-        ),
-        sample.to_deployment(
-            name="sample",
-            parameters={"params_file": params_file},
-            description="Draw labelled images from a trained family or a registered model into an .npz.",
-            tags=["genzoo"],
-        ),
+        fl.to_deployment(name=name, parameters={"params_file": params_file}, description=doc, tags=["genzoo"])
+        for fl, name, doc in what
     ]
 
 

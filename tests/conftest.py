@@ -1,8 +1,13 @@
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
@@ -67,3 +72,33 @@ def pytest_unconfigure(config):
     import logging
 
     logging.raiseExceptions = False
+
+
+def make_dvc_repo(tmp_path, steps: int, families=None):
+    """A fresh git + DVC repository holding genzoo's code and tiny params (default paths).
+    Returns (repo, raw params, sh) where sh(*cmd) runs a command there and returns its output."""
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics", "flows"):
+        src = root / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    raw = tiny_params(Path("."), steps=steps, families=families)
+    raw["data"]["prepared_dir"] = "data/prepared"
+    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
+    raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+    def sh(*cmd):
+        r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout}\n{r.stderr}"
+        return r.stdout + r.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    return repo, raw, sh

@@ -14,7 +14,7 @@ import yaml
 from tasks.config import validate
 from tasks.prepare import prepare
 from tasks.train import train_family
-from tests.conftest import tiny_params
+from tests.conftest import make_dvc_repo, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -148,25 +148,7 @@ def test_cli_help_and_clear_errors(tmp_path):
 def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
     """A real DVC repository: repro trains every family; a second repro does nothing; a
     change to one family's params makes only that family's stage stale."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
-    raw = tiny_params(Path("."), steps=6)
-    raw["data"]["prepared_dir"] = "data/prepared"
-    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
-    raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-
-    def sh(*cmd):
-        r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout}\n{r.stderr}"
-        return r.stdout
-
-    sh("git", "init", "-q")
-    sh("dvc", "init", "-q")
+    repo, raw, sh = make_dvc_repo(tmp_path, steps=6)
     out = sh("dvc", "repro")
     for fam in FAMILIES:
         assert f"train@{fam}" in out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -83,11 +82,10 @@ def test_ray_launcher_has_a_gpu_worker_type_kept_up():
 
 
 def test_ray_launcher_matches_rays_schema():
-    jsonschema = pytest.importorskip("jsonschema")
-    spec = importlib.util.find_spec("ray")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("ray not installed")
-    schema_path = Path(next(iter(spec.submodule_search_locations))) / "autoscaler" / "ray-schema.json"
+    import jsonschema  # installed with prefect
+    import ray
+
+    schema_path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
     jsonschema.validate(launcher(), json.loads(schema_path.read_text()))
 
 
@@ -259,7 +257,8 @@ def test_prefect_pull_step_sets_the_working_directory():
 
 
 def test_prefect_yaml_matches_prefects_model():
-    models = pytest.importorskip("prefect.cli.deploy._models")
+    from prefect.cli.deploy import _models as models
+
     parsed = models.PrefectYamlModel.model_validate(prefect_yaml())
     assert len(parsed.deployments) == len(prefect_yaml()["deployments"])
     assert all(d.work_pool and d.work_pool.name for d in parsed.deployments)

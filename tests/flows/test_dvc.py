@@ -2,20 +2,16 @@
 byte-identical models from the same params, and the default remote pushes and pulls them."""
 
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tasks.train import TRAIN_CODE
-from tests.conftest import tiny_params
+from tests.conftest import make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 FAMILIES = ["vae", "gan"]
 pytestmark = pytest.mark.slow
 
@@ -27,25 +23,7 @@ def sha(path: Path) -> str:
 @pytest.fixture()
 def repo(tmp_path):
     """A fresh git + DVC repository holding genzoo's code, tiny params and a remote in tmp."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics", "flows"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
-    raw = tiny_params(Path("."), steps=8, families=FAMILIES)
-    raw["data"]["prepared_dir"] = "data/prepared"
-    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
-    raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-
-    def sh(*cmd):
-        r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout}\n{r.stderr}"
-        return r.stdout + r.stderr
-
-    sh("git", "init", "-q")
-    sh("dvc", "init", "-q")
+    repo, _, sh = make_dvc_repo(tmp_path, steps=8, families=FAMILIES)
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     return repo, sh
 
