@@ -47,6 +47,7 @@ def connected(params: Params, address: str | None = None):
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
     else:
         ray.init(
+            address="local",  # always a new private Ray, never one a `ray start` left on this machine
             num_cpus=params.ray.num_cpus or os.cpu_count(),
             num_gpus=params.ray.num_gpus,
             object_store_memory=params.ray.object_store_mb * 2**20,

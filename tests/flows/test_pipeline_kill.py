@@ -2,6 +2,7 @@
 that had finished, resumes the interrupted one from its checkpoint, and closes the MLflow
 runs the dead pipeline left RUNNING."""
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,21 @@ from tests.conftest import tiny_params
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc (parents first)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted(tmp_path):
@@ -44,9 +60,12 @@ def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted
         assert time.monotonic() < deadline, "no finished gan / vae checkpoint in time"
         time.sleep(0.3)
     time.sleep(1)
+    tree = descendants(proc.pid)  # Ray's daemons and agents start sessions of their own
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Prefect server and its local Ray
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(["pkill", "-9", "-f", f"{tmp_path}"], check=False)  # any worker that escaped
     assert not (tmp_path / "runs" / "vae" / "model.json").exists()
     c = tracking.client(uri)
     exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
