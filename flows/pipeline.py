@@ -242,7 +242,7 @@ def pipeline(
         parent, c = None, None
         if params.run.track:
             c = tracking.client()
-            tracking.prepare_store()
+            experiment = tracking.prepare_store()
             runs_dir = params_abs.run.runs_dir
             for rid in tracking.close_stale(c, runs_dir):
                 logger.warning("MLflow run %s was left RUNNING by a killed pipeline: marked KILLED", rid)
@@ -252,7 +252,7 @@ def pipeline(
                 "genzoo.git_commit": tracking.git_commit(),
                 "genzoo.prefect_flow_run": str(flow_run.id or ""),
             }
-            parent = tracking.start_run(c, tracking.prepare_store(), "pipeline", tags=tags).info.run_id
+            parent = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
         try:
             with cluster.connected(params, ray_address):
                 cluster.check_fits(params, chosen)

@@ -169,24 +169,8 @@ def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
         return
     from tasks import tracking
 
-    c = tracking.client()
-    rid = metrics["mlflow"]["run_id"]
-    flat = {f"quality.{k}": v for k, v in tracking.flatten(result).items() if k not in ("family", "key")}
-    import time
-
-    from mlflow.entities import Metric
-
-    ts = int(time.time() * 1000)
-    batch = [Metric(k, float(v), ts, 0) for k, v in flat.items() if _is_number(v)]
-    tracking._retry(lambda: c.log_batch(rid, metrics=batch, synchronous=True), "log_batch")
-
-
-def _is_number(v: str) -> bool:
-    try:
-        float(v)
-    except ValueError:
-        return False
-    return True
+    numbers = {k: v for k, v in result.items() if k not in ("family", "key")}
+    tracking.log_numbers(tracking.client(), metrics["mlflow"]["run_id"], numbers, prefix="quality.")
 
 
 def main(argv: list[str] | None = None) -> None:

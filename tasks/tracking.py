@@ -139,17 +139,26 @@ def start_run(
     return _retry(lambda: c.create_run(experiment_id, run_name=name, tags=tags), "create_run")
 
 
-def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
-    """Log the family's artifacts and final numbers, register the model; returns its version."""
+def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: str = "") -> None:
+    """Every number in ``values`` (nested dicts flattened to dotted keys) in one batch."""
     from mlflow.entities import Metric
 
+    def numbers(d: dict[str, Any], pre: str):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from numbers(v, f"{pre}{k}.")
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                yield f"{pre}{k}", float(v)
+
     ts = int(time.time() * 1000)
-    numbers = [
-        Metric(k, float(v), ts, int(metrics.get("steps", 0)))
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    ]
-    _retry(lambda: c.log_batch(run_id, metrics=numbers, synchronous=True), "log_batch")
+    batch = [Metric(k, v, ts, step) for k, v in numbers(values, prefix)]
+    _retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
+
+
+def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
+    """Log the family's artifacts and final numbers, register the model; returns its version."""
+    top = {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # final numbers, not nested logs
+    log_numbers(c, run_id, top, step=int(metrics.get("steps", 0)))
     for name in ARTIFACTS:
         if (out_dir / name).exists():
             c.log_artifact(

@@ -74,6 +74,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         loss = {"gan": "d_loss", "vae": "neg_elbo", "pixelcnn": "nll"}[r.data.tags["genzoo.family"]]
         history = c.get_metric_history(r.info.run_id, loss)
         assert [h.step for h in history] == [5, 10, 12]  # log_every=5 and the last step: all landed
+        logged = c.get_run(r.info.run_id).data.metrics
+        assert "quality.fd" in logged and "quality.memorization.ratio" in logged  # the evaluate stage
     assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
 
     # nothing changed: nothing trains; the outputs are untouched
