@@ -12,7 +12,7 @@ MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 MLFLOW_STORE ?= $(CURDIR)
 
-.PHONY: install run test repro bench mlflow serve status lint clean
+.PHONY: install browser run test repro bench mlflow serve status lint clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard */__init__.py)
@@ -31,7 +31,15 @@ serve: install  ## Prefect server + UI on 127.0.0.1:$(PREFECT_PORT), serving the
 status: install  ## what is trained, current or stale, and where its MLflow run is
 	$(VENV)/bin/genzoo status $(ARGS)
 
-test: install  ## the whole suite that needs no GPU
+# The report test opens the HTML report in headless Chromium (driven by Playwright's Python
+# package; the browser is Debian's, so nothing is downloaded from a browser CDN).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$GENZOO_CHROMIUM" ] || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  { echo "make test needs Chromium: sudo apt-get install chromium (or set GENZOO_CHROMIUM)"; exit 1; }
+
+test: install browser  ## the whole suite that needs no GPU
 	$(VENV)/bin/pytest -q $(ARGS)
 
 repro: install  ## the DVC pipeline (dvc.yaml); a second call does nothing

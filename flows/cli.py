@@ -18,6 +18,8 @@ EPILOG = """examples:
   genzoo status                                   # what is trained, current or stale, MLflow run
   genzoo serve                                    # Prefect UI on http://127.0.0.1:4200 + deployments
   genzoo augment --families ddpm,vae --per-class 50 --name mix   # data/augment/mix/images.npz
+  genzoo evaluate                                 # sample quality of what is trained + the report
+  genzoo report                                   # runs/report/index.html from the evaluation
 """
 
 
@@ -169,6 +171,39 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    """The evaluator, then every trained family (or --family), then the report; no Prefect."""
+    from tasks.evaluate import evaluate_family, evaluator_stage
+
+    params = _params(args)
+    if args.family and args.family not in params.models:
+        raise SystemExit(f"--family {args.family}: not in params (families: {', '.join(params.families)})")
+    families = [args.family] if args.family else params.families
+    trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
+    if not trained:
+        raise SystemExit(f"nothing to evaluate: no trained family under {params.run.runs_dir} (genzoo run)")
+    ev = evaluator_stage(params)
+    print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
+    for f in trained:
+        q = evaluate_family(params, f)
+        print(f"{f:>10}: FD {q['fd']:.3f} ± {q['ci95']['fd']:.3f}  precision {q['precision']:.3f}  "
+              f"recall {q['recall']:.3f}  {q['images_per_second']:.0f} images/s")  # fmt: skip
+    if not args.no_report:
+        return cmd_report(args)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from tasks.report import build_report
+
+    params = _params(args)
+    t = build_report(params)["targets"]
+    print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")
+    print(f"best family {t['best_family']}: {t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
+          f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip
+    return 0
+
+
 def cmd_families(args) -> int:
     import models
 
@@ -248,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser(
+        "evaluate", help="score the trained families' samples (and the references), then report"
+    )
+    _common(p)
+    p.add_argument("--family", help="only this family (default: every trained family)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("report", help="the HTML report of what is evaluated: runs/report/index.html")
+    _common(p)
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("families", help="list the registered families")
     p.set_defaults(fn=cmd_families, quiet=False)

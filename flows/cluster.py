@@ -83,34 +83,51 @@ def check_fits(params: Params, families: list[str]) -> None:
             )
 
 
-def _train_on_node(params: Params, family: str, run_id: str | None, tracking_uri: str | None, tags: dict):
+def _on_node(fn: str, tracking_uri: str | None, *args) -> Any:
+    """Run ``module:function`` in a Ray worker, MLflow pointed where the driver's is."""
+    import importlib
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    module, name = fn.split(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def train_here(params: Params, family: str, run_id: str | None, tags: dict[str, str]) -> dict[str, Any]:
+    """Train ``family`` in this worker, its MLflow run tagged with the Ray node and host."""
     import ray
 
     from tasks.train import train_family
 
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     node = ray.get_runtime_context().get_node_id()
     where = {"genzoo.ray_node": node, "genzoo.host": socket.gethostname()}
     metrics = train_family(params, family, progress=False, run_id=run_id, tags={**tags, **where})
     return {**metrics, "ray_node": node, "host": where["genzoo.host"]}
 
 
-def submit_training(
-    params: Params, family: str, *, run_id: str | None, tracking_uri: str | None, tags: dict[str, str]
-) -> Any:
-    """Start ``family``'s training as a Ray task with its resources; returns the ObjectRef."""
+def submit(params: Params, family: str, name: str, fn: str, *args, tracking_uri: str | None = None) -> Any:
+    """Run ``fn`` ("module:function") with ``args`` as a Ray task with ``family``'s resources;
+    returns the ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries``
+    times (training resumes from its checkpoint, finished work is skipped); an exception is
+    a bug or bad input, not Ray's to retry."""
     import ray
 
     res = params.resources(family)
     options: dict[str, Any] = {
         "num_cpus": res.num_cpus,
         "num_gpus": res.num_gpus,
-        "max_retries": params.ray.max_retries,  # a dead worker or node: Ray re-runs, it resumes
-        "retry_exceptions": False,  # an exception is a bug or bad input: not Ray's to retry
-        "name": f"train-{family}",
+        "max_retries": params.ray.max_retries,
+        "retry_exceptions": False,
+        "name": name,
     }
     if res.memory_mb:
         options["memory"] = res.memory_mb * 2**20
-    remote = ray.remote(_train_on_node).options(**options)
-    return remote.remote(params, family, run_id, tracking_uri, tags)
+    return ray.remote(_on_node).options(**options).remote(fn, tracking_uri, *args)
+
+
+def submit_training(
+    params: Params, family: str, *, run_id: str | None, tracking_uri: str | None, tags: dict[str, str]
+) -> Any:
+    """``family``'s training as a Ray task (``train-<family>``); returns the ObjectRef."""
+    return submit(params, family, f"train-{family}", "flows.cluster:train_here", params, family, run_id, tags,
+                  tracking_uri=tracking_uri)  # fmt: skip

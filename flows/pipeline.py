@@ -146,7 +146,7 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
 def record_in_dvc(families: list[str], after: list[str]) -> list[str]:
     """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
     stages = ["prepare", *(f"train@{f}" for f in families)]
-    for name in after:
+    for name in ["evaluate", *after]:
         for st in DVC_STAGES.get(name, []):
             stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
     cmd = [sys.executable, "-m", "dvc", "commit", "--force", *stages]
@@ -158,23 +158,64 @@ def record_in_dvc(families: list[str], after: list[str]) -> list[str]:
     return stages
 
 
-@task(name="evaluate", **RETRY)
-def evaluate_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
-    """The evaluator (cached), then each trained family's sample quality."""
-    from tasks.evaluate import evaluate_family, evaluator_stage
+def _tracking_uri(params: Params) -> str | None:
+    if not params.run.track:
+        return None
+    from tasks import tracking
 
-    ev = evaluator_stage(params)
-    get_run_logger().info("evaluator: test accuracy %.4f", ev["test_accuracy"])
-    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
-    return {f: {k: evaluate_family(params, f)[k] for k in keys} for f in trained}
+    return tracking.tracking_uri()
 
 
-# Stages after training, in order. Each is a Prefect task called as
-# ``stage(params, trained)`` with ``trained`` = {family: metrics}; what it returns lands in the
-# flow's result under its name. Augmentation and the report append themselves here.
-AFTER_TRAINING: list[Callable[..., Any]] = [evaluate_task]
-# the DVC stages each of them produces, per family (recorded by `dvc commit` after a run)
-DVC_STAGES = {"evaluate": ["evaluator", "evaluate@{family}"]}
+@task(name="evaluator", **RETRY)
+def evaluator_task(params: Params) -> dict[str, Any]:
+    """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
+    import ray
+
+    ref = cluster.submit(params, "evaluator", "evaluator", "tasks.evaluate:evaluator_stage", params)
+    metrics = ray.get(ref)
+    get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
+    return metrics
+
+
+@task(name="evaluate", task_run_name="evaluate-{family}", **RETRY)
+def evaluate_task(params: Params, family: str) -> dict[str, Any]:
+    """``family``'s sample quality (cached), as a Ray task as soon as its training is done."""
+    import ray
+
+    fn = "tasks.evaluate:evaluate_family"
+    q = ray.get(cluster.submit(params, family, f"evaluate-{family}", fn, params, family,
+                               tracking_uri=_tracking_uri(params)))  # fmt: skip
+    get_run_logger().info(
+        "%s: FD %.3f ± %.3f, precision %.3f, recall %.3f, %.0f images/s",
+        family, q["fd"], q["ci95"]["fd"], q["precision"], q["recall"], q["images_per_second"],
+    )  # fmt: skip
+    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "images_per_second")
+    return {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
+
+
+@task(name="report", **RETRY)
+def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
+    """The HTML report of what was trained and evaluated (runs/report/index.html)."""
+    from tasks.report import build_report
+
+    summary = build_report(params)
+    t = summary["targets"]
+    get_run_logger().info(
+        "report: %s; best %s at %.2fx the real-vs-real floor",
+        Path(params.run.runs_dir) / "report" / "index.html",
+        t["best_family"],
+        t["best_ratio_to_floor"],
+    )
+    return summary
+
+
+# Evaluation runs per family as soon as the family is trained (the evaluator beside the
+# trainings). The stages after that, in order, are Prefect tasks called as
+# ``stage(params, trained)`` with ``trained`` = {family: metrics}; what each returns lands in
+# the flow's result under its name.
+AFTER_TRAINING: list[Callable[..., Any]] = [report_task]
+# the DVC stages each produces, per family (recorded by `dvc commit` after a run)
+DVC_STAGES = {"evaluate": ["evaluator", "evaluate@{family}"], "report": ["report"]}
 
 
 def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
@@ -255,13 +296,18 @@ def pipeline(
             parent = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
         try:
             with cluster.connected(params, ray_address):
-                cluster.check_fits(params, chosen)
+                cluster.check_fits(params, [*chosen, "evaluator"])
                 prepare_task(params_abs)
-                futures = {
-                    f: train_task.submit(params_abs, f, parent) for f in _longest_first(params, chosen)
+                evaluator = evaluator_task.submit(params_abs)
+                order = _longest_first(params, chosen)
+                futures = {f: train_task.submit(params_abs, f, parent) for f in order}
+                evaluations = {
+                    f: evaluate_task.submit(params_abs, f, wait_for=[futures[f], evaluator]) for f in order
                 }
                 trained = {f: fut.result() for f, fut in futures.items()}
-            result: dict[str, Any] = {"trained": trained}
+                evaluator.result()
+                evaluated = {f: fut.result() for f, fut in evaluations.items()}
+            result: dict[str, Any] = {"trained": trained, "evaluate": evaluated}
             for stage in AFTER_TRAINING:
                 result[stage.name] = stage(params_abs, trained)
             if record_dvc and _dvc_matches(params, params_file, overrides, profile):

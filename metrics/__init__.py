@@ -1,7 +1,16 @@
 """Pure functions on tensors/arrays for evaluating generative models. No I/O."""
 
 from metrics.likelihood import bits_per_dim, uniform_bits_per_dim
-from metrics.quality import diversity, frechet_distance, inception_score, kid, memorization, prdc
+from metrics.quality import (
+    diversity,
+    frechet_distance,
+    inception_score,
+    kid,
+    mean_ci,
+    memorization,
+    prdc,
+    sharpness,
+)
 
 __all__ = [
     "bits_per_dim",
@@ -9,7 +18,9 @@ __all__ = [
     "frechet_distance",
     "inception_score",
     "kid",
+    "mean_ci",
     "memorization",
     "prdc",
+    "sharpness",
     "uniform_bits_per_dim",
 ]

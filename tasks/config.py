@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import REGISTRY, get_family
 from models.base import NetConfig
+from models.classical import ClassicalConfig
 from models.evaluator import EvaluatorConfig
 from models.trainer import TrainConfig
 
@@ -86,7 +87,8 @@ class RayParams(_Strict):
     max_retries: int = Field(2, ge=0, description="re-runs of a task whose worker or node died")
     resources: dict[str, Resources] = Field(
         default_factory=lambda: {"default": Resources()},
-        description="per training task: `default`, overridden per family name",
+        description="per Ray task: `default`, overridden per family name (its training and"
+        " evaluation) and for `evaluator`",
     )
 
 
@@ -95,7 +97,10 @@ class EvaluateParams(_Strict):
     k: int = Field(5, gt=0, description="neighbours for precision/recall/density/coverage")
     kid_subsets: int = Field(50, gt=0)
     kid_subset_size: int = Field(500, gt=1)
+    seeds: int = Field(3, gt=0, description="sampling seeds per figure: mean and 95% confidence interval")
+    latency_repeats: int = Field(5, gt=0, description="single-image sampling calls timed (median)")
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+    baselines: ClassicalConfig = Field(default_factory=ClassicalConfig)
 
 
 class FamilyParams(_Strict):
@@ -147,6 +152,29 @@ class Params(_Strict):
         }
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested dict under dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1.0}``)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``flatten``."""
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        *path, last = k.split(".")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return out
+
+
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -192,8 +220,11 @@ def validate(raw: dict[str, Any]) -> Params:
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
     for family in params.ray.resources:
-        if family != "default" and family not in params.models:
-            errors.append(f"ray.resources.{family}: not a family in models ({', '.join(params.models)})")
+        if family not in ("default", "evaluator") and family not in params.models:
+            errors.append(
+                f"ray.resources.{family}: not default, evaluator or a family in models"
+                f" ({', '.join(params.models)})"
+            )
     for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")

@@ -1,17 +1,19 @@
 """Evaluation (DVC stages ``evaluator`` and ``evaluate@<family>``; the pipeline's stage after
-training).
+training). Everything lands in ``runs/evaluation/``.
 
-``evaluator``: a CNN classifier trained on the real training split
-(``runs/evaluator/evaluator.{json,safetensors}``), its test accuracy, the real train/test
-features (cached, ``features.npz``) and the reference rows measured by the same code —
-real train vs real test (the floor) and uniform noise (``reference.json``).
+``evaluator``: a CNN classifier trained on the real training split (``evaluator/evaluator.
+{json,safetensors}``, test accuracy in ``metrics.json``), the real train/test features (cached,
+``features.npz``) and the reference rows measured by the same code (``reference.json``): real
+train vs real test (the floor), uniform noise, and the classical baselines (PCA + KDE, a
+Gaussian mixture; ``models/classical.py``), with their samples for the report.
 
-``evaluate@<family>``: ``evaluate.samples_per_class`` images per class from the trained
-family, embedded by the evaluator, scored against the real test split: Fréchet distance
-(overall and per class), KID, precision/recall/density/coverage, accuracy of the
-class-conditional samples, an Inception-Score analogue, memorization, diversity
-(``runs/<family>/quality.json``, also logged to the family's MLflow run). Both are skipped
-when their inputs (params, data, models, code) are unchanged.
+``evaluate@<family>``: over ``evaluate.seeds`` sampling seeds, ``samples_per_class`` images per
+class from the trained family, timed and embedded by the evaluator, scored against the real
+test split: Fréchet distance (overall and per class), KID, precision/recall/density/coverage,
+accuracy of the class-conditional samples, an Inception-Score analogue, memorization,
+diversity, sharpness, images/s; plus single-image latency. Means, 95% intervals and per-seed
+values go to ``<family>/quality.json`` (with the protocol and the family's training figures)
+and the family's MLflow run. Both stages are skipped when their inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import argparse
 import io
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +31,75 @@ import numpy as np
 import torch
 
 import models
-from metrics.quality import diversity, frechet_distance, inception_score, kid, memorization, prdc
+from metrics.quality import (
+    diversity,
+    frechet_distance,
+    inception_score,
+    kid,
+    mean_ci,
+    memorization,
+    prdc,
+    sharpness,
+)
 from models.base import atomic_write, atomic_write_text, sha256_file
+from models.classical import BASELINES
 from models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
-from tasks.config import Params, fingerprint, load_params
+from tasks.config import Params, fingerprint, flatten, load_params, nest
 from tasks.prepare import data_spec, load_split
 from tasks.train import ROOT, data_hash
 
 log = logging.getLogger("genzoo.evaluate")
-EVALUATOR_CODE = ("models/evaluator.py", "models/base.py", "tasks/evaluate.py", "metrics/quality.py")
+# the code the evaluation reads (the DVC stages' code deps; a test keeps them equal)
+EVALUATOR_CODE = (
+    "models/evaluator.py",
+    "models/classical.py",
+    "models/base.py",
+    "tasks/evaluate.py",
+    "metrics/quality.py",
+)
 
 
 def _code() -> str:
     return fingerprint({f: (ROOT / f).read_bytes().hex() for f in EVALUATOR_CODE})[:16]
 
 
-def _threads(params: Params) -> int:
-    return params.run.threads or 1
+def evaluation_dir(params: Params) -> Path:
+    """Everything the evaluation writes (and the report reads): one folder, so the DVC
+    ``report`` stage depends on it whole whatever the families are."""
+    return Path(params.run.runs_dir) / "evaluation"
 
 
 def _folder(params: Params) -> Path:
-    return Path(params.run.runs_dir) / "evaluator"
+    return evaluation_dir(params) / "evaluator"
+
+
+def training_figures(params: Params, family: str) -> dict[str, Any]:
+    """What the report needs of the family's training: its metrics and loss curve."""
+    src = Path(params.run.runs_dir) / family
+    m = _read(src / "metrics.json") or {}
+    keep = (
+        "steps",
+        "train_seconds",
+        "bad_steps",
+        "parameters",
+        "test_bpd",
+        "val_bpd",
+        "bpd_estimator",
+        "device",
+    )
+    out: dict[str, Any] = {k: m[k] for k in keep if k in m}
+    if "mlflow" in m:
+        out["mlflow_run_id"] = m["mlflow"]["run_id"]
+    try:
+        lines = (src / "curve.csv").read_text().splitlines()
+        rows = [r.split(",") for r in lines[1:] if r]
+        out["curve"] = {
+            "step": [int(r[0]) for r in rows if r[1]],
+            "loss": [float(r[1]) for r in rows if r[1]],
+        }
+    except (OSError, ValueError, IndexError):
+        out["curve"] = {"step": [], "loss": []}
+    return out
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -57,11 +109,12 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None, real: dict):
+def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
+           real: dict, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Every quality figure of one feature set against the real test features."""
     e = params.evaluate
     test, train = real["test"], real["train"]
-    kid_mean, kid_std = kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=params.seed)
+    kid_mean, kid_std = kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)
     out: dict[str, Any] = {
         "fd": frechet_distance(fake, test),
         "kid": kid_mean,
@@ -78,10 +131,111 @@ def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: n
         for c in np.unique(labels):
             f, r = fake[labels == c], test[real["test_labels"] == c]
             if len(f) > 2 and len(r) > 2:
-                per[int(c)] = frechet_distance(f, r)
+                per[str(int(c))] = frechet_distance(f, r)
         out["fd_per_class"] = per
         out["fd_per_class_mean"] = float(np.mean(list(per.values())))
     return out
+
+
+def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed figures -> their means (same nesting), ``ci95`` (half-widths of the 95%
+    Student-t interval) and the per-seed values themselves."""
+    flats = [flatten(r) for r in per_seed]
+    keys = [k for k in flats[0] if all(k in f for f in flats)]
+    stats = {k: mean_ci([f[k] for f in flats]) for k in keys}
+    return {
+        **nest({k: m for k, (m, _) in stats.items()}),
+        "ci95": nest({k: h for k, (_, h) in stats.items()}),
+        "per_seed": per_seed,
+    }
+
+
+def _labels(params: Params, num_classes: int) -> torch.Tensor:
+    return torch.arange(num_classes).repeat_interleave(params.evaluate.samples_per_class)
+
+
+def _seeds(params: Params) -> list[int]:
+    return [params.seed + 1 + s for s in range(params.evaluate.seeds)]
+
+
+def _measure(params: Params, net, real: dict, draw: Callable[[torch.Tensor, int], torch.Tensor],
+             num_classes: int, samples_path: Path,
+             fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
+    then draw ``samples_per_class`` images per class (timed) and score them. The first
+    draw is saved (uint8 levels, labels) for the report."""
+    labels = _labels(params, num_classes)
+    runs = []
+    for i, seed in enumerate(_seeds(params)):
+        extra = fit(seed) if fit else {}
+        t0 = time.perf_counter()
+        images = draw(labels, seed).float().cpu()
+        seconds = time.perf_counter() - t0
+        feats, probs = net.embed(images)
+        r = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=seed)
+        r.update(extra, sharpness=sharpness(images.numpy()), images_per_second=len(labels) / seconds)
+        runs.append(r)
+        if i == 0:
+            _save_samples(samples_path, images, labels, real["levels"])
+    return summarize(runs)
+
+
+def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels: int) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.rint(images.numpy() * (levels - 1)).astype(np.uint8),
+                        labels=labels.numpy().astype(np.int64), levels=levels)  # fmt: skip
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+def _protocol(params: Params, ev_sha: str, n_test: int) -> dict[str, Any]:
+    e = params.evaluate
+    return {
+        "extractor": f"genzoo evaluator: {e.evaluator.feature_dim}-d penultimate CNN features"
+        f" (sha256 {ev_sha[:12]})",
+        "samples_per_seed": e.samples_per_class,
+        "samples_per_class": e.samples_per_class,
+        "reference": f"real test split ({n_test} images)",
+        "seeds": e.seeds,
+        "interval": "95% Student-t over seeds",
+        "k": e.k,
+        "kid": f"{e.kid_subsets} subsets of {e.kid_subset_size}",
+    }
+
+
+def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, spec) -> dict[str, Any]:
+    """Rows measured by the same code as the families: real train vs test (the floor: no
+    sampling, only KID's subsets vary), uniform noise, and the classical baselines (fitted on
+    the training split once per seed; the Gaussian mixture also gets test bits/dim)."""
+    x, y = train
+    floor = [scores(params, real["train"], None, None, real, seed=s) | {"sharpness": sharpness(x.numpy())}
+             for s in _seeds(params)]  # fmt: skip
+    folder = _folder(params)
+
+    def noise(labels, seed):
+        g = torch.Generator().manual_seed(seed)
+        k = torch.randint(0, spec.levels, (len(labels), *spec.shape), generator=g)
+        return k.float() / (spec.levels - 1)
+
+    rows = {
+        "real_train_vs_test": summarize(floor),
+        "uniform_noise": _measure(params, net, real, noise, spec.num_classes, folder / "noise_samples.npz"),
+    }
+    for name, cls in BASELINES.items():
+        fitted: dict[int, Any] = {}
+
+        def fit(seed, cls=cls, fitted=fitted):
+            t0 = time.perf_counter()
+            fitted[seed] = model = cls(spec, params.evaluate.baselines).fit(x, y, seed=seed)
+            out = {"fit_seconds": time.perf_counter() - t0}
+            if hasattr(model, "bits_per_dim"):
+                out["test_bpd"] = model.bits_per_dim(*test, seed=seed)
+            return out
+
+        def draw(labels, seed, fitted=fitted):
+            return fitted[seed].sample(len(labels), labels, seed=seed)
+
+        rows[name] = _measure(params, net, real, draw, spec.num_classes, folder / f"{name}_samples.npz", fit)
+    return rows
 
 
 def evaluator_stage(params: Params) -> dict[str, Any]:
@@ -89,43 +243,72 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     folder = _folder(params)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     key = fingerprint(
-        {"cfg": params.evaluate.model_dump(mode="json"), "seed": params.seed, "threads": _threads(params),
-         "data": data_hash(manifest), "code": _code()}
+        {"cfg": params.evaluate.model_dump(mode="json"), "seed": params.seed,
+         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": _code()}
     )[:16]  # fmt: skip
     done = _read(folder / "metrics.json")
     if done and done.get("key") == key and (folder / "features.npz").exists():
         return done
-    torch.set_num_threads(_threads(params))
+    torch.set_num_threads(params.threads("evaluator"))
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
-    net = train_evaluator(x, y, data_spec(manifest), params.evaluate.evaluator, seed=params.seed)
-    save_evaluator(net, folder / "evaluator", extra={"key": key})
-    f_train, _ = net.embed(x)
-    f_test, p_test = net.embed(xt)
+    spec = data_spec(manifest)
+    t0 = time.perf_counter()
+    net = train_evaluator(x, y, spec, params.evaluate.evaluator, seed=params.seed)
+    train_seconds = time.perf_counter() - t0
+    ev_meta = _read(save_evaluator(net, folder / "evaluator", extra={"key": key}))
+    with torch.inference_mode():
+        f_train, _ = net.embed(x)
+        f_test, p_test = net.embed(xt)
     real = {"train": f_train.numpy(), "test": f_test.numpy(), "test_labels": yt.numpy()}
+    real["levels"] = spec.levels
     buf = io.BytesIO()
     np.savez(buf, **real)
     atomic_write(folder / "features.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-    levels = manifest["levels"]
-    noise = torch.randint(0, levels, x[: len(xt)].shape, generator=torch.Generator().manual_seed(params.seed))
-    f_noise, p_noise = net.embed(noise.float() / (levels - 1))
+    with torch.inference_mode():
+        rows = reference_rows(params, net, real, (x, y), (xt, yt), spec)
     reference = {
-        "real_train_vs_test": scores(params, real["train"], None, None, real),
-        "uniform_noise": scores(params, f_noise.numpy(), p_noise.numpy(), None, real),
-        "real_test_inception_score": inception_score(p_test.numpy())[0],
+        "protocol": _protocol(params, ev_meta["sha256"], len(xt)),
+        "real_test": {
+            "inception_score": inception_score(p_test.numpy())[0],
+            "sharpness": sharpness(xt.numpy()),
+        },
+        **rows,
     }
     atomic_write_text(folder / "reference.json", json.dumps(reference, indent=2))
-    metrics = {"key": key, "test_accuracy": accuracy(net, xt, yt), "features": int(f_test.shape[1])}
+    metrics = {
+        "key": key,
+        "test_accuracy": accuracy(net, xt, yt),
+        "features": int(f_test.shape[1]),
+        "train_seconds": round(train_seconds, 2),
+    }
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     log.info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
     return metrics
 
 
+def _latency_ms(gen, label: torch.Tensor, repeats: int, seed: int) -> float:
+    """Median wall time of drawing one image (after one untimed warm-up call)."""
+    g = torch.Generator().manual_seed(seed)
+    gen.sample(1, label, generator=g)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        gen.sample(1, label, generator=g)
+        if gen.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000)
+
+
 @torch.inference_mode()
 def evaluate_family(params: Params, family: str) -> dict[str, Any]:
-    """Score ``family``'s samples in the evaluator's feature space -> runs/<family>/quality.json."""
-    out = Path(params.run.runs_dir) / family
+    """Score ``family``'s samples in the evaluator's feature space over the evaluation seeds
+    -> runs/evaluation/<family>/quality.json (means, ``ci95``, ``per_seed``, speed, protocol,
+    the training figures) and ``samples.npz`` (the first seed's images)."""
+    trained = Path(params.run.runs_dir) / family
+    out = evaluation_dir(params) / family
     folder = _folder(params)
-    model_path = out / "model.json"
+    model_path = trained / "model.json"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
     ev_meta = _read(folder / "evaluator.json")
@@ -133,33 +316,43 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
     key = fingerprint(
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
-         "threads": params.threads(family), "model": sha256_file(out / "model.safetensors"),
+         "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
+         "training": training_figures(params, family),
          "evaluator": ev_meta["sha256"], "code": _code()}
     )[:16]  # fmt: skip
     done = _read(out / "quality.json")
-    if done and done.get("key") == key:
+    if done and done.get("key") == key and (out / "samples.npz").exists():
         return done
     torch.set_num_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
     with np.load(folder / "features.npz") as z:
         real = {k: z[k] for k in z.files}
+    real["levels"] = int(real["levels"])
     gen = models.load(model_path)
-    k = gen.spec.num_classes
-    labels = torch.arange(k).repeat_interleave(params.evaluate.samples_per_class)
-    g = torch.Generator().manual_seed(params.seed + 1)
-    images = torch.cat([gen.sample(len(yb), yb, generator=g).float().cpu() for yb in labels.split(500)])
-    feats, probs = net.embed(images)
-    result = {"family": family, "key": key, "n": len(labels)}
-    result.update(scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real))
+
+    def draw(labels, seed):
+        g = torch.Generator().manual_seed(seed)
+        parts = [gen.sample(len(yb), yb.to(gen.device), generator=g) for yb in labels.split(500)]
+        return torch.cat([p.float().cpu() for p in parts])  # .cpu() waits for the GPU
+
+    summary = _measure(params, net, real, draw, gen.spec.num_classes, out / "samples.npz")
+    latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
+                          params.evaluate.latency_repeats, params.seed)  # fmt: skip
+    result = {
+        "family": family,
+        "key": key,
+        "n": len(_labels(params, gen.spec.num_classes)),
+        "latency_ms": latency,
+        "threads": params.threads(family),
+        "device": str(gen.device),
+        "protocol": _protocol(params, ev_meta["sha256"], len(real["test"])),
+        "training": training_figures(params, family),
+        **summary,
+    }
     atomic_write_text(out / "quality.json", json.dumps(result, indent=2))
     _log_to_mlflow(params, family, result)
-    log.info(
-        "%s: FD %.3f, precision %.3f, recall %.3f",
-        family,
-        result["fd"],
-        result["precision"],
-        result["recall"],
-    )
+    log.info("%s: FD %.3f ± %.3f, precision %.3f, recall %.3f", family, result["fd"], result["ci95"]["fd"],
+             result["precision"], result["recall"])  # fmt: skip
     return result
 
 
@@ -169,8 +362,10 @@ def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
         return
     from tasks import tracking
 
-    numbers = {k: v for k, v in result.items() if k not in ("family", "key")}
-    tracking.log_numbers(tracking.client(), metrics["mlflow"]["run_id"], numbers, prefix="quality.")
+    c, run_id = tracking.client(), metrics["mlflow"]["run_id"]
+    numbers = {k: v for k, v in result.items() if k not in ("family", "key", "per_seed", "training")}
+    tracking.log_numbers(c, run_id, numbers, prefix="quality.")
+    c.log_artifact(run_id, str(evaluation_dir(params) / family / "quality.json"))
 
 
 def main(argv: list[str] | None = None) -> None:

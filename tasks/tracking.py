@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from models.trainer import Callback, TrainResult
+from tasks.config import flatten
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"
@@ -89,12 +90,13 @@ def _retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
     return None
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def param_strings(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Params as MLflow wants them: dotted keys, string values (lists as JSON)."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(flatten(v, f"{key}."))
+            out.update(param_strings(v, f"{key}."))
         else:
             out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
     return out
@@ -143,15 +145,8 @@ def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: s
     """Every number in ``values`` (nested dicts flattened to dotted keys) in one batch."""
     from mlflow.entities import Metric
 
-    def numbers(d: dict[str, Any], pre: str):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from numbers(v, f"{pre}{k}.")
-            elif isinstance(v, int | float) and not isinstance(v, bool):
-                yield f"{pre}{k}", float(v)
-
     ts = int(time.time() * 1000)
-    batch = [Metric(k, v, ts, step) for k, v in numbers(values, prefix)]
+    batch = [Metric(k, v, ts, step) for k, v in flatten(values, prefix).items()]
     _retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
 
 
@@ -201,7 +196,7 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
 def log_params(c, run_id: str, block: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    params = [Param(k, v[:6000]) for k, v in flatten(block).items()]
+    params = [Param(k, v[:6000]) for k, v in param_strings(block).items()]
     _retry(lambda: c.log_batch(run_id, params=params, synchronous=True), "log_params")
 
 

@@ -57,7 +57,10 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "samples_per_class": 4,
             "kid_subsets": 5,
             "kid_subset_size": 20,
+            "seeds": 2,
+            "latency_repeats": 2,
             "evaluator": {"steps": 20, "channels": 8, "feature_dim": 16},
+            "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
         },
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families

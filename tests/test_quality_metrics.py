@@ -9,8 +9,10 @@ from metrics.quality import (
     frechet_from_stats,
     inception_score,
     kid,
+    mean_ci,
     memorization,
     prdc,
+    sharpness,
 )
 
 rng = np.random.default_rng(0)
@@ -77,3 +79,29 @@ def test_diversity_and_bad_input():
         frechet_distance(np.full((5, 2), np.nan), np.ones((5, 2)))
     with pytest.raises(ValueError, match="shape"):
         diversity(np.ones(5))
+
+
+def test_sharpness_is_zero_on_flat_images_and_drops_with_blur():
+    assert sharpness(np.full((3, 1, 8, 8), 0.7)) == pytest.approx(0, abs=1e-12)
+    checker = (np.indices((8, 8)).sum(0) % 2).astype(float)[None, None]
+    assert sharpness(checker) == pytest.approx(4.0)  # every interior pixel: |4 * 1 - 0| or |0 - 4|
+    img = np.zeros((1, 1, 9, 9))
+    img[..., 4, :] = 1.0  # a stroke
+    blurred = (img + np.roll(img, 1, 2) + np.roll(img, -1, 2)) / 3
+    assert sharpness(blurred) < sharpness(img)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        sharpness(np.zeros((8, 8)))
+
+
+def test_mean_ci_matches_the_student_t_interval():
+    assert mean_ci([2.5]) == (2.5, 0.0)
+    m, h = mean_ci([1.0, 2.0, 3.0])
+    # t_{0.975, 2} = 4.302653; sd = 1; n = 3
+    assert m == pytest.approx(2.0) and h == pytest.approx(4.302653 / np.sqrt(3), rel=1e-6)
+    covered = 0
+    for _ in range(400):  # a 95% interval covers the true mean about 95% of the time
+        m, h = mean_ci(rng.normal(1.0, 2.0, size=5))
+        covered += abs(m - 1.0) <= h
+    assert 0.91 < covered / 400 < 0.99
+    with pytest.raises(ValueError):
+        mean_ci([])

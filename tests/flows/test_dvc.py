@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.evaluate import EVALUATOR_CODE
 from tasks.train import TRAIN_CODE
 from tests.conftest import make_dvc_repo
 
@@ -75,10 +76,12 @@ def test_push_then_pull_restores_data_and_models(repo, tmp_path):
     assert {p: sha(repo / p) for p in before} == before
 
 
-def test_train_code_list_matches_the_dvc_stage():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
-    deps = [d.replace("${key}", "{family}") for d in stage["deps"] if d != "data/prepared"]
+def test_code_lists_match_the_dvc_stages():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    deps = [d.replace("${key}", "{family}") for d in stages["train"]["do"]["deps"] if d != "data/prepared"]
     assert deps == list(TRAIN_CODE)
+    assert [d for d in stages["evaluator"]["deps"] if d != "data/prepared"] == list(EVALUATOR_CODE)
+    assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATOR_CODE)
 
 
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):

@@ -76,13 +76,25 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         assert [h.step for h in history] == [5, 10, 12]  # log_every=5 and the last step: all landed
         logged = c.get_run(r.info.run_id).data.metrics
         assert "quality.fd" in logged and "quality.memorization.ratio" in logged  # the evaluate stage
+        assert "quality.ci95.fd" in logged and "quality.images_per_second" in logged
+        artifacts = [a.path for a in c.list_artifacts(r.info.run_id)]
+        assert "quality.json" in artifacts and "report" in artifacts
     assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
+    # each family evaluated (a Ray task once it is trained), then the report over all of them
+    assert sorted(first["evaluate"]) == ["gan", "pixelcnn", "vae"]
+    assert all(e["fd"] > 0 and e["fd_ci95"] >= 0 for e in first["evaluate"].values())
+    assert sorted(first["report"]["families"]) == ["gan", "pixelcnn", "vae"]
+    assert (tmp_path / "runs" / "report" / "index.html").stat().st_size > 10_000
 
-    # nothing changed: nothing trains; the outputs are untouched
-    before = (tmp_path / "runs" / "vae" / "model.safetensors").stat().st_mtime_ns
+    # nothing changed: nothing trains or is re-evaluated; the outputs are untouched
+    watched = [
+        tmp_path / "runs" / "vae" / "model.safetensors",
+        tmp_path / "runs" / "evaluation" / "vae" / "quality.json",
+    ]
+    before = [p.stat().st_mtime_ns for p in watched]
     again = pl.pipeline(params_file=pfile)
     assert all(m["cached"] for m in again["trained"].values())
-    assert (tmp_path / "runs" / "vae" / "model.safetensors").stat().st_mtime_ns == before
+    assert [p.stat().st_mtime_ns for p in watched] == before
 
     # one family's params change: only that family re-trains
     raw["models"]["vae"]["train"]["steps"] = 14

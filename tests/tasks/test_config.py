@@ -27,6 +27,12 @@ def test_repository_params_are_valid():
         ({"models": {"vae": {}}, "run": {"device": "tpu"}}, "run.device"),
         ({"models": {"vae": {}}, "sede": 1}, "sede"),
         ({}, "models: at least one family"),
+        ({"models": {"vae": {}}, "ray": {"resources": {"gan": {"num_cpus": 2}}}}, "ray.resources.gan"),
+        ({"models": {"vae": {}}, "evaluate": {"seeds": 0}}, "evaluate.seeds"),
+        (
+            {"models": {"vae": {}}, "evaluate": {"baselines": {"gmm_components": []}}},
+            "evaluate.baselines.gmm_components",
+        ),
     ],
 )
 def test_bad_params_name_the_key(raw, key):
@@ -48,3 +54,16 @@ def test_overrides_and_profiles(tmp_path):
         load_params(f, ["seed"])
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_threads_follow_each_tasks_cpus_evaluator_included():
+    raw = {
+        "models": {"vae": {}, "gan": {}},
+        "ray": {
+            "resources": {"default": {"num_cpus": 1}, "gan": {"num_cpus": 2}, "evaluator": {"num_cpus": 3}}
+        },
+    }
+    p = validate(raw)
+    assert (p.threads("vae"), p.threads("gan"), p.threads("evaluator")) == (1, 2, 3)
+    raw["run"] = {"threads": 4}  # run.threads wins everywhere
+    assert validate(raw).threads("evaluator") == 4

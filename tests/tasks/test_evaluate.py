@@ -3,6 +3,7 @@ order as they must, and caching on unchanged inputs."""
 
 import json
 
+import numpy as np
 import pytest
 
 from tasks.config import validate
@@ -28,14 +29,22 @@ def trained(tmp_path_factory):
 def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(trained):
     tmp, _, params = trained
     m = evaluator_stage(params)
-    folder = tmp / "runs" / "evaluator"
-    for name in ("evaluator.json", "evaluator.safetensors", "features.npz", "reference.json", "metrics.json"):
+    folder = tmp / "runs" / "evaluation" / "evaluator"
+    names = ("evaluator.json", "evaluator.safetensors", "features.npz", "reference.json", "metrics.json",
+             "noise_samples.npz", "pca_kde_samples.npz", "gmm_samples.npz")  # fmt: skip
+    for name in names:
         assert (folder / name).exists(), name
     assert 0.5 < m["test_accuracy"] <= 1.0
     ref = json.loads((folder / "reference.json").read_text())
     floor, noise = ref["real_train_vs_test"], ref["uniform_noise"]
     assert floor["fd"] < noise["fd"] and floor["precision"] > noise["precision"]
     assert floor["recall"] > noise["recall"]
+    for name in ("pca_kde", "gmm"):  # the classical baselines sit between real data and noise
+        assert floor["fd"] < ref[name]["fd"] < noise["fd"], name
+        assert len(ref[name]["per_seed"]) == 2 and ref[name]["ci95"]["fd"] > 0
+        assert ref[name]["fit_seconds"] > 0 and ref[name]["images_per_second"] > 0
+    assert 1.0 < ref["gmm"]["test_bpd"] < 4.09  # below uniform over 17 levels
+    assert ref["protocol"]["seeds"] == 2 and "penultimate" in ref["protocol"]["extractor"]
     before = (folder / "evaluator.safetensors").stat().st_mtime_ns
     assert evaluator_stage(params)["key"] == m["key"]  # unchanged inputs: reused, not retrained
     assert (folder / "evaluator.safetensors").stat().st_mtime_ns == before
@@ -45,9 +54,19 @@ def test_family_quality_is_measured_and_cached(trained):
     tmp, raw, params = trained
     evaluator_stage(params)
     q = evaluate_family(params, "vae")
-    saved = json.loads((tmp / "runs" / "vae" / "quality.json").read_text())
+    saved = json.loads((tmp / "runs" / "evaluation" / "vae" / "quality.json").read_text())
     assert saved == json.loads(json.dumps(q))
     assert q["n"] == 40 and q["fd"] > 0 and q["kid_std"] >= 0
+    # several seeds: the mean of the per-seed values, with an interval
+    assert len(q["per_seed"]) == 2
+    assert q["fd"] == pytest.approx(sum(r["fd"] for r in q["per_seed"]) / 2)
+    assert q["ci95"]["fd"] > 0 and q["per_seed"][0]["fd"] != q["per_seed"][1]["fd"]
+    assert q["images_per_second"] > 0 and q["latency_ms"] > 0 and q["sharpness"] > 0
+    assert q["training"]["steps"] == 5 and q["training"]["bpd_estimator"] == "bound"
+    assert q["training"]["curve"]["step"]  # the loss curve travels with the evaluation
+    with np.load(tmp / "runs" / "evaluation" / "vae" / "samples.npz") as z:
+        assert z["images"].shape == (40, 1, 8, 8) and z["images"].dtype == np.uint8
+        assert z["images"].max() <= 16 and sorted(set(z["labels"].tolist())) == list(range(10))
     for k in ("precision", "recall", "density", "coverage", "class_accuracy"):
         assert 0 <= q[k] <= (10 if k == "density" else 1), k
     assert len(q["fd_per_class"]) == 10 and q["memorization"]["nn_test"] > 0

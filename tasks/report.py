@@ -1,0 +1,456 @@
+"""The report (DVC stage ``report``; the pipeline's last stage): one self-contained HTML page
+(``runs/report/index.html``, images inlined) that people look at, plus the numbers for tools.
+
+- Sample grids per family and per class (real test images beside every family and baseline),
+  training curves, the metrics table (mean ± 95% interval over the evaluation seeds), the
+  reference rows, the trade-off table measured beside the textbook claims, plots of quality vs
+  sampling speed and precision vs recall, and the issue's targets with their margins.
+- ``summary.json`` for ``dvc metrics show``; ``families.csv`` (one row per family and
+  reference) for ``dvc plots``. The page is logged to each family's MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.base import atomic_write_text
+from tasks.config import Params, load_params
+from tasks.evaluate import evaluation_dir
+from tasks.figures import grid
+from tasks.prepare import load_split
+
+log = logging.getLogger("genzoo.report")
+
+# The seed's trade-off table ("Trade-offs Among Approaches"); sampling speed and the DDPM row
+# are the textbook view the seed states in prose or leaves out.
+CLAIMS: dict[str, dict[str, str]] = {
+    "pixelcnn": {"quality": "Good", "density": "Exact", "training": "Slow", "diversity": "High",
+                 "sampling": "Slow"},
+    "realnvp": {"quality": "Medium", "density": "Exact", "training": "Fast", "diversity": "Medium",
+                "sampling": "Fast"},
+    "vae": {"quality": "Medium", "density": "Approximate", "training": "Fast", "diversity": "High",
+            "sampling": "Fast", "sharpness": "Blurry"},
+    "gan": {"quality": "Excellent", "density": "None", "training": "Tricky",
+            "diversity": "Mode collapse risk", "sampling": "Fast", "sharpness": "Sharpest"},
+    "ddpm": {"quality": "Excellent", "density": "Approximate", "training": "Slow", "diversity": "High",
+             "sampling": "Slow"},
+}  # fmt: skip
+QUALITY_TIERS = ("Excellent", "Good", "Medium")
+BASELINE_NAMES = {"pca_kde": "PCA + KDE", "gmm": "Gaussian mixture"}
+TARGET_RATIO = 1.5  # best family's Fréchet distance within this many times the real-vs-real floor
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def collect(params: Params) -> dict[str, Any]:
+    """What the evaluation wrote (runs/evaluation/): evaluator, reference rows, each family."""
+    folder = evaluation_dir(params)
+    reference = _read(folder / "evaluator" / "reference.json")
+    if reference is None:
+        raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
+    families, missing = {}, []
+    for f in params.models:
+        quality = _read(folder / f / "quality.json")
+        if quality:
+            families[f] = {"metrics": quality["training"], "quality": quality}
+        else:
+            missing.append(f)
+    if not families:
+        raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
+    return {
+        "evaluator": _read(folder / "evaluator" / "metrics.json") or {},
+        "reference": reference,
+        "families": families,
+        "missing": missing,
+    }
+
+
+# ---------------------------------------------------------------- the trade-off table
+
+
+def _median_split(values: dict[str, float], high: str, low: str) -> dict[str, str]:
+    med = float(np.median(list(values.values())))
+    return {k: high if v >= med else low for k, v in values.items()}
+
+
+def _verdict(claim: str | None, measured: str, order: tuple[str, ...] | None = None) -> str:
+    if claim is None:
+        return "no claim"
+    if claim == measured:
+        return "agrees"
+    if (
+        order
+        and claim in order
+        and measured in order
+        and abs(order.index(claim) - order.index(measured)) == 1
+    ):
+        return "partly"
+    return "disagrees"
+
+
+def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each family's measured tiers beside its textbook claims. Rules (stated in the report):
+    quality = rank by Fréchet distance (1st: Excellent, top half: Good, else Medium);
+    training/sampling = at or above the families' median speed: Fast, else Slow;
+    diversity = recall at or above the median: High, else Medium (a mode-collapse risk agrees
+    with Medium); density = the estimator the family has; sharpness = the lowest
+    (blurriest) or highest mean |Laplacian| among the families."""
+    q = {f: d["quality"] for f, d in families.items()}
+    m = {f: d["metrics"] for f, d in families.items()}
+    n = len(families)
+    rank = {f: i + 1 for i, f in enumerate(sorted(q, key=lambda f: q[f]["fd"]))}
+    train_speed = _median_split({f: -m[f]["train_seconds"] for f in m}, "Fast", "Slow")
+    sample_speed = _median_split({f: q[f]["images_per_second"] for f in q}, "Fast", "Slow")
+    diversity = _median_split({f: q[f]["recall"] for f in q}, "High", "Medium")
+    sharp = {f: q[f]["sharpness"] for f in q}
+    rows = []
+    for f in families:
+        claims = CLAIMS.get(f, {})
+        tier = "Excellent" if rank[f] == 1 else "Good" if rank[f] <= math.ceil(n / 2) else "Medium"
+        estimator = m[f].get("bpd_estimator")
+        density = {"exact": "Exact", "bound": "Approximate"}.get(estimator, "None")
+        bpd = m[f].get("test_bpd")
+        cells = {
+            "quality": (f"rank {rank[f]} of {n} (FD {q[f]['fd']:.3f} ± {q[f]['ci95']['fd']:.3f}): "
+                        f"{tier}", tier, QUALITY_TIERS),
+            "density": (f"{density}" + (f" ({bpd:.3f} bits/dim)" if bpd is not None else ""), density, None),
+            "training": (f"{m[f]['train_seconds']:.0f} s for {m[f]['steps']} steps: {train_speed[f]}",
+                         train_speed[f], None),
+            "diversity": (f"recall {q[f]['recall']:.2f}, coverage {q[f]['coverage']:.2f}: {diversity[f]}",
+                          diversity[f], None),
+            "sampling": (f"{q[f]['images_per_second']:.0f} images/s, {q[f]['latency_ms']:.1f} ms/image: "
+                         f"{sample_speed[f]}", sample_speed[f], None),
+        }  # fmt: skip
+        row: dict[str, Any] = {"family": f}
+        for col, (text, measured, order) in cells.items():
+            claim = claims.get(col)
+            if claim == "Tricky":  # a claim on stability, not speed: report what happened
+                text += f"; {m[f].get('bad_steps', 0)} non-finite steps skipped"
+                verdict = "not a speed claim"
+            elif claim == "Mode collapse risk":
+                verdict = "agrees" if measured == "Medium" else "disagrees"
+            else:
+                verdict = _verdict(claim, measured, order)
+            row[col] = {"claim": claim or "—", "measured": text, "verdict": verdict}
+        if "sharpness" in claims:
+            extreme = (
+                min(sharp, key=sharp.get) if claims["sharpness"] == "Blurry" else max(sharp, key=sharp.get)
+            )
+            row["sharpness"] = {
+                "claim": claims["sharpness"],
+                "measured": f"mean |Laplacian| {sharp[f]:.3f} (blurriest: {min(sharp, key=sharp.get)}, "
+                f"sharpest: {max(sharp, key=sharp.get)})",
+                "verdict": "agrees" if extreme == f else "disagrees",
+            }
+        rows.append(row)
+    return rows
+
+
+def targets(families: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The digits targets: every family's FD below PCA + KDE's; the best within 1.5x the floor."""
+    kde = reference["pca_kde"]["fd"]
+    floor = reference["real_train_vs_test"]["fd"]
+    fd = {f: d["quality"]["fd"] for f, d in families.items()}
+    best = min(fd, key=fd.get)
+    return {
+        "pca_kde_fd": kde,
+        "floor_fd": floor,
+        "below_pca_kde": {f: {"fd": v, "ratio": v / kde, "met": v < kde} for f, v in fd.items()},
+        "all_below_pca_kde": all(v < kde for v in fd.values()),
+        "best_family": best,
+        "best_ratio_to_floor": fd[best] / floor,
+        "best_within": TARGET_RATIO,
+        "best_met": fd[best] <= TARGET_RATIO * floor,
+    }
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _png(img) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _fig(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _samples(path: Path) -> tuple[torch.Tensor, np.ndarray] | None:
+    try:
+        with np.load(path) as z:
+            return torch.from_numpy(z["images"].astype(np.float32) / (int(z["levels"]) - 1)), z["labels"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _per_class(images: torch.Tensor, labels: np.ndarray, per: int) -> list[torch.Tensor]:
+    return [images[np.flatnonzero(labels == c)[:per]] for c in np.unique(labels)]
+
+
+def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
+    """Grids: one per family (a row per class) and one per class (a row per source)."""
+    folder = evaluation_dir(params)
+    xt, yt, manifest = load_split(params.data.prepared_dir, "test")
+    sources = {"real (test)": (xt, yt.numpy())}
+    for f in families:
+        s = _samples(folder / f / "samples.npz")
+        if s is not None:
+            sources[f] = s
+    for name, title in BASELINE_NAMES.items():
+        s = _samples(folder / "evaluator" / f"{name}_samples.npz")
+        if s is not None:
+            sources[title] = s
+    per = 10
+    split = {k: _per_class(*v, per) for k, v in sources.items()}
+    by_source = {k: _png(grid(torch.cat(v), nrow=per, scale=4)) for k, v in split.items()}
+    names = manifest.get("class_names") or [str(c) for c in range(len(split["real (test)"]))]
+    by_class = []
+    for c, name in enumerate(names):
+        rows = [v[c] for v in split.values() if c < len(v)]
+        padded = [
+            torch.cat([r, torch.full((per - len(r), *r.shape[1:]), 0.5)]) if len(r) < per else r for r in rows
+        ]
+        by_class.append({"name": name, "img": _png(grid(torch.cat(padded), nrow=per, scale=4))})
+    return {"by_source": by_source, "by_class": by_class, "row_labels": list(split)}
+
+
+def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams, ref = data["families"], data["reference"]
+    baselines = {BASELINE_NAMES[k]: ref[k] for k in BASELINE_NAMES if k in ref}
+    out = {}
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, q in [*((f, d["quality"]) for f, d in fams.items()), *baselines.items()]:
+        marker = "o" if name in fams else "s"
+        ax.errorbar(q["images_per_second"], q["fd"], yerr=q["ci95"]["fd"], fmt=marker, capsize=3, label=name)
+        ax.annotate(
+            name, (q["images_per_second"], q["fd"]), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
+    ax.axhline(ref["real_train_vs_test"]["fd"], ls="--", c="gray", lw=1, label="real train vs test (floor)")
+    ax.set(xscale="log", yscale="log", xlabel="sampling speed (images/s, log)",
+           ylabel="Fréchet distance (lower is better, log)",
+           title="Sample quality vs sampling speed")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    out["quality_vs_speed"] = _fig(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    rows = [*((f, d["quality"]) for f, d in fams.items()), *baselines.items(),
+            ("real train vs test", ref["real_train_vs_test"]),
+            ("uniform noise", ref["uniform_noise"])]  # fmt: skip
+    for name, q in rows:
+        marker = "o" if name in fams else "s" if name in baselines else "x"
+        ax.errorbar(q["recall"], q["precision"], xerr=q["ci95"]["recall"], yerr=q["ci95"]["precision"],
+                    fmt=marker, capsize=2, label=name)  # fmt: skip
+        ax.annotate(
+            name, (q["recall"], q["precision"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+        )
+    ax.set(xlim=(-0.03, 1.05), ylim=(-0.03, 1.05), xlabel="recall (diversity)", ylabel="precision (fidelity)",
+           title="Precision vs recall")  # fmt: skip
+    ax.grid(alpha=0.3)
+    out["precision_recall"] = _fig(fig)
+
+    curves = {f: (d["metrics"]["curve"]["step"], d["metrics"]["curve"]["loss"]) for f, d in fams.items()}
+    curves = {f: c for f, c in curves.items() if c[0]}
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(3 * len(curves), 2.6), squeeze=False)
+        for ax, (f, (steps, loss)) in zip(axes[0], curves.items(), strict=True):
+            ax.plot(steps, loss, lw=1.2)
+            ax.set_title(f, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        fig.suptitle("Training loss (each family's own objective)", fontsize=10)
+        fig.tight_layout()
+        out["curves"] = _fig(fig)
+    return out
+
+
+# ---------------------------------------------------------------- the page
+
+METRIC_COLUMNS = [  # (key, label, better, digits)
+    ("fd", "Fréchet distance", "lower", 3),
+    ("fd_per_class_mean", "per-class FD", "lower", 3),
+    ("kid", "KID", "lower", 4),
+    ("precision", "precision", "higher", 3),
+    ("recall", "recall", "higher", 3),
+    ("density", "density", "≈1", 3),
+    ("coverage", "coverage", "higher", 3),
+    ("class_accuracy", "class accuracy", "higher", 3),
+    ("inception_score", "IS analogue", "higher", 2),
+    ("diversity", "diversity", "≈real", 2),
+    ("memorization.ratio", "NN train/test", "≈1", 3),
+    ("sharpness", "sharpness", "≈real", 3),
+    ("images_per_second", "images/s", "higher", 0),
+]
+
+
+def _get(d: dict[str, Any], dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _cell(q: dict[str, Any], key: str, digits: int) -> str:
+    v = _get(q, key)
+    if v is None:
+        return "—"
+    ci = _get(q.get("ci95", {}), key)
+    return f"{v:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci else "")
+
+
+def metric_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for f, d in data["families"].items():
+        m = d["metrics"]
+        bpd = m.get("test_bpd")
+        rows.append({
+            "name": f, "kind": "family",
+            "bpd": f"{bpd:.3f} ({m.get('bpd_estimator')})" if bpd is not None else "none",
+            "train": f"{m['train_seconds']:.0f} s", "latency": f"{d['quality']['latency_ms']:.1f} ms",
+            "cells": [_cell(d["quality"], k, n) for k, _, _, n in METRIC_COLUMNS],
+        })  # fmt: skip
+    ref = data["reference"]
+    for key, title in [("real_train_vs_test", "real train vs test (floor)"), *BASELINE_NAMES.items(),
+                       ("uniform_noise", "uniform noise")]:  # fmt: skip
+        if key not in ref:
+            continue
+        q = ref[key]
+        bpd = q.get("test_bpd")
+        rows.append({
+            "name": BASELINE_NAMES.get(key, title), "kind": "reference",
+            "bpd": f"{bpd:.3f} (dequantised)" if bpd is not None else "—",
+            "train": f"{q['fit_seconds']:.1f} s fit" if "fit_seconds" in q else "—", "latency": "—",
+            "cells": [_cell(q, k, n) for k, _, _, n in METRIC_COLUMNS],
+        })  # fmt: skip
+    return rows
+
+
+TEMPLATE = Path(__file__).with_name("report.html.j2")  # Jinja2, autoescaped
+
+
+def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    import jinja2
+
+    table = tradeoff(data["families"])
+    goal = targets(data["families"], data["reference"])
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(TEMPLATE.read_text()).render(
+        data_source=params.data.source,
+        evaluator=data["evaluator"],
+        protocol=data["reference"]["protocol"],
+        real_test=data["reference"]["real_test"],
+        missing=data["missing"],
+        targets=goal,
+        grids=sample_grids(params, list(data["families"])),
+        columns=METRIC_COLUMNS,
+        metric_rows=metric_rows(data),
+        latency_repeats=params.evaluate.latency_repeats,
+        tradeoff=table,
+        tradeoff_columns=["quality", "density", "training", "sampling", "diversity", "sharpness"],
+        tradeoff_rules=" ".join(tradeoff.__doc__.split()[1:]).split("Rules (stated in the report): ")[-1],
+        plots=plots(params, data),
+    )
+    return html, {"targets": goal, "tradeoff": table}
+
+
+def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "images_per_second")
+    rows = [
+        {"name": f, "kind": "family", **{k: d["quality"][k] for k in keys}}
+        for f, d in data["families"].items()
+    ]
+    for k in ("real_train_vs_test", *BASELINE_NAMES, "uniform_noise"):
+        if k in data["reference"]:
+            q = data["reference"][k]
+            rows.append({"name": k, "kind": "reference", **{c: q.get(c, "") for c in keys}})
+    return rows
+
+
+def build_report(params: Params) -> dict[str, Any]:
+    """Write runs/report/{index.html, summary.json, families.csv}; returns the summary."""
+    data = collect(params)
+    html, extra = render(params, data)
+    out = Path(params.run.runs_dir) / "report"
+    summary = {
+        "families": {
+            f: {
+                "fd": d["quality"]["fd"],
+                "fd_ci95": d["quality"]["ci95"]["fd"],
+                "precision": d["quality"]["precision"],
+                "recall": d["quality"]["recall"],
+                "coverage": d["quality"]["coverage"],
+                "images_per_second": d["quality"]["images_per_second"],
+                **(
+                    {"test_bpd": d["metrics"]["test_bpd"]} if d["metrics"].get("test_bpd") is not None else {}
+                ),
+            }
+            for f, d in data["families"].items()
+        },
+        "targets": {k: v for k, v in extra["targets"].items() if k != "below_pca_kde"},
+        "evaluator_test_accuracy": data["evaluator"].get("test_accuracy"),
+    }
+    buf = io.StringIO()
+    rows = _csv_rows(data)
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "families.csv", buf.getvalue())
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "index.html", html)
+    _log_to_mlflow(params, data, out / "index.html")
+    log.info("report: %s", out / "index.html")
+    return summary
+
+
+def _log_to_mlflow(params: Params, data: dict[str, Any], page: Path) -> None:
+    if not params.run.track:
+        return
+    from tasks import tracking
+
+    c = tracking.client()
+    for d in data["families"].values():
+        if "mlflow_run_id" in d["metrics"]:
+            c.log_artifact(d["metrics"]["mlflow_run_id"], str(page), artifact_path="report")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="The HTML report of the trained and evaluated families.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    build_report(load_params(args.params))
+
+
+if __name__ == "__main__":
+    main()

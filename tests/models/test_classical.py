@@ -1,0 +1,63 @@
+"""The classical reference generators: real fits on the digits, samples on the data's level
+grid, one class per request, seeded, and a density whose bits/dim make sense."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.base import DataSpec
+from models.classical import BASELINES, PCAKDE, ClassicalConfig, GaussianMixtureBaseline
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images[:, None] / 16.0).float()
+    y = torch.from_numpy(d.target).long()
+    return x[:1200], y[:1200], x[1200:], y[1200:], DataSpec(1, 8, 8, 17, 10)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_samples_lie_on_the_level_grid_with_the_asked_classes_and_are_seeded(digits, name):
+    x, y, _, _, spec = digits
+    model = BASELINES[name](spec).fit(x, y, seed=0)
+    labels = torch.arange(10).repeat_interleave(20)
+    a = model.sample(len(labels), labels, seed=3)
+    assert a.shape == (200, 1, 8, 8) and a.min() >= 0 and a.max() <= 1
+    k = a * 16
+    assert torch.allclose(k, k.round(), atol=1e-5)  # on the 17-level grid
+    assert torch.equal(a, model.sample(len(labels), labels, seed=3))
+    assert not torch.equal(a, model.sample(len(labels), labels, seed=4))
+    # each class's samples resemble that class: nearest real class mean is the asked class
+    means = torch.stack([x[y == c].mean(0).flatten() for c in range(10)])
+    nearest = torch.cdist(a.flatten(1), means).argmin(1)
+    assert (nearest == labels).float().mean() > 0.8
+
+
+def test_gmm_bits_per_dim_beat_uniform_and_worsen_on_scrambled_images(digits):
+    x, y, xt, yt, spec = digits
+    gmm = GaussianMixtureBaseline(spec).fit(x, y, seed=0)
+    bpd = gmm.bits_per_dim(xt, yt)
+    assert 1.0 < bpd < math.log2(17)
+    scrambled = xt.flatten(1)[:, torch.randperm(64, generator=torch.Generator().manual_seed(0))]
+    assert gmm.bits_per_dim(scrambled.reshape(xt.shape), yt) > bpd + 1
+
+
+def test_kde_bandwidth_comes_from_cross_validation_inside_the_grid(digits):
+    x, y, _, _, spec = digits
+    kde = PCAKDE(spec, ClassicalConfig(pca_components=10)).fit(x, y, seed=0)
+    assert kde.pca.n_components_ == 10
+    bw = np.array([k.bandwidth for k in kde.per_class.values()])
+    assert len(set(bw.round(6))) > 1  # chosen per class, not one fixed value
+
+
+def test_a_class_with_too_few_images_is_a_clear_error(digits):
+    x, y, _, _, spec = digits
+    keep = (y != 3) | (torch.arange(len(y)) < 60)
+    few = keep & ~((y == 3) & (torch.cumsum((y == 3).long(), 0) > 2))
+    with pytest.raises(ValueError, match="class 3 has fewer than 5"):
+        PCAKDE(spec).fit(x[few], y[few])

@@ -1,0 +1,134 @@
+"""The report: the trade-off rules and targets on known inputs, and the real page built from
+real (tiny) trained and evaluated families, opened in headless Chromium."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from tasks.config import validate
+from tasks.evaluate import evaluate_family, evaluator_stage
+from tasks.prepare import prepare
+from tasks.report import build_report, targets, tradeoff
+from tasks.train import train_family
+from tests.conftest import tiny_params
+
+
+def _fam(fd, recall, ips, train_s, sharp, estimator=None, bpd=None):
+    m = {"train_seconds": train_s, "steps": 100, "bad_steps": 0}
+    if estimator:
+        m |= {"bpd_estimator": estimator, "test_bpd": bpd}
+    q = {"fd": fd, "ci95": {"fd": 0.01}, "recall": recall, "coverage": recall, "images_per_second": ips,
+         "latency_ms": 1.0, "sharpness": sharp}  # fmt: skip
+    return {"metrics": m, "quality": q}
+
+
+def test_tradeoff_verdicts_follow_the_stated_rules():
+    fams = {
+        "pixelcnn": _fam(0.10, 0.9, 50, 300, 0.30, "exact", 1.7),  # best, slow to sample and train
+        "realnvp": _fam(0.30, 0.5, 5000, 100, 0.25, "exact", 2.0),
+        "vae": _fam(0.50, 0.8, 9000, 90, 0.10, "bound", 1.9),  # blurriest
+        "gan": _fam(0.40, 0.2, 8000, 120, 0.35),  # lowest recall, sharpest
+    }
+    rows = {r["family"]: r for r in tradeoff(fams)}
+    assert rows["pixelcnn"]["quality"]["verdict"] == "partly"  # claimed Good, measured Excellent (rank 1)
+    assert "rank 1 of 4" in rows["pixelcnn"]["quality"]["measured"]
+    assert rows["pixelcnn"]["sampling"]["verdict"] == "agrees"  # claimed Slow: 50 images/s
+    assert rows["pixelcnn"]["training"]["verdict"] == "agrees"  # claimed Slow: the longest
+    assert rows["gan"]["quality"]["verdict"] == "disagrees"  # claimed Excellent, rank 3 of 4 = Medium
+    assert rows["gan"]["diversity"]["verdict"] == "agrees"  # mode-collapse risk: recall below median
+    assert rows["gan"]["density"]["verdict"] == "agrees"  # None
+    assert rows["gan"]["training"]["verdict"] == "not a speed claim"
+    assert rows["gan"]["sharpness"]["verdict"] == "agrees"
+    assert rows["vae"]["sharpness"]["verdict"] == "agrees" and rows["vae"]["density"]["verdict"] == "agrees"
+    assert "1.900 bits/dim" in rows["vae"]["density"]["measured"]
+    assert (
+        rows["realnvp"]["quality"]["verdict"] == "disagrees"
+        or rows["realnvp"]["quality"]["verdict"] == "partly"
+    )
+    fams["vae"]["quality"]["sharpness"] = 0.5  # now the sharpest: the blurry claim disagrees
+    assert {r["family"]: r for r in tradeoff(fams)}["vae"]["sharpness"]["verdict"] == "disagrees"
+
+
+def test_targets_report_margins():
+    fams = {"a": _fam(0.12, 1, 1, 1, 1), "b": _fam(0.30, 1, 1, 1, 1)}
+    ref = {"pca_kde": {"fd": 0.25}, "real_train_vs_test": {"fd": 0.10}}
+    t = targets(fams, ref)
+    assert t["best_family"] == "a" and t["best_ratio_to_floor"] == pytest.approx(1.2) and t["best_met"]
+    assert not t["all_below_pca_kde"] and t["below_pca_kde"]["b"]["ratio"] == pytest.approx(1.2)
+    assert t["below_pca_kde"]["a"]["met"] and not t["below_pca_kde"]["b"]["met"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    raw = tiny_params(tmp, steps=5, families=["pixelcnn", "vae", "gan"])
+    params = validate(raw)
+    prepare(params)
+    for fam in ("pixelcnn", "vae", "gan"):
+        train_family(params, fam, progress=False)
+    evaluator_stage(params)
+    for fam in ("pixelcnn", "vae", "gan"):
+        evaluate_family(params, fam)
+    return tmp, params
+
+
+def test_report_files_and_summary(evaluated):
+    tmp, params = evaluated
+    summary = build_report(params)
+    out = tmp / "runs" / "report"
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert set(summary["families"]) == {"pixelcnn", "vae", "gan"}
+    assert "test_bpd" in summary["families"]["vae"] and "test_bpd" not in summary["families"]["gan"]
+    lines = (out / "families.csv").read_text().splitlines()
+    assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
+    html = (out / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    for text in ("Trade-offs", "PCA + KDE", "Gaussian mixture", "real train vs test", "Targets"):
+        assert text in html, text
+
+
+def _chromium() -> str:
+    exe = os.environ.get("GENZOO_CHROMIUM") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
+    if exe is None:
+        pytest.fail(
+            "the report test needs Chromium (`make test` installs Debian's chromium; or set GENZOO_CHROMIUM)"
+        )
+    return exe
+
+
+def test_report_renders_in_headless_chromium(evaluated):
+    from playwright.sync_api import sync_playwright
+
+    tmp, params = evaluated
+    build_report(params)
+    page_path = tmp / "runs" / "report" / "index.html"
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=flags)
+        try:
+            page = browser.new_page()
+            errors, failed = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: failed.append(r.url))
+            page.goto(page_path.as_uri(), wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])"
+            )
+            tables = page.locator("table").count()
+            headers = page.locator("h2").all_inner_texts()
+            verdicts = page.locator("td.agrees, td.disagrees, td.partly").count()
+        finally:
+            browser.close()
+    assert errors == [] and failed == []
+    # per-family grids (real + 3 families + 2 baselines), 10 per-class grids, 2 plots, curves
+    assert len(images) == 6 + 10 + 3, [i[0] for i in images]
+    broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
+    assert broken == []
+    assert tables == 2 and verdicts >= 3
+    assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook", "Plots"]
