@@ -1,5 +1,6 @@
 """Per-family figures for the whole `genzoo run`: training time, sampling speed, test
-bits/dim (exact or bound, labelled), and the end-to-end wall time.
+bits/dim (exact or bound, labelled), sample quality with the reference rows and the targets
+(from the evaluation stage), and the end-to-end wall time.
 
     python bench/families.py                      # default params (what `make run` does)
     python bench/families.py --profile quick --repeats 3
@@ -61,15 +62,17 @@ def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    ev = out / "runs" / "evaluation"
     metrics = {
         p.parent.name: {
             **json.loads(p.read_text()),
-            "quality": json.loads(p.with_name("quality.json").read_text()),
+            "quality": json.loads((ev / p.parent.name / "quality.json").read_text()),
         }
         for p in (out / "runs").glob("*/metrics.json")
-        if p.with_name("quality.json").exists()
+        if (ev / p.parent.name / "quality.json").exists()
     }
-    metrics["reference"] = json.loads((out / "runs" / "evaluator" / "reference.json").read_text())
+    metrics["reference"] = json.loads((ev / "evaluator" / "reference.json").read_text())
+    metrics["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
     return wall, metrics
 
 
@@ -109,20 +112,25 @@ def main() -> None:
             f"{med(r['samples_per_second'] for r in rows):.1f} | "
             f"{'-' if bpd is None else f'{bpd:.3f}'} | {rows[0].get('bpd_estimator') or 'none (GAN)'} |"
         )
-    print("\n| family | Fréchet distance | KID | precision | recall | coverage | class accuracy |")
-    print("|---|---|---|---|---|---|---|")
-    for fam in [*sorted(runs[0], key=lambda f: order.index(f) if f in order else 99)]:
-        if fam == "reference":
-            continue
-        q = [r[fam]["quality"] for r in runs]
-        cells = [
-            med(x[k] for x in q) for k in ("fd", "kid", "precision", "recall", "coverage", "class_accuracy")
-        ]
-        print(f"| {fam} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    for name, row in runs[0]["reference"].items():
-        if isinstance(row, dict):
-            cells = [row[k] for k in ("fd", "kid", "precision", "recall", "coverage")]
-            print(f"| reference: {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " | - |")
+    print("\n| | Fréchet distance (± 95% CI) | KID | precision | recall | coverage | class accuracy "
+          "| images/s | latency (ms) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = ("kid", "precision", "recall", "coverage", "class_accuracy")
+    rows = [(f, [r[f]["quality"] for r in runs]) for f in order if f in runs[0]]
+    rows += [(f"reference: {k}", [r["reference"][k] for r in runs])
+             for k in ("real_train_vs_test", "pca_kde", "gmm", "uniform_noise")]  # fmt: skip
+    for name, q in rows:
+        cells = [f"{med(x['fd'] for x in q):.3f} ± {med(x['ci95']['fd'] for x in q):.3f}"]
+        cells += [f"{med(x[k] for x in q):.3f}" if k in q[0] else "-" for k in keys]
+        cells.append(f"{med(x['images_per_second'] for x in q):.0f}" if "images_per_second" in q[0] else "-")
+        cells.append(f"{med(x['latency_ms'] for x in q):.1f}" if "latency_ms" in q[0] else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    gmm = [r["reference"]["gmm"]["test_bpd"] for r in runs]
+    print(f"\nGaussian-mixture baseline: {med(gmm):.3f} test bits/dim (uniform dequantisation)")
+    t = runs[0]["summary"]["targets"]
+    print(f"targets (run 1): every family below PCA + KDE ({t['pca_kde_fd']:.3f}): {t['all_below_pca_kde']}; "
+          f"best {t['best_family']} at {t['best_ratio_to_floor']:.2f}x the floor ({t['floor_fd']:.3f}), "
+          f"within {t['best_within']}x: {t['best_met']}")  # fmt: skip
     levels = json.loads((Path(args.out) / "run0" / "prepared" / "manifest.json").read_text())["levels"]
     print(f"\nreference: the uniform distribution over {levels} levels is {math.log2(levels):.3f} bits/dim")
 
