@@ -18,6 +18,7 @@ EPILOG = """examples:
   genzoo status                                   # what is trained, current or stale, MLflow run
   genzoo serve                                    # Prefect UI on http://127.0.0.1:4200 + deployments
   genzoo augment --families ddpm,vae --per-class 50 --name mix   # data/augment/mix/images.npz
+  genzoo augment --families best --min-confidence 0.9 --png       # the best family, filtered
   genzoo evaluate                                 # sample quality of what is trained + the report
   genzoo report                                   # runs/report/index.html from the evaluation
 """
@@ -112,7 +113,13 @@ def cmd_run(args) -> int:
         }
         for f, m in result["trained"].items()
     }
-    print(json.dumps({"pipeline_seconds": result["pipeline_seconds"], "families": summary}))
+    for f, q in result.get("evaluate", {}).items():
+        summary[f].update(fd=q["fd"], fd_ci95=q["fd_ci95"], precision=q["precision"], recall=q["recall"])
+    out = {"pipeline_seconds": result["pipeline_seconds"], "families": summary}
+    if "report" in result:
+        out["report"] = str(Path(params.run.runs_dir) / "report" / "index.html")
+        out["targets"] = result["report"]["targets"]
+    print(json.dumps(out))
     return 0
 
 
@@ -159,15 +166,17 @@ def cmd_status(args) -> int:
 
 
 def cmd_augment(args) -> int:
-    from tasks.augment import AugmentRequest, generate
+    from tasks.augment import generate, request
 
     params = _params(args)
-    req = AugmentRequest(
-        name=args.name, families=args.families.split(","), per_class=args.per_class, seed=args.seed
-    )
+    families = args.families.split(",") if args.families else None
+    req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
+                  metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
+                  png=args.png)  # fmt: skip
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
-    print(json.dumps({"path": str(path), "n": m["n"], "counts_per_class": m["counts_per_class"]}))
+    print(json.dumps({"path": str(path), "n": m["n"], "families": list(m["families"]),
+                      "counts_per_class": m["counts_per_class"], "filters": m["filters"]}))  # fmt: skip
     return 0
 
 
@@ -265,12 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
         "augment", help="a labelled synthetic dataset from trained families -> data/augment/NAME/"
     )
     _common(p)
-    p.add_argument("--families", required=True, help="comma-separated trained families, e.g. ddpm,vae")
+    p.add_argument("--families", help="comma-separated trained families, or best (default: params' augment)")
     p.add_argument(
-        "--per-class", type=int, default=100, help="images per class from each family (default 100)"
+        "--metric", help="what `best` means: fd, kid, precision, recall, coverage, class_accuracy..."
     )
-    p.add_argument("--name", default="synthetic", help="dataset name: data/augment/NAME/ (default synthetic)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same dataset (default 0)")
+    p.add_argument("--per-class", type=int, help="images per class from each family")
+    p.add_argument("--name", help="dataset name: data/augment/NAME/")
+    p.add_argument("--seed", type=int, help="same seed, same dataset")
+    p.add_argument("--min-confidence", type=float, help="keep images the evaluator labels this surely (0-1)")
+    p.add_argument("--reject-copies", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop near-copies of training images")  # fmt: skip
+    p.add_argument("--png", action="store_true", default=None, help="also png/<class>/<i>.png")
     p.set_defaults(fn=cmd_augment)
 
     p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")

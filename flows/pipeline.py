@@ -193,6 +193,30 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     return {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
 
 
+@task(name="augment", **RETRY)
+def augment_task(params: Params, req: Any = None) -> str:
+    """A labelled synthetic dataset (default: the params' ``augment`` block)."""
+    from tasks.augment import generate
+
+    path = generate(params, req)
+    manifest = json.loads((path / "manifest.json").read_text())
+    get_run_logger().info(
+        "%s: %d images from %s, per class %s, filters %s",
+        path, manifest["n"], ", ".join(manifest["families"]), manifest["counts_per_class"],
+        manifest["filters"]["rejected"],
+    )  # fmt: skip
+    return str(path)
+
+
+@task(name="augment-dataset", **RETRY)
+def augment_stage(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's synthetic dataset: params.yaml's ``augment`` block."""
+    path = Path(augment_task.fn(params))
+    manifest = json.loads((path / "manifest.json").read_text())
+    return {"path": str(path), "n": manifest["n"], "families": list(manifest["families"]),
+            "sha256": manifest["sha256"]}  # fmt: skip
+
+
 @task(name="report", **RETRY)
 def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     """The HTML report of what was trained and evaluated (runs/report/index.html)."""
@@ -213,9 +237,13 @@ def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
 # trainings). The stages after that, in order, are Prefect tasks called as
 # ``stage(params, trained)`` with ``trained`` = {family: metrics}; what each returns lands in
 # the flow's result under its name.
-AFTER_TRAINING: list[Callable[..., Any]] = [report_task]
+AFTER_TRAINING: list[Callable[..., Any]] = [augment_stage, report_task]
 # the DVC stages each produces, per family (recorded by `dvc commit` after a run)
-DVC_STAGES = {"evaluate": ["evaluator", "evaluate@{family}"], "report": ["report"]}
+DVC_STAGES = {
+    "evaluate": ["evaluator", "evaluate@{family}"],
+    "augment-dataset": ["augment"],
+    "report": ["report"],
+}
 
 
 def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
@@ -389,27 +417,32 @@ def sample(
     return {"npz": str(npz), "png": str(png), "n": n}
 
 
-@task(name="augment", **RETRY)
-def augment_task(params: Params, req: Any) -> str:
-    from tasks.augment import generate
-
-    return str(generate(params, req))
-
-
 @flow(name="genzoo-augment", log_prints=True)
 def augment(
-    families: Annotated[list[Family], Field(min_length=1, description="trained families to sample from")],
-    per_class: Annotated[int, Field(gt=0, description="images per class from each family")] = 100,
-    name: Annotated[str, Field(description="dataset folder: data/augment/<name>/")] = "synthetic",
-    seed: Annotated[int, Field(ge=0, description="same seed, same dataset")] = 0,
-    out_dir: Annotated[str, Field(description="parent folder of the datasets")] = "data/augment",
+    families: Annotated[
+        list[Literal[(*models.REGISTRY, "best")]] | None,
+        Field(description="trained families, or best (default: params.yaml's augment block)"),
+    ] = None,
+    per_class: Annotated[int | None, Field(gt=0, description="images per class from each family")] = None,
+    name: Annotated[str | None, Field(description="dataset folder: data/augment/<name>/")] = None,
+    seed: Annotated[int | None, Field(ge=0, description="same seed, same dataset")] = None,
+    min_confidence: Annotated[
+        float | None, Field(ge=0, lt=1, description="keep images the evaluator labels this surely")
+    ] = None,
+    reject_copies: Annotated[bool | None, Field(description="drop near-copies of training images")] = None,
+    png: Annotated[bool | None, Field(description="also png/<class>/<i>.png")] = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
-    """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families."""
+    """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families;
+    what is not given comes from params.yaml's ``augment`` block."""
     from tasks.augment import AugmentRequest
 
-    req = AugmentRequest(name=name, families=list(families), per_class=per_class, seed=seed, out_dir=out_dir)
-    path = Path(augment_task(load_params(params_file), req))
+    params = load_params(params_file)
+    given = {"families": families, "per_class": per_class, "name": name, "seed": seed,
+             "min_confidence": min_confidence, "reject_copies": reject_copies, "png": png}  # fmt: skip
+    req = AugmentRequest(
+        **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    )
+    path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
-    get_run_logger().info("%s: %d images, per class %s", path, manifest["n"], manifest["counts_per_class"])
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

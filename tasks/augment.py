@@ -1,8 +1,24 @@
-"""Labelled synthetic datasets from trained families: ``<out_dir>/<name>/images.npz``
-(``images`` uint8 levels (N, C, H, W) like the prepared data, ``labels`` int64, ``source``
-the family of each image) + ``manifest.json`` (families, their models and MLflow runs, seed,
-counts per class, content hash). The request is checked before any sampling, and the folder
-is replaced as a whole: an existing version is never half-overwritten.
+"""Labelled synthetic datasets (DVC stage ``augment``; the pipeline's stage after evaluation;
+``genzoo augment``): ``<out_dir>/<name>/`` holds
+
+- ``images.npz``: ``images`` uint8 levels (N, C, H, W) like the prepared data, ``labels``
+  int64, ``source`` the family of each image;
+- ``manifest.json``: the request, each source family's model hash, MLflow run and registered
+  version, the params hash, counts per class, what the filters drew and rejected, the
+  dataset's own quality figures (evaluator features vs the real test split) and the
+  sha256 of ``images.npz``;
+- with ``png: true``, ``png/<class>/<i>.png``.
+
+Families are named or ``best`` (the best evaluated family by ``metric``). Optional filters:
+``min_confidence`` (the evaluator must give an image its label at least this probability) and
+``reject_copies`` (drop images nearer a training image, in pixel space, than 99% of training
+images are to their nearest other training image). Filtered images are replaced by new draws,
+up to ``max_draws`` times the count. The request is checked before any sampling, and the
+folder is replaced as a whole: an existing version is never half-overwritten.
+
+Using a dataset: ``load_dataset(path)`` is a PyTorch ``Dataset`` of (image in [0, 1], label),
+checked against its manifest's hash; ``mix(real, synthetic, ratio)`` adds ``ratio`` synthetic
+images per real one; ``real_dataset(prepared_dir, split)`` wraps a prepared split.
 """
 
 from __future__ import annotations
@@ -19,30 +35,60 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 import models
 from models.base import sha256_file
-from tasks.config import Params, load_params
+from tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, load_params
 
 log = logging.getLogger("genzoo.augment")
+AugmentRequest = AugmentParams  # the params block is the request
 
 
-class AugmentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# ---------------------------------------------------------------------------- the request
 
-    name: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="folder name")
-    families: list[str] = Field(min_length=1, description="trained families to sample from")
-    per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
-    seed: int = Field(0, ge=0)
-    out_dir: str = Field("data/augment", description="parent folder of the datasets")
+
+def request(params: Params, **given: Any) -> AugmentParams:
+    """The params' ``augment`` block with the given values (None: not given) replaced, validated."""
+    return AugmentParams(
+        **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    )
+
+
+def resolve_families(params: Params, req: AugmentParams) -> list[str]:
+    """Named families, with ``best`` replaced by the best evaluated family by ``req.metric``."""
+    out = []
+    for f in dict.fromkeys(req.families):
+        if f == "best":
+            f = best_family(params, req.metric)
+        elif f not in params.models:
+            raise ValueError(
+                f"augment.families: {f} is not a family in params ({', '.join(params.families)}) nor `best`"
+            )
+        if f not in out:
+            out.append(f)
+    return out
+
+
+def best_family(params: Params, metric: str) -> str:
+    from tasks.evaluate import evaluation_dir
+
+    scores = {}
+    for f in params.models:
+        try:
+            scores[f] = json.loads((evaluation_dir(params) / f / "quality.json").read_text())[metric]
+        except (OSError, ValueError, KeyError):
+            continue
+    if not scores:
+        raise FileNotFoundError(
+            f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
+            " run `genzoo run` or `genzoo evaluate` first"
+        )
+    pick = min if metric in LOWER_IS_BETTER else max
+    return pick(scores, key=scores.get)
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
-    if family not in params.models:
-        raise ValueError(
-            f"augment.families: {family} is not a family in params ({', '.join(params.families)})"
-        )
     path = Path(params.run.runs_dir) / family / "model.json"
     if not path.exists():
         raise FileNotFoundError(
@@ -56,43 +102,184 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     return path, info
 
 
+def class_counts(req: AugmentParams, num_classes: int) -> np.ndarray:
+    ratios = req.class_ratios or {}
+    unknown = [c for c in ratios if c >= num_classes]
+    if unknown:
+        raise ValueError(f"augment.class_ratios: classes {unknown} do not exist (the data has {num_classes})")
+    counts = np.array([round(req.per_class * ratios.get(c, 1.0)) for c in range(num_classes)])
+    if counts.sum() == 0:
+        raise ValueError("augment.class_ratios: every class has a count of 0")
+    return counts
+
+
+# ---------------------------------------------------------------------------- the filters
+
+
+class _Filters:
+    """The evaluator's confidence and the near-copy test, as asked for; both need the
+    evaluation stage's outputs, so a request for them without it fails before sampling."""
+
+    def __init__(self, params: Params, req: AugmentParams):
+        self.min_confidence, self.reject_copies = req.min_confidence, req.reject_copies
+        self.net, self.train = None, None
+        from tasks.evaluate import evaluation_dir
+
+        folder = evaluation_dir(params) / "evaluator"
+        if self.min_confidence > 0:
+            if not (folder / "evaluator.json").exists():
+                raise FileNotFoundError(
+                    f"{folder / 'evaluator.json'}: augment.min_confidence needs the evaluator;"
+                    " run `genzoo evaluate` (or set min_confidence: 0)"
+                )
+            from models.evaluator import load_evaluator
+
+            self.net = load_evaluator(folder / "evaluator.json")
+        if self.reject_copies:
+            from tasks.prepare import load_split
+
+            x, _, _ = load_split(params.data.prepared_dir, "train")
+            self.train = x.flatten(1).double()
+            d = torch.cdist(self.train, self.train)
+            d.fill_diagonal_(float("inf"))
+            self.copy_radius = float(torch.quantile(d.min(1).values, 0.01))
+        self.rejected = {"low_confidence": 0, "copies": 0}
+
+    def keep(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ok = torch.ones(len(x), dtype=torch.bool)
+        if self.net is not None:
+            _, probs = self.net.embed(x)
+            conf = probs[torch.arange(len(y)), y]
+            low = conf < self.min_confidence
+            self.rejected["low_confidence"] += int(low.sum())
+            ok &= ~low
+        if self.train is not None:
+            near = torch.cdist(x.flatten(1).double(), self.train).min(1).values < self.copy_radius
+            self.rejected["copies"] += int((near & ok).sum())
+            ok &= ~near
+        return ok
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def _draw(net, counts: np.ndarray, gen: torch.Generator, filters: _Filters, max_draws: int, batch: int):
+    """Sample until every class has its count of images that pass the filters."""
+    levels = net.spec.levels
+    got: dict[int, list[torch.Tensor]] = {c: [] for c in range(len(counts))}
+    need = counts.copy()
+    drawn = np.zeros_like(counts)
+    while need.sum() > 0:
+        over = [c for c in range(len(counts)) if need[c] > 0 and drawn[c] >= max_draws * counts[c]]
+        if over:
+            c = over[0]
+            kept = counts[c] - need[c]
+            raise ValueError(
+                f"augment: class {c} of {net.family}: only {kept} of {counts[c]} images passed the filters"
+                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence,"
+                " turn off augment.reject_copies, or raise augment.max_draws"
+            )
+        ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
+        for yb in ask.split(batch):
+            x = net.sample(len(yb), yb.to(net.device), generator=gen).float().cpu()
+            x = torch.round(x * (levels - 1)) / (levels - 1)  # on the data's level grid, as stored
+            ok = filters.keep(x, yb)
+            for c in yb.unique().tolist():
+                drawn[c] += int((yb == c).sum())
+                got[c].append(x[ok & (yb == c)])
+        for c in range(len(counts)):
+            have = sum(len(t) for t in got[c])
+            need[c] = max(0, counts[c] - have)
+    images = torch.cat([torch.cat(got[c])[: counts[c]] for c in range(len(counts)) if counts[c] > 0])
+    labels = torch.cat([torch.full((int(counts[c]),), c) for c in range(len(counts)) if counts[c] > 0])
+    return images, labels, int(drawn.sum())
+
+
+def _quality(params: Params, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any] | None:
+    """The dataset's own figures against the real test split, when the evaluator exists."""
+    from tasks.evaluate import evaluation_dir, scores
+
+    folder = evaluation_dir(params) / "evaluator"
+    if not (folder / "features.npz").exists():
+        return None
+    from models.evaluator import load_evaluator
+
+    net = load_evaluator(folder / "evaluator.json")
+    with np.load(folder / "features.npz") as z:
+        real = {k: z[k] for k in z.files}
+    feats, probs = net.embed(images)
+    s = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=params.seed)
+    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
+    return {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features"}
+
+
+def _write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray, levels: int) -> None:
+    from PIL import Image
+
+    for i, (img, c) in enumerate(zip(images, labels, strict=True)):
+        d = folder / "png" / str(int(c))
+        d.mkdir(parents=True, exist_ok=True)
+        arr = np.rint(img.astype(np.float64) * 255 / (levels - 1)).astype(np.uint8)
+        Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(d / f"{i:06d}.png")
+
+
 @torch.inference_mode()
-def generate(params: Params, req: AugmentRequest, batch: int = 500) -> Path:
-    """Sample ``req.per_class`` images per class from each family into ``<out_dir>/<name>/``."""
+def generate(params: Params, req: AugmentParams | None = None, batch: int = 500) -> Path:
+    """Write the dataset ``req`` (default: the params' ``augment`` block) -> its folder."""
+    req = req or params.augment
     root = Path(req.out_dir).resolve()
     target = root / req.name
     if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
         raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
-    chosen = [_model_info(params, f) for f in dict.fromkeys(req.families)]  # all checked first
-    xs, ys, src, sources = [], [], [], {}
+    families = resolve_families(params, req)
+    chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
+    filters = _Filters(params, req)
+    torch.set_num_threads(params.threads(families[0]))
+    xs, ys, src, sources, drawn = [], [], [], {}, 0
     for i, (path, info) in enumerate(chosen):
         net = models.load(path)
-        k, levels = net.spec.num_classes, net.spec.levels
-        labels = torch.arange(k).repeat_interleave(req.per_class)
+        counts = class_counts(req, net.spec.num_classes)
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
-        for yb in labels.split(batch):
-            x = net.sample(len(yb), yb, generator=gen).float().cpu()  # (B, C, H, W) in [0, 1]
-            xs.append(torch.round(x * (levels - 1)).to(torch.uint8).numpy())
-            ys.append(yb.numpy())
-            src.append(np.full(len(yb), net.family))
+        x, y, n = _draw(net, counts, gen, filters, req.max_draws, batch)
+        xs.append(x)
+        ys.append(y)
+        src.append(np.full(len(y), net.family))
         sources[net.family] = info
-    images, labels, source = np.concatenate(xs), np.concatenate(ys).astype(np.int64), np.concatenate(src)
+        drawn += n
+    levels = net.spec.levels
+    x, y = torch.cat(xs), torch.cat(ys)
+    images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
+    labels, source = y.numpy().astype(np.int64), np.concatenate(src)
     buf = io.BytesIO()
     np.savez_compressed(buf, images=images, labels=labels, source=source)
     manifest = {
         "name": req.name,
         "request": req.model_dump(),
         "families": sources,
+        "params_hash": fingerprint(
+            {"request": req.model_dump(), "models": {f: i["sha256"] for f, i in sources.items()}}
+        ),
+        "seed": req.seed,
         "shape": list(images.shape[1:]),
         "levels": levels,
         "n": len(labels),
-        "counts_per_class": np.bincount(labels, minlength=k).tolist(),
+        "counts_per_class": np.bincount(labels, minlength=net.spec.num_classes).tolist(),
+        "filters": {
+            "min_confidence": req.min_confidence,
+            "reject_copies": req.reject_copies,
+            "drawn": drawn,
+            "rejected": filters.rejected,
+            "kept": len(labels),
+        },
+        "quality": _quality(params, x, y),
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{req.name}.", dir=root))
     try:
         (tmp / "images.npz").write_bytes(buf.getvalue())
+        if req.png:
+            _write_pngs(tmp, images, labels, levels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         old = root / f".{req.name}.old"
         if target.exists():
@@ -103,21 +290,76 @@ def generate(params: Params, req: AugmentRequest, batch: int = 500) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("%s: %d images from %s", target, len(labels), ", ".join(sources))
+    log.info("%s: %d images from %s (%s rejected)", target, len(labels), ", ".join(sources), filters.rejected)
     return target
 
 
+# ---------------------------------------------------------------------------- using a dataset
+
+
+class SyntheticDataset(Dataset):
+    """A genzoo synthetic dataset: items are (image float32 (C, H, W) in [0, 1], label)."""
+
+    def __init__(self, path: str | Path, verify: bool = True):
+        self.path = Path(path)
+        try:
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise FileNotFoundError(f"{self.path}: not a genzoo synthetic dataset ({e})") from None
+        data = self.path / "images.npz"
+        if verify and sha256_file(data) != self.manifest["sha256"]:
+            raise ValueError(
+                f"{data}: content does not match manifest.json's sha256 (changed or partial copy)"
+            )
+        with np.load(data, allow_pickle=False) as z:
+            levels = int(self.manifest["levels"])
+            self.images = torch.from_numpy(z["images"].astype(np.float32) / (levels - 1))
+            self.labels = torch.from_numpy(z["labels"].astype(np.int64))
+            self.source = z["source"].astype(str)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+def load_dataset(
+    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True
+) -> SyntheticDataset:
+    """The dataset at ``name_or_path`` (a folder, or a name under ``root``)."""
+    p = Path(name_or_path)
+    return SyntheticDataset(p if p.is_dir() else Path(root) / p, verify=verify)
+
+
+def real_dataset(prepared_dir: str | Path, split: str = "train") -> TensorDataset:
+    """A prepared split as a ``TensorDataset`` of (image in [0, 1], label)."""
+    from tasks.prepare import load_split
+
+    x, y, _ = load_split(prepared_dir, split)
+    return TensorDataset(x, y)
+
+
+def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:
+    """``real`` plus ``round(ratio * len(real))`` synthetic items drawn without replacement
+    (ratio 1.0: as many synthetic as real images)."""
+    if ratio < 0:
+        raise ValueError(f"mix ratio must be >= 0, got {ratio}")
+    n = round(ratio * len(real))
+    if n > len(synthetic):
+        raise ValueError(f"mix ratio {ratio}: needs {n} synthetic images, the dataset has {len(synthetic)}")
+    idx = torch.randperm(len(synthetic), generator=torch.Generator().manual_seed(seed))[:n]
+    return ConcatDataset([real, Subset(synthetic, idx.tolist())])
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Write a labelled synthetic dataset from trained families.")
-    ap.add_argument("families", nargs="+")
-    ap.add_argument("--name", default="synthetic")
-    ap.add_argument("--per-class", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(
+        description="Write the labelled synthetic dataset of params.yaml's augment block."
+    )
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    req = AugmentRequest(name=args.name, families=args.families, per_class=args.per_class, seed=args.seed)
-    print(generate(load_params(args.params), req))
+    print(generate(load_params(args.params)))
 
 
 if __name__ == "__main__":

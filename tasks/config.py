@@ -103,6 +103,41 @@ class EvaluateParams(_Strict):
     baselines: ClassicalConfig = Field(default_factory=ClassicalConfig)
 
 
+QUALITY_METRICS = (
+    "fd", "kid", "fd_per_class_mean", "precision", "recall", "density", "coverage", "class_accuracy",
+)  # fmt: skip
+LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean")
+
+
+class AugmentParams(_Strict):
+    """A labelled synthetic dataset: ``<out_dir>/<name>/`` (tasks/augment.py)."""
+
+    name: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="folder name")
+    families: list[str] = Field(["best"], min_length=1, description="trained families, or `best` (by metric)")
+    metric: Literal[QUALITY_METRICS] = Field("fd", description="what `best` means (evaluation figure)")
+    per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
+    class_ratios: dict[int, float] | None = Field(
+        None, description="per-class weights on per_class (unlisted classes: 1.0; 0 leaves a class out)"
+    )
+    seed: int = Field(0, ge=0)
+    min_confidence: float = Field(
+        0.0, ge=0, lt=1, description="keep images the evaluator gives their label at least this probability"
+    )
+    reject_copies: bool = Field(True, description="drop near-copies of training images (reported)")
+    max_draws: int = Field(10, ge=1, description="draw at most this many times the count before giving up")
+    png: bool = Field(False, description="also write png/<class>/<i>.png")
+    out_dir: str = Field("data/augment", description="parent folder of the datasets")
+
+    @field_validator("class_ratios")
+    @classmethod
+    def _ratios(cls, v: dict[int, float] | None) -> dict[int, float] | None:
+        if v is not None:
+            bad = {k: w for k, w in v.items() if w < 0 or k < 0}
+            if bad:
+                raise ValueError(f"classes and weights must be >= 0, got {bad}")
+        return v
+
+
 class FamilyParams(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
@@ -115,6 +150,7 @@ class Params(_Strict):
     run: RunParams = Field(default_factory=RunParams)
     ray: RayParams = Field(default_factory=RayParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -133,7 +133,8 @@ def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: n
             if len(f) > 2 and len(r) > 2:
                 per[str(int(c))] = frechet_distance(f, r)
         out["fd_per_class"] = per
-        out["fd_per_class_mean"] = float(np.mean(list(per.values())))
+        if per:
+            out["fd_per_class_mean"] = float(np.mean(list(per.values())))
     return out
 
 
@@ -159,11 +160,11 @@ def _seeds(params: Params) -> list[int]:
 
 
 def _measure(params: Params, net, real: dict, draw: Callable[[torch.Tensor, int], torch.Tensor],
-             num_classes: int, samples_path: Path,
+             num_classes: int, samples_path: Path | None,
              fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
     then draw ``samples_per_class`` images per class (timed) and score them. The first
-    draw is saved (uint8 levels, labels) for the report."""
+    draw is saved to ``samples_path`` (uint8 levels, labels) for the report."""
     labels = _labels(params, num_classes)
     runs = []
     for i, seed in enumerate(_seeds(params)):
@@ -175,7 +176,7 @@ def _measure(params: Params, net, real: dict, draw: Callable[[torch.Tensor, int]
         r = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=seed)
         r.update(extra, sharpness=sharpness(images.numpy()), images_per_second=len(labels) / seconds)
         runs.append(r)
-        if i == 0:
+        if i == 0 and samples_path is not None:
             _save_samples(samples_path, images, labels, real["levels"])
     return summarize(runs)
 
@@ -218,7 +219,7 @@ def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, s
 
     rows = {
         "real_train_vs_test": summarize(floor),
-        "uniform_noise": _measure(params, net, real, noise, spec.num_classes, folder / "noise_samples.npz"),
+        "uniform_noise": _measure(params, net, real, noise, spec.num_classes, None),
     }
     for name, cls in BASELINES.items():
         fitted: dict[int, Any] = {}

@@ -62,6 +62,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "evaluator": {"steps": 20, "channels": 8, "feature_dim": 16},
             "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
         },
+        "augment": {"per_class": 3, "out_dir": str(tmp_path / "augment")},
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
         },
@@ -89,6 +90,7 @@ def make_dvc_repo(tmp_path, steps: int, families=None):
     raw = tiny_params(Path("."), steps=steps, families=families)
     raw["data"]["prepared_dir"] = "data/prepared"
     raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
+    raw["augment"]["out_dir"] = "data/augment"
     raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {

@@ -110,6 +110,29 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
         assert np.array_equal(z["images"], first)  # same seed, same images
 
 
+def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path):
+    tmp, _, _ = trained
+    pfile = tmp / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp)))
+    r = _cli("evaluate", "--params", str(pfile), cwd=tmp)
+    for fam in FAMILIES:
+        assert f"{fam}: FD " in r.stdout, r.stdout
+        assert (tmp / "runs" / "evaluation" / fam / "quality.json").exists()
+    assert "report: " in r.stdout and "real-vs-real floor" in r.stdout
+    summary = json.loads((tmp / "runs" / "report" / "summary.json").read_text())
+    assert sorted(summary["families"]) == sorted(FAMILIES)
+    before = (tmp / "runs" / "report" / "index.html").stat().st_mtime_ns
+    assert "report: " in _cli("report", "--params", str(pfile), cwd=tmp).stdout
+    assert (tmp / "runs" / "report" / "index.html").stat().st_mtime_ns > before
+    r = _cli("evaluate", "--params", str(pfile), "--family", "nope", cwd=tmp, check=False)
+    assert r.returncode != 0 and "--family nope: not in params" in r.stderr
+    empty = tmp_path / "params.yaml"
+    empty.write_text(yaml.safe_dump(tiny_params(tmp_path)))
+    r = _cli("evaluate", "--params", str(empty), cwd=tmp_path, check=False)
+    assert r.returncode != 0 and "nothing to evaluate" in r.stderr
+    assert not (tmp_path / "runs" / "evaluation").exists()
+
+
 def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4)))
@@ -118,6 +141,7 @@ def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     assert sorted(summary["families"]) == ["gan", "realnvp"]
     assert summary["families"]["realnvp"]["steps"] == 4 and not summary["families"]["gan"]["cached"]
     assert summary["pipeline_seconds"] > 0
+    assert summary["families"]["gan"]["fd"] > 0 and summary["report"].endswith("index.html")
     assert (tmp_path / "prepared" / "manifest.json").exists()
     assert (tmp_path / "runs" / "gan" / "samples.png").exists()
     assert not (tmp_path / "runs" / "vae").exists()

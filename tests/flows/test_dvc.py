@@ -40,11 +40,13 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(repo
 
     metrics = sh("dvc", "metrics", "show")
     for fam in FAMILIES:
-        assert f"runs/{fam}/metrics.json" in metrics
-    assert "test_bpd" in metrics
+        assert f"runs/{fam}/metrics.json" in metrics and f"runs/evaluation/{fam}/quality.json" in metrics
+    assert "test_bpd" in metrics and "runs/report/summary.json" in metrics
+    assert (repo / "data" / "augment" / "synthetic" / "manifest.json").exists()  # the augment stage
     sh("dvc", "plots", "show", "-o", "plots")
     html = (repo / "plots" / "index.html").read_text()
     assert "vae training loss" in html and "gan training loss" in html
+    assert "Precision vs recall" in html and "sampling speed" in html
 
     # the other entry point from scratch: same params and code -> the same bytes (CPU)
     shutil.rmtree(repo / "runs")
@@ -92,3 +94,31 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     out = sh("genzoo", "run", "--families", "gan")
     assert "not recorded in dvc.lock" in out and "ray.resources" in out
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
+
+
+def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
+    """dvc repro augment -> push -> wipe -> pull (same bytes, loads as a Dataset); and from a
+    commit of the repository, `dvc get` brings the dataset into another folder."""
+    from tasks.augment import load_dataset
+
+    repo, sh = repo
+    sh("dvc", "repro", "augment")
+    folder = repo / "data" / "augment" / "synthetic"
+    manifest = yaml.safe_load((folder / "manifest.json").read_text())
+    assert manifest["families"] and manifest["filters"]["reject_copies"] is True
+    assert manifest["sha256"] == sha(folder / "images.npz")
+    sh("dvc", "push")
+    shutil.rmtree(folder)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    sh("dvc", "pull", "augment")
+    assert sha(folder / "images.npz") == manifest["sha256"]
+    ds = load_dataset(folder)
+    x, y = ds[0]
+    assert len(ds) == manifest["n"] and x.shape == (1, 8, 8) and 0 <= float(x.min()) <= float(x.max()) <= 1
+
+    sh("git", "add", "-A")
+    sh("git", "commit", "-q", "-m", "genzoo run with a synthetic dataset")
+    other = tmp_path / "elsewhere"
+    sh("dvc", "get", str(repo), "data/augment/synthetic", "-o", str(other))
+    assert sha(other / "images.npz") == manifest["sha256"]
+    assert len(load_dataset(other)) == manifest["n"]

@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
-from tasks.augment import AugmentRequest, generate
+from tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
 from tasks.config import validate
 from tasks.prepare import prepare
 from tasks.train import train_family
@@ -17,11 +18,24 @@ from tests.conftest import tiny_params
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("augment")
-    params = validate(tiny_params(tmp, steps=5, families=["gan", "vae", "pixelcnn"]))
+    raw = tiny_params(tmp, steps=5, families=["gan", "vae", "pixelcnn"])
+    raw["evaluate"]["evaluator"].update(steps=200, channels=16, feature_dim=32, lr=5e-3)
+    raw["models"]["vae"]["train"].update(steps=300, lr=3e-3)  # class-conditional enough to filter
+    params = validate(raw)
     prepare(params)
     for fam in ("gan", "vae"):  # pixelcnn stays untrained
         train_family(params, fam, progress=False)
     return tmp, params
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    from tasks.evaluate import evaluate_family, evaluator_stage
+
+    tmp, params = trained
+    evaluator_stage(params)
+    fd = {f: evaluate_family(params, f)["fd"] for f in ("gan", "vae")}
+    return tmp, params, fd
 
 
 def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
@@ -40,6 +54,9 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     assert set(m["families"]) == {"gan", "vae"} and all(
         len(v["sha256"]) == 64 for v in m["families"].values()
     )
+    assert m["filters"]["reject_copies"] and m["filters"]["kept"] == 60
+    assert m["filters"]["drawn"] == 60 + sum(m["filters"]["rejected"].values())
+    assert len(m["params_hash"]) == 64 and m["seed"] == 1
 
     again = generate(params, req)  # same request: same bytes; the old version replaced whole
     assert json.loads((again / "manifest.json").read_text())["sha256"] == m["sha256"]
@@ -52,6 +69,10 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     "bad, error",
     [
         ({"families": ["nope"]}, "augment.families: nope is not a family"),
+        ({"families": ["gan"], "class_ratios": {12: 1.0}}, "classes \\[12\\] do not exist"),
+        ({"families": ["gan"], "class_ratios": {1: -1.0}}, "class_ratios"),
+        ({"families": ["gan"], "class_ratios": {c: 0.0 for c in range(10)}}, "every class has a count of 0"),
+        ({"families": ["gan"], "min_confidence": 1.5}, "min_confidence"),
         ({"families": ["pixelcnn"]}, "pixelcnn is not trained"),
         ({"families": ["gan", "pixelcnn"]}, "pixelcnn is not trained"),
         ({"families": ["gan"], "per_class": 0}, "per_class"),
@@ -68,3 +89,74 @@ def test_bad_requests_fail_clearly_and_write_nothing(trained, bad, error):
         generate(params, AugmentRequest(out_dir=str(out), **bad))
     assert not out.exists()
     assert not (tmp / "escape").exists()
+
+
+def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
+    tmp, params, fd = evaluated
+    req = request(params, families=["best"], per_class=4, class_ratios={0: 2.0, 9: 0.0}, png=True,
+                  out_dir=str(tmp / "aug"), name="best")  # fmt: skip
+    path = generate(params, req)
+    m = json.loads((path / "manifest.json").read_text())
+    assert list(m["families"]) == [min(fd, key=fd.get)]  # best by Fréchet distance
+    assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
+    assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
+    pngs = sorted((path / "png").rglob("*.png"))
+    assert len(pngs) == 40 and {p.parent.name for p in pngs} == {str(c) for c in range(9)}
+    by_precision = request(
+        params, families=["best"], metric="precision", out_dir=str(tmp / "aug"), name="p", per_class=1
+    )
+    assert len(json.loads((generate(params, by_precision) / "manifest.json").read_text())["families"]) == 1
+
+
+def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
+    from models.evaluator import load_evaluator
+
+    tmp, params, _ = evaluated
+    req = request(params, families=["vae"], per_class=3, min_confidence=0.3, out_dir=str(tmp / "aug"),
+                  name="confident", max_draws=50)  # fmt: skip
+    path = generate(params, req)
+    m = json.loads((path / "manifest.json").read_text())
+    net = load_evaluator(tmp / "runs" / "evaluation" / "evaluator" / "evaluator.json")
+    ds = load_dataset(path)
+    _, probs = net.embed(ds.images)
+    assert (probs[torch.arange(len(ds)), ds.labels] >= 0.3).all()
+    assert m["filters"]["drawn"] >= m["n"] and m["filters"]["min_confidence"] == 0.3
+    impossible = req.model_copy(update={"min_confidence": 0.999999, "max_draws": 1, "name": "none"})
+    with pytest.raises(ValueError, match="passed the filters.*min_confidence"):
+        generate(params, impossible)
+    assert not (tmp / "aug" / "none").exists()
+
+
+def test_copy_filter_rejects_training_images_and_keeps_fresh_ones(trained):
+    tmp, params = trained
+    f = _Filters(params, request(params, families=["gan"], min_confidence=0.0, reject_copies=True))
+    train = real_dataset(params.data.prepared_dir, "train").tensors[0][:20]
+    assert not f.keep(train, torch.zeros(20, dtype=torch.long)).any()
+    assert f.rejected["copies"] == 20
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 17, (20, 1, 8, 8), generator=g).float() / 16
+    assert f.keep(noise, torch.zeros(20, dtype=torch.long)).all()
+
+
+def test_loader_checks_the_hash_and_mix_adds_synthetic_at_a_ratio(trained):
+    tmp, params = trained
+    path = generate(
+        params, AugmentRequest(families=["gan"], per_class=5, out_dir=str(tmp / "aug"), name="mixme")
+    )
+    ds = load_dataset("mixme", root=tmp / "aug")
+    x, y = ds[3]
+    assert len(ds) == 50 and x.dtype == torch.float32 and x.shape == (1, 8, 8) and isinstance(y, int)
+    real = real_dataset(params.data.prepared_dir, "train")
+    mixed = mix(real, ds, ratio=0.02)
+    assert len(mixed) == len(real) + round(0.02 * len(real))
+    assert len(mix(real, ds, 0.0)) == len(real)
+    with pytest.raises(ValueError, match="needs .* synthetic images"):
+        mix(real, ds, ratio=1.0)
+    with np.load(path / "images.npz") as z:
+        parts = {k: z[k] for k in z.files}
+    parts["labels"][0] = (parts["labels"][0] + 1) % 10  # one label changed behind the manifest's back
+    np.savez_compressed(path / "images.npz", **parts)
+    with pytest.raises(ValueError, match="does not match manifest.json"):
+        load_dataset(path)
+    with pytest.raises(FileNotFoundError, match="not a genzoo synthetic dataset"):
+        load_dataset(tmp / "nowhere")

@@ -31,7 +31,7 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     m = evaluator_stage(params)
     folder = tmp / "runs" / "evaluation" / "evaluator"
     names = ("evaluator.json", "evaluator.safetensors", "features.npz", "reference.json", "metrics.json",
-             "noise_samples.npz", "pca_kde_samples.npz", "gmm_samples.npz")  # fmt: skip
+             "pca_kde_samples.npz", "gmm_samples.npz")  # fmt: skip
     for name in names:
         assert (folder / name).exists(), name
     assert 0.5 < m["test_accuracy"] <= 1.0
