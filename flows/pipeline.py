@@ -431,18 +431,16 @@ def augment(
     ] = None,
     reject_copies: Annotated[bool | None, Field(description="drop near-copies of training images")] = None,
     png: Annotated[bool | None, Field(description="also png/<class>/<i>.png")] = None,
+    out_dir: Annotated[str | None, Field(description="parent folder of the datasets (data/augment)")] = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families;
     what is not given comes from params.yaml's ``augment`` block."""
-    from tasks.augment import AugmentRequest
+    from tasks.augment import request
 
     params = load_params(params_file)
-    given = {"families": families, "per_class": per_class, "name": name, "seed": seed,
-             "min_confidence": min_confidence, "reject_copies": reject_copies, "png": png}  # fmt: skip
-    req = AugmentRequest(
-        **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
-    )
+    req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
+                  min_confidence=min_confidence, reject_copies=reject_copies, png=png)  # fmt: skip
     path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

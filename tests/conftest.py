@@ -62,7 +62,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "evaluator": {"steps": 20, "channels": 8, "feature_dim": 16},
             "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
         },
-        "augment": {"per_class": 3, "out_dir": str(tmp_path / "augment")},
+        "augment": {"name": "synthetic", "per_class": 3, "out_dir": str(tmp_path / "augment")},
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
         },
