@@ -21,6 +21,7 @@ EPILOG = """examples:
   genzoo augment --families best --min-confidence 0.9 --png       # the best family, filtered
   genzoo evaluate                                 # sample quality of what is trained + the report
   genzoo report                                   # runs/report/index.html from the evaluation
+  genzoo detect --family pixelcnn images/         # flag unlikely images (.npz or folder)
 """
 
 
@@ -202,6 +203,33 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_detect(args) -> int:
+    """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
+    from tasks.detect import detect, run_benchmark
+
+    params = _params(args)
+    if args.benchmark:
+        r = run_benchmark(params, args.family)
+        print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
+        for name, st in r["sets"].items():
+            print(f"{name:>16}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
+                  f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}")  # fmt: skip
+        return 0
+    if not args.path:
+        raise SystemExit("genzoo detect: give a PATH (.npz or image folder) or --benchmark")
+    r = detect(params, args.family, args.path, args.quantile)
+    if args.out:
+        from models.base import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(r, indent=2))
+    for row in r["images"]:
+        flag = "ANOMALY" if row["anomaly"] else "ok"
+        print(f"{row['name']}\t{row['bits_per_dim']:.4f}\t{flag}")
+    print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
+          f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def cmd_report(args) -> int:
     from tasks.report import build_report
 
@@ -305,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", help="only this family (default: every trained family)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("detect", help="flag anomalous images by likelihood under a trained family")
+    _common(p)
+    p.add_argument("path", nargs="?", help="an .npz (key images) or a folder of images")
+    p.add_argument("--family", required=True, help="pixelcnn, realnvp (exact), vae or ddpm (bound)")
+    p.add_argument("--quantile", type=float, default=0.99,
+                   help="threshold: this quantile of the validation scores (default 0.99)")  # fmt: skip
+    p.add_argument("--out", help="also write every score as JSON here")
+    p.add_argument("--benchmark", action="store_true",
+                   help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip
+    p.set_defaults(fn=cmd_detect)
 
     p = sub.add_parser("report", help="the HTML report of what is evaluated: runs/report/index.html")
     _common(p)

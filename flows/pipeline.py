@@ -143,9 +143,9 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
 
 
 @task(name="record-in-dvc", **RETRY)
-def record_in_dvc(families: list[str], after: list[str]) -> list[str]:
+def record_in_dvc(families: list[str], after: list[str], detected: list[str] = ()) -> list[str]:
     """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
-    stages = ["prepare", *(f"train@{f}" for f in families)]
+    stages = ["prepare", *(f"train@{f}" for f in families), *(f"detect@{f}" for f in detected)]
     for name in ["evaluate", *after]:
         for st in DVC_STAGES.get(name, []):
             stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
@@ -190,7 +190,14 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
         family, q["fd"], q["ci95"]["fd"], q["precision"], q["recall"], q["images_per_second"],
     )  # fmt: skip
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "images_per_second")
-    return {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
+    out = {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
+    if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
+        a = ray.get(
+            cluster.submit(params, family, f"detect-{family}", "tasks.detect:run_benchmark", params, family)
+        )
+        out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
+        get_run_logger().info("%s: anomaly AUROC (likelihood) %s", family, out["anomaly_auroc"])
+    return out
 
 
 @task(name="augment", **RETRY)
@@ -341,7 +348,8 @@ def pipeline(
             if record_dvc and _dvc_matches(params, params_file, overrides, profile):
                 # the models are made and tracked whatever happens here: a failed record is
                 # reported (`dvc status` will call the stages stale), not a failed pipeline
-                state = record_in_dvc(chosen, [st.name for st in AFTER_TRAINING], return_state=True)
+                detected = [f for f in chosen if f in params.detect.families]
+                state = record_in_dvc(chosen, [st.name for st in AFTER_TRAINING], detected, return_state=True)
                 if state.is_failed():
                     logger.error(
                         "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message

@@ -138,6 +138,16 @@ class AugmentParams(_Strict):
         return v
 
 
+class DetectParams(_Strict):
+    """Anomaly detection by likelihood (tasks/detect.py)."""
+
+    families: list[str] = Field(
+        ["pixelcnn", "realnvp", "vae"],
+        description="families benchmarked after evaluation (those of them in models; need a likelihood)",
+    )
+    quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")
+
+
 class FamilyParams(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
@@ -151,6 +161,7 @@ class Params(_Strict):
     ray: RayParams = Field(default_factory=RayParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
+    detect: DetectParams = Field(default_factory=DetectParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -260,6 +271,13 @@ def validate(raw: dict[str, Any]) -> Params:
             errors.append(
                 f"ray.resources.{family}: not default, evaluator or a family in models"
                 f" ({', '.join(params.models)})"
+            )
+    for family in params.detect.families:
+        cls = REGISTRY.get(family)
+        if cls is None or not (hasattr(cls, "log_prob") or hasattr(cls, "elbo")):
+            with_likelihood = [f for f, c in REGISTRY.items() if hasattr(c, "log_prob") or hasattr(c, "elbo")]
+            errors.append(
+                f"detect.families: {family} has no likelihood; choose from {', '.join(with_likelihood)}"
             )
     for family in params.models:
         if family not in REGISTRY:

@@ -64,13 +64,16 @@ def collect(params: Params) -> dict[str, Any]:
     reference = _read(folder / "evaluator" / "reference.json")
     if reference is None:
         raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
-    families, missing = {}, []
+    families, missing, anomaly = {}, [], {}
     for f in params.models:
         quality = _read(folder / f / "quality.json")
         if quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
         else:
             missing.append(f)
+        a = _read(folder / f / "anomaly.json")
+        if a:
+            anomaly[f] = a
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     return {
@@ -78,6 +81,7 @@ def collect(params: Params) -> dict[str, Any]:
         "reference": reference,
         "families": families,
         "missing": missing,
+        "anomaly": anomaly,
     }
 
 
@@ -381,6 +385,8 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         tradeoff_columns=["quality", "density", "training", "sampling", "diversity", "sharpness"],
         tradeoff_rules=" ".join(tradeoff.__doc__.split()[1:]).split("Rules (stated in the report): ")[-1],
         plots=plots(params, data),
+        anomaly=data["anomaly"],
+        anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
     return html, {"targets": goal, "tradeoff": table}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.detect import DETECT_CODE
 from tasks.evaluate import EVALUATOR_CODE
 from tasks.train import TRAIN_CODE
 from tests.conftest import make_dvc_repo
@@ -84,6 +85,8 @@ def test_code_lists_match_the_dvc_stages():
     assert deps == list(TRAIN_CODE)
     assert [d for d in stages["evaluator"]["deps"] if d != "data/prepared"] == list(EVALUATOR_CODE)
     assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATOR_CODE)
+    detect_deps = [d for d in stages["detect"]["do"]["deps"] if not d.startswith(("runs/", "data/"))]
+    assert detect_deps == list(DETECT_CODE)
 
 
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):

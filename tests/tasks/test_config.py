@@ -29,6 +29,8 @@ def test_repository_params_are_valid():
         ({}, "models: at least one family"),
         ({"models": {"vae": {}}, "ray": {"resources": {"gan": {"num_cpus": 2}}}}, "ray.resources.gan"),
         ({"models": {"vae": {}}, "evaluate": {"seeds": 0}}, "evaluate.seeds"),
+        ({"models": {"vae": {}}, "detect": {"families": ["gan"]}}, "detect.families: gan has no likelihood"),
+        ({"models": {"vae": {}}, "detect": {"quantile": 1.0}}, "detect.quantile"),
         (
             {"models": {"vae": {}}, "evaluate": {"baselines": {"gmm_components": []}}},
             "evaluate.baselines.gmm_components",

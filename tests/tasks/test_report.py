@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from tasks.config import validate
+from tasks.detect import run_benchmark
 from tasks.evaluate import evaluate_family, evaluator_stage
 from tasks.prepare import prepare
 from tasks.report import build_report, targets, tradeoff
@@ -71,6 +72,7 @@ def evaluated(tmp_path_factory):
     evaluator_stage(params)
     for fam in ("pixelcnn", "vae", "gan"):
         evaluate_family(params, fam)
+    run_benchmark(params, "pixelcnn")  # the anomaly-detection table
     return tmp, params
 
 
@@ -85,7 +87,14 @@ def test_report_files_and_summary(evaluated):
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
     html = (out / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
-    for text in ("Trade-offs", "PCA + KDE", "Gaussian mixture", "real train vs test", "Targets"):
+    for text in (
+        "Trade-offs",
+        "PCA + KDE",
+        "Gaussian mixture",
+        "real train vs test",
+        "Targets",
+        "pixelcnn (exact)",
+    ):
         assert text in html, text
 
 
@@ -130,5 +139,6 @@ def test_report_renders_in_headless_chromium(evaluated):
     assert len(images) == 6 + 10 + 3, [i[0] for i in images]
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert broken == []
-    assert tables == 2 and verdicts >= 3
-    assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook", "Plots"]
+    assert tables == 3 and verdicts >= 3
+    assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook",
+                       "Anomaly detection by likelihood", "Plots"]  # fmt: skip

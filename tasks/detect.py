@@ -1,0 +1,270 @@
+"""Anomaly detection by likelihood (``genzoo detect``).
+
+Score = bits/dim of an image under a trained family, labels marginalised (``log sum_y p(y)
+p(x|y)``): exact for PixelCNN and RealNVP, an upper bound for the VAE and DDPM (a GAN has no
+likelihood). An image is flagged when its score exceeds the ``quantile`` of the scores of the
+validation split (``quantile: 0.99`` flags about 1% of normal images). The typicality score
+(distance from the validation mean) is reported beside it: raw likelihood is known to rank
+some out-of-distribution data as *more* likely than the training data, which the benchmark
+measures.
+
+The benchmark (``benchmark``) scores the real test split as normal against:
+
+- corruptions of the test images: Gaussian noise, inversion, rotation by 90 degrees;
+- images of another kind: patches of the photographs that ship with scikit-learn, reduced to
+  the data's size, channels and levels;
+
+and reports AUROC, AUPR and FPR at 95% TPR for the likelihood and the typicality scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import models
+from metrics.anomaly import detection, typicality
+from models.base import DataSpec, ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text
+from tasks.config import Params, load_params
+from tasks.prepare import DataError, load_split
+
+log = logging.getLogger("genzoo.detect")
+
+
+def _model(params: Params, family: str) -> GenerativeModel:
+    path = Path(params.run.runs_dir) / family / "model.json"
+    if family not in params.models:
+        raise ValueError(f"--family {family}: not in params ({', '.join(params.families)})")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
+        )
+    net = models.load(path)
+    if not isinstance(net, ExactLikelihood | LikelihoodBound):
+        raise ValueError(f"{family} has no likelihood to score with (use pixelcnn, realnvp, vae or ddpm)")
+    return net
+
+
+def estimator(net: GenerativeModel) -> str:
+    return "exact" if isinstance(net, ExactLikelihood) else "bound"
+
+
+@torch.inference_mode()
+def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """Bits/dim of each image (N,), labels marginalised; seeded where the bound samples."""
+    fn = net.log_prob if isinstance(net, ExactLikelihood) else net.elbo
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for xb in x.split(batch):
+            out.append(fn(xb.to(net.device), None).double().cpu())
+    nats = torch.cat(out).numpy()
+    return -nats / (net.spec.dims * np.log(2))
+
+
+def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str, Any]:
+    """The threshold: the ``quantile`` of the validation split's scores."""
+    xv, _, _ = load_split(params.data.prepared_dir, "val")
+    val = score(net, xv)
+    return {"quantile": quantile, "threshold": float(np.quantile(val, quantile)),
+            "val_mean": float(val.mean()), "val": val}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) -> torch.Tensor:
+    """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
+    level grid, as floats in [0, 1]."""
+    from tasks.prepare import _quantize, _to_nchw
+
+    k, levels = _quantize(_to_nchw(np.asarray(images), where), where, levels)
+    x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
+    if x.shape[1] != spec.channels:
+        x = x.mean(1, keepdim=True) if spec.channels == 1 else x.repeat(1, spec.channels // x.shape[1], 1, 1)
+    if tuple(x.shape[2:]) != (spec.height, spec.width):
+        x = torch.nn.functional.interpolate(x, size=(spec.height, spec.width), mode="bilinear",
+                                            antialias=True, align_corners=False)  # fmt: skip
+    return torch.round(x.clamp(0, 1) * (spec.levels - 1)) / (spec.levels - 1)
+
+
+def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[str]]:
+    """An ``.npz`` (key ``images``; ``levels`` optional) or a folder of image files (searched
+    recursively) -> images in the model's format, and a name for each."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise DataError(f"{path}: npz file not found")
+        with np.load(path, allow_pickle=False) as z:
+            if "images" not in z.files:
+                raise DataError(f"{path}: no 'images' key (found {sorted(z.files)})")
+            levels = int(z["levels"]) if "levels" in z.files else None
+            x = to_spec(z["images"], spec, levels, f"{path}['images']")
+        return x, [f"{path.name}[{i}]" for i in range(len(x))]
+    if not path.is_dir():
+        raise DataError(f"{path}: neither an .npz file nor a folder")
+    from PIL import Image, UnidentifiedImageError
+
+    from tasks.prepare import IMAGE_SUFFIXES
+
+    files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    if not files:
+        raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                img = im.convert("L" if spec.channels == 1 else "RGB")
+                img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+        a = np.asarray(img, dtype=np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return to_spec(np.stack(arrays), spec, 256, str(path)), [str(f.relative_to(path)) for f in files]
+
+
+def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99) -> dict[str, Any]:
+    """Score every image at ``path``; flag those above the calibrated threshold."""
+    if not 0 < quantile < 1:
+        raise ValueError(f"--quantile must be in (0, 1), got {quantile}")
+    net = _model(params, family)
+    x, names = read_images(path, net.spec)
+    cal = calibrate(net, params, quantile)
+    s = score(net, x)
+    typ = typicality(s, cal["val"])
+    t = cal["threshold"]
+    rows = [{"name": n, "bits_per_dim": float(b), "typicality": float(d), "anomaly": bool(b > t)}
+            for n, b, d in zip(names, s, typ, strict=True)]  # fmt: skip
+    return {"family": family, "estimator": estimator(net), "threshold": t, "quantile": quantile,
+            "val_mean_bits_per_dim": cal["val_mean"], "n": len(rows),
+            "flagged": sum(r["anomaly"] for r in rows), "images": rows}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the benchmark
+
+
+def corruptions(x: torch.Tensor, levels: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Test images made anomalous, from obvious to subtle. ``blank`` (flat images at low
+    intensities) and ``blurred`` are *simpler* than the data: the classic case where raw
+    likelihood calls the anomaly more likely than normal data, and typicality helps."""
+    g = torch.Generator().manual_seed(seed)
+    q = lambda t: torch.round(t.clamp(0, 1) * (levels - 1)) / (levels - 1)  # noqa: E731
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+    c = x.shape[1]
+    blurred = torch.nn.functional.conv2d(x, kernel.expand(c, 1, 3, 3), padding=1, groups=c)
+    flat = torch.rand(len(x), 1, 1, 1, generator=g) * 0.15
+    return {
+        "gaussian_noise": q(x + 0.2 * torch.randn(x.shape, generator=g)),
+        "inverted": 1 - x,
+        "rotated_90": torch.rot90(x, 1, dims=(2, 3)),
+        "rotated_180": torch.rot90(x, 2, dims=(2, 3)),
+        "blurred": q(blurred),
+        "blank": q(flat.expand_as(x).clone()),
+    }
+
+
+def photo_patches(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random patches of scikit-learn's sample photographs (china.jpg, flower.jpg),
+    reduced to the data's size, channels and levels: natural images of another kind."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # two (427, 640, 3) uint8 arrays
+    rng = np.random.default_rng(seed)
+    side = 64
+    patches = []
+    for _ in range(n):
+        img = photos[rng.integers(len(photos))]
+        r, c = rng.integers(img.shape[0] - side), rng.integers(img.shape[1] - side)
+        patches.append(img[r : r + side, c : c + side])
+    return to_spec(np.stack(patches), spec, 256, "sklearn sample images")
+
+
+def benchmark(params: Params, family: str) -> dict[str, Any]:
+    """AUROC / AUPR / FPR@95%TPR of the likelihood and typicality scores: the test split
+    (normal) against corrupted test images and photo patches."""
+    net = _model(params, family)
+    torch.set_num_threads(params.threads(family))
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    q = params.detect.quantile
+    cal = calibrate(net, params, q)
+    normal = score(net, xt)
+    sets = {
+        **corruptions(xt, net.spec.levels, params.seed),
+        "photo_patches": photo_patches(net.spec, len(xt), params.seed),
+    }
+    out: dict[str, Any] = {
+        "family": family,
+        "estimator": estimator(net),
+        "normal": {"set": "test split", "n": len(xt), "mean_bits_per_dim": float(normal.mean())},
+        "quantile": q,
+        "threshold": cal["threshold"],
+        "sets": {},
+    }
+    for name, x in sets.items():
+        s = score(net, x)
+        out["sets"][name] = {
+            "n": len(x),
+            "mean_bits_per_dim": float(s.mean()),
+            "flagged": float((s > cal["threshold"]).mean()),
+            "likelihood": detection(normal, s),
+            "typicality": detection(typicality(normal, cal["val"]), typicality(s, cal["val"])),
+        }
+    return out
+
+
+def benchmark_path(params: Params, family: str) -> Path:
+    from tasks.evaluate import evaluation_dir
+
+    return evaluation_dir(params) / family / "anomaly.json"
+
+
+DETECT_CODE = ("tasks/detect.py", "metrics/anomaly.py")  # the DVC stage's code deps (a test keeps them equal)
+
+
+def run_benchmark(params: Params, family: str) -> dict[str, Any]:
+    """``benchmark`` written to runs/evaluation/<family>/anomaly.json; skipped when the model,
+    data, params and code are unchanged."""
+    from models.base import sha256_file
+    from tasks.config import fingerprint
+    from tasks.train import ROOT
+
+    path = benchmark_path(params, family)
+    key = fingerprint({
+        "model": sha256_file(Path(params.run.runs_dir) / family / "model.safetensors"),
+        "data": (Path(params.data.prepared_dir) / "manifest.json").read_text(),
+        "detect": params.detect.model_dump(mode="json"), "seed": params.seed,
+        "threads": params.threads(family),
+        "code": {f: (ROOT / f).read_bytes().hex() for f in DETECT_CODE},
+    })[:16]  # fmt: skip
+    try:
+        done = json.loads(path.read_text())
+        if done.get("key") == key:
+            return done
+    except (OSError, ValueError):
+        pass
+    result = {"key": key, **benchmark(params, family)}
+    atomic_write_text(path, json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description="Anomaly-detection benchmark of one family (runs/evaluation/F/anomaly.json)"
+    )
+    ap.add_argument("family")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params(args.params)
+    run_benchmark(params, args.family)
+    print(benchmark_path(params, args.family))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Anomaly detection by likelihood: the ranking figures on known answers, and the real
+scoring, thresholding, input reading and benchmark on a (tiny) trained family."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from metrics.anomaly import detection, typicality
+from tasks.config import validate
+from tasks.detect import benchmark_path, detect, read_images, run_benchmark, score
+from tasks.prepare import load_split, prepare
+from tasks.train import train_family
+from tests.conftest import tiny_params
+
+rng = np.random.default_rng(0)
+
+
+def test_detection_figures_on_known_answers():
+    perfect = detection([0.1, 0.2, 0.3], [1.0, 2.0])
+    assert perfect == {"auroc": 1.0, "aupr": 1.0, "fpr_at_95_tpr": 0.0}
+    assert detection([1.0, 2.0], [0.1, 0.2, 0.3])["auroc"] == 0.0  # reversed: anomalies look normal
+    same = detection(rng.normal(size=4000), rng.normal(size=4000))
+    assert abs(same["auroc"] - 0.5) < 0.03 and abs(same["fpr_at_95_tpr"] - 0.95) < 0.03
+    with pytest.raises(ValueError, match="NaN"):
+        detection([0.0, np.nan], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        detection([], [1.0])
+    assert typicality([1.0, 3.0], [2.0, 2.0]).tolist() == [1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("detect")
+    raw = tiny_params(tmp, steps=60, families=["pixelcnn", "gan"])
+    raw["models"]["pixelcnn"]["train"]["lr"] = 3e-3
+    params = validate(raw)
+    prepare(params)
+    for fam in ("pixelcnn", "gan"):
+        train_family(params, fam, progress=False)
+    return tmp, params
+
+
+def test_benchmark_writes_figures_for_every_set_and_catches_noise(trained):
+    tmp, params = trained
+    r = run_benchmark(params, "pixelcnn")
+    assert json.loads(benchmark_path(params, "pixelcnn").read_text()) == json.loads(json.dumps(r))
+    assert r["estimator"] == "exact" and r["normal"]["n"] == len(
+        load_split(params.data.prepared_dir, "test")[0]
+    )
+    expected = {
+        "gaussian_noise",
+        "inverted",
+        "rotated_90",
+        "rotated_180",
+        "blurred",
+        "blank",
+        "photo_patches",
+    }
+    assert set(r["sets"]) == expected
+    for st in r["sets"].values():
+        for kind in ("likelihood", "typicality"):
+            assert 0 <= st[kind]["auroc"] <= 1 and 0 <= st[kind]["fpr_at_95_tpr"] <= 1
+    assert r["sets"]["gaussian_noise"]["likelihood"]["auroc"] > 0.9
+    assert r["sets"]["gaussian_noise"]["mean_bits_per_dim"] > r["normal"]["mean_bits_per_dim"]
+
+
+def test_detect_reads_npz_and_folders_in_any_size_and_flags_noise(trained, tmp_path):
+    from PIL import Image
+
+    tmp, params = trained
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    noise = np.random.default_rng(1).random((10, 8, 8)).astype(np.float32)
+    npz = tmp_path / "mixed.npz"
+    np.savez(npz, images=np.concatenate([xt[:30, 0].numpy(), noise]))  # (N, H, W) floats in [0, 1]
+    r = detect(params, "pixelcnn", npz, quantile=0.95)
+    flags = [row["anomaly"] for row in r["images"]]
+    assert r["n"] == 40 and r["estimator"] == "exact" and r["quantile"] == 0.95
+    assert sum(flags[30:]) >= 9 and sum(flags[:30]) <= 6  # noise flagged, digits mostly not
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):  # 32x32 RGB files: converted to the model's 8x8 gray levels
+        arr = (np.random.default_rng(i).random((32, 32, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / "sub" / f"{i}.png")
+    spec = models.load(tmp / "runs" / "pixelcnn" / "model.json").spec
+    x, names = read_images(folder, spec)
+    assert x.shape == (3, 1, 8, 8) and names == ["sub/0.png", "sub/1.png", "sub/2.png"]
+    assert torch.allclose(x * 16, (x * 16).round())
+    assert detect(params, "pixelcnn", folder)["n"] == 3
+
+
+def test_bad_requests_fail_clearly(trained, tmp_path):
+    tmp, params = trained
+    with pytest.raises(ValueError, match="gan has no likelihood"):
+        detect(params, "gan", tmp_path)
+    with pytest.raises(ValueError, match="not in params"):
+        detect(params, "vae", tmp_path)
+    with pytest.raises(ValueError, match="neither an .npz file nor a folder"):
+        detect(params, "pixelcnn", tmp_path / "missing")
+    with pytest.raises(ValueError, match="quantile"):
+        detect(params, "pixelcnn", tmp_path, quantile=1.5)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pictures=np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match="no 'images' key"):
+        detect(params, "pixelcnn", bad)
+
+
+def test_scores_are_bits_per_dim_and_deterministic(trained):
+    tmp, params = trained
+    net = models.load(tmp / "runs" / "pixelcnn" / "model.json")
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    s = score(net, xt[:20])
+    assert s.shape == (20,) and np.isfinite(s).all() and (s > 0).all()
+    assert np.array_equal(s, score(net, xt[:20]))
+    # the mean equals the marginal test bits/dim the training stage reports (same estimator)
+    from tasks.train import mean_log_likelihood
+
+    ll = mean_log_likelihood(net, xt[:20])
+    assert s.mean() == pytest.approx(-ll / (64 * np.log(2)), rel=1e-6)
