@@ -1,5 +1,6 @@
-"""The genzoo pipeline as a Prefect flow: prepare -> train every family in parallel on Ray ->
-the stages after training (evaluation, augmentation, report) -> record the outputs in DVC.
+"""The genzoo pipeline as a Prefect flow: prepare -> train every family in parallel on Ray (the
+evaluator beside them) -> evaluate each family (and its anomaly-detection benchmark) as soon
+as it is trained -> the synthetic dataset -> the report -> record the outputs in DVC.
 
 Each family is one Prefect task run (its own state, logs and retries in the UI) whose work
 runs as a Ray task with the family's resources. A family whose outputs were made from the
