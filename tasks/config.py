@@ -142,7 +142,7 @@ class DetectParams(_Strict):
     """Anomaly detection by likelihood (tasks/detect.py)."""
 
     families: list[str] = Field(
-        ["pixelcnn", "realnvp", "vae"],
+        ["pixelcnn", "realnvp"],
         description="families benchmarked after evaluation (those of them in models; need a likelihood)",
     )
     quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")

@@ -63,7 +63,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
         },
         "augment": {"name": "synthetic", "per_class": 3, "out_dir": str(tmp_path / "augment")},
-        "detect": {"families": [f for f in ("pixelcnn", "realnvp", "vae") if f in families]},
+        "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
         },
