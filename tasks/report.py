@@ -108,13 +108,17 @@ def _verdict(claim: str | None, measured: str, order: tuple[str, ...] | None = N
     return "disagrees"
 
 
+TRADEOFF_RULES = (
+    "quality = rank by Fréchet distance (1st: Excellent, top half: Good, else Medium); "
+    "training/sampling = at or above the families' median speed: Fast, else Slow; "
+    "diversity = recall at or above the median: High, else Medium (a mode-collapse risk agrees with Medium); "
+    "density = the estimator the family has; "
+    "sharpness = the lowest (blurriest) or highest mean |Laplacian| among the families."
+)
+
+
 def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each family's measured tiers beside its textbook claims. Rules (stated in the report):
-    quality = rank by Fréchet distance (1st: Excellent, top half: Good, else Medium);
-    training/sampling = at or above the families' median speed: Fast, else Slow;
-    diversity = recall at or above the median: High, else Medium (a mode-collapse risk agrees
-    with Medium); density = the estimator the family has; sharpness = the lowest
-    (blurriest) or highest mean |Laplacian| among the families."""
+    """Each family's measured tiers beside its textbook claims, by ``TRADEOFF_RULES``."""
     q = {f: d["quality"] for f, d in families.items()}
     m = {f: d["metrics"] for f, d in families.items()}
     n = len(families)
@@ -383,7 +387,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         latency_repeats=params.evaluate.latency_repeats,
         tradeoff=table,
         tradeoff_columns=["quality", "density", "training", "sampling", "diversity", "sharpness"],
-        tradeoff_rules=" ".join(tradeoff.__doc__.split()[1:]).split("Rules (stated in the report): ")[-1],
+        tradeoff_rules=TRADEOFF_RULES,
         plots=plots(params, data),
         anomaly=data["anomaly"],
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
