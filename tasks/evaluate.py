@@ -315,10 +315,11 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     ev_meta = _read(folder / "evaluator.json")
     if ev_meta is None:
         raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
+    training = training_figures(params, family)
     key = fingerprint(
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
          "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
-         "training": training_figures(params, family),
+         "training": training,
          "evaluator": ev_meta["sha256"], "code": _code()}
     )[:16]  # fmt: skip
     done = _read(out / "quality.json")
@@ -347,7 +348,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         "threads": params.threads(family),
         "device": str(gen.device),
         "protocol": _protocol(params, ev_meta["sha256"], len(real["test"])),
-        "training": training_figures(params, family),
+        "training": training,
         **summary,
     }
     atomic_write_text(out / "quality.json", json.dumps(result, indent=2))
