@@ -250,7 +250,26 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
         pass
     result = {"key": key, **benchmark(params, family)}
     atomic_write_text(path, json.dumps(result, indent=2))
+    _log_to_mlflow(params, family, result, path)
     return result
+
+
+def _log_to_mlflow(params: Params, family: str, result: dict[str, Any], path: Path) -> None:
+    """The AUROC/AUPR/FPR figures (``anomaly.<set>.<score>.<figure>``) and anomaly.json, in the
+    family's MLflow run."""
+    try:
+        run_id = json.loads((Path(params.run.runs_dir) / family / "metrics.json").read_text())["mlflow"][
+            "run_id"
+        ]
+    except (OSError, ValueError, KeyError):
+        return
+    if not params.run.track:
+        return
+    from tasks import tracking
+
+    c = tracking.client()
+    tracking.log_numbers(c, run_id, result["sets"], prefix="anomaly.")
+    c.log_artifact(run_id, str(path))
 
 
 def main(argv: list[str] | None = None) -> None:

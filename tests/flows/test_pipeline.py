@@ -79,6 +79,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         assert "quality.ci95.fd" in logged and "quality.images_per_second" in logged
         artifacts = [a.path for a in c.list_artifacts(r.info.run_id)]
         assert "quality.json" in artifacts and "report" in artifacts
+        if r.data.tags["genzoo.family"] == "pixelcnn":  # detect.families: the anomaly benchmark
+            assert "anomaly.rotated_180.likelihood.auroc" in logged and "anomaly.json" in artifacts
     assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
     # each family evaluated (a Ray task once it is trained), then the report over all of them
     assert sorted(first["evaluate"]) == ["gan", "pixelcnn", "vae"]
