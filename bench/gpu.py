@@ -86,7 +86,9 @@ def main() -> None:
     print(f"machine: {machine()}; torch threads on CPU: {torch.get_num_threads()}")
     rows = {}
     for family in families:
-        rows[family] = {d: measure(params, family, x, y, spec, d, args.steps, args.repeats) for d in args.devices}
+        rows[family] = {
+            d: measure(params, family, x, y, spec, d, args.steps, args.repeats) for d in args.devices
+        }
         print(family, rows[family], flush=True)
     head = "| family | " + " | ".join(f"{d} steps/s | {d} images/s" for d in args.devices)
     ratio = "cuda" in args.devices and "cpu" in args.devices
@@ -98,7 +100,7 @@ def main() -> None:
             cells.append(f"{r['cuda']['steps_per_s'] / r['cpu']['steps_per_s']:.2f}x")
             cells.append(f"{r['cuda']['images_per_s'] / r['cpu']['images_per_s']:.2f}x")
         print(f"| {family} | " + " | ".join(cells) + " |")
-    print(f"{args.steps} steps per fit, median of {args.repeats}; batch size and architecture from params.yaml")
+    print(f"{args.steps} steps per fit, median of {args.repeats}; architectures and batch size: params.yaml")
 
 
 if __name__ == "__main__":

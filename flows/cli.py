@@ -22,6 +22,7 @@ EPILOG = """examples:
   genzoo evaluate                                 # sample quality of what is trained + the report
   genzoo report                                   # runs/report/index.html from the evaluation
   genzoo detect --family pixelcnn images/         # flag unlikely images (.npz or folder)
+  genzoo usefulness --families gan,vae            # does synthetic data help a classifier?
 """
 
 
@@ -120,6 +121,8 @@ def cmd_run(args) -> int:
     if "report" in result:
         out["report"] = str(Path(params.run.runs_dir) / "report" / "index.html")
         out["targets"] = result["report"]["targets"]
+        if "usefulness" in result["report"]:
+            out["usefulness"] = result["report"]["usefulness"]
     print(json.dumps(out))
     return 0
 
@@ -227,6 +230,45 @@ def cmd_detect(args) -> int:
         print(f"{row['name']}\t{row['bits_per_dim']:.4f}\t{flag}")
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
           f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_usefulness(args) -> int:
+    """Does synthetic data help a classifier? The reference rows, then each family (trained
+    first on every real subset); figures in runs/evaluation/<family>/usefulness.json."""
+    from tasks.usefulness import measure_family, reference
+
+    params = _params(args)
+    families = (
+        args.families.split(",")
+        if args.families
+        else [f for f in params.usefulness.families if f in params.models]
+    )
+    unknown = [f for f in families if f not in params.models]
+    if unknown or not families:
+        raise SystemExit(
+            f"--families: {', '.join(unknown) or 'none given'}; "
+            f"families in params: {', '.join(params.families)}"
+        )
+    for f in families:
+        if not (Path(params.run.runs_dir) / f / "model.json").exists():
+            raise SystemExit(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+    ref = reference(params)
+    clfs = params.usefulness.classifiers
+
+    def cell(s: dict) -> str:
+        return f"{100 * s['mean']:5.1f} ± {100 * s['ci95']:.1f}"
+
+    for p, per in ref["real"].items():
+        print(f"real {100 * float(p):g}%: " + ", ".join(f"{c} {cell(per[c])}" for c in clfs))
+    rows = [("pca_kde", ref["pca_kde"])] + [(f, measure_family(params, f)) for f in families]
+    for name, r in rows:
+        print(f"{name:>10}: train on synthetic " + ", ".join(f"{c} {cell(r['tstr'][c])}" for c in clfs))
+        for p, per in r["augmentation"].items():
+            lifts = ", ".join(
+                f"{c} {100 * per[c]['lift']['mean']:+.1f} ± {100 * per[c]['lift']['ci95']:.1f}" for c in clfs
+            )
+            print(f"{'':>10}  lift at {100 * float(p):g}% real: {lifts} points")
     return 0
 
 
@@ -344,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip
     p.set_defaults(fn=cmd_detect)
+
+    p = sub.add_parser(
+        "usefulness", help="does synthetic data help a classifier? train-on-synthetic and augmentation lift"
+    )
+    _common(p)
+    p.add_argument("--families", help="comma-separated trained families (default: usefulness.families)")
+    p.set_defaults(fn=cmd_usefulness)
 
     p = sub.add_parser("report", help="the HTML report of what is evaluated: runs/report/index.html")
     _common(p)

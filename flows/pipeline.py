@@ -1,6 +1,8 @@
 """The genzoo pipeline as a Prefect flow: prepare -> train every family in parallel on Ray (the
-evaluator beside them) -> evaluate each family (and its anomaly-detection benchmark) as soon
-as it is trained -> the synthetic dataset -> the report -> record the outputs in DVC.
+evaluator, and the generators trained on real subsets for the usefulness measurement, beside
+them) -> evaluate each family (and its anomaly-detection benchmark) as soon as it is trained,
+and measure whether its samples help a downstream classifier -> the synthetic dataset -> the
+report -> record the outputs in DVC.
 
 Each family is one Prefect task run (its own state, logs and retries in the UI) whose work
 runs as a Ray task with the family's resources. A family whose outputs were made from the
@@ -32,6 +34,7 @@ from flows import cluster
 from tasks.config import Params, load_params
 from tasks.prepare import prepare
 from tasks.train import up_to_date
+from tasks.usefulness import families as usefulness_families
 
 Family = Literal[tuple(models.REGISTRY)]  # the UI shows a pick list
 
@@ -144,9 +147,12 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
 
 
 @task(name="record-in-dvc", **RETRY)
-def record_in_dvc(families: list[str], after: list[str], detected: list[str] = ()) -> list[str]:
+def record_in_dvc(
+    families: list[str], after: list[str], detected: list[str] = (), useful: list[str] = ()
+) -> list[str]:
     """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
     stages = ["prepare", *(f"train@{f}" for f in families), *(f"detect@{f}" for f in detected)]
+    stages += ["usefulness-reference", *(f"usefulness@{f}" for f in useful)] if useful else []
     for name in ["evaluate", *after]:
         for st in DVC_STAGES.get(name, []):
             stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
@@ -199,6 +205,47 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
         get_run_logger().info("%s: anomaly AUROC (likelihood) %s", family, out["anomaly_auroc"])
     return out
+
+
+@task(name="usefulness-reference", **RETRY)
+def usefulness_reference_task(params: Params) -> dict[str, Any]:
+    """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
+    import ray
+
+    fn = "tasks.usefulness:reference"
+    ref = ray.get(cluster.submit(params, "evaluator", "usefulness-reference", fn, params))
+    get_run_logger().info(
+        "usefulness reference: real %s",
+        {p: {c: round(r["mean"], 4) for c, r in per.items()} for p, per in ref["real"].items()},
+    )
+    return {"real": ref["real"], "pca_kde_tstr": ref["pca_kde"]["tstr"]}
+
+
+@task(name="train-subsets", task_run_name="train-subsets-{family}", **RETRY)
+def subsets_task(params: Params, family: str) -> dict[str, Any]:
+    """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
+    import ray
+
+    fn = "tasks.usefulness:train_subsets"
+    return ray.get(cluster.submit(params, family, f"train-subsets-{family}", fn, params, family))
+
+
+@task(name="usefulness", task_run_name="usefulness-{family}", **RETRY)
+def usefulness_task(params: Params, family: str) -> dict[str, Any]:
+    """Train-on-synthetic accuracy and the augmentation lift of ``family`` (cached)."""
+    import ray
+
+    fn = "tasks.usefulness:measure_family"
+    u = ray.get(cluster.submit(params, family, f"usefulness-{family}", fn, params, family,
+                               tracking_uri=_tracking_uri(params)))  # fmt: skip
+    lifts = {
+        p: {c: round(v["lift"]["mean"], 4) for c, v in per.items()} for p, per in u["augmentation"].items()
+    }
+    get_run_logger().info(
+        "%s: train-on-synthetic accuracy %s; lift %s",
+        family, {c: round(v["mean"], 4) for c, v in u["tstr"].items()}, lifts,
+    )  # fmt: skip
+    return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 
 
 @task(name="augment", **RETRY)
@@ -336,21 +383,31 @@ def pipeline(
                 prepare_task(params_abs)
                 evaluator = evaluator_task.submit(params_abs)
                 order = _longest_first(params, chosen)
+                useful = [f for f in usefulness_families(params) if f in chosen]
+                # generators trained on real subsets start with the trainings (they need no model)
+                subsets = {f: subsets_task.submit(params_abs, f) for f in useful}
                 futures = {f: train_task.submit(params_abs, f, parent) for f in order}
+                reference = usefulness_reference_task.submit(params_abs) if useful else None
                 evaluations = {
                     f: evaluate_task.submit(params_abs, f, wait_for=[futures[f], evaluator]) for f in order
+                }
+                usefulness = {
+                    f: usefulness_task.submit(params_abs, f, wait_for=[futures[f], subsets[f], reference])
+                    for f in useful
                 }
                 trained = {f: fut.result() for f, fut in futures.items()}
                 evaluator.result()
                 evaluated = {f: fut.result() for f, fut in evaluations.items()}
-            result: dict[str, Any] = {"trained": trained, "evaluate": evaluated}
+                measured = {f: fut.result() for f, fut in usefulness.items()}
+            result: dict[str, Any] = {"trained": trained, "evaluate": evaluated, "usefulness": measured}
             for stage in AFTER_TRAINING:
                 result[stage.name] = stage(params_abs, trained)
             if record_dvc and _dvc_matches(params, params_file, overrides, profile):
                 # the models are made and tracked whatever happens here: a failed record is
                 # reported (`dvc status` will call the stages stale), not a failed pipeline
                 detected = [f for f in chosen if f in params.detect.families]
-                state = record_in_dvc(chosen, [st.name for st in AFTER_TRAINING], detected, return_state=True)
+                after = [st.name for st in AFTER_TRAINING]
+                state = record_in_dvc(chosen, after, detected, useful, return_state=True)
                 if state.is_failed():
                     logger.error(
                         "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message

@@ -148,6 +148,38 @@ class DetectParams(_Strict):
     quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")
 
 
+class UsefulnessParams(_Strict):
+    """Does synthetic data help a downstream classifier? (tasks/usefulness.py) Measured
+    without leaks: the generator that augments a real subset is trained on that subset only."""
+
+    families: list[str] = Field(
+        ["gan"], description="families measured after evaluation (those of them in models); [] for none"
+    )
+    fractions: list[float] = Field(
+        [0.1, 1.0], min_length=1, description="real training subsets (fractions of the training split)"
+    )
+    synthetic_per_real: float = Field(4.0, gt=0, le=100, description="k: synthetic images per real image")
+    seeds: int = Field(3, ge=2, description="classifier and sampling seeds: mean and 95% interval")
+    subset_seed: int = Field(0, ge=0, description="which subset (and generator) each fraction uses")
+    classifiers: list[Literal["cnn", "logistic"]] = Field(["cnn", "logistic"], min_length=1)
+    cnn: EvaluatorConfig = Field(
+        default_factory=lambda: EvaluatorConfig(steps=300, batch_size=64),
+        description="the downstream CNN (the evaluator's architecture, its own budget)",
+    )
+    logistic_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the train block for generators trained on subsets"
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1], got {bad}")
+        return sorted(set(v))
+
+
 class FamilyParams(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
@@ -162,6 +194,7 @@ class Params(_Strict):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
     detect: DetectParams = Field(default_factory=DetectParams)
+    usefulness: UsefulnessParams = Field(default_factory=UsefulnessParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -279,6 +312,14 @@ def validate(raw: dict[str, Any]) -> Params:
             errors.append(
                 f"detect.families: {family} has no likelihood; choose from {', '.join(with_likelihood)}"
             )
+    for family in params.usefulness.families:
+        if family not in REGISTRY:
+            errors.append(f"usefulness.families: unknown family {family}; known: {', '.join(REGISTRY)}")
+    if params.usefulness.train:
+        try:
+            TrainConfig(**{**params.train.model_dump(), **params.usefulness.train})
+        except ValidationError as e:
+            errors += [_fmt("usefulness.train", x) for x in e.errors()]
     for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")

@@ -76,7 +76,10 @@ def collect(params: Params) -> dict[str, Any]:
             anomaly[f] = a
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
+    useful = {f: u for f in params.models if (u := _read(folder / f / "usefulness.json"))}
+    u_ref = _read(folder / "usefulness" / "reference.json")
     return {
+        "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
         "evaluator": _read(folder / "evaluator" / "metrics.json") or {},
         "reference": reference,
         "families": families,
@@ -186,6 +189,73 @@ def targets(families: dict[str, Any], reference: dict[str, Any]) -> dict[str, An
         "best_within": TARGET_RATIO,
         "best_met": fd[best] <= TARGET_RATIO * floor,
     }
+
+
+USEFULNESS_TARGET = 0.02  # the best family lifts the 10% setting by 2 points, interval above 0
+
+
+def usefulness_targets(u: dict[str, Any]) -> dict[str, Any]:
+    """Does synthetic data help (decided on the CNN; logistic regression is the second opinion)?
+    The best family's lift at the smallest fraction (10% by default) >= 2 points with its 95%
+    interval above zero; the best train-on-synthetic accuracy >= PCA + KDE's."""
+    fams, ref = u["families"], u["reference"]
+    clf = "cnn" if "cnn" in ref["pca_kde"]["tstr"] else next(iter(ref["pca_kde"]["tstr"]))
+    small = min(ref["real"], key=float)
+    lift = {f: d["augmentation"][small][clf]["lift"] for f, d in fams.items() if small in d["augmentation"]}
+    tstr = {f: d["tstr"][clf]["mean"] for f, d in fams.items()}
+    out: dict[str, Any] = {"classifier": clf, "fraction": float(small), "needed_lift": USEFULNESS_TARGET}
+    if lift:
+        best = max(lift, key=lambda f: lift[f]["mean"])
+        met = lift[best]["mean"] >= USEFULNESS_TARGET and lift[best]["mean"] - lift[best]["ci95"] > 0
+        kde = ref["pca_kde"]["augmentation"][small][clf]["lift"]
+        out |= {"best_lift_family": best, "best_lift": lift[best]["mean"],
+                "best_lift_ci95": lift[best]["ci95"], "pca_kde_lift": kde["mean"],
+                "lift_met": met}  # fmt: skip
+    best_t = max(tstr, key=tstr.get)
+    kde_t = ref["pca_kde"]["tstr"][clf]["mean"]
+    largest = max(ref["real"], key=float)
+    out |= {"best_tstr_family": best_t, "best_tstr": tstr[best_t], "pca_kde_tstr": kde_t,
+            "real_accuracy": ref["real"][largest][clf]["mean"],
+            "tstr_met": tstr[best_t] >= kde_t}  # fmt: skip
+    return out
+
+
+def usefulness_plot(u: dict[str, Any]) -> str:
+    """Test accuracy against the real fraction: real alone (band: 95% interval), each family's
+    and PCA + KDE's augmentation; one panel per classifier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = u["reference"]
+    fracs = sorted(ref["real"], key=float)
+    clfs = list(ref["real"][fracs[0]])
+    fig, axes = plt.subplots(1, len(clfs), figsize=(4.6 * len(clfs), 3.6), squeeze=False)
+    x = [100 * float(p) for p in fracs]
+    for ax, c in zip(axes[0], clfs, strict=True):
+        m = np.array([ref["real"][p][c]["mean"] for p in fracs])
+        h = np.array([ref["real"][p][c]["ci95"] for p in fracs])
+        ax.plot(x, 100 * m, "k-o", ms=4, label="real only")
+        ax.fill_between(x, 100 * (m - h), 100 * (m + h), color="k", alpha=0.12)
+        rows = [
+            ("PCA + KDE", ref["pca_kde"]["augmentation"]),
+            *((f, d["augmentation"]) for f, d in u["families"].items()),
+        ]
+        for name, aug in rows:
+            ps = [p for p in fracs if p in aug]
+            ax.errorbar([100 * float(p) for p in ps], [100 * aug[p][c]["augmented"]["mean"] for p in ps],
+                        yerr=[100 * aug[p][c]["augmented"]["ci95"] for p in ps],
+                        fmt="s--" if name == "PCA + KDE" else "o-", ms=4, capsize=3,
+                        label=f"+ {name}")  # fmt: skip
+        ax.set(xscale="log", xlabel="real training data (%, log)", ylabel="test accuracy (%)", title=c)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    k = ref["protocol"]["synthetic_per_real"]
+    fig.suptitle(f"Real data with and without {k:g} synthetic images per real one", fontsize=10)
+    fig.tight_layout()
+    return _fig(fig)
 
 
 # ---------------------------------------------------------------- pictures
@@ -373,6 +443,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
     table = tradeoff(data["families"])
     goal = targets(data["families"], data["reference"])
+    useful = usefulness_targets(data["usefulness"]) if data["usefulness"] else None
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text()).render(
         data_source=params.data.source,
@@ -389,10 +460,13 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         tradeoff_columns=["quality", "density", "training", "sampling", "diversity", "sharpness"],
         tradeoff_rules=TRADEOFF_RULES,
         plots=plots(params, data),
+        usefulness=data["usefulness"],
+        usefulness_targets=useful,
+        usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,
         anomaly=data["anomaly"],
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
-    return html, {"targets": goal, "tradeoff": table}
+    return html, {"targets": goal, "tradeoff": table, "usefulness": useful}
 
 
 def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -431,6 +505,8 @@ def build_report(params: Params) -> dict[str, Any]:
         "targets": {k: v for k, v in extra["targets"].items() if k != "below_pca_kde"},
         "evaluator_test_accuracy": data["evaluator"].get("test_accuracy"),
     }
+    if extra["usefulness"]:
+        summary["usefulness"] = extra["usefulness"]
     buf = io.StringIO()
     rows = _csv_rows(data)
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

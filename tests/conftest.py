@@ -64,6 +64,13 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
         },
         "augment": {"name": "synthetic", "per_class": 3, "out_dir": str(tmp_path / "augment")},
         "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
+        "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
+            "families": [f for f in ("gan",) if f in families],
+            "fractions": [0.2, 1.0],
+            "synthetic_per_real": 1,
+            "seeds": 2,
+            "cnn": {"steps": 10, "channels": 8, "feature_dim": 16},
+        },
         "models": {
             f: {"net": TINY[f], "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
         },

@@ -11,6 +11,7 @@ import yaml
 from tasks.detect import DETECT_CODE
 from tasks.evaluate import EVALUATOR_CODE
 from tasks.train import TRAIN_CODE
+from tasks.usefulness import USEFULNESS_CODE
 from tests.conftest import make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,10 @@ def test_code_lists_match_the_dvc_stages():
     assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATOR_CODE)
     detect_deps = [d for d in stages["detect"]["do"]["deps"] if not d.startswith(("runs/", "data/"))]
     assert detect_deps == list(DETECT_CODE)
+    ref_deps = [d for d in stages["usefulness-reference"]["deps"] if d != "data/prepared"]
+    assert ref_deps == list(USEFULNESS_CODE)
+    family_deps = [d.replace("${item}", "{family}") for d in stages["usefulness"]["do"]["deps"]]
+    assert [d for d in family_deps if not d.startswith(("runs/", "data/"))] == [*USEFULNESS_CODE, *TRAIN_CODE]
 
 
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):

@@ -13,6 +13,7 @@ from tasks.evaluate import evaluate_family, evaluator_stage
 from tasks.prepare import prepare
 from tasks.report import build_report, targets, tradeoff
 from tasks.train import train_family
+from tasks.usefulness import measure_family, reference
 from tests.conftest import tiny_params
 
 
@@ -73,6 +74,8 @@ def evaluated(tmp_path_factory):
     for fam in ("pixelcnn", "vae", "gan"):
         evaluate_family(params, fam)
     run_benchmark(params, "pixelcnn")  # the anomaly-detection table
+    reference(params)  # does synthetic data help: the table, the targets and the curve
+    measure_family(params, "gan")
     return tmp, params
 
 
@@ -83,6 +86,10 @@ def test_report_files_and_summary(evaluated):
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert set(summary["families"]) == {"pixelcnn", "vae", "gan"}
     assert "test_bpd" in summary["families"]["vae"] and "test_bpd" not in summary["families"]["gan"]
+    useful = summary["usefulness"]
+    assert useful["best_lift_family"] == "gan" and useful["fraction"] == 0.2 and useful["classifier"] == "cnn"
+    assert useful["lift_met"] == (useful["best_lift"] >= 0.02 and useful["best_lift"] > useful["best_lift_ci95"])
+    assert useful["tstr_met"] == (useful["best_tstr"] >= useful["pca_kde_tstr"])
     lines = (out / "families.csv").read_text().splitlines()
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
     html = (out / "index.html").read_text()
@@ -94,6 +101,8 @@ def test_report_files_and_summary(evaluated):
         "real train vs test",
         "Targets",
         "pixelcnn (exact)",
+        "Does synthetic data help a classifier?",
+        "train on synthetic, logistic",
     ):
         assert text in html, text
 
@@ -135,10 +144,11 @@ def test_report_renders_in_headless_chromium(evaluated):
         finally:
             browser.close()
     assert errors == [] and failed == []
-    # per-family grids (real + 3 families + 2 baselines), 10 per-class grids, 2 plots, curves
-    assert len(images) == 6 + 10 + 3, [i[0] for i in images]
+    # per-family grids (real + 3 families + 2 baselines), 10 per-class grids, usefulness, 2 plots, curves
+    assert len(images) == 6 + 10 + 1 + 3, [i[0] for i in images]
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert broken == []
-    assert tables == 3 and verdicts >= 3
+    assert tables == 4 and verdicts >= 3
     assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook",
-                       "Anomaly detection by likelihood", "Plots"]  # fmt: skip
+                       "Does synthetic data help a classifier?", "Anomaly detection by likelihood",
+                       "Plots"]  # fmt: skip
