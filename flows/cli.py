@@ -23,6 +23,8 @@ EPILOG = """examples:
   genzoo report                                   # runs/report/index.html from the evaluation
   genzoo detect --family pixelcnn images/         # flag unlikely images (.npz or folder)
   genzoo usefulness --families gan,vae            # does synthetic data help a classifier?
+  genzoo interpolate --family vae --a 3 --b 17    # latent paths, linear and spherical (PNG + npz)
+  genzoo arithmetic --family realnvp --index 5 --to 8   # a digit's code moved toward class 8
 """
 
 
@@ -272,6 +274,29 @@ def cmd_usefulness(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    """Strips along latent paths (linear and spherical) between two test images."""
+    from tasks.latent import MODES, interpolate_to_file
+
+    params = _params(args)
+    modes = MODES if args.mode == "both" else (args.mode,)
+    out = args.out or f"samples/{args.family}-interpolation"
+    r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=args.cls, steps=args.steps,
+                            modes=modes, seed=args.seed)  # fmt: skip
+    print(json.dumps(r))
+    return 0
+
+
+def cmd_arithmetic(args) -> int:
+    """A test image's code moved toward another class's mean, and under every label."""
+    from tasks.latent import arithmetic_to_file
+
+    params = _params(args)
+    out = args.out or f"samples/{args.family}-arithmetic"
+    print(json.dumps(arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)))
+    return 0
+
+
 def cmd_report(args) -> int:
     from tasks.report import build_report
 
@@ -393,6 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--families", help="comma-separated trained families (default: usefulness.families)")
     p.set_defaults(fn=cmd_usefulness)
+
+    p = sub.add_parser(
+        "interpolate", help="latent interpolation strips between two test images (PATH.png/.npz)"
+    )
+    _common(p)
+    p.add_argument("--family", required=True, help="vae, realnvp, ddpm (encoded images) or gan (prior codes)")
+    p.add_argument("--a", type=int, help="index of the first test image (default: a same-class pair)")
+    p.add_argument("--b", type=int, help="index of the second test image")
+    p.add_argument("--class", dest="cls", type=int, help="draw the pair from this class (the GAN's label)")
+    p.add_argument("--steps", type=int, default=9, help="images along the path, ends included (default 9)")
+    p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output path without suffix (default: samples/<family>-interpolation)")
+    p.set_defaults(fn=cmd_interpolate)
+
+    p = sub.add_parser("arithmetic", help="move a test image's code toward another class (PATH.png/.npz)")
+    _common(p)
+    p.add_argument("--family", required=True, help="vae, realnvp or ddpm (an encoder is needed)")
+    p.add_argument("--index", type=int, required=True, help="index of the test image")
+    p.add_argument("--to", type=int, required=True, help="the target class")
+    p.add_argument("--steps", type=int, default=7, help="images along the move (default 7)")
+    p.add_argument("--out", help="output path without suffix (default: samples/<family>-arithmetic)")
+    p.set_defaults(fn=cmd_arithmetic)
 
     p = sub.add_parser("report", help="the HTML report of what is evaluated: runs/report/index.html")
     _common(p)

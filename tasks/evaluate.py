@@ -44,6 +44,7 @@ from metrics.quality import (
 from models.base import atomic_write, atomic_write_text, sha256_file
 from models.classical import BASELINES
 from models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
+from tasks import latent
 from tasks.config import Params, fingerprint, flatten, load_params, nest
 from tasks.prepare import data_spec, load_split
 from tasks.train import ROOT, data_hash
@@ -57,10 +58,12 @@ EVALUATOR_CODE = (
     "tasks/evaluate.py",
     "metrics/quality.py",
 )
+# evaluate@<family> also reads the latent-space code (interpolation strips, smoothness)
+EVALUATE_CODE = (*EVALUATOR_CODE, "tasks/latent.py")
 
 
-def _code() -> str:
-    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in EVALUATOR_CODE})[:16]
+def _code(files: tuple[str, ...] = EVALUATOR_CODE) -> str:
+    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in files})[:16]
 
 
 def evaluation_dir(params: Params) -> Path:
@@ -320,10 +323,10 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
          "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
          "training": training,
-         "evaluator": ev_meta["sha256"], "code": _code()}
+         "evaluator": ev_meta["sha256"], "code": _code(EVALUATE_CODE)}
     )[:16]  # fmt: skip
     done = _read(out / "quality.json")
-    if done and done.get("key") == key and (out / "samples.npz").exists():
+    if done and done.get("key") == key and (out / "samples.npz").exists() and (out / "latent.npz").exists():
         return done
     torch.set_num_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
@@ -340,6 +343,10 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     summary = _measure(params, net, real, draw, gen.spec.num_classes, out / "samples.npz")
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
+    xt, yt, _ = load_split(params.data.prepared_dir, "test")
+    lat, strips = latent.figures(gen, net, xt, yt, real["test"], seed=params.seed)
+    why = None if lat else f"{family}: no latent space (autoregressive)"
+    latent.save_strips(out / "latent.npz", strips, why)
     result = {
         "family": family,
         "key": key,
@@ -350,6 +357,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         "protocol": _protocol(params, ev_meta["sha256"], len(real["test"])),
         "training": training,
         **summary,
+        "latent": lat,
     }
     atomic_write_text(out / "quality.json", json.dumps(result, indent=2))
     _log_to_mlflow(params, family, result)

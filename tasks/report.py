@@ -315,6 +315,37 @@ def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
     return {"by_source": by_source, "by_class": by_class, "row_labels": list(split)}
 
 
+LATENT_STRIPS = {  # latent.npz key -> caption
+    "spherical": "spherical interpolation (real images at the ends)",
+    "linear": "linear interpolation",
+    "arithmetic": "class arithmetic: real, then its code moved from its class mean to the next class's",
+    "every_label": "real, then its code decoded under every label 0..9",
+}
+
+
+def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> list[dict[str, Any]]:
+    """Per family with a latent space: its smoothness figures and the strips (first ``rows``)."""
+    out = []
+    for f, d in families.items():
+        lat = d["quality"].get("latent")
+        if not lat:
+            continue
+        try:
+            with np.load(evaluation_dir(params) / f / "latent.npz") as z:
+                strips = {k: z[k] for k in LATENT_STRIPS if k in z.files}
+        except OSError:
+            continue
+        imgs = []
+        for key, caption in LATENT_STRIPS.items():
+            if key in strips:
+                s = torch.from_numpy(strips[key][:rows]).float()
+                imgs.append(
+                    {"caption": caption, "img": _png(grid(s.flatten(0, 1), nrow=s.shape[1], scale=4))}
+                )
+        out.append({"family": f, "kind": lat["kind"], "smoothness": lat["smoothness"], "strips": imgs})
+    return out
+
+
 def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     import matplotlib
 
@@ -460,6 +491,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         tradeoff_columns=["quality", "density", "training", "sampling", "diversity", "sharpness"],
         tradeoff_rules=TRADEOFF_RULES,
         plots=plots(params, data),
+        latent=latent_strips(params, data["families"]),
         usefulness=data["usefulness"],
         usefulness_targets=useful,
         usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tasks.detect import DETECT_CODE
-from tasks.evaluate import EVALUATOR_CODE
+from tasks.evaluate import EVALUATE_CODE, EVALUATOR_CODE
 from tasks.train import TRAIN_CODE
 from tasks.usefulness import USEFULNESS_CODE
 from tests.conftest import make_dvc_repo
@@ -85,7 +85,7 @@ def test_code_lists_match_the_dvc_stages():
     deps = [d.replace("${key}", "{family}") for d in stages["train"]["do"]["deps"] if d != "data/prepared"]
     assert deps == list(TRAIN_CODE)
     assert [d for d in stages["evaluator"]["deps"] if d != "data/prepared"] == list(EVALUATOR_CODE)
-    assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATOR_CODE)
+    assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATE_CODE)
     detect_deps = [d for d in stages["detect"]["do"]["deps"] if not d.startswith(("runs/", "data/"))]
     assert detect_deps == list(DETECT_CODE)
     ref_deps = [d for d in stages["usefulness-reference"]["deps"] if d != "data/prepared"]

@@ -89,7 +89,10 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert sorted(first["evaluate"]) == ["gan", "pixelcnn", "vae"]
     assert all(e["fd"] > 0 and e["fd_ci95"] >= 0 for e in first["evaluate"].values())
     assert sorted(first["report"]["families"]) == ["gan", "pixelcnn", "vae"]
-    assert sorted(first["usefulness"]) == ["gan"] and set(first["usefulness"]["gan"]["lift"]) == {"0.2", "1.0"}
+    assert sorted(first["usefulness"]) == ["gan"] and set(first["usefulness"]["gan"]["lift"]) == {
+        "0.2",
+        "1.0",
+    }
     assert (tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2.safetensors").exists()
     assert "usefulness" in first["report"]
     assert (tmp_path / "runs" / "report" / "index.html").stat().st_size > 10_000

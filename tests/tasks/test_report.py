@@ -88,7 +88,9 @@ def test_report_files_and_summary(evaluated):
     assert "test_bpd" in summary["families"]["vae"] and "test_bpd" not in summary["families"]["gan"]
     useful = summary["usefulness"]
     assert useful["best_lift_family"] == "gan" and useful["fraction"] == 0.2 and useful["classifier"] == "cnn"
-    assert useful["lift_met"] == (useful["best_lift"] >= 0.02 and useful["best_lift"] > useful["best_lift_ci95"])
+    assert useful["lift_met"] == (
+        useful["best_lift"] >= 0.02 and useful["best_lift"] > useful["best_lift_ci95"]
+    )
     assert useful["tstr_met"] == (useful["best_tstr"] >= useful["pca_kde_tstr"])
     lines = (out / "families.csv").read_text().splitlines()
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
@@ -103,6 +105,10 @@ def test_report_files_and_summary(evaluated):
         "pixelcnn (exact)",
         "Does synthetic data help a classifier?",
         "train on synthetic, logistic",
+        "Latent space",
+        "vae: spherical interpolation",
+        "vae: class arithmetic",
+        "gan (prior codes)",
     ):
         assert text in html, text
 
@@ -144,11 +150,12 @@ def test_report_renders_in_headless_chromium(evaluated):
         finally:
             browser.close()
     assert errors == [] and failed == []
-    # per-family grids (real + 3 families + 2 baselines), 10 per-class grids, usefulness, 2 plots, curves
-    assert len(images) == 6 + 10 + 1 + 3, [i[0] for i in images]
+    # per-family grids (real + 3 families + 2 baselines), 10 per-class grids, latent strips (vae: 4,
+    # gan: 2; pixelcnn has none), usefulness, 2 plots, curves
+    assert len(images) == 6 + 10 + 6 + 1 + 3, [i[0] for i in images]
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert broken == []
-    assert tables == 4 and verdicts >= 3
+    assert tables == 5 and verdicts >= 3
     assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook",
-                       "Does synthetic data help a classifier?", "Anomaly detection by likelihood",
-                       "Plots"]  # fmt: skip
+                       "Latent space", "Does synthetic data help a classifier?",
+                       "Anomaly detection by likelihood", "Plots"]  # fmt: skip

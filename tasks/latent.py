@@ -1,0 +1,300 @@
+"""Latent space: interpolation, class arithmetic and a smoothness figure.
+
+- **Interpolation** (linear and spherical) between two real images, encoded by the VAE
+  (posterior mean), the flow (its exact inverse) or DDIM inversion (DDPM), then decoded along
+  the path; the GAN has no encoder, so its paths run between two latent codes drawn from the
+  prior. The models are class-conditional: a path decodes with the first image's label up to
+  the middle and the second's after it (same-class pairs keep one label throughout).
+- **Class arithmetic**: an image's code moved from its class mean toward another class's
+  (``z + t (mean_to - mean_from)``, decoded with the target label from the middle on), and the
+  same code decoded under every label ("the same hand, every digit").
+- **Smoothness**: along paths between same-class test pairs, the steps between consecutive
+  images in the evaluator's feature space: the mean step (also relative to the typical
+  nearest-neighbour distance of real test images), the path length over the straight
+  distance (1 = no detour), and the largest step over the mean one (1 = no jump).
+
+PixelCNN has no latent space (autoregressive): :func:`latent_kind` says so and the figures
+are None. ``evaluate@<family>`` stores the strips in ``runs/evaluation/<family>/latent.npz``
+and the figures in ``quality.json``; ``genzoo interpolate`` and ``genzoo arithmetic`` draw
+them for any pair or image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.base import Decoder, Encoder, atomic_write
+
+MODES = ("linear", "spherical")
+
+
+def latent_kind(model) -> str | None:
+    """ "encoder" (images -> codes -> images), "decoder" (codes -> images: the GAN), or None."""
+    if isinstance(model, Encoder) and isinstance(model, Decoder):
+        return "encoder"
+    if isinstance(model, Decoder):
+        return "decoder"
+    return None
+
+
+def _need(model, kind: str = "decoder") -> None:
+    have = latent_kind(model)
+    if have is None or (kind == "encoder" and have != "encoder"):
+        what = "an encoder (vae, realnvp, ddpm)" if kind == "encoder" else "a latent space"
+        raise ValueError(
+            f"{model.family}: {what} is needed; {model.family} has {have or 'none (autoregressive)'}"
+        )
+
+
+def lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    return (1 - t) * a + t * b
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation of each row pair (the arc between them; linear when parallel).
+    Keeps the norm of Gaussian codes typical, where the linear midpoint is too short."""
+    fa, fb = a.flatten(1), b.flatten(1)
+    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp(min=1e-12)
+    omega = torch.acos(cos.clamp(-1, 1))[:, None]
+    so = torch.sin(omega)
+    out = torch.where(
+        so.abs() < 1e-6,
+        lerp(fa, fb, t),
+        torch.sin((1 - t) * omega) / so * fa + torch.sin(t * omega) / so * fb,
+    )
+    return out.view_as(a)
+
+
+@torch.inference_mode()
+def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
+    """``steps`` images decoded along the path from code ``za`` to ``zb`` (each (1, ...))."""
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r}, expected one of {', '.join(MODES)}")
+    if steps < 2:
+        raise ValueError(f"steps: at least 2 (the two ends), got {steps}")
+    ts = torch.linspace(0, 1, steps).tolist()
+    mix = lerp if mode == "linear" else slerp
+    z = torch.cat([mix(za, zb, t) for t in ts]).to(model.device)
+    y = torch.tensor([ya if t < 0.5 else yb for t in ts], device=model.device)
+    return model.decode(z, y).float().cpu()
+
+
+@torch.inference_mode()
+def encode(model, x: Tensor, y: Tensor) -> Tensor:
+    _need(model, "encoder")
+    return model.encode(x.to(model.device), y.to(model.device)).float().cpu()
+
+
+Pair = tuple[Tensor, int]  # (image, label)
+
+
+def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str = "spherical",
+                seed: int = 0, labels: tuple[int, int] = (0, 0)) -> Tensor:  # fmt: skip
+    """Images along the path between two real images ``a`` and ``b`` ((image, label) each:
+    encoded), or, for a model without an encoder (or ``a`` None), between two codes from the
+    prior (seeded) decoded with ``labels``."""
+    _need(model)
+    if a is not None and b is not None and latent_kind(model) == "encoder":
+        (xa, ya), (xb, yb) = a, b
+        z = encode(model, torch.stack([xa, xb]), torch.tensor([ya, yb]))
+        return path(model, z[:1], z[1:], ya, yb, steps, mode)
+    g = torch.Generator().manual_seed(seed)
+    dim = model.cfg.latent_dim if hasattr(model.cfg, "latent_dim") else model.spec.dims
+    z = torch.randn(2, dim, generator=g)
+    if model.family == "ddpm":
+        z = z.view(2, *model.spec.shape)
+    return path(model, z[:1], z[1:], labels[0], labels[1], steps, mode)
+
+
+def class_means(model, x: Tensor, y: Tensor) -> dict[int, Tensor]:
+    """Mean code of every class (images encoded under their own labels)."""
+    z = torch.cat([encode(model, xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
+    return {int(c): z[y == c].mean(0, keepdim=True) for c in torch.unique(y)}
+
+
+@torch.inference_mode()
+def arithmetic(
+    model, x: Tensor, y: int, to: int, means: dict[int, Tensor], steps: int = 7
+) -> dict[str, Tensor]:
+    """``toward``: the image's code moved from its class mean to ``to``'s (t = 0..1), decoded
+    with the target label from the middle on; ``every_label``: the code under each label."""
+    if to not in means or y not in means:
+        raise ValueError(f"class {to if to not in means else y}: not among the classes ({sorted(means)})")
+    z = encode(model, x[None], torch.tensor([y]))
+    toward = path(model, z, z + means[to] - means[y], y, to, steps, "linear")
+    k = model.spec.num_classes
+    every = model.decode(
+        z.repeat(k, *[1] * (z.dim() - 1)).to(model.device), torch.arange(k, device=model.device)
+    )
+    return {"toward": toward, "every_label": every.float().cpu()}
+
+
+@torch.inference_mode()
+def smoothness(net, paths: list[Tensor], real_features: np.ndarray | None = None) -> dict[str, float]:
+    """Feature-space steps along ``paths`` (each (steps, C, H, W)) under the evaluator ``net``."""
+    steps, ratios, jumps = [], [], []
+    for p in paths:
+        f, _ = net.embed(p)
+        d = (f[1:] - f[:-1]).norm(dim=1)
+        steps.append(d)
+        ratios.append(float(d.sum() / (f[-1] - f[0]).norm().clamp(min=1e-12)))
+        jumps.append(float(d.max() / d.mean().clamp(min=1e-12)))
+    mean_step = float(torch.cat(steps).mean())
+    out = {
+        "mean_step": mean_step,
+        "path_ratio": float(np.mean(ratios)),
+        "max_step_ratio": float(np.mean(jumps)),
+    }
+    if real_features is not None and len(real_features) > 1:
+        r = torch.from_numpy(real_features).float()
+        dist = torch.cdist(r, r)
+        dist.fill_diagonal_(math.inf)
+        out["real_nn_distance"] = float(dist.min(1).values.median())
+        out["mean_step_over_real_nn"] = mean_step / out["real_nn_distance"]
+    return out
+
+
+def same_class_pairs(y: Tensor, n: int, seed: int) -> list[tuple[int, int]]:
+    """``n`` pairs of distinct test images of the same class, classes taken in turn."""
+    rng = np.random.default_rng(seed)
+    labels = y.numpy()
+    classes = np.unique(labels)
+    pairs = []
+    for i in range(n):
+        idx = np.flatnonzero(labels == classes[i % len(classes)])
+        a, b = rng.choice(idx, 2, replace=False)
+        pairs.append((int(a), int(b)))
+    return pairs
+
+
+Figures = tuple[dict[str, Any] | None, dict[str, np.ndarray]]
+
+
+def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, *, pairs: int = 10,
+            steps: int = 9, seed: int = 0) -> Figures:  # fmt: skip
+    """The evaluation's latent figures: smoothness per mode over ``pairs`` same-class test
+    pairs (prior codes for the GAN), the strips of those paths, and, with an encoder, class
+    arithmetic for the first image of each class toward the next class. (None, {}) without a
+    latent space."""
+    kind = latent_kind(model)
+    if kind is None:
+        return None, {}
+    chosen = same_class_pairs(y, pairs, seed)
+    strips: dict[str, np.ndarray] = {}
+    summary: dict[str, Any] = {"kind": kind, "pairs": pairs, "steps": steps, "smoothness": {}}
+    for mode in MODES:
+        paths, rows = [], []
+        for i, (a, b) in enumerate(chosen):
+            if kind == "encoder":
+                p = interpolate(model, (x[a], int(y[a])), (x[b], int(y[b])), steps, mode)
+                rows.append(torch.cat([x[a][None], p, x[b][None]]))  # the real images at the ends
+            else:
+                c = int(y[a])
+                p = interpolate(model, None, None, steps, mode, seed=seed + i, labels=(c, c))
+                rows.append(p)
+            paths.append(p)
+        summary["smoothness"][mode] = smoothness(net, paths, real_features)
+        strips[mode] = torch.stack(rows).numpy()  # (pairs, steps [+ 2 real ends], C, H, W)
+    if kind == "encoder":
+        means = class_means(model, x, y)
+        k = model.spec.num_classes
+        toward, every = [], []
+        for c in range(k):
+            i = int(np.flatnonzero(y.numpy() == c)[0])
+            r = arithmetic(model, x[i], c, (c + 1) % k, means, steps)
+            toward.append(torch.cat([x[i][None], r["toward"]]))
+            every.append(torch.cat([x[i][None], r["every_label"]]))
+        strips["arithmetic"] = torch.stack(toward).numpy()  # real, then class c -> c + 1
+        strips["every_label"] = torch.stack(every).numpy()  # real, then its code under labels 0..k-1
+    return summary, strips
+
+
+def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = None) -> None:
+    """``latent.npz``: the strips (images in [0, 1]), or only the reason there are none."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **strips, **({"reason": np.array(reason)} if reason else {}))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _load(params, family: str, split: str):
+    from tasks.prepare import load_split
+    from tasks.sample import load_trained
+
+    model, _ = load_trained(family, None, params.run.runs_dir)
+    x, y, _ = load_split(params.data.prepared_dir, split)
+    return model, x, y
+
+
+def _index(i: int, n: int, what: str) -> int:
+    if not 0 <= i < n:
+        raise ValueError(f"{what}: {i} is not an image index of the split (0..{n - 1})")
+    return i
+
+
+def _write(out: str | Path, rows: list[Tensor]) -> tuple[Path, Path]:
+    from tasks.figures import grid, save_png
+
+    out = Path(out)
+    out = out.with_suffix("") if out.suffix in (".png", ".npz") else out
+    width = max(len(r) for r in rows)
+    padded = torch.stack([torch.cat([r, torch.full((width - len(r), *r.shape[1:]), 0.5)]) for r in rows])
+    png = save_png(grid(padded.flatten(0, 1), nrow=width), out.with_name(out.name + ".png"))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, strips=padded.numpy())
+    npz = out.with_name(out.name + ".npz")
+    atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    return png, npz
+
+
+def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None = None, b: int | None = None,
+                        cls: int | None = None, steps: int = 9, modes: tuple[str, ...] = MODES, seed: int = 0,
+                        split: str = "test") -> dict[str, Any]:  # fmt: skip
+    """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
+    pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
+    Writes ``out``.png (rows: modes) and ``out``.npz."""
+    model, x, y = _load(params, family, split)
+    _need(model)
+    if latent_kind(model) == "encoder":
+        if (a is None) != (b is None):
+            raise ValueError("--a and --b: give both image indices, or neither (a same-class pair is drawn)")
+        if a is None:
+            idx = torch.arange(len(y)) if cls is None else torch.nonzero(y == cls).flatten()
+            if len(idx) < 2:
+                raise ValueError(f"--class {cls}: fewer than 2 images of this class in the {split} split")
+            pa, pb = same_class_pairs(y[idx], 1, seed)[0]
+            a, b = int(idx[pa]), int(idx[pb])
+        a, b = _index(a, len(y), "--a"), _index(b, len(y), "--b")
+        rows = [torch.cat([x[a][None], interpolate(model, (x[a], int(y[a])), (x[b], int(y[b])), steps, m),
+                           x[b][None]]) for m in modes]  # fmt: skip
+        ends = {"a": a, "b": b, "labels": [int(y[a]), int(y[b])]}
+    else:
+        c = 0 if cls is None else cls
+        rows = [interpolate(model, None, None, steps, m, seed=seed, labels=(c, c)) for m in modes]
+        ends = {"seed": seed, "labels": [c, c]}
+    png, npz = _write(out, rows)
+    return {"family": family, "png": str(png), "npz": str(npz), "modes": list(modes), "steps": steps, **ends}
+
+
+def arithmetic_to_file(params, family: str, index: int, to: int, out: str | Path, *, steps: int = 7,
+                       split: str = "test") -> dict[str, Any]:  # fmt: skip
+    """Test image ``index``'s code moved from its class mean toward class ``to``'s (row 1), and
+    decoded under every label (row 2); the real image first in each row."""
+    model, x, y = _load(params, family, split)
+    _need(model, "encoder")
+    i = _index(index, len(y), "--index")
+    if not 0 <= to < model.spec.num_classes:
+        raise ValueError(f"--to {to}: not a class (0..{model.spec.num_classes - 1})")
+    r = arithmetic(model, x[i], int(y[i]), to, class_means(model, x, y), steps)
+    rows = [torch.cat([x[i][None], r["toward"]]), torch.cat([x[i][None], r["every_label"]])]
+    png, npz = _write(out, rows)
+    return {"family": family, "png": str(png), "npz": str(npz), "index": i, "from": int(y[i]), "to": to}

@@ -1,0 +1,141 @@
+"""Latent space: slerp and lerp, paths that start where the image is (exact for the flow),
+class arithmetic, the smoothness figure on known answers, and clear errors without a latent."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.evaluator import train_evaluator
+from tasks import latent as L
+from tasks.config import validate
+from tasks.prepare import data_spec, load_split, prepare
+from tasks.sample import load_trained
+from tasks.train import train_family
+from tests.conftest import tiny_params
+
+
+def test_slerp_keeps_the_norm_lerp_shortens_it_and_both_hit_the_ends():
+    a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    for mix in (L.lerp, L.slerp):
+        assert torch.allclose(mix(a, b, 0.0), a) and torch.allclose(mix(a, b, 1.0), b)
+    assert torch.allclose(L.slerp(a, b, 0.5).norm(), torch.tensor(3.0))
+    assert torch.allclose(L.lerp(a, b, 0.5).norm(), torch.tensor(3.0 / 2**0.5))
+    assert torch.allclose(L.slerp(a, 2 * a, 0.5), L.lerp(a, 2 * a, 0.5))  # parallel: linear
+    img = torch.randn(2, 1, 8, 8)
+    assert L.slerp(img[:1], img[1:], 0.3).shape == (1, 1, 8, 8)
+
+
+class _Identity(torch.nn.Module):
+    """Features = the flattened image: the smoothness figure's known answers."""
+
+    def embed(self, x):
+        return x.flatten(1), None
+
+
+def test_smoothness_on_known_answers():
+    straight = torch.linspace(0, 1, 5)[:, None, None, None].expand(5, 1, 2, 2).contiguous()
+    s = L.smoothness(_Identity(), [straight])
+    assert s["path_ratio"] == pytest.approx(1.0) and s["max_step_ratio"] == pytest.approx(1.0)
+    assert s["mean_step"] == pytest.approx(0.5)  # 4 equal steps of 0.25 in 4 pixels: norm 0.5
+    jump = torch.cat([torch.zeros(3, 1, 2, 2), torch.ones(1, 1, 2, 2)])
+    assert L.smoothness(_Identity(), [jump])["max_step_ratio"] == pytest.approx(3.0)
+    detour = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.zeros(1, 2, 2) + 0.5])
+    assert L.smoothness(_Identity(), [detour])["path_ratio"] == pytest.approx(3.0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("latent")
+    fams = ["realnvp", "vae", "gan", "pixelcnn", "ddpm"]
+    params = validate(tiny_params(tmp, steps=20, families=fams))
+    prepare(params)
+    for f in fams:
+        train_family(params, f, progress=False)
+    x, y, manifest = load_split(params.data.prepared_dir, "test")
+    net = train_evaluator(x, y, data_spec(manifest), params.evaluate.evaluator)
+    return params, x, y, net, tmp
+
+
+def test_flow_paths_start_at_the_image_itself(trained):
+    params, x, y, _, _ = trained
+    model, _ = load_trained("realnvp", None, params.run.runs_dir)
+    same = torch.nonzero(y == y[0]).flatten()
+    a, b = int(same[0]), int(same[1])
+    for mode in L.MODES:
+        p = L.interpolate(model, (x[a], int(y[a])), (x[b], int(y[b])), steps=5, mode=mode)
+        assert p.shape == (5, 1, 8, 8)
+        assert torch.equal(p[0], x[a]) and torch.equal(p[-1], x[b])  # the flow inverts exactly
+
+
+def test_vae_arithmetic_starts_at_the_reconstruction_and_covers_every_label(trained):
+    params, x, y, _, _ = trained
+    model, _ = load_trained("vae", None, params.run.runs_dir)
+    means = L.class_means(model, x, y)
+    r = L.arithmetic(model, x[0], int(y[0]), (int(y[0]) + 1) % 10, means, steps=4)
+    with torch.inference_mode():
+        recon = model.decode(model.encode(x[:1], y[:1]), y[:1])
+    assert torch.allclose(r["toward"][0], recon[0], atol=1e-6)
+    assert r["toward"].shape == (4, 1, 8, 8) and r["every_label"].shape == (10, 1, 8, 8)
+    with pytest.raises(ValueError, match="not among the classes"):
+        L.arithmetic(model, x[0], int(y[0]), 42, means)
+
+
+def test_models_without_a_latent_or_an_encoder_fail_clearly(trained):
+    params, x, y, net, _ = trained
+    pixelcnn, _ = load_trained("pixelcnn", None, params.run.runs_dir)
+    gan, _ = load_trained("gan", None, params.run.runs_dir)
+    assert L.latent_kind(pixelcnn) is None and L.latent_kind(gan) == "decoder"
+    with pytest.raises(ValueError, match="pixelcnn.*autoregressive"):
+        L.interpolate(pixelcnn, (x[0], 0), (x[1], 0))
+    with pytest.raises(ValueError, match="encoder"):
+        L.class_means(gan, x, y)
+    assert L.figures(pixelcnn, net, x, y, None) == (None, {})
+    with pytest.raises(ValueError, match="steps"):
+        L.interpolate(gan, None, None, steps=1)
+
+
+def test_evaluation_figures_for_every_kind(trained):
+    params, x, y, net, _ = trained
+    feats = net.embed(x)[0].numpy()
+    for family, kind in [("realnvp", "encoder"), ("ddpm", "encoder"), ("gan", "decoder")]:
+        model, _ = load_trained(family, None, params.run.runs_dir)
+        summary, strips = L.figures(model, net, x, y, feats, pairs=3, steps=5)
+        assert summary["kind"] == kind
+        for mode in L.MODES:
+            s = summary["smoothness"][mode]
+            assert s["path_ratio"] >= 1 - 1e-6 and s["max_step_ratio"] >= 1 - 1e-6 and s["mean_step"] > 0
+            assert s["mean_step_over_real_nn"] == pytest.approx(s["mean_step"] / s["real_nn_distance"])
+            assert strips[mode].shape == ((3, 7) if kind == "encoder" else (3, 5)) + (1, 8, 8)
+        if kind == "encoder":
+            assert strips["arithmetic"].shape == (10, 6, 1, 8, 8)
+            assert strips["every_label"].shape == (10, 11, 1, 8, 8)
+        assert all(np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1 for v in strips.values())
+
+
+def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
+    from flows.cli import main
+
+    params, x, y, _, tmp = trained
+    pfile = tmp / "params.yaml"
+    pfile.write_text(json.dumps(params.model_dump(mode="json")))
+    out = tmp / "strip"
+    assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--a", "0", "--b", "5",
+                 "--steps", "6", "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads(capsys.readouterr().out)
+    assert r["a"] == 0 and r["b"] == 5 and r["modes"] == ["linear", "spherical"]
+    with np.load(r["npz"]) as z:
+        assert z["strips"].shape == (2, 8, 1, 8, 8)  # 2 modes x (real, 6 steps, real)
+    assert (tmp / "strip.png").stat().st_size > 0
+    assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--class", "3",
+                 "--out", str(tmp / "g")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["labels"] == [3, 3]
+    assert main(["arithmetic", "--params", str(pfile), "--family", "realnvp", "--index", "2", "--to", "7",
+                 "--out", str(tmp / "arith")]) == 0  # fmt: skip
+    with np.load(json.loads(capsys.readouterr().out)["npz"]) as z:
+        assert z["strips"].shape == (2, 11, 1, 8, 8)  # toward (1 + 7, padded) and every label (1 + 10)
+    assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--a", "0", "--b", "99999"]) != 0
+    assert "99999" in capsys.readouterr().err
+    assert main(["arithmetic", "--params", str(pfile), "--family", "gan", "--index", "0", "--to", "1"]) != 0
+    assert "encoder" in capsys.readouterr().err
