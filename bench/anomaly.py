@@ -1,10 +1,12 @@
-"""Anomaly detection by likelihood on the trained families: AUROC of the likelihood and the
-typicality scores against every benchmark set, as a Markdown table.
+"""Anomaly detection by likelihood on the trained families: AUROC of the likelihood, the
+typicality and the likelihood-ratio scores against every benchmark set, as a Markdown table.
 
     python bench/anomaly.py                  # the families in params.yaml's detect block
     python bench/anomaly.py --families pixelcnn,ddpm
+    python bench/anomaly.py --holdout 0 1    # also retrain each family without class 0, then 1
 
-Uses the models in runs/ (train them first: `make run`); writes nothing.
+Uses the models in runs/ (train them first: `make run`); the held-out retrainings are cached
+in runs/evaluation/<family>/holdout/.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--families", help="comma-separated (default: detect.families)")
+    ap.add_argument("--holdout", nargs="*", type=int, default=None, help="held-out classes (retrains)")
+    ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    params = load_params(args.params)
+    extra = [f"detect.holdout_classes={args.holdout}"] if args.holdout is not None else []
+    params = load_params(args.params, [*extra, *args.overrides])
     families = args.families.split(",") if args.families else params.detect.families
     rows = {}
     for f in families:
@@ -35,12 +40,15 @@ def main() -> None:
         rows[f]["seconds"] = time.perf_counter() - t0
     sets = list(next(iter(rows.values()))["sets"])
     print(f"machine: {machine()}")
-    print("cells: AUROC of bits/dim / AUROC of typicality (test split as normal)\n")
+    print("cells: AUROC of bits/dim / typicality / likelihood ratio vs the background model "
+          "(test split as normal; held-out class: the other classes' test images)\n")  # fmt: skip
     print("| family | test bits/dim | " + " | ".join(sets) + " | seconds |")
     print("|---" * (len(sets) + 3) + "|")
     for f, r in rows.items():
         cells = [
-            f"{r['sets'][s]['likelihood']['auroc']:.3f} / {r['sets'][s]['typicality']['auroc']:.3f}"
+            " / ".join(
+                f"{r['sets'][s][k]['auroc']:.3f}" for k in ("likelihood", "typicality", "likelihood_ratio")
+            )
             for s in sets
         ]
         print(f"| {f} ({r['estimator']}) | {r['normal']['mean_bits_per_dim']:.3f} | " + " | ".join(cells)

@@ -212,13 +212,18 @@ def cmd_detect(args) -> int:
     """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
     from tasks.detect import detect, run_benchmark
 
+    if args.holdout:
+        if not args.benchmark:
+            raise SystemExit("genzoo detect: --holdout needs --benchmark")
+        args.overrides = [*args.overrides, f"detect.holdout_classes={args.holdout}"]
     params = _params(args)
     if args.benchmark:
         r = run_benchmark(params, args.family)
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
         for name, st in r["sets"].items():
-            print(f"{name:>16}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
-                  f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}")  # fmt: skip
+            print(f"{name:>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
+                  f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}, "
+                  f"likelihood ratio {st['likelihood_ratio']['auroc']:.3f}")  # fmt: skip
         return 0
     if not args.path:
         raise SystemExit("genzoo detect: give a PATH (.npz or image folder) or --benchmark")
@@ -410,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write every score as JSON here")
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip
+    p.add_argument("--holdout", type=int, nargs="+", metavar="CLASS",
+                   help="with --benchmark: retrain without each CLASS, score it as anomalous")  # fmt: skip
     p.set_defaults(fn=cmd_detect)
 
     p = sub.add_parser(

@@ -126,9 +126,10 @@ class GenerativeModel(nn.Module, ABC):
         """log sum_y p(y) exp(fn(x, y)): the exact marginal when fn is exact, a bound when
         fn is a bound (logsumexp of lower bounds is a lower bound of the logsumexp)."""
         b = x.shape[0]
-        terms = [
+        terms = [  # classes with no prior mass (held out of training) are not summed over
             fn(x, torch.full((b,), k, dtype=torch.long, device=x.device)) + self.log_class_prior[k]
             for k in range(self.spec.num_classes)
+            if torch.isfinite(self.log_class_prior[k])
         ]
         return torch.logsumexp(torch.stack(terms, dim=1), dim=1)
 

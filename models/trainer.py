@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     max_bad_steps: int = Field(20, ge=0, description="non-finite steps tolerated")
     eval_every: int = Field(0, ge=0, description="validate every N steps (0: never)")
     keep_best: bool = Field(True, description="end with the weights that validated best")
+    exclude_classes: list[int] = Field(
+        default_factory=list, description="classes left out of training (their prior becomes 0)"
+    )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -260,10 +263,21 @@ def fit(
     weights are returned (early stopping by model selection).
     """
     device = torch.device(device)
+    k = model.spec.num_classes
+    bad_classes = [c for c in cfg.exclude_classes if not 0 <= c < k]
+    if bad_classes or len(set(cfg.exclude_classes)) >= k:
+        raise ValueError(
+            f"exclude_classes: {cfg.exclude_classes}: distinct classes in [0, {k}), not all of them"
+        )
+    if cfg.exclude_classes:  # a held-out class: never seen, and given no prior mass
+        keep = ~torch.isin(y, torch.tensor(cfg.exclude_classes))
+        x, y = x[keep], y[keep]
     seed_everything(seed)
     model.to(device).train()
-    counts = torch.bincount(y, minlength=model.spec.num_classes).float()
-    model.log_class_prior.copy_(torch.log((counts + 1) / (counts + 1).sum()))
+    counts = torch.bincount(y, minlength=k).float()
+    smoothed = counts + 1
+    smoothed[cfg.exclude_classes] = 0
+    model.log_class_prior.copy_(torch.log(smoothed / smoothed.sum()))
     ema_decay = cfg.ema_decay if model.wants_ema else None
     ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
 

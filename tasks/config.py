@@ -7,7 +7,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -146,6 +146,16 @@ class DetectParams(_Strict):
         description="families benchmarked after evaluation (those of them in models; need a likelihood)",
     )
     quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")
+    background_mutation: float = Field(
+        0.2, ge=0, lt=1, description="likelihood ratio: share of pixels randomised for the background model"
+    )
+    holdout_classes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="classes each held out of a retraining of the family and scored as anomalies",
+    )
+    holdout_train: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the train block for the held-out retrainings"
+    )
 
 
 class UsefulnessParams(_Strict):

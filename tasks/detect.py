@@ -14,7 +14,15 @@ The benchmark (``benchmark``) scores the real test split as normal against:
 - images of another kind: patches of the photographs that ship with scikit-learn, reduced to
   the data's size, channels and levels;
 
-and reports AUROC, AUPR and FPR at 95% TPR for the likelihood and the typicality scores.
+- a held-out class (``detect.holdout_classes``): the family retrained without that class (the
+  ``exclude_classes`` training option), the class's test images scored as anomalies against the
+  other classes' test images;
+
+and reports AUROC, AUPR and FPR at 95% TPR for three scores: the likelihood (bits/dim), the
+typicality (distance from the validation mean) and the likelihood ratio against a background
+model (the family's bits/dim minus those of a Gaussian mixture fitted on pixel-randomised
+training images, ``models.classical.Background``), which discounts what raw likelihood mostly
+measures: how simple an image is.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import torch
 import models
 from metrics.anomaly import detection, typicality
 from models.base import DataSpec, ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text
+from models.classical import Background
 from tasks.config import Params, load_params
 from tasks.prepare import DataError, load_split
 
@@ -185,15 +194,91 @@ def photo_patches(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
     return to_spec(np.stack(patches), spec, 256, "sklearn sample images")
 
 
+def background(params: Params, x: torch.Tensor, spec: DataSpec) -> Background:
+    return Background(spec, params.evaluate.baselines, params.detect.background_mutation).fit(x, params.seed)
+
+
+def _figures(normal: np.ndarray, s: np.ndarray, val: np.ndarray, bg_normal: np.ndarray, bg: np.ndarray,
+             threshold: float) -> dict[str, Any]:  # fmt: skip
+    """The three scores' detection figures, ``normal`` and ``s`` the family's bits/dim."""
+    return {
+        "n": len(s),
+        "mean_bits_per_dim": float(s.mean()),
+        "flagged": float((s > threshold).mean()),
+        "likelihood": detection(normal, s),
+        "typicality": detection(typicality(normal, val), typicality(s, val)),
+        "likelihood_ratio": detection(normal - bg_normal, s - bg),
+    }
+
+
+def holdout_model(params: Params, family: str, cls: int) -> tuple[GenerativeModel, dict[str, Any]]:
+    """``family`` retrained without class ``cls`` (cached in runs/evaluation/<family>/holdout/)."""
+    from models.base import save
+    from models.trainer import TrainConfig, fit
+    from tasks.config import fingerprint
+    from tasks.evaluate import evaluation_dir
+    from tasks.prepare import data_spec
+    from tasks.train import code_version, data_hash, resolve_device
+
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
+    if not 0 <= cls < data_spec(manifest).num_classes:
+        raise ValueError(f"detect.holdout_classes: {cls} is not a class of the data")
+    cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.detect.holdout_train,
+                         "exclude_classes": [cls]})  # fmt: skip
+    key = fingerprint({"net": params.models[family].net, "train": cfg.model_dump(mode="json"),
+                       "seed": params.seed, "threads": params.threads(family), "data": data_hash(manifest),
+                       "code": code_version(family)})[:16]  # fmt: skip
+    path = evaluation_dir(params) / family / "holdout" / f"class{cls}.json"
+    try:
+        meta = json.loads(path.read_text())
+        if meta.get("key") == key:
+            return models.load(path), meta
+    except (OSError, ValueError):
+        pass
+    model = models.build(family, data_spec(manifest), params.net_config(family))
+    model, result = fit(
+        model, x, y, cfg, seed=params.seed, device=resolve_device(params.run.device), progress=False
+    )
+    save(
+        model,
+        path,
+        extra={"key": key, "held_out": cls, "steps": result.steps, "train_seconds": round(result.seconds, 1)},
+    )
+    log.info("%s without class %d: trained in %.1f s", family, cls, result.seconds)
+    return model.cpu().eval(), json.loads(path.read_text())
+
+
+def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
+    """The held-out class's test images against the other classes' test images, under the
+    family retrained without that class (threshold, typicality and background from the other
+    classes' validation and training images)."""
+    net, meta = holdout_model(params, family, cls)
+    x, y, _ = load_split(params.data.prepared_dir, "train")
+    xv, yv, _ = load_split(params.data.prepared_dir, "val")
+    xt, yt, _ = load_split(params.data.prepared_dir, "test")
+    val = score(net, xv[yv != cls])
+    bg = background(params, x[y != cls], net.spec)
+    normal, anomalous = xt[yt != cls], xt[yt == cls]
+    s_n, s_a = score(net, normal), score(net, anomalous)
+    threshold = float(np.quantile(val, params.detect.quantile))
+    out = _figures(s_n, s_a, val, bg.bits_per_dim(normal), bg.bits_per_dim(anomalous), threshold)
+    return {**out, "normal_mean_bits_per_dim": float(s_n.mean()), "train_seconds": meta["train_seconds"],
+            "steps": meta["steps"]}  # fmt: skip
+
+
 def benchmark(params: Params, family: str) -> dict[str, Any]:
-    """AUROC / AUPR / FPR@95%TPR of the likelihood and typicality scores: the test split
-    (normal) against corrupted test images and photo patches."""
+    """AUROC / AUPR / FPR@95%TPR of the likelihood, typicality and likelihood-ratio scores:
+    the test split (normal) against corrupted test images and photo patches, and each held-out
+    class under a retraining without it."""
     net = _model(params, family)
     torch.set_num_threads(params.threads(family))
+    x_train, _, _ = load_split(params.data.prepared_dir, "train")
     xt, _, _ = load_split(params.data.prepared_dir, "test")
     q = params.detect.quantile
     cal = calibrate(net, params, q)
     normal = score(net, xt)
+    bg = background(params, x_train, net.spec)
+    bg_normal = bg.bits_per_dim(xt)
     sets = {
         **corruptions(xt, net.spec.levels, params.seed),
         "photo_patches": photo_patches(net.spec, len(xt), params.seed),
@@ -204,17 +289,19 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
         "normal": {"set": "test split", "n": len(xt), "mean_bits_per_dim": float(normal.mean())},
         "quantile": q,
         "threshold": cal["threshold"],
+        "background": {
+            "model": "gaussian mixture on pixel-randomised training images",
+            "mutation": params.detect.background_mutation,
+            "components": bg.gmm.n_components,
+            "test_mean_bits_per_dim": float(bg_normal.mean()),
+        },  # fmt: skip
         "sets": {},
     }
     for name, x in sets.items():
         s = score(net, x)
-        out["sets"][name] = {
-            "n": len(x),
-            "mean_bits_per_dim": float(s.mean()),
-            "flagged": float((s > cal["threshold"]).mean()),
-            "likelihood": detection(normal, s),
-            "typicality": detection(typicality(normal, cal["val"]), typicality(s, cal["val"])),
-        }
+        out["sets"][name] = _figures(normal, s, cal["val"], bg_normal, bg.bits_per_dim(x), cal["threshold"])
+    for cls in params.detect.holdout_classes:
+        out["sets"][f"held_out_class_{cls}"] = holdout(params, family, cls)
     return out
 
 
@@ -224,7 +311,11 @@ def benchmark_path(params: Params, family: str) -> Path:
     return evaluation_dir(params) / family / "anomaly.json"
 
 
-DETECT_CODE = ("tasks/detect.py", "metrics/anomaly.py")  # the DVC stage's code deps (a test keeps them equal)
+DETECT_CODE = (
+    "tasks/detect.py",
+    "metrics/anomaly.py",
+    "models/classical.py",
+)  # the DVC stage's code deps (a test keeps them equal)
 
 
 def run_benchmark(params: Params, family: str) -> dict[str, Any]:
@@ -232,14 +323,14 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     data, params and code are unchanged."""
     from models.base import sha256_file
     from tasks.config import fingerprint
-    from tasks.train import ROOT
+    from tasks.train import ROOT, code_version
 
     path = benchmark_path(params, family)
     key = fingerprint({
         "model": sha256_file(Path(params.run.runs_dir) / family / "model.safetensors"),
         "data": (Path(params.data.prepared_dir) / "manifest.json").read_text(),
         "detect": params.detect.model_dump(mode="json"), "seed": params.seed,
-        "threads": params.threads(family),
+        "threads": params.threads(family), "train_code": code_version(family),
         "code": {f: (ROOT / f).read_bytes().hex() for f in DETECT_CODE},
     })[:16]  # fmt: skip
     try:

@@ -171,3 +171,24 @@ def test_validation_picks_the_best_weights(tmp_path, tiny):
     at_step_4 = torch.load(tmp_path / "step-00000004.pt", weights_only=True)["model"]
     for k, v in final.state_dict().items():
         assert torch.equal(v, at_step_4[k]), k
+
+
+def test_excluded_classes_are_never_seen_and_get_no_prior_mass(tiny):
+    x, y = data()
+    x[y == 1] = float("nan")  # any use of class 1 would make the loss non-finite
+    model = models.build("realnvp", SPEC, tiny["realnvp"])
+    trained, result = fit(model, x, y, cfg(exclude_classes=[1], max_bad_steps=0), progress=False)
+    assert result.bad_steps == 0
+    assert (
+        trained.log_class_prior[1] == float("-inf") and torch.isfinite(trained.log_class_prior[[0, 2]]).all()
+    )
+    assert (trained.fill_labels(500, None, torch.Generator().manual_seed(0)) != 1).all()
+    clean, _ = data()
+    assert torch.isfinite(trained.log_prob(clean[:4])).all()  # the marginal skips class 1
+    with pytest.raises(NonFiniteLossError):  # the same data without the exclusion fails
+        fit(models.build("realnvp", SPEC, tiny["realnvp"]), x, y, cfg(max_bad_steps=0), progress=False)
+    for bad in ([3], [0, 1, 2], [-1]):
+        with pytest.raises(ValueError, match="exclude_classes"):
+            fit(
+                models.build("realnvp", SPEC, tiny["realnvp"]), x, y, cfg(exclude_classes=bad), progress=False
+            )

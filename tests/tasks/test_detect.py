@@ -9,8 +9,8 @@ import torch
 
 import models
 from metrics.anomaly import detection, typicality
-from tasks.config import validate
-from tasks.detect import benchmark_path, detect, read_images, run_benchmark, score
+from tasks.config import ParamsError, validate
+from tasks.detect import benchmark, benchmark_path, detect, holdout_model, read_images, run_benchmark, score
 from tasks.prepare import load_split, prepare
 from tasks.train import train_family
 from tests.conftest import tiny_params
@@ -61,8 +61,12 @@ def test_benchmark_writes_figures_for_every_set_and_catches_noise(trained):
     }
     assert set(r["sets"]) == expected
     for st in r["sets"].values():
-        for kind in ("likelihood", "typicality"):
+        for kind in ("likelihood", "typicality", "likelihood_ratio"):
             assert 0 <= st[kind]["auroc"] <= 1 and 0 <= st[kind]["fpr_at_95_tpr"] <= 1
+    assert (
+        r["background"]["components"] >= 1
+        and r["background"]["mutation"] == params.detect.background_mutation
+    )
     assert r["sets"]["gaussian_noise"]["likelihood"]["auroc"] > 0.9
     assert r["sets"]["gaussian_noise"]["mean_bits_per_dim"] > r["normal"]["mean_bits_per_dim"]
 
@@ -119,3 +123,42 @@ def test_scores_are_bits_per_dim_and_deterministic(trained):
 
     ll = mean_log_likelihood(net, xt[:20])
     assert s.mean() == pytest.approx(-ll / (64 * np.log(2)), rel=1e-6)
+
+
+def test_background_model_scores_each_image(trained):
+    _, params = trained
+    x, _, manifest = load_split(params.data.prepared_dir, "train")
+    from models.classical import Background
+    from tasks.prepare import data_spec
+
+    bg = Background(data_spec(manifest), params.evaluate.baselines, 0.2)
+    with pytest.raises(RuntimeError, match="fit"):
+        bg.bits_per_dim(x[:2])
+    bg.fit(x, seed=0)
+    s = bg.bits_per_dim(x[:50])
+    assert s.shape == (50,) and np.isfinite(s).all()
+    assert np.array_equal(s, bg.bits_per_dim(x[:50]))  # seeded dequantisation
+    noise = torch.randint(0, 17, (50, 1, 8, 8)).float() / 16
+    assert bg.bits_per_dim(noise).mean() > s.mean()  # random pixels are unlikely even to the background
+
+
+def test_held_out_class_benchmark_retrains_without_it(trained):
+    _, params = trained
+    raw = params.model_dump(mode="json")
+    raw["detect"] = {**raw["detect"], "holdout_classes": [0], "holdout_train": {"steps": 20}}
+    p = validate(raw)
+    r = benchmark(p, "pixelcnn")
+    st = r["sets"]["held_out_class_0"]
+    _, yt, _ = load_split(p.data.prepared_dir, "test")
+    assert st["n"] == int((yt == 0).sum()) and st["steps"] == 20
+    for kind in ("likelihood", "typicality", "likelihood_ratio"):
+        assert 0 <= st[kind]["auroc"] <= 1
+    held, meta = holdout_model(p, "pixelcnn", 0)
+    assert meta["held_out"] == 0 and held.log_class_prior[0] == float("-inf")
+    assert holdout_model(p, "pixelcnn", 0)[1]["key"] == meta["key"]  # cached
+    raw["detect"]["holdout_classes"] = [99]
+    with pytest.raises(ValueError, match="not a class"):
+        holdout_model(validate(raw), "pixelcnn", 99)
+    raw["detect"]["holdout_classes"] = [-1]
+    with pytest.raises(ParamsError, match="holdout_classes"):
+        validate(raw)
