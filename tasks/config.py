@@ -163,17 +163,17 @@ class UsefulnessParams(_Strict):
     without leaks: the generator that augments a real subset is trained on that subset only."""
 
     families: list[str] = Field(
-        ["gan"], description="families measured after evaluation (those of them in models); [] for none"
+        ["vae"], description="families measured after evaluation (those of them in models); [] for none"
     )
     fractions: list[float] = Field(
         [0.1, 1.0], min_length=1, description="real training subsets (fractions of the training split)"
     )
-    synthetic_per_real: float = Field(4.0, gt=0, le=100, description="k: synthetic images per real image")
+    synthetic_per_real: float = Field(1.0, gt=0, le=100, description="k: synthetic images per real image")
     seeds: int = Field(3, ge=2, description="classifier and sampling seeds: mean and 95% interval")
     subset_seed: int = Field(0, ge=0, description="which subset (and generator) each fraction uses")
     classifiers: list[Literal["cnn", "logistic"]] = Field(["cnn", "logistic"], min_length=1)
     cnn: EvaluatorConfig = Field(
-        default_factory=lambda: EvaluatorConfig(steps=300, batch_size=64),
+        default_factory=lambda: EvaluatorConfig(steps=600, batch_size=64),
         description="the downstream CNN (the evaluator's architecture, its own budget)",
     )
     logistic_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression")
