@@ -62,6 +62,13 @@ def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    (out / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
+    return wall, read_run(out)
+
+
+def read_run(out: Path) -> dict[str, dict]:
+    """What a run wrote: per family metrics and quality, the reference rows, the report's summary,
+    and the usefulness, latent and anomaly figures where they were measured."""
     ev = out / "runs" / "evaluation"
     metrics = {
         p.parent.name: {
@@ -73,7 +80,12 @@ def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     }
     metrics["reference"] = json.loads((ev / "evaluator" / "reference.json").read_text())
     metrics["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
-    return wall, metrics
+    extra = {"usefulness": "usefulness.json", "anomaly": "anomaly.json"}
+    for key, name in extra.items():
+        metrics[key] = {p.parent.name: json.loads(p.read_text()) for p in ev.glob(f"*/{name}")}
+    ref = ev / "usefulness" / "reference.json"
+    metrics["usefulness_reference"] = json.loads(ref.read_text()) if ref.exists() else None
+    return metrics
 
 
 def main() -> None:
@@ -81,10 +93,15 @@ def main() -> None:
     ap.add_argument("--profile", help="params profile, e.g. quick")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default="/tmp/genzoo-bench")
+    ap.add_argument("--reuse", action="store_true", help="print the figures of the runs already in --out")
     args = ap.parse_args()
     walls, runs = [], []
     for i in range(args.repeats):
         out = Path(args.out) / f"run{i}"
+        if args.reuse:
+            walls.append(float((out / "wall_seconds.txt").read_text()))
+            runs.append(read_run(out))
+            continue
         subprocess.run(["rm", "-rf", str(out)], check=True)
         out.mkdir(parents=True)
         wall, metrics = one_run(args.profile, out)
@@ -133,6 +150,51 @@ def main() -> None:
           f"within {t['best_within']}x: {t['best_met']}")  # fmt: skip
     levels = json.loads((Path(args.out) / "run0" / "prepared" / "manifest.json").read_text())["levels"]
     print(f"\nreference: the uniform distribution over {levels} levels is {math.log2(levels):.3f} bits/dim")
+    extras(runs[0])
+
+
+def _cell(s: dict, sign: str = "") -> str:
+    return f"{100 * s['mean']:{sign}.1f} ± {100 * s['ci95']:.1f}"
+
+
+def extras(run: dict) -> None:
+    """Run 1's latent smoothness, usefulness and anomaly figures (when measured)."""
+    fams = {f: d for f, d in run.items() if isinstance(d, dict) and "quality" in d}
+    lat = {f: d["quality"]["latent"] for f, d in fams.items() if d["quality"].get("latent")}
+    if lat:
+        print("\n| latent smoothness (run 1) | path | mean step | / real NN distance | path / straight "
+              "| largest / mean step |\n|---|---|---|---|---|---|")  # fmt: skip
+        for f, d in lat.items():
+            for mode, s in d["smoothness"].items():
+                print(f"| {f} ({d['kind']}) | {mode} | {s['mean_step']:.3f} | "
+                      f"{s['mean_step_over_real_nn']:.2f} | {s['path_ratio']:.2f} | "
+                      f"{s['max_step_ratio']:.2f} |")  # fmt: skip
+    ref = run.get("usefulness_reference")
+    if ref and run["usefulness"]:
+        clfs, proto = ref["protocol"]["classifiers"], ref["protocol"]
+        print(f"\nusefulness (run 1; k = {proto['synthetic_per_real']:g}, {proto['seeds']} seeds; "
+              "accuracy %, lifts in points, ± 95% interval)")  # fmt: skip
+        for p, per in ref["real"].items():
+            print(f"real only at {100 * float(p):g}%: " + ", ".join(f"{c} {_cell(per[c])}" for c in clfs))
+        for name, d in [("pca_kde", ref["pca_kde"]), *run["usefulness"].items()]:
+            print(f"{name}: train on synthetic " + ", ".join(f"{c} {_cell(d['tstr'][c])}" for c in clfs))
+            for p, per in d["augmentation"].items():
+                lifts = ", ".join(f"{c} {_cell(per[c]['lift'], '+')}" for c in clfs)
+                print(f"  lift at {100 * float(p):g}%: {lifts}")
+        t = run["summary"].get("usefulness")
+        if t and "best_lift" in t:
+            print(
+                f"targets: lift met {t['lift_met']} ({t['best_lift_family']} {100 * t['best_lift']:+.1f} "
+                f"± {100 * t['best_lift_ci95']:.1f}); train-on-synthetic met {t['tstr_met']} "
+                f"({t['best_tstr_family']} {100 * t['best_tstr']:.1f} "
+                f"vs PCA + KDE {100 * t['pca_kde_tstr']:.1f})"
+            )
+    for f, a in run.get("anomaly", {}).items():
+        scores = ("likelihood", "typicality", "likelihood_ratio")
+        cells = ", ".join(
+            f"{k} " + "/".join(f"{v[s]['auroc']:.3f}" for s in scores) for k, v in a["sets"].items()
+        )
+        print(f"anomaly AUROC {f} (likelihood/typicality/ratio): {cells}")
 
 
 if __name__ == "__main__":
