@@ -146,9 +146,6 @@ class DetectParams(_Strict):
         description="families benchmarked after evaluation (those of them in models; need a likelihood)",
     )
     quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")
-    background_mutation: float = Field(
-        0.2, ge=0, lt=1, description="likelihood ratio: share of pixels randomised for the background model"
-    )
     holdout_classes: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list,
         description="classes each held out of a retraining of the family and scored as anomalies",
@@ -169,7 +166,7 @@ class UsefulnessParams(_Strict):
         [0.1, 1.0], min_length=1, description="real training subsets (fractions of the training split)"
     )
     synthetic_per_real: float = Field(1.0, gt=0, le=100, description="k: synthetic images per real image")
-    seeds: int = Field(3, ge=2, description="classifier and sampling seeds: mean and 95% interval")
+    seeds: int = Field(5, ge=2, description="classifier and sampling seeds: mean and 95% interval")
     subset_seed: int = Field(0, ge=0, description="which subset (and generator) each fraction uses")
     classifiers: list[Literal["cnn", "logistic"]] = Field(["cnn", "logistic"], min_length=1)
     cnn: EvaluatorConfig = Field(
