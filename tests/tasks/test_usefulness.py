@@ -107,3 +107,15 @@ def test_family_needs_the_reference_and_a_trained_model(tmp_path):
     params = validate(tiny_params(tmp_path, families=["gan"]))
     with pytest.raises(FileNotFoundError, match="reference"):
         U.measure_family(params, "gan")
+
+
+def test_command_line_prints_the_figures_and_rejects_untrained_families(trained, tmp_path, capsys):
+    from flows.cli import main
+
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(json.dumps(trained.model_dump(mode="json")))
+    assert main(["usefulness", "--params", str(pfile)]) == 0
+    out = capsys.readouterr().out
+    assert "real 20%" in out and "gan: train on synthetic" in out and "lift at 20% real" in out
+    with pytest.raises(SystemExit, match="--families: vae"):
+        main(["usefulness", "--params", str(pfile), "--families", "vae"])
