@@ -235,6 +235,7 @@ def holdout_model(params: Params, family: str, cls: int) -> tuple[GenerativeMode
             return models.load(path), meta
     except (OSError, ValueError):
         pass
+    torch.manual_seed(params.seed)  # the initial weights too, as in tasks/train.py
     model = models.build(family, data_spec(manifest), params.net_config(family))
     model, result = fit(
         model, x, y, cfg, seed=params.seed, device=resolve_device(params.run.device), progress=False

@@ -247,6 +247,7 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
         return models.load(path, resolve_device(params.run.device)), {
             k: meta[k] for k in ("n_real", "steps", "train_seconds")
         }
+    torch.manual_seed(params.seed)  # the initial weights too, as in tasks/train.py
     model = models.build(family, spec, params.net_config(family))
     t0 = time.perf_counter()
     model, result = fit(
@@ -298,6 +299,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     torch.set_num_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
     data = data_hash(manifest)
+    (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]
     t0 = time.perf_counter()
     augmentation, generators = {}, {}
     for p in u.fractions:

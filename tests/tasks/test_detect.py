@@ -158,6 +158,10 @@ def test_held_out_class_benchmark_retrains_without_it(trained):
     held, meta = holdout_model(p, "pixelcnn", 0)
     assert meta["held_out"] == 0 and held.log_class_prior[0] == float("-inf")
     assert holdout_model(p, "pixelcnn", 0)[1]["key"] == meta["key"]  # cached
+    stored = benchmark_path(p, "pixelcnn").parent / "holdout" / "class0.json"
+    stored.unlink()
+    torch.rand(1000)  # whatever ran before in the process, the retraining is the same
+    assert holdout_model(p, "pixelcnn", 0)[1]["sha256"] == meta["sha256"]
     raw["detect"]["holdout_classes"] = [99]
     with pytest.raises(ValueError, match="not a class"):
         holdout_model(validate(raw), "pixelcnn", 99)

@@ -97,6 +97,15 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     seen.clear()
     assert U.measure_family(trained, "gan")["key"] == result["key"]
     assert seen == []
+    # the subset generator is the same whatever ran before in the process (seeded initial weights)
+    stored = (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").read_text()
+    torch.rand(1000)  # move the global RNG, as other work in a reused worker would
+    train_, _, spec, manifest = U._splits(trained)
+    (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").unlink()
+    U.subset_generator(trained, "gan", 0.2, train_, spec, U.data_hash(manifest))
+    again_meta = json.loads((U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").read_text())
+    assert again_meta["sha256"] == json.loads(stored)["sha256"]
+    seen.clear()
     # without the stored figures, the stored subset generator is reused and the figures agree
     (U.evaluation_dir(trained) / "gan" / "usefulness.json").unlink()
     again = U.measure_family(trained, "gan")
