@@ -21,8 +21,8 @@ from families import ROOT, machine  # noqa: E402
 
 
 def main() -> None:
-    from tasks.config import load_params
-    from tasks.detect import benchmark
+    from genzoo.tasks.config import load_params
+    from genzoo.tasks.detect import benchmark
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))

@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
 
-from models.evaluator import accuracy, train_evaluator  # noqa: E402
-from tasks.config import load_params  # noqa: E402
-from tasks.prepare import data_spec, load_split, prepare  # noqa: E402
+from genzoo.models.evaluator import accuracy, train_evaluator  # noqa: E402
+from genzoo.tasks.config import load_params  # noqa: E402
+from genzoo.tasks.prepare import data_spec, load_split, prepare  # noqa: E402
 
 
 def main() -> None:

@@ -117,7 +117,7 @@ def main() -> None:
     )
     print("| family | steps | train time (s) | s/step | samples/s | test bits/dim | estimator |")
     print("|---|---|---|---|---|---|---|")
-    from tasks.config import load_params
+    from genzoo.tasks.config import load_params
 
     order = load_params(ROOT / "params.yaml").families
     for fam in sorted((f for f in runs[0] if f in order), key=order.index):

@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
 
-import models  # noqa: E402
-from models.trainer import fit  # noqa: E402
-from tasks.config import load_params  # noqa: E402
-from tasks.prepare import data_spec, load_split, prepare  # noqa: E402
+from genzoo import models  # noqa: E402
+from genzoo.models.trainer import fit  # noqa: E402
+from genzoo.tasks.config import load_params  # noqa: E402
+from genzoo.tasks.prepare import data_spec, load_split, prepare  # noqa: E402
 
 
 def _sync(device: str) -> None:

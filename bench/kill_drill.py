@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = """
 import sys, torch
-from models.trainer import Checkpoints
+from genzoo.models.trainer import Checkpoints
 ck = Checkpoints(sys.argv[1], keep=2)
 state = ck.load_latest()
 step = state["step"] if state else 0
@@ -39,8 +39,8 @@ while True:
 
 TRAINER = """
 import sys, torch
-from models import build, DataSpec
-from models.trainer import JsonlLogger, TrainConfig, fit
+from genzoo.models import build, DataSpec
+from genzoo.models.trainer import JsonlLogger, TrainConfig, fit
 from sklearn.datasets import load_digits
 torch.set_num_threads(1)
 d = load_digits()
@@ -62,7 +62,7 @@ def _run(code: str, *args: str) -> subprocess.Popen:
 
 def write_drill(kills: int, rng: random.Random) -> dict:
 
-    from models.trainer import Checkpoints
+    from genzoo.models.trainer import Checkpoints
 
     root = Path(tempfile.mkdtemp(prefix="genzoo-kill-write-"))
     good = bad = empty = 0

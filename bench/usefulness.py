@@ -26,11 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
 
-from tasks.config import load_params  # noqa: E402
-from tasks.prepare import prepare  # noqa: E402
-from tasks.report import usefulness_plot  # noqa: E402
-from tasks.train import train_family, up_to_date  # noqa: E402
-from tasks.usefulness import measure_family, reference, stats  # noqa: E402
+from genzoo.tasks.config import load_params  # noqa: E402
+from genzoo.tasks.prepare import prepare  # noqa: E402
+from genzoo.tasks.report import usefulness_plot  # noqa: E402
+from genzoo.tasks.train import train_family, up_to_date  # noqa: E402
+from genzoo.tasks.usefulness import measure_family, reference, stats  # noqa: E402
 
 
 def pooled(runs: list[dict]) -> dict:

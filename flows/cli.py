@@ -44,13 +44,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _params(args):
-    from tasks.config import load_params
+    from genzoo.tasks.config import load_params
 
     return load_params(args.params, args.overrides, args.profile)
 
 
 def cmd_prepare(args) -> int:
-    from tasks.prepare import prepare
+    from genzoo.tasks.prepare import prepare
 
     m = prepare(_params(args))
     print(
@@ -67,7 +67,7 @@ def cmd_prepare(args) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from tasks.train import train_family
+    from genzoo.tasks.train import train_family
 
     for fam in families:
         m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)
@@ -92,7 +92,7 @@ def cmd_train(args) -> int:
 
 def cmd_run(args) -> int:
     """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit)."""
-    from flows.pipeline import pipeline
+    from genzoo.flows.pipeline import pipeline
 
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
     families = args.families.split(",") if args.families else None
@@ -132,31 +132,22 @@ def cmd_run(args) -> int:
 def cmd_sample(args) -> int:
     import torch
 
-    from tasks.sample import load_trained, resolve_class, sample_to_file
+    from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
 
     params = _params(args)
     if not args.family and not args.model:
         raise SystemExit("give --family F (the model in runs/F) or --model PATH/model.json")
-    model_path = args.model
-    if model_path and model_path.startswith("models:/"):  # a registered version in MLflow
-        from tasks.tracking import download_registered
-
-        model_path = str(download_registered(model_path) / "model.json")
-    model, _ = load_trained(args.family, model_path, params.run.runs_dir)
+    model = load_model(args.model or args.family, params.run.runs_dir)
     if args.device:
         model = model.to(torch.device(args.device))
-    names = None
-    manifest = Path(params.data.prepared_dir) / "manifest.json"
-    if manifest.exists():
-        names = json.loads(manifest.read_text())["class_names"]
-    cls = resolve_class(model, args.cls, names)
+    cls = resolve_class(model, args.cls, class_names(params.data.prepared_dir))
     npz, png = sample_to_file(model, args.n, args.out, cls=cls, seed=args.seed, progress=not args.quiet)
     print(json.dumps({"npz": str(npz), "png": str(png), "n": args.n}))
     return 0
 
 
 def cmd_serve(args) -> int:
-    from flows.serve import serve
+    from genzoo.flows.serve import serve
 
     _params(args)  # fail on a bad params file before starting anything
     serve(host=args.host, port=args.port, params_file=args.params)
@@ -164,7 +155,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from tasks.status import format_status, status
+    from genzoo.tasks.status import format_status, status
 
     st = status(_params(args))
     print(json.dumps(st, indent=2) if args.json else format_status(st))
@@ -172,7 +163,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_augment(args) -> int:
-    from tasks.augment import generate, request
+    from genzoo.tasks.augment import generate, request
 
     params = _params(args)
     families = args.families.split(",") if args.families else None
@@ -188,7 +179,7 @@ def cmd_augment(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """The evaluator, then every trained family (or --family), then the report; no Prefect."""
-    from tasks.evaluate import evaluate_family, evaluator_stage
+    from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 
     params = _params(args)
     if args.family and args.family not in params.models:
@@ -210,7 +201,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_detect(args) -> int:
     """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
-    from tasks.detect import detect, run_benchmark
+    from genzoo.tasks.detect import detect, run_benchmark
 
     if args.holdout:
         if not args.benchmark:
@@ -229,7 +220,7 @@ def cmd_detect(args) -> int:
         raise SystemExit("genzoo detect: give a PATH (.npz or image folder) or --benchmark")
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
-        from models.base import atomic_write_text
+        from genzoo.models.base import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(r, indent=2))
     for row in r["images"]:
@@ -243,7 +234,7 @@ def cmd_detect(args) -> int:
 def cmd_usefulness(args) -> int:
     """Does synthetic data help a classifier? The reference rows, then each family (trained
     first on every real subset); figures in runs/evaluation/<family>/usefulness.json."""
-    from tasks.usefulness import measure_family, reference
+    from genzoo.tasks.usefulness import measure_family, reference
 
     params = _params(args)
     families = (
@@ -281,7 +272,7 @@ def cmd_usefulness(args) -> int:
 
 def cmd_interpolate(args) -> int:
     """Strips along latent paths (linear and spherical) between two test images."""
-    from tasks.latent import MODES, interpolate_to_file
+    from genzoo.tasks.latent import MODES, interpolate_to_file
 
     params = _params(args)
     modes = MODES if args.mode == "both" else (args.mode,)
@@ -294,7 +285,7 @@ def cmd_interpolate(args) -> int:
 
 def cmd_arithmetic(args) -> int:
     """A test image's code moved toward another class's mean, and under every label."""
-    from tasks.latent import arithmetic_to_file
+    from genzoo.tasks.latent import arithmetic_to_file
 
     params = _params(args)
     out = args.out or f"samples/{args.family}-arithmetic"
@@ -303,7 +294,7 @@ def cmd_arithmetic(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tasks.report import build_report
+    from genzoo.tasks.report import build_report
 
     params = _params(args)
     t = build_report(params)["targets"]
@@ -314,7 +305,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_families(args) -> int:
-    import models
+    from genzoo import models
 
     for name, cls in models.REGISTRY.items():
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
@@ -466,12 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from tasks.config import ParamsError
-    from tasks.prepare import DataError
+    from genzoo.tasks.config import ParamsError
+    from genzoo.tasks.prepare import DataError
 
     busy: tuple[type[Exception], ...] = (ConnectionError,)
     if args.command == "run":
-        from flows.pipeline import PipelineBusy
+        from genzoo.flows.pipeline import PipelineBusy
 
         busy = (PipelineBusy,)
     try:

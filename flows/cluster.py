@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Params
+from genzoo.tasks.config import Params
 
 log = logging.getLogger("genzoo.cluster")
 
@@ -97,7 +97,7 @@ def train_here(params: Params, family: str, run_id: str | None, tags: dict[str, 
     """Train ``family`` in this worker, its MLflow run tagged with the Ray node and host."""
     import ray
 
-    from tasks.train import train_family
+    from genzoo.tasks.train import train_family
 
     node = ray.get_runtime_context().get_node_id()
     where = {"genzoo.ray_node": node, "genzoo.host": socket.gethostname()}
@@ -129,5 +129,5 @@ def submit_training(
     params: Params, family: str, *, run_id: str | None, tracking_uri: str | None, tags: dict[str, str]
 ) -> Any:
     """``family``'s training as a Ray task (``train-<family>``); returns the ObjectRef."""
-    return submit(params, family, f"train-{family}", "flows.cluster:train_here", params, family, run_id, tags,
+    return submit(params, family, f"train-{family}", "genzoo.flows.cluster:train_here", params, family, run_id, tags,
                   tracking_uri=tracking_uri)  # fmt: skip

@@ -29,12 +29,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from pydantic import Field
 
-import models
-from flows import cluster
-from tasks.config import Params, load_params
-from tasks.prepare import prepare
-from tasks.train import up_to_date
-from tasks.usefulness import families as usefulness_families
+from genzoo import models
+from genzoo.flows import cluster
+from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.train import up_to_date
+from genzoo.tasks.usefulness import families as usefulness_families
 
 Family = Literal[tuple(models.REGISTRY)]  # the UI shows a pick list
 
@@ -118,8 +118,8 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
         return {**done, "cached": True}
     run_id, uri, c = None, None, None
     if params.run.track:
-        from tasks import tracking
-        from tasks.train import start_family_run
+        from genzoo.tasks import tracking
+        from genzoo.tasks.train import start_family_run
 
         c, uri = tracking.client(), tracking.tracking_uri()
         run_id = start_family_run(c, params, family, parent_run_id)
@@ -168,7 +168,7 @@ def record_in_dvc(
 def _tracking_uri(params: Params) -> str | None:
     if not params.run.track:
         return None
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     return tracking.tracking_uri()
 
@@ -178,7 +178,7 @@ def evaluator_task(params: Params) -> dict[str, Any]:
     """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
     import ray
 
-    ref = cluster.submit(params, "evaluator", "evaluator", "tasks.evaluate:evaluator_stage", params)
+    ref = cluster.submit(params, "evaluator", "evaluator", "genzoo.tasks.evaluate:evaluator_stage", params)
     metrics = ray.get(ref)
     get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
     return metrics
@@ -189,7 +189,7 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     """``family``'s sample quality (cached), as a Ray task as soon as its training is done."""
     import ray
 
-    fn = "tasks.evaluate:evaluate_family"
+    fn = "genzoo.tasks.evaluate:evaluate_family"
     q = ray.get(cluster.submit(params, family, f"evaluate-{family}", fn, params, family,
                                tracking_uri=_tracking_uri(params)))  # fmt: skip
     get_run_logger().info(
@@ -200,7 +200,9 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     out = {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
     if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
         a = ray.get(
-            cluster.submit(params, family, f"detect-{family}", "tasks.detect:run_benchmark", params, family)
+            cluster.submit(
+                params, family, f"detect-{family}", "genzoo.tasks.detect:run_benchmark", params, family
+            )
         )
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
         get_run_logger().info("%s: anomaly AUROC (likelihood) %s", family, out["anomaly_auroc"])
@@ -212,7 +214,7 @@ def usefulness_reference_task(params: Params) -> dict[str, Any]:
     """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
     import ray
 
-    fn = "tasks.usefulness:reference"
+    fn = "genzoo.tasks.usefulness:reference"
     ref = ray.get(cluster.submit(params, "evaluator", "usefulness-reference", fn, params))
     get_run_logger().info(
         "usefulness reference: real %s",
@@ -226,7 +228,7 @@ def subsets_task(params: Params, family: str) -> dict[str, Any]:
     """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
     import ray
 
-    fn = "tasks.usefulness:train_subsets"
+    fn = "genzoo.tasks.usefulness:train_subsets"
     return ray.get(cluster.submit(params, family, f"train-subsets-{family}", fn, params, family))
 
 
@@ -235,7 +237,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     """Train-on-synthetic accuracy and the augmentation lift of ``family`` (cached)."""
     import ray
 
-    fn = "tasks.usefulness:measure_family"
+    fn = "genzoo.tasks.usefulness:measure_family"
     u = ray.get(cluster.submit(params, family, f"usefulness-{family}", fn, params, family,
                                tracking_uri=_tracking_uri(params)))  # fmt: skip
     lifts = {
@@ -251,7 +253,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
 @task(name="augment", **RETRY)
 def augment_task(params: Params, req: Any = None) -> str:
     """A labelled synthetic dataset (default: the params' ``augment`` block)."""
-    from tasks.augment import generate
+    from genzoo.tasks.augment import generate
 
     path = generate(params, req)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -275,7 +277,7 @@ def augment_stage(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
 @task(name="report", **RETRY)
 def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     """The HTML report of what was trained and evaluated (runs/report/index.html)."""
-    from tasks.report import build_report
+    from genzoo.tasks.report import build_report
 
     summary = build_report(params)
     t = summary["targets"]
@@ -357,7 +359,7 @@ def pipeline(
             f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)})"
         )
     if params.run.track:
-        from tasks import tracking
+        from genzoo.tasks import tracking
 
         tracking.preflight()
     t0 = time.perf_counter()
@@ -460,24 +462,15 @@ def sample(
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``."""
-    from tasks.sample import load_trained, resolve_class, sample_to_file
+    from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
 
     if not family and not model:
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>)")
     params = load_params(params_file)
-    path = model
-    if model and model.startswith("models:/"):
-        from tasks.tracking import download_registered
-
-        path = str(download_registered(model) / "model.json")
-    net, _ = load_trained(family, path, params.run.runs_dir)
-    names = None
-    manifest = Path(params.data.prepared_dir) / "manifest.json"
-    if manifest.exists():
-        names = json.loads(manifest.read_text())["class_names"]
-    name = family or net.family
+    net = load_model(model or family, params.run.runs_dir)
+    cls_index = resolve_class(net, cls, class_names(params.data.prepared_dir))
     npz, png = sample_to_file(
-        net, n, out or f"samples/{name}", cls=resolve_class(net, cls, names), seed=seed, progress=False
+        net, n, out or f"samples/{family or net.family}", cls=cls_index, seed=seed, progress=False
     )
     get_run_logger().info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
     return {"npz": str(npz), "png": str(png), "n": n}
@@ -502,7 +495,7 @@ def augment(
 ) -> dict[str, Any]:
     """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families;
     what is not given comes from params.yaml's ``augment`` block."""
-    from tasks.augment import request
+    from genzoo.tasks.augment import request
 
     params = load_params(params_file)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,

@@ -63,7 +63,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def deployments(params_file: str = "params.yaml") -> list:
-    from flows.pipeline import augment, pipeline, sample, train_one
+    from genzoo.flows.pipeline import augment, pipeline, sample, train_one
 
     what = [
         (

@@ -1,7 +1,7 @@
 """Pure functions on tensors/arrays for evaluating generative models. No I/O."""
 
-from metrics.likelihood import bits_per_dim, uniform_bits_per_dim
-from metrics.quality import (
+from genzoo.metrics.likelihood import bits_per_dim, uniform_bits_per_dim
+from genzoo.metrics.quality import (
     diversity,
     frechet_distance,
     inception_score,

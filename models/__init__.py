@@ -1,7 +1,7 @@
 """Pure-PyTorch generative families behind one interface (see models/base.py)."""
 
-from models import ddpm, gan, pixelcnn, realnvp, vae  # noqa: F401  (registers the families)
-from models.base import (
+from genzoo.models import ddpm, gan, pixelcnn, realnvp, vae  # noqa: F401  (registers the families)
+from genzoo.models.base import (
     REGISTRY,
     DataSpec,
     Decoder,

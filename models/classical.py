@@ -25,7 +25,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 from torch import Tensor
 
-from models.base import DataSpec, NetConfig
+from genzoo.models.base import DataSpec, NetConfig
 
 
 class ClassicalConfig(NetConfig):

@@ -19,8 +19,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
-from models.layers import LabelEmbedding, ResBlock, auto_levels, drop_labels, group_norm, ladder, sinusoidal
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.layers import (
+    LabelEmbedding,
+    ResBlock,
+    auto_levels,
+    drop_labels,
+    group_norm,
+    ladder,
+    sinusoidal,
+)
 
 
 class DDPMConfig(NetConfig):

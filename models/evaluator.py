@@ -15,7 +15,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models.base import DataSpec, NetConfig, atomic_write, atomic_write_text, sha256_file
+from genzoo.models.base import DataSpec, NetConfig, atomic_write, atomic_write_text, sha256_file
 
 
 class EvaluatorConfig(NetConfig):

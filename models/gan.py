@@ -14,8 +14,8 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
-from models.layers import auto_levels, ladder
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.layers import auto_levels, ladder
 
 
 class GANConfig(NetConfig):

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
-from models.layers import LabelEmbedding, ResBlock, group_norm
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.layers import LabelEmbedding, ResBlock, group_norm
 
 
 class RealNVPConfig(NetConfig):

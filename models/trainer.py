@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from models.base import GenerativeModel, atomic_write, atomic_write_text, sha256_file
-from models.layers import ema_update
+from genzoo.models.base import GenerativeModel, atomic_write, atomic_write_text, sha256_file
+from genzoo.models.layers import ema_update
 
 log = logging.getLogger("genzoo.trainer")
 

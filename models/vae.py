@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
-from models.layers import LabelEmbedding, PixelLikelihood, ResBlock, auto_levels, group_norm, ladder
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.layers import LabelEmbedding, PixelLikelihood, ResBlock, auto_levels, group_norm, ladder
 
 
 class VAEConfig(NetConfig):

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
-import models
-from models.base import sha256_file
-from tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, load_params
+from genzoo import models
+from genzoo.models.base import sha256_file
+from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, load_params
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
@@ -71,7 +71,7 @@ def resolve_families(params: Params, req: AugmentParams) -> list[str]:
 
 
 def best_family(params: Params, metric: str) -> str:
-    from tasks.evaluate import evaluation_dir
+    from genzoo.tasks.evaluate import evaluation_dir
 
     scores = {}
     for f in params.models:
@@ -123,7 +123,7 @@ class _Filters:
     def __init__(self, params: Params, req: AugmentParams):
         self.min_confidence, self.reject_copies = req.min_confidence, req.reject_copies
         self.net, self.train = None, None
-        from tasks.evaluate import evaluation_dir
+        from genzoo.tasks.evaluate import evaluation_dir
 
         folder = evaluation_dir(params) / "evaluator"
         if self.min_confidence > 0:
@@ -132,11 +132,11 @@ class _Filters:
                     f"{folder / 'evaluator.json'}: augment.min_confidence needs the evaluator;"
                     " run `genzoo evaluate` (or set min_confidence: 0)"
                 )
-            from models.evaluator import load_evaluator
+            from genzoo.models.evaluator import load_evaluator
 
             self.net = load_evaluator(folder / "evaluator.json")
         if self.reject_copies:
-            from tasks.prepare import load_split
+            from genzoo.tasks.prepare import load_split
 
             x, _, _ = load_split(params.data.prepared_dir, "train")
             self.train = x.flatten(1).double()
@@ -197,12 +197,12 @@ def _draw(net, counts: np.ndarray, gen: torch.Generator, filters: _Filters, max_
 
 def _quality(params: Params, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any] | None:
     """The dataset's own figures against the real test split, when the evaluator exists."""
-    from tasks.evaluate import evaluation_dir, scores
+    from genzoo.tasks.evaluate import evaluation_dir, scores
 
     folder = evaluation_dir(params) / "evaluator"
     if not (folder / "features.npz").exists():
         return None
-    from models.evaluator import load_evaluator
+    from genzoo.models.evaluator import load_evaluator
 
     net = load_evaluator(folder / "evaluator.json")
     with np.load(folder / "features.npz") as z:
@@ -334,7 +334,7 @@ def load_dataset(
 
 def real_dataset(prepared_dir: str | Path, split: str = "train") -> TensorDataset:
     """A prepared split as a ``TensorDataset`` of (image in [0, 1], label)."""
-    from tasks.prepare import load_split
+    from genzoo.tasks.prepare import load_split
 
     x, y, _ = load_split(prepared_dir, split)
     return TensorDataset(x, y)

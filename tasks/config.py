@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models import REGISTRY, get_family
-from models.base import NetConfig
-from models.classical import ClassicalConfig
-from models.evaluator import EvaluatorConfig
-from models.trainer import TrainConfig
+from genzoo.models import REGISTRY, get_family
+from genzoo.models.base import NetConfig
+from genzoo.models.classical import ClassicalConfig
+from genzoo.models.evaluator import EvaluatorConfig
+from genzoo.models.trainer import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 

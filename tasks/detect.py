@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-import models
-from metrics.anomaly import detection, typicality
-from models.base import DataSpec, ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text
-from models.classical import Background
-from tasks.config import Params, load_params
-from tasks.prepare import DataError, load_split
+from genzoo import models
+from genzoo.metrics.anomaly import detection, typicality
+from genzoo.models.base import DataSpec, ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text
+from genzoo.models.classical import Background
+from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.prepare import DataError, load_split
 
 log = logging.getLogger("genzoo.detect")
 
@@ -91,7 +91,7 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str
 def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
     level grid, as floats in [0, 1]."""
-    from tasks.prepare import _quantize, _to_nchw
+    from genzoo.tasks.prepare import _quantize, _to_nchw
 
     k, levels = _quantize(_to_nchw(np.asarray(images), where), where, levels)
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
@@ -120,7 +120,7 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
         raise DataError(f"{path}: neither an .npz file nor a folder")
     from PIL import Image, UnidentifiedImageError
 
-    from tasks.prepare import IMAGE_SUFFIXES
+    from genzoo.tasks.prepare import IMAGE_SUFFIXES
 
     files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     if not files:
@@ -213,12 +213,12 @@ def _figures(normal: np.ndarray, s: np.ndarray, val: np.ndarray, bg_normal: np.n
 
 def holdout_model(params: Params, family: str, cls: int) -> tuple[GenerativeModel, dict[str, Any]]:
     """``family`` retrained without class ``cls`` (cached in runs/evaluation/<family>/holdout/)."""
-    from models.base import save
-    from models.trainer import TrainConfig, fit
-    from tasks.config import fingerprint
-    from tasks.evaluate import evaluation_dir
-    from tasks.prepare import data_spec
-    from tasks.train import code_version, data_hash, resolve_device
+    from genzoo.models.base import save
+    from genzoo.models.trainer import TrainConfig, fit
+    from genzoo.tasks.config import fingerprint
+    from genzoo.tasks.evaluate import evaluation_dir
+    from genzoo.tasks.prepare import data_spec
+    from genzoo.tasks.train import code_version, data_hash, resolve_device
 
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     if not 0 <= cls < data_spec(manifest).num_classes:
@@ -305,7 +305,7 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
 
 
 def benchmark_path(params: Params, family: str) -> Path:
-    from tasks.evaluate import evaluation_dir
+    from genzoo.tasks.evaluate import evaluation_dir
 
     return evaluation_dir(params) / family / "anomaly.json"
 
@@ -320,9 +320,9 @@ DETECT_CODE = (
 def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     """``benchmark`` written to runs/evaluation/<family>/anomaly.json; skipped when the model,
     data, params and code are unchanged."""
-    from models.base import sha256_file
-    from tasks.config import fingerprint
-    from tasks.train import ROOT, code_version
+    from genzoo.models.base import sha256_file
+    from genzoo.tasks.config import fingerprint
+    from genzoo.tasks.train import ROOT, code_version
 
     path = benchmark_path(params, family)
     key = fingerprint({
@@ -355,7 +355,7 @@ def _log_to_mlflow(params: Params, family: str, result: dict[str, Any], path: Pa
         return
     if not params.run.track:
         return
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     c = tracking.client()
     tracking.log_numbers(c, run_id, result["sets"], prefix="anomaly.")

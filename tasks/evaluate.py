@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import models
-from metrics.quality import (
+from genzoo import models
+from genzoo.metrics.quality import (
     diversity,
     frechet_distance,
     inception_score,
@@ -41,13 +41,13 @@ from metrics.quality import (
     prdc,
     sharpness,
 )
-from models.base import atomic_write, atomic_write_text, sha256_file
-from models.classical import BASELINES
-from models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
-from tasks import latent
-from tasks.config import Params, fingerprint, flatten, load_params, nest
-from tasks.prepare import data_spec, load_split
-from tasks.train import ROOT, data_hash
+from genzoo.models.base import atomic_write, atomic_write_text, sha256_file
+from genzoo.models.classical import BASELINES
+from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
+from genzoo.tasks import latent
+from genzoo.tasks.config import Params, fingerprint, flatten, load_params, nest
+from genzoo.tasks.prepare import data_spec, load_split
+from genzoo.tasks.train import ROOT, data_hash
 
 log = logging.getLogger("genzoo.evaluate")
 # the code the evaluation reads (the DVC stages' code deps; a test keeps them equal)
@@ -370,7 +370,7 @@ def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
     metrics = _read(Path(params.run.runs_dir) / family / "metrics.json") or {}
     if not params.run.track or "mlflow" not in metrics:
         return
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     c, run_id = tracking.client(), metrics["mlflow"]["run_id"]
     numbers = {k: v for k, v in result.items() if k not in ("family", "key", "per_seed", "training")}

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import atomic_write
+from genzoo.models.base import atomic_write
 
 
 def grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int | None = None) -> Image.Image:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.base import Decoder, Encoder, atomic_write
+from genzoo.models.base import Decoder, Encoder, atomic_write
 
 MODES = ("linear", "spherical")
 
@@ -227,10 +227,10 @@ def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = 
 
 
 def _load(params, family: str, split: str):
-    from tasks.prepare import load_split
-    from tasks.sample import load_trained
+    from genzoo.tasks.prepare import load_split
+    from genzoo.tasks.sample import load_model
 
-    model, _ = load_trained(family, None, params.run.runs_dir)
+    model = load_model(family, params.run.runs_dir)
     x, y, _ = load_split(params.data.prepared_dir, split)
     return model, x, y
 
@@ -242,7 +242,7 @@ def _index(i: int, n: int, what: str) -> int:
 
 
 def _write(out: str | Path, rows: list[Tensor]) -> tuple[Path, Path]:
-    from tasks.figures import grid, save_png
+    from genzoo.tasks.figures import grid, save_png
 
     out = Path(out)
     out = out.with_suffix("") if out.suffix in (".png", ".npz") else out

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.base import DataSpec, atomic_write_text
-from tasks.config import DataParams, Params, load_params
+from genzoo.models.base import DataSpec, atomic_write_text
+from genzoo.tasks.config import DataParams, Params, load_params
 
 log = logging.getLogger("genzoo.prepare")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

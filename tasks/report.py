@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.base import atomic_write_text
-from tasks.config import Params, load_params
-from tasks.evaluate import evaluation_dir
-from tasks.figures import grid
-from tasks.prepare import load_split
+from genzoo.models.base import atomic_write_text
+from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.evaluate import evaluation_dir
+from genzoo.tasks.figures import grid
+from genzoo.tasks.prepare import load_split
 
 log = logging.getLogger("genzoo.report")
 
@@ -555,7 +555,7 @@ def build_report(params: Params) -> dict[str, Any]:
 def _log_to_mlflow(params: Params, data: dict[str, Any], page: Path) -> None:
     if not params.run.track:
         return
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     c = tracking.client()
     for d in data["families"].values():

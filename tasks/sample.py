@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import models
-from models.base import GenerativeModel, atomic_write
-from tasks.figures import grid, save_png
+from genzoo import models
+from genzoo.models.base import GenerativeModel, atomic_write
+from genzoo.tasks.figures import grid, save_png
 
 
 def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: list[str] | None) -> int | None:
@@ -31,6 +31,37 @@ def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: li
     return k
 
 
+@torch.inference_mode()
+def draw(
+    model: GenerativeModel,
+    n: int,
+    *,
+    cls: int | None = None,
+    seed: int = 0,
+    batch: int = 256,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images from ``model`` in batches of ``batch``: images float32 (n, C, H, W) in [0, 1]
+    on the CPU and their labels int64 (n,): all ``cls``, else drawn from the label prior. Same
+    ``seed``, same images."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    with tqdm(total=n, desc=f"sampling {model.family}", disable=not progress, leave=False) as bar:
+        for start in range(0, n, batch):
+            b = min(batch, n - start)
+            y = (  # (b,)
+                torch.full((b,), cls, dtype=torch.long)
+                if cls is not None
+                else model.fill_labels(b, None, gen).cpu()
+            )
+            xs.append(model.sample(b, y, generator=gen).float().cpu())  # (b, C, H, W)
+            ys.append(y)
+            bar.update(b)
+    return torch.cat(xs), torch.cat(ys)
+
+
 def sample_to_file(
     model: GenerativeModel,
     n: int,
@@ -41,25 +72,14 @@ def sample_to_file(
     batch: int = 256,
     progress: bool = True,
 ) -> tuple[Path, Path]:
+    """:func:`draw` written to ``out.npz`` (images, labels) and ``out.png`` (a grid)."""
     if n <= 0:
         raise ValueError(f"--n must be positive, got {n}")
     out = Path(out)
     if out.suffix in (".npz", ".png"):
         out = out.with_suffix("")
-    gen = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
-    with tqdm(total=n, desc=f"sampling {model.family}", disable=not progress, leave=False) as bar:
-        for start in range(0, n, batch):
-            b = min(batch, n - start)
-            y = (
-                torch.full((b,), cls, dtype=torch.long)
-                if cls is not None
-                else model.fill_labels(b, None, gen).cpu()
-            )
-            xs.append(model.sample(b, y, generator=gen).float().cpu())
-            ys.append(y)
-            bar.update(b)
-    images, labels = torch.cat(xs).numpy().astype(np.float32), torch.cat(ys).numpy().astype(np.int64)
+    x, y = draw(model, n, cls=cls, seed=seed, batch=batch, progress=progress)
+    images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()
     np.savez(buf, images=images, labels=labels)
     npz = out.with_name(out.name + ".npz")
@@ -72,13 +92,31 @@ def sample_to_file(
     return npz, png
 
 
-def load_trained(
-    family: str | None, model_path: str | None, runs_dir: str | Path
-) -> tuple[GenerativeModel, dict]:
-    path = Path(model_path) if model_path else Path(runs_dir) / str(family) / "model.json"
+def load_model(
+    ref: str | Path, runs_dir: str | Path = "runs", device: str | torch.device = "cpu"
+) -> GenerativeModel:
+    """A trained model from ``ref``: a family name (its model in ``runs_dir/<family>/``), a
+    saved ``model.json`` (or its folder), or a registered MLflow version
+    ``models:/<family>/<version>`` (downloaded from the tracking server). The weights'
+    sha256 is checked against model.json."""
+    ref = str(ref)
+    if ref.startswith("models:/"):  # a registered version in MLflow
+        from genzoo.tasks.tracking import download_registered
+
+        path = download_registered(ref) / "model.json"
+    elif ref in models.REGISTRY and not Path(ref).exists():
+        path = Path(runs_dir) / ref / "model.json"
+    else:
+        path = Path(ref)
+        if path.is_dir():
+            path = path / "model.json"
     if not path.with_suffix(".json").exists():
-        raise FileNotFoundError(
-            f"{path.with_suffix('.json')}: no trained model; run `genzoo train --family {family}` first"
-        )
-    meta = json.loads(path.with_suffix(".json").read_text())
-    return models.load(path), meta
+        hint = f"; run `genzoo train --family {ref}` first" if ref in models.REGISTRY else ""
+        raise FileNotFoundError(f"{path.with_suffix('.json')}: no trained model{hint}")
+    return models.load(path, device)
+
+
+def class_names(prepared_dir: str | Path) -> list[str] | None:
+    """The prepared data's class names (None before ``genzoo prepare``)."""
+    manifest = Path(prepared_dir) / "manifest.json"
+    return json.loads(manifest.read_text())["class_names"] if manifest.exists() else None

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Params
-from tasks.train import up_to_date
+from genzoo.tasks.config import Params
+from genzoo.tasks.train import up_to_date
 
 
 def family_status(params: Params, family: str) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.trainer import Callback, TrainResult
-from tasks.config import flatten
+from genzoo.models.trainer import Callback, TrainResult
+from genzoo.tasks.config import flatten
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"

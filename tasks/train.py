@@ -18,19 +18,19 @@ from typing import Any
 
 import torch
 
-import models
-from metrics import bits_per_dim
-from models.base import (
+from genzoo import models
+from genzoo.metrics import bits_per_dim
+from genzoo.models.base import (
     ExactLikelihood,
     GenerativeModel,
     atomic_write_text,
     likelihood_estimator,
     sha256_file,
 )
-from models.trainer import Callback, JsonlLogger, fit
-from tasks.config import Params, fingerprint, load_params
-from tasks.figures import curve_csv, grid, loss_curve, save_png
-from tasks.prepare import data_spec, load_split
+from genzoo.models.trainer import Callback, JsonlLogger, fit
+from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
+from genzoo.tasks.prepare import data_spec, load_split
 
 log = logging.getLogger("genzoo.train")
 
@@ -157,7 +157,7 @@ def train_family(
     ``parent_run_id``; the trained model is registered under the family's name."""
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at)
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     c = tracking.client()
     if run_id is None:
@@ -189,7 +189,7 @@ def train_family(
 
 def start_family_run(c, params: Params, family: str, parent_run_id: str | None = None) -> str:
     """Create ``family``'s MLflow run (nested under ``parent_run_id``) with its params."""
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     run = tracking.start_run(
         c,

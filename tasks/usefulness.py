@@ -35,16 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-import models
-from metrics.quality import mean_ci
-from models.base import DataSpec, atomic_write_text, sha256_file
-from models.classical import PCAKDE
-from models.evaluator import accuracy, train_evaluator
-from models.trainer import TrainConfig, fit
-from tasks.config import Params, fingerprint, load_params
-from tasks.evaluate import evaluation_dir
-from tasks.prepare import data_spec, load_split
-from tasks.train import ROOT, code_version, data_hash, resolve_device
+from genzoo import models
+from genzoo.metrics.quality import mean_ci
+from genzoo.models.base import DataSpec, atomic_write_text, sha256_file
+from genzoo.models.classical import PCAKDE
+from genzoo.models.evaluator import accuracy, train_evaluator
+from genzoo.models.trainer import TrainConfig, fit
+from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.evaluate import evaluation_dir
+from genzoo.tasks.prepare import data_spec, load_split
+from genzoo.tasks.train import ROOT, code_version, data_hash, resolve_device
 
 log = logging.getLogger("genzoo.usefulness")
 # the code the measurement reads (the DVC stages' code deps; a test keeps them equal)
@@ -335,7 +335,7 @@ def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
         ]
     except (OSError, ValueError, KeyError):
         return
-    from tasks import tracking
+    from genzoo.tasks import tracking
 
     c = tracking.client()
     for clf, s in result["tstr"].items():

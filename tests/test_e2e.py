@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.config import validate
-from tasks.prepare import prepare
-from tasks.train import train_family
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.train import train_family
 from tests.conftest import make_dvc_repo, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_short_training_learns_and_writes_its_outputs(trained, family):
         assert 0 < m["test_bpd"] < np.log2(17) + 1.5
     import torch
 
-    import models
+    from genzoo import models
 
     model = models.load(out / "model.json")
     x = model.sample(20, torch.arange(20) % 10, generator=torch.Generator().manual_seed(0))

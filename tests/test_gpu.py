@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import models
-from models import DataSpec
-from models.trainer import TrainConfig, fit
+from genzoo import models
+from genzoo.models import DataSpec
+from genzoo.models.trainer import TrainConfig, fit
 from tests.conftest import TINY
 
 pytestmark = [

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from metrics.quality import (
+from genzoo.metrics.quality import (
     diversity,
     frechet_distance,
     frechet_from_stats,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.detect import DETECT_CODE
-from tasks.evaluate import EVALUATE_CODE, EVALUATOR_CODE
-from tasks.train import TRAIN_CODE
-from tasks.usefulness import USEFULNESS_CODE
+from genzoo.tasks.detect import DETECT_CODE
+from genzoo.tasks.evaluate import EVALUATE_CODE, EVALUATOR_CODE
+from genzoo.tasks.train import TRAIN_CODE
+from genzoo.tasks.usefulness import USEFULNESS_CODE
 from tests.conftest import make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
 def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
     """dvc repro augment -> push -> wipe -> pull (same bytes, loads as a Dataset); and from a
     commit of the repository, `dvc get` brings the dataset into another folder."""
-    from tasks.augment import load_dataset
+    from genzoo.tasks.augment import load_dataset
 
     repo, sh = repo
     sh("dvc", "repro", "augment")

@@ -14,11 +14,11 @@ import ray
 import yaml
 from prefect import task
 
-from flows import pipeline as pl
-from flows.cluster import absolute, submit_training
-from tasks import tracking
-from tasks.config import validate
-from tasks.prepare import prepare
+from genzoo.flows import pipeline as pl
+from genzoo.flows.cluster import absolute, submit_training
+from genzoo.tasks import tracking
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import prepare
 from tests.conftest import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -212,7 +212,7 @@ def test_a_killed_worker_is_rerun_by_ray_and_resumes_from_its_checkpoint(tmp_pat
     params = absolute(validate(raw))
     prepare(params)
     c = tracking.client(uri)
-    from tasks.train import start_family_run
+    from genzoo.tasks.train import start_family_run
 
     run_id = start_family_run(c, params, "vae")
     ref = submit_training(params, "vae", run_id=run_id, tracking_uri=uri, tags={})

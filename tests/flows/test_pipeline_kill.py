@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import tracking
+from genzoo.tasks import tracking
 from tests.conftest import tiny_params
 
 BIN = Path(sys.executable).parent

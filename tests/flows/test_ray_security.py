@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 
 DRIVER = """
 import json, os, sys
-from flows.cluster import connected
-from tasks.config import validate
+from genzoo.flows.cluster import connected
+from genzoo.tasks.config import validate
 with connected(validate({"models": {"vae": {}}, "ray": {"num_cpus": 1}})) as ray:
     print(json.dumps({"gcs": ray.get_runtime_context().gcs_address}), flush=True)
     sys.stdin.readline()

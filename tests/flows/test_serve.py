@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.serve import healthy
+from genzoo.flows.serve import healthy
 from tests.conftest import tiny_params
 from tests.test_services import free_port
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.base import DataSpec
-from models.classical import BASELINES, PCAKDE, ClassicalConfig, GaussianMixtureBaseline
+from genzoo.models.base import DataSpec
+from genzoo.models.classical import BASELINES, PCAKDE, ClassicalConfig, GaussianMixtureBaseline
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import models
-from models import DataSpec, capabilities
-from models.base import Decoder, Encoder, ExactLikelihood, LikelihoodBound
+from genzoo import models
+from genzoo.models import DataSpec, capabilities
+from genzoo.models.base import Decoder, Encoder, ExactLikelihood, LikelihoodBound
 
 FAMILIES = list(models.REGISTRY)
 SPECS = [DataSpec(1, 8, 8, 17, 10), DataSpec(3, 7, 9, 256, 3)]

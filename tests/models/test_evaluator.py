@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from models.evaluator import EvaluatorConfig, accuracy, load_evaluator, save_evaluator, train_evaluator
-from tasks.config import validate
-from tasks.prepare import data_spec, load_split, prepare
+from genzoo.models.evaluator import EvaluatorConfig, accuracy, load_evaluator, save_evaluator, train_evaluator
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import data_spec, load_split, prepare
 
 
 @pytest.fixture(scope="module")

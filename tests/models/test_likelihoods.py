@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-import models
-from models import DataSpec
+from genzoo import models
+from genzoo.models import DataSpec
 
 
 def test_pixelcnn_is_causal():

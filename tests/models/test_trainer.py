@@ -6,9 +6,9 @@ import pickle
 import pytest
 import torch
 
-import models
-from models import DataSpec
-from models.trainer import Callback, Checkpoints, JsonlLogger, NonFiniteLossError, TrainConfig, fit
+from genzoo import models
+from genzoo.models import DataSpec
+from genzoo.models.trainer import Callback, Checkpoints, JsonlLogger, NonFiniteLossError, TrainConfig, fit
 
 SPEC = DataSpec(1, 8, 8, 17, 3)
 
@@ -78,7 +78,7 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
 
     path = tmp_path / "step-00000001.pt"
     path.write_bytes(pickle.dumps({"step": 1, "x": Payload()}))
-    from models.base import sha256_file
+    from genzoo.models.base import sha256_file
 
     (tmp_path / "index.json").write_text(
         json.dumps([{"step": 1, "file": path.name, "sha256": sha256_file(path)}])

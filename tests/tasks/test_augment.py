@@ -8,10 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
-from tasks.config import validate
-from tasks.prepare import prepare
-from tasks.train import train_family
+from genzoo.tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
 
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(trained):
-    from tasks.evaluate import evaluate_family, evaluator_stage
+    from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 
     tmp, params = trained
     evaluator_stage(params)
@@ -109,7 +109,7 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
 
 
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
-    from models.evaluator import load_evaluator
+    from genzoo.models.evaluator import load_evaluator
 
     tmp, params, _ = evaluated
     req = request(params, families=["vae"], per_class=3, min_confidence=0.3, out_dir=str(tmp / "aug"),

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.config import ParamsError, load_params, validate
+from genzoo.tasks.config import ParamsError, load_params, validate
 
 BASE = {"models": {"vae": {}}}
 

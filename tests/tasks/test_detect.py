@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from metrics.anomaly import detection, typicality
-from tasks.config import ParamsError, validate
-from tasks.detect import benchmark, benchmark_path, detect, holdout_model, read_images, run_benchmark, score
-from tasks.prepare import load_split, prepare
-from tasks.train import train_family
+from genzoo import models
+from genzoo.metrics.anomaly import detection, typicality
+from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.detect import (
+    benchmark,
+    benchmark_path,
+    detect,
+    holdout_model,
+    read_images,
+    run_benchmark,
+    score,
+)
+from genzoo.tasks.prepare import load_split, prepare
+from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
 rng = np.random.default_rng(0)
@@ -116,7 +124,7 @@ def test_scores_are_bits_per_dim_and_deterministic(trained):
     assert s.shape == (20,) and np.isfinite(s).all() and (s > 0).all()
     assert np.array_equal(s, score(net, xt[:20]))
     # the mean equals the marginal test bits/dim the training stage reports (same estimator)
-    from tasks.train import mean_log_likelihood
+    from genzoo.tasks.train import mean_log_likelihood
 
     ll = mean_log_likelihood(net, xt[:20])
     assert s.mean() == pytest.approx(-ll / (64 * np.log(2)), rel=1e-6)
@@ -125,8 +133,8 @@ def test_scores_are_bits_per_dim_and_deterministic(trained):
 def test_background_model_scores_each_image(trained):
     _, params = trained
     x, _, manifest = load_split(params.data.prepared_dir, "train")
-    from models.classical import Background
-    from tasks.prepare import data_spec
+    from genzoo.models.classical import Background
+    from genzoo.tasks.prepare import data_spec
 
     spec = data_spec(manifest)
     bg = Background(spec)
@@ -171,7 +179,7 @@ def test_held_out_class_benchmark_retrains_without_it(trained):
 
 
 def test_likelihood_ratio_flags_simple_images_raw_likelihood_calls_normal():
-    from tasks.detect import _figures
+    from genzoo.tasks.detect import _figures
 
     normal, bg_normal = np.array([2.0, 2.1, 1.9, 2.2]), np.array([3.0, 3.1, 2.9, 3.2])  # digits
     blank, bg_blank = np.array([1.0, 1.1]), np.array([0.2, 0.25])  # cheap for both models

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from tasks.config import validate
-from tasks.evaluate import evaluate_family, evaluator_stage
-from tasks.prepare import prepare
-from tasks.train import train_family
+from genzoo.tasks.config import validate
+from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
 

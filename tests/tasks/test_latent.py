@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.evaluator import train_evaluator
-from tasks import latent as L
-from tasks.config import validate
-from tasks.prepare import data_spec, load_split, prepare
-from tasks.sample import load_trained
-from tasks.train import train_family
+from genzoo.models.evaluator import train_evaluator
+from genzoo.tasks import latent as L
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import data_spec, load_split, prepare
+from genzoo.tasks.sample import load_model
+from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
 
@@ -60,7 +60,7 @@ def trained(tmp_path_factory):
 
 def test_flow_paths_start_at_the_image_itself(trained):
     params, x, y, _, _ = trained
-    model, _ = load_trained("realnvp", None, params.run.runs_dir)
+    model = load_model("realnvp", params.run.runs_dir)
     same = torch.nonzero(y == y[0]).flatten()
     a, b = int(same[0]), int(same[1])
     for mode in L.MODES:
@@ -71,7 +71,7 @@ def test_flow_paths_start_at_the_image_itself(trained):
 
 def test_vae_arithmetic_starts_at_the_reconstruction_and_covers_every_label(trained):
     params, x, y, _, _ = trained
-    model, _ = load_trained("vae", None, params.run.runs_dir)
+    model = load_model("vae", params.run.runs_dir)
     means = L.class_means(model, x, y)
     r = L.arithmetic(model, x[0], int(y[0]), (int(y[0]) + 1) % 10, means, steps=4)
     with torch.inference_mode():
@@ -84,8 +84,8 @@ def test_vae_arithmetic_starts_at_the_reconstruction_and_covers_every_label(trai
 
 def test_models_without_a_latent_or_an_encoder_fail_clearly(trained):
     params, x, y, net, _ = trained
-    pixelcnn, _ = load_trained("pixelcnn", None, params.run.runs_dir)
-    gan, _ = load_trained("gan", None, params.run.runs_dir)
+    pixelcnn = load_model("pixelcnn", params.run.runs_dir)
+    gan = load_model("gan", params.run.runs_dir)
     assert L.latent_kind(pixelcnn) is None and L.latent_kind(gan) == "decoder"
     with pytest.raises(ValueError, match="pixelcnn.*autoregressive"):
         L.interpolate(pixelcnn, (x[0], 0), (x[1], 0))
@@ -100,7 +100,7 @@ def test_evaluation_figures_for_every_kind(trained):
     params, x, y, net, _ = trained
     feats = net.embed(x)[0].numpy()
     for family, kind in [("realnvp", "encoder"), ("ddpm", "encoder"), ("gan", "decoder")]:
-        model, _ = load_trained(family, None, params.run.runs_dir)
+        model = load_model(family, params.run.runs_dir)
         summary, strips = L.figures(model, net, x, y, feats, pairs=3, steps=5)
         assert summary["kind"] == kind
         for mode in L.MODES:
@@ -115,7 +115,7 @@ def test_evaluation_figures_for_every_kind(trained):
 
 
 def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
-    from flows.cli import main
+    from genzoo.flows.cli import main
 
     params, x, y, _, tmp = trained
     pfile = tmp / "params.yaml"

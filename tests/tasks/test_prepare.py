@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.config import validate
-from tasks.prepare import DataError, load_split, load_torchvision_source, prepare
+from genzoo.tasks.config import validate
+from genzoo.tasks.prepare import DataError, load_split, load_torchvision_source, prepare
 
 
 def params(tmp_path, **data):

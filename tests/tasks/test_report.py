@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 
-from tasks.config import validate
-from tasks.detect import run_benchmark
-from tasks.evaluate import evaluate_family, evaluator_stage
-from tasks.prepare import prepare
-from tasks.report import build_report, targets, tradeoff
-from tasks.train import train_family
-from tasks.usefulness import measure_family, reference
+from genzoo.tasks.config import validate
+from genzoo.tasks.detect import run_benchmark
+from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.report import build_report, targets, tradeoff
+from genzoo.tasks.train import train_family
+from genzoo.tasks.usefulness import measure_family, reference
 from tests.conftest import tiny_params
 
 

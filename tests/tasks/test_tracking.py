@@ -22,8 +22,8 @@ def store(tmp_path, monkeypatch):
 
 
 def test_pipeline_run_nests_families_logs_metrics_and_registers_models(store, tmp_path, capsys):
-    from flows.cli import main
-    from tasks.tracking import client
+    from genzoo.flows.cli import main
+    from genzoo.tasks.tracking import client
 
     raw = tiny_params(tmp_path, steps=20)
     raw["run"]["track"] = True
@@ -87,7 +87,7 @@ def _writer(uri: str, run_id: str, n: int) -> None:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    from tasks.tracking import MlflowLogger, client
+    from genzoo.tasks.tracking import MlflowLogger, client
 
     logger = MlflowLogger(client(uri), run_id)
     for step in range(1, n + 1):
@@ -95,7 +95,7 @@ def _writer(uri: str, run_id: str, n: int) -> None:
 
 
 def test_concurrent_writers_lose_no_metric_rows(store):
-    from tasks.tracking import client, prepare_store, start_run
+    from genzoo.tasks.tracking import client, prepare_store, start_run
 
     c = client(store)
     exp = prepare_store(store)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import usefulness as U
-from tasks.config import ParamsError, validate
-from tasks.prepare import prepare
-from tasks.train import train_family
+from genzoo.tasks import usefulness as U
+from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.prepare import prepare
+from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
 
@@ -119,7 +119,7 @@ def test_family_needs_the_reference_and_a_trained_model(tmp_path):
 
 
 def test_command_line_prints_the_figures_and_rejects_untrained_families(trained, tmp_path, capsys):
-    from flows.cli import main
+    from genzoo.flows.cli import main
 
     pfile = tmp_path / "params.yaml"
     pfile.write_text(json.dumps(trained.model_dump(mode="json")))

@@ -1,0 +1,165 @@
+"""genzoo: train, compare and use every family of deep generative model on image data.
+
+The public API, what a downstream project imports (stable within a minor version; everything
+under ``genzoo.models``, ``genzoo.tasks``, ``genzoo.metrics`` and ``genzoo.flows`` is genzoo's
+own machinery and may change)::
+
+    import genzoo
+
+    synthetic = genzoo.load_dataset("data/augment/digits-best")      # a torch Dataset
+    train = genzoo.mix(genzoo.real_dataset("data/prepared"), synthetic, ratio=1.0)
+
+    model = genzoo.load_model("vae", runs_dir="runs")                 # or PATH/model.json, models:/vae/3
+    images, labels = genzoo.sample(model, 64, label=7, seed=0)       # (64, C, H, W) in [0, 1], (64,)
+
+Importing ``genzoo`` is cheap: torch and the rest load on the first call.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset, TensorDataset
+
+    from genzoo.models.base import GenerativeModel
+    from genzoo.tasks.augment import SyntheticDataset
+
+try:
+    __version__ = version("genzoo")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "__version__",
+    "families",
+    "load_dataset",
+    "load_model",
+    "mix",
+    "real_dataset",
+    "sample",
+]
+
+
+def families() -> tuple[str, ...]:
+    """The registered model families.
+
+    Returns:
+        Family names (``"pixelcnn"``, ``"realnvp"``, ``"vae"``, ``"gan"``, ``"ddpm"``), each the
+        key of its block in params.yaml, its DVC stage suffix and its MLflow registered model.
+    """
+    from genzoo.models import FAMILIES
+
+    return FAMILIES
+
+
+def load_dataset(
+    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True
+) -> SyntheticDataset:
+    """A labelled synthetic dataset written by ``genzoo augment`` (or pulled with DVC).
+
+    Args:
+        name_or_path: the dataset's folder, or its name under ``root``.
+        root: where named datasets live (``augment.out_dir`` in params.yaml).
+        verify: check ``images.npz`` against the sha256 in its ``manifest.json``.
+
+    Returns:
+        A ``torch.utils.data.Dataset`` of ``(image, label)``: image float32 ``(C, H, W)`` in
+        [0, 1], label an int; ``.manifest`` holds what made it, ``.source`` each image's family.
+
+    Raises:
+        FileNotFoundError: the folder holds no genzoo dataset.
+        ValueError: the images do not match the manifest's hash.
+    """
+    from genzoo.tasks.augment import load_dataset as _load
+
+    return _load(name_or_path, root, verify)
+
+
+def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train") -> TensorDataset:
+    """A split of the prepared real data, in the same item format as :func:`load_dataset`.
+
+    Args:
+        prepared_dir: the folder ``genzoo prepare`` wrote (``data.prepared_dir``).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns:
+        A ``TensorDataset`` of ``(image float32 (C, H, W) in [0, 1], label int64)``.
+    """
+    from genzoo.tasks.augment import real_dataset as _real
+
+    return _real(prepared_dir, split)
+
+
+def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:
+    """Real data plus a share of synthetic data, for training a classifier.
+
+    Args:
+        real: the real training set.
+        synthetic: a synthetic dataset (:func:`load_dataset`).
+        ratio: synthetic items per real one (1.0: as many synthetic as real).
+        seed: which synthetic items are drawn (without replacement).
+
+    Returns:
+        A ``ConcatDataset`` of ``real`` and ``round(ratio * len(real))`` synthetic items.
+
+    Raises:
+        ValueError: a negative ratio, or more synthetic items asked for than exist.
+    """
+    from genzoo.tasks.augment import mix as _mix
+
+    return _mix(real, synthetic, ratio, seed)
+
+
+def load_model(
+    ref: str | Path, runs_dir: str | Path = "runs", device: str | torch.device = "cpu"
+) -> GenerativeModel:
+    """A trained generative model.
+
+    Args:
+        ref: a family name (its model in ``runs_dir/<family>/``), a ``model.json`` written by
+            genzoo (or its folder), or a registered MLflow version ``models:/<family>/<version>``
+            (read from the tracking server that ``MLFLOW_TRACKING_URI`` names).
+        runs_dir: where the pipeline wrote its models (``run.runs_dir``).
+        device: where to put the weights.
+
+    Returns:
+        The model in eval mode; ``model.family`` names its family, ``model.spec`` its image
+        shape and classes.
+
+    Raises:
+        FileNotFoundError: no model there.
+        ValueError: the weights do not match the hash in ``model.json``.
+    """
+    from genzoo.tasks.sample import load_model as _load
+
+    return _load(ref, runs_dir, device)
+
+
+def sample(
+    model: GenerativeModel, n: int, *, label: int | None = None, seed: int = 0, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw labelled images from a model.
+
+    Args:
+        model: a model from :func:`load_model`.
+        n: how many images.
+        label: the class index of every image; ``None`` draws labels from the model's class
+            prior.
+        seed: same seed, same images (on the same device).
+        batch: images per forward pass.
+
+    Returns:
+        ``(images, labels)``: float32 ``(n, C, H, W)`` in [0, 1] on the CPU, int64 ``(n,)``.
+
+    Raises:
+        ValueError: ``n`` is not positive or ``label`` is out of range.
+    """
+    from genzoo.tasks.sample import draw
+
+    if label is not None and not 0 <= int(label) < model.spec.num_classes:
+        raise ValueError(f"label {label}: out of range [0, {model.spec.num_classes})")
+    return draw(model, n, cls=label, seed=seed, batch=batch)
