@@ -4,7 +4,7 @@
 - Sample grids per family and per class (real test images beside every family and baseline),
   training curves, the metrics table (mean ± 95% interval over the evaluation seeds), the
   reference rows, the trade-off table measured beside the textbook claims, plots of quality vs
-  sampling speed and precision vs recall, and the issue's targets with their margins.
+  sampling speed and precision vs recall, and genzoo's targets with their margins.
 - ``summary.json`` for ``dvc metrics show``; ``families.csv`` (one row per family and
   reference) for ``dvc plots``. The page is logged to each family's MLflow run.
 """
@@ -32,8 +32,8 @@ from genzoo.tasks.prepare import load_split
 
 log = logging.getLogger("genzoo.report")
 
-# The seed's trade-off table ("Trade-offs Among Approaches"); sampling speed and the DDPM row
-# are the textbook view the seed states in prose or leaves out.
+# The textbook trade-off table ("Trade-offs Among Approaches"); sampling speed and the DDPM row
+# are the textbook view stated in prose or left out of that table.
 CLAIMS: dict[str, dict[str, str]] = {
     "pixelcnn": {"quality": "Good", "density": "Exact", "training": "Slow", "diversity": "High",
                  "sampling": "Slow"},
