@@ -239,6 +239,237 @@ class Batches:
         self.perm, self.pos = s["perm"], s["pos"]
 
 
+@dataclass
+class _TrainState:
+    """What one run carries from step to step. All but ``ema_decay`` and ``amp_dtype`` (they
+    follow from the config) goes into every checkpoint, so a resumed run continues exactly."""
+
+    model: GenerativeModel
+    ema: GenerativeModel | None  # an averaged copy when the family wants one (``wants_ema``)
+    ema_decay: float | None
+    opts: dict[str, torch.optim.Optimizer]  # one per phase, over that phase's parameters
+    scheds: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    scaler: torch.amp.GradScaler  # a no-op unless float16 autocast runs on CUDA
+    amp_dtype: torch.dtype | None  # None: full precision
+    batches: Batches
+    bad: int = 0  # non-finite steps skipped so far
+    best: dict[str, Any] = field(default_factory=lambda: {"val": math.inf, "step": None, "state": None})
+
+    @property
+    def judged(self) -> GenerativeModel:
+        """The model that validation scores and ``fit`` returns: the EMA copy when there is one."""
+        return self.ema if self.ema is not None else self.model
+
+
+# ---------------------------------------------------------------- set-up and resume
+
+
+def _training_set(x: Tensor, y: Tensor, cfg: TrainConfig, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The images the run may see: all but the ``exclude_classes`` (a held-out class)."""
+    excluded = cfg.exclude_classes
+    if any(not 0 <= c < num_classes for c in excluded) or len(set(excluded)) >= num_classes:
+        raise ValueError(
+            f"exclude_classes: {excluded}: distinct classes in [0, {num_classes}), not all of them"
+        )
+    if not excluded:
+        return x, y
+    keep = ~torch.isin(y, torch.tensor(excluded))
+    return x[keep], y[keep]
+
+
+def _class_log_prior(y: Tensor, num_classes: int, excluded: list[int]) -> Tensor:
+    """log p(class) from the label counts, add-one smoothed so a rare class keeps some mass;
+    an excluded class gets none (log 0 = -inf): the model never samples it."""
+    smoothed = torch.bincount(y, minlength=num_classes).float() + 1  # (K,)
+    smoothed[excluded] = 0
+    return torch.log(smoothed / smoothed.sum())
+
+
+def _new_state(
+    model: GenerativeModel, cfg: TrainConfig, n: int, seed: int, device: torch.device
+) -> _TrainState:
+    """Optimizers, schedules, EMA, AMP scaler and batch order for a run that starts at step 0."""
+    ema_decay = cfg.ema_decay if model.wants_ema else None
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+    opts, scheds = {}, {}
+    for phase in model.phases:
+        opts[phase] = torch.optim.AdamW(
+            model.phase_parameters(phase),
+            lr=cfg.phase_lr.get(phase, cfg.lr),
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+        )
+        scheds[phase] = torch.optim.lr_scheduler.LambdaLR(opts[phase], _lr_lambda(cfg))
+    amp_dtype = None
+    if cfg.amp and device.type == "cuda":  # bfloat16 needs no loss scaling; float16 does
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return _TrainState(
+        model=model,
+        ema=ema,
+        ema_decay=ema_decay,
+        opts=opts,
+        scheds=scheds,
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        amp_dtype=amp_dtype,
+        batches=Batches(n, cfg.batch_size, seed),
+    )
+
+
+def _resume(st: _TrainState, saved: dict[str, Any] | None) -> int | None:
+    """Loads a checkpoint (from :meth:`Checkpoints.load_latest`) into ``st``, RNGs included;
+    returns the step it was taken at, or None when there is none (a fresh run)."""
+    if saved is None:
+        return None
+    st.model.load_state_dict(saved["model"])
+    if st.ema is not None and saved.get("ema") is not None:
+        st.ema.load_state_dict(saved["ema"])
+    for phase in st.model.phases:
+        st.opts[phase].load_state_dict(saved["optimizers"][phase])
+        st.scheds[phase].load_state_dict(saved["schedulers"][phase])
+    st.scaler.load_state_dict(saved["scaler"])
+    st.batches.load(saved["batches"])
+    set_rng_state(saved["rng"])
+    st.bad = saved["bad_steps"]
+    st.best = saved.get("best") or st.best
+    log.info("resumed %s from step %d", st.model.family, saved["step"])
+    return saved["step"]
+
+
+def _snapshot(st: _TrainState, step: int) -> dict[str, Any]:
+    """The full state after ``step`` steps, as :func:`_resume` reads it back."""
+    return {
+        "step": step,
+        "bad_steps": st.bad,
+        "model": st.model.state_dict(),
+        "ema": st.ema.state_dict() if st.ema is not None else None,
+        "optimizers": {p: o.state_dict() for p, o in st.opts.items()},
+        "schedulers": {p: s.state_dict() for p, s in st.scheds.items()},
+        "scaler": st.scaler.state_dict(),
+        "batches": st.batches.state(),
+        "rng": rng_state(),
+        "best": st.best,
+    }
+
+
+# ---------------------------------------------------------------- one step
+
+
+def _phase_step(
+    st: _TrainState, cfg: TrainConfig, xb: Tensor, yb: Tensor, phase: str
+) -> dict[str, float] | None:
+    """One optimisation step of one phase on the batch ``xb`` (B, C, H, W), ``yb`` (B,).
+    Returns the step's logs, or None when the loss or the gradient norm was not finite (the
+    update is then not applied and the gradients are dropped)."""
+    model, opt = st.model, st.opts[phase]
+    model.zero_grad(set_to_none=True)
+    autocast = (
+        torch.autocast("cuda", dtype=st.amp_dtype) if st.amp_dtype is not None else contextlib.nullcontext()
+    )
+    with autocast:
+        out = model.training_step(xb, yb, phase)
+    ok = bool(torch.isfinite(out.loss))
+    if ok:
+        st.scaler.scale(out.loss).backward()
+        st.scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+        params = model.phase_parameters(phase)
+        if cfg.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        ok = bool(torch.isfinite(norm))
+    if not ok:
+        model.zero_grad(set_to_none=True)
+        return None
+    st.scaler.step(opt)
+    st.scaler.update()
+    return out.logs
+
+
+def _count_bad_step(st: _TrainState, cfg: TrainConfig, step: int, phase: str) -> None:
+    """Records a skipped step; past ``max_bad_steps`` the run fails loudly (nothing written)."""
+    st.bad += 1
+    log.warning(
+        "%s step %d phase %s: non-finite loss or gradient, skipped (%d/%d)",
+        st.model.family,
+        step,
+        phase,
+        st.bad,
+        cfg.max_bad_steps,
+    )
+    if st.bad > cfg.max_bad_steps:
+        raise NonFiniteLossError(
+            f"{st.model.family}: {st.bad} non-finite steps (limit train.max_bad_steps="
+            f"{cfg.max_bad_steps}); last at step {step}, phase {phase}. "
+            "Lower the learning rate or check the data."
+        )
+
+
+def _train_step(
+    st: _TrainState, cfg: TrainConfig, xb: Tensor, yb: Tensor, step: int
+) -> list[dict[str, float]]:
+    """Step ``step`` (0-based): every phase in order (GAN: disc, then gen on the same batch),
+    each advancing its schedule whether or not it was applied, then the EMA. Returns the logs
+    of the phases that were applied."""
+    applied = []
+    for phase in st.model.phases:
+        logs = _phase_step(st, cfg, xb, yb, phase)
+        if logs is None:
+            _count_bad_step(st, cfg, step, phase)
+        else:
+            applied.append(logs)
+        st.scheds[phase].step()
+    if st.ema is not None:  # a short memory at first, so early weights fade fast
+        ema_update(st.ema, st.model, min(st.ema_decay, (1 + step) / (10 + step)))
+    return applied
+
+
+# ---------------------------------------------------------------- logging, validation, finish
+
+
+def _due(done: int, every: int, last: int) -> bool:
+    """Whether a periodic action (log, validate, checkpoint) runs after ``done`` steps."""
+    return done % every == 0 or done == last
+
+
+def _window_means(window: dict[str, list[float]], lr: float) -> dict[str, float]:
+    """The mean of each logged figure since the last log line, and the current learning rate."""
+    return {**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}
+
+
+def _validate(st: _TrainState, val_fn: Callable[[GenerativeModel], float]) -> float:
+    """``val_fn`` on the model ``fit`` would return, in eval mode, under a forked RNG so that
+    validating never changes what training draws next."""
+    judged = st.judged
+    judged.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        val = float(val_fn(judged))
+    judged.train(st.ema is None)  # the EMA copy stays in eval mode; the trained model goes back
+    return val
+
+
+def _keep_if_best(best: dict[str, Any], val: float, step: int, judged: GenerativeModel) -> dict[str, Any]:
+    """The best validation so far (lower is better), with a copy of its weights."""
+    if not val < best["val"]:  # (a NaN score never wins)
+        return best
+    return {
+        "val": val,
+        "step": step,
+        "state": {k: v.detach().clone() for k, v in judged.state_dict().items()},
+    }
+
+
+def _select_best(st: _TrainState, cfg: TrainConfig, end: int) -> int | None:
+    """At the end of a complete run with ``keep_best``, loads the best-validating weights
+    into the model to return; returns their step (None: the last weights stay)."""
+    if not (cfg.keep_best and st.best["state"] is not None and end == cfg.steps):
+        return None
+    st.judged.load_state_dict(st.best["state"])
+    return st.best["step"]
+
+
+# ---------------------------------------------------------------- the loop
+
+
 def fit(
     model: GenerativeModel,
     x: Tensor,
@@ -263,72 +494,19 @@ def fit(
     weights are returned (early stopping by model selection).
     """
     device = torch.device(device)
-    k = model.spec.num_classes
-    bad_classes = [c for c in cfg.exclude_classes if not 0 <= c < k]
-    if bad_classes or len(set(cfg.exclude_classes)) >= k:
-        raise ValueError(
-            f"exclude_classes: {cfg.exclude_classes}: distinct classes in [0, {k}), not all of them"
-        )
-    if cfg.exclude_classes:  # a held-out class: never seen, and given no prior mass
-        keep = ~torch.isin(y, torch.tensor(cfg.exclude_classes))
-        x, y = x[keep], y[keep]
+    x, y = _training_set(x, y, cfg, model.spec.num_classes)
     seed_everything(seed)
     model.to(device).train()
-    counts = torch.bincount(y, minlength=k).float()
-    smoothed = counts + 1
-    smoothed[cfg.exclude_classes] = 0
-    model.log_class_prior.copy_(torch.log(smoothed / smoothed.sum()))
-    ema_decay = cfg.ema_decay if model.wants_ema else None
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
-
-    opts, scheds = {}, {}
-    for phase in model.phases:
-        lr = cfg.phase_lr.get(phase, cfg.lr)
-        opts[phase] = torch.optim.AdamW(
-            model.phase_parameters(phase), lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-        )
-        scheds[phase] = torch.optim.lr_scheduler.LambdaLR(opts[phase], _lr_lambda(cfg))
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    batches = Batches(len(x), cfg.batch_size, seed)
+    model.log_class_prior.copy_(_class_log_prior(y, model.spec.num_classes, cfg.exclude_classes))
+    st = _new_state(model, cfg, len(x), seed, device)
     ckpts = Checkpoints(checkpoint_dir, cfg.keep_checkpoints) if checkpoint_dir else None
-
-    start, bad, resumed = 0, 0, None
-    best: dict[str, Any] = {"val": math.inf, "step": None, "state": None}
-    state = ckpts.load_latest(device) if ckpts else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        for phase in model.phases:
-            opts[phase].load_state_dict(state["optimizers"][phase])
-            scheds[phase].load_state_dict(state["schedulers"][phase])
-        scaler.load_state_dict(state["scaler"])
-        batches.load(state["batches"])
-        set_rng_state(state["rng"])
-        start, bad, resumed = state["step"], state["bad_steps"], state["step"]
-        best = state.get("best") or best
-        log.info("resumed %s from step %d", model.family, start)
-
-    def snapshot(step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "bad_steps": bad,
-            "model": model.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "optimizers": {p: o.state_dict() for p, o in opts.items()},
-            "schedulers": {p: s.state_dict() for p, s in scheds.items()},
-            "scaler": scaler.state_dict(),
-            "batches": batches.state(),
-            "rng": rng_state(),
-            "best": best,
-        }
+    resumed = _resume(st, ckpts.load_latest(device)) if ckpts else None
+    start = resumed or 0
 
     for cb in callbacks:
         cb.on_start({"family": model.family, "start_step": start, "steps": cfg.steps})
     x, y = x.to(device), y.to(device)
-    window: dict[str, list[float]] = defaultdict(list)
+    window: dict[str, list[float]] = defaultdict(list)  # figures logged since the last log line
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
     t0 = time.perf_counter()
     bar = tqdm(
@@ -342,87 +520,38 @@ def fit(
     )
     last: dict[str, float] = {}
     for step in bar:
-        idx = batches.next()
-        xb, yb = x[idx], y[idx]
-        for phase in model.phases:
-            opt = opts[phase]
-            model.zero_grad(set_to_none=True)
-            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-            with autocast:
-                out = model.training_step(xb, yb, phase)
-            ok = bool(torch.isfinite(out.loss))
-            if ok:
-                scaler.scale(out.loss).backward()
-                scaler.unscale_(opt)
-                params = model.phase_parameters(phase)
-                if cfg.grad_clip:
-                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                else:
-                    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                ok = bool(torch.isfinite(norm))
-            if ok:
-                scaler.step(opt)
-                scaler.update()
-                for k, v in out.logs.items():
-                    window[k].append(v)
-            else:
-                bad += 1
-                model.zero_grad(set_to_none=True)
-                log.warning(
-                    "%s step %d phase %s: non-finite loss or gradient, skipped (%d/%d)",
-                    model.family,
-                    step,
-                    phase,
-                    bad,
-                    cfg.max_bad_steps,
-                )
-                if bad > cfg.max_bad_steps:
-                    raise NonFiniteLossError(
-                        f"{model.family}: {bad} non-finite steps (limit train.max_bad_steps="
-                        f"{cfg.max_bad_steps}); last at step {step}, phase {phase}. "
-                        "Lower the learning rate or check the data."
-                    )
-            scheds[phase].step()
-        if ema is not None:
-            ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+        idx = st.batches.next()  # (B,)
+        for logs in _train_step(st, cfg, x[idx], y[idx], step):
+            for key, value in logs.items():
+                window[key].append(value)
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            last = {k: float(np.mean(v)) for k, v in window.items()}
-            last["lr"] = scheds[model.phases[0]].get_last_lr()[0]
+        if _due(done, cfg.log_every, cfg.steps):
+            last = _window_means(window, st.scheds[model.phases[0]].get_last_lr()[0])
             window.clear()
             for cb in callbacks:
                 cb.on_log(done, last)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:3]})
-        if val_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            judged = ema if ema is not None else model
-            judged.eval()
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
-                val = float(val_fn(judged))
-            judged.train(ema is None)
-            if val < best["val"]:
-                state_copy = {k: v.detach().clone() for k, v in judged.state_dict().items()}
-                best = {"val": val, "step": done, "state": state_copy}
+        if val_fn is not None and cfg.eval_every and _due(done, cfg.eval_every, cfg.steps):
+            val = _validate(st, val_fn)
+            st.best = _keep_if_best(st.best, val, done, st.judged)
             for cb in callbacks:
                 cb.on_log(done, {"val": val})
-        if ckpts and (done % cfg.checkpoint_every == 0 or done == end):
-            path = ckpts.save(done, snapshot(done))
+        if ckpts and _due(done, cfg.checkpoint_every, end):
+            path = ckpts.save(done, _snapshot(st, done))
             for cb in callbacks:
                 cb.on_checkpoint(done, path)
     bar.close()
-    final = ema if ema is not None else model
-    chosen = None
-    if cfg.keep_best and best["state"] is not None and end == cfg.steps:
-        final.load_state_dict(best["state"])
-        chosen = best["step"]
+
+    chosen = _select_best(st, cfg, end)
     result = TrainResult(
         steps=end,
         seconds=time.perf_counter() - t0,
-        bad_steps=bad,
+        bad_steps=st.bad,
         resumed_from=resumed,
         last=last,
         best_step=chosen,
-        best_val=best["val"] if chosen else None,
+        best_val=st.best["val"] if chosen is not None else None,
     )
     for cb in callbacks:
         cb.on_end(result)
-    return final.eval(), result
+    return st.judged.eval(), result

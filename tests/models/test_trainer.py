@@ -118,11 +118,16 @@ def test_non_finite_steps_are_skipped_then_fail_loudly(tmp_path):
     state = Checkpoints(tmp_path / "ok").load_latest()
     assert state["bad_steps"] == 2 and torch.isfinite(state["model"]["w"]).all()
 
+    # calls 1-2 (steps 0-1) are fine; steps 2 and 3 are skipped (2 bad of 2 allowed), the
+    # checkpoint after step 4 is written; step 4's third bad call ends the run
     m = Exploding(SPEC, spec_cfg, bad_calls=set(range(3, 100)))
-    with pytest.raises(NonFiniteLossError, match="max_bad_steps=2"):
+    with pytest.raises(NonFiniteLossError, match="3 non-finite steps .*max_bad_steps=2.*step 4"):
         fit(m, x, y, cfg(max_bad_steps=2, ema_decay=None), checkpoint_dir=tmp_path / "bad", progress=False)
+    # the failure writes nothing: the last checkpoint is the one before it, with finite weights
+    assert [p.name for p in (tmp_path / "bad").glob("*.pt")] == ["step-00000004.pt"]
     saved = Checkpoints(tmp_path / "bad").load_latest()
-    assert saved is None or torch.isfinite(saved["model"]["w"]).all()
+    assert saved["step"] == 4 and saved["bad_steps"] == 2
+    assert torch.isfinite(saved["model"]["w"]).all()
 
 
 def test_metrics_leave_through_callbacks_and_jsonl(tmp_path, tiny):
