@@ -91,18 +91,23 @@ def _kth_nn_radius(a: np.ndarray, k: int) -> np.ndarray:
 def prdc(real, fake, k: int = 5) -> dict[str, float]:
     """Precision: share of fake samples inside some real k-NN ball; recall: share of real
     inside some fake ball; density: mean count of real balls holding each fake, over k;
-    coverage: share of real balls holding at least one fake."""
+    coverage: share of real balls holding at least one fake.
+
+    Each pair follows its authors' definition and code: precision and recall use closed
+    balls (``distance <= radius``, Kynkäänniemi et al.), density and coverage open ones
+    (``<``, Naeem et al.'s ``prdc`` package). The two differ only where a distance equals a
+    radius exactly, as when samples copy real points: open balls hold their centre and k - 1
+    neighbours, so a set scored against itself has density exactly 1 (closed: (k + 1) / k)."""
     r, f = _as2d(real), _as2d(fake)
     if min(len(r), len(f)) <= k:
         raise ValueError(f"prdc needs more than k={k} samples in each set")
-    r_rad, f_rad = _kth_nn_radius(r, k), _kth_nn_radius(f, k)
+    r_rad, f_rad = _kth_nn_radius(r, k), _kth_nn_radius(f, k)  # (R,), (F,)
     d = _pairwise(r, f)  # (R, F)
-    inside_real = d <= r_rad[:, None]
     return {
-        "precision": float(inside_real.any(0).mean()),
+        "precision": float((d <= r_rad[:, None]).any(0).mean()),
         "recall": float((d <= f_rad[None, :]).any(1).mean()),
-        "density": float(inside_real.sum(0).mean() / k),
-        "coverage": float((d.min(1) <= r_rad).mean()),
+        "density": float((d < r_rad[:, None]).sum(0).mean() / k),
+        "coverage": float((d.min(1) < r_rad).mean()),
     }
 
 

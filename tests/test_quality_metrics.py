@@ -1,7 +1,9 @@
-"""Feature-space metrics on known answers."""
+"""Feature-space metrics on known answers, and on the same features as independent
+implementations: Naeem et al.'s ``prdc`` package and torchmetrics' KID and FID."""
 
 import numpy as np
 import pytest
+import torch
 
 from genzoo.metrics.quality import (
     diversity,
@@ -52,7 +54,7 @@ def test_prdc_identical_sets_and_disjoint_sets():
     x = rng.normal(size=(300, 4))
     same = prdc(x, x, k=5)
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
-    assert same["density"] == pytest.approx(1.0, abs=0.25)
+    assert same["density"] == 1.0  # each open ball holds its centre and k - 1 neighbours
     far = prdc(x, x + 100.0, k=5)
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
     # a generator covering half the modes: precision stays high, recall/coverage drop
@@ -105,3 +107,100 @@ def test_mean_ci_matches_the_student_t_interval():
     assert 0.91 < covered / 400 < 0.99
     with pytest.raises(ValueError):
         mean_ci([])
+
+
+def test_prdc_balls_on_a_hand_computed_line():
+    """1-D points with exact distances, k = 1. Real radii: 0 -> 1, 1 -> 1, 3 -> 2, 7 -> 4; fake
+    radii: -1 -> 6, 5 -> 6, 20 -> 15. The fake at -1 lies *on* the sphere of the real 0 and
+    the fake at 5 on that of the real 3: closed balls (precision, recall) count them, open
+    balls (density, coverage) do not."""
+    real = np.array([[0.0], [1.0], [3.0], [7.0]])
+    fake = np.array([[-1.0], [5.0], [20.0]])
+    got = prdc(real, fake, k=1)
+    assert got["precision"] == pytest.approx(2 / 3)  # -1 (on 0's sphere) and 5; not 20
+    assert got["recall"] == 1.0  # every real is within 6 of -1 or 5
+    assert got["density"] == pytest.approx(1 / 3)  # only 5 lies strictly inside a ball (7's)
+    assert got["coverage"] == 0.25  # only 7's ball holds a fake strictly inside
+
+
+# ----------------------------------------------------------------------------- parity
+# The same features through genzoo and through references written by others.
+
+
+def _overlapping_sets(seed: int, n_real: int = 400, n_fake: int = 300, d: int = 16):
+    """Real N(0, I) and a shifted, narrower, sheared fake set: they overlap in part, so no
+    score sits at 0 or 1 where a wrong formula could still agree."""
+    g = np.random.default_rng(seed)
+    real = g.normal(size=(n_real, d))
+    shear = np.eye(d) + 0.3 * g.normal(size=(d, d)) / np.sqrt(d)
+    return real, g.normal(0.4, 0.8, size=(n_fake, d)) @ shear
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10])
+def test_prdc_matches_the_prdc_package(k):
+    """Naeem et al.'s own code on continuous features (no distance ties, where only the
+    closed vs open ball convention could differ): identical to the last bit."""
+    from prdc import compute_prdc
+
+    real, fake = _overlapping_sets(k)
+    ours = prdc(real, fake, k=k)
+    ref = {m: float(v) for m, v in compute_prdc(real, fake, nearest_k=k).items()}
+    assert all(0 < v < 1 for m, v in ours.items() if m != "density"), ours
+    assert ours == pytest.approx(ref, abs=1e-12)
+    x = real[:200]  # a set against itself: the package's figures, density exactly 1 included
+    assert prdc(x, x, k=k) == {m: float(v) for m, v in compute_prdc(x, x, nearest_k=k).items()}
+
+
+class _Identity(torch.nn.Module):
+    """torchmetrics' 'feature extractor': the features are already computed."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save all extracted features")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kid_matches_torchmetrics(seed):
+    """torchmetrics' KID (unbiased MMD^2, cubic kernel (x.y / D + 1)^3) on the same float64
+    features. Subsets as large as the sets make every subset the whole set in some order, so
+    the two random subset draws cannot differ; MMD^2 does not depend on the order."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real, fake = _overlapping_sets(seed, n_real=300, n_fake=300)
+    ref = KernelInceptionDistance(feature=_Identity(16), subsets=3, subset_size=300)
+    ref.update(torch.from_numpy(real), real=True)
+    ref.update(torch.from_numpy(fake), real=False)
+    ref_mean, ref_std = (v.item() for v in ref.compute())
+    mean, std = kid(real, fake, subsets=3, subset_size=300)
+    assert ref_mean > 0.05  # far from 0: a relative tolerance means something
+    assert mean == pytest.approx(ref_mean, rel=1e-12)
+    assert std == pytest.approx(ref_std, abs=1e-12)
+    same_mean, _ = kid(real, real[::-1].copy(), subsets=1, subset_size=300)
+    assert same_mean == pytest.approx(-2 / 300 * _cubic_kernel_trace_gap(real), abs=1e-12)
+
+
+def _cubic_kernel_trace_gap(x):
+    """For Y a permutation of X, unbiased MMD^2 = -2/m (mean of k(x_i, x_i) - mean over i != j):
+    the diagonal the unbiased within-set terms leave out and the cross term keeps."""
+    kxx = (x @ x.T / x.shape[1] + 1) ** 3
+    m = len(x)
+    return np.trace(kxx) / m - (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_frechet_matches_torchmetrics(seed):
+    """torchmetrics' FID from the same features: its own running mean and covariance and
+    sqrt(C1 C2) through eigenvalues, where genzoo uses numpy's covariance and scipy's sqrtm."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real, fake = _overlapping_sets(seed)
+    ref = FrechetInceptionDistance(feature=_Identity(16))
+    ref.update(torch.from_numpy(real), real=True)
+    ref.update(torch.from_numpy(fake), real=False)
+    expected = ref.compute().item()
+    assert expected > 1.0
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-12)
