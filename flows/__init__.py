@@ -1,1 +1,2 @@
-"""Orchestration: the command line (and, later, Prefect flows and Ray fan-out)."""
+"""Orchestration: the Prefect flows (`pipeline`), the Ray fan-out (`cluster`), the Prefect UI's
+deployments (`serve`) and the `genzoo` command line (`cli`)."""

@@ -41,6 +41,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="override a param by its dotted path (repeatable), e.g. -o models.vae.net.latent_dim=8",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also the HTTP requests of Prefect's client and the like"
+    )
 
 
 def _params(args):
@@ -91,7 +94,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit)."""
+    """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit): its stages and
+    each family's progress in the log, then the table of figures (or ``--json``)."""
     from genzoo.flows.pipeline import pipeline
 
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
@@ -101,6 +105,9 @@ def cmd_run(args) -> int:
         raise ValueError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
+    if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
+        logging.getLogger("genzoo").setLevel(logging.WARNING)
+        logging.getLogger("genzoo.cluster").setLevel(logging.NOTSET)
     result = pipeline(
         params_file=args.params,
         families=families,
@@ -109,24 +116,52 @@ def cmd_run(args) -> int:
         ray_address=args.ray_address,
         record_dvc=not args.no_dvc,
     )
-    summary = {
-        f: {
-            k: m[k]
-            for k in ("steps", "train_seconds", "test_bpd", "bpd_estimator", "cached", "host", "ray_node")
-            if k in m
-        }
-        for f, m in result["trained"].items()
-    }
+    print(json.dumps(run_summary(result)) if args.json else format_run(result))
+    return 0
+
+
+def run_summary(result: dict) -> dict:
+    """The machine-readable summary of a pipeline run (``genzoo run --json``)."""
+    keep = ("steps", "train_seconds", "test_bpd", "bpd_estimator", "cached", "host", "ray_node")
+    summary = {f: {k: m[k] for k in keep if k in m} for f, m in result["trained"].items()}
     for f, q in result.get("evaluate", {}).items():
         summary[f].update(fd=q["fd"], fd_ci95=q["fd_ci95"], precision=q["precision"], recall=q["recall"])
     out = {"pipeline_seconds": result["pipeline_seconds"], "families": summary}
     if "report" in result:
-        out["report"] = str(Path(params.run.runs_dir) / "report" / "index.html")
+        out["report"] = result["report_path"]
         out["targets"] = result["report"]["targets"]
         if "usefulness" in result["report"]:
             out["usefulness"] = result["report"]["usefulness"]
-    print(json.dumps(out))
-    return 0
+    if "mlflow_run_id" in result:
+        out["mlflow_run_id"] = result["mlflow_run_id"]
+    return out
+
+
+def format_run(result: dict) -> str:
+    """The figures of a pipeline run as a person reads them: one row per family, then where
+    the report and the MLflow run are."""
+
+    def num(row: dict, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if key in row else "-"
+
+    header = f"{'family':<10} {'steps':>6} {'train s':>8} {'FD ± 95%':>17} {'precision':>9} {'recall':>7}"
+    header += "  bits/dim"
+    lines = [header, "-" * len(header)]
+    for f, row in result["figures"].items():
+        fd = f"{row['fd']:.4f} ± {row['fd_ci95']:.4f}" if "fd" in row else "-"
+        bpd = f"{row['test_bpd']:.3f} ({row['bpd_estimator']})" if "test_bpd" in row else "-"
+        cached = "" if not result["trained"][f].get("cached") else "  (up to date)"
+        lines.append(
+            f"{f:<10} {num(row, 'steps', 'd'):>6} {num(row, 'train_seconds', '.1f'):>8} {fd:>17} "
+            f"{num(row, 'precision', '.3f'):>9} {num(row, 'recall', '.3f'):>7}  {bpd}{cached}"
+        )
+    lines.append("")
+    if "report_path" in result:
+        lines.append(f"report:     {result['report_path']}")
+    if "mlflow_run_id" in result:
+        lines.append(f"MLflow run: {result['mlflow_run_id']}")
+    lines.append(f"pipeline:   {result['pipeline_seconds']:.1f} s")
+    return "\n".join(lines)
 
 
 def cmd_sample(args) -> int:
@@ -313,19 +348,16 @@ def cmd_families(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="genzoo",
-        description="Train, sample and compare deep generative models (PixelCNN, RealNVP, VAE, GAN, DDPM).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# ----------------------------------------------------------------------------- the parser, by command
 
+
+def _prepare_parser(sub) -> None:
     p = sub.add_parser("prepare", help="read, validate and split the data named in params.yaml (data.*)")
     _common(p)
     p.set_defaults(fn=cmd_prepare)
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one family (or --all) on the prepared data")
     _common(p)
     g = p.add_mutually_exclusive_group(required=True)
@@ -333,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all", action="store_true", help="train every family in params.yaml, one after another")
     p.set_defaults(fn=cmd_train)
 
+
+def _run_parser(sub) -> None:
     p = sub.add_parser(
         "run", help="the pipeline (Prefect flow): prepare, train every family in parallel on Ray"
     )
@@ -340,8 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", help="comma-separated subset of the families in params.yaml")
     p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
     p.add_argument("--no-dvc", action="store_true", help="do not dvc commit the outputs")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(fn=cmd_run)
 
+
+def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw images from a trained model into PATH.npz + PATH.png")
     _common(p)
     p.add_argument("--family", help="use the model trained in runs/<family>/")
@@ -361,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")
     p.set_defaults(fn=cmd_sample)
 
+
+def _augment_parser(sub) -> None:
     p = sub.add_parser(
         "augment", help="a labelled synthetic dataset from trained families -> data/augment/NAME/"
     )
@@ -378,17 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", action="store_true", default=None, help="also png/<class>/<i>.png")
     p.set_defaults(fn=cmd_augment)
 
+
+def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address the Prefect server binds (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=4200, help="Prefect server port (default 4200)")
     p.set_defaults(fn=cmd_serve)
 
+
+def _status_parser(sub) -> None:
     p = sub.add_parser("status", help="what is trained, with which data and params, and its MLflow run")
     _common(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_status)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score the trained families' samples (and the references), then report"
     )
@@ -397,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.set_defaults(fn=cmd_evaluate)
 
+
+def _detect_parser(sub) -> None:
     p = sub.add_parser("detect", help="flag anomalous images by likelihood under a trained family")
     _common(p)
     p.add_argument("path", nargs="?", help="an .npz (key images) or a folder of images")
@@ -410,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --benchmark: retrain without each CLASS, score it as anomalous")  # fmt: skip
     p.set_defaults(fn=cmd_detect)
 
+
+def _usefulness_parser(sub) -> None:
     p = sub.add_parser(
         "usefulness", help="does synthetic data help a classifier? train-on-synthetic and augmentation lift"
     )
@@ -417,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", help="comma-separated trained families (default: usefulness.families)")
     p.set_defaults(fn=cmd_usefulness)
 
+
+def _interpolate_parser(sub) -> None:
     p = sub.add_parser(
         "interpolate", help="latent interpolation strips between two test images (PATH.png/.npz)"
     )
@@ -431,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-interpolation)")
     p.set_defaults(fn=cmd_interpolate)
 
+
+def _arithmetic_parser(sub) -> None:
     p = sub.add_parser("arithmetic", help="move a test image's code toward another class (PATH.png/.npz)")
     _common(p)
     p.add_argument("--family", required=True, help="vae, realnvp or ddpm (an encoder is needed)")
@@ -440,23 +493,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-arithmetic)")
     p.set_defaults(fn=cmd_arithmetic)
 
+
+def _report_parser(sub) -> None:
     p = sub.add_parser("report", help="the HTML report of what is evaluated: runs/report/index.html")
     _common(p)
     p.set_defaults(fn=cmd_report)
 
+
+def _families_parser(sub) -> None:
     p = sub.add_parser("families", help="list the registered families")
-    p.set_defaults(fn=cmd_families, quiet=False)
+    p.set_defaults(fn=cmd_families, quiet=False, verbose=False)
+
+
+# in the order `genzoo --help` lists them
+COMMANDS = [
+    _prepare_parser, _train_parser, _run_parser, _sample_parser, _augment_parser, _serve_parser,
+    _status_parser, _evaluate_parser, _detect_parser, _usefulness_parser, _interpolate_parser,
+    _arithmetic_parser, _report_parser, _families_parser,
+]  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="genzoo",
+        description="Train, sample and compare deep generative models (PixelCNN, RealNVP, VAE, GAN, DDPM).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return ap
+
+
+# ----------------------------------------------------------------------------- the console
+
+# clients whose every request is logged at INFO: shown only with --verbose
+CHATTY = (
+    "httpx",
+    "httpcore",
+    "prefect.client",
+    "prefect.events",
+    "urllib3",
+    "alembic",
+    "mlflow.store",
+    "docket",
+)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``12:01:02 train-vae        vae: step 150/600 (25%) ...``: the stage a line comes from
+    (the Prefect task run, else the flow, else the logger) in front, the level only when it
+    is a warning or worse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        where = getattr(record, "task_run_name", None) or getattr(record, "flow_name", None)
+        where = where or record.name.removeprefix("genzoo.")
+        level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
+        text = f"{self.formatTime(record, '%H:%M:%S')} {where:<22} {level}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _not_prefect_completed(record: logging.LogRecord) -> bool:
+    """Prefect's own "Finished in state Completed()": each stage already logged its end."""
+    return not (
+        record.name.startswith("prefect.") and record.getMessage().startswith("Finished in state Completed")
+    )
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The console a person reads: genzoo's and Prefect's run logs (stage starts and ends,
+    each family's progress), third-party request logs only when ``verbose``."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(ConsoleFormatter())
+    handler.addFilter(_not_prefect_completed)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], force=True)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the temporary Prefect server a run starts: no telemetry (unless the user asked for it)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.quiet, args.verbose)
     from genzoo.tasks.config import ParamsError
     from genzoo.tasks.prepare import DataError
 

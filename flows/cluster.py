@@ -1,10 +1,14 @@
 """Ray: where the families train. Locally a private Ray (pinned CPUs, no dashboard, loopback);
 ``ray.address`` in params, the flow's ``ray_address`` or ``RAY_ADDRESS`` joins a cluster.
 
-Workers run plain functions (``tasks.train.train_family``): no Prefect inside a worker, so no
-worker ever starts a Prefect server of its own. Paths and the MLflow store are made absolute
-on the driver, so a worker finds them whatever its working directory (on a multi-node
-cluster they must be on storage every node mounts, and genzoo installed on every node).
+Workers run plain functions, passed by reference (``tasks.train.train_family`` and the
+stages after it): no Prefect inside a worker, so no worker ever starts a Prefect server of
+its own. A training reports its step, loss and ETA to a small actor the driver reads
+(:class:`ProgressBoard`), so the driver's log shows each family's progress live.
+
+Paths and the MLflow store are made absolute on the driver, so a worker finds them whatever
+its working directory (on a multi-node cluster they must be on storage every node mounts,
+and genzoo installed on every node).
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from genzoo.models.trainer import Callback
 from genzoo.tasks.config import Params
 
 log = logging.getLogger("genzoo.cluster")
@@ -83,33 +90,38 @@ def check_fits(params: Params, families: list[str]) -> None:
             )
 
 
-def _on_node(fn: str, tracking_uri: str | None, *args) -> Any:
-    """Run ``module:function`` in a Ray worker, MLflow pointed where the driver's is."""
-    import importlib
-
+def _on_node(fn: Callable[..., Any], tracking_uri: str | None, *args) -> Any:
+    """Run ``fn(*args)`` in a Ray worker, MLflow pointed where the driver's is."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    module, name = fn.split(":")
-    return getattr(importlib.import_module(module), name)(*args)
+    return fn(*args)
 
 
-def train_here(params: Params, family: str, run_id: str | None, tags: dict[str, str]) -> dict[str, Any]:
-    """Train ``family`` in this worker, its MLflow run tagged with the Ray node and host."""
+def train_here(
+    params: Params, family: str, run_id: str | None, tags: dict[str, str], board: Any = None
+) -> dict[str, Any]:
+    """Train ``family`` in this worker, its MLflow run tagged with the Ray node and host; with
+    a ``board`` (a :class:`ProgressBoard` actor) the training reports its progress to it."""
     import ray
 
     from genzoo.tasks.train import train_family
 
     node = ray.get_runtime_context().get_node_id()
     where = {"genzoo.ray_node": node, "genzoo.host": socket.gethostname()}
-    metrics = train_family(params, family, progress=False, run_id=run_id, tags={**tags, **where})
+    callbacks = [ReportProgress(board, family)] if board is not None else []
+    metrics = train_family(
+        params, family, progress=False, callbacks=callbacks, run_id=run_id, tags={**tags, **where}
+    )
     return {**metrics, "ray_node": node, "host": where["genzoo.host"]}
 
 
-def submit(params: Params, family: str, name: str, fn: str, *args, tracking_uri: str | None = None) -> Any:
-    """Run ``fn`` ("module:function") with ``args`` as a Ray task with ``family``'s resources;
-    returns the ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries``
-    times (training resumes from its checkpoint, finished work is skipped); an exception is
-    a bug or bad input, not Ray's to retry."""
+def submit(
+    params: Params, family: str, name: str, fn: Callable[..., Any], *args, tracking_uri: str | None = None
+) -> Any:
+    """Run ``fn(*args)`` as a Ray task named ``name`` with ``family``'s resources; returns the
+    ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries`` times
+    (training resumes from its checkpoint, finished work is skipped); an exception is a bug
+    or bad input, not Ray's to retry."""
     import ray
 
     res = params.resources(family)
@@ -126,8 +138,98 @@ def submit(params: Params, family: str, name: str, fn: str, *args, tracking_uri:
 
 
 def submit_training(
-    params: Params, family: str, *, run_id: str | None, tracking_uri: str | None, tags: dict[str, str]
+    params: Params,
+    family: str,
+    *,
+    run_id: str | None,
+    tracking_uri: str | None,
+    tags: dict[str, str],
+    board: Any = None,
 ) -> Any:
     """``family``'s training as a Ray task (``train-<family>``); returns the ObjectRef."""
-    return submit(params, family, f"train-{family}", "genzoo.flows.cluster:train_here", params, family, run_id, tags,
+    return submit(params, family, f"train-{family}", train_here, params, family, run_id, tags, board,
                   tracking_uri=tracking_uri)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class ProgressBoard:
+    """The latest progress of each training, reported by the workers and read by the driver
+    (a Ray actor: see :func:`progress_board`)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, Any]] = {}
+
+    def report(self, family: str, row: dict[str, Any]) -> None:
+        self._rows[family] = row
+
+    def read(self, family: str) -> dict[str, Any] | None:
+        return self._rows.get(family)
+
+
+@contextmanager
+def progress_board():
+    """A :class:`ProgressBoard` actor for one pipeline run (no CPU of its own), killed on exit."""
+    import ray
+
+    board = ray.remote(num_cpus=0, max_restarts=0)(ProgressBoard).remote()
+    try:
+        yield board
+    finally:
+        ray.kill(board)
+
+
+class ReportProgress(Callback):
+    """Trainer callback in the worker: each log step's step, loss, speed and ETA go to the
+    board. Fire and forget: a board that is gone (the driver died) never fails the training."""
+
+    def __init__(self, board: Any, family: str):
+        self.board, self.family = board, family
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.t0, self.start, self.steps = time.monotonic(), info.get("start_step", 0), info["steps"]
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        losses = {k: v for k, v in metrics.items() if k not in ("lr", "val")}
+        if not losses:  # a validation-only log
+            return
+        name = next(iter(losses))
+        elapsed = time.monotonic() - self.t0
+        rate = (step - self.start) / elapsed if elapsed > 0 else 0.0
+        row = {"step": step, "steps": self.steps, "loss_name": name, "loss": float(losses[name]),
+               "steps_per_s": rate, "eta_s": (self.steps - step) / rate if rate > 0 else None}  # fmt: skip
+        try:
+            self.board.report.remote(self.family, row)
+        except Exception as e:  # the driver, and its board, are gone: keep training
+            log.debug("progress report for %s dropped: %s", self.family, e)
+
+
+def progress_line(family: str, row: dict[str, Any]) -> str:
+    """``vae: step 150/600 (25%), neg_elbo 41.2, 12.3 steps/s, ETA 0:37``"""
+    eta = row.get("eta_s")
+    eta_text = "?" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}"
+    return (
+        f"{family}: step {row['step']}/{row['steps']} ({100 * row['step'] / row['steps']:.0f}%), "
+        f"{row['loss_name']} {row['loss']:.4g}, {row['steps_per_s']:.1f} steps/s, ETA {eta_text}"
+    )
+
+
+def wait_reporting(ref: Any, board: Any, family: str, report: Callable[[str], None], every: float) -> Any:
+    """``ray.get(ref)``, calling ``report(line)`` every ``every`` seconds with ``family``'s
+    latest progress on ``board`` (when it moved)."""
+    import ray
+
+    shown = None
+    while True:
+        done, _ = ray.wait([ref], timeout=every)
+        if done:
+            return ray.get(ref)
+        try:
+            row = ray.get(board.read.remote(family), timeout=every)
+        except Exception as e:  # a lost board costs the progress lines, never the training
+            log.debug("progress of %s unreadable: %s", family, e)
+            continue
+        if row is not None and row["step"] != shown:
+            shown = row["step"]
+            report(progress_line(family, row))

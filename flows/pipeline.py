@@ -5,38 +5,68 @@ and measure whether its samples help a downstream classifier -> the synthetic da
 report -> record the outputs in DVC.
 
 Each family is one Prefect task run (its own state, logs and retries in the UI) whose work
-runs as a Ray task with the family's resources. A family whose outputs were made from the
-current params, data and code is skipped (the same rule as ``dvc status``), so a re-run with
-nothing changed trains nothing and a change to one family re-trains only that family.
+runs as a Ray task with the family's resources; while it trains, its step, loss and ETA are
+logged every few seconds. A family whose outputs were made from the current params, data and
+code is skipped (the same rule as ``dvc status``), so a re-run with nothing changed trains
+nothing and a change to one family re-trains only that family.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
+from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from genzoo import models
 from genzoo.flows import cluster
+from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.detect import run_benchmark
+from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
+from genzoo.tasks.usefulness import measure_family, reference, train_subsets
 
-Family = Literal[tuple(models.REGISTRY)]  # the UI shows a pick list
+
+def _profiles() -> tuple[str, ...]:
+    """The profiles of the project's params.yaml (the working directory's, else the one beside
+    this package), for the UI's pick list."""
+    for path in (Path("params.yaml"), Path(__file__).resolve().parents[1] / "params.yaml"):
+        try:
+            names = tuple((yaml.safe_load(path.read_text()) or {}).get("profiles") or {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if names:
+            return names
+    return ("quick",)
+
+
+def pick_list(values: tuple[str, ...]) -> Any:
+    """A ``Literal`` of ``values`` that the UI's run form shows as a pick list (an enum in the
+    schema, even of a single value, which pydantic would write as a ``const``)."""
+    return Annotated[Literal[values], WithJsonSchema({"type": "string", "enum": list(values)})]
+
+
+Family = pick_list(tuple(models.REGISTRY))
+Profile = pick_list(_profiles())
+PROGRESS_EVERY_S = 10.0  # how often a training's step, loss and ETA are logged
+
 
 # ----------------------------------------------------------------------------- retries
 
@@ -66,6 +96,25 @@ RETRY = dict(
     retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient, cache_policy=NO_CACHE
 )
 
+
+def stage(name: str, task_run_name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """A pipeline stage: a Prefect task (retried on transient errors, never cached) whose run
+    logs one line as it starts and one as it ends, in the console and in the UI."""
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            logger, t0 = get_run_logger(), time.perf_counter()
+            logger.info("started")
+            out = fn(*args, **kwargs)
+            logger.info("done in %.1f s", time.perf_counter() - t0)
+            return out
+
+        return task(name=name, task_run_name=task_run_name or name, **RETRY)(run)
+
+    return decorate
+
+
 # ----------------------------------------------------------------------------- one run at a time
 
 
@@ -74,33 +123,34 @@ class PipelineBusy(RuntimeError):
 
 
 @contextmanager
-def exclusive(runs_dir: str | Path):
-    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly."""
-    path = Path(runs_dir) / ".pipeline.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+def exclusive(runs_dir: str | Path) -> Iterator[None]:
+    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
+    naming the folder and the holder (``.pipeline.holder``: its pid and start time)."""
+    folder = Path(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
+    try:
+        lock.acquire()
+    except Timeout:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise PipelineBusy(
-                f"{path}: another genzoo pipeline is running on this folder ({f.read().strip()}); "
-                "wait for it or stop it"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            who = holder.read_text().strip()
+        except OSError:
+            who = "holder unknown"
+        raise PipelineBusy(
+            f"{folder}: another genzoo pipeline is running on this folder ({who}); wait for it or stop it"
+        ) from None
+    try:
+        holder.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 # ----------------------------------------------------------------------------- tasks
 
 
-@task(name="prepare", **RETRY)
+@stage("prepare")
 def prepare_task(params: Params) -> dict[str, Any]:
     manifest = prepare(params)
     get_run_logger().info(
@@ -109,8 +159,14 @@ def prepare_task(params: Params) -> dict[str, Any]:
     return manifest
 
 
-@task(name="train", task_run_name="train-{family}", **RETRY)
-def train_task(params: Params, family: str, parent_run_id: str | None = None) -> dict[str, Any]:
+@stage("train", task_run_name="train-{family}")
+def train_task(
+    params: Params, family: str, parent_run_id: str | None = None, board: Any = None
+) -> dict[str, Any]:
+    """``family``'s training as a Ray task; with a progress ``board`` its step, loss and ETA
+    are logged every ``PROGRESS_EVERY_S`` seconds while it trains."""
+    import ray
+
     logger = get_run_logger()
     done = up_to_date(params, family)
     if done is not None:
@@ -118,17 +174,17 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
         return {**done, "cached": True}
     run_id, uri, c = None, None, None
     if params.run.track:
-        from genzoo.tasks import tracking
         from genzoo.tasks.train import start_family_run
 
         c, uri = tracking.client(), tracking.tracking_uri()
         run_id = start_family_run(c, params, family, parent_run_id)
     tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
-    import ray
-
-    ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags)
+    ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board)
     try:
-        metrics = ray.get(ref)
+        if board is None:
+            metrics = ray.get(ref)
+        else:
+            metrics = cluster.wait_reporting(ref, board, family, logger.info, PROGRESS_EVERY_S)
     except BaseException:
         if c is not None:  # the worker may have died before it could end its run
             tracking.close_run(c, run_id, "FAILED")
@@ -146,7 +202,7 @@ def train_task(params: Params, family: str, parent_run_id: str | None = None) ->
     return {**metrics, "cached": False}
 
 
-@task(name="record-in-dvc", **RETRY)
+@stage("record-in-dvc")
 def record_in_dvc(
     families: list[str], after: list[str], detected: list[str] = (), useful: list[str] = ()
 ) -> list[str]:
@@ -166,31 +222,25 @@ def record_in_dvc(
 
 
 def _tracking_uri(params: Params) -> str | None:
-    if not params.run.track:
-        return None
-    from genzoo.tasks import tracking
-
-    return tracking.tracking_uri()
+    return tracking.tracking_uri() if params.run.track else None
 
 
-@task(name="evaluator", **RETRY)
+@stage("evaluator")
 def evaluator_task(params: Params) -> dict[str, Any]:
     """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
     import ray
 
-    ref = cluster.submit(params, "evaluator", "evaluator", "genzoo.tasks.evaluate:evaluator_stage", params)
-    metrics = ray.get(ref)
+    metrics = ray.get(cluster.submit(params, "evaluator", "evaluator", evaluator_stage, params))
     get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
     return metrics
 
 
-@task(name="evaluate", task_run_name="evaluate-{family}", **RETRY)
+@stage("evaluate", task_run_name="evaluate-{family}")
 def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     """``family``'s sample quality (cached), as a Ray task as soon as its training is done."""
     import ray
 
-    fn = "genzoo.tasks.evaluate:evaluate_family"
-    q = ray.get(cluster.submit(params, family, f"evaluate-{family}", fn, params, family,
+    q = ray.get(cluster.submit(params, family, f"evaluate-{family}", evaluate_family, params, family,
                                tracking_uri=_tracking_uri(params)))  # fmt: skip
     get_run_logger().info(
         "%s: FD %.3f ± %.3f, precision %.3f, recall %.3f, %.0f images/s",
@@ -199,23 +249,18 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "images_per_second")
     out = {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
     if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
-        a = ray.get(
-            cluster.submit(
-                params, family, f"detect-{family}", "genzoo.tasks.detect:run_benchmark", params, family
-            )
-        )
+        a = ray.get(cluster.submit(params, family, f"detect-{family}", run_benchmark, params, family))
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
         get_run_logger().info("%s: anomaly AUROC (likelihood) %s", family, out["anomaly_auroc"])
     return out
 
 
-@task(name="usefulness-reference", **RETRY)
+@stage("usefulness-reference")
 def usefulness_reference_task(params: Params) -> dict[str, Any]:
     """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
     import ray
 
-    fn = "genzoo.tasks.usefulness:reference"
-    ref = ray.get(cluster.submit(params, "evaluator", "usefulness-reference", fn, params))
+    ref = ray.get(cluster.submit(params, "evaluator", "usefulness-reference", reference, params))
     get_run_logger().info(
         "usefulness reference: real %s",
         {p: {c: round(r["mean"], 4) for c, r in per.items()} for p, per in ref["real"].items()},
@@ -223,22 +268,20 @@ def usefulness_reference_task(params: Params) -> dict[str, Any]:
     return {"real": ref["real"], "pca_kde_tstr": ref["pca_kde"]["tstr"]}
 
 
-@task(name="train-subsets", task_run_name="train-subsets-{family}", **RETRY)
+@stage("train-subsets", task_run_name="train-subsets-{family}")
 def subsets_task(params: Params, family: str) -> dict[str, Any]:
     """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
     import ray
 
-    fn = "genzoo.tasks.usefulness:train_subsets"
-    return ray.get(cluster.submit(params, family, f"train-subsets-{family}", fn, params, family))
+    return ray.get(cluster.submit(params, family, f"train-subsets-{family}", train_subsets, params, family))
 
 
-@task(name="usefulness", task_run_name="usefulness-{family}", **RETRY)
+@stage("usefulness", task_run_name="usefulness-{family}")
 def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     """Train-on-synthetic accuracy and the augmentation lift of ``family`` (cached)."""
     import ray
 
-    fn = "genzoo.tasks.usefulness:measure_family"
-    u = ray.get(cluster.submit(params, family, f"usefulness-{family}", fn, params, family,
+    u = ray.get(cluster.submit(params, family, f"usefulness-{family}", measure_family, params, family,
                                tracking_uri=_tracking_uri(params)))  # fmt: skip
     lifts = {
         p: {c: round(v["lift"]["mean"], 4) for c, v in per.items()} for p, per in u["augmentation"].items()
@@ -250,9 +293,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 
 
-@task(name="augment", **RETRY)
-def augment_task(params: Params, req: Any = None) -> str:
-    """A labelled synthetic dataset (default: the params' ``augment`` block)."""
+def _augment(params: Params, req: Any = None) -> Path:
     from genzoo.tasks.augment import generate
 
     path = generate(params, req)
@@ -262,19 +303,25 @@ def augment_task(params: Params, req: Any = None) -> str:
         path, manifest["n"], ", ".join(manifest["families"]), manifest["counts_per_class"],
         manifest["filters"]["rejected"],
     )  # fmt: skip
-    return str(path)
+    return path
 
 
-@task(name="augment-dataset", **RETRY)
+@stage("augment")
+def augment_task(params: Params, req: Any = None) -> str:
+    """A labelled synthetic dataset (default: the params' ``augment`` block)."""
+    return str(_augment(params, req))
+
+
+@stage("augment-dataset")
 def augment_stage(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     """The pipeline's synthetic dataset: params.yaml's ``augment`` block."""
-    path = Path(augment_task.fn(params))
+    path = _augment(params)
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "families": list(manifest["families"]),
             "sha256": manifest["sha256"]}  # fmt: skip
 
 
-@task(name="report", **RETRY)
+@stage("report")
 def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     """The HTML report of what was trained and evaluated (runs/report/index.html)."""
     from genzoo.tasks.report import build_report
@@ -283,11 +330,15 @@ def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     t = summary["targets"]
     get_run_logger().info(
         "report: %s; best %s at %.2fx the real-vs-real floor",
-        Path(params.run.runs_dir) / "report" / "index.html",
+        report_path(params),
         t["best_family"],
         t["best_ratio_to_floor"],
     )
     return summary
+
+
+def report_path(params: Params) -> Path:
+    return Path(params.run.runs_dir) / "report" / "index.html"
 
 
 # Evaluation runs per family as soon as the family is trained (the evaluator beside the
@@ -325,113 +376,157 @@ def _longest_first(params: Params, families: list[str]) -> list[str]:
     return sorted(families, key=cost, reverse=True)
 
 
-# ----------------------------------------------------------------------------- the flow
+# ----------------------------------------------------------------------------- the flow's parts
 
 
-@flow(name="genzoo-pipeline", log_prints=True)
-def pipeline(
-    params_file: Annotated[str, Field(description="params file, relative to the project")] = "params.yaml",
-    families: Annotated[
-        list[Family] | None, Field(description="subset of families (default: every family in params)")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None, Field(description="dotted key=value overrides, e.g. models.vae.train.steps=300")
-    ] = None,
-    profile: Annotated[
-        str | None, Field(description="override set from params.yaml's profiles, e.g. quick")
-    ] = None,
-    ray_address: Annotated[
-        str | None,
-        Field(description="Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray)"),
-    ] = None,
-    record_dvc: Annotated[
-        bool, Field(description="dvc commit the outputs when params.yaml was used as is")
-    ] = True,
-) -> dict[str, Any]:
-    """Prepare the data, train every family in parallel on Ray, run the stages after training."""
-    logger = get_run_logger()
-    overrides = list(overrides or [])
-    params = load_params(params_file, overrides, profile)  # fails here, before any compute
+def chosen_families(params: Params, params_file: str, families: list[str] | None) -> list[str]:
+    """The families to run (default: every family in params), each one known to params."""
     chosen = list(families or params.families)
     unknown = [f for f in chosen if f not in params.models]
     if unknown:
         raise ValueError(
             f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)})"
         )
-    if params.run.track:
-        from genzoo.tasks import tracking
+    return chosen
 
+
+@contextmanager
+def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
+    """The pipeline's MLflow run (the families' runs nest under it), or None untracked: its
+    id while the pipeline runs, FINISHED when it ends, FAILED when it raises. Runs a killed
+    pipeline left RUNNING for the same folder are marked KILLED first (hold the run lock)."""
+    if not params.run.track:
+        yield None
+        return
+    c = tracking.client()
+    experiment = tracking.prepare_store()
+    runs_dir = params.run.runs_dir
+    for rid in tracking.close_stale(c, runs_dir):
+        get_run_logger().warning("MLflow run %s was left RUNNING by a killed pipeline: marked KILLED", rid)
+    tags = {
+        "genzoo.runs_dir": runs_dir,
+        "genzoo.families": ",".join(families),
+        "genzoo.git_commit": tracking.git_commit(),
+        "genzoo.prefect_flow_run": str(flow_run.id or ""),
+    }
+    run_id = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        c.set_terminated(run_id, "FAILED")
+        raise
+    c.set_terminated(run_id, "FINISHED")
+
+
+def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str, dict[str, Any]]:
+    """Every family trained on Ray (longest first; the evaluator and the subset generators
+    beside them), each evaluated and measured for usefulness as soon as it is trained.
+    Returns ``{"trained": ..., "evaluate": ..., "usefulness": ...}``, each by family."""
+    useful = [f for f in usefulness_families(params) if f in families]
+    order = _longest_first(params, families)
+    with cluster.progress_board() as board:
+        prepare_task(params)
+        evaluator = evaluator_task.submit(params)
+        # generators trained on real subsets start with the trainings (they need no model)
+        subsets = {f: subsets_task.submit(params, f) for f in useful}
+        trainings = {f: train_task.submit(params, f, parent, board) for f in order}
+        reference_ = usefulness_reference_task.submit(params) if useful else None
+        evaluations = {f: evaluate_task.submit(params, f, wait_for=[trainings[f], evaluator]) for f in order}
+        usefulness = {
+            f: usefulness_task.submit(params, f, wait_for=[trainings[f], subsets[f], reference_])
+            for f in useful
+        }
+        trained = {f: fut.result() for f, fut in trainings.items()}
+        evaluator.result()
+        return {
+            "trained": trained,
+            "evaluate": {f: fut.result() for f, fut in evaluations.items()},
+            "usefulness": {f: fut.result() for f, fut in usefulness.items()},
+        }
+
+
+def record(params: Params, families: list[str], useful: list[str]) -> list[str]:
+    """The stages this run made, ``dvc commit``-ed; a failed record is reported (``dvc
+    status`` will call the stages stale), not a failed pipeline: the models are made."""
+    detected = [f for f in families if f in params.detect.families]
+    after = [st.name for st in AFTER_TRAINING]
+    state = record_in_dvc(families, after, detected, useful, return_state=True)
+    if state.is_failed():
+        get_run_logger().error(
+            "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message
+        )
+        return []
+    return state.result()
+
+
+FIGURES = ("steps", "train_seconds", "test_bpd", "fd", "fd_ci95", "precision", "recall")
+
+
+def figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per family: steps, train seconds, test bits/dim (and its estimator) where the family
+    has a likelihood, FD with its 95% interval, precision and recall."""
+    rows = {}
+    for f, m in result["trained"].items():
+        row = {**m, **result["evaluate"].get(f, {})}
+        rows[f] = {k: row[k] for k in FIGURES if k in row}
+        if "bpd_estimator" in m:
+            rows[f]["bpd_estimator"] = m["bpd_estimator"]
+    return rows
+
+
+@flow(name="genzoo-pipeline", log_prints=True)
+def pipeline(
+    params_file: str = "params.yaml",
+    families: list[Family] | None = None,
+    overrides: list[str] | None = None,
+    profile: Profile | None = None,
+    ray_address: str | None = None,
+    record_dvc: bool = True,
+) -> dict[str, Any]:
+    """Prepare the data, train every family in parallel on Ray, run the stages after training.
+
+    Args:
+        params_file: The params file, relative to the project.
+        families: The families to run (default: every family in the params file).
+        overrides: Dotted key=value overrides, e.g. models.vae.train.steps=300.
+        profile: A named set of overrides from the params file's profiles, e.g. quick.
+        ray_address: The Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray).
+        record_dvc: Record the outputs in dvc.lock when the params file was used as is.
+    """
+    overrides = list(overrides or [])
+    params = load_params(params_file, overrides, profile)  # fails here, before any compute
+    chosen = chosen_families(params, params_file, families)
+    if params.run.track:
         tracking.preflight()
     t0 = time.perf_counter()
-    with exclusive(params.run.runs_dir):
-        params_abs = cluster.absolute(params)
-        parent, c = None, None
-        if params.run.track:
+    params_abs = cluster.absolute(params)
+    with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent:
+        with cluster.connected(params, ray_address):
+            cluster.check_fits(params, [*chosen, "evaluator"])
+            result: dict[str, Any] = fan_out(params_abs, chosen, parent)
+        for after in AFTER_TRAINING:
+            result[after.name] = after(params_abs, result["trained"])
+        result["figures"] = figures(result)
+        if record_dvc and _dvc_matches(params, params_file, overrides, profile):
+            result["dvc_committed"] = record(params, chosen, list(result["usefulness"]))
+        elif record_dvc:
+            get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
+        if parent is not None:
             c = tracking.client()
-            experiment = tracking.prepare_store()
-            runs_dir = params_abs.run.runs_dir
-            for rid in tracking.close_stale(c, runs_dir):
-                logger.warning("MLflow run %s was left RUNNING by a killed pipeline: marked KILLED", rid)
-            tags = {
-                "genzoo.runs_dir": runs_dir,
-                "genzoo.families": ",".join(chosen),
-                "genzoo.git_commit": tracking.git_commit(),
-                "genzoo.prefect_flow_run": str(flow_run.id or ""),
-            }
-            parent = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
-        try:
-            with cluster.connected(params, ray_address):
-                cluster.check_fits(params, [*chosen, "evaluator"])
-                prepare_task(params_abs)
-                evaluator = evaluator_task.submit(params_abs)
-                order = _longest_first(params, chosen)
-                useful = [f for f in usefulness_families(params) if f in chosen]
-                # generators trained on real subsets start with the trainings (they need no model)
-                subsets = {f: subsets_task.submit(params_abs, f) for f in useful}
-                futures = {f: train_task.submit(params_abs, f, parent) for f in order}
-                reference = usefulness_reference_task.submit(params_abs) if useful else None
-                evaluations = {
-                    f: evaluate_task.submit(params_abs, f, wait_for=[futures[f], evaluator]) for f in order
-                }
-                usefulness = {
-                    f: usefulness_task.submit(params_abs, f, wait_for=[futures[f], subsets[f], reference])
-                    for f in useful
-                }
-                trained = {f: fut.result() for f, fut in futures.items()}
-                evaluator.result()
-                evaluated = {f: fut.result() for f, fut in evaluations.items()}
-                measured = {f: fut.result() for f, fut in usefulness.items()}
-            result: dict[str, Any] = {"trained": trained, "evaluate": evaluated, "usefulness": measured}
-            for stage in AFTER_TRAINING:
-                result[stage.name] = stage(params_abs, trained)
-            if record_dvc and _dvc_matches(params, params_file, overrides, profile):
-                # the models are made and tracked whatever happens here: a failed record is
-                # reported (`dvc status` will call the stages stale), not a failed pipeline
-                detected = [f for f in chosen if f in params.detect.families]
-                after = [st.name for st in AFTER_TRAINING]
-                state = record_in_dvc(chosen, after, detected, useful, return_state=True)
-                if state.is_failed():
-                    logger.error(
-                        "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message
-                    )
-                result["dvc_committed"] = state.result() if state.is_completed() else []
-            elif record_dvc:
-                logger.info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
-        except BaseException:
-            if c is not None:
-                c.set_terminated(parent, "FAILED")
-            raise
-        if c is not None:
-            tracking.set_tags(c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in trained.items()})
-            c.set_terminated(parent, "FINISHED")
+            tracking.log_summary(c, parent, result["figures"])
+            tracking.set_tags(
+                c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in result["trained"].items()}
+            )
             result["mlflow_run_id"] = parent
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
-    retrained = [f for f, m in trained.items() if not m["cached"]]
-    logger.info(
+    if "report" in result:
+        result["report_path"] = str(report_path(params))
+    retrained = [f for f, m in result["trained"].items() if not m["cached"]]
+    get_run_logger().info(
         "pipeline done in %.1f s: trained %s, up to date %s",
         result["pipeline_seconds"],
-        retrained or "none",
-        [f for f in trained if f not in retrained] or "none",
+        ", ".join(retrained) or "none",
+        ", ".join(f for f in result["trained"] if f not in retrained) or "none",
     )
     return result
 
@@ -440,35 +535,48 @@ def pipeline(
 def train_one(
     family: Family,
     params_file: str = "params.yaml",
-    overrides: Annotated[list[str] | None, Field(description="dotted key=value overrides")] = None,
+    overrides: list[str] | None = None,
     ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Prepare (if needed) and train one family on Ray."""
+    """Prepare (if needed) and train one family on Ray.
+
+    Args:
+        family: The family to train.
+        params_file: The params file, relative to the project.
+        overrides: Dotted key=value overrides, e.g. models.vae.train.steps=300.
+        ray_address: The Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray).
+    """
     return pipeline(params_file=params_file, families=[family], overrides=overrides, ray_address=ray_address)
 
 
 @flow(name="genzoo-sample", log_prints=True)
 def sample(
-    family: Annotated[Family | None, Field(description="use the model trained in runs/<family>/")] = None,
-    model: Annotated[
-        str | None, Field(description="or a registered version models:/<family>/<version>, or a model.json")
-    ] = None,
-    n: Annotated[int, Field(gt=0, description="number of images")] = 100,
-    cls: Annotated[str | None, Field(description="class name or index (default: the label prior)")] = None,
-    out: Annotated[
-        str | None, Field(description="output path without suffix (default: samples/<name>)")
-    ] = None,
-    seed: Annotated[int, Field(ge=0, description="same seed, same images")] = 0,
+    family: Family | None = None,
+    model: str | None = None,
+    n: Annotated[int, Field(gt=0)] = 100,
+    label: str | None = None,
+    out: str | None = None,
+    seed: Annotated[int, Field(ge=0)] = 0,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
-    """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``."""
+    """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``.
+
+    Args:
+        family: Use the model trained in runs/<family>/.
+        model: Or a registered version models:/<family>/<version>, or a model.json.
+        n: The number of images.
+        label: A class name or index (default: drawn from the label prior).
+        out: The output path without suffix (default: samples/<family>).
+        seed: The sampling seed: same seed, same images.
+        params_file: The params file, relative to the project.
+    """
     from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
 
     if not family and not model:
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>)")
     params = load_params(params_file)
     net = load_model(model or family, params.run.runs_dir)
-    cls_index = resolve_class(net, cls, class_names(params.data.prepared_dir))
+    cls_index = resolve_class(net, label, class_names(params.data.prepared_dir))
     npz, png = sample_to_file(
         net, n, out or f"samples/{family or net.family}", cls=cls_index, seed=seed, progress=False
     )
@@ -478,23 +586,30 @@ def sample(
 
 @flow(name="genzoo-augment", log_prints=True)
 def augment(
-    families: Annotated[
-        list[Literal[(*models.REGISTRY, "best")]] | None,
-        Field(description="trained families, or best (default: params.yaml's augment block)"),
-    ] = None,
-    per_class: Annotated[int | None, Field(gt=0, description="images per class from each family")] = None,
-    name: Annotated[str | None, Field(description="dataset folder: data/augment/<name>/")] = None,
-    seed: Annotated[int | None, Field(ge=0, description="same seed, same dataset")] = None,
-    min_confidence: Annotated[
-        float | None, Field(ge=0, lt=1, description="keep images the evaluator labels this surely")
-    ] = None,
-    reject_copies: Annotated[bool | None, Field(description="drop near-copies of training images")] = None,
-    png: Annotated[bool | None, Field(description="also png/<class>/<i>.png")] = None,
-    out_dir: Annotated[str | None, Field(description="parent folder of the datasets (data/augment)")] = None,
+    families: list[Literal[(*models.REGISTRY, "best")]] | None = None,
+    per_class: Annotated[int | None, Field(gt=0)] = None,
+    name: str | None = None,
+    seed: Annotated[int | None, Field(ge=0)] = None,
+    min_confidence: Annotated[float | None, Field(ge=0, lt=1)] = None,
+    reject_copies: bool | None = None,
+    png: bool | None = None,
+    out_dir: str | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families;
-    what is not given comes from params.yaml's ``augment`` block."""
+    what is not given comes from params.yaml's ``augment`` block.
+
+    Args:
+        families: Trained families, or best (default: the augment block's).
+        per_class: Images per class from each family.
+        name: The dataset's folder: data/augment/<name>/.
+        seed: Same seed, same dataset.
+        min_confidence: Keep only images the evaluator labels this surely (0-1).
+        reject_copies: Drop near-copies of training images.
+        png: Also write png/<class>/<i>.png.
+        out_dir: The parent folder of the datasets (default: data/augment).
+        params_file: The params file, relative to the project.
+    """
     from genzoo.tasks.augment import request
 
     params = load_params(params_file)

@@ -71,11 +71,34 @@ def prepare_store(uri: str | None = None, experiment: str = EXPERIMENT, root: st
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is not None:
+        mark_model_training(c, exp)
         return exp.experiment_id
     location = None
     if (uri or tracking_uri()).startswith("sqlite:"):
         location = (Path(root).resolve() / "mlartifacts").as_uri()
-    return c.create_experiment(experiment, artifact_location=location)
+    return c.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
+
+
+# MLflow 3's UI opens an experiment in the view its kind tag names (GenAI traces, or model
+# training runs with their metrics and charts); without the tag it guesses GenAI
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def mark_model_training(c, exp) -> None:
+    """Tag an experiment made before genzoo set its kind (an older store) as model training."""
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+
+
+def log_summary(c, run_id: str, figures: dict[str, dict[str, Any]]) -> None:
+    """The per-family figures on the pipeline's parent run (``vae.fd``, ``gan.train_seconds``),
+    so the runs of several pipelines compare at a glance in the MLflow UI."""
+    numbers = {
+        f: {k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        for f, row in figures.items()
+    }
+    log_numbers(c, run_id, numbers)
 
 
 def _retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:

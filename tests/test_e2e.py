@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,7 +144,11 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
 def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4)))
-    r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "-q", cwd=tmp_path)
+    r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "--json", cwd=tmp_path)
+    # the console: each stage's start and end, no HTTP request lines of Prefect's client
+    assert re.search(r"^\d\d:\d\d:\d\d train-gan +started$", r.stderr, re.M), r.stderr
+    assert re.search(r"^\d\d:\d\d:\d\d train-gan +done in [\d.]+ s$", r.stderr, re.M), r.stderr
+    assert "HTTP Request" not in r.stderr and "Finished in state Completed" not in r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(summary["families"]) == ["gan", "realnvp"]
     assert summary["families"]["realnvp"]["steps"] == 4 and not summary["families"]["gan"]["cached"]

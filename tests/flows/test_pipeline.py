@@ -2,9 +2,12 @@
 
 import errno
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ import ray
 import yaml
 from prefect import task
 
+from genzoo.flows import cluster
 from genzoo.flows import pipeline as pl
 from genzoo.flows.cluster import absolute, submit_training
 from genzoo.tasks import tracking
@@ -63,6 +67,18 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     c = tracking.client(uri)
     parent = c.get_run(first["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
+    # the UI opens the experiment as model training; the parent run holds each family's figures
+    exp = c.get_experiment(parent.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    summary = parent.data.metrics
+    for fam in ("vae", "gan", "pixelcnn"):
+        assert summary[f"{fam}.fd"] == pytest.approx(first["evaluate"][fam]["fd"])
+        assert summary[f"{fam}.recall"] == pytest.approx(first["evaluate"][fam]["recall"])
+        assert summary[f"{fam}.train_seconds"] == pytest.approx(trained[fam]["train_seconds"])
+        assert summary[f"{fam}.steps"] == 12
+    assert summary["pixelcnn.test_bpd"] == pytest.approx(trained["pixelcnn"]["test_bpd"])
+    assert "gan.test_bpd" not in summary  # a GAN has no likelihood
+    assert first["figures"]["vae"]["bpd_estimator"] == "bound"
     flow_run_id = parent.data.tags["genzoo.prefect_flow_run"]
     assert flow_run_id
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -129,7 +145,9 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert running == []
 
 
-def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatch, local_ray):
+def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatch, local_ray, caplog):
+    """...and the run's log, in the console and in the Prefect UI, says when each stage starts
+    and ends and how far each family's training is (step, loss, speed, ETA) while it trains."""
     seen = {}
 
     @task(name="count-samples")
@@ -138,9 +156,53 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
         return len(trained)
 
     monkeypatch.setattr(pl, "AFTER_TRAINING", [count_samples])
-    pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan", "vae"]))
-    result = pl.pipeline(params_file=pfile)
+    monkeypatch.setattr(pl, "PROGRESS_EVERY_S", 0.2)
+    pfile = _write(tmp_path, tiny_params(tmp_path, steps=150, families=["gan", "vae"]))
+    with caplog.at_level(logging.INFO):
+        result = pl.pipeline(params_file=pfile)
     assert result["count-samples"] == 2 and seen == {"gan": True, "vae": True}
+
+    by_stage: dict[str, list[str]] = {}
+    for r in caplog.records:
+        if hasattr(r, "task_run_name") and not r.getMessage().startswith("Finished in state"):  # Prefect's
+            by_stage.setdefault(r.task_run_name, []).append(r.getMessage())
+    for name in ("prepare", "evaluator", "train-gan", "train-vae", "evaluate-gan", "evaluate-vae"):
+        assert by_stage[name][0] == "started" and re.fullmatch(r"done in [\d.]+ s", by_stage[name][-1])
+    loss = {"gan": "d_loss", "vae": "neg_elbo"}
+    for fam in ("gan", "vae"):
+        progress = [m for m in by_stage[f"train-{fam}"] if m.startswith(f"{fam}: step ")]
+        assert progress, by_stage[f"train-{fam}"]
+        for line in progress:
+            assert re.fullmatch(
+                rf"{fam}: step \d+/150 \(\d+%\), {loss[fam]} -?[\d.e+-]+, [\d.]+ steps/s, ETA \d+:\d\d", line
+            ), line
+    # the same lines reach the Prefect API, where the UI shows them
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    flow_run_id = next(r.flow_run_id for r in caplog.records if getattr(r, "flow_run_id", None))
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    messages = [log.message for log in logs]
+    assert any(m.startswith("vae: step ") for m in messages) and "started" in messages, messages
+    assert not any("HTTP Request" in m for m in messages)
+
+
+def test_progress_reaches_the_driver_and_a_lost_board_never_fails_a_training(local_ray):
+    with cluster.progress_board() as board:
+        report = cluster.ReportProgress(board, "vae")
+        report.on_start({"start_step": 100, "steps": 400})
+        time.sleep(0.2)
+        report.on_log(150, {"neg_elbo": 41.25, "lr": 1e-3})
+        report.on_log(150, {"val": 3.0})  # a validation-only log is no progress
+        row = ray.get(board.read.remote("vae"), timeout=30)
+        assert row["step"] == 150 and row["steps"] == 400 and row["loss_name"] == "neg_elbo"
+        # 50 steps since the resume in ~0.2 s: 250 steps left take ~5x as long
+        assert row["eta_s"] == pytest.approx(250 / row["steps_per_s"]) and 0.5 < row["eta_s"] < 5
+        line = cluster.progress_line("vae", row)
+        assert re.fullmatch(r"vae: step 150/400 \(38%\), neg_elbo 41\.25, [\d.]+ steps/s, ETA 0:0\d", line)
+        assert ray.get(board.read.remote("gan"), timeout=30) is None
+    report.on_log(200, {"neg_elbo": 40.0})  # the board (the driver) is gone: training goes on
 
 
 def test_transient_errors_are_retried_and_bugs_fail_once(tmp_path, monkeypatch, local_ray):
@@ -194,12 +256,50 @@ def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, monke
 
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
     pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
-    with (
-        pl.exclusive(tmp_path / "runs"),
-        pytest.raises(pl.PipelineBusy, match="another genzoo pipeline is running"),
-    ):
+    busy = re.escape(
+        f"{tmp_path / 'runs'}: another genzoo pipeline is running on this folder (pid {os.getpid()} "
+    )
+    with pl.exclusive(tmp_path / "runs"), pytest.raises(pl.PipelineBusy, match=busy):
         pl.pipeline(params_file=pfile)
     assert not (tmp_path / "prepared").exists()
+    with pl.exclusive(tmp_path / "runs"):  # released on exit: the next run goes
+        pass
+
+
+def test_the_run_lock_is_held_across_processes_and_freed_when_its_holder_is_killed(tmp_path):
+    runs = tmp_path / "runs"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom genzoo.flows.pipeline import exclusive\n"
+         f"with exclusive({str(runs)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(
+                pl.PipelineBusy,
+                match=re.escape(
+                    f"{runs}: another genzoo pipeline is running on this folder (pid {holder.pid} since "
+                ),
+            ),
+            pl.exclusive(runs),
+        ):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup ran, the OS frees the lock
+        holder.wait()
+    with pl.exclusive(runs):
+        assert (runs / ".pipeline.holder").read_text().startswith(f"pid {os.getpid()} since ")
+    assert not (runs / ".pipeline.holder").exists()
+
+
+def test_an_experiment_made_before_genzoo_set_its_kind_is_marked_model_training(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = tracking.client(uri)
+    old = c.create_experiment(tracking.EXPERIMENT)
+    assert "mlflow.experimentKind" not in c.get_experiment(old).tags
+    assert tracking.prepare_store(uri, root=tmp_path) == old
+    assert c.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_killed_worker_is_rerun_by_ray_and_resumes_from_its_checkpoint(tmp_path, monkeypatch, local_ray):

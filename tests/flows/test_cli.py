@@ -1,0 +1,121 @@
+"""The `genzoo` command line: what a person reads on the console, and the parser by command."""
+
+import http.server
+import logging
+import re
+import threading
+
+import httpx
+import pytest
+
+from genzoo.flows import cli
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on loopback for a real httpx client to talk to."""
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {n: logging.getLogger(n).level for n in (*cli.CHATTY, "genzoo", "genzoo.cluster")}
+    yield
+    root.handlers[:], root.level = handlers, level
+    for n, lv in levels.items():
+        logging.getLogger(n).setLevel(lv)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_http_requests_are_shown_only_with_verbose(verbose, http_server, restore_logging, capsys):
+    cli.setup_logging(quiet=False, verbose=verbose)
+    httpx.get(f"{http_server}/api/health")
+    logging.getLogger("prefect.task_runs").info("vae: step 5/10", extra={"task_run_name": "train-vae"})
+    err = capsys.readouterr().err
+    assert ("HTTP Request: GET" in err) is verbose, err
+    assert re.search(r"^\d\d:\d\d:\d\d train-vae +vae: step 5/10$", err, re.M), err
+
+
+def test_the_console_names_the_stage_and_drops_prefects_completed_lines(restore_logging, capsys):
+    cli.setup_logging()
+    runs = logging.getLogger("prefect.task_runs")
+    runs.info("started", extra={"task_run_name": "evaluate-gan"})
+    runs.info("Finished in state Completed()", extra={"task_run_name": "evaluate-gan"})
+    runs.error("Finished in state Failed('boom')", extra={"task_run_name": "evaluate-gan"})
+    logging.getLogger("prefect.flow_runs").info("pipeline done", extra={"flow_name": "genzoo-pipeline"})
+    logging.getLogger("genzoo.cluster").warning("no GPU")
+    lines = [line.split(" ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert [re.sub(r" +", " ", line) for line in lines] == [
+        "evaluate-gan started",
+        "evaluate-gan ERROR Finished in state Failed('boom')",
+        "genzoo-pipeline pipeline done",
+        "cluster WARNING no GPU",
+    ]
+
+
+RESULT = {
+    "trained": {
+        "vae": {"steps": 600, "train_seconds": 41.26, "test_bpd": 2.3175, "bpd_estimator": "bound",
+                "cached": False, "host": "vm", "ray_node": "n1"},
+        "gan": {"steps": 800, "train_seconds": 30.0, "cached": True, "host": "vm", "ray_node": "n1"},
+    },
+    "evaluate": {
+        "vae": {"fd": 0.00103, "fd_ci95": 0.00013, "precision": 0.9375, "recall": 0.8677},
+        "gan": {"fd": 0.00203, "fd_ci95": 0.00074, "precision": 0.975, "recall": 0.6337},
+    },
+    "report": {"targets": {"best_family": "vae"}},
+    "report_path": "/p/runs/report/index.html",
+    "mlflow_run_id": "abc123",
+    "pipeline_seconds": 48.5,
+}  # fmt: skip
+
+
+def test_the_run_ends_with_a_table_of_figures_and_where_the_report_is():
+    from genzoo.flows.pipeline import figures
+
+    text = cli.format_run({**RESULT, "figures": figures(RESULT)})
+    rows = [re.sub(r" +", " ", line) for line in text.splitlines()]
+    assert rows[0] == "family steps train s FD ± 95% precision recall bits/dim"
+    assert rows[2] == "vae 600 41.3 0.0010 ± 0.0001 0.938 0.868 2.317 (bound)"
+    assert rows[3] == "gan 800 30.0 0.0020 ± 0.0007 0.975 0.634 - (up to date)"
+    assert "report: /p/runs/report/index.html" in rows and "MLflow run: abc123" in rows
+    assert rows[-1] == "pipeline: 48.5 s"
+
+
+def test_json_summary_keeps_every_family_and_the_report():
+    out = cli.run_summary(RESULT)
+    assert out["families"]["vae"] == {
+        **RESULT["trained"]["vae"],
+        **{k: RESULT["evaluate"]["vae"][k] for k in ("fd", "fd_ci95", "precision", "recall")},
+    }
+    assert out["report"] == "/p/runs/report/index.html" and out["mlflow_run_id"] == "abc123"
+
+
+def test_every_command_parses_and_run_takes_verbose_and_json():
+    ap = cli.build_parser()
+    commands = ap._subparsers._group_actions[0].choices
+    assert set(commands) == {
+        "prepare", "train", "run", "sample", "augment", "serve", "status", "evaluate", "detect",
+        "usefulness", "interpolate", "arithmetic", "report", "families",
+    }  # fmt: skip
+    args = ap.parse_args(["run", "--families", "vae,gan", "--verbose", "--json", "--profile", "quick"])
+    assert args.fn is cli.cmd_run and args.verbose and args.json and args.families == "vae,gan"
+    assert ap.parse_args(["train", "--family", "vae"]).fn is cli.cmd_train
+    assert not ap.parse_args(["families"]).verbose
+    with pytest.raises(SystemExit):
+        ap.parse_args(["train"])  # --family or --all
