@@ -73,20 +73,21 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        c = self.t_mlp(sinusoidal(t, self.t_dim)) + self.label(y)
-        h = self.inp(x)
+        """x_t (B, C, H, W), t (B,) 0-based, y (B,) -> predicted noise (B, C, H, W)."""
+        c = self.t_mlp(sinusoidal(t, self.t_dim)) + self.label(y)  # (B, 4 hidden)
+        h = self.inp(x)  # (B, chs[0], H, W)
         skips = []
         for i, block in enumerate(self.down_blocks):
-            h = block(h, c)
+            h = block(h, c)  # (B, chs[i], *sizes[i])
             skips.append(h)
             if i < len(self.downsample):
-                h = self.downsample[i](h)
-        h = self.mid(h, c)
+                h = self.downsample[i](h)  # (B, chs[i + 1], *sizes[i + 1])
+        h = self.mid(h, c)  # (B, chs[-1], *sizes[-1])
         for i in reversed(range(len(self.up_blocks))):
-            if i < len(self.upsample):
+            if i < len(self.upsample):  # (B, chs[i + 1], *sizes[i + 1]) -> (B, chs[i], *sizes[i])
                 h = self.upsample[i](F.interpolate(h, size=self.sizes[i], mode="nearest"))
-            h = self.up_blocks[i](torch.cat([h, skips[i]], 1), c)
-        return self.out(F.silu(self.norm(h)))
+            h = self.up_blocks[i](torch.cat([h, skips[i]], 1), c)  # (B, 2 chs[i], ...) -> (B, chs[i], ...)
+        return self.out(F.silu(self.norm(h)))  # (B, C, H, W)
 
 
 def make_betas(kind: str, steps: int, min_noise: float, min_signal: float = 1e-4) -> Tensor:
@@ -94,14 +95,18 @@ def make_betas(kind: str, steps: int, min_noise: float, min_signal: float = 1e-4
     first step already has noise std ``min_noise`` and the last keeps ``alpha_bar =
     min_signal``. Discrete data make noise far below the bin width pointless (the denoiser
     would have to snap to the level grid, and those steps dominate the bound) and the
-    untruncated last step has beta -> 1, which blows up its bound term."""
+    untruncated last step has beta -> 1, which blows up its bound term.
+
+    Cosine: abar(u) = f(u) / f(0), f(u) = cos^2((u + s) / (1 + s) * pi / 2) (Nichol & Dhariwal
+    eq. 17), on u in [u0, u1] instead of [0, 1]; beta_t = 1 - abar_t / abar_{t-1}. Returns
+    float64 betas (T,). Linear: Ho et al.'s 1e-4 .. 0.02 for T = 1000, rescaled for other T."""
     if kind == "linear":
         scale = 1000 / steps
         return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
     s = 0.008
     f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     f0 = f(torch.tensor(0.0, dtype=torch.float64))
-    u_of = lambda abar: torch.arccos(torch.sqrt(f0 * abar)) * 2 / math.pi * (1 + s) - s  # noqa: E731
+    u_of = lambda abar: torch.arccos(torch.sqrt(f0 * abar)) * 2 / math.pi * (1 + s) - s  # noqa: E731  (f^-1)
     u0, u1 = (
         u_of(torch.tensor(1 - min_noise**2, dtype=torch.float64)),
         u_of(torch.tensor(min_signal, dtype=torch.float64)),
@@ -126,38 +131,48 @@ class DDPM(GenerativeModel):
         self.net = UNet(spec, cfg)
         half_bin = 1.0 / (spec.levels - 1)  # data live in [-1, 1]: bins are 2 / (L - 1) wide
         betas = make_betas(cfg.schedule, cfg.timesteps, cfg.min_noise or half_bin / 3)
+        # abar_t = prod_{s <= t} (1 - beta_s) (Ho et al. eq. 4); buffers are (T,), index t = the paper's t + 1
         abar = torch.cumprod(1 - betas, 0)
-        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])  # abar_0 = 1
         for name, v in {
             "betas": betas,
             "alphas_bar": abar,
             "alphas_bar_prev": abar_prev,
-            "post_var": betas * (1 - abar_prev) / (1 - abar),
+            "post_var": betas * (1 - abar_prev) / (1 - abar),  # beta~_t, the posterior's variance (eq. 7)
         }.items():
             self.register_buffer(name, v.float(), persistent=False)
 
     # -- the noise model, with guidance
     def eps(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float = 1.0) -> Tensor:
+        """eps_theta(x_t, t, y) (B, C, H, W). With guidance g != 1, classifier-free guidance
+        (Ho & Salimans eq. 6): (1 + w) eps(x_t, y) - w eps(x_t), with w = g - 1."""
         null = torch.full((x.shape[0],), self.net.label.null, device=x.device, dtype=torch.long)
         if y is None:
             return self.net(x, t, null)
         if guidance == 1.0:
             return self.net(x, t, y)
-        e = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-        e_c, e_u = e.chunk(2)
+        e = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))  # (2B, C, H, W): one pass
+        e_c, e_u = e.chunk(2)  # conditional, unconditional: (B, C, H, W) each
         return e_u + guidance * (e_c - e_u)
 
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
-        x0 = x * 2 - 1
+        """Ho et al. Algorithm 1 with L_simple (eq. 14); labels dropped at ``label_dropout``
+        so that one network also learns the unconditional eps (classifier-free guidance)."""
+        # 1. x_0 ~ q(x_0), scaled to [-1, 1]
+        x0 = x * 2 - 1  # (B, C, H, W)
         b = x.shape[0]
-        t = torch.randint(0, self.cfg.timesteps, (b,), device=x.device)
-        noise = torch.randn_like(x0)
-        ab = self.alphas_bar[t].view(b, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        # 2. t ~ Uniform({1, ..., T}) (0-based here)
+        t = torch.randint(0, self.cfg.timesteps, (b,), device=x.device)  # (B,)
+        # 3. eps ~ N(0, I)
+        noise = torch.randn_like(x0)  # (B, C, H, W)
+        # 4. x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, a draw from q(x_t | x_0) (eq. 4)
+        ab = self.alphas_bar[t].view(b, 1, 1, 1)  # (B, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # (B, C, H, W)
         if y is None:
             y = torch.full((b,), self.net.label.null, device=x.device, dtype=torch.long)
         elif self.training:
             y = drop_labels(y, self.cfg.label_dropout, self.net.label.null)
+        # 5. gradient step on || eps - eps_theta(x_t, t) ||^2
         loss = F.mse_loss(self.net(xt, t, y), noise)
         return StepOutput(loss, {"mse": loss.item()})
 
@@ -167,39 +182,54 @@ class DDPM(GenerativeModel):
         return sorted({int(round(v)) for v in ts.tolist()})
 
     def _ddim(self, x: Tensor, y: Tensor | None, guidance: float, generator=None) -> Tensor:
-        ts = self._timesteps(self.cfg.sample_steps)[::-1]
+        """x_T (B, C, H, W) -> x_0 (B, C, H, W) in [-1, 1] by Song et al. eq. 12 on a
+        sub-sequence tau_S > ... > tau_1 of the T steps (their section 4.2). Their alpha_t is
+        Ho et al.'s abar_t. eta = 0: deterministic; eta = 1 on every step: Ho et al.'s
+        Algorithm 2 with sigma_t^2 = beta~_t (but x_0 clipped)."""
+        ts = self._timesteps(self.cfg.sample_steps)[::-1]  # tau_S, ..., tau_1 (0-based)
         for i, t in enumerate(ts):
-            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            ab = self.alphas_bar[t]
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
+            ab = self.alphas_bar[t]  # alpha_t
+            # alpha_{t-1}: the next, lower level of the sub-sequence; 1 after the last (x_0 itself)
             ab_prev = self.alphas_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
-            e = self.eps(x, tt, y, guidance)
-            x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+            # 1. eps_theta(x_t, t)
+            e = self.eps(x, tt, y, guidance)  # (B, C, H, W)
+            # 2. "predicted x_0" (eq. 9): (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t), clipped to [-1, 1]
+            x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)  # (B, C, H, W)
+            # 3. the eps that the clipped x_0 implies, so that x_t, x_0 and eps stay consistent
             e = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            # 4. eq. 16: sigma_t = eta sqrt((1 - alpha_{t-1}) / (1 - alpha_t) (1 - alpha_t / alpha_{t-1}))
             sigma = self.cfg.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
+            # 5. eq. 12: sqrt(alpha_{t-1}) x_0 + sqrt(1 - alpha_{t-1} - sigma_t^2) eps ("direction to x_t")
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * e
+            # 6. + sigma_t z, z ~ N(0, I); none on the last step (as Algorithm 2 has z = 0 at t = 1)
             if self.cfg.eta > 0 and i + 1 < len(ts):
                 x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
         return x
 
-    def _to_image(self, x0: Tensor) -> Tensor:
+    def _to_image(self, x0: Tensor) -> Tensor:  # (B, C, H, W) in [-1, 1] -> on the level grid in [0, 1]
         return self.from_levels(self.to_levels((x0 + 1) / 2))
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        # x_T ~ N(0, I): (n, C, H, W)
         x = torch.randn(n, *self.spec.shape, generator=generator).to(self.device)
         return self._to_image(self._ddim(x, y, self.cfg.guidance, generator))
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """DDIM inversion: image -> x_T (B, C, H, W), deterministic, no guidance."""
-        ts = self._timesteps(self.cfg.sample_steps)
-        h = x * 2 - 1
-        ab_prev = torch.tensor(1.0, device=x.device)
+        """DDIM inversion: image -> x_T (B, C, H, W), deterministic, no guidance. Eq. 12 with
+        eta = 0 run upwards, tau_1 < ... < tau_S (the ODE view of Song et al. section 4.3, eq.
+        13; encoding as in their section 5.4); eps is taken at the current, lower noise level,
+        the usual approximation (the exact step would need it at the level being moved to)."""
+        ts = self._timesteps(self.cfg.sample_steps)  # tau_1, ..., tau_S (0-based)
+        h = x * 2 - 1  # x_0 in [-1, 1]: (B, C, H, W)
+        ab_prev = torch.tensor(1.0, device=x.device)  # alpha of the current level (x_0: 1)
         for i, t in enumerate(ts):
             t_model = ts[max(i - 1, 0)]  # eps at the current noise level (first step: t_0)
-            tt = torch.full((x.shape[0],), t_model, device=x.device, dtype=torch.long)
-            e = self.eps(h, tt, y)
-            x0 = (h - (1 - ab_prev).sqrt() * e) / ab_prev.sqrt()
+            tt = torch.full((x.shape[0],), t_model, device=x.device, dtype=torch.long)  # (B,)
+            e = self.eps(h, tt, y)  # (B, C, H, W)
+            x0 = (h - (1 - ab_prev).sqrt() * e) / ab_prev.sqrt()  # "predicted x_0" (eq. 9)
             ab = self.alphas_bar[t]
-            h = ab.sqrt() * x0 + (1 - ab).sqrt() * e
+            h = ab.sqrt() * x0 + (1 - ab).sqrt() * e  # eq. 12, eta = 0, one level up
             ab_prev = ab
         return h
 
@@ -212,38 +242,51 @@ class DDPM(GenerativeModel):
         """Lower bound on log p(x | y) in nats, (B,); y=None bounds the unconditional
         (null-label) model. With ``bound_terms`` = K < T the T - 1 KL terms are estimated
         without bias from K stratified timesteps (one per stratum, weighted (T - 1) / K); the
-        decoder term L_0 and the prior term L_T are always exact. One noise draw per term."""
-        x0 = x * 2 - 1
+        decoder term L_0 and the prior term L_T are always exact. One noise draw per term.
+
+        Ho et al. eq. 5: -log p(x_0) <= L_T + sum_{t>1} L_{t-1} + L_0, with
+        L_T = KL(q(x_T|x_0) || p(x_T)), L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)),
+        L_0 = -log p(x_0|x_1); the reverse process has variance sigma_t^2 = beta~_t."""
+        x0 = x * 2 - 1  # (B, C, H, W)
         b = x.shape[0]
-        dims = (1, 2, 3)
+        dims = (1, 2, 3)  # C, H, W: one figure per image
         ab_T = self.alphas_bar[-1]
-        # L_T: KL(q(x_T | x_0) || N(0, I))
+        # 1. L_T = KL(q(x_T | x_0) || N(0, I)), closed form; q(x_T | x_0) = N(sqrt(abar_T) x_0, 1 - abar_T)
         mean_T, var_T = ab_T.sqrt() * x0, 1 - ab_T
-        total = (0.5 * (var_T + mean_T**2 - 1 - torch.log(var_T))).sum(dims)
+        total = (0.5 * (var_T + mean_T**2 - 1 - torch.log(var_T))).sum(dims)  # (B,)
         T = self.cfg.timesteps
+        # 2. which L_{t-1} to evaluate: one t drawn in each of K equal strata of [1, T) (0-based:
+        #    the paper's t = 2..T), each weighted (T - 1) / K, so their sum is unbiased
         K = self.cfg.bound_terms if 0 < self.cfg.bound_terms < T - 1 else T - 1
         g = generator or torch.Generator().manual_seed(0)
         edges = torch.linspace(1, T, K + 1)
         picks = [int(edges[i] + torch.rand((), generator=g) * (edges[i + 1] - edges[i])) for i in range(K)]
         weight = (T - 1) / K
         for t in [0, *picks]:
-            tt = torch.full((b,), t, device=x.device, dtype=torch.long)
+            tt = torch.full((b,), t, device=x.device, dtype=torch.long)  # (B,)
+            # abar_t, abar_{t-1}, beta_t (alpha_t = 1 - beta_t)
             ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]
-            noise = torch.randn(x0.shape, generator=g).to(x0.device)
+            # 3. x_t ~ q(x_t | x_0) (eq. 4)
+            noise = torch.randn(x0.shape, generator=g).to(x0.device)  # (B, C, H, W)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+            # 4. mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (eq. 11)
             e = self.eps(xt, tt, y)
-            mean_model = (xt - beta / (1 - ab).sqrt() * e) / (1 - beta).sqrt()
-            if t == 0:  # L_0: discretised Gaussian decoder over the levels
+            mean_model = (xt - beta / (1 - ab).sqrt() * e) / (1 - beta).sqrt()  # (B, C, H, W)
+            if t == 0:  # 5. L_0: discretised Gaussian decoder over the levels, std sqrt(beta_1) (eq. 13)
                 total = total - self._decoder_log_prob(x0, mean_model, beta.sqrt())
             else:
+                # 6. the posterior mean mu~_t(x_t, x_0) of q(x_{t-1} | x_t, x_0) (eqs. 6-7)
                 coef0 = ab_prev.sqrt() * beta / (1 - ab)
                 coeft = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
-                mean_post = coef0 * x0 + coeft * xt
-                kl = ((mean_post - mean_model) ** 2 / (2 * self.post_var[t])).sum(dims)
+                mean_post = coef0 * x0 + coeft * xt  # (B, C, H, W)
+                # 7. L_{t-1} = ||mu~_t - mu_theta||^2 / (2 sigma_t^2) (eq. 8; C = 0: equal variances)
+                kl = ((mean_post - mean_model) ** 2 / (2 * self.post_var[t])).sum(dims)  # (B,)
                 total = total + weight * kl
-        return -total
+        return -total  # (B,)
 
     def _decoder_log_prob(self, x0: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """log p(x_0 | x_1) (B,): each value's bin [x - 1/(L-1), x + 1/(L-1)] under N(mean, std^2),
+        the edge bins open to -inf / +inf (Ho et al. eq. 13)."""
         half = 1.0 / (self.spec.levels - 1)
         upper = torch.where(x0 > 1 - half / 2, torch.ones_like(x0), normal_cdf((x0 + half - mean) / std))
         lower = torch.where(x0 < -1 + half / 2, torch.zeros_like(x0), normal_cdf((x0 - half - mean) / std))

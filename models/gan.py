@@ -38,23 +38,23 @@ class Generator(nn.Module):
         )
         self.out = nn.Conv2d(chs[0], spec.channels, 3, padding=1)
 
-    def forward(self, z: Tensor, y: Tensor) -> Tensor:  # -> (B, C, H, W) in [0, 1]
-        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(z.shape[0], *self.top)
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:  # z (B, latent), y (B,) -> (B, C, H, W) in [0, 1]
+        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(z.shape[0], *self.top)  # (B, chs[-1], *sizes[-1])
         h = F.relu(self.bn0(h))
         for i in reversed(range(len(self.ups))):
             h = F.interpolate(h, size=self.sizes[i], mode="nearest")
-            h = self.ups[i](h)
+            h = self.ups[i](h)  # (B, chs[i], *sizes[i])
         return torch.sigmoid(self.out(h))
 
 
 def minibatch_std(h: Tensor, group: int = 4) -> Tensor:
     """Mean feature std over groups of the batch, as one extra channel (Karras et al. 2018,
     arXiv:1710.10196): a generator that ignores its noise is easy to spot."""
-    b, c, hh, ww = h.shape
-    g = next(k for k in range(min(group, b), 0, -1) if b % k == 0)
+    b, c, hh, ww = h.shape  # h (B, c, H', W') -> (B, 1, H', W')
+    g = next(k for k in range(min(group, b), 0, -1) if b % k == 0)  # the largest group size dividing B
     if g < 2:
         return h.new_zeros(b, 1, hh, ww)
-    std = h.view(g, b // g, c, hh, ww).var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    std = h.view(g, b // g, c, hh, ww).var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / g,)
     return std.view(b // g, 1, 1, 1).repeat(g, 1, hh, ww)
 
 
@@ -69,13 +69,14 @@ class Discriminator(nn.Module):
         self.linear = spectral_norm(nn.Linear(chs[-1], 1))
         self.embed = spectral_norm(nn.Embedding(spec.num_classes, chs[-1]))
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # (B,) realness scores
-        h = F.leaky_relu(self.inp(x * 2 - 1), 0.2)
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # x (B, C, H, W), y (B,) -> (B,) realness logits
+        h = F.leaky_relu(self.inp(x * 2 - 1), 0.2)  # (B, chs[0], H, W)
         for down in self.downs:
-            h = F.leaky_relu(down(h), 0.2)
-        h = torch.cat([h, minibatch_std(h)], 1)  # lets D see a collapsed batch
-        h = F.leaky_relu(self.mid(h), 0.2).sum(dim=(2, 3))  # (B, ch)
-        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)  # projection
+            h = F.leaky_relu(down(h), 0.2)  # stride 2: (B, chs[i + 1], ...)
+        h = torch.cat([h, minibatch_std(h)], 1)  # lets D see a collapsed batch: (B, chs[-1] + 1, H', W')
+        h = F.leaky_relu(self.mid(h), 0.2).sum(dim=(2, 3))  # phi(x): (B, ch)
+        # projection (Miyato & Koyama section 3): psi(phi(x)) + embed(y) . phi(x)
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
 
 
 @register
@@ -97,26 +98,34 @@ class GAN(GenerativeModel):
         net = {"disc": self.disc, "gen": self.gen}[phase]
         return list(net.parameters())
 
-    def _fake(self, n: int, y: Tensor) -> Tensor:
+    def _fake(self, n: int, y: Tensor) -> Tensor:  # G(z, y), z ~ N(0, I): (n, C, H, W)
         z = torch.randn(n, self.cfg.latent_dim, device=self.device)
         return self.gen(z, y)
 
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
+        """One phase of the alternating game on the batch x (B, C, H, W), with D's logits d:
+
+        - ``nonsaturating``: Goodfellow et al.'s value (eq. 1) E log D(x) + E log(1 - D(G(z))),
+          D = sigmoid(d): D minimises softplus(-d_real) + softplus(d_fake); G maximises
+          log D(G(z)) instead of minimising log(1 - D(G(z))) (their section 3), softplus(-d_fake).
+        - ``hinge`` (Lim & Ye 2017, arXiv:1705.02894; Miyato et al. 2018): D minimises
+          relu(1 - d_real) + relu(1 + d_fake); G minimises -d_fake.
+        """
         if y is None:
             y = self.fill_labels(x.shape[0], None, None)
         hinge = self.cfg.loss == "hinge"
         if phase == "disc":
-            with torch.no_grad():
-                fake = self._fake(x.shape[0], y)
-            d_real, d_fake = self.disc(x, y), self.disc(fake, y)
+            with torch.no_grad():  # G is held fixed in D's step
+                fake = self._fake(x.shape[0], y)  # (B, C, H, W)
+            d_real, d_fake = self.disc(x, y), self.disc(fake, y)  # (B,) each
             if hinge:
                 loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
-            else:
+            else:  # -log sigmoid(d) = softplus(-d), -log(1 - sigmoid(d)) = softplus(d)
                 loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
             logs = {"d_loss": loss.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
             return StepOutput(loss, logs)
         if phase == "gen":
-            d_fake = self.disc(self._fake(x.shape[0], y), y)
+            d_fake = self.disc(self._fake(x.shape[0], y), y)  # (B,); gradients reach G through D
             loss = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
             return StepOutput(loss, {"g_loss": loss.item()})
         raise ValueError(f"gan has phases {self.phases}, not {phase!r}")
@@ -127,5 +136,5 @@ class GAN(GenerativeModel):
         return self.gen(z, y)
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device)
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device)  # (n, latent)
         return self.gen(z, y)

@@ -29,6 +29,10 @@ class PixelCNNConfig(NetConfig):
 
 
 class GatedLayer(nn.Module):
+    """One gated layer (van den Oord et al. figure 2): a vertical stack over the rows above,
+    a horizontal stack over the pixels to the left that also reads the vertical stack shifted
+    down one row, gated activations on both, a residual on the horizontal stack."""
+
     def __init__(self, p: int, k: int, cond_dim: int, first: bool, dropout: float):
         super().__init__()
         self.first, self.k = first, k
@@ -42,20 +46,25 @@ class GatedLayer(nn.Module):
 
     @staticmethod
     def gate(a: Tensor, c: Tensor) -> Tensor:
-        f, g = (a + c[:, :, None, None]).chunk(2, dim=1)
+        """Conditional gated activation (eq. 4): tanh(W_f * x + V_f h) . sigmoid(W_g * x + V_g h);
+        a = the convolutions (B, 2p, H, W), c = the label's shifts V h (B, 2p) -> (B, p, H, W)."""
+        f, g = (a + c[:, :, None, None]).chunk(2, dim=1)  # (B, p, H, W) each
         return torch.tanh(f) * torch.sigmoid(g)
 
     def forward(self, v: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """v, h (B, p, H, W), c (B, p) -> new v, new h, skip: (B, p, H, W) each."""
         k = self.k
-        cv, ch = self.cond(c).chunk(2, dim=1)
+        cv, ch = self.cond(c).chunk(2, dim=1)  # (B, 2p) each: the vertical and horizontal gates' shifts
+        # pad top and sides only: output row i sees input rows i - k//2 .. i
         v_pre = self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))  # (B, 2p, H, W)
         # shift down one row: the horizontal stack may only see rows strictly above
-        v_down = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]
+        v_down = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]  # (B, 2p, H, W)
         h_in = F.pad(h, (1, 0))[..., :-1] if self.first else h  # mask A: exclude pixel i
-        h_pre = self.h_conv(F.pad(h_in, (k // 2, 0))) + self.v_to_h(v_down)
-        v_new = self.gate(v_pre, cv)
-        gated = self.drop(self.gate(h_pre, ch))
-        h_new = self.h_out(gated) if self.first else h + self.h_out(gated)
+        # pad left only: output column j sees columns j - k//2 .. j of its own row
+        h_pre = self.h_conv(F.pad(h_in, (k // 2, 0))) + self.v_to_h(v_down)  # (B, 2p, H, W)
+        v_new = self.gate(v_pre, cv)  # (B, p, H, W)
+        gated = self.drop(self.gate(h_pre, ch))  # (B, p, H, W)
+        h_new = self.h_out(gated) if self.first else h + self.h_out(gated)  # residual after the first layer
         return v_new, h_new, self.skip(gated)
 
 
@@ -81,19 +90,21 @@ class PixelCNN(GenerativeModel):
 
     def params(self, x: Tensor, y: Tensor | None) -> Tensor:
         """Distribution parameters at every pixel, (B, C * P, H, W); pixel i sees x_<i."""
-        c = self.embed(y, x.shape[0])
-        h = self.inp(x * 2 - 1)  # 1x1: no spatial mixing, so causality is kept
+        c = self.embed(y, x.shape[0])  # (B, p)
+        h = self.inp(x * 2 - 1)  # (B, p, H, W); 1x1: no spatial mixing, so causality is kept
         v, skips = h, 0
         for layer in self.layers:
-            v, h, s = layer(v, h, c)
+            v, h, s = layer(v, h, c)  # (B, p, H, W) each
             skips = skips + s
-        return self.head(skips + h)  # skip connections plus the final horizontal stack
+        return self.head(skips + h)  # skip connections plus the final horizontal stack: (B, C * P, H, W)
 
     def _log_prob_given(self, x: Tensor, y: Tensor) -> Tensor:
         return self.dist.log_prob(self.params(x, y), self.to_levels(x))
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Exact log p(x | y) in nats, (B,); y=None gives sum_y p(y) p(x | y)."""
+        """Exact log p(x | y) in nats, (B,); y=None gives sum_y p(y) p(x | y). The
+        autoregressive factorisation (eq. 1) log p(x | y) = sum_i log p(x_i | x_<i, y), every
+        factor from one forward pass since pixel i's output sees only x_<i."""
         if y is None:
             return self.marginal(self._log_prob_given, x)
         return self._log_prob_given(x, y)
@@ -104,10 +115,13 @@ class PixelCNN(GenerativeModel):
         return StepOutput(nll / self.spec.dims, {"nll": nll.item(), "bpd": bpd.item()})
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Ancestral sampling in raster order, one pixel (all its channels) per forward pass."""
         c, h, w = self.spec.shape
-        x = torch.zeros(n, c, h, w, device=self.device)
+        x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W); not yet drawn: 0, never seen
         for i in range(h):
             for j in range(w):
-                params = self.params(x, y)[:, :, i : i + 1, j : j + 1]
-                x[:, :, i, j] = self.from_levels(self.dist.sample(params, generator))[:, :, 0, 0]
+                # 1. p(x_ij | x_<ij, y): the parameters at pixel (i, j) given the pixels drawn so far
+                params = self.params(x, y)[:, :, i : i + 1, j : j + 1]  # (n, C * P, 1, 1)
+                # 2. draw it and write it into the canvas the next pass conditions on
+                x[:, :, i, j] = self.from_levels(self.dist.sample(params, generator))[:, :, 0, 0]  # (n, C)
         return x

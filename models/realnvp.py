@@ -40,13 +40,13 @@ def squeeze(x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 4C, H/2, W/2)
     return x.reshape(b, c * 4, h // 2, w // 2)
 
 
-def unsqueeze(x: Tensor) -> Tensor:
+def unsqueeze(x: Tensor) -> Tensor:  # (B, 4C, H, W) -> (B, C, 2H, 2W), the inverse of squeeze
     b, c, h, w = x.shape
     x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
     return x.reshape(b, c // 4, h * 2, w * 2)
 
 
-def gaussian_log_prob(z: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:  # (B,)
+def gaussian_log_prob(z: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:  # (B, ...) -> (B,)
     lp = -0.5 * (((z - mean) * torch.exp(-log_std)) ** 2 + 2 * log_std + math.log(2 * math.pi))
     return lp.flatten(1).sum(1)
 
@@ -71,20 +71,22 @@ class ActNorm(nn.Module):
                 self.bias.copy_(-mean)
                 self.log_scale.copy_(-torch.log(std + 1e-6))
                 self.initialized.fill_(1)
-        y = (x + self.bias) * torch.exp(self.log_scale)
-        return y, self.log_scale.sum() * x.shape[2] * x.shape[3]
+        y = (x + self.bias) * torch.exp(self.log_scale)  # (B, C, H, W)
+        return y, self.log_scale.sum() * x.shape[2] * x.shape[3]  # log|det| = H W sum(log s) (Glow table 1)
 
     def inverse(self, y: Tensor) -> Tensor:
         return y * torch.exp(-self.log_scale) - self.bias
 
 
 class InvConv1x1(nn.Module):
+    """Glow's invertible 1x1 convolution: a learned channel permutation, started orthogonal."""
+
     def __init__(self, ch: int):
         super().__init__()
         self.weight = nn.Parameter(torch.linalg.qr(torch.randn(ch, ch))[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        ld = torch.linalg.slogdet(self.weight)[1] * x.shape[2] * x.shape[3]
+        ld = torch.linalg.slogdet(self.weight)[1] * x.shape[2] * x.shape[3]  # H W log|det W| (Glow table 1)
         return F.conv2d(x, self.weight[:, :, None, None]), ld
 
     def inverse(self, y: Tensor) -> Tensor:
@@ -110,7 +112,12 @@ class CouplingNet(nn.Module):
 
 class AffineCoupling(nn.Module):
     """y_b = x_b * exp(s(x_a)) + t(x_a) on the half ``b`` chosen by a checkerboard or a
-    channel mask; log|det| = sum(s)."""
+    channel mask; log|det| = sum(s).
+
+    Dinh et al.: the coupling of eqs. 4-5 (``channel``: x_a the first channels) and its masked
+    form, eq. 9, y = b x + (1 - b)(x exp(s(b x)) + t(b x)) (``checker``). The Jacobian is
+    triangular with diagonal exp(s) (eq. 6), hence log|det| = sum(s); inverting needs s and t
+    only at x_a, which passes unchanged. s = scale * tanh(.) keeps early steps bounded."""
 
     def __init__(self, ch: int, kind: str, parity: int, cfg: RealNVPConfig, cond: int):
         super().__init__()
@@ -123,32 +130,33 @@ class AffineCoupling(nn.Module):
         self.net = CouplingNet(cin, cout, cfg.hidden, cfg.blocks, cond, cfg.dropout)
         self.scale = nn.Parameter(torch.ones(1, cout // 2, 1, 1))
 
-    def _mask(self, x: Tensor) -> Tensor:  # 1 where the net may look
+    def _mask(self, x: Tensor) -> Tensor:  # b (1, 1, H, W): 1 where the net may look
         h, w = x.shape[2:]
         ii = torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)[None]
         return ((ii + self.parity) % 2).to(x.dtype).view(1, 1, h, w)
 
-    def _st(self, xa: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def _st(self, xa: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # s, t: (B, C_b, H, W) each
         raw_s, t = self.net(xa, c).chunk(2, dim=1)
         return self.scale * torch.tanh(raw_s), t
 
-    def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # -> y (B, C, H, W), log|det| (B,)
         if self.kind == "checker":
-            m = self._mask(x)
-            s, t = self._st(torch.cat([x * m, m.expand(x.shape[0], -1, -1, -1)], 1), c)
-            s, t = s * (1 - m), t * (1 - m)
-            return x * torch.exp(s) + t, s.flatten(1).sum(1)
-        xa, xb = x[:, : self.na], x[:, self.na :]
-        s, t = self._st(xa, c)
-        return torch.cat([xa, xb * torch.exp(s) + t], 1), s.flatten(1).sum(1)
+            m = self._mask(x)  # (1, 1, H, W)
+            # the net reads b x and b itself (B, C + 1, H, W)
+            s, t = self._st(torch.cat([x * m, m.expand(x.shape[0], -1, -1, -1)], 1), c)  # (B, C, H, W) each
+            s, t = s * (1 - m), t * (1 - m)  # zero on b: that half passes unchanged
+            return x * torch.exp(s) + t, s.flatten(1).sum(1)  # eq. 9; eq. 6
+        xa, xb = x[:, : self.na], x[:, self.na :]  # (B, na, H, W), (B, C - na, H, W)
+        s, t = self._st(xa, c)  # (B, C - na, H, W) each
+        return torch.cat([xa, xb * torch.exp(s) + t], 1), s.flatten(1).sum(1)  # eqs. 4-5; eq. 6
 
-    def inverse(self, y: Tensor, c: Tensor) -> Tensor:
+    def inverse(self, y: Tensor, c: Tensor) -> Tensor:  # (B, C, H, W) -> x (B, C, H, W)
         if self.kind == "checker":
             m = self._mask(y)
-            s, t = self._st(torch.cat([y * m, m.expand(y.shape[0], -1, -1, -1)], 1), c)
-            return y * m + (1 - m) * (y - t) * torch.exp(-s)
+            s, t = self._st(torch.cat([y * m, m.expand(y.shape[0], -1, -1, -1)], 1), c)  # b y = b x
+            return y * m + (1 - m) * (y - t) * torch.exp(-s)  # x_b = (y_b - t) exp(-s)
         ya, yb = y[:, : self.na], y[:, self.na :]
-        s, t = self._st(ya, c)
+        s, t = self._st(ya, c)  # y_a = x_a
         return torch.cat([ya, (yb - t) * torch.exp(-s)], 1)
 
 
@@ -177,7 +185,9 @@ class FlowStep(nn.Module):
 
 
 class Scale(nn.Module):
-    """Couplings at one resolution; unless final, squeeze + channel couplings + split."""
+    """Couplings at one resolution; unless final, squeeze + channel couplings + split: one
+    level of Dinh et al.'s multi-scale architecture (section 3.6), half the dimensions
+    factored out as latents z with a Gaussian prior conditioned on the half that carries on."""
 
     def __init__(self, ch: int, final: bool, cfg: RealNVPConfig, cond: int):
         super().__init__()
@@ -195,25 +205,28 @@ class Scale(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def split_prior(self, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        p = self.prior(h) + self.prior_label(c)[:, :, None, None]
+        """p(z | h, y): h (B, 2ch, H/2, W/2) -> mean, log_std of z, (B, 2ch, H/2, W/2) each."""
+        p = self.prior(h) + self.prior_label(c)[:, :, None, None]  # (B, 4ch, H/2, W/2)
         return p.chunk(2, dim=1)  # mean, log_std
 
     def forward(self, x: Tensor, c: Tensor):
-        ld = x.new_zeros(x.shape[0])
+        """x (B, ch, H, W) -> h carried on, z factored out (B, 2ch, H/2, W/2) each, log|det| (B,);
+        the final scale returns x itself as h and no z."""
+        ld = x.new_zeros(x.shape[0])  # (B,)
         for step in self.pre:
-            x, ld_step = step(x, c)
+            x, ld_step = step(x, c)  # checkerboard couplings: (B, ch, H, W)
             ld = ld + ld_step
         if self.final:
             return x, None, ld
-        x = squeeze(x)
+        x = squeeze(x)  # (B, 4ch, H/2, W/2)
         for step in self.post:
-            x, ld_step = step(x, c)
+            x, ld_step = step(x, c)  # channel couplings
             ld = ld + ld_step
         h, z = x[:, : -self.z_ch], x[:, -self.z_ch :]
         return h, z, ld
 
-    def inverse(self, h: Tensor, z: Tensor | None, c: Tensor) -> Tensor:
-        x = h if self.final else torch.cat([h, z], 1)
+    def inverse(self, h: Tensor, z: Tensor | None, c: Tensor) -> Tensor:  # -> x (B, ch, H, W)
+        x = h if self.final else torch.cat([h, z], 1)  # (B, 4ch, H/2, W/2)
         if not self.final:
             for step in reversed(self.post):
                 x = step.inverse(x, c)
@@ -252,11 +265,12 @@ class RealNVP(GenerativeModel):
 
     # -- pieces
     def _preprocess(self, x01: Tensor) -> tuple[Tensor, Tensor]:
-        """[0, 1) -> logit space, with log|det|."""
+        """[0, 1) -> logit space, with log|det|: y = logit(a + (1 - 2a) x), Dinh et al.'s
+        section 4.1 transform with the margin on both sides; dy/dx = (1 - 2a) / (v (1 - v))."""
         a = self.cfg.alpha
-        v = a + (1 - 2 * a) * x01
+        v = a + (1 - 2 * a) * x01  # (B, C, H, W) in [a, 1 - a)
         y = torch.log(v) - torch.log1p(-v)
-        ld = (math.log(1 - 2 * a) - torch.log(v) - torch.log1p(-v)).flatten(1).sum(1)
+        ld = (math.log(1 - 2 * a) - torch.log(v) - torch.log1p(-v)).flatten(1).sum(1)  # (B,)
         return y, ld
 
     def _postprocess(self, y: Tensor) -> Tensor:
@@ -264,30 +278,36 @@ class RealNVP(GenerativeModel):
         return ((torch.sigmoid(y) - a) / (1 - 2 * a)).clamp(0.0, 1.0 - 1e-6)
 
     def _top_prior(self, c: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.top_prior(c).chunk(2, dim=1)
+        """p(z_L | y), the last scale's latent: mean, log_std (B, *top_shape) each."""
+        mean, log_std = self.top_prior(c).chunk(2, dim=1)  # (B, D_top) each
         shape = (c.shape[0], *self.top_shape)
         return mean.reshape(shape), log_std.reshape(shape)
 
     def _forward(self, x01: Tensor, y: Tensor | None):
-        """x in [0, 1) -> per-scale (z, mean, log_std) and log|det dz/dx|."""
-        c = self.embed(y, x01.shape[0])
-        h, ld = self._preprocess(x01)
+        """x in [0, 1) -> per-scale (z, mean, log_std) and log|det dz/dx| (B,): the flow
+        f(x) = z = (z_1, ..., z_L) of the multi-scale architecture (section 3.6)."""
+        c = self.embed(y, x01.shape[0])  # (B, hidden)
+        h, ld = self._preprocess(x01)  # (B, C, H, W), (B,)
         parts = []
         for scale in self.scales:
-            h, z, ld_scale = scale(h, c)
+            h, z, ld_scale = scale(h, c)  # h, z: (B, 2ch, H/2, W/2) at this scale's ch, H, W
             ld = ld + ld_scale
             if z is not None:
                 parts.append((z, *scale.split_prior(h, c)))
         parts.append((h, *self._top_prior(c)))
         return parts, ld
 
-    def _dequantize(self, x: Tensor, u: Tensor) -> Tensor:
+    def _dequantize(self, x: Tensor, u: Tensor) -> Tensor:  # levels k, u in [0, 1) -> (k + u) / L
         return (self.to_levels(x).float() + u) / self.spec.levels
 
     def _log_density(self, x01: Tensor, y: Tensor | None) -> Tensor:
-        """log-density of x in [0, 1)^D, moved to the discrete scale (- D log L)."""
+        """log-density of x in [0, 1)^D, moved to the discrete scale (- D log L).
+
+        Change of variables (section 3.1): log p(x) = log p_Z(f(x)) + log|det df/dx|, with
+        p_Z the product of the per-scale conditional Gaussians; a bin of the level grid has
+        volume L^-D, hence - D log L."""
         parts, ld = self._forward(x01, y)
-        lp = sum(gaussian_log_prob(z, m, s) for z, m, s in parts)
+        lp = sum(gaussian_log_prob(z, m, s) for z, m, s in parts)  # (B,)
         return lp + ld - self.spec.dims * math.log(self.spec.levels)
 
     # -- interface
@@ -314,23 +334,28 @@ class RealNVP(GenerativeModel):
         return torch.cat([((z - m) * torch.exp(-s)).flatten(1) for z, m, s in parts], 1)
 
     def decode(self, eps: Tensor, y: Tensor | None = None) -> Tensor:
-        """Standardised latent (B, D) -> image in [0, 1] on the level grid."""
+        """Standardised latent (B, D) -> image in [0, 1] on the level grid: x = f^-1(z), the
+        scales undone from the coarsest, each z drawn from its prior given the scale above."""
         b = eps.shape[0]
-        c = self.embed(y, b)
+        c = self.embed(y, b)  # (B, hidden)
+        # 1. split eps into each scale's share (a non-final scale factors out half its dims)
         sizes = [2 * ch * hh * ww // 4 for ch, hh, ww in self.shapes[:-1]] + [math.prod(self.top_shape)]
         chunks = list(eps.split(sizes, dim=1))
+        # 2. z_L = mean + std * eps_L under the top prior p(z_L | y)
         mean, log_std = self._top_prior(c)
-        h = mean + torch.exp(log_std) * chunks[-1].view_as(mean)
+        h = mean + torch.exp(log_std) * chunks[-1].view_as(mean)  # (B, *top_shape)
+        # 3. coarse to fine: z_i = mean + std * eps_i under p(z_i | h, y), then undo the scale
         for i in reversed(range(len(self.scales))):
             scale = self.scales[i]
             z = None
             if not scale.final:
                 m, s = scale.split_prior(h, c)
-                z = m + torch.exp(s) * chunks[i].view_as(m)
-            h = scale.inverse(h, z, c)
-        k = (self._postprocess(h) * self.spec.levels).floor().clamp(0, self.spec.levels - 1)
+                z = m + torch.exp(s) * chunks[i].view_as(m)  # same shape as h
+            h = scale.inverse(h, z, c)  # (B, *self.shapes[i])
+        # 4. back from logit space, and to the level whose bin holds the point
+        k = (self._postprocess(h) * self.spec.levels).floor().clamp(0, self.spec.levels - 1)  # (B, C, H, W)
         return k / (self.spec.levels - 1)
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        eps = torch.randn(n, self.spec.dims, generator=generator).to(self.device)
+        eps = torch.randn(n, self.spec.dims, generator=generator).to(self.device)  # (n, D)
         return self.decode(eps * self.cfg.temperature, y)

@@ -69,44 +69,52 @@ class VAE(GenerativeModel):
 
     # -- networks
     def posterior(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
-        c = self.embed(y, x.shape[0])
-        h = self.enc_in(x * 2 - 1)
+        """q(z | x, y) = N(mean, diag(exp(log_var))): x (B, C, H, W) -> mean, log_var (B, d)."""
+        c = self.embed(y, x.shape[0])  # (B, hidden)
+        h = self.enc_in(x * 2 - 1)  # (B, chs[0], H, W)
         for i, block in enumerate(self.enc_blocks):
-            h = block(h, c)
+            h = block(h, c)  # (B, chs[i], *sizes[i])
             if i < len(self.enc_down):
-                h = self.enc_down[i](F.silu(h))
-        mean, log_var = self.enc_out(F.silu(h).flatten(1)).chunk(2, dim=1)
-        return mean, log_var.clamp(-12.0, 8.0)
+                h = self.enc_down[i](F.silu(h))  # (B, chs[i + 1], *sizes[i + 1])
+        mean, log_var = self.enc_out(F.silu(h).flatten(1)).chunk(2, dim=1)  # (B, d) each
+        return mean, log_var.clamp(-12.0, 8.0)  # a bounded variance: no exp overflow, no collapse to 0
 
     def decoder_params(self, z: Tensor, y: Tensor | None) -> Tensor:
-        c = self.embed(y, z.shape[0])
-        h = self.dec_in(torch.cat([z, c], 1)).view(z.shape[0], *self.top)
+        """p(x | z, y): z (B, d) -> the pixel distribution's parameters (B, C * P, H, W)."""
+        c = self.embed(y, z.shape[0])  # (B, hidden)
+        h = self.dec_in(torch.cat([z, c], 1)).view(z.shape[0], *self.top)  # (B, chs[-1], *sizes[-1])
         n = len(self.dec_up)
         for i in reversed(range(n + 1)):
-            h = self.dec_blocks[i](h, c)
+            h = self.dec_blocks[i](h, c)  # (B, chs[i], *sizes[i])
             if i > 0:
                 h = F.interpolate(h, size=self.sizes[i - 1], mode="nearest")
-                h = self.dec_up[i - 1](h)
-        return self.dec_out(F.silu(self.dec_norm(h)))
+                h = self.dec_up[i - 1](h)  # (B, chs[i - 1], *sizes[i - 1])
+        return self.dec_out(F.silu(self.dec_norm(h)))  # (B, C * P, H, W)
 
     # -- bounds
     def _terms(self, x: Tensor, y: Tensor | None, k: int):
         """log p(x|z), log p(z), log q(z|x) for k posterior samples: each (k, B)."""
-        mean, log_var = self.posterior(x, y)
+        mean, log_var = self.posterior(x, y)  # (B, d) each
         std = torch.exp(0.5 * log_var)
-        eps = torch.randn(k, *mean.shape, device=x.device)
+        # 1. z_i ~ q(z | x), i = 1..k, reparameterised (Kingma & Welling section 2.4): z = mean + std * eps
+        eps = torch.randn(k, *mean.shape, device=x.device)  # (k, B, d)
         z = mean + std * eps  # (k, B, d)
-        flat = z.reshape(-1, z.shape[-1])
-        yk = None if y is None else y.repeat(k)
-        params = self.decoder_params(flat, yk)
-        levels = self.to_levels(x).repeat(k, 1, 1, 1)
-        log_px = self.dist.log_prob(params, levels).view(k, -1)
-        log_pz = (-0.5 * (z**2 + math.log(2 * math.pi))).sum(-1)
-        log_qz = (-0.5 * (eps**2 + log_var + math.log(2 * math.pi))).sum(-1)
+        flat = z.reshape(-1, z.shape[-1])  # (k B, d), sample-major: row i B + b is sample i of image b
+        yk = None if y is None else y.repeat(k)  # (k B,), in the same order
+        # 2. log p(x | z_i): the decoder's discrete likelihood of the image's levels
+        params = self.decoder_params(flat, yk)  # (k B, C * P, H, W)
+        levels = self.to_levels(x).repeat(k, 1, 1, 1)  # (k B, C, H, W)
+        log_px = self.dist.log_prob(params, levels).view(k, -1)  # (k, B)
+        # 3. log p(z_i) = log N(z_i; 0, I); log q(z_i | x) = log N(z_i; mean, std^2), (z - mean) / std = eps
+        log_pz = (-0.5 * (z**2 + math.log(2 * math.pi))).sum(-1)  # (k, B)
+        log_qz = (-0.5 * (eps**2 + log_var + math.log(2 * math.pi))).sum(-1)  # (k, B)
         return log_px, log_pz, log_qz
 
     def _bound(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
-        log_px, log_pz, log_qz = self._terms(x, y, k)
+        """Burda et al.'s L_k (section 3): log (1/k) sum_i w_i, w_i = p(x, z_i) / q(z_i | x),
+        (B,); L_1 is the ELBO and log p(x) >= L_{k+1} >= L_k (their Theorem 1)."""
+        log_px, log_pz, log_qz = self._terms(x, y, k)  # (k, B) each
+        # log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x); the mean of the w_i in log space
         return torch.logsumexp(log_px + log_pz - log_qz, dim=0) - math.log(k)
 
     def elbo(self, x: Tensor, y: Tensor | None = None, k: int | None = None) -> Tensor:
@@ -118,11 +126,17 @@ class VAE(GenerativeModel):
         return self._bound(x, y, k)
 
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
-        mean, log_var = self.posterior(x, y)
-        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        """Minimises -ELBO = -E_q[log p(x | z)] + KL(q(z | x) || p(z)) (Kingma & Welling eq. 3)
+        per dimension, one z per image; the KL weight warms up from 0 and ``free_bits`` floors
+        each latent's batch-mean KL (training only: the logged ``neg_elbo`` is the true one)."""
+        # 1. z ~ q(z | x) by reparameterisation
+        mean, log_var = self.posterior(x, y)  # (B, d) each
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)  # (B, d)
+        # 2. reconstruction term log p(x | z)
         rec = self.dist.log_prob(self.decoder_params(z, y), self.to_levels(x))  # (B,)
+        # 3. KL(N(mean, var) || N(0, I)) in closed form (Kingma & Welling appendix B), per latent dim
         kl_dims = 0.5 * (mean**2 + log_var.exp() - 1 - log_var)  # (B, d)
-        kl = kl_dims.sum(1)
+        kl = kl_dims.sum(1)  # (B,)
         kl_train = kl_dims.mean(0).clamp(min=self.cfg.free_bits).sum() if self.cfg.free_bits else kl.mean()
         if self.training:
             self.steps_seen += 1
@@ -150,8 +164,9 @@ class VAE(GenerativeModel):
         return self.dist.mean(self.decoder_params(z, y))
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        # ancestral: z ~ N(0, temperature^2 I) (n, d), then x ~ p(x | z, y) (or its mean)
         z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device) * self.cfg.temperature
-        params = self.decoder_params(z, y)
+        params = self.decoder_params(z, y)  # (n, C * P, H, W)
         if self.cfg.sample_mode == "mean":
             return self.dist.mean(params)
         return self.from_levels(self.dist.sample(params, generator))
