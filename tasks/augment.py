@@ -40,6 +40,9 @@ from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 from genzoo import models
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, load_params
+from genzoo.tasks.data import load_split
+from genzoo.tasks.layout import evaluation_dir, evaluator_dir, family_dir, read_json
+from genzoo.tasks.quality import real_features, scores
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
@@ -71,34 +74,29 @@ def resolve_families(params: Params, req: AugmentParams) -> list[str]:
 
 
 def best_family(params: Params, metric: str) -> str:
-    from genzoo.tasks.evaluate import evaluation_dir
-
-    scores = {}
+    figures = {}
     for f in params.models:
-        try:
-            scores[f] = json.loads((evaluation_dir(params) / f / "quality.json").read_text())[metric]
-        except (OSError, ValueError, KeyError):
-            continue
-    if not scores:
+        quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
+        if metric in quality:
+            figures[f] = quality[metric]
+    if not figures:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
             " run `genzoo run` or `genzoo evaluate` first"
         )
     pick = min if metric in LOWER_IS_BETTER else max
-    return pick(scores, key=scores.get)
+    return pick(figures, key=figures.get)
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
-    path = Path(params.run.runs_dir) / family / "model.json"
+    path = family_dir(params, family) / "model.json"
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
         )
     info: dict[str, Any] = {"model": str(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
-    metrics = path.with_name("metrics.json")
-    if metrics.exists():
-        m = json.loads(metrics.read_text())
-        info.update({k: m["mlflow"][k] for k in ("run_id", "model_uri")} if "mlflow" in m else {})
+    m = read_json(path.with_name("metrics.json")) or {}
+    info.update({k: m["mlflow"][k] for k in ("run_id", "model_uri")} if "mlflow" in m else {})
     return path, info
 
 
@@ -123,9 +121,7 @@ class _Filters:
     def __init__(self, params: Params, req: AugmentParams):
         self.min_confidence, self.reject_copies = req.min_confidence, req.reject_copies
         self.net, self.train = None, None
-        from genzoo.tasks.evaluate import evaluation_dir
-
-        folder = evaluation_dir(params) / "evaluator"
+        folder = evaluator_dir(params)
         if self.min_confidence > 0:
             if not (folder / "evaluator.json").exists():
                 raise FileNotFoundError(
@@ -136,8 +132,6 @@ class _Filters:
 
             self.net = load_evaluator(folder / "evaluator.json")
         if self.reject_copies:
-            from genzoo.tasks.prepare import load_split
-
             x, _, _ = load_split(params.data.prepared_dir, "train")
             self.train = x.flatten(1).double()
             d = torch.cdist(self.train, self.train)
@@ -197,16 +191,13 @@ def _draw(net, counts: np.ndarray, gen: torch.Generator, filters: _Filters, max_
 
 def _quality(params: Params, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any] | None:
     """The dataset's own figures against the real test split, when the evaluator exists."""
-    from genzoo.tasks.evaluate import evaluation_dir, scores
-
-    folder = evaluation_dir(params) / "evaluator"
-    if not (folder / "features.npz").exists():
+    folder = evaluator_dir(params)
+    real = real_features(folder)
+    if real is None:
         return None
     from genzoo.models.evaluator import load_evaluator
 
     net = load_evaluator(folder / "evaluator.json")
-    with np.load(folder / "features.npz") as z:
-        real = {k: z[k] for k in z.files}
     feats, probs = net.embed(images)
     s = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=params.seed)
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
@@ -334,8 +325,6 @@ def load_dataset(
 
 def real_dataset(prepared_dir: str | Path, split: str = "train") -> TensorDataset:
     """A prepared split as a ``TensorDataset`` of (image in [0, 1], label)."""
-    from genzoo.tasks.prepare import load_split
-
     x, y, _ = load_split(prepared_dir, split)
     return TensorDataset(x, y)
 

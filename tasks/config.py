@@ -25,6 +25,14 @@ class ParamsError(ValueError):
     """Invalid parameters; the message lists every bad key path."""
 
 
+class UnknownFamily(ParamsError, KeyError):
+    """A family asked for that has no block under ``models:`` (a ValueError for the CLI, a
+    KeyError for code that looks families up)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,7 +72,9 @@ class DataParams(_Strict):
 
 class RunParams(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads (None: torch default)")
+    threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads (None: the CPUs the task reserves, ray.resources)"
+    )
     runs_dir: str = "runs"
     checkpoints_dir: str = "checkpoints"
     samples_per_class: int = Field(10, gt=0, description="columns of the per-class sample grid")
@@ -208,6 +218,12 @@ class Params(_Strict):
     @property
     def families(self) -> list[str]:
         return list(self.models)
+
+    def require(self, family: str) -> str:
+        """``family`` when it is a block under ``models:``, else :class:`UnknownFamily` naming them."""
+        if family not in self.models:
+            raise UnknownFamily(f"models.{family}: not in params (families: {', '.join(self.families)})")
+        return family
 
     def train_config(self, family: str) -> TrainConfig:
         merged = {**self.train.model_dump(), **self.models[family].train}

@@ -10,7 +10,8 @@ measures.
 
 The benchmark (``benchmark``) scores the real test split as normal against:
 
-- corruptions of the test images: Gaussian noise, inversion, rotation by 90 degrees;
+- corruptions of the test images: Gaussian noise, inversion, rotation by 90 and 180 degrees,
+  blur, and blank (flat, dark) images, from obvious to subtle (``corruptions``);
 - images of another kind: patches of the photographs that ship with scikit-learn, reduced to
   the data's size, channels and levels;
 
@@ -38,18 +39,43 @@ import torch
 
 from genzoo import models
 from genzoo.metrics.anomaly import detection, typicality
-from genzoo.models.base import DataSpec, ExactLikelihood, GenerativeModel, LikelihoodBound, atomic_write_text
+from genzoo.models.base import (
+    DataSpec,
+    ExactLikelihood,
+    GenerativeModel,
+    LikelihoodBound,
+    atomic_write_text,
+    sha256_file,
+)
 from genzoo.models.classical import Background
-from genzoo.tasks.config import Params, load_params
-from genzoo.tasks.prepare import DataError, load_split
+from genzoo.models.trainer import TrainConfig
+from genzoo.tasks import tracking
+from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.data import (
+    IMAGE_SUFFIXES,
+    DataError,
+    data_hash,
+    data_spec,
+    load_split,
+    quantize,
+    read_manifest,
+    to_nchw,
+)
+from genzoo.tasks.layout import (
+    cached_variant,
+    code_hash,
+    evaluation_dir,
+    family_dir,
+    read_json,
+    train_variant,
+    variant_key,
+)
 
 log = logging.getLogger("genzoo.detect")
 
 
 def _model(params: Params, family: str) -> GenerativeModel:
-    path = Path(params.run.runs_dir) / family / "model.json"
-    if family not in params.models:
-        raise ValueError(f"--family {family}: not in params ({', '.join(params.families)})")
+    path = family_dir(params, params.require(family)) / "model.json"
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
@@ -91,9 +117,7 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str
 def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
     level grid, as floats in [0, 1]."""
-    from genzoo.tasks.prepare import _quantize, _to_nchw
-
-    k, levels = _quantize(_to_nchw(np.asarray(images), where), where, levels)
+    k, levels = quantize(to_nchw(np.asarray(images), where), where, levels)
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
     if x.shape[1] != spec.channels:
         x = x.mean(1, keepdim=True) if spec.channels == 1 else x.repeat(1, spec.channels // x.shape[1], 1, 1)
@@ -119,8 +143,6 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
     if not path.is_dir():
         raise DataError(f"{path}: neither an .npz file nor a folder")
     from PIL import Image, UnidentifiedImageError
-
-    from genzoo.tasks.prepare import IMAGE_SUFFIXES
 
     files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     if not files:
@@ -213,40 +235,22 @@ def _figures(normal: np.ndarray, s: np.ndarray, val: np.ndarray, bg_normal: np.n
 
 def holdout_model(params: Params, family: str, cls: int) -> tuple[GenerativeModel, dict[str, Any]]:
     """``family`` retrained without class ``cls`` (cached in runs/evaluation/<family>/holdout/)."""
-    from genzoo.models.base import save
-    from genzoo.models.trainer import TrainConfig, fit
-    from genzoo.tasks.config import fingerprint
-    from genzoo.tasks.evaluate import evaluation_dir
-    from genzoo.tasks.prepare import data_spec
-    from genzoo.tasks.train import code_version, data_hash, resolve_device
-
     x, y, manifest = load_split(params.data.prepared_dir, "train")
-    if not 0 <= cls < data_spec(manifest).num_classes:
+    spec = data_spec(manifest)
+    if not 0 <= cls < spec.num_classes:
         raise ValueError(f"detect.holdout_classes: {cls} is not a class of the data")
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.detect.holdout_train,
                          "exclude_classes": [cls]})  # fmt: skip
-    key = fingerprint({"net": params.models[family].net, "train": cfg.model_dump(mode="json"),
-                       "seed": params.seed, "threads": params.threads(family), "data": data_hash(manifest),
-                       "code": code_version(family)})[:16]  # fmt: skip
+    key = variant_key(params, family, cfg, manifest, "detect")
     path = evaluation_dir(params) / family / "holdout" / f"class{cls}.json"
-    try:
-        meta = json.loads(path.read_text())
-        if meta.get("key") == key:
-            return models.load(path), meta
-    except (OSError, ValueError):
-        pass
-    torch.manual_seed(params.seed)  # the initial weights too, as in tasks/train.py
-    model = models.build(family, data_spec(manifest), params.net_config(family))
-    model, result = fit(
-        model, x, y, cfg, seed=params.seed, device=resolve_device(params.run.device), progress=False
-    )
-    save(
-        model,
-        path,
-        extra={"key": key, "held_out": cls, "steps": result.steps, "train_seconds": round(result.seconds, 1)},
-    )
+    if cached := cached_variant(path, key):
+        return cached
+    model, result = train_variant(
+        params, family, x, y, spec, cfg, path,
+        lambda r: {"key": key, "held_out": cls, "steps": r.steps, "train_seconds": round(r.seconds, 1)},
+    )  # fmt: skip
     log.info("%s without class %d: trained in %.1f s", family, cls, result.seconds)
-    return model.cpu().eval(), json.loads(path.read_text())
+    return model.cpu().eval(), read_json(path)
 
 
 def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
@@ -305,61 +309,27 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
 
 
 def benchmark_path(params: Params, family: str) -> Path:
-    from genzoo.tasks.evaluate import evaluation_dir
-
     return evaluation_dir(params) / family / "anomaly.json"
-
-
-DETECT_CODE = (
-    "tasks/detect.py",
-    "metrics/anomaly.py",
-    "models/classical.py",
-)  # the DVC stage's code deps (a test keeps them equal)
 
 
 def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     """``benchmark`` written to runs/evaluation/<family>/anomaly.json; skipped when the model,
     data, params and code are unchanged."""
-    from genzoo.models.base import sha256_file
-    from genzoo.tasks.config import fingerprint
-    from genzoo.tasks.train import ROOT, code_version
-
     path = benchmark_path(params, family)
+    manifest = read_manifest(params.data.prepared_dir)
     key = fingerprint({
-        "model": sha256_file(Path(params.run.runs_dir) / family / "model.safetensors"),
-        "data": (Path(params.data.prepared_dir) / "manifest.json").read_text(),
-        "detect": params.detect.model_dump(mode="json"), "seed": params.seed,
-        "threads": params.threads(family), "train_code": code_version(family),
-        "code": {f: (ROOT / f).read_bytes().hex() for f in DETECT_CODE},
+        "model": sha256_file(family_dir(params, params.require(family)) / "model.safetensors"),
+        "data": data_hash(manifest), "detect": params.detect.model_dump(mode="json"),
+        "family": params.family_block(family), "code": code_hash("detect", family),
     })[:16]  # fmt: skip
-    try:
-        done = json.loads(path.read_text())
-        if done.get("key") == key:
-            return done
-    except (OSError, ValueError):
-        pass
+    done = read_json(path)
+    if done and done.get("key") == key:
+        return done
     result = {"key": key, **benchmark(params, family)}
     atomic_write_text(path, json.dumps(result, indent=2))
-    _log_to_mlflow(params, family, result, path)
+    # the AUROC/AUPR/FPR figures (anomaly.<set>.<score>.<figure>) and anomaly.json
+    tracking.log_stage(params, family, result["sets"], prefix="anomaly.", artifact=path)
     return result
-
-
-def _log_to_mlflow(params: Params, family: str, result: dict[str, Any], path: Path) -> None:
-    """The AUROC/AUPR/FPR figures (``anomaly.<set>.<score>.<figure>``) and anomaly.json, in the
-    family's MLflow run."""
-    try:
-        run_id = json.loads((Path(params.run.runs_dir) / family / "metrics.json").read_text())["mlflow"][
-            "run_id"
-        ]
-    except (OSError, ValueError, KeyError):
-        return
-    if not params.run.track:
-        return
-    from genzoo.tasks import tracking
-
-    c = tracking.client()
-    tracking.log_numbers(c, run_id, result["sets"], prefix="anomaly.")
-    c.log_artifact(run_id, str(path))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,55 +31,24 @@ import numpy as np
 import torch
 
 from genzoo import models
-from genzoo.metrics.quality import (
-    diversity,
-    frechet_distance,
-    inception_score,
-    kid,
-    mean_ci,
-    memorization,
-    prdc,
-    sharpness,
-)
+from genzoo.metrics.quality import inception_score, sharpness
 from genzoo.models.base import atomic_write, atomic_write_text, sha256_file
 from genzoo.models.classical import BASELINES
 from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
-from genzoo.tasks import latent
-from genzoo.tasks.config import Params, fingerprint, flatten, load_params, nest
-from genzoo.tasks.prepare import data_spec, load_split
-from genzoo.tasks.train import ROOT, data_hash
+from genzoo.tasks import latent, tracking
+from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, family_dir, read_json
+from genzoo.tasks.quality import real_features, scores, summarize
+from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.evaluate")
-# the code the evaluation reads (the DVC stages' code deps; a test keeps them equal)
-EVALUATOR_CODE = (
-    "models/evaluator.py",
-    "models/classical.py",
-    "models/base.py",
-    "tasks/evaluate.py",
-    "metrics/quality.py",
-)
-# evaluate@<family> also reads the latent-space code (interpolation strips, smoothness)
-EVALUATE_CODE = (*EVALUATOR_CODE, "tasks/latent.py")
-
-
-def _code(files: tuple[str, ...] = EVALUATOR_CODE) -> str:
-    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in files})[:16]
-
-
-def evaluation_dir(params: Params) -> Path:
-    """Everything the evaluation writes (and the report reads): one folder, so the DVC
-    ``report`` stage depends on it whole whatever the families are."""
-    return Path(params.run.runs_dir) / "evaluation"
-
-
-def _folder(params: Params) -> Path:
-    return evaluation_dir(params) / "evaluator"
 
 
 def training_figures(params: Params, family: str) -> dict[str, Any]:
     """What the report needs of the family's training: its metrics and loss curve."""
-    src = Path(params.run.runs_dir) / family
-    m = _read(src / "metrics.json") or {}
+    src = family_dir(params, family)
+    m = read_json(src / "metrics.json") or {}
     keep = (
         "steps",
         "train_seconds",
@@ -103,55 +72,6 @@ def training_figures(params: Params, family: str) -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         out["curve"] = {"step": [], "loss": []}
     return out
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
-           real: dict, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Every quality figure of one feature set against the real test features."""
-    e = params.evaluate
-    test, train = real["test"], real["train"]
-    kid_mean, kid_std = kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)
-    out: dict[str, Any] = {
-        "fd": frechet_distance(fake, test),
-        "kid": kid_mean,
-        "kid_std": kid_std,
-        **prdc(test, fake, k=e.k),
-        "diversity": diversity(fake),
-        "memorization": memorization(fake[: len(test)], train[: len(test)], test),
-    }
-    if probs is not None:
-        out["inception_score"], out["inception_score_std"] = inception_score(probs)
-    if labels is not None and probs is not None:
-        out["class_accuracy"] = float((probs.argmax(1) == labels).mean())
-        per = {}
-        for c in np.unique(labels):
-            f, r = fake[labels == c], test[real["test_labels"] == c]
-            if len(f) > 2 and len(r) > 2:
-                per[str(int(c))] = frechet_distance(f, r)
-        out["fd_per_class"] = per
-        if per:
-            out["fd_per_class_mean"] = float(np.mean(list(per.values())))
-    return out
-
-
-def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-seed figures -> their means (same nesting), ``ci95`` (half-widths of the 95%
-    Student-t interval) and the per-seed values themselves."""
-    flats = [flatten(r) for r in per_seed]
-    keys = [k for k in flats[0] if all(k in f for f in flats)]
-    stats = {k: mean_ci([f[k] for f in flats]) for k in keys}
-    return {
-        **nest({k: m for k, (m, _) in stats.items()}),
-        "ci95": nest({k: h for k, (_, h) in stats.items()}),
-        "per_seed": per_seed,
-    }
 
 
 def _labels(params: Params, num_classes: int) -> torch.Tensor:
@@ -191,12 +111,12 @@ def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
-def _protocol(params: Params, ev_sha: str, n_test: int) -> dict[str, Any]:
+def _protocol(params: Params, ev_sha: str, n_test: int, num_classes: int) -> dict[str, Any]:
     e = params.evaluate
     return {
         "extractor": f"genzoo evaluator: {e.evaluator.feature_dim}-d penultimate CNN features"
         f" (sha256 {ev_sha[:12]})",
-        "samples_per_seed": e.samples_per_class,
+        "samples_per_seed": e.samples_per_class * num_classes,
         "samples_per_class": e.samples_per_class,
         "reference": f"real test split ({n_test} images)",
         "seeds": e.seeds,
@@ -213,7 +133,7 @@ def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, s
     x, y = train
     floor = [scores(params, real["train"], None, None, real, seed=s) | {"sharpness": sharpness(x.numpy())}
              for s in _seeds(params)]  # fmt: skip
-    folder = _folder(params)
+    folder = evaluator_dir(params)
 
     def noise(labels, seed):
         g = torch.Generator().manual_seed(seed)
@@ -244,13 +164,13 @@ def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, s
 
 def evaluator_stage(params: Params) -> dict[str, Any]:
     """Train (or reuse) the evaluator; cache real features; measure the reference rows."""
-    folder = _folder(params)
+    folder = evaluator_dir(params)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     key = fingerprint(
         {"cfg": params.evaluate.model_dump(mode="json"), "seed": params.seed,
-         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": _code()}
+         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("evaluate")}
     )[:16]  # fmt: skip
-    done = _read(folder / "metrics.json")
+    done = read_json(folder / "metrics.json")
     if done and done.get("key") == key and (folder / "features.npz").exists():
         return done
     torch.set_num_threads(params.threads("evaluator"))
@@ -259,7 +179,7 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     t0 = time.perf_counter()
     net = train_evaluator(x, y, spec, params.evaluate.evaluator, seed=params.seed)
     train_seconds = time.perf_counter() - t0
-    ev_meta = _read(save_evaluator(net, folder / "evaluator", extra={"key": key}))
+    ev_meta = read_json(save_evaluator(net, folder / "evaluator", extra={"key": key}))
     with torch.inference_mode():
         f_train, _ = net.embed(x)
         f_test, p_test = net.embed(xt)
@@ -271,7 +191,7 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     with torch.inference_mode():
         rows = reference_rows(params, net, real, (x, y), (xt, yt), spec)
     reference = {
-        "protocol": _protocol(params, ev_meta["sha256"], len(xt)),
+        "protocol": _protocol(params, ev_meta["sha256"], len(xt), spec.num_classes),
         "real_test": {
             "inception_score": inception_score(p_test.numpy())[0],
             "sharpness": sharpness(xt.numpy()),
@@ -309,13 +229,14 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     """Score ``family``'s samples in the evaluator's feature space over the evaluation seeds
     -> runs/evaluation/<family>/quality.json (means, ``ci95``, ``per_seed``, speed, protocol,
     the training figures) and ``samples.npz`` (the first seed's images)."""
-    trained = Path(params.run.runs_dir) / family
+    params.require(family)
+    trained = family_dir(params, family)
     out = evaluation_dir(params) / family
-    folder = _folder(params)
+    folder = evaluator_dir(params)
     model_path = trained / "model.json"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
-    ev_meta = _read(folder / "evaluator.json")
+    ev_meta = read_json(folder / "evaluator.json")
     if ev_meta is None:
         raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
     training = training_figures(params, family)
@@ -323,22 +244,18 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
          "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
          "training": training,
-         "evaluator": ev_meta["sha256"], "code": _code(EVALUATE_CODE)}
+         "evaluator": ev_meta["sha256"], "code": code_hash("evaluate", family)}
     )[:16]  # fmt: skip
-    done = _read(out / "quality.json")
+    done = read_json(out / "quality.json")
     if done and done.get("key") == key and (out / "samples.npz").exists() and (out / "latent.npz").exists():
         return done
     torch.set_num_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
-    with np.load(folder / "features.npz") as z:
-        real = {k: z[k] for k in z.files}
-    real["levels"] = int(real["levels"])
+    real = real_features(folder)
     gen = models.load(model_path)
 
-    def draw(labels, seed):
-        g = torch.Generator().manual_seed(seed)
-        parts = [gen.sample(len(yb), yb.to(gen.device), generator=g) for yb in labels.split(500)]
-        return torch.cat([p.float().cpu() for p in parts])  # .cpu() waits for the GPU
+    def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
+        return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]
 
     summary = _measure(params, net, real, draw, gen.spec.num_classes, out / "samples.npz")
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
@@ -354,28 +271,17 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         "latency_ms": latency,
         "threads": params.threads(family),
         "device": str(gen.device),
-        "protocol": _protocol(params, ev_meta["sha256"], len(real["test"])),
+        "protocol": _protocol(params, ev_meta["sha256"], len(real["test"]), gen.spec.num_classes),
         "training": training,
         **summary,
         "latent": lat,
     }
     atomic_write_text(out / "quality.json", json.dumps(result, indent=2))
-    _log_to_mlflow(params, family, result)
+    numbers = {k: v for k, v in result.items() if k not in ("family", "key", "per_seed", "training")}
+    tracking.log_stage(params, family, numbers, prefix="quality.", artifact=out / "quality.json")
     log.info("%s: FD %.3f ± %.3f, precision %.3f, recall %.3f", family, result["fd"], result["ci95"]["fd"],
              result["precision"], result["recall"])  # fmt: skip
     return result
-
-
-def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
-    metrics = _read(Path(params.run.runs_dir) / family / "metrics.json") or {}
-    if not params.run.track or "mlflow" not in metrics:
-        return
-    from genzoo.tasks import tracking
-
-    c, run_id = tracking.client(), metrics["mlflow"]["run_id"]
-    numbers = {k: v for k, v in result.items() if k not in ("family", "key", "per_seed", "training")}
-    tracking.log_numbers(c, run_id, numbers, prefix="quality.")
-    c.log_artifact(run_id, str(evaluation_dir(params) / family / "quality.json"))
 
 
 def main(argv: list[str] | None = None) -> None:

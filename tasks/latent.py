@@ -227,7 +227,7 @@ def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = 
 
 
 def _load(params, family: str, split: str):
-    from genzoo.tasks.prepare import load_split
+    from genzoo.tasks.data import load_split
     from genzoo.tasks.sample import load_model
 
     model = load_model(family, params.run.runs_dir)

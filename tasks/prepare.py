@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -24,17 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genzoo.models.base import DataSpec, atomic_write_text
+from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, load_params
+from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize, to_nchw
+
+# the prepared data's readers live on the ground floor (tasks/data.py); named here too for
+# callers that reach them through the stage that writes the data
+from genzoo.tasks.data import data_spec as data_spec
+from genzoo.tasks.data import load_split as load_split
+from genzoo.tasks.data import read_manifest as read_manifest
 
 log = logging.getLogger("genzoo.prepare")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = ("train", "val", "test")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file or key."""
 
 
 @dataclass
@@ -57,40 +58,6 @@ def load_digits_source() -> Dataset:
     return Dataset(images, d.target.astype(np.int64), 17, [str(c) for c in d.target_names], "digits")
 
 
-def _to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
-    if arr.ndim == 3:
-        return arr[:, None]
-    if arr.ndim == 4:
-        if arr.shape[1] in (1, 3):
-            return arr
-        if arr.shape[3] in (1, 3):
-            return arr.transpose(0, 3, 1, 2)
-    raise DataError(
-        f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in (1, 3); got {arr.shape}"
-    )
-
-
-def _quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
-            raise DataError(f"{where}: NaN or infinite pixel values (first in image {bad})")
-        if levels is None and (arr.min() < 0 or arr.max() > 1):
-            raise DataError(
-                f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]"
-            )
-        levels = levels or 256
-        return np.round(arr * (levels - 1)).astype(np.int64), levels
-    if arr.dtype.kind in "ui":
-        levels = levels or (256 if arr.max() <= 255 else int(arr.max()) + 1)
-        if arr.min() < 0 or arr.max() >= levels:
-            raise DataError(
-                f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]"
-            )
-        return arr.astype(np.int64), levels
-    raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
-
-
 def load_npz_source(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.is_file():
@@ -111,8 +78,8 @@ def load_npz_source(path: str | Path) -> Dataset:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: not a readable npz file ({e})") from None
-    images = _to_nchw(np.asarray(images), f"{path}['images']")
-    images, levels = _quantize(images, f"{path}['images']", levels)
+    images = to_nchw(np.asarray(images), f"{path}['images']")
+    images, levels = quantize(images, f"{path}['images']", levels)
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "ui":
         raise DataError(
@@ -182,7 +149,7 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
             )
         size = images[0].size[::-1]
     arr = np.stack([np.asarray(_fit(im, size)) for im in images])
-    arr = _to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
+    arr = to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
     labels = np.array([k for _, k in files], dtype=np.int64)
     return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}")
 
@@ -353,14 +320,6 @@ def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in (images, labels):
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- the stage
 
 
@@ -409,31 +368,6 @@ def prepare(params: Params) -> dict:
         raise
     log.info("prepared %s: %s", ds.source, {s: v["n"] for s, v in manifest["splits"].items()})
     return manifest
-
-
-def read_manifest(prepared_dir: str | Path) -> dict:
-    path = Path(prepared_dir) / "manifest.json"
-    if not path.exists():
-        raise DataError(f"{path}: not found; run `genzoo prepare` first")
-    return json.loads(path.read_text())
-
-
-def data_spec(manifest: dict) -> DataSpec:
-    c, h, w = manifest["shape"]
-    return DataSpec(c, h, w, manifest["levels"], manifest["num_classes"])
-
-
-def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(images in [0, 1] float32 (N, C, H, W), labels int64 (N,), manifest); the content
-    hash is checked against the manifest."""
-    manifest = read_manifest(prepared_dir)
-    path = Path(prepared_dir) / f"{split}.npz"
-    with np.load(path, allow_pickle=False) as z:
-        images, labels = z["images"], z["labels"]
-    if content_hash(images, labels) != manifest["splits"][split]["sha256"]:
-        raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
-    x = torch.from_numpy(images.astype(np.float32) / (manifest["levels"] - 1))
-    return x, torch.from_numpy(labels.astype(np.int64)), manifest
 
 
 def main(argv: list[str] | None = None) -> None:

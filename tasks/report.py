@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from genzoo.models.base import atomic_write_text
+from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
-from genzoo.tasks.evaluate import evaluation_dir
+from genzoo.tasks.data import load_split
 from genzoo.tasks.figures import grid
-from genzoo.tasks.prepare import load_split
+from genzoo.tasks.layout import evaluation_dir, read_json
 
 log = logging.getLogger("genzoo.report")
 
@@ -51,36 +52,29 @@ BASELINE_NAMES = {"pca_kde": "PCA + KDE", "gmm": "Gaussian mixture"}
 TARGET_RATIO = 1.5  # best family's Fréchet distance within this many times the real-vs-real floor
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def collect(params: Params) -> dict[str, Any]:
     """What the evaluation wrote (runs/evaluation/): evaluator, reference rows, each family."""
     folder = evaluation_dir(params)
-    reference = _read(folder / "evaluator" / "reference.json")
+    reference = read_json(folder / "evaluator" / "reference.json")
     if reference is None:
         raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
     families, missing, anomaly = {}, [], {}
     for f in params.models:
-        quality = _read(folder / f / "quality.json")
+        quality = read_json(folder / f / "quality.json")
         if quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
         else:
             missing.append(f)
-        a = _read(folder / f / "anomaly.json")
+        a = read_json(folder / f / "anomaly.json")
         if a:
             anomaly[f] = a
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
-    useful = {f: u for f in params.models if (u := _read(folder / f / "usefulness.json"))}
-    u_ref = _read(folder / "usefulness" / "reference.json")
+    useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
+    u_ref = read_json(folder / "usefulness" / "reference.json")
     return {
         "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
-        "evaluator": _read(folder / "evaluator" / "metrics.json") or {},
+        "evaluator": read_json(folder / "evaluator" / "metrics.json") or {},
         "reference": reference,
         "families": families,
         "missing": missing,
@@ -547,20 +541,10 @@ def build_report(params: Params) -> dict[str, Any]:
     atomic_write_text(out / "families.csv", buf.getvalue())
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "index.html", html)
-    _log_to_mlflow(params, data, out / "index.html")
+    for f in data["families"]:  # the page beside each family's figures in its MLflow run
+        tracking.log_stage(params, f, artifact=out / "index.html", artifact_path="report")
     log.info("report: %s", out / "index.html")
     return summary
-
-
-def _log_to_mlflow(params: Params, data: dict[str, Any], page: Path) -> None:
-    if not params.run.track:
-        return
-    from genzoo.tasks import tracking
-
-    c = tracking.client()
-    for d in data["families"].values():
-        if "mlflow_run_id" in d["metrics"]:
-            c.log_artifact(d["metrics"]["mlflow_run_id"], str(page), artifact_path="report")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,6 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 
 from genzoo import models
 from genzoo.models.base import GenerativeModel, atomic_write
+from genzoo.tasks.data import read_manifest
 from genzoo.tasks.figures import grid, save_png
 
 
@@ -37,26 +37,30 @@ def draw(
     n: int,
     *,
     cls: int | None = None,
+    labels: torch.Tensor | None = None,
     seed: int = 0,
     batch: int = 256,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` images from ``model`` in batches of ``batch``: images float32 (n, C, H, W) in [0, 1]
-    on the CPU and their labels int64 (n,): all ``cls``, else drawn from the label prior. Same
-    ``seed``, same images."""
+    on the CPU and their labels int64 (n,): ``labels`` when given, else all ``cls``, else drawn
+    from the label prior. Same ``seed`` (and batch), same images."""
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels: {len(labels)} given for {n} images")
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []
     with tqdm(total=n, desc=f"sampling {model.family}", disable=not progress, leave=False) as bar:
         for start in range(0, n, batch):
             b = min(batch, n - start)
-            y = (  # (b,)
-                torch.full((b,), cls, dtype=torch.long)
-                if cls is not None
-                else model.fill_labels(b, None, gen).cpu()
-            )
-            xs.append(model.sample(b, y, generator=gen).float().cpu())  # (b, C, H, W)
+            if labels is not None:
+                y = labels[start : start + b].long().cpu()  # (b,)
+            elif cls is not None:
+                y = torch.full((b,), cls, dtype=torch.long)
+            else:
+                y = model.fill_labels(b, None, gen).cpu()
+            xs.append(model.sample(b, y.to(model.device), generator=gen).float().cpu())  # (b, C, H, W)
             ys.append(y)
             bar.update(b)
     return torch.cat(xs), torch.cat(ys)
@@ -118,5 +122,5 @@ def load_model(
 
 def class_names(prepared_dir: str | Path) -> list[str] | None:
     """The prepared data's class names (None before ``genzoo prepare``)."""
-    manifest = Path(prepared_dir) / "manifest.json"
-    return json.loads(manifest.read_text())["class_names"] if manifest.exists() else None
+    manifest = read_manifest(prepared_dir, required=False)
+    return manifest["class_names"] if manifest else None

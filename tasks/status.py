@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from genzoo.tasks.config import Params
-from genzoo.tasks.train import up_to_date
+from genzoo.tasks.data import read_manifest
+from genzoo.tasks.layout import family_dir, read_json, up_to_date
 
 
 def family_status(params: Params, family: str) -> dict[str, Any]:
-    out = Path(params.run.runs_dir) / family
+    out = family_dir(params, family)
     row: dict[str, Any] = {"family": family, "state": "not trained"}
-    try:
-        meta = json.loads((out / "model.json").read_text())
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
+    meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
+    if meta is None or metrics is None:
         return row
     current = up_to_date(params, family) is not None
     row.update(
@@ -39,10 +36,8 @@ def family_status(params: Params, family: str) -> dict[str, Any]:
 
 
 def status(params: Params) -> dict[str, Any]:
-    manifest = Path(params.data.prepared_dir) / "manifest.json"
     data: dict[str, Any] = {"prepared_dir": params.data.prepared_dir, "state": "not prepared"}
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
+    if m := read_manifest(params.data.prepared_dir, required=False):
         data.update(
             state="prepared",
             source=m["source"],

@@ -23,6 +23,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback, TrainResult
 from genzoo.tasks.config import flatten
+from genzoo.tasks.layout import family_run_id
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"
@@ -171,6 +172,27 @@ def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: s
     ts = int(time.time() * 1000)
     batch = [Metric(k, v, ts, step) for k, v in flatten(values, prefix).items()]
     _retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
+
+
+def log_stage(
+    params,
+    family: str,
+    numbers: dict[str, Any] | None = None,
+    *,
+    prefix: str = "",
+    artifact: Path | None = None,
+    artifact_path: str | None = None,
+) -> None:
+    """A later stage's figures (every number in ``numbers``, under ``prefix``) and its output
+    file, in the MLflow run of ``family``'s training, so one run holds all of a family's
+    figures. Nothing when tracking is off or the family was trained without it."""
+    if not params.run.track or (run_id := family_run_id(params, family)) is None:
+        return
+    c = client()
+    if numbers:
+        log_numbers(c, run_id, numbers, prefix=prefix)
+    if artifact is not None:
+        _retry(lambda: c.log_artifact(run_id, str(artifact), artifact_path=artifact_path), "log_artifact")
 
 
 def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:

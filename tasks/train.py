@@ -23,88 +23,21 @@ from genzoo.metrics import bits_per_dim
 from genzoo.models.base import (
     ExactLikelihood,
     GenerativeModel,
+    LikelihoodBound,
     atomic_write_text,
     likelihood_estimator,
-    sha256_file,
 )
-from genzoo.models.trainer import Callback, JsonlLogger, fit
-from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.models.trainer import Callback, JsonlLogger
+from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
-from genzoo.tasks.prepare import data_spec, load_split
+from genzoo.tasks.layout import checkpoint_dir, family_dir, resolve_device, train_key, train_variant
+
+# whether a family's outputs are current is provenance (tasks/layout.py), read by `genzoo
+# status` too; named here for the pipeline, which asks it before training
+from genzoo.tasks.layout import up_to_date as up_to_date
 
 log = logging.getLogger("genzoo.train")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name}: no CUDA device is available")
-    return dev
-
-
-ROOT = Path(__file__).resolve().parents[1]
-# The code one family's training reads (the same list as train@<family>'s deps in dvc.yaml):
-# a change to models/vae.py re-trains the VAE only; a change to shared code re-trains all.
-TRAIN_CODE = (
-    "models/{family}.py",
-    "models/base.py",
-    "models/layers.py",
-    "models/trainer.py",
-    "tasks/train.py",
-    "tasks/figures.py",
-    "tasks/config.py",
-    "metrics/likelihood.py",
-)
-OUTPUTS = (
-    "model.json",
-    "model.safetensors",
-    "samples.png",
-    "loss.png",
-    "curve.csv",
-    "log.jsonl",
-    "metrics.json",
-)
-
-
-def code_version(family: str) -> str:
-    """Content hash of the code ``family``'s training reads."""
-    files = [f.format(family=family) for f in TRAIN_CODE]
-    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in files})[:16]
-
-
-def data_hash(manifest: dict) -> str:
-    return fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
-
-
-def train_key(params: Params, family: str, manifest: dict) -> str:
-    """What decides ``family``'s outputs: its params block, the prepared data and its code.
-    Names its checkpoints and stamps its model; equal keys mean equal outputs (on CPU)."""
-    block = params.family_block(family)
-    extra = {"samples_per_class": params.run.samples_per_class}
-    return fingerprint({"params": block, **extra, "data": data_hash(manifest), "code": code_version(family)})[
-        :16
-    ]
-
-
-def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
-    """The metrics of ``family``'s outputs when they exist, are whole and were made from the
-    current params, data and code; else None (it needs training)."""
-    out = Path(params.run.runs_dir) / family
-    try:
-        manifest = json.loads((Path(params.data.prepared_dir) / "manifest.json").read_text())
-        meta = json.loads((out / "model.json").read_text())
-        metrics = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if meta.get("fingerprint") != train_key(params, family, manifest):
-        return None
-    if not all((out / f).is_file() for f in OUTPUTS):
-        return None
-    if sha256_file(out / "model.safetensors") != meta.get("sha256"):
-        return None
-    return metrics
 
 
 @torch.inference_mode()
@@ -173,7 +106,7 @@ def train_family(
     if not metrics.get("complete", True):
         c.set_terminated(run_id, "KILLED")
         return metrics
-    out = Path(params.run.runs_dir) / family
+    out = family_dir(params, family)
     c.log_dict(
         run_id, {**params.family_block(family), "data": params.data.model_dump(mode="json")}, "config.json"
     )
@@ -214,42 +147,32 @@ def _train(
     callbacks: list[Callback],
     stop_at: int | None,
 ) -> dict[str, Any]:
-    if family not in params.models:
-        raise KeyError(f"models.{family}: not in params (families: {', '.join(params.families)})")
+    params.require(family)
     started = time.time()
-    torch.set_num_threads(params.threads(family))
     device = resolve_device(params.run.device)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     spec = data_spec(manifest)
     cfg = params.train_config(family)
     dhash = data_hash(manifest)
     fp = train_key(params, family, manifest)
-    out = Path(params.run.runs_dir) / family
+    out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(params.seed)
-    model = models.build(family, spec, params.net_config(family))
-    log.info(
-        "%s: %d parameters, %d steps on %s",
-        family,
-        sum(p.numel() for p in model.parameters()),
-        cfg.steps,
-        device,
-    )
-    estimator = likelihood_estimator(model)
     val_fn = None
-    if estimator is not None and cfg.eval_every:
+    if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
         x_val, y_val, _ = load_split(params.data.prepared_dir, "val")
         val_fn = lambda m: bits_per_dim(mean_log_likelihood(m, x_val, y_val), spec.dims)  # noqa: E731
-    trained, result = fit(
-        model,
+    trained, result = train_variant(
+        params,
+        family,
         x,
         y,
+        spec,
         cfg,
-        seed=params.seed,
-        device=device,
-        checkpoint_dir=Path(params.run.checkpoints_dir) / family / fp,
+        out / "model",
+        lambda _: {"fingerprint": fp, "data_sha256": dhash},
+        checkpoint_dir=checkpoint_dir(params, family, fp),
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
         progress=progress,
         stop_at=stop_at,
@@ -257,8 +180,7 @@ def _train(
     )
     if result.steps < cfg.steps:  # interrupted on purpose (stop_at): leave outputs alone
         return {"family": family, "steps": result.steps, "complete": False}
-
-    models.save(trained, out / "model", extra={"fingerprint": fp, "data_sha256": dhash})
+    estimator = likelihood_estimator(trained)
     save_png(
         grid(sample_grid(trained, params.run.samples_per_class, params.seed), params.run.samples_per_class),
         out / "samples.png",

@@ -40,22 +40,26 @@ from genzoo.metrics.quality import mean_ci
 from genzoo.models.base import DataSpec, atomic_write_text, sha256_file
 from genzoo.models.classical import PCAKDE
 from genzoo.models.evaluator import accuracy, train_evaluator
-from genzoo.models.trainer import TrainConfig, fit
+from genzoo.models.trainer import TrainConfig
+from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, fingerprint, load_params
-from genzoo.tasks.evaluate import evaluation_dir
-from genzoo.tasks.prepare import data_spec, load_split
-from genzoo.tasks.train import ROOT, code_version, data_hash, resolve_device
+from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.layout import (
+    cached_variant,
+    code_hash,
+    evaluation_dir,
+    family_dir,
+    read_json,
+    resolve_device,
+    train_variant,
+    variant_key,
+)
+from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
-# the code the measurement reads (the DVC stages' code deps; a test keeps them equal)
-USEFULNESS_CODE = ("tasks/usefulness.py", "models/evaluator.py", "models/classical.py", "metrics/quality.py")
 
 Draw = Callable[[torch.Tensor, int], torch.Tensor]  # (labels, seed) -> images in [0, 1]
 Data = tuple[torch.Tensor, torch.Tensor]
-
-
-def _code() -> str:
-    return fingerprint({f: (ROOT / f).read_bytes().hex() for f in USEFULNESS_CODE})[:16]
 
 
 def folder(params: Params) -> Path:
@@ -140,13 +144,7 @@ def _lift(aug: dict[str, list[float]], real: dict[str, dict[str, Any]]) -> dict[
 
 
 def model_draw(model) -> Draw:
-    def draw(labels: torch.Tensor, seed: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        with torch.inference_mode():
-            parts = [model.sample(len(b), b.to(model.device), generator=g) for b in labels.split(500)]
-        return torch.cat([p.float().cpu() for p in parts])
-
-    return draw
+    return lambda labels, seed: draw_images(model, len(labels), labels=labels, seed=seed, batch=500)[0]
 
 
 def pca_kde_draw(params: Params, train: Data, spec: DataSpec) -> Draw:
@@ -158,13 +156,6 @@ def _splits(params: Params) -> tuple[Data, Data, DataSpec, dict]:
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
     return (x, y), (xt, yt), data_spec(manifest), manifest
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
@@ -194,10 +185,10 @@ def reference(params: Params) -> dict[str, Any]:
     key = fingerprint(
         {"u": u.model_dump(mode="json", exclude={"families", "train"}), "seed": params.seed,
          "baselines": params.evaluate.baselines.model_dump(mode="json"),
-         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": _code()}
+         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("usefulness")}
     )[:16]  # fmt: skip
     out = folder(params) / "reference.json"
-    done = _read(out)
+    done = read_json(out)
     if done and done.get("key") == key:
         return done
     torch.set_num_threads(params.threads("evaluator"))
@@ -225,54 +216,45 @@ def reference(params: Params) -> dict[str, Any]:
     return result
 
 
-def subset_generator(params: Params, family: str, fraction: float, train: Data, spec: DataSpec, data: str):
+def subset_generator(
+    params: Params, family: str, fraction: float, train: Data, spec: DataSpec, manifest: dict
+):
     """``family`` trained on the ``fraction`` subset only (cached in
     runs/evaluation/<family>/subsets/); the pipeline's model for fraction 1."""
+    device = resolve_device(params.run.device)
     if fraction >= 1:
-        path = Path(params.run.runs_dir) / family / "model.json"
+        path = family_dir(params, family) / "model.json"
         if not path.exists():
             raise FileNotFoundError(f"{path}: {family} is not trained; run `genzoo run --families {family}`")
-        return models.load(path, resolve_device(params.run.device)), {"model": str(path), "subset": False}
+        return models.load(path, device), {"model": str(path), "subset": False}
     idx = subset(train[1], fraction, params.usefulness.subset_seed)
     x, y = train[0][idx], train[1][idx]
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.usefulness.train})
-    key = fingerprint(
-        {"net": params.models[family].net, "train": cfg.model_dump(mode="json"), "seed": params.seed,
-         "threads": params.threads(family), "subset": idx.tolist(), "data": data,
-         "code": code_version(family)}
-    )[:16]  # fmt: skip
+    key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist())
     path = evaluation_dir(params) / family / "subsets" / f"p{fraction:g}.json"
-    meta = _read(path)
-    if meta and meta.get("key") == key and path.with_suffix(".safetensors").exists():
-        return models.load(path, resolve_device(params.run.device)), {
-            k: meta[k] for k in ("n_real", "steps", "train_seconds")
-        }
-    torch.manual_seed(params.seed)  # the initial weights too, as in tasks/train.py
-    model = models.build(family, spec, params.net_config(family))
-    t0 = time.perf_counter()
-    model, result = fit(
-        model, x, y, cfg, seed=params.seed, device=resolve_device(params.run.device), progress=False
-    )
-    info = {"n_real": len(y), "steps": result.steps, "train_seconds": round(time.perf_counter() - t0, 1)}
-    models.save(model, path, extra={"key": key, "fraction": fraction, **info})
+    info_keys = ("n_real", "steps", "train_seconds")
+    if cached := cached_variant(path, key, device):
+        model, meta = cached
+        return model, {k: meta[k] for k in info_keys}
+    model, result = train_variant(
+        params, family, x, y, spec, cfg, path,
+        lambda r: {"key": key, "fraction": fraction, "n_real": len(y), "steps": r.steps,
+                   "train_seconds": round(r.seconds, 1)},
+    )  # fmt: skip
     log.info(
-        "%s: trained on %d real images (%.0f%%) in %.1f s",
-        family,
-        len(y),
-        100 * fraction,
-        info["train_seconds"],
+        "%s: trained on %d real images (%.0f%%) in %.1f s", family, len(y), 100 * fraction, result.seconds
     )
-    return model.eval(), info
+    return model.eval(), {"n_real": len(y), "steps": result.steps, "train_seconds": round(result.seconds, 1)}
 
 
 def train_subsets(params: Params, family: str) -> dict[str, Any]:
     """Train (or reuse) ``family`` on every real subset (fractions below 1): the pipeline runs
     this beside the main trainings, since it needs no trained model."""
+    params.require(family)
     torch.set_num_threads(params.threads(family))
     train, _, spec, manifest = _splits(params)
-    data = data_hash(manifest)
     return {
-        str(p): subset_generator(params, family, p, train, spec, data)[1]
+        str(p): subset_generator(params, family, p, train, spec, manifest)[1]
         for p in params.usefulness.fractions
         if p < 1
     }
@@ -281,36 +263,36 @@ def train_subsets(params: Params, family: str) -> dict[str, Any]:
 def measure_family(params: Params, family: str) -> dict[str, Any]:
     """TSTR and the augmentation lift of ``family`` -> runs/evaluation/<family>/usefulness.json
     (needs the reference: :func:`reference`)."""
-    ref = _read(folder(params) / "reference.json")
+    ref = read_json(folder(params) / "reference.json")
     if ref is None:
         raise FileNotFoundError(f"{folder(params) / 'reference.json'}: run the usefulness reference first")
-    model_path = Path(params.run.runs_dir) / family / "model.safetensors"
+    params.require(family)
+    model_path = family_dir(params, family) / "model.safetensors"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
     u = params.usefulness
     key = fingerprint(
         {"reference": ref["key"], "model": sha256_file(model_path), "u_train": u.train,
-         "family": params.family_block(family), "code": (_code(), code_version(family))}
+         "family": params.family_block(family), "code": code_hash("usefulness", family)}
     )[:16]  # fmt: skip
     out = evaluation_dir(params) / family / "usefulness.json"
-    done = _read(out)
+    done = read_json(out)
     if done and done.get("key") == key:
         return done
     torch.set_num_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
-    data = data_hash(manifest)
     (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]
     t0 = time.perf_counter()
     augmentation, generators = {}, {}
     for p in u.fractions:
         part = tuple(t[subset(train[1], p, u.subset_seed)] for t in train)
-        model, generators[str(p)] = subset_generator(params, family, p, train, spec, data)
+        model, generators[str(p)] = subset_generator(params, family, p, train, spec, manifest)
         augmentation[str(p)] = _lift(
             accuracies(params, part, test, spec, model_draw(model)), ref["real"][str(p)]
         )
         log.info("%s at %.2f: lift %s", family, p,
                  {c: round(v["lift"]["mean"], 4) for c, v in augmentation[str(p)].items()})  # fmt: skip
-    full, _ = subset_generator(params, family, 1.0, train, spec, data)
+    full, _ = subset_generator(params, family, 1.0, train, spec, manifest)
     tstr = accuracies(params, train, test, spec, model_draw(full), k=1.0, only_synthetic=True)
     result = {
         "family": family,
@@ -322,29 +304,12 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(out, json.dumps(result, indent=2))
-    _log_to_mlflow(params, family, result)
-    return result
-
-
-def _log_to_mlflow(params: Params, family: str, result: dict[str, Any]) -> None:
-    if not params.run.track:
-        return
-    try:
-        run_id = json.loads((Path(params.run.runs_dir) / family / "metrics.json").read_text())["mlflow"][
-            "run_id"
-        ]
-    except (OSError, ValueError, KeyError):
-        return
-    from genzoo.tasks import tracking
-
-    c = tracking.client()
-    for clf, s in result["tstr"].items():
-        c.log_metric(run_id, f"usefulness.tstr.{clf}", s["mean"])
+    numbers = {f"tstr.{c}": s["mean"] for c, s in result["tstr"].items()}
     for p, per in result["augmentation"].items():
-        for clf, s in per.items():
-            c.log_metric(run_id, f"usefulness.lift.p{p}.{clf}", s["lift"]["mean"])
-            c.log_metric(run_id, f"usefulness.lift.p{p}.{clf}.ci95", s["lift"]["ci95"])
-    c.log_dict(run_id, result, "usefulness.json")
+        for c, s in per.items():
+            numbers |= {f"lift.p{p}.{c}": s["lift"]["mean"], f"lift.p{p}.{c}.ci95": s["lift"]["ci95"]}
+    tracking.log_stage(params, family, numbers, prefix="usefulness.", artifact=out)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,10 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genzoo.tasks.detect import DETECT_CODE
-from genzoo.tasks.evaluate import EVALUATE_CODE, EVALUATOR_CODE
-from genzoo.tasks.train import TRAIN_CODE
-from genzoo.tasks.usefulness import USEFULNESS_CODE
 from tests.conftest import make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,18 +76,7 @@ def test_push_then_pull_restores_data_and_models(repo, tmp_path):
     assert {p: sha(repo / p) for p in before} == before
 
 
-def test_code_lists_match_the_dvc_stages():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    deps = [d.replace("${key}", "{family}") for d in stages["train"]["do"]["deps"] if d != "data/prepared"]
-    assert deps == list(TRAIN_CODE)
-    assert [d for d in stages["evaluator"]["deps"] if d != "data/prepared"] == list(EVALUATOR_CODE)
-    assert [d for d in stages["evaluate"]["do"]["deps"] if not d.startswith("runs/")] == list(EVALUATE_CODE)
-    detect_deps = [d.replace("${item}", "{family}") for d in stages["detect"]["do"]["deps"]]
-    assert [d for d in detect_deps if not d.startswith(("runs/", "data/"))] == [*DETECT_CODE, *TRAIN_CODE]
-    ref_deps = [d for d in stages["usefulness-reference"]["deps"] if d != "data/prepared"]
-    assert ref_deps == list(USEFULNESS_CODE)
-    family_deps = [d.replace("${item}", "{family}") for d in stages["usefulness"]["do"]["deps"]]
-    assert [d for d in family_deps if not d.startswith(("runs/", "data/"))] == [*USEFULNESS_CODE, *TRAIN_CODE]
+# the stages' code deps against their imports: tests/tasks/test_layout.py
 
 
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from genzoo.tasks import layout
 from genzoo.tasks import usefulness as U
 from genzoo.tasks.config import ParamsError, validate
 from genzoo.tasks.prepare import prepare
@@ -65,13 +66,13 @@ def test_real_figures_are_meaningful_and_noise_teaches_nothing(trained):
 
 def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, monkeypatch):
     seen = []
-    real_fit = U.fit
+    real_fit = layout.fit  # every model variant trains through tasks/layout.py train_variant
 
     def recording_fit(model, x, y, cfg, **kw):
         seen.append((x.clone(), y.clone()))
         return real_fit(model, x, y, cfg, **kw)
 
-    monkeypatch.setattr(U, "fit", recording_fit)
+    monkeypatch.setattr(layout, "fit", recording_fit)
     ref = U.reference(trained)
     result = U.measure_family(trained, "gan")
     train, _, _, _ = U._splits(trained)
@@ -102,7 +103,7 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     torch.rand(1000)  # move the global RNG, as other work in a reused worker would
     train_, _, spec, manifest = U._splits(trained)
     (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").unlink()
-    U.subset_generator(trained, "gan", 0.2, train_, spec, U.data_hash(manifest))
+    U.subset_generator(trained, "gan", 0.2, train_, spec, manifest)
     again_meta = json.loads((U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").read_text())
     assert again_meta["sha256"] == json.loads(stored)["sha256"]
     seen.clear()

@@ -1,0 +1,112 @@
+"""The prepared data as every stage reads it (ground floor): ``<prepared_dir>/{train,val,test}.npz``
++ ``manifest.json`` (written by the ``prepare`` stage), and the pixel conventions shared by
+whatever turns outside images into the model's format (``prepare``'s sources, ``genzoo detect``).
+
+Images are stored as their discrete levels (uint8/uint16, shape (N, C, H, W)) with labels
+(int64); models see ``level / (levels - 1)`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genzoo.models.base import DataSpec
+from genzoo.tasks.config import fingerprint
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or key."""
+
+
+# ----------------------------------------------------------------------------- pixels
+
+
+def to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
+    """(N, H, W), (N, C, H, W) or (N, H, W, C) -> (N, C, H, W), C in (1, 3)."""
+    if arr.ndim == 3:
+        return arr[:, None]
+    if arr.ndim == 4:
+        if arr.shape[1] in (1, 3):
+            return arr
+        if arr.shape[3] in (1, 3):
+            return arr.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{where}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C in (1, 3); got {arr.shape}"
+    )
+
+
+def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
+    """Pixels -> integer levels (int64, same shape) and their count: floats must lie in [0, 1]
+    unless ``levels`` is given; integers keep their values (256 levels when they fit a byte)."""
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
+            raise DataError(f"{where}: NaN or infinite pixel values (first in image {bad})")
+        if levels is None and (arr.min() < 0 or arr.max() > 1):
+            raise DataError(
+                f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]"
+            )
+        levels = levels or 256
+        return np.round(arr * (levels - 1)).astype(np.int64), levels
+    if arr.dtype.kind in "ui":
+        levels = levels or (256 if arr.max() <= 255 else int(arr.max()) + 1)
+        if arr.min() < 0 or arr.max() >= levels:
+            raise DataError(
+                f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]"
+            )
+        return arr.astype(np.int64), levels
+    raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
+
+
+def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 of a split's arrays, dtype and shape included (the manifest's ``sha256``)."""
+    h = hashlib.sha256()
+    for a in (images, labels):
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the prepared data
+
+
+def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | None:
+    """``manifest.json`` of the prepared data; when it is missing or unreadable, a DataError
+    naming it, or None when not ``required`` (status, cache checks)."""
+    path = Path(prepared_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        if required:
+            raise DataError(f"{path}: not found or unreadable; run `genzoo prepare` first") from None
+        return None
+
+
+def data_spec(manifest: dict) -> DataSpec:
+    c, h, w = manifest["shape"]
+    return DataSpec(c, h, w, manifest["levels"], manifest["num_classes"])
+
+
+def data_hash(manifest: dict) -> str:
+    """One hash of every split's content: what a stage's cache key says about the data."""
+    return fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
+
+
+def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(images in [0, 1] float32 (N, C, H, W), labels int64 (N,), manifest); the content
+    hash is checked against the manifest."""
+    manifest = read_manifest(prepared_dir)
+    path = Path(prepared_dir) / f"{split}.npz"
+    with np.load(path, allow_pickle=False) as z:
+        images, labels = z["images"], z["labels"]
+    if content_hash(images, labels) != manifest["splits"][split]["sha256"]:
+        raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
+    x = torch.from_numpy(images.astype(np.float32) / (manifest["levels"] - 1))
+    return x, torch.from_numpy(labels.astype(np.int64)), manifest

@@ -1,0 +1,258 @@
+"""Run layout and provenance (ground floor): where every stage's outputs live, what decides
+them (the code a stage reads, derived from its imports; the data; the params) and the one way
+to train a model variant. Stages import this module, ``config``, ``data``, ``tracking``,
+``figures`` and ``sample``; never each other. A stage that needs another's output reads the
+file named here.
+
+Layout (``run.runs_dir``, default ``runs/``)::
+
+    <family>/                 train@<family>: model.json/.safetensors, metrics.json, curves
+    evaluation/evaluator/     the evaluator, real features, reference rows
+    evaluation/<family>/      quality.json, samples.npz, latent.npz, anomaly.json,
+                              usefulness.json; holdout/ and subsets/ (model variants)
+    evaluation/usefulness/    reference.json
+    report/                   index.html, summary.json, families.csv
+
+Checkpoints: ``<run.checkpoints_dir>/<family>/<key>/``.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import genzoo.tasks
+from genzoo import models
+from genzoo.models.base import GenerativeModel, sha256_file
+from genzoo.models.trainer import TrainConfig, TrainResult, fit
+from genzoo.tasks.config import Params, fingerprint
+from genzoo.tasks.data import data_hash, read_manifest
+
+log = logging.getLogger("genzoo.layout")
+# The folder holding models/ tasks/ metrics/: the repository in an editable install,
+# site-packages/genzoo in a wheel; code paths are relative to it (as dvc.yaml writes them).
+ROOT = Path(genzoo.tasks.__file__).resolve().parents[1]
+# genzoo's subpackages and their folders (pyproject's package-dir)
+PACKAGES = {"models": "models", "tasks": "tasks", "metrics": "metrics", "flows": "flows"}
+# ast.parse is not thread-safe in CPython 3.11 (python/cpython#106905: "AST constructor
+# recursion depth mismatch"), and the flow asks several families' keys from threads at once
+_PARSE = threading.Lock()
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def family_dir(params: Params, family: str) -> Path:
+    """train@<family>'s outputs."""
+    return Path(params.run.runs_dir) / family
+
+
+def evaluation_dir(params: Params) -> Path:
+    """Everything the evaluation stages write (and the report reads): one folder, so the DVC
+    ``report`` stage depends on it whole whatever the families are."""
+    return Path(params.run.runs_dir) / "evaluation"
+
+
+def evaluator_dir(params: Params) -> Path:
+    return evaluation_dir(params) / "evaluator"
+
+
+def checkpoint_dir(params: Params, family: str, key: str) -> Path:
+    """One folder per training key: a re-run with the same key resumes, any change starts afresh."""
+    return Path(params.run.checkpoints_dir) / family / key
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON at ``path``; None when it is missing or not (whole) JSON, as a cache miss."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def family_run_id(params: Params, family: str) -> str | None:
+    """The MLflow run of ``family``'s training (recorded in its metrics.json), if tracked."""
+    metrics = read_json(family_dir(params, family) / "metrics.json") or {}
+    return metrics.get("mlflow", {}).get("run_id")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``run.device``: ``auto`` is CUDA when present; naming an absent CUDA device fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run.device={name}: no CUDA device is available")
+    return dev
+
+
+# ----------------------------------------------------------------------------- code provenance
+
+
+def _module_file(name: str, root: Path) -> str | None:
+    """``genzoo.models.base`` -> ``models/base.py`` (a package -> its ``__init__.py``); None
+    for what is not genzoo's (torch, ...) or is the public API package ``genzoo`` itself."""
+    parts = name.split(".")
+    if parts[0] != "genzoo" or len(parts) < 2 or parts[1] not in PACKAGES:
+        return None
+    rel = Path(PACKAGES[parts[1]], *parts[2:])
+    if (root / rel / "__init__.py").is_file():
+        return (rel / "__init__.py").as_posix()
+    if (root / rel.with_suffix(".py")).is_file():
+        return rel.with_suffix(".py").as_posix()
+    return None
+
+
+def _imports(path: Path, root: Path) -> set[str]:
+    """The genzoo files ``path`` imports (anywhere in it: lazy imports are read too), with
+    the ``__init__.py`` of every package on the way (importing runs them)."""
+    names: set[str] = set()
+    with _PARSE:
+        tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+    files = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(2, len(parts) + 1):  # genzoo.models, genzoo.models.base
+            f = _module_file(".".join(parts[:i]), root)
+            if f is not None:
+                files.add(f)
+    return files
+
+
+def family_files() -> dict[str, str]:
+    """family -> its model file (``models/vae.py``), from the registry."""
+    return {f: _module_file(cls.__module__, ROOT) for f, cls in models.REGISTRY.items()}
+
+
+@functools.cache
+def code_files(stage: str, family: str | None = None, root: Path = ROOT) -> tuple[str, ...]:
+    """The code ``tasks/<stage>.py`` reads, sorted: every genzoo file it imports, transitively.
+
+    ``models/__init__.py`` imports every family to register it; those edges are not followed,
+    so a family's model file counts only where that family is the stage's (``family``): an
+    edit to models/vae.py re-runs the VAE's stages alone. The same list is dvc.yaml's code
+    deps (tests/tasks/test_layout.py keeps them equal) and the stage's cache key
+    (:func:`code_hash`), so the two cannot disagree."""
+    own = family_files()
+    others = set(own.values()) - ({own[family]} if family else set())
+    todo = [f"tasks/{stage}.py", *([own[family]] if family else [])]
+    seen: set[str] = set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo += [g for g in _imports(root / f, root) if g not in others]
+    return tuple(sorted(seen))
+
+
+def code_hash(stage: str, family: str | None = None, root: Path = ROOT) -> str:
+    """Content hash of :func:`code_files` (the files are read each time: an edit counts at once)."""
+    files = code_files(stage, family, root)
+    return fingerprint({f: (root / f).read_bytes().hex() for f in files})[:16]
+
+
+# ----------------------------------------------------------------------------- model variants
+
+
+# what train@<family> writes to family_dir (dvc.yaml's outs)
+FAMILY_OUTPUTS = (
+    "model.json",
+    "model.safetensors",
+    "samples.png",
+    "loss.png",
+    "curve.csv",
+    "log.jsonl",
+    "metrics.json",
+)
+
+
+def train_key(params: Params, family: str, manifest: dict) -> str:
+    """What decides ``family``'s outputs: its params block, the prepared data and its code.
+    Names its checkpoints and stamps its model; equal keys mean equal outputs (on CPU)."""
+    cfg = params.train_config(family)
+    return variant_key(params, family, cfg, manifest, "train", samples_per_class=params.run.samples_per_class)
+
+
+def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
+    """The metrics of ``family``'s outputs when they exist, are whole and were made from the
+    current params, data and code; else None (it needs training)."""
+    out = family_dir(params, family)
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    meta = read_json(out / "model.json")
+    metrics = read_json(out / "metrics.json")
+    if manifest is None or meta is None or metrics is None:
+        return None
+    if meta.get("fingerprint") != train_key(params, family, manifest):
+        return None
+    if not all((out / f).is_file() for f in FAMILY_OUTPUTS):
+        return None
+    if sha256_file(out / "model.safetensors") != meta.get("sha256"):
+        return None
+    return metrics
+
+
+def variant_key(
+    params: Params, family: str, cfg: TrainConfig, manifest: dict, stage: str, **extra: Any
+) -> str:
+    """What decides a trained ``family`` model: its architecture, ``cfg``, seed and threads
+    (CPU results depend on them), the data, the code of ``stage`` (which trains it) and
+    ``extra`` (a subset, ...). Equal keys mean equal weights (on CPU)."""
+    block = {**params.family_block(family), "train": cfg.model_dump(mode="json")}
+    return fingerprint(
+        {"params": block, "data": data_hash(manifest), "code": code_hash(stage, family), **extra}
+    )[:16]
+
+
+def cached_variant(
+    path: Path, key: str, device: torch.device | str = "cpu"
+) -> tuple[GenerativeModel, dict] | None:
+    """The model saved at ``path`` (model.json + .safetensors) when it was made with ``key``."""
+    meta = read_json(path)
+    if not meta or meta.get("key") != key or not path.with_suffix(".safetensors").is_file():
+        return None
+    return models.load(path, device), meta
+
+
+def train_variant(
+    params: Params,
+    family: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec,
+    cfg: TrainConfig,
+    path: Path,
+    stamp: Callable[[TrainResult], dict[str, Any]],
+    **fit_kwargs: Any,
+) -> tuple[GenerativeModel, TrainResult]:
+    """Train ``family`` on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) with ``cfg``, the one way
+    every variant trains (the pipeline's model, a generator on a subset, a model without a
+    class): threads, seeded initial weights, fit; saved to ``path`` with ``stamp(result)`` (its
+    key, ...) when it ran all its steps. Returns the model and the trainer's result."""
+    params.require(family)
+    torch.set_num_threads(params.threads(family))
+    # the initial weights depend on the seed alone, not on what ran before in this worker
+    torch.manual_seed(params.seed)
+    model = models.build(family, spec, params.net_config(family))
+    device = resolve_device(params.run.device)
+    log.info("%s: %d parameters, %d steps on %s -> %s", family, sum(p.numel() for p in model.parameters()),
+             cfg.steps, device, path)  # fmt: skip
+    fit_kwargs.setdefault("progress", False)
+    model, result = fit(model, x, y, cfg, seed=params.seed, device=device, **fit_kwargs)
+    if result.steps >= cfg.steps:  # a run stopped early on purpose (stop_at) leaves no model
+        models.save(model, path, extra=stamp(result))
+    return model, result
