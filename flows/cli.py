@@ -108,7 +108,9 @@ def cmd_run(args) -> int:
     if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         logging.getLogger("genzoo.cluster").setLevel(logging.NOTSET)
-    result = pipeline(
+    # checked above against the params file given, whose profiles may not be the project's
+    # (the flow's pick list): Prefect need not check the parameters again
+    result = pipeline.with_options(validate_parameters=False)(
         params_file=args.params,
         families=families,
         overrides=args.overrides,

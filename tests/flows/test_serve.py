@@ -112,3 +112,33 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         log.close()
     time.sleep(1)
     assert not healthy(api), "the Prefect server outlived `make serve`"
+
+
+def test_every_deployment_form_describes_each_parameter_and_picks_families_and_profiles():
+    """The UI's run form: a one-line description under every field, and pick lists of the
+    families in the registry and of the profiles in params.yaml."""
+    from genzoo import models
+    from genzoo.flows.pipeline import augment, pipeline, sample, train_one
+    from genzoo.flows.serve import deployments
+
+    profiles = sorted(yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"])
+    families = sorted(models.REGISTRY)
+
+    def enum(prop: dict) -> list[str]:
+        (choice,) = [s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"]
+        return sorted((choice.get("items") or choice)["enum"])
+
+    served = {d.name: d.flow_name for d in deployments()}
+    flows = {fl.name: fl for fl in (pipeline, train_one, augment, sample)}
+    forms = {name: flows[flow_name].parameters.properties for name, flow_name in served.items()}
+    assert set(forms) == {"pipeline", "train-family", "augment", "sample"}
+    for name, props in forms.items():
+        undescribed = [p for p, s in props.items() if not s.get("description", "").strip()]
+        assert not undescribed, f"{name}: {undescribed}"
+        assert all("\n" not in s["description"] for s in props.values()), name
+    assert enum(forms["pipeline"]["families"]) == families
+    assert enum(forms["pipeline"]["profile"]) == profiles
+    assert enum(forms["train-family"]["family"]) == families
+    assert enum(forms["sample"]["family"]) == families
+    assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
+    assert "label" in forms["sample"]  # the class to draw (a parameter named `cls` would be dropped)
