@@ -245,37 +245,49 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def save(model: GenerativeModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save to ``<path>.json`` (family, data spec, net config) + ``<path>.safetensors``."""
+def save_weights(
+    net: nn.Module, path: str | Path, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``<path>.safetensors`` (the weights) and ``<path>.json`` (``config``, the weights'
+    file name and sha256, then ``extra``), each atomically; returns the ``.json`` path. One
+    format for the generative models and the evaluator."""
     path = Path(path)
     weights = path.with_suffix(".safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     atomic_write(weights, lambda tmp: save_file(state, tmp))
-    meta = {
-        "family": model.family,
-        "spec": asdict(model.spec),
-        "net": model.cfg.model_dump(mode="json"),
-        "weights": weights.name,
-        "sha256": sha256_file(weights),
-        **(extra or {}),
-    }
+    meta = {**config, "weights": weights.name, "sha256": sha256_file(weights), **(extra or {})}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path.with_suffix(".json")
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
-    """Load a model saved by :func:`save`. Weights are safetensors: no code can run."""
+def read_weights(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The config and the weights written by :func:`save_weights`, once the weights' sha256
+    matches the one recorded. Weights are safetensors: no code can run."""
     path = Path(path).with_suffix(".json")
     if not path.exists():
         raise FileNotFoundError(f"no model config at {path}")
     meta = json.loads(path.read_text())
-    weights = path.with_name(meta["weights"])
+    weights = path.with_name(meta.get("weights", path.with_suffix(".safetensors").name))
     digest = sha256_file(weights)
     if meta.get("sha256") and digest != meta["sha256"]:
         raise ValueError(
-            f"{weights}: sha256 {digest[:12]}... does not match {meta['sha256'][:12]}... "
-            "recorded in its config (truncated or corrupted file)"
+            f"{weights}: sha256 does not match {path.name} (file {digest[:12]}..., recorded "
+            f"{meta['sha256'][:12]}...): truncated or corrupted"
         )
+    return meta, load_file(weights, device=str(map_location))
+
+
+def save(model: GenerativeModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save to ``<path>.json`` (family, data spec, net config) + ``<path>.safetensors``."""
+    config = {"family": model.family, "spec": asdict(model.spec), "net": model.cfg.model_dump(mode="json")}
+    return save_weights(model, path, config, extra)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
+    """Load a model saved by :func:`save`."""
+    meta, state = read_weights(path, map_location)
     model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
-    model.load_state_dict(load_file(weights, device=str(map_location)))
+    model.load_state_dict(state)
     return model.to(map_location).eval()

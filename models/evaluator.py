@@ -5,17 +5,15 @@ predictions score class-conditional samples."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, NetConfig, atomic_write, atomic_write_text, sha256_file
+from genzoo.models.base import DataSpec, NetConfig, read_weights, save_weights
 
 
 class EvaluatorConfig(NetConfig):
@@ -103,26 +101,12 @@ def accuracy(net: Evaluator, x: Tensor, y: Tensor) -> float:
 
 
 def save_evaluator(net: Evaluator, path: str | Path, extra: dict | None = None) -> Path:
-    path = Path(path)
-    weights = path.with_suffix(".safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    atomic_write(weights, lambda tmp: save_file(state, tmp))
-    meta = {
-        "spec": asdict(net.spec),
-        "net": net.cfg.model_dump(),
-        "sha256": sha256_file(weights),
-        **(extra or {}),
-    }
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
-    return path.with_suffix(".json")
+    """``<path>.json`` (data spec, config) + ``<path>.safetensors``, as models are saved."""
+    return save_weights(net, path, {"spec": asdict(net.spec), "net": net.cfg.model_dump()}, extra)
 
 
 def load_evaluator(path: str | Path) -> Evaluator:
-    path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    weights = path.with_suffix(".safetensors")
-    if sha256_file(weights) != meta["sha256"]:
-        raise ValueError(f"{weights}: sha256 does not match {path.with_suffix('.json')}")
+    meta, state = read_weights(path)
     net = Evaluator(DataSpec(**meta["spec"]), EvaluatorConfig(**meta["net"]))
-    net.load_state_dict(load_file(weights))
+    net.load_state_dict(state)
     return net.eval()
