@@ -23,13 +23,10 @@ images per real one; ``real_dataset(prepared_dir, split)`` wraps a prepared spli
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +36,9 @@ from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
 from genzoo.models.base import sha256_file
-from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, load_params
+from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, stage_args
 from genzoo.tasks.data import load_split
-from genzoo.tasks.layout import evaluation_dir, evaluator_dir, family_dir, read_json
+from genzoo.tasks.layout import evaluation_dir, evaluator_dir, family_dir, read_json, replacing_dir
 from genzoo.tasks.quality import real_features, scores
 
 log = logging.getLogger("genzoo.augment")
@@ -265,22 +262,11 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         "quality": _quality(params, x, y),
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{req.name}.", dir=root))
-    try:
+    with replacing_dir(target) as tmp:
         (tmp / "images.npz").write_bytes(buf.getvalue())
         if req.png:
             _write_pngs(tmp, images, labels, levels)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        old = root / f".{req.name}.old"
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)  # the previous version stays whole until the new one is in place
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("%s: %d images from %s (%s rejected)", target, len(labels), ", ".join(sources), filters.rejected)
     return target
 
@@ -342,13 +328,8 @@ def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Datas
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description="Write the labelled synthetic dataset of params.yaml's augment block."
-    )
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    print(generate(load_params(args.params)))
+    params, _ = stage_args(argv, "Write the labelled synthetic dataset of params.yaml's augment block.")
+    print(generate(params))
 
 
 if __name__ == "__main__":

@@ -381,3 +381,21 @@ def load_params(
     if overrides:
         raw = apply_overrides(raw, overrides)
     return validate(raw)
+
+
+def stage_args(
+    argv: list[str] | None, description: str, target: str | None = None, target_help: str | None = None
+) -> tuple[Params, str | None]:
+    """The start of every stage's ``main()`` (its DVC command line): parse ``[TARGET] [--params
+    FILE] [key=value ...]``, log INFO to stderr, and return the validated params and TARGET."""
+    import argparse
+    import logging
+
+    ap = argparse.ArgumentParser(description=description)
+    if target:
+        ap.add_argument(target, help=target_help)
+    ap.add_argument("--params", default=str(DEFAULT_PARAMS))
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = ap.parse_intermixed_args(argv)  # overrides may follow --params, as in dvc.yaml's cmd
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return load_params(args.params, args.overrides), (getattr(args, target) if target else None)

@@ -28,7 +28,6 @@ mostly measures: how simple an image is.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -50,7 +49,7 @@ from genzoo.models.base import (
 from genzoo.models.classical import Background
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
-from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
     DataError,
@@ -70,6 +69,7 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
+from genzoo.tasks.quality import log_likelihoods
 
 log = logging.getLogger("genzoo.detect")
 
@@ -93,13 +93,7 @@ def estimator(net: GenerativeModel) -> str:
 @torch.inference_mode()
 def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray:
     """Bits/dim of each image (N,), labels marginalised; seeded where the bound samples."""
-    fn = net.log_prob if isinstance(net, ExactLikelihood) else net.elbo
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for xb in x.split(batch):
-            out.append(fn(xb.to(net.device), None).double().cpu())
-    nats = torch.cat(out).numpy()
+    nats = log_likelihoods(net, x, batch=batch).numpy()
     return -nats / (net.spec.dims * np.log(2))
 
 
@@ -333,16 +327,11 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description="Anomaly-detection benchmark of one family (runs/evaluation/F/anomaly.json)"
+    params, family = stage_args(
+        argv, "Anomaly-detection benchmark of one family (runs/evaluation/F/anomaly.json)", "family"
     )
-    ap.add_argument("family")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    run_benchmark(params, args.family)
-    print(benchmark_path(params, args.family))
+    run_benchmark(params, family)
+    print(benchmark_path(params, family))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ and the family's MLflow run. Both stages are skipped when their inputs are uncha
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -36,7 +35,7 @@ from genzoo.models.base import atomic_write, atomic_write_text, sha256_file
 from genzoo.models.classical import BASELINES
 from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
 from genzoo.tasks import latent, tracking
-from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, family_dir, read_json
 from genzoo.tasks.quality import real_features, scores, summarize
@@ -285,16 +284,14 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Evaluation stages: `evaluator`, or one family's samples.")
-    ap.add_argument("family", help="a family, or 'evaluator' for the classifier and the reference rows")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    if args.family == "evaluator":
+    params, family = stage_args(
+        argv, "Evaluation stages: `evaluator`, or one family's samples.", "family",
+        "a family, or 'evaluator' for the classifier and the reference rows",
+    )  # fmt: skip
+    if family == "evaluator":
         evaluator_stage(params)
     else:
-        evaluate_family(params, args.family)
+        evaluate_family(params, family)
 
 
 if __name__ == "__main__":

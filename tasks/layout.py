@@ -19,11 +19,15 @@ Checkpoints: ``<run.checkpoints_dir>/<family>/<key>/``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,26 @@ def evaluator_dir(params: Params) -> Path:
 def checkpoint_dir(params: Params, family: str, key: str) -> Path:
     """One folder per training key: a re-run with the same key resumes, any change starts afresh."""
     return Path(params.run.checkpoints_dir) / family / key
+
+
+@contextlib.contextmanager
+def replacing_dir(target: Path) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to write into; when the block ends it replaces ``target``
+    as a whole (the previous version stays whole until the new one is in place), and when the
+    block fails it is removed and ``target`` is left untouched."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_json(path: str | Path) -> Any:

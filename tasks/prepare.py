@@ -9,14 +9,11 @@ prepared data untouched.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +21,7 @@ import numpy as np
 import torch
 
 from genzoo.models.base import atomic_write_text
-from genzoo.tasks.config import DataParams, Params, load_params
+from genzoo.tasks.config import DataParams, Params, stage_args
 from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize, to_nchw
 
 # the prepared data's readers live on the ground floor (tasks/data.py); named here too for
@@ -32,6 +29,7 @@ from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize,
 from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
+from genzoo.tasks.layout import replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
@@ -344,10 +342,7 @@ def prepare(params: Params) -> dict:
         "seed": params.seed,
         "splits": {},
     }
-    out = Path(p.prepared_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replacing_dir(Path(p.prepared_dir)) as tmp:
         for split, idx in splits.items():
             x, y = images[idx], ds.labels[idx]
             with open(tmp / f"{split}.npz", "wb") as f:
@@ -357,28 +352,13 @@ def prepare(params: Params) -> dict:
             counts = np.bincount(y, minlength=len(ds.class_names)).tolist()
             manifest["splits"][split] = {"n": len(idx), "per_class": counts, "sha256": content_hash(x, y)}
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("prepared %s: %s", ds.source, {s: v["n"] for s, v in manifest["splits"].items()})
     return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description="Prepare the dataset named in params.yaml (DVC stage 'prepare')."
-    )
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    prepare(load_params(args.params, args.overrides))
+    params, _ = stage_args(argv, "Prepare the dataset named in params.yaml (DVC stage 'prepare').")
+    prepare(params)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import io
@@ -26,7 +25,7 @@ import torch
 
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
-from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.figures import grid
 from genzoo.tasks.layout import evaluation_dir, read_json
@@ -548,11 +547,8 @@ def build_report(params: Params) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="The HTML report of the trained and evaluated families.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_report(load_params(args.params))
+    params, _ = stage_args(argv, "The HTML report of the trained and evaluated families.")
+    build_report(params)
 
 
 if __name__ == "__main__":

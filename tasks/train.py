@@ -9,7 +9,6 @@ resumes from them; any change starts afresh.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ from genzoo.models.base import (
     likelihood_estimator,
 )
 from genzoo.models.trainer import Callback, JsonlLogger
-from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import checkpoint_dir, family_dir, resolve_device, train_key, train_variant
@@ -36,25 +35,9 @@ from genzoo.tasks.layout import checkpoint_dir, family_dir, resolve_device, trai
 # whether a family's outputs are current is provenance (tasks/layout.py), read by `genzoo
 # status` too; named here for the pipeline, which asks it before training
 from genzoo.tasks.layout import up_to_date as up_to_date
+from genzoo.tasks.quality import log_likelihoods
 
 log = logging.getLogger("genzoo.train")
-
-
-@torch.inference_mode()
-def mean_log_likelihood(
-    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None = None, batch: int = 512
-) -> float:
-    """Mean log p(x | y) in nats per image (exact or the family's bound); y=None
-    marginalises the labels. Seeded (a bound may sample) without touching the global RNG."""
-    fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
-    ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        total = sum(
-            fn(xb.to(model.device), None if yb is None else yb.to(model.device)).sum().item()
-            for xb, yb in zip(x.split(batch), ys, strict=True)
-        )
-    return total / len(x)
 
 
 @torch.inference_mode()
@@ -162,7 +145,7 @@ def _train(
     if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
         x_val, y_val, _ = load_split(params.data.prepared_dir, "val")
-        val_fn = lambda m: bits_per_dim(mean_log_likelihood(m, x_val, y_val), spec.dims)  # noqa: E731
+        val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
     trained, result = train_variant(
         params,
         family,
@@ -204,7 +187,7 @@ def _train(
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if estimator is not None:  # labels marginalised: the unconditional likelihood
         x_test, _, _ = load_split(params.data.prepared_dir, "test")
-        test_bpd = bits_per_dim(mean_log_likelihood(trained, x_test), spec.dims)
+        test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator)
     metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -212,13 +195,8 @@ def _train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train one family (DVC stage 'train@<family>').")
-    ap.add_argument("family")
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_family(load_params(args.params, args.overrides), args.family)
+    params, family = stage_args(argv, "Train one family (DVC stage 'train@<family>').", "family")
+    train_family(params, family)
 
 
 if __name__ == "__main__":

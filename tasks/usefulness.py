@@ -24,7 +24,6 @@ second call with the same params, data, models and code returns the stored figur
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -42,7 +41,7 @@ from genzoo.models.classical import PCAKDE
 from genzoo.models.evaluator import accuracy, train_evaluator
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
-from genzoo.tasks.config import Params, fingerprint, load_params
+from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.layout import (
     cached_variant,
@@ -313,16 +312,13 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Usefulness of synthetic data (DVC stages)")
-    ap.add_argument("what", help="`reference`, or a family")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    params = load_params(args.params)
-    if args.what == "reference":
+    params, what = stage_args(
+        argv, "Usefulness of synthetic data (DVC stages)", "what", "`reference`, or a family"
+    )
+    if what == "reference":
         reference(params)
     else:
-        measure_family(params, args.what)
+        measure_family(params, what)
 
 
 if __name__ == "__main__":

@@ -115,3 +115,14 @@ def test_a_variant_is_the_same_whatever_ran_before_and_is_saved_only_when_whole(
     assert r.steps == 2 and not (tmp_path / "c.json").exists()  # interrupted: no model
     with pytest.raises(KeyError, match="models.vae: not in params"):
         train_variant(params, "vae", x, y, spec, cfg, tmp_path / "d.json", stamp)
+
+
+def test_every_stage_command_line_reads_target_params_file_and_overrides(tmp_path):
+    from genzoo.tasks.config import stage_args
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=3, families=["gan"])))
+    params, family = stage_args(["gan", "--params", str(path), "models.gan.train.steps=5"], "t", "family")
+    assert family == "gan" and params.train_config("gan").steps == 5
+    params, none = stage_args(["--params", str(path)], "t")
+    assert none is None and params.train_config("gan").steps == 3
