@@ -459,6 +459,16 @@ def record(params: Params, families: list[str], useful: list[str]) -> list[str]:
     return state.result()
 
 
+def summarize_in_mlflow(parent: str, result: dict[str, Any]) -> str:
+    """The parent run's per-family figures and which families were up to date; its id."""
+    c = tracking.client()
+    tracking.log_summary(c, parent, result["figures"])
+    tracking.set_tags(
+        c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in result["trained"].items()}
+    )
+    return parent
+
+
 FIGURES = ("steps", "train_seconds", "test_bpd", "fd", "fd_ci95", "precision", "recall")
 
 
@@ -512,12 +522,7 @@ def pipeline(
         elif record_dvc:
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
-            c = tracking.client()
-            tracking.log_summary(c, parent, result["figures"])
-            tracking.set_tags(
-                c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in result["trained"].items()}
-            )
-            result["mlflow_run_id"] = parent
+            result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
     if "report" in result:
         result["report_path"] = str(report_path(params))

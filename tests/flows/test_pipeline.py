@@ -188,6 +188,15 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
     assert not any("HTTP Request" in m for m in messages)
 
 
+def test_ray_tasks_run_the_function_given_with_mlflow_pointed_where_the_driver_is(tmp_path, local_ray):
+    params = validate(tiny_params(tmp_path, families=["vae"]))
+    ref = cluster.submit(
+        params, "vae", "where", os.getenv, "MLFLOW_TRACKING_URI", tracking_uri="sqlite:///x.db"
+    )
+    assert ray.get(ref, timeout=120) == "sqlite:///x.db"
+    assert ray.get(cluster.submit(params, "vae", "max", max, 3, 7), timeout=120) == 7
+
+
 def test_progress_reaches_the_driver_and_a_lost_board_never_fails_a_training(local_ray):
     with cluster.progress_board() as board:
         report = cluster.ReportProgress(board, "vae")
