@@ -23,19 +23,11 @@ from typing import Any
 
 from genzoo.models.trainer import Callback, TrainResult
 from genzoo.tasks.config import flatten
-from genzoo.tasks.layout import family_run_id
+from genzoo.tasks.layout import FAMILY_OUTPUTS, family_run_id
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"
-ARTIFACTS = (
-    "model.json",
-    "model.safetensors",
-    "samples.png",
-    "loss.png",
-    "curve.csv",
-    "metrics.json",
-    "log.jsonl",
-)
+ARTIFACTS = FAMILY_OUTPUTS  # everything train@<family> writes goes to its run
 
 
 def tracking_uri(root: str | Path = ".") -> str:
