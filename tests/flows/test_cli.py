@@ -45,7 +45,7 @@ def restore_logging():
 def test_http_requests_are_shown_only_with_verbose(verbose, http_server, restore_logging, capsys):
     cli.setup_logging(quiet=False, verbose=verbose)
     httpx.get(f"{http_server}/api/health")
-    logging.getLogger("prefect.task_runs").info("vae: step 5/10", extra={"task_run_name": "train-vae"})
+    logging.getLogger("genzoo.test").info("vae: step 5/10", extra={"task_run_name": "train-vae"})
     err = capsys.readouterr().err
     assert ("HTTP Request: GET" in err) is verbose, err
     assert re.search(r"^\d\d:\d\d:\d\d train-vae +vae: step 5/10$", err, re.M), err
@@ -53,11 +53,11 @@ def test_http_requests_are_shown_only_with_verbose(verbose, http_server, restore
 
 def test_the_console_names_the_stage_and_drops_prefects_completed_lines(restore_logging, capsys):
     cli.setup_logging()
-    runs = logging.getLogger("prefect.task_runs")
+    runs = logging.getLogger("prefect.test")  # as Prefect's run loggers, without their API handler
     runs.info("started", extra={"task_run_name": "evaluate-gan"})
     runs.info("Finished in state Completed()", extra={"task_run_name": "evaluate-gan"})
     runs.error("Finished in state Failed('boom')", extra={"task_run_name": "evaluate-gan"})
-    logging.getLogger("prefect.flow_runs").info("pipeline done", extra={"flow_name": "genzoo-pipeline"})
+    logging.getLogger("prefect.test").info("pipeline done", extra={"flow_name": "genzoo-pipeline"})
     logging.getLogger("genzoo.cluster").warning("no GPU")
     lines = [line.split(" ", 1)[1] for line in capsys.readouterr().err.splitlines()]
     assert [re.sub(r" +", " ", line) for line in lines] == [

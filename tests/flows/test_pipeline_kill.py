@@ -43,7 +43,7 @@ def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "genzoo"), "run", "-q", "--params", "params.yaml"]
+    cmd = [str(BIN / "genzoo"), "run", "-q", "--json", "--params", "params.yaml"]
 
     proc = subprocess.Popen(
         cmd,

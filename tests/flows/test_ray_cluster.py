@@ -42,6 +42,7 @@ def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
                 str(BIN / "genzoo"),
                 "run",
                 "-q",
+                "--json",
                 "--params",
                 "params.yaml",
                 "--ray-address",
