@@ -107,7 +107,8 @@ def cmd_run(args) -> int:
         )
     if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
         logging.getLogger("genzoo").setLevel(logging.WARNING)
-        logging.getLogger("genzoo.cluster").setLevel(logging.NOTSET)
+        if not args.quiet:
+            logging.getLogger("genzoo.cluster").setLevel(logging.INFO)  # where the families run
     # checked above against the params file given, whose profiles may not be the project's
     # (the flow's pick list): Prefect need not check the parameters again
     result = pipeline.with_options(validate_parameters=False)(

@@ -149,6 +149,8 @@ def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +started$", r.stderr, re.M), r.stderr
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +done in [\d.]+ s$", r.stderr, re.M), r.stderr
     assert "HTTP Request" not in r.stderr and "Finished in state Completed" not in r.stderr
+    assert re.search(r"^\d\d:\d\d:\d\d cluster +started a local Ray", r.stderr, re.M), r.stderr
+    assert len(re.findall(r"prepared digits", r.stderr)) == 1, r.stderr  # the stage's line, once
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(summary["families"]) == ["gan", "realnvp"]
     assert summary["families"]["realnvp"]["steps"] == 4 and not summary["families"]["gan"]["cached"]
