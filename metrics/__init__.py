@@ -1,26 +1,4 @@
-"""Pure functions on tensors/arrays for evaluating generative models. No I/O."""
-
-from genzoo.metrics.likelihood import bits_per_dim, uniform_bits_per_dim
-from genzoo.metrics.quality import (
-    diversity,
-    frechet_distance,
-    inception_score,
-    kid,
-    mean_ci,
-    memorization,
-    prdc,
-    sharpness,
-)
-
-__all__ = [
-    "bits_per_dim",
-    "diversity",
-    "frechet_distance",
-    "inception_score",
-    "kid",
-    "mean_ci",
-    "memorization",
-    "prdc",
-    "sharpness",
-    "uniform_bits_per_dim",
-]
+"""Pure functions on tensors/arrays for evaluating generative models (no I/O): ``likelihood``
+(bits/dim), ``quality`` (Fréchet distance, KID, precision/recall/density/coverage, ...),
+``anomaly`` (AUROC, typicality). Import them from their modules: a stage then reads only the
+metrics it uses (its code hash, tasks/layout.py)."""

@@ -183,6 +183,21 @@ def likelihood_estimator(model: nn.Module) -> str | None:
     return None
 
 
+@torch.inference_mode()
+def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch: int = 512) -> Tensor:
+    """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,
+    exact or the family's bound; y=None marginalises the labels. Seeded (a bound may sample)
+    without touching the global RNG, so the same images get the same numbers."""
+    fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
+    ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for xb, yb in zip(x.split(batch), ys, strict=True):
+            out.append(fn(xb.to(model.device), None if yb is None else yb.to(model.device)).double().cpu())
+    return torch.cat(out)
+
+
 # ----------------------------------------------------------------------------- registry
 
 REGISTRY: dict[str, type[GenerativeModel]] = {}

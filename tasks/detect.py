@@ -44,6 +44,7 @@ from genzoo.models.base import (
     GenerativeModel,
     LikelihoodBound,
     atomic_write_text,
+    log_likelihoods,
     sha256_file,
 )
 from genzoo.models.classical import Background
@@ -69,7 +70,6 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
-from genzoo.tasks.quality import log_likelihoods
 
 log = logging.getLogger("genzoo.detect")
 

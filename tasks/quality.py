@@ -1,5 +1,4 @@
-"""Judging models and images (ground floor): a model's likelihood of images (training's test
-bits/dim, detection's scores), and the figures in the evaluator's feature space that every
+"""Judging images (ground floor): the figures in the evaluator's feature space that every
 stage judging samples reports (``evaluate@<family>``, the reference rows, ``augment``) with
 the real features they are judged against (``runs/evaluation/evaluator/features.npz``, written
 by the ``evaluator`` stage)."""
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from genzoo.metrics.quality import (
     diversity,
@@ -21,25 +19,7 @@ from genzoo.metrics.quality import (
     memorization,
     prdc,
 )
-from genzoo.models.base import ExactLikelihood, GenerativeModel
 from genzoo.tasks.config import Params, flatten, nest
-
-
-@torch.inference_mode()
-def log_likelihoods(
-    model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None = None, batch: int = 512
-) -> torch.Tensor:
-    """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,
-    exact or the family's bound; y=None marginalises the labels. Seeded (a bound may sample)
-    without touching the global RNG, so the same images get the same numbers."""
-    fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
-    ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for xb, yb in zip(x.split(batch), ys, strict=True):
-            out.append(fn(xb.to(model.device), None if yb is None else yb.to(model.device)).double().cpu())
-    return torch.cat(out)
 
 
 def real_features(folder: Path) -> dict[str, Any] | None:

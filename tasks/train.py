@@ -18,13 +18,14 @@ from typing import Any
 import torch
 
 from genzoo import models
-from genzoo.metrics import bits_per_dim
+from genzoo.metrics.likelihood import bits_per_dim
 from genzoo.models.base import (
     ExactLikelihood,
     GenerativeModel,
     LikelihoodBound,
     atomic_write_text,
     likelihood_estimator,
+    log_likelihoods,
 )
 from genzoo.models.trainer import Callback, JsonlLogger
 from genzoo.tasks.config import Params, stage_args
@@ -35,7 +36,6 @@ from genzoo.tasks.layout import checkpoint_dir, family_dir, resolve_device, trai
 # whether a family's outputs are current is provenance (tasks/layout.py), read by `genzoo
 # status` too; named here for the pipeline, which asks it before training
 from genzoo.tasks.layout import up_to_date as up_to_date
-from genzoo.tasks.quality import log_likelihoods
 
 log = logging.getLogger("genzoo.train")
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from genzoo.metrics import bits_per_dim, uniform_bits_per_dim
+from genzoo.metrics.likelihood import bits_per_dim, uniform_bits_per_dim
 
 
 def test_uniform_distribution_scores_log2_levels():

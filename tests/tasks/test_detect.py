@@ -124,7 +124,7 @@ def test_scores_are_bits_per_dim_and_deterministic(trained):
     assert s.shape == (20,) and np.isfinite(s).all() and (s > 0).all()
     assert np.array_equal(s, score(net, xt[:20]))
     # the mean equals the marginal test bits/dim the training stage reports (same estimator)
-    from genzoo.tasks.quality import log_likelihoods
+    from genzoo.models.base import log_likelihoods
 
     ll = log_likelihoods(net, xt[:20]).mean().item()
     assert s.mean() == pytest.approx(-ll / (64 * np.log(2)), rel=1e-6)
