@@ -175,7 +175,7 @@ def cmd_sample(args) -> int:
     params = _params(args)
     if not args.family and not args.model:
         raise SystemExit("give --family F (the model in runs/F) or --model PATH/model.json")
-    model = load_model(args.model or args.family, params.run.runs_dir)
+    model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     if args.device:
         model = model.to(torch.device(args.device))
     cls = resolve_class(model, args.cls, class_names(params.data.prepared_dir))
@@ -389,6 +389,11 @@ def _sample_parser(sub) -> None:
         "--model",
         help="a saved model's model.json, or a registered MLflow version models:/<family>/<version> "
         "(instead of --family)",
+    )
+    p.add_argument(
+        "--allow-unhashed",
+        action="store_true",
+        help="load a model.json that records no sha256 of its weights (refused by default)",
     )
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument(

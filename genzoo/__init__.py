@@ -115,7 +115,11 @@ def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Datas
 
 
 def load_model(
-    ref: str | Path, runs_dir: str | Path = "runs", device: str | torch.device = "cpu"
+    ref: str | Path,
+    runs_dir: str | Path = "runs",
+    device: str | torch.device = "cpu",
+    *,
+    allow_unhashed: bool = False,
 ) -> GenerativeModel:
     """A trained generative model.
 
@@ -125,6 +129,8 @@ def load_model(
             (read from the tracking server that ``MLFLOW_TRACKING_URI`` names).
         runs_dir: where the pipeline wrote its models (``run.runs_dir``).
         device: where to put the weights.
+        allow_unhashed: load a ``model.json`` that records no sha256 of its weights (by
+            default that is an error: the weights could have been changed unnoticed).
 
     Returns:
         The model in eval mode; ``model.family`` names its family, ``model.spec`` its image
@@ -132,11 +138,12 @@ def load_model(
 
     Raises:
         FileNotFoundError: no model there.
-        ValueError: the weights do not match the hash in ``model.json``.
+        ValueError: the weights do not match the hash in ``model.json``, or it records none
+            (without ``allow_unhashed``).
     """
     from genzoo.tasks.sample import load_model as _load
 
-    return _load(ref, runs_dir, device)
+    return _load(ref, runs_dir, device, allow_unhashed=allow_unhashed)
 
 
 def sample(

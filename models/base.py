@@ -276,17 +276,28 @@ def save_weights(
 
 
 def read_weights(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu", *, allow_unhashed: bool = False
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The config and the weights written by :func:`save_weights`, once the weights' sha256
-    matches the one recorded. Weights are safetensors: no code can run."""
+    matches the one recorded. Weights are safetensors: no code can run. A config without a
+    sha256 is refused (its weights could be anything) unless ``allow_unhashed``; the weights
+    file it names must sit beside it."""
     path = Path(path).with_suffix(".json")
     if not path.exists():
         raise FileNotFoundError(f"no model config at {path}")
     meta = json.loads(path.read_text())
-    weights = path.with_name(meta.get("weights", path.with_suffix(".safetensors").name))
+    name = meta.get("weights", path.with_suffix(".safetensors").name)
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise ValueError(f"{path}: weights {name!r} is not a file beside it; refusing to load")
+    weights = path.with_name(name)
     digest = sha256_file(weights)
-    if meta.get("sha256") and digest != meta["sha256"]:
+    if not meta.get("sha256"):
+        if not allow_unhashed:
+            raise ValueError(
+                f"{path}: records no sha256 for {weights.name}, so tampered weights would load; "
+                "pass allow_unhashed=True (genzoo: --allow-unhashed) to load it anyway"
+            )
+    elif digest != meta["sha256"]:
         raise ValueError(
             f"{weights}: sha256 does not match {path.name} (file {digest[:12]}..., recorded "
             f"{meta['sha256'][:12]}...): truncated or corrupted"
@@ -300,9 +311,12 @@ def save(model: GenerativeModel, path: str | Path, extra: dict[str, Any] | None 
     return save_weights(model, path, config, extra)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModel:
-    """Load a model saved by :func:`save`."""
-    meta, state = read_weights(path, map_location)
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", *, allow_unhashed: bool = False
+) -> GenerativeModel:
+    """Load a model saved by :func:`save`; its weights must match the sha256 its model.json
+    records (one without a sha256 loads only with ``allow_unhashed=True``)."""
+    meta, state = read_weights(path, map_location, allow_unhashed=allow_unhashed)
     model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
     model.load_state_dict(state)
     return model.to(map_location).eval()

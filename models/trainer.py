@@ -155,13 +155,33 @@ class Checkpoints:
         self.index_path = self.root / "index.json"
 
     def _index(self) -> list[dict[str, Any]]:
+        """The index's entries; an entry naming a file outside this folder (``../x``, an
+        absolute path, a link out) refuses the whole index: save() deletes the files entries
+        name, so such an index could delete any file."""
         if not self.index_path.exists():
             return []
         try:
-            return json.loads(self.index_path.read_text())
+            entries = json.loads(self.index_path.read_text())
         except json.JSONDecodeError:
             log.warning("checkpoint index %s is unreadable; ignoring it", self.index_path)
             return []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"checkpoint index {self.index_path}: not a list of entries; refusing it")
+        for e in entries:
+            self._confined(e.get("file"))
+        return entries
+
+    def _confined(self, name: Any) -> Path:
+        """``root / name`` when ``name`` is a plain file name whose path resolves inside the
+        folder (a checkpoint's own name); a ValueError naming the index otherwise."""
+        ok = isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+        path = self.root / name if ok else None
+        if path is None or path.resolve().parent != self.root.resolve():
+            raise ValueError(
+                f"checkpoint index {self.index_path}: entry file {name!r} is outside {self.root}; "
+                "refusing the index (remove it to start this training afresh)"
+            )
+        return path
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         path = self.root / f"step-{step:08d}.pt"
@@ -172,7 +192,7 @@ class Checkpoints:
         entries.append({"step": step, "file": path.name, "sha256": sha256_file(path)})
         entries.sort(key=lambda e: e["step"])
         for old in entries[: -self.keep]:
-            (self.root / old["file"]).unlink(missing_ok=True)
+            self._confined(old["file"]).unlink(missing_ok=True)
         atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
         return path
 
@@ -183,7 +203,7 @@ class Checkpoints:
         for stale in self.root.glob(".step-*.tmp"):
             stale.unlink(missing_ok=True)
         for entry in reversed(self._index()):
-            path = self.root / entry["file"]
+            path = self._confined(entry["file"])
             if not path.exists():
                 log.warning("checkpoint %s is listed but missing; trying an older one", path)
                 continue

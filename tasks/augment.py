@@ -38,7 +38,15 @@ from genzoo import models
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, stage_args
 from genzoo.tasks.data import load_split
-from genzoo.tasks.layout import evaluation_dir, evaluator_dir, family_dir, read_json, replacing_dir
+from genzoo.tasks.layout import (
+    check_replaceable,
+    evaluation_dir,
+    evaluator_dir,
+    family_dir,
+    mark,
+    read_json,
+    replacing_dir,
+)
 from genzoo.tasks.quality import real_features, scores
 
 log = logging.getLogger("genzoo.augment")
@@ -215,10 +223,13 @@ def _write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray, levels: in
 def generate(params: Params, req: AugmentParams | None = None, batch: int = 500) -> Path:
     """Write the dataset ``req`` (default: the params' ``augment`` block) -> its folder."""
     req = req or params.augment
+    if Path(req.out_dir).is_symlink():  # the datasets would land wherever the link points
+        raise ValueError(f"augment.out_dir {req.out_dir}: is a symbolic link; give the folder it points to")
     root = Path(req.out_dir).resolve()
     target = root / req.name
     if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
         raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
+    check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
     families = resolve_families(params, req)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     filters = _Filters(params, req)
@@ -241,6 +252,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     buf = io.BytesIO()
     np.savez_compressed(buf, images=images, labels=labels, source=source)
     manifest = {
+        **mark("synthetic-dataset"),
         "name": req.name,
         "request": req.model_dump(),
         "families": sources,
@@ -262,7 +274,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         "quality": _quality(params, x, y),
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
-    with replacing_dir(target) as tmp:
+    with replacing_dir(target, "synthetic-dataset") as tmp:
         (tmp / "images.npz").write_bytes(buf.getvalue())
         if req.png:
             _write_pngs(tmp, images, labels, levels)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
+import errno
 import functools
 import json
 import logging
@@ -74,24 +76,150 @@ def checkpoint_dir(params: Params, family: str, key: str) -> Path:
     return Path(params.run.checkpoints_dir) / family / key
 
 
+# ----------------------------------------------------------------------------- replacing a folder
+
+MADE_BY = "genzoo"
+# Each kind of folder genzoo replaces as a whole: the names it writes at its top (nothing else
+# may sit there) and the manifest keys a folder written before the mark existed carries (a
+# folder from genzoo <= 0.x with exactly these files and a manifest of these keys is genzoo's).
+OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "prepared-data": (
+        frozenset({"manifest.json", "train.npz", "val.npz", "test.npz"}),
+        frozenset({"source", "shape", "levels", "num_classes", "class_names", "seed", "splits"}),
+    ),
+    "synthetic-dataset": (
+        frozenset({"manifest.json", "images.npz", "png"}),
+        frozenset({"name", "request", "families", "params_hash", "n", "sha256"}),
+    ),
+}
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+class NotGenzooOutput(ValueError):
+    """A folder genzoo was asked to replace is not one it wrote; the message names it."""
+
+
+def mark(kind: str) -> dict[str, str]:
+    """The keys that make a manifest.json genzoo's: which program wrote the folder, what it
+    is and which version; :func:`replacing_dir` replaces only folders that carry them."""
+    if kind not in OWNED_KINDS:
+        raise KeyError(f"unknown output kind {kind!r}; known: {sorted(OWNED_KINDS)}")
+    from genzoo import __version__
+
+    return {"made_by": MADE_BY, "kind": kind, "version": __version__}
+
+
+def check_owned(folder: Path, kind: str) -> None:
+    """Raise :class:`NotGenzooOutput` unless ``folder`` (which exists) is a ``kind`` folder
+    genzoo wrote: a real folder (not a link) whose manifest.json carries genzoo's mark (or
+    is of the form genzoo wrote before the mark), holding only the files genzoo writes there,
+    none of them a symbolic link. An empty folder holds nothing to lose and passes."""
+    files, legacy_keys = OWNED_KINDS[kind]
+    how = "move it away or choose another path; genzoo replaces only folders it wrote"
+    if folder.is_symlink():
+        raise NotGenzooOutput(f"{folder}: is a symbolic link, refusing to replace it; {how}")
+    if not folder.is_dir():
+        raise NotGenzooOutput(f"{folder}: exists and is not a folder; {how}")
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return
+    manifest = read_json(folder / "manifest.json")
+    marked = (
+        isinstance(manifest, dict) and manifest.get("made_by") == MADE_BY and manifest.get("kind") == kind
+    )
+    legacy = isinstance(manifest, dict) and "made_by" not in manifest and legacy_keys <= manifest.keys()
+    if not (marked or legacy):
+        raise NotGenzooOutput(f"{folder}: not a genzoo {kind} folder (no genzoo manifest.json); {how}")
+    if names - files:
+        raise NotGenzooOutput(
+            f"{folder}: holds {', '.join(sorted(names - files))}, which genzoo did not write; {how}"
+        )
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk follows no link
+        for name in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, name)):
+                raise NotGenzooOutput(
+                    f"{os.path.join(dirpath, name)}: a symbolic link inside {folder}, which genzoo "
+                    f"never writes; refusing to replace {folder}"
+                )
+
+
+def check_replaceable(target: Path, kind: str) -> None:
+    """Refuse early (before any compute) what :func:`replacing_dir` would refuse at ``target``."""
+    if target.is_symlink() or target.exists():
+        check_owned(target, kind)
+
+
+def exchange_dirs(a: Path, b: Path) -> bool:
+    """Swap the folders at ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``):
+    both paths exist at every moment. False where the system or file system cannot (not
+    Linux, an old kernel or libc, a file system without it); nothing has moved then."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"exchanging {a} and {b}: {os.strerror(err)}")
+
+
 @contextlib.contextmanager
-def replacing_dir(target: Path) -> Iterator[Path]:
-    """A fresh folder beside ``target`` to write into; when the block ends it replaces ``target``
-    as a whole (the previous version stays whole until the new one is in place), and when the
-    block fails it is removed and ``target`` is left untouched."""
+def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to write into; when the block ends it replaces
+    ``target`` as a whole, and when the block fails it is removed and ``target`` is left
+    untouched. The new folder's manifest.json must carry :func:`mark` (``kind``).
+
+    Only a folder genzoo wrote is ever replaced (:func:`check_owned`, checked before the
+    block runs and again before the swap): a user's folder at ``target``, a link, or a
+    genzoo folder someone added files to is refused with :class:`NotGenzooOutput`, nothing
+    written.
+
+    The swap: ``renameat2(RENAME_EXCHANGE)`` trades the new folder and the old one in one
+    step, so a reader of ``target`` sees the whole old folder or the whole new one at every
+    moment, never neither; the old one (now at the temporary name) is deleted afterwards.
+    Where the file system cannot exchange, two renames (old aside, new in) leave a window of
+    microseconds without ``target``; the old folder is still deleted only once the new one is
+    in place. A symlink-flip (``target`` a link to versioned folders) would avoid the
+    fallback's window too, but DVC outputs, users' scripts and ``rm -r`` would all meet a
+    link where they expect a folder, so genzoo keeps real folders."""
+    if kind not in OWNED_KINDS:
+        raise KeyError(f"unknown output kind {kind!r}; known: {sorted(OWNED_KINDS)}")
+    check_replaceable(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        made = read_json(tmp / "manifest.json")
+        if not isinstance(made, dict) or made.get("made_by") != MADE_BY or made.get("kind") != kind:
+            raise RuntimeError(f"{target}: the new folder's manifest.json lacks genzoo's mark ({kind})")
+        if not (target.is_symlink() or target.exists()):
+            os.rename(tmp, target)
+            return
+        check_owned(target, kind)  # it may have changed while the block ran
+        old = tmp if exchange_dirs(tmp, target) else _swap_by_renames(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
+
+
+def _swap_by_renames(new: Path, target: Path) -> Path:
+    """``target`` aside, ``new`` in its place (the fallback of :func:`exchange_dirs`); when
+    the second rename fails the old folder goes back. Returns the folder holding the old."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, aside / target.name)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(aside / target.name, target)
+        aside.rmdir()
+        raise
+    return aside
 
 
 def read_json(path: str | Path) -> Any:

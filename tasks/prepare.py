@@ -29,7 +29,7 @@ from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize,
 from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
-from genzoo.tasks.layout import replacing_dir
+from genzoo.tasks.layout import check_replaceable, mark, replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
@@ -103,6 +103,16 @@ def _fit(img, size: tuple[int, int]):
     return canvas
 
 
+def _inside(path: Path, root: Path) -> None:
+    """A class folder or image must stay inside the data folder: a symbolic link out of it
+    (or back to it, a class folder linking to its parent) is refused."""
+    real, top = path.resolve(), root.resolve()
+    if real == top or top not in real.parents:
+        raise DataError(
+            f"{path}: a symbolic link to {real}, outside the data folder {root}; copy the files in"
+        )
+
+
 def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
@@ -114,9 +124,11 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
         raise DataError(f"{root}: no class sub-folders (expected one folder per class)")
     files: list[tuple[Path, int]] = []
     for k, name in enumerate(classes):
+        _inside(root / name, root)
         for f in sorted((root / name).iterdir()):
             if f.name.startswith(".") or f.is_dir():
                 continue
+            _inside(f, root)
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(
                     f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
@@ -324,6 +336,7 @@ def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 def prepare(params: Params) -> dict:
     """Build the prepared dataset; returns its manifest."""
     p = params.data
+    check_replaceable(Path(p.prepared_dir), "prepared-data")  # a folder genzoo did not write: refused
     ds = convert(load_source(p), p)
     check(ds)
     if p.max_per_class:
@@ -334,6 +347,7 @@ def prepare(params: Params) -> dict:
     splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
     n, c, h, w = images.shape
     manifest = {
+        **mark("prepared-data"),
         "source": ds.source,
         "shape": [c, h, w],
         "levels": ds.levels,
@@ -342,7 +356,7 @@ def prepare(params: Params) -> dict:
         "seed": params.seed,
         "splits": {},
     }
-    with replacing_dir(Path(p.prepared_dir)) as tmp:
+    with replacing_dir(Path(p.prepared_dir), "prepared-data") as tmp:
         for split, idx in splits.items():
             x, y = images[idx], ds.labels[idx]
             with open(tmp / f"{split}.npz", "wb") as f:

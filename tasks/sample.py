@@ -97,12 +97,17 @@ def sample_to_file(
 
 
 def load_model(
-    ref: str | Path, runs_dir: str | Path = "runs", device: str | torch.device = "cpu"
+    ref: str | Path,
+    runs_dir: str | Path = "runs",
+    device: str | torch.device = "cpu",
+    *,
+    allow_unhashed: bool = False,
 ) -> GenerativeModel:
     """A trained model from ``ref``: a family name (its model in ``runs_dir/<family>/``), a
     saved ``model.json`` (or its folder), or a registered MLflow version
     ``models:/<family>/<version>`` (downloaded from the tracking server). The weights'
-    sha256 is checked against model.json."""
+    sha256 is checked against model.json; one that records none loads only with
+    ``allow_unhashed``."""
     ref = str(ref)
     if ref.startswith("models:/"):  # a registered version in MLflow
         from genzoo.tasks.tracking import download_registered
@@ -117,7 +122,7 @@ def load_model(
     if not path.with_suffix(".json").exists():
         hint = f"; run `genzoo train --family {ref}` first" if ref in models.REGISTRY else ""
         raise FileNotFoundError(f"{path.with_suffix('.json')}: no trained model{hint}")
-    return models.load(path, device)
+    return models.load(path, device, allow_unhashed=allow_unhashed)
 
 
 def class_names(prepared_dir: str | Path) -> list[str] | None:

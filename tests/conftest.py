@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import subprocess
@@ -115,3 +116,35 @@ def make_dvc_repo(tmp_path, steps: int, families=None):
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
     return repo, raw, sh
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc (parents first)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def own_processes(title: str, root: int | None = None) -> list[int]:
+    """The processes this test process started (its descendants: the local Ray it runs and
+    Ray's workers) whose command line holds ``title`` (a Ray task's ``ray::<name>``). Never
+    a search of the whole machine: a user's genzoo training is not ours to signal."""
+    found = []
+    for pid in descendants(os.getpid() if root is None else root):
+        with contextlib.suppress(OSError):
+            if title in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace"
+            ):
+                found.append(pid)
+    return found

@@ -23,7 +23,7 @@ from genzoo.flows.cluster import absolute, submit_training
 from genzoo.tasks import tracking
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
-from tests.conftest import tiny_params
+from tests.conftest import own_processes, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -333,13 +333,16 @@ def test_a_killed_worker_is_rerun_by_ray_and_resumes_from_its_checkpoint(tmp_pat
 
 
 def _kill_worker(ckpt: Path, name: str) -> None:
+    """SIGKILL the worker running the Ray task ``name`` on this test's own local Ray: only
+    processes this test process started are looked at (own_processes), never the machine's,
+    where a user's genzoo training may run a task of the same name."""
     deadline = time.time() + 120
     while not list(ckpt.glob("*/index.json")) and time.time() < deadline:
         time.sleep(0.2)
-    pids = subprocess.run(["pgrep", "-f", f"ray::{name}"], capture_output=True, text=True).stdout.split()
-    assert pids, f"no Ray worker running {name}"
+    pids = own_processes(f"ray::{name}")
+    assert pids, f"no Ray worker of this test's Ray running {name}"
     for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_a_worker_killed_with_no_ray_retry_left_is_retried_by_prefect(tmp_path, monkeypatch, local_ray):

@@ -15,25 +15,10 @@ import pytest
 import yaml
 
 from genzoo.tasks import tracking
-from tests.conftest import tiny_params
+from tests.conftest import descendants, tiny_params
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below ``root``, from /proc (parents first)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid, ppid = int(stat.parent.name), int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted(tmp_path):

@@ -145,3 +145,23 @@ def test_bad_labels_are_refused(tiny):
         model.sample(2, torch.tensor([0, 10]))
     with pytest.raises(KeyError, match="unknown family"):
         models.build("nope", SPECS[0])
+
+
+def test_a_model_json_without_a_sha256_loads_only_when_allowed(tiny, tmp_path):
+    """Tampered weights behind a model.json that records no hash are refused by default."""
+    import json
+
+    model = make("vae", SPECS[0], tiny)
+    path = models.save(model, tmp_path / "m")
+    meta = json.loads(path.read_text())
+    assert len(meta["sha256"]) == 64  # every model genzoo writes records its hash
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"{path}: records no sha256 for m.safetensors.*allow_unhashed"):
+        models.load(path)
+    assert isinstance(models.load(path, allow_unhashed=True), type(model))
+    # the weights file it names must sit beside it
+    meta["weights"] = "../m.safetensors"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="is not a file beside it"):
+        models.load(path, allow_unhashed=True)

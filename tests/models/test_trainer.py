@@ -197,3 +197,29 @@ def test_excluded_classes_are_never_seen_and_get_no_prior_mass(tiny):
             fit(
                 models.build("realnvp", SPEC, tiny["realnvp"]), x, y, cfg(exclude_classes=bad), progress=False
             )
+
+
+@pytest.mark.parametrize("entry", ["../victim.txt", "ABSOLUTE", "sub/../../victim.txt", "link.pt"])
+def test_an_index_naming_a_file_outside_its_folder_is_refused_and_deletes_nothing(tmp_path, entry, tiny):
+    """save() deletes the files the index names beyond ``keep``: an entry pointing out of the
+    folder (``../x``, an absolute path, a link out) would delete any file, so the index is refused."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("a user's file")
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    if entry == "ABSOLUTE":
+        entry = str(victim)
+    if entry == "link.pt":
+        (root / "link.pt").symlink_to(victim)
+    (root / "index.json").write_text(json.dumps([{"step": 1, "file": entry, "sha256": "0" * 64}]))
+    ck = Checkpoints(root, keep=1)
+    with pytest.raises(
+        ValueError, match=rf"checkpoint index {root / 'index.json'}: entry file .* is outside"
+    ):
+        ck.save(5, {"step": 5})
+    with pytest.raises(ValueError, match="is outside"):
+        ck.load_latest()
+    x, y = data()
+    with pytest.raises(ValueError, match="is outside"):  # a training run meeting it stops before any step
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=root, progress=False)
+    assert victim.read_text() == "a user's file"

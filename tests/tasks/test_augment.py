@@ -2,10 +2,14 @@
 
 import hashlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from pydantic import ValidationError
 
 from genzoo.tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
@@ -13,6 +17,8 @@ from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
+
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,61 @@ def test_loader_checks_the_hash_and_mix_adds_synthetic_at_a_ratio(trained):
         load_dataset(path)
     with pytest.raises(FileNotFoundError, match="not a genzoo synthetic dataset"):
         load_dataset(tmp / "nowhere")
+
+
+# ----------------------------------------------------------------------------- what augment may replace
+
+
+def _augment_cli(tmp, params, *args):
+    """The real command line, in its own process: `genzoo augment ...` on the trained models."""
+    pfile = tmp / "params-cli.yaml"
+    pfile.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    cmd = [str(BIN / "genzoo"), "augment", "-q", "--params", str(pfile), "--families", "gan",
+           "--per-class", "2", "--no-reject-copies", *args]  # fmt: skip
+    return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300)
+
+
+def test_augment_refuses_a_folder_it_did_not_write_and_keeps_it(trained):
+    tmp, params = trained
+    out = tmp / "cli-out"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "notes.txt").write_text("my notes")
+    r = _augment_cli(tmp, params, "-o", f"augment.out_dir={out}", "--name", "notes")
+    assert r.returncode == 2, r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"genzoo augment: error: {out.resolve() / 'notes'}: not a genzoo synthetic-dataset"
+    ), last
+    assert (out / "notes" / "notes.txt").read_text() == "my notes"
+    assert [p.name for p in out.iterdir()] == ["notes"] and [p.name for p in (out / "notes").iterdir()] == [
+        "notes.txt"
+    ]
+    # its own dataset it replaces, and one written before the mark (a manifest of the old form)
+    r = _augment_cli(tmp, params, "-o", f"augment.out_dir={out}", "--name", "mine")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "mine" / "manifest.json").read_text())
+    assert (m["made_by"], m["kind"]) == ("genzoo", "synthetic-dataset")
+    legacy = {k: v for k, v in m.items() if k not in ("made_by", "kind", "version")}
+    (out / "mine" / "manifest.json").write_text(json.dumps(legacy))
+    req = AugmentRequest(families=["gan"], per_class=2, reject_copies=False, out_dir=str(out), name="mine")
+    assert json.loads((generate(params, req) / "manifest.json").read_text())["made_by"] == "genzoo"
+
+
+def test_links_in_the_export_path_are_refused_and_nothing_is_written(trained):
+    tmp, params = trained
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp / "linked-out"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    req = AugmentRequest(families=["gan"], per_class=2, reject_copies=False, out_dir=str(link), name="ds")
+    with pytest.raises(ValueError, match=f"augment.out_dir {link}: is a symbolic link"):
+        generate(params, req)
+    assert list(elsewhere.iterdir()) == []
+    # the dataset's own folder a link to somewhere else
+    out = tmp / "named-out"
+    out.mkdir()
+    (out / "ds").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match=f"{out.resolve() / 'ds'}: is a symbolic link"):
+        generate(params, req.model_copy(update={"out_dir": str(out)}))
+    assert list(elsewhere.iterdir()) == [] and (out / "ds").is_symlink()
+    assert [p.name for p in out.iterdir()] == ["ds"]

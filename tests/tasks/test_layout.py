@@ -3,7 +3,12 @@ same list the skip logic hashes), a family's stages read its own model file only
 import each other, and every model variant trains the same way."""
 
 import ast
+import json
+import os
 import shutil
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +131,167 @@ def test_every_stage_command_line_reads_target_params_file_and_overrides(tmp_pat
     assert family == "gan" and params.train_config("gan").steps == 5
     params, none = stage_args(["--params", str(path)], "t")
     assert none is None and params.train_config("gan").steps == 3
+
+
+# ----------------------------------------------------------------------------- replacing a folder
+
+
+def _genzoo_folder(path, version: str, kind: str = "prepared-data"):
+    """A folder as genzoo writes it: its files and a marked manifest naming ``version``."""
+    path.mkdir(parents=True)
+    (path / "train.npz").write_bytes(version.encode())
+    (path / "manifest.json").write_text(json.dumps({**layout.mark(kind), "v": version}))
+    return path
+
+
+def _write_version(tmp, version: str, kind: str = "prepared-data") -> None:
+    (tmp / "train.npz").write_bytes(version.encode())
+    (tmp / "manifest.json").write_text(json.dumps({**layout.mark(kind), "v": version}))
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path):
+    a, b = _genzoo_folder(tmp_path / "a", "old"), _genzoo_folder(tmp_path / "b", "new")
+    assert layout.exchange_dirs(a, b)  # ext4/tmpfs/xfs/btrfs on Linux: the kernel exchanges
+    assert read_json(a / "manifest.json")["v"] == "new" and read_json(b / "manifest.json")["v"] == "old"
+
+
+def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    seen, rmtree = [], shutil.rmtree
+
+    def spy(path, *args, **kwargs):  # what the target and the deleted folder hold at that moment
+        if Path(path).exists():
+            seen.append((read_json(target / "manifest.json")["v"], read_json(Path(path) / "manifest.json")))
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(layout.shutil, "rmtree", spy)
+    renames = []
+    real_replace, real_rename = os.replace, os.rename
+
+    def watch(fn):
+        def moved(src, dst, *a, **k):
+            out = fn(src, dst, *a, **k)
+            renames.append(target.exists())  # the target is never missing after a rename
+            return out
+
+        return moved
+
+    monkeypatch.setattr(layout.os, "replace", watch(real_replace))
+    monkeypatch.setattr(layout.os, "rename", watch(real_rename))
+    with layout.replacing_dir(target, "prepared-data") as tmp:
+        _write_version(tmp, "new")
+    assert [(t, d["v"]) for t, d in seen] == [("new", "old")]
+    assert all(renames)
+    assert read_json(target / "manifest.json")["v"] == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
+
+
+def test_a_reader_sees_a_whole_old_or_whole_new_folder_at_every_moment(tmp_path):
+    target = _genzoo_folder(tmp_path / "prepared", "0")
+    stop, bad, reads = threading.Event(), [], [0]
+
+    def reader():
+        while not stop.is_set():
+            m = read_json(target / "manifest.json")
+            try:
+                data = int((target / "train.npz").read_bytes())
+            except FileNotFoundError:
+                data = None
+            # versions only grow: the data read after the manifest is of its version or newer
+            if m is None or data is None or data < int(m["v"]):
+                bad.append((m, data))
+            reads[0] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(1, 150):
+            with layout.replacing_dir(target, "prepared-data") as tmp:
+                _write_version(tmp, str(i))
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert reads[0] > 150 and bad == []
+
+
+def test_a_folder_genzoo_did_not_write_is_refused_and_kept(tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with (
+        pytest.raises(layout.NotGenzooOutput, match=f"{mine}: not a genzoo prepared-data folder"),
+        layout.replacing_dir(mine, "prepared-data") as tmp,
+    ):
+        _write_version(tmp, "new")
+    assert (mine / "notes.txt").read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # nothing written beside it
+
+
+def test_a_genzoo_folder_someone_added_files_to_is_refused(tmp_path):
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    (target / "notes.txt").write_text("mine")
+    with (
+        pytest.raises(layout.NotGenzooOutput, match="holds notes.txt, which genzoo did not write"),
+        layout.replacing_dir(target, "prepared-data") as tmp,
+    ):
+        _write_version(tmp, "new")
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_of_another_kind_is_refused(tmp_path):
+    target = _genzoo_folder(tmp_path / "out", "old", kind="synthetic-dataset")
+    with pytest.raises(layout.NotGenzooOutput, match="not a genzoo prepared-data folder"):
+        layout.check_replaceable(target, "prepared-data")
+
+
+def test_a_folder_written_before_the_mark_is_replaced(tmp_path):
+    target = tmp_path / "prepared"
+    target.mkdir()
+    old = {"source": "digits", "shape": [1, 8, 8], "levels": 17, "num_classes": 10,
+           "class_names": list("0123456789"), "seed": 0, "splits": {}}  # fmt: skip
+    (target / "manifest.json").write_text(json.dumps(old))
+    (target / "train.npz").write_bytes(b"old")
+    with layout.replacing_dir(target, "prepared-data") as tmp:
+        _write_version(tmp, "new")
+    assert read_json(target / "manifest.json")["made_by"] == "genzoo"
+    # a manifest.json of some other program (not the keys genzoo wrote) is not genzoo's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"name": "my project"}))
+    with pytest.raises(layout.NotGenzooOutput, match=f"{other}: not a genzoo"):
+        layout.check_replaceable(other, "prepared-data")
+
+
+def test_a_link_at_the_target_or_inside_it_is_refused(tmp_path):
+    elsewhere = _genzoo_folder(tmp_path / "elsewhere", "theirs")
+    link = tmp_path / "prepared"
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with (
+        pytest.raises(layout.NotGenzooOutput, match=f"{link}: is a symbolic link"),
+        layout.replacing_dir(link, "prepared-data") as tmp,
+    ):
+        _write_version(tmp, "new")
+    assert link.is_symlink() and read_json(elsewhere / "manifest.json")["v"] == "theirs"
+    # a class folder linking to its parent, inside a dataset genzoo wrote
+    ds = _genzoo_folder(tmp_path / "synthetic", "old", kind="synthetic-dataset")
+    (ds / "train.npz").unlink()
+    (ds / "images.npz").write_bytes(b"old")
+    (ds / "png").mkdir()
+    (ds / "png" / "3").symlink_to(ds, target_is_directory=True)
+    with pytest.raises(layout.NotGenzooOutput, match=r"png/3: a symbolic link inside"):
+        layout.check_replaceable(ds, "synthetic-dataset")
+    assert (ds / "images.npz").read_bytes() == b"old"
+
+
+def test_a_new_folder_without_genzoos_mark_is_not_put_in_place(tmp_path):
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    with (
+        pytest.raises(RuntimeError, match="lacks genzoo's mark"),
+        layout.replacing_dir(target, "prepared-data") as tmp,
+    ):
+        (tmp / "manifest.json").write_text("{}")
+    assert read_json(target / "manifest.json")["v"] == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]

@@ -2,13 +2,19 @@ import gzip
 import json
 import pickle
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import DataError, load_split, load_torchvision_source, prepare
+
+BIN = Path(sys.executable).parent
 
 
 def params(tmp_path, **data):
@@ -184,3 +190,61 @@ def test_manifest_is_json_with_class_names(tmp_path):
     prepare(params(tmp_path))
     m = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     assert m["class_names"] == [str(i) for i in range(10)] and m["num_classes"] == 10
+
+
+# ----------------------------------------------------------------------------- what prepare may replace
+
+
+def _genzoo(tmp_path, *args):
+    """The real command line, in its own process: `genzoo prepare ...` in tmp_path."""
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({"models": {"vae": {}}}))
+    return subprocess.run(
+        [str(BIN / "genzoo"), *args, "-q", "--params", str(pfile)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_prepare_refuses_a_folder_it_did_not_write_and_keeps_it(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    r = _genzoo(tmp_path, "prepare", "-o", f"data.prepared_dir={mine}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"genzoo prepare: error: {mine}: not a genzoo prepared-data folder"), r.stderr
+    assert "move it away or choose another path" in last
+    assert (mine / "notes.txt").read_text() == "my notes" and [p.name for p in mine.iterdir()] == [
+        "notes.txt"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "params.yaml"]  # nothing beside it
+
+
+def test_prepare_replaces_its_own_folder_marked_or_from_before_the_mark(tmp_path):
+    out = tmp_path / "prepared"
+    r = _genzoo(tmp_path, "prepare", "-o", f"data.prepared_dir={out}")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["made_by"] == "genzoo" and m["kind"] == "prepared-data" and m["version"]
+    # the form genzoo wrote before the mark: the same files, the manifest without its three keys
+    legacy = {k: v for k, v in m.items() if k not in ("made_by", "kind", "version")}
+    (out / "manifest.json").write_text(json.dumps(legacy))
+    assert prepare(params(tmp_path))["made_by"] == "genzoo"
+    # a genzoo folder a user put a file into is theirs too now
+    (out / "notes.txt").write_text("mine")
+    r = _genzoo(tmp_path, "prepare", "-o", f"data.prepared_dir={out}")
+    assert r.returncode == 2 and "holds notes.txt, which genzoo did not write" in r.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    (root / "c").symlink_to(root, target_is_directory=True)  # a class folder that links to its parent
+    with pytest.raises(DataError, match=f"{root / 'c'}: a symbolic link to {root.resolve()}, outside"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "c").unlink()
+    outside = _folder(tmp_path / "outside", classes=("x",))
+    (root / "a" / "leak.png").symlink_to(next((outside / "x").iterdir()))
+    with pytest.raises(DataError, match="leak.png: a symbolic link to .*outside the data folder"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+    assert not (tmp_path / "prepared").exists()
