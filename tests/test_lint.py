@@ -33,3 +33,44 @@ def test_bare_package_imports_are_refused(tmp_path):
         text=True,
     )
     assert r.returncode == 1 and r.stdout.count("TID251") == 2, r.stdout
+
+
+def test_tests_and_benchmarks_signal_only_processes_they_started(tmp_path):
+    """No process search by name across the machine (pgrep/pkill/killall: `make test` once
+    killed a user's own VAE worker); tests find their victims among their own descendants."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import own_processes
+
+    by_name = re.compile(r"\b(pgrep|pkill|killall)\b")
+    files = [*ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py"), ROOT / "Makefile"]
+    hits = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for f in files
+        if f != Path(__file__)
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if by_name.search(line)
+    ]
+    assert hits == []
+    # a process of the same title that this test did not start (a user's worker, here one
+    # whose parent has exited) is not found; this test's own child is
+    title = f"ray::train-vae-{tmp_path.name}"
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", title]
+    spawn = '"$@" >/dev/null 2>&1 </dev/null & echo $!'  # sh exits: the sleeper is no child of ours
+    outsider = int(subprocess.run(["sh", "-c", spawn, "sh", *sleeper], capture_output=True, text=True,
+                                  timeout=30).stdout.strip())  # fmt: skip
+    child = subprocess.Popen(sleeper)
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in own_processes(title) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert own_processes(title) == [child.pid]
+        assert Path(f"/proc/{outsider}").exists()  # it was there to be (wrongly) found
+    finally:
+        child.kill()
+        child.wait()
+        os.kill(outsider, signal.SIGKILL)  # the outsider this test started, by its PID

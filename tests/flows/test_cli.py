@@ -119,3 +119,34 @@ def test_every_command_parses_and_run_takes_verbose_and_json():
     assert not ap.parse_args(["families"]).verbose
     with pytest.raises(SystemExit):
         ap.parse_args(["train"])  # --family or --all
+
+
+def test_sample_refuses_a_model_json_without_sha256_unless_allow_unhashed(tmp_path):
+    """`genzoo sample --model PATH` on a model.json that records no hash of its weights: an
+    error naming the file, nothing written; with --allow-unhashed it samples."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from genzoo import models
+
+    torch.manual_seed(0)
+    path = models.save(models.build("vae", models.DataSpec(1, 8, 8, 17, 10), {"latent_dim": 4, "hidden": 8}),
+                       tmp_path / "model")  # fmt: skip
+    meta = json.loads(path.read_text())
+    del meta["sha256"]
+    path.write_text(json.dumps(meta))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"models": {"vae": {}}}))
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "sample", "-q", "--model", str(path), "--n", "4",
+           "--out", str(tmp_path / "s")]  # fmt: skip
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"genzoo sample: error: {path}: records no sha256")
+    assert "--allow-unhashed" in r.stderr and not (tmp_path / "s.npz").exists()
+    r = subprocess.run([*cmd, "--allow-unhashed"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 4 and (tmp_path / "s.npz").exists()
