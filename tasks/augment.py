@@ -14,7 +14,8 @@ Families are named or ``best`` (the best evaluated family by ``metric``). Option
 ``reject_copies`` (drop images nearer a training image, in pixel space, than 99% of training
 images are to their nearest other training image). Filtered images are replaced by new draws,
 up to ``max_draws`` times the count. The request is checked before any sampling, and the
-folder is replaced as a whole: an existing version is never half-overwritten.
+folder is replaced as a whole: an existing version is never half-overwritten, and a folder
+genzoo did not write (or a link) is refused, not replaced (``layout.replacing_dir``).
 
 Using a dataset: ``load_dataset(path)`` is a PyTorch ``Dataset`` of (image in [0, 1], label),
 checked against its manifest's hash; ``mix(real, synthetic, ratio)`` adds ``ratio`` synthetic

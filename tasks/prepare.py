@@ -4,7 +4,7 @@
 Images are stored as their discrete levels (uint8/uint16, shape (N, C, H, W)) with labels
 (int64); models see ``level / (levels - 1)`` in [0, 1]. Everything is validated before a
 byte is written, and the folder is replaced as a whole: a failure leaves the previous
-prepared data untouched.
+prepared data untouched, and a folder genzoo did not write is refused, not replaced.
 """
 
 from __future__ import annotations
