@@ -80,8 +80,8 @@ def checkpoint_dir(params: Params, family: str, key: str) -> Path:
 
 MADE_BY = "genzoo"
 # Each kind of folder genzoo replaces as a whole: the names it writes at its top (nothing else
-# may sit there) and the manifest keys a folder written before the mark existed carries (a
-# folder from genzoo <= 0.x with exactly these files and a manifest of these keys is genzoo's).
+# may sit there) and the manifest keys of a folder genzoo wrote before it marked its folders
+# (a manifest with these keys, no ``made_by``, and only these files is genzoo's).
 OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "prepared-data": (
         frozenset({"manifest.json", "train.npz", "val.npz", "test.npz"}),

@@ -155,6 +155,18 @@ def test_exchange_swaps_two_folders_in_one_step(tmp_path):
     assert read_json(a / "manifest.json")["v"] == "new" and read_json(b / "manifest.json")["v"] == "old"
 
 
+def test_where_no_exchange_exists_two_renames_swap_and_keep_the_old_until_the_new_is_in(tmp_path):
+    target, new = _genzoo_folder(tmp_path / "prepared", "old"), _genzoo_folder(tmp_path / "new", "new")
+    aside = layout._swap_by_renames(new, target)
+    assert read_json(target / "manifest.json")["v"] == "new"
+    assert read_json(aside / "prepared" / "manifest.json")["v"] == "old" and not new.exists()
+    # the second rename failing puts the old folder back
+    with pytest.raises(FileNotFoundError):
+        layout._swap_by_renames(tmp_path / "missing", target)
+    assert read_json(target / "manifest.json")["v"] == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["prepared", aside.name])  # no second aside
+
+
 def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
     target = _genzoo_folder(tmp_path / "prepared", "old")
     seen, rmtree = [], shutil.rmtree
