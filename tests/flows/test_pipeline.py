@@ -333,16 +333,24 @@ def test_a_killed_worker_is_rerun_by_ray_and_resumes_from_its_checkpoint(tmp_pat
 
 
 def _kill_worker(ckpt: Path, name: str) -> None:
-    """SIGKILL the worker running the Ray task ``name`` on this test's own local Ray: only
-    processes this test process started are looked at (own_processes), never the machine's,
-    where a user's genzoo training may run a task of the same name."""
+    """SIGKILL the worker running the Ray task ``name`` on this test's own local Ray, once its
+    first checkpoint is written: only processes this test process started are looked at
+    (own_processes), never the machine's, where a user's genzoo training may run a task of
+    the same name. The victim is found first, so the kill follows the checkpoint at once (a
+    tiny training can finish in a second on a fast machine)."""
     deadline = time.time() + 120
-    while not list(ckpt.glob("*/index.json")) and time.time() < deadline:
-        time.sleep(0.2)
-    pids = own_processes(f"ray::{name}")
+    while not (pids := own_processes(f"ray::{name}")) and time.time() < deadline:
+        time.sleep(0.05)
     assert pids, f"no Ray worker of this test's Ray running {name}"
+    while not list(ckpt.glob("*/index.json")) and time.time() < deadline:
+        time.sleep(0.01)
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            raise AssertionError(
+                f"the worker running {name} (pid {pid}) ended before it was killed"
+            ) from None
 
 
 def test_a_worker_killed_with_no_ray_retry_left_is_retried_by_prefect(tmp_path, monkeypatch, local_ray):
