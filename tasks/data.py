@@ -17,11 +17,12 @@ import torch
 
 from genzoo.models.base import DataSpec
 from genzoo.tasks.config import fingerprint
+from genzoo.tasks.errors import GenzooError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-class DataError(ValueError):
+class DataError(GenzooError, ValueError):
     """Bad input data; the message names the file or key."""
 
 
@@ -89,6 +90,16 @@ def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | 
         return None
 
 
+def check_levels(images: np.ndarray, levels: object, where: str) -> int:
+    """``levels`` as a manifest states it, checked against the stored images: an integer >= 2
+    that every pixel is below (else ``level / (levels - 1)`` would leave [0, 1])."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise DataError(f"{where}: levels must be an integer >= 2, got {levels!r}")
+    if images.size and int(images.max()) >= levels:
+        raise DataError(f"{where}: pixel level {int(images.max())} is not below levels={levels}")
+    return levels
+
+
 def data_spec(manifest: dict) -> DataSpec:
     c, h, w = manifest["shape"]
     return DataSpec(c, h, w, manifest["levels"], manifest["num_classes"])
@@ -106,7 +117,13 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
     path = Path(prepared_dir) / f"{split}.npz"
     with np.load(path, allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
-    if content_hash(images, labels) != manifest["splits"][split]["sha256"]:
+    expected = manifest.get("splits", {}).get(split, {}).get("sha256")
+    if expected is None:
+        raise DataError(
+            f"{Path(prepared_dir) / 'manifest.json'}: no sha256 for split {split}; re-run `genzoo prepare`"
+        )
+    if content_hash(images, labels) != expected:
         raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
-    x = torch.from_numpy(images.astype(np.float32) / (manifest["levels"] - 1))
+    levels = check_levels(images, manifest.get("levels"), str(Path(prepared_dir) / "manifest.json"))
+    x = torch.from_numpy(images.astype(np.float32) / (levels - 1))
     return x, torch.from_numpy(labels.astype(np.int64)), manifest
