@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from genzoo.models.base import DataSpec
 from genzoo.tasks.config import fingerprint
 from genzoo.tasks.errors import GenzooError
 
+# 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -64,6 +67,34 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
             )
         return arr.astype(np.int64), levels
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
+
+
+def to_8bit(im):
+    """A 16-bit grayscale PIL image -> mode "L", every level scaled by 255/65535 (Pillow's own
+    convert clips at 255, turning most of a 16-bit image white)."""
+    from PIL import Image
+
+    arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+    return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), mode="L")
+
+
+def require_npz(path: Path) -> None:
+    """``path`` is a file and an npz (a zip archive): np.load would otherwise try it as a
+    pickle or a bare .npy and say so in words about pickles."""
+    if not path.is_file():
+        raise DataError(f"{path}: npz file not found")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an npz file (an npz is a zip archive of .npy arrays)")
+
+
+def npz_levels(value: np.ndarray, path: Path) -> int:
+    """An npz's optional ``levels``: one integer >= 2."""
+    if value.ndim != 0 or value.dtype.kind not in "ui" or int(value) < 2:
+        raise DataError(
+            f"{path}['levels']: expected one integer >= 2 (the number of pixel levels), "
+            f"got {value.dtype} of shape {value.shape}" + (f" = {value.item()}" if value.ndim == 0 else "")
+        )
+    return int(value)
 
 
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:

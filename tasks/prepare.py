@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,17 @@ import torch
 
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, stage_args
-from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize, to_nchw
+from genzoo.tasks.data import (
+    IMAGE_SUFFIXES,
+    WIDE_MODES,
+    DataError,
+    content_hash,
+    npz_levels,
+    quantize,
+    require_npz,
+    to_8bit,
+    to_nchw,
+)
 
 # the prepared data's readers live on the ground floor (tasks/data.py); named here too for
 # callers that reach them through the stage that writes the data
@@ -36,8 +45,6 @@ from genzoo.tasks.layout import replacing_dir
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-# 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
-WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 @dataclass
@@ -62,10 +69,7 @@ def load_digits_source() -> Dataset:
 
 def load_npz_source(path: str | Path) -> Dataset:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: npz file not found")
-    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle or a bare .npy
-        raise DataError(f"{path}: not an npz file (an npz is a zip archive of .npy arrays)")
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -76,7 +80,7 @@ def load_npz_source(path: str | Path) -> Dataset:
                     "(expected 'images' and 'labels')"
                 )
             images, labels = z["images"], z["labels"]
-            levels = _levels_key(z["levels"], path) if "levels" in keys else None
+            levels = npz_levels(z["levels"], path) if "levels" in keys else None
             names = [str(n) for n in np.atleast_1d(z["class_names"])] if "class_names" in keys else None
     except (OSError, ValueError) as e:
         if isinstance(e, DataError):
@@ -99,25 +103,6 @@ def load_npz_source(path: str | Path) -> Dataset:
         )
     names = names or [str(c) for c in classes]
     return Dataset(images, labels, levels, names, f"npz:{path}")
-
-
-def _levels_key(value: np.ndarray, path: Path) -> int:
-    """The npz's optional ``levels``: one integer."""
-    if value.ndim != 0 or value.dtype.kind not in "ui":
-        raise DataError(
-            f"{path}['levels']: expected one integer (the number of pixel levels), "
-            f"got {value.dtype} of shape {value.shape}"
-        )
-    return int(value)
-
-
-def _to_8bit(im):
-    """A 16-bit grayscale image -> "L", every level scaled by 255/65535 (Pillow's own convert
-    clips at 255, turning most of a 16-bit image white)."""
-    from PIL import Image
-
-    arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
-    return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), mode="L")
 
 
 def _fit(img, size: tuple[int, int]):
@@ -168,7 +153,7 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
                 im.load()
                 if im.mode in WIDE_MODES:
                     deep = deep or f
-                    img = _to_8bit(im)
+                    img = to_8bit(im)
                 else:
                     img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
         except (UnidentifiedImageError, OSError) as e:
