@@ -104,6 +104,11 @@ def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray
 def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str, Any]:
     """The threshold: the ``quantile`` of the validation split's scores."""
     xv, _, _ = load_split(params.data.prepared_dir, "val")
+    if len(xv) == 0:
+        raise DataError(
+            f"{params.data.prepared_dir}: the val split is empty; detection calibrates its threshold on it "
+            "(raise data.val_fraction or add images, then genzoo prepare)"
+        )
     val = score(net, xv)
     return {"quantile": quantile, "threshold": float(np.quantile(val, quantile)),
             "val_mean": float(val.mean()), "val": val}  # fmt: skip

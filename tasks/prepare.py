@@ -370,8 +370,8 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
 
 
 def check_splits(splits: dict[str, np.ndarray], labels: np.ndarray, p: DataParams, source: str) -> None:
-    """Every class in the training split, and no split asked for left empty: a class with too
-    few images for the fractions fails here rather than train on nothing."""
+    """Every class in the training split (a class with too few images for the fractions fails
+    here rather than train on nothing); an empty val split asked for is a warning."""
     per_class = np.bincount(labels)
     missing = np.flatnonzero(np.bincount(labels[splits["train"]], minlength=len(per_class)) == 0)
     if len(missing):
@@ -382,11 +382,11 @@ def check_splits(splits: dict[str, np.ndarray], labels: np.ndarray, p: DataParam
             "each class needs a few images per split"
         )
     if p.val_fraction > 0 and len(splits["val"]) == 0:
-        raise DataError(
-            f"{source}: the val split comes out empty (val_fraction={p.val_fraction} of "
-            f"{int(per_class.min())}-{int(per_class.max())} images per class); "
-            "add images or set data.val_fraction: 0"
-        )
+        log.warning(
+            "%s: the val split comes out empty (val_fraction=%s of %d-%d images per class); "
+            "detection thresholds and eval_every need it: add images",
+            source, p.val_fraction, per_class.min(), per_class.max(),
+        )  # fmt: skip
 
 
 def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

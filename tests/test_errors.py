@@ -459,3 +459,23 @@ def test_detect_reads_no_pickle_and_no_array_of_levels(tmp_path):
     np.savez(tmp_path / "levels.npz", images=np.zeros((2, 8, 8), np.uint8), levels=np.array([17, 17]))
     with pytest.raises(DataError, match=r"levels.npz\['levels'\]: expected one integer"):
         read_images(tmp_path / "levels.npz", spec)
+
+
+def test_an_empty_val_split_is_a_warning_and_detection_refuses_it(tmp_path, caplog):
+    """Documented handling: 4 images a class give no val image at val_fraction 0.1; prepare
+    warns and writes, and detection (which calibrates on val) says why it cannot."""
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.detect import calibrate
+    from genzoo.tasks.prepare import prepare
+
+    src = _npz(tmp_path / "four.npz", images=np.arange(8 * 16).reshape(8, 4, 4) % 7, labels=np.arange(8) % 2)
+    raw = tiny_params(tmp_path, families=["vae"])
+    raw["data"].update(source=f"npz:{src}", val_fraction=0.1)
+    params = validate(raw)
+    with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
+        m = prepare(params)
+    assert {s: v["n"] for s, v in m["splits"].items()} == {"train": 6, "val": 0, "test": 2}
+    assert "the val split comes out empty (val_fraction=0.1 of 4-4 images per class)" in caplog.text
+    with pytest.raises(DataError, match="the val split is empty; detection calibrates"):
+        calibrate(None, params, 0.99)
