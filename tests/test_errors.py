@@ -479,3 +479,37 @@ def test_an_empty_val_split_is_a_warning_and_detection_refuses_it(tmp_path, capl
     assert "the val split comes out empty (val_fraction=0.1 of 4-4 images per class)" in caplog.text
     with pytest.raises(DataError, match="the val split is empty; detection calibrates"):
         calibrate(None, params, 0.99)
+
+
+def test_run_device_names_the_key_where_the_device_is_absent():
+    import torch
+
+    from genzoo.tasks.config import ParamsError
+    from genzoo.tasks.layout import resolve_device
+
+    if torch.cuda.is_available():  # this machine has one: it resolves
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(
+            ParamsError, match=r"^run.device=cuda: no CUDA device is available on this machine"
+        ):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_only_a_full_disk_becomes_disk_full(tmp_path):
+    """ENOSPC and EDQUOT say what and where (and stay OSErrors with their errno, so the
+    pipeline does not retry them); any other OSError passes through untouched."""
+    from genzoo.tasks.errors import DiskFull, writing
+
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        with pytest.raises(DiskFull) as e, writing("the prepared data", tmp_path / "p"):
+            raise OSError(code, os.strerror(code))
+        assert e.value.errno == code and isinstance(e.value, OSError)
+        assert str(e.value).startswith(
+            f"{tmp_path / 'p'}: no space left on the device while writing the prepared data"
+        )
+    eio = OSError(errno.EIO, "I/O error")
+    with pytest.raises(OSError) as e, writing("x", tmp_path):
+        raise eio
+    assert e.value is eio
