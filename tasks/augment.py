@@ -232,7 +232,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     target = root / req.name
     if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
         raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
-    check_output_dir(target, "augment.out_dir")
+    check_output_dir(root, "augment.out_dir")
     families = resolve_families(params, req)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     filters = _Filters(params, req)

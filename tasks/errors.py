@@ -25,7 +25,11 @@ class DiskFull(GenzooError, OSError):
         return str(self.strerror)
 
 
-class TrackingUnavailable(GenzooError, ConnectionError):
+class Unreachable(GenzooError, ConnectionError):
+    """A server genzoo needs (MLflow, Prefect) does not answer; the message names its URI."""
+
+
+class TrackingUnavailable(Unreachable):
     """The MLflow tracking server does not answer; the message names its URI."""
 
 
@@ -76,6 +80,8 @@ def describe_os_error(e: OSError) -> str | None:
         return str(e)
     user_fixable = (*FULL, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
                     errno.ENAMETOOLONG, errno.ENOENT)  # fmt: skip
+    if e.errno in FULL:  # a disk that filled outside a `writing` block: still no bug
+        return f"{e.filename or 'a write'}: no space left on the device ({e.strerror})"
     if e.errno not in user_fixable or e.filename is None:
         return None
     if e.errno in (errno.ENOTDIR, errno.EEXIST):

@@ -513,3 +513,27 @@ def test_only_a_full_disk_becomes_disk_full(tmp_path):
     with pytest.raises(OSError) as e, writing("x", tmp_path):
         raise eio
     assert e.value is eio
+    # what the command line says of an OSError: a full disk anywhere, a path it names; else a bug
+    from genzoo.tasks.errors import describe_os_error
+
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device")) == (
+        "a write: no space left on the device (No space left on device)"
+    )
+    assert (
+        describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/x")) == "/x: Permission denied"
+    )
+    assert describe_os_error(eio) is None
+    assert describe_os_error(OSError(errno.EIO, "I/O error", "/x")) is None
+
+
+def test_serve_against_an_unreachable_prefect_api_is_one_line(world, tmp_path, monkeypatch, capsys,
+                                                              restore_logging):  # fmt: skip
+    api = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    before = files_under(tmp_path)
+    rc = cli.main(["serve", "--params", world["params"]])
+    err = capsys.readouterr().err
+    assert (
+        rc == 2 and f"genzoo serve: error: PREFECT_API_URL={api}: no healthy Prefect server there" in err
+    ), err
+    assert "Traceback" not in err and files_under(tmp_path) == before
