@@ -85,11 +85,19 @@ def _train(params, families, quiet, parent_run_id=None) -> int:
     return 0
 
 
+def _check_device(params) -> None:
+    """``run.device`` names a device this machine has (else a ParamsError naming it)."""
+    from genzoo.tasks.layout import resolve_device
+
+    resolve_device(params.run.device)
+
+
 def cmd_train(args) -> int:
     params = _params(args)
     families = params.families if args.all else [args.family]
     if not args.all and args.family not in params.models:
         raise SystemExit(f"--family {args.family}: not in params (families: {', '.join(params.families)})")
+    _check_device(params)  # before an MLflow run or a folder is made
     return _train(params, families, args.quiet)
 
 
@@ -105,6 +113,12 @@ def cmd_run(args) -> int:
         raise ValueError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
+    if not (args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS")):
+        _check_device(params)  # a local Ray trains here; a cluster's workers have their own devices
+    if params.run.track:  # the flow checks it too; here it fails before Prefect and Ray start
+        from genzoo.tasks import tracking
+
+        tracking.preflight()
     if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         if not args.quiet:
@@ -587,19 +601,53 @@ def main(argv: list[str] | None = None) -> int:
     # the temporary Prefect server a run starts: no telemetry (unless the user asked for it)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     setup_logging(args.quiet, args.verbose)
-    from genzoo.tasks.config import ParamsError
-    from genzoo.tasks.prepare import DataError
-
-    busy: tuple[type[Exception], ...] = (ConnectionError,)
-    if args.command == "run":
-        from genzoo.flows.pipeline import PipelineBusy
-
-        busy = (PipelineBusy,)
     try:
         return args.fn(args)
-    except (ParamsError, DataError, FileNotFoundError, ValueError, *busy) as e:
-        print(f"genzoo {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        line = user_error(e, args.command)
+        if line is None:
+            raise  # a bug: its traceback is what is needed
+        print(f"genzoo {args.command}: error: {line}", file=sys.stderr)
         return 2
+
+
+def user_error(e: BaseException, command: str) -> str | None:
+    """The one line to show for an error the user can fix: genzoo's own (bad params, bad data,
+    a missing or refused model, a full disk, an unreachable tracking server), a file not
+    found, an environment OSError naming its path, a ValueError raised by genzoo's own checks;
+    None for anything else, which keeps its traceback."""
+    from genzoo.tasks.errors import GenzooError, describe_os_error
+
+    if isinstance(e, GenzooError | FileNotFoundError):
+        return _one_line(e)
+    if command == "run":
+        from genzoo.flows.pipeline import PipelineBusy
+
+        if isinstance(e, PipelineBusy):
+            return _one_line(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    if type(e) is ValueError and _raised_by_genzoo(e):
+        return _one_line(e)
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    """The message: one line, or one line per bad key when several are (invalid params)."""
+    return str(e).strip() or type(e).__name__
+
+
+def _raised_by_genzoo(e: BaseException) -> bool:
+    """A ValueError raised in genzoo's own code (a check of its input), not deep in a library."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    name = last.tb_frame.f_globals.get("__name__", "")
+    return name.startswith("genzoo.")
 
 
 if __name__ == "__main__":

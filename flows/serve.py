@@ -92,7 +92,9 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
             server = start_server(host, port)
         os.environ["PREFECT_API_URL"] = api
     elif not healthy(api):
-        raise ConnectionError(f"PREFECT_API_URL={api}: no healthy Prefect server there")
+        from genzoo.tasks.errors import Unreachable
+
+        raise Unreachable(f"PREFECT_API_URL={api}: no healthy Prefect server there")
     if not Path(params_file).exists():
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
     # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us

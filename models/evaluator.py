@@ -22,7 +22,7 @@ class EvaluatorConfig(NetConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     steps: int = Field(800, gt=0)
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, le=10)
     shift: int = Field(1, ge=0, description="random translation (pixels) as augmentation")
 
 

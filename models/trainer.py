@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -43,8 +43,11 @@ class TrainConfig(BaseModel):
 
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    phase_lr: dict[str, float] = Field(default_factory=dict, description="per-phase lr")
+    # an upper bound well above any sane rate (a GAN's absurd 1.0 still passes): 1e39 is a typo
+    lr: float = Field(1e-3, gt=0, le=10)
+    phase_lr: dict[str, Annotated[float, Field(gt=0, le=10)]] = Field(
+        default_factory=dict, description="per-phase lr"
+    )
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)

@@ -33,12 +33,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
 from genzoo.models.base import sha256_file
-from genzoo.tasks.config import LOWER_IS_BETTER, AugmentParams, Params, fingerprint, stage_args
-from genzoo.tasks.data import load_split
+from genzoo.tasks.config import (
+    LOWER_IS_BETTER,
+    AugmentParams,
+    Params,
+    ParamsError,
+    fingerprint,
+    format_error,
+    stage_args,
+)
+from genzoo.tasks.data import DataError, check_levels, load_split
+from genzoo.tasks.errors import check_output_dir, writing
 from genzoo.tasks.layout import (
     check_replaceable,
     evaluation_dir,
@@ -59,9 +69,12 @@ AugmentRequest = AugmentParams  # the params block is the request
 
 def request(params: Params, **given: Any) -> AugmentParams:
     """The params' ``augment`` block with the given values (None: not given) replaced, validated."""
-    return AugmentParams(
-        **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
-    )
+    try:
+        return AugmentParams(
+            **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+        )
+    except ValidationError as e:
+        raise ParamsError("; ".join(format_error("augment", x) for x in e.errors())) from None
 
 
 def resolve_families(params: Params, req: AugmentParams) -> list[str]:
@@ -230,6 +243,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     target = root / req.name
     if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
         raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
+    check_output_dir(root, "augment.out_dir")
     check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
     families = resolve_families(params, req)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
@@ -275,7 +289,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         "quality": _quality(params, x, y),
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
-    with replacing_dir(target, "synthetic-dataset") as tmp:
+    with writing(f"dataset {req.name!r}", target), replacing_dir(target, "synthetic-dataset") as tmp:
         (tmp / "images.npz").write_bytes(buf.getvalue())
         if req.png:
             _write_pngs(tmp, images, labels, levels)
@@ -297,13 +311,20 @@ class SyntheticDataset(Dataset):
         except (OSError, ValueError) as e:
             raise FileNotFoundError(f"{self.path}: not a genzoo synthetic dataset ({e})") from None
         data = self.path / "images.npz"
+        where = str(self.path / "manifest.json")
+        if verify and "sha256" not in self.manifest:
+            raise DataError(
+                f"{where}: no sha256 to check images.npz against; "
+                "write the dataset again (genzoo augment) or load it with verify=False"
+            )
         if verify and sha256_file(data) != self.manifest["sha256"]:
-            raise ValueError(
+            raise DataError(
                 f"{data}: content does not match manifest.json's sha256 (changed or partial copy)"
             )
         with np.load(data, allow_pickle=False) as z:
-            levels = int(self.manifest["levels"])
-            self.images = torch.from_numpy(z["images"].astype(np.float32) / (levels - 1))
+            images = z["images"]
+            levels = check_levels(images, self.manifest.get("levels"), where)
+            self.images = torch.from_numpy(images.astype(np.float32) / (levels - 1))
             self.labels = torch.from_numpy(z["labels"].astype(np.int64))
             self.source = z["source"].astype(str)
 

@@ -17,11 +17,17 @@ from genzoo.models.base import NetConfig
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
 from genzoo.models.trainer import TrainConfig
+from genzoo.tasks.errors import GenzooError
+
+# seeds feed numpy's and torch's generators (and seed * 1000 + i in places): keep them in 32 bits
+MAX_SEED = 2**31 - 1
+# a side larger than this is a typo (and the stack of images would not fit in memory)
+MAX_SIDE = 4096
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ParamsError(ValueError):
+class ParamsError(GenzooError, ValueError):
     """Invalid parameters; the message lists every bad key path."""
 
 
@@ -65,8 +71,8 @@ class DataParams(_Strict):
         if v is None:
             return v
         hw = (v, v) if isinstance(v, int) else tuple(v)
-        if min(hw) < 2:
-            raise ValueError("sides must be >= 2")
+        if min(hw) < 2 or max(hw) > MAX_SIDE:
+            raise ValueError(f"sides must be in [2, {MAX_SIDE}]")
         return hw
 
 
@@ -129,7 +135,7 @@ class AugmentParams(_Strict):
     class_ratios: dict[int, float] | None = Field(
         None, description="per-class weights on per_class (unlisted classes: 1.0; 0 leaves a class out)"
     )
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     min_confidence: float = Field(
         0.0, ge=0, lt=1, description="keep images the evaluator gives their label at least this probability"
     )
@@ -177,7 +183,9 @@ class UsefulnessParams(_Strict):
     )
     synthetic_per_real: float = Field(1.0, gt=0, le=100, description="k: synthetic images per real image")
     seeds: int = Field(5, ge=2, description="classifier and sampling seeds: mean and 95% interval")
-    subset_seed: int = Field(0, ge=0, description="which subset (and generator) each fraction uses")
+    subset_seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="which subset (and generator) each fraction uses"
+    )
     classifiers: list[Literal["cnn", "logistic"]] = Field(["cnn", "logistic"], min_length=1)
     cnn: EvaluatorConfig = Field(
         default_factory=lambda: EvaluatorConfig(steps=600, batch_size=64),
@@ -203,7 +211,7 @@ class FamilyParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataParams = Field(default_factory=DataParams)
     train: TrainConfig = Field(default_factory=TrainConfig)
     run: RunParams = Field(default_factory=RunParams)
@@ -282,7 +290,8 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _fmt(prefix: str, err: dict[str, Any]) -> str:
+def format_error(prefix: str, err: dict[str, Any]) -> str:
+    """One pydantic error as ``key.path: message (got value)``."""
     loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -309,17 +318,30 @@ def _split(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ParamsError(f"override {item!r}: expected key.path=value")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"override {item!r}: the value is not valid YAML ({problem})") from None
+
+
+def _invalid(errors: list[str]) -> ParamsError:
+    """One line for one bad key, else one line per key under a heading."""
+    if len(errors) == 1:
+        return ParamsError(f"invalid params: {errors[0]}")
+    return ParamsError("invalid params:\n  " + "\n  ".join(errors))
 
 
 def validate(raw: dict[str, Any]) -> Params:
     if not isinstance(raw, dict):
-        raise ParamsError("params: the file must hold a mapping at the top level")
+        raise ParamsError(
+            f"params: the file must hold a mapping at the top level, not a {type(raw).__name__}"
+        )
     errors: list[str] = []
     try:
         params = Params(**raw)
     except ValidationError as e:
-        raise ParamsError("invalid params:\n  " + "\n  ".join(_fmt("", x) for x in e.errors())) from None
+        raise _invalid([format_error("", x) for x in e.errors()]) from None
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
     for family in params.ray.resources:
@@ -342,7 +364,7 @@ def validate(raw: dict[str, Any]) -> Params:
         try:
             TrainConfig(**{**params.train.model_dump(), **params.usefulness.train})
         except ValidationError as e:
-            errors += [_fmt("usefulness.train", x) for x in e.errors()]
+            errors += [format_error("usefulness.train", x) for x in e.errors()]
     for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")
@@ -350,13 +372,13 @@ def validate(raw: dict[str, Any]) -> Params:
         try:
             params.train_config(family)
         except ValidationError as e:
-            errors += [_fmt(f"models.{family}.train", x) for x in e.errors()]
+            errors += [format_error(f"models.{family}.train", x) for x in e.errors()]
         try:
             params.net_config(family)
         except ValidationError as e:
-            errors += [_fmt(f"models.{family}.net", x) for x in e.errors()]
+            errors += [format_error(f"models.{family}.net", x) for x in e.errors()]
     if errors:
-        raise ParamsError("invalid params:\n  " + "\n  ".join(errors))
+        raise _invalid(errors)
     return params
 
 
@@ -372,7 +394,13 @@ def load_params(
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(
+            f"{path}: the file must hold a mapping (key: value) at the top level, not a {type(raw).__name__}"
+        )
     if profile:
         profiles = raw.get("profiles") or {}
         if profile not in profiles:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,14 @@ import torch
 
 from genzoo.models.base import DataSpec
 from genzoo.tasks.config import fingerprint
+from genzoo.tasks.errors import GenzooError
 
+# 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-class DataError(ValueError):
+class DataError(GenzooError, ValueError):
     """Bad input data; the message names the file or key."""
 
 
@@ -65,6 +69,34 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
 
 
+def to_8bit(im):
+    """A 16-bit grayscale PIL image -> mode "L", every level scaled by 255/65535 (Pillow's own
+    convert clips at 255, turning most of a 16-bit image white)."""
+    from PIL import Image
+
+    arr = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+    return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), mode="L")
+
+
+def require_npz(path: Path) -> None:
+    """``path`` is a file and an npz (a zip archive): np.load would otherwise try it as a
+    pickle or a bare .npy and say so in words about pickles."""
+    if not path.is_file():
+        raise DataError(f"{path}: npz file not found")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an npz file (an npz is a zip archive of .npy arrays)")
+
+
+def npz_levels(value: np.ndarray, path: Path) -> int:
+    """An npz's optional ``levels``: one integer >= 2."""
+    if value.ndim != 0 or value.dtype.kind not in "ui" or int(value) < 2:
+        raise DataError(
+            f"{path}['levels']: expected one integer >= 2 (the number of pixel levels), "
+            f"got {value.dtype} of shape {value.shape}" + (f" = {value.item()}" if value.ndim == 0 else "")
+        )
+    return int(value)
+
+
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
     """sha256 of a split's arrays, dtype and shape included (the manifest's ``sha256``)."""
     h = hashlib.sha256()
@@ -89,6 +121,16 @@ def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | 
         return None
 
 
+def check_levels(images: np.ndarray, levels: object, where: str) -> int:
+    """``levels`` as a manifest states it, checked against the stored images: an integer >= 2
+    that every pixel is below (else ``level / (levels - 1)`` would leave [0, 1])."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise DataError(f"{where}: levels must be an integer >= 2, got {levels!r}")
+    if images.size and int(images.max()) >= levels:
+        raise DataError(f"{where}: pixel level {int(images.max())} is not below levels={levels}")
+    return levels
+
+
 def data_spec(manifest: dict) -> DataSpec:
     c, h, w = manifest["shape"]
     return DataSpec(c, h, w, manifest["levels"], manifest["num_classes"])
@@ -106,7 +148,13 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
     path = Path(prepared_dir) / f"{split}.npz"
     with np.load(path, allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
-    if content_hash(images, labels) != manifest["splits"][split]["sha256"]:
+    expected = manifest.get("splits", {}).get(split, {}).get("sha256")
+    if expected is None:
+        raise DataError(
+            f"{Path(prepared_dir) / 'manifest.json'}: no sha256 for split {split}; re-run `genzoo prepare`"
+        )
+    if content_hash(images, labels) != expected:
         raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
-    x = torch.from_numpy(images.astype(np.float32) / (manifest["levels"] - 1))
+    levels = check_levels(images, manifest.get("levels"), str(Path(prepared_dir) / "manifest.json"))
+    x = torch.from_numpy(images.astype(np.float32) / (levels - 1))
     return x, torch.from_numpy(labels.astype(np.int64)), manifest

@@ -53,12 +53,16 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
+    WIDE_MODES,
     DataError,
     data_hash,
     data_spec,
     load_split,
+    npz_levels,
     quantize,
     read_manifest,
+    require_npz,
+    to_8bit,
     to_nchw,
 )
 from genzoo.tasks.layout import (
@@ -100,6 +104,11 @@ def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray
 def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str, Any]:
     """The threshold: the ``quantile`` of the validation split's scores."""
     xv, _, _ = load_split(params.data.prepared_dir, "val")
+    if len(xv) == 0:
+        raise DataError(
+            f"{params.data.prepared_dir}: the val split is empty; detection calibrates its threshold on it "
+            "(raise data.val_fraction or add images, then genzoo prepare)"
+        )
     val = score(net, xv)
     return {"quantile": quantile, "threshold": float(np.quantile(val, quantile)),
             "val_mean": float(val.mean()), "val": val}  # fmt: skip
@@ -126,12 +135,11 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
     recursively) -> images in the model's format, and a name for each."""
     path = Path(path)
     if path.suffix == ".npz":
-        if not path.is_file():
-            raise DataError(f"{path}: npz file not found")
+        require_npz(path)
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
                 raise DataError(f"{path}: no 'images' key (found {sorted(z.files)})")
-            levels = int(z["levels"]) if "levels" in z.files else None
+            levels = npz_levels(z["levels"], path) if "levels" in z.files else None
             x = to_spec(z["images"], spec, levels, f"{path}['images']")
         return x, [f"{path.name}[{i}]" for i in range(len(x))]
     if not path.is_dir():
@@ -145,6 +153,7 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
     for f in files:
         try:
             with Image.open(f) as im:
+                im = to_8bit(im) if im.mode in WIDE_MODES else im  # scaled, not clipped
                 img = im.convert("L" if spec.channels == 1 else "RGB")
                 img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
         except (UnidentifiedImageError, OSError) as e:

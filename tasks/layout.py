@@ -39,7 +39,7 @@ import genzoo.tasks
 from genzoo import models
 from genzoo.models.base import GenerativeModel, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
-from genzoo.tasks.config import Params, fingerprint
+from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
 
 log = logging.getLogger("genzoo.layout")
@@ -242,7 +242,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name}: no CUDA device is available")
+        raise ParamsError(f"run.device={name}: no CUDA device is available on this machine (use auto or cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ParamsError(f"run.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ParamsError(f"run.device={name}: MPS is not available on this machine (use auto or cpu)")
     return dev
 
 

@@ -22,13 +22,24 @@ import torch
 
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, stage_args
-from genzoo.tasks.data import IMAGE_SUFFIXES, DataError, content_hash, quantize, to_nchw
+from genzoo.tasks.data import (
+    IMAGE_SUFFIXES,
+    WIDE_MODES,
+    DataError,
+    content_hash,
+    npz_levels,
+    quantize,
+    require_npz,
+    to_8bit,
+    to_nchw,
+)
 
 # the prepared data's readers live on the ground floor (tasks/data.py); named here too for
 # callers that reach them through the stage that writes the data
 from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
+from genzoo.tasks.errors import check_output_dir, writing
 from genzoo.tasks.layout import check_replaceable, mark, replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
@@ -58,8 +69,7 @@ def load_digits_source() -> Dataset:
 
 def load_npz_source(path: str | Path) -> Dataset:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: npz file not found")
+    require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -70,8 +80,8 @@ def load_npz_source(path: str | Path) -> Dataset:
                     "(expected 'images' and 'labels')"
                 )
             images, labels = z["images"], z["labels"]
-            levels = int(z["levels"]) if "levels" in keys else None
-            names = [str(n) for n in z["class_names"]] if "class_names" in keys else None
+            levels = npz_levels(z["levels"], path) if "levels" in keys else None
+            names = [str(n) for n in np.atleast_1d(z["class_names"])] if "class_names" in keys else None
     except (OSError, ValueError) as e:
         if isinstance(e, DataError):
             raise
@@ -86,6 +96,11 @@ def load_npz_source(path: str | Path) -> Dataset:
         )
     classes = np.unique(labels)
     labels = np.searchsorted(classes, labels).astype(np.int64)
+    if names is not None and len(names) != len(classes):
+        raise DataError(
+            f"{path}['class_names']: {len(names)} names for {len(classes)} classes in 'labels' "
+            f"({', '.join(map(str, classes[:12]))}{'...' if len(classes) > 12 else ''})"
+        )
     names = names or [str(c) for c in classes]
     return Dataset(images, labels, levels, names, f"npz:{path}")
 
@@ -136,16 +151,27 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
             files.append((f, k))
     if not files:
         raise DataError(f"{root}: empty (no images in {', '.join(classes)})")
-    images, modes = [], {}
+    empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
+    if empty:
+        raise DataError(f"{root / empty[0]}: a class folder with no images; fill it or remove it")
+    images, modes, deep = [], {}, None
     for f, _ in files:
         try:
             with Image.open(f) as im:
                 im.load()
-                img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
+                if im.mode in WIDE_MODES:
+                    deep = deep or f
+                    img = to_8bit(im)
+                else:
+                    img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         modes.setdefault(img.mode, f)
         images.append(img)
+    if deep is not None:
+        log.warning(
+            "%s: 16-bit images (first: %s) reduced to 8 bits (256 levels), scaled by 255/65535", root, deep
+        )
     if len(modes) > 1:
         raise DataError(
             f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "
@@ -293,6 +319,7 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
         else:
             x = np.repeat(x, 3, axis=1)
     if p.image_size and tuple(p.image_size) != x.shape[2:] and not ds.source.startswith("folder:"):
+        check_memory(len(x), x.shape[1], p.image_size)
         t = torch.from_numpy(x.astype(np.float32))
         t = torch.nn.functional.interpolate(
             t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False
@@ -301,9 +328,35 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
     return Dataset(x, ds.labels, ds.levels, ds.class_names, ds.source)
 
 
+def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:
+    """Refuse a resize whose images would not fit in memory, before allocating them (the
+    float32 copy being resized plus the int64 result: 12 bytes a pixel)."""
+    need = 12 * n * channels * size[0] * size[1]
+    have = _available_memory()
+    if have is not None and need > have:
+        raise DataError(
+            f"data.image_size={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
+            f"{have / 2**30:.1f} GiB of memory is available; choose a smaller size"
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        return None
+
+
 def check(ds: Dataset) -> None:
     if len(ds.images) == 0:
         raise DataError(f"{ds.source}: no images")
+    h, w = ds.images.shape[2:]
+    if min(h, w) < 2:
+        raise DataError(f"{ds.source}: images are {h}x{w}; at least 2x2 pixels are needed (data.image_size)")
+    if len(ds.class_names) != int(ds.labels.max()) + 1:
+        raise DataError(
+            f"{ds.source}: {len(ds.class_names)} class names for {int(ds.labels.max()) + 1} classes"
+        )
     if len(np.unique(ds.labels)) < 2:
         raise DataError(f"{ds.source}: a single class ({ds.class_names[0]!r}); at least two are needed")
     if ds.levels < 2 or ds.levels > 65536:
@@ -324,6 +377,26 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     return {s: np.sort(np.concatenate(v)) for s, v in out.items()}
 
 
+def check_splits(splits: dict[str, np.ndarray], labels: np.ndarray, p: DataParams, source: str) -> None:
+    """Every class in the training split (a class with too few images for the fractions fails
+    here rather than train on nothing); an empty val split asked for is a warning."""
+    per_class = np.bincount(labels)
+    missing = np.flatnonzero(np.bincount(labels[splits["train"]], minlength=len(per_class)) == 0)
+    if len(missing):
+        c = int(missing[0])
+        raise DataError(
+            f"{source}: class {c} has {per_class[c]} image(s), none left for the train split after "
+            f"test_fraction={p.test_fraction} and val_fraction={p.val_fraction}; "
+            "each class needs a few images per split"
+        )
+    if p.val_fraction > 0 and len(splits["val"]) == 0:
+        log.warning(
+            "%s: the val split comes out empty (val_fraction=%s of %d-%d images per class); "
+            "detection thresholds and eval_every need it: add images",
+            source, p.val_fraction, per_class.min(), per_class.max(),
+        )  # fmt: skip
+
+
 def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed + 1)
     keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
@@ -336,6 +409,7 @@ def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 def prepare(params: Params) -> dict:
     """Build the prepared dataset; returns its manifest."""
     p = params.data
+    check_output_dir(p.prepared_dir, "data.prepared_dir")
     check_replaceable(Path(p.prepared_dir), "prepared-data")  # a folder genzoo did not write: refused
     ds = convert(load_source(p), p)
     check(ds)
@@ -345,6 +419,7 @@ def prepare(params: Params) -> dict:
     dtype = np.uint8 if ds.levels <= 256 else np.uint16
     images = ds.images.astype(dtype)
     splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
+    check_splits(splits, ds.labels, p, ds.source)
     n, c, h, w = images.shape
     manifest = {
         **mark("prepared-data"),
@@ -356,7 +431,10 @@ def prepare(params: Params) -> dict:
         "seed": params.seed,
         "splits": {},
     }
-    with replacing_dir(Path(p.prepared_dir), "prepared-data") as tmp:
+    with (
+        writing("the prepared data", p.prepared_dir),
+        replacing_dir(Path(p.prepared_dir), "prepared-data") as tmp,
+    ):
         for split, idx in splits.items():
             x, y = images[idx], ds.labels[idx]
             with open(tmp / f"{split}.npz", "wb") as f:

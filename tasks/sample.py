@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from genzoo import models
 from genzoo.models.base import GenerativeModel, atomic_write
 from genzoo.tasks.data import read_manifest
+from genzoo.tasks.errors import ModelFileError, ModelNotFound
 from genzoo.tasks.figures import grid, save_png
 
 
@@ -121,8 +122,16 @@ def load_model(
             path = path / "model.json"
     if not path.with_suffix(".json").exists():
         hint = f"; run `genzoo train --family {ref}` first" if ref in models.REGISTRY else ""
-        raise FileNotFoundError(f"{path.with_suffix('.json')}: no trained model{hint}")
-    return models.load(path, device, allow_unhashed=allow_unhashed)
+        raise ModelNotFound(f"{path.with_suffix('.json')}: no trained model{hint}")
+    from safetensors import SafetensorError
+
+    try:
+        return models.load(path, device, allow_unhashed=allow_unhashed)
+    except SafetensorError as e:  # e.g. a pickle named .safetensors: refused, never unpickled
+        raise ModelFileError(
+            f"{path.with_suffix('.safetensors')}: not a safetensors file ({e}); "
+            "refused, nothing in it was run"
+        ) from None
 
 
 def class_names(prepared_dir: str | Path) -> list[str] | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback, TrainResult
 from genzoo.tasks.config import flatten
+from genzoo.tasks.errors import ModelNotFound, TrackingUnavailable
 from genzoo.tasks.layout import FAMILY_OUTPUTS, family_run_id
 
 log = logging.getLogger("genzoo.tracking")
@@ -46,7 +47,7 @@ def preflight(uri: str | None = None) -> None:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
             pass
     except OSError as e:
-        raise ConnectionError(
+        raise TrackingUnavailable(
             f"MLflow tracking server {uri} is unreachable ({e}); start it (make mlflow) or "
             "unset MLFLOW_TRACKING_URI to use the project's sqlite store"
         ) from None
@@ -219,8 +220,21 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     name, _, version = uri.removeprefix("models:/").partition("/")
     if not name or not version:
         raise ValueError(f"{uri}: expected models:/<family>/<version>")
+    from mlflow.exceptions import MlflowException
+
+    preflight()
     c = client()
-    mv = c.get_model_version(name, version)
+    try:
+        mv = c.get_model_version(name, version)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:
+            known = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+        except MlflowException:
+            known = []
+        have = f"versions of {name}: {', '.join(map(str, known))}" if known else f"no versions of {name}"
+        raise ModelNotFound(f"{uri}: no such registered model version in {tracking_uri()} ({have})") from None
     import mlflow.artifacts
 
     dst = Path(dst or tempfile.mkdtemp(prefix="genzoo-model-"))

@@ -1,0 +1,89 @@
+"""genzoo's own errors (ground floor): what a user can fix, each with a message that names
+the key, file or server at fault. The command line turns these into one line on stderr and
+exit code 2; any other exception is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+# a disk (or quota) that ran out
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class GenzooError(Exception):
+    """Bad input or environment a user can fix; the message names the key, file or server."""
+
+
+class DiskFull(GenzooError, OSError):
+    """A write ran out of space; the message says what was being written and where."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]"
+        return str(self.strerror)
+
+
+class Unreachable(GenzooError, ConnectionError):
+    """A server genzoo needs (MLflow, Prefect) does not answer; the message names its URI."""
+
+
+class TrackingUnavailable(Unreachable):
+    """The MLflow tracking server does not answer; the message names its URI."""
+
+
+class ModelNotFound(GenzooError, FileNotFoundError):
+    """No model where one was named (a folder, or a registered MLflow version)."""
+
+
+class ModelFileError(GenzooError, ValueError):
+    """A model file that is not what genzoo writes (e.g. a pickle where safetensors belongs);
+    it is refused, never executed."""
+
+
+@contextlib.contextmanager
+def writing(what: str, where: str | Path) -> Iterator[None]:
+    """Turn a full disk during the block into :class:`DiskFull` naming ``what`` was being
+    written and ``where`` (the cleanup of partial output is the block's own)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in FULL or isinstance(e, DiskFull):
+            raise
+        raise DiskFull(
+            e.errno,
+            f"{where}: no space left on the device while writing {what} ({e.strerror}); "
+            "free some space and run again (the previous version is untouched)",
+        ) from e
+
+
+def check_output_dir(path: str | Path, key: str) -> None:
+    """Fail before any compute when ``path`` (the value of params key ``key``) cannot be a
+    folder: something on the way to it exists and is not a folder, or it is not writable."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise GenzooError(f"{key}={path}: exists and is not a folder")
+    for p in path.parents:  # the folder is replaced as a whole, from beside it
+        if p.exists():
+            if not p.is_dir():
+                raise GenzooError(f"{key}={path}: {p} exists and is not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise GenzooError(f"{key}={path}: {p} is not writable")
+            return
+
+
+def describe_os_error(e: OSError) -> str | None:
+    """One line for an OSError caused by the environment (a full disk, a path that cannot
+    be a folder, no permission), naming the path; None for any other (a bug keeps its traceback)."""
+    if isinstance(e, GenzooError):
+        return str(e)
+    user_fixable = (*FULL, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                    errno.ENAMETOOLONG, errno.ENOENT)  # fmt: skip
+    if e.errno in FULL:  # a disk that filled outside a `writing` block: still no bug
+        return f"{e.filename or 'a write'}: no space left on the device ({e.strerror})"
+    if e.errno not in user_fixable or e.filename is None:
+        return None
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{e.filename}: exists and is not a folder ({e.strerror})"
+    return f"{e.filename}: {e.strerror}"

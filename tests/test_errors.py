@@ -1,0 +1,539 @@
+"""Bad input and a bad environment through the `genzoo` command line: exit code 2, one line
+naming the problem and the key or file, nothing written, no traceback; and the data that used
+to pass silently (RELIABILITY.md cases 19-22 and 24; the issue's sections 3 and 4)."""
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from genzoo.flows import cli
+from tests.conftest import TINY, tiny_params
+
+
+@pytest.fixture
+def restore_logging():
+    """The CLI installs its console handler; give pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {n: logging.getLogger(n).level for n in (*cli.CHATTY, "genzoo", "genzoo.cluster")}
+    yield
+    root.handlers[:], root.level = handlers, level
+    for n, lv in levels.items():
+        logging.getLogger(n).setLevel(lv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def files_under(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with a hash of its content ("dir" for folders)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink() or p.is_dir():
+            out[str(p)] = "dir"
+        else:
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def untrained_model(runs: Path, family: str = "vae") -> Path:
+    """A model saved as training saves it (model.json + model.safetensors), without training."""
+    from genzoo import models
+    from genzoo.models.base import DataSpec
+
+    net = models.build(family, DataSpec(1, 8, 8, 17, 10), TINY[family])
+    (runs / family).mkdir(parents=True, exist_ok=True)
+    return models.save(net, runs / family / "model")
+
+
+class Payload:
+    """Unpickling this writes a marker file: the proof a pickle ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("the payload ran",))
+
+
+# ----------------------------------------------------------------------------- the inputs
+
+
+def _npz(path: Path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """Inputs under tmp_path/in (params files, bad datasets, a sqlite tracking store, a model
+    whose weights are a pickle); every output path of the params under tmp_path/out."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{inp / 'mlflow.db'}")
+    raw = tiny_params(out, families=["vae"])
+    raw["profiles"] = {"quick": {"seed": 1}}
+    (inp / "params.yaml").write_text(yaml.safe_dump(raw))
+    (inp / "list.yaml").write_text("- seed: 1\n- models: {}\n")
+    raw_seed = {**raw, "seed": 1.0e23}  # a float YAML reads as such (1e23 alone is a string)
+    (inp / "seed.yaml").write_text(yaml.safe_dump(raw_seed))
+    eight = np.zeros((20, 8, 8), np.uint8)
+    _npz(inp / "levels.npz", images=eight, labels=np.arange(20) % 2, levels=np.array([17, 17]))
+    _npz(inp / "levels1.npz", images=eight, labels=np.arange(20) % 2, levels=np.array(1))
+    (inp / "notzip.npz").write_bytes(pickle.dumps({"images": eight}))
+    _npz(inp / "names.npz", images=eight, labels=np.arange(20) % 3, class_names=np.array(["a", "b"]))
+    _npz(inp / "one.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.arange(3))
+    _npz(inp / "pixel.npz", images=np.zeros((40, 1, 1), np.uint8), labels=np.arange(40) % 2)
+    loop = inp / "folder"
+    for c in ("a", "b"):
+        (loop / c).mkdir(parents=True)
+        from PIL import Image
+
+        for i in range(5):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(loop / c / f"{i}.png")
+    (loop / "c").symlink_to(loop)  # a class folder that is its own parent
+    (inp / "empty-class").mkdir()
+    for c in ("a", "b"):
+        (inp / "empty-class" / c).mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(inp / "empty-class" / "a" / "0.png")
+    # a model whose weights file is a pickle, its model.json updated to match (an attacker
+    # holding both files): the hash passes, the format must not
+    pickled = untrained_model(inp / "pickled").with_suffix(".safetensors")
+    pickled.write_bytes(pickle.dumps(Payload(str(inp / "payload-ran"))))
+    meta = json.loads(pickled.with_suffix(".json").read_text())
+    meta["sha256"] = hashlib.sha256(pickled.read_bytes()).hexdigest()
+    pickled.with_suffix(".json").write_text(json.dumps(meta))
+    swapped = untrained_model(inp / "swapped").with_suffix(".safetensors")
+    swapped.write_bytes(pickle.dumps(Payload(str(inp / "payload-ran"))))  # model.json left as was
+    from genzoo.tasks.tracking import client
+
+    client().search_registered_models()  # the store exists (its tables), with no model in it
+    return {"in": inp, "out": out, "params": str(inp / "params.yaml")}
+
+
+def _p(w, *more):
+    return ["--params", w["params"], *more]
+
+
+def _src(w, name):
+    return ["-o", f"data.source=npz:{w['in'] / name}"]
+
+
+# case id -> (argv from the inputs, a fragment the one line must hold)
+CASES = {
+    # 3. params
+    "params-list": (lambda w: ["prepare", "--params", str(w["in"] / "list.yaml")], "not a list"),
+    "params-list-profile": (
+        lambda w: ["prepare", "--params", str(w["in"] / "list.yaml"), "--profile", "quick"],
+        "list.yaml: the file must hold a mapping",
+    ),
+    "params-list-override": (
+        lambda w: ["prepare", "--params", str(w["in"] / "list.yaml"), "-o", "seed=1"],
+        "list.yaml: the file must hold a mapping",
+    ),
+    "override-not-yaml": (
+        lambda w: ["prepare", *_p(w, "-o", "seed=[1")],
+        "override 'seed=[1': the value is not valid YAML",
+    ),
+    "prepared-dir-under-a-file": (
+        lambda w: ["prepare", *_p(w, "-o", "data.prepared_dir=/dev/null/x")],
+        "data.prepared_dir=/dev/null/x: /dev/null exists and is not a folder",
+    ),
+    "image-size-bound": (
+        lambda w: ["prepare", *_p(w, "-o", "data.image_size=[100000,100000]")],
+        "data.image_size: Value error, sides must be in [2, 4096]",
+    ),
+    "image-size-memory": (  # 1797 digits at 4096x4096: 360 GiB before a byte is allocated
+        lambda w: ["prepare", *_p(w, "-o", "data.image_size=4096")],
+        "data.image_size=[4096, 4096]: 1797 images of that size need",
+    ),
+    "lr-bound": (
+        lambda w: ["prepare", *_p(w, "-o", "train.lr=1e39")],
+        "train.lr: Input should be less than or equal to 10",
+    ),
+    "family-lr-bound": (
+        lambda w: ["prepare", *_p(w, "-o", "models.vae.train.lr=1.0e+39")],
+        "models.vae.train.lr: Input should be less than or equal to 10",
+    ),
+    "seed-string": (
+        lambda w: ["prepare", *_p(w, "-o", "seed=1e23")],
+        "seed: Input should be a valid integer",
+    ),
+    "seed-bound": (
+        lambda w: ["prepare", *_p(w, "-o", "seed=4294967296")],
+        "seed: Input should be less than or equal to 2147483647",
+    ),
+    "seed-float": (
+        lambda w: ["prepare", "--params", str(w["in"] / "seed.yaml")],
+        "invalid params: seed: ",
+    ),
+    "npz-levels-array": (
+        lambda w: ["prepare", *_p(w, *_src(w, "levels.npz"))],
+        "levels.npz['levels']: expected one integer",
+    ),
+    "npz-levels-1": (
+        lambda w: ["prepare", *_p(w, *_src(w, "levels1.npz"))],
+        "levels1.npz['levels']: expected one integer >= 2",
+    ),
+    "npz-not-zip": (lambda w: ["prepare", *_p(w, *_src(w, "notzip.npz"))], "notzip.npz: not an npz file"),
+    "models-uri-missing-version": (
+        lambda w: ["sample", *_p(w, "--model", "models:/vae/7", "--out", str(w["out"] / "s"))],
+        "models:/vae/7: no such registered model version in sqlite:///",
+    ),
+    "train-device-absent": (
+        lambda w: ["train", *_p(w, "--family", "vae", "-o", "run.device=cuda:99")],
+        "run.device=cuda:99",
+    ),
+    "run-device-absent": (
+        lambda w: ["run", *_p(w, "--families", "vae", "-o", "run.device=cuda:99")],
+        "run.device=cuda:99",
+    ),
+    "safetensors-is-a-pickle": (
+        lambda w: [
+            "sample",
+            *_p(
+                w,
+                "--family",
+                "vae",
+                "-o",
+                f"run.runs_dir={w['in'] / 'pickled'}",
+                "--out",
+                str(w["out"] / "s"),
+            ),
+        ],  # fmt: skip
+        "model.safetensors: not a safetensors file",
+    ),
+    "safetensors-swapped-for-a-pickle": (
+        lambda w: [
+            "sample",
+            *_p(
+                w,
+                "--family",
+                "vae",
+                "-o",
+                f"run.runs_dir={w['in'] / 'swapped'}",
+                "--out",
+                str(w["out"] / "s"),
+            ),
+        ],  # fmt: skip
+        "model.safetensors: sha256 does not match model.json",
+    ),
+    # 4. data that passed silently
+    "class-names-short": (
+        lambda w: ["prepare", *_p(w, *_src(w, "names.npz"))],
+        "names.npz['class_names']: 2 names for 3 classes",
+    ),
+    "one-image-per-class": (
+        lambda w: ["prepare", *_p(w, *_src(w, "one.npz"))],
+        "class 0 has 1 image(s), none left for the train split",
+    ),
+    "1x1-images": (lambda w: ["prepare", *_p(w, *_src(w, "pixel.npz"))], "images are 1x1; at least 2x2"),
+    "class-folder-links-to-its-parent": (
+        lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'folder'}")],
+        "folder/c: a link to",
+    ),
+    "class-folder-empty": (
+        lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
+        "empty-class/b: a class folder with no images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, world, tmp_path, capsys, restore_logging):
+    argv, fragment = CASES[case]
+    argv = argv(world)
+    before = files_under(tmp_path)
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("genzoo ")]
+    assert rc == 2, err
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert lines[0].startswith(f"genzoo {argv[0]}: error: ") and "\n" not in lines[0].strip()
+    assert "Traceback" not in err
+    assert files_under(tmp_path) == before  # nothing written, nothing changed
+    assert not (world["in"] / "payload-ran").exists()  # no pickle ever ran
+
+
+def test_an_unreachable_tracking_server_is_one_line_with_its_uri(world, tmp_path, monkeypatch, capsys,
+                                                                 restore_logging):  # fmt: skip
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    before = files_under(tmp_path)
+    rc = cli.main(["run", "--params", world["params"], "--families", "vae", "-o", "run.track=true"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"genzoo run: error: MLflow tracking server {uri} is unreachable" in err, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.startswith("genzoo")]) == 1
+    assert files_under(tmp_path) == before
+
+
+def test_a_bug_keeps_its_traceback(world, monkeypatch, restore_logging):
+    """Only genzoo's own errors become a line: an unexpected exception still raises."""
+    from genzoo.tasks import prepare
+
+    def broken(*a, **k):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(prepare, "load_source", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        cli.main(["prepare", "--params", world["params"]])
+
+    def deep(*a, **k):  # a ValueError from outside genzoo's checks is a bug too
+        return np.zeros(3).reshape(2, 2)
+
+    monkeypatch.setattr(prepare, "load_source", deep)
+    with pytest.raises(ValueError, match="reshape"):
+        cli.main(["prepare", "--params", world["params"]])
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def _full_after(nbytes: int):
+    """A write that stores ``nbytes`` then finds the disk full, as ENOSPC arrives mid-file."""
+
+    def write(f, *args, **kwargs):
+        f.write(b"\0" * nbytes)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return write
+
+
+def test_a_full_disk_while_preparing_names_what_and_where_and_keeps_the_previous_data(
+    tmp_path, monkeypatch, capsys, restore_logging
+):
+    from genzoo.tasks import prepare
+    from genzoo.tasks.data import load_split
+
+    raw = tiny_params(tmp_path, families=["vae"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
+    prepared = tmp_path / "prepared"
+    before = files_under(tmp_path)
+    monkeypatch.setattr(prepare.np, "savez", _full_after(4096))  # the real write call of each split
+    rc = cli.main(["prepare", "--params", str(pfile), "-q", "-o", "seed=3"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert (
+        f"genzoo prepare: error: {prepared}: no space left on the device while writing the prepared data"
+        in err
+    )
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    assert files_under(tmp_path) == before  # the previous version whole, no partial folder beside it
+    x, y, m = load_split(prepared, "train")  # and loadable (its hashes checked)
+    assert m["seed"] == 0 and len(x) == m["splits"]["train"]["n"]
+
+
+def test_a_full_disk_while_writing_a_dataset_keeps_the_previous_version(tmp_path, monkeypatch, capsys,
+                                                                        restore_logging):  # fmt: skip
+    """RELIABILITY.md case 24: ENOSPC at the dataset's write; the message says what ran out
+    and where; the previous version loads, hash checked."""
+    from genzoo.tasks.augment import load_dataset
+
+    raw = tiny_params(tmp_path, families=["vae"])
+    raw["augment"].update(reject_copies=False, per_class=2)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
+    untrained_model(tmp_path / "runs")
+    assert cli.main(["augment", "--params", str(pfile), "--families", "vae", "-q"]) == 0
+    target = tmp_path / "augment" / "synthetic"
+    first = load_dataset(target)
+    before = files_under(tmp_path)
+    real_write_bytes = Path.write_bytes
+
+    def full(self, data):
+        if self.name == "images.npz":  # the dataset's write: the disk fills half way
+            with open(self, "wb") as f:
+                return _full_after(len(data) // 2)(f)
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    rc = cli.main(["augment", "--params", str(pfile), "--families", "vae", "--seed", "5", "-q"])
+    err = capsys.readouterr().err
+    monkeypatch.undo()
+    assert rc == 2, err
+    assert (
+        f"genzoo augment: error: {target}: no space left on the device while writing dataset 'synthetic' "
+        "(No space left on device)" in err
+    )
+    assert files_under(tmp_path) == before
+    again = load_dataset(target)  # verified against its sha256
+    assert again.manifest == first.manifest and bool((again.images == first.images).all())
+
+
+# ----------------------------------------------------------------------------- data that passed silently
+
+
+def test_a_dataset_manifest_with_levels_1_or_2_or_no_sha256_is_refused(tmp_path, monkeypatch):
+    from genzoo.tasks.augment import load_dataset
+    from genzoo.tasks.data import DataError
+
+    d = tmp_path / "ds"
+    d.mkdir()
+    np.savez(d / "images.npz", images=np.array([[[[0, 16]]]], np.uint8), labels=np.array([0]),
+             source=np.array(["vae"]))  # fmt: skip
+    good = {"levels": 17, "sha256": hashlib.sha256((d / "images.npz").read_bytes()).hexdigest()}
+    (d / "manifest.json").write_text(json.dumps(good))
+    x, _ = load_dataset(d)[0]
+    assert float(x.max()) == 1.0  # level 16 of 17
+    refused = {
+        1: "levels must be an integer >= 2, got 1",
+        2: "pixel level 16 is not below levels=2",
+        "17": "levels must be an integer >= 2, got '17'",
+    }
+    for levels, msg in refused.items():
+        (d / "manifest.json").write_text(json.dumps({**good, "levels": levels}))
+        with pytest.raises(DataError, match=msg):
+            load_dataset(d)
+    (d / "manifest.json").write_text(json.dumps({"levels": 17}))
+    with pytest.raises(DataError, match="manifest.json: no sha256 to check images.npz against"):
+        load_dataset(d)
+    assert len(load_dataset(d, verify=False)) == 1  # asked for: loads unverified
+
+
+def test_prepared_data_whose_manifest_levels_is_edited_is_refused(tmp_path):
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.data import DataError, load_split
+    from genzoo.tasks.prepare import prepare
+
+    params = validate(tiny_params(tmp_path, families=["vae"]))
+    prepare(params)
+    path = tmp_path / "prepared" / "manifest.json"
+    m = json.loads(path.read_text())
+    path.write_text(json.dumps({**m, "levels": 2}))
+    with pytest.raises(DataError, match="manifest.json: pixel level 16 is not below levels=2"):
+        load_split(tmp_path / "prepared", "train")
+    del m["splits"]["val"]["sha256"]
+    path.write_text(json.dumps(m))
+    with pytest.raises(DataError, match="manifest.json: no sha256 for split val"):
+        load_split(tmp_path / "prepared", "val")
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits_with_a_warning(tmp_path, caplog):
+    """Documented handling: 16-bit grayscale keeps its contrast (v * 255 / 65535), not clipped
+    at 255 as Pillow's convert does; a warning says so."""
+    from PIL import Image
+
+    from genzoo.tasks.prepare import load_folder_source
+
+    levels = [0, 1000, 30000, 65535]
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i, v in enumerate(levels):
+            Image.fromarray(np.full((4, 4), v, np.uint16)).save(tmp_path / c / f"{i}.png")
+    with Image.open(tmp_path / "a" / "3.png") as im:
+        assert im.mode.startswith("I")  # really 16 bits on disk
+    with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
+        ds = load_folder_source(tmp_path, None)
+    assert ds.levels == 256
+    assert ds.images[:4, 0, 0, 0].tolist() == [0, 4, 117, 255]  # scaled; clipping gave [0, 255, 255, 255]
+    assert "16-bit images" in caplog.text and "reduced to 8 bits" in caplog.text
+
+
+def test_detect_reads_no_pickle_and_no_array_of_levels(tmp_path):
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.detect import read_images
+
+    spec = DataSpec(1, 8, 8, 17, 10)
+    (tmp_path / "notzip.npz").write_bytes(pickle.dumps(Payload(str(tmp_path / "payload-ran"))))
+    with pytest.raises(DataError, match="notzip.npz: not an npz file"):
+        read_images(tmp_path / "notzip.npz", spec)
+    assert not (tmp_path / "payload-ran").exists()
+    np.savez(tmp_path / "levels.npz", images=np.zeros((2, 8, 8), np.uint8), levels=np.array([17, 17]))
+    with pytest.raises(DataError, match=r"levels.npz\['levels'\]: expected one integer"):
+        read_images(tmp_path / "levels.npz", spec)
+
+
+def test_an_empty_val_split_is_a_warning_and_detection_refuses_it(tmp_path, caplog):
+    """Documented handling: 4 images a class give no val image at val_fraction 0.1; prepare
+    warns and writes, and detection (which calibrates on val) says why it cannot."""
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.detect import calibrate
+    from genzoo.tasks.prepare import prepare
+
+    src = _npz(tmp_path / "four.npz", images=np.arange(8 * 16).reshape(8, 4, 4) % 7, labels=np.arange(8) % 2)
+    raw = tiny_params(tmp_path, families=["vae"])
+    raw["data"].update(source=f"npz:{src}", val_fraction=0.1)
+    params = validate(raw)
+    with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
+        m = prepare(params)
+    assert {s: v["n"] for s, v in m["splits"].items()} == {"train": 6, "val": 0, "test": 2}
+    assert "the val split comes out empty (val_fraction=0.1 of 4-4 images per class)" in caplog.text
+    with pytest.raises(DataError, match="the val split is empty; detection calibrates"):
+        calibrate(None, params, 0.99)
+
+
+def test_run_device_names_the_key_where_the_device_is_absent():
+    import torch
+
+    from genzoo.tasks.config import ParamsError
+    from genzoo.tasks.layout import resolve_device
+
+    if torch.cuda.is_available():  # this machine has one: it resolves
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(
+            ParamsError, match=r"^run.device=cuda: no CUDA device is available on this machine"
+        ):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
+
+
+def test_only_a_full_disk_becomes_disk_full(tmp_path):
+    """ENOSPC and EDQUOT say what and where (and stay OSErrors with their errno, so the
+    pipeline does not retry them); any other OSError passes through untouched."""
+    from genzoo.tasks.errors import DiskFull, writing
+
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        with pytest.raises(DiskFull) as e, writing("the prepared data", tmp_path / "p"):
+            raise OSError(code, os.strerror(code))
+        assert e.value.errno == code and isinstance(e.value, OSError)
+        assert str(e.value).startswith(
+            f"{tmp_path / 'p'}: no space left on the device while writing the prepared data"
+        )
+    eio = OSError(errno.EIO, "I/O error")
+    with pytest.raises(OSError) as e, writing("x", tmp_path):
+        raise eio
+    assert e.value is eio
+    # what the command line says of an OSError: a full disk anywhere, a path it names; else a bug
+    from genzoo.tasks.errors import describe_os_error
+
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device")) == (
+        "a write: no space left on the device (No space left on device)"
+    )
+    assert (
+        describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/x")) == "/x: Permission denied"
+    )
+    assert describe_os_error(eio) is None
+    assert describe_os_error(OSError(errno.EIO, "I/O error", "/x")) is None
+
+
+def test_serve_against_an_unreachable_prefect_api_is_one_line(world, tmp_path, monkeypatch, capsys,
+                                                              restore_logging):  # fmt: skip
+    api = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    before = files_under(tmp_path)
+    rc = cli.main(["serve", "--params", world["params"]])
+    err = capsys.readouterr().err
+    assert (
+        rc == 2 and f"genzoo serve: error: PREFECT_API_URL={api}: no healthy Prefect server there" in err
+    ), err
+    assert "Traceback" not in err and files_under(tmp_path) == before
