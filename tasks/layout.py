@@ -41,6 +41,7 @@ from genzoo.models.base import GenerativeModel, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
+from genzoo.tasks.errors import GenzooError
 
 log = logging.getLogger("genzoo.layout")
 # The folder holding models/ tasks/ metrics/: the repository in an editable install,
@@ -95,7 +96,7 @@ OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
-class NotGenzooOutput(ValueError):
+class NotGenzooOutput(GenzooError, ValueError):
     """A folder genzoo was asked to replace is not one it wrote; the message names it."""
 
 

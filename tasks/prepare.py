@@ -122,7 +122,9 @@ def _inside(path: Path, root: Path) -> None:
     """A class folder or image must stay inside the data folder: a symbolic link out of it
     (or back to it, a class folder linking to its parent) is refused."""
     real, top = path.resolve(), root.resolve()
-    if real == top or top not in real.parents:
+    if real == top or real in top.parents:  # a loop: the class would hold the data itself
+        raise DataError(f"{path}: a symbolic link to {real}, which holds the class folders; remove it")
+    if top not in real.parents:
         raise DataError(
             f"{path}: a symbolic link to {real}, outside the data folder {root}; copy the files in"
         )

@@ -243,7 +243,7 @@ CASES = {
     "1x1-images": (lambda w: ["prepare", *_p(w, *_src(w, "pixel.npz"))], "images are 1x1; at least 2x2"),
     "class-folder-links-to-its-parent": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'folder'}")],
-        "folder/c: a link to",
+        "folder/c: a symbolic link to",
     ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
