@@ -137,7 +137,9 @@ def test_local_ray_listens_on_loopback_only_and_requires_its_token(tmp_path):
         err.close()
 
 
-def test_a_token_file_readable_by_others_is_narrowed_and_a_new_one_is_owner_only(tmp_path, monkeypatch, caplog):
+def test_a_token_file_readable_by_others_is_narrowed_and_a_new_one_is_owner_only(
+    tmp_path, monkeypatch, caplog
+):
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     shared = tmp_path / "shared_token"
     shared.write_text("a" * 64)
