@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("genzoo.serve")
 
@@ -36,6 +37,32 @@ def healthy(api_url: str) -> bool:
 
 
 AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+ROOTS_ENV = "GENZOO_SERVE_ROOTS"  # set by serve(): the folders a deployment may read and write
+
+
+def confine(params: Any = None, **paths: str | None) -> None:
+    """In a flow run that ``genzoo serve`` started, refuse a path parameter (and every path in
+    the params: data folders, data source, runs, checkpoints, augment.out_dir) that resolves,
+    links followed, outside the project: the folder ``genzoo serve`` runs in and the folder of
+    its params file. Elsewhere (the CLI, Python) a no-op."""
+    roots = [Path(r) for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
+    if not roots:
+        return
+    named = {k: v for k, v in paths.items() if v}
+    if params is not None:
+        named |= {f"data.{k}": getattr(params.data, k) for k in ("raw_dir", "prepared_dir")}
+        named |= {f"run.{k}": getattr(params.run, k) for k in ("runs_dir", "checkpoints_dir")}
+        named["augment.out_dir"] = params.augment.out_dir
+        kind, _, where = params.data.source.partition(":")
+        if kind in ("npz", "folder") and where:
+            named["data.source"] = where
+    for key, value in named.items():
+        real = Path(value).expanduser().resolve()
+        if not any(real.is_relative_to(r) for r in roots):
+            raise ValueError(
+                f"{key}={value}: outside the project ({', '.join(map(str, roots))}); a deployment "
+                "of genzoo serve reads and writes inside the project only"
+            )
 
 
 def is_loopback(host: str) -> bool:
@@ -158,6 +185,8 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         raise ConnectionError(f"PREFECT_API_URL={api}: no healthy Prefect server there")
     if not Path(params_file).exists():
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
+    roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
+    os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
     # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -213,3 +213,41 @@ def test_server_beyond_loopback_demands_basic_auth_csrf_and_its_own_origin(tmp_p
         assert headers.get("access-control-allow-origin") == own, headers
     finally:
         stop(server)
+
+
+def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypatch):
+    """In a flow run of `genzoo serve` (GENZOO_SERVE_ROOTS set by serve()), a path parameter or a
+    params path leaving the project is refused before any work, links followed."""
+    from genzoo.flows.pipeline import augment, pipeline, sample
+    from genzoo.flows.serve import ROOTS_ENV
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    pfile = project / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(project, steps=4, families=["gan"])))
+    (project / "link").symlink_to(elsewhere)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv(ROOTS_ENV, str(project))
+
+    cases = [
+        (sample.fn, {"family": "gan", "out": str(elsewhere / "x")}, "out="),
+        (sample.fn, {"family": "gan", "out": "link/x"}, "out="),
+        (sample.fn, {"model": str(elsewhere / "model.json")}, "model="),
+        (augment.fn, {"families": ["gan"], "out_dir": "../elsewhere"}, "out_dir="),
+        (pipeline.fn, {"overrides": [f"run.runs_dir={elsewhere}"]}, "run.runs_dir="),
+        (pipeline.fn, {"overrides": ["data.prepared_dir=/tmp"]}, "data.prepared_dir="),
+        (pipeline.fn, {"params_file": str(elsewhere / "params.yaml")}, "params_file="),
+    ]
+    (elsewhere / "params.yaml").write_text(pfile.read_text())
+    for fn, kwargs, key in cases:
+        with pytest.raises(ValueError, match="outside the project") as e:
+            fn(**{"params_file": str(pfile), **kwargs})
+        assert key in str(e.value), (kwargs, e.value)
+    assert list(elsewhere.iterdir()) == [elsewhere / "params.yaml"]  # nothing written there
+    assert not (project / "runs").exists()
+
+    monkeypatch.delenv(ROOTS_ENV)  # the CLI and Python are not confined (the user's own paths)
+    from genzoo.flows.serve import confine
+
+    confine(None, out=str(elsewhere / "x"))
