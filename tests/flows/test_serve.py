@@ -99,8 +99,10 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = json.loads(
             subprocess.run(
-                [sys.executable, "-c", "import json,urllib.request as u;"
-                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json'}});"
+                [sys.executable, "-c", "import json,urllib.request as u;"  # CSRF is on: a token first
+                 f"t=json.load(u.urlopen('{api}/csrf-token?client=t'))['token'];"
+                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json',"
+                 "'Prefect-Csrf-Token':t,'Prefect-Csrf-Client':'t'});"
                  "print(json.dumps([x['state_type'] for x in json.load(u.urlopen(r))]))"],
                 capture_output=True, text=True, env=client_env,
             ).stdout
