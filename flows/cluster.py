@@ -77,6 +77,12 @@ def owner_only_token() -> Path | None:
     return path
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def local_ray_env():
     """The process settings genzoo's private Ray starts under, restored on exit:
@@ -90,6 +96,8 @@ def local_ray_env():
       and Windows), so GCS, raylet, workers and agents would listen on every interface.
       Set for the workers through the environment and for this process through
       ``ray_constants.ENABLE_RAY_CLUSTER`` (read when ``ray`` was imported).
+    - ``AUTOSCALER_METRIC_PORT``: a free port for the autoscaler monitor's metrics (Ray's fixed
+      44217 is taken by any other Ray on the machine, and the monitor then serves none).
     """
     from ray._private import ray_constants
     from ray._raylet import Config
@@ -101,10 +109,13 @@ def local_ray_env():
             "(RAY_AUTH_MODE=token); to run without it, start your own Ray and pass its address",
             mode,
         )
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    keys = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "AUTOSCALER_METRIC_PORT")
+    saved = {k: os.environ.get(k) for k in keys}
     saved_cluster = ray_constants.ENABLE_RAY_CLUSTER
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if not saved["AUTOSCALER_METRIC_PORT"]:  # Ray's fixed 44217 clashes with any other Ray here
+        os.environ["AUTOSCALER_METRIC_PORT"] = str(free_loopback_port())
     ray_constants.ENABLE_RAY_CLUSTER = False
     Config.initialize("")  # this process's cached Ray config reads RAY_AUTH_MODE anew (as Ray does)
     try:

@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 
 import psutil
@@ -44,7 +45,8 @@ def listening(root: psutil.Process) -> list[tuple[str, int, str]]:
     rows = set()
     for p in [root, *root.children(recursive=True)]:
         try:
-            name = p.name()
+            monitor = "autoscaler/_private/monitor.py" in " ".join(p.cmdline())
+            name = "autoscaler-monitor" if monitor else p.name()
             for c in p.net_connections(kind="tcp"):
                 if c.status == psutil.CONN_LISTEN:
                     rows.add((c.laddr.ip, c.laddr.port, name))
@@ -97,7 +99,16 @@ def test_local_ray_listens_on_loopback_only_and_requires_its_token(tmp_path):
         log = (tmp_path / "driver.log").read_text()
         assert "RAY_AUTH_MODE=disabled ignored" in log, log[-3000:]
 
-        sockets = listening(psutil.Process(driver.pid))
+        # the autoscaler monitor opens its metrics port (a free one genzoo picks, not Ray's fixed
+        # 44217) a moment after ray.init returns: wait for it, so the list is complete
+        deadline = time.monotonic() + 60
+        while True:
+            sockets = listening(psutil.Process(driver.pid))
+            metrics = [port for _, port, name in sockets if name == "autoscaler-monitor"]
+            if metrics:
+                break
+            assert time.monotonic() < deadline, f"no autoscaler metrics port: {sockets}"
+            time.sleep(0.5)
         print(f"GCS {gcs}; listening sockets of the local Ray:", *sockets, sep="\n  ")
         names = {name for _, _, name in sockets}
         assert {"gcs_server", "raylet"} <= names, sockets  # the list really is Ray's
@@ -110,9 +121,7 @@ def test_local_ray_listens_on_loopback_only_and_requires_its_token(tmp_path):
         assert ours, "this machine has no non-loopback address to try"
         answering = [(a, port, name) for a in ours for _, port, name in sockets if not refused(a, port)]
         assert not answering, f"answered through the machine's own address: {answering}"
-        # the autoscaler monitor's metrics (44217) answer on loopback, and only there
-        metrics = [port for _, port, _ in sockets if port == 44217]
-        assert metrics, sockets
+        # the autoscaler monitor's metrics answer on loopback, and only there
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics[0]}/metrics", timeout=5) as r:
             assert r.status == 200
 
