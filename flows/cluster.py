@@ -1,6 +1,11 @@
 """Ray: where the families train. Locally a private Ray (pinned CPUs, no dashboard, loopback);
 ``ray.address`` in params, the flow's ``ray_address`` or ``RAY_ADDRESS`` joins a cluster.
 
+The local Ray listens on loopback only (GCS, raylet, workers, the runtime-env agent, the
+autoscaler monitor's metrics) and runs with Ray's token authentication on, always: an
+inherited ``RAY_AUTH_MODE=disabled`` (or any mode but ``token``) is overridden for genzoo's
+own Ray, with a warning; the token file is kept owner-only (0600). See :func:`local_ray_env`.
+
 Workers run plain functions, passed by reference (``tasks.train.train_family`` and the
 stages after it): no Prefect inside a worker, so no worker ever starts a Prefect server of
 its own. A training reports its step, loss and ETA to a small actor the driver reads
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import stat
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -39,6 +46,91 @@ def absolute(params: Params) -> Params:
     return params.model_copy(update={"data": data, "run": run})
 
 
+def token_file() -> Path | None:
+    """Where Ray reads its token (``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); None when
+    ``RAY_AUTH_TOKEN`` holds the token itself."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def owner_only_token() -> Path | None:
+    """Make sure Ray's token file exists and only its owner can read it: a new one is written
+    0600 (in a 0700 folder when genzoo makes the folder); an existing one readable by others
+    is narrowed to 0600. Returns the file (None when the token is in ``RAY_AUTH_TOKEN``)."""
+    path = token_file()
+    if path is None:
+        return None
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            log.warning("Ray token %s was readable by others (mode %o): now 0600", path, mode)
+        return path
+    with os.fdopen(fd, "w") as f:  # Ray's own format: 32 random bytes as hex
+        f.write(secrets.token_hex(32))
+    log.info("wrote a new Ray token to %s (mode 0600)", path)
+    return path
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_ray_env():
+    """The process settings genzoo's private Ray starts under, restored on exit:
+
+    - ``RAY_AUTH_MODE=token``: token authentication on, whatever was inherited. Ray's default is
+      token today, but ``RAY_AUTH_MODE=disabled`` in a user's shell would turn it off silently;
+      genzoo overrides it for its own Ray and says so (a Ray joined by address keeps the
+      user's settings: that cluster's token is the user's to give).
+    - loopback: Ray resolves a node address of 127.0.0.1 to the machine's own address unless
+      ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (its single-machine mode, the default on macOS
+      and Windows), so GCS, raylet, workers and agents would listen on every interface.
+      Set for the workers through the environment and for this process through
+      ``ray_constants.ENABLE_RAY_CLUSTER`` (read when ``ray`` was imported).
+    - ``AUTOSCALER_METRIC_PORT``: a free port for the autoscaler monitor's metrics (Ray's fixed
+      44217 is taken by any other Ray on the machine, and the monitor then serves none).
+    """
+    from ray._private import ray_constants
+    from ray._raylet import Config
+
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        log.warning(
+            "RAY_AUTH_MODE=%s ignored for genzoo's local Ray: it runs with token authentication "
+            "(RAY_AUTH_MODE=token); to run without it, start your own Ray and pass its address",
+            mode,
+        )
+    keys = ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "AUTOSCALER_METRIC_PORT")
+    saved = {k: os.environ.get(k) for k in keys}
+    saved_cluster = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if not saved["AUTOSCALER_METRIC_PORT"]:  # Ray's fixed 44217 clashes with any other Ray here
+        os.environ["AUTOSCALER_METRIC_PORT"] = str(free_loopback_port())
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    Config.initialize("")  # this process's cached Ray config reads RAY_AUTH_MODE anew (as Ray does)
+    try:
+        owner_only_token()
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_cluster
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        Config.initialize("")
+
+
 @contextmanager
 def connected(params: Params, address: str | None = None):
     """Join the cluster at ``address`` / ``ray.address`` / ``RAY_ADDRESS``, else start a local
@@ -52,7 +144,12 @@ def connected(params: Params, address: str | None = None):
     if address:
         ray.init(address=address, namespace="genzoo", log_to_driver=False)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
-    else:
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+        return
+    with local_ray_env():
         ray.init(
             address="local",  # always a new private Ray, never one a `ray start` left on this machine
             num_cpus=params.ray.num_cpus or os.cpu_count(),
@@ -64,11 +161,15 @@ def connected(params: Params, address: str | None = None):
             log_to_driver=False,
             configure_logging=False,
         )
-        log.info("started a local Ray: %s", ray.cluster_resources())
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+        log.info(
+            "started a local Ray on %s (loopback only, token authentication): %s",
+            ray.get_runtime_context().gcs_address,
+            ray.cluster_resources(),
+        )
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def check_fits(params: Params, families: list[str]) -> None:

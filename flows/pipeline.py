@@ -34,6 +34,7 @@ from pydantic import Field, WithJsonSchema
 
 from genzoo import models
 from genzoo.flows import cluster
+from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
@@ -505,6 +506,7 @@ def pipeline(
     """
     overrides = list(overrides or [])
     params = load_params(params_file, overrides, profile)  # fails here, before any compute
+    confine(params, params_file=params_file)  # served deployments stay inside the project
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()
@@ -580,6 +582,8 @@ def sample(
     if not family and not model:
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>)")
     params = load_params(params_file)
+    confine(params, params_file=params_file, out=out,
+            model=model if model and not model.startswith("models:/") else None)  # fmt: skip
     net = load_model(model or family, params.run.runs_dir)
     cls_index = resolve_class(net, label, class_names(params.data.prepared_dir))
     npz, png = sample_to_file(
@@ -618,6 +622,7 @@ def augment(
     from genzoo.tasks.augment import request
 
     params = load_params(params_file)
+    confine(params, params_file=params_file, out_dir=out_dir)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
                   min_confidence=min_confidence, reject_copies=reject_copies, png=png)  # fmt: skip
     path = Path(augment_task(params, req))

@@ -4,18 +4,26 @@
 ``PREFECT_API_URL`` names a server already up, then serves four deployments from this
 process: the whole pipeline, one family, a synthetic dataset, and sampling from a model. Open the UI,
 pick a deployment, fill its parameter form, run. Ctrl+C stops both.
+
+The server it starts has CSRF protection on and accepts cross-origin requests only from its own
+origin. It listens on loopback; ``--host`` anything else refuses to start unless Prefect's basic
+auth is set (``PREFECT_SERVER_API_AUTH_STRING=user:password``; the UI then asks for it and this
+process's client sends it as ``PREFECT_API_AUTH_STRING``): the deployments run code on this machine.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("genzoo.serve")
 
@@ -28,12 +36,86 @@ def healthy(api_url: str) -> bool:
         return False
 
 
+AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+ROOTS_ENV = "GENZOO_SERVE_ROOTS"  # set by serve(): the folders a deployment may read and write
+
+
+def confine(params: Any = None, **paths: str | None) -> None:
+    """In a flow run that ``genzoo serve`` started, refuse a path parameter (and every path in
+    the params: data folders, data source, runs, checkpoints, augment.out_dir) that resolves,
+    links followed, outside the project: the folder ``genzoo serve`` runs in and the folder of
+    its params file. Elsewhere (the CLI, Python) a no-op."""
+    roots = [Path(r) for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
+    if not roots:
+        return
+    named = {k: v for k, v in paths.items() if v}
+    if params is not None:
+        named |= {f"data.{k}": getattr(params.data, k) for k in ("raw_dir", "prepared_dir")}
+        named |= {f"run.{k}": getattr(params.run, k) for k in ("runs_dir", "checkpoints_dir")}
+        named["augment.out_dir"] = params.augment.out_dir
+        kind, _, where = params.data.source.partition(":")
+        if kind in ("npz", "folder") and where:
+            named["data.source"] = where
+    for key, value in named.items():
+        real = Path(value).expanduser().resolve()
+        if not any(real.is_relative_to(r) for r in roots):
+            raise ValueError(
+                f"{key}={value}: outside the project ({', '.join(map(str, roots))}); a deployment "
+                "of genzoo serve reads and writes inside the project only"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a name or an address) resolves to loopback addresses only."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def check_exposure(host: str) -> None:
+    """Refuse a server reachable from other hosts without Prefect's basic auth."""
+    if is_loopback(host):
+        return
+    if not os.environ.get(AUTH_ENV, "").strip():
+        raise ValueError(
+            f"--host {host}: the Prefect server would be reachable from other machines, and its "
+            f"deployments run code here; set {AUTH_ENV}=user:password (Prefect's basic auth) to "
+            "serve beyond loopback, or keep the default --host 127.0.0.1"
+        )
+    if ":" not in os.environ[AUTH_ENV]:
+        raise ValueError(f"{AUTH_ENV}: expected user:password")
+
+
+def origins(host: str, port: int) -> str:
+    """The server's own origins (CORS): the UI it serves calls its API from there only. For a
+    wildcard ``host`` these are this machine's names and addresses; ``PREFECT_SERVER_CORS_ALLOWED_ORIGINS``
+    set by the user wins."""
+    if os.environ.get("PREFECT_SERVER_CORS_ALLOWED_ORIGINS"):
+        return os.environ["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"]
+    names = {host, "localhost", "127.0.0.1"}
+    if host in ("0.0.0.0", "::", ""):
+        import psutil  # a dependency of dvc's
+
+        names.discard(host)
+        names.add(socket.gethostname())
+        for addrs in psutil.net_if_addrs().values():
+            names |= {a.address for a in addrs if a.family == socket.AF_INET}
+    return ",".join(sorted(f"http://{n}:{port}" for n in names))
+
+
 def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Popen:
-    """``prefect server start`` on host:port with telemetry off; waits until healthy."""
+    """``prefect server start`` on host:port with telemetry off, CSRF protection on and CORS
+    limited to its own origin (basic auth from ``PREFECT_SERVER_API_AUTH_STRING`` when set);
+    waits until healthy."""
+    check_exposure(host)
     env = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+        "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL") or f"http://{local(host)}:{port}/api",
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origins(host, port),
     }
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another API
     proc = subprocess.Popen(
@@ -41,7 +123,7 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
         env=env,
         start_new_session=True,  # stopped as a group with the serving process
     )
-    api = f"http://{host}:{port}/api"
+    api = f"http://{local(host)}:{port}/api"
     deadline = time.monotonic() + timeout
     while not healthy(api):
         if proc.poll() is not None:
@@ -51,6 +133,11 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
             raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
         time.sleep(0.5)
     return proc
+
+
+def local(host: str) -> str:
+    """The address this machine's clients use for a server bound to ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -84,9 +171,12 @@ def deployments(params_file: str = "params.yaml") -> list:
 def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.yaml") -> None:
     """Start (or join) the Prefect server, then serve the deployments until interrupted."""
     server = None
+    if os.environ.get(AUTH_ENV) and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        os.environ["PREFECT_API_AUTH_STRING"] = os.environ[AUTH_ENV]  # this process's client
     api = os.environ.get("PREFECT_API_URL")
     if not api:
-        api = f"http://{host}:{port}/api"
+        check_exposure(host)
+        api = f"http://{local(host)}:{port}/api"
         if not healthy(api):
             log.info("starting prefect server on %s:%d", host, port)
             server = start_server(host, port)
@@ -97,6 +187,8 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         raise Unreachable(f"PREFECT_API_URL={api}: no healthy Prefect server there")
     if not Path(params_file).exists():
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
+    roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
+    os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
     # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -99,8 +99,10 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = json.loads(
             subprocess.run(
-                [sys.executable, "-c", "import json,urllib.request as u;"
-                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json'}});"
+                [sys.executable, "-c", "import json,urllib.request as u;"  # CSRF is on: a token first
+                 f"t=json.load(u.urlopen('{api}/csrf-token?client=t'))['token'];"
+                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json',"
+                 "'Prefect-Csrf-Token':t,'Prefect-Csrf-Client':'t'});"
                  "print(json.dumps([x['state_type'] for x in json.load(u.urlopen(r))]))"],
                 capture_output=True, text=True, env=client_env,
             ).stdout
@@ -142,3 +144,112 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     assert enum(forms["sample"]["family"]) == families
     assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
     assert "label" in forms["sample"]  # the class to draw (a parameter named `cls` would be dropped)
+
+
+def test_serve_beyond_loopback_without_basic_auth_refuses_to_start(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    for k in ("PREFECT_API_URL", "PREFECT_SERVER_API_AUTH_STRING"):
+        env.pop(k, None)
+    r = subprocess.run(
+        [str(BIN / "genzoo"), "serve", "--host", "0.0.0.0", "--port", str(port)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "PREFECT_SERVER_API_AUTH_STRING=user:password" in r.stdout + r.stderr, r.stdout + r.stderr
+    listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    assert f":{port} " not in listening
+
+
+def test_server_beyond_loopback_demands_basic_auth_csrf_and_its_own_origin(tmp_path, monkeypatch):
+    """``--host 0.0.0.0`` with Prefect's basic auth: through this machine's own address a call
+    without the credential gets 401, a write without a CSRF token 403, and a foreign origin no
+    CORS grant."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from genzoo.flows.serve import start_server, stop
+    from tests.flows.test_ray_security import own_addresses
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_API_AUTH_STRING", "genzoo:s3cret-word")
+    monkeypatch.delenv("PREFECT_SERVER_CORS_ALLOWED_ORIGINS", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    port = free_port()
+    server = start_server("0.0.0.0", port)
+    try:
+        addr = own_addresses()[0]
+        api = f"http://{addr}:{port}/api"
+        auth = {"Authorization": "Basic " + base64.b64encode(b"genzoo:s3cret-word").decode()}
+
+        def call(path, method="POST", headers=None, data=b"{}"):
+            headers = {"Content-Type": "application/json", **(headers or {})}
+            body = data if method == "POST" else None
+            req = urllib.request.Request(f"{api}{path}", data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, dict(r.headers), r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers), e.read()
+
+        assert call("/flow_runs/filter")[0] in (401, 403)  # neither credential nor CSRF token
+        assert call("/csrf-token?client=genzoo-test", method="GET")[0] == 401
+        status, _, body = call("/csrf-token?client=genzoo-test", method="GET", headers=auth)
+        assert status == 200, (status, body)
+        token = {"Prefect-Csrf-Token": json.loads(body)["token"], "Prefect-Csrf-Client": "genzoo-test"}
+        assert call("/flow_runs/filter", headers=token)[0] == 401  # a CSRF token is no credential
+        bad = {"Authorization": "Basic " + base64.b64encode(b"genzoo:wrong").decode()}
+        assert call("/flow_runs/filter", headers={**token, **bad})[0] == 401
+        status, _, body = call("/flow_runs/filter", headers=auth)
+        assert status == 403 and b"CSRF" in body.upper(), (status, body)  # CSRF protection is on
+        assert call("/flow_runs/filter", headers={**token, **auth})[0] == 200
+
+        preflight = {"Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+        _, headers, _ = call("/flow_runs/filter", method="OPTIONS",
+                             headers={**preflight, "Origin": "http://evil.example"})  # fmt: skip
+        assert headers.get("access-control-allow-origin") not in ("*", "http://evil.example"), headers
+        own = f"http://{addr}:{port}"
+        _, headers, _ = call("/flow_runs/filter", method="OPTIONS", headers={**preflight, "Origin": own})
+        assert headers.get("access-control-allow-origin") == own, headers
+    finally:
+        stop(server)
+
+
+def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypatch):
+    """In a flow run of `genzoo serve` (GENZOO_SERVE_ROOTS set by serve()), a path parameter or a
+    params path leaving the project is refused before any work, links followed."""
+    from genzoo.flows.pipeline import augment, pipeline, sample
+    from genzoo.flows.serve import ROOTS_ENV
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    pfile = project / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(project, steps=4, families=["gan"])))
+    (project / "link").symlink_to(elsewhere)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv(ROOTS_ENV, str(project))
+
+    cases = [
+        (sample.fn, {"family": "gan", "out": str(elsewhere / "x")}, "out="),
+        (sample.fn, {"family": "gan", "out": "link/x"}, "out="),
+        (sample.fn, {"model": str(elsewhere / "model.json")}, "model="),
+        (augment.fn, {"families": ["gan"], "out_dir": "../elsewhere"}, "out_dir="),
+        (pipeline.fn, {"overrides": [f"run.runs_dir={elsewhere}"]}, "run.runs_dir="),
+        (pipeline.fn, {"overrides": ["data.prepared_dir=/tmp"]}, "data.prepared_dir="),
+        (pipeline.fn, {"params_file": str(elsewhere / "params.yaml")}, "params_file="),
+    ]
+    (elsewhere / "params.yaml").write_text(pfile.read_text())
+    for fn, kwargs, key in cases:
+        with pytest.raises(ValueError, match="outside the project") as e:
+            fn(**{"params_file": str(pfile), **kwargs})
+        assert key in str(e.value), (kwargs, e.value)
+    assert list(elsewhere.iterdir()) == [elsewhere / "params.yaml"]  # nothing written there
+    assert not (project / "runs").exists()
+
+    monkeypatch.delenv(ROOTS_ENV)  # the CLI and Python are not confined (the user's own paths)
+    from genzoo.flows.serve import confine
+
+    confine(None, out=str(elsewhere / "x"))
