@@ -124,6 +124,39 @@ def test_same_seed_gives_identical_metrics_and_sample_hashes_another_seed_differ
     assert a[0]["vae"]["test_bpd"] != c[0]["vae"]["test_bpd"]
 
 
+def test_same_source_path_with_other_content_is_not_a_stale_hit(tmp_path):
+    """Case 13: an npz source rewritten in place (same path, same size, same mtime, params
+    untouched) changes the prepared data's hash, so the trained GAN is no longer up to date
+    and re-trains on the new content; before the rewrite it was a cache hit."""
+    from sklearn.datasets import load_digits
+
+    from genzoo.tasks.layout import read_json, up_to_date
+
+    digits = load_digits()
+    images, labels = digits.images[:300].astype(np.uint8), digits.target[:300]
+    source = tmp_path / "digits.npz"
+    np.savez(source, images=images, labels=labels, levels=17)
+    raw = tiny_params(tmp_path, steps=6, families=["gan"])
+    raw["data"]["source"] = f"npz:{source}"
+    params = validate(raw)
+    first = prepare(params)
+    train_family(params, "gan", progress=False)
+    assert up_to_date(params, "gan") is not None  # the cache hit the flow would take
+    model = tmp_path / "runs" / "gan" / "model.json"
+    before = read_json(model)["data_sha256"]
+
+    stat = source.stat()
+    np.savez(source, images=images[::-1].copy(), labels=labels[::-1].copy(), levels=17)  # same shapes
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    second = prepare(params)  # the flow prepares on every run
+    assert second["splits"]["train"]["sha256"] != first["splits"]["train"]["sha256"]
+    assert up_to_date(params, "gan") is None  # no stale hit: the GAN must re-train
+    again = train_family(params, "gan", progress=False)
+    assert again["resumed_from"] is None  # not from the old data's checkpoints either
+    assert read_json(model)["data_sha256"] != before and up_to_date(params, "gan") is not None
+
+
 def _cli(*args, cwd, check=True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     r = subprocess.run(
