@@ -620,11 +620,6 @@ def user_error(e: BaseException, command: str) -> str | None:
 
     if isinstance(e, GenzooError | FileNotFoundError):
         return _one_line(e)
-    if command == "run":
-        from genzoo.flows.pipeline import PipelineBusy
-
-        if isinstance(e, PipelineBusy):
-            return _one_line(e)
     if isinstance(e, OSError):
         return describe_os_error(e)
     if type(e) is ValueError and _raised_by_genzoo(e):

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -38,6 +37,8 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.layout import PipelineBusy as PipelineBusy
+from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
@@ -116,35 +117,6 @@ def stage(name: str, task_run_name: str | None = None) -> Callable[[Callable[...
 
 
 # ----------------------------------------------------------------------------- one run at a time
-
-
-class PipelineBusy(RuntimeError):
-    """Another pipeline run holds this project's runs folder."""
-
-
-@contextmanager
-def exclusive(runs_dir: str | Path) -> Iterator[None]:
-    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
-    naming the folder and the holder (``.pipeline.holder``: its pid and start time)."""
-    folder = Path(runs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
-    try:
-        lock.acquire()
-    except Timeout:
-        try:
-            who = holder.read_text().strip()
-        except OSError:
-            who = "holder unknown"
-        raise PipelineBusy(
-            f"{folder}: another genzoo pipeline is running on this folder ({who}); wait for it or stop it"
-        ) from None
-    try:
-        holder.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
 
 
 # ----------------------------------------------------------------------------- tasks

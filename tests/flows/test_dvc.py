@@ -2,7 +2,10 @@
 byte-identical models from the same params, and the default remote pushes and pulls them."""
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,36 @@ def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
     sh("dvc", "get", str(repo), "data/augment/synthetic", "-o", str(other))
     assert sha(other / "images.npz") == manifest["sha256"]
     assert len(load_dataset(other)) == manifest["n"]
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``dvc ARGS`` in ``repo`` with this venv first on PATH; the result, whatever its status."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_dvc_repro_while_a_pipeline_holds_the_lock_fails_clearly_and_writes_nothing(repo):
+    """Case 15: while a `genzoo run` holds runs/.pipeline.lock (here a process holding it the
+    way the flow does), `dvc repro` stops at its first stage with the lock's message, naming the
+    holder's pid; nothing is written and dvc.lock is not created. Once the holder is gone the
+    same command goes through."""
+    repo, sh = repo
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom genzoo.flows.pipeline import exclusive\n"
+         "with exclusive('runs'):\n    print('held', flush=True)\n    time.sleep(600)"],
+        cwd=repo, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = dvc(repo, "repro", "prepare")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert f"runs: another genzoo pipeline is running on this folder (pid {holder.pid} since" in out
+        assert not (repo / "data" / "prepared").exists() and not (repo / "dvc.lock").exists()
+        assert sorted(p.name for p in (repo / "runs").iterdir()) == [".pipeline.holder", ".pipeline.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    sh("dvc", "repro", "prepare")
+    assert "prepare" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert (repo / "data" / "prepared" / "manifest.json").exists()
