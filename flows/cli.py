@@ -119,6 +119,11 @@ def cmd_run(args) -> int:
         from genzoo.tasks import tracking
 
         tracking.preflight()
+    if not args.no_dvc:  # the same for the DVC remote, when the run will be recorded in DVC
+        from genzoo.flows.pipeline import _dvc_matches, dvc_remote_preflight
+
+        if _dvc_matches(params, args.params, list(args.overrides or []), args.profile):
+            dvc_remote_preflight()
     if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         if not args.quiet:

@@ -36,6 +36,7 @@ from genzoo.flows import cluster
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
+from genzoo.tasks.errors import Unreachable
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
@@ -336,6 +337,48 @@ def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile
     return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
 
 
+def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
+    """When the project has a default DVC remote, fail before any training when it does not
+    answer, naming its URL (``Unreachable``): a local remote whose folder is missing along with
+    its parent (an unmounted drive: DVC would create it on the root disk) or is not writable;
+    any other remote whose ``exists`` fails or takes over ``timeout_s``."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Timeout
+
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        name = repo.config["core"].get("remote")
+        if not name:
+            return
+        url = repo.config["remote"][name]["url"]
+        remote = repo.cloud.get_remote(name)
+        fs, path = remote.fs, remote.path
+    why = None
+    if fs.protocol == "local":
+        folder = Path(path)
+        where = folder if folder.exists() else folder.parent
+        if not where.is_dir():
+            why = f"{folder.parent} does not exist"
+        elif not os.access(where, os.W_OK | os.X_OK):
+            why = f"{where} is not writable"
+    else:
+        pool = ThreadPoolExecutor(1)
+        try:
+            pool.submit(fs.exists, path).result(timeout=timeout_s)
+        except Timeout:
+            why = f"no answer in {timeout_s:g} s"
+        except Exception as e:  # any failure of the remote's file system: say what it was
+            why = f"{type(e).__name__}: {e}"
+        finally:
+            pool.shutdown(wait=False)
+    if why:
+        raise Unreachable(
+            f"DVC remote '{name}' {url} is unreachable ({why}); fix it (dvc remote modify {name} url ...) "
+            "or run with --no-dvc"
+        )
+
+
 def _longest_first(params: Params, families: list[str]) -> list[str]:
     """Longest expected training first (last measured time, else steps): fewer idle workers."""
 
@@ -480,6 +523,8 @@ def pipeline(
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()
+    if record_dvc and _dvc_matches(params, params_file, overrides, profile):
+        dvc_remote_preflight()
     t0 = time.perf_counter()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent:

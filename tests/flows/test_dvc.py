@@ -151,3 +151,31 @@ def test_dvc_repro_while_a_pipeline_holds_the_lock_fails_clearly_and_writes_noth
     sh("dvc", "repro", "prepare")
     assert "prepare" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert (repo / "data" / "prepared" / "manifest.json").exists()
+
+
+def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypatch):
+    """Case 17, the DVC half: a default remote on a drive that is not there (its folder and
+    the folder above are missing) stops `genzoo run` before Prefect, Ray or any stage starts:
+    one line naming the remote's URL, exit 2, nothing prepared or trained. Once the folder
+    above exists (DVC makes the remote itself on the first push) the check passes."""
+    from genzoo.flows.pipeline import dvc_remote_preflight
+    from genzoo.tasks.errors import Unreachable
+
+    repo, _, sh = make_dvc_repo(tmp_path, steps=3, families=["gan"])
+    url = tmp_path / "unmounted" / "remote"
+    sh("dvc", "remote", "add", "-d", "usb", str(url))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = ["genzoo", "run", "-q"]
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"genzoo run: error: DVC remote 'usb' {url} is unreachable ({url.parent} does not exist); "
+        "fix it (dvc remote modify usb url ...) or run with --no-dvc"
+    ]
+    assert not (repo / "runs").exists() and not (repo / "data" / "prepared").exists()
+
+    monkeypatch.chdir(repo)  # the flow runs the same check first thing
+    with pytest.raises(Unreachable, match=f"DVC remote 'usb' {url} is unreachable"):
+        dvc_remote_preflight()
+    url.parent.mkdir()
+    dvc_remote_preflight()
