@@ -3,6 +3,7 @@ byte-identical models from the same params, and the default remote pushes and pu
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,3 +180,47 @@ def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypat
         dvc_remote_preflight()
     url.parent.mkdir()
     dvc_remote_preflight()
+
+
+def test_a_corrupted_object_in_the_remote_is_refused_on_pull(repo):
+    """Case 18. genzoo's remotes set ``verify = true`` (.dvc/config, infra/dvc/). A remote
+    object replaced by other content (a valid npz with other images): with verify, `dvc pull`
+    checks the md5, drops the object and fails; the folder (train.npz) is not checked out. Without it
+    (DVC's default) the pull succeeds with the wrong file; then genzoo's own content hash
+    (manifest.json) refuses it before any training."""
+    import json
+
+    import numpy as np
+
+    from genzoo.tasks.data import DataError, load_split
+
+    for cfg in (ROOT / ".dvc" / "config", ROOT / "infra" / "dvc" / "remote-s3.config"):
+        assert re.search(r"^\s*verify = true$", cfg.read_text(), re.M), cfg
+    repo, sh = repo
+    sh("dvc", "remote", "modify", "local", "verify", "true")
+    sh("dvc", "repro", "prepare")
+    sh("dvc", "push")
+    prepared = repo / "data" / "prepared"
+    listing = next((repo / ".dvc" / "cache" / "files" / "md5").glob("*/*.dir"))
+    md5 = next(e["md5"] for e in json.loads(listing.read_text()) if e["relpath"] == "train.npz")
+    obj = repo.parent / "remote" / "files" / "md5" / md5[:2] / md5[2:]
+    with np.load(prepared / "train.npz") as z:
+        images, labels = z["images"].copy(), z["labels"].copy()
+    images[0] = images[0].max() - images[0]  # one image inverted: a valid npz, other content
+    np.savez(obj.with_suffix(".npz"), images=images, labels=labels)
+    obj.with_suffix(".npz").replace(obj)
+
+    def wipe():
+        shutil.rmtree(repo / ".dvc" / "cache")
+        shutil.rmtree(prepared, ignore_errors=True)
+
+    wipe()
+    r = dvc(repo, "pull", "prepare")
+    assert r.returncode != 0 and "data/prepared" in r.stderr, r.stdout + r.stderr
+    assert not (prepared / "train.npz").exists()  # the corrupt object was not checked out
+
+    wipe()
+    sh("dvc", "remote", "modify", "local", "verify", "false")
+    sh("dvc", "pull", "prepare")  # DVC's default trusts the remote
+    with pytest.raises(DataError, match="train.npz: content hash does not match manifest.json"):
+        load_split(prepared, "train")
