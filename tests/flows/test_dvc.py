@@ -2,11 +2,14 @@
 byte-identical models from the same params, and the default remote pushes and pulls them."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +60,7 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(repo
     assert "train@vae" in out and "train@gan" in out
     for fam in FAMILIES:
         assert sha(repo / "runs" / fam / "model.safetensors") == flow_models[fam], fam
-    assert "up to date" in sh("dvc", "status").lower()
+    assert "up to date" in sh("dvc", "status", "prepare", "train@gan").lower()
 
 
 def test_a_run_with_overrides_is_not_recorded(repo):
@@ -224,3 +227,40 @@ def test_a_corrupted_object_in_the_remote_is_refused_on_pull(repo):
     sh("dvc", "pull", "prepare")  # DVC's default trusts the remote
     with pytest.raises(DataError, match="train.npz: content hash does not match manifest.json"):
         load_split(prepared, "train")
+
+
+def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp_path):
+    """Case 14: Ctrl+C (SIGINT to the process group of a `dvc repro` this test started) once
+    train@gan has written a checkpoint. DVC stops; dvc.lock records prepare (finished) but not
+    the interrupted train@gan, whose outputs were never written. The re-run does not redo
+    prepare, resumes the GAN from its checkpoint, records it, and `dvc status` is clean."""
+    repo, _, sh = make_dvc_repo(tmp_path, steps=200, families=["gan"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train@gan"], cwd=repo, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list((repo / "checkpoints" / "gan").glob("*/step-*.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole group
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, out
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert "prepare" in lock and "train@gan" not in lock, out
+    assert not (repo / "runs" / "gan" / "model.json").exists()  # nothing of the stage promoted
+    prepared = lock["prepare"]
+
+    again = sh("dvc", "repro", "train@gan")
+    assert "Stage 'prepare' didn't change, skipping" in again, again
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["prepare"] == prepared and "train@gan" in lock
+    metrics = json.loads((repo / "runs" / "gan" / "metrics.json").read_text())
+    assert metrics["steps"] == 200 and metrics["resumed_from"] >= 10
+    assert "up to date" in sh("dvc", "status", "prepare", "train@gan").lower()
