@@ -451,12 +451,19 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
             f: usefulness_task.submit(params, f, wait_for=[trainings[f], subsets[f], reference_])
             for f in useful
         }
-        trained = {f: fut.result() for f, fut in trainings.items()}
+        trained, failed = {}, {}
+        for f, fut in trainings.items():
+            try:
+                trained[f] = fut.result()
+            except cluster.OutOfMemory as e:  # that family alone: the others go on and are recorded
+                failed[f] = str(getattr(e, "cause", None) or e)  # Ray's wrapper adds the worker's traceback
+                get_run_logger().error("%s", failed[f])
         evaluator.result()
         return {
             "trained": trained,
-            "evaluate": {f: fut.result() for f, fut in evaluations.items()},
-            "usefulness": {f: fut.result() for f, fut in usefulness.items()},
+            "evaluate": {f: fut.result() for f, fut in evaluations.items() if f not in failed},
+            "usefulness": {f: fut.result() for f, fut in usefulness.items() if f not in failed},
+            "failed": failed,
         }
 
 
@@ -535,11 +542,13 @@ def pipeline(
             result[after.name] = after(params_abs, result["trained"])
         result["figures"] = figures(result)
         if record_dvc and _dvc_matches(params, params_file, overrides, profile):
-            result["dvc_committed"] = record(params, chosen, list(result["usefulness"]))
+            result["dvc_committed"] = record(params, list(result["trained"]), list(result["usefulness"]))
         elif record_dvc:
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
+        if result["failed"]:  # after the others are recorded; nothing of these was promoted
+            raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
     if "report" in result:
         result["report_path"] = str(report_path(params))
