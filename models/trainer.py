@@ -445,6 +445,9 @@ def _non_finite(named: dict[str, Any], prefix: str) -> str | None:
             if found:
                 return found
         elif torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            # a log-probability may be -inf (an excluded class's prior is log 0); never NaN or +inf
+            if key.endswith("log_class_prior") and not (value.isnan().any() or value.isposinf().any()):
+                continue
             return f"{prefix}.{key}"
     return None
 
