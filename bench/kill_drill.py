@@ -96,7 +96,8 @@ def write_drill(kills: int, rng: random.Random) -> dict:
 
 def _logged_steps(folder: Path) -> int:
     log = folder / "log.jsonl"
-    lines = log.read_text().splitlines() if log.exists() else []
+    text = log.read_text() if log.exists() else ""
+    lines = text.split("\n")[:-1]  # complete lines only: the writer may be mid-line
     return json.loads(lines[-1])["step"] if lines else 0
 
 
