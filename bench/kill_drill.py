@@ -38,7 +38,7 @@ while True:
 """
 
 TRAINER = """
-import sys, torch
+import json, sys, torch
 from genzoo.models import build, DataSpec
 from genzoo.models.trainer import JsonlLogger, TrainConfig, fit
 from sklearn.datasets import load_digits
@@ -52,6 +52,8 @@ cfg = TrainConfig(steps=int(sys.argv[2]), batch_size=64, checkpoint_every=25, lo
 log = JsonlLogger(sys.argv[1] + "/log.jsonl")
 model, result = fit(m, x, y, cfg, checkpoint_dir=sys.argv[1], progress=False, callbacks=[log])
 torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
+with open(sys.argv[1] + "/result.json", "w") as f:
+    json.dump({"resumed_from": result.resumed_from, "steps": result.steps}, f)
 """
 
 
@@ -94,33 +96,52 @@ def write_drill(kills: int, rng: random.Random) -> dict:
 
 def _logged_steps(folder: Path) -> int:
     log = folder / "log.jsonl"
-    lines = log.read_text().splitlines() if log.exists() else []
+    text = log.read_text() if log.exists() else ""
+    lines = text.split("\n")[:-1]  # complete lines only: the writer may be mid-line
     return json.loads(lines[-1])["step"] if lines else 0
 
 
 def train_drill(kills: int, steps: int, rng: random.Random) -> dict:
+    """``kills`` SIGKILLs, each at a random step chosen ahead (read from the training log as
+    it grows), so every kill lands mid-training, never in the start-up or after the end; then a
+    last run to the end, compared with an uninterrupted one."""
     import torch
 
     straight = Path(tempfile.mkdtemp(prefix="genzoo-straight-"))
     assert _run(TRAINER, str(straight), str(steps)).wait() == 0
     killed = Path(tempfile.mkdtemp(prefix="genzoo-killed-"))
-    lost = []
-    for _ in range(kills):
+    lost, killed_at, finished_early = [], [], 0
+    done = 0
+    for i in range(kills):
+        # past the previous kill (and its log's last line), leaving room for the later kills
+        room = (steps - 5 - done) // (kills - i)
+        target = rng.randint(done + 5, done + max(5, room))
+        if i == kills - 1:  # the last kill after the first checkpoint (25): a real resume
+            target = max(target, 30)
         p = _run(TRAINER, str(killed), str(steps))
-        time.sleep(rng.uniform(3.0, 8.0))
+        while p.poll() is None and _logged_steps(killed) < target:
+            time.sleep(0.01)
         p.send_signal(signal.SIGKILL)
         p.wait()
+        finished_early += (killed / "final.pt").exists()
         done = _logged_steps(killed)
+        killed_at.append(done)
         index = json.loads((killed / "index.json").read_text()) if (killed / "index.json").exists() else []
         lost.append(done - (index[-1]["step"] if index else 0))
+    last_checkpoint = json.loads((killed / "index.json").read_text())[-1]["step"]
     assert _run(TRAINER, str(killed), str(steps)).wait() == 0
+    resumed_from = json.loads((killed / "result.json").read_text())["resumed_from"]
     a = torch.load(straight / "final.pt", weights_only=True)
     b = torch.load(killed / "final.pt", weights_only=True)
     worst = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
     return {
         "kills": kills,
         "steps": steps,
+        "killed_at_steps": killed_at,
+        "finished_before_a_kill": finished_early,
         "lost_steps_per_kill": lost,
+        "last_checkpoint_before_final_run": last_checkpoint,
+        "final_run_resumed_from": resumed_from,
         "max_abs_param_diff_vs_uninterrupted": worst,
     }
 

@@ -119,6 +119,11 @@ def cmd_run(args) -> int:
         from genzoo.tasks import tracking
 
         tracking.preflight()
+    if not args.no_dvc:  # the same for the DVC remote, when the run will be recorded in DVC
+        from genzoo.flows.pipeline import _dvc_matches, dvc_remote_preflight
+
+        if _dvc_matches(params, args.params, list(args.overrides or []), args.profile):
+            dvc_remote_preflight()
     if not args.verbose:  # the flow's stages tell what the stage modules do; keep one line of each
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         if not args.quiet:
@@ -620,11 +625,6 @@ def user_error(e: BaseException, command: str) -> str | None:
 
     if isinstance(e, GenzooError | FileNotFoundError):
         return _one_line(e)
-    if command == "run":
-        from genzoo.flows.pipeline import PipelineBusy
-
-        if isinstance(e, PipelineBusy):
-            return _one_line(e)
     if isinstance(e, OSError):
         return describe_os_error(e)
     if type(e) is ValueError and _raised_by_genzoo(e):

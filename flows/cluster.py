@@ -31,6 +31,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback
 from genzoo.tasks.config import Params
+from genzoo.tasks.errors import GenzooError
 
 log = logging.getLogger("genzoo.cluster")
 
@@ -191,11 +192,44 @@ def check_fits(params: Params, families: list[str]) -> None:
             )
 
 
-def _on_node(fn: Callable[..., Any], tracking_uri: str | None, *args) -> Any:
-    """Run ``fn(*args)`` in a Ray worker, MLflow pointed where the driver's is."""
+class OutOfMemory(GenzooError, MemoryError):
+    """A task needed more memory than its ``ray.resources.<family>.memory_mb``."""
+
+
+def _on_node(
+    fn: Callable[..., Any], tracking_uri: str | None, *args, memory: tuple[str, int] | None = None
+) -> Any:
+    """Run ``fn(*args)`` in a Ray worker, MLflow pointed where the driver's is. With ``memory``
+    (``(family, memory_mb)``) the worker may grow by at most that much (an address-space limit,
+    ``RLIMIT_AS``: Ray's ``memory`` resource only schedules, and its OOM killer acts on the
+    whole node); an allocation past it fails this task alone with :class:`OutOfMemory`. Such a
+    task runs in a worker of its own (``max_calls=1``), so the limit leaves with it."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    return fn(*args)
+    if memory is None:
+        return fn(*args)
+    import resource
+
+    family, mb = memory
+    grown = _address_space() + mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (grown, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    try:
+        return fn(*args)
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
+            raise
+        raise OutOfMemory(
+            f"{family}: ran out of memory: the task may use ray.resources.{family}.memory_mb={mb} MB "
+            f"more than its worker's start ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (what RLIMIT_AS counts)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
 
 
 def train_here(
@@ -233,9 +267,13 @@ def submit(
         "retry_exceptions": False,
         "name": name,
     }
+    limit = None
     if res.memory_mb:
         options["memory"] = res.memory_mb * 2**20
-    return ray.remote(_on_node).options(**options).remote(fn, tracking_uri, *args)
+        limit = (family, res.memory_mb)
+    # with a memory limit, a worker of its own (max_calls=1): the limit leaves with it
+    remote = ray.remote(max_calls=1)(_on_node) if limit else ray.remote(_on_node)
+    return remote.options(**options).remote(fn, tracking_uri, *args, memory=limit)
 
 
 def submit_training(

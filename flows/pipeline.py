@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -38,7 +37,10 @@ from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
+from genzoo.tasks.errors import Unreachable
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.layout import PipelineBusy as PipelineBusy
+from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
@@ -117,35 +119,6 @@ def stage(name: str, task_run_name: str | None = None) -> Callable[[Callable[...
 
 
 # ----------------------------------------------------------------------------- one run at a time
-
-
-class PipelineBusy(RuntimeError):
-    """Another pipeline run holds this project's runs folder."""
-
-
-@contextmanager
-def exclusive(runs_dir: str | Path) -> Iterator[None]:
-    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
-    naming the folder and the holder (``.pipeline.holder``: its pid and start time)."""
-    folder = Path(runs_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
-    try:
-        lock.acquire()
-    except Timeout:
-        try:
-            who = holder.read_text().strip()
-        except OSError:
-            who = "holder unknown"
-        raise PipelineBusy(
-            f"{folder}: another genzoo pipeline is running on this folder ({who}); wait for it or stop it"
-        ) from None
-    try:
-        holder.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -365,6 +338,48 @@ def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile
     return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
 
 
+def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
+    """When the project has a default DVC remote, fail before any training when it does not
+    answer, naming its URL (``Unreachable``): a local remote whose folder is missing along with
+    its parent (an unmounted drive: DVC would create it on the root disk) or is not writable;
+    any other remote whose ``exists`` fails or takes over ``timeout_s``."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Timeout
+
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        name = repo.config["core"].get("remote")
+        if not name:
+            return
+        url = repo.config["remote"][name]["url"]
+        remote = repo.cloud.get_remote(name)
+        fs, path = remote.fs, remote.path
+    why = None
+    if fs.protocol == "local":
+        folder = Path(path)
+        where = folder if folder.exists() else folder.parent
+        if not where.is_dir():
+            why = f"{folder.parent} does not exist"
+        elif not os.access(where, os.W_OK | os.X_OK):
+            why = f"{where} is not writable"
+    else:
+        pool = ThreadPoolExecutor(1)
+        try:
+            pool.submit(fs.exists, path).result(timeout=timeout_s)
+        except Timeout:
+            why = f"no answer in {timeout_s:g} s"
+        except Exception as e:  # any failure of the remote's file system: say what it was
+            why = f"{type(e).__name__}: {e}"
+        finally:
+            pool.shutdown(wait=False)
+    if why:
+        raise Unreachable(
+            f"DVC remote '{name}' {url} is unreachable ({why}); fix it (dvc remote modify {name} url ...) "
+            "or run with --no-dvc"
+        )
+
+
 def _longest_first(params: Params, families: list[str]) -> list[str]:
     """Longest expected training first (last measured time, else steps): fewer idle workers."""
 
@@ -437,12 +452,19 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
             f: usefulness_task.submit(params, f, wait_for=[trainings[f], subsets[f], reference_])
             for f in useful
         }
-        trained = {f: fut.result() for f, fut in trainings.items()}
+        trained, failed = {}, {}
+        for f, fut in trainings.items():
+            try:
+                trained[f] = fut.result()
+            except cluster.OutOfMemory as e:  # that family alone: the others go on and are recorded
+                failed[f] = str(getattr(e, "cause", None) or e)  # Ray's wrapper adds the worker's traceback
+                get_run_logger().error("%s", failed[f])
         evaluator.result()
         return {
             "trained": trained,
-            "evaluate": {f: fut.result() for f, fut in evaluations.items()},
-            "usefulness": {f: fut.result() for f, fut in usefulness.items()},
+            "evaluate": {f: fut.result() for f, fut in evaluations.items() if f not in failed},
+            "usefulness": {f: fut.result() for f, fut in usefulness.items() if f not in failed},
+            "failed": failed,
         }
 
 
@@ -510,6 +532,8 @@ def pipeline(
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()
+    if record_dvc and _dvc_matches(params, params_file, overrides, profile):
+        dvc_remote_preflight()
     t0 = time.perf_counter()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent:
@@ -520,11 +544,13 @@ def pipeline(
             result[after.name] = after(params_abs, result["trained"])
         result["figures"] = figures(result)
         if record_dvc and _dvc_matches(params, params_file, overrides, profile):
-            result["dvc_committed"] = record(params, chosen, list(result["usefulness"]))
+            result["dvc_committed"] = record(params, list(result["trained"]), list(result["usefulness"]))
         elif record_dvc:
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
+        if result["failed"]:  # after the others are recorded; nothing of these was promoted
+            raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)
     if "report" in result:
         result["report_path"] = str(report_path(params))

@@ -70,6 +70,10 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class NonFiniteStateError(NonFiniteLossError):
+    """The weights, the EMA copy or an optimizer's state hold a NaN or an inf."""
+
+
 class Callback:
     """Hooks through which metrics leave the trainer (JSON lines here; MLflow plugs in too)."""
 
@@ -385,6 +389,9 @@ def _phase_step(
     update is then not applied and the gradients are dropped)."""
     model, opt = st.model, st.opts[phase]
     model.zero_grad(set_to_none=True)
+    # the forward pass itself changes buffers (BatchNorm's running statistics, even under
+    # no_grad); a skipped step must leave them as they were, so keep a copy (they are small)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     autocast = (
         torch.autocast("cuda", dtype=st.amp_dtype) if st.amp_dtype is not None else contextlib.nullcontext()
     )
@@ -402,6 +409,9 @@ def _phase_step(
         ok = bool(torch.isfinite(norm))
     if not ok:
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
         return None
     st.scaler.step(opt)
     st.scaler.update()
@@ -425,6 +435,38 @@ def _count_bad_step(st: _TrainState, cfg: TrainConfig, step: int, phase: str) ->
             f"{cfg.max_bad_steps}); last at step {step}, phase {phase}. "
             "Lower the learning rate or check the data."
         )
+
+
+def _non_finite(named: dict[str, Any], prefix: str) -> str | None:
+    """The first floating-point tensor in a (nested) state dict holding a NaN or an inf."""
+    for key, value in named.items():
+        if isinstance(value, dict):
+            found = _non_finite(value, f"{prefix}.{key}")
+            if found:
+                return found
+        elif torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            # a log-probability may be -inf (an excluded class's prior is log 0); never NaN or +inf
+            if key.endswith("log_class_prior") and not (value.isnan().any() or value.isposinf().any()):
+                continue
+            return f"{prefix}.{key}"
+    return None
+
+
+def _require_finite(st: _TrainState, step: int) -> None:
+    """Raises :class:`NonFiniteStateError` naming the first tensor of the model (parameters and
+    buffers), the EMA copy or an optimizer's state that is not finite. Called before every
+    checkpoint is written and before ``fit`` returns, so no NaN/inf state is ever saved."""
+    parts = {"model": st.model.state_dict()}
+    if st.ema is not None:
+        parts["ema"] = st.ema.state_dict()
+    parts.update({f"optimizers.{p}": o.state_dict()["state"] for p, o in st.opts.items()})
+    for prefix, named in parts.items():
+        found = _non_finite(named, prefix)
+        if found:
+            raise NonFiniteStateError(
+                f"{st.model.family}: {found} is not finite after step {step}; no checkpoint "
+                "written (the last one saved is kept). Lower the learning rate or check the data."
+            )
 
 
 def _train_step(
@@ -560,12 +602,14 @@ def fit(
             for cb in callbacks:
                 cb.on_log(done, {"val": val})
         if ckpts and _due(done, cfg.checkpoint_every, end):
+            _require_finite(st, done)
             path = ckpts.save(done, _snapshot(st, done))
             for cb in callbacks:
                 cb.on_checkpoint(done, path)
     bar.close()
 
     chosen = _select_best(st, cfg, end)
+    _require_finite(st, end)  # what fit returns is saved as the model
     result = TrainResult(
         steps=end,
         seconds=time.perf_counter() - t0,

@@ -53,6 +53,7 @@ from genzoo.tasks.layout import (
     check_replaceable,
     evaluation_dir,
     evaluator_dir,
+    exclusive,
     family_dir,
     mark,
     read_json,
@@ -363,7 +364,8 @@ def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Datas
 
 def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "Write the labelled synthetic dataset of params.yaml's augment block.")
-    print(generate(params))
+    with exclusive(params.run.runs_dir):
+        print(generate(params))
 
 
 if __name__ == "__main__":

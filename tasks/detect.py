@@ -69,6 +69,7 @@ from genzoo.tasks.layout import (
     cached_variant,
     code_hash,
     evaluation_dir,
+    exclusive,
     family_dir,
     read_json,
     train_variant,
@@ -339,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     params, family = stage_args(
         argv, "Anomaly-detection benchmark of one family (runs/evaluation/F/anomaly.json)", "family"
     )
-    run_benchmark(params, family)
+    with exclusive(params.run.runs_dir):
+        run_benchmark(params, family)
     print(benchmark_path(params, family))
 
 

@@ -37,7 +37,7 @@ from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, tr
 from genzoo.tasks import latent, tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
-from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, family_dir, read_json
+from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, exclusive, family_dir, read_json
 from genzoo.tasks.quality import real_features, scores, summarize
 from genzoo.tasks.sample import draw as draw_images
 
@@ -288,10 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         argv, "Evaluation stages: `evaluator`, or one family's samples.", "family",
         "a family, or 'evaluator' for the classifier and the reference rows",
     )  # fmt: skip
-    if family == "evaluator":
-        evaluator_stage(params)
-    else:
-        evaluate_family(params, family)
+    with exclusive(params.run.runs_dir):
+        if family == "evaluator":
+            evaluator_stage(params)
+        else:
+            evaluate_family(params, family)
 
 
 if __name__ == "__main__":

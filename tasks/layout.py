@@ -29,11 +29,13 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 import genzoo.tasks
 from genzoo import models
@@ -52,6 +54,41 @@ PACKAGES = {"models": "models", "tasks": "tasks", "metrics": "metrics", "flows":
 # ast.parse is not thread-safe in CPython 3.11 (python/cpython#106905: "AST constructor
 # recursion depth mismatch"), and the flow asks several families' keys from threads at once
 _PARSE = threading.Lock()
+
+
+# ----------------------------------------------------------------------------- one run at a time
+
+
+class PipelineBusy(GenzooError, RuntimeError):
+    """Another pipeline run (``genzoo run``, a Prefect deployment, a DVC stage) holds this
+    project's runs folder."""
+
+
+@contextlib.contextmanager
+def exclusive(runs_dir: str | Path) -> Iterator[None]:
+    """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
+    naming the folder and the holder (``.pipeline.holder``: its pid and start time). The flow
+    holds it for a whole run and every DVC stage's ``main()`` for its stage, so ``dvc repro``
+    never writes under a running ``genzoo run`` (nor the reverse)."""
+    folder = Path(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            who = holder.read_text().strip()
+        except OSError:
+            who = "holder unknown"
+        raise PipelineBusy(
+            f"{folder}: another genzoo pipeline is running on this folder ({who}); wait for it or stop it"
+        ) from None
+    try:
+        holder.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 # ----------------------------------------------------------------------------- layout

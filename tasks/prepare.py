@@ -40,7 +40,7 @@ from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
 from genzoo.tasks.errors import check_output_dir, writing
-from genzoo.tasks.layout import check_replaceable, mark, replacing_dir
+from genzoo.tasks.layout import check_replaceable, exclusive, mark, replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
@@ -452,7 +452,8 @@ def prepare(params: Params) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "Prepare the dataset named in params.yaml (DVC stage 'prepare').")
-    prepare(params)
+    with exclusive(params.run.runs_dir):
+        prepare(params)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.figures import grid
-from genzoo.tasks.layout import evaluation_dir, read_json
+from genzoo.tasks.layout import evaluation_dir, exclusive, read_json
 
 log = logging.getLogger("genzoo.report")
 
@@ -548,7 +548,8 @@ def build_report(params: Params) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "The HTML report of the trained and evaluated families.")
-    build_report(params)
+    with exclusive(params.run.runs_dir):
+        build_report(params)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,14 @@ from genzoo.models.trainer import Callback, JsonlLogger
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
-from genzoo.tasks.layout import checkpoint_dir, family_dir, resolve_device, train_key, train_variant
+from genzoo.tasks.layout import (
+    checkpoint_dir,
+    exclusive,
+    family_dir,
+    resolve_device,
+    train_key,
+    train_variant,
+)
 
 # whether a family's outputs are current is provenance (tasks/layout.py), read by `genzoo
 # status` too; named here for the pipeline, which asks it before training
@@ -196,7 +203,8 @@ def _train(
 
 def main(argv: list[str] | None = None) -> None:
     params, family = stage_args(argv, "Train one family (DVC stage 'train@<family>').", "family")
-    train_family(params, family)
+    with exclusive(params.run.runs_dir):
+        train_family(params, family)
 
 
 if __name__ == "__main__":

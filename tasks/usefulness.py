@@ -47,6 +47,7 @@ from genzoo.tasks.layout import (
     cached_variant,
     code_hash,
     evaluation_dir,
+    exclusive,
     family_dir,
     read_json,
     resolve_device,
@@ -315,10 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     params, what = stage_args(
         argv, "Usefulness of synthetic data (DVC stages)", "what", "`reference`, or a family"
     )
-    if what == "reference":
-        reference(params)
-    else:
-        measure_family(params, what)
+    with exclusive(params.run.runs_dir):
+        if what == "reference":
+            reference(params)
+        else:
+            measure_family(params, what)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,81 @@ def test_resume_after_interruption_matches(tmp_path):
     assert first == (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
 
 
+def _seeded_run(root: Path, seed: int) -> tuple[dict, dict]:
+    """Prepare and train the VAE and the GAN under ``root`` with ``seed``; returns each family's
+    metrics (less the clock: seconds, sampling speed, the stage's span) and sha256 of its
+    samples (``samples.png`` and 32 images drawn from the saved model with a fixed generator)."""
+    import hashlib
+
+    import torch
+
+    from genzoo.models import load
+
+    raw = tiny_params(root, steps=12, families=["vae", "gan"])
+    raw["seed"] = seed
+    params = validate(raw)
+    prepare(params)
+    metrics, hashes = {}, {}
+    for family in ("vae", "gan"):
+        m = train_family(params, family, progress=False)
+        clock = ("train_seconds", "samples_per_second", "span")
+        metrics[family] = {k: v for k, v in m.items() if k not in clock}
+        out = root / "runs" / family
+        drawn = load(out / "model.json").sample(32, generator=torch.Generator().manual_seed(7))
+        hashes[family] = (
+            hashlib.sha256((out / "samples.png").read_bytes()).hexdigest(),
+            hashlib.sha256(drawn.numpy().tobytes()).hexdigest(),
+        )
+    return metrics, hashes
+
+
+def test_same_seed_gives_identical_metrics_and_sample_hashes_another_seed_differs(tmp_path):
+    """Case 6: two runs with seed 0 in separate folders agree on every metric (losses, test
+    bits/dim) and every sample hash; seed 1 changes them all."""
+    a = _seeded_run(tmp_path / "a", 0)
+    b = _seeded_run(tmp_path / "b", 0)
+    c = _seeded_run(tmp_path / "c", 1)
+    assert a == b
+    assert a[0]["vae"]["final"] and "test_bpd" in a[0]["vae"] and a[0]["gan"]["final"]["g_loss"]
+    for family in ("vae", "gan"):
+        assert a[0][family]["final"] != c[0][family]["final"], family
+        assert a[1][family][0] != c[1][family][0] and a[1][family][1] != c[1][family][1], family
+    assert a[0]["vae"]["test_bpd"] != c[0]["vae"]["test_bpd"]
+
+
+def test_same_source_path_with_other_content_is_not_a_stale_hit(tmp_path):
+    """Case 13: an npz source rewritten in place (same path, same size, same mtime, params
+    untouched) changes the prepared data's hash, so the trained GAN is no longer up to date
+    and re-trains on the new content; before the rewrite it was a cache hit."""
+    from sklearn.datasets import load_digits
+
+    from genzoo.tasks.layout import read_json, up_to_date
+
+    digits = load_digits()
+    images, labels = digits.images[:300].astype(np.uint8), digits.target[:300]
+    source = tmp_path / "digits.npz"
+    np.savez(source, images=images, labels=labels, levels=17)
+    raw = tiny_params(tmp_path, steps=6, families=["gan"])
+    raw["data"]["source"] = f"npz:{source}"
+    params = validate(raw)
+    first = prepare(params)
+    train_family(params, "gan", progress=False)
+    assert up_to_date(params, "gan") is not None  # the cache hit the flow would take
+    model = tmp_path / "runs" / "gan" / "model.json"
+    before = read_json(model)["data_sha256"]
+
+    stat = source.stat()
+    np.savez(source, images=images[::-1].copy(), labels=labels[::-1].copy(), levels=17)  # same shapes
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    second = prepare(params)  # the flow prepares on every run
+    assert second["splits"]["train"]["sha256"] != first["splits"]["train"]["sha256"]
+    assert up_to_date(params, "gan") is None  # no stale hit: the GAN must re-train
+    again = train_family(params, "gan", progress=False)
+    assert again["resumed_from"] is None  # not from the old data's checkpoints either
+    assert read_json(model)["data_sha256"] != before and up_to_date(params, "gan") is not None
+
+
 def _cli(*args, cwd, check=True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     r = subprocess.run(

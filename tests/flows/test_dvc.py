@@ -2,7 +2,14 @@
 byte-identical models from the same params, and the default remote pushes and pulls them."""
 
 import hashlib
+import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +60,7 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(repo
     assert "train@vae" in out and "train@gan" in out
     for fam in FAMILIES:
         assert sha(repo / "runs" / fam / "model.safetensors") == flow_models[fam], fam
-    assert "up to date" in sh("dvc", "status").lower()
+    assert "up to date" in sh("dvc", "status", "prepare", "train@gan").lower()
 
 
 def test_a_run_with_overrides_is_not_recorded(repo):
@@ -115,3 +122,145 @@ def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
     sh("dvc", "get", str(repo), "data/augment/synthetic", "-o", str(other))
     assert sha(other / "images.npz") == manifest["sha256"]
     assert len(load_dataset(other)) == manifest["n"]
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``dvc ARGS`` in ``repo`` with this venv first on PATH; the result, whatever its status."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_dvc_repro_while_a_pipeline_holds_the_lock_fails_clearly_and_writes_nothing(repo):
+    """Case 15: while a `genzoo run` holds runs/.pipeline.lock (here a process holding it the
+    way the flow does), `dvc repro` stops at its first stage with the lock's message, naming the
+    holder's pid; nothing is written and dvc.lock is not created. Once the holder is gone the
+    same command goes through."""
+    repo, sh = repo
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom genzoo.flows.pipeline import exclusive\n"
+         "with exclusive('runs'):\n    print('held', flush=True)\n    time.sleep(600)"],
+        cwd=repo, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = dvc(repo, "repro", "prepare")
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        assert f"runs: another genzoo pipeline is running on this folder (pid {holder.pid} since" in out
+        assert not (repo / "data" / "prepared").exists() and not (repo / "dvc.lock").exists()
+        assert sorted(p.name for p in (repo / "runs").iterdir()) == [".pipeline.holder", ".pipeline.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    sh("dvc", "repro", "prepare")
+    assert "prepare" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert (repo / "data" / "prepared" / "manifest.json").exists()
+
+
+def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypatch):
+    """Case 17, the DVC half: a default remote on a drive that is not there (its folder and
+    the folder above are missing) stops `genzoo run` before Prefect, Ray or any stage starts:
+    one line naming the remote's URL, exit 2, nothing prepared or trained. Once the folder
+    above exists (DVC makes the remote itself on the first push) the check passes."""
+    from genzoo.flows.pipeline import dvc_remote_preflight
+    from genzoo.tasks.errors import Unreachable
+
+    repo, _, sh = make_dvc_repo(tmp_path, steps=3, families=["gan"])
+    url = tmp_path / "unmounted" / "remote"
+    sh("dvc", "remote", "add", "-d", "usb", str(url))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = ["genzoo", "run", "-q"]
+    r = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"genzoo run: error: DVC remote 'usb' {url} is unreachable ({url.parent} does not exist); "
+        "fix it (dvc remote modify usb url ...) or run with --no-dvc"
+    ]
+    assert not (repo / "runs").exists() and not (repo / "data" / "prepared").exists()
+
+    monkeypatch.chdir(repo)  # the flow runs the same check first thing
+    with pytest.raises(Unreachable, match=f"DVC remote 'usb' {url} is unreachable"):
+        dvc_remote_preflight()
+    url.parent.mkdir()
+    dvc_remote_preflight()
+
+
+def test_a_corrupted_object_in_the_remote_is_refused_on_pull(repo):
+    """Case 18. genzoo's remotes set ``verify = true`` (.dvc/config, infra/dvc/). A remote
+    object replaced by other content (a valid npz with other images): with verify, `dvc pull`
+    checks the md5, drops the object and fails; the folder (train.npz) is not checked out. Without it
+    (DVC's default) the pull succeeds with the wrong file; then genzoo's own content hash
+    (manifest.json) refuses it before any training."""
+    import json
+
+    import numpy as np
+
+    from genzoo.tasks.data import DataError, load_split
+
+    for cfg in (ROOT / ".dvc" / "config", ROOT / "infra" / "dvc" / "remote-s3.config"):
+        assert re.search(r"^\s*verify = true$", cfg.read_text(), re.M), cfg
+    repo, sh = repo
+    sh("dvc", "remote", "modify", "local", "verify", "true")
+    sh("dvc", "repro", "prepare")
+    sh("dvc", "push")
+    prepared = repo / "data" / "prepared"
+    listing = next((repo / ".dvc" / "cache" / "files" / "md5").glob("*/*.dir"))
+    md5 = next(e["md5"] for e in json.loads(listing.read_text()) if e["relpath"] == "train.npz")
+    obj = repo.parent / "remote" / "files" / "md5" / md5[:2] / md5[2:]
+    with np.load(prepared / "train.npz") as z:
+        images, labels = z["images"].copy(), z["labels"].copy()
+    images[0] = images[0].max() - images[0]  # one image inverted: a valid npz, other content
+    np.savez(obj.with_suffix(".npz"), images=images, labels=labels)
+    obj.with_suffix(".npz").replace(obj)
+
+    def wipe():
+        shutil.rmtree(repo / ".dvc" / "cache")
+        shutil.rmtree(prepared, ignore_errors=True)
+
+    wipe()
+    r = dvc(repo, "pull", "prepare")
+    assert r.returncode != 0 and "data/prepared" in r.stderr, r.stdout + r.stderr
+    assert not (prepared / "train.npz").exists()  # the corrupt object was not checked out
+
+    wipe()
+    sh("dvc", "remote", "modify", "local", "verify", "false")
+    sh("dvc", "pull", "prepare")  # DVC's default trusts the remote
+    with pytest.raises(DataError, match="train.npz: content hash does not match manifest.json"):
+        load_split(prepared, "train")
+
+
+def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp_path):
+    """Case 14: Ctrl+C (SIGINT to the process group of a `dvc repro` this test started) once
+    train@gan has written a checkpoint. DVC stops; dvc.lock records prepare (finished) but not
+    the interrupted train@gan, whose outputs were never written. The re-run does not redo
+    prepare, resumes the GAN from its checkpoint, records it, and `dvc status` is clean."""
+    repo, _, sh = make_dvc_repo(tmp_path, steps=200, families=["gan"])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train@gan"], cwd=repo, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list((repo / "checkpoints" / "gan").glob("*/step-*.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole group
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, out
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert "prepare" in lock and "train@gan" not in lock, out
+    assert not (repo / "runs" / "gan" / "model.json").exists()  # nothing of the stage promoted
+    prepared = lock["prepare"]
+
+    again = sh("dvc", "repro", "train@gan")
+    assert "Stage 'prepare' didn't change, skipping" in again, again
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert lock["prepare"] == prepared and "train@gan" in lock
+    metrics = json.loads((repo / "runs" / "gan" / "metrics.json").read_text())
+    assert metrics["steps"] == 200 and metrics["resumed_from"] >= 10
+    assert "up to date" in sh("dvc", "status", "prepare", "train@gan").lower()

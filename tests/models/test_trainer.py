@@ -8,7 +8,16 @@ import torch
 
 from genzoo import models
 from genzoo.models import DataSpec
-from genzoo.models.trainer import Callback, Checkpoints, JsonlLogger, NonFiniteLossError, TrainConfig, fit
+from genzoo.models.gan import GAN
+from genzoo.models.trainer import (
+    Callback,
+    Checkpoints,
+    JsonlLogger,
+    NonFiniteLossError,
+    NonFiniteStateError,
+    TrainConfig,
+    fit,
+)
 
 SPEC = DataSpec(1, 8, 8, 17, 3)
 
@@ -128,6 +137,60 @@ def test_non_finite_steps_are_skipped_then_fail_loudly(tmp_path):
     saved = Checkpoints(tmp_path / "bad").load_latest()
     assert saved["step"] == 4 and saved["bad_steps"] == 2
     assert torch.isfinite(saved["model"]["w"]).all()
+
+
+class PoisonedGAN(GAN):
+    """The real GAN whose noise draw is scaled by ``scale`` (inf: a NaN batch; 1e25: huge but
+    finite) on the chosen calls of the discriminator's phase."""
+
+    def __init__(self, spec, cfg, scale, disc_calls):
+        super().__init__(spec, cfg)
+        self.scale, self.disc_calls, self.calls, self.phase = scale, disc_calls, 0, None
+
+    def training_step(self, x, y, phase="main"):
+        self.calls += phase == "disc"
+        self.phase = phase
+        return super().training_step(x, y, phase)
+
+    def _fake(self, n, y):
+        z = torch.randn(n, self.cfg.latent_dim)
+        if self.phase == "disc" and self.calls in self.disc_calls:
+            z = z * self.scale
+        return self.gen(z, y)
+
+
+def all_finite(state):
+    """Every floating-point tensor in a checkpoint's model, EMA and optimizer states is finite."""
+    tensors = [*state["model"].values(), *(state["ema"] or {}).values()]
+    tensors += [v for o in state["optimizers"].values() for st in o["state"].values() for v in st.values()]
+    return all(torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point())
+
+
+def test_a_skipped_gan_step_leaves_no_nan_in_any_checkpoint(tmp_path, tiny):
+    """Case 7 with the real GAN: an inf in one noise batch makes the discriminator's loss NaN;
+    the step is skipped, and the generator's BatchNorm statistics (which its forward pass had
+    already updated) are restored, so every checkpoint and the samples stay finite."""
+    x, y = data()
+    m = PoisonedGAN(SPEC, models.get_family("gan").Config(**tiny["gan"]), float("inf"), {3})
+    final, result = fit(m, x, y, cfg(max_bad_steps=3), checkpoint_dir=tmp_path, progress=False)
+    assert result.bad_steps == 1
+    for path in sorted(tmp_path.glob("*.pt")):
+        assert all_finite(torch.load(path, weights_only=True)), path.name
+    assert torch.isfinite(final.sample(8, generator=torch.Generator().manual_seed(0))).all()
+
+
+def test_a_non_finite_state_is_never_checkpointed(tmp_path, tiny):
+    """A huge but finite noise batch at step 6: every loss and gradient stays finite, but the
+    generator's BatchNorm running variance overflows to inf. The check before each save names
+    the tensor and fails loudly; the checkpoint of step 4 is the last one and is finite."""
+    x, y = data()
+    m = PoisonedGAN(SPEC, models.get_family("gan").Config(**tiny["gan"]), 1e25, {6})
+    named = r"gan: model\.gen\.bn0\.running_var is not finite after step 8"
+    with pytest.raises(NonFiniteStateError, match=named):
+        fit(m, x, y, cfg(max_bad_steps=3), checkpoint_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000004.pt"]
+    saved = Checkpoints(tmp_path).load_latest()
+    assert saved["step"] == 4 and saved["bad_steps"] == 0 and all_finite(saved)
 
 
 def test_metrics_leave_through_callbacks_and_jsonl(tmp_path, tiny):
