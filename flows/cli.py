@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from genzoo.tasks.errors import ModelNotFound, UsageError
+
 EPILOG = """examples:
   genzoo prepare                                  # data/prepared from params.yaml (digits)
   genzoo train --family vae                       # runs/vae/: model, samples.png, loss.png
@@ -95,8 +97,8 @@ def _check_device(params) -> None:
 def cmd_train(args) -> int:
     params = _params(args)
     families = params.families if args.all else [args.family]
-    if not args.all and args.family not in params.models:
-        raise SystemExit(f"--family {args.family}: not in params (families: {', '.join(params.families)})")
+    if not args.all:
+        params.require(args.family)
     _check_device(params)  # before an MLflow run or a folder is made
     return _train(params, families, args.quiet)
 
@@ -110,7 +112,7 @@ def cmd_run(args) -> int:
     families = args.families.split(",") if args.families else None
     unknown = [f for f in families or [] if f not in params.models]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
     if not (args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS")):
@@ -193,7 +195,7 @@ def cmd_sample(args) -> int:
 
     params = _params(args)
     if not args.family and not args.model:
-        raise SystemExit("give --family F (the model in runs/F) or --model PATH/model.json")
+        raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     if args.device:
         model = model.to(torch.device(args.device))
@@ -239,12 +241,12 @@ def cmd_evaluate(args) -> int:
     from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 
     params = _params(args)
-    if args.family and args.family not in params.models:
-        raise SystemExit(f"--family {args.family}: not in params (families: {', '.join(params.families)})")
+    if args.family:
+        params.require(args.family)
     families = [args.family] if args.family else params.families
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
     if not trained:
-        raise SystemExit(f"nothing to evaluate: no trained family under {params.run.runs_dir} (genzoo run)")
+        raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
     ev = evaluator_stage(params)
     print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
     for f in trained:
@@ -262,7 +264,7 @@ def cmd_detect(args) -> int:
 
     if args.holdout:
         if not args.benchmark:
-            raise SystemExit("genzoo detect: --holdout needs --benchmark")
+            raise UsageError("--holdout needs --benchmark")
         args.overrides = [*args.overrides, f"detect.holdout_classes={args.holdout}"]
     params = _params(args)
     if args.benchmark:
@@ -274,7 +276,7 @@ def cmd_detect(args) -> int:
                   f"likelihood ratio {st['likelihood_ratio']['auroc']:.3f}")  # fmt: skip
         return 0
     if not args.path:
-        raise SystemExit("genzoo detect: give a PATH (.npz or image folder) or --benchmark")
+        raise UsageError("give a PATH (.npz or image folder) or --benchmark")
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
         from genzoo.models.base import atomic_write_text
@@ -301,13 +303,13 @@ def cmd_usefulness(args) -> int:
     )
     unknown = [f for f in families if f not in params.models]
     if unknown or not families:
-        raise SystemExit(
+        raise UsageError(
             f"--families: {', '.join(unknown) or 'none given'}; "
             f"families in params: {', '.join(params.families)}"
         )
     for f in families:
         if not (Path(params.run.runs_dir) / f / "model.json").exists():
-            raise SystemExit(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
     ref = reference(params)
     clfs = params.usefulness.classifiers
 

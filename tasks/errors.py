@@ -18,6 +18,10 @@ class GenzooError(Exception):
     """Bad input or environment a user can fix; the message names the key, file or server."""
 
 
+class UsageError(GenzooError, ValueError):
+    """Command-line options that do not fit together (a missing or contradictory option)."""
+
+
 class DiskFull(GenzooError, OSError):
     """A write ran out of space; the message says what was being written and where."""
 

@@ -208,11 +208,11 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
     assert out["families"] == [best] and out["n"] == 20 and out["filters"]["reject_copies"] is False
     assert len(list(Path(out["path"], "png").rglob("*.png"))) == 20
     r = _cli("evaluate", "--params", str(pfile), "--family", "nope", cwd=tmp, check=False)
-    assert r.returncode != 0 and "--family nope: not in params" in r.stderr
+    assert r.returncode == 2 and "models.nope: not in params" in r.stderr
     empty = tmp_path / "params.yaml"
     empty.write_text(yaml.safe_dump(tiny_params(tmp_path)))
     r = _cli("evaluate", "--params", str(empty), cwd=tmp_path, check=False)
-    assert r.returncode != 0 and "nothing to evaluate" in r.stderr
+    assert r.returncode == 2 and "nothing to evaluate" in r.stderr
     assert not (tmp_path / "runs" / "evaluation").exists()
 
 

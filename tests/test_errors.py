@@ -245,6 +245,9 @@ CASES = {
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'folder'}")],
         "folder/c: a symbolic link to",
     ),
+    # options that do not fit the params or each other
+    "unknown-family": (lambda w: ["train", *_p(w), "--family", "nope"], "models.nope: not in params"),
+    "detect-without-path": (lambda w: ["detect", *_p(w), "--family", "vae"], "give a PATH"),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
         "empty-class/b: a class folder with no images",
