@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from genzoo.tasks.layout import read_json
 from tests.conftest import make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,7 +243,8 @@ def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while not list((repo / "checkpoints" / "gan").glob("*/step-*.pt")):
+        # a checkpoint counts once its index names it (the file lands first, the index after)
+        while not any(read_json(i) for i in (repo / "checkpoints" / "gan").glob("*/index.json")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does: the whole group
