@@ -79,6 +79,22 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
     }
 
 
+@pytest.fixture
+def restore_logging():
+    """The CLI installs its console handler; give pytest's back afterwards."""
+    import logging
+
+    from genzoo.flows import cli
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {n: logging.getLogger(n).level for n in (*cli.CHATTY, "genzoo", "genzoo.cluster")}
+    yield
+    root.handlers[:], root.level = handlers, level
+    for n, lv in levels.items():
+        logging.getLogger(n).setLevel(lv)
+
+
 def pytest_unconfigure(config):
     # Prefect stops its temporary server at interpreter exit and logs it to a console pytest
     # has closed by then; that log line is not worth a traceback

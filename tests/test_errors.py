@@ -19,18 +19,6 @@ from genzoo.flows import cli
 from tests.conftest import TINY, tiny_params
 
 
-@pytest.fixture
-def restore_logging():
-    """The CLI installs its console handler; give pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {n: logging.getLogger(n).level for n in (*cli.CHATTY, "genzoo", "genzoo.cluster")}
-    yield
-    root.handlers[:], root.level = handlers, level
-    for n, lv in levels.items():
-        logging.getLogger(n).setLevel(lv)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -30,17 +30,6 @@ def http_server():
     server.shutdown()
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    levels = {n: logging.getLogger(n).level for n in (*cli.CHATTY, "genzoo", "genzoo.cluster")}
-    yield
-    root.handlers[:], root.level = handlers, level
-    for n, lv in levels.items():
-        logging.getLogger(n).setLevel(lv)
-
-
 @pytest.mark.parametrize("verbose", [False, True])
 def test_http_requests_are_shown_only_with_verbose(verbose, http_server, restore_logging, capsys):
     cli.setup_logging(quiet=False, verbose=verbose)
