@@ -65,6 +65,10 @@ def confine(params: Any = None, **paths: str | None) -> None:
             )
 
 
+# addresses that bind every interface
+WILDCARD = ("0.0.0.0", "::", "")
+
+
 def is_loopback(host: str) -> bool:
     """``host`` (a name or an address) resolves to loopback addresses only."""
     try:
@@ -95,8 +99,8 @@ def origins(host: str, port: int) -> str:
     if os.environ.get("PREFECT_SERVER_CORS_ALLOWED_ORIGINS"):
         return os.environ["PREFECT_SERVER_CORS_ALLOWED_ORIGINS"]
     names = {host, "localhost", "127.0.0.1"}
-    if host in ("0.0.0.0", "::", ""):
-        import psutil  # a dependency of dvc's
+    if host in WILDCARD:
+        import psutil
 
         names.discard(host)
         names.add(socket.gethostname())
@@ -137,7 +141,7 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
 
 def local(host: str) -> str:
     """The address this machine's clients use for a server bound to ``host``."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return "127.0.0.1" if host in WILDCARD else host
 
 
 def stop(proc: subprocess.Popen) -> None:
