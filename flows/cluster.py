@@ -23,6 +23,7 @@ import os
 import secrets
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -196,40 +197,92 @@ class OutOfMemory(GenzooError, MemoryError):
     """A task needed more memory than its ``ray.resources.<family>.memory_mb``."""
 
 
+class _OverMemory(BaseException):
+    """Raised inside a task's thread by its :class:`MemoryGuard` (a BaseException, so no
+    ``except Exception`` in the task swallows it)."""
+
+
+class MemoryGuard:
+    """Hold a task to ``budget`` bytes of resident memory (RSS) above its worker's RSS when the
+    guard starts. A thread reads the RSS every ``interval`` seconds; past the budget it raises
+    :class:`_OverMemory` in the guarded thread (``PyThreadState_SetAsyncExc``: it lands at the
+    thread's next Python instruction, so one large torch op may overshoot before it does), and
+    again every ``interval`` while the RSS stays over. Resident memory is what a machine runs
+    out of: an address-space limit (``RLIMIT_AS``) counts reservations a Ray worker makes but
+    never touches and let a task grow to GBs past its limit."""
+
+    def __init__(self, budget: int, interval: float = 0.02):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.budget, self.interval = budget, interval
+        self.start_rss = self._proc.memory_info().rss
+        self.peak = self.start_rss
+        self.tripped = False
+        self._target = threading.get_ident()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="genzoo-memory-guard", daemon=True)
+
+    def __enter__(self) -> MemoryGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:  # no exception is raised in the guarded thread once it has left
+            self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        import ctypes
+
+        limit = self.start_rss + self.budget
+        while not self._stop.wait(self.interval):
+            rss = self._proc.memory_info().rss
+            self.peak = max(self.peak, rss)
+            if rss <= limit:
+                continue
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self.tripped = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._target), ctypes.py_object(_OverMemory)
+                )
+
+
 def _on_node(
     fn: Callable[..., Any], tracking_uri: str | None, *args, memory: tuple[str, int] | None = None
 ) -> Any:
     """Run ``fn(*args)`` in a Ray worker, MLflow pointed where the driver's is. With ``memory``
-    (``(family, memory_mb)``) the worker may grow by at most that much (an address-space limit,
-    ``RLIMIT_AS``: Ray's ``memory`` resource only schedules, and its OOM killer acts on the
-    whole node); an allocation past it fails this task alone with :class:`OutOfMemory`. Such a
-    task runs in a worker of its own (``max_calls=1``), so the limit leaves with it."""
+    (``(family, memory_mb)``) the task may hold at most that much resident memory above its
+    worker's (a :class:`MemoryGuard`, torch already loaded: Ray's ``memory`` resource only
+    schedules, and its OOM killer acts on the whole node); past it this task alone fails with
+    :class:`OutOfMemory`. Such a task runs in a worker of its own (``max_calls=1``), so the
+    memory it held leaves with the worker."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if memory is None:
         return fn(*args)
-    import resource
+    import torch  # noqa: F401  (part of every worker's baseline, not of the task's budget)
 
     family, mb = memory
-    grown = _address_space() + mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (grown, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    guard = MemoryGuard(mb * 2**20)
     try:
-        return fn(*args)
-    except (MemoryError, RuntimeError) as e:
+        with guard:
+            return fn(*args)
+    except (_OverMemory, MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
             raise
+        seen = (
+            f"reached {(guard.peak - guard.start_rss) / 2**20:.0f} MB"
+            if guard.tripped
+            else (f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'allocation failed'}")
+        )
         raise OutOfMemory(
             f"{family}: ran out of memory: the task may use ray.resources.{family}.memory_mb={mb} MB "
-            f"more than its worker's start ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            f"above its worker's start ({seen})"
         ) from None
-
-
-def _address_space() -> int:
-    """This process's virtual memory size in bytes (what RLIMIT_AS counts)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("no VmSize in /proc/self/status")
 
 
 def train_here(

@@ -390,3 +390,32 @@ def test_resources_no_node_can_hold_fail_before_any_compute(tmp_path, monkeypatc
     with pytest.raises(ValueError, match=r"ray.resources.vae.*num_gpus=0.5"):
         pl.pipeline(params_file=_write(tmp_path, raw))
     assert not (tmp_path / "prepared").exists()
+
+
+def test_a_family_over_its_memory_fails_alone_and_the_others_are_recorded(tmp_path, monkeypatch, local_ray):
+    """Case 9: the VAE with a net too large (hidden 384: 2 GB of weights, gradients and Adam
+    state) under ``ray.resources.vae.memory_mb: 300`` fails with a message naming it and the
+    limit (a resident-memory guard in its own worker; Ray's `memory` only schedules); the GAN trains, is
+    evaluated and registered in MLflow; the run fails at the end; nothing of the VAE is kept as
+    a model: no model.json, its MLflow run FAILED, no registered version."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=6, families=["vae", "gan"])
+    raw["run"]["track"] = True
+    raw["usefulness"]["families"] = []
+    raw["models"]["vae"]["net"]["hidden"] = 384
+    raw["ray"] = {"resources": {"vae": {"memory_mb": 300}}}
+    oom = "^" + re.escape("vae: ran out of memory: the task may use ray.resources.vae.memory_mb=300 MB")
+    with pytest.raises(cluster.OutOfMemory, match=oom):
+        pl.pipeline(params_file=_write(tmp_path, raw))
+    assert (tmp_path / "runs" / "gan" / "model.json").exists()
+    assert (tmp_path / "runs" / "evaluation" / "gan" / "quality.json").exists()
+    assert not (tmp_path / "runs" / "vae" / "model.json").exists()
+    c = tracking.client(uri)
+    runs = c.search_runs([c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    by_family = {r.data.tags.get("genzoo.family", r.info.run_name): r for r in runs}
+    status = {f: r.info.status for f, r in by_family.items()}
+    assert status["gan"] == "FINISHED" and status["vae"] == "FAILED", status
+    gan = c.search_model_versions("name='gan'")
+    assert gan and {v.run_id for v in gan} == {by_family["gan"].info.run_id}, gan
+    assert c.search_model_versions("name='vae'") == []

@@ -1,0 +1,36 @@
+"""Case 9's mechanism alone (no Ray): a task held to its memory budget by resident memory."""
+
+import pytest
+
+from genzoo.flows import cluster
+
+
+def _hog(chunks: list[bytearray], mb: int, times: int) -> int:
+    """Touch ``times`` blocks of ``mb`` MB (pages written, so resident), in Python steps."""
+    for _ in range(times):
+        chunks.append(bytearray(b"\1" * (mb * 2**20)))
+    return len(chunks)
+
+
+def test_a_task_past_its_budget_fails_with_the_family_and_limit_named():
+    chunks: list[bytearray] = []
+    with pytest.raises(cluster.OutOfMemory) as info:  # would hold 2 GB; the budget is 150 MB
+        cluster._on_node(_hog, None, chunks, 25, 80, memory=("vae", 150))
+    held = sum(len(c) for c in chunks) / 2**20
+    chunks.clear()
+    msg = str(info.value)
+    assert msg.startswith("vae: ran out of memory: the task may use ray.resources.vae.memory_mb=150 MB"), msg
+    assert 150 <= held <= 400, held  # stopped within a few polls of the budget, not at 2 GB
+
+
+def test_a_task_within_its_budget_returns_its_result():
+    chunks: list[bytearray] = []
+    assert cluster._on_node(_hog, None, chunks, 10, 5, memory=("gan", 300)) == 5
+
+
+def test_an_exception_of_the_task_passes_through_unchanged():
+    def boom():
+        raise ValueError("models.gan: bad")
+
+    with pytest.raises(ValueError, match="models.gan: bad"):
+        cluster._on_node(boom, None, memory=("gan", 300))
