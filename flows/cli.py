@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from genzoo.tasks.errors import ModelNotFound, UsageError
+from genzoo.tasks.errors import ModelNotFound, UsageError, user_error
 
 EPILOG = """examples:
   genzoo prepare                                  # data/prepared from params.yaml (digits)
@@ -611,45 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Exception as e:
-        line = user_error(e, args.command)
+        line = user_error(e)
         if line is None:
             raise  # a bug: its traceback is what is needed
         print(f"genzoo {args.command}: error: {line}", file=sys.stderr)
         return 2
-
-
-def user_error(e: BaseException, command: str) -> str | None:
-    """The one line to show for an error the user can fix: genzoo's own (bad params, bad data,
-    a missing or refused model, a full disk, an unreachable tracking server), a file not
-    found, an environment OSError naming its path, a ValueError raised by genzoo's own checks;
-    None for anything else, which keeps its traceback."""
-    from genzoo.tasks.errors import GenzooError, describe_os_error
-
-    if isinstance(e, GenzooError | FileNotFoundError):
-        return _one_line(e)
-    if isinstance(e, OSError):
-        return describe_os_error(e)
-    if type(e) is ValueError and _raised_by_genzoo(e):
-        return _one_line(e)
-    return None
-
-
-def _one_line(e: BaseException) -> str:
-    """The message: one line, or one line per bad key when several are (invalid params)."""
-    return str(e).strip() or type(e).__name__
-
-
-def _raised_by_genzoo(e: BaseException) -> bool:
-    """A ValueError raised in genzoo's own code (a check of its input), not deep in a library."""
-    tb = e.__traceback__
-    last = None
-    while tb is not None:
-        last = tb
-        tb = tb.tb_next
-    if last is None:
-        return False
-    name = last.tb_frame.f_globals.get("__name__", "")
-    return name.startswith("genzoo.")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from genzoo.tasks.config import (
     stage_args,
 )
 from genzoo.tasks.data import DataError, check_levels, load_split
-from genzoo.tasks.errors import check_output_dir, writing
+from genzoo.tasks.errors import check_output_dir, exit_code, writing
 from genzoo.tasks.layout import (
     check_replaceable,
     evaluation_dir,
@@ -369,4 +370,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "augment"))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ from genzoo.tasks.data import (
     to_8bit,
     to_nchw,
 )
+from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import (
     cached_variant,
     code_hash,
@@ -346,4 +348,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "detect"))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # a disk (or quota) that ran out
@@ -91,3 +92,50 @@ def describe_os_error(e: OSError) -> str | None:
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{e.filename}: exists and is not a folder ({e.strerror})"
     return f"{e.filename}: {e.strerror}"
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one line to show for an error the user can fix: genzoo's own (bad params, bad data,
+    a missing or refused model, a full disk, an unreachable tracking server), a file not
+    found, an environment OSError naming its path, a ValueError raised by genzoo's own checks;
+    None for anything else, which keeps its traceback."""
+    if isinstance(e, GenzooError | FileNotFoundError):
+        return _one_line(e)
+    if isinstance(e, OSError):
+        return describe_os_error(e)
+    if type(e) is ValueError and _raised_by_genzoo(e):
+        return _one_line(e)
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    """The message: one line, or one line per bad key when several are (invalid params)."""
+    return str(e).strip() or type(e).__name__
+
+
+def _raised_by_genzoo(e: BaseException) -> bool:
+    """A ValueError raised in genzoo's own code (a check of its input), not deep in a library."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    name = last.tb_frame.f_globals.get("__name__", "")
+    return name.startswith("genzoo.")
+
+
+def exit_code(main: Callable[[], object], name: str) -> int:
+    """Run a command's ``main`` as its process: 0 on success; an error the user can fix is one
+    line on stderr (``genzoo NAME: error: ...``) and exit code 2, as in the console script; a
+    bug keeps its traceback. Every DVC stage runs through this (``python -m genzoo.tasks.X``)."""
+    try:
+        main()
+    except Exception as e:
+        line = user_error(e)
+        if line is None:
+            raise
+        print(f"genzoo {name}: error: {line}", file=sys.stderr)
+        return 2
+    return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, tr
 from genzoo.tasks import latent, tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, exclusive, family_dir, read_json
 from genzoo.tasks.quality import real_features, scores, summarize
 from genzoo.tasks.sample import draw as draw_images
@@ -296,4 +298,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "evaluate"))

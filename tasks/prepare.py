@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from genzoo.tasks.data import (
 from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
-from genzoo.tasks.errors import check_output_dir, writing
+from genzoo.tasks.errors import check_output_dir, exit_code, writing
 from genzoo.tasks.layout import check_replaceable, exclusive, mark, replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
@@ -457,4 +458,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "prepare"))

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
+from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import grid
 from genzoo.tasks.layout import evaluation_dir, exclusive, read_json
 
@@ -553,4 +555,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "report"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from genzoo.models.base import (
 from genzoo.models.trainer import Callback, JsonlLogger
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
     checkpoint_dir,
@@ -208,4 +210,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "train"))

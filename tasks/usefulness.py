@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,7 @@ from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import (
     cached_variant,
     code_hash,
@@ -324,4 +326,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(main, "usefulness"))

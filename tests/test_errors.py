@@ -528,3 +528,25 @@ def test_serve_against_an_unreachable_prefect_api_is_one_line(world, tmp_path, m
         rc == 2 and f"genzoo serve: error: PREFECT_API_URL={api}: no healthy Prefect server there" in err
     ), err
     assert "Traceback" not in err and files_under(tmp_path) == before
+
+
+STAGES = {"prepare": [], "train": ["vae"], "evaluate": ["vae"], "detect": ["pixelcnn"],
+          "usefulness": ["reference"], "augment": [], "report": []}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_dvc_stage_turns_bad_input_into_one_line_and_exit_2(stage, tmp_path):
+    """What `dvc repro` shows: each stage's command (python -m genzoo.tasks.X, as in dvc.yaml)
+    with a params file that is a list ends with one line naming the file, no traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("- 1\n- 2\n")
+    cmd = [sys.executable, "-m", f"genzoo.tasks.{stage}", *STAGES[stage], "--params", str(bad)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"genzoo {stage}: error: "), done.stderr
+    assert str(bad) in lines[0] and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
