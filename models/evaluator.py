@@ -5,7 +5,8 @@ predictions score class-conditional samples."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,20 @@ class EvaluatorConfig(NetConfig):
     batch_size: int = Field(128, gt=0)
     lr: float = Field(2e-3, gt=0, le=10)
     shift: int = Field(1, ge=0, description="random translation (pixels) as augmentation")
+    rotate: float = Field(0.0, ge=0, le=45, description="degrees; > 0: classical augmentation, each image "
+                          "shifted by up to `shift` pixels and rotated by up to this angle")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """Synthetic training images beside the real ones: ``x`` (M, C, H, W) in [0, 1], ``targets``
+    (M, K) class probabilities (one-hot for hard labels), the share of real images in each
+    batch and the weight of the synthetic images' loss."""
+
+    x: Tensor
+    targets: Tensor
+    real_share: float = 0.5
+    weight: float = 1.0
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -67,6 +82,7 @@ class Evaluator(nn.Module):
 
 
 def _shift(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    """The whole batch translated by one random offset of up to ``k`` pixels."""
     if k == 0:
         return x
     padded = F.pad(x, (k, k, k, k))
@@ -74,19 +90,55 @@ def _shift(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
 
 
+def classical_augment(x: Tensor, shift: int, rotate: float, gen: torch.Generator) -> Tensor:
+    """Each image shifted by a whole number of pixels in [-shift, shift] on each axis and
+    rotated by an angle in [-rotate, rotate] degrees (one bilinear resampling, zeros outside):
+    the classical augmentation a practitioner applies to digits. (N, C, H, W) -> same."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(rotate)  # (N,)
+    offset = torch.randint(-shift, shift + 1, (n, 2), generator=gen).float()  # (N, 2) pixels (x, y)
+    offset = offset * 2 / torch.tensor([w, h], dtype=torch.float)  # in affine_grid's [-1, 1] units
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1),
+                         torch.stack([sin, cos, offset[:, 1]], 1)], 1)  # (N, 2, 3)  # fmt: skip
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment(x: Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> Tensor:
+    """The training augmentation of ``cfg``: classical (per image) when ``rotate`` > 0, else the
+    batch shift."""
+    return classical_augment(x, cfg.shift, cfg.rotate, gen) if cfg.rotate > 0 else _shift(x, cfg.shift, gen)
+
+
 def train_evaluator(
-    x: Tensor, y: Tensor, spec: DataSpec, cfg: EvaluatorConfig | None = None, seed: int = 0
+    x: Tensor,
+    y: Tensor,
+    spec: DataSpec,
+    cfg: EvaluatorConfig | None = None,
+    seed: int = 0,
+    synthetic: Synthetic | None = None,
 ) -> Evaluator:
-    """Train on (x in [0, 1], y); seeded, so the same data gives the same evaluator (CPU)."""
+    """Train on (x in [0, 1], y); seeded, so the same data gives the same evaluator (CPU).
+
+    With ``synthetic``, every batch holds ``real_share`` real images (hard labels) and the rest
+    synthetic ones with their (soft) targets; the synthetic loss is weighted by ``weight``."""
     cfg = cfg or EvaluatorConfig()
     torch.manual_seed(seed)
     net = Evaluator(spec, cfg).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     gen = torch.Generator().manual_seed(seed)
+    n_real = min(cfg.batch_size, len(x))
+    if synthetic is not None:
+        n_real = max(1, min(n_real, round(cfg.batch_size * synthetic.real_share)))
     for _ in range(cfg.steps):
-        idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=gen)
-        loss = F.cross_entropy(net(_shift(x[idx], cfg.shift, gen)), y[idx], label_smoothing=0.05)
+        idx = torch.randint(len(x), (n_real,), generator=gen)
+        loss = F.cross_entropy(net(augment(x[idx], cfg, gen)), y[idx], label_smoothing=0.05)
+        if synthetic is not None and cfg.batch_size > n_real:
+            j = torch.randint(len(synthetic.x), (cfg.batch_size - n_real,), generator=gen)
+            log_p = net(augment(synthetic.x[j], cfg, gen)).log_softmax(-1)  # (b, K)
+            loss = loss + synthetic.weight * -(synthetic.targets[j] * log_p).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
