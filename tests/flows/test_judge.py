@@ -585,3 +585,32 @@ def test_the_prefect_deployment_creates_a_study_inside_the_project(project, monk
     monkeypatch.setenv(ROOTS_ENV, str(tmp / "elsewhere"))
     with pytest.raises(ValueError, match="outside the project"):
         judge_study.fn(families=["gan"], name="outside")
+
+
+def test_results_land_in_each_familys_mlflow_run(tmp_path, monkeypatch):
+    from genzoo.tasks.tracking import client, prepare_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_params(tmp_path, steps=2, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    prepare(params)
+    prepare_store()
+    train_family(params, "gan", progress=False)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    req = judge.request(params, url, name="tracked", families=["gan"], per_family=4, attention=1, raters=1)
+    (token,) = [r["token"] for r in judge.create(params, url, req)["raters"]]
+    eng = judge.engine(url)
+    rater = judge.rater_for(eng, token)
+    truth = _truth(url, token)
+    for trial, (_, kind) in truth.items():  # every image called real: generated ones fooled it
+        judge.answer(eng, rater, trial, "generated" if kind == "attention" else "real", 800)
+    out = judge.results(params, url, reps=200)  # the latest study
+    assert out["families"]["gan"]["error"] == 0.5 and out["families"]["gan"]["fake_error"] == 1.0
+    run_id = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
+    run = client().get_run(run_id)
+    assert run.data.metrics["human.error"] == 0.5 and run.data.metrics["human.fake_error"] == 1.0
+    lo, hi = out["families"]["gan"]["ci95"]
+    assert run.data.metrics["human.error_lo"] == lo and run.data.metrics["human.error_hi"] == hi
+    assert "human/tracked.json" in {a.path for a in client().list_artifacts(run_id, "human")}
