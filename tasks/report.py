@@ -507,6 +507,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     table = tradeoff(data["families"])
     goal = targets(data["families"], data["reference"])
     useful = usefulness_targets(data["usefulness"]) if data["usefulness"] else None
+    human = human_table(data["human"], data["families"]) if data.get("human") else None
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text()).render(
         data_source=params.data.source,
@@ -528,10 +529,10 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         usefulness_targets=useful,
         usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,
         anomaly=data["anomaly"],
-        human=human_table(data["human"], data["families"]) if data.get("human") else None,
+        human=human,
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
-    return html, {"targets": goal, "tradeoff": table, "usefulness": useful}
+    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human}
 
 
 def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -572,6 +573,10 @@ def build_report(params: Params) -> dict[str, Any]:
     }
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
+    if extra["human"]:  # the latest human study, for `dvc metrics show`
+        h = extra["human"]
+        summary["human"] = {"study": h["study"], "kendall_tau": h["tau"],
+                            "error": {r["family"]: r["error"] for r in h["rows"]}}  # fmt: skip
     buf = io.StringIO()
     rows = _csv_rows(data)
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

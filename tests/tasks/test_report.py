@@ -227,7 +227,10 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
             1,
         ]
         assert [r["fd_rank"] for r in table["rows"]] == [1, 2, 3]
-        build_report(params)
+        summary = build_report(params)
+        assert summary["human"]["study"] == "s<1>"
+        assert summary["human"]["kendall_tau"]["fd"] == pytest.approx(-1)
+        assert summary["human"]["error"] == {f: d["error"] for f, d in fams.items()}
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "<h2>Human evaluation</h2>" in html and "s&lt;1&gt;" in html and "s<1>" not in html
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
