@@ -27,6 +27,9 @@ EPILOG = """examples:
   genzoo usefulness --families gan,vae            # does synthetic data help a classifier?
   genzoo interpolate --family vae --a 3 --b 17    # latent paths, linear and spherical (PNG + npz)
   genzoo arithmetic --family realnvp --index 5 --to 8   # a digit's code moved toward class 8
+  genzoo judge create --name s1 --raters 3        # a human study: real vs generated, a link per rater
+  genzoo judge serve                              # the rating pages on http://127.0.0.1:8400
+  genzoo judge results s1                         # HYPE error per family -> runs/evaluation/human/s1.json
 """
 
 
@@ -363,6 +366,76 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _judge_url(args, params) -> str:
+    from genzoo.tasks.judge import default_url
+
+    return args.db or default_url(params)
+
+
+def _links(base: str, made: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"rater": r["name"], "link": f"{base}/r/{r['token']}"} for r in made]
+
+
+def cmd_judge(args) -> int:
+    """Human evaluation: create a study, add raters, serve the rating pages, score the answers."""
+    from genzoo.tasks import judge
+
+    params = _params(args)
+    url = _judge_url(args, params)
+    base = f"http://127.0.0.1:{args.port}" if getattr(args, "port", None) else "http://127.0.0.1:8400"
+    if args.judge == "create":
+        req = judge.request(
+            params,
+            url,
+            name=args.name,
+            families=args.families,
+            per_family=args.per_family,
+            reals=args.reals,
+            attention=args.attention,
+            pairs=args.pairs,
+            seed=args.seed,
+            raters=args.raters,
+        )
+        made = judge.create(params, url, req)
+        links = _links(base, made["raters"])
+        print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
+        print("each link is its rater's password: send it to that rater only", file=sys.stderr)
+    elif args.judge == "add-rater":
+        made = [judge.add_rater(url, args.study, args.rater_name) for _ in range(args.n)]
+        print(json.dumps({"study": args.study, "raters": _links(base, made)}, indent=2))
+    elif args.judge == "serve":
+        from genzoo.flows.judge import serve
+
+        serve(url, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    else:
+        r = judge.results(params, url, args.study, reps=args.reps)
+        path = judge.results_path(params, r["study"])
+        n = r["raters"]
+        print(
+            f"study {r['study']}: {n['included']} raters counted, {n['excluded_attention']} left out "
+            f"(attention checks), {r['answers']} answers"
+        )
+        for f, d in r["families"].items():
+            if d.get("error") is None:
+                print(f"{f:>10}: no answers yet")
+                continue
+            lo, hi = d["ci95"]
+            print(
+                f"{f:>10}: HYPE error {100 * d['error']:.1f}% (95% {100 * lo:.1f} to {100 * hi:.1f}), "
+                f"generated called real {100 * d['fake_error']:.1f}%"
+            )
+        if r["real"]["error"] is not None:
+            print(f"{'real':>10}: called generated {100 * r['real']['error']:.1f}%")
+        alpha = r["agreement"]["krippendorff_alpha"]
+        agree = f"Krippendorff's alpha {alpha:.3f}" if alpha == alpha else "too few ratings"
+        print(f"agreement: {agree}")
+        if r["pairwise"]:
+            ranked = sorted(r["pairwise"]["families"].items(), key=lambda kv: -kv[1]["theta"])
+            print("pairwise (Bradley-Terry): " + " > ".join(f"{f} {v['theta']:+.2f}" for f, v in ranked))
+        print(f"results: {path}")
+    return 0
+
+
 def cmd_families(args) -> int:
     from genzoo import models
 
@@ -529,6 +602,56 @@ def _report_parser(sub) -> None:
     p.set_defaults(fn=cmd_report)
 
 
+def _judge_parser(sub) -> None:
+    p = sub.add_parser("judge", help="human evaluation: do people take the samples for real? (a web study)")
+    jsub = p.add_subparsers(dest="judge", required=True, metavar="ACTION")
+    db = "study database, any SQLAlchemy URL (default: GENZOO_JUDGE_DB, else <runs_dir>/human/studies.db)"
+
+    c = jsub.add_parser("create", help="a study: real test images, trained families' samples, noise checks")
+    _common(c)
+    c.add_argument("--families", default="all", help="comma-separated trained families, or all (default)")
+    c.add_argument("--per-family", type=int, default=20, help="generated images per family (default 20)")
+    c.add_argument("--reals", type=int, help="real test images (default: as many as --per-family)")
+    c.add_argument("--attention", type=int, default=3, help="attention checks: noise nobody should call real")
+    c.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="'which looks more real?' pairs per rater and pair of families (default 5; 0: none)",
+    )
+    c.add_argument("--raters", type=int, default=1, help="raters to create with the study (default 1)")
+    c.add_argument("--seed", type=int, default=0, help="same seed, same images and orders")
+    c.add_argument("--name", help="the study's name (default: study-<date>-<time>)")
+    c.add_argument("--port", type=int, default=8400, help="port the printed links use (default 8400)")
+    c.add_argument("--db", help=db)
+
+    a = jsub.add_parser("add-rater", help="new raters of a study, each with a secret link")
+    _common(a)
+    a.add_argument("study", help="the study's name")
+    a.add_argument("--n", type=int, default=1, help="how many raters (default 1)")
+    a.add_argument("--rater-name", help="a name shown on the rater's page")
+    a.add_argument("--port", type=int, default=8400, help="port the printed links use (default 8400)")
+    a.add_argument("--db", help=db)
+
+    s = jsub.add_parser("serve", help="the rating pages on http://127.0.0.1:8400/r/<token>")
+    _common(s)
+    s.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other machines reach (serve behind HTTPS: links are passwords)",
+    )
+    s.add_argument("--db", help=db)
+
+    r = jsub.add_parser("results", help="HYPE error per family, agreement, pairwise ranking -> JSON + MLflow")
+    _common(r)
+    r.add_argument("study", nargs="?", help="the study's name (default: the latest)")
+    r.add_argument("--reps", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    r.add_argument("--db", help=db)
+    p.set_defaults(fn=cmd_judge)
+
+
 def _families_parser(sub) -> None:
     p = sub.add_parser("families", help="list the registered families")
     p.set_defaults(fn=cmd_families, quiet=False, verbose=False)
@@ -538,7 +661,7 @@ def _families_parser(sub) -> None:
 COMMANDS = [
     _prepare_parser, _train_parser, _run_parser, _sample_parser, _augment_parser, _serve_parser,
     _status_parser, _evaluate_parser, _detect_parser, _usefulness_parser, _interpolate_parser,
-    _arithmetic_parser, _report_parser, _families_parser,
+    _arithmetic_parser, _report_parser, _judge_parser, _families_parser,
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from pydantic import Field, WithJsonSchema
 
@@ -654,3 +656,51 @@ def augment(
     path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}
+
+
+@flow(name="genzoo-judge", log_prints=True)
+def judge_study(
+    families: list[Literal[(*models.REGISTRY, "all")]] | None = None,
+    per_family: Annotated[int, Field(gt=0, le=1000)] = 20,
+    reals: Annotated[int | None, Field(gt=0, le=10000)] = None,
+    attention: Annotated[int, Field(ge=0, le=100)] = 3,
+    pairs: Annotated[int, Field(ge=0, le=100)] = 5,
+    raters: Annotated[int, Field(ge=0, le=100)] = 3,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8400,
+    params_file: str = "params.yaml",
+) -> dict[str, Any]:
+    """Create a human-evaluation study from the trained families (after a pipeline run): real
+    test images, each family's samples and attention checks, and raters with their links; serve
+    it with `genzoo judge serve`, score it with `genzoo judge results`.
+
+    Args:
+        families: Trained families to judge, or all (default: every trained family).
+        per_family: Generated images per family, balanced over the classes.
+        reals: Real test images (default: as many as per_family).
+        attention: Attention checks (noise nobody should call real); raters who fail one are left out.
+        pairs: "Which looks more real?" pairs per rater and pair of families (0: none).
+        raters: Raters to create; each gets a secret link (shown in this run's result and log).
+        seed: Same seed, same images and orders.
+        name: The study's name (default: study-<date>-<time>).
+        port: The port of `genzoo judge serve` the links point at.
+        params_file: The params file, relative to the project.
+    """
+    from genzoo.tasks import judge
+
+    params = load_params(params_file)
+    confine(params, params_file=params_file)  # the study database lives under the runs folder
+    url = judge.default_url(params)
+    fams = None if not families or "all" in families else list(families)
+    req = judge.request(params, url, name=name, families=fams, per_family=per_family, reals=reals,
+                        attention=attention, pairs=pairs, seed=seed, raters=raters)  # fmt: skip
+    made = judge.create(params, url, req)
+    links = [f"http://127.0.0.1:{port}/r/{r['token']}" for r in made["raters"]]
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # called as a plain function (judge_study.fn)
+        logger = logging.getLogger("genzoo.judge")
+    logger.info("study %s: %d images, %d raters; serve with `genzoo judge serve --port %d`",
+                made["study"], made["items"], len(links), port)  # fmt: skip
+    return {"study": made["study"], "images": made["items"], "links": links}

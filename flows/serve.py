@@ -1,8 +1,9 @@
 """The Prefect UI: a local Prefect server on 127.0.0.1 and the deployments people run from it.
 
 ``genzoo serve`` (``make serve``) starts ``prefect server start`` on 127.0.0.1:4200 unless
-``PREFECT_API_URL`` names a server already up, then serves four deployments from this
-process: the whole pipeline, one family, a synthetic dataset, and sampling from a model. Open the UI,
+``PREFECT_API_URL`` names a server already up, then serves five deployments from this
+process: the whole pipeline, one family, a synthetic dataset, sampling from a model, and a
+human-evaluation study. Open the UI,
 pick a deployment, fill its parameter form, run. Ctrl+C stops both.
 
 The server it starts has CSRF protection on and accepts cross-origin requests only from its own
@@ -154,7 +155,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def deployments(params_file: str = "params.yaml") -> list:
-    from genzoo.flows.pipeline import augment, pipeline, sample, train_one
+    from genzoo.flows.pipeline import augment, judge_study, pipeline, sample, train_one
 
     what = [
         (
@@ -165,6 +166,7 @@ def deployments(params_file: str = "params.yaml") -> list:
         (train_one, "train-family", "Train one family (prepares the data if needed)."),
         (augment, "augment", "A labelled synthetic dataset from trained families: data/augment/<name>/."),
         (sample, "sample", "Draw labelled images from a trained family or a registered model into an .npz."),
+        (judge_study, "judge", "A human study of the trained families: real or generated? (rater links)"),
     ]
     return [
         fl.to_deployment(name=name, parameters={"params_file": params_file}, description=doc, tags=["genzoo"])
@@ -200,7 +202,8 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
 
         print(
             f"Prefect UI: {api.removesuffix('/api')}  (deployments: genzoo-pipeline/pipeline, "
-            "genzoo-train-family/train-family, genzoo-augment/augment, genzoo-sample/sample)",
+            "genzoo-train-family/train-family, genzoo-augment/augment, genzoo-sample/sample, "
+            "genzoo-judge/judge)",
             flush=True,
         )
         prefect_serve(*deployments(params_file), print_starting_message=False)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genzoo.metrics.human import kendall_tau
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
@@ -71,6 +72,7 @@ def collect(params: Params) -> dict[str, Any]:
             anomaly[f] = a
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
+    human = [read_json(p) for p in sorted((folder / "human").glob("*.json"), key=lambda p: p.stat().st_mtime)]
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
     return {
@@ -80,6 +82,7 @@ def collect(params: Params) -> dict[str, Any]:
         "families": families,
         "missing": missing,
         "anomaly": anomaly,
+        "human": next((h for h in reversed(human) if isinstance(h, dict) and "families" in h), None),
     }
 
 
@@ -251,6 +254,40 @@ def usefulness_plot(u: dict[str, Any]) -> str:
     fig.suptitle(f"Real data with and without {k:g} synthetic images per real one", fontsize=10)
     fig.tight_layout()
     return _fig(fig)
+
+
+# ---------------------------------------------------------------- human evaluation
+
+
+def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, Any]:
+    """A human study's HYPE error per family beside the Fréchet distance and precision/recall,
+    with each ranking's rank and Kendall's tau between the human ranking (a higher error is
+    better: more generated images taken for real) and each metric's."""
+    scored = [f for f, d in human["families"].items() if d.get("error") is not None]
+    both = [f for f in scored if f in families]
+    q = {f: families[f]["quality"] for f in both}
+    err = {f: human["families"][f]["error"] for f in scored}
+    rank = {f: i + 1 for i, f in enumerate(sorted(scored, key=lambda f: -err[f]))}
+    fd_rank = {f: i + 1 for i, f in enumerate(sorted(both, key=lambda f: q[f]["fd"]))}
+    bt = (human.get("pairwise") or {}).get("families", {})
+    rows = []
+    for f in scored:
+        d = human["families"][f]
+        rows.append({
+            "family": f, "error": d["error"], "ci95": d["ci95"], "fake_error": d["fake_error"],
+            "rank": rank[f], "fd": q[f]["fd"] if f in q else None, "fd_rank": fd_rank.get(f),
+            "precision": q[f]["precision"] if f in q else None, "recall": q[f]["recall"] if f in q else None,
+            "theta": bt[f]["theta"] if f in bt else None, "theta_ci95": bt[f]["ci95"] if f in bt else None,
+        })  # fmt: skip
+    tau = {}
+    if len(both) >= 2:
+        tau = {
+            "fd": kendall_tau([err[f] for f in both], [-q[f]["fd"] for f in both]),
+            "precision": kendall_tau([err[f] for f in both], [q[f]["precision"] for f in both]),
+        }
+    return {"study": human["study"], "rows": rows, "tau": tau, "raters": human["raters"],
+            "real": human["real"], "agreement": human["agreement"], "answers": human["answers"],
+            "protocol": human["protocol"]}  # fmt: skip
 
 
 # ---------------------------------------------------------------- pictures
@@ -470,6 +507,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     table = tradeoff(data["families"])
     goal = targets(data["families"], data["reference"])
     useful = usefulness_targets(data["usefulness"]) if data["usefulness"] else None
+    human = human_table(data["human"], data["families"]) if data.get("human") else None
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text()).render(
         data_source=params.data.source,
@@ -491,9 +529,10 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         usefulness_targets=useful,
         usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,
         anomaly=data["anomaly"],
+        human=human,
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
-    return html, {"targets": goal, "tradeoff": table, "usefulness": useful}
+    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human}
 
 
 def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -534,6 +573,10 @@ def build_report(params: Params) -> dict[str, Any]:
     }
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
+    if extra["human"]:  # the latest human study, for `dvc metrics show`
+        h = extra["human"]
+        summary["human"] = {"study": h["study"], "kendall_tau": h["tau"],
+                            "error": {r["family"]: r["error"] for r in h["rows"]}}  # fmt: skip
     buf = io.StringIO()
     rows = _csv_rows(data)
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

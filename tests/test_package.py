@@ -68,6 +68,7 @@ def test_wheel_holds_one_genzoo_package(wheel):
     for sub in ("models/vae.py", "tasks/train.py", "metrics/quality.py", "flows/cli.py"):
         assert f"genzoo/{sub}" in names
     assert "genzoo/py.typed" in names and "genzoo/tasks/report.html.j2" in names
+    assert "genzoo/flows/judge.html.j2" in names and "genzoo/flows/judge.js" in names  # the rating page
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "genzoo = genzoo.flows.cli:main" in entry
 

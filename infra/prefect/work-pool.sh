@@ -12,5 +12,5 @@ prefect --no-prompt work-pool create genzoo --type process --overwrite
 prefect --no-prompt work-pool set-concurrency-limit genzoo 1
 prefect --no-prompt deploy --prefect-file prefect.yaml --all
 
-echo "deployments: genzoo-pipeline/pool, genzoo-train-family/pool"
+echo "deployments: genzoo-pipeline/pool, genzoo-train-family/pool, genzoo-judge/pool"
 echo "start a worker where the checkout is: GENZOO_DIR=$PWD prefect worker start --pool genzoo"

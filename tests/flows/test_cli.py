@@ -100,8 +100,14 @@ def test_every_command_parses_and_run_takes_verbose_and_json():
     commands = ap._subparsers._group_actions[0].choices
     assert set(commands) == {
         "prepare", "train", "run", "sample", "augment", "serve", "status", "evaluate", "detect",
-        "usefulness", "interpolate", "arithmetic", "report", "families",
+        "usefulness", "interpolate", "arithmetic", "report", "judge", "families",
     }  # fmt: skip
+    judge = commands["judge"]._subparsers._group_actions[0].choices
+    assert set(judge) == {"create", "add-rater", "serve", "results"}
+    args = ap.parse_args(["judge", "create", "--families", "gan,vae", "--per-family", "4", "--raters", "2"])
+    assert args.fn is cli.cmd_judge and args.judge == "create" and args.per_family == 4 and args.raters == 2
+    args = ap.parse_args(["judge", "serve"])
+    assert args.host == "127.0.0.1" and args.port == 8400 and not args.allow_remote
     args = ap.parse_args(["run", "--families", "vae,gan", "--verbose", "--json", "--profile", "quick"])
     assert args.fn is cli.cmd_run and args.verbose and args.json and args.families == "vae,gan"
     assert ap.parse_args(["train", "--family", "vae"]).fn is cli.cmd_train

@@ -120,7 +120,7 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     """The UI's run form: a one-line description under every field, and pick lists of the
     families in the registry and of the profiles in params.yaml."""
     from genzoo import models
-    from genzoo.flows.pipeline import augment, pipeline, sample, train_one
+    from genzoo.flows.pipeline import augment, judge_study, pipeline, sample, train_one
     from genzoo.flows.serve import deployments
 
     profiles = sorted(yaml.safe_load((ROOT / "params.yaml").read_text())["profiles"])
@@ -131,9 +131,9 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
         return sorted((choice.get("items") or choice)["enum"])
 
     served = {d.name: d.flow_name for d in deployments()}
-    flows = {fl.name: fl for fl in (pipeline, train_one, augment, sample)}
+    flows = {fl.name: fl for fl in (pipeline, train_one, augment, sample, judge_study)}
     forms = {name: flows[flow_name].parameters.properties for name, flow_name in served.items()}
-    assert set(forms) == {"pipeline", "train-family", "augment", "sample"}
+    assert set(forms) == {"pipeline", "train-family", "augment", "sample", "judge"}
     for name, props in forms.items():
         undescribed = [p for p, s in props.items() if not s.get("description", "").strip()]
         assert not undescribed, f"{name}: {undescribed}"
@@ -143,6 +143,7 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     assert enum(forms["train-family"]["family"]) == families
     assert enum(forms["sample"]["family"]) == families
     assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
+    assert enum(forms["judge"]["families"]) == sorted([*families, "all"])
     assert "label" in forms["sample"]  # the class to draw (a parameter named `cls` would be dropped)
 
 

@@ -22,7 +22,7 @@ from genzoo.tasks.layout import ROOT, code_files, code_hash, family_files, read_
 from genzoo.tasks.prepare import prepare
 from tests.conftest import tiny_params
 
-STAGES = {"prepare", "train", "evaluate", "detect", "usefulness", "augment", "report", "status"}
+STAGES = {"prepare", "train", "evaluate", "detect", "usefulness", "augment", "report", "status", "judge"}
 GROUND = {"config", "data", "errors", "layout", "tracking", "quality", "sample", "latent", "figures"}
 CODE_DIRS = ("models/", "tasks/", "metrics/")
 

@@ -199,3 +199,43 @@ def test_report_renders_in_headless_chromium(evaluated):
     assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook",
                        "Latent space", "Does synthetic data help a classifier?",
                        "Anomaly detection by likelihood", "Plots"]  # fmt: skip
+
+
+def test_a_human_study_sits_beside_the_metrics(evaluated):
+    """A study's results (runs/evaluation/human/<name>.json) in the report: each family's HYPE
+    error beside its Fréchet distance and precision/recall, and Kendall's tau between the
+    rankings (here the human order is the FD order reversed: tau -1)."""
+    from genzoo.tasks.report import collect, human_table
+
+    tmp, params = evaluated
+    fd = {f: d["quality"]["fd"] for f, d in collect(params)["families"].items()}
+    order = sorted(fd, key=fd.get)  # best FD first
+    fams = {f: {"error": 0.1 + 0.1 * i, "ci95": [0.05 * i, 0.2 + 0.1 * i], "fake_error": 0.2}
+            for i, f in enumerate(order)}  # fmt: skip
+    human = {"study": "s<1>", "families": fams, "raters": {"included": 3, "excluded_attention": 1},
+             "real": {"error": 0.1, "n": 30}, "agreement": {"krippendorff_alpha": 0.42}, "answers": 90,
+             "protocol": {}, "pairwise": None}  # fmt: skip
+    path = tmp / "runs" / "evaluation" / "human" / "s1.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(human))
+    try:
+        table = human_table(human, collect(params)["families"])
+        assert table["tau"]["fd"] == pytest.approx(-1.0)
+        assert [r["family"] for r in table["rows"]] == order and [r["rank"] for r in table["rows"]] == [
+            3,
+            2,
+            1,
+        ]
+        assert [r["fd_rank"] for r in table["rows"]] == [1, 2, 3]
+        summary = build_report(params)
+        assert summary["human"]["study"] == "s<1>"
+        assert summary["human"]["kendall_tau"]["fd"] == pytest.approx(-1)
+        assert summary["human"]["error"] == {f: d["error"] for f, d in fams.items()}
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "<h2>Human evaluation</h2>" in html and "s&lt;1&gt;" in html and "s<1>" not in html
+        assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
+        assert "Fréchet-distance ranking\n-1.00" in html
+        assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>" in html
+    finally:
+        path.unlink()
+        build_report(params)

@@ -1,0 +1,73 @@
+// genzoo judge: the rating page. The server holds the state: the next unanswered trial,
+// the progress; every answer is posted the moment it is given (a retry is harmless: the
+// server keeps the first answer to a trial).
+"use strict";
+(function () {
+  const token = document.body.dataset.token;
+  const api = "/api/" + encodeURIComponent(token);
+  let trial = null, shownAt = 0, busy = false;
+
+  function show(id, on) { document.getElementById(id).hidden = !on; }
+  function buttons(on) { document.querySelectorAll("button").forEach(b => { b.disabled = !on; }); }
+
+  function render(state) {
+    const pct = state.total ? (100 * state.done / state.total) : 100;
+    document.getElementById("fill").style.width = pct + "%";
+    document.getElementById("count").textContent = state.done + " of " + state.total + " answered";
+    trial = state.trial;
+    document.body.dataset.trial = trial ? String(trial.id) : "";
+    document.body.dataset.mode = trial ? trial.mode : "done";
+    show("single", trial && trial.mode === "single");
+    show("pair", trial && trial.mode === "pair");
+    show("done", !trial);
+    if (!trial) { busy = false; return; }
+    const src = i => "/img/" + encodeURIComponent(token) + "/" + i + ".png";
+    const imgs = trial.mode === "single" ? ["img"] : ["left-img", "right-img"];
+    let pending = imgs.length;
+    buttons(false);
+    imgs.forEach((id, k) => {
+      const el = document.getElementById(id);
+      el.onload = () => { if (--pending === 0) { shownAt = performance.now(); buttons(true); busy = false;
+        document.body.dataset.ready = String(trial.id); } };
+      el.src = src(trial.images[k]);
+    });
+  }
+
+  async function call(path, body) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await fetch(api + path, body ? {method: "POST", headers: {"Content-Type": "application/json"},
+                                                  body: JSON.stringify(body)} : {});
+        if (!r.ok) throw new Error("the server said " + r.status);
+        document.getElementById("error").textContent = "";
+        return await r.json();
+      } catch (e) {  // a restarting server: keep the answer and try again
+        document.getElementById("error").textContent = "Saving... (" + e.message + "), retrying";
+        if (attempt > 30) throw e;
+        await new Promise(res => setTimeout(res, 500));
+      }
+    }
+  }
+
+  async function give(value) {
+    if (!trial || busy) return;
+    const ok = trial.mode === "single" ? ["real", "generated"] : ["left", "right"];
+    if (!ok.includes(value)) return;
+    busy = true;
+    buttons(false);
+    const ms = Math.round(performance.now() - shownAt);
+    render(await call("/answer", {trial: trial.id, answer: value, ms: ms}));
+  }
+
+  document.querySelectorAll("button[data-answer]").forEach(b => b.addEventListener("click", () => give(b.dataset.answer)));
+  document.addEventListener("keydown", e => {
+    if (!trial || e.repeat || e.ctrlKey || e.metaKey || e.altKey) return;
+    const k = e.key.toLowerCase();
+    const single = {r: "real", g: "generated", arrowleft: "real", arrowright: "generated"};
+    const pair = {l: "left", r: "right", arrowleft: "left", arrowright: "right"};
+    const v = (trial.mode === "single" ? single : pair)[k];
+    if (v) { e.preventDefault(); give(v); }
+  });
+  busy = true;
+  call("/next").then(render);
+})();

@@ -1,0 +1,121 @@
+"""The rating page of ``genzoo judge serve``: a FastAPI app over the study database, served by
+uvicorn on 127.0.0.1.
+
+A rater opens ``/r/<token>``: one image at a time, upscaled without smoothing, "real" or
+"generated" by button or key (R / G, or the left and right arrows), then pairs ("which looks
+more real?", L / R or the arrows); a progress bar; every answer is stored the moment it is
+given, with the time taken, so a closed tab or a restarted server resumes at the next
+unanswered trial. The token is the rater's only key: every request names it, an unknown or
+missing one gets 403, and a rater reaches only their own trials and images. Binding beyond
+loopback needs ``--allow-remote`` (put it behind a TLS proxy: the links are the passwords).
+"""
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from genzoo.tasks import judge
+
+log = logging.getLogger("genzoo.judge")
+PAGE = Path(__file__).with_name("judge.html.j2")  # Jinja2, autoescaped
+SCRIPT = Path(__file__).with_name("judge.js")
+HEADERS = {  # nothing loads from elsewhere, no page embeds this one, links leak through no Referer
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; script-src 'self'; "
+    "style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class Answer(BaseModel):
+    """One answer as the page posts it; anything else is refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+    trial: int = Field(ge=1)
+    answer: Literal["real", "generated", "left", "right"]
+    ms: int = Field(ge=0, le=3_600_000)  # time from the image shown to the answer
+
+
+def app(url: str) -> FastAPI:
+    """The FastAPI app over the study database at ``url``."""
+    eng = judge.engine(url)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    page = env.from_string(PAGE.read_text())
+    web = FastAPI(title="genzoo judge", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def rater(token: str) -> judge.Rater:
+        if not (16 <= len(token) <= 128) or (r := judge.rater_for(eng, token)) is None:
+            raise HTTPException(403, "unknown token")
+        return r
+
+    @web.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(HEADERS)
+        return response
+
+    @web.exception_handler(404)
+    async def not_found(request: Request, exc):  # no token, no page: the same answer as a bad token
+        return JSONResponse({"detail": "forbidden"}, status_code=403)
+
+    @web.get("/favicon.ico")
+    def favicon() -> Response:  # none; the browser asks on every page
+        return Response(status_code=204)
+
+    @web.get("/judge.js")
+    def script() -> Response:
+        return Response(SCRIPT.read_text(), media_type="text/javascript")
+
+    @web.get("/r/{token}", response_class=HTMLResponse)
+    def rating_page(token: str) -> HTMLResponse:
+        r = rater(token)
+        return HTMLResponse(page.render(rater=r.name, study=r.study, token=token))
+
+    @web.get("/api/{token}/next")
+    def next_trial(token: str) -> dict:
+        return judge.progress(eng, rater(token))
+
+    @web.post("/api/{token}/answer")
+    def post_answer(token: str, body: Answer) -> dict:
+        r = rater(token)
+        try:
+            stored = judge.answer(eng, r, body.trial, body.answer, body.ms)
+        except judge.NotYourTrial:
+            raise HTTPException(403, "not your trial") from None
+        except judge.StudyError as e:
+            raise HTTPException(422, str(e)) from None
+        return stored | judge.progress(eng, r)
+
+    @web.get("/img/{token}/{item}.png")
+    def image(token: str, item: int) -> Response:
+        png = judge.image_for(eng, rater(token), item)
+        if png is None:
+            raise HTTPException(403, "not your image")
+        return Response(png, media_type="image/png")
+
+    return web
+
+
+def serve(url: str, host: str = "127.0.0.1", port: int = 8400, allow_remote: bool = False) -> None:
+    """Serve the rating pages of every study in ``url`` until interrupted."""
+    import uvicorn
+
+    from genzoo.flows.serve import is_loopback
+    from genzoo.tasks.errors import UsageError
+
+    if not is_loopback(host) and not allow_remote:
+        raise UsageError(
+            f"--host {host}: the rating pages would be reachable from other machines; add "
+            "--allow-remote (and serve them behind HTTPS: each link is its rater's password)"
+        )
+    web = app(url)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    print(f"genzoo judge: rating pages on http://{shown}:{port}/r/<token>", flush=True)
+    uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,601 @@
+"""Human evaluation: studies where people judge whether images look real (``genzoo judge``).
+
+A study holds real test images, samples of the trained families (balanced per family and
+class) and attention checks (uniform noise nobody should call real), all as PNGs in a
+database; each rater gets a secret token and their own shuffled list of trials: one image at a
+time ("real" or "generated"), then pairs of two families' samples of one class ("which looks
+more real?"). Every answer is stored in its own transaction the moment it arrives; answering an
+answered trial again changes nothing.
+
+The database is any SQLAlchemy URL; by default a SQLite file, ``<runs_dir>/human/studies.db``,
+in WAL mode with a busy timeout, so several raters answer at once and a killed server loses
+nothing that was acknowledged. Results (:func:`results`): per family the HYPE-infinity error
+(Zhou et al. 2019, arXiv 1904.01121) with a bootstrap interval over raters and images, per
+class, the real images' own error, Krippendorff's alpha, a Bradley-Terry ranking of the pairs,
+and Kendall's tau against the Fréchet-distance and precision rankings; written to
+``runs/evaluation/human/<name>.json`` (the report shows it) and to each family's MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from genzoo.metrics.human import bootstrap_bradley_terry, bootstrap_hype, kendall_tau, krippendorff_alpha
+from genzoo.models.base import atomic_write_text
+from genzoo.tasks import tracking
+from genzoo.tasks.config import Params, stage_args
+from genzoo.tasks.data import load_split
+from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, exit_code
+from genzoo.tasks.layout import evaluation_dir, read_json
+
+log = logging.getLogger("genzoo.judge")
+
+DB_ENV = "GENZOO_JUDGE_DB"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SINGLE_ANSWERS = ("real", "generated")
+PAIR_ANSWERS = ("left", "right")
+
+
+class StudyError(GenzooError, ValueError):
+    """A study that cannot be made or read as asked (a name taken or unknown, a bad count)."""
+
+
+# ----------------------------------------------------------------------------- the database
+
+meta = sa.MetaData()
+studies = sa.Table(
+    "studies",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # JSON: families, counts, seed, data
+)
+items = sa.Table(
+    "items",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study_id", sa.ForeignKey("studies.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # real, generated, attention
+    sa.Column("family", sa.String(32)),  # the generating family (generated only)
+    sa.Column("label", sa.Integer),
+    sa.Column("png", sa.LargeBinary, nullable=False),
+)
+raters = sa.Table(
+    "raters",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("study_id", sa.ForeignKey("studies.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+)
+trials = sa.Table(
+    "trials",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rater_id", sa.ForeignKey("raters.id"), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),  # single, pair
+    sa.Column("item_a", sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("item_b", sa.ForeignKey("items.id")),  # pair: the right-hand image
+    sa.UniqueConstraint("rater_id", "position"),
+)
+answers = sa.Table(
+    "answers",
+    meta,
+    sa.Column("trial_id", sa.ForeignKey("trials.id"), primary_key=True),  # one answer per trial
+    sa.Column("answer", sa.String(16), nullable=False),
+    sa.Column("ms", sa.Integer, nullable=False),  # time from the image shown to the answer
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+
+def default_url(params: Params) -> str:
+    """``GENZOO_JUDGE_DB`` when set, else a SQLite file under the runs folder."""
+    if os.environ.get(DB_ENV):
+        return os.environ[DB_ENV]
+    return f"sqlite:///{(Path(params.run.runs_dir) / 'human' / 'studies.db').resolve()}"
+
+
+def _sqlite_pragmas(conn, _record) -> None:
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged answer survives a crash
+    cur.execute("PRAGMA busy_timeout=15000")  # two raters at the same instant: one waits
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def engine(url: str) -> sa.Engine:
+    """The study database at ``url`` (created with its tables when missing)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    eng = sa.create_engine(url, pool_pre_ping=True)
+    if eng.dialect.name == "sqlite":
+        sa.event.listen(eng, "connect", _sqlite_pragmas)
+    meta.create_all(eng)
+    return eng
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- making a study
+
+
+def _png(img: np.ndarray) -> bytes:
+    """(C, H, W) in [0, 1] -> PNG bytes at the image's own size (the page upscales it)."""
+    from PIL import Image
+
+    a = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    pil = Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0)[..., :3])
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    families: tuple[str, ...]
+    per_family: int
+    reals: int
+    attention: int
+    pairs: int  # pair trials per rater for each pair of families
+    seed: int
+    raters: int
+
+
+def request(
+    params: Params,
+    url: str,
+    *,
+    name: str | None = None,
+    families: list[str] | str | None = None,
+    per_family: int = 20,
+    reals: int | None = None,
+    attention: int = 3,
+    pairs: int = 5,
+    seed: int = 0,
+    raters: int = 1,
+) -> Request:
+    """Check a study request before any work: the name is free and well formed, every family
+    is in params and trained, the counts are positive."""
+    if families in (None, "all", ["all"]):
+        families = [f for f in params.families if (Path(params.run.runs_dir) / f / "model.json").exists()]
+        if not families:
+            raise ModelNotFound(f"no trained family under {params.run.runs_dir} (genzoo run first)")
+    elif isinstance(families, str):
+        families = [f for f in families.split(",") if f]
+    unknown = [f for f in families if f not in params.models]
+    if unknown or not families:
+        raise UsageError(
+            f"--families: {', '.join(unknown) or 'none given'} not in params "
+            f"(families: {', '.join(params.families)}, or all)"
+        )
+    for f in families:
+        if not (Path(params.run.runs_dir) / f / "model.json").exists():
+            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+    name = name or f"study-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not NAME.fullmatch(name):
+        raise StudyError(f"--name {name!r}: use letters, digits, '_', '.', '-' (at most 64, no leading dot)")
+    for key, v, low in (
+        ("--per-family", per_family, 1),
+        ("--attention", attention, 0),
+        ("--pairs", pairs, 0),
+        ("--raters", raters, 0),
+        ("--reals", per_family if reals is None else reals, 1),
+    ):
+        if v < low:
+            raise StudyError(f"{key}: expected an integer >= {low}, got {v}")
+    with engine(url).connect() as c:
+        if c.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():
+            raise StudyError(f"study {name!r} already exists in {_safe(url)}; choose another --name")
+    return Request(
+        name,
+        tuple(families),
+        per_family,
+        per_family if reals is None else reals,
+        attention,
+        pairs,
+        seed,
+        raters,
+    )
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` labels as even over the classes as ``n`` allows (the remainder in random classes)."""
+    extra = rng.permutation(num_classes)[: n % num_classes]
+    return np.sort(np.concatenate([np.repeat(np.arange(num_classes), n // num_classes), extra]))
+
+
+def create(params: Params, url: str, req: Request) -> dict[str, Any]:
+    """Draw the study's images (seeded) and store the study with ``req.raters`` raters; returns
+    ``{"study", "items", "raters": [{"name", "token"}]}`` (tokens are shown once: only their
+    hashes are stored)."""
+    import torch
+
+    from genzoo.tasks.sample import draw, load_model
+
+    rng = np.random.default_rng(req.seed)
+    xt, yt, manifest = load_split(params.data.prepared_dir, "test")
+    num_classes = int(manifest["num_classes"])
+    rows: list[dict[str, Any]] = []
+    labels = _balanced_labels(req.reals, num_classes, rng)
+    for c in labels:  # real test images, each class as often as the generated ones
+        pool = np.flatnonzero(yt.numpy() == c)
+        i = int(rng.choice(pool))
+        rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[i].numpy())})
+    for k, f in enumerate(req.families):
+        model = load_model(f, params.run.runs_dir)
+        labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
+        x, y = draw(model, req.per_family, labels=labels, seed=req.seed * 1000 + k)
+        rows += [
+            {"kind": "generated", "family": f, "label": int(y[i]), "png": _png(x[i].numpy())}
+            for i in range(len(x))
+        ]
+    shape = tuple(xt.shape[1:])
+    levels = int(manifest.get("levels", 256))
+    for _ in range(req.attention):  # uniform noise on the data's level grid
+        noise = rng.integers(0, levels, size=shape) / (levels - 1)
+        rows.append({"kind": "attention", "family": None, "label": None, "png": _png(noise)})
+    config = {
+        **req.__dict__,
+        "families": list(req.families),
+        "data": manifest.get("source"),
+        "class_names": manifest.get("class_names"),
+        "shape": list(shape),
+    }
+    eng = engine(url)
+    try:
+        with eng.begin() as c:
+            sid = c.execute(
+                sa.insert(studies).values(name=req.name, created=time.time(), config=json.dumps(config))
+            ).inserted_primary_key[0]
+            c.execute(sa.insert(items), [{**r, "study_id": sid} for r in rows])
+    except sa.exc.IntegrityError:
+        raise StudyError(
+            f"study {req.name!r} already exists in {_safe(url)}; choose another --name"
+        ) from None
+    made = [add_rater(url, req.name) for _ in range(req.raters)]
+    log.info("study %s: %d images, %d raters in %s", req.name, len(rows), len(made), _safe(url))
+    return {"study": req.name, "items": len(rows), "raters": made}
+
+
+def _study(c, name: str):
+    row = c.execute(sa.select(studies).where(studies.c.name == name)).first()
+    if row is None:
+        known = c.execute(sa.select(studies.c.name).order_by(studies.c.id)).scalars().all()
+        raise StudyError(f"no study {name!r} (studies: {', '.join(known) or 'none'})")
+    return row
+
+
+def add_rater(url: str, study: str, name: str | None = None) -> dict[str, str]:
+    """A new rater of ``study`` with a fresh secret token and their own trials: every image
+    once in a seeded order of their own, then the pairs. Returns ``{"name", "token"}``."""
+    if name is not None and not (0 < len(name) <= 64):
+        raise StudyError("--rater-name: 1 to 64 characters")
+    eng = engine(url)
+    token = secrets.token_urlsafe(24)
+    with eng.begin() as c:
+        st = _study(c, study)
+        cfg = json.loads(st.config)
+        n = c.execute(
+            sa.select(sa.func.count()).select_from(raters).where(raters.c.study_id == st.id)
+        ).scalar()
+        rid = c.execute(
+            sa.insert(raters).values(
+                study_id=st.id,
+                name=name or f"rater-{n + 1}",
+                token_sha256=token_hash(token),
+                created=time.time(),
+            )
+        ).inserted_primary_key[0]
+        rows = c.execute(
+            sa.select(items.c.id, items.c.kind, items.c.family, items.c.label)
+            .where(items.c.study_id == st.id)
+            .order_by(items.c.id)
+        ).all()
+        rng = np.random.default_rng([cfg["seed"], int(n)])
+        order = [rows[i].id for i in rng.permutation(len(rows))]
+        todo = [{"mode": "single", "item_a": i, "item_b": None} for i in order]
+        fams = cfg["families"]
+        for a in range(len(fams)):
+            for b in range(a + 1, len(fams)):
+                left = [r for r in rows if r.family == fams[a]]
+                right = [r for r in rows if r.family == fams[b]]
+                for _ in range(cfg["pairs"]):
+                    x = left[int(rng.integers(len(left)))]
+                    same = [r for r in right if r.label == x.label] or right  # one class
+                    y = same[int(rng.integers(len(same)))]
+                    pair = (x.id, y.id) if rng.random() < 0.5 else (y.id, x.id)
+                    todo.append({"mode": "pair", "item_a": pair[0], "item_b": pair[1]})
+        pair_part = todo[len(order) :]
+        todo = todo[: len(order)] + [pair_part[i] for i in rng.permutation(len(pair_part))]
+        c.execute(sa.insert(trials), [{**t, "rater_id": rid, "position": p} for p, t in enumerate(todo)])
+    return {"name": name or f"rater-{n + 1}", "token": token}
+
+
+# ----------------------------------------------------------------------------- what the server asks
+
+
+@dataclass(frozen=True)
+class Rater:
+    id: int
+    name: str
+    study: str
+
+
+def rater_for(eng: sa.Engine, token: str) -> Rater | None:
+    """The rater holding ``token`` (None for an unknown one)."""
+    with eng.connect() as c:
+        row = c.execute(
+            sa.select(raters.c.id, raters.c.name, studies.c.name.label("study"))
+            .join(studies, studies.c.id == raters.c.study_id)
+            .where(raters.c.token_sha256 == token_hash(token))
+        ).first()
+    return Rater(row.id, row.name, row.study) if row else None
+
+
+def progress(eng: sa.Engine, rater: Rater) -> dict[str, Any]:
+    """The rater's next unanswered trial (None when done) with how far they are."""
+    with eng.connect() as c:
+        total = c.execute(sa.select(sa.func.count()).where(trials.c.rater_id == rater.id)).scalar()
+        done = c.execute(
+            sa.select(sa.func.count()).select_from(trials.join(answers)).where(trials.c.rater_id == rater.id)
+        ).scalar()
+        nxt = c.execute(
+            sa.select(trials.c.id, trials.c.position, trials.c.mode, trials.c.item_a, trials.c.item_b)
+            .outerjoin(answers, answers.c.trial_id == trials.c.id)
+            .where(trials.c.rater_id == rater.id, answers.c.trial_id.is_(None))
+            .order_by(trials.c.position)
+            .limit(1)
+        ).first()
+    trial = None
+    if nxt is not None:
+        trial = {
+            "id": nxt.id,
+            "position": nxt.position,
+            "mode": nxt.mode,
+            "images": [i for i in (nxt.item_a, nxt.item_b) if i is not None],
+        }
+    return {"rater": rater.name, "study": rater.study, "done": done, "total": total, "trial": trial}
+
+
+def image_for(eng: sa.Engine, rater: Rater, item_id: int) -> bytes | None:
+    """The PNG of ``item_id`` when it is in one of this rater's trials (else None)."""
+    with eng.connect() as c:
+        return c.execute(
+            sa.select(items.c.png)
+            .join(trials, sa.or_(trials.c.item_a == items.c.id, trials.c.item_b == items.c.id))
+            .where(trials.c.rater_id == rater.id, items.c.id == item_id)
+            .limit(1)
+        ).scalar()
+
+
+class NotYourTrial(GenzooError, LookupError):
+    """A trial that is not the rater's."""
+
+
+def answer(eng: sa.Engine, rater: Rater, trial_id: int, value: str, ms: int) -> dict[str, Any]:
+    """Store the answer to ``trial_id`` in its own transaction. A second answer to the same
+    trial (a double click, a retried request, two tabs) keeps the first: ``stored`` says which."""
+    with eng.connect() as c:
+        mode = c.execute(
+            sa.select(trials.c.mode).where(trials.c.id == trial_id, trials.c.rater_id == rater.id)
+        ).scalar()
+    if mode is None:
+        raise NotYourTrial(f"trial {trial_id}: not one of this rater's trials")
+    allowed = SINGLE_ANSWERS if mode == "single" else PAIR_ANSWERS
+    if value not in allowed:
+        raise StudyError(f"answer {value!r}: a {mode} trial takes {' or '.join(allowed)}")
+    try:
+        with eng.begin() as c:
+            c.execute(sa.insert(answers).values(trial_id=trial_id, answer=value, ms=int(ms), at=time.time()))
+        stored = True
+    except sa.exc.IntegrityError:
+        stored = False  # answered before: the first answer stands
+    return {"stored": stored}
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def answers_of(eng: sa.Engine, study: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The study's config and every answer with its trial, rater and image(s)."""
+    a_items = items.alias("a")
+    b_items = items.alias("b")
+    with eng.connect() as c:
+        st = _study(c, study)
+        n_raters = c.execute(sa.select(sa.func.count()).where(raters.c.study_id == st.id)).scalar()
+        rows = (
+            c.execute(
+                sa.select(
+                    raters.c.id.label("rater"),
+                    trials.c.mode,
+                    answers.c.answer,
+                    answers.c.ms,
+                    a_items.c.id.label("item"),
+                    a_items.c.kind,
+                    a_items.c.family,
+                    a_items.c.label,
+                    b_items.c.id.label("item_b"),
+                    b_items.c.family.label("family_b"),
+                )
+                .select_from(
+                    answers.join(trials)
+                    .join(raters)
+                    .join(a_items, a_items.c.id == trials.c.item_a)
+                    .outerjoin(b_items, b_items.c.id == trials.c.item_b)
+                )
+                .where(raters.c.study_id == st.id)
+                .order_by(answers.c.trial_id)
+            )
+            .mappings()
+            .all()
+        )
+    cfg = json.loads(st.config) | {"raters_total": n_raters}
+    return cfg, [dict(r) for r in rows]
+
+
+def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The study's figures from its answers (pure: no database), see the module docstring.
+    A rater who called any attention check "real" is left out of every figure and counted."""
+    failed = {r["rater"] for r in rows if r["kind"] == "attention" and r["answer"] == "real"}
+    answered = {r["rater"] for r in rows}
+    kept = [r for r in rows if r["rater"] not in failed]
+    single = [r for r in kept if r["mode"] == "single" and r["kind"] in ("real", "generated")]
+    wrong = np.array([(r["answer"] == "real") == (r["kind"] == "generated") for r in single], dtype=float)
+    rater = np.array([r["rater"] for r in single], dtype=int)
+    item = np.array([r["item"] for r in single], dtype=int)
+    kind = np.array([r["kind"] for r in single])
+    family = np.array([r["family"] or "" for r in single])
+    label = np.array([-1 if r["label"] is None else r["label"] for r in single])
+    real = kind == "real"
+    names = cfg.get("class_names") or [str(c) for c in range(int(label.max()) + 1 if len(label) else 0)]
+    out_f: dict[str, Any] = {}
+    for k, f in enumerate(cfg["families"]):
+        fake = family == f
+        sel = fake | real
+        if not fake.any() or not real.any():
+            out_f[f] = {"error": None, "n_fake": int(fake.sum())}
+            continue
+        err, lo, hi = bootstrap_hype(rater[sel], item[sel], wrong[sel], fake[sel], reps=reps, seed=seed + k)
+        per_class = {}
+        for c in sorted(set(label[fake].tolist())):
+            fc, rc = fake & (label == c), real & (label == c)
+            if rc.any():
+                per_class[names[c] if c < len(names) else str(c)] = {
+                    "error": 0.5 * wrong[fc].mean() + 0.5 * wrong[rc].mean(),
+                    "fake_error": float(wrong[fc].mean()),
+                    "n": int(fc.sum() + rc.sum()),
+                }
+        out_f[f] = {
+            "error": err,
+            "ci95": [lo, hi],
+            "fake_error": float(wrong[fake].mean()),
+            "n_fake": int(fake.sum()),
+            "n_real": int(real.sum()),
+            "per_class": per_class,
+        }
+    units: dict[int, list[int]] = {}
+    for r in single:
+        units.setdefault(r["item"], []).append(int(r["answer"] == "real"))
+    pairs = [r for r in kept if r["mode"] == "pair"]
+    fams = list(cfg["families"])
+    comparisons = []
+    for r in pairs:
+        a, b = fams.index(r["family"]), fams.index(r["family_b"])
+        comparisons.append((r["rater"], a, b) if r["answer"] == "left" else (r["rater"], b, a))
+    pairwise = None
+    if comparisons and len(fams) > 1:
+        theta, lo, hi = bootstrap_bradley_terry(comparisons, len(fams), reps=max(200, reps // 4), seed=seed)
+        wins = {f: {g: 0 for g in fams if g != f} for f in fams}
+        for _, w, lsr in comparisons:
+            wins[fams[w]][fams[lsr]] += 1
+        pairwise = {
+            "model": "Bradley-Terry (MM, 0.5 pseudo-wins per compared pair and side)",
+            "n": len(comparisons),
+            "wins": wins,
+            "families": {
+                f: {"theta": float(theta[i]), "ci95": [float(lo[i]), float(hi[i])]}
+                for i, f in enumerate(fams)
+            },
+        }
+    return {
+        "study": cfg["name"],
+        "protocol": {k: cfg[k] for k in ("families", "per_family", "reals", "attention", "pairs", "seed")}
+        | {
+            "measure": "HYPE-infinity error (Zhou et al. 2019, arXiv 1904.01121), balanced: the mean of "
+            "the error on generated and on real images; 95% percentile bootstrap over raters and images",
+            "bootstrap_reps": reps,
+        },
+        "raters": {
+            "total": cfg.get("raters_total", len(answered)),
+            "answered": len(answered),
+            "included": len(answered - failed),
+            "excluded_attention": len(failed),
+        },
+        "answers": len(single),
+        "median_ms": float(np.median([r["ms"] for r in kept])) if kept else None,
+        "families": out_f,
+        "real": {"error": float(wrong[real].mean()) if real.any() else None, "n": int(real.sum())},
+        "agreement": {
+            "krippendorff_alpha": krippendorff_alpha(list(units.values())),
+            "images": sum(len(u) >= 2 for u in units.values()),
+        },
+        "pairwise": pairwise,
+    }
+
+
+def against_metrics(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
+    """Does the human ranking (a higher error is better) agree with the metrics' (a lower
+    Fréchet distance, a higher precision)? Kendall's tau over the families scored by both."""
+    q = {f: read_json(evaluation_dir(params) / f / "quality.json") for f in figures["families"]}
+    both = [f for f, d in figures["families"].items() if d.get("error") is not None and q.get(f)]
+    out: dict[str, Any] = {"families": both}
+    if len(both) >= 2:
+        err = [figures["families"][f]["error"] for f in both]
+        out["kendall_tau_fd"] = kendall_tau(err, [-q[f]["fd"] for f in both])
+        out["kendall_tau_precision"] = kendall_tau(err, [q[f]["precision"] for f in both])
+    return out
+
+
+def results_path(params: Params, name: str) -> Path:
+    return evaluation_dir(params) / "human" / f"{name}.json"
+
+
+def results(params: Params, url: str, name: str | None = None, reps: int = 2000) -> dict[str, Any]:
+    """Score study ``name`` (default: the latest), write ``runs/evaluation/human/<name>.json``
+    atomically and log each family's figures to its MLflow run (``human.<figure>``)."""
+    eng = engine(url)
+    if name is None:
+        with eng.connect() as c:
+            name = c.execute(sa.select(studies.c.name).order_by(studies.c.id.desc()).limit(1)).scalar()
+        if name is None:
+            raise StudyError(f"no study in {_safe(url)} (genzoo judge create)")
+    cfg, rows = answers_of(eng, name)
+    figures = score(cfg, rows, reps=reps, seed=int(cfg["seed"]))
+    figures["metrics"] = against_metrics(params, figures)
+    path = results_path(params, name)
+    atomic_write_text(path, json.dumps(figures, indent=2))
+    for f, d in figures["families"].items():
+        if d.get("error") is not None:
+            numbers = {
+                "error": d["error"],
+                "error_lo": d["ci95"][0],
+                "error_hi": d["ci95"][1],
+                "fake_error": d["fake_error"],
+            }
+            tracking.log_stage(params, f, numbers, prefix="human.", artifact=path, artifact_path="human")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    params, name = stage_args(argv, "Score a human-evaluation study into runs/evaluation/human/.", "study")
+    results(params, default_url(params), name)
+
+
+if __name__ == "__main__":
+    sys.exit(exit_code(main, "judge"))
