@@ -135,6 +135,39 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
     assert len(json.loads((generate(params, by_precision) / "manifest.json").read_text())["families"]) == 1
 
 
+def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
+    """The figures the card quotes are read from what tasks/evaluate.py and tasks/usefulness.py
+    wrote (a change in their files' structure shows here, not as a silent "not measured")."""
+    from genzoo.tasks import usefulness
+
+    tmp, params, _ = evaluated
+    # the whole training split only: no generator retrained on a subset (the figures' form is the same)
+    params = params.model_copy(
+        update={"usefulness": params.usefulness.model_copy(update={"fractions": [1.0]})}
+    )
+    usefulness.reference(params)
+    measured = usefulness.measure_family(params, "gan")
+    quality = json.loads((tmp / "runs" / "evaluation" / "gan" / "quality.json").read_text())
+    req = request(params, families=["gan", "vae"], per_class=2, out_dir=str(tmp / "aug"), name="quoted")
+    m = json.loads((generate(params, req) / "manifest.json").read_text())
+    gan = m["measured"]["gan"]
+    assert gan["quality"]["figures"]["fd"] == {"mean": quality["fd"], "ci95": quality["ci95"]["fd"]}
+    assert gan["quality"]["memorization"]["ratio"]["mean"] == quality["memorization"]["ratio"]
+    for c, s in measured["tstr"].items():
+        assert gan["usefulness"]["tstr"][c]["synthetic"] == {"mean": s["mean"], "ci95": s["ci95"]}
+        assert gan["usefulness"]["tstr"][c]["real"] is not None
+    assert (
+        gan["usefulness"]["lift"]["1.0"]["cnn"]["mean"]
+        == measured["augmentation"]["1.0"]["cnn"]["lift"]["mean"]
+    )
+    assert m["measured"]["vae"]["usefulness"] is None and m["measured"]["vae"]["quality"] is not None
+    card = (tmp / "aug" / "quoted" / "README.md").read_text()
+    tstr = measured["tstr"]["logistic"]
+    assert f"| logistic | {tstr['mean']:.4g} ± {tstr['ci95']:.2g} |" in card
+    vae = card.split("### vae")[1].split("## Memorization")[0]
+    assert "Usefulness: not measured" in vae and f"fd {quality['fd']:.4g}" in card.split("### vae")[0]
+
+
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
     from genzoo.models.evaluator import load_evaluator
 
