@@ -347,3 +347,25 @@ def test_a_dataset_written_before_the_formats_still_loads_and_is_replaced(tmp_pa
     assert ds.class_names == [str(i) for i in range(K)]
     write_dataset(old, c, info={"name": "old"})
     assert sorted(p.name for p in old.iterdir()) == ["README.md", "images", "images.npz", "manifest.json"]
+
+
+def test_colour_images_at_256_levels_round_trip_in_every_format(tmp_path):
+    from datasets import load_from_disk
+
+    g = np.random.default_rng(3)
+    c = DatasetContent(g.integers(0, 256, (6, 3, 4, 5)).astype(np.uint8), np.array([0, 1, 2, 0, 1, 2]),
+                       ["ddpm"] * 6, 256, ["cat", "dog", "bird"])  # fmt: skip
+    write_dataset(tmp_path / "rgb", c, formats=["npz", "imagefolder", "hf"])
+    hwc = c.images.transpose(0, 2, 3, 1)  # PNG and PIL hold (H, W, C)
+    idx = imagefolder_classes(tmp_path / "rgb" / "images")
+    assert idx == {"00_cat": 0, "01_dog": 1, "02_bird": 2}
+    for folder, label in idx.items():
+        for png in (tmp_path / "rgb" / "images" / folder).iterdir():
+            assert c.labels[int(png.stem)] == label
+            assert np.array_equal(np.asarray(Image.open(png)), hwc[int(png.stem)])
+    hf = load_from_disk(str(tmp_path / "rgb" / "hf"))
+    assert all(np.array_equal(np.asarray(hf[i]["image"]), hwc[i]) for i in range(6))
+    assert "soft_labels" not in hf.column_names and hf.features["label"].names == ["cat", "dog", "bird"]
+    assert torch.equal(
+        genzoo.load_dataset(tmp_path / "rgb")[5][0], torch.from_numpy(c.images[5] / 255).float()
+    )
