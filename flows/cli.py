@@ -20,7 +20,7 @@ EPILOG = """examples:
   genzoo status                                   # what is trained, current or stale, MLflow run
   genzoo serve                                    # Prefect UI on http://127.0.0.1:4200 + deployments
   genzoo augment --families ddpm,vae --per-class 50 --name mix   # data/augment/mix/images.npz
-  genzoo augment --families best --min-confidence 0.9 --png       # the best family, filtered
+  genzoo augment --families best --min-confidence 0.9 --formats npz,imagefolder,hf  # filtered; + Hugging Face
   genzoo evaluate                                 # sample quality of what is trained + the report
   genzoo report                                   # runs/report/index.html from the evaluation
   genzoo detect --family pixelcnn images/         # flag unlikely images (.npz or folder)
@@ -231,11 +231,12 @@ def cmd_augment(args) -> int:
     families = args.families.split(",") if args.families else None
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
-                  png=args.png)  # fmt: skip
+                  png=args.png, formats=args.formats.split(",") if args.formats else None)  # fmt: skip
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
     print(json.dumps({"path": str(path), "n": m["n"], "families": list(m["families"]),
-                      "counts_per_class": m["counts_per_class"], "filters": m["filters"]}))  # fmt: skip
+                      "counts_per_class": m["counts_per_class"], "filters": m["filters"],
+                      "formats": m["formats"]}))  # fmt: skip
     return 0
 
 
@@ -516,7 +517,12 @@ def _augment_parser(sub) -> None:
     p.add_argument("--min-confidence", type=float, help="keep images the evaluator labels this surely (0-1)")
     p.add_argument("--reject-copies", action=argparse.BooleanOptionalAction, default=None,
                    help="drop near-copies of training images")  # fmt: skip
-    p.add_argument("--png", action="store_true", default=None, help="also png/<class>/<i>.png")
+    p.add_argument(
+        "--formats", help="comma-separated: npz (always), imagefolder, hf (default: params' augment)"
+    )
+    p.add_argument(
+        "--png", action="store_true", default=None, help="deprecated: adds imagefolder to the formats"
+    )
     p.set_defaults(fn=cmd_augment)
 
 

@@ -630,11 +630,12 @@ def augment(
     min_confidence: Annotated[float | None, Field(ge=0, lt=1)] = None,
     reject_copies: bool | None = None,
     png: bool | None = None,
+    formats: list[Literal["npz", "imagefolder", "hf"]] | None = None,
     out_dir: str | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
-    """Write a labelled synthetic dataset (images.npz + manifest.json) from trained families;
-    what is not given comes from params.yaml's ``augment`` block.
+    """Write a labelled synthetic dataset (images.npz, image folders, card, manifest.json) from
+    trained families; what is not given comes from params.yaml's ``augment`` block.
 
     Args:
         families: Trained families, or best (default: the augment block's).
@@ -643,7 +644,8 @@ def augment(
         seed: Same seed, same dataset.
         min_confidence: Keep only images the evaluator labels this surely (0-1).
         reject_copies: Drop near-copies of training images.
-        png: Also write png/<class>/<i>.png.
+        png: Deprecated: adds imagefolder to the formats.
+        formats: Files to write: npz (always), imagefolder, hf (needs genzoo[hf]).
         out_dir: The parent folder of the datasets (default: data/augment).
         params_file: The params file, relative to the project.
     """
@@ -652,7 +654,8 @@ def augment(
     params = load_params(params_file)
     confine(params, params_file=params_file, out_dir=out_dir)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
-                  min_confidence=min_confidence, reject_copies=reject_copies, png=png)  # fmt: skip
+                  min_confidence=min_confidence, reject_copies=reject_copies, png=png,
+                  formats=formats)  # fmt: skip
     path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

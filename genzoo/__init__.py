@@ -68,7 +68,10 @@ def load_dataset(
 
     Returns:
         A ``torch.utils.data.Dataset`` of ``(image, label)``: image float32 ``(C, H, W)`` in
-        [0, 1], label an int; ``.manifest`` holds what made it, ``.source`` each image's family.
+        [0, 1], label an int; ``.manifest`` holds what made it, ``.source`` each image's family
+        (or ``"real"``), ``.is_synthetic`` a bool per image, ``.soft_labels`` an ``(N, K)``
+        tensor of class probabilities or None, ``.class_names`` the names of the classes.
+        Datasets written before these existed load too (every image synthetic, no soft labels).
 
     Raises:
         FileNotFoundError: the folder holds no genzoo dataset.

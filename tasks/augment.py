@@ -1,13 +1,16 @@
 """Labelled synthetic datasets (DVC stage ``augment``; the pipeline's stage after evaluation;
-``genzoo augment``): ``<out_dir>/<name>/`` holds
+``genzoo augment``): ``<out_dir>/<name>/`` holds, in the formats of ``augment.formats``
+(``tasks/formats.py`` writes them)
 
 - ``images.npz``: ``images`` uint8 levels (N, C, H, W) like the prepared data, ``labels``
-  int64, ``source`` the family of each image;
-- ``manifest.json``: the request, each source family's model hash, MLflow run and registered
-  version, the params hash, counts per class, what the filters drew and rejected, the
-  dataset's own quality figures (evaluator features vs the real test split) and the
-  sha256 of ``images.npz``;
-- with ``png: true``, ``png/<class>/<i>.png``.
+  int64, ``source`` the family of each image, ``is_synthetic``;
+- ``images/<NN>_<class>/<i>.png`` (``imagefolder``), ``hf/`` (``hf``: Hugging Face ``datasets``);
+- ``README.md``: the dataset card (what made it, how to load it, its measured usefulness and
+  quality, the memorization check, the licence);
+- ``manifest.json``: the request and recipe, each source family's model hash, MLflow run and
+  registered version, the params hash, the source data's hash, counts per class, what the
+  filters drew and rejected, the dataset's own quality figures (evaluator features vs the real
+  test split), the figures the card quotes, the formats and the sha256 of ``images.npz``.
 
 Families are named or ``best`` (the best evaluated family by ``metric``). Optional filters:
 ``min_confidence`` (the evaluator must give an image its label at least this probability) and
@@ -24,8 +27,6 @@ images per real one; ``real_dataset(prepared_dir, split)`` wraps a prepared spli
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import sys
@@ -48,22 +49,31 @@ from genzoo.tasks.config import (
     format_error,
     stage_args,
 )
-from genzoo.tasks.data import DataError, check_levels, load_split
-from genzoo.tasks.errors import check_output_dir, exit_code, writing
+from genzoo.tasks.data import DataError, check_levels, load_split, read_manifest
+from genzoo.tasks.errors import check_output_dir, exit_code
+from genzoo.tasks.formats import (
+    REAL,
+    DatasetContent,
+    check_formats,
+    measured_figures,
+    source_data,
+    write_dataset,
+)
 from genzoo.tasks.layout import (
     check_replaceable,
     evaluation_dir,
     evaluator_dir,
     exclusive,
     family_dir,
-    mark,
     read_json,
-    replacing_dir,
 )
 from genzoo.tasks.quality import real_features, scores
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
+# the request's keys that decide which images are drawn (the manifest's ``recipe``)
+RECIPE_KEYS = ("families", "metric", "per_class", "class_ratios", "seed", "min_confidence",
+               "reject_copies", "max_draws")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the request
@@ -141,7 +151,7 @@ class _Filters:
 
     def __init__(self, params: Params, req: AugmentParams):
         self.min_confidence, self.reject_copies = req.min_confidence, req.reject_copies
-        self.net, self.train = None, None
+        self.net, self.train, self.copy_radius = None, None, None
         folder = evaluator_dir(params)
         if self.min_confidence > 0:
             if not (folder / "evaluator.json").exists():
@@ -221,18 +231,16 @@ def _quality(params: Params, images: torch.Tensor, labels: torch.Tensor) -> dict
     net = load_evaluator(folder / "evaluator.json")
     feats, probs = net.embed(images)
     s = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=params.seed)
-    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
+    keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "memorization")
     return {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features"}
 
 
-def _write_pngs(folder: Path, images: np.ndarray, labels: np.ndarray, levels: int) -> None:
-    from PIL import Image
-
-    for i, (img, c) in enumerate(zip(images, labels, strict=True)):
-        d = folder / "png" / str(int(c))
-        d.mkdir(parents=True, exist_ok=True)
-        arr = np.rint(img.astype(np.float64) * 255 / (levels - 1)).astype(np.uint8)
-        Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)).save(d / f"{i:06d}.png")
+def class_names(params: Params, num_classes: int) -> list[str]:
+    """The prepared data's class names (the index as a name where it records none)."""
+    names = (read_manifest(params.data.prepared_dir, required=False) or {}).get("class_names")
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(c) for c in range(num_classes)]
 
 
 @torch.inference_mode()
@@ -247,6 +255,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
     check_output_dir(root, "augment.out_dir")
     check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
+    formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
     families = resolve_families(params, req)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     filters = _Filters(params, req)
@@ -265,37 +274,35 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     levels = net.spec.levels
     x, y = torch.cat(xs), torch.cat(ys)
     images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
-    labels, source = y.numpy().astype(np.int64), np.concatenate(src)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=images, labels=labels, source=source)
-    manifest = {
-        **mark("synthetic-dataset"),
+    content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
+                             class_names(params, net.spec.num_classes))  # fmt: skip
+    request_dump = req.model_dump(mode="json")
+    info = {
         "name": req.name,
-        "request": req.model_dump(),
+        "request": request_dump,
+        # what drew the images, as the augment params said it (recipes will add their own keys)
+        "recipe": {k: request_dump[k] for k in RECIPE_KEYS} | {"families": list(sources)},
         "families": sources,
         "params_hash": fingerprint(
             {"request": req.model_dump(), "models": {f: i["sha256"] for f, i in sources.items()}}
         ),
         "seed": req.seed,
-        "shape": list(images.shape[1:]),
-        "levels": levels,
-        "n": len(labels),
-        "counts_per_class": np.bincount(labels, minlength=net.spec.num_classes).tolist(),
+        "data": source_data(
+            read_manifest(params.data.prepared_dir, required=False), params.data.prepared_dir
+        ),
         "filters": {
             "min_confidence": req.min_confidence,
             "reject_copies": req.reject_copies,
+            "copy_radius": filters.copy_radius,
             "drawn": drawn,
             "rejected": filters.rejected,
-            "kept": len(labels),
+            "kept": len(content.labels),
         },
         "quality": _quality(params, x, y),
-        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+        "measured": measured_figures(evaluation_dir(params), list(sources)),
     }
-    with writing(f"dataset {req.name!r}", target), replacing_dir(target, "synthetic-dataset") as tmp:
-        (tmp / "images.npz").write_bytes(buf.getvalue())
-        if req.png:
-            _write_pngs(tmp, images, labels, levels)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_dataset(target, content, formats=formats, info=info)
+    labels = content.labels
     log.info("%s: %d images from %s (%s rejected)", target, len(labels), ", ".join(sources), filters.rejected)
     return target
 
@@ -304,7 +311,10 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
 
 
 class SyntheticDataset(Dataset):
-    """A genzoo synthetic dataset: items are (image float32 (C, H, W) in [0, 1], label)."""
+    """A genzoo synthetic dataset: items are (image float32 (C, H, W) in [0, 1], label).
+    ``.source`` (family or ``real``) and ``.is_synthetic`` per image, ``.soft_labels`` (N, K)
+    or None, ``.class_names``, ``.manifest``. Reads ``images.npz``, which every version of the
+    dataset holds (also those with ``png/<class>/`` folders, before ``imagefolder``)."""
 
     def __init__(self, path: str | Path, verify: bool = True):
         self.path = Path(path)
@@ -329,6 +339,13 @@ class SyntheticDataset(Dataset):
             self.images = torch.from_numpy(images.astype(np.float32) / (levels - 1))
             self.labels = torch.from_numpy(z["labels"].astype(np.int64))
             self.source = z["source"].astype(str)
+            # datasets written before these existed: every image synthetic, no soft labels
+            self.is_synthetic = (
+                z["is_synthetic"].astype(bool) if "is_synthetic" in z.files else self.source != REAL
+            )
+            self.soft_labels = torch.from_numpy(z["soft_labels"]) if "soft_labels" in z.files else None
+        k = self.manifest.get("num_classes") or (int(self.labels.max()) + 1 if len(self.labels) else 0)
+        self.class_names = [str(c) for c in self.manifest.get("class_names") or range(k)]
 
     def __len__(self) -> int:
         return len(self.labels)

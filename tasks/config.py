@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genzoo.models import REGISTRY, get_family
 from genzoo.models.base import NetConfig
@@ -141,8 +141,29 @@ class AugmentParams(_Strict):
     )
     reject_copies: bool = Field(True, description="drop near-copies of training images (reported)")
     max_draws: int = Field(10, ge=1, description="draw at most this many times the count before giving up")
-    png: bool = Field(False, description="also write png/<class>/<i>.png")
+    formats: list[Literal["npz", "imagefolder", "hf"]] = Field(
+        ["npz", "imagefolder"],
+        min_length=1,
+        description="npz (always: genzoo.load_dataset reads it) | imagefolder (images/<NN>_<class>/, "
+        "torchvision's ImageFolder) | hf (a Hugging Face datasets folder; pip install 'genzoo[hf]')",
+    )
+    png: bool | None = Field(
+        None, description="deprecated: true adds imagefolder to formats (its PNGs replace png/<class>/)"
+    )
     out_dir: str = Field("data/augment", description="parent folder of the datasets")
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        if "npz" not in v:
+            raise ValueError("npz is always written (genzoo.load_dataset reads it); add it")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _png(self) -> AugmentParams:
+        if self.png and "imagefolder" not in self.formats:
+            self.formats = [*self.formats, "imagefolder"]
+        return self
 
     @field_validator("class_ratios")
     @classmethod

@@ -126,7 +126,8 @@ OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"source", "shape", "levels", "num_classes", "class_names", "seed", "splits"}),
     ),
     "synthetic-dataset": (
-        frozenset({"manifest.json", "images.npz", "png"}),
+        # png/: the image folders of datasets written before the imagefolder format (images/)
+        frozenset({"manifest.json", "images.npz", "png", "images", "hf", "README.md"}),
         frozenset({"name", "request", "families", "params_hash", "n", "sha256"}),
     ),
 }

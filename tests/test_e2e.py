@@ -206,7 +206,8 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
              "--no-reject-copies", "--png", cwd=tmp)  # fmt: skip
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["families"] == [best] and out["n"] == 20 and out["filters"]["reject_copies"] is False
-    assert len(list(Path(out["path"], "png").rglob("*.png"))) == 20
+    assert len(list(Path(out["path"], "images").rglob("*.png"))) == 20  # --png: the image folders
+    assert out["formats"] == ["npz", "imagefolder"]
     r = _cli("evaluate", "--params", str(pfile), "--family", "nope", cwd=tmp, check=False)
     assert r.returncode == 2 and "models.nope: not in params" in r.stderr
     empty = tmp_path / "params.yaml"

@@ -69,6 +69,7 @@ def test_wheel_holds_one_genzoo_package(wheel):
         assert f"genzoo/{sub}" in names
     assert "genzoo/py.typed" in names and "genzoo/tasks/report.html.j2" in names
     assert "genzoo/flows/judge.html.j2" in names and "genzoo/flows/judge.js" in names  # the rating page
+    assert "genzoo/tasks/dataset_card.md.j2" in names  # the synthetic dataset's card
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "genzoo = genzoo.flows.cli:main" in entry
 
@@ -171,3 +172,5 @@ def test_cli_and_public_api_from_a_project_with_its_own_models_and_tasks(user_en
     n_train = len(genzoo.real_dataset(proj / "data" / "prepared"))
     assert out["mixed"] == n_train + round(0.01 * n_train)
     assert out["bare"] == []  # nothing of the user's project was imported
+    dataset = proj / "data" / "augment" / "synthetic"  # the card's template came with the wheel
+    assert "## Licence" in (dataset / "README.md").read_text() and (dataset / "images" / "03_3").is_dir()

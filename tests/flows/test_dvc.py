@@ -108,11 +108,14 @@ def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
     manifest = yaml.safe_load((folder / "manifest.json").read_text())
     assert manifest["families"] and manifest["filters"]["reject_copies"] is True
     assert manifest["sha256"] == sha(folder / "images.npz")
+    files = {p.relative_to(folder).as_posix(): sha(p) for p in folder.rglob("*") if p.is_file()}
+    assert "README.md" in files and manifest["formats"] == ["npz", "imagefolder"]
+    assert sum(f.startswith("images/") for f in files) == manifest["n"]  # the image folders
     sh("dvc", "push")
     shutil.rmtree(folder)
     shutil.rmtree(repo / ".dvc" / "cache")
     sh("dvc", "pull", "augment")
-    assert sha(folder / "images.npz") == manifest["sha256"]
+    assert {p.relative_to(folder).as_posix(): sha(p) for p in folder.rglob("*") if p.is_file()} == files
     ds = load_dataset(folder)
     x, y = ds[0]
     assert len(ds) == manifest["n"] and x.shape == (1, 8, 8) and 0 <= float(x.min()) <= float(x.max()) <= 1
@@ -121,7 +124,7 @@ def test_augment_dataset_round_trip_through_the_remote(repo, tmp_path):
     sh("git", "commit", "-q", "-m", "genzoo run with a synthetic dataset")
     other = tmp_path / "elsewhere"
     sh("dvc", "get", str(repo), "data/augment/synthetic", "-o", str(other))
-    assert sha(other / "images.npz") == manifest["sha256"]
+    assert {p.relative_to(other).as_posix(): sha(p) for p in other.rglob("*") if p.is_file()} == files
     assert len(load_dataset(other)) == manifest["n"]
 
 

@@ -144,6 +144,7 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     assert enum(forms["sample"]["family"]) == families
     assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
     assert enum(forms["judge"]["families"]) == sorted([*families, "all"])
+    assert enum(forms["augment"]["formats"]) == ["hf", "imagefolder", "npz"]
     assert "label" in forms["sample"]  # the class to draw (a parameter named `cls` would be dropped)
 
 

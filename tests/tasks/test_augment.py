@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from genzoo.tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
 from genzoo.tasks.config import validate
+from genzoo.tasks.formats import MissingExtra
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
@@ -63,6 +64,20 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     assert m["filters"]["reject_copies"] and m["filters"]["kept"] == 60
     assert m["filters"]["drawn"] == 60 + sum(m["filters"]["rejected"].values())
     assert len(m["params_hash"]) == 64 and m["seed"] == 1
+    # the default formats, the card, what made it
+    assert m["formats"] == ["npz", "imagefolder"] and not m["soft_labels"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "images", "images.npz", "manifest.json"]
+    assert sorted(p.name for p in (path / "images").iterdir()) == [f"{c:02d}_{c}" for c in range(10)]
+    assert m["recipe"]["families"] == ["gan", "vae"] and m["recipe"]["per_class"] == 3
+    assert m["data"]["source"] == "digits" and len(m["data"]["sha256"]) == 64
+    assert m["filters"]["copy_radius"] > 0 and m["counts_per_source"] == {"gan": 30, "vae": 30}
+    assert m["measured"] == {f: {"quality": None, "usefulness": None} for f in ("gan", "vae")}
+    card = (path / "README.md").read_text()
+    assert m["data"]["sha256"] in card and m["params_hash"] in card and "CC BY 4.0" in card
+    assert (
+        "Usefulness: not measured" in card
+        and f"Rejected as copies: {m['filters']['rejected']['copies']}" in card
+    )
 
     again = generate(params, req)  # same request: same bytes; the old version replaced whole
     assert json.loads((again / "manifest.json").read_text())["sha256"] == m["sha256"]
@@ -106,12 +121,51 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
     assert list(m["families"]) == [min(fd, key=fd.get)]  # best by Fréchet distance
     assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
     assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
-    pngs = sorted((path / "png").rglob("*.png"))
-    assert len(pngs) == 40 and {p.parent.name for p in pngs} == {str(c) for c in range(9)}
+    pngs = sorted((path / "images").rglob("*.png"))  # png: true, as before: the image folders
+    assert len(pngs) == 40 and {p.parent.name for p in pngs} == {f"{c:02d}_{c}" for c in range(9)}
+    best = list(m["families"])[0]
+    quality = json.loads((tmp / "runs" / "evaluation" / best / "quality.json").read_text())
+    assert m["measured"][best]["quality"]["figures"]["fd"]["mean"] == quality["fd"]  # quoted, not made up
+    card = (path / "README.md").read_text()
+    assert f"fd {quality['fd']:.4g}" in card
+    assert f"distance ratio {m['quality']['memorization']['ratio']:.4g}" in card  # this draw's own
     by_precision = request(
         params, families=["best"], metric="precision", out_dir=str(tmp / "aug"), name="p", per_class=1
     )
     assert len(json.loads((generate(params, by_precision) / "manifest.json").read_text())["families"]) == 1
+
+
+def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
+    """The figures the card quotes are read from what tasks/evaluate.py and tasks/usefulness.py
+    wrote (a change in their files' structure shows here, not as a silent "not measured")."""
+    from genzoo.tasks import usefulness
+
+    tmp, params, _ = evaluated
+    # the whole training split only: no generator retrained on a subset (the figures' form is the same)
+    params = params.model_copy(
+        update={"usefulness": params.usefulness.model_copy(update={"fractions": [1.0]})}
+    )
+    usefulness.reference(params)
+    measured = usefulness.measure_family(params, "gan")
+    quality = json.loads((tmp / "runs" / "evaluation" / "gan" / "quality.json").read_text())
+    req = request(params, families=["gan", "vae"], per_class=2, out_dir=str(tmp / "aug"), name="quoted")
+    m = json.loads((generate(params, req) / "manifest.json").read_text())
+    gan = m["measured"]["gan"]
+    assert gan["quality"]["figures"]["fd"] == {"mean": quality["fd"], "ci95": quality["ci95"]["fd"]}
+    assert gan["quality"]["memorization"]["ratio"]["mean"] == quality["memorization"]["ratio"]
+    for c, s in measured["tstr"].items():
+        assert gan["usefulness"]["tstr"][c]["synthetic"] == {"mean": s["mean"], "ci95": s["ci95"]}
+        assert gan["usefulness"]["tstr"][c]["real"] is not None
+    assert (
+        gan["usefulness"]["lift"]["1.0"]["cnn"]["mean"]
+        == measured["augmentation"]["1.0"]["cnn"]["lift"]["mean"]
+    )
+    assert m["measured"]["vae"]["usefulness"] is None and m["measured"]["vae"]["quality"] is not None
+    card = (tmp / "aug" / "quoted" / "README.md").read_text()
+    tstr = measured["tstr"]["logistic"]
+    assert f"| logistic | {tstr['mean']:.4g} ± {tstr['ci95']:.2g} |" in card
+    vae = card.split("### vae")[1].split("## Memorization")[0]
+    assert "Usefulness: not measured" in vae and f"fd {quality['fd']:.4g}" in card.split("### vae")[0]
 
 
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
@@ -131,6 +185,15 @@ def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluate
     with pytest.raises(ValueError, match="passed the filters.*min_confidence"):
         generate(params, impossible)
     assert not (tmp / "aug" / "none").exists()
+
+
+def test_the_hf_format_without_its_extra_fails_before_sampling(trained, monkeypatch):
+    tmp, params = trained
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if `pip install genzoo[hf]` had not run
+    req = AugmentRequest(families=["gan"], formats=["npz", "hf"], out_dir=str(tmp / "no-hf"))
+    with pytest.raises(MissingExtra, match=r"augment.formats: the hf format .* pip install 'genzoo\[hf\]'"):
+        generate(params, req)
+    assert not (tmp / "no-hf").exists()
 
 
 def test_copy_filter_rejects_training_images_and_keeps_fresh_ones(trained):

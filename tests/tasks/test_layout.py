@@ -23,7 +23,18 @@ from genzoo.tasks.prepare import prepare
 from tests.conftest import tiny_params
 
 STAGES = {"prepare", "train", "evaluate", "detect", "usefulness", "augment", "report", "status", "judge"}
-GROUND = {"config", "data", "errors", "layout", "tracking", "quality", "sample", "latent", "figures"}
+GROUND = {
+    "config",
+    "data",
+    "errors",
+    "layout",
+    "tracking",
+    "quality",
+    "sample",
+    "latent",
+    "figures",
+    "formats",
+}
 CODE_DIRS = ("models/", "tasks/", "metrics/")
 
 

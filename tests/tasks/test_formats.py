@@ -1,0 +1,371 @@
+"""The dataset a user pulls: every format read back by the library that reads it, class folders
+in label order past 10 classes, soft labels and sources kept, the card quoting only measured
+figures, and the writer as safe as the rest of genzoo (a user's folder or a link refused, a
+failed write leaving the old version whole)."""
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genzoo
+from genzoo.tasks import formats
+from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.formats import (
+    DatasetContent,
+    MissingExtra,
+    check_formats,
+    class_folders,
+    measured_figures,
+    write_dataset,
+)
+from genzoo.tasks.layout import NotGenzooOutput
+from tests.conftest import tiny_params
+
+K = 12  # past 10: "10" sorts before "2" when folders are bare numbers
+NAMES = [*"0123456789", "ten/../x", ".."]  # a separator, a parent reference, nothing left of a name
+
+
+def content(n: int = 36, soft: bool = True, seed: int = 0) -> DatasetContent:
+    g = np.random.default_rng(seed)
+    labels = np.arange(n) % K
+    probs = g.random((n, K))
+    return DatasetContent(
+        images=g.integers(0, 17, (n, 1, 8, 8)).astype(np.uint8),
+        labels=labels,
+        source=np.where(np.arange(n) < n - 6, "vae", "real"),  # a mixed dataset: 6 real images
+        levels=17,
+        class_names=NAMES,
+        soft_labels=probs / probs.sum(1, keepdims=True) if soft else None,
+    )
+
+
+def imagefolder_classes(root: Path) -> dict[str, int]:
+    """torchvision's rule for ImageFolder's class index (torchvision.datasets.folder.find_classes:
+    ``classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())``,
+    ``class_to_idx = {cls_name: i for i, cls_name in enumerate(classes)}``). torchvision does not
+    import beside the CPU torch genzoo is tested with, so the test applies the rule itself."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    return {name: i for i, name in enumerate(classes)}
+
+
+def tree_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- every format round-trips
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    target = tmp_path_factory.mktemp("formats") / "ds"
+    c = content()
+    info = {"name": "ds", "recipe": {"families": ["vae"], "per_class": 3}, "data": {"source": "digits"},
+            "filters": {"reject_copies": True, "copy_radius": 1.5, "drawn": 40, "kept": 36,
+                        "rejected": {"copies": 4, "low_confidence": 0}, "min_confidence": 0.0}}  # fmt: skip
+    manifest = write_dataset(target, c, formats=["npz", "imagefolder", "hf"], info=info)
+    return target, c, manifest
+
+
+def test_npz_and_genzoo_loader_keep_labels_soft_labels_and_sources(written):
+    target, c, m = written
+    with np.load(target / "images.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["images"], c.images) and np.array_equal(z["labels"], c.labels)
+        assert z["soft_labels"].dtype == np.float32 and np.array_equal(z["soft_labels"], c.soft_labels)
+        assert z["source"].tolist() == c.source.tolist()
+        assert z["is_synthetic"].tolist() == [True] * 30 + [False] * 6
+    assert m["sha256"] == hashlib.sha256((target / "images.npz").read_bytes()).hexdigest()
+    ds = genzoo.load_dataset(target)
+    x, y = ds[13]
+    assert y == 1 and torch.equal(x, torch.from_numpy(c.images[13].astype(np.float32) / 16))
+    assert torch.equal(ds.soft_labels, torch.from_numpy(c.soft_labels)) and ds.class_names == NAMES
+    assert ds.is_synthetic.sum() == 30 and (ds.source[ds.is_synthetic] == "vae").all()
+    assert m["soft_labels"] is True and m["counts_per_source"] == {"real": 6, "vae": 30}
+    assert m["formats"] == ["npz", "imagefolder", "hf"] and m["recipe"] == {
+        "families": ["vae"],
+        "per_class": 3,
+    }
+    assert m["files"] == {"npz": "images.npz", "card": "README.md", "imagefolder": "images", "hf": "hf"}
+    assert m["filters"]["rejected"]["copies"] == 4 and m["num_classes"] == K and m["class_names"] == NAMES
+
+
+def test_image_folders_give_each_image_its_label_under_imagefolders_rule(written):
+    target, c, m = written
+    idx = imagefolder_classes(target / "images")
+    assert sorted(idx, key=idx.get) == m["class_folders"]
+    seen = 0
+    for folder, label in idx.items():
+        for png in (target / "images" / folder).iterdir():
+            row = int(png.stem)  # the image's row in images.npz
+            assert c.labels[row] == label, (folder, png.name)
+            levels = np.rint(np.asarray(Image.open(png), dtype=np.float64) * 16 / 255).astype(np.uint8)
+            assert np.array_equal(levels, c.images[row, 0])
+            seen += 1
+    assert seen == len(c.labels)
+    # bare class numbers would have broken it: ImageFolder would give "10" index 2
+    assert imagefolder_classes_of([str(i) for i in range(K)])["10"] == 2
+
+
+def imagefolder_classes_of(names: list[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(sorted(names))}
+
+
+def test_hugging_face_dataset_loads_with_load_from_disk(written):
+    from datasets import load_from_disk
+
+    target, c, _ = written
+    ds = load_from_disk(str(target / "hf"))
+    assert len(ds) == len(c.labels) and ds.features["label"].names == NAMES
+    assert set(ds.column_names) == {"image", "label", "source", "is_synthetic", "soft_labels"}
+    assert list(ds["label"]) == c.labels.tolist() and list(ds["source"]) == c.source.tolist()
+    assert list(ds["is_synthetic"]) == c.is_synthetic.tolist()
+    assert np.array_equal(np.array(list(ds["soft_labels"]), dtype=np.float32), c.soft_labels)
+    for i in (0, 17, 35):
+        pixels = np.asarray(ds[i]["image"], dtype=np.float64)  # a PIL image, decoded by datasets
+        assert np.array_equal(np.rint(pixels * 16 / 255).astype(np.uint8), c.images[i, 0])
+
+
+def test_the_same_content_writes_the_same_bytes_in_every_format(written, tmp_path):
+    target, c, m = written
+    again = tmp_path / "ds"
+    write_dataset(again, content(), formats=["npz", "imagefolder", "hf"], info={"name": "ds"})
+    for part in ("images", "hf"):
+        assert tree_hash(again / part) == tree_hash(target / part), part
+    assert json.loads((again / "manifest.json").read_text())["sha256"] == m["sha256"]
+
+
+def test_class_folder_names_sort_in_label_order_and_are_safe():
+    for k in (2, 12, 101, 1000):
+        names = class_folders([f"class {i}" for i in range(k)])
+        assert sorted(names) == names and len(set(names)) == k
+    odd = ["a/b", "..", "../../etc", "c\\d", "", " sp ace ", "é", "x" * 300, ".hidden", "ok-1.2_x"]
+    names = class_folders(odd)
+    assert sorted(names) == names
+    for n in names:
+        assert re.fullmatch(r"\d{2}(_[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?", n), n
+        assert "/" not in n and "\\" not in n and ".." not in n and len(n) <= 63
+    assert names[:3] == ["00_a_b", "01", "02_etc"] and names[9] == "09_ok-1.2_x" and names[6] == "06"
+
+
+# ----------------------------------------------------------------------------- the card and the manifest
+
+
+def _evaluation(folder: Path) -> None:
+    """quality.json and usefulness.json as tasks/evaluate.py and tasks/usefulness.py write them."""
+    (folder / "vae").mkdir(parents=True)
+    (folder / "usefulness").mkdir()
+    quality = {"family": "vae", "fd": 12.345678, "kid": 0.0123, "precision": 0.81, "recall": 0.62,
+               "density": 0.9, "coverage": 0.7, "class_accuracy": 0.934,
+               "memorization": {"nn_train": 1.0, "nn_test": 1.1, "ratio": 0.909, "copies": 0.004},
+               "ci95": {"fd": 0.5, "class_accuracy": 0.01, "memorization": {"ratio": 0.02}},
+               "protocol": {"seeds": 3}, "n": 1000, "per_seed": []}  # fmt: skip
+    stats = lambda m, h: {"mean": m, "ci95": h, "per_seed": [m, m]}  # noqa: E731
+    lift = {"augmented": stats(0.9, 0.01), "lift": stats(0.0321, 0.004)}
+    usefulness = {"family": "vae", "protocol": {"synthetic_per_real": 1.0, "seeds": 3},
+                  "tstr": {"cnn": stats(0.871, 0.012)}, "augmentation": {"0.1": {"cnn": lift}}}  # fmt: skip
+    reference = {"real": {"1.0": {"cnn": stats(0.962, 0.003)}}}
+    (folder / "vae" / "quality.json").write_text(json.dumps(quality))
+    (folder / "vae" / "usefulness.json").write_text(json.dumps(usefulness))
+    (folder / "usefulness" / "reference.json").write_text(json.dumps(reference))
+
+
+def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_path):
+    _evaluation(tmp_path / "evaluation")
+    measured = measured_figures(tmp_path / "evaluation", ["vae", "gan"])
+    assert measured["gan"] == {"quality": None, "usefulness": None}
+    c = content(soft=False)
+    c.source = np.where(np.arange(36) < 18, "vae", "gan")
+    families = {"vae": {"sha256": "a" * 64, "run_id": "r1"}, "gan": {"sha256": "b" * 64}}
+    info = {"name": "card", "families": families,
+            "params_hash": "f" * 64, "seed": 4, "recipe": {"per_class": 3, "families": ["vae", "gan"]},
+            "data": {"source": "digits", "sha256": "d" * 64}, "measured": measured,
+            "filters": {"reject_copies": False, "drawn": 36, "rejected": {"copies": 0}}}  # fmt: skip
+    m = write_dataset(tmp_path / "card", c, info=info)
+    card = (tmp_path / "card" / "README.md").read_text()
+    saved = json.loads((tmp_path / "card" / "manifest.json").read_text())
+    assert saved["measured"] == measured and m["measured"]["vae"]["quality"]["figures"]["fd"] == {
+        "mean": 12.345678, "ci95": 0.5}  # fmt: skip
+    # what made it
+    for text in (
+        "a" * 64,
+        "b" * 64,
+        "MLflow run `r1`",
+        "f" * 64,
+        "d" * 64,
+        genzoo.__version__,
+        "`per_class=3`",
+    ):
+        assert text in card, text
+    # the measured figures, as measured; the family without files: not measured
+    for text in ("fd 12.35 ± 0.5", "class_accuracy 0.934 ± 0.01", "| cnn | 0.871 ± 0.012 | 0.962 |",
+                 "10% of the real training split changes test accuracy by: cnn +0.0321 ± 0.004",
+                 "distance ratio 0.909"):  # fmt: skip
+        assert text in card, text
+    gan = card.split("### gan")[1].split("## Memorization")[0]
+    assert "Usefulness: not measured" in gan and "Quality: not measured" in gan
+    assert not re.search(r"\d\.\d", gan)  # no figure for a family that has none
+    assert "Not checked: `augment.reject_copies` was off" in card
+    assert "CC BY 4.0" in card and "archive.ics.uci.edu" in card
+    # the loading snippets name the files that exist, and only those
+    assert 'ImageFolder(f"{root}/images")' in card and "load_from_disk" not in card
+    assert "genzoo.load_dataset(root)" in card and 'np.load(f"{root}/images.npz")' in card
+    assert "soft_labels" not in card
+
+
+def test_card_licence_follows_the_source_data():
+    assert "CC BY 4.0" in formats.licence("digits")
+    mine = formats.licence("folder:/data/cats")
+    assert "your source data (folder:/data/cats) applies" in mine and "CC BY" not in mine
+    assert "CC BY" not in formats.licence("cifar10") and "applies" in formats.licence(None)
+
+
+def test_card_snippets_run(written, tmp_path):
+    """The card's numpy, genzoo and Hugging Face snippets, run as written from beside the folder."""
+    target, c, _ = written
+    card = (target / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    runnable = [b for b in blocks if "torchvision" not in b]  # torchvision: not installable here
+    assert len(runnable) == 3
+    scope: dict = {}
+    cwd = os.getcwd()
+    os.chdir(target.parent)
+    try:
+        for b in runnable:
+            exec(compile(b, "README.md", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    assert np.array_equal(scope["labels"], c.labels) and scope["soft_labels"].shape == (36, K)
+    assert len(scope["ds"]) == 36 and scope["ds"].features["label"].names == NAMES
+
+
+# ----------------------------------------------------------------------------- bad input and safety
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"soft_labels": np.full((36, K), 0.5)}, "each row must sum to 1"),
+        ({"soft_labels": np.full((36, K - 1), 1 / (K - 1))}, "expected shape"),
+        ({"soft_labels": np.full((36, K), np.nan)}, "no NaN"),
+        ({"labels": np.full(36, K)}, "class indices"),
+        ({"source": ["vae"] * 35}, "one family"),
+        ({"class_names": NAMES[:-1] + ["0"]}, "not all distinct"),
+        ({"levels": 8}, "above every pixel"),
+    ],
+)
+def test_bad_content_is_refused_before_anything_is_written(tmp_path, change, error):
+    c = content()
+    with pytest.raises(ValueError, match=error):
+        fields = ("images", "labels", "source", "levels", "class_names", "soft_labels")
+        DatasetContent(**{**{f: getattr(c, f) for f in fields}, **change})
+
+
+def test_formats_are_checked_and_the_hf_extra_named_when_missing(tmp_path, monkeypatch):
+    assert check_formats(["hf", "npz"]) == ("npz", "hf")
+    with pytest.raises(ValueError, match="npz is always written"):
+        check_formats(["imagefolder"])
+    with pytest.raises(ValueError, match="unknown format"):
+        check_formats(["npz", "tfrecord"])
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the extra were not installed
+    with pytest.raises(MissingExtra, match=r"pip install 'genzoo\[hf\]'"):
+        write_dataset(tmp_path / "ds", content(), formats=["npz", "hf"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_params_formats_key_is_validated_and_png_still_means_image_folders(tmp_path):
+    raw = tiny_params(tmp_path, families=["gan"])
+    assert validate(raw).augment.formats == ["npz", "imagefolder"]
+    for bad, error in (
+        (["npz", "zip"], "augment.formats.1"),
+        (["hf"], "npz is always written"),
+        ([], "formats"),
+    ):
+        with pytest.raises(ParamsError, match=re.escape(error)):
+            validate({**raw, "augment": {**raw["augment"], "formats": bad}})
+    png = validate({**raw, "augment": {**raw["augment"], "formats": ["npz"], "png": True}})
+    assert png.augment.formats == ["npz", "imagefolder"]
+
+
+def test_writer_replaces_only_its_own_folders_and_a_failed_write_keeps_the_old(tmp_path, monkeypatch):
+    target = tmp_path / "ds"
+    write_dataset(target, content(), formats=["npz", "imagefolder", "hf"], info={"name": "ds"})
+    before = tree_hash(target)
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(formats, "_write_hf", broken)
+    with pytest.raises(OSError, match="no space left on the device while writing dataset 'ds'"):
+        write_dataset(target, content(seed=1), formats=["npz", "hf"], info={"name": "ds"})
+    assert tree_hash(target) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "photo.png").write_bytes(b"mine")
+    with pytest.raises(NotGenzooOutput, match="not a genzoo synthetic-dataset"):
+        write_dataset(mine, content())
+    assert (mine / "images" / "photo.png").read_bytes() == b"mine"
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.raises(NotGenzooOutput, match="symbolic link"):
+        write_dataset(link, content())
+    (tmp_path / "parent-link").symlink_to(tmp_path / "mine", target_is_directory=True)
+    with pytest.raises(ValueError, match="parent-link: is a symbolic link"):
+        write_dataset(tmp_path / "parent-link" / "ds", content())
+    assert tree_hash(target) == before and sorted(p.name for p in mine.iterdir()) == ["images"]
+
+
+def test_a_dataset_written_before_the_formats_still_loads_and_is_replaced(tmp_path):
+    """The old layout: images.npz without is_synthetic, png/<int>/ folders, no card."""
+    old = tmp_path / "old"
+    (old / "png" / "10").mkdir(parents=True)
+    (old / "png" / "10" / "000000.png").write_bytes(b"png")
+    c = content(soft=False)
+    np.savez_compressed(old / "images.npz", images=c.images, labels=c.labels, source=np.full(36, "gan"))
+    sha = hashlib.sha256((old / "images.npz").read_bytes()).hexdigest()
+    legacy = {
+        "made_by": "genzoo",
+        "kind": "synthetic-dataset",
+        "name": "old",
+        "n": 36,
+        "levels": 17,
+        "sha256": sha,
+    }
+    (old / "manifest.json").write_text(json.dumps(legacy))
+    ds = genzoo.load_dataset(old)
+    assert len(ds) == 36 and ds.is_synthetic.all() and ds.soft_labels is None
+    assert ds.class_names == [str(i) for i in range(K)]
+    write_dataset(old, c, info={"name": "old"})
+    assert sorted(p.name for p in old.iterdir()) == ["README.md", "images", "images.npz", "manifest.json"]
+
+
+def test_colour_images_at_256_levels_round_trip_in_every_format(tmp_path):
+    from datasets import load_from_disk
+
+    g = np.random.default_rng(3)
+    c = DatasetContent(g.integers(0, 256, (6, 3, 4, 5)).astype(np.uint8), np.array([0, 1, 2, 0, 1, 2]),
+                       ["ddpm"] * 6, 256, ["cat", "dog", "bird"])  # fmt: skip
+    write_dataset(tmp_path / "rgb", c, formats=["npz", "imagefolder", "hf"])
+    hwc = c.images.transpose(0, 2, 3, 1)  # PNG and PIL hold (H, W, C)
+    idx = imagefolder_classes(tmp_path / "rgb" / "images")
+    assert idx == {"00_cat": 0, "01_dog": 1, "02_bird": 2}
+    for folder, label in idx.items():
+        for png in (tmp_path / "rgb" / "images" / folder).iterdir():
+            assert c.labels[int(png.stem)] == label
+            assert np.array_equal(np.asarray(Image.open(png)), hwc[int(png.stem)])
+    hf = load_from_disk(str(tmp_path / "rgb" / "hf"))
+    assert all(np.array_equal(np.asarray(hf[i]["image"]), hwc[i]) for i in range(6))
+    assert "soft_labels" not in hf.column_names and hf.features["label"].names == ["cat", "dog", "bird"]
+    assert torch.equal(
+        genzoo.load_dataset(tmp_path / "rgb")[5][0], torch.from_numpy(c.images[5] / 255).float()
+    )
