@@ -1,16 +1,16 @@
 """The full augmentation curve: does synthetic data help a downstream classifier?
 
     python bench/usefulness.py                                # usefulness.families, 5/10/25/100%
-    python bench/usefulness.py --families gan vae ddpm --subset-seeds 0 1 2
-    python bench/usefulness.py --fractions 0.1 -o usefulness.synthetic_per_real=1
+    python bench/usefulness.py --families pixelcnn realnvp vae gan ddpm --subset-seeds 0 1 2
+    python bench/usefulness.py --fractions 0.1 0.25 1 --recipes plain teacher -o usefulness.seeds=5
 
-Trains the families on the whole training split (unless already trained under --out), then,
-for every subset seed, the leak-free measurement of tasks/usefulness.py: each family retrained
-on every real subset, a small CNN and a logistic regression trained on the subset with and
-without k synthetic images per real one, train-on-synthetic accuracy, and the PCA + KDE
-reference by the same code. Seeds of several subsets are pooled (their intervals then cover
-the subset and the generator's training too). Prints Markdown tables; writes the curve to
-<out>/usefulness.png and the pooled figures to <out>/usefulness.json.
+Trains the families on the whole training split (unless already trained under --out), then the
+leak-free measurement of tasks/usefulness.py: each family retrained on every real subset (one
+per subset seed), a teacher per subset, the CNN with classical augmentation (the baseline),
+without it, and a logistic regression, each trained on the subset with and without the
+synthetic images of every recipe, train-on-synthetic accuracy, and the PCA + KDE reference by
+the same code. Intervals pool classifier seeds and subsets (paired lifts). Prints Markdown
+tables; writes the curve to <out>/usefulness.png and the figures to <out>/usefulness.json.
 """
 
 from __future__ import annotations
@@ -30,25 +30,15 @@ from genzoo.tasks.config import load_params  # noqa: E402
 from genzoo.tasks.prepare import prepare  # noqa: E402
 from genzoo.tasks.report import usefulness_plot  # noqa: E402
 from genzoo.tasks.train import train_family, up_to_date  # noqa: E402
-from genzoo.tasks.usefulness import measure_family, reference, stats  # noqa: E402
-
-
-def pooled(runs: list[dict]) -> dict:
-    """Concatenate per-seed values over subset seeds and recompute means and intervals."""
-    if len(runs) == 1:
-        return runs[0]
-    if isinstance(runs[0], dict) and "per_seed" in runs[0]:
-        return stats([v for r in runs for v in r["per_seed"]])
-    if isinstance(runs[0], dict):
-        return {k: pooled([r[k] for r in runs]) for k in runs[0]}
-    return runs[0]
+from genzoo.tasks.usefulness import measure_family, reference  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", nargs="+", help="default: usefulness.families in params.yaml")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.25, 1.0])
-    ap.add_argument("--subset-seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--subset-seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--recipes", nargs="+", help="default: usefulness.recipes in params.yaml")
     ap.add_argument("--out", help="working folder (trained models are reused from here); default: a temp dir")
     ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -58,6 +48,8 @@ def main() -> None:
         f"data.prepared_dir={out}/prepared",
         "run.track=false",
         f"usefulness.fractions={json.dumps(args.fractions)}",
+        f"usefulness.subset_seeds={json.dumps(args.subset_seeds)}",
+        *([f"usefulness.recipes={json.dumps(args.recipes)}"] if args.recipes else []),
         *([f"usefulness.families={json.dumps(args.families)}"] if args.families else []),
         *args.overrides,
     ]
@@ -69,23 +61,13 @@ def main() -> None:
         if up_to_date(params, f) is None:
             print(f"training {f} on the whole training split ...", flush=True)
             train_family(params, f, progress=False)
-    refs, fams = [], {f: [] for f in families}
-    for s in args.subset_seeds:
-        p = load_params(ROOT / "params.yaml", [*base, f"usefulness.subset_seed={s}"])
-        refs.append(reference(p))
-        for f in families:
-            fams[f].append(measure_family(p, f))
-            print(f"subset seed {s}: {f} done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    u = {
-        "reference": {
-            **pooled([{k: r[k] for k in ("real", "pca_kde")} for r in refs]),
-            "protocol": refs[0]["protocol"],
-        },
-        "families": {
-            f: {k: pooled([r[k] for r in rs]) for k in ("tstr", "augmentation")} for f, rs in fams.items()
-        },
-    }
-    u["reference"]["protocol"] = {**refs[0]["protocol"], "subset_seeds": args.subset_seeds}
+    ref = reference(params)
+    print(f"reference done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    fams = {}
+    for f in families:
+        fams[f] = measure_family(params, f)
+        print(f"{f} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    u = {"reference": ref, "families": fams}
     clfs = params.usefulness.classifiers
     ref = u["reference"]
 
@@ -93,26 +75,25 @@ def main() -> None:
         return f"{100 * s['mean']:{sign}.1f} ± {100 * s['ci95']:.1f}"
 
     print(f"\nmachine: {machine()}")
-    print(f"k = {params.usefulness.synthetic_per_real:g} synthetic per real; {params.usefulness.seeds} "
-          f"seeds x {len(args.subset_seeds)} subset(s); test accuracy in %, lifts in points, "
-          "± 95% interval\n")  # fmt: skip
+    print(f"{params.usefulness.seeds} classifier seeds x {len(args.subset_seeds)} subset(s) (each its own "
+          "generator and teacher); test accuracy in %, lifts in points over the same classifier on real "
+          "data alone, ± 95% interval (paired)\n")  # fmt: skip
     fr = [str(x) for x in sorted(args.fractions)]
+    names = list(next(iter(u["families"].values()))["recipes"]) if u["families"] else []
     for c in clfs:
-        print(
-            f"**{c}**\n\n| generator | "
-            + " | ".join(f"{100 * float(p):g}% real" for p in fr)
-            + " | train on synthetic |"
-        )
-        print("|---" * (len(fr) + 2) + "|")
-        print(
-            "| real only | "
-            + " | ".join(cell(ref["real"][p][c]) for p in fr)
-            + f" | {cell(ref['real'][fr[-1]][c])} (real) |"
-        )
-        for name, d in [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]:
-            aug = d["augmentation"]
-            lifts = [f"{cell(aug[p][c]['augmented'])} ({cell(aug[p][c]['lift'], '+')})" for p in fr]
-            print(f"| + {name} | " + " | ".join(lifts) + f" | {cell(d['tstr'][c])} |")
+        print(f"**{c}**\n\n| generator | recipe | " + " | ".join(f"{100 * float(p):g}% real" for p in fr)
+              + " | train on synthetic |")  # fmt: skip
+        print("|---" * (len(fr) + 3) + "|")
+        print("| real only | | " + " | ".join(cell(ref["real"][p][c]) for p in fr)
+              + f" | {cell(ref['real'][fr[-1]][c])} (real) |")  # fmt: skip
+        rows = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
+        for gen_name, d in rows:
+            for name in names:
+                aug = d.get("recipes", {}).get(name, {}).get("augmentation")
+                if not aug:
+                    continue
+                lifts = [f"{cell(aug[p][c]['augmented'])} ({cell(aug[p][c]['lift'], '+')})" for p in fr]
+                print(f"| + {gen_name} | {name} | " + " | ".join(lifts) + f" | {cell(d['tstr'][c])} |")
         print()
     (out / "usefulness.json").write_text(json.dumps(u, indent=2))
     png = usefulness_plot(u).split(",", 1)[1]

@@ -151,6 +151,7 @@ class AugmentParams(_Strict):
         None, description="deprecated: true adds imagefolder to formats (its PNGs replace png/<class>/)"
     )
     out_dir: str = Field("data/augment", description="parent folder of the datasets")
+    recipe: str = Field("plain", description="how the images are made and labelled: a name under `recipes`")
 
     @field_validator("formats")
     @classmethod
@@ -192,6 +193,36 @@ class DetectParams(_Strict):
     )
 
 
+class Recipe(_Strict):
+    """How synthetic images are made and used beside real ones (``recipes.<name>`` in params):
+    the usefulness measurement and the augment stage share it, so the dataset a user pulls is
+    made the way it was measured."""
+
+    synthetic_per_real: float = Field(1.0, gt=0, le=100, description="k: synthetic images per real one")
+    mode: Literal["sample", "perturb"] = Field(
+        "sample",
+        description="sample: draw from the model with the real data's class balance; perturb: encode each "
+        "real image, move its latent toward a fresh draw by `strength`, decode (families with an encoder)",
+    )
+    strength: float = Field(0.5, gt=0, le=1, description="perturb: 0 = the real image, 1 = a fresh sample")
+    teacher: bool = Field(
+        False,
+        description="relabel with a classifier trained on the same real data (classical augmentation): "
+        "soft targets at `temperature`, and the filters below",
+    )
+    temperature: float = Field(2.0, gt=0, le=100, description="teacher's softmax temperature for the targets")
+    min_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
+    agree: bool = Field(True, description="drop images the teacher gives another label than their own")
+    real_share: float = Field(0.5, gt=0, le=1, description="share of real images in each training batch")
+    synthetic_weight: float = Field(1.0, ge=0, le=100, description="weight of the synthetic images' loss")
+
+
+DEFAULT_RECIPES = {
+    "plain": Recipe(),
+    "teacher": Recipe(teacher=True, min_confidence=0.9),
+}
+
+
 class UsefulnessParams(_Strict):
     """Does synthetic data help a downstream classifier? (tasks/usefulness.py) Measured
     without leaks: the generator that augments a real subset is trained on that subset only."""
@@ -202,15 +233,23 @@ class UsefulnessParams(_Strict):
     fractions: list[float] = Field(
         [0.1, 1.0], min_length=1, description="real training subsets (fractions of the training split)"
     )
-    synthetic_per_real: float = Field(1.0, gt=0, le=100, description="k: synthetic images per real image")
-    seeds: int = Field(5, ge=2, description="classifier and sampling seeds: mean and 95% interval")
-    subset_seed: int = Field(
-        0, ge=0, le=MAX_SEED, description="which subset (and generator) each fraction uses"
+    recipes: list[str] = Field(
+        ["plain", "teacher"], min_length=1, description="recipes measured (names under `recipes`)"
     )
-    classifiers: list[Literal["cnn", "logistic"]] = Field(["cnn", "logistic"], min_length=1)
+    seeds: int = Field(5, ge=2, description="classifier and sampling seeds: mean and 95% interval")
+    subset_seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        [0], min_length=1, description="subsets (each with its own generator) per fraction; pooled"
+    )
+    classifiers: list[Literal["cnn", "cnn_plain", "logistic"]] = Field(
+        ["cnn", "cnn_plain", "logistic"],
+        min_length=1,
+        description="cnn: with classical augmentation (the practitioner's baseline); cnn_plain: without; "
+        "logistic: on pixels",
+    )
     cnn: EvaluatorConfig = Field(
-        default_factory=lambda: EvaluatorConfig(steps=600, batch_size=64),
-        description="the downstream CNN (the evaluator's architecture, its own budget)",
+        default_factory=lambda: EvaluatorConfig(steps=600, batch_size=64, shift=1, rotate=10),
+        description="the downstream CNN (the evaluator's architecture, its own budget); `cnn_plain` is the "
+        "same without augmentation",
     )
     logistic_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic regression")
     train: dict[str, Any] = Field(
@@ -239,10 +278,26 @@ class Params(_Strict):
     ray: RayParams = Field(default_factory=RayParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
+    recipes: dict[str, Recipe] = Field(
+        default_factory=lambda: dict(DEFAULT_RECIPES), description="ways to make and use synthetic data"
+    )
     detect: DetectParams = Field(default_factory=DetectParams)
     usefulness: UsefulnessParams = Field(default_factory=UsefulnessParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_recipes(self) -> Params:
+        named = [("augment.recipe", self.augment.recipe)]
+        named += [(f"usefulness.recipes[{i}]", r) for i, r in enumerate(self.usefulness.recipes)]
+        for key, name in named:
+            if name not in self.recipes:
+                raise ValueError(f"{key}: no recipe {name!r} under recipes (have {sorted(self.recipes)})")
+        return self
+
+    def recipe(self, name: str) -> Recipe:
+        """The recipe ``name`` (a key of ``recipes``)."""
+        return self.recipes[name]
 
     @property
     def families(self) -> list[str]:
@@ -316,6 +371,8 @@ def format_error(prefix: str, err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if not loc:  # a check across keys: its message names them
+        return str(err["msg"]).removeprefix("Value error, ")
     return f"{loc}: {err['msg']}{shown}"
 
 

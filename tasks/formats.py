@@ -434,7 +434,10 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
         "file": str(path),
         "tstr": tstr,
         "lift": lift,
-        "synthetic_per_real": protocol.get("synthetic_per_real"),
+        "recipe": u.get("recipe"),
+        "synthetic_per_real": (protocol.get("recipes") or {})
+        .get(u.get("recipe"), {})
+        .get("synthetic_per_real", protocol.get("synthetic_per_real")),
         "seeds": protocol.get("seeds"),
     }
 

@@ -250,8 +250,12 @@ def usefulness_plot(u: dict[str, Any]) -> str:
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    k = ref["protocol"]["synthetic_per_real"]
-    fig.suptitle(f"Real data with and without {k:g} synthetic images per real one", fontsize=10)
+    proto = ref["protocol"]
+    name = proto.get("primary_recipe", "plain")
+    k = proto.get("recipes", {}).get(name, {}).get("synthetic_per_real", proto.get("synthetic_per_real", 1))
+    fig.suptitle(
+        f"Real data with and without synthetic images (recipe {name}: {k:g} per real one)", fontsize=10
+    )
     fig.tight_layout()
     return _fig(fig)
 

@@ -4,14 +4,19 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from genzoo import models
-from genzoo.models.base import GenerativeModel, atomic_write
+from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
+from genzoo.models.evaluator import Evaluator
+from genzoo.tasks.config import Recipe
 from genzoo.tasks.data import read_manifest
 from genzoo.tasks.errors import ModelFileError, ModelNotFound
 from genzoo.tasks.figures import grid, save_png
@@ -138,3 +143,95 @@ def class_names(prepared_dir: str | Path) -> list[str] | None:
     """The prepared data's class names (None before ``genzoo prepare``)."""
     manifest = read_manifest(prepared_dir, required=False)
     return manifest["class_names"] if manifest else None
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@dataclass
+class Synthesis:
+    """Synthetic images made by a recipe: ``x`` (M, C, H, W) in [0, 1], ``y`` (M,) the label each
+    was made for, ``targets`` (M, K) the class probabilities to train on (the teacher's, else
+    one-hot ``y``), and what the teacher's filters did."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    targets: torch.Tensor
+    drawn: int
+    rejected: dict[str, int]
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return {"drawn": self.drawn, "kept": len(self.y), "rejected": dict(self.rejected)}
+
+
+def balanced_labels(y: torch.Tensor, k: float, num_classes: int) -> torch.Tensor:
+    """k labels per label of ``y``, class by class (``y``'s class balance)."""
+    counts = torch.bincount(y, minlength=num_classes).double() * k
+    return torch.arange(num_classes).repeat_interleave(counts.round().long())
+
+
+@torch.inference_mode()
+def perturb(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, strength: float, seed: int,
+            batch: int = 256) -> torch.Tensor:  # fmt: skip
+    """Variations of real images: each encoded (the VAE's posterior mean, the flow's exact
+    latent, DDPM's DDIM inversion), its latent z moved toward a fresh prior draw e by
+    ``strength`` s, ``sqrt(1 - s^2) z + s e`` (s = 0: the image itself; s = 1: a new sample of
+    its class), and decoded with its label. (N, C, H, W) -> (N, C, H, W) in [0, 1]."""
+    if not isinstance(model, Encoder) or not isinstance(model, Decoder):
+        raise ValueError(f"recipe mode perturb: {model.family} has no encoder (families with one: "
+                         "vae, realnvp, ddpm); use mode: sample")  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
+        xb, yb = xb.to(model.device), yb.to(model.device)
+        z = model.encode(xb, yb)
+        e = torch.randn(z.shape, generator=gen).to(z.device)
+        out.append(model.decode((1 - strength**2) ** 0.5 * z + strength * e, yb).float().cpu())
+    return torch.cat(out).clamp(0, 1)
+
+
+@torch.inference_mode()
+def synthesize(
+    model: GenerativeModel | Callable[[torch.Tensor, int], torch.Tensor],
+    recipe: Recipe,
+    real: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    seed: int,
+    teacher: Evaluator | None = None,
+    labels: torch.Tensor | None = None,
+) -> Synthesis:
+    """Synthetic images by ``recipe`` around the real set ``real`` (x, y): ``synthetic_per_real``
+    per real image with its class balance (or for ``labels``, when given), sampled or, with
+    mode ``perturb``, made from the real images themselves; with ``teacher`` (the recipe's
+    classifier, trained on the same real data) relabelled to soft targets at ``temperature``
+    and filtered (``min_confidence``, ``agree``). ``model`` may also be a draw function
+    ``(labels, seed) -> images`` (a classical generator such as PCA + KDE; sample mode only)."""
+    x_real, y_real = real
+    if recipe.mode == "perturb":
+        reps = max(1, round(recipe.synthetic_per_real))
+        y = y_real.repeat(reps)
+        if callable(model) and not isinstance(model, GenerativeModel):
+            raise ValueError("recipe mode perturb: this generator has no encoder; use mode: sample")
+        x = perturb(model, x_real.repeat(reps, 1, 1, 1), y, recipe.strength, seed)
+    else:
+        y = balanced_labels(y_real, recipe.synthetic_per_real, num_classes) if labels is None else labels
+        x = model(y, seed) if not isinstance(model, GenerativeModel) else draw(
+            model, len(y), labels=y, seed=seed, batch=500)[0]  # fmt: skip
+    x = x.float().cpu()
+    drawn = len(y)
+    rejected = {"low_confidence": 0, "disagree": 0}
+    if teacher is None or not recipe.teacher:
+        return Synthesis(x, y, torch.nn.functional.one_hot(y, num_classes).float(), drawn, rejected)
+    logits = torch.cat([teacher(xb) for xb in x.split(1024)])  # (M, K), eval mode
+    conf, pred = logits.softmax(-1).max(-1)
+    keep = torch.ones(len(y), dtype=torch.bool)
+    if recipe.agree:
+        rejected["disagree"] = int((pred != y).sum())
+        keep &= pred == y
+    if recipe.min_confidence > 0:
+        low = conf < recipe.min_confidence
+        rejected["low_confidence"] = int((low & keep).sum())
+        keep &= ~low
+    targets = (logits / recipe.temperature).softmax(-1)
+    return Synthesis(x[keep], y[keep], targets[keep], drawn, rejected)

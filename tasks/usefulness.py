@@ -1,25 +1,28 @@
 """Does synthetic data help a downstream classifier? Measured without leaks (DVC stages
 ``usefulness-reference`` and ``usefulness@<family>``; the pipeline runs them after evaluation).
 
-Two questions, answered with a small CNN (the evaluator's architecture, its own budget) and a
-logistic regression on pixels as a second opinion, each accuracy on the real test split, over
-``usefulness.seeds`` seeds (classifier initialisation and synthetic draw), as mean and 95%
-Student-t interval:
+Three classifiers, each accuracy on the real test split over ``usefulness.seeds`` seeds and
+``usefulness.subset_seeds`` subsets, as mean and 95% Student-t interval: the small CNN with
+classical augmentation (random shifts and rotations: the baseline a practitioner already
+has, ``cnn``), the same CNN without it (``cnn_plain``), and a logistic regression on pixels.
 
 - **Train on synthetic, test on real** (TSTR): a classifier trained only on as many synthetic
-  images as the real training split holds, from the family trained on the whole split, against
-  the same classifier trained on the real split.
-- **Augmentation**: a classifier trained on a fraction p of the real training split (stratified,
-  ``usefulness.subset_seed``), with and without k synthetic images per real one
-  (``synthetic_per_real``) from a generator trained on **that same subset only** (trained here
-  for p < 1, the pipeline's model for p = 1): a generator trained on all the data would smuggle
-  the other images into the small setting. The lift is the paired difference (same seed).
+  images as the real training split holds, from the family trained on the whole split.
+- **Augmentation**: a classifier trained on a fraction p of the real training split (stratified
+  subsets), with and without synthetic images made by each **recipe** (``recipes`` in params:
+  k per real image, sampled or perturbed from the real images, optionally relabelled and
+  filtered by a teacher trained on the same subset, a real share per batch and a loss weight)
+  from a generator trained on **that same subset only** (trained here for p < 1, the
+  pipeline's model for p = 1): a generator trained on all the data would smuggle the other
+  images into the small setting. The lift is the paired difference (same subset and seed).
 
 The reference rows come from the same code: real data alone, and a class-conditional PCA +
-kernel-density generator fitted on the same subset (``runs/evaluation/usefulness/reference.
-json``). A family's figures go to ``runs/evaluation/<family>/usefulness.json`` and its MLflow
-run; the generators trained on subsets to ``runs/evaluation/<family>/subsets/``. Cached: a
-second call with the same params, data, models and code returns the stored figures.
+kernel-density generator fitted on the same subsets, through the same sample-mode recipes
+(``runs/evaluation/usefulness/reference.json``). A family's figures go to
+``runs/evaluation/<family>/usefulness.json`` (``augmentation``: the recipe the augment stage
+uses, ``augment.recipe``; ``recipes``: every one) and its MLflow run; the generators trained on
+subsets to ``runs/evaluation/<family>/subsets/``. Cached: a second call with the same params,
+data, models and code returns the stored figures.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from genzoo import models
 from genzoo.metrics.quality import mean_ci
 from genzoo.models.base import DataSpec, atomic_write_text, sha256_file
 from genzoo.models.classical import PCAKDE
-from genzoo.models.evaluator import accuracy, train_evaluator
+from genzoo.models.evaluator import Evaluator, Synthetic, accuracy, train_evaluator
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
-from genzoo.tasks.config import Params, fingerprint, stage_args
+from genzoo.tasks.config import Params, Recipe, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import (
@@ -56,12 +59,16 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
+from genzoo.tasks.sample import Synthesis, balanced_labels, synthesize
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
 
-Draw = Callable[[torch.Tensor, int], torch.Tensor]  # (labels, seed) -> images in [0, 1]
+Generate = Callable[[torch.Tensor, int], torch.Tensor]  # (labels, seed) -> images in [0, 1]
 Data = tuple[torch.Tensor, torch.Tensor]
+Make = Callable[[int], Synthesis]  # seed -> synthetic images by a recipe
+PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
+TEACHER_SEED = 10_000  # + the subset seed: apart from the measured classifiers' seeds 0, 1, ...
 
 
 def folder(params: Params) -> Path:
@@ -91,26 +98,60 @@ def subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(np.concatenate(keep)))
 
 
-def synthetic_labels(y: torch.Tensor, k: float, num_classes: int) -> torch.Tensor:
-    """k synthetic labels per real one, class by class (the real subset's class balance)."""
-    counts = torch.bincount(y, minlength=num_classes).double() * k
-    return torch.arange(num_classes).repeat_interleave(counts.round().long())
+def subsets(params: Params, fraction: float) -> list[int]:
+    """The subset seeds measured at ``fraction`` (one: the whole split at 1)."""
+    return [0] if fraction >= 1 else list(params.usefulness.subset_seeds)
+
+
+def recipes(params: Params) -> list[str]:
+    """The recipes measured: ``usefulness.recipes``, with ``augment.recipe`` (the one the
+    pulled dataset is made with) always among them."""
+    names = list(params.usefulness.recipes)
+    return names if params.augment.recipe in names else [*names, params.augment.recipe]
+
+
+def teacher(params: Params, part: Data, spec: DataSpec, subset_seed: int) -> Evaluator:
+    """The recipes' teacher for a real subset: the usefulness CNN (classical augmentation)
+    trained on that subset alone, with a seed none of the measured classifiers uses."""
+    return train_evaluator(*part, spec, params.usefulness.cnn, seed=TEACHER_SEED + subset_seed)
 
 
 def classifier_accuracy(
-    kind: str, train: Data, test: Data, spec: DataSpec, params: Params, seed: int
+    kind: str,
+    train: Data,
+    test: Data,
+    spec: DataSpec,
+    params: Params,
+    seed: int,
+    synthetic: Synthesis | None = None,
+    recipe: Recipe | None = None,
 ) -> float:
-    """Accuracy on ``test`` of a ``kind`` classifier ("cnn" | "logistic") trained on ``train``."""
+    """Accuracy on ``test`` of a ``kind`` classifier ("cnn": classical augmentation, "cnn_plain":
+    none, "logistic" on pixels) trained on ``train``, plus ``synthetic`` images used as
+    ``recipe`` says (a real share per batch and a loss weight; the logistic regression takes
+    the targets' argmax, weighted)."""
     x, y = train
-    if kind == "cnn":
-        return accuracy(train_evaluator(x, y, spec, params.usefulness.cnn, seed=seed), *test)
+    if kind in ("cnn", "cnn_plain"):
+        cfg = params.usefulness.cnn
+        if kind == "cnn_plain":
+            cfg = cfg.model_copy(update={"shift": 0, "rotate": 0.0})
+        extra = None
+        if synthetic is not None and len(synthetic.y):
+            recipe = recipe or Recipe()
+            extra = Synthetic(synthetic.x, synthetic.targets, recipe.real_share, recipe.synthetic_weight)
+        return accuracy(train_evaluator(x, y, spec, cfg, seed=seed, synthetic=extra), *test)
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
 
+        weight = np.ones(len(y))
+        if synthetic is not None and len(synthetic.y):
+            w = (recipe or Recipe()).synthetic_weight
+            x, y = torch.cat([x, synthetic.x]), torch.cat([y, synthetic.targets.argmax(-1)])
+            weight = np.concatenate([weight, np.full(len(synthetic.y), w)])
         clf = LogisticRegression(C=params.usefulness.logistic_c, max_iter=5000, random_state=seed)
-        clf.fit(x.flatten(1).numpy(), y.numpy())
+        clf.fit(x.flatten(1).numpy(), y.numpy(), sample_weight=weight)
         return float((clf.predict(test[0].flatten(1).numpy()) == test[1].numpy()).mean())
-    raise ValueError(f"usefulness.classifiers: unknown classifier {kind!r} (cnn, logistic)")
+    raise ValueError(f"usefulness.classifiers: unknown classifier {kind!r} (cnn, cnn_plain, logistic)")
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -118,38 +159,66 @@ def stats(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "ci95": half, "per_seed": list(values)}
 
 
-def accuracies(params: Params, train: Data, test: Data, spec: DataSpec, draw: Draw | None = None,
-               k: float | None = None, only_synthetic: bool = False) -> dict[str, list[float]]:  # fmt: skip
-    """Per classifier, the test accuracy for each seed: trained on ``train``, plus (or, with
-    ``only_synthetic``, instead) k synthetic images per real one from ``draw``."""
-    u = params.usefulness
-    out: dict[str, list[float]] = {c: [] for c in u.classifiers}
-    for seed in range(u.seeds):
-        x, y = train
-        if draw is not None:
-            ys = synthetic_labels(y, u.synthetic_per_real if k is None else k, spec.num_classes)
-            xs = draw(ys, seed).float().cpu()
-            x, y = (xs, ys) if only_synthetic else (torch.cat([x, xs]), torch.cat([y, ys]))
-        for c in u.classifiers:
-            out[c].append(classifier_accuracy(c, (x, y), test, spec, params, seed))
-    return out
+def accuracies(
+    params: Params,
+    train: Data,
+    test: Data,
+    spec: DataSpec,
+    make: Make | None = None,
+    recipe: Recipe | None = None,
+) -> tuple[dict[str, list[float]], list]:
+    """Per classifier, the test accuracy for each seed: trained on ``train`` plus the synthetic
+    images ``make(seed)`` returns (used as ``recipe`` says); and each seed's filter counts."""
+    out: dict[str, list[float]] = {c: [] for c in params.usefulness.classifiers}
+    counts = []
+    for seed in range(params.usefulness.seeds):
+        synthetic = make(seed) if make is not None else None
+        if synthetic is not None:
+            counts.append(synthetic.counts)
+        for c in params.usefulness.classifiers:
+            out[c].append(classifier_accuracy(c, train, test, spec, params, seed, synthetic, recipe))
+    return out, counts
 
 
-def _lift(aug: dict[str, list[float]], real: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def tstr_accuracies(params: Params, train: Data, test: Data, spec: DataSpec, generate: Generate) -> dict:
+    """Train on synthetic, test on real: per classifier and seed, a classifier trained only on as
+    many synthetic images as ``train`` holds (its class balance, the model's own labels)."""
+    out: dict[str, list[float]] = {c: [] for c in params.usefulness.classifiers}
+    for seed in range(params.usefulness.seeds):
+        ys = balanced_labels(train[1], 1.0, spec.num_classes)
+        xs = generate(ys, seed).float().cpu()
+        for c in params.usefulness.classifiers:
+            out[c].append(classifier_accuracy(c, (xs, ys), test, spec, params, seed))
+    return {c: stats(v) for c, v in out.items()}
+
+
+def _lift(aug: dict[str, list[float]], real: dict[str, list[float]]) -> dict[str, Any]:
+    """Accuracy with synthetic data and its paired lift over real alone (same subset and seed)."""
     return {
         c: {
             "augmented": stats(v),
-            "lift": stats([a - r for a, r in zip(v, real[c]["per_seed"], strict=True)]),
+            "lift": stats([a - r for a, r in zip(v, real[c], strict=True)]),
         }
         for c, v in aug.items()
     }
 
 
-def model_draw(model) -> Draw:
+def _filters(counts: list[dict]) -> dict[str, Any]:
+    """Filter counts summed over seeds and subsets."""
+    total = {"drawn": 0, "kept": 0, "rejected": {}}
+    for c in counts:
+        total["drawn"] += c["drawn"]
+        total["kept"] += c["kept"]
+        for k, v in c["rejected"].items():
+            total["rejected"][k] = total["rejected"].get(k, 0) + v
+    return total
+
+
+def model_draw(model) -> Generate:
     return lambda labels, seed: draw_images(model, len(labels), labels=labels, seed=seed, batch=500)[0]
 
 
-def pca_kde_draw(params: Params, train: Data, spec: DataSpec) -> Draw:
+def pca_kde_draw(params: Params, train: Data, spec: DataSpec) -> Generate:
     fitted = PCAKDE(spec, params.evaluate.baselines).fit(*train, seed=params.seed)
     return lambda labels, seed: fitted.sample(len(labels), labels, seed=seed)
 
@@ -164,28 +233,56 @@ def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
     u = params.usefulness
     return {
         "fractions": u.fractions,
-        "synthetic_per_real": u.synthetic_per_real,
+        "recipes": {name: params.recipe(name).model_dump(mode="json") for name in recipes(params)},
+        "primary_recipe": params.augment.recipe,
         "seeds": u.seeds,
-        "subset_seed": u.subset_seed,
+        "subset_seeds": u.subset_seeds,
         "classifiers": u.classifiers,
-        "cnn_steps": u.cnn.steps,
+        "cnn": u.cnn.model_dump(mode="json"),
         "n_train": n_train,
         "n_test": n_test,
         "test": "real test split",
-        "interval": "95% Student-t over classifier and sampling seeds; one subset and generator per fraction",
+        "baseline": "cnn: the same CNN with classical augmentation (shifts, rotations) on real data alone",
+        "interval": "95% Student-t over classifier seeds x subsets (each subset with its own generator and "
+        "teacher); lifts paired by subset and seed",
     }
+
+
+def _parts(params: Params, train: Data, fraction: float) -> list[tuple[int, Data]]:
+    return [(s, tuple(t[subset(train[1], fraction, s)] for t in train)) for s in subsets(params, fraction)]
+
+
+def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: Generate, model, t: Evaluator,
+             name: str, seed_base: int) -> tuple[dict[str, list[float]], list]:  # fmt: skip
+    """Accuracies with recipe ``name``'s synthetic data around the real ``part``."""
+    recipe = params.recipe(name)
+    source = model if model is not None else generate
+
+    def make(seed: int) -> Synthesis:
+        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=t)
+
+    return accuracies(params, part, test, spec, make, recipe)
+
+
+def _pooled(per_subset: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {c: [v for r in per_subset for v in r[c]] for c in per_subset[0]}
 
 
 # ----------------------------------------------------------------------------- stages
 
 
+def _recipe_blocks(params: Params) -> dict[str, Any]:
+    return {name: params.recipe(name).model_dump(mode="json") for name in recipes(params)}
+
+
 def reference(params: Params) -> dict[str, Any]:
-    """Real data alone at every fraction, and PCA + KDE fitted on the same subsets (TSTR and
-    augmentation) -> runs/evaluation/usefulness/reference.json."""
+    """Real data alone at every fraction and subset, and PCA + KDE fitted on the same subsets
+    (TSTR, and augmentation by every sample-mode recipe) -> runs/evaluation/usefulness/reference.json."""
     train, test, spec, manifest = _splits(params)
     u = params.usefulness
     key = fingerprint(
         {"u": u.model_dump(mode="json", exclude={"families", "train"}), "seed": params.seed,
+         "recipes": _recipe_blocks(params), "primary": params.augment.recipe,
          "baselines": params.evaluate.baselines.model_dump(mode="json"),
          "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("usefulness")}
     )[:16]  # fmt: skip
@@ -195,33 +292,43 @@ def reference(params: Params) -> dict[str, Any]:
         return done
     torch.set_num_threads(params.threads("evaluator"))
     t0 = time.perf_counter()
-    real, pca_kde = {}, {}
+    real: dict[str, Any] = {}
+    pca_kde: dict[str, dict[str, Any]] = {name: {} for name in recipes(params)}
     for p in u.fractions:
-        part = tuple(t[subset(train[1], p, u.subset_seed)] for t in train)
-        real[str(p)] = {c: stats(v) for c, v in accuracies(params, part, test, spec).items()}
-        draw = pca_kde_draw(params, part, spec)
-        pca_kde[str(p)] = _lift(accuracies(params, part, test, spec, draw), real[str(p)])
+        real_runs, runs = [], {name: [] for name in recipes(params)}
+        for s, part in _parts(params, train, p):
+            real_runs.append(accuracies(params, part, test, spec)[0])
+            gen, t = pca_kde_draw(params, part, spec), teacher(params, part, spec, s)
+            for name in runs:
+                if params.recipe(name).mode == "sample":  # PCA + KDE has no encoder
+                    runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
+        real_p = _pooled(real_runs)
+        real[str(p)] = {c: stats(v) for c, v in real_p.items()}
+        for name, r in runs.items():
+            if r:
+                pca_kde[name][str(p)] = _lift(_pooled(r), real_p)
         log.info(
             "usefulness reference %.2f: real %s", p, {c: round(r["mean"], 4) for c, r in real[str(p)].items()}
         )
-    tstr = accuracies(
-        params, train, test, spec, pca_kde_draw(params, train, spec), k=1.0, only_synthetic=True
-    )
+    tstr = tstr_accuracies(params, train, test, spec, pca_kde_draw(params, train, spec))
     result = {
         "key": key,
         "protocol": _protocol(params, len(train[1]), len(test[1])),
         "real": real,  # train on real (the whole split at 1.0: TSTR's reference)
-        "pca_kde": {"tstr": {c: stats(v) for c, v in tstr.items()}, "augmentation": pca_kde},
+        "pca_kde": {
+            "tstr": tstr,
+            "augmentation": pca_kde.get(params.augment.recipe, {}),
+            "recipes": {n: {"augmentation": a} for n, a in pca_kde.items() if a},
+        },  # fmt: skip
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(out, json.dumps(result, indent=2))
     return result
 
 
-def subset_generator(
-    params: Params, family: str, fraction: float, train: Data, spec: DataSpec, manifest: dict
-):
-    """``family`` trained on the ``fraction`` subset only (cached in
+def subset_generator(params: Params, family: str, fraction: float, train: Data, spec: DataSpec,
+                     manifest: dict, subset_seed: int = 0):  # fmt: skip
+    """``family`` trained on the ``fraction`` subset ``subset_seed`` only (cached in
     runs/evaluation/<family>/subsets/); the pipeline's model for fraction 1."""
     device = resolve_device(params.run.device)
     if fraction >= 1:
@@ -229,42 +336,44 @@ def subset_generator(
         if not path.exists():
             raise FileNotFoundError(f"{path}: {family} is not trained; run `genzoo run --families {family}`")
         return models.load(path, device), {"model": str(path), "subset": False}
-    idx = subset(train[1], fraction, params.usefulness.subset_seed)
+    idx = subset(train[1], fraction, subset_seed)
     x, y = train[0][idx], train[1][idx]
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.usefulness.train})
     key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist())
-    path = evaluation_dir(params) / family / "subsets" / f"p{fraction:g}.json"
+    path = evaluation_dir(params) / family / "subsets" / f"p{fraction:g}-s{subset_seed}.json"
     info_keys = ("n_real", "steps", "train_seconds")
     if cached := cached_variant(path, key, device):
         model, meta = cached
         return model, {k: meta[k] for k in info_keys}
     model, result = train_variant(
         params, family, x, y, spec, cfg, path,
-        lambda r: {"key": key, "fraction": fraction, "n_real": len(y), "steps": r.steps,
-                   "train_seconds": round(r.seconds, 1)},
+        lambda r: {"key": key, "fraction": fraction, "subset_seed": subset_seed, "n_real": len(y),
+                   "steps": r.steps, "train_seconds": round(r.seconds, 1)},
     )  # fmt: skip
     log.info(
-        "%s: trained on %d real images (%.0f%%) in %.1f s", family, len(y), 100 * fraction, result.seconds
-    )
+        "%s: trained on %d real images (%.0f%%, subset %d) in %.1f s",
+        family, len(y), 100 * fraction, subset_seed, result.seconds,
+    )  # fmt: skip
     return model.eval(), {"n_real": len(y), "steps": result.steps, "train_seconds": round(result.seconds, 1)}
 
 
 def train_subsets(params: Params, family: str) -> dict[str, Any]:
-    """Train (or reuse) ``family`` on every real subset (fractions below 1): the pipeline runs
-    this beside the main trainings, since it needs no trained model."""
+    """Train (or reuse) ``family`` on every real subset (fractions below 1, every subset seed):
+    the pipeline runs this beside the main trainings, since it needs no trained model."""
     params.require(family)
     torch.set_num_threads(params.threads(family))
     train, _, spec, manifest = _splits(params)
     return {
-        str(p): subset_generator(params, family, p, train, spec, manifest)[1]
+        f"{p}/{s}": subset_generator(params, family, p, train, spec, manifest, s)[1]
         for p in params.usefulness.fractions
         if p < 1
+        for s in params.usefulness.subset_seeds
     }
 
 
 def measure_family(params: Params, family: str) -> dict[str, Any]:
-    """TSTR and the augmentation lift of ``family`` -> runs/evaluation/<family>/usefulness.json
-    (needs the reference: :func:`reference`)."""
+    """TSTR and the augmentation lift of ``family`` by every recipe -> runs/evaluation/<family>/
+    usefulness.json (needs the reference: :func:`reference`)."""
     ref = read_json(folder(params) / "reference.json")
     if ref is None:
         raise FileNotFoundError(f"{folder(params) / 'reference.json'}: run the usefulness reference first")
@@ -281,35 +390,56 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     done = read_json(out)
     if done and done.get("key") == key:
         return done
+    for name in recipes(params):  # before any training: a perturb recipe needs an encoder
+        if params.recipe(name).mode == "perturb" and family not in PERTURBABLE:
+            raise ValueError(f"usefulness.recipes: {name!r} perturbs real images, which {family} cannot "
+                             f"(no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
     torch.set_num_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
     (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]
     t0 = time.perf_counter()
-    augmentation, generators = {}, {}
+    by_recipe: dict[str, dict[str, Any]] = {
+        name: {"augmentation": {}, "filters": {}} for name in recipes(params)
+    }
+    generators: dict[str, Any] = {}
     for p in u.fractions:
-        part = tuple(t[subset(train[1], p, u.subset_seed)] for t in train)
-        model, generators[str(p)] = subset_generator(params, family, p, train, spec, manifest)
-        augmentation[str(p)] = _lift(
-            accuracies(params, part, test, spec, model_draw(model)), ref["real"][str(p)]
-        )
-        log.info("%s at %.2f: lift %s", family, p,
-                 {c: round(v["lift"]["mean"], 4) for c, v in augmentation[str(p)].items()})  # fmt: skip
+        runs: dict[str, list] = {name: [] for name in by_recipe}
+        counts: dict[str, list] = {name: [] for name in by_recipe}
+        for s, part in _parts(params, train, p):
+            model, generators[f"{p}/{s}"] = subset_generator(params, family, p, train, spec, manifest, s)
+            t = teacher(params, part, spec, s)
+            for name in by_recipe:
+                acc, c = _measure(params, part, test, spec, model_draw(model), model, t, name, 1000 * s)
+                runs[name].append(acc)
+                counts[name].extend(c)
+        real_p = {c: [v for v in ref["real"][str(p)][c]["per_seed"]] for c in u.classifiers}
+        for name in by_recipe:
+            by_recipe[name]["augmentation"][str(p)] = _lift(_pooled(runs[name]), real_p)
+            by_recipe[name]["filters"][str(p)] = _filters(counts[name])
+        log.info("%s at %.2f: lift %s", family, p, {
+            name: {c: round(v["lift"]["mean"], 4) for c, v in r["augmentation"][str(p)].items()}
+            for name, r in by_recipe.items()})  # fmt: skip
     full, _ = subset_generator(params, family, 1.0, train, spec, manifest)
-    tstr = accuracies(params, train, test, spec, model_draw(full), k=1.0, only_synthetic=True)
+    primary = by_recipe[params.augment.recipe]
     result = {
         "family": family,
         "key": key,
+        "model_sha256": sha256_file(model_path),
         "protocol": ref["protocol"],
-        "tstr": {c: stats(v) for c, v in tstr.items()},
-        "augmentation": augmentation,
+        "tstr": tstr_accuracies(params, train, test, spec, model_draw(full)),
+        "recipe": params.augment.recipe,
+        "augmentation": primary["augmentation"],  # the recipe the pulled dataset is made with
+        "recipes": by_recipe,
         "generators": generators,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(out, json.dumps(result, indent=2))
     numbers = {f"tstr.{c}": s["mean"] for c, s in result["tstr"].items()}
-    for p, per in result["augmentation"].items():
-        for c, s in per.items():
-            numbers |= {f"lift.p{p}.{c}": s["lift"]["mean"], f"lift.p{p}.{c}.ci95": s["lift"]["ci95"]}
+    for name, r in by_recipe.items():
+        for p, per in r["augmentation"].items():
+            for c, s in per.items():
+                tag = f"lift.{name}.p{p}.{c}"
+                numbers |= {tag: s["lift"]["mean"], f"{tag}.ci95": s["lift"]["ci95"]}
     tracking.log_stage(params, family, numbers, prefix="usefulness.", artifact=out)
     return result
 

@@ -68,7 +68,8 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
         "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
             "families": [f for f in ("gan",) if f in families],
             "fractions": [0.2, 1.0],
-            "synthetic_per_real": 1,
+            "recipes": ["plain", "teacher"],
+            "classifiers": ["cnn", "logistic"],
             "seeds": 2,
             "cnn": {"steps": 10, "channels": 8, "feature_dim": 16},
         },

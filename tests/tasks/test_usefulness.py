@@ -28,7 +28,7 @@ def test_subsets_are_stratified_seeded_and_keep_every_class():
 
 def test_synthetic_labels_follow_the_subsets_class_balance():
     y = torch.tensor([0, 0, 1, 2, 2, 2])
-    labels = U.synthetic_labels(y, 2.0, 4)
+    labels = U.balanced_labels(y, 2.0, 4)
     assert torch.bincount(labels, minlength=4).tolist() == [4, 2, 6, 0]
 
 
@@ -39,6 +39,8 @@ def test_bad_usefulness_params_fail_clearly(tmp_path):
         ({"train": {"stepz": 3}}, "usefulness.train"),
         ({"seeds": 1}, "usefulness.seeds"),
         ({"classifiers": ["svm"]}, "usefulness.classifiers"),
+        ({"recipes": ["plain", "nope"]}, r"usefulness.recipes\[1\]: no recipe 'nope'"),
+        ({"subset_seeds": []}, "usefulness.subset_seeds"),
     ]:
         raw = tiny_params(tmp_path, families=["gan"])
         raw["usefulness"] = {**raw["usefulness"], **block}
@@ -57,11 +59,10 @@ def trained(tmp_path_factory):
 
 def test_real_figures_are_meaningful_and_noise_teaches_nothing(trained):
     train, test, spec, _ = U._splits(trained)
-    real = U.accuracies(trained, train, test, spec)
-    assert np.mean(real["logistic"]) > 0.9  # digits, pixels, logistic regression
-    noise = U.accuracies(trained, train, test, spec, lambda y, s: torch.rand(len(y), *spec.shape), k=1.0,
-                         only_synthetic=True)  # fmt: skip
-    assert np.mean(noise["logistic"]) < 0.3  # trained on noise: about chance
+    real, counts = U.accuracies(trained, train, test, spec)
+    assert np.mean(real["logistic"]) > 0.9 and counts == []  # digits, pixels, logistic regression
+    noise = U.tstr_accuracies(trained, train, test, spec, lambda y, s: torch.rand(len(y), *spec.shape))
+    assert noise["logistic"]["mean"] < 0.3  # trained on noise: about chance
 
 
 def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, monkeypatch):
@@ -76,21 +77,32 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     ref = U.reference(trained)
     result = U.measure_family(trained, "gan")
     train, _, _, _ = U._splits(trained)
-    idx = U.subset(train[1], 0.2, trained.usefulness.subset_seed)
+    idx = U.subset(train[1], 0.2, 0)
     assert len(seen) == 1  # one generator retrained (for 20%); 100% uses the pipeline's model
     assert torch.equal(seen[0][0], train[0][idx]) and torch.equal(seen[0][1], train[1][idx])
     assert len(idx) < 0.3 * len(train[1])
-    assert result["generators"]["0.2"]["n_real"] == len(idx)
-    assert result["generators"]["1.0"]["subset"] is False
-    for p in ("0.2", "1.0"):
-        for c in ("cnn", "logistic"):
-            aug = result["augmentation"][p][c]
-            lifts = np.array(aug["augmented"]["per_seed"]) - np.array(ref["real"][p][c]["per_seed"])
-            assert np.allclose(aug["lift"]["per_seed"], lifts)
-            assert len(aug["lift"]["per_seed"]) == trained.usefulness.seeds
-            assert all(0 <= a <= 1 for a in aug["augmented"]["per_seed"])
+    assert result["generators"]["0.2/0"]["n_real"] == len(idx)
+    assert result["generators"]["1.0/0"]["subset"] is False
+    assert (
+        result["recipe"] == "plain" and result["augmentation"] == result["recipes"]["plain"]["augmentation"]
+    )
+    for name in ("plain", "teacher"):
+        for p in ("0.2", "1.0"):
+            for c in ("cnn", "logistic"):
+                aug = result["recipes"][name]["augmentation"][p][c]
+                lifts = np.array(aug["augmented"]["per_seed"]) - np.array(ref["real"][p][c]["per_seed"])
+                assert np.allclose(aug["lift"]["per_seed"], lifts)
+                assert len(aug["lift"]["per_seed"]) == trained.usefulness.seeds
+                assert all(0 <= a <= 1 for a in aug["augmented"]["per_seed"])
+            f = result["recipes"][name]["filters"][p]
+            assert f["drawn"] >= f["kept"] and f["drawn"] - f["kept"] == sum(f["rejected"].values())
+    assert (
+        result["recipes"]["plain"]["filters"]["0.2"]["drawn"]
+        == result["recipes"]["plain"]["filters"]["0.2"]["kept"]
+    )
     assert set(result["tstr"]) == {"cnn", "logistic"} and 0 <= result["tstr"]["logistic"]["mean"] <= 1
     assert set(ref["pca_kde"]["augmentation"]) == {"0.2", "1.0"}
+    assert set(ref["pca_kde"]["recipes"]) == {"plain", "teacher"}
     on_disk = json.loads((U.evaluation_dir(trained) / "gan" / "usefulness.json").read_text())
     assert on_disk == json.loads(json.dumps(result))
 
@@ -99,12 +111,12 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     assert U.measure_family(trained, "gan")["key"] == result["key"]
     assert seen == []
     # the subset generator is the same whatever ran before in the process (seeded initial weights)
-    stored = (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").read_text()
+    stored = (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2-s0.json").read_text()
     torch.rand(1000)  # move the global RNG, as other work in a reused worker would
     train_, _, spec, manifest = U._splits(trained)
-    (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").unlink()
+    (U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2-s0.json").unlink()
     U.subset_generator(trained, "gan", 0.2, train_, spec, manifest)
-    again_meta = json.loads((U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2.json").read_text())
+    again_meta = json.loads((U.evaluation_dir(trained) / "gan" / "subsets" / "p0.2-s0.json").read_text())
     assert again_meta["sha256"] == json.loads(stored)["sha256"]
     seen.clear()
     # without the stored figures, the stored subset generator is reused and the figures agree
@@ -129,3 +141,90 @@ def test_command_line_prints_the_figures_and_rejects_untrained_families(trained,
     assert "real 20%" in out and "gan: train on synthetic" in out and "lift at 20% real" in out
     assert main(["usefulness", "--params", str(pfile), "--families", "vae"]) == 2
     assert "genzoo usefulness: error: --families: vae" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
+    """A generator that draws the wrong class for half its labels: the teacher (trained on the
+    real split) rejects those as disagreeing; its targets are probabilities, softer at a higher
+    temperature; without a teacher the targets are the labels one-hot and nothing is dropped."""
+    from genzoo.models.evaluator import train_evaluator
+    from genzoo.tasks.config import Recipe
+
+    train, _, spec, _ = U._splits(trained)
+    x, y = train
+    by_class = {c: x[y == c] for c in range(spec.num_classes)}
+
+    def wrong_half(labels, seed):  # real images; odd positions of another class
+        drawn = [c if i % 2 == 0 else (c + 3) % spec.num_classes for i, c in enumerate(labels.tolist())]
+        return torch.stack([by_class[c][i % len(by_class[c])] for i, c in enumerate(drawn)])
+
+    cfg = trained.usefulness.cnn.model_copy(update={"steps": 300, "channels": 16, "feature_dim": 32})
+    teacher = train_evaluator(x, y, spec, cfg, seed=1)
+    part = (x[:100], y[:100])
+    hot = U.synthesize(wrong_half, Recipe(teacher=True, temperature=1.0), part, spec.num_classes, 0, teacher)
+    soft = U.synthesize(wrong_half, Recipe(teacher=True, temperature=4.0), part, spec.num_classes, 0, teacher)
+    assert hot.drawn == 100 and 45 <= hot.rejected["disagree"] <= 65, hot.counts  # 50 drawn wrong
+    assert len(hot.y) == hot.drawn - sum(hot.rejected.values())
+    assert (hot.targets.argmax(-1) == hot.y).all()  # kept: the teacher agrees
+    assert torch.allclose(hot.targets.sum(-1), torch.ones(len(hot.y)), atol=1e-5)
+    assert soft.targets.max(-1).values.mean() < hot.targets.max(-1).values.mean()  # softer
+    sure = U.synthesize(
+        wrong_half, Recipe(teacher=True, min_confidence=0.99), part, spec.num_classes, 0, teacher
+    )
+    assert sure.rejected["low_confidence"] > 0 and len(sure.y) < len(hot.y)
+    plain = U.synthesize(wrong_half, Recipe(), part, spec.num_classes, 0, teacher)
+    assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {"low_confidence": 0, "disagree": 0}}
+    assert torch.equal(plain.targets, torch.nn.functional.one_hot(plain.y, spec.num_classes).float())
+
+
+def test_perturb_moves_a_real_image_by_its_strength_and_needs_an_encoder(trained):
+    from genzoo import models
+    from genzoo.tasks.sample import perturb
+    from tests.conftest import TINY
+
+    train, _, spec, _ = U._splits(trained)
+    x, y = train[0][:16], train[1][:16]
+    torch.manual_seed(0)
+    vae = models.build("vae", spec, TINY["vae"]).eval()
+    with torch.inference_mode():
+        rec = vae.decode(vae.encode(x, y), y)
+    near, far = perturb(vae, x, y, 1e-4, seed=0), perturb(vae, x, y, 1.0, seed=0)
+    assert torch.allclose(near, rec, atol=1e-3)  # strength 0: the image's own reconstruction
+    assert (far - rec).abs().mean() > 10 * (near - rec).abs().mean()
+    assert torch.equal(perturb(vae, x, y, 0.5, seed=3), perturb(vae, x, y, 0.5, seed=3))  # seeded
+    gan = models.build("gan", spec, TINY["gan"])
+    with pytest.raises(ValueError, match="gan has no encoder"):
+        perturb(gan, x, y, 0.5, seed=0)
+
+
+def test_a_perturb_recipe_for_a_family_without_an_encoder_fails_before_training(trained):
+    raw = trained.model_dump(mode="json")
+    raw["recipes"] = {"plain": {}, "near": {"mode": "perturb", "strength": 0.3}}
+    raw["usefulness"]["recipes"] = ["near"]
+    params = validate(raw)
+    U.reference(params)
+    with pytest.raises(ValueError, match="'near' perturbs real images, which gan cannot"):
+        U.measure_family(params, "gan")
+
+
+def test_the_baseline_cnn_uses_classical_augmentation_and_cnn_plain_none(trained, monkeypatch):
+    seen = []
+    real = U.train_evaluator
+
+    def spy(x, y, spec, cfg, seed=0, synthetic=None):
+        seen.append((cfg.shift, cfg.rotate, synthetic is not None))
+        return real(x, y, spec, cfg.model_copy(update={"steps": 2}), seed, synthetic)
+
+    monkeypatch.setattr(U, "train_evaluator", spy)
+    train, test, spec, _ = U._splits(trained)
+    params = validate({**trained.model_dump(mode="json"),
+                       "usefulness": {**trained.usefulness.model_dump(mode="json"),
+                                      "classifiers": ["cnn", "cnn_plain"],
+                                      "cnn": {"steps": 2, "channels": 8, "feature_dim": 16, "shift": 1,
+                                              "rotate": 10}}})  # fmt: skip
+    U.classifier_accuracy("cnn", train, test, spec, params, 0)
+    U.classifier_accuracy("cnn_plain", train, test, spec, params, 0)
+    assert seen == [(1, 10.0, False), (0, 0.0, False)]
