@@ -231,12 +231,13 @@ def cmd_augment(args) -> int:
     families = args.families.split(",") if args.families else None
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
-                  png=args.png, formats=args.formats.split(",") if args.formats else None)  # fmt: skip
+                  png=args.png, formats=args.formats.split(",") if args.formats else None,
+                  recipe=args.recipe)  # fmt: skip
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
     print(json.dumps({"path": str(path), "n": m["n"], "families": list(m["families"]),
                       "counts_per_class": m["counts_per_class"], "filters": m["filters"],
-                      "formats": m["formats"]}))  # fmt: skip
+                      "formats": m["formats"], "recipe": m["recipe"]["name"]}))  # fmt: skip
     return 0
 
 
@@ -520,6 +521,8 @@ def _augment_parser(sub) -> None:
     p.add_argument(
         "--formats", help="comma-separated: npz (always), imagefolder, hf (default: params' augment)"
     )
+    p.add_argument("--recipe", help="how the images are made and labelled: a name under params' recipes "
+                   "(plain, teacher, ...; default: augment.recipe)")  # fmt: skip
     p.add_argument(
         "--png", action="store_true", default=None, help="deprecated: adds imagefolder to the formats"
     )

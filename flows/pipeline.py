@@ -631,6 +631,7 @@ def augment(
     reject_copies: bool | None = None,
     png: bool | None = None,
     formats: list[Literal["npz", "imagefolder", "hf"]] | None = None,
+    recipe: str | None = None,
     out_dir: str | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
@@ -646,6 +647,7 @@ def augment(
         reject_copies: Drop near-copies of training images.
         png: Deprecated: adds imagefolder to the formats.
         formats: Files to write: npz (always), imagefolder, hf (needs genzoo[hf]).
+        recipe: How the images are made and labelled: a name under params.yaml's recipes.
         out_dir: The parent folder of the datasets (default: data/augment).
         params_file: The params file, relative to the project.
     """
@@ -655,7 +657,7 @@ def augment(
     confine(params, params_file=params_file, out_dir=out_dir)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
                   min_confidence=min_confidence, reject_copies=reject_copies, png=png,
-                  formats=formats)  # fmt: skip
+                  formats=formats, recipe=recipe)  # fmt: skip
     path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

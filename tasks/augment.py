@@ -27,6 +27,7 @@ images per real one; ``real_dataset(prepared_dir, split)`` wraps a prepared spli
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -49,7 +50,7 @@ from genzoo.tasks.config import (
     format_error,
     stage_args,
 )
-from genzoo.tasks.data import DataError, check_levels, load_split, read_manifest
+from genzoo.tasks.data import DataError, check_levels, data_hash, data_spec, load_split, read_manifest
 from genzoo.tasks.errors import check_output_dir, exit_code
 from genzoo.tasks.formats import (
     REAL,
@@ -68,6 +69,7 @@ from genzoo.tasks.layout import (
     read_json,
 )
 from genzoo.tasks.quality import real_features, scores
+from genzoo.tasks.sample import PERTURBABLE, TEACHER_SEED, perturb, teacher_rejects, teacher_targets
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
@@ -82,11 +84,19 @@ RECIPE_KEYS = ("families", "metric", "per_class", "class_ratios", "seed", "min_c
 def request(params: Params, **given: Any) -> AugmentParams:
     """The params' ``augment`` block with the given values (None: not given) replaced, validated."""
     try:
-        return AugmentParams(
+        req = AugmentParams(
             **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
         )
     except ValidationError as e:
         raise ParamsError("; ".join(format_error("augment", x) for x in e.errors())) from None
+    return _known_recipe(params, req)
+
+
+def _known_recipe(params: Params, req: AugmentParams) -> AugmentParams:
+    if req.recipe not in params.recipes:
+        have = sorted(params.recipes)
+        raise ParamsError(f"augment.recipe: no recipe {req.recipe!r} under recipes (have {have})")
+    return req
 
 
 def resolve_families(params: Params, req: AugmentParams) -> list[str]:
@@ -169,9 +179,14 @@ class _Filters:
             d.fill_diagonal_(float("inf"))
             self.copy_radius = float(torch.quantile(d.min(1).values, 0.01))
         self.rejected = {"low_confidence": 0, "copies": 0}
+        self.teacher: _Teacher | None = None
 
     def keep(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ok = torch.ones(len(x), dtype=torch.bool)
+        if self.teacher is not None:
+            for reason, bad in self.teacher.rejects(x, y).items():
+                self.rejected[reason] = self.rejected.get(reason, 0) + int((bad & ok).sum())
+                ok &= ~bad
         if self.net is not None:
             _, probs = self.net.embed(x)
             conf = probs[torch.arange(len(y)), y]
@@ -185,11 +200,62 @@ class _Filters:
         return ok
 
 
+class _Teacher:
+    """The recipe's teacher for a pulled dataset: the usefulness CNN (classical augmentation)
+    trained on the whole real training split, as the measurement trains one on each subset.
+    It drops images it disagrees with or is unsure of and gives the kept ones soft labels."""
+
+    def __init__(self, params: Params, recipe):
+        from genzoo.models.evaluator import train_evaluator
+
+        self.recipe, self.cfg = recipe, params.usefulness.cnn
+        with torch.inference_mode(False):  # training, also when called from the sampling code
+            x, y, manifest = load_split(params.data.prepared_dir, "train")
+            self.net = train_evaluator(x, y, data_spec(manifest), self.cfg, seed=TEACHER_SEED)
+        self.data = data_hash(manifest)
+
+    @torch.inference_mode()
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(xb) for xb in x.split(1024)])
+
+    def rejects(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return teacher_rejects(self._logits(x), y, self.recipe)
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) class probabilities at the recipe's temperature."""
+        return teacher_targets(self._logits(x), self.recipe)
+
+    def describe(self) -> dict[str, Any]:
+        weights = b"".join(t.detach().numpy().tobytes() for t in self.net.state_dict().values())
+        return {"sha256": hashlib.sha256(weights).hexdigest(), "trained_on": f"real train split {self.data}",
+                "seed": TEACHER_SEED, "cnn": self.cfg.model_dump(mode="json")}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- generation
 
 
-def _draw(net, counts: np.ndarray, gen: torch.Generator, filters: _Filters, max_draws: int, batch: int):
-    """Sample until every class has its count of images that pass the filters."""
+def _sampled(net, gen: torch.Generator):
+    """Images of the labels asked for, sampled from ``net``."""
+    return lambda yb: net.sample(len(yb), yb.to(net.device), generator=gen).float().cpu()
+
+
+def _perturbed(params: Params, net, recipe, gen: torch.Generator):
+    """Images of the labels asked for, each a real training image of that class (drawn at
+    random) moved by the recipe's ``strength`` through the model's latent space."""
+    x, y, _ = load_split(params.data.prepared_dir, "train")
+    by_class = {c: x[y == c] for c in range(net.spec.num_classes)}
+
+    def make(yb: torch.Tensor) -> torch.Tensor:
+        real = torch.stack([by_class[c][int(torch.randint(len(by_class[c]), (1,), generator=gen))]
+                            for c in yb.tolist()])  # fmt: skip
+        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+        return perturb(net, real, yb, recipe.strength, seed)
+
+    return make
+
+
+def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batch: int):
+    """Make images (``make(labels)``) until every class has its count that pass the filters."""
     levels = net.spec.levels
     got: dict[int, list[torch.Tensor]] = {c: [] for c in range(len(counts))}
     need = counts.copy()
@@ -201,12 +267,12 @@ def _draw(net, counts: np.ndarray, gen: torch.Generator, filters: _Filters, max_
             kept = counts[c] - need[c]
             raise ValueError(
                 f"augment: class {c} of {net.family}: only {kept} of {counts[c]} images passed the filters"
-                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence,"
-                " turn off augment.reject_copies, or raise augment.max_draws"
+                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence"
+                " (or the recipe's), turn off augment.reject_copies, or raise augment.max_draws"
             )
         ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
         for yb in ask.split(batch):
-            x = net.sample(len(yb), yb.to(net.device), generator=gen).float().cpu()
+            x = make(yb)
             x = torch.round(x * (levels - 1)) / (levels - 1)  # on the data's level grid, as stored
             ok = filters.keep(x, yb)
             for c in yb.unique().tolist():
@@ -246,7 +312,7 @@ def class_names(params: Params, num_classes: int) -> list[str]:
 @torch.inference_mode()
 def generate(params: Params, req: AugmentParams | None = None, batch: int = 500) -> Path:
     """Write the dataset ``req`` (default: the params' ``augment`` block) -> its folder."""
-    req = req or params.augment
+    req = _known_recipe(params, req or params.augment)
     if Path(req.out_dir).is_symlink():  # the datasets would land wherever the link points
         raise ValueError(f"augment.out_dir {req.out_dir}: is a symbolic link; give the folder it points to")
     root = Path(req.out_dir).resolve()
@@ -257,15 +323,25 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
     families = resolve_families(params, req)
+    recipe = params.recipe(req.recipe)
+    if recipe.mode == "perturb":
+        cannot = [f for f in families if f not in PERTURBABLE]
+        if cannot:
+            raise ValueError(f"augment.recipe {req.recipe!r} perturbs real images, which {', '.join(cannot)} "
+                             f"cannot (no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     filters = _Filters(params, req)
     torch.set_num_threads(params.threads(families[0]))
+    teacher = _Teacher(params, recipe) if recipe.teacher else None
+    if teacher is not None:
+        filters.teacher = teacher
     xs, ys, src, sources, drawn = [], [], [], {}, 0
     for i, (path, info) in enumerate(chosen):
         net = models.load(path)
         counts = class_counts(req, net.spec.num_classes)
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
-        x, y, n = _draw(net, counts, gen, filters, req.max_draws, batch)
+        make = _perturbed(params, net, recipe, gen) if recipe.mode == "perturb" else _sampled(net, gen)
+        x, y, n = _draw(net, make, counts, filters, req.max_draws, batch)
         xs.append(x)
         ys.append(y)
         src.append(np.full(len(y), net.family))
@@ -274,14 +350,18 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     levels = net.spec.levels
     x, y = torch.cat(xs), torch.cat(ys)
     images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
+    soft = teacher.targets(x).numpy() if teacher is not None else None
     content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
-                             class_names(params, net.spec.num_classes))  # fmt: skip
+                             class_names(params, net.spec.num_classes), soft_labels=soft)  # fmt: skip
     request_dump = req.model_dump(mode="json")
     info = {
         "name": req.name,
         "request": request_dump,
-        # what drew the images, as the augment params said it (recipes will add their own keys)
-        "recipe": {k: request_dump[k] for k in RECIPE_KEYS} | {"families": list(sources)},
+        # what made the images: the augment keys that decide the draw and the recipe's block
+        "recipe": {k: request_dump[k] for k in RECIPE_KEYS}
+        | {"families": list(sources)}
+        | {"name": req.recipe, **recipe.model_dump(mode="json")}
+        | ({"teacher_model": teacher.describe()} if teacher is not None else {}),
         "families": sources,
         "params_hash": fingerprint(
             {"request": req.model_dump(), "models": {f: i["sha256"] for f, i in sources.items()}}

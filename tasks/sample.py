@@ -148,6 +148,12 @@ def class_names(prepared_dir: str | Path) -> list[str] | None:
 # ----------------------------------------------------------------------------- recipes
 
 
+PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
+TEACHER_SEED = (
+    10_000  # a recipe's teacher (+ the subset seed): apart from measured classifiers' seeds 0, 1, ...
+)
+
+
 @dataclass
 class Synthesis:
     """Synthetic images made by a recipe: ``x`` (M, C, H, W) in [0, 1], ``y`` (M,) the label each
@@ -220,18 +226,30 @@ def synthesize(
             model, len(y), labels=y, seed=seed, batch=500)[0]  # fmt: skip
     x = x.float().cpu()
     drawn = len(y)
-    rejected = {"low_confidence": 0, "disagree": 0}
     if teacher is None or not recipe.teacher:
-        return Synthesis(x, y, torch.nn.functional.one_hot(y, num_classes).float(), drawn, rejected)
+        return Synthesis(x, y, torch.nn.functional.one_hot(y, num_classes).float(), drawn, {})
     logits = torch.cat([teacher(xb) for xb in x.split(1024)])  # (M, K), eval mode
-    conf, pred = logits.softmax(-1).max(-1)
     keep = torch.ones(len(y), dtype=torch.bool)
+    rejected = {}
+    for reason, bad in teacher_rejects(logits, y, recipe).items():
+        rejected[reason] = int((bad & keep).sum())
+        keep &= ~bad
+    return Synthesis(x[keep], y[keep], teacher_targets(logits[keep], recipe), drawn, rejected)
+
+
+def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> dict[str, torch.Tensor]:
+    """What a recipe's teacher drops, given its logits (M, K) for images made for labels y (M,):
+    ``teacher_disagrees`` (its label is another, with ``agree``) and ``teacher_unsure`` (its
+    confidence below ``min_confidence``), each a (M,) mask."""
+    conf, pred = logits.softmax(-1).max(-1)
+    out = {}
     if recipe.agree:
-        rejected["disagree"] = int((pred != y).sum())
-        keep &= pred == y
+        out["teacher_disagrees"] = pred != y
     if recipe.min_confidence > 0:
-        low = conf < recipe.min_confidence
-        rejected["low_confidence"] = int((low & keep).sum())
-        keep &= ~low
-    targets = (logits / recipe.temperature).softmax(-1)
-    return Synthesis(x[keep], y[keep], targets[keep], drawn, rejected)
+        out["teacher_unsure"] = conf < recipe.min_confidence
+    return out
+
+
+def teacher_targets(logits: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """The soft labels a recipe's teacher gives: class probabilities at its ``temperature``."""
+    return (logits / recipe.temperature).softmax(-1)

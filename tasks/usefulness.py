@@ -59,7 +59,7 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
-from genzoo.tasks.sample import Synthesis, balanced_labels, synthesize
+from genzoo.tasks.sample import PERTURBABLE, TEACHER_SEED, Synthesis, balanced_labels, synthesize
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
@@ -67,8 +67,6 @@ log = logging.getLogger("genzoo.usefulness")
 Generate = Callable[[torch.Tensor, int], torch.Tensor]  # (labels, seed) -> images in [0, 1]
 Data = tuple[torch.Tensor, torch.Tensor]
 Make = Callable[[int], Synthesis]  # seed -> synthetic images by a recipe
-PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
-TEACHER_SEED = 10_000  # + the subset seed: apart from the measured classifiers' seeds 0, 1, ...
 
 
 def folder(params: Params) -> Path:

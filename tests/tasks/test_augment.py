@@ -28,6 +28,9 @@ def trained(tmp_path_factory):
     raw = tiny_params(tmp, steps=5, families=["gan", "vae", "pixelcnn"])
     raw["evaluate"]["evaluator"].update(steps=200, channels=16, feature_dim=32, lr=5e-3)
     raw["models"]["vae"]["train"].update(steps=300, lr=3e-3)  # class-conditional enough to filter
+    raw["recipes"] = {"plain": {}, "teacher": {"teacher": True, "min_confidence": 0.3, "agree": False},
+                      "near": {"mode": "perturb", "strength": 0.3}}  # fmt: skip
+    raw["usefulness"]["cnn"].update(steps=150, channels=16, feature_dim=32)  # the teacher's budget
     params = validate(raw)
     prepare(params)
     for fam in ("gan", "vae"):  # pixelcnn stays untrained
@@ -101,6 +104,8 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
         ({"families": []}, "families"),
         ({"families": ["gan"], "name": "../escape"}, "name"),
         ({"families": ["gan"], "name": "/abs"}, "name"),
+        ({"families": ["gan"], "recipe": "nope"}, "augment.recipe: no recipe 'nope' under recipes"),
+        ({"families": ["gan"], "recipe": "near"}, "'near' perturbs real images, which gan cannot"),
     ],
 )
 def test_bad_requests_fail_clearly_and_write_nothing(trained, bad, error):
@@ -287,3 +292,49 @@ def test_links_in_the_export_path_are_refused_and_nothing_is_written(trained):
         generate(params, req.model_copy(update={"out_dir": str(out)}))
     assert list(elsewhere.iterdir()) == [] and (out / "ds").is_symlink()
     assert [p.name for p in out.iterdir()] == ["ds"]
+
+
+def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained):
+    """The dataset a user pulls, made with the teacher recipe: a teacher trained on the real
+    split drops images it is unsure of (its agreement filter is tested on the measurement's
+    side, tests/tasks/test_usefulness.py, with the same code), the kept ones carry its soft
+    labels, and the manifest names the recipe, the teacher's hash and the counts."""
+    tmp, params = trained
+    req = AugmentRequest(families=["vae"], per_class=4, seed=2, recipe="teacher", out_dir=str(tmp / "taught"))
+    path = generate(params, req)
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["recipe"]["name"] == "teacher" and m["recipe"]["teacher"] is True
+    assert len(m["recipe"]["teacher_model"]["sha256"]) == 64 and m["soft_labels"] is True
+    f = m["filters"]
+    assert f["drawn"] == f["kept"] + sum(f["rejected"].values()) and f["kept"] == 40
+    assert f["rejected"]["teacher_unsure"] > 0 and "teacher_disagrees" not in f["rejected"]  # agree: false
+    ds = load_dataset(path)
+    soft = ds.soft_labels.numpy()
+    assert soft.shape == (40, 10) and np.allclose(soft.sum(1), 1, atol=1e-4)
+    assert (soft.argmax(1) == np.asarray(ds.labels)).mean() > 0.5  # the teacher mostly agrees
+    plain = generate(
+        params, AugmentRequest(families=["vae"], per_class=4, seed=2, out_dir=str(tmp / "plain"))
+    )
+    assert load_dataset(plain).soft_labels is None
+
+
+def test_a_perturb_recipe_makes_variations_of_real_images(trained):
+    from genzoo.tasks.data import load_split
+
+    tmp, params = trained
+    path = generate(params, AugmentRequest(families=["vae"], per_class=3, seed=0, recipe="near",
+                                           reject_copies=False, out_dir=str(tmp / "near")))  # fmt: skip
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["recipe"]["mode"] == "perturb" and m["recipe"]["strength"] == 0.3 and m["n"] == 30
+    again = generate(params, AugmentRequest(families=["vae"], per_class=3, seed=0, recipe="near",
+                                            reject_copies=False, out_dir=str(tmp / "near2")))  # fmt: skip
+    assert json.loads((again / "manifest.json").read_text())["sha256"] == m["sha256"]  # seeded
+    x, _, _ = load_split(params.data.prepared_dir, "train")
+    with np.load(path / "images.npz") as z:
+        images = torch.from_numpy(z["images"]).float() / 16
+    nearest = torch.cdist(images.flatten(1), x.flatten(1)).min(1).values
+    fresh = generate(params, AugmentRequest(families=["vae"], per_class=3, seed=0, reject_copies=False,
+                                            out_dir=str(tmp / "fresh")))  # fmt: skip
+    with np.load(fresh / "images.npz") as z:
+        sampled = torch.from_numpy(z["images"]).float() / 16
+    assert nearest.mean() < torch.cdist(sampled.flatten(1), x.flatten(1)).min(1).values.mean()

@@ -166,7 +166,7 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     part = (x[:100], y[:100])
     hot = U.synthesize(wrong_half, Recipe(teacher=True, temperature=1.0), part, spec.num_classes, 0, teacher)
     soft = U.synthesize(wrong_half, Recipe(teacher=True, temperature=4.0), part, spec.num_classes, 0, teacher)
-    assert hot.drawn == 100 and 45 <= hot.rejected["disagree"] <= 65, hot.counts  # 50 drawn wrong
+    assert hot.drawn == 100 and 45 <= hot.rejected["teacher_disagrees"] <= 65, hot.counts  # 50 drawn wrong
     assert len(hot.y) == hot.drawn - sum(hot.rejected.values())
     assert (hot.targets.argmax(-1) == hot.y).all()  # kept: the teacher agrees
     assert torch.allclose(hot.targets.sum(-1), torch.ones(len(hot.y)), atol=1e-5)
@@ -174,9 +174,9 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     sure = U.synthesize(
         wrong_half, Recipe(teacher=True, min_confidence=0.99), part, spec.num_classes, 0, teacher
     )
-    assert sure.rejected["low_confidence"] > 0 and len(sure.y) < len(hot.y)
+    assert sure.rejected["teacher_unsure"] > 0 and len(sure.y) < len(hot.y)
     plain = U.synthesize(wrong_half, Recipe(), part, spec.num_classes, 0, teacher)
-    assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {"low_confidence": 0, "disagree": 0}}
+    assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {}}
     assert torch.equal(plain.targets, torch.nn.functional.one_hot(plain.y, spec.num_classes).float())
 
 
