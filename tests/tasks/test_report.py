@@ -83,26 +83,45 @@ def _usefulness(lifts: dict, tstr: dict, kde_tstr: float) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("lifts", "best", "met"),
+    ("lifts", "best", "met", "short"),
     [
-        ({"gan": (0.031, 0.012), "vae": (0.015, 0.004)}, "gan", True),  # 3.1 points, 1.9 to 4.3
-        ({"gan": (0.031, 0.035), "vae": (0.015, 0.004)}, "gan", False),  # interval reaches -0.4
-        ({"gan": (0.018, 0.002), "vae": (0.015, 0.004)}, "gan", False),  # sure, but under 2 points
-        ({"gan": (0.020, 0.010), "vae": (0.015, 0.004)}, "gan", True),  # exactly 2 points, 1 to 3
+        ({"gan": (0.031, 0.012), "vae": (0.015, 0.004)}, "gan", True, 0.0),  # 3.1 points, 1.9 to 4.3
+        ({"gan": (0.031, 0.035), "vae": (0.015, 0.004)}, "gan", False, 0.004),  # interval reaches -0.4
+        ({"gan": (0.008, 0.002), "vae": (0.005, 0.004)}, "gan", False, 0.002),  # sure, but under 1 point
+        ({"gan": (0.010, 0.005), "vae": (0.005, 0.004)}, "gan", True, 0.0),  # exactly 1 point, 0.5 to 1.5
         # the best mean is judged, not the best interval: vae's 2.5 +- 0.1 would pass
-        ({"gan": (0.030, 0.040), "vae": (0.025, 0.001)}, "gan", False),
+        ({"gan": (0.030, 0.040), "vae": (0.025, 0.001)}, "gan", False, 0.01),
     ],
 )
-def test_usefulness_lift_verdict_on_known_inputs(lifts, best, met):
+def test_usefulness_lift_verdict_on_known_inputs(lifts, best, met, short):
     t = usefulness_targets(_usefulness(lifts, {"gan": 0.82, "vae": 0.78}, kde_tstr=0.80))
-    assert t["best_lift_family"] == best and t["lift_met"] is met
-    assert t["best_lift"] == lifts[best][0] and t["best_lift_ci95"] == lifts[best][1]
-    assert t["classifier"] == "cnn" and t["fraction"] == 0.1 and t["pca_kde_lift"] == 0.005
-    # train on synthetic: gan's 82% against PCA + KDE's 80%
-    assert t["best_tstr_family"] == "gan" and t["tstr_met"] is True and t["real_accuracy"] == 0.97
-    assert (
-        usefulness_targets(_usefulness(lifts, {"gan": 0.82, "vae": 0.78}, kde_tstr=0.83))["tstr_met"] is False
-    )
+    lift, tstr = t["rows"]  # no family measured at 25% or 100% here: those rows are left out
+    assert lift["family"] == best and lift["recipe"] == "plain" and lift["met"] is met
+    assert lift["value"] == lifts[best][0] and lift["ci95"] == lifts[best][1]
+    assert lift["short"] == pytest.approx(short) and lift["pca_kde"] == 0.005
+    assert t["classifier"] == "cnn" and t["real_accuracy"] == 0.97
+    # train on synthetic: gan's 82% is above PCA + KDE's 80% but below 97%
+    assert tstr["family"] == "gan" and tstr["met"] is False and tstr["short"] == pytest.approx(0.15)
+    good = usefulness_targets(_usefulness(lifts, {"gan": 0.975, "vae": 0.78}, kde_tstr=0.96))["rows"][-1]
+    assert good["met"] is True
+    beaten = usefulness_targets(_usefulness(lifts, {"gan": 0.975, "vae": 0.78}, kde_tstr=0.98))["rows"][-1]
+    assert beaten["met"] is False and beaten["short"] == pytest.approx(0.005)
+
+
+def test_usefulness_targets_pick_the_best_recipe_and_judge_harm_with_all_the_data():
+    u = _usefulness({"gan": (0.002, 0.001)}, {"gan": 0.9}, kde_tstr=0.9)
+    u["families"]["gan"]["recipes"] = {
+        "plain": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": 0.002, "ci95": 0.001}}},
+                                   "1.0": {"cnn": {"lift": {"mean": -0.001, "ci95": 0.001}}}}},
+        "teacher": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": 0.012, "ci95": 0.004}}},
+                                     "1.0": {"cnn": {"lift": {"mean": 0.001, "ci95": 0.005}}}}},
+    }  # fmt: skip
+    ten, full, _ = usefulness_targets(u)["rows"]
+    assert (ten["recipe"], ten["met"]) == ("teacher", True)
+    # with all the data: teacher's +0.1 +- 0.5 reaches -0.4 < -0.3: missed by 0.1 points
+    assert (full["recipe"], full["met"]) == ("teacher", False) and full["short"] == pytest.approx(0.001)
+    u["families"]["gan"]["recipes"]["teacher"]["augmentation"]["1.0"]["cnn"]["lift"]["ci95"] = 0.002
+    assert usefulness_targets(u)["rows"][1]["met"] is True
 
 
 @pytest.fixture(scope="module")
