@@ -96,8 +96,8 @@ def _measure(params: Params, net, judges: Judges, real: dict,
              fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
     then draw ``samples_per_class`` images per class (timed) and score them in the evaluator's
-    space and (``spaces``) every judge's. The first
-    draw is saved to ``samples_path`` (uint8 levels, labels) for the report."""
+    space and (``spaces``) every judge's. The first draw is saved to ``samples_path`` (uint8
+    levels, labels) for the report."""
     labels = _labels(params, num_classes)
     runs = []
     for i, seed in enumerate(_seeds(params)):
