@@ -10,12 +10,16 @@
   coverage (Naeem et al. 2020, arXiv:2002.09797) from k-nearest-neighbour balls.
 - ``memorization``: nearest-neighbour distances of samples to the training vs the test set.
 - ``diversity``: mean pairwise distance within a set.
+- ``rank_agreement``: each feature space's ranking of the models and Kendall's tau between
+  every pair of spaces' rankings (do the judges agree?).
 
 Features are computed once by the caller (the evaluator's penultimate layer) and passed in,
 so the real set's statistics are cached rather than recomputed per family.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy import linalg
@@ -157,3 +161,30 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
 
     half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
     return float(v.mean()), float(half)
+
+
+def ranks(values: dict[str, float]) -> dict[str, float]:
+    """Rank 1 = lowest value; ties share their mean rank."""
+    from scipy import stats
+
+    names = list(values)
+    r = stats.rankdata([values[n] for n in names], method="average")
+    return {n: float(v) for n, v in zip(names, r, strict=True)}
+
+
+def rank_agreement(by_space: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """How far feature spaces agree on an ordering: ``by_space`` maps each space to a figure per
+    model (lower is better, e.g. Fréchet distance). Returns each space's ranks of the models all
+    spaces share, and Kendall's tau-b (scipy) for every pair of spaces (``"a|b"``; 1: the same
+    order, -1: reversed; NaN when a ranking is constant or fewer than 2 models)."""
+    from scipy import stats
+
+    spaces = list(by_space)
+    shared = [m for m in next(iter(by_space.values()), {}) if all(m in by_space[s] for s in spaces)]
+    r = {s: ranks({m: by_space[s][m] for m in shared}) for s in spaces}
+    taus = {}
+    for i, a in enumerate(spaces):
+        for b in spaces[i + 1 :]:
+            tau = stats.kendalltau([r[a][m] for m in shared], [r[b][m] for m in shared]).statistic
+            taus[f"{a}|{b}"] = float(tau)
+    return {"models": shared, "ranks": r, "kendall_tau": taus}

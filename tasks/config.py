@@ -16,6 +16,7 @@ from genzoo.models import REGISTRY, get_family
 from genzoo.models.base import NetConfig
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
+from genzoo.models.judges import JudgesConfig
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks.errors import GenzooError
 
@@ -117,6 +118,9 @@ class EvaluateParams(_Strict):
     latency_repeats: int = Field(5, gt=0, description="single-image sampling calls timed (median)")
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     baselines: ClassicalConfig = Field(default_factory=ClassicalConfig)
+    judges: JudgesConfig = Field(
+        default_factory=JudgesConfig, description="the other feature spaces quality is judged in"
+    )
 
 
 QUALITY_METRICS = (

@@ -2,18 +2,23 @@
 training). Everything lands in ``runs/evaluation/``.
 
 ``evaluator``: a CNN classifier trained on the real training split (``evaluator/evaluator.
-{json,safetensors}``, test accuracy in ``metrics.json``), the real train/test features (cached,
-``features.npz``) and the reference rows measured by the same code (``reference.json``): real
-train vs real test (the floor), uniform noise, and the classical baselines (PCA + KDE, a
-Gaussian mixture; ``models/classical.py``), with their samples for the report.
+{json,safetensors}``, test accuracy in ``metrics.json``), the other judges (``judges.npz``:
+pixel PCA, an MLP, a LeNet-style CNN, a random CNN; ``models/judges.py``), the real train/test
+features in every judge's space (cached, ``features.npz``) and the reference rows measured by
+the same code (``reference.json``): real train vs real test (the floor), uniform noise, and the
+classical baselines (PCA + KDE, a Gaussian mixture; ``models/classical.py``), with their
+samples for the report.
 
 ``evaluate@<family>``: over ``evaluate.seeds`` sampling seeds, ``samples_per_class`` images per
 class from the trained family, timed and embedded by the evaluator, scored against the real
 test split: Fréchet distance (overall and per class), KID, precision/recall/density/coverage,
 accuracy of the class-conditional samples, an Inception-Score analogue, memorization,
-diversity, sharpness, images/s; plus single-image latency. Means, 95% intervals and per-seed
-values go to ``<family>/quality.json`` (with the protocol and the family's training figures)
-and the family's MLflow run. Both stages are skipped when their inputs are unchanged.
+diversity, sharpness, images/s; plus single-image latency. The core figures (FD, KID,
+precision/recall/density/coverage, class accuracy for classifier judges) again in every judge's
+space, under ``spaces`` (``cnn`` is the evaluator's, equal to the top-level figures). Means, 95%
+intervals and per-seed values go to ``<family>/quality.json`` (with the protocol and the
+family's training figures) and the family's MLflow run. Both stages are skipped when their
+inputs are unchanged.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ from genzoo.metrics.quality import inception_score, sharpness
 from genzoo.models.base import atomic_write, atomic_write_text, sha256_file
 from genzoo.models.classical import BASELINES
 from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
+from genzoo.models.judges import NAMES as JUDGES
+from genzoo.models.judges import Judges, load_judges, save_judges, train_judges
+from genzoo.models.judges import accuracies as judge_accuracies
 from genzoo.tasks import latent, tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, exclusive, family_dir, read_json
-from genzoo.tasks.quality import real_features, scores, summarize
+from genzoo.tasks.quality import in_spaces, real_features, scores, space_scores, summarize
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.evaluate")
@@ -83,12 +91,13 @@ def _seeds(params: Params) -> list[int]:
     return [params.seed + 1 + s for s in range(params.evaluate.seeds)]
 
 
-def _measure(params: Params, net, real: dict, draw: Callable[[torch.Tensor, int], torch.Tensor],
-             num_classes: int, samples_path: Path | None,
+def _measure(params: Params, net, judges: Judges, real: dict,
+             draw: Callable[[torch.Tensor, int], torch.Tensor], num_classes: int, samples_path: Path | None,
              fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
-    then draw ``samples_per_class`` images per class (timed) and score them. The first
-    draw is saved to ``samples_path`` (uint8 levels, labels) for the report."""
+    then draw ``samples_per_class`` images per class (timed) and score them in the evaluator's
+    space and (``spaces``) every judge's. The first draw is saved to ``samples_path`` (uint8
+    levels, labels) for the report."""
     labels = _labels(params, num_classes)
     runs = []
     for i, seed in enumerate(_seeds(params)):
@@ -98,6 +107,9 @@ def _measure(params: Params, net, real: dict, draw: Callable[[torch.Tensor, int]
         seconds = time.perf_counter() - t0
         feats, probs = net.embed(images)
         r = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=seed)
+        r["spaces"] = in_spaces(
+            r, space_scores(params, judges.embed(images), labels.numpy(), real, seed=seed)
+        )
         r.update(extra, sharpness=sharpness(images.numpy()), images_per_second=len(labels) / seconds)
         runs.append(r)
         if i == 0 and samples_path is not None:
@@ -124,16 +136,28 @@ def _protocol(params: Params, ev_sha: str, n_test: int, num_classes: int) -> dic
         "interval": "95% Student-t over seeds",
         "k": e.k,
         "kid": f"{e.kid_subsets} subsets of {e.kid_subset_size}",
+        "spaces": {
+            "cnn": "the evaluator above",
+            "pca": f"pixels on the real training split's first {e.judges.pca_components} principal"
+            " components",
+            "mlp": f"scikit-learn MLPClassifier's {e.judges.mlp_hidden} hidden ReLU units (pixels in)",
+            "lenet": "LeNet-style CNN (5x5 conv, tanh, average pooling): its 64-d penultimate layer",
+            "random_cnn": f"untrained CNN, random seeded weights: {8 * e.judges.random_channels}-d",
+        },
     }
 
 
-def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, spec) -> dict[str, Any]:
+def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple, test: tuple,
+                   spec) -> dict[str, Any]:  # fmt: skip
     """Rows measured by the same code as the families: real train vs test (the floor: no
     sampling, only KID's subsets vary), uniform noise, and the classical baselines (fitted on
     the training split once per seed; the Gaussian mixture also gets test bits/dim)."""
     x, y = train
-    floor = [scores(params, real["train"], None, None, real, seed=s) | {"sharpness": sharpness(x.numpy())}
-             for s in _seeds(params)]  # fmt: skip
+    floor = []
+    for s in _seeds(params):
+        r = scores(params, real["train"], None, None, real, seed=s) | {"sharpness": sharpness(x.numpy())}
+        trains = {n: (real[f"{n}.train"], None) for n in JUDGES}
+        floor.append(r | {"spaces": in_spaces(r, space_scores(params, trains, None, real, seed=s))})
     folder = evaluator_dir(params)
 
     def noise(labels, seed):
@@ -143,7 +167,7 @@ def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, s
 
     rows = {
         "real_train_vs_test": summarize(floor),
-        "uniform_noise": _measure(params, net, real, noise, spec.num_classes, None),
+        "uniform_noise": _measure(params, net, judges, real, noise, spec.num_classes, None),
     }
     for name, cls in BASELINES.items():
         fitted: dict[int, Any] = {}
@@ -159,7 +183,9 @@ def reference_rows(params: Params, net, real: dict, train: tuple, test: tuple, s
         def draw(labels, seed, fitted=fitted):
             return fitted[seed].sample(len(labels), labels, seed=seed)
 
-        rows[name] = _measure(params, net, real, draw, spec.num_classes, folder / f"{name}_samples.npz", fit)
+        rows[name] = _measure(
+            params, net, judges, real, draw, spec.num_classes, folder / f"{name}_samples.npz", fit
+        )
     return rows
 
 
@@ -172,7 +198,12 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
          "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("evaluate")}
     )[:16]  # fmt: skip
     done = read_json(folder / "metrics.json")
-    if done and done.get("key") == key and (folder / "features.npz").exists():
+    if (
+        done
+        and done.get("key") == key
+        and (folder / "features.npz").exists()
+        and (folder / "judges.npz").exists()
+    ):
         return done
     torch.set_num_threads(params.threads("evaluator"))
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
@@ -181,16 +212,23 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     net = train_evaluator(x, y, spec, params.evaluate.evaluator, seed=params.seed)
     train_seconds = time.perf_counter() - t0
     ev_meta = read_json(save_evaluator(net, folder / "evaluator", extra={"key": key}))
+    t0 = time.perf_counter()
+    judges = train_judges(x, y, spec, params.evaluate.judges, seed=params.seed)
+    judges_seconds = time.perf_counter() - t0
+    save_judges(judges, folder / "judges.npz")
     with torch.inference_mode():
         f_train, _ = net.embed(x)
         f_test, p_test = net.embed(xt)
     real = {"train": f_train.numpy(), "test": f_test.numpy(), "test_labels": yt.numpy()}
+    e_train, e_test = judges.embed(x), judges.embed(xt)
+    for name in JUDGES:  # every judge's real features: (N, D_judge)
+        real[f"{name}.train"], real[f"{name}.test"] = e_train[name][0], e_test[name][0]
     real["levels"] = spec.levels
     buf = io.BytesIO()
     np.savez(buf, **real)
     atomic_write(folder / "features.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     with torch.inference_mode():
-        rows = reference_rows(params, net, real, (x, y), (xt, yt), spec)
+        rows = reference_rows(params, net, judges, real, (x, y), (xt, yt), spec)
     reference = {
         "protocol": _protocol(params, ev_meta["sha256"], len(xt), spec.num_classes),
         "real_test": {
@@ -205,6 +243,10 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
         "test_accuracy": accuracy(net, xt, yt),
         "features": int(f_test.shape[1]),
         "train_seconds": round(train_seconds, 2),
+        "judges": {
+            "test_accuracy": judge_accuracies(judges, xt, yt),
+            "train_seconds": round(judges_seconds, 2),
+        },
     }
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     log.info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
@@ -238,27 +280,29 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
     ev_meta = read_json(folder / "evaluator.json")
-    if ev_meta is None:
+    if ev_meta is None or not (folder / "judges.npz").exists():
         raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
     training = training_figures(params, family)
     key = fingerprint(
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
          "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
          "training": training,
-         "evaluator": ev_meta["sha256"], "code": code_hash("evaluate", family)}
+         "evaluator": ev_meta["sha256"], "judges": sha256_file(folder / "judges.npz"),
+         "code": code_hash("evaluate", family)}
     )[:16]  # fmt: skip
     done = read_json(out / "quality.json")
     if done and done.get("key") == key and (out / "samples.npz").exists() and (out / "latent.npz").exists():
         return done
     torch.set_num_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
+    judges = load_judges(folder / "judges.npz")
     real = real_features(folder)
     gen = models.load(model_path)
 
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]
 
-    summary = _measure(params, net, real, draw, gen.spec.num_classes, out / "samples.npz")
+    summary = _measure(params, net, judges, real, draw, gen.spec.num_classes, out / "samples.npz")
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
     xt, yt, _ = load_split(params.data.prepared_dir, "test")

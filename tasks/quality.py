@@ -1,7 +1,8 @@
 """Judging images (ground floor): the figures in the evaluator's feature space that every
 stage judging samples reports (``evaluate@<family>``, the reference rows, ``augment``) with
 the real features they are judged against (``runs/evaluation/evaluator/features.npz``, written
-by the ``evaluator`` stage)."""
+by the ``evaluator`` stage), and the same core figures in the other judges' feature spaces
+(``models/judges.py``; real features under ``<judge>.train`` / ``<judge>.test`` there)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,39 @@ def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: n
         if per:
             out["fd_per_class_mean"] = float(np.mean(list(per.values())))
     return out
+
+
+# the figures measured in every feature space (the evaluator's ``cnn`` and each judge's)
+SPACE_FIGURES = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
+
+
+def space_scores(
+    params: Params,
+    spaces: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    labels: np.ndarray | None,
+    real: dict,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """The core figures of one image set in each judge's space: ``spaces`` maps a judge to the
+    set's features (N, D) and, for a classifier, its probabilities (N, K) (or None), scored
+    against that judge's real test features. Class accuracy where the judge classifies and
+    the labels are given. No pairwise work beyond prdc's (the k-NN balls)."""
+    e = params.evaluate
+    out = {}
+    for name, (fake, probs) in spaces.items():
+        test = real[f"{name}.test"]
+        r = {"fd": frechet_distance(fake, test),
+             "kid": kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)[0],
+             **prdc(test, fake, k=e.k)}  # fmt: skip
+        if probs is not None and labels is not None:
+            r["class_accuracy"] = float((probs.argmax(1) == labels).mean())
+        out[name] = r
+    return out
+
+
+def in_spaces(cnn: dict[str, Any], others: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Every space's core figures: the evaluator's (``cnn``, picked from ``scores``) first."""
+    return {"cnn": {k: cnn[k] for k in SPACE_FIGURES if k in cnn}, **others}
 
 
 def summarize(per_seed: list[dict[str, Any]]) -> dict[str, Any]:

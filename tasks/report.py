@@ -5,6 +5,9 @@
   training curves, the metrics table (mean ± 95% interval over the evaluation seeds), the
   reference rows, the trade-off table measured beside the textbook claims, plots of quality vs
   sampling speed and precision vs recall, and genzoo's targets with their margins.
+- Quality under every judge: each family's and baseline's rank by Fréchet distance in each
+  feature space (the evaluator's and the other judges', ``quality.json``'s ``spaces``), Kendall's
+  tau between the spaces' rankings, and issue 13's targets per space (met / missed by how much).
 - ``summary.json`` for ``dvc metrics show``; ``families.csv`` (one row per family and
   reference) for ``dvc plots``. The page is logged to each family's MLflow run.
 """
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from genzoo.metrics.human import kendall_tau
+from genzoo.metrics.quality import rank_agreement
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
@@ -52,6 +56,10 @@ CLAIMS: dict[str, dict[str, str]] = {
 QUALITY_TIERS = ("Excellent", "Good", "Medium")
 BASELINE_NAMES = {"pca_kde": "PCA + KDE", "gmm": "Gaussian mixture"}
 TARGET_RATIO = 1.5  # best family's Fréchet distance within this many times the real-vs-real floor
+# issue 13, in every feature space: every family below PCA + KDE, the best within 1.3x the floor,
+# and every family's class-conditional samples classified right by every real-data classifier
+SPACES_FLOOR_RATIO = 1.3
+SPACES_ACCURACY = 0.97
 
 
 def collect(params: Params) -> dict[str, Any]:
@@ -187,6 +195,106 @@ def targets(families: dict[str, Any], reference: dict[str, Any]) -> dict[str, An
         "best_within": TARGET_RATIO,
         "best_met": fd[best] <= TARGET_RATIO * floor,
     }
+
+
+def judges(families: dict[str, Any], reference: dict[str, Any],
+           evaluator: dict[str, Any] | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """Quality under every judge (quality.json's ``spaces``): per space each model's Fréchet
+    distance and rank (families and the classical baselines; the floor and noise as anchors),
+    Kendall's tau between every pair of spaces' rankings, and issue 13's targets per space with
+    their margins; beside each classifier's accuracy target, its own accuracy on the real test
+    split (from the evaluator stage's ``evaluator`` metrics: a judge's ceiling). None when the
+    evaluation predates the spaces."""
+    fams = {f: d["quality"]["spaces"] for f, d in families.items() if "spaces" in d["quality"]}
+    anchors = ("real_train_vs_test", "pca_kde")
+    if not fams or any("spaces" not in reference.get(k, {}) for k in anchors):
+        return None
+    spaces = [s for s in next(iter(fams.values())) if all(s in v for v in fams.values())]
+    base = {k: reference[k]["spaces"] for k in BASELINE_NAMES if "spaces" in reference.get(k, {})}
+    models = {**fams, **base}
+    fd = {s: {m: v[s]["fd"] for m, v in models.items()} for s in spaces}
+    agree = rank_agreement(fd)
+    floor, kde = reference["real_train_vs_test"]["spaces"], base["pca_kde"]
+    noise = reference.get("uniform_noise", {}).get("spaces", {})
+    per_space = {}
+    for s in spaces:
+        fam_fd = {f: fd[s][f] for f in fams}
+        best, worst = min(fam_fd, key=fam_fd.get), max(fam_fd, key=fam_fd.get)
+        per_space[s] = {
+            "floor_fd": floor[s]["fd"], "pca_kde_fd": kde[s]["fd"],
+            "noise_fd": noise[s]["fd"] if s in noise else None,
+            "worst_family": worst, "worst_ratio_to_pca_kde": fam_fd[worst] / kde[s]["fd"],
+            "below_pca_kde": all(v < kde[s]["fd"] for v in fam_fd.values()),
+            "best_family": best, "best_ratio_to_floor": fam_fd[best] / floor[s]["fd"],
+            "best_within_floor": fam_fd[best] <= SPACES_FLOOR_RATIO * floor[s]["fd"],
+        }  # fmt: skip
+    classifiers = [s for s in spaces if all("class_accuracy" in v[s] for v in fams.values())]
+    ev = evaluator or {}
+    real_acc = {"cnn": ev.get("test_accuracy"), **ev.get("judges", {}).get("test_accuracy", {})}
+    accuracy = {}
+    for s in classifiers:
+        acc = {f: v[s]["class_accuracy"] for f, v in fams.items()}
+        worst = min(acc, key=acc.get)
+        accuracy[s] = {"worst_family": worst, "worst": acc[worst], "met": acc[worst] >= SPACES_ACCURACY,
+                       "families": acc, "real_test": real_acc.get(s)}  # fmt: skip
+    below = max(spaces, key=lambda s: per_space[s]["worst_ratio_to_pca_kde"])
+    near = max(spaces, key=lambda s: per_space[s]["best_ratio_to_floor"])
+    acc_space = min(classifiers, key=lambda s: accuracy[s]["worst"]) if classifiers else None
+    goals = {
+        "every_family_below_pca_kde": {
+            "met": all(per_space[s]["below_pca_kde"] for s in spaces),
+            "worst_space": below, "worst_family": per_space[below]["worst_family"],
+            "worst_ratio": per_space[below]["worst_ratio_to_pca_kde"], "needed": "< 1",
+        },
+        "best_within_floor": {
+            "met": all(per_space[s]["best_within_floor"] for s in spaces),
+            "worst_space": near, "best_family": per_space[near]["best_family"],
+            "worst_ratio": per_space[near]["best_ratio_to_floor"], "needed": f"<= {SPACES_FLOOR_RATIO}",
+        },
+    }  # fmt: skip
+    if acc_space is not None:
+        goals["class_accuracy"] = {
+            "met": all(a["met"] for a in accuracy.values()), "worst_space": acc_space,
+            "worst_family": accuracy[acc_space]["worst_family"], "worst": accuracy[acc_space]["worst"],
+            "needed": f">= {SPACES_ACCURACY}",
+        }  # fmt: skip
+    for g in goals.values():
+        g["verdict"] = _goal_verdict(g)
+    return {
+        "spaces": spaces, "families": list(fams), "baselines": list(base), "fd": fd,
+        "ranks": agree["ranks"], "kendall_tau": agree["kendall_tau"], "per_space": per_space,
+        "accuracy": accuracy, "targets": goals,
+    }  # fmt: skip
+
+
+def _goal_verdict(g: dict[str, Any]) -> str:
+    """ "met", or "missed by ..." naming the worst space and how far it is from the target."""
+    if g["met"]:
+        return "met"
+    if "worst" in g:  # class accuracy
+        short = 100 * (SPACES_ACCURACY - g["worst"])
+        who = f"{g['worst_family']}: {100 * g['worst']:.1f}% by {g['worst_space']}"
+        return f"missed by {short:.1f} points ({who})"
+    if "best_family" in g:
+        return (f"missed by {g['worst_ratio'] / SPACES_FLOOR_RATIO:.2f}x ({g['worst_space']}: best is "
+                f"{g['best_family']} at {g['worst_ratio']:.2f}x the floor)")  # fmt: skip
+    return (f"missed by {g['worst_ratio']:.2f}x ({g['worst_space']}: {g['worst_family']} at "
+            f"{g['worst_ratio']:.2f}x PCA + KDE's distance)")  # fmt: skip
+
+
+def judges_table(j: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the rank table: per model, per space ``rank (FD)``."""
+    rows = []
+    for m in j["families"] + j["baselines"]:
+        cells = [f"{j['ranks'][s][m]:g} ({j['fd'][s][m]:.3g})" for s in j["spaces"]]
+        kind = "family" if m in j["families"] else "reference"
+        rows.append({"name": BASELINE_NAMES.get(m, m), "kind": kind, "cells": cells})
+    rows.append({"name": "real train vs test (floor)", "kind": "reference",
+                 "cells": [f"— ({j['per_space'][s]['floor_fd']:.3g})" for s in j["spaces"]]})  # fmt: skip
+    if all(j["per_space"][s]["noise_fd"] is not None for s in j["spaces"]):
+        rows.append({"name": "uniform noise", "kind": "reference",
+                     "cells": [f"— ({j['per_space'][s]['noise_fd']:.3g})" for s in j["spaces"]]})  # fmt: skip
+    return rows
 
 
 LIFT_TARGETS = {"0.1": 0.01, "0.25": 0.005}  # real fraction -> lift needed (points / 100), interval above 0
@@ -535,6 +643,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
     table = tradeoff(data["families"])
     goal = targets(data["families"], data["reference"])
+    spaces = judges(data["families"], data["reference"], data["evaluator"])
     useful = usefulness_targets(data["usefulness"]) if data["usefulness"] else None
     human = human_table(data["human"], data["families"]) if data.get("human") else None
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
@@ -545,6 +654,10 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         real_test=data["reference"]["real_test"],
         missing=data["missing"],
         targets=goal,
+        judges=spaces,
+        judges_rows=judges_table(spaces) if spaces else [],
+        spaces_floor_ratio=SPACES_FLOOR_RATIO,
+        spaces_accuracy=SPACES_ACCURACY,
         grids=sample_grids(params, list(data["families"])),
         columns=METRIC_COLUMNS,
         metric_rows=metric_rows(data),
@@ -562,6 +675,8 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
     return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human}
+
+    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "judges": spaces}
 
 
 def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -606,6 +721,10 @@ def build_report(params: Params) -> dict[str, Any]:
         h = extra["human"]
         summary["human"] = {"study": h["study"], "kendall_tau": h["tau"],
                             "error": {r["family"]: r["error"] for r in h["rows"]}}  # fmt: skip
+
+    if extra["judges"]:
+        j = extra["judges"]
+        summary["spaces"] = {k: j[k] for k in ("fd", "ranks", "kendall_tau", "per_space", "targets")}
     buf = io.StringIO()
     rows = _csv_rows(data)
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

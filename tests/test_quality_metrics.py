@@ -14,6 +14,8 @@ from genzoo.metrics.quality import (
     mean_ci,
     memorization,
     prdc,
+    rank_agreement,
+    ranks,
     sharpness,
 )
 
@@ -204,3 +206,24 @@ def test_frechet_matches_torchmetrics(seed):
     expected = ref.compute().item()
     assert expected > 1.0
     assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ranks_share_ties():
+    assert ranks({"x": 0.2, "y": 0.2, "z": 0.1, "w": 0.5}) == {"x": 2.5, "y": 2.5, "z": 1.0, "w": 4.0}
+
+
+def test_rank_agreement_on_a_hand_made_ranking():
+    by_space = {
+        "a": {"m1": 1.0, "m2": 2.0, "m3": 3.0, "m4": 4.0},
+        "b": {"m1": 10.0, "m2": 30.0, "m3": 20.0, "m4": 40.0},  # m2 and m3 swapped: 1 of 6 pairs
+        "c": {"m1": 4.0, "m2": 3.0, "m3": 2.0, "m4": 1.0, "extra": 9.0},  # reversed; extra only here
+    }
+    out = rank_agreement(by_space)
+    assert out["models"] == ["m1", "m2", "m3", "m4"]  # the models every space scored
+    assert out["ranks"]["b"] == {"m1": 1.0, "m2": 3.0, "m3": 2.0, "m4": 4.0}
+    assert out["ranks"]["c"] == {"m1": 4.0, "m2": 3.0, "m3": 2.0, "m4": 1.0}
+    taus = out["kendall_tau"]
+    assert list(taus) == ["a|b", "a|c", "b|c"]
+    assert taus["a|b"] == pytest.approx(2 / 3)  # (5 concordant - 1 discordant) / 6
+    assert taus["a|c"] == pytest.approx(-1.0)
+    assert taus["b|c"] == pytest.approx(-2 / 3)

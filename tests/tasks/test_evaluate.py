@@ -12,6 +12,8 @@ from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
+SPACES = ("cnn", "pca", "mlp", "lenet", "random_cnn")
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -31,7 +33,7 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     m = evaluator_stage(params)
     folder = tmp / "runs" / "evaluation" / "evaluator"
     names = ("evaluator.json", "evaluator.safetensors", "features.npz", "reference.json", "metrics.json",
-             "pca_kde_samples.npz", "gmm_samples.npz")  # fmt: skip
+             "pca_kde_samples.npz", "gmm_samples.npz", "judges.npz")  # fmt: skip
     for name in names:
         assert (folder / name).exists(), name
     assert 0.5 < m["test_accuracy"] <= 1.0
@@ -45,9 +47,24 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
         assert ref[name]["fit_seconds"] > 0 and ref[name]["images_per_second"] > 0
     assert 1.0 < ref["gmm"]["test_bpd"] < 4.09  # below uniform over 17 levels
     assert ref["protocol"]["seeds"] == 2 and "penultimate" in ref["protocol"]["extractor"]
+    # every reference row in every space; noise ranks last among them in each
+    for s in SPACES:
+        fds = {name: ref[name]["spaces"][s]["fd"] for name in ("real_train_vs_test", "pca_kde", "gmm")}
+        assert max(fds.values()) < ref["uniform_noise"]["spaces"][s]["fd"], (s, fds)
+        assert ref["real_train_vs_test"]["spaces"][s]["fd"] < ref["pca_kde"]["spaces"][s]["fd"], s
+    assert ref["real_train_vs_test"]["spaces"]["cnn"]["fd"] == ref["real_train_vs_test"]["fd"]
+    assert set(ref["pca_kde"]["spaces"]) == set(SPACES) and set(ref["protocol"]["spaces"]) == set(SPACES)
+    assert set(m["judges"]["test_accuracy"]) == {"mlp", "lenet"}
+    assert all(0.5 < a <= 1 for a in m["judges"]["test_accuracy"].values())
+    with np.load(folder / "features.npz") as z:  # real features in every judge's space
+        assert (
+            z["pca.test"].shape[1] == 10 and z["mlp.train"].shape[1] == 32 and z["lenet.test"].shape[1] == 64
+        )
     before = (folder / "evaluator.safetensors").stat().st_mtime_ns
+    judges_before = (folder / "judges.npz").stat().st_mtime_ns
     assert evaluator_stage(params)["key"] == m["key"]  # unchanged inputs: reused, not retrained
     assert (folder / "evaluator.safetensors").stat().st_mtime_ns == before
+    assert (folder / "judges.npz").stat().st_mtime_ns == judges_before
 
 
 def test_family_quality_is_measured_and_cached(trained):
@@ -70,6 +87,16 @@ def test_family_quality_is_measured_and_cached(trained):
     for k in ("precision", "recall", "density", "coverage", "class_accuracy"):
         assert 0 <= q[k] <= (10 if k == "density" else 1), k
     assert len(q["fd_per_class"]) == 10 and q["memorization"]["nn_test"] > 0
+    # every feature space, with today's top-level figures kept and equal to the evaluator's space
+    assert list(saved["spaces"]) == list(SPACES)
+    for key in ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy"):
+        assert saved["spaces"]["cnn"][key] == q[key], key
+    for s in SPACES:
+        sp = q["spaces"][s]
+        assert sp["fd"] > 0 and q["ci95"]["spaces"][s]["fd"] > 0, s
+        assert 0 <= sp["precision"] <= 1 and 0 <= sp["coverage"] <= 1, s
+        assert ("class_accuracy" in sp) == (s in ("cnn", "mlp", "lenet")), s  # classifiers only
+    assert len({q["spaces"][s]["fd"] for s in SPACES}) == len(SPACES)  # different judges, different numbers
     assert evaluate_family(params, "vae")["key"] == q["key"]
     raw2 = {**raw, "evaluate": {**raw["evaluate"], "samples_per_class": 6}}
     assert evaluate_family(validate(raw2), "vae")["n"] == 60  # another budget: measured again

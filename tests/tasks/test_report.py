@@ -11,7 +11,7 @@ from genzoo.tasks.config import validate
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.prepare import prepare
-from genzoo.tasks.report import build_report, targets, tradeoff, usefulness_targets
+from genzoo.tasks.report import build_report, judges, judges_table, targets, tradeoff, usefulness_targets
 from genzoo.tasks.train import train_family
 from genzoo.tasks.usefulness import measure_family, reference
 from tests.conftest import tiny_params
@@ -60,6 +60,75 @@ def test_targets_report_margins():
     assert t["best_family"] == "a" and t["best_ratio_to_floor"] == pytest.approx(1.2) and t["best_met"]
     assert not t["all_below_pca_kde"] and t["below_pca_kde"]["b"]["ratio"] == pytest.approx(1.2)
     assert t["below_pca_kde"]["a"]["met"] and not t["below_pca_kde"]["b"]["met"]
+
+
+def _spaces(fd: dict[str, float], acc: dict[str, float] | None = None) -> dict:
+    """quality.json's ``spaces`` for two spaces: ``cnn`` (a classifier) and ``pca`` (not)."""
+    out = {s: {"fd": v} for s, v in fd.items()}
+    for s, a in (acc or {}).items():
+        out[s]["class_accuracy"] = a
+    return {"spaces": out}
+
+
+def test_judges_rank_agree_and_report_targets_per_space():
+    fams = {
+        "a": {"quality": _spaces({"cnn": 0.11, "pca": 3.0}, {"cnn": 0.99})},
+        "b": {"quality": _spaces({"cnn": 0.20, "pca": 1.5}, {"cnn": 0.95})},
+        "c": {"quality": _spaces({"cnn": 0.90, "pca": 9.0}, {"cnn": 0.98})},
+    }
+    ref = {
+        "real_train_vs_test": _spaces({"cnn": 0.10, "pca": 1.0}),
+        "pca_kde": _spaces({"cnn": 0.50, "pca": 2.0}, {"cnn": 0.97}),
+        "gmm": _spaces({"cnn": 0.40, "pca": 4.0}, {"cnn": 0.96}),
+        "uniform_noise": _spaces({"cnn": 5.0, "pca": 50.0}),
+    }
+    j = judges(fams, ref, {"test_accuracy": 0.985})
+    assert (
+        j["spaces"] == ["cnn", "pca"]
+        and j["families"] == ["a", "b", "c"]
+        and j["baselines"] == ["pca_kde", "gmm"]
+    )
+    # cnn: a b gmm pca_kde c; pca: b pca_kde a gmm c
+    assert j["ranks"]["cnn"] == {"a": 1, "b": 2, "c": 5, "pca_kde": 4, "gmm": 3}
+    assert j["ranks"]["pca"] == {"a": 3, "b": 1, "c": 5, "pca_kde": 2, "gmm": 4}
+    # of the 10 pairs, 3 are ordered unlike (a-b, a-pca_kde, pca_kde-gmm): tau = (7 - 3) / 10
+    assert j["kendall_tau"] == {"cnn|pca": pytest.approx(0.4)}
+    cnn, pca = j["per_space"]["cnn"], j["per_space"]["pca"]
+    assert (
+        cnn["best_family"] == "a"
+        and cnn["best_ratio_to_floor"] == pytest.approx(1.1)
+        and cnn["best_within_floor"]
+    )
+    assert pca["best_family"] == "b" and pca["best_ratio_to_floor"] == pytest.approx(1.5)
+    assert not pca["best_within_floor"]
+    assert cnn["worst_family"] == "c" and cnn["worst_ratio_to_pca_kde"] == pytest.approx(1.8)
+    assert pca["worst_ratio_to_pca_kde"] == pytest.approx(4.5) and not pca["below_pca_kde"]
+    assert cnn["noise_fd"] == 5.0
+    t = j["targets"]
+    assert (
+        not t["every_family_below_pca_kde"]["met"] and t["every_family_below_pca_kde"]["worst_space"] == "pca"
+    )
+    assert (
+        t["every_family_below_pca_kde"]["verdict"] == "missed by 4.50x (pca: c at 4.50x PCA + KDE's distance)"
+    )
+    assert t["best_within_floor"]["verdict"] == "missed by 1.15x (pca: best is b at 1.50x the floor)"
+    assert list(j["accuracy"]) == ["cnn"]  # pca is no classifier
+    assert j["accuracy"]["cnn"]["worst_family"] == "b" and j["accuracy"]["cnn"]["real_test"] == 0.985
+    assert t["class_accuracy"]["verdict"] == "missed by 2.0 points (b: 95.0% by cnn)"
+    rows = judges_table(j)
+    assert [r["name"] for r in rows] == ["a", "b", "c", "PCA + KDE", "Gaussian mixture",
+                                         "real train vs test (floor)", "uniform noise"]  # fmt: skip
+    assert rows[0]["cells"] == ["1 (0.11)", "3 (3)"]
+    # every target met: c and a improve, b's samples are classified right
+    fams["c"]["quality"] = _spaces({"cnn": 0.3, "pca": 1.2}, {"cnn": 0.98})
+    fams["b"]["quality"]["spaces"]["cnn"]["class_accuracy"] = 0.97
+    fams["b"]["quality"]["spaces"]["pca"]["fd"] = 1.25
+    fams["a"]["quality"]["spaces"]["pca"]["fd"] = 1.9
+    j = judges(fams, ref)
+    assert {k: g["verdict"] for k, g in j["targets"].items()} == dict.fromkeys(
+        ("every_family_below_pca_kde", "best_within_floor", "class_accuracy"), "met"
+    )
+    assert judges({"a": {"quality": {"fd": 1.0}}}, ref) is None  # an evaluation from before the spaces
 
 
 def _usefulness(lifts: dict, tstr: dict, kde_tstr: float) -> dict:
@@ -151,6 +220,13 @@ def test_report_files_and_summary(evaluated):
     useful = summary["usefulness"]
     assert useful["best_lift_family"] == "gan" and useful["fraction"] == 0.2 and useful["classifier"] == "cnn"
     assert isinstance(useful["lift_met"], bool) and isinstance(useful["tstr_met"], bool)  # rules: see above
+    spaces = summary["spaces"]  # ranks per space, the taus, the targets' verdicts
+    assert set(spaces["ranks"]) == {"cnn", "pca", "mlp", "lenet", "random_cnn"}
+    assert set(spaces["ranks"]["pca"]) == {"pixelcnn", "vae", "gan", "pca_kde", "gmm"}
+    assert len(spaces["kendall_tau"]) == 10 and all(-1 <= t <= 1 for t in spaces["kendall_tau"].values())
+    assert set(spaces["targets"]) == {"every_family_below_pca_kde", "best_within_floor", "class_accuracy"}
+    for goal in spaces["targets"].values():
+        assert goal["verdict"] == "met" if goal["met"] else goal["verdict"].startswith("missed by")
     lines = (out / "families.csv").read_text().splitlines()
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
     html = (out / "index.html").read_text()
@@ -168,6 +244,9 @@ def test_report_files_and_summary(evaluated):
         "vae: spherical interpolation",
         "vae: class arithmetic",
         "gan (prior codes)",
+        "Quality under every judge",
+        "Kendall",
+        "random_cnn",
     ):
         assert text in html, text
 
@@ -214,10 +293,11 @@ def test_report_renders_in_headless_chromium(evaluated):
     assert len(images) == 6 + 10 + 6 + 1 + 3, [i[0] for i in images]
     broken = [alt for alt, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert broken == []
-    assert tables == 5 and verdicts >= 3
-    assert headers == ["Targets", "Samples", "Metrics", "Trade-offs: measured vs the textbook",
-                       "Latent space", "Does synthetic data help a classifier?",
-                       "Anomaly detection by likelihood", "Plots"]  # fmt: skip
+    assert tables == 8 and verdicts >= 3  # 3 of them: the ranks, the taus, the targets per space
+    assert headers == ["Targets", "Quality under every judge", "Samples", "Metrics",
+                       "Trade-offs: measured vs the textbook", "Latent space",
+                       "Does synthetic data help a classifier?", "Anomaly detection by likelihood",
+                       "Plots"]  # fmt: skip
 
 
 def test_a_human_study_sits_beside_the_metrics(evaluated):
