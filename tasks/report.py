@@ -674,9 +674,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         human=human,
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
     )
-    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human}
-
-    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "judges": spaces}
+    return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human, "judges": spaces}
 
 
 def _csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -721,7 +719,6 @@ def build_report(params: Params) -> dict[str, Any]:
         h = extra["human"]
         summary["human"] = {"study": h["study"], "kendall_tau": h["tau"],
                             "error": {r["family"]: r["error"] for r in h["rows"]}}  # fmt: skip
-
     if extra["judges"]:
         j = extra["judges"]
         summary["spaces"] = {k: j[k] for k in ("fd", "ranks", "kendall_tau", "per_space", "targets")}
