@@ -417,9 +417,16 @@ def rater_for(eng: sa.Engine, token: str) -> Rater | None:
     return Rater(row.id, row.name, row.study) if row else None
 
 
+def _snapshot(eng: sa.Engine) -> sa.Connection:
+    """A connection whose reads see one snapshot: PostgreSQL's REPEATABLE READ (its default,
+    READ COMMITTED, lets an answer landing between two reads make them disagree)."""
+    c = eng.connect()
+    return c.execution_options(isolation_level="REPEATABLE READ") if eng.dialect.name == "postgresql" else c
+
+
 def progress(eng: sa.Engine, rater: Rater) -> dict[str, Any]:
     """The rater's next unanswered trial (None when done) with how far they are."""
-    with eng.connect() as c:
+    with _snapshot(eng) as c:
         total = c.execute(sa.select(sa.func.count()).where(trials.c.rater_id == rater.id)).scalar()
         done = c.execute(
             sa.select(sa.func.count()).select_from(trials.join(answers)).where(trials.c.rater_id == rater.id)
@@ -496,7 +503,7 @@ def answers_of(eng: sa.Engine, study: str) -> tuple[dict[str, Any], list[dict[st
     """The study's config and every answer with its trial, rater and image(s)."""
     a_items = items.alias("a")
     b_items = items.alias("b")
-    with eng.connect() as c:
+    with _snapshot(eng) as c:
         st = _study(c, study)
         n_raters = c.execute(sa.select(sa.func.count()).where(raters.c.study_id == st.id)).scalar()
         rows = (

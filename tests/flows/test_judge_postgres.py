@@ -327,3 +327,39 @@ def test_a_bad_url_or_a_missing_driver_is_one_line(project, capsys, restore_logg
         assert message in err and err.strip().count("\n") == 0 and "secret" not in err, err
     with contextlib.suppress(KeyError):
         judge._engines.pop("nonsense")
+
+
+def test_two_processes_first_opening_a_database_and_adding_raters_at_once(project, pg):
+    """The tables made by two engines at once (an advisory lock: one waits), then raters
+    added from four threads at once: each counts the others (the study row is locked)."""
+    tmp, params = project
+    url = pg.url("together")
+    barrier, errors = threading.Barrier(2), []
+
+    def open_fresh():
+        barrier.wait()
+        try:
+            judge._open(url).dispose()  # a new engine, as a second process would make
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=open_fresh) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    req = judge.request(params, url, name="crowd", families=["gan"], per_family=2, attention=1, pairs=0)
+    judge.create(params, url, req)
+    barrier, made = threading.Barrier(4), []
+
+    def add():
+        barrier.wait()
+        made.append(judge.add_rater(url, "crowd"))
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r["name"] for r in made) == ["rater-2", "rater-3", "rater-4", "rater-5"]  # rater-1: create
