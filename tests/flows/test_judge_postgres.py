@@ -2,7 +2,8 @@
 folder, the server on a free port of 127.0.0.1 (no Unix socket), stopped and deleted afterwards,
 with a check that no server process is left. The server binaries come from the ``pgserver``
 wheel (the dev extra), else from a system PostgreSQL (``pg_ctl`` on PATH, Debian's
-/usr/lib/postgresql/*/bin). As root the server runs as ``nobody`` (PostgreSQL refuses root).
+/usr/lib/postgresql/*/bin), or from ``GENZOO_PG_BINDIR``. As root the server runs as ``nobody``
+(PostgreSQL refuses root), from a copy of the binaries when their folder is closed to it.
 
 The same study is made, answered and scored on PostgreSQL and on SQLite through the same code:
 the same images and orders, an answer sent twice stored once, two threads answering at once,
@@ -39,6 +40,8 @@ from tests.flows.test_judge import Server, _free_port
 
 
 def _bindir() -> Path:
+    if os.environ.get("GENZOO_PG_BINDIR"):  # another PostgreSQL, e.g. the team's version
+        return Path(os.environ["GENZOO_PG_BINDIR"])
     spec = importlib.util.find_spec("pgserver")
     if spec and spec.submodule_search_locations:
         b = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
@@ -71,17 +74,34 @@ class Postgres:
 
             uid, gid = pwd.getpwnam(self.user).pw_uid, pwd.getpwnam(self.user).pw_gid
             os.chown(self.root, uid, gid)
-            if self._run([self.bin / "postgres", "--version"], check=False).returncode:
-                # the binaries' folder is not reachable by that user: a readable copy of them
-                copy = self.root / "pginstall"
-                shutil.copytree(self.bin.parent, copy, symlinks=True)
-                for d, _, files in os.walk(copy):
-                    os.chmod(d, 0o755)
-                    for f in files:
-                        p = Path(d, f)
-                        if not p.is_symlink():
-                            p.chmod(p.stat().st_mode | 0o444)
-                self.bin = copy / "bin"
+            try:
+                reachable = self._run([self.bin / "postgres", "--version"], check=False).returncode == 0
+            except OSError:  # exec refused: a folder on the way is closed to that user
+                reachable = False
+            if not reachable:
+                try:
+                    self.bin = self._copy_binaries(self.root / "pg")
+                except BaseException:
+                    shutil.rmtree(self.root, ignore_errors=True)
+                    raise
+
+    def _copy_binaries(self, dest: Path) -> Path:
+        """A copy of the binaries that the server's user can reach, with what their RPATH points
+        at (the pgserver wheel's libraries lie beside its package: <site>/pgserver.libs)."""
+        install = self.bin.parent
+        parts = [(install, dest / install.parent.name / install.name)]
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            parts.append((libs, dest / libs.name))
+        for src, dst in parts:
+            shutil.copytree(src, dst, symlinks=True)
+        for d, _, files in os.walk(dest):
+            os.chmod(d, 0o755)
+            for f in files:
+                p = Path(d, f)
+                if not p.is_symlink():
+                    p.chmod(p.stat().st_mode | 0o444)
+        return parts[0][1] / "bin"
 
     def _run(self, cmd, check=True, timeout=120) -> subprocess.CompletedProcess:
         with tempfile.TemporaryFile("w+") as out:  # pg_ctl's server keeps a pipe open: a file
