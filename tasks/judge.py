@@ -9,7 +9,10 @@ answered trial again changes nothing.
 
 The database is any SQLAlchemy URL; by default a SQLite file, ``<runs_dir>/human/studies.db``,
 in WAL mode with a busy timeout, so several raters answer at once and a killed server loses
-nothing that was acknowledged. Results (:func:`results`): per family the HYPE-infinity error
+nothing that was acknowledged; for a team, PostgreSQL (``postgresql://...``, the ``postgres``
+extra's psycopg 3; tested against a real server in tests/flows/test_judge_postgres.py).
+
+Results (:func:`results`): per family the HYPE-infinity error
 (Zhou et al. 2019, arXiv 1904.01121) with a bootstrap interval over raters and images, per
 class, the real images' own error, Krippendorff's alpha, a Bradley-Terry ranking of the pairs,
 and Kendall's tau against the Fréchet-distance and precision rankings; written to
@@ -341,7 +344,8 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
 
 def _study(c, name: str, lock: bool = False):
     """The study's row; ``lock``: held until the transaction ends (PostgreSQL: SELECT ... FOR
-    UPDATE, so two raters added at once count one another; SQLite serialises writers anyway)."""
+    UPDATE, so two raters added at once count one another; SQLite has no row locks and ignores
+    it: two raters added there at the very same instant may get the same default name)."""
     q = sa.select(studies).where(studies.c.name == name)
     row = c.execute(q.with_for_update() if lock else q).first()
     if row is None:
@@ -481,7 +485,7 @@ def answer(eng: sa.Engine, rater: Rater, trial_id: int, value: str, ms: int) -> 
         # raised (none in the server's log), and two at once: one row, the other told so
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[eng.dialect.name]
         stmt = insert(answers).values(**row).on_conflict_do_nothing()
-        with eng.begin() as c:  # (psycopg 3 reports no rowcount here: RETURNING says it instead)
+        with eng.begin() as c:  # (psycopg 3 under SQLAlchemy 2.1 gave rowcount -1: RETURNING tells)
             if eng.dialect.insert_returning:
                 stored = c.execute(stmt.returning(answers.c.trial_id)).first() is not None
             else:
