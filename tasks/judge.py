@@ -9,7 +9,10 @@ answered trial again changes nothing.
 
 The database is any SQLAlchemy URL; by default a SQLite file, ``<runs_dir>/human/studies.db``,
 in WAL mode with a busy timeout, so several raters answer at once and a killed server loses
-nothing that was acknowledged. Results (:func:`results`): per family the HYPE-infinity error
+nothing that was acknowledged; for a team, PostgreSQL (``postgresql://...``, the ``postgres``
+extra's psycopg 3; tested against a real server in tests/flows/test_judge_postgres.py).
+
+Results (:func:`results`): per family the HYPE-infinity error
 (Zhou et al. 2019, arXiv 1904.01121) with a bootstrap interval over raters and images, per
 class, the real images' own error, Krippendorff's alpha, a Bradley-Terry ranking of the pairs,
 and Kendall's tau against the Fréchet-distance and precision rankings; written to
@@ -26,6 +29,7 @@ import os
 import re
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from genzoo.metrics.human import bootstrap_bradley_terry, bootstrap_hype, kendall_tau, krippendorff_alpha
 from genzoo.models.base import atomic_write_text
@@ -121,14 +126,65 @@ def _sqlite_pragmas(conn, _record) -> None:
     cur.close()
 
 
+# A driverless ``postgresql://`` URL means SQLAlchemy's default driver, psycopg2; take whichever
+# PostgreSQL driver is installed instead (psycopg 3 is what ``genzoo[postgres]`` brings).
+PG_DRIVERS = ("psycopg", "psycopg2", "pg8000")
+
+
+def resolve_url(url: str) -> sa.engine.URL:
+    """``url`` parsed and checked before any connection: a malformed URL, or a PostgreSQL one
+    without an installed driver, is a :class:`UsageError` saying what to do."""
+    import importlib.util
+
+    try:
+        u = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as e:
+        raise UsageError(
+            f"--db {url!r}: not a database URL ({e}); e.g. sqlite:///runs/human/studies.db or "
+            "postgresql://user:password@host:5432/genzoo"
+        ) from None
+    if u.get_backend_name() in ("postgresql", "postgres"):
+        given = u.get_driver_name() if "+" in u.drivername else None
+        candidates = [given] if given else list(PG_DRIVERS)
+        driver = next((m for m in candidates if importlib.util.find_spec(m) is not None), None)
+        if driver is None:
+            raise UsageError(
+                f"--db {_safe(u)}: the PostgreSQL driver {given or 'psycopg'!r} is not installed: "
+                "pip install 'genzoo[postgres]' (psycopg 3)"
+            )
+        u = u.set(drivername=f"postgresql+{driver}")  # (postgres:// is an alias SQLAlchemy 2 lacks)
+    return u
+
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def engine(url: str) -> sa.Engine:
-    """The study database at ``url`` (created with its tables when missing)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    eng = sa.create_engine(url, pool_pre_ping=True)
-    if eng.dialect.name == "sqlite":
+    """The study database at ``url`` (created with its tables when missing), one engine (and
+    connection pool) per URL and process: a server's requests share it."""
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = _open(url)
+        return _engines[url]
+
+
+def _open(url: str) -> sa.Engine:
+    u = resolve_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    eng = sa.create_engine(u, pool_pre_ping=True)
+    if eng.dialect.name == "sqlite":  # SQLite only: WAL, fsync on commit, a busy wait, foreign keys
         sa.event.listen(eng, "connect", _sqlite_pragmas)
-    meta.create_all(eng)
+    try:
+        with eng.begin() as c:
+            if eng.dialect.name == "postgresql":  # two processes creating the tables at once: one waits
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(7104251907)"))
+            meta.create_all(c)
+    except sa.exc.OperationalError as e:
+        eng.dispose()
+        why = " ".join(str(e.orig).split())  # one line (drivers' messages run over several)
+        raise StudyError(f"--db {_safe(u)}: cannot open the study database: {why}") from None
     return eng
 
 
@@ -219,9 +275,12 @@ def request(
     )
 
 
-def _safe(url: str) -> str:
+def _safe(url: str | sa.engine.URL) -> str:
     """The URL without its password, for messages."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<a malformed URL>"
 
 
 def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -283,8 +342,12 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
     return {"study": req.name, "items": len(rows), "raters": made}
 
 
-def _study(c, name: str):
-    row = c.execute(sa.select(studies).where(studies.c.name == name)).first()
+def _study(c, name: str, lock: bool = False):
+    """The study's row; ``lock``: held until the transaction ends (PostgreSQL: SELECT ... FOR
+    UPDATE, so two raters added at once count one another; SQLite has no row locks and ignores
+    it: two raters added there at the very same instant may get the same default name)."""
+    q = sa.select(studies).where(studies.c.name == name)
+    row = c.execute(q.with_for_update() if lock else q).first()
     if row is None:
         known = c.execute(sa.select(studies.c.name).order_by(studies.c.id)).scalars().all()
         raise StudyError(f"no study {name!r} (studies: {', '.join(known) or 'none'})")
@@ -299,7 +362,7 @@ def add_rater(url: str, study: str, name: str | None = None) -> dict[str, str]:
     eng = engine(url)
     token = secrets.token_urlsafe(24)
     with eng.begin() as c:
-        st = _study(c, study)
+        st = _study(c, study, lock=True)
         cfg = json.loads(st.config)
         n = c.execute(
             sa.select(sa.func.count()).select_from(raters).where(raters.c.study_id == st.id)
@@ -358,9 +421,16 @@ def rater_for(eng: sa.Engine, token: str) -> Rater | None:
     return Rater(row.id, row.name, row.study) if row else None
 
 
+def _snapshot(eng: sa.Engine) -> sa.Connection:
+    """A connection whose reads see one snapshot: PostgreSQL's REPEATABLE READ (its default,
+    READ COMMITTED, lets an answer landing between two reads make them disagree)."""
+    c = eng.connect()
+    return c.execution_options(isolation_level="REPEATABLE READ") if eng.dialect.name == "postgresql" else c
+
+
 def progress(eng: sa.Engine, rater: Rater) -> dict[str, Any]:
     """The rater's next unanswered trial (None when done) with how far they are."""
-    with eng.connect() as c:
+    with _snapshot(eng) as c:
         total = c.execute(sa.select(sa.func.count()).where(trials.c.rater_id == rater.id)).scalar()
         done = c.execute(
             sa.select(sa.func.count()).select_from(trials.join(answers)).where(trials.c.rater_id == rater.id)
@@ -410,12 +480,23 @@ def answer(eng: sa.Engine, rater: Rater, trial_id: int, value: str, ms: int) -> 
     allowed = SINGLE_ANSWERS if mode == "single" else PAIR_ANSWERS
     if value not in allowed:
         raise StudyError(f"answer {value!r}: a {mode} trial takes {' or '.join(allowed)}")
-    try:
-        with eng.begin() as c:
-            c.execute(sa.insert(answers).values(trial_id=trial_id, answer=value, ms=int(ms), at=time.time()))
-        stored = True
-    except sa.exc.IntegrityError:
-        stored = False  # answered before: the first answer stands
+    row = {"trial_id": trial_id, "answer": value, "ms": int(ms), "at": time.time()}
+    if eng.dialect.name in ("postgresql", "sqlite"):  # INSERT ... ON CONFLICT DO NOTHING: no error
+        # raised (none in the server's log), and two at once: one row, the other told so
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[eng.dialect.name]
+        stmt = insert(answers).values(**row).on_conflict_do_nothing()
+        with eng.begin() as c:  # (psycopg 3 under SQLAlchemy 2.1 gave rowcount -1: RETURNING tells)
+            if eng.dialect.insert_returning:
+                stored = c.execute(stmt.returning(answers.c.trial_id)).first() is not None
+            else:
+                stored = c.execute(stmt).rowcount == 1
+    else:
+        try:
+            with eng.begin() as c:
+                c.execute(sa.insert(answers).values(**row))
+            stored = True
+        except sa.exc.IntegrityError:
+            stored = False  # answered before: the first answer stands
     return {"stored": stored}
 
 
@@ -426,7 +507,7 @@ def answers_of(eng: sa.Engine, study: str) -> tuple[dict[str, Any], list[dict[st
     """The study's config and every answer with its trial, rater and image(s)."""
     a_items = items.alias("a")
     b_items = items.alias("b")
-    with eng.connect() as c:
+    with _snapshot(eng) as c:
         st = _study(c, study)
         n_raters = c.execute(sa.select(sa.func.count()).where(raters.c.study_id == st.id)).scalar()
         rows = (
