@@ -433,10 +433,10 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     }
     atomic_write_text(out, json.dumps(result, indent=2))
     numbers = {f"tstr.{c}": s["mean"] for c, s in result["tstr"].items()}
-    for name, r in by_recipe.items():
+    for name, r in [(None, primary), *by_recipe.items()]:  # lift.p0.1.cnn: the pulled dataset's recipe
         for p, per in r["augmentation"].items():
             for c, s in per.items():
-                tag = f"lift.{name}.p{p}.{c}"
+                tag = f"lift.{name}.p{p}.{c}" if name else f"lift.p{p}.{c}"
                 numbers |= {tag: s["lift"]["mean"], f"{tag}.ci95": s["lift"]["ci95"]}
     tracking.log_stage(params, family, numbers, prefix="usefulness.", artifact=out)
     return result

@@ -64,7 +64,13 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
             "judges": {"pca_components": 10, "mlp_hidden": 32, "lenet_steps": 60},
         },
-        "augment": {"name": "synthetic", "per_class": 3, "out_dir": str(tmp_path / "augment")},
+        "augment": {
+            "name": "synthetic",
+            "per_class": 3,
+            "out_dir": str(tmp_path / "augment"),
+            "recipe": "plain",
+        },
+        "recipes": {"plain": {}, "teacher": {"teacher": True, "min_confidence": 0.9}},  # dvc.yaml reads both
         "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
         "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
             "families": [f for f in ("gan",) if f in families],

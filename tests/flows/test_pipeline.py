@@ -99,6 +99,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
             assert "anomaly.rotated_180.likelihood.auroc" in logged and "anomaly.json" in artifacts
         if r.data.tags["genzoo.family"] == "gan":  # usefulness.families: does synthetic data help
             assert "usefulness.tstr.cnn" in logged and "usefulness.lift.p0.2.logistic.ci95" in logged
+            assert "usefulness.lift.teacher.p0.2.cnn" in logged  # every recipe too
             assert "usefulness.json" in artifacts
     assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
     # each family evaluated (a Ray task once it is trained), then the report over all of them
@@ -109,7 +110,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         "0.2",
         "1.0",
     }
-    assert (tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2.safetensors").exists()
+    assert (tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2-s0.safetensors").exists()
     assert "usefulness" in first["report"]
     assert (tmp_path / "runs" / "report" / "index.html").stat().st_size > 10_000
 
@@ -118,7 +119,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         tmp_path / "runs" / "vae" / "model.safetensors",
         tmp_path / "runs" / "evaluation" / "vae" / "quality.json",
         tmp_path / "runs" / "evaluation" / "gan" / "usefulness.json",
-        tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2.safetensors",
+        tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2-s0.safetensors",
     ]
     before = [p.stat().st_mtime_ns for p in watched]
     again = pl.pipeline(params_file=pfile)
