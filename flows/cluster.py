@@ -208,8 +208,8 @@ class MemoryGuard:
     :class:`_OverMemory` in the guarded thread (``PyThreadState_SetAsyncExc``: it lands at the
     thread's next Python instruction, so one large torch op may overshoot before it does), and
     again every ``interval`` while the RSS stays over. Resident memory is what a machine runs
-    out of: an address-space limit (``RLIMIT_AS``) counts reservations a Ray worker makes but
-    never touches and let a task grow to GBs past its limit."""
+    out of (an address-space limit would also count what a Ray worker reserves but never
+    touches)."""
 
     def __init__(self, budget: int, interval: float = 0.02):
         import psutil

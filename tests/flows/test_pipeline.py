@@ -23,7 +23,7 @@ from genzoo.flows.cluster import absolute, submit_training
 from genzoo.tasks import tracking
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
-from tests.conftest import own_processes, tiny_params
+from tests.conftest import TINY, own_processes, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -420,3 +420,4 @@ def test_a_family_over_its_memory_fails_alone_and_the_others_are_recorded(tmp_pa
     gan = c.search_model_versions("name='gan'")
     assert gan and {v.run_id for v in gan} == {by_family["gan"].info.run_id}, gan
     assert c.search_model_versions("name='vae'") == []
+    assert TINY["vae"]["hidden"] == 8  # the test's params are its own: later tests train the tiny VAE
