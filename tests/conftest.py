@@ -81,7 +81,8 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "cnn": {"steps": 10, "channels": 8, "feature_dim": 16},
         },
         "models": {
-            f: {"net": dict(TINY[f]), "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}} for f in families
+            f: {"net": dict(TINY[f]), "train": {"ema_decay": 0.9} if f in ("gan", "ddpm") else {}}
+            for f in families
         },
         **extra,
     }
