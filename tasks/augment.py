@@ -267,8 +267,8 @@ def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batc
             kept = counts[c] - need[c]
             raise ValueError(
                 f"augment: class {c} of {net.family}: only {kept} of {counts[c]} images passed the filters"
-                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence"
-                " (or the recipe's), turn off augment.reject_copies, or raise augment.max_draws"
+                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence (or"
+                " the recipe's teacher_confidence), turn off augment.reject_copies or raise augment.max_draws"
             )
         ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
         for yb in ask.split(batch):

@@ -215,7 +215,7 @@ class Recipe(_Strict):
         "soft targets at `temperature`, and the filters below",
     )
     temperature: float = Field(2.0, gt=0, le=100, description="teacher's softmax temperature for the targets")
-    min_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
+    teacher_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
     agree: bool = Field(True, description="drop images the teacher gives another label than their own")
     real_share: float = Field(0.5, gt=0, le=1, description="share of real images in each training batch")
     synthetic_weight: float = Field(1.0, ge=0, le=100, description="weight of the synthetic images' loss")
@@ -223,7 +223,7 @@ class Recipe(_Strict):
 
 DEFAULT_RECIPES = {
     "plain": Recipe(),
-    "teacher": Recipe(teacher=True, min_confidence=0.9),
+    "teacher": Recipe(teacher=True, teacher_confidence=0.9),
 }
 
 

@@ -211,7 +211,7 @@ def synthesize(
     per real image with its class balance (or for ``labels``, when given), sampled or, with
     mode ``perturb``, made from the real images themselves; with ``teacher`` (the recipe's
     classifier, trained on the same real data) relabelled to soft targets at ``temperature``
-    and filtered (``min_confidence``, ``agree``). ``model`` may also be a draw function
+    and filtered (``teacher_confidence``, ``agree``). ``model`` may also be a draw function
     ``(labels, seed) -> images`` (a classical generator such as PCA + KDE; sample mode only)."""
     x_real, y_real = real
     if recipe.mode == "perturb":
@@ -240,13 +240,13 @@ def synthesize(
 def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> dict[str, torch.Tensor]:
     """What a recipe's teacher drops, given its logits (M, K) for images made for labels y (M,):
     ``teacher_disagrees`` (its label is another, with ``agree``) and ``teacher_unsure`` (its
-    confidence below ``min_confidence``), each a (M,) mask."""
+    confidence below ``teacher_confidence``), each a (M,) mask."""
     conf, pred = logits.softmax(-1).max(-1)
     out = {}
     if recipe.agree:
         out["teacher_disagrees"] = pred != y
-    if recipe.min_confidence > 0:
-        out["teacher_unsure"] = conf < recipe.min_confidence
+    if recipe.teacher_confidence > 0:
+        out["teacher_unsure"] = conf < recipe.teacher_confidence
     return out
 
 

@@ -70,7 +70,8 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "out_dir": str(tmp_path / "augment"),
             "recipe": "plain",
         },
-        "recipes": {"plain": {}, "teacher": {"teacher": True, "min_confidence": 0.9}},  # dvc.yaml reads both
+        # dvc.yaml reads recipes and augment.recipe
+        "recipes": {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.9}},
         "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
         "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
             "families": [f for f in ("gan",) if f in families],

@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     raw = tiny_params(tmp, steps=5, families=["gan", "vae", "pixelcnn"])
     raw["evaluate"]["evaluator"].update(steps=200, channels=16, feature_dim=32, lr=5e-3)
     raw["models"]["vae"]["train"].update(steps=300, lr=3e-3)  # class-conditional enough to filter
-    raw["recipes"] = {"plain": {}, "teacher": {"teacher": True, "min_confidence": 0.3, "agree": False},
+    raw["recipes"] = {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.3, "agree": False},
                       "near": {"mode": "perturb", "strength": 0.3}}  # fmt: skip
     raw["usefulness"]["cnn"].update(steps=150, channels=16, feature_dim=32)  # the teacher's budget
     params = validate(raw)
@@ -304,6 +304,7 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
     assert m["recipe"]["name"] == "teacher" and m["recipe"]["teacher"] is True
+    assert m["recipe"]["teacher_confidence"] == 0.3 and m["recipe"]["min_confidence"] == 0.0  # each its own
     assert len(m["recipe"]["teacher_model"]["sha256"]) == 64 and m["soft_labels"] is True
     f = m["filters"]
     assert f["drawn"] == f["kept"] + sum(f["rejected"].values()) and f["kept"] == 40

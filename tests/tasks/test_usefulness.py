@@ -172,7 +172,7 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     assert torch.allclose(hot.targets.sum(-1), torch.ones(len(hot.y)), atol=1e-5)
     assert soft.targets.max(-1).values.mean() < hot.targets.max(-1).values.mean()  # softer
     sure = U.synthesize(
-        wrong_half, Recipe(teacher=True, min_confidence=0.99), part, spec.num_classes, 0, teacher
+        wrong_half, Recipe(teacher=True, teacher_confidence=0.99), part, spec.num_classes, 0, teacher
     )
     assert sure.rejected["teacher_unsure"] > 0 and len(sure.y) < len(hot.y)
     plain = U.synthesize(wrong_half, Recipe(), part, spec.num_classes, 0, teacher)
