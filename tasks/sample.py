@@ -149,9 +149,8 @@ def class_names(prepared_dir: str | Path) -> list[str] | None:
 
 
 PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
-TEACHER_SEED = (
-    10_000  # a recipe's teacher (+ the subset seed): apart from measured classifiers' seeds 0, 1, ...
-)
+# a recipe's teacher trains with this seed (+ the subset seed), apart from the classifiers' 0, 1, ...
+TEACHER_SEED = 10_000
 
 
 @dataclass
