@@ -107,7 +107,7 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8400, allow_remote: boo
     """Serve the rating pages of every study in ``url`` until interrupted."""
     import uvicorn
 
-    from genzoo.flows.serve import is_loopback
+    from genzoo.flows.serve import is_loopback, local
     from genzoo.tasks.errors import UsageError
 
     if not is_loopback(host) and not allow_remote:
@@ -116,6 +116,5 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8400, allow_remote: boo
             "--allow-remote (and serve them behind HTTPS: each link is its rater's password)"
         )
     web = app(url)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    print(f"genzoo judge: rating pages on http://{shown}:{port}/r/<token>", flush=True)
+    print(f"genzoo judge: rating pages on http://{local(host)}:{port}/r/<token>", flush=True)
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)
