@@ -82,14 +82,38 @@ def inception_score(probs, splits: int = 10) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores))
 
 
+BLOCK_BYTES = 64 * 2**20  # the most a distance block may hold: memory stays flat as sets grow
+
+
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.sqrt(np.maximum(sq, 0))
 
 
+def _row_blocks(a: np.ndarray, b: np.ndarray, block_bytes: int = BLOCK_BYTES):
+    """``(rows, D)`` for consecutive row slices of ``a``: ``D`` the distances of those rows to
+    every row of ``b``, at most ``block_bytes`` at a time (never the whole ``len(a) x len(b)``)."""
+    rows = max(1, block_bytes // (8 * max(len(b), 1)))
+    for start in range(0, len(a), rows):
+        yield slice(start, start + rows), _pairwise(a[start : start + rows], b)
+
+
+def nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """Each row of ``a``'s distance to its nearest row of ``b`` (``b`` is ``a``: pass
+    ``exclude_self`` to skip each row itself), block by block."""
+    out = np.empty(len(a))
+    for rows, d in _row_blocks(a, b):
+        if exclude_self:
+            d[np.arange(d.shape[0]), np.arange(rows.start, rows.start + d.shape[0])] = np.inf
+        out[rows] = d.min(1)
+    return out
+
+
 def _kth_nn_radius(a: np.ndarray, k: int) -> np.ndarray:
-    d = _pairwise(a, a)
-    return np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself (distance 0)
+    out = np.empty(len(a))
+    for rows, d in _row_blocks(a, a):
+        out[rows] = np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself (distance 0)
+    return out
 
 
 def prdc(real, fake, k: int = 5) -> dict[str, float]:
@@ -101,17 +125,28 @@ def prdc(real, fake, k: int = 5) -> dict[str, float]:
     balls (``distance <= radius``, Kynkäänniemi et al.), density and coverage open ones
     (``<``, Naeem et al.'s ``prdc`` package). The two differ only where a distance equals a
     radius exactly, as when samples copy real points: open balls hold their centre and k - 1
-    neighbours, so a set scored against itself has density exactly 1 (closed: (k + 1) / k)."""
+    neighbours, so a set scored against itself has density exactly 1 (closed: (k + 1) / k).
+
+    Distances are taken a block of real rows at a time: memory grows with the larger set,
+    not with their product."""
     r, f = _as2d(real), _as2d(fake)
     if min(len(r), len(f)) <= k:
         raise ValueError(f"prdc needs more than k={k} samples in each set")
     r_rad, f_rad = _kth_nn_radius(r, k), _kth_nn_radius(f, k)  # (R,), (F,)
-    d = _pairwise(r, f)  # (R, F)
+    in_real = np.zeros(len(f), dtype=bool)  # per fake: inside some real ball
+    balls = np.zeros(len(f), dtype=np.int64)  # per fake: real (open) balls holding it
+    recalled, covered = np.zeros(len(r), dtype=bool), np.zeros(len(r), dtype=bool)
+    for rows, d in _row_blocks(r, f):  # d: (rows, F)
+        rad = r_rad[rows, None]
+        in_real |= (d <= rad).any(0)
+        balls += (d < rad).sum(0)
+        recalled[rows] = (d <= f_rad[None, :]).any(1)
+        covered[rows] = d.min(1) < r_rad[rows]
     return {
-        "precision": float((d <= r_rad[:, None]).any(0).mean()),
-        "recall": float((d <= f_rad[None, :]).any(1).mean()),
-        "density": float((d < r_rad[:, None]).sum(0).mean() / k),
-        "coverage": float((d.min(1) < r_rad).mean()),
+        "precision": float(in_real.mean()),
+        "recall": float(recalled.mean()),
+        "density": float(balls.mean() / k),
+        "coverage": float(covered.mean()),
     }
 
 
@@ -121,10 +156,8 @@ def memorization(samples, train, test) -> dict[str, float]:
     test (ratio well below 1); ``copies`` counts samples nearer a training image than any
     two training images are to each other at the 1st percentile."""
     s, tr, te = _as2d(samples), _as2d(train), _as2d(test)
-    to_train, to_test = _pairwise(s, tr).min(1), _pairwise(s, te).min(1)
-    d_tr = _pairwise(tr, tr)
-    np.fill_diagonal(d_tr, np.inf)
-    floor = np.percentile(d_tr.min(1), 1)
+    to_train, to_test = nearest(s, tr), nearest(s, te)
+    floor = np.percentile(nearest(tr, tr, exclude_self=True), 1)
     return {
         "nn_train": float(to_train.mean()),
         "nn_test": float(to_test.mean()),
@@ -136,8 +169,8 @@ def memorization(samples, train, test) -> dict[str, float]:
 def diversity(x) -> float:
     """Mean pairwise Euclidean distance within a set."""
     a = _as2d(x)
-    d = _pairwise(a, a)
-    return float(d.sum() / (len(a) * (len(a) - 1)))
+    total = sum(float(d.sum()) for _, d in _row_blocks(a, a))
+    return total / (len(a) * (len(a) - 1))
 
 
 def sharpness(images) -> float:

@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
+from genzoo.metrics.quality import BLOCK_BYTES
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
@@ -175,9 +176,8 @@ class _Filters:
         if self.reject_copies:
             x, _, _ = load_split(params.data.prepared_dir, "train")
             self.train = x.flatten(1).double()
-            d = torch.cdist(self.train, self.train)
-            d.fill_diagonal_(float("inf"))
-            self.copy_radius = float(torch.quantile(d.min(1).values, 0.01))
+            nn = nearest_train(self.train, self.train, exclude_self=True)
+            self.copy_radius = float(torch.quantile(nn, 0.01))
         self.rejected = {"low_confidence": 0, "copies": 0}
         self.teacher: _Teacher | None = None
 
@@ -194,10 +194,25 @@ class _Filters:
             self.rejected["low_confidence"] += int(low.sum())
             ok &= ~low
         if self.train is not None:
-            near = torch.cdist(x.flatten(1).double(), self.train).min(1).values < self.copy_radius
+            near = nearest_train(x.flatten(1).double(), self.train) < self.copy_radius
             self.rejected["copies"] += int((near & ok).sum())
             ok &= ~near
         return ok
+
+
+def nearest_train(x: torch.Tensor, train: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+    """Each row of ``x``'s distance to its nearest training image (``x`` is ``train``: pass
+    ``exclude_self``), a block of rows at a time: memory stays under ``BLOCK_BYTES`` however
+    large the training set (the whole matrix grows with its square: 14 GB for 42,000 images)."""
+    rows = max(1, BLOCK_BYTES // (8 * len(train)))
+    out = []
+    for start in range(0, len(x), rows):
+        d = torch.cdist(x[start : start + rows], train)
+        if exclude_self:
+            i = torch.arange(len(d))
+            d[i, i + start] = float("inf")
+        out.append(d.min(1).values)
+    return torch.cat(out) if out else torch.empty(0, dtype=x.dtype)
 
 
 class _Teacher:

@@ -22,7 +22,6 @@ them for any pair or image.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genzoo.metrics.quality import nearest
 from genzoo.models.base import Decoder, Encoder, atomic_write
 
 MODES = ("linear", "spherical")
@@ -153,10 +153,7 @@ def smoothness(net, paths: list[Tensor], real_features: np.ndarray | None = None
         "max_step_ratio": float(np.mean(jumps)),
     }
     if real_features is not None and len(real_features) > 1:
-        r = torch.from_numpy(real_features).float()
-        dist = torch.cdist(r, r)
-        dist.fill_diagonal_(math.inf)
-        out["real_nn_distance"] = float(dist.min(1).values.median())
+        out["real_nn_distance"] = float(np.median(nearest(real_features, real_features, exclude_self=True)))
         out["mean_step_over_real_nn"] = mean_step / out["real_nn_distance"]
     return out
 

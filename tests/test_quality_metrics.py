@@ -227,3 +227,29 @@ def test_rank_agreement_on_a_hand_made_ranking():
     assert taus["a|b"] == pytest.approx(2 / 3)  # (5 concordant - 1 discordant) / 6
     assert taus["a|c"] == pytest.approx(-1.0)
     assert taus["b|c"] == pytest.approx(-2 / 3)
+
+
+def test_neighbour_figures_in_small_blocks_equal_the_whole_matrix(monkeypatch):
+    """prdc, memorization and diversity take distances a block of rows at a time (memory flat
+    as sets grow); blocks of a few rows give the figures of one whole matrix."""
+    import genzoo.metrics.quality as q
+
+    rng = np.random.default_rng(0)
+    real, test = rng.normal(size=(300, 6)), rng.normal(size=(150, 6))
+    fake = rng.normal(0.3, 1.1, size=(200, 6))
+    fake[:20] = real[:20]  # exact copies: distances equal to radii, where <= and < differ
+    whole = {"prdc": prdc(real, fake, k=5), "mem": memorization(fake, real, test), "div": diversity(fake)}
+    seen, blocks = [], q._row_blocks
+
+    def seven_rows(a, b):
+        for rows, d in blocks(a, b, block_bytes=8 * len(b) * 7):
+            seen.append(d.shape[0])
+            yield rows, d
+
+    monkeypatch.setattr(q, "_row_blocks", seven_rows)
+    small = {"prdc": prdc(real, fake, k=5), "mem": memorization(fake, real, test), "div": diversity(fake)}
+    assert max(seen) == 7 and len(seen) > 40
+    assert small["prdc"] == whole["prdc"] and small["mem"] == whole["mem"]
+    assert small["div"] == pytest.approx(whole["div"], rel=1e-12)
+    # and the blocks are what they claim: 7 rows of 300 at a time
+    assert [d.shape for _, d in blocks(real, real, block_bytes=8 * 300 * 7)][:2] == [(7, 300), (7, 300)]

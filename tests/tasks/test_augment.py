@@ -339,3 +339,17 @@ def test_a_perturb_recipe_makes_variations_of_real_images(trained):
     with np.load(fresh / "images.npz") as z:
         sampled = torch.from_numpy(z["images"]).float() / 16
     assert nearest.mean() < torch.cdist(sampled.flatten(1), x.flatten(1)).min(1).values.mean()
+
+
+def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
+    """The near-copy check takes distances a block of rows at a time (a whole training set
+    against itself grows with its square); a few rows per block give the same distances."""
+    import genzoo.tasks.augment as aug
+
+    g = torch.Generator().manual_seed(0)
+    train, x = torch.rand(500, 64, generator=g).double(), torch.rand(90, 64, generator=g).double()
+    whole = torch.cdist(train, train)
+    whole.fill_diagonal_(float("inf"))
+    monkeypatch.setattr(aug, "BLOCK_BYTES", 8 * 500 * 7)  # 7 rows at a time
+    assert torch.equal(aug.nearest_train(train, train, exclude_self=True), whole.min(1).values)
+    assert torch.equal(aug.nearest_train(x, train), torch.cdist(x, train).min(1).values)
