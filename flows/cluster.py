@@ -343,6 +343,28 @@ def submit_training(
                   tracking_uri=tracking_uri)  # fmt: skip
 
 
+def task_spans(since: float) -> list[dict[str, Any]]:
+    """The Ray tasks that started after ``since`` (epoch seconds), from Ray's own task events
+    (``ray.timeline``): ``{"name", "worker", "start", "end"}``, times in epoch seconds."""
+    import ray
+
+    quiet = logging.getLogger("ray._private.state")  # a notice about where events will be read
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        events = ray.timeline()
+    finally:
+        quiet.setLevel(level)
+    spans = []
+    for e in events:
+        cat = str(e.get("cat", ""))
+        if e.get("ph") == "X" and cat.startswith("task::") and e["ts"] / 1e6 >= since:
+            start = e["ts"] / 1e6
+            spans.append({"name": cat.removeprefix("task::"), "worker": f"{e['pid']} {e['tid']}",
+                          "start": start, "end": start + e["dur"] / 1e6})  # fmt: skip
+    return sorted(spans, key=lambda sp: sp["start"])
+
+
 # ----------------------------------------------------------------------------- progress
 
 

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
+from prefect.runtime import task_run as this_task_run
 from pydantic import Field, WithJsonSchema
 
 from genzoo import models
@@ -102,17 +104,37 @@ RETRY = dict(
 )
 
 
+# the running pipeline's stage spans (each stage's Prefect task appends its own; the task
+# runner's threads share the flow's context, so the list is the flow run's own)
+_SPANS: ContextVar[list[dict[str, Any]] | None] = ContextVar("genzoo_stage_spans", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[dict[str, Any]]]:
+    """The stage spans of the pipeline run inside the block (``{"name", "start", "end"}``)."""
+    spans: list[dict[str, Any]] = []
+    token = _SPANS.set(spans)
+    try:
+        yield spans
+    finally:
+        _SPANS.reset(token)
+
+
 def stage(name: str, task_run_name: str | None = None) -> Callable[[Callable[..., Any]], Any]:
     """A pipeline stage: a Prefect task (retried on transient errors, never cached) whose run
-    logs one line as it starts and one as it ends, in the console and in the UI."""
+    logs one line as it starts and one as it ends, in the console and in the UI, and is
+    recorded in the run's timeline."""
 
     def decorate(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            logger, t0 = get_run_logger(), time.perf_counter()
+            logger, t0, start = get_run_logger(), time.perf_counter(), time.time()
             logger.info("started")
             out = fn(*args, **kwargs)
             logger.info("done in %.1f s", time.perf_counter() - t0)
+            spans = _SPANS.get()
+            if spans is not None:
+                spans.append({"name": this_task_run.name or name, "start": start, "end": time.time()})
             return out
 
         return task(name=name, task_run_name=task_run_name or name, **RETRY)(run)
@@ -484,6 +506,33 @@ def record(params: Params, families: list[str], useful: list[str]) -> list[str]:
     return state.result()
 
 
+Span = dict[str, Any]  # {"name", "start", "end"} (epoch seconds), and "worker" for a Ray task
+
+
+def write_timeline(params: Params, stages: list[Span], tasks: list[Span], cpus: float, start: float,
+                   end: float) -> Path:  # fmt: skip
+    """``runs/timeline.json``: what ran where and when in this pipeline run, in the Chrome
+    trace format (open it in https://ui.perfetto.dev or chrome://tracing): each Ray task on its
+    worker, each stage's Prefect task on the driver, and ``otherData`` with the run's start,
+    end and CPUs (``bench/profile_run.py`` reads it)."""
+    from genzoo.models.base import atomic_write_text
+
+    def event(name: str, pid: str, tid: str, a: float, b: float) -> dict[str, Any]:
+        return {"name": name, "cat": pid, "ph": "X", "pid": pid, "tid": tid,
+                "ts": round((a - start) * 1e6), "dur": round((b - a) * 1e6)}  # fmt: skip
+
+    events = [event(t["name"], "ray", t["worker"], t["start"], t["end"]) for t in tasks]
+    events += [event(st["name"], "driver", st["name"], st["start"], st["end"]) for st in stages]
+    trace = {
+        "traceEvents": sorted(events, key=lambda e: e["ts"]),
+        "displayTimeUnit": "ms",
+        "otherData": {"start": start, "end": end, "cpus": cpus, "families": list(params.families)},
+    }
+    path = Path(params.run.runs_dir) / "timeline.json"
+    atomic_write_text(path, json.dumps(trace, indent=1))
+    return path
+
+
 def summarize_in_mlflow(parent: str, result: dict[str, Any]) -> str:
     """The parent run's per-family figures and which families were up to date; its id."""
     c = tracking.client()
@@ -536,12 +585,13 @@ def pipeline(
         tracking.preflight()
     if record_dvc and _dvc_matches(params, params_file, overrides, profile):
         dvc_remote_preflight()
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
-    with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent:
-        with cluster.connected(params, ray_address):
+    with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent, recording() as stages:
+        with cluster.connected(params, ray_address) as ray:
             cluster.check_fits(params, [*chosen, "evaluator"])
             result: dict[str, Any] = fan_out(params_abs, chosen, parent)
+            on_ray, cpus = cluster.task_spans(started), ray.cluster_resources().get("CPU", 0)
         for after in AFTER_TRAINING:
             result[after.name] = after(params_abs, result["trained"])
         result["figures"] = figures(result)
@@ -551,6 +601,7 @@ def pipeline(
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
+        result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time()))
         if result["failed"]:  # after the others are recorded; nothing of these was promoted
             raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)

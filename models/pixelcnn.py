@@ -114,14 +114,28 @@ class PixelCNN(GenerativeModel):
         bpd = nll / (self.spec.dims * 0.6931471805599453)
         return StepOutput(nll / self.spec.dims, {"nll": nll.item(), "bpd": bpd.item()})
 
-    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Ancestral sampling in raster order, one pixel (all its channels) per forward pass."""
+    @property
+    def reach(self) -> int:
+        """How far (in rows up, and columns either side) a pixel's output can see: each layer
+        widens the vertical stack by kernel // 2, the horizontal stack's shift adds one."""
+        return (self.cfg.layers + 1) * (self.cfg.kernel // 2) + 1
+
+    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None, window: bool = True) -> Tensor:
+        """Ancestral sampling in raster order, one pixel (all its channels) per forward pass.
+
+        With ``window`` each pass runs only on the pixels that pixel's output can see (its
+        receptive field: ``reach`` rows above, ``reach`` columns either side, nothing below):
+        on 28x28 about a sixth of the image per pass instead of all of it, the same images."""
         c, h, w = self.spec.shape
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W); not yet drawn: 0, never seen
+        r = self.reach if window else max(h, w)
         for i in range(h):
+            top = max(0, i - r)
             for j in range(w):
+                left, right = max(0, j - r), min(w, j + r + 1)
                 # 1. p(x_ij | x_<ij, y): the parameters at pixel (i, j) given the pixels drawn so far
-                params = self.params(x, y)[:, :, i : i + 1, j : j + 1]  # (n, C * P, 1, 1)
+                crop = x[:, :, top : i + 1, left:right]  # (n, C, <= r + 1, <= 2r + 1)
+                params = self.params(crop, y)[:, :, i - top : i - top + 1, j - left : j - left + 1]
                 # 2. draw it and write it into the canvas the next pass conditions on
                 x[:, :, i, j] = self.from_levels(self.dist.sample(params, generator))[:, :, 0, 0]  # (n, C)
         return x

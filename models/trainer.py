@@ -61,6 +61,9 @@ class TrainConfig(BaseModel):
     max_bad_steps: int = Field(20, ge=0, description="non-finite steps tolerated")
     eval_every: int = Field(0, ge=0, description="validate every N steps (0: never)")
     keep_best: bool = Field(True, description="end with the weights that validated best")
+    patience: int = Field(
+        0, ge=0, description="stop after this many validations without a better one (0: train every step)"
+    )
     exclude_classes: list[int] = Field(
         default_factory=list, description="classes left out of training (their prior becomes 0)"
     )
@@ -120,6 +123,7 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
     best_step: int | None = None  # step of the weights returned, when validation chose them
     best_val: float | None = None
+    finished: bool = True  # every step trained, or stopped early by ``patience``; False: ``stop_at``
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -523,10 +527,17 @@ def _keep_if_best(best: dict[str, Any], val: float, step: int, judged: Generativ
     }
 
 
-def _select_best(st: _TrainState, cfg: TrainConfig, end: int) -> int | None:
-    """At the end of a complete run with ``keep_best``, loads the best-validating weights
+def _out_of_patience(st: _TrainState, cfg: TrainConfig, done: int) -> bool:
+    """``patience`` validations in a row without a better score than the best (read from the
+    best step, which checkpoints keep: a resumed run stops where the first would have)."""
+    best = st.best["step"]
+    return bool(cfg.patience) and best is not None and done - best >= cfg.patience * cfg.eval_every
+
+
+def _select_best(st: _TrainState, cfg: TrainConfig, finished: bool) -> int | None:
+    """At the end of a finished run with ``keep_best``, loads the best-validating weights
     into the model to return; returns their step (None: the last weights stay)."""
-    if not (cfg.keep_best and st.best["state"] is not None and end == cfg.steps):
+    if not (cfg.keep_best and st.best["state"] is not None and finished):
         return None
     st.judged.load_state_dict(st.best["state"])
     return st.best["step"]
@@ -573,6 +584,8 @@ def fit(
     x, y = x.to(device), y.to(device)
     window: dict[str, list[float]] = defaultdict(list)  # figures logged since the last log line
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+    if _out_of_patience(st, cfg, start):  # resumed from where an earlier run stopped early
+        end = start
     t0 = time.perf_counter()
     bar = tqdm(
         range(start, end),
@@ -601,14 +614,21 @@ def fit(
             st.best = _keep_if_best(st.best, val, done, st.judged)
             for cb in callbacks:
                 cb.on_log(done, {"val": val})
+            if _out_of_patience(st, cfg, done):
+                end = done
+                log.info("%s: no better validation in %d steps: stopped at step %d of %d (best: step %d)",
+                         model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
             path = ckpts.save(done, _snapshot(st, done))
             for cb in callbacks:
                 cb.on_checkpoint(done, path)
+        if done == end:
+            break
     bar.close()
 
-    chosen = _select_best(st, cfg, end)
+    finished = end == cfg.steps or _out_of_patience(st, cfg, end)
+    chosen = _select_best(st, cfg, finished)
     _require_finite(st, end)  # what fit returns is saved as the model
     result = TrainResult(
         steps=end,
@@ -618,6 +638,7 @@ def fit(
         last=last,
         best_step=chosen,
         best_val=st.best["val"] if chosen is not None else None,
+        finished=finished,
     )
     for cb in callbacks:
         cb.on_end(result)

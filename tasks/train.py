@@ -170,7 +170,7 @@ def _train(
         stop_at=stop_at,
         val_fn=val_fn,
     )
-    if result.steps < cfg.steps:  # interrupted on purpose (stop_at): leave outputs alone
+    if not result.finished:  # interrupted on purpose (stop_at): leave outputs alone
         return {"family": family, "steps": result.steps, "complete": False}
     estimator = likelihood_estimator(trained)
     save_png(
@@ -183,6 +183,7 @@ def _train(
     metrics: dict[str, Any] = {
         "family": family,
         "steps": result.steps,
+        "stopped_early": result.steps < cfg.steps,  # train.patience: no better validation for a while
         "train_seconds": round(result.seconds, 2),
         "resumed_from": result.resumed_from,
         "bad_steps": result.bad_steps,

@@ -113,6 +113,16 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert (tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2-s0.safetensors").exists()
     assert "usefulness" in first["report"]
     assert (tmp_path / "runs" / "report" / "index.html").stat().st_size > 10_000
+    # the run's timeline (Chrome trace): every Ray task on its worker, every stage on the driver
+    trace = json.loads(Path(first["timeline"]).read_text())
+    on_ray = {e["name"] for e in trace["traceEvents"] if e["pid"] == "ray"}
+    on_driver = {e["name"] for e in trace["traceEvents"] if e["pid"] == "driver"}
+    assert {"train-vae", "train-gan", "train-pixelcnn", "evaluator", "evaluate-gan", "detect-pixelcnn",
+            "train-subsets-gan", "usefulness-gan", "usefulness-reference"} <= on_ray, on_ray  # fmt: skip
+    assert {"prepare", "train-vae", "evaluate-gan", "augment-dataset", "report"} <= on_driver
+    seconds = trace["otherData"]["end"] - trace["otherData"]["start"]
+    assert all(0 <= e["ts"] and e["ts"] + e["dur"] <= seconds * 1e6 + 1 for e in trace["traceEvents"])
+    assert trace["otherData"]["cpus"] >= 1
 
     # nothing changed: nothing trains or is re-evaluated; the outputs are untouched
     watched = [

@@ -26,6 +26,30 @@ def test_pixelcnn_is_causal():
             assert diff[i + 1] > 0, "the next pixel must see pixel i"
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_pixelcnn_sees_only_its_window_and_the_windowed_sampler_draws_the_same_images(kernel):
+    """The fast sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
+    columns either side): every input a pixel's output depends on lies inside it (gradients
+    are zero outside), and it draws the very images of full-image passes, seed for seed."""
+    torch.manual_seed(0)
+    spec = DataSpec(2, 17, 19, 5, 3)
+    model = models.build("pixelcnn", spec, {"channels": 4, "layers": 2, "kernel": kernel}).eval()
+    r = model.reach
+    assert r <= 17 // 2  # the window is smaller than the image
+    x = torch.rand(1, *spec.shape, requires_grad=True)
+    rows, cols = torch.meshgrid(torch.arange(17), torch.arange(19), indexing="ij")
+    for i, j in [(16, 9), (12, 0), (15, 18), (r + 1, r + 1)]:
+        (grad,) = torch.autograd.grad(model.params(x, torch.tensor([2]))[0, :, i, j].sum(), x)
+        seen = grad[0].abs().amax(0) > 0  # (H, W)
+        window = (rows >= i - r) & (rows <= i) & (cols >= j - r) & (cols <= j + r)
+        assert seen.any() and not (seen & ~window).any(), (i, j)
+    y = torch.tensor([0, 2])
+    with torch.no_grad():
+        full = model._sample(2, y, torch.Generator().manual_seed(7), window=False)
+        fast = model._sample(2, y, torch.Generator().manual_seed(7))
+    assert torch.equal(full, fast)
+
+
 @pytest.mark.parametrize("output", ["categorical", "logistic"])
 def test_pixelcnn_probabilities_sum_to_one(output):
     torch.manual_seed(0)

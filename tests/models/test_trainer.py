@@ -241,6 +241,41 @@ def test_validation_picks_the_best_weights(tmp_path, tiny):
         assert torch.equal(v, at_step_4[k]), k
 
 
+def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_path, tiny):
+    """train.patience: after that many validations with no better score, training ends with
+    the best weights; a run interrupted before that point and resumed stops at the same step
+    with the same weights, and one resumed after it trains no further."""
+    curve = {2: 5.0, 4: 3.0, 6: 4.0, 8: 3.5, 10: 6.0, 12: 2.0}  # step 12 would be better still
+    x, y = data()
+
+    def train(folder, **kw):
+        m = models.build("vae", SPEC, tiny["vae"])
+        return fit(m, x, y, cfg(steps=20, eval_every=2, patience=2, checkpoint_every=3), checkpoint_dir=folder,
+                   progress=False, val_fn=lambda mm: curve[seen.append(1) or 2 * len(seen)], **kw)  # fmt: skip
+
+    seen = []
+    final, result = train(tmp_path / "a")
+    assert (result.steps, result.best_step, result.best_val, result.finished) == (8, 4, 3.0, True)
+    assert len(seen) == 4  # validated at 2, 4, 6, 8, then stopped: 2 validations without a better one
+    seen.clear()
+    part, r1 = train(tmp_path / "b", stop_at=5)
+    assert not r1.finished and r1.steps == 5
+    seen[:] = [1, 1]  # the resumed run validates from step 6 on
+    again, r2 = train(tmp_path / "b")
+    assert (r2.steps, r2.best_step, r2.finished) == (8, 4, True)
+    for k, v in final.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    seen[:] = [1, 1, 1, 1]
+    _, r3 = train(tmp_path / "b")  # its last checkpoint is the step it stopped at
+    assert (r3.steps, r3.resumed_from, r3.finished) == (8, 8, True) and len(seen) == 4
+    # without patience every step trains
+    m = models.build("vae", SPEC, tiny["vae"])
+    seen.clear()
+    _, full = fit(m, x, y, cfg(steps=12, eval_every=2), progress=False,
+                  val_fn=lambda mm: curve[seen.append(1) or 2 * len(seen)])  # fmt: skip
+    assert (full.steps, full.best_step) == (12, 12)
+
+
 def test_excluded_classes_are_never_seen_and_get_no_prior_mass(tiny):
     x, y = data()
     x[y == 1] = float("nan")  # any use of class 1 would make the loss non-finite

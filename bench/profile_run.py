@@ -1,0 +1,268 @@
+"""Where a `genzoo run`'s time goes: by stage and family, start-up, idle cores, and how close
+the run comes to the ideal packing of its own task times on the cores it had.
+
+    python bench/profile_run.py                          # one default run (what `make run` does)
+    python bench/profile_run.py --profile quick --repeats 3
+    python bench/profile_run.py --timeline runs/timeline.json   # a run you already made
+
+Every pipeline run writes ``runs/timeline.json`` (each Ray task on its worker, each stage's
+Prefect task on the driver, in the Chrome trace format: open it in https://ui.perfetto.dev).
+This script runs the real command line in a fresh folder (a cold start: the flow's own
+temporary Prefect server, a local Ray, MLflow tracking), reads that file and prints:
+
+- the wall time: start-up (process start to the flow's first line), the flow, shut-down;
+- seconds per stage and family, and the core-seconds they used;
+- idle core-seconds (cores x flow time - busy) and the time with no task running at all;
+- the ideal packing: the same measured task times, their dependencies and the same cores,
+  scheduled longest-path first with no gaps (a list schedule), and the lower bound
+  max(critical path, work / cores); the ratio wall / ideal.
+
+and draws the timeline (which core ran what, when) to ``--plot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from families import ROOT, machine  # noqa: E402
+
+# stages that compute on the driver (the others wait on Ray tasks, which are counted there)
+DRIVER_WORK = ("prepare", "augment-dataset", "report", "record-in-dvc")
+KINDS = ("train-subsets", "train", "evaluator", "evaluate", "detect", "usefulness-reference", "usefulness")
+
+
+def kind_family(name: str) -> tuple[str, str]:
+    """``train-subsets-vae`` -> (``train-subsets``, ``vae``); ``evaluator`` -> (``evaluator``, ``-``)."""
+    for kind in KINDS:
+        if name == kind:
+            return kind, "-"
+        if name.startswith(kind + "-"):
+            return kind, name[len(kind) + 1 :]
+    return name, "-"
+
+
+def tasks_of(trace: dict) -> list[dict]:
+    """The run's work items: each Ray task, and each driver stage that computes on the driver."""
+    out = []
+    for e in trace["traceEvents"]:
+        if e["pid"] == "ray" or (e["pid"] == "driver" and e["name"] in DRIVER_WORK):
+            out.append({"name": e["name"], "where": e["tid"] if e["pid"] == "ray" else "driver",
+                        "start": e["ts"] / 1e6, "seconds": e["dur"] / 1e6})  # fmt: skip
+    return out
+
+
+def depends_on(name: str, names: set[str]) -> set[str]:
+    """What must finish before ``name`` starts (the flow's own order)."""
+    kind, fam = kind_family(name)
+    trains = {n for n in names if kind_family(n)[0] in ("train", "train-subsets", "evaluator")}
+    need: set[str] = {"prepare"} if name != "prepare" else set()
+    if kind == "evaluate":
+        need |= {f"train-{fam}", "evaluator"}
+    elif kind == "detect":
+        need |= {f"evaluate-{fam}"}
+    elif kind == "usefulness":
+        need |= {f"train-{fam}", f"train-subsets-{fam}", "usefulness-reference"}
+    elif name == "augment-dataset":
+        need |= {n for n in names if n not in DRIVER_WORK} | trains
+    elif name == "report":
+        need |= {"augment-dataset"}
+    elif name == "record-in-dvc":
+        need |= {"report"}
+    return need & names
+
+
+def ideal_packing(tasks: list[dict], cores: int) -> tuple[float, float]:
+    """(list-schedule makespan, lower bound) of the measured tasks on ``cores`` slots."""
+    dur = {t["name"]: t["seconds"] for t in tasks}
+    names = set(dur)
+    deps = {n: depends_on(n, names) for n in names}
+    tail: dict[str, float] = {}
+
+    def path(n: str) -> float:  # the longest chain from n to the end, n included
+        if n not in tail:
+            after = [m for m in names if n in deps[m]]
+            tail[n] = dur[n] + max((path(m) for m in after), default=0.0)
+        return tail[n]
+
+    critical = max(path(n) for n in names)
+    done: dict[str, float] = {}
+    free = [0.0] * cores
+    left = set(names)
+    while left:
+        ready = [n for n in left if deps[n] <= set(done)]
+        n = max(ready, key=path)  # longest remaining path first
+        slot = min(range(cores), key=lambda i: free[i])
+        start = max(free[slot], max((done[d] for d in deps[n]), default=0.0))
+        done[n] = free[slot] = start + dur[n]
+        left.remove(n)
+    return max(done.values()), max(critical, sum(dur.values()) / cores)
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    total, cur = 0.0, None
+    for s, e in sorted(spans):
+        if cur is None or s > cur[1]:
+            total += 0 if cur is None else cur[1] - cur[0]
+            cur = [s, e]
+        else:
+            cur[1] = max(cur[1], e)
+    return total + (cur[1] - cur[0] if cur else 0.0)
+
+
+def analyse(trace: dict, process: tuple[float, float] | None = None) -> dict:
+    meta = trace["otherData"]
+    flow_s = meta["end"] - meta["start"]
+    cores = int(meta["cpus"])
+    tasks = tasks_of(trace)
+    busy = sum(t["seconds"] for t in tasks)
+    packed, bound = ideal_packing(tasks, cores)
+    by = defaultdict(float)
+    for t in tasks:
+        by[kind_family(t["name"])] += t["seconds"]
+    out = {
+        "flow_s": flow_s,
+        "cores": cores,
+        "busy_core_s": busy,
+        "idle_core_s": cores * flow_s - busy,
+        "nothing_running_s": flow_s - union_seconds([(t["start"], t["start"] + t["seconds"]) for t in tasks]),
+        "ideal_s": packed,
+        "bound_s": bound,
+        "by": dict(by),
+        "tasks": tasks,
+    }
+    if process:
+        out["wall_s"] = process[1] - process[0]
+        out["startup_s"] = meta["start"] - process[0]
+        out["shutdown_s"] = process[1] - meta["end"]
+    return out
+
+
+def plot(trace: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = tasks_of(trace)
+    rows = ["driver", *sorted({t["where"] for t in tasks} - {"driver"})]
+    colours = dict(zip(KINDS + DRIVER_WORK, plt.get_cmap("tab20").colors, strict=False))
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.5))
+    for t in tasks:
+        kind, fam = kind_family(t["name"])
+        y = rows.index(t["where"])
+        ax.barh(y, t["seconds"], left=t["start"], color=colours.get(kind, "grey"), edgecolor="white")
+        ax.text(t["start"] + t["seconds"] / 2, y, fam if fam != "-" else kind, ha="center", va="center",
+                fontsize=7, clip_on=True)  # fmt: skip
+    ax.set_yticks(range(len(rows)), ["driver"] + [f"worker {i}" for i in range(1, len(rows))])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the flow started")
+    ax.set_title(title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for k, c in colours.items()]
+    ax.legend(handles, list(colours), ncol=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_once(profile: str | None, out: Path, overrides: list[str]) -> tuple[dict, tuple[float, float]]:
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
+    for key, sub in (
+        ("run.runs_dir", "runs"),
+        ("run.checkpoints_dir", "ckpt"),
+        ("data.prepared_dir", "prepared"),
+    ):
+        cmd += ["-o", f"{key}={out / sub}"]
+    for o in overrides:
+        cmd += ["-o", o]
+    if profile:
+        cmd += ["--profile", profile]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",
+        "PREFECT_HOME": str(out / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)  # cold start: the flow's own temporary Prefect server
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t1 = time.time()
+    return json.loads((out / "runs" / "timeline.json").read_text()), (t0, t1)
+
+
+def report(results: list[dict]) -> None:
+    med = lambda key: statistics.median(r[key] for r in results)  # noqa: E731
+    n = len(results)
+    print(f"\nmachine: {machine()}")
+    print(f"{n} run(s); medians\n")
+    print("| | seconds |\n|---|---|")
+    if "wall_s" in results[0]:
+        print(f"| whole `genzoo run` (process start to exit) | {med('wall_s'):.1f} |")
+        print(f"| start-up (imports, Prefect's temporary server) before the flow | {med('startup_s'):.1f} |")
+        print(f"| shut-down after the flow | {med('shutdown_s'):.1f} |")
+    print(f"| the flow | {med('flow_s'):.1f} |")
+    print(f"| of which nothing running (orchestration, waits) | {med('nothing_running_s'):.1f} |")
+    print(f"| cores | {results[0]['cores']} |")
+    print(f"| busy core-seconds | {med('busy_core_s'):.1f} |")
+    idle_share = med("idle_core_s") / (results[0]["cores"] * med("flow_s"))
+    print(f"| idle core-seconds | {med('idle_core_s'):.1f} ({idle_share:.0%}) |")
+    print(f"| ideal packing of the same tasks (list schedule) | {med('ideal_s'):.1f} |")
+    print(f"| lower bound: max(critical path, work / cores) | {med('bound_s'):.1f} |")
+    print(f"| flow / ideal packing | {med('flow_s') / med('ideal_s'):.2f} |")
+    keys = sorted({k for r in results for k in r["by"]}, key=lambda k: (KINDS + DRIVER_WORK).index(k[0])
+                  if k[0] in KINDS + DRIVER_WORK else 99)  # fmt: skip
+    fams = sorted({f for _, f in keys if f != "-"})
+    print("\n| stage | " + " | ".join(fams) + " | (one) | total |")
+    print("|---" * (len(fams) + 3) + "|")
+    for kind in dict.fromkeys(k for k, _ in keys):
+        cells = []
+        for f in [*fams, "-"]:
+            v = [r["by"].get((kind, f)) for r in results if (kind, f) in r["by"]]
+            cells.append(f"{statistics.median(v):.1f}" if v else "")
+        total = statistics.median(sum(s for (k, _), s in r["by"].items() if k == kind) for r in results)
+        print(f"| {kind} | " + " | ".join(cells) + f" | {total:.1f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", help="params profile, e.g. quick")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("-o", "--override", action="append", default=[], help="key=value, as `genzoo run -o`")
+    ap.add_argument("--timeline", type=Path, help="analyse this timeline.json instead of running")
+    ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "profile_run.png")
+    ap.add_argument("--keep", type=Path, help="copy each run's timeline.json here")
+    args = ap.parse_args()
+    results, trace = [], None
+    if args.timeline:
+        trace = json.loads(args.timeline.read_text())
+        results.append(analyse(trace))
+    for i in range(0 if args.timeline else args.repeats):
+        with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+            trace, process = run_once(args.profile, Path(tmp), args.override)
+        results.append(analyse(trace, process))
+        r = results[-1]
+        print(
+            f"run {i}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f})",
+            flush=True,
+        )
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            (args.keep / f"timeline-{i}.json").write_text(json.dumps(trace))
+    report(results)
+    title = f"genzoo run{' --profile ' + args.profile if args.profile else ''}: {results[-1]['flow_s']:.0f} s"
+    plot(trace, args.plot, title)
+    print(f"\ntimeline plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
