@@ -15,17 +15,18 @@ samples back to levels, so their images lie on the same grid as the data.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import KernelDensity
 from torch import Tensor
 
 from genzoo.models.base import DataSpec, NetConfig
+
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture
+    from sklearn.neighbors import KernelDensity
 
 
 class ClassicalConfig(NetConfig):
@@ -76,10 +77,15 @@ class PCAKDE(_PerClass):
     name = "pca_kde"
 
     def _prepare(self, z: np.ndarray, seed: int) -> np.ndarray:
+        from sklearn.decomposition import PCA  # scikit-learn on use: every stage imports this module
+
         self.pca = PCA(n_components=min(self.cfg.pca_components, z.shape[1]), random_state=seed).fit(z)
         return self.pca.transform(z)
 
     def _fit_class(self, z: np.ndarray, seed: int) -> KernelDensity:
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.neighbors import KernelDensity
+
         scale = z.std(0).mean()  # bandwidths relative to the data's spread
         grid = {"bandwidth": scale * np.logspace(-1.5, 0.5, self.cfg.kde_bandwidths)}
         cv = GridSearchCV(KernelDensity(), grid, cv=min(5, len(z)))
@@ -96,6 +102,8 @@ class GaussianMixtureBaseline(_PerClass):
         return z  # pixel space
 
     def _fit_class(self, z: np.ndarray, seed: int) -> GaussianMixture:
+        from sklearn.mixture import GaussianMixture
+
         fits = [
             GaussianMixture(k, reg_covar=self.cfg.gmm_reg_covar, random_state=seed).fit(z)
             for k in self.cfg.gmm_components

@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on loopback (`ray start --head`, then a second node joining
 it): the pipeline's fan-out joins it and the families train on both nodes."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,36 @@ def ray_cli(*args, env):
     r = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"ray {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
+
+
+def stop_cluster(port: int) -> None:
+    """Stop this cluster's processes only (``ray stop --force`` would stop every Ray on the
+    machine, a parallel test's too): those whose command line names its GCS port, and their
+    children (the agents, which rename themselves)."""
+    import re
+    import signal
+    import time
+
+    mark = re.compile(rf"(gcs[-_]address=|ray\.address=)\S*:{port}\b|gcs_server_port={port}\b")
+    parent, mine = {}, set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if mark.search(cmd):
+            mine.add(int(proc.name))
+    while grown := {pid for pid, pp in parent.items() if pp in mine} - mine:
+        mine |= grown
+    mine.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(2 if sig == signal.SIGTERM else 0)
 
 
 def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
@@ -63,4 +94,4 @@ def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
         status = ray_cli("status", f"--address=127.0.0.1:{port}", env=env)
         assert "2 node" in status or status.count("node_") >= 2, status  # the cluster outlived the flow
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(port)
