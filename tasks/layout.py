@@ -437,7 +437,8 @@ def train_variant(
     """Train ``family`` on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) with ``cfg``, the one way
     every variant trains (the pipeline's model, a generator on a subset, a model without a
     class): threads, seeded initial weights, fit; saved to ``path`` with ``stamp(result)`` (its
-    key, ...) when it finished (all its steps, or stopped early by ``patience``). Returns the model and the trainer's result."""
+    key, ...) when it finished (all its steps, or stopped early by ``patience``). Returns the
+    model and the trainer's result."""
     params.require(family)
     torch.set_num_threads(params.threads(family))
     # the initial weights depend on the seed alone, not on what ran before in this worker

@@ -248,10 +248,15 @@ def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_pa
     curve = {2: 5.0, 4: 3.0, 6: 4.0, 8: 3.5, 10: 6.0, 12: 2.0}  # step 12 would be better still
     x, y = data()
 
+    def val(_model):  # the score at this validation's step
+        seen.append(1)
+        return curve[2 * len(seen)]
+
     def train(folder, **kw):
+        torch.manual_seed(0)  # the same initial weights each time
         m = models.build("vae", SPEC, tiny["vae"])
-        return fit(m, x, y, cfg(steps=20, eval_every=2, patience=2, checkpoint_every=3), checkpoint_dir=folder,
-                   progress=False, val_fn=lambda mm: curve[seen.append(1) or 2 * len(seen)], **kw)  # fmt: skip
+        c = cfg(steps=20, eval_every=2, patience=2, checkpoint_every=3)
+        return fit(m, x, y, c, checkpoint_dir=folder, progress=False, val_fn=val, **kw)
 
     seen = []
     final, result = train(tmp_path / "a")
@@ -271,8 +276,7 @@ def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_pa
     # without patience every step trains
     m = models.build("vae", SPEC, tiny["vae"])
     seen.clear()
-    _, full = fit(m, x, y, cfg(steps=12, eval_every=2), progress=False,
-                  val_fn=lambda mm: curve[seen.append(1) or 2 * len(seen)])  # fmt: skip
+    _, full = fit(m, x, y, cfg(steps=12, eval_every=2), progress=False, val_fn=val)
     assert (full.steps, full.best_step) == (12, 12)
 
 
