@@ -8,6 +8,7 @@ STAMP := $(VENV)/.genzoo-installed
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?=
 ARGS ?=
+TEST_WORKERS ?= auto
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 MLFLOW_STORE ?= $(CURDIR)
@@ -39,8 +40,8 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  { echo "make test needs Chromium: sudo apt-get install chromium (or set GENZOO_CHROMIUM)"; exit 1; }
 
-test: install browser  ## the whole suite that needs no GPU
-	$(VENV)/bin/pytest -q $(ARGS)
+test: install browser  ## the whole suite that needs no GPU, on every core (TEST_WORKERS=0: one process)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 repro: install  ## the DVC pipeline (dvc.yaml); a second call does nothing
 	source $(VENV)/bin/activate && dvc repro $(ARGS)

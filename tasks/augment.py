@@ -176,8 +176,7 @@ class _Filters:
         if self.reject_copies:
             x, _, _ = load_split(params.data.prepared_dir, "train")
             self.train = x.flatten(1).double()
-            nn = nearest_train(self.train, self.train, exclude_self=True)
-            self.copy_radius = float(torch.quantile(nn, 0.01))
+            self.copy_radius = copy_radius(self.train)
         self.rejected = {"low_confidence": 0, "copies": 0}
         self.teacher: _Teacher | None = None
 
@@ -200,19 +199,32 @@ class _Filters:
         return ok
 
 
-def nearest_train(x: torch.Tensor, train: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
-    """Each row of ``x``'s distance to its nearest training image (``x`` is ``train``: pass
-    ``exclude_self``), a block of rows at a time: memory stays under ``BLOCK_BYTES`` however
-    large the training set (the whole matrix grows with its square: 14 GB for 42,000 images)."""
-    rows = max(1, BLOCK_BYTES // (8 * len(train)))
+COPY_RADIUS_ROWS = 2000  # training images whose nearest neighbour sets the copy radius
+
+
+def nearest_train(x: torch.Tensor, train: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row of ``x``'s distance to its nearest training image, a block of rows at a time:
+    memory stays under ``BLOCK_BYTES`` however large the training set. ``rows``: the training
+    index of each row of ``x`` (rows of ``train`` itself), skipped as its own neighbour."""
+    per = max(1, BLOCK_BYTES // (8 * len(train)))
     out = []
-    for start in range(0, len(x), rows):
-        d = torch.cdist(x[start : start + rows], train)
-        if exclude_self:
-            i = torch.arange(len(d))
-            d[i, i + start] = float("inf")
+    for start in range(0, len(x), per):
+        d = torch.cdist(x[start : start + per], train)
+        if rows is not None:
+            d[torch.arange(len(d)), rows[start : start + per]] = float("inf")
         out.append(d.min(1).values)
     return torch.cat(out) if out else torch.empty(0, dtype=x.dtype)
+
+
+def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
+    """The 1st percentile of training images' distances to their nearest other training image:
+    closer than that to a training image is a near-copy. From at most ``COPY_RADIUS_ROWS``
+    images (all of them on digits; a seeded sample beyond), each against the whole set, so
+    the cost grows with the set, not with its square."""
+    rows = torch.arange(len(train))
+    if len(train) > COPY_RADIUS_ROWS:
+        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:COPY_RADIUS_ROWS]
+    return float(torch.quantile(nearest_train(train[rows], train, rows), 0.01))
 
 
 class _Teacher:

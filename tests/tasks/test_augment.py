@@ -343,7 +343,8 @@ def test_a_perturb_recipe_makes_variations_of_real_images(trained):
 
 def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
     """The near-copy check takes distances a block of rows at a time (a whole training set
-    against itself grows with its square); a few rows per block give the same distances."""
+    against itself grows with its square); a few rows per block give the same distances, and
+    the copy radius comes from every image of a small set, a seeded sample of a large one."""
     import genzoo.tasks.augment as aug
 
     g = torch.Generator().manual_seed(0)
@@ -351,5 +352,10 @@ def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
     whole = torch.cdist(train, train)
     whole.fill_diagonal_(float("inf"))
     monkeypatch.setattr(aug, "BLOCK_BYTES", 8 * 500 * 7)  # 7 rows at a time
-    assert torch.equal(aug.nearest_train(train, train, exclude_self=True), whole.min(1).values)
+    assert torch.equal(aug.nearest_train(train, train, torch.arange(500)), whole.min(1).values)
     assert torch.equal(aug.nearest_train(x, train), torch.cdist(x, train).min(1).values)
+    assert aug.copy_radius(train) == float(torch.quantile(whole.min(1).values, 0.01))  # all 500 rows
+    monkeypatch.setattr(aug, "COPY_RADIUS_ROWS", 200)
+    sampled = aug.copy_radius(train)
+    assert sampled == aug.copy_radius(train) and sampled != float(torch.quantile(whole.min(1).values, 0.01))
+    assert abs(sampled / float(torch.quantile(whole.min(1).values, 0.01)) - 1) < 0.25
