@@ -109,14 +109,16 @@ def nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool = False) -> np.ndar
     return out
 
 
-def _kth_nn_radius(a: np.ndarray, k: int) -> np.ndarray:
+def kth_nn_radius(a, k: int) -> np.ndarray:
+    """Each row's distance to its k-th nearest other row (the k-NN ball radii of ``prdc``)."""
+    a = _as2d(a)
     out = np.empty(len(a))
     for rows, d in _row_blocks(a, a):
         out[rows] = np.partition(d, k, axis=1)[:, k]  # column 0 is the point itself (distance 0)
     return out
 
 
-def prdc(real, fake, k: int = 5) -> dict[str, float]:
+def prdc(real, fake, k: int = 5, real_radii: np.ndarray | None = None) -> dict[str, float]:
     """Precision: share of fake samples inside some real k-NN ball; recall: share of real
     inside some fake ball; density: mean count of real balls holding each fake, over k;
     coverage: share of real balls holding at least one fake.
@@ -128,11 +130,13 @@ def prdc(real, fake, k: int = 5) -> dict[str, float]:
     neighbours, so a set scored against itself has density exactly 1 (closed: (k + 1) / k).
 
     Distances are taken a block of real rows at a time: memory grows with the larger set,
-    not with their product."""
+    not with their product. ``real_radii`` (``kth_nn_radius(real, k)``) saves recomputing the
+    real balls when one real set judges many fake ones."""
     r, f = _as2d(real), _as2d(fake)
     if min(len(r), len(f)) <= k:
         raise ValueError(f"prdc needs more than k={k} samples in each set")
-    r_rad, f_rad = _kth_nn_radius(r, k), _kth_nn_radius(f, k)  # (R,), (F,)
+    r_rad = kth_nn_radius(r, k) if real_radii is None else np.asarray(real_radii, dtype=np.float64)  # (R,)
+    f_rad = kth_nn_radius(f, k)  # (F,)
     in_real = np.zeros(len(f), dtype=bool)  # per fake: inside some real ball
     balls = np.zeros(len(f), dtype=np.int64)  # per fake: real (open) balls holding it
     recalled, covered = np.zeros(len(r), dtype=bool), np.zeros(len(r), dtype=bool)

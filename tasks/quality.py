@@ -16,6 +16,7 @@ from genzoo.metrics.quality import (
     frechet_distance,
     inception_score,
     kid,
+    kth_nn_radius,
     mean_ci,
     memorization,
     prdc,
@@ -35,6 +36,15 @@ def real_features(folder: Path) -> dict[str, Any] | None:
     return real
 
 
+def _radii(real: dict, key: str, k: int) -> np.ndarray:
+    """The k-NN radii of ``real[key]``, computed once per ``real`` (every seed and family scored
+    against it reuses them: on a large test split they cost more than the fake side)."""
+    name = f"{key}.radii.k{k}"
+    if name not in real:
+        real[name] = kth_nn_radius(real[key], k)
+    return real[name]
+
+
 def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
            real: dict, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Every quality figure of one feature set against the real test features."""
@@ -45,7 +55,7 @@ def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: n
         "fd": frechet_distance(fake, test),
         "kid": kid_mean,
         "kid_std": kid_std,
-        **prdc(test, fake, k=e.k),
+        **prdc(test, fake, k=e.k, real_radii=_radii(real, "test", e.k)),
         "diversity": diversity(fake),
         "memorization": memorization(fake[: len(test)], train[: len(test)], test),
     }
@@ -85,7 +95,7 @@ def space_scores(
         test = real[f"{name}.test"]
         r = {"fd": frechet_distance(fake, test),
              "kid": kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)[0],
-             **prdc(test, fake, k=e.k)}  # fmt: skip
+             **prdc(test, fake, k=e.k, real_radii=_radii(real, f"{name}.test", e.k))}  # fmt: skip
         if probs is not None and labels is not None:
             r["class_accuracy"] = float((probs.argmax(1) == labels).mean())
         out[name] = r
