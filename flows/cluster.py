@@ -358,7 +358,8 @@ def task_spans(since: float) -> list[dict[str, Any]]:
     spans = []
     for e in events:
         cat = str(e.get("cat", ""))
-        if e.get("ph") == "X" and cat.startswith("task::") and e["ts"] / 1e6 >= since:
+        actor_call = "." in cat  # ProgressBoard.report ...: bookkeeping, not work
+        if e.get("ph") == "X" and cat.startswith("task::") and not actor_call and e["ts"] / 1e6 >= since:
             start = e["ts"] / 1e6
             spans.append({"name": cat.removeprefix("task::"), "worker": f"{e['pid']} {e['tid']}",
                           "start": start, "end": start + e["dur"] / 1e6})  # fmt: skip

@@ -245,7 +245,7 @@ class UsefulnessParams(_Strict):
         [0], min_length=1, description="subsets (each with its own generator) per fraction; pooled"
     )
     classifiers: list[Literal["cnn", "cnn_plain", "logistic"]] = Field(
-        ["cnn", "cnn_plain", "logistic"],
+        ["cnn", "logistic"],
         min_length=1,
         description="cnn: with classical augmentation (the practitioner's baseline); cnn_plain: without; "
         "logistic: on pixels",
