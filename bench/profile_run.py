@@ -140,6 +140,8 @@ def analyse(trace: dict, process: tuple[float, float] | None = None) -> dict:
         "by": dict(by),
         "tasks": tasks,
     }
+    if "summary" in trace:  # the same quality? the report's figures and targets
+        out["summary"] = trace["summary"]
     if process:
         out["wall_s"] = process[1] - process[0]
         out["startup_s"] = meta["start"] - process[0]
@@ -197,7 +199,9 @@ def run_once(profile: str | None, out: Path, overrides: list[str]) -> tuple[dict
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t1 = time.time()
-    return json.loads((out / "runs" / "timeline.json").read_text()), (t0, t1)
+    trace = json.loads((out / "runs" / "timeline.json").read_text())
+    trace["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
+    return trace, (t0, t1)
 
 
 def report(results: list[dict]) -> None:
@@ -233,6 +237,22 @@ def report(results: list[dict]) -> None:
         print(f"| {kind} | " + " | ".join(cells) + f" | {total:.1f} |")
 
 
+def quality(results: list[dict]) -> None:
+    """Each run's sample quality and the report's targets: a faster run must keep them."""
+    for i, r in enumerate(results):
+        if "summary" not in r:
+            continue
+        s, t = r["summary"], r["summary"]["targets"]
+        fams = ", ".join(
+            f"{f} FD {v['fd']:.3f}" + (f" ({v['test_bpd']:.3f} bits/dim)" if "test_bpd" in v else "")
+            for f, v in sorted(s["families"].items())
+        )
+        met = "met" if t["best_met"] else "missed"
+        print(f"run {i}: {fams}; PCA + KDE FD {t['pca_kde_fd']:.3f}, every family below it: "
+              f"{t['all_below_pca_kde']}; best {t['best_family']} at {t['best_ratio_to_floor']:.2f}x the "
+              f"real-vs-real floor (target {t['best_within']}x: {met})")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="params profile, e.g. quick")
@@ -259,6 +279,8 @@ def main() -> None:
             args.keep.mkdir(parents=True, exist_ok=True)
             (args.keep / f"timeline-{i}.json").write_text(json.dumps(trace))
     report(results)
+    print()
+    quality(results)
     title = f"genzoo run{' --profile ' + args.profile if args.profile else ''}: {results[-1]['flow_s']:.0f} s"
     plot(trace, args.plot, title)
     print(f"\ntimeline plot: {args.plot}")

@@ -404,8 +404,10 @@ def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
         )
 
 
-def _longest_first(params: Params, families: list[str]) -> list[str]:
-    """Longest expected training first (last measured time, else steps): fewer idle workers."""
+def _longest_first(params: Params, families: list[str], first: list[str] = ()) -> list[str]:
+    """Families in ``first`` (whose usefulness measurement waits on their training), then the
+    rest; each group longest expected training first (last measured time, else steps): the
+    long chains start early and fewer workers idle at the end."""
 
     def cost(f: str) -> float:
         try:
@@ -413,7 +415,7 @@ def _longest_first(params: Params, families: list[str]) -> list[str]:
         except (OSError, ValueError, KeyError):
             return float(params.train_config(f).steps)
 
-    return sorted(families, key=cost, reverse=True)
+    return sorted(families, key=lambda f: (f in first, cost(f)), reverse=True)
 
 
 # ----------------------------------------------------------------------------- the flow's parts
@@ -463,14 +465,16 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
     beside them), each evaluated and measured for usefulness as soon as it is trained.
     Returns ``{"trained": ..., "evaluate": ..., "usefulness": ...}``, each by family."""
     useful = [f for f in usefulness_families(params) if f in families]
-    order = _longest_first(params, families)
+    order = _longest_first(params, families, first=useful)
     with cluster.progress_board() as board:
         prepare_task(params)
         evaluator = evaluator_task.submit(params)
-        # generators trained on real subsets start with the trainings (they need no model)
+        # what needs no model starts first, as Ray takes tasks in submission order: the
+        # generators trained on real subsets and the usefulness reference head the longest
+        # chain (-> usefulness of each family), so they do not run alone at the end
         subsets = {f: subsets_task.submit(params, f) for f in useful}
-        trainings = {f: train_task.submit(params, f, parent, board) for f in order}
         reference_ = usefulness_reference_task.submit(params) if useful else None
+        trainings = {f: train_task.submit(params, f, parent, board) for f in order}
         evaluations = {f: evaluate_task.submit(params, f, wait_for=[trainings[f], evaluator]) for f in order}
         usefulness = {
             f: usefulness_task.submit(params, f, wait_for=[trainings[f], subsets[f], reference_])
