@@ -42,28 +42,46 @@ def machine() -> str:
     )
 
 
-def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
-    cmd = [
-        str(Path(sys.executable).parent / "genzoo"),
-        "run",
-        "-q",
-        "--params",
-        str(ROOT / "params.yaml"),
-        "-o",
-        f"run.runs_dir={out / 'runs'}",
-        "-o",
-        f"run.checkpoints_dir={out / 'ckpt'}",
-        "-o",
-        f"data.prepared_dir={out / 'prepared'}",
-    ]
+def genzoo_run(out: Path, profile: str | None = None, overrides: list[str] = ()) -> tuple[float, float]:
+    """The real ``genzoo run`` on params.yaml with every output under ``out`` (runs, checkpoints,
+    prepared data, MLflow's store, Prefect's home) from a cold start (the flow's own temporary
+    Prefect server); returns its start and end (epoch seconds)."""
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
+    folders = {"run.runs_dir": "runs", "run.checkpoints_dir": "ckpt", "data.prepared_dir": "prepared"}
+    cmd += [arg for key, sub in folders.items() for arg in ("-o", f"{key}={out / sub}")]
+    cmd += [arg for o in overrides for arg in ("-o", o)]
     if profile:
         cmd += ["--profile", profile]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}  # tracked, like make run
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    (out / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
-    return wall, read_run(out)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",  # tracked, like make run
+        "PREFECT_HOME": str(out / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return t0, time.time()
+
+
+def train_split(overrides: list[str] = ()):
+    """params.yaml (with ``overrides``) and its prepared training split: (params, x, y, spec)."""
+    import tempfile
+
+    from genzoo.tasks.config import load_params
+    from genzoo.tasks.prepare import data_spec, load_split, prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        params = load_params(ROOT / "params.yaml", [*overrides, f"data.prepared_dir={tmp}/prepared"])
+        prepare(params)
+        x, y, manifest = load_split(params.data.prepared_dir, "train")
+    return params, x, y, data_spec(manifest)
+
+
+def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
+    t0, t1 = genzoo_run(out, profile)
+    (out / "wall_seconds.txt").write_text(f"{t1 - t0:.1f}\n")
+    return t1 - t0, read_run(out)
 
 
 def read_run(out: Path) -> dict[str, dict]:

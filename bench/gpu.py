@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, machine  # noqa: E402
+from families import machine, train_split  # noqa: E402
 
 from genzoo import models  # noqa: E402
 from genzoo.models.trainer import fit  # noqa: E402
-from genzoo.tasks.config import load_params  # noqa: E402
-from genzoo.tasks.prepare import data_spec, load_split, prepare  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -77,11 +74,7 @@ def main() -> None:
     args = ap.parse_args()
     if "cuda" in args.devices and not torch.cuda.is_available():
         sys.exit("no CUDA device here: run with --devices cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        params = load_params(ROOT / "params.yaml", [f"data.prepared_dir={tmp}/prepared"])
-        prepare(params)
-        x, y, manifest = load_split(params.data.prepared_dir, "train")
-    spec = data_spec(manifest)
+    params, x, y, spec = train_split()
     families = args.families or list(params.families)
     print(f"machine: {machine()}; torch threads on CPU: {torch.get_num_threads()}")
     rows = {}

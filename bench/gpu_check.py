@@ -23,18 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, machine  # noqa: E402
+from families import machine, train_split  # noqa: E402
 
 from genzoo import models  # noqa: E402
-from genzoo.tasks.config import load_params  # noqa: E402
-from genzoo.tasks.prepare import data_spec, load_split, prepare  # noqa: E402
 
 T0 = time.perf_counter()
 
@@ -112,8 +109,9 @@ def concurrent_vs_sequential(jobs, *, steps, device, gpus: float) -> dict[str, f
     import ray
 
     share = 1 / len(jobs)
-    ray.init(num_cpus=max(len(jobs), 1), num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)  # fmt: skip
+    # a Ray of its own (never the one RAY_ADDRESS names), with one GPU to share
+    ray.init(address="local", num_cpus=max(len(jobs), 1), num_gpus=gpus, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)  # fmt: skip
     try:
         task = ray.remote(_train_on_ray).options(num_gpus=share * gpus, num_cpus=1)
         ray.get(task.remote(*jobs[0], 3, device))  # a warm worker
@@ -144,11 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = "cpu" if dry else "cuda"
     steps = args.steps or (2 if dry else 30)
     batches = [8, 16] if dry else [64, 256, 1024, 4096]
-    with tempfile.TemporaryDirectory() as tmp:
-        params = load_params(ROOT / "params.yaml", [f"data.prepared_dir={tmp}/prepared"])
-        prepare(params)
-        x, y, manifest = load_split(params.data.prepared_dir, "train")
-    spec = data_spec(manifest)
+    params, x, y, spec = train_split()
     families = args.families or list(params.families)
     say(f"machine: {machine()}; device {device}{' (dry run)' if dry else ''}")
     if device == "cuda":

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, machine  # noqa: E402
+from families import ROOT, genzoo_run, machine  # noqa: E402
 
 from genzoo import models  # noqa: E402
 from genzoo.tasks.config import load_params  # noqa: E402
@@ -100,25 +98,7 @@ def thread_scaling(params, out: Path, steps: int = 40) -> dict[str, tuple[float,
 
 
 def pipeline_run(profile: str | None, out: Path) -> tuple[float, float, dict]:
-    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
-    for key, sub in (
-        ("run.runs_dir", "runs"),
-        ("run.checkpoints_dir", "ckpt"),
-        ("data.prepared_dir", "prepared"),
-    ):
-        cmd += ["-o", f"{key}={out / sub}"]
-    if profile:
-        cmd += ["--profile", profile]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",
-        "PREFECT_HOME": str(out / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)  # cold start: the flow's own temporary Prefect server
-    t0 = time.time()
-    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t1 = time.time()
+    t0, t1 = genzoo_run(out, profile)
     metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
     spans = sorted((m["span"]["start"], m["span"]["end"]) for m in metrics.values())
     busy, cur_s, cur_e = 0.0, None, None

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, machine  # noqa: E402
+from families import ROOT, genzoo_run, machine  # noqa: E402
 
 # stages that compute on the driver (the others wait on Ray tasks, which are counted there)
 DRIVER_WORK = ("prepare", "augment-dataset", "report", "record-in-dvc")
@@ -178,30 +175,11 @@ def plot(trace: dict, path: Path, title: str) -> None:
 
 
 def run_once(profile: str | None, out: Path, overrides: list[str]) -> tuple[dict, tuple[float, float]]:
-    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
-    for key, sub in (
-        ("run.runs_dir", "runs"),
-        ("run.checkpoints_dir", "ckpt"),
-        ("data.prepared_dir", "prepared"),
-    ):
-        cmd += ["-o", f"{key}={out / sub}"]
-    for o in overrides:
-        cmd += ["-o", o]
-    if profile:
-        cmd += ["--profile", profile]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",
-        "PREFECT_HOME": str(out / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)  # cold start: the flow's own temporary Prefect server
-    t0 = time.time()
-    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t1 = time.time()
+    """One cold-start ``genzoo run`` in ``out``: its timeline (with the report's summary)."""
+    process = genzoo_run(out, profile, overrides)
     trace = json.loads((out / "runs" / "timeline.json").read_text())
     trace["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
-    return trace, (t0, t1)
+    return trace, process
 
 
 def report(results: list[dict]) -> None:
