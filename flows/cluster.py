@@ -353,6 +353,9 @@ def task_spans(since: float) -> list[dict[str, Any]]:
     quiet.setLevel(logging.ERROR)
     try:
         events = ray.timeline()
+    except Exception as e:  # a Ray that keeps no task events (a client connection, ...): no timeline
+        log.warning("no Ray task timeline: %s: %s", type(e).__name__, e)
+        return []
     finally:
         quiet.setLevel(level)
     spans = []
