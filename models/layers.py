@@ -162,8 +162,12 @@ class PixelLikelihood(nn.Module):
 
 
 def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * source, parameter by parameter in one fused
+    call (``torch._foreach_lerp_``, as timm's EMA does); buffers are copied."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, 1.0 - decay)
-        for t, s in zip(target.buffers(), source.buffers(), strict=True):
-            t.copy_(s)
+        t, s = list(target.parameters()), list(source.parameters())
+        if len(t) != len(s):
+            raise ValueError(f"EMA: {len(t)} parameters against {len(s)}")
+        torch._foreach_lerp_(t, s, 1.0 - decay)
+        for tb, sb in zip(target.buffers(), source.buffers(), strict=True):
+            tb.copy_(sb)
