@@ -101,6 +101,7 @@ def _row_blocks(a: np.ndarray, b: np.ndarray, block_bytes: int = BLOCK_BYTES):
 def nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """Each row of ``a``'s distance to its nearest row of ``b`` (``b`` is ``a``: pass
     ``exclude_self`` to skip each row itself), block by block."""
+    a, b = _as2d(a), _as2d(b)
     out = np.empty(len(a))
     for rows, d in _row_blocks(a, b):
         if exclude_self:

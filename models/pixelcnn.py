@@ -125,7 +125,7 @@ class PixelCNN(GenerativeModel):
 
         With ``window`` each pass runs only on the pixels that pixel's output can see (its
         receptive field: ``reach`` rows above, ``reach`` columns either side, nothing below):
-        on 28x28 about a sixth of the image per pass instead of all of it, the same images."""
+        on 28x28 about a fifth of the image per pass instead of all of it, the same images."""
         c, h, w = self.spec.shape
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W); not yet drawn: 0, never seen
         r = self.reach if window else max(h, w)
