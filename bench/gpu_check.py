@@ -1,6 +1,6 @@
 """The GPU path, measured in one short run: `bench/gpu_check.sh` (this script) on a GPU box.
 
-    bash bench/gpu_check.sh                 # one CUDA device; about 6 minutes, printing as it goes
+    bash bench/gpu_check.sh                 # one CUDA device; sized for under 8 minutes, printing as it goes
     bash bench/gpu_check.sh --dry-run       # the same steps on CPU with tiny sizes (what the tests run)
 
 Each line is printed (and flushed) as soon as it is measured, so a run cut short by a time
