@@ -64,6 +64,18 @@ def genzoo_run(out: Path, profile: str | None = None, overrides: list[str] = ())
     return t0, time.time()
 
 
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """The length of the union of ``(start, end)`` intervals: time with at least one running."""
+    total, cur = 0.0, None
+    for s, e in sorted(spans):
+        if cur is None or s > cur[1]:
+            total += 0 if cur is None else cur[1] - cur[0]
+            cur = [s, e]
+        else:
+            cur[1] = max(cur[1], e)
+    return total + (cur[1] - cur[0] if cur else 0.0)
+
+
 def train_split(overrides: list[str] = ()):
     """params.yaml (with ``overrides``) and its prepared training split: (params, x, y, spec)."""
     import tempfile

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, genzoo_run, machine  # noqa: E402
+from families import ROOT, genzoo_run, machine, union_seconds  # noqa: E402
 
 from genzoo import models  # noqa: E402
 from genzoo.tasks.config import load_params  # noqa: E402
@@ -100,15 +100,7 @@ def thread_scaling(params, out: Path, steps: int = 40) -> dict[str, tuple[float,
 def pipeline_run(profile: str | None, out: Path) -> tuple[float, float, dict]:
     t0, t1 = genzoo_run(out, profile)
     metrics = {p.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/metrics.json")}
-    spans = sorted((m["span"]["start"], m["span"]["end"]) for m in metrics.values())
-    busy, cur_s, cur_e = 0.0, None, None
-    for s, e in spans:  # length of the union of the families' stage intervals
-        if cur_e is None or s > cur_e:
-            busy += 0 if cur_e is None else cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    busy += (cur_e - cur_s) if cur_e is not None else 0
+    busy = union_seconds([(m["span"]["start"], m["span"]["end"]) for m in metrics.values()])
     return t1 - t0, (t1 - t0) - busy, metrics
 
 

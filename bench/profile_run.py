@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, genzoo_run, machine  # noqa: E402
+from families import ROOT, genzoo_run, machine, union_seconds  # noqa: E402
 
 # stages that compute on the driver (the others wait on Ray tasks, which are counted there)
 DRIVER_WORK = ("prepare", "augment-dataset", "report", "record-in-dvc")
@@ -103,17 +103,6 @@ def ideal_packing(tasks: list[dict], cores: int) -> tuple[float, float]:
         done[n] = free[slot] = start + dur[n]
         left.remove(n)
     return max(done.values()), max(critical, sum(dur.values()) / cores)
-
-
-def union_seconds(spans: list[tuple[float, float]]) -> float:
-    total, cur = 0.0, None
-    for s, e in sorted(spans):
-        if cur is None or s > cur[1]:
-            total += 0 if cur is None else cur[1] - cur[0]
-            cur = [s, e]
-        else:
-            cur[1] = max(cur[1], e)
-    return total + (cur[1] - cur[0] if cur else 0.0)
 
 
 def analyse(trace: dict, process: tuple[float, float] | None = None) -> dict:
