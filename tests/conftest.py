@@ -105,6 +105,13 @@ def restore_logging():
         logging.getLogger(n).setLevel(lv)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules marked slow first (a stable sort: each module's tests stay together and in
+    order), so that with several workers (`make test`: pytest-xdist) the long end-to-end runs
+    start early and the short tests fill the gaps, instead of one long run starting last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_unconfigure(config):
     # Prefect stops its temporary server at interpreter exit and logs it to a console pytest
     # has closed by then; that log line is not worth a traceback

@@ -15,7 +15,7 @@ import yaml
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
-from tests.conftest import make_dvc_repo, tiny_params
+from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -259,19 +259,4 @@ def test_cli_help_and_clear_errors(tmp_path):
     assert r.returncode == 2 and "--families: nope not in params" in r.stderr
 
 
-def test_dvc_repro_runs_the_pipeline_then_does_nothing(tmp_path):
-    """A real DVC repository: repro trains every family; a second repro does nothing; a
-    change to one family's params makes only that family's stage stale."""
-    repo, raw, sh = make_dvc_repo(tmp_path, steps=6)
-    out = sh("dvc", "repro")
-    for fam in FAMILIES:
-        assert f"train@{fam}" in out
-        assert (repo / "runs" / fam / "samples.png").exists()
-    assert "up to date" in sh("dvc", "repro").lower()
-    assert "up to date" in sh("dvc", "status").lower()
-    metrics = sh("dvc", "metrics", "show")
-    assert "test_bpd" in metrics
-    raw["models"]["vae"]["train"]["steps"] = 7
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    status = sh("dvc", "status")
-    assert "train@vae" in status and "train@pixelcnn" not in status and "prepare" not in status
+# `dvc repro` from scratch, then doing nothing, then one stale family: tests/flows/test_dvc.py

@@ -146,9 +146,11 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     from genzoo.tasks import usefulness
 
     tmp, params, _ = evaluated
-    # the whole training split only: no generator retrained on a subset (the figures' form is the same)
+    # the whole training split and the pulled dataset's recipe only: no generator retrained on a
+    # subset, no teacher trained (the figures' form is the same)
+    assert params.augment.recipe == "plain"
     params = params.model_copy(
-        update={"usefulness": params.usefulness.model_copy(update={"fractions": [1.0]})}
+        update={"usefulness": params.usefulness.model_copy(update={"fractions": [1.0], "recipes": ["plain"]})}
     )
     usefulness.reference(params)
     measured = usefulness.measure_family(params, "gan")

@@ -1,0 +1,279 @@
+"""How cost grows: time and peak memory per family and per stage against the number of images
+and against their size.
+
+    python bench/scaling.py                       # both axes, every family
+    python bench/scaling.py --axis n --families vae gan
+    python bench/scaling.py --plot bench/figures/scaling.png
+
+Datasets (built here, written as the `.npz` a user would point `data.source` at):
+- number of images, 8x8: digits (1,797), x10 and x50 by shifting each digit up to 3 pixels
+  (zero fill), and a 60,000-image 28x28 set (digits upsampled and shifted);
+- image size, 2,000 images: 8x8, 28x28, 32x32x3, 64x64x3 (digits upsampled, RGB tinted per
+  class).
+
+Every figure comes from a fresh process (`--one`), so its peak resident memory (imports and
+data included) is its own. Per dataset: the stages whose cost depends on the data, run as the
+pipeline runs them (`prepare`: load, quantize, split, write; the augment stage's near-copy
+check: the copy radius plus 1,000 drawn images against the training split; the evaluation's
+nearest-neighbour figures: precision/recall/density/coverage and memorization of 1,000 images
+against the test split, in pixels, the widest space; the PCA + KDE baseline's fit). Per
+family: seconds per training step at params.yaml's batch and net, and milliseconds per image
+of the test log-likelihood (labels marginalised, as the train stage computes test bits/dim on
+the whole test split: that stage's part that grows with the data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from families import ROOT, machine  # noqa: E402
+
+FAMILIES = ["pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+STAGES = ["prepare", "near-copy check", "nearest-neighbour figures", "PCA + KDE fit"]
+
+
+# ------------------------------------------------------------------------------ datasets
+
+
+def _shifted(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
+    """``copies`` versions of every image, each moved by up to 3 pixels (zero fill); copy 0 is
+    the image itself."""
+    rng = np.random.default_rng(seed)
+    out = [images]
+    for _ in range(copies - 1):
+        dy, dx = rng.integers(-3, 4, size=2)
+        moved = np.roll(images, (int(dy), int(dx)), axis=(1, 2))
+        if dy > 0:
+            moved[:, :dy] = 0
+        elif dy < 0:
+            moved[:, dy:] = 0
+        if dx > 0:
+            moved[:, :, :dx] = 0
+        elif dx < 0:
+            moved[:, :, dx:] = 0
+        out.append(moved)
+    return np.concatenate(out)
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(images.astype(np.float32))[:, None]
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear").round()[:, 0].numpy()
+
+
+def datasets(out: Path, axis: str) -> list[tuple[str, Path]]:
+    """(name, npz path) per dataset of ``axis``, written under ``out``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img, lab = (d.images * 15).astype(np.uint8), d.target  # 0..240, 17 levels spread on 8 bits
+    made = []
+
+    def write(name: str, images: np.ndarray, labels: np.ndarray) -> None:
+        path = out / f"{name.replace(' ', '_')}.npz"
+        np.savez(path, images=images.astype(np.uint8), labels=labels)
+        made.append((name, path))
+
+    if axis == "n":
+        write(f"digits ({len(img):,})", img, lab)
+        for k in (10, 50):
+            write(f"digits x{k} ({k * len(img):,})", _shifted(img, k, seed=k), np.tile(lab, k))
+        k = -(-60_000 // len(img))
+        big = _shifted(_resized(img, 28), k, seed=1)[:60_000]
+        write("60,000 x 28x28", big, np.tile(lab, k)[:60_000])
+    else:
+        idx = np.resize(np.arange(len(img)), 2000)
+        base, labels = img[idx], lab[idx]
+        write("8x8", base, labels)
+        write("28x28", _resized(base, 28), labels)
+        tint = np.random.default_rng(0).uniform(0.3, 1.0, size=(10, 3))[labels][:, None, None, :]
+        for s in (32, 64):
+            write(f"{s}x{s}x3", _resized(base, s)[..., None] * tint, labels)
+    return made
+
+
+# ---------------------------------------------------------------------- one measurement
+
+
+def _params(npz: Path, prepared: Path):
+    from genzoo.tasks.config import load_params
+
+    overrides = [f"data.source=npz:{npz}", f"data.prepared_dir={prepared}", "data.image_size=null"]
+    return load_params(ROOT / "params.yaml", overrides)
+
+
+def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str, float]:
+    import torch
+
+    from genzoo.tasks.prepare import data_spec, load_split, prepare
+
+    torch.manual_seed(0)
+    params = _params(npz, tmp / "prepared")
+    t0 = time.perf_counter()
+    prepare(params)
+    figures = {"prepare_seconds": time.perf_counter() - t0}
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
+    spec = data_spec(manifest)
+    figures["train_images"] = len(x)
+    if what == "stages":
+        from genzoo.metrics.quality import memorization, prdc
+        from genzoo.models.classical import PCAKDE
+        from genzoo.tasks.augment import copy_radius, nearest_train
+
+        x_test, _, _ = load_split(params.data.prepared_dir, "test")
+        flat, drawn = x.flatten(1), x[torch.randperm(len(x))[:1000]].flatten(1) + 0.01
+        t0 = time.perf_counter()
+        copy_radius(flat), nearest_train(drawn, flat)
+        figures["near-copy check_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        test, fake = x_test.flatten(1).numpy(), drawn.numpy()
+        prdc(test, fake), memorization(fake[: len(test)], flat[: len(test)].numpy(), test)
+        figures["nearest-neighbour figures_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        PCAKDE(spec).fit(x, y, seed=0)
+        figures["PCA + KDE fit_seconds"] = time.perf_counter() - t0
+    else:
+        from genzoo import models
+        from genzoo.models.base import likelihood_estimator, log_likelihoods
+        from genzoo.models.trainer import fit
+
+        cfg = params.train_config(what).model_copy(
+            update={"steps": steps + 1, "eval_every": 0, "checkpoint_every": 10**9, "log_every": 1}
+        )
+        model = models.build(what, spec, params.net_config(what))
+        t0 = time.perf_counter()
+        fit(model, x, y, cfg.model_copy(update={"steps": 1}), seed=0, progress=False)  # warm-up
+        warm = time.perf_counter() - t0
+        model = models.build(what, spec, params.net_config(what))
+        _, result = fit(model, x, y, cfg.model_copy(update={"steps": steps}), seed=0, progress=False)
+        figures["step_seconds"] = result.seconds / steps
+        figures["first_step_seconds"] = warm
+        if likelihood_estimator(model) is not None:
+            x_test, _, _ = load_split(params.data.prepared_dir, "test")
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                log_likelihoods(model.eval(), x_test[:ll_images])
+            figures["likelihood_ms_per_image"] = (
+                1000 * (time.perf_counter() - t0) / min(ll_images, len(x_test))
+            )
+            figures["test_images"] = len(x_test)
+    figures["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures
+
+
+def measure(what: str, npz: Path, steps: int, ll_images: int) -> dict[str, float]:
+    """``one`` in a fresh process."""
+    cmd = [sys.executable, __file__, "--one", what, str(npz), "--steps", str(steps),
+           "--ll-images", str(ll_images)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    n_rows = {k: v for k, v in rows.items() if v.get("_axis") == "n"}
+    s_rows = {k: v for k, v in rows.items() if v.get("_axis") == "size"}
+    if n_rows:
+        ns = [v["stages"].get("train_images", np.nan) for v in n_rows.values()]
+        for stage in STAGES:
+            axes[0].plot(ns, [v["stages"].get(f"{stage}_seconds", np.nan) for v in n_rows.values()], "o-",
+                         label=stage)  # fmt: skip
+        axes[0].plot(ns, [v["stages"].get("peak_mb", np.nan) / 1000 for v in n_rows.values()], "k--",
+                     label="peak memory (GB)")  # fmt: skip
+        axes[0].set(xscale="log", yscale="log", xlabel="training images", ylabel="seconds",
+                    title="stages against the number of images")  # fmt: skip
+        axes[0].legend(fontsize=7)
+    if s_rows:
+        pixels = [int(np.prod([int(p) for p in k.split("x")])) for k in s_rows]
+        for fam in FAMILIES:
+            axes[1].plot(pixels, [v.get(fam, {}).get("step_seconds", np.nan) for v in s_rows.values()], "o-",
+                         label=fam)  # fmt: skip
+            axes[2].plot(pixels, [v.get(fam, {}).get("peak_mb", np.nan) for v in s_rows.values()], "o-",
+                         label=fam)  # fmt: skip
+        axes[1].set(xscale="log", yscale="log", xlabel="values per image (C x H x W)", ylabel="seconds",
+                    title="one training step (params.yaml batch)")  # fmt: skip
+        axes[2].set(xscale="log", xlabel="values per image (C x H x W)", ylabel="MB",
+                    title="peak memory of a training process")  # fmt: skip
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def fmt(v, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{v:,.0f}{unit}" if v >= 100 else f"{v:.3g}{unit}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--axis", choices=["n", "size", "both"], default="both")
+    ap.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    ap.add_argument(
+        "--steps", type=int, default=5, help="training steps timed per family (after one warm-up)"
+    )
+    ap.add_argument("--ll-images", type=int, default=32, help="test images whose log-likelihood is timed")
+    ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "scaling.png")
+    ap.add_argument("--one", nargs=2, metavar=("WHAT", "NPZ"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(one(args.one[0], Path(args.one[1]), Path(tmp), args.steps, args.ll_images)))
+        return
+    print(f"machine: {machine()}; {args.steps} training steps per family after one warm-up; "
+          f"log-likelihood of {args.ll_images} test images", flush=True)  # fmt: skip
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for axis in ("n", "size") if args.axis == "both" else (args.axis,):
+            made = datasets(Path(tmp), axis)
+            print(f"\n### {'number of images' if axis == 'n' else 'image size (2,000 images)'}\n")
+            print("| data | train split | " + " | ".join(STAGES) + " | peak memory |")
+            print("|---|---|" + "---|" * (len(STAGES) + 1), flush=True)
+            for name, npz in made:
+                s = measure("stages", npz, args.steps, args.ll_images)
+                rows[name] = {"_axis": axis, "stages": s}
+                cells = (
+                    [fmt(s.get(f"{st}_seconds"), " s") for st in STAGES] if "error" not in s else [s["error"]]
+                )
+                print(f"| {name} | {fmt(s.get('train_images'))} | " + " | ".join(cells)
+                      + f" | {fmt(s.get('peak_mb'), ' MB')} |", flush=True)  # fmt: skip
+            print("\n| data | family | s / training step | first step (s) | log-likelihood ms / image "
+                  "| test split | peak memory |\n|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
+            for name, npz in made:
+                for fam in args.families:
+                    f = measure(fam, npz, args.steps, args.ll_images)
+                    rows[name][fam] = f
+                    if "error" in f:
+                        print(f"| {name} | {fam} | {f['error']} | | | | |", flush=True)
+                        continue
+                    print(f"| {name} | {fam} | {fmt(f['step_seconds'])} | {fmt(f['first_step_seconds'])} | "
+                          f"{fmt(f.get('likelihood_ms_per_image'))} | {fmt(f.get('test_images'))} | "
+                          f"{fmt(f['peak_mb'], ' MB')} |", flush=True)  # fmt: skip
+    plot(rows, args.plot)
+    print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""A user's own image folder through the quick profile: how long a new user waits.
+
+    python bench/user_folder.py                     # 300 images, 25x25 to 32x32, 2 classes
+    python bench/user_folder.py --images 600 --repeats 3
+
+Writes a folder of RGB PNGs in two classes (``discs/`` and ``squares/``: one bright shape on
+a dark, noisy background, with random size, place and colour), each image 25 to 32 pixels a
+side, then runs ``bench/profile_run.py`` on it exactly as a user would start it:
+
+    genzoo run --profile quick -o data.source=folder:PATH -o data.image_size=32
+
+(every family trained, evaluated, the usefulness and anomaly benchmarks, the dataset and the
+report) and prints its table: wall time, stage x family, idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_folder(root: Path, images: int, seed: int = 0) -> Path:
+    """``images`` PNGs split evenly between ``discs/`` and ``squares/`` under ``root``."""
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        cls = ("discs", "squares")[i % 2]
+        side = int(rng.integers(25, 33))
+        yy, xx = np.mgrid[:side, :side]
+        cy, cx = rng.uniform(0.35, 0.65, 2) * side
+        r = rng.uniform(0.18, 0.32) * side
+        mask = (
+            (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            if cls == "discs"
+            else (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        )
+        img = rng.normal(30, 12, (side, side, 3))
+        img[mask] = rng.uniform(140, 255, 3) + rng.normal(0, 10, (int(mask.sum()), 3))
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i:05d}.png")
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument(
+        "--folder", type=Path, help="where to write the images (new or empty; default: a temporary folder)"
+    )
+    ap.add_argument("--plot", type=Path, default=HERE / "figures" / "profile_user_folder.png")
+    args = ap.parse_args()
+    if args.folder is not None and args.folder.exists() and any(args.folder.iterdir()):
+        sys.exit(f"{args.folder}: not empty; give a new or empty folder (nothing is deleted)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_folder(args.folder or Path(tmp) / "images", args.images)
+        print(f"folder: {folder} ({args.images} RGB images, 25x25 to 32x32, 2 classes)", flush=True)
+        cmd = [sys.executable, str(HERE / "profile_run.py"), "--profile", "quick",
+               "--repeats", str(args.repeats), "-o", f"data.source=folder:{folder}",
+               "-o", "data.image_size=32", "--plot", str(args.plot)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
