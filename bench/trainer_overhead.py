@@ -34,26 +34,8 @@ from genzoo.models.layers import ema_update  # noqa: E402
 from genzoo.models.trainer import _lr_lambda, fit  # noqa: E402
 
 
-def bare(family, spec, net, cfg, x, y, steps: int) -> float:
-    torch.manual_seed(0)
-    model = models.build(family, spec, net).train()
-    opts = {
-        ph: torch.optim.AdamW(model.phase_parameters(ph), lr=cfg.phase_lr.get(ph, cfg.lr), betas=cfg.betas,
-                              weight_decay=cfg.weight_decay)
-        for ph in model.phases
-    }  # fmt: skip
-    gen = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (cfg.batch_size,), generator=gen)
-        for ph in model.phases:
-            opts[ph].zero_grad(set_to_none=True)
-            model.training_step(x[idx], y[idx], ph).loss.backward()
-            opts[ph].step()
-    return time.perf_counter() - t0
-
-
-def by_hand(family, spec, net, cfg, x, y, steps: int) -> float:
+def loop(family, spec, net, cfg, x, y, steps: int, recipe: bool) -> float:
+    """The bare loop; with ``recipe``, plus clipping, the schedule and the EMA, written inline."""
     torch.manual_seed(0)
     model = models.build(family, spec, net).train()
     cfg = cfg.model_copy(update={"steps": steps})
@@ -63,7 +45,8 @@ def by_hand(family, spec, net, cfg, x, y, steps: int) -> float:
         for ph in model.phases
     }  # fmt: skip
     scheds = {ph: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(cfg)) for ph, o in opts.items()}
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if model.wants_ema and cfg.ema_decay else None
+    keeps_ema = recipe and model.wants_ema and cfg.ema_decay
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if keeps_ema else None
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for step in range(steps):
@@ -71,10 +54,11 @@ def by_hand(family, spec, net, cfg, x, y, steps: int) -> float:
         for ph in model.phases:
             opts[ph].zero_grad(set_to_none=True)
             model.training_step(x[idx], y[idx], ph).loss.backward()
-            if cfg.grad_clip:
+            if recipe and cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.phase_parameters(ph), cfg.grad_clip)
             opts[ph].step()
-            scheds[ph].step()
+            if recipe:
+                scheds[ph].step()
         if ema is not None:
             ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
     return time.perf_counter() - t0
@@ -103,11 +87,11 @@ def main() -> None:
     )
     for family in args.families or list(params.families):
         cfg, net = params.train_config(family), params.net_config(family)
-        bare(family, spec, net, cfg, x, y, 5)  # warm-up
+        loop(family, spec, net, cfg, x, y, 5, recipe=False)  # warm-up
         b, h, t = [], [], []
         for _ in range(args.repeats):
-            b.append(bare(family, spec, net, cfg, x, y, args.steps))
-            h.append(by_hand(family, spec, net, cfg, x, y, args.steps))
+            b.append(loop(family, spec, net, cfg, x, y, args.steps, recipe=False))
+            h.append(loop(family, spec, net, cfg, x, y, args.steps, recipe=True))
             t.append(trainer(family, spec, net, cfg, x, y, args.steps))
         mb, mh, mt = statistics.median(b), statistics.median(h), statistics.median(t)
         print(
