@@ -148,17 +148,15 @@ def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str
         from genzoo.models.base import likelihood_estimator, log_likelihoods
         from genzoo.models.trainer import fit
 
-        cfg = params.train_config(what).model_copy(
-            update={"steps": steps + 1, "eval_every": 0, "checkpoint_every": 10**9, "log_every": 1}
-        )
-        model = models.build(what, spec, params.net_config(what))
-        t0 = time.perf_counter()
-        fit(model, x, y, cfg.model_copy(update={"steps": 1}), seed=0, progress=False)  # warm-up
-        warm = time.perf_counter() - t0
-        model = models.build(what, spec, params.net_config(what))
-        _, result = fit(model, x, y, cfg.model_copy(update={"steps": steps}), seed=0, progress=False)
+        def trained(n: int):
+            cfg = params.train_config(what).model_copy(
+                update={"steps": n, "eval_every": 0, "checkpoint_every": n}
+            )
+            return fit(models.build(what, spec, params.net_config(what)), x, y, cfg, seed=0, progress=False)
+
+        figures["first_step_seconds"] = trained(1)[1].seconds  # warm-up: allocations, first kernels
+        model, result = trained(steps)
         figures["step_seconds"] = result.seconds / steps
-        figures["first_step_seconds"] = warm
         if likelihood_estimator(model) is not None:
             x_test, _, _ = load_split(params.data.prepared_dir, "test")
             t0 = time.perf_counter()
