@@ -42,11 +42,31 @@ def machine() -> str:
     )
 
 
-def genzoo_run(out: Path, profile: str | None = None, overrides: list[str] = ()) -> tuple[float, float]:
+def revision(ref: str, dest: Path) -> Path:
+    """Git revision ``ref`` of this repository exported under ``dest`` (``git archive``: the
+    repository, its worktrees and its index are left alone), with ``dest/pkg/genzoo`` laid out
+    as the installed package (the top-level folders as its subpackages). Returns the tree."""
+    tree = dest / "tree"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    pkg = dest / "pkg" / "genzoo"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_bytes((tree / "genzoo" / "__init__.py").read_bytes())
+    for sub in ("models", "metrics", "tasks", "flows"):
+        (pkg / sub).symlink_to(tree / sub, target_is_directory=True)
+    return tree
+
+
+def genzoo_run(
+    out: Path, profile: str | None = None, overrides: list[str] = (), code: Path | None = None
+) -> tuple[float, float]:
     """The real ``genzoo run`` on params.yaml with every output under ``out`` (runs, checkpoints,
     prepared data, MLflow's store, Prefect's home) from a cold start (the flow's own temporary
-    Prefect server); returns its start and end (epoch seconds)."""
-    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(ROOT / "params.yaml")]
+    Prefect server); returns its start and end (epoch seconds). ``code``: a tree from
+    :func:`revision`, run with its own package and params.yaml instead of this checkout's."""
+    params = (code or ROOT) / "params.yaml"
+    cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(params)]
     folders = {"run.runs_dir": "runs", "run.checkpoints_dir": "ckpt", "data.prepared_dir": "prepared"}
     cmd += [arg for key, sub in folders.items() for arg in ("-o", f"{key}={out / sub}")]
     cmd += [arg for o in overrides for arg in ("-o", o)]
@@ -59,6 +79,10 @@ def genzoo_run(out: Path, profile: str | None = None, overrides: list[str] = ())
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
+    if code is not None:  # its package first on the path, for the driver and every Ray worker
+        env["PYTHONPATH"] = os.pathsep.join([str(code.parent / "pkg"), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
     t0 = time.time()
     subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return t0, time.time()

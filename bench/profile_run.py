@@ -4,6 +4,7 @@ the run comes to the ideal packing of its own task times on the cores it had.
     python bench/profile_run.py                          # one default run (what `make run` does)
     python bench/profile_run.py --profile quick --repeats 3
     python bench/profile_run.py --timeline runs/timeline.json   # a run you already made
+    python bench/profile_run.py --repeats 3 --against 109bace    # beside another revision's run
 
 Every pipeline run writes ``runs/timeline.json`` (each Ray task on its worker, each stage's
 Prefect task on the driver, in the Chrome trace format: open it in https://ui.perfetto.dev).
@@ -17,7 +18,10 @@ temporary Prefect server, a local Ray, MLflow tracking), reads that file and pri
   scheduled longest-path first with no gaps (a list schedule), and the lower bound
   max(critical path, work / cores); the ratio wall / ideal.
 
-and draws the timeline (which core ran what, when) to ``--plot``.
+and draws the timeline (which core ran what, when) to ``--plot``. With ``--against REF``,
+each repeat also runs git revision REF's code (exported to a temporary folder, its own
+params.yaml), the two alternating in order, and prints both medians and their ratio: a
+speed-up measured beside the code it replaces, on the same machine, in the same hour.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import ROOT, genzoo_run, machine, union_seconds  # noqa: E402
+from families import ROOT, genzoo_run, machine, revision, union_seconds  # noqa: E402
 
 # stages that compute on the driver (the others wait on Ray tasks, which are counted there)
 DRIVER_WORK = ("prepare", "augment-dataset", "report", "record-in-dvc")
@@ -171,6 +175,14 @@ def run_once(profile: str | None, out: Path, overrides: list[str]) -> tuple[dict
     return trace, process
 
 
+def other_run(ref: str, code: Path, profile: str | None, overrides: list[str], i: int) -> float:
+    """One cold-start ``genzoo run`` of revision ``ref``'s exported ``code``: its wall seconds."""
+    with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+        start, end = genzoo_run(Path(tmp), profile, overrides, code=code)
+    print(f"run {i} of {ref}: {end - start:.1f} s", flush=True)
+    return end - start
+
+
 def report(results: list[dict]) -> None:
     med = lambda key: statistics.median(r[key] for r in results)  # noqa: E731
     n = len(results)
@@ -228,24 +240,36 @@ def main() -> None:
     ap.add_argument("--timeline", type=Path, help="analyse this timeline.json instead of running")
     ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "profile_run.png")
     ap.add_argument("--keep", type=Path, help="copy each run's timeline.json here")
+    ap.add_argument("--against", metavar="REF", help="also run this git revision's code, alternating")
     args = ap.parse_args()
     results, trace = [], None
     if args.timeline:
         trace = json.loads(args.timeline.read_text())
         results.append(analyse(trace))
-    for i in range(0 if args.timeline else args.repeats):
-        with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
-            trace, process = run_once(args.profile, Path(tmp), args.override)
-        results.append(analyse(trace, process))
-        r = results[-1]
-        print(
-            f"run {i}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f})",
-            flush=True,
-        )
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            (args.keep / f"timeline-{i}.json").write_text(json.dumps(trace))
+    against: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="genzoo-against-") as code_dir:
+        code = revision(args.against, Path(code_dir)) if args.against else None
+        for i in range(0 if args.timeline else args.repeats):
+            if code is not None and i % 2 == 0:  # alternate which goes first
+                against.append(other_run(args.against, code, args.profile, args.override, i))
+            with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
+                trace, process = run_once(args.profile, Path(tmp), args.override)
+            if code is not None and i % 2 == 1:
+                against.append(other_run(args.against, code, args.profile, args.override, i))
+            results.append(analyse(trace, process))
+            r = results[-1]
+            print(
+                f"run {i}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f})",
+                flush=True,
+            )
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / f"timeline-{i}.json").write_text(json.dumps(trace))
     report(results)
+    if against:
+        this, other = statistics.median(r["wall_s"] for r in results), statistics.median(against)
+        print(f"\n| whole `genzoo run`, median of {len(against)} | {args.against} | this checkout | ratio |")
+        print(f"|---|---|---|---|\n| seconds | {other:.1f} | {this:.1f} | **{this / other:.2f}x** |")
     print()
     quality(results)
     title = f"genzoo run{' --profile ' + args.profile if args.profile else ''}: {results[-1]['flow_s']:.0f} s"

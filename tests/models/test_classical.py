@@ -6,9 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
 
 from genzoo.models.base import DataSpec
-from genzoo.models.classical import BASELINES, PCAKDE, ClassicalConfig, GaussianMixtureBaseline
+from genzoo.models.classical import BASELINES, PCAKDE, ClassicalConfig, GaussianMixtureBaseline, _dequantize
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,23 @@ def test_a_class_with_too_few_images_is_a_clear_error(digits):
     few = keep & ~((y == 3) & (torch.cumsum((y == 3).long(), 0) > 2))
     with pytest.raises(ValueError, match="class 3 has fewer than 5"):
         PCAKDE(spec).fit(x[few], y[few])
+
+
+def test_kde_bandwidth_from_a_subset_keeps_every_image_and_is_identical_when_the_class_fits(digits):
+    x, y, _, _, spec = digits
+    whole = PCAKDE(spec, ClassicalConfig(pca_components=10, kde_bandwidths=5)).fit(x, y, seed=0)
+    z = whole.pca.transform(_dequantize(x, spec, np.random.default_rng(0)))[y.numpy() == 0]
+    scale = z.std(0).mean()
+    grid = {"bandwidth": scale * np.logspace(-1.5, 0.5, 5)}
+    plain = GridSearchCV(KernelDensity(), grid, cv=5).fit(z).best_params_["bandwidth"]
+    assert whole.per_class[0].bandwidth == plain  # every class under kde_cv_images: the plain CV
+
+    cfg = ClassicalConfig(pca_components=10, kde_bandwidths=5, kde_cv_images=40)
+    part = PCAKDE(spec, cfg).fit(x, y, seed=0)
+    kde = part.per_class[0]
+    assert kde.tree_.data.shape[0] == len(z)  # the density keeps every image
+    m, n = 40, len(z)
+    sub = z[np.random.default_rng(0).choice(n, m, replace=False)]
+    grid = {"bandwidth": sub.std(0).mean() * np.logspace(-1.5, 0.5, 5)}
+    chosen = GridSearchCV(KernelDensity(), grid, cv=5).fit(sub).best_params_["bandwidth"]
+    assert kde.bandwidth == pytest.approx(chosen * (m / n) ** (1 / 14))
