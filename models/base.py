@@ -183,11 +183,17 @@ def likelihood_estimator(model: nn.Module) -> str | None:
     return None
 
 
+LIKELIHOOD_BATCH_VALUES = 512 * 64  # 512 images of 8x8 (digits) per pass, 8 of 64x64x3
+
+
 @torch.inference_mode()
 def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch: int = 512) -> Tensor:
     """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,
     exact or the family's bound; y=None marginalises the labels. Seeded (a bound may sample)
-    without touching the global RNG, so the same images get the same numbers."""
+    without touching the global RNG, so the same images get the same numbers. At most ``batch``
+    images per pass, fewer for large images (``LIKELIHOOD_BATCH_VALUES`` values per pass: a
+    bound's samples times the classes times the image must fit in memory)."""
+    batch = max(1, min(batch, LIKELIHOOD_BATCH_VALUES // model.spec.dims))
     fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
     ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
     out = []

@@ -67,6 +67,12 @@ class TrainConfig(BaseModel):
     exclude_classes: list[int] = Field(
         default_factory=list, description="classes left out of training (their prior becomes 0)"
     )
+    likelihood_images: int | None = Field(
+        1000,
+        gt=0,
+        description="validation and test bits/dim on at most this many images of each split "
+        "(a seeded draw, the same every run; null: all): a bound costs the same per image at any size",
+    )
 
 
 class NonFiniteLossError(RuntimeError):

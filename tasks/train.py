@@ -56,6 +56,15 @@ def sample_grid(model: GenerativeModel, per_class: int, seed: int) -> torch.Tens
     return model.sample(len(y), y, generator=torch.Generator().manual_seed(seed))
 
 
+def _at_most(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``n`` of the images ``x`` (N, C, H, W) with labels ``y`` (N,): a seeded draw, the
+    same every run; all of them when they are ``n`` or fewer (or ``n`` is None)."""
+    if n is None or len(x) <= n:
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
 @torch.inference_mode()
 def sampling_speed(model: GenerativeModel, n: int = 100, seed: int = 0) -> float:
     t0 = time.perf_counter()
@@ -153,7 +162,9 @@ def _train(
     val_fn = None
     if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
-        x_val, y_val, _ = load_split(params.data.prepared_dir, "val")
+        x_val, y_val = _at_most(
+            *load_split(params.data.prepared_dir, "val")[:2], cfg.likelihood_images, params.seed
+        )
         val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
     trained, result = train_variant(
         params,
@@ -196,9 +207,11 @@ def _train(
     if result.best_step is not None:
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if estimator is not None:  # labels marginalised: the unconditional likelihood
-        x_test, _, _ = load_split(params.data.prepared_dir, "test")
+        x_test, _ = _at_most(
+            *load_split(params.data.prepared_dir, "test")[:2], cfg.likelihood_images, params.seed
+        )
         test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
-        metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator)
+        metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator, test_images=len(x_test))
     metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

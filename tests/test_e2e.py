@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
     for fam, block in raw["models"].items():
         block["train"]["lr"] = 3e-3 if fam != "gan" else 1e-3
         block["train"]["log_every"] = 10
+    raw["models"]["realnvp"]["train"]["likelihood_images"] = 50  # the others: the whole test split
     params = validate(raw)
     prepare(params)
     return tmp, params, {f: train_family(params, f, progress=False) for f in params.families}
@@ -56,6 +57,10 @@ def test_short_training_learns_and_writes_its_outputs(trained, family):
     else:
         assert m["bpd_estimator"] == ("exact" if family in ("pixelcnn", "realnvp") else "bound")
         assert 0 < m["test_bpd"] < np.log2(17) + 1.5
+        from genzoo.tasks.data import load_split
+
+        whole = len(load_split(params.data.prepared_dir, "test")[0])
+        assert m["test_images"] == (50 if family == "realnvp" else whole) and whole > 50
     import torch
 
     from genzoo import models

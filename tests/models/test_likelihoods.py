@@ -162,3 +162,21 @@ def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
         assert torch.isclose(m.alphas_bar[-1], torch.tensor(1e-4), rtol=1e-3)
         assert (m.betas > 0).all() and m.betas.max() < 0.3
         assert (m.alphas_bar[1:] < m.alphas_bar[:-1]).all()
+
+
+def test_likelihoods_of_large_images_run_in_smaller_batches_with_the_same_figures(monkeypatch):
+    """``log_likelihoods`` holds at most LIKELIHOOD_BATCH_VALUES values per pass (a bound's
+    samples x classes x image would not fit in memory at 64x64x3 in batches of 512)."""
+    from genzoo.models import base
+
+    torch.manual_seed(0)
+    spec = DataSpec(1, 6, 6, 4, 3)
+    model = models.build("pixelcnn", spec, {"channels": 8, "layers": 2}).eval()  # exact, nothing drawn
+    x = torch.randint(0, 4, (10, *spec.shape)).float() / 3
+    whole = base.log_likelihoods(model, x)
+    seen = []
+    real = model.log_prob
+    monkeypatch.setattr(model, "log_prob", lambda xb, yb: seen.append(len(xb)) or real(xb, yb))
+    monkeypatch.setattr(base, "LIKELIHOOD_BATCH_VALUES", 3 * spec.dims)
+    assert torch.allclose(base.log_likelihoods(model, x), whole, rtol=1e-5)
+    assert seen == [3, 3, 3, 1]
