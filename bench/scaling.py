@@ -192,13 +192,17 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     n_rows = {k: v for k, v in rows.items() if v.get("_axis") == "n"}
     s_rows = {k: v for k, v in rows.items() if v.get("_axis") == "size"}
-    if n_rows:
-        ns = [v["stages"].get("train_images", np.nan) for v in n_rows.values()]
-        for stage in STAGES:
-            axes[0].plot(ns, [v["stages"].get(f"{stage}_seconds", np.nan) for v in n_rows.values()], "o-",
-                         label=stage)  # fmt: skip
-        axes[0].plot(ns, [v["stages"].get("peak_mb", np.nan) / 1000 for v in n_rows.values()], "k--",
-                     label="peak memory (GB)")  # fmt: skip
+    if n_rows:  # the 8x8 sets as lines; the 28x28 set (other images) as separate points
+        small = [v["stages"] for k, v in n_rows.items() if "28x28" not in k]
+        big = [v["stages"] for k, v in n_rows.items() if "28x28" in k]
+        ns, nb = [s.get("train_images", np.nan) for s in small], [s.get("train_images", np.nan) for s in big]
+        for i, stage in enumerate(STAGES):
+            key = f"{stage}_seconds"
+            axes[0].plot(ns, [s.get(key, np.nan) for s in small], "o-", color=f"C{i}", label=f"{stage} (8x8)")
+            axes[0].plot(nb, [s.get(key, np.nan) for s in big], "s", color=f"C{i}", mfc="none",
+                         label=f"{stage} (28x28)")  # fmt: skip
+        mem = [s.get("peak_mb", np.nan) / 1000 for s in small]
+        axes[0].plot(ns, mem, "k--", label="peak memory (GB, 8x8)")
         axes[0].set(xscale="log", yscale="log", xlabel="training images", ylabel="seconds",
                     title="stages against the number of images")  # fmt: skip
         axes[0].legend(fontsize=7)
@@ -212,7 +216,7 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
         axes[1].set(xscale="log", yscale="log", xlabel="values per image (C x H x W)", ylabel="seconds",
                     title="one training step (params.yaml batch)")  # fmt: skip
         axes[2].set(xscale="log", xlabel="values per image (C x H x W)", ylabel="MB",
-                    title="peak memory of a training process")  # fmt: skip
+                    title="peak memory (training and test likelihood)")  # fmt: skip
         axes[1].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
