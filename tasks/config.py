@@ -53,6 +53,12 @@ class DataParams(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     max_per_class: int | None = Field(None, gt=0, description="cap examples per class")
+    max_levels: int | None = Field(
+        None,
+        ge=2,
+        le=65536,
+        description="at most this many levels per value (Glow's n_bits: 32 = 5 bits); fewer are kept",
+    )
     raw_dir: str = "data/raw"
     prepared_dir: str = "data/prepared"
 

@@ -313,7 +313,8 @@ def load_source(p: DataParams) -> Dataset:
 
 
 def convert(ds: Dataset, p: DataParams) -> Dataset:
-    """Channel conversion and resizing requested in params (folders are sized on load)."""
+    """Channel conversion, resizing (folders are sized on load) and fewer levels
+    (``max_levels``) requested in params."""
     x = ds.images
     if p.channels and p.channels != x.shape[1]:
         if p.channels == 1:  # ITU-R 601 luma
@@ -328,7 +329,10 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
             t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False
         )
         x = t.round().clamp(0, ds.levels - 1).numpy().astype(np.int64)
-    return Dataset(x, ds.labels, ds.levels, ds.class_names, ds.source)
+    levels = ds.levels
+    if p.max_levels and levels > p.max_levels:  # level k of L -> floor(k M / L): M bins of equal width
+        x, levels = x.astype(np.int64) * p.max_levels // levels, p.max_levels
+    return Dataset(x, ds.labels, levels, ds.class_names, ds.source)
 
 
 def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:

@@ -83,3 +83,13 @@ def test_kde_bandwidth_from_a_subset_keeps_every_image_and_is_identical_when_the
     grid = {"bandwidth": sub.std(0).mean() * np.logspace(-1.5, 0.5, 5)}
     chosen = GridSearchCV(KernelDensity(), grid, cv=5).fit(sub).best_params_["bandwidth"]
     assert kde.bandwidth == pytest.approx(chosen * (m / n) ** (1 / 14))
+
+
+def test_gmm_covariances_are_full_on_small_images_and_diagonal_on_large_ones(digits):
+    x, y, xt, yt, spec = digits
+    assert GaussianMixtureBaseline(spec).fit(x, y).per_class[0].covariance_type == "full"  # 64 values
+    small = GaussianMixtureBaseline(spec, ClassicalConfig(gmm_full_max_dims=32)).fit(x, y, seed=0)
+    assert {g.covariance_type for g in small.per_class.values()} == {"diag"}
+    labels = torch.arange(10).repeat_interleave(3)
+    assert small.sample(30, labels, seed=1).shape == (30, 1, 8, 8)
+    assert 1.0 < small.bits_per_dim(xt, yt) < math.log2(17)

@@ -79,6 +79,22 @@ def test_npz_source_channels_last_and_float(tmp_path):
     assert m["shape"] == [1, 4, 4]
 
 
+def test_max_levels_bins_256_levels_into_fewer_and_leaves_coarser_data_alone(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 5, 5)).astype(np.uint8)
+    f = tmp_path / "d.npz"
+    np.savez(f, images=images, labels=np.repeat([0, 1], 30))
+    m = prepare(params(tmp_path, source=f"npz:{f}", max_levels=32))
+    assert m["levels"] == 32  # 5 bits, as Glow's n_bits=5: level k -> floor(k * 32 / 256) = k >> 3
+    got = np.concatenate(
+        [load_split(tmp_path / "prepared", s)[0].numpy().ravel() for s in ("train", "val", "test")]
+    )
+    assert np.array_equal(
+        np.bincount(np.rint(got * 31).astype(int), minlength=32), np.bincount((images >> 3).ravel())
+    )
+    assert prepare(params(tmp_path, max_levels=32))["levels"] == 17  # digits: 17 levels, kept
+
+
 def _bad_npz(tmp_path, **arrays):
     f = tmp_path / "bad.npz"
     np.savez(f, **arrays)
