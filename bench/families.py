@@ -84,7 +84,11 @@ def genzoo_run(
             os.pathsep
         )
     t0 = time.time()
-    subprocess.run(cmd, check=True, cwd=out, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out / "genzoo-run.log", "w") as log:  # what the run printed, for a failed run's error
+        r = subprocess.run(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        tail = "\n".join((out / "genzoo-run.log").read_text(errors="replace").splitlines()[-40:])
+        raise RuntimeError(f"genzoo run failed (exit {r.returncode}); the end of its output:\n{tail}")
     return t0, time.time()
 
 
