@@ -39,7 +39,9 @@ def test_a_task_past_its_budget_fails_with_the_family_and_limit_named():
     assert msg.startswith("vae: ran out of memory: the task may use ray.resources.vae.memory_mb=150 MB"), msg
     reached = float(re.search(r"reached (\d+) MB", msg)[1])  # what the guard saw above the start
     assert 150 <= reached <= 400, msg  # stopped within a few polls of the budget, not at 2 GB
-    assert 150 - 25 <= held <= reached, (held, msg)  # the block being written when it stopped is not kept
+    # the guard raises at the task's next Python step after a poll saw the RSS over budget: the
+    # block being written then may still be finished and kept (one 25 MB block past that poll)
+    assert 150 - 25 <= held <= reached + 25, (held, msg)
 
 
 def test_a_task_within_its_budget_returns_its_result():
