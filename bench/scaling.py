@@ -19,7 +19,7 @@ nearest-neighbour figures: precision/recall/density/coverage and memorization of
 against the test split, in pixels, the widest space; the PCA + KDE baseline's fit). Per
 family: seconds per training step at params.yaml's batch and net, and milliseconds per image
 of the test log-likelihood (labels marginalised, as the train stage computes test bits/dim on
-the whole test split: that stage's part that grows with the data).
+up to ``train.likelihood_images`` test images: that stage's part that grows with the data).
 """
 
 from __future__ import annotations
