@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,14 +52,13 @@ def revision(ref: str, dest: Path) -> Path:
     tree.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    import tomllib
-
     # the revision's own package-dir mapping ("genzoo.models" = "models", ...), linked as installed
     # (the subpackages' links land in the exported genzoo/ folder, inside dest)
     mapping = tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     for name, folder in sorted(mapping.items()):  # "genzoo" before its subpackages
-        (dest / "pkg" / name.replace(".", "/")).parent.mkdir(parents=True, exist_ok=True)
-        (dest / "pkg" / name.replace(".", "/")).symlink_to(tree / folder, target_is_directory=True)
+        link = dest / "pkg" / name.replace(".", "/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(tree / folder, target_is_directory=True)
     return tree
 
 
