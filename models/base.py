@@ -92,6 +92,10 @@ class GenerativeModel(nn.Module, ABC):
         """The parameters the optimizer of ``phase`` updates (default: all of them)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def after_training(self, x: Tensor, y: Tensor) -> None:  # noqa: B027 (optional hook, no-op by default)
+        """Called once on the weights a finished training returns, with its training set (x, y):
+        a family that fits something to the trained network (the VAE's ex-post prior) does it here."""
+
     # -- sampling
     @torch.inference_mode()
     def sample(self, n: int, y: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:

@@ -1,7 +1,10 @@
 """Conditional DCGAN-class GAN (Radford et al. 2016, arXiv:1511.06434) with a projection
 discriminator (Miyato & Koyama 2018, arXiv:1802.05637), spectral normalisation (Miyato et al.
 2018, arXiv:1802.05957) and the hinge loss. Two phases, each with its own optimizer:
-``disc`` then ``gen``. No likelihood: the GAN only samples and decodes.
+``disc`` then ``gen``. No likelihood: the GAN only samples and decodes. With ``diffaugment``,
+the discriminator sees real and generated images through the same random, differentiable
+augmentations (DiffAugment, Zhao et al. 2020, arXiv:2006.10738), so it cannot memorise a
+small training set.
 """
 
 from __future__ import annotations
@@ -23,6 +26,60 @@ class GANConfig(NetConfig):
     hidden: int = Field(64, gt=0, description="channels at full resolution")
     up: int = Field(0, ge=0, description="upsampling levels; 0 = as many as the size allows")
     loss: Literal["hinge", "nonsaturating"] = "hinge"
+    diffaugment: list[Literal["translation", "cutout", "color"]] = Field(
+        default_factory=list,
+        description="DiffAugment policy: augmentations applied to every image D sees, real and generated "
+        "(translation by up to 1/8 of the side, a cutout of half the side, brightness/saturation/contrast)",
+    )
+
+
+# ----------------------------------------------------------------------------- DiffAugment
+# Zhao et al. 2020 (arXiv:2006.10738), their reference policy; images in [0, 1], so translation
+# and cutout fill with 0 (the background of digits and MNIST) rather than mid-grey.
+
+
+def _translation(x: Tensor, ratio: float = 0.125) -> Tensor:
+    b, _, h, w = x.shape  # (B, C, H, W): each image moved by its own (dy, dx), zeros shifted in
+    sy, sx = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+    dy = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device)
+    dx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + sy).expand(b, h, w)  # in the padded image
+    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + sx).expand(b, h, w)
+    padded = F.pad(x, [sx, sx, sy, sy])  # (B, C, H + 2sy, W + 2sx)
+    flat = (rows * (w + 2 * sx) + cols).view(b, 1, h * w).expand(-1, x.shape[1], -1)
+    return padded.flatten(2).gather(2, flat).view_as(x)
+
+
+def _cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
+    b, _, h, w = x.shape  # a (h/2, w/2) square at a random centre set to 0 in each image
+    ch, cw = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device)
+    ys, xs = torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch) & (xs >= cx - cw // 2) & (xs < cx - cw // 2 + cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)  # (B, 1, H, W) mask over every channel
+
+
+def _color(x: Tensor) -> Tensor:
+    b = x.shape[0]  # brightness +-0.5, saturation x[0, 2], contrast x[0.5, 1.5] (theirs, on [-1, 1]: halved)
+    x = x + (torch.rand(b, 1, 1, 1, device=x.device) - 0.5) * 0.5
+    if x.shape[1] > 1:
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device) * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device) + 0.5) + mean
+
+
+DIFFAUGMENT = {"color": _color, "translation": _translation, "cutout": _cutout}
+
+
+def diffaugment(x: Tensor, policy: list[str]) -> Tensor:
+    """x (B, C, H, W) through every augmentation of ``policy`` in the paper's order (color,
+    translation, cutout); differentiable in x, random per image (torch's global generator)."""
+    for name in DIFFAUGMENT:
+        if name in policy:
+            x = DIFFAUGMENT[name](x)
+    return x
 
 
 class Generator(nn.Module):
@@ -102,6 +159,9 @@ class GAN(GenerativeModel):
         z = torch.randn(n, self.cfg.latent_dim, device=self.device)
         return self.gen(z, y)
 
+    def _augment(self, x: Tensor) -> Tensor:  # what D sees in training: DiffAugment, when asked for
+        return diffaugment(x, self.cfg.diffaugment) if self.cfg.diffaugment else x
+
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
         """One phase of the alternating game on the batch x (B, C, H, W), with D's logits d:
 
@@ -117,7 +177,7 @@ class GAN(GenerativeModel):
         if phase == "disc":
             with torch.no_grad():  # G is held fixed in D's step
                 fake = self._fake(x.shape[0], y)  # (B, C, H, W)
-            d_real, d_fake = self.disc(x, y), self.disc(fake, y)  # (B,) each
+            d_real, d_fake = self.disc(self._augment(x), y), self.disc(self._augment(fake), y)  # (B,) each
             if hinge:
                 loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
             else:  # -log sigmoid(d) = softplus(-d), -log(1 - sigmoid(d)) = softplus(d)
@@ -125,7 +185,7 @@ class GAN(GenerativeModel):
             logs = {"d_loss": loss.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
             return StepOutput(loss, logs)
         if phase == "gen":
-            d_fake = self.disc(self._fake(x.shape[0], y), y)  # (B,); gradients reach G through D
+            d_fake = self.disc(self._augment(self._fake(x.shape[0], y)), y)  # (B,); reach G through D
             loss = -d_fake.mean() if hinge else F.softplus(-d_fake).mean()
             return StepOutput(loss, {"g_loss": loss.item()})
         raise ValueError(f"gan has phases {self.phases}, not {phase!r}")

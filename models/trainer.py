@@ -635,6 +635,8 @@ def fit(
 
     finished = end == cfg.steps or _out_of_patience(st, cfg, end)
     chosen = _select_best(st, cfg, finished)
+    if finished:
+        st.judged.after_training(x, y)
     _require_finite(st, end)  # what fit returns is saved as the model
     result = TrainResult(
         steps=end,

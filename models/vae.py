@@ -9,7 +9,11 @@ decoder would give a density on a different space. Samples show the decoder's ex
 pixel values (``sample_mode: mean``), the usual way to look at a VAE; ``sample`` draws pixels.
 ``temperature`` < 1 scales the prior's noise when sampling (reduced-temperature sampling, as in
 Glow and NVAE): latent codes from the prior's low-density regions that no training image
-encodes to decode to blends; the bound is unaffected.
+encodes to decode to blends; the bound is unaffected. ``prior: ex_post`` goes further and
+samples from where the training images' codes actually lie: after training, a Gaussian per
+class is fitted to the posterior means (ex-post density estimation, Ghosh et al. 2020,
+arXiv:1903.12436, section 4; the two-stage VAE's point, Dai & Wipf 2019, arXiv:1903.05789:
+the aggregate posterior is not N(0, I)). Sampling only: the bound keeps N(0, I).
 """
 
 from __future__ import annotations
@@ -37,6 +41,33 @@ class VAEConfig(NetConfig):
     sample_mode: Literal["mean", "sample"] = "mean"
     temperature: float = Field(1.0, gt=0.0, description="prior std multiplier when sampling (<1: fewer "
                                "samples from the prior's holes, higher precision, lower recall)")  # fmt: skip
+    prior: Literal["standard", "ex_post"] = Field(
+        "standard",
+        description="what sampling draws codes from: N(0, I), or (ex_post) a Gaussian per class fitted "
+        "after training to the training images' posterior means",
+    )
+
+
+def class_gaussians(z: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """A Gaussian per class over codes z (N, d) with labels y (N,): means (K, d) and Cholesky
+    factors (K, d, d) of covariances shrunk toward the pooled within-class one by d
+    pseudo-observations (a class with few images gets mostly the pooled shape, never a
+    singular one; a class with none the overall mean and the pooled covariance)."""
+    z, d = z.double(), z.shape[1]
+    present = [c for c in range(num_classes) if (y == c).any()]
+    means = z.mean(0).repeat(num_classes, 1)  # (K, d)
+    for c in present:
+        means[c] = z[y == c].mean(0)
+    centred = z - means[y]  # (N, d)
+    pooled = centred.T @ centred / max(1, len(z) - len(present))  # (d, d)
+    eye = torch.eye(d, dtype=z.dtype, device=z.device)
+    covs = pooled.repeat(num_classes, 1, 1)  # (K, d, d)
+    for c in present:
+        zc = centred[y == c]  # (n_c, d)
+        covs[c] = (zc.T @ zc + d * pooled) / (len(zc) + d)
+    trace = covs.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-12).view(-1, 1, 1)
+    tril = torch.linalg.cholesky(covs + 1e-6 * trace * eye)
+    return means.float(), tril.float()
 
 
 @register
@@ -66,6 +97,9 @@ class VAE(GenerativeModel):
         self.dec_norm = group_norm(chs[0])
         self.dec_out = nn.Conv2d(chs[0], self.dist.out_channels, 3, padding=1)
         self.register_buffer("steps_seen", torch.tensor(0, dtype=torch.long))
+        if cfg.prior == "ex_post":  # fitted by after_training; N(0, I) until then
+            self.register_buffer("prior_loc", torch.zeros(spec.num_classes, cfg.latent_dim))
+            self.register_buffer("prior_tril", torch.eye(cfg.latent_dim).repeat(spec.num_classes, 1, 1))
 
     # -- networks
     def posterior(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -163,9 +197,25 @@ class VAE(GenerativeModel):
         """Expected image under p(x | z, y), in [0, 1]."""
         return self.dist.mean(self.decoder_params(z, y))
 
+    @torch.no_grad()
+    def after_training(self, x: Tensor, y: Tensor) -> None:
+        """With ``prior: ex_post``, fit the sampling prior to the training images' codes."""
+        if self.cfg.prior != "ex_post":
+            return
+        was = self.training
+        self.eval()
+        z = torch.cat([self.posterior(xb, yb)[0] for xb, yb in zip(x.split(512), y.split(512), strict=True)])
+        self.train(was)
+        loc, tril = class_gaussians(z, y, self.spec.num_classes)
+        self.prior_loc.copy_(loc)
+        self.prior_tril.copy_(tril)
+
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        # ancestral: z ~ N(0, temperature^2 I) (n, d), then x ~ p(x | z, y) (or its mean)
+        # ancestral: z ~ N(0, temperature^2 I) (n, d) (ex_post: N(loc_y, temperature^2 L_y L_y^T)),
+        # then x ~ p(x | z, y) (or its mean)
         z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device) * self.cfg.temperature
+        if self.cfg.prior == "ex_post":
+            z = self.prior_loc[y] + (self.prior_tril[y] @ z.unsqueeze(-1)).squeeze(-1)  # (n, d)
         params = self.decoder_params(z, y)  # (n, C * P, H, W)
         if self.cfg.sample_mode == "mean":
             return self.dist.mean(params)
