@@ -27,9 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = """
-import sys, torch
+import pathlib, sys, torch
 from genzoo.models.trainer import Checkpoints
 ck = Checkpoints(sys.argv[1], keep=2)
+pathlib.Path(sys.argv[2]).touch()  # imports done: the drill's clock starts here
 state = ck.load_latest()
 step = state["step"] if state else 0
 while True:
@@ -70,9 +71,14 @@ def write_drill(kills: int, rng: random.Random) -> dict:
     good = bad = empty = 0
     temp_left = 0
     last = 0
+    started = root.parent / f"{root.name}.started"  # beside the folder: never taken for a checkpoint
     for _ in range(kills):
-        p = _run(WRITER, str(root))
-        time.sleep(rng.uniform(1.0, 2.5))  # interpreter start-up, then a random point in the loop
+        started.unlink(missing_ok=True)
+        p = _run(WRITER, str(root), str(started))
+        deadline = time.monotonic() + 120
+        while not started.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the interpreter's start-up, however long a loaded machine makes it
+        time.sleep(rng.uniform(0.0, 1.5))  # then a random point in the write loop
         p.send_signal(signal.SIGKILL)
         p.wait()
         temp_left += len(list(root.glob(".*.tmp")))
@@ -84,6 +90,7 @@ def write_drill(kills: int, rng: random.Random) -> dict:
         good += ok
         bad += not ok
         last = state["step"]
+    started.unlink(missing_ok=True)
     return {
         "kills": kills,
         "loaded_and_verified": good,
