@@ -234,7 +234,9 @@ def extras(run: dict) -> None:
     ref = run.get("usefulness_reference")
     if ref and run["usefulness"]:
         clfs, proto = ref["protocol"]["classifiers"], ref["protocol"]
-        print(f"\nusefulness (run 1; k = {proto['synthetic_per_real']:g}, {proto['seeds']} seeds; "
+        recipe = proto["primary_recipe"]
+        k = proto["recipes"][recipe]["synthetic_per_real"]
+        print(f"\nusefulness (run 1; recipe {recipe}, k = {k:g}, {proto['seeds']} seeds; "
               "accuracy %, lifts in points, ± 95% interval)")  # fmt: skip
         for p, per in ref["real"].items():
             print(f"real only at {100 * float(p):g}%: " + ", ".join(f"{c} {_cell(per[c])}" for c in clfs))

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -31,6 +31,19 @@ class GANConfig(NetConfig):
         description="DiffAugment policy: augmentations applied to every image D sees, real and generated "
         "(translation by up to 1/8 of the side, a cutout of half the side, brightness/saturation/contrast)",
     )
+    truncation: float = Field(
+        0.0,
+        ge=0.0,
+        description="when sampling, latent values beyond +-truncation are redrawn (BigGAN's truncation "
+        "trick; 0: off): fewer unlikely latents, less diversity",
+    )
+
+    @field_validator("truncation")
+    @classmethod
+    def _reachable(cls, t: float) -> float:
+        if 0 < t < 0.1:  # P(|z| < t) < 8%: redrawing would barely end
+            raise ValueError(f"truncation {t} redraws almost every latent value: 0 (off) or at least 0.1")
+        return t
 
 
 # ----------------------------------------------------------------------------- DiffAugment
@@ -196,5 +209,8 @@ class GAN(GenerativeModel):
         return self.gen(z, y)
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator).to(self.device)  # (n, latent)
-        return self.gen(z, y)
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator)  # (n, latent)
+        if t := self.cfg.truncation:  # Brock et al. 2019 (arXiv:1809.11096), section 3.1
+            while (far := z.abs() > t).any():
+                z[far] = torch.randn(int(far.sum()), generator=generator)
+        return self.gen(z.to(self.device), y)

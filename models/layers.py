@@ -148,8 +148,11 @@ class PixelLikelihood(nn.Module):
         lp = self.level_log_probs(params)
         return lp.gather(2, k.unsqueeze(2)).squeeze(2).flatten(1).sum(1)
 
-    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, params: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0):
+        """A level per sub-pixel, long (B, C, H, W), from p(level)^(1/T) renormalised: T < 1 sharpens."""
         lp = self.level_log_probs(params)  # (B, C, L, H, W)
+        if temperature != 1.0:
+            lp = F.log_softmax(lp / temperature, dim=2)
         b, c, L, h, w = lp.shape
         probs = lp.permute(0, 1, 3, 4, 2).reshape(-1, L).exp()
         k = torch.multinomial(probs.cpu(), 1, generator=generator).to(lp.device)

@@ -26,6 +26,7 @@ class PixelCNNConfig(NetConfig):
     kernel: int = Field(3, ge=3, description="odd kernel width")
     output: Literal["categorical", "logistic"] = "categorical"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="sampling: each pixel from p^(1/T); < 1 sharpens")
 
 
 class GatedLayer(nn.Module):
@@ -137,5 +138,6 @@ class PixelCNN(GenerativeModel):
                 crop = x[:, :, top : i + 1, left:right]  # (n, C, <= r + 1, <= 2r + 1)
                 params = self.params(crop, y)[:, :, i - top : i - top + 1, j - left : j - left + 1]
                 # 2. draw it and write it into the canvas the next pass conditions on
-                x[:, :, i, j] = self.from_levels(self.dist.sample(params, generator))[:, :, 0, 0]  # (n, C)
+                k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
+                x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]  # (n, C)
         return x

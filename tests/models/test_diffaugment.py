@@ -1,7 +1,10 @@
 """DiffAugment in the GAN (Zhao et al. 2020): what each augmentation does to an image, that
-gradients pass through it, and that D sees augmented images only when the policy asks."""
+gradients pass through it, and that D sees augmented images only when the policy asks; and the
+truncation trick on the latent it samples from."""
 
+import pytest
 import torch
+from pydantic import ValidationError
 
 from genzoo.models.base import DataSpec
 from genzoo.models.gan import GAN, GANConfig, diffaugment
@@ -59,3 +62,24 @@ def test_the_discriminator_sees_augmented_images_only_with_a_policy():
     torch.manual_seed(1)
     b = aug.training_step(x, y, "disc").loss
     assert torch.isfinite(b) and not torch.isclose(a, b)  # same weights and noise, augmented views
+
+
+def test_truncation_redraws_every_latent_value_beyond_the_threshold_and_stays_seeded():
+    spec = DataSpec(channels=1, height=8, width=8, levels=17, num_classes=10)
+    gan = GAN(spec, GANConfig(latent_dim=8, hidden=8, truncation=0.5)).eval()
+    seen = []
+    gan.gen.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    labels = torch.arange(10).repeat(20)
+    a = gan.sample(200, labels, generator=torch.Generator().manual_seed(3))
+    b = gan.sample(200, labels, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)  # the redraws come from the same generator
+    z = seen[0]
+    assert z.shape == (200, 8) and z.abs().max() <= 0.5 and z.std() > 0.2  # truncated, not collapsed
+    gan.cfg = gan.cfg.model_copy(update={"truncation": 0.0})
+    gan.sample(200, labels, generator=torch.Generator().manual_seed(3))
+    assert seen[-1].abs().max() > 2  # off: plain N(0, I)
+
+
+def test_truncation_close_to_zero_is_refused_before_sampling():
+    with pytest.raises(ValidationError, match="truncation"):
+        GANConfig(truncation=0.01)

@@ -63,6 +63,23 @@ def test_pixelcnn_probabilities_sum_to_one(output):
             assert abs(total - 1) < 1e-4, total
 
 
+@pytest.mark.parametrize("output", ["categorical", "logistic"])
+def test_pixel_sampling_temperature_sharpens_toward_the_most_likely_level(output):
+    """p^(1/T) renormalised: T = 1 draws what the plain sampler draws, seed for seed; a small T
+    draws the most likely level; a large T spreads the draws over more levels."""
+    torch.manual_seed(0)
+    dist = models.layers.PixelLikelihood(output, levels=9, channels=2)
+    params = 2 * torch.randn(16, dist.out_channels, 6, 6)
+    draw = lambda t: dist.sample(params, torch.Generator().manual_seed(1), temperature=t)  # noqa: E731
+    assert torch.equal(draw(1.0), dist.sample(params, torch.Generator().manual_seed(1)))
+    lp = dist.level_log_probs(params)  # (B, C, L, H, W)
+    best = lp.argmax(2)  # (B, C, H, W)
+    drawn = lp.gather(2, draw(1e-5).unsqueeze(2)).squeeze(2)
+    assert torch.allclose(drawn, lp.amax(2), atol=1e-4)  # the most likely level (or one tied with it)
+    hot, cold = draw(1.0), draw(0.5)
+    assert (hot != best).float().mean() > (cold != best).float().mean() > 0
+
+
 def _perturbed_flow(spec, **net):
     torch.manual_seed(0)
     model = models.build("realnvp", spec, {"hidden": 8, "couplings": 2, "blocks": 1, **net})
@@ -149,6 +166,29 @@ def test_ddpm_bound_with_every_term_equals_the_full_sum():
         a, b, c = full.elbo(x, generator=g()), every.elbo(x, generator=g()), part.elbo(x, generator=g())
     assert torch.equal(a, b)
     assert torch.isfinite(c).all() and not torch.equal(a, c)
+
+
+def test_ddpm_guidance_moves_the_noise_estimate_along_conditional_minus_unconditional():
+    """Classifier-free guidance: g = 1 is the conditional estimate, g = 0 the null label's, and
+    any g extrapolates linearly, in one batched pass that matches separate ones."""
+    spec = DataSpec(1, 8, 8, 5, 3)
+    torch.manual_seed(0)
+    m = models.build("ddpm", spec, {"hidden": 8, "timesteps": 20, "sample_steps": 5}).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        x, t, y = torch.randn(6, *spec.shape), torch.randint(0, 20, (6,)), torch.tensor([0, 1, 2, 0, 1, 2])
+        cond, uncond = m.eps(x, t, y), m.eps(x, t, None)
+        assert not torch.allclose(cond, uncond)
+        torch.testing.assert_close(m.eps(x, t, y, guidance=0.0), uncond, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            m.eps(x, t, y, guidance=1.35), uncond + 1.35 * (cond - uncond), atol=1e-5, rtol=1e-4
+        )
+        a = m.sample(6, y, generator=torch.Generator().manual_seed(0))
+        m.cfg = m.cfg.model_copy(update={"guidance": 2.0})
+        assert not torch.equal(
+            a, m.sample(6, y, generator=torch.Generator().manual_seed(0))
+        )  # sampling uses it
 
 
 def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
