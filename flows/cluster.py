@@ -18,6 +18,7 @@ and genzoo installed on every node).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -310,7 +311,6 @@ def submit(
     ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries`` times
     (training resumes from its checkpoint, finished work is skipped); an exception is a bug
     or bad input, not Ray's to retry."""
-    import ray
 
     res = params.resources(family)
     options: dict[str, Any] = {
@@ -325,8 +325,17 @@ def submit(
         options["memory"] = res.memory_mb * 2**20
         limit = (family, res.memory_mb)
     # with a memory limit, a worker of its own (max_calls=1): the limit leaves with it
-    remote = ray.remote(max_calls=1)(_on_node) if limit else ray.remote(_on_node)
-    return remote.options(**options).remote(fn, tracking_uri, *args, memory=limit)
+    return _remote(bool(limit)).options(**options).remote(fn, tracking_uri, *args, memory=limit)
+
+
+@functools.cache
+def _remote(own_worker: bool) -> Any:
+    """``_on_node`` as one Ray remote function per kind, made once: Ray queues each remote
+    function's tasks apart and serves those queues in no set order, so a remote function made
+    per call would let a task submitted last start first (the fan-out's longest-first order)."""
+    import ray
+
+    return ray.remote(max_calls=1)(_on_node) if own_worker else ray.remote(_on_node)
 
 
 def submit_training(
