@@ -311,7 +311,6 @@ def submit(
     ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries`` times
     (training resumes from its checkpoint, finished work is skipped); an exception is a bug
     or bad input, not Ray's to retry."""
-
     res = params.resources(family)
     options: dict[str, Any] = {
         "num_cpus": res.num_cpus,

@@ -148,7 +148,9 @@ class PixelLikelihood(nn.Module):
         lp = self.level_log_probs(params)
         return lp.gather(2, k.unsqueeze(2)).squeeze(2).flatten(1).sum(1)
 
-    def sample(self, params: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0):
+    def sample(
+        self, params: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
         """A level per sub-pixel, long (B, C, H, W), from p(level)^(1/T) renormalised: T < 1 sharpens."""
         lp = self.level_log_probs(params)  # (B, C, L, H, W)
         if temperature != 1.0:
