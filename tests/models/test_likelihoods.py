@@ -80,13 +80,20 @@ def test_pixel_sampling_temperature_sharpens_toward_the_most_likely_level(output
     assert (hot != best).float().mean() > (cold != best).float().mean() > 0
 
 
-def _perturbed_flow(spec, **net):
-    torch.manual_seed(0)
-    model = models.build("realnvp", spec, {"hidden": 8, "couplings": 2, "blocks": 1, **net})
-    with torch.no_grad():  # move every coupling off the identity it starts as
+def _off_init(model):
+    """Every parameter moved a little off its initial value (a flow's couplings start as the
+    identity, a zero-initialised output layer as zero), in eval mode."""
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return model.eval().double()
+    return model.eval()
+
+
+def _perturbed_flow(spec, **net):
+    torch.manual_seed(0)
+    return _off_init(
+        models.build("realnvp", spec, {"hidden": 8, "couplings": 2, "blocks": 1, **net})
+    ).double()
 
 
 @pytest.mark.parametrize("invconv", [False, True])
@@ -152,10 +159,7 @@ def test_ddpm_bound_with_every_term_equals_the_full_sum():
     """bound_terms = T - 1 gives one stratum per timestep: exactly the full sum (0)."""
     spec = DataSpec(1, 4, 4, 5, 2)
     torch.manual_seed(0)
-    full = models.build("ddpm", spec, {"hidden": 8, "timesteps": 12, "bound_terms": 0}).eval()
-    with torch.no_grad():
-        for p in full.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    full = _off_init(models.build("ddpm", spec, {"hidden": 8, "timesteps": 12, "bound_terms": 0}))
     every = models.build("ddpm", spec, {"hidden": 8, "timesteps": 12, "bound_terms": 11}).eval()
     every.load_state_dict(full.state_dict())
     part = models.build("ddpm", spec, {"hidden": 8, "timesteps": 12, "bound_terms": 3}).eval()
@@ -173,10 +177,8 @@ def test_ddpm_guidance_moves_the_noise_estimate_along_conditional_minus_uncondit
     any g extrapolates linearly, in one batched pass that matches separate ones."""
     spec = DataSpec(1, 8, 8, 5, 3)
     torch.manual_seed(0)
-    m = models.build("ddpm", spec, {"hidden": 8, "timesteps": 20, "sample_steps": 5}).eval()
+    m = _off_init(models.build("ddpm", spec, {"hidden": 8, "timesteps": 20, "sample_steps": 5}))
     with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
         x, t, y = torch.randn(6, *spec.shape), torch.randint(0, 20, (6,)), torch.tensor([0, 1, 2, 0, 1, 2])
         cond, uncond = m.eps(x, t, y), m.eps(x, t, None)
         assert not torch.allclose(cond, uncond)
