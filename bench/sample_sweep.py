@@ -67,12 +67,19 @@ def main() -> None:
     real = real_features(folder)
     trained = models.load(family_dir(params, args.family) / "model.json")
     combos = settings(args.set) or [{}]
-    cfgs = []
-    for update in combos:  # every combination validated before any sampling
+    nets = []
+    for update in combos:  # every combination checked before any sampling
         try:
-            cfgs.append(type(trained.cfg).model_validate({**trained.cfg.model_dump(), **update}))
-        except ValueError as err:
-            raise SystemExit(f"--set {update}: {err}") from None
+            cfg = type(trained.cfg).model_validate({**trained.cfg.model_dump(), **update})
+            model = models.build(args.family, trained.spec, cfg)
+            # a setting's own buffers come from after_training; one whose weights the run lacks
+            # (a wider net, more layers) is a different model: retrain it, do not sample it untrained
+            loaded = model.load_state_dict(trained.state_dict(), strict=False)
+            if untrained := set(loaded.missing_keys) & {n for n, _ in model.named_parameters()}:
+                raise RuntimeError(f"not the run's network (retrain it): no {sorted(untrained)[:3]}")
+        except (ValueError, RuntimeError) as err:  # a bad value; a size mismatch
+            raise SystemExit(f"--set {update}: {str(err)[:300]}") from None
+        nets.append(model)
     x, y, _ = load_split(params.data.prepared_dir, "train")
     e = params.evaluate
     print(f"machine: {machine()}\n{args.family} of {run}: {e.seeds} seeds x {e.samples_per_class} images per "
@@ -80,9 +87,7 @@ def main() -> None:
     keys = list(combos[0])
     print("| " + " | ".join(keys + list(SPACES)) + " | precision | recall | seconds |")
     print("|---" * (len(keys) + len(SPACES) + 3) + "|")
-    for update, cfg in zip(combos, cfgs, strict=True):
-        model = models.build(args.family, trained.spec, cfg)
-        model.load_state_dict(trained.state_dict(), strict=False)  # a setting's own buffers: after_training
+    for update, model in zip(combos, nets, strict=True):
         model.eval().after_training(x, y)
         t0 = time.perf_counter()
 

@@ -66,7 +66,7 @@ def test_pixelcnn_probabilities_sum_to_one(output):
 @pytest.mark.parametrize("output", ["categorical", "logistic"])
 def test_pixel_sampling_temperature_sharpens_toward_the_most_likely_level(output):
     """p^(1/T) renormalised: T = 1 draws what the plain sampler draws, seed for seed; a small T
-    draws the most likely level; a large T spreads the draws over more levels."""
+    draws the most likely level; a lower T misses it less often than T = 1."""
     torch.manual_seed(0)
     dist = models.layers.PixelLikelihood(output, levels=9, channels=2)
     params = 2 * torch.randn(16, dist.out_channels, 6, 6)
