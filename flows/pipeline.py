@@ -342,8 +342,10 @@ def report_path(params: Params) -> Path:
 # Evaluation runs per family as soon as the family is trained (the evaluator beside the
 # trainings). The stages after that, in order, are Prefect tasks called as
 # ``stage(params, trained)`` with ``trained`` = {family: metrics}; what each returns lands in
-# the flow's result under its name.
-AFTER_TRAINING: list[Callable[..., Any]] = [augment_stage, report_task]
+# the flow's result under its name. The report first: it needs nothing of the dataset, so a
+# dataset that cannot be made (its filters reject too many draws) fails the run with the report
+# of everything trained and evaluated already written.
+AFTER_TRAINING: list[Callable[..., Any]] = [report_task, augment_stage]
 # the DVC stages each produces, per family (recorded by `dvc commit` after a run)
 DVC_STAGES = {
     "evaluate": ["evaluator", "evaluate@{family}"],

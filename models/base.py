@@ -190,6 +190,13 @@ def likelihood_estimator(model: nn.Module) -> str | None:
 LIKELIHOOD_BATCH_VALUES = 512 * 64  # 512 images of 8x8 (digits) per pass, 8 of 64x64x3
 
 
+def by_values(n: int, values: int | None, dims: int, least: int) -> int:
+    """``n`` images, or fewer when they would hold more than ``values`` values of ``dims`` each
+    (but at least ``least``, and never more than ``n``): a count that shrinks for large images.
+    ``values`` None: ``n`` as is."""
+    return n if values is None else min(n, max(least, values // dims))
+
+
 @torch.inference_mode()
 def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch: int = 512) -> Tensor:
     """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,

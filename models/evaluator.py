@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, NetConfig, read_weights, save_weights
+from genzoo.models.base import DataSpec, NetConfig, by_values, read_weights, save_weights
 
 
 class EvaluatorConfig(NetConfig):
@@ -23,6 +23,9 @@ class EvaluatorConfig(NetConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     steps: int = Field(800, gt=0)
     batch_size: int = Field(128, gt=0)
+    batch_values: int | None = Field(
+        None, gt=0, description="at most this many values per batch (images x C x H x W; at least 8 images)"
+    )
     lr: float = Field(2e-3, gt=0, le=10)
     shift: int = Field(1, ge=0, description="random translation (pixels) as augmentation")
     rotate: float = Field(0.0, ge=0, le=45, description="degrees; > 0: classical augmentation, each image "
@@ -129,14 +132,15 @@ def train_evaluator(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     gen = torch.Generator().manual_seed(seed)
-    n_real = min(cfg.batch_size, len(x))
+    batch = by_values(cfg.batch_size, cfg.batch_values, spec.dims, 8)
+    n_real = min(batch, len(x))
     if synthetic is not None:
-        n_real = max(1, min(n_real, round(cfg.batch_size * synthetic.real_share)))
+        n_real = max(1, min(n_real, round(batch * synthetic.real_share)))
     for _ in range(cfg.steps):
         idx = torch.randint(len(x), (n_real,), generator=gen)
         loss = F.cross_entropy(net(augment(x[idx], cfg, gen)), y[idx], label_smoothing=0.05)
-        if synthetic is not None and cfg.batch_size > n_real:
-            j = torch.randint(len(synthetic.x), (cfg.batch_size - n_real,), generator=gen)
+        if synthetic is not None and batch > n_real:
+            j = torch.randint(len(synthetic.x), (batch - n_real,), generator=gen)
             log_p = net(augment(synthetic.x[j], cfg, gen)).log_softmax(-1)  # (b, K)
             loss = loss + synthetic.weight * -(synthetic.targets[j] * log_p).sum(-1).mean()
         opt.zero_grad(set_to_none=True)

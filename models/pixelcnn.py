@@ -121,15 +121,27 @@ class PixelCNN(GenerativeModel):
         widens the vertical stack by kernel // 2, the horizontal stack's shift adds one."""
         return (self.cfg.layers + 1) * (self.cfg.kernel // 2) + 1
 
-    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None, window: bool = True) -> Tensor:
-        """Ancestral sampling in raster order, one pixel (all its channels) per forward pass.
+    def _sample(
+        self,
+        n: int,
+        y: Tensor,
+        generator: torch.Generator | None,
+        mode: Literal["cached", "window", "full"] = "cached",
+    ) -> Tensor:
+        """Ancestral sampling in raster order, one pixel (all its channels) at a time, the same
+        images in every ``mode``:
 
-        With ``window`` each pass runs only on the pixels that pixel's output can see (its
-        receptive field: ``reach`` rows above, ``reach`` columns either side, nothing below):
-        on 28x28 about a fifth of the image per pass instead of all of it, the same images."""
+        - ``full``: a forward pass over the whole image per pixel (the textbook loop);
+        - ``window``: each pass only on the pixels the current one can see (``reach`` rows
+          above, ``reach`` columns either side, nothing below);
+        - ``cached`` (default): the vertical stack once per row (a pixel's row sees it only
+          through the rows above, all drawn by then), then per pixel only the horizontal stack
+          on the pixels to its left in its own row."""
+        if mode == "cached":
+            return self._sample_by_rows(n, y, generator)
         c, h, w = self.spec.shape
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W); not yet drawn: 0, never seen
-        r = self.reach if window else max(h, w)
+        r = self.reach if mode == "window" else max(h, w)
         for i in range(h):
             top = max(0, i - r)
             for j in range(w):
@@ -140,4 +152,43 @@ class PixelCNN(GenerativeModel):
                 # 2. draw it and write it into the canvas the next pass conditions on
                 k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
                 x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]  # (n, C)
+        return x
+
+    def _sample_by_rows(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The ``cached`` sampler: what :meth:`params` computes at pixel (i, j), split in two.
+        Row i's horizontal stack reads the vertical stack only shifted down a row (its
+        ``v_to_h`` term), which depends on rows < i alone: computed once when row i starts, on
+        the rows above within reach. Then each pixel runs the horizontal stack on its own row,
+        the columns within its reach to the left (as many as the stack's kernels span)."""
+        c, h, w = self.spec.shape
+        half, layers = self.cfg.kernel // 2, self.layers
+        x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W)
+        cond = self.embed(y, n)  # (n, p)
+        shifts = [layer.cond(cond).chunk(2, dim=1) for layer in layers]  # per layer: (n, 2p) x 2
+        up, left_reach = len(layers) * half, len(layers) * half + 1  # the vertical / horizontal reach
+        for i in range(h):
+            # 1. each layer's vertical-stack term for row i, from the rows above (zero padding at row 0)
+            if i == 0:
+                v_last = [torch.zeros(n, 2 * self.cfg.channels, 1, w, device=self.device)] * len(layers)
+            else:
+                v, v_last = self.inp(x[:, :, max(0, i - 1 - up) : i] * 2 - 1), []  # rows above, (n, p, r, W)
+                for layer, (cv, _) in zip(layers, shifts, strict=True):
+                    v_pre = layer.v_conv(F.pad(v, (half, half, half, 0)))  # (n, 2p, r, W)
+                    v_last.append(v_pre[:, :, -1:])  # row i - 1: what row i reads, shifted down
+                    v = layer.gate(v_pre, cv)
+            v_to_h = [layer.v_to_h(vl) for layer, vl in zip(layers, v_last, strict=True)]  # (n, 2p, 1, W)
+            # 2. each pixel of row i: the horizontal stack on its row, left of it and itself
+            for j in range(w):
+                left = max(0, j - left_reach)
+                hs = self.inp(x[:, :, i : i + 1, left : j + 1] * 2 - 1)  # (n, p, 1, <= reach + 1)
+                skips = 0
+                for layer, (_, ch), vh in zip(layers, shifts, v_to_h, strict=True):
+                    h_in = F.pad(hs, (1, 0))[..., :-1] if layer.first else hs
+                    h_pre = layer.h_conv(F.pad(h_in, (half, 0))) + vh[..., left : j + 1]
+                    gated = layer.drop(layer.gate(h_pre, ch))
+                    hs = layer.h_out(gated) if layer.first else hs + layer.h_out(gated)
+                    skips = skips + layer.skip(gated)
+                params = self.head(skips + hs)[..., -1:]  # (n, C * P, 1, 1): pixel (i, j)
+                k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
+                x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]
         return x

@@ -41,7 +41,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
 from genzoo.metrics.quality import BLOCK_BYTES
-from genzoo.models.base import sha256_file
+from genzoo.models.base import DataSpec, by_values, sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
     AugmentParams,
@@ -75,7 +75,7 @@ from genzoo.tasks.sample import PERTURBABLE, TEACHER_SEED, perturb, teacher_reje
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
 # the request's keys that decide which images are drawn (the manifest's ``recipe``)
-RECIPE_KEYS = ("families", "metric", "per_class", "class_ratios", "seed", "min_confidence",
+RECIPE_KEYS = ("families", "metric", "per_class", "sample_values", "class_ratios", "seed", "min_confidence",
                "reject_copies", "max_draws")  # fmt: skip
 
 
@@ -142,12 +142,15 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     return path, info
 
 
-def class_counts(req: AugmentParams, num_classes: int) -> np.ndarray:
-    ratios = req.class_ratios or {}
+def class_counts(req: AugmentParams, spec: DataSpec) -> np.ndarray:
+    """Images per class: ``per_class`` (fewer for large images with ``sample_values``) times
+    each class's ratio."""
+    ratios, num_classes = req.class_ratios or {}, spec.num_classes
     unknown = [c for c in ratios if c >= num_classes]
     if unknown:
         raise ValueError(f"augment.class_ratios: classes {unknown} do not exist (the data has {num_classes})")
-    counts = np.array([round(req.per_class * ratios.get(c, 1.0)) for c in range(num_classes)])
+    per_class = by_values(req.per_class, req.sample_values, spec.dims, 10)
+    counts = np.array([round(per_class * ratios.get(c, 1.0)) for c in range(num_classes)])
     if counts.sum() == 0:
         raise ValueError("augment.class_ratios: every class has a count of 0")
     return counts
@@ -365,7 +368,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     xs, ys, src, sources, drawn = [], [], [], {}, 0
     for i, (path, info) in enumerate(chosen):
         net = models.load(path)
-        counts = class_counts(req, net.spec.num_classes)
+        counts = class_counts(req, net.spec)
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
         make = _perturbed(params, net, recipe, gen) if recipe.mode == "perturb" else _sampled(net, gen)
         x, y, n = _draw(net, make, counts, filters, req.max_draws, batch)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genzoo.models import REGISTRY, get_family
-from genzoo.models.base import NetConfig
+from genzoo.models.base import DataSpec, NetConfig, by_values
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
 from genzoo.models.judges import JudgesConfig
@@ -117,6 +117,12 @@ class RayParams(_Strict):
 
 class EvaluateParams(_Strict):
     samples_per_class: int = Field(100, gt=0, description="images drawn per class from each family")
+    sample_values: int | None = Field(
+        None,
+        gt=0,
+        description="fewer per class for large images: at most this many values per class and "
+        "seed (images x C x H x W; at least 20 images); null: samples_per_class at any size",
+    )
     k: int = Field(5, gt=0, description="neighbours for precision/recall/density/coverage")
     kid_subsets: int = Field(50, gt=0)
     kid_subset_size: int = Field(500, gt=1)
@@ -127,6 +133,10 @@ class EvaluateParams(_Strict):
     judges: JudgesConfig = Field(
         default_factory=JudgesConfig, description="the other feature spaces quality is judged in"
     )
+
+    def per_class(self, spec: DataSpec) -> int:
+        """Images drawn per class and seed from each family and reference on ``spec``'s data."""
+        return by_values(self.samples_per_class, self.sample_values, spec.dims, 20)
 
 
 QUALITY_METRICS = (
@@ -142,6 +152,12 @@ class AugmentParams(_Strict):
     families: list[str] = Field(["best"], min_length=1, description="trained families, or `best` (by metric)")
     metric: Literal[QUALITY_METRICS] = Field("fd", description="what `best` means (evaluation figure)")
     per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
+    sample_values: int | None = Field(
+        None,
+        gt=0,
+        description="fewer per class for large images: at most this many values per class "
+        "(images x C x H x W; at least 10 images); null: per_class at any size",
+    )
     class_ratios: dict[int, float] | None = Field(
         None, description="per-class weights on per_class (unlisted classes: 1.0; 0 leaves a class out)"
     )

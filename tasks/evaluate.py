@@ -37,7 +37,7 @@ import torch
 
 from genzoo import models
 from genzoo.metrics.quality import inception_score, sharpness
-from genzoo.models.base import atomic_write, atomic_write_text, sha256_file
+from genzoo.models.base import DataSpec, atomic_write, atomic_write_text, sha256_file
 from genzoo.models.classical import BASELINES
 from genzoo.models.evaluator import accuracy, load_evaluator, save_evaluator, train_evaluator
 from genzoo.models.judges import NAMES as JUDGES
@@ -83,8 +83,9 @@ def training_figures(params: Params, family: str) -> dict[str, Any]:
     return out
 
 
-def _labels(params: Params, num_classes: int) -> torch.Tensor:
-    return torch.arange(num_classes).repeat_interleave(params.evaluate.samples_per_class)
+def _labels(params: Params, spec: DataSpec) -> torch.Tensor:
+    """The class of every image drawn per seed: ``evaluate.per_class(spec)`` of each."""
+    return torch.arange(spec.num_classes).repeat_interleave(params.evaluate.per_class(spec))
 
 
 def _seeds(params: Params) -> list[int]:
@@ -92,13 +93,13 @@ def _seeds(params: Params) -> list[int]:
 
 
 def _measure(params: Params, net, judges: Judges, real: dict,
-             draw: Callable[[torch.Tensor, int], torch.Tensor], num_classes: int, samples_path: Path | None,
+             draw: Callable[[torch.Tensor, int], torch.Tensor], spec: DataSpec, samples_path: Path | None,
              fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
     then draw ``samples_per_class`` images per class (timed) and score them in the evaluator's
     space and (``spaces``) every judge's. The first draw is saved to ``samples_path`` (uint8
     levels, labels) for the report."""
-    labels = _labels(params, num_classes)
+    labels = _labels(params, spec)
     runs = []
     for i, seed in enumerate(_seeds(params)):
         extra = fit(seed) if fit else {}
@@ -124,13 +125,13 @@ def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
-def _protocol(params: Params, ev_sha: str, n_test: int, num_classes: int) -> dict[str, Any]:
+def _protocol(params: Params, ev_sha: str, n_test: int, spec: DataSpec) -> dict[str, Any]:
     e = params.evaluate
     return {
         "extractor": f"genzoo evaluator: {e.evaluator.feature_dim}-d penultimate CNN features"
         f" (sha256 {ev_sha[:12]})",
-        "samples_per_seed": e.samples_per_class * num_classes,
-        "samples_per_class": e.samples_per_class,
+        "samples_per_seed": e.per_class(spec) * spec.num_classes,
+        "samples_per_class": e.per_class(spec),
         "reference": f"real test split ({n_test} images)",
         "seeds": e.seeds,
         "interval": "95% Student-t over seeds",
@@ -167,7 +168,7 @@ def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple
 
     rows = {
         "real_train_vs_test": summarize(floor),
-        "uniform_noise": _measure(params, net, judges, real, noise, spec.num_classes, None),
+        "uniform_noise": _measure(params, net, judges, real, noise, spec, None),
     }
     for name, cls in BASELINES.items():
         fitted: dict[int, Any] = {}
@@ -183,9 +184,7 @@ def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple
         def draw(labels, seed, fitted=fitted):
             return fitted[seed].sample(len(labels), labels, seed=seed)
 
-        rows[name] = _measure(
-            params, net, judges, real, draw, spec.num_classes, folder / f"{name}_samples.npz", fit
-        )
+        rows[name] = _measure(params, net, judges, real, draw, spec, folder / f"{name}_samples.npz", fit)
     return rows
 
 
@@ -230,7 +229,7 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     with torch.inference_mode():
         rows = reference_rows(params, net, judges, real, (x, y), (xt, yt), spec)
     reference = {
-        "protocol": _protocol(params, ev_meta["sha256"], len(xt), spec.num_classes),
+        "protocol": _protocol(params, ev_meta["sha256"], len(xt), spec),
         "real_test": {
             "inception_score": inception_score(p_test.numpy())[0],
             "sharpness": sharpness(xt.numpy()),
@@ -302,7 +301,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]
 
-    summary = _measure(params, net, judges, real, draw, gen.spec.num_classes, out / "samples.npz")
+    summary = _measure(params, net, judges, real, draw, gen.spec, out / "samples.npz")
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
@@ -312,11 +311,11 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     result = {
         "family": family,
         "key": key,
-        "n": len(_labels(params, gen.spec.num_classes)),
+        "n": len(_labels(params, gen.spec)),
         "latency_ms": latency,
         "threads": params.threads(family),
         "device": str(gen.device),
-        "protocol": _protocol(params, ev_meta["sha256"], len(real["test"]), gen.spec.num_classes),
+        "protocol": _protocol(params, ev_meta["sha256"], len(real["test"]), gen.spec),
         "training": training,
         **summary,
         "latent": lat,

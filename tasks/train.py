@@ -200,6 +200,7 @@ def _train(
     metrics: dict[str, Any] = {
         "family": family,
         "steps": result.steps,
+        "batch_size": result.batch_size,
         "stopped_early": result.steps < cfg.steps,  # train.patience: no better validation for a while
         "train_seconds": round(result.seconds, 2),
         "resumed_from": result.resumed_from,

@@ -136,6 +136,16 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert all(m["cached"] for m in again["trained"].values())
     assert [p.stat().st_mtime_ns for p in watched] == before
 
+    # a dataset its filters cannot fill fails the run, with the report of the rest written first
+    report = tmp_path / "runs" / "report" / "index.html"
+    raw["augment"].update(min_confidence=0.9999, max_draws=1)
+    _write(tmp_path, raw)
+    t_report = report.stat().st_mtime_ns
+    with pytest.raises(ValueError, match="passed the filters"):
+        pl.pipeline(params_file=pfile)
+    assert report.stat().st_mtime_ns > t_report and [p.stat().st_mtime_ns for p in watched] == before
+    del raw["augment"]["min_confidence"], raw["augment"]["max_draws"]
+
     # one family's params change: only that family re-trains
     raw["models"]["vae"]["train"]["steps"] = 14
     _write(tmp_path, raw)

@@ -27,10 +27,11 @@ def test_pixelcnn_is_causal():
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
-def test_pixelcnn_sees_only_its_window_and_the_windowed_sampler_draws_the_same_images(kernel):
-    """The fast sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
+def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel):
+    """The window sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
     columns either side): every input a pixel's output depends on lies inside it (gradients
-    are zero outside), and it draws the very images of full-image passes, seed for seed."""
+    are zero outside). It, and the cached sampler (the vertical stack once per row, then only
+    the horizontal stack per pixel), draw the very images of full-image passes, seed for seed."""
     torch.manual_seed(0)
     spec = DataSpec(2, 17, 19, 5, 3)
     model = models.build("pixelcnn", spec, {"channels": 4, "layers": 2, "kernel": kernel}).eval()
@@ -45,9 +46,10 @@ def test_pixelcnn_sees_only_its_window_and_the_windowed_sampler_draws_the_same_i
         assert seen.any() and not (seen & ~window).any(), (i, j)
     y = torch.tensor([0, 2])
     with torch.no_grad():
-        full = model._sample(2, y, torch.Generator().manual_seed(7), window=False)
-        fast = model._sample(2, y, torch.Generator().manual_seed(7))
-    assert torch.equal(full, fast)
+        full, window, cached = (model._sample(2, y, torch.Generator().manual_seed(7), mode=m)
+                                for m in ("full", "window", "cached"))  # fmt: skip
+    assert torch.equal(full, window) and torch.equal(full, cached)
+    assert torch.equal(model.sample(2, y, generator=torch.Generator().manual_seed(7)), cached)  # the default
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic"])

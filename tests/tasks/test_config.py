@@ -69,3 +69,25 @@ def test_threads_follow_each_tasks_cpus_evaluator_included():
     assert (p.threads("vae"), p.threads("gan"), p.threads("evaluator")) == (1, 2, 3)
     raw["run"] = {"threads": 4}  # run.threads wins everywhere
     assert validate(raw).threads("evaluator") == 4
+
+
+def test_quick_profile_gives_large_images_fewer_samples_and_smaller_batches():
+    """The quick profile keeps digits and 28x28 images as they are and scales 32x32 RGB down."""
+    from genzoo.models import DataSpec
+    from genzoo.models.base import by_values
+    from genzoo.tasks.augment import class_counts
+
+    quick = load_params("params.yaml", profile="quick")
+    digits, mnist, rgb = DataSpec(1, 8, 8, 17, 10), DataSpec(1, 28, 28, 256, 10), DataSpec(3, 32, 32, 32, 2)
+    cfg = quick.train_config("pixelcnn")
+    assert [by_values(cfg.batch_size, cfg.batch_values, s.dims, 8) for s in (digits, mnist, rgb)] == [
+        64,
+        64,
+        16,
+    ]
+    assert [quick.evaluate.per_class(s) for s in (digits, mnist, rgb)] == [100, 100, 25]
+    assert list(class_counts(quick.augment, rgb)) == [25, 25]
+    assert list(class_counts(quick.augment, digits)) == [100] * 10
+    # the default params draw the same count at any size
+    default = load_params("params.yaml")
+    assert default.evaluate.per_class(rgb) == 100 and list(class_counts(default.augment, rgb)) == [100, 100]
