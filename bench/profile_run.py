@@ -73,12 +73,12 @@ def depends_on(name: str, names: set[str]) -> set[str]:
         need |= {f"evaluate-{fam}"}
     elif kind == "usefulness":
         need |= {f"train-{fam}", f"train-subsets-{fam}", "usefulness-reference"}
-    elif name == "augment-dataset":
-        need |= {n for n in names if n not in DRIVER_WORK} | trains
     elif name == "report":
-        need |= {"augment-dataset"}
-    elif name == "record-in-dvc":
+        need |= {n for n in names if n not in DRIVER_WORK} | trains
+    elif name == "augment-dataset":
         need |= {"report"}
+    elif name == "record-in-dvc":
+        need |= {"augment-dataset"}
     return need & names
 
 
