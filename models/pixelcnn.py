@@ -4,7 +4,8 @@ A vertical stack sees every row above the current pixel and a horizontal stack s
 pixels to its left on the same row, so the receptive field has no blind spot. The output at
 pixel i parameterises p(x_i | x_<i, y) for all channels of pixel i (channels of one pixel are
 conditionally independent given the past), over the data's discrete levels: an exact,
-normalised likelihood. Sampling runs one forward pass per pixel.
+normalised likelihood. Sampling draws one pixel at a time: the vertical stack once per row, then
+only the horizontal stack on the pixel's own row (``_sample``).
 """
 
 from __future__ import annotations
