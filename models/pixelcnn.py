@@ -55,19 +55,28 @@ class GatedLayer(nn.Module):
 
     def forward(self, v: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """v, h (B, p, H, W), c (B, p) -> new v, new h, skip: (B, p, H, W) each."""
-        k = self.k
         cv, ch = self.cond(c).chunk(2, dim=1)  # (B, 2p) each: the vertical and horizontal gates' shifts
-        # pad top and sides only: output row i sees input rows i - k//2 .. i
-        v_pre = self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))  # (B, 2p, H, W)
+        v_pre = self.vertical(v)  # (B, 2p, H, W)
         # shift down one row: the horizontal stack may only see rows strictly above
         v_down = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]  # (B, 2p, H, W)
+        h_new, skip = self.horizontal(h, self.v_to_h(v_down), ch)
+        return self.gate(v_pre, cv), h_new, skip
+
+    def vertical(self, v: Tensor) -> Tensor:
+        """The vertical stack's convolution, before its gate: (B, p, R, W) -> (B, 2p, R, W); pads
+        top and sides only, so output row i sees input rows i - k//2 .. i."""
+        k = self.k
+        return self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))
+
+    def horizontal(self, h: Tensor, v_term: Tensor, ch: Tensor) -> tuple[Tensor, Tensor]:
+        """The horizontal stack given the vertical stack's term ``v_term`` (``v_to_h`` of the
+        vertical stack shifted down a row) and its gate's label shift ``ch`` (B, 2p): h (B, p, R, W)
+        -> new h, skip (B, p, R, W). Pads left only: column j sees columns j - k//2 .. j of its row."""
         h_in = F.pad(h, (1, 0))[..., :-1] if self.first else h  # mask A: exclude pixel i
-        # pad left only: output column j sees columns j - k//2 .. j of its own row
-        h_pre = self.h_conv(F.pad(h_in, (k // 2, 0))) + self.v_to_h(v_down)  # (B, 2p, H, W)
-        v_new = self.gate(v_pre, cv)  # (B, p, H, W)
-        gated = self.drop(self.gate(h_pre, ch))  # (B, p, H, W)
+        h_pre = self.h_conv(F.pad(h_in, (self.k // 2, 0))) + v_term  # (B, 2p, R, W)
+        gated = self.drop(self.gate(h_pre, ch))  # (B, p, R, W)
         h_new = self.h_out(gated) if self.first else h + self.h_out(gated)  # residual after the first layer
-        return v_new, h_new, self.skip(gated)
+        return h_new, self.skip(gated)
 
 
 @register
@@ -174,7 +183,7 @@ class PixelCNN(GenerativeModel):
             else:
                 v, v_last = self.inp(x[:, :, max(0, i - 1 - up) : i] * 2 - 1), []  # rows above, (n, p, r, W)
                 for layer, (cv, _) in zip(layers, shifts, strict=True):
-                    v_pre = layer.v_conv(F.pad(v, (half, half, half, 0)))  # (n, 2p, r, W)
+                    v_pre = layer.vertical(v)  # (n, 2p, r, W)
                     v_last.append(v_pre[:, :, -1:])  # row i - 1: what row i reads, shifted down
                     v = layer.gate(v_pre, cv)
             v_to_h = [layer.v_to_h(vl) for layer, vl in zip(layers, v_last, strict=True)]  # (n, 2p, 1, W)
@@ -184,11 +193,8 @@ class PixelCNN(GenerativeModel):
                 hs = self.inp(x[:, :, i : i + 1, left : j + 1] * 2 - 1)  # (n, p, 1, <= reach + 1)
                 skips = 0
                 for layer, (_, ch), vh in zip(layers, shifts, v_to_h, strict=True):
-                    h_in = F.pad(hs, (1, 0))[..., :-1] if layer.first else hs
-                    h_pre = layer.h_conv(F.pad(h_in, (half, 0))) + vh[..., left : j + 1]
-                    gated = layer.drop(layer.gate(h_pre, ch))
-                    hs = layer.h_out(gated) if layer.first else hs + layer.h_out(gated)
-                    skips = skips + layer.skip(gated)
+                    hs, skip = layer.horizontal(hs, vh[..., left : j + 1], ch)
+                    skips = skips + skip
                 params = self.head(skips + hs)[..., -1:]  # (n, C * P, 1, 1): pixel (i, j)
                 k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
                 x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]
