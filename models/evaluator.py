@@ -84,6 +84,19 @@ class Evaluator(nn.Module):
         return torch.cat(feats), torch.cat(probs)
 
 
+class Ensemble(nn.Module):
+    """Classifiers that vote together: their logits are the mean of the members' log-probabilities
+    (a normalised geometric mean of their predictions). Surer and more often right than one
+    member, which is what a teacher that relabels synthetic images needs."""
+
+    def __init__(self, members: list[Evaluator]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([m(x).log_softmax(-1) for m in self.members]).mean(0)  # (N, K)
+
+
 def _shift(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """The whole batch translated by one random offset of up to ``k`` pixels."""
     if k == 0:

@@ -70,7 +70,7 @@ from genzoo.tasks.layout import (
     read_json,
 )
 from genzoo.tasks.quality import real_features, scores
-from genzoo.tasks.sample import PERTURBABLE, TEACHER_SEED, perturb, teacher_rejects, teacher_targets
+from genzoo.tasks.sample import PERTURBABLE, Teachers, perturb, teacher_rejects, teacher_targets
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
@@ -232,16 +232,15 @@ def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
 
 class _Teacher:
     """The recipe's teacher for a pulled dataset: the usefulness CNN (classical augmentation)
-    trained on the whole real training split, as the measurement trains one on each subset.
-    It drops images it disagrees with or is unsure of and gives the kept ones soft labels."""
+    trained on the whole real training split (``teachers`` of them voting together), as the
+    measurement trains them on each subset. It drops images it disagrees with or is unsure of
+    and gives the kept ones soft labels."""
 
     def __init__(self, params: Params, recipe):
-        from genzoo.models.evaluator import train_evaluator
-
         self.recipe, self.cfg = recipe, params.usefulness.cnn
-        with torch.inference_mode(False):  # training, also when called from the sampling code
-            x, y, manifest = load_split(params.data.prepared_dir, "train")
-            self.net = train_evaluator(x, y, data_spec(manifest), self.cfg, seed=TEACHER_SEED)
+        x, y, manifest = load_split(params.data.prepared_dir, "train")
+        pool = Teachers(x, y, data_spec(manifest), self.cfg)
+        self.net, self.seeds = pool(recipe), pool.seeds(recipe.teachers)
         self.data = data_hash(manifest)
 
     @torch.inference_mode()
@@ -257,8 +256,9 @@ class _Teacher:
 
     def describe(self) -> dict[str, Any]:
         weights = b"".join(t.detach().numpy().tobytes() for t in self.net.state_dict().values())
+        seeds = self.seeds[0] if len(self.seeds) == 1 else self.seeds
         return {"sha256": hashlib.sha256(weights).hexdigest(), "trained_on": f"real train split {self.data}",
-                "seed": TEACHER_SEED, "cnn": self.cfg.model_dump(mode="json")}  # fmt: skip
+                "seed": seeds, "cnn": self.cfg.model_dump(mode="json")}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- generation

@@ -236,6 +236,7 @@ class Recipe(_Strict):
         description="relabel with a classifier trained on the same real data (classical augmentation): "
         "soft targets at `temperature`, and the filters below",
     )
+    teachers: int = Field(1, ge=1, le=32, description="teacher classifiers (seeds) voting together")
     temperature: float = Field(2.0, gt=0, le=100, description="teacher's softmax temperature for the targets")
     teacher_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
     agree: bool = Field(True, description="drop images the teacher gives another label than their own")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from genzoo import models
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
-from genzoo.models.evaluator import Evaluator
+from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
 from genzoo.tasks.config import Recipe
 from genzoo.tasks.data import read_manifest
 from genzoo.tasks.errors import ModelFileError, ModelNotFound
@@ -149,8 +149,34 @@ def class_names(prepared_dir: str | Path) -> list[str] | None:
 
 
 PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
-# a recipe's teacher trains with this seed (+ the subset seed), apart from the classifiers' 0, 1, ...
+# a recipe's teacher trains with this seed (+ the subset seed), apart from the classifiers' 0, 1, ...;
+# the i-th member of an ensemble teacher with (i + 1) times it
 TEACHER_SEED = 10_000
+
+
+class Teachers:
+    """The teacher classifiers of one real training set (x, y), trained when a recipe first
+    asks for them: a recipe with ``teachers: n`` relabels with the first n voting together
+    (:class:`~genzoo.models.evaluator.Ensemble`), so recipes measured on the same subset share
+    them, and member 0 is the single teacher every ``teachers: 1`` recipe uses. Member i trains
+    with seed ``(i + 1) * TEACHER_SEED + base`` (``base``: the subset's seed)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, spec, cfg: EvaluatorConfig, base: int = 0):
+        self.x, self.y, self.spec, self.cfg, self.base = x, y, spec, cfg, base
+        self.members: list[Evaluator] = []
+
+    def seeds(self, n: int) -> list[int]:
+        return [(i + 1) * TEACHER_SEED + self.base for i in range(n)]
+
+    def __call__(self, recipe: Recipe) -> Evaluator | Ensemble | None:
+        """The recipe's teacher (None when it has none)."""
+        if not recipe.teacher:
+            return None
+        with torch.inference_mode(False):  # training, also when called from sampling code
+            for seed in self.seeds(recipe.teachers)[len(self.members) :]:
+                self.members.append(train_evaluator(self.x, self.y, self.spec, self.cfg, seed=seed))
+        members = self.members[: recipe.teachers]
+        return members[0] if len(members) == 1 else Ensemble(members).eval()
 
 
 @dataclass
@@ -203,7 +229,7 @@ def synthesize(
     real: tuple[torch.Tensor, torch.Tensor],
     num_classes: int,
     seed: int,
-    teacher: Evaluator | None = None,
+    teacher: Evaluator | Ensemble | None = None,
     labels: torch.Tensor | None = None,
 ) -> Synthesis:
     """Synthetic images by ``recipe`` around the real set ``real`` (x, y): ``synthetic_per_real``

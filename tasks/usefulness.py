@@ -42,7 +42,7 @@ from genzoo import models
 from genzoo.metrics.quality import mean_ci
 from genzoo.models.base import DataSpec, atomic_write_text, sha256_file
 from genzoo.models.classical import PCAKDE
-from genzoo.models.evaluator import Evaluator, Synthetic, accuracy, train_evaluator
+from genzoo.models.evaluator import Synthetic, accuracy, train_evaluator
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, Recipe, fingerprint, stage_args
@@ -59,7 +59,7 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
-from genzoo.tasks.sample import PERTURBABLE, TEACHER_SEED, Synthesis, balanced_labels, synthesize
+from genzoo.tasks.sample import PERTURBABLE, Synthesis, Teachers, balanced_labels, synthesize
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
@@ -108,10 +108,11 @@ def recipes(params: Params) -> list[str]:
     return names if params.augment.recipe in names else [*names, params.augment.recipe]
 
 
-def teacher(params: Params, part: Data, spec: DataSpec, subset_seed: int) -> Evaluator:
-    """The recipes' teacher for a real subset: the usefulness CNN (classical augmentation)
-    trained on that subset alone, with a seed none of the measured classifiers uses."""
-    return train_evaluator(*part, spec, params.usefulness.cnn, seed=TEACHER_SEED + subset_seed)
+def teachers(params: Params, part: Data, spec: DataSpec, subset_seed: int) -> Teachers:
+    """The recipes' teachers for a real subset: the usefulness CNN (classical augmentation)
+    trained on that subset alone, with seeds none of the measured classifiers uses (as many
+    as the recipes ask for, trained when first asked)."""
+    return Teachers(*part, spec, params.usefulness.cnn, base=subset_seed)
 
 
 def classifier_accuracy(
@@ -250,14 +251,15 @@ def _parts(params: Params, train: Data, fraction: float) -> list[tuple[int, Data
     return [(s, tuple(t[subset(train[1], fraction, s)] for t in train)) for s in subsets(params, fraction)]
 
 
-def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: Generate, model, t: Evaluator,
+def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: Generate, model, t: Teachers,
              name: str, seed_base: int) -> tuple[dict[str, list[float]], list]:  # fmt: skip
     """Accuracies with recipe ``name``'s synthetic data around the real ``part``."""
     recipe = params.recipe(name)
     source = model if model is not None else generate
+    teacher = t(recipe)
 
     def make(seed: int) -> Synthesis:
-        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=t)
+        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=teacher)
 
     return accuracies(params, part, test, spec, make, recipe)
 
@@ -296,7 +298,7 @@ def reference(params: Params) -> dict[str, Any]:
         real_runs, runs = [], {name: [] for name in recipes(params)}
         for s, part in _parts(params, train, p):
             real_runs.append(accuracies(params, part, test, spec)[0])
-            gen, t = pca_kde_draw(params, part, spec), teacher(params, part, spec, s)
+            gen, t = pca_kde_draw(params, part, spec), teachers(params, part, spec, s)
             for name in runs:
                 if params.recipe(name).mode == "sample":  # PCA + KDE has no encoder
                     runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
@@ -405,7 +407,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         counts: dict[str, list] = {name: [] for name in by_recipe}
         for s, part in _parts(params, train, p):
             model, generators[f"{p}/{s}"] = subset_generator(params, family, p, train, spec, manifest, s)
-            t = teacher(params, part, spec, s)
+            t = teachers(params, part, spec, s)
             for name in by_recipe:
                 acc, c = _measure(params, part, test, spec, model_draw(model), model, t, name, 1000 * s)
                 runs[name].append(acc)

@@ -29,7 +29,9 @@ def trained(tmp_path_factory):
     raw["evaluate"]["evaluator"].update(steps=200, channels=16, feature_dim=32, lr=5e-3)
     raw["models"]["vae"]["train"].update(steps=300, lr=3e-3)  # class-conditional enough to filter
     raw["recipes"] = {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.3, "agree": False},
-                      "near": {"mode": "perturb", "strength": 0.3}}  # fmt: skip
+                      "near": {"mode": "perturb", "strength": 0.3},
+                      "vote": {"teacher": True, "teachers": 2, "teacher_confidence": 0.3,
+                               "agree": False}}  # fmt: skip
     raw["usefulness"]["cnn"].update(steps=150, channels=16, feature_dim=32)  # the teacher's budget
     params = validate(raw)
     prepare(params)
@@ -319,6 +321,15 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
         params, AugmentRequest(families=["vae"], per_class=4, seed=2, out_dir=str(tmp / "plain"))
     )
     assert load_dataset(plain).soft_labels is None
+    # two teachers voting (seeds TEACHER_SEED and twice it): the manifest names both seeds and
+    # hashes both networks; the first is the single teacher, so the labels differ but agree often
+    vote = generate(params, req.model_copy(update={"recipe": "vote", "out_dir": str(tmp / "vote")}))
+    v = json.loads((vote / "manifest.json").read_text())["recipe"]
+    assert v["teachers"] == 2 and v["teacher_model"]["seed"] == [10_000, 20_000]
+    assert m["recipe"]["teacher_model"]["seed"] == 10_000
+    assert v["teacher_model"]["sha256"] != m["recipe"]["teacher_model"]["sha256"]
+    voted = load_dataset(vote).soft_labels.numpy()
+    assert voted.shape[1] == 10 and np.allclose(voted.sum(1), 1, atol=1e-4)
 
 
 def test_a_perturb_recipe_makes_variations_of_real_images(trained):

@@ -46,6 +46,16 @@ def test_bad_usefulness_params_fail_clearly(tmp_path):
         raw["usefulness"] = {**raw["usefulness"], **block}
         with pytest.raises(ParamsError, match=key):
             validate(raw)
+    for recipe, key in [
+        ({"teachers": 0}, "recipes.mine.teachers"),
+        ({"teachers": 2.5}, "recipes.mine.teachers"),
+        ({"synthetic_per_real": 0}, "recipes.mine.synthetic_per_real"),
+        ({"teachr": True}, "recipes.mine.teachr"),
+    ]:
+        raw = tiny_params(tmp_path, families=["gan"])
+        raw["recipes"] = {**raw["recipes"], "mine": {"teacher": True, **recipe}}
+        with pytest.raises(ParamsError, match=key):
+            validate(raw)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +188,39 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     plain = U.synthesize(wrong_half, Recipe(), part, spec.num_classes, 0, teacher)
     assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {}}
     assert torch.equal(plain.targets, torch.nn.functional.one_hot(plain.y, spec.num_classes).float())
+
+
+def test_an_ensemble_teacher_votes_with_seeded_members_that_recipes_share(trained):
+    """Recipe ``teachers: n`` relabels with n CNNs voting together (seeds (i + 1) x TEACHER_SEED +
+    the subset's seed): member 0 is the single teacher, members are trained once per subset and
+    shared by recipes, and the vote's logits are the mean of the members' log-probabilities."""
+    from genzoo.models.evaluator import Ensemble, train_evaluator
+    from genzoo.tasks.config import Recipe
+    from genzoo.tasks.sample import TEACHER_SEED, Teachers
+
+    (x, y), _, spec, _ = U._splits(trained)
+    cfg = trained.usefulness.cnn.model_copy(update={"steps": 30, "channels": 8, "feature_dim": 16})
+    pool = Teachers(x[:200], y[:200], spec, cfg, base=2)
+    assert pool(Recipe()) is None and pool.members == []  # no teacher asked for, none trained
+    one = pool(Recipe(teacher=True))
+    xs = x[200:260]
+    alone = train_evaluator(x[:200], y[:200], spec, cfg, seed=TEACHER_SEED + 2)
+    with torch.no_grad():
+        assert torch.equal(one(xs), alone(xs))
+    three = pool(Recipe(teacher=True, teachers=3))
+    assert isinstance(three, Ensemble) and three.members[0] is one and len(pool.members) == 3
+    assert pool.seeds(3) == [TEACHER_SEED + 2, 2 * TEACHER_SEED + 2, 3 * TEACHER_SEED + 2]
+    two = pool(Recipe(teacher=True, teachers=2))
+    assert len(pool.members) == 3 and list(two.members) == pool.members[:2]  # shared, not retrained
+    with torch.no_grad():
+        votes = torch.stack([m(xs).log_softmax(-1) for m in pool.members])
+        assert torch.allclose(three(xs), votes.mean(0))
+        assert not torch.allclose(votes[0], votes[1])  # the seeds make different members
+    recipe = Recipe(teacher=True, teachers=3, agree=False, temperature=2.0)
+    first = lambda labels, seed: x[: len(labels)]  # noqa: E731
+    made = U.synthesize(first, recipe, (x[:20], y[:20]), spec.num_classes, 0, three)
+    with torch.no_grad():  # nothing dropped (no filter on): every image carries the vote's soft label
+        assert made.counts["kept"] == 20 and torch.allclose(made.targets, (three(x[:20]) / 2.0).softmax(-1))
 
 
 def test_perturb_moves_a_real_image_by_its_strength_and_needs_an_encoder(trained):
