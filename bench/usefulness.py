@@ -95,6 +95,13 @@ def main() -> None:
                 lifts = [f"{cell(aug[p][c]['augmented'])} ({cell(aug[p][c]['lift'], '+')})" for p in fr]
                 print(f"| + {gen_name} | {name} | " + " | ".join(lifts) + f" | {cell(d['tstr'][c])} |")
         print()
+    first = next(iter(u["families"].values()), {"recipes": {}})  # each family's subsets: the same teachers
+    for name, r in first["recipes"].items():
+        if "teacher_accuracy" in r:
+            acc = r["teacher_accuracy"]
+            at = [f"{100 * float(p):g}% real {cell(acc[p])}" for p in fr if p in acc]
+            print(f"the teacher of {name} alone (over subsets): " + ", ".join(at))
+    print()
     (out / "usefulness.json").write_text(json.dumps(u, indent=2))
     png = usefulness_plot(u).split(",", 1)[1]
     (out / "usefulness.png").write_bytes(base64.b64decode(png))

@@ -153,6 +153,13 @@ def classifier_accuracy(
     raise ValueError(f"usefulness.classifiers: unknown classifier {kind!r} (cnn, cnn_plain, logistic)")
 
 
+@torch.inference_mode()
+def vote_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy on (x, y) of a classifier or of several voting (a recipe's teacher), eval mode."""
+    pred = torch.cat([net(xb).argmax(-1) for xb in x.split(1024)])
+    return float((pred == y).float().mean())
+
+
 def stats(values: list[float]) -> dict[str, Any]:
     mean, half = mean_ci(values)
     return {"mean": mean, "ci95": half, "per_seed": list(values)}
@@ -405,6 +412,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     for p in u.fractions:
         runs: dict[str, list] = {name: [] for name in by_recipe}
         counts: dict[str, list] = {name: [] for name in by_recipe}
+        taught: dict[str, list] = {name: [] for name in by_recipe}  # the teacher's own test accuracy
         for s, part in _parts(params, train, p):
             model, generators[f"{p}/{s}"] = subset_generator(params, family, p, train, spec, manifest, s)
             t = teachers(params, part, spec, s)
@@ -412,10 +420,14 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
                 acc, c = _measure(params, part, test, spec, model_draw(model), model, t, name, 1000 * s)
                 runs[name].append(acc)
                 counts[name].extend(c)
+                if (teacher := t(params.recipe(name))) is not None:
+                    taught[name].append(vote_accuracy(teacher, *test))
         real_p = {c: [v for v in ref["real"][str(p)][c]["per_seed"]] for c in u.classifiers}
         for name in by_recipe:
             by_recipe[name]["augmentation"][str(p)] = _lift(_pooled(runs[name]), real_p)
             by_recipe[name]["filters"][str(p)] = _filters(counts[name])
+            if taught[name]:  # over subsets: what the student could learn from at most
+                by_recipe[name].setdefault("teacher_accuracy", {})[str(p)] = stats(taught[name])
         log.info("%s at %.2f: lift %s", family, p, {
             name: {c: round(v["lift"]["mean"], 4) for c, v in r["augmentation"][str(p)].items()}
             for name, r in by_recipe.items()})  # fmt: skip

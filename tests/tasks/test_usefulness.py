@@ -110,6 +110,13 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
         result["recipes"]["plain"]["filters"]["0.2"]["drawn"]
         == result["recipes"]["plain"]["filters"]["0.2"]["kept"]
     )
+    # the teacher's own accuracy, per fraction over subsets; plain has no teacher
+    taught = result["recipes"]["teacher"]["teacher_accuracy"]
+    assert set(taught) == {"0.2", "1.0"} and all(len(taught[p]["per_seed"]) == 1 for p in taught)
+    (x, y), test, spec, _ = U._splits(trained)
+    again = U.teachers(trained, (x, y), spec, 0)(trained.recipe("teacher"))  # 100%: the whole split
+    assert taught["1.0"]["per_seed"] == [U.vote_accuracy(again, *test)]
+    assert "teacher_accuracy" not in result["recipes"]["plain"]
     assert set(result["tstr"]) == {"cnn", "logistic"} and 0 <= result["tstr"]["logistic"]["mean"] <= 1
     assert set(ref["pca_kde"]["augmentation"]) == {"0.2", "1.0"}
     assert set(ref["pca_kde"]["recipes"]) == {"plain", "teacher"}
