@@ -87,13 +87,19 @@ def main() -> None:
         print("| real only | | " + " | ".join(cell(ref["real"][p][c]) for p in fr)
               + f" | {cell(ref['real'][fr[-1]][c])} (real) |")  # fmt: skip
         rows = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
+        if "held_out" in ref:  # -o usefulness.held_out=true: real images outside the subset (the ceiling)
+            rows.insert(1, ("held-out real", ref["held_out"]))
         for gen_name, d in rows:
             for name in names:
                 aug = d.get("recipes", {}).get(name, {}).get("augmentation")
                 if not aug:
                     continue
-                lifts = [f"{cell(aug[p][c]['augmented'])} ({cell(aug[p][c]['lift'], '+')})" for p in fr]
-                print(f"| + {gen_name} | {name} | " + " | ".join(lifts) + f" | {cell(d['tstr'][c])} |")
+                lifts = [
+                    f"{cell(aug[p][c]['augmented'])} ({cell(aug[p][c]['lift'], '+')})" if p in aug else "–"
+                    for p in fr
+                ]
+                tstr = cell(d["tstr"][c]) if "tstr" in d else "–"
+                print(f"| + {gen_name} | {name} | " + " | ".join(lifts) + f" | {tstr} |")
         print()
     first = next(iter(u["families"].values()), {"recipes": {}})  # each family's subsets: the same teachers
     for name, r in first["recipes"].items():

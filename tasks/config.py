@@ -282,6 +282,11 @@ class UsefulnessParams(_Strict):
     train: dict[str, Any] = Field(
         default_factory=dict, description="overrides of the train block for generators trained on subsets"
     )
+    held_out: bool = Field(
+        False,
+        description="a reference row of real training images outside each subset (fractions below 1) "
+        "through the same sample-mode recipes: what a perfect generator would add",
+    )
 
     @field_validator("fractions")
     @classmethod

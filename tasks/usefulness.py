@@ -229,6 +229,25 @@ def pca_kde_draw(params: Params, train: Data, spec: DataSpec) -> Generate:
     return lambda labels, seed: fitted.sample(len(labels), labels, seed=seed)
 
 
+def held_out_draw(train: Data, idx: torch.Tensor, num_classes: int) -> Generate:
+    """A perfect generator's images for the subset ``idx`` of ``train``: real training images
+    outside the subset, drawn for each label from its class (seeded, with replacement)."""
+    rest = torch.ones(len(train[1]), dtype=torch.bool)
+    rest[idx] = False
+    x, y = train[0][rest], train[1][rest]
+    by_class = [torch.nonzero(y == c).flatten() for c in range(num_classes)]
+
+    def draw(labels: torch.Tensor, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        pick = torch.empty(len(labels), dtype=torch.long)
+        for c in labels.unique().tolist():
+            where = torch.nonzero(labels == c).flatten()
+            pick[where] = by_class[c][torch.randint(len(by_class[c]), (len(where),), generator=gen)]
+        return x[pick]
+
+    return draw
+
+
 def _splits(params: Params) -> tuple[Data, Data, DataSpec, dict]:
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
@@ -300,20 +319,28 @@ def reference(params: Params) -> dict[str, Any]:
     torch.set_num_threads(params.threads("evaluator"))
     t0 = time.perf_counter()
     real: dict[str, Any] = {}
+    sampled = [name for name in recipes(params) if params.recipe(name).mode == "sample"]  # no encoder here
     pca_kde: dict[str, dict[str, Any]] = {name: {} for name in recipes(params)}
+    held_out: dict[str, dict[str, Any]] = {name: {} for name in recipes(params)}
     for p in u.fractions:
-        real_runs, runs = [], {name: [] for name in recipes(params)}
+        real_runs = []
+        runs: dict[str, list] = {name: [] for name in sampled}
+        held: dict[str, list] = {name: [] for name in sampled}
         for s, part in _parts(params, train, p):
             real_runs.append(accuracies(params, part, test, spec)[0])
             gen, t = pca_kde_draw(params, part, spec), teachers(params, part, spec, s)
-            for name in runs:
-                if params.recipe(name).mode == "sample":  # PCA + KDE has no encoder
-                    runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
+            for name in sampled:
+                runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
+            if u.held_out and p < 1:
+                rest = held_out_draw(train, subset(train[1], p, s), spec.num_classes)
+                for name in sampled:
+                    held[name].append(_measure(params, part, test, spec, rest, None, t, name, 1000 * s)[0])
         real_p = _pooled(real_runs)
         real[str(p)] = {c: stats(v) for c, v in real_p.items()}
-        for name, r in runs.items():
-            if r:
-                pca_kde[name][str(p)] = _lift(_pooled(r), real_p)
+        for name in sampled:
+            pca_kde[name][str(p)] = _lift(_pooled(runs[name]), real_p)
+            if held[name]:
+                held_out[name][str(p)] = _lift(_pooled(held[name]), real_p)
         log.info(
             "usefulness reference %.2f: real %s", p, {c: round(r["mean"], 4) for c, r in real[str(p)].items()}
         )
@@ -329,6 +356,8 @@ def reference(params: Params) -> dict[str, Any]:
         },  # fmt: skip
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if u.held_out:  # real images outside each subset through the same recipes (no TSTR: nothing is held out)
+        result["held_out"] = {"recipes": {n: {"augmentation": a} for n, a in held_out.items() if a}}
     atomic_write_text(out, json.dumps(result, indent=2))
     return result
 

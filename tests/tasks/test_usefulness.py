@@ -278,3 +278,30 @@ def test_the_baseline_cnn_uses_classical_augmentation_and_cnn_plain_none(trained
     U.classifier_accuracy("cnn", train, test, spec, params, 0)
     U.classifier_accuracy("cnn_plain", train, test, spec, params, 0)
     assert seen == [(1, 10.0, False), (0, 0.0, False)]
+
+
+def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):
+    """``usefulness.held_out``: real training images outside each subset, drawn by label (seeded),
+    through the same recipes as PCA + KDE: the ceiling of what synthetic images could add. Only
+    below 100% (nothing is held out of the whole split), lifts paired with real alone."""
+    (x, y), _, spec, _ = U._splits(trained)
+    idx = U.subset(y, 0.2, 0)
+    draw = U.held_out_draw((x, y), idx, spec.num_classes)
+    labels = torch.tensor([0, 0, 3, 7, 3, 9])
+    drawn = draw(labels, 5)
+    assert torch.equal(drawn, draw(labels, 5)) and not torch.equal(drawn, draw(labels, 6))  # seeded
+    outside = torch.ones(len(y), dtype=torch.bool)
+    outside[idx] = False
+    for image, label in zip(drawn, labels, strict=True):
+        same = (x.flatten(1) == image.flatten()).all(1)
+        assert (same & outside & (y == label)).any()  # a real image of its class, not in the subset
+
+    raw = trained.model_dump(mode="json")
+    raw["usefulness"]["held_out"] = True
+    ref = U.reference(validate(raw))
+    held = ref["held_out"]["recipes"]
+    assert set(held) == {"plain", "teacher"} and all(set(r["augmentation"]) == {"0.2"} for r in held.values())
+    aug = held["plain"]["augmentation"]["0.2"]["cnn"]
+    lifts = np.array(aug["augmented"]["per_seed"]) - np.array(ref["real"]["0.2"]["cnn"]["per_seed"])
+    assert np.allclose(aug["lift"]["per_seed"], lifts)
+    assert "held_out" not in U.reference(trained)  # off by default
