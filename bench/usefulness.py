@@ -30,7 +30,7 @@ from genzoo.tasks.config import load_params  # noqa: E402
 from genzoo.tasks.prepare import prepare  # noqa: E402
 from genzoo.tasks.report import usefulness_plot  # noqa: E402
 from genzoo.tasks.train import train_family, up_to_date  # noqa: E402
-from genzoo.tasks.usefulness import measure_family, reference  # noqa: E402
+from genzoo.tasks.usefulness import measure_family, recipes, reference  # noqa: E402
 
 
 def main() -> None:
@@ -79,7 +79,7 @@ def main() -> None:
           "generator and teacher); test accuracy in %, lifts in points over the same classifier on real "
           "data alone, ± 95% interval (paired)\n")  # fmt: skip
     fr = [str(x) for x in sorted(args.fractions)]
-    names = list(next(iter(u["families"].values()))["recipes"]) if u["families"] else []
+    names = recipes(params)
     for c in clfs:
         print(f"**{c}**\n\n| generator | recipe | " + " | ".join(f"{100 * float(p):g}% real" for p in fr)
               + " | train on synthetic |")  # fmt: skip
