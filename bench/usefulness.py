@@ -75,9 +75,9 @@ def main() -> None:
         return f"{100 * s['mean']:{sign}.1f} ± {100 * s['ci95']:.1f}"
 
     print(f"\nmachine: {machine()}")
-    print(f"{params.usefulness.seeds} classifier seeds x {len(args.subset_seeds)} subset(s) (each its own "
-          "generator and teacher); test accuracy in %, lifts in points over the same classifier on real "
-          "data alone, ± 95% interval (paired)\n")  # fmt: skip
+    print(f"{params.usefulness.seeds} classifier seeds x {len(args.subset_seeds)} subset(s) below 100%, one "
+          "at 100% (each its own generator and teacher); test accuracy in %, lifts in points over the same "
+          "classifier on real data alone, ± 95% interval (paired)\n")  # fmt: skip
     fr = [str(x) for x in sorted(args.fractions)]
     names = recipes(params)
     for c in clfs:

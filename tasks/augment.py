@@ -70,7 +70,14 @@ from genzoo.tasks.layout import (
     read_json,
 )
 from genzoo.tasks.quality import real_features, scores
-from genzoo.tasks.sample import PERTURBABLE, Teachers, perturb, teacher_rejects, teacher_targets
+from genzoo.tasks.sample import (
+    PERTURBABLE,
+    Teachers,
+    perturb,
+    teacher_cache,
+    teacher_rejects,
+    teacher_targets,
+)
 
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
@@ -239,7 +246,7 @@ class _Teacher:
     def __init__(self, params: Params, recipe):
         self.recipe, self.cfg = recipe, params.usefulness.cnn
         x, y, manifest = load_split(params.data.prepared_dir, "train")
-        pool = Teachers(x, y, data_spec(manifest), self.cfg)
+        pool = Teachers(x, y, data_spec(manifest), self.cfg, cache=teacher_cache(params))
         self.net, self.seeds = pool(recipe), pool.seeds(recipe.teachers)
         self.data = data_hash(manifest)
 

@@ -3,7 +3,10 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from genzoo import models
+from genzoo.models import evaluator as evaluator_module
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
 from genzoo.tasks.config import Recipe
@@ -159,14 +164,45 @@ class Teachers:
     asks for them: a recipe with ``teachers: n`` relabels with the first n voting together
     (:class:`~genzoo.models.evaluator.Ensemble`), so recipes measured on the same subset share
     them, and member 0 is the single teacher every ``teachers: 1`` recipe uses. Member i trains
-    with seed ``(i + 1) * TEACHER_SEED + base`` (``base``: the subset's seed)."""
+    with seed ``(i + 1) * TEACHER_SEED + base`` (``base``: the subset's seed), on one thread
+    whatever the process's count, so a member is the same network wherever it is trained; with
+    ``cache`` (a folder), each is stored there by a key of its data, config, seed and code and
+    reused by the next stage that asks (the usefulness reference, each family's measurement and
+    the pulled dataset share the ones of the whole split)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, spec, cfg: EvaluatorConfig, base: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, spec, cfg: EvaluatorConfig, base: int = 0,
+                 cache: str | Path | None = None):  # fmt: skip
         self.x, self.y, self.spec, self.cfg, self.base = x, y, spec, cfg, base
+        self.cache = Path(cache) if cache is not None else None
         self.members: list[Evaluator] = []
 
     def seeds(self, n: int) -> list[int]:
         return [(i + 1) * TEACHER_SEED + self.base for i in range(n)]
+
+    def _key(self, seed: int) -> str:
+        spec = dataclasses.astuple(self.spec)
+        about = json.dumps([self.cfg.model_dump(mode="json"), seed, spec], sort_keys=True).encode()
+        h = hashlib.sha256()
+        for part in (self.x.float().numpy().tobytes(), self.y.numpy().tobytes(), about,
+                     Path(evaluator_module.__file__).read_bytes()):  # fmt: skip
+            h.update(part)
+        return h.hexdigest()[:24]
+
+    def _member(self, seed: int) -> Evaluator:
+        path = self.cache / f"{self._key(seed)}.safetensors" if self.cache is not None else None
+        if path is not None and path.exists():
+            net = Evaluator(self.spec, self.cfg)
+            net.load_state_dict(load_file(path))  # safetensors: tensors only, nothing executed
+            return net.eval()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            net = train_evaluator(self.x, self.y, self.spec, self.cfg, seed=seed)
+        finally:
+            torch.set_num_threads(threads)
+        if path is not None:
+            atomic_write(path, lambda tmp: save_file(net.state_dict(), tmp))
+        return net
 
     def __call__(self, recipe: Recipe) -> Evaluator | Ensemble | None:
         """The recipe's teacher (None when it has none)."""
@@ -174,9 +210,15 @@ class Teachers:
             return None
         with torch.inference_mode(False):  # training, also when called from sampling code
             for seed in self.seeds(recipe.teachers)[len(self.members) :]:
-                self.members.append(train_evaluator(self.x, self.y, self.spec, self.cfg, seed=seed))
+                self.members.append(self._member(seed))
         members = self.members[: recipe.teachers]
         return members[0] if len(members) == 1 else Ensemble(members).eval()
+
+
+def teacher_cache(params) -> Path:
+    """Where trained teachers are kept (``<runs_dir>/teachers``): beside the stages' outputs, not
+    among them, so a stage that trains one changes no other stage's dependencies."""
+    return Path(params.run.runs_dir) / "teachers"
 
 
 @dataclass

@@ -59,7 +59,7 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
-from genzoo.tasks.sample import PERTURBABLE, Synthesis, Teachers, balanced_labels, synthesize
+from genzoo.tasks.sample import PERTURBABLE, Synthesis, Teachers, balanced_labels, synthesize, teacher_cache
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
@@ -112,7 +112,7 @@ def teachers(params: Params, part: Data, spec: DataSpec, subset_seed: int) -> Te
     """The recipes' teachers for a real subset: the usefulness CNN (classical augmentation)
     trained on that subset alone, with seeds none of the measured classifiers uses (as many
     as the recipes ask for, trained when first asked)."""
-    return Teachers(*part, spec, params.usefulness.cnn, base=subset_seed)
+    return Teachers(*part, spec, params.usefulness.cnn, base=subset_seed, cache=teacher_cache(params))
 
 
 def classifier_accuracy(

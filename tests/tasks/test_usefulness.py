@@ -230,6 +230,32 @@ def test_an_ensemble_teacher_votes_with_seeded_members_that_recipes_share(traine
         assert made.counts["kept"] == 20 and torch.allclose(made.targets, (three(x[:20]) / 2.0).softmax(-1))
 
 
+def test_teachers_are_kept_by_key_and_the_next_stage_reuses_them(trained, tmp_path, monkeypatch):
+    """With a cache folder, each member is stored by a key of its data, config, seed and code;
+    a later pool on the same data loads it (nothing trained, the same network), one on other
+    data trains its own. Members train on one thread whatever the process's count (restored)."""
+    import genzoo.tasks.sample as sample
+    from genzoo.tasks.config import Recipe
+
+    (x, y), _, spec, _ = U._splits(trained)
+    cfg = trained.usefulness.cnn.model_copy(update={"steps": 20, "channels": 8, "feature_dim": 16})
+    vote = Recipe(teacher=True, teachers=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    first = sample.Teachers(x[:150], y[:150], spec, cfg, cache=tmp_path / "teachers")(vote)
+    assert torch.get_num_threads() == 2 and len(list((tmp_path / "teachers").glob("*.safetensors"))) == 2
+    torch.set_num_threads(1)
+    uncached = sample.Teachers(x[:150], y[:150], spec, cfg)(vote)  # trained again, on one thread too
+    monkeypatch.setattr(sample, "train_evaluator", lambda *a, **k: pytest.fail("trained again"))
+    again = sample.Teachers(x[:150], y[:150], spec, cfg, cache=tmp_path / "teachers")(vote)
+    xs = x[150:200]
+    with torch.no_grad():
+        assert torch.equal(again(xs), first(xs)) and torch.equal(uncached(xs), first(xs))
+    with pytest.raises(pytest.fail.Exception, match="trained again"):  # other data: its own key
+        sample.Teachers(x[:140], y[:140], spec, cfg, cache=tmp_path / "teachers")(vote)
+    torch.set_num_threads(threads)
+
+
 def test_perturb_moves_a_real_image_by_its_strength_and_needs_an_encoder(trained):
     from genzoo import models
     from genzoo.tasks.sample import perturb
