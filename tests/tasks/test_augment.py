@@ -322,7 +322,7 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     )
     assert load_dataset(plain).soft_labels is None
     # two teachers voting (seeds TEACHER_SEED and twice it): the manifest names both seeds and
-    # hashes both networks; the first is the single teacher, so the labels differ but agree often
+    # hashes both networks, and every kept image carries the vote's soft label
     vote = generate(params, req.model_copy(update={"recipe": "vote", "out_dir": str(tmp / "vote")}))
     v = json.loads((vote / "manifest.json").read_text())["recipe"]
     assert v["teachers"] == 2 and v["teacher_model"]["seed"] == [10_000, 20_000]

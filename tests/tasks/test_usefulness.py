@@ -211,7 +211,10 @@ def test_an_ensemble_teacher_votes_with_seeded_members_that_recipes_share(traine
     assert pool(Recipe()) is None and pool.members == []  # no teacher asked for, none trained
     one = pool(Recipe(teacher=True))
     xs = x[200:260]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as teachers train
     alone = train_evaluator(x[:200], y[:200], spec, cfg, seed=TEACHER_SEED + 2)
+    torch.set_num_threads(threads)
     with torch.no_grad():
         assert torch.equal(one(xs), alone(xs))
     three = pool(Recipe(teacher=True, teachers=3))
