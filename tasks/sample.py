@@ -4,6 +4,7 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -179,14 +180,18 @@ class Teachers:
     def seeds(self, n: int) -> list[int]:
         return [(i + 1) * TEACHER_SEED + self.base for i in range(n)]
 
-    def _key(self, seed: int) -> str:
-        spec = dataclasses.astuple(self.spec)
-        about = json.dumps([self.cfg.model_dump(mode="json"), seed, spec], sort_keys=True).encode()
+    @functools.cached_property
+    def _data(self) -> str:
+        """Digest of the training set and the evaluator's code, computed once for all members."""
         h = hashlib.sha256()
-        for part in (self.x.float().numpy().tobytes(), self.y.numpy().tobytes(), about,
+        for part in (self.x.float().numpy().tobytes(), self.y.numpy().tobytes(),
                      Path(evaluator_module.__file__).read_bytes()):  # fmt: skip
             h.update(part)
-        return h.hexdigest()[:24]
+        return h.hexdigest()
+
+    def _key(self, seed: int) -> str:
+        about = [self._data, self.cfg.model_dump(mode="json"), seed, dataclasses.astuple(self.spec)]
+        return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:24]
 
     def _member(self, seed: int) -> Evaluator:
         path = self.cache / f"{self._key(seed)}.safetensors" if self.cache is not None else None
