@@ -94,7 +94,7 @@ def main() -> None:
         def sample(labels, seed, m=model):
             return draw(m, len(labels), labels=labels, seed=seed, batch=500)[0]
 
-        s = _measure(params, net, judges, real, sample, trained.spec.num_classes, None)
+        s = _measure(params, net, judges, real, sample, trained.spec, None)
         cells = [f"{update[k]}" for k in keys]
         for name in SPACES:
             r = s["spaces"][name]
