@@ -89,9 +89,12 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
     }
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """The CLI installs its console handler; give pytest's back afterwards."""
+    """The CLI installs its console handler; give pytest's back afterwards. For every test: a
+    handler left on the root logger writes to the stream pytest captured the test's stderr in,
+    which is closed afterwards, so the next test in that worker to log (Prefect's flow-run
+    lines) would fail with "I/O operation on closed file"."""
     import logging
 
     from genzoo.flows import cli
