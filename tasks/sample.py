@@ -160,6 +160,17 @@ PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decod
 TEACHER_SEED = 10_000
 
 
+def train_teacher(x: torch.Tensor, y: torch.Tensor, spec, cfg: EvaluatorConfig, seed: int) -> Evaluator:
+    """One teacher CNN, trained on one thread whatever the process has, so a stored teacher is the
+    same network in every stage that trains it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_evaluator(x, y, spec, cfg, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Teachers:
     """The teacher classifiers of one real training set (x, y), trained when a recipe first
     asks for them: a recipe with ``teachers: n`` relabels with the first n voting together
@@ -199,12 +210,7 @@ class Teachers:
             net = Evaluator(self.spec, self.cfg)
             net.load_state_dict(load_file(path))  # safetensors: tensors only, nothing executed
             return net.eval()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            net = train_evaluator(self.x, self.y, self.spec, self.cfg, seed=seed)
-        finally:
-            torch.set_num_threads(threads)
+        net = train_teacher(self.x, self.y, self.spec, self.cfg, seed)
         if path is not None:
             atomic_write(path, lambda tmp: save_file(net.state_dict(), tmp))
         return net

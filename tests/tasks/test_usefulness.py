@@ -201,9 +201,9 @@ def test_an_ensemble_teacher_votes_with_seeded_members_that_recipes_share(traine
     """Recipe ``teachers: n`` relabels with n CNNs voting together (seeds (i + 1) x TEACHER_SEED +
     the subset's seed): member 0 is the single teacher, members are trained once per subset and
     shared by recipes, and the vote's logits are the mean of the members' log-probabilities."""
-    from genzoo.models.evaluator import Ensemble, train_evaluator
+    from genzoo.models.evaluator import Ensemble
     from genzoo.tasks.config import Recipe
-    from genzoo.tasks.sample import TEACHER_SEED, Teachers
+    from genzoo.tasks.sample import TEACHER_SEED, Teachers, train_teacher
 
     (x, y), _, spec, _ = U._splits(trained)
     cfg = trained.usefulness.cnn.model_copy(update={"steps": 30, "channels": 8, "feature_dim": 16})
@@ -211,10 +211,7 @@ def test_an_ensemble_teacher_votes_with_seeded_members_that_recipes_share(traine
     assert pool(Recipe()) is None and pool.members == []  # no teacher asked for, none trained
     one = pool(Recipe(teacher=True))
     xs = x[200:260]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as teachers train
-    alone = train_evaluator(x[:200], y[:200], spec, cfg, seed=TEACHER_SEED + 2)
-    torch.set_num_threads(threads)
+    alone = train_teacher(x[:200], y[:200], spec, cfg, TEACHER_SEED + 2)  # (one thread, as members train)
     with torch.no_grad():
         assert torch.equal(one(xs), alone(xs))
     three = pool(Recipe(teacher=True, teachers=3))
