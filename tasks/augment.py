@@ -257,9 +257,10 @@ class _Teacher:
     def rejects(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return teacher_rejects(self._logits(x), y, self.recipe)
 
-    def targets(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, K) class probabilities at the recipe's temperature."""
-        return teacher_targets(self._logits(x), self.recipe)
+    def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(N, K) the recipe's targets: class probabilities at its temperature (mixed with the
+        one-hot labels ``y`` by its ``soft_weight``)."""
+        return teacher_targets(self._logits(x), y, self.recipe)
 
     def describe(self) -> dict[str, Any]:
         weights = b"".join(t.detach().numpy().tobytes() for t in self.net.state_dict().values())
@@ -387,7 +388,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     levels = net.spec.levels
     x, y = torch.cat(xs), torch.cat(ys)
     images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
-    soft = teacher.targets(x).numpy() if teacher is not None else None
+    soft = teacher.targets(x, y).numpy() if teacher is not None else None
     content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
                              class_names(params, net.spec.num_classes), soft_labels=soft)  # fmt: skip
     request_dump = req.model_dump(mode="json")

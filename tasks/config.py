@@ -238,6 +238,13 @@ class Recipe(_Strict):
     )
     teachers: int = Field(1, ge=1, le=32, description="teacher classifiers (seeds) voting together")
     temperature: float = Field(2.0, gt=0, le=100, description="teacher's softmax temperature for the targets")
+    soft_weight: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="targets: this weight on the teacher's soft labels, the rest on the label the image was "
+        "made for (0: hard labels, the teacher only filters)",
+    )
     teacher_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
     agree: bool = Field(True, description="drop images the teacher gives another label than their own")
     real_share: float = Field(0.5, gt=0, le=1, description="share of real images in each training batch")

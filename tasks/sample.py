@@ -312,7 +312,7 @@ def synthesize(
     for reason, bad in teacher_rejects(logits, y, recipe).items():
         rejected[reason] = int((bad & keep).sum())
         keep &= ~bad
-    return Synthesis(x[keep], y[keep], teacher_targets(logits[keep], recipe), drawn, rejected)
+    return Synthesis(x[keep], y[keep], teacher_targets(logits[keep], y[keep], recipe), drawn, rejected)
 
 
 def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> dict[str, torch.Tensor]:
@@ -328,6 +328,11 @@ def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> di
     return out
 
 
-def teacher_targets(logits: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """The soft labels a recipe's teacher gives: class probabilities at its ``temperature``."""
-    return (logits / recipe.temperature).softmax(-1)
+def teacher_targets(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """The targets a recipe's teacher gives images made for labels ``y`` (M,): its class
+    probabilities at ``temperature``, mixed by ``soft_weight`` with the one-hot label (M, K)."""
+    soft = (logits / recipe.temperature).softmax(-1)
+    if recipe.soft_weight >= 1:
+        return soft
+    hard = torch.nn.functional.one_hot(y, soft.shape[-1]).to(soft.dtype)
+    return recipe.soft_weight * soft + (1 - recipe.soft_weight) * hard

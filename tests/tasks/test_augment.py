@@ -31,7 +31,9 @@ def trained(tmp_path_factory):
     raw["recipes"] = {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.3, "agree": False},
                       "near": {"mode": "perturb", "strength": 0.3},
                       "vote": {"teacher": True, "teachers": 2, "teacher_confidence": 0.3,
-                               "agree": False}}  # fmt: skip
+                               "agree": False},
+                      "vote_mix": {"teacher": True, "teachers": 2, "teacher_confidence": 0.3,
+                                   "agree": False, "soft_weight": 0.5}}  # fmt: skip
     raw["usefulness"]["cnn"].update(steps=150, channels=16, feature_dim=32)  # the teacher's budget
     params = validate(raw)
     prepare(params)
@@ -330,6 +332,14 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     assert v["teacher_model"]["sha256"] != m["recipe"]["teacher_model"]["sha256"]
     voted = load_dataset(vote).soft_labels.numpy()
     assert voted.shape[1] == 10 and np.allclose(voted.sum(1), 1, atol=1e-4)
+    # soft_weight 0.5: the same images (same draws, same filters), labels half the vote's, half one-hot
+    mix = load_dataset(
+        generate(params, req.model_copy(update={"recipe": "vote_mix", "out_dir": str(tmp / "mix")}))
+    )
+    same = load_dataset(vote)
+    assert np.array_equal(np.asarray(mix.images), np.asarray(same.images))
+    one_hot = np.eye(10)[np.asarray(mix.labels)]
+    assert np.allclose(mix.soft_labels.numpy(), 0.5 * voted + 0.5 * one_hot, atol=1e-6)
 
 
 def test_a_perturb_recipe_makes_variations_of_real_images(trained):

@@ -188,6 +188,14 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     assert (hot.targets.argmax(-1) == hot.y).all()  # kept: the teacher agrees
     assert torch.allclose(hot.targets.sum(-1), torch.ones(len(hot.y)), atol=1e-5)
     assert soft.targets.max(-1).values.mean() < hot.targets.max(-1).values.mean()  # softer
+    # soft_weight: the teacher's probabilities mixed with the label the image was made for; 0: hard labels,
+    # the same images kept (the teacher still filters)
+    for w in (0.0, 0.5):
+        mixed = U.synthesize(wrong_half, Recipe(teacher=True, temperature=4.0, soft_weight=w), part,
+                             spec.num_classes, 0, teacher)  # fmt: skip
+        hard = torch.nn.functional.one_hot(mixed.y, spec.num_classes).float()
+        assert torch.equal(mixed.y, soft.y)
+        assert torch.allclose(mixed.targets, w * soft.targets + (1 - w) * hard)
     sure = U.synthesize(
         wrong_half, Recipe(teacher=True, teacher_confidence=0.99), part, spec.num_classes, 0, teacher
     )
