@@ -127,6 +127,22 @@ def augment(x: Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> Tensor:
     return classical_augment(x, cfg.shift, cfg.rotate, gen) if cfg.rotate > 0 else _shift(x, cfg.shift, gen)
 
 
+LABEL_SMOOTHING = 0.05
+
+
+def mixed_loss(
+    real_logits: Tensor, y: Tensor, synthetic_logits: Tensor, targets: Tensor, weight: float
+) -> Tensor:
+    """The loss of a batch of real images (labels ``y``, smoothed) and synthetic ones (class
+    probabilities ``targets``): every image counts alike, a synthetic one times ``weight``,
+    normalised by the real images (at half real, half synthetic: the real mean plus ``weight``
+    times the synthetic mean)."""
+    real = F.cross_entropy(real_logits, y, label_smoothing=LABEL_SMOOTHING)
+    soft = -(targets * synthetic_logits.log_softmax(-1)).sum(-1).mean()
+    per_real = len(synthetic_logits) / len(real_logits)  # 1 at half real, half synthetic
+    return real + weight * per_real * soft
+
+
 def train_evaluator(
     x: Tensor,
     y: Tensor,
@@ -138,7 +154,8 @@ def train_evaluator(
     """Train on (x in [0, 1], y); seeded, so the same data gives the same evaluator (CPU).
 
     With ``synthetic``, every batch holds ``real_share`` real images (hard labels) and the rest
-    synthetic ones with their (soft) targets; the synthetic loss is weighted by ``weight``."""
+    synthetic ones with their (soft) targets; every image counts alike in the loss, a synthetic
+    one times ``weight`` (so ``real_share`` is also the real images' share of the loss at weight 1)."""
     cfg = cfg or EvaluatorConfig()
     torch.manual_seed(seed)
     net = Evaluator(spec, cfg).train()
@@ -151,11 +168,13 @@ def train_evaluator(
         n_real = max(1, min(n_real, round(batch * synthetic.real_share)))
     for _ in range(cfg.steps):
         idx = torch.randint(len(x), (n_real,), generator=gen)
-        loss = F.cross_entropy(net(augment(x[idx], cfg, gen)), y[idx], label_smoothing=0.05)
+        logits = net(augment(x[idx], cfg, gen))
         if synthetic is not None and batch > n_real:
             j = torch.randint(len(synthetic.x), (batch - n_real,), generator=gen)
-            log_p = net(augment(synthetic.x[j], cfg, gen)).log_softmax(-1)  # (b, K)
-            loss = loss + synthetic.weight * -(synthetic.targets[j] * log_p).sum(-1).mean()
+            loss = mixed_loss(logits, y[idx], net(augment(synthetic.x[j], cfg, gen)), synthetic.targets[j],
+                              synthetic.weight)  # fmt: skip
+        else:
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=LABEL_SMOOTHING)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

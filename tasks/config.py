@@ -248,7 +248,9 @@ class Recipe(_Strict):
     teacher_confidence: float = Field(0.0, ge=0, lt=1, description="drop images the teacher is less sure of")
     agree: bool = Field(True, description="drop images the teacher gives another label than their own")
     real_share: float = Field(0.5, gt=0, le=1, description="share of real images in each training batch")
-    synthetic_weight: float = Field(1.0, ge=0, le=100, description="weight of the synthetic images' loss")
+    synthetic_weight: float = Field(
+        1.0, ge=0, le=100, description="weight of each synthetic image's loss against a real image's"
+    )
 
 
 DEFAULT_RECIPES = {

@@ -53,3 +53,19 @@ def test_batch_values_gives_the_classifier_smaller_batches_on_large_images(digit
     train_evaluator(x, y, spec, EvaluatorConfig(steps=2, batch_values=64 * 40))
     train_evaluator(x, y, spec, EvaluatorConfig(steps=2))
     assert seen == [40, 40, 128, 128]
+
+
+def test_mixed_loss_counts_every_image_alike_whatever_the_real_share():
+    """A batch of n real and m synthetic images: the synthetic images' loss is not a second mean
+    beside the real one (which would give m synthetic images the weight of n real ones at any
+    share) but each image's own, times ``weight``, over n; at half and half, the two means."""
+    from genzoo.models.evaluator import LABEL_SMOOTHING, mixed_loss
+
+    torch.manual_seed(0)
+    real, y = torch.randn(12, 10), torch.randint(10, (12,))
+    per_image = torch.nn.functional.cross_entropy(real, y, label_smoothing=LABEL_SMOOTHING, reduction="none")
+    smoothed = torch.nn.functional.one_hot(y, 10) * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / 10
+    for m, w in ((4, 1.0), (12, 1.0), (6, 0.3)):  # the first m real images again, as synthetic
+        loss = mixed_loss(real, y, real[:m], smoothed[:m], w)
+        assert torch.allclose(loss, (per_image.sum() + w * per_image[:m].sum()) / 12, atol=1e-6)
+    assert torch.allclose(mixed_loss(real, y, real, smoothed, 1.0), 2 * per_image.mean(), atol=1e-6)
