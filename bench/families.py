@@ -122,6 +122,24 @@ def train_split(overrides: list[str] = ()):
     return params, x, y, data_spec(manifest)
 
 
+def step_bench(doc: str, steps: int):
+    """The command line of the one-thread step benchmarks (--steps, --repeats, --families): parsed,
+    torch on one thread, the machine line printed. Returns (args, params, x, y, spec)."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--families", nargs="+", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    params, x, y, spec = train_split()
+    print(f"machine: {machine()}; 1 thread; {args.steps} steps, median of {args.repeats}")
+    return args, params, x, y, spec
+
+
 def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
     t0, t1 = genzoo_run(out, profile)
     (out / "wall_seconds.txt").write_text(f"{t1 - t0:.1f}\n")

@@ -16,7 +16,6 @@ them alike. A figure, not a switch: genzoo trains in float32 with the default ke
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import machine, train_split  # noqa: E402
+from families import step_bench  # noqa: E402
 
 from genzoo import models  # noqa: E402
 from genzoo.models.evaluator import Evaluator, augment  # noqa: E402
@@ -126,14 +125,7 @@ def conv_share(step, steps: int = 10) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--families", nargs="+", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    params, x, y, spec = train_split()
-    print(f"machine: {machine()}; 1 thread; {args.steps} steps, median of {args.repeats}")
+    args, params, x, y, spec = step_bench(__doc__, steps=40)
     print(
         "\n| network | fp32 ms/step | convolutions | fused AdamW | channels-last | bf16 autocast "
         "| ten at once (vmap) |\n|---|---|---|---|---|---|---|"

@@ -17,7 +17,6 @@ repeat, so drifts of the machine hit them alike.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from families import machine, train_split  # noqa: E402
+from families import step_bench  # noqa: E402
 
 from genzoo import models  # noqa: E402
 from genzoo.models.layers import ema_update  # noqa: E402
@@ -73,14 +72,7 @@ def trainer(family, spec, net, cfg, x, y, steps: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--families", nargs="+", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    params, x, y, spec = train_split()
-    print(f"machine: {machine()}; 1 thread; {args.steps} steps, median of {args.repeats}")
+    args, params, x, y, spec = step_bench(__doc__, steps=150)
     print(
         "\n| family | bare loop (s) | same recipe by hand (s) | trainer (s) | trainer vs bare "
         "| trainer vs by hand |\n|---|---|---|---|---|---|"
