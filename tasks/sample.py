@@ -332,7 +332,5 @@ def teacher_targets(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> to
     """The targets a recipe's teacher gives images made for labels ``y`` (M,): its class
     probabilities at ``temperature``, mixed by ``soft_weight`` with the one-hot label (M, K)."""
     soft = (logits / recipe.temperature).softmax(-1)
-    if recipe.soft_weight >= 1:
-        return soft
     hard = torch.nn.functional.one_hot(y, soft.shape[-1]).to(soft.dtype)
-    return recipe.soft_weight * soft + (1 - recipe.soft_weight) * hard
+    return recipe.soft_weight * soft + (1 - recipe.soft_weight) * hard  # exactly ``soft`` at weight 1

@@ -330,14 +330,14 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     assert v["teachers"] == 2 and v["teacher_model"]["seed"] == [10_000, 20_000]
     assert m["recipe"]["teacher_model"]["seed"] == 10_000
     assert v["teacher_model"]["sha256"] != m["recipe"]["teacher_model"]["sha256"]
-    voted = load_dataset(vote).soft_labels.numpy()
+    voted_ds = load_dataset(vote)
+    voted = voted_ds.soft_labels.numpy()
     assert voted.shape[1] == 10 and np.allclose(voted.sum(1), 1, atol=1e-4)
     # soft_weight 0.5: the same images (same draws, same filters), labels half the vote's, half one-hot
     mix = load_dataset(
         generate(params, req.model_copy(update={"recipe": "vote_mix", "out_dir": str(tmp / "mix")}))
     )
-    same = load_dataset(vote)
-    assert np.array_equal(np.asarray(mix.images), np.asarray(same.images))
+    assert np.array_equal(np.asarray(mix.images), np.asarray(voted_ds.images))
     one_hot = np.eye(10)[np.asarray(mix.labels)]
     assert np.allclose(mix.soft_labels.numpy(), 0.5 * voted + 0.5 * one_hot, atol=1e-6)
 
