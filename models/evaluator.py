@@ -143,6 +143,16 @@ def mixed_loss(
     return real + weight * per_real * soft
 
 
+def batch_split(n: int, spec: DataSpec, cfg: EvaluatorConfig, real_share: float | None) -> tuple[int, int]:
+    """(real, synthetic) images in each training batch of ``cfg`` on ``n`` real images, with
+    ``real_share`` of the batch real (None: real images alone, as many as there are up to a batch)."""
+    batch = by_values(cfg.batch_size, cfg.batch_values, spec.dims, 8)
+    if real_share is None:
+        return min(batch, n), 0
+    n_real = max(1, min(batch, n, round(batch * real_share)))
+    return n_real, batch - n_real
+
+
 def train_evaluator(
     x: Tensor,
     y: Tensor,
@@ -162,15 +172,13 @@ def train_evaluator(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     gen = torch.Generator().manual_seed(seed)
-    batch = by_values(cfg.batch_size, cfg.batch_values, spec.dims, 8)
-    n_real = min(batch, len(x))
-    if synthetic is not None:
-        n_real = max(1, min(n_real, round(batch * synthetic.real_share)))
+    share = synthetic.real_share if synthetic is not None else None
+    n_real, n_synthetic = batch_split(len(x), spec, cfg, share)
     for _ in range(cfg.steps):
         idx = torch.randint(len(x), (n_real,), generator=gen)
         logits = net(augment(x[idx], cfg, gen))
-        if synthetic is not None and batch > n_real:
-            j = torch.randint(len(synthetic.x), (batch - n_real,), generator=gen)
+        if synthetic is not None and n_synthetic:
+            j = torch.randint(len(synthetic.x), (n_synthetic,), generator=gen)
             loss = mixed_loss(logits, y[idx], net(augment(synthetic.x[j], cfg, gen)), synthetic.targets[j],
                               synthetic.weight)  # fmt: skip
         else:

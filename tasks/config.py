@@ -264,7 +264,7 @@ class UsefulnessParams(_Strict):
     without leaks: the generator that augments a real subset is trained on that subset only."""
 
     families: list[str] = Field(
-        ["vae"], description="families measured after evaluation (those of them in models); [] for none"
+        ["pixelcnn"], description="families measured after evaluation (those of them in models); [] for none"
     )
     fractions: list[float] = Field(
         [0.1, 1.0], min_length=1, description="real training subsets (fractions of the training split)"

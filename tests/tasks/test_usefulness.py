@@ -32,6 +32,25 @@ def test_synthetic_labels_follow_the_subsets_class_balance():
     assert torch.bincount(labels, minlength=4).tolist() == [4, 2, 6, 0]
 
 
+def test_the_synthetic_pool_holds_no_more_images_than_the_classifier_draws():
+    """k is lowered where k x the real images would exceed the synthetic images the CNN draws in
+    training (steps x synthetic per batch), so a large dataset is not sampled for nothing; a pool
+    under that bound (every shipped recipe on digits) keeps its k."""
+    from genzoo.models.base import DataSpec
+    from genzoo.models.evaluator import EvaluatorConfig
+    from genzoo.tasks.config import Recipe
+
+    spec, cfg = DataSpec(1, 8, 8, 17, 10), EvaluatorConfig(steps=10, batch_size=64)
+    big = U.pool_capped(Recipe(synthetic_per_real=10), 1000, spec, cfg)  # 10,000 against 10 x 32 draws
+    assert big.synthetic_per_real * 1000 == pytest.approx(320)
+    assert torch.bincount(U.balanced_labels(torch.arange(1000) % 10, big.synthetic_per_real, 10)).sum() == 320
+    quarter = U.pool_capped(Recipe(synthetic_per_real=10, real_share=0.75), 1000, spec, cfg)
+    assert quarter.synthetic_per_real * 1000 == pytest.approx(160)  # 16 synthetic images per batch
+    small = Recipe(synthetic_per_real=10)
+    assert U.pool_capped(small, 30, spec, cfg) is small  # 300 <= 320: unchanged
+    assert U.pool_capped(small, 1259, spec, EvaluatorConfig(steps=600, batch_size=64)) is small  # digits
+
+
 def test_bad_usefulness_params_fail_clearly(tmp_path):
     for block, key in [
         ({"fractions": [0.0, 1.0]}, "usefulness.fractions"),
