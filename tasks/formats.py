@@ -321,6 +321,8 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         autoescape=False,  # markdown, not HTML
     )
     env.filters["num"] = _num
+    env.filters["pct"] = lambda v: f"{100 * v:.1f}"  # an accuracy (or its interval) in percent
+    env.filters["points"] = lambda v: f"{100 * v:+.1f}"  # a change of accuracy in percentage points
     env.filters["cell"] = lambda v: " ".join(str(v).split()).replace("|", "\\|")  # one table cell
     m = dict(manifest)
     data = {"source": None, "sha256": None} | dict(m.get("data") or {})

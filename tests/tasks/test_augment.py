@@ -174,7 +174,8 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     assert m["measured"]["vae"]["usefulness"] is None and m["measured"]["vae"]["quality"] is not None
     card = (tmp / "aug" / "quoted" / "README.md").read_text()
     tstr = measured["tstr"]["logistic"]
-    assert f"| logistic | {tstr['mean']:.4g} ± {tstr['ci95']:.2g} |" in card
+    assert f"| logistic | {100 * tstr['mean']:.1f}% ± {100 * tstr['ci95']:.1f} |" in card
+    assert "With recipe `plain`, adding 1 synthetic image(s) per real one to 100% of the real" in card
     vae = card.split("### vae")[1].split("## Memorization")[0]
     assert "Usefulness: not measured" in vae and f"fd {quality['fd']:.4g}" in card.split("### vae")[0]
 

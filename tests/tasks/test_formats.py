@@ -171,7 +171,7 @@ def _evaluation(folder: Path) -> None:
                "protocol": {"seeds": 3}, "n": 1000, "per_seed": []}  # fmt: skip
     stats = lambda m, h: {"mean": m, "ci95": h, "per_seed": [m, m]}  # noqa: E731
     lift = {"augmented": stats(0.9, 0.01), "lift": stats(0.0321, 0.004)}
-    usefulness = {"family": "vae", "protocol": {"synthetic_per_real": 1.0, "seeds": 3},
+    usefulness = {"family": "vae", "recipe": "distil", "protocol": {"synthetic_per_real": 1.0, "seeds": 3},
                   "tstr": {"cnn": stats(0.871, 0.012)}, "augmentation": {"0.1": {"cnn": lift}}}  # fmt: skip
     reference = {"real": {"1.0": {"cnn": stats(0.962, 0.003)}}}
     (folder / "vae" / "quality.json").write_text(json.dumps(quality))
@@ -187,7 +187,8 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     c.source = np.where(np.arange(36) < 18, "vae", "gan")
     families = {"vae": {"sha256": "a" * 64, "run_id": "r1"}, "gan": {"sha256": "b" * 64}}
     info = {"name": "card", "families": families,
-            "params_hash": "f" * 64, "seed": 4, "recipe": {"per_class": 3, "families": ["vae", "gan"]},
+            "params_hash": "f" * 64, "seed": 4, "recipe": {"per_class": 3, "families": ["vae", "gan"],
+                                                           "name": "distil"},
             "data": {"source": "digits", "sha256": "d" * 64}, "measured": measured,
             "filters": {"reject_copies": False, "drawn": 36, "rejected": {"copies": 0}}}  # fmt: skip
     m = write_dataset(tmp_path / "card", c, info=info)
@@ -207,10 +208,13 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     ):
         assert text in card, text
     # the measured figures, as measured; the family without files: not measured
-    for text in ("fd 12.35 ± 0.5", "class_accuracy 0.934 ± 0.01", "| cnn | 0.871 ± 0.012 | 0.962 |",
-                 "10% of the real training split changes test accuracy by: cnn +0.0321 ± 0.004",
+    for text in ("fd 12.35 ± 0.5", "class_accuracy 0.934 ± 0.01", "| cnn | 87.1% ± 1.2 | 96.2% |",
+                 "10% of the real training split (from the family retrained on that 10% alone) changes "
+                 "test accuracy by: cnn +3.2 ± 0.4 points",
                  "distance ratio 0.909"):  # fmt: skip
         assert text in card, text
+    assert "With recipe `distil`, adding 1 synthetic image(s) per real one" in card
+    assert "another recipe" not in card
     gan = card.split("### gan")[1].split("## Memorization")[0]
     assert "Usefulness: not measured" in gan and "Quality: not measured" in gan
     assert not re.search(r"\d\.\d", gan)  # no figure for a family that has none
@@ -220,6 +224,11 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     assert 'ImageFolder(f"{root}/images")' in card and "load_from_disk" not in card
     assert "genzoo.load_dataset(root)" in card and 'np.load(f"{root}/images.npz")' in card
     assert "soft_labels" not in card
+    # a dataset made with another recipe than the one measured says so
+    info["recipe"]["name"] = "plain"
+    write_dataset(tmp_path / "card", c, info=info)
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "(this dataset was made with `plain`: the figures are another recipe's)" in card
 
 
 def test_card_licence_follows_the_source_data():
