@@ -129,6 +129,13 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
         result["recipes"]["plain"]["filters"]["0.2"]["drawn"]
         == result["recipes"]["plain"]["filters"]["0.2"]["kept"]
     )
+    # the whole split (1,259 images, k = 1) is more than the 10 steps x 64 synthetic images (half a
+    # batch of 128) the CNN draws: the pool holds about those 640 per seed (class balance rounded)
+    views = trained.usefulness.cnn.steps * trained.usefulness.cnn.batch_size // 2
+    assert len(train[1]) > views
+    pool = len(U.balanced_labels(train[1], views / len(train[1]), 10))
+    assert abs(pool - views) <= 5
+    assert result["recipes"]["plain"]["filters"]["1.0"]["drawn"] == trained.usefulness.seeds * pool
     # the teacher's own accuracy, per fraction over subsets; plain has no teacher
     taught = result["recipes"]["teacher"]["teacher_accuracy"]
     assert set(taught) == {"0.2", "1.0"} and all(len(taught[p]["per_seed"]) == 1 for p in taught)
