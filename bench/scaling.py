@@ -129,7 +129,7 @@ def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str
     if what == "stages":
         from genzoo.metrics.quality import memorization, prdc
         from genzoo.models.classical import PCAKDE
-        from genzoo.tasks.augment import copy_radius, nearest_train
+        from genzoo.tasks.sample import copy_radius, nearest_train
 
         x_test, _, _ = load_split(params.data.prepared_dir, "test")
         flat, drawn = x.flatten(1), x[torch.randperm(len(x))[:1000]].flatten(1) + 0.01

@@ -40,7 +40,6 @@ from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
-from genzoo.metrics.quality import BLOCK_BYTES
 from genzoo.models.base import DataSpec, by_values, sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
@@ -73,6 +72,8 @@ from genzoo.tasks.quality import real_features, scores
 from genzoo.tasks.sample import (
     PERTURBABLE,
     Teachers,
+    copy_radius,
+    nearest_train,
     perturb,
     teacher_cache,
     teacher_rejects,
@@ -207,34 +208,6 @@ class _Filters:
             self.rejected["copies"] += int((near & ok).sum())
             ok &= ~near
         return ok
-
-
-COPY_RADIUS_ROWS = 2000  # training images whose nearest neighbour sets the copy radius
-
-
-def nearest_train(x: torch.Tensor, train: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Each row of ``x``'s distance to its nearest training image, a block of rows at a time:
-    memory stays under ``BLOCK_BYTES`` however large the training set. ``rows``: the training
-    index of each row of ``x`` (rows of ``train`` itself), skipped as its own neighbour."""
-    per = max(1, BLOCK_BYTES // (8 * len(train)))
-    out = []
-    for start in range(0, len(x), per):
-        d = torch.cdist(x[start : start + per], train)
-        if rows is not None:
-            d[torch.arange(len(d)), rows[start : start + per]] = float("inf")
-        out.append(d.min(1).values)
-    return torch.cat(out) if out else torch.empty(0, dtype=x.dtype)
-
-
-def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
-    """The 1st percentile of training images' distances to their nearest other training image:
-    closer than that to a training image is a near-copy. From at most ``COPY_RADIUS_ROWS``
-    images (all of them on digits; a seeded sample beyond), each against the whole set, so
-    the cost grows with the set, not with its square."""
-    rows = torch.arange(len(train))
-    if len(train) > COPY_RADIUS_ROWS:
-        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:COPY_RADIUS_ROWS]
-    return float(torch.quantile(nearest_train(train[rows], train, rows), 0.01))
 
 
 class _Teacher:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from genzoo import models
+from genzoo.metrics.quality import BLOCK_BYTES
 from genzoo.models import evaluator as evaluator_module
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
@@ -284,13 +285,16 @@ def synthesize(
     seed: int,
     teacher: Evaluator | Ensemble | None = None,
     labels: torch.Tensor | None = None,
+    reject_copies: bool = False,
 ) -> Synthesis:
     """Synthetic images by ``recipe`` around the real set ``real`` (x, y): ``synthetic_per_real``
     per real image with its class balance (or for ``labels``, when given), sampled or, with
     mode ``perturb``, made from the real images themselves; with ``teacher`` (the recipe's
     classifier, trained on the same real data) relabelled to soft targets at ``temperature``
-    and filtered (``teacher_confidence``, ``agree``). ``model`` may also be a draw function
-    ``(labels, seed) -> images`` (a classical generator such as PCA + KDE; sample mode only)."""
+    and filtered (``teacher_confidence``, ``agree``); with ``reject_copies``, near-copies of the
+    real images dropped (the augment stage's test against that set). ``model`` may also be a
+    draw function ``(labels, seed) -> images`` (a classical generator such as PCA + KDE; sample
+    mode only)."""
     x_real, y_real = real
     if recipe.mode == "perturb":
         reps = max(1, round(recipe.synthetic_per_real))
@@ -303,16 +307,49 @@ def synthesize(
         x = model(y, seed) if not isinstance(model, GenerativeModel) else draw(
             model, len(y), labels=y, seed=seed, batch=500)[0]  # fmt: skip
     x = x.float().cpu()
-    drawn = len(y)
-    if teacher is None or not recipe.teacher:
-        return Synthesis(x, y, torch.nn.functional.one_hot(y, num_classes).float(), drawn, {})
-    logits = torch.cat([teacher(xb) for xb in x.split(1024)])  # (M, K), eval mode
     keep = torch.ones(len(y), dtype=torch.bool)
-    rejected = {}
-    for reason, bad in teacher_rejects(logits, y, recipe).items():
-        rejected[reason] = int((bad & keep).sum())
-        keep &= ~bad
-    return Synthesis(x[keep], y[keep], teacher_targets(logits[keep], y[keep], recipe), drawn, rejected)
+    rejected: dict[str, int] = {}
+    targets = torch.nn.functional.one_hot(y, num_classes).float()
+    if teacher is not None and recipe.teacher:
+        logits = torch.cat([teacher(xb) for xb in x.split(1024)])  # (M, K), eval mode
+        for reason, bad in teacher_rejects(logits, y, recipe).items():
+            rejected[reason] = int((bad & keep).sum())
+            keep &= ~bad
+        targets = teacher_targets(logits, y, recipe)
+    if reject_copies:  # as the augment stage does: nearer a real image than 99% of them are to another
+        flat = x_real.flatten(1).double()
+        near = nearest_train(x.flatten(1).double(), flat) < copy_radius(flat)
+        rejected["copies"] = int((near & keep).sum())
+        keep &= ~near
+    return Synthesis(x[keep], y[keep], targets[keep], len(y), rejected)
+
+
+COPY_RADIUS_ROWS = 2000  # training images whose nearest neighbour sets the copy radius
+
+
+def nearest_train(x: torch.Tensor, train: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row of ``x``'s distance to its nearest training image, a block of rows at a time:
+    memory stays under ``BLOCK_BYTES`` however large the training set. ``rows``: the training
+    index of each row of ``x`` (rows of ``train`` itself), skipped as its own neighbour."""
+    per = max(1, BLOCK_BYTES // (8 * len(train)))
+    out = []
+    for start in range(0, len(x), per):
+        d = torch.cdist(x[start : start + per], train)
+        if rows is not None:
+            d[torch.arange(len(d)), rows[start : start + per]] = float("inf")
+        out.append(d.min(1).values)
+    return torch.cat(out) if out else torch.empty(0, dtype=x.dtype)
+
+
+def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
+    """The 1st percentile of training images' distances to their nearest other training image:
+    closer than that to a training image is a near-copy. From at most ``COPY_RADIUS_ROWS``
+    images (all of them on digits; a seeded sample beyond), each against the whole set, so
+    the cost grows with the set, not with its square."""
+    rows = torch.arange(len(train))
+    if len(train) > COPY_RADIUS_ROWS:
+        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:COPY_RADIUS_ROWS]
+    return float(torch.quantile(nearest_train(train[rows], train, rows), 0.01))
 
 
 def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> dict[str, torch.Tensor]:

@@ -260,6 +260,7 @@ def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
         "fractions": u.fractions,
         "recipes": {name: params.recipe(name).model_dump(mode="json") for name in recipes(params)},
         "primary_recipe": params.augment.recipe,
+        "reject_copies": params.augment.reject_copies,  # near-copies of the real images dropped
         "seeds": u.seeds,
         "subset_seeds": u.subset_seeds,
         "classifiers": u.classifiers,
@@ -283,9 +284,10 @@ def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: G
     recipe = pool_capped(params.recipe(name), len(part[1]), spec, params.usefulness.cnn)
     source = model if model is not None else generate
     teacher = t(recipe)
+    copies = params.augment.reject_copies  # near-copies of the real images dropped, as in the pulled dataset
 
     def make(seed: int) -> Synthesis:
-        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=teacher)
+        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher, None, copies)
 
     return accuracies(params, part, test, spec, make, recipe)
 
@@ -320,6 +322,7 @@ def reference(params: Params) -> dict[str, Any]:
     key = fingerprint(
         {"u": u.model_dump(mode="json", exclude={"families", "train"}), "seed": params.seed,
          "recipes": _recipe_blocks(params), "primary": params.augment.recipe,
+         "reject_copies": params.augment.reject_copies,
          "baselines": params.evaluate.baselines.model_dump(mode="json"),
          "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("usefulness")}
     )[:16]  # fmt: skip

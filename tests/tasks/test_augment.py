@@ -369,7 +369,7 @@ def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
     """The near-copy check takes distances a block of rows at a time (a whole training set
     against itself grows with its square); a few rows per block give the same distances, and
     the copy radius comes from every image of a small set, a seeded sample of a large one."""
-    import genzoo.tasks.augment as aug
+    import genzoo.tasks.sample as aug  # the augment stage's and the usefulness measurement's test
 
     g = torch.Generator().manual_seed(0)
     train, x = torch.rand(500, 64, generator=g).double(), torch.rand(90, 64, generator=g).double()

@@ -9,7 +9,7 @@ import torch
 
 from genzoo.tasks import layout
 from genzoo.tasks import usefulness as U
-from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.config import ParamsError, load_params, validate
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
@@ -49,6 +49,28 @@ def test_the_synthetic_pool_holds_no_more_images_than_the_classifier_draws():
     small = Recipe(synthetic_per_real=10)
     assert U.pool_capped(small, 30, spec, cfg) is small  # 300 <= 320: unchanged
     assert U.pool_capped(small, 1259, spec, EvaluatorConfig(steps=600, batch_size=64)) is small  # digits
+
+
+def test_near_copies_of_the_real_images_are_dropped_as_in_the_pulled_dataset():
+    """With ``augment.reject_copies`` (on by default) the measurement drops synthetic images
+    nearer a real image of the subset than 99% of those are to another, as the augment stage
+    drops them from the dataset a user pulls; counted under ``copies``."""
+    from genzoo.tasks.config import Recipe
+    from genzoo.tasks.sample import synthesize
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 8, 8, generator=g), torch.arange(40) % 4
+
+    def draw(labels, seed):  # the first half copies of real images, the rest new ones
+        fresh = torch.rand(len(labels), 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        return torch.cat([x[: len(labels) // 2], fresh[len(labels) // 2 :]])
+
+    kept = synthesize(draw, Recipe(), (x, y), 4, seed=1)
+    dropped = synthesize(draw, Recipe(), (x, y), 4, seed=1, reject_copies=True)
+    assert len(kept.y) == 40 and kept.rejected == {}
+    assert dropped.rejected == {"copies": 20} and torch.equal(dropped.x, kept.x[20:])
+    assert dropped.counts == {"drawn": 40, "kept": 20, "rejected": {"copies": 20}}
+    assert load_params("params.yaml").augment.reject_copies  # the default: measured the way it is pulled
 
 
 def test_bad_usefulness_params_fail_clearly(tmp_path):
