@@ -107,6 +107,11 @@ def main() -> None:
             acc = r["teacher_accuracy"]
             at = [f"{100 * float(p):g}% real {cell(acc[p])}" for p in fr if p in acc]
             print(f"the teacher of {name} alone (over subsets): " + ", ".join(at))
+    for f, d in u["families"].items():  # what each recipe's filters dropped (teacher, near-copies)
+        for name, r in d["recipes"].items():
+            for p, c in r.get("filters", {}).items():
+                kept = f"kept {c['kept']:,} of {c['drawn']:,} drawn"
+                print(f"{f} {name} at {100 * float(p):g}%: {kept}, dropped {c['rejected']}")
     print()
     (out / "usefulness.json").write_text(json.dumps(u, indent=2))
     png = usefulness_plot(u).split(",", 1)[1]
