@@ -69,8 +69,9 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "per_class": 3,
             "out_dir": str(tmp_path / "augment"),
             "recipe": "plain",
+            "reject_copies": True,
         },
-        # dvc.yaml reads recipes and augment.recipe
+        # dvc.yaml reads recipes, augment.recipe and augment.reject_copies
         "recipes": {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.9}},
         "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
         "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
