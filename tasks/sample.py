@@ -285,14 +285,14 @@ def synthesize(
     seed: int,
     teacher: Evaluator | Ensemble | None = None,
     labels: torch.Tensor | None = None,
-    reject_copies: bool = False,
+    copies_within: float | None = None,
 ) -> Synthesis:
     """Synthetic images by ``recipe`` around the real set ``real`` (x, y): ``synthetic_per_real``
     per real image with its class balance (or for ``labels``, when given), sampled or, with
     mode ``perturb``, made from the real images themselves; with ``teacher`` (the recipe's
     classifier, trained on the same real data) relabelled to soft targets at ``temperature``
-    and filtered (``teacher_confidence``, ``agree``); with ``reject_copies``, near-copies of the
-    real images dropped (the augment stage's test against that set). ``model`` may also be a
+    and filtered (``teacher_confidence``, ``agree``); with ``copies_within`` (the real set's
+    :func:`copy_radius`), images nearer a real image than that dropped as near-copies. ``model`` may also be a
     draw function ``(labels, seed) -> images`` (a classical generator such as PCA + KDE; sample
     mode only)."""
     x_real, y_real = real
@@ -316,9 +316,8 @@ def synthesize(
             rejected[reason] = int((bad & keep).sum())
             keep &= ~bad
         targets = teacher_targets(logits, y, recipe)
-    if reject_copies:  # as the augment stage does: nearer a real image than 99% of them are to another
-        flat = x_real.flatten(1).double()
-        near = nearest_train(x.flatten(1).double(), flat) < copy_radius(flat)
+    if copies_within is not None:  # as the augment stage does: nearer a real image than 99% of them are
+        near = nearest_train(x.flatten(1).double(), x_real.flatten(1).double()) < copies_within
         rejected["copies"] = int((near & keep).sum())
         keep &= ~near
     return Synthesis(x[keep], y[keep], targets[keep], len(y), rejected)

@@ -59,7 +59,15 @@ from genzoo.tasks.layout import (
     train_variant,
     variant_key,
 )
-from genzoo.tasks.sample import PERTURBABLE, Synthesis, Teachers, balanced_labels, synthesize, teacher_cache
+from genzoo.tasks.sample import (
+    PERTURBABLE,
+    Synthesis,
+    Teachers,
+    balanced_labels,
+    copy_radius,
+    synthesize,
+    teacher_cache,
+)
 from genzoo.tasks.sample import draw as draw_images
 
 log = logging.getLogger("genzoo.usefulness")
@@ -284,10 +292,12 @@ def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: G
     recipe = pool_capped(params.recipe(name), len(part[1]), spec, params.usefulness.cnn)
     source = model if model is not None else generate
     teacher = t(recipe)
-    copies = params.augment.reject_copies  # near-copies of the real images dropped, as in the pulled dataset
+    # near-copies of the real images dropped, as from the pulled dataset (the radius once per real set)
+    radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None
 
     def make(seed: int) -> Synthesis:
-        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher, None, copies)
+        return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=teacher,
+                          copies_within=radius)  # fmt: skip
 
     return accuracies(params, part, test, spec, make, recipe)
 

@@ -56,7 +56,7 @@ def test_near_copies_of_the_real_images_are_dropped_as_in_the_pulled_dataset():
     nearer a real image of the subset than 99% of those are to another, as the augment stage
     drops them from the dataset a user pulls; counted under ``copies``."""
     from genzoo.tasks.config import Recipe
-    from genzoo.tasks.sample import synthesize
+    from genzoo.tasks.sample import copy_radius, synthesize
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(40, 1, 8, 8, generator=g), torch.arange(40) % 4
@@ -66,7 +66,7 @@ def test_near_copies_of_the_real_images_are_dropped_as_in_the_pulled_dataset():
         return torch.cat([x[: len(labels) // 2], fresh[len(labels) // 2 :]])
 
     kept = synthesize(draw, Recipe(), (x, y), 4, seed=1)
-    dropped = synthesize(draw, Recipe(), (x, y), 4, seed=1, reject_copies=True)
+    dropped = synthesize(draw, Recipe(), (x, y), 4, seed=1, copies_within=copy_radius(x.flatten(1).double()))
     assert len(kept.y) == 40 and kept.rejected == {}
     assert dropped.rejected == {"copies": 20} and torch.equal(dropped.x, kept.x[20:])
     assert dropped.counts == {"drawn": 40, "kept": 20, "rejected": {"copies": 20}}
