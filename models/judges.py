@@ -5,8 +5,8 @@ can be checked under judges of other kinds (issue 13). Each judge maps images (N
 - ``pca``: pixel space projected on the principal components of the real training split (no
   learning beyond second moments: the judge closest to the pixels).
 - ``mlp``: the hidden-layer activations of scikit-learn's ``MLPClassifier`` on pixels (a
-  fully connected net, code genzoo did not write, early stopping), trained on the real
-  training split; a classifier.
+  fully connected net, code genzoo did not write), trained on the whole real training split
+  with L-BFGS and an L2 penalty, as scikit-learn advises for small datasets; a classifier.
 - ``lenet``: a LeNet-5-style CNN (5x5 convolutions, tanh, average pooling; LeCun et al. 1998)
   trained with its own seed, optimiser and loss, no augmentation: a second, differently built
   CNN; a classifier.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ NAMES = tuple(SEED_OFFSETS)
 class JudgesConfig(NetConfig):
     pca_components: int = Field(30, gt=0, description="pca: components of the pixel-space judge")
     mlp_hidden: int = Field(128, gt=0, description="mlp: hidden ReLU units (its features)")
-    mlp_max_iter: int = Field(200, gt=0, description="mlp: epochs at most (early stopping on 10%)")
+    mlp_max_iter: int = Field(200, gt=0, description="mlp: L-BFGS iterations at most")
+    mlp_alpha: float = Field(0.3, ge=0, description="mlp: L2 penalty (its regulariser)")
     lenet_steps: int = Field(600, gt=0, description="lenet: Adam steps")
     lenet_batch_size: int = Field(64, gt=0)
     lenet_lr: float = Field(3e-3, gt=0, le=10)
@@ -140,6 +142,7 @@ def train_judges(
     """Fit every judge on the real training split (x in [0, 1], y); seeded (CPU: same data and
     seed, same judges). Seconds on digits."""
     from sklearn.decomposition import PCA
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     cfg = cfg or JudgesConfig()
@@ -148,9 +151,12 @@ def train_judges(
     k = min(cfg.pca_components, pixels.shape[1], len(pixels))
     pca = PCA(n_components=k, random_state=seed + SEED_OFFSETS["pca"]).fit(pixels)
     mlp = MLPClassifier(
-        hidden_layer_sizes=(cfg.mlp_hidden,), max_iter=cfg.mlp_max_iter, early_stopping=True,
+        hidden_layer_sizes=(cfg.mlp_hidden,), solver="lbfgs", alpha=cfg.mlp_alpha, max_iter=cfg.mlp_max_iter,
         random_state=seed + SEED_OFFSETS["mlp"],
-    ).fit(pixels, labels)  # fmt: skip
+    )  # fmt: skip
+    with warnings.catch_warnings():  # mlp_max_iter is the budget, stopping there is not a fault
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(pixels, labels)
     if list(mlp.classes_) != list(range(spec.num_classes)):
         raise ValueError(f"mlp judge: the training split lacks classes ({list(mlp.classes_)})")
     arrays = {

@@ -50,7 +50,8 @@ def test_classifier_judges_classify_real_digits(digits, judges):
     _, _, xt, yt, _ = digits
     acc = accuracies(judges, xt, yt)
     assert set(acc) == {"mlp", "lenet"}  # pca and random_cnn are embeddings, not classifiers
-    assert acc["mlp"] >= 0.93 and acc["lenet"] >= 0.95, acc
+    # the MLP fitted on the whole split (L-BFGS, L2): early stopping on a tenth of it gave 93%
+    assert acc["mlp"] >= 0.96 and acc["lenet"] >= 0.95, acc
 
 
 def test_every_space_has_its_shape(digits, judges):
