@@ -291,6 +291,12 @@ class UsefulnessParams(_Strict):
     train: dict[str, Any] = Field(
         default_factory=dict, description="overrides of the train block for generators trained on subsets"
     )
+    val_share: float = Field(
+        0.2, ge=0, lt=1,
+        description="a generator with a likelihood, trained on a subset, is validated on this share of "
+        "that subset (held out of its training, at least one image per class) and keeps its best weights; "
+        "0: trained on the whole subset for every step",
+    )  # fmt: skip
     held_out: bool = Field(
         False,
         description="a reference row of real training images outside each subset (fractions below 1) "

@@ -39,8 +39,16 @@ import numpy as np
 import torch
 
 from genzoo import models
+from genzoo.metrics.likelihood import bits_per_dim
 from genzoo.metrics.quality import mean_ci
-from genzoo.models.base import DataSpec, atomic_write_text, sha256_file
+from genzoo.models.base import (
+    DataSpec,
+    ExactLikelihood,
+    LikelihoodBound,
+    atomic_write_text,
+    log_likelihoods,
+    sha256_file,
+)
 from genzoo.models.classical import PCAKDE
 from genzoo.models.evaluator import EvaluatorConfig, Synthetic, accuracy, batch_split, train_evaluator
 from genzoo.models.trainer import TrainConfig
@@ -399,7 +407,17 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
     idx = subset(train[1], fraction, subset_seed)
     x, y = train[0][idx], train[1][idx]
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.usefulness.train})
-    key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist())
+    # model selection as the pipeline's training does (validation bits/dim, train.patience), on a
+    # slice of the subset itself: nothing outside the subset is seen
+    validates = issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every
+    share = params.usefulness.val_share if validates else 0.0
+    val_fn = None
+    if share:
+        fit_rows, val_rows = held_out_slice(y, share, subset_seed)
+        x_val, y_val = x[val_rows], y[val_rows]
+        val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
+        x, y = x[fit_rows], y[fit_rows]
+    key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist(), val_share=share)
     path = evaluation_dir(params) / family / "subsets" / f"p{fraction:g}-s{subset_seed}.json"
     info_keys = ("n_real", "steps", "train_seconds")
     if cached := cached_variant(path, key, device):
@@ -407,14 +425,29 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
         return model, {k: meta[k] for k in info_keys}
     model, result = train_variant(
         params, family, x, y, spec, cfg, path,
-        lambda r: {"key": key, "fraction": fraction, "subset_seed": subset_seed, "n_real": len(y),
+        lambda r: {"key": key, "fraction": fraction, "subset_seed": subset_seed, "n_real": len(idx),
                    "steps": r.steps, "train_seconds": round(r.seconds, 1)},
+        val_fn=val_fn,
     )  # fmt: skip
     log.info(
-        "%s: trained on %d real images (%.0f%%, subset %d) in %.1f s",
-        family, len(y), 100 * fraction, subset_seed, result.seconds,
+        "%s: trained on %d real images (%.0f%%, subset %d; %d held out to validate) for %d steps in %.1f s",
+        family, len(y), 100 * fraction, subset_seed, len(idx) - len(y), result.steps, result.seconds,
     )  # fmt: skip
-    return model.eval(), {"n_real": len(y), "steps": result.steps, "train_seconds": round(result.seconds, 1)}
+    info = {"n_real": len(idx), "steps": result.steps, "train_seconds": round(result.seconds, 1)}
+    return model.eval(), info
+
+
+def held_out_slice(y: torch.Tensor, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit rows, validation rows) of labels ``y``: ``share`` of each class held out, at least one
+    and never the class's last image; seeded, sorted."""
+    rng = np.random.default_rng(seed)
+    fit, val = [], []
+    for c in torch.unique(y).tolist():
+        rows = rng.permutation(np.flatnonzero(y.numpy() == c))
+        k = min(len(rows) - 1, max(1, round(share * len(rows))))
+        val.append(rows[:k])
+        fit.append(rows[k:])
+    return torch.from_numpy(np.sort(np.concatenate(fit))), torch.from_numpy(np.sort(np.concatenate(val)))
 
 
 def train_subsets(params: Params, family: str) -> dict[str, Any]:

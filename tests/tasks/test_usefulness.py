@@ -190,6 +190,55 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     assert seen == [] and again["augmentation"] == result["augmentation"] and again["tstr"] == result["tstr"]
 
 
+def test_held_out_slice_keeps_every_class_on_both_sides():
+    y = torch.tensor([0] * 12 + [1] * 5 + [2] * 2 + [3])
+    fit, val = U.held_out_slice(y, 0.2, seed=0)
+    assert sorted(fit.tolist() + val.tolist()) == list(range(len(y)))  # disjoint, nothing lost
+    assert torch.bincount(y[val], minlength=4).tolist() == [2, 1, 1, 0]  # a fifth, at least one
+    assert torch.bincount(y[fit], minlength=4).tolist() == [10, 4, 1, 1]  # never a class's last image
+    assert torch.equal(val, U.held_out_slice(y, 0.2, seed=0)[1])
+    assert not torch.equal(val, U.held_out_slice(y, 0.2, seed=1)[1])
+
+
+def test_a_likelihood_familys_subset_generator_is_validated_on_a_slice_of_its_subset(
+    trained, tmp_path, monkeypatch
+):
+    """A family with a likelihood, retrained on a subset, trains on all of it but
+    ``usefulness.val_share`` and is validated (bits/dim, best weights kept, train.patience) on
+    that share; nothing outside the subset is seen. val_share 0: the whole subset, no
+    validation. The GAN (no likelihood) trains on the whole subset either way."""
+    seen = []
+    real_fit = layout.fit
+
+    def recording_fit(model, x, y, cfg, **kw):
+        seen.append((x.clone(), y.clone(), kw.get("val_fn")))
+        return real_fit(model, x, y, cfg, **kw)
+
+    monkeypatch.setattr(layout, "fit", recording_fit)
+    raw = tiny_params(tmp_path, steps=20, families=["vae", "gan"])
+    raw["data"]["prepared_dir"] = trained.data.prepared_dir  # the digits prepared once
+    raw["models"]["vae"]["train"].update(eval_every=5, patience=1)
+    params = validate(raw)
+    train, _, spec, manifest = U._splits(params)
+    idx = U.subset(train[1], 0.2, 0)
+    fit_rows, val_rows = U.held_out_slice(train[1][idx], 0.2, 0)
+    _, info = U.subset_generator(params, "vae", 0.2, train, spec, manifest)
+    x, y, val_fn = seen[-1]
+    assert torch.equal(x, train[0][idx][fit_rows]) and torch.equal(y, train[1][idx][fit_rows])
+    assert val_fn is not None and info["n_real"] == len(idx) and info["steps"] <= 20
+    held = train[0][idx][val_rows]
+    model = U.models.load(U.evaluation_dir(params) / "vae" / "subsets" / "p0.2-s0.json")
+    assert val_fn(model) > 0 and len(held) >= 10  # bits/dim on the held-out slice
+
+    raw["usefulness"]["val_share"] = 0
+    U.subset_generator(validate(raw), "vae", 0.2, train, spec, manifest)
+    x, _, val_fn = seen[-1]
+    assert torch.equal(x, train[0][idx]) and val_fn is None  # a new key: retrained on the whole subset
+    U.subset_generator(params, "gan", 0.2, train, spec, manifest)
+    x, _, val_fn = seen[-1]
+    assert torch.equal(x, train[0][idx]) and val_fn is None
+
+
 def test_family_needs_the_reference_and_a_trained_model(tmp_path):
     params = validate(tiny_params(tmp_path, families=["gan"]))
     with pytest.raises(FileNotFoundError, match="reference"):
