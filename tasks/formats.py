@@ -432,14 +432,14 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
         if isinstance(per, dict)
     }
     protocol = u.get("protocol") if isinstance(u.get("protocol"), dict) else {}
+    recipe = (protocol.get("recipes") or {}).get(u.get("recipe"), {})
     return {
         "file": str(path),
         "tstr": tstr,
         "lift": lift,
         "recipe": u.get("recipe"),
-        "synthetic_per_real": (protocol.get("recipes") or {})
-        .get(u.get("recipe"), {})
-        .get("synthetic_per_real", protocol.get("synthetic_per_real")),
+        "synthetic_per_real": recipe.get("synthetic_per_real", protocol.get("synthetic_per_real")),
+        "real_share": recipe.get("real_share"),  # how the classifier mixed them: real images per batch
         "seeds": protocol.get("seeds"),
     }
 
