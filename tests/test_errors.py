@@ -64,14 +64,14 @@ def _npz(path: Path, **arrays) -> str:
     return str(path)
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    """Inputs under tmp_path/in (params files, bad datasets, a sqlite tracking store, a model
-    whose weights are a pickle); every output path of the params under tmp_path/out."""
-    inp, out = tmp_path / "in", tmp_path / "out"
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Inputs under ROOT/in (params files, bad datasets, a sqlite tracking store, a model
+    whose weights are a pickle); every output path of the params under ROOT/out. Made once
+    for the module: every test that reads them checks it changed nothing under ROOT."""
+    root = tmp_path_factory.mktemp("errors")
+    inp, out = root / "in", root / "out"
     inp.mkdir()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{inp / 'mlflow.db'}")
     raw = tiny_params(out, families=["vae"])
     raw["profiles"] = {"quick": {"seed": 1}}
     (inp / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -108,8 +108,19 @@ def world(tmp_path, monkeypatch):
     swapped.write_bytes(pickle.dumps(Payload(str(inp / "payload-ran"))))  # model.json left as was
     from genzoo.tasks.tracking import client
 
-    client().search_registered_models()  # the store exists (its tables), with no model in it
-    return {"in": inp, "out": out, "params": str(inp / "params.yaml")}
+    uri = f"sqlite:///{inp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        client(uri).search_registered_models()  # the store exists (its tables), with no model in it
+    return {"root": root, "in": inp, "out": out, "params": str(inp / "params.yaml"), "mlflow": uri}
+
+
+@pytest.fixture
+def world(inputs, monkeypatch):
+    """The inputs, run from their root folder with their tracking store."""
+    monkeypatch.chdir(inputs["root"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", inputs["mlflow"])
+    return inputs
 
 
 def _p(w, *more):
@@ -244,10 +255,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, world, tmp_path, capsys, restore_logging):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, world, capsys, restore_logging):
     argv, fragment = CASES[case]
     argv = argv(world)
-    before = files_under(tmp_path)
+    before = files_under(world["root"])
     rc = cli.main(argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("genzoo ")]
@@ -255,20 +266,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, world, tmp_pat
     assert len(lines) == 1 and fragment in lines[0], err
     assert lines[0].startswith(f"genzoo {argv[0]}: error: ") and "\n" not in lines[0].strip()
     assert "Traceback" not in err
-    assert files_under(tmp_path) == before  # nothing written, nothing changed
+    assert files_under(world["root"]) == before  # nothing written, nothing changed
     assert not (world["in"] / "payload-ran").exists()  # no pickle ever ran
 
 
-def test_an_unreachable_tracking_server_is_one_line_with_its_uri(world, tmp_path, monkeypatch, capsys,
-                                                                 restore_logging):  # fmt: skip
+def test_an_unreachable_tracking_server_is_one_line_with_its_uri(world, monkeypatch, capsys, restore_logging):
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    before = files_under(tmp_path)
+    before = files_under(world["root"])
     rc = cli.main(["run", "--params", world["params"], "--families", "vae", "-o", "run.track=true"])
     err = capsys.readouterr().err
     assert rc == 2 and f"genzoo run: error: MLflow tracking server {uri} is unreachable" in err, err
     assert "Traceback" not in err and len([x for x in err.splitlines() if x.startswith("genzoo")]) == 1
-    assert files_under(tmp_path) == before
+    assert files_under(world["root"]) == before
 
 
 def test_a_bug_keeps_its_traceback(world, monkeypatch, restore_logging):
@@ -517,17 +527,16 @@ def test_only_a_full_disk_becomes_disk_full(tmp_path):
     assert describe_os_error(OSError(errno.EIO, "I/O error", "/x")) is None
 
 
-def test_serve_against_an_unreachable_prefect_api_is_one_line(world, tmp_path, monkeypatch, capsys,
-                                                              restore_logging):  # fmt: skip
+def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch, capsys, restore_logging):
     api = f"http://127.0.0.1:{free_port()}/api"
     monkeypatch.setenv("PREFECT_API_URL", api)
-    before = files_under(tmp_path)
+    before = files_under(world["root"])
     rc = cli.main(["serve", "--params", world["params"]])
     err = capsys.readouterr().err
     assert (
         rc == 2 and f"genzoo serve: error: PREFECT_API_URL={api}: no healthy Prefect server there" in err
     ), err
-    assert "Traceback" not in err and files_under(tmp_path) == before
+    assert "Traceback" not in err and files_under(world["root"]) == before
 
 
 STAGES = {"prepare": [], "train": ["vae"], "evaluate": ["vae"], "detect": ["pixelcnn"],
