@@ -12,12 +12,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import yaml
 from prefect import task
 
-from genzoo.flows import cluster
+from genzoo.flows import cli, cluster
 from genzoo.flows import pipeline as pl
 from genzoo.flows.cluster import absolute, submit_training
 from genzoo.tasks import tracking
@@ -66,7 +67,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     # tags naming the Prefect flow run and the Ray node, and a registered model version
     c = tracking.client(uri)
     parent = c.get_run(first["mlflow_run_id"])
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "pipeline"
     # the UI opens the experiment as model training; the parent run holds each family's figures
     exp = c.get_experiment(parent.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -90,11 +91,22 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
         loss = {"gan": "d_loss", "vae": "neg_elbo", "pixelcnn": "nll"}[r.data.tags["genzoo.family"]]
         history = c.get_metric_history(r.info.run_id, loss)
         assert [h.step for h in history] == [5, 10, 12]  # log_every=5 and the last step: all landed
+        assert r.data.params["train.steps"] == "12" and any(k.startswith("net.") for k in r.data.params)
+        assert (
+            r.data.tags["genzoo.data_sha256"]
+            and r.data.tags["mlflow.runName"] == r.data.tags["genzoo.family"]
+        )
+        names = {a.path for a in c.list_artifacts(r.info.run_id, "model")}
+        assert {"model/model.json", "model/model.safetensors"} <= names
+        versions = c.search_model_versions(f"name='{r.data.tags['genzoo.family']}'")
+        assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == r.info.run_id
         logged = c.get_run(r.info.run_id).data.metrics
         assert "quality.fd" in logged and "quality.memorization.ratio" in logged  # the evaluate stage
         assert "quality.ci95.fd" in logged and "quality.images_per_second" in logged
         artifacts = [a.path for a in c.list_artifacts(r.info.run_id)]
-        assert "quality.json" in artifacts and "report" in artifacts
+        assert {"quality.json", "report", "samples.png", "loss.png", "curve.csv", "config.json"} <= set(
+            artifacts
+        )
         if r.data.tags["genzoo.family"] == "pixelcnn":  # detect.families: the anomaly benchmark
             assert "anomaly.rotated_180.likelihood.auroc" in logged and "anomaly.json" in artifacts
         if r.data.tags["genzoo.family"] == "gan":  # usefulness.families: does synthetic data help
@@ -102,6 +114,19 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
             assert "usefulness.lift.teacher.p0.2.cnn" in logged  # every recipe too
             assert "usefulness.json" in artifacts
     assert c.get_model_version("vae", "1").run_id == trained["vae"]["mlflow"]["run_id"]
+    assert trained["vae"]["mlflow"]["model_uri"] == "models:/vae/1"
+    metrics = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
+    assert metrics["mlflow"]["model_uri"] == "models:/vae/1"
+    # a registered version samples through the command line
+    out = tmp_path / "from_registry"
+    assert (
+        cli.main(
+            ["sample", "--params", pfile, "--model", "models:/vae/1", "--n", "6", "--out", str(out), "-q"]
+        )
+        == 0
+    )
+    with np.load(f"{out}.npz") as z:
+        assert z["images"].shape == (6, 1, 8, 8)
     # each family evaluated (a Ray task once it is trained), then the report over all of them
     assert sorted(first["evaluate"]) == ["gan", "pixelcnn", "vae"]
     assert all(e["fd"] > 0 and e["fd_ci95"] >= 0 for e in first["evaluate"].values())
