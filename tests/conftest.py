@@ -62,7 +62,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, **extra) -> dict:
             "latency_repeats": 2,
             "evaluator": {"steps": 20, "channels": 8, "feature_dim": 16},
             "baselines": {"kde_bandwidths": 5, "gmm_components": [1, 2]},
-            "judges": {"pca_components": 10, "mlp_hidden": 32, "lenet_steps": 60},
+            "judges": {"pca_components": 10, "mlp_hidden": 32, "mlp_max_iter": 20, "lenet_steps": 60},
         },
         "augment": {
             "name": "synthetic",
