@@ -41,7 +41,7 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(tmp_
     it wrote goes through the remote and `dvc get`; and a change to one family's params makes
     only that family's stages stale. pixelcnn brings the detect stage."""
     families = ["pixelcnn", *FAMILIES]
-    repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=families)
+    repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=families, useful=True)
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     sh("genzoo", "run", "-q")  # the Prefect flow, Ray fan-out, then `dvc commit`
     flow_models = {f: sha(repo / "runs" / f / "model.safetensors") for f in families}
@@ -110,8 +110,7 @@ def augment_round_trip(repo: Path, sh, tmp_path: Path) -> None:
 
 def test_a_run_with_overrides_is_not_recorded(repo):
     repo, sh = repo
-    # (no usefulness retraining: its figures are not what this test is about)
-    overrides = ["-o", "models.gan.train.steps=5", "-o", "usefulness.families=[]"]
+    overrides = ["-o", "models.gan.train.steps=5"]
     sh("genzoo", "run", "-q", "--families", "gan", *overrides)
     assert not (repo / "dvc.lock").exists()
     status = sh("dvc", "status")
@@ -137,7 +136,6 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     repo, sh = repo
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     del raw["ray"]  # dvc.yaml reads ray.resources: `dvc commit` refuses a params file without it
-    raw["usefulness"]["families"] = []  # (no retraining on subsets: not what this test is about)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     out = sh("genzoo", "run", "--families", "gan")
     assert "not recorded in dvc.lock" in out and "ray.resources" in out

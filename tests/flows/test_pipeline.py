@@ -52,7 +52,7 @@ def _write(tmp_path, raw) -> str:
 def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, monkeypatch, local_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"])
+    raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"], useful=True)
     raw["run"]["track"] = True
     pfile = _write(tmp_path, raw)
 
@@ -448,7 +448,6 @@ def test_a_family_over_its_memory_fails_alone_and_the_others_are_recorded(tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     raw = tiny_params(tmp_path, steps=6, families=["vae", "gan"])
     raw["run"]["track"] = True
-    raw["usefulness"]["families"] = []
     raw["models"]["vae"]["net"]["hidden"] = 384
     raw["ray"] = {"resources": {"vae": {"memory_mb": 300}}}
     oom = "^" + re.escape("vae: ran out of memory: the task may use ray.resources.vae.memory_mb=300 MB")

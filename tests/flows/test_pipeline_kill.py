@@ -27,7 +27,6 @@ def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted
     # seconds to spare); a checkpoint every 50 steps (each is written in full)
     raw["models"]["vae"]["train"].update(steps=800, checkpoint_every=50)
     raw["run"]["track"] = True
-    raw["usefulness"]["families"] = []  # (no retraining on subsets: not what this test is about)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}

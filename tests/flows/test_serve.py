@@ -25,7 +25,6 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
     port = free_port()
     pfile = tmp_path / "params.yaml"
     raw = tiny_params(tmp_path, steps=4, families=["gan", "vae"])
-    raw["usefulness"]["families"] = []  # (no retraining on subsets: not what this test is about)
     pfile.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("PREFECT_API_URL", None)

@@ -83,7 +83,7 @@ def test_bad_usefulness_params_fail_clearly(tmp_path):
         ({"recipes": ["plain", "nope"]}, r"usefulness.recipes\[1\]: no recipe 'nope'"),
         ({"subset_seeds": []}, "usefulness.subset_seeds"),
     ]:
-        raw = tiny_params(tmp_path, families=["gan"])
+        raw = tiny_params(tmp_path, families=["gan"], useful=True)
         raw["usefulness"] = {**raw["usefulness"], **block}
         with pytest.raises(ParamsError, match=key):
             validate(raw)
@@ -93,7 +93,7 @@ def test_bad_usefulness_params_fail_clearly(tmp_path):
         ({"synthetic_per_real": 0}, "recipes.mine.synthetic_per_real"),
         ({"teachr": True}, "recipes.mine.teachr"),
     ]:
-        raw = tiny_params(tmp_path, families=["gan"])
+        raw = tiny_params(tmp_path, families=["gan"], useful=True)
         raw["recipes"] = {**raw["recipes"], "mine": {"teacher": True, **recipe}}
         with pytest.raises(ParamsError, match=key):
             validate(raw)
@@ -102,7 +102,7 @@ def test_bad_usefulness_params_fail_clearly(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("usefulness")
-    params = validate(tiny_params(tmp, steps=20, families=["gan"]))
+    params = validate(tiny_params(tmp, steps=20, families=["gan"], useful=True))
     prepare(params)
     train_family(params, "gan", progress=False)
     return params
@@ -215,7 +215,7 @@ def test_a_likelihood_familys_subset_generator_is_validated_on_a_slice_of_its_su
         return real_fit(model, x, y, cfg, **kw)
 
     monkeypatch.setattr(layout, "fit", recording_fit)
-    raw = tiny_params(tmp_path, steps=20, families=["vae", "gan"])
+    raw = tiny_params(tmp_path, steps=20, families=["vae", "gan"], useful=True)
     raw["data"]["prepared_dir"] = trained.data.prepared_dir  # the digits prepared once
     raw["models"]["vae"]["train"].update(eval_every=5, patience=1)
     params = validate(raw)
@@ -241,7 +241,7 @@ def test_a_likelihood_familys_subset_generator_is_validated_on_a_slice_of_its_su
 
 
 def test_family_needs_the_reference_and_a_trained_model(tmp_path):
-    params = validate(tiny_params(tmp_path, families=["gan"]))
+    params = validate(tiny_params(tmp_path, families=["gan"], useful=True))
     with pytest.raises(FileNotFoundError, match="reference"):
         U.measure_family(params, "gan")
 
