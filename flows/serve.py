@@ -206,7 +206,9 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
             "genzoo-judge/judge)",
             flush=True,
         )
-        prefect_serve(*deployments(params_file), print_starting_message=False)
+        # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
+        poll = None if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") else 2
+        prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
     except KeyboardInterrupt:
         pass
     finally:

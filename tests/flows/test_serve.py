@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,25 @@ from tests.test_services import free_port
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
+
+
+def api_post(api: str, path: str) -> list[dict]:
+    """POST ``{}`` to the Prefect API's ``path`` (a filter), with the CSRF token the server asks
+    for; the rows it returns."""
+    with urllib.request.urlopen(f"{api}/csrf-token?client=t", timeout=10) as r:
+        token = json.load(r)["token"]
+    headers = {"Content-Type": "application/json", "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": "t"}
+    req = urllib.request.Request(f"{api}/{path}", data=b"{}", headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def served(api: str) -> set[str]:
+    """The deployments the server lists, as ``flow/deployment`` names ('' while it is not up)."""
+    if not healthy(api):
+        return set()
+    flows = {f["id"]: f["name"] for f in api_post(api, "flows/filter")}
+    return {f"{flows.get(d['flow_id'])}/{d['name']}" for d in api_post(api, "deployments/filter")}
 
 
 def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
@@ -54,7 +74,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
             "genzoo-judge/judge",
         )
         deadline = time.monotonic() + 240  # prefect.serve registers the deployments one at a time
-        while not healthy(api) or not all(n in prefect("deployment", "ls").stdout for n in names):
+        while not set(names) <= served(api):  # (through the API: a `prefect` command each poll costs 3 s)
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, (
                 "no server / deployments:\n" + (tmp_path / "serve.log").read_text()
@@ -97,16 +117,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         with np.load(tmp_path / "aug" / "from-ui" / "images.npz") as z:
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
-        runs = json.loads(
-            subprocess.run(
-                [sys.executable, "-c", "import json,urllib.request as u;"  # CSRF is on: a token first
-                 f"t=json.load(u.urlopen('{api}/csrf-token?client=t'))['token'];"
-                 f"r=u.Request('{api}/flow_runs/filter',data=b'{{}}',headers={{'Content-Type':'application/json',"
-                 "'Prefect-Csrf-Token':t,'Prefect-Csrf-Client':'t'});"
-                 "print(json.dumps([x['state_type'] for x in json.load(u.urlopen(r))]))"],
-                capture_output=True, text=True, env=client_env,
-            ).stdout
-        )  # fmt: skip
+        runs = [x["state_type"] for x in api_post(api, "flow_runs/filter")]
         assert runs.count("COMPLETED") >= 4, runs  # train-family, its pipeline subflow, sample, augment
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -255,3 +266,31 @@ def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypat
     from genzoo.flows.serve import confine
 
     confine(None, out=str(elsewhere / "x"))
+
+
+def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, monkeypatch):
+    """A Run click in the UI starts within 2 s: `genzoo serve` asks Prefect's runner to poll
+    every 2 s (Prefect's default is 10), unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise."""
+    import signal
+
+    import prefect
+
+    from genzoo.flows import serve as S
+
+    served_with = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments, **kw: served_with.append((deployments, kw)))
+    monkeypatch.setattr(S, "healthy", lambda api: True)  # a server is up at PREFECT_API_URL
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setenv(S.ROOTS_ENV, "")  # serve() sets it: restored after the test
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY", raising=False)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        S.serve()
+        monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "7")
+        S.serve()
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert [kw["query_seconds"] for _, kw in served_with] == [2, None]  # None: Prefect reads its setting
+    assert {d.name for d in served_with[0][0]} == {"pipeline", "train-family", "augment", "sample", "judge"}
