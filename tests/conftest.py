@@ -35,9 +35,11 @@ def tiny():
     return TINY
 
 
-def tiny_params(tmp_path, steps: int = 30, families=None, useful: bool = False, **extra) -> dict:
-    """A params dict for fast real runs, all outputs under tmp_path. ``useful``: the pipeline
-    also measures the usefulness of the GAN's synthetic data (retrained on a 20% subset)."""
+def tiny_params(tmp_path, steps: int = 30, families=None, useful: bool = False, detect: bool = False,
+                **extra) -> dict:  # fmt: skip
+    """A params dict for fast real runs, all outputs under tmp_path. The pipeline also measures
+    the usefulness of the GAN's synthetic data (retrained on a 20% subset) with ``useful``, and
+    runs the anomaly benchmark of PixelCNN and RealNVP with ``detect``; the tests about them ask."""
     families = families or list(TINY)
     return {
         "seed": 0,
@@ -74,7 +76,7 @@ def tiny_params(tmp_path, steps: int = 30, families=None, useful: bool = False, 
         },
         # dvc.yaml reads recipes, augment.recipe and augment.reject_copies
         "recipes": {"plain": {}, "teacher": {"teacher": True, "teacher_confidence": 0.9}},
-        "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families]},
+        "detect": {"families": [f for f in ("pixelcnn", "realnvp") if f in families and detect]},
         "usefulness": {  # one generator retrained on a 20% subset, tiny classifiers
             "families": [f for f in ("gan",) if f in families and useful],
             "fractions": [0.2, 1.0],
@@ -125,7 +127,7 @@ def pytest_unconfigure(config):
     logging.raiseExceptions = False
 
 
-def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False):
+def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, detect: bool = False):
     """A fresh git + DVC repository holding genzoo's code and tiny params (default paths).
     Returns (repo, raw params, sh) where sh(*cmd) runs a command there and returns its output."""
     root = Path(__file__).resolve().parents[1]
@@ -134,7 +136,7 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False):
     for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics", "flows"):
         src = root / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
-    raw = tiny_params(Path("."), steps=steps, families=families, useful=useful)
+    raw = tiny_params(Path("."), steps=steps, families=families, useful=useful, detect=detect)
     raw["data"]["prepared_dir"] = "data/prepared"
     raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
     raw["augment"]["out_dir"] = "data/augment"

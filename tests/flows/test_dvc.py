@@ -41,7 +41,7 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(tmp_
     it wrote goes through the remote and `dvc get`; and a change to one family's params makes
     only that family's stages stale. pixelcnn brings the detect stage."""
     families = ["pixelcnn", *FAMILIES]
-    repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=families, useful=True)
+    repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=families, useful=True, detect=True)
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     sh("genzoo", "run", "-q")  # the Prefect flow, Ray fan-out, then `dvc commit`
     flow_models = {f: sha(repo / "runs" / f / "model.safetensors") for f in families}

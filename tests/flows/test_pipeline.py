@@ -52,7 +52,7 @@ def _write(tmp_path, raw) -> str:
 def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, monkeypatch, local_ray):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"], useful=True)
+    raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"], useful=True, detect=True)
     raw["run"]["track"] = True
     pfile = _write(tmp_path, raw)
 

@@ -42,7 +42,7 @@ def test_detection_figures_on_known_answers():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detect")
-    raw = tiny_params(tmp, steps=60, families=["pixelcnn", "gan"])
+    raw = tiny_params(tmp, steps=60, families=["pixelcnn", "gan"], detect=True)
     raw["models"]["pixelcnn"]["train"]["lr"] = 3e-3
     params = validate(raw)
     prepare(params)
