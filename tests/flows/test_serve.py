@@ -34,11 +34,13 @@ def api_post(api: str, path: str) -> list[dict]:
 
 
 def served(api: str) -> set[str]:
-    """The deployments the server lists, as ``flow/deployment`` names ('' while it is not up)."""
-    if not healthy(api):
+    """The deployments the server lists, as ``flow/deployment`` names (none while it is not up
+    or does not answer yet)."""
+    try:
+        flows = {f["id"]: f["name"] for f in api_post(api, "flows/filter")}
+        return {f"{flows.get(d['flow_id'])}/{d['name']}" for d in api_post(api, "deployments/filter")}
+    except (OSError, ValueError):  # refused, an HTTP error or a half-started answer while it starts
         return set()
-    flows = {f["id"]: f["name"] for f in api_post(api, "flows/filter")}
-    return {f"{flows.get(d['flow_id'])}/{d['name']}" for d in api_post(api, "deployments/filter")}
 
 
 def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
@@ -271,8 +273,6 @@ def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypat
 def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, monkeypatch):
     """A Run click in the UI starts within 2 s: `genzoo serve` asks Prefect's runner to poll
     every 2 s (Prefect's default is 10), unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise."""
-    import signal
-
     import prefect
 
     from genzoo.flows import serve as S
