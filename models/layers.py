@@ -152,7 +152,13 @@ class PixelLikelihood(nn.Module):
         self, params: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> Tensor:
         """A level per sub-pixel, long (B, C, H, W), from p(level)^(1/T) renormalised: T < 1 sharpens."""
-        lp = self.level_log_probs(params)  # (B, C, L, H, W)
+        return self.sample_levels(self.level_log_probs(params), generator, temperature)
+
+    @staticmethod
+    def sample_levels(
+        lp: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """:meth:`sample` from level log-probabilities ``lp`` (B, C, L, H, W) already computed."""
         if temperature != 1.0:
             lp = F.log_softmax(lp / temperature, dim=2)
         b, c, L, h, w = lp.shape

@@ -14,11 +14,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
-from genzoo.models.layers import LabelEmbedding, PixelLikelihood
+from genzoo.models.layers import LabelEmbedding, PixelLikelihood, drop_labels
 
 
 class PixelCNNConfig(NetConfig):
@@ -28,6 +28,21 @@ class PixelCNNConfig(NetConfig):
     output: Literal["categorical", "logistic"] = "categorical"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     temperature: float = Field(1.0, gt=0.0, description="sampling: each pixel from p^(1/T); < 1 sharpens")
+    label_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="training: null-label rate, so one network also learns p(x) (CFG)"
+    )
+    guidance: float = Field(
+        1.0, ge=0.0, description="sampling: each pixel from p(x_i | y)^g p(x_i)^(1-g) (needs label_dropout)"
+    )
+
+    @model_validator(mode="after")
+    def _guidance_needs_the_null_label(self) -> PixelCNNConfig:
+        if self.guidance != 1.0 and self.label_dropout == 0.0:
+            raise ValueError(
+                f"guidance {self.guidance} needs label_dropout > 0: the unconditional model it guides "
+                "against is learnt only from labels dropped in training"
+            )
+        return self
 
 
 class GatedLayer(nn.Module):
@@ -121,6 +136,8 @@ class PixelCNN(GenerativeModel):
         return self._log_prob_given(x, y)
 
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
+        if y is not None and self.training:  # a share of labels nulled: the unconditional model too
+            y = drop_labels(y, self.cfg.label_dropout, self.embed.null)
         nll = -self.dist.log_prob(self.params(x, y), self.to_levels(x)).mean()
         bpd = nll / (self.spec.dims * 0.6931471805599453)
         return StepOutput(nll / self.spec.dims, {"nll": nll.item(), "bpd": bpd.item()})
@@ -147,10 +164,11 @@ class PixelCNN(GenerativeModel):
         - ``cached`` (default): the vertical stack once per row (a pixel's row sees it only
           through the rows above, all drawn by then), then per pixel only the horizontal stack
           on the pixels to its left in its own row."""
+        y, copies = self._guided_labels(y)
         if mode == "cached":
-            return self._sample_by_rows(n, y, generator)
+            return self._sample_by_rows(n, y, generator)[:n]
         c, h, w = self.spec.shape
-        x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W); not yet drawn: 0, never seen
+        x = torch.zeros(copies * n, c, h, w, device=self.device)  # (n, C, H, W) per copy; not yet drawn: 0
         r = self.reach if mode == "window" else max(h, w)
         for i in range(h):
             top = max(0, i - r)
@@ -160,9 +178,30 @@ class PixelCNN(GenerativeModel):
                 crop = x[:, :, top : i + 1, left:right]  # (n, C, <= r + 1, <= 2r + 1)
                 params = self.params(crop, y)[:, :, i - top : i - top + 1, j - left : j - left + 1]
                 # 2. draw it and write it into the canvas the next pass conditions on
-                k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
-                x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]  # (n, C)
-        return x
+                x[:, :, i, j] = self._draw(params, generator)  # (copies * n, C)
+        return x[:n]
+
+    def _guided_labels(self, y: Tensor) -> tuple[Tensor, int]:
+        """The labels a sampler runs with, and how many copies of the canvas: with guidance
+        (``guidance`` != 1), each image twice, with its label and with the null label."""
+        if self.cfg.guidance == 1.0:
+            return y, 1
+        return torch.cat([y, torch.full_like(y, self.embed.null)]), 2
+
+    def _draw(self, params: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Pixel values (copies * n, C) drawn from one pixel's parameters (copies * n, C * P, 1, 1).
+        With guidance g (two copies: conditional, then unconditional), classifier-free guidance
+        on the level log-probabilities (Ho & Salimans 2022, arXiv:2207.12598, as autoregressive
+        image models apply it): log p_c + (g - 1)(log p_c - log p_u), renormalised; both copies
+        get the pixel drawn, so both condition the next pixel on the same image."""
+        g = self.cfg.guidance
+        if g == 1.0:
+            k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
+            return self.from_levels(k)[:, :, 0, 0]
+        lc, lu = self.dist.level_log_probs(params).chunk(2)  # (n, C, L, 1, 1) each
+        lp = torch.log_softmax(lu + g * (lc - lu), dim=2)
+        k = self.dist.sample_levels(lp, generator, self.cfg.temperature)  # (n, C, 1, 1)
+        return self.from_levels(k)[:, :, 0, 0].repeat(2, 1)
 
     def _sample_by_rows(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
         """The ``cached`` sampler: what :meth:`params` computes at pixel (i, j), split in two.
@@ -172,6 +211,7 @@ class PixelCNN(GenerativeModel):
         the columns within its reach to the left (as many as the stack's kernels span)."""
         c, h, w = self.spec.shape
         half, layers = self.cfg.kernel // 2, self.layers
+        n = len(y)  # with guidance, each image twice (its label, the null label)
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W)
         cond = self.embed(y, n)  # (n, p)
         shifts = [layer.cond(cond).chunk(2, dim=1) for layer in layers]  # per layer: (n, 2p) x 2
@@ -196,6 +236,5 @@ class PixelCNN(GenerativeModel):
                     hs, skip = layer.horizontal(hs, vh[..., left : j + 1], ch)
                     skips = skips + skip
                 params = self.head(skips + hs)[..., -1:]  # (n, C * P, 1, 1): pixel (i, j)
-                k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
-                x[:, :, i, j] = self.from_levels(k)[:, :, 0, 0]
+                x[:, :, i, j] = self._draw(params, generator)
         return x

@@ -26,15 +26,17 @@ def test_pixelcnn_is_causal():
             assert diff[i + 1] > 0, "the next pixel must see pixel i"
 
 
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel):
+@pytest.mark.parametrize(("kernel", "guidance"), [(3, 1.0), (5, 1.0), (3, 1.6)])
+def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel, guidance):
     """The window sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
     columns either side): every input a pixel's output depends on lies inside it (gradients
     are zero outside). It, and the cached sampler (the vertical stack once per row, then only
-    the horizontal stack per pixel), draw the very images of full-image passes, seed for seed."""
+    the horizontal stack per pixel), draw the very images of full-image passes, seed for seed,
+    with classifier-free guidance too."""
     torch.manual_seed(0)
     spec = DataSpec(2, 17, 19, 5, 3)
-    model = models.build("pixelcnn", spec, {"channels": 4, "layers": 2, "kernel": kernel}).eval()
+    net = {"channels": 4, "layers": 2, "kernel": kernel, "guidance": guidance, "label_dropout": 0.1}
+    model = models.build("pixelcnn", spec, net).eval()
     r = model.reach
     assert r <= 17 // 2  # the window is smaller than the image
     x = torch.rand(1, *spec.shape, requires_grad=True)
@@ -50,6 +52,53 @@ def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_image
                                 for m in ("full", "window", "cached"))  # fmt: skip
     assert torch.equal(full, window) and torch.equal(full, cached)
     assert torch.equal(model.sample(2, y, generator=torch.Generator().manual_seed(7)), cached)  # the default
+
+
+@pytest.mark.parametrize("output", ["categorical", "logistic"])
+def test_pixelcnn_guidance_draws_each_pixel_from_conditional_times_unconditional(output):
+    """Classifier-free guidance g: each pixel from p(x_i | y)^g p(x_i)^(1 - g), renormalised (the
+    null label's model is p(x_i)). g = 0 draws the null label's images, seed for seed; g = 1 the
+    conditional ones; a large g is surer of the label's most likely level than g = 1."""
+    torch.manual_seed(0)
+    spec = DataSpec(1, 6, 6, 5, 3)
+    net = {"channels": 8, "layers": 2, "output": output, "label_dropout": 0.1}
+    model = _off_init(models.build("pixelcnn", spec, net))
+    y, null = torch.tensor([0, 1, 2, 1]), torch.full((4,), 3)
+    draw = lambda m, labels: m._sample(4, labels, torch.Generator().manual_seed(3))  # noqa: E731
+    with torch.no_grad():
+        plain = draw(model, y)
+        guided = lambda g: models.build("pixelcnn", spec, {**net, "guidance": g}).eval()  # noqa: E731
+        for g in (0.0, 2.5):
+            m = guided(g)
+            m.load_state_dict(model.state_dict())
+            if g == 0.0:
+                assert torch.equal(draw(m, y), draw(model, null))  # the unconditional model
+                assert not torch.equal(draw(m, y), plain)
+            else:  # the pixel's guided log-probabilities, as the sampler computes them
+                params = torch.randn(8, model.dist.out_channels, 1, 1)
+                lc, lu = model.dist.level_log_probs(params).chunk(2)
+                want = torch.log_softmax(lu + g * (lc - lu), dim=2)
+                k = model.dist.sample_levels(want, torch.Generator().manual_seed(5))
+                got = m._draw(params, torch.Generator().manual_seed(5))
+                assert torch.equal(got, model.from_levels(k)[:, :, 0, 0].repeat(2, 1))
+                assert (want.amax(2) > lc.amax(2)).float().mean() > 0.5  # surer than the conditional
+    with pytest.raises(ValueError, match="needs label_dropout > 0"):
+        models.build("pixelcnn", spec, {"channels": 8, "layers": 2, "guidance": 2.0})
+
+
+def test_pixelcnn_label_dropout_nulls_labels_in_training_only():
+    """With label dropout the training loss is, for the dropped images, the null label's
+    likelihood (the unconditional model guidance needs); evaluation keeps every label."""
+    torch.manual_seed(0)
+    spec = DataSpec(1, 5, 5, 4, 3)
+    model = _off_init(models.build("pixelcnn", spec, {"channels": 8, "layers": 2, "label_dropout": 0.9999}))
+    x, y = torch.randint(0, 4, (6, *spec.shape)).float() / 3, torch.tensor([0, 1, 2, 0, 1, 2])
+    nll = lambda labels: -model.dist.log_prob(model.params(x, labels), model.to_levels(x)).mean()  # noqa: E731
+    with torch.no_grad():
+        assert torch.allclose(model.training_step(x, y).loss, nll(y) / spec.dims)  # eval mode: labels kept
+        model.train()
+        torch.manual_seed(1)
+        assert torch.allclose(model.training_step(x, y).loss, nll(None) / spec.dims)  # all dropped
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic"])
