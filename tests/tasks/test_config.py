@@ -21,6 +21,10 @@ def test_repository_params_are_valid():
         ({"models": {"vae": {"train": {"lr": -1}}}}, "models.vae.train.lr"),
         ({"models": {"vae": {"net": {"latent_dim": "big"}}}}, "models.vae.net.latent_dim"),
         ({"models": {"vae": {"net": {"latnt_dim": 3}}}}, "models.vae.net.latnt_dim"),
+        (
+            {"models": {"pixelcnn": {"net": {"guidance": 1.5}}}},
+            "models.pixelcnn.net: Value error, guidance 1.5 needs label_dropout > 0",
+        ),
         ({"models": {"vae": {}}, "train": {"steps": 0}}, "train.steps"),
         ({"models": {"vae": {}}, "data": {"source": "ftp:x"}}, "data.source"),
         ({"models": {"vae": {}}, "data": {"test_fraction": 0.9}}, "data.test_fraction"),
