@@ -68,12 +68,14 @@ def test_pixelcnn_guidance_draws_each_pixel_from_conditional_times_unconditional
     with torch.no_grad():
         plain = draw(model, y)
         guided = lambda g: models.build("pixelcnn", spec, {**net, "guidance": g}).eval()  # noqa: E731
-        for g in (0.0, 2.5):
+        for g in (0.0, 1.0, 2.5):
             m = guided(g)
             m.load_state_dict(model.state_dict())
             if g == 0.0:
                 assert torch.equal(draw(m, y), draw(model, null))  # the unconditional model
                 assert not torch.equal(draw(m, y), plain)
+            elif g == 1.0:
+                assert torch.equal(draw(m, y), plain)  # the conditional model, one pass per pixel
             else:  # the pixel's guided log-probabilities, as the sampler computes them
                 params = torch.randn(8, model.dist.out_channels, 1, 1)
                 lc, lu = model.dist.level_log_probs(params).chunk(2)
