@@ -19,9 +19,10 @@ each using the subset alone:
   each trained on the subset plus PCA + KDE images it relabelled (the `distil` recipe, seeds of
   the teachers), vote in its place.
 
-Then the students (classifier seeds 0..n-1, the subset plus PCA + KDE images by the recipe) of the
-first vote, of the born-again vote and of the vote with PixelCNN's posterior at ``--tau``, as lifts
-over the CNN on real data alone, paired.
+Then the students (classifier seeds 0..n-1, the subset plus synthetic images by the recipe: PCA +
+KDE's, or with ``--images pixelcnn`` the subset PixelCNN's own) of the first vote, of the born-again
+vote and of the vote with PixelCNN's posterior at ``--tau``, as lifts over the CNN on real data
+alone, paired.
 
 Prints Markdown tables; teachers are cached under --out (runs/teachers), as the pipeline caches them.
 """
@@ -48,6 +49,7 @@ from genzoo.tasks.prepare import prepare  # noqa: E402
 from genzoo.tasks.sample import TEACHER_SEED, copy_radius, synthesize  # noqa: E402
 from genzoo.tasks.usefulness import (  # noqa: E402
     _splits,
+    model_draw,
     pca_kde_draw,
     pool_capped,
     stats,
@@ -100,6 +102,9 @@ def main() -> None:
     ap.add_argument("--recipe", default="distil")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tau", type=float, default=10.0, help="PixelCNN's temperature in the students' vote")
+    ap.add_argument("--images", choices=["pca_kde", "pixelcnn"], default="pca_kde",
+                    help="the students' synthetic images: PCA + KDE's or the subset PixelCNN's")  # fmt: skip
+    ap.add_argument("--no-born-again", action="store_true", help="skip the born-again teachers and students")
     ap.add_argument("--out", help="working folder (teachers, subset models cached here); default: a temp dir")
     ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -118,8 +123,10 @@ def main() -> None:
     print("| subset | one teacher | the vote | vote, 9 shifts | PixelCNN alone | "
           + " | ".join(f"vote + PixelCNN (tau {t})" for t in TAUS) + " | born-again vote |")  # fmt: skip
     print("|---" * (6 + len(TAUS)) + "|", flush=True)
-    lifts: dict[str, list[float]] = {"first vote's students": [], "born-again vote's students": [],
-                                     f"students of the vote + PixelCNN (tau {args.tau:g})": []}  # fmt: skip
+    born_again = not args.no_born_again
+    names = ["first vote's students", *(["born-again vote's students"] if born_again else []),
+             f"students of the vote + PixelCNN (tau {args.tau:g})"]  # fmt: skip
+    lifts: dict[str, list[float]] = {name: [] for name in names}
     for s in args.subset_seeds:
         idx = subset(train[1], args.fraction, s)
         part = (train[0][idx], train[1][idx])
@@ -136,28 +143,31 @@ def main() -> None:
             classes = range(spec.num_classes)
             ll = torch.stack([log_likelihoods(model, xt, torch.full_like(yt, c)) for c in classes], 1).float()
         # born-again: ten students of the vote, each on its own pool, as the next vote
-        gen = pca_kde_draw(params, part, spec)
+        gen = pca_kde_draw(params, part, spec) if args.images == "pca_kde" else model_draw(model)
         radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None
         make = functools.partial(student, part, spec, cfg, recipe, gen, radius)
-        members = [make(sd, 500_000 + sd, vote) for sd in ((i + 1) * TEACHER_SEED + s for i in range(10))]
-        reborn = Ensemble(members).eval()
+        reborn, reborn_acc = None, float("nan")
+        if born_again:
+            seeds = [(i + 1) * TEACHER_SEED + s for i in range(10)]
+            reborn = Ensemble([make(sd, 500_000 + sd, vote) for sd in seeds]).eval()
+            with torch.inference_mode():
+                reborn_acc = right(reborn(xt), yt)
         hybrid = WithLikelihood(vote, model, spec.num_classes, args.tau)
-        with torch.inference_mode():
-            reborn_acc = right(reborn(xt), yt)
         for seed in range(args.seeds):
             real = accuracy(train_evaluator(*part, spec, cfg, seed=seed), xt, yt)
             lifts["first vote's students"].append(accuracy(make(seed, 1000 * s + seed, vote), xt, yt) - real)
-            lifts["born-again vote's students"].append(
-                accuracy(make(seed, 1000 * s + seed, reborn), xt, yt) - real
-            )
+            if reborn is not None:
+                lifts["born-again vote's students"].append(
+                    accuracy(make(seed, 1000 * s + seed, reborn), xt, yt) - real
+                )
             lifts[f"students of the vote + PixelCNN (tau {args.tau:g})"].append(
                 accuracy(make(seed, 1000 * s + seed, hybrid), xt, yt) - real
             )
         combos = [right(logits + (ll / tau).log_softmax(-1), yt) for tau in TAUS]
         cells = [one, right(logits, yt), right(tta, yt), right(ll, yt), *combos, reborn_acc]
-        print(f"| {s} | " + " | ".join(f"{100 * c:.1f}" for c in cells) + " |", flush=True)
-    print(f"\nstudents of each vote ({args.recipe}, PCA + KDE images), lift over the CNN on real data alone, "
-          f"{args.seeds} seeds x {len(args.subset_seeds)} subsets, paired, ± 95% interval:")  # fmt: skip
+        print(f"| {s} | " + " | ".join("–" if c != c else f"{100 * c:.1f}" for c in cells) + " |", flush=True)
+    print(f"\nstudents of each vote ({args.recipe}, {args.images} images), lift over the CNN on real data "
+          f"alone, {args.seeds} seeds x {len(args.subset_seeds)} subsets, paired, ± 95%:")  # fmt: skip
     for name, v in lifts.items():
         st = stats(v)
         print(f"- {name}: {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} points")
