@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 import tempfile
 import time
@@ -165,7 +166,10 @@ def main() -> None:
             )
         combos = [right(logits + (ll / tau).log_softmax(-1), yt) for tau in TAUS]
         cells = [one, right(logits, yt), right(tta, yt), right(ll, yt), *combos, reborn_acc]
-        print(f"| {s} | " + " | ".join("–" if c != c else f"{100 * c:.1f}" for c in cells) + " |", flush=True)
+        print(
+            f"| {s} | " + " | ".join("–" if math.isnan(c) else f"{100 * c:.1f}" for c in cells) + " |",
+            flush=True,
+        )
     print(f"\nstudents of each vote ({args.recipe}, {args.images} images), lift over the CNN on real data "
           f"alone, {args.seeds} seeds x {len(args.subset_seeds)} subsets, paired, ± 95%:")  # fmt: skip
     for name, v in lifts.items():
