@@ -16,7 +16,7 @@ each using the subset alone:
   p(y | x) proportional to p(x | y); its log-posterior at temperature tau is added to the vote's
   (tau 3, 10 and 30 all shown: chosen on the test split, so only a diagnostic);
 - **born-again teachers** (Furlanello et al. 2018, arXiv 1805.04770): ten students of the vote,
-  each trained on the subset plus PCA + KDE images it relabelled (the `distil` recipe, seeds of
+  each trained on the subset plus synthetic images it relabelled (the `distil` recipe, seeds of
   the teachers), vote in its place.
 
 Then the students (classifier seeds 0..n-1, the subset plus synthetic images by the recipe: PCA +
