@@ -73,6 +73,12 @@ def right(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(-1) == y).float().mean())
 
 
+def class_log_likelihoods(model, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """log p(x | y) of every image under every class y: (N, K)."""
+    labels = [torch.full((len(x),), c, dtype=torch.long) for c in range(num_classes)]
+    return torch.stack([log_likelihoods(model, x, y) for y in labels], 1).float()
+
+
 class WithLikelihood(torch.nn.Module):
     """The vote plus a generative classifier: the vote's log-probabilities plus log p(y | x) of a
     model with a likelihood (uniform class prior) at temperature ``tau``, log-softmaxed."""
@@ -82,8 +88,7 @@ class WithLikelihood(torch.nn.Module):
         self.vote, self.model, self.num_classes, self.tau = vote, model, num_classes, tau
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        labels = [torch.full((len(x),), c, dtype=torch.long) for c in range(self.num_classes)]
-        ll = torch.stack([log_likelihoods(self.model, x, y) for y in labels], 1).float()
+        ll = class_log_likelihoods(self.model, x, self.num_classes)
         return self.vote(x) + (ll / self.tau).log_softmax(-1)
 
 
@@ -141,8 +146,7 @@ def main() -> None:
         # the generative classifier: PixelCNN of this subset, log p(x | y) for every class y
         model, _ = subset_generator(params, "pixelcnn", args.fraction, train, spec, manifest, s)
         with torch.inference_mode():
-            classes = range(spec.num_classes)
-            ll = torch.stack([log_likelihoods(model, xt, torch.full_like(yt, c)) for c in classes], 1).float()
+            ll = class_log_likelihoods(model, xt, spec.num_classes)
         # born-again: ten students of the vote, each on its own pool, as the next vote
         gen = pca_kde_draw(params, part, spec) if args.images == "pca_kde" else model_draw(model)
         radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None

@@ -166,7 +166,7 @@ class PixelCNN(GenerativeModel):
           on the pixels to its left in its own row."""
         y, copies = self._guided_labels(y)
         if mode == "cached":
-            return self._sample_by_rows(n, y, generator)[:n]
+            return self._sample_by_rows(y, generator)[:n]
         c, h, w = self.spec.shape
         x = torch.zeros(copies * n, c, h, w, device=self.device)  # (n, C, H, W) per copy; not yet drawn: 0
         r = self.reach if mode == "window" else max(h, w)
@@ -203,7 +203,7 @@ class PixelCNN(GenerativeModel):
         k = self.dist.sample_levels(lp, generator, self.cfg.temperature)  # (n, C, 1, 1)
         return self.from_levels(k)[:, :, 0, 0].repeat(2, 1)
 
-    def _sample_by_rows(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _sample_by_rows(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
         """The ``cached`` sampler: what :meth:`params` computes at pixel (i, j), split in two.
         Row i's horizontal stack reads the vertical stack only shifted down a row (its
         ``v_to_h`` term), which depends on rows < i alone: computed once when row i starts, on
@@ -211,7 +211,7 @@ class PixelCNN(GenerativeModel):
         the columns within its reach to the left (as many as the stack's kernels span)."""
         c, h, w = self.spec.shape
         half, layers = self.cfg.kernel // 2, self.layers
-        n = len(y)  # with guidance, each image twice (its label, the null label)
+        n = len(y)  # images on the canvas: with guidance, each twice (its label, the null label)
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W)
         cond = self.embed(y, n)  # (n, p)
         shifts = [layer.cond(cond).chunk(2, dim=1) for layer in layers]  # per layer: (n, 2p) x 2
