@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
+from vote import subset_arguments  # noqa: E402
 
 from genzoo.models.evaluator import (  # noqa: E402
     Evaluator,
@@ -87,14 +88,9 @@ def taught(part, spec, cfg, seed: int, x_syn, label, fresh: bool = True, mix: bo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--subset-seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--seeds", type=int, default=5, help="student seeds per subset")
-    ap.add_argument("--recipe", default="distil")
+    subset_arguments(ap)
     ap.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     ap.add_argument("--views", type=int, default=8, help="views per image for the `views` way")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", help="working folder (teachers cached here); default: a temp dir")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="genzoo-teaching-"))
     base = [f"run.runs_dir={out}/runs", f"data.prepared_dir={out}/prepared", "run.track=false",

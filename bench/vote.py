@@ -100,18 +100,24 @@ def student(part, spec, cfg, recipe, gen, radius, seed: int, pool_seed: int, tea
     return train_evaluator(*part, spec, cfg, seed=seed, synthetic=extra)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def subset_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments of a bench whose students learn a recipe's vote on real subsets (this one and
+    bench/teaching.py): the subsets, the students, the recipe, threads and the working folder."""
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--subset-seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--seeds", type=int, default=5, help="student seeds per subset")
     ap.add_argument("--recipe", default="distil")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="working folder (teachers, subset models cached here); default: a temp dir")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subset_arguments(ap)
     ap.add_argument("--tau", type=float, default=10.0, help="PixelCNN's temperature in the students' vote")
     ap.add_argument("--images", choices=["pca_kde", "pixelcnn"], default="pca_kde",
                     help="the students' synthetic images: PCA + KDE's or the subset PixelCNN's")  # fmt: skip
     ap.add_argument("--no-born-again", action="store_true", help="skip the born-again teachers and students")
-    ap.add_argument("--out", help="working folder (teachers, subset models cached here); default: a temp dir")
     ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="genzoo-vote-"))
