@@ -56,19 +56,21 @@ from genzoo.tasks.usefulness import _splits, pca_kde_draw, pool_capped, stats, s
 WAYS = ("distil", "views", "online", "mixup")
 
 
-def taught(part, spec, cfg, seed: int, x_syn, label, fresh: bool = True, mix: bool = False) -> Evaluator:
+def taught(
+    part, spec, cfg, recipe, seed: int, x_syn, label, fresh: bool = True, mix: bool = False
+) -> Evaluator:
     """The usefulness CNN on ``part`` plus synthetic images ``x_syn`` whose targets
     ``label(views, j)`` gives on the very views the student trains on (``j``: their rows of
     ``x_syn``; ``fresh``: each view shifted and rotated anew, else taken as it is; ``mix``: views
     mixed in pairs with a uniform weight); otherwise as train_evaluator trains it (same
-    optimiser, schedule, batch split, real-image loss)."""
+    optimiser, schedule, real-image loss, and the recipe's real share and synthetic weight)."""
     torch.manual_seed(seed)
     net = Evaluator(spec, cfg).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     gen = torch.Generator().manual_seed(seed)
     x, y = part
-    n_real, n_syn = batch_split(len(x), spec, cfg, 0.5)
+    n_real, n_syn = batch_split(len(x), spec, cfg, recipe.real_share)
     for _ in range(cfg.steps):
         idx = torch.randint(len(x), (n_real,), generator=gen)
         j = torch.randint(len(x_syn), (n_syn,), generator=gen)
@@ -78,7 +80,9 @@ def taught(part, spec, cfg, seed: int, x_syn, label, fresh: bool = True, mix: bo
             views = lam * views + (1 - lam) * views[torch.randperm(n_syn, generator=gen)]
         with torch.no_grad():
             targets = label(views, j)
-        loss = mixed_loss(net(augment(x[idx], cfg, gen)), y[idx], net(views), targets, 1.0)
+        loss = mixed_loss(
+            net(augment(x[idx], cfg, gen)), y[idx], net(views), targets, recipe.synthetic_weight
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -136,10 +140,12 @@ def main() -> None:
                     with torch.no_grad():
                         logits = torch.cat([vote(b) for b in x_v.split(1024)])
                     targets = teacher_targets(logits, syn.y.repeat(args.views), recipe)
-                    net = taught(part, spec, cfg, seed, x_v, lambda v, j, t=targets: t[j], fresh=False)
+                    net = taught(
+                        part, spec, cfg, recipe, seed, x_v, lambda v, j, t=targets: t[j], fresh=False
+                    )
                 else:  # the vote's class probabilities at the recipe's temperature (its soft_weight is 1)
-                    label = lambda v, j, net=vote, t=recipe.temperature: (net(v) / t).softmax(-1)  # noqa: E731
-                    net = taught(part, spec, cfg, seed, syn.x, label, mix=way == "mixup")
+                    label = lambda v, j, by=vote, t=recipe.temperature: (by(v) / t).softmax(-1)  # noqa: E731
+                    net = taught(part, spec, cfg, recipe, seed, syn.x, label, mix=way == "mixup")
                 accs.append(accuracy(net, *test))
                 lifts[way].append(accs[-1] - real)
             cells = " | ".join(f"{100 * a:.1f}" for a in accs)
