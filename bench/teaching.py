@@ -143,8 +143,8 @@ def main() -> None:
                     net = taught(
                         part, spec, cfg, recipe, seed, x_v, lambda v, j, t=targets: t[j], fresh=False
                     )
-                else:  # the vote's class probabilities at the recipe's temperature (its soft_weight is 1)
-                    label = lambda v, j, by=vote, t=recipe.temperature: (by(v) / t).softmax(-1)  # noqa: E731
+                else:  # the recipe's targets, by the vote on the very view (soft_weight 1: the vote's alone)
+                    label = lambda v, j, by=vote, ys=syn.y, r=recipe: teacher_targets(by(v), ys[j], r)  # noqa: E731
                     net = taught(part, spec, cfg, recipe, seed, syn.x, label, mix=way == "mixup")
                 accs.append(accuracy(net, *test))
                 lifts[way].append(accs[-1] - real)
