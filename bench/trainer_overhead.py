@@ -44,7 +44,7 @@ def loop(family, spec, net, cfg, x, y, steps: int, recipe: bool) -> float:
         for ph in model.phases
     }  # fmt: skip
     scheds = {ph: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(cfg)) for ph, o in opts.items()}
-    keeps_ema = recipe and model.wants_ema and cfg.ema_decay
+    keeps_ema = recipe and cfg.ema_decay
     ema = copy.deepcopy(model).eval().requires_grad_(False) if keeps_ema else None
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()

@@ -72,8 +72,6 @@ class GenerativeModel(nn.Module, ABC):
     family: ClassVar[str]
     Config: ClassVar[type[NetConfig]]
     phases: ClassVar[tuple[str, ...]] = ("main",)
-    # Parameters to average with EMA (DDPM keeps an EMA copy of its denoiser).
-    wants_ema: ClassVar[bool] = False
 
     def __init__(self, spec: DataSpec, cfg: NetConfig):
         super().__init__()

@@ -124,7 +124,6 @@ def normal_cdf(x: Tensor) -> Tensor:
 class DDPM(GenerativeModel):
     family = "ddpm"
     Config = DDPMConfig
-    wants_ema = True
 
     def __init__(self, spec: DataSpec, cfg: DDPMConfig):
         super().__init__(spec, cfg)

@@ -154,7 +154,6 @@ class GAN(GenerativeModel):
     family = "gan"
     Config = GANConfig
     phases = ("disc", "gen")
-    wants_ema = True
 
     def __init__(self, spec: DataSpec, cfg: GANConfig):
         super().__init__(spec, cfg)

@@ -1,7 +1,7 @@
 """One training loop for every family.
 
 Phases with their own optimizers (GAN: ``disc`` then ``gen``), warm-up + cosine schedules,
-gradient clipping, AMP on CUDA, EMA weights where the family wants them, seeded batches,
+gradient clipping, AMP on CUDA, EMA weights wherever ``ema_decay`` is set, seeded batches,
 periodic checkpoints written atomically with the *full* state (model, EMA, optimizers,
 schedulers, AMP scaler, every RNG, the batch order), resume from the newest checkpoint whose
 hash verifies, and a guard that skips non-finite steps and fails loudly after too many.
@@ -289,7 +289,7 @@ class _TrainState:
     follow from the config) goes into every checkpoint, so a resumed run continues exactly."""
 
     model: GenerativeModel
-    ema: GenerativeModel | None  # an averaged copy when the family wants one (``wants_ema``)
+    ema: GenerativeModel | None  # an averaged copy of the weights when ``ema_decay`` is set
     ema_decay: float | None
     opts: dict[str, torch.optim.Optimizer]  # one per phase, over that phase's parameters
     scheds: dict[str, torch.optim.lr_scheduler.LambdaLR]
@@ -333,8 +333,7 @@ def _new_state(
     model: GenerativeModel, cfg: TrainConfig, n: int, seed: int, device: torch.device
 ) -> _TrainState:
     """Optimizers, schedules, EMA, AMP scaler and batch order for a run that starts at step 0."""
-    ema_decay = cfg.ema_decay if model.wants_ema else None
-    ema = copy.deepcopy(model).eval().requires_grad_(False) if ema_decay else None
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema_decay else None
     opts, scheds = {}, {}
     for phase in model.phases:
         opts[phase] = torch.optim.AdamW(
@@ -350,7 +349,7 @@ def _new_state(
     return _TrainState(
         model=model,
         ema=ema,
-        ema_decay=ema_decay,
+        ema_decay=cfg.ema_decay,
         opts=opts,
         scheds=scheds,
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),

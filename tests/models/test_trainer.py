@@ -230,7 +230,7 @@ def test_validation_picks_the_best_weights(tmp_path, tiny):
         m,
         x,
         y,
-        cfg(eval_every=2, keep_best=True, checkpoint_every=4),
+        cfg(eval_every=2, keep_best=True, checkpoint_every=4, ema_decay=None),
         checkpoint_dir=tmp_path,
         progress=False,
         val_fn=lambda _: next(scores),
@@ -239,6 +239,31 @@ def test_validation_picks_the_best_weights(tmp_path, tiny):
     at_step_4 = torch.load(tmp_path / "step-00000004.pt", weights_only=True)["model"]
     for k, v in final.state_dict().items():
         assert torch.equal(v, at_step_4[k]), k
+
+
+@pytest.mark.parametrize("family", ["pixelcnn", "realnvp", "vae"])
+def test_ema_decay_gives_any_family_averaged_weights(family, tmp_path, tiny):
+    """``train.ema_decay`` set: the family trains with an EMA copy, which validation scores and
+    ``fit`` returns (the checkpoint keeps both); unset: no copy, the raw weights."""
+    x, y = data()
+    seen = []
+
+    def run(folder, decay):
+        torch.manual_seed(0)
+        m = models.build(family, SPEC, tiny[family])
+        val = lambda mm: seen.append(mm) or 0.0  # noqa: E731
+        run_cfg = cfg(eval_every=8, keep_best=False, checkpoint_every=8, ema_decay=decay)
+        return m, fit(m, x, y, run_cfg, checkpoint_dir=folder, progress=False, val_fn=val)[0]
+
+    raw, final = run(tmp_path / "ema", 0.9)
+    saved = torch.load(tmp_path / "ema" / "step-00000008.pt", weights_only=True)
+    assert final is not raw and seen[-1] is final
+    for k, v in final.state_dict().items():
+        assert torch.equal(v, saved["ema"][k]), k
+    assert any(not torch.equal(v, saved["model"][k]) for k, v in final.state_dict().items())
+    raw, final = run(tmp_path / "plain", None)
+    assert final is raw
+    assert torch.load(tmp_path / "plain" / "step-00000008.pt", weights_only=True)["ema"] is None
 
 
 def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_path, tiny):
