@@ -6,6 +6,12 @@ pixel i parameterises p(x_i | x_<i, y) for all channels of pixel i (channels of 
 conditionally independent given the past), over the data's discrete levels: an exact,
 normalised likelihood. Sampling draws one pixel at a time: the vertical stack once per row, then
 only the horizontal stack on the pixel's own row (``_sample``).
+
+Distribution augmentation (``distaug``; Jun et al. 2020, "Distribution Augmentation for
+Generative Modeling", ICML): in training, that share of images is shifted by one pixel and the
+network is told which shift (a second embedding beside the label's), so it learns p(x | y, shift)
+from more images without learning shifted digits as digits; likelihoods and samples are those of
+the unshifted images, shift 0.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class PixelCNNConfig(NetConfig):
     guidance: float = Field(
         1.0, ge=0.0, description="sampling: each pixel from p(x_i | y)^g p(x_i)^(1-g) (needs label_dropout)"
     )
+    distaug: float = Field(
+        0.0, ge=0.0, lt=1.0, description="training: share of images shifted a pixel, the shift a condition"
+    )
 
     @model_validator(mode="after")
     def _guidance_needs_the_null_label(self) -> PixelCNNConfig:
@@ -43,6 +52,22 @@ class PixelCNNConfig(NetConfig):
                 "against is learnt only from labels dropped in training"
             )
         return self
+
+
+# DistAug's transforms, (rows down, columns right); index 0, the identity, is what the model samples
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_images(x: Tensor, t: Tensor) -> Tensor:
+    """Each image of x (B, C, H, W) moved by ``SHIFTS[t]`` one pixel, its edge repeated into
+    the gap it leaves (a background of any colour stays that colour)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")  # (B, C, H + 2, W + 2)
+    out = x.clone()
+    for k, (dy, dx) in enumerate(SHIFTS[1:], start=1):
+        idx = (t == k).nonzero(as_tuple=True)[0]
+        out[idx] = padded[idx, :, 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+    return out
 
 
 class GatedLayer(nn.Module):
@@ -105,6 +130,10 @@ class PixelCNN(GenerativeModel):
             raise ValueError("models.pixelcnn.net.kernel: must be odd")
         p = cfg.channels
         self.embed = LabelEmbedding(spec.num_classes, p)
+        self.shift_embed = None  # DistAug's condition, only where it trains (saved models stay as they were)
+        if cfg.distaug > 0:
+            self.shift_embed = nn.Embedding(len(SHIFTS), p)
+            nn.init.normal_(self.shift_embed.weight, std=0.02)
         self.inp = nn.Conv2d(spec.channels, p, 1)
         self.layers = nn.ModuleList(
             GatedLayer(p, cfg.kernel, p, first=(i == 0), dropout=cfg.dropout) for i in range(cfg.layers)
@@ -114,9 +143,19 @@ class PixelCNN(GenerativeModel):
             nn.ReLU(), nn.Conv2d(p, 2 * p, 1), nn.ReLU(), nn.Conv2d(2 * p, self.dist.out_channels, 1)
         )
 
-    def params(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def condition(self, y: Tensor | None, n: int, shift: Tensor | None = None) -> Tensor:
+        """What every gate is conditioned on, (n, p): the label's embedding, plus with DistAug
+        the shift's (``shift`` None: the identity, as likelihoods and samples use)."""
+        c = self.embed(y, n)
+        if self.shift_embed is None:
+            return c
+        if shift is None:
+            shift = torch.zeros(n, dtype=torch.long, device=c.device)
+        return c + self.shift_embed(shift)
+
+    def params(self, x: Tensor, y: Tensor | None, shift: Tensor | None = None) -> Tensor:
         """Distribution parameters at every pixel, (B, C * P, H, W); pixel i sees x_<i."""
-        c = self.embed(y, x.shape[0])  # (B, p)
+        c = self.condition(y, x.shape[0], shift)  # (B, p)
         h = self.inp(x * 2 - 1)  # (B, p, H, W); 1x1: no spatial mixing, so causality is kept
         v, skips = h, 0
         for layer in self.layers:
@@ -138,7 +177,12 @@ class PixelCNN(GenerativeModel):
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
         if y is not None and self.training:  # a share of labels nulled: the unconditional model too
             y = drop_labels(y, self.cfg.label_dropout, self.embed.null)
-        nll = -self.dist.log_prob(self.params(x, y), self.to_levels(x)).mean()
+        shift = None
+        if self.shift_embed is not None and self.training:  # DistAug: a share of images shifted
+            moved = torch.rand(len(x), device=x.device) < self.cfg.distaug
+            shift = torch.where(moved, torch.randint_like(moved, 1, len(SHIFTS), dtype=torch.long), 0)
+            x = shift_images(x, shift)
+        nll = -self.dist.log_prob(self.params(x, y, shift), self.to_levels(x)).mean()
         bpd = nll / (self.spec.dims * 0.6931471805599453)
         return StepOutput(nll / self.spec.dims, {"nll": nll.item(), "bpd": bpd.item()})
 
@@ -213,7 +257,7 @@ class PixelCNN(GenerativeModel):
         half, layers = self.cfg.kernel // 2, self.layers
         n = len(y)  # images on the canvas: with guidance, each twice (its label, the null label)
         x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W)
-        cond = self.embed(y, n)  # (n, p)
+        cond = self.condition(y, n)  # (n, p)
         shifts = [layer.cond(cond).chunk(2, dim=1) for layer in layers]  # per layer: (n, 2p) x 2
         up, left_reach = len(layers) * half, len(layers) * half + 1  # the vertical / horizontal reach
         for i in range(h):

@@ -7,6 +7,7 @@ import torch
 
 from genzoo import models
 from genzoo.models import DataSpec
+from genzoo.models.pixelcnn import SHIFTS, shift_images
 
 
 def test_pixelcnn_is_causal():
@@ -26,16 +27,19 @@ def test_pixelcnn_is_causal():
             assert diff[i + 1] > 0, "the next pixel must see pixel i"
 
 
-@pytest.mark.parametrize(("kernel", "guidance"), [(3, 1.0), (5, 1.0), (3, 1.6)])
-def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel, guidance):
+@pytest.mark.parametrize(
+    ("kernel", "guidance", "distaug"), [(3, 1.0, 0.0), (5, 1.0, 0.0), (3, 1.6, 0.0), (3, 1.0, 0.5)]
+)
+def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel, guidance, distaug):
     """The window sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
     columns either side): every input a pixel's output depends on lies inside it (gradients
     are zero outside). It, and the cached sampler (the vertical stack once per row, then only
     the horizontal stack per pixel), draw the very images of full-image passes, seed for seed,
-    with classifier-free guidance too."""
+    with classifier-free guidance and with DistAug's shift condition too."""
     torch.manual_seed(0)
     spec = DataSpec(2, 17, 19, 5, 3)
-    net = {"channels": 4, "layers": 2, "kernel": kernel, "guidance": guidance, "label_dropout": 0.1}
+    net = {"channels": 4, "layers": 2, "kernel": kernel, "guidance": guidance, "label_dropout": 0.1,
+           "distaug": distaug}  # fmt: skip
     model = models.build("pixelcnn", spec, net).eval()
     r = model.reach
     assert r <= 17 // 2  # the window is smaller than the image
@@ -101,6 +105,42 @@ def test_pixelcnn_label_dropout_nulls_labels_in_training_only():
         model.train()
         torch.manual_seed(1)
         assert torch.allclose(model.training_step(x, y).loss, nll(None) / spec.dims)  # all dropped
+
+
+def test_distaug_shifts_a_share_of_training_images_and_conditions_on_the_shift():
+    """DistAug: each image moved a pixel by its shift (the edge repeated into the gap); in
+    training, a share of the batch is shifted and the loss is that of the shifted images given
+    their shift; in evaluation every image is scored as it is, given shift 0 (the identity)."""
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(5, 1, 1, 1)
+    moved = shift_images(x, torch.arange(5))
+    assert torch.equal(moved[0], x[0])
+    assert torch.equal(
+        moved[1, 0], torch.tensor([[0.0, 1, 2, 3], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+    )
+    assert torch.equal(moved[2, 0, :3], x[0, 0, 1:]) and torch.equal(moved[2, 0, 3], x[0, 0, 3])
+    assert torch.equal(moved[3, 0, :, 1:], x[0, 0, :, :3]) and torch.equal(moved[4, 0, :, :3], x[0, 0, :, 1:])
+
+    torch.manual_seed(0)
+    spec = DataSpec(1, 6, 6, 4, 3)
+    model = _off_init(models.build("pixelcnn", spec, {"channels": 8, "layers": 2, "distaug": 0.5}))
+    x, y = torch.randint(0, 4, (8, *spec.shape)).float() / 3, torch.arange(8) % 3
+
+    def nll(images, shift):
+        return (
+            -model.dist.log_prob(model.params(images, y, shift), model.to_levels(images)).mean() / spec.dims
+        )
+
+    with torch.no_grad():
+        assert torch.allclose(model.training_step(x, y).loss, nll(x, None))  # eval mode: as they are
+        assert not torch.allclose(nll(x, None), nll(x, torch.ones(8, dtype=torch.long)))  # the shift is seen
+        model.train()
+        torch.manual_seed(1)
+        loss = model.training_step(x, y).loss
+        torch.manual_seed(1)
+        shift = torch.where(torch.rand(8) < 0.5, torch.randint(1, len(SHIFTS), (8,)), 0)
+        assert 0 < (shift > 0).sum() < 8
+        model.eval()  # dropout off, as in model.train() here (no dropout configured)
+        assert torch.allclose(loss, nll(shift_images(x, shift), shift))
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic"])
