@@ -4,6 +4,7 @@ bits/dim (exact or bound, labelled), sample quality with the reference rows and 
 
     python bench/families.py                      # default params (what `make run` does)
     python bench/families.py --profile quick --repeats 3
+    python bench/families.py --out /tmp/ema -o models.vae.train.ema_decay=0.995   # with overrides
 
 Runs the real command line in a subprocess (outputs under --out, the repository's runs/ is
 left alone) and prints medians over --repeats runs as a Markdown table.
@@ -140,8 +141,8 @@ def step_bench(doc: str, steps: int):
     return args, params, x, y, spec
 
 
-def one_run(profile: str | None, out: Path) -> tuple[float, dict[str, dict]]:
-    t0, t1 = genzoo_run(out, profile)
+def one_run(profile: str | None, out: Path, overrides: list[str] = ()) -> tuple[float, dict[str, dict]]:
+    t0, t1 = genzoo_run(out, profile, overrides)
     (out / "wall_seconds.txt").write_text(f"{t1 - t0:.1f}\n")
     return t1 - t0, read_run(out)
 
@@ -174,6 +175,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default="/tmp/genzoo-bench")
     ap.add_argument("--reuse", action="store_true", help="print the figures of the runs already in --out")
+    ap.add_argument("-o", "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                    help="a params override for every run, as `genzoo run -o` (repeatable)")  # fmt: skip
     args = ap.parse_args()
     walls, runs = [], []
     for i in range(args.repeats):
@@ -184,13 +187,14 @@ def main() -> None:
             continue
         subprocess.run(["rm", "-rf", str(out)], check=True)
         out.mkdir(parents=True)
-        wall, metrics = one_run(args.profile, out)
+        wall, metrics = one_run(args.profile, out, args.overrides)
         walls.append(wall)
         runs.append(metrics)
         print(f"run {i + 1}/{args.repeats}: {wall:.1f} s", file=sys.stderr)
     med = statistics.median
     print(f"machine: {machine()}")
-    print(f"profile: {args.profile or 'default'}; median of {args.repeats} run(s)")
+    print(f"profile: {args.profile or 'default'}; median of {args.repeats} run(s)"
+          + "".join(f"; -o {o}" for o in args.overrides))  # fmt: skip
     print(
         f"whole `genzoo run` (prepare + train + evaluate every family): {med(walls):.1f} s "
         f"(min {min(walls):.1f}, max {max(walls):.1f})\n"
