@@ -285,12 +285,11 @@ class Batches:
 
 @dataclass
 class _TrainState:
-    """What one run carries from step to step. All but ``ema_decay`` and ``amp_dtype`` (they
-    follow from the config) goes into every checkpoint, so a resumed run continues exactly."""
+    """What one run carries from step to step. All but ``amp_dtype`` (it follows from the
+    config and the device) goes into every checkpoint, so a resumed run continues exactly."""
 
     model: GenerativeModel
     ema: GenerativeModel | None  # an averaged copy of the weights when ``ema_decay`` is set
-    ema_decay: float | None
     opts: dict[str, torch.optim.Optimizer]  # one per phase, over that phase's parameters
     scheds: dict[str, torch.optim.lr_scheduler.LambdaLR]
     scaler: torch.amp.GradScaler  # a no-op unless float16 autocast runs on CUDA
@@ -349,7 +348,6 @@ def _new_state(
     return _TrainState(
         model=model,
         ema=ema,
-        ema_decay=cfg.ema_decay,
         opts=opts,
         scheds=scheds,
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
@@ -500,7 +498,7 @@ def _train_step(
             applied.append(logs)
         st.scheds[phase].step()
     if st.ema is not None:  # a short memory at first, so early weights fade fast
-        ema_update(st.ema, st.model, min(st.ema_decay, (1 + step) / (10 + step)))
+        ema_update(st.ema, st.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
     return applied
 
 

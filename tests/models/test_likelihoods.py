@@ -139,7 +139,7 @@ def test_distaug_shifts_a_share_of_training_images_and_conditions_on_the_shift()
         torch.manual_seed(1)
         shift = torch.where(torch.rand(8) < 0.5, torch.randint(1, len(SHIFTS), (8,)), 0)
         assert 0 < (shift > 0).sum() < 8
-        model.eval()  # dropout off, as in model.train() here (no dropout configured)
+        model.eval()  # nll() then draws no shift of its own (no dropout: the same network)
         assert torch.allclose(loss, nll(shift_images(x, shift), shift))
 
 
