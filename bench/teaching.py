@@ -2,6 +2,7 @@
 
     python bench/teaching.py                               # 10% subsets 0 1 2, 5 student seeds
     python bench/teaching.py --ways distil online --seeds 3
+    python bench/teaching.py --subset-seeds 3 4 5 --ways distil online likelihood
 
 At a small real fraction the `distil` recipe's student ends short of its ten teachers voting
 (README, "Does synthetic data help a classifier?"). Its targets are the vote's on each synthetic
@@ -11,14 +12,18 @@ augmentation): the label may not be the vote's on what the student sees. Beyer e
 distillation works best when the teacher labels the student's own view, on mixed-up images
 (function matching). On each stratified 10% subset (drawn as tasks/usefulness.py draws them),
 with PCA + KDE's images made and filtered by the recipe, this trains CNN students (the
-usefulness CNN, seeds 0..n-1, as the measurement trains them) taught four ways:
+usefulness CNN, seeds 0..n-1, as the measurement trains them) taught five ways:
 
 - ``distil``: as shipped (tasks/usefulness.py): the vote's targets on the image as drawn;
 - ``views``: each kept image in ``--views`` fixed shifted-and-rotated views, each labelled by the
   vote on that view, which the student then takes as they are (a dataset could ship them);
 - ``online``: the vote labels the student's augmented view, at every step (consistent teaching);
 - ``mixup``: as ``online``, on pairs of augmented synthetic images mixed with a uniform weight
-  (function matching).
+  (function matching);
+- ``likelihood``: as ``online``, by a better vote: the ten teachers plus PixelCNN retrained on the
+  subset (as the usefulness measurement retrains it) classifying by its exact likelihood, its
+  log-posterior at temperature ``--tau`` added to the vote's (bench/vote.py). The images are
+  filtered by that vote too.
 
 Prints each way's lift over the same CNN on the real subset alone, paired by subset and seed,
 ± 95%. Teachers are cached under --out (runs/teachers), as the pipeline caches them.
@@ -36,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
-from vote import subset_arguments  # noqa: E402
+from vote import WithLikelihood, subset_arguments  # noqa: E402
 
 from genzoo.models.evaluator import (  # noqa: E402
     Evaluator,
@@ -51,9 +56,17 @@ from genzoo.models.evaluator import (  # noqa: E402
 from genzoo.tasks.config import load_params  # noqa: E402
 from genzoo.tasks.prepare import prepare  # noqa: E402
 from genzoo.tasks.sample import copy_radius, synthesize, teacher_targets  # noqa: E402
-from genzoo.tasks.usefulness import _splits, pca_kde_draw, pool_capped, stats, subset, teachers  # noqa: E402
+from genzoo.tasks.usefulness import (  # noqa: E402
+    _splits,
+    pca_kde_draw,
+    pool_capped,
+    stats,
+    subset,
+    subset_generator,
+    teachers,
+)
 
-WAYS = ("distil", "views", "online", "mixup")
+WAYS = ("distil", "views", "online", "mixup", "likelihood")
 
 
 def taught(
@@ -95,6 +108,7 @@ def main() -> None:
     subset_arguments(ap)
     ap.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     ap.add_argument("--views", type=int, default=8, help="views per image for the `views` way")
+    ap.add_argument("--tau", type=float, default=10.0, help="PixelCNN's temperature in the `likelihood` vote")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="genzoo-teaching-"))
     base = [f"run.runs_dir={out}/runs", f"data.prepared_dir={out}/prepared", "run.track=false",
@@ -103,7 +117,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     prepare(params)
-    train, test, spec, _ = _splits(params)
+    train, test, spec, manifest = _splits(params)
     cfg = params.usefulness.cnn
     print(f"machine: {machine()}")
     print(
@@ -122,6 +136,10 @@ def main() -> None:
                 f"--recipe {args.recipe}: needs a teacher and soft_weight 1 (the vote's own targets)"
             )
         vote = teachers(params, part, spec, s)(recipe)
+        hybrid = None
+        if "likelihood" in args.ways:
+            model, _ = subset_generator(params, "pixelcnn", args.fraction, train, spec, manifest, s)
+            hybrid = WithLikelihood(vote, model, spec.num_classes, args.tau)
         gen = pca_kde_draw(params, part, spec)
         radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None
         for seed in range(args.seeds):
@@ -143,6 +161,11 @@ def main() -> None:
                     net = taught(
                         part, spec, cfg, recipe, seed, x_v, lambda v, j, t=targets: t[j], fresh=False
                     )
+                elif way == "likelihood":  # the images the better vote keeps, taught by it on each view
+                    kept = synthesize(gen, recipe, part, spec.num_classes, 1000 * s + seed, teacher=hybrid,
+                                      copies_within=radius)  # fmt: skip
+                    label = lambda v, j, by=hybrid, ys=kept.y, r=recipe: teacher_targets(by(v), ys[j], r)  # noqa: E731
+                    net = taught(part, spec, cfg, recipe, seed, kept.x, label)
                 else:  # the recipe's targets, by the vote on the very view (soft_weight 1: the vote's alone)
                     label = lambda v, j, by=vote, ys=syn.y, r=recipe: teacher_targets(by(v), ys[j], r)  # noqa: E731
                     net = taught(part, spec, cfg, recipe, seed, syn.x, label, mix=way == "mixup")
