@@ -40,14 +40,15 @@ SPACES = ("cnn", "pca", "mlp", "lenet", "random_cnn")
 
 
 def settings(pairs: list[str]) -> list[dict]:
-    """``["guidance=1,2", "x=a"]`` -> every combination, values read as YAML: [{guidance: 1, x: a}, ...]."""
+    """``["guidance=1,2", "x=a"]`` -> every combination, values read as YAML: [{guidance: 1, x: a}, ...];
+    a value may be a list itself (``rows=[0,4],[2,8]``: commas inside brackets do not split)."""
     keys, values = [], []
     for pair in pairs:
         key, sep, vals = pair.partition("=")
         if not sep or not key or not vals:
             raise SystemExit(f"--set {pair!r}: expected key=value[,value...]")
         keys.append(key)
-        values.append([yaml.safe_load(v) for v in vals.split(",")])
+        values.append(yaml.safe_load(f"[{vals}]"))
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 

@@ -40,9 +40,20 @@ class PixelCNNConfig(NetConfig):
     guidance: float = Field(
         1.0, ge=0.0, description="sampling: each pixel from p(x_i | y)^g p(x_i)^(1-g) (needs label_dropout)"
     )
+    guidance_interval: tuple[float, float] = Field(
+        (0.0, 1.0),
+        description="sampling: guidance on this share of the rows only, [start, end); the rest at g = 1",
+    )
     distaug: float = Field(
         0.0, ge=0.0, lt=1.0, description="training: share of images shifted a pixel, the shift a condition"
     )
+
+    @model_validator(mode="after")
+    def _guidance_interval_within_the_image(self) -> PixelCNNConfig:
+        start, end = self.guidance_interval
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"guidance_interval {list(self.guidance_interval)}: needs 0 <= start < end <= 1")
+        return self
 
     @model_validator(mode="after")
     def _guidance_needs_the_null_label(self) -> PixelCNNConfig:
@@ -222,7 +233,7 @@ class PixelCNN(GenerativeModel):
                 crop = x[:, :, top : i + 1, left:right]  # (n, C, <= r + 1, <= 2r + 1)
                 params = self.params(crop, y)[:, :, i - top : i - top + 1, j - left : j - left + 1]
                 # 2. draw it and write it into the canvas the next pass conditions on
-                x[:, :, i, j] = self._draw(params, generator)  # (copies * n, C)
+                x[:, :, i, j] = self._draw(params, generator, i)  # (copies * n, C)
         return x[:n]
 
     def _guided_labels(self, y: Tensor) -> tuple[Tensor, int]:
@@ -232,18 +243,25 @@ class PixelCNN(GenerativeModel):
             return y, 1
         return torch.cat([y, torch.full_like(y, self.embed.null)]), 2
 
-    def _draw(self, params: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _draw(self, params: Tensor, generator: torch.Generator | None, row: int = 0) -> Tensor:
         """Pixel values (copies * n, C) drawn from one pixel's parameters (copies * n, C * P, 1, 1).
         With guidance g (two copies: conditional, then unconditional), classifier-free guidance
         on the level log-probabilities (Ho & Salimans 2022, arXiv:2207.12598, as autoregressive
         image models apply it): log p_c + (g - 1)(log p_c - log p_u), renormalised; both copies
-        get the pixel drawn, so both condition the next pixel on the same image."""
+        get the pixel drawn, so both condition the next pixel on the same image. Rows outside
+        ``guidance_interval`` (shares of the image's height) are drawn at g = 1, the conditional
+        model alone: guidance in a limited interval (Kynkäänniemi et al. 2024, arXiv:2404.07724,
+        for diffusion; here in raster order, where the first rows set the digit's top)."""
         g = self.cfg.guidance
         if g == 1.0:
             k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
             return self.from_levels(k)[:, :, 0, 0]
         lc, lu = self.dist.level_log_probs(params).chunk(2)  # (n, C, L, 1, 1) each
-        lp = torch.log_softmax(lu + g * (lc - lu), dim=2)
+        start, end = self.cfg.guidance_interval
+        if not start <= row / self.spec.shape[1] < end:
+            lp = torch.log_softmax(lc, dim=2)  # past the guided rows: the conditional model alone
+        else:
+            lp = torch.log_softmax(lu + g * (lc - lu), dim=2)
         k = self.dist.sample_levels(lp, generator, self.cfg.temperature)  # (n, C, 1, 1)
         return self.from_levels(k)[:, :, 0, 0].repeat(2, 1)
 
@@ -280,5 +298,5 @@ class PixelCNN(GenerativeModel):
                     hs, skip = layer.horizontal(hs, vh[..., left : j + 1], ch)
                     skips = skips + skip
                 params = self.head(skips + hs)[..., -1:]  # (n, C * P, 1, 1): pixel (i, j)
-                x[:, :, i, j] = self._draw(params, generator)
+                x[:, :, i, j] = self._draw(params, generator, i)
         return x

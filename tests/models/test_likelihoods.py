@@ -28,18 +28,28 @@ def test_pixelcnn_is_causal():
 
 
 @pytest.mark.parametrize(
-    ("kernel", "guidance", "distaug"), [(3, 1.0, 0.0), (5, 1.0, 0.0), (3, 1.6, 0.0), (3, 1.0, 0.5)]
+    ("kernel", "guidance", "distaug", "interval"),
+    [
+        (3, 1.0, 0.0, (0, 1)),
+        (5, 1.0, 0.0, (0, 1)),
+        (3, 1.6, 0.0, (0, 1)),
+        (3, 1.6, 0.0, (0.3, 0.7)),
+        (3, 1.0, 0.5, (0, 1)),
+    ],
 )
-def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(kernel, guidance, distaug):
+def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_images(
+    kernel, guidance, distaug, interval
+):
     """The window sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
     columns either side): every input a pixel's output depends on lies inside it (gradients
     are zero outside). It, and the cached sampler (the vertical stack once per row, then only
     the horizontal stack per pixel), draw the very images of full-image passes, seed for seed,
-    with classifier-free guidance and with DistAug's shift condition too."""
+    with classifier-free guidance (on every row, or on an interval of rows) and with DistAug's
+    shift condition too."""
     torch.manual_seed(0)
     spec = DataSpec(2, 17, 19, 5, 3)
     net = {"channels": 4, "layers": 2, "kernel": kernel, "guidance": guidance, "label_dropout": 0.1,
-           "distaug": distaug}  # fmt: skip
+           "distaug": distaug, "guidance_interval": interval}  # fmt: skip
     model = models.build("pixelcnn", spec, net).eval()
     r = model.reach
     assert r <= 17 // 2  # the window is smaller than the image
@@ -88,8 +98,17 @@ def test_pixelcnn_guidance_draws_each_pixel_from_conditional_times_unconditional
                 got = m._draw(params, torch.Generator().manual_seed(5))
                 assert torch.equal(got, model.from_levels(k)[:, :, 0, 0].repeat(2, 1))
                 assert (want.amax(2) > lc.amax(2)).float().mean() > 0.5  # surer than the conditional
+                # guidance on the middle third of the 6 rows (rows 2 and 3): the others conditional
+                m.cfg = m.cfg.model_copy(update={"guidance_interval": (1 / 3, 2 / 3)})
+                k = model.dist.sample_levels(torch.log_softmax(lc, dim=2), torch.Generator().manual_seed(5))
+                conditional = model.from_levels(k)[:, :, 0, 0].repeat(2, 1)
+                for row, want_draw in [(1, conditional), (2, got), (3, got), (4, conditional)]:
+                    assert torch.equal(m._draw(params, torch.Generator().manual_seed(5), row=row), want_draw)
+                assert not torch.equal(got, conditional)
     with pytest.raises(ValueError, match="needs label_dropout > 0"):
         models.build("pixelcnn", spec, {"channels": 8, "layers": 2, "guidance": 2.0})
+    with pytest.raises(ValueError, match="guidance_interval"):
+        models.build("pixelcnn", spec, {**net, "guidance": 2.0, "guidance_interval": (0.5, 0.5)})
 
 
 def test_pixelcnn_label_dropout_nulls_labels_in_training_only():
