@@ -251,7 +251,7 @@ class PixelCNN(GenerativeModel):
         get the pixel drawn, so both condition the next pixel on the same image. Rows outside
         ``guidance_interval`` (shares of the image's height) are drawn at g = 1, the conditional
         model alone: guidance in a limited interval (Kynkäänniemi et al. 2024, arXiv:2404.07724,
-        for diffusion; here in raster order, where the first rows set the digit's top)."""
+        over diffusion's noise levels; here over the rows of the raster order)."""
         g = self.cfg.guidance
         if g == 1.0:
             k = self.dist.sample(params, generator, self.cfg.temperature)  # (n, C, 1, 1) levels
@@ -259,7 +259,7 @@ class PixelCNN(GenerativeModel):
         lc, lu = self.dist.level_log_probs(params).chunk(2)  # (n, C, L, 1, 1) each
         start, end = self.cfg.guidance_interval
         if not start <= row / self.spec.shape[1] < end:
-            lp = torch.log_softmax(lc, dim=2)  # past the guided rows: the conditional model alone
+            lp = torch.log_softmax(lc, dim=2)  # a row outside the interval: the conditional model alone
         else:
             lp = torch.log_softmax(lu + g * (lc - lu), dim=2)
         k = self.dist.sample_levels(lp, generator, self.cfg.temperature)  # (n, C, 1, 1)
