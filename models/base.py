@@ -24,10 +24,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -51,6 +51,17 @@ class DataSpec:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+
+def _share(value: tuple[float, float]) -> tuple[float, float]:
+    start, end = value
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"{list(value)}: needs 0 <= start < end <= 1")
+    return value
+
+
+# [start, end): a share of a sampler's course (PixelCNN's rows, DDPM's noise levels), e.g. where to guide
+Interval = Annotated[tuple[float, float], AfterValidator(_share)]
 
 
 class NetConfig(BaseModel):

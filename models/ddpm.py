@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.base import DataSpec, GenerativeModel, Interval, NetConfig, StepOutput, register
 from genzoo.models.layers import (
     LabelEmbedding,
     ResBlock,
@@ -42,6 +42,10 @@ class DDPMConfig(NetConfig):
     )
     label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="null-label rate (CFG)")
     guidance: float = Field(1.0, ge=0.0, description="1 = conditional, >1 = stronger guidance")
+    guidance_interval: Interval = Field(
+        (0.0, 1.0),
+        description="sampling: guidance at noise levels t / T in [start, end) only; elsewhere g = 1",
+    )
     sample_steps: int = Field(50, ge=1, description="DDIM steps for sample/encode/decode")
     eta: float = Field(0.0, ge=0.0, description="DDIM stochasticity (0 = deterministic)")
     bound_terms: int = Field(0, ge=0, description="KL terms evaluated by elbo; 0 = all T")
@@ -192,7 +196,8 @@ class DDPM(GenerativeModel):
             # alpha_{t-1}: the next, lower level of the sub-sequence; 1 after the last (x_0 itself)
             ab_prev = self.alphas_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
             # 1. eps_theta(x_t, t)
-            e = self.eps(x, tt, y, guidance)  # (B, C, H, W)
+            start, end = self.cfg.guidance_interval
+            e = self.eps(x, tt, y, guidance if start <= t / self.cfg.timesteps < end else 1.0)  # (B, C, H, W)
             # 2. "predicted x_0" (eq. 9): (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t), clipped to [-1, 1]
             x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)  # (B, C, H, W)
             # 3. the eps that the clipped x_0 implies, so that x_t, x_0 and eps stay consistent

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.base import DataSpec, GenerativeModel, Interval, NetConfig, StepOutput, register
 from genzoo.models.layers import LabelEmbedding, PixelLikelihood, drop_labels
 
 
@@ -40,20 +40,13 @@ class PixelCNNConfig(NetConfig):
     guidance: float = Field(
         1.0, ge=0.0, description="sampling: each pixel from p(x_i | y)^g p(x_i)^(1-g) (needs label_dropout)"
     )
-    guidance_interval: tuple[float, float] = Field(
+    guidance_interval: Interval = Field(
         (0.0, 1.0),
         description="sampling: guidance on this share of the rows only, [start, end); the rest at g = 1",
     )
     distaug: float = Field(
         0.0, ge=0.0, lt=1.0, description="training: share of images shifted a pixel, the shift a condition"
     )
-
-    @model_validator(mode="after")
-    def _guidance_interval_within_the_image(self) -> PixelCNNConfig:
-        start, end = self.guidance_interval
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"guidance_interval {list(self.guidance_interval)}: needs 0 <= start < end <= 1")
-        return self
 
     @model_validator(mode="after")
     def _guidance_needs_the_null_label(self) -> PixelCNNConfig:

@@ -303,6 +303,16 @@ def test_ddpm_guidance_moves_the_noise_estimate_along_conditional_minus_uncondit
         assert not torch.equal(
             a, m.sample(6, y, generator=torch.Generator().manual_seed(0))
         )  # sampling uses it
+        # guidance_interval: the DDIM steps at noise levels t / T inside it are guided, the others not
+        seen, eps = [], m.eps
+        m.eps = lambda x, t, y, guidance=1.0: seen.append((int(t[0]), guidance)) or eps(x, t, y, guidance)
+        for interval, guided in [((0.0, 1.0), {0, 5, 10, 14, 19}), ((0.25, 0.75), {5, 10, 14})]:
+            seen.clear()
+            m.cfg = m.cfg.model_copy(update={"guidance_interval": interval})
+            m.sample(6, y, generator=torch.Generator().manual_seed(0))
+            assert seen == [(t, 2.0 if t in guided else 1.0) for t in (19, 14, 10, 5, 0)], interval
+    with pytest.raises(ValueError, match="guidance_interval"):
+        models.build("ddpm", spec, {"hidden": 8, "guidance_interval": (0.6, 0.2)})
 
 
 def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
