@@ -236,7 +236,7 @@ class PixelCNN(GenerativeModel):
             return y, 1
         return torch.cat([y, torch.full_like(y, self.embed.null)]), 2
 
-    def _draw(self, params: Tensor, generator: torch.Generator | None, row: int = 0) -> Tensor:
+    def _draw(self, params: Tensor, generator: torch.Generator | None, row: int) -> Tensor:
         """Pixel values (copies * n, C) drawn from one pixel's parameters (copies * n, C * P, 1, 1).
         With guidance g (two copies: conditional, then unconditional), classifier-free guidance
         on the level log-probabilities (Ho & Salimans 2022, arXiv:2207.12598, as autoregressive
