@@ -337,6 +337,39 @@ def _remote(own_worker: bool) -> Any:
     return ray.remote(max_calls=1)(_on_node) if own_worker else ray.remote(_on_node)
 
 
+class InOrder:
+    """Ray submissions in a set order from several threads. Ray starts queued tasks of one
+    remote function in the order they reach it (see :func:`_remote`), but the flow's Prefect
+    tasks reach it from their own threads, each after work of its own (a cache check, an
+    MLflow run to open): left alone, which family trains first is a race, and a long chain
+    (a family whose usefulness measurement waits on it) can start last and run alone at the
+    end. ``with order.turn(name):`` waits until every name listed before ``name`` has had its
+    turn (submitted, skipped or failed), then lets it go; names not listed go at once. A turn
+    that waits ``timeout_s`` goes anyway: a task that never came (Prefect gave up on it) costs
+    its successors that wait, never the run. ``passed``: the names in the order they went."""
+
+    def __init__(self, names: list[str], timeout_s: float = 30.0) -> None:
+        self.names, self.timeout_s = list(names), timeout_s
+        self.passed: list[str] = []
+        self._done: set[str] = set()
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def turn(self, name: str) -> Any:
+        before = self.names[: self.names.index(name)] if name in self.names else []
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._done.issuperset(before), self.timeout_s):
+                log.warning("%s: submitted after waiting %.0f s for %s", name, self.timeout_s,
+                            ", ".join(n for n in before if n not in self._done))  # fmt: skip
+            self.passed.append(name)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._done.add(name)
+                self._changed.notify_all()
+
+
 def submit_training(
     params: Params,
     family: str,

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -107,6 +107,24 @@ RETRY = dict(
 # the running pipeline's stage spans (each stage's Prefect task appends its own; the task
 # runner's threads share the flow's context, so the list is the flow run's own)
 _SPANS: ContextVar[list[dict[str, Any]] | None] = ContextVar("genzoo_stage_spans", default=None)
+_ORDER: ContextVar[cluster.InOrder | None] = ContextVar("genzoo_submission_order", default=None)
+
+
+@contextmanager
+def _submitting(names: list[str]) -> Iterator[cluster.InOrder]:
+    """Inside the block, the stages' Ray tasks named in ``names`` are submitted in that order."""
+    order = cluster.InOrder(names)
+    token = _ORDER.set(order)
+    try:
+        yield order
+    finally:
+        _ORDER.reset(token)
+
+
+def _turn(name: str) -> Any:
+    """The Ray task ``name``'s turn in the fan-out's submission order (none outside one)."""
+    order = _ORDER.get()
+    return order.turn(name) if order is not None else nullcontext()
 
 
 @contextmanager
@@ -166,18 +184,19 @@ def train_task(
     import ray
 
     logger = get_run_logger()
-    done = up_to_date(params, family)
-    if done is not None:
-        logger.info("%s: up to date (same params, data and code), not retrained", family)
-        return {**done, "cached": True}
-    run_id, uri, c = None, None, None
-    if params.run.track:
-        from genzoo.tasks.train import start_family_run
+    with _turn(f"train-{family}"):
+        done = up_to_date(params, family)
+        if done is not None:
+            logger.info("%s: up to date (same params, data and code), not retrained", family)
+            return {**done, "cached": True}
+        run_id, uri, c = None, None, None
+        if params.run.track:
+            from genzoo.tasks.train import start_family_run
 
-        c, uri = tracking.client(), tracking.tracking_uri()
-        run_id = start_family_run(c, params, family, parent_run_id)
-    tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
-    ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board)
+            c, uri = tracking.client(), tracking.tracking_uri()
+            run_id = start_family_run(c, params, family, parent_run_id)
+        tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
+        ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board)
     try:
         if board is None:
             metrics = ray.get(ref)
@@ -228,7 +247,9 @@ def evaluator_task(params: Params) -> dict[str, Any]:
     """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
     import ray
 
-    metrics = ray.get(cluster.submit(params, "evaluator", "evaluator", evaluator_stage, params))
+    with _turn("evaluator"):
+        ref = cluster.submit(params, "evaluator", "evaluator", evaluator_stage, params)
+    metrics = ray.get(ref)
     get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
     return metrics
 
@@ -258,7 +279,9 @@ def usefulness_reference_task(params: Params) -> dict[str, Any]:
     """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
     import ray
 
-    ref = ray.get(cluster.submit(params, "evaluator", "usefulness-reference", reference, params))
+    with _turn("usefulness-reference"):
+        ref = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
+    ref = ray.get(ref)
     get_run_logger().info(
         "usefulness reference: real %s",
         {p: {c: round(r["mean"], 4) for c, r in per.items()} for p, per in ref["real"].items()},
@@ -271,7 +294,9 @@ def subsets_task(params: Params, family: str) -> dict[str, Any]:
     """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
     import ray
 
-    return ray.get(cluster.submit(params, family, f"train-subsets-{family}", train_subsets, params, family))
+    with _turn(f"train-subsets-{family}"):
+        ref = cluster.submit(params, family, f"train-subsets-{family}", train_subsets, params, family)
+    return ray.get(ref)
 
 
 @stage("usefulness", task_run_name="usefulness-{family}")
@@ -468,12 +493,15 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
     Returns ``{"trained": ..., "evaluate": ..., "usefulness": ...}``, each by family."""
     useful = [f for f in usefulness_families(params) if f in families]
     order = _longest_first(params, families, first=useful)
-    with cluster.progress_board() as board:
+    # what needs no model starts first, as Ray takes tasks in submission order: the generators
+    # trained on real subsets and the usefulness reference head the longest chain (-> usefulness
+    # of each family), so they do not run alone at the end. The Prefect tasks reach Ray from
+    # their own threads, so each waits its turn in this order.
+    ahead = ["evaluator", *(f"train-subsets-{f}" for f in useful)]
+    ahead += ["usefulness-reference"] if useful else []
+    with cluster.progress_board() as board, _submitting([*ahead, *(f"train-{f}" for f in order)]) as turns:
         prepare_task(params)
         evaluator = evaluator_task.submit(params)
-        # what needs no model starts first, as Ray takes tasks in submission order: the
-        # generators trained on real subsets and the usefulness reference head the longest
-        # chain (-> usefulness of each family), so they do not run alone at the end
         subsets = {f: subsets_task.submit(params, f) for f in useful}
         reference_ = usefulness_reference_task.submit(params) if useful else None
         trainings = {f: train_task.submit(params, f, parent, board) for f in order}
@@ -495,6 +523,7 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
             "evaluate": {f: fut.result() for f, fut in evaluations.items() if f not in failed},
             "usefulness": {f: fut.result() for f, fut in usefulness.items() if f not in failed},
             "failed": failed,
+            "submitted": turns.passed,  # the order the tasks above reached Ray
         }
 
 
@@ -516,11 +545,11 @@ Span = dict[str, Any]  # {"name", "start", "end"} (epoch seconds), and "worker" 
 
 
 def write_timeline(params: Params, stages: list[Span], tasks: list[Span], cpus: float, start: float,
-                   end: float) -> Path:  # fmt: skip
+                   end: float, submitted: list[str] = ()) -> Path:  # fmt: skip
     """``runs/timeline.json``: what ran where and when in this pipeline run, in the Chrome
     trace format (open it in https://ui.perfetto.dev or chrome://tracing): each Ray task on its
     worker, each stage's Prefect task on the driver, and ``otherData`` with the run's start,
-    end and CPUs (``bench/profile_run.py`` reads it)."""
+    end, CPUs and the order the fan-out's tasks reached Ray (``bench/profile_run.py`` reads it)."""
     from genzoo.models.base import atomic_write_text
 
     def event(name: str, pid: str, tid: str, a: float, b: float) -> dict[str, Any]:
@@ -532,7 +561,13 @@ def write_timeline(params: Params, stages: list[Span], tasks: list[Span], cpus: 
     trace = {
         "traceEvents": sorted(events, key=lambda e: e["ts"]),
         "displayTimeUnit": "ms",
-        "otherData": {"start": start, "end": end, "cpus": cpus, "families": list(params.families)},
+        "otherData": {
+            "start": start,
+            "end": end,
+            "cpus": cpus,
+            "families": list(params.families),
+            "submitted": list(submitted),
+        },
     }
     path = Path(params.run.runs_dir) / "timeline.json"
     atomic_write_text(path, json.dumps(trace, indent=1))
@@ -607,7 +642,8 @@ def pipeline(
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
-        result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time()))
+        result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
+                                                    result["submitted"]))  # fmt: skip
         if result["failed"]:  # after the others are recorded; nothing of these was promoted
             raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)

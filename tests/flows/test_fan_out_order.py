@@ -22,3 +22,44 @@ def test_tasks_start_in_submission_order_on_a_local_ray():
         refs = [cluster.submit(params, f, f"task-{i}", _stamp, i) for i, f in enumerate(families)]
         done = sorted(ray.get(refs), key=lambda r: r[1])  # one CPU: one task at a time
     assert [i for i, _ in done] == list(range(len(families)))
+
+
+def test_turns_pass_in_the_listed_order_whatever_order_the_threads_come_in():
+    import threading
+
+    names = ["evaluator", "train-subsets-pixelcnn", "usefulness-reference", "train-pixelcnn", "train-gan"]
+    order = cluster.InOrder(names, timeout_s=10)
+    went: list[str] = []
+    delays = dict(zip(names, [0.15, 0.2, 0.0, 0.05, 0.1], strict=True))  # the reference's thread comes first
+
+    def stage(name: str) -> None:
+        time.sleep(delays[name])  # each thread's own work before it submits
+        with order.turn(name):
+            went.append(name)
+
+    threads = [threading.Thread(target=stage, args=(n,)) for n in reversed(names)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert went == names and order.passed == names
+
+
+def test_a_turn_that_fails_or_is_skipped_lets_the_next_go_and_a_missing_one_only_delays_it():
+    order = cluster.InOrder(["a", "b", "c"], timeout_s=0.3)
+    try:
+        with order.turn("a"):
+            raise RuntimeError("a's submission failed")
+    except RuntimeError:
+        pass
+    t0 = time.perf_counter()
+    with order.turn("b"):  # a is done: b goes at once
+        pass
+    with order.turn("unlisted"):
+        pass
+    assert time.perf_counter() - t0 < 0.2
+    order = cluster.InOrder(["a", "b"], timeout_s=0.3)
+    t0 = time.perf_counter()
+    with order.turn("b"):  # a never comes: b goes after the timeout
+        pass
+    assert 0.25 < time.perf_counter() - t0 < 5 and order.passed == ["b"]

@@ -148,6 +148,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     seconds = trace["otherData"]["end"] - trace["otherData"]["start"]
     assert all(e["ts"] >= 0 and e["ts"] + e["dur"] <= seconds * 1e6 + 1 for e in trace["traceEvents"])
     assert trace["otherData"]["cpus"] >= 1
+    # the fan-out's Ray tasks were submitted in its order, whichever Prefect thread came first:
+    # what needs no model, then the measured family's training (the longest chain), then the rest
+    assert first["submitted"][:4] == ["evaluator", "train-subsets-gan", "usefulness-reference", "train-gan"]
+    assert sorted(first["submitted"][4:]) == ["train-pixelcnn", "train-vae"]
+    assert trace["otherData"]["submitted"] == first["submitted"]
 
     # nothing changed: nothing trains or is re-evaluated; the outputs are untouched
     watched = [
