@@ -167,20 +167,25 @@ def plot(trace: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_once(profile: str | None, out: Path, overrides: list[str]) -> tuple[dict, tuple[float, float]]:
-    """One cold-start ``genzoo run`` in ``out``: its timeline (with the report's summary)."""
-    process = genzoo_run(out, profile, overrides)
+def run_once(profile: str | None, out: Path, overrides: list[str], code: Path | None = None
+             ) -> tuple[dict, tuple[float, float]]:  # fmt: skip
+    """One cold-start ``genzoo run`` in ``out`` (of ``code``, else this checkout): its timeline
+    (with the report's summary)."""
+    process = genzoo_run(out, profile, overrides, code=code)
     trace = json.loads((out / "runs" / "timeline.json").read_text())
     trace["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
     return trace, process
 
 
 def other_run(ref: str, code: Path, profile: str | None, overrides: list[str], i: int) -> float:
-    """One cold-start ``genzoo run`` of revision ``ref``'s exported ``code``: its wall seconds."""
+    """One cold-start ``genzoo run`` of revision ``ref``'s exported ``code``: its wall seconds
+    (printed with its flow's time and the ideal packing of its tasks)."""
     with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
-        start, end = genzoo_run(Path(tmp), profile, overrides, code=code)
-    print(f"run {i} of {ref}: {end - start:.1f} s", flush=True)
-    return end - start
+        trace, process = run_once(profile, Path(tmp), overrides, code=code)
+    r = analyse(trace, process)
+    print(f"run {i} of {ref}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f}, "
+          f"ratio {r['flow_s'] / r['ideal_s']:.2f})", flush=True)  # fmt: skip
+    return r["wall_s"]
 
 
 def report(results: list[dict]) -> None:
@@ -259,7 +264,8 @@ def main() -> None:
             results.append(analyse(trace, process))
             r = results[-1]
             print(
-                f"run {i}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f})",
+                f"run {i}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f}, "
+                f"ratio {r['flow_s'] / r['ideal_s']:.2f})",
                 flush=True,
             )
             if args.keep:
