@@ -14,15 +14,17 @@ each using the subset alone:
 - **a generative classifier in the vote**: PixelCNN retrained on the subset (as the usefulness
   measurement retrains it, validated on a fifth of it) classifies by its exact likelihood,
   p(y | x) proportional to p(x | y); its log-posterior at temperature tau is added to the vote's
-  (tau 3, 10 and 30 all shown: chosen on the test split, so only a diagnostic);
+  (tau 3, 10 and 30 all shown: chosen on the test split, so only a diagnostic). With
+  ``--likelihoods pixelcnn realnvp vae`` each of those families in turn (the VAE by its IWAE
+  bound, DDPM by its variational bound), and all of them together;
 - **born-again teachers** (Furlanello et al. 2018, arXiv 1805.04770): ten students of the vote,
   each trained on the subset plus synthetic images it relabelled (the `distil` recipe, seeds of
   the teachers), vote in its place.
 
 Then the students (classifier seeds 0..n-1, the subset plus synthetic images by the recipe: PCA +
 KDE's, or with ``--images pixelcnn`` the subset PixelCNN's own) of the first vote, of the born-again
-vote and of the vote with PixelCNN's posterior at ``--tau``, as lifts over the CNN on real data
-alone, paired.
+vote and of the vote with the first ``--likelihoods`` family's posterior at ``--tau``, as lifts
+over the CNN on real data alone, paired (``--seeds 0``: the votes only).
 
 Prints Markdown tables; teachers are cached under --out (runs/teachers), as the pipeline caches them.
 """
@@ -60,6 +62,7 @@ from genzoo.tasks.usefulness import (  # noqa: E402
 )
 
 TAUS = (3, 10, 30)
+LIKELIHOODS = ("pixelcnn", "realnvp", "vae", "ddpm")
 
 
 def shifts(x: torch.Tensor) -> list[torch.Tensor]:
@@ -115,6 +118,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subset_arguments(ap)
     ap.add_argument("--tau", type=float, default=10.0, help="PixelCNN's temperature in the students' vote")
+    ap.add_argument("--likelihoods", nargs="+", default=["pixelcnn"], choices=LIKELIHOODS,
+                    help="families retrained on each subset whose class posterior joins the vote (the "
+                         "first: the students' vote too)")  # fmt: skip
     ap.add_argument("--images", choices=["pca_kde", "pixelcnn"], default="pca_kde",
                     help="the students' synthetic images: PCA + KDE's or the subset PixelCNN's")  # fmt: skip
     ap.add_argument("--no-born-again", action="store_true", help="skip the born-again teachers and students")
@@ -132,12 +138,16 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"{100 * args.fraction:g}% real subsets {args.subset_seeds}; recipe {args.recipe}; "
           f"test accuracy in % on the {len(yt)} real test images\n")  # fmt: skip
-    print("| subset | one teacher | the vote | vote, 9 shifts | PixelCNN alone | "
-          + " | ".join(f"vote + PixelCNN (tau {t})" for t in TAUS) + " | born-again vote |")  # fmt: skip
-    print("|---" * (6 + len(TAUS)) + "|", flush=True)
+    fams = args.likelihoods
+    columns = ["subset", "one teacher", "the vote", "vote, 9 shifts"]
+    for f in fams:
+        columns += [f"{f} alone", *(f"vote + {f} (tau {t})" for t in TAUS)]
+    columns += [f"vote + {' + '.join(fams)} (tau {t})" for t in TAUS] if len(fams) > 1 else []
+    columns += ["born-again vote"]
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|", flush=True)
     born_again = not args.no_born_again
     names = ["first vote's students", *(["born-again vote's students"] if born_again else []),
-             f"students of the vote + PixelCNN (tau {args.tau:g})"]  # fmt: skip
+             f"students of the vote + {fams[0]} (tau {args.tau:g})"]  # fmt: skip
     lifts: dict[str, list[float]] = {name: [] for name in names}
     for s in args.subset_seeds:
         idx = subset(train[1], args.fraction, s)
@@ -149,12 +159,15 @@ def main() -> None:
             logits = vote(xt)
             one = right(t.members[0](xt), yt)
             tta = torch.stack([vote(v) for v in shifts(xt)]).mean(0)
-        # the generative classifier: PixelCNN of this subset, log p(x | y) for every class y
-        model, _ = subset_generator(params, "pixelcnn", args.fraction, train, spec, manifest, s)
-        with torch.inference_mode():
-            ll = class_log_likelihoods(model, xt, spec.num_classes)
+        # the generative classifiers: each family retrained on this subset, log p(x | y) for every class y
+        fitted, ll = {}, {}
+        for f in dict.fromkeys([*fams, *(["pixelcnn"] if args.images == "pixelcnn" else [])]):
+            fitted[f], _ = subset_generator(params, f, args.fraction, train, spec, manifest, s)
+            if f in fams:
+                with torch.inference_mode():
+                    ll[f] = class_log_likelihoods(fitted[f], xt, spec.num_classes)
         # born-again: ten students of the vote, each on its own pool, as the next vote
-        gen = pca_kde_draw(params, part, spec) if args.images == "pca_kde" else model_draw(model)
+        gen = pca_kde_draw(params, part, spec) if args.images == "pca_kde" else model_draw(fitted["pixelcnn"])
         radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None
         make = functools.partial(student, part, spec, cfg, recipe, gen, radius)
         reborn, reborn_acc = None, float("nan")
@@ -163,7 +176,7 @@ def main() -> None:
             reborn = Ensemble([make(sd, 500_000 + sd, vote) for sd in seeds]).eval()
             with torch.inference_mode():
                 reborn_acc = right(reborn(xt), yt)
-        hybrid = WithLikelihood(vote, model, spec.num_classes, args.tau)
+        hybrid = WithLikelihood(vote, fitted[fams[0]], spec.num_classes, args.tau)
         for seed in range(args.seeds):
             real = accuracy(train_evaluator(*part, spec, cfg, seed=seed), xt, yt)
             lifts["first vote's students"].append(accuracy(make(seed, 1000 * s + seed, vote), xt, yt) - real)
@@ -171,20 +184,25 @@ def main() -> None:
                 lifts["born-again vote's students"].append(
                     accuracy(make(seed, 1000 * s + seed, reborn), xt, yt) - real
                 )
-            lifts[f"students of the vote + PixelCNN (tau {args.tau:g})"].append(
-                accuracy(make(seed, 1000 * s + seed, hybrid), xt, yt) - real
-            )
-        combos = [right(logits + (ll / tau).log_softmax(-1), yt) for tau in TAUS]
-        cells = [one, right(logits, yt), right(tta, yt), right(ll, yt), *combos, reborn_acc]
+            lifts[names[-1]].append(accuracy(make(seed, 1000 * s + seed, hybrid), xt, yt) - real)
+        cells = [one, right(logits, yt), right(tta, yt)]
+        post = {f: {tau: (ll[f] / tau).log_softmax(-1) for tau in TAUS} for f in fams}  # log p(y | x) at tau
+        for f in fams:
+            cells += [right(ll[f], yt), *(right(logits + post[f][tau], yt) for tau in TAUS)]
+        if len(fams) > 1:
+            cells += [right(logits + sum(post[f][tau] for f in fams), yt) for tau in TAUS]
+        cells.append(reborn_acc)
         print(
             f"| {s} | " + " | ".join("–" if math.isnan(c) else f"{100 * c:.1f}" for c in cells) + " |",
             flush=True,
         )
-    print(f"\nstudents of each vote ({args.recipe}, {args.images} images), lift over the CNN on real data "
-          f"alone, {args.seeds} seeds x {len(args.subset_seeds)} subsets, paired, ± 95%:")  # fmt: skip
-    for name, v in lifts.items():
-        st = stats(v)
-        print(f"- {name}: {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} points")
+    if args.seeds:
+        setting = f"{args.seeds} seeds x {len(args.subset_seeds)} subsets"
+        print(f"\nstudents of each vote ({args.recipe}, {args.images} images), lift over the CNN on "
+              f"real data alone, {setting}, paired, ± 95%:")  # fmt: skip
+        for name, v in lifts.items():
+            st = stats(v)
+            print(f"- {name}: {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} points")
     print(f"\n{time.perf_counter() - t0:.0f} s in all")
 
 
