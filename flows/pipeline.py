@@ -280,8 +280,8 @@ def usefulness_reference_task(params: Params) -> dict[str, Any]:
     import ray
 
     with _turn("usefulness-reference"):
-        ref = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
-    ref = ray.get(ref)
+        job = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
+    ref = ray.get(job)
     get_run_logger().info(
         "usefulness reference: real %s",
         {p: {c: round(r["mean"], 4) for c, r in per.items()} for p, per in ref["real"].items()},
@@ -490,7 +490,9 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
 def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str, dict[str, Any]]:
     """Every family trained on Ray (longest first; the evaluator and the subset generators
     beside them), each evaluated and measured for usefulness as soon as it is trained.
-    Returns ``{"trained": ..., "evaluate": ..., "usefulness": ...}``, each by family."""
+    Returns ``{"trained": ..., "evaluate": ..., "usefulness": ...}``, each by family, the
+    families that ran out of memory (``failed``) and the order the tasks reached Ray
+    (``submitted``)."""
     useful = [f for f in usefulness_families(params) if f in families]
     order = _longest_first(params, families, first=useful)
     # what needs no model starts first, as Ray takes tasks in submission order: the generators
