@@ -117,7 +117,7 @@ def subset_arguments(ap: argparse.ArgumentParser) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subset_arguments(ap)
-    ap.add_argument("--tau", type=float, default=10.0, help="PixelCNN's temperature in the students' vote")
+    ap.add_argument("--tau", type=float, default=10.0, help="the posterior's temperature in their vote")
     ap.add_argument("--likelihoods", nargs="+", default=["pixelcnn"], choices=LIKELIHOODS,
                     help="families retrained on each subset whose class posterior joins the vote (the "
                          "first: the students' vote too)")  # fmt: skip

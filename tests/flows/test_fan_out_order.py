@@ -1,5 +1,6 @@
-"""The fan-out relies on Ray starting tasks in the order they were submitted (longest training
-first, so that the long chains do not start last and leave cores idle at the end)."""
+"""The fan-out relies on Ray starting tasks in the order they were submitted (longest chains
+first, so that they do not start last and leave cores idle at the end), and on its stage tasks,
+each in its own thread, submitting in that order (``cluster.InOrder``)."""
 
 import time
 from pathlib import Path
