@@ -1,12 +1,13 @@
-"""PixelCNN's three samplers, same seeds: full-image passes, window passes, cached rows.
+"""PixelCNN's three samplers, same seeds: full-image passes, window passes, cached activations.
 
     python bench/sampling.py                  # 8x8, 28x28, 32x32x3; 8 images; median of 3
-    python bench/sampling.py --images 32 --repeats 5
+    python bench/sampling.py --images 500 --shapes 8x8   # one batch as the usefulness stage draws it
 
 Per image shape: seconds to draw ``--images`` images with every pass on the whole image
-(``full``, the textbook loop), on the pixel's receptive field only (``window``), and with the
-vertical stack once per row and only the horizontal stack per pixel (``cached``, the
-default); the speed-ups over ``full`` and whether the images are identical (they must be).
+(``full``, the textbook loop), on the pixel's receptive field only (``window``), and with every
+layer's activations kept, so each row computes one row of each layer's vertical stack and each
+pixel one column of each layer's horizontal stack (``cached``, the default); the speed-ups over
+``full`` and whether the images are identical (they must be).
 params.yaml's PixelCNN architecture, freshly initialised weights (speed does not depend on
 training), one thread.
 """

@@ -4,8 +4,8 @@ A vertical stack sees every row above the current pixel and a horizontal stack s
 pixels to its left on the same row, so the receptive field has no blind spot. The output at
 pixel i parameterises p(x_i | x_<i, y) for all channels of pixel i (channels of one pixel are
 conditionally independent given the past), over the data's discrete levels: an exact,
-normalised likelihood. Sampling draws one pixel at a time: the vertical stack once per row, then
-only the horizontal stack on the pixel's own row (``_sample``).
+normalised likelihood. Sampling draws one pixel at a time, every layer's activations kept: one
+row of the vertical stack per row, one column of the horizontal stack per pixel (``_sample``).
 
 Distribution augmentation (``distaug``; Jun et al. 2020, "Distribution Augmentation for
 Generative Modeling", ICML): in training, that share of images is shifted by one pixel and the
@@ -209,12 +209,12 @@ class PixelCNN(GenerativeModel):
         - ``full``: a forward pass over the whole image per pixel (the textbook loop);
         - ``window``: each pass only on the pixels the current one can see (``reach`` rows
           above, ``reach`` columns either side, nothing below);
-        - ``cached`` (default): the vertical stack once per row (a pixel's row sees it only
-          through the rows above, all drawn by then), then per pixel only the horizontal stack
-          on the pixels to its left in its own row."""
+        - ``cached`` (default): every layer's activations kept as they are computed, so each new
+          row costs one row of each layer's vertical stack and each pixel one column of each
+          layer's horizontal stack."""
         y, copies = self._guided_labels(y)
         if mode == "cached":
-            return self._sample_by_rows(y, generator)[:n]
+            return self._sample_cached(y, generator)[:n]
         c, h, w = self.spec.shape
         x = torch.zeros(copies * n, c, h, w, device=self.device)  # (n, C, H, W) per copy; not yet drawn: 0
         r = self.reach if mode == "window" else max(h, w)
@@ -258,38 +258,50 @@ class PixelCNN(GenerativeModel):
         k = self.dist.sample_levels(lp, generator, self.cfg.temperature)  # (n, C, 1, 1)
         return self.from_levels(k)[:, :, 0, 0].repeat(2, 1)
 
-    def _sample_by_rows(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        """The ``cached`` sampler: what :meth:`params` computes at pixel (i, j), split in two.
-        Row i's horizontal stack reads the vertical stack only shifted down a row (its
-        ``v_to_h`` term), which depends on rows < i alone: computed once when row i starts, on
-        the rows above within reach. Then each pixel runs the horizontal stack on its own row,
-        the columns within its reach to the left (as many as the stack's kernels span)."""
+    def _sample_cached(self, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The ``cached`` sampler (the idea of Ramachandran et al. 2017, "Fast generation for
+        convolutional autoregressive models", arXiv:1704.06001): what :meth:`params` computes at
+        pixel (i, j), each layer's output computed once, where it is first needed.
+
+        - Vertical stack: ``vin[k]`` holds layer k's input, zero-padded as :meth:`GatedLayer.vertical`
+          pads it (``half`` rows on top, ``half`` columns either side). When row i starts, each
+          layer computes its row i - 1 alone (its kernel's ``half + 1`` input rows), which row i's
+          horizontal stack reads shifted down, and writes the gated row into the next layer's input.
+        - Horizontal stack: ``hin[k]`` holds layer k's input on the current row, ``half`` zero
+          columns on the left; layer 0's is the image's row shifted right a pixel (mask A). Each
+          pixel computes one column per layer from the ``half + 1`` columns its kernel spans."""
         c, h, w = self.spec.shape
-        half, layers = self.cfg.kernel // 2, self.layers
-        n = len(y)  # images on the canvas: with guidance, each twice (its label, the null label)
-        x = torch.zeros(n, c, h, w, device=self.device)  # (n, C, H, W)
+        p, half, layers = self.cfg.channels, self.cfg.kernel // 2, self.layers
+        n, dev = len(y), self.device  # images on the canvas: with guidance, each twice
+        x = torch.zeros(n, c, h, w, device=dev)  # (n, C, H, W)
         cond = self.condition(y, n)  # (n, p)
         shifts = [layer.cond(cond).chunk(2, dim=1) for layer in layers]  # per layer: (n, 2p) x 2
-        up, left_reach = len(layers) * half, len(layers) * half + 1  # the vertical / horizontal reach
+        vin = [torch.zeros(n, p, half + h, w + 2 * half, device=dev) for _ in layers]  # row r at half + r
         for i in range(h):
-            # 1. each layer's vertical-stack term for row i, from the rows above (zero padding at row 0)
-            if i == 0:
-                v_last = [torch.zeros(n, 2 * self.cfg.channels, 1, w, device=self.device)] * len(layers)
-            else:
-                v, v_last = self.inp(x[:, :, max(0, i - 1 - up) : i] * 2 - 1), []  # rows above, (n, p, r, W)
-                for layer, (cv, _) in zip(layers, shifts, strict=True):
-                    v_pre = layer.vertical(v)  # (n, 2p, r, W)
-                    v_last.append(v_pre[:, :, -1:])  # row i - 1: what row i reads, shifted down
-                    v = layer.gate(v_pre, cv)
-            v_to_h = [layer.v_to_h(vl) for layer, vl in zip(layers, v_last, strict=True)]  # (n, 2p, 1, W)
-            # 2. each pixel of row i: the horizontal stack on its row, left of it and itself
+            if i == 0:  # nothing above: the vertical stack shifted down reads zero padding
+                v_to_h = [layer.v_to_h(torch.zeros(n, 2 * p, 1, w, device=dev)) for layer in layers]
+            else:  # row i - 1 of every layer's vertical stack, from the rows above it
+                vin[0][:, :, half + i - 1, half : half + w] = self.inp(x[:, :, i - 1 : i] * 2 - 1)[:, :, 0]
+                v_to_h = []
+                for k, (layer, (cv, _)) in enumerate(zip(layers, shifts, strict=True)):
+                    v_pre = layer.v_conv(vin[k][:, :, i - 1 : i + half])  # (n, 2p, 1, W): row i - 1
+                    v_to_h.append(layer.v_to_h(v_pre))  # what row i's horizontal stack reads
+                    if k + 1 < len(layers):
+                        vin[k + 1][:, :, half + i - 1, half : half + w] = layer.gate(v_pre, cv)[:, :, 0]
+            hin = [torch.zeros(n, p, 1, half + w, device=dev) for _ in layers]  # column j at half + j
             for j in range(w):
-                left = max(0, j - left_reach)
-                hs = self.inp(x[:, :, i : i + 1, left : j + 1] * 2 - 1)  # (n, p, 1, <= reach + 1)
+                if j > 0:  # mask A: layer 0 sees the pixels left of (i, j), not (i, j) itself
+                    hin[0][..., half + j] = self.inp(x[:, :, i : i + 1, j - 1 : j] * 2 - 1)[..., 0]
                 skips = 0
-                for layer, (_, ch), vh in zip(layers, shifts, v_to_h, strict=True):
-                    hs, skip = layer.horizontal(hs, vh[..., left : j + 1], ch)
-                    skips = skips + skip
-                params = self.head(skips + hs)[..., -1:]  # (n, C * P, 1, 1): pixel (i, j)
+                for k, (layer, (_, ch), vh) in enumerate(zip(layers, shifts, v_to_h, strict=True)):
+                    a = layer.h_conv(hin[k][..., j : j + half + 1]) + vh[..., j : j + 1]  # (n, 2p, 1, 1)
+                    gated = layer.drop(layer.gate(a, ch))  # (n, p, 1, 1)
+                    out = layer.h_out(gated)  # (n, p, 1, 1); after the first layer, plus the residual
+                    if not layer.first:
+                        out = hin[k][..., half + j : half + j + 1] + out
+                    skips = skips + layer.skip(gated)
+                    if k + 1 < len(layers):
+                        hin[k + 1][..., half + j : half + j + 1] = out
+                params = self.head(skips + out)  # (n, C * P, 1, 1): pixel (i, j)
                 x[:, :, i, j] = self._draw(params, generator, i)
         return x

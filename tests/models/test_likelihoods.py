@@ -42,10 +42,11 @@ def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_image
 ):
     """The window sampler runs each pass on the pixel's window (``reach`` rows above, ``reach``
     columns either side): every input a pixel's output depends on lies inside it (gradients
-    are zero outside). It, and the cached sampler (the vertical stack once per row, then only
-    the horizontal stack per pixel), draw the very images of full-image passes, seed for seed,
-    with classifier-free guidance (on every row, or on an interval of rows) and with DistAug's
-    shift condition too."""
+    are zero outside). It, and the cached sampler (every layer's activations kept: a row of the
+    vertical stack per row, a column of the horizontal stack per pixel), draw the very images of
+    full-image passes, seed for seed, with classifier-free guidance (on every row, or on an
+    interval of rows) and with DistAug's shift condition too; the cached sampler also with three
+    layers, where a middle layer's residual feeds the next."""
     torch.manual_seed(0)
     spec = DataSpec(2, 17, 19, 5, 3)
     net = {"channels": 4, "layers": 2, "kernel": kernel, "guidance": guidance, "label_dropout": 0.1,
@@ -66,6 +67,12 @@ def test_pixelcnn_sees_only_its_window_and_the_fast_samplers_draw_the_same_image
                                 for m in ("full", "window", "cached"))  # fmt: skip
     assert torch.equal(full, window) and torch.equal(full, cached)
     assert torch.equal(model.sample(2, y, generator=torch.Generator().manual_seed(7)), cached)  # the default
+    deeper = models.build("pixelcnn", spec, {**net, "layers": 3}).eval()
+    with torch.no_grad():
+        full, cached = (
+            deeper._sample(2, y, torch.Generator().manual_seed(7), mode=m) for m in ("full", "cached")
+        )
+    assert torch.equal(full, cached)
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic"])
