@@ -154,7 +154,9 @@ def main() -> None:
                     net = train_evaluator(*part, spec, cfg, seed=seed, synthetic=extra)
                 elif way == "views":
                     g = torch.Generator().manual_seed(seed)
-                    x_v = classical_augment(syn.x.repeat(args.views, 1, 1, 1), cfg.shift, cfg.rotate, g)
+                    x_v = classical_augment(
+                        syn.x.repeat(args.views, 1, 1, 1), cfg.shift, cfg.rotate, g, cfg.scale, cfg.shear
+                    )
                     with torch.no_grad():
                         logits = torch.cat([vote(b) for b in x_v.split(1024)])
                     targets = teacher_targets(logits, syn.y.repeat(args.views), recipe)

@@ -11,6 +11,11 @@ without it, and a logistic regression, each trained on the subset with and witho
 synthetic images of every recipe, train-on-synthetic accuracy, and the PCA + KDE reference by
 the same code. Intervals pool classifier seeds and subsets (paired lifts). Prints Markdown
 tables; writes the curve to <out>/usefulness.png and the figures to <out>/usefulness.json.
+
+``--against OTHER/usefulness.json`` (a run on the same fractions, subsets and seeds, with other
+settings, e.g. a stronger classical augmentation: ``-o usefulness.cnn.scale=0.15``) also prints
+each of this run's accuracies against that run's classifier on real data alone and against the
+same row there, paired by subset and seed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,45 @@ from genzoo.tasks.config import load_params  # noqa: E402
 from genzoo.tasks.prepare import prepare  # noqa: E402
 from genzoo.tasks.report import usefulness_plot  # noqa: E402
 from genzoo.tasks.train import train_family, up_to_date  # noqa: E402
-from genzoo.tasks.usefulness import measure_family, recipes, reference  # noqa: E402
+from genzoo.tasks.usefulness import measure_family, recipes, reference, stats  # noqa: E402
+
+
+def accuracy_rows(u: dict, names: list[str], p: str, c: str) -> dict[str, list[float]]:
+    """Every row's accuracies per seed at fraction ``p`` for classifier ``c``: real alone, then
+    each generator's with each recipe."""
+    ref = u["reference"]
+    rows = {"real only": ref["real"][p][c]["per_seed"]}
+    gens = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
+    if "held_out" in ref:
+        gens.insert(1, ("held-out real", ref["held_out"]))
+    for gen_name, d in gens:
+        for name in names:
+            aug = d.get("recipes", {}).get(name, {}).get("augmentation", {})
+            if p in aug and c in aug[p]:
+                rows[f"+ {gen_name}, {name}"] = aug[p][c]["augmented"]["per_seed"]
+    return rows
+
+
+def print_against(u: dict, other: dict, names: list[str], fractions: list[str], clfs: list[str]) -> None:
+    """This run's accuracies minus ``other``'s (a run with other settings on the same subsets and
+    seeds): against its classifier on real data alone, and against the same row, paired."""
+    cell = lambda v: f"{100 * stats(v)['mean']:+.1f} ± {100 * stats(v)['ci95']:.1f}"  # noqa: E731
+    for c in clfs:
+        print(f"**{c}, against the other run** (points, paired by subset and seed)\n")
+        print("| row | real % | against its real only | against its same row |\n|---|---|---|---|")
+        for p in fractions:
+            if p not in other["reference"]["real"] or c not in other["reference"]["real"][p]:
+                continue
+            theirs = accuracy_rows(other, names, p, c)
+            for row, mine in accuracy_rows(u, names, p, c).items():
+                if len(mine) != len(theirs["real only"]):
+                    n = len(theirs["real only"])
+                    raise SystemExit(f"--against: {row} at {p}: {len(mine)} seeds here, {n} there; "
+                                     "run both on the same subsets and seeds")  # fmt: skip
+                base = [a - b for a, b in zip(mine, theirs["real only"], strict=True)]
+                same = [a - b for a, b in zip(mine, theirs[row], strict=True)] if row in theirs else None
+                print(f"| {row} | {100 * float(p):g} | {cell(base)} | {cell(same) if same else '–'} |")
+        print()
 
 
 def main() -> None:
@@ -41,7 +84,9 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", help="default: usefulness.recipes in params.yaml")
     ap.add_argument("--out", help="working folder (trained models are reused from here); default: a temp dir")
     ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--against", type=Path, help="another run's usefulness.json: paired differences")
     args = ap.parse_args()
+    other = json.loads(args.against.read_text()) if args.against else None  # read before hours of compute
     out = Path(args.out or tempfile.mkdtemp(prefix="genzoo-usefulness-"))
     base = [
         f"run.runs_dir={out}/runs",
@@ -113,6 +158,8 @@ def main() -> None:
                 kept = f"kept {c['kept']:,} of {c['drawn']:,} drawn"
                 print(f"{f} {name} at {100 * float(p):g}%: {kept}, dropped {c['rejected']}")
     print()
+    if other is not None:
+        print_against(u, other, names, fr, clfs)
     (out / "usefulness.json").write_text(json.dumps(u, indent=2))
     png = usefulness_plot(u).split(",", 1)[1]
     (out / "usefulness.png").write_bytes(base64.b64decode(png))

@@ -30,6 +30,10 @@ class EvaluatorConfig(NetConfig):
     shift: int = Field(1, ge=0, description="random translation (pixels) as augmentation")
     rotate: float = Field(0.0, ge=0, le=45, description="degrees; > 0: classical augmentation, each image "
                           "shifted by up to `shift` pixels and rotated by up to this angle")  # fmt: skip
+    scale: float = Field(0.0, ge=0, lt=1, description="classical augmentation too: each axis of each image "
+                         "scaled by a factor in [1 - scale, 1 + scale]")  # fmt: skip
+    shear: float = Field(0.0, ge=0, le=1, description="classical augmentation too: each image sheared "
+                         "horizontally by a factor in [-shear, shear]")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,25 +110,37 @@ def _shift(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
 
 
-def classical_augment(x: Tensor, shift: int, rotate: float, gen: torch.Generator) -> Tensor:
+def classical_augment(x: Tensor, shift: int, rotate: float, gen: torch.Generator, scale: float = 0.0,
+                      shear: float = 0.0) -> Tensor:  # fmt: skip
     """Each image shifted by a whole number of pixels in [-shift, shift] on each axis and
-    rotated by an angle in [-rotate, rotate] degrees (one bilinear resampling, zeros outside):
-    the classical augmentation a practitioner applies to digits. (N, C, H, W) -> same."""
+    rotated by an angle in [-rotate, rotate] degrees; with ``scale``, each axis also scaled by a
+    factor in [1 - scale, 1 + scale], with ``shear`` sheared horizontally by a factor in [-shear,
+    shear] (one bilinear resampling, zeros outside): the classical augmentation a practitioner
+    applies to digits. (N, C, H, W) -> same."""
     n, _, h, w = x.shape
     angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(rotate)  # (N,)
     offset = torch.randint(-shift, shift + 1, (n, 2), generator=gen).float()  # (N, 2) pixels (x, y)
     offset = offset * 2 / torch.tensor([w, h], dtype=torch.float)  # in affine_grid's [-1, 1] units
     cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1),
-                         torch.stack([sin, cos, offset[:, 1]], 1)], 1)  # (N, 2, 3)  # fmt: skip
+    linear = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (N, 2, 2)
+    if scale > 0 or shear > 0:  # drawn only when asked for: shift and rotation alone draw as before
+        factors = 1 + (torch.rand(n, 2, generator=gen) * 2 - 1) * scale  # (N, 2): x, y
+        sheared = (torch.rand(n, generator=gen) * 2 - 1) * shear  # (N,)
+        zeros = torch.zeros(n)
+        stretch = torch.stack([torch.stack([factors[:, 0], sheared], 1),
+                               torch.stack([zeros, factors[:, 1]], 1)], 1)  # (N, 2, 2)  # fmt: skip
+        linear = linear @ stretch
+    theta = torch.cat([linear, offset[:, :, None]], 2)  # (N, 2, 3)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def augment(x: Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> Tensor:
-    """The training augmentation of ``cfg``: classical (per image) when ``rotate`` > 0, else the
-    batch shift."""
-    return classical_augment(x, cfg.shift, cfg.rotate, gen) if cfg.rotate > 0 else _shift(x, cfg.shift, gen)
+    """The training augmentation of ``cfg``: classical (per image) when ``rotate``, ``scale`` or
+    ``shear`` is above 0, else the batch shift."""
+    if cfg.rotate > 0 or cfg.scale > 0 or cfg.shear > 0:
+        return classical_augment(x, cfg.shift, cfg.rotate, gen, cfg.scale, cfg.shear)
+    return _shift(x, cfg.shift, gen)
 
 
 LABEL_SMOOTHING = 0.05

@@ -149,7 +149,7 @@ def classifier_accuracy(
     if kind in ("cnn", "cnn_plain"):
         cfg = params.usefulness.cnn
         if kind == "cnn_plain":
-            cfg = cfg.model_copy(update={"shift": 0, "rotate": 0.0})
+            cfg = cfg.model_copy(update={"shift": 0, "rotate": 0.0, "scale": 0.0, "shear": 0.0})
         extra = None
         if synthetic is not None and len(synthetic.y):
             recipe = recipe or Recipe()

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from genzoo.models.evaluator import EvaluatorConfig, accuracy, load_evaluator, save_evaluator, train_evaluator
+from genzoo.models.evaluator import (
+    EvaluatorConfig,
+    accuracy,
+    classical_augment,
+    load_evaluator,
+    save_evaluator,
+    train_evaluator,
+)
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import data_spec, load_split, prepare
 
@@ -69,3 +76,29 @@ def test_mixed_loss_counts_every_image_alike_whatever_the_real_share():
         loss = mixed_loss(real, y, real[:m], smoothed[:m], w)
         assert torch.allclose(loss, (per_image.sum() + w * per_image[:m].sum()) / 12, atol=1e-6)
     assert torch.allclose(mixed_loss(real, y, real, smoothed, 1.0), 2 * per_image.mean(), atol=1e-6)
+
+
+def test_classical_augmentation_scales_and_shears_only_when_asked():
+    """``scale`` stretches each axis by a factor in [1 - scale, 1 + scale] and ``shear`` slants
+    each image; at 0 they draw nothing, so shift and rotation alone give the images they gave
+    before these were added, and nothing at all leaves an image as it was."""
+    square = torch.zeros(400, 1, 16, 16)
+    square[..., 6:10, 6:10] = 1.0  # 4x4, centred
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(classical_augment(square, 0, 0.0, g), square)
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(classical_augment(square, 1, 10.0, a), classical_augment(square, 1, 10.0, b, 0.0, 0.0))
+    assert torch.equal(a.get_state(), b.get_state())  # no draws for a scale or shear of 0
+    # an axis scaled by f in affine_grid's sampling shows the square 1/f as wide: area 16 / (fx fy)
+    mass = classical_augment(square, 0, 0.0, torch.Generator().manual_seed(2), scale=0.5).sum((1, 2, 3))
+    assert mass.min() > 16 / 1.5**2 * 0.9 and mass.max() < 16 / 0.5**2 * 1.1
+    assert mass.max() / mass.min() > 4  # the factors spread over their range
+    assert torch.equal(classical_augment(square, 0, 0.0, torch.Generator().manual_seed(2)), square)
+    line = torch.zeros(400, 1, 16, 16)
+    line[..., 7:9] = 1.0  # a vertical bar
+    cols = torch.arange(16.0)
+    slanted = classical_augment(line, 0, 0.0, torch.Generator().manual_seed(3), shear=0.5)
+    top, bottom = ((r * cols).sum(-1) / r.sum(-1) for r in (slanted[:, 0, 2], slanted[:, 0, 13]))
+    lean = top - bottom  # (N,) columns the bar moved between rows 2 and 13
+    assert lean.abs().max() > 3 and (lean > 1).any() and (lean < -1).any()
+    assert lean.abs().max() <= 0.5 * 11 + 0.5

@@ -397,7 +397,7 @@ def test_the_baseline_cnn_uses_classical_augmentation_and_cnn_plain_none(trained
     real = U.train_evaluator
 
     def spy(x, y, spec, cfg, seed=0, synthetic=None):
-        seen.append((cfg.shift, cfg.rotate, synthetic is not None))
+        seen.append((cfg.shift, cfg.rotate, cfg.scale, cfg.shear, synthetic is not None))
         return real(x, y, spec, cfg.model_copy(update={"steps": 2}), seed, synthetic)
 
     monkeypatch.setattr(U, "train_evaluator", spy)
@@ -406,10 +406,10 @@ def test_the_baseline_cnn_uses_classical_augmentation_and_cnn_plain_none(trained
                        "usefulness": {**trained.usefulness.model_dump(mode="json"),
                                       "classifiers": ["cnn", "cnn_plain"],
                                       "cnn": {"steps": 2, "channels": 8, "feature_dim": 16, "shift": 1,
-                                              "rotate": 10}}})  # fmt: skip
+                                              "rotate": 10, "scale": 0.15, "shear": 0.2}}})  # fmt: skip
     U.classifier_accuracy("cnn", train, test, spec, params, 0)
     U.classifier_accuracy("cnn_plain", train, test, spec, params, 0)
-    assert seen == [(1, 10.0, False), (0, 0.0, False)]
+    assert seen == [(1, 10.0, 0.15, 0.2, False), (0, 0.0, 0.0, 0.0, False)]
 
 
 def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):

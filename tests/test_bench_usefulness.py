@@ -1,0 +1,39 @@
+"""bench/usefulness.py --against: another run's accuracies (other settings, the same subsets and
+seeds) subtracted seed by seed, against its real-only classifier and against the same row."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_usefulness", ROOT / "bench" / "usefulness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(real: list[float], distil: list[float]) -> dict:
+    aug = {"0.1": {"cnn": {"augmented": {"per_seed": distil}}}}
+    return {"reference": {"real": {"0.1": {"cnn": {"per_seed": real}}},
+                          "pca_kde": {"recipes": {"distil": {"augmentation": aug}}}},
+            "families": {}}  # fmt: skip
+
+
+def test_against_pairs_every_row_with_the_other_runs_real_only_and_same_row(bench, capsys):
+    other = run([0.90, 0.92, 0.94], [0.91, 0.93, 0.95])
+    this = run([0.91, 0.93, 0.95], [0.93, 0.95, 0.97])
+    bench.print_against(this, other, ["distil"], ["0.1"], ["cnn"])
+    out = capsys.readouterr().out
+    assert "| real only | 10 | +1.0 ± 0.0 | +1.0 ± 0.0 |" in out
+    assert "| + PCA + KDE, distil | 10 | +3.0 ± 0.0 | +2.0 ± 0.0 |" in out
+
+
+def test_against_refuses_runs_on_other_seeds(bench):
+    with pytest.raises(SystemExit, match="same subsets and seeds"):
+        bench.print_against(run([0.9, 0.9], [0.9, 0.9]), run([0.9, 0.9, 0.9], [0.9] * 3), ["distil"], ["0.1"],
+                            ["cnn"])  # fmt: skip
