@@ -441,6 +441,7 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
         "synthetic_per_real": recipe.get("synthetic_per_real", protocol.get("synthetic_per_real")),
         "real_share": recipe.get("real_share"),  # how the classifier mixed them: real images per batch
         "seeds": protocol.get("seeds"),
+        "augmentation": protocol.get("augmentation"),  # the baseline CNN's classical augmentation, in words
     }
 
 

@@ -270,8 +270,18 @@ def _splits(params: Params) -> tuple[Data, Data, DataSpec, dict]:
     return (x, y), (xt, yt), data_spec(manifest), manifest
 
 
+def augmentation_words(cfg: EvaluatorConfig) -> str:
+    """The classical augmentation of the usefulness CNN, in words (report, dataset card)."""
+    words = [f"shifts of up to {cfg.shift} pixel{'s' * (cfg.shift != 1)}"] if cfg.shift else []
+    words += [f"rotations of up to {cfg.rotate:g}°"] if cfg.rotate else []
+    words += [f"scaling of each axis by up to {100 * cfg.scale:g}%"] if cfg.scale else []
+    words += [f"shearing by up to {cfg.shear:g}"] if cfg.shear else []
+    return ", ".join(words) or "none"
+
+
 def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
     u = params.usefulness
+    augmentation = augmentation_words(u.cnn)
     return {
         "fractions": u.fractions,
         "recipes": {name: params.recipe(name).model_dump(mode="json") for name in recipes(params)},
@@ -284,7 +294,8 @@ def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
         "n_train": n_train,
         "n_test": n_test,
         "test": "real test split",
-        "baseline": "cnn: the same CNN with classical augmentation (shifts, rotations) on real data alone",
+        "augmentation": augmentation,
+        "baseline": f"cnn: the same CNN with classical augmentation ({augmentation}) on real data alone",
         "interval": "95% Student-t over classifier seeds x subsets (each subset with its own generator and "
         "teacher); lifts paired by subset and seed",
     }

@@ -172,7 +172,11 @@ def _evaluation(folder: Path) -> None:
     stats = lambda m, h: {"mean": m, "ci95": h, "per_seed": [m, m]}  # noqa: E731
     lift = {"augmented": stats(0.9, 0.01), "lift": stats(0.0321, 0.004)}
     distil = {"synthetic_per_real": 1.0, "real_share": 0.9}
-    usefulness = {"family": "vae", "recipe": "distil", "protocol": {"recipes": {"distil": distil}},
+    protocol = {
+        "recipes": {"distil": distil},
+        "augmentation": "shifts of up to 1 pixel, shearing by up to 0.2",
+    }
+    usefulness = {"family": "vae", "recipe": "distil", "protocol": protocol,
                   "tstr": {"cnn": stats(0.871, 0.012)}, "augmentation": {"0.1": {"cnn": lift}}}  # fmt: skip
     reference = {"real": {"1.0": {"cnn": stats(0.962, 0.003)}}}
     (folder / "vae" / "quality.json").write_text(json.dumps(quality))
@@ -212,7 +216,8 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     for text in ("fd 12.35 ± 0.5", "class_accuracy 0.934 ± 0.01", "| cnn | 87.1% ± 1.2 | 96.2% |",
                  "10% of the real training split (from the family retrained on that 10% alone), 90% of each "
                  "training batch real, changes test accuracy by: cnn +3.2 ± 0.4 points",
-                 "distance ratio 0.909"):  # fmt: skip
+                 "distance ratio 0.909",
+                 "augmentation, shifts of up to 1 pixel, shearing by up to 0.2, the baseline"):  # fmt: skip
         assert text in card, text
     assert "With recipe `distil`, adding 1 synthetic image(s) per real one" in card
     assert "another recipe" not in card

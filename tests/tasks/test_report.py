@@ -13,7 +13,7 @@ from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.report import build_report, judges, judges_table, targets, tradeoff, usefulness_targets
 from genzoo.tasks.train import train_family
-from genzoo.tasks.usefulness import measure_family, reference
+from genzoo.tasks.usefulness import augmentation_words, measure_family, reference
 from tests.conftest import tiny_params
 
 
@@ -235,6 +235,7 @@ def test_report_files_and_summary(evaluated):
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
     html = (out / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    assert f"({augmentation_words(params.usefulness.cnn)}: the baseline to beat)" in html
     for text in (
         "Trade-offs",
         "PCA + KDE",

@@ -412,6 +412,19 @@ def test_the_baseline_cnn_uses_classical_augmentation_and_cnn_plain_none(trained
     assert seen == [(1, 10.0, 0.15, 0.2, False), (0, 0.0, 0.0, 0.0, False)]
 
 
+def test_the_protocol_says_the_baselines_augmentation_in_words(trained):
+    cnn = trained.usefulness.cnn.model_copy(update={"shift": 1, "rotate": 10.0, "scale": 0.15, "shear": 0.2})
+    assert U.augmentation_words(cnn) == (
+        "shifts of up to 1 pixel, rotations of up to 10°, scaling of each axis by up to 15%, "
+        "shearing by up to 0.2"
+    )
+    plain = cnn.model_copy(update={"shift": 0, "rotate": 0.0, "scale": 0.0, "shear": 0.0})
+    assert U.augmentation_words(plain) == "none"
+    protocol = U._protocol(trained, 10, 10)
+    assert protocol["augmentation"] == U.augmentation_words(trained.usefulness.cnn)
+    assert protocol["augmentation"] in protocol["baseline"]
+
+
 def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):
     """``usefulness.held_out``: real training images outside each subset, drawn by label (seeded),
     through the same recipes as PCA + KDE: the ceiling of what synthetic images could add. Only
