@@ -38,15 +38,21 @@ from genzoo.tasks.train import train_family, up_to_date  # noqa: E402
 from genzoo.tasks.usefulness import measure_family, recipes, reference, stats  # noqa: E402
 
 
+def generators(u: dict) -> list[tuple[str, dict]]:
+    """The generator rows of a run's figures: PCA + KDE, the held-out real images (with
+    ``-o usefulness.held_out=true``: the ceiling), then every family."""
+    ref = u["reference"]
+    rows = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
+    if "held_out" in ref:
+        rows.insert(1, ("held-out real", ref["held_out"]))
+    return rows
+
+
 def accuracy_rows(u: dict, names: list[str], p: str, c: str) -> dict[str, list[float]]:
     """Every row's accuracies per seed at fraction ``p`` for classifier ``c``: real alone, then
     each generator's with each recipe."""
-    ref = u["reference"]
-    rows = {"real only": ref["real"][p][c]["per_seed"]}
-    gens = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
-    if "held_out" in ref:
-        gens.insert(1, ("held-out real", ref["held_out"]))
-    for gen_name, d in gens:
+    rows = {"real only": u["reference"]["real"][p][c]["per_seed"]}
+    for gen_name, d in generators(u):
         for name in names:
             aug = d.get("recipes", {}).get(name, {}).get("augmentation", {})
             if p in aug and c in aug[p]:
@@ -57,13 +63,19 @@ def accuracy_rows(u: dict, names: list[str], p: str, c: str) -> dict[str, list[f
 def print_against(u: dict, other: dict, names: list[str], fractions: list[str], clfs: list[str]) -> None:
     """This run's accuracies minus ``other``'s (a run with other settings on the same subsets and
     seeds): against its classifier on real data alone, and against the same row, paired."""
-    cell = lambda v: f"{100 * stats(v)['mean']:+.1f} ± {100 * stats(v)['ci95']:.1f}"  # noqa: E731
+
+    def cell(v: list[float]) -> str:
+        st = stats(v)
+        return f"{100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f}"
+
     for c in clfs:
+        shared = [p for p in fractions if c in other["reference"]["real"].get(p, {})]
+        if not shared:
+            print(f"**{c}**: the other run has no fraction of this one ({', '.join(fractions)}) for {c}\n")
+            continue
         print(f"**{c}, against the other run** (points, paired by subset and seed)\n")
         print("| row | real % | against its real only | against its same row |\n|---|---|---|---|")
-        for p in fractions:
-            if p not in other["reference"]["real"] or c not in other["reference"]["real"][p]:
-                continue
+        for p in shared:
             theirs = accuracy_rows(other, names, p, c)
             for row, mine in accuracy_rows(u, names, p, c).items():
                 if len(mine) != len(theirs["real only"]):
@@ -131,10 +143,7 @@ def main() -> None:
         print("|---" * (len(fr) + 3) + "|")
         print("| real only | | " + " | ".join(cell(ref["real"][p][c]) for p in fr)
               + f" | {cell(ref['real'][fr[-1]][c])} (real) |")  # fmt: skip
-        rows = [("PCA + KDE", ref["pca_kde"]), *u["families"].items()]
-        if "held_out" in ref:  # -o usefulness.held_out=true: real images outside the subset (the ceiling)
-            rows.insert(1, ("held-out real", ref["held_out"]))
-        for gen_name, d in rows:
+        for gen_name, d in generators(u):
             for name in names:
                 aug = d.get("recipes", {}).get(name, {}).get("augmentation")
                 if not aug:

@@ -37,3 +37,8 @@ def test_against_refuses_runs_on_other_seeds(bench):
     with pytest.raises(SystemExit, match="same subsets and seeds"):
         bench.print_against(run([0.9, 0.9], [0.9, 0.9]), run([0.9, 0.9, 0.9], [0.9] * 3), ["distil"], ["0.1"],
                             ["cnn"])  # fmt: skip
+
+
+def test_against_says_when_the_runs_share_no_fraction(bench, capsys):
+    bench.print_against(run([0.9], [0.9]), run([0.9], [0.9]), ["distil"], ["0.25"], ["cnn"])
+    assert "the other run has no fraction of this one (0.25) for cnn" in capsys.readouterr().out
