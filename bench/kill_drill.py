@@ -64,10 +64,15 @@ def _run(code: str, *args: str) -> subprocess.Popen:
 
 
 def write_drill(kills: int, rng: random.Random) -> dict:
+    """``kills`` SIGKILLs of a process writing checkpoints, in a temporary folder removed after."""
+    with tempfile.TemporaryDirectory(prefix="genzoo-kill-write-") as tmp:  # removed whatever happens
+        return _write_drill(kills, rng, Path(tmp) / "checkpoints")
 
+
+def _write_drill(kills: int, rng: random.Random, root: Path) -> dict:
     from genzoo.models.trainer import Checkpoints
 
-    root = Path(tempfile.mkdtemp(prefix="genzoo-kill-write-"))
+    root.mkdir()
     good = bad = empty = 0
     temp_left = 0
     last = 0
@@ -90,7 +95,6 @@ def write_drill(kills: int, rng: random.Random) -> dict:
         good += ok
         bad += not ok
         last = state["step"]
-    started.unlink(missing_ok=True)
     return {
         "kills": kills,
         "loaded_and_verified": good,
@@ -112,11 +116,17 @@ def train_drill(kills: int, steps: int, rng: random.Random) -> dict:
     """``kills`` SIGKILLs, each at a random step chosen ahead (read from the training log as
     it grows), so every kill lands mid-training, never in the start-up or after the end; then a
     last run to the end, compared with an uninterrupted one."""
+    with tempfile.TemporaryDirectory(prefix="genzoo-kill-train-") as tmp:  # removed whatever happens
+        straight, killed = Path(tmp) / "straight", Path(tmp) / "killed"
+        straight.mkdir()
+        killed.mkdir()
+        return _train_drill(kills, steps, rng, straight, killed)
+
+
+def _train_drill(kills: int, steps: int, rng: random.Random, straight: Path, killed: Path) -> dict:
     import torch
 
-    straight = Path(tempfile.mkdtemp(prefix="genzoo-straight-"))
     assert _run(TRAINER, str(straight), str(steps)).wait() == 0
-    killed = Path(tempfile.mkdtemp(prefix="genzoo-killed-"))
     lost, killed_at, finished_early = [], [], 0
     done = 0
     for i in range(kills):

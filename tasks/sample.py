@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +119,17 @@ def load_model(
 ) -> GenerativeModel:
     """A trained model from ``ref``: a family name (its model in ``runs_dir/<family>/``), a
     saved ``model.json`` (or its folder), or a registered MLflow version
-    ``models:/<family>/<version>`` (downloaded from the tracking server). The weights'
-    sha256 is checked against model.json; one that records none loads only with
-    ``allow_unhashed``."""
+    ``models:/<family>/<version>`` (downloaded from the tracking server into a temporary folder,
+    removed once the weights are loaded). The weights' sha256 is checked against model.json; one
+    that records none loads only with ``allow_unhashed``."""
     ref = str(ref)
     if ref.startswith("models:/"):  # a registered version in MLflow
         from genzoo.tasks.tracking import download_registered
 
-        path = download_registered(ref) / "model.json"
-    elif ref in models.REGISTRY and not Path(ref).exists():
+        with tempfile.TemporaryDirectory(prefix="genzoo-model-") as tmp:
+            path = download_registered(ref, tmp) / "model.json"
+            return load_model(path, runs_dir, device, allow_unhashed=allow_unhashed)
+    if ref in models.REGISTRY and not Path(ref).exists():
         path = Path(runs_dir) / ref / "model.json"
     else:
         path = Path(ref)

@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import os
 import shutil
@@ -14,7 +15,9 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 # Prefect: a private home (database, settings) per test session, no telemetry, and a patient
 # start for the temporary server on a busy 2-core machine; Ray: no usage stats.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="genzoo-prefect-"))
+if "PREFECT_HOME" not in os.environ:  # removed when the session's process exits (~10 MB each)
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genzoo-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

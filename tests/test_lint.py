@@ -74,3 +74,22 @@ def test_tests_and_benchmarks_signal_only_processes_they_started(tmp_path):
         child.kill()
         child.wait()
         os.kill(outsider, signal.SIGKILL)  # the outsider this test started, by its PID
+
+
+def test_the_test_sessions_prefect_home_is_removed_when_it_ends(tmp_path):
+    """Each test session's private PREFECT_HOME (its database, ~10 MB) goes when the session ends;
+    a PREFECT_HOME the user set is theirs and stays."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    code = "import os, tests.conftest; print(os.environ['PREFECT_HOME'])"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "TMPDIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(str(tmp_path)) and not list(tmp_path.iterdir())
+    own = tmp_path / "mine"
+    own.mkdir()
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PREFECT_HOME": str(own)},
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == str(own) and own.is_dir(), r.stderr

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -117,14 +118,15 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, m
     assert trained["vae"]["mlflow"]["model_uri"] == "models:/vae/1"
     metrics = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
     assert metrics["mlflow"]["model_uri"] == "models:/vae/1"
-    # a registered version samples through the command line
-    out = tmp_path / "from_registry"
-    assert (
-        cli.main(
+    # a registered version samples through the command line, and its download leaves nothing behind
+    out, scratch = tmp_path / "from_registry", tmp_path / "tmp"
+    scratch.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "tempdir", str(scratch))
+        code = cli.main(
             ["sample", "--params", pfile, "--model", "models:/vae/1", "--n", "6", "--out", str(out), "-q"]
         )
-        == 0
-    )
+    assert code == 0 and not list(scratch.iterdir())
     with np.load(f"{out}.npz") as z:
         assert z["images"].shape == (6, 1, 8, 8)
     # each family evaluated (a Ray task once it is trained), then the report over all of them
