@@ -298,23 +298,13 @@ def cmd_detect(args) -> int:
 def cmd_usefulness(args) -> int:
     """Does synthetic data help a classifier? The reference rows, then each family (trained
     first on every real subset); figures in runs/evaluation/<family>/usefulness.json."""
+    from genzoo.tasks.layout import trained_families
     from genzoo.tasks.usefulness import measure_family, reference
 
     params = _params(args)
-    families = (
-        args.families.split(",")
-        if args.families
-        else [f for f in params.usefulness.families if f in params.models]
+    families = trained_families(
+        params, args.families or [f for f in params.usefulness.families if f in params.models]
     )
-    unknown = [f for f in families if f not in params.models]
-    if unknown or not families:
-        raise UsageError(
-            f"--families: {', '.join(unknown) or 'none given'}; "
-            f"families in params: {', '.join(params.families)}"
-        )
-    for f in families:
-        if not (Path(params.run.runs_dir) / f / "model.json").exists():
-            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
     ref = reference(params)
     clfs = params.usefulness.classifiers
 

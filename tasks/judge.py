@@ -45,7 +45,7 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, exit_code
-from genzoo.tasks.layout import evaluation_dir, read_json
+from genzoo.tasks.layout import evaluation_dir, read_json, trained_families
 
 log = logging.getLogger("genzoo.judge")
 
@@ -237,17 +237,7 @@ def request(
         families = [f for f in params.families if (Path(params.run.runs_dir) / f / "model.json").exists()]
         if not families:
             raise ModelNotFound(f"no trained family under {params.run.runs_dir} (genzoo run first)")
-    elif isinstance(families, str):
-        families = [f for f in families.split(",") if f]
-    unknown = [f for f in families if f not in params.models]
-    if unknown or not families:
-        raise UsageError(
-            f"--families: {', '.join(unknown) or 'none given'} not in params "
-            f"(families: {', '.join(params.families)}, or all)"
-        )
-    for f in families:
-        if not (Path(params.run.runs_dir) / f / "model.json").exists():
-            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+    families = trained_families(params, families)
     name = name or f"study-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME.fullmatch(name):
         raise StudyError(f"--name {name!r}: use letters, digits, '_', '.', '-' (at most 64, no leading dot)")

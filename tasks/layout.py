@@ -43,7 +43,7 @@ from genzoo.models.base import GenerativeModel, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.errors import GenzooError
+from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError
 
 log = logging.getLogger("genzoo.layout")
 # The folder holding models/ tasks/ metrics/: the repository in an editable install,
@@ -97,6 +97,23 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
 def family_dir(params: Params, family: str) -> Path:
     """train@<family>'s outputs."""
     return Path(params.run.runs_dir) / family
+
+
+def trained_families(params: Params, names: list[str] | str) -> list[str]:
+    """``--families`` for a stage that reads trained models (a list, or comma-separated): each
+    must be a family in params and trained under ``run.runs_dir``; none is an error."""
+    if isinstance(names, str):
+        names = [f for f in names.split(",") if f]
+    unknown = [f for f in names if f not in params.models]
+    if unknown or not names:
+        raise UsageError(
+            f"--families: {', '.join(unknown) or 'none given'} not in params "
+            f"(families: {', '.join(params.families)})"
+        )
+    for f in names:
+        if not (family_dir(params, f) / "model.json").exists():
+            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+    return list(dict.fromkeys(names))
 
 
 def evaluation_dir(params: Params) -> Path:

@@ -247,6 +247,10 @@ CASES = {
     # options that do not fit the params or each other
     "unknown-family": (lambda w: ["train", *_p(w), "--family", "nope"], "models.nope: not in params"),
     "detect-without-path": (lambda w: ["detect", *_p(w), "--family", "vae"], "give a PATH"),
+    "usefulness-unknown-family": (
+        lambda w: ["usefulness", *_p(w), "--families", "vae,nope"],
+        "--families: nope not in params",
+    ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
         "empty-class/b: a class folder with no images",

@@ -318,3 +318,20 @@ def test_a_new_folder_without_genzoos_mark_is_not_put_in_place(tmp_path):
         (tmp / "manifest.json").write_text("{}")
     assert read_json(target / "manifest.json")["v"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
+
+
+def test_families_named_for_a_stage_must_be_in_params_and_trained(tmp_path):
+    """`--families` of `genzoo usefulness` and `genzoo judge`: one check, naming what is wrong."""
+    from genzoo.tasks.errors import ModelNotFound, UsageError
+
+    params = validate(tiny_params(tmp_path, families=["vae", "gan"]))
+    (tmp_path / "runs" / "gan").mkdir(parents=True)
+    (tmp_path / "runs" / "gan" / "model.json").write_text("{}")
+    assert layout.trained_families(params, "gan,gan") == ["gan"]
+    assert layout.trained_families(params, ["gan"]) == ["gan"]
+    with pytest.raises(UsageError, match=r"--families: nope not in params \(families: vae, gan\)"):
+        layout.trained_families(params, "gan,nope")
+    with pytest.raises(UsageError, match="none given"):
+        layout.trained_families(params, ",")
+    with pytest.raises(ModelNotFound, match="vae: not trained under .*runs"):
+        layout.trained_families(params, ["gan", "vae"])
