@@ -270,7 +270,8 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
         a = ray.get(cluster.submit(params, family, f"detect-{family}", run_benchmark, params, family))
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
-        get_run_logger().info("%s: anomaly AUROC (likelihood) %s", family, out["anomaly_auroc"])
+        aurocs = ", ".join(f"{name} {v:.3f}" for name, v in out["anomaly_auroc"].items())
+        get_run_logger().info("%s: anomaly AUROC by likelihood: %s", family, aurocs)
     return out
 
 
@@ -283,10 +284,20 @@ def usefulness_reference_task(params: Params) -> dict[str, Any]:
         job = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
     ref = ray.get(job)
     get_run_logger().info(
-        "usefulness reference: real %s",
-        {p: {c: round(r["mean"], 4) for c, r in per.items()} for p, per in ref["real"].items()},
+        "usefulness reference, real data alone: %s",
+        "; ".join(f"{_share(p)}: {_accuracies(per)}" for p, per in ref["real"].items()),
     )
     return {"real": ref["real"], "pca_kde_tstr": ref["pca_kde"]["tstr"]}
+
+
+def _share(p: str) -> str:
+    """A real fraction ("0.1") as a log shows it ("10% real")."""
+    return f"{float(p) * 100:g}% real"
+
+
+def _accuracies(per: dict[str, dict[str, float]]) -> str:
+    """Each classifier's mean test accuracy, in %."""
+    return ", ".join(f"{c} {r['mean'] * 100:.1f}%" for c, r in per.items())
 
 
 @stage("train-subsets", task_run_name="train-subsets-{family}")
@@ -309,9 +320,14 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     lifts = {
         p: {c: round(v["lift"]["mean"], 4) for c, v in per.items()} for p, per in u["augmentation"].items()
     }
+    gains = "; ".join(
+        f"{_share(p)}: " + ", ".join(f"{c} {v['lift']['mean'] * 100:+.1f} ± {v['lift']['ci95'] * 100:.1f}"
+                                     for c, v in per.items())
+        for p, per in u["augmentation"].items()
+    )  # fmt: skip
     get_run_logger().info(
-        "%s: train-on-synthetic accuracy %s; lift %s",
-        family, {c: round(v["mean"], 4) for c, v in u["tstr"].items()}, lifts,
+        "%s: trained on synthetic alone %s; lift over real alone (points) %s",
+        family, _accuracies(u["tstr"]), gains,
     )  # fmt: skip
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 
@@ -321,10 +337,12 @@ def _augment(params: Params, req: Any = None) -> Path:
 
     path = generate(params, req)
     manifest = json.loads((path / "manifest.json").read_text())
+    counts = manifest["counts_per_class"]
+    per_class = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in manifest["filters"]["rejected"].items())
     get_run_logger().info(
-        "%s: %d images from %s, per class %s, filters %s",
-        path, manifest["n"], ", ".join(manifest["families"]), manifest["counts_per_class"],
-        manifest["filters"]["rejected"],
+        "%s: %d images from %s (%s per class); draws dropped: %s",
+        path, manifest["n"], ", ".join(manifest["families"]), per_class, dropped or "none",
     )  # fmt: skip
     return path
 

@@ -50,14 +50,29 @@ def _write(tmp_path, raw) -> str:
     return str(path)
 
 
-def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(tmp_path, monkeypatch, local_ray):
+def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
+    tmp_path, monkeypatch, local_ray, caplog
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     raw = tiny_params(tmp_path, steps=12, families=["vae", "gan", "pixelcnn"], useful=True, detect=True)
     raw["run"]["track"] = True
     pfile = _write(tmp_path, raw)
 
-    first = pl.pipeline(params_file=pfile)
+    with caplog.at_level(logging.INFO):
+        first = pl.pipeline(params_file=pfile)
+    # the benchmarks' figures, as a person reads them in the console and the Prefect UI
+    said = [r.getMessage() for r in caplog.records]
+    num, pct, pts = r"\d\.\d{3}", r"\d+\.\d%", r"[+-]\d+\.\d ± \d+\.\d"
+    acc, lift = f"cnn {pct}, logistic {pct}", f"cnn {pts}, logistic {pts}"
+    for line in (
+        rf"pixelcnn: anomaly AUROC by likelihood: \w+ {num}(, \w+ {num})+",
+        rf"usefulness reference, real data alone: 20% real: {acc}; 100% real: {acc}",
+        rf"gan: trained on synthetic alone {acc}; lift over real alone \(points\) "
+        rf"20% real: {lift}; 100% real: {lift}",
+        r".+: \d+ images from [\w, ]+ \(\d+(-\d+)? per class\); draws dropped: \d+ [a-z ]+(, \d+ [a-z ]+)*",
+    ):
+        assert any(re.fullmatch(line, m) for m in said), (line, said)
     trained = first["trained"]
     assert sorted(trained) == ["gan", "pixelcnn", "vae"]
     assert not any(m["cached"] for m in trained.values())
