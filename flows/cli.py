@@ -217,9 +217,16 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from genzoo.tasks.config import load_params
     from genzoo.tasks.status import format_status, status
 
-    st = status(_params(args))
+    params = _params(args)
+    others = {  # the params file as each of its other profiles makes it: what a stale family was made with
+        f"--profile {n}" if n else "no --profile": load_params(args.params, args.overrides, n)
+        for n in [None, *params.profiles]
+        if n != args.profile
+    }
+    st = status(params, others)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return 0
 

@@ -6,19 +6,29 @@ import time
 from typing import Any
 
 from genzoo.tasks.config import Params
-from genzoo.tasks.data import read_manifest
+from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.layout import family_dir, read_json, up_to_date
 
 
-def family_status(params: Params, family: str) -> dict[str, Any]:
+def family_status(params: Params, family: str, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
+    """``family``'s outputs and whether they are current; when they are not, why: other data, or
+    params of one of ``profiles`` (the params file's profiles, each applied), or params or code."""
     out = family_dir(params, family)
     row: dict[str, Any] = {"family": family, "state": "not trained"}
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
     if meta is None or metrics is None:
         return row
-    current = up_to_date(params, family) is not None
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    if up_to_date(params, family) is not None:
+        state = "up to date"
+    elif manifest and data_hash(manifest) != meta.get("data_sha256"):
+        state = "stale (trained on other data than the prepared data)"
+    elif made := [name for name, p in (profiles or {}).items() if up_to_date(p, family) is not None]:
+        state = f"stale for these params; up to date with {made[0]}"
+    else:
+        state = "stale (params or code changed since)"
     row.update(
-        state="up to date" if current else "stale (params, data or code changed since)",
+        state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.safetensors").stat().st_mtime)),
         steps=metrics.get("steps"),
         test_bpd=metrics.get("test_bpd"),
@@ -35,7 +45,8 @@ def family_status(params: Params, family: str) -> dict[str, Any]:
     return row
 
 
-def status(params: Params) -> dict[str, Any]:
+def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
+    """The prepared data and every family's state (``profiles``: see ``family_status``)."""
     data: dict[str, Any] = {"prepared_dir": params.data.prepared_dir, "state": "not prepared"}
     if m := read_manifest(params.data.prepared_dir, required=False):
         data.update(
@@ -44,7 +55,7 @@ def status(params: Params) -> dict[str, Any]:
             shape=m["shape"],
             splits={s: v["n"] for s, v in m["splits"].items()},
         )
-    return {"data": data, "families": [family_status(params, f) for f in params.families]}
+    return {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
 
 
 def format_status(st: dict[str, Any]) -> str:

@@ -145,3 +145,33 @@ def test_sample_refuses_a_model_json_without_sha256_unless_allow_unhashed(tmp_pa
     r = subprocess.run([*cmd, "--allow-unhashed"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 4 and (tmp_path / "s.npz").exists()
+
+
+def test_status_says_why_a_family_is_stale(tmp_path, capsys):
+    """`genzoo status` after a run with a profile: up to date under that profile, and without it
+    the profile that would make it current; other params or other data are named as such."""
+    import yaml
+
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=4, families=["gan", "vae"])
+    raw["profiles"] = {"short": {"models.gan.train.steps": 3}}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    base = ["--params", str(pfile)]
+    assert cli.main(["prepare", *base]) == 0
+    assert cli.main(["train", "--family", "gan", "--profile", "short", "-q", *base]) == 0
+    capsys.readouterr()
+
+    def gan_state(*args: str) -> str:
+        assert cli.main(["status", *base, *args]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.startswith("vae       not trained") for line in lines), lines
+        return next(line for line in lines if line.startswith("gan")).split(" | ")[0][10:]
+
+    assert gan_state("--profile", "short") == "up to date"
+    assert gan_state() == "stale for these params; up to date with --profile short"
+    assert gan_state("--profile", "short", "-o", "seed=1") == "stale (params or code changed since)"
+    assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
+    capsys.readouterr()
+    assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"
