@@ -265,6 +265,30 @@ def _perturbed(params: Params, net, recipe, gen: torch.Generator):
     return make
 
 
+# what to change when a filter rejects most draws
+_ADVICE = {
+    "teacher_disagrees": "the recipe's teacher, a classifier of the real images, gives most draws another"
+    " class: train the family longer (a quick-profile model is barely trained), take another family, or"
+    " a recipe without a teacher (`--recipe plain`)",
+    "teacher_unsure": "lower the recipe's teacher_confidence",
+    "low_confidence": "lower augment.min_confidence",
+    "copies": "turn off augment.reject_copies",
+}
+
+
+def _too_few(family: str, c: int, kept: int, count: int, drawn: int, rejected: dict[str, int]) -> str:
+    """Why a class could not be filled, and what to change: first for the filter that rejected most."""
+    most = sorted(((n, reason) for reason, n in rejected.items() if n), reverse=True)
+    why = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for n, reason in most)
+    worst = most[0][1] if most else None
+    advice = [_ADVICE[worst]] if worst in _ADVICE else []
+    return (
+        f"augment: class {c} of {family}: only {kept} of {count} images passed the filters after {drawn:,}"
+        f" draws of it (rejected, every class: {why or 'none'}); "
+        + "; or ".join([*advice, "raise augment.max_draws"])
+    )
+
+
 def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batch: int):
     """Make images (``make(labels)``) until every class has its count that pass the filters."""
     levels = net.spec.levels
@@ -275,11 +299,8 @@ def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batc
         over = [c for c in range(len(counts)) if need[c] > 0 and drawn[c] >= max_draws * counts[c]]
         if over:
             c = over[0]
-            kept = counts[c] - need[c]
             raise ValueError(
-                f"augment: class {c} of {net.family}: only {kept} of {counts[c]} images passed the filters"
-                f" after {drawn[c]} draws (rejected: {filters.rejected}); lower augment.min_confidence (or"
-                " the recipe's teacher_confidence), turn off augment.reject_copies or raise augment.max_draws"
+                _too_few(net.family, c, counts[c] - need[c], counts[c], drawn[c], filters.rejected)
             )
         ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
         for yb in ask.split(batch):

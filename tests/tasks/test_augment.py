@@ -383,3 +383,17 @@ def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
     sampled = aug.copy_radius(train)
     assert sampled == aug.copy_radius(train) and sampled != float(torch.quantile(whole.min(1).values, 0.01))
     assert abs(sampled / float(torch.quantile(whole.min(1).values, 0.01)) - 1) < 0.25
+
+
+def test_a_dataset_its_filters_cannot_fill_says_what_to_change_for_the_filter_that_rejected_most():
+    from genzoo.tasks.augment import _too_few
+
+    msg = _too_few("ddpm", 1, 80, 200, 2053, {"low_confidence": 0, "copies": 3, "teacher_disagrees": 12683})
+    assert msg.startswith(
+        "augment: class 1 of ddpm: only 80 of 200 images passed the filters after 2,053 draws"
+    )
+    assert "12,683 teacher disagrees, 3 copies" in msg and "--recipe plain" in msg
+    assert "min_confidence" not in msg and msg.endswith("raise augment.max_draws")
+    assert "turn off augment.reject_copies" in _too_few(
+        "gan", 0, 0, 5, 50, {"low_confidence": 1, "copies": 49}
+    )
