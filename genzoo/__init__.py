@@ -6,8 +6,8 @@ own machinery and may change)::
 
     import genzoo
 
-    synthetic = genzoo.load_dataset("data/augment/digits-best")      # a torch Dataset
-    train = genzoo.mix(genzoo.real_dataset("data/prepared"), synthetic, ratio=1.0)
+    synthetic = genzoo.load_dataset("data/augment/synthetic")        # a torch Dataset
+    train = genzoo.mix(genzoo.real_dataset("data/prepared"), synthetic, ratio=0.1)
 
     model = genzoo.load_model("vae", runs_dir="runs")                 # or PATH/model.json, models:/vae/3
     images, labels = genzoo.sample(model, 64, label=7, seed=0)       # (64, C, H, W) in [0, 1], (64,)
@@ -90,7 +90,9 @@ def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train
         split: ``"train"``, ``"val"`` or ``"test"``.
 
     Returns:
-        A ``TensorDataset`` of ``(image float32 (C, H, W) in [0, 1], label int64)``.
+        A ``TensorDataset`` of ``(image float32 (C, H, W) in [0, 1], label int)``: the item
+        format of :func:`load_dataset` (and torchvision's), so :func:`mix` of the two batches
+        through a ``DataLoader``.
     """
     from genzoo.tasks.augment import real_dataset as _real
 

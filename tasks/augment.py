@@ -474,10 +474,19 @@ def load_dataset(
     return SyntheticDataset(p if p.is_dir() else Path(root) / p, verify=verify)
 
 
-def real_dataset(prepared_dir: str | Path, split: str = "train") -> TensorDataset:
-    """A prepared split as a ``TensorDataset`` of (image in [0, 1], label)."""
+class RealDataset(TensorDataset):
+    """A prepared split: items ``(image in [0, 1], label as int)``, as a ``SyntheticDataset``'s and
+    torchvision's, so the two mix in one batch (``default_collate`` refuses ints beside tensors)."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.tensors
+        return x[i], int(y[i])
+
+
+def real_dataset(prepared_dir: str | Path, split: str = "train") -> RealDataset:
+    """A prepared split as a dataset of (image in [0, 1], label)."""
     x, y, _ = load_split(prepared_dir, split)
-    return TensorDataset(x, y)
+    return RealDataset(x, y)
 
 
 def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:

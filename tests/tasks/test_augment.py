@@ -230,6 +230,9 @@ def test_loader_checks_the_hash_and_mix_adds_synthetic_at_a_ratio(trained):
     real = real_dataset(params.data.prepared_dir, "train")
     mixed = mix(real, ds, ratio=0.02)
     assert len(mixed) == len(real) + round(0.02 * len(real))
+    assert isinstance(real[0][1], int)  # the item format of the synthetic set: they batch together
+    xb, yb = next(iter(torch.utils.data.DataLoader(mixed, batch_size=len(mixed))))
+    assert xb.shape == (len(mixed), 1, 8, 8) and yb.dtype == torch.int64
     assert len(mix(real, ds, 0.0)) == len(real)
     with pytest.raises(ValueError, match="needs .* synthetic images"):
         mix(real, ds, ratio=1.0)
