@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from genzoo.models import REGISTRY, get_family
 from genzoo.models.base import DataSpec, NetConfig, by_values
@@ -332,6 +340,12 @@ class Params(_Strict):
     usefulness: UsefulnessParams = Field(default_factory=UsefulnessParams)
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    _profile: str | None = PrivateAttr(None)  # the profile load_params applied (not a key of the file)
+
+    @property
+    def profile(self) -> str | None:
+        """The name of the params file's profile these params were loaded with (None: none)."""
+        return self._profile
 
     @model_validator(mode="after")
     def _known_recipes(self) -> Params:
@@ -533,7 +547,9 @@ def load_params(
         raw = apply_overrides(raw, profiles[profile] or {})
     if overrides:
         raw = apply_overrides(raw, overrides)
-    return validate(raw)
+    params = validate(raw)
+    params._profile = profile or None
+    return params
 
 
 def stage_args(

@@ -537,7 +537,7 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
            ylabel="Fréchet distance (lower is better, log)",
            title="Sample quality vs sampling speed")  # fmt: skip
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # beside the points
     out["quality_vs_speed"] = _fig(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -553,7 +553,7 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     noise = ref["uniform_noise"]
     ax.text(0.02, 0.02, f"uniform noise (off the chart): precision {noise['precision']:.2f}, "
             f"recall {noise['recall']:.2f}", transform=ax.transAxes, fontsize=7, color="gray")  # fmt: skip
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     ax.grid(alpha=0.3)
     out["precision_recall"] = _fig(fig)
 
@@ -649,6 +649,8 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text()).render(
         data_source=params.data.source,
+        profile=params.profile,
+        steps={f: d["metrics"].get("steps") for f, d in data["families"].items()},
         evaluator=data["evaluator"],
         protocol=data["reference"]["protocol"],
         real_test=data["reference"]["real_test"],
@@ -713,6 +715,8 @@ def build_report(params: Params) -> dict[str, Any]:
         "targets": {k: v for k, v in extra["targets"].items() if k != "below_pca_kde"},
         "evaluator_test_accuracy": data["evaluator"].get("test_accuracy"),
     }
+    if params.profile:
+        summary["profile"] = params.profile
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
     if extra["human"]:  # the latest human study, for `dvc metrics show`

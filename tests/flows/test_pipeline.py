@@ -221,14 +221,16 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
     @task(name="count-samples")
     def count_samples(params, trained):
         seen.update({f: Path(params.run.runs_dir, f, "samples.png").exists() for f in trained})
+        seen["profile"] = params.profile  # what the report says the run was made with
         return len(trained)
 
     monkeypatch.setattr(pl, "AFTER_TRAINING", [count_samples])
     monkeypatch.setattr(pl, "PROGRESS_EVERY_S", 0.2)
-    pfile = _write(tmp_path, tiny_params(tmp_path, steps=150, families=["gan", "vae"]))
+    raw = tiny_params(tmp_path, steps=150, families=["gan", "vae"]) | {"profiles": {"quick": {}}}
+    pfile = _write(tmp_path, raw)
     with caplog.at_level(logging.INFO):
-        result = pl.pipeline(params_file=pfile)
-    assert result["count-samples"] == 2 and seen == {"gan": True, "vae": True}
+        result = pl.pipeline(params_file=pfile, profile="quick")
+    assert result["count-samples"] == 2 and seen == {"gan": True, "vae": True, "profile": "quick"}
 
     by_stage: dict[str, list[str]] = {}
     for r in caplog.records:

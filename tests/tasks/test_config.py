@@ -95,3 +95,16 @@ def test_quick_profile_gives_large_images_fewer_samples_and_smaller_batches():
     # the default params draw the same count at any size
     default = load_params("params.yaml")
     assert default.evaluate.per_class(rgb) == 100 and list(class_counts(default.augment, rgb)) == [100, 100]
+
+
+def test_params_remember_the_profile_they_were_loaded_with(tmp_path):
+    import yaml
+
+    from genzoo.tasks.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"models": {"vae": {}}, "profiles": {"short": {"train.steps": 7}}}))
+    assert load_params(path).profile is None
+    p = load_params(path, profile="short")
+    assert p.profile == "short" and p.train.steps == 7
+    assert "profile" not in p.model_dump() and p.model_copy().profile == "short"  # not a key of the file

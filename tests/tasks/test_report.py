@@ -254,6 +254,15 @@ def test_report_files_and_summary(evaluated):
         "random_cnn",
     ):
         assert text in html, text
+    assert "profile" not in summary and "A first look at the" not in html
+    # made under a profile (`make run PROFILE=quick`): the page and the summary say so first
+    quick = params.model_copy()
+    quick._profile = "quick"
+    assert build_report(quick)["profile"] == "quick"
+    html = (out / "index.html").read_text()
+    banner = html[html.index('<p class="profile">') : html.index("<h2>Targets</h2>")]
+    assert "<code>quick</code> profile" in banner and "pixelcnn 5, vae 5, gan 5 training steps" in banner
+    assert "A first look at the" in banner
 
 
 def _chromium() -> str:
