@@ -276,32 +276,46 @@ _ADVICE = {
 }
 
 
-def _too_few(family: str, c: int, kept: int, count: int, drawn: int, rejected: dict[str, int]) -> str:
+def _too_few(
+    family: str, c: int, kept: int, count: int, drawn: int, rejected: dict[str, int], max_draws: int
+) -> str:
     """Why a class could not be filled, and what to change: first for the filter that rejected most."""
     most = sorted(((n, reason) for reason, n in rejected.items() if n), reverse=True)
     why = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for n, reason in most)
     worst = most[0][1] if most else None
     advice = [_ADVICE[worst]] if worst in _ADVICE else []
+    budget = max_draws * count
+    rate = f", at which rate its budget ({budget:,} draws) would keep about {round(kept * budget / drawn)}"
     return (
         f"augment: class {c} of {family}: only {kept} of {count} images passed the filters after {drawn:,}"
-        f" draws of it (rejected, every class: {why or 'none'}); "
+        f" draws of it{rate if drawn < budget else ''} (rejected, every class: {why or 'none'}); "
         + "; or ".join([*advice, "raise augment.max_draws"])
     )
 
 
+def _hopeless(kept: int, drawn: int, count: int, max_draws: int) -> bool:
+    """After ``drawn`` draws of a class (at least its count, and 50), ``kept`` of them passing:
+    at that rate its whole budget (``max_draws`` x its count) would not fill even half of it."""
+    return drawn >= max(count, 50) and kept * max_draws < drawn / 2
+
+
 def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batch: int):
-    """Make images (``make(labels)``) until every class has its count that pass the filters."""
+    """Make images (``make(labels)``) until every class has its count that pass the filters;
+    fails once a class has used its budget, or as soon as its pass rate says the budget cannot
+    fill it (a barely trained model: minutes saved)."""
     levels = net.spec.levels
     got: dict[int, list[torch.Tensor]] = {c: [] for c in range(len(counts))}
     need = counts.copy()
     drawn = np.zeros_like(counts)
     while need.sum() > 0:
-        over = [c for c in range(len(counts)) if need[c] > 0 and drawn[c] >= max_draws * counts[c]]
+        over = [c for c in range(len(counts)) if need[c] > 0 and (
+            drawn[c] >= max_draws * counts[c]
+            or _hopeless(counts[c] - need[c], drawn[c], counts[c], max_draws)
+        )]  # fmt: skip
         if over:
             c = over[0]
-            raise ValueError(
-                _too_few(net.family, c, counts[c] - need[c], counts[c], drawn[c], filters.rejected)
-            )
+            kept = counts[c] - need[c]
+            raise ValueError(_too_few(net.family, c, kept, counts[c], drawn[c], filters.rejected, max_draws))
         ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
         for yb in ask.split(batch):
             x = make(yb)

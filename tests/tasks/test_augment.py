@@ -391,12 +391,46 @@ def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
 def test_a_dataset_its_filters_cannot_fill_says_what_to_change_for_the_filter_that_rejected_most():
     from genzoo.tasks.augment import _too_few
 
-    msg = _too_few("ddpm", 1, 80, 200, 2053, {"low_confidence": 0, "copies": 3, "teacher_disagrees": 12683})
+    msg = _too_few(
+        "ddpm", 1, 80, 200, 2053, {"low_confidence": 0, "copies": 3, "teacher_disagrees": 12683}, 10
+    )
     assert msg.startswith(
         "augment: class 1 of ddpm: only 80 of 200 images passed the filters after 2,053 draws"
     )
     assert "12,683 teacher disagrees, 3 copies" in msg and "--recipe plain" in msg
     assert "min_confidence" not in msg and msg.endswith("raise augment.max_draws")
     assert "turn off augment.reject_copies" in _too_few(
-        "gan", 0, 0, 5, 50, {"low_confidence": 1, "copies": 49}
+        "gan", 0, 0, 5, 50, {"low_confidence": 1, "copies": 49}, 10
     )
+
+
+def test_a_class_its_pass_rate_cannot_fill_fails_after_one_round_and_a_slow_one_is_filled():
+    """A barely trained model whose class 1 passes 1 draw in 25 fails after the first 200 draws of
+    it, not after its whole budget of 2,000; a class that passes 1 in 4 is drawn until filled."""
+    from types import SimpleNamespace
+
+    from genzoo.tasks.augment import _draw
+
+    net = SimpleNamespace(family="toy", spec=SimpleNamespace(levels=17))
+    asked = []
+
+    def make(yb):
+        asked.append(len(yb))
+        return torch.rand(len(yb), 1, 8, 8)
+
+    class Filters:  # class 0 always passes; class 1 one draw in ``every``
+        def __init__(self, every):
+            self.every, self.rejected, self.seen = every, {"teacher_disagrees": 0}, 0
+
+        def keep(self, x, y):
+            ok = (y == 0) | ((self.seen + torch.arange(len(y))) % self.every == 0)
+            self.seen += len(y)
+            self.rejected["teacher_disagrees"] += int((~ok).sum())
+            return ok
+
+    rate = r"after 200 draws of it, at which rate its budget \(2,000 draws\) would keep about 80 "
+    with pytest.raises(ValueError, match=rf"class 1 of toy: only 8 of 200 images passed the filters {rate}"):
+        _draw(net, make, np.array([200, 200]), Filters(25), max_draws=10, batch=500)
+    assert sum(asked) == 400  # one round
+    x, y, n = _draw(net, make, np.array([200, 200]), Filters(4), max_draws=10, batch=500)
+    assert (y == 1).sum() == 200 and 200 + 600 <= n <= 200 + 2000
