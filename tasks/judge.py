@@ -237,7 +237,7 @@ def request(
         families = [f for f in params.families if (Path(params.run.runs_dir) / f / "model.json").exists()]
         if not families:
             raise ModelNotFound(f"no trained family under {params.run.runs_dir} (genzoo run first)")
-    families = trained_families(params, families)
+    families = trained_families(params, families, ", or all")
     name = name or f"study-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME.fullmatch(name):
         raise StudyError(f"--name {name!r}: use letters, digits, '_', '.', '-' (at most 64, no leading dot)")

@@ -99,16 +99,17 @@ def family_dir(params: Params, family: str) -> Path:
     return Path(params.run.runs_dir) / family
 
 
-def trained_families(params: Params, names: list[str] | str) -> list[str]:
+def trained_families(params: Params, names: list[str] | str, choices: str = "") -> list[str]:
     """``--families`` for a stage that reads trained models (a list, or comma-separated): each
-    must be a family in params and trained under ``run.runs_dir``; none is an error."""
+    must be a family in params and trained under ``run.runs_dir``; none is an error. ``choices``:
+    what else the option takes, for the message (", or all")."""
     if isinstance(names, str):
         names = [f for f in names.split(",") if f]
     unknown = [f for f in names if f not in params.models]
     if unknown or not names:
         raise UsageError(
             f"--families: {', '.join(unknown) or 'none given'} not in params "
-            f"(families: {', '.join(params.families)})"
+            f"(families: {', '.join(params.families)}{choices})"
         )
     for f in names:
         if not (family_dir(params, f) / "model.json").exists():

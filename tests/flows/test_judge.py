@@ -157,7 +157,7 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     db = f"sqlite:///{tmp / 'checks.db'}"
     base = ["judge", "create", "--params", str(tmp / "params.yaml"), "--db", db, "-q"]
     cases = [
-        (["--families", "gan,nope"], "--families: nope not in params"),
+        (["--families", "gan,nope"], "--families: nope not in params (families: gan, pixelcnn, vae, or all)"),
         (["--families", "pixelcnn"], "pixelcnn: not trained"),
         (["--name", "../x"], "--name '../x': use letters"),
         (["--per-family", "0"], "--per-family: expected an integer >= 1, got 0"),
