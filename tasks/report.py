@@ -371,16 +371,21 @@ def usefulness_plot(u: dict[str, Any]) -> str:
         h = np.array([ref["real"][p][c]["ci95"] for p in fracs])
         ax.plot(x, 100 * m, "k-o", ms=4, label="real only")
         ax.fill_between(x, 100 * (m - h), 100 * (m + h), color="k", alpha=0.12)
+        ax.errorbar(x, 100 * m, yerr=100 * h, fmt="none", ecolor="k", capsize=3)  # seen at a lone fraction
         rows = [(f"PCA + KDE, {r}", aug) for r, aug in _recipe_lifts(ref["pca_kde"]).items()]
         rows += [(f"{f}, {r}", aug) for f, d in u["families"].items() for r, aug in _recipe_lifts(d).items()]
-        for name, aug in rows:
+        for i, (name, aug) in enumerate(rows):
             ps = [p for p in fracs if p in aug]
-            ax.errorbar([100 * float(p) for p in ps], [100 * aug[p][c]["augmented"]["mean"] for p in ps],
+            dodge = 1.05 ** ((i // 2 + 1) * (-1) ** i)  # beside real only, alternately right and left
+            ax.errorbar([100 * float(p) * dodge for p in ps],
+                        [100 * aug[p][c]["augmented"]["mean"] for p in ps],
                         yerr=[100 * aug[p][c]["augmented"]["ci95"] for p in ps],
                         fmt="s--" if name.startswith("PCA") else "o-", ms=4, capsize=3,
                         label=f"+ {name}")  # fmt: skip
-        ax.set(xscale="log", xlabel="real training data (%, log)", ylabel="test accuracy (%)", title=c)
+        ax.set(xscale="log", xlabel="real training data (%, log)", ylabel="test accuracy (%)", title=c,
+               xlim=(min(x) / 1.6, max(x) * 1.6))  # fmt: skip
         ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.set_xticks([], minor=True)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     proto = ref["protocol"]
