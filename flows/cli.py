@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -217,15 +218,16 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from genzoo.tasks.config import load_params
+    from genzoo.tasks.config import ParamsError, load_params
     from genzoo.tasks.status import format_status, status
 
     params = _params(args)
-    others = {  # the params file as each of its other profiles makes it: what a stale family was made with
-        f"--profile {n}" if n else "no --profile": load_params(args.params, args.overrides, n)
-        for n in [None, *params.profiles]
-        if n != args.profile
-    }
+    others = {}  # the params file as each of its other profiles makes it: what a stale family was made with
+    for n in [None, *params.profiles]:
+        if n != args.profile:
+            with contextlib.suppress(ParamsError):  # a profile that does not load made nothing here
+                loaded = load_params(args.params, args.overrides, n)
+                others[f"--profile {n}" if n else "no --profile"] = loaded
     st = status(params, others)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return 0

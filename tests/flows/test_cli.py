@@ -155,7 +155,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     from tests.conftest import tiny_params
 
     raw = tiny_params(tmp_path, steps=4, families=["gan", "vae"])
-    raw["profiles"] = {"short": {"models.gan.train.steps": 3}}
+    raw["profiles"] = {"short": {"models.gan.train.steps": 3}, "broken": {"train.steps": -1}}  # never used
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(raw))
     base = ["--params", str(pfile)]
