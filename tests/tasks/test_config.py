@@ -108,3 +108,13 @@ def test_params_remember_the_profile_they_were_loaded_with(tmp_path):
     p = load_params(path, profile="short")
     assert p.profile == "short" and p.train.steps == 7
     assert "profile" not in p.model_dump() and p.model_copy().profile == "short"  # not a key of the file
+
+
+def test_quick_profile_measures_the_recipe_its_dataset_is_made_with_and_trains_no_teacher():
+    """A first look measures the usefulness of the very dataset it writes, and spends no minutes
+    on the ten teachers of `distil` (most of its usefulness time on a folder of 28x28 images)."""
+    quick = load_params("params.yaml", profile="quick")
+    assert quick.usefulness.recipes == [quick.augment.recipe]
+    assert not any(quick.recipes[r].teacher for r in quick.usefulness.recipes)
+    default = load_params("params.yaml")
+    assert default.augment.recipe in default.usefulness.recipes
