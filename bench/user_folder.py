@@ -2,6 +2,7 @@
 
     python bench/user_folder.py                     # 300 images, 25x25 to 32x32, 2 classes
     python bench/user_folder.py --images 600 --repeats 3
+    python bench/user_folder.py --gray --plot /tmp/grey.png   # one-channel images
 
 Writes a folder of RGB PNGs in two classes (``discs/`` and ``squares/``: one bright shape on
 a dark, noisy background, with random size, place and colour), each image 25 to 32 pixels a
@@ -27,8 +28,9 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 
 
-def make_folder(root: Path, images: int, seed: int = 0) -> Path:
-    """``images`` PNGs split evenly between ``discs/`` and ``squares/`` under ``root``."""
+def make_folder(root: Path, images: int, seed: int = 0, gray: bool = False) -> Path:
+    """``images`` PNGs split evenly between ``discs/`` and ``squares/`` under ``root`` (RGB, or
+    with ``gray`` one channel: the same shapes, their colour's mean)."""
     rng = np.random.default_rng(seed)
     for i in range(images):
         cls = ("discs", "squares")[i % 2]
@@ -44,6 +46,7 @@ def make_folder(root: Path, images: int, seed: int = 0) -> Path:
         img = rng.normal(30, 12, (side, side, 3))
         img[mask] = rng.uniform(140, 255, 3) + rng.normal(0, 10, (int(mask.sum()), 3))
         (root / cls).mkdir(parents=True, exist_ok=True)
+        img = img.mean(-1) if gray else img
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / cls / f"{i:05d}.png")
     return root
 
@@ -52,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--gray", action="store_true", help="one-channel images (MNIST-like) instead of RGB")
     ap.add_argument(
         "--folder", type=Path, help="where to write the images (new or empty; default: a temporary folder)"
     )
@@ -60,8 +64,9 @@ def main() -> None:
     if args.folder is not None and args.folder.exists() and any(args.folder.iterdir()):
         sys.exit(f"{args.folder}: not empty; give a new or empty folder (nothing is deleted)")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_folder(args.folder or Path(tmp) / "images", args.images)
-        print(f"folder: {folder} ({args.images} RGB images, 25x25 to 32x32, 2 classes)", flush=True)
+        folder = make_folder(args.folder or Path(tmp) / "images", args.images, gray=args.gray)
+        kind = "grey" if args.gray else "RGB"
+        print(f"folder: {folder} ({args.images} {kind} images, 25x25 to 32x32, 2 classes)", flush=True)
         cmd = [sys.executable, str(HERE / "profile_run.py"), "--profile", "quick",
                "--repeats", str(args.repeats), "-o", f"data.source=folder:{folder}",
                "-o", "data.image_size=32", "--plot", str(args.plot)]  # fmt: skip
