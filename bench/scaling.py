@@ -188,6 +188,7 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     n_rows = {k: v for k, v in rows.items() if v.get("_axis") == "n"}
@@ -218,6 +219,8 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
         axes[2].set(xscale="log", xlabel="values per image (C x H x W)", ylabel="MB",
                     title="peak memory (training and test likelihood)")  # fmt: skip
         axes[1].legend(fontsize=7)
+    for ax in axes:  # minor ticks unlabelled: "2x10^3 3x10^3 ..." ran into each other
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
