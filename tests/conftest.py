@@ -13,11 +13,20 @@ import yaml
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+
+def _remove_own(folder: str, pid: int) -> None:
+    """Remove ``folder`` (a temporary one this session made) at exit, in the process that made
+    it only: a forked child exiting must not take the session's Prefect home with it."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # Prefect: a private home (database, settings) per test session, no telemetry, and a patient
 # start for the temporary server on a busy 2-core machine; Ray: no usage stats.
 if "PREFECT_HOME" not in os.environ:  # removed when the session's process exits (~10 MB each)
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genzoo-prefect-")
-    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+    atexit.register(_remove_own, os.environ["PREFECT_HOME"], os.getpid())
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -93,3 +93,20 @@ def test_the_test_sessions_prefect_home_is_removed_when_it_ends(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PREFECT_HOME": str(own)},
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0 and r.stdout.strip() == str(own) and own.is_dir(), r.stderr
+
+
+def test_a_forked_child_exiting_leaves_the_sessions_prefect_home(tmp_path):
+    import os
+
+    from tests.conftest import _remove_own
+
+    home = tmp_path / "home"
+    home.mkdir()
+    pid = os.fork()
+    if pid == 0:  # the child runs the session's exit hook, as a forked worker exiting would
+        _remove_own(str(home), os.getppid())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert home.is_dir()
+    _remove_own(str(home), os.getpid())
+    assert not home.exists()
