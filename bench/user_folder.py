@@ -3,6 +3,7 @@
     python bench/user_folder.py                     # 300 images, 25x25 to 32x32, 2 classes
     python bench/user_folder.py --images 600 --repeats 3
     python bench/user_folder.py --gray --plot /tmp/grey.png   # one-channel images
+    python bench/user_folder.py --gray --against 2c161bf        # beside another revision's run
 
 Writes a folder of RGB PNGs in two classes (``discs/`` and ``squares/``: one bright shape on
 a dark, noisy background, with random size, place and colour), each image 25 to 32 pixels a
@@ -60,6 +61,7 @@ def main() -> None:
         "--folder", type=Path, help="where to write the images (new or empty; default: a temporary folder)"
     )
     ap.add_argument("--plot", type=Path, default=HERE / "figures" / "profile_user_folder.png")
+    ap.add_argument("--against", metavar="REF", help="also run this revision's code, alternating")
     args = ap.parse_args()
     if args.folder is not None and args.folder.exists() and any(args.folder.iterdir()):
         sys.exit(f"{args.folder}: not empty; give a new or empty folder (nothing is deleted)")
@@ -70,6 +72,7 @@ def main() -> None:
         cmd = [sys.executable, str(HERE / "profile_run.py"), "--profile", "quick",
                "--repeats", str(args.repeats), "-o", f"data.source=folder:{folder}",
                "-o", "data.image_size=32", "--plot", str(args.plot)]  # fmt: skip
+        cmd += ["--against", args.against] if args.against else []
         subprocess.run(cmd, check=True)
 
 

@@ -49,6 +49,11 @@ class DataSpec:
         return self.channels * self.height * self.width
 
     @property
+    def pixels(self) -> int:
+        """H x W: what a convolution's cost grows with (the channels only widen its first layer)."""
+        return self.height * self.width
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
 
@@ -199,11 +204,11 @@ def likelihood_estimator(model: nn.Module) -> str | None:
 LIKELIHOOD_BATCH_VALUES = 512 * 64  # 512 images of 8x8 (digits) per pass, 8 of 64x64x3
 
 
-def by_values(n: int, values: int | None, dims: int, least: int) -> int:
-    """``n`` images, or fewer when they would hold more than ``values`` values of ``dims`` each
-    (but at least ``least``, and never more than ``n``): a count that shrinks for large images.
-    ``values`` None: ``n`` as is."""
-    return n if values is None else min(n, max(least, values // dims))
+def by_pixels(n: int, pixels: int | None, spec: DataSpec, least: int) -> int:
+    """``n`` images, or fewer when they would hold more than ``pixels`` pixels (H x W each, any
+    number of channels; at least ``least``, never more than ``n``): a count that shrinks for
+    large images, the same for grey and RGB ones of a size. ``pixels`` None: ``n`` as is."""
+    return n if pixels is None else min(n, max(least, pixels // spec.pixels))
 
 
 @torch.inference_mode()

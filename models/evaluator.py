@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, NetConfig, by_values, read_weights, save_weights
+from genzoo.models.base import DataSpec, NetConfig, by_pixels, read_weights, save_weights
 
 
 class EvaluatorConfig(NetConfig):
@@ -23,8 +23,8 @@ class EvaluatorConfig(NetConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     steps: int = Field(800, gt=0)
     batch_size: int = Field(128, gt=0)
-    batch_values: int | None = Field(
-        None, gt=0, description="at most this many values per batch (images x C x H x W; at least 8 images)"
+    batch_pixels: int | None = Field(
+        None, gt=0, description="at most this many pixels per batch (images x H x W; at least 8 images)"
     )
     lr: float = Field(2e-3, gt=0, le=10)
     shift: int = Field(1, ge=0, description="random translation (pixels) as augmentation")
@@ -162,7 +162,7 @@ def mixed_loss(
 def batch_split(n: int, spec: DataSpec, cfg: EvaluatorConfig, real_share: float | None) -> tuple[int, int]:
     """(real, synthetic) images in each training batch of ``cfg`` on ``n`` real images, with
     ``real_share`` of the batch real (None: real images alone, as many as there are up to a batch)."""
-    batch = by_values(cfg.batch_size, cfg.batch_values, spec.dims, 8)
+    batch = by_pixels(cfg.batch_size, cfg.batch_pixels, spec, 8)
     if real_share is None:
         return min(batch, n), 0
     n_real = max(1, min(batch, n, round(batch * real_share)))

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genzoo.models.base import GenerativeModel, atomic_write, atomic_write_text, by_values, sha256_file
+from genzoo.models.base import GenerativeModel, atomic_write, atomic_write_text, by_pixels, sha256_file
 from genzoo.models.layers import ema_update
 
 log = logging.getLogger("genzoo.trainer")
@@ -43,11 +43,12 @@ class TrainConfig(BaseModel):
 
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)
-    batch_values: int | None = Field(
+    batch_pixels: int | None = Field(
         None,
         gt=0,
-        description="at most this many values per batch (images x C x H x W; at least 8 images; null: "
-        "batch_size as is): large images train on smaller batches, steps cost about the same at any size",
+        description="at most this many pixels per batch (images x H x W, any channels; at least 8 images;"
+        " null: batch_size as is): large images train on smaller batches, a step costs about the same at"
+        " any size",
     )
     # an upper bound well above any sane rate (a GAN's absurd 1.0 still passes): 1e39 is a typo
     lr: float = Field(1e-3, gt=0, le=10)
@@ -136,7 +137,7 @@ class TrainResult:
     best_step: int | None = None  # step of the weights returned, when validation chose them
     best_val: float | None = None
     finished: bool = True  # every step trained, or stopped early by ``patience``; False: ``stop_at``
-    batch_size: int | None = None  # images per step (``batch_size``, fewer with ``batch_values``)
+    batch_size: int | None = None  # images per step (``batch_size``, fewer with ``batch_pixels``)
 
 
 # ----------------------------------------------------------------------------- RNG state
@@ -352,7 +353,7 @@ def _new_state(
         scheds=scheds,
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
         amp_dtype=amp_dtype,
-        batches=Batches(n, by_values(cfg.batch_size, cfg.batch_values, model.spec.dims, 8), seed),
+        batches=Batches(n, by_pixels(cfg.batch_size, cfg.batch_pixels, model.spec, 8), seed),
     )
 
 

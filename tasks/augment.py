@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
-from genzoo.models.base import DataSpec, by_values, sha256_file
+from genzoo.models.base import DataSpec, by_pixels, sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
     AugmentParams,
@@ -83,7 +83,7 @@ from genzoo.tasks.sample import (
 log = logging.getLogger("genzoo.augment")
 AugmentRequest = AugmentParams  # the params block is the request
 # the request's keys that decide which images are drawn (the manifest's ``recipe``)
-RECIPE_KEYS = ("families", "metric", "per_class", "sample_values", "class_ratios", "seed", "min_confidence",
+RECIPE_KEYS = ("families", "metric", "per_class", "sample_pixels", "class_ratios", "seed", "min_confidence",
                "reject_copies", "max_draws")  # fmt: skip
 
 
@@ -151,13 +151,13 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
 
 
 def class_counts(req: AugmentParams, spec: DataSpec) -> np.ndarray:
-    """Images per class: ``per_class`` (fewer for large images with ``sample_values``) times
+    """Images per class: ``per_class`` (fewer for large images with ``sample_pixels``) times
     each class's ratio."""
     ratios, num_classes = req.class_ratios or {}, spec.num_classes
     unknown = [c for c in ratios if c >= num_classes]
     if unknown:
         raise ValueError(f"augment.class_ratios: classes {unknown} do not exist (the data has {num_classes})")
-    per_class = by_values(req.per_class, req.sample_values, spec.dims, 10)
+    per_class = by_pixels(req.per_class, req.sample_pixels, spec, 10)
     counts = np.array([round(per_class * ratios.get(c, 1.0)) for c in range(num_classes)])
     if counts.sum() == 0:
         raise ValueError("augment.class_ratios: every class has a count of 0")

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from genzoo.models import REGISTRY, get_family
-from genzoo.models.base import DataSpec, NetConfig, by_values
+from genzoo.models.base import DataSpec, NetConfig, by_pixels
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
 from genzoo.models.judges import JudgesConfig
@@ -125,11 +125,11 @@ class RayParams(_Strict):
 
 class EvaluateParams(_Strict):
     samples_per_class: int = Field(100, gt=0, description="images drawn per class from each family")
-    sample_values: int | None = Field(
+    sample_pixels: int | None = Field(
         None,
         gt=0,
-        description="fewer per class for large images: at most this many values per class and "
-        "seed (images x C x H x W; at least 20 images); null: samples_per_class at any size",
+        description="fewer per class for large images: at most this many pixels per class and "
+        "seed (images x H x W; at least 20 images); null: samples_per_class at any size",
     )
     k: int = Field(5, gt=0, description="neighbours for precision/recall/density/coverage")
     kid_subsets: int = Field(50, gt=0)
@@ -144,7 +144,7 @@ class EvaluateParams(_Strict):
 
     def per_class(self, spec: DataSpec) -> int:
         """Images drawn per class and seed from each family and reference on ``spec``'s data."""
-        return by_values(self.samples_per_class, self.sample_values, spec.dims, 20)
+        return by_pixels(self.samples_per_class, self.sample_pixels, spec, 20)
 
 
 QUALITY_METRICS = (
@@ -160,11 +160,11 @@ class AugmentParams(_Strict):
     families: list[str] = Field(["best"], min_length=1, description="trained families, or `best` (by metric)")
     metric: Literal[QUALITY_METRICS] = Field("fd", description="what `best` means (evaluation figure)")
     per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
-    sample_values: int | None = Field(
+    sample_pixels: int | None = Field(
         None,
         gt=0,
-        description="fewer per class for large images: at most this many values per class "
-        "(images x C x H x W; at least 10 images); null: per_class at any size",
+        description="fewer per class for large images: at most this many pixels per class "
+        "(images x H x W; at least 10 images); null: per_class at any size",
     )
     class_ratios: dict[int, float] | None = Field(
         None, description="per-class weights on per_class (unlisted classes: 1.0; 0 leaves a class out)"
@@ -427,9 +427,18 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# keys an earlier genzoo read, and what took their place
+RENAMED = {
+    "batch_values": "batch_pixels: it counts pixels (images x H x W), not values; divide by the channels",
+    "sample_values": "sample_pixels: it counts pixels (images x H x W), not values; divide by the channels",
+}
+
+
 def format_error(prefix: str, err: dict[str, Any]) -> str:
     """One pydantic error as ``key.path: message (got value)``."""
     loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+    if err["type"] == "extra_forbidden" and err["loc"] and err["loc"][-1] in RENAMED:
+        return f"{loc}: renamed {RENAMED[err['loc'][-1]]}"
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     if not loc:  # a check across keys: its message names them

@@ -50,14 +50,14 @@ def test_evaluator_is_seeded_and_round_trips(digits, tmp_path):
         load_evaluator(path)
 
 
-def test_batch_values_gives_the_classifier_smaller_batches_on_large_images(digits, monkeypatch):
-    """``batch_values`` caps the images per step by their size (digits: 64 values each)."""
+def test_batch_pixels_gives_the_classifier_smaller_batches_on_large_images(digits, monkeypatch):
+    """``batch_pixels`` caps the images per step by their size (digits: 64 pixels each)."""
     import genzoo.models.evaluator as ev
 
     x, y, _, _, spec = digits
     seen, augment = [], ev.augment
     monkeypatch.setattr(ev, "augment", lambda xb, cfg, gen: seen.append(len(xb)) or augment(xb, cfg, gen))
-    train_evaluator(x, y, spec, EvaluatorConfig(steps=2, batch_values=64 * 40))
+    train_evaluator(x, y, spec, EvaluatorConfig(steps=2, batch_pixels=64 * 40))
     train_evaluator(x, y, spec, EvaluatorConfig(steps=2))
     assert seen == [40, 40, 128, 128]
 

@@ -352,12 +352,12 @@ def test_an_index_naming_a_file_outside_its_folder_is_refused_and_deletes_nothin
     assert victim.read_text() == "a user's file"
 
 
-@pytest.mark.parametrize("values, images", [(None, 16), (10**6, 16), (640, 10), (64, 8)])
-def test_batch_values_gives_large_images_smaller_batches(values, images, tiny):
-    """At most ``batch_values`` values per step (here 64 per image), never under 8 images."""
+@pytest.mark.parametrize("pixels, images", [(None, 16), (10**6, 16), (640, 10), (64, 8)])
+def test_batch_pixels_gives_large_images_smaller_batches(pixels, images, tiny):
+    """At most ``batch_pixels`` pixels per step (here 64 per image), never under 8 images."""
     x, y = data()
     m = models.build("vae", SPEC, tiny["vae"])
     seen, step = [], m.training_step
     m.training_step = lambda xb, yb, phase: seen.append(len(xb)) or step(xb, yb, phase)
-    _, result = fit(m, x, y, cfg(steps=3, batch_values=values), progress=False)
+    _, result = fit(m, x, y, cfg(steps=3, batch_pixels=pixels), progress=False)
     assert seen == [images] * 3 and result.batch_size == images

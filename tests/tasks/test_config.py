@@ -39,6 +39,15 @@ def test_repository_params_are_valid():
             {"models": {"vae": {}}, "evaluate": {"baselines": {"gmm_components": []}}},
             "evaluate.baselines.gmm_components",
         ),
+        # keys an earlier genzoo read say what replaced them
+        (
+            {"models": {"vae": {}}, "train": {"batch_values": 50176}},
+            "train.batch_values: renamed batch_pixels",
+        ),
+        (
+            {"models": {"vae": {}}, "evaluate": {"sample_values": 78400}},
+            "evaluate.sample_values: renamed sample_pixels: it counts pixels",
+        ),
     ],
 )
 def test_bad_params_name_the_key(raw, key):
@@ -76,21 +85,23 @@ def test_threads_follow_each_tasks_cpus_evaluator_included():
 
 
 def test_quick_profile_gives_large_images_fewer_samples_and_smaller_batches():
-    """The quick profile keeps digits and 28x28 images as they are and scales 32x32 RGB down."""
+    """The quick profile keeps digits as they are and scales larger images down by their pixels:
+    32x32 grey images get the batches and sample counts of 32x32 RGB ones."""
     from genzoo.models import DataSpec
-    from genzoo.models.base import by_values
+    from genzoo.models.base import by_pixels
+    from genzoo.models.evaluator import batch_split
     from genzoo.tasks.augment import class_counts
 
     quick = load_params("params.yaml", profile="quick")
-    digits, mnist, rgb = DataSpec(1, 8, 8, 17, 10), DataSpec(1, 28, 28, 256, 10), DataSpec(3, 32, 32, 32, 2)
+    digits, mnist = DataSpec(1, 8, 8, 17, 10), DataSpec(1, 28, 28, 256, 10)
+    grey, rgb = DataSpec(1, 32, 32, 32, 2), DataSpec(3, 32, 32, 32, 2)
+    specs = (digits, mnist, grey, rgb)
     cfg = quick.train_config("pixelcnn")
-    assert [by_values(cfg.batch_size, cfg.batch_values, s.dims, 8) for s in (digits, mnist, rgb)] == [
-        64,
-        64,
-        16,
-    ]
-    assert [quick.evaluate.per_class(s) for s in (digits, mnist, rgb)] == [100, 100, 25]
-    assert list(class_counts(quick.augment, rgb)) == [25, 25]
+    assert [by_pixels(cfg.batch_size, cfg.batch_pixels, s, 8) for s in specs] == [64, 20, 16, 16]
+    assert [batch_split(10**6, s, quick.evaluate.evaluator, None)[0] for s in specs] == [128, 41, 32, 32]
+    assert [batch_split(10**6, s, quick.usefulness.cnn, None)[0] for s in specs] == [64, 20, 16, 16]
+    assert [quick.evaluate.per_class(s) for s in specs] == [100, 32, 25, 25]
+    assert list(class_counts(quick.augment, grey)) == list(class_counts(quick.augment, rgb)) == [25, 25]
     assert list(class_counts(quick.augment, digits)) == [100] * 10
     # the default params draw the same count at any size
     default = load_params("params.yaml")
