@@ -734,10 +734,18 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # the temporary Prefect server a run starts: no telemetry (unless the user asked for it)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
+    # time to build its database on a first run (~25 s on a 2-core machine; Prefect waits 20)
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     setup_logging(args.quiet, args.verbose)
     try:
         return args.fn(args)

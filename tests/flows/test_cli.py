@@ -175,3 +175,29 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
     capsys.readouterr()
     assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"
+
+
+@pytest.mark.parametrize("user_value, seen", [(None, "180"), ("7", "7")])
+def test_a_first_run_gives_prefects_temporary_server_time_to_build_its_database(tmp_path, user_value, seen):
+    """A fresh Prefect home's first temporary server took ~25 s to come up on a 2-core machine,
+    past Prefect's 20 s wait: every `genzoo` command leaves it 180 s (and no telemetry) unless the
+    user set their own, as Prefect itself reads it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    if user_value:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = user_value
+    code = (
+        "import sys\nfrom genzoo.flows import cli\n"
+        "cli.main(['status', '--params', sys.argv[1]])\n"
+        "from prefect.settings import get_current_settings\n"
+        "s = get_current_settings().server\n"
+        "print(s.ephemeral.startup_timeout_seconds, s.analytics_enabled)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "params.yaml"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == f"{seen} False"
