@@ -82,8 +82,8 @@ def genzoo_run(
         "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",  # tracked, like make run
         "PREFECT_HOME": str(out / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # a fresh Prefect home's first server builds its database: ~25 s on 2 cores, past Prefect's
-        # 20 s wait (genzoo's CLI allows 180 s since 15800b1; here for --against older revisions too)
+        # a fresh Prefect home's first server builds its database, which can outlast Prefect's 20 s
+        # wait on 2 cores (genzoo's CLI allows 180 s since 15800b1; here older revisions get it too)
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     env.pop("PREFECT_API_URL", None)

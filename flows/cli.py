@@ -743,7 +743,7 @@ PREFECT_DEFAULTS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
-    # time to build its database on a first run (~25 s on a 2-core machine; Prefect waits 20)
+    # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     setup_logging(args.quiet, args.verbose)

@@ -179,8 +179,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
 
 @pytest.mark.parametrize("user_value, seen", [(None, "180"), ("7", "7")])
 def test_a_first_run_gives_prefects_temporary_server_time_to_build_its_database(tmp_path, user_value, seen):
-    """A fresh Prefect home's first temporary server took ~25 s to come up on a 2-core machine,
-    past Prefect's 20 s wait: every `genzoo` command leaves it 180 s (and no telemetry) unless the
+    """A fresh Prefect home's first temporary server outlasted Prefect's 20 s wait on a 2-core
+    machine: every `genzoo` command leaves it 180 s (and no telemetry) unless the
     user set their own, as Prefect itself reads it."""
     import os
     import subprocess
