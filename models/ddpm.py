@@ -11,6 +11,7 @@ The trainer keeps an EMA copy of the weights; saved models are the EMA weights.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -49,6 +50,41 @@ class DDPMConfig(NetConfig):
     sample_steps: int = Field(50, ge=1, description="DDIM steps for sample/encode/decode")
     eta: float = Field(0.0, ge=0.0, description="DDIM stochasticity (0 = deterministic)")
     bound_terms: int = Field(0, ge=0, description="KL terms evaluated by elbo; 0 = all T")
+    bound_spacing: Literal["log", "linear"] = Field(
+        "log",
+        description="elbo's strata of timesteps (bound_terms < T - 1): log, narrow where the KL terms are "
+        "large (the first timesteps one each); linear, equal widths",
+    )
+
+
+def bound_strata(timesteps: int, terms: int, spacing: str = "log") -> list[int]:
+    """``terms`` + 1 integer edges 1 = e_0 < ... < e_K = T: stratum i holds the timesteps
+    [e_i, e_i+1) (0-based, the paper's t = 2..T). ``log``: each stratum's edges in a constant
+    ratio, recomputed from the last edge (a stratum holds at least one timestep): the KL terms
+    fall roughly as 1 / t, so the first timesteps, whose terms are largest, come one per stratum
+    and the estimate's spread is a fraction of equal strata's. ``linear``: equal widths."""
+    T, K = timesteps, terms
+    if not 1 <= K <= T - 1:
+        raise ValueError(f"bound_terms: between 1 and timesteps - 1 ({T - 1}), got {K}")
+    if spacing == "linear":
+        return [math.floor(1 + i * (T - 1) / K + 0.5) for i in range(K + 1)]
+    edges = [1]
+    for i in range(K - 1):
+        left, e = K - i, edges[-1]  # strata still to place, the current edge
+        edges.append(min(max(math.floor(e * (T / e) ** (1 / left) + 0.5), e + 1), T - left + 1))
+    return [*edges, T]
+
+
+def bound_timesteps(
+    timesteps: int, terms: int, spacing: str, generator: torch.Generator
+) -> list[tuple[int, int]]:
+    """(t, weight) for each stratum of :func:`bound_strata`: t drawn uniformly in it, weighted by its
+    width, so that sum(weight * L_t) is an unbiased estimate of the sum of every L_t."""
+    edges = bound_strata(timesteps, terms, spacing)
+    return [
+        (lo + int(torch.rand((), generator=generator) * (hi - lo)), hi - lo)
+        for lo, hi in itertools.pairwise(edges)
+    ]
 
 
 class UNet(nn.Module):
@@ -245,8 +281,9 @@ class DDPM(GenerativeModel):
     def elbo(self, x: Tensor, y: Tensor | None = None, *, generator=None) -> Tensor:
         """Lower bound on log p(x | y) in nats, (B,); y=None bounds the unconditional
         (null-label) model. With ``bound_terms`` = K < T the T - 1 KL terms are estimated
-        without bias from K stratified timesteps (one per stratum, weighted (T - 1) / K); the
-        decoder term L_0 and the prior term L_T are always exact. One noise draw per term.
+        without bias from K stratified timesteps (one per stratum of :func:`bound_strata`,
+        weighted by its width); the decoder term L_0 and the prior term L_T are always exact.
+        One noise draw per term.
 
         Ho et al. eq. 5: -log p(x_0) <= L_T + sum_{t>1} L_{t-1} + L_0, with
         L_T = KL(q(x_T|x_0) || p(x_T)), L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)),
@@ -259,14 +296,11 @@ class DDPM(GenerativeModel):
         mean_T, var_T = ab_T.sqrt() * x0, 1 - ab_T
         total = (0.5 * (var_T + mean_T**2 - 1 - torch.log(var_T))).sum(dims)  # (B,)
         T = self.cfg.timesteps
-        # 2. which L_{t-1} to evaluate: one t drawn in each of K equal strata of [1, T) (0-based:
-        #    the paper's t = 2..T), each weighted (T - 1) / K, so their sum is unbiased
+        # 2. which L_{t-1} to evaluate: one t drawn uniformly in each of K strata of [1, T) (0-based:
+        #    the paper's t = 2..T), weighted by its stratum's width, so their sum is unbiased
         K = self.cfg.bound_terms if 0 < self.cfg.bound_terms < T - 1 else T - 1
         g = generator or torch.Generator().manual_seed(0)
-        edges = torch.linspace(1, T, K + 1)
-        picks = [int(edges[i] + torch.rand((), generator=g) * (edges[i + 1] - edges[i])) for i in range(K)]
-        weight = (T - 1) / K
-        for t in [0, *picks]:
+        for t, weight in [(0, 0), *bound_timesteps(T, K, self.cfg.bound_spacing, g)]:
             tt = torch.full((b,), t, device=x.device, dtype=torch.long)  # (B,)
             # abar_t, abar_{t-1}, beta_t (alpha_t = 1 - beta_t)
             ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]

@@ -136,6 +136,9 @@ class EvaluateParams(_Strict):
     kid_subset_size: int = Field(500, gt=1)
     seeds: int = Field(3, gt=0, description="sampling seeds per figure: mean and 95% confidence interval")
     latency_repeats: int = Field(5, gt=0, description="single-image sampling calls timed (median)")
+    latent_pairs: int = Field(
+        10, gt=0, description="same-class test pairs walked for the latent strips and smoothness figures"
+    )
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     baselines: ClassicalConfig = Field(default_factory=ClassicalConfig)
     judges: JudgesConfig = Field(

@@ -305,7 +305,9 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
-    lat, strips = latent.figures(gen, net, xt, yt, real["test"], seed=params.seed)
+    lat, strips = latent.figures(
+        gen, net, xt, yt, real["test"], pairs=params.evaluate.latent_pairs, seed=params.seed
+    )
     why = None if lat else f"{family}: no latent space (autoregressive)"
     latent.save_strips(out / "latent.npz", strips, why)
     result = {

@@ -73,23 +73,34 @@ def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
 
 
 @torch.inference_mode()
-def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
-    """``steps`` images decoded along the path from code ``za`` to ``zb`` (each (1, ...))."""
+def paths(model, za: Tensor, zb: Tensor, ya: Tensor, yb: Tensor, steps: int, mode: str) -> Tensor:
+    """``steps`` images decoded along the path from each code of ``za`` to the same row of
+    ``zb`` ((P, ...) each; labels ``ya``, ``yb``: (P,)), all P paths in one batch:
+    (P, steps, C, H, W)."""
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r}, expected one of {', '.join(MODES)}")
     if steps < 2:
         raise ValueError(f"steps: at least 2 (the two ends), got {steps}")
     ts = torch.linspace(0, 1, steps).tolist()
     mix = lerp if mode == "linear" else slerp
-    z = torch.cat([mix(za, zb, t) for t in ts]).to(model.device)
-    y = torch.tensor([ya if t < 0.5 else yb for t in ts], device=model.device)
-    return model.decode(z, y).float().cpu()
+    z = torch.stack([mix(za, zb, t) for t in ts], 1).flatten(0, 1).to(model.device)  # (P steps, ...)
+    y = torch.stack([ya if t < 0.5 else yb for t in ts], 1).flatten().to(model.device)  # (P steps,)
+    return model.decode(z, y).float().cpu().unflatten(0, (len(za), steps))
+
+
+def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
+    """``steps`` images decoded along the path from code ``za`` to ``zb`` (each (1, ...))."""
+    return paths(model, za, zb, torch.tensor([ya]), torch.tensor([yb]), steps, mode)[0]
 
 
 @torch.inference_mode()
-def encode(model, x: Tensor, y: Tensor) -> Tensor:
+def encode(model, x: Tensor, y: Tensor, batch: int = 256) -> Tensor:
+    """Codes of the images ``x`` under their labels ``y``, ``batch`` images per pass."""
     _need(model, "encoder")
-    return model.encode(x.to(model.device), y.to(model.device)).float().cpu()
+    return torch.cat(
+        [model.encode(xb.to(model.device), yb.to(model.device)).float().cpu()
+         for xb, yb in zip(x.split(batch), y.split(batch), strict=True)]
+    )  # fmt: skip
 
 
 Pair = tuple[Tensor, int]  # (image, label)
@@ -105,21 +116,58 @@ def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str
         (xa, ya), (xb, yb) = a, b
         z = encode(model, torch.stack([xa, xb]), torch.tensor([ya, yb]))
         return path(model, z[:1], z[1:], ya, yb, steps, mode)
+    za, zb = prior_pair(model, seed)
+    return path(model, za, zb, labels[0], labels[1], steps, mode)
+
+
+def prior_pair(model, seed: int) -> tuple[Tensor, Tensor]:
+    """Two codes drawn from the prior (seeded), (1, ...) each."""
     g = torch.Generator().manual_seed(seed)
     dim = model.cfg.latent_dim if hasattr(model.cfg, "latent_dim") else model.spec.dims
     z = torch.randn(2, dim, generator=g)
     if model.family == "ddpm":
         z = z.view(2, *model.spec.shape)
-    return path(model, z[:1], z[1:], labels[0], labels[1], steps, mode)
+    return z[:1], z[1:]
 
 
-def class_means(model, x: Tensor, y: Tensor) -> dict[int, Tensor]:
-    """Mean code of every class (images encoded under their own labels)."""
-    z = torch.cat([encode(model, xb, yb) for xb, yb in zip(x.split(256), y.split(256), strict=True)])
+MEAN_IMAGES = 100  # a class's mean code is taken over its first N images of the split
+
+
+def mean_images(y: Tensor, per_class: int = MEAN_IMAGES) -> np.ndarray:
+    """Indices of the images each class mean is taken over: the first ``per_class`` of each
+    class (all of them in a split as small as digits' test split), in order."""
+    labels = y.numpy()
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+
+
+def means_of(z: Tensor, y: Tensor) -> dict[int, Tensor]:
+    """Mean code of every class, from codes ``z`` (N, ...) of images labelled ``y`` (N,)."""
     return {int(c): z[y == c].mean(0, keepdim=True) for c in torch.unique(y)}
 
 
+def class_means(model, x: Tensor, y: Tensor) -> dict[int, Tensor]:
+    """Mean code of every class (images encoded under their own labels; at most
+    ``MEAN_IMAGES`` of each class)."""
+    idx = torch.from_numpy(mean_images(y))
+    return means_of(encode(model, x[idx], y[idx]), y[idx])
+
+
 @torch.inference_mode()
+def _arithmetic(model, z: Tensor, y: Tensor, to: Tensor, means: dict[int, Tensor], steps: int):
+    """Codes ``z`` (B, ...) of images of classes ``y`` moved toward classes ``to`` ((B,) each):
+    (B, steps, C, H, W), and each code under every label: (B, K, C, H, W)."""
+    for c in [*y.tolist(), *to.tolist()]:
+        if c not in means:
+            raise ValueError(f"class {c}: not among the classes ({sorted(means)})")
+    shift = torch.cat([means[t] - means[c] for c, t in zip(y.tolist(), to.tolist(), strict=True)])
+    toward = paths(model, z, z + shift, y, to, steps, "linear")
+    k = model.spec.num_classes
+    every = model.decode(
+        z.repeat_interleave(k, 0).to(model.device), torch.arange(k, device=model.device).repeat(len(z))
+    )
+    return toward, every.float().cpu().unflatten(0, (len(z), k))
+
+
 def arithmetic(
     model, x: Tensor, y: int, to: int, means: dict[int, Tensor], steps: int = 7
 ) -> dict[str, Tensor]:
@@ -128,12 +176,8 @@ def arithmetic(
     if to not in means or y not in means:
         raise ValueError(f"class {to if to not in means else y}: not among the classes ({sorted(means)})")
     z = encode(model, x[None], torch.tensor([y]))
-    toward = path(model, z, z + means[to] - means[y], y, to, steps, "linear")
-    k = model.spec.num_classes
-    every = model.decode(
-        z.repeat(k, *[1] * (z.dim() - 1)).to(model.device), torch.arange(k, device=model.device)
-    )
-    return {"toward": toward, "every_label": every.float().cpu()}
+    toward, every = _arithmetic(model, z, torch.tensor([y]), torch.tensor([to]), means, steps)
+    return {"toward": toward[0], "every_label": every[0]}
 
 
 @torch.inference_mode()
@@ -179,37 +223,42 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
     """The evaluation's latent figures: smoothness per mode over ``pairs`` same-class test
     pairs (prior codes for the GAN), the strips of those paths, and, with an encoder, class
     arithmetic for the first image of each class toward the next class. (None, {}) without a
-    latent space."""
+    latent space. Each image is encoded once (the pairs' ends, the class means' images and the
+    arithmetic's first images in one pass), and each mode's paths decode in one batch."""
     kind = latent_kind(model)
     if kind is None:
         return None, {}
     chosen = same_class_pairs(y, pairs, seed)
+    a, b = (torch.tensor(ends) for ends in zip(*chosen, strict=True))  # (pairs,) each
+    firsts = torch.tensor([int(np.flatnonzero(y.numpy() == c)[0]) for c in range(model.spec.num_classes)])
+    if kind == "encoder":
+        idx = torch.from_numpy(np.union1d(mean_images(y), torch.cat([a, b, firsts]).numpy()))
+        codes = encode(model, x[idx], y[idx])
+        z = torch.zeros(len(x), *codes.shape[1:])  # (N, ...): the encoded images' rows filled
+        z[idx] = codes
+        za, zb, ya, yb = z[a], z[b], y[a], y[b]
+    else:  # the GAN: two prior codes per pair, decoded with the pair's class
+        za, zb = (
+            torch.cat(codes)
+            for codes in zip(*[prior_pair(model, seed + i) for i in range(pairs)], strict=True)
+        )
+        ya = yb = y[a]
     strips: dict[str, np.ndarray] = {}
     summary: dict[str, Any] = {"kind": kind, "pairs": pairs, "steps": steps, "smoothness": {}}
     for mode in MODES:
-        paths, rows = [], []
-        for i, (a, b) in enumerate(chosen):
-            if kind == "encoder":
-                p = interpolate(model, (x[a], int(y[a])), (x[b], int(y[b])), steps, mode)
-                rows.append(torch.cat([x[a][None], p, x[b][None]]))  # the real images at the ends
-            else:
-                c = int(y[a])
-                p = interpolate(model, None, None, steps, mode, seed=seed + i, labels=(c, c))
-                rows.append(p)
-            paths.append(p)
-        summary["smoothness"][mode] = smoothness(net, paths, real_features)
-        strips[mode] = torch.stack(rows).numpy()  # (pairs, steps [+ 2 real ends], C, H, W)
+        walks = paths(model, za, zb, ya, yb, steps, mode)  # (pairs, steps, C, H, W)
+        summary["smoothness"][mode] = smoothness(net, list(walks), real_features)
+        if kind == "encoder":  # the real images at the ends
+            walks = torch.cat([x[a][:, None], walks, x[b][:, None]], 1)
+        strips[mode] = walks.numpy()  # (pairs, steps [+ 2 real ends], C, H, W)
     if kind == "encoder":
-        means = class_means(model, x, y)
+        means_idx = torch.from_numpy(mean_images(y))
+        means = means_of(z[means_idx], y[means_idx])
         k = model.spec.num_classes
-        toward, every = [], []
-        for c in range(k):
-            i = int(np.flatnonzero(y.numpy() == c)[0])
-            r = arithmetic(model, x[i], c, (c + 1) % k, means, steps)
-            toward.append(torch.cat([x[i][None], r["toward"]]))
-            every.append(torch.cat([x[i][None], r["every_label"]]))
-        strips["arithmetic"] = torch.stack(toward).numpy()  # real, then class c -> c + 1
-        strips["every_label"] = torch.stack(every).numpy()  # real, then its code under labels 0..k-1
+        toward, every = _arithmetic(model, z[firsts], y[firsts], (y[firsts] + 1) % k, means, steps)
+        real = x[firsts][:, None]
+        strips["arithmetic"] = torch.cat([real, toward], 1).numpy()  # real, then class c -> c + 1
+        strips["every_label"] = torch.cat([real, every], 1).numpy()  # real, then its code under labels 0..k-1
     return summary, strips
 
 

@@ -291,6 +291,43 @@ def test_ddpm_bound_with_every_term_equals_the_full_sum():
     assert torch.isfinite(c).all() and not torch.equal(a, c)
 
 
+def test_ddpm_bound_strata_cover_every_timestep_once_log_ones_start_one_timestep_each():
+    from genzoo.models.ddpm import bound_strata
+
+    for T, K in [(1000, 1), (1000, 10), (1000, 50), (1000, 100), (1000, 999), (12, 3), (12, 11), (100, 99)]:
+        for spacing in ("log", "linear"):
+            e = bound_strata(T, K, spacing)
+            assert len(e) == K + 1 and e[0] == 1 and e[-1] == T, (T, K, spacing)
+            assert all(b > a for a, b in itertools.pairwise(e)), (T, K, spacing)  # no empty stratum
+    log = bound_strata(1000, 50)
+    assert log[:13] == list(range(1, 14))  # the largest terms, one timestep each
+    widths = [b - a for a, b in itertools.pairwise(log)]
+    assert widths == sorted(widths) and widths[-1] > 50  # widening toward the small terms
+    assert bound_strata(1000, 10, "linear") == [1, 101, 201, 301, 401, 501, 600, 700, 800, 900, 1000]
+    for bad in (0, 1000):
+        with pytest.raises(ValueError, match="bound_terms"):
+            bound_strata(1000, bad)
+
+
+def test_ddpm_bound_from_a_few_strata_is_unbiased():
+    """One timestep per stratum, weighted by the stratum's width: for terms that fall as 1 / t
+    (as a trained model's KL terms do), the draws average to the sum of every term; log strata
+    scatter a fraction of what equal ones do."""
+    from genzoo.models.ddpm import bound_timesteps
+
+    T, K, n = 1000, 10, 2000
+    g = torch.Generator().manual_seed(0)
+    full = sum(1 / t for t in range(1, T))
+    spread = {}
+    for spacing in ("log", "linear"):
+        est = torch.tensor([sum(w / t for t, w in bound_timesteps(T, K, spacing, g)) for _ in range(n)])
+        spread[spacing] = est.std()
+        assert abs(est.mean() - full) < 4 * est.std() / n**0.5, (spacing, est.mean(), full)
+    assert spread["log"] < spread["linear"] / 10
+    for t, w in bound_timesteps(T, K, "log", g):
+        assert 1 <= t < T and w >= 1
+
+
 def test_ddpm_guidance_moves_the_noise_estimate_along_conditional_minus_unconditional():
     """Classifier-free guidance: g = 1 is the conditional estimate, g = 0 the null label's, and
     any g extrapolates linearly, in one batched pass that matches separate ones."""

@@ -98,7 +98,13 @@ def test_family_quality_is_measured_and_cached(trained):
         assert ("class_accuracy" in sp) == (s in ("cnn", "mlp", "lenet")), s  # classifiers only
     assert len({q["spaces"][s]["fd"] for s in SPACES}) == len(SPACES)  # different judges, different numbers
     assert evaluate_family(params, "vae")["key"] == q["key"]
-    raw2 = {**raw, "evaluate": {**raw["evaluate"], "samples_per_class": 6}}
-    assert evaluate_family(validate(raw2), "vae")["n"] == 60  # another budget: measured again
+    assert q["latent"]["pairs"] == 10  # the latent strips: evaluate.latent_pairs same-class test pairs
+    with np.load(tmp / "runs" / "evaluation" / "vae" / "latent.npz") as z:
+        assert z["linear"].shape == (10, 11, 1, 8, 8)  # real, 9 steps, real
+    raw2 = {**raw, "evaluate": {**raw["evaluate"], "samples_per_class": 6, "latent_pairs": 3}}
+    q2 = evaluate_family(validate(raw2), "vae")
+    assert q2["n"] == 60 and q2["latent"]["pairs"] == 3  # another budget: measured again
+    with np.load(tmp / "runs" / "evaluation" / "vae" / "latent.npz") as z:
+        assert z["spherical"].shape == (3, 11, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="ddpm is not trained"):
         evaluate_family(params, "ddpm")

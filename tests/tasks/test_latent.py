@@ -139,3 +139,63 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert "99999" in capsys.readouterr().err
     assert main(["arithmetic", "--params", str(pfile), "--family", "gan", "--index", "0", "--to", "1"]) != 0
     assert "encoder" in capsys.readouterr().err
+
+
+def _count(model, method: str) -> list[int]:
+    """Images per call of ``model.<method>`` from now on (the instance's method wrapped)."""
+    calls, inner = [], getattr(model, method)
+
+    def counted(z, y=None):
+        calls.append(len(z))
+        return inner(z, y)
+
+    setattr(model, method, counted)
+    return calls
+
+
+def test_figures_encode_each_image_once_decode_each_mode_in_one_batch_and_match_one_path_at_a_time(trained):
+    params, x, y, net, _ = trained
+    for family in ("vae", "gan"):
+        model = load_model(family, params.run.runs_dir)
+        encoded = _count(model, "encode") if family == "vae" else []
+        decoded = _count(model, "decode")
+        _, strips = L.figures(model, net, x, y, None, pairs=3, steps=5, seed=1)
+        model = load_model(family, params.run.runs_dir)  # uncounted, for the one-at-a-time paths
+        pairs = L.same_class_pairs(y, 3, 1)
+        firsts = [int(np.flatnonzero(y.numpy() == c)[0]) for c in range(10)]
+        if family == "vae":
+            need = set(L.mean_images(y)) | {i for p in pairs for i in p} | set(firsts)
+            assert sum(encoded) == len(need) and len(encoded) == -(-len(need) // 256)  # each image once
+            assert decoded == [3 * 5, 3 * 5, 10 * 5, 10 * 10]  # two modes, toward, every label
+            means = L.class_means(model, x, y)
+            for c in (0, 7):
+                r = L.arithmetic(model, x[firsts[c]], c, (c + 1) % 10, means, steps=5)
+                for name, key in (("arithmetic", "toward"), ("every_label", "every_label")):
+                    assert torch.allclose(torch.from_numpy(strips[name][c, 1:]), r[key], atol=1e-5), name
+        else:
+            assert decoded == [3 * 5, 3 * 5]
+        for mode in L.MODES:
+            for i, (a, b) in enumerate(pairs):  # the batched strips are the one-path-at-a-time ones
+                if family == "vae":
+                    one = L.interpolate(model, (x[a], int(y[a])), (x[b], int(y[b])), 5, mode)
+                    assert torch.equal(torch.from_numpy(strips[mode][i, 0]), x[a])
+                    got = strips[mode][i, 1:-1]
+                else:
+                    one = L.interpolate(model, None, None, 5, mode, seed=1 + i, labels=(int(y[a]),) * 2)
+                    got = strips[mode][i]
+                assert torch.allclose(torch.from_numpy(got), one, atol=1e-5), (family, mode, i)
+
+
+def test_class_means_take_at_most_the_first_hundred_images_of_each_class(trained):
+    params, x, y, _, _ = trained
+    many = torch.tensor([0] * 150 + [1] * 7 + [0] * 3)
+    idx = L.mean_images(many)
+    assert list(idx) == list(range(100)) + list(range(150, 157))  # the first 100 zeros, every one
+    assert list(L.mean_images(y)) == list(range(len(y)))  # digits' test split: every image
+    model = load_model("vae", params.run.runs_dir)
+    xs = x[:1].repeat(160, 1, 1, 1)
+    xs[100:150] = 1.0  # images past a class's first hundred change nothing
+    means = L.class_means(model, xs, many)
+    with torch.inference_mode():
+        first = model.encode(xs[:100], many[:100]).mean(0)
+    assert torch.allclose(means[0][0], first, atol=1e-5)
