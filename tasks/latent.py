@@ -83,9 +83,18 @@ def paths(model, za: Tensor, zb: Tensor, ya: Tensor, yb: Tensor, steps: int, mod
         raise ValueError(f"steps: at least 2 (the two ends), got {steps}")
     ts = torch.linspace(0, 1, steps).tolist()
     mix = lerp if mode == "linear" else slerp
-    z = torch.stack([mix(za, zb, t) for t in ts], 1).flatten(0, 1).to(model.device)  # (P steps, ...)
-    y = torch.stack([ya if t < 0.5 else yb for t in ts], 1).flatten().to(model.device)  # (P steps,)
-    return model.decode(z, y).float().cpu().unflatten(0, (len(za), steps))
+    z = torch.stack([mix(za, zb, t) for t in ts], 1).flatten(0, 1)  # (P steps, ...)
+    y = torch.stack([ya if t < 0.5 else yb for t in ts], 1).flatten()  # (P steps,)
+    return decode(model, z, y).unflatten(0, (len(za), steps))
+
+
+@torch.inference_mode()
+def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
+    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU."""
+    return torch.cat(
+        [model.decode(zb.to(model.device), yb.to(model.device)).float().cpu()
+         for zb, yb in zip(z.split(batch), y.split(batch), strict=True)]
+    )  # fmt: skip
 
 
 def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
@@ -162,10 +171,8 @@ def _arithmetic(model, z: Tensor, y: Tensor, to: Tensor, means: dict[int, Tensor
     shift = torch.cat([means[t] - means[c] for c, t in zip(y.tolist(), to.tolist(), strict=True)])
     toward = paths(model, z, z + shift, y, to, steps, "linear")
     k = model.spec.num_classes
-    every = model.decode(
-        z.repeat_interleave(k, 0).to(model.device), torch.arange(k, device=model.device).repeat(len(z))
-    )
-    return toward, every.float().cpu().unflatten(0, (len(z), k))
+    every = decode(model, z.repeat_interleave(k, 0), torch.arange(k).repeat(len(z)))
+    return toward, every.unflatten(0, (len(z), k))
 
 
 def arithmetic(
@@ -230,8 +237,9 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
         return None, {}
     chosen = same_class_pairs(y, pairs, seed)
     a, b = (torch.tensor(ends) for ends in zip(*chosen, strict=True))  # (pairs,) each
-    firsts = torch.tensor([int(np.flatnonzero(y.numpy() == c)[0]) for c in range(model.spec.num_classes)])
     if kind == "encoder":
+        k = model.spec.num_classes
+        firsts = torch.tensor([int(np.flatnonzero(y.numpy() == c)[0]) for c in range(k)])  # arithmetic's
         idx = torch.from_numpy(np.union1d(mean_images(y), torch.cat([a, b, firsts]).numpy()))
         codes = encode(model, x[idx], y[idx])
         z = torch.zeros(len(x), *codes.shape[1:])  # (N, ...): the encoded images' rows filled
@@ -254,7 +262,6 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
     if kind == "encoder":
         means_idx = torch.from_numpy(mean_images(y))
         means = means_of(z[means_idx], y[means_idx])
-        k = model.spec.num_classes
         toward, every = _arithmetic(model, z[firsts], y[firsts], (y[firsts] + 1) % k, means, steps)
         real = x[firsts][:, None]
         strips["arithmetic"] = torch.cat([real, toward], 1).numpy()  # real, then class c -> c + 1

@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from genzoo.flows.cli import PREFECT_DEFAULTS
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
@@ -27,8 +29,8 @@ def _remove_own(folder: str, pid: int) -> None:
 if "PREFECT_HOME" not in os.environ:  # removed when the session's process exits (~10 MB each)
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="genzoo-prefect-")
     atexit.register(_remove_own, os.environ["PREFECT_HOME"], os.getpid())
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+for _key, _value in PREFECT_DEFAULTS.items():  # what every genzoo command sets, before Prefect is imported
+    os.environ.setdefault(_key, _value)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -64,3 +64,19 @@ def test_a_turn_that_fails_or_is_skipped_lets_the_next_go_and_a_missing_one_only
     with order.turn("b"):  # a never comes: b goes after the timeout
         pass
     assert 0.25 < time.perf_counter() - t0 < 5 and order.passed == ["b"]
+
+
+def test_long_chains_are_submitted_first_ddpms_among_equal_steps(tmp_path):
+    """With nothing measured, the most steps go first, and among equal steps DDPM (its evaluation
+    draws each image in 2 x 20 DDIM passes): in a quick run every family trains 150 steps, and
+    DDPM, submitted last, ran its evaluation alone at the end. A measured time decides after."""
+    import json
+
+    from genzoo.flows.pipeline import _longest_first
+
+    quick = load_params(ROOT / "params.yaml", [f"run.runs_dir={tmp_path}"], profile="quick")
+    families = ["pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+    assert _longest_first(quick, families, first=["vae"]) == ["vae", "gan", "ddpm", "pixelcnn", "realnvp"]
+    (tmp_path / "realnvp").mkdir()
+    (tmp_path / "realnvp" / "metrics.json").write_text(json.dumps({"train_seconds": 900.0}))
+    assert _longest_first(quick, families)[0] == "realnvp"
