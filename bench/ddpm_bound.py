@@ -83,10 +83,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for k in args.terms:
         for spacing in ("linear", "log"):
-            m = model
-            m.cfg = model.cfg.model_copy(update={"bound_terms": k, "bound_spacing": spacing})
+            model.cfg = model.cfg.model_copy(update={"bound_terms": k, "bound_spacing": spacing})
             t0 = time.perf_counter()
-            draws = torch.stack([bits(m, x, s) for s in range(args.seeds)])  # (seeds, N)
+            draws = torch.stack([bits(model, x, s) for s in range(args.seeds)])  # (seeds, N)
             sec = (time.perf_counter() - t0) / args.seeds
             means = draws.mean(1).tolist()
             print(f"| {k} | {spacing} | {statistics.mean(means):.3f} | {statistics.stdev(means):.3f} | "

@@ -89,12 +89,19 @@ def paths(model, za: Tensor, zb: Tensor, ya: Tensor, yb: Tensor, steps: int, mod
 
 
 @torch.inference_mode()
-def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
-    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU."""
+def _batched(fn, a: Tensor, y: Tensor, device, batch: int = 256) -> Tensor:
+    """``fn(a, y)`` over ``batch`` rows at a time on ``device``; the results on the CPU."""
     return torch.cat(
-        [model.decode(zb.to(model.device), yb.to(model.device)).float().cpu()
-         for zb, yb in zip(z.split(batch), y.split(batch), strict=True)]
-    )  # fmt: skip
+        [
+            fn(ab.to(device), yb.to(device)).float().cpu()
+            for ab, yb in zip(a.split(batch), y.split(batch), strict=True)
+        ]
+    )
+
+
+def decode(model, z: Tensor, y: Tensor) -> Tensor:
+    """Images of the codes ``z`` under labels ``y``, 256 codes per pass, on the CPU."""
+    return _batched(model.decode, z, y, model.device)
 
 
 def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
@@ -102,14 +109,10 @@ def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str)
     return paths(model, za, zb, torch.tensor([ya]), torch.tensor([yb]), steps, mode)[0]
 
 
-@torch.inference_mode()
-def encode(model, x: Tensor, y: Tensor, batch: int = 256) -> Tensor:
-    """Codes of the images ``x`` under their labels ``y``, ``batch`` images per pass."""
+def encode(model, x: Tensor, y: Tensor) -> Tensor:
+    """Codes of the images ``x`` under their labels ``y``, 256 images per pass, on the CPU."""
     _need(model, "encoder")
-    return torch.cat(
-        [model.encode(xb.to(model.device), yb.to(model.device)).float().cpu()
-         for xb, yb in zip(x.split(batch), y.split(batch), strict=True)]
-    )  # fmt: skip
+    return _batched(model.encode, x, y, model.device)
 
 
 Pair = tuple[Tensor, int]  # (image, label)
@@ -165,9 +168,6 @@ def class_means(model, x: Tensor, y: Tensor) -> dict[int, Tensor]:
 def _arithmetic(model, z: Tensor, y: Tensor, to: Tensor, means: dict[int, Tensor], steps: int):
     """Codes ``z`` (B, ...) of images of classes ``y`` moved toward classes ``to`` ((B,) each):
     (B, steps, C, H, W), and each code under every label: (B, K, C, H, W)."""
-    for c in [*y.tolist(), *to.tolist()]:
-        if c not in means:
-            raise ValueError(f"class {c}: not among the classes ({sorted(means)})")
     shift = torch.cat([means[t] - means[c] for c, t in zip(y.tolist(), to.tolist(), strict=True)])
     toward = paths(model, z, z + shift, y, to, steps, "linear")
     k = model.spec.num_classes
@@ -240,7 +240,8 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
     if kind == "encoder":
         k = model.spec.num_classes
         firsts = torch.tensor([int(np.flatnonzero(y.numpy() == c)[0]) for c in range(k)])  # arithmetic's
-        idx = torch.from_numpy(np.union1d(mean_images(y), torch.cat([a, b, firsts]).numpy()))
+        means_idx = mean_images(y)
+        idx = torch.from_numpy(np.union1d(means_idx, torch.cat([a, b, firsts]).numpy()))
         codes = encode(model, x[idx], y[idx])
         z = torch.zeros(len(x), *codes.shape[1:])  # (N, ...): the encoded images' rows filled
         z[idx] = codes
@@ -260,7 +261,6 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
             walks = torch.cat([x[a][:, None], walks, x[b][:, None]], 1)
         strips[mode] = walks.numpy()  # (pairs, steps [+ 2 real ends], C, H, W)
     if kind == "encoder":
-        means_idx = torch.from_numpy(mean_images(y))
         means = means_of(z[means_idx], y[means_idx])
         toward, every = _arithmetic(model, z[firsts], y[firsts], (y[firsts] + 1) % k, means, steps)
         real = x[firsts][:, None]
