@@ -110,8 +110,6 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit): its stages and
     each family's progress in the log, then the table of figures (or ``--json``)."""
-    from genzoo.flows.pipeline import pipeline
-
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
     families = args.families.split(",") if args.families else None
     unknown = [f for f in families or [] if f not in params.models]
@@ -119,6 +117,11 @@ def cmd_run(args) -> int:
         raise UsageError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
+    from genzoo.flows.serve import temporary_server
+
+    prefect_ready = temporary_server()  # starts while the imports and checks below run
+    from genzoo.flows.pipeline import pipeline
+
     if not (args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS")):
         _check_device(params)  # a local Ray trains here; a cluster's workers have their own devices
     if params.run.track:  # the flow checks it too; here it fails before Prefect and Ray start
@@ -134,6 +137,7 @@ def cmd_run(args) -> int:
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         if not args.quiet:
             logging.getLogger("genzoo.cluster").setLevel(logging.INFO)  # where the families run
+    prefect_ready()
     # checked above against the params file given, whose profiles may not be the project's
     # (the flow's pick list): Prefect need not check the parameters again
     result = pipeline.with_options(validate_parameters=False)(

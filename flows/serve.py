@@ -14,6 +14,7 @@ process's client sends it as ``PREFECT_API_AUTH_STRING``): the deployments run c
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,78 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
             raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
         time.sleep(0.5)
     return proc
+
+
+# Prefect's server app as Prefect's temporary server runs it (ephemeral: no UI, only the services
+# a temporary server needs), on loopback; it exits when the process that started it is gone
+# (even killed), rather than outliving it as an orphan.
+_TEMPORARY = """\
+import os, sys, threading, time
+import uvicorn
+from prefect.server.api.server import create_app
+parent = os.getppid()
+def orphaned():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=orphaned, daemon=True).start()
+uvicorn.run(create_app(ephemeral=True, final=True), host="127.0.0.1", port=int(sys.argv[1]),
+            log_level="error", lifespan="on")
+"""
+
+
+def temporary_server() -> Callable[[], str | None]:
+    """Start the Prefect server this process's flow will talk to, first thing, and return
+    ``ready()``: call it just before the flow; it waits until the server is healthy and points
+    this process (and the processes it starts: Ray's workers) at it (``PREFECT_API_URL``).
+
+    With no Prefect API configured, a flow call starts Prefect's temporary server itself and
+    waits for it (6-8 s on 2 cores) after this process's own imports and checks; started
+    here, the two overlap. Where an API is configured (``PREFECT_API_URL`` in the environment,
+    a Prefect profile, prefect.toml) ``ready()`` stops this one and leaves Prefect's setting
+    alone; where this one cannot start, Prefect starts its own as before. Stopped at exit."""
+    if os.environ.get("PREFECT_API_URL"):
+        return lambda: None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", _TEMPORARY, str(port)], stdout=subprocess.DEVNULL)
+    atexit.register(stop_temporary, proc)  # before Prefect's log and event workers: they flush first
+    api = f"http://127.0.0.1:{port}/api"
+    log.debug("starting a temporary Prefect server on %s", api)
+
+    def ready() -> str | None:
+        import prefect.context
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        refresh = getattr(prefect.context, "refresh_global_settings_context", None)
+        if settings.api.url or refresh is None:  # a profile or prefect.toml names the user's server
+            stop_temporary(proc)
+            return None
+        deadline = time.monotonic() + settings.server.ephemeral.startup_timeout_seconds
+        while not healthy(api):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_temporary(proc)
+                log.warning("the temporary Prefect server on %s did not start; Prefect starts its own", api)
+                return None
+            time.sleep(0.1)
+        os.environ["PREFECT_API_URL"] = api
+        os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to one
+        refresh()  # Prefect read its settings when imported: read them again, with this server's URL
+        return api
+
+    return ready
+
+
+def stop_temporary(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def local(host: str) -> str:
