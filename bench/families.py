@@ -64,12 +64,17 @@ def revision(ref: str, dest: Path) -> Path:
 
 
 def genzoo_run(
-    out: Path, profile: str | None = None, overrides: list[str] = (), code: Path | None = None
+    out: Path,
+    profile: str | None = None,
+    overrides: list[str] = (),
+    code: Path | None = None,
+    families: str | None = None,
 ) -> tuple[float, float]:
     """The real ``genzoo run`` on params.yaml with every output under ``out`` (runs, checkpoints,
     prepared data, MLflow's store, Prefect's home) from a cold start (the flow's own temporary
     Prefect server); returns its start and end (epoch seconds). ``code``: a tree from
-    :func:`revision`, run with its own package and params.yaml instead of this checkout's."""
+    :func:`revision`, run with its own package and params.yaml instead of this checkout's;
+    ``families``: ``--families`` (comma-separated)."""
     params = (code or ROOT) / "params.yaml"
     cmd = [str(Path(sys.executable).parent / "genzoo"), "run", "-q", "--params", str(params)]
     folders = {"run.runs_dir": "runs", "run.checkpoints_dir": "ckpt", "data.prepared_dir": "prepared"}
@@ -77,6 +82,8 @@ def genzoo_run(
     cmd += [arg for o in overrides for arg in ("-o", o)]
     if profile:
         cmd += ["--profile", profile]
+    if families:
+        cmd += ["--families", families]
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}",  # tracked, like make run

@@ -5,6 +5,8 @@ the run comes to the ideal packing of its own task times on the cores it had.
     python bench/profile_run.py --profile quick --repeats 3
     python bench/profile_run.py --timeline runs/timeline.json   # a run you already made
     python bench/profile_run.py --repeats 3 --against 109bace    # beside another revision's run
+    python bench/profile_run.py --families gan --repeats 5 --against HEAD~1 -o models.gan.train.steps=20
+                                             # start-up and shut-down, with little in between
 
 Every pipeline run writes ``runs/timeline.json`` (each Ray task on its worker, each stage's
 Prefect task on the driver, in the Chrome trace format: open it in https://ui.perfetto.dev).
@@ -167,25 +169,36 @@ def plot(trace: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_once(profile: str | None, out: Path, overrides: list[str], code: Path | None = None
-             ) -> tuple[dict, tuple[float, float]]:  # fmt: skip
+def run_once(profile: str | None, out: Path, overrides: list[str], code: Path | None = None,
+             families: str | None = None) -> tuple[dict, tuple[float, float]]:  # fmt: skip
     """One cold-start ``genzoo run`` in ``out`` (of ``code``, else this checkout): its timeline
     (with the report's summary)."""
-    process = genzoo_run(out, profile, overrides, code=code)
+    process = genzoo_run(out, profile, overrides, code=code, families=families)
     trace = json.loads((out / "runs" / "timeline.json").read_text())
     trace["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
     return trace, process
 
 
-def other_run(ref: str, code: Path, profile: str | None, overrides: list[str], i: int) -> float:
-    """One cold-start ``genzoo run`` of revision ``ref``'s exported ``code``: its wall seconds
-    (printed with its flow's time and the ideal packing of its tasks)."""
+def other_run(ref: str, code: Path, profile: str | None, overrides: list[str], i: int,
+              families: str | None = None) -> dict:  # fmt: skip
+    """One cold-start ``genzoo run`` of revision ``ref``'s exported ``code``: its analysis
+    (printed: wall seconds, its flow's time and the ideal packing of its tasks)."""
     with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
-        trace, process = run_once(profile, Path(tmp), overrides, code=code)
+        trace, process = run_once(profile, Path(tmp), overrides, code=code, families=families)
     r = analyse(trace, process)
     print(f"run {i} of {ref}: {r['wall_s']:.1f} s (flow {r['flow_s']:.1f}, ideal packing {r['ideal_s']:.1f}, "
           f"ratio {r['flow_s'] / r['ideal_s']:.2f})", flush=True)  # fmt: skip
-    return r["wall_s"]
+    return r
+
+
+def compare(ref: str, other: list[dict], this: list[dict]) -> None:
+    """Medians of the two revisions' runs side by side: the whole run and its parts."""
+    print(f"\n| median of {len(other)} | {ref} | this checkout | ratio |\n|---|---|---|---|")
+    for key, what in (("wall_s", "whole `genzoo run`"), ("startup_s", "start-up before the flow"),
+                      ("flow_s", "the flow"), ("shutdown_s", "shut-down after the flow")):  # fmt: skip
+        a, b = statistics.median(r[key] for r in other), statistics.median(r[key] for r in this)
+        ratio = f"**{b / a:.2f}x**" if key == "wall_s" else f"{b / a:.2f}x"
+        print(f"| {what} (s) | {a:.1f} | {b:.1f} | {ratio} |")
 
 
 def report(results: list[dict]) -> None:
@@ -246,21 +259,22 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "profile_run.png")
     ap.add_argument("--keep", type=Path, help="copy each run's timeline.json here")
     ap.add_argument("--against", metavar="REF", help="also run this git revision's code, alternating")
+    ap.add_argument("--families", help="comma-separated: `genzoo run --families`")
     args = ap.parse_args()
     results, trace = [], None
     if args.timeline:
         trace = json.loads(args.timeline.read_text())
         results.append(analyse(trace))
-    against: list[float] = []
+    against: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="genzoo-against-") as code_dir:
         code = revision(args.against, Path(code_dir)) if args.against else None
         for i in range(0 if args.timeline else args.repeats):
             if code is not None and i % 2 == 0:  # alternate which goes first
-                against.append(other_run(args.against, code, args.profile, args.override, i))
+                against.append(other_run(args.against, code, args.profile, args.override, i, args.families))
             with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
-                trace, process = run_once(args.profile, Path(tmp), args.override)
+                trace, process = run_once(args.profile, Path(tmp), args.override, families=args.families)
             if code is not None and i % 2 == 1:
-                against.append(other_run(args.against, code, args.profile, args.override, i))
+                against.append(other_run(args.against, code, args.profile, args.override, i, args.families))
             results.append(analyse(trace, process))
             r = results[-1]
             print(
@@ -273,9 +287,7 @@ def main() -> None:
                 (args.keep / f"timeline-{i}.json").write_text(json.dumps(trace))
     report(results)
     if against:
-        this, other = statistics.median(r["wall_s"] for r in results), statistics.median(against)
-        print(f"\n| whole `genzoo run`, median of {len(against)} | {args.against} | this checkout | ratio |")
-        print(f"|---|---|---|---|\n| seconds | {other:.1f} | {this:.1f} | **{this / other:.2f}x** |")
+        compare(args.against, against, results)
     print()
     quality(results)
     title = f"genzoo run{' --profile ' + args.profile if args.profile else ''}: {results[-1]['flow_s']:.0f} s"
