@@ -70,3 +70,18 @@ def test_a_server_named_by_a_profile_is_left_alone(tmp_path):
     env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["0", "None", "http://127.0.0.1:9/api", "0"], r.stdout + r.stderr
+
+
+def test_a_server_that_cannot_start_leaves_prefect_to_start_its_own(monkeypatch, caplog):
+    """Where genzoo's server exits at once (here its program is replaced by one that exits),
+    ready() says so as soon as it has exited and points nothing at it: the flow call then
+    starts Prefect's own."""
+    from genzoo.flows import serve
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(serve, "_TEMPORARY", "import sys; sys.exit(3)")
+    ready = serve.temporary_server()
+    t0 = time.monotonic()
+    assert ready() is None and "PREFECT_API_URL" not in os.environ
+    assert time.monotonic() - t0 < 30  # seen as it exits, not after the 180 s start-up wait
+    assert "did not start; Prefect starts its own" in caplog.text
