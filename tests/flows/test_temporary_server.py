@@ -1,7 +1,9 @@
 """`genzoo run` starts the Prefect server its flow talks to first thing, so that the server's
-start overlaps the run's imports and checks (flows/serve.py ``temporary_server``). Each test
-runs in a process of its own: Prefect's settings are read once per process."""
+start overlaps the run's imports and checks (flows/serve.py ``temporary_server``). The tests
+that run a flow or read a profile do so in a process of their own: Prefect reads its settings
+once per process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -32,8 +34,6 @@ def env_without_api(tmp_path) -> dict:
 
 
 def test_the_flow_runs_on_the_server_started_first_which_goes_when_its_process_is_killed(tmp_path):
-    import json
-
     # output to files, not pipes: a server left running would hold a pipe open, and the test hang
     with open(tmp_path / "out", "w") as so, open(tmp_path / "err", "w") as se:
         subprocess.run([sys.executable, "-c", RUN], env=env_without_api(tmp_path), stdout=so, stderr=se,
