@@ -175,8 +175,10 @@ def temporary_server() -> Callable[[], str | None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", _TEMPORARY, str(port)], stdout=subprocess.DEVNULL)
-    atexit.register(stop_temporary, proc)  # before Prefect's log and event workers: they flush first
+    proc = subprocess.Popen(  # a session of its own, as start_server's: stop() ends its group
+        [sys.executable, "-c", _TEMPORARY, str(port)], stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    atexit.register(stop, proc)  # before Prefect's log and event workers: they flush first
     api = f"http://127.0.0.1:{port}/api"
     log.debug("starting a temporary Prefect server on %s", api)
 
@@ -187,12 +189,12 @@ def temporary_server() -> Callable[[], str | None]:
         settings = get_current_settings()
         refresh = getattr(prefect.context, "refresh_global_settings_context", None)
         if settings.api.url or refresh is None:  # a profile or prefect.toml names the user's server
-            stop_temporary(proc)
+            stop(proc)
             return None
         deadline = time.monotonic() + settings.server.ephemeral.startup_timeout_seconds
         while not healthy(api):
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop_temporary(proc)
+                stop(proc)
                 log.warning("the temporary Prefect server on %s did not start; Prefect starts its own", api)
                 return None
             time.sleep(0.1)
@@ -202,16 +204,6 @@ def temporary_server() -> Callable[[], str | None]:
         return api
 
     return ready
-
-
-def stop_temporary(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def local(host: str) -> str:
