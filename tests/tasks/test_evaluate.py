@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from genzoo.metrics.quality import frechet_distance
 from genzoo.tasks.config import validate
-from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.data import load_split
+from genzoo.tasks.evaluate import evaluate_family, evaluator_stage, floor_draw
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
@@ -53,6 +55,16 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
         assert max(fds.values()) < ref["uniform_noise"]["spaces"][s]["fd"], (s, fds)
         assert ref["real_train_vs_test"]["spaces"][s]["fd"] < ref["pca_kde"]["spaces"][s]["fd"], s
     assert ref["real_train_vs_test"]["spaces"]["cnn"]["fd"] == ref["real_train_vs_test"]["fd"]
+    # the floor is a draw of real training images of a family's size, one per seed
+    n, per_class = ref["protocol"]["samples_per_seed"], ref["protocol"]["samples_per_class"]
+    _, y, _ = load_split(params.data.prepared_dir, "train")
+    assert [r["n"] for r in floor["per_seed"]] == [n, n] and n < len(y)
+    with np.load(folder / "features.npz") as z:
+        for r, seed in zip(floor["per_seed"], (params.seed + 1, params.seed + 2), strict=True):
+            i = floor_draw(y.numpy(), per_class, seed)
+            assert r["fd"] == pytest.approx(frechet_distance(z["train"][i], z["test"]))
+            mlp = frechet_distance(z["mlp.train"][i], z["mlp.test"])
+            assert r["spaces"]["mlp"]["fd"] == pytest.approx(mlp)
     assert set(ref["pca_kde"]["spaces"]) == set(SPACES) and set(ref["protocol"]["spaces"]) == set(SPACES)
     assert set(m["judges"]["test_accuracy"]) == {"mlp", "lenet"}
     assert all(0.5 < a <= 1 for a in m["judges"]["test_accuracy"].values())
@@ -65,6 +77,15 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     assert evaluator_stage(params)["key"] == m["key"]  # unchanged inputs: reused, not retrained
     assert (folder / "evaluator.safetensors").stat().st_mtime_ns == before
     assert (folder / "judges.npz").stat().st_mtime_ns == judges_before
+
+
+def test_the_floor_draws_a_familys_size_and_class_balance_from_the_training_split():
+    labels = np.repeat(np.arange(3), [10, 5, 2])
+    i = floor_draw(labels, 4, seed=1)
+    assert np.bincount(labels[i]).tolist() == [4, 4, 2]  # a class with fewer gives all it has
+    assert len(set(i.tolist())) == len(i)  # without replacement
+    assert np.array_equal(i, floor_draw(labels, 4, seed=1))
+    assert not np.array_equal(i, floor_draw(labels, 4, seed=2))
 
 
 def test_family_quality_is_measured_and_cached(trained):
