@@ -2,6 +2,9 @@
 order as they must, and caching on unchanged inputs."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
 
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = ("cnn", "pca", "mlp", "lenet", "random_cnn")
 
 
@@ -129,3 +133,19 @@ def test_family_quality_is_measured_and_cached(trained):
         assert z["spherical"].shape == (3, 11, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="ddpm is not trained"):
         evaluate_family(params, "ddpm")
+
+
+def test_bench_floor_prints_the_floor_of_a_familys_size_in_every_space(trained):
+    tmp, _, params = trained
+    evaluator_stage(params)
+    r = subprocess.run(
+        [sys.executable, "bench/floor.py", "--runs", str(tmp / "runs"),
+         "--prepared", params.data.prepared_dir, "--draws", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [c[0].strip() for c in rows] == list(SPACES)
+    for _, whole, drawn, ratio in rows:  # 40 images (4 per class) score well above all 1,259 of the split
+        assert float(ratio) == pytest.approx(float(drawn.split("±")[0]) / float(whole), rel=0.01)
+        assert float(ratio) > 1

@@ -241,6 +241,7 @@ def test_report_files_and_summary(evaluated):
         "PCA + KDE",
         "Gaussian mixture",
         "real train vs test",
+        "real training images per class (a family&#39;s draw)",  # how the floor is measured (escaped)
         "Targets",
         "pixelcnn (exact)",
         "Does synthetic data help a classifier?",
