@@ -155,7 +155,7 @@ def floor_draw(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     ``per_class`` of them without replacement (a class with fewer gives all it has), so the
     floor is a draw of a family's size and class balance. A Fréchet distance estimated from n
     images is biased upward by terms of order 1/n: measured on the whole training split (1,259
-    digits against a family's 1,000), the floor sat about 6% below what 1,000 of those very
+    digits against a family's 1,000), the floor sat 6-8% below what 1,000 of those very
     images score (``bench/floor.py``)."""
     rng = np.random.default_rng(seed)
     picks = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]

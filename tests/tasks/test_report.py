@@ -266,6 +266,23 @@ def test_report_files_and_summary(evaluated):
     assert "A first look at the" in banner
 
 
+def test_a_report_of_an_evaluation_made_before_the_floor_said_how_it_is_drawn(evaluated):
+    """An evaluator stage run by an older genzoo wrote no ``protocol.floor``: `genzoo report` on
+    that folder still renders, without the sentence."""
+    tmp, params = evaluated
+    path = tmp / "runs" / "evaluation" / "evaluator" / "reference.json"
+    saved = path.read_text()
+    old = json.loads(saved)
+    del old["protocol"]["floor"]
+    path.write_text(json.dumps(old))
+    try:
+        build_report(params)
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "real-vs-real floor" in html and "a family&#39;s draw" not in html
+    finally:
+        path.write_text(saved)
+
+
 def _chromium() -> str:
     exe = os.environ.get("GENZOO_CHROMIUM") or next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
