@@ -12,7 +12,7 @@ import pytest
 from genzoo.metrics.quality import frechet_distance
 from genzoo.tasks.config import validate
 from genzoo.tasks.data import load_split
-from genzoo.tasks.evaluate import evaluate_family, evaluator_stage, floor_draw
+from genzoo.tasks.evaluate import _seeds, evaluate_family, evaluator_stage, floor_draw
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
@@ -64,7 +64,7 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     _, y, _ = load_split(params.data.prepared_dir, "train")
     assert [r["n"] for r in floor["per_seed"]] == [n, n] and n < len(y)
     with np.load(folder / "features.npz") as z:
-        for r, seed in zip(floor["per_seed"], (params.seed + 1, params.seed + 2), strict=True):
+        for r, seed in zip(floor["per_seed"], _seeds(params), strict=True):
             i = floor_draw(y.numpy(), per_class, seed)
             assert r["fd"] == pytest.approx(frechet_distance(z["train"][i], z["test"]))
             mlp = frechet_distance(z["mlp.train"][i], z["mlp.test"])
