@@ -63,9 +63,7 @@ def main() -> None:
     folders = [f"run.runs_dir={run}/runs", f"data.prepared_dir={run}/prepared"]
     params = load_params(ROOT / "params.yaml", folders)
     torch.set_num_threads(args.threads)
-    folder = evaluator_dir(params)
-    net, judges = load_evaluator(folder / "evaluator.json"), load_judges(folder / "judges.npz")
-    real = real_features(folder)
+    judging = load_judging(params)
     trained = models.load(family_dir(params, args.family) / "model.json")
     combos = settings(args.set) or [{}]
     nets = []
@@ -82,27 +80,47 @@ def main() -> None:
             raise SystemExit(f"--set {update}: {str(err)[:300]}") from None
         nets.append(model)
     x, y, _ = load_split(params.data.prepared_dir, "train")
-    e = params.evaluate
+    e, n_test = params.evaluate, len(judging[2]["test"])
     print(f"machine: {machine()}\n{args.family} of {run}: {e.seeds} seeds x {e.samples_per_class} images per "
-          f"class against the {len(real['test'])} test images; FD (class accuracy) per space\n")  # fmt: skip
+          f"class against the {n_test} test images; FD (class accuracy) per space\n")  # fmt: skip
     keys = list(combos[0])
     print("| " + " | ".join(keys + list(SPACES)) + " | precision | recall | seconds |")
     print("|---" * (len(keys) + len(SPACES) + 3) + "|")
     for update, model in zip(combos, nets, strict=True):
         model.eval().after_training(x, y)
         t0 = time.perf_counter()
+        s = judge(params, judging, model, trained.spec)
+        cells = [f"{update[k]}" for k in keys] + cells_of(s)
+        print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
 
-        def sample(labels, seed, m=model):
-            return draw(m, len(labels), labels=labels, seed=seed, batch=500)[0]
 
-        s = _measure(params, net, judges, real, sample, trained.spec, None)
-        cells = [f"{update[k]}" for k in keys]
-        for name in SPACES:
-            r = s["spaces"][name]
-            acc = f" ({100 * r['class_accuracy']:.1f}%)" if "class_accuracy" in r else ""
-            cells.append(f"{r['fd']:.3f}{acc}")
-        cells += [f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{time.perf_counter() - t0:.0f}"]
-        print("| " + " | ".join(cells) + " |", flush=True)
+def load_judging(params) -> tuple:
+    """The run's evaluator, its judges and the real images' features in every space."""
+    folder = evaluator_dir(params)
+    return (
+        load_evaluator(folder / "evaluator.json"),
+        load_judges(folder / "judges.npz"),
+        real_features(folder),
+    )
+
+
+def judge(params, judging: tuple, model, spec) -> dict:
+    """``model`` (ready to sample) scored as the evaluate stage scores a family."""
+
+    def sample(labels, seed):
+        return draw(model, len(labels), labels=labels, seed=seed, batch=500)[0]
+
+    return _measure(params, *judging, sample, spec, None)
+
+
+def cells_of(s: dict) -> list[str]:
+    """FD (class accuracy) per space, then precision and recall, as table cells."""
+    cells = []
+    for name in SPACES:
+        r = s["spaces"][name]
+        acc = f" ({100 * r['class_accuracy']:.1f}%)" if "class_accuracy" in r else ""
+        cells.append(f"{r['fd']:.3f}{acc}")
+    return cells + [f"{s['precision']:.3f}", f"{s['recall']:.3f}"]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from genzoo.metrics.quality import frechet_distance
 from genzoo.tasks.config import validate
@@ -149,3 +150,34 @@ def test_bench_floor_prints_the_floor_of_a_familys_size_in_every_space(trained):
     for _, whole, drawn, ratio in rows:  # 40 images (4 per class) score well above all 1,259 of the split
         assert float(ratio) == pytest.approx(float(drawn.split("±")[0]) / float(whole), rel=0.01)
         assert float(ratio) > 1
+
+
+def test_bench_retrain_scores_each_training_seed_and_setting_as_the_evaluation_does(trained, tmp_path):
+    tmp, raw, params = trained
+    evaluator_stage(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    r = subprocess.run(
+        [sys.executable, "bench/retrain.py", "--run", str(tmp), "--params", str(tmp_path / "params.yaml"),
+         "--family", "vae", "--set", "train.weight_decay=0,0.5", "--seeds", "0,1",
+         "--work", str(tmp_path / "w")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    tables = [[line.split("|")[1:-1] for line in block.splitlines() if line.startswith("| ")][1:]
+              for block in r.stdout.split("\n\n") if block.startswith("| ")]  # fmt: skip
+    runs, summary = tables
+    pairs = [("0", "0"), ("0", "1"), ("0.5", "0"), ("0.5", "1")]
+    assert [(c[0].strip(), c[1].strip()) for c in runs] == pairs
+    fd = {(c[0].strip(), c[1].strip()): float(c[2].split("(")[0]) for c in runs}
+    # weight decay 0 and seed 0 is the run's own VAE (the same training), scored as its evaluation was
+    assert fd["0", "0"] == pytest.approx(evaluate_family(params, "vae")["spaces"]["cnn"]["fd"], abs=1e-3)
+    assert fd["0", "0"] != fd["0", "1"] and fd["0", "0"] != fd["0.5", "0"]  # seed and setting both count
+    assert [c[0].strip() for c in summary] == ["0", "0.5"]
+    mean = float(summary[0][1].split("±")[0])
+    assert mean == pytest.approx((fd["0", "0"] + fd["0", "1"]) / 2, abs=2e-3)
+    bad = subprocess.run(
+        [sys.executable, "bench/retrain.py", "--run", str(tmp), "--params", str(tmp_path / "params.yaml"),
+         "--family", "vae", "--set", "train.weight_decay=-1", "--work", str(tmp_path / "w2")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "weight_decay" in bad.stderr and not (tmp_path / "w2").exists()
