@@ -29,7 +29,6 @@ from sample_sweep import SPACES, cells_of, judge, load_judging, settings  # noqa
 
 from genzoo import models  # noqa: E402
 from genzoo.tasks.config import ParamsError, load_params  # noqa: E402
-from genzoo.tasks.data import load_split  # noqa: E402
 from genzoo.tasks.layout import family_dir  # noqa: E402
 from genzoo.tasks.train import train_family  # noqa: E402
 
@@ -76,7 +75,6 @@ def main() -> None:
         raise SystemExit(str(err)) from None
     torch.set_num_threads(args.threads)
     judging = load_judging(base)
-    x, y, _ = load_split(base.data.prepared_dir, "train")
     e = base.evaluate
     print(f"machine: {machine()}\n{args.family} of {run} retrained; each scored on {e.seeds} evaluation"
           f" seeds x {e.samples_per_class} images per class; FD (class accuracy) per space\n")  # fmt: skip
@@ -88,8 +86,7 @@ def main() -> None:
     for (i, seed), params in variants.items():
         t0 = time.perf_counter()
         m = train_family(params, args.family, progress=False)
-        trained = models.load(family_dir(params, args.family) / "model.json")
-        trained.eval().after_training(x, y)
+        trained = models.load(family_dir(params, args.family) / "model.json")  # fitted, in eval mode
         s = judge(base, judging, trained, trained.spec)
         rows[i].append({**s, "test_bpd": m.get("test_bpd")})
         bpd = f"{m['test_bpd']:.4f}" if m.get("test_bpd") is not None else "-"
