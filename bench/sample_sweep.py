@@ -66,19 +66,7 @@ def main() -> None:
     judging = load_judging(params)
     trained = models.load(family_dir(params, args.family) / "model.json")
     combos = settings(args.set) or [{}]
-    nets = []
-    for update in combos:  # every combination checked before any sampling
-        try:
-            cfg = type(trained.cfg).model_validate({**trained.cfg.model_dump(), **update})
-            model = models.build(args.family, trained.spec, cfg)
-            # a setting's own buffers come from after_training; one whose weights the run lacks
-            # (a wider net, more layers) is a different model: retrain it, do not sample it untrained
-            loaded = model.load_state_dict(trained.state_dict(), strict=False)
-            if untrained := set(loaded.missing_keys) & {n for n, _ in model.named_parameters()}:
-                raise RuntimeError(f"not the run's network (retrain it): no {sorted(untrained)[:3]}")
-        except (ValueError, RuntimeError) as err:  # a bad value; a size mismatch
-            raise SystemExit(f"--set {update}: {str(err)[:300]}") from None
-        nets.append(model)
+    nets = [resampled(trained, args.family, update) for update in combos]  # all checked before sampling
     x, y, _ = load_split(params.data.prepared_dir, "train")
     e, n_test = params.evaluate, len(judging[2]["test"])
     print(f"machine: {machine()}\n{args.family} of {run}: {e.seeds} seeds x {e.samples_per_class} images per "
@@ -92,6 +80,23 @@ def main() -> None:
         s = judge(params, judging, model, trained.spec)
         cells = [f"{update[k]}" for k in keys] + cells_of(s)
         print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
+
+
+def resampled(trained, family: str, update: dict, flag: str = "--set"):
+    """``trained``'s weights in a network rebuilt with ``update`` (keys of its ``net`` block), so
+    only the sampling differs; call ``after_training`` on it for a setting's own buffers (the
+    VAE's ex-post prior). Exits naming the setting where a value is bad or the weights do not fit."""
+    try:
+        cfg = type(trained.cfg).model_validate({**trained.cfg.model_dump(), **update})
+        model = models.build(family, trained.spec, cfg)
+        # one whose weights the run lacks (a wider net, more layers) is a different model:
+        # retrain it, do not sample it untrained
+        loaded = model.load_state_dict(trained.state_dict(), strict=False)
+        if untrained := set(loaded.missing_keys) & {n for n, _ in model.named_parameters()}:
+            raise RuntimeError(f"not the run's network (retrain it): no {sorted(untrained)[:3]}")
+    except (ValueError, RuntimeError) as err:  # a bad value; a size mismatch
+        raise SystemExit(f"{flag} {update}: {str(err)[:300]}") from None
+    return model
 
 
 def load_judging(params) -> tuple:

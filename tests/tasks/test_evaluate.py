@@ -181,3 +181,22 @@ def test_bench_retrain_scores_each_training_seed_and_setting_as_the_evaluation_d
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode != 0 and "weight_decay" in bad.stderr and not (tmp_path / "w2").exists()
+    # --sweep: each trained model scored at each sampling setting, without retraining
+    swept = subprocess.run(
+        [sys.executable, "bench/retrain.py", "--run", str(tmp), "--params", str(tmp_path / "params.yaml"),
+         "--family", "vae", "--sweep", "temperature=1,0.5", "--seeds", "0", "--work", str(tmp_path / "w3")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    rows = [line.split("|")[1:-1] for line in swept.stdout.split("\n\n")[1].splitlines()[2:]]
+    assert [(c[0].strip(), c[1].strip()) for c in rows] == [("0", "1"), ("0", "0.5")]  # one training
+    assert len(list((tmp_path / "w3").iterdir())) == 1
+    sfd = {c[1].strip(): float(c[2].split("(")[0]) for c in rows}
+    assert sfd["1"] == pytest.approx(fd["0", "0"], abs=1e-3) and sfd["0.5"] != sfd["1"]
+    for sweep, key in (("temperature=-1", "temperature"), ("hidden=4", "hidden")):  # a bad value; another net
+        bad = subprocess.run(
+            [sys.executable, "bench/retrain.py", "--run", str(tmp), "--params", str(tmp_path / "params.yaml"),
+             "--family", "vae", "--sweep", sweep, "--work", str(tmp_path / "w4")],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert bad.returncode != 0 and key in bad.stderr and not (tmp_path / "w4").exists(), bad.stderr
