@@ -84,7 +84,9 @@ def main() -> None:
     except ParamsError as err:
         raise SystemExit(str(err)) from None
     if args.sweep:  # each sweep value checked on the run's own model: a bad value, another network
-        run_model = models.load(family_dir(base, args.family) / "model.json")
+        if not (saved := family_dir(base, args.family) / "model.json").exists():
+            raise SystemExit(f"--sweep: no {saved}: the run trained no {args.family} to check the values on")
+        run_model = models.load(saved)
         for sweep in sweeps:
             resampled(run_model, args.family, sweep, "--sweep")
     torch.set_num_threads(args.threads)

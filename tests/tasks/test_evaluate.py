@@ -193,10 +193,13 @@ def test_bench_retrain_scores_each_training_seed_and_setting_as_the_evaluation_d
     assert len(list((tmp_path / "w3").iterdir())) == 1
     sfd = {c[1].strip(): float(c[2].split("(")[0]) for c in rows}
     assert sfd["1"] == pytest.approx(fd["0", "0"], abs=1e-3) and sfd["0.5"] != sfd["1"]
-    for sweep, key in (("temperature=-1", "temperature"), ("hidden=4", "hidden")):  # a bad value; another net
+    # a bad value; a key that changes the network; a family the run did not train
+    cases = [("vae", "temperature=-1", "temperature"), ("vae", "hidden=4", "hidden"),
+             ("ddpm", "guidance=1.2", "trained no ddpm")]  # fmt: skip
+    for family, sweep, key in cases:
         bad = subprocess.run(
             [sys.executable, "bench/retrain.py", "--run", str(tmp), "--params", str(tmp_path / "params.yaml"),
-             "--family", "vae", "--sweep", sweep, "--work", str(tmp_path / "w4")],
+             "--family", family, "--sweep", sweep, "--work", str(tmp_path / "w4")],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert bad.returncode != 0 and key in bad.stderr and not (tmp_path / "w4").exists(), bad.stderr
