@@ -12,7 +12,8 @@
   filters drew and rejected, the dataset's own quality figures (evaluator features vs the real
   test split), the figures the card quotes, the formats and the sha256 of ``images.npz``.
 
-Families are named or ``best`` (the best evaluated family by ``metric``). Optional filters:
+Families are named or ``best`` (the best evaluated family by ``metric``; among the families
+measured for usefulness when any was, so the card quotes a measured lift). Optional filters:
 ``min_confidence`` (the evaluator must give an image its label at least this probability) and
 ``reject_copies`` (drop images nearer a training image, in pixel space, than 99% of training
 images are to their nearest other training image). Filtered images are replaced by new draws,
@@ -124,18 +125,30 @@ def resolve_families(params: Params, req: AugmentParams) -> list[str]:
 
 
 def best_family(params: Params, metric: str) -> str:
-    figures = {}
+    """The evaluated family with the best ``metric``, among those whose usefulness was measured
+    (a ``usefulness.json`` beside its ``quality.json``) when any was: the dataset a user pulls
+    then carries its measured lift, rather than going to a family a hair ahead on one figure
+    whose usefulness nobody measured."""
+    figures, measured = {}, {}
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if metric in quality:
             figures[f] = quality[metric]
+            if (evaluation_dir(params) / f / "usefulness.json").exists():
+                measured[f] = quality[metric]
     if not figures:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
             " run `genzoo run` or `genzoo evaluate` first"
         )
-    pick = min if metric in LOWER_IS_BETTER else max
-    return pick(figures, key=figures.get)
+    pool = measured or figures
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    best = min(pool, key=lambda f: sign * pool[f])
+    ahead = [f for f in figures if sign * figures[f] < sign * pool[best]]
+    if ahead:
+        log.info("augment: best by %s among the families measured for usefulness is %s (%s: not measured)",
+                 metric, best, ", ".join(ahead))  # fmt: skip
+    return best
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:

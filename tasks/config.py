@@ -160,7 +160,10 @@ class AugmentParams(_Strict):
     """A labelled synthetic dataset: ``<out_dir>/<name>/`` (tasks/augment.py)."""
 
     name: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="folder name")
-    families: list[str] = Field(["best"], min_length=1, description="trained families, or `best` (by metric)")
+    families: list[str] = Field(
+        ["best"], min_length=1,
+        description="trained families or `best` (by metric; among families measured for usefulness, if any)",
+    )  # fmt: skip
     metric: Literal[QUALITY_METRICS] = Field("fd", description="what `best` means (evaluation figure)")
     per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
     sample_pixels: int | None = Field(

@@ -12,7 +12,16 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from genzoo.tasks.augment import AugmentRequest, _Filters, generate, load_dataset, mix, real_dataset, request
+from genzoo.tasks.augment import (
+    AugmentRequest,
+    _Filters,
+    best_family,
+    generate,
+    load_dataset,
+    mix,
+    real_dataset,
+    request,
+)
 from genzoo.tasks.config import validate
 from genzoo.tasks.formats import MissingExtra
 from genzoo.tasks.prepare import prepare
@@ -127,7 +136,10 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
                   out_dir=str(tmp / "aug"), name="best")  # fmt: skip
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
-    assert list(m["families"]) == [min(fd, key=fd.get)]  # best by Fréchet distance
+    # best by Fréchet distance, among the families measured for usefulness once one is (another
+    # test here measures the GAN's; tests may run in either order)
+    measured = {f: v for f, v in fd.items() if (tmp / "runs" / "evaluation" / f / "usefulness.json").exists()}
+    assert list(m["families"]) == [min(measured or fd, key=(measured or fd).get)]
     assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
     assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
     pngs = sorted((path / "images").rglob("*.png"))  # png: true, as before: the image folders
@@ -142,6 +154,24 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
         params, families=["best"], metric="precision", out_dir=str(tmp / "aug"), name="p", per_class=1
     )
     assert len(json.loads((generate(params, by_precision) / "manifest.json").read_text())["families"]) == 1
+
+
+def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog):
+    """`best` picks the family a pulled dataset can quote a measured lift for: the best by the
+    metric among families with a usefulness.json, else among every evaluated family."""
+    params = validate(tiny_params(tmp_path, families=["pixelcnn", "realnvp", "gan"]))
+    folder = tmp_path / "runs" / "evaluation"
+    for f, fd, precision in (("pixelcnn", 0.152, 0.93), ("realnvp", 0.147, 0.94), ("gan", 0.153, 0.95)):
+        (folder / f).mkdir(parents=True)
+        (folder / f / "quality.json").write_text(json.dumps({"fd": fd, "precision": precision}))
+    assert best_family(params, "fd") == "realnvp" and best_family(params, "precision") == "gan"
+    (folder / "pixelcnn" / "usefulness.json").write_text("{}")
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        assert best_family(params, "fd") == "pixelcnn"  # realnvp is ahead by 0.005, unmeasured
+    assert "pixelcnn (realnvp: not measured)" in caplog.text
+    assert best_family(params, "precision") == "pixelcnn"
+    (folder / "gan" / "usefulness.json").write_text("{}")
+    assert best_family(params, "fd") == "pixelcnn" and best_family(params, "precision") == "gan"
 
 
 def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
