@@ -109,12 +109,13 @@ def _known_recipe(params: Params, req: AugmentParams) -> AugmentParams:
     return req
 
 
-def resolve_families(params: Params, req: AugmentParams) -> list[str]:
-    """Named families, with ``best`` replaced by the best evaluated family by ``req.metric``."""
+def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] | None = None) -> list[str]:
+    """Named families, with ``best`` replaced by the best evaluated family by ``req.metric``
+    (``choice``: :func:`best_choice`'s answer, when the caller has it)."""
     out = []
     for f in dict.fromkeys(req.families):
         if f == "best":
-            f = best_family(params, req.metric)
+            f = (choice or best_choice(params, req.metric))["family"]
         elif f not in params.models:
             raise ValueError(
                 f"augment.families: {f} is not a family in params ({', '.join(params.families)}) nor `best`"
@@ -124,31 +125,38 @@ def resolve_families(params: Params, req: AugmentParams) -> list[str]:
     return out
 
 
-def best_family(params: Params, metric: str) -> str:
+def best_choice(params: Params, metric: str) -> dict[str, Any]:
     """The evaluated family with the best ``metric``, among those whose usefulness was measured
     (a ``usefulness.json`` beside its ``quality.json``) when any was: the dataset a user pulls
     then carries its measured lift, rather than going to a family a hair ahead on one figure
-    whose usefulness nobody measured."""
-    figures, measured = {}, {}
+    whose usefulness nobody measured. Returns the pick with what it was picked from (the
+    manifest keeps it: ``best``)."""
+    figures, measured = {}, []
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if metric in quality:
             figures[f] = quality[metric]
             if (evaluation_dir(params) / f / "usefulness.json").exists():
-                measured[f] = quality[metric]
+                measured.append(f)
     if not figures:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
             " run `genzoo run` or `genzoo evaluate` first"
         )
-    pool = measured or figures
+    pool = measured or list(figures)
     sign = 1 if metric in LOWER_IS_BETTER else -1
-    best = min(pool, key=lambda f: sign * pool[f])
-    ahead = [f for f in figures if sign * figures[f] < sign * pool[best]]
+    best = min(pool, key=lambda f: sign * figures[f])
+    ahead = [f for f in figures if sign * figures[f] < sign * figures[best]]
     if ahead:
         log.info("augment: best by %s among the families measured for usefulness is %s (%s: not measured)",
                  metric, best, ", ".join(ahead))  # fmt: skip
-    return best
+    return {"family": best, "metric": metric, "figures": figures, "measured": measured,
+            "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
+
+
+def best_family(params: Params, metric: str) -> str:
+    """:func:`best_choice`'s family."""
+    return best_choice(params, metric)["family"]
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
@@ -381,7 +389,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     check_output_dir(root, "augment.out_dir")
     check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
-    families = resolve_families(params, req)
+    choice = best_choice(params, req.metric) if "best" in req.families else None
+    families = resolve_families(params, req, choice)
     recipe = params.recipe(req.recipe)
     if recipe.mode == "perturb":
         cannot = [f for f in families if f not in PERTURBABLE]
@@ -440,6 +449,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         "quality": _quality(params, x, y),
         "measured": measured_figures(evaluation_dir(params), list(sources)),
     }
+    if choice is not None:  # why that family: the figures `best` chose it from
+        info["best"] = choice
     write_dataset(target, content, formats=formats, info=info)
     labels = content.labels
     log.info("%s: %d images from %s (%s rejected)", target, len(labels), ", ".join(sources), filters.rejected)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from genzoo.tasks.augment import (
     AugmentRequest,
     _Filters,
+    best_choice,
     best_family,
     generate,
     load_dataset,
@@ -140,6 +141,10 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
     # test here measures the GAN's; tests may run in either order)
     measured = {f: v for f, v in fd.items() if (tmp / "runs" / "evaluation" / f / "usefulness.json").exists()}
     assert list(m["families"]) == [min(measured or fd, key=(measured or fd).get)]
+    # the manifest says why: the evaluation's own figures, and what `best` chose among
+    assert m["best"]["family"] == list(m["families"])[0] and m["best"]["metric"] == "fd"
+    assert m["best"]["figures"] == pytest.approx(fd) and set(m["best"]["measured"]) == set(measured)
+    assert "| chosen as `best` | by fd among the families " in (path / "README.md").read_text()
     assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
     assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
     pngs = sorted((path / "images").rglob("*.png"))  # png: true, as before: the image folders
@@ -169,6 +174,10 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     with caplog.at_level("INFO", logger="genzoo.augment"):
         assert best_family(params, "fd") == "pixelcnn"  # realnvp is ahead by 0.005, unmeasured
     assert "pixelcnn (realnvp: not measured)" in caplog.text
+    assert best_choice(params, "fd") == {
+        "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
+        "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153},
+    }  # fmt: skip
     assert best_family(params, "precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")
     assert best_family(params, "fd") == "pixelcnn" and best_family(params, "precision") == "gan"
