@@ -154,11 +154,6 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
             "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
 
 
-def best_family(params: Params, metric: str) -> str:
-    """:func:`best_choice`'s family."""
-    return best_choice(params, metric)["family"]
-
-
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     path = family_dir(params, family) / "model.json"
     if not path.exists():
