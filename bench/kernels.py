@@ -5,13 +5,16 @@ usefulness measurement and the teachers train dozens of times), one thread.
     python bench/kernels.py                    # 40 steps, median of 3
     python bench/kernels.py --steps 80 --repeats 5 --families gan vae
 
-Columns: the bare loop's milliseconds per step (AdamW as the trainer builds it); the share of
-that step spent in convolutions, forward and backward (torch.profiler); then the same loop with
-one change each, as a ratio of times (below 1: faster): AdamW's fused kernel (``fused=True``),
-channels-last tensors, bfloat16 autocast (AMX / AVX-512 BF16 where the CPU has them), and for
-the CNN ten networks trained at once as one batched ensemble (``torch.func.vmap`` over stacked
-weights, per network). Variants alternate within each repeat, so drifts of the machine hit
-them alike. A figure, not a switch: genzoo trains in float32 with the default kernels.
+Columns: the bare loop's milliseconds per step (AdamW as genzoo builds it, PyTorch's default on
+CPU: a loop over the tensors); the share of that step spent in convolutions, forward and
+backward (torch.profiler); then the same loop with one change each, as a ratio of times (below
+1: faster): AdamW's foreach implementation (every tensor of a step in one call) and whether its
+weights equal the default's bit for bit after the same steps, AdamW's fused kernel
+(``fused=True``), channels-last tensors, bfloat16 autocast (AMX / AVX-512 BF16 where the CPU has
+them), and for the CNN ten networks trained at once as one batched ensemble (``torch.func.vmap``
+over stacked weights, per network). Variants alternate within each repeat, in reverse order
+every other repeat, so drifts of the machine and the first variant's warm-up hit them alike.
+Figures, not switches: genzoo trains in float32 with the default kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from families import step_bench  # noqa: E402
 from genzoo import models  # noqa: E402
 from genzoo.models.evaluator import Evaluator, augment  # noqa: E402
 
-VARIANTS = ("fp32", "fused", "channels_last", "bf16")
+VARIANTS = ("fp32", "foreach", "fused", "channels_last", "bf16")
 
 
 def family_step(family, params, x, y, spec, variant: str):
@@ -42,7 +45,7 @@ def family_step(family, params, x, y, spec, variant: str):
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opts = {ph: torch.optim.AdamW(model.phase_parameters(ph), lr=1e-4, fused=variant == "fused")
+    opts = {ph: torch.optim.AdamW(model.phase_parameters(ph), lr=1e-4, **OPTIMIZER[variant])
             for ph in model.phases}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
 
@@ -55,6 +58,7 @@ def family_step(family, params, x, y, spec, variant: str):
             loss.backward()
             opts[ph].step()
 
+    step.net = model
     return step
 
 
@@ -69,7 +73,7 @@ def cnn_step(params, x, y, spec, variant: str, members: int = 1):
         net = Evaluator(spec, cfg).train()
         if variant == "channels_last":
             net = net.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, fused=variant == "fused")
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, **OPTIMIZER[variant])
 
         def step():
             idx = torch.randint(len(x), (b,), generator=gen)
@@ -82,6 +86,7 @@ def cnn_step(params, x, y, spec, variant: str, members: int = 1):
             loss.backward()
             opt.step()
 
+        step.net = net
         return step
     nets = [Evaluator(spec, cfg).train() for _ in range(members)]
     weights, buffers = torch.func.stack_module_state(nets)
@@ -101,6 +106,18 @@ def cnn_step(params, x, y, spec, variant: str, members: int = 1):
         opt.step()
 
     return step
+
+
+# AdamW's implementation per variant: PyTorch's CPU default (a loop over tensors, as genzoo builds it),
+# foreach (every tensor of a step in one call), fused
+OPTIMIZER = {"foreach": {"foreach": True}, "fused": {"fused": True}}
+OPTIMIZER = {v: OPTIMIZER.get(v, {}) for v in VARIANTS}
+
+
+def same_weights(a, b) -> bool:
+    """Whether two stepped loops' networks hold equal weights, bit for bit."""
+    pa, pb = a.net.state_dict(), b.net.state_dict()
+    return all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
 def timed(step, steps: int, per: int = 1) -> float:
@@ -127,8 +144,8 @@ def conv_share(step, steps: int = 10) -> float:
 def main() -> None:
     args, params, x, y, spec = step_bench(__doc__, steps=40)
     print(
-        "\n| network | fp32 ms/step | convolutions | fused AdamW | channels-last | bf16 autocast "
-        "| ten at once (vmap) |\n|---|---|---|---|---|---|---|"
+        "\n| network | fp32 ms/step | convolutions | foreach AdamW | same weights | fused AdamW "
+        "| channels-last | bf16 autocast | ten at once (vmap) |\n|---|---|---|---|---|---|---|---|---|"
     )
     names = args.families or list(params.families)
     rows = [(f, lambda v, f=f: family_step(f, params, x, y, spec, v)) for f in names]
@@ -136,14 +153,19 @@ def main() -> None:
     for name, make in rows:
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         ensemble: list[float] = []
-        for _ in range(args.repeats):
-            for v in VARIANTS:
-                times[v].append(timed(make(v), args.steps))
+        same = True
+        for r in range(args.repeats):
+            stepped = {}
+            for v in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:  # first and last alike
+                stepped[v] = make(v)
+                times[v].append(timed(stepped[v], args.steps))
+            same &= same_weights(stepped["foreach"], stepped["fp32"])
             if name == "usefulness CNN":
                 ensemble.append(timed(cnn_step(params, x, y, spec, "fp32", members=10), args.steps, per=10))
         base = statistics.median(times["fp32"])
         share = conv_share(make("fp32"))
         ratios = [f"{statistics.median(times[v]) / base:.2f}x" for v in VARIANTS[1:]]
+        ratios.insert(1, "yes" if same else "**no**")
         vm = f"{statistics.median(ensemble) / base:.2f}x" if ensemble else ""
         print(f"| {name} | {base:.1f} | {100 * share:.0f}% | {' | '.join(ratios)} | {vm} |", flush=True)
 

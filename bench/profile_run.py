@@ -29,6 +29,7 @@ speed-up measured beside the code it replaces, on the same machine, in the same 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -134,6 +135,8 @@ def analyse(trace: dict, process: tuple[float, float] | None = None) -> dict:
     }
     if "summary" in trace:  # the same quality? the report's figures and targets
         out["summary"] = trace["summary"]
+    if "weights" in trace:
+        out["weights"] = trace["weights"]
     if process:
         out["wall_s"] = process[1] - process[0]
         out["startup_s"] = meta["start"] - process[0]
@@ -172,11 +175,28 @@ def plot(trace: dict, path: Path, title: str) -> None:
 def run_once(profile: str | None, out: Path, overrides: list[str], code: Path | None = None,
              families: str | None = None) -> tuple[dict, tuple[float, float]]:  # fmt: skip
     """One cold-start ``genzoo run`` in ``out`` (of ``code``, else this checkout): its timeline
-    (with the report's summary)."""
+    (with the report's summary and the digest of every weights file the run wrote: models,
+    evaluator, judges, teachers, the usefulness measurement's generators)."""
     process = genzoo_run(out, profile, overrides, code=code, families=families)
     trace = json.loads((out / "runs" / "timeline.json").read_text())
     trace["summary"] = json.loads((out / "runs" / "report" / "summary.json").read_text())
+    # by content alone: a teacher's file is named by a key that hashes the evaluator's code
+    trace["weights"] = sorted(tensors_digest(p) for p in (out / "runs").rglob("*.safetensors"))
     return trace, process
+
+
+def tensors_digest(path: Path) -> str:
+    """sha256 of a safetensors file's tensors (names, dtypes, shapes, values), not its metadata."""
+    import torch
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(path, "pt") as f:
+        for name in sorted(f.keys()):
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def other_run(ref: str, code: Path, profile: str | None, overrides: list[str], i: int,
@@ -199,6 +219,17 @@ def compare(ref: str, other: list[dict], this: list[dict]) -> None:
         a, b = statistics.median(r[key] for r in other), statistics.median(r[key] for r in this)
         ratio = f"**{b / a:.2f}x**" if key == "wall_s" else f"{b / a:.2f}x"
         print(f"| {what} (s) | {a:.1f} | {b:.1f} | {ratio} |")
+    pairs = [
+        (o["weights"], t["weights"])
+        for o, t in zip(other, this, strict=True)
+        if "weights" in o and "weights" in t
+    ]
+    if pairs:  # a speed-up that changes what is trained is another model, not the same one sooner
+        same = sum(a == b for a, b in pairs)
+        print(
+            f"\nweights files ({len(pairs[0][1])} per run) identical to {ref}'s in {same} of {len(pairs)} "
+            "pair(s) of runs"
+        )
 
 
 def report(results: list[dict]) -> None:

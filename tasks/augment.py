@@ -126,16 +126,19 @@ def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] 
 
 
 def best_choice(params: Params, metric: str) -> dict[str, Any]:
-    """The evaluated family with the best ``metric``, among those whose usefulness was measured
+    """The evaluated family with the best ``metric`` (``fd_rank``: the best mean rank by Fréchet
+    distance over every judge's feature space), among those whose usefulness was measured
     (a ``usefulness.json`` beside its ``quality.json``) when any was: the dataset a user pulls
     then carries its measured lift, rather than going to a family a hair ahead on one figure
     whose usefulness nobody measured. Returns the pick with what it was picked from (the
     manifest keeps it: ``best``)."""
-    figures, measured = {}, []
+    figures, measured, spaces = {}, [], {}
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
-        if metric in quality:
-            figures[f] = quality[metric]
+        if metric in quality or (metric == "fd_rank" and "fd" in quality):
+            figures[f] = quality.get(metric)
+            judged = {s: v["fd"] for s, v in quality.get("spaces", {}).items() if "fd" in v}
+            spaces[f] = judged or {"cnn": quality["fd"]}  # evaluated before the other judges existed
             if (evaluation_dir(params) / f / "usefulness.json").exists():
                 measured.append(f)
     if not figures:
@@ -144,6 +147,8 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
             " run `genzoo run` or `genzoo evaluate` first"
         )
     pool = measured or list(figures)
+    if metric == "fd_rank":
+        figures = mean_fd_ranks(spaces)
     sign = 1 if metric in LOWER_IS_BETTER else -1
     best = min(pool, key=lambda f: sign * figures[f])
     ahead = [f for f in figures if sign * figures[f] < sign * figures[best]]
@@ -152,6 +157,22 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
                  metric, best, ", ".join(ahead))  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
             "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
+
+
+def mean_fd_ranks(spaces: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each family's mean rank (1: closest to real data) by Fréchet distance over the feature
+    spaces every family was judged in (``spaces``: family -> space -> FD); ties share the mean of
+    their places."""
+    common = set.intersection(*(set(v) for v in spaces.values()))
+    if not common:
+        raise ValueError("augment.metric: fd_rank needs a feature space every evaluated family was judged in")
+    ranks = dict.fromkeys(spaces, 0.0)
+    for s in common:
+        for f in spaces:
+            below = sum(spaces[g][s] < spaces[f][s] for g in spaces)
+            ties = sum(spaces[g][s] == spaces[f][s] for g in spaces)  # itself included
+            ranks[f] += below + (ties + 1) / 2
+    return {f: r / len(common) for f, r in ranks.items()}
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:

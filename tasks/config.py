@@ -152,8 +152,11 @@ class EvaluateParams(_Strict):
 
 QUALITY_METRICS = (
     "fd", "kid", "fd_per_class_mean", "precision", "recall", "density", "coverage", "class_accuracy",
+    "fd_rank",
 )  # fmt: skip
-LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean")
+# fd_rank: a family's mean rank by Fréchet distance over every judge's feature space (quality.json's
+# `spaces`) among the families `best` chooses from: the verdict of several judges, not of one
+LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean", "fd_rank")
 
 
 class AugmentParams(_Strict):
@@ -164,7 +167,10 @@ class AugmentParams(_Strict):
         ["best"], min_length=1,
         description="trained families or `best` (by metric; among families measured for usefulness, if any)",
     )  # fmt: skip
-    metric: Literal[QUALITY_METRICS] = Field("fd", description="what `best` means (evaluation figure)")
+    metric: Literal[QUALITY_METRICS] = Field(
+        "fd_rank",
+        description="what `best` means: fd_rank (mean FD rank over every judge) or an evaluation figure",
+    )
     per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
     sample_pixels: int | None = Field(
         None,

@@ -22,7 +22,7 @@ from genzoo.tasks.augment import (
     real_dataset,
     request,
 )
-from genzoo.tasks.config import validate
+from genzoo.tasks.config import ParamsError, validate
 from genzoo.tasks.formats import MissingExtra
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
@@ -136,14 +136,24 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
                   out_dir=str(tmp / "aug"), name="best")  # fmt: skip
     path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
-    # best by Fréchet distance, among the families measured for usefulness once one is (another
-    # test here measures the GAN's; tests may run in either order)
-    measured = {f: v for f, v in fd.items() if (tmp / "runs" / "evaluation" / f / "usefulness.json").exists()}
-    assert list(m["families"]) == [min(measured or fd, key=(measured or fd).get)]
-    # the manifest says why: the evaluation's own figures, and what `best` chose among
-    assert m["best"]["family"] == list(m["families"])[0] and m["best"]["metric"] == "fd"
-    assert m["best"]["figures"] == pytest.approx(fd) and set(m["best"]["measured"]) == set(measured)
-    assert "| chosen as `best` | by fd among the families " in (path / "README.md").read_text()
+    # best by mean rank of Fréchet distance over every judge's space, among the families measured
+    # for usefulness once one is (another test here measures the GAN's; tests may run in either order)
+    spaces = {
+        f: json.loads((tmp / "runs" / "evaluation" / f / "quality.json").read_text())["spaces"] for f in fd
+    }
+    names = set.intersection(*(set(v) for v in spaces.values()))
+    assert {"cnn", "pca", "lenet"} <= names
+    rank = {
+        f: sum(sorted(spaces[g][s]["fd"] for g in fd).index(spaces[f][s]["fd"]) + 1 for s in names)
+        / len(names)
+        for f in fd
+    }  # fmt: skip  (no ties in these figures)
+    measured = [f for f in fd if (tmp / "runs" / "evaluation" / f / "usefulness.json").exists()]
+    assert list(m["families"]) == [min(measured or fd, key=rank.get)]
+    # the manifest says why: the figures `best` compared, and what it chose among
+    assert m["best"]["family"] == list(m["families"])[0] and m["best"]["metric"] == "fd_rank"
+    assert m["best"]["figures"] == pytest.approx(rank) and set(m["best"]["measured"]) == set(measured)
+    assert "| chosen as `best` | by fd_rank among the families " in (path / "README.md").read_text()
     assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
     assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
     pngs = sorted((path / "images").rglob("*.png"))  # png: true, as before: the image folders
@@ -184,6 +194,41 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     assert pick("precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")
     assert pick("fd") == "pixelcnn" and pick("precision") == "gan"
+
+
+def test_best_by_fd_rank_is_the_verdict_of_every_judge_not_of_one(tmp_path):
+    """`metric: fd_rank`: each family's mean rank by Fréchet distance over every judge's space
+    (quality.json's `spaces`), ties sharing their places; the evaluator's space alone (`fd`)
+    would pick a family the other judges put behind."""
+    params = validate(tiny_params(tmp_path, families=["pixelcnn", "realnvp", "gan"]))
+    folder = tmp_path / "runs" / "evaluation"
+    fds = {  # cnn (the evaluator), pca, lenet
+        "pixelcnn": (0.152, 0.104, 0.80),
+        "realnvp": (0.147, 0.130, 0.95),
+        "gan": (0.160, 0.104, 0.90),
+    }
+    for f, (cnn, pca, lenet) in fds.items():
+        spaces = {"cnn": {"fd": cnn}, "pca": {"fd": pca}, "lenet": {"fd": lenet, "class_accuracy": 0.9}}
+        (folder / f).mkdir(parents=True)
+        (folder / f / "quality.json").write_text(json.dumps({"fd": cnn, "spaces": spaces}))
+    assert best_choice(params, "fd")["family"] == "realnvp"
+    choice = best_choice(params, "fd_rank")
+    # pixelcnn: 2, 1.5 (tied with the gan), 1; realnvp: 1, 3, 3; gan: 3, 1.5, 2
+    assert choice["family"] == "pixelcnn" and choice["metric"] == "fd_rank"
+    assert choice["figures"] == pytest.approx({"pixelcnn": 4.5 / 3, "realnvp": 7 / 3, "gan": 6.5 / 3})
+    (folder / "gan" / "usefulness.json").write_text("{}")
+    assert best_choice(params, "fd_rank")["family"] == "gan"  # the one measured, ranked among all
+    (folder / "realnvp" / "quality.json").write_text(
+        json.dumps({"fd": 0.147, "spaces": {"pca": {"fd": 0.1}}})
+    )
+    (folder / "gan" / "usefulness.json").unlink()
+    assert best_choice(params, "fd_rank")["figures"] == {
+        "pixelcnn": 2.5,
+        "realnvp": 1.0,
+        "gan": 2.5,
+    }  # pca only
+    with pytest.raises(ParamsError, match="augment.metric: .*'fd_rank' \\(got 'fd_ranks'\\)"):
+        validate(tiny_params(tmp_path, augment={"metric": "fd_ranks"}))
 
 
 def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
