@@ -154,8 +154,8 @@ QUALITY_METRICS = (
     "fd", "kid", "fd_per_class_mean", "precision", "recall", "density", "coverage", "class_accuracy",
     "fd_rank",
 )  # fmt: skip
-# fd_rank: a family's mean rank by Fréchet distance over every judge's feature space (quality.json's
-# `spaces`) among the families `best` chooses from: the verdict of several judges, not of one
+# fd_rank: a family's mean rank by Fréchet distance among every evaluated family, over every judge's
+# feature space (quality.json's `spaces`): the verdict of several judges, not of one
 LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean", "fd_rank")
 
 
