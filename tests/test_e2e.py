@@ -208,10 +208,11 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
     before = (tmp / "runs" / "report" / "index.html").stat().st_mtime_ns
     assert "report: " in _cli("report", "--params", str(pfile), cwd=tmp).stdout
     assert (tmp / "runs" / "report" / "index.html").stat().st_mtime_ns > before
-    # the best evaluated family by Fréchet distance, as a synthetic dataset with PNGs
+    # the best evaluated family by the evaluator's Fréchet distance (--metric fd; the default,
+    # fd_rank over every judge: tests/tasks/test_augment.py), as a synthetic dataset with PNGs
     best = min(summary["families"], key=lambda f: summary["families"][f]["fd"])
-    r = _cli("augment", "--params", str(pfile), "--families", "best", "--per-class", "2", "--name", "cli",
-             "--no-reject-copies", "--png", cwd=tmp)  # fmt: skip
+    r = _cli("augment", "--params", str(pfile), "--families", "best", "--metric", "fd", "--per-class", "2",
+             "--name", "cli", "--no-reject-copies", "--png", cwd=tmp)  # fmt: skip
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["families"] == [best] and out["n"] == 20 and out["filters"]["reject_copies"] is False
     assert len(list(Path(out["path"], "images").rglob("*.png"))) == 20  # --png: the image folders
