@@ -35,6 +35,9 @@ from genzoo import models  # noqa: E402
 from genzoo.models.evaluator import Evaluator, augment  # noqa: E402
 
 VARIANTS = ("fp32", "foreach", "fused", "channels_last", "bf16")
+# AdamW's implementation per variant: PyTorch's CPU default (a loop over tensors, as genzoo builds it),
+# foreach (every tensor of a step in one call), fused
+OPTIMIZER = {v: {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(v, {}) for v in VARIANTS}
 
 
 def family_step(family, params, x, y, spec, variant: str):
@@ -106,12 +109,6 @@ def cnn_step(params, x, y, spec, variant: str, members: int = 1):
         opt.step()
 
     return step
-
-
-# AdamW's implementation per variant: PyTorch's CPU default (a loop over tensors, as genzoo builds it),
-# foreach (every tensor of a step in one call), fused
-OPTIMIZER = {"foreach": {"foreach": True}, "fused": {"fused": True}}
-OPTIMIZER = {v: OPTIMIZER.get(v, {}) for v in VARIANTS}
 
 
 def same_weights(a, b) -> bool:

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
+from genzoo.metrics.quality import ranks
 from genzoo.models.base import DataSpec, by_pixels, sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
@@ -109,13 +110,12 @@ def _known_recipe(params: Params, req: AugmentParams) -> AugmentParams:
     return req
 
 
-def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] | None = None) -> list[str]:
-    """Named families, with ``best`` replaced by the best evaluated family by ``req.metric``
-    (``choice``: :func:`best_choice`'s answer, when the caller has it)."""
+def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] | None) -> list[str]:
+    """Named families, with ``best`` replaced by ``choice``'s family (:func:`best_choice`)."""
     out = []
     for f in dict.fromkeys(req.families):
         if f == "best":
-            f = (choice or best_choice(params, req.metric))["family"]
+            f = choice["family"]
         elif f not in params.models:
             raise ValueError(
                 f"augment.families: {f} is not a family in params ({', '.join(params.families)}) nor `best`"
@@ -132,23 +132,20 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
     then carries its measured lift, rather than going to a family a hair ahead on one figure
     whose usefulness nobody measured. Returns the pick with what it was picked from (the
     manifest keeps it: ``best``)."""
-    figures, measured, spaces = {}, [], {}
+    judged, measured = {}, []  # family -> its quality.json
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
-        if metric in quality or (metric == "fd_rank" and "fd" in quality):
-            figures[f] = quality.get(metric)
-            judged = {s: v["fd"] for s, v in quality.get("spaces", {}).items() if "fd" in v}
-            spaces[f] = judged or {"cnn": quality["fd"]}  # evaluated before the other judges existed
+        if (metric if metric != "fd_rank" else "fd") in quality:
+            judged[f] = quality
             if (evaluation_dir(params) / f / "usefulness.json").exists():
                 measured.append(f)
-    if not figures:
+    if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
             " run `genzoo run` or `genzoo evaluate` first"
         )
+    figures = mean_fd_ranks(judged) if metric == "fd_rank" else {f: q[metric] for f, q in judged.items()}
     pool = measured or list(figures)
-    if metric == "fd_rank":
-        figures = mean_fd_ranks(spaces)
     sign = 1 if metric in LOWER_IS_BETTER else -1
     best = min(pool, key=lambda f: sign * figures[f])
     ahead = [f for f in figures if sign * figures[f] < sign * figures[best]]
@@ -159,20 +156,17 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
             "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
 
 
-def mean_fd_ranks(spaces: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Each family's mean rank (1: closest to real data) by Fréchet distance over the feature
-    spaces every family was judged in (``spaces``: family -> space -> FD); ties share the mean of
-    their places."""
-    common = set.intersection(*(set(v) for v in spaces.values()))
+def mean_fd_ranks(quality: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Each family's mean rank (1: closest to real data; ties share their mean place) by Fréchet
+    distance over the feature spaces every family was judged in (``quality``: family -> its
+    quality.json; one evaluated before the other judges existed counts by its evaluator's FD)."""
+    spaces = {f: {s: v["fd"] for s, v in q.get("spaces", {}).items() if "fd" in v} or {"cnn": q["fd"]}
+              for f, q in quality.items()}  # fmt: skip
+    common = sorted(set.intersection(*(set(v) for v in spaces.values())))
     if not common:
         raise ValueError("augment.metric: fd_rank needs a feature space every evaluated family was judged in")
-    ranks = dict.fromkeys(spaces, 0.0)
-    for s in common:
-        for f in spaces:
-            below = sum(spaces[g][s] < spaces[f][s] for g in spaces)
-            ties = sum(spaces[g][s] == spaces[f][s] for g in spaces)  # itself included
-            ranks[f] += below + (ties + 1) / 2
-    return {f: r / len(common) for f, r in ranks.items()}
+    per_space = [ranks({f: spaces[f][s] for f in spaces}) for s in common]
+    return {f: sum(r[f] for r in per_space) / len(common) for f in spaces}
 
 
 def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
