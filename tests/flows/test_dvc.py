@@ -254,9 +254,12 @@ def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp
     prepare, resumes the GAN from its checkpoint, records it, and `dvc status` is clean."""
     repo, _, sh = make_dvc_repo(tmp_path, steps=200, families=["gan"])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # Ctrl+C's default action, as in a terminal: a shell without job control (`make test &`,
+    # a CI runner) starts its background commands with SIGINT ignored, which they inherit
     proc = subprocess.Popen(
         ["dvc", "repro", "train@gan"], cwd=repo, env=env, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300

@@ -1,0 +1,53 @@
+"""bench/test_suite.py: the suite run as `make test` runs it, its time and its CPU by process kind."""
+
+import importlib.util
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "bench"))  # test_suite imports its sibling families.py
+    try:
+        spec = importlib.util.spec_from_file_location("bench_test_suite", ROOT / "bench" / "test_suite.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
+def test_the_command_is_make_tests_pytest_line(bench):
+    cmd = bench.pytest_command(ROOT)
+    assert cmd[0] == str(Path(sys.executable).parent / "pytest")
+    assert "-n" in cmd and "--dist" in cmd and not any(a.startswith("--durations") for a in cmd)
+
+
+@pytest.mark.parametrize(
+    "comm, cmd, expected",
+    [
+        ("ray::train", "ray::train", "Ray workers"),
+        ("python", "/v/bin/python -c import sys;exec(eval(sys.stdin.readline()))", "pytest and its workers"),
+        ("python", "/v/bin/python -c import uvicorn\nfrom prefect.server.api.server import create_app",
+         "Prefect servers"),
+        ("python", "/v/bin/python -m genzoo.tasks.train gan --params /tmp/pytest-of-x/p.yaml", "DVC stages"),
+        ("python", "/v/bin/python /v/bin/genzoo run -q", "genzoo commands"),
+        ("raylet", "/v/site-packages/ray/core/src/ray/raylet/raylet --x", "Ray daemons"),
+    ],
+)  # fmt: skip
+def test_processes_are_told_apart_by_kind(bench, comm, cmd, expected):
+    assert bench.kind(comm, cmd).startswith(expected)
+
+
+def test_a_run_reports_time_summary_and_cpu(bench):
+    # one process (-n 0 after make test's -n), the session's Prefect server kept: a few seconds
+    r = bench.run_suite(ROOT, dict(os.environ), ["-n", "0", "tests/test_quality_metrics.py"])
+    assert r["rc"] == 0 and "passed" in r["summary"], r
+    assert math.isfinite(r["pytest_s"]) and 0 < r["pytest_s"] <= r["wall_s"]
+    assert r["busy"] > 0 and r["kinds"]["pytest and its workers (in-process tests)"] > 0
