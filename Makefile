@@ -41,7 +41,7 @@ browser:
 	  { echo "make test needs Chromium: sudo apt-get install chromium (or set GENZOO_CHROMIUM)"; exit 1; }
 
 test: install browser  ## the whole suite that needs no GPU, on every core (TEST_WORKERS=0: one process)
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25 $(ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25 $(ARGS)
 
 repro: install  ## the DVC pipeline (dvc.yaml); a second call does nothing
 	source $(VENV)/bin/activate && dvc repro $(ARGS)

@@ -103,7 +103,10 @@ def run_suite(tree: Path, env: dict[str, str], extra: list[str]) -> dict:
                     )
                 except (OSError, IndexError, ValueError):
                     continue
-                seen[pid, f[19]] = [cpu, comm, cmdline]  # the latest: a Ray worker renames itself
+                if cmdline:  # the latest name (a Ray worker renames itself), not an exiting one's blank
+                    seen[pid, f[19]] = [cpu, comm, cmdline]
+                elif (pid, f[19]) in seen:
+                    seen[pid, f[19]][0] = cpu
             time.sleep(0.25)
         wall, busy = time.monotonic() - t0, busy_core_seconds() - busy0
         out.seek(0)
@@ -125,6 +128,20 @@ def run_suite(tree: Path, env: dict[str, str], extra: list[str]) -> dict:
         "rc": proc.returncode,
         "kinds": by_kind,
     }
+
+
+def share_venv(tree: Path) -> None:
+    """Let the tests of the exported ``tree`` that call `make` (`make serve`, `make mlflow`) use
+    this checkout's venv without reinstalling into it: ``tree/.venv`` links to it, and the
+    tree's files are dated to the epoch, so the venv's install stamp is newer than any of them
+    (a newer pyproject.toml would make `make` install the tree, a folder deleted afterwards,
+    as this venv's genzoo)."""
+    venv = Path(sys.executable).parent.parent
+    if not (venv / ".genzoo-installed").exists():
+        sys.exit(f"{venv}: no .genzoo-installed stamp; run `make install` first")
+    for path in tree.rglob("*"):
+        os.utime(path, (0, 0), follow_symlinks=False)
+    (tree / ".venv").symlink_to(venv)
 
 
 def line(name: str, r: dict) -> str:
@@ -170,7 +187,7 @@ def main() -> None:
         other = None
         if args.against:
             other = revision(args.against, Path(code_dir))
-            (other / ".venv").symlink_to(Path(sys.executable).parent.parent)  # `make serve` etc. in its tests
+            share_venv(other)
             path = [str(other.parent / "pkg"), env.get("PYTHONPATH")]  # its package first, for every process
             other_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         for i in range(args.repeats):

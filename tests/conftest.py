@@ -126,26 +126,10 @@ def restore_logging():
         logging.getLogger(n).setLevel(lv)
 
 
-def pytest_configure(config):
-    """One Prefect server for the whole session, started the way `genzoo run` starts its own
-    (flows/serve.py ``temporary_server``: Prefect's server app on loopback, gone with the
-    process that started it), before xdist starts its workers: every flow the tests run, in a
-    worker or in a `genzoo run` subprocess, finds it through PREFECT_API_URL instead of
-    starting one of its own (~8 s of CPU each). The tests of the temporary server itself run
-    without PREFECT_API_URL (tests/flows/test_temporary_server.py)."""
-    if hasattr(config, "workerinput") or os.environ.get("PREFECT_API_URL"):
-        return  # an xdist worker (it inherits the controller's), or the user's own server
-    from genzoo.flows.serve import temporary_server
-
-    temporary_server()()  # None where it cannot start: each flow then starts its own, as before
-
-
 def pytest_collection_modifyitems(config, items):
     """Modules marked slow first (a stable sort: each module's tests stay together and in
-    order). `make test` hands whole modules to its workers in this order (pytest-xdist's
-    loadscope, not reordered): the long end-to-end modules start first on every worker and the
-    short ones fill the gaps, instead of one long run starting last, and no module's fixtures
-    are made twice."""
+    order), so that with several workers (`make test`: pytest-xdist) the long end-to-end runs
+    start early and the short tests fill the gaps, instead of one long run starting last."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,8 +47,21 @@ def test_processes_are_told_apart_by_kind(bench, comm, cmd, expected):
 
 
 def test_a_run_reports_time_summary_and_cpu(bench):
-    # one process (-n 0 after make test's -n), the session's Prefect server kept: a few seconds
+    # one process (-n 0 after make test's -n), one small module: a few seconds
     r = bench.run_suite(ROOT, dict(os.environ), ["-n", "0", "tests/test_quality_metrics.py"])
     assert r["rc"] == 0 and "passed" in r["summary"], r
     assert math.isfinite(r["pytest_s"]) and 0 < r["pytest_s"] <= r["wall_s"]
     assert r["busy"] > 0 and r["kinds"]["pytest and its workers (in-process tests)"] > 0
+
+
+def test_another_revisions_tree_uses_this_venv_without_installing_into_it(bench, tmp_path):
+    """Its tests run `make serve` and `make mlflow` in the exported tree: `make` must find the
+    venv installed (the tree's files older than its stamp), or it would reinstall genzoo from the
+    tree, a folder deleted after the bench."""
+    tree = bench.revision("HEAD", tmp_path)
+    os.utime(tree / "pyproject.toml")  # edited just now: newer than the venv's install stamp
+    bench.share_venv(tree)
+    assert (tree / ".venv").resolve() == Path(sys.executable).parent.parent.resolve()
+    up_to_date = subprocess.run(["make", "-q", "install"], cwd=tree, capture_output=True)
+    assert up_to_date.returncode == 0, up_to_date
+    assert bench.pytest_command(tree)[0] == str(Path(sys.executable).parent / "pytest")
