@@ -28,11 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import machine, revision  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def kind(comm: str, cmd: str) -> str:
@@ -54,22 +55,21 @@ def kind(comm: str, cmd: str) -> str:
     return next((name for hit, name in rules if hit), "other Python" if "python" in cmd else "other")
 
 
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            children[int(stat.read_text().rsplit(")", 1)[1].split()[1])].append(int(stat.parent.name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def busy_core_seconds() -> float:
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def sample(proc: psutil.Process, seen: dict[tuple[int, float], list]) -> None:
+    """Each live process under ``proc``: its CPU seconds so far, name and command line, under
+    (pid, start time); the latest name (a Ray worker renames itself), never an exiting one's blank."""
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error), p.oneshot():
+            t, key, cmdline = p.cpu_times(), (p.pid, p.create_time()), " ".join(p.cmdline())
+            if cmdline:
+                seen[key] = [t.user + t.system, p.name(), cmdline]
+            elif key in seen:
+                seen[key][0] = t.user + t.system
 
 
 def pytest_command(tree: Path) -> list[str]:
@@ -85,28 +85,13 @@ def run_suite(tree: Path, env: dict[str, str], extra: list[str]) -> dict:
     """One run of the suite in ``tree``: wall seconds, pytest's summary, busy core-seconds and
     the CPU seconds of the processes it started, by kind."""
     cmd = [*pytest_command(tree), "-p", "no:cacheprovider", *extra]
-    seen: dict[tuple[int, str], list] = {}  # (pid, start time) -> [cpu, comm, cmdline]
+    seen: dict[tuple[int, float], list] = {}  # (pid, start time) -> [cpu, name, cmdline]
     busy0, t0 = busy_core_seconds(), time.monotonic()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
+        watched = psutil.Process(proc.pid)
         while proc.poll() is None:
-            for pid in [proc.pid, *descendants(proc.pid)]:
-                try:
-                    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    cpu = (int(f[11]) + int(f[12])) / TICK
-                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
-                    cmdline = (
-                        Path(f"/proc/{pid}/cmdline")
-                        .read_bytes()
-                        .replace(b"\0", b" ")
-                        .decode(errors="replace")
-                    )
-                except (OSError, IndexError, ValueError):
-                    continue
-                if cmdline:  # the latest name (a Ray worker renames itself), not an exiting one's blank
-                    seen[pid, f[19]] = [cpu, comm, cmdline]
-                elif (pid, f[19]) in seen:
-                    seen[pid, f[19]][0] = cpu
+            sample(watched, seen)
             time.sleep(0.25)
         wall, busy = time.monotonic() - t0, busy_core_seconds() - busy0
         out.seek(0)

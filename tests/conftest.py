@@ -1,5 +1,6 @@
 import atexit
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -202,3 +203,20 @@ def own_processes(title: str, root: int | None = None) -> list[int]:
             ):
                 found.append(pid)
     return found
+
+
+# ----------------------------------------------------------------------------- bench scripts
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module, for the tests of the bench scripts (not a package: a script
+    imports its siblings, e.g. families.py, from its own folder)."""
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

@@ -1,27 +1,16 @@
 """bench/profile_run.py --against: beside the other revision's run, whether the two trained the
 same weights (by tensor contents, whatever the file's metadata or name)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))  # profile_run imports its sibling families.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_profile_run", ROOT / "bench" / "profile_run.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return module
+    return load_bench("profile_run")
 
 
 def test_weights_digest_reads_tensors_not_metadata(bench, tmp_path):

@@ -1,6 +1,5 @@
 """bench/test_suite.py: the suite run as `make test` runs it, its time and its CPU by process kind."""
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -9,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))  # test_suite imports its sibling families.py
-    try:
-        spec = importlib.util.spec_from_file_location("bench_test_suite", ROOT / "bench" / "test_suite.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return module
+    return load_bench("test_suite")
 
 
 def test_the_command_is_make_tests_pytest_line(bench):

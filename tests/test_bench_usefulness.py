@@ -1,20 +1,14 @@
 """bench/usefulness.py --against: another run's accuracies (other settings, the same subsets and
 seeds) subtracted seed by seed, against its real-only classifier and against the same row."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_usefulness", ROOT / "bench" / "usefulness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("usefulness")
 
 
 def run(real: list[float], distil: list[float]) -> dict:
