@@ -56,8 +56,9 @@ def kind(comm: str, cmd: str) -> str:
 
 
 def busy_core_seconds() -> float:
+    """This machine's CPU seconds spent running anything so far (not idle, waiting or stolen)."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
 def sample(proc: psutil.Process, seen: dict[tuple[int, float], list]) -> None:
