@@ -129,8 +129,11 @@ def restore_logging():
 
 def pytest_collection_modifyitems(config, items):
     """Modules marked slow first (a stable sort: each module's tests stay together and in
-    order), so that with several workers (`make test`: pytest-xdist) the long end-to-end runs
-    start early and the short tests fill the gaps, instead of one long run starting last."""
+    order). With `make test`'s `--dist worksteal` the first worker starts on them while the
+    others start on the short tests, then take slow ones from the end of its queue: the long
+    end-to-end runs start early on one worker and are shared out as the others run dry
+    (`--dist loadscope`, which starts them on every worker, measured no faster:
+    bench/RESULTS.md, "The test suite's time")."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
