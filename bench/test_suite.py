@@ -3,7 +3,7 @@ where its CPU goes.
 
 Runs pytest the way `make test` does (the pytest line of `make -n test`), from a cold start,
 and prints its wall time, pytest's own figure, the whole machine's busy core-seconds
-(/proc/stat) and the CPU seconds of every process the suite started, by kind (the pytest
+(psutil) and the CPU seconds of every process the suite started, by kind (the pytest
 workers, Prefect servers, Ray workers and daemons, `genzoo` and `dvc` commands, ...), sampled
 every 0.25 s (a process that lives less than that is missed). With ``--against REF`` the suite
 of git revision REF (its tests, its code, its Makefile's pytest line) runs too, alternating
@@ -177,12 +177,12 @@ def main() -> None:
             path = [str(other.parent / "pkg"), env.get("PYTHONPATH")]  # its package first, for every process
             other_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         for i in range(args.repeats):
-            order = ["mine", "theirs"] if other is None or i % 2 else ["theirs", "mine"]
+            order = ["mine"] if other is None else ["theirs", "mine"] if i % 2 == 0 else ["mine", "theirs"]
             for who in order:
                 if who == "mine":
                     mine.append(run_suite(ROOT, env, args.extra))
                     print(line(f"run {i}, this checkout", mine[-1]), flush=True)
-                elif other is not None:
+                else:
                     theirs.append(run_suite(other, other_env, args.extra))
                     print(line(f"run {i}, {args.against}", theirs[-1]), flush=True)
     if theirs:
