@@ -3,6 +3,7 @@
     python bench/sample_sweep.py --run <folder of a finished `genzoo run`> --family ddpm --set guidance=1,2,3
     python bench/sample_sweep.py --run <folder> --family vae --set prior=standard,ex_post \
         --set temperature=0.8,1
+    python bench/sample_sweep.py --run <folder> --family pixelcnn --own-posterior 0.5,0.9,0.99
 
 The run's weights, rebuilt with each combination of the ``--set`` values (keys of the family's
 ``net`` block; ``after_training`` refitted, e.g. the VAE's ex-post prior), so only the sampling
@@ -10,6 +11,12 @@ differs. Each combination is scored as the evaluate stage scores a family (its s
 per class): Fréchet distance and the classifier judges' class accuracy in every space, precision
 and recall in the evaluator's. bench/families.py leaves a run to read (--out, default
 /tmp/genzoo-bench/run0).
+
+``--own-posterior TAU,...`` (families with a likelihood) then scores, for each TAU, the run's
+network drawing three images per one wanted and keeping, per label, those its own Bayes rule
+(p(y | x) from its log p(x | y) and class prior) gives their label at least TAU, then the most
+confident of the rest: whether a family's off-class samples are ones it knows to be ambiguous.
+It first prints that Bayes rule's accuracy on the test images.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
 
 from genzoo import models  # noqa: E402
+from genzoo.models.base import ExactLikelihood, LikelihoodBound, log_likelihoods  # noqa: E402
 from genzoo.models.evaluator import load_evaluator  # noqa: E402
 from genzoo.models.judges import load_judges  # noqa: E402
 from genzoo.tasks.config import load_params  # noqa: E402
@@ -57,6 +65,8 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a finished run's folder (runs/ and prepared/ under it)")
     ap.add_argument("--family", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2", help="net keys to sweep")
+    ap.add_argument("--own-posterior", metavar="TAU,...", default="",
+                    help="keep only samples whose label the model's own p(y | x) gives >= TAU")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     run = Path(args.run)
@@ -66,6 +76,9 @@ def main() -> None:
     judging = load_judging(params)
     trained = models.load(family_dir(params, args.family) / "model.json")
     combos = settings(args.set) or [{}]
+    taus = [float(v) for v in args.own_posterior.split(",") if v]
+    if taus and not isinstance(trained, ExactLikelihood | LikelihoodBound):
+        raise SystemExit(f"--own-posterior: {args.family} has no likelihood to classify by")
     nets = [resampled(trained, args.family, update) for update in combos]  # all checked before sampling
     x, y, _ = load_split(params.data.prepared_dir, "train")
     e, n_test = params.evaluate, len(judging[2]["test"])
@@ -80,6 +93,55 @@ def main() -> None:
         s = judge(params, judging, model, trained.spec)
         cells = [f"{update[k]}" for k in keys] + cells_of(s)
         print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
+    if taus:
+        by_own_posterior(params, judging, trained, taus)
+
+
+OVER = 3  # images drawn per image kept, for --own-posterior
+
+
+def by_own_posterior(params, judging: tuple, trained, taus: list[float]) -> None:
+    """The run's network (its own sampling settings), its draws kept by its own posterior."""
+    model = trained.eval()
+    xt, yt, _ = load_split(params.data.prepared_dir, "test")
+    right = (own_posterior(model, xt).argmax(1) == yt).double().mean()
+    print(f"\nits own Bayes rule on the {len(yt)} test images: {100 * right:.1f}% right\n")
+    print("| own p(y given x) >= | " + " | ".join(SPACES) + " | precision | recall | passed | seconds |")
+    print("|---" * (len(SPACES) + 5) + "|")
+    for tau in taus:
+        t0, passed = time.perf_counter(), []
+
+        def pick(images, labels, tau=tau, passed=passed):
+            conf = own_posterior(model, images)[torch.arange(len(images)), labels.repeat(OVER)]
+            passed.append((conf >= tau).double().mean().item())
+            return images[keep(conf, labels, tau)]
+
+        s = judge(params, judging, model, trained.spec, pick)
+        cells = [f"{tau}"] + cells_of(s) + [f"{sum(passed) / len(passed):.3f}"]
+        print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
+
+
+def own_posterior(model, x: torch.Tensor) -> torch.Tensor:
+    """p(y | x) by Bayes' rule on the model's own log p(x | y) (exact, or its bound) and class
+    prior: (N, K) float64."""
+    lp = torch.stack(
+        [log_likelihoods(model, x, torch.full((len(x),), c)) for c in range(model.spec.num_classes)], dim=1
+    )  # (N, K)
+    return torch.softmax(lp + model.log_class_prior.double().cpu(), dim=1)
+
+
+def keep(conf: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Which of ``len(conf)`` draws (``labels`` repeated, ``conf`` each draw's own posterior of
+    its label) stand in for ``labels``, one index each: per label, the draws that pass
+    (``conf >= tau``) in the order drawn, then the others most confident first."""
+    drawn = labels.repeat(len(conf) // len(labels))
+    index = torch.empty(len(labels), dtype=torch.long)
+    for c in labels.unique():
+        slots, cand = (labels == c).nonzero().squeeze(1), (drawn == c).nonzero().squeeze(1)
+        ok = conf[cand] >= tau
+        rest = cand[~ok][conf[cand[~ok]].argsort(descending=True, stable=True)]
+        index[slots] = torch.cat([cand[ok], rest])[: len(slots)]
+    return index
 
 
 def resampled(trained, family: str, update: dict, flag: str = "--set"):
@@ -109,11 +171,15 @@ def load_judging(params) -> tuple:
     )
 
 
-def judge(params, judging: tuple, model, spec) -> dict:
-    """``model`` (ready to sample) scored as the evaluate stage scores a family."""
+def judge(params, judging: tuple, model, spec, pick=None) -> dict:
+    """``model`` (ready to sample) scored as the evaluate stage scores a family; with ``pick``,
+    ``OVER`` images are drawn per one wanted and ``pick(images, labels)`` keeps one per label."""
 
     def sample(labels, seed):
-        return draw(model, len(labels), labels=labels, seed=seed, batch=500)[0]
+        if pick is None:
+            return draw(model, len(labels), labels=labels, seed=seed, batch=500)[0]
+        drawn = draw(model, OVER * len(labels), labels=labels.repeat(OVER), seed=seed, batch=500)[0]
+        return pick(drawn, labels)
 
     return _measure(params, *judging, sample, spec, None)
 
