@@ -94,6 +94,7 @@ def main() -> None:
         cells = [f"{update[k]}" for k in keys] + cells_of(s)
         print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
     if taus:
+        trained.eval().after_training(x, y)  # as each setting above: its own buffers refitted
         by_own_posterior(params, judging, trained, taus)
 
 
@@ -101,8 +102,9 @@ OVER = 3  # images drawn per image kept, for --own-posterior
 
 
 def by_own_posterior(params, judging: tuple, trained, taus: list[float]) -> None:
-    """The run's network (its own sampling settings), its draws kept by its own posterior."""
-    model = trained.eval()
+    """The run's network (its own sampling settings, ready to sample), its draws kept by its own
+    posterior at each of ``taus``."""
+    model = trained
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
     right = (own_posterior(model, xt).argmax(1) == yt).double().mean()
     print(f"\nits own Bayes rule on the {len(yt)} test images: {100 * right:.1f}% right\n")
