@@ -101,10 +101,9 @@ def main() -> None:
 OVER = 3  # images drawn per image kept, for --own-posterior
 
 
-def by_own_posterior(params, judging: tuple, trained, taus: list[float]) -> None:
+def by_own_posterior(params, judging: tuple, model, taus: list[float]) -> None:
     """The run's network (its own sampling settings, ready to sample), its draws kept by its own
     posterior at each of ``taus``."""
-    model = trained
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
     right = (own_posterior(model, xt).argmax(1) == yt).double().mean()
     print(f"\nits own Bayes rule on the {len(yt)} test images: {100 * right:.1f}% right\n")
@@ -118,7 +117,7 @@ def by_own_posterior(params, judging: tuple, trained, taus: list[float]) -> None
             passed.append((conf >= tau).double().mean().item())
             return images[keep(conf, labels, tau)]
 
-        s = judge(params, judging, model, trained.spec, pick)
+        s = judge(params, judging, model, model.spec, pick)
         cells = [f"{tau}"] + cells_of(s) + [f"{sum(passed) / len(passed):.3f}"]
         print("| " + " | ".join(cells + [f"{time.perf_counter() - t0:.0f}"]) + " |", flush=True)
 
