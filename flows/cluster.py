@@ -9,7 +9,7 @@ own Ray, with a warning; the token file is kept owner-only (0600). See :func:`lo
 Workers run plain functions, passed by reference (``tasks.train.train_family`` and the
 stages after it): no Prefect inside a worker, so no worker ever starts a Prefect server of
 its own. A training reports its step, loss and ETA to a small actor the driver reads
-(:class:`ProgressBoard`), so the driver's log shows each family's progress live.
+(:class:`genzoo.flows.board.ProgressBoard`), so the driver's log shows each family's progress live.
 
 Paths and the MLflow store are made absolute on the driver, so a worker finds them whatever
 its working directory (on a multi-node cluster they must be on storage every node mounts,
@@ -290,7 +290,8 @@ def train_here(
     params: Params, family: str, run_id: str | None, tags: dict[str, str], board: Any = None
 ) -> dict[str, Any]:
     """Train ``family`` in this worker, its MLflow run tagged with the Ray node and host; with
-    a ``board`` (a :class:`ProgressBoard` actor) the training reports its progress to it."""
+    a ``board`` (a :class:`~genzoo.flows.board.ProgressBoard` actor) the training reports its
+    progress to it."""
     import ray
 
     from genzoo.tasks.train import train_family
@@ -413,24 +414,13 @@ def task_spans(since: float) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- progress
 
 
-class ProgressBoard:
-    """The latest progress of each training, reported by the workers and read by the driver
-    (a Ray actor: see :func:`progress_board`)."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, dict[str, Any]] = {}
-
-    def report(self, family: str, row: dict[str, Any]) -> None:
-        self._rows[family] = row
-
-    def read(self, family: str) -> dict[str, Any] | None:
-        return self._rows.get(family)
-
-
 @contextmanager
 def progress_board():
-    """A :class:`ProgressBoard` actor for one pipeline run (no CPU of its own), killed on exit."""
+    """A :class:`~genzoo.flows.board.ProgressBoard` actor for one pipeline run (no CPU of its
+    own), killed on exit."""
     import ray
+
+    from genzoo.flows.board import ProgressBoard  # torch-free: the actor's process imports only it
 
     board = ray.remote(num_cpus=0, max_restarts=0)(ProgressBoard).remote()
     try:

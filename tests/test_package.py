@@ -174,3 +174,14 @@ def test_cli_and_public_api_from_a_project_with_its_own_models_and_tasks(user_en
     assert out["bare"] == []  # nothing of the user's project was imported
     dataset = proj / "data" / "augment" / "synthetic"  # the card's template came with the wheel
     assert "## Licence" in (dataset / "README.md").read_text() and (dataset / "images" / "03_3").is_dir()
+
+
+def test_the_public_api_and_the_progress_board_load_nothing_heavy():
+    """``import genzoo`` stays cheap (torch loads on the first call), and the progress board's
+    module, all that its Ray actor's process imports, loads neither torch nor Ray nor Prefect."""
+    heavy = ("torch", "ray", "prefect", "mlflow", "sklearn")
+    code = f"import sys, genzoo, genzoo.flows.board\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
