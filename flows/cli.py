@@ -513,7 +513,9 @@ def _augment_parser(sub) -> None:
     _common(p)
     p.add_argument("--families", help="comma-separated trained families, or best (default: params' augment)")
     p.add_argument(
-        "--metric", help="what `best` means: fd_rank (mean FD rank over every judge), fd, kid, precision, ..."
+        "--metric",
+        help="what `best` means: fd_rank (mean FD rank over every judge), lift (the measured usefulness of "
+        "the recipe's images), fd, kid, precision, ...",
     )
     p.add_argument("--per-class", type=int, help="images per class from each family")
     p.add_argument("--name", help="dataset name: data/augment/NAME/")

@@ -13,7 +13,8 @@
   test split), the figures the card quotes, the formats and the sha256 of ``images.npz``.
 
 Families are named or ``best`` (the best evaluated family by ``metric``; among the families
-measured for usefulness when any was, so the card quotes a measured lift). Optional filters:
+measured for usefulness when any was, so the card quotes a measured lift; ``metric: lift`` picks
+by that lift itself). Optional filters:
 ``min_confidence`` (the evaluator must give an image its label at least this probability) and
 ``reject_copies`` (drop images nearer a training image, in pixel space, than 99% of training
 images are to their nearest other training image). Filtered images are replaced by new draws,
@@ -125,13 +126,16 @@ def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] 
     return out
 
 
-def best_choice(params: Params, metric: str) -> dict[str, Any]:
+def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[str, Any]:
     """The evaluated family with the best ``metric`` (``fd_rank``: the best mean rank by Fréchet
     distance over every judge's feature space), among those whose usefulness was measured
     (a ``usefulness.json`` beside its ``quality.json``) when any was: the dataset a user pulls
     then carries its measured lift, rather than going to a family a hair ahead on one figure
-    whose usefulness nobody measured. Returns the pick with what it was picked from (the
-    manifest keeps it: ``best``)."""
+    whose usefulness nobody measured. ``lift``: the measured family whose images, made by
+    ``recipe`` (default ``augment.recipe``), lifted the classifier most (:func:`measured_lift`).
+    Returns the pick with what it was picked from (the manifest keeps it: ``best``)."""
+    if metric == "lift":
+        return _best_by_lift(params, recipe or params.augment.recipe)
     judged, measured = {}, []  # family -> its quality.json
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
@@ -154,6 +158,35 @@ def best_choice(params: Params, metric: str) -> dict[str, Any]:
                  metric, best, ", ".join(ahead))  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
             "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
+
+
+def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
+    """A family's lift (test accuracy gained, as a fraction) from its ``usefulness.json`` with
+    images made by ``recipe``: on the CNN with classical augmentation (the baseline the targets
+    are decided on; else the first classifier measured), at the smallest real fraction measured,
+    where synthetic data has the most to give. None when that recipe was not measured."""
+    aug = usefulness.get("recipes", {}).get(recipe, {}).get("augmentation") or {}
+    if not aug:
+        return None
+    per = aug[min(aug, key=float)]
+    return per["cnn" if "cnn" in per else next(iter(per))]["lift"]["mean"]
+
+
+def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
+    figures = {}
+    for f in params.models:
+        lift = measured_lift(read_json(evaluation_dir(params) / f / "usefulness.json") or {}, recipe)
+        if lift is not None:
+            figures[f] = lift
+    if not figures:
+        raise FileNotFoundError(
+            f"augment.metric: lift needs a family measured for usefulness with recipe {recipe!r} (none in "
+            f"{evaluation_dir(params)}); run `genzoo usefulness` (usefulness.families, usefulness.recipes) "
+            "first, or choose `best` by a quality figure (augment.metric: fd_rank)"
+        )
+    best = max(figures, key=figures.get)
+    return {"family": best, "metric": "lift", "figures": figures, "measured": list(figures),
+            "among": "measured for usefulness", "recipe": recipe}  # fmt: skip
 
 
 def mean_fd_ranks(quality: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -399,7 +432,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     check_output_dir(root, "augment.out_dir")
     check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
-    choice = best_choice(params, req.metric) if "best" in req.families else None
+    choice = best_choice(params, req.metric, req.recipe) if "best" in req.families else None
     families = resolve_families(params, req, choice)
     recipe = params.recipe(req.recipe)
     if recipe.mode == "perturb":

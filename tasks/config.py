@@ -152,10 +152,12 @@ class EvaluateParams(_Strict):
 
 QUALITY_METRICS = (
     "fd", "kid", "fd_per_class_mean", "precision", "recall", "density", "coverage", "class_accuracy",
-    "fd_rank",
+    "fd_rank", "lift",
 )  # fmt: skip
 # fd_rank: a family's mean rank by Fréchet distance among every evaluated family, over every judge's
-# feature space (quality.json's `spaces`): the verdict of several judges, not of one
+# feature space (quality.json's `spaces`): the verdict of several judges, not of one. lift: not a
+# quality figure but what the dataset is for, the measured lift (usefulness.json) of the dataset's
+# recipe at the smallest real fraction measured, on the CNN with classical augmentation
 LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean", "fd_rank")
 
 
@@ -169,7 +171,8 @@ class AugmentParams(_Strict):
     )  # fmt: skip
     metric: Literal[QUALITY_METRICS] = Field(
         "fd_rank",
-        description="what `best` means: fd_rank (mean FD rank over every judge) or an evaluation figure",
+        description="what `best` means: fd_rank (mean FD rank over every judge), lift (the measured "
+        "usefulness of the dataset's recipe) or an evaluation figure",
     )
     per_class: int = Field(100, gt=0, le=100_000, description="images per class from each family")
     sample_pixels: int | None = Field(

@@ -196,6 +196,52 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     assert pick("fd") == "pixelcnn" and pick("precision") == "gan"
 
 
+def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "logistic")) -> str:
+    """usefulness.json's shape: recipe -> fraction -> each classifier's lift (the same figure)."""
+    return json.dumps({"recipes": {r: {"augmentation": {p: {c: {"lift": {"mean": v, "ci95": 0.005}}
+                                                         for c in classifiers} for p, v in by_p.items()}}
+                                   for r, by_p in lifts.items()}})  # fmt: skip
+
+
+def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_path):
+    """`metric: lift`: among the families measured for usefulness, the one whose images, made by
+    the dataset's recipe, lifted the CNN most at the smallest real fraction measured, whatever
+    their Fréchet distances; a family without that recipe measured is not compared, and with none
+    the request fails naming the key, before any sampling."""
+    params = validate(tiny_params(tmp_path, families=["pixelcnn", "realnvp", "vae"]))
+    folder = tmp_path / "runs" / "evaluation"
+    for f in ("pixelcnn", "realnvp", "vae"):
+        (folder / f).mkdir(parents=True)
+        (folder / f / "quality.json").write_text(
+            json.dumps({"fd": {"pixelcnn": 0.1, "realnvp": 0.2}.get(f, 0.3)})
+        )
+    with pytest.raises(FileNotFoundError, match="augment.metric: lift needs a family measured for usefulness "
+                                                "with recipe 'plain'"):  # fmt: skip
+        best_choice(params, "lift")
+    (folder / "pixelcnn" / "usefulness.json").write_text(
+        _usefulness_json({"plain": {"0.1": 0.000, "1.0": 0.004}, "teacher": {"0.1": 0.009, "1.0": -0.001}})
+    )
+    (folder / "realnvp" / "usefulness.json").write_text(
+        _usefulness_json({"plain": {"0.1": 0.005, "1.0": 0.000}, "teacher": {"0.1": 0.003, "1.0": 0.002}})
+    )
+    choice = best_choice(params, "lift")  # augment.recipe: plain; 10% decides, not 100%
+    assert choice == {"family": "realnvp", "metric": "lift", "figures": {"pixelcnn": 0.0, "realnvp": 0.005},
+                      "measured": ["pixelcnn", "realnvp"], "among": "measured for usefulness",
+                      "recipe": "plain"}  # fmt: skip
+    assert best_choice(params, "fd")["family"] == "pixelcnn"  # the quality figure would pick the other
+    assert best_choice(params, "lift", "teacher")["family"] == "pixelcnn"  # the recipe the dataset is made by
+    (folder / "vae" / "usefulness.json").write_text(  # the CNN decides, not the logistic regression
+        json.dumps({"recipes": {"plain": {"augmentation": {"0.1": {"logistic": {"lift": {"mean": 0.03}},
+                                                                   "cnn": {"lift": {"mean": 0.001}}}}}}})
+    )  # fmt: skip
+    assert best_choice(params, "lift")["figures"]["vae"] == 0.001
+    with pytest.raises(FileNotFoundError, match="recipe 'distil'"):
+        best_choice(params, "lift", "distil")
+    (folder / "vae" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": 0.02}}, ("logistic",)))
+    assert best_choice(params, "lift")["family"] == "vae"  # measured with all the data alone, by logistic
+    assert validate(tiny_params(tmp_path, augment={"metric": "lift"})).augment.metric == "lift"
+
+
 def test_best_by_fd_rank_is_the_verdict_of_every_judge_not_of_one(tmp_path):
     """`metric: fd_rank`: each family's mean rank by Fréchet distance over every judge's space
     (quality.json's `spaces`), ties sharing their places; the evaluator's space alone (`fd`)
@@ -227,7 +273,7 @@ def test_best_by_fd_rank_is_the_verdict_of_every_judge_not_of_one(tmp_path):
         "realnvp": 1.0,
         "gan": 2.5,
     }  # pca only
-    with pytest.raises(ParamsError, match="augment.metric: .*'fd_rank' \\(got 'fd_ranks'\\)"):
+    with pytest.raises(ParamsError, match="augment.metric: .*'fd_rank' or 'lift' \\(got 'fd_ranks'\\)"):
         validate(tiny_params(tmp_path, augment={"metric": "fd_ranks"}))
 
 
@@ -265,6 +311,17 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     assert "With recipe `plain`, adding 1 synthetic image(s) per real one to 100% of the real" in card
     vae = card.split("### vae")[1].split("## Memorization")[0]
     assert "Usefulness: not measured" in vae and f"fd {quality['fd']:.4g}" in card.split("### vae")[0]
+    # `best` by the measured lift itself: the one family measured, its figure from usefulness.json
+    by_lift = request(
+        params, families=["best"], metric="lift", per_class=1, out_dir=str(tmp / "aug"), name="lift"
+    )
+    m = json.loads((generate(params, by_lift) / "manifest.json").read_text())
+    lift = measured["recipes"]["plain"]["augmentation"]["1.0"]["cnn"]["lift"]["mean"]
+    assert list(m["families"]) == ["gan"] and m["best"]["figures"] == {"gan": lift}
+    assert m["best"]["metric"] == "lift" and m["best"]["recipe"] == "plain"
+    card = (tmp / "aug" / "lift" / "README.md").read_text()
+    chosen = f"by lift among the families measured for usefulness: gan {100 * lift:+.1f} points |"
+    assert f"| chosen as `best` | {chosen}" in card
 
 
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
