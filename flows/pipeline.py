@@ -82,7 +82,12 @@ TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Retry flaky I/O and lost connections; a real bug (ValueError, KeyError, ...) fails once."""
+    """Retry flaky I/O and lost connections; a real bug (ValueError, KeyError, ...) fails once.
+    An error raised in a Ray task arrives as Ray's wrapper of it, which is an ``OSError`` too but
+    without its ``errno``: the worker's own exception (``cause``) decides."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc and is_transient(cause):
+        return True
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:

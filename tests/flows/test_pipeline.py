@@ -313,6 +313,22 @@ def test_transient_errors_are_retried_and_bugs_fail_once(tmp_path, monkeypatch, 
     assert pl.is_transient(ConnectionResetError()) and pl.is_transient(TimeoutError())
 
 
+def test_an_io_error_inside_a_ray_task_is_transient_and_a_bug_there_is_not(tmp_path, local_ray):
+    """The stages after the driver's own run on Ray, whose wrapper of a worker's OSError carries
+    no errno: the worker's exception decides whether Prefect retries the stage."""
+    params = validate(tiny_params(tmp_path, families=["vae"]))
+    raising = {
+        "import errno\nraise OSError(errno.EIO, 'Input/output error', 'train.npz')": True,
+        "raise ValueError('a bug')": False,
+        "import errno\nraise OSError(errno.ENOSPC, 'No space left on device')": False,
+    }
+    refs = {code: cluster.submit(params, "vae", "fails", exec, code) for code in raising}
+    for code, transient in raising.items():
+        with pytest.raises(ray.exceptions.RayTaskError) as e:
+            ray.get(refs[code], timeout=120)
+        assert isinstance(e.value, OSError | ValueError) and pl.is_transient(e.value) is transient, code
+
+
 def test_bad_params_fail_before_any_compute(tmp_path):
     raw = tiny_params(tmp_path, families=["vae"])
     raw["models"]["vae"]["train"]["lr"] = -1
