@@ -58,10 +58,21 @@ def _params(args):
     return load_params(args.params, args.overrides, args.profile)
 
 
+def _holding(params):
+    """The run lock on ``run.runs_dir`` (``tasks/layout.py: exclusive``), which `genzoo run` and
+    every DVC stage hold too: a command that writes there fails at once, naming the holder,
+    while another run writes the same folder."""
+    from genzoo.tasks.layout import exclusive
+
+    return exclusive(params.run.runs_dir)
+
+
 def cmd_prepare(args) -> int:
     from genzoo.tasks.prepare import prepare
 
-    m = prepare(_params(args))
+    params = _params(args)
+    with _holding(params):
+        m = prepare(params)
     print(
         json.dumps(
             {
@@ -104,7 +115,8 @@ def cmd_train(args) -> int:
     if not args.all:
         params.require(args.family)
     _check_device(params)  # before an MLflow run or a folder is made
-    return _train(params, families, args.quiet)
+    with _holding(params):
+        return _train(params, families, args.quiet)
 
 
 def cmd_run(args) -> int:
@@ -246,7 +258,8 @@ def cmd_augment(args) -> int:
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
                   png=args.png, formats=args.formats.split(",") if args.formats else None,
                   recipe=args.recipe)  # fmt: skip
-    path = generate(params, req)
+    with _holding(params):
+        path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())
     print(json.dumps({"path": str(path), "n": m["n"], "families": list(m["families"]),
                       "counts_per_class": m["counts_per_class"], "filters": m["filters"],
@@ -265,12 +278,13 @@ def cmd_evaluate(args) -> int:
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
     if not trained:
         raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
-    ev = evaluator_stage(params)
-    print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
-    for f in trained:
-        q = evaluate_family(params, f)
-        print(f"{f:>10}: FD {q['fd']:.3f} ± {q['ci95']['fd']:.3f}  precision {q['precision']:.3f}  "
-              f"recall {q['recall']:.3f}  {q['images_per_second']:.0f} images/s")  # fmt: skip
+    with _holding(params):
+        ev = evaluator_stage(params)
+        print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
+        for f in trained:
+            q = evaluate_family(params, f)
+            print(f"{f:>10}: FD {q['fd']:.3f} ± {q['ci95']['fd']:.3f}  precision {q['precision']:.3f}  "
+                  f"recall {q['recall']:.3f}  {q['images_per_second']:.0f} images/s")  # fmt: skip
     if not args.no_report:
         return cmd_report(args)
     return 0
@@ -286,7 +300,8 @@ def cmd_detect(args) -> int:
         args.overrides = [*args.overrides, f"detect.holdout_classes={args.holdout}"]
     params = _params(args)
     if args.benchmark:
-        r = run_benchmark(params, args.family)
+        with _holding(params):
+            r = run_benchmark(params, args.family)
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
         for name, st in r["sets"].items():
             print(f"{name:>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
@@ -318,15 +333,16 @@ def cmd_usefulness(args) -> int:
     families = trained_families(
         params, args.families or [f for f in params.usefulness.families if f in params.models]
     )
-    ref = reference(params)
     clfs = params.usefulness.classifiers
 
     def cell(s: dict) -> str:
         return f"{100 * s['mean']:5.1f} ± {100 * s['ci95']:.1f}"
 
-    for p, per in ref["real"].items():
-        print(f"real {100 * float(p):g}%: " + ", ".join(f"{c} {cell(per[c])}" for c in clfs))
-    rows = [("pca_kde", ref["pca_kde"])] + [(f, measure_family(params, f)) for f in families]
+    with _holding(params):
+        ref = reference(params)
+        for p, per in ref["real"].items():
+            print(f"real {100 * float(p):g}%: " + ", ".join(f"{c} {cell(per[c])}" for c in clfs))
+        rows = [("pca_kde", ref["pca_kde"])] + [(f, measure_family(params, f)) for f in families]
     for name, r in rows:
         print(f"{name:>10}: train on synthetic " + ", ".join(f"{c} {cell(r['tstr'][c])}" for c in clfs))
         for p, per in r["augmentation"].items():
@@ -364,7 +380,8 @@ def cmd_report(args) -> int:
     from genzoo.tasks.report import build_report
 
     params = _params(args)
-    t = build_report(params)["targets"]
+    with _holding(params):
+        t = build_report(params)["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")
     print(f"best family {t['best_family']}: {t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
           f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip

@@ -783,7 +783,8 @@ def augment(
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
                   min_confidence=min_confidence, reject_copies=reject_copies, png=png,
                   formats=formats, recipe=recipe)  # fmt: skip
-    path = Path(augment_task(params, req))
+    with exclusive(params.run.runs_dir):  # as genzoo run and `genzoo augment` hold it
+        path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}
 

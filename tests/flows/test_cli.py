@@ -201,3 +201,58 @@ def test_a_first_run_gives_prefects_temporary_server_time_to_build_its_database(
         [sys.executable, "-c", code, "params.yaml"], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines()[-1] == f"{seen} False"
+
+
+def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(tmp_path, capsys):
+    """Case 15 for the command line: `genzoo run` and every DVC stage hold runs/.pipeline.lock,
+    and so does each command that writes there; while another process holds it, each fails at
+    once (exit 2, one line naming the folder and the holder's pid) and writes nothing."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=3, families=["gan", "vae"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    params = validate(raw)
+    prepare(params)
+    for f in ("gan", "vae"):  # trained, so that evaluate, usefulness and detect get as far as the lock
+        train_family(params, f, progress=False)
+    runs = tmp_path / "runs"
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom genzoo.tasks.layout import exclusive\n"
+         f"with exclusive({str(runs)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        held = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+        busy = (
+            rf"{re.escape(str(runs))}: another genzoo pipeline is running on this folder \(pid {holder.pid} "
+        )
+        commands = (
+            ["prepare"], ["train", "--family", "gan"], ["evaluate"], ["augment", "--families", "gan"],
+            ["usefulness", "--families", "gan"], ["report"], ["detect", "--family", "vae", "--benchmark"],
+        )  # fmt: skip
+        for argv in commands:
+            assert cli.main([*argv, "--params", str(pfile), "-q"]) == 2, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and re.fullmatch(
+                rf"genzoo {argv[0]}: error: {busy}since [\d-]+ [\d:]+\); .+", err[0]
+            ), err
+        assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == held
+    finally:
+        holder.kill()
+        holder.wait()
+    assert {p for p, _ in held} - {p for p, _ in before} == {
+        runs.relative_to(tmp_path) / ".pipeline.holder",
+        runs.relative_to(tmp_path) / ".pipeline.lock",
+    }
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0  # once it is gone
