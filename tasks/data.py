@@ -49,6 +49,8 @@ def to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
 def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
     """Pixels -> integer levels (int64, same shape) and their count: floats must lie in [0, 1]
     unless ``levels`` is given; integers keep their values (256 levels when they fit a byte)."""
+    if arr.size == 0:
+        raise DataError(f"{where}: no images (shape {tuple(arr.shape)})")
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())

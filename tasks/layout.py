@@ -69,8 +69,11 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
     """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
     naming the folder and the holder (``.pipeline.holder``: its pid and start time). The flow
     holds it for a whole run and every DVC stage's ``main()`` for its stage, so ``dvc repro``
-    never writes under a running ``genzoo run`` (nor the reverse)."""
+    never writes under a running ``genzoo run`` (nor the reverse). Folders it had to make for
+    the lock are removed again on the way out when nothing but the lock landed in them: a command
+    that fails on bad input leaves no trace."""
     folder = Path(runs_dir)
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # the innermost first
     folder.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
     try:
@@ -88,7 +91,12 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         holder.unlink(missing_ok=True)
+        if made and [p.name for p in folder.iterdir()] == [".pipeline.lock"]:
+            (folder / ".pipeline.lock").unlink()  # while still held: no one else can have it
         lock.release()
+        for d in made:
+            with contextlib.suppress(OSError):  # not empty (or gone): kept
+                d.rmdir()
 
 
 # ----------------------------------------------------------------------------- layout

@@ -131,7 +131,11 @@ def _inside(path: Path, root: Path) -> None:
         )
 
 
-def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Dataset:
+def load_folder_source(
+    root: str | Path, size: tuple[int, int] | None, channels: int | None = None
+) -> Dataset:
+    """A folder of class sub-folders of images, sized to ``size`` on load; ``channels`` (1 or 3,
+    ``data.channels``) converts every image as it is read (grey and RGB images may then mix)."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
@@ -167,6 +171,8 @@ def load_folder_source(root: str | Path, size: tuple[int, int] | None) -> Datase
                     img = to_8bit(im)
                 else:
                     img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
+                if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
+                    img = img.convert("L" if channels == 1 else "RGB")
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         modes.setdefault(img.mode, f)
@@ -305,7 +311,7 @@ def load_source(p: DataParams) -> Dataset:
     if kind == "npz":
         return load_npz_source(path)
     if kind == "folder":
-        return load_folder_source(path, p.image_size)
+        return load_folder_source(path, p.image_size, p.channels)
     return load_torchvision_source(kind, p.raw_dir)
 
 

@@ -85,6 +85,7 @@ def inputs(tmp_path_factory):
     _npz(inp / "names.npz", images=eight, labels=np.arange(20) % 3, class_names=np.array(["a", "b"]))
     _npz(inp / "one.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.arange(3))
     _npz(inp / "pixel.npz", images=np.zeros((40, 1, 1), np.uint8), labels=np.arange(40) % 2)
+    _npz(inp / "empty.npz", images=np.zeros((0, 8, 8), np.uint8), labels=np.zeros(0, np.int64))
     loop = inp / "folder"
     for c in ("a", "b"):
         (loop / c).mkdir(parents=True)
@@ -240,6 +241,7 @@ CASES = {
         "class 0 has 1 image(s), none left for the train split",
     ),
     "1x1-images": (lambda w: ["prepare", *_p(w, *_src(w, "pixel.npz"))], "images are 1x1; at least 2x2"),
+    "no-images": (lambda w: ["prepare", *_p(w, *_src(w, "empty.npz"))], "empty.npz['images']: no images"),
     "class-folder-links-to-its-parent": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'folder'}")],
         "folder/c: a symbolic link to",
@@ -563,3 +565,25 @@ def test_every_dvc_stage_turns_bad_input_into_one_line_and_exit_2(stage, tmp_pat
     assert len(lines) == 1 and lines[0].startswith(f"genzoo {stage}: error: "), done.stderr
     assert str(bad) in lines[0] and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_a_folder_of_grey_and_rgb_images_fails_clearly_unless_data_channels_says_which(tmp_path):
+    """Mixed grey and RGB images stop the load with the fix named; with `data.channels` every
+    image is converted as it is read (RGB to grey by ITU-R 601 luma, grey to RGB by repeating)."""
+    from PIL import Image
+
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.prepare import load_folder_source
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.full((4, 4), 100, np.uint8)).save(tmp_path / c / "grey.png")
+        Image.fromarray(np.full((4, 4, 3), (200, 100, 0), np.uint8)).save(tmp_path / c / "rgb.png")
+    with pytest.raises(DataError, match="mixed channels: .*grey.png is grayscale but .*rgb.png is RGB; "
+                                        "convert them, or set data.channels to 1 or 3"):  # fmt: skip
+        load_folder_source(tmp_path, None)
+    grey = load_folder_source(tmp_path, None, channels=1)
+    assert grey.images.shape == (4, 1, 4, 4)
+    assert grey.images[:2, 0, 0, 0].tolist() == [100, round(0.299 * 200 + 0.587 * 100)]
+    rgb = load_folder_source(tmp_path, None, channels=3)
+    assert rgb.images.shape == (4, 3, 4, 4) and rgb.images[:2, :, 0, 0].tolist() == [[100] * 3, [200, 100, 0]]
