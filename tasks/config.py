@@ -523,11 +523,21 @@ def validate(raw: dict[str, Any]) -> Params:
     for family in params.usefulness.families:
         if family not in REGISTRY:
             errors.append(f"usefulness.families: unknown family {family}; known: {', '.join(REGISTRY)}")
-    if params.usefulness.train:
-        try:
-            TrainConfig(**{**params.train.model_dump(), **params.usefulness.train})
-        except ValidationError as e:
-            errors += [format_error("usefulness.train", x) for x in e.errors()]
+    for key, block in (
+        ("usefulness.train", params.usefulness.train),
+        ("detect.holdout_train", params.detect.holdout_train),
+    ):
+        if block:
+            try:
+                TrainConfig(**{**params.train.model_dump(), **block})
+            except ValidationError as e:
+                errors += [format_error(key, x) for x in e.errors()]
+    for family in params.augment.families:
+        if family != "best" and family not in params.models:
+            errors.append(
+                f"augment.families: {family} is not a family in models ({', '.join(params.models)}) "
+                "nor `best`"
+            )
     for family in params.models:
         if family not in REGISTRY:
             errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")

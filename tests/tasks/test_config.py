@@ -35,6 +35,13 @@ def test_repository_params_are_valid():
         ({"models": {"vae": {}}, "evaluate": {"seeds": 0}}, "evaluate.seeds"),
         ({"models": {"vae": {}}, "detect": {"families": ["gan"]}}, "detect.families: gan has no likelihood"),
         ({"models": {"vae": {}}, "detect": {"quantile": 1.0}}, "detect.quantile"),
+        ({"models": {"vae": {}}, "detect": {"holdout_train": {"stpes": 3}}}, "detect.holdout_train.stpes"),
+        ({"models": {"vae": {}}, "detect": {"holdout_train": {"lr": -1}}}, "detect.holdout_train.lr"),
+        ({"models": {"vae": {}}, "usefulness": {"train": {"lr": -1}}}, "usefulness.train.lr"),
+        (
+            {"models": {"vae": {}}, "augment": {"families": ["best", "gan"]}},
+            "augment.families: gan is not a family in models (vae) nor `best`",
+        ),
         (
             {"models": {"vae": {}}, "evaluate": {"baselines": {"gmm_components": []}}},
             "evaluate.baselines.gmm_components",
