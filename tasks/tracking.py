@@ -11,6 +11,7 @@ store migrated by several processes at once races), and metric writes are batche
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -53,10 +54,20 @@ def preflight(uri: str | None = None) -> None:
         ) from None
 
 
+@functools.cache
+def _answered(uri: str) -> bool:
+    preflight(uri)  # raises while it does not answer (not cached): the next client asks again
+    return True
+
+
 def client(uri: str | None = None):
+    """An MLflow client of ``uri`` (default: the project's store); a tracking server that does
+    not answer fails here, once per process, naming it (:func:`preflight`), whichever command
+    or stage asked first, instead of MLflow retrying each call for minutes."""
     from mlflow import MlflowClient
 
     uri = uri or tracking_uri()
+    _answered(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

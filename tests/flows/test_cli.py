@@ -256,3 +256,33 @@ def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(t
         runs.relative_to(tmp_path) / ".pipeline.lock",
     }
     assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0  # once it is gone
+
+
+def test_a_tracked_command_fails_at_once_when_the_tracking_server_does_not_answer(
+    tmp_path, capsys, monkeypatch
+):
+    """Case 17 outside `genzoo run`: `genzoo train` (and every stage that logs to MLflow: their
+    first client asks once per process) with a tracking server that does not answer exits 2 with
+    one line naming it, before any training, instead of MLflow retrying each call for minutes."""
+    import yaml
+
+    from genzoo.tasks import tracking
+    from tests.conftest import tiny_params
+    from tests.test_services import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0  # prepare logs nothing to MLflow
+    capsys.readouterr()
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"genzoo train: error: MLflow tracking server {uri} is unreachable"
+    )
+    assert not (tmp_path / "runs" / "gan").exists() and not (tmp_path / "ckpt").exists()
+    with pytest.raises(ConnectionError, match="is unreachable"):  # asked again: a failure is not remembered
+        tracking.client()
