@@ -12,10 +12,12 @@ synthetic images of every recipe, train-on-synthetic accuracy, and the PCA + KDE
 the same code. Intervals pool classifier seeds and subsets (paired lifts). Prints Markdown
 tables; writes the curve to <out>/usefulness.png and the figures to <out>/usefulness.json.
 
-``--against OTHER/usefulness.json`` (a run on the same fractions, subsets and seeds, with other
-settings, e.g. a stronger classical augmentation: ``-o usefulness.cnn.scale=0.15``) also prints
-each of this run's accuracies against that run's classifier on real data alone and against the
-same row there, paired by subset and seed.
+Every two generator rows are also compared with each other at each fraction below 100% (paired
+by subset and seed: which generator's data helps more). ``--against OTHER/usefulness.json`` (a
+run on the same fractions, subsets and seeds, with other settings, e.g. a stronger classical
+augmentation: ``-o usefulness.cnn.scale=0.15``) also prints each of this run's accuracies against
+that run's classifier on real data alone and against the same row there, paired by subset and
+seed.
 """
 
 from __future__ import annotations
@@ -86,6 +88,25 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
                 same = [a - b for a, b in zip(mine, theirs[row], strict=True)] if row in theirs else None
                 print(f"| {row} | {100 * float(p):g} | {cell(base)} | {cell(same) if same else '–'} |")
         print()
+
+
+def print_between(u: dict, names: list[str], fractions: list[str], clfs: list[str]) -> None:
+    """Every two generator rows against each other at each fraction below all of the data (same
+    subsets, seeds and teachers: paired), the better-scoring row first: which generator's data
+    helps more, with the interval the lifts over real data alone cannot give."""
+    for c in clfs:
+        for p in (p for p in fractions if float(p) < 1):
+            rows = {k: v for k, v in accuracy_rows(u, names, p, c).items() if k != "real only"}
+            if len(rows) < 2:
+                continue
+            order = sorted(rows, key=lambda k: -stats(rows[k])["mean"])
+            print(f"**{c} at {100 * float(p):g}% real, generator against generator** (points, paired)\n")
+            print("| row | against | difference |\n|---|---|---|")
+            for i, a in enumerate(order):
+                for b in order[i + 1 :]:
+                    st = stats([x - y for x, y in zip(rows[a], rows[b], strict=True)])
+                    print(f"| {a} | {b} | {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} |")
+            print()
 
 
 def main() -> None:
@@ -167,6 +188,7 @@ def main() -> None:
                 kept = f"kept {c['kept']:,} of {c['drawn']:,} drawn"
                 print(f"{f} {name} at {100 * float(p):g}%: {kept}, dropped {c['rejected']}")
     print()
+    print_between(u, names, fr, clfs)
     if other is not None:
         print_against(u, other, names, fr, clfs)
     (out / "usefulness.json").write_text(json.dumps(u, indent=2))

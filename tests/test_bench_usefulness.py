@@ -36,3 +36,16 @@ def test_against_refuses_runs_on_other_seeds(bench):
 def test_against_says_when_the_runs_share_no_fraction(bench, capsys):
     bench.print_against(run([0.9], [0.9]), run([0.9], [0.9]), ["distil"], ["0.25"], ["cnn"])
     assert "the other run has no fraction of this one (0.25) for cnn" in capsys.readouterr().out
+
+
+def test_generators_are_compared_with_each_other_paired_the_better_first(bench, capsys):
+    u = run([0.90, 0.92, 0.94], [0.91, 0.93, 0.95])
+    aug = {"0.1": {"cnn": {"augmented": {"per_seed": [0.93, 0.93, 0.97]}}},
+           "1.0": {"cnn": {"augmented": {"per_seed": [0.99, 0.99, 0.99]}}}}  # fmt: skip
+    u["families"]["vae"] = {"recipes": {"distil": {"augmentation": aug}}}
+    bench.print_between(u, ["distil"], ["0.1", "1.0"], ["cnn"])
+    out = capsys.readouterr().out
+    assert "**cnn at 10% real, generator against generator**" in out and "at 100% real" not in out
+    assert "| + vae, distil | + PCA + KDE, distil | +1.3 ± 2.9 |" in out  # (2, 0, 2) points, paired (t, 2 df)
+    bench.print_between(run([0.9], [0.9]), ["distil"], ["0.1"], ["cnn"])  # one generator: nothing to compare
+    assert capsys.readouterr().out == ""
