@@ -204,10 +204,11 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
     top = {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # final numbers, not nested logs
     log_numbers(c, run_id, top, step=int(metrics.get("steps", 0)))
     for name in ARTIFACTS:
-        if (out_dir / name).exists():
+        if name != "metrics.json" and (out_dir / name).exists():
             c.log_artifact(
                 run_id, str(out_dir / name), artifact_path="model" if name.startswith("model.") else None
             )
+    _retry(lambda: c.log_dict(run_id, metrics, "metrics.json"), "log_dict")  # the file comes last, after this
     if not _retry(lambda: c.search_registered_models(f"name='{family}'"), "search_registered_models"):
         try:
             c.create_registered_model(family, description=f"genzoo {family} models")

@@ -94,9 +94,11 @@ def train_family(
     """Train ``family``; returns its metrics dict (also written to metrics.json). With
     ``run.track`` the run is tracked in MLflow: in ``run_id`` when the caller created it
     (the pipeline does, so a dead worker's run can be closed), else in a new run nested under
-    ``parent_run_id``; the trained model is registered under the family's name."""
+    ``parent_run_id``; the trained model is registered under the family's name. metrics.json
+    is written last (tracked: after the registration), so a family whose stage died before
+    it is not taken for done (``layout.up_to_date``) and is trained again (from its checkpoint)."""
     if not params.run.track:
-        return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at)
+        return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at, final=True)
     from genzoo.tasks import tracking
 
     c = tracking.client()
@@ -106,7 +108,7 @@ def train_family(
         tracking.set_tags(c, run_id, tags)
     try:
         cbs = [*callbacks, tracking.MlflowLogger(c, run_id)]
-        metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at)
+        metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at, final=False)
     except BaseException:
         c.set_terminated(run_id, "FAILED")
         raise
@@ -153,7 +155,10 @@ def _train(
     progress: bool,
     callbacks: list[Callback],
     stop_at: int | None,
+    final: bool,
 ) -> dict[str, Any]:
+    """The training and its outputs; metrics.json (the mark of a finished stage) is written
+    only when ``final`` (else the caller writes it once the rest of the stage is done)."""
     params.require(family)
     started = time.time()
     device = resolve_device(params.run.device)
@@ -164,6 +169,7 @@ def _train(
     fp = train_key(params, family, manifest)
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
 
     val_fn = None
     if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
@@ -220,7 +226,8 @@ def _train(
         test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator, test_images=len(x_test))
     metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    if final:
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

@@ -44,3 +44,41 @@ def test_concurrent_writers_lose_no_metric_rows(store):
     for rid in run_ids:
         assert len(c.get_metric_history(rid, "loss")) == 60
         assert len(c.get_metric_history(rid, "aux")) == 60
+
+
+def test_a_family_whose_stage_died_before_its_mlflow_record_is_not_taken_for_done(
+    store, tmp_path, monkeypatch
+):
+    """Cases 2 and 16: metrics.json, the mark of a finished train@<family>, is written after the
+    model is registered. A stage that dies in between (here: the registration raising) leaves no
+    metrics.json, so the next run trains the family again (from its last checkpoint) and records
+    it, instead of taking it for done with no registered version."""
+    import json
+
+    from genzoo.tasks import tracking
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.layout import up_to_date
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=6, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    prepare(params)
+
+    def dies(*args, **kwargs):
+        raise SystemExit("killed while registering")
+
+    with monkeypatch.context() as m:
+        m.setattr(tracking, "finish_family", dies)
+        with pytest.raises(SystemExit):
+            train_family(params, "gan", progress=False)
+    out = tmp_path / "runs" / "gan"
+    assert (out / "model.json").exists() and not (out / "metrics.json").exists()
+    assert up_to_date(params, "gan") is None
+    metrics = train_family(params, "gan", progress=False)
+    assert metrics["resumed_from"] == 6 and metrics["mlflow"]["model_uri"] == "models:/gan/1"
+    assert up_to_date(params, "gan") == json.loads((out / "metrics.json").read_text()) == metrics
+    artifacts = {a.path for a in tracking.client(store).list_artifacts(metrics["mlflow"]["run_id"])}
+    assert "metrics.json" in artifacts
