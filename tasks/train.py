@@ -193,7 +193,7 @@ def _train(
         stop_at=stop_at,
         val_fn=val_fn,
     )
-    if not result.finished:  # interrupted on purpose (stop_at): leave outputs alone
+    if not result.finished:  # interrupted on purpose (stop_at): the other outputs left alone
         return {"family": family, "steps": result.steps, "complete": False}
     estimator = likelihood_estimator(trained)
     save_png(
