@@ -179,6 +179,22 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
 # ----------------------------------------------------------------------------- processes
 
 
+@contextlib.contextmanager
+def lock_held(runs_dir: Path):
+    """Another process holding the run lock on ``runs_dir`` as a running `genzoo run` does
+    (``tasks/layout.py: exclusive``), from the moment it says so to the end of the block, where
+    it is SIGKILLed (no cleanup runs: the OS frees the lock). Yields its ``Popen``."""
+    code = "import time\nfrom genzoo.tasks.layout import exclusive\n"
+    code += f"with exclusive({str(runs_dir)!r}):\n    print('held', flush=True)\n    time.sleep(600)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def descendants(root: int) -> list[int]:
     """Every process below ``root``, from /proc (parents first)."""
     children: dict[int, list[int]] = {}

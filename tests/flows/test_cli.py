@@ -207,15 +207,12 @@ def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(t
     """Case 15 for the command line: `genzoo run` and every DVC stage hold runs/.pipeline.lock,
     and so does each command that writes there; while another process holds it, each fails at
     once (exit 2, one line naming the folder and the holder's pid) and writes nothing."""
-    import subprocess
-    import sys
-
     import yaml
 
     from genzoo.tasks.config import validate
     from genzoo.tasks.prepare import prepare
     from genzoo.tasks.train import train_family
-    from tests.conftest import tiny_params
+    from tests.conftest import lock_held, tiny_params
 
     raw = tiny_params(tmp_path, steps=3, families=["gan", "vae"])
     pfile = tmp_path / "params.yaml"
@@ -226,13 +223,7 @@ def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(t
         train_family(params, f, progress=False)
     runs = tmp_path / "runs"
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom genzoo.tasks.layout import exclusive\n"
-         f"with exclusive({str(runs)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held(runs) as holder:
         held = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
         busy = (
             rf"{re.escape(str(runs))}: another genzoo pipeline is running on this folder \(pid {holder.pid} "
@@ -248,9 +239,6 @@ def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(t
                 rf"genzoo {argv[0]}: error: {busy}since [\d-]+ [\d:]+\); .+", err[0]
             ), err
         assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == held
-    finally:
-        holder.kill()
-        holder.wait()
     assert {p for p, _ in held} - {p for p, _ in before} == {
         runs.relative_to(tmp_path) / ".pipeline.holder",
         runs.relative_to(tmp_path) / ".pipeline.lock",

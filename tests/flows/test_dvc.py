@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from genzoo.tasks.layout import read_json
-from tests.conftest import make_dvc_repo
+from tests.conftest import lock_held, make_dvc_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ["vae", "gan"]
@@ -154,22 +154,13 @@ def test_dvc_repro_while_a_pipeline_holds_the_lock_fails_clearly_and_writes_noth
     holder's pid; nothing is written and dvc.lock is not created. Once the holder is gone the
     same command goes through."""
     repo, sh = repo
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom genzoo.flows.pipeline import exclusive\n"
-         "with exclusive('runs'):\n    print('held', flush=True)\n    time.sleep(600)"],
-        cwd=repo, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held(repo / "runs") as holder:
         r = dvc(repo, "repro", "prepare")
         out = r.stdout + r.stderr
         assert r.returncode != 0, out
         assert f"runs: another genzoo pipeline is running on this folder (pid {holder.pid} since" in out
         assert not (repo / "data" / "prepared").exists() and not (repo / "dvc.lock").exists()
         assert sorted(p.name for p in (repo / "runs").iterdir()) == [".pipeline.holder", ".pipeline.lock"]
-    finally:
-        holder.kill()
-        holder.wait()
     sh("dvc", "repro", "prepare")
     assert "prepare" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert (repo / "data" / "prepared" / "manifest.json").exists()

@@ -6,8 +6,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +23,7 @@ from genzoo.flows.cluster import absolute, submit_training
 from genzoo.tasks import tracking
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
-from tests.conftest import TINY, own_processes, tiny_params
+from tests.conftest import TINY, lock_held, own_processes, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -363,26 +361,10 @@ def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
 
 def test_the_run_lock_is_held_across_processes_and_freed_when_its_holder_is_killed(tmp_path):
     runs = tmp_path / "runs"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom genzoo.flows.pipeline import exclusive\n"
-         f"with exclusive({str(runs)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with (
-            pytest.raises(
-                pl.PipelineBusy,
-                match=re.escape(
-                    f"{runs}: another genzoo pipeline is running on this folder (pid {holder.pid} since "
-                ),
-            ),
-            pl.exclusive(runs),
-        ):
+    with lock_held(runs) as holder:
+        busy = f"{runs}: another genzoo pipeline is running on this folder (pid {holder.pid} since "
+        with pytest.raises(pl.PipelineBusy, match=re.escape(busy)), pl.exclusive(runs):
             pass
-    finally:
-        holder.kill()  # SIGKILL: no cleanup ran, the OS frees the lock
-        holder.wait()
     with pl.exclusive(runs):
         assert (runs / ".pipeline.holder").read_text().startswith(f"pid {os.getpid()} since ")
     assert not (runs / ".pipeline.holder").exists()
