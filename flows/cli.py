@@ -87,8 +87,9 @@ def cmd_prepare(args) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from genzoo.tasks.train import train_family
+    from genzoo.tasks.train import close_stale_runs, train_family
 
+    close_stale_runs(params)  # the caller holds the run lock
     for fam in families:
         m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)
         shown = {

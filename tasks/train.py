@@ -129,6 +129,20 @@ def train_family(
     return metrics
 
 
+def close_stale_runs(params: Params) -> list[str]:
+    """Mark KILLED the MLflow runs a killed training left RUNNING for this runs folder (a
+    ``genzoo train`` or ``dvc repro`` stopped by SIGKILL cannot end its own run). Only while
+    holding the folder's run lock, with no pipeline running: then none of them is alive."""
+    if not params.run.track:
+        return []
+    from genzoo.tasks import tracking
+
+    stale = tracking.close_stale(tracking.client(), str(Path(params.run.runs_dir).resolve()))
+    for rid in stale:
+        log.warning("MLflow run %s was left RUNNING by a killed training: marked KILLED", rid)
+    return stale
+
+
 def start_family_run(c, params: Params, family: str, parent_run_id: str | None = None) -> str:
     """Create ``family``'s MLflow run (nested under ``parent_run_id``) with its params."""
     from genzoo.tasks import tracking
@@ -234,6 +248,7 @@ def _train(
 def main(argv: list[str] | None = None) -> None:
     params, family = stage_args(argv, "Train one family (DVC stage 'train@<family>').", "family")
     with exclusive(params.run.runs_dir):
+        close_stale_runs(params)
         train_family(params, family)
 
 

@@ -82,3 +82,31 @@ def test_a_family_whose_stage_died_before_its_mlflow_record_is_not_taken_for_don
     assert up_to_date(params, "gan") == json.loads((out / "metrics.json").read_text()) == metrics
     artifacts = {a.path for a in tracking.client(store).list_artifacts(metrics["mlflow"]["run_id"])}
     assert "metrics.json" in artifacts
+
+
+def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path):
+    """Case 16 outside `genzoo run`: a `genzoo train` (or `dvc repro`) stopped by SIGKILL cannot
+    end its MLflow run; the next one on the same runs folder, holding its lock, marks such runs
+    KILLED (those of another folder are left alone) and trains as usual."""
+    import json
+
+    import yaml
+
+    from genzoo.flows import cli
+    from genzoo.tasks import tracking
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    c = tracking.client(store)
+    exp = tracking.prepare_store(store)
+    runs = str((tmp_path / "runs").resolve())
+    stale = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": runs}).info.run_id
+    other = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": "/elsewhere/runs"}).info.run_id
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
+    assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
+    trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
+    assert c.get_run(trained).info.status == "FINISHED"
