@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import secrets
 import socket
 import stat
@@ -163,6 +164,9 @@ def connected(params: Params, address: str | None = None):
             namespace="genzoo",
             log_to_driver=False,
             configure_logging=False,
+            # Ray re-runs a task its memory monitor killed without end by default (the run would
+            # hang on a family that never fits); here such a task is re-run ray.max_retries times
+            _system_config={"task_oom_retries": params.ray.max_retries},
         )
         log.info(
             "started a local Ray on %s (loopback only, token authentication): %s",
@@ -196,6 +200,24 @@ def check_fits(params: Params, families: list[str]) -> None:
 
 class OutOfMemory(GenzooError, MemoryError):
     """A task needed more memory than its ``ray.resources.<family>.memory_mb``."""
+
+
+def get(ref: Any, family: str) -> Any:
+    """``ray.get(ref)`` of ``family``'s task; a task that Ray's memory monitor killed (the node
+    ran short of memory, every retry spent) fails with :class:`OutOfMemory` naming the family
+    and what to change, as one past its ``memory_mb`` does."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.OutOfMemoryError as e:
+        seen = re.search(r"was \S+ used / \S+ limit", str(e))
+        raise OutOfMemory(
+            f"{family}: killed by Ray's memory monitor, the node running short of memory"
+            f"{f' ({seen[0]})' if seen else ''}, after ray.max_retries re-runs: reserve memory for it "
+            f"(ray.resources.{family}.memory_mb) or run fewer tasks at once (ray.num_cpus, "
+            f"ray.resources.{family}.num_cpus)"
+        ) from e
 
 
 class _OverMemory(BaseException):
@@ -473,7 +495,7 @@ def wait_reporting(ref: Any, board: Any, family: str, report: Callable[[str], No
     while True:
         done, _ = ray.wait([ref], timeout=every)
         if done:
-            return ray.get(ref)
+            return get(ref, family)
         try:
             row = ray.get(board.read.remote(family), timeout=every)
         except Exception as e:  # a lost board costs the progress lines, never the training

@@ -186,7 +186,6 @@ def train_task(
 ) -> dict[str, Any]:
     """``family``'s training as a Ray task; with a progress ``board`` its step, loss and ETA
     are logged every ``PROGRESS_EVERY_S`` seconds while it trains."""
-    import ray
 
     logger = get_run_logger()
     with _turn(f"train-{family}"):
@@ -204,7 +203,7 @@ def train_task(
         ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board)
     try:
         if board is None:
-            metrics = ray.get(ref)
+            metrics = cluster.get(ref, family)
         else:
             metrics = cluster.wait_reporting(ref, board, family, logger.info, PROGRESS_EVERY_S)
     except BaseException:
@@ -250,11 +249,10 @@ def _tracking_uri(params: Params) -> str | None:
 @stage("evaluator")
 def evaluator_task(params: Params) -> dict[str, Any]:
     """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
-    import ray
 
     with _turn("evaluator"):
         ref = cluster.submit(params, "evaluator", "evaluator", evaluator_stage, params)
-    metrics = ray.get(ref)
+    metrics = cluster.get(ref, "evaluator")
     get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
     return metrics
 
@@ -262,10 +260,10 @@ def evaluator_task(params: Params) -> dict[str, Any]:
 @stage("evaluate", task_run_name="evaluate-{family}")
 def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     """``family``'s sample quality (cached), as a Ray task as soon as its training is done."""
-    import ray
 
-    q = ray.get(cluster.submit(params, family, f"evaluate-{family}", evaluate_family, params, family,
-                               tracking_uri=_tracking_uri(params)))  # fmt: skip
+    job = cluster.submit(params, family, f"evaluate-{family}", evaluate_family, params, family,
+                         tracking_uri=_tracking_uri(params))  # fmt: skip
+    q = cluster.get(job, family)
     get_run_logger().info(
         "%s: FD %.3f ± %.3f, precision %.3f, recall %.3f, %.0f images/s",
         family, q["fd"], q["ci95"]["fd"], q["precision"], q["recall"], q["images_per_second"],
@@ -273,7 +271,8 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "images_per_second")
     out = {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
     if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
-        a = ray.get(cluster.submit(params, family, f"detect-{family}", run_benchmark, params, family))
+        job = cluster.submit(params, family, f"detect-{family}", run_benchmark, params, family)
+        a = cluster.get(job, family)
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
         aurocs = ", ".join(f"{name} {v:.3f}" for name, v in out["anomaly_auroc"].items())
         get_run_logger().info("%s: anomaly AUROC by likelihood: %s", family, aurocs)
@@ -283,11 +282,10 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
 @stage("usefulness-reference")
 def usefulness_reference_task(params: Params) -> dict[str, Any]:
     """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
-    import ray
 
     with _turn("usefulness-reference"):
         job = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
-    ref = ray.get(job)
+    ref = cluster.get(job, "evaluator")
     get_run_logger().info(
         "usefulness reference, real data alone: %s",
         "; ".join(f"{_share(p)}: {_accuracies(per)}" for p, per in ref["real"].items()),
@@ -308,20 +306,19 @@ def _accuracies(per: dict[str, dict[str, float]]) -> str:
 @stage("train-subsets", task_run_name="train-subsets-{family}")
 def subsets_task(params: Params, family: str) -> dict[str, Any]:
     """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
-    import ray
 
     with _turn(f"train-subsets-{family}"):
         ref = cluster.submit(params, family, f"train-subsets-{family}", train_subsets, params, family)
-    return ray.get(ref)
+    return cluster.get(ref, family)
 
 
 @stage("usefulness", task_run_name="usefulness-{family}")
 def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     """Train-on-synthetic accuracy and the augmentation lift of ``family`` (cached)."""
-    import ray
 
-    u = ray.get(cluster.submit(params, family, f"usefulness-{family}", measure_family, params, family,
-                               tracking_uri=_tracking_uri(params)))  # fmt: skip
+    job = cluster.submit(params, family, f"usefulness-{family}", measure_family, params, family,
+                         tracking_uri=_tracking_uri(params))  # fmt: skip
+    u = cluster.get(job, family)
     lifts = {
         p: {c: round(v["lift"]["mean"], 4) for c, v in per.items()} for p, per in u["augmentation"].items()
     }

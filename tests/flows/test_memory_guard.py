@@ -1,4 +1,5 @@
-"""Case 9's mechanism alone (no Ray): a task held to its memory budget by resident memory."""
+"""Case 9: a task held to its memory budget by resident memory (no Ray), and a task that Ray's own
+memory monitor kills failing with its family named instead of being re-run without end."""
 
 import re
 
@@ -55,3 +56,29 @@ def test_an_exception_of_the_task_passes_through_unchanged():
 
     with pytest.raises(ValueError, match="models.gan: bad"):
         cluster._on_node(boom, None, memory=("gan", 300))
+
+
+def test_a_task_killed_by_rays_memory_monitor_fails_with_the_family_named(tmp_path, monkeypatch):
+    """Without ``memory_mb``, Ray's own memory monitor is what stops a task that the node cannot
+    hold; Ray would re-run it without end by default (the run hangs). genzoo's local Ray re-runs it
+    ``ray.max_retries`` times, then the family fails with :class:`OutOfMemory`, as case 9 asks.
+    The monitor is made to see the node as full at once (a kill threshold of 0)."""
+    import time
+
+    from genzoo.tasks.config import validate
+    from tests.conftest import tiny_params
+
+    monkeypatch.setenv("RAY_memory_usage_threshold", "0")
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "50")
+    raw = tiny_params(tmp_path, families=["gan"])
+    raw["ray"] = {"num_cpus": 1, "max_retries": 1}
+    params = validate(raw)
+    with cluster.connected(params) as ray:
+        ref = cluster.submit(params, "gan", "train-gan", time.sleep, 60)
+        done, _ = ray.wait([ref], timeout=90)  # Ray's default: re-run after every kill, never done
+        assert done, "the killed task was re-run without end"
+        with pytest.raises(cluster.OutOfMemory) as e:
+            cluster.get(ref, "gan")
+    assert str(e.value).startswith("gan: killed by Ray's memory monitor, the node running short of memory (was ")
+    assert "ray.resources.gan.memory_mb" in str(e.value), e.value
+    assert isinstance(e.value.__cause__, ray.exceptions.OutOfMemoryError)
