@@ -140,6 +140,26 @@ class GenerativeModel(nn.Module, ABC):
             raise ValueError(f"labels must lie in [0, {self.spec.num_classes})")
         return y
 
+    def check_inputs(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Refuse, naming it, what the likelihood and encoder methods cannot score: images not of
+        this model's (B, C, H, W) shape, NaN or inf pixels (values outside [0, 1] are clamped),
+        labels that are not one class index per image."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.spec.shape:
+            want = ", ".join(map(str, self.spec.shape))
+            raise ValueError(f"images must have shape (B, {want}), got {tuple(x.shape)}")
+        bad = ~torch.isfinite(x).flatten(1).all(1)
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            raise ValueError(
+                f"{int(bad.sum())} of {len(x)} images hold NaN or inf pixels (the first: image {first})"
+            )
+        if y is None:
+            return
+        if tuple(y.shape) != (len(x),):
+            raise ValueError(f"labels must have shape ({len(x)},), one per image, got {tuple(y.shape)}")
+        if y.is_floating_point() or (y < 0).any() or (y >= self.spec.num_classes).any():
+            raise ValueError(f"labels must be class indices in [0, {self.spec.num_classes})")
+
     def marginal(self, fn, x: Tensor) -> Tensor:
         """log sum_y p(y) exp(fn(x, y)): the exact marginal when fn is exact, a bound when
         fn is a bound (logsumexp of lower bounds is a lower bound of the logsumexp)."""

@@ -260,6 +260,7 @@ class DDPM(GenerativeModel):
         eta = 0 run upwards, tau_1 < ... < tau_S (the ODE view of Song et al. section 4.3, eq.
         13; encoding as in their section 5.4); eps is taken at the current, lower noise level,
         the usual approximation (the exact step would need it at the level being moved to)."""
+        self.check_inputs(x, y)
         ts = self._timesteps(self.cfg.sample_steps)  # tau_1, ..., tau_S (0-based)
         h = x * 2 - 1  # x_0 in [-1, 1]: (B, C, H, W)
         ab_prev = torch.tensor(1.0, device=x.device)  # alpha of the current level (x_0: 1)
@@ -288,6 +289,7 @@ class DDPM(GenerativeModel):
         Ho et al. eq. 5: -log p(x_0) <= L_T + sum_{t>1} L_{t-1} + L_0, with
         L_T = KL(q(x_T|x_0) || p(x_T)), L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)),
         L_0 = -log p(x_0|x_1); the reverse process has variance sigma_t^2 = beta~_t."""
+        self.check_inputs(x, y)
         x0 = x * 2 - 1  # (B, C, H, W)
         b = x.shape[0]
         dims = (1, 2, 3)  # C, H, W: one figure per image

@@ -174,6 +174,7 @@ class PixelCNN(GenerativeModel):
         """Exact log p(x | y) in nats, (B,); y=None gives sum_y p(y) p(x | y). The
         autoregressive factorisation (eq. 1) log p(x | y) = sum_i log p(x_i | x_<i, y), every
         factor from one forward pass since pixel i's output sees only x_<i."""
+        self.check_inputs(x, y)
         if y is None:
             return self.marginal(self._log_prob_given, x)
         return self._log_prob_given(x, y)

@@ -320,6 +320,7 @@ class RealNVP(GenerativeModel):
     def log_prob(self, x: Tensor, y: Tensor | None = None, *, u: Tensor | None = None) -> Tensor:
         """Exact log-density (nats, (B,)) of ``x`` dequantised with noise ``u``; by default a
         fixed draw (seed 0) so repeated calls agree. y=None: sum_y p(y) p(x | y)."""
+        self.check_inputs(x, y)
         if u is None:
             g = torch.Generator().manual_seed(0)
             u = torch.rand(x.shape, generator=g).to(x.device)
@@ -330,6 +331,7 @@ class RealNVP(GenerativeModel):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Image -> standardised latent (B, D) (bin centres, no dequantisation noise)."""
+        self.check_inputs(x, y)
         parts, _ = self._forward(self._dequantize(x, torch.full_like(x, 0.5)), y)
         return torch.cat([((z - m) * torch.exp(-s)).flatten(1) for z, m, s in parts], 1)
 

@@ -154,6 +154,7 @@ class VAE(GenerativeModel):
     def elbo(self, x: Tensor, y: Tensor | None = None, k: int | None = None) -> Tensor:
         """IWAE bound with k importance samples (k=1: the ELBO; default ``iwae_k``), nats
         (B,). y=None: log sum_y p(y) exp(bound(x, y)), still a lower bound on log p(x)."""
+        self.check_inputs(x, y)
         k = k or self.cfg.iwae_k
         if y is None:
             return self.marginal(lambda xx, yy: self._bound(xx, yy, k), x)
@@ -191,6 +192,7 @@ class VAE(GenerativeModel):
     # -- latent space
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Posterior mean, (B, latent_dim)."""
+        self.check_inputs(x, y)
         return self.posterior(x, y)[0]
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:

@@ -79,6 +79,8 @@ def test_a_task_killed_by_rays_memory_monitor_fails_with_the_family_named(tmp_pa
         assert done, "the killed task was re-run without end"
         with pytest.raises(cluster.OutOfMemory) as e:
             cluster.get(ref, "gan")
-    assert str(e.value).startswith("gan: killed by Ray's memory monitor, the node running short of memory (was ")
+    assert str(e.value).startswith(
+        "gan: killed by Ray's memory monitor, the node running short of memory (was "
+    ), e.value
     assert "ray.resources.gan.memory_mb" in str(e.value), e.value
     assert isinstance(e.value.__cause__, ray.exceptions.OutOfMemoryError)

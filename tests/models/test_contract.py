@@ -139,6 +139,32 @@ def test_extreme_inputs_give_finite_outputs(family, tiny):
     assert torch.isfinite(score).all()
 
 
+@pytest.mark.parametrize("family", ["realnvp", "vae", "pixelcnn", "ddpm"])
+def test_images_a_model_cannot_score_are_refused_naming_what_is_wrong(family, tiny):
+    """NaN or inf pixels, the wrong shape or labels out of range: a ValueError that says so from
+    every likelihood and encoder method (before: NaN scores, or an index error from deep inside)."""
+    spec = SPECS[0]
+    model = make(family, spec, tiny).eval()
+    methods = [getattr(model, m) for m in ("log_prob", "elbo", "encode") if hasattr(model, m)]
+    x, y = torch.rand(3, *spec.shape), torch.tensor([0, 1, 2])
+    nan, inf = x.clone(), x.clone()
+    nan[1, 0, 2, 3], inf[2, 0, 0, 0] = float("nan"), float("inf")
+    grey = spec.shape[0] == 1
+    wrong = torch.rand(3, 3 if grey else 1, *spec.shape[1:])
+    with torch.no_grad():
+        for fn in methods:
+            first = r"^1 of 3 images hold NaN or inf pixels \(the first: image 1\)"
+            with pytest.raises(ValueError, match=first):
+                fn(nan, y)
+            with pytest.raises(ValueError, match=r"image 2\)"):
+                fn(inf)
+            with pytest.raises(ValueError, match=rf"images must have shape \(B, {spec.shape[0]}, "):
+                fn(wrong, y)
+            with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\)"):
+                fn(x, torch.tensor([0, 1, 10]))
+            assert torch.isfinite(fn(x, y)).all()  # what is fine still scores
+
+
 def test_bad_labels_are_refused(tiny):
     model = make("vae", SPECS[0], tiny).eval()
     with pytest.raises(ValueError, match="labels must lie"):
