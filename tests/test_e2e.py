@@ -227,14 +227,20 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
 
 
 def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
+    """Also case 10: the whole pipeline on a local Ray of 2 CPUs, the smallest object store
+    Ray allows (75 MB, genzoo's least too) and no dashboard."""
     pfile = tmp_path / "params.yaml"
-    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=4)))
+    raw = tiny_params(tmp_path, steps=4)
+    raw["ray"] = {"num_cpus": 2, "object_store_mb": 75}
+    pfile.write_text(yaml.safe_dump(raw))
     r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "--json", cwd=tmp_path)
     # the console: each stage's start and end, no HTTP request lines of Prefect's client
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +started$", r.stderr, re.M), r.stderr
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +done in [\d.]+ s$", r.stderr, re.M), r.stderr
     assert "HTTP Request" not in r.stderr and "Finished in state Completed" not in r.stderr
-    assert re.search(r"^\d\d:\d\d:\d\d cluster +started a local Ray", r.stderr, re.M), r.stderr
+    started = re.search(r"^\d\d:\d\d:\d\d cluster +started a local Ray .*", r.stderr, re.M)
+    assert started and "'CPU': 2.0" in started[0], r.stderr
+    assert f"'object_store_memory': {75 * 2**20}.0" in started[0], started[0]
     assert len(re.findall(r"prepared digits", r.stderr)) == 1, r.stderr  # the stage's line, once
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert sorted(summary["families"]) == ["gan", "realnvp"]

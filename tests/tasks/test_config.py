@@ -32,6 +32,7 @@ def test_repository_params_are_valid():
         ({"models": {"vae": {}}, "sede": 1}, "sede"),
         ({}, "models: at least one family"),
         ({"models": {"vae": {}}, "ray": {"resources": {"gan": {"num_cpus": 2}}}}, "ray.resources.gan"),
+        ({"models": {"vae": {}}, "ray": {"object_store_mb": 64}}, "ray.object_store_mb"),  # Ray's least: 75
         ({"models": {"vae": {}}, "evaluate": {"seeds": 0}}, "evaluate.seeds"),
         ({"models": {"vae": {}}, "detect": {"families": ["gan"]}}, "detect.families: gan has no likelihood"),
         ({"models": {"vae": {}}, "detect": {"quantile": 1.0}}, "detect.quantile"),
