@@ -185,3 +185,44 @@ def test_the_public_api_and_the_progress_board_load_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("family", ["pixelcnn", "realnvp", "vae", "ddpm"])
+def test_bits_per_dim_are_the_figures_genzoo_detect_scores_by(family):
+    """``genzoo.bits_per_dim`` gives, from Python, the numbers ``genzoo detect`` flags images by
+    (labels marginalised), per class with labels, and refuses what it cannot score."""
+    import math
+
+    import torch
+
+    from genzoo.models import build
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.detect import score
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    model = build(family, DataSpec(1, 8, 8, 17, 10), TINY[family]).eval()
+    with torch.no_grad():  # off the zero-initialised layers, so the label matters
+        for w in model.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    x = torch.rand(5, 1, 8, 8)
+    bpd = genzoo.bits_per_dim(model, x)
+    assert bpd.dtype == torch.float64 and bpd.shape == (5,) and torch.isfinite(bpd).all()
+    assert torch.equal(bpd, torch.from_numpy(score(model, x)))
+    assert torch.equal(genzoo.bits_per_dim(model, x), bpd)  # seeded: the same images, the same numbers
+    given = genzoo.bits_per_dim(model, x, [3, 3, 3, 3, 3])  # -log2 p(x | y=3) / dims
+    assert torch.isfinite(given).all() and not torch.equal(given, bpd)
+    if family in ("pixelcnn", "realnvp"):  # exact: p(x) >= p(y=3) p(x | y=3), the prior uniform
+        assert (bpd <= given + math.log2(10) / 64 + 1e-9).all(), (bpd, given)
+    x[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"1 of 5 images hold NaN or inf pixels \(the first: image 2\)"):
+        genzoo.bits_per_dim(model, x)
+
+
+def test_bits_per_dim_of_a_gan_is_refused():
+    from genzoo.models import build
+    from genzoo.models.base import DataSpec
+    from tests.conftest import TINY
+
+    with pytest.raises(ValueError, match="gan has no likelihood"):
+        genzoo.bits_per_dim(build("gan", DataSpec(1, 8, 8, 17, 10), TINY["gan"]), [[[[0.5] * 8] * 8]])
