@@ -151,11 +151,12 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
     root = Path(__file__).resolve().parents[1]
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics", "flows"):
-        src = root / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
+    for item in ("dvc.yaml", ".gitignore", "models", "tasks", "metrics", "flows", "data/raw/README.md"):
+        src, dst = root / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     raw = tiny_params(Path("."), steps=steps, families=families, useful=useful, detect=detect)
-    raw["data"]["prepared_dir"] = "data/prepared"
+    raw["data"].update(prepared_dir="data/prepared", raw_dir="data/raw")  # dvc.yaml reads raw_dir
     raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
     raw["augment"]["out_dir"] = "data/augment"
     raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both

@@ -132,6 +132,39 @@ def test_push_then_pull_restores_data_and_models(repo, tmp_path):
 # the stages' code deps against their imports: tests/tasks/test_layout.py
 
 
+def test_a_source_under_data_raw_rewritten_in_place_makes_prepare_stale(tmp_path):
+    """An npz: source under data.raw_dir is a dependency of the prepare stage: rewritten in place
+    (same name, params untouched), `dvc status` calls prepare stale and `dvc repro` prepares the
+    new images; a source outside that folder is prepared with a warning that DVC will not see it."""
+    import numpy as np
+
+    repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=["gan"])
+
+    def write(path: Path, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        np.savez(path, images=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), labels=np.arange(60) % 2)
+
+    write(repo / "data" / "raw" / "mine.npz", 0)
+    raw["data"]["source"] = "npz:data/raw/mine.npz"
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = sh("dvc", "repro", "prepare")
+    assert "outside data.raw_dir" not in out, out
+    first = read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"]
+    assert "up to date" in sh("dvc", "status", "prepare").lower()
+    write(repo / "data" / "raw" / "mine.npz", 1)  # the same path, other images
+    status = sh("dvc", "status", "prepare")
+    assert re.search(r"modified: +data/raw", status), status
+    sh("dvc", "repro", "prepare")
+    assert read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"] != first
+    assert "up to date" in sh("dvc", "status", "prepare").lower()
+
+    write(repo / "elsewhere.npz", 2)
+    raw["data"]["source"] = "npz:elsewhere.npz"
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = sh("dvc", "repro", "prepare")
+    assert "elsewhere.npz lies outside data.raw_dir (data/raw)" in out, out
+
+
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     repo, sh = repo
     raw = yaml.safe_load((repo / "params.yaml").read_text())
