@@ -150,13 +150,11 @@ def test_a_source_under_data_raw_rewritten_in_place_makes_prepare_stale(tmp_path
     out = sh("dvc", "repro", "prepare")
     assert "outside data.raw_dir" not in out, out
     first = read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"]
-    assert "up to date" in sh("dvc", "status", "prepare").lower()
     write(repo / "data" / "raw" / "mine.npz", 1)  # the same path, other images
     status = sh("dvc", "status", "prepare")
     assert re.search(r"modified: +data/raw", status), status
     sh("dvc", "repro", "prepare")
     assert read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"] != first
-    assert "up to date" in sh("dvc", "status", "prepare").lower()
 
     write(repo / "elsewhere.npz", 2)
     raw["data"]["source"] = "npz:elsewhere.npz"
