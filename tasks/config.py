@@ -115,7 +115,9 @@ class RayParams(_Strict):
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (null: all cores)")
     num_gpus: float | None = Field(None, ge=0, description="GPUs of a local Ray (null: detected)")
     object_store_mb: int = Field(256, ge=75, description="object store of a local Ray (Ray's least: 75 MB)")
-    max_retries: int = Field(2, ge=0, description="re-runs of a task whose worker or node died")
+    max_retries: int = Field(
+        2, ge=0, description="re-runs of a task whose worker or node died or that Ray's memory monitor killed"
+    )
     resources: dict[str, Resources] = Field(
         default_factory=lambda: {"default": Resources()},
         description="per Ray task: `default`, overridden per family name (its training and"
