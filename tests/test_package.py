@@ -39,6 +39,11 @@ model = genzoo.load_model("gan", runs_dir="runs")
 x, y = genzoo.sample(model, 6, label=3, seed=1)
 x2, _ = genzoo.sample(model, 6, label=3, seed=1)
 mixed = genzoo.mix(genzoo.real_dataset("data/prepared"), ds, ratio=0.01)
+try:
+    genzoo.bits_per_dim(model, x)
+    refused = ""
+except ValueError as e:
+    refused = str(e)
 print(json.dumps({
     "genzoo": genzoo.__file__,
     "version": genzoo.__version__,
@@ -46,7 +51,7 @@ print(json.dumps({
     "n": len(ds), "image": list(image.shape), "label": label,
     "shape": list(x.shape), "labels": y.tolist(), "same": bool(torch.equal(x, x2)),
     "in_range": bool(x.min() >= 0 and x.max() <= 1),
-    "mixed": len(mixed),
+    "mixed": len(mixed), "refused": refused,
     "bare": sorted(m for m in ("models", "tasks", "metrics", "flows") if m in sys.modules),
 }))
 """
@@ -171,6 +176,7 @@ def test_cli_and_public_api_from_a_project_with_its_own_models_and_tasks(user_en
     assert out["shape"] == [6, 1, 8, 8] and out["labels"] == [3] * 6 and out["same"] and out["in_range"]
     n_train = len(genzoo.real_dataset(proj / "data" / "prepared"))
     assert out["mixed"] == n_train + round(0.01 * n_train)
+    assert out["refused"].startswith("gan has no likelihood")  # bits_per_dim, from the wheel
     assert out["bare"] == []  # nothing of the user's project was imported
     dataset = proj / "data" / "augment" / "synthetic"  # the card's template came with the wheel
     assert "## Licence" in (dataset / "README.md").read_text() and (dataset / "images" / "03_3").is_dir()
