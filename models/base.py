@@ -238,6 +238,7 @@ def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, 
     without touching the global RNG, so the same images get the same numbers. At most ``batch``
     images per pass, fewer for large images (``LIKELIHOOD_BATCH_VALUES`` values per pass: a
     bound's samples times the classes times the image must fit in memory)."""
+    model.check_inputs(x, y)  # on the whole set, so an error counts every image and names its index
     batch = max(1, min(batch, LIKELIHOOD_BATCH_VALUES // model.spec.dims))
     fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
     ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
