@@ -12,6 +12,8 @@ own machinery and may change)::
     model = genzoo.load_model("vae", runs_dir="runs")                 # or PATH/model.json, models:/vae/3
     images, labels = genzoo.sample(model, 64, label=7, seed=0)       # (64, C, H, W) in [0, 1], (64,)
     bpd = genzoo.bits_per_dim(model, images)                          # (64,): higher is less likely
+    codes = genzoo.encode(model, images, labels)                      # (64, 16): the VAE's posterior means
+    strip = genzoo.interpolate(model, codes[0], codes[1], labels=(7, 7))  # (9, C, H, W), decoded
 
 Importing ``genzoo`` is cheap: torch and the rest load on the first call.
 """
@@ -37,7 +39,10 @@ except PackageNotFoundError:  # a source tree that is not installed
 __all__ = [
     "__version__",
     "bits_per_dim",
+    "decode",
+    "encode",
     "families",
+    "interpolate",
     "load_dataset",
     "load_model",
     "mix",
@@ -219,3 +224,109 @@ def bits_per_dim(
     labels = None if labels is None else torch.as_tensor(labels)
     nats = log_likelihoods(model, images, labels, batch=batch)
     return -nats / (model.spec.dims * math.log(2))
+
+
+def _labels(labels, n: int) -> torch.Tensor:
+    """``labels`` as a tensor of ``n`` class indices (one int: the same for every row)."""
+    import torch
+
+    labels = torch.as_tensor(labels)
+    return labels.expand(n).clone() if labels.ndim == 0 else labels
+
+
+def encode(model: GenerativeModel, images: torch.Tensor, labels, *, batch: int = 256) -> torch.Tensor:
+    """Each image's code in the model's latent space: the VAE's posterior mean, the flow's exact
+    (standardised) latent, DDPM's x_T by DDIM inversion. :func:`decode` maps codes back.
+
+    Args:
+        model: a model from :func:`load_model` with an encoder (vae, realnvp, ddpm).
+        images: ``(N, C, H, W)`` floats in [0, 1] of the model's shape.
+        labels: each image's class, ``(N,)``, or one int for all (the families are
+            class-conditional: a code is read under its label).
+        batch: images per forward pass.
+
+    Returns:
+        float32 on the CPU, ``(N, latent_dim)`` for the VAE, ``(N, C H W)`` for RealNVP,
+        ``(N, C, H, W)`` for DDPM.
+
+    Raises:
+        ValueError: the family has no encoder (PixelCNN, the GAN), the images are not of the
+            model's shape or hold NaN or inf pixels, or a label is out of range.
+    """
+    import torch
+
+    from genzoo.tasks.latent import encode as _encode
+
+    images = torch.as_tensor(images, dtype=torch.float32)
+    return _encode(model, images, _labels(labels, len(images)), batch)
+
+
+def decode(model: GenerativeModel, codes: torch.Tensor, labels, *, batch: int = 256) -> torch.Tensor:
+    """Images of codes in the model's latent space (the inverse of :func:`encode`; for the GAN,
+    codes drawn as ``torch.randn(n, model.cfg.latent_dim)``).
+
+    Args:
+        model: a model from :func:`load_model` with a latent space (vae, realnvp, ddpm, gan).
+        codes: ``(N, ...)``, each of the shape :func:`encode` gives (the GAN: ``latent_dim``).
+        labels: the class to decode each code under, ``(N,)``, or one int for all.
+        batch: codes per forward pass.
+
+    Returns:
+        float32 ``(N, C, H, W)`` in [0, 1] on the CPU.
+
+    Raises:
+        ValueError: the family has no latent space (PixelCNN), the codes are not of its code
+            shape or hold NaN or inf, or a label is out of range.
+    """
+    import torch
+
+    from genzoo.tasks.latent import decode as _decode
+
+    codes = torch.as_tensor(codes, dtype=torch.float32)
+    return _decode(model, codes, _labels(labels, len(codes)), batch)
+
+
+def interpolate(
+    model: GenerativeModel,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    *,
+    labels: int | tuple[int, int],
+    steps: int = 9,
+    mode: str = "spherical",
+) -> torch.Tensor:
+    """Images decoded along the path between two codes, as the report's interpolation strips:
+    the first image is ``start``'s, the last ``end``'s.
+
+    Args:
+        model: a model from :func:`load_model` with a latent space (vae, realnvp, ddpm, gan).
+        start, end: one code each (of the shape of one row of :func:`encode`'s output; a batch
+            of one is taken too).
+        labels: the class to decode under, or ``(a, b)``: ``a`` up to the middle of the path,
+            ``b`` after it (an image of one class turning into another's).
+        steps: images along the path, the two ends included (at least 2).
+        mode: ``"spherical"`` (keeps Gaussian codes at a typical norm) or ``"linear"``.
+
+    Returns:
+        float32 ``(steps, C, H, W)`` in [0, 1] on the CPU.
+
+    Raises:
+        ValueError: no latent space, codes of another shape, steps under 2 or an unknown mode.
+    """
+    import torch
+
+    from genzoo.tasks.latent import code_shape, paths
+
+    want = code_shape(model)
+    ends = []
+    for name, z in (("start", start), ("end", end)):
+        z = torch.as_tensor(z, dtype=torch.float32)
+        z = z[None] if tuple(z.shape) == want else z
+        if tuple(z.shape) != (1, *want):
+            raise ValueError(f"{name}: one code of shape ({', '.join(map(str, want))}), got {tuple(z.shape)}")
+        ends.append(z)
+    pair = torch.as_tensor(labels).flatten()
+    pair = pair.repeat(2) if pair.numel() == 1 else pair
+    if pair.numel() != 2:
+        raise ValueError(f"labels: one class, or two (start's and end's), got {labels!r}")
+    return paths(model, ends[0], ends[1], pair[:1], pair[1:], steps, mode)[0]

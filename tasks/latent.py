@@ -22,6 +22,7 @@ them for any pair or image.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,35 @@ def _batched(fn, a: Tensor, y: Tensor, device, batch: int = 256) -> Tensor:
     )
 
 
-def decode(model, z: Tensor, y: Tensor) -> Tensor:
-    """Images of the codes ``z`` under labels ``y``, 256 codes per pass, on the CPU."""
-    return _batched(model.decode, z, y, model.device)
+def code_shape(model) -> tuple[int, ...]:
+    """The shape of one code of ``model``'s latent space: (latent_dim,) for the VAE and the GAN,
+    (C H W,) for the flow (its standardised latent, every scale's share), (C, H, W) for DDPM
+    (x_T)."""
+    _need(model)
+    if model.family == "ddpm":
+        return tuple(model.spec.shape)
+    return (model.cfg.latent_dim,) if hasattr(model.cfg, "latent_dim") else (model.spec.dims,)
+
+
+def check_codes(model, z: Tensor, y: Tensor) -> None:
+    """Refuse, naming it, what ``decode`` cannot take: codes not of :func:`code_shape`, NaN or
+    inf values, labels that are not one class index per code."""
+    want = code_shape(model)
+    if z.ndim != len(want) + 1 or tuple(z.shape[1:]) != want:
+        raise ValueError(
+            f"{model.family}: codes must have shape (N, {', '.join(map(str, want))}), got {tuple(z.shape)}"
+        )
+    if z.is_floating_point() and not torch.isfinite(z).all():
+        raise ValueError(f"{model.family}: codes hold NaN or inf values")
+    k = model.spec.num_classes
+    if tuple(y.shape) != (len(z),) or y.is_floating_point() or (y < 0).any() or (y >= k).any():
+        raise ValueError(f"labels must be one class index in [0, {k}) per code, got shape {tuple(y.shape)}")
+
+
+def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
+    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU."""
+    check_codes(model, z, y)
+    return _batched(model.decode, z, y, model.device, batch)
 
 
 def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
@@ -109,10 +136,12 @@ def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str)
     return paths(model, za, zb, torch.tensor([ya]), torch.tensor([yb]), steps, mode)[0]
 
 
-def encode(model, x: Tensor, y: Tensor) -> Tensor:
-    """Codes of the images ``x`` under their labels ``y``, 256 images per pass, on the CPU."""
+def encode(model, x: Tensor, y: Tensor, batch: int = 256) -> Tensor:
+    """Codes of the images ``x`` under their labels ``y``, ``batch`` images per pass, on the
+    CPU (the whole set checked first, so an error names an image's index in ``x``)."""
     _need(model, "encoder")
-    return _batched(model.encode, x, y, model.device)
+    model.check_inputs(x, y)
+    return _batched(model.encode, x, y, model.device, batch)
 
 
 Pair = tuple[Tensor, int]  # (image, label)
@@ -135,10 +164,7 @@ def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str
 def prior_pair(model, seed: int) -> tuple[Tensor, Tensor]:
     """Two codes drawn from the prior (seeded), (1, ...) each."""
     g = torch.Generator().manual_seed(seed)
-    dim = model.cfg.latent_dim if hasattr(model.cfg, "latent_dim") else model.spec.dims
-    z = torch.randn(2, dim, generator=g)
-    if model.family == "ddpm":
-        z = z.view(2, *model.spec.shape)
+    z = torch.randn(2, math.prod(code_shape(model)), generator=g).view(2, *code_shape(model))
     return z[:1], z[1:]
 
 

@@ -44,6 +44,8 @@ try:
     refused = ""
 except ValueError as e:
     refused = str(e)
+codes = torch.randn(2, model.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
+strip = genzoo.interpolate(model, codes[0], codes[1], labels=(3, 5), steps=4)
 print(json.dumps({
     "genzoo": genzoo.__file__,
     "version": genzoo.__version__,
@@ -51,7 +53,8 @@ print(json.dumps({
     "n": len(ds), "image": list(image.shape), "label": label,
     "shape": list(x.shape), "labels": y.tolist(), "same": bool(torch.equal(x, x2)),
     "in_range": bool(x.min() >= 0 and x.max() <= 1),
-    "mixed": len(mixed), "refused": refused,
+    "mixed": len(mixed), "refused": refused, "strip": list(strip.shape),
+    "ends": bool(torch.allclose(strip[[0, -1]], genzoo.decode(model, codes, [3, 5]), atol=1e-5)),
     "bare": sorted(m for m in ("models", "tasks", "metrics", "flows") if m in sys.modules),
 }))
 """
@@ -177,6 +180,7 @@ def test_cli_and_public_api_from_a_project_with_its_own_models_and_tasks(user_en
     n_train = len(genzoo.real_dataset(proj / "data" / "prepared"))
     assert out["mixed"] == n_train + round(0.01 * n_train)
     assert out["refused"].startswith("gan has no likelihood")  # bits_per_dim, from the wheel
+    assert out["strip"] == [4, 1, 8, 8] and out["ends"]  # interpolate and decode, from the wheel
     assert out["bare"] == []  # nothing of the user's project was imported
     dataset = proj / "data" / "augment" / "synthetic"  # the card's template came with the wheel
     assert "## Licence" in (dataset / "README.md").read_text() and (dataset / "images" / "03_3").is_dir()
@@ -232,3 +236,80 @@ def test_bits_per_dim_of_a_gan_is_refused():
 
     with pytest.raises(ValueError, match="gan has no likelihood"):
         genzoo.bits_per_dim(build("gan", DataSpec(1, 8, 8, 17, 10), TINY["gan"]), [[[[0.5] * 8] * 8]])
+
+
+def _tiny(family: str):
+    """A tiny untrained model of ``family`` on 8x8 digits' spec, its weights off their zero
+    initialisation (so labels and codes matter)."""
+    import torch
+
+    from genzoo.models import build
+    from genzoo.models.base import DataSpec
+    from tests.conftest import TINY
+
+    torch.manual_seed(0)
+    model = build(family, DataSpec(1, 8, 8, 17, 10), TINY[family]).eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("family", "shape"),
+    [("vae", (5, "latent_dim")), ("realnvp", (5, 64)), ("ddpm", (5, 1, 8, 8)), ("gan", None)],
+)
+def test_encode_decode_and_interpolate_walk_a_latent_space_from_python(family, shape):
+    """``genzoo.encode``/``decode``/``interpolate``: codes of the shape each family has, the
+    flow's decode inverting its encode exactly, a strip that starts at ``decode(start)`` and ends
+    at ``decode(end)`` under their labels, and a GAN walked from prior codes."""
+    import torch
+
+    model = _tiny(family)
+    x = torch.randint(0, 17, (5, 1, 8, 8)) / 16  # on the 17-level grid
+    y = torch.tensor([0, 1, 2, 3, 3])
+    if family == "gan":
+        with pytest.raises(ValueError, match="gan: an encoder"):
+            genzoo.encode(model, x, y)
+        z = torch.randn(5, model.cfg.latent_dim)
+    else:
+        z = genzoo.encode(model, x, y)
+        shape = tuple(getattr(model.cfg, d) if isinstance(d, str) else d for d in shape)
+        assert z.shape == shape and z.dtype == torch.float32
+        assert torch.allclose(genzoo.encode(model, x, y, batch=2), z, atol=1e-5)  # batches: same codes
+        assert torch.equal(genzoo.encode(model, x, 3), genzoo.encode(model, x, [3] * 5))
+    images = genzoo.decode(model, z, y)
+    assert images.shape == (5, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    if family == "realnvp":  # an exact inverse, back to the level grid
+        assert torch.allclose(images, x, atol=1e-4), (images - x).abs().max()
+    strip = genzoo.interpolate(model, z[0], z[1:2], labels=(0, 1), steps=5)
+    assert strip.shape == (5, 1, 8, 8)
+    assert torch.allclose(strip[0], images[0], atol=1e-5) and torch.allclose(strip[-1], images[1], atol=1e-5)
+    linear = genzoo.interpolate(model, z[0], z[1], labels=4, steps=3, mode="linear")
+    assert torch.allclose(linear[1], genzoo.decode(model, (z[0] + z[1])[None] / 2, 4)[0], atol=1e-5)
+
+    bad = z.clone()
+    bad[1].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match=f"{family}: codes hold NaN or inf"):
+        genzoo.decode(model, bad, y)
+    with pytest.raises(ValueError, match=rf"{family}: codes must have shape \(N, "):
+        genzoo.decode(model, z[:, :-1], y)
+    with pytest.raises(ValueError, match=r"labels must be one class index in \[0, 10\)"):
+        genzoo.decode(model, z, [0, 1, 2, 3, 10])
+    with pytest.raises(ValueError, match="start: one code of shape"):
+        genzoo.interpolate(model, z[:2], z[2], labels=0)
+    with pytest.raises(ValueError, match="steps: at least 2"):
+        genzoo.interpolate(model, z[0], z[1], labels=0, steps=1)
+
+
+def test_a_model_without_a_latent_space_is_refused_by_name():
+    import torch
+
+    model = _tiny("pixelcnn")
+    with pytest.raises(ValueError, match=r"pixelcnn: a latent space is needed; pixelcnn has none"):
+        genzoo.decode(model, torch.zeros(2, 64), 0)
+    with pytest.raises(ValueError, match="pixelcnn: an encoder"):
+        genzoo.encode(model, torch.zeros(2, 1, 8, 8), 0)
+    vae = _tiny("vae")
+    with pytest.raises(ValueError, match=r"1 of 2 images hold NaN or inf pixels \(the first: image 1\)"):
+        genzoo.encode(vae, torch.tensor([[[[0.5]]], [[[float("nan")]]]]).expand(2, 1, 8, 8), 0)
