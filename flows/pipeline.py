@@ -45,7 +45,7 @@ from genzoo.tasks.errors import Unreachable
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
-from genzoo.tasks.prepare import prepare
+from genzoo.tasks.prepare import prepare, unseen_by_dvc
 from genzoo.tasks.train import up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets
@@ -655,6 +655,8 @@ def pipeline(
         tracking.preflight()
     if record_dvc and _dvc_matches(params, params_file, overrides, profile):
         dvc_remote_preflight()
+        if warning := unseen_by_dvc(params.data):  # this run's prepare goes into dvc.lock
+            get_run_logger().warning("%s", warning)
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent, recording() as stages:

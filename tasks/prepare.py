@@ -462,24 +462,22 @@ def prepare(params: Params) -> dict:
 
 
 def unseen_by_dvc(p: DataParams) -> str | None:
-    """The path of an ``npz:`` or ``folder:`` source outside ``data.raw_dir``: the DVC stage
-    depends on that folder only, so a change to such a source goes unseen by ``dvc repro``.
-    None for a source it sees (or one that is no file of the user's)."""
+    """What to warn of when ``data.source`` is an ``npz:`` or ``folder:`` path outside
+    ``data.raw_dir``: DVC's prepare stage depends on that folder only, so a change to such a
+    source goes unseen by ``dvc repro``. None for a source it sees (or no file of the user's)."""
     kind, _, path = p.source.partition(":")
     if kind not in ("npz", "folder") or Path(path).resolve().is_relative_to(Path(p.raw_dir).resolve()):
         return None
-    return path
+    return (
+        f"{path} lies outside data.raw_dir ({p.raw_dir}), the folder DVC's prepare stage depends on: "
+        "`dvc repro` will not see it change; move it there, or run `dvc repro -f prepare` after changing it"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "Prepare the dataset named in params.yaml (DVC stage 'prepare').")
-    outside = unseen_by_dvc(params.data)
-    if outside:
-        log.warning(
-            "%s lies outside data.raw_dir (%s), the folder this DVC stage depends on: `dvc repro` will "
-            "not see it change; move it there, or run `dvc repro -f prepare` after changing it",
-            outside, params.data.raw_dir,
-        )  # fmt: skip
+    if warning := unseen_by_dvc(params.data):
+        log.warning("%s", warning)
     with exclusive(params.run.runs_dir):
         prepare(params)
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -136,8 +137,6 @@ def test_a_source_under_data_raw_rewritten_in_place_makes_prepare_stale(tmp_path
     """An npz: source under data.raw_dir is a dependency of the prepare stage: rewritten in place
     (same name, params untouched), `dvc status` calls prepare stale and `dvc repro` prepares the
     new images; a source outside that folder is prepared with a warning that DVC will not see it."""
-    import numpy as np
-
     repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=["gan"])
 
     def write(path: Path, seed: int) -> None:
@@ -164,11 +163,20 @@ def test_a_source_under_data_raw_rewritten_in_place_makes_prepare_stale(tmp_path
 
 
 def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
+    """A run whose `dvc commit` fails says so and keeps its models; and a run to be recorded
+    whose source lies outside data/raw says before any compute that `dvc repro` will not see
+    that source change (as the DVC stage does)."""
+    from sklearn.datasets import load_digits
+
     repo, sh = repo
+    digits = load_digits()
+    np.savez(repo / "elsewhere.npz", images=digits.images.astype(np.uint8), labels=digits.target, levels=17)
     raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["data"]["source"] = "npz:elsewhere.npz"
     del raw["ray"]  # dvc.yaml reads ray.resources: `dvc commit` refuses a params file without it
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     out = sh("genzoo", "run", "--families", "gan")
+    assert "elsewhere.npz lies outside data.raw_dir (data/raw)" in out, out
     assert "not recorded in dvc.lock" in out and "ray.resources" in out
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
 
@@ -232,8 +240,6 @@ def test_a_corrupted_object_in_the_remote_is_refused_on_pull(repo):
     (DVC's default) the pull succeeds with the wrong file; then genzoo's own content hash
     (manifest.json) refuses it before any training."""
     import json
-
-    import numpy as np
 
     from genzoo.tasks.data import DataError, load_split
 
