@@ -126,9 +126,20 @@ def check_codes(model, z: Tensor, y: Tensor) -> None:
 
 
 def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
-    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU."""
+    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU.
+    Codes so far outside the prior that the network overflows (NaN, or no image in [0, 1])
+    are refused by index, never returned as images."""
     check_codes(model, z, y)
-    return _batched(model.decode, z, y, model.device, batch)
+    images = _batched(model.decode, z, y, model.device, batch)
+    bad = ~((images >= 0) & (images <= 1)).flatten(1).all(1)  # NaN fails both
+    if bad.any():
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"{model.family}: {len(rows)} of {len(z)} codes decode to no image (the network overflows; "
+            f"the first: code {rows[0]}, its largest |value| {z[rows[0]].abs().max().item():.3g}): they "
+            "lie far outside the prior, whose codes are of size about 1"
+        )
+    return images
 
 
 def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:
