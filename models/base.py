@@ -286,15 +286,37 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | Path, folder: bool = False) -> None:
+    """Give a temp file or folder (made 0600 / 0700 by ``tempfile``) the mode a plain
+    ``open`` or ``mkdir`` would have: 0666 or 0777 less the umask (0644 / 0755 under the
+    usual 022), so the outputs it becomes are readable by whom the user's umask allows."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Write through ``write(tmp_path)`` to a temp file beside ``path``, fsync, then
-    ``os.replace``: readers see the old file or the new one, never a partial one."""
+    ``os.replace``: readers see the old file or the new one, never a partial one. The file gets
+    the mode a plain write would give it (the umask's), not the temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        as_if_created(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

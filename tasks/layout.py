@@ -39,7 +39,7 @@ from filelock import FileLock, Timeout
 
 import genzoo.tasks
 from genzoo import models
-from genzoo.models.base import GenerativeModel, sha256_file
+from genzoo.models.base import GenerativeModel, as_if_created, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
@@ -258,6 +258,7 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
         yield tmp
         made = read_json(tmp / "manifest.json")
         if not isinstance(made, dict) or made.get("made_by") != MADE_BY or made.get("kind") != kind:

@@ -160,6 +160,25 @@ def _write_version(tmp, version: str, kind: str = "prepared-data") -> None:
     (tmp / "manifest.json").write_text(json.dumps({**layout.mark(kind), "v": version}))
 
 
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_written_atomically_get_the_mode_the_users_umask_gives(tmp_path, mask, file_mode, dir_mode):
+    """A file written through a temp file (``atomic_write``) and a folder swapped in whole
+    (``replacing_dir``) are readable as a plain write would leave them: under umask 022 the
+    report, the models and a dataset's folder are 0644 / 0755 (tempfile's 0600 / 0700 before),
+    and a stricter umask keeps them private."""
+    from genzoo.models.base import atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "index.html", "<html></html>")
+        with layout.replacing_dir(tmp_path / "prepared", "prepared-data") as tmp:
+            _write_version(tmp, "new")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "index.html").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "prepared").stat().st_mode & 0o777 == dir_mode
+
+
 def test_exchange_swaps_two_folders_in_one_step(tmp_path):
     a, b = _genzoo_folder(tmp_path / "a", "old"), _genzoo_folder(tmp_path / "b", "new")
     assert layout.exchange_dirs(a, b)  # ext4/tmpfs/xfs/btrfs on Linux: the kernel exchanges
