@@ -103,6 +103,8 @@ def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train
     """
     from genzoo.tasks.augment import real_dataset as _real
 
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split: {split!r}, expected one of 'train', 'val', 'test'")
     return _real(prepared_dir, split)
 
 
@@ -177,11 +179,17 @@ def sample(
     Raises:
         ValueError: ``n`` is not positive or ``label`` is out of range.
     """
+    import numbers
+
     from genzoo.tasks.sample import draw
 
+    if label is not None and (
+        isinstance(label, bool) or not isinstance(label, numbers.Integral) and not _int_scalar(label)
+    ):
+        raise ValueError(f"label: a class index (an int), got {label!r}")
     if label is not None and not 0 <= int(label) < model.spec.num_classes:
         raise ValueError(f"label {label}: out of range [0, {model.spec.num_classes})")
-    return draw(model, n, cls=label, seed=seed, batch=batch)
+    return draw(model, n, cls=None if label is None else int(label), seed=seed, batch=batch)
 
 
 def bits_per_dim(
@@ -206,8 +214,8 @@ def bits_per_dim(
         is seeded).
 
     Raises:
-        ValueError: the family has no likelihood, the images are not of the model's shape or
-            hold NaN or inf pixels, or a label is out of range.
+        ValueError: the family has no likelihood, the images are not floats in [0, 1] of the
+            model's shape or hold NaN or inf pixels, or a label is out of range.
     """
     import math
 
@@ -220,10 +228,38 @@ def bits_per_dim(
             f"{model.family} has no likelihood (an implicit model); bits/dim come from pixelcnn, "
             "realnvp (exact), vae and ddpm (bounds)"
         )
-    images = torch.as_tensor(images, dtype=torch.float32)
+    images = _pixels(images)
     labels = None if labels is None else torch.as_tensor(labels)
     nats = log_likelihoods(model, images, labels, batch=batch)
     return -nats / (model.spec.dims * math.log(2))
+
+
+def _int_scalar(x) -> bool:
+    """Whether ``x`` is a single integer held by an array or tensor (``torch.tensor(3)``)."""
+    kind = str(getattr(x, "dtype", "")).removeprefix("torch.")
+    return tuple(getattr(x, "shape", (0,))) == () and kind.startswith(("int", "uint"))
+
+
+def _pixels(images) -> torch.Tensor:
+    """``images`` as float32, refused when they are not what the models read: floats in [0, 1]
+    (integer levels, or values scaled otherwise, would be clamped into plausible but wrong
+    figures). NaN and inf are left to the model's own check, which counts and places them."""
+    import torch
+
+    images = torch.as_tensor(images)
+    if not (images.is_floating_point() or images.dtype == torch.bool):
+        raise ValueError(
+            f"images are {images.dtype}: give floats in [0, 1] (uint8 pixels: images / 255; "
+            "integer levels 0..L-1: images / (L - 1))"
+        )
+    images = images.float()
+    finite = images[torch.isfinite(images)]
+    if finite.numel() and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(
+            f"images must lie in [0, 1], got [{finite.min().item():.3g}, {finite.max().item():.3g}] "
+            "(uint8 pixels: images / 255; integer levels 0..L-1: images / (L - 1))"
+        )
+    return images
 
 
 def _labels(labels, n: int) -> torch.Tensor:
@@ -250,14 +286,12 @@ def encode(model: GenerativeModel, images: torch.Tensor, labels, *, batch: int =
         ``(N, C, H, W)`` for DDPM.
 
     Raises:
-        ValueError: the family has no encoder (PixelCNN, the GAN), the images are not of the
-            model's shape or hold NaN or inf pixels, or a label is out of range.
+        ValueError: the family has no encoder (PixelCNN, the GAN), the images are not floats in
+            [0, 1] of the model's shape or hold NaN or inf pixels, or a label is out of range.
     """
-    import torch
-
     from genzoo.tasks.latent import encode as _encode
 
-    images = torch.as_tensor(images, dtype=torch.float32)
+    images = _pixels(images)
     return _encode(model, images, _labels(labels, len(images)), batch)
 
 

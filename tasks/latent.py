@@ -49,9 +49,8 @@ def _need(model, kind: str = "decoder") -> None:
     have = latent_kind(model)
     if have is None or (kind == "encoder" and have != "encoder"):
         what = "an encoder (vae, realnvp, ddpm)" if kind == "encoder" else "a latent space"
-        raise ValueError(
-            f"{model.family}: {what} is needed; {model.family} has {have or 'none (autoregressive)'}"
-        )
+        has = {"decoder": "a decoder only (codes -> images), no encoder", None: "none (autoregressive)"}
+        raise ValueError(f"{model.family}: {what} is needed; {model.family} has {has[have]}")
 
 
 def lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -331,7 +330,10 @@ def _index(i: int, n: int, what: str) -> int:
     return i
 
 
-def _write(out: str | Path, rows: list[Tensor]) -> tuple[Path, Path]:
+def _write(out: str | Path, rows: list[Tensor], names: list[str]) -> tuple[Path, Path]:
+    """``out``.png (one row per strip) and ``out``.npz: ``strips`` (rows, width, C, H, W; a
+    shorter row padded with grey), ``rows`` (each row's name) and ``lengths`` (its images
+    before the padding)."""
     from genzoo.tasks.figures import grid, save_png
 
     out = Path(out)
@@ -340,7 +342,9 @@ def _write(out: str | Path, rows: list[Tensor]) -> tuple[Path, Path]:
     padded = torch.stack([torch.cat([r, torch.full((width - len(r), *r.shape[1:]), 0.5)]) for r in rows])
     png = save_png(grid(padded.flatten(0, 1), nrow=width), out.with_name(out.name + ".png"))
     buf = io.BytesIO()
-    np.savez_compressed(buf, strips=padded.numpy())
+    np.savez_compressed(
+        buf, strips=padded.numpy(), rows=np.array(names), lengths=np.array([len(r) for r in rows])
+    )
     npz = out.with_name(out.name + ".npz")
     atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     return png, npz
@@ -354,6 +358,8 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     Writes ``out``.png (rows: modes) and ``out``.npz."""
     model, x, y = _load(params, family, split)
     _need(model)
+    if cls is not None and not 0 <= cls < model.spec.num_classes:
+        raise ValueError(f"--class {cls}: not a class (0..{model.spec.num_classes - 1})")
     if latent_kind(model) == "encoder":
         if (a is None) != (b is None):
             raise ValueError("--a and --b: give both image indices, or neither (a same-class pair is drawn)")
@@ -371,7 +377,7 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
         c = 0 if cls is None else cls
         rows = [interpolate(model, None, None, steps, m, seed=seed, labels=(c, c)) for m in modes]
         ends = {"seed": seed, "labels": [c, c]}
-    png, npz = _write(out, rows)
+    png, npz = _write(out, rows, list(modes))
     return {"family": family, "png": str(png), "npz": str(npz), "modes": list(modes), "steps": steps, **ends}
 
 
@@ -386,5 +392,5 @@ def arithmetic_to_file(params, family: str, index: int, to: int, out: str | Path
         raise ValueError(f"--to {to}: not a class (0..{model.spec.num_classes - 1})")
     r = arithmetic(model, x[i], int(y[i]), to, class_means(model, x, y), steps)
     rows = [torch.cat([x[i][None], r["toward"]]), torch.cat([x[i][None], r["every_label"]])]
-    png, npz = _write(out, rows)
+    png, npz = _write(out, rows, ["toward", "every_label"])
     return {"family": family, "png": str(png), "npz": str(npz), "index": i, "from": int(y[i]), "to": to}

@@ -4,6 +4,7 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import io
@@ -131,6 +132,12 @@ def load_model(
             return load_model(path, runs_dir, device, allow_unhashed=allow_unhashed)
     if ref in models.REGISTRY and not Path(ref).exists():
         path = Path(runs_dir) / ref / "model.json"
+    elif not Path(ref).exists() and "/" not in ref and Path(ref).suffix != ".json":  # a family misspelt
+        near = difflib.get_close_matches(ref, sorted(models.REGISTRY), n=1)
+        raise ModelNotFound(
+            f"{ref}: no such family ({', '.join(sorted(models.REGISTRY))}"
+            f"{'; did you mean ' + near[0] + '?' if near else ''}), nor a model.json or a folder holding one"
+        )
     else:
         path = Path(ref)
         if path.is_dir():

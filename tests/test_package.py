@@ -318,3 +318,28 @@ def test_a_model_without_a_latent_space_is_refused_by_name():
     vae = _tiny("vae")
     with pytest.raises(ValueError, match=r"1 of 2 images hold NaN or inf pixels \(the first: image 1\)"):
         genzoo.encode(vae, torch.tensor([[[[0.5]]], [[[float("nan")]]]]).expand(2, 1, 8, 8), 0)
+
+
+def test_the_public_api_refuses_images_and_labels_it_would_misread():
+    """Integer pixels or values outside [0, 1] would be clamped into plausible but wrong
+    likelihoods and codes: refused with the scaling to use. A label that is no int (a string,
+    7.5) and a split that does not exist are refused by name, not by a torch error."""
+    import torch
+
+    model = _tiny("vae")
+    x = torch.rand(3, 1, 8, 8)
+    levels = (x * 16).round()  # digits' levels 0..16 as floats
+    for call in (lambda im: genzoo.bits_per_dim(model, im), lambda im: genzoo.encode(model, im, 0)):
+        with pytest.raises(ValueError, match=r"images are torch.uint8: give floats in \[0, 1\] \(uint8"):
+            call(levels.to(torch.uint8))
+        with pytest.raises(ValueError, match=r"images must lie in \[0, 1\], got \[0, 16\]"):
+            call(levels)
+        with pytest.raises(ValueError, match=r"images must lie in \[0, 1\], got \[-0.9"):
+            call(-x.clamp(min=0.01))
+        assert call(levels / 16).shape[0] == 3  # scaled as the message says: accepted
+    for label in ("7", 7.5, torch.tensor(2.0), True):
+        with pytest.raises(ValueError, match="label: a class index"):
+            genzoo.sample(model, 2, label=label)
+    assert genzoo.sample(model, 2, label=torch.tensor(3))[1].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="split: 'training', expected one of 'train', 'val', 'test'"):
+        genzoo.real_dataset("data/prepared", "training")

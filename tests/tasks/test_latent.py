@@ -127,6 +127,7 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert r["a"] == 0 and r["b"] == 5 and r["modes"] == ["linear", "spherical"]
     with np.load(r["npz"]) as z:
         assert z["strips"].shape == (2, 8, 1, 8, 8)  # 2 modes x (real, 6 steps, real)
+        assert z["rows"].tolist() == ["linear", "spherical"] and z["lengths"].tolist() == [8, 8]
     assert (tmp / "strip.png").stat().st_size > 0
     assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--class", "3",
                  "--out", str(tmp / "g")]) == 0  # fmt: skip
@@ -135,10 +136,20 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
                  "--out", str(tmp / "arith")]) == 0  # fmt: skip
     with np.load(json.loads(capsys.readouterr().out)["npz"]) as z:
         assert z["strips"].shape == (2, 11, 1, 8, 8)  # toward (1 + 7, padded) and every label (1 + 10)
+        assert z["rows"].tolist() == ["toward", "every_label"] and z["lengths"].tolist() == [8, 11]
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--a", "0", "--b", "99999"]) != 0
     assert "99999" in capsys.readouterr().err
     assert main(["arithmetic", "--params", str(pfile), "--family", "gan", "--index", "0", "--to", "1"]) != 0
-    assert "encoder" in capsys.readouterr().err
+    assert "gan has a decoder only (codes -> images), no encoder" in capsys.readouterr().err
+    assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
+    assert "--class 11: not a class (0..9)" in capsys.readouterr().err
+    assert (
+        main(["sample", "--params", str(pfile), "--family", "dppm", "--n", "2", "--out", str(tmp / "s")]) != 0
+    )
+    assert (
+        "dppm: no such family (ddpm, gan, pixelcnn, realnvp, vae; did you mean ddpm?)"
+        in capsys.readouterr().err
+    )
 
 
 def _count(model, method: str) -> list[int]:
