@@ -770,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if args.quiet:  # MLflow's own download bar (a registered model's weights) too
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     setup_logging(args.quiet, args.verbose)
     try:
         return args.fn(args)

@@ -210,6 +210,7 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
         "d" * 64,
         genzoo.__version__,
         "`per_class=3`",
+        '| recipe | `distil`: `per_class=3`, `families=["vae", "gan"]` |',  # its name, then its settings
     ):
         assert text in card, text
     # the measured figures, as measured; the family without files: not measured
