@@ -102,6 +102,26 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     assert sorted(p.name for p in (tmp / "aug").iterdir()) == ["synthetic"]  # no temp or old folders
 
 
+def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained, caplog):
+    """A model the current params would retrain (here: another EMA decay; after a quick
+    run, the default params) still makes the dataset asked for, and the log says it is stale."""
+    import logging
+
+    tmp, params = trained
+    raw = params.model_dump(mode="json")
+    raw["models"]["gan"]["train"]["ema_decay"] = 0.8
+    req = AugmentRequest(
+        families=["gan"], per_class=1, seed=0, out_dir=str(tmp / "stale"), reject_copies=False
+    )
+    with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
+        generate(params, req)
+        assert "stale" not in caplog.text
+        generate(validate(raw), req)
+    assert (
+        "gan: trained with other params, data or code than these (stale, see `genzoo status`)" in caplog.text
+    )
+
+
 @pytest.mark.parametrize(
     "bad, error",
     [
