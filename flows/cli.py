@@ -310,7 +310,7 @@ def cmd_detect(args) -> int:
                   f"likelihood ratio {st['likelihood_ratio']['auroc']:.3f}")  # fmt: skip
         return 0
     if not args.path:
-        raise UsageError("give a PATH (.npz or image folder) or --benchmark")
+        raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
         from genzoo.models.base import atomic_write_text
@@ -580,7 +580,7 @@ def _evaluate_parser(sub) -> None:
 def _detect_parser(sub) -> None:
     p = sub.add_parser("detect", help="flag anomalous images by likelihood under a trained family")
     _common(p)
-    p.add_argument("path", nargs="?", help="an .npz (key images) or a folder of images")
+    p.add_argument("path", nargs="?", help="an .npz (key images), an image file or a folder of images")
     p.add_argument("--family", required=True, help="pixelcnn, realnvp (exact), vae or ddpm (bound)")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="threshold: this quantile of the validation scores (default 0.99)")  # fmt: skip

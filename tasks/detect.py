@@ -134,8 +134,8 @@ def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) 
 
 
 def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[str]]:
-    """An ``.npz`` (key ``images``; ``levels`` optional) or a folder of image files (searched
-    recursively) -> images in the model's format, and a name for each."""
+    """An ``.npz`` (key ``images``; ``levels`` optional), one image file, or a folder of image
+    files (searched recursively) -> images in the model's format, and a name for each."""
     path = Path(path)
     if path.suffix == ".npz":
         require_npz(path)
@@ -145,13 +145,20 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             levels = npz_levels(z["levels"], path) if "levels" in z.files else None
             x = to_spec(z["images"], spec, levels, f"{path}['images']")
         return x, [f"{path.name}[{i}]" for i in range(len(x))]
-    if not path.is_dir():
-        raise DataError(f"{path}: neither an .npz file nor a folder")
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files, base = [path], path.parent
+    elif path.is_dir():
+        files, base = (
+            sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+            path,
+        )
+    else:
+        raise DataError(f"{path}: not an .npz file, an image file ({suffixes}) or a folder")
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
     if not files:
-        raise DataError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"{path}: no image files ({suffixes})")
     arrays = []
     for f in files:
         try:
@@ -163,7 +170,7 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return to_spec(np.stack(arrays), spec, 256, str(path)), [str(f.relative_to(path)) for f in files]
+    return to_spec(np.stack(arrays), spec, 256, str(path)), [str(f.relative_to(base)) for f in files]
 
 
 def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99) -> dict[str, Any]:

@@ -98,6 +98,9 @@ def test_detect_reads_npz_and_folders_in_any_size_and_flags_noise(trained, tmp_p
     assert x.shape == (3, 1, 8, 8) and names == ["sub/0.png", "sub/1.png", "sub/2.png"]
     assert torch.allclose(x * 16, (x * 16).round())
     assert detect(params, "pixelcnn", folder)["n"] == 3
+    one, one_names = read_images(folder / "sub" / "1.png", spec)  # a single file: as in its folder
+    assert one_names == ["1.png"] and torch.equal(one, x[1:2])
+    assert detect(params, "pixelcnn", folder / "sub" / "1.png")["images"][0]["name"] == "1.png"
 
 
 def test_bad_requests_fail_clearly(trained, tmp_path):
@@ -106,8 +109,11 @@ def test_bad_requests_fail_clearly(trained, tmp_path):
         detect(params, "gan", tmp_path)
     with pytest.raises(ValueError, match="not in params"):
         detect(params, "vae", tmp_path)
-    with pytest.raises(ValueError, match="neither an .npz file nor a folder"):
+    with pytest.raises(ValueError, match=r"not an .npz file, an image file \(.bmp, .gif"):
         detect(params, "pixelcnn", tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"notes.txt: not an .npz file, an image file"):
+        detect(params, "pixelcnn", tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="quantile"):
         detect(params, "pixelcnn", tmp_path, quantile=1.5)
     bad = tmp_path / "bad.npz"
