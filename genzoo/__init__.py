@@ -266,6 +266,8 @@ def _labels(labels, n: int) -> torch.Tensor:
     """``labels`` as a tensor of ``n`` class indices (one int: the same for every row)."""
     import torch
 
+    if labels is None:  # the families are class-conditional: a code is read under a label
+        raise ValueError("labels: give each image's class (N,), or one int for all")
     labels = torch.as_tensor(labels)
     return labels.expand(n).clone() if labels.ndim == 0 else labels
 
@@ -314,10 +316,15 @@ def decode(model: GenerativeModel, codes: torch.Tensor, labels, *, batch: int = 
     """
     import torch
 
+    from genzoo.tasks.latent import check_codes, check_decoded
     from genzoo.tasks.latent import decode as _decode
 
     codes = torch.as_tensor(codes, dtype=torch.float32)
-    return _decode(model, codes, _labels(labels, len(codes)), batch)
+    labels = _labels(labels, len(codes))
+    check_codes(model, codes, labels)
+    images = _decode(model, codes, labels, batch)
+    check_decoded(model, images, codes)
+    return images
 
 
 def interpolate(
@@ -349,7 +356,7 @@ def interpolate(
     """
     import torch
 
-    from genzoo.tasks.latent import code_shape, paths
+    from genzoo.tasks.latent import check_codes, check_decoded, code_shape, paths
 
     want = code_shape(model)
     ends = []
@@ -363,4 +370,7 @@ def interpolate(
     pair = pair.repeat(2) if pair.numel() == 1 else pair
     if pair.numel() != 2:
         raise ValueError(f"labels: one class, or two (start's and end's), got {labels!r}")
-    return paths(model, ends[0], ends[1], pair[:1], pair[1:], steps, mode)[0]
+    check_codes(model, torch.cat(ends), pair)
+    strip = paths(model, ends[0], ends[1], pair[:1], pair[1:], steps, mode)[0]
+    check_decoded(model, strip)
+    return strip

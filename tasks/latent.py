@@ -124,21 +124,26 @@ def check_codes(model, z: Tensor, y: Tensor) -> None:
         raise ValueError(f"labels must be one class index in [0, {k}) per code, got shape {tuple(y.shape)}")
 
 
-def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
-    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU.
-    Codes so far outside the prior that the network overflows (NaN, or no image in [0, 1])
-    are refused by index, never returned as images."""
-    check_codes(model, z, y)
-    images = _batched(model.decode, z, y, model.device, batch)
+def check_decoded(model, images: Tensor, z: Tensor | None = None) -> None:
+    """Refuse images that codes so far outside the prior made the network overflow (NaN, or,
+    through DDPM's level grid, values outside [0, 1]): an error naming the first, never NaN
+    images handed on as if they were some."""
     bad = ~((images >= 0) & (images <= 1)).flatten(1).all(1)  # NaN fails both
     if bad.any():
         rows = bad.nonzero().flatten().tolist()
+        size = "" if z is None else f", its largest |value| {z[rows[0]].abs().max().item():.3g}"
         raise ValueError(
-            f"{model.family}: {len(rows)} of {len(z)} codes decode to no image (the network overflows; "
-            f"the first: code {rows[0]}, its largest |value| {z[rows[0]].abs().max().item():.3g}): they "
-            "lie far outside the prior, whose codes are of size about 1"
+            f"{model.family}: {len(rows)} of {len(images)} codes decode to no image (the network "
+            f"overflows; the first: code {rows[0]}{size}): they lie far outside the prior, whose codes "
+            "are of size about 1"
         )
-    return images
+
+
+def decode(model, z: Tensor, y: Tensor, batch: int = 256) -> Tensor:
+    """Images of the codes ``z`` under labels ``y``, ``batch`` codes per pass, on the CPU
+    (the public API checks codes and images around it: :func:`check_codes`,
+    :func:`check_decoded`)."""
+    return _batched(model.decode, z, y, model.device, batch)
 
 
 def path(model, za: Tensor, zb: Tensor, ya: int, yb: int, steps: int, mode: str) -> Tensor:

@@ -341,5 +341,7 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
         with pytest.raises(ValueError, match="label: a class index"):
             genzoo.sample(model, 2, label=label)
     assert genzoo.sample(model, 2, label=torch.tensor(3))[1].tolist() == [3, 3]
+    with pytest.raises(ValueError, match=r"labels: give each image's class \(N,\), or one int for all"):
+        genzoo.encode(model, x, None)
     with pytest.raises(ValueError, match="split: 'training', expected one of 'train', 'val', 'test'"):
         genzoo.real_dataset("data/prepared", "training")
