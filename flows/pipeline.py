@@ -413,7 +413,9 @@ def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
     """When the project has a default DVC remote, fail before any training when it does not
     answer, naming its URL (``Unreachable``): a local remote whose folder is missing along with
     its parent (an unmounted drive: DVC would create it on the root disk) or is not writable;
-    any other remote whose ``exists`` fails or takes over ``timeout_s``."""
+    any other remote whose ``exists`` fails or takes over ``timeout_s``. A local remote under
+    the user's home may be missing with its parents (the default ``~/.cache/genzoo/dvc-storage``
+    on a fresh machine): DVC makes it on the first push."""
     from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures import TimeoutError as Timeout
 
@@ -430,6 +432,9 @@ def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
     if fs.protocol == "local":
         folder = Path(path)
         where = folder if folder.exists() else folder.parent
+        home = Path.home().resolve()
+        if not where.is_dir() and folder.resolve().is_relative_to(home):
+            where = next(p for p in folder.parents if p.exists())  # home itself, at the least
         if not where.is_dir():
             why = f"{folder.parent} does not exist"
         elif not os.access(where, os.W_OK | os.X_OK):

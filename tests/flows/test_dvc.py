@@ -209,7 +209,8 @@ def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypat
     """Case 17, the DVC half: a default remote on a drive that is not there (its folder and
     the folder above are missing) stops `genzoo run` before Prefect, Ray or any stage starts:
     one line naming the remote's URL, exit 2, nothing prepared or trained. Once the folder
-    above exists (DVC makes the remote itself on the first push) the check passes."""
+    above exists (DVC makes the remote itself on the first push) the check passes, as it does
+    for the shipped default under a home with no ~/.cache yet (a fresh machine)."""
     from genzoo.flows.pipeline import dvc_remote_preflight
     from genzoo.tasks.errors import Unreachable
 
@@ -230,6 +231,12 @@ def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypat
     with pytest.raises(Unreachable, match=f"DVC remote 'usb' {url} is unreachable"):
         dvc_remote_preflight()
     url.parent.mkdir()
+    dvc_remote_preflight()
+    # the shipped default, ~/.cache/genzoo/dvc-storage, on a machine with no ~/.cache yet
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    sh("dvc", "remote", "add", "-d", "-f", "local", "~/.cache/genzoo/dvc-storage")
     dvc_remote_preflight()
 
 
