@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from genzoo.tasks.config import Params
@@ -45,6 +46,12 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     return row
 
 
+def same_source(a: str, b: str) -> bool:
+    """Whether two ``data.source`` strings name the same data (a path as given or resolved)."""
+    (ka, _, pa), (kb, _, pb) = a.partition(":"), b.partition(":")
+    return ka == kb and (pa == pb or (bool(pa) and Path(pa).resolve() == Path(pb).resolve()))
+
+
 def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
     """The prepared data and every family's state (``profiles``: see ``family_status``)."""
     data: dict[str, Any] = {"prepared_dir": params.data.prepared_dir, "state": "not prepared"}
@@ -55,6 +62,11 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
             shape=m["shape"],
             splits={s: v["n"] for s, v in m["splits"].items()},
         )
+        if not same_source(m["source"], params.data.source):  # the families' states are against it
+            data["state"] = (
+                f"prepared from another source than data.source ({params.data.source}; the next run "
+                "prepares that, and retrains what it changes)"
+            )
     return {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
 
 

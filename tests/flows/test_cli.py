@@ -175,6 +175,13 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
     capsys.readouterr()
     assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"
+    # params that name another source than the prepared data's: the data line says so first
+    assert cli.main(["status", *base, "-o", "data.source=folder:elsewhere"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "data      prepared from another source than data.source (folder:elsewhere; the next run prepares "
+        "that, and retrains what it changes): digits"
+    ), out
 
 
 @pytest.mark.parametrize("user_value, seen", [(None, "180"), ("7", "7")])
