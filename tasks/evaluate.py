@@ -335,6 +335,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         "threads": params.threads(family),
         "device": str(gen.device),
         "protocol": _protocol(params, ev_meta["sha256"], len(real["test"]), gen.spec),
+        "evaluator_sha256": ev_meta["sha256"],  # the report compares only families one evaluator scored
         "training": training,
         **summary,
         "latent": lat,

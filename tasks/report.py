@@ -69,9 +69,13 @@ def collect(params: Params) -> dict[str, Any]:
     if reference is None:
         raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
     families, missing, anomaly = {}, [], {}
+    scorer = (read_json(folder / "evaluator" / "evaluator.json") or {}).get("sha256")
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
-        if quality:
+        if quality and quality.get("evaluator_sha256", scorer) != scorer:  # other data, other features:
+            log.warning("%s: scored by another evaluator than the current one; left out (genzoo evaluate)", f)
+            missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
+        elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
         else:
             missing.append(f)

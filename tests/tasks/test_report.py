@@ -283,6 +283,27 @@ def test_a_report_of_an_evaluation_made_before_the_floor_said_how_it_is_drawn(ev
         path.write_text(saved)
 
 
+def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(evaluated):
+    """After the data or the evaluator changed, a family whose evaluation was not re-run holds
+    figures in another feature space: the report leaves it out of every table and ranking and
+    names it, instead of ranking it beside the others."""
+    tmp, params = evaluated
+    path = tmp / "runs" / "evaluation" / "gan" / "quality.json"
+    saved = path.read_text()
+    old = json.loads(saved)
+    assert len(old["evaluator_sha256"]) == 64  # the evaluation records its scorer
+    path.write_text(json.dumps({**old, "evaluator_sha256": "0" * 64}))
+    try:
+        summary = build_report(params)
+        assert set(summary["families"]) == {"pixelcnn", "vae"}
+        assert set(summary["spaces"]["ranks"]["pca"]) == {"pixelcnn", "vae", "pca_kde", "gmm"}
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "gan (scored by another evaluator: re-run its evaluation)" in html
+    finally:
+        path.write_text(saved)
+    assert "gan" in build_report(params)["families"]
+
+
 def _chromium() -> str:
     exe = os.environ.get("GENZOO_CHROMIUM") or next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
