@@ -702,7 +702,9 @@ def train_one(
     overrides: list[str] | None = None,
     ray_address: str | None = None,
 ) -> dict[str, Any]:
-    """Prepare (if needed) and train one family on Ray.
+    """One family through the whole pipeline on Ray, as ``genzoo run --families FAMILY``:
+    prepare, train (skipped when up to date), the evaluator and its evaluation, the report and
+    the synthetic dataset from the families trained, recorded in DVC.
 
     Args:
         family: The family to train.
