@@ -72,7 +72,7 @@ def collect(params: Params) -> dict[str, Any]:
     scorer = (read_json(folder / "evaluator" / "evaluator.json") or {}).get("sha256")
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
-        if quality and quality.get("evaluator_sha256", scorer) != scorer:  # other data, other features:
+        if quality and scorer and quality.get("evaluator_sha256", scorer) != scorer:  # other features:
             log.warning("%s: scored by another evaluator than the current one; left out (genzoo evaluate)", f)
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
