@@ -117,7 +117,7 @@ def check_codes(model, z: Tensor, y: Tensor) -> None:
         raise ValueError(
             f"{model.family}: codes must have shape (N, {', '.join(map(str, want))}), got {tuple(z.shape)}"
         )
-    if z.is_floating_point() and not torch.isfinite(z).all():
+    if not torch.isfinite(z).all():
         raise ValueError(f"{model.family}: codes hold NaN or inf values")
     k = model.spec.num_classes
     if tuple(y.shape) != (len(z),) or y.is_floating_point() or (y < 0).any() or (y >= k).any():
@@ -179,7 +179,8 @@ def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str
 def prior_pair(model, seed: int) -> tuple[Tensor, Tensor]:
     """Two codes drawn from the prior (seeded), (1, ...) each."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(2, math.prod(code_shape(model)), generator=g).view(2, *code_shape(model))
+    shape = code_shape(model)
+    z = torch.randn(2, math.prod(shape), generator=g).view(2, *shape)
     return z[:1], z[1:]
 
 
