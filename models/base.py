@@ -116,6 +116,12 @@ class GenerativeModel(nn.Module, ABC):
         """``n`` images ``(n, C, H, W)`` in ``[0, 1]``; same generator state -> same images."""
         y = self.fill_labels(n, y, generator)
         x = self._sample(n, y, generator)
+        bad = ~torch.isfinite(x).flatten(1).all(1)
+        if bad.any():  # an overflow in the network: an error, never NaN handed on as pixels
+            raise FloatingPointError(
+                f"{self.family}: {int(bad.sum())} of {n} sampled images hold NaN or inf pixels "
+                f"(the first: image {int(bad.nonzero()[0])}): the network overflowed"
+            )
         return x.clamp(0.0, 1.0)
 
     @abstractmethod

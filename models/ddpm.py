@@ -248,7 +248,8 @@ class DDPM(GenerativeModel):
         return x
 
     def _to_image(self, x0: Tensor) -> Tensor:  # (B, C, H, W) in [-1, 1] -> on the level grid in [0, 1]
-        return self.from_levels(self.to_levels((x0 + 1) / 2))
+        top = self.spec.levels - 1  # in floats: NaN stays NaN (as a long it would be -2**63)
+        return ((x0 + 1) / 2 * top).round().clamp(0, top) / top
 
     def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
         # x_T ~ N(0, I): (n, C, H, W)

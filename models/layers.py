@@ -162,8 +162,14 @@ class PixelLikelihood(nn.Module):
         if temperature != 1.0:
             lp = F.log_softmax(lp / temperature, dim=2)
         b, c, L, h, w = lp.shape
-        probs = lp.permute(0, 1, 3, 4, 2).reshape(-1, L).exp()
-        k = torch.multinomial(probs.cpu(), 1, generator=generator).to(lp.device)
+        probs = lp.permute(0, 1, 3, 4, 2).reshape(-1, L).exp().cpu()
+        bad = ~torch.isfinite(probs.view(b, -1)).all(1)
+        if bad.any():  # torch.multinomial would say only "probability tensor contains either inf, nan"
+            raise FloatingPointError(
+                f"{int(bad.sum())} of {b} sampled images hold NaN or inf pixels "
+                f"(the first: image {int(bad.nonzero()[0])}): the network overflowed"
+            )
+        k = torch.multinomial(probs, 1, generator=generator).to(lp.device)
         return k.view(b, c, h, w)
 
     def mean(self, params: Tensor) -> Tensor:  # expected level / (L - 1), in [0, 1]

@@ -125,9 +125,9 @@ def check_codes(model, z: Tensor, y: Tensor) -> None:
 
 
 def check_decoded(model, images: Tensor, z: Tensor | None = None) -> None:
-    """Refuse images that codes so far outside the prior made the network overflow (NaN, or,
-    through DDPM's level grid, values outside [0, 1]): an error naming the first, never NaN
-    images handed on as if they were some."""
+    """Refuse images that codes so far outside the prior made the network overflow (NaN or
+    values outside [0, 1]): an error naming the first, never NaN images handed on as if they
+    were some."""
     bad = ~((images >= 0) & (images <= 1)).flatten(1).all(1)  # NaN fails both
     if bad.any():
         rows = bad.nonzero().flatten().tolist()

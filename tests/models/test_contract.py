@@ -191,3 +191,15 @@ def test_a_model_json_without_a_sha256_loads_only_when_allowed(tiny, tmp_path):
     path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="is not a file beside it"):
         models.load(path, allow_unhashed=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_network_that_overflows_while_sampling_is_an_error_not_nan_pixels(family, tiny):
+    """NaN out of the network is refused by name; DDPM's level grid once turned it into black
+    pixels (NaN as a long is -2**63) that went on as if they were images."""
+    model = make(family, SPECS[0], tiny).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="3 of 3 sampled images hold NaN or inf pixels"):
+        model.sample(3, torch.tensor([0, 1, 2]))
