@@ -384,7 +384,8 @@ def cmd_report(args) -> int:
     with _holding(params):
         t = build_report(params)["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")
-    print(f"best family {t['best_family']}: {t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
+    print(f"closest to real data by the evaluator's Fréchet distance: {t['best_family']}, "
+          f"{t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
           f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip
     return 0
 

@@ -372,7 +372,8 @@ def report_task(params: Params, trained: dict[str, Any]) -> dict[str, Any]:
     summary = build_report(params)
     t = summary["targets"]
     get_run_logger().info(
-        "report: %s; best %s at %.2fx the real-vs-real floor",
+        "report: %s; closest to real data by the evaluator's Fréchet distance: %s, %.2fx the "
+        "real-vs-real floor",
         report_path(params),
         t["best_family"],
         t["best_ratio_to_floor"],

@@ -154,9 +154,10 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     sign = 1 if metric in LOWER_IS_BETTER else -1
     best = min(pool, key=lambda f: sign * figures[f])
     ahead = [f for f in figures if sign * figures[f] < sign * figures[best]]
-    if ahead:
-        log.info("augment: best by %s among the families measured for usefulness is %s (%s: not measured)",
-                 metric, best, ", ".join(ahead))  # fmt: skip
+    among = "the families measured for usefulness" if measured else "the evaluated families"
+    by = "mean rank by Fréchet distance over every judge's space" if metric == "fd_rank" else metric
+    log.info("augment: `best` is %s, the best by %s among %s%s", best, by, among,
+             f" ({', '.join(ahead)}: not measured)" if ahead else "")  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
             "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
 
@@ -186,6 +187,7 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
             "first, or choose `best` by a quality figure (augment.metric: fd_rank)"
         )
     best = max(figures, key=figures.get)
+    log.info("augment: `best` is %s, the largest measured lift with recipe %s", best, recipe)
     return {"family": best, "metric": "lift", "figures": figures, "measured": list(figures),
             "among": "measured for usefulness", "recipe": recipe}  # fmt: skip
 

@@ -202,11 +202,16 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     def pick(metric: str) -> str:
         return best_choice(params, metric)["family"]
 
-    assert pick("fd") == "realnvp" and pick("precision") == "gan"
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        assert pick("fd") == "realnvp" and pick("precision") == "gan"
+    assert "`best` is realnvp, the best by fd among the evaluated families\n" in caplog.text
     (folder / "pixelcnn" / "usefulness.json").write_text("{}")
     with caplog.at_level("INFO", logger="genzoo.augment"):
         assert pick("fd") == "pixelcnn"  # realnvp is ahead by 0.005, unmeasured
-    assert "pixelcnn (realnvp: not measured)" in caplog.text
+    assert (
+        "`best` is pixelcnn, the best by fd among the families measured for usefulness (realnvp: not "
+        "measured)" in caplog.text
+    )
     assert best_choice(params, "fd") == {
         "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
         "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153},
@@ -223,7 +228,7 @@ def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "lo
                                    for r, by_p in lifts.items()}})  # fmt: skip
 
 
-def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_path):
+def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_path, caplog):
     """`metric: lift`: among the families measured for usefulness, the one whose images, made by
     the dataset's recipe, lifted the CNN most at the smallest real fraction measured, whatever
     their Fréchet distances; a family without that recipe measured is not compared, and with none
@@ -244,7 +249,9 @@ def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_
     (folder / "realnvp" / "usefulness.json").write_text(
         _usefulness_json({"plain": {"0.1": 0.005, "1.0": 0.000}, "teacher": {"0.1": 0.003, "1.0": 0.002}})
     )
-    choice = best_choice(params, "lift")  # augment.recipe: plain; 10% decides, not 100%
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        choice = best_choice(params, "lift")  # augment.recipe: plain; 10% decides, not 100%
+    assert "`best` is realnvp, the largest measured lift with recipe plain" in caplog.text
     assert choice == {"family": "realnvp", "metric": "lift", "figures": {"pixelcnn": 0.0, "realnvp": 0.005},
                       "measured": ["pixelcnn", "realnvp"], "among": "measured for usefulness",
                       "recipe": "plain"}  # fmt: skip
