@@ -45,7 +45,7 @@ from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError
 
-log = logging.getLogger("genzoo.layout")
+log = logging.getLogger("genzoo.train")  # its one line: a variant starts training (train_variant)
 # The folder holding models/ tasks/ metrics/: the repository in an editable install,
 # site-packages/genzoo in a wheel; code paths are relative to it (as dvc.yaml writes them).
 ROOT = Path(genzoo.tasks.__file__).resolve().parents[1]

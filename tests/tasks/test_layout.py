@@ -109,7 +109,7 @@ def test_read_json_is_none_for_missing_or_partial_files(tmp_path):
     assert read_json(tmp_path / "ok.json") == {"a": 1}
 
 
-def test_a_variant_is_the_same_whatever_ran_before_and_is_saved_only_when_whole(tmp_path):
+def test_a_variant_is_the_same_whatever_ran_before_and_is_saved_only_when_whole(tmp_path, caplog):
     params = validate(tiny_params(tmp_path, steps=4, families=["gan"]))
     prepare(params)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
@@ -118,7 +118,11 @@ def test_a_variant_is_the_same_whatever_ran_before_and_is_saved_only_when_whole(
     def stamp(r):
         return {"key": "k", "steps": r.steps}
 
-    a, _ = train_variant(params, "gan", x[:64], y[:64], spec, cfg, tmp_path / "a.json", stamp)
+    with caplog.at_level("INFO", logger="genzoo.train"):
+        a, _ = train_variant(params, "gan", x[:64], y[:64], spec, cfg, tmp_path / "a.json", stamp)
+    # a variant says it trains as training, not as "layout" (a detect retrain's line was tagged so)
+    said = [r.name for r in caplog.records if "parameters, 4 steps on cpu" in r.getMessage()]
+    assert said == ["genzoo.train"]
     torch.rand(1000)  # other work in a reused worker moves the global RNG
     b, _ = train_variant(params, "gan", x[:64], y[:64], spec, cfg, tmp_path / "b.json", stamp)
     assert all(
