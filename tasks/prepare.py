@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +206,15 @@ def load_folder_source(
 def read_idx(path: Path) -> np.ndarray:
     """IDX (MNIST) file, optionally gzipped."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a readable gzip file, as its name says ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if data[:2] == b"\x1f\x8b":
+        raise DataError(f"{path}: a gzip file without .gz in its name; name it {path.name}.gz or unzip it")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path}: not an unsigned-byte IDX file")
     ndim = data[3]
@@ -222,6 +230,20 @@ def _find(folder: Path, stem: str) -> Path:
         if cand.exists():
             return cand
     raise DataError(f"{folder}: missing {stem}[.gz]")
+
+
+def _labelled(images: np.ndarray, labels: np.ndarray, where: tuple[Path, Path], classes: int) -> None:
+    """Refuse a pair of image and label arrays that do not belong together: as many labels as
+    images (one file short would pair images with another split's labels), each a class index."""
+    xs, ys = where
+    if labels.ndim != 1 or images.ndim < 2:
+        raise DataError(f"{xs}: {images.ndim}-dimensional images and {ys}: {labels.ndim}-dimensional "
+                        "labels; are the image and label files swapped?")  # fmt: skip
+    if len(images) != len(labels):
+        raise DataError(f"{xs} holds {len(images)} images but {ys} {len(labels)} labels")
+    if labels.size and int(labels.max()) >= classes:
+        i = int(np.argmax(labels >= classes))
+        raise DataError(f"{ys}: label {int(labels[i])} at index {i} is not a class (0..{classes - 1})")
 
 
 MNIST_CLASSES = {
@@ -260,13 +282,14 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _download(name: str, raw: Path) -> None:
+def _download(name: str, raw: Path, folder: Path, missing: list[str]) -> None:
     try:
         import torchvision.datasets as tvd
     except ImportError:
         raise DataError(
-            f"data.source={name}: the files are not in {raw} and torchvision is not installed; "
-            "install the vision extra (pip install 'genzoo[vision]') and go online once"
+            f"data.source={name}: {folder} lacks {', '.join(missing)} (data.raw_dir={raw}) and torchvision "
+            "is not installed to download them; put the files there, or install the vision extra "
+            "(pip install 'genzoo[vision]') and go online once"
         ) from None
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     for train in (True, False):
@@ -283,15 +306,26 @@ def load_torchvision_source(name: str, raw_dir: str | Path) -> Dataset:
             "t10k-images-idx3-ubyte",
             "t10k-labels-idx1-ubyte",
         ]
-        if not all((folder / s).exists() or (folder / f"{s}.gz").exists() for s in stems):
-            _download(name, raw)
-        x = np.concatenate([read_idx(_find(folder, stems[0])), read_idx(_find(folder, stems[2]))])
-        y = np.concatenate([read_idx(_find(folder, stems[1])), read_idx(_find(folder, stems[3]))])
-        return Dataset(x[:, None].astype(np.int64), y.astype(np.int64), 256, MNIST_CLASSES[name], name)
+        missing = [f"{s}[.gz]" for s in stems if not ((folder / s).exists() or (folder / f"{s}.gz").exists())]
+        if missing:
+            _download(name, raw, folder, missing)
+        xs, ys = [], []
+        for images, labels in ((stems[0], stems[1]), (stems[2], stems[3])):
+            where = (_find(folder, images), _find(folder, labels))
+            x, y = read_idx(where[0]), read_idx(where[1])
+            _labelled(x, y, where, len(MNIST_CLASSES[name]))
+            if x.ndim != 3:
+                raise DataError(f"{where[0]}: {x.ndim}-dimensional; MNIST's images are (N, rows, columns)")
+            xs.append(x)
+            ys.append(y)
+        x = np.concatenate(xs)
+        return Dataset(x[:, None].astype(np.int64), np.concatenate(ys).astype(np.int64), 256,
+                       MNIST_CLASSES[name], name)  # fmt: skip
     folder = raw / "cifar-10-batches-py"
     batches = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    if not all((folder / b).exists() for b in batches):
-        _download(name, raw)
+    missing = [b for b in batches if not (folder / b).exists()]
+    if missing:
+        _download(name, raw, folder, missing)
     xs, ys = [], []
     for b in batches:
         with open(folder / b, "rb") as f:
@@ -299,8 +333,15 @@ def load_torchvision_source(name: str, raw_dir: str | Path) -> Dataset:
                 d = _CifarUnpickler(f, encoding="bytes").load()
             except (pickle.UnpicklingError, EOFError) as e:
                 raise DataError(f"{folder / b}: unreadable CIFAR batch ({e})") from None
-        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[b"labels"], dtype=np.int64))
+        try:
+            x, y = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{folder / b}: not a CIFAR-10 batch (b'data' and b'labels': {e})") from None
+        if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+            raise DataError(f"{folder / b}: images of shape {x.shape}; a CIFAR-10 batch holds (N, 3072)")
+        _labelled(x, y, (folder / b, folder / b), len(CIFAR_CLASSES))
+        xs.append(x.reshape(-1, 3, 32, 32))
+        ys.append(y)
     return Dataset(np.concatenate(xs).astype(np.int64), np.concatenate(ys), 256, CIFAR_CLASSES, name)
 
 

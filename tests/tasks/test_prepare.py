@@ -174,6 +174,54 @@ def test_mnist_style_files_are_read(tmp_path, name, folder):
     assert m["shape"] == [1, 14, 14]
 
 
+def test_mnist_files_that_do_not_belong_together_are_refused_naming_them(tmp_path):
+    """One label file short paired the last images with the test split's labels (268 of 1,697
+    labels wrong, no error); swapped, mis-zipped or out-of-range files each name the file."""
+    raw = tmp_path / "raw"
+    folder = raw / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (15, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(14) % 10,  # one short
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (10, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(10),
+    }
+
+    def write(**changed):
+        for p in folder.iterdir():
+            p.unlink()
+        for stem, arr in {**files, **changed}.items():
+            _idx(folder / f"{stem}.gz", arr)
+
+    def refused(pattern):
+        with pytest.raises(DataError, match=pattern):
+            load_torchvision_source("mnist", raw)
+
+    write()
+    refused(r"train-images-idx3-ubyte.gz holds 15 images but .*train-labels-idx1-ubyte.gz 14 labels")
+    write(**{"train-labels-idx1-ubyte": np.arange(15) % 10, "t10k-labels-idx1-ubyte": np.r_[0:9, 12]})
+    refused(r"t10k-labels-idx1-ubyte.gz: label 12 at index 9 is not a class \(0..9\)")
+    write(**{
+        "train-images-idx3-ubyte": np.arange(15) % 10,
+        "train-labels-idx1-ubyte": rng.integers(0, 256, (15, 28, 28)),
+    })  # fmt: skip
+    refused("are the image and label files swapped")
+    write(**{"train-labels-idx1-ubyte": np.arange(15) % 10})
+    assert load_torchvision_source("mnist", raw).images.shape == (25, 1, 28, 28)  # as they belong
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x00\x00\x08\x03 not gzipped")
+    refused(r"t10k-images-idx3-ubyte.gz: not a readable gzip file, as its name says")
+    (folder / "t10k-images-idx3-ubyte.gz").rename(folder / "t10k-images-idx3-ubyte")
+    _idx(folder / "t10k-images-idx3-ubyte.gz", files["t10k-images-idx3-ubyte"])
+    (folder / "t10k-images-idx3-ubyte.gz").rename(folder / "t10k-images-idx3-ubyte")  # gzipped, no .gz
+    refused(r"t10k-images-idx3-ubyte: a gzip file without .gz in its name; name it t10k-images-idx3-ubyte.gz")
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.MonkeyPatch.context() as m:
+        m.setitem(__import__("sys").modules, "torchvision", None)  # not installed: nothing downloads
+        m.setitem(__import__("sys").modules, "torchvision.datasets", None)
+        refused(rf"{folder} lacks t10k-labels-idx1-ubyte\[.gz\] \(data.raw_dir={raw}\)")
+
+
 def test_cifar_batches_are_read_and_pickled_code_is_refused(tmp_path):
     folder = tmp_path / "raw" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -183,6 +231,12 @@ def test_cifar_batches_are_read_and_pickled_code_is_refused(tmp_path):
         (folder / b).write_bytes(pickle.dumps(d))
     ds = load_torchvision_source("cifar10", tmp_path / "raw")
     assert ds.images.shape == (24, 3, 32, 32) and ds.class_names[0] == "airplane"
+    good = (folder / "data_batch_2").read_bytes()
+    short = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2]}
+    (folder / "data_batch_2").write_bytes(pickle.dumps(short))
+    with pytest.raises(DataError, match="data_batch_2 holds 4 images but .*data_batch_2 3 labels"):
+        load_torchvision_source("cifar10", tmp_path / "raw")
+    (folder / "data_batch_2").write_bytes(good)
 
     class Payload:
         def __reduce__(self):
