@@ -425,6 +425,8 @@ def cmd_judge(args) -> int:
         print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
         print("each link is its rater's password: send it to that rater only", file=sys.stderr)
     elif args.judge == "add-rater":
+        if args.n < 1:
+            raise judge.StudyError(f"--n: expected an integer >= 1, got {args.n}")
         made = [judge.add_rater(url, args.study, args.rater_name) for _ in range(args.n)]
         print(json.dumps({"study": args.study, "raters": _links(base, made)}, indent=2))
     elif args.judge == "serve":
@@ -435,13 +437,15 @@ def cmd_judge(args) -> int:
         r = judge.results(params, url, args.study, reps=args.reps)
         path = judge.results_path(params, r["study"])
         n = r["raters"]
+        left_out = r.get("answers_left_out", 0)
         print(
             f"study {r['study']}: {n['included']} raters counted, {n['excluded_attention']} left out "
             f"(attention checks), {r['answers']} answers"
+            + (f" ({left_out} more from those left out)" if left_out else "")
         )
         for f, d in r["families"].items():
             if d.get("error") is None:
-                print(f"{f:>10}: no answers yet")
+                print(f"{f:>10}: " + ("no answers from a rater counted" if left_out else "no answers yet"))
                 continue
             lo, hi = d["ci95"]
             print(
@@ -451,12 +455,21 @@ def cmd_judge(args) -> int:
         if r["real"]["error"] is not None:
             print(f"{'real':>10}: called generated {100 * r['real']['error']:.1f}%")
         alpha = r["agreement"]["krippendorff_alpha"]
-        agree = f"Krippendorff's alpha {alpha:.3f}" if alpha == alpha else "too few ratings"
+        agree = (
+            f"Krippendorff's alpha {alpha:.3f}" if alpha is not None and alpha == alpha else "too few ratings"
+        )
         print(f"agreement: {agree}")
         if r["pairwise"]:
             ranked = sorted(r["pairwise"]["families"].items(), key=lambda kv: -kv[1]["theta"])
             print("pairwise (Bradley-Terry): " + " > ".join(f"{f} {v['theta']:+.2f}" for f, v in ranked))
         print(f"results: {path}")
+        report = Path(params.run.runs_dir) / "report" / "index.html"
+        if report.exists():  # its "Human evaluation" section shows the latest study: built again
+            from genzoo.tasks.report import build_report
+
+            with _holding(params):
+                build_report(params)
+            print(f"report: {report}")
     return 0
 
 

@@ -1,6 +1,6 @@
 // genzoo judge: the rating page. The server holds the state: the next unanswered trial,
 // the progress; every answer is posted the moment it is given (a retry is harmless: the
-// server keeps the first answer to a trial).
+// server keeps the first answer to a trial; a refusal, 4xx, is shown and not sent again).
 "use strict";
 (function () {
   const token = document.body.dataset.token;
@@ -33,15 +33,23 @@
     });
   }
 
+  class Refused extends Error {}
+
   async function call(path, body) {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = await fetch(api + path, body ? {method: "POST", headers: {"Content-Type": "application/json"},
                                                   body: JSON.stringify(body)} : {});
+        if (r.status >= 400 && r.status < 500) {  // refused, not lost: sending it again cannot help
+          const why = (await r.json().catch(() => ({}))).detail;
+          throw new Refused("The server refused this (" + r.status + (typeof why === "string" ? ": " + why : "")
+                            + "). Reload the page; if it happens again, ask for a new link.");
+        }
         if (!r.ok) throw new Error("the server said " + r.status);
         document.getElementById("error").textContent = "";
         return await r.json();
       } catch (e) {  // a restarting server: keep the answer and try again
+        if (e instanceof Refused) { document.getElementById("error").textContent = e.message; throw e; }
         document.getElementById("error").textContent = "Saving... (" + e.message + "), retrying";
         if (attempt > 30) throw e;
         await new Promise(res => setTimeout(res, 500));

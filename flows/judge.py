@@ -11,11 +11,13 @@ loopback needs ``--allow-remote`` (put it behind a TLS proxy: the links are the 
 """
 
 import logging
+import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,11 +36,14 @@ HEADERS = {  # nothing loads from elsewhere, no page embeds this one, links leak
 }
 
 
+MAX_ID = 2**31 - 1  # a row id of both databases' INTEGER (a larger one was a 500 from SQLite)
+
+
 class Answer(BaseModel):
     """One answer as the page posts it; anything else is refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
-    trial: int = Field(ge=1)
+    trial: int = Field(ge=1, le=MAX_ID)
     answer: Literal["real", "generated", "left", "right"]
     ms: int = Field(ge=0, le=3_600_000)  # time from the image shown to the answer
 
@@ -76,7 +81,9 @@ def app(url: str) -> FastAPI:
     @web.get("/r/{token}", response_class=HTMLResponse)
     def rating_page(token: str) -> HTMLResponse:
         r = rater(token)
-        return HTMLResponse(page.render(rater=r.name, study=r.study, token=token))
+        source = (r.data or "").partition(":")[0]
+        real = judge.REAL_IMAGES.get(source, "real images")
+        return HTMLResponse(page.render(rater=r.name, study=r.study, token=token, real=real))
 
     @web.get("/api/{token}/next")
     def next_trial(token: str) -> dict:
@@ -94,7 +101,7 @@ def app(url: str) -> FastAPI:
         return stored | judge.progress(eng, r)
 
     @web.get("/img/{token}/{item}.png")
-    def image(token: str, item: int) -> Response:
+    def image(token: str, item: Annotated[int, PathParam(ge=1, le=MAX_ID)]) -> Response:
         png = judge.image_for(eng, rater(token), item)
         if png is None:
             raise HTTPException(403, "not your image")
@@ -116,5 +123,13 @@ def serve(url: str, host: str = "127.0.0.1", port: int = 8400, allow_remote: boo
             "--allow-remote (and serve them behind HTTPS: each link is its rater's password)"
         )
     web = app(url)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:  # as uvicorn binds
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UsageError(
+                f"--port {port}: cannot listen on {host} ({e.strerror}); choose another --port"
+            ) from None
     print(f"genzoo judge: rating pages on http://{local(host)}:{port}/r/<token>", flush=True)
     uvicorn.run(web, host=host, port=port, log_level="warning", access_log=False)

@@ -398,17 +398,28 @@ class Rater:
     id: int
     name: str
     study: str
+    data: str | None = None  # the study's data.source: what the real images are
+
+
+# What the rating page calls the real images, by data source (others: "real images"); never
+# the path of a user's own files
+REAL_IMAGES = {
+    "digits": "real handwritten digits",
+    "mnist": "real handwritten digits",
+    "fashion_mnist": "real photographs of clothes and shoes",
+    "cifar10": "real photographs",
+}
 
 
 def rater_for(eng: sa.Engine, token: str) -> Rater | None:
     """The rater holding ``token`` (None for an unknown one)."""
     with eng.connect() as c:
         row = c.execute(
-            sa.select(raters.c.id, raters.c.name, studies.c.name.label("study"))
+            sa.select(raters.c.id, raters.c.name, studies.c.name.label("study"), studies.c.config)
             .join(studies, studies.c.id == raters.c.study_id)
             .where(raters.c.token_sha256 == token_hash(token))
         ).first()
-    return Rater(row.id, row.name, row.study) if row else None
+    return Rater(row.id, row.name, row.study, json.loads(row.config).get("data")) if row else None
 
 
 def _snapshot(eng: sa.Engine) -> sa.Connection:
@@ -609,6 +620,7 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
             "excluded_attention": len(failed),
         },
         "answers": len(single),
+        "answers_left_out": len(rows) - len(kept),  # by raters who failed an attention check
         "median_ms": float(np.median([r["ms"] for r in kept])) if kept else None,
         "families": out_f,
         "real": {"error": float(wrong[real].mean()) if real.any() else None, "n": int(real.sum())},
@@ -633,6 +645,18 @@ def against_metrics(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: JSON has no NaN (Krippendorff's
+    alpha of answers that never vary is undefined), and a reader other than Python's refuses it."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def results_path(params: Params, name: str) -> Path:
     return evaluation_dir(params) / "human" / f"{name}.json"
 
@@ -648,9 +672,9 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
             raise StudyError(f"no study in {_safe(url)} (genzoo judge create)")
     cfg, rows = answers_of(eng, name)
     figures = score(cfg, rows, reps=reps, seed=int(cfg["seed"]))
-    figures["metrics"] = against_metrics(params, figures)
+    figures = _json_safe(figures | {"metrics": against_metrics(params, figures)})
     path = results_path(params, name)
-    atomic_write_text(path, json.dumps(figures, indent=2))
+    atomic_write_text(path, json.dumps(figures, indent=2, allow_nan=False))
     for f, d in figures["families"].items():
         if d.get("error") is not None:
             numbers = {

@@ -170,6 +170,9 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     capsys.readouterr()
     assert cli.main([*base, "--families", "gan", "--name", "taken"]) == 2
     assert "study 'taken' already exists" in capsys.readouterr().err
+    for n in ("0", "-1"):  # (made no rater and said so with exit code 0)
+        assert cli.main(["judge", "add-rater", "taken", "--n", n, *base[2:]]) == 2
+        assert f"--n: expected an integer >= 1, got {n}" in capsys.readouterr().err
     assert cli.main(["judge", "results", "nosuch", "--params", str(tmp / "params.yaml"), "--db", db]) == 2
     assert "no study 'nosuch' (studies: taken)" in capsys.readouterr().err
     eng = sa.create_engine(db)
@@ -547,9 +550,53 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
         {"trial": mine_trial, "answer": "<b>", "ms": 1},
         {"trial": mine_trial, "answer": "real", "ms": -1},
         {"trial": mine_trial, "answer": "real", "ms": 1, "x": 1},
+        {"trial": 10**23, "answer": "real", "ms": 1},  # beyond the databases' integers: was a 500
     ):
         assert _status(f"{b}/api/{mine}/answer", bad) == 422
+    assert _status(f"{b}/img/{mine}/{10**23}.png") == 422
     assert _stored(url, mine) == {}
+    # a refused answer is shown and not sent again (it was retried 31 times as "Saving...")
+    page, posted = browser.new_page(), []
+    page.route(
+        "**/answer", lambda route: (posted.append(1), route.fulfill(status=403, body='{"detail": "x"}'))
+    )
+    page.goto(f"{b}/r/{mine}")
+    page.wait_for_function(
+        "() => document.body.dataset.ready !== undefined"
+    )  # (a bare expression: eval, refused by the CSP)
+    page.click("#real")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('refused')")
+    page.wait_for_timeout(1500)  # three retries' time
+    assert posted == [1] and "The server refused this (403: x)" in page.inner_text("#error")
+    page.close()
+    # the page says what the real images are, by source, never a user's path
+    page = browser.new_page()
+    page.goto(f"{b}/r/{mine}")
+    assert "Some images are real handwritten digits," in page.inner_text("body")
+    with eng.begin() as c:
+        cfg = json.loads(
+            c.execute(sa.select(judge.studies.c.config).where(judge.studies.c.name == "locked")).scalar()
+        )
+        c.execute(sa.update(judge.studies).where(judge.studies.c.name == "locked")
+                  .values(config=json.dumps(cfg | {"data": "npz:/home/me/secret.npz"})))  # fmt: skip
+    page.goto(f"{b}/r/{mine}")
+    text = page.inner_text("body")
+    assert "Some images are real images," in text and "secret" not in text and "digits" not in text
+    page.close()
+    # a port taken: one line, exit code 2, before the rating-page line
+    args = [
+        "judge",
+        "serve",
+        "--port",
+        str(server.port),
+        "--db",
+        url,
+        "--params",
+        str(project[0] / "params.yaml"),
+    ]
+    assert cli.main(args) == 2
+    out = capsys.readouterr()
+    assert f"--port {server.port}: cannot listen on 127.0.0.1" in out.err and "rating pages" not in out.out
     # markup in a rater's name is shown as text
     (named,) = [judge.add_rater(url, "locked", '<img src=x onerror="document.title=1">')["token"]]
     page = browser.new_page()

@@ -3,9 +3,11 @@ real (tiny) trained and evaluated families, opened in headless Chromium."""
 
 import json
 import os
+import re
 import shutil
 
 import pytest
+import yaml
 
 from genzoo.tasks.config import validate
 from genzoo.tasks.detect import run_benchmark
@@ -351,6 +353,50 @@ def test_report_renders_in_headless_chromium(evaluated):
                        "Trade-offs: measured vs the textbook", "Latent space",
                        "Does synthetic data help a classifier?", "Anomaly detection by likelihood",
                        "Plots"]  # fmt: skip
+
+
+def test_judge_results_rebuild_the_report_in_json_any_parser_reads(evaluated, capsys, restore_logging):
+    """`genzoo judge results` builds the report again (it left the old one, without the study);
+    a study whose every rater failed an attention check writes JSON a strict parser reads
+    (Krippendorff's alpha undefined: null, not NaN) and says where its answers went."""
+    from genzoo.flows import cli
+    from genzoo.tasks import judge
+
+    tmp, params = evaluated
+    pfile = tmp / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp, steps=5, families=["pixelcnn", "vae", "gan"])))
+    build_report(params)
+    url = f"sqlite:///{tmp / 'studies.db'}"
+    req = judge.request(params, url, name="careless", families=["gan"], per_family=2, attention=1, raters=1)
+    (token,) = [r["token"] for r in judge.create(params, url, req)["raters"]]
+    eng = judge.engine(url)
+    rater = judge.rater_for(eng, token)
+    while trial := judge.progress(eng, rater)["trial"]:  # everything called real, noise included
+        judge.answer(eng, rater, trial["id"], "real" if trial["mode"] == "single" else "left", 700)
+    path = tmp / "runs" / "evaluation" / "human" / "careless.json"
+    try:
+        assert (
+            cli.main(["judge", "results", "careless", "--reps", "50", "--params", str(pfile), "--db", url])
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert re.search(
+            r"0 raters counted, 1 left out \(attention checks\), 0 answers \(5 more from those", out
+        )
+        assert "gan: no answers from a rater counted" in out and "too few ratings" in out
+        assert f"report: {tmp / 'runs' / 'report' / 'index.html'}" in out
+
+        def refuse(name):
+            raise ValueError(f"{name} in {path}")
+
+        figures = json.loads(path.read_text(), parse_constant=refuse)
+        assert figures["agreement"]["krippendorff_alpha"] is None and figures["answers_left_out"] == 5
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "<h2>Human evaluation</h2>" in html and "<code>careless</code>" in html
+        assert "Krippendorff&#39;s alpha): —." in html or "Krippendorff's alpha): —." in html
+    finally:
+        path.unlink(missing_ok=True)
+        build_report(params)
 
 
 def test_a_human_study_sits_beside_the_metrics(evaluated):
