@@ -135,7 +135,11 @@ def cmd_run(args) -> int:
     prefect_ready = temporary_server()  # starts while the imports and checks below run
     from genzoo.flows.pipeline import pipeline
 
-    if not (args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS")):
+    if address := args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS"):
+        from genzoo.flows.cluster import check_reachable
+
+        check_reachable(address)  # the flow checks it too; here it fails before Prefect starts
+    else:
         _check_device(params)  # a local Ray trains here; a cluster's workers have their own devices
     if params.run.track:  # the flow checks it too; here it fails before Prefect and Ray start
         from genzoo.tasks import tracking
@@ -742,14 +746,15 @@ CHATTY = (
 class ConsoleFormatter(logging.Formatter):
     """``12:01:02 train-vae        vae: step 150/600 (25%) ...``: the stage a line comes from
     (the Prefect task run, else the flow, else the logger) in front, the level only when it
-    is a warning or worse."""
+    is a warning or worse; the traceback of a bug, not of a user's mistake (a bad address, a
+    missing file: the command's last line says it, as for errors raised before the flow)."""
 
     def format(self, record: logging.LogRecord) -> str:
         where = getattr(record, "task_run_name", None) or getattr(record, "flow_name", None)
         where = where or record.name.removeprefix("genzoo.")
         level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
         text = f"{self.formatTime(record, '%H:%M:%S')} {where:<22} {level}{record.getMessage()}"
-        if record.exc_info:
+        if record.exc_info and user_error(record.exc_info[1]) is None:
             text += "\n" + self.formatException(record.exc_info)
         return text
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback
 from genzoo.tasks.config import Params
-from genzoo.tasks.errors import GenzooError
+from genzoo.tasks.errors import GenzooError, Unreachable
 
 log = logging.getLogger("genzoo.cluster")
 
@@ -135,6 +135,42 @@ def local_ray_env():
         Config.initialize("")
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, naming the address, when nothing listens at a Ray cluster's ``host:port``
+    (or ``ray://host:port``): ``ray.init`` would wait for it for minutes, printing only Ray's
+    reconnect warnings. ``auto`` and ``local`` are Ray's to resolve."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or address in ("auto", "local"):
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise Unreachable(
+            f"Ray cluster at {address}: nothing answers there ({e.strerror or e}); start it "
+            "(`ray start --head`, see README: On a cluster) or leave out --ray-address / RAY_ADDRESS / "
+            "ray.address for a local Ray"
+        ) from None
+
+
+def _join(address: str) -> None:
+    """``ray.init`` on the cluster at ``address``; a refusal as one error that says what to do."""
+    import ray
+
+    check_reachable(address)
+    try:
+        ray.init(address=address, namespace="genzoo", log_to_driver=False)
+    except ConnectionError as e:
+        hint = ""
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one
+            hint = (
+                "; a cluster with token authentication (what `ray start` sets up from Ray 2.59) admits "
+                "only clients with RAY_AUTH_MODE=token and its token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
+            )
+        raise Unreachable(
+            f"Ray cluster at {address}: could not join ({str(e).splitlines()[0]}){hint}"
+        ) from None
+
+
 @contextmanager
 def connected(params: Params, address: str | None = None):
     """Join the cluster at ``address`` / ``ray.address`` / ``RAY_ADDRESS``, else start a local
@@ -146,7 +182,7 @@ def connected(params: Params, address: str | None = None):
         return
     address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, namespace="genzoo", log_to_driver=False)
+        _join(address)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
         try:
             yield ray

@@ -201,6 +201,10 @@ CASES = {
         lambda w: ["run", *_p(w, "--families", "vae", "-o", "run.device=cuda:99")],
         "run.device=cuda:99",
     ),
+    "ray-address-nothing-there": (  # ray.init waited for minutes, printing only Ray's warnings
+        lambda w: ["run", *_p(w, "--families", "vae", "--ray-address", f"127.0.0.1:{free_port()}")],
+        ": nothing answers there (Connection refused); start it (`ray start --head`",
+    ),
     "safetensors-is-a-pickle": (
         lambda w: [
             "sample",
@@ -587,3 +591,36 @@ def test_a_folder_of_grey_and_rgb_images_fails_clearly_unless_data_channels_says
     assert grey.images[:2, 0, 0, 0].tolist() == [100, round(0.299 * 200 + 0.587 * 100)]
     rgb = load_folder_source(tmp_path, None, channels=3)
     assert rgb.images.shape == (4, 3, 4, 4) and rgb.images[:2, :, 0, 0].tolist() == [[100] * 3, [200, 100, 0]]
+
+
+def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(monkeypatch, capsys):
+    """Ray's own failure to join a cluster with token authentication (20 s of InvalidAuthToken
+    warnings, then "Failed to connect to Ray cluster at <its address>" and a traceback) is one
+    error naming the address and RAY_AUTH_MODE=token; the console shows no traceback for it."""
+    import ray
+
+    from genzoo.flows import cluster
+    from genzoo.tasks.errors import Unreachable
+
+    def refused(**kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6395")
+
+    with socket.socket() as listening:  # something answers at the address: the join itself fails
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        monkeypatch.setattr(ray, "init", refused)
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        with pytest.raises(Unreachable) as e:
+            cluster._join(address)
+    said = str(e.value)
+    assert said.startswith(f"Ray cluster at {address}: could not join (Failed to connect to Ray cluster at ")
+    assert "admits only clients with RAY_AUTH_MODE=token and its token" in said
+    record = logging.LogRecord("prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception", None,
+                               (Unreachable, e.value, e.value.__traceback__))  # fmt: skip
+    assert "Traceback" not in cli.ConsoleFormatter().format(record)
+    try:
+        raise KeyError("a bug")
+    except KeyError as bug:
+        record.exc_info = (KeyError, bug, bug.__traceback__)
+    assert "Traceback" in cli.ConsoleFormatter().format(record)  # a bug's traceback is still shown
