@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -282,6 +283,12 @@ def test_progress_reaches_the_driver_and_a_lost_board_never_fails_a_training(loc
         line = cluster.progress_line("vae", row)
         assert re.fullmatch(r"vae: step 150/400 \(38%\), neg_elbo 41\.25, [\d.]+ steps/s, ETA 0:0\d", line)
         assert ray.get(board.read.remote("gan"), timeout=30) is None
+        report.on_end(SimpleNamespace(steps=400))  # minutes of scoring may follow: said
+        row = ray.get(board.read.remote("vae"), timeout=30)
+        assert cluster.progress_line("vae", row) == (
+            "vae: trained (400 steps); measuring its test likelihood and sampling speed"
+        )
+        assert cluster.ReportProgress(board, "gan").scored == "sampling speed"  # no likelihood
     report.on_log(200, {"neg_elbo": 40.0})  # the board (the driver) is gone: training goes on
 
 
