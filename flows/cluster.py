@@ -497,8 +497,8 @@ class ReportProgress(Callback):
 
         self.board, self.family = board, family
         cls = models.REGISTRY.get(family)
-        self.scored = "test likelihood and sampling speed" if cls and issubclass(
-            cls, (ExactLikelihood, LikelihoodBound)) else "sampling speed"  # fmt: skip
+        likelihood = cls is not None and issubclass(cls, (ExactLikelihood, LikelihoodBound))
+        self.scored = "test likelihood and sampling speed" if likelihood else "sampling speed"
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.t0, self.start, self.steps = time.monotonic(), info.get("start_step", 0), info["steps"]
