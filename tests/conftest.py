@@ -137,57 +137,12 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-_SESSION_SERVER: list[subprocess.Popen] = []
-
-
-def pytest_configure(config):
-    """One Prefect server for the whole session, as a user with `prefect server start` has one
-    (``PREFECT_API_URL``): every flow the tests run, in a test worker or in a `genzoo` process,
-    talks to it instead of starting a temporary server of its own (3.5-10 core-seconds each on
-    2 cores). Started by the controlling process only: xdist's workers and every process the
-    tests start inherit its address. The temporary-server path itself is tested where it is
-    the point (test_temporary_server.py, the console-script run in test_e2e.py, make serve)."""
-    if hasattr(config, "workerinput") or os.environ.get("PREFECT_API_URL"):
-        return
-    import socket
-    import time
-
-    from genzoo.flows.serve import _TEMPORARY, healthy
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # its own session, outliving no one: it exits when this process is gone (_TEMPORARY)
-    proc = subprocess.Popen([sys.executable, "-c", _TEMPORARY, str(port)], stdout=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while not healthy(api):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            return  # every flow starts its own, as without this
-        time.sleep(0.1)
-    _SESSION_SERVER.append(proc)
-    os.environ["PREFECT_API_URL"] = api
-    os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to one
-
-
-def without_session_server(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for a `genzoo` process that starts its own temporary Prefect server, as on a
-    machine with no Prefect configured."""
-    return {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_URL")}
-
-
 def pytest_unconfigure(config):
     # Prefect stops its temporary server at interpreter exit and logs it to a console pytest
     # has closed by then; that log line is not worth a traceback
     import logging
 
     logging.raiseExceptions = False
-    for proc in _SESSION_SERVER:
-        from genzoo.flows.serve import stop
-
-        stop(proc)
 
 
 def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, detect: bool = False):

@@ -15,7 +15,7 @@ import yaml
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
-from tests.conftest import tiny_params, without_session_server
+from tests.conftest import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -165,9 +165,8 @@ def test_same_source_path_with_other_content_is_not_a_stale_hit(tmp_path):
     assert read_json(model)["data_sha256"] != before and up_to_date(params, "gan") is not None
 
 
-def _cli(*args, cwd, check=True, own_prefect=False):
+def _cli(*args, cwd, check=True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env = without_session_server(env) if own_prefect else env
     r = subprocess.run(
         [str(BIN / "genzoo"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
@@ -234,10 +233,7 @@ def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     raw = tiny_params(tmp_path, steps=4)
     raw["ray"] = {"num_cpus": 2, "object_store_mb": 75}
     pfile.write_text(yaml.safe_dump(raw))
-    # as on a machine with no Prefect set up: the run starts its own temporary server
-    r = _cli(
-        "run", "--params", str(pfile), "--families", "realnvp,gan", "--json", cwd=tmp_path, own_prefect=True
-    )
+    r = _cli("run", "--params", str(pfile), "--families", "realnvp,gan", "--json", cwd=tmp_path)
     # the console: each stage's start and end, no HTTP request lines of Prefect's client
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +started$", r.stderr, re.M), r.stderr
     assert re.search(r"^\d\d:\d\d:\d\d train-gan +done in [\d.]+ s$", r.stderr, re.M), r.stderr
