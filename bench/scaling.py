@@ -38,7 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import ROOT, machine  # noqa: E402
 
-FAMILIES = ["pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+from genzoo import models  # noqa: E402
+
+FAMILIES = list(models.REGISTRY)  # the shipped five and any family added to the registry
 STAGES = ["prepare", "near-copy check", "nearest-neighbour figures", "PCA + KDE fit"]
 
 

@@ -499,7 +499,7 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one family (or --all) on the prepared data")
     _common(p)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--family", help="family to train: pixelcnn, realnvp, vae, gan or ddpm")
+    g.add_argument("--family", help="family to train (genzoo families lists them)")
     g.add_argument("--all", action="store_true", help="train every family in params.yaml, one after another")
     p.set_defaults(fn=cmd_train)
 
@@ -599,7 +599,9 @@ def _detect_parser(sub) -> None:
     p = sub.add_parser("detect", help="flag anomalous images by likelihood under a trained family")
     _common(p)
     p.add_argument("path", nargs="?", help="an .npz (key images), an image file or a folder of images")
-    p.add_argument("--family", required=True, help="pixelcnn, realnvp (exact), vae or ddpm (bound)")
+    p.add_argument(
+        "--family", required=True, help="a family with a likelihood, exact or a bound (genzoo families)"
+    )
     p.add_argument("--quantile", type=float, default=0.99,
                    help="threshold: this quantile of the validation scores (default 0.99)")  # fmt: skip
     p.add_argument("--out", help="also write every score as JSON here")

@@ -89,7 +89,10 @@ def _model(params: Params, family: str) -> GenerativeModel:
         )
     net = models.load(path)
     if not isinstance(net, ExactLikelihood | LikelihoodBound):
-        raise ValueError(f"{family} has no likelihood to score with (use pixelcnn, realnvp, vae or ddpm)")
+        scorable = [
+            f for f, c in sorted(models.REGISTRY.items()) if issubclass(c, ExactLikelihood | LikelihoodBound)
+        ]
+        raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
     return net
 
 

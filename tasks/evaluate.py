@@ -325,7 +325,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     lat, strips = latent.figures(
         gen, net, xt, yt, real["test"], pairs=params.evaluate.latent_pairs, seed=params.seed
     )
-    why = None if lat else f"{family}: no latent space (autoregressive)"
+    why = None if lat else f"{family}: no latent space (no encode or decode)"
     latent.save_strips(out / "latent.npz", strips, why)
     result = {
         "family": family,

@@ -12,8 +12,10 @@ SPECS = [DataSpec(1, 8, 8, 17, 10), DataSpec(3, 7, 9, 256, 3)]
 
 
 def make(family, spec, tiny):
+    """``family`` at its tiny size (tests/conftest.py ``TINY``); a family added without one is
+    built with its defaults, so the contract covers it before it has a tiny size."""
     torch.manual_seed(0)
-    return models.build(family, spec, tiny[family])
+    return models.build(family, spec, tiny.get(family, {}))
 
 
 def batch(spec, n=6, seed=0):
@@ -23,8 +25,8 @@ def batch(spec, n=6, seed=0):
     return x, y
 
 
-def test_registry_has_the_five_families():
-    assert set(FAMILIES) == {"pixelcnn", "realnvp", "vae", "gan", "ddpm"}
+def test_registry_holds_the_five_shipped_families():
+    assert {"pixelcnn", "realnvp", "vae", "gan", "ddpm"} <= set(FAMILIES)  # and any a user adds
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["digits8x8", "rgb7x9"])
@@ -92,14 +94,14 @@ def test_capability_shapes(family, spec, tiny):
     model = make(family, spec, tiny).eval()
     x, y = batch(spec, n=3)
     caps = capabilities(model)
-    expected = {
+    shipped = {
         "pixelcnn": ["log_prob"],
         "realnvp": ["log_prob", "encode", "decode"],
         "vae": ["elbo", "encode", "decode"],
         "gan": ["decode"],
         "ddpm": ["elbo", "encode", "decode"],
-    }[family]
-    assert caps == expected
+    }
+    assert caps == shipped.get(family, caps)  # an added family: whatever it offers, checked below
     with torch.no_grad():
         if isinstance(model, ExactLikelihood):
             for yy in (y, None):

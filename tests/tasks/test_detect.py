@@ -105,7 +105,9 @@ def test_detect_reads_npz_and_folders_in_any_size_and_flags_noise(trained, tmp_p
 
 def test_bad_requests_fail_clearly(trained, tmp_path):
     tmp, params = trained
-    with pytest.raises(ValueError, match="gan has no likelihood"):
+    with pytest.raises(
+        ValueError, match=r"gan has no likelihood to score with \(use ddpm, pixelcnn, realnvp, vae\)"
+    ):
         detect(params, "gan", tmp_path)
     with pytest.raises(ValueError, match="not in params"):
         detect(params, "vae", tmp_path)
