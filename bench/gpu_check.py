@@ -88,7 +88,8 @@ def best_batch(family, spec, net, x, y, *, batches, steps, device) -> tuple[int,
         finally:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        say(f"  {family} batch {b}: {rate:,.0f} images/s, peak {peak:,.0f} MB")
+        memory = f"{peak:,.0f} MB" if peak == peak else "not measured (no CUDA)"
+        say(f"  {family} batch {b}: {rate:,.0f} images/s, peak {memory}")
         if rate < best_rate * 1.1:  # throughput no longer grows: the GPU is full
             break
         best, best_rate = b, rate
@@ -123,7 +124,8 @@ def concurrent_vs_sequential(jobs, *, steps, device, gpus: float) -> dict[str, f
         t0 = time.perf_counter()
         done = ray.get([task.remote(*job, steps, device) for job in jobs])
         par = time.perf_counter() - t0
-        say(f"  all at once: {par:.1f} s on GPU ids {sorted({str(d['gpus']) for d in done})}")
+        ids = sorted({int(i) for d in done for i in d["gpus"]})
+        say(f"  all at once: {par:.1f} s on Ray's GPU ids {', '.join(map(str, ids)) or 'none'}")
     finally:
         ray.shutdown()
     images = sum(job[5] * steps for job in jobs)

@@ -23,12 +23,13 @@ def test_gpu_check_dry_run_prints_every_step_as_it_goes():
         "device cpu (dry run)",
         "1. batch size that fills the GPU",
         "vae batch 8:",
+        "peak not measured (no CUDA)",  # not "peak nan MB"
         "gan: best batch",
         "2. bf16 autocast and torch.compile",
         "vae: fp32",
         "3. all 2 families at once on one GPU",
         "one after another:",
-        "all at once:",
+        "s on Ray's GPU ids 0\n",  # not "['[0]']"
         "(target 3x)",
         "| vae | ",
         "done",
