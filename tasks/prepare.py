@@ -241,8 +241,9 @@ def _labelled(images: np.ndarray, labels: np.ndarray, where: tuple[Path, Path], 
                         "labels; are the image and label files swapped?")  # fmt: skip
     if len(images) != len(labels):
         raise DataError(f"{xs} holds {len(images)} images but {ys} {len(labels)} labels")
-    if labels.size and int(labels.max()) >= classes:
-        i = int(np.argmax(labels >= classes))
+    bad = (labels < 0) | (labels >= classes)
+    if bad.any():
+        i = int(np.argmax(bad))
         raise DataError(f"{ys}: label {int(labels[i])} at index {i} is not a class (0..{classes - 1})")
 
 

@@ -236,6 +236,9 @@ def test_cifar_batches_are_read_and_pickled_code_is_refused(tmp_path):
     (folder / "data_batch_2").write_bytes(pickle.dumps(short))
     with pytest.raises(DataError, match="data_batch_2 holds 4 images but .*data_batch_2 3 labels"):
         load_torchvision_source("cifar10", tmp_path / "raw")
+    (folder / "data_batch_2").write_bytes(pickle.dumps(short | {b"labels": [0, 1, -1, 2]}))
+    with pytest.raises(DataError, match=r"data_batch_2: label -1 at index 2 is not a class \(0..9\)"):
+        load_torchvision_source("cifar10", tmp_path / "raw")
     (folder / "data_batch_2").write_bytes(good)
 
     class Payload:
