@@ -492,12 +492,10 @@ class ReportProgress(Callback):
     board. Fire and forget: a board that is gone (the driver died) never fails the training."""
 
     def __init__(self, board: Any, family: str):
-        from genzoo import models
-        from genzoo.models.base import ExactLikelihood, LikelihoodBound
+        from genzoo.models.base import ExactLikelihood, LikelihoodBound, families_with
 
         self.board, self.family = board, family
-        cls = models.REGISTRY.get(family)
-        likelihood = cls is not None and issubclass(cls, (ExactLikelihood, LikelihoodBound))
+        likelihood = family in families_with(ExactLikelihood | LikelihoodBound)
         self.scored = "test likelihood and sampling speed" if likelihood else "sampling speed"
 
     def on_start(self, info: dict[str, Any]) -> None:

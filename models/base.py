@@ -268,6 +268,13 @@ def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     return cls
 
 
+def families_with(*protocols: Any) -> list[str]:
+    """The registered families (sorted) whose class implements every one of ``protocols``
+    (a union, ``ExactLikelihood | LikelihoodBound``, for either): what a message lists as the
+    families that can, a family a user adds among them."""
+    return sorted(f for f, cls in REGISTRY.items() if all(issubclass(cls, p) for p in protocols))
+
+
 def get_family(name: str) -> type[GenerativeModel]:
     try:
         return REGISTRY[name]

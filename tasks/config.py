@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from genzoo.models import REGISTRY, get_family
-from genzoo.models.base import DataSpec, NetConfig, by_pixels
+from genzoo.models.base import DataSpec, ExactLikelihood, LikelihoodBound, NetConfig, by_pixels, families_with
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
 from genzoo.models.judges import JudgesConfig
@@ -516,9 +516,8 @@ def validate(raw: dict[str, Any]) -> Params:
                 f" ({', '.join(params.models)})"
             )
     for family in params.detect.families:
-        cls = REGISTRY.get(family)
-        if cls is None or not (hasattr(cls, "log_prob") or hasattr(cls, "elbo")):
-            with_likelihood = [f for f, c in REGISTRY.items() if hasattr(c, "log_prob") or hasattr(c, "elbo")]
+        with_likelihood = families_with(ExactLikelihood | LikelihoodBound)
+        if family not in with_likelihood:
             errors.append(
                 f"detect.families: {family} has no likelihood; choose from {', '.join(with_likelihood)}"
             )

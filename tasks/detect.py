@@ -89,9 +89,7 @@ def _model(params: Params, family: str) -> GenerativeModel:
         )
     net = models.load(path)
     if not isinstance(net, ExactLikelihood | LikelihoodBound):
-        scorable = [
-            f for f, c in sorted(models.REGISTRY.items()) if issubclass(c, ExactLikelihood | LikelihoodBound)
-        ]
+        scorable = models.families_with(ExactLikelihood | LikelihoodBound)
         raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
     return net
 

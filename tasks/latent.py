@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from genzoo.metrics.quality import nearest
-from genzoo.models.base import Decoder, Encoder, atomic_write
+from genzoo.models.base import Decoder, Encoder, atomic_write, families_with
 
 MODES = ("linear", "spherical")
 
@@ -45,20 +45,13 @@ def latent_kind(model) -> str | None:
     return None
 
 
-def _with(protocols: tuple[type, ...]) -> str:
-    """The registered families whose models implement every one of ``protocols``."""
-    from genzoo import models
-
-    return ", ".join(
-        f for f, cls in sorted(models.REGISTRY.items()) if all(issubclass(cls, p) for p in protocols)
-    )
-
-
 def _need(model, kind: str = "decoder") -> None:
     have = latent_kind(model)
     if have is None or (kind == "encoder" and have != "encoder"):
         need = (Encoder, Decoder) if kind == "encoder" else (Decoder,)
-        what = f"{'an encoder' if kind == 'encoder' else 'a latent space'} ({_with(need)})"
+        what = (
+            f"{'an encoder' if kind == 'encoder' else 'a latent space'} ({', '.join(families_with(*need))})"
+        )
         has = {"decoder": "a decoder only (codes -> images), no encoder", None: "none (no encode or decode)"}
         raise ValueError(f"{model.family}: {what} is needed; {model.family} has {has[have]}")
 
