@@ -325,7 +325,10 @@ def atomic_write(path: str | Path, write) -> None:
     the mode a plain write would give it (the umask's), not the temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only folder: named, not the temp file's invented name
+        raise OSError(e.errno, e.strerror, str(path)) from e
     os.close(fd)
     try:
         write(tmp)
@@ -333,6 +336,11 @@ def atomic_write(path: str | Path, write) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk: a write's error names no file; the temp file means nothing to a user
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename in (None, tmp):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -382,7 +390,7 @@ def read_weights(
         if not allow_unhashed:
             raise ValueError(
                 f"{path}: records no sha256 for {weights.name}, so tampered weights would load; "
-                "pass allow_unhashed=True (genzoo: --allow-unhashed) to load it anyway"
+                "pass allow_unhashed=True (on the command line: --allow-unhashed) to load it anyway"
             )
     elif digest != meta["sha256"]:
         raise ValueError(

@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import random
 import time
 from collections import defaultdict
@@ -223,7 +224,8 @@ class Checkpoints:
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """Newest checkpoint whose sha256 matches the index; corrupt ones are reported and
-        skipped. Loaded with ``weights_only=True``: a pickled payload cannot run. Temp files
+        skipped. Loaded with ``weights_only=True``: a pickled payload cannot run, and a file
+        holding one is skipped like a corrupt one (the previous checkpoint, or none). Temp files
         left by a writer that was killed mid-write are removed (they were never indexed)."""
         for stale in self.root.glob(".step-*.tmp"):
             stale.unlink(missing_ok=True)
@@ -242,7 +244,15 @@ class Checkpoints:
                     entry["sha256"][:12],
                 )
                 continue
-            return torch.load(path, map_location=map_location, weights_only=True)
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError) as e:  # pickled objects, not a zip
+                log.error(
+                    "checkpoint %s: refused, it holds more than tensors and plain values (%s; nothing "
+                    "in it was run); falling back to an older checkpoint",
+                    path,
+                    type(e).__name__,
+                )
         return None
 
 

@@ -27,7 +27,7 @@ from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
 from genzoo.tasks.config import Recipe
 from genzoo.tasks.data import read_manifest
-from genzoo.tasks.errors import ModelFileError, ModelNotFound
+from genzoo.tasks.errors import ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
 
 
@@ -97,6 +97,7 @@ def sample_to_file(
     out = Path(out)
     if out.suffix in (".npz", ".png"):
         out = out.with_suffix("")
+    check_output_dir(out.parent, "out")  # a folder it cannot write to: said before the sampling, not after
     x, y = draw(model, n, cls=cls, seed=seed, batch=batch, progress=progress)
     images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()

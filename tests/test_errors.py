@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import socket
 from pathlib import Path
 
@@ -535,6 +536,51 @@ def test_only_a_full_disk_becomes_disk_full(tmp_path):
     )
     assert describe_os_error(eio) is None
     assert describe_os_error(OSError(errno.EIO, "I/O error", "/x")) is None
+
+
+def test_a_failed_atomic_write_names_the_file_it_was_writing_not_its_temp_file(tmp_path, monkeypatch):
+    """A disk that fills during a checkpoint's write said "a write: no space left": the error
+    names the destination (the temp file is gone, the previous file whole); so does a folder
+    that refuses the temp file (a read-only mount named the invented ``.x.npz.r4wivp_t.tmp``)."""
+    from genzoo.models.base import atomic_write, atomic_write_text
+    from genzoo.tasks.errors import describe_os_error
+
+    target = tmp_path / "step-00000008.pt"
+    target.write_bytes(b"previous")
+
+    def full(tmp):
+        Path(tmp).write_bytes(b"\0" * 64)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as e:
+        atomic_write(target, full)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    full_disk = os.strerror(errno.ENOSPC)
+    assert describe_os_error(e.value) == f"{target}: no space left on the device ({full_disk})"
+    assert target.read_bytes() == b"previous" and sorted(tmp_path.iterdir()) == [target]
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".x.npz.r4wivp_t.tmp"))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "x.npz", "")
+    assert e.value.filename == str(tmp_path / "x.npz") and isinstance(e.value, OSError)
+    assert describe_os_error(e.value) == f"{tmp_path / 'x.npz'}: {os.strerror(errno.EROFS)}"
+
+
+def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_sampling(tmp_path, monkeypatch):
+    from genzoo.tasks import sample as sample_task
+    from genzoo.tasks.errors import GenzooError
+
+    def no_draw(*args, **kwargs):
+        raise AssertionError("sampled before checking where the samples go")
+
+    monkeypatch.setattr(sample_task, "draw", no_draw)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(GenzooError, match=re.escape(f"{blocker} exists and is not a folder")):
+        sample_task.sample_to_file(None, 4, blocker / "samples" / "out")
 
 
 def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch, capsys, restore_logging):

@@ -80,20 +80,25 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
+def test_pickle_payload_in_checkpoint_is_refused_and_the_previous_one_used(tmp_path, tiny, caplog):
     class Payload:
         def __reduce__(self):
             return (exec, ("open('%s', 'w').write('pwned')" % (tmp_path / "owned"),))
 
-    path = tmp_path / "step-00000001.pt"
-    path.write_bytes(pickle.dumps({"step": 1, "x": Payload()}))
+    x, y = data()
+    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path, progress=False)
+    path = tmp_path / "step-00000008.pt"  # the newest, swapped for a payload with its sha256 indexed
+    path.write_bytes(pickle.dumps({"step": 8, "x": Payload()}))
     from genzoo.models.base import sha256_file
 
-    (tmp_path / "index.json").write_text(
-        json.dumps([{"step": 1, "file": path.name, "sha256": sha256_file(path)}])
-    )
-    with pytest.raises(pickle.UnpicklingError):
-        Checkpoints(tmp_path).load_latest()
+    index = json.loads((tmp_path / "index.json").read_text())
+    index[-1]["sha256"] = sha256_file(path)
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    assert Checkpoints(tmp_path).load_latest()["step"] == 4
+    assert "step-00000008.pt: refused, it holds more than tensors" in caplog.text
+    assert "weights_only" not in caplog.text  # torch's advice to load it unsafely is not passed on
+    (tmp_path / "index.json").write_text(json.dumps(index[-1:]))  # the payload alone: start afresh
+    assert Checkpoints(tmp_path).load_latest() is None
     assert not (tmp_path / "owned").exists()
 
 
