@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def cmd_run(args) -> int:
         )
     from genzoo.flows.serve import temporary_server
 
+    # no Ray call may start or join a Ray by itself (ray's auto-init): a stage's thread still
+    # waiting as an interrupted run shuts its Ray down would join a stale one, or hang
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     prefect_ready = temporary_server()  # starts while the imports and checks below run
     from genzoo.flows.pipeline import pipeline
 
@@ -155,16 +159,27 @@ def cmd_run(args) -> int:
         if not args.quiet:
             logging.getLogger("genzoo.cluster").setLevel(logging.INFO)  # where the families run
     prefect_ready()
-    # checked above against the params file given, whose profiles may not be the project's
-    # (the flow's pick list): Prefect need not check the parameters again
-    result = pipeline.with_options(validate_parameters=False)(
-        params_file=args.params,
-        families=families,
-        overrides=args.overrides,
-        profile=args.profile,
-        ray_address=args.ray_address,
-        record_dvc=not args.no_dvc,
-    )
+    from genzoo.flows import cluster
+
+    def interrupt(signum, frame):  # Ctrl-C: the Ray tasks cancelled, the waits on them ended
+        cluster.interrupt()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        # checked above against the params file given, whose profiles may not be the project's
+        # (the flow's pick list): Prefect need not check the parameters again
+        result = pipeline.with_options(validate_parameters=False)(
+            params_file=args.params,
+            families=families,
+            overrides=args.overrides,
+            profile=args.profile,
+            ray_address=args.ray_address,
+            record_dvc=not args.no_dvc,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cluster.STOP.clear()
     print(json.dumps(run_summary(result)) if args.json else format_run(result))
     return 0
 
@@ -785,6 +800,14 @@ PREFECT_DEFAULTS = {
 }
 
 
+# what an interrupted command leaves (training checkpoints every train.checkpoint_every steps)
+INTERRUPTED = {
+    "run": "; the families already trained and the others' last checkpoints are kept: the same command "
+    "resumes from them",
+    "train": "; its last checkpoint is kept: the same command resumes from it",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
@@ -796,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet, args.verbose)
     try:
         return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
+        print(f"genzoo {args.command}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
+        return 130
     except Exception as e:
         line = user_error(e)
         if line is None:

@@ -38,6 +38,72 @@ from genzoo.tasks.errors import GenzooError, Unreachable
 
 log = logging.getLogger("genzoo.cluster")
 
+# Ctrl-C on the driver (`genzoo run`'s SIGINT handler calls `interrupt`): the Ray tasks the
+# stages wait on are cancelled and every wait ends within POLL_S, instead of the run waiting
+# out the tasks in Ray's own processes (the keyboard's SIGINT does not reach them) or hanging
+# on a Ray the unwinding driver has already shut down
+STOP = threading.Event()
+POLL_S = 0.5
+_WAITING: set[Any] = set()  # the refs the stages' threads wait on
+_WAITING_LOCK = threading.Lock()
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C) while this thread waited on a Ray task: cancelled."""
+
+
+def interrupt() -> None:
+    """Stop the run: set :data:`STOP` and cancel every task a stage waits on (its worker killed)."""
+    STOP.set()
+    with _WAITING_LOCK:
+        refs = list(_WAITING)
+    for ref in refs:
+        _cancel(ref)
+
+
+def _cancel(ref: Any) -> None:
+    import ray
+
+    if ray.is_initialized():  # never ray's auto-init: it would join whatever Ray it finds, or hang
+        try:
+            ray.cancel(ref, force=True)
+        except Exception as e:  # ended meanwhile, or Ray shutting down: nothing left to stop
+            log.debug("cancelling %s: %s", ref, e)
+
+
+@contextmanager
+def _waiting_on(ref: Any) -> Any:
+    with _WAITING_LOCK:
+        _WAITING.add(ref)
+    try:
+        yield
+    finally:
+        with _WAITING_LOCK:
+            _WAITING.discard(ref)
+
+
+def _quiesce(limit_s: float = 5.0) -> None:
+    """After Ctrl-C, before Ray shuts down: let the stages' threads leave their ``ray.wait``
+    (each ends within POLL_S once :data:`STOP` is set); one still inside it as Ray shuts down
+    never returns, and the task runner would wait on that thread for good."""
+    deadline = time.monotonic() + limit_s
+    while STOP.is_set() and _WAITING and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _ready(ref: Any, timeout: float) -> bool:
+    """Whether ``ref``'s task has ended, waiting at most ``timeout`` s; once :data:`STOP` is
+    set, the task is cancelled and :class:`Interrupted` raised."""
+    import ray
+
+    if STOP.is_set():
+        _cancel(ref)
+        raise Interrupted()
+    if not ray.is_initialized():  # shut down under this wait: only an unwinding driver does that
+        raise Interrupted() if STOP.is_set() else RuntimeError(f"Ray shut down while waiting on {ref}")
+    done, _ = ray.wait([ref], timeout=timeout)
+    return bool(done)
+
 
 def absolute(params: Params) -> Params:
     """``params`` with every path absolute (resolved against the driver's directory)."""
@@ -187,6 +253,7 @@ def connected(params: Params, address: str | None = None):
         try:
             yield ray
         finally:
+            _quiesce()
             ray.shutdown()
         return
     with local_ray_env():
@@ -212,6 +279,7 @@ def connected(params: Params, address: str | None = None):
         try:
             yield ray
         finally:
+            _quiesce()
             ray.shutdown()
 
 
@@ -244,6 +312,9 @@ def get(ref: Any, family: str) -> Any:
     and what to change, as one past its ``memory_mb`` does."""
     import ray
 
+    with _waiting_on(ref):
+        while not _ready(ref, POLL_S):
+            pass
     try:
         return ray.get(ref)
     except ray.exceptions.OutOfMemoryError as e:
@@ -370,6 +441,8 @@ def submit(
     ObjectRef. A dead worker or node is re-run by Ray up to ``ray.max_retries`` times
     (training resumes from its checkpoint, finished work is skipped); an exception is a bug
     or bad input, not Ray's to retry."""
+    if STOP.is_set():  # Ctrl-C: a stage that starts while the run unwinds sends nothing to Ray
+        raise Interrupted()
     res = params.resources(family)
     options: dict[str, Any] = {
         "num_cpus": res.num_cpus,
@@ -416,8 +489,13 @@ class InOrder:
     @contextmanager
     def turn(self, name: str) -> Any:
         before = self.names[: self.names.index(name)] if name in self.names else []
+        deadline = time.monotonic() + self.timeout_s
         with self._changed:
-            if not self._changed.wait_for(lambda: self._done.issuperset(before), self.timeout_s):
+            while not self._done.issuperset(before) and time.monotonic() < deadline:
+                if STOP.is_set():  # Ctrl-C: nothing more goes to Ray
+                    raise Interrupted()
+                self._changed.wait(POLL_S)
+            if not self._done.issuperset(before):
                 log.warning("%s: submitted after waiting %.0f s for %s", name, self.timeout_s,
                             ", ".join(n for n in before if n not in self._done))  # fmt: skip
             self.passed.append(name)
@@ -542,13 +620,16 @@ def wait_reporting(ref: Any, board: Any, family: str, report: Callable[[str], No
     latest progress on ``board`` (when it moved)."""
     import ray
 
-    shown = None
+    shown, due = None, time.monotonic() + every
     while True:
-        done, _ = ray.wait([ref], timeout=every)
-        if done:
-            return get(ref, family)
+        with _waiting_on(ref):
+            if _ready(ref, min(every, POLL_S)):
+                return get(ref, family)
+        if time.monotonic() < due:
+            continue
+        due = time.monotonic() + every
         try:
-            row = ray.get(board.read.remote(family), timeout=every)
+            row = ray.get(board.read.remote(family), timeout=min(every, 5.0))
         except Exception as e:  # a lost board costs the progress lines, never the training
             log.debug("progress of %s unreadable: %s", family, e)
             continue

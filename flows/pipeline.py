@@ -206,9 +206,10 @@ def train_task(
             metrics = cluster.get(ref, family)
         else:
             metrics = cluster.wait_reporting(ref, board, family, logger.info, PROGRESS_EVERY_S)
-    except BaseException:
+    except BaseException as e:
         if c is not None:  # the worker may have died before it could end its run
-            tracking.close_run(c, run_id, "FAILED")
+            stopped = isinstance(e, KeyboardInterrupt) or cluster.STOP.is_set()  # Ctrl-C (Ray may be gone)
+            tracking.close_run(c, run_id, "KILLED" if stopped else "FAILED")
         raise
     logger.info(
         "%s: %d steps in %.1f s on %s%s",
@@ -514,8 +515,8 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
     run_id = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
     try:
         yield run_id
-    except BaseException:
-        c.set_terminated(run_id, "FAILED")
+    except BaseException as e:  # Ctrl-C: KILLED, as MLflow marks a run a user stopped
+        c.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     c.set_terminated(run_id, "FINISHED")
 

@@ -109,8 +109,8 @@ def train_family(
     try:
         cbs = [*callbacks, tracking.MlflowLogger(c, run_id)]
         metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at, final=False)
-    except BaseException:
-        c.set_terminated(run_id, "FAILED")
+    except BaseException as e:  # Ctrl-C, or a Ray task cancelled by one: KILLED, as MLflow marks a stop
+        c.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED")
         raise
     if not metrics.get("complete", True):
         c.set_terminated(run_id, "KILLED")

@@ -281,3 +281,16 @@ def test_a_tracked_command_fails_at_once_when_the_tracking_server_does_not_answe
     assert not (tmp_path / "runs" / "gan").exists() and not (tmp_path / "ckpt").exists()
     with pytest.raises(ConnectionError, match="is unreachable"):  # asked again: a failure is not remembered
         tracking.client()
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_ctrl_c_is_one_line_and_exit_130_not_a_traceback(command, monkeypatch, capsys, restore_logging):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{command}", interrupted)
+    argv = [command, "--family", "vae"] + (["--out", "x"] if command == "sample" else [])
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"genzoo {command}: interrupted" + cli.INTERRUPTED.get(command, "")
+    assert "checkpoint is kept" in cli.INTERRUPTED["train"]

@@ -67,3 +67,70 @@ def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted
     assert c.search_runs([exp], "attributes.status = 'RUNNING'") == []
     killed = c.search_runs([exp], "attributes.status = 'KILLED'")
     assert {r.data.tags.get("mlflow.runName") for r in killed} >= {"pipeline", "vae"}
+
+
+def test_ctrl_c_stops_a_run_of_several_families_at_once_in_one_line(tmp_path):
+    """Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) while two families
+    train: the run ends within seconds, the Ray tasks cancelled (they ran on, or the driver hung
+    waiting on a Ray it had shut down), with one line and exit 130; no MLflow run is left RUNNING
+    and no process of the run is left."""
+    raw = tiny_params(tmp_path, steps=20, families=["gan", "vae"])
+    for f in ("gan", "vae"):
+        raw["models"][f]["train"].update(steps=5000, checkpoint_every=50)
+    raw["run"]["track"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(
+        [str(BIN / "genzoo"), "run", "--params", "params.yaml"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not all(list((tmp_path / "ckpt" / f).glob("*/index.json")) for f in ("gan", "vae")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint of both families in time"
+        time.sleep(0.3)
+    tree = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the driver and what shares its group
+    t0 = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            for pid in [proc.pid, *tree]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130, out + err
+    lines = [x for x in err.splitlines() if x.startswith("genzoo run:")]
+    assert lines == [
+        "genzoo run: interrupted; the families already trained and the others' last checkpoints are kept: "
+        "the same command resumes from them"
+    ], err
+    assert "Traceback" not in err and "steps in" not in out + err, out + err  # no training ran on to its end
+    assert took < 30, f"{took:.1f} s from Ctrl-C to exit"
+    deadline = time.monotonic() + 20  # Ray's daemons go once the driver has shut it down
+    while left := [p for p in tree if Path(f"/proc/{p}").exists() and "zombie" not in _state(p)]:
+        if time.monotonic() > deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"processes of the run left: {left}")
+        time.sleep(0.5)
+    c = tracking.client(uri)
+    exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+    assert c.search_runs([exp], "attributes.status = 'RUNNING'") == []
+    killed = c.search_runs([exp], "attributes.status = 'KILLED'")  # as MLflow marks a run a user stopped
+    assert {r.data.tags.get("mlflow.runName") for r in killed} == {"pipeline", "gan", "vae"}
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "gone zombie"
