@@ -212,11 +212,14 @@ def train_task(
             tracking.close_run(c, run_id, "KILLED" if stopped else "FAILED")
         raise
     logger.info(
-        "%s: %d steps in %.1f s on %s%s",
+        "%s: %d steps in %.1f s on %s%s%s",
         family,
         metrics["steps"],
         metrics["train_seconds"],
         metrics["host"],
+        f" (resumed from its checkpoint at step {metrics['resumed_from']})"
+        if metrics.get("resumed_from")
+        else "",
         f", test {metrics['test_bpd']:.3f} bits/dim ({metrics['bpd_estimator']})"
         if "test_bpd" in metrics
         else "",

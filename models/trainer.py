@@ -131,7 +131,8 @@ class JsonlLogger(Callback):
 @dataclass
 class TrainResult:
     steps: int
-    seconds: float  # wall-clock of this process's training (excludes earlier, resumed runs)
+    seconds: float  # wall-clock of the training: this process's, plus that of the runs it resumed from
+    # (up to the checkpoint it resumed from: a model restored whole from its last checkpoint keeps its time)
     bad_steps: int
     resumed_from: int | None
     last: dict[str, float] = field(default_factory=dict)
@@ -308,6 +309,7 @@ class _TrainState:
     batches: Batches
     bad: int = 0  # non-finite steps skipped so far
     best: dict[str, Any] = field(default_factory=lambda: {"val": math.inf, "step": None, "state": None})
+    seconds_before: float = 0.0  # training time up to the checkpoint this run resumed from
 
     @property
     def judged(self) -> GenerativeModel:
@@ -383,14 +385,17 @@ def _resume(st: _TrainState, saved: dict[str, Any] | None) -> int | None:
     set_rng_state(saved["rng"])
     st.bad = saved["bad_steps"]
     st.best = saved.get("best") or st.best
+    st.seconds_before = float(saved.get("seconds", 0.0))  # (checkpoints older than the field: 0)
     log.info("resumed %s from step %d", st.model.family, saved["step"])
     return saved["step"]
 
 
-def _snapshot(st: _TrainState, step: int) -> dict[str, Any]:
-    """The full state after ``step`` steps, as :func:`_resume` reads it back."""
+def _snapshot(st: _TrainState, step: int, seconds: float) -> dict[str, Any]:
+    """The full state after ``step`` steps, ``seconds`` of training in all, as :func:`_resume`
+    reads it back."""
     return {
         "step": step,
+        "seconds": seconds,
         "bad_steps": st.bad,
         "model": st.model.state_dict(),
         "ema": st.ema.state_dict() if st.ema is not None else None,
@@ -641,7 +646,7 @@ def fit(
                          model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
-            path = ckpts.save(done, _snapshot(st, done))
+            path = ckpts.save(done, _snapshot(st, done, st.seconds_before + time.perf_counter() - t0))
             for cb in callbacks:
                 cb.on_checkpoint(done, path)
         if done == end:
@@ -655,7 +660,7 @@ def fit(
     _require_finite(st, end)  # what fit returns is saved as the model
     result = TrainResult(
         steps=end,
-        seconds=time.perf_counter() - t0,
+        seconds=st.seconds_before + time.perf_counter() - t0,
         bad_steps=st.bad,
         resumed_from=resumed,
         last=last,

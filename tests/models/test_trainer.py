@@ -63,6 +63,19 @@ def test_stop_and_resume_equals_straight_run(family, tiny, tmp_path):
     assert worst == 0.0, f"max |dtheta| = {worst}"
 
 
+def test_a_resumed_training_counts_the_time_before_its_checkpoint(tmp_path, tiny):
+    """A model restored whole from its last checkpoint (a run killed after it) said "8 steps in
+    0.0 s": the checkpoint carries the training time so far, and the resumed run adds its own."""
+    x, y = data()
+    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path, progress=False)
+    before = Checkpoints(tmp_path).load_latest()["seconds"]
+    assert before > 0
+    m = models.build("vae", SPEC, tiny["vae"])
+    _, again = fit(m, x, y, cfg(), checkpoint_dir=tmp_path, progress=False)
+    assert again.resumed_from == 8 and again.steps == 8
+    assert again.seconds >= before
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
     x, y = data()
     m = models.build("vae", SPEC, tiny["vae"])
