@@ -31,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genzoo.models.base import GenerativeModel, atomic_write, atomic_write_text, by_pixels, sha256_file
+from genzoo.models.base import (
+    DataSpec,
+    GenerativeModel,
+    atomic_write,
+    atomic_write_text,
+    by_pixels,
+    sha256_file,
+)
 from genzoo.models.layers import ema_update
 
 log = logging.getLogger("genzoo.trainer")
@@ -79,8 +86,20 @@ class TrainConfig(BaseModel):
         1000,
         gt=0,
         description="validation and test bits/dim on at most this many images of each split "
-        "(a seeded draw, the same every run; null: all): a bound costs the same per image at any size",
+        "(a seeded draw, the same every run; null: all)",
     )
+    likelihood_pixels: int | None = Field(
+        None,
+        gt=0,
+        description="fewer of them for large images: at most this many pixels per split (images x H x W; "
+        "at least 100 images): a bound's cost per image grows with the image; null: likelihood_images",
+    )
+
+    def likelihood_count(self, spec: DataSpec) -> int | None:
+        """Images of a split the validation and test bits/dim are measured on (None: all)."""
+        if self.likelihood_pixels is None:
+            return self.likelihood_images
+        return by_pixels(self.likelihood_images or 2**62, self.likelihood_pixels, spec, 100)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -242,6 +242,13 @@ class DetectParams(_Strict):
     holdout_train: dict[str, Any] = Field(
         default_factory=dict, description="overrides of the train block for the held-out retrainings"
     )
+    likelihood_pixels: int | None = Field(
+        None,
+        gt=0,
+        description="the benchmark scores at most this many pixels of each set (the test split, each "
+        "corruption of it, the photo patches, the validation split for the threshold; images x H x W, "
+        "at least 100 images, a seeded draw); null: every image",
+    )
 
 
 class Recipe(_Strict):

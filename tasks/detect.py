@@ -45,6 +45,7 @@ from genzoo.models.base import (
     GenerativeModel,
     LikelihoodBound,
     atomic_write_text,
+    by_pixels,
     log_likelihoods,
     sha256_file,
 )
@@ -105,9 +106,12 @@ def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray
     return -nats / (net.spec.dims * np.log(2))
 
 
-def calibrate(net: GenerativeModel, params: Params, quantile: float) -> dict[str, Any]:
-    """The threshold: the ``quantile`` of the validation split's scores."""
+def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool = False) -> dict[str, Any]:
+    """The threshold: the ``quantile`` of the validation split's scores (with ``limit``, of at
+    most ``detect.likelihood_pixels`` of its pixels: the benchmark's)."""
     xv, _, _ = load_split(params.data.prepared_dir, "val")
+    if limit:
+        xv = _some(xv, params, net.spec)
     if len(xv) == 0:
         raise DataError(
             f"{params.data.prepared_dir}: the val split is empty; detection calibrates its threshold on it "
@@ -285,6 +289,16 @@ def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
             "steps": meta["steps"]}  # fmt: skip
 
 
+def _some(x: torch.Tensor, params: Params, spec: DataSpec) -> torch.Tensor:
+    """At most ``detect.likelihood_pixels`` pixels of the images ``x`` (at least 100 images): a
+    seeded draw, in the split's order; all of them when they fit (or the cap is off)."""
+    n = by_pixels(len(x), params.detect.likelihood_pixels, spec, 100)
+    if n >= len(x):
+        return x
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(params.seed))[:n]
+    return x[idx.sort().values]
+
+
 def benchmark(params: Params, family: str) -> dict[str, Any]:
     """AUROC / AUPR / FPR@95%TPR of the likelihood, typicality and likelihood-ratio scores:
     the test split (normal) against corrupted test images and photo patches, and each held-out
@@ -293,8 +307,10 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
     torch.set_num_threads(params.threads(family))
     x_train, _, _ = load_split(params.data.prepared_dir, "train")
     xt, _, _ = load_split(params.data.prepared_dir, "test")
+    n_test = len(xt)
+    xt = _some(xt, params, net.spec)  # and each set made from them
     q = params.detect.quantile
-    cal = calibrate(net, params, q)
+    cal = calibrate(net, params, q, limit=True)
     normal = score(net, xt)
     bg = background(x_train, net.spec)
     bg_normal = bg.bits_per_dim(xt)
@@ -305,7 +321,13 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "family": family,
         "estimator": estimator(net),
-        "normal": {"set": "test split", "n": len(xt), "mean_bits_per_dim": float(normal.mean())},
+        "normal": {
+            "set": "test split",
+            "n": len(xt),
+            "of": n_test,
+            "val_n": len(cal["val"]),
+            "mean_bits_per_dim": float(normal.mean()),
+        },  # fmt: skip
         "quantile": q,
         "threshold": cal["threshold"],
         "background": {

@@ -189,7 +189,7 @@ def _train(
     if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
         x_val, y_val = _at_most(
-            *load_split(params.data.prepared_dir, "val")[:2], cfg.likelihood_images, params.seed
+            *load_split(params.data.prepared_dir, "val")[:2], cfg.likelihood_count(spec), params.seed
         )
         val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
     trained, result = train_variant(
@@ -235,7 +235,7 @@ def _train(
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if estimator is not None:  # labels marginalised: the unconditional likelihood
         x_test, _ = _at_most(
-            *load_split(params.data.prepared_dir, "test")[:2], cfg.likelihood_images, params.seed
+            *load_split(params.data.prepared_dir, "test")[:2], cfg.likelihood_count(spec), params.seed
         )
         test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator, test_images=len(x_test))

@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
         block["train"]["lr"] = 3e-3 if fam != "gan" else 1e-3
         block["train"]["log_every"] = 10
     raw["models"]["realnvp"]["train"]["likelihood_images"] = 50  # the others: the whole test split
+    raw["models"]["pixelcnn"]["train"]["likelihood_pixels"] = 120 * 64  # but PixelCNN: 120 8x8 images
     raw["models"]["ddpm"]["net"]["bound_terms"] = 0  # every term: the bound itself, not an estimate of it
     params = validate(raw)
     prepare(params)
@@ -63,7 +64,7 @@ def test_short_training_learns_and_writes_its_outputs(trained, family):
         from genzoo.tasks.data import load_split
 
         whole = len(load_split(params.data.prepared_dir, "test")[0])
-        assert m["test_images"] == (50 if family == "realnvp" else whole) and whole > 50
+        assert m["test_images"] == {"realnvp": 50, "pixelcnn": 120}.get(family, whole) and whole > 120
     import torch
 
     from genzoo import models

@@ -160,6 +160,25 @@ def test_background_model_scores_each_image(trained):
     assert bg.bits_per_dim(noise).mean() > s.mean()
 
 
+def test_benchmark_scores_at_most_likelihood_pixels_of_each_set(trained):
+    """detect.likelihood_pixels (the quick profile's cap for large images, where each of the nine
+    sets cost PixelCNN 10 passes per image) draws that many pixels' worth of each set, never fewer
+    than 100 images, the same draw every run; the rest of the figures are unchanged in kind."""
+    _, params = trained
+    xt = load_split(params.data.prepared_dir, "test")[0]
+    xv = load_split(params.data.prepared_dir, "val")[0]
+    assert len(xt) > 120 and len(xv) > 120
+    raw = params.model_dump(mode="json")
+    for pixels, n in ((120 * 64, 120), (64, 100)):  # 8x8 images: 120 of them; then the floor of 100
+        raw["detect"] = {**raw["detect"], "likelihood_pixels": pixels}
+        r = benchmark(validate(raw), "pixelcnn")
+        assert (r["normal"]["n"], r["normal"]["of"], r["normal"]["val_n"]) == (n, len(xt), n)
+        assert {st["n"] for st in r["sets"].values()} == {n}
+        assert benchmark(validate(raw), "pixelcnn")["threshold"] == r["threshold"]  # a seeded draw
+    whole = benchmark(params, "pixelcnn")
+    assert (whole["normal"]["n"], whole["normal"]["val_n"]) == (len(xt), len(xv))
+
+
 def test_held_out_class_benchmark_retrains_without_it(trained):
     _, params = trained
     raw = params.model_dump(mode="json")
