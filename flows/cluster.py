@@ -82,12 +82,14 @@ def _waiting_on(ref: Any) -> Any:
             _WAITING.discard(ref)
 
 
-def _quiesce(limit_s: float = 5.0) -> None:
-    """After Ctrl-C, before Ray shuts down: let the stages' threads leave their ``ray.wait``
-    (each ends within POLL_S once :data:`STOP` is set); one still inside it as Ray shuts down
-    never returns, and the task runner would wait on that thread for good."""
+def _abandon(limit_s: float = 5.0) -> None:
+    """A run leaving its Ray on an exception (Ctrl-C, a stage's error): stop the tasks other
+    stages still wait on and let their threads leave ``ray.wait`` (each within POLL_S) before
+    Ray shuts down; a thread still inside it as Ray shuts down never returns, and the flow's
+    task runner would wait on that thread for good."""
+    interrupt()
     deadline = time.monotonic() + limit_s
-    while STOP.is_set() and _WAITING and time.monotonic() < deadline:
+    while _WAITING and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -246,14 +248,17 @@ def connected(params: Params, address: str | None = None):
     if ray.is_initialized():
         yield ray
         return
+    STOP.clear()  # a Ray of this run's own: no earlier run's stop holds for it
     address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         _join(address)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
         try:
             yield ray
+        except BaseException:
+            _abandon()
+            raise
         finally:
-            _quiesce()
             ray.shutdown()
         return
     with local_ray_env():
@@ -278,8 +283,10 @@ def connected(params: Params, address: str | None = None):
         )
         try:
             yield ray
+        except BaseException:
+            _abandon()
+            raise
         finally:
-            _quiesce()
             ray.shutdown()
 
 

@@ -80,3 +80,40 @@ def test_long_chains_are_submitted_first_ddpms_among_equal_steps(tmp_path):
     (tmp_path / "realnvp").mkdir()
     (tmp_path / "realnvp" / "metrics.json").write_text(json.dumps({"train_seconds": 900.0}))
     assert _longest_first(quick, families)[0] == "realnvp"
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_run_leaving_its_ray_on_an_error_ends_the_waits_of_the_other_stages():
+    """One stage's error unwinds the flow while another stage's thread waits on a long Ray
+    task: the task is cancelled and the wait ends (Interrupted) before Ray shuts down. A thread
+    still inside ``ray.wait`` as Ray shuts down never returned, and the flow's task runner
+    waited on it for good (as an interrupted run did)."""
+    import threading
+
+    import pytest
+
+    params = load_params(ROOT / "params.yaml", ["ray.num_cpus=1"])
+    ended: dict[str, BaseException] = {}
+
+    def wait(ref):
+        try:
+            cluster.get(ref, "vae")
+        except BaseException as e:
+            ended["by"] = e
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="a stage's bug"), cluster.connected(params):
+        waiter = threading.Thread(target=wait, args=(cluster.submit(params, "vae", "long", _sleep, 120),))
+        waiter.start()
+        time.sleep(1)
+        raise RuntimeError("a stage's bug")
+    waiter.join(30)
+    assert not waiter.is_alive() and isinstance(ended["by"], cluster.Interrupted)
+    assert time.monotonic() - t0 < 30
+    with cluster.connected(params) as ray:  # the next run in the process is not stopped by that one
+        assert cluster.get(cluster.submit(params, "vae", "short", _sleep, 0.1), "vae") == 0.1
+        assert ray.is_initialized()
