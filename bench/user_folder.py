@@ -13,6 +13,12 @@ side, then runs ``bench/profile_run.py`` on it exactly as a user would start it:
 
 (every family trained, evaluated, the usefulness and anomaly benchmarks, the dataset and the
 report) and prints its table: wall time, stage x family, idle cores.
+
+    python bench/user_folder.py --mnist-like --against 9977514
+
+instead writes an MNIST-sized image in ten classes: scikit-learn's 1,797 digits resized to
+28x28 (grey, 8 bits) in an npz, run as ``-o data.source=npz:PATH``: where the work that grows
+with the classes (a likelihood with labels marginalised is a pass per class) shows.
 """
 
 from __future__ import annotations
@@ -52,11 +58,26 @@ def make_folder(root: Path, images: int, seed: int = 0, gray: bool = False) -> P
     return root
 
 
+def make_mnist_like(path: Path) -> Path:
+    """scikit-learn's 1,797 digits, 17 levels on 8x8, resized to 28x28 (bilinear) as 8-bit grey
+    images in ``path`` (an npz of ``images`` (N, 28, 28) uint8 and ``labels``)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = [
+        Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((28, 28), Image.BILINEAR) for im in d.images
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=np.stack([np.asarray(im) for im in images]), labels=d.target)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--gray", action="store_true", help="one-channel images (MNIST-like) instead of RGB")
+    ap.add_argument("--mnist-like", action="store_true", help="digits resized to 28x28 in an npz, 10 classes")
     ap.add_argument(
         "--folder", type=Path, help="where to write the images (new or empty; default: a temporary folder)"
     )
@@ -66,12 +87,17 @@ def main() -> None:
     if args.folder is not None and args.folder.exists() and any(args.folder.iterdir()):
         sys.exit(f"{args.folder}: not empty; give a new or empty folder (nothing is deleted)")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_folder(args.folder or Path(tmp) / "images", args.images, gray=args.gray)
-        kind = "grey" if args.gray else "RGB"
-        print(f"folder: {folder} ({args.images} {kind} images, 25x25 to 32x32, 2 classes)", flush=True)
+        if args.mnist_like:
+            npz = make_mnist_like((args.folder or Path(tmp)) / "digits28.npz")
+            print(f"npz: {npz} (1,797 grey 28x28 images, 10 classes)", flush=True)
+            source = ["-o", f"data.source=npz:{npz}"]
+        else:
+            folder = make_folder(args.folder or Path(tmp) / "images", args.images, gray=args.gray)
+            kind = "grey" if args.gray else "RGB"
+            print(f"folder: {folder} ({args.images} {kind} images, 25x25 to 32x32, 2 classes)", flush=True)
+            source = ["-o", f"data.source=folder:{folder}", "-o", "data.image_size=32"]
         cmd = [sys.executable, str(HERE / "profile_run.py"), "--profile", "quick",
-               "--repeats", str(args.repeats), "-o", f"data.source=folder:{folder}",
-               "-o", "data.image_size=32", "--plot", str(args.plot)]  # fmt: skip
+               "--repeats", str(args.repeats), *source, "--plot", str(args.plot)]  # fmt: skip
         cmd += ["--against", args.against] if args.against else []
         subprocess.run(cmd, check=True)
 
