@@ -162,8 +162,10 @@ def cmd_run(args) -> int:
     from genzoo.flows import cluster
 
     def interrupt(signum, frame):  # Ctrl-C: the Ray tasks cancelled, the waits on them ended
+        first = not cluster.STOP.is_set()
         cluster.interrupt()
-        signal.default_int_handler(signum, frame)
+        if first:  # a second Ctrl-C must not cut short the unwinding (the waits ending, Ray's shutdown)
+            signal.default_int_handler(signum, frame)
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:

@@ -44,8 +44,8 @@ log = logging.getLogger("genzoo.cluster")
 # on a Ray the unwinding driver has already shut down
 STOP = threading.Event()
 POLL_S = 0.5
-_WAITING: set[Any] = set()  # the refs the stages' threads wait on
-_WAITING_LOCK = threading.Lock()
+_WAITING: dict[Any, int] = {}  # the refs the stages' threads wait on (how many waits on each)
+_WAITING_LOCK = threading.RLock()  # re-entrant: the SIGINT handler may run while the main thread holds it
 
 
 class Interrupted(KeyboardInterrupt):
@@ -74,12 +74,15 @@ def _cancel(ref: Any) -> None:
 @contextmanager
 def _waiting_on(ref: Any) -> Any:
     with _WAITING_LOCK:
-        _WAITING.add(ref)
+        _WAITING[ref] = _WAITING.get(ref, 0) + 1
     try:
         yield
     finally:
         with _WAITING_LOCK:
-            _WAITING.discard(ref)
+            if _WAITING[ref] == 1:
+                del _WAITING[ref]
+            else:
+                _WAITING[ref] -= 1
 
 
 def _abandon(limit_s: float = 5.0) -> None:
@@ -245,10 +248,14 @@ def connected(params: Params, address: str | None = None):
     Ray sized by ``ray.*``; a Ray this started is shut down on exit, one already up is kept."""
     import ray
 
-    if ray.is_initialized():
-        yield ray
+    STOP.clear()  # no earlier run's stop holds for this one
+    if ray.is_initialized():  # the caller's Ray: left running, this run's tasks on it stopped
+        try:
+            yield ray
+        except BaseException:
+            _abandon()
+            raise
         return
-    STOP.clear()  # a Ray of this run's own: no earlier run's stop holds for it
     address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         _join(address)
@@ -322,16 +329,16 @@ def get(ref: Any, family: str) -> Any:
     with _waiting_on(ref):
         while not _ready(ref, POLL_S):
             pass
-    try:
-        return ray.get(ref)
-    except ray.exceptions.OutOfMemoryError as e:
-        seen = re.search(r"was \S+ used / \S+ limit", str(e))
-        raise OutOfMemory(
-            f"{family}: killed by Ray's memory monitor, the node running short of memory"
-            f"{f' ({seen[0]})' if seen else ''}, after ray.max_retries re-runs: reserve memory for it "
-            f"(ray.resources.{family}.memory_mb) or run fewer tasks at once (ray.num_cpus, "
-            f"ray.resources.{family}.num_cpus)"
-        ) from e
+        try:
+            return ray.get(ref)
+        except ray.exceptions.OutOfMemoryError as e:
+            seen = re.search(r"was \S+ used / \S+ limit", str(e))
+            raise OutOfMemory(
+                f"{family}: killed by Ray's memory monitor, the node running short of memory"
+                f"{f' ({seen[0]})' if seen else ''}, after ray.max_retries re-runs: reserve memory for it "
+                f"(ray.resources.{family}.memory_mb) or run fewer tasks at once (ray.num_cpus, "
+                f"ray.resources.{family}.num_cpus)"
+            ) from e
 
 
 class _OverMemory(BaseException):
@@ -628,18 +635,17 @@ def wait_reporting(ref: Any, board: Any, family: str, report: Callable[[str], No
     import ray
 
     shown, due = None, time.monotonic() + every
-    while True:
-        with _waiting_on(ref):
-            if _ready(ref, min(every, POLL_S)):
-                return get(ref, family)
-        if time.monotonic() < due:
-            continue
-        due = time.monotonic() + every
-        try:
-            row = ray.get(board.read.remote(family), timeout=min(every, 5.0))
-        except Exception as e:  # a lost board costs the progress lines, never the training
-            log.debug("progress of %s unreadable: %s", family, e)
-            continue
-        if row is not None and (row["step"], row.get("note")) != shown:
-            shown = row["step"], row.get("note")
-            report(progress_line(family, row))
+    with _waiting_on(ref):  # the board's reads too: Ray must not shut down under any of them
+        while not _ready(ref, min(every, POLL_S)):
+            if time.monotonic() < due:
+                continue
+            due = time.monotonic() + every
+            try:
+                row = ray.get(board.read.remote(family), timeout=min(every, 5.0))
+            except Exception as e:  # a lost board costs the progress lines, never the training
+                log.debug("progress of %s unreadable: %s", family, e)
+                continue
+            if row is not None and (row["step"], row.get("note")) != shown:
+                shown = row["step"], row.get("note")
+                report(progress_line(family, row))
+        return get(ref, family)

@@ -188,26 +188,29 @@ def train_task(
     are logged every ``PROGRESS_EVERY_S`` seconds while it trains."""
 
     logger = get_run_logger()
-    with _turn(f"train-{family}"):
-        done = up_to_date(params, family)
-        if done is not None:
-            logger.info("%s: up to date (same params, data and code), not retrained", family)
-            return {**done, "cached": True}
-        run_id, uri, c = None, None, None
-        if params.run.track:
-            from genzoo.tasks.train import start_family_run
+    run_id, c = None, None
+    try:  # the family's MLflow run is closed however this ends, its submission included
+        with _turn(f"train-{family}"):
+            done = up_to_date(params, family)
+            if done is not None:
+                logger.info("%s: up to date (same params, data and code), not retrained", family)
+                return {**done, "cached": True}
+            uri = None
+            if params.run.track:
+                from genzoo.tasks.train import start_family_run
 
-            c, uri = tracking.client(), tracking.tracking_uri()
-            run_id = start_family_run(c, params, family, parent_run_id)
-        tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
-        ref = cluster.submit_training(params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board)
-    try:
+                c, uri = tracking.client(), tracking.tracking_uri()
+                run_id = start_family_run(c, params, family, parent_run_id)
+            tags = {"genzoo.prefect_flow_run": str(flow_run.id or "")}
+            ref = cluster.submit_training(
+                params, family, run_id=run_id, tracking_uri=uri, tags=tags, board=board
+            )
         if board is None:
             metrics = cluster.get(ref, family)
         else:
             metrics = cluster.wait_reporting(ref, board, family, logger.info, PROGRESS_EVERY_S)
     except BaseException as e:
-        if c is not None:  # the worker may have died before it could end its run
+        if c is not None and run_id is not None:  # the worker may have died before it could end its run
             stopped = isinstance(e, KeyboardInterrupt) or cluster.STOP.is_set()  # Ctrl-C (Ray may be gone)
             tracking.close_run(c, run_id, "KILLED" if stopped else "FAILED")
         raise

@@ -328,7 +328,9 @@ def atomic_write(path: str | Path, write) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:  # a read-only folder: named, not the temp file's invented name
-        raise OSError(e.errno, e.strerror, str(path)) from e
+        if e.errno is not None:
+            e.filename = str(path)
+        raise
     os.close(fd)
     try:
         write(tmp)
@@ -338,8 +340,8 @@ def atomic_write(path: str | Path, write) -> None:
         os.replace(tmp, path)
     except OSError as e:  # a full disk: a write's error names no file; the temp file means nothing to a user
         Path(tmp).unlink(missing_ok=True)
-        if e.filename in (None, tmp):
-            raise OSError(e.errno, e.strerror, str(path)) from e
+        if e.errno is not None and e.filename in (None, tmp):
+            e.filename = str(path)  # the same exception (type, errno, traceback), naming the file
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -266,12 +266,11 @@ class Checkpoints:
                 continue
             try:
                 return torch.load(path, map_location=map_location, weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError) as e:  # pickled objects, not a zip
+            except pickle.UnpicklingError:  # pickled objects: refused before any ran (anything else raises)
                 log.error(
-                    "checkpoint %s: refused, it holds more than tensors and plain values (%s; nothing "
-                    "in it was run); falling back to an older checkpoint",
+                    "checkpoint %s: refused, it holds more than tensors and plain values (nothing in "
+                    "it was run); falling back to an older checkpoint",
                     path,
-                    type(e).__name__,
                 )
         return None
 

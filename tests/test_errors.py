@@ -560,13 +560,20 @@ def test_a_failed_atomic_write_names_the_file_it_was_writing_not_its_temp_file(t
     assert target.read_bytes() == b"previous" and sorted(tmp_path.iterdir()) == [target]
 
     def refuse(*args, **kwargs):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".x.npz.r4wivp_t.tmp"))
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / ".x.npz.r4wivp_t.tmp"))
 
     monkeypatch.setattr("tempfile.mkstemp", refuse)
-    with pytest.raises(OSError) as e:
+    with pytest.raises(PermissionError) as e:  # the same exception, its type kept for those who catch it
         atomic_write_text(tmp_path / "x.npz", "")
-    assert e.value.filename == str(tmp_path / "x.npz") and isinstance(e.value, OSError)
-    assert describe_os_error(e.value) == f"{tmp_path / 'x.npz'}: {os.strerror(errno.EROFS)}"
+    assert e.value.filename == str(tmp_path / "x.npz") and e.value.errno == errno.EACCES
+    assert describe_os_error(e.value) == f"{tmp_path / 'x.npz'}: {os.strerror(errno.EACCES)}"
+    monkeypatch.undo()
+
+    def not_a_png(tmp):  # an OSError without an errno (PIL's): passed on as it was
+        raise OSError("cannot write mode CMYK as PNG")
+
+    with pytest.raises(OSError, match="^cannot write mode CMYK as PNG$"):
+        atomic_write(tmp_path / "x.png", not_a_png)
 
 
 def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_sampling(tmp_path, monkeypatch):

@@ -115,6 +115,20 @@ def test_pickle_payload_in_checkpoint_is_refused_and_the_previous_one_used(tmp_p
     assert not (tmp_path / "owned").exists()
 
 
+def test_an_error_loading_a_good_checkpoint_is_raised_not_taken_for_a_bad_file(tmp_path, tiny, monkeypatch):
+    """Only a refused payload is skipped: a GPU short of memory while loading (a RuntimeError)
+    must not send training back to step 0 with the checkpoints it would then overwrite."""
+    x, y = data()
+    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path, progress=False)
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(torch, "load", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        Checkpoints(tmp_path).load_latest()
+
+
 class Exploding(models.GenerativeModel):
     """A family whose loss turns NaN on chosen calls (a stand-in for a diverging model)."""
 
