@@ -91,6 +91,7 @@ def _abandon(limit_s: float = 5.0) -> None:
     Ray shuts down; a thread still inside it as Ray shuts down never returns, and the flow's
     task runner would wait on that thread for good."""
     interrupt()
+    time.sleep(2 * POLL_S)  # a thread waiting its turn to submit sees the stop (it polls every POLL_S)
     deadline = time.monotonic() + limit_s
     while _WAITING and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -255,6 +256,8 @@ def connected(params: Params, address: str | None = None):
         except BaseException:
             _abandon()
             raise
+        finally:
+            STOP.clear()  # the caller's later use of Ray (cluster.submit, get) is not stopped
         return
     address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -267,6 +270,7 @@ def connected(params: Params, address: str | None = None):
             raise
         finally:
             ray.shutdown()
+            STOP.clear()  # nothing of this run is left to stop; a later use of Ray in the process is not
         return
     with local_ray_env():
         ray.init(
@@ -295,6 +299,7 @@ def connected(params: Params, address: str | None = None):
             raise
         finally:
             ray.shutdown()
+            STOP.clear()  # nothing of this run is left to stop; a later use of Ray in the process is not
 
 
 def check_fits(params: Params, families: list[str]) -> None:
@@ -331,6 +336,10 @@ def get(ref: Any, family: str) -> Any:
             pass
         try:
             return ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            if STOP.is_set():  # cancelled by this run's stop: ended like every other wait on it
+                raise Interrupted() from None
+            raise
         except ray.exceptions.OutOfMemoryError as e:
             seen = re.search(r"was \S+ used / \S+ limit", str(e))
             raise OutOfMemory(

@@ -114,6 +114,7 @@ def test_a_run_leaving_its_ray_on_an_error_ends_the_waits_of_the_other_stages():
     waiter.join(30)
     assert not waiter.is_alive() and isinstance(ended["by"], cluster.Interrupted)
     assert time.monotonic() - t0 < 30
+    assert not cluster.STOP.is_set()  # the stop ended with its run: a later cluster.submit works
     with cluster.connected(params) as ray:  # the next run in the process is not stopped by that one
         assert cluster.get(cluster.submit(params, "vae", "short", _sleep, 0.1), "vae") == 0.1
         assert ray.is_initialized()
