@@ -244,6 +244,22 @@ def _join(address: str) -> None:
 
 
 @contextmanager
+def _used(ray: Any, started: bool) -> Any:
+    """A run's use of ``ray``: leaving on an exception, the tasks its stages wait on are stopped
+    and the waits ended first (:func:`_abandon`); a Ray it ``started`` is shut down after; its
+    stop ends with it (a later use of Ray in the process, a caller's ``submit``, is not stopped)."""
+    try:
+        yield
+    except BaseException:
+        _abandon()
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+        STOP.clear()
+
+
+@contextmanager
 def connected(params: Params, address: str | None = None):
     """Join the cluster at ``address`` / ``ray.address`` / ``RAY_ADDRESS``, else start a local
     Ray sized by ``ray.*``; a Ray this started is shut down on exit, one already up is kept."""
@@ -251,26 +267,15 @@ def connected(params: Params, address: str | None = None):
 
     STOP.clear()  # no earlier run's stop holds for this one
     if ray.is_initialized():  # the caller's Ray: left running, this run's tasks on it stopped
-        try:
+        with _used(ray, started=False):
             yield ray
-        except BaseException:
-            _abandon()
-            raise
-        finally:
-            STOP.clear()  # the caller's later use of Ray (cluster.submit, get) is not stopped
         return
     address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         _join(address)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
-        try:
+        with _used(ray, started=True):
             yield ray
-        except BaseException:
-            _abandon()
-            raise
-        finally:
-            ray.shutdown()
-            STOP.clear()  # nothing of this run is left to stop; a later use of Ray in the process is not
         return
     with local_ray_env():
         ray.init(
@@ -292,14 +297,8 @@ def connected(params: Params, address: str | None = None):
             ray.get_runtime_context().gcs_address,
             ray.cluster_resources(),
         )
-        try:
+        with _used(ray, started=True):
             yield ray
-        except BaseException:
-            _abandon()
-            raise
-        finally:
-            ray.shutdown()
-            STOP.clear()  # nothing of this run is left to stop; a later use of Ray in the process is not
 
 
 def check_fits(params: Params, families: list[str]) -> None:
