@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import socket
 import stat
 import threading
@@ -224,13 +225,29 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+@contextmanager
+def _sigterm_kept():
+    """``ray.init`` sets SIGTERM's handler to its own ``sys.exit``: a handler the caller had set
+    is put back after it. Prefect's: a cancel from the UI (the runner's SIGTERM) then reaches the
+    flow as TerminationSignal and the run ends CANCELLED, its Ray tasks stopped, where Ray's
+    ``SystemExit`` crashed it. SIGTERM with no handler set keeps Ray's (the driver exits cleanly)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
 def _join(address: str) -> None:
     """``ray.init`` on the cluster at ``address``; a refusal as one error that says what to do."""
     import ray
 
     check_reachable(address)
     try:
-        ray.init(address=address, namespace="genzoo", log_to_driver=False)
+        with _sigterm_kept():
+            ray.init(address=address, namespace="genzoo", log_to_driver=False)
     except ConnectionError as e:
         hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one
@@ -278,20 +295,21 @@ def connected(params: Params, address: str | None = None):
             yield ray
         return
     with local_ray_env():
-        ray.init(
-            address="local",  # always a new private Ray, never one a `ray start` left on this machine
-            num_cpus=params.ray.num_cpus or os.cpu_count(),
-            num_gpus=params.ray.num_gpus,
-            object_store_memory=params.ray.object_store_mb * 2**20,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            namespace="genzoo",
-            log_to_driver=False,
-            configure_logging=False,
-            # Ray re-runs a task its memory monitor killed without end by default (the run would
-            # hang on a family that never fits); here such a task is re-run ray.max_retries times
-            _system_config={"task_oom_retries": params.ray.max_retries},
-        )
+        with _sigterm_kept():
+            ray.init(
+                address="local",  # always a new private Ray, never one a `ray start` left on this machine
+                num_cpus=params.ray.num_cpus or os.cpu_count(),
+                num_gpus=params.ray.num_gpus,
+                object_store_memory=params.ray.object_store_mb * 2**20,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                namespace="genzoo",
+                log_to_driver=False,
+                configure_logging=False,
+                # Ray re-runs a task its memory monitor killed without end by default (the run would
+                # hang on a family that never fits); here such a task is re-run ray.max_retries times
+                _system_config={"task_oom_retries": params.ray.max_retries},
+            )
         log.info(
             "started a local Ray on %s (loopback only, token authentication): %s",
             ray.get_runtime_context().gcs_address,

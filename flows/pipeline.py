@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.runtime import flow_run
 from prefect.runtime import task_run as this_task_run
 from pydantic import Field, WithJsonSchema
@@ -211,8 +211,7 @@ def train_task(
             metrics = cluster.wait_reporting(ref, board, family, logger.info, PROGRESS_EVERY_S)
     except BaseException as e:
         if c is not None and run_id is not None:  # the worker may have died before it could end its run
-            stopped = isinstance(e, KeyboardInterrupt) or cluster.STOP.is_set()  # Ctrl-C (Ray may be gone)
-            tracking.close_run(c, run_id, "KILLED" if stopped else "FAILED")
+            tracking.close_run(c, run_id, "KILLED" if stopped(e) else "FAILED")
         raise
     logger.info(
         "%s: %d steps in %.1f s on %s%s%s",
@@ -499,10 +498,18 @@ def chosen_families(params: Params, params_file: str, families: list[str] | None
     return chosen
 
 
+def stopped(e: BaseException) -> bool:
+    """Whether ``e`` ends a run a user stopped (KILLED in MLflow, as it marks such runs) rather
+    than one that failed: Ctrl-C, a cancel from the Prefect UI (the runner's SIGTERM reaches the
+    flow as TerminationSignal), or a Ray task cancelled by either (Ray may be gone by then)."""
+    return isinstance(e, KeyboardInterrupt | TerminationSignal) or cluster.STOP.is_set()
+
+
 @contextmanager
 def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
     """The pipeline's MLflow run (the families' runs nest under it), or None untracked: its
-    id while the pipeline runs, FINISHED when it ends, FAILED when it raises. Runs a killed
+    id while the pipeline runs, FINISHED when it ends, KILLED when a user stops it (Ctrl-C, a
+    cancel in the Prefect UI), FAILED when it raises anything else. Runs a killed
     pipeline left RUNNING for the same folder are marked KILLED first (hold the run lock)."""
     if not params.run.track:
         yield None
@@ -521,8 +528,8 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
     run_id = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
     try:
         yield run_id
-    except BaseException as e:  # Ctrl-C: KILLED, as MLflow marks a run a user stopped
-        c.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+    except BaseException as e:
+        c.set_terminated(run_id, "KILLED" if stopped(e) else "FAILED")
         raise
     c.set_terminated(run_id, "FINISHED")
 

@@ -16,13 +16,26 @@ def _stamp(i: int) -> tuple[int, float]:
     return i, time.time()
 
 
-def test_tasks_start_in_submission_order_on_a_local_ray():
+def test_tasks_start_in_submission_order_on_a_local_ray_that_keeps_the_callers_sigterm_handler():
+    """Also: ray.init sets its own SIGTERM handler (sys.exit); the one the caller had (Prefect's,
+    which makes a cancel from the UI a TerminationSignal and the run CANCELLED) is put back."""
+    import signal
+
+    def prefects(signum, frame):  # a stand-in for Prefect's handler: only its identity is checked
+        raise AssertionError("no SIGTERM is sent")
+
     params = load_params(ROOT / "params.yaml", ["ray.num_cpus=1"])
-    with cluster.connected(params) as ray:
-        families = ["vae", "gan", "ddpm", "pixelcnn", "realnvp", "vae", "gan", "ddpm"]
-        refs = [cluster.submit(params, f, f"task-{i}", _stamp, i) for i, f in enumerate(families)]
-        done = sorted(ray.get(refs), key=lambda r: r[1])  # one CPU: one task at a time
+    before = signal.signal(signal.SIGTERM, prefects)
+    try:
+        with cluster.connected(params) as ray:
+            kept = signal.getsignal(signal.SIGTERM)
+            families = ["vae", "gan", "ddpm", "pixelcnn", "realnvp", "vae", "gan", "ddpm"]
+            refs = [cluster.submit(params, f, f"task-{i}", _stamp, i) for i, f in enumerate(families)]
+            done = sorted(ray.get(refs), key=lambda r: r[1])  # one CPU: one task at a time
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert [i for i, _ in done] == list(range(len(families)))
+    assert kept is prefects
 
 
 def test_turns_pass_in_the_listed_order_whatever_order_the_threads_come_in():

@@ -1,8 +1,10 @@
 """`make serve`: a real Prefect server on loopback serving the genzoo deployments; a run
-triggered through the API (as the UI's Run button does) completes."""
+triggered through the API (as the UI's Run button does) completes, and one cancelled (the UI's
+Cancel) ends CANCELLED with its training stopped."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +50,9 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
     pfile = tmp_path / "params.yaml"
     raw = tiny_params(tmp_path, steps=4, families=["gan", "vae"])
     pfile.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # for the run that tracks (the cancelled one)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": mlflow_uri}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed in finally, after the server)
     proc = subprocess.Popen(
@@ -121,6 +125,40 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = [x["state_type"] for x in api_post(api, "flow_runs/filter")]
         assert runs.count("COMPLETED") >= 4, runs  # train-family, its pipeline subflow, sample, augment
+
+        # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
+        # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
+        r = prefect(
+            "deployment", "run", "genzoo-pipeline/pipeline", "-p", 'families=["vae"]',
+            "-p", 'overrides=["train.steps=100000", "run.track=true"]',
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+
+        def last_checkpoint() -> int:
+            steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "ckpt" / "vae").glob("*/step-*.pt")]
+            return max(steps, default=0)
+
+        deadline = time.monotonic() + 180
+        while not last_checkpoint():
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(1)
+        r = prefect("flow-run", "cancel", run_id)
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline, final = time.monotonic() + 90, ("CANCELLED", "CRASHED", "FAILED", "COMPLETED")
+        states = lambda: {x["id"]: x["state_type"] for x in api_post(api, "flow_runs/filter")}  # noqa: E731
+        while (state := states()[run_id]) not in final:
+            assert time.monotonic() < deadline, state
+            time.sleep(1)
+        assert state == "CANCELLED", (tmp_path / "serve.log").read_text()[-3000:]
+        stopped_at = last_checkpoint()
+        time.sleep(3)  # training ran ~20 steps/s with a checkpoint every 10 steps: none comes now
+        assert last_checkpoint() == stopped_at < 100000
+        import mlflow
+
+        c = mlflow.MlflowClient(mlflow_uri)
+        runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+        assert {r.info.run_name: r.info.status for r in runs} == {"pipeline": "KILLED", "vae": "KILLED"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

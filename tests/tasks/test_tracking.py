@@ -110,3 +110,32 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
     trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
     assert c.get_run(trained).info.status == "FINISHED"
+
+
+def test_the_pipeline_run_is_killed_when_a_user_stops_it_and_failed_when_it_raises(store, tmp_path):
+    """A cancel in the Prefect UI reaches the flow as Prefect's TerminationSignal (the runner's
+    SIGTERM), Ctrl-C as KeyboardInterrupt: MLflow marks the pipeline's run KILLED, as it does the
+    families' runs; any other exception FAILED."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    from genzoo.flows.pipeline import parent_run
+    from genzoo.tasks import tracking
+    from genzoo.tasks.config import validate
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    c = tracking.client(store)
+    status = {}
+    for e in (TerminationSignal(signal.SIGTERM), KeyboardInterrupt(), ValueError("bad")):
+        with pytest.raises(type(e)), parent_run(params, ["gan"]) as run_id:
+            raise e
+        status[type(e).__name__] = c.get_run(run_id).info.status
+    with parent_run(params, ["gan"]) as run_id:
+        pass
+    status["none"] = c.get_run(run_id).info.status
+    killed, failed = {"TerminationSignal": "KILLED", "KeyboardInterrupt": "KILLED"}, {"ValueError": "FAILED"}
+    assert status == {**killed, **failed, "none": "FINISHED"}
