@@ -540,7 +540,7 @@ def _sample_parser(sub) -> None:
     p.add_argument(
         "--model",
         help="a saved model's model.json, or a registered MLflow version models:/<family>/<version> "
-        "(instead of --family)",
+        "(or /latest, or @<alias>) (instead of --family)",
     )
     p.add_argument(
         "--allow-unhashed",

@@ -744,7 +744,7 @@ def sample(
 
     Args:
         family: Use the model trained in runs/<family>/.
-        model: Or a registered version models:/<family>/<version>, or a model.json.
+        model: Or a registered version models:/<family>/<version> (/latest, @alias), or a model.json.
         n: The number of images.
         label: A class name or index (default: drawn from the label prior).
         out: The output path without suffix (default: samples/<family>).

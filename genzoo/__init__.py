@@ -140,7 +140,7 @@ def load_model(
     Args:
         ref: a family name (its model in ``runs_dir/<family>/``), a ``model.json`` written by
             genzoo (or its folder), or a registered MLflow version ``models:/<family>/<version>``
-            (read from the tracking server that ``MLFLOW_TRACKING_URI`` names).
+            (or ``/latest``, ``@<alias>``; read from the tracking server that ``MLFLOW_TRACKING_URI`` names).
         runs_dir: where the pipeline wrote its models (``run.runs_dir``).
         device: where to put the weights.
         allow_unhashed: load a ``model.json`` that records no sha256 of its weights (by

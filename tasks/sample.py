@@ -121,9 +121,9 @@ def load_model(
 ) -> GenerativeModel:
     """A trained model from ``ref``: a family name (its model in ``runs_dir/<family>/``), a
     saved ``model.json`` (or its folder), or a registered MLflow version
-    ``models:/<family>/<version>`` (downloaded from the tracking server into a temporary folder,
-    removed once the weights are loaded). The weights' sha256 is checked against model.json; one
-    that records none loads only with ``allow_unhashed``."""
+    ``models:/<family>/<version>``, ``/latest`` or ``@<alias>`` (downloaded from the tracking
+    server into a temporary folder, removed once the weights are loaded). The weights' sha256
+    is checked against model.json; one that records none loads only with ``allow_unhashed``."""
     ref = str(ref)
     if ref.startswith("models:/"):  # a registered version in MLflow
         from genzoo.tasks.tracking import download_registered

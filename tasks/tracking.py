@@ -227,26 +227,56 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
     return version.version
 
 
-def download_registered(uri: str, dst: str | Path | None = None) -> Path:
-    """``models:/<name>/<version>`` -> local folder holding model.json + model.safetensors."""
-    name, _, version = uri.removeprefix("models:/").partition("/")
-    if not name or not version:
-        raise ValueError(f"{uri}: expected models:/<family>/<version>")
+def registered_version(c, uri: str):
+    """The MLflow model version ``uri`` names: ``models:/<name>/<version>``, ``models:/<name>/latest``
+    (the highest version) or ``models:/<name>@<alias>`` (as MLflow writes them); one that does
+    not exist raises :class:`ModelNotFound` listing the versions and aliases there are."""
     from mlflow.exceptions import MlflowException
 
-    preflight()
-    c = client()
-    try:
-        mv = c.get_model_version(name, version)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    ref = uri.removeprefix("models:/")
+    name, at, alias = ref.partition("@")
+    version = None
+    if not at:
+        name, _, version = ref.partition("/")
+    if not name or not (version or alias) or "/" in alias:
+        raise ValueError(
+            f"{uri}: expected models:/<family>/<version>, models:/<family>/latest or models:/<family>@<alias>"
+        )
+
+    def versions() -> list:
         try:
-            known = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+            return c.search_model_versions(f"name='{name}'")
         except MlflowException:
-            known = []
-        have = f"versions of {name}: {', '.join(map(str, known))}" if known else f"no versions of {name}"
-        raise ModelNotFound(f"{uri}: no such registered model version in {tracking_uri()} ({have})") from None
+            return []
+
+    try:
+        if alias:
+            return c.get_model_version_by_alias(name, alias)
+        if version == "latest":
+            if found := versions():
+                return max(found, key=lambda v: int(v.version))
+        else:
+            return c.get_model_version(name, version)
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    known = versions()
+    have = f"no versions of {name}"
+    if known:
+        have = f"versions of {name}: {', '.join(map(str, sorted(int(v.version) for v in known)))}"
+        try:
+            aliases = sorted(c.get_registered_model(name).aliases or {})
+        except MlflowException:
+            aliases = []
+        have += f"; aliases: {', '.join(aliases)}" if aliases else ""
+    raise ModelNotFound(f"{uri}: no such registered model version in {tracking_uri()} ({have})")
+
+
+def download_registered(uri: str, dst: str | Path | None = None) -> Path:
+    """A registered model version (see :func:`registered_version`) -> a local folder holding
+    model.json + model.safetensors."""
+    preflight()
+    mv = registered_version(client(), uri)
     import mlflow.artifacts
 
     dst = Path(dst or tempfile.mkdtemp(prefix="genzoo-model-"))

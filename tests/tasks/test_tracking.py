@@ -139,3 +139,28 @@ def test_the_pipeline_run_is_killed_when_a_user_stops_it_and_failed_when_it_rais
     status["none"] = c.get_run(run_id).info.status
     killed, failed = {"TerminationSignal": "KILLED", "KeyboardInterrupt": "KILLED"}, {"ValueError": "FAILED"}
     assert status == {**killed, **failed, "none": "FINISHED"}
+
+
+def test_a_registered_model_is_named_by_version_latest_or_alias_and_a_wrong_name_lists_what_there_is(store):
+    """``genzoo sample --model``: models:/<family>/<version>, /latest (the highest version) and
+    @<alias> (MLflow's forms); one that does not exist names the versions and aliases there are."""
+    from genzoo.tasks import tracking
+    from genzoo.tasks.errors import ModelNotFound
+
+    c = tracking.client(store)
+    c.create_registered_model("vae")
+    for _ in range(3):
+        c.create_model_version("vae", source="mlflow-artifacts:/x")
+    c.set_registered_model_alias("vae", "champion", "2")
+    found = {
+        uri: tracking.registered_version(c, uri).version
+        for uri in ("models:/vae/1", "models:/vae/latest", "models:/vae@champion")
+    }
+    assert found == {"models:/vae/1": 1, "models:/vae/latest": 3, "models:/vae@champion": 2}
+    for uri in ("models:/vae/7", "models:/vae@best", "models:/vae/newest"):
+        with pytest.raises(ModelNotFound, match=rf"{uri}: .*\(versions of vae: 1, 2, 3; aliases: champion\)"):
+            tracking.registered_version(c, uri)
+    with pytest.raises(ModelNotFound, match=r"models:/gan/latest: .*\(no versions of gan\)"):
+        tracking.registered_version(c, "models:/gan/latest")
+    with pytest.raises(ValueError, match="expected models:/<family>/<version>"):
+        tracking.registered_version(c, "models:/vae")
