@@ -403,11 +403,17 @@ FAMILY_OUTPUTS = (
 )
 
 
+def train_inputs(params: Params, family: str, manifest: dict) -> dict[str, Any]:
+    """What decides ``family``'s outputs: its params block, the prepared data and its code (its
+    model.json keeps them as ``made_with``: `genzoo status` says which changed)."""
+    cfg, n = params.train_config(family), params.run.samples_per_class
+    return variant_inputs(params, family, cfg, manifest, "train", samples_per_class=n)
+
+
 def train_key(params: Params, family: str, manifest: dict) -> str:
-    """What decides ``family``'s outputs: its params block, the prepared data and its code.
-    Names its checkpoints and stamps its model; equal keys mean equal outputs (on CPU)."""
-    cfg = params.train_config(family)
-    return variant_key(params, family, cfg, manifest, "train", samples_per_class=params.run.samples_per_class)
+    """The hash of :func:`train_inputs`: names ``family``'s checkpoints and stamps its model;
+    equal keys mean equal outputs (on CPU)."""
+    return fingerprint(train_inputs(params, family, manifest))[:16]
 
 
 def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
@@ -428,16 +434,21 @@ def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
     return metrics
 
 
+def variant_inputs(
+    params: Params, family: str, cfg: TrainConfig, manifest: dict, stage: str, **extra: Any
+) -> dict[str, Any]:
+    """What decides a trained ``family`` model: its architecture, ``cfg``, seed and threads
+    (CPU results depend on them), the data, the code of ``stage`` (which trains it) and
+    ``extra`` (a subset, ...)."""
+    block = {**params.family_block(family), "train": cfg.model_dump(mode="json")}
+    return {"params": block, "data": data_hash(manifest), "code": code_hash(stage, family), **extra}
+
+
 def variant_key(
     params: Params, family: str, cfg: TrainConfig, manifest: dict, stage: str, **extra: Any
 ) -> str:
-    """What decides a trained ``family`` model: its architecture, ``cfg``, seed and threads
-    (CPU results depend on them), the data, the code of ``stage`` (which trains it) and
-    ``extra`` (a subset, ...). Equal keys mean equal weights (on CPU)."""
-    block = {**params.family_block(family), "train": cfg.model_dump(mode="json")}
-    return fingerprint(
-        {"params": block, "data": data_hash(manifest), "code": code_hash(stage, family), **extra}
-    )[:16]
+    """The hash of :func:`variant_inputs`: equal keys mean equal weights (on CPU)."""
+    return fingerprint(variant_inputs(params, family, cfg, manifest, stage, **extra))[:16]
 
 
 def cached_variant(

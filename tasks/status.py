@@ -8,7 +8,7 @@ from typing import Any
 
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.layout import family_dir, read_json, up_to_date
+from genzoo.tasks.layout import family_dir, read_json, train_inputs, up_to_date
 
 
 def family_status(params: Params, family: str, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     elif made := [name for name, p in (profiles or {}).items() if up_to_date(p, family) is not None]:
         state = f"stale for these params; up to date with {made[0]}"
     else:
-        state = "stale (params or code changed since)"
+        state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.safetensors").stat().st_mtime)),
@@ -44,6 +44,29 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
             tracking_uri=metrics["mlflow"]["tracking_uri"],
         )
     return row
+
+
+def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict's values under dotted keys (lists and strings as they are)."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    return {k: v for key, sub in d.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
+
+
+def changed_since(params: Params, family: str, made_with: dict | None, manifest: dict | None,
+                  most: int = 4) -> str:  # fmt: skip
+    """What changed since ``family`` was trained with ``made_with`` (its model.json's): the
+    params keys, old -> new (``train.steps: 300 -> 1200``, ``threads: 2 -> 4``), else its code."""
+    if not made_with or manifest is None:  # a model from before model.json kept them
+        return "params or code changed since"
+    now, was = _leaves(train_inputs(params, family, manifest)), _leaves(made_with)
+    keys = [k for k in sorted(now.keys() | was.keys()) if k != "data" and now.get(k) != was.get(k)]
+    if keys == ["code"]:
+        return "genzoo's code for it changed since"
+    keys = [k for k in keys if k != "code"]
+    shown = [f"{k.removeprefix('params.')}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:most]]
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return "trained with other params: " + ", ".join(shown) + more
 
 
 def same_source(a: str, b: str) -> bool:

@@ -38,6 +38,7 @@ from genzoo.tasks.layout import (
     exclusive,
     family_dir,
     resolve_device,
+    train_inputs,
     train_key,
     train_variant,
 )
@@ -180,7 +181,7 @@ def _train(
     spec = data_spec(manifest)
     cfg = params.train_config(family)
     dhash = data_hash(manifest)
-    fp = train_key(params, family, manifest)
+    fp, made_with = train_key(params, family, manifest), train_inputs(params, family, manifest)
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
@@ -200,7 +201,7 @@ def _train(
         spec,
         cfg,
         out / "model",
-        lambda _: {"fingerprint": fp, "data_sha256": dhash},
+        lambda _: {"fingerprint": fp, "data_sha256": dhash, "made_with": made_with},
         checkpoint_dir=checkpoint_dir(params, family, fp),
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
         progress=progress,

@@ -149,7 +149,10 @@ def test_sample_refuses_a_model_json_without_sha256_unless_allow_unhashed(tmp_pa
 
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     """`genzoo status` after a run with a profile: up to date under that profile, and without it
-    the profile that would make it current; other params or other data are named as such."""
+    the profile that would make it current; other params (each key, old -> new), other code or
+    other data are named as such."""
+    import json
+
     import yaml
 
     from tests.conftest import tiny_params
@@ -171,7 +174,21 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
 
     assert gan_state("--profile", "short") == "up to date"
     assert gan_state() == "stale for these params; up to date with --profile short"
-    assert gan_state("--profile", "short", "-o", "seed=1") == "stale (params or code changed since)"
+    short = ("--profile", "short")
+    assert gan_state(*short, "-o", "seed=1") == "stale (trained with other params: seed: 0 -> 1)"
+    several = ["-o", "seed=1", "-o", "train.batch_size=16", "-o", "models.gan.net.hidden=4"]
+    several += ["-o", "run.threads=2"]
+    assert gan_state(*short, *several) == (
+        "stale (trained with other params: net.hidden: 8 -> 4, seed: 0 -> 1, threads: 1 -> 2, "
+        "train.batch_size: 32 -> 16)"
+    )
+    # made by other code (here: a model.json as an earlier genzoo would have stamped it)
+    meta_file = tmp_path / "runs" / "gan" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    older = {**meta, "fingerprint": "0" * 16, "made_with": {**meta["made_with"], "code": "0"}}
+    meta_file.write_text(json.dumps(older))
+    assert gan_state(*short) == "stale (genzoo's code for it changed since)"
+    meta_file.write_text(json.dumps(meta))
     assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
     capsys.readouterr()
     assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"
