@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.genzoo-installed
+# optional extras (pyproject.toml), e.g. EXTRAS=vision for torchvision; the torch installed is kept
+EXTRAS ?=
+comma := ,
+STAMP := $(VENV)/.genzoo-installed$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 # The torch build to install. Default: the CPU build this project is tested with (pip takes a
 # local wheel where one exists). GPU users: see README, "GPU install".
 TORCH_SPEC ?= torch==2.13.0
@@ -20,7 +23,10 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	@$(PY) -m pip install -q -e ".[dev]"
+	@# torch pinned to the build installed: an extra's dependency (torchvision) gets the release
+	@# made for it, not the newest torch (CUDA wheels and all) in its place
+	@$(PY) -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" \
+	  "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
 	@touch $(STAMP)
 
 run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: ~3.5 min on 2 cores)

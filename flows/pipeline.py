@@ -352,6 +352,12 @@ def _augment(params: Params, req: Any = None) -> Path:
         "%s: %d images from %s (%s per class); draws dropped: %s",
         path, manifest["n"], ", ".join(manifest["families"]), per_class, dropped or "none",
     )  # fmt: skip
+    if ahead := manifest.get("best", {}).get("ahead_not_measured"):  # `best` chose among the measured
+        get_run_logger().info(
+            "`best` is %s, the best of the families measured for usefulness; %s scored better by %s "
+            "but were not measured (usefulness.families)",
+            manifest["best"]["family"], ", ".join(ahead), manifest["best"]["metric"],
+        )  # fmt: skip
     return path
 
 

@@ -159,7 +159,8 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     log.info("augment: `best` is %s, the best by %s among %s%s", best, by, among,
              f" ({', '.join(ahead)}: not measured)" if ahead else "")  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
-            "among": "measured for usefulness" if measured else "evaluated"}  # fmt: skip
+            "among": "measured for usefulness" if measured else "evaluated",
+            "ahead_not_measured": ahead}  # fmt: skip
 
 
 def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:

@@ -91,11 +91,18 @@ def load_npz_source(path: str | Path) -> Dataset:
     images = to_nchw(np.asarray(images), f"{path}['images']")
     images, levels = quantize(images, f"{path}['images']", levels)
     labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "ui":
+    if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "uiUS":
         raise DataError(
-            f"{path}['labels']: expected {len(images)} integer labels, "
+            f"{path}['labels']: expected {len(images)} integer labels (or strings, the class names), "
             f"got shape {labels.shape} dtype {labels.dtype}"
         )
+    if labels.dtype.kind in "US":  # the class names themselves ('cat', 'dog'), in sorted order
+        if names is not None:
+            raise DataError(
+                f"{path}['class_names']: the labels are strings, their own class names; "
+                "give integer labels with class_names, or string labels alone"
+            )
+        labels = labels.astype(str)
     classes = np.unique(labels)
     labels = np.searchsorted(classes, labels).astype(np.int64)
     if names is not None and len(names) != len(classes):
@@ -145,6 +152,12 @@ def load_folder_source(
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: no class sub-folders (expected one folder per class)")
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:  # beside the class folders: in no class
+        log.warning(
+            "%s: %d image file(s) beside the class folders, in no class, left out (first: %s); "
+            "move them into the folder of their class", root, len(loose), loose[0],
+        )  # fmt: skip
     files: list[tuple[Path, int]] = []
     for k, name in enumerate(classes):
         _inside(root / name, root)

@@ -119,15 +119,23 @@ def test_a_run_with_overrides_is_not_recorded(repo):
 
 
 def test_push_then_pull_restores_data_and_models(repo, tmp_path):
+    """What another clone gets from the remote: every output of the stages, their metrics, logs
+    and curves too (runs/ is not in git), so the pulled model is up to date for `genzoo status`
+    and `dvc status`, and `dvc repro` does not train it again."""
     repo, sh = repo
     sh("dvc", "repro", "prepare", "train@gan")
-    before = {p: sha(repo / p) for p in ("runs/gan/model.safetensors", "data/prepared/train.npz")}
+    files = [p.relative_to(repo).as_posix() for p in (repo / "runs" / "gan").iterdir()]
+    before = {p: sha(repo / p) for p in ["data/prepared/train.npz", *files]}
+    assert {"runs/gan/model.safetensors", "runs/gan/metrics.json", "runs/gan/log.jsonl"} <= set(before)
     sh("dvc", "push")
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "runs")
     shutil.rmtree(repo / "data" / "prepared")
     sh("dvc", "pull", "prepare", "train@gan")
     assert {p: sha(repo / p) for p in before} == before
+    assert "gan       up to date" in sh("genzoo", "status")
+    status = sh("dvc", "status", "prepare", "train@gan")
+    assert "up to date" in status.lower(), status
 
 
 # the stages' code deps against their imports: tests/tasks/test_layout.py

@@ -72,6 +72,13 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         r".+: \d+ images from [\w, ]+ \(\d+(-\d+)? per class\); draws dropped: \d+ [a-z ]+(, \d+ [a-z ]+)*",
     ):
         assert any(re.fullmatch(line, m) for m in said), (line, said)
+    # `best` (augment.families) chose among the measured families (gan); those the judges rank
+    # ahead of it, unmeasured, are named in the run's log as in the dataset's manifest
+    best = json.loads((tmp_path / "augment" / "synthetic" / "manifest.json").read_text())["best"]
+    assert best["family"] == "gan" and best["measured"] == ["gan"]
+    ahead = [m for m in said if m.startswith("`best` is gan, the best of the families measured")]
+    assert len(ahead) == bool(best["ahead_not_measured"]), said
+    assert all(", ".join(best["ahead_not_measured"]) + " scored better by fd_rank" in m for m in ahead)
     trained = first["trained"]
     assert sorted(trained) == ["gan", "pixelcnn", "vae"]
     assert not any(m["cached"] for m in trained.values())

@@ -214,7 +214,7 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     )
     assert best_choice(params, "fd") == {
         "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
-        "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153},
+        "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153}, "ahead_not_measured": ["realnvp"],
     }  # fmt: skip
     assert pick("precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")

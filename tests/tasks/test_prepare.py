@@ -62,11 +62,14 @@ def _folder(root, classes=("a", "b"), n=6, size=(10, 12), mode="L"):
     return root
 
 
-def test_folder_source_resizes_and_pads(tmp_path):
+def test_folder_source_resizes_and_pads_and_says_what_it_left_out(tmp_path, caplog):
     root = _folder(tmp_path / "imgs")
     Image.fromarray(np.zeros((30, 20), np.uint8), "L").save(root / "a" / "odd.png")  # another size
-    m = prepare(params(tmp_path, source=f"folder:{root}", image_size=[16, 16]))
+    Image.fromarray(np.zeros((16, 16), np.uint8), "L").save(root / "stray.png")  # in no class
+    with caplog.at_level("WARNING", logger="genzoo.prepare"):
+        m = prepare(params(tmp_path, source=f"folder:{root}", image_size=[16, 16]))
     assert m["shape"] == [1, 16, 16] and m["levels"] == 256 and m["class_names"] == ["a", "b"]
+    assert "1 image file(s) beside the class folders, in no class, left out (first: stray.png)" in caplog.text
 
 
 def test_npz_source_channels_last_and_float(tmp_path):
@@ -77,6 +80,19 @@ def test_npz_source_channels_last_and_float(tmp_path):
     assert m["shape"] == [3, 6, 6] and m["levels"] == 256 and m["class_names"] == ["3", "7"]
     m = prepare(params(tmp_path, source=f"npz:{f}", channels=1, image_size=4))
     assert m["shape"] == [1, 4, 4]
+
+
+def test_npz_string_labels_are_the_class_names(tmp_path):
+    """Labels as strings (as many datasets store them): the classes are their sorted names."""
+    from genzoo.tasks.prepare import load_npz_source
+
+    f = tmp_path / "s.npz"
+    labels = np.array(["dog", "cat", "bird"] * 10)
+    np.savez(f, images=np.zeros((30, 5, 5), np.uint8), labels=labels)
+    ds = load_npz_source(f)
+    assert ds.class_names == ["bird", "cat", "dog"] and ds.labels[:3].tolist() == [2, 1, 0]
+    np.savez(f, images=np.zeros((30, 5, 5), np.uint8), labels=labels.astype("S"))  # bytes, as h5py gives
+    assert load_npz_source(f).class_names == ["bird", "cat", "dog"]
 
 
 def test_max_levels_bins_256_levels_into_fewer_and_leaves_coarser_data_alone(tmp_path):
@@ -133,6 +149,15 @@ BAD = {
     "label count": (
         lambda t: _bad_npz(t, images=np.zeros((4, 5, 5), np.uint8), labels=np.zeros(3, int)),
         "expected 4 integer labels",
+    ),
+    "string labels and class names": (
+        lambda t: _bad_npz(
+            t,
+            images=np.zeros((4, 5, 5), np.uint8),
+            labels=np.array(["a", "b", "a", "b"]),
+            class_names=np.array(["x", "y"]),
+        ),  # fmt: skip
+        "the labels are strings, their own class names",
     ),
     "missing file": (lambda t: f"npz:{t / 'nothing.npz'}", "not found"),
 }
