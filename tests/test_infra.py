@@ -398,3 +398,23 @@ def test_readme_mentions_every_file_and_how_to_connect():
         "prefect worker start --pool genzoo",
     ):
         assert needed in readme, f"infra/README.md: {needed!r} missing"
+
+
+def test_make_install_with_extras_keeps_the_installed_torch(tmp_path):
+    """`make install EXTRAS=vision`: the extra is installed with torch pinned to the build the
+    venv has (a bare `pip install '.[vision]'` swaps it for the newest torch), and it has a stamp
+    of its own, so it runs after a plain install."""
+    import subprocess
+
+    def recipe(*args: str) -> str:
+        r = subprocess.run(["make", "-n", "install", f"VENV={tmp_path / 'venv'}", *args], cwd=ROOT,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        return r.stdout
+
+    plain, vision = recipe(), recipe("EXTRAS=vision,hf")
+    python = tmp_path / "venv" / "bin" / "python"
+    pin = f"\"torch==$({python} -c 'import torch; print(torch.__version__)')\""
+    assert '-e ".[dev]"' in plain and pin in plain.replace("\\\n  ", "")
+    assert '-e ".[dev,vision,hf]"' in vision and pin in vision.replace("\\\n  ", "")
+    assert f"touch {tmp_path / 'venv'}/.genzoo-installed\n" in plain
+    assert f"touch {tmp_path / 'venv'}/.genzoo-installed-vision-hf\n" in vision
