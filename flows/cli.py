@@ -88,11 +88,17 @@ def cmd_prepare(args) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from genzoo.tasks.train import close_stale_runs, train_family
+    from genzoo.tasks.train import close_stale_runs, train_family, up_to_date
 
     close_stale_runs(params)  # the caller holds the run lock
     for fam in families:
-        m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)
+        if (m := up_to_date(params, fam)) is not None:  # as `genzoo run` and `dvc repro` skip it
+            logging.getLogger("genzoo.train").warning(
+                "%s: up to date (same params, data and code), not retrained (to train it anew, delete %s)",
+                fam, Path(params.run.runs_dir) / fam,
+            )  # fmt: skip
+        else:
+            m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)
         shown = {
             k: m[k]
             for k in ("family", "steps", "train_seconds", "test_bpd", "bpd_estimator", "samples_per_second")

@@ -80,6 +80,27 @@ def to_8bit(im):
     return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), mode="L")
 
 
+def fit_image(img, size: tuple[int, int]):
+    """A PIL image resized to exactly ``size`` (H, W), its aspect ratio kept and the rest padded
+    black: how `prepare` sizes a folder's images and `detect` the images it scores, alike.
+    Shrinking averages the pixels each output pixel covers (box filter, as scikit-learn's digits
+    were made from 32x32 bitmaps: a nearest-neighbour enlargement comes back exactly); enlarging
+    is bilinear."""
+    from PIL import Image
+
+    h, w = size
+    scale = min(w / img.width, h / img.height)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if new != img.size:
+        shrink = new[0] <= img.width and new[1] <= img.height
+        img = img.resize(new, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+    if new == (w, h):
+        return img
+    canvas = Image.new(img.mode, (w, h))
+    canvas.paste(img, ((w - new[0]) // 2, (h - new[1]) // 2))
+    return canvas
+
+
 def require_npz(path: Path) -> None:
     """``path`` is a file and an npz (a zip archive): np.load would otherwise try it as a
     pickle or a bare .npy and say so in words about pickles."""

@@ -59,6 +59,7 @@ from genzoo.tasks.data import (
     DataError,
     data_hash,
     data_spec,
+    fit_image,
     load_split,
     npz_levels,
     quantize,
@@ -170,7 +171,7 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             with Image.open(f) as im:
                 im = to_8bit(im) if im.mode in WIDE_MODES else im  # scaled, not clipped
                 img = im.convert("L" if spec.channels == 1 else "RGB")
-                img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+                img = fit_image(img, (spec.height, spec.width))  # as prepare sized the training images
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         a = np.asarray(img, dtype=np.uint8)

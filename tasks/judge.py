@@ -290,6 +290,7 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
     rng = np.random.default_rng(req.seed)
     xt, yt, manifest = load_split(params.data.prepared_dir, "test")
     num_classes = int(manifest["num_classes"])
+    levels = int(manifest.get("levels", 256))
     rows: list[dict[str, Any]] = []
     labels = _balanced_labels(req.reals, num_classes, rng)
     for c in labels:  # real test images, each class as often as the generated ones
@@ -300,15 +301,18 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
         model = load_model(f, params.run.runs_dir)
         labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
         x, y = draw(model, req.per_family, labels=labels, seed=req.seed * 1000 + k)
-        rows += [
+        x = torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)  # the real images' level grid:
+        rows += [  # a pixel between the levels would tell a generated image at a glance
             {"kind": "generated", "family": f, "label": int(y[i]), "png": _png(x[i].numpy())}
             for i in range(len(x))
         ]
     shape = tuple(xt.shape[1:])
-    levels = int(manifest.get("levels", 256))
     for _ in range(req.attention):  # uniform noise on the data's level grid
         noise = rng.integers(0, levels, size=shape) / (levels - 1)
         rows.append({"kind": "attention", "family": None, "label": None, "png": _png(noise)})
+    # stored (numbered) in a seeded shuffle: an image's number, in its URL, says nothing of what
+    # it is (in the order drawn, the reals came first, then each family in turn, by class)
+    rows = [rows[i] for i in rng.permutation(len(rows))]
     config = {
         **req.__dict__,
         "families": list(req.families),

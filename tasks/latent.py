@@ -372,6 +372,8 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     if latent_kind(model) == "encoder":
         if (a is None) != (b is None):
             raise ValueError("--a and --b: give both image indices, or neither (a same-class pair is drawn)")
+        if a is not None and cls is not None:  # the images' own labels decide the ends
+            raise ValueError("--class picks the pair drawn without --a and --b; give one or the other")
         if a is None:
             idx = torch.arange(len(y)) if cls is None else torch.nonzero(y == cls).flatten()
             if len(idx) < 2:
@@ -383,6 +385,11 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
                            x[b][None]]) for m in modes]  # fmt: skip
         ends = {"a": a, "b": b, "labels": [int(y[a]), int(y[b])]}
     else:
+        if a is not None or b is not None:  # nothing encodes a real image into its latent space
+            raise ValueError(
+                f"--a/--b: {family} has no encoder ({', '.join(families_with(Encoder, Decoder))} have one): "
+                "its strip runs between two codes from its prior, chosen by --seed and --class"
+            )
         c = 0 if cls is None else cls
         rows = [interpolate(model, None, None, steps, m, seed=seed, labels=(c, c)) for m in modes]
         ends = {"seed": seed, "labels": [c, c]}

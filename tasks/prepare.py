@@ -29,6 +29,7 @@ from genzoo.tasks.data import (
     WIDE_MODES,
     DataError,
     content_hash,
+    fit_image,
     npz_levels,
     quantize,
     require_npz,
@@ -114,19 +115,6 @@ def load_npz_source(path: str | Path) -> Dataset:
     return Dataset(images, labels, levels, names, f"npz:{path}")
 
 
-def _fit(img, size: tuple[int, int]):
-    """Resize keeping aspect ratio, then pad (black) to exactly (H, W)."""
-    from PIL import Image
-
-    h, w = size
-    scale = min(w / img.width, h / img.height)
-    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    img = img.resize(new, Image.Resampling.BILINEAR) if new != img.size else img
-    canvas = Image.new(img.mode, (w, h))
-    canvas.paste(img, ((w - new[0]) // 2, (h - new[1]) // 2))
-    return canvas
-
-
 def _inside(path: Path, root: Path) -> None:
     """A class folder or image must stay inside the data folder: a symbolic link out of it
     (or back to it, a class folder linking to its parent) is refused."""
@@ -207,7 +195,7 @@ def load_folder_source(
                 f"{root}: images have different sizes {sorted(sizes)[:3]}...; set data.image_size"
             )
         size = images[0].size[::-1]
-    arr = np.stack([np.asarray(_fit(im, size)) for im in images])
+    arr = np.stack([np.asarray(fit_image(im, size)) for im in images])
     arr = to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
     labels = np.array([k for _, k in files], dtype=np.int64)
     return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}")

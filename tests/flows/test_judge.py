@@ -3,6 +3,7 @@ checks and balance, and complete studies rated in headless Chromium against a re
 server in a subprocess: a truthful rater, a random one, one who fails the attention checks,
 keyboard answers, a refresh, a SIGKILLed server, two raters at once, and refused requests."""
 
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import yaml
+from PIL import Image
 
 from genzoo.flows import cli
 from genzoo.metrics.human import bradley_terry, krippendorff_alpha
@@ -193,6 +195,16 @@ def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
     for fam in ("gan", "vae", None):  # 6 images over 10 classes: no class twice
         labels = [r.label for r in rows if r.family == fam and r.kind != "attention"]
         assert len(set(labels)) == 6
+    # nothing but the picture tells a rater what an image is: its number (in its URL) follows no
+    # grouping (stored in the order drawn, reals first, the raters could answer without looking),
+    # and every image, generated ones included, holds only the data's grey levels (17 for digits)
+    by_number = [(r.kind, r.family) for r in sorted(rows, key=lambda r: r.id)]
+    runs = 1 + sum(a != b for a, b in zip(by_number, by_number[1:], strict=False))
+    assert runs >= 10, by_number  # drawn in order: 4 runs
+    grid = {round(level * 255 / 16) for level in range(17)}
+    for r in rows:
+        values = set(np.unique(np.asarray(Image.open(io.BytesIO(r.png)))).tolist())
+        assert values <= grid, (r.kind, r.family, sorted(values - grid)[:5])
     orders = []
     for t in tokens:
         r = judge.rater_for(eng, t)

@@ -103,6 +103,35 @@ def test_detect_reads_npz_and_folders_in_any_size_and_flags_noise(trained, tmp_p
     assert detect(params, "pixelcnn", folder / "sub" / "1.png")["images"][0]["name"] == "1.png"
 
 
+def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
+    """Real digits saved as 8x8 files, enlarged 4x (nearest neighbour) or as 32x24 (another
+    aspect): `detect` reads each back to the model's 8x8 exactly as `prepare` sizes a folder's
+    images (a box filter when shrinking: the 32x32 copies come back identical; bilinear blurred
+    them, and blur is what the likelihood flags), the aspect kept and the rest padded."""
+    from PIL import Image
+
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.data import fit_image
+    from genzoo.tasks.prepare import load_digits_source
+
+    digits = load_digits_source().images[:6, 0]  # levels 0..16
+    spec = DataSpec(channels=1, height=8, width=8, num_classes=10, levels=17)
+    small, large, wide = (tmp_path / n for n in ("small", "large", "wide"))
+    for folder in (small, large, wide):
+        folder.mkdir()
+    for i, d in enumerate(digits):
+        img = Image.fromarray(np.rint(d.astype(float) * 255 / 16).astype(np.uint8), "L")
+        img.save(small / f"{i}.png")
+        img.resize((32, 32), Image.Resampling.NEAREST).save(large / f"{i}.png")
+        img.resize((32, 24), Image.Resampling.NEAREST).save(wide / f"{i}.png")
+    x_small, x_large = read_images(small, spec)[0], read_images(large, spec)[0]
+    assert torch.equal(x_small, x_large) and np.array_equal((x_small * 16).round().squeeze(1).numpy(), digits)
+    x_wide = read_images(wide, spec)[0]
+    expected = np.stack([np.asarray(fit_image(Image.open(wide / f"{i}.png"), (8, 8))) for i in range(6)])
+    assert torch.equal(x_wide.squeeze(1), torch.from_numpy(np.rint(expected / 255 * 16) / 16).float())
+    assert (x_wide[:, :, :1] == 0).all() and (x_wide[:, :, -1:] == 0).all()  # 32x24 -> 8x6, padded
+
+
 def test_bad_requests_fail_clearly(trained, tmp_path):
     tmp, params = trained
     with pytest.raises(

@@ -143,6 +143,12 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert "gan has a decoder only (codes -> images), no encoder" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
     assert "--class 11: not a class (0..9)" in capsys.readouterr().err
+    # arguments that would be ignored are refused: the GAN encodes no image, --a/--b set the class
+    assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--a", "3", "--b", "5"]) != 0
+    assert "--a/--b: gan has no encoder (ddpm, realnvp, vae have one)" in capsys.readouterr().err
+    assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--a", "3", "--b", "5",
+                 "--class", "4"]) != 0  # fmt: skip
+    assert "--class picks the pair drawn without --a and --b" in capsys.readouterr().err
     assert (
         main(["sample", "--params", str(pfile), "--family", "dppm", "--n", "2", "--out", str(tmp / "s")]) != 0
     )

@@ -110,6 +110,12 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
     trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
     assert c.get_run(trained).info.status == "FINISHED"
+    # again, nothing changed: up to date, not trained again (it resumed from its last checkpoint,
+    # ran no step and registered a second, identical version)
+    model = (tmp_path / "runs" / "gan" / "model.safetensors").stat().st_mtime_ns
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
+    assert [int(v.version) for v in c.search_model_versions("name='gan'")] == [1]
+    assert (tmp_path / "runs" / "gan" / "model.safetensors").stat().st_mtime_ns == model
 
 
 def test_the_pipeline_run_is_killed_when_a_user_stops_it_and_failed_when_it_raises(store, tmp_path):
