@@ -488,7 +488,9 @@ def cmd_judge(args) -> int:
         print(f"agreement: {agree}")
         if r["pairwise"]:
             ranked = sorted(r["pairwise"]["families"].items(), key=lambda kv: -kv[1]["theta"])
-            print("pairwise (Bradley-Terry): " + " > ".join(f"{f} {v['theta']:+.2f}" for f, v in ranked))
+            line = " > ".join(f"{f} {v['theta']:+.2f}" for f, v in ranked)
+            one = " (one rater answered the pairs: no interval)" if r["pairwise"].get("raters") == 1 else ""
+            print(f"pairwise (Bradley-Terry): {line}{one}")
         print(f"results: {path}")
         report = Path(params.run.runs_dir) / "report" / "index.html"
         if report.exists():  # its "Human evaluation" section shows the latest study: built again

@@ -249,12 +249,15 @@ def _join(address: str) -> None:
         with _sigterm_kept():
             ray.init(address=address, namespace="genzoo", log_to_driver=False)
     except ConnectionError as e:
-        hint = ""
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one
             hint = (
                 "; a cluster with token authentication (what `ray start` sets up from Ray 2.59) admits "
                 "only clients with RAY_AUTH_MODE=token and its token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
             )
+        else:  # Ray says no more than that it could not connect when the token is wrong
+            given = "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else "~/.ray/auth_token"
+            hint = f"; with RAY_AUTH_MODE=token: is the token in {given} the cluster's (its head's "
+            hint += "~/.ray/auth_token)?"
         raise Unreachable(
             f"Ray cluster at {address}: could not join ({str(e).splitlines()[0]}){hint}"
         ) from None

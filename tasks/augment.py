@@ -70,6 +70,7 @@ from genzoo.tasks.layout import (
     exclusive,
     family_dir,
     read_json,
+    scored_by_another_evaluator,
     up_to_date,
 )
 from genzoo.tasks.quality import real_features, scores
@@ -140,6 +141,9 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     judged, measured = {}, []  # family -> its quality.json
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
+        if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
+            log.warning("augment: %s was scored by another evaluator than the current one: left out", f)
+            continue
         if (metric if metric != "fd_rank" else "fd") in quality:
             judged[f] = quality
             if (evaluation_dir(params) / f / "usefulness.json").exists():

@@ -541,7 +541,7 @@ def answers_of(eng: sa.Engine, study: str) -> tuple[dict[str, Any], list[dict[st
             .mappings()
             .all()
         )
-    cfg = json.loads(st.config) | {"raters_total": n_raters}
+    cfg = json.loads(st.config) | {"raters_total": n_raters, "created": st.created}
     return cfg, [dict(r) for r in rows]
 
 
@@ -597,6 +597,7 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
     pairwise = None
     if comparisons and len(fams) > 1:
         theta, lo, hi = bootstrap_bradley_terry(comparisons, len(fams), reps=max(200, reps // 4), seed=seed)
+        one_rater = len({r for r, _, _ in comparisons}) < 2  # resampling one rater varies nothing
         wins = {f: {g: 0 for g in fams if g != f} for f in fams}
         for _, w, lsr in comparisons:
             wins[fams[w]][fams[lsr]] += 1
@@ -605,12 +606,14 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
             "n": len(comparisons),
             "wins": wins,
             "families": {
-                f: {"theta": float(theta[i]), "ci95": [float(lo[i]), float(hi[i])]}
+                f: {"theta": float(theta[i]), "ci95": None if one_rater else [float(lo[i]), float(hi[i])]}
                 for i, f in enumerate(fams)
             },
+            "raters": len({r for r, _, _ in comparisons}),  # the interval is over raters: none from one
         }
     return {
         "study": cfg["name"],
+        "created": cfg.get("created"),  # the study's: the report shows the newest study with answers
         "protocol": {k: cfg[k] for k in ("families", "per_family", "reals", "attention", "pairs", "seed")}
         | {
             "measure": "HYPE-infinity error (Zhou et al. 2019, arXiv 1904.01121), balanced: the mean of "

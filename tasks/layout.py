@@ -131,6 +131,14 @@ def evaluation_dir(params: Params) -> Path:
     return Path(params.run.runs_dir) / "evaluation"
 
 
+def scored_by_another_evaluator(params: Params, quality: dict | None) -> bool:
+    """Whether a family's ``quality.json`` was scored by another evaluator than the current one
+    (its features, so its distances, are not comparable with the others': the report leaves it
+    out, and `best` does not choose by it)."""
+    scorer = (read_json(evaluation_dir(params) / "evaluator" / "evaluator.json") or {}).get("sha256")
+    return bool(quality and scorer and quality.get("evaluator_sha256", scorer) != scorer)
+
+
 def evaluator_dir(params: Params) -> Path:
     return evaluation_dir(params) / "evaluator"
 

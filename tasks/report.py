@@ -35,7 +35,7 @@ from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import grid
-from genzoo.tasks.layout import evaluation_dir, exclusive, read_json
+from genzoo.tasks.layout import evaluation_dir, exclusive, read_json, scored_by_another_evaluator
 
 log = logging.getLogger("genzoo.report")
 
@@ -62,6 +62,18 @@ SPACES_FLOOR_RATIO = 1.3
 SPACES_ACCURACY = 0.97
 
 
+def latest_study(folder: Path) -> dict[str, Any] | None:
+    """The results of the newest study in ``folder`` (by when it was created; results scored
+    before studies recorded that: by when they were scored), one with answers first: scoring an
+    older study, or one nobody has rated yet, does not take the report's section from it."""
+    found = []
+    for p in folder.glob("*.json"):
+        h = read_json(p)
+        if isinstance(h, dict) and "families" in h:
+            found.append((h.get("answers", 0) > 0, h.get("created") or p.stat().st_mtime, h))
+    return max(found, key=lambda t: t[:2])[2] if found else None
+
+
 def collect(params: Params) -> dict[str, Any]:
     """What the evaluation wrote (runs/evaluation/): evaluator, reference rows, each family."""
     folder = evaluation_dir(params)
@@ -69,10 +81,9 @@ def collect(params: Params) -> dict[str, Any]:
     if reference is None:
         raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
     families, missing, anomaly = {}, [], {}
-    scorer = (read_json(folder / "evaluator" / "evaluator.json") or {}).get("sha256")
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
-        if quality and scorer and quality.get("evaluator_sha256", scorer) != scorer:  # other features:
+        if scored_by_another_evaluator(params, quality):  # other features:
             log.warning("%s: scored by another evaluator than the current one; left out (genzoo evaluate)", f)
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
@@ -84,7 +95,6 @@ def collect(params: Params) -> dict[str, Any]:
             anomaly[f] = a
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
-    human = [read_json(p) for p in sorted((folder / "human").glob("*.json"), key=lambda p: p.stat().st_mtime)]
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
     return {
@@ -94,7 +104,7 @@ def collect(params: Params) -> dict[str, Any]:
         "families": families,
         "missing": missing,
         "anomaly": anomaly,
-        "human": next((h for h in reversed(human) if isinstance(h, dict) and "families" in h), None),
+        "human": latest_study(folder / "human"),
     }
 
 

@@ -669,6 +669,13 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
     said = str(e.value)
     assert said.startswith(f"Ray cluster at {address}: could not join (Failed to connect to Ray cluster at ")
     assert "admits only clients with RAY_AUTH_MODE=token and its token" in said
+    with socket.socket() as listening:  # with token mode on: the token is the likely cause
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters")
+        with pytest.raises(Unreachable, match=r"is the token in RAY_AUTH_TOKEN the cluster's"):
+            cluster._join(f"127.0.0.1:{listening.getsockname()[1]}")
     record = logging.LogRecord("prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception", None,
                                (Unreachable, e.value, e.value.__traceback__))  # fmt: skip
     assert "Traceback" not in cli.ConsoleFormatter().format(record)

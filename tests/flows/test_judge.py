@@ -117,6 +117,11 @@ def test_figures_of_a_hand_computed_study():
     assert bt["n"] == 4 and bt["wins"] == {"gan": {"vae": 3}, "vae": {"gan": 1}}
     assert bt["families"]["gan"]["theta"] == pytest.approx(np.log(7 / 3) / 2, abs=1e-7)
     assert bt["families"]["vae"]["theta"] == pytest.approx(-np.log(7 / 3) / 2, abs=1e-7)
+    assert bt["raters"] == 2 and all(v["ci95"] is not None for v in bt["families"].values())
+    # the interval is over raters: from the pairs of one rater it would be a point, so there is none
+    one = judge.score(cfg, [r for r in rows if r["mode"] == "single" or r["rater"] == 1], reps=200)
+    assert one["pairwise"]["raters"] == 1
+    assert all(v["ci95"] is None for v in one["pairwise"]["families"].values())
 
 
 def test_agreement_and_bradley_terry_on_known_answers():

@@ -219,6 +219,15 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     assert pick("precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")
     assert pick("fd") == "pixelcnn" and pick("precision") == "gan"
+    # a family scored by another evaluator (its features are not the others') is not chosen
+    # from, nor named as ahead: the report leaves it out too
+    (folder / "evaluator").mkdir()
+    (folder / "evaluator" / "evaluator.json").write_text(json.dumps({"sha256": "current"}))
+    stamped = {"fd": 0.152, "precision": 0.93, "evaluator_sha256": "current"}
+    (folder / "pixelcnn" / "quality.json").write_text(json.dumps(stamped))
+    (folder / "realnvp" / "quality.json").write_text(json.dumps({"fd": 0.147, "evaluator_sha256": "older"}))
+    assert best_choice(params, "fd")["ahead_not_measured"] == []
+    assert "realnvp" not in best_choice(params, "fd")["figures"]
 
 
 def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "logistic")) -> str:

@@ -437,3 +437,28 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
     finally:
         path.unlink()
         build_report(params)
+
+
+def test_the_report_shows_the_newest_study_with_answers_whatever_was_scored_last(tmp_path):
+    """`genzoo judge results` on an older study, or on one nobody has rated yet, does not take
+    the report's human-evaluation section from the newest study with answers."""
+    import os
+
+    from genzoo.tasks.report import latest_study
+
+    def scored(name: str, created: float | None, answers: int, at: float) -> None:
+        path = tmp_path / f"{name}.json"
+        body = {"study": name, "families": {}, "answers": answers} | ({"created": created} if created else {})
+        path.write_text(json.dumps(body))
+        os.utime(path, (at, at))
+
+    assert latest_study(tmp_path) is None
+    scored("old", None, 40, at=100.0)  # results from before studies recorded their creation
+    assert latest_study(tmp_path)["study"] == "old"
+    scored("s1", 200.0, 90, at=300.0)
+    scored("s0", 150.0, 60, at=400.0)  # an older study, scored last
+    scored("s2", 250.0, 0, at=500.0)  # the newest, no answers yet
+    assert latest_study(tmp_path)["study"] == "s1"
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a study's results
+    scored("s2", 250.0, 12, at=600.0)  # rated now
+    assert latest_study(tmp_path)["study"] == "s2"
