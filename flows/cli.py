@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -505,9 +506,10 @@ def cmd_judge(args) -> int:
 def cmd_families(args) -> int:
     from genzoo import models
 
-    for name, cls in models.REGISTRY.items():
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"{name:10s} phases={','.join(cls.phases):9s} {doc}")
+    for name, cls in models.REGISTRY.items():  # its module's first sentence (lines wrap mid-phrase)
+        paragraph = " ".join((sys.modules[cls.__module__].__doc__ or "").strip().split("\n\n")[0].split())
+        sentence = re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph)[0]
+        print(f"{name:10s} phases={','.join(cls.phases):9s} {sentence}")
     return 0
 
 
@@ -544,8 +546,9 @@ def _run_parser(sub) -> None:
 def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw images from a trained model into PATH.npz + PATH.png")
     _common(p)
-    p.add_argument("--family", help="use the model trained in runs/<family>/")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()  # one model: argparse refuses both in one line
+    which.add_argument("--family", help="use the model trained in runs/<family>/")
+    which.add_argument(
         "--model",
         help="a saved model's model.json, or a registered MLflow version models:/<family>/<version> "
         "(or /latest, or @<alias>) (instead of --family)",

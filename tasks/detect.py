@@ -159,6 +159,8 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
             path,
         )
+    elif not path.exists():
+        raise DataError(f"{path}: not found")
     else:
         raise DataError(f"{path}: not an .npz file, an image file ({suffixes}) or a folder")
     from PIL import Image, UnidentifiedImageError

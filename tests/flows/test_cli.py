@@ -311,3 +311,22 @@ def test_ctrl_c_is_one_line_and_exit_130_not_a_traceback(command, monkeypatch, c
     err = capsys.readouterr().err
     assert err.strip() == f"genzoo {command}: interrupted" + cli.INTERRUPTED.get(command, "")
     assert "checkpoint is kept" in cli.INTERRUPTED["train"]
+
+
+def test_families_describes_each_in_a_whole_sentence(capsys):
+    """`genzoo families`: one line per family, its model file's first sentence whole (the first
+    line of a wrapped docstring stopped mid-phrase: "... with a projection")."""
+    assert cli.main(["families"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {"ddpm", "gan", "pixelcnn", "realnvp", "vae"} <= {line.split()[0] for line in lines}
+    assert all(line.endswith(".") for line in lines), lines
+    gan = next(line for line in lines if line.startswith("gan"))
+    assert "projection discriminator" in gan and gan.endswith("and the hinge loss.")
+
+
+def test_sample_takes_one_model(capsys):
+    """`--family` and `--model` together: refused by argparse (the model was silently --model's)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sample", "--family", "vae", "--model", "x/model.json"])
+    assert e.value.code == 2
+    assert "argument --model: not allowed with argument --family" in capsys.readouterr().err
