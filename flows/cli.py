@@ -95,8 +95,9 @@ def _train(params, families, quiet, parent_run_id=None) -> int:
     for fam in families:
         if (m := up_to_date(params, fam)) is not None:  # as `genzoo run` and `dvc repro` skip it
             logging.getLogger("genzoo.train").warning(
-                "%s: up to date (same params, data and code), not retrained (to train it anew, delete %s)",
-                fam, Path(params.run.runs_dir) / fam,
+                "%s: up to date (same params, data and code), not retrained (to train it anew, delete %s "
+                "and its checkpoints, %s: a run resumes from them)",
+                fam, Path(params.run.runs_dir) / fam, Path(params.run.checkpoints_dir) / fam,
             )  # fmt: skip
         else:
             m = train_family(params, fam, progress=not quiet, parent_run_id=parent_run_id)

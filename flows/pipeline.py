@@ -341,7 +341,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
 
 
 def _augment(params: Params, req: Any = None) -> Path:
-    from genzoo.tasks.augment import generate
+    from genzoo.tasks.augment import generate, left_out_by_best
 
     path = generate(params, req)
     manifest = json.loads((path / "manifest.json").read_text())
@@ -352,12 +352,8 @@ def _augment(params: Params, req: Any = None) -> Path:
         "%s: %d images from %s (%s per class); draws dropped: %s",
         path, manifest["n"], ", ".join(manifest["families"]), per_class, dropped or "none",
     )  # fmt: skip
-    if ahead := manifest.get("best", {}).get("ahead_not_measured"):  # `best` chose among the measured
-        get_run_logger().info(
-            "`best` is %s, the best of the families measured for usefulness; %s scored better by %s "
-            "but were not measured (usefulness.families)",
-            manifest["best"]["family"], ", ".join(ahead), manifest["best"]["metric"],
-        )  # fmt: skip
+    if note := left_out_by_best(manifest):
+        get_run_logger().info("%s", note)
     return path
 
 
@@ -759,8 +755,8 @@ def sample(
     """
     from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
 
-    if not family and not model:
-        raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>)")
+    if bool(family) == bool(model):  # both: one of them would be silently ignored
+        raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>), one")
     params = load_params(params_file)
     confine(params, params_file=params_file, out=out,
             model=model if model and not model.startswith("models:/") else None)  # fmt: skip

@@ -167,6 +167,18 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
             "ahead_not_measured": ahead}  # fmt: skip
 
 
+def left_out_by_best(manifest: dict[str, Any]) -> str | None:
+    """The line naming the families that score better than the one `best` chose (a dataset's
+    manifest) but were not measured for usefulness, so were not chosen from; None if none."""
+    best = manifest.get("best") or {}
+    if not (ahead := best.get("ahead_not_measured")):
+        return None
+    return (
+        f"`best` is {best['family']}, the best of the families measured for usefulness; "
+        f"{', '.join(ahead)} scored better by {best['metric']} but were not measured (usefulness.families)"
+    )
+
+
 def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
     """A family's lift (test accuracy gained, as a fraction) from its ``usefulness.json`` with
     images made by ``recipe``: on the CNN with classical augmentation (the baseline the targets

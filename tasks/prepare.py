@@ -103,7 +103,10 @@ def load_npz_source(path: str | Path) -> Dataset:
                 f"{path}['class_names']: the labels are strings, their own class names; "
                 "give integer labels with class_names, or string labels alone"
             )
-        labels = labels.astype(str)
+        try:  # bytes (as h5py gives them) in UTF-8
+            labels = np.char.decode(labels, "utf-8") if labels.dtype.kind == "S" else labels.astype(str)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}['labels']: byte-string labels that are not UTF-8 ({e.reason})") from None
     classes = np.unique(labels)
     labels = np.searchsorted(classes, labels).astype(np.int64)
     if names is not None and len(names) != len(classes):

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.layout import family_dir, read_json, train_inputs, up_to_date
+from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, up_to_date
 
 
 def family_status(params: Params, family: str, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
@@ -20,8 +21,13 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     if meta is None or metrics is None:
         return row
     manifest = read_manifest(params.data.prepared_dir, required=False)
+    missing = [f for f in FAMILY_OUTPUTS if not (out / f).is_file()]
     if up_to_date(params, family) is not None:
         state = "up to date"
+    elif missing:
+        state = f"incomplete ({', '.join(missing)} missing: genzoo run or genzoo train makes it again)"
+    elif sha256_file(out / "model.safetensors") != meta.get("sha256"):
+        state = "damaged (model.safetensors does not match the sha256 in model.json: train it again)"
     elif manifest and data_hash(manifest) != meta.get("data_sha256"):
         state = "stale (trained on other data than the prepared data)"
     elif made := [name for name, p in (profiles or {}).items() if up_to_date(p, family) is not None]:
@@ -30,7 +36,7 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
     row.update(
         state=state,
-        trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.safetensors").stat().st_mtime)),
+        trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.json").stat().st_mtime)),
         steps=metrics.get("steps"),
         test_bpd=metrics.get("test_bpd"),
         bpd_estimator=metrics.get("bpd_estimator"),
@@ -61,12 +67,21 @@ def changed_since(params: Params, family: str, made_with: dict | None, manifest:
         return "params or code changed since"
     now, was = _leaves(train_inputs(params, family, manifest)), _leaves(made_with)
     keys = [k for k in sorted(now.keys() | was.keys()) if k != "data" and now.get(k) != was.get(k)]
-    if keys == ["code"]:
-        return "genzoo's code for it changed since"
+    code = "genzoo's code for it changed since" if "code" in keys else ""
     keys = [k for k in keys if k != "code"]
-    shown = [f"{k.removeprefix('params.')}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:most]]
+    if not keys:
+        return code or "params or code changed since"
+    shown = [f"{_param_key(k, family)}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:most]]
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
-    return "trained with other params: " + ", ".join(shown) + more
+    return "trained with other params: " + ", ".join(shown) + more + (f"; {code}" if code else "")
+
+
+def _param_key(key: str, family: str) -> str:
+    """A key of the inputs a model was made with, as params.yaml names it."""
+    key = key.removeprefix("params.")
+    if key in ("threads", "samples_per_class"):
+        return f"run.{key}"
+    return f"models.{family}.{key}" if key.startswith("net.") else key
 
 
 def same_source(a: str, b: str) -> bool:

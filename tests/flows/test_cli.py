@@ -179,7 +179,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     several = ["-o", "seed=1", "-o", "train.batch_size=16", "-o", "models.gan.net.hidden=4"]
     several += ["-o", "run.threads=2"]
     assert gan_state(*short, *several) == (
-        "stale (trained with other params: net.hidden: 8 -> 4, seed: 0 -> 1, threads: 1 -> 2, "
+        "stale (trained with other params: models.gan.net.hidden: 8 -> 4, seed: 0 -> 1, run.threads: 1 -> 2, "
         "train.batch_size: 32 -> 16)"
     )
     # made by other code (here: a model.json as an earlier genzoo would have stamped it)
@@ -188,7 +188,20 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     older = {**meta, "fingerprint": "0" * 16, "made_with": {**meta["made_with"], "code": "0"}}
     meta_file.write_text(json.dumps(older))
     assert gan_state(*short) == "stale (genzoo's code for it changed since)"
+    assert gan_state(*short, "-o", "seed=1") == (
+        "stale (trained with other params: seed: 0 -> 1; genzoo's code for it changed since)"
+    )
     meta_file.write_text(json.dumps(meta))
+    # outputs missing or weights that are not model.json's: said as such, not as changed params
+    curve = tmp_path / "runs" / "gan" / "loss.png"
+    curve.rename(curve.with_suffix(".bak"))
+    assert gan_state(*short).startswith("incomplete (loss.png missing")
+    curve.with_suffix(".bak").rename(curve)
+    weights = tmp_path / "runs" / "gan" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    assert gan_state(*short).startswith("damaged (model.safetensors does not match the sha256")
+    weights.write_bytes(good)
     assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
     capsys.readouterr()
     assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"
@@ -325,7 +338,13 @@ def test_families_describes_each_in_a_whole_sentence(capsys):
 
 
 def test_sample_takes_one_model(capsys):
-    """`--family` and `--model` together: refused by argparse (the model was silently --model's)."""
+    """`--family` and `--model` together: refused by argparse (the model was silently --model's),
+    and by the `sample` flow (its deployment's form) before anything is loaded."""
+    from genzoo.flows.pipeline import sample
+
+    for both in ({"family": "vae", "model": "models:/vae/1"}, {}):
+        with pytest.raises(ValueError, match=r"give family .* or model .*, one"):
+            sample.fn(**both)
     with pytest.raises(SystemExit) as e:
         cli.main(["sample", "--family", "vae", "--model", "x/model.json"])
     assert e.value.code == 2

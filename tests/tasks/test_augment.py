@@ -17,6 +17,7 @@ from genzoo.tasks.augment import (
     _Filters,
     best_choice,
     generate,
+    left_out_by_best,
     load_dataset,
     mix,
     real_dataset,
@@ -216,9 +217,14 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
         "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
         "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153}, "ahead_not_measured": ["realnvp"],
     }  # fmt: skip
+    assert left_out_by_best({"best": best_choice(params, "fd")}) == (
+        "`best` is pixelcnn, the best of the families measured for usefulness; realnvp scored better by "
+        "fd but were not measured (usefulness.families)"
+    )  # what `genzoo run` logs from the dataset's manifest
     assert pick("precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")
     assert pick("fd") == "pixelcnn" and pick("precision") == "gan"
+    assert left_out_by_best({"best": best_choice(params, "precision")}) is None  # none ahead of gan
     # a family scored by another evaluator (its features are not the others') is not chosen
     # from, nor named as ahead: the report leaves it out too
     (folder / "evaluator").mkdir()
