@@ -195,6 +195,8 @@ def train_task(
             if done is not None:
                 logger.info("%s: up to date (same params, data and code), not retrained", family)
                 return {**done, "cached": True}
+            if step := newest_checkpoint(params, family):  # the progress lines start there
+                logger.info("%s: resuming from its checkpoint at step %d", family, step)
             uri = None
             if params.run.track:
                 from genzoo.tasks.train import start_family_run
@@ -500,6 +502,19 @@ def chosen_families(params: Params, params_file: str, families: list[str] | None
     return chosen
 
 
+def newest_checkpoint(params: Params, family: str) -> int | None:
+    """The step of ``family``'s newest checkpoint for its current params, data and code (the
+    training resumes from it), or None."""
+    from genzoo.models.trainer import Checkpoints
+    from genzoo.tasks.data import read_manifest
+    from genzoo.tasks.layout import checkpoint_dir, train_key
+
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    if manifest is None:
+        return None
+    return Checkpoints(checkpoint_dir(params, family, train_key(params, family, manifest))).newest_step()
+
+
 def stopped(e: BaseException) -> bool:
     """Whether ``e`` ends a run a user stopped (KILLED in MLflow, as it marks such runs) rather
     than one that failed: Ctrl-C, a cancel from the Prefect UI (the runner's SIGTERM reaches the
@@ -717,6 +732,7 @@ def train_one(
     family: Family,
     params_file: str = "params.yaml",
     overrides: list[str] | None = None,
+    profile: Profile | None = None,
     ray_address: str | None = None,
 ) -> dict[str, Any]:
     """One family through the whole pipeline on Ray, as ``genzoo run --families FAMILY``:
@@ -727,9 +743,13 @@ def train_one(
         family: The family to train.
         params_file: The params file, relative to the project.
         overrides: Dotted key=value overrides, e.g. models.vae.train.steps=300.
+        profile: A named set of overrides from the params file's profiles, e.g. quick.
         ray_address: The Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray).
     """
-    return pipeline(params_file=params_file, families=[family], overrides=overrides, ray_address=ray_address)
+    # the pipeline's body in this flow run, not a subflow: its stages, logs and progress are on
+    # the page the UI opens for this run (as a subflow they were one click away, under a random name)
+    return pipeline.fn(params_file=params_file, families=[family], overrides=overrides, profile=profile,
+                       ray_address=ray_address)  # fmt: skip
 
 
 @flow(name="genzoo-sample", log_prints=True)

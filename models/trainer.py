@@ -242,6 +242,14 @@ class Checkpoints:
         atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
         return path
 
+    def newest_step(self) -> int | None:
+        """The step of the newest checkpoint the index lists (a run resumes from it, or from an
+        older one if it turns out damaged); None without any."""
+        try:
+            return max((int(e["step"]) for e in self._index()), default=None)
+        except (ValueError, KeyError, TypeError):  # an index refused or malformed: load_latest says why
+            return None
+
     def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """Newest checkpoint whose sha256 matches the index; corrupt ones are reported and
         skipped. Loaded with ``weights_only=True``: a pickled payload cannot run, and a file

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -589,9 +590,31 @@ def load_params(
         raw = apply_overrides(raw, profiles[profile] or {})
     if overrides:
         raw = apply_overrides(raw, overrides)
+        for line in shadowed(raw, overrides):
+            logging.getLogger("genzoo.config").warning("%s", line)
     params = validate(raw)
     params._profile = profile or None
     return params
+
+
+def shadowed(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """A line for each ``train.<key>=...`` override that a family's own ``models.<f>.train.<key>``
+    takes precedence over (it changes nothing for that family: params.yaml sets each family's
+    steps, for one)."""
+    lines = []
+    for o in overrides:
+        key = o.split("=", 1)[0].strip()
+        if not key.startswith("train."):
+            continue
+        leaf = key.removeprefix("train.")
+        own = [f for f, block in (raw.get("models") or {}).items()
+               if isinstance(block, dict) and leaf in (block.get("train") or {})]  # fmt: skip
+        if own:
+            lines.append(
+                f"{o}: changes nothing for {', '.join(own)}, which set their own models.<family>.{key}; "
+                f"override that instead (e.g. models.{own[0]}.{key})"
+            )
+    return lines
 
 
 def stage_args(

@@ -58,12 +58,15 @@ def test_rerun_after_killing_the_pipeline_skips_finished_and_resumes_interrupted
     exp = c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     assert c.search_runs([exp], "attributes.status = 'RUNNING'")  # left behind by the kill
 
-    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    rerun = [a for a in cmd if a != "-q"]  # its log too
+    r = subprocess.run(rerun, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     fams = json.loads(r.stdout.strip().splitlines()[-1])["families"]
     assert fams["gan"]["cached"] is True and fams["vae"]["cached"] is False
     vae = json.loads((tmp_path / "runs" / "vae" / "metrics.json").read_text())
     assert vae["steps"] == 800 and vae["resumed_from"] >= 10
+    # said before its progress lines start there (in the console and the Prefect UI)
+    assert f"vae: resuming from its checkpoint at step {vae['resumed_from']}" in r.stderr, r.stderr[-3000:]
     assert c.search_runs([exp], "attributes.status = 'RUNNING'") == []
     killed = c.search_runs([exp], "attributes.status = 'KILLED'")
     assert {r.data.tags.get("mlflow.runName") for r in killed} >= {"pipeline", "vae"}

@@ -105,6 +105,10 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         )
         assert r.returncode == 0 and "Completed" in r.stdout + r.stderr, r.stdout + r.stderr
         assert (tmp_path / "runs" / "gan" / "model.safetensors").exists()
+        # its stages are its own, on the page the UI opens for it (not in a subflow a click away)
+        family_run = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        tasks = {t["name"] for t in api_post(api, "task_runs/filter") if t["flow_run_id"] == family_run}
+        assert {"prepare", "train-gan", "evaluate-gan", "report"} <= tasks, tasks
         assert not (tmp_path / "runs" / "vae").exists()
 
         r = prefect(
@@ -124,7 +128,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         with np.load(tmp_path / "aug" / "from-ui" / "images.npz") as z:
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = [x["state_type"] for x in api_post(api, "flow_runs/filter")]
-        assert runs.count("COMPLETED") >= 4, runs  # train-family, its pipeline subflow, sample, augment
+        assert runs.count("COMPLETED") == 3, runs  # train-family (no subflow), sample, augment
 
         # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
         # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
@@ -192,6 +196,7 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     assert enum(forms["pipeline"]["families"]) == families
     assert enum(forms["pipeline"]["profile"]) == profiles
     assert enum(forms["train-family"]["family"]) == families
+    assert enum(forms["train-family"]["profile"]) == profiles
     assert enum(forms["sample"]["family"]) == families
     assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
     assert enum(forms["judge"]["families"]) == sorted([*families, "all"])

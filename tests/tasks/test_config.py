@@ -137,3 +137,21 @@ def test_quick_profile_measures_the_recipe_its_dataset_is_made_with_and_trains_n
     assert not any(quick.recipes[r].teacher for r in quick.usefulness.recipes)
     default = load_params("params.yaml")
     assert default.augment.recipe in default.usefulness.recipes
+
+
+def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
+    """`-o train.steps=60` changes nothing for a family that sets its own models.<f>.train.steps
+    (params.yaml sets every family's): said in a warning naming what to override instead."""
+    import yaml
+
+    raw = {"models": {"vae": {"train": {"steps": 300}}, "gan": {}}, "train": {"steps": 100}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with caplog.at_level("WARNING", logger="genzoo.config"):
+        params = load_params(path, ["train.steps=60", "train.batch_size=16", "seed=3"])
+    assert params.train_config("vae").steps == 300 and params.train_config("gan").steps == 60
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "train.steps=60: changes nothing for vae, which set their own models.<family>.train.steps; "
+        "override that instead (e.g. models.vae.train.steps)"
+    ]
