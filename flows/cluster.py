@@ -230,13 +230,14 @@ def _sigterm_kept():
     """``ray.init`` sets SIGTERM's handler to its own ``sys.exit``: a handler the caller had set
     is put back after it. Prefect's: a cancel from the UI (the runner's SIGTERM) then reaches the
     flow as TerminationSignal and the run ends CANCELLED, its Ray tasks stopped, where Ray's
-    ``SystemExit`` crashed it. SIGTERM with no handler set keeps Ray's (the driver exits cleanly)."""
+    ``SystemExit`` crashed it; a caller's ``SIG_IGN`` is kept too. SIGTERM with no handler set
+    keeps Ray's (the driver exits cleanly)."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
     try:
         yield
     finally:
-        if callable(before):
+        if callable(before) or before == signal.SIG_IGN:
             signal.signal(signal.SIGTERM, before)
 
 

@@ -36,6 +36,13 @@ def test_tasks_start_in_submission_order_on_a_local_ray_that_keeps_the_callers_s
         signal.signal(signal.SIGTERM, before)
     assert [i for i, _ in done] == list(range(len(families)))
     assert kept is prefects
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a caller ignoring SIGTERM keeps ignoring it
+    try:
+        with cluster._sigterm_kept():
+            signal.signal(signal.SIGTERM, lambda *_: None)  # as ray.init does (checked above, for real)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_turns_pass_in_the_listed_order_whatever_order_the_threads_come_in():
