@@ -469,7 +469,7 @@ def cmd_judge(args) -> int:
         left_out = r.get("answers_left_out", 0)
         print(
             f"study {r['study']}: {n['included']} raters counted, {n['excluded_attention']} left out "
-            f"(attention checks), {r['answers']} answers"
+            f"(attention checks), {r['answers']} real-or-generated answers"
             + (f" ({left_out} more from those left out)" if left_out else "")
         )
         for f, d in r["families"].items():

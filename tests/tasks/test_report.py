@@ -381,7 +381,9 @@ def test_judge_results_rebuild_the_report_in_json_any_parser_reads(evaluated, ca
         )
         out = capsys.readouterr().out
         assert re.search(
-            r"0 raters counted, 1 left out \(attention checks\), 0 answers \(5 more from those", out
+            r"0 raters counted, 1 left out \(attention checks\), 0 real-or-generated answers "
+            r"\(4 more from those",
+            out,
         )
         assert "gan: no answers from a rater counted" in out and "too few ratings" in out
         assert f"report: {tmp / 'runs' / 'report' / 'index.html'}" in out
@@ -390,7 +392,7 @@ def test_judge_results_rebuild_the_report_in_json_any_parser_reads(evaluated, ca
             raise ValueError(f"{name} in {path}")
 
         figures = json.loads(path.read_text(), parse_constant=refuse)
-        assert figures["agreement"]["krippendorff_alpha"] is None and figures["answers_left_out"] == 5
+        assert figures["agreement"]["krippendorff_alpha"] is None and figures["answers_left_out"] == 4
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "<h2>Human evaluation</h2>" in html and "<code>careless</code>" in html
         assert "Krippendorff&#39;s alpha): —." in html or "Krippendorff's alpha): —." in html
