@@ -630,7 +630,7 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
         # the same answers (real or generated, single images) of raters who failed an attention check
         "answers_left_out": sum(
             r["rater"] in failed and r["mode"] == "single" and r["kind"] != "attention" for r in rows
-        ),  # fmt: skip
+        ),
         "median_ms": float(np.median([r["ms"] for r in kept])) if kept else None,
         "families": out_f,
         "real": {"error": float(wrong[real].mean()) if real.any() else None, "n": int(real.sum())},
