@@ -597,7 +597,8 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
     pairwise = None
     if comparisons and len(fams) > 1:
         theta, lo, hi = bootstrap_bradley_terry(comparisons, len(fams), reps=max(200, reps // 4), seed=seed)
-        one_rater = len({r for r, _, _ in comparisons}) < 2  # resampling one rater varies nothing
+        pair_raters = len({r for r, _, _ in comparisons})  # the interval resamples them: none from one
+        ci = {f: [float(lo[i]), float(hi[i])] if pair_raters > 1 else None for i, f in enumerate(fams)}
         wins = {f: {g: 0 for g in fams if g != f} for f in fams}
         for _, w, lsr in comparisons:
             wins[fams[w]][fams[lsr]] += 1
@@ -605,11 +606,8 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
             "model": "Bradley-Terry (MM, 0.5 pseudo-wins per compared pair and side)",
             "n": len(comparisons),
             "wins": wins,
-            "families": {
-                f: {"theta": float(theta[i]), "ci95": None if one_rater else [float(lo[i]), float(hi[i])]}
-                for i, f in enumerate(fams)
-            },
-            "raters": len({r for r, _, _ in comparisons}),  # the interval is over raters: none from one
+            "families": {f: {"theta": float(theta[i]), "ci95": ci[f]} for i, f in enumerate(fams)},
+            "raters": pair_raters,
         }
     return {
         "study": cfg["name"],

@@ -418,10 +418,15 @@ def train_inputs(params: Params, family: str, manifest: dict) -> dict[str, Any]:
     return variant_inputs(params, family, cfg, manifest, "train", samples_per_class=n)
 
 
+def key_of(inputs: dict[str, Any]) -> str:
+    """The key of a model's inputs (:func:`train_inputs`, :func:`variant_inputs`): equal keys
+    mean equal weights (on CPU)."""
+    return fingerprint(inputs)[:16]
+
+
 def train_key(params: Params, family: str, manifest: dict) -> str:
-    """The hash of :func:`train_inputs`: names ``family``'s checkpoints and stamps its model;
-    equal keys mean equal outputs (on CPU)."""
-    return fingerprint(train_inputs(params, family, manifest))[:16]
+    """The key of :func:`train_inputs`: names ``family``'s checkpoints and stamps its model."""
+    return key_of(train_inputs(params, family, manifest))
 
 
 def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
@@ -455,8 +460,8 @@ def variant_inputs(
 def variant_key(
     params: Params, family: str, cfg: TrainConfig, manifest: dict, stage: str, **extra: Any
 ) -> str:
-    """The hash of :func:`variant_inputs`: equal keys mean equal weights (on CPU)."""
-    return fingerprint(variant_inputs(params, family, cfg, manifest, stage, **extra))[:16]
+    """The key of :func:`variant_inputs`."""
+    return key_of(variant_inputs(params, family, cfg, manifest, stage, **extra))
 
 
 def cached_variant(

@@ -10,6 +10,7 @@ from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, up_to_date
+from genzoo.tasks.tracking import param_strings
 
 
 def family_status(params: Params, family: str, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
@@ -52,20 +53,13 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     return row
 
 
-def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict's values under dotted keys (lists and strings as they are)."""
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    return {k: v for key, sub in d.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
-
-
 def changed_since(params: Params, family: str, made_with: dict | None, manifest: dict | None,
                   most: int = 4) -> str:  # fmt: skip
     """What changed since ``family`` was trained with ``made_with`` (its model.json's): the
-    params keys, old -> new (``train.steps: 300 -> 1200``, ``threads: 2 -> 4``), else its code."""
+    params keys, old -> new (``train.steps: 300 -> 1200``, ``run.threads: 2 -> 4``), and its code."""
     if not made_with or manifest is None:  # a model from before model.json kept them
         return "params or code changed since"
-    now, was = _leaves(train_inputs(params, family, manifest)), _leaves(made_with)
+    now, was = param_strings(train_inputs(params, family, manifest)), param_strings(made_with)
     keys = [k for k in sorted(now.keys() | was.keys()) if k != "data" and now.get(k) != was.get(k)]
     code = "genzoo's code for it changed since" if "code" in keys else ""
     keys = [k for k in keys if k != "code"]

@@ -37,9 +37,9 @@ from genzoo.tasks.layout import (
     checkpoint_dir,
     exclusive,
     family_dir,
+    key_of,
     resolve_device,
     train_inputs,
-    train_key,
     train_variant,
 )
 
@@ -181,7 +181,8 @@ def _train(
     spec = data_spec(manifest)
     cfg = params.train_config(family)
     dhash = data_hash(manifest)
-    fp, made_with = train_key(params, family, manifest), train_inputs(params, family, manifest)
+    made_with = train_inputs(params, family, manifest)  # model.json keeps them: status says what changed
+    fp = key_of(made_with)  # train_key
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
