@@ -160,18 +160,25 @@ _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def engine(url: str) -> sa.Engine:
-    """The study database at ``url`` (created with its tables when missing), one engine (and
-    connection pool) per URL and process: a server's requests share it."""
+def engine(url: str, create: bool = False) -> sa.Engine:
+    """The study database at ``url``, one engine (and connection pool) per URL and process: a
+    server's requests share it. Its tables are made when missing; a SQLite file that does not
+    exist is made only with ``create`` (making a study): elsewhere a mistyped ``--db`` path is
+    an error, not a new empty database."""
     with _engines_lock:
         if url not in _engines:
-            _engines[url] = _open(url)
+            _engines[url] = _open(url, create)
         return _engines[url]
 
 
-def _open(url: str) -> sa.Engine:
+def _open(url: str, create: bool) -> sa.Engine:
     u = resolve_url(url)
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        if not create and not Path(u.database).is_file():
+            raise StudyError(
+                f"no study database at {u.database}: `genzoo judge create` makes one (or --db / "
+                f"{DB_ENV} names another)"
+            )
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     eng = sa.create_engine(u, pool_pre_ping=True)
     if eng.dialect.name == "sqlite":  # SQLite only: WAL, fsync on commit, a busy wait, foreign keys
@@ -250,7 +257,7 @@ def request(
     ):
         if v < low:
             raise StudyError(f"{key}: expected an integer >= {low}, got {v}")
-    with engine(url).connect() as c:
+    with engine(url, create=True).connect() as c:
         if c.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():
             raise StudyError(f"study {name!r} already exists in {_safe(url)}; choose another --name")
     return Request(
@@ -320,7 +327,7 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
         "class_names": manifest.get("class_names"),
         "shape": list(shape),
     }
-    eng = engine(url)
+    eng = engine(url, create=True)
     try:
         with eng.begin() as c:
             sid = c.execute(

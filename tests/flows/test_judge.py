@@ -186,6 +186,14 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     with eng.connect() as c:  # the refused requests wrote nothing
         assert c.execute(sa.select(sa.func.count()).select_from(judge.studies)).scalar() == 1
     eng.dispose()
+    # a mistyped --db is named, not made: results, add-rater and serve on a file that is not there
+    typo = tmp / "no-such-dir" / "checks.db"
+    params = ["--params", str(tmp / "params.yaml"), "--db", f"sqlite:///{typo}"]
+    for cmd in (["results"], ["add-rater", "taken"], ["serve", "--port", "1"]):
+        assert cli.main(["judge", *cmd, *params]) == 2
+        err = capsys.readouterr().err
+        assert f"no study database at {typo}: `genzoo judge create` makes one" in err, err
+    assert not typo.parent.exists()
 
 
 def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
