@@ -163,7 +163,7 @@ class PixelLikelihood(nn.Module):
             lp = F.log_softmax(lp / temperature, dim=2)
         b, c, L, h, w = lp.shape
         probs = lp.permute(0, 1, 3, 4, 2).reshape(-1, L).exp().cpu()
-        bad = ~torch.isfinite(probs.view(b, -1)).all(1)
+        bad = ~torch.isfinite(probs.reshape(b, -1)).all(1)  # (one grey image: not a view)
         if bad.any():  # torch.multinomial would say only "probability tensor contains either inf, nan"
             raise FloatingPointError(
                 f"{int(bad.sum())} of {b} sampled images hold NaN or inf pixels "

@@ -64,6 +64,8 @@ def test_sample_shape_range_and_determinism(family, spec, tiny):
     assert a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert c.shape == a.shape
+    # one image (the evaluation's sampling-time probe draws one)
+    assert model.sample(1, y[:1], generator=torch.Generator().manual_seed(1)).shape == (1, *spec.shape)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -199,6 +199,18 @@ def test_pixel_sampling_temperature_sharpens_toward_the_most_likely_level(output
     assert (hot != best).float().mean() > (cold != best).float().mean() > 0
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixel_sampling_draws_a_single_image(channels):
+    """One image of one channel too (its level probabilities are then no view of a contiguous
+    block: a VAE drawing pixels, ``sample_mode: sample``, failed at ``genzoo sample --n 1``)."""
+    dist = models.layers.PixelLikelihood("categorical", levels=17, channels=channels)
+    params = torch.randn(1, dist.out_channels, 8, 8)
+    k = dist.sample(params, torch.Generator().manual_seed(0))
+    assert k.shape == (1, channels, 8, 8) and 0 <= int(k.min()) <= int(k.max()) < 17
+    vae = models.build("vae", DataSpec(1, 8, 8, 17, 10), {"latent_dim": 4, "hidden": 8, "sample_mode": "sample"})
+    assert vae.eval().sample(1, torch.tensor([3])).shape == (1, 1, 8, 8)
+
+
 def _off_init(model):
     """Every parameter moved a little off its initial value (a flow's couplings start as the
     identity, a zero-initialised output layer as zero), in eval mode."""
