@@ -24,10 +24,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, get_args, runtime_checkable
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -69,7 +69,29 @@ def _share(value: tuple[float, float]) -> tuple[float, float]:
 Interval = Annotated[tuple[float, float], AfterValidator(_share)]
 
 
-class NetConfig(BaseModel):
+def _kinds(annotation: Any) -> set[Any]:
+    """What an annotation admits, through unions (and the items of containers)."""
+    args = get_args(annotation)
+    return set().union(*map(_kinds, args)) if args else {annotation}
+
+
+class Config(BaseModel):
+    """Base of genzoo's configs: unknown keys are errors, and true/false is no number (pydantic
+    alone takes ``seed: true`` as 1 and ``lr: false`` as 0.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            kinds = _kinds(cls.model_fields[info.field_name].annotation)
+            if kinds & {int, float} and not kinds & {bool, Any}:
+                raise ValueError("expected a number, not true/false")
+        return value
+
+
+class NetConfig(Config):
     """Base for each family's architecture config: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

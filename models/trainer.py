@@ -27,11 +27,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from genzoo.models.base import (
+    Config,
     DataSpec,
     GenerativeModel,
     atomic_write,
@@ -44,10 +45,8 @@ from genzoo.models.layers import ema_update
 log = logging.getLogger("genzoo.trainer")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Config):
     """How to train (the model's architecture lives in its own config)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(1000, gt=0)
     batch_size: int = Field(64, gt=0)

@@ -3,6 +3,7 @@ dotted path: ``models.vae.net.latent_dim: Input should be greater than 0 (got -3
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -12,8 +13,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -22,7 +21,15 @@ from pydantic import (
 )
 
 from genzoo.models import REGISTRY, get_family
-from genzoo.models.base import DataSpec, ExactLikelihood, LikelihoodBound, NetConfig, by_pixels, families_with
+from genzoo.models.base import (
+    Config,
+    DataSpec,
+    ExactLikelihood,
+    LikelihoodBound,
+    NetConfig,
+    by_pixels,
+    families_with,
+)
 from genzoo.models.classical import ClassicalConfig
 from genzoo.models.evaluator import EvaluatorConfig
 from genzoo.models.judges import JudgesConfig
@@ -49,8 +56,8 @@ class UnknownFamily(ParamsError, KeyError):
         return str(self.args[0])
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(Config):
+    pass
 
 
 class DataParams(_Strict):
@@ -468,7 +475,7 @@ def format_error(prefix: str, err: dict[str, Any]) -> str:
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     if not loc:  # a check across keys: its message names them
         return str(err["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {err['msg']}{shown}"
+    return f"{loc}: {str(err['msg']).removeprefix('Value error, ')}{shown}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
@@ -505,16 +512,42 @@ def _invalid(errors: list[str]) -> ParamsError:
     return ParamsError("invalid params:\n  " + "\n  ".join(errors))
 
 
-def validate(raw: dict[str, Any]) -> Params:
+def validate(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Params:
+    """``raw`` as :class:`Params`, or a :class:`ParamsError` naming every bad key: the sections'
+    own checks and the families' blocks alike. ``origins`` maps keys (dotted) to where a value
+    came from (``profiles.quick``), named after the errors under them."""
     if not isinstance(raw, dict):
         raise ParamsError(
             f"params: the file must hold a mapping at the top level, not a {type(raw).__name__}"
         )
-    errors: list[str] = []
     try:
         params = Params(**raw)
     except ValidationError as e:
-        raise _invalid([format_error("", x) for x in e.errors()]) from None
+        errors = [format_error("", x) for x in e.errors()]
+        bad = {x["loc"][0] for x in e.errors() if x["loc"]}
+        with contextlib.suppress(ValidationError):  # the checks below too, defaults for the bad sections
+            errors += _checks(Params(**{k: v for k, v in raw.items() if k not in bad}))
+        raise _invalid(_from(errors, origins or {})) from None
+    errors = _checks(params)
+    if errors:
+        raise _invalid(_from(errors, origins or {}))
+    return params
+
+
+def _from(errors: list[str], origins: dict[str, str]) -> list[str]:
+    """Each error whose key a profile set, followed by the profile's name."""
+    out = []
+    for line in errors:
+        loc = line.split(":", 1)[0]
+        where = next((o for k, o in origins.items() if loc == k or loc.startswith(f"{k}.")
+                      or k.startswith(f"{loc}.")), None)  # fmt: skip
+        out.append(f"{line} [set by {where}]" if where else line)
+    return out
+
+
+def _checks(params: Params) -> list[str]:
+    """The checks across keys and of each family's blocks, one line per bad key."""
+    errors: list[str] = []
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
     for family in params.ray.resources:
@@ -559,9 +592,7 @@ def validate(raw: dict[str, Any]) -> Params:
             params.net_config(family)
         except ValidationError as e:
             errors += [format_error(f"models.{family}.net", x) for x in e.errors()]
-    if errors:
-        raise _invalid(errors)
-    return params
+    return errors
 
 
 def load_params(
@@ -583,16 +614,22 @@ def load_params(
         raise ParamsError(
             f"{path}: the file must hold a mapping (key: value) at the top level, not a {type(raw).__name__}"
         )
+    origins: dict[str, str] = {}  # keys a profile set (and no -o after it), for the errors
     if profile:
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
             raise ParamsError(f"profiles.{profile}: no such profile; known: {', '.join(profiles) or 'none'}")
         raw = apply_overrides(raw, profiles[profile] or {})
+        origins = {k: f"profiles.{profile}" for k in (profiles[profile] or {})}
     if overrides:
         raw = apply_overrides(raw, overrides)
+        given = [_split(o)[0] for o in overrides]
+        origins = {
+            k: o for k, o in origins.items() if not any(k == g or k.startswith(f"{g}.") for g in given)
+        }
         for line in shadowed(raw, overrides):
             logging.getLogger("genzoo.config").warning("%s", line)
-    params = validate(raw)
+    params = validate(raw, origins)
     params._profile = profile or None
     return params
 

@@ -207,7 +207,9 @@ def test_pixel_sampling_draws_a_single_image(channels):
     params = torch.randn(1, dist.out_channels, 8, 8)
     k = dist.sample(params, torch.Generator().manual_seed(0))
     assert k.shape == (1, channels, 8, 8) and 0 <= int(k.min()) <= int(k.max()) < 17
-    vae = models.build("vae", DataSpec(1, 8, 8, 17, 10), {"latent_dim": 4, "hidden": 8, "sample_mode": "sample"})
+    vae = models.build(
+        "vae", DataSpec(1, 8, 8, 17, 10), {"latent_dim": 4, "hidden": 8, "sample_mode": "sample"}
+    )
     assert vae.eval().sample(1, torch.tensor([3])).shape == (1, 1, 8, 8)
 
 

@@ -23,7 +23,7 @@ def test_repository_params_are_valid():
         ({"models": {"vae": {"net": {"latnt_dim": 3}}}}, "models.vae.net.latnt_dim"),
         (
             {"models": {"pixelcnn": {"net": {"guidance": 1.5}}}},
-            "models.pixelcnn.net: Value error, guidance 1.5 needs label_dropout > 0",
+            "models.pixelcnn.net: guidance 1.5 needs label_dropout > 0",
         ),
         ({"models": {"vae": {}}, "train": {"steps": 0}}, "train.steps"),
         ({"models": {"vae": {}}, "data": {"source": "ftp:x"}}, "data.source"),
@@ -62,6 +62,43 @@ def test_bad_params_name_the_key(raw, key):
     with pytest.raises(ParamsError) as e:
         validate(raw)
     assert key in str(e.value)
+
+
+def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_keys_say_so(tmp_path):
+    """A bad section beside a bad family block: both named (the family's was lost); true/false
+    for a number is refused (pydantic alone reads it as 1/0); a key a profile set says so."""
+    with pytest.raises(ParamsError) as e:
+        validate(
+            {
+                "seed": "x",
+                "run": {"threads": 0},
+                "models": {"vae": {"train": {"lr": -1}, "net": {"hiden": 3}}},
+            }
+        )
+    lines = str(e.value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "seed", "run.threads", "models.vae.train.lr", "models.vae.net.hiden"
+    ]  # fmt: skip
+    for raw, key in (
+        ({"seed": True}, "seed"),
+        ({"models": {"vae": {"train": {"lr": False}}}}, "models.vae.train.lr"),
+        ({"models": {"vae": {"net": {"latent_dim": True}}}}, "models.vae.net.latent_dim"),
+        ({"evaluate": {"seeds": True}}, "evaluate.seeds"),
+    ):
+        with pytest.raises(ParamsError, match=f"{key}: expected a number, not true/false"):
+            validate({**BASE, **raw})
+    assert validate({**BASE, "run": {"track": True}}).run.track is True  # a boolean where one is due
+    f = tmp_path / "p.yaml"
+    f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.train.stepz: 60, seed: 1}\n")
+    load_params(f)  # (the profile's keys are read when it is used)
+    with pytest.raises(ParamsError) as e:
+        load_params(f, profile="quick")
+    assert "models.vae.train.stepz: Extra inputs are not permitted (got 60) [set by profiles.quick]" in str(
+        e.value
+    )
+    with pytest.raises(ParamsError) as e:  # -o over the profile's key: the -o is the origin
+        load_params(f, ["models.vae.train.stepz=5"], profile="quick")
+    assert "models.vae.train.stepz" in str(e.value) and "profiles.quick" not in str(e.value)
 
 
 def test_overrides_and_profiles(tmp_path):
