@@ -29,8 +29,8 @@ from genzoo.models.base import (
     log_likelihoods,
 )
 from genzoo.models.trainer import Callback, JsonlLogger
-from genzoo.tasks.config import Params, stage_args
-from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.config import Params, ParamsError, stage_args
+from genzoo.tasks.data import data_hash, data_spec, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
@@ -98,6 +98,7 @@ def train_family(
     ``parent_run_id``; the trained model is registered under the family's name. metrics.json
     is written last (tracked: after the registration), so a family whose stage died before
     it is not taken for done (``layout.up_to_date``) and is trained again (from its checkpoint)."""
+    check_data(params, family)
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at, final=True)
     from genzoo.tasks import tracking
@@ -128,6 +129,20 @@ def train_family(
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def check_data(params: Params, family: str) -> None:
+    """What training ``family`` needs of the prepared data, checked before anything starts (its
+    MLflow run too): the data is there (a DataError naming its manifest), and ``exclude_classes``
+    names some of its classes, not all."""
+    manifest = read_manifest(params.data.prepared_dir)
+    n, excluded = int(manifest["num_classes"]), params.train_config(family).exclude_classes
+    if any(not 0 <= c < n for c in excluded) or len(set(excluded)) >= n:
+        own = "exclude_classes" in params.models[family].train
+        raise ParamsError(
+            f"invalid params: {f'models.{family}.train' if own else 'train'}.exclude_classes: {excluded}: "
+            f"distinct classes of the data's {n} (0 to {n - 1}), not all of them"
+        )
 
 
 def close_stale_runs(params: Params) -> list[str]:

@@ -84,7 +84,7 @@ def test_a_family_whose_stage_died_before_its_mlflow_record_is_not_taken_for_don
     assert "metrics.json" in artifacts
 
 
-def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path):
+def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path, capsys):
     """Case 16 outside `genzoo run`: a `genzoo train` (or `dvc repro`) stopped by SIGKILL cannot
     end its MLflow run; the next one on the same runs folder, holding its lock, marks such runs
     KILLED (those of another folder are left alone) and trains as usual."""
@@ -105,7 +105,15 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     runs = str((tmp_path / "runs").resolve())
     stale = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": runs}).info.run_id
     other = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": "/elsewhere/runs"}).info.run_id
+    # refused before any MLflow run: no prepared data; then classes to leave out the data lacks
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 2
     assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
+    bad = ["-o", "models.gan.train.exclude_classes=[12]"]
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q", *bad]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.json: not found or unreadable; run `genzoo prepare` first" in err, err
+    assert "invalid params: models.gan.train.exclude_classes: [12]: distinct classes of the data's 10" in err
+    assert len(c.search_runs([exp])) == 2
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
     assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
     trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
