@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	@# torch pinned to the build installed: an extra's dependency (torchvision) gets the release
 	@# made for it, not the newest torch (CUDA wheels and all) in its place
 	@$(PY) -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" \
-	  "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
+	  "torch==$$($(PY) -W ignore -c 'import torch; print(torch.__version__)')"
 	@touch $(STAMP)
 
 run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: ~3.5 min on 2 cores)

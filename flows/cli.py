@@ -806,6 +806,9 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], force=True)
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    if quiet:  # MLflow prints each run's and model's link to stdout (a tracking server only)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        os.environ.setdefault("MLFLOW_PRINT_MODEL_URLS_ON_CREATION", "false")
 
 
 PREFECT_DEFAULTS = {

@@ -411,7 +411,7 @@ def _resume(st: _TrainState, saved: dict[str, Any] | None) -> int | None:
     st.bad = saved["bad_steps"]
     st.best = saved.get("best") or st.best
     st.seconds_before = float(saved.get("seconds", 0.0))  # (checkpoints older than the field: 0)
-    log.info("resumed %s from step %d", st.model.family, saved["step"])
+    log.info("%s: resuming from its checkpoint at step %d", st.model.family, saved["step"])
     return saved["step"]
 
 

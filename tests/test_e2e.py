@@ -74,16 +74,18 @@ def test_short_training_learns_and_writes_its_outputs(trained, family):
     assert x.std(0).mean() > 0.02, "samples are (nearly) constant"
 
 
-def test_resume_after_interruption_matches(tmp_path):
-    """A stage killed mid-training resumes from its checkpoint and ends where a straight run
-    ends (same data, params and code -> same fingerprint -> same checkpoint folder)."""
+def test_resume_after_interruption_matches(tmp_path, caplog):
+    """A stage killed mid-training resumes from its checkpoint, says so, and ends where a straight
+    run ends (same data, params and code -> same fingerprint -> same checkpoint folder)."""
     raw = tiny_params(tmp_path, steps=20, families=["vae"])
     params = validate(raw)
     prepare(params)
     train_family(params, "vae", progress=False, stop_at=10)
     assert not (tmp_path / "runs" / "vae" / "model.json").exists()
-    resumed = train_family(params, "vae", progress=False)
+    with caplog.at_level("INFO", "genzoo.trainer"):
+        resumed = train_family(params, "vae", progress=False)
     assert resumed["resumed_from"] == 10
+    assert "vae: resuming from its checkpoint at step 10" in caplog.messages  # as `genzoo run` says it
     first = (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
     shutil.rmtree(tmp_path / "ckpt")
     straight = train_family(params, "vae", progress=False)

@@ -20,7 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path):
+def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, capsys):
     port = free_port()
     proc = subprocess.Popen(
         ["make", "-s", "mlflow", f"MLFLOW_PORT={port}", f"MLFLOW_STORE={tmp_path}"],
@@ -54,6 +54,17 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path):
         c.log_metric(run.info.run_id, "loss", 0.5, step=1)
         assert c.get_metric_history(run.info.run_id, "loss")[0].value == 0.5
         assert (tmp_path / "mlflow.db").exists()
+        # a run's end prints its link to stdout, with a server: not under genzoo's -q
+        from genzoo.flows import cli
+
+        for name in ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "MLFLOW_PRINT_MODEL_URLS_ON_CREATION"):
+            monkeypatch.delenv(name, raising=False)  # (put back as found after the test)
+        capsys.readouterr()
+        c.set_terminated(run.info.run_id)
+        assert "View run" in capsys.readouterr().out
+        cli.setup_logging(quiet=True)
+        c.set_terminated(c.create_run(exp).info.run_id)
+        assert "View run" not in capsys.readouterr().out
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
