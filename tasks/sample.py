@@ -9,6 +9,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,19 +31,31 @@ from genzoo.tasks.data import read_manifest
 from genzoo.tasks.errors import ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
 
+log = logging.getLogger("genzoo.sample")
+
 
 def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: list[str] | None) -> int | None:
     if cls is None:
         return None
     names = class_names or [str(i) for i in range(model.spec.num_classes)]
     if str(cls) in names:
-        return names.index(str(cls))
+        return _warn_unseen(model, names.index(str(cls)), names)
     try:
         k = int(cls)
     except ValueError:
         raise ValueError(f"--class {cls!r}: not a class name or index; classes: {names}") from None
     if not 0 <= k < model.spec.num_classes:
         raise ValueError(f"--class {k}: out of range [0, {model.spec.num_classes})")
+    return _warn_unseen(model, k, names)
+
+
+def _warn_unseen(model: GenerativeModel, k: int, names: list[str]) -> int:
+    if not torch.isfinite(model.log_class_prior[k]):  # (train.exclude_classes: never drawn unasked)
+        log.warning(
+            "--class %s: left out of this model's training (exclude_classes): its images come from "
+            "weights that never saw one",
+            names[k],
+        )
     return k
 
 
