@@ -246,6 +246,13 @@ def cmd_sample(args) -> int:
     params = _params(args)
     if not args.family and not args.model:
         raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
+    for o in args.overrides or []:  # sampling reads where models and data are, nothing else
+        if not o.partition("=")[0].strip().startswith(("run.", "data.")):
+            logging.getLogger("genzoo.sample").warning(
+                "-o %s changes nothing here: a trained model samples with the settings it was trained "
+                "with (its model.json); bench/sample_sweep.py samples it with other net settings",
+                o,
+            )
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     if args.device:
         model = model.to(torch.device(args.device))
