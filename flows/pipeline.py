@@ -539,7 +539,7 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
     tags = {
         "genzoo.runs_dir": runs_dir,
         "genzoo.families": ",".join(families),
-        "genzoo.git_commit": tracking.git_commit(),
+        **tracking.git_tags(),
         "genzoo.prefect_flow_run": str(flow_run.id or ""),
     }
     run_id = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id

@@ -130,13 +130,26 @@ def param_strings(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+def git_tags() -> dict[str, str]:
+    """The run's code as git knows it, where the working directory is a git checkout:
+    ``genzoo.git_commit`` and ``genzoo.git_dirty`` ("true" when tracked files are changed or
+    files git does not ignore are new: the commit alone does not make that code)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    changes = git("status", "--porcelain")
+    return {
+        "genzoo.git_commit": commit,
+        "genzoo.git_dirty": "unknown" if changes is None else str(bool(changes)).lower(),
+    }
 
 
 class MlflowLogger(Callback):

@@ -170,7 +170,7 @@ def start_family_run(c, params: Params, family: str, parent_run_id: str | None =
         parent_run_id,
         tags={
             "genzoo.family": family,
-            "genzoo.git_commit": tracking.git_commit(),
+            **tracking.git_tags(),
             "genzoo.runs_dir": str(Path(params.run.runs_dir).resolve()),
         },
     )

@@ -178,3 +178,33 @@ def test_a_registered_model_is_named_by_version_latest_or_alias_and_a_wrong_name
         tracking.registered_version(c, "models:/gan/latest")
     with pytest.raises(ValueError, match="expected models:/<family>/<version>"):
         tracking.registered_version(c, "models:/vae")
+
+
+def test_runs_are_tagged_with_the_commit_and_whether_the_checkout_was_changed(tmp_path, monkeypatch):
+    """A run's code: the commit, and ``genzoo.git_dirty`` when the checkout differs from it
+    (a new family's file not yet committed, an edited params.yaml); no tags outside git."""
+    import subprocess
+
+    from genzoo.tasks.tracking import git_tags
+
+    monkeypatch.chdir(tmp_path)
+    assert git_tags() == {}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", *cmd], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x").write_text("ignored")
+    assert git_tags() == {"genzoo.git_commit": head, "genzoo.git_dirty": "false"}
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "new.py").write_text("")
+    assert git_tags() == {"genzoo.git_commit": head, "genzoo.git_dirty": "true"}
