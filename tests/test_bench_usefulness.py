@@ -49,3 +49,21 @@ def test_generators_are_compared_with_each_other_paired_the_better_first(bench, 
     assert "| + vae, distil | + PCA + KDE, distil | +1.3 ± 2.9 |" in out  # (2, 0, 2) points, paired (t, 2 df)
     bench.print_between(run([0.9], [0.9]), ["distil"], ["0.1"], ["cnn"])  # one generator: nothing to compare
     assert capsys.readouterr().out == ""
+
+
+def test_train_on_synthetic_is_set_beside_the_whole_real_split_or_nothing(bench, capsys):
+    """The real-only row's "train on synthetic" cell is real data's accuracy on the whole split
+    (what the synthetic set stands in for), not that of the largest fraction asked for."""
+    u = run([0.90, 0.92, 0.94], [0.91, 0.93, 0.95])
+    stat = lambda m: {"mean": m, "ci95": 0.01}  # noqa: E731
+    u["reference"]["real"]["0.1"]["cnn"].update(stat(0.92))
+    aug = u["reference"]["pca_kde"]["recipes"]["distil"]["augmentation"]["0.1"]["cnn"]
+    aug.update(augmented=stat(0.93), lift=stat(0.01))
+    u["reference"]["pca_kde"]["tstr"] = {"cnn": stat(0.95)}
+    bench.print_tables(u, ["distil"], ["0.1"], ["cnn"])
+    out = capsys.readouterr().out
+    assert "| real only | | 92.0 ± 1.0 | – (100% not measured) |" in out, out
+    assert "| + PCA + KDE | distil | 93.0 ± 1.0 (+1.0 ± 1.0) | 95.0 ± 1.0 |" in out, out
+    u["reference"]["real"]["1.0"] = {"cnn": stat(0.98)}
+    bench.print_tables(u, ["distil"], ["0.1"], ["cnn"])
+    assert "| real only | | 92.0 ± 1.0 | 98.0 ± 1.0 (real) |" in capsys.readouterr().out
