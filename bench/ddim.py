@@ -2,6 +2,7 @@
 
     python bench/ddim.py                          # trains params.yaml's DDPM + evaluator first
     python bench/ddim.py --run /tmp/genzoo-bench/run0   # a finished `genzoo run` folder
+    python bench/ddim.py --run .                  # this checkout, after `genzoo run`
     python bench/ddim.py --steps 10 20 50 --images 500 --seeds 3
 
 One trained DDPM (params.yaml's), sampled with DDIM (eta = 0, Song et al. eq. 12) on 10 to
@@ -35,10 +36,16 @@ from genzoo.tasks.prepare import load_split, prepare  # noqa: E402
 from genzoo.tasks.sample import load_model  # noqa: E402
 
 
+def prepared_of(run: Path) -> Path:
+    """A run folder's prepared data: ``prepared/`` in bench/families.py's run folders, else
+    ``data/prepared/`` (a checkout or project after `genzoo run`)."""
+    return run / "prepared" if (run / "prepared").is_dir() else run / "data" / "prepared"
+
+
 def trained(run: Path | None, tmp: Path):
     """(params, ddpm, evaluator): from a finished run folder, or trained here on params.yaml."""
     if run is not None:
-        params = load_params(ROOT / "params.yaml", [f"data.prepared_dir={run / 'prepared'}"])
+        params = load_params(ROOT / "params.yaml", [f"data.prepared_dir={prepared_of(run)}"])
         runs = run / "runs"
     else:
         from genzoo.tasks.evaluate import evaluator_stage
@@ -65,7 +72,9 @@ def trained(run: Path | None, tmp: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, help="a finished `genzoo run` folder (runs/, prepared/)")
+    ap.add_argument(
+        "--run", type=Path, help="a finished `genzoo run` folder (runs/, and prepared/ or data/prepared/)"
+    )
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100])
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=2)
