@@ -144,7 +144,12 @@ def main() -> None:
     ap.add_argument("--families", nargs="+", help="default: usefulness.families in params.yaml")
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.25, 1.0])
     ap.add_argument("--subset-seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--recipes", nargs="+", help="default: usefulness.recipes in params.yaml")
+    ap.add_argument(
+        "--recipes",
+        nargs="+",
+        help="default: usefulness.recipes in params.yaml; augment.recipe (the pulled dataset's, distil) is "
+        "measured too: -o augment.recipe=NAME to change it",
+    )
     ap.add_argument("--out", help="working folder (trained models are reused from here); default: a temp dir")
     ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--against", type=Path, help="another run's usefulness.json: paired differences")
