@@ -4,7 +4,7 @@ Fréchet distance's small-sample bias.
 
     python bench/floor.py --runs <a finished run's runs/ folder> [--draws 20]
 
-A family is scored on ``evaluate.per_class`` images per class (1,000 on digits) against the real
+A family is scored on ``evaluate.samples_per_class`` images per class (1,000 on digits) against the real
 test split; the evaluator stage's floor is the same figure for a draw of real training images of
 that size and balance (``tasks.evaluate.floor_draw``). This prints, per space, the Fréchet
 distance of the whole training split, the mean and spread of ``--draws`` draws of a family's

@@ -307,6 +307,7 @@ def cmd_augment(args) -> int:
 def cmd_evaluate(args) -> int:
     """The evaluator, then every trained family (or --family), then the report; no Prefect."""
     from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+    from genzoo.tasks.layout import up_to_date
 
     params = _params(args)
     if args.family:
@@ -316,6 +317,12 @@ def cmd_evaluate(args) -> int:
     if not trained:
         raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
     with _holding(params):
+        for f in trained:
+            if up_to_date(params, f) is None:  # as `genzoo augment` says it
+                logging.getLogger("genzoo.evaluate").warning(
+                    "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
+                    "evaluated as it is (`genzoo train --family %s` to bring it up to date)", f, f
+                )  # fmt: skip
         ev = evaluator_stage(params)
         print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
         for f in trained:

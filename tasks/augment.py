@@ -71,6 +71,7 @@ from genzoo.tasks.layout import (
     family_dir,
     read_json,
     scored_by_another_evaluator,
+    shown,
     up_to_date,
 )
 from genzoo.tasks.quality import real_features, scores
@@ -228,7 +229,7 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
         raise FileNotFoundError(
             f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
         )
-    info: dict[str, Any] = {"model": str(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
+    info: dict[str, Any] = {"model": shown(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
     m = read_json(path.with_name("metrics.json")) or {}
     info.update({k: m["mlflow"][k] for k in ("run_id", "model_uri")} if "mlflow" in m else {})
     return path, info

@@ -35,7 +35,7 @@ import numpy as np
 from genzoo.tasks.config import ParamsError
 from genzoo.tasks.data import data_hash
 from genzoo.tasks.errors import GenzooError, writing
-from genzoo.tasks.layout import check_replaceable, mark, read_json, replacing_dir
+from genzoo.tasks.layout import check_replaceable, mark, read_json, replacing_dir, shown
 
 FORMATS = ("npz", "imagefolder", "hf")
 DEFAULT_FORMATS = ("npz", "imagefolder")  # what needs no extra
@@ -402,7 +402,7 @@ def _quality_figures(q: Any, path: Path) -> dict[str, Any] | None:
     memorization = {k: v for k in ("ratio", "copies") if (v := _mean_ci(mem, mem_ci, k)) is not None}
     seeds = (q.get("protocol") or {}).get("seeds") if isinstance(q.get("protocol"), dict) else None
     return {
-        "file": str(path),
+        "file": shown(path),
         "figures": figures,
         "memorization": memorization or None,
         "seeds": seeds,
@@ -434,7 +434,7 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
     protocol = u.get("protocol") if isinstance(u.get("protocol"), dict) else {}
     recipe = (protocol.get("recipes") or {}).get(u.get("recipe"), {})
     return {
-        "file": str(path),
+        "file": shown(path),
         "tstr": tstr,
         "lift": lift,
         "recipe": u.get("recipe"),
@@ -448,10 +448,10 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
 def source_data(prepared_manifest: Mapping[str, Any] | None, prepared_dir: str | Path) -> dict[str, Any]:
     """What the card says of the real data the models were trained on: its source and hash."""
     if not prepared_manifest:
-        return {"source": None, "sha256": None, "prepared_dir": str(prepared_dir)}
+        return {"source": None, "sha256": None, "prepared_dir": shown(prepared_dir)}
     return {
         "source": prepared_manifest.get("source"),
         "sha256": data_hash(dict(prepared_manifest)),
-        "prepared_dir": str(prepared_dir),
+        "prepared_dir": shown(prepared_dir),
         "num_classes": prepared_manifest.get("num_classes"),
     }

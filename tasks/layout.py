@@ -296,6 +296,18 @@ def _swap_by_renames(new: Path, target: Path) -> Path:
     return aside
 
 
+def shown(path: str | Path) -> str:
+    """``path`` as a record that may leave this machine names it (a dataset's manifest):
+    relative to the working directory when inside it, so the absolute paths the pipeline hands
+    its stages and the relative ones of a command make the same record; else as given."""
+    p = Path(path)
+    if p.is_absolute():
+        for inside, top in ((p, Path.cwd()), (p.resolve(), Path.cwd().resolve())):
+            with contextlib.suppress(ValueError):
+                return inside.relative_to(top).as_posix()
+    return str(p)
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON at ``path``; None when it is missing or not (whole) JSON, as a cache miss."""
     try:

@@ -132,7 +132,8 @@ def _verdict(claim: str | None, measured: str, order: tuple[str, ...] | None = N
 
 
 TRADEOFF_RULES = (
-    "quality = rank by Fréchet distance (1st: Excellent, top half: Good, else Medium); "
+    "quality = rank by Fréchet distance (1st: Excellent, the better half, the middle rank included: "
+    "Good, else Medium); "
     "training/sampling = at or above the families' median speed: Fast, else Slow; "
     "diversity = recall at or above the median: High, else Medium (a mode-collapse risk agrees with Medium); "
     "density = the estimator the family has; "
@@ -755,7 +756,6 @@ def build_report(params: Params) -> dict[str, Any]:
     atomic_write_text(out / "index.html", html)
     for f in data["families"]:  # the page beside each family's figures in its MLflow run
         tracking.log_stage(params, f, artifact=out / "index.html", artifact_path="report")
-    log.info("report: %s", out / "index.html")
     return summary
 
 
@@ -763,6 +763,9 @@ def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "The HTML report of the trained and evaluated families.")
     with exclusive(params.run.runs_dir):
         build_report(params)
+    log.info(
+        "report: %s", Path(params.run.runs_dir) / "report" / "index.html"
+    )  # (the CLI and flow say it their way)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,10 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
     for fam in FAMILIES:
         assert f"{fam}: FD " in r.stdout, r.stdout
         assert (tmp / "runs" / "evaluation" / fam / "quality.json").exists()
+        # the models were trained with other params than these (80 steps, other rates): said
+        assert f"{fam}: trained with other params, data or code than these (stale" in r.stderr, r.stderr
     assert "report: " in r.stdout and "real-vs-real floor" in r.stdout
+    assert (r.stdout + r.stderr).count("report: ") == 1  # (the report's own log line said it again)
     summary = json.loads((tmp / "runs" / "report" / "summary.json").read_text())
     assert sorted(summary["families"]) == sorted(params.families)  # the shipped five and any added
     before = (tmp / "runs" / "report" / "index.html").stat().st_mtime_ns

@@ -46,6 +46,16 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(tmp_
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
     sh("genzoo", "run", "-q")  # the Prefect flow, Ray fan-out, then `dvc commit`
     flow_models = {f: sha(repo / "runs" / f / "model.safetensors") for f in families}
+    # the dataset's record names the project's files as a command in it would (the pipeline
+    # hands its stages absolute paths): no path of this machine in a dataset made to be shared
+    made = json.loads((repo / "data" / "augment" / "synthetic" / "manifest.json").read_text())
+    assert made["data"]["prepared_dir"] == "data/prepared", made["data"]
+    assert {f: i["model"] for f, i in made["families"].items()} == {
+        f: f"runs/{f}/model.json" for f in made["families"]
+    }
+    assert all(
+        not Path(m["file"]).is_absolute() for fig in made["measured"].values() for m in fig.values() if m
+    )
     status = sh("dvc", "status")
     assert "up to date" in status.lower(), status
     again = sh("dvc", "repro").lower()

@@ -358,3 +358,15 @@ def test_families_named_for_a_stage_must_be_in_params_and_trained(tmp_path):
         layout.trained_families(params, ",")
     with pytest.raises(ModelNotFound, match="vae: not trained under .*runs"):
         layout.trained_families(params, ["gan", "vae"])
+
+
+def test_a_record_names_paths_inside_the_project_relative_to_it(tmp_path, monkeypatch):
+    from genzoo.tasks.layout import shown
+
+    (tmp_path / "project" / "runs").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    assert shown(tmp_path / "project" / "runs" / "vae" / "model.json") == "runs/vae/model.json"
+    assert shown(tmp_path / "link" / "runs") == "runs"  # the same folder through a link
+    assert shown("runs/vae") == "runs/vae"  # relative: as given
+    assert shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")  # outside: absolute
