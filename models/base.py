@@ -199,6 +199,23 @@ class GenerativeModel(nn.Module, ABC):
         ]
         return torch.logsumexp(torch.stack(terms, dim=1), dim=1)
 
+    def image_noise(
+        self, x: Tensor, shape: tuple[int, ...], *, uniform: bool = False, stream: int = 0
+    ) -> Tensor:
+        """Noise (B, *shape) on ``x``'s device, each image's drawn from a seed of its own levels
+        (and ``stream``, one per draw of a call): a likelihood estimate that samples (a flow's
+        dequantisation, a VAE's posterior draws, DDPM's noised images) gives an image the same
+        figure in any batch, at any position, beside any other images."""
+        levels = self.to_levels(x).to(torch.int16).cpu().numpy()
+        out = torch.empty(len(levels), *shape)
+        for b, img in enumerate(levels):
+            seed = int.from_bytes(
+                hashlib.blake2b(img.tobytes(), digest_size=8, person=b"genzoo").digest(), "little"
+            )
+            g = torch.Generator().manual_seed((seed + stream * 0x9E3779B97F4A7C15) % 2**63)
+            out[b] = torch.rand(shape, generator=g) if uniform else torch.randn(shape, generator=g)
+        return out.to(x.device)
+
     def to_levels(self, x: Tensor) -> Tensor:
         """[0, 1] floats -> integer levels 0..L-1 (long)."""
         return (x * (self.spec.levels - 1)).round().clamp(0, self.spec.levels - 1).long()

@@ -285,7 +285,8 @@ class DDPM(GenerativeModel):
         (null-label) model. With ``bound_terms`` = K < T the T - 1 KL terms are estimated
         without bias from K stratified timesteps (one per stratum of :func:`bound_strata`,
         weighted by its width); the decoder term L_0 and the prior term L_T are always exact.
-        One noise draw per term.
+        One noise draw per term, each image's own (:meth:`image_noise`; from ``generator`` when
+        given, which also draws the timesteps).
 
         Ho et al. eq. 5: -log p(x_0) <= L_T + sum_{t>1} L_{t-1} + L_0, with
         L_T = KL(q(x_T|x_0) || p(x_T)), L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)),
@@ -302,13 +303,16 @@ class DDPM(GenerativeModel):
         # 2. which L_{t-1} to evaluate: one t drawn uniformly in each of K strata of [1, T) (0-based:
         #    the paper's t = 2..T), weighted by its stratum's width, so their sum is unbiased
         K = self.cfg.bound_terms if 0 < self.cfg.bound_terms < T - 1 else T - 1
-        g = generator or torch.Generator().manual_seed(0)
-        for t, weight in [(0, 0), *bound_timesteps(T, K, self.cfg.bound_spacing, g)]:
+        g = generator or torch.Generator().manual_seed(0)  # the timesteps: the same for every image
+        for j, (t, weight) in enumerate([(0, 0), *bound_timesteps(T, K, self.cfg.bound_spacing, g)]):
             tt = torch.full((b,), t, device=x.device, dtype=torch.long)  # (B,)
             # abar_t, abar_{t-1}, beta_t (alpha_t = 1 - beta_t)
             ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]
             # 3. x_t ~ q(x_t | x_0) (eq. 4)
-            noise = torch.randn(x0.shape, generator=g).to(x0.device)  # (B, C, H, W)
+            if generator is None:  # each image's own noise (image_noise): its figure, in any batch
+                noise = self.image_noise(x, tuple(x0.shape[1:]), stream=j)  # (B, C, H, W)
+            else:
+                noise = torch.randn(x0.shape, generator=g).to(x0.device)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
             # 4. mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (eq. 11)
             e = self.eps(xt, tt, y)

@@ -318,12 +318,12 @@ class RealNVP(GenerativeModel):
         return StepOutput(nll / self.spec.dims, {"nll": nll.item(), "bpd": bpd.item()})
 
     def log_prob(self, x: Tensor, y: Tensor | None = None, *, u: Tensor | None = None) -> Tensor:
-        """Exact log-density (nats, (B,)) of ``x`` dequantised with noise ``u``; by default a
-        fixed draw (seed 0) so repeated calls agree. y=None: sum_y p(y) p(x | y)."""
+        """Exact log-density (nats, (B,)) of ``x`` dequantised with noise ``u``; by default each
+        image's own draw (:meth:`image_noise`), so an image scores the same in any batch.
+        y=None: sum_y p(y) p(x | y)."""
         self.check_inputs(x, y)
         if u is None:
-            g = torch.Generator().manual_seed(0)
-            u = torch.rand(x.shape, generator=g).to(x.device)
+            u = self.image_noise(x, tuple(x.shape[1:]), uniform=True)
         x01 = self._dequantize(x, u)
         if y is None:
             return self.marginal(self._log_density, x01)

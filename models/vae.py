@@ -126,12 +126,12 @@ class VAE(GenerativeModel):
         return self.dec_out(F.silu(self.dec_norm(h)))  # (B, C * P, H, W)
 
     # -- bounds
-    def _terms(self, x: Tensor, y: Tensor | None, k: int):
-        """log p(x|z), log p(z), log q(z|x) for k posterior samples: each (k, B)."""
+    def _terms(self, x: Tensor, y: Tensor | None, k: int, eps: Tensor):
+        """log p(x|z), log p(z), log q(z|x) for k posterior samples, ``eps`` (k, B, d) their
+        standard-normal draws: each (k, B)."""
         mean, log_var = self.posterior(x, y)  # (B, d) each
         std = torch.exp(0.5 * log_var)
         # 1. z_i ~ q(z | x), i = 1..k, reparameterised (Kingma & Welling section 2.4): z = mean + std * eps
-        eps = torch.randn(k, *mean.shape, device=x.device)  # (k, B, d)
         z = mean + std * eps  # (k, B, d)
         flat = z.reshape(-1, z.shape[-1])  # (k B, d), sample-major: row i B + b is sample i of image b
         yk = None if y is None else y.repeat(k)  # (k B,), in the same order
@@ -144,21 +144,24 @@ class VAE(GenerativeModel):
         log_qz = (-0.5 * (eps**2 + log_var + math.log(2 * math.pi))).sum(-1)  # (k, B)
         return log_px, log_pz, log_qz
 
-    def _bound(self, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+    def _bound(self, x: Tensor, y: Tensor | None, k: int, eps: Tensor) -> Tensor:
         """Burda et al.'s L_k (section 3): log (1/k) sum_i w_i, w_i = p(x, z_i) / q(z_i | x),
         (B,); L_1 is the ELBO and log p(x) >= L_{k+1} >= L_k (their Theorem 1)."""
-        log_px, log_pz, log_qz = self._terms(x, y, k)  # (k, B) each
+        log_px, log_pz, log_qz = self._terms(x, y, k, eps)  # (k, B) each
         # log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x); the mean of the w_i in log space
         return torch.logsumexp(log_px + log_pz - log_qz, dim=0) - math.log(k)
 
     def elbo(self, x: Tensor, y: Tensor | None = None, k: int | None = None) -> Tensor:
         """IWAE bound with k importance samples (k=1: the ELBO; default ``iwae_k``), nats
-        (B,). y=None: log sum_y p(y) exp(bound(x, y)), still a lower bound on log p(x)."""
+        (B,), each image's samples its own (:meth:`image_noise`). y=None: log sum_y p(y)
+        exp(bound(x, y)), still a lower bound on log p(x)."""
         self.check_inputs(x, y)
         k = k or self.cfg.iwae_k
+        # each image's own posterior draws (the same for every class: common random numbers)
+        eps = self.image_noise(x, (k, self.cfg.latent_dim)).transpose(0, 1)  # (k, B, d)
         if y is None:
-            return self.marginal(lambda xx, yy: self._bound(xx, yy, k), x)
-        return self._bound(x, y, k)
+            return self.marginal(lambda xx, yy: self._bound(xx, yy, k, eps), x)
+        return self._bound(x, y, k, eps)
 
     def training_step(self, x: Tensor, y: Tensor | None, phase: str = "main") -> StepOutput:
         """Minimises -ELBO = -E_q[log p(x | z)] + KL(q(z | x) || p(z)) (Kingma & Welling eq. 3)

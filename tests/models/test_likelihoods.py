@@ -7,6 +7,7 @@ import torch
 
 from genzoo import models
 from genzoo.models import DataSpec
+from genzoo.models.base import log_likelihoods
 from genzoo.models.pixelcnn import SHIFTS, shift_images
 
 
@@ -211,6 +212,28 @@ def test_pixel_sampling_draws_a_single_image(channels):
         "vae", DataSpec(1, 8, 8, 17, 10), {"latent_dim": 4, "hidden": 8, "sample_mode": "sample"}
     )
     assert vae.eval().sample(1, torch.tensor([3])).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("family", ["realnvp", "vae", "ddpm", "pixelcnn"])
+def test_an_image_scores_the_same_in_any_batch_and_beside_any_images(family, tiny):
+    """What `genzoo detect` flags must not depend on the other files of a folder: an estimate
+    that samples (dequantisation, posterior draws, noised images) draws each image's noise from
+    its own levels, so scoring it alone, first or last, in batches of any size gives one figure
+    (the draws were a batch's)."""
+    spec = DataSpec(1, 8, 8, 17, 10)
+    torch.manual_seed(0)
+    model = _off_init(models.build(family, spec, tiny[family]))
+    x = torch.randint(0, 17, (12, 1, 8, 8)).float() / 16
+    whole = log_likelihoods(model, x)
+    for batch in (1, 5):
+        assert torch.allclose(log_likelihoods(model, x, batch=batch), whole, rtol=0, atol=1e-4), batch
+    flipped = log_likelihoods(model, x.flip(0)).flip(0)
+    assert torch.allclose(flipped, whole, rtol=0, atol=1e-4)
+    y = torch.arange(12) % 10
+    assert torch.allclose(log_likelihoods(model, x[:3], y[:3], batch=2), log_likelihoods(model, x, y)[:3],
+                          rtol=0, atol=1e-4)  # fmt: skip
+    twins = log_likelihoods(model, torch.cat([x[:1], x[:1]]))  # the same image, the same draw
+    assert twins[0] == twins[1]
 
 
 def _off_init(model):
