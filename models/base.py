@@ -70,23 +70,33 @@ Interval = Annotated[tuple[float, float], AfterValidator(_share)]
 
 
 def _kinds(annotation: Any) -> set[Any]:
-    """What an annotation admits, through unions (and the items of containers)."""
+    """The types an annotation admits, through unions, containers' items and ``Literal``
+    values (``Literal[1, 3]``: int)."""
     args = get_args(annotation)
-    return set().union(*map(_kinds, args)) if args else {annotation}
+    if args:
+        return set().union(*map(_kinds, args))
+    return {annotation if isinstance(annotation, type) or annotation is Any else type(annotation)}
 
 
 class Config(BaseModel):
     """Base of genzoo's configs: unknown keys are errors, and true/false is no number (pydantic
-    alone takes ``seed: true`` as 1 and ``lr: false`` as 0.0)."""
+    alone takes ``seed: true`` as 1, ``lr: false`` as 0.0 and ``[true]`` as ``[1]``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool):
-            kinds = _kinds(cls.model_fields[info.field_name].annotation)
-            if kinds & {int, float} and not kinds & {bool, Any}:
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if kinds & {int, float} and not kinds & {bool, Any}:
+            items = (
+                value.values()
+                if isinstance(value, dict)
+                else value
+                if isinstance(value, list | tuple)
+                else [value]
+            )
+            if any(isinstance(v, bool) for v in items):
                 raise ValueError("expected a number, not true/false")
         return value
 

@@ -379,15 +379,6 @@ class Params(_Strict):
         """The name of the params file's profile these params were loaded with (None: none)."""
         return self._profile
 
-    @model_validator(mode="after")
-    def _known_recipes(self) -> Params:
-        named = [("augment.recipe", self.augment.recipe)]
-        named += [(f"usefulness.recipes[{i}]", r) for i, r in enumerate(self.usefulness.recipes)]
-        for key, name in named:
-            if name not in self.recipes:
-                raise ValueError(f"{key}: no recipe {name!r} under recipes (have {sorted(self.recipes)})")
-        return self
-
     def recipe(self, name: str) -> Recipe:
         """The recipe ``name`` (a key of ``recipes``)."""
         return self.recipes[name]
@@ -512,7 +503,7 @@ def _invalid(errors: list[str]) -> ParamsError:
     return ParamsError("invalid params:\n  " + "\n  ".join(errors))
 
 
-def validate(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Params:
+def validate(raw: dict[str, Any], origins: dict[str, str | None] | None = None) -> Params:
     """``raw`` as :class:`Params`, or a :class:`ParamsError` naming every bad key: the sections'
     own checks and the families' blocks alike. ``origins`` maps keys (dotted) to where a value
     came from (``profiles.quick``), named after the errors under them."""
@@ -524,9 +515,8 @@ def validate(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Para
         params = Params(**raw)
     except ValidationError as e:
         errors = [format_error("", x) for x in e.errors()]
-        bad = {x["loc"][0] for x in e.errors() if x["loc"]}
-        with contextlib.suppress(ValidationError):  # the checks below too, defaults for the bad sections
-            errors += _checks(Params(**{k: v for k, v in raw.items() if k not in bad}))
+        with contextlib.suppress(ValidationError):  # the checks below too, defaults for the bad keys
+            errors += _checks(Params(**_without(raw, [x["loc"] for x in e.errors()])))
         raise _invalid(_from(errors, origins or {})) from None
     errors = _checks(params)
     if errors:
@@ -534,13 +524,31 @@ def validate(raw: dict[str, Any], origins: dict[str, str] | None = None) -> Para
     return params
 
 
-def _from(errors: list[str], origins: dict[str, str]) -> list[str]:
-    """Each error whose key a profile set, followed by the profile's name."""
+def _without(raw: dict[str, Any], locs: list[tuple]) -> dict[str, Any]:
+    """``raw`` less the innermost mapping key of each error location (its default in its
+    place): a bad key inside one family's block leaves the family, and the checks across keys
+    see it."""
+    raw = copy.deepcopy(raw)
+    for loc in locs:
+        node, key = None, None
+        here = raw
+        for part in loc:
+            if not isinstance(here, dict) or part not in here:
+                break
+            node, key, here = here, part, here[part]
+        if node is not None:
+            del node[key]
+    return raw
+
+
+def _from(errors: list[str], origins: dict[str, str | None]) -> list[str]:
+    """Each error at or under a key a profile set, followed by the profile's name (the most
+    specific key decides: an -o under a profile's block is the -o's, origin None)."""
     out = []
     for line in errors:
         loc = line.split(":", 1)[0]
-        where = next((o for k, o in origins.items() if loc == k or loc.startswith(f"{k}.")
-                      or k.startswith(f"{loc}.")), None)  # fmt: skip
+        keys = [k for k in origins if loc == k or loc.startswith(f"{k}.")]
+        where = origins[max(keys, key=len)] if keys else None
         out.append(f"{line} [set by {where}]" if where else line)
     return out
 
@@ -548,6 +556,11 @@ def _from(errors: list[str], origins: dict[str, str]) -> list[str]:
 def _checks(params: Params) -> list[str]:
     """The checks across keys and of each family's blocks, one line per bad key."""
     errors: list[str] = []
+    named = [("augment.recipe", params.augment.recipe)]
+    named += [(f"usefulness.recipes[{i}]", r) for i, r in enumerate(params.usefulness.recipes)]
+    for key, name in named:
+        if name not in params.recipes:
+            errors.append(f"{key}: no recipe {name!r} under recipes (have {sorted(params.recipes)})")
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
     for family in params.ray.resources:
@@ -614,7 +627,7 @@ def load_params(
         raise ParamsError(
             f"{path}: the file must hold a mapping (key: value) at the top level, not a {type(raw).__name__}"
         )
-    origins: dict[str, str] = {}  # keys a profile set (and no -o after it), for the errors
+    origins: dict[str, str | None] = {}  # keys a profile set (and no -o after it), for the errors
     if profile:
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
@@ -627,6 +640,7 @@ def load_params(
         origins = {
             k: o for k, o in origins.items() if not any(k == g or k.startswith(f"{g}.") for g in given)
         }
+        origins |= dict.fromkeys(given)  # (the -o's own keys: no profile named under them)
         for line in shadowed(raw, overrides):
             logging.getLogger("genzoo.config").warning("%s", line)
     params = validate(raw, origins)

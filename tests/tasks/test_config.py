@@ -73,17 +73,24 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
                 "seed": "x",
                 "run": {"threads": 0},
                 "models": {"vae": {"train": {"lr": -1}, "net": {"hiden": 3}}},
+                "augment": {"recipe": "nope"},
             }
         )
     lines = str(e.value).splitlines()[1:]
     assert [line.split(":")[0].strip() for line in lines] == [
-        "seed", "run.threads", "models.vae.train.lr", "models.vae.net.hiden"
+        "seed", "run.threads", "augment.recipe", "models.vae.train.lr", "models.vae.net.hiden"
     ]  # fmt: skip
+    with pytest.raises(ParamsError) as e:  # a bad key inside a family's block: the family is still there
+        validate({"models": {"vae": {"trian": {}}}, "ray": {"resources": {"vae": {"num_cpus": 1}}}})
+    assert str(e.value) == "invalid params: models.vae.trian: Extra inputs are not permitted"
     for raw, key in (
         ({"seed": True}, "seed"),
         ({"models": {"vae": {"train": {"lr": False}}}}, "models.vae.train.lr"),
         ({"models": {"vae": {"net": {"latent_dim": True}}}}, "models.vae.net.latent_dim"),
         ({"evaluate": {"seeds": True}}, "evaluate.seeds"),
+        ({"data": {"channels": True}}, "data.channels"),  # a Literal of numbers
+        ({"models": {"vae": {"train": {"exclude_classes": [True]}}}}, "models.vae.train.exclude_classes"),
+        ({"usefulness": {"fractions": [True, 0.1]}}, "usefulness.fractions"),  # items of a list
     ):
         with pytest.raises(ParamsError, match=f"{key}: expected a number, not true/false"):
             validate({**BASE, **raw})
@@ -99,6 +106,10 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     with pytest.raises(ParamsError) as e:  # -o over the profile's key: the -o is the origin
         load_params(f, ["models.vae.train.stepz=5"], profile="quick")
     assert "models.vae.train.stepz" in str(e.value) and "profiles.quick" not in str(e.value)
+    f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.train: {steps: 5}}\n")
+    with pytest.raises(ParamsError) as e:  # an -o under a block the profile set: the -o's
+        load_params(f, ["models.vae.train.lr=-1"], profile="quick")
+    assert str(e.value) == "invalid params: models.vae.train.lr: Input should be greater than 0 (got -1)"
 
 
 def test_overrides_and_profiles(tmp_path):
