@@ -133,7 +133,8 @@ def param_strings(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def git_tags() -> dict[str, str]:
     """The run's code as git knows it, where the working directory is a git checkout:
     ``genzoo.git_commit`` and ``genzoo.git_dirty`` ("true" when tracked files are changed or
-    files git does not ignore are new: the commit alone does not make that code)."""
+    files git does not ignore are new, dvc.lock aside: the commit alone does not make that code).
+    Read without taking git's index lock (a user's git command beside it is not refused)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -145,7 +146,8 @@ def git_tags() -> dict[str, str]:
     commit = git("rev-parse", "HEAD")
     if not commit:
         return {}
-    changes = git("status", "--porcelain")
+    # dvc.lock is rewritten by the runs themselves (`dvc commit`): not a change of the code
+    changes = git("--no-optional-locks", "status", "--porcelain", "--", ".", ":!dvc.lock")
     return {
         "genzoo.git_commit": commit,
         "genzoo.git_dirty": "unknown" if changes is None else str(bool(changes)).lower(),

@@ -58,7 +58,8 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
         from genzoo.flows import cli
 
         for name in ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "MLFLOW_PRINT_MODEL_URLS_ON_CREATION"):
-            monkeypatch.delenv(name, raising=False)  # (put back as found after the test)
+            monkeypatch.setenv(name, "")  # recorded, so put back as found after the test, then unset
+            monkeypatch.delenv(name)
         capsys.readouterr()
         c.set_terminated(run.info.run_id)
         assert "View run" in capsys.readouterr().out
