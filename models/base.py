@@ -209,19 +209,31 @@ class GenerativeModel(nn.Module, ABC):
         ]
         return torch.logsumexp(torch.stack(terms, dim=1), dim=1)
 
+    def image_seeds(self, x: Tensor) -> list[int]:
+        """A seed per image of ``x`` from its own pixel levels (for :meth:`image_noise`)."""
+        levels = self.to_levels(x).to(torch.int16).cpu().numpy()
+        return [
+            int.from_bytes(hashlib.blake2b(img.tobytes(), digest_size=8, person=b"genzoo").digest(), "little")
+            for img in levels
+        ]
+
     def image_noise(
-        self, x: Tensor, shape: tuple[int, ...], *, uniform: bool = False, stream: int = 0
+        self,
+        x: Tensor,
+        shape: tuple[int, ...],
+        *,
+        uniform: bool = False,
+        stream: int = 0,
+        seeds: list[int] | None = None,
     ) -> Tensor:
         """Noise (B, *shape) on ``x``'s device, each image's drawn from a seed of its own levels
-        (and ``stream``, one per draw of a call): a likelihood estimate that samples (a flow's
-        dequantisation, a VAE's posterior draws, DDPM's noised images) gives an image the same
-        figure in any batch, at any position, beside any other images."""
-        levels = self.to_levels(x).to(torch.int16).cpu().numpy()
-        out = torch.empty(len(levels), *shape)
-        for b, img in enumerate(levels):
-            seed = int.from_bytes(
-                hashlib.blake2b(img.tobytes(), digest_size=8, person=b"genzoo").digest(), "little"
-            )
+        (``seeds``, :meth:`image_seeds`, when a caller draws several times) and ``stream`` (one
+        per draw of a call): a likelihood estimate that samples (a flow's dequantisation, a
+        VAE's posterior draws, DDPM's noised images) gives an image the same figure in any
+        batch, at any position, beside any other images."""
+        seeds = self.image_seeds(x) if seeds is None else seeds
+        out = torch.empty(len(seeds), *shape)
+        for b, seed in enumerate(seeds):
             g = torch.Generator().manual_seed((seed + stream * 0x9E3779B97F4A7C15) % 2**63)
             out[b] = torch.rand(shape, generator=g) if uniform else torch.randn(shape, generator=g)
         return out.to(x.device)

@@ -304,13 +304,14 @@ class DDPM(GenerativeModel):
         #    the paper's t = 2..T), weighted by its stratum's width, so their sum is unbiased
         K = self.cfg.bound_terms if 0 < self.cfg.bound_terms < T - 1 else T - 1
         g = generator or torch.Generator().manual_seed(0)  # the timesteps: the same for every image
+        seeds = self.image_seeds(x) if generator is None else None  # each image's noise: its own
         for j, (t, weight) in enumerate([(0, 0), *bound_timesteps(T, K, self.cfg.bound_spacing, g)]):
             tt = torch.full((b,), t, device=x.device, dtype=torch.long)  # (B,)
             # abar_t, abar_{t-1}, beta_t (alpha_t = 1 - beta_t)
             ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]
             # 3. x_t ~ q(x_t | x_0) (eq. 4)
-            if generator is None:  # each image's own noise (image_noise): its figure, in any batch
-                noise = self.image_noise(x, tuple(x0.shape[1:]), stream=j)  # (B, C, H, W)
+            if seeds is not None:  # (image_noise: an image's figure is the same in any batch)
+                noise = self.image_noise(x, tuple(x0.shape[1:]), stream=j, seeds=seeds)  # (B, C, H, W)
             else:
                 noise = torch.randn(x0.shape, generator=g).to(x0.device)
             xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
