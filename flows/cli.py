@@ -89,8 +89,10 @@ def cmd_prepare(args) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from genzoo.tasks.train import close_stale_runs, train_family, up_to_date
+    from genzoo.tasks.train import check_data, close_stale_runs, train_family, up_to_date
 
+    for fam in families:  # every family's, before any MLflow or training work
+        check_data(params, fam)
     close_stale_runs(params)  # the caller holds the run lock
     for fam in families:
         if (m := up_to_date(params, fam)) is not None:  # as `genzoo run` and `dvc repro` skip it

@@ -46,7 +46,7 @@ from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
-from genzoo.tasks.train import up_to_date
+from genzoo.tasks.train import check_data, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets
 
@@ -567,6 +567,8 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
     ahead += ["usefulness-reference"] if useful else []
     with cluster.progress_board() as board, _submitting([*ahead, *(f"train-{f}" for f in order)]) as turns:
         prepare_task(params)
+        for f in families:  # what training asks of the data, before any of it starts (exclude_classes)
+            check_data(params, f)
         evaluator = evaluator_task.submit(params)
         subsets = {f: subsets_task.submit(params, f) for f in useful}
         reference_ = usefulness_reference_task.submit(params) if useful else None

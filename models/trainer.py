@@ -345,13 +345,19 @@ class _TrainState:
 # ---------------------------------------------------------------- set-up and resume
 
 
+def excluded_error(excluded: list[int], num_classes: int) -> str | None:
+    """What is wrong with ``exclude_classes`` for data of ``num_classes`` classes, or None."""
+    if any(not 0 <= c < num_classes for c in excluded) or len(set(excluded)) >= num_classes:
+        n = num_classes
+        return f"{excluded}: distinct classes of the data's {n} (0 to {n - 1}), not all of them"
+    return None
+
+
 def _training_set(x: Tensor, y: Tensor, cfg: TrainConfig, num_classes: int) -> tuple[Tensor, Tensor]:
     """The images the run may see: all but the ``exclude_classes`` (a held-out class)."""
     excluded = cfg.exclude_classes
-    if any(not 0 <= c < num_classes for c in excluded) or len(set(excluded)) >= num_classes:
-        raise ValueError(
-            f"exclude_classes: {excluded}: distinct classes in [0, {num_classes}), not all of them"
-        )
+    if problem := excluded_error(excluded, num_classes):
+        raise ValueError(f"exclude_classes: {problem}")
     if not excluded:
         return x, y
     keep = ~torch.isin(y, torch.tensor(excluded))

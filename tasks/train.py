@@ -28,7 +28,7 @@ from genzoo.models.base import (
     likelihood_estimator,
     log_likelihoods,
 )
-from genzoo.models.trainer import Callback, JsonlLogger
+from genzoo.models.trainer import Callback, JsonlLogger, excluded_error
 from genzoo.tasks.config import Params, ParamsError, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
@@ -136,13 +136,10 @@ def check_data(params: Params, family: str) -> None:
     MLflow run too): the data is there (a DataError naming its manifest), and ``exclude_classes``
     names some of its classes, not all."""
     manifest = read_manifest(params.data.prepared_dir)
-    n, excluded = int(manifest["num_classes"]), params.train_config(family).exclude_classes
-    if any(not 0 <= c < n for c in excluded) or len(set(excluded)) >= n:
+    if problem := excluded_error(params.train_config(family).exclude_classes, int(manifest["num_classes"])):
         own = "exclude_classes" in params.models[family].train
-        raise ParamsError(
-            f"invalid params: {f'models.{family}.train' if own else 'train'}.exclude_classes: {excluded}: "
-            f"distinct classes of the data's {n} (0 to {n - 1}), not all of them"
-        )
+        key = f"models.{family}.train" if own else "train"
+        raise ParamsError(f"invalid params: {key}.exclude_classes: {problem}")
 
 
 def close_stale_runs(params: Params) -> list[str]:
