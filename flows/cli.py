@@ -249,7 +249,7 @@ def cmd_sample(args) -> int:
     if not args.family and not args.model:
         raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
     for o in args.overrides or []:  # sampling reads where models and data are, nothing else
-        if not o.partition("=")[0].strip().startswith(("run.", "data.")):
+        if o.partition("=")[0].strip() not in ("run.runs_dir", "data.prepared_dir"):
             logging.getLogger("genzoo.sample").warning(
                 "-o %s changes nothing here: a trained model samples with the settings it was trained "
                 "with (its model.json); bench/sample_sweep.py samples it with other net settings",
@@ -309,7 +309,7 @@ def cmd_augment(args) -> int:
 def cmd_evaluate(args) -> int:
     """The evaluator, then every trained family (or --family), then the report; no Prefect."""
     from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
-    from genzoo.tasks.layout import up_to_date
+    from genzoo.tasks.layout import warn_if_stale
 
     params = _params(args)
     if args.family:
@@ -320,11 +320,7 @@ def cmd_evaluate(args) -> int:
         raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
     with _holding(params):
         for f in trained:
-            if up_to_date(params, f) is None:  # as `genzoo augment` says it
-                logging.getLogger("genzoo.evaluate").warning(
-                    "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
-                    "evaluated as it is (`genzoo train --family %s` to bring it up to date)", f, f
-                )  # fmt: skip
+            warn_if_stale(params, f, "evaluated", logging.getLogger("genzoo.evaluate"))
         ev = evaluator_stage(params)
         print(f"evaluator: test accuracy {ev['test_accuracy']:.4f}")
         for f in trained:

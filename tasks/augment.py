@@ -72,7 +72,7 @@ from genzoo.tasks.layout import (
     read_json,
     scored_by_another_evaluator,
     shown,
-    up_to_date,
+    warn_if_stale,
 )
 from genzoo.tasks.quality import real_features, scores
 from genzoo.tasks.sample import (
@@ -462,13 +462,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             raise ValueError(f"augment.recipe {req.recipe!r} perturbs real images, which {', '.join(cannot)} "
                              f"cannot (no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
-    for f in families:
-        if up_to_date(params, f) is None:  # e.g. quick-run models read with the default params
-            log.warning(
-                "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
-                "the dataset is drawn from it as it is (`genzoo train --family %s` to bring it up to date)",
-                f, f,
-            )  # fmt: skip
+    for f in families:  # e.g. quick-run models read with the default params
+        warn_if_stale(params, f, "the dataset is drawn from it", log)
     filters = _Filters(params, req)
     torch.set_num_threads(params.threads(families[0]))
     teacher = _Teacher(params, recipe) if recipe.teacher else None

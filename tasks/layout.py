@@ -296,6 +296,16 @@ def _swap_by_renames(new: Path, target: Path) -> Path:
     return aside
 
 
+def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logger) -> None:
+    """Say that ``family``'s model was made with other params, data or code than ``params``
+    (what `genzoo status` calls stale) and is ``doing`` ("evaluated") as it is."""
+    if up_to_date(params, family) is None:
+        logger.warning(
+            "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
+            "%s as it is (`genzoo train --family %s` to bring it up to date)", family, doing, family,
+        )  # fmt: skip
+
+
 def shown(path: str | Path) -> str:
     """``path`` as a record that may leave this machine names it (a dataset's manifest):
     relative to the working directory when inside it, so the absolute paths the pipeline hands

@@ -360,7 +360,7 @@ def test_two_processes_first_opening_a_database_and_adding_raters_at_once(projec
     def open_fresh():
         barrier.wait()
         try:
-            judge._open(url).dispose()  # a new engine, as a second process would make
+            judge._open(url, create=False).dispose()  # a new engine, as a second process would make
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             errors.append(repr(e))
 
