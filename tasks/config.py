@@ -56,11 +56,7 @@ class UnknownFamily(ParamsError, KeyError):
         return str(self.args[0])
 
 
-class _Strict(Config):
-    pass
-
-
-class DataParams(_Strict):
+class DataParams(Config):
     source: str = Field(
         "digits", description="digits | npz:PATH | folder:PATH | mnist | fashion_mnist | cifar10"
     )
@@ -99,7 +95,7 @@ class DataParams(_Strict):
         return hw
 
 
-class RunParams(_Strict):
+class RunParams(Config):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     threads: int | None = Field(
         None, gt=0, description="torch intra-op threads (None: the CPUs the task reserves, ray.resources)"
@@ -110,13 +106,13 @@ class RunParams(_Strict):
     track: bool = Field(True, description="log runs, metrics, artifacts and models to MLflow")
 
 
-class Resources(_Strict):
+class Resources(Config):
     num_cpus: float = Field(1.0, gt=0, description="CPUs one training task reserves (its torch threads)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs, fractions allowed: 0.25 packs four on one GPU")
     memory_mb: int | None = Field(None, gt=0, description="memory a task reserves (Ray schedules by it)")
 
 
-class RayParams(_Strict):
+class RayParams(Config):
     address: str | None = Field(
         None, description="Ray cluster to join (e.g. ray://host:10001 or auto); null: RAY_ADDRESS, else local"
     )
@@ -133,7 +129,7 @@ class RayParams(_Strict):
     )
 
 
-class EvaluateParams(_Strict):
+class EvaluateParams(Config):
     samples_per_class: int = Field(100, gt=0, description="images drawn per class from each family")
     sample_pixels: int | None = Field(
         None,
@@ -171,7 +167,7 @@ QUALITY_METRICS = (
 LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean", "fd_rank")
 
 
-class AugmentParams(_Strict):
+class AugmentParams(Config):
     """A labelled synthetic dataset: ``<out_dir>/<name>/`` (tasks/augment.py)."""
 
     name: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="folder name")
@@ -235,7 +231,7 @@ class AugmentParams(_Strict):
         return v
 
 
-class DetectParams(_Strict):
+class DetectParams(Config):
     """Anomaly detection by likelihood (tasks/detect.py)."""
 
     families: list[str] = Field(
@@ -259,7 +255,7 @@ class DetectParams(_Strict):
     )
 
 
-class Recipe(_Strict):
+class Recipe(Config):
     """How synthetic images are made and used beside real ones (``recipes.<name>`` in params):
     the usefulness measurement and the augment stage share it, so the dataset a user pulls is
     made the way it was measured."""
@@ -299,7 +295,7 @@ DEFAULT_RECIPES = {
 }
 
 
-class UsefulnessParams(_Strict):
+class UsefulnessParams(Config):
     """Does synthetic data help a downstream classifier? (tasks/usefulness.py) Measured
     without leaks: the generator that augments a real subset is trained on that subset only."""
 
@@ -352,12 +348,12 @@ class UsefulnessParams(_Strict):
         return sorted(set(v))
 
 
-class FamilyParams(_Strict):
+class FamilyParams(Config):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the train block")
     net: dict[str, Any] = Field(default_factory=dict, description="the family's architecture")
 
 
-class Params(_Strict):
+class Params(Config):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     data: DataParams = Field(default_factory=DataParams)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -530,10 +526,12 @@ def _without(raw: dict[str, Any], locs: list[tuple]) -> dict[str, Any]:
     see it."""
     raw = copy.deepcopy(raw)
     for loc in locs:
-        node, key = None, None
-        here = raw
+        node, key, here = None, None, raw
         for part in loc:
-            if not isinstance(here, dict) or part not in here:
+            if not isinstance(here, dict):  # inside a list or a value: the key holding it goes
+                break
+            if part not in here:  # gone already (another error under the same key)
+                node = None
                 break
             node, key, here = here, part, here[part]
         if node is not None:

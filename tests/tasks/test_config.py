@@ -83,6 +83,11 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     with pytest.raises(ParamsError) as e:  # a bad key inside a family's block: the family is still there
         validate({"models": {"vae": {"trian": {}}}, "ray": {"resources": {"vae": {"num_cpus": 1}}}})
     assert str(e.value) == "invalid params: models.vae.trian: Extra inputs are not permitted"
+    from genzoo.tasks.config import _without  # two errors under one key: the key goes, once
+
+    raw = {"models": {"vae": {"trian": 1, "net": {}}}, "usefulness": {"fractions": [True]}}
+    locs = [("models", "vae", "trian"), ("models", "vae", "trian"), ("usefulness", "fractions", 0)]
+    assert _without(raw, locs) == {"models": {"vae": {"net": {}}}, "usefulness": {}}
     for raw, key in (
         ({"seed": True}, "seed"),
         ({"models": {"vae": {"train": {"lr": False}}}}, "models.vae.train.lr"),
