@@ -595,11 +595,11 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
         }
 
 
-def record(params: Params, families: list[str], useful: list[str]) -> list[str]:
-    """The stages this run made, ``dvc commit``-ed; a failed record is reported (``dvc
-    status`` will call the stages stale), not a failed pipeline: the models are made."""
+def record(params: Params, families: list[str], useful: list[str], after: list[str]) -> list[str]:
+    """The stages this run made (``after``: the stages after training that finished),
+    ``dvc commit``-ed; a failed record is reported (``dvc status`` will call the stages stale),
+    not a failed pipeline: the models are made."""
     detected = [f for f in families if f in params.detect.families]
-    after = [st.name for st in AFTER_TRAINING]
     state = record_in_dvc(families, after, detected, useful, return_state=True)
     if state.is_failed():
         get_run_logger().error(
@@ -703,17 +703,26 @@ def pipeline(
             cluster.check_fits(params, [*chosen, "evaluator"])
             result: dict[str, Any] = fan_out(params_abs, chosen, parent)
             on_ray, cpus = cluster.task_spans(started), ray.cluster_resources().get("CPU", 0)
+        done, stopped = [], None
         for after in AFTER_TRAINING:
-            result[after.name] = after(params_abs, result["trained"])
+            try:
+                result[after.name] = after(params_abs, result["trained"])
+            except Exception as e:  # the stages done before it are recorded first, then the run fails
+                stopped = e
+                break
+            done.append(after.name)
         result["figures"] = figures(result)
         if record_dvc and _dvc_matches(params, params_file, overrides, profile):
-            result["dvc_committed"] = record(params, list(result["trained"]), list(result["usefulness"]))
+            trained, useful = list(result["trained"]), list(result["usefulness"])
+            result["dvc_committed"] = record(params, trained, useful, done)
         elif record_dvc:
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
         result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
                                                     result["submitted"]))  # fmt: skip
+        if stopped is not None:
+            raise stopped
         if result["failed"]:  # after the others are recorded; nothing of these was promoted
             raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)

@@ -119,13 +119,27 @@ def augment_round_trip(repo: Path, sh, tmp_path: Path) -> None:
     assert len(load_dataset(other)) == manifest["n"]
 
 
-def test_a_run_with_overrides_is_not_recorded(repo):
+def test_a_run_with_overrides_is_not_recorded_and_a_failed_dataset_leaves_the_stages_before_it_recorded(repo):
+    """Overrides: nothing goes into dvc.lock. A run of params.yaml as is whose dataset cannot be
+    made (its filters reject the draws) fails, and the stages it finished are recorded (as `dvc
+    repro` keeps the stages before a failed one): a rerun does not retrain them to record them."""
     repo, sh = repo
     overrides = ["-o", "models.gan.train.steps=5"]
     sh("genzoo", "run", "-q", "--families", "gan", *overrides)
     assert not (repo / "dvc.lock").exists()
     status = sh("dvc", "status")
     assert "train@gan" in status  # the outputs are not what params.yaml asks for
+
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["augment"].update(min_confidence=0.9999, max_draws=1)  # a barely trained evaluator: none pass
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    failed = command(repo, "genzoo", "run", "-q", "--families", "gan")
+    assert failed.returncode != 0 and "passed the filters" in failed.stdout + failed.stderr, failed
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {"prepare", "train@gan", "evaluator", "evaluate@gan", "report"} <= set(stages), list(stages)
+    assert "augment" not in stages
+    status = dvc(repo, "status", "prepare", "train@gan", "evaluator", "evaluate@gan", "report").stdout
+    assert "up to date" in status.lower(), status
 
 
 def test_push_then_pull_restores_data_and_models(repo, tmp_path):
@@ -199,10 +213,14 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
 
 
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """``dvc ARGS`` in ``repo`` with this venv first on PATH; the result, whatever its status."""
+def command(repo: Path, *cmd: str) -> subprocess.CompletedProcess:
+    """``cmd`` in ``repo`` with this venv first on PATH; the result, whatever its status."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return command(repo, "dvc", *args)
 
 
 def test_dvc_repro_while_a_pipeline_holds_the_lock_fails_clearly_and_writes_nothing(repo):
