@@ -708,7 +708,7 @@ def pipeline(
             try:
                 result[after.name] = after(params_abs, result["trained"])
             except Exception as e:  # the stages done before it are recorded first, then the run fails
-                stopped = e
+                stopped = (after.name, e)
                 break
             done.append(after.name)
         result["figures"] = figures(result)
@@ -722,7 +722,10 @@ def pipeline(
         result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
                                                     result["submitted"]))  # fmt: skip
         if stopped is not None:
-            raise stopped
+            if result.get("dvc_committed"):
+                get_run_logger().info("recorded in dvc.lock before %s failed: %s", stopped[0],
+                                      ", ".join(result["dvc_committed"]))  # fmt: skip
+            raise stopped[1]
         if result["failed"]:  # after the others are recorded; nothing of these was promoted
             raise cluster.OutOfMemory("; ".join(result["failed"].values()))
     result["pipeline_seconds"] = round(time.perf_counter() - t0, 1)

@@ -137,7 +137,9 @@ def test_a_run_with_overrides_is_not_recorded_and_a_failed_dataset_leaves_the_st
     assert failed.returncode != 0 and "passed the filters" in failed.stdout + failed.stderr, failed
     stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert {"prepare", "train@gan", "evaluator", "evaluate@gan", "report"} <= set(stages), list(stages)
-    assert "augment" not in stages
+    assert "augment" not in stages and "recorded in dvc.lock before augment-dataset failed" in (
+        failed.stdout + failed.stderr
+    )
     status = dvc(repo, "status", "prepare", "train@gan", "evaluator", "evaluate@gan", "report").stdout
     assert "up to date" in status.lower(), status
 
