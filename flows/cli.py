@@ -258,7 +258,8 @@ def cmd_sample(args) -> int:
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     if args.device:
         model = model.to(torch.device(args.device))
-    cls = resolve_class(model, args.cls, class_names(params.data.prepared_dir))
+    names = class_names(params.data.prepared_dir, model) if args.cls is not None else None
+    cls = resolve_class(model, args.cls, names)
     npz, png = sample_to_file(model, args.n, args.out, cls=cls, seed=args.seed, progress=not args.quiet)
     print(json.dumps({"npz": str(npz), "png": str(png), "n": args.n}))
     return 0

@@ -795,7 +795,8 @@ def sample(
     confine(params, params_file=params_file, out=out,
             model=model if model and not model.startswith("models:/") else None)  # fmt: skip
     net = load_model(model or family, params.run.runs_dir)
-    cls_index = resolve_class(net, label, class_names(params.data.prepared_dir))
+    names = class_names(params.data.prepared_dir, net) if label is not None else None
+    cls_index = resolve_class(net, label, names)
     npz, png = sample_to_file(
         net, n, out or f"samples/{family or net.family}", cls=cls_index, seed=seed, progress=False
     )

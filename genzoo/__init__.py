@@ -148,7 +148,8 @@ def load_model(
 
     Returns:
         The model in eval mode; ``model.family`` names its family, ``model.spec`` its image
-        shape and classes.
+        shape, levels and number of classes, ``model.data_sha256`` the data it was trained on
+        (the prepared data's class names are its classes when that data's hash is this one).
 
     Raises:
         FileNotFoundError: no model there.

@@ -27,7 +27,7 @@ from genzoo.models import evaluator as evaluator_module
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
 from genzoo.tasks.config import Recipe
-from genzoo.tasks.data import read_manifest
+from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.errors import ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
 
@@ -162,18 +162,33 @@ def load_model(
     from safetensors import SafetensorError
 
     try:
-        return models.load(path, device, allow_unhashed=allow_unhashed)
+        net = models.load(path, device, allow_unhashed=allow_unhashed)
     except SafetensorError as e:  # e.g. a pickle named .safetensors: refused, never unpickled
         raise ModelFileError(
             f"{path.with_suffix('.safetensors')}: not a safetensors file ({e}); "
             "refused, nothing in it was run"
         ) from None
+    # the data it was trained on (model.json's hash): whose class names are its classes
+    net.data_sha256 = json.loads(path.with_suffix(".json").read_text()).get("data_sha256")
+    return net
 
 
-def class_names(prepared_dir: str | Path) -> list[str] | None:
-    """The prepared data's class names (None before ``genzoo prepare``)."""
+def class_names(prepared_dir: str | Path, model: GenerativeModel | None = None) -> list[str] | None:
+    """The prepared data's class names: None before ``genzoo prepare``, and when ``model`` was
+    trained on other data (its model.json's data hash is not the prepared data's: their names
+    would not be its classes; it is asked by class index then, with a warning)."""
     manifest = read_manifest(prepared_dir, required=False)
-    return manifest["class_names"] if manifest else None
+    if not manifest:
+        return None
+    trained_on = getattr(model, "data_sha256", None)
+    if trained_on and trained_on != data_hash(manifest):
+        log.warning(
+            "this %s model was trained on other data (%s) than %s (%s): its classes go by index "
+            "(0 to %d), not by the prepared data's class names",
+            model.family, trained_on[:12], prepared_dir, data_hash(manifest)[:12], model.spec.num_classes - 1,
+        )  # fmt: skip
+        return None
+    return manifest["class_names"]
 
 
 # ----------------------------------------------------------------------------- recipes

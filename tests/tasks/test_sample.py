@@ -26,3 +26,36 @@ def test_a_class_left_out_of_training_is_drawn_when_asked_with_a_warning(caplog,
     ]
     with pytest.raises(ValueError, match=r"--class 3: out of range \[0, 3\)"):
         resolve_class(model, 3, None)
+
+
+def test_a_class_name_is_the_models_own_not_that_of_other_prepared_data(tmp_path, caplog, tiny):
+    """A model trained on other data than data.prepared_dir holds (its model.json's data hash)
+    is asked by class index: the prepared data's names are not its classes (`--class square` drew
+    digit 1s from a digits model while a folder of shapes was prepared)."""
+    import numpy as np
+
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.data import data_hash
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.sample import class_names, load_model
+
+    f = tmp_path / "shapes.npz"
+    np.savez(f, images=np.zeros((30, 8, 8), np.uint8), labels=np.array(["circle", "square", "triangle"] * 10))
+    prepared = tmp_path / "prepared"
+    manifest = prepare(
+        validate({"models": {"vae": {}}, "data": {"prepared_dir": str(prepared), "source": f"npz:{f}"}})
+    )
+    model = models.build("vae", DataSpec(1, 8, 8, 256, 3), tiny["vae"])
+    models.save(model, tmp_path / "same" / "model", {"data_sha256": data_hash(manifest)})
+    models.save(model, tmp_path / "other" / "model", {"data_sha256": "0123456789abcdef" * 4})
+
+    same = load_model(tmp_path / "same")
+    assert same.data_sha256 == data_hash(manifest)
+    assert resolve_class(same, "square", class_names(prepared, same)) == 1
+    other = load_model(tmp_path / "other")
+    with caplog.at_level("WARNING", "genzoo.sample"):
+        names = class_names(prepared, other)
+    assert names is None and "trained on other data (0123456789ab)" in caplog.text
+    with pytest.raises(ValueError, match="--class 'square': not a class name or index"):
+        resolve_class(other, "square", names)
+    assert resolve_class(other, 2, names) == 2
