@@ -190,6 +190,7 @@ def sample(
         raise ValueError(f"label: a class index (an int), got {label!r}")
     if label is not None and not 0 <= int(label) < model.spec.num_classes:
         raise ValueError(f"label {label}: out of range [0, {model.spec.num_classes})")
+    n, seed, batch = _count("n", n), _count("seed", seed, least=0), _count("batch", batch)
     return draw(model, n, cls=None if label is None else int(label), seed=seed, batch=batch)
 
 
@@ -205,9 +206,11 @@ def bits_per_dim(
             PixelCNN and RealNVP, a lower bound for the VAE and DDPM (so their bits/dim are an
             upper bound). The GAN has none.
         images: ``(N, C, H, W)`` floats in [0, 1] of the model's shape (``model.spec.shape``),
-            as :func:`sample` and :func:`load_dataset` give them.
-        labels: each image's class, ``(N,)``: ``-log2 p(x | y)`` per dimension; None sums over
-            the classes under the model's class prior: ``-log2 p(x)``.
+            as :func:`sample` and :func:`load_dataset` give them; each pixel is read at the
+            nearest of the model's levels (``k / (model.spec.levels - 1)``), as every family
+            scores it.
+        labels: each image's class, ``(N,)``, or one int for all: ``-log2 p(x | y)`` per
+            dimension; None sums over the classes under the model's class prior: ``-log2 p(x)``.
         batch: images per forward pass (fewer for large images).
 
     Returns:
@@ -230,8 +233,10 @@ def bits_per_dim(
             "realnvp (exact), vae and ddpm (bounds)"
         )
     images = _pixels(images)
-    labels = None if labels is None else torch.as_tensor(labels)
-    nats = log_likelihoods(model, images, labels, batch=batch)
+    snapped = model.from_levels(model.to_levels(images))  # NaN and inf: left for the model's check
+    images = torch.where(torch.isfinite(images), snapped, images)
+    labels = None if labels is None else _class_indices(labels, len(images))
+    nats = log_likelihoods(model, images, labels, batch=_count("batch", batch))
     return -nats / (model.spec.dims * math.log(2))
 
 
@@ -263,14 +268,33 @@ def _pixels(images) -> torch.Tensor:
     return images
 
 
-def _labels(labels, n: int) -> torch.Tensor:
-    """``labels`` as a tensor of ``n`` class indices (one int: the same for every row)."""
+def _count(name: str, value, least: int = 1) -> int:
+    """``value`` as an int of at least ``least`` (a float, a string or a bool is refused)."""
+    import numbers
+
+    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or _int_scalar(value)):
+        raise ValueError(f"{name}: an int, got {value!r}")
+    if int(value) < least:
+        raise ValueError(f"{name}: at least {least}, got {int(value)}")
+    return int(value)
+
+
+def _class_indices(labels, n: int) -> torch.Tensor:
+    """``labels`` as a tensor of ``n`` class indices (one int: the same for every row); float
+    or bool labels refused (the range check comes with the model's)."""
     import torch
 
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels are {labels.dtype}: give integer class indices (e.g. labels.long())")
+    return labels.expand(n).clone() if labels.ndim == 0 else labels
+
+
+def _labels(labels, n: int) -> torch.Tensor:
+    """``labels`` as a tensor of ``n`` class indices (one int: the same for every row)."""
     if labels is None:  # the families are class-conditional: a code is read under a label
         raise ValueError("labels: give each image's class (N,), or one int for all")
-    labels = torch.as_tensor(labels)
-    return labels.expand(n).clone() if labels.ndim == 0 else labels
+    return _class_indices(labels, n)
 
 
 def encode(model: GenerativeModel, images: torch.Tensor, labels, *, batch: int = 256) -> torch.Tensor:
@@ -295,7 +319,7 @@ def encode(model: GenerativeModel, images: torch.Tensor, labels, *, batch: int =
     from genzoo.tasks.latent import encode as _encode
 
     images = _pixels(images)
-    return _encode(model, images, _labels(labels, len(images)), batch)
+    return _encode(model, images, _labels(labels, len(images)), _count("batch", batch))
 
 
 def decode(model: GenerativeModel, codes: torch.Tensor, labels, *, batch: int = 256) -> torch.Tensor:
@@ -323,7 +347,7 @@ def decode(model: GenerativeModel, codes: torch.Tensor, labels, *, batch: int = 
     codes = torch.as_tensor(codes, dtype=torch.float32)
     labels = _labels(labels, len(codes))
     check_codes(model, codes, labels)
-    images = _decode(model, codes, labels, batch)
+    images = _decode(model, codes, labels, _count("batch", batch))
     check_decoded(model, images, codes)
     return images
 
@@ -372,6 +396,6 @@ def interpolate(
     if pair.numel() != 2:
         raise ValueError(f"labels: one class, or two (start's and end's), got {labels!r}")
     check_codes(model, torch.cat(ends), pair)
-    strip = paths(model, ends[0], ends[1], pair[:1], pair[1:], steps, mode)[0]
+    strip = paths(model, ends[0], ends[1], pair[:1], pair[1:], _count("steps", steps, least=2), mode)[0]
     check_decoded(model, strip)
     return strip

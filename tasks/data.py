@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import zipfile
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from genzoo.tasks.config import fingerprint
 from genzoo.tasks.errors import GenzooError
 
 # 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
+log = logging.getLogger("genzoo.prepare")
+
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -48,7 +52,8 @@ def to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
 
 def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
     """Pixels -> integer levels (int64, same shape) and their count: floats must lie in [0, 1]
-    unless ``levels`` is given; integers keep their values (256 levels when they fit a byte)."""
+    unless ``levels`` is given; integers keep their values (256 levels when they fit a byte;
+    16-bit ones, without ``levels``, are reduced to 8 bits with a warning)."""
     if arr.size == 0:
         raise DataError(f"{where}: no images (shape {tuple(arr.shape)})")
     if arr.dtype.kind == "f":
@@ -62,13 +67,65 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
         levels = levels or 256
         return np.round(arr * (levels - 1)).astype(np.int64), levels
     if arr.dtype.kind in "ui":
-        levels = levels or (256 if arr.max() <= 255 else int(arr.max()) + 1)
-        if arr.min() < 0 or arr.max() >= levels:
+        if levels is None and arr.max() > 255 and arr.min() >= 0 and arr.max() <= 65535:
+            # 16-bit pixels (their number of levels is no property of one file's largest value):
+            # reduced to 8 bits as 16-bit image files are
+            log.warning(
+                "%s: pixels up to %d read as 16-bit and reduced to 8 bits (256 levels), scaled by "
+                "255/65535; an npz `levels` key keeps them (e.g. levels=4096 for 12-bit data)",
+                where, int(arr.max()),
+            )  # fmt: skip
+            return np.rint(arr.astype(np.int64) * (255 / 65535)).astype(np.int64), 256
+        if arr.min() < 0 or arr.max() >= (levels or 256):
             raise DataError(
-                f"{where}: integer pixels must lie in [0, {levels - 1}]; got [{arr.min()}, {arr.max()}]"
+                f"{where}: integer pixels must lie in [0, {(levels or 256) - 1}]; got [{arr.min()}, {arr.max()}]"
+                + ("" if levels else " (16-bit ones: up to 65535; another range: an npz `levels` key)")
             )
-        return arr.astype(np.int64), levels
+        return arr.astype(np.int64), levels or 256
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
+
+
+def convert_levels(
+    x: np.ndarray, levels: int, channels: int | None, size, max_levels: int | None
+) -> tuple[np.ndarray, int]:
+    """Integer images (N, C, H, W) of ``levels`` levels -> ``channels``, ``size`` (H, W) and at
+    most ``max_levels`` levels, and their levels: what prepare does to a source, and ``genzoo
+    detect`` to the images it scores, so both see an image alike."""
+    if channels and channels != x.shape[1]:
+        if channels == 1:  # ITU-R 601 luma
+            w = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+            x = np.round((x * w).sum(1, keepdims=True)).astype(np.int64)
+        else:
+            x = np.repeat(x, 3, axis=1)
+    if size and tuple(size) != x.shape[2:]:
+        check_memory(len(x), x.shape[1], size)
+        t = torch.from_numpy(x.astype(np.float32))
+        t = torch.nn.functional.interpolate(
+            t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
+        )
+        x = t.round().clamp(0, levels - 1).numpy().astype(np.int64)
+    if max_levels and levels > max_levels:  # level k of L -> floor(k M / L): M bins of equal width
+        x, levels = x.astype(np.int64) * max_levels // levels, max_levels
+    return x, levels
+
+
+def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:
+    """Refuse a resize whose images would not fit in memory, before allocating them (the
+    float32 copy being resized plus the int64 result: 12 bytes a pixel)."""
+    need = 12 * n * channels * size[0] * size[1]
+    have = _available_memory()
+    if have is not None and need > have:
+        raise DataError(
+            f"data.image_size={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
+            f"{have / 2**30:.1f} GiB of memory is available; choose a smaller size"
+        )
+
+
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        return None
 
 
 def to_8bit(im):

@@ -57,6 +57,7 @@ from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
     WIDE_MODES,
     DataError,
+    convert_levels,
     data_hash,
     data_spec,
     fit_image,
@@ -128,15 +129,12 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool
 
 def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
-    level grid, as floats in [0, 1]."""
+    level grid, as floats in [0, 1]: converted as prepare converted its training images (luma,
+    the same resize, 8-bit levels binned into fewer as ``data.max_levels`` bins them)."""
     k, levels = quantize(to_nchw(np.asarray(images), where), where, levels)
+    k, levels = convert_levels(k, levels, spec.channels, (spec.height, spec.width), spec.levels)
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
-    if x.shape[1] != spec.channels:
-        x = x.mean(1, keepdim=True) if spec.channels == 1 else x.repeat(1, spec.channels // x.shape[1], 1, 1)
-    if tuple(x.shape[2:]) != (spec.height, spec.width):
-        x = torch.nn.functional.interpolate(x, size=(spec.height, spec.width), mode="bilinear",
-                                            antialias=True, align_corners=False)  # fmt: skip
-    return torch.round(x.clamp(0, 1) * (spec.levels - 1)) / (spec.levels - 1)
+    return torch.round(x * (spec.levels - 1)) / (spec.levels - 1)  # a coarser grid: the model's nearest
 
 
 def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[str]]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, stage_args
@@ -29,6 +28,7 @@ from genzoo.tasks.data import (
     WIDE_MODES,
     DataError,
     content_hash,
+    convert_levels,
     fit_image,
     npz_levels,
     quantize,
@@ -130,6 +130,30 @@ def _inside(path: Path, root: Path) -> None:
         )
 
 
+def _class_files(folder: Path, root: Path) -> list[Path]:
+    """A class folder's images, in the folders below it too (as torchvision's ImageFolder reads
+    them), in sorted order; hidden files and folders left out, any other file refused."""
+    found, todo, seen = [], [folder], set()
+    while todo:
+        d = todo.pop()
+        _inside(d, root)
+        if d.resolve() in seen:  # a link to a folder already read (or a loop)
+            continue
+        seen.add(d.resolve())
+        entries = sorted(f for f in d.iterdir() if not f.name.startswith("."))
+        todo += reversed([f for f in entries if f.is_dir()])
+        for f in entries:
+            if f.is_dir():
+                continue
+            _inside(f, root)
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(
+                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
+                )
+            found.append(f)
+    return sorted(found)
+
+
 def load_folder_source(
     root: str | Path, size: tuple[int, int] | None, channels: int | None = None
 ) -> Dataset:
@@ -151,16 +175,7 @@ def load_folder_source(
         )  # fmt: skip
     files: list[tuple[Path, int]] = []
     for k, name in enumerate(classes):
-        _inside(root / name, root)
-        for f in sorted((root / name).iterdir()):
-            if f.name.startswith(".") or f.is_dir():
-                continue
-            _inside(f, root)
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(
-                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
-                )
-            files.append((f, k))
+        files += [(f, k) for f in _class_files(root / name, root)]
     if not files:
         raise DataError(f"{root}: empty (no images in {', '.join(classes)})")
     empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
@@ -191,11 +206,14 @@ def load_folder_source(
             f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "
             "convert them, or set data.channels to 1 or 3"
         )
-    sizes = {im.size for im in images}
     if size is None:
-        if len(sizes) > 1:
+        first = {}  # (H, W) -> the first file of that size
+        for (f, _), im in zip(files, images, strict=True):
+            first.setdefault(im.size[::-1], f)
+        if len(first) > 1:
+            shown = ", ".join(f"{h}x{w} ({f})" for (h, w), f in list(first.items())[:3])
             raise DataError(
-                f"{root}: images have different sizes {sorted(sizes)[:3]}...; set data.image_size"
+                f"{root}: images of {len(first)} sizes (H x W): {shown}; set data.image_size to size them all"
             )
         size = images[0].size[::-1]
     arr = np.stack([np.asarray(fit_image(im, size)) for im in images])
@@ -367,43 +385,9 @@ def load_source(p: DataParams) -> Dataset:
 def convert(ds: Dataset, p: DataParams) -> Dataset:
     """Channel conversion, resizing (folders are sized on load) and fewer levels
     (``max_levels``) requested in params."""
-    x = ds.images
-    if p.channels and p.channels != x.shape[1]:
-        if p.channels == 1:  # ITU-R 601 luma
-            w = np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
-            x = np.round((x * w).sum(1, keepdims=True)).astype(np.int64)
-        else:
-            x = np.repeat(x, 3, axis=1)
-    if p.image_size and tuple(p.image_size) != x.shape[2:] and not ds.source.startswith("folder:"):
-        check_memory(len(x), x.shape[1], p.image_size)
-        t = torch.from_numpy(x.astype(np.float32))
-        t = torch.nn.functional.interpolate(
-            t, size=tuple(p.image_size), mode="bilinear", antialias=True, align_corners=False
-        )
-        x = t.round().clamp(0, ds.levels - 1).numpy().astype(np.int64)
-    levels = ds.levels
-    if p.max_levels and levels > p.max_levels:  # level k of L -> floor(k M / L): M bins of equal width
-        x, levels = x.astype(np.int64) * p.max_levels // levels, p.max_levels
+    size = None if ds.source.startswith("folder:") else p.image_size
+    x, levels = convert_levels(ds.images, ds.levels, p.channels, size, p.max_levels)
     return Dataset(x, ds.labels, levels, ds.class_names, ds.source)
-
-
-def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:
-    """Refuse a resize whose images would not fit in memory, before allocating them (the
-    float32 copy being resized plus the int64 result: 12 bytes a pixel)."""
-    need = 12 * n * channels * size[0] * size[1]
-    have = _available_memory()
-    if have is not None and need > have:
-        raise DataError(
-            f"data.image_size={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
-            f"{have / 2**30:.1f} GiB of memory is available; choose a smaller size"
-        )
-
-
-def _available_memory() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform
-        return None
 
 
 def check(ds: Dataset) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -229,13 +230,17 @@ def test_bits_per_dim_are_the_figures_genzoo_detect_scores_by(family):
     from genzoo.tasks.detect import score
 
     model = _tiny(family)  # off the zero-initialised layers, so the label matters
-    x = torch.rand(5, 1, 8, 8)
+    x = (torch.rand(5, 1, 8, 8) * 16).round() / 16  # on the 17 levels of the model
     bpd = genzoo.bits_per_dim(model, x)
     assert bpd.dtype == torch.float64 and bpd.shape == (5,) and torch.isfinite(bpd).all()
     assert torch.equal(bpd, torch.from_numpy(score(model, x)))
     assert torch.equal(genzoo.bits_per_dim(model, x), bpd)  # seeded: the same images, the same numbers
+    # off the grid by less than half a level: read at the nearest level, by every family alike
+    # (PixelCNN's network read the raw values: its figure moved)
+    assert torch.equal(genzoo.bits_per_dim(model, (x + 0.02).clamp(0, 1)), bpd)
     given = genzoo.bits_per_dim(model, x, [3, 3, 3, 3, 3])  # -log2 p(x | y=3) / dims
     assert torch.isfinite(given).all() and not torch.equal(given, bpd)
+    assert torch.equal(genzoo.bits_per_dim(model, x, 3), given)  # one int for all, as encode takes
     if family in ("pixelcnn", "realnvp"):  # exact: p(x) >= p(y=3) p(x | y=3), the prior uniform
         assert (bpd <= given + math.log2(10) / 64 + 1e-9).all(), (bpd, given)
     x[2, 0, 1, 1] = float("nan")
@@ -336,6 +341,17 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
         with pytest.raises(ValueError, match="label: a class index"):
             genzoo.sample(model, 2, label=label)
     assert genzoo.sample(model, 2, label=torch.tensor(3))[1].tolist() == [3, 3]
+    for bad, message in [(dict(n=2.0), "n: an int, got 2.0"), (dict(n="4"), "n: an int, got '4'"),
+                         (dict(n=2, batch=0), "batch: at least 1, got 0"),
+                         (dict(n=2, seed=-1), "seed: at least 0, got -1")]:  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(message)):
+            genzoo.sample(model, **bad)
+    for call in (lambda y: genzoo.bits_per_dim(model, x, y), lambda y: genzoo.encode(model, x, y)):
+        with pytest.raises(ValueError, match=r"labels are torch.float32: give integer class indices"):
+            call(torch.tensor([1.0, 2.0, 3.0]))  # in range, but no index
+    code = genzoo.encode(model, x, 1)
+    with pytest.raises(ValueError, match="steps: an int, got 2.5"):
+        genzoo.interpolate(model, code[0], code[1], labels=1, steps=2.5)
     with pytest.raises(ValueError, match=r"labels: give each image's class \(N,\), or one int for all"):
         genzoo.encode(model, x, None)
     with pytest.raises(ValueError, match="split: 'training', expected one of 'train', 'val', 'test'"):

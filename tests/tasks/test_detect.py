@@ -128,7 +128,9 @@ def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
     assert torch.equal(x_small, x_large) and np.array_equal((x_small * 16).round().squeeze(1).numpy(), digits)
     x_wide = read_images(wide, spec)[0]
     expected = np.stack([np.asarray(fit_image(Image.open(wide / f"{i}.png"), (8, 8))) for i in range(6)])
-    assert torch.equal(x_wide.squeeze(1), torch.from_numpy(np.rint(expected / 255 * 16) / 16).float())
+    assert torch.equal(
+        x_wide.squeeze(1), torch.from_numpy(expected.astype(np.int64) * 17 // 256 / 16).float()
+    )
     assert (x_wide[:, :, :1] == 0).all() and (x_wide[:, :, -1:] == 0).all()  # 32x24 -> 8x6, padded
 
 
@@ -243,3 +245,26 @@ def test_likelihood_ratio_flags_simple_images_raw_likelihood_calls_normal():
     assert f["likelihood"]["auroc"] == 0.0  # raw bits/dim: blank looks *more* normal
     assert f["likelihood_ratio"]["auroc"] == 1.0  # against the background it stands out
     assert f["flagged"] == 0.0 and f["n"] == 2
+
+
+def test_an_8_bit_image_is_binned_into_a_models_fewer_levels_as_prepare_binned_its_data(tmp_path):
+    """data.max_levels bins 8-bit pixels k -> floor(k M / 256); detect (and the images it
+    scores) must do the same, or a model's threshold, calibrated on prepare's binning, is
+    applied to images binned otherwise (rounding put a quarter of a folder's pixels on another
+    level). Every 8-bit value, one constant image each, through both."""
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.detect import read_images
+
+    values = np.repeat(np.arange(256, dtype=np.uint8), 2)
+    images = np.broadcast_to(values[:, None, None], (512, 8, 8)).copy()
+    np.savez(tmp_path / "all.npz", images=images, labels=np.arange(512) % 2)
+    raw = {"models": {"vae": {}}, "data": {"source": f"npz:{tmp_path / 'all.npz'}", "max_levels": 32,
+                                          "prepared_dir": str(tmp_path / "prepared")}}  # fmt: skip
+    manifest = prepare(validate(raw))
+    prepared = torch.cat([load_split(tmp_path / "prepared", s)[0] for s in ("train", "val", "test")])
+    assert manifest["levels"] == 32 and len(prepared) == 512
+    scored, _ = read_images(tmp_path / "all.npz", DataSpec(1, 8, 8, 32, 2))
+    assert sorted((prepared[:, 0, 0, 0] * 31).round().tolist()) == sorted(
+        (scored[:, 0, 0, 0] * 31).round().tolist()
+    )
+    assert (scored[:, 0, 0, 0] * 31).round().tolist()[::2] == (np.arange(256) * 32 // 256).tolist()

@@ -72,6 +72,49 @@ def test_folder_source_resizes_and_pads_and_says_what_it_left_out(tmp_path, capl
     assert "1 image file(s) beside the class folders, in no class, left out (first: stray.png)" in caplog.text
 
 
+def test_a_class_folders_nested_folders_are_its_images_and_mixed_sizes_name_their_files(tmp_path):
+    """Images in folders below a class folder belong to the class, as torchvision's ImageFolder
+    reads them (they were skipped without a word); hidden folders are not read. Images of
+    several sizes without data.image_size name a file of each size, as H x W."""
+    root = _folder(tmp_path / "imgs", n=4)
+    flat = prepare(params(tmp_path, source=f"folder:{root}"))
+    assert sum(v["n"] for v in flat["splits"].values()) == 8
+    (root / "a" / "more" / "deeper").mkdir(parents=True)
+    (root / "a" / ".cache").mkdir()
+    for i, d in enumerate(["more", "more/deeper", ".cache"]):
+        Image.fromarray(np.full((12, 10), 9 * i, np.uint8), "L").save(root / "a" / d / f"x{i}.png")
+    nested = prepare(params(tmp_path, source=f"folder:{root}"))
+    per_class = np.sum([v["per_class"] for v in nested["splits"].values()], axis=0).tolist()
+    assert per_class == [6, 4] and nested["class_names"] == ["a", "b"]
+
+    Image.fromarray(np.zeros((30, 20), np.uint8), "L").save(root / "b" / "tall.png")
+    with pytest.raises(
+        DataError, match=r"images of 2 sizes \(H x W\): 12x10 \(.*/a/0.png\), 30x20 \(.*/b/tall.png\)"
+    ):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+
+
+def test_16_bit_npz_pixels_are_reduced_to_8_bits_unless_their_levels_are_given(tmp_path, caplog):
+    """uint16 pixels had as many levels as one file's largest value + 1 (65,527 for random
+    ones: a 65k-way softmax per pixel, and two files of one camera on two grids); now 16-bit
+    as 16-bit PNGs are, reduced to 8 bits with a warning, unless the npz says its levels."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 65536, (40, 6, 6), dtype=np.uint16)
+    np.savez(tmp_path / "u16.npz", images=images, labels=np.arange(40) % 2)
+    with caplog.at_level("WARNING", logger="genzoo.prepare"):
+        m = prepare(params(tmp_path, source=f"npz:{tmp_path / 'u16.npz'}"))
+    assert m["levels"] == 256 and "read as 16-bit and reduced to 8 bits (256 levels)" in caplog.text
+    x = np.concatenate([load_split(tmp_path / "prepared", s)[0].numpy() for s in ("train", "val", "test")])
+    assert sorted((x * 255).round().ravel().tolist()) == sorted(
+        np.rint(images.astype(np.int64) * 255 / 65535).ravel().tolist()
+    )
+    np.savez(tmp_path / "u12.npz", images=images // 16, labels=np.arange(40) % 2, levels=4096)
+    assert prepare(params(tmp_path, source=f"npz:{tmp_path / 'u12.npz'}"))["levels"] == 4096
+    np.savez(tmp_path / "wide.npz", images=images.astype(np.int32) + 70_000, labels=np.arange(40) % 2)
+    with pytest.raises(DataError, match=r"integer pixels must lie in \[0, 255\].*an npz `levels` key"):
+        prepare(params(tmp_path, source=f"npz:{tmp_path / 'wide.npz'}"))
+
+
 def test_npz_source_channels_last_and_float(tmp_path):
     rng = np.random.default_rng(0)
     f = tmp_path / "d.npz"
