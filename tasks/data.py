@@ -42,6 +42,9 @@ def to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
         return arr[:, None]
     if arr.ndim == 4:
         if arr.shape[1] in (1, 3):
+            if arr.shape[3] in (1, 3):  # (N, 3, 8, 3): either layout
+                log.warning("%s: shape %s read as (N, C, H, W); for (N, H, W, C) images, transpose them "
+                            "to (N, C, H, W) first", where, tuple(arr.shape))  # fmt: skip
             return arr
         if arr.shape[3] in (1, 3):
             return arr.transpose(0, 3, 1, 2)
@@ -76,12 +79,13 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
                 where, int(arr.max()),
             )  # fmt: skip
             return np.rint(arr.astype(np.int64) * (255 / 65535)).astype(np.int64), 256
-        if arr.min() < 0 or arr.max() >= (levels or 256):
+        top = (levels or 256) - 1
+        if arr.min() < 0 or arr.max() > top:
             raise DataError(
-                f"{where}: integer pixels must lie in [0, {(levels or 256) - 1}]; got [{arr.min()}, {arr.max()}]"
+                f"{where}: integer pixels must lie in [0, {top}]; got [{arr.min()}, {arr.max()}]"
                 + ("" if levels else " (16-bit ones: up to 65535; another range: an npz `levels` key)")
             )
-        return arr.astype(np.int64), levels or 256
+        return arr.astype(np.int64), top + 1
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
 
 

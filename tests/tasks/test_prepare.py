@@ -110,6 +110,15 @@ def test_16_bit_npz_pixels_are_reduced_to_8_bits_unless_their_levels_are_given(t
     )
     np.savez(tmp_path / "u12.npz", images=images // 16, labels=np.arange(40) % 2, levels=4096)
     assert prepare(params(tmp_path, source=f"npz:{tmp_path / 'u12.npz'}"))["levels"] == 4096
+    np.savez(
+        tmp_path / "amb.npz",
+        images=np.repeat((images // 256)[:, None, :, :3], 3, axis=1),
+        labels=np.arange(40) % 2,
+    )  # (40, 3, 6, 3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genzoo.prepare"):
+        assert prepare(params(tmp_path, source=f"npz:{tmp_path / 'amb.npz'}"))["shape"] == [3, 6, 3]
+    assert "shape (40, 3, 6, 3) read as (N, C, H, W); for (N, H, W, C) images, transpose" in caplog.text
     np.savez(tmp_path / "wide.npz", images=images.astype(np.int32) + 70_000, labels=np.arange(40) % 2)
     with pytest.raises(DataError, match=r"integer pixels must lie in \[0, 255\].*an npz `levels` key"):
         prepare(params(tmp_path, source=f"npz:{tmp_path / 'wide.npz'}"))
