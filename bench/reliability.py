@@ -1,4 +1,4 @@
-"""Reliability figures (RELIABILITY.md): real processes, real services, each drill counted.
+"""Reliability figures (README, "Reliability"): real processes, real services, each drill counted.
 
     python bench/reliability.py                              # everything, the default counts
     python bench/reliability.py --pipeline-runs 5 --only pipeline,sockets
@@ -27,10 +27,12 @@ contacted.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +49,14 @@ from kill_drill import train_drill, write_drill  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests.conftest import tiny_params  # noqa: E402
+
+
+def scratch(prefix: str) -> str:
+    """A temporary folder for one drill, removed when the bench exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
 
 GENZOO = str(Path(sys.executable).with_name("genzoo"))
 DRILLS = ("kills", "pipeline", "mlflow", "sockets", "bad-inputs")
@@ -87,7 +97,7 @@ def kills(args) -> dict:
 
 def pipeline(args) -> dict:
     """Whole runs in fresh projects, then one re-run that must train nothing."""
-    root = Path(tempfile.mkdtemp(prefix="genzoo-rel-pipeline-"))
+    root = Path(scratch("genzoo-rel-pipeline-"))
     runs = []
     for i in range(args.pipeline_runs):
         proj = _project(root / f"p{i}")
@@ -153,7 +163,7 @@ def _writer(uri: str, run_id: str, batches: int, metrics: int) -> None:
 def mlflow(args, writers: int = 8, batches: int = 100, metrics: int = 5) -> dict:
     from genzoo.tasks.tracking import client, prepare_store, start_run
 
-    uri = f"sqlite:///{tempfile.mkdtemp(prefix='genzoo-rel-mlflow-')}/mlflow.db"
+    uri = f"sqlite:///{scratch('genzoo-rel-mlflow-')}/mlflow.db"
     c = client(uri)
     exp = prepare_store(uri)  # the driver creates the store, as the pipeline does
     run_ids = [start_run(c, exp, f"writer-{i}").info.run_id for i in range(writers)]
@@ -202,7 +212,7 @@ with connected(validate({"models": {"vae": {}}, "ray": {"num_cpus": 1}})) as ray
 
 
 def sockets(args) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="genzoo-rel-sockets-"))
+    home = Path(scratch("genzoo-rel-sockets-"))
     env = {**_env(home), "HOME": str(home)}
     r = subprocess.run([sys.executable, "-c", SOCKETS], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
@@ -212,7 +222,7 @@ def sockets(args) -> dict:
 
 def bad_inputs(args) -> dict:
     """Each bad input through the real console script: exit code and the line it printed."""
-    work = Path(tempfile.mkdtemp(prefix="genzoo-rel-bad-"))
+    work = Path(scratch("genzoo-rel-bad-"))
     proj = _project(work / "proj")
     good = proj / "params.yaml"
     (work / "list.yaml").write_text("- a\n- b\n")

@@ -62,7 +62,9 @@ class TrainConfig(Config):
     phase_lr: dict[str, Annotated[float, Field(gt=0, le=10)]] = Field(
         default_factory=dict, description="per-phase lr"
     )
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam's (beta1, beta2), each in [0, 1)"
+    )
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     warmup_steps: int = Field(0, ge=0)

@@ -84,13 +84,15 @@ def describe_os_error(e: OSError) -> str | None:
     if isinstance(e, GenzooError):
         return str(e)
     user_fixable = (*FULL, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
-                    errno.ENAMETOOLONG, errno.ENOENT)  # fmt: skip
+                    errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT)  # fmt: skip
     if e.errno in FULL:  # a disk that filled outside a `writing` block: still no bug
         return f"{e.filename or 'a write'}: no space left on the device ({e.strerror})"
     if e.errno not in user_fixable or e.filename is None:
         return None
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{e.filename}: exists and is not a folder ({e.strerror})"
+    if e.errno == errno.EISDIR:
+        return f"{e.filename}: a folder where a file is to be written ({e.strerror})"
     return f"{e.filename}: {e.strerror}"
 
 

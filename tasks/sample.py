@@ -28,7 +28,7 @@ from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
 from genzoo.tasks.config import Recipe
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.errors import ModelFileError, ModelNotFound, check_output_dir
+from genzoo.tasks.errors import GenzooError, ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
 
 log = logging.getLogger("genzoo.sample")
@@ -111,6 +111,9 @@ def sample_to_file(
     if out.suffix in (".npz", ".png"):
         out = out.with_suffix("")
     check_output_dir(out.parent, "out")  # a folder it cannot write to: said before the sampling, not after
+    for target in (out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")):
+        if target.is_dir():  # neither file is written (the .npz was, before the .png failed)
+            raise GenzooError(f"out={out}: {target} is a folder; choose another --out")
     x, y = draw(model, n, cls=cls, seed=seed, batch=batch, progress=progress)
     images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()

@@ -1,6 +1,6 @@
 """Bad input and a bad environment through the `genzoo` command line: exit code 2, one line
 naming the problem and the key or file, nothing written, no traceback; and the data that used
-to pass silently (RELIABILITY.md cases 19-22 and 24; the issue's sections 3 and 4)."""
+to pass silently (README, "Reliability": bad input, paths, model integrity, a full disk)."""
 
 import errno
 import hashlib
@@ -353,7 +353,7 @@ def test_a_full_disk_while_preparing_names_what_and_where_and_keeps_the_previous
 
 def test_a_full_disk_while_writing_a_dataset_keeps_the_previous_version(tmp_path, monkeypatch, capsys,
                                                                         restore_logging):  # fmt: skip
-    """RELIABILITY.md case 24: ENOSPC at the dataset's write; the message says what ran out
+    """A full disk (ENOSPC) at the dataset's write; the message says what ran out
     and where; the previous version loads, hash checked."""
     from genzoo.tasks.augment import load_dataset
 
@@ -578,7 +578,7 @@ def test_a_failed_atomic_write_names_the_file_it_was_writing_not_its_temp_file(t
 
 def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_sampling(tmp_path, monkeypatch):
     from genzoo.tasks import sample as sample_task
-    from genzoo.tasks.errors import GenzooError
+    from genzoo.tasks.errors import GenzooError, describe_os_error
 
     def no_draw(*args, **kwargs):
         raise AssertionError("sampled before checking where the samples go")
@@ -588,6 +588,15 @@ def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_samplin
     blocker.write_text("")
     with pytest.raises(GenzooError, match=re.escape(f"{blocker} exists and is not a folder")):
         sample_task.sample_to_file(None, 4, blocker / "samples" / "out")
+    for suffix in (".npz", ".png"):  # a folder where either file goes: nothing sampled, nothing written
+        (tmp_path / f"shots{suffix}").mkdir()
+        with pytest.raises(GenzooError, match=re.escape(f"{tmp_path / f'shots{suffix}'} is a folder")):
+            sample_task.sample_to_file(None, 4, tmp_path / "shots")
+        (tmp_path / f"shots{suffix}").rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert describe_os_error(IsADirectoryError(errno.EISDIR, "Is a directory", "/x.npz")) == (
+        "/x.npz: a folder where a file is to be written (Is a directory)"
+    )
 
 
 def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch, capsys, restore_logging):

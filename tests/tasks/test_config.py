@@ -19,6 +19,7 @@ def test_repository_params_are_valid():
     [
         ({"models": {"nope": {}}}, "models.nope: unknown family"),
         ({"models": {"vae": {"train": {"lr": -1}}}}, "models.vae.train.lr"),
+        ({"models": {"vae": {}}, "train": {"betas": [2, 0.9]}}, "train.betas.0: Input should be less than 1"),
         ({"models": {"vae": {"net": {"latent_dim": "big"}}}}, "models.vae.net.latent_dim"),
         ({"models": {"vae": {"net": {"latnt_dim": 3}}}}, "models.vae.net.latnt_dim"),
         (
