@@ -722,6 +722,10 @@ def pipeline(
         result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
                                                     result["submitted"]))  # fmt: skip
         if stopped is not None:
+            if result["failed"]:  # often why the stage failed: said, not hidden behind its error
+                get_run_logger().error(
+                    "families that failed before: %s", "; ".join(result["failed"].values())
+                )
             if result.get("dvc_committed"):
                 get_run_logger().info("recorded in dvc.lock before %s failed: %s", stopped[0],
                                       ", ".join(result["dvc_committed"]))  # fmt: skip

@@ -148,8 +148,9 @@ def load_model(
 
     Returns:
         The model in eval mode; ``model.family`` names its family, ``model.spec`` its image
-        shape, levels and number of classes, ``model.data_sha256`` the data it was trained on
-        (the prepared data's class names are its classes when that data's hash is this one).
+        shape, levels and number of classes, ``model.class_names`` its classes' names (None
+        for a model trained before they were kept), ``model.data_sha256`` the hash of the
+        prepared data it was trained on.
 
     Raises:
         FileNotFoundError: no model there.
@@ -190,7 +191,7 @@ def sample(
         raise ValueError(f"label: a class index (an int), got {label!r}")
     if label is not None and not 0 <= int(label) < model.spec.num_classes:
         raise ValueError(f"label {label}: out of range [0, {model.spec.num_classes})")
-    n, seed, batch = _count("n", n), _count("seed", seed, least=0), _count("batch", batch)
+    n, seed, batch = _count("n", n), _count("seed", seed, least=None), _count("batch", batch)
     return draw(model, n, cls=None if label is None else int(label), seed=seed, batch=batch)
 
 
@@ -268,13 +269,13 @@ def _pixels(images) -> torch.Tensor:
     return images
 
 
-def _count(name: str, value, least: int = 1) -> int:
-    """``value`` as an int of at least ``least`` (a float, a string or a bool is refused)."""
+def _count(name: str, value, least: int | None = 1) -> int:
+    """``value`` as an int of at least ``least`` (None: any; a float, a string or a bool is refused)."""
     import numbers
 
     if isinstance(value, bool) or not (isinstance(value, numbers.Integral) or _int_scalar(value)):
         raise ValueError(f"{name}: an int, got {value!r}")
-    if int(value) < least:
+    if least is not None and int(value) < least:
         raise ValueError(f"{name}: at least {least}, got {int(value)}")
     return int(value)
 
@@ -287,7 +288,7 @@ def _class_indices(labels, n: int) -> torch.Tensor:
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels are {labels.dtype}: give integer class indices (e.g. labels.long())")
-    return labels.expand(n).clone() if labels.ndim == 0 else labels
+    return (labels.expand(n).clone() if labels.ndim == 0 else labels).long()
 
 
 def _labels(labels, n: int) -> torch.Tensor:

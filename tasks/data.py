@@ -22,9 +22,9 @@ from genzoo.models.base import DataSpec
 from genzoo.tasks.config import fingerprint
 from genzoo.tasks.errors import GenzooError
 
-# 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
 log = logging.getLogger("genzoo.prepare")
 
+# 16-bit grayscale as Pillow opens it ("I" holds a 16-bit PNG in older Pillows): scaled, not clipped
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -70,7 +70,7 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
         levels = levels or 256
         return np.round(arr * (levels - 1)).astype(np.int64), levels
     if arr.dtype.kind in "ui":
-        if levels is None and arr.max() > 255 and arr.min() >= 0 and arr.max() <= 65535:
+        if levels is None and arr.max() > 255 and arr.min() >= 0 and arr.dtype.itemsize == 2:
             # 16-bit pixels (their number of levels is no property of one file's largest value):
             # reduced to 8 bits as 16-bit image files are
             log.warning(
@@ -83,14 +83,19 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
         if arr.min() < 0 or arr.max() > top:
             raise DataError(
                 f"{where}: integer pixels must lie in [0, {top}]; got [{arr.min()}, {arr.max()}]"
-                + ("" if levels else " (16-bit ones: up to 65535; another range: an npz `levels` key)")
+                + ("" if levels else " (or 16-bit, as uint16; another range: an npz `levels` key)")
             )
         return arr.astype(np.int64), top + 1
     raise DataError(f"{where}: unsupported pixel dtype {arr.dtype}")
 
 
 def convert_levels(
-    x: np.ndarray, levels: int, channels: int | None, size, max_levels: int | None
+    x: np.ndarray,
+    levels: int,
+    channels: int | None,
+    size,
+    max_levels: int | None,
+    size_key: str = "data.image_size",
 ) -> tuple[np.ndarray, int]:
     """Integer images (N, C, H, W) of ``levels`` levels -> ``channels``, ``size`` (H, W) and at
     most ``max_levels`` levels, and their levels: what prepare does to a source, and ``genzoo
@@ -102,7 +107,7 @@ def convert_levels(
         else:
             x = np.repeat(x, 3, axis=1)
     if size and tuple(size) != x.shape[2:]:
-        check_memory(len(x), x.shape[1], size)
+        check_memory(len(x), x.shape[1], size, size_key)
         t = torch.from_numpy(x.astype(np.float32))
         t = torch.nn.functional.interpolate(
             t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
@@ -113,14 +118,14 @@ def convert_levels(
     return x, levels
 
 
-def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:
+def check_memory(n: int, channels: int, size: tuple[int, int], key: str = "data.image_size") -> None:
     """Refuse a resize whose images would not fit in memory, before allocating them (the
     float32 copy being resized plus the int64 result: 12 bytes a pixel)."""
     need = 12 * n * channels * size[0] * size[1]
     have = _available_memory()
     if have is not None and need > have:
         raise DataError(
-            f"data.image_size={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
+            f"{key}={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
             f"{have / 2**30:.1f} GiB of memory is available; choose a smaller size"
         )
 

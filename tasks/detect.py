@@ -127,19 +127,32 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool
 # ---------------------------------------------------------------------------- inputs
 
 
-def to_spec(images: np.ndarray, spec: DataSpec, levels: int | None, where: str) -> torch.Tensor:
+def to_spec(
+    images: np.ndarray, spec: DataSpec, levels: int | None, where: str, binned: bool = False
+) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
-    level grid, as floats in [0, 1]: converted as prepare converted its training images (luma,
-    the same resize, 8-bit levels binned into fewer as ``data.max_levels`` bins them)."""
-    k, levels = quantize(to_nchw(np.asarray(images), where), where, levels)
-    k, levels = convert_levels(k, levels, spec.channels, (spec.height, spec.width), spec.levels)
+    level grid, as floats in [0, 1], converted as prepare converted its training images (luma,
+    the same resize). Integer levels finer than the model's go to its nearest level, or, when
+    ``binned`` (its levels are ``data.max_levels``' bins of finer data), into the bin prepare put
+    them in (level k of L: floor(k M / L)). Floats in [0, 1] go straight onto the model's grid,
+    so a model's own samples stay where they were."""
+    arr = to_nchw(np.asarray(images), where)
+    k, levels = quantize(arr, where, levels)  # (its checks: finite, in range)
+    if arr.dtype.kind == "f":
+        k = np.clip(np.round(arr.astype(np.float64) * (spec.levels - 1)), 0, spec.levels - 1).astype(np.int64)
+        levels = spec.levels
+    size = (spec.height, spec.width)
+    k, levels = convert_levels(
+        k, levels, spec.channels, size, spec.levels if binned else None, "the model's size"
+    )
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
-    return torch.round(x * (spec.levels - 1)) / (spec.levels - 1)  # a coarser grid: the model's nearest
+    return torch.round(x * (spec.levels - 1)) / (spec.levels - 1)  # another grid: the model's nearest level
 
 
-def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[str]]:
+def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple[torch.Tensor, list[str]]:
     """An ``.npz`` (key ``images``; ``levels`` optional), one image file, or a folder of image
-    files (searched recursively) -> images in the model's format, and a name for each."""
+    files (searched recursively, hidden ones left out, as prepare reads a class folder) ->
+    images in the model's format (:func:`to_spec`), and a name for each."""
     path = Path(path)
     if path.suffix == ".npz":
         require_npz(path)
@@ -147,14 +160,20 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             if "images" not in z.files:
                 raise DataError(f"{path}: no 'images' key (found {sorted(z.files)})")
             levels = npz_levels(z["levels"], path) if "levels" in z.files else None
-            x = to_spec(z["images"], spec, levels, f"{path}['images']")
+            x = to_spec(z["images"], spec, levels, f"{path}['images']", binned)
         return x, [f"{path.name}[{i}]" for i in range(len(x))]
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         files, base = [path], path.parent
     elif path.is_dir():
         files, base = (
-            sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()),
+            sorted(
+                f
+                for f in path.rglob("*")
+                if f.suffix.lower() in IMAGE_SUFFIXES
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            ),
             path,
         )
     elif not path.exists():
@@ -176,7 +195,7 @@ def read_images(path: str | Path, spec: DataSpec) -> tuple[torch.Tensor, list[st
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return to_spec(np.stack(arrays), spec, 256, str(path)), [str(f.relative_to(base)) for f in files]
+    return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in files]
 
 
 def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99) -> dict[str, Any]:
@@ -184,7 +203,7 @@ def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99
     if not 0 < quantile < 1:
         raise ValueError(f"--quantile must be in (0, 1), got {quantile}")
     net = _model(params, family)
-    x, names = read_images(path, net.spec)
+    x, names = read_images(path, net.spec, binned=params.data.max_levels == net.spec.levels)
     cal = calibrate(net, params, quantile)
     s = score(net, x)
     typ = typicality(s, cal["val"])

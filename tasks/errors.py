@@ -92,7 +92,7 @@ def describe_os_error(e: OSError) -> str | None:
     if e.errno in (errno.ENOTDIR, errno.EEXIST):
         return f"{e.filename}: exists and is not a folder ({e.strerror})"
     if e.errno == errno.EISDIR:
-        return f"{e.filename}: a folder where a file is to be written ({e.strerror})"
+        return f"{e.filename}: a folder, not a file ({e.strerror})"
     return f"{e.filename}: {e.strerror}"
 
 

@@ -132,11 +132,18 @@ def _inside(path: Path, root: Path) -> None:
 
 def _class_files(folder: Path, root: Path) -> list[Path]:
     """A class folder's images, in the folders below it too (as torchvision's ImageFolder reads
-    them), in sorted order; hidden files and folders left out, any other file refused."""
-    found, todo, seen = [], [folder], set()
+    them), in sorted order; hidden files and folders left out. Another file in the class folder
+    is an error; one in a folder below it (a raw/ of camera files, notes) is left out with a
+    warning. A folder below linking out of the class folder is refused (its images would get
+    two classes)."""
+    _inside(folder, root)
+    top = folder.resolve()
+    found, skipped, todo, seen = [], [], [folder], set()
     while todo:
         d = todo.pop()
-        _inside(d, root)
+        if d != folder and d.resolve() != top and top not in d.resolve().parents:
+            raise DataError(f"{d}: a symbolic link to {d.resolve()}, outside its class folder {folder}; "
+                            "its images would be in two classes: remove the link")  # fmt: skip
         if d.resolve() in seen:  # a link to a folder already read (or a loop)
             continue
         seen.add(d.resolve())
@@ -146,11 +153,17 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
             if f.is_dir():
                 continue
             _inside(f, root)
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(f)
+            elif d == folder:
                 raise DataError(
                     f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
                 )
-            found.append(f)
+            else:
+                skipped.append(f)
+    if skipped:
+        log.warning("%s: %d file(s) that are no images in the folders below it left out (first: %s)",
+                    folder, len(skipped), skipped[0])  # fmt: skip
     return sorted(found)
 
 
@@ -217,7 +230,7 @@ def load_folder_source(
             )
         size = images[0].size[::-1]
     arr = np.stack([np.asarray(fit_image(im, size)) for im in images])
-    arr = to_nchw(arr if arr.ndim == 4 else arr[..., None], str(root))
+    arr = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)  # (N, H, W[, C]): any H
     labels = np.array([k for _, k in files], dtype=np.int64)
     return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}")
 

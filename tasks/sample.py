@@ -171,15 +171,19 @@ def load_model(
             f"{path.with_suffix('.safetensors')}: not a safetensors file ({e}); "
             "refused, nothing in it was run"
         ) from None
-    # the data it was trained on (model.json's hash): whose class names are its classes
-    net.data_sha256 = json.loads(path.with_suffix(".json").read_text()).get("data_sha256")
+    # the data it was trained on (model.json's hash) and its classes' names (None before they were kept)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    net.data_sha256, net.class_names = meta.get("data_sha256"), meta.get("class_names")
     return net
 
 
 def class_names(prepared_dir: str | Path, model: GenerativeModel | None = None) -> list[str] | None:
-    """The prepared data's class names: None before ``genzoo prepare``, and when ``model`` was
-    trained on other data (its model.json's data hash is not the prepared data's: their names
-    would not be its classes; it is asked by class index then, with a warning)."""
+    """``model``'s class names (its model.json keeps them), else the prepared data's: None before
+    ``genzoo prepare``, and when ``model`` was trained on other data (its model.json's data hash
+    is not the prepared data's: their names would not be its classes; it is asked by class
+    index then, with a warning)."""
+    if getattr(model, "class_names", None):
+        return list(model.class_names)
     manifest = read_manifest(prepared_dir, required=False)
     if not manifest:
         return None

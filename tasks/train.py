@@ -214,7 +214,12 @@ def _train(
         spec,
         cfg,
         out / "model",
-        lambda _: {"fingerprint": fp, "data_sha256": dhash, "made_with": made_with},
+        lambda _: {
+            "fingerprint": fp,
+            "data_sha256": dhash,
+            "class_names": manifest["class_names"],
+            "made_with": made_with,
+        },  # fmt: skip
         checkpoint_dir=checkpoint_dir(params, family, fp),
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
         progress=progress,

@@ -595,7 +595,7 @@ def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_samplin
         (tmp_path / f"shots{suffix}").rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
     assert describe_os_error(IsADirectoryError(errno.EISDIR, "Is a directory", "/x.npz")) == (
-        "/x.npz: a folder where a file is to be written (Is a directory)"
+        "/x.npz: a folder, not a file (Is a directory)"
     )
 
 

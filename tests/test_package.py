@@ -241,6 +241,7 @@ def test_bits_per_dim_are_the_figures_genzoo_detect_scores_by(family):
     given = genzoo.bits_per_dim(model, x, [3, 3, 3, 3, 3])  # -log2 p(x | y=3) / dims
     assert torch.isfinite(given).all() and not torch.equal(given, bpd)
     assert torch.equal(genzoo.bits_per_dim(model, x, 3), given)  # one int for all, as encode takes
+    assert torch.equal(genzoo.bits_per_dim(model, x, torch.full((5,), 3, dtype=torch.uint8)), given)
     if family in ("pixelcnn", "realnvp"):  # exact: p(x) >= p(y=3) p(x | y=3), the prior uniform
         assert (bpd <= given + math.log2(10) / 64 + 1e-9).all(), (bpd, given)
     x[2, 0, 1, 1] = float("nan")
@@ -343,9 +344,10 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
     assert genzoo.sample(model, 2, label=torch.tensor(3))[1].tolist() == [3, 3]
     for bad, message in [(dict(n=2.0), "n: an int, got 2.0"), (dict(n="4"), "n: an int, got '4'"),
                          (dict(n=2, batch=0), "batch: at least 1, got 0"),
-                         (dict(n=2, seed=-1), "seed: at least 0, got -1")]:  # fmt: skip
+                         (dict(n=2, seed=1.5), "seed: an int, got 1.5")]:  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(message)):
             genzoo.sample(model, **bad)
+    assert genzoo.sample(model, 2, seed=-1)[0].shape == (2, 1, 8, 8)  # any int seeds, as torch takes
     for call in (lambda y: genzoo.bits_per_dim(model, x, y), lambda y: genzoo.encode(model, x, y)):
         with pytest.raises(ValueError, match=r"labels are torch.float32: give integer class indices"):
             call(torch.tensor([1.0, 2.0, 3.0]))  # in range, but no index

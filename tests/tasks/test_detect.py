@@ -128,9 +128,7 @@ def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
     assert torch.equal(x_small, x_large) and np.array_equal((x_small * 16).round().squeeze(1).numpy(), digits)
     x_wide = read_images(wide, spec)[0]
     expected = np.stack([np.asarray(fit_image(Image.open(wide / f"{i}.png"), (8, 8))) for i in range(6)])
-    assert torch.equal(
-        x_wide.squeeze(1), torch.from_numpy(expected.astype(np.int64) * 17 // 256 / 16).float()
-    )
+    assert torch.equal(x_wide.squeeze(1), torch.from_numpy(np.rint(expected / 255 * 16) / 16).float())
     assert (x_wide[:, :, :1] == 0).all() and (x_wide[:, :, -1:] == 0).all()  # 32x24 -> 8x6, padded
 
 
@@ -248,10 +246,13 @@ def test_likelihood_ratio_flags_simple_images_raw_likelihood_calls_normal():
 
 
 def test_an_8_bit_image_is_binned_into_a_models_fewer_levels_as_prepare_binned_its_data(tmp_path):
-    """data.max_levels bins 8-bit pixels k -> floor(k M / 256); detect (and the images it
-    scores) must do the same, or a model's threshold, calibrated on prepare's binning, is
+    """data.max_levels bins 8-bit pixels k -> floor(k M / 256); detect, for a model whose levels
+    are those bins, must do the same, or its threshold, calibrated on prepare's binning, is
     applied to images binned otherwise (rounding put a quarter of a folder's pixels on another
-    level). Every 8-bit value, one constant image each, through both."""
+    level). Every 8-bit value, one constant image each, through both. A model of data with
+    fewer levels of its own (digits' 17) reads 8-bit pixels at its nearest level; floats in
+    [0, 1] (a model's own samples) go straight onto its grid, at any number of levels; colour
+    becomes grey by luma, as prepare makes it."""
     from genzoo.models.base import DataSpec
     from genzoo.tasks.detect import read_images
 
@@ -263,8 +264,20 @@ def test_an_8_bit_image_is_binned_into_a_models_fewer_levels_as_prepare_binned_i
     manifest = prepare(validate(raw))
     prepared = torch.cat([load_split(tmp_path / "prepared", s)[0] for s in ("train", "val", "test")])
     assert manifest["levels"] == 32 and len(prepared) == 512
-    scored, _ = read_images(tmp_path / "all.npz", DataSpec(1, 8, 8, 32, 2))
+    scored, _ = read_images(tmp_path / "all.npz", DataSpec(1, 8, 8, 32, 2), binned=True)
     assert sorted((prepared[:, 0, 0, 0] * 31).round().tolist()) == sorted(
         (scored[:, 0, 0, 0] * 31).round().tolist()
     )
     assert (scored[:, 0, 0, 0] * 31).round().tolist()[::2] == (np.arange(256) * 32 // 256).tolist()
+    nearest, _ = read_images(tmp_path / "all.npz", DataSpec(1, 8, 8, 17, 2))
+    assert (nearest[::2, 0, 0, 0] * 16).round().tolist() == np.rint(np.arange(256) * 16 / 255).tolist()
+    for levels in (17, 32, 100, 255):
+        grid = np.arange(levels, dtype=np.float32) / (levels - 1)
+        np.savez(tmp_path / "own.npz", images=np.broadcast_to(grid[:, None, None], (levels, 8, 8)).copy())
+        back, _ = read_images(tmp_path / "own.npz", DataSpec(1, 8, 8, levels, 2))
+        assert torch.equal(back[:, 0, 0, 0], torch.from_numpy(grid)), levels
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "rgb.npz", images=rgb)
+    grey, _ = read_images(tmp_path / "rgb.npz", DataSpec(1, 8, 8, 256, 2))
+    luma = np.round((rgb * np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdims=True))
+    assert torch.equal((grey * 255).round(), torch.from_numpy(luma).float())

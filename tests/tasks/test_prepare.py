@@ -72,7 +72,7 @@ def test_folder_source_resizes_and_pads_and_says_what_it_left_out(tmp_path, capl
     assert "1 image file(s) beside the class folders, in no class, left out (first: stray.png)" in caplog.text
 
 
-def test_a_class_folders_nested_folders_are_its_images_and_mixed_sizes_name_their_files(tmp_path):
+def test_a_class_folders_nested_folders_are_its_images_and_mixed_sizes_name_their_files(tmp_path, caplog):
     """Images in folders below a class folder belong to the class, as torchvision's ImageFolder
     reads them (they were skipped without a word); hidden folders are not read. Images of
     several sizes without data.image_size name a file of each size, as H x W."""
@@ -83,9 +83,16 @@ def test_a_class_folders_nested_folders_are_its_images_and_mixed_sizes_name_thei
     (root / "a" / ".cache").mkdir()
     for i, d in enumerate(["more", "more/deeper", ".cache"]):
         Image.fromarray(np.full((12, 10), 9 * i, np.uint8), "L").save(root / "a" / d / f"x{i}.png")
-    nested = prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "a" / "more" / "notes.txt").write_text("from the camera")  # below the top: left out
+    with caplog.at_level("WARNING", logger="genzoo.prepare"):
+        nested = prepare(params(tmp_path, source=f"folder:{root}"))
     per_class = np.sum([v["per_class"] for v in nested["splits"].values()], axis=0).tolist()
     assert per_class == [6, 4] and nested["class_names"] == ["a", "b"]
+    assert "1 file(s) that are no images in the folders below it left out (first: " in caplog.text
+    (root / "a" / "b-too").symlink_to(root / "b", target_is_directory=True)  # b's images in a as well
+    with pytest.raises(DataError, match="outside its class folder .*two classes"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "a" / "b-too").unlink()
 
     Image.fromarray(np.zeros((30, 20), np.uint8), "L").save(root / "b" / "tall.png")
     with pytest.raises(

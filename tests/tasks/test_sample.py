@@ -59,3 +59,9 @@ def test_a_class_name_is_the_models_own_not_that_of_other_prepared_data(tmp_path
     with pytest.raises(ValueError, match="--class 'square': not a class name or index"):
         resolve_class(other, "square", names)
     assert resolve_class(other, 2, names) == 2
+    # a model trained since keeps its classes' names: asked by name whatever data is prepared
+    models.save(model, tmp_path / "named" / "model",
+                {"data_sha256": "0123456789abcdef" * 4, "class_names": ["cat", "dog", "owl"]})  # fmt: skip
+    named = load_model(tmp_path / "named")
+    caplog.clear()
+    assert resolve_class(named, "dog", class_names(prepared, named)) == 1 and not caplog.text
