@@ -127,6 +127,12 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool
 # ---------------------------------------------------------------------------- inputs
 
 
+def levels_binned(params: Params, net: GenerativeModel) -> bool:
+    """Whether ``net``'s levels are the bins ``data.max_levels`` put finer data in (8-bit images
+    go into the same bins), not levels its data had of its own (nearest level)."""
+    return params.data.max_levels == net.spec.levels
+
+
 def to_spec(
     images: np.ndarray, spec: DataSpec, levels: int | None, where: str, binned: bool = False
 ) -> torch.Tensor:
@@ -203,7 +209,7 @@ def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99
     if not 0 < quantile < 1:
         raise ValueError(f"--quantile must be in (0, 1), got {quantile}")
     net = _model(params, family)
-    x, names = read_images(path, net.spec, binned=params.data.max_levels == net.spec.levels)
+    x, names = read_images(path, net.spec, levels_binned(params, net))
     cal = calibrate(net, params, quantile)
     s = score(net, x)
     typ = typicality(s, cal["val"])
@@ -238,7 +244,7 @@ def corruptions(x: torch.Tensor, levels: int, seed: int = 0) -> dict[str, torch.
     }
 
 
-def photo_patches(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
+def photo_patches(spec: DataSpec, n: int, seed: int = 0, binned: bool = False) -> torch.Tensor:
     """``n`` random patches of scikit-learn's sample photographs (china.jpg, flower.jpg),
     reduced to the data's size, channels and levels: natural images of another kind."""
     from sklearn.datasets import load_sample_images
@@ -251,7 +257,7 @@ def photo_patches(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
         img = photos[rng.integers(len(photos))]
         r, c = rng.integers(img.shape[0] - side), rng.integers(img.shape[1] - side)
         patches.append(img[r : r + side, c : c + side])
-    return to_spec(np.stack(patches), spec, 256, "sklearn sample images")
+    return to_spec(np.stack(patches), spec, 256, "sklearn sample images", binned)
 
 
 def background(x: torch.Tensor, spec: DataSpec) -> Background:
@@ -336,7 +342,7 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
     bg_normal = bg.bits_per_dim(xt)
     sets = {
         **corruptions(xt, net.spec.levels, params.seed),
-        "photo_patches": photo_patches(net.spec, len(xt), params.seed),
+        "photo_patches": photo_patches(net.spec, len(xt), params.seed, levels_binned(params, net)),
     }
     out: dict[str, Any] = {
         "family": family,
