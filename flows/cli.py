@@ -644,8 +644,9 @@ def _detect_parser(sub) -> None:
     p.add_argument(
         "--family", required=True, help="a family with a likelihood, exact or a bound (genzoo families)"
     )
-    p.add_argument("--quantile", type=float, default=0.99,
-                   help="threshold: this quantile of the validation scores (default 0.99)")  # fmt: skip
+    p.add_argument("--quantile", type=float, default=None,
+                   help="threshold: this quantile of the validation scores (default: detect.quantile, "
+                   "0.99)")  # fmt: skip
     p.add_argument("--out", help="also write every score as JSON here")
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip

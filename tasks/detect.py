@@ -94,6 +94,14 @@ def _model(params: Params, family: str) -> GenerativeModel:
     if not isinstance(net, ExactLikelihood | LikelihoodBound):
         scorable = models.families_with(ExactLikelihood | LikelihoodBound)
         raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
+    trained_on, manifest = (read_json(path) or {}).get("data_sha256"), read_manifest(params.data.prepared_dir)
+    if trained_on and trained_on != data_hash(manifest):  # its threshold comes from that data's val split
+        raise DataError(
+            f"{family}: trained on other data ({trained_on[:12]}) than {params.data.prepared_dir} holds "
+            f"({data_hash(manifest)[:12]}): its threshold would come from other images; prepare the data "
+            f"it was trained on (with the params it was trained with) or retrain it "
+            f"(`genzoo train --family {family}`)"
+        )
     return net
 
 
@@ -140,13 +148,21 @@ def to_spec(
     level grid, as floats in [0, 1], converted as prepare converted its training images (luma,
     the same resize). Integer levels finer than the model's go to its nearest level, or, when
     ``binned`` (its levels are ``data.max_levels``' bins of finer data), into the bin prepare put
-    them in (level k of L: floor(k M / L)). Floats in [0, 1] go straight onto the model's grid,
-    so a model's own samples stay where they were."""
+    them in (level k of L: floor(k M / L)). A float in [0, 1] on the model's grid keeps its level
+    (a model's own samples score as drawn); one between its levels goes to the nearest, or, when
+    ``binned``, is 8-bit data (x 255) put in prepare's bin."""
     arr = to_nchw(np.asarray(images), where)
     k, levels = quantize(arr, where, levels)  # (its checks: finite, in range)
     if arr.dtype.kind == "f":
-        k = np.clip(np.round(arr.astype(np.float64) * (spec.levels - 1)), 0, spec.levels - 1).astype(np.int64)
-        levels = spec.levels
+        scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
+        k, levels = np.round(scaled).astype(np.int64), spec.levels
+        if binned:  # a value between the model's levels is finer data (x 255): into prepare's bin
+            off = np.abs(scaled - k) > 1e-4
+            k[off] = (
+                np.round(np.clip(arr[off].astype(np.float64), 0, 1) * 255).astype(np.int64)
+                * spec.levels
+                // 256
+            )
     size = (spec.height, spec.width)
     k, levels = convert_levels(
         k, levels, spec.channels, size, spec.levels if binned else None, "the model's size"
@@ -204,8 +220,10 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
     return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in files]
 
 
-def detect(params: Params, family: str, path: str | Path, quantile: float = 0.99) -> dict[str, Any]:
-    """Score every image at ``path``; flag those above the calibrated threshold."""
+def detect(params: Params, family: str, path: str | Path, quantile: float | None = None) -> dict[str, Any]:
+    """Score every image at ``path``; flag those above the calibrated threshold (``quantile``,
+    default ``detect.quantile``)."""
+    quantile = params.detect.quantile if quantile is None else quantile
     if not 0 < quantile < 1:
         raise ValueError(f"--quantile must be in (0, 1), got {quantile}")
     net = _model(params, family)

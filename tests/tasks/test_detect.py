@@ -151,6 +151,20 @@ def test_bad_requests_fail_clearly(trained, tmp_path):
     np.savez(bad, pictures=np.zeros((2, 8, 8)))
     with pytest.raises(ValueError, match="no 'images' key"):
         detect(params, "pixelcnn", bad)
+    # the threshold comes from detect.quantile unless one is given
+    quantile_half = params.model_copy(update={"detect": params.detect.model_copy(update={"quantile": 0.5})})
+    np.savez(tmp_path / "few.npz", images=np.zeros((2, 8, 8), np.float32))
+    assert detect(quantile_half, "pixelcnn", tmp_path / "few.npz")["quantile"] == 0.5
+    # a model trained on other data than is prepared: its threshold would come from other images
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tmp / "runs" / "pixelcnn", runs / "pixelcnn")
+    meta = json.loads((runs / "pixelcnn" / "model.json").read_text())
+    (runs / "pixelcnn" / "model.json").write_text(json.dumps({**meta, "data_sha256": "f" * 64}))
+    elsewhere = params.model_copy(update={"run": params.run.model_copy(update={"runs_dir": str(runs)})})
+    with pytest.raises(ValueError, match=r"pixelcnn: trained on other data \(ffffffffffff\) than .* holds"):
+        detect(elsewhere, "pixelcnn", tmp_path / "few.npz")
 
 
 def test_scores_are_bits_per_dim_and_deterministic(trained):
@@ -269,13 +283,16 @@ def test_an_8_bit_image_is_binned_into_a_models_fewer_levels_as_prepare_binned_i
         (scored[:, 0, 0, 0] * 31).round().tolist()
     )
     assert (scored[:, 0, 0, 0] * 31).round().tolist()[::2] == (np.arange(256) * 32 // 256).tolist()
+    np.savez(tmp_path / "floats.npz", images=images.astype(np.float32) / 255)  # the same, as floats
+    assert torch.equal(read_images(tmp_path / "floats.npz", DataSpec(1, 8, 8, 32, 2), binned=True)[0], scored)
     nearest, _ = read_images(tmp_path / "all.npz", DataSpec(1, 8, 8, 17, 2))
     assert (nearest[::2, 0, 0, 0] * 16).round().tolist() == np.rint(np.arange(256) * 16 / 255).tolist()
     for levels in (17, 32, 100, 255):
         grid = np.arange(levels, dtype=np.float32) / (levels - 1)
         np.savez(tmp_path / "own.npz", images=np.broadcast_to(grid[:, None, None], (levels, 8, 8)).copy())
-        back, _ = read_images(tmp_path / "own.npz", DataSpec(1, 8, 8, levels, 2))
-        assert torch.equal(back[:, 0, 0, 0], torch.from_numpy(grid)), levels
+        for binned in (False, True):
+            back, _ = read_images(tmp_path / "own.npz", DataSpec(1, 8, 8, levels, 2), binned=binned)
+            assert torch.equal(back[:, 0, 0, 0], torch.from_numpy(grid)), (levels, binned)
     rgb = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", images=rgb)
     grey, _ = read_images(tmp_path / "rgb.npz", DataSpec(1, 8, 8, 256, 2))
