@@ -95,7 +95,6 @@ def convert_levels(
     channels: int | None,
     size,
     max_levels: int | None,
-    size_key: str = "data.image_size",
 ) -> tuple[np.ndarray, int]:
     """Integer images (N, C, H, W) of ``levels`` levels -> ``channels``, ``size`` (H, W) and at
     most ``max_levels`` levels, and their levels: what prepare does to a source, and ``genzoo
@@ -107,7 +106,7 @@ def convert_levels(
         else:
             x = np.repeat(x, 3, axis=1)
     if size and tuple(size) != x.shape[2:]:
-        check_memory(len(x), x.shape[1], size, size_key)
+        check_memory(len(x), x.shape[1], size)
         t = torch.from_numpy(x.astype(np.float32))
         t = torch.nn.functional.interpolate(
             t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False
@@ -118,14 +117,14 @@ def convert_levels(
     return x, levels
 
 
-def check_memory(n: int, channels: int, size: tuple[int, int], key: str = "data.image_size") -> None:
+def check_memory(n: int, channels: int, size: tuple[int, int]) -> None:
     """Refuse a resize whose images would not fit in memory, before allocating them (the
     float32 copy being resized plus the int64 result: 12 bytes a pixel)."""
     need = 12 * n * channels * size[0] * size[1]
     have = _available_memory()
     if have is not None and need > have:
         raise DataError(
-            f"{key}={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
+            f"data.image_size={list(size)}: {n} images of that size need {need / 2**30:.1f} GiB, "
             f"{have / 2**30:.1f} GiB of memory is available; choose a smaller size"
         )
 

@@ -145,30 +145,41 @@ def to_spec(
     images: np.ndarray, spec: DataSpec, levels: int | None, where: str, binned: bool = False
 ) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
-    level grid, as floats in [0, 1], converted as prepare converted its training images (luma,
-    the same resize). Integer levels finer than the model's go to its nearest level, or, when
-    ``binned`` (its levels are ``data.max_levels``' bins of finer data), into the bin prepare put
-    them in (level k of L: floor(k M / L)). A float in [0, 1] on the model's grid keeps its level
-    (a model's own samples score as drawn); one between its levels goes to the nearest, or, when
-    ``binned``, is 8-bit data (x 255) put in prepare's bin."""
+    level grid, as floats in [0, 1], converted as prepare converted its training images: grey by
+    luma; another size sized as prepare sizes a folder's images (aspect kept, padded, shrunk
+    with a box filter), image files and arrays alike. Integer levels finer than the model's go
+    to its nearest level, or, when ``binned`` (its levels are ``data.max_levels``' bins of finer
+    data), into the bin prepare put them in (level k of L: floor(k M / L)). A float in [0, 1]
+    on the model's grid keeps its level (a model's own samples score as drawn); one between its
+    levels goes to the nearest, or, when ``binned``, is 8-bit data (x 255) put in prepare's bin."""
     arr = to_nchw(np.asarray(images), where)
-    k, levels = quantize(arr, where, levels)  # (its checks: finite, in range)
-    if arr.dtype.kind == "f":
-        scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
-        k, levels = np.round(scaled).astype(np.int64), spec.levels
-        if binned:  # a value between the model's levels is finer data (x 255): into prepare's bin
-            off = np.abs(scaled - k) > 1e-4
-            k[off] = (
-                np.round(np.clip(arr[off].astype(np.float64), 0, 1) * 255).astype(np.int64)
-                * spec.levels
-                // 256
-            )
+    k, levels = quantize(arr, where, levels)  # (its checks: finite, in range; floats: 8-bit)
     size = (spec.height, spec.width)
-    k, levels = convert_levels(
-        k, levels, spec.channels, size, spec.levels if binned else None, "the model's size"
-    )
+    if arr.dtype.kind == "f" and tuple(arr.shape[2:]) == size:  # the model's grid where they lie on it
+        scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
+        grid = np.round(scaled).astype(np.int64)
+        if binned and levels > spec.levels:  # between its levels: finer data, into prepare's bin
+            grid = np.where(np.abs(scaled - grid) <= 1e-4, grid, k * spec.levels // levels)
+        k, levels = grid, spec.levels
+    k, levels = convert_levels(k, levels, spec.channels, None, None)
+    if tuple(k.shape[2:]) != size:
+        k = _fit_images(k, levels, size)
+    k, levels = convert_levels(k, levels, None, None, spec.levels if binned else None)
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
     return torch.round(x * (spec.levels - 1)) / (spec.levels - 1)  # another grid: the model's nearest level
+
+
+def _fit_images(k: np.ndarray, levels: int, size: tuple[int, int]) -> np.ndarray:
+    """Integer images (N, C, H, W) sized to ``size`` by :func:`fit_image`, each channel at its
+    own levels (a float image: no 8-bit rounding in between)."""
+    from PIL import Image
+
+    out = np.empty((len(k), k.shape[1], *size), dtype=np.int64)
+    for i, image in enumerate(k):
+        for c, band in enumerate(image):
+            sized = np.asarray(fit_image(Image.fromarray(band.astype(np.float32), mode="F"), size))
+            out[i, c] = np.clip(np.rint(sized), 0, levels - 1)
+    return out
 
 
 def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple[torch.Tensor, list[str]]:
