@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	@# made for it, not the newest torch (CUDA wheels and all) in its place
 	@$(PY) -m pip install -q -e ".[dev$(if $(EXTRAS),$(comma)$(EXTRAS))]" \
 	  "torch==$$($(PY) -W ignore -c 'import torch; print(torch.__version__)')"
+	@# PyPI's torchvision is built for PyPI's torch: beside a +cpu torch it installs, then fails to load
+	@if [[ ",$(EXTRAS)," == *,vision,* ]] && ! $(PY) -W ignore -c "import torchvision" >/dev/null 2>&1; then \
+	  echo "make install: torchvision was installed but does not load beside torch $$($(PY) -W ignore -c \
+	  'import torch; print(torch.__version__)') (built for another torch); README, \"GPU install\", says which one to install"; \
+	  exit 1; fi
 	@touch $(STAMP)
 
 run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: ~3.5 min on 2 cores)

@@ -60,6 +60,7 @@ from genzoo.tasks.formats import (
     DatasetContent,
     check_formats,
     measured_figures,
+    of_model,
     source_data,
     write_dataset,
 )
@@ -145,10 +146,15 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
             log.warning("augment: %s was scored by another evaluator than the current one: left out", f)
             continue
-        if (metric if metric != "fd_rank" else "fd") in quality:
-            judged[f] = quality
-            if (evaluation_dir(params) / f / "usefulness.json").exists():
-                measured.append(f)
+        if (metric if metric != "fd_rank" else "fd") not in quality:
+            continue
+        if not of_model(quality, sha := _model_sha(params, f)):
+            _other_model(params, f, "quality.json")
+            continue
+        judged[f] = quality
+        usefulness = read_json(evaluation_dir(params) / f / "usefulness.json")
+        if usefulness is not None and of_model(usefulness, sha):
+            measured.append(f)
     if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
@@ -192,11 +198,27 @@ def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
     return per["cnn" if "cnn" in per else next(iter(per))]["lift"]["mean"]
 
 
+def _model_sha(params: Params, family: str) -> str:
+    """The sha256 of ``family``'s trained weights; "" when it is not trained (no figures are its)."""
+    path = family_dir(params, family) / "model.safetensors"
+    return sha256_file(path) if path.exists() else ""
+
+
+def _other_model(params: Params, family: str, what: str) -> None:
+    again = f"evaluate --family {family}" if what == "quality.json" else f"usefulness --families {family}"
+    log.warning("augment: %s's %s measured another model than %s (trained again since?): left out of "
+                "`best`; `genzoo %s` measures it", family, what,
+                shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
+
+
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
     figures = {}
     for f in params.models:
-        lift = measured_lift(read_json(evaluation_dir(params) / f / "usefulness.json") or {}, recipe)
-        if lift is not None:
+        usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
+        lift = measured_lift(usefulness, recipe)
+        if lift is not None and not of_model(usefulness, _model_sha(params, f)):
+            _other_model(params, f, "usefulness.json")
+        elif lift is not None:
             figures[f] = lift
     if not figures:
         raise FileNotFoundError(
@@ -513,7 +535,9 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             "kept": len(content.labels),
         },
         "quality": _quality(params, x, y),
-        "measured": measured_figures(evaluation_dir(params), list(sources)),
+        "measured": measured_figures(
+            evaluation_dir(params), list(sources), {f: i["sha256"] for f, i in sources.items()}
+        ),
     }
     if choice is not None:  # why that family: the figures `best` chose it from
         info["best"] = choice

@@ -299,9 +299,10 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     if ev_meta is None or not (folder / "judges.npz").exists():
         raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
     training = training_figures(params, family)
+    model_sha = sha256_file(trained / "model.safetensors")
     key = fingerprint(
         {"evaluate": params.evaluate.model_dump(mode="json"), "seed": params.seed,
-         "threads": params.threads(family), "model": sha256_file(trained / "model.safetensors"),
+         "threads": params.threads(family), "model": model_sha,
          "training": training,
          "evaluator": ev_meta["sha256"], "judges": sha256_file(folder / "judges.npz"),
          "code": code_hash("evaluate", family)}
@@ -330,6 +331,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     result = {
         "family": family,
         "key": key,
+        "model_sha256": model_sha,  # the model measured: a dataset card quotes only its own model's figures
         "n": len(_labels(params, gen.spec)),
         "latency_ms": latency,
         "threads": params.threads(family),

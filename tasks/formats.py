@@ -10,7 +10,8 @@ one whole (``layout.replacing_dir``):
   with soft labels ``soft_labels`` float32 ``(N, K)`` (each row a probability vector);
 - ``images/<NN>_<class>/<i>.png`` (format ``imagefolder``): class folders named so that their
   sorted order is the label order, which is how torchvision's ``ImageFolder`` numbers classes;
-  ``<i>`` is the image's row in ``images.npz``;
+  ``<i>`` is the image's row in ``images.npz``; every class has its folder (``.empty`` in one
+  with no image);
 - ``hf/`` (format ``hf``, the ``hf`` extra): ``datasets.Dataset.save_to_disk``, columns ``image``
   (``Image``), ``label`` (``ClassLabel`` with the class names), ``source``, ``is_synthetic`` and
   ``soft_labels`` when given;
@@ -41,6 +42,12 @@ FORMATS = ("npz", "imagefolder", "hf")
 DEFAULT_FORMATS = ("npz", "imagefolder")  # what needs no extra
 NPZ, IMAGEFOLDER, HF, CARD = "images.npz", "images", "hf", "README.md"
 KIND = "synthetic-dataset"
+# in a class folder of the imagefolder format that holds no image (ImageFolder skips the file)
+EMPTY_CLASS = ".empty"
+EMPTY_NOTE = (
+    "No image of this class in this dataset. The folder is kept so that torchvision's ImageFolder\n"
+    "numbers the classes after it by their labels; open it with ImageFolder(root, allow_empty=True).\n"
+)
 REAL = "real"  # the source of a real image in a mixed dataset
 CARD_TEMPLATE = Path(__file__).with_name("dataset_card.md.j2")
 # scikit-learn's load_digits() is the UCI "Optical Recognition of Handwritten Digits" data
@@ -142,7 +149,7 @@ def _datasets(key: str = "augment.formats"):
     except ImportError as e:
         raise MissingExtra(
             f"{key}: the hf format needs the Hugging Face `datasets` package ({e}); "
-            "install the extra: pip install 'genzoo[hf]'"
+            "install the extra (in a checkout: make install EXTRAS=hf; else pip install 'genzoo[hf]')"
         ) from None
     return datasets
 
@@ -187,9 +194,15 @@ def _npz_bytes(content: DatasetContent) -> bytes:
 
 
 def _write_imagefolder(folder: Path, content: DatasetContent, pngs: list[bytes]) -> list[str]:
+    """A folder per class, every class's (a missing one would shift the index ImageFolder gives
+    every class after it); one with no image holds :data:`EMPTY_CLASS`, which keeps it where
+    git and DVC drop empty folders."""
     names = class_folders(content.class_names)
-    for c in np.unique(content.labels):
-        (folder / names[c]).mkdir(parents=True)
+    counts = np.bincount(content.labels, minlength=len(names))
+    for name, count in zip(names, counts, strict=True):
+        (folder / name).mkdir(parents=True)
+        if not count:
+            (folder / name / EMPTY_CLASS).write_text(EMPTY_NOTE)
     for i, (png, c) in enumerate(zip(pngs, content.labels, strict=True)):
         (folder / names[c] / f"{i:06d}.png").write_bytes(png)
     return names
@@ -368,20 +381,37 @@ def licence(source: str | None) -> str:
 QUALITY_FIGURES = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy")
 
 
-def measured_figures(evaluation_dir: str | Path, families: Sequence[str]) -> dict[str, Any]:
+def of_model(figures: Any, sha256: str | None) -> bool:
+    """False when ``figures`` (a quality.json or usefulness.json) name the model they measured
+    and it is not the one whose weights hash to ``sha256`` (a family trained again since it was
+    measured); True otherwise (None: any model; a file written before they named their model)."""
+    measured = figures.get("model_sha256") if isinstance(figures, dict) else None
+    return not (sha256 and measured) or measured == sha256
+
+
+def measured_figures(
+    evaluation_dir: str | Path, families: Sequence[str], models: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Per family, what the evaluation measured of its model, as the card quotes it: quality
     (``<family>/quality.json``: figures with their 95% half-widths, memorization) and usefulness
     (``<family>/usefulness.json``: train-on-synthetic accuracy beside train-on-real, and the
-    augmentation lift per real fraction); None where a file does not exist (not measured)."""
+    augmentation lift per real fraction); None where a file does not exist (not measured) or,
+    given ``models`` (family -> sha256 of its weights), measured another model than that one
+    (a family trained again since it was evaluated): ``other_model`` then names the files."""
     folder = Path(evaluation_dir)
     reference = read_json(folder / "usefulness" / "reference.json") or {}
     out: dict[str, Any] = {}
     for f in families:
-        q, u = read_json(folder / f / "quality.json"), read_json(folder / f / "usefulness.json")
+        sha = (models or {}).get(f)
+        docs = {k: read_json(folder / f / f"{k}.json") for k in ("quality", "usefulness")}
+        other = [k for k, d in docs.items() if d is not None and not of_model(d, sha)]
+        q, u = (None if k in other else docs[k] for k in ("quality", "usefulness"))
         out[f] = {
             "quality": _quality_figures(q, folder / f / "quality.json"),
             "usefulness": _usefulness_figures(u, reference, folder / f / "usefulness.json"),
         }
+        if other:
+            out[f]["other_model"] = {k: shown(folder / f / f"{k}.json") for k in other}
     return out
 
 

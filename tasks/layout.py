@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -165,6 +166,17 @@ OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"name", "request", "families", "params_hash", "n", "sha256"}),
     ),
 }
+# What genzoo writes below the top of a folder of each kind: per sub-folder, the pattern every
+# path in it (relative to it) matches; anything else there is a user's and stops a replacement.
+OWNED_INSIDE: dict[str, dict[str, re.Pattern[str]]] = {
+    "synthetic-dataset": {
+        # a class folder per class (<index>_<name>), one <row>.png per image; `.empty` in a class
+        # folder with no image (formats.EMPTY_CLASS)
+        "images": re.compile(r"[0-9]+(_[A-Za-z0-9._-]*)?(/([0-9]+\.png|\.empty))?"),
+        "png": re.compile(r"[0-9]+(/[0-9]+\.png)?"),
+        "hf": re.compile(r"data-[0-9]{5}-of-[0-9]{5}\.arrow|dataset_info\.json|state\.json"),
+    },
+}
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -186,7 +198,8 @@ def check_owned(folder: Path, kind: str) -> None:
     """Raise :class:`NotGenzooOutput` unless ``folder`` (which exists) is a ``kind`` folder
     genzoo wrote: a real folder (not a link) whose manifest.json carries genzoo's mark (or
     is of the form genzoo wrote before the mark), holding only the files genzoo writes there,
-    none of them a symbolic link. An empty folder holds nothing to lose and passes."""
+    in its sub-folders too (:data:`OWNED_INSIDE`), none of them a symbolic link. An empty
+    folder holds nothing to lose and passes."""
     files, legacy_keys = OWNED_KINDS[kind]
     how = "move it away or choose another path; genzoo replaces only folders it wrote"
     if folder.is_symlink():
@@ -207,12 +220,19 @@ def check_owned(folder: Path, kind: str) -> None:
         raise NotGenzooOutput(
             f"{folder}: holds {', '.join(sorted(names - files))}, which genzoo did not write; {how}"
         )
+    inside = OWNED_INSIDE.get(kind, {})
     for dirpath, dirnames, filenames in os.walk(folder):  # os.walk follows no link
         for name in dirnames + filenames:
-            if os.path.islink(os.path.join(dirpath, name)):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
                 raise NotGenzooOutput(
-                    f"{os.path.join(dirpath, name)}: a symbolic link inside {folder}, which genzoo "
-                    f"never writes; refusing to replace {folder}"
+                    f"{path}: a symbolic link inside {folder}, which genzoo never writes; refusing to "
+                    f"replace {folder}"
+                )
+            top, _, rest = os.path.relpath(path, folder).partition(os.sep)
+            if rest and (top not in inside or not inside[top].fullmatch(rest.replace(os.sep, "/"))):
+                raise NotGenzooOutput(
+                    f"{folder}: holds {os.path.relpath(path, folder)}, which genzoo did not write; {how}"
                 )
 
 

@@ -418,3 +418,30 @@ def test_make_install_with_extras_keeps_the_installed_torch(tmp_path):
     assert '-e ".[dev,vision,hf]"' in vision and pin in vision.replace("\\\n  ", "")
     assert f"touch {tmp_path / 'venv'}/.genzoo-installed\n" in plain
     assert f"touch {tmp_path / 'venv'}/.genzoo-installed-vision-hf\n" in vision
+
+
+def test_make_install_stops_when_the_torchvision_it_installed_does_not_load(tmp_path):
+    """PyPI's torchvision beside a +cpu torch installs without a word and then fails to import
+    (`operator torchvision::nms does not exist`): `make install EXTRAS=vision` says so and
+    leaves no stamp (a venv whose python imports torch but not torchvision stands in for it)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text(
+        "#!/bin/bash\n"
+        'case "$*" in\n'
+        '  *"import torchvision"*) echo "operator torchvision::nms does not exist" >&2; exit 1;;\n'
+        '  *"print(torch.__version__)"*) echo 2.13.0+cpu;;\n'
+        "esac\n"
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    r = subprocess.run(["make", "install", f"VENV={venv}", "EXTRAS=vision"], cwd=ROOT, capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode != 0
+    assert "torchvision was installed but does not load beside torch 2.13.0+cpu" in r.stdout + r.stderr
+    assert '"GPU install"' in r.stdout + r.stderr and not list(venv.glob(".genzoo-installed*"))
+    r = subprocess.run(["make", "install", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and (venv / ".genzoo-installed").exists(), r.stdout + r.stderr  # no vision asked

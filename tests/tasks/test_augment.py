@@ -234,6 +234,15 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     (folder / "realnvp" / "quality.json").write_text(json.dumps({"fd": 0.147, "evaluator_sha256": "older"}))
     assert best_choice(params, "fd")["ahead_not_measured"] == []
     assert "realnvp" not in best_choice(params, "fd")["figures"]
+    # figures of another model of the family (trained again since it was evaluated) are left out
+    (tmp_path / "runs" / "gan").mkdir(parents=True)
+    (tmp_path / "runs" / "gan" / "model.safetensors").write_bytes(b"trained again")
+    again = {"fd": 0.153, "precision": 0.99, "evaluator_sha256": "current", "model_sha256": "0" * 64}
+    (folder / "gan" / "quality.json").write_text(json.dumps(again))
+    with caplog.at_level("WARNING", logger="genzoo.augment"):
+        assert pick("precision") == "pixelcnn"
+    assert "gan's quality.json measured another model than " in caplog.text
+    assert "`genzoo evaluate --family gan` measures it" in caplog.text
 
 
 def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "logistic")) -> str:
@@ -505,6 +514,8 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     f = m["filters"]
     assert f["drawn"] == f["kept"] + sum(f["rejected"].values()) and f["kept"] == 40
     assert f["rejected"]["teacher_unsure"] > 0 and "teacher_disagrees" not in f["rejected"]  # agree: false
+    card = (path / "README.md").read_text()  # every reason an image was dropped, not only copies
+    assert f"; {f['rejected']['teacher_unsure']} below the teacher's confidence of 0.3 (40 kept)." in card
     ds = load_dataset(path)
     soft = ds.soft_labels.numpy()
     assert soft.shape == (40, 10) and np.allclose(soft.sum(1), 1, atol=1e-4)

@@ -238,6 +238,30 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     assert "(this dataset was made with `plain`: the figures are another recipe's)" in card
 
 
+def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
+    """A family trained again after its evaluation (`genzoo train`, `dvc repro train@vae`): its
+    quality.json and usefulness.json name the model they measured, and a dataset drawn from the
+    new model quotes neither (the card quoted the old model's FD and lift as the dataset's)."""
+    _evaluation(tmp_path / "evaluation")
+    for name in ("quality", "usefulness"):
+        path = tmp_path / "evaluation" / "vae" / f"{name}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "model_sha256": "a" * 64}))
+    same = measured_figures(tmp_path / "evaluation", ["vae"], {"vae": "a" * 64})
+    assert same["vae"]["quality"]["figures"]["fd"]["mean"] == 12.345678 and "other_model" not in same["vae"]
+    other = measured_figures(tmp_path / "evaluation", ["vae"], {"vae": "c" * 64})
+    assert other["vae"]["quality"] is None and other["vae"]["usefulness"] is None
+    assert set(other["vae"]["other_model"]) == {"quality", "usefulness"}
+    info = {"name": "card", "families": {"vae": {"sha256": "c" * 64}}, "measured": other}
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = (tmp_path / "card" / "README.md").read_text().split("### vae")[1].split("## Memorization")[0]
+    assert (
+        "Usefulness: not measured for this model (" in card
+        and "Quality: not measured for this model (" in card
+    )
+    assert "measured another model of vae than these images were drawn from" in card
+    assert "12.35" not in card and "+3.2" not in card
+
+
 def test_card_licence_follows_the_source_data():
     assert "CC BY 4.0" in formats.licence("digits")
     mine = formats.licence("folder:/data/cats")
@@ -339,6 +363,43 @@ def test_writer_replaces_only_its_own_folders_and_a_failed_write_keeps_the_old(t
     with pytest.raises(ValueError, match="parent-link: is a symbolic link"):
         write_dataset(tmp_path / "parent-link" / "ds", content())
     assert tree_hash(target) == before and sorted(p.name for p in mine.iterdir()) == ["images"]
+
+
+def test_a_class_with_no_image_keeps_its_folder_so_imagefolder_gives_every_image_its_label(tmp_path):
+    """`augment.class_ratios: {0: 0.0}` leaves class 0 without images: without its folder,
+    ImageFolder's index of every other class was one less than its label (all images wrong)."""
+    c = content()
+    keep = c.labels != 0
+    c = DatasetContent(images=c.images[keep], labels=c.labels[keep], source=c.source[keep], levels=17,
+                       class_names=NAMES)  # fmt: skip
+    m = write_dataset(tmp_path / "ds", c, formats=["npz", "imagefolder"])
+    idx = imagefolder_classes(tmp_path / "ds" / "images")
+    assert sorted(idx, key=idx.get) == m["class_folders"] and m["counts_per_class"][0] == 0
+    for folder, label in idx.items():
+        rows = [int(p.stem) for p in (tmp_path / "ds" / "images" / folder).glob("*.png")]
+        assert all(c.labels[r] == label for r in rows), folder
+    empty = tmp_path / "ds" / "images" / m["class_folders"][0]
+    assert [p.name for p in empty.iterdir()] == [".empty"]  # kept by git and DVC, skipped by ImageFolder
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert 'ImageFolder(f"{root}/images", allow_empty=True)' in card
+    # written again over itself: the marker is genzoo's own file
+    write_dataset(tmp_path / "ds", c, formats=["npz", "imagefolder"])
+
+
+def test_a_file_a_user_put_inside_a_datasets_folders_stops_its_replacement(tmp_path):
+    target = tmp_path / "ds"
+    m = write_dataset(target, content(), formats=["npz", "imagefolder", "hf"], info={"name": "ds"})
+    for mine, named in ((f"images/{m['class_folders'][3]}/my_extra.png", None), ("hf/notes.txt", None),
+                        ("images/extra/000001.png", "images/extra")):  # fmt: skip
+        (target / mine).parent.mkdir(exist_ok=True)
+        (target / mine).write_bytes(b"mine")
+        refused = f"holds {re.escape(named or mine)}, which genzoo did not write"
+        with pytest.raises(NotGenzooOutput, match=refused):
+            write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})
+        assert (target / mine).read_bytes() == b"mine"
+        (target / mine).unlink()
+    (target / "images" / "extra").rmdir()
+    write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})  # its own
 
 
 def test_a_dataset_written_before_the_formats_still_loads_and_is_replaced(tmp_path):
