@@ -324,14 +324,14 @@ def _download(name: str, raw: Path, folder: Path, missing: list[str]) -> None:
     except ImportError:
         raise DataError(
             f"data.source={name}: {folder} lacks {', '.join(missing)} (data.raw_dir={raw}) and torchvision "
-            "is not installed to download them; put the files there, or install the vision extra "
-            "(in a checkout: make install EXTRAS=vision; else pip install 'genzoo[vision]') and go online once"
+            "is not installed to download them; put the files there, or install the vision extra (in a "
+            "checkout: make install EXTRAS=vision; else pip install 'genzoo[vision]') and go online once"
         ) from None
     except RuntimeError as e:  # a torchvision built for another torch: "operator torchvision::nms ..."
         raise DataError(
             f"data.source={name}: {folder} lacks {', '.join(missing)} (data.raw_dir={raw}) and the "
             f"torchvision installed does not load beside this torch ({e}); put the files there, or "
-            "install the torchvision built for your torch (README, \"GPU install\")"
+            'install the torchvision built for your torch (README, "GPU install")'
         ) from None
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     for train in (True, False):

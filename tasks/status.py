@@ -31,6 +31,11 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = "damaged (model.safetensors does not match the sha256 in model.json: train it again)"
     elif manifest and data_hash(manifest) != meta.get("data_sha256"):
         state = "stale (trained on other data than the prepared data)"
+    elif manifest is None:  # e.g. a clone that pulled the models only: nothing to check them against
+        state = (
+            f"not checked: no prepared data in {params.data.prepared_dir} to check it against "
+            "(genzoo prepare, or dvc pull prepare)"
+        )
     elif made := [name for name, p in (profiles or {}).items() if up_to_date(p, family) is not None]:
         state = f"stale for these params; up to date with {made[0]}"
     else:

@@ -202,6 +202,14 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert gan_state(*short).startswith("damaged (model.safetensors does not match the sha256")
     weights.write_bytes(good)
+    # no prepared data (a clone that pulled the models only): said so, not "params or code changed"
+    prepared = tmp_path / "prepared"
+    prepared.rename(tmp_path / "prepared.bak")
+    assert gan_state("--profile", "short") == (
+        f"not checked: no prepared data in {prepared} to check it against "
+        "(genzoo prepare, or dvc pull prepare)"
+    )
+    (tmp_path / "prepared.bak").rename(prepared)
     assert cli.main(["prepare", *base, "-o", "data.val_fraction=0.2"]) == 0  # other splits: other data
     capsys.readouterr()
     assert gan_state("--profile", "short") == "stale (trained on other data than the prepared data)"

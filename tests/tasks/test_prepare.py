@@ -306,6 +306,17 @@ def test_mnist_files_that_do_not_belong_together_are_refused_naming_them(tmp_pat
         m.setitem(__import__("sys").modules, "torchvision.datasets", None)
         refused(rf"{folder} lacks t10k-labels-idx1-ubyte\[.gz\] \(data.raw_dir={raw}\)")
 
+    class Broken:  # PyPI's torchvision beside a +cpu torch: installed, and its import fails
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torchvision":
+                raise RuntimeError("operator torchvision::nms does not exist")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.delitem(__import__("sys").modules, "torchvision", raising=False)
+        m.delitem(__import__("sys").modules, "torchvision.datasets", raising=False)
+        m.setattr(__import__("sys"), "meta_path", [Broken(), *__import__("sys").meta_path])
+        refused(r"the torchvision installed does not load beside this torch \(operator torchvision::nms")
+
 
 def test_cifar_batches_are_read_and_pickled_code_is_refused(tmp_path):
     folder = tmp_path / "raw" / "cifar-10-batches-py"
