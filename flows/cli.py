@@ -530,6 +530,17 @@ def cmd_families(args) -> int:
 # ----------------------------------------------------------------------------- the parser, by command
 
 
+def port(text: str) -> int:
+    """A TCP port for ``--port``: 1 to 65535 (argparse names the option and exits 2 otherwise)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {n}")
+    return n
+
+
 def _prepare_parser(sub) -> None:
     p = sub.add_parser("prepare", help="read, validate and split the data named in params.yaml (data.*)")
     _common(p)
@@ -616,7 +627,7 @@ def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="address the Prefect server binds (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=4200, help="Prefect server port (default 4200)")
+    p.add_argument("--port", type=port, default=4200, help="Prefect server port (default 4200)")
     p.set_defaults(fn=cmd_serve)
 
 
@@ -717,7 +728,7 @@ def _judge_parser(sub) -> None:
     c.add_argument("--raters", type=int, default=1, help="raters to create with the study (default 1)")
     c.add_argument("--seed", type=int, default=0, help="same seed, same images and orders")
     c.add_argument("--name", help="the study's name (default: study-<date>-<time>)")
-    c.add_argument("--port", type=int, default=8400, help="port the printed links use (default 8400)")
+    c.add_argument("--port", type=port, default=8400, help="port the printed links use (default 8400)")
     c.add_argument("--db", help=db)
 
     a = jsub.add_parser("add-rater", help="new raters of a study, each with a secret link")
@@ -725,12 +736,12 @@ def _judge_parser(sub) -> None:
     a.add_argument("study", help="the study's name")
     a.add_argument("--n", type=int, default=1, help="how many raters (default 1)")
     a.add_argument("--rater-name", help="a name shown on the rater's page")
-    a.add_argument("--port", type=int, default=8400, help="port the printed links use (default 8400)")
+    a.add_argument("--port", type=port, default=8400, help="port the printed links use (default 8400)")
     a.add_argument("--db", help=db)
 
     s = jsub.add_parser("serve", help="the rating pages on http://127.0.0.1:8400/r/<token>")
     _common(s)
-    s.add_argument("--port", type=int, default=8400, help="port (default 8400)")
+    s.add_argument("--port", type=port, default=8400, help="port (default 8400)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument(
         "--allow-remote",

@@ -96,6 +96,8 @@ def app(url: str) -> FastAPI:
             stored = judge.answer(eng, r, body.trial, body.answer, body.ms)
         except judge.NotYourTrial:
             raise HTTPException(403, "not your trial") from None
+        except judge.NotYourTurn as e:  # the page shows one trial at a time: reload it
+            raise HTTPException(409, str(e)) from None
         except judge.StudyError as e:
             raise HTTPException(422, str(e)) from None
         return stored | judge.progress(eng, r)

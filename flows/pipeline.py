@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError, TerminationSignal
 from prefect.runtime import flow_run
 from prefect.runtime import task_run as this_task_run
@@ -41,7 +42,7 @@ from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
-from genzoo.tasks.errors import Unreachable
+from genzoo.tasks.errors import Unreachable, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
@@ -667,7 +668,31 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A deployment's flow run (the UI's Run button) stopped by input a user can fix (bad
+    params, a model not trained, a path outside the project: :func:`user_error`) ends Failed with
+    that one line as its message and in its log, where Prefect logged two tracebacks of it; run
+    in-process (`genzoo run`, `.fn`) the error goes on to the caller, which words it itself."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            ctx = FlowRunContext.get()
+            line = user_error(e)
+            if line is None or ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
+                raise
+            from prefect.states import Failed
+
+            get_run_logger().error("%s", line)
+            return Failed(message=line)
+
+    return run
+
+
 @flow(name="genzoo-pipeline", log_prints=True)
+@refusing
 def pipeline(
     params_file: str = "params.yaml",
     families: list[Family] | None = None,
@@ -746,6 +771,7 @@ def pipeline(
 
 
 @flow(name="genzoo-train-family", log_prints=True)
+@refusing
 def train_one(
     family: Family,
     params_file: str = "params.yaml",
@@ -771,6 +797,7 @@ def train_one(
 
 
 @flow(name="genzoo-sample", log_prints=True)
+@refusing
 def sample(
     family: Family | None = None,
     model: str | None = None,
@@ -809,6 +836,7 @@ def sample(
 
 
 @flow(name="genzoo-augment", log_prints=True)
+@refusing
 def augment(
     families: list[Literal[(*models.REGISTRY, "best")]] | None = None,
     per_class: Annotated[int | None, Field(gt=0)] = None,
@@ -852,6 +880,7 @@ def augment(
 
 
 @flow(name="genzoo-judge", log_prints=True)
+@refusing
 def judge_study(
     families: list[Literal[(*models.REGISTRY, "all")]] | None = None,
     per_family: Annotated[int, Field(gt=0, le=1000)] = 20,
@@ -874,7 +903,7 @@ def judge_study(
         reals: Real test images (default: as many as per_family).
         attention: Attention checks (noise nobody should call real); raters who fail one are left out.
         pairs: "Which looks more real?" pairs per rater and pair of families (0: none).
-        raters: Raters to create; each gets a secret link (shown in this run's result and log).
+        raters: Raters to create; each gets a secret link (listed in this run's Artifacts tab).
         seed: Same seed, same images and orders.
         name: The study's name (default: study-<date>-<time>).
         port: The port of `genzoo judge serve` the links point at.
@@ -894,6 +923,20 @@ def judge_study(
         logger = get_run_logger()
     except MissingContextError:  # called as a plain function (judge_study.fn)
         logger = logging.getLogger("genzoo.judge")
-    logger.info("study %s: %d images, %d raters; serve with `genzoo judge serve --port %d`",
-                made["study"], made["items"], len(links), port)  # fmt: skip
+    where = ""
+    if links and FlowRunContext.get() is not None:
+        # the one place the links are shown: the study keeps only their hashes, and a served
+        # run's return value is not kept (Prefect persists no results by default)
+        from prefect.artifacts import create_markdown_artifact
+
+        rows = "\n".join(f"| {i + 1} | <{link}> |" for i, link in enumerate(links))
+        create_markdown_artifact(
+            f"# Raters of study `{made['study']}`\n\nEach link is one rater's password: send each "
+            "to one person.\n\n| rater | link |\n|---|---|\n" + rows
+            + f"\n\nServe the study with `genzoo judge serve --port {port}`.",
+            description=f"the raters' links of study {made['study']}",
+        )  # fmt: skip
+        where = "; the raters' links are in this run's Artifacts tab"
+    logger.info("study %s: %d images, %d raters; serve with `genzoo judge serve --port %d`%s",
+                made["study"], made["items"], len(links), port, where)  # fmt: skip
     return {"study": made["study"], "images": made["items"], "links": links}

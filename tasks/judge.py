@@ -51,6 +51,9 @@ log = logging.getLogger("genzoo.judge")
 
 DB_ENV = "GENZOO_JUDGE_DB"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# the most of each a study takes (the deployment's form says the same): every rater answers
+# every image, so a study of 100,000 images per family is a typo, not a plan
+LIMITS = {"--per-family": 1000, "--reals": 10000, "--attention": 100, "--pairs": 100, "--raters": 100}
 SINGLE_ANSWERS = ("real", "generated")
 PAIR_ANSWERS = ("left", "right")
 
@@ -255,8 +258,17 @@ def request(
         ("--raters", raters, 0),
         ("--reals", per_family if reals is None else reals, 1),
     ):
-        if v < low:
-            raise StudyError(f"{key}: expected an integer >= {low}, got {v}")
+        if not low <= v <= LIMITS[key]:
+            raise StudyError(f"{key}: expected an integer from {low} to {LIMITS[key]}, got {v}")
+    need = per_family if reals is None else reals
+    _, yt, manifest = load_split(params.data.prepared_dir, "test")
+    counts = np.bincount(yt.numpy(), minlength=int(manifest["num_classes"]))
+    if -(-need // len(counts)) > counts.min():  # each class's share, each real image shown once
+        raise StudyError(
+            f"--reals {need}: the test split holds {counts.min()} real images of its smallest class, "
+            f"so at most {counts.min() * len(counts)} distinct real images spread evenly over "
+            f"{len(counts)} classes (default: --per-family's {per_family}); ask for fewer"
+        )
     with engine(url, create=True).connect() as c:
         if c.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():
             raise StudyError(f"study {name!r} already exists in {_safe(url)}; choose another --name")
@@ -300,10 +312,10 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
     levels = int(manifest.get("levels", 256))
     rows: list[dict[str, Any]] = []
     labels = _balanced_labels(req.reals, num_classes, rng)
-    for c in labels:  # real test images, each class as often as the generated ones
-        pool = np.flatnonzero(yt.numpy() == c)
-        i = int(rng.choice(pool))
-        rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[i].numpy())})
+    for c in np.unique(labels):  # real test images, each class as often as the generated ones,
+        pool = np.flatnonzero(yt.numpy() == c)  # each image once (request() checked there are enough)
+        for i in rng.choice(pool, size=int((labels == c).sum()), replace=False):
+            rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[int(i)].numpy())})
     for k, f in enumerate(req.families):
         model = load_model(f, params.run.runs_dir)
         labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
@@ -480,18 +492,36 @@ class NotYourTrial(GenzooError, LookupError):
     """A trial that is not the rater's."""
 
 
+class NotYourTurn(GenzooError, LookupError):
+    """An answer to a trial of the rater's other than the one the page shows (the next
+    unanswered): an image nobody showed them."""
+
+
 def answer(eng: sa.Engine, rater: Rater, trial_id: int, value: str, ms: int) -> dict[str, Any]:
     """Store the answer to ``trial_id`` in its own transaction. A second answer to the same
-    trial (a double click, a retried request, two tabs) keeps the first: ``stored`` says which."""
-    with eng.connect() as c:
+    trial (a double click, a retried request, two tabs) keeps the first: ``stored`` says which.
+    Only the rater's next unanswered trial, the one their page shows, takes a new answer."""
+    with eng.connect() as c:  # the next trial read first: a trial unanswered when it is read
+        nxt = c.execute(  # after it (answers are only ever added) was unanswered then too, so
+            sa.select(trials.c.id)  # the same request sent twice at once is told `stored: false`,
+            .outerjoin(answers, answers.c.trial_id == trials.c.id)  # not out of turn
+            .where(trials.c.rater_id == rater.id, answers.c.trial_id.is_(None))
+            .order_by(trials.c.position)
+            .limit(1)
+        ).scalar()
         mode = c.execute(
             sa.select(trials.c.mode).where(trials.c.id == trial_id, trials.c.rater_id == rater.id)
         ).scalar()
+        answered = c.execute(sa.select(answers.c.trial_id).where(answers.c.trial_id == trial_id)).first()
     if mode is None:
         raise NotYourTrial(f"trial {trial_id}: not one of this rater's trials")
     allowed = SINGLE_ANSWERS if mode == "single" else PAIR_ANSWERS
     if value not in allowed:
         raise StudyError(f"answer {value!r}: a {mode} trial takes {' or '.join(allowed)}")
+    if answered is not None:
+        return {"stored": False}  # answered before: the first answer stands
+    if trial_id != nxt:
+        raise NotYourTurn(f"trial {trial_id}: not the trial this rater's page shows (trial {nxt})")
     row = {"trial_id": trial_id, "answer": value, "ms": int(ms), "at": time.time()}
     if eng.dialect.name in ("postgresql", "sqlite"):  # INSERT ... ON CONFLICT DO NOTHING: no error
         # raised (none in the server's log), and two at once: one row, the other told so

@@ -167,7 +167,12 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
         (["--families", "gan,nope"], "--families: nope not in params (families: gan, pixelcnn, vae, or all)"),
         (["--families", "pixelcnn"], "pixelcnn: not trained"),
         (["--name", "../x"], "--name '../x': use letters"),
-        (["--per-family", "0"], "--per-family: expected an integer >= 1, got 0"),
+        (["--per-family", "0"], "--per-family: expected an integer from 1 to 1000, got 0"),
+        (["--per-family", "100000"], "--per-family: expected an integer from 1 to 1000, got 100000"),
+        (["--raters", "101"], "--raters: expected an integer from 0 to 100, got 101"),
+        # more real images than the test split holds: each was shown hundreds of times (and
+        # counted as that many images); digits' test split: 359 images, 35 in its smallest class
+        (["--reals", "400"], "--reals 400: the test split holds 35 real images of its smallest class"),
     ]
     for extra, message in cases:
         assert cli.main([*base, "--families", "gan", *extra]) == 2
@@ -208,6 +213,13 @@ def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
     for fam in ("gan", "vae", None):  # 6 images over 10 classes: no class twice
         labels = [r.label for r in rows if r.family == fam and r.kind != "attention"]
         assert len(set(labels)) == 6
+    many = judge.request(project[1], url, name="many-reals", families=["gan"], per_family=1, reals=300)
+    made = judge.create(project[1], url, many)
+    with eng.connect() as c:  # each real test image at most once (drawn with replacement before)
+        sid = c.execute(sa.select(judge.studies.c.id).where(judge.studies.c.name == made["study"])).scalar()
+        real = sa.select(judge.items.c.png).where(judge.items.c.study_id == sid, judge.items.c.kind == "real")
+        reals = c.execute(real).scalars().all()
+    assert len(reals) == 300 and len(set(reals)) == 300
     # nothing but the picture tells a rater what an image is: its number (in its URL) follows no
     # grouping (stored in the order drawn, reals first, the raters could answer without looking),
     # and every image, generated ones included, holds only the data's grey levels (17 for digits)
@@ -335,6 +347,7 @@ def _truth(url: str, token: str) -> dict[int, tuple[str, str]]:
             sa.select(judge.trials.c.id, judge.trials.c.mode, judge.items.c.kind)
             .join(judge.items, judge.items.c.id == judge.trials.c.item_a)
             .where(judge.trials.c.rater_id == r.id)
+            .order_by(judge.trials.c.position)  # the order the page shows them in
         ).all()
     eng.dispose()
     return {t.id: (t.mode, t.kind) for t in rows}
@@ -507,7 +520,7 @@ def test_two_raters_at_once_and_the_same_answer_twice(project, served, browser):
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             failures.append(repr(e))
 
-    rest = [sorted(set(truths[k]) - set(given[k])) for k in (0, 1)]
+    rest = [[t for t in truths[k] if t not in given[k]] for k in (0, 1)]  # in the pages' order
     assert len(rest[0]) == len(rest[1]) == 22 - 4
     for i in range(len(rest[0])):
         jobs = []
@@ -579,6 +592,14 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     ):
         assert _status(f"{b}/api/{mine}/answer", bad) == 422
     assert _status(f"{b}/img/{mine}/{10**23}.png") == 422
+    assert _stored(url, mine) == {}
+    # only the trial the page shows takes an answer: a script skipping ahead rated images nobody
+    # showed it (200, stored)
+    later = [t for t, (mode, _) in _truth(url, mine).items() if mode == "single"][-1]  # its last image
+    assert (
+        later != mine_trial
+        and _status(f"{b}/api/{mine}/answer", {"trial": later, "answer": "real", "ms": 5}) == 409
+    )
     assert _stored(url, mine) == {}
     # a refused answer is shown and not sent again (it was retried 31 times as "Saving...")
     page, posted = browser.new_page(), []

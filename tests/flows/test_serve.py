@@ -3,6 +3,7 @@ triggered through the API (as the UI's Run button does) completes, and one cance
 Cancel) ends CANCELLED with its training stopped."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -24,13 +25,13 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def api_post(api: str, path: str) -> list[dict]:
-    """POST ``{}`` to the Prefect API's ``path`` (a filter), with the CSRF token the server asks
-    for; the rows it returns."""
+def api_post(api: str, path: str, body: dict | None = None) -> list[dict]:
+    """POST ``body`` (default ``{}``) to the Prefect API's ``path`` (a filter), with the CSRF
+    token the server asks for; the rows it returns."""
     with urllib.request.urlopen(f"{api}/csrf-token?client=t", timeout=10) as r:
         token = json.load(r)["token"]
     headers = {"Content-Type": "application/json", "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": "t"}
-    req = urllib.request.Request(f"{api}/{path}", data=b"{}", headers=headers)
+    req = urllib.request.Request(f"{api}/{path}", data=json.dumps(body or {}).encode(), headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
@@ -129,6 +130,36 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = [x["state_type"] for x in api_post(api, "flow_runs/filter")]
         assert runs.count("COMPLETED") == 3, runs  # train-family (no subflow), sample, augment
+
+        # a study from the UI: its raters' links in the run's Artifacts tab (the only place they
+        # are shown: the study keeps their hashes, and a served run's result is not kept)
+        r = prefect(
+            "deployment", "run", "genzoo-judge/judge", "-p", 'families=["gan"]', "-p", "per_family=2",
+            "-p", "pairs=0", "-p", "raters=2", "-p", "name=from-ui", "--watch", timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        judged = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        (art,) = api_post(api, "artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [judged]}}})
+        assert (
+            art["type"] == "markdown"
+            and len(re.findall(r"http://127\.0\.0\.1:8400/r/\S+>", art["data"])) == 2
+        )
+
+        # bad params in the form: the run fails on them at once, one line in its log and as its
+        # state's message (Prefect logged a traceback of them; its engine's own report of a failed
+        # run, with a traceback of its own, follows any run that fails)
+        r = prefect(
+            "deployment", "run", "genzoo-train-family/train-family", "-p", "family=gan",
+            "-p", 'overrides=["models.gan.train.lr=-1"]', "--watch", timeout=300,
+        )  # fmt: skip
+        bad = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        (run,) = api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [bad]}}})
+        state = run["state"]
+        assert run["state_type"] == "FAILED" and "models.gan.train.lr" in state["message"], state
+        logged = api_post(api, "logs/filter", {"logs": {"flow_run_id": {"any_": [bad]}}})
+        errors = [x["message"] for x in logged if x["level"] >= logging.ERROR]
+        assert errors[0] == state["message"] and "Traceback" not in errors[0], errors
+        assert not any("Encountered exception during execution" in m for m in errors), errors
 
         # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
         # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
