@@ -467,8 +467,10 @@ def cmd_judge(args) -> int:
         print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
         print("each link is its rater's password: send it to that rater only", file=sys.stderr)
     elif args.judge == "add-rater":
-        if args.n < 1:
-            raise judge.StudyError(f"--n: expected an integer >= 1, got {args.n}")
+        if not 1 <= args.n <= judge.LIMITS["--raters"]:
+            raise judge.StudyError(
+                f"--n: expected an integer from 1 to {judge.LIMITS['--raters']}, got {args.n}"
+            )
         made = [judge.add_rater(url, args.study, args.rater_name) for _ in range(args.n)]
         print(json.dumps({"study": args.study, "raters": _links(base, made)}, indent=2))
     elif args.judge == "serve":

@@ -681,7 +681,8 @@ def refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as e:
             ctx = FlowRunContext.get()
             line = user_error(e)
-            if line is None or ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None:
+            served = ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None
+            if line is None or not served or stopped(e):  # a cancelled run's own errors stay its own
                 raise
             from prefect.states import Failed
 

@@ -155,6 +155,8 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json")
         if usefulness is not None and of_model(usefulness, sha):
             measured.append(f)
+        elif usefulness is not None:  # measured, but of an earlier model: not this one's lift
+            _other_model(params, f, "usefulness.json")
     if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
@@ -199,7 +201,8 @@ def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
 
 
 def _model_sha(params: Params, family: str) -> str:
-    """The sha256 of ``family``'s trained weights; "" when it is not trained (no figures are its)."""
+    """The sha256 of ``family``'s trained weights; "" when it is not trained (its figures are
+    then taken as they are, :func:`of_model`; drawing from it is refused, :func:`_model_info`)."""
     path = family_dir(params, family) / "model.safetensors"
     return sha256_file(path) if path.exists() else ""
 
@@ -207,7 +210,7 @@ def _model_sha(params: Params, family: str) -> str:
 def _other_model(params: Params, family: str, what: str) -> None:
     again = f"evaluate --family {family}" if what == "quality.json" else f"usefulness --families {family}"
     log.warning("augment: %s's %s measured another model than %s (trained again since?): left out of "
-                "`best`; `genzoo %s` measures it", family, what,
+                "what `best` chooses by; `genzoo %s` measures it", family, what,
                 shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
 
 

@@ -263,11 +263,15 @@ def request(
     need = per_family if reals is None else reals
     _, yt, manifest = load_split(params.data.prepared_dir, "test")
     counts = np.bincount(yt.numpy(), minlength=int(manifest["num_classes"]))
+    default = f" (--reals defaults to --per-family, {per_family})" if reals is None else ""
+    if not counts.all():  # real images are spread over every class, as the generated ones are
+        empty = ", ".join(str(c) for c in np.flatnonzero(counts == 0))
+        raise StudyError(f"--reals {need}: the test split holds no real image of class {empty}{default}")
     if -(-need // len(counts)) > counts.min():  # each class's share, each real image shown once
         raise StudyError(
             f"--reals {need}: the test split holds {counts.min()} real images of its smallest class, "
             f"so at most {counts.min() * len(counts)} distinct real images spread evenly over "
-            f"{len(counts)} classes (default: --per-family's {per_family}); ask for fewer"
+            f"{len(counts)} classes{default}; ask for fewer"
         )
     with engine(url, create=True).connect() as c:
         if c.execute(sa.select(studies.c.id).where(studies.c.name == name)).first():

@@ -166,17 +166,48 @@ OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"name", "request", "families", "params_hash", "n", "sha256"}),
     ),
 }
-# What genzoo writes below the top of a folder of each kind: per sub-folder, the pattern every
-# path in it (relative to it) matches; anything else there is a user's and stops a replacement.
-OWNED_INSIDE: dict[str, dict[str, re.Pattern[str]]] = {
-    "synthetic-dataset": {
-        # a class folder per class (<index>_<name>), one <row>.png per image; `.empty` in a class
-        # folder with no image (formats.EMPTY_CLASS)
-        "images": re.compile(r"[0-9]+(_[A-Za-z0-9._-]*)?(/([0-9]+\.png|\.empty))?"),
-        "png": re.compile(r"[0-9]+(/[0-9]+\.png)?"),
-        "hf": re.compile(r"data-[0-9]{5}-of-[0-9]{5}\.arrow|dataset_info\.json|state\.json"),
-    },
-}
+# What genzoo writes below the top of a synthetic dataset: `<row>.png` in a class folder (the
+# image's row in images.npz), `hf/`'s shards, info and state, and the caches `datasets` writes
+# beside them when the dataset is used (`load_from_disk(...).map(...)`: regenerable)
+_ROW = re.compile(r"([0-9]{6,})\.png")
+_HF_FILE = re.compile(r"(data-[0-9]{5}-of-[0-9]{5}|cache-[0-9a-f]+)\.arrow|dataset_info\.json|state\.json")
+_LEGACY_PNG = re.compile(r"[0-9]+(/[0-9]+\.png)?")
+
+
+def written_inside(kind: str, manifest: dict[str, Any]) -> Callable[[str], bool]:
+    """Whether a path below the top of a ``kind`` folder (relative, with ``/``) is one genzoo
+    writes there, by the folder's manifest: for a synthetic dataset the class folders it names
+    (``class_folders``) holding one ``<row>.png`` per image row below ``n`` and ``.empty`` in a
+    class with no image; ``hf/``'s files; ``png/<class>/<row>.png`` only in a dataset written
+    before the formats (no ``formats`` key). Nothing below the top of prepared data."""
+    if kind != "synthetic-dataset":
+        return lambda rel: False
+    folders = manifest.get("class_folders")
+    folders = folders if isinstance(folders, list) else []
+    counts = manifest.get("counts_per_class") if isinstance(manifest.get("counts_per_class"), list) else []
+    n = manifest.get("n") if isinstance(manifest.get("n"), int) else None
+    legacy = "formats" not in manifest
+
+    def ok(rel: str) -> bool:
+        top, _, rest = rel.partition("/")
+        parts = rest.split("/")
+        if top == "hf":
+            return len(parts) == 1 and _HF_FILE.fullmatch(parts[0]) is not None
+        if top == "png":
+            return legacy and _LEGACY_PNG.fullmatch(rest) is not None
+        if top != "images" or parts[0] not in folders or len(parts) > 2:
+            return False
+        if len(parts) == 1:
+            return True
+        if parts[1] == ".empty":  # formats.EMPTY_CLASS
+            c = folders.index(parts[0])
+            return c < len(counts) and counts[c] == 0
+        row = _ROW.fullmatch(parts[1])
+        return row is not None and (n is None or int(row[1]) < n)
+
+    return ok
+
+
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -198,7 +229,7 @@ def check_owned(folder: Path, kind: str) -> None:
     """Raise :class:`NotGenzooOutput` unless ``folder`` (which exists) is a ``kind`` folder
     genzoo wrote: a real folder (not a link) whose manifest.json carries genzoo's mark (or
     is of the form genzoo wrote before the mark), holding only the files genzoo writes there,
-    in its sub-folders too (:data:`OWNED_INSIDE`), none of them a symbolic link. An empty
+    in its sub-folders too (:func:`written_inside`), none of them a symbolic link. An empty
     folder holds nothing to lose and passes."""
     files, legacy_keys = OWNED_KINDS[kind]
     how = "move it away or choose another path; genzoo replaces only folders it wrote"
@@ -220,7 +251,7 @@ def check_owned(folder: Path, kind: str) -> None:
         raise NotGenzooOutput(
             f"{folder}: holds {', '.join(sorted(names - files))}, which genzoo did not write; {how}"
         )
-    inside = OWNED_INSIDE.get(kind, {})
+    inside = written_inside(kind, manifest)
     for dirpath, dirnames, filenames in os.walk(folder):  # os.walk follows no link
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
@@ -229,11 +260,9 @@ def check_owned(folder: Path, kind: str) -> None:
                     f"{path}: a symbolic link inside {folder}, which genzoo never writes; refusing to "
                     f"replace {folder}"
                 )
-            top, _, rest = os.path.relpath(path, folder).partition(os.sep)
-            if rest and (top not in inside or not inside[top].fullmatch(rest.replace(os.sep, "/"))):
-                raise NotGenzooOutput(
-                    f"{folder}: holds {os.path.relpath(path, folder)}, which genzoo did not write; {how}"
-                )
+            rel = os.path.relpath(path, folder)
+            if os.sep in rel and not inside(rel.replace(os.sep, "/")):
+                raise NotGenzooOutput(f"{folder}: holds {rel}, which genzoo did not write; {how}")
 
 
 def check_replaceable(target: Path, kind: str) -> None:

@@ -182,9 +182,15 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     capsys.readouterr()
     assert cli.main([*base, "--families", "gan", "--name", "taken"]) == 2
     assert "study 'taken' already exists" in capsys.readouterr().err
-    for n in ("0", "-1"):  # (made no rater and said so with exit code 0)
+    for n in ("0", "-1", "101"):  # (made no rater and said so with exit code 0)
         assert cli.main(["judge", "add-rater", "taken", "--n", n, *base[2:]]) == 2
-        assert f"--n: expected an integer >= 1, got {n}" in capsys.readouterr().err
+        assert f"--n: expected an integer from 1 to 100, got {n}" in capsys.readouterr().err
+    for cmd in (["serve"], ["create", "--families", "gan"]):  # a port no socket can have: one line
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["judge", *cmd, "--port", "99999", *base[2:]])
+        assert exit_.value.code == 2 and "argument --port: expected a port from 1 to 65535, got 99999" in (
+            capsys.readouterr().err
+        )
     assert cli.main(["judge", "results", "nosuch", "--params", str(tmp / "params.yaml"), "--db", db]) == 2
     assert "no study 'nosuch' (studies: taken)" in capsys.readouterr().err
     eng = sa.create_engine(db)

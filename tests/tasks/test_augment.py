@@ -373,6 +373,27 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     card = (tmp / "aug" / "lift" / "README.md").read_text()
     chosen = f"by lift among the families measured for usefulness: gan {100 * lift:+.1f} points |"
     assert f"| chosen as `best` | {chosen}" in card
+    # both files name the model they measured; measured of an earlier model of the family
+    # (trained again since), they are quoted by no card and chosen from by no `best`
+    from genzoo.models.base import sha256_file
+
+    gan_dir = tmp / "runs" / "evaluation" / "gan"
+    model_sha = sha256_file(tmp / "runs" / "gan" / "model.safetensors")
+    kept = {f: (gan_dir / f).read_text() for f in ("quality.json", "usefulness.json")}
+    for f, text in kept.items():
+        assert json.loads(text)["model_sha256"] == model_sha, f
+        (gan_dir / f).write_text(json.dumps({**json.loads(text), "model_sha256": "0" * 64}))
+    try:
+        again = request(params, families=["gan"], per_class=1, out_dir=str(tmp / "aug"), name="retrained")
+        m = json.loads((generate(params, again) / "manifest.json").read_text())
+        assert m["measured"]["gan"]["quality"] is None and m["measured"]["gan"]["usefulness"] is None
+        card = (tmp / "aug" / "retrained" / "README.md").read_text()
+        assert "Quality: not measured for this model (" in card and f"{quality['fd']:.4g}" not in card
+        with pytest.raises(FileNotFoundError, match="augment.metric: lift needs a family measured"):
+            generate(params, by_lift.model_copy(update={"name": "lift-again"}))
+    finally:
+        for f, text in kept.items():
+            (gan_dir / f).write_text(text)
 
 
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):
@@ -515,7 +536,8 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     assert f["drawn"] == f["kept"] + sum(f["rejected"].values()) and f["kept"] == 40
     assert f["rejected"]["teacher_unsure"] > 0 and "teacher_disagrees" not in f["rejected"]  # agree: false
     card = (path / "README.md").read_text()  # every reason an image was dropped, not only copies
-    assert f"; {f['rejected']['teacher_unsure']} below the teacher's confidence of 0.3 (40 kept)." in card
+    assert f"Also dropped: {f['rejected']['teacher_unsure']} below the teacher's confidence of 0.3.\n" in card
+    assert f"Kept: 40 of {f['drawn']} drawn." in card
     ds = load_dataset(path)
     soft = ds.soft_labels.numpy()
     assert soft.shape == (40, 10) and np.allclose(soft.sum(1), 1, atol=1e-4)

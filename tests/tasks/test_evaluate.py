@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from genzoo.metrics.quality import frechet_distance
+from genzoo.models.base import sha256_file
 from genzoo.tasks.config import validate
 from genzoo.tasks.data import load_split
 from genzoo.tasks.evaluate import _seeds, evaluate_family, evaluator_stage, floor_draw
@@ -107,6 +108,8 @@ def test_family_quality_is_measured_and_cached(trained):
     assert q["images_per_second"] > 0 and q["latency_ms"] > 0 and q["sharpness"] > 0
     assert q["training"]["steps"] == 5 and q["training"]["bpd_estimator"] == "bound"
     assert q["training"]["curve"]["step"]  # the loss curve travels with the evaluation
+    # the model measured, by its weights' hash (a dataset card quotes only its own model's figures)
+    assert q["model_sha256"] == sha256_file(tmp / "runs" / "vae" / "model.safetensors")
     with np.load(tmp / "runs" / "evaluation" / "vae" / "samples.npz") as z:
         assert z["images"].shape == (40, 1, 8, 8) and z["images"].dtype == np.uint8
         assert z["images"].max() <= 16 and sorted(set(z["labels"].tolist())) == list(range(10))

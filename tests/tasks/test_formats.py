@@ -236,6 +236,13 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     write_dataset(tmp_path / "card", c, info=info)
     card = (tmp_path / "card" / "README.md").read_text()
     assert "(this dataset was made with `plain`: the figures are another recipe's)" in card
+    # what a recipe's teacher dropped is listed with the copy filter off too
+    info["filters"] = {"reject_copies": False, "drawn": 50, "kept": 36,
+                       "rejected": {"copies": 0, "low_confidence": 0, "teacher_disagrees": 14}}  # fmt: skip
+    write_dataset(tmp_path / "card", c, info=info)
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "Not checked: `augment.reject_copies` was off" in card
+    assert "Also dropped: 14 the recipe's teacher gave another label.\nKept: 36 of 50 drawn." in card
 
 
 def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
@@ -389,16 +396,32 @@ def test_a_class_with_no_image_keeps_its_folder_so_imagefolder_gives_every_image
 def test_a_file_a_user_put_inside_a_datasets_folders_stops_its_replacement(tmp_path):
     target = tmp_path / "ds"
     m = write_dataset(target, content(), formats=["npz", "imagefolder", "hf"], info={"name": "ds"})
-    for mine, named in ((f"images/{m['class_folders'][3]}/my_extra.png", None), ("hf/notes.txt", None),
-                        ("images/extra/000001.png", "images/extra")):  # fmt: skip
-        (target / mine).parent.mkdir(exist_ok=True)
+    n, folders = m["n"], m["class_folders"]
+    for mine, named in (
+        (f"images/{folders[3]}/my_extra.png", None),
+        ("hf/notes.txt", None),
+        ("images/extra/000001.png", "images/extra"),
+        (f"images/{folders[3]}/{n:06d}.png", None),  # a row images.npz does not have
+        (f"images/{K:02d}_mine/000001.png", f"images/{K:02d}_mine"),  # a class it lacks
+        (f"images/{folders[2]}/.empty", None),  # a class that has images
+        ("png/3/000001.png", "png/3"),
+    ):  # the old layout, in a dataset of the new one
+        # fmt: skip
+        made = [d for d in (target / mine).parents if not d.exists()]
+        (target / mine).parent.mkdir(parents=True, exist_ok=True)
         (target / mine).write_bytes(b"mine")
         refused = f"holds {re.escape(named or mine)}, which genzoo did not write"
         with pytest.raises(NotGenzooOutput, match=refused):
             write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})
         assert (target / mine).read_bytes() == b"mine"
         (target / mine).unlink()
-    (target / "images" / "extra").rmdir()
+        for d in made:  # innermost first
+            d.rmdir()
+    # the caches `datasets` writes beside the shards when the dataset is used are not the user's
+    from datasets import load_from_disk
+
+    load_from_disk(str(target / "hf")).map(lambda row: {"label2": row["label"]})
+    assert list((target / "hf").glob("cache-*.arrow"))
     write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})  # its own
 
 
