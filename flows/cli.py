@@ -273,6 +273,38 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _same_profile(args, params, families: list[str], doing: str) -> None:
+    """Refuse, before any work, to ``doing`` models made under another of the params file's
+    profiles than this command's (`make run PROFILE=quick`, then `genzoo evaluate` without it):
+    the command would measure them at other settings and replace the evaluator (or reference
+    rows) the other families' figures were made with. A model stale under every profile is the
+    stage's own warning (:func:`warn_if_stale`)."""
+    from genzoo.tasks.config import ParamsError, load_params
+    from genzoo.tasks.layout import up_to_date
+
+    stale = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()
+             and up_to_date(params, f) is None]  # fmt: skip
+    for name in [None, *params.profiles]:
+        if not stale or name == args.profile:
+            continue
+        try:  # a profile that does not load made nothing here
+            other = load_params(args.params, args.overrides, name)
+        except ParamsError:
+            continue
+        made = ", ".join(f for f in stale if up_to_date(other, f) is not None)
+        if made and name:
+            raise UsageError(
+                f"{made}: trained with --profile {name}; add --profile {name} to {doing} as it was made "
+                "(these params would measure it at other settings and replace what the other families "
+                "were measured with), or `genzoo train` it with these params"
+            )
+        if made:
+            raise UsageError(
+                f"{made}: trained with no --profile; {doing} without --profile {args.profile}, as it "
+                "was made (or `genzoo train` it with these params)"
+            )
+
+
 def cmd_status(args) -> int:
     from genzoo.tasks.config import ParamsError, load_params
     from genzoo.tasks.status import format_status, status
@@ -319,6 +351,7 @@ def cmd_evaluate(args) -> int:
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
     if not trained:
         raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
+    _same_profile(args, params, params.families, "evaluate it")  # the evaluator serves every family
     with _holding(params):
         for f in trained:
             warn_if_stale(params, f, "evaluated", logging.getLogger("genzoo.evaluate"))
@@ -369,13 +402,16 @@ def cmd_detect(args) -> int:
 def cmd_usefulness(args) -> int:
     """Does synthetic data help a classifier? The reference rows, then each family (trained
     first on every real subset); figures in runs/evaluation/<family>/usefulness.json."""
-    from genzoo.tasks.layout import trained_families
+    from genzoo.tasks.layout import trained_families, warn_if_stale
     from genzoo.tasks.usefulness import measure_family, reference
 
     params = _params(args)
     families = trained_families(
         params, args.families or [f for f in params.usefulness.families if f in params.models]
     )
+    _same_profile(args, params, families, "measure it")
+    for f in families:
+        warn_if_stale(params, f, "measured", logging.getLogger("genzoo.usefulness"))
     clfs = params.usefulness.classifiers
 
     def cell(s: dict) -> str:
@@ -423,6 +459,7 @@ def cmd_report(args) -> int:
     from genzoo.tasks.report import build_report
 
     params = _params(args)
+    _same_profile(args, params, params.families, "report on it")  # its banner, targets, settings
     with _holding(params):
         t = build_report(params)["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")

@@ -97,6 +97,12 @@ def collect(params: Params) -> dict[str, Any]:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
+    for f, u in list(useful.items()):  # measured against other real-data rows: not comparable
+        if u_ref and u.get("reference_key", u_ref.get("key")) != u_ref.get("key"):
+            log.warning("%s: usefulness measured against another reference than the current one; left out "
+                        "(genzoo usefulness --families %s)", f, f)  # fmt: skip
+            missing.append(f"{f} (usefulness measured against another reference: re-run it)")
+            del useful[f]
     return {
         "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
         "evaluator": read_json(folder / "evaluator" / "metrics.json") or {},

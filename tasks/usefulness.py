@@ -534,6 +534,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         "family": family,
         "key": key,
         "model_sha256": sha256_file(model_path),
+        "reference_key": ref["key"],  # the real-data rows its lifts are against (the report checks)
         "protocol": ref["protocol"],
         "tstr": tstr_accuracies(params, train, test, spec, model_draw(full)),
         "recipe": params.augment.recipe,

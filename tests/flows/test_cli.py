@@ -174,6 +174,15 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
 
     assert gan_state("--profile", "short") == "up to date"
     assert gan_state() == "stale for these params; up to date with --profile short"
+    # the commands that measure a model refuse it under other settings than it was made with
+    # (after `make run PROFILE=quick`, `genzoo evaluate` replaced the quick run's evaluator)
+    for cmd, doing in (("evaluate", "evaluate it"), ("report", "report on it")):
+        assert cli.main([cmd, *base]) == 2
+        err = capsys.readouterr().err
+        assert f"gan: trained with --profile short; add --profile short to {doing} as it was made" in err, err
+    assert not (tmp_path / "runs" / "evaluation").exists()  # refused before any work
+    assert cli.main(["usefulness", "--families", "gan", *base]) == 2
+    assert "add --profile short to measure it" in capsys.readouterr().err
     short = ("--profile", "short")
     assert gan_state(*short, "-o", "seed=1") == "stale (trained with other params: seed: 0 -> 1)"
     several = ["-o", "seed=1", "-o", "train.batch_size=16", "-o", "models.gan.net.hidden=4"]

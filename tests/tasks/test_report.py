@@ -306,6 +306,25 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(eval
     assert "gan" in build_report(params)["families"]
 
 
+def test_usefulness_measured_against_another_reference_is_left_out(evaluated):
+    """`genzoo usefulness` with other settings rewrites the reference rows (real data alone); a
+    family's lifts measured against the old ones are not set beside them (the report showed a
+    quick run's lift under the default run's reference)."""
+    tmp, params = evaluated
+    path = tmp / "runs" / "evaluation" / "gan" / "usefulness.json"
+    saved = path.read_text()
+    ref = json.loads((tmp / "runs" / "evaluation" / "usefulness" / "reference.json").read_text())
+    assert json.loads(saved)["reference_key"] == ref["key"]  # the family records its reference
+    path.write_text(json.dumps({**json.loads(saved), "reference_key": "another"}))
+    try:
+        assert "usefulness" not in build_report(params)
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "gan (usefulness measured against another reference: re-run it)" in html
+    finally:
+        path.write_text(saved)
+    assert "usefulness" in build_report(params)
+
+
 def _chromium() -> str:
     exe = os.environ.get("GENZOO_CHROMIUM") or next(
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
