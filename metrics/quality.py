@@ -19,6 +19,7 @@ so the real set's statistics are cached rather than recomputed per family.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -41,10 +42,12 @@ def gaussian_stats(x) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_from_stats(mu1, cov1, mu2, cov2, eps: float = 1e-6) -> float:
     """||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2))."""
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():  # singular product: regularise, as the reference FID code does
-        offset = np.eye(len(cov1)) * eps
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    with warnings.catch_warnings():  # a singular product (fewer samples than dimensions) is handled
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # below: not the user's to read
+        covmean = linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(covmean).all():  # singular product: regularise, as the reference FID code does
+            offset = np.eye(len(cov1)) * eps
+            covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     covmean = covmean.real
     diff = mu1 - mu2
     return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean), 0.0))

@@ -48,7 +48,7 @@ CLAIMS: dict[str, dict[str, str]] = {
                 "sampling": "Fast"},
     "vae": {"quality": "Medium", "density": "Approximate", "training": "Fast", "diversity": "High",
             "sampling": "Fast", "sharpness": "Blurry"},
-    "gan": {"quality": "Excellent", "density": "None", "training": "Tricky",
+    "gan": {"quality": "Excellent", "density": "No likelihood", "training": "Tricky",
             "diversity": "Mode collapse risk", "sampling": "Fast", "sharpness": "Sharpest"},
     "ddpm": {"quality": "Excellent", "density": "Approximate", "training": "Slow", "diversity": "High",
              "sampling": "Slow"},
@@ -162,7 +162,7 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
         claims = CLAIMS.get(f, {})
         tier = "Excellent" if rank[f] == 1 else "Good" if rank[f] <= math.ceil(n / 2) else "Medium"
         estimator = m[f].get("bpd_estimator")
-        density = {"exact": "Exact", "bound": "Approximate"}.get(estimator, "None")
+        density = {"exact": "Exact", "bound": "Approximate"}.get(estimator, "No likelihood")
         bpd = m[f].get("test_bpd")
         cells = {
             "quality": (f"rank {rank[f]} of {n} (FD {q[f]['fd']:.3f} ± {q[f]['ci95']['fd']:.3f}): "

@@ -43,6 +43,7 @@ def test_tradeoff_verdicts_follow_the_stated_rules():
     assert rows["gan"]["quality"]["verdict"] == "disagrees"  # claimed Excellent, rank 3 of 4 = Medium
     assert rows["gan"]["diversity"]["verdict"] == "agrees"  # mode-collapse risk: recall below median
     assert rows["gan"]["density"]["verdict"] == "agrees"  # None
+    assert rows["gan"]["density"]["claim"] == "No likelihood"  # read as a leaked Python None
     assert rows["gan"]["training"]["verdict"] == "not a speed claim"
     assert rows["gan"]["sharpness"]["verdict"] == "agrees"
     assert rows["vae"]["sharpness"]["verdict"] == "agrees" and rows["vae"]["density"]["verdict"] == "agrees"
