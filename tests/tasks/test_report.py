@@ -238,6 +238,8 @@ def test_report_files_and_summary(evaluated):
     assert lines[0].startswith("name,kind,fd,") and len(lines) == 1 + 3 + 4  # families + 4 reference rows
     html = (out / "index.html").read_text()
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    # two sampling seeds (the quick profile's): the page says how wide their intervals are
+    assert "with two seeds\nan interval spans 12.7 standard errors each side" in html
     assert f"({augmentation_words(params.usefulness.cnn)}: the baseline to beat)" in html
     for text in (
         "Trade-offs",
