@@ -273,24 +273,33 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _other_profiles(args, params) -> dict[str | None, object]:
+    """The params file as each of its other profiles than this command's makes it (None: no
+    profile), with this command's overrides: what a stale family may have been made with. A
+    profile that does not load made nothing here and is left out."""
+    from genzoo.tasks.config import ParamsError, load_params
+
+    others = {}
+    for name in [None, *params.profiles]:
+        if name != args.profile:
+            with contextlib.suppress(ParamsError):
+                others[name] = load_params(args.params, args.overrides, name)
+    return others
+
+
 def _same_profile(args, params, families: list[str], doing: str) -> None:
     """Refuse, before any work, to ``doing`` models made under another of the params file's
     profiles than this command's (`make run PROFILE=quick`, then `genzoo evaluate` without it):
     the command would measure them at other settings and replace the evaluator (or reference
     rows) the other families' figures were made with. A model stale under every profile is the
     stage's own warning (:func:`warn_if_stale`)."""
-    from genzoo.tasks.config import ParamsError, load_params
     from genzoo.tasks.layout import up_to_date
 
     stale = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()
              and up_to_date(params, f) is None]  # fmt: skip
-    for name in [None, *params.profiles]:
-        if not stale or name == args.profile:
-            continue
-        try:  # a profile that does not load made nothing here
-            other = load_params(args.params, args.overrides, name)
-        except ParamsError:
-            continue
+    if not stale:
+        return
+    for name, other in _other_profiles(args, params).items():
         made = ", ".join(f for f in stale if up_to_date(other, f) is not None)
         if made and name:
             raise UsageError(
@@ -306,16 +315,10 @@ def _same_profile(args, params, families: list[str], doing: str) -> None:
 
 
 def cmd_status(args) -> int:
-    from genzoo.tasks.config import ParamsError, load_params
     from genzoo.tasks.status import format_status, status
 
     params = _params(args)
-    others = {}  # the params file as each of its other profiles makes it: what a stale family was made with
-    for n in [None, *params.profiles]:
-        if n != args.profile:
-            with contextlib.suppress(ParamsError):  # a profile that does not load made nothing here
-                loaded = load_params(args.params, args.overrides, n)
-                others[f"--profile {n}" if n else "no --profile"] = loaded
+    others = {f"--profile {n}" if n else "no --profile": p for n, p in _other_profiles(args, params).items()}
     st = status(params, others)
     print(json.dumps(st, indent=2) if args.json else format_status(st))
     return 0
