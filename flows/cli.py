@@ -300,17 +300,19 @@ def _same_profile(args, params, families: list[str], doing: str) -> None:
     if not stale:
         return
     for name, other in _other_profiles(args, params).items():
-        made = ", ".join(f for f in stale if up_to_date(other, f) is not None)
+        made = [f for f in stale if up_to_date(other, f) is not None]
+        it, was = ("them", "they were") if len(made) > 1 else ("it", "it was")
+        doing_it = doing.format(it=it)
         if made and name:
             raise UsageError(
-                f"{made}: trained with --profile {name}; add --profile {name} to {doing} as it was made "
-                "(these params would measure it at other settings and replace what the other families "
-                "were measured with), or `genzoo train` it with these params"
+                f"{', '.join(made)}: trained with --profile {name}; add --profile {name} to {doing_it} as "
+                f"{was} made (these params would measure {it} at other settings and replace what the other "
+                f"families were measured with), or `genzoo train` {it} with these params"
             )
         if made:
             raise UsageError(
-                f"{made}: trained with no --profile; {doing} without --profile {args.profile}, as it "
-                "was made (or `genzoo train` it with these params)"
+                f"{', '.join(made)}: trained with no --profile; {doing_it} without --profile {args.profile}, "
+                f"as {was} made (or `genzoo train` {it} with these params)"
             )
 
 
@@ -354,7 +356,7 @@ def cmd_evaluate(args) -> int:
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
     if not trained:
         raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
-    _same_profile(args, params, params.families, "evaluate it")  # the evaluator serves every family
+    _same_profile(args, params, params.families, "evaluate {it}")  # the evaluator serves every family
     with _holding(params):
         for f in trained:
             warn_if_stale(params, f, "evaluated", logging.getLogger("genzoo.evaluate"))
@@ -412,7 +414,7 @@ def cmd_usefulness(args) -> int:
     families = trained_families(
         params, args.families or [f for f in params.usefulness.families if f in params.models]
     )
-    _same_profile(args, params, families, "measure it")
+    _same_profile(args, params, families, "measure {it}")
     for f in families:
         warn_if_stale(params, f, "measured", logging.getLogger("genzoo.usefulness"))
     clfs = params.usefulness.classifiers
@@ -462,7 +464,7 @@ def cmd_report(args) -> int:
     from genzoo.tasks.report import build_report
 
     params = _params(args)
-    _same_profile(args, params, params.families, "report on it")  # its banner, targets, settings
+    _same_profile(args, params, params.families, "report on {it}")  # its banner, targets, settings
     with _holding(params):
         t = build_report(params)["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")

@@ -209,7 +209,11 @@ def bits_per_dim(
         images: ``(N, C, H, W)`` floats in [0, 1] of the model's shape (``model.spec.shape``),
             as :func:`sample` and :func:`load_dataset` give them; each pixel is read at the
             nearest of the model's levels (``k / (model.spec.levels - 1)``), as every family
-            scores it.
+            scores it. 8-bit images for a model whose levels are bins of finer data
+            (``data.max_levels``, e.g. the quick profile's 32 of 256) go into the bins
+            prepare made, as ``genzoo detect`` puts them: ``(k * L // 256) / (L - 1)`` with
+            ``L = model.spec.levels`` (``k / 255`` read at the nearest level lands a fifth of
+            the values one level off).
         labels: each image's class, ``(N,)``, or one int for all: ``-log2 p(x | y)`` per
             dimension; None sums over the classes under the model's class prior: ``-log2 p(x)``.
         batch: images per forward pass (fewer for large images).

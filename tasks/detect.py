@@ -135,9 +135,23 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool
 # ---------------------------------------------------------------------------- inputs
 
 
+# the levels each source kind reads its images at (an npz: its own, recorded by prepare)
+SOURCE_LEVELS = {"digits": 17, "mnist": 256, "fashion_mnist": 256, "cifar10": 256, "folder": 256}
+
+
 def levels_binned(params: Params, net: GenerativeModel) -> bool:
     """Whether ``net``'s levels are the bins ``data.max_levels`` put finer data in (8-bit images
-    go into the same bins), not levels its data had of its own (nearest level)."""
+    go into the same bins), not levels its data had of its own (nearest level). Told by the
+    prepared data the model was trained on (:func:`_model` checks it is), not by this command's
+    params: a model trained under ``--profile quick`` (``data.max_levels: 32``) scores an image
+    the same with the profile or without it. Prepared data that does not record it (made
+    before prepare did) is told by its source's levels, an npz's by ``data.max_levels``."""
+    manifest = read_manifest(params.data.prepared_dir)
+    if "binned_from" in manifest:
+        return manifest["binned_from"] > manifest["levels"] == net.spec.levels
+    kind = manifest.get("source", "").partition(":")[0]
+    if kind in SOURCE_LEVELS:
+        return SOURCE_LEVELS[kind] > manifest["levels"] == net.spec.levels
     return params.data.max_levels == net.spec.levels
 
 
@@ -199,16 +213,18 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         files, base = [path], path.parent
     elif path.is_dir():
-        files, base = (
-            sorted(
-                f
-                for f in path.rglob("*")
-                if f.suffix.lower() in IMAGE_SUFFIXES
-                and f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            ),
-            path,
+        found = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
         )
+        files, base = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES], path
+        others = [f.relative_to(path).as_posix() for f in found if f.suffix.lower() not in IMAGE_SUFFIXES]
+        if others:
+            log.warning(
+                "%s: %d file(s) not scored, not images (%s): %s%s", path, len(others), suffixes,
+                ", ".join(others[:3]), ", ..." if len(others) > 3 else "",
+            )  # fmt: skip
     elif not path.exists():
         raise DataError(f"{path}: not found")
     else:

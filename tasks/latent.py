@@ -123,8 +123,13 @@ def check_codes(model, z: Tensor, y: Tensor) -> None:
     if not torch.isfinite(z).all():
         raise ValueError(f"{model.family}: codes hold NaN or inf values")
     k = model.spec.num_classes
-    if tuple(y.shape) != (len(z),) or y.is_floating_point() or (y < 0).any() or (y >= k).any():
-        raise ValueError(f"labels must be one class index in [0, {k}) per code, got shape {tuple(y.shape)}")
+    if tuple(y.shape) != (len(z),) or y.is_floating_point():
+        raise ValueError(
+            f"labels must be one class index in [0, {k}) per code, got shape {tuple(y.shape)} ({y.dtype})"
+        )
+    if (y < 0).any() or (y >= k).any():
+        bad = int(y[(y < 0) | (y >= k)][0])
+        raise ValueError(f"labels must be class indices in [0, {k}), got {bad}")
 
 
 def check_decoded(model, images: Tensor, z: Tensor | None = None) -> None:
@@ -325,11 +330,21 @@ def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = 
 
 
 def _load(params, family: str, split: str):
-    from genzoo.tasks.data import load_split
+    """``family``'s model and the prepared ``split`` it is asked about: refused when the model
+    was trained on other data (its model.json's hash), whose images it never saw."""
+    from genzoo.tasks.data import DataError, data_hash, load_split
     from genzoo.tasks.sample import load_model
 
     model = load_model(family, params.run.runs_dir)
-    x, y, _ = load_split(params.data.prepared_dir, split)
+    x, y, manifest = load_split(params.data.prepared_dir, split)
+    trained_on, holds = getattr(model, "data_sha256", None), data_hash(manifest)
+    if trained_on and trained_on != holds:
+        raise DataError(
+            f"{family}: trained on other data ({trained_on[:12]}) than {params.data.prepared_dir} holds "
+            f"({holds[:12]}): its codes of these images would say nothing of what it learned; prepare the "
+            f"data it was trained on (with the params it was trained with) or retrain it "
+            f"(`genzoo train --family {family}`)"
+        )
     return model, x, y
 
 

@@ -57,6 +57,7 @@ class Dataset:
     levels: int
     class_names: list[str]
     source: str
+    source_levels: int = 0  # the source's own levels, before data.max_levels (convert sets it)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -406,7 +407,7 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
     (``max_levels``) requested in params."""
     size = None if ds.source.startswith("folder:") else p.image_size
     x, levels = convert_levels(ds.images, ds.levels, p.channels, size, p.max_levels)
-    return Dataset(x, ds.labels, levels, ds.class_names, ds.source)
+    return Dataset(x, ds.labels, levels, ds.class_names, ds.source, ds.levels)
 
 
 def check(ds: Dataset) -> None:
@@ -477,7 +478,7 @@ def prepare(params: Params) -> dict:
     check(ds)
     if p.max_per_class:
         keep = _cap(ds.labels, p.max_per_class, params.seed)
-        ds = Dataset(ds.images[keep], ds.labels[keep], ds.levels, ds.class_names, ds.source)
+        ds = Dataset(ds.images[keep], ds.labels[keep], ds.levels, ds.class_names, ds.source, ds.source_levels)
     dtype = np.uint8 if ds.levels <= 256 else np.uint16
     images = ds.images.astype(dtype)
     splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
@@ -488,6 +489,9 @@ def prepare(params: Params) -> dict:
         "source": ds.source,
         "shape": [c, h, w],
         "levels": ds.levels,
+        # the source's own levels where data.max_levels binned them: `genzoo detect` bins 8-bit
+        # images it scores as these were (recorded only then, so other data's manifest is as before)
+        **({"binned_from": ds.source_levels} if ds.source_levels > ds.levels else {}),
         "num_classes": len(ds.class_names),
         "class_names": ds.class_names,
         "seed": params.seed,

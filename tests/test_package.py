@@ -293,8 +293,10 @@ def test_encode_decode_and_interpolate_walk_a_latent_space_from_python(family, s
         genzoo.decode(model, bad, y)
     with pytest.raises(ValueError, match=rf"{family}: codes must have shape \(N, "):
         genzoo.decode(model, z[:, :-1], y)
-    with pytest.raises(ValueError, match=r"labels must be one class index in \[0, 10\)"):
-        genzoo.decode(model, z, [0, 1, 2, 3, 10])
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\), got 10$"):
+        genzoo.decode(model, z, [0, 1, 2, 3, 10])  # the value named (it said "got shape (5,)")
+    with pytest.raises(ValueError, match=r"labels must be one class index in \[0, 10\) per code, got shape"):
+        genzoo.decode(model, z, [0, 1])
     far = z.clone()
     far[3] = 1e30  # overflows every family's network but the GAN's (its tanh saturates)
     if family != "gan":

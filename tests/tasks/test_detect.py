@@ -306,3 +306,52 @@ def test_an_8_bit_image_is_binned_into_a_models_fewer_levels_as_prepare_binned_i
     grey, _ = read_images(tmp_path / "rgb.npz", DataSpec(1, 8, 8, 256, 2))
     luma = np.round((rgb * np.array([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdims=True))
     assert torch.equal((grey * 255).round(), torch.from_numpy(luma).float())
+
+
+def test_a_model_of_binned_data_scores_8_bit_images_alike_with_or_without_its_params(tmp_path, caplog):
+    """The quick profile bins an 8-bit folder into 32 levels (data.max_levels); `genzoo detect`
+    typed as README shows it, without the profile, read the images at the nearest of the
+    model's levels instead of in prepare's bins, and flagged 71 of 80 images of a training
+    class (3 with the flag). The binning is the prepared data's, which the model was trained
+    on, whatever the command's params say; prepared data made before recording it is told by
+    its source. A folder's files that are not images are named, not skipped without a word."""
+    import logging
+
+    from PIL import Image
+
+    from genzoo.tasks.detect import levels_binned
+    from genzoo.tasks.sample import load_model
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", images=rng.integers(0, 256, (120, 8, 8), dtype=np.uint8),
+             labels=np.arange(120) % 2)  # fmt: skip
+    raw = tiny_params(tmp_path, steps=2, families=["vae"])
+    raw["data"].update(source=f"npz:{tmp_path / 'mine.npz'}", max_levels=32)
+    quick = validate(raw)
+    manifest = prepare(quick)
+    assert manifest["levels"] == 32 and manifest["binned_from"] == 256
+    train_family(quick, "vae", progress=False)
+    del raw["data"]["max_levels"]
+    plain = validate(raw)  # the command without the profile
+    net = load_model("vae", quick.run.runs_dir)
+    assert levels_binned(plain, net) and levels_binned(quick, net)
+    assert detect(plain, "vae", tmp_path / "mine.npz") == detect(quick, "vae", tmp_path / "mine.npz")
+
+    path = tmp_path / "prepared" / "manifest.json"
+    older = {k: v for k, v in manifest.items() if k != "binned_from"}
+    for source, binned in (("folder:/x", True), ("digits", False), (manifest["source"], False)):
+        path.write_text(json.dumps({**older, "source": source}))  # as prepare wrote it before
+        assert levels_binned(plain, net) is binned, source
+    assert levels_binned(quick, net)  # an npz's: data.max_levels, as before
+    path.write_text(json.dumps(manifest))
+    data = {**raw["data"], "max_levels": 256, "prepared_dir": str(tmp_path / "unbinned")}
+    unbinned = prepare(validate({**raw, "data": data}))
+    assert "binned_from" not in unbinned and unbinned["levels"] == 256  # other data's manifest as before
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="genzoo.detect"):
+        assert [r["name"] for r in detect(plain, "vae", folder)["images"]] == ["a.png"]
+    assert "1 file(s) not scored, not images" in caplog.text and "notes.txt" in caplog.text

@@ -156,6 +156,20 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
         "dppm: no such family (ddpm, gan, pixelcnn, realnvp, vae; did you mean ddpm?)"
         in capsys.readouterr().err
     )
+    # other data of the same shape prepared where the models' was: their strips would run between
+    # images they never saw (they were written without a word)
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "other.npz", images=rng.integers(0, 17, (200, 8, 8), dtype=np.uint8),
+             labels=np.arange(200) % 10, levels=17)  # fmt: skip
+    other = params.model_copy(deep=True)
+    other.data.source, other.data.prepared_dir = f"npz:{tmp / 'other.npz'}", str(tmp / "other")
+    prepare(other)
+    pfile.write_text(json.dumps(other.model_dump(mode="json")))
+    for cmd in (["interpolate", "--family", "vae", "--a", "3", "--b", "17"],
+                ["arithmetic", "--family", "realnvp", "--index", "5", "--to", "8"]):  # fmt: skip
+        assert main([*cmd, "--params", str(pfile), "--out", str(tmp / "no")]) == 2
+        assert "trained on other data" in capsys.readouterr().err
+    assert not list(tmp.glob("no*"))
 
 
 def _count(model, method: str) -> list[int]:
