@@ -249,6 +249,11 @@ def _join(address: str) -> None:
     try:
         with _sigterm_kept():
             ray.init(address=address, namespace="genzoo", log_to_driver=False)
+    except ray.exceptions.AuthenticationError as e:  # token mode, and no token where Ray looks for one
+        raise Unreachable(
+            f"Ray cluster at {address}: not joined, no token ({str(e).split('. ')[0]}); put the cluster's "
+            "token (its head's ~/.ray/auth_token) in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+        ) from None
     except ConnectionError as e:
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one
             hint = (

@@ -230,12 +230,19 @@ def bits_per_dim(
 
     import torch
 
-    from genzoo.models.base import likelihood_estimator, log_likelihoods
+    from genzoo.models.base import (
+        ExactLikelihood,
+        LikelihoodBound,
+        families_with,
+        likelihood_estimator,
+        log_likelihoods,
+    )
 
     if likelihood_estimator(model) is None:
         raise ValueError(
-            f"{model.family} has no likelihood (an implicit model); bits/dim come from pixelcnn, "
-            "realnvp (exact), vae and ddpm (bounds)"
+            f"{model.family} has no likelihood (an implicit model); bits/dim come from "
+            f"{', '.join(families_with(ExactLikelihood))} (exact), "
+            f"{', '.join(families_with(LikelihoodBound))} (bounds)"
         )
     images = _pixels(images)
     snapped = model.from_levels(model.to_levels(images))  # NaN and inf: left for the model's check

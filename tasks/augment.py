@@ -184,7 +184,8 @@ def left_out_by_best(manifest: dict[str, Any]) -> str | None:
         return None
     return (
         f"`best` is {best['family']}, the best of the families measured for usefulness; "
-        f"{', '.join(ahead)} scored better by {best['metric']} but were not measured (usefulness.families)"
+        f"{', '.join(ahead)} scored better by {best['metric']} but {'were' if len(ahead) > 1 else 'was'} not "
+        "measured (usefulness.families)"
     )
 
 

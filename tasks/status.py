@@ -109,9 +109,8 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
 
 def format_status(st: dict[str, Any]) -> str:
     d = st["data"]
-    lines = [
-        f"data      {d['state']}: {d.get('source', '')} {d.get('shape', '')} {d.get('splits', '')}".rstrip()
-    ]
+    about = f"{d.get('source', '')} {d.get('shape', '')} {d.get('splits', '')}".strip()
+    lines = [f"data      {d['state']}" + (f": {about}" if about else "")]
     for r in st["families"]:
         line = f"{r['family']:9s} {r['state']}"
         if "steps" in r:

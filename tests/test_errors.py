@@ -10,6 +10,8 @@ import os
 import pickle
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -655,7 +657,7 @@ def test_a_folder_of_grey_and_rgb_images_fails_clearly_unless_data_channels_says
     assert rgb.images.shape == (4, 3, 4, 4) and rgb.images[:2, :, 0, 0].tolist() == [[100] * 3, [200, 100, 0]]
 
 
-def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(monkeypatch, capsys):
+def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(monkeypatch, capsys, tmp_path):
     """Ray's own failure to join a cluster with token authentication (20 s of InvalidAuthToken
     warnings, then "Failed to connect to Ray cluster at <its address>" and a traceback) is one
     error naming the address and RAY_AUTH_MODE=token; the console shows no traceback for it."""
@@ -685,6 +687,22 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
         monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters")
         with pytest.raises(Unreachable, match=r"is the token in RAY_AUTH_TOKEN the cluster's"):
             cluster._join(f"127.0.0.1:{listening.getsockname()[1]}")
+    # token mode with no token where Ray looks: Ray's AuthenticationError, raised before it
+    # connects (it went through as two tracebacks and exit 1). A real ray.init in a process of its
+    # own: Ray reads RAY_AUTH_MODE once per process, as a user's shell sets it before genzoo starts
+    code = ("import sys\nfrom genzoo.flows import cluster\ntry:\n    cluster._join(sys.argv[1])\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "no-token")}
+    env.pop("RAY_AUTH_TOKEN", None)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        out = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True, text=True,
+                             timeout=120).stdout  # fmt: skip
+    assert out.startswith(f"Unreachable Ray cluster at {address}: not joined, no token (RAY_AUTH_TOKEN_PATH "
+                          "is set but file cannot be opened or is empty: "), out  # fmt: skip
+    assert "put the cluster's token (its head's ~/.ray/auth_token) in ~/.ray/auth_token" in out, out
     record = logging.LogRecord("prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception", None,
                                (Unreachable, e.value, e.value.__traceback__))  # fmt: skip
     assert "Traceback" not in cli.ConsoleFormatter().format(record)

@@ -162,6 +162,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(raw))
     base = ["--params", str(pfile)]
+    assert cli.main(["status", *base]) == 0  # a fresh clone: nothing to say after the state
+    assert capsys.readouterr().out.splitlines()[0] == "data      not prepared"
     assert cli.main(["prepare", *base]) == 0
     assert cli.main(["train", "--family", "gan", "--profile", "short", "-q", *base]) == 0
     capsys.readouterr()

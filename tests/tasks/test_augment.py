@@ -219,7 +219,7 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     }  # fmt: skip
     assert left_out_by_best({"best": best_choice(params, "fd")}) == (
         "`best` is pixelcnn, the best of the families measured for usefulness; realnvp scored better by "
-        "fd but were not measured (usefulness.families)"
+        "fd but was not measured (usefulness.families)"
     )  # what `genzoo run` logs from the dataset's manifest
     assert pick("precision") == "pixelcnn"
     (folder / "gan" / "usefulness.json").write_text("{}")
