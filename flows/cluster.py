@@ -241,6 +241,14 @@ def _sigterm_kept():
             signal.signal(signal.SIGTERM, before)
 
 
+def _auth_error() -> tuple[type[BaseException], ...]:
+    """Ray's error for token mode with no token found (from Ray 2.52; none before)."""
+    import ray.exceptions
+
+    found = getattr(ray.exceptions, "AuthenticationError", None)
+    return (found,) if found else ()
+
+
 def _join(address: str) -> None:
     """``ray.init`` on the cluster at ``address``; a refusal as one error that says what to do."""
     import ray
@@ -249,10 +257,12 @@ def _join(address: str) -> None:
     try:
         with _sigterm_kept():
             ray.init(address=address, namespace="genzoo", log_to_driver=False)
-    except ray.exceptions.AuthenticationError as e:  # token mode, and no token where Ray looks for one
+    except _auth_error() as e:  # token mode, and no token where Ray looks for one (Ray >= 2.52)
+        said = str(getattr(e, "message", e)).split(". ")[0]
+        where = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token (or RAY_AUTH_TOKEN)"
         raise Unreachable(
-            f"Ray cluster at {address}: not joined, no token ({str(e).split('. ')[0]}); put the cluster's "
-            "token (its head's ~/.ray/auth_token) in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+            f"Ray cluster at {address}: not joined, no token ({said}); put the cluster's token (its "
+            f"head's ~/.ray/auth_token) in {where}"
         ) from None
     except ConnectionError as e:
         if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one

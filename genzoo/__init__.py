@@ -210,10 +210,11 @@ def bits_per_dim(
             as :func:`sample` and :func:`load_dataset` give them; each pixel is read at the
             nearest of the model's levels (``k / (model.spec.levels - 1)``), as every family
             scores it. 8-bit images for a model whose levels are bins of finer data
-            (``data.max_levels``, e.g. the quick profile's 32 of 256) go into the bins
-            prepare made, as ``genzoo detect`` puts them: ``(k * L // 256) / (L - 1)`` with
-            ``L = model.spec.levels`` (``k / 255`` read at the nearest level lands a fifth of
-            the values one level off).
+            (``data.max_levels``, e.g. the quick profile's 32 of 256; the prepared manifest's
+            ``source_levels`` above its ``levels``): bin them yourself before the call, as
+            prepare binned its data and ``genzoo detect`` bins what it scores,
+            ``(k * L // 256) / (L - 1)`` with ``L = model.spec.levels`` (``k / 255`` read at
+            the nearest level lands a fifth of the values one level off).
         labels: each image's class, ``(N,)``, or one int for all: ``-log2 p(x | y)`` per
             dimension; None sums over the classes under the model's class prior: ``-log2 p(x)``.
         batch: images per forward pass (fewer for large images).

@@ -135,7 +135,7 @@ def calibrate(net: GenerativeModel, params: Params, quantile: float, limit: bool
 # ---------------------------------------------------------------------------- inputs
 
 
-# the levels each source kind reads its images at (an npz: its own, recorded by prepare)
+# the levels each source kind reads its images at (an npz's: its own, in the prepared manifest)
 SOURCE_LEVELS = {"digits": 17, "mnist": 256, "fashion_mnist": 256, "cifar10": 256, "folder": 256}
 
 
@@ -144,15 +144,15 @@ def levels_binned(params: Params, net: GenerativeModel) -> bool:
     go into the same bins), not levels its data had of its own (nearest level). Told by the
     prepared data the model was trained on (:func:`_model` checks it is), not by this command's
     params: a model trained under ``--profile quick`` (``data.max_levels: 32``) scores an image
-    the same with the profile or without it. Prepared data that does not record it (made
-    before prepare did) is told by its source's levels, an npz's by ``data.max_levels``."""
+    the same with the profile or without it. The source's levels are the manifest's
+    ``source_levels`` (an npz's, or any source's prepared with ``data.max_levels``), else its
+    kind's; an npz prepared before manifests recorded them is told by ``data.max_levels``."""
     manifest = read_manifest(params.data.prepared_dir)
-    if "binned_from" in manifest:
-        return manifest["binned_from"] > manifest["levels"] == net.spec.levels
-    kind = manifest.get("source", "").partition(":")[0]
-    if kind in SOURCE_LEVELS:
-        return SOURCE_LEVELS[kind] > manifest["levels"] == net.spec.levels
-    return params.data.max_levels == net.spec.levels
+    kind = str(manifest.get("source", "")).partition(":")[0]
+    source = manifest.get("source_levels", SOURCE_LEVELS.get(kind))
+    if source is None:
+        return params.data.max_levels == net.spec.levels
+    return manifest.get("levels") == net.spec.levels and source > net.spec.levels
 
 
 def to_spec(
@@ -216,7 +216,7 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         found = sorted(
             f
             for f in path.rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+            if not any(part.startswith(".") for part in f.relative_to(path).parts) and f.is_file()
         )
         files, base = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES], path
         others = [f.relative_to(path).as_posix() for f in found if f.suffix.lower() not in IMAGE_SUFFIXES]

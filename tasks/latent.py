@@ -330,13 +330,21 @@ def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = 
 
 
 def _load(params, family: str, split: str):
-    """``family``'s model and the prepared ``split`` it is asked about: refused when the model
-    was trained on other data (its model.json's hash), whose images it never saw."""
-    from genzoo.tasks.data import DataError, data_hash, load_split
+    """``family``'s model, the prepared ``split`` (images, labels) and its manifest."""
+    from genzoo.tasks.data import load_split
     from genzoo.tasks.sample import load_model
 
     model = load_model(family, params.run.runs_dir)
     x, y, manifest = load_split(params.data.prepared_dir, split)
+    return model, x, y, manifest
+
+
+def _same_data(params, family: str, model, manifest: dict) -> None:
+    """Refuse to encode the prepared images with a model trained on other data (its model.json's
+    hash): its codes of images it never saw say nothing of what it learned. (The GAN's strips
+    run between codes of its prior: no image of the split is used.)"""
+    from genzoo.tasks.data import DataError, data_hash
+
     trained_on, holds = getattr(model, "data_sha256", None), data_hash(manifest)
     if trained_on and trained_on != holds:
         raise DataError(
@@ -345,7 +353,6 @@ def _load(params, family: str, split: str):
             f"data it was trained on (with the params it was trained with) or retrain it "
             f"(`genzoo train --family {family}`)"
         )
-    return model, x, y
 
 
 def _index(i: int, n: int, what: str) -> int:
@@ -380,11 +387,12 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
-    model, x, y = _load(params, family, split)
+    model, x, y, manifest = _load(params, family, split)
     _need(model)
     if cls is not None and not 0 <= cls < model.spec.num_classes:
         raise ValueError(f"--class {cls}: not a class (0..{model.spec.num_classes - 1})")
     if latent_kind(model) == "encoder":
+        _same_data(params, family, model, manifest)
         if (a is None) != (b is None):
             raise ValueError("--a and --b: give both image indices, or neither (a same-class pair is drawn)")
         if a is not None and cls is not None:  # the images' own labels decide the ends
@@ -416,8 +424,9 @@ def arithmetic_to_file(params, family: str, index: int, to: int, out: str | Path
                        split: str = "test") -> dict[str, Any]:  # fmt: skip
     """Test image ``index``'s code moved from its class mean toward class ``to``'s (row 1), and
     decoded under every label (row 2); the real image first in each row."""
-    model, x, y = _load(params, family, split)
+    model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
+    _same_data(params, family, model, manifest)
     i = _index(index, len(y), "--index")
     if not 0 <= to < model.spec.num_classes:
         raise ValueError(f"--to {to}: not a class (0..{model.spec.num_classes - 1})")

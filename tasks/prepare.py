@@ -9,6 +9,7 @@ prepared data untouched, and a folder genzoo did not write is refused, not repla
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -16,7 +17,6 @@ import os
 import pickle
 import sys
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ SPLITS = ("train", "val", "test")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
-@dataclass
+@dataclasses.dataclass
 class Dataset:
     images: np.ndarray  # (N, C, H, W) integer levels
     labels: np.ndarray  # (N,) int64
@@ -407,7 +407,7 @@ def convert(ds: Dataset, p: DataParams) -> Dataset:
     (``max_levels``) requested in params."""
     size = None if ds.source.startswith("folder:") else p.image_size
     x, levels = convert_levels(ds.images, ds.levels, p.channels, size, p.max_levels)
-    return Dataset(x, ds.labels, levels, ds.class_names, ds.source, ds.levels)
+    return dataclasses.replace(ds, images=x, levels=levels, source_levels=ds.levels)
 
 
 def check(ds: Dataset) -> None:
@@ -478,7 +478,7 @@ def prepare(params: Params) -> dict:
     check(ds)
     if p.max_per_class:
         keep = _cap(ds.labels, p.max_per_class, params.seed)
-        ds = Dataset(ds.images[keep], ds.labels[keep], ds.levels, ds.class_names, ds.source, ds.source_levels)
+        ds = dataclasses.replace(ds, images=ds.images[keep], labels=ds.labels[keep])
     dtype = np.uint8 if ds.levels <= 256 else np.uint16
     images = ds.images.astype(dtype)
     splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
@@ -489,9 +489,10 @@ def prepare(params: Params) -> dict:
         "source": ds.source,
         "shape": [c, h, w],
         "levels": ds.levels,
-        # the source's own levels where data.max_levels binned them: `genzoo detect` bins 8-bit
-        # images it scores as these were (recorded only then, so other data's manifest is as before)
-        **({"binned_from": ds.source_levels} if ds.source_levels > ds.levels else {}),
+        # the source's own levels, which `genzoo detect` bins 8-bit images by as these were (more
+        # than levels: data.max_levels binned them); recorded where they are not known by the source
+        # kind (an npz) or binning was asked for, so other data's manifest is as it was
+        **({"source_levels": ds.source_levels} if p.max_levels or ds.source.startswith("npz:") else {}),
         "num_classes": len(ds.class_names),
         "class_names": ds.class_names,
         "seed": params.seed,

@@ -329,7 +329,7 @@ def test_a_model_of_binned_data_scores_8_bit_images_alike_with_or_without_its_pa
     raw["data"].update(source=f"npz:{tmp_path / 'mine.npz'}", max_levels=32)
     quick = validate(raw)
     manifest = prepare(quick)
-    assert manifest["levels"] == 32 and manifest["binned_from"] == 256
+    assert manifest["levels"] == 32 and manifest["source_levels"] == 256
     train_family(quick, "vae", progress=False)
     del raw["data"]["max_levels"]
     plain = validate(raw)  # the command without the profile
@@ -338,15 +338,24 @@ def test_a_model_of_binned_data_scores_8_bit_images_alike_with_or_without_its_pa
     assert detect(plain, "vae", tmp_path / "mine.npz") == detect(quick, "vae", tmp_path / "mine.npz")
 
     path = tmp_path / "prepared" / "manifest.json"
-    older = {k: v for k, v in manifest.items() if k != "binned_from"}
-    for source, binned in (("folder:/x", True), ("digits", False), (manifest["source"], False)):
+    older = {k: v for k, v in manifest.items() if k != "source_levels"}
+    for source, binned in (("folder:/x", True), ("mnist", True), ("digits", False)):
         path.write_text(json.dumps({**older, "source": source}))  # as prepare wrote it before
-        assert levels_binned(plain, net) is binned, source
-    assert levels_binned(quick, net)  # an npz's: data.max_levels, as before
+        assert levels_binned(plain, net) is binned and levels_binned(quick, net) is binned, source
+    path.write_text(json.dumps(older))  # an npz's, before: data.max_levels, as it was told
+    assert levels_binned(quick, net) and not levels_binned(plain, net)
     path.write_text(json.dumps(manifest))
-    data = {**raw["data"], "max_levels": 256, "prepared_dir": str(tmp_path / "unbinned")}
-    unbinned = prepare(validate({**raw, "data": data}))
-    assert "binned_from" not in unbinned and unbinned["levels"] == 256  # other data's manifest as before
+
+    # an npz of 32 levels of its own, prepared under the profile: nothing binned, with or without it
+    np.savez(tmp_path / "own.npz", images=rng.integers(0, 32, (120, 8, 8), dtype=np.uint8),
+             labels=np.arange(120) % 2, levels=32)  # fmt: skip
+    own = {**raw["data"], "source": f"npz:{tmp_path / 'own.npz'}", "prepared_dir": str(tmp_path / "own")}
+    made = prepare(validate({**raw, "data": {**own, "max_levels": 32}}))
+    assert made["levels"] == made["source_levels"] == 32
+    for data in (own, {**own, "max_levels": 32}):
+        assert not levels_binned(validate({**raw, "data": data}), net)
+    # digits, the default: its manifest as it was (no key: DVC's stages after prepare stay current)
+    assert "source_levels" not in prepare(validate({**raw, "data": {"prepared_dir": str(tmp_path / "d")}}))
 
     folder = tmp_path / "scans"
     folder.mkdir()

@@ -170,6 +170,8 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
         assert main([*cmd, "--params", str(pfile), "--out", str(tmp / "no")]) == 2
         assert "trained on other data" in capsys.readouterr().err
     assert not list(tmp.glob("no*"))
+    # the GAN's strip runs between codes of its prior: no prepared image is used, nothing to refuse
+    assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--out", str(tmp / "g2")]) == 0
 
 
 def _count(model, method: str) -> list[int]:
