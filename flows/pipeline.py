@@ -47,7 +47,7 @@ from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
-from genzoo.tasks.train import check_data, up_to_date
+from genzoo.tasks.train import check_data, check_outputs, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets
 
@@ -715,6 +715,7 @@ def pipeline(
     overrides = list(overrides or [])
     params = load_params(params_file, overrides, profile)  # fails here, before any compute
     confine(params, params_file=params_file)  # served deployments stay inside the project
+    check_outputs(params)  # before Ray, Prefect's tasks or MLflow's runs start
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()

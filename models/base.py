@@ -443,7 +443,12 @@ def read_weights(
     path = Path(path).with_suffix(".json")
     if not path.exists():
         raise FileNotFoundError(f"no model config at {path}")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a model config, unreadable as JSON ({e}); refusing to load") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a model config (a JSON {type(meta).__name__}); refusing to load")
     name = meta.get("weights", path.with_suffix(".safetensors").name)
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         raise ValueError(f"{path}: weights {name!r} is not a file beside it; refusing to load")
@@ -475,6 +480,13 @@ def load(
     """Load a model saved by :func:`save`; its weights must match the sha256 its model.json
     records (one without a sha256 loads only with ``allow_unhashed=True``)."""
     meta, state = read_weights(path, map_location, allow_unhashed=allow_unhashed)
-    model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
-    model.load_state_dict(state)
+    try:
+        model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # an edited config: not these weights' net
+        said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{Path(path).with_suffix('.json')}: its family, spec or net do not build the network its "
+            f"weights are of ({said}); refusing to load"
+        ) from None
     return model.to(map_location).eval()

@@ -71,8 +71,8 @@ class DataParams(Config):
         le=65536,
         description="at most this many levels per value (Glow's n_bits: 32 = 5 bits); fewer are kept",
     )
-    raw_dir: str = "data/raw"
-    prepared_dir: str = "data/prepared"
+    raw_dir: str = Field("data/raw", min_length=1)
+    prepared_dir: str = Field("data/prepared", min_length=1)
 
     @field_validator("source")
     @classmethod
@@ -100,8 +100,8 @@ class RunParams(Config):
     threads: int | None = Field(
         None, gt=0, description="torch intra-op threads (None: the CPUs the task reserves, ray.resources)"
     )
-    runs_dir: str = "runs"
-    checkpoints_dir: str = "checkpoints"
+    runs_dir: str = Field("runs", min_length=1)  # "" would be the current folder
+    checkpoints_dir: str = Field("checkpoints", min_length=1)
     samples_per_class: int = Field(10, gt=0, description="columns of the per-class sample grid")
     track: bool = Field(True, description="log runs, metrics, artifacts and models to MLflow")
 
@@ -205,7 +205,7 @@ class AugmentParams(Config):
     png: bool | None = Field(
         None, description="deprecated: true adds imagefolder to formats (its PNGs replace png/<class>/)"
     )
-    out_dir: str = Field("data/augment", description="parent folder of the datasets")
+    out_dir: str = Field("data/augment", min_length=1, description="parent folder of the datasets")
     recipe: str = Field("plain", description="how the images are made and labelled: a name under `recipes`")
 
     @field_validator("formats")

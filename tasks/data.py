@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -234,8 +235,13 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
     hash is checked against the manifest."""
     manifest = read_manifest(prepared_dir)
     path = Path(prepared_dir) / f"{split}.npz"
-    with np.load(path, allow_pickle=False) as z:
-        images, labels = z["images"], z["labels"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, zlib.error) as e:  # damaged, truncated
+        raise DataError(
+            f"{path}: unreadable ({e}); re-run `genzoo prepare` (or `dvc pull prepare`)"
+        ) from None
     expected = manifest.get("splits", {}).get(split, {}).get("sha256")
     if expected is None:
         raise DataError(

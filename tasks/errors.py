@@ -63,12 +63,15 @@ def writing(what: str, where: str | Path) -> Iterator[None]:
         ) from e
 
 
-def check_output_dir(path: str | Path, key: str) -> None:
+def check_output_dir(path: str | Path, key: str, into: bool = False) -> None:
     """Fail before any compute when ``path`` (the value of params key ``key``) cannot be a
-    folder: something on the way to it exists and is not a folder, or it is not writable."""
+    folder: something on the way to it exists and is not a folder, or it is not writable (with
+    ``into``, a folder written into rather than replaced whole: the folder itself)."""
     path = Path(path).absolute()
     if path.exists() and not path.is_dir():
         raise GenzooError(f"{key}={path}: exists and is not a folder")
+    if into and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise GenzooError(f"{key}={path}: not writable")
     for p in path.parents:  # the folder is replaced as a whole, from beside it
         if p.exists():
             if not p.is_dir():

@@ -44,7 +44,7 @@ from genzoo.models.base import GenerativeModel, as_if_created, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError
+from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, check_output_dir
 
 log = logging.getLogger("genzoo.train")  # its one line: a variant starts training (train_variant)
 # The folder holding models/ tasks/ metrics/: the repository in an editable install,
@@ -74,6 +74,7 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
     the lock are removed again on the way out when nothing but the lock landed in them: a command
     that fails on bad input leaves no trace."""
     folder = Path(runs_dir)
+    check_output_dir(folder, "run.runs_dir", into=True)  # a file on the way: one line, before any work
     made = [d for d in (folder, *folder.parents) if not d.exists()]  # the innermost first
     folder.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"

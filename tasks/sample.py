@@ -118,13 +118,14 @@ def sample_to_file(
     images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()
     np.savez(buf, images=images, labels=labels)
-    npz = out.with_name(out.name + ".npz")
-    atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    npz, png = out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")
     order = np.argsort(labels, kind="stable")[:400]
-    png = save_png(
-        grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))),
-        out.with_name(out.name + ".png"),
-    )
+
+    def write_pair(tmp: str) -> None:  # the .png lands inside the .npz's write: both or neither is new
+        Path(tmp).write_bytes(buf.getvalue())
+        save_png(grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))), png)
+
+    atomic_write(npz, write_pair)
     return npz, png
 
 

@@ -19,7 +19,9 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     out = family_dir(params, family)
     row: dict[str, Any] = {"family": family, "state": "not trained"}
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
-    if meta is None or metrics is None:
+    if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
+        row["state"] = "damaged (model.json is not a model config: train it again)"
+    if not isinstance(meta, dict) or metrics is None:
         return row
     manifest = read_manifest(params.data.prepared_dir, required=False)
     missing = [f for f in FAMILY_OUTPUTS if not (out / f).is_file()]

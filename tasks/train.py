@@ -31,7 +31,7 @@ from genzoo.models.base import (
 from genzoo.models.trainer import Callback, JsonlLogger, excluded_error
 from genzoo.tasks.config import Params, ParamsError, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split, read_manifest
-from genzoo.tasks.errors import exit_code
+from genzoo.tasks.errors import check_output_dir, exit_code
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
     checkpoint_dir,
@@ -81,6 +81,13 @@ def sampling_speed(model: GenerativeModel, n: int | None = None, seed: int = 0) 
     return n / (time.perf_counter() - t0)
 
 
+def check_outputs(params: Params) -> None:
+    """Where training writes (``run.runs_dir``, ``run.checkpoints_dir``) can be written, checked
+    before any of it is: a file on the way or a read-only folder is one line naming the key."""
+    check_output_dir(params.run.runs_dir, "run.runs_dir", into=True)
+    check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
+
+
 def train_family(
     params: Params,
     family: str,
@@ -98,6 +105,7 @@ def train_family(
     ``parent_run_id``; the trained model is registered under the family's name. metrics.json
     is written last (tracked: after the registration), so a family whose stage died before
     it is not taken for done (``layout.up_to_date``) and is trained again (from its checkpoint)."""
+    check_outputs(params)
     check_data(params, family)
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at, final=True)
@@ -192,6 +200,9 @@ def _train(
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     spec = data_spec(manifest)
     cfg = params.train_config(family)
+    scored = issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound)
+    # its test likelihood comes last: a damaged test split is found before the training, not after
+    test = load_split(params.data.prepared_dir, "test")[:2] if scored else None
     dhash = data_hash(manifest)
     made_with = train_inputs(params, family, manifest)  # model.json keeps them: status says what changed
     fp = key_of(made_with)  # train_key
@@ -200,7 +211,7 @@ def _train(
     (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
 
     val_fn = None
-    if issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound) and cfg.eval_every:
+    if scored and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
         x_val, y_val = _at_most(
             *load_split(params.data.prepared_dir, "val")[:2], cfg.likelihood_count(spec), params.seed
@@ -253,9 +264,7 @@ def _train(
     if result.best_step is not None:
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if estimator is not None:  # labels marginalised: the unconditional likelihood
-        x_test, _ = _at_most(
-            *load_split(params.data.prepared_dir, "test")[:2], cfg.likelihood_count(spec), params.seed
-        )
+        x_test, _ = _at_most(*test, cfg.likelihood_count(spec), params.seed)
         test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator, test_images=len(x_test))
     metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from genzoo.flows import cli
@@ -439,6 +440,42 @@ def test_prepared_data_whose_manifest_levels_is_edited_is_refused(tmp_path):
         load_split(tmp_path / "prepared", "val")
 
 
+def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path, capsys):
+    """A flipped byte or a truncated .npz of the prepared data: one line naming the file (it was
+    a BadZipFile traceback, exit 1), and a damaged test split stops `genzoo train` before it
+    trains (it was read after the whole training, whose outputs were written first). Bad output
+    folders for training are one line before anything is written, an empty path a bad key."""
+    import yaml
+
+    raw = tiny_params(tmp_path, steps=3, families=["vae"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    base = ["--params", str(pfile)]
+    assert cli.main(["prepare", *base]) == 0
+    train, test = tmp_path / "prepared" / "train.npz", tmp_path / "prepared" / "test.npz"
+    good, whole = train.read_bytes(), test.read_bytes()
+    train.write_bytes(good[:200] + bytes([good[200] ^ 1]) + good[201:])
+    capsys.readouterr()
+    assert cli.main(["train", "--family", "vae", "-q", *base]) == 2
+    assert f"genzoo train: error: {train}: unreadable (Bad CRC-32" in capsys.readouterr().err
+    train.write_bytes(good)
+    test.write_bytes(whole[: len(whole) // 2])
+    assert cli.main(["train", "--family", "vae", "-q", *base]) == 2
+    assert f"genzoo train: error: {test}: unreadable (File is not a zip file)" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "vae").exists() and not (tmp_path / "ckpt").exists()  # before training
+    test.write_bytes(whole)
+
+    (tmp_path / "afile").write_text("mine")
+    for override, said in (
+        (f"run.checkpoints_dir={tmp_path / 'afile'}", "run.checkpoints_dir="),
+        (f"run.runs_dir={tmp_path / 'afile' / 'sub'}", f"{tmp_path / 'afile'} exists and is not a folder"),
+        ('run.runs_dir=""', "run.runs_dir: String should have at least 1 character"),
+    ):
+        assert cli.main(["train", "--family", "vae", "-q", *base, "-o", override]) == 2, override
+        assert said in capsys.readouterr().err, override
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "vae").exists(), override
+
+
 def test_16_bit_pngs_are_scaled_to_8_bits_with_a_warning(tmp_path, caplog):
     """Documented handling: 16-bit grayscale keeps its contrast (v * 255 / 65535), not clipped
     at 255 as Pillow's convert does; a warning says so."""
@@ -599,6 +636,19 @@ def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_samplin
     assert describe_os_error(IsADirectoryError(errno.EISDIR, "Is a directory", "/x.npz")) == (
         "/x.npz: a folder, not a file (Is a directory)"
     )
+    # the disk fills while the .png is written: the .npz of an earlier draw is kept, not replaced
+    # by one the .png beside it does not show (the new .npz was left beside the failed .png)
+    monkeypatch.setattr(sample_task, "draw", lambda *a, **k: (torch.rand(4, 1, 8, 8), torch.arange(4)))
+    (tmp_path / "shots.npz").write_bytes(b"an earlier draw")
+
+    def full(img, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(sample_task, "save_png", full)
+    with pytest.raises(OSError, match="No space left"):
+        sample_task.sample_to_file(None, 4, tmp_path / "shots")
+    assert (tmp_path / "shots.npz").read_bytes() == b"an earlier draw"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "shots.npz"]  # no temp file left
 
 
 def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch, capsys, restore_logging):

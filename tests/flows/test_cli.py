@@ -213,6 +213,24 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert gan_state(*short).startswith("damaged (model.safetensors does not match the sha256")
     weights.write_bytes(good)
+    # an edited model.json: status says damaged (it said "not trained" beside the weights), and a
+    # command loading it refuses in one line (tracebacks of JSON, torch or pydantic, exit 1)
+    config = meta_file.read_text()
+    meta_file.write_text("[" + config[1:])
+    assert gan_state(*short) == "damaged (model.json is not a model config: train it again)"
+    out = ["--out", str(tmp_path / "s")]
+    assert cli.main(["sample", *base, "--family", "gan", "--n", "2", *out]) == 2
+    assert f"{meta_file}: not a model config, unreadable as JSON" in capsys.readouterr().err
+    edited = {"spec": {**meta["spec"], "num_classes": 3}, "net": {**meta["net"], "hidden": 16},
+              "family": "nosuch"}  # fmt: skip
+    for key, value in edited.items():
+        meta_file.write_text(json.dumps({**meta, key: value}))
+        assert cli.main(["sample", *base, "--family", "gan", "--n", "2", *out]) == 2, key
+        err = capsys.readouterr().err
+        said = f"genzoo sample: error: {meta_file}: its family, spec or net do not build "
+        assert err.startswith(said), err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.npz").exists(), err
+    meta_file.write_text(config)
     # no prepared data (a clone that pulled the models only): said so, not "params or code changed"
     prepared = tmp_path / "prepared"
     prepared.rename(tmp_path / "prepared.bak")
