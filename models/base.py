@@ -480,13 +480,37 @@ def load(
     """Load a model saved by :func:`save`; its weights must match the sha256 its model.json
     records (one without a sha256 loads only with ``allow_unhashed=True``)."""
     meta, state = read_weights(path, map_location, allow_unhashed=allow_unhashed)
-    try:
-        model = build(meta["family"], DataSpec(**meta["spec"]), meta["net"])
-        model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # an edited config: not these weights' net
-        said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = Path(path).with_suffix(".json")
+    family = meta.get("family")
+    if family not in REGISTRY:
         raise ValueError(
-            f"{Path(path).with_suffix('.json')}: its family, spec or net do not build the network its "
-            f"weights are of ({said}); refusing to load"
-        ) from None
+            f"{where}: family {family!r} is not one of {', '.join(sorted(REGISTRY))}; refusing to load"
+        )
+    try:  # an edited config: said as such (a bug in a family's constructor keeps its traceback)
+        spec = DataSpec(**meta["spec"])
+        cfg = REGISTRY[family].Config(**meta["net"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{where}: its spec or net is not a {family} model's ({_first(e)}); refusing to load"
+        ) from e
+    model = build(family, spec, cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        if not str(e).startswith("Error(s) in loading state_dict"):
+            raise
+        raise ValueError(
+            f"{where}: its spec or net do not build the network its weights are of ({_first(e, 1)}); "
+            "refusing to load"
+        ) from e
     return model.to(map_location).eval()
+
+
+def _first(e: BaseException, skip: int = 0) -> str:
+    """The first line of an error's message with something in it (after ``skip`` lines: a
+    state_dict error's first line only says there were errors)."""
+    if callable(getattr(e, "errors", None)):  # pydantic's: the key and what is wrong with it
+        first = e.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[skip:] or lines or [type(e).__name__])[0]

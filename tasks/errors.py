@@ -70,8 +70,10 @@ def check_output_dir(path: str | Path, key: str, into: bool = False) -> None:
     path = Path(path).absolute()
     if path.exists() and not path.is_dir():
         raise GenzooError(f"{key}={path}: exists and is not a folder")
-    if into and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise GenzooError(f"{key}={path}: not writable")
+    if into and path.is_dir():  # written into: the folder itself, whatever its parent allows
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise GenzooError(f"{key}={path}: not writable")
+        return
     for p in path.parents:  # the folder is replaced as a whole, from beside it
         if p.exists():
             if not p.is_dir():

@@ -508,7 +508,7 @@ def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
     manifest = read_manifest(params.data.prepared_dir, required=False)
     meta = read_json(out / "model.json")
     metrics = read_json(out / "metrics.json")
-    if manifest is None or meta is None or metrics is None:
+    if manifest is None or not isinstance(meta, dict) or not isinstance(metrics, dict):
         return None
     if meta.get("fingerprint") != train_key(params, family, manifest):
         return None

@@ -110,7 +110,9 @@ def sample_to_file(
     out = Path(out)
     if out.suffix in (".npz", ".png"):
         out = out.with_suffix("")
-    check_output_dir(out.parent, "out")  # a folder it cannot write to: said before the sampling, not after
+    check_output_dir(
+        out.parent, "out", into=True
+    )  # a folder it cannot write to: said before the sampling, not after
     for target in (out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")):
         if target.is_dir():  # neither file is written (the .npz was, before the .png failed)
             raise GenzooError(f"out={out}: {target} is a folder; choose another --out")
@@ -121,7 +123,9 @@ def sample_to_file(
     npz, png = out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")
     order = np.argsort(labels, kind="stable")[:400]
 
-    def write_pair(tmp: str) -> None:  # the .png lands inside the .npz's write: both or neither is new
+    def write_pair(
+        tmp: str,
+    ) -> None:  # the .png lands inside the .npz's write: a failed .png keeps the old .npz
         Path(tmp).write_bytes(buf.getvalue())
         save_png(grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))), png)
 

@@ -20,7 +20,7 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     row: dict[str, Any] = {"family": family, "state": "not trained"}
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
     if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
-        row["state"] = "damaged (model.json is not a model config: train it again)"
+        row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
     if not isinstance(meta, dict) or metrics is None:
         return row
     manifest = read_manifest(params.data.prepared_dir, required=False)

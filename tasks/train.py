@@ -201,15 +201,9 @@ def _train(
     spec = data_spec(manifest)
     cfg = params.train_config(family)
     scored = issubclass(models.REGISTRY[family], ExactLikelihood | LikelihoodBound)
-    # its test likelihood comes last: a damaged test split is found before the training, not after
-    test = load_split(params.data.prepared_dir, "test")[:2] if scored else None
-    dhash = data_hash(manifest)
-    made_with = train_inputs(params, family, manifest)  # model.json keeps them: status says what changed
-    fp = key_of(made_with)  # train_key
-    out = family_dir(params, family)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
-
+    # its test likelihood comes last: a damaged split is found before the training, not after
+    test = _at_most(*load_split(params.data.prepared_dir, "test")[:2], cfg.likelihood_count(spec),
+                    params.seed) if scored else None  # fmt: skip
     val_fn = None
     if scored and cfg.eval_every:
         # model selection on the validation split, conditional on labels: one pass per batch
@@ -217,6 +211,12 @@ def _train(
             *load_split(params.data.prepared_dir, "val")[:2], cfg.likelihood_count(spec), params.seed
         )
         val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
+    dhash = data_hash(manifest)
+    made_with = train_inputs(params, family, manifest)  # model.json keeps them: status says what changed
+    fp = key_of(made_with)  # train_key
+    out = family_dir(params, family)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
     trained, result = train_variant(
         params,
         family,
@@ -264,7 +264,7 @@ def _train(
     if result.best_step is not None:
         metrics.update(best_step=result.best_step, val_bpd=round(result.best_val, 4))
     if estimator is not None:  # labels marginalised: the unconditional likelihood
-        x_test, _ = _at_most(*test, cfg.likelihood_count(spec), params.seed)
+        x_test, _ = test
         test_bpd = bits_per_dim(log_likelihoods(trained, x_test).mean().item(), spec.dims)
         metrics.update(test_bpd=round(test_bpd, 4), bpd_estimator=estimator, test_images=len(x_test))
     metrics["span"] = {"start": started, "end": time.time()}  # wall-clock of the whole stage

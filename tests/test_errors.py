@@ -440,13 +440,12 @@ def test_prepared_data_whose_manifest_levels_is_edited_is_refused(tmp_path):
         load_split(tmp_path / "prepared", "val")
 
 
-def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path, capsys):
+def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path, capsys, monkeypatch):
     """A flipped byte or a truncated .npz of the prepared data: one line naming the file (it was
     a BadZipFile traceback, exit 1), and a damaged test split stops `genzoo train` before it
     trains (it was read after the whole training, whose outputs were written first). Bad output
     folders for training are one line before anything is written, an empty path a bad key."""
-    import yaml
-
+    monkeypatch.chdir(tmp_path)  # run.runs_dir="" would be here
     raw = tiny_params(tmp_path, steps=3, families=["vae"])
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(raw))
@@ -474,6 +473,20 @@ def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path
         assert cli.main(["train", "--family", "vae", "-q", *base, "-o", override]) == 2, override
         assert said in capsys.readouterr().err, override
         assert not (tmp_path / "runs").exists() and not (tmp_path / "vae").exists(), override
+    # a runs folder written into needs to be writable itself, whatever its parent allows (a
+    # volume mounted under a read-only folder); one that is not writable is said before any work
+    from genzoo.tasks import errors
+
+    runs = tmp_path / "ro" / "runs"
+    runs.mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr(errors.os, "access", lambda p, mode: Path(p) != runs.parent and real(p, mode))
+    errors.check_output_dir(runs, "run.runs_dir", into=True)
+    with pytest.raises(errors.GenzooError, match="ro: is not writable|ro is not writable"):
+        errors.check_output_dir(runs, "run.runs_dir")  # a folder replaced whole: its parent's matter
+    monkeypatch.setattr(errors.os, "access", lambda p, mode: Path(p) != runs and real(p, mode))
+    with pytest.raises(errors.GenzooError, match=f"run.runs_dir={runs}: not writable"):
+        errors.check_output_dir(runs, "run.runs_dir", into=True)
 
 
 def test_16_bit_pngs_are_scaled_to_8_bits_with_a_warning(tmp_path, caplog):

@@ -217,19 +217,22 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     # command loading it refuses in one line (tracebacks of JSON, torch or pydantic, exit 1)
     config = meta_file.read_text()
     meta_file.write_text("[" + config[1:])
-    assert gan_state(*short) == "damaged (model.json is not a model config: train it again)"
+    assert gan_state(*short) == "damaged (model.json cannot be read as a model config: train it again)"
     out = ["--out", str(tmp_path / "s")]
     assert cli.main(["sample", *base, "--family", "gan", "--n", "2", *out]) == 2
     assert f"{meta_file}: not a model config, unreadable as JSON" in capsys.readouterr().err
-    edited = {"spec": {**meta["spec"], "num_classes": 3}, "net": {**meta["net"], "hidden": 16},
-              "family": "nosuch"}  # fmt: skip
-    for key, value in edited.items():
-        meta_file.write_text(json.dumps({**meta, key: value}))
+    built = "its spec or net do not build the network its weights are of (size mismatch for "
+    edited = {("spec", "num_classes", 3): built, ("net", "hidden", 16): built,
+              ("net", "latent_dim", -1): "its spec or net is not a gan model's (latent_dim",
+              ("family", None, "nosuch"): "family 'nosuch' is not one of ddpm, gan, "}  # fmt: skip
+    for (key, sub, value), said in edited.items():
+        meta_file.write_text(json.dumps({**meta, key: {**meta[key], sub: value} if sub else value}))
         assert cli.main(["sample", *base, "--family", "gan", "--n", "2", *out]) == 2, key
         err = capsys.readouterr().err
-        said = f"genzoo sample: error: {meta_file}: its family, spec or net do not build "
-        assert err.startswith(said), err
+        assert err.startswith(f"genzoo sample: error: {meta_file}: {said}"), err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.npz").exists(), err
+    meta_file.write_text("[]")  # JSON, not a config: the skip logic too (an AttributeError traceback)
+    assert gan_state(*short).startswith("damaged")
     meta_file.write_text(config)
     # no prepared data (a clone that pulled the models only): said so, not "params or code changed"
     prepared = tmp_path / "prepared"
