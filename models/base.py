@@ -79,10 +79,11 @@ def _kinds(annotation: Any) -> set[Any]:
 
 
 class Config(BaseModel):
-    """Base of genzoo's configs: unknown keys are errors, and true/false is no number (pydantic
-    alone takes ``seed: true`` as 1, ``lr: false`` as 0.0 and ``[true]`` as ``[1]``)."""
+    """Base of genzoo's configs: unknown keys are errors, true/false is no number (pydantic
+    alone takes ``seed: true`` as 1, ``lr: false`` as 0.0 and ``[true]`` as ``[1]``), and nan
+    or inf is no number either (``lr=nan`` was refused as "less than or equal to 10")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -213,7 +213,10 @@ class Checkpoints:
             log.warning("checkpoint index %s is unreadable; ignoring it", self.index_path)
             return []
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise ValueError(f"checkpoint index {self.index_path}: not a list of entries; refusing it")
+            raise ValueError(
+                f"checkpoint index {self.index_path}: not a list of entries; refusing it (remove it to "
+                "start this training afresh)"
+            )
         for e in entries:
             self._confined(e.get("file"))
         return entries

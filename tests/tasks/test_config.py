@@ -101,6 +101,9 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
         with pytest.raises(ParamsError, match=f"{key}: expected a number, not true/false"):
             validate({**BASE, **raw})
     assert validate({**BASE, "run": {"track": True}}).run.track is True  # a boolean where one is due
+    for bad in (float("nan"), float("inf")):  # `-o train.lr=nan` was "less than or equal to 10 (got 'nan')"
+        with pytest.raises(ParamsError, match="train.lr: Input should be a finite number"):
+            validate({**BASE, "train": {"lr": bad}})
     f = tmp_path / "p.yaml"
     f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.train.stepz: 60, seed: 1}\n")
     load_params(f)  # (the profile's keys are read when it is used)
