@@ -110,9 +110,8 @@ def sample_to_file(
     out = Path(out)
     if out.suffix in (".npz", ".png"):
         out = out.with_suffix("")
-    check_output_dir(
-        out.parent, "out", into=True
-    )  # a folder it cannot write to: said before the sampling, not after
+    # a folder it cannot write to: said before the sampling, not after
+    check_output_dir(out.parent, "out", into=True)
     for target in (out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")):
         if target.is_dir():  # neither file is written (the .npz was, before the .png failed)
             raise GenzooError(f"out={out}: {target} is a folder; choose another --out")
@@ -123,9 +122,8 @@ def sample_to_file(
     npz, png = out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")
     order = np.argsort(labels, kind="stable")[:400]
 
-    def write_pair(
-        tmp: str,
-    ) -> None:  # the .png lands inside the .npz's write: a failed .png keeps the old .npz
+    def write_pair(tmp: str) -> None:
+        """The .npz, then the .png inside its write: a .png that fails keeps the old .npz."""
         Path(tmp).write_bytes(buf.getvalue())
         save_png(grid(torch.from_numpy(images[order]), nrow=min(20, max(1, int(len(order) ** 0.5)))), png)
 
