@@ -230,6 +230,18 @@ def data_hash(manifest: dict) -> str:
     return fingerprint({s: v["sha256"] for s, v in manifest["splits"].items()})
 
 
+def check_trained_on(family: str, trained_on: str | None, manifest: dict, prepared_dir, why: str) -> None:
+    """Refuse a model trained on other data (``trained_on``: its model.json's hash) than the
+    prepared data of ``manifest`` holds, saying ``why`` that matters to the command."""
+    holds = data_hash(manifest)
+    if trained_on and trained_on != holds:
+        raise DataError(
+            f"{family}: trained on other data ({trained_on[:12]}) than {prepared_dir} holds ({holds[:12]}): "
+            f"{why}; prepare the data it was trained on (with the params it was trained with) or retrain "
+            f"it (`genzoo train --family {family}`)"
+        )
+
+
 def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(images in [0, 1] float32 (N, C, H, W), labels int64 (N,), manifest); the content
     hash is checked against the manifest."""

@@ -57,6 +57,7 @@ from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
     WIDE_MODES,
     DataError,
+    check_trained_on,
     convert_levels,
     data_hash,
     data_spec,
@@ -94,14 +95,9 @@ def _model(params: Params, family: str) -> GenerativeModel:
     if not isinstance(net, ExactLikelihood | LikelihoodBound):
         scorable = models.families_with(ExactLikelihood | LikelihoodBound)
         raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
-    trained_on, manifest = (read_json(path) or {}).get("data_sha256"), read_manifest(params.data.prepared_dir)
-    if trained_on and trained_on != data_hash(manifest):  # its threshold comes from that data's val split
-        raise DataError(
-            f"{family}: trained on other data ({trained_on[:12]}) than {params.data.prepared_dir} holds "
-            f"({data_hash(manifest)[:12]}): its threshold would come from other images; prepare the data "
-            f"it was trained on (with the params it was trained with) or retrain it "
-            f"(`genzoo train --family {family}`)"
-        )
+    prepared = params.data.prepared_dir
+    check_trained_on(family, (read_json(path) or {}).get("data_sha256"), read_manifest(prepared), prepared,
+                     "its threshold would come from other images")  # fmt: skip
     return net
 
 

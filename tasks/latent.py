@@ -343,16 +343,10 @@ def _same_data(params, family: str, model, manifest: dict) -> None:
     """Refuse to encode the prepared images with a model trained on other data (its model.json's
     hash): its codes of images it never saw say nothing of what it learned. (The GAN's strips
     run between codes of its prior: no image of the split is used.)"""
-    from genzoo.tasks.data import DataError, data_hash
+    from genzoo.tasks.data import check_trained_on
 
-    trained_on, holds = getattr(model, "data_sha256", None), data_hash(manifest)
-    if trained_on and trained_on != holds:
-        raise DataError(
-            f"{family}: trained on other data ({trained_on[:12]}) than {params.data.prepared_dir} holds "
-            f"({holds[:12]}): its codes of these images would say nothing of what it learned; prepare the "
-            f"data it was trained on (with the params it was trained with) or retrain it "
-            f"(`genzoo train --family {family}`)"
-        )
+    check_trained_on(family, getattr(model, "data_sha256", None), manifest, params.data.prepared_dir,
+                     "its codes of these images would say nothing of what it learned")  # fmt: skip
 
 
 def _index(i: int, n: int, what: str) -> int:
