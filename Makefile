@@ -61,6 +61,11 @@ bench: install  ## per-family training time, sampling speed, test bits/dim
 	$(PY) bench/families.py $(ARGS)
 
 mlflow: install  ## MLflow UI + API on 127.0.0.1:$(MLFLOW_PORT) over the project's tracking store
+	@# a port in use: mlflow's server would log the error and still exit 0
+	@$(PY) -c "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+	  s.bind(('127.0.0.1', $(MLFLOW_PORT)))" 2>/dev/null || { echo "make mlflow: port $(MLFLOW_PORT) on" \
+	  "127.0.0.1 is in use (an MLflow server already? http://127.0.0.1:$(MLFLOW_PORT)); another port:" \
+	  "make mlflow MLFLOW_PORT=N" >&2; exit 1; }
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db \
 	  --artifacts-destination $(MLFLOW_STORE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 

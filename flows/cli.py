@@ -168,7 +168,10 @@ def cmd_run(args) -> int:
         logging.getLogger("genzoo").setLevel(logging.WARNING)
         if not args.quiet:
             logging.getLogger("genzoo.cluster").setLevel(logging.INFO)  # where the families run
-    prefect_ready()
+    if prefect_ready() is None:  # the user's Prefect server (PREFECT_API_URL, a profile), if any, answers
+        from genzoo.flows.serve import check_api
+
+        check_api()
     from genzoo.flows import cluster
 
     def interrupt(signum, frame):  # Ctrl-C: the Ray tasks cancelled, the waits on them ended

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,79 @@ def healthy(api_url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def answers(api_url: str) -> bool:
+    """Something answers at ``api_url`` (an HTTP error is an answer: Prefect Cloud asks for its
+    key); False where nothing listens there or the host is unknown."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def check_api() -> None:
+    """The Prefect server the user named (``PREFECT_API_URL``, or the active Prefect profile's)
+    answers: ``genzoo run`` fails on one line before any work where it does not, not in a
+    traceback from inside Prefect's engine. No server named: nothing to check (a temporary one)."""
+    url = os.environ.get("PREFECT_API_URL")
+    where = "PREFECT_API_URL"
+    if not url:
+        from prefect.settings import get_current_settings
+
+        url, where = get_current_settings().api.url, "the Prefect profile's PREFECT_API_URL"
+    if url and not answers(url):
+        from genzoo.tasks.errors import Unreachable
+
+        raise Unreachable(
+            f"{where}={url}: no Prefect server answers there; start it (make serve), or unset "
+            "PREFECT_API_URL and genzoo run starts a temporary one"
+        )
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Another program listens on ``host:port`` (a bind there fails)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            local(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return False  # an unknown host: the server's own start says so
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(addr)
+        except OSError:
+            return True
+    return False
+
+
+def served_elsewhere(api: str, names: list[str], within: float = 30.0) -> str | None:
+    """A deployment of ``names`` (``flow/deployment``) that another process serves on the
+    server at ``api``: the first whose runner polled it in the last ``within`` seconds, with how
+    long ago; None when none. (Prefect's runner pauses every deployment it served when it stops:
+    a second `genzoo serve` joining the server would pause the first one's on its way out.)"""
+    from datetime import datetime, timezone
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    now = datetime.now(timezone.utc)
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        for name in names:
+            try:
+                d = c.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if d.last_polled is not None and not d.paused:
+                ago = (now - d.last_polled).total_seconds()
+                if ago < within:
+                    return f"{name} (polled {max(ago, 0):.0f} s ago)"
+    return None
 
 
 AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
@@ -117,6 +191,13 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
     limited to its own origin (basic auth from ``PREFECT_SERVER_API_AUTH_STRING`` when set);
     waits until healthy."""
     check_exposure(host)
+    if port_taken(host, port):
+        from genzoo.tasks.errors import UsageError
+
+        raise UsageError(
+            f"port {port} on {local(host)} is in use by another program (no Prefect server answers "
+            f"there): serve on another, genzoo serve --port N (make serve PREFECT_PORT=N)"
+        )
     env = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -134,7 +215,12 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
     deadline = time.monotonic() + timeout
     while not healthy(api):
         if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {proc.returncode} (is port {port} taken?)")
+            from genzoo.tasks.errors import Unreachable
+
+            raise Unreachable(
+                f"prefect server on {local(host)}:{port} exited with code {proc.returncode} before it "
+                "answered (its lines above say why)"
+            )
         if time.monotonic() > deadline:
             stop(proc)
             raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
@@ -220,6 +306,16 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+# the deployments genzoo serve serves, as flow/deployment
+NAMES = [
+    "genzoo-pipeline/pipeline",
+    "genzoo-train-family/train-family",
+    "genzoo-augment/augment",
+    "genzoo-sample/sample",
+    "genzoo-judge/judge",
+]
+
+
 def deployments(params_file: str = "params.yaml") -> list:
     from genzoo.flows.pipeline import augment, judge_study, pipeline, sample, train_one
 
@@ -259,6 +355,14 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         raise Unreachable(f"PREFECT_API_URL={api}: no healthy Prefect server there")
     if not Path(params_file).exists():
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
+    if server is None and (other := served_elsewhere(api, NAMES)):
+        from genzoo.tasks.errors import UsageError
+
+        raise UsageError(
+            f"{api.removesuffix('/api')} already has genzoo's deployments served by another process "
+            f"({other}: another genzoo serve?); stop that one first, or serve on another port "
+            "(genzoo serve --port N, make serve PREFECT_PORT=N)"
+        )
     roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
     os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
     # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
@@ -266,12 +370,7 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
     try:
         from prefect import serve as prefect_serve
 
-        print(
-            f"Prefect UI: {api.removesuffix('/api')}  (deployments: genzoo-pipeline/pipeline, "
-            "genzoo-train-family/train-family, genzoo-augment/augment, genzoo-sample/sample, "
-            "genzoo-judge/judge)",
-            flush=True,
-        )
+        print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
         # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
         poll = None if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") else 2
         prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)

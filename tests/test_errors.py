@@ -676,6 +676,30 @@ def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch
     assert "Traceback" not in err and files_under(world["root"]) == before
 
 
+def test_run_against_a_stopped_prefect_server_is_one_line(world, monkeypatch, capsys, restore_logging):
+    """PREFECT_API_URL set as README's Prefect UI section shows, its server since stopped: one
+    line before any work (was a 110-line traceback from inside Prefect's engine, exit 1)."""
+    api = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    before = files_under(world["root"])
+    rc = cli.main(["run", *_p(world, "--families", "vae")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"run: error: PREFECT_API_URL={api}: no Prefect server answers there" in err, err
+    assert "Traceback" not in err and files_under(world["root"]) == before
+
+
+def test_serve_on_a_port_another_program_holds_is_one_line(world, monkeypatch, capsys, restore_logging):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        rc = cli.main(["serve", *_p(world, "--port", str(port))])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"port {port} on 127.0.0.1 is in use by another program" in err, err
+    assert "PREFECT_PORT=N" in err and "Traceback" not in err
+
+
 STAGES = {"prepare": [], "train": ["vae"], "evaluate": ["vae"], "detect": ["pixelcnn"],
           "usefulness": ["reference"], "augment": [], "report": []}  # fmt: skip
 

@@ -45,6 +45,10 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()
         local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
         assert local and all(addr.startswith("127.0.0.1:") for addr in local), local
+        # a second one on the port fails, saying so (mlflow's own server exits 0 after its error)
+        again = subprocess.run(["make", "-s", "mlflow", f"MLFLOW_PORT={port}", f"MLFLOW_STORE={tmp_path}"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert again.returncode != 0 and f"port {port} on 127.0.0.1 is in use" in again.stderr, again.stderr
 
         from mlflow import MlflowClient
 

@@ -91,6 +91,15 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
         assert local and all(a.startswith("127.0.0.1:") for a in local), local
 
+        # a second `make serve` on this port is refused at once (joining, it would have paused the
+        # first one's deployments on its way out: Prefect's runner pauses all it served)
+        second = subprocess.run(
+            [str(BIN / "genzoo"), "serve", "--port", str(port), "--params", str(pfile)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2 and "served by another process" in second.stderr, second.stderr
+        assert not any(d["paused"] for d in api_post(api, "deployments/filter"))
+
         # the UI's form: the deployment's parameter schema lists the flow's typed parameters
         r = prefect("deployment", "inspect", "genzoo-train-family/train-family")
         assert "family" in r.stdout and "pixelcnn" in r.stdout, r.stdout
