@@ -155,10 +155,39 @@ def git_tags() -> dict[str, str]:
 
 
 class MlflowLogger(Callback):
-    """Trainer callback: each log step's metrics go to the run in one ``log_batch``."""
+    """Trainer callback: each log step's metrics go to the run in one ``log_batch``. A training
+    resumed from a checkpoint first logs the steps before it from ``history`` (the family's
+    ``log.jsonl``, which keeps them): the run that registers the model holds its whole curve,
+    not only the steps after the resume (those before are in the interrupted run too)."""
 
-    def __init__(self, mlflow_client, run_id: str):
-        self.client, self.run_id = mlflow_client, run_id
+    def __init__(self, mlflow_client, run_id: str, history: Path | None = None):
+        self.client, self.run_id, self.history = mlflow_client, run_id, history
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        start = info.get("start_step", 0)
+        if not start or self.history is None or not self.history.exists():
+            return
+        ts = int(time.time() * 1000)
+        rows = [json.loads(line) for line in self.history.read_text().splitlines() if line.strip()]
+        # a Ray task retried in the same run (its worker died) has logged some of them already
+        logged = {
+            (k, m.step)
+            for k in self.client.get_run(self.run_id).data.metrics
+            for m in self.client.get_metric_history(self.run_id, k)
+        }
+        batch = [
+            Metric(k, float(v), ts, int(row["step"]))
+            for row in rows
+            if 0 < row.get("step", 0) <= start
+            for k, v in row.items()
+            if k != "step" and isinstance(v, int | float) and (k, int(row["step"])) not in logged
+        ]
+        tag = [RunTag("genzoo.resumed_from_step", str(start))]
+        for i in range(0, max(len(batch), 1), 1000):  # MLflow takes at most 1,000 metrics a batch
+            part = {"metrics": batch[i : i + 1000], "tags": tag if i == 0 else []}
+            _retry(lambda p=part: self.client.log_batch(self.run_id, **p, synchronous=True), "log_batch")
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric

@@ -117,7 +117,7 @@ def train_family(
     if tags:
         tracking.set_tags(c, run_id, tags)
     try:
-        cbs = [*callbacks, tracking.MlflowLogger(c, run_id)]
+        cbs = [*callbacks, tracking.MlflowLogger(c, run_id, history=family_dir(params, family) / "log.jsonl")]
         metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at, final=False)
     except BaseException as e:  # Ctrl-C, or a Ray task cancelled by one: KILLED, as MLflow marks a stop
         c.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED")

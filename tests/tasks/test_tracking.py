@@ -84,6 +84,40 @@ def test_a_family_whose_stage_died_before_its_mlflow_record_is_not_taken_for_don
     assert "metrics.json" in artifacts
 
 
+def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(store, tmp_path):
+    """Stopped at step 10 (its checkpoint) and trained again: the second run, whose model is
+    registered, holds the loss of steps 5 and 10 (from the family's log.jsonl) besides its own,
+    once each, and says where it resumed; the stopped run keeps its own steps."""
+    from genzoo.tasks import tracking
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=20, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    prepare(params)
+    assert not train_family(params, "gan", progress=False, stop_at=10)["complete"]
+    metrics = train_family(params, "gan", progress=False)
+    assert metrics["resumed_from"] == 10
+    c = tracking.client(store)
+    (stopped,) = [r for r in c.search_runs([c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+                  if r.info.status == "KILLED"]  # fmt: skip
+    run = metrics["mlflow"]["run_id"]
+    names = set(c.get_run(stopped.info.run_id).data.metrics) - {"train_seconds"}  # logged at its end
+    assert {"lr", "g_loss", "d_loss"} <= names
+    for name in names:
+        assert [m.step for m in c.get_metric_history(stopped.info.run_id, name)] == [5, 10]
+        assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
+    assert c.get_run(run).data.tags["genzoo.resumed_from_step"] == "10"
+    # a Ray task retried in the same run (its worker died) resumes again: no step logged twice
+    logger = tracking.MlflowLogger(c, run, history=tmp_path / "runs" / "gan" / "log.jsonl")
+    logger.on_start({"start_step": 20})
+    for name in names:
+        assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
+
+
 def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path, capsys):
     """Case 16 outside `genzoo run`: a `genzoo train` (or `dvc repro`) stopped by SIGKILL cannot
     end its MLflow run; the next one on the same runs folder, holding its lock, marks such runs
