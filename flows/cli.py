@@ -259,6 +259,10 @@ def cmd_sample(args) -> int:
                 o,
             )
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
+    if args.family and not args.model and args.family in params.models:  # as evaluate and augment say it
+        from genzoo.tasks.layout import warn_if_stale
+
+        warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"))
     if args.device:
         model = model.to(torch.device(args.device))
     names = class_names(params.data.prepared_dir, model) if args.cls is not None else None

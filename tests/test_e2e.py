@@ -186,6 +186,9 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
     common = ["--params", str(pfile), "--n", "12", "--class", "3", "--out", str(out), "--seed", "5", "-q"]
     r = _cli("sample", "--family", "vae", *common, cwd=tmp)
     assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 12
+    # trained with other params than these (as after a quick run, sampled without its profile): said
+    assert "vae: trained with other params, data or code than these (stale" in r.stderr, r.stderr
+    assert "sampled as it is" in r.stderr
     with np.load(f"{out}.npz") as z:
         assert z["images"].dtype == np.float32 and z["images"].shape == (12, 1, 8, 8)
         assert z["labels"].dtype == np.int64 and (z["labels"] == 3).all()
