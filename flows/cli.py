@@ -141,6 +141,8 @@ def cmd_run(args) -> int:
         raise UsageError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
         )
+    with _holding(params):  # a run holds the folder already: one line now, not a failed flow run
+        pass
     from genzoo.flows.serve import temporary_server
 
     # no Ray call may start or join a Ray by itself (ray's auto-init): a stage's thread still
