@@ -262,9 +262,16 @@ def cmd_sample(args) -> int:
             )
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     if args.family and not args.model and args.family in params.models:  # as evaluate and augment say it
-        from genzoo.tasks.layout import warn_if_stale
+        from genzoo.tasks.data import read_manifest
+        from genzoo.tasks.layout import family_dir, warn_if_stale
 
-        warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"))
+        # only where there is something to compare: prepared data (a `dvc pull train@F` brings none)
+        # and a finished training (metrics.json: none while a run trains it again)
+        if (
+            read_manifest(params.data.prepared_dir, required=False)
+            and (family_dir(params, args.family) / "metrics.json").is_file()
+        ):
+            warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"))
     if args.device:
         model = model.to(torch.device(args.device))
     names = class_names(params.data.prepared_dir, model) if args.cls is not None else None

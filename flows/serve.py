@@ -15,11 +15,13 @@ process's client sends it as ``PREFECT_API_AUTH_STRING``): the deployments run c
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,13 +43,16 @@ def healthy(api_url: str) -> bool:
 
 
 def answers(api_url: str) -> bool:
-    """Something answers at ``api_url`` (an HTTP error is an answer: Prefect Cloud asks for its
-    key); False where nothing listens there or the host is unknown."""
+    """Something answers at ``api_url``: False only where nothing listens there, the host is
+    unknown or it times out. An HTTP error is an answer (Prefect Cloud asks for its key), and so is
+    a TLS failure (a server with a private CA, which Prefect's own settings may trust)."""
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=5):
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=10):
             return True
     except urllib.error.HTTPError:
         return True
+    except urllib.error.URLError as e:
+        return isinstance(e.reason, ssl.SSLError)
     except OSError:
         return False
 
@@ -57,17 +62,18 @@ def check_api() -> None:
     answers: ``genzoo run`` fails on one line before any work where it does not, not in a
     traceback from inside Prefect's engine. No server named: nothing to check (a temporary one)."""
     url = os.environ.get("PREFECT_API_URL")
-    where = "PREFECT_API_URL"
+    where, unset = "PREFECT_API_URL", "unset PREFECT_API_URL"
     if not url:
         from prefect.settings import get_current_settings
 
         url, where = get_current_settings().api.url, "the Prefect profile's PREFECT_API_URL"
+        unset = "`prefect config unset PREFECT_API_URL` (or `prefect profile use` another profile)"
     if url and not answers(url):
         from genzoo.tasks.errors import Unreachable
 
         raise Unreachable(
-            f"{where}={url}: no Prefect server answers there; start it (make serve), or unset "
-            "PREFECT_API_URL and genzoo run starts a temporary one"
+            f"{where}={url}: no Prefect server answers there; start it (make serve), or {unset} "
+            "and genzoo run starts a temporary one"
         )
 
 
@@ -75,8 +81,8 @@ def port_taken(host: str, port: int) -> bool:
     """Another program listens on ``host:port`` (a bind there fails)."""
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(
-            local(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]  # the address the server binds (a wildcard too: one taken on loopback blocks it)
     except OSError:
         return False  # an unknown host: the server's own start says so
     with socket.socket(family, kind, proto) as s:
@@ -88,28 +94,39 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
-def served_elsewhere(api: str, names: list[str], within: float = 30.0) -> str | None:
+def served_elsewhere(api: str, names: list[str], within: float | None = None) -> str | None:
     """A deployment of ``names`` (``flow/deployment``) that another process serves on the
-    server at ``api``: the first whose runner polled it in the last ``within`` seconds, with how
-    long ago; None when none. (Prefect's runner pauses every deployment it served when it stops:
-    a second `genzoo serve` joining the server would pause the first one's on its way out.)"""
+    server at ``api``: the first whose runner polled it in the last ``within`` seconds (default
+    30, or three polls of ``PREFECT_RUNNER_POLL_FREQUENCY`` where that is longer), with how long
+    ago; None when none. (Prefect's runner pauses every deployment it served when it stops: a
+    second `genzoo serve` joining the server would pause the first one's on its way out.)"""
     from datetime import datetime, timezone
 
+    import httpx
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from genzoo.tasks.errors import Unreachable
+
+    if within is None:
+        with contextlib.suppress(ValueError):
+            within = 3 * float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", 0))
+        within = max(within or 0, 30.0)
     now = datetime.now(timezone.utc)
-    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
-        for name in names:
-            try:
-                d = c.read_deployment_by_name(name)
-            except ObjectNotFound:
-                continue
-            if d.last_polled is not None and not d.paused:
-                ago = (now - d.last_polled).total_seconds()
-                if ago < within:
-                    return f"{name} (polled {max(ago, 0):.0f} s ago)"
+    try:
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+            for name in names:
+                try:
+                    d = c.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    continue
+                if d.last_polled is not None and not d.paused:
+                    ago = (now - d.last_polled).total_seconds()
+                    if ago < within:
+                        return f"{name} polled {max(ago, 0):.0f} s ago"
+    except (httpx.HTTPError, PrefectHTTPStatusError) as e:
+        raise Unreachable(f"{api}: the Prefect API does not answer genzoo's requests ({e})") from None
     return None
 
 
@@ -361,7 +378,8 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         raise UsageError(
             f"{api.removesuffix('/api')} already has genzoo's deployments served by another process "
             f"({other}: another genzoo serve?); stop that one first, or serve on another port "
-            "(genzoo serve --port N, make serve PREFECT_PORT=N)"
+            "(genzoo serve --port N, make serve PREFECT_PORT=N); if it died just now (one stopped "
+            "pauses them), try again in half a minute"
         )
     roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
     os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these

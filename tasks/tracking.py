@@ -162,39 +162,51 @@ class MlflowLogger(Callback):
 
     def __init__(self, mlflow_client, run_id: str, history: Path | None = None):
         self.client, self.run_id, self.history = mlflow_client, run_id, history
+        self.logged: set[tuple[str, int]] = set()  # (metric, step) this run holds from an earlier try
 
     def on_start(self, info: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, RunTag
-
         start = info.get("start_step", 0)
-        if not start or self.history is None or not self.history.exists():
+        if not start:
             return
-        ts = int(time.time() * 1000)
-        rows = [json.loads(line) for line in self.history.read_text().splitlines() if line.strip()]
-        # a Ray task retried in the same run (its worker died) has logged some of them already
-        logged = {
+        try:
+            self._log_history(start)
+        except Exception as e:  # the earlier steps are a courtesy: the training goes on without them
+            log.warning("MLflow run %s: the steps before the checkpoint at %d not copied (%s)", self.run_id,
+                        start, str(e).splitlines()[0] if str(e) else type(e).__name__)  # fmt: skip
+
+    def _log_history(self, start: int) -> None:
+        from mlflow.entities import Metric
+
+        _retry(lambda: self.client.set_tag(self.run_id, "genzoo.resumed_from_step", str(start)), "set_tag")
+        # a Ray task retried in the same run (its worker died) has logged some steps already:
+        # those before the checkpoint are not copied again, nor those after it logged again
+        self.logged = {
             (k, m.step)
             for k in self.client.get_run(self.run_id).data.metrics
             for m in self.client.get_metric_history(self.run_id, k)
         }
+        if self.history is None or not self.history.exists():
+            return
+        rows = [json.loads(line) for line in self.history.read_text().splitlines() if line.strip()]
+        ts = int(time.time() * 1000)
         batch = [
             Metric(k, float(v), ts, int(row["step"]))
             for row in rows
             if 0 < row.get("step", 0) <= start
             for k, v in row.items()
-            if k != "step" and isinstance(v, int | float) and (k, int(row["step"])) not in logged
+            if k != "step" and isinstance(v, int | float) and (k, int(row["step"])) not in self.logged
         ]
-        tag = [RunTag("genzoo.resumed_from_step", str(start))]
-        for i in range(0, max(len(batch), 1), 1000):  # MLflow takes at most 1,000 metrics a batch
-            part = {"metrics": batch[i : i + 1000], "tags": tag if i == 0 else []}
-            _retry(lambda p=part: self.client.log_batch(self.run_id, **p, synchronous=True), "log_batch")
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1,000 entities a batch
+            part = batch[i : i + 1000]
+            _retry(lambda p=part: self.client.log_batch(self.run_id, p, synchronous=True), "log_batch")
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if (k, step) not in self.logged]
+        if batch:
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
 
     def on_end(self, result: TrainResult) -> None:
         from mlflow.entities import Metric

@@ -217,6 +217,12 @@ def _train(
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
+    # log.jsonl's rows are one training's (log.key): a resume of another from its own checkpoint
+    # (other params, a profile) must not take them for its earlier steps (curve.csv, MLflow)
+    key_file = out / "log.key"
+    if not key_file.is_file() or key_file.read_text().strip() != fp:
+        (out / "log.jsonl").unlink(missing_ok=True)
+    atomic_write_text(key_file, fp)
     trained, result = train_variant(
         params,
         family,

@@ -111,11 +111,37 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
         assert [m.step for m in c.get_metric_history(stopped.info.run_id, name)] == [5, 10]
         assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
     assert c.get_run(run).data.tags["genzoo.resumed_from_step"] == "10"
-    # a Ray task retried in the same run (its worker died) resumes again: no step logged twice
+    # a Ray task retried in the same run (its worker died) resumes from an earlier checkpoint:
+    # no step logged twice, neither copied nor logged again as it trains
     logger = tracking.MlflowLogger(c, run, history=tmp_path / "runs" / "gan" / "log.jsonl")
-    logger.on_start({"start_step": 20})
+    logger.on_start({"start_step": 10})
+    logger.on_log(15, {"lr": 1.0, "g_loss": 1.0})
     for name in names:
         assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
+    # the rows of log.jsonl are another training's (log.key: other params): not taken for this one's
+    (tmp_path / "runs" / "gan" / "log.key").write_text("another training")
+    again = train_family(params, "gan", progress=False)
+    assert again["resumed_from"] == 20 and (tmp_path / "runs" / "gan" / "log.jsonl").read_text() == ""
+    assert c.get_metric_history(again["mlflow"]["run_id"], "lr") == []
+
+
+def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path):
+    """MLflow takes at most 1,000 metrics, params and tags together in one log_batch: 1,500 earlier
+    points (and the resume's tag) land whole; a copy that fails leaves the training going."""
+    import json
+
+    from genzoo.tasks import tracking
+
+    c = tracking.client(store)
+    run = tracking.start_run(c, tracking.prepare_store(store), "gan").info.run_id
+    history = tmp_path / "log.jsonl"
+    history.write_text("".join(json.dumps({"step": s, **{f"m{k}": s * 0.1 for k in range(5)}}) + "\n"
+                               for s in range(1, 301)))  # fmt: skip
+    tracking.MlflowLogger(c, run, history=history).on_start({"start_step": 300})
+    assert [len(c.get_metric_history(run, f"m{k}")) for k in range(5)] == [300] * 5
+    assert c.get_run(run).data.tags["genzoo.resumed_from_step"] == "300"
+    history.write_text("{not json\n")
+    tracking.MlflowLogger(c, run, history=history).on_start({"start_step": 300})  # a warning, no raise
 
 
 def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path, capsys):
