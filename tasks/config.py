@@ -547,6 +547,9 @@ def _from(errors: list[str], origins: dict[str, str | None]) -> list[str]:
         loc = line.split(":", 1)[0]
         keys = [k for k in origins if loc == k or loc.startswith(f"{k}.")]
         where = origins[max(keys, key=len)] if keys else None
+        below = {origins[k] for k in origins if k.startswith(f"{loc}.")}
+        if not keys and len(below) == 1:  # a misspelt block a profile's key made (models.vae.trian.steps)
+            where = below.pop()
         out.append(f"{line} [set by {where}]" if where else line)
     return out
 
@@ -606,6 +609,27 @@ def _checks(params: Params) -> list[str]:
     return errors
 
 
+class _Duplicate(Exception):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last
+    silently: `steps: 2000` then `steps: 100` in one block trained 100 steps without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _Duplicate(f"line {line}: key {key!r} given twice in one block (first at line "
+                                 f"{seen[key]}; YAML would keep the last silently): remove one")  # fmt: skip
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(
     path: str | Path = DEFAULT_PARAMS,
     overrides: list[str] | None = None,
@@ -616,7 +640,9 @@ def load_params(
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeys) or {}
+    except _Duplicate as e:
+        raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -630,8 +656,13 @@ def load_params(
         profiles = raw.get("profiles") or {}
         if profile not in profiles:
             raise ParamsError(f"profiles.{profile}: no such profile; known: {', '.join(profiles) or 'none'}")
-        raw = apply_overrides(raw, profiles[profile] or {})
-        origins = {k: f"profiles.{profile}" for k in (profiles[profile] or {})}
+        chosen = profiles[profile] or {}
+        if isinstance(chosen, dict):  # a family this file has no block for is not made by its profile
+            own = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+            chosen = {k: v for k, v in chosen.items()
+                      if not (str(k).startswith("models.") and str(k).split(".")[1] not in own)}  # fmt: skip
+        raw = apply_overrides(raw, chosen)
+        origins = {k: f"profiles.{profile}" for k in chosen}
     if overrides:
         raw = apply_overrides(raw, overrides)
         given = [_split(o)[0] for o in overrides]

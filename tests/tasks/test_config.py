@@ -112,6 +112,11 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     assert "models.vae.train.stepz: Extra inputs are not permitted (got 60) [set by profiles.quick]" in str(
         e.value
     )
+    f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.trian.steps: 60}\n")
+    with pytest.raises(ParamsError) as e:  # the misspelt block the profile's key made: the profile's too
+        load_params(f, profile="quick")
+    assert str(e.value).endswith("models.vae.trian: Extra inputs are not permitted [set by profiles.quick]")
+    f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.train.stepz: 60, seed: 1}\n")
     with pytest.raises(ParamsError) as e:  # -o over the profile's key: the -o is the origin
         load_params(f, ["models.vae.train.stepz=5"], profile="quick")
     assert "models.vae.train.stepz" in str(e.value) and "profiles.quick" not in str(e.value)
@@ -126,6 +131,13 @@ def test_overrides_and_profiles(tmp_path):
     f.write_text("models:\n  vae: {net: {latent_dim: 4}}\nprofiles:\n  small: {models.vae.train.steps: 7}\n")
     p = load_params(f, ["models.vae.net.latent_dim=8", "seed=3"], profile="small")
     assert p.net_config("vae").latent_dim == 8 and p.seed == 3 and p.train_config("vae").steps == 7
+    # a family's block deleted from the file: its profile lines make no family of it (the quick
+    # profile's models.gan.train.steps made a GAN with default net settings, and status a KeyError)
+    f.write_text(
+        "models:\n  vae: {}\nprofiles:\n  small: {models.vae.train.steps: 7, models.gan.train.lr: 1}\n"
+    )
+    assert load_params(f, profile="small").families == ["vae"]
+    f.write_text("models:\n  vae: {net: {latent_dim: 4}}\nprofiles:\n  small: {models.vae.train.steps: 7}\n")
     with pytest.raises(ParamsError, match="models.vae.net.latent_dim"):
         load_params(f, ["models.vae.net.latent_dim=-3"])
     with pytest.raises(ParamsError, match="profiles.fast: no such profile"):
@@ -134,6 +146,11 @@ def test_overrides_and_profiles(tmp_path):
         load_params(f, ["seed"])
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+    f.write_text("models:\n  vae: {}\ntrain:\n  steps: 2000\n  lr: 0.001\n  steps: 100\n")
+    with pytest.raises(ParamsError) as e:  # YAML keeps the last silently
+        load_params(f)
+    assert str(e.value) == (f"{f}: line 6: key 'steps' given twice in one block (first at line 4; YAML "
+                            "would keep the last silently): remove one")  # fmt: skip
 
 
 def test_threads_follow_each_tasks_cpus_evaluator_included():
