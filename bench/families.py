@@ -17,9 +17,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def machine() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+        f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
     )
 
 
@@ -183,20 +186,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", help="params profile, e.g. quick")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--out", default="/tmp/genzoo-bench")
+    ap.add_argument("--out", help="the runs' folder (default: a new temporary one); its run<i>/ are replaced")
     ap.add_argument("--reuse", action="store_true", help="print the figures of the runs already in --out")
     ap.add_argument("-o", "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                     help="a params override for every run, as `genzoo run -o` (repeatable)")  # fmt: skip
     args = ap.parse_args()
+    if args.reuse and not args.out:
+        sys.exit("--reuse: give --out, the folder of the runs to read")
+    args.out = args.out or tempfile.mkdtemp(prefix="genzoo-bench-")
+    print(f"runs in {args.out} (read them again with --reuse --out {args.out})", file=sys.stderr)
     walls, runs = [], []
     for i in range(args.repeats):
         out = Path(args.out) / f"run{i}"
         if args.reuse:
+            if not (out / "wall_seconds.txt").is_file():
+                sys.exit(f"{out}: no run of bench/families.py there (wall_seconds.txt missing)")
             walls.append(float((out / "wall_seconds.txt").read_text()))
             runs.append(read_run(out))
             continue
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        if out.exists() and any(out.iterdir()) and not (out / ".genzoo-bench").is_file():
+            sys.exit(f"{out}: not a run of bench/families.py; give another --out (nothing is deleted)")
+        shutil.rmtree(out, ignore_errors=True)  # an earlier run of this script, replaced
         out.mkdir(parents=True)
+        (out / ".genzoo-bench").touch()  # the mark of a folder this script may replace
         wall, metrics = one_run(args.profile, out, args.overrides)
         walls.append(wall)
         runs.append(metrics)

@@ -112,6 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml", profile=args.profile)
     if args.scaling_only:
+        print(f"machine: {machine()}")
         with tempfile.TemporaryDirectory(prefix="genzoo-bench-") as tmp:
             for fam, (one, two) in thread_scaling(params, Path(tmp)).items():
                 print(f"{fam}: {one * 1e3:.1f} ms/step (1 thread), {two * 1e3:.1f} (2), x{one / two:.2f}")

@@ -168,6 +168,7 @@ def plot(trace: dict, path: Path, title: str) -> None:
     ax.legend(handles, list(colours), ncol=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -287,7 +288,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("-o", "--override", action="append", default=[], help="key=value, as `genzoo run -o`")
     ap.add_argument("--timeline", type=Path, help="analyse this timeline.json instead of running")
-    ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "profile_run.png")
+    ap.add_argument(
+        "--plot",
+        type=Path,
+        default=ROOT / "runs" / "bench" / "profile_run.png",
+        help="the timeline (README's is bench/figures/profile_run.png: pass it to replace that)",
+    )
     ap.add_argument("--keep", type=Path, help="copy each run's timeline.json here")
     ap.add_argument("--against", metavar="REF", help="also run this git revision's code, alternating")
     ap.add_argument("--families", help="comma-separated: `genzoo run --families`")

@@ -225,6 +225,7 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
@@ -242,7 +243,12 @@ def main() -> None:
         "--steps", type=int, default=5, help="training steps timed per family (after one warm-up)"
     )
     ap.add_argument("--ll-images", type=int, default=32, help="test images whose log-likelihood is timed")
-    ap.add_argument("--plot", type=Path, default=ROOT / "bench" / "figures" / "scaling.png")
+    ap.add_argument(
+        "--plot",
+        type=Path,
+        default=ROOT / "runs" / "bench" / "scaling.png",
+        help="the plot (README's is bench/figures/scaling.png: pass it to replace that)",
+    )
     ap.add_argument("--one", nargs=2, metavar=("WHAT", "NPZ"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

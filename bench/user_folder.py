@@ -81,7 +81,12 @@ def main() -> None:
     ap.add_argument(
         "--folder", type=Path, help="where to write the images (new or empty; default: a temporary folder)"
     )
-    ap.add_argument("--plot", type=Path, default=HERE / "figures" / "profile_user_folder.png")
+    ap.add_argument(
+        "--plot",
+        type=Path,
+        default=HERE.parent / "runs" / "bench" / "profile_user_folder.png",
+        help="the timeline (README's is bench/figures/profile_user_folder.png: pass it to replace that)",
+    )
     ap.add_argument("--against", metavar="REF", help="also run this revision's code, alternating")
     args = ap.parse_args()
     if args.folder is not None and args.folder.exists() and any(args.folder.iterdir()):
