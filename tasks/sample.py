@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,14 @@ def sample_to_file(
     for target in (out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")):
         if target.is_dir():  # neither file is written (the .npz was, before the .png failed)
             raise GenzooError(f"out={out}: {target} is a folder; choose another --out")
+    # an earlier draw is replaced; a file of someone else's of that name is not
+    mine = _a_sample(out.with_name(out.name + ".npz"))
+    for target in (out.with_name(out.name + ".npz"), out.with_name(out.name + ".png")):
+        if target.is_symlink() or (target.exists() and not mine):
+            raise GenzooError(
+                f"out={out}: {target} exists and is not a draw of genzoo sample (an .npz of images and "
+                "labels); choose another --out, or remove it"
+            )
     x, y = draw(model, n, cls=cls, seed=seed, batch=batch, progress=progress)
     images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()
@@ -129,6 +138,18 @@ def sample_to_file(
 
     atomic_write(npz, write_pair)
     return npz, png
+
+
+def _a_sample(npz: Path) -> bool:
+    """``npz`` is a file :func:`sample_to_file` wrote (a zip of exactly images and labels), not a
+    link."""
+    try:
+        if npz.is_symlink() or not zipfile.is_zipfile(npz):
+            return False
+        with zipfile.ZipFile(npz) as z:
+            return sorted(z.namelist()) == ["images.npy", "labels.npy"]
+    except OSError:
+        return False
 
 
 def load_model(

@@ -652,16 +652,28 @@ def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_samplin
     # the disk fills while the .png is written: the .npz of an earlier draw is kept, not replaced
     # by one the .png beside it does not show (the new .npz was left beside the failed .png)
     monkeypatch.setattr(sample_task, "draw", lambda *a, **k: (torch.rand(4, 1, 8, 8), torch.arange(4)))
-    (tmp_path / "shots.npz").write_bytes(b"an earlier draw")
+    np.savez(tmp_path / "shots.npz", images=np.zeros((2, 1, 8, 8), np.float32), labels=np.arange(2))
+    earlier = (tmp_path / "shots.npz").read_bytes()
 
     def full(img, path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(sample_task, "save_png", full)
-    with pytest.raises(OSError, match="No space left"):
-        sample_task.sample_to_file(None, 4, tmp_path / "shots")
-    assert (tmp_path / "shots.npz").read_bytes() == b"an earlier draw"
+    with monkeypatch.context() as m:
+        m.setattr(sample_task, "save_png", full)
+        with pytest.raises(OSError, match="No space left"):
+            sample_task.sample_to_file(None, 4, tmp_path / "shots")
+    assert (tmp_path / "shots.npz").read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "shots.npz"]  # no temp file left
+    sample_task.sample_to_file(None, 4, tmp_path / "shots")  # an earlier draw is replaced
+    assert (tmp_path / "shots.npz").read_bytes() != earlier and (tmp_path / "shots.png").exists()
+    # a user's own files of those names are not: an npz of other arrays, a .png with no draw beside it
+    np.savez(tmp_path / "mine.npz", x=np.zeros(3))
+    (tmp_path / "notes.png").write_text("my notes")
+    for name in ("mine", "notes"):
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+        with pytest.raises(GenzooError, match="exists and is not a draw of genzoo sample"):
+            sample_task.sample_to_file(None, 4, tmp_path / name)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_serve_against_an_unreachable_prefect_api_is_one_line(world, monkeypatch, capsys, restore_logging):
