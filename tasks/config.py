@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -453,6 +454,55 @@ RENAMED = {
 }
 
 
+_SCALARS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple"}
+
+
+def _is_tag(part: Any) -> bool:
+    """A union member's tag pydantic puts in an error's location (``int``, ``tuple[int, int]``)."""
+    return isinstance(part, str) and (part in _SCALARS or ("[" in part and part.endswith("]")))
+
+
+def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic's errors as a user reads them: the errors of one key's union members as one
+    (``data.image_size: expected int or tuple[int, int]``, not a line per member with its tag in
+    the key), and a number YAML read as text said so (``1e3`` is a string in YAML 1.1)."""
+    out: list[dict[str, Any]] = []
+    unions: dict[tuple, dict[str, Any]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        at = next((i for i, part in enumerate(loc) if _is_tag(part)), None)
+        if at is not None:
+            key = loc[:at]
+            if key not in unions:
+                unions[key] = {**err, "loc": key, "msg": "", "type": "union", "tags": []}
+                out.append(unions[key])
+            if loc[at] not in unions[key]["tags"]:
+                unions[key]["tags"].append(loc[at])
+                unions[key]["msg"] = "expected " + " or ".join(unions[key]["tags"])
+            continue
+        got = err.get("input")
+        if err["type"] in ("int_parsing", "float_parsing") and isinstance(got, str):
+            try:
+                number = float(got)
+            except ValueError:
+                number = None
+            if number is not None and number == number:  # YAML 1.1 reads 1e3 (no dot) as a string
+                plain = int(number) if number.is_integer() else number
+                err = {**err, "msg": f"{err['msg']}; YAML reads {got} as text, not a number: write {plain}"}
+        elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
+            err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}
+        elif err["type"] == "string_pattern_mismatch" and (
+            m := re.fullmatch(r"\^\(([\w|:()\\+?]*)\)\$", str((err.get("ctx") or {}).get("pattern", "")))
+        ):  # ^(auto|cpu|cuda(:\d+)?|mps)$: the choices, not the expression
+            alts = []
+            for alt in m.group(1).split("|"):
+                bare = alt.replace(r"(:\d+)?", "")
+                alts += [bare, f"{bare}:N"] if bare != alt else [alt]
+            err = {**err, "msg": f"expected one of {', '.join(alts)}"}
+        out.append(err)
+    return out
+
+
 def format_error(prefix: str, err: dict[str, Any]) -> str:
     """One pydantic error as ``key.path: message (got value)``."""
     loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
@@ -510,7 +560,7 @@ def validate(raw: dict[str, Any], origins: dict[str, str | None] | None = None) 
     try:
         params = Params(**raw)
     except ValidationError as e:
-        errors = [format_error("", x) for x in e.errors()]
+        errors = [format_error("", x) for x in readable(e.errors())]
         with contextlib.suppress(ValidationError):  # the checks below too, defaults for the bad keys
             errors += _checks(Params(**_without(raw, [x["loc"] for x in e.errors()])))
         raise _invalid(_from(errors, origins or {})) from None
@@ -587,7 +637,7 @@ def _checks(params: Params) -> list[str]:
             try:
                 TrainConfig(**{**params.train.model_dump(), **block})
             except ValidationError as e:
-                errors += [format_error(key, x) for x in e.errors()]
+                errors += [format_error(key, x) for x in readable(e.errors())]
     for family in params.augment.families:
         if family != "best" and family not in params.models:
             errors.append(
@@ -601,11 +651,11 @@ def _checks(params: Params) -> list[str]:
         try:
             params.train_config(family)
         except ValidationError as e:
-            errors += [format_error(f"models.{family}.train", x) for x in e.errors()]
+            errors += [format_error(f"models.{family}.train", x) for x in readable(e.errors())]
         try:
             params.net_config(family)
         except ValidationError as e:
-            errors += [format_error(f"models.{family}.net", x) for x in e.errors()]
+            errors += [format_error(f"models.{family}.net", x) for x in readable(e.errors())]
     return errors
 
 

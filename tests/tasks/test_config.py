@@ -126,6 +126,25 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     assert str(e.value) == "invalid params: models.vae.train.lr: Input should be greater than 0 (got -1)"
 
 
+def test_messages_read_as_a_user_wrote_the_value(tmp_path):
+    """A union's members as one line (not a line per member with pydantic's tag in the key), a
+    pair given one value, YAML's 1e3 (text, not a number), a pattern's choices (not the regex)."""
+    f = tmp_path / "p.yaml"
+    f.write_text("models:\n  gan: {}\n")
+    for override, line in (
+        ("data.image_size=[32]", "data.image_size: expected int or tuple[int, int] (got [32])"),
+        ("models.gan.train.betas=[0.9]", "models.gan.train.betas: too few values (no item 1) (got [0.9])"),
+        ("train.steps=1e3", "train.steps: Input should be a valid integer, unable to parse string as an "
+                            "integer; YAML reads 1e3 as text, not a number: write 1000 (got '1e3')"),
+        ("run.device=gpu", "run.device: expected one of auto, cpu, cuda, cuda:N, mps (got 'gpu')"),
+        ("train.schedule=linear", "train.schedule: expected one of cosine, constant (got 'linear')"),
+    ):  # fmt: skip
+        with pytest.raises(ParamsError) as e:
+            load_params(f, [override])
+        assert str(e.value) == f"invalid params: {line}"
+    assert load_params(f, ["run.device=cuda:1", "train.lr=1e-3"]).train.lr == 1e-3
+
+
 def test_overrides_and_profiles(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("models:\n  vae: {net: {latent_dim: 4}}\nprofiles:\n  small: {models.vae.train.steps: 7}\n")
