@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_AUTH_MODE"] = "token"  # its own Ray with a token, as genzoo's (and no advice to opt out)
     import ray
 
     print(f"machine: {machine()}")

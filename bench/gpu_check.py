@@ -195,4 +195,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_AUTH_MODE"] = "token"  # its own Ray with a token, as genzoo's (and no advice to opt out)
     main()
