@@ -55,20 +55,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_AUTH_MODE"] = "token"  # its own Ray with a token, as genzoo's (and no advice to opt out)
     import ray
+
+    from genzoo.flows.cluster import local_ray_env
 
     print(f"machine: {machine()}")
     runs: dict[str, list[dict]] = {"board (flows/board.py)": [], "board + genzoo.flows.cluster (before)": []}
     names = list(runs)
     for r in range(args.repeats):
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False, configure_logging=False)  # fmt: skip
-        try:
-            for old in [False, True] if r % 2 == 0 else [True, False]:
-                runs[names[old]].append(one(ray, old))
-        finally:
-            ray.shutdown()
+        with local_ray_env():  # genzoo's own set-up (token authentication, owner-only token, loopback)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                     log_to_driver=False, configure_logging=False)  # fmt: skip
+            try:
+                for old in [False, True] if r % 2 == 0 else [True, False]:
+                    runs[names[old]].append(one(ray, old))
+            finally:
+                ray.shutdown()
     print(f"{'actor':<40} {'first answer s':>14} {'CPU s':>7} {'RSS MB':>7} torch loaded")
     med = {}
     for name, rows in runs.items():

@@ -204,7 +204,11 @@ def main() -> None:
             walls.append(float((out / "wall_seconds.txt").read_text()))
             runs.append(read_run(out))
             continue
-        if out.exists() and any(out.iterdir()) and not (out / ".genzoo-bench").is_file():
+        if (
+            out.exists()
+            and (not out.is_dir() or any(out.iterdir()))
+            and not (out / ".genzoo-bench").is_file()
+        ):
             sys.exit(f"{out}: not a run of bench/families.py; give another --out (nothing is deleted)")
         shutil.rmtree(out, ignore_errors=True)  # an earlier run of this script, replaced
         out.mkdir(parents=True)

@@ -109,25 +109,29 @@ def concurrent_vs_sequential(jobs, *, steps, device, gpus: float) -> dict[str, f
     against one after another in the same Ray."""
     import ray
 
+    from genzoo.flows.cluster import local_ray_env
+
     share = 1 / len(jobs)
-    # a Ray of its own (never the one RAY_ADDRESS names), with one GPU to share
-    ray.init(address="local", num_cpus=max(len(jobs), 1), num_gpus=gpus, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)  # fmt: skip
-    try:
-        task = ray.remote(_train_on_ray).options(num_gpus=share * gpus, num_cpus=1)
-        ray.get(task.remote(*jobs[0], 3, device))  # a warm worker
-        t0 = time.perf_counter()
-        for job in jobs:
-            ray.get(task.remote(*job, steps, device))
-        seq = time.perf_counter() - t0
-        say(f"  one after another: {seq:.1f} s")
-        t0 = time.perf_counter()
-        done = ray.get([task.remote(*job, steps, device) for job in jobs])
-        par = time.perf_counter() - t0
-        ids = sorted({int(i) for d in done for i in d["gpus"]})
-        say(f"  all at once: {par:.1f} s on Ray's GPU ids {', '.join(map(str, ids)) or 'none'}")
-    finally:
-        ray.shutdown()
+    # a Ray of its own (never the one RAY_ADDRESS names), with one GPU to share, set up as
+    # genzoo's own (token authentication, an owner-only token, loopback)
+    with local_ray_env():  # (the whole session: its workers read the same settings)
+        ray.init(address="local", num_cpus=max(len(jobs), 1), num_gpus=gpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)  # fmt: skip
+        try:
+            task = ray.remote(_train_on_ray).options(num_gpus=share * gpus, num_cpus=1)
+            ray.get(task.remote(*jobs[0], 3, device))  # a warm worker
+            t0 = time.perf_counter()
+            for job in jobs:
+                ray.get(task.remote(*job, steps, device))
+            seq = time.perf_counter() - t0
+            say(f"  one after another: {seq:.1f} s")
+            t0 = time.perf_counter()
+            done = ray.get([task.remote(*job, steps, device) for job in jobs])
+            par = time.perf_counter() - t0
+            ids = sorted({int(i) for d in done for i in d["gpus"]})
+            say(f"  all at once: {par:.1f} s on Ray's GPU ids {', '.join(map(str, ids)) or 'none'}")
+        finally:
+            ray.shutdown()
     images = sum(job[5] * steps for job in jobs)
     return {"sequential": images / seq, "concurrent": images / par, "ratio": seq / par}
 
@@ -195,5 +199,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_AUTH_MODE"] = "token"  # its own Ray with a token, as genzoo's (and no advice to opt out)
     main()

@@ -168,7 +168,6 @@ def plot(trace: dict, path: Path, title: str) -> None:
     ax.legend(handles, list(colours), ncol=6, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

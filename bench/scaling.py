@@ -225,7 +225,6 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -457,9 +458,16 @@ RENAMED = {
 _SCALARS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple"}
 
 
-def _is_tag(part: Any) -> bool:
-    """A union member's tag pydantic puts in an error's location (``int``, ``tuple[int, int]``)."""
-    return isinstance(part, str) and (part in _SCALARS or ("[" in part and part.endswith("]")))
+def _is_tag(loc: tuple, i: int, kind: str) -> bool:
+    """``loc[i]`` is a union member's tag pydantic puts in an error's location (``int``,
+    ``tuple[int, int]``), not a key: a generic type's name, or a plain type's where no key
+    follows (a user's recipe named ``none`` or a misspelt key ``dict`` is a key)."""
+    part = loc[i]
+    if not isinstance(part, str) or kind == "extra_forbidden":
+        return False
+    if re.fullmatch(r"[a-z_]+\[.+\]", part):  # tuple[int, int]; not a dict key's "[key]"
+        return True
+    return part in _SCALARS and all(isinstance(p, int) for p in loc[i + 1 :])
 
 
 def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -470,7 +478,7 @@ def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     unions: dict[tuple, dict[str, Any]] = {}
     for err in errors:
         loc = tuple(err["loc"])
-        at = next((i for i, part in enumerate(loc) if _is_tag(part)), None)
+        at = next((i for i in range(len(loc)) if _is_tag(loc, i, err["type"])), None)
         if at is not None:
             key = loc[:at]
             if key not in unions:
@@ -486,8 +494,9 @@ def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 number = float(got)
             except ValueError:
                 number = None
-            if number is not None and number == number:  # YAML 1.1 reads 1e3 (no dot) as a string
-                plain = int(number) if number.is_integer() else number
+            whole = number is not None and abs(number) < 1e15 and number.is_integer()
+            if whole or (number is not None and err["type"] == "float_parsing" and math.isfinite(number)):
+                plain = int(number) if whole else number  # YAML 1.1 reads 1e3 (no dot) as a string
                 err = {**err, "msg": f"{err['msg']}; YAML reads {got} as text, not a number: write {plain}"}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
             err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}
@@ -598,8 +607,8 @@ def _from(errors: list[str], origins: dict[str, str | None]) -> list[str]:
         keys = [k for k in origins if loc == k or loc.startswith(f"{k}.")]
         where = origins[max(keys, key=len)] if keys else None
         below = {origins[k] for k in origins if k.startswith(f"{loc}.")}
-        if not keys and len(below) == 1:  # a misspelt block a profile's key made (models.vae.trian.steps)
-            where = below.pop()
+        if not keys and len(below) == 1 and "Extra inputs are not permitted" in line:
+            where = below.pop()  # a misspelt block a profile's key made (models.vae.trian.steps)
         out.append(f"{line} [set by {where}]" if where else line)
     return out
 
@@ -670,6 +679,8 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: PyYAML merges it below
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, str | int | float | bool) and key in seen:
@@ -707,10 +718,17 @@ def load_params(
         if profile not in profiles:
             raise ParamsError(f"profiles.{profile}: no such profile; known: {', '.join(profiles) or 'none'}")
         chosen = profiles[profile] or {}
-        if isinstance(chosen, dict):  # a family this file has no block for is not made by its profile
-            own = raw.get("models") if isinstance(raw.get("models"), dict) else {}
-            chosen = {k: v for k, v in chosen.items()
-                      if not (str(k).startswith("models.") and str(k).split(".")[1] not in own)}  # fmt: skip
+        if isinstance(chosen, dict):  # settings of a family this file (or an -o) has no block for
+            own = set(raw.get("models") if isinstance(raw.get("models"), dict) else {})  # make no family
+            own |= {k.split(".")[1] for k, _ in map(_split, overrides or []) if k.count(".") >= 1
+                    and k.startswith("models.")}  # fmt: skip
+            left = [k for k in chosen if str(k).count(".") >= 2 and str(k).startswith("models.")
+                    and str(k).split(".")[1] not in own]  # fmt: skip
+            for k in left:
+                logging.getLogger("genzoo.config").info(
+                    "profiles.%s: %s left out (no models.%s block)", profile, k, str(k).split(".")[1]
+                )
+            chosen = {k: v for k, v in chosen.items() if k not in left}
         raw = apply_overrides(raw, chosen)
         origins = {k: f"profiles.{profile}" for k in chosen}
     if overrides:

@@ -141,15 +141,29 @@ def sample_to_file(
 
 
 def _a_sample(npz: Path) -> bool:
-    """``npz`` is a file :func:`sample_to_file` wrote (a zip of exactly images and labels), not a
-    link."""
+    """``npz`` is a file :func:`sample_to_file` wrote, not a link: a zip of exactly float32
+    images (N, C, H, W) and int64 labels (N,) (a dataset of images and labels, prepared data
+    included, holds integer levels). Reads the arrays' headers only."""
     try:
         if npz.is_symlink() or not zipfile.is_zipfile(npz):
             return False
         with zipfile.ZipFile(npz) as z:
-            return sorted(z.namelist()) == ["images.npy", "labels.npy"]
-    except OSError:
+            if sorted(z.namelist()) != ["images.npy", "labels.npy"]:
+                return False
+            heads = {}
+            for name in ("images", "labels"):
+                with z.open(f"{name}.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    heads[name] = read(f)  # (shape, fortran order, dtype)
+    except (OSError, ValueError, zipfile.BadZipFile):
         return False
+    (xs, _, xt), (ys, _, yt) = heads["images"], heads["labels"]
+    return xt == np.float32 and yt == np.int64 and len(xs) == 4 and len(ys) == 1 and xs[0] == ys[0]
 
 
 def load_model(

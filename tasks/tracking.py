@@ -166,8 +166,6 @@ class MlflowLogger(Callback):
 
     def on_start(self, info: dict[str, Any]) -> None:
         start = info.get("start_step", 0)
-        if not start:
-            return
         try:
             self._log_history(start)
         except Exception as e:  # the earlier steps are a courtesy: the training goes on without them
@@ -177,7 +175,6 @@ class MlflowLogger(Callback):
     def _log_history(self, start: int) -> None:
         from mlflow.entities import Metric
 
-        _retry(lambda: self.client.set_tag(self.run_id, "genzoo.resumed_from_step", str(start)), "set_tag")
         # a Ray task retried in the same run (its worker died) has logged some steps already:
         # those before the checkpoint are not copied again, nor those after it logged again
         self.logged = {
@@ -185,6 +182,9 @@ class MlflowLogger(Callback):
             for k in self.client.get_run(self.run_id).data.metrics
             for m in self.client.get_metric_history(self.run_id, k)
         }
+        if not start:
+            return
+        _retry(lambda: self.client.set_tag(self.run_id, "genzoo.resumed_from_step", str(start)), "set_tag")
         if self.history is None or not self.history.exists():
             return
         rows = [json.loads(line) for line in self.history.read_text().splitlines() if line.strip()]

@@ -669,7 +669,8 @@ def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_samplin
     # a user's own files of those names are not: an npz of other arrays, a .png with no draw beside it
     np.savez(tmp_path / "mine.npz", x=np.zeros(3))
     (tmp_path / "notes.png").write_text("my notes")
-    for name in ("mine", "notes"):
+    np.savez(tmp_path / "data.npz", images=np.zeros((2, 1, 8, 8), np.uint8), labels=np.arange(2))  # a dataset
+    for name in ("mine", "notes", "data"):
         before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
         with pytest.raises(GenzooError, match="exists and is not a draw of genzoo sample"):
             sample_task.sample_to_file(None, 4, tmp_path / name)

@@ -116,6 +116,11 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     with pytest.raises(ParamsError) as e:  # the misspelt block the profile's key made: the profile's too
         load_params(f, profile="quick")
     assert str(e.value).endswith("models.vae.trian: Extra inputs are not permitted [set by profiles.quick]")
+    # the file's own error under a block a profile set another key of: not the profile's
+    f.write_text("models:\n  vae: {net: {latent_dim: -1}}\nprofiles:\n  quick: {models.vae.net.hidden: 8}\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f, profile="quick")
+    assert "latent_dim" in str(e.value) and "profiles.quick" not in str(e.value)
     f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.train.stepz: 60, seed: 1}\n")
     with pytest.raises(ParamsError) as e:  # -o over the profile's key: the -o is the origin
         load_params(f, ["models.vae.train.stepz=5"], profile="quick")
@@ -143,6 +148,21 @@ def test_messages_read_as_a_user_wrote_the_value(tmp_path):
             load_params(f, [override])
         assert str(e.value) == f"invalid params: {line}"
     assert load_params(f, ["run.device=cuda:1", "train.lr=1e-3"]).train.lr == 1e-3
+    # keys that look like pydantic's tags are keys: a dict key's error, a recipe named none
+    for override, line in (
+        ("augment.class_ratios={a: 0.5}", "augment.class_ratios.a.[key]: Input should be a valid integer"),
+        ("recipes.none={bogus: 1}", "recipes.none.bogus: Extra inputs are not permitted"),
+        ("models.gan.train.dict=1", "models.gan.train.dict: Extra inputs are not permitted"),
+        ("models.gan.train.steps=1.5e0", "unable to parse string as an integer (got '1.5e0')"),
+    ):
+        with pytest.raises(ParamsError) as e:
+            load_params(f, [override])
+        assert line in str(e.value), str(e.value)
+    # YAML's merge keys still merge (the duplicate-key check skips them)
+    f.write_text("models:\n  vae: {}\n  gan: {}\nprofiles:\n  quick: &q {models.vae.train.steps: 10}\n"
+                 "  quicker: {<<: *q, models.gan.train.steps: 5}\n")  # fmt: skip
+    p = load_params(f, profile="quicker")
+    assert (p.train_config("vae").steps, p.train_config("gan").steps) == (10, 5)
 
 
 def test_overrides_and_profiles(tmp_path):
@@ -156,6 +176,11 @@ def test_overrides_and_profiles(tmp_path):
         "models:\n  vae: {}\nprofiles:\n  small: {models.vae.train.steps: 7, models.gan.train.lr: 1}\n"
     )
     assert load_params(f, profile="small").families == ["vae"]
+    # a family added by an -o keeps the profile's lines; a profile's whole block adds a family
+    p = load_params(f, ["models.gan.net={}"], profile="small")
+    assert p.families == ["vae", "gan"] and p.train_config("gan").lr == 1
+    f.write_text("models:\n  vae: {}\nprofiles:\n  small: {models.gan: {train: {steps: 5}}}\n")
+    assert load_params(f, profile="small").families == ["vae", "gan"]
     f.write_text("models:\n  vae: {net: {latent_dim: 4}}\nprofiles:\n  small: {models.vae.train.steps: 7}\n")
     with pytest.raises(ParamsError, match="models.vae.net.latent_dim"):
         load_params(f, ["models.vae.net.latent_dim=-3"])

@@ -125,7 +125,7 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     assert c.get_metric_history(again["mlflow"]["run_id"], "lr") == []
 
 
-def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path):
+def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path, caplog):
     """MLflow takes at most 1,000 metrics, params and tags together in one log_batch: 1,500 earlier
     points (and the resume's tag) land whole; a copy that fails leaves the training going."""
     import json
@@ -142,6 +142,7 @@ def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path)
     assert c.get_run(run).data.tags["genzoo.resumed_from_step"] == "300"
     history.write_text("{not json\n")
     tracking.MlflowLogger(c, run, history=history).on_start({"start_step": 300})  # a warning, no raise
+    assert f"MLflow run {run}: the steps before the checkpoint at 300 not copied" in caplog.text
 
 
 def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store, tmp_path, capsys):
