@@ -211,8 +211,8 @@ def _model_sha(params: Params, family: str) -> str:
 def _other_model(params: Params, family: str, what: str) -> None:
     again = f"evaluate --family {family}" if what == "quality.json" else f"usefulness --families {family}"
     log.warning("augment: %s's %s measured another model than %s (trained again since?): left out of "
-                "what `best` chooses by; `genzoo %s` measures it", family, what,
-                shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
+                "what `best` chooses by; `%s` measures it", family, what,
+                shown(family_dir(params, family) / "model.safetensors"), params.command(again))  # fmt: skip
 
 
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
@@ -253,7 +253,7 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     path = family_dir(params, family) / "model.json"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
+            f"{path}: {family} is not trained; run `{params.command(f'run --families {family}')}` first"
         )
     info: dict[str, Any] = {"model": shown(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
     m = read_json(path.with_name("metrics.json")) or {}
@@ -523,6 +523,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         | {"name": req.recipe, **recipe.model_dump(mode="json")}
         | ({"teacher_model": teacher.describe()} if teacher is not None else {}),
         "families": sources,
+        "profile": params.profile,  # a first look (the card says so), or None
         "params_hash": fingerprint(
             {"request": req.model_dump(), "models": {f: i["sha256"] for f, i in sources.items()}}
         ),
@@ -547,7 +548,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         info["best"] = choice
     write_dataset(target, content, formats=formats, info=info)
     labels = content.labels
-    log.info("%s: %d images from %s (%s rejected)", target, len(labels), ", ".join(sources), filters.rejected)
+    dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in filters.rejected.items()) or "none"
+    log.info("%s: %d images from %s; draws dropped: %s", target, len(labels), ", ".join(sources), dropped)
     return target
 
 

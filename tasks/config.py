@@ -169,10 +169,13 @@ QUALITY_METRICS = (
 LOWER_IS_BETTER = ("fd", "kid", "fd_per_class_mean", "fd_rank")
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a dataset's folder: no path, no leading dot
+
+
 class AugmentParams(Config):
     """A labelled synthetic dataset: ``<out_dir>/<name>/`` (tasks/augment.py)."""
 
-    name: str = Field("synthetic", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="folder name")
+    name: str = Field("synthetic", pattern=NAME_PATTERN, description="folder name")
     families: list[str] = Field(
         ["best"], min_length=1,
         description="trained families or `best` (by metric; among families measured for usefulness, if any)",
@@ -377,6 +380,10 @@ class Params(Config):
         """The name of the params file's profile these params were loaded with (None: none)."""
         return self._profile
 
+    def command(self, args: str) -> str:
+        """``genzoo <args>`` as advice to run with these params: with their profile, if any."""
+        return f"genzoo {args}" + (f" --profile {self._profile}" if self._profile else "")
+
     def recipe(self, name: str) -> Recipe:
         """The recipe ``name`` (a key of ``recipes``)."""
         return self.recipes[name]
@@ -500,6 +507,11 @@ def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 err = {**err, "msg": f"{err['msg']}; YAML reads {got} as text, not a number: write {plain}"}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
             err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}
+        elif (
+            err["type"] == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NAME_PATTERN
+        ):
+            err = {**err, "msg": "expected a folder name: letters, digits, '_', '.' and '-', up to 64, "
+                   "starting with a letter or digit"}  # fmt: skip
         elif err["type"] == "string_pattern_mismatch" and (
             m := re.fullmatch(r"\^\(([\w|:()\\+?]*)\)\$", str((err.get("ctx") or {}).get("pattern", "")))
         ):  # ^(auto|cpu|cuda(:\d+)?|mps)$: the choices, not the expression

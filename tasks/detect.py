@@ -89,7 +89,7 @@ def _model(params: Params, family: str) -> GenerativeModel:
     path = family_dir(params, params.require(family)) / "model.json"
     if not path.exists():
         raise FileNotFoundError(
-            f"{path}: {family} is not trained; run `genzoo run --families {family}` first"
+            f"{path}: {family} is not trained; run `{params.command(f'run --families {family}')}` first"
         )
     net = models.load(path)
     if not isinstance(net, ExactLikelihood | LikelihoodBound):

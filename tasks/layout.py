@@ -123,7 +123,9 @@ def trained_families(params: Params, names: list[str] | str, choices: str = "") 
         )
     for f in names:
         if not (family_dir(params, f) / "model.json").exists():
-            raise ModelNotFound(f"{f}: not trained under {params.run.runs_dir} (genzoo run --families {f})")
+            raise ModelNotFound(
+                f"{f}: not trained under {params.run.runs_dir} ({params.command(f'run --families {f}')})"
+            )
     return list(dict.fromkeys(names))
 
 

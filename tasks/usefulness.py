@@ -413,7 +413,9 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
     if fraction >= 1:
         path = family_dir(params, family) / "model.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: {family} is not trained; run `genzoo run --families {family}`")
+            raise FileNotFoundError(
+                f"{path}: {family} is not trained; run `{params.command(f'run --families {family}')}`"
+            )
         return models.load(path, device), {"model": str(path), "subset": False}
     idx = subset(train[1], fraction, subset_seed)
     x, y = train[0][idx], train[1][idx]

@@ -101,6 +101,15 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     other = generate(params, req.model_copy(update={"seed": 2}))
     assert json.loads((other / "manifest.json").read_text())["sha256"] != m["sha256"]
     assert sorted(p.name for p in (tmp / "aug").iterdir()) == ["synthetic"]  # no temp or old folders
+    # made under a profile (a quick run's first look): the manifest and the card say so, and the
+    # card's advice carries it
+    quick = params.model_copy()
+    quick._profile = "quick"
+    path = generate(quick, req.model_copy(update={"name": "quick"}))
+    card = (path / "README.md").read_text()
+    assert json.loads((path / "manifest.json").read_text())["profile"] == "quick"
+    assert "**Made with the `quick` profile** of its params file" in card
+    assert "run `genzoo usefulness --families gan --profile quick`" in card
 
 
 def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained, caplog):
@@ -174,7 +183,8 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
     # the manifest says why: the figures `best` compared, and what it chose among
     assert m["best"]["family"] == list(m["families"])[0] and m["best"]["metric"] == "fd_rank"
     assert m["best"]["figures"] == pytest.approx(rank) and set(m["best"]["measured"]) == set(measured)
-    assert "| chosen as `best` | by fd_rank among the families " in (path / "README.md").read_text()
+    assert "| chosen as `best` | by fd_rank, from the families " in (path / "README.md").read_text()
+    assert m["profile"] is None and "profile** of its params file" not in (path / "README.md").read_text()
     assert m["counts_per_class"] == [8, 4, 4, 4, 4, 4, 4, 4, 4, 0]
     assert m["quality"]["fd"] > 0 and 0 <= m["quality"]["class_accuracy"] <= 1
     pngs = sorted((path / "images").rglob("*.png"))  # png: true, as before: the image folders
@@ -371,7 +381,10 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     assert list(m["families"]) == ["gan"] and m["best"]["figures"] == {"gan": lift}
     assert m["best"]["metric"] == "lift" and m["best"]["recipe"] == "plain"
     card = (tmp / "aug" / "lift" / "README.md").read_text()
-    chosen = f"by lift among the families measured for usefulness: gan {100 * lift:+.1f} points |"
+    chosen = (
+        "by lift, from the families measured for usefulness (gan); every evaluated family's figure: "
+        f"gan {100 * lift:+.1f} points |"
+    )
     assert f"| chosen as `best` | {chosen}" in card
     # both files name the model they measured; measured of an earlier model of the family
     # (trained again since), they are quoted by no card and chosen from by no `best`
