@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -89,8 +90,8 @@ def port_taken(host: str, port: int) -> bool:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             s.bind(addr)
-        except OSError:
-            return True
+        except OSError as e:  # in use; an address not of this machine is the server's own start to say
+            return e.errno == errno.EADDRINUSE
     return False
 
 
