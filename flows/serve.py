@@ -103,9 +103,8 @@ def served_elsewhere(api: str, names: list[str], within: float | None = None) ->
     second `genzoo serve` joining the server would pause the first one's on its way out.)"""
     from datetime import datetime, timezone
 
-    import httpx
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from genzoo.tasks.errors import Unreachable
@@ -126,8 +125,9 @@ def served_elsewhere(api: str, names: list[str], within: float | None = None) ->
                     ago = (now - d.last_polled).total_seconds()
                     if ago < within:
                         return f"{name} polled {max(ago, 0):.0f} s ago"
-    except (httpx.HTTPError, PrefectHTTPStatusError) as e:
-        raise Unreachable(f"{api}: the Prefect API does not answer genzoo's requests ({e})") from None
+    except Exception as e:  # httpx's and Prefect's client errors (refused, 401, a server gone since)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise Unreachable(f"{api}: the Prefect API does not answer genzoo's requests ({first})") from None
     return None
 
 

@@ -363,6 +363,7 @@ def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, mon
     served_with = []
     monkeypatch.setattr(prefect, "serve", lambda *deployments, **kw: served_with.append((deployments, kw)))
     monkeypatch.setattr(S, "healthy", lambda api: True)  # a server is up at PREFECT_API_URL
+    monkeypatch.setattr(S, "served_elsewhere", lambda api, names: None)  # serving nothing yet
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     monkeypatch.setenv(S.ROOTS_ENV, "")  # serve() sets it: restored after the test
     monkeypatch.chdir(tmp_path)
