@@ -204,14 +204,13 @@ def main() -> None:
             walls.append(float((out / "wall_seconds.txt").read_text()))
             runs.append(read_run(out))
             continue
-        if (
-            out.exists()
-            and (not out.is_dir() or any(out.iterdir()))
-            and not (out / ".genzoo-bench").is_file()
-        ):
+        # only a real folder this script marked is deleted (an empty one is reused); a link is not followed
+        marked = out.is_dir() and not out.is_symlink() and (out / ".genzoo-bench").is_file()
+        if out.is_symlink() or (out.exists() and not marked and (not out.is_dir() or any(out.iterdir()))):
             sys.exit(f"{out}: not a run of bench/families.py; give another --out (nothing is deleted)")
-        shutil.rmtree(out, ignore_errors=True)  # an earlier run of this script, replaced
-        out.mkdir(parents=True)
+        if marked:
+            shutil.rmtree(out)  # an earlier run of this script, replaced
+        out.mkdir(parents=True, exist_ok=True)
         (out / ".genzoo-bench").touch()  # the mark of a folder this script may replace
         wall, metrics = one_run(args.profile, out, args.overrides)
         walls.append(wall)
