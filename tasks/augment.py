@@ -51,6 +51,7 @@ from genzoo.tasks.config import (
     ParamsError,
     fingerprint,
     format_error,
+    readable,
     stage_args,
 )
 from genzoo.tasks.data import DataError, check_levels, data_hash, data_spec, load_split, read_manifest
@@ -104,7 +105,9 @@ def request(params: Params, **given: Any) -> AugmentParams:
             **{**params.augment.model_dump(), **{k: v for k, v in given.items() if v is not None}}
         )
     except ValidationError as e:
-        raise ParamsError("; ".join(format_error("augment", x) for x in e.errors())) from None
+        raise ParamsError(
+            "; ".join(format_error("augment", x) for x in readable(e.errors(), AugmentParams))
+        ) from None
     return _known_recipe(params, req)
 
 

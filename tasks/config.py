@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import hashlib
 import json
 import logging
 import math
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
@@ -477,10 +481,48 @@ def _is_tag(loc: tuple, i: int, kind: str) -> bool:
     return part in _SCALARS and all(isinstance(p, int) for p in loc[i + 1 :])
 
 
-def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _keys_at(model: Any, loc: tuple) -> list[str] | None:
+    """The keys the block at ``loc`` of ``model`` (a pydantic model class) takes; None where
+    ``loc`` is not a block of named keys (a dict of user-named entries, a value)."""
+    for part in (*loc, None):
+        while typing.get_origin(model) in (typing.Union, types.UnionType, Annotated):
+            blocks = [a for a in typing.get_args(model) if _is_block(a) or typing.get_origin(a) is dict]
+            if len(blocks) != 1:
+                return None
+            model = blocks[0]
+        if part is None:
+            return list(model.model_fields) if _is_block(model) else None
+        if _is_block(model) and isinstance(part, str) and part in model.model_fields:
+            model = model.model_fields[part].annotation
+        elif typing.get_origin(model) is dict and len(typing.get_args(model)) == 2:
+            model = typing.get_args(model)[1]
+        else:
+            return None
+    return None
+
+
+def _is_block(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _unknown(key: str, known: list[str] | None) -> str:
+    """A misspelt key's message: the nearest known key, else every known key."""
+    if not known:
+        return "unknown key"
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    near = near or [k for k in known if key.lower() in k]  # cpu: num_cpus
+    return (
+        f"unknown key; did you mean {near[0]}?"
+        if len(near) == 1
+        else f"unknown key; known: {', '.join(known)}"
+    )
+
+
+def readable(errors: list[dict[str, Any]], model: Any = None) -> list[dict[str, Any]]:
     """pydantic's errors as a user reads them: the errors of one key's union members as one
     (``data.image_size: expected int or tuple[int, int]``, not a line per member with its tag in
-    the key), and a number YAML read as text said so (``1e3`` is a string in YAML 1.1)."""
+    the key), a number YAML read as text said so (``1e3`` is a string in YAML 1.1), and a
+    misspelt key of ``model`` (the class validated) with the key meant (``did you mean train?``)."""
     out: list[dict[str, Any]] = []
     unions: dict[tuple, dict[str, Any]] = {}
     for err in errors:
@@ -505,6 +547,9 @@ def readable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if whole or (number is not None and err["type"] == "float_parsing" and math.isfinite(number)):
                 plain = int(number) if whole else number  # YAML 1.1 reads 1e3 (no dot) as a string
                 err = {**err, "msg": f"{err['msg']}; YAML reads {got} as text, not a number: write {plain}"}
+        elif err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            known = _keys_at(model, loc[:-1]) if model is not None else None
+            err = {**err, "msg": _unknown(loc[-1], known)}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
             err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}
         elif (
@@ -581,7 +626,7 @@ def validate(raw: dict[str, Any], origins: dict[str, str | None] | None = None) 
     try:
         params = Params(**raw)
     except ValidationError as e:
-        errors = [format_error("", x) for x in readable(e.errors())]
+        errors = [format_error("", x) for x in readable(e.errors(), Params)]
         with contextlib.suppress(ValidationError):  # the checks below too, defaults for the bad keys
             errors += _checks(Params(**_without(raw, [x["loc"] for x in e.errors()])))
         raise _invalid(_from(errors, origins or {})) from None
@@ -619,7 +664,7 @@ def _from(errors: list[str], origins: dict[str, str | None]) -> list[str]:
         keys = [k for k in origins if loc == k or loc.startswith(f"{k}.")]
         where = origins[max(keys, key=len)] if keys else None
         below = {origins[k] for k in origins if k.startswith(f"{loc}.")}
-        if not keys and len(below) == 1 and "Extra inputs are not permitted" in line:
+        if not keys and len(below) == 1 and ": unknown key" in line:
             where = below.pop()  # a misspelt block a profile's key made (models.vae.trian.steps)
         out.append(f"{line} [set by {where}]" if where else line)
     return out
@@ -658,7 +703,7 @@ def _checks(params: Params) -> list[str]:
             try:
                 TrainConfig(**{**params.train.model_dump(), **block})
             except ValidationError as e:
-                errors += [format_error(key, x) for x in readable(e.errors())]
+                errors += [format_error(key, x) for x in readable(e.errors(), TrainConfig)]
     for family in params.augment.families:
         if family != "best" and family not in params.models:
             errors.append(
@@ -672,11 +717,14 @@ def _checks(params: Params) -> list[str]:
         try:
             params.train_config(family)
         except ValidationError as e:
-            errors += [format_error(f"models.{family}.train", x) for x in readable(e.errors())]
+            errors += [format_error(f"models.{family}.train", x) for x in readable(e.errors(), TrainConfig)]
         try:
             params.net_config(family)
         except ValidationError as e:
-            errors += [format_error(f"models.{family}.net", x) for x in readable(e.errors())]
+            errors += [
+                format_error(f"models.{family}.net", x)
+                for x in readable(e.errors(), get_family(family).Config)
+            ]
     return errors
 
 

@@ -83,7 +83,7 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     ]  # fmt: skip
     with pytest.raises(ParamsError) as e:  # a bad key inside a family's block: the family is still there
         validate({"models": {"vae": {"trian": {}}}, "ray": {"resources": {"vae": {"num_cpus": 1}}}})
-    assert str(e.value) == "invalid params: models.vae.trian: Extra inputs are not permitted"
+    assert str(e.value) == "invalid params: models.vae.trian: unknown key; did you mean train?"
     from genzoo.tasks.config import _without  # two errors under one key: the key goes, once
 
     raw = {"models": {"vae": {"trian": 1, "net": {}}}, "usefulness": {"fractions": [True]}}
@@ -109,13 +109,13 @@ def test_every_bad_key_is_named_at_once_a_boolean_is_no_number_and_a_profiles_ke
     load_params(f)  # (the profile's keys are read when it is used)
     with pytest.raises(ParamsError) as e:
         load_params(f, profile="quick")
-    assert "models.vae.train.stepz: Extra inputs are not permitted (got 60) [set by profiles.quick]" in str(
+    assert "models.vae.train.stepz: unknown key; did you mean steps? (got 60) [set by profiles.quick]" in str(
         e.value
     )
     f.write_text("models:\n  vae: {}\nprofiles:\n  quick: {models.vae.trian.steps: 60}\n")
     with pytest.raises(ParamsError) as e:  # the misspelt block the profile's key made: the profile's too
         load_params(f, profile="quick")
-    assert str(e.value).endswith("models.vae.trian: Extra inputs are not permitted [set by profiles.quick]")
+    assert str(e.value).endswith("models.vae.trian: unknown key; did you mean train? [set by profiles.quick]")
     # the file's own error under a block a profile set another key of: not the profile's
     f.write_text("models:\n  vae: {net: {latent_dim: -1}}\nprofiles:\n  quick: {models.vae.net.hidden: 8}\n")
     with pytest.raises(ParamsError) as e:
@@ -151,8 +151,8 @@ def test_messages_read_as_a_user_wrote_the_value(tmp_path):
     # keys that look like pydantic's tags are keys: a dict key's error, a recipe named none
     for override, line in (
         ("augment.class_ratios={a: 0.5}", "augment.class_ratios.a.[key]: Input should be a valid integer"),
-        ("recipes.none={bogus: 1}", "recipes.none.bogus: Extra inputs are not permitted"),
-        ("models.gan.train.dict=1", "models.gan.train.dict: Extra inputs are not permitted"),
+        ("recipes.none={bogus: 1}", "recipes.none.bogus: unknown key; known: synthetic_per_real, mode,"),
+        ("models.gan.train.dict=1", "models.gan.train.dict: unknown key; known: steps, batch_size,"),
         ("models.gan.train.steps=1.5e0", "unable to parse string as an integer (got '1.5e0')"),
     ):
         with pytest.raises(ParamsError) as e:
@@ -273,3 +273,27 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
         "train.steps=60: changes nothing for vae, which set their own models.<family>.train.steps; "
         "override that instead (e.g. models.vae.train.steps)"
     ]
+
+
+def test_a_misspelt_key_names_the_key_meant(tmp_path):
+    """pydantic's "Extra inputs are not permitted" said which key was meant, at every level: a
+    section, a family's block, its train and net keys, a dict's entries, the augment request."""
+    f = tmp_path / "p.yaml"
+    f.write_text("models:\n  vae: {}\n")
+    for override, line in (
+        ("modles.vae.train.steps=3", "modles: unknown key; did you mean models?"),
+        ("data.imge_size=3", "data.imge_size: unknown key; did you mean image_size? (got 3)"),
+        ("models.vae.train.stepz=3", "models.vae.train.stepz: unknown key; did you mean steps? (got 3)"),
+        ("models.vae.net.latnet=3", "models.vae.net.latnet: unknown key; did you mean latent_dim? (got 3)"),
+        ("ray.resources.vae.cpu=2", "ray.resources.vae.cpu: unknown key; did you mean num_cpus? (got 2)"),
+        ("ray.resources.vae.zzz=2", "ray.resources.vae.zzz: unknown key; known: num_cpus, num_gpus, memory"),
+        ("usefulness.train.lrr=1", "usefulness.train.lrr: unknown key; did you mean lr? (got 1)"),
+    ):  # fmt: skip
+        with pytest.raises(ParamsError) as e:
+            load_params(f, [override])
+        assert str(e.value).startswith(f"invalid params: {line}"), str(e.value)
+    from genzoo.tasks.config import Params, Recipe, _keys_at
+
+    assert _keys_at(Params, ("recipes", "any")) == list(Recipe.model_fields)
+    assert _keys_at(Params, ("profiles", "quick")) is None  # a profile's keys are dotted paths, any
+    assert _keys_at(Params, ("seed",)) is None
