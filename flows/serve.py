@@ -95,10 +95,22 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
+def poll_frequency() -> float | None:
+    """PREFECT_RUNNER_POLL_FREQUENCY where the user set it, in the environment or the active
+    Prefect profile (`prefect config set`); None where Prefect's default stands."""
+    with contextlib.suppress(ValueError):
+        if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY"):
+            return float(os.environ["PREFECT_RUNNER_POLL_FREQUENCY"])
+    from prefect.settings import get_current_settings
+
+    runner = get_current_settings().runner
+    return float(runner.poll_frequency) if "poll_frequency" in runner.model_fields_set else None
+
+
 def served_elsewhere(api: str, names: list[str], within: float | None = None) -> str | None:
     """A deployment of ``names`` (``flow/deployment``) that another process serves on the
     server at ``api``: the first whose runner polled it in the last ``within`` seconds (default
-    30, or three polls of ``PREFECT_RUNNER_POLL_FREQUENCY`` where that is longer), with how long
+    30, or three polls of :func:`poll_frequency` where that is longer), with how long
     ago; None when none. (Prefect's runner pauses every deployment it served when it stops: a
     second `genzoo serve` joining the server would pause the first one's on its way out.)"""
     from datetime import datetime, timezone
@@ -110,9 +122,7 @@ def served_elsewhere(api: str, names: list[str], within: float | None = None) ->
     from genzoo.tasks.errors import Unreachable
 
     if within is None:
-        with contextlib.suppress(ValueError):
-            within = 3 * float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", 0))
-        within = max(within or 0, 30.0)
+        within = max(3 * (poll_frequency() or 0), 30.0)
     now = datetime.now(timezone.utc)
     try:
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
@@ -391,7 +401,7 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
 
         print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
         # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
-        poll = None if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") else 2
+        poll = None if poll_frequency() is not None else 2
         prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
     except KeyboardInterrupt:
         pass

@@ -377,4 +377,18 @@ def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, mon
     finally:
         signal.signal(signal.SIGTERM, term)
     assert [kw["query_seconds"] for _, kw in served_with] == [2, None]  # None: Prefect reads its setting
+    # set in a Prefect profile (`prefect config set`), not the environment: the same
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / "profiles.toml").write_text(
+        'active = "mine"\n[profiles.mine]\nPREFECT_RUNNER_POLL_FREQUENCY = "5"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    read = "from genzoo.flows.serve import poll_frequency as f; print(f())"
+    for profiles, seen in ((home / "profiles.toml", "5.0"), (tmp_path / "none.toml", "None")):
+        where = {"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(profiles)}
+        out = subprocess.run(
+            [sys.executable, "-c", read], env={**env, **where}, capture_output=True, text=True, check=True
+        ).stdout
+        assert out.split() == [seen], out
     assert {d.name for d in served_with[0][0]} == {"pipeline", "train-family", "augment", "sample", "judge"}
