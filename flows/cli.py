@@ -520,10 +520,14 @@ def cmd_judge(args) -> int:
             seed=args.seed,
             raters=args.raters,
         )
+        _same_profile(args, params, list(req.families), "draw {it} for a study")
         made = judge.create(params, url, req)
         links = _links(base, made["raters"])
         print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
-        print("each link is its rater's password: send it to that rater only", file=sys.stderr)
+        if links:
+            print("each link is its rater's password: send it to that rater only", file=sys.stderr)
+        else:
+            print(f"no rater yet: `genzoo judge add-rater {made['study']}` makes a link", file=sys.stderr)
     elif args.judge == "add-rater":
         if not 1 <= args.n <= judge.LIMITS["--raters"]:
             raise judge.StudyError(
@@ -540,9 +544,12 @@ def cmd_judge(args) -> int:
         path = judge.results_path(params, r["study"])
         n = r["raters"]
         left_out = r.get("answers_left_out", 0)
+        silent = n["total"] - n["answered"]
         print(
-            f"study {r['study']}: {n['included']} raters counted, {n['excluded_attention']} left out "
-            f"(attention checks), {r['answers']} real-or-generated answers"
+            f"study {r['study']}: {n['included']} rater{'' if n['included'] == 1 else 's'} counted, "
+            f"{n['excluded_attention']} left out (attention checks)"
+            + (f", {silent} with no answer yet" if silent > 0 else "")
+            + f", {r['answers']} real-or-generated answers"
             + (f" ({left_out} more from those left out)" if left_out else "")
         )
         for f, d in r["families"].items():
@@ -571,6 +578,11 @@ def cmd_judge(args) -> int:
         if report.exists():  # its "Human evaluation" section shows the latest study: built again
             from genzoo.tasks.report import build_report
 
+            try:  # as `genzoo report` would: not over a report of another profile's models
+                _same_profile(args, params, params.families, "report on {it}")
+            except UsageError as e:
+                print(f"report not rebuilt: {e}", file=sys.stderr)
+                return 0
             with _holding(params):
                 build_report(params)
             print(f"report: {report}")

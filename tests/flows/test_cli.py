@@ -185,6 +185,24 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert not (tmp_path / "runs" / "evaluation").exists()  # refused before any work
     assert cli.main(["usefulness", "--families", "gan", *base]) == 2
     assert "add --profile short to measure it" in capsys.readouterr().err
+    db = ["--db", f"sqlite:///{tmp_path / 'studies.db'}"]  # a study draws at the settings it was made with
+    judge = ["judge", "create", "--families", "gan", "--per-family", "2", "-q", *db, *base]
+    assert cli.main([*judge, "--name", "s"]) == 2
+    assert "add --profile short to draw it for a study as it was made" in capsys.readouterr().err
+    assert cli.main([*judge, "--name", "s", "--profile", "short"]) == 0
+    assert "send it to that rater only" in capsys.readouterr().err
+    assert cli.main([*judge, "--name", "none-yet", "--raters", "0", "--profile", "short"]) == 0
+    assert "no rater yet: `genzoo judge add-rater none-yet` makes a link" in capsys.readouterr().err
+    report = tmp_path / "runs" / "report" / "index.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("a report of the short run")  # results rebuild it: not under other settings
+    assert cli.main(["judge", "results", "s", *db, *base]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        "study s: 0 raters counted, 0 left out (attention checks), 1 with no answer yet," in out
+        and "report not rebuilt: gan: trained with --profile short" in err
+    )
+    assert report.read_text() == "a report of the short run"
     short = ("--profile", "short")
     assert gan_state(*short, "-o", "seed=1") == "stale (trained with other params: seed: 0 -> 1)"
     several = ["-o", "seed=1", "-o", "train.batch_size=16", "-o", "models.gan.net.hidden=4"]

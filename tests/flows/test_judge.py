@@ -434,7 +434,7 @@ def test_truthful_random_and_inattentive_raters_in_chromium(
     assert errors == []
     db = ["--params", str(tmp / "params.yaml"), "--db", url, "-q"]
     assert cli.main(["judge", "results", "three", "--reps", "300", *db]) == 0
-    assert "1 raters counted, 1 left out (attention checks)" in capsys.readouterr().out
+    assert "1 rater counted, 1 left out (attention checks)" in capsys.readouterr().out
     out = json.loads((tmp / "runs" / "evaluation" / "human" / "three.json").read_text())
     assert out["raters"]["excluded_attention"] == 1 and out["raters"]["included"] == 1
     for f in ("gan", "vae"):  # the truthful rater: every image judged right
@@ -598,6 +598,9 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     ):
         assert _status(f"{b}/api/{mine}/answer", bad) == 422
     assert _status(f"{b}/img/{mine}/{10**23}.png") == 422
+    from genzoo.flows.judge import MAX_MS, Answer  # a rater back from a break: the answer counts
+
+    assert Answer(trial=1, answer="real", ms=2 * MAX_MS).ms == MAX_MS == 3_600_000
     assert _stored(url, mine) == {}
     # only the trial the page shows takes an answer: a script skipping ahead rated images nobody
     # showed it (200, stored)
@@ -620,6 +623,15 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     page.wait_for_function("() => document.getElementById('error').textContent.includes('refused')")
     page.wait_for_timeout(1500)  # three retries' time
     assert posted == [1] and "The server refused this (403: x)" in page.inner_text("#error")
+    page.close()
+    page = browser.new_page()  # pydantic's reasons (a list) are shown too, key and message
+    why = '{"detail": [{"loc": ["body", "ms"], "msg": "Input should be greater than or equal to 0"}]}'
+    page.route("**/answer", lambda route: route.fulfill(status=422, body=why))
+    page.goto(f"{b}/r/{mine}")
+    page.wait_for_function("() => document.body.dataset.ready !== undefined")
+    page.click("#real")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('refused')")
+    assert "(422: ms: Input should be greater than or equal to 0)" in page.inner_text("#error")
     page.close()
     # the page says what the real images are, by source, never a user's path
     page = browser.new_page()
