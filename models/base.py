@@ -454,6 +454,10 @@ def read_weights(
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         raise ValueError(f"{path}: weights {name!r} is not a file beside it; refusing to load")
     weights = path.with_name(name)
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"no weights at {weights} ({path.name} names them): missing, train the model again"
+        )
     digest = sha256_file(weights)
     if not meta.get("sha256"):
         if not allow_unhashed:

@@ -350,11 +350,20 @@ def _swap_by_renames(new: Path, target: Path) -> Path:
 
 def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logger) -> None:
     """Say that ``family``'s model was made with other params, data or code than ``params``
-    (what `genzoo status` calls stale) and is ``doing`` ("evaluated") as it is."""
+    (what `genzoo status` calls stale) and is ``doing`` ("evaluated") as it is; refuse a model
+    whose weights are missing (`genzoo status`: incomplete), before any work."""
+    train = params.command(f"train --family {family}")
+    out = family_dir(params, family)
+    missing = [f for f in ("model.json", "model.safetensors") if not (out / f).is_file()]
+    if missing:
+        raise ModelNotFound(
+            f"{family}: {', '.join(missing)} missing in {out} (`genzoo status`: incomplete): `{train}` "
+            f"makes it again, or `dvc checkout train@{family}` restores the recorded one"
+        )
     if up_to_date(params, family) is None:
         logger.warning(
             "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
-            "%s as it is (`genzoo train --family %s` to bring it up to date)", family, doing, family,
+            "%s as it is (`%s` to bring it up to date)", family, doing, train,
         )  # fmt: skip
 
 

@@ -227,6 +227,15 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert gan_state(*short).startswith("incomplete (loss.png missing")
     curve.with_suffix(".bak").rename(curve)
     weights = tmp_path / "runs" / "gan" / "model.safetensors"
+    weights.rename(weights.with_suffix(".bak"))  # no weights: said as such, before any work
+    assert cli.main(["evaluate", "--family", "gan", *short, *base]) == 2
+    assert (
+        f"gan: model.safetensors missing in {tmp_path / 'runs' / 'gan'} (`genzoo status`: incomplete): "
+        "`genzoo train --family gan --profile short` makes it again" in capsys.readouterr().err
+    )
+    assert cli.main(["sample", "--family", "gan", "--out", str(tmp_path / "s"), *short, *base]) == 2
+    assert f"no weights at {weights} (model.json names them)" in capsys.readouterr().err
+    weights.with_suffix(".bak").rename(weights)
     good = weights.read_bytes()
     weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert gan_state(*short).startswith("damaged (model.safetensors does not match the sha256")
