@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -922,8 +923,29 @@ INTERRUPTED = {
 }
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; an option no command takes is refused by the command's own
+    parser (its usage, not genzoo's), with the option meant where one is near (``--familly``)."""
+    ap = build_parser()
+    args, extra = ap.parse_known_args(argv)
+    if not extra:
+        return args
+    parser = ap
+    while subs := [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]:
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            break
+        parser = subs[0].choices[chosen]
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for given in (x.split("=", 1)[0] for x in extra if x.startswith("--")):
+        if near := difflib.get_close_matches(given, options, n=1, cutoff=0.7):
+            hints.append(f"{given}: did you mean {near[0]}?")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
     # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)
     for key, value in PREFECT_DEFAULTS.items():

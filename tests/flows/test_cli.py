@@ -417,3 +417,22 @@ def test_sample_takes_one_model(capsys):
         cli.main(["sample", "--family", "vae", "--model", "x/model.json"])
     assert e.value.code == 2
     assert "argument --model: not allowed with argument --family" in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_refused_by_its_commands_parser_with_the_option_meant(capsys):
+    """`genzoo evaluate --familly vae` printed genzoo's top-level usage and no hint: now the
+    command's (the judge action's) usage and the nearest option, exit 2, before any work."""
+    for argv, usage, line in (
+        (["evaluate", "--familly", "vae"], "usage: genzoo evaluate",
+         "genzoo evaluate: error: unrecognized arguments: --familly vae; --familly: did you mean --family?"),
+        (["evaluate", "--no-reprt", "-q"], "usage: genzoo evaluate",
+         "unrecognized arguments: --no-reprt; --no-reprt: did you mean --no-report?"),
+        (["judge", "results", "s", "--repz=3"], "usage: genzoo judge results",
+         "unrecognized arguments: --repz=3; --repz: did you mean --reps?"),
+        (["status", "--bogus", "x"], "usage: genzoo status",
+         "genzoo status: error: unrecognized arguments: --bogus x"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(usage) and err.strip().endswith(line), err
