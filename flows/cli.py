@@ -372,7 +372,9 @@ def cmd_evaluate(args) -> int:
     families = [args.family] if args.family else params.families
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
     if not trained:
-        raise ModelNotFound(f"nothing to evaluate: no trained family in {params.run.runs_dir} (genzoo run)")
+        raise ModelNotFound(
+            f"nothing to evaluate: no trained family in {params.run.runs_dir} ({params.command('run')})"
+        )
     _same_profile(args, params, params.families, "evaluate {it}")  # the evaluator serves every family
     with _holding(params):
         for f in trained:

@@ -297,7 +297,10 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
     ev_meta = read_json(folder / "evaluator.json")
     if ev_meta is None or not (folder / "judges.npz").exists():
-        raise FileNotFoundError(f"{folder / 'evaluator.json'}: run the evaluator stage first")
+        raise FileNotFoundError(
+            f"{folder / 'evaluator.json'} missing: the evaluator is not trained "
+            f"(`{params.command('evaluate')}` trains it, or `dvc repro evaluator`)"
+        )
     training = training_figures(params, family)
     model_sha = sha256_file(trained / "model.safetensors")
     key = fingerprint(

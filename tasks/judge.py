@@ -246,7 +246,9 @@ def request(
     if families in (None, "all", ["all"]):
         families = [f for f in params.families if (Path(params.run.runs_dir) / f / "model.json").exists()]
         if not families:
-            raise ModelNotFound(f"no trained family under {params.run.runs_dir} (genzoo run first)")
+            raise ModelNotFound(
+                f"no trained family under {params.run.runs_dir} ({params.command('run')} first)"
+            )
     families = trained_families(params, families, ", or all")
     name = name or f"study-{time.strftime('%Y%m%d-%H%M%S')}"
     if not NAME.fullmatch(name):

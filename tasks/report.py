@@ -79,7 +79,10 @@ def collect(params: Params) -> dict[str, Any]:
     folder = evaluation_dir(params)
     reference = read_json(folder / "evaluator" / "reference.json")
     if reference is None:
-        raise FileNotFoundError(f"{folder / 'evaluator' / 'reference.json'}: run the evaluator stage first")
+        raise FileNotFoundError(
+            f"{folder / 'evaluator' / 'reference.json'} missing: nothing evaluated yet "
+            f"(`{params.command('evaluate')}`, or `{params.command('run')}` trains and evaluates)"
+        )
     families, missing, anomaly = {}, [], {}
     for f in params.models:
         quality = read_json(folder / f / "quality.json")

@@ -164,6 +164,13 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     base = ["--params", str(pfile)]
     assert cli.main(["status", *base]) == 0  # a fresh clone: nothing to say after the state
     assert capsys.readouterr().out.splitlines()[0] == "data      not prepared"
+    # a first command before any run: the command to run first, with its profile
+    for cmd, line in (
+        (["evaluate", "--profile", "short"], "runs (genzoo run --profile short)"),
+        (["report"], "reference.json missing: nothing evaluated yet (`genzoo evaluate`, or `genzoo run`"),
+    ):
+        assert cli.main([*cmd, *base]) == 2
+        assert line in capsys.readouterr().err
     assert cli.main(["prepare", *base]) == 0
     assert cli.main(["train", "--family", "gan", "--profile", "short", "-q", *base]) == 0
     capsys.readouterr()
