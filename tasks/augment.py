@@ -74,6 +74,7 @@ from genzoo.tasks.layout import (
     read_json,
     scored_by_another_evaluator,
     shown,
+    use_threads,
     warn_if_stale,
 )
 from genzoo.tasks.quality import real_features, scores
@@ -494,7 +495,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     for f in families:  # e.g. quick-run models read with the default params
         warn_if_stale(params, f, "the dataset is drawn from it", log)
     filters = _Filters(params, req)
-    torch.set_num_threads(params.threads(families[0]))
+    use_threads(params.threads(families[0]))
     teacher = _Teacher(params, recipe) if recipe.teacher else None
     if teacher is not None:
         filters.teacher = teacher

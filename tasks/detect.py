@@ -79,6 +79,7 @@ from genzoo.tasks.layout import (
     family_dir,
     read_json,
     train_variant,
+    use_threads,
     variant_key,
 )
 
@@ -371,7 +372,7 @@ def benchmark(params: Params, family: str) -> dict[str, Any]:
     the test split (normal) against corrupted test images and photo patches, and each held-out
     class under a retraining without it."""
     net = _model(params, family)
-    torch.set_num_threads(params.threads(family))
+    use_threads(params.threads(family))
     x_train, _, _ = load_split(params.data.prepared_dir, "train")
     xt, _, _ = load_split(params.data.prepared_dir, "test")
     n_test = len(xt)

@@ -47,7 +47,15 @@ from genzoo.tasks import latent, tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import data_hash, data_spec, load_split
 from genzoo.tasks.errors import exit_code
-from genzoo.tasks.layout import code_hash, evaluation_dir, evaluator_dir, exclusive, family_dir, read_json
+from genzoo.tasks.layout import (
+    code_hash,
+    evaluation_dir,
+    evaluator_dir,
+    exclusive,
+    family_dir,
+    read_json,
+    use_threads,
+)
 from genzoo.tasks.quality import in_spaces, real_features, scores, space_scores, summarize
 from genzoo.tasks.sample import draw as draw_images
 
@@ -221,7 +229,7 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
         and (folder / "judges.npz").exists()
     ):
         return done
-    torch.set_num_threads(params.threads("evaluator"))
+    use_threads(params.threads("evaluator"))
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
     spec = data_spec(manifest)
     t0 = time.perf_counter()
@@ -313,7 +321,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     done = read_json(out / "quality.json")
     if done and done.get("key") == key and (out / "samples.npz").exists() and (out / "latent.npz").exists():
         return done
-    torch.set_num_threads(params.threads(family))
+    use_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
     judges = load_judges(folder / "judges.npz")
     real = real_features(folder)

@@ -104,6 +104,17 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
 # ----------------------------------------------------------------------------- layout
 
 
+def use_threads(n: int) -> None:
+    """Compute on ``n`` threads: torch's, and the BLAS and OpenMP pools numpy and scikit-learn
+    compute in (threadpoolctl). CPU results depend on the count (the float sums of a matrix
+    product: scikit-learn's MLP judge fitted on 1 and on 2 BLAS threads differs by 0.1 in a
+    weight), so a Ray task, a DVC stage and a command given the same params compute alike."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+
+
 def family_dir(params: Params, family: str) -> Path:
     """train@<family>'s outputs."""
     return Path(params.run.runs_dir) / family
@@ -574,7 +585,7 @@ def train_variant(
     key, ...) when it finished (all its steps, or stopped early by ``patience``). Returns the
     model and the trainer's result."""
     params.require(family)
-    torch.set_num_threads(params.threads(family))
+    use_threads(params.threads(family))
     # the initial weights depend on the seed alone, not on what ran before in this worker
     torch.manual_seed(params.seed)
     model = models.build(family, spec, params.net_config(family))

@@ -65,6 +65,7 @@ from genzoo.tasks.layout import (
     read_json,
     resolve_device,
     train_variant,
+    use_threads,
     variant_key,
 )
 from genzoo.tasks.sample import (
@@ -359,7 +360,7 @@ def reference(params: Params) -> dict[str, Any]:
     done = read_json(out)
     if done and done.get("key") == key:
         return done
-    torch.set_num_threads(params.threads("evaluator"))
+    use_threads(params.threads("evaluator"))
     t0 = time.perf_counter()
     real: dict[str, Any] = {}
     sampled = [name for name in recipes(params) if params.recipe(name).mode == "sample"]  # no encoder here
@@ -467,7 +468,7 @@ def train_subsets(params: Params, family: str) -> dict[str, Any]:
     """Train (or reuse) ``family`` on every real subset (fractions below 1, every subset seed):
     the pipeline runs this beside the main trainings, since it needs no trained model."""
     params.require(family)
-    torch.set_num_threads(params.threads(family))
+    use_threads(params.threads(family))
     train, _, spec, manifest = _splits(params)
     return {
         f"{p}/{s}": subset_generator(params, family, p, train, spec, manifest, s)[1]
@@ -500,7 +501,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         if params.recipe(name).mode == "perturb" and family not in PERTURBABLE:
             raise ValueError(f"usefulness.recipes: {name!r} perturbs real images, which {family} cannot "
                              f"(no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
-    torch.set_num_threads(params.threads(family))
+    use_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
     (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]
     t0 = time.perf_counter()
