@@ -573,7 +573,11 @@ def cmd_judge(args) -> int:
         print(f"agreement: {agree}")
         if r["pairwise"]:
             ranked = sorted(r["pairwise"]["families"].items(), key=lambda kv: -kv[1]["theta"])
-            line = " > ".join(f"{f} {v['theta']:+.2f}" for f, v in ranked)
+            shown = [f"{f} {v['theta']:+.2f}" for f, v in ranked]  # equal as shown: "=", not ">"
+            line = shown[0] + "".join(
+                (" = " if f"{a[1]['theta']:+.2f}" == f"{b[1]['theta']:+.2f}" else " > ") + text
+                for a, b, text in zip(ranked, ranked[1:], shown[1:], strict=False)
+            )
             one = " (one rater answered the pairs: no interval)" if r["pairwise"].get("raters") == 1 else ""
             print(f"pairwise (Bradley-Terry): {line}{one}")
         print(f"results: {path}")

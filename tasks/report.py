@@ -433,8 +433,11 @@ def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, An
     both = [f for f in scored if f in families]
     q = {f: families[f]["quality"] for f in both}
     err = {f: human["families"][f]["error"] for f in scored}
-    rank = {f: i + 1 for i, f in enumerate(sorted(scored, key=lambda f: -err[f]))}
-    fd_rank = {f: i + 1 for i, f in enumerate(sorted(both, key=lambda f: q[f]["fd"]))}
+    # ties share a rank (1, 2, 2, 4): three families at 66.7% are not 2nd, 3rd and 4th by name
+    rank = {
+        f: 1 + sum(err[g] > err[f] + 1e-12 for g in scored) for f in sorted(scored, key=lambda f: -err[f])
+    }
+    fd_rank = {f: 1 + sum(q[g]["fd"] < q[f]["fd"] - 1e-12 for g in both) for f in both}
     bt = (human.get("pairwise") or {}).get("families", {})
     rows = []
     for f in scored:
@@ -513,9 +516,9 @@ def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
     return {"by_source": by_source, "by_class": by_class, "row_labels": list(split)}
 
 
-LATENT_STRIPS = {  # latent.npz key -> caption
-    "spherical": "spherical interpolation (real images at the ends)",
-    "linear": "linear interpolation",
+LATENT_STRIPS = {  # latent.npz key -> caption ({ends}: what the path joins, by the latent's kind)
+    "spherical": "spherical interpolation {ends}",
+    "linear": "linear interpolation {ends}",
     "arithmetic": "class arithmetic: real, then its code moved from its class mean to the next class's",
     "every_label": "real, then its code decoded under every label 0..9",
 }
@@ -534,11 +537,16 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
         except OSError:
             continue
         imgs = []
+        # an encoder's paths join two real images, shown at the ends; a decoder's two prior codes
+        ends = "(real images at the ends)" if lat["kind"] == "encoder" else "between two prior codes"
         for key, caption in LATENT_STRIPS.items():
             if key in strips:
                 s = torch.from_numpy(strips[key][:rows]).float()
                 imgs.append(
-                    {"caption": caption, "img": _png(grid(s.flatten(0, 1), nrow=s.shape[1], scale=4))}
+                    {
+                        "caption": caption.format(ends=ends),
+                        "img": _png(grid(s.flatten(0, 1), nrow=s.shape[1], scale=4)),
+                    }
                 )
         out.append({"family": f, "kind": lat["kind"], "smoothness": lat["smoothness"], "strips": imgs})
     return out
@@ -580,8 +588,13 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     ax.set(xlim=(low, 1.005), ylim=(low, 1.005), xlabel="recall (diversity)", ylabel="precision (fidelity)",
            title="Precision vs recall")  # fmt: skip
     noise = ref["uniform_noise"]
-    ax.text(0.02, 0.02, f"uniform noise (off the chart): precision {noise['precision']:.2f}, "
-            f"recall {noise['recall']:.2f}", transform=ax.transAxes, fontsize=7, color="gray")  # fmt: skip
+    if min(noise["recall"], noise["precision"]) >= low:  # within the chart: drawn as the others
+        ax.plot(noise["recall"], noise["precision"], "+", c="gray", ms=8, label="uniform noise")
+    else:
+        note = (
+            f"uniform noise (off the chart): precision {noise['precision']:.2f}, recall {noise['recall']:.2f}"
+        )
+        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, color="gray")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     ax.grid(alpha=0.3)
     out["precision_recall"] = _fig(fig)

@@ -252,7 +252,8 @@ def test_report_files_and_summary(evaluated):
         "Does synthetic data help a classifier?",
         "train on synthetic, logistic",
         "Latent space",
-        "vae: spherical interpolation",
+        "vae: spherical interpolation (real images at the ends)",
+        "gan: spherical interpolation between two prior codes",  # no real ends: a prior's codes
         "vae: class arithmetic",
         "gan (prior codes)",
         "Quality under every judge",
@@ -260,6 +261,7 @@ def test_report_files_and_summary(evaluated):
         "random_cnn",
     ):
         assert text in html, text
+    assert "gan: spherical interpolation (real" not in html
     assert "profile" not in summary and "A first look at the" not in html
     # made under a profile (`make run PROFILE=quick`): the page and the summary say so first
     quick = params.model_copy()
@@ -434,7 +436,8 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
     order = sorted(fd, key=fd.get)  # best FD first
     fams = {f: {"error": 0.1 + 0.1 * i, "ci95": [0.05 * i, 0.2 + 0.1 * i], "fake_error": 0.2}
             for i, f in enumerate(order)}  # fmt: skip
-    human = {"study": "s<1>", "families": fams, "raters": {"included": 3, "excluded_attention": 1},
+    raters = {"included": 3, "excluded_attention": 1, "total": 5, "answered": 4}  # one not started
+    human = {"study": "s<1>", "families": fams, "raters": raters,
              "real": {"error": 0.1, "n": 30}, "agreement": {"krippendorff_alpha": 0.42}, "answers": 90,
              "protocol": {}, "pairwise": None}  # fmt: skip
     path = tmp / "runs" / "evaluation" / "human" / "s1.json"
@@ -449,12 +452,19 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
             1,
         ]
         assert [r["fd_rank"] for r in table["rows"]] == [1, 2, 3]
+        tied = {
+            **human,
+            "families": {f: {**d, "error": 0.5 if f != order[0] else 0.7} for f, d in fams.items()},
+        }
+        assert [r["rank"] for r in human_table(tied, collect(params)["families"])["rows"]] == [1, 2, 2]
         summary = build_report(params)
         assert summary["human"]["study"] == "s<1>"
         assert summary["human"]["kendall_tau"]["fd"] == pytest.approx(-1)
         assert summary["human"]["error"] == {f: d["error"] for f, d in fams.items()}
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "<h2>Human evaluation</h2>" in html and "s&lt;1&gt;" in html and "s<1>" not in html
+        counted = "3 raters counted\n(1 left out for failing the attention checks; 1 with no answer yet)"
+        assert f"{counted}, 90 answers" in html
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
         assert "Fréchet-distance ranking\n-1.00" in html
         assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>" in html
