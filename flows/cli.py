@@ -572,12 +572,7 @@ def cmd_judge(args) -> int:
         )
         print(f"agreement: {agree}")
         if r["pairwise"]:
-            ranked = sorted(r["pairwise"]["families"].items(), key=lambda kv: -kv[1]["theta"])
-            shown = [f"{f} {v['theta']:+.2f}" for f, v in ranked]  # equal as shown: "=", not ">"
-            line = shown[0] + "".join(
-                (" = " if f"{a[1]['theta']:+.2f}" == f"{b[1]['theta']:+.2f}" else " > ") + text
-                for a, b, text in zip(ranked, ranked[1:], shown[1:], strict=False)
-            )
+            line = ordered({f: v["theta"] for f, v in r["pairwise"]["families"].items()})
             one = " (one rater answered the pairs: no interval)" if r["pairwise"].get("raters") == 1 else ""
             print(f"pairwise (Bradley-Terry): {line}{one}")
         print(f"results: {path}")
@@ -594,6 +589,17 @@ def cmd_judge(args) -> int:
                 build_report(params)
             print(f"report: {report}")
     return 0
+
+
+def ordered(strengths: dict[str, float]) -> str:
+    """``a +0.44 = b +0.44 > c +0.01``: strongest first, ``=`` between strengths equal as shown."""
+    ranked = sorted(strengths.items(), key=lambda kv: -kv[1])
+    line = ""
+    for i, (name, theta) in enumerate(ranked):
+        if i:
+            line += " = " if f"{theta:+.2f}" == f"{ranked[i - 1][1]:+.2f}" else " > "
+        line += f"{name} {theta:+.2f}"
+    return line
 
 
 def cmd_families(args) -> int:

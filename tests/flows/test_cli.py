@@ -443,3 +443,10 @@ def test_an_unknown_option_is_refused_by_its_commands_parser_with_the_option_mea
             cli.main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith(usage) and err.strip().endswith(line), err
+
+
+def test_a_ranking_shows_ties_as_ties():
+    """`judge results` printed "pixelcnn +0.44 > realnvp +0.44": equal strengths as shown are '='."""
+    line = cli.ordered({"gan": 0.011, "pixelcnn": 0.441, "realnvp": 0.438, "ddpm": 0.012})
+    assert line == "pixelcnn +0.44 = realnvp +0.44 > ddpm +0.01 = gan +0.01"
+    assert cli.ordered({"vae": -0.2}) == "vae -0.20"
