@@ -485,8 +485,11 @@ def cmd_report(args) -> int:
     params = _params(args)
     _same_profile(args, params, params.families, "report on {it}")  # its banner, targets, settings
     with _holding(params):
-        t = build_report(params)["targets"]
+        summary = build_report(params)
+    t = summary["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")
+    if summary.get("not_evaluated"):
+        print(f"left out: {'; '.join(summary['not_evaluated'])} (`{params.command('evaluate')}` scores them)")
     print(f"closest to real data by the evaluator's Fréchet distance: {t['best_family']}, "
           f"{t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
           f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip

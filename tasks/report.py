@@ -759,6 +759,8 @@ def build_report(params: Params) -> dict[str, Any]:
     }
     if params.profile:
         summary["profile"] = params.profile
+    if data["missing"]:  # families in params the page leaves out, with why
+        summary["not_evaluated"] = data["missing"]
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
     if extra["human"]:  # the latest human study, for `dvc metrics show`

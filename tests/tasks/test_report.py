@@ -200,6 +200,7 @@ def test_usefulness_targets_pick_the_best_recipe_and_judge_harm_with_all_the_dat
 def evaluated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     raw = tiny_params(tmp, steps=5, families=["pixelcnn", "vae", "gan"])
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))  # for the commands
     params = validate(raw)
     prepare(params)
     for fam in ("pixelcnn", "vae", "gan"):
@@ -290,7 +291,9 @@ def test_a_report_of_an_evaluation_made_before_the_floor_said_how_it_is_drawn(ev
         path.write_text(saved)
 
 
-def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(evaluated):
+def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(
+    evaluated, capsys, restore_logging
+):
     """After the data or the evaluator changed, a family whose evaluation was not re-run holds
     figures in another feature space: the report leaves it out of every table and ranking and
     names it, instead of ranking it beside the others."""
@@ -306,6 +309,12 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(eval
         assert set(summary["spaces"]["ranks"]["pca"]) == {"pixelcnn", "vae", "pca_kde", "gmm"}
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "gan (scored by another evaluator: re-run its evaluation)" in html
+        assert summary["not_evaluated"] == ["gan (scored by another evaluator: re-run its evaluation)"]
+        from genzoo.flows import cli  # the command says so too, not only the page
+
+        assert cli.main(["report", "--params", str(tmp / "params.yaml"), "-q"]) == 0
+        out = capsys.readouterr().out
+        assert "left out: gan (scored by another evaluator: re-run its evaluation) (`genzoo evaluate`" in out
     finally:
         path.write_text(saved)
     assert "gan" in build_report(params)["families"]
