@@ -24,6 +24,11 @@ from genzoo.tasks.report import BASELINE_NAMES, SPACES_ACCURACY, SPACES_FLOOR_RA
 
 def read(runs: Path) -> tuple[dict, dict, dict]:
     ev = runs / "evaluation"
+    if not (ev / "evaluator" / "reference.json").is_file():
+        raise SystemExit(
+            f"{runs}: no evaluation there ({ev / 'evaluator' / 'reference.json'} missing): "
+            "give the runs folder of a run (run.runs_dir), or pass --profile / --train"
+        )
     reference = json.loads((ev / "evaluator" / "reference.json").read_text())
     evaluator = json.loads((ev / "evaluator" / "metrics.json").read_text())
     families = {
@@ -97,6 +102,10 @@ def main() -> None:
     if j is None:
         raise SystemExit(f"{runs}: the evaluation predates the feature spaces; re-run the evaluation")
     print(f"Machine: {machine()}")
+    summary = runs / "report" / "summary.json"  # the report says which profile made the run
+    made = json.loads(summary.read_text()).get("profile") if summary.is_file() else None
+    if made:
+        print(f"Made with the {made} profile: a first look, not the default run's figures")
     print(tables(j, evaluator))
 
 
