@@ -212,6 +212,10 @@ def main() -> None:
             shutil.rmtree(out)  # an earlier run of this script, replaced
         out.mkdir(parents=True, exist_ok=True)
         (out / ".genzoo-bench").touch()  # the mark of a folder this script may replace
+        print(
+            f"run {i + 1}/{args.repeats}: genzoo run in {out} (its log: {out / 'genzoo-run.log'}) ...",
+            file=sys.stderr,
+        )
         wall, metrics = one_run(args.profile, out, args.overrides)
         walls.append(wall)
         runs.append(metrics)
