@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from genzoo.tasks.errors import ModelNotFound, UsageError, user_error
+from genzoo.tasks.errors import ModelNotFound, UsageError, check_replaceable, user_error
 
 EPILOG = """examples:
   genzoo prepare                                  # data/prepared from params.yaml (digits)
@@ -410,6 +410,8 @@ def cmd_detect(args) -> int:
         return 0
     if not args.path:
         raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
+    if args.out:  # an earlier detect's scores are replaced; a user's file of that name is not
+        check_replaceable([Path(args.out)], _detect_scores(Path(args.out)), "scores of genzoo detect (JSON)")
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
         from genzoo.models.base import atomic_write_text
@@ -421,6 +423,15 @@ def cmd_detect(args) -> int:
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
           f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _detect_scores(path: Path) -> bool:
+    """``path`` holds what `genzoo detect --out` writes: a JSON object of a family's scores."""
+    try:
+        r = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(r, dict) and {"family", "estimator", "threshold", "images"} <= r.keys()
 
 
 def cmd_usefulness(args) -> int:

@@ -83,6 +83,18 @@ def check_output_dir(path: str | Path, key: str, into: bool = False) -> None:
             return
 
 
+def check_replaceable(targets: list[Path], ours: bool, what: str, key: str = "--out") -> None:
+    """Refuse, before any work, to write ``targets`` (a command's output files) over anything
+    but an earlier output of that command (``ours``: recognised from its content): a user's
+    file of that name, a link or a folder stays as it is."""
+    for target in targets:
+        check_output_dir(Path(target).parent, key, into=True)
+        if target.is_dir() and not target.is_symlink():
+            raise GenzooError(f"{key} {target}: is a folder; choose another {key}")
+        if target.is_symlink() or (target.exists() and not ours):
+            raise GenzooError(f"{key} {target}: exists and is not {what}; choose another {key}, or remove it")
+
+
 def describe_os_error(e: OSError) -> str | None:
     """One line for an OSError caused by the environment (a full disk, a path that cannot
     be a folder, no permission), naming the path; None for any other (a bug keeps its traceback)."""

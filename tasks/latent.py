@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,25 @@ def _index(i: int, n: int, what: str) -> int:
     return i
 
 
+def _outputs(out: str | Path) -> tuple[Path, Path]:
+    """``out``.png and ``out``.npz, checked before any work: each replaces only an earlier
+    strip (an npz of exactly strips, rows and lengths), never a user's file of that name."""
+    from genzoo.tasks.errors import check_replaceable
+
+    out = Path(out)
+    out = out.with_suffix("") if out.suffix in (".png", ".npz") else out
+    png, npz = out.with_name(out.name + ".png"), out.with_name(out.name + ".npz")
+    try:
+        ours = not npz.is_symlink() and sorted(zipfile.ZipFile(npz).namelist()) == STRIP_FILES
+    except (OSError, zipfile.BadZipFile):
+        ours = False
+    check_replaceable([npz, png], ours, "a strip of genzoo interpolate or arithmetic (an .npz of strips)")
+    return png, npz
+
+
+STRIP_FILES = ["lengths.npy", "rows.npy", "strips.npy"]
+
+
 def _write(out: str | Path, rows: list[Tensor], names: list[str]) -> tuple[Path, Path]:
     """``out``.png (one row per strip) and ``out``.npz: ``strips`` (rows, width, C, H, W; a
     shorter row padded with grey), ``rows`` (each row's name) and ``lengths`` (its images
@@ -381,6 +401,7 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
+    _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)
     if cls is not None and not 0 <= cls < model.spec.num_classes:
@@ -418,6 +439,7 @@ def arithmetic_to_file(params, family: str, index: int, to: int, out: str | Path
                        split: str = "test") -> dict[str, Any]:  # fmt: skip
     """Test image ``index``'s code moved from its class mean toward class ``to``'s (row 1), and
     decoded under every label (row 2); the real image first in each row."""
+    _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
     _same_data(params, family, model, manifest)

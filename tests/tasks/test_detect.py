@@ -103,6 +103,31 @@ def test_detect_reads_npz_and_folders_in_any_size_and_flags_noise(trained, tmp_p
     assert detect(params, "pixelcnn", folder / "sub" / "1.png")["images"][0]["name"] == "1.png"
 
 
+def test_detect_out_replaces_its_own_scores_and_no_users_file(trained, tmp_path, capsys, restore_logging):
+    """`genzoo detect --out params.yaml` wrote its JSON over the project's params (and over a
+    user's dataset .npz) without a word: only an earlier detect's scores are replaced."""
+    import yaml
+
+    from genzoo.flows.cli import main
+
+    tmp, params = trained
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    npz = tmp_path / "some.npz"
+    np.savez(npz, images=xt[:5, 0].numpy())
+    cmd = ["detect", "--params", str(pfile), "--family", "pixelcnn", str(npz), "-q"]
+    out = tmp_path / "scores.json"
+    assert main([*cmd, "--out", str(out)]) == 0 and main([*cmd, "--out", str(out)]) == 0  # its own: replaced
+    assert json.loads(out.read_text())["n"] == 5
+    capsys.readouterr()
+    for theirs in (pfile, npz):
+        before = theirs.read_bytes()
+        assert main([*cmd, "--out", str(theirs)]) == 2
+        assert f"--out {theirs}: exists and is not scores of genzoo detect" in capsys.readouterr().err
+        assert theirs.read_bytes() == before
+
+
 def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
     """Real digits saved as 8x8 files, enlarged 4x (nearest neighbour) or as 32x24 (another
     aspect): `detect` reads each back to the model's 8x8 exactly as `prepare` sizes a folder's

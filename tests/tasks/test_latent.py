@@ -129,6 +129,24 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
         assert z["strips"].shape == (2, 8, 1, 8, 8)  # 2 modes x (real, 6 steps, real)
         assert z["rows"].tolist() == ["linear", "spherical"] and z["lengths"].tolist() == [8, 8]
     assert (tmp / "strip.png").stat().st_size > 0
+    # an earlier strip is replaced; a user's files of that name (or a link) are not, before any work
+    args = ["interpolate", "--params", str(pfile), "--family", "vae", "--a", "0", "--b", "5", "--steps", "6"]
+    assert main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    mine = tmp / "mine"
+    for name, data in (("mine.npz", b"a user's archive"), ("mine.png", b"a user's picture")):
+        (tmp / name).write_bytes(data)
+        for cmd in (
+            args,
+            ["arithmetic", "--params", str(pfile), "--family", "vae", "--index", "1", "--to", "2"],
+        ):
+            assert main([*cmd, "--out", str(mine)]) == 2
+            assert f"--out {tmp / name}: exists and is not a strip of genzoo" in capsys.readouterr().err
+        assert (tmp / name).read_bytes() == data
+        (tmp / name).unlink()
+    (tmp / "mine.npz").symlink_to(r["npz"])  # a link, even to a strip
+    assert main([*args, "--out", str(mine)]) == 2 and "exists and is not a strip" in capsys.readouterr().err
+    (tmp / "mine.npz").unlink()
     assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--class", "3",
                  "--out", str(tmp / "g")]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["labels"] == [3, 3]
