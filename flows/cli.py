@@ -499,8 +499,8 @@ def cmd_report(args) -> int:
         summary = build_report(params)
     t = summary["targets"]
     print(f"report: {Path(params.run.runs_dir) / 'report' / 'index.html'}")
-    if summary.get("not_evaluated"):
-        print(f"left out: {'; '.join(summary['not_evaluated'])} (`{params.command('evaluate')}` scores them)")
+    if summary.get("left_out"):
+        print(f"left out: {'; '.join(summary['left_out'])}")
     print(f"closest to real data by the evaluator's Fréchet distance: {t['best_family']}, "
           f"{t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
           f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip
@@ -524,7 +524,11 @@ def cmd_judge(args) -> int:
     params = _params(args)
     url = _judge_url(args, params)
     base = f"http://127.0.0.1:{args.port}" if getattr(args, "port", None) else "http://127.0.0.1:8400"
-    if args.judge == "create":
+    if args.judge == "create":  # the profile first: request() makes the study database
+        named = params.families if args.families in (None, "all") else str(args.families).split(",")
+        _same_profile(
+            args, params, [f.strip() for f in named if f.strip() in params.models], "draw {it} for a study"
+        )
         req = judge.request(
             params,
             url,
@@ -537,7 +541,6 @@ def cmd_judge(args) -> int:
             seed=args.seed,
             raters=args.raters,
         )
-        _same_profile(args, params, list(req.families), "draw {it} for a study")
         made = judge.create(params, url, req)
         links = _links(base, made["raters"])
         print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
@@ -964,7 +967,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser = subs[0].choices[chosen]
     options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     hints = []
-    for given in (x.split("=", 1)[0] for x in extra if x.startswith("--")):
+    options_given = extra[: extra.index("--")] if "--" in extra else extra  # after --: values
+    for given in (x.split("=", 1)[0] for x in options_given if x.startswith("--")):
         if near := difflib.get_close_matches(given, options, n=1, cutoff=0.7):
             hints.append(f"{given}: did you mean {near[0]}?")
     parser.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))

@@ -42,7 +42,7 @@
                                                   body: JSON.stringify(body)} : {});
         if (r.status >= 400 && r.status < 500) {  // refused, not lost: sending it again cannot help
           let why = (await r.json().catch(() => ({}))).detail;
-          if (Array.isArray(why)) why = why.map(d => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; ");
+          if (Array.isArray(why)) why = why.map(d => [(d.loc || []).slice(1).join("."), d.msg].filter(Boolean).join(": ")).join("; ");
           throw new Refused("The server refused this (" + r.status + (typeof why === "string" ? ": " + why : "")
                             + "). Reload the page; if it happens again, ask for a new link.");
         }

@@ -122,7 +122,11 @@ class Callback:
 
 class JsonlLogger(Callback):
     """Appends one JSON object per log step; survives resume (lines past the resume step
-    are dropped so the file never holds the same step twice)."""
+    are dropped so the file never holds the same step twice). Each checkpoint keeps a copy
+    beside it, so a resume whose file was removed meanwhile (`dvc repro` removes a stage's
+    outputs before it runs) starts from the rows up to its checkpoint."""
+
+    COPY = "log.jsonl"  # the copy's name in the checkpoint folder
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -131,18 +135,31 @@ class JsonlLogger(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         start = info.get("start_step", 0)
         kept = []
-        if self.path.exists() and start > 0:
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= start
-            ]
+        if start > 0:
+            kept = self._rows(self.path, start)
+            copy = Path(info["checkpoint_dir"]) / self.COPY if info.get("checkpoint_dir") else None
+            if copy is not None and not any(json.loads(line).get("step", 0) < start for line in kept):
+                kept = self._rows(copy, start) or kept  # the file lost its earlier rows: the checkpoint's
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self._f = open(self.path, "a")  # noqa: SIM115 (closed in on_end)
+
+    @staticmethod
+    def _rows(path: Path, start: int) -> list[str]:
+        """The lines of ``path`` up to step ``start``; none where it is missing or unreadable."""
+        try:
+            lines = path.read_text().splitlines() if path.is_file() else []
+            return [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= start]
+        except (OSError, ValueError):
+            return []
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self._f.write(json.dumps({"step": step, **metrics}) + "\n")
         self._f.flush()
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        atomic_write_text(
+            Path(path).parent / self.COPY, "".join(f"{line}\n" for line in self._rows(self.path, step))
+        )
 
     def on_end(self, result: TrainResult) -> None:
         self._f.close()
@@ -642,7 +659,8 @@ def fit(
     start = resumed or 0
 
     for cb in callbacks:
-        cb.on_start({"family": model.family, "start_step": start, "steps": cfg.steps})
+        cb.on_start({"family": model.family, "start_step": start, "steps": cfg.steps,
+                     "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})  # fmt: skip
     x, y = x.to(device), y.to(device)
     window: dict[str, list[float]] = defaultdict(list)  # figures logged since the last log line
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps

@@ -491,11 +491,11 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         if cannot:
             raise ValueError(f"augment.recipe {req.recipe!r} perturbs real images, which {', '.join(cannot)} "
                              f"cannot (no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
-    chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
-    for f in families:  # e.g. quick-run models read with the default params
+    for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
+    chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
+    use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)
-    use_threads(params.threads(families[0]))
     teacher = _Teacher(params, recipe) if recipe.teacher else None
     if teacher is not None:
         filters.teacher = teacher

@@ -502,7 +502,8 @@ def _keys_at(model: Any, loc: tuple) -> list[str] | None:
 
 
 def _is_block(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, BaseModel)
+    # (dict[str, X] is a type on Python 3.10, and issubclass of it fails in pydantic < 2.11)
+    return isinstance(t, type) and typing.get_origin(t) is None and issubclass(t, BaseModel)
 
 
 def _unknown(key: str, known: list[str] | None) -> str:
@@ -510,7 +511,7 @@ def _unknown(key: str, known: list[str] | None) -> str:
     if not known:
         return "unknown key"
     near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    near = near or [k for k in known if key.lower() in k]  # cpu: num_cpus
+    near = near or [k for k in known if len(key) >= 3 and key.lower() in k]  # cpu: num_cpus
     return (
         f"unknown key; did you mean {near[0]}?"
         if len(near) == 1

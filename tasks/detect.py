@@ -429,7 +429,7 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     done = read_json(path)
     if done and done.get("key") == key:
         return done
-    result = {"key": key, **benchmark(params, family)}
+    result = {"key": key, "data_sha256": data_hash(manifest), **benchmark(params, family)}
     atomic_write_text(path, json.dumps(result, indent=2))
     # the AUROC/AUPR/FPR figures (anomaly.<set>.<score>.<figure>) and anomaly.json
     tracking.log_stage(params, family, result["sets"], prefix="anomaly.", artifact=path)

@@ -32,7 +32,7 @@ from genzoo.metrics.quality import rank_agreement
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
-from genzoo.tasks.data import load_split
+from genzoo.tasks.data import data_hash, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import grid
 from genzoo.tasks.layout import evaluation_dir, exclusive, read_json, scored_by_another_evaluator
@@ -84,6 +84,8 @@ def collect(params: Params) -> dict[str, Any]:
             f"(`{params.command('evaluate')}`, or `{params.command('run')}` trains and evaluates)"
         )
     families, missing, anomaly = {}, [], {}
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    data = data_hash(manifest) if manifest else None
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
         if scored_by_another_evaluator(params, quality):  # other features:
@@ -91,11 +93,16 @@ def collect(params: Params) -> dict[str, Any]:
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
+        elif (Path(params.run.runs_dir) / f / "model.json").exists():
+            missing.append(f"{f} (not evaluated yet: {params.command(f'evaluate --family {f}')})")
         else:
-            missing.append(f)
+            missing.append(f"{f} (not trained)")
         a = read_json(folder / f / "anomaly.json")
-        if a:
+        if a and f in families and data in (None, a.get("data_sha256", data)):  # of this data, a family shown
             anomaly[f] = a
+        elif a:
+            log.warning("%s: anomaly figures of another model or data than the report's; left out "
+                        "(genzoo detect --family %s --benchmark)", f, f)  # fmt: skip
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
@@ -759,8 +766,8 @@ def build_report(params: Params) -> dict[str, Any]:
     }
     if params.profile:
         summary["profile"] = params.profile
-    if data["missing"]:  # families in params the page leaves out, with why
-        summary["not_evaluated"] = data["missing"]
+    if data["missing"]:  # what the page leaves out, each with why
+        summary["left_out"] = data["missing"]
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
     if extra["human"]:  # the latest human study, for `dvc metrics show`

@@ -196,6 +196,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     judge = ["judge", "create", "--families", "gan", "--per-family", "2", "-q", *db, *base]
     assert cli.main([*judge, "--name", "s"]) == 2
     assert "add --profile short to draw it for a study as it was made" in capsys.readouterr().err
+    assert not (tmp_path / "studies.db").exists()  # refused before the study database is made
     assert cli.main([*judge, "--name", "s", "--profile", "short"]) == 0
     assert "send it to that rater only" in capsys.readouterr().err
     assert cli.main([*judge, "--name", "none-yet", "--raters", "0", "--profile", "short"]) == 0
@@ -450,3 +451,9 @@ def test_a_ranking_shows_ties_as_ties():
     line = cli.ordered({"gan": 0.011, "pixelcnn": 0.441, "realnvp": 0.438, "ddpm": 0.012})
     assert line == "pixelcnn +0.44 = realnvp +0.44 > ddpm +0.01 = gan +0.01"
     assert cli.ordered({"vae": -0.2}) == "vae -0.20"
+
+
+def test_after_a_double_dash_nothing_is_taken_for_a_misspelt_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["status", "--", "--jsn"])
+    assert capsys.readouterr().err.strip().endswith("unrecognized arguments: -- --jsn")

@@ -106,24 +106,3 @@ def test_noise_ranks_last_in_every_space(digits, judges):
     for s in NAMES:
         assert agree["ranks"][s] == {"real": 1.0, "speckled": 2.0, "noise": 3.0}, (s, fd[s])
     assert all(t == pytest.approx(1.0) for t in agree["kendall_tau"].values())
-
-
-def test_the_judges_are_the_same_whatever_threads_the_process_computed_on(digits):
-    """The stages compute on their params' threads, BLAS included (tasks/layout.py use_threads):
-    `genzoo evaluate` in a 2-core process fitted another MLP judge than the pipeline's one-CPU
-    Ray task (L-BFGS's float sums differ with the BLAS thread count), so its figures moved."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    from genzoo.tasks.layout import use_threads
-
-    x, y, _, _, spec = digits
-    cfg = JudgesConfig(lenet_steps=1, mlp_max_iter=60)
-    fitted = {}
-    for had in (2, 1):
-        with threadpool_limits(limits=had):  # what the process computed on before the stage
-            fitted[had, "as it was"] = train_judges(x, y, spec, cfg, seed=0).arrays["mlp.w0"]
-            use_threads(1)  # the stage's threads
-            assert {p["num_threads"] for p in threadpool_info()} == {1} and torch.get_num_threads() == 1
-            fitted[had, "stage"] = train_judges(x, y, spec, cfg, seed=0).arrays["mlp.w0"]
-    assert not np.array_equal(fitted[2, "as it was"], fitted[1, "as it was"])  # the count matters
-    assert np.array_equal(fitted[2, "stage"], fitted[1, "stage"])

@@ -206,3 +206,36 @@ def test_bench_retrain_scores_each_training_seed_and_setting_as_the_evaluation_d
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert bad.returncode != 0 and key in bad.stderr and not (tmp_path / "w4").exists(), bad.stderr
+
+
+def test_the_evaluator_stage_computes_on_its_params_threads_blas_included(tmp_path, monkeypatch):
+    """`genzoo evaluate` in a 2-core process fitted another MLP judge (scikit-learn's L-BFGS on
+    numpy's BLAS threads) than the pipeline's one-CPU Ray task: the stage sets torch's threads
+    and the BLAS / OpenMP pools to its params' count before it computes anything."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import genzoo.tasks.evaluate as E
+
+    params = validate(tiny_params(tmp_path, steps=2, families=["gan"]))
+    prepare(params)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def first_compute(*args, **kwargs):  # the evaluator's training, the stage's first work
+        seen.update(blas={p["num_threads"] for p in threadpool_info()}, torch=torch.get_num_threads())
+        raise Stop
+
+    monkeypatch.setattr(E, "train_evaluator", first_compute)
+    before = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=2):  # what a 2-core process computes on
+            torch.set_num_threads(2)
+            with pytest.raises(Stop):
+                evaluator_stage(params)
+    finally:
+        torch.set_num_threads(before)
+    want = params.threads("evaluator")
+    assert want == 1 and seen == {"blas": {want}, "torch": want}, seen

@@ -309,15 +309,20 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(
         assert set(summary["spaces"]["ranks"]["pca"]) == {"pixelcnn", "vae", "pca_kde", "gmm"}
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "gan (scored by another evaluator: re-run its evaluation)" in html
-        assert summary["not_evaluated"] == ["gan (scored by another evaluator: re-run its evaluation)"]
+        assert summary["left_out"] == ["gan (scored by another evaluator: re-run its evaluation)"]
         from genzoo.flows import cli  # the command says so too, not only the page
 
         assert cli.main(["report", "--params", str(tmp / "params.yaml"), "-q"]) == 0
         out = capsys.readouterr().out
-        assert "left out: gan (scored by another evaluator: re-run its evaluation) (`genzoo evaluate`" in out
+        assert "left out: gan (scored by another evaluator: re-run its evaluation)\n" in out
     finally:
         path.write_text(saved)
     assert "gan" in build_report(params)["families"]
+    path.rename(path.with_suffix(".bak"))  # trained, not evaluated: the command that scores it
+    try:
+        assert build_report(params)["left_out"] == ["gan (not evaluated yet: genzoo evaluate --family gan)"]
+    finally:
+        path.with_suffix(".bak").rename(path)
 
 
 def test_usefulness_measured_against_another_reference_is_left_out(evaluated):
@@ -505,3 +510,31 @@ def test_the_report_shows_the_newest_study_with_answers_whatever_was_scored_last
     (tmp_path / "notes.json").write_text("[1, 2]")  # not a study's results
     scored("s2", 250.0, 12, at=600.0)  # rated now
     assert latest_study(tmp_path)["study"] == "s2"
+
+
+def test_anomaly_figures_of_another_data_or_a_family_left_out_are_not_shown(evaluated):
+    """After a run on other data, the report's anomaly table kept the family's figures of the
+    earlier data beside the others (and of a family the page left out)."""
+    tmp, params = evaluated
+    path = tmp / "runs" / "evaluation" / "pixelcnn" / "anomaly.json"
+    saved = path.read_text()
+    assert len(json.loads(saved)["data_sha256"]) == 64  # the benchmark records its data
+    row = "<tr><td>pixelcnn (exact)</td>"
+    try:
+        build_report(params)
+        assert row in (tmp / "runs" / "report" / "index.html").read_text()
+        path.write_text(json.dumps({**json.loads(saved), "data_sha256": "0" * 64}))
+        build_report(params)
+        assert "Anomaly detection by likelihood" not in (tmp / "runs" / "report" / "index.html").read_text()
+        path.write_text(saved)
+        quality = tmp / "runs" / "evaluation" / "pixelcnn" / "quality.json"
+        good = quality.read_text()
+        quality.write_text(json.dumps({**json.loads(good), "evaluator_sha256": "0" * 64}))
+        try:  # pixelcnn left out of the comparison: its anomaly row too
+            build_report(params)
+            assert row not in (tmp / "runs" / "report" / "index.html").read_text()
+        finally:
+            quality.write_text(good)
+    finally:
+        path.write_text(saved)
+        build_report(params)

@@ -118,11 +118,18 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     logger.on_log(15, {"lr": 1.0, "g_loss": 1.0})
     for name in names:
         assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
-    # the rows of log.jsonl are another training's (log.key: other params): not taken for this one's
+    # the rows of log.jsonl are another training's (log.key: other params): not taken for this
+    # one's; its checkpoint's copy of its own rows is (as after `dvc repro` removed log.jsonl)
+    log = tmp_path / "runs" / "gan" / "log.jsonl"
+    own = log.read_text()
+    log.write_text('{"step": 5, "lr": 123.0}\n')
     (tmp_path / "runs" / "gan" / "log.key").write_text("another training")
     again = train_family(params, "gan", progress=False)
-    assert again["resumed_from"] == 20 and (tmp_path / "runs" / "gan" / "log.jsonl").read_text() == ""
-    assert c.get_metric_history(again["mlflow"]["run_id"], "lr") == []
+    assert again["resumed_from"] == 20 and log.read_text() == own
+    lrs = [m.value for m in c.get_metric_history(again["mlflow"]["run_id"], "lr")]
+    assert len(lrs) == 4 and 123.0 not in lrs
+    log.unlink()  # removed (dvc repro does, before the stage): the same rows, from the checkpoint
+    assert train_family(params, "gan", progress=False)["resumed_from"] == 20 and log.read_text() == own
 
 
 def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path, caplog):
