@@ -24,6 +24,7 @@ from genzoo.tasks.augment import (
     request,
 )
 from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.errors import ModelNotFound
 from genzoo.tasks.formats import MissingExtra
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
@@ -130,6 +131,14 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
     assert (
         "gan: trained with other params, data or code than these (stale, see `genzoo status`)" in caplog.text
     )
+    weights = tmp / "runs" / "gan" / "model.safetensors"  # gone: said as such (was [Errno 2])
+    weights.rename(weights.with_suffix(".bak"))
+    try:
+        with pytest.raises(ModelNotFound, match=r"gan: model.safetensors missing in .* incomplete"):
+            generate(params, AugmentRequest(families=["gan"], per_class=1, seed=0, out_dir=str(tmp / "gone")))
+    finally:
+        weights.with_suffix(".bak").rename(weights)
+    assert not (tmp / "gone").exists()
 
 
 @pytest.mark.parametrize(
