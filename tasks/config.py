@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import types
 import typing
@@ -80,6 +81,16 @@ class DataParams(Config):
     raw_dir: str = Field("data/raw", min_length=1)
     prepared_dir: str = Field("data/prepared", min_length=1)
 
+    @field_validator("source", mode="before")
+    @classmethod
+    def _one_word(cls, v: Any) -> Any:
+        if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("npz", "folder"):  # `folder: /x`
+            kind = next(iter(v))
+            raise ValueError(
+                f"write {kind}:PATH with no space after the colon (YAML read `{kind}: ...` as a mapping)"
+            )
+        return v
+
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
@@ -87,7 +98,7 @@ class DataParams(Config):
             return v
         kind, _, path = v.partition(":")
         if kind in ("npz", "folder") and path:
-            return v
+            return f"{kind}:{os.path.expanduser(path)}" if path.startswith("~") else v  # ~/data, as a shell
         raise ValueError("expected digits, mnist, fashion_mnist, cifar10, npz:PATH or folder:PATH")
 
     @field_validator("image_size")

@@ -170,6 +170,10 @@ def fit_image(img, size: tuple[int, int]):
 def require_npz(path: Path) -> None:
     """``path`` is a file and an npz (a zip archive): np.load would otherwise try it as a
     pickle or a bare .npy and say so in words about pickles."""
+    if path.is_dir():
+        raise DataError(
+            f"{path}: a folder, not an npz file; give folder:{path} for a folder of class folders"
+        )
     if not path.is_file():
         raise DataError(f"{path}: npz file not found")
     if not zipfile.is_zipfile(path):

@@ -154,6 +154,8 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
             if f.is_dir():
                 continue
             _inside(f, root)
+            if f.name.lower() in OS_FILES:  # written by a file manager, not by the user: passed over
+                continue
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 found.append(f)
             elif d == folder:
@@ -168,6 +170,10 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
     return sorted(found)
 
 
+# the files a file manager leaves in folders it showed (thumbnail caches, view settings)
+OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
 def load_folder_source(
     root: str | Path, size: tuple[int, int] | None, channels: int | None = None
 ) -> Dataset:
@@ -176,6 +182,9 @@ def load_folder_source(
     from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
+    if root.is_file():
+        hint = f"npz:{root}" if root.suffix.lower() == ".npz" else "a folder of class folders"
+        raise DataError(f"{root}: a file, not a folder (data.source folder:PATH); give {hint}")
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -208,7 +217,9 @@ def load_folder_source(
                 if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
                     img = img.convert("L" if channels == 1 else "RGB")
         except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+            raise DataError(
+                f"{f}: unreadable image ({e.__class__.__name__}); replace it or move it out of the folder"
+            ) from None
         modes.setdefault(img.mode, f)
         images.append(img)
     if deep is not None:

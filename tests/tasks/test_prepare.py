@@ -196,7 +196,15 @@ BAD = {
         lambda t: (
             (_folder(t / "u"), (t / "u" / "b" / "broken.png").write_bytes(b"nope")) and f"folder:{t / 'u'}"
         ),
-        "broken.png: unreadable",
+        "broken.png: unreadable image (UnidentifiedImageError); replace it or move it out of the folder",
+    ),
+    "a folder given as an npz": (
+        lambda t: f"npz:{_folder(t / 'd')}",
+        "a folder, not an npz file; give folder:",
+    ),
+    "an npz given as a folder": (
+        lambda t: _bad_npz(t, x=np.zeros(1)).replace("npz:", "folder:"),
+        "bad.npz: a file, not a folder (data.source folder:PATH); give npz:",
     ),
     "NaN pixels": (
         lambda t: _bad_npz(t, images=np.full((4, 5, 5), np.nan, np.float32), labels=np.array([0, 1, 0, 1])),
@@ -418,3 +426,19 @@ def test_a_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match="leak.png: a symbolic link to .*outside the data folder"):
         prepare(params(tmp_path, source=f"folder:{root}"))
     assert not (tmp_path / "prepared").exists()
+
+
+def test_a_file_managers_files_are_passed_over_and_a_home_path_is_expanded(tmp_path, monkeypatch):
+    """Thumbs.db / desktop.ini in a class folder stopped prepare as "not an image file"; a
+    source written `folder: PATH` (YAML: a mapping) or with ~ is said or read as meant."""
+    folder = _folder(tmp_path / "home" / "imgs")
+    (folder / "a" / "Thumbs.db").write_bytes(b"cache")
+    (folder / "b" / "desktop.ini").write_text("[view]")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    p = params(tmp_path, source="folder:~/imgs")
+    assert p.data.source == f"folder:{folder}"
+    assert prepare(p)["num_classes"] == 2
+    from genzoo.tasks.config import ParamsError, validate
+
+    with pytest.raises(ParamsError, match="data.source: write folder:PATH with no space after the colon"):
+        validate({"data": {"source": {"folder": str(folder)}}, "models": {"vae": {}}})
