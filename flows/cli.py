@@ -474,7 +474,8 @@ def cmd_interpolate(args) -> int:
     params = _params(args)
     modes = MODES if args.mode == "both" else (args.mode,)
     out = args.out or f"samples/{args.family}-interpolation"
-    r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=args.cls, steps=args.steps,
+    cls = _class_index(params, args.cls, "--class")
+    r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=cls, steps=args.steps,
                             modes=modes, seed=args.seed)  # fmt: skip
     print(json.dumps(r))
     return 0
@@ -486,8 +487,24 @@ def cmd_arithmetic(args) -> int:
 
     params = _params(args)
     out = args.out or f"samples/{args.family}-arithmetic"
-    print(json.dumps(arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)))
+    to = _class_index(params, args.to, "--to")
+    print(json.dumps(arithmetic_to_file(params, args.family, args.index, to, out, steps=args.steps)))
     return 0
+
+
+def _class_index(params, value: str | None, flag: str) -> int | None:
+    """A class given by name (the prepared data's class names) or by index, as `sample --class`."""
+    from genzoo.tasks.data import read_manifest
+
+    if value is None:
+        return None
+    names = (read_manifest(params.data.prepared_dir, required=False) or {}).get("class_names") or []
+    if value in map(str, names):
+        return list(map(str, names)).index(value)
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: not a class name or index; classes: {names}") from None
 
 
 def cmd_report(args) -> int:
@@ -785,7 +802,9 @@ def _interpolate_parser(sub) -> None:
     p.add_argument("--family", required=True, help="vae, realnvp, ddpm (encoded images) or gan (prior codes)")
     p.add_argument("--a", type=int, help="index of the first test image (default: a same-class pair)")
     p.add_argument("--b", type=int, help="index of the second test image")
-    p.add_argument("--class", dest="cls", type=int, help="draw the pair from this class (the GAN's label)")
+    p.add_argument(
+        "--class", dest="cls", help="draw the pair from this class, by name or index (the GAN's label)"
+    )
     p.add_argument("--steps", type=int, default=9, help="images along the path, ends included (default 9)")
     p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
     p.add_argument("--seed", type=int, default=0)
@@ -798,7 +817,7 @@ def _arithmetic_parser(sub) -> None:
     _common(p)
     p.add_argument("--family", required=True, help="vae, realnvp or ddpm (an encoder is needed)")
     p.add_argument("--index", type=int, required=True, help="index of the test image")
-    p.add_argument("--to", type=int, required=True, help="the target class")
+    p.add_argument("--to", required=True, help="the target class, by name or index")
     p.add_argument("--steps", type=int, default=7, help="images along the move (default 7)")
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-arithmetic)")
     p.set_defaults(fn=cmd_arithmetic)

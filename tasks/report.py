@@ -527,7 +527,7 @@ LATENT_STRIPS = {  # latent.npz key -> caption ({ends}: what the path joins, by 
     "spherical": "spherical interpolation {ends}",
     "linear": "linear interpolation {ends}",
     "arithmetic": "class arithmetic: real, then its code moved from its class mean to the next class's",
-    "every_label": "real, then its code decoded under every label 0..9",
+    "every_label": "real, then its code decoded under every label",
 }
 
 

@@ -161,6 +161,12 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert "gan has a decoder only (codes -> images), no encoder" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
     assert "--class 11: not a class (0..9)" in capsys.readouterr().err
+    # a class by name, as `sample --class` takes it (digits' names are their digits)
+    for cmd in (["interpolate", "--family", "vae", "--class", "square"],
+                ["arithmetic", "--family", "vae", "--index", "0", "--to", "square"]):  # fmt: skip
+        assert main([*cmd, "--params", str(pfile)]) == 2
+        flag = "--class" if "--class" in cmd else "--to"
+        assert f"{flag} 'square': not a class name or index; classes: ['0', '1'," in capsys.readouterr().err
     # arguments that would be ignored are refused: the GAN encodes no image, --a/--b set the class
     assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--a", "3", "--b", "5"]) != 0
     assert "--a/--b: gan has no encoder (ddpm, realnvp, vae have one)" in capsys.readouterr().err
