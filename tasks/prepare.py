@@ -115,8 +115,18 @@ def load_npz_source(path: str | Path) -> Dataset:
             f"{path}['class_names']: {len(names)} names for {len(classes)} classes in 'labels' "
             f"({', '.join(map(str, classes[:12]))}{'...' if len(classes) > 12 else ''})"
         )
+    if names is None and classes.dtype.kind in "ui" and not np.array_equal(classes, np.arange(len(classes))):
+        log.warning(  # labels 1, 2, 3: classes 0, 1, 2 named '1', '2', '3' (--class takes either)
+            "%s: integer labels %s are not 0..%d: genzoo numbers the classes 0..%d in that order and names "
+            "them by the labels ('%s' is class 0); `--class` takes a name first, Python's label= an index",
+            path, _shown(classes), len(classes) - 1, len(classes) - 1, classes[0],
+        )  # fmt: skip
     names = names or [str(c) for c in classes]
     return Dataset(images, labels, levels, names, f"npz:{path}")
+
+
+def _shown(values: np.ndarray) -> str:
+    return ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
 
 
 def _inside(path: Path, root: Path) -> None:

@@ -442,3 +442,21 @@ def test_a_file_managers_files_are_passed_over_and_a_home_path_is_expanded(tmp_p
 
     with pytest.raises(ParamsError, match="data.source: write folder:PATH with no space after the colon"):
         validate({"data": {"source": {"folder": str(folder)}}, "models": {"vae": {}}})
+
+
+def test_integer_labels_not_counted_from_0_are_said_to_be_renumbered(tmp_path, caplog):
+    """An npz labelled 1, 2, 3: classes 0, 1, 2 named '1', '2', '3', said once at prepare
+    (`--class 1` is the class named '1', Python's label=1 the class at index 1)."""
+    import logging
+
+    f = tmp_path / "odd.npz"
+    np.savez(f, images=np.zeros((6, 5, 5), np.uint8), labels=np.array([1, 2, 3, 1, 2, 3]))
+    with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
+        m = prepare(params(tmp_path, source=f"npz:{f}", test_fraction=0.4))
+    assert m["class_names"] == ["1", "2", "3"]
+    assert "integer labels 1, 2, 3 are not 0..2" in caplog.text and "('1' is class 0)" in caplog.text
+    caplog.clear()
+    np.savez(f, images=np.zeros((6, 5, 5), np.uint8), labels=np.array([0, 1, 2, 0, 1, 2]))
+    with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
+        prepare(params(tmp_path, source=f"npz:{f}", test_fraction=0.4))
+    assert "not 0.." not in caplog.text
