@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from genzoo.tasks.errors import ModelNotFound, UsageError, check_replaceable, user_error
+from genzoo.tasks.errors import ModelNotFound, UsageError, check_output_files, user_error
 
 EPILOG = """examples:
   genzoo prepare                                  # data/prepared from params.yaml (digits)
@@ -411,7 +411,7 @@ def cmd_detect(args) -> int:
     if not args.path:
         raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
     if args.out:  # an earlier detect's scores are replaced; a user's file of that name is not
-        check_replaceable([Path(args.out)], _detect_scores(Path(args.out)), "scores of genzoo detect (JSON)")
+        check_output_files([Path(args.out)], _detect_scores(Path(args.out)), "scores of genzoo detect (JSON)")
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
         from genzoo.models.base import atomic_write_text

@@ -574,6 +574,11 @@ class SyntheticDataset(Dataset):
             raise FileNotFoundError(f"{self.path}: not a genzoo synthetic dataset ({e})") from None
         data = self.path / "images.npz"
         where = str(self.path / "manifest.json")
+        if isinstance(self.manifest, dict) and self.manifest.get("kind") == "prepared-data":
+            raise DataError(
+                f"{self.path}: the prepared real data (genzoo prepare), not a synthetic dataset: "
+                f"genzoo.real_dataset({str(self.path)!r}, split) loads it"
+            )
         if verify and "sha256" not in self.manifest:
             raise DataError(
                 f"{where}: no sha256 to check images.npz against; "

@@ -83,7 +83,7 @@ def check_output_dir(path: str | Path, key: str, into: bool = False) -> None:
             return
 
 
-def check_replaceable(targets: list[Path], ours: bool, what: str, key: str = "--out") -> None:
+def check_output_files(targets: list[Path], ours: bool, what: str, key: str = "--out") -> None:
     """Refuse, before any work, to write ``targets`` (a command's output files) over anything
     but an earlier output of that command (``ours``: recognised from its content): a user's
     file of that name, a link or a folder stays as it is."""

@@ -359,7 +359,7 @@ def _index(i: int, n: int, what: str) -> int:
 def _outputs(out: str | Path) -> tuple[Path, Path]:
     """``out``.png and ``out``.npz, checked before any work: each replaces only an earlier
     strip (an npz of exactly strips, rows and lengths), never a user's file of that name."""
-    from genzoo.tasks.errors import check_replaceable
+    from genzoo.tasks.errors import check_output_files
 
     out = Path(out)
     out = out.with_suffix("") if out.suffix in (".png", ".npz") else out
@@ -368,7 +368,7 @@ def _outputs(out: str | Path) -> tuple[Path, Path]:
         ours = not npz.is_symlink() and sorted(zipfile.ZipFile(npz).namelist()) == STRIP_FILES
     except (OSError, zipfile.BadZipFile):
         ours = False
-    check_replaceable([npz, png], ours, "a strip of genzoo interpolate or arithmetic (an .npz of strips)")
+    check_output_files([npz, png], ours, "a strip of genzoo interpolate or arithmetic (an .npz of strips)")
     return png, npz
 
 

@@ -482,6 +482,8 @@ def test_loader_checks_the_hash_and_mix_adds_synthetic_at_a_ratio(trained):
         load_dataset(path)
     with pytest.raises(FileNotFoundError, match="not a genzoo synthetic dataset"):
         load_dataset(tmp / "nowhere")
+    with pytest.raises(ValueError, match=r"the prepared real data .* genzoo.real_dataset\("):
+        load_dataset(params.data.prepared_dir)  # (its loader is another)
 
 
 # ----------------------------------------------------------------------------- what augment may replace
