@@ -159,6 +159,8 @@ def load_model(
     """
     from genzoo.tasks.sample import load_model as _load
 
+    if not isinstance(ref, str | Path):  # (a model already loaded, say)
+        raise TypeError(f"ref: a family name, a model.json path or models:/..., got {type(ref).__name__}")
     return _load(ref, runs_dir, device, allow_unhashed=allow_unhashed)
 
 
@@ -181,6 +183,7 @@ def sample(
     Raises:
         ValueError: ``n`` is not positive or ``label`` is out of range.
     """
+    _model(model)
     import numbers
 
     from genzoo.tasks.sample import draw
@@ -227,6 +230,7 @@ def bits_per_dim(
         ValueError: the family has no likelihood, the images are not floats in [0, 1] of the
             model's shape or hold NaN or inf pixels, or a label is out of range.
     """
+    _model(model)
     import math
 
     import torch
@@ -251,6 +255,17 @@ def bits_per_dim(
     labels = None if labels is None else _class_indices(labels, len(images))
     nats = log_likelihoods(model, images, labels, batch=_count("batch", batch))
     return -nats / (model.spec.dims * math.log(2))
+
+
+def _model(model) -> None:
+    """``model`` is a loaded model, not its name or path (AttributeError: 'str' object has no
+    attribute 'family' said nothing of what to pass)."""
+    from genzoo.models.base import GenerativeModel
+
+    if not isinstance(model, GenerativeModel):
+        got = f"{model!r}"[:60]
+        hint = f" (genzoo.load_model({model!r}) loads it)" if isinstance(model, str | Path) else ""
+        raise TypeError(f"model: a model from genzoo.load_model(...), got {type(model).__name__} {got}{hint}")
 
 
 def _int_scalar(x) -> bool:
@@ -297,6 +312,12 @@ def _class_indices(labels, n: int) -> torch.Tensor:
     or bool labels refused (the range check comes with the model's)."""
     import torch
 
+    if isinstance(labels, str) or (
+        isinstance(labels, list | tuple) and any(isinstance(v, str) for v in labels)
+    ):  # a class's name: its index is model.class_names.index(name)
+        raise ValueError(
+            f"labels: class indices (ints), got {labels!r}; a class's index is model.class_names.index(name)"
+        )
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels are {labels.dtype}: give integer class indices (e.g. labels.long())")
@@ -329,6 +350,7 @@ def encode(model: GenerativeModel, images: torch.Tensor, labels, *, batch: int =
         ValueError: the family has no encoder (PixelCNN, the GAN), the images are not floats in
             [0, 1] of the model's shape or hold NaN or inf pixels, or a label is out of range.
     """
+    _model(model)
     from genzoo.tasks.latent import encode as _encode
 
     images = _pixels(images)
@@ -352,6 +374,7 @@ def decode(model: GenerativeModel, codes: torch.Tensor, labels, *, batch: int = 
         ValueError: the family has no latent space (PixelCNN), the codes are not of its code
             shape or hold NaN or inf, or a label is out of range.
     """
+    _model(model)
     import torch
 
     from genzoo.tasks.latent import check_codes, check_decoded
@@ -392,6 +415,7 @@ def interpolate(
     Raises:
         ValueError: no latent space, codes of another shape, steps under 2 or an unknown mode.
     """
+    _model(model)
     import torch
 
     from genzoo.tasks.latent import check_codes, check_decoded, code_shape, paths
@@ -404,7 +428,7 @@ def interpolate(
         if tuple(z.shape) != (1, *want):
             raise ValueError(f"{name}: one code of shape ({', '.join(map(str, want))}), got {tuple(z.shape)}")
         ends.append(z)
-    pair = torch.as_tensor(labels).flatten()
+    pair = _class_indices(labels, 2).flatten()
     pair = pair.repeat(2) if pair.numel() == 1 else pair
     if pair.numel() != 2:
         raise ValueError(f"labels: one class, or two (start's and end's), got {labels!r}")

@@ -363,3 +363,17 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
         genzoo.encode(model, x, None)
     with pytest.raises(ValueError, match="split: 'training', expected one of 'train', 'val', 'test'"):
         genzoo.real_dataset("data/prepared", "training")
+    # a class by name where an index is due, and a name where a model is: said as such
+    for call in (lambda y: genzoo.bits_per_dim(model, x, y), lambda y: genzoo.encode(model, x, y),
+                 lambda y: genzoo.interpolate(model, code[0], code[1], labels=y)):  # fmt: skip
+        for names in ("circle", ["circle", "square"]):
+            with pytest.raises(ValueError, match=r"labels: class indices \(ints\), got .*model.class_names"):
+                call(names)
+    for call in (lambda m: genzoo.sample(m, 2), lambda m: genzoo.bits_per_dim(m, x),
+                 lambda m: genzoo.encode(m, x, 0), lambda m: genzoo.decode(m, code, 0),
+                 lambda m: genzoo.interpolate(m, code[0], code[1], labels=1)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"model: a model from genzoo.load_model\(...\), got str 'vae' "
+                                            r"\(genzoo.load_model\('vae'\) loads it\)"):  # fmt: skip
+            call("vae")
+    with pytest.raises(TypeError, match="ref: a family name, a model.json path or models:/..., got VAE"):
+        genzoo.load_model(model)
