@@ -401,6 +401,10 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
+    if steps < 2:  # the command's --steps: the decoded path, its ends included; real images beside
+        raise ValueError(
+            f"--steps {steps}: at least 2 (the decoded path's two ends; the real images are shown beside)"
+        )
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)
