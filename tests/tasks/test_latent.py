@@ -162,7 +162,10 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
     assert "--class 11: not a class (0..9)" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--steps", "1"]) == 2
-    assert "--steps 1: at least 2 (the decoded path's two ends; the real images are shown" in capsys.readouterr().err
+    assert (
+        "--steps 1: at least 2 (the decoded path's two ends; the real images are shown"
+        in capsys.readouterr().err
+    )
     # a class by name, as `sample --class` takes it (digits' names are their digits)
     for cmd in (["interpolate", "--family", "vae", "--class", "square"],
                 ["arithmetic", "--family", "vae", "--index", "0", "--to", "square"]):  # fmt: skip
