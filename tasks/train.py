@@ -38,6 +38,7 @@ from genzoo.tasks.layout import (
     exclusive,
     family_dir,
     key_of,
+    read_json,
     resolve_device,
     train_inputs,
     train_variant,
@@ -88,6 +89,24 @@ def check_outputs(params: Params) -> None:
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
 
 
+def _say_if_replacing_other_data(params: Params, family: str) -> None:
+    """A run on another image folder replaces runs/<family>/ trained on the earlier one: said,
+    with where the earlier model stays (MLflow's registry, when tracked)."""
+    meta = read_json(family_dir(params, family) / "model.json")
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    if not (isinstance(meta, dict) and meta.get("data_sha256") and manifest):
+        return
+    if meta["data_sha256"] != data_hash(manifest):
+        kept = (
+            f"MLflow's registry keeps it: its versions of {family}, models:/{family}/N"
+            if params.run.track
+            else "copy the folder first to keep it (run.track keeps every version in MLflow)"
+        )
+        source = manifest.get("source", "the prepared data")
+        log.warning("%s: replacing %s, trained on other data than %s; %s", family, family_dir(params, family),
+                    source, kept)  # fmt: skip
+
+
 def train_family(
     params: Params,
     family: str,
@@ -107,6 +126,7 @@ def train_family(
     it is not taken for done (``layout.up_to_date``) and is trained again (from its checkpoint)."""
     check_outputs(params)
     check_data(params, family)
+    _say_if_replacing_other_data(params, family)
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at, final=True)
     from genzoo.tasks import tracking
