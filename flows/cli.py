@@ -474,8 +474,7 @@ def cmd_interpolate(args) -> int:
     params = _params(args)
     modes = MODES if args.mode == "both" else (args.mode,)
     out = args.out or f"samples/{args.family}-interpolation"
-    cls = _class_index(params, args.cls, "--class")
-    r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=cls, steps=args.steps,
+    r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=args.cls, steps=args.steps,
                             modes=modes, seed=args.seed)  # fmt: skip
     print(json.dumps(r))
     return 0
@@ -487,24 +486,8 @@ def cmd_arithmetic(args) -> int:
 
     params = _params(args)
     out = args.out or f"samples/{args.family}-arithmetic"
-    to = _class_index(params, args.to, "--to")
-    print(json.dumps(arithmetic_to_file(params, args.family, args.index, to, out, steps=args.steps)))
+    print(json.dumps(arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)))
     return 0
-
-
-def _class_index(params, value: str | None, flag: str) -> int | None:
-    """A class given by name (the prepared data's class names) or by index, as `sample --class`."""
-    from genzoo.tasks.data import read_manifest
-
-    if value is None:
-        return None
-    names = (read_manifest(params.data.prepared_dir, required=False) or {}).get("class_names") or []
-    if value in map(str, names):
-        return list(map(str, names)).index(value)
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r}: not a class name or index; classes: {names}") from None
 
 
 def cmd_report(args) -> int:

@@ -21,6 +21,7 @@ them for any pair or image.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import zipfile
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from genzoo.metrics.quality import nearest
-from genzoo.models.base import Decoder, Encoder, atomic_write, families_with
+from genzoo.models.base import Decoder, Encoder, atomic_write, families_with, sha256_file
 
 MODES = ("linear", "spherical")
 
@@ -356,60 +357,77 @@ def _index(i: int, n: int, what: str) -> int:
     return i
 
 
+def _class(params, model, cls: int | str | None, flag: str) -> int | None:
+    """A class by name (the model's class names) or index, as `genzoo sample --class` takes it."""
+    from genzoo.tasks.sample import class_names, resolve_class
+
+    return resolve_class(model, cls, class_names(params.data.prepared_dir, model), flag)
+
+
 def _outputs(out: str | Path) -> tuple[Path, Path]:
     """``out``.png and ``out``.npz, checked before any work: each replaces only an earlier
-    strip (an npz of exactly strips, rows and lengths), never a user's file of that name."""
+    strip's (an npz of strips, and the png whose sha256 it records), never a user's file of
+    that name."""
     from genzoo.tasks.errors import check_output_files
 
     out = Path(out)
     out = out.with_suffix("") if out.suffix in (".png", ".npz") else out
     png, npz = out.with_name(out.name + ".png"), out.with_name(out.name + ".npz")
+    recorded: str | None = None
     try:
-        ours = not npz.is_symlink() and sorted(zipfile.ZipFile(npz).namelist()) == STRIP_FILES
-    except (OSError, zipfile.BadZipFile):
+        names = set(zipfile.ZipFile(npz).namelist())
+        ours = not npz.is_symlink() and "strips.npy" in names and names <= STRIP_FILES
+        if ours and "png_sha256.npy" in names:
+            with np.load(npz, allow_pickle=False) as z:
+                recorded = str(z["png_sha256"])
+    except (OSError, ValueError, zipfile.BadZipFile):
         ours = False
-    check_output_files([npz, png], ours, "a strip of genzoo interpolate or arithmetic (an .npz of strips)")
+    what = "a strip of genzoo interpolate or arithmetic"
+    check_output_files([npz], ours, f"{what} (an .npz of strips)")
+    # its png: the one the strip records (a strip written before it recorded one: its png too)
+    png_ours = ours and (recorded is None or (png.is_file() and sha256_file(png) == recorded))
+    check_output_files([png], png_ours, f"{what} (the .png its .npz records)")
     return png, npz
 
 
-STRIP_FILES = ["lengths.npy", "rows.npy", "strips.npy"]
+STRIP_FILES = {"lengths.npy", "rows.npy", "strips.npy", "png_sha256.npy"}
 
 
 def _write(out: str | Path, rows: list[Tensor], names: list[str]) -> tuple[Path, Path]:
-    """``out``.png (one row per strip) and ``out``.npz: ``strips`` (rows, width, C, H, W; a
-    shorter row padded with grey), ``rows`` (each row's name) and ``lengths`` (its images
-    before the padding)."""
-    from genzoo.tasks.figures import grid, save_png
+    """``out``.npz: ``strips`` (rows, width, C, H, W; a shorter row padded with grey), ``rows``
+    (each row's name), ``lengths`` (its images before the padding) and ``png_sha256``; then
+    ``out``.png (one row per strip)."""
+    from genzoo.tasks.figures import grid
 
     out = Path(out)
     out = out.with_suffix("") if out.suffix in (".png", ".npz") else out
     width = max(len(r) for r in rows)
     padded = torch.stack([torch.cat([r, torch.full((width - len(r), *r.shape[1:]), 0.5)]) for r in rows])
-    png = save_png(grid(padded.flatten(0, 1), nrow=width), out.with_name(out.name + ".png"))
+    image = io.BytesIO()
+    grid(padded.flatten(0, 1), nrow=width).save(image, format="PNG")
     buf = io.BytesIO()
     np.savez_compressed(
-        buf, strips=padded.numpy(), rows=np.array(names), lengths=np.array([len(r) for r in rows])
-    )
-    npz = out.with_name(out.name + ".npz")
-    atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        buf, strips=padded.numpy(), rows=np.array(names), lengths=np.array([len(r) for r in rows]),
+        png_sha256=np.array(hashlib.sha256(image.getvalue()).hexdigest()),
+    )  # fmt: skip
+    png, npz = out.with_name(out.name + ".png"), out.with_name(out.name + ".npz")
+    atomic_write(npz, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))  # first: it vouches for the png
+    atomic_write(png, lambda tmp: Path(tmp).write_bytes(image.getvalue()))
     return png, npz
 
 
 def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None = None, b: int | None = None,
-                        cls: int | None = None, steps: int = 9, modes: tuple[str, ...] = MODES, seed: int = 0,
-                        split: str = "test") -> dict[str, Any]:  # fmt: skip
+                        cls: int | str | None = None, steps: int = 9, modes: tuple[str, ...] = MODES,
+                        seed: int = 0, split: str = "test") -> dict[str, Any]:  # fmt: skip
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
-    if steps < 2:  # the command's --steps: the decoded path, its ends included; real images beside
-        raise ValueError(
-            f"--steps {steps}: at least 2 (the decoded path's two ends; the real images are shown beside)"
-        )
+    if steps < 2:  # the command's --steps: the decoded path, its ends included (real images beside)
+        raise ValueError(f"--steps {steps}: at least 2 (the two ends of the decoded path)")
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)
-    if cls is not None and not 0 <= cls < model.spec.num_classes:
-        raise ValueError(f"--class {cls}: not a class (0..{model.spec.num_classes - 1})")
+    cls = _class(params, model, cls, "--class")
     if latent_kind(model) == "encoder":
         _same_data(params, family, model, manifest)
         if (a is None) != (b is None):
@@ -439,17 +457,18 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     return {"family": family, "png": str(png), "npz": str(npz), "modes": list(modes), "steps": steps, **ends}
 
 
-def arithmetic_to_file(params, family: str, index: int, to: int, out: str | Path, *, steps: int = 7,
+def arithmetic_to_file(params, family: str, index: int, to: int | str, out: str | Path, *, steps: int = 7,
                        split: str = "test") -> dict[str, Any]:  # fmt: skip
     """Test image ``index``'s code moved from its class mean toward class ``to``'s (row 1), and
     decoded under every label (row 2); the real image first in each row."""
+    if steps < 2:
+        raise ValueError(f"--steps {steps}: at least 2 (the two ends of the path toward the class)")
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
     _same_data(params, family, model, manifest)
     i = _index(index, len(y), "--index")
-    if not 0 <= to < model.spec.num_classes:
-        raise ValueError(f"--to {to}: not a class (0..{model.spec.num_classes - 1})")
+    to = _class(params, model, to, "--to")
     r = arithmetic(model, x[i], int(y[i]), to, class_means(model, x, y), steps)
     rows = [torch.cat([x[i][None], r["toward"]]), torch.cat([x[i][None], r["every_label"]])]
     png, npz = _write(out, rows, ["toward", "every_label"])

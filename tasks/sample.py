@@ -35,7 +35,10 @@ from genzoo.tasks.figures import grid, save_png
 log = logging.getLogger("genzoo.sample")
 
 
-def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: list[str] | None) -> int | None:
+def resolve_class(
+    model: GenerativeModel, cls: str | int | None, class_names: list[str] | None, flag: str = "--class"
+) -> int | None:
+    """``cls`` (a class name, else an index) as the model's class index; ``flag`` names it in errors."""
     if cls is None:
         return None
     names = class_names or [str(i) for i in range(model.spec.num_classes)]
@@ -44,9 +47,9 @@ def resolve_class(model: GenerativeModel, cls: str | int | None, class_names: li
     try:
         k = int(cls)
     except ValueError:
-        raise ValueError(f"--class {cls!r}: not a class name or index; classes: {names}") from None
+        raise ValueError(f"{flag} {cls!r}: not a class name or index; classes: {names}") from None
     if not 0 <= k < model.spec.num_classes:
-        raise ValueError(f"--class {k}: out of range [0, {model.spec.num_classes})")
+        raise ValueError(f"{flag} {k}: out of range [0, {model.spec.num_classes})")
     return _warn_unseen(model, k, names)
 
 

@@ -37,6 +37,7 @@ from genzoo.tasks.layout import (
     checkpoint_dir,
     exclusive,
     family_dir,
+    family_run_id,
     key_of,
     read_json,
     resolve_device,
@@ -97,10 +98,11 @@ def _say_if_replacing_other_data(params: Params, family: str) -> None:
     if not (isinstance(meta, dict) and meta.get("data_sha256") and manifest):
         return
     if meta["data_sha256"] != data_hash(manifest):
+        run = family_run_id(params, family)  # the earlier model's MLflow run, when it was tracked
         kept = (
-            f"MLflow's registry keeps it: its versions of {family}, models:/{family}/N"
-            if params.run.track
-            else "copy the folder first to keep it (run.track keeps every version in MLflow)"
+            f"MLflow keeps it (run {run}; its registered versions: models:/{family}/N)"
+            if run
+            else "it was not tracked in MLflow: to keep it, stop now (Ctrl+C) and copy the folder"
         )
         source = manifest.get("source", "the prepared data")
         log.warning("%s: replacing %s, trained on other data than %s; %s", family, family_dir(params, family),

@@ -2,6 +2,7 @@
 class arithmetic, the smoothness figure on known answers, and clear errors without a latent."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,6 +148,18 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     (tmp / "mine.npz").symlink_to(r["npz"])  # a link, even to a strip
     assert main([*args, "--out", str(mine)]) == 2 and "exists and is not a strip" in capsys.readouterr().err
     (tmp / "mine.npz").unlink()
+    # an earlier strip's .npz beside a user's own .png: the png is not the one the strip records
+    (tmp / "mine.npz").write_bytes(Path(r["npz"]).read_bytes())
+    (tmp / "mine.png").write_bytes(b"a user's picture")
+    assert main([*args, "--out", str(mine)]) == 2
+    assert (
+        "mine.png: exists and is not a strip of genzoo interpolate or arithmetic (the .png its .npz records)"
+        in (capsys.readouterr().err)
+    )
+    assert (tmp / "mine.png").read_bytes() == b"a user's picture"
+    (tmp / "mine.png").write_bytes(Path(r["png"]).read_bytes())  # the strip's own png: replaced
+    assert main([*args, "--out", str(mine)]) == 0
+    capsys.readouterr()
     assert main(["interpolate", "--params", str(pfile), "--family", "gan", "--class", "3",
                  "--out", str(tmp / "g")]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["labels"] == [3, 3]
@@ -160,12 +173,12 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert main(["arithmetic", "--params", str(pfile), "--family", "gan", "--index", "0", "--to", "1"]) != 0
     assert "gan has a decoder only (codes -> images), no encoder" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
-    assert "--class 11: not a class (0..9)" in capsys.readouterr().err
+    assert "--class 11: out of range [0, 10)" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--steps", "1"]) == 2
-    assert (
-        "--steps 1: at least 2 (the decoded path's two ends; the real images are shown"
-        in capsys.readouterr().err
-    )
+    assert "--steps 1: at least 2 (the two ends of the decoded path)" in capsys.readouterr().err
+    assert main(["arithmetic", "--params", str(pfile), "--family", "vae", "--index", "0", "--to", "1",
+                 "--steps", "1"]) == 2  # fmt: skip
+    assert "--steps 1: at least 2 (the two ends of the path toward the class)" in capsys.readouterr().err
     # a class by name, as `sample --class` takes it (digits' names are their digits)
     for cmd in (["interpolate", "--family", "vae", "--class", "square"],
                 ["arithmetic", "--family", "vae", "--index", "0", "--to", "square"]):  # fmt: skip

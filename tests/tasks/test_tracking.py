@@ -84,7 +84,7 @@ def test_a_family_whose_stage_died_before_its_mlflow_record_is_not_taken_for_don
     assert "metrics.json" in artifacts
 
 
-def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(store, tmp_path):
+def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(store, tmp_path, caplog):
     """Stopped at step 10 (its checkpoint) and trained again: the second run, whose model is
     registered, holds the loss of steps 5 and 10 (from the family's log.jsonl) besides its own,
     once each, and says where it resumed; the stopped run keeps its own steps."""
@@ -129,7 +129,25 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     lrs = [m.value for m in c.get_metric_history(again["mlflow"]["run_id"], "lr")]
     assert len(lrs) == 4 and 123.0 not in lrs
     log.unlink()  # removed (dvc repro does, before the stage): the same rows, from the checkpoint
-    assert train_family(params, "gan", progress=False)["resumed_from"] == 20 and log.read_text() == own
+    last = train_family(params, "gan", progress=False)
+    assert last["resumed_from"] == 20 and log.read_text() == own
+    # trained again on other data: said, with the MLflow run that keeps the model it replaces
+    import logging
+
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 17, (100, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "other.npz", images=images, labels=np.arange(100) % 10, levels=17)
+    other = params.model_copy(deep=True)
+    other.data.source = f"npz:{tmp_path / 'other.npz'}"
+    prepare(other)
+    with caplog.at_level(logging.WARNING, logger="genzoo.train"):
+        train_family(other, "gan", progress=False)
+    assert f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data" in caplog.text
+    assert (
+        f"MLflow keeps it (run {last['mlflow']['run_id']}; its registered versions: models:/gan/N)"
+        in caplog.text
+    )
 
 
 def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path, caplog):
