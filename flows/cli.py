@@ -428,7 +428,12 @@ def cmd_detect(args) -> int:
 def _detect_scores(path: Path) -> bool:
     """``path`` holds what `genzoo detect --out` writes: a JSON object of a family's scores."""
     try:
-        r = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
+        if not path.is_file() or path.is_symlink():
+            return False
+        with open(path, "rb") as f:  # a JSON object's first byte, before reading a file of any size
+            if f.read(64).lstrip()[:1] != b"{":
+                return False
+        r = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     return isinstance(r, dict) and {"family", "estimator", "threshold", "images"} <= r.keys()

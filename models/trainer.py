@@ -148,9 +148,17 @@ class JsonlLogger(Callback):
         """The lines of ``path`` up to step ``start``; none where it is missing or unreadable."""
         try:
             lines = path.read_text().splitlines() if path.is_file() else []
-            return [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= start]
         except (OSError, ValueError):
             return []
+        kept = []
+        for line in lines:  # a line a kill cut short (or not a row) is passed over, not the file
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= start:
+                kept.append(line)
+        return kept
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         self._f.write(json.dumps({"step": step, **metrics}) + "\n")

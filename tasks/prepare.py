@@ -411,6 +411,7 @@ def load_torchvision_source(name: str, raw_dir: str | Path) -> Dataset:
 
 def load_source(p: DataParams) -> Dataset:
     kind, _, path = p.source.partition(":")
+    path = os.path.expanduser(path)  # ~/data, as a shell reads it (the params keep it as written)
     if kind == "digits":
         return load_digits_source()
     if kind == "npz":
@@ -541,7 +542,9 @@ def unseen_by_dvc(p: DataParams) -> str | None:
     ``data.raw_dir``: DVC's prepare stage depends on that folder only, so a change to such a
     source goes unseen by ``dvc repro``. None for a source it sees (or no file of the user's)."""
     kind, _, path = p.source.partition(":")
-    if kind not in ("npz", "folder") or Path(path).resolve().is_relative_to(Path(p.raw_dir).resolve()):
+    if kind not in ("npz", "folder") or (
+        Path(path).expanduser().resolve().is_relative_to(Path(p.raw_dir).expanduser().resolve())
+    ):
         return None
     return (
         f"{path} lies outside data.raw_dir ({p.raw_dir}), the folder DVC's prepare stage depends on: "

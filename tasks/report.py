@@ -98,11 +98,11 @@ def collect(params: Params) -> dict[str, Any]:
         else:
             missing.append(f"{f} (not trained)")
         a = read_json(folder / f / "anomaly.json")
-        if a and f in families and data in (None, a.get("data_sha256", data)):  # of this data, a family shown
+        if a and data not in (None, a.get("data_sha256", data)):  # made on other data: not comparable
+            log.warning("%s: anomaly figures made on other data than the prepared data; left out (%s)", f,
+                        params.command(f"detect --family {f} --benchmark"))  # fmt: skip
+        elif a and f in families:  # (a family left off the page: its rows too)
             anomaly[f] = a
-        elif a:
-            log.warning("%s: anomaly figures of another model or data than the report's; left out "
-                        "(genzoo detect --family %s --benchmark)", f, f)  # fmt: skip
     if not families:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}

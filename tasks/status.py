@@ -88,7 +88,9 @@ def _param_key(key: str, family: str) -> str:
 def same_source(a: str, b: str) -> bool:
     """Whether two ``data.source`` strings name the same data (a path as given or resolved)."""
     (ka, _, pa), (kb, _, pb) = a.partition(":"), b.partition(":")
-    return ka == kb and (pa == pb or (bool(pa) and Path(pa).resolve() == Path(pb).resolve()))
+    return ka == kb and (
+        pa == pb or (bool(pa) and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve())
+    )
 
 
 def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[str, Any]:

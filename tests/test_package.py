@@ -364,9 +364,11 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
     with pytest.raises(ValueError, match="split: 'training', expected one of 'train', 'val', 'test'"):
         genzoo.real_dataset("data/prepared", "training")
     # a class by name where an index is due, and a name where a model is: said as such
+    import numpy as np
+
     for call in (lambda y: genzoo.bits_per_dim(model, x, y), lambda y: genzoo.encode(model, x, y),
                  lambda y: genzoo.interpolate(model, code[0], code[1], labels=y)):  # fmt: skip
-        for names in ("circle", ["circle", "square"]):
+        for names in ("circle", ["circle", "square"], np.array(["circle", "square"])):
             with pytest.raises(ValueError, match=r"labels: class indices \(ints\), got .*model.class_names"):
                 call(names)
     for call in (lambda m: genzoo.sample(m, 2), lambda m: genzoo.bits_per_dim(m, x),
