@@ -126,7 +126,7 @@ class JsonlLogger(Callback):
     beside it, so a resume whose file was removed meanwhile (`dvc repro` removes a stage's
     outputs before it runs) starts from the rows up to its checkpoint."""
 
-    COPY = "log.jsonl"  # the copy's name in the checkpoint folder
+    COPY = "log-to-checkpoint.jsonl"  # the copy's name in the checkpoint folder (never the log's own)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

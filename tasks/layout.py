@@ -366,6 +366,8 @@ def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logge
     train = params.command(f"train --family {family}")
     out = family_dir(params, family)
     missing = [f for f in ("model.json", "model.safetensors") if not (out / f).is_file()]
+    if missing == ["model.json", "model.safetensors"]:  # not trained: the caller's own refusal says so
+        return
     if missing:
         raise ModelNotFound(
             f"{family}: {', '.join(missing)} missing in {out} (`genzoo status`: incomplete): `{train}` "
