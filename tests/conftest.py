@@ -50,6 +50,21 @@ def tiny():
     return TINY
 
 
+def prepared_other_data(params, folder: Path):
+    """``params`` on other digit-like data (an npz of 100 random 8x8 images at 17 levels,
+    written in ``folder``), prepared where ``params``' data was: a run on another folder."""
+    import numpy as np
+
+    from genzoo.tasks.prepare import prepare
+
+    images = np.random.default_rng(0).integers(0, 17, (100, 8, 8), dtype=np.uint8)
+    np.savez(folder / "other.npz", images=images, labels=np.arange(100) % 10, levels=17)
+    other = params.model_copy(deep=True)
+    other.data.source = f"npz:{folder / 'other.npz'}"
+    prepare(other)
+    return other
+
+
 def tiny_params(tmp_path, steps: int = 30, families=None, useful: bool = False, detect: bool = False,
                 **extra) -> dict:  # fmt: skip
     """A params dict for fast real runs, all outputs under tmp_path. The pipeline also measures

@@ -134,13 +134,9 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     # trained again on other data: said, with the MLflow run that keeps the model it replaces
     import logging
 
-    import numpy as np
+    from tests.conftest import prepared_other_data
 
-    images = np.random.default_rng(0).integers(0, 17, (100, 8, 8), dtype=np.uint8)
-    np.savez(tmp_path / "other.npz", images=images, labels=np.arange(100) % 10, levels=17)
-    other = params.model_copy(deep=True)
-    other.data.source = f"npz:{tmp_path / 'other.npz'}"
-    prepare(other)
+    other = prepared_other_data(params, tmp_path)
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         train_family(other, "gan", progress=False)
     assert f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data" in caplog.text

@@ -26,24 +26,17 @@ def test_training_on_other_data_says_it_replaces_the_earlier_model(tmp_path, cap
     word: it now says so, and where the earlier model stays."""
     import logging
 
-    import numpy as np
-
     from genzoo.tasks.config import validate
     from genzoo.tasks.prepare import prepare
     from genzoo.tasks.train import train_family
-    from tests.conftest import tiny_params
+    from tests.conftest import prepared_other_data, tiny_params
 
     params = validate(tiny_params(tmp_path, steps=2, families=["gan"]))
     prepare(params)
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         train_family(params, "gan", progress=False)
     assert "replacing" not in caplog.text  # nothing there before
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "other.npz", images=rng.integers(0, 17, (100, 8, 8), dtype=np.uint8),
-             labels=np.arange(100) % 10, levels=17)  # fmt: skip
-    other = params.model_copy(deep=True)
-    other.data.source = f"npz:{tmp_path / 'other.npz'}"
-    prepare(other)
+    other = prepared_other_data(params, tmp_path)
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         train_family(other, "gan", progress=False)
     assert f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data than npz:" in caplog.text
