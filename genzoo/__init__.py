@@ -315,7 +315,7 @@ def _class_indices(labels, n: int) -> torch.Tensor:
     if (
         isinstance(labels, str)
         or (isinstance(labels, list | tuple) and any(isinstance(v, str) for v in labels))
-        or getattr(getattr(labels, "dtype", None), "kind", "") in ("U", "S", "O")
+        or getattr(getattr(labels, "dtype", None), "kind", "") in ("U", "S")
     ):  # a class's name: its index is model.class_names.index(name)
         raise ValueError(
             f"labels: class indices (ints), got {labels!r}; a class's index is model.class_names.index(name)"

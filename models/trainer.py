@@ -156,7 +156,8 @@ class JsonlLogger(Callback):
                 row = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(row, dict) and row.get("step", 0) <= start:
+            step = row.get("step", 0) if isinstance(row, dict) else None
+            if isinstance(step, int | float) and not isinstance(step, bool) and step <= start:
                 kept.append(line)
         return kept
 

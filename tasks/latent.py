@@ -376,7 +376,7 @@ def _outputs(out: str | Path) -> tuple[Path, Path]:
     recorded: str | None = None
     try:
         names = set(zipfile.ZipFile(npz).namelist())
-        ours = not npz.is_symlink() and "strips.npy" in names and names <= STRIP_FILES
+        ours = not npz.is_symlink() and names in (STRIP_FILES, STRIP_FILES - {"png_sha256.npy"})
         if ours and "png_sha256.npy" in names:
             with np.load(npz, allow_pickle=False) as z:
                 recorded = str(z["png_sha256"])
@@ -384,9 +384,9 @@ def _outputs(out: str | Path) -> tuple[Path, Path]:
         ours = False
     what = "a strip of genzoo interpolate or arithmetic"
     check_output_files([npz], ours, f"{what} (an .npz of strips)")
-    # its png: the one the strip records (a strip written before it recorded one: its png too)
-    png_ours = ours and (recorded is None or (png.is_file() and sha256_file(png) == recorded))
-    check_output_files([png], png_ours, f"{what} (the .png its .npz records)")
+    # its png: only the one the strip records (an older strip records none: remove its png)
+    png_ours = ours and recorded is not None and png.is_file() and sha256_file(png) == recorded
+    check_output_files([png], png_ours, f"{what} (the .png its {npz.name} records)")
     return png, npz
 
 

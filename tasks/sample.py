@@ -43,21 +43,22 @@ def resolve_class(
         return None
     names = class_names or [str(i) for i in range(model.spec.num_classes)]
     if str(cls) in names:
-        return _warn_unseen(model, names.index(str(cls)), names)
+        return _warn_unseen(model, names.index(str(cls)), names, flag)
     try:
         k = int(cls)
     except ValueError:
         raise ValueError(f"{flag} {cls!r}: not a class name or index; classes: {names}") from None
     if not 0 <= k < model.spec.num_classes:
         raise ValueError(f"{flag} {k}: out of range [0, {model.spec.num_classes})")
-    return _warn_unseen(model, k, names)
+    return _warn_unseen(model, k, names, flag)
 
 
-def _warn_unseen(model: GenerativeModel, k: int, names: list[str]) -> int:
+def _warn_unseen(model: GenerativeModel, k: int, names: list[str], flag: str = "--class") -> int:
     if not torch.isfinite(model.log_class_prior[k]):  # (train.exclude_classes: never drawn unasked)
         log.warning(
-            "--class %s: left out of this model's training (exclude_classes): its images come from "
+            "%s %s: left out of this model's training (exclude_classes): its images come from "
             "weights that never saw one",
+            flag,
             names[k],
         )
     return k

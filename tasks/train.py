@@ -102,7 +102,7 @@ def _say_if_replacing_other_data(params: Params, family: str) -> None:
         kept = (
             f"MLflow keeps it (run {run}; its registered versions: models:/{family}/N)"
             if run
-            else "it was not tracked in MLflow: to keep it, stop now (Ctrl+C) and copy the folder"
+            else "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder"
         )
         source = manifest.get("source", "the prepared data")
         log.warning("%s: replacing %s, trained on other data than %s; %s", family, family_dir(params, family),

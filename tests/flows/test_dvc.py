@@ -370,7 +370,7 @@ def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp
     assert lock["prepare"] == prepared and "train@gan" in lock
     metrics = json.loads((repo / "runs" / "gan" / "metrics.json").read_text())
     assert metrics["steps"] == 200 and metrics["resumed_from"] >= 10
-    # the steps before the checkpoint are still in the log (DVC keeps it: persist), once each
+    # the steps before the checkpoint are in the log again (DVC removed it: from the checkpoint's copy)
     log = (repo / "runs" / "gan" / "log.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in log]
     assert min(steps) < metrics["resumed_from"] and len(steps) == len(set(steps)), steps

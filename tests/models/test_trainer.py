@@ -398,6 +398,8 @@ def test_batch_pixels_gives_large_images_smaller_batches(pixels, images, tiny):
 def test_the_log_keeps_its_good_rows_when_a_kill_cut_one_short(tmp_path):
     """A line a kill cut short (or one that is not a row) is passed over, not the whole log."""
     log = tmp_path / "log.jsonl"
-    log.write_text('{"step": 5, "loss": 1.0}\n[1, 2]\n{"step": 10, "loss": 0.9}\n{"step": 15, "lo')
+    log.write_text(
+        '{"step": 5, "loss": 1.0}\n[1, 2]\n{"step": null}\n{"step": 10, "loss": 0.9}\n{"step": 15, "lo'
+    )
     assert JsonlLogger._rows(log, 10) == ['{"step": 5, "loss": 1.0}', '{"step": 10, "loss": 0.9}']
     assert JsonlLogger._rows(tmp_path / "none.jsonl", 10) == []
