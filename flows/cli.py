@@ -144,6 +144,14 @@ def cmd_run(args) -> int:
         )
     with _holding(params):  # a run holds the folder already: one line now, not a failed flow run
         pass
+    from genzoo.tasks.errors import check_output_dir
+
+    for key, folder, into in (  # every folder the run writes: a file on the way is one line now,
+        ("data.prepared_dir", params.data.prepared_dir, False),  # not a failed stage minutes later
+        ("run.checkpoints_dir", params.run.checkpoints_dir, True),
+        ("augment.out_dir", params.augment.out_dir, True),
+    ):
+        check_output_dir(folder, key, into=into)
     from genzoo.flows.serve import temporary_server
 
     # no Ray call may start or join a Ray by itself (ray's auto-init): a stage's thread still

@@ -75,6 +75,7 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
     that fails on bad input leaves no trace."""
     folder = Path(runs_dir)
     check_output_dir(folder, "run.runs_dir", into=True)  # a file on the way: one line, before any work
+    check_runs_folder(folder)
     made = [d for d in (folder, *folder.parents) if not d.exists()]  # the innermost first
     folder.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
@@ -99,6 +100,33 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
         for d in made:
             with contextlib.suppress(OSError):  # not empty (or gone): kept
                 d.rmdir()
+
+
+# what genzoo writes at the top of a runs folder (besides hidden files: its lock, a .gitignore)
+RUNS_ENTRIES = frozenset({"evaluation", "report", "human", "teachers", "bench", "timeline.json"})
+
+
+def check_runs_folder(folder: Path) -> None:
+    """Refuse, before any work, a runs folder holding what genzoo does not write there (a user's
+    folder given as ``run.runs_dir``: its report/ and <family>/ files would be replaced without
+    a word), or a folder of it that is a link (written through, into the folder it names)."""
+    if not folder.is_dir():
+        return
+    ours = RUNS_ENTRIES | set(models.REGISTRY)
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.name not in ours:
+            raise UsageError(
+                f"run.runs_dir={folder}: holds {entry.name}, which genzoo does not write there (a folder "
+                "per family, evaluation/, report/, human/, timeline.json): not a runs folder of "
+                "genzoo; choose a new or empty folder"
+            )
+        if entry.is_symlink() and entry.resolve().is_dir():
+            raise UsageError(
+                f"{entry}: a symbolic link to {entry.resolve()}; genzoo replaces what it writes there: "
+                "remove the link (point run.runs_dir elsewhere instead)"
+            )
 
 
 # ----------------------------------------------------------------------------- layout

@@ -473,6 +473,38 @@ def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path
         assert cli.main(["train", "--family", "vae", "-q", *base, "-o", override]) == 2, override
         assert said in capsys.readouterr().err, override
         assert not (tmp_path / "runs").exists() and not (tmp_path / "vae").exists(), override
+    # every folder a `genzoo run` writes, before Prefect starts (augment.out_dir failed at the
+    # last stage, after the training and evaluation)
+    afile = tmp_path / "afile"
+    for override, said in (
+        (f"augment.out_dir={afile}", f"augment.out_dir={afile}: exists and is not a folder"),
+        (f"data.prepared_dir={afile / 'p'}", f"{afile} exists and is not a folder"),
+        (f"run.checkpoints_dir={afile / 'c'}", f"{afile} exists and is not a folder"),
+    ):
+        assert cli.main(["run", "-q", *base, "-o", override]) == 2, override
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    # a user's folder given as the runs folder: its report/ and <family>/ files were replaced
+    mine = tmp_path / "mystuff"
+    (mine / "report").mkdir(parents=True)
+    (mine / "report" / "index.html").write_text("my page")
+    (mine / "thesis.tex").write_text("my thesis")
+    for cmd in (["train", "--family", "vae"], ["report"]):
+        assert cli.main([*cmd, "-q", *base, "-o", f"run.runs_dir={mine}"]) == 2
+        assert f"run.runs_dir={mine}: holds thesis.tex, which genzoo does not write there" in (
+            capsys.readouterr().err
+        )
+    assert (mine / "report" / "index.html").read_text() == "my page"
+    assert sorted(p.name for p in mine.iterdir()) == ["report", "thesis.tex"]  # nothing added
+    # a folder of the runs folder that links elsewhere: written through before
+    (mine / "thesis.tex").unlink()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "report").symlink_to(mine / "report")
+    assert cli.main(["report", "-q", *base]) == 2
+    assert f"{tmp_path / 'runs' / 'report'}: a symbolic link to" in capsys.readouterr().err
+    assert (mine / "report" / "index.html").read_text() == "my page"
+    (tmp_path / "runs" / "report").unlink()
+    (tmp_path / "runs").rmdir()
     # a runs folder written into needs to be writable itself, whatever its parent allows (a
     # volume mounted under a read-only folder); one that is not writable is said before any work
     from genzoo.tasks import errors
