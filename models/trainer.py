@@ -19,6 +19,7 @@ import math
 import pickle
 import random
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -303,7 +304,11 @@ class Checkpoints:
                 )
                 continue
             try:
-                return torch.load(path, map_location=map_location, weights_only=True)
+                with warnings.catch_warnings():  # torch's note on a foreign pickle: the refusal below says it
+                    warnings.filterwarnings(
+                        "ignore", message="Detected pickle protocol", category=UserWarning
+                    )
+                    return torch.load(path, map_location=map_location, weights_only=True)
             except pickle.UnpicklingError:  # pickled objects: refused before any ran (anything else raises)
                 log.error(
                     "checkpoint %s: refused, it holds more than tensors and plain values (nothing in "

@@ -89,7 +89,8 @@ def collect(params: Params) -> dict[str, Any]:
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
         if scored_by_another_evaluator(params, quality):  # other features:
-            log.warning("%s: scored by another evaluator than the current one; left out (genzoo evaluate)", f)
+            log.warning("%s: scored by another evaluator than the current one; left out (%s)", f,
+                        params.command(f"evaluate --family {f}"))  # fmt: skip
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}

@@ -92,7 +92,7 @@ def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
     assert ck.load_latest()["step"] == 4
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.filterwarnings("error:Detected pickle protocol")  # torch's note stays off the console
 def test_pickle_payload_in_checkpoint_is_refused_and_the_previous_one_used(tmp_path, tiny, caplog):
     class Payload:
         def __reduce__(self):
