@@ -144,14 +144,13 @@ def cmd_run(args) -> int:
         )
     with _holding(params):  # a run holds the folder already: one line now, not a failed flow run
         pass
+    from genzoo.tasks.augment import check_target
     from genzoo.tasks.errors import check_output_dir
 
-    for key, folder, into in (  # every folder the run writes: a file on the way is one line now,
-        ("data.prepared_dir", params.data.prepared_dir, False),  # not a failed stage minutes later
-        ("run.checkpoints_dir", params.run.checkpoints_dir, True),
-        ("augment.out_dir", params.augment.out_dir, True),
-    ):
-        check_output_dir(folder, key, into=into)
+    # every folder the run writes, as its stage will check it: one line now, not a failed stage
+    check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (replaced whole)
+    check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
+    check_target(params.augment.out_dir, params.augment.name)  # (the dataset's folder, the last stage)
     from genzoo.flows.serve import temporary_server
 
     # no Ray call may start or join a Ray by itself (ray's auto-init): a stage's thread still

@@ -148,7 +148,8 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
-            log.warning("augment: %s was scored by another evaluator than the current one: left out", f)
+            log.warning("augment: %s was scored by another evaluator than the current one: left out (%s)", f,
+                        params.command(f"evaluate --family {f}"))  # fmt: skip
             continue
         if (metric if metric != "fd_rank" else "fd") not in quality:
             continue
@@ -470,18 +471,27 @@ def class_names(params: Params, num_classes: int) -> list[str]:
     return [str(c) for c in range(num_classes)]
 
 
+def check_target(out_dir: str | Path, name: str) -> Path:
+    """The dataset's folder ``out_dir/name``, refused before any work where the stage could not
+    write it: ``out_dir`` a link (the datasets would land wherever it points), a file, or not
+    writable (the dataset is written beside its old version, inside it); ``name`` a folder
+    genzoo did not write, or a link."""
+    if Path(out_dir).is_symlink():
+        raise ValueError(f"augment.out_dir {out_dir}: is a symbolic link; give the folder it points to")
+    root = Path(out_dir).resolve()
+    target = root / name
+    if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
+        raise ValueError(f"augment name {name!r}: must stay inside {root}")
+    check_output_dir(root, "augment.out_dir", into=True)
+    check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
+    return target
+
+
 @torch.inference_mode()
 def generate(params: Params, req: AugmentParams | None = None, batch: int = 500) -> Path:
     """Write the dataset ``req`` (default: the params' ``augment`` block) -> its folder."""
     req = _known_recipe(params, req or params.augment)
-    if Path(req.out_dir).is_symlink():  # the datasets would land wherever the link points
-        raise ValueError(f"augment.out_dir {req.out_dir}: is a symbolic link; give the folder it points to")
-    root = Path(req.out_dir).resolve()
-    target = root / req.name
-    if target.parent != root:  # the name pattern already forbids it; keep the invariant explicit
-        raise ValueError(f"augment name {req.name!r}: must stay inside {root}")
-    check_output_dir(root, "augment.out_dir")
-    check_replaceable(target, "synthetic-dataset")  # a link, or a folder genzoo did not write: refused
+    target = check_target(req.out_dir, req.name)
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
     choice = best_choice(params, req.metric, req.recipe) if "best" in req.families else None
     families = resolve_families(params, req, choice)

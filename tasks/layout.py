@@ -103,30 +103,33 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
 
 
 # what genzoo writes at the top of a runs folder (besides hidden files: its lock, a .gitignore)
-RUNS_ENTRIES = frozenset({"evaluation", "report", "human", "teachers", "bench", "timeline.json"})
+RUNS_ENTRIES = frozenset(
+    {"evaluation", "report", "human", "teachers", "bench", "timeline.json", "lost+found"}
+)
 
 
 def check_runs_folder(folder: Path) -> None:
-    """Refuse, before any work, a runs folder holding what genzoo does not write there (a user's
-    folder given as ``run.runs_dir``: its report/ and <family>/ files would be replaced without
-    a word), or a folder of it that is a link (written through, into the folder it names)."""
+    """Refuse, before any work, a user's folder given as ``run.runs_dir`` (its report/ and
+    <family>/ files would be replaced without a word): one genzoo never used (no run lock, no
+    model) that holds what genzoo does not write at the top of a runs folder. A folder genzoo
+    used may hold more (checkpoints or prepared data placed inside it). A folder at its top that
+    links elsewhere is refused too: it would be written through, into the folder it names."""
     if not folder.is_dir():
         return
-    ours = RUNS_ENTRIES | set(models.REGISTRY)
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.name not in ours:
+    entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
+    for entry in entries:
+        if entry.is_symlink() and os.path.isdir(entry) and entry.name in RUNS_ENTRIES | set(models.REGISTRY):
             raise UsageError(
-                f"run.runs_dir={folder}: holds {entry.name}, which genzoo does not write there (a folder "
-                "per family, evaluation/, report/, human/, timeline.json): not a runs folder of "
-                "genzoo; choose a new or empty folder"
+                f"{entry}: a symbolic link to {os.path.realpath(entry)}; genzoo replaces what it writes "
+                "there: remove the link (point run.runs_dir elsewhere instead)"
             )
-        if entry.is_symlink() and entry.resolve().is_dir():
-            raise UsageError(
-                f"{entry}: a symbolic link to {entry.resolve()}; genzoo replaces what it writes there: "
-                "remove the link (point run.runs_dir elsewhere instead)"
-            )
+    used = (folder / ".pipeline.lock").exists() or any((e / "model.json").is_file() for e in entries)
+    theirs = [e.name for e in entries if e.name not in RUNS_ENTRIES | set(models.REGISTRY)]
+    if theirs and not used:
+        raise UsageError(
+            f"run.runs_dir={folder}: holds {theirs[0]}, which genzoo does not write there, and no run of "
+            "genzoo used it: not a runs folder; choose a new or empty folder for run.runs_dir"
+        )
 
 
 # ----------------------------------------------------------------------------- layout

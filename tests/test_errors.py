@@ -505,6 +505,17 @@ def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path
     assert (mine / "report" / "index.html").read_text() == "my page"
     (tmp_path / "runs" / "report").unlink()
     (tmp_path / "runs").rmdir()
+    # a folder genzoo used may hold more (checkpoints placed inside it); a volume's lost+found
+    from genzoo.tasks.layout import check_runs_folder
+
+    used = tmp_path / "used"
+    (used / "checkpoints").mkdir(parents=True)
+    (used / ".pipeline.lock").touch()
+    check_runs_folder(used)
+    (tmp_path / "volume" / "lost+found").mkdir(parents=True)
+    check_runs_folder(tmp_path / "volume")
+    (tmp_path / "volume" / "report").symlink_to(tmp_path / "volume" / "report")  # a loop: no traceback
+    check_runs_folder(tmp_path / "volume")
     # a runs folder written into needs to be writable itself, whatever its parent allows (a
     # volume mounted under a read-only folder); one that is not writable is said before any work
     from genzoo.tasks import errors
