@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genzoo.models.base import sha256_file
+from safetensors import SafetensorError
+
+from genzoo.models.base import load, sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, up_to_date
@@ -42,6 +44,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"stale for these params; up to date with {made[0]}"
     else:
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
+    if not state.startswith(("incomplete", "damaged")) and (why := _unloadable(out / "model.json")):
+        state = f"damaged ({why}: train it again)"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.json").stat().st_mtime)),
@@ -58,6 +62,17 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
             tracking_uri=metrics["mlflow"]["tracking_uri"],
         )
     return row
+
+
+def _unloadable(config: Path) -> str | None:
+    """Why the model at ``config`` does not load as `genzoo sample` loads it (an edited
+    model.json whose net no longer builds its weights, weights that are no safetensors file
+    though their sha256 was recorded again), or None when it loads."""
+    try:
+        load(config)
+    except (ValueError, OSError, SafetensorError) as e:
+        return str(e).splitlines()[0].replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
+    return None
 
 
 def changed_since(params: Params, family: str, made_with: dict | None, manifest: dict | None,

@@ -153,8 +153,10 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     other data are named as such."""
     import json
 
+    import torch
     import yaml
 
+    from genzoo.models.base import sha256_file
     from tests.conftest import tiny_params
 
     raw = tiny_params(tmp_path, steps=4, families=["gan", "vae"])
@@ -266,6 +268,18 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"genzoo sample: error: {meta_file}: {said}"), err
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.npz").exists(), err
+        # and status says so (it said "up to date": the fingerprint and the weights' hash hold)
+        state = gan_state(*short)
+        assert state.startswith(f"damaged (model.json: {said.split(' (')[0]}"), (key, state)
+        assert state.endswith(": train it again)"), (key, state)
+    # weights that are a pickle, their sha256 recorded again: no safetensors file, said so
+    torch.save({"w": torch.zeros(1)}, tmp_path / "s.pt")
+    meta_file.write_text(json.dumps({**meta, "sha256": sha256_file(tmp_path / "s.pt")}))
+    weights.rename(weights.with_suffix(".bak"))
+    (tmp_path / "s.pt").rename(weights)
+    state = gan_state(*short)
+    assert state.startswith("damaged (") and state.endswith(": train it again)"), state
+    weights.with_suffix(".bak").replace(weights)
     meta_file.write_text("[]")  # JSON, not a config: the skip logic too (an AttributeError traceback)
     assert gan_state(*short).startswith("damaged")
     meta_file.write_text(config)
