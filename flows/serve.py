@@ -20,6 +20,7 @@ import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -289,8 +290,14 @@ def temporary_server() -> Callable[[], str | None]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # a secret of this run's for it (basic auth, Prefect's own): other users of the machine reach
+    # the port, not this process's environment, which the flow's clients and Ray's workers inherit
+    secret = secrets.token_urlsafe(32)
     proc = subprocess.Popen(  # a session of its own, as start_server's: stop() ends its group
-        [sys.executable, "-c", _TEMPORARY, str(port)], stdout=subprocess.DEVNULL, start_new_session=True
+        [sys.executable, "-c", _TEMPORARY, str(port)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PREFECT_SERVER_API_AUTH_STRING": secret},
     )
     atexit.register(stop, proc)  # before Prefect's log and event workers: they flush first
     api = f"http://127.0.0.1:{port}/api"
@@ -313,6 +320,7 @@ def temporary_server() -> Callable[[], str | None]:
                 return None
             time.sleep(0.1)
         os.environ["PREFECT_API_URL"] = api
+        os.environ["PREFECT_API_AUTH_STRING"] = secret
         os.environ.setdefault("PREFECT_UI_URL", "")  # it serves no UI: no "View at" links to one
         refresh()  # Prefect read its settings when imported: read them again, with this server's URL
         return api

@@ -22,8 +22,10 @@ def where():
     with get_client(sync_client=True) as c:
         return str(c.api_url)
 children = [p.pid for p in __import__("psutil").Process().children()]
-print(json.dumps({"api": api, "flow": where(), "children": children, "env": os.environ["PREFECT_API_URL"]}),
-      flush=True)
+import httpx
+stranger = httpx.post(api + "/flow_runs/filter", json={}).status_code  # no secret: another local user
+print(json.dumps({"api": api, "flow": where(), "children": children, "env": os.environ["PREFECT_API_URL"],
+                  "stranger": stranger}), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # no atexit: the server must go by itself
 """
 
@@ -34,6 +36,8 @@ def env_without_api(tmp_path) -> dict:
 
 
 def test_the_flow_runs_on_the_server_started_first_which_goes_when_its_process_is_killed(tmp_path):
+    """The flow talks to the server genzoo started, which answers only clients holding the run's
+    secret (this process and its children), and goes when its process is killed."""
     # output to files, not pipes: a server left running would hold a pipe open, and the test hang
     with open(tmp_path / "out", "w") as so, open(tmp_path / "err", "w") as se:
         subprocess.run([sys.executable, "-c", RUN], env=env_without_api(tmp_path), stdout=so, stderr=se,
@@ -42,6 +46,7 @@ def test_the_flow_runs_on_the_server_started_first_which_goes_when_its_process_i
     out = json.loads(stdout.strip().splitlines()[-1])
     assert out["api"].startswith("http://127.0.0.1:") and out["api"].endswith("/api")
     assert out["flow"].rstrip("/") == out["api"] == out["env"]  # the flow used it, and its children will
+    assert out["stranger"] == 401  # a client without the run's secret is refused
     assert "Starting temporary server" not in stderr  # Prefect did not start a second one
     assert "View at" not in stderr  # no link to a UI this server does not serve
     assert len(out["children"]) == 1
