@@ -274,8 +274,8 @@ def check_owned(folder: Path, kind: str) -> None:
     """Raise :class:`NotGenzooOutput` unless ``folder`` (which exists) is a ``kind`` folder
     genzoo wrote: a real folder (not a link) whose manifest.json carries genzoo's mark (or
     is of the form genzoo wrote before the mark), holding only the files genzoo writes there,
-    in its sub-folders too (:func:`written_inside`), none of them a symbolic link. An empty
-    folder holds nothing to lose and passes."""
+    in its sub-folders too (:func:`written_inside`), none of them a symbolic link (but DVC's links
+    to its cache: :func:`dvc_cache_link`). An empty folder holds nothing to lose and passes."""
     files, legacy_keys = OWNED_KINDS[kind]
     how = "move it away or choose another path; genzoo replaces only folders it wrote"
     if folder.is_symlink():
@@ -300,7 +300,7 @@ def check_owned(folder: Path, kind: str) -> None:
     for dirpath, dirnames, filenames in os.walk(folder):  # os.walk follows no link
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
-            if os.path.islink(path):
+            if os.path.islink(path) and not dvc_cache_link(path):
                 raise NotGenzooOutput(
                     f"{path}: a symbolic link inside {folder}, which genzoo never writes; refusing to "
                     f"replace {folder}"
@@ -308,6 +308,17 @@ def check_owned(folder: Path, kind: str) -> None:
             rel = os.path.relpath(path, folder)
             if os.sep in rel and not inside(rel.replace(os.sep, "/")):
                 raise NotGenzooOutput(f"{folder}: holds {rel}, which genzoo did not write; {how}")
+
+
+# a file of DVC's cache: <cache>/files/md5/ab/cdef... (DVC 3) or <cache>/ab/cdef... (DVC 2)
+_DVC_CACHE_FILE = re.compile(r"/(files/md5/)?[0-9a-f]{2}/[0-9a-f]{30}$")
+
+
+def dvc_cache_link(path: str | Path) -> bool:
+    """``path`` is a link DVC made to a file of its cache (``dvc checkout`` / ``dvc pull`` with
+    ``cache.type`` symlink): replacing it loses nothing, the cache keeps the file."""
+    target = os.path.realpath(path)
+    return os.path.isfile(target) and bool(_DVC_CACHE_FILE.search(target))
 
 
 def check_replaceable(target: Path, kind: str) -> None:

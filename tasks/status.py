@@ -45,7 +45,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     else:
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
     if not state.startswith(("incomplete", "damaged")) and (why := _unloadable(out / "model.json")):
-        state = f"damaged ({why}: train it again)"
+        # its fingerprint and hash hold, so genzoo train would take it for current: without its config it is not
+        state = f"damaged ({why}: delete {out / 'model.json'}, then train it again)"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.json").stat().st_mtime)),

@@ -341,6 +341,35 @@ def test_a_link_at_the_target_or_inside_it_is_refused(tmp_path):
     assert (ds / "images.npz").read_bytes() == b"old"
 
 
+def test_dvcs_links_to_its_cache_are_replaced_and_the_cache_kept(tmp_path):
+    """With DVC's ``cache.type: symlink``, ``dvc checkout`` leaves each file of data/prepared a link
+    into DVC's cache: the folder is genzoo's all the same (it refused it), and replacing it
+    leaves the cache's files as they were. A link elsewhere is still refused."""
+    import hashlib
+
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    cached = {}
+    for f in sorted(target.iterdir()):
+        digest = hashlib.md5(f.read_bytes()).hexdigest()
+        cached[f.name] = tmp_path / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        cached[f.name].parent.mkdir(parents=True, exist_ok=True)
+        f.replace(cached[f.name])
+        f.symlink_to(cached[f.name])
+    kept = {name: path.read_bytes() for name, path in cached.items()}
+    with layout.replacing_dir(target, "prepared-data") as tmp:
+        _write_version(tmp, "new")
+    assert read_json(target / "manifest.json")["v"] == "new"
+    assert not any(p.is_symlink() for p in target.iterdir())
+    assert {name: path.read_bytes() for name, path in cached.items()} == kept
+    # a link to a file that is not in a DVC cache: refused as before
+    other = tmp_path / "mine.npz"
+    other.write_bytes(b"mine")
+    (target / "train.npz").unlink()
+    (target / "train.npz").symlink_to(other)
+    with pytest.raises(layout.NotGenzooOutput, match=r"train.npz: a symbolic link inside"):
+        layout.check_replaceable(target, "prepared-data")
+
+
 def test_a_new_folder_without_genzoos_mark_is_not_put_in_place(tmp_path):
     target = _genzoo_folder(tmp_path / "prepared", "old")
     with (
