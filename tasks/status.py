@@ -45,7 +45,7 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     else:
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
     if not state.startswith(("incomplete", "damaged")) and (why := _unloadable(out / "model.json")):
-        # its fingerprint and hash hold, so genzoo train would take it for current: without its config it is not
+        # its fingerprint and hash hold, so genzoo train takes it for current: without its config, not
         state = f"damaged ({why}: delete {out / 'model.json'}, then train it again)"
     row.update(
         state=state,
