@@ -316,7 +316,11 @@ def temporary_server() -> Callable[[], str | None]:
         while not healthy(api):
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop(proc)
-                log.warning("the temporary Prefect server on %s did not start; Prefect starts its own", api)
+                log.warning(
+                    "the temporary Prefect server on %s did not start; Prefect starts its own (without "
+                    "a secret: any local user reaches it while the run lasts)",
+                    api,
+                )
                 return None
             time.sleep(0.1)
         os.environ["PREFECT_API_URL"] = api

@@ -316,9 +316,10 @@ _DVC_CACHE_FILE = re.compile(r"/(files/md5/)?[0-9a-f]{2}/[0-9a-f]{30}$")
 
 def dvc_cache_link(path: str | Path) -> bool:
     """``path`` is a link DVC made to a file of its cache (``dvc checkout`` / ``dvc pull`` with
-    ``cache.type`` symlink): replacing it loses nothing, the cache keeps the file."""
+    ``cache.type`` symlink; one whose file ``dvc gc`` removed since): replacing it loses nothing,
+    the cache keeps the file."""
     target = os.path.realpath(path)
-    return os.path.isfile(target) and bool(_DVC_CACHE_FILE.search(target))
+    return (os.path.isfile(target) or not os.path.lexists(target)) and bool(_DVC_CACHE_FILE.search(target))
 
 
 def check_replaceable(target: Path, kind: str) -> None:

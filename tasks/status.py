@@ -44,9 +44,11 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"stale for these params; up to date with {made[0]}"
     else:
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
-    if not state.startswith(("incomplete", "damaged")) and (why := _unloadable(out / "model.json")):
+    if state.startswith(("up to date", "stale for these params")) and (
+        why := _unloadable(out / "model.json")
+    ):
         # its fingerprint and hash hold, so genzoo train takes it for current: without its config, not
-        state = f"damaged ({why}: delete {out / 'model.json'}, then train it again)"
+        state = f"damaged ({why}; delete {out / 'model.json'}, then train it again)"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.json").stat().st_mtime)),
@@ -71,7 +73,9 @@ def _unloadable(config: Path) -> str | None:
     though their sha256 was recorded again), or None when it loads."""
     try:
         load(config)
-    except (ValueError, OSError, SafetensorError) as e:
+    except SafetensorError as e:  # e.g. a pickle: never unpickled
+        return f"model.safetensors is not a safetensors file: {e}"
+    except (ValueError, OSError) as e:
         return str(e).splitlines()[0].replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
     return None
 

@@ -271,16 +271,15 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         # and status says so (it said "up to date": the fingerprint and the weights' hash hold)
         state = gan_state(*short)
         assert state.startswith(f"damaged (model.json: {said.split(' (')[0]}"), (key, state)
-        assert state.endswith(f": delete {meta_file}, then train it again)"), (key, state)
+        assert state.endswith(f"; delete {meta_file}, then train it again)"), (key, state)
     # weights that are a pickle, their sha256 recorded again: no safetensors file, said so
     torch.save({"w": torch.zeros(1)}, tmp_path / "s.pt")
     meta_file.write_text(json.dumps({**meta, "sha256": sha256_file(tmp_path / "s.pt")}))
     weights.rename(weights.with_suffix(".bak"))
     (tmp_path / "s.pt").rename(weights)
     state = gan_state(*short)
-    assert state.startswith("damaged (") and state.endswith(f": delete {meta_file}, then train it again)"), (
-        state
-    )
+    assert state.startswith("damaged (model.safetensors is not a safetensors file: "), state
+    assert state.endswith(f"; delete {meta_file}, then train it again)"), state
     meta_file.unlink()  # as it says: the next training makes the model anew
     assert cli.main(["train", *base, "--family", "gan", *short]) == 0
     assert gan_state(*short) == "up to date"

@@ -49,6 +49,7 @@ def test_the_flow_runs_on_the_server_started_first_which_goes_when_its_process_i
     assert out["stranger"] == 401  # a client without the run's secret is refused
     assert "Starting temporary server" not in stderr  # Prefect did not start a second one
     assert "View at" not in stderr  # no link to a UI this server does not serve
+    assert "401" not in stderr and "Unauthorized" not in stderr  # its logs and events got through
     assert len(out["children"]) == 1
     deadline = time.monotonic() + 30
     while psutil.pid_exists(out["children"][0]) and psutil.Process(out["children"][0]).status() != "zombie":

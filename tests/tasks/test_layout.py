@@ -348,10 +348,11 @@ def test_dvcs_links_to_its_cache_are_replaced_and_the_cache_kept(tmp_path):
     import hashlib
 
     target = _genzoo_folder(tmp_path / "prepared", "old")
+    (target / "test.npz").write_bytes(b"old test split")
     cached = {}
-    for f in sorted(target.iterdir()):
-        digest = hashlib.md5(f.read_bytes()).hexdigest()
-        cached[f.name] = tmp_path / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+    for f, layout_of in zip(sorted(target.iterdir()), ["files/md5", "files/md5", ""], strict=True):
+        digest = hashlib.md5(f.read_bytes()).hexdigest()  # DVC 3's cache layout, then DVC 2's
+        cached[f.name] = tmp_path / ".dvc" / "cache" / layout_of / digest[:2] / digest[2:]
         cached[f.name].parent.mkdir(parents=True, exist_ok=True)
         f.replace(cached[f.name])
         f.symlink_to(cached[f.name])
@@ -361,6 +362,10 @@ def test_dvcs_links_to_its_cache_are_replaced_and_the_cache_kept(tmp_path):
     assert read_json(target / "manifest.json")["v"] == "new"
     assert not any(p.is_symlink() for p in target.iterdir())
     assert {name: path.read_bytes() for name, path in cached.items()} == kept
+    # a link whose cache file `dvc gc` removed since holds nothing: replaced too
+    gone = tmp_path / ".dvc" / "cache" / "files" / "md5" / "ab" / ("c" * 30)
+    (target / "val.npz").symlink_to(gone)
+    layout.check_replaceable(target, "prepared-data")
     # a link to a file that is not in a DVC cache: refused as before
     other = tmp_path / "mine.npz"
     other.write_bytes(b"mine")
