@@ -359,6 +359,12 @@ def cmd_augment(args) -> int:
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
                   png=args.png, formats=args.formats.split(",") if args.formats else None,
                   recipe=args.recipe)  # fmt: skip
+    # models of another profile (a quick run, then this without --profile): the dataset and its card
+    # would say nothing of it, and replace the quick run's own dataset
+    named = [f for f in req.families if f != "best"]
+    _same_profile(
+        args, params, params.families if "best" in req.families else named, "draw a dataset from {it}"
+    )
     with _holding(params):
         path = generate(params, req)
     m = json.loads((path / "manifest.json").read_text())

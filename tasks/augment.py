@@ -230,10 +230,11 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
         elif lift is not None:
             figures[f] = lift
     if not figures:
+        also = "" if recipe in params.usefulness.recipes else f" -o 'usefulness.recipes=[{recipe}]'"
         raise FileNotFoundError(
             f"augment.metric: lift needs a family measured for usefulness with recipe {recipe!r} (none in "
-            f"{evaluation_dir(params)}); run `genzoo usefulness` (usefulness.families, usefulness.recipes) "
-            "first, or choose `best` by a quality figure (augment.metric: fd_rank)"
+            f"{evaluation_dir(params)}); run `{params.command('usefulness' + also)}` (usefulness.families "
+            "says which families) first, or choose `best` by a quality figure (augment.metric: fd_rank)"
         )
     best = max(figures, key=figures.get)
     log.info("augment: `best` is %s, the largest measured lift with recipe %s", best, recipe)

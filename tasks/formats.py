@@ -36,7 +36,7 @@ import numpy as np
 from genzoo.tasks.config import ParamsError
 from genzoo.tasks.data import data_hash
 from genzoo.tasks.errors import GenzooError, writing
-from genzoo.tasks.layout import check_replaceable, mark, read_json, replacing_dir, shown
+from genzoo.tasks.layout import check_replaceable, manifest_digest, mark, read_json, replacing_dir, shown
 
 FORMATS = ("npz", "imagefolder", "hf")
 DEFAULT_FORMATS = ("npz", "imagefolder")  # what needs no extra
@@ -303,6 +303,9 @@ def write_dataset(
     for key, empty in defaults:
         manifest.setdefault(key, empty)  # what the caller did not give: the card says so
     card = render_card(manifest)
+    # what genzoo wrote of its own two texts: a later replacement refuses them edited (check_owned)
+    manifest["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     with (
         writing(f"dataset {manifest['name']!r}", target),
         replacing_dir(target, KIND) as tmp,

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -296,6 +297,12 @@ def check_owned(folder: Path, kind: str) -> None:
         raise NotGenzooOutput(
             f"{folder}: holds {', '.join(sorted(names - files))}, which genzoo did not write; {how}"
         )
+    edited = [name for name, ok in _edited_texts(folder, manifest) if not ok]
+    if edited:
+        raise NotGenzooOutput(
+            f"{folder}: {' and '.join(edited)} changed since genzoo wrote "
+            f"{'them' if len(edited) > 1 else 'it'}; keep your edits: {how}"
+        )
     inside = written_inside(kind, manifest)
     for dirpath, dirnames, filenames in os.walk(folder):  # os.walk follows no link
         for name in dirnames + filenames:
@@ -308,6 +315,24 @@ def check_owned(folder: Path, kind: str) -> None:
             rel = os.path.relpath(path, folder)
             if os.sep in rel and not inside(rel.replace(os.sep, "/")):
                 raise NotGenzooOutput(f"{folder}: holds {rel}, which genzoo did not write; {how}")
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The sha256 of a manifest's content, but its own ``manifest_sha256`` (JSON, keys sorted)."""
+    rest = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def _edited_texts(folder: Path, manifest: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(name, as genzoo wrote it) for the texts whose sha256 the manifest records: a dataset's
+    card (``card_sha256``) and the manifest itself (``manifest_sha256``); none before they were."""
+    out = []
+    if isinstance(manifest.get("card_sha256"), str):
+        card = folder / "README.md"
+        out.append(("README.md", not card.exists() or sha256_file(card) == manifest["card_sha256"]))
+    if isinstance(manifest.get("manifest_sha256"), str):
+        out.append(("manifest.json", manifest_digest(manifest) == manifest["manifest_sha256"]))
+    return out
 
 
 # a file of DVC's cache: <cache>/files/md5/ab/cdef... (DVC 3) or <cache>/ab/cdef... (DVC 2)

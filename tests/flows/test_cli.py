@@ -194,6 +194,11 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert not (tmp_path / "runs" / "evaluation").exists()  # refused before any work
     assert cli.main(["usefulness", "--families", "gan", *base]) == 2
     assert "add --profile short to measure it" in capsys.readouterr().err
+    # a dataset drawn from them would be labelled as of no profile, and replace the run's own
+    aug = ["augment", "--families", "gan", "--per-class", "1", "--recipe", "plain", *base]
+    assert cli.main([*aug, "-o", f"augment.out_dir={tmp_path / 'aug'}"]) == 2
+    assert "add --profile short to draw a dataset from it as it was made" in capsys.readouterr().err
+    assert not (tmp_path / "aug").exists()
     db = ["--db", f"sqlite:///{tmp_path / 'studies.db'}"]  # a study draws at the settings it was made with
     judge = ["judge", "create", "--families", "gan", "--per-family", "2", "-q", *db, *base]
     assert cli.main([*judge, "--name", "s"]) == 2

@@ -286,6 +286,14 @@ def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_
     with pytest.raises(FileNotFoundError, match="augment.metric: lift needs a family measured for usefulness "
                                                 "with recipe 'plain'"):  # fmt: skip
         best_choice(params, "lift")
+    # the command it names measures that recipe, under the params' profile
+    quick = params.model_copy(
+        update={"usefulness": params.usefulness.model_copy(update={"recipes": ["plain"]})}
+    )
+    quick._profile = "quick"
+    with pytest.raises(FileNotFoundError) as e:
+        best_choice(quick, "lift", "teacher")
+    assert "run `genzoo usefulness -o 'usefulness.recipes=[teacher]' --profile quick`" in str(e.value)
     (folder / "pixelcnn" / "usefulness.json").write_text(
         _usefulness_json({"plain": {"0.1": 0.000, "1.0": 0.004}, "teacher": {"0.1": 0.009, "1.0": -0.001}})
     )
@@ -381,6 +389,9 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     assert "With recipe `plain`, adding 1 synthetic image(s) per real one to 100% of the real" in card
     vae = card.split("### vae")[1].split("## Memorization")[0]
     assert "Usefulness: not measured" in vae and f"fd {quality['fd']:.4g}" in card.split("### vae")[0]
+    # the draw's own figures are the two families' together: a section of their own, not vae's
+    assert "This draw's own quality" in card.split("### This dataset (gan + vae)")[1]
+    assert "This draw's own quality" not in vae.split("### This dataset")[0]
     # `best` by the measured lift itself: the one family measured, its figure from usefulness.json
     by_lift = request(
         params, families=["best"], metric="lift", per_class=1, out_dir=str(tmp / "aug"), name="lift"
@@ -518,7 +529,11 @@ def test_augment_refuses_a_folder_it_did_not_write_and_keeps_it(trained):
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "mine" / "manifest.json").read_text())
     assert (m["made_by"], m["kind"]) == ("genzoo", "synthetic-dataset")
-    legacy = {k: v for k, v in m.items() if k not in ("made_by", "kind", "version")}
+    legacy = {
+        k: v
+        for k, v in m.items()
+        if k not in ("made_by", "kind", "version", "card_sha256", "manifest_sha256")
+    }
     (out / "mine" / "manifest.json").write_text(json.dumps(legacy))
     req = AugmentRequest(families=["gan"], per_class=2, reject_copies=False, out_dir=str(out), name="mine")
     assert json.loads((generate(params, req) / "manifest.json").read_text())["made_by"] == "genzoo"

@@ -425,6 +425,29 @@ def test_a_file_a_user_put_inside_a_datasets_folders_stops_its_replacement(tmp_p
     write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})  # its own
 
 
+def test_a_card_or_manifest_a_user_edited_stops_its_replacement(tmp_path):
+    """A dataset's README.md is a card people edit (notes, a licence line): a new version of the
+    dataset would drop the edit, so it is refused as a file the user added is; the manifest too.
+    A card deleted holds nothing to lose."""
+    target = tmp_path / "ds"
+    write_dataset(target, content(), formats=["npz"], info={"name": "ds"})
+    card, manifest = target / "README.md", target / "manifest.json"
+    written = card.read_text(), manifest.read_text()
+    card.write_text(written[0] + "\nMY NOTES: important\n")
+    with pytest.raises(NotGenzooOutput, match=f"{target}: README.md changed since genzoo wrote it; keep"):
+        write_dataset(target, content(seed=1), formats=["npz"], info={"name": "ds"})
+    assert "MY NOTES" in card.read_text()
+    m = json.loads(written[1])
+    manifest.write_text(json.dumps({**m, "my_note": "kept?"}, indent=2))
+    with pytest.raises(NotGenzooOutput, match="README.md and manifest.json changed since genzoo wrote them"):
+        write_dataset(target, content(seed=1), formats=["npz"], info={"name": "ds"})
+    card.write_text(written[0])
+    manifest.write_text(json.dumps(m))  # formatted otherwise, the same content: genzoo's still
+    card.unlink()
+    write_dataset(target, content(seed=1), formats=["npz"], info={"name": "ds"})
+    assert card.is_file()
+
+
 def test_a_dataset_written_before_the_formats_still_loads_and_is_replaced(tmp_path):
     """The old layout: images.npz without is_synthetic, png/<int>/ folders, no card."""
     old = tmp_path / "old"
