@@ -729,7 +729,9 @@ def _augment_parser(sub) -> None:
     p.add_argument("--per-class", type=int, help="images per class from each family")
     p.add_argument("--name", help="dataset name: data/augment/NAME/")
     p.add_argument("--seed", type=int, help="same seed, same dataset")
-    p.add_argument("--min-confidence", type=float, help="keep images the evaluator labels this surely (0-1)")
+    p.add_argument(
+        "--min-confidence", type=float, help="keep images the evaluator labels this surely (0 to below 1)"
+    )
     p.add_argument("--reject-copies", action=argparse.BooleanOptionalAction, default=None,
                    help="drop near-copies of training images")  # fmt: skip
     p.add_argument(

@@ -763,11 +763,15 @@ def pipeline(
     if "report" in result:
         result["report_path"] = str(report_path(params))
     retrained = [f for f, m in result["trained"].items() if not m["cached"]]
+    current = [f for f in result["trained"] if f not in retrained]
+    said = [
+        f"trained {', '.join(retrained)}" if retrained else "",
+        f"up to date: {', '.join(current)}" if current else "",
+    ]
     get_run_logger().info(
-        "pipeline done in %.1f s: trained %s, up to date %s",
+        "pipeline done in %.1f s: %s",
         result["pipeline_seconds"],
-        ", ".join(retrained) or "none",
-        ", ".join(f for f in result["trained"] if f not in retrained) or "none",
+        "; ".join(filter(None, said)) or "no family",
     )
     return result
 

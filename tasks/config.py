@@ -227,6 +227,13 @@ class AugmentParams(Config):
     out_dir: str = Field("data/augment", min_length=1, description="parent folder of the datasets")
     recipe: str = Field("plain", description="how the images are made and labelled: a name under `recipes`")
 
+    @field_validator("families")
+    @classmethod
+    def _families_once(cls, v: list[str]) -> list[str]:
+        if twice := sorted({f for f in v if v.count(f) > 1}):  # not twice the images: per_class says how many
+            raise ValueError(f"{', '.join(twice)} named twice; each family gives per_class images per class")
+        return v
+
     @field_validator("formats")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
@@ -613,10 +620,20 @@ def _split(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ParamsError(f"override {item!r}: expected key.path=value")
     try:
-        return key.strip(), yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or type(e).__name__
         raise ParamsError(f"override {item!r}: the value is not valid YAML ({problem})") from None
+    # {12:2.0}: YAML reads `12:2.0` as one key (a base-60 number, or a string) with no value
+    if isinstance(parsed, dict) and None in parsed.values() and (glued := _GLUED.search(value)):
+        raise ParamsError(
+            f"override {item!r}: put a space after ':' in a mapping ({{{glued[1]}: {glued[2]}}}): "
+            f"YAML reads {glued[1]}:{glued[2]} as one key with no value"
+        )
+    return key.strip(), parsed
+
+
+_GLUED = re.compile(r"[{,]\s*([^\s:{},]+):([^\s{},]+)")
 
 
 def _invalid(errors: list[str]) -> ParamsError:

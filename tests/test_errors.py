@@ -152,6 +152,14 @@ CASES = {
         lambda w: ["prepare", *_p(w, "-o", "seed=[1")],
         "override 'seed=[1': the value is not valid YAML",
     ),
+    "override-mapping-without-spaces": (  # YAML reads 12:2.0 as 722.0 (base 60), with no value
+        lambda w: ["prepare", *_p(w, "-o", "augment.class_ratios={12:2.0}")],
+        "put a space after ':' in a mapping ({12: 2.0}): YAML reads 12:2.0 as one key with no value",
+    ),
+    "augment-family-twice": (  # it gave per_class images, not twice as many, without a word
+        lambda w: ["prepare", *_p(w, "-o", "augment.families=[vae,vae]")],
+        "augment.families: vae named twice; each family gives per_class images per class",
+    ),
     "prepared-dir-under-a-file": (
         lambda w: ["prepare", *_p(w, "-o", "data.prepared_dir=/dev/null/x")],
         "data.prepared_dir=/dev/null/x: /dev/null exists and is not a folder",
