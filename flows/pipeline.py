@@ -713,6 +713,7 @@ def pipeline(
         record_dvc: Record the outputs in dvc.lock when the params file was used as is.
     """
     overrides = list(overrides or [])
+    confine(params_file=params_file)  # before it is read: its errors quote what it holds
     params = load_params(params_file, overrides, profile)  # fails here, before any compute
     confine(params, params_file=params_file)  # served deployments stay inside the project
     check_outputs(params)  # before Ray, Prefect's tasks or MLflow's runs start
@@ -828,6 +829,7 @@ def sample(
 
     if bool(family) == bool(model):  # both: one of them would be silently ignored
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>), one")
+    confine(params_file=params_file)  # before it is read: its errors quote what it holds
     params = load_params(params_file)
     confine(params, params_file=params_file, out=out,
             model=model if model and not model.startswith("models:/") else None)  # fmt: skip
@@ -874,6 +876,7 @@ def augment(
     """
     from genzoo.tasks.augment import request
 
+    confine(params_file=params_file)  # before it is read: its errors quote what it holds
     params = load_params(params_file)
     confine(params, params_file=params_file, out_dir=out_dir)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
@@ -917,6 +920,7 @@ def judge_study(
     """
     from genzoo.tasks import judge
 
+    confine(params_file=params_file)  # before it is read: its errors quote what it holds
     params = load_params(params_file)
     confine(params, params_file=params_file)  # the study database lives under the runs folder
     url = judge.default_url(params)

@@ -346,6 +346,18 @@ def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypat
         assert key in str(e.value), (kwargs, e.value)
     assert list(elsewhere.iterdir()) == [elsewhere / "params.yaml"]  # nothing written there
     assert not (project / "runs").exists()
+    # a file of secrets outside the project as the params of every flow: refused before it is read
+    # (its errors quoted what it holds: `db_password: unknown key ... (got 'hunter2')`)
+    secret = elsewhere / "secret.yaml"
+    secret.write_text("db_password: hunter2\n")
+    from genzoo.flows.pipeline import judge_study, train_one
+
+    for fn, kwargs in ((pipeline.fn, {}), (train_one.fn, {"family": "gan"}), (sample.fn, {"family": "gan"}),
+                       (augment.fn, {}), (judge_study.fn, {})):  # fmt: skip
+        for given in (str(secret), "../elsewhere/secret.yaml"):
+            with pytest.raises(ValueError, match="params_file=.*outside the project") as e:
+                fn(params_file=given, **kwargs)
+            assert "hunter2" not in str(e.value), fn
 
     monkeypatch.delenv(ROOTS_ENV)  # the CLI and Python are not confined (the user's own paths)
     from genzoo.flows.serve import confine
