@@ -17,9 +17,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -215,6 +217,28 @@ def origins(host: str, port: int) -> str:
     return ",".join(sorted(f"http://{n}:{port}" for n in names))
 
 
+def project_database(root: Path) -> dict[str, str]:
+    """The database setting of the Prefect server `genzoo serve` starts in the project at ``root``:
+    a SQLite file of the project's own under Prefect's home, unless the user chose a database
+    (``PREFECT_SERVER_DATABASE_CONNECTION_URL``, a profile). Servers of two projects sharing
+    Prefect's default one listed each other's runs, and a run clicked in one project's UI was run
+    by the other's ``genzoo serve`` (same deployment names), with that project's params."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    url = settings.server.database.connection_url
+    default = f"sqlite+aiosqlite:///{settings.home / 'prefect.db'}"
+    chosen = [k for k in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+              if os.environ.get(k)]  # fmt: skip
+    if chosen or (url is not None and url.get_secret_value() != default):
+        return {}
+    root = root.resolve()
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    db = settings.home / "genzoo" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', root.name) or 'root'}-{key}.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}"}
+
+
 def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Popen:
     """``prefect server start`` on host:port with telemetry off, CSRF protection on and CORS
     limited to its own origin (basic auth from ``PREFECT_SERVER_API_AUTH_STRING`` when set);
@@ -233,6 +257,7 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
         "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL") or f"http://{local(host)}:{port}/api",
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origins(host, port),
+        **project_database(Path.cwd()),
     }
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another API
     proc = subprocess.Popen(

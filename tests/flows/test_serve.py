@@ -365,6 +365,23 @@ def test_served_deployments_refuse_paths_outside_the_project(tmp_path, monkeypat
     confine(None, out=str(elsewhere / "x"))
 
 
+def test_each_projects_server_keeps_its_own_database(tmp_path, monkeypatch):
+    """Two projects served on two ports shared Prefect's one database: each listed the other's
+    runs, and a run clicked in one UI was picked up by the other project's `genzoo serve`. The
+    server genzoo starts gets a database of the project's own, unless the user chose one."""
+    from genzoo.flows.serve import project_database
+
+    for key in ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(key, raising=False)
+    a, b = project_database(tmp_path / "a"), project_database(tmp_path / "b")
+    url = "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+    assert a[url].startswith("sqlite+aiosqlite:///") and a[url].endswith(".db")
+    assert a != b and project_database(tmp_path / "a") == a  # one per project, the same each time
+    assert "/a-" in a[url] and Path(a[url].removeprefix("sqlite+aiosqlite:///")).parent.is_dir()
+    monkeypatch.setenv(url, "postgresql+asyncpg://u:p@db/prefect")  # the user's own: left alone
+    assert project_database(tmp_path / "a") == {}
+
+
 def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, monkeypatch):
     """A Run click in the UI starts within 2 s: `genzoo serve` asks Prefect's runner to poll
     every 2 s (Prefect's default is 10), unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise."""
