@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import json
 import logging
@@ -298,46 +297,19 @@ def cmd_serve(args) -> int:
 
 
 def _other_profiles(args, params) -> dict[str | None, object]:
-    """The params file as each of its other profiles than this command's makes it (None: no
-    profile), with this command's overrides: what a stale family may have been made with. A
-    profile that does not load made nothing here and is left out."""
-    from genzoo.tasks.config import ParamsError, load_params
+    """The params file as each of its other profiles than this command's makes it (see
+    :func:`layout.other_profiles`)."""
+    from genzoo.tasks.layout import other_profiles
 
-    others = {}
-    for name in [None, *params.profiles]:
-        if name != args.profile:
-            with contextlib.suppress(ParamsError):
-                others[name] = load_params(args.params, args.overrides, name)
-    return others
+    return other_profiles(params, args.params, args.overrides, args.profile)
 
 
 def _same_profile(args, params, families: list[str], doing: str) -> None:
-    """Refuse, before any work, to ``doing`` models made under another of the params file's
-    profiles than this command's (`make run PROFILE=quick`, then `genzoo evaluate` without it):
-    the command would measure them at other settings and replace the evaluator (or reference
-    rows) the other families' figures were made with. A model stale under every profile is the
-    stage's own warning (:func:`warn_if_stale`)."""
-    from genzoo.tasks.layout import up_to_date
+    """Refuse, before any work, to ``doing`` models made under another profile (see
+    :func:`layout.same_profile`)."""
+    from genzoo.tasks.layout import same_profile
 
-    stale = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()
-             and up_to_date(params, f) is None]  # fmt: skip
-    if not stale:
-        return
-    for name, other in _other_profiles(args, params).items():
-        made = [f for f in stale if up_to_date(other, f) is not None]
-        it, was = ("them", "they were") if len(made) > 1 else ("it", "it was")
-        doing_it = doing.format(it=it)
-        if made and name:
-            raise UsageError(
-                f"{', '.join(made)}: trained with --profile {name}; add --profile {name} to {doing_it} as "
-                f"{was} made (these params would measure {it} at other settings and replace what the other "
-                f"families were measured with), or `genzoo train` {it} with these params"
-            )
-        if made:
-            raise UsageError(
-                f"{', '.join(made)}: trained with no --profile; {doing_it} without --profile {args.profile}, "
-                f"as {was} made (or `genzoo train` {it} with these params)"
-            )
+    same_profile(params, families, doing, args.params, args.overrides, args.profile)
 
 
 def cmd_status(args) -> int:

@@ -46,6 +46,7 @@ from genzoo.tasks.errors import Unreachable, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
+from genzoo.tasks.layout import same_profile
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
 from genzoo.tasks.train import check_data, check_outputs, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
@@ -856,6 +857,7 @@ def augment(
     formats: list[Literal["npz", "imagefolder", "hf"]] | None = None,
     recipe: str | None = None,
     out_dir: str | None = None,
+    profile: Profile | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Write a labelled synthetic dataset (images.npz, image folders, card, manifest.json) from
@@ -872,16 +874,21 @@ def augment(
         formats: Files to write: npz (always), imagefolder, hf (needs genzoo[hf]).
         recipe: How the images are made and labelled: a name under params.yaml's recipes.
         out_dir: The parent folder of the datasets (default: data/augment).
+        profile: The profile the families were trained with, e.g. quick (after a quick run).
         params_file: The params file, relative to the project.
     """
     from genzoo.tasks.augment import request
 
     confine(params_file=params_file)  # before it is read: its errors quote what it holds
-    params = load_params(params_file)
+    params = load_params(params_file, None, profile)
     confine(params, params_file=params_file, out_dir=out_dir)
     req = request(params, families=families, per_class=per_class, name=name, seed=seed, out_dir=out_dir,
                   min_confidence=min_confidence, reject_copies=reject_copies, png=png,
                   formats=formats, recipe=recipe)  # fmt: skip
+    named = params.families if "best" in req.families else req.families  # models of another profile: refused
+    same_profile(
+        params, [f for f in named if f != "best"], "draw a dataset from {it}", params_file, None, profile
+    )
     with exclusive(params.run.runs_dir):  # as genzoo run and `genzoo augment` hold it
         path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
@@ -900,6 +907,7 @@ def judge_study(
     seed: Annotated[int, Field(ge=0)] = 0,
     name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     port: Annotated[int, Field(gt=0, lt=65536)] = 8400,
+    profile: Profile | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Create a human-evaluation study from the trained families (after a pipeline run): real
@@ -916,15 +924,18 @@ def judge_study(
         seed: Same seed, same images and orders.
         name: The study's name (default: study-<date>-<time>).
         port: The port of `genzoo judge serve` the links point at.
+        profile: The profile the families were trained with, e.g. quick (after a quick run).
         params_file: The params file, relative to the project.
     """
     from genzoo.tasks import judge
 
     confine(params_file=params_file)  # before it is read: its errors quote what it holds
-    params = load_params(params_file)
+    params = load_params(params_file, None, profile)
     confine(params, params_file=params_file)  # the study database lives under the runs folder
     url = judge.default_url(params)
     fams = None if not families or "all" in families else list(families)
+    # drawn at the settings they were made with, as `genzoo judge create` draws them
+    same_profile(params, fams or params.families, "draw {it} for a study", params_file, None, profile)
     req = judge.request(params, url, name=name, families=fams, per_family=per_family, reals=reals,
                         attention=attention, pairs=pairs, seed=seed, raters=raters)  # fmt: skip
     made = judge.create(params, url, req)

@@ -667,3 +667,55 @@ def train_variant(
     if result.finished:  # a run interrupted on purpose (stop_at) leaves no model
         models.save(model, path, extra=stamp(result))
     return model, result
+
+
+def other_profiles(
+    params: Params, path: str | Path, overrides: list[str] | None, profile: str | None
+) -> dict[str | None, Params]:
+    """The params file at ``path`` as each of its other profiles than ``profile`` makes it (None:
+    no profile), with the same ``overrides``: what a stale family may have been made with. A
+    profile that does not load made nothing here and is left out."""
+    from genzoo.tasks.config import load_params
+
+    others = {}
+    for name in [None, *params.profiles]:
+        if name != profile:
+            with contextlib.suppress(ParamsError):
+                others[name] = load_params(path, overrides, name)
+    return others
+
+
+def same_profile(
+    params: Params,
+    families: list[str],
+    doing: str,
+    path: str | Path,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> None:
+    """Refuse, before any work, to ``doing`` models made under another of the params file's
+    profiles than ``profile`` (`make run PROFILE=quick`, then `genzoo evaluate` without it): the
+    command would measure them at other settings and replace the evaluator (or reference rows,
+    the run's dataset) the other families' figures were made with. A model stale under every
+    profile is the stage's own warning (:func:`warn_if_stale`)."""
+    from genzoo.tasks.errors import UsageError
+
+    stale = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()
+             and up_to_date(params, f) is None]  # fmt: skip
+    if not stale:
+        return
+    for name, other in other_profiles(params, path, overrides, profile).items():
+        made = [f for f in stale if up_to_date(other, f) is not None]
+        it, was = ("them", "they were") if len(made) > 1 else ("it", "it was")
+        doing_it = doing.format(it=it)
+        if made and name:
+            raise UsageError(
+                f"{', '.join(made)}: trained with --profile {name}; add --profile {name} to {doing_it} as "
+                f"{was} made (these params would measure {it} at other settings and replace what the other "
+                f"families were measured with), or `genzoo train` {it} with these params"
+            )
+        if made:
+            raise UsageError(
+                f"{', '.join(made)}: trained with no --profile; {doing_it} without --profile {profile}, "
+                f"as {was} made (or `genzoo train` {it} with these params)"
+            )

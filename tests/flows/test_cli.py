@@ -152,6 +152,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     the profile that would make it current; other params (each key, old -> new), other code or
     other data are named as such."""
     import json
+    import shutil
+    from pathlib import Path
 
     import torch
     import yaml
@@ -199,6 +201,20 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main([*aug, "-o", f"augment.out_dir={tmp_path / 'aug'}"]) == 2
     assert "add --profile short to draw a dataset from it as it was made" in capsys.readouterr().err
     assert not (tmp_path / "aug").exists()
+    # their deployments (the UI's forms) alike, and with the profile given they draw
+    from genzoo.flows.pipeline import augment, judge_study
+    from genzoo.tasks.errors import UsageError
+
+    kw = {"families": ["gan"], "params_file": str(pfile)}
+    with pytest.raises(UsageError, match="add --profile short to draw a dataset from it"):
+        augment.fn(**kw, per_class=1, recipe="plain", out_dir=str(tmp_path / "aug"))
+    with pytest.raises(UsageError, match="add --profile short to draw it for a study"):
+        judge_study.fn(**kw, per_family=2, raters=0, name="ui")
+    assert not (tmp_path / "aug").exists() and not (tmp_path / "runs" / "human").exists()
+    made = augment.fn(**kw, per_class=1, recipe="plain", reject_copies=False, out_dir=str(tmp_path / "aug"),
+                      profile="short")  # fmt: skip
+    assert json.loads((Path(made["path"]) / "manifest.json").read_text())["profile"] == "short"
+    shutil.rmtree(tmp_path / "aug")
     db = ["--db", f"sqlite:///{tmp_path / 'studies.db'}"]  # a study draws at the settings it was made with
     judge = ["judge", "create", "--families", "gan", "--per-family", "2", "-q", *db, *base]
     assert cli.main([*judge, "--name", "s"]) == 2

@@ -237,6 +237,9 @@ def test_every_deployment_form_describes_each_parameter_and_picks_families_and_p
     assert enum(forms["pipeline"]["profile"]) == profiles
     assert enum(forms["train-family"]["family"]) == families
     assert enum(forms["train-family"]["profile"]) == profiles
+    assert (
+        enum(forms["augment"]["profile"]) == enum(forms["judge"]["profile"]) == profiles
+    )  # after a quick run
     assert enum(forms["sample"]["family"]) == families
     assert enum(forms["augment"]["families"]) == sorted([*families, "best"])
     assert enum(forms["judge"]["families"]) == sorted([*families, "all"])
