@@ -32,6 +32,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError, TerminationSignal
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from prefect.runtime import task_run as this_task_run
 from pydantic import Field, WithJsonSchema
@@ -669,16 +670,48 @@ def figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+class _RunLog(APILogHandler):
+    """Sends genzoo's own log lines (``genzoo.*``: a cluster joined, a stale model drawn from)
+    to the flow run's log, the Prefect UI's, beside Prefect's; a line logged outside any run
+    context (a thread of its own) is passed over, not warned about."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if isinstance(sys.exc_info()[1], MissingContextError):
+            return
+        super().handleError(record)
+
+
+@contextmanager
+def genzoo_lines_in_run_log() -> Iterator[None]:
+    """While a flow runs, its ``genzoo.*`` lines at INFO and above go to its Prefect log too (a
+    served deployment's reached only the `genzoo serve` console; `genzoo run` printed them)."""
+    logger = logging.getLogger("genzoo")
+    if any(isinstance(h, _RunLog) for h in logger.handlers):  # a flow called by another
+        yield
+        return
+    handler, level = _RunLog(level=logging.INFO), logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET:  # a deployment's process: no level set (the CLI sets its own)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A deployment's flow run (the UI's Run button) stopped by input a user can fix (bad
     params, a model not trained, a path outside the project: :func:`user_error`) ends Failed with
     that one line as its message and in its log, where Prefect logged two tracebacks of it; run
-    in-process (`genzoo run`, `.fn`) the error goes on to the caller, which words it itself."""
+    in-process (`genzoo run`, `.fn`) the error goes on to the caller, which words it itself.
+    genzoo's own log lines go to the run's log (:func:`genzoo_lines_in_run_log`)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with genzoo_lines_in_run_log():
+                return fn(*args, **kwargs)
         except Exception as e:
             ctx = FlowRunContext.get()
             line = user_error(e)
