@@ -19,6 +19,7 @@ and genzoo installed on every node).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback
 from genzoo.tasks.config import Params
-from genzoo.tasks.errors import GenzooError, Unreachable
+from genzoo.tasks.errors import GenzooError, Unreachable, UsageError
 
 log = logging.getLogger("genzoo.cluster")
 
@@ -212,6 +213,14 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing listens at a Ray cluster's ``host:port``
     (or ``ray://host:port``): ``ray.init`` would wait for it for minutes, printing only Ray's
     reconnect warnings. ``auto`` and ``local`` are Ray's to resolve."""
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        from importlib.metadata import version
+
+        raise UsageError(  # Ray's own: two tracebacks ending in "requires pip package ray[client]"
+            f"{address}: a Ray Client address needs Ray's client extra, not installed here: "
+            f"pip install 'ray[client]=={version('ray')}' (or, on a node of the cluster, give its "
+            "GCS address, host:6379)"
+        )
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit() or address in ("auto", "local"):
         return
@@ -270,6 +279,11 @@ def _join(address: str) -> None:
                 "; a cluster with token authentication (what `ray start` sets up from Ray 2.59) admits "
                 "only clients with RAY_AUTH_MODE=token and its token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
             )
+            from genzoo.flows.serve import ROOTS_ENV
+
+            if os.environ.get(ROOTS_ENV):  # a deployment's run: its environment is genzoo serve's
+                hint += "; from the Prefect UI, start genzoo serve with RAY_AUTH_MODE=token"
+
         else:  # Ray says no more than that it could not connect when the token is wrong
             given = "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else "~/.ray/auth_token"
             hint = f"; with RAY_AUTH_MODE=token: is the token in {given} the cluster's (its head's "

@@ -95,3 +95,23 @@ def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
         assert "2 node" in status or status.count("node_") >= 2, status  # the cluster outlived the flow
     finally:
         stop_cluster(port)
+
+
+def test_a_ray_client_address_without_rays_client_extra_is_one_line(monkeypatch):
+    """`ray://head:10001` (infra/README, params.yaml) needs `ray[client]`, which `make install`
+    does not install: Ray said so in two tracebacks; genzoo says it in one line (`genzoo run`
+    checks it before Prefect starts)."""
+    import importlib.util
+
+    from genzoo.flows import cluster
+    from genzoo.tasks.errors import UsageError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a)
+    )
+    with pytest.raises(UsageError, match=r"ray://127.0.0.1:1: a Ray Client address needs Ray's client extra"):
+        cluster.check_reachable("ray://127.0.0.1:1")
+    assert "pip install 'ray[client]==" in str(
+        pytest.raises(UsageError, cluster.check_reachable, "ray://h:1").value
+    )
