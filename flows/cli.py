@@ -654,7 +654,9 @@ def _run_parser(sub) -> None:
     )
     _common(p)
     p.add_argument("--families", help="comma-separated subset of the families in params.yaml")
-    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--ray-address", help="Ray cluster to join (default: ray.address, else RAY_ADDRESS, else local)"
+    )
     p.add_argument("--no-dvc", action="store_true", help="do not dvc commit the outputs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(fn=cmd_run)
@@ -903,6 +905,8 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         where = getattr(record, "task_run_name", None) or getattr(record, "flow_name", None)
+        if where == "<unknown>":  # Prefect's name for a line of no known flow (a deployment's start)
+            where = None
         where = where or record.name.removeprefix("genzoo.")
         level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
         text = f"{self.formatTime(record, '%H:%M:%S')} {where:<22} {level}{record.getMessage()}"

@@ -251,6 +251,7 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
             f"port {port} on {local(host)} is in use by another program (no Prefect server answers "
             f"there): serve on another, genzoo serve --port N (make serve PREFECT_PORT=N)"
         )
+    log.info("starting prefect server on %s:%d", host, port)
     env = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -411,7 +412,6 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         check_exposure(host)
         api = f"http://{local(host)}:{port}/api"
         if not healthy(api):
-            log.info("starting prefect server on %s:%d", host, port)
             server = start_server(host, port)
         os.environ["PREFECT_API_URL"] = api
     elif not healthy(api):
