@@ -220,8 +220,7 @@ def run_summary(result: dict) -> dict:
         out["targets"] = result["report"]["targets"]
         if "usefulness" in result["report"]:
             out["usefulness"] = result["report"]["usefulness"]
-    if "mlflow_run_id" in result:
-        out["mlflow_run_id"] = result["mlflow_run_id"]
+    out |= {k: result[k] for k in ("mlflow_run_id", "mlflow_url") if k in result}
     return out
 
 
@@ -247,7 +246,7 @@ def format_run(result: dict) -> str:
     if "report_path" in result:
         lines.append(f"report:     {result['report_path']}")
     if "mlflow_run_id" in result:
-        lines.append(f"MLflow run: {result['mlflow_run_id']}")
+        lines.append(f"MLflow run: {result.get('mlflow_url') or result['mlflow_run_id']}")
     lines.append(f"pipeline:   {result['pipeline_seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -978,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # MLflow's "View run ... at" line for every run it ends, amid the stages' lines: the pipeline's
+    # run link comes once, in the last lines of `genzoo run`
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if args.quiet:  # MLflow's own download bar (a registered model's weights) too
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     setup_logging(args.quiet, args.verbose)

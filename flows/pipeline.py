@@ -781,6 +781,9 @@ def pipeline(
             get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
+            if (uri := tracking.tracking_uri()).startswith(("http://", "https://")):  # a server's page
+                exp = tracking.client(uri).get_run(parent).info.experiment_id
+                result["mlflow_url"] = f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{parent}"
         result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
                                                     result["submitted"]))  # fmt: skip
         if stopped is not None:

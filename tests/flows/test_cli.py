@@ -84,6 +84,9 @@ def test_the_run_ends_with_a_table_of_figures_and_where_the_report_is():
     assert rows[3] == "gan 800 30.0 0.0020 ± 0.0007 0.975 0.634 - (up to date)"
     assert "report: /p/runs/report/index.html" in rows and "MLflow run: abc123" in rows
     assert rows[-1] == "pipeline: 48.5 s"
+    # with an MLflow server, the run's page (MLflow's own "View run" lines are kept off the console)
+    url = "http://127.0.0.1:5000/#/experiments/1/runs/abc123"
+    assert f"MLflow run: {url}" in cli.format_run({**RESULT, "figures": figures(RESULT), "mlflow_url": url})
 
 
 def test_json_summary_keeps_every_family_and_the_report():
