@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from prefect import flow, get_run_logger, task
@@ -41,9 +42,10 @@ from genzoo import models
 from genzoo.flows import cluster
 from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
+from genzoo.tasks.augment import check_target
 from genzoo.tasks.config import Params, load_params
 from genzoo.tasks.detect import run_benchmark
-from genzoo.tasks.errors import Unreachable, user_error
+from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
@@ -683,21 +685,25 @@ class _RunLog(APILogHandler):
 
 @contextmanager
 def genzoo_lines_in_run_log() -> Iterator[None]:
-    """While a flow runs, its ``genzoo.*`` lines at INFO and above go to its Prefect log too (a
-    served deployment's reached only the `genzoo serve` console; `genzoo run` printed them)."""
-    logger = logging.getLogger("genzoo")
-    if any(isinstance(h, _RunLog) for h in logger.handlers):  # a flow called by another
-        yield
+    """While a flow runs, the ``genzoo.*`` lines the console shows (warnings, and where the
+    families run) go to its Prefect log too: a served deployment's reached only the `genzoo serve`
+    console."""
+    logger, cluster_logger = logging.getLogger("genzoo"), logging.getLogger("genzoo.cluster")
+    if any(isinstance(h, APILogHandler) for h in logger.handlers):  # a flow called by another, or
+        yield  # Prefect's PREFECT_LOGGING_EXTRA_LOGGERS=genzoo: sent once
         return
-    handler, level = _RunLog(level=logging.INFO), logger.level
+    handler, levels = _RunLog(level=logging.INFO), (logger.level, cluster_logger.level)
     logger.addHandler(handler)
-    if level == logging.NOTSET:  # a deployment's process: no level set (the CLI sets its own)
-        logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:  # a deployment's process: `genzoo run`'s policy (cli.cmd_run):
+        logger.setLevel(logging.WARNING)  # the stages' own lines are the run logger's, once
+        if cluster_logger.level == logging.NOTSET:
+            cluster_logger.setLevel(logging.INFO)  # where the families run
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(level)
+        logger.setLevel(levels[0])
+        cluster_logger.setLevel(levels[1])
 
 
 def refusing(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -751,6 +757,8 @@ def pipeline(
     params = load_params(params_file, overrides, profile)  # fails here, before any compute
     confine(params, params_file=params_file)  # served deployments stay inside the project
     check_outputs(params)  # before Ray, Prefect's tasks or MLflow's runs start
+    check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (as `genzoo run` checks them)
+    check_target(params.augment.out_dir, params.augment.name)  # the last stage's folder: an edited card
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()
@@ -783,7 +791,8 @@ def pipeline(
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
             if (uri := tracking.tracking_uri()).startswith(("http://", "https://")):  # a server's page
                 exp = tracking.client(uri).get_run(parent).info.experiment_id
-                result["mlflow_url"] = f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{parent}"
+                page = urlsplit(uri)._replace(netloc=urlsplit(uri).netloc.rpartition("@")[2])  # no user:pw
+                result["mlflow_url"] = f"{urlunsplit(page).rstrip('/')}/#/experiments/{exp}/runs/{parent}"
         result["timeline"] = str(write_timeline(params, stages, on_ray, cpus, started, time.time(),
                                                     result["submitted"]))  # fmt: skip
         if stopped is not None:

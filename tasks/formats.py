@@ -316,7 +316,7 @@ def write_dataset(
             _write_imagefolder(tmp / IMAGEFOLDER, content, pngs)
         if "hf" in formats:
             _write_hf(tmp / HF, content, pngs, sha)
-        (tmp / CARD).write_text(card)
+        (tmp / CARD).write_text(card, encoding="utf-8")  # the bytes card_sha256 is of, in any locale
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -700,7 +700,8 @@ def same_profile(
     profile is the stage's own warning (:func:`warn_if_stale`)."""
     from genzoo.tasks.errors import UsageError
 
-    stale = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()
+    known = [f for f in families if f in params.models]  # another name: the command's own error
+    stale = [f for f in known if (Path(params.run.runs_dir) / f / "model.json").exists()
              and up_to_date(params, f) is None]  # fmt: skip
     if not stale:
         return

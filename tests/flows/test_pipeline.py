@@ -352,6 +352,22 @@ def test_bad_params_fail_before_any_compute(tmp_path):
     assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
 
 
+def test_a_dataset_whose_card_was_edited_stops_the_flow_before_any_compute(tmp_path):
+    """The flow (a deployment's run) checks the last stage's folder first, as `genzoo run` does:
+    an edited card in data/augment/<name> failed the run at its last stage, after the training."""
+    from genzoo.tasks.formats import write_dataset
+    from genzoo.tasks.layout import NotGenzooOutput
+    from tests.tasks.test_formats import content
+
+    raw = tiny_params(tmp_path, families=["vae"])
+    target = Path(raw["augment"]["out_dir"]) / raw["augment"]["name"]
+    write_dataset(target, content(), formats=["npz"], info={"name": target.name})
+    (target / "README.md").write_text((target / "README.md").read_text() + "licence: mine\n")
+    with pytest.raises(NotGenzooOutput, match="README.md changed since genzoo wrote it"):
+        pl.pipeline(params_file=_write(tmp_path, raw))
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
+
+
 def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, monkeypatch):
     from tests.test_services import free_port
 

@@ -17,16 +17,21 @@ def _logs_a_line() -> str:
     with genzoo_lines_in_run_log():
         logging.getLogger("genzoo.cluster").info("joined Ray cluster at 10.0.0.1:6379")
         logging.getLogger("genzoo.cluster").debug("a debug line stays out")
+        logging.getLogger("genzoo.prepare").info("prepared digits")  # the stage's run logger says it: once
         with genzoo_lines_in_run_log():  # a flow called by another: one handler, one line
             logging.getLogger("genzoo.augment").warning("vae: stale; the dataset is drawn from it as it is")
-        outside = threading.Thread(target=lambda: logging.getLogger("genzoo.board").info("no run context"))
+        outside = threading.Thread(target=lambda: logging.getLogger("genzoo.board").warning("no run context"))
         outside.start()
         outside.join()
     return flow_run.id
 
 
 def test_genzoo_lines_reach_the_flow_runs_log(recwarn):
+    """As a deployment's process has it (no level set on genzoo's loggers): the lines `genzoo run`
+    shows, warnings and where the families run, reach the run's log, once."""
     logger = logging.getLogger("genzoo")
+    logger.setLevel(logging.NOTSET)
+    logging.getLogger("genzoo.cluster").setLevel(logging.NOTSET)
     level, handlers = logger.level, list(logger.handlers)
     run_id = _logs_a_line()
     APILogHandler().flush()  # the log worker sends in batches: all of them now
