@@ -1,6 +1,8 @@
 """Pure-PyTorch generative families behind one interface (see models/base.py)."""
 
-from genzoo.models import ddpm, gan, pixelcnn, realnvp, vae  # noqa: F401  (registers the families)
+import importlib
+import pkgutil
+
 from genzoo.models.base import (
     REGISTRY,
     DataSpec,
@@ -18,6 +20,14 @@ from genzoo.models.base import (
     load,
     save,
 )
+
+# every module here but these holds a family (``@register``): importing it registers the family,
+# so adding one is its file and its params block; this file, which every stage's code hash
+# reads, does not change (listing the families here made each addition retrain the others)
+NOT_FAMILIES = frozenset({"base", "layers", "trainer", "evaluator", "judges", "classical"})
+for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registry's order
+    if _module.name not in NOT_FAMILIES and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 FAMILIES = tuple(REGISTRY)
 

@@ -23,6 +23,11 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
     if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
         row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
+    if isinstance(meta, dict) and metrics is None:  # a training removes it first, writes it last
+        row["state"] = (
+            "incomplete (metrics.json missing: a training of it stopped before its end; genzoo train "
+            "or genzoo run trains it again, from its last checkpoint)"
+        )
     if not isinstance(meta, dict) or metrics is None:
         return row
     manifest = read_manifest(params.data.prepared_dir, required=False)
@@ -51,7 +56,7 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"damaged ({why}; delete {out / 'model.json'}, then train it again)"
     row.update(
         state=state,
-        trained=time.strftime("%Y-%m-%d %H:%M", time.localtime((out / "model.json").stat().st_mtime)),
+        trained=time.strftime("%Y-%m-%d %H:%M", time.localtime(_trained_at(metrics, out))),
         steps=metrics.get("steps"),
         test_bpd=metrics.get("test_bpd"),
         bpd_estimator=metrics.get("bpd_estimator"),
@@ -65,6 +70,17 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
             tracking_uri=metrics["mlflow"]["tracking_uri"],
         )
     return row
+
+
+def _trained_at(metrics: dict[str, Any], out: Path) -> float:
+    """When the training ended: metrics.json's record (model.json's time is the checkout's after
+    `dvc pull` or `dvc checkout`), else model.json's."""
+    end = (metrics.get("span") or {}).get("end") if isinstance(metrics.get("span"), dict) else None
+    return (
+        end
+        if isinstance(end, int | float) and not isinstance(end, bool)
+        else (out / "model.json").stat().st_mtime
+    )
 
 
 def _unloadable(config: Path) -> str | None:

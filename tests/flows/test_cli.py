@@ -155,7 +155,9 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     the profile that would make it current; other params (each key, old -> new), other code or
     other data are named as such."""
     import json
+    import os
     import shutil
+    import time
     from pathlib import Path
 
     import torch
@@ -260,6 +262,18 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     curve.rename(curve.with_suffix(".bak"))
     assert gan_state(*short).startswith("incomplete (loss.png missing")
     curve.with_suffix(".bak").rename(curve)
+    # a retraining interrupted (it removes metrics.json first): incomplete, not "not trained"
+    metrics_file = tmp_path / "runs" / "gan" / "metrics.json"
+    kept_metrics = metrics_file.read_text()
+    metrics_file.unlink()
+    assert gan_state(*short).startswith("incomplete (metrics.json missing: a training of it stopped")
+    metrics_file.write_text(kept_metrics)
+    # when it was trained: metrics.json's record, not model.json's time (a `dvc checkout`'s)
+    os.utime(meta_file, (0, 0))
+    assert cli.main(["status", "--json", *base, *short]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["families"] if r["family"] == "gan"]
+    end = json.loads(kept_metrics)["span"]["end"]
+    assert row["trained"] == time.strftime("%Y-%m-%d %H:%M", time.localtime(end))
     weights = tmp_path / "runs" / "gan" / "model.safetensors"
     weights.rename(weights.with_suffix(".bak"))  # no weights: said as such, before any work
     assert cli.main(["evaluate", "--family", "gan", *short, *base]) == 2

@@ -86,9 +86,26 @@ def test_editing_one_family_changes_only_its_hash(tmp_path):
         fh.write("\n# an edit\n")
     after = {f: code_hash("train", f, tmp_path) for f in ("vae", "gan")}
     assert after["vae"] != before["vae"] and after["gan"] == before["gan"]
+    # a new family: its file alone (the registry finds it), so the others stay current
+    (tmp_path / "models" / "toy.py").write_text((tmp_path / "models" / "vae.py").read_text())
+    assert {f: code_hash("train", f, tmp_path) for f in ("vae", "gan")} == after
     with open(tmp_path / "tasks" / "layout.py", "a") as fh:
         fh.write("\n# shared code: every family\n")
     assert code_hash("train", "gan", tmp_path) != before["gan"]
+
+
+def test_every_module_of_models_but_the_shared_ones_is_a_registered_family():
+    """models/__init__.py imports every module but ``NOT_FAMILIES`` to register its family (adding
+    a family is its file; a list here made each addition retrain the others): a shared module
+    added to models/ belongs in NOT_FAMILIES."""
+    import pkgutil
+
+    from genzoo import models
+
+    modules = {m.name for m in pkgutil.iter_modules(models.__path__)}
+    assert modules >= models.NOT_FAMILIES
+    assert {Path(f).stem for f in family_files().values()} == modules - models.NOT_FAMILIES
+    assert list(models.FAMILIES) == sorted(models.FAMILIES)
 
 
 def test_stages_import_only_the_ground_floor():
