@@ -18,6 +18,7 @@ import logging
 import math
 import pickle
 import random
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -681,12 +682,15 @@ def fit(
     if _out_of_patience(st, cfg, start):  # resumed from where an earlier run stopped early
         end = start
     t0 = time.perf_counter()
+    # a bar on a terminal; into a pipe or a file (`dvc repro`, `genzoo train > log`) a line every
+    # tenth of the steps instead of the bar's carriage returns
+    lines = progress and not sys.stderr.isatty()
     bar = tqdm(
         range(start, end),
         initial=start,
         total=cfg.steps,
         desc=model.family,
-        disable=not progress,
+        disable=not progress or lines,
         leave=False,
         dynamic_ncols=True,
     )
@@ -703,6 +707,9 @@ def fit(
             for cb in callbacks:
                 cb.on_log(done, last)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:3]})
+        if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):
+            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:3])
+            log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")
         if val_fn is not None and cfg.eval_every and _due(done, cfg.eval_every, cfg.steps):
             val = _validate(st, val_fn)
             st.best = _keep_if_best(st.best, val, done, st.judged)

@@ -76,6 +76,27 @@ def test_a_resumed_training_counts_the_time_before_its_checkpoint(tmp_path, tiny
     assert again.seconds >= before
 
 
+def test_progress_into_a_pipe_is_a_line_every_tenth_of_the_steps(tiny, caplog, capsys, monkeypatch):
+    """`dvc repro` and `genzoo train > log` read the progress from a pipe or a file: a log line
+    every tenth of the steps, where tqdm wrote a carriage return per refresh; a terminal keeps
+    the bar."""
+    import logging
+    import sys
+
+    x, y = data()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level(logging.INFO, logger="genzoo.trainer"):
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20), progress=True)
+    said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
+    assert [m.split(",")[0] for m in said] == [f"vae: step {s}/20" for s in range(2, 21, 2)]
+    assert "neg_elbo" in said[-1] and "\r" not in capsys.readouterr().err
+    caplog.clear()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20), progress=True)
+    assert not [r for r in caplog.records if r.name == "genzoo.trainer"]
+    assert "\r" in capsys.readouterr().err  # the bar
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
     x, y = data()
     m = models.build("vae", SPEC, tiny["vae"])
