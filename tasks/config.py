@@ -826,9 +826,9 @@ def load_params(
             k: o for k, o in origins.items() if not any(k == g or k.startswith(f"{g}.") for g in given)
         }
         origins |= dict.fromkeys(given)  # (the -o's own keys: no profile named under them)
-        for line in shadowed(raw, overrides):
-            logging.getLogger("genzoo.config").warning("%s", line)
-    params = validate(raw, origins)
+    params = validate(raw, origins)  # a bad value first: no warning about an override refused anyway
+    for line in shadowed(raw, overrides or []):
+        logging.getLogger("genzoo.config").warning("%s", line)
     params._profile = profile or None
     return params
 

@@ -273,6 +273,10 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
         "train.steps=60: changes nothing for vae, which set their own models.<family>.train.steps; "
         "override that instead (e.g. models.vae.train.steps)"
     ]
+    caplog.clear()  # a value refused anyway: its error alone, no warning about it before
+    with caplog.at_level("WARNING", logger="genzoo.config"), pytest.raises(ParamsError, match="write 1000"):
+        load_params(path, ["train.steps=1e3"])
+    assert not caplog.records
 
 
 def test_a_misspelt_key_names_the_key_meant(tmp_path):
