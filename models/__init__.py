@@ -27,7 +27,13 @@ from genzoo.models.base import (
 NOT_FAMILIES = frozenset({"base", "layers", "trainer", "evaluator", "judges", "classical"})
 for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registry's order
     if _module.name not in NOT_FAMILIES and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+        try:
+            importlib.import_module(f"{__name__}.{_module.name}")
+        except Exception as e:  # a copy of a family (vae_old.py: "registered twice"), a scratch file
+            raise ImportError(
+                f"models/{_module.name}.py: {e} (every module of models/ but "
+                f"{', '.join(sorted(NOT_FAMILIES))} is imported as a family: move other files out of models/)"
+            ) from e
 
 FAMILIES = tuple(REGISTRY)
 

@@ -589,6 +589,11 @@ def _train_step(
 # ---------------------------------------------------------------- logging, validation, finish
 
 
+def _terminal() -> bool:
+    """Progress has somewhere to draw a bar: a terminal, or a notebook (tqdm's widget)."""
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def _due(done: int, every: int, last: int) -> bool:
     """Whether a periodic action (log, validate, checkpoint) runs after ``done`` steps."""
     return done % every == 0 or done == last
@@ -684,7 +689,7 @@ def fit(
     t0 = time.perf_counter()
     # a bar on a terminal; into a pipe or a file (`dvc repro`, `genzoo train > log`) a line every
     # tenth of the steps instead of the bar's carriage returns
-    lines = progress and not sys.stderr.isatty()
+    lines = progress and not _terminal()
     bar = tqdm(
         range(start, end),
         initial=start,
@@ -707,9 +712,6 @@ def fit(
             for cb in callbacks:
                 cb.on_log(done, last)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(last.items())[:3]})
-        if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):
-            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:3])
-            log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")
         if val_fn is not None and cfg.eval_every and _due(done, cfg.eval_every, cfg.steps):
             val = _validate(st, val_fn)
             st.best = _keep_if_best(st.best, val, done, st.judged)
@@ -719,6 +721,9 @@ def fit(
                 end = done
                 log.info("%s: no better validation in %d steps: stopped at step %d of %d (best: step %d)",
                          model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
+        if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):  # (end: patience's too)
+            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:3])
+            log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
             path = ckpts.save(done, _snapshot(st, done, st.seconds_before + time.perf_counter() - t0))

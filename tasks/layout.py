@@ -441,7 +441,13 @@ def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logge
             f"{family}: {', '.join(missing)} missing in {out} (`genzoo status`: incomplete): `{train}` "
             f"makes it again, or `dvc checkout train@{family}` restores the recorded one"
         )
-    if up_to_date(params, family) is None:
+    if not isinstance(read_json(out / "metrics.json"), dict):  # a training stopped (or running) there
+        logger.warning(
+            "%s: metrics.json missing or unreadable in %s (`genzoo status`: incomplete: a training of it "
+            "stopped before its end, or is running); %s as it is (`%s` to finish it)",
+            family, out, doing, train,
+        )  # fmt: skip
+    elif up_to_date(params, family) is None:
         logger.warning(
             "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
             "%s as it is (`%s` to bring it up to date)", family, doing, train,

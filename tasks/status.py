@@ -25,8 +25,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
     if isinstance(meta, dict) and metrics is None:  # a training removes it first, writes it last
         row["state"] = (
-            "incomplete (metrics.json missing: a training of it stopped before its end; genzoo train "
-            "or genzoo run trains it again, from its last checkpoint)"
+            "incomplete (metrics.json missing or unreadable: a training of it stopped before its end, or "
+            "is running; genzoo train or genzoo run trains it again, from its last checkpoint if any)"
         )
     if not isinstance(meta, dict) or metrics is None:
         return row

@@ -266,7 +266,17 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     metrics_file = tmp_path / "runs" / "gan" / "metrics.json"
     kept_metrics = metrics_file.read_text()
     metrics_file.unlink()
-    assert gan_state(*short).startswith("incomplete (metrics.json missing: a training of it stopped")
+    assert gan_state(*short).startswith("incomplete (metrics.json missing or unreadable: a training of it")
+    from genzoo.tasks.config import load_params
+    from genzoo.tasks.layout import warn_if_stale
+
+    said = []  # and a stage drawing from it says the same, not "trained with other params"
+    logger = logging.getLogger("genzoo.test-incomplete")
+    logger.addHandler(
+        type("Keep", (logging.Handler,), {"emit": lambda self, r: said.append(r.getMessage())})()
+    )
+    warn_if_stale(load_params(pfile, None, "short"), "gan", "evaluated", logger)
+    assert said and "metrics.json missing or unreadable" in said[0] and "(stale" not in said[0], said
     metrics_file.write_text(kept_metrics)
     # when it was trained: metrics.json's record, not model.json's time (a `dvc checkout`'s)
     os.utime(meta_file, (0, 0))
