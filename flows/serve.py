@@ -414,6 +414,12 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         if not healthy(api):
             server = start_server(host, port)
         os.environ["PREFECT_API_URL"] = api
+        # Prefect reads its settings once, when imported (start_server's project_database imports
+        # them): read them again, or prefect.serve would start a temporary server of its own
+        import prefect.context
+
+        if refresh := getattr(prefect.context, "refresh_global_settings_context", None):
+            refresh()
     elif not healthy(api):
         from genzoo.tasks.errors import Unreachable
 
