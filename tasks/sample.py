@@ -213,6 +213,11 @@ def load_model(
             f"{path.with_suffix('.safetensors')}: not a safetensors file ({e}); "
             "refused, nothing in it was run"
         ) from None
+    if ref in models.REGISTRY and not path.with_name("metrics.json").is_file():  # runs/<family>/
+        log.warning(
+            "%s: metrics.json missing in %s (`genzoo status`: incomplete): a training of it stopped "
+            "before its end, or is running; drawing from the model there as it is", ref, path.parent,
+        )  # fmt: skip
     # the data it was trained on (model.json's hash) and its classes' names (None before they were kept)
     meta = json.loads(path.with_suffix(".json").read_text())
     net.data_sha256, net.class_names = meta.get("data_sha256"), meta.get("class_names")

@@ -277,6 +277,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     )
     warn_if_stale(load_params(pfile, None, "short"), "gan", "evaluated", logger)
     assert said and "metrics.json missing or unreadable" in said[0] and "(stale" not in said[0], said
+    assert cli.main(["sample", *base, "--family", "gan", "--n", "2", "--out", str(tmp_path / "inc")]) == 0
+    assert "gan: metrics.json missing in" in capsys.readouterr().err  # drawn from, said as it is
     metrics_file.write_text(kept_metrics)
     # when it was trained: metrics.json's record, not model.json's time (a `dvc checkout`'s)
     os.utime(meta_file, (0, 0))
