@@ -75,7 +75,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
 def _trained_at(metrics: dict[str, Any], out: Path) -> float:
     """When the training ended: metrics.json's record (model.json's time is the checkout's after
     `dvc pull` or `dvc checkout`), else model.json's."""
-    end = (metrics.get("span") or {}).get("end") if isinstance(metrics.get("span"), dict) else None
+    span = metrics.get("span")
+    end = span.get("end") if isinstance(span, dict) else None
     return (
         end
         if isinstance(end, int | float) and not isinstance(end, bool)
