@@ -560,6 +560,13 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
     return out
 
 
+def log_axis_interval(value: float, ci: float) -> tuple[float, float]:
+    """The error bar's (below, above) lengths of ``value ± ci`` on a log axis: an interval reaching
+    0 or below has no end there (matplotlib drops the bar or stretches the axis by decades), so its
+    lower part stops at half the value."""
+    return min(ci, value / 2), ci
+
+
 def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     import matplotlib
 
@@ -573,7 +580,11 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, q in [*((f, d["quality"]) for f, d in fams.items()), *baselines.items()]:
         marker = "o" if name in fams else "s"
-        ax.errorbar(q["images_per_second"], q["fd"], yerr=q["ci95"]["fd"], fmt=marker, capsize=3, label=name)
+        low, high = log_axis_interval(q["fd"], q["ci95"]["fd"])
+        line = ax.errorbar(q["images_per_second"], q["fd"], yerr=[[low], [high]], fmt=marker, capsize=3,
+                           label=name)  # fmt: skip
+        if low < high:  # cut: a mark at the end drawn
+            ax.plot(q["images_per_second"], q["fd"] - low, "v", ms=4, c=line[0].get_color())
         ax.annotate(
             name, (q["images_per_second"], q["fd"]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )

@@ -13,7 +13,15 @@ from genzoo.tasks.config import validate
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.prepare import prepare
-from genzoo.tasks.report import build_report, judges, judges_table, targets, tradeoff, usefulness_targets
+from genzoo.tasks.report import (
+    build_report,
+    judges,
+    judges_table,
+    log_axis_interval,
+    targets,
+    tradeoff,
+    usefulness_targets,
+)
 from genzoo.tasks.train import train_family
 from genzoo.tasks.usefulness import augmentation_words, measure_family, reference
 from tests.conftest import tiny_params
@@ -54,6 +62,12 @@ def test_tradeoff_verdicts_follow_the_stated_rules():
     )
     fams["vae"]["quality"]["sharpness"] = 0.5  # now the sharpest: the blurry claim disagrees
     assert {r["family"]: r for r in tradeoff(fams)}["vae"]["sharpness"]["verdict"] == "disagrees"
+
+
+def test_an_interval_reaching_zero_stays_on_the_log_axis_of_quality_vs_speed():
+    assert log_axis_interval(10.0, 2.0) == (2.0, 2.0)  # drawn whole
+    below, above = log_axis_interval(3.0, 5.0)  # 3 ± 5: cut below, whole above
+    assert 0 < 3.0 - below < 3.0 and above == 5.0
 
 
 def test_targets_report_margins():
