@@ -421,15 +421,17 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     data, params and code are unchanged."""
     path = benchmark_path(params, family)
     manifest = read_manifest(params.data.prepared_dir)
+    model = sha256_file(family_dir(params, params.require(family)) / "model.safetensors")
     key = fingerprint({
-        "model": sha256_file(family_dir(params, params.require(family)) / "model.safetensors"),
+        "model": model,
         "data": data_hash(manifest), "detect": params.detect.model_dump(mode="json"),
         "family": params.family_block(family), "code": code_hash("detect", family),
     })[:16]  # fmt: skip
     done = read_json(path)
     if done and done.get("key") == key:
         return done
-    result = {"key": key, "data_sha256": data_hash(manifest), **benchmark(params, family)}
+    result = {"key": key, "data_sha256": data_hash(manifest), "model_sha256": model}
+    result |= benchmark(params, family)
     atomic_write_text(path, json.dumps(result, indent=2))
     # the AUROC/AUPR/FPR figures (anomaly.<set>.<score>.<figure>) and anomaly.json
     tracking.log_stage(params, family, result["sets"], prefix="anomaly.", artifact=path)

@@ -29,7 +29,7 @@ import torch
 
 from genzoo.metrics.human import kendall_tau
 from genzoo.metrics.quality import rank_agreement
-from genzoo.models.base import atomic_write_text
+from genzoo.models.base import atomic_write_text, sha256_file
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, load_split, read_manifest
@@ -83,7 +83,7 @@ def collect(params: Params) -> dict[str, Any]:
             f"{folder / 'evaluator' / 'reference.json'} missing: nothing evaluated yet "
             f"(`{params.command('evaluate')}`, or `{params.command('run')}` trains and evaluates)"
         )
-    families, missing, anomaly = {}, [], {}
+    families, missing, anomaly, earlier = {}, [], {}, []
     manifest = read_manifest(params.data.prepared_dir, required=False)
     data = data_hash(manifest) if manifest else None
     for f in params.models:
@@ -94,6 +94,14 @@ def collect(params: Params) -> dict[str, Any]:
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
+            if quality.get("model_sha256") not in (None, model := _model_sha(params, f)):
+                why = (
+                    "its model deleted since its evaluation"
+                    if model is None
+                    else f"trained again since its evaluation: {params.command(f'evaluate --family {f}')}"
+                )
+                log.warning("%s: figures of an earlier model (%s)", f, why)
+                earlier.append(f"{f} ({why})")
         elif (Path(params.run.runs_dir) / f / "model.json").exists():
             missing.append(f"{f} (not evaluated yet: {params.command(f'evaluate --family {f}')})")
         else:
@@ -101,6 +109,9 @@ def collect(params: Params) -> dict[str, Any]:
         a = read_json(folder / f / "anomaly.json")
         if a and data not in (None, a.get("data_sha256", data)):  # made on other data: not comparable
             log.warning("%s: anomaly figures made on other data than the prepared data; left out (%s)", f,
+                        params.command(f"detect --family {f} --benchmark"))  # fmt: skip
+        elif a and a.get("model_sha256") not in (None, _model_sha(params, f)):  # of the model before
+            log.warning("%s: anomaly figures of the model before its latest training; left out (%s)", f,
                         params.command(f"detect --family {f} --benchmark"))  # fmt: skip
         elif a and f in families:  # (a family left off the page: its rows too)
             anomaly[f] = a
@@ -120,6 +131,7 @@ def collect(params: Params) -> dict[str, Any]:
         "reference": reference,
         "families": families,
         "missing": missing,
+        "earlier": earlier,
         "anomaly": anomaly,
         "human": latest_study(folder / "human"),
     }
@@ -560,6 +572,11 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
     return out
 
 
+def _model_sha(params: Params, family: str) -> str | None:
+    path = Path(params.run.runs_dir) / family / "model.safetensors"
+    return sha256_file(path) if path.is_file() else None
+
+
 def log_axis_interval(value: float, ci: float) -> tuple[float, float]:
     """The error bar's (below, above) lengths of ``value ± ci`` on a log axis: an interval reaching
     0 or below has no end there (matplotlib drops the bar or stretches the axis by decades), so its
@@ -716,6 +733,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         protocol=data["reference"]["protocol"],
         real_test=data["reference"]["real_test"],
         missing=data["missing"],
+        earlier=data["earlier"],
         targets=goal,
         judges=spaces,
         judges_rows=judges_table(spaces) if spaces else [],
@@ -780,6 +798,8 @@ def build_report(params: Params) -> dict[str, Any]:
         summary["profile"] = params.profile
     if data["missing"]:  # what the page leaves out, each with why
         summary["left_out"] = data["missing"]
+    if data["earlier"]:  # shown, but of a model trained before the one in runs/
+        summary["of_an_earlier_model"] = data["earlier"]
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
     if extra["human"]:  # the latest human study, for `dvc metrics show`

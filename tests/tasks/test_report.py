@@ -9,6 +9,7 @@ import shutil
 import pytest
 import yaml
 
+from genzoo.models.base import sha256_file
 from genzoo.tasks.config import validate
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
@@ -551,4 +552,28 @@ def test_anomaly_figures_of_another_data_or_a_family_left_out_are_not_shown(eval
             quality.write_text(good)
     finally:
         path.write_text(saved)
+        build_report(params)
+
+
+def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evaluated):
+    """After `genzoo train` retrained a family, the report showed its earlier model's quality and
+    anomaly figures as the model's in runs/, without a word."""
+    tmp, params = evaluated
+    weights = tmp / "runs" / "pixelcnn" / "model.safetensors"
+    anomaly = tmp / "runs" / "evaluation" / "pixelcnn" / "anomaly.json"
+    assert json.loads(anomaly.read_text())["model_sha256"] == sha256_file(weights)  # recorded
+    saved = weights.read_bytes()
+    row = "<tr><td>pixelcnn (exact)</td>"
+    try:
+        assert "of_an_earlier_model" not in build_report(params)
+        weights.write_bytes(saved + b" ")  # other weights than the ones evaluated
+        summary = build_report(params)
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert summary["of_an_earlier_model"] == [
+            "pixelcnn (trained again since its evaluation: genzoo evaluate --family pixelcnn)"
+        ]
+        assert "Figures of an earlier model: pixelcnn" in html and "pixelcnn" in summary["families"]
+        assert row not in html  # its anomaly figures left out
+    finally:
+        weights.write_bytes(saved)
         build_report(params)
