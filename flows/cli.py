@@ -134,12 +134,15 @@ def cmd_train(args) -> int:
 def cmd_run(args) -> int:
     """The whole pipeline as the Prefect flow (Ray fan-out, MLflow, dvc commit): its stages and
     each family's progress in the log, then the table of figures (or ``--json``)."""
+    from genzoo.tasks.config import did_you_mean
+
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
     families = args.families.split(",") if args.families else None
     unknown = [f for f in families or [] if f not in params.models]
     if unknown:
         raise UsageError(
-            f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)})"
+            f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)}"
+            f"{did_you_mean(unknown, params.families)})"
         )
     with _holding(params):  # a run holds the folder already: one line now, not a failed flow run
         pass
@@ -254,7 +257,7 @@ def format_run(result: dict) -> str:
 def cmd_sample(args) -> int:
     import torch
 
-    from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
+    from genzoo.tasks.sample import check_request, class_names, load_model, resolve_class, sample_to_file
 
     params = _params(args)
     if not args.family and not args.model:
@@ -267,6 +270,9 @@ def cmd_sample(args) -> int:
                 o,
             )
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
+    names = class_names(params.data.prepared_dir, model) if args.cls is not None else None
+    cls = resolve_class(model, args.cls, names)
+    check_request(args.n, args.out)  # bad input said alone, before any warning about the model
     if args.family and not args.model and args.family in params.models:  # as evaluate and augment say it
         from genzoo.tasks.data import read_manifest
         from genzoo.tasks.layout import family_dir, warn_if_stale
@@ -277,11 +283,10 @@ def cmd_sample(args) -> int:
             read_manifest(params.data.prepared_dir, required=False)
             and (family_dir(params, args.family) / "metrics.json").is_file()
         ):
-            warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"))
+            warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"),
+                          _other_profiles(args, params))  # fmt: skip
     if args.device:
         model = model.to(torch.device(args.device))
-    names = class_names(params.data.prepared_dir, model) if args.cls is not None else None
-    cls = resolve_class(model, args.cls, names)
     npz, png = sample_to_file(model, args.n, args.out, cls=cls, seed=args.seed, progress=not args.quiet)
     print(json.dumps({"npz": str(npz), "png": str(png), "n": args.n}))
     return 0
@@ -303,12 +308,12 @@ def _other_profiles(args, params) -> dict[str | None, object]:
     return other_profiles(params, args.params, args.overrides, args.profile)
 
 
-def _same_profile(args, params, families: list[str], doing: str) -> None:
+def _same_profile(args, params, families: list[str], doing: str, **because: str) -> None:
     """Refuse, before any work, to ``doing`` models made under another profile (see
     :func:`layout.same_profile`)."""
     from genzoo.tasks.layout import same_profile
 
-    same_profile(params, families, doing, args.params, args.overrides, args.profile)
+    same_profile(params, families, doing, args.params, args.overrides, args.profile, **because)
 
 
 def cmd_status(args) -> int:
@@ -322,6 +327,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_augment(args) -> int:
+    from genzoo.tasks import layout
     from genzoo.tasks.augment import generate, request
 
     params = _params(args)
@@ -334,7 +340,11 @@ def cmd_augment(args) -> int:
     # would say nothing of it, and replace the quick run's own dataset
     named = [f for f in req.families if f != "best"]
     _same_profile(
-        args, params, params.families if "best" in req.families else named, "draw a dataset from {it}"
+        args,
+        params,
+        params.families if "best" in req.families else named,
+        "draw a dataset from {it}",
+        because=layout.DATASET_BECAUSE,
     )
     with _holding(params):
         path = generate(params, req)
@@ -382,8 +392,18 @@ def cmd_detect(args) -> int:
         if not args.benchmark:
             raise UsageError("--holdout needs --benchmark")
         args.overrides = [*args.overrides, f"detect.holdout_classes={args.holdout}"]
+    scoring = {"PATH": args.path, "--out": args.out, "--quantile": args.quantile}  # your images'
+    if args.benchmark and (given := [o for o, v in scoring.items() if v is not None]):
+        raise UsageError(
+            f"--benchmark scores the test split and the outlier sets it makes (into runs/evaluation/"
+            f"{args.family}/anomaly.json): it takes no {', '.join(given)}, which score your images"
+        )
     params = _params(args)
-    if args.benchmark:
+    params.require(args.family)
+    if args.benchmark:  # anomaly.json beside the run's other figures: only at the run's settings
+        from genzoo.tasks.layout import ANOMALY_BECAUSE
+
+        _same_profile(args, params, [args.family], "benchmark {it}", because=ANOMALY_BECAUSE)
         with _holding(params):
             r = run_benchmark(params, args.family)
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
@@ -396,6 +416,10 @@ def cmd_detect(args) -> int:
         raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
     if args.out:  # an earlier detect's scores are replaced; a user's file of that name is not
         check_output_files([Path(args.out)], _detect_scores(Path(args.out)), "scores of genzoo detect (JSON)")
+    from genzoo.tasks.layout import warn_if_stale
+
+    warn_if_stale(params, args.family, "scored with", logging.getLogger("genzoo.detect"),
+                  _other_profiles(args, params))  # fmt: skip
     r = detect(params, args.family, args.path, args.quantile)
     if args.out:
         from genzoo.models.base import atomic_write_text
@@ -510,7 +534,7 @@ def _links(base: str, made: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def cmd_judge(args) -> int:
     """Human evaluation: create a study, add raters, serve the rating pages, score the answers."""
-    from genzoo.tasks import judge
+    from genzoo.tasks import judge, layout
 
     params = _params(args)
     url = _judge_url(args, params)
@@ -518,7 +542,11 @@ def cmd_judge(args) -> int:
     if args.judge == "create":  # the profile first: request() makes the study database
         named = params.families if args.families in (None, "all") else str(args.families).split(",")
         _same_profile(
-            args, params, [f.strip() for f in named if f.strip() in params.models], "draw {it} for a study"
+            args,
+            params,
+            [f.strip() for f in named if f.strip() in params.models],
+            "draw {it} for a study",
+            because=layout.STUDY_BECAUSE,
         )
         req = judge.request(
             params,

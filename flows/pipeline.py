@@ -43,13 +43,13 @@ from genzoo.flows import cluster
 from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.augment import check_target
-from genzoo.tasks.config import Params, load_params
+from genzoo.tasks.config import Params, did_you_mean, load_params
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, same_profile
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
-from genzoo.tasks.layout import same_profile
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
 from genzoo.tasks.train import check_data, check_outputs, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
@@ -502,7 +502,8 @@ def chosen_families(params: Params, params_file: str, families: list[str] | None
     unknown = [f for f in chosen if f not in params.models]
     if unknown:
         raise ValueError(
-            f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)})"
+            f"families: {', '.join(unknown)} not in {params_file} (has {', '.join(params.families)}"
+            f"{did_you_mean(unknown, params.families)})"
         )
     return chosen
 
@@ -931,9 +932,8 @@ def augment(
                   min_confidence=min_confidence, reject_copies=reject_copies, png=png,
                   formats=formats, recipe=recipe)  # fmt: skip
     named = params.families if "best" in req.families else req.families  # models of another profile: refused
-    same_profile(
-        params, [f for f in named if f != "best"], "draw a dataset from {it}", params_file, None, profile
-    )
+    same_profile(params, [f for f in named if f != "best"], "draw a dataset from {it}", params_file, None,
+                 profile, because=DATASET_BECAUSE)  # fmt: skip
     with exclusive(params.run.runs_dir):  # as genzoo run and `genzoo augment` hold it
         path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
@@ -980,7 +980,8 @@ def judge_study(
     url = judge.default_url(params)
     fams = None if not families or "all" in families else list(families)
     # drawn at the settings they were made with, as `genzoo judge create` draws them
-    same_profile(params, fams or params.families, "draw {it} for a study", params_file, None, profile)
+    same_profile(params, fams or params.families, "draw {it} for a study", params_file, None, profile,
+                 because=STUDY_BECAUSE)  # fmt: skip
     req = judge.request(params, url, name=name, families=fams, per_family=per_family, reals=reals,
                         attention=attention, pairs=pairs, seed=seed, raters=raters)  # fmt: skip
     made = judge.create(params, url, req)

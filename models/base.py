@@ -175,8 +175,8 @@ class GenerativeModel(nn.Module, ABC):
             y = y.expand(n)
         if y.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {tuple(y.shape)}")
-        if (y < 0).any() or (y >= self.spec.num_classes).any():
-            raise ValueError(f"labels must lie in [0, {self.spec.num_classes})")
+        if (bad := (y < 0) | (y >= self.spec.num_classes)).any():
+            raise ValueError(f"labels must lie in [0, {self.spec.num_classes}), got {int(y[bad][0])}")
         return y
 
     def check_inputs(self, x: Tensor, y: Tensor | None = None) -> None:
@@ -196,8 +196,11 @@ class GenerativeModel(nn.Module, ABC):
             return
         if tuple(y.shape) != (len(x),):
             raise ValueError(f"labels must have shape ({len(x)},), one per image, got {tuple(y.shape)}")
-        if y.is_floating_point() or (y < 0).any() or (y >= self.spec.num_classes).any():
-            raise ValueError(f"labels must be class indices in [0, {self.spec.num_classes})")
+        if y.is_floating_point():
+            raise ValueError(f"labels must be class indices in [0, {self.spec.num_classes}), got {y.dtype}")
+        if (bad := (y < 0) | (y >= self.spec.num_classes)).any():
+            got = int(y[bad][0])
+            raise ValueError(f"labels must be class indices in [0, {self.spec.num_classes}), got {got}")
 
     def marginal(self, fn, x: Tensor) -> Tensor:
         """log sum_y p(y) exp(fn(x, y)): the exact marginal when fn is exact, a bound when

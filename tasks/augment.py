@@ -625,7 +625,14 @@ def load_dataset(
 ) -> SyntheticDataset:
     """The dataset at ``name_or_path`` (a folder, or a name under ``root``)."""
     p = Path(name_or_path)
-    return SyntheticDataset(p if p.is_dir() else Path(root) / p, verify=verify)
+    if p.is_dir():
+        return SyntheticDataset(p, verify=verify)
+    if not (Path(root) / p).is_dir():  # neither: say both places looked at, not root/path alone
+        raise FileNotFoundError(
+            f"{name_or_path}: no such dataset: neither a folder (from {Path.cwd()}) nor a name under "
+            f"root={root} ({Path(root).resolve()}); relative paths are read from the working directory"
+        )
+    return SyntheticDataset(Path(root) / p, verify=verify)
 
 
 class RealDataset(TensorDataset):

@@ -416,7 +416,10 @@ class Params(Config):
     def require(self, family: str) -> str:
         """``family`` when it is a block under ``models:``, else :class:`UnknownFamily` naming them."""
         if family not in self.models:
-            raise UnknownFamily(f"models.{family}: not in params (families: {', '.join(self.families)})")
+            raise UnknownFamily(
+                f"models.{family}: not in params (families: {', '.join(self.families)}"
+                f"{did_you_mean([family], self.families)})"
+            )
         return family
 
     def train_config(self, family: str) -> TrainConfig:
@@ -521,6 +524,15 @@ def _keys_at(model: Any, loc: tuple) -> list[str] | None:
 def _is_block(t: Any) -> bool:
     # (dict[str, X] is a type on Python 3.10, and issubclass of it fails in pydantic < 2.11)
     return isinstance(t, type) and typing.get_origin(t) is None and issubclass(t, BaseModel)
+
+
+def did_you_mean(names: list[str], known: list[str]) -> str:
+    """``; did you mean X?`` for the first of ``names`` close to one of ``known`` (a misspelt
+    family), else nothing: the tail of an unknown-name message."""
+    for name in names:
+        if near := difflib.get_close_matches(name, known, n=1, cutoff=0.6):
+            return f"; did you mean {near[0]}?"
+    return ""
 
 
 def _unknown(key: str, known: list[str] | None) -> str:

@@ -324,7 +324,9 @@ def holdout_model(params: Params, family: str, cls: int) -> tuple[GenerativeMode
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     spec = data_spec(manifest)
     if not 0 <= cls < spec.num_classes:
-        raise ValueError(f"detect.holdout_classes: {cls} is not a class of the data")
+        raise ValueError(
+            f"detect.holdout_classes: {cls} is not a class of the data (classes 0-{spec.num_classes - 1})"
+        )
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.detect.holdout_train,
                          "exclude_classes": [cls]})  # fmt: skip
     key = variant_key(params, family, cfg, manifest, "detect")

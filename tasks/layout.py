@@ -43,7 +43,7 @@ import genzoo.tasks
 from genzoo import models
 from genzoo.models.base import GenerativeModel, as_if_created, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
-from genzoo.tasks.config import Params, ParamsError, fingerprint
+from genzoo.tasks.config import Params, ParamsError, did_you_mean, fingerprint
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, check_output_dir
 
@@ -162,7 +162,7 @@ def trained_families(params: Params, names: list[str] | str, choices: str = "") 
     if unknown or not names:
         raise UsageError(
             f"--families: {', '.join(unknown) or 'none given'} not in params "
-            f"(families: {', '.join(params.families)}{choices})"
+            f"(families: {', '.join(params.families)}{choices}{did_you_mean(unknown, params.families)})"
         )
     for f in names:
         if not (family_dir(params, f) / "model.json").exists():
@@ -427,10 +427,17 @@ def _swap_by_renames(new: Path, target: Path) -> Path:
     return aside
 
 
-def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logger) -> None:
+def warn_if_stale(
+    params: Params,
+    family: str,
+    doing: str,
+    logger: logging.Logger,
+    others: dict[str | None, Params] | None = None,
+) -> None:
     """Say that ``family``'s model was made with other params, data or code than ``params``
-    (what `genzoo status` calls stale) and is ``doing`` ("evaluated") as it is; refuse a model
-    whose weights are missing (`genzoo status`: incomplete), before any work."""
+    (what `genzoo status` calls stale) and is ``doing`` ("evaluated") as it is, naming the profile
+    of ``others`` (:func:`other_profiles`) it is up to date with; refuse a model whose weights are
+    missing (`genzoo status`: incomplete), before any work."""
     train = params.command(f"train --family {family}")
     out = family_dir(params, family)
     missing = [f for f in ("model.json", "model.safetensors") if not (out / f).is_file()]
@@ -448,6 +455,15 @@ def warn_if_stale(params: Params, family: str, doing: str, logger: logging.Logge
             family, out, doing, train,
         )  # fmt: skip
     elif up_to_date(params, family) is None:
+        made = [name for name, other in (others or {}).items() if up_to_date(other, family) is not None]
+        if made:  # a quick run's model, used without --profile quick: training it here would replace it
+            flag = f"--profile {made[0]}" if made[0] else "no --profile"
+            fix = f"with --profile {made[0]}" if made[0] else f"without --profile {params.profile}"
+            logger.warning(
+                "%s: trained with %s, not these params; %s as it is (run this %s for its settings, or "
+                "`%s` to train it with these)", family, flag, doing, fix, train,
+            )  # fmt: skip
+            return
         logger.warning(
             "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
             "%s as it is (`%s` to bring it up to date)", family, doing, train,
@@ -691,6 +707,12 @@ def other_profiles(
     return others
 
 
+# what a command's params would do to models of another profile (same_profile's ``because``)
+DATASET_BECAUSE = "these params would filter and label its images otherwise and replace the run's dataset"
+STUDY_BECAUSE = "these params would draw {it} at other settings than the ones measured"
+ANOMALY_BECAUSE = "these params would benchmark {it} at other settings and replace the run's anomaly figures"
+
+
 def same_profile(
     params: Params,
     families: list[str],
@@ -698,12 +720,15 @@ def same_profile(
     path: str | Path,
     overrides: list[str] | None = None,
     profile: str | None = None,
+    because: str = "these params would measure {it} at other settings and replace what the other families "
+    "were measured with",
 ) -> None:
     """Refuse, before any work, to ``doing`` models made under another of the params file's
     profiles than ``profile`` (`make run PROFILE=quick`, then `genzoo evaluate` without it): the
     command would measure them at other settings and replace the evaluator (or reference rows,
     the run's dataset) the other families' figures were made with. A model stale under every
-    profile is the stage's own warning (:func:`warn_if_stale`)."""
+    profile is the stage's own warning (:func:`warn_if_stale`). ``because`` says what these params would
+    do to them ({it}: "it" or "them")."""
     from genzoo.tasks.errors import UsageError
 
     known = [f for f in families if f in params.models]  # another name: the command's own error
@@ -718,8 +743,7 @@ def same_profile(
         if made and name:
             raise UsageError(
                 f"{', '.join(made)}: trained with --profile {name}; add --profile {name} to {doing_it} as "
-                f"{was} made (these params would measure {it} at other settings and replace what the other "
-                f"families were measured with), or `genzoo train` {it} with these params"
+                f"{was} made ({because.format(it=it)}), or `genzoo train` {it} with these params"
             )
         if made:
             raise UsageError(

@@ -99,17 +99,9 @@ def draw(
     return torch.cat(xs), torch.cat(ys)
 
 
-def sample_to_file(
-    model: GenerativeModel,
-    n: int,
-    out: str | Path,
-    *,
-    cls: int | None = None,
-    seed: int = 0,
-    batch: int = 256,
-    progress: bool = True,
-) -> tuple[Path, Path]:
-    """:func:`draw` written to ``out.npz`` (images, labels) and ``out.png`` (a grid)."""
+def check_request(n: int, out: str | Path) -> Path:
+    """Refuse, before any work, a count below 1 or an ``out`` that cannot take a draw; the path
+    without its suffix."""
     if n <= 0:
         raise ValueError(f"--n must be positive, got {n}")
     out = Path(out)
@@ -128,6 +120,21 @@ def sample_to_file(
                 f"out={out}: {target} exists and is not a draw of genzoo sample (an .npz of images and "
                 "labels); choose another --out, or remove it"
             )
+    return out
+
+
+def sample_to_file(
+    model: GenerativeModel,
+    n: int,
+    out: str | Path,
+    *,
+    cls: int | None = None,
+    seed: int = 0,
+    batch: int = 256,
+    progress: bool = True,
+) -> tuple[Path, Path]:
+    """:func:`draw` written to ``out.npz`` (images, labels) and ``out.png`` (a grid)."""
+    out = check_request(n, out)
     x, y = draw(model, n, cls=cls, seed=seed, batch=batch, progress=progress)
     images, labels = x.numpy().astype(np.float32), y.numpy().astype(np.int64)
     buf = io.BytesIO()

@@ -264,7 +264,16 @@ CASES = {
     ),
     # options that do not fit the params or each other
     "unknown-family": (lambda w: ["train", *_p(w), "--family", "nope"], "models.nope: not in params"),
+    "misspelt-family": (
+        lambda w: ["evaluate", *_p(w), "--family", "vea"],
+        "models.vea: not in params (families: vae; did you mean vae?)",
+    ),
+    "misspelt-families": (lambda w: ["run", *_p(w), "--families", "vea"], "vea not in params (families: vae; "),
     "detect-without-path": (lambda w: ["detect", *_p(w), "--family", "vae"], "give a PATH"),
+    "detect-benchmark-given-a-path": (
+        lambda w: ["detect", *_p(w), "--family", "vae", "--benchmark", str(w["in"])],
+        "it takes no PATH, which score your images",
+    ),
     "usefulness-unknown-family": (
         lambda w: ["usefulness", *_p(w), "--families", "vae,nope"],
         "--families: nope not in params",

@@ -244,6 +244,8 @@ def test_bits_per_dim_are_the_figures_genzoo_detect_scores_by(family):
     assert torch.equal(genzoo.bits_per_dim(model, x, torch.full((5,), 3, dtype=torch.uint8)), given)
     if family in ("pixelcnn", "realnvp"):  # exact: p(x) >= p(y=3) p(x | y=3), the prior uniform
         assert (bpd <= given + math.log2(10) / 64 + 1e-9).all(), (bpd, given)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 10\), got 12$"):  # the bad label named
+        genzoo.bits_per_dim(model, x, [3, 3, 12, 3, 3])
     x[2, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match=r"1 of 5 images hold NaN or inf pixels \(the first: image 2\)"):
         genzoo.bits_per_dim(model, x)

@@ -204,7 +204,21 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     # a dataset drawn from them would be labelled as of no profile, and replace the run's own
     aug = ["augment", "--families", "gan", "--per-class", "1", "--recipe", "plain", *base]
     assert cli.main([*aug, "-o", f"augment.out_dir={tmp_path / 'aug'}"]) == 2
-    assert "add --profile short to draw a dataset from it as it was made" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "add --profile short to draw a dataset from it as it was made (these params would filter " in err
+    assert "replace the run's dataset)" in err and "measure" not in err, err  # its own reason
+    # anomaly figures beside the run's: alike; drawing or scoring images is the user's own: a warning
+    assert cli.main(["detect", "--family", "gan", "--benchmark", *base]) == 2
+    assert "add --profile short to benchmark it as it was made" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "evaluation").exists()
+    draw = ["sample", "--family", "gan", "-q", "--out", str(tmp_path / "drawn"), *base]
+    assert cli.main([*draw, "--n", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # the bad input alone, no warning before it
+    assert cli.main([*draw, "--n", "2"]) == 0
+    assert (
+        "gan: trained with --profile short, not these params; sampled as it is (run this with --profile short"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "aug").exists()
     # their deployments (the UI's forms) alike, and with the profile given they draw
     from genzoo.flows.pipeline import augment, judge_study

@@ -492,7 +492,10 @@ def test_loader_checks_the_hash_and_mix_adds_synthetic_at_a_ratio(trained):
     with pytest.raises(ValueError, match="does not match manifest.json"):
         load_dataset(path)
     with pytest.raises(FileNotFoundError, match="not a genzoo synthetic dataset"):
-        load_dataset(tmp / "nowhere")
+        load_dataset(tmp)  # a folder, not a dataset's
+    # a relative path from elsewhere: both places looked at named (it said data/augment/data/augment/x)
+    with pytest.raises(FileNotFoundError, match=r"data/augment/x: no such dataset: neither a folder \(from "):
+        load_dataset("data/augment/x", root=tmp / "nowhere")
     with pytest.raises(ValueError, match=r"the prepared real data .* genzoo.real_dataset\("):
         load_dataset(params.data.prepared_dir)  # (its loader is another)
 
