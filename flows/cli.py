@@ -262,6 +262,7 @@ def cmd_sample(args) -> int:
     params = _params(args)
     if not args.family and not args.model:
         raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
+    check_request(args.n, args.out)  # bad input said alone, before any warning about the model
     for o in args.overrides or []:  # sampling reads where models and data are, nothing else
         if o.partition("=")[0].strip() not in ("run.runs_dir", "data.prepared_dir"):
             logging.getLogger("genzoo.sample").warning(
@@ -272,7 +273,6 @@ def cmd_sample(args) -> int:
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     names = class_names(params.data.prepared_dir, model) if args.cls is not None else None
     cls = resolve_class(model, args.cls, names)
-    check_request(args.n, args.out)  # bad input said alone, before any warning about the model
     if args.family and not args.model and args.family in params.models:  # as evaluate and augment say it
         from genzoo.tasks.data import read_manifest
         from genzoo.tasks.layout import family_dir, warn_if_stale
@@ -395,15 +395,16 @@ def cmd_detect(args) -> int:
     scoring = {"PATH": args.path, "--out": args.out, "--quantile": args.quantile}  # your images'
     if args.benchmark and (given := [o for o, v in scoring.items() if v is not None]):
         raise UsageError(
-            f"--benchmark scores the test split and the outlier sets it makes (into runs/evaluation/"
-            f"{args.family}/anomaly.json): it takes no {', '.join(given)}, which score your images"
+            f"--benchmark scores the test split and the outlier sets it makes (into anomaly.json beside "
+            f"the family's quality.json): it takes no {', '.join(given)}, which score images of yours"
         )
     params = _params(args)
-    params.require(args.family)
+    _scorable(params.require(args.family))
     if args.benchmark:  # anomaly.json beside the run's other figures: only at the run's settings
-        from genzoo.tasks.layout import ANOMALY_BECAUSE
+        from genzoo.tasks.layout import ANOMALY_BECAUSE, warn_if_stale
 
         _same_profile(args, params, [args.family], "benchmark {it}", because=ANOMALY_BECAUSE)
+        warn_if_stale(params, args.family, "benchmarked", logging.getLogger("genzoo.detect"))
         with _holding(params):
             r = run_benchmark(params, args.family)
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
@@ -416,11 +417,8 @@ def cmd_detect(args) -> int:
         raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
     if args.out:  # an earlier detect's scores are replaced; a user's file of that name is not
         check_output_files([Path(args.out)], _detect_scores(Path(args.out)), "scores of genzoo detect (JSON)")
-    from genzoo.tasks.layout import warn_if_stale
-
-    warn_if_stale(params, args.family, "scored with", logging.getLogger("genzoo.detect"),
-                  _other_profiles(args, params))  # fmt: skip
     r = detect(params, args.family, args.path, args.quantile)
+    _said_if_stale(args, params, "images scored with it", "genzoo.detect")
     if args.out:
         from genzoo.models.base import atomic_write_text
 
@@ -431,6 +429,16 @@ def cmd_detect(args) -> int:
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
           f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _scorable(family: str) -> None:
+    """Refuse, before any other check, a family with no likelihood to score images by."""
+    from genzoo import models
+    from genzoo.models.base import ExactLikelihood, LikelihoodBound
+
+    if not issubclass(models.get_family(family), ExactLikelihood | LikelihoodBound):
+        scorable = models.families_with(ExactLikelihood | LikelihoodBound)
+        raise UsageError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
 
 
 def _detect_scores(path: Path) -> bool:
@@ -489,6 +497,7 @@ def cmd_interpolate(args) -> int:
     out = args.out or f"samples/{args.family}-interpolation"
     r = interpolate_to_file(params, args.family, out, a=args.a, b=args.b, cls=args.cls, steps=args.steps,
                             modes=modes, seed=args.seed)  # fmt: skip
+    _said_if_stale(args, params, "its strips drawn", "genzoo.latent")
     print(json.dumps(r))
     return 0
 
@@ -499,8 +508,20 @@ def cmd_arithmetic(args) -> int:
 
     params = _params(args)
     out = args.out or f"samples/{args.family}-arithmetic"
-    print(json.dumps(arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)))
+    r = arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)
+    _said_if_stale(args, params, "its strips drawn", "genzoo.latent")
+    print(json.dumps(r))
     return 0
+
+
+def _said_if_stale(args, params, doing: str, logger: str) -> None:
+    """After a command that reads ``args.family``'s model did its work (its bad input said alone):
+    the model's stale warning, naming the profile it is current under."""
+    from genzoo.tasks.data import read_manifest
+    from genzoo.tasks.layout import warn_if_stale
+
+    if read_manifest(params.data.prepared_dir, required=False):  # else nothing to compare it with
+        warn_if_stale(params, args.family, doing, logging.getLogger(logger), _other_profiles(args, params))
 
 
 def cmd_report(args) -> int:

@@ -49,6 +49,7 @@ from genzoo.tasks.config import (
     AugmentParams,
     Params,
     ParamsError,
+    did_you_mean,
     fingerprint,
     format_error,
     readable,
@@ -128,6 +129,7 @@ def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] 
         elif f not in params.models:
             raise ValueError(
                 f"augment.families: {f} is not a family in params ({', '.join(params.families)}) nor `best`"
+                f"{did_you_mean([f], params.families)}"
             )
         if f not in out:
             out.append(f)

@@ -748,11 +748,14 @@ def _checks(params: Params) -> list[str]:
         if family != "best" and family not in params.models:
             errors.append(
                 f"augment.families: {family} is not a family in models ({', '.join(params.models)}) "
-                "nor `best`"
+                f"nor `best`{did_you_mean([family], list(params.models))}"
             )
     for family in params.models:
         if family not in REGISTRY:
-            errors.append(f"models.{family}: unknown family; known: {', '.join(REGISTRY)}")
+            errors.append(
+                f"models.{family}: unknown family; known: {', '.join(REGISTRY)}"
+                f"{did_you_mean([family], list(REGISTRY))}"
+            )
             continue
         try:
             params.train_config(family)

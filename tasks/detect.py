@@ -423,7 +423,15 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
     data, params and code are unchanged."""
     path = benchmark_path(params, family)
     manifest = read_manifest(params.data.prepared_dir)
-    model = sha256_file(family_dir(params, params.require(family)) / "model.safetensors")
+    for cls in params.detect.holdout_classes:  # said before any set is scored, not after them
+        if not 0 <= cls < manifest["num_classes"]:
+            raise ValueError(f"detect.holdout_classes: {cls} is not a class of the data (classes 0-"
+                             f"{manifest['num_classes'] - 1})")  # fmt: skip
+    weights = family_dir(params, params.require(family)) / "model.safetensors"
+    if not weights.is_file():
+        _model(params, family)  # not trained: its own message
+        raise FileNotFoundError(f"{weights}: missing (`genzoo status`: incomplete); train {family} again")
+    model = sha256_file(weights)
     key = fingerprint({
         "model": model,
         "data": data_hash(manifest), "detect": params.detect.model_dump(mode="json"),

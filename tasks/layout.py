@@ -460,8 +460,8 @@ def warn_if_stale(
             flag = f"--profile {made[0]}" if made[0] else "no --profile"
             fix = f"with --profile {made[0]}" if made[0] else f"without --profile {params.profile}"
             logger.warning(
-                "%s: trained with %s, not these params; %s as it is (run this %s for its settings, or "
-                "`%s` to train it with these)", family, flag, doing, fix, train,
+                "%s: trained with %s, not these params; %s as it is (run this %s to use that run's settings, "
+                "or `%s` to train it with these, replacing that model)", family, flag, doing, fix, train,
             )  # fmt: skip
             return
         logger.warning(
@@ -708,7 +708,9 @@ def other_profiles(
 
 
 # what a command's params would do to models of another profile (same_profile's ``because``)
-DATASET_BECAUSE = "these params would filter and label its images otherwise and replace the run's dataset"
+DATASET_BECAUSE = (
+    "these params would filter and label the images drawn from {it} otherwise, and replace the run's dataset"
+)
 STUDY_BECAUSE = "these params would draw {it} at other settings than the ones measured"
 ANOMALY_BECAUSE = "these params would benchmark {it} at other settings and replace the run's anomaly figures"
 

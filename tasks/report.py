@@ -86,6 +86,7 @@ def collect(params: Params) -> dict[str, Any]:
     families, missing, anomaly, earlier = {}, [], {}, []
     manifest = read_manifest(params.data.prepared_dir, required=False)
     data = data_hash(manifest) if manifest else None
+    shas = {f: _model_sha(params, f) for f in params.models}  # the models in runs/ now
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
         if scored_by_another_evaluator(params, quality):  # other features:
@@ -94,10 +95,10 @@ def collect(params: Params) -> dict[str, Any]:
             missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
-            if quality.get("model_sha256") not in (None, model := _model_sha(params, f)):
+            if quality.get("model_sha256") not in (None, shas[f]):
                 why = (
                     "its model deleted since its evaluation"
-                    if model is None
+                    if shas[f] is None
                     else f"trained again since its evaluation: {params.command(f'evaluate --family {f}')}"
                 )
                 log.warning("%s: figures of an earlier model (%s)", f, why)
@@ -110,9 +111,10 @@ def collect(params: Params) -> dict[str, Any]:
         if a and data not in (None, a.get("data_sha256", data)):  # made on other data: not comparable
             log.warning("%s: anomaly figures made on other data than the prepared data; left out (%s)", f,
                         params.command(f"detect --family {f} --benchmark"))  # fmt: skip
-        elif a and a.get("model_sha256") not in (None, _model_sha(params, f)):  # of the model before
-            log.warning("%s: anomaly figures of the model before its latest training; left out (%s)", f,
-                        params.command(f"detect --family {f} --benchmark"))  # fmt: skip
+        elif a and shas[f] is not None and a.get("model_sha256") not in (None, shas[f]):  # trained again
+            why = f"of an earlier model: {params.command(f'detect --family {f} --benchmark')}"
+            log.warning("%s: anomaly figures left out (%s)", f, why)
+            missing.append(f"{f} anomaly figures ({why})")
         elif a and f in families:  # (a family left off the page: its rows too)
             anomaly[f] = a
     if not families:
@@ -124,6 +126,11 @@ def collect(params: Params) -> dict[str, Any]:
             log.warning("%s: usefulness measured against another reference than the current one; left out "
                         "(genzoo usefulness --families %s)", f, f)  # fmt: skip
             missing.append(f"{f} (usefulness measured against another reference: re-run it)")
+            del useful[f]
+        elif shas[f] is not None and u.get("model_sha256") not in (None, shas[f]):  # trained again since
+            why = f"of an earlier model: {params.command(f'usefulness --families {f}')}"
+            log.warning("%s: usefulness figures left out (%s)", f, why)
+            missing.append(f"{f} usefulness ({why})")
             del useful[f]
     return {
         "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
@@ -581,7 +588,7 @@ def log_axis_interval(value: float, ci: float) -> tuple[float, float]:
     """The error bar's (below, above) lengths of ``value ± ci`` on a log axis: an interval reaching
     0 or below has no end there (matplotlib drops the bar or stretches the axis by decades), so its
     lower part stops at half the value."""
-    return min(ci, value / 2), ci
+    return (ci if ci < value else value / 2), ci
 
 
 def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
@@ -595,6 +602,7 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
     out = {}
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
+    cut = False
     for name, q in [*((f, d["quality"]) for f, d in fams.items()), *baselines.items()]:
         marker = "o" if name in fams else "s"
         low, high = log_axis_interval(q["fd"], q["ci95"]["fd"])
@@ -602,10 +610,13 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
                            label=name)  # fmt: skip
         if low < high:  # cut: a mark at the end drawn
             ax.plot(q["images_per_second"], q["fd"] - low, "v", ms=4, c=line[0].get_color())
+            cut = True
         ax.annotate(
             name, (q["images_per_second"], q["fd"]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
     ax.axhline(ref["real_train_vs_test"]["fd"], ls="--", c="gray", lw=1, label="real train vs test (floor)")
+    if cut:
+        ax.plot([], [], "v", ms=4, c="gray", label="interval reaching 0 (cut)")
     ax.set(xscale="log", yscale="log", xlabel="sampling speed (images/s, log)",
            ylabel="Fréchet distance (lower is better, log)",
            title="Sample quality vs sampling speed")  # fmt: skip

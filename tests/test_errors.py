@@ -268,11 +268,14 @@ CASES = {
         lambda w: ["evaluate", *_p(w), "--family", "vea"],
         "models.vea: not in params (families: vae; did you mean vae?)",
     ),
-    "misspelt-families": (lambda w: ["run", *_p(w), "--families", "vea"], "vea not in params (families: vae; "),
+    "misspelt-families": (
+        lambda w: ["run", *_p(w), "--families", "vea"],
+        "vea not in params (families: vae; ",
+    ),
     "detect-without-path": (lambda w: ["detect", *_p(w), "--family", "vae"], "give a PATH"),
     "detect-benchmark-given-a-path": (
         lambda w: ["detect", *_p(w), "--family", "vae", "--benchmark", str(w["in"])],
-        "it takes no PATH, which score your images",
+        "it takes no PATH, which score images of yours",
     ),
     "usefulness-unknown-family": (
         lambda w: ["usefulness", *_p(w), "--families", "vae,nope"],

@@ -150,6 +150,52 @@ def test_sample_refuses_a_model_json_without_sha256_unless_allow_unhashed(tmp_pa
     assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 4 and (tmp_path / "s.npz").exists()
 
 
+def test_detect_after_a_quick_run_benchmarks_only_at_its_settings_and_scores_with_a_warning(tmp_path, capsys):
+    """`genzoo detect --benchmark` without the run's profile replaced its anomaly.json with figures
+    at other settings; scoring images with the model says which profile it is current under,
+    after the input is read (bad input alone)."""
+    import numpy as np
+    import yaml
+
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=4, families=["vae"])
+    raw["profiles"] = {"short": {"models.vae.train.steps": 3}}
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    base = ["--params", str(pfile)]
+    assert cli.main(["prepare", *base]) == 0
+    assert cli.main(["train", "--family", "vae", "--profile", "short", "-q", *base]) == 0
+    capsys.readouterr()
+    assert cli.main(["detect", "--family", "vae", "--benchmark", *base]) == 2
+    err = capsys.readouterr().err
+    assert "add --profile short to benchmark it as it was made (these params would benchmark it at " in err, (
+        err
+    )
+    holdout = ["detect", "--family", "vae", "--benchmark", "--profile", "short", "--holdout", "12", *base]
+    assert cli.main(holdout) == 2  # said before any set is scored
+    assert "detect.holdout_classes: 12 is not a class of the data (classes 0-9)" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "evaluation").exists()
+    assert cli.main(["detect", "--family", "vae", str(tmp_path / "nowhere.npz"), *base]) == 2
+    assert "trained with" not in capsys.readouterr().err  # the missing file alone
+    images = tmp_path / "some.npz"
+    np.savez(images, images=np.zeros((3, 1, 8, 8), np.float32))
+    assert cli.main(["detect", "--family", "vae", str(images), *base]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and (
+        "vae: trained with --profile short, not these params; images scored with it as it is (run this with "
+        "--profile short" in err
+    ), err
+    assert (
+        cli.main(["interpolate", "--family", "vae", "--steps", "3", "--out", str(tmp_path / "strip"), *base])
+        == 0
+    )
+    assert (
+        "vae: trained with --profile short, not these params; its strips drawn as it is"
+        in capsys.readouterr().err
+    )
+
+
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     """`genzoo status` after a run with a profile: up to date under that profile, and without it
     the profile that would make it current; other params (each key, old -> new), other code or
@@ -207,10 +253,11 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "add --profile short to draw a dataset from it as it was made (these params would filter " in err
     assert "replace the run's dataset)" in err and "measure" not in err, err  # its own reason
-    # anomaly figures beside the run's: alike; drawing or scoring images is the user's own: a warning
+    # a family with no likelihood is said first (not "add --profile short", which cannot help)
     assert cli.main(["detect", "--family", "gan", "--benchmark", *base]) == 2
-    assert "add --profile short to benchmark it as it was made" in capsys.readouterr().err
+    assert "gan has no likelihood to score with (use " in capsys.readouterr().err
     assert not (tmp_path / "runs" / "evaluation").exists()
+    # drawing images is the user's own: a warning naming the profile
     draw = ["sample", "--family", "gan", "-q", "--out", str(tmp_path / "drawn"), *base]
     assert cli.main([*draw, "--n", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # the bad input alone, no warning before it

@@ -67,6 +67,7 @@ def test_tradeoff_verdicts_follow_the_stated_rules():
 
 def test_an_interval_reaching_zero_stays_on_the_log_axis_of_quality_vs_speed():
     assert log_axis_interval(10.0, 2.0) == (2.0, 2.0)  # drawn whole
+    assert log_axis_interval(10.0, 6.0) == (6.0, 6.0)  # its lower end above 0: whole too
     below, above = log_axis_interval(3.0, 5.0)  # 3 ± 5: cut below, whole above
     assert 0 < 3.0 - below < 3.0 and above == 5.0
 
@@ -565,7 +566,9 @@ def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evalua
     saved = weights.read_bytes()
     row = "<tr><td>pixelcnn (exact)</td>"
     try:
-        assert "of_an_earlier_model" not in build_report(params)
+        summary = build_report(params)
+        assert "of_an_earlier_model" not in summary and "left_out" not in summary
+        assert row in (tmp / "runs" / "report" / "index.html").read_text()
         weights.write_bytes(saved + b" ")  # other weights than the ones evaluated
         summary = build_report(params)
         html = (tmp / "runs" / "report" / "index.html").read_text()
@@ -573,7 +576,23 @@ def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evalua
             "pixelcnn (trained again since its evaluation: genzoo evaluate --family pixelcnn)"
         ]
         assert "Figures of an earlier model: pixelcnn" in html and "pixelcnn" in summary["families"]
-        assert row not in html  # its anomaly figures left out
+        assert row not in html  # its anomaly figures left out, and said so
+        assert summary["left_out"] == [
+            "pixelcnn anomaly figures (of an earlier model: genzoo detect --family pixelcnn --benchmark)"
+        ]
+        weights.write_bytes(saved)
+        gan = tmp / "runs" / "gan" / "model.safetensors"  # usefulness measured of the gan before
+        kept = gan.read_bytes()
+        try:
+            gan.write_bytes(kept + b" ")
+            summary = build_report(params)
+            assert (
+                "gan usefulness (of an earlier model: genzoo usefulness --families gan)"
+                in summary["left_out"]
+            )
+            assert "usefulness" not in summary  # gan's was the only family measured
+        finally:
+            gan.write_bytes(kept)
     finally:
         weights.write_bytes(saved)
         build_report(params)
