@@ -72,6 +72,8 @@ from genzoo.tasks.layout import (
     evaluator_dir,
     exclusive,
     family_dir,
+    measure_again,
+    model_sha,
     read_json,
     scored_by_another_evaluator,
     shown,
@@ -151,11 +153,11 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
             log.warning("augment: %s was scored by another evaluator than the current one: left out (%s)", f,
-                        params.command(f"evaluate --family {f}"))  # fmt: skip
+                        measure_again(params, f))  # fmt: skip
             continue
         if (metric if metric != "fd_rank" else "fd") not in quality:
             continue
-        if not of_model(quality, sha := _model_sha(params, f)):
+        if not of_model(quality, sha := model_sha(params, f)):
             _other_model(params, f, "quality.json")
             continue
         judged[f] = quality
@@ -208,13 +210,6 @@ def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
     return per["cnn" if "cnn" in per else next(iter(per))]["lift"]["mean"]
 
 
-def _model_sha(params: Params, family: str) -> str:
-    """The sha256 of ``family``'s trained weights; "" when it is not trained (its figures are
-    then taken as they are, :func:`of_model`; drawing from it is refused, :func:`_model_info`)."""
-    path = family_dir(params, family) / "model.safetensors"
-    return sha256_file(path) if path.exists() else ""
-
-
 def _other_model(params: Params, family: str, what: str) -> None:
     again = f"evaluate --family {family}" if what == "quality.json" else f"usefulness --families {family}"
     log.warning("augment: %s's %s measured another model than %s (trained again since?): left out of "
@@ -227,7 +222,7 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
     for f in params.models:
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
         lift = measured_lift(usefulness, recipe)
-        if lift is not None and not of_model(usefulness, _model_sha(params, f)):
+        if lift is not None and not of_model(usefulness, model_sha(params, f)):
             _other_model(params, f, "usefulness.json")
         elif lift is not None:
             figures[f] = lift

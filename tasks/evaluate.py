@@ -45,7 +45,7 @@ from genzoo.models.judges import Judges, load_judges, save_judges, train_judges
 from genzoo.models.judges import accuracies as judge_accuracies
 from genzoo.tasks import latent, tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
-from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.data import DataError, data_hash, data_spec, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import (
     code_hash,
@@ -303,6 +303,16 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     model_path = trained / "model.json"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
+    gen = models.load(model_path)
+    data = data_spec(read_manifest(params.data.prepared_dir))
+    if (gen.spec.shape, gen.spec.num_classes) != (data.shape, data.num_classes):  # nothing to compare
+        raise DataError(
+            f"{family}: trained on images of shape {'x'.join(map(str, gen.spec.shape))} in "
+            f"{gen.spec.num_classes} classes, {params.data.prepared_dir} holds "
+            f"{'x'.join(map(str, data.shape))} in {data.num_classes}: its samples cannot be scored against "
+            f"them; train it again (`{params.command(f'train --family {family}')}`) or prepare the data it "
+            "was trained on"
+        )
     ev_meta = read_json(folder / "evaluator.json")
     if ev_meta is None or not (folder / "judges.npz").exists():
         raise FileNotFoundError(
@@ -325,7 +335,6 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     net = load_evaluator(folder / "evaluator.json")
     judges = load_judges(folder / "judges.npz")
     real = real_features(folder)
-    gen = models.load(model_path)
 
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]

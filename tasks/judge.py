@@ -45,7 +45,7 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, exit_code
-from genzoo.tasks.layout import evaluation_dir, read_json, trained_families
+from genzoo.tasks.layout import evaluation_dir, model_sha, other_models, read_json, trained_families
 
 log = logging.getLogger("genzoo.judge")
 
@@ -344,6 +344,8 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
         "data": manifest.get("source"),
         "class_names": manifest.get("class_names"),
         "shape": list(shape),
+        # the models its images came from: results are a family's figures only while it is that one
+        "models": {f: model_sha(params, f) for f in req.families},
     }
     eng = engine(url, create=True)
     try:
@@ -654,6 +656,7 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
         }
     return {
         "study": cfg["name"],
+        "models": cfg.get("models"),  # each family's weights (sha256) the images came from
         "created": cfg.get("created"),  # the study's: the report shows the newest study with answers
         "protocol": {k: cfg[k] for k in ("families", "per_family", "reals", "attention", "pairs", "seed")}
         | {
@@ -685,9 +688,15 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
 
 def against_metrics(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
     """Does the human ranking (a higher error is better) agree with the metrics' (a lower
-    Fréchet distance, a higher precision)? Kendall's tau over the families scored by both."""
+    Fréchet distance, a higher precision)? Kendall's tau over the families scored by both, with
+    the models the study drew from."""
     q = {f: read_json(evaluation_dir(params) / f / "quality.json") for f in figures["families"]}
-    both = [f for f, d in figures["families"].items() if d.get("error") is not None and q.get(f)]
+    other = other_models(params, figures)
+    both = [
+        f
+        for f, d in figures["families"].items()
+        if d.get("error") is not None and q.get(f) and f not in other
+    ]
     out: dict[str, Any] = {"families": both}
     if len(both) >= 2:
         err = [figures["families"][f]["error"] for f in both]
@@ -726,8 +735,14 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
     figures = _json_safe(figures | {"metrics": against_metrics(params, figures)})
     path = results_path(params, name)
     atomic_write_text(path, json.dumps(figures, indent=2, allow_nan=False))
+    if other := other_models(params, figures):
+        log.warning(
+            "study %s: %s drew its images from other weights than runs/ holds now (trained again since); "
+            "not logged to their MLflow runs nor ranked against their metrics (`genzoo judge create` "
+            "makes a study of these)", name, ", ".join(other),
+        )  # fmt: skip
     for f, d in figures["families"].items():
-        if d.get("error") is not None:
+        if d.get("error") is not None and f not in other:
             numbers = {
                 "error": d["error"],
                 "error_lo": d["ci95"][0],

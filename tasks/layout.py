@@ -186,6 +186,16 @@ def scored_by_another_evaluator(params: Params, quality: dict | None) -> bool:
     return bool(quality and scorer and quality.get("evaluator_sha256", scorer) != scorer)
 
 
+def measure_again(params: Params, family: str) -> str:
+    """The command that scores ``family`` with the current evaluator: its evaluation, or its
+    training first when its model was trained on other data than the prepared data (its samples
+    then have nothing to be scored against)."""
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    trained_on = (read_json(family_dir(params, family) / "model.json") or {}).get("data_sha256")
+    other = manifest and trained_on not in (None, data_hash(manifest))
+    return params.command(f"{'train' if other else 'evaluate'} --family {family}")
+
+
 def evaluator_dir(params: Params) -> Path:
     return evaluation_dir(params) / "evaluator"
 
@@ -425,6 +435,20 @@ def _swap_by_renames(new: Path, target: Path) -> Path:
         aside.rmdir()
         raise
     return aside
+
+
+def model_sha(params: Params, family: str) -> str | None:
+    """The sha256 of ``family``'s weights in runs/ now (None: not trained)."""
+    path = family_dir(params, family) / "model.safetensors"
+    return sha256_file(path) if path.is_file() else None
+
+
+def other_models(params: Params, figures: dict) -> list[str]:
+    """The families of a study whose images came from other weights than runs/ holds now (trained
+    again, or on other data, since): its figures are not theirs. A study made before studies
+    recorded their models: none."""
+    made = figures.get("models") or {}
+    return [f for f in figures["families"] if f in made and made[f] != model_sha(params, f)]
 
 
 def warn_if_stale(

@@ -29,13 +29,21 @@ import torch
 
 from genzoo.metrics.human import kendall_tau
 from genzoo.metrics.quality import rank_agreement
-from genzoo.models.base import atomic_write_text, sha256_file
+from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.figures import grid
-from genzoo.tasks.layout import evaluation_dir, exclusive, read_json, scored_by_another_evaluator
+from genzoo.tasks.layout import (
+    evaluation_dir,
+    exclusive,
+    measure_again,
+    model_sha,
+    other_models,
+    read_json,
+    scored_by_another_evaluator,
+)
 
 log = logging.getLogger("genzoo.report")
 
@@ -62,14 +70,14 @@ SPACES_FLOOR_RATIO = 1.3
 SPACES_ACCURACY = 0.97
 
 
-def latest_study(folder: Path) -> dict[str, Any] | None:
-    """The results of the newest study in ``folder`` (by when it was created; results scored
-    before studies recorded that: by when they were scored), one with answers first: scoring an
-    older study, or one nobody has rated yet, does not take the report's section from it."""
+def latest_study(folder: Path, usable=lambda h: True) -> dict[str, Any] | None:
+    """The results of the newest ``usable`` study in ``folder`` (by when it was created; results
+    scored before studies recorded that: by when they were scored), one with answers first:
+    scoring an older study, or one nobody has rated yet, does not take the report's section from it."""
     found = []
     for p in folder.glob("*.json"):
         h = read_json(p)
-        if isinstance(h, dict) and "families" in h:
+        if isinstance(h, dict) and "families" in h and usable(h):
             found.append((h.get("answers", 0) > 0, h.get("created") or p.stat().st_mtime, h))
     return max(found, key=lambda t: t[:2])[2] if found else None
 
@@ -86,13 +94,13 @@ def collect(params: Params) -> dict[str, Any]:
     families, missing, anomaly, earlier = {}, [], {}, []
     manifest = read_manifest(params.data.prepared_dir, required=False)
     data = data_hash(manifest) if manifest else None
-    shas = {f: _model_sha(params, f) for f in params.models}  # the models in runs/ now
+    shas = {f: model_sha(params, f) for f in params.models}  # the models in runs/ now
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
         if scored_by_another_evaluator(params, quality):  # other features:
             log.warning("%s: scored by another evaluator than the current one; left out (%s)", f,
-                        params.command(f"evaluate --family {f}"))  # fmt: skip
-            missing.append(f"{f} (scored by another evaluator: re-run its evaluation)")  # not comparable
+                        measure_again(params, f))  # fmt: skip
+            missing.append(f"{f} (scored by another evaluator: {measure_again(params, f)})")  # not comparable
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
             if quality.get("model_sha256") not in (None, shas[f]):
@@ -132,6 +140,16 @@ def collect(params: Params) -> dict[str, Any]:
             log.warning("%s: usefulness figures left out (%s)", f, why)
             missing.append(f"{f} usefulness ({why})")
             del useful[f]
+    # a study of other models (a family trained again, or on other data, since): not these models' figures
+    human = latest_study(folder / "human", lambda h: not other_models(params, h))
+    newest = latest_study(folder / "human")
+    if newest is not None and newest is not human and (other := other_models(params, newest)):
+        log.warning("human study %s: drew from other weights of %s than runs/ holds now; left out",
+                    newest["study"], ", ".join(other))  # fmt: skip
+        missing.append(
+            f"human study {newest['study']} (drew from other weights of {', '.join(other)} than runs/ holds "
+            f"now: {params.command('judge create')} makes one of these)"
+        )
     return {
         "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
         "evaluator": read_json(folder / "evaluator" / "metrics.json") or {},
@@ -140,7 +158,7 @@ def collect(params: Params) -> dict[str, Any]:
         "missing": missing,
         "earlier": earlier,
         "anomaly": anomaly,
-        "human": latest_study(folder / "human"),
+        "human": human,
     }
 
 
@@ -577,11 +595,6 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
                 )
         out.append({"family": f, "kind": lat["kind"], "smoothness": lat["smoothness"], "strips": imgs})
     return out
-
-
-def _model_sha(params: Params, family: str) -> str | None:
-    path = Path(params.run.runs_dir) / family / "model.safetensors"
-    return sha256_file(path) if path.is_file() else None
 
 
 def log_axis_interval(value: float, ci: float) -> tuple[float, float]:

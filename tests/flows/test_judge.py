@@ -24,6 +24,7 @@ from PIL import Image
 
 from genzoo.flows import cli
 from genzoo.metrics.human import bradley_terry, krippendorff_alpha
+from genzoo.models.base import sha256_file
 from genzoo.tasks import judge
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
@@ -725,3 +726,12 @@ def test_results_land_in_each_familys_mlflow_run(tmp_path, monkeypatch):
     lo, hi = out["families"]["gan"]["ci95"]
     assert run.data.metrics["human.error_lo"] == lo and run.data.metrics["human.error_hi"] == hi
     assert "human/tracked.json" in {a.path for a in client().list_artifacts(run_id, "human")}
+    # the gan trained again since the study: its figures are not the new model's (they landed in
+    # its run, after a run on other data too)
+    assert out["models"] == {"gan": sha256_file(tmp_path / "runs" / "gan" / "model.safetensors")}
+    train_family(validate({**raw, "seed": 1}), "gan", progress=False)
+    new_id = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
+    assert new_id != run_id
+    again = judge.results(params, url, reps=200)
+    assert again["families"]["gan"]["error"] == 0.5  # the study's own figures, as before
+    assert "human.error" not in client().get_run(new_id).data.metrics

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -324,13 +325,23 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(
         assert set(summary["families"]) == {"pixelcnn", "vae"}
         assert set(summary["spaces"]["ranks"]["pca"]) == {"pixelcnn", "vae", "pca_kde", "gmm"}
         html = (tmp / "runs" / "report" / "index.html").read_text()
-        assert "gan (scored by another evaluator: re-run its evaluation)" in html
-        assert summary["left_out"] == ["gan (scored by another evaluator: re-run its evaluation)"]
+        assert "gan (scored by another evaluator: genzoo evaluate --family gan)" in html
+        assert summary["left_out"] == ["gan (scored by another evaluator: genzoo evaluate --family gan)"]
         from genzoo.flows import cli  # the command says so too, not only the page
 
         assert cli.main(["report", "--params", str(tmp / "params.yaml"), "-q"]) == 0
         out = capsys.readouterr().out
-        assert "left out: gan (scored by another evaluator: re-run its evaluation)\n" in out
+        assert "left out: gan (scored by another evaluator: genzoo evaluate --family gan)\n" in out
+        # a model trained on other data (32x32 images, the data now 16x16): evaluating it cannot
+        # work (it stopped on a numpy broadcast error); its training is the command
+        model = tmp / "runs" / "gan" / "model.json"
+        kept = model.read_text()
+        model.write_text(json.dumps({**json.loads(kept), "data_sha256": "1" * 64}))
+        try:
+            left = build_report(params)["left_out"]
+            assert left == ["gan (scored by another evaluator: genzoo train --family gan)"]
+        finally:
+            model.write_text(kept)
     finally:
         path.write_text(saved)
     assert "gan" in build_report(params)["families"]
@@ -498,6 +509,18 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
         assert "Fréchet-distance ranking\n-1.00" in html
         assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>" in html
+        # a study whose images came from other weights (a family trained again, or on other data,
+        # since) is not these models' figures: left out, and named (it sat beside them)
+        made = {f: sha256_file(tmp / "runs" / f / "model.safetensors") for f in fams}
+        path.write_text(json.dumps({**human, "models": made}))
+        assert build_report(params)["human"]["study"] == "s<1>"  # the same weights: shown
+        path.write_text(json.dumps({**human, "models": {**made, order[0]: "0" * 64}}))
+        summary = build_report(params)
+        assert "human" not in summary
+        assert f"human study s<1> (drew from other weights of {order[0]} than runs/ holds now: " in "; ".join(
+            summary["left_out"]
+        )
+        assert "<h2>Human evaluation</h2>" not in (tmp / "runs" / "report" / "index.html").read_text()
     finally:
         path.unlink()
         build_report(params)
@@ -596,3 +619,18 @@ def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evalua
     finally:
         weights.write_bytes(saved)
         build_report(params)
+
+
+def test_evaluating_a_model_of_other_image_shapes_says_so(evaluated):
+    """`genzoo evaluate --family gan` on a model trained on 32x32 images, the data now 16x16,
+    stopped on `operands could not be broadcast together with shapes (75,3072) (768,)`."""
+    tmp, params = evaluated
+    manifest = Path(params.data.prepared_dir) / "manifest.json"
+    kept = manifest.read_text()
+    manifest.write_text(json.dumps({**json.loads(kept), "shape": [3, 16, 16]}))
+    try:
+        with pytest.raises(ValueError, match=r"gan: trained on images of shape 1x8x8 in 10 classes, .* holds "
+                           r"3x16x16 in 10: .* \(`genzoo train --family gan`\)"):  # fmt: skip
+            evaluate_family(params, "gan")
+    finally:
+        manifest.write_text(kept)
