@@ -51,7 +51,7 @@ from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, same_profile
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
-from genzoo.tasks.train import check_data, check_outputs, up_to_date
+from genzoo.tasks.train import check_data, check_outputs, say_if_replacing_other_data, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets
 
@@ -202,6 +202,7 @@ def train_task(
                 return {**done, "cached": True}
             if step := newest_checkpoint(params, family):  # the progress lines start there
                 logger.info("%s: resuming from its checkpoint at step %d", family, step)
+            say_if_replacing_other_data(params, family)  # here: a Ray worker's log reaches no console
             uri = None
             if params.run.track:
                 from genzoo.tasks.train import start_family_run

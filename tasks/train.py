@@ -90,7 +90,7 @@ def check_outputs(params: Params) -> None:
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
 
 
-def _say_if_replacing_other_data(params: Params, family: str) -> None:
+def say_if_replacing_other_data(params: Params, family: str) -> None:
     """A run on another image folder replaces runs/<family>/ trained on the earlier one: said,
     with where the earlier model stays (MLflow's registry, when tracked)."""
     meta = read_json(family_dir(params, family) / "model.json")
@@ -128,7 +128,7 @@ def train_family(
     it is not taken for done (``layout.up_to_date``) and is trained again (from its checkpoint)."""
     check_outputs(params)
     check_data(params, family)
-    _say_if_replacing_other_data(params, family)
+    say_if_replacing_other_data(params, family)
     if not params.run.track:
         return _train(params, family, progress=progress, callbacks=callbacks, stop_at=stop_at, final=True)
     from genzoo.tasks import tracking

@@ -216,8 +216,12 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     # same path, other content: the prepared data changed, so every family re-trains
     raw["data"]["val_fraction"] = 0.15
     _write(tmp_path, raw)
+    capsys.readouterr()
     fourth = pl.pipeline(params_file=pfile, families=["gan"])
     assert fourth["trained"]["gan"]["cached"] is False
+    # said on the driver, where the console and the run's log show it (the worker's line reached neither)
+    replacing = f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data than "
+    assert replacing in capsys.readouterr().err
     running = c.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
     assert running == []
 
