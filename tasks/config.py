@@ -802,7 +802,9 @@ def load_params(
     """Read, apply a named profile then ``key=value`` overrides, and validate."""
     path = Path(path)
     if not path.exists():
-        raise ParamsError(f"{path}: params file not found")
+        where = f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH)" if (
+            path == Path(DEFAULT_PARAMS)) else ""  # fmt: skip
+        raise ParamsError(f"{path}: params file not found{where}")
     try:
         raw = yaml.load(path.read_text(), Loader=_UniqueKeys) or {}
     except _Duplicate as e:

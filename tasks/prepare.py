@@ -247,6 +247,7 @@ def load_folder_source(
             first.setdefault(im.size[::-1], f)
         if len(first) > 1:
             shown = ", ".join(f"{h}x{w} ({f})" for (h, w), f in list(first.items())[:3])
+            shown += f" and {len(first) - 3} more" if len(first) > 3 else ""
             raise DataError(
                 f"{root}: images of {len(first)} sizes (H x W): {shown}; set data.image_size to size them all"
             )
@@ -496,6 +497,13 @@ def prepare(params: Params) -> dict:
     p = params.data
     check_output_dir(p.prepared_dir, "data.prepared_dir")
     check_replaceable(Path(p.prepared_dir), "prepared-data")  # a folder genzoo did not write: refused
+    kind, _, folder = p.source.partition(":")
+    inside = Path(p.prepared_dir).resolve().is_relative_to(Path(folder).expanduser().resolve())
+    if kind == "folder" and inside:
+        raise DataError(  # its files would become a class of the next prepare, in the user's folder
+            f"data.prepared_dir={p.prepared_dir} is inside the image folder data.source={p.source}: "
+            "choose a folder outside it (the default, data/prepared)"
+        )
     ds = convert(load_source(p), p)
     check(ds)
     if p.max_per_class:

@@ -281,6 +281,19 @@ CASES = {
         lambda w: ["usefulness", *_p(w), "--families", "vae,nope"],
         "--families: nope not in params",
     ),
+    "prepared-dir-inside-the-image-folder": (  # its files became a class of the next prepare
+        lambda w: [
+            "prepare",
+            *_p(
+                w,
+                "-o",
+                f"data.source=folder:{w['in'] / 'folder'}",
+                "-o",
+                f"data.prepared_dir={w['in'] / 'folder/new'}",
+            ),
+        ],
+        "/folder/new is inside the image folder data.source=folder:",
+    ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
         "empty-class/b: a class folder with no images",
@@ -876,3 +889,10 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
     except KeyError as bug:
         record.exc_info = (KeyError, bug, bug.__traceback__)
     assert "Traceback" in cli.ConsoleFormatter().format(record)  # a bug's traceback is still shown
+
+
+def test_no_params_file_here_says_where_genzoo_looked(tmp_path, monkeypatch, capsys, restore_logging):
+    monkeypatch.chdir(tmp_path)  # not the project's folder
+    assert cli.main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert f"params.yaml: params file not found in {tmp_path} (run genzoo in the project's folder, or " in err

@@ -99,6 +99,10 @@ def test_a_class_folders_nested_folders_are_its_images_and_mixed_sizes_name_thei
         DataError, match=r"images of 2 sizes \(H x W\): 12x10 \(.*/a/0.png\), 30x20 \(.*/b/tall.png\)"
     ):
         prepare(params(tmp_path, source=f"folder:{root}"))
+    for h in (31, 32, 33):  # five sizes: three named, the others counted
+        Image.fromarray(np.zeros((h, 20), np.uint8), "L").save(root / "b" / f"h{h}.png")
+    with pytest.raises(DataError, match=r"images of 5 sizes \(H x W\): .* and 2 more; set data.image_size"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
 
 
 def test_16_bit_npz_pixels_are_reduced_to_8_bits_unless_their_levels_are_given(tmp_path, caplog):
