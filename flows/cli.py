@@ -88,6 +88,20 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """A ``--seed``: an integer in [0, 2**31 - 1], as params.yaml's seeds (-1 and 2**32 - 1 drew
+    the same images)."""
+    from genzoo.tasks.config import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{seed} is not in [0, {MAX_SEED}]")
+    return seed
+
+
 def _train(params, families, quiet, parent_run_id=None) -> int:
     from genzoo.tasks.train import check_data, close_stale_runs, train_family, up_to_date
 
@@ -95,7 +109,7 @@ def _train(params, families, quiet, parent_run_id=None) -> int:
         check_data(params, fam)
     close_stale_runs(params)  # the caller holds the run lock
     for fam in families:
-        if (m := up_to_date(params, fam)) is not None:  # as `genzoo run` and `dvc repro` skip it
+        if (m := up_to_date(params, fam, loads=True)) is not None:  # as `genzoo run` and `dvc repro` skip it
             logging.getLogger("genzoo.train").warning(
                 "%s: up to date (same params, data and code), not retrained (to train it anew, delete %s "
                 "and its checkpoints, %s: a run resumes from them)",
@@ -137,8 +151,10 @@ def cmd_run(args) -> int:
     from genzoo.tasks.config import did_you_mean
 
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
-    families = args.families.split(",") if args.families else None
+    families = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in families or [] if f not in params.models]
+    if families == []:
+        raise UsageError(f"--families: none given (families: {', '.join(params.families)})")
     if unknown:
         raise UsageError(
             f"--families: {', '.join(unknown)} not in params (families: {', '.join(params.families)}"
@@ -734,7 +750,7 @@ def _sample_parser(sub) -> None:
         help="class name or index to condition on (default: drawn from the label prior)",
     )
     p.add_argument("--out", required=True, help="output path without suffix: writes PATH.npz and PATH.png")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same images (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="sampling seed: same seed, same images (default 0)")
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")
     p.set_defaults(fn=cmd_sample)
 
@@ -752,7 +768,7 @@ def _augment_parser(sub) -> None:
     )
     p.add_argument("--per-class", type=int, help="images per class from each family")
     p.add_argument("--name", help="dataset name: data/augment/NAME/")
-    p.add_argument("--seed", type=int, help="same seed, same dataset")
+    p.add_argument("--seed", type=_seed, help="same seed, same dataset")
     p.add_argument(
         "--min-confidence", type=float, help="keep images the evaluator labels this surely (0 to below 1)"
     )
@@ -834,7 +850,7 @@ def _interpolate_parser(sub) -> None:
     )
     p.add_argument("--steps", type=int, default=9, help="images along the path, ends included (default 9)")
     p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-interpolation)")
     p.set_defaults(fn=cmd_interpolate)
 
@@ -874,7 +890,7 @@ def _judge_parser(sub) -> None:
         help="'which looks more real?' pairs per rater and pair of families (default 5; 0: none)",
     )
     c.add_argument("--raters", type=int, default=1, help="raters to create with the study (default 1)")
-    c.add_argument("--seed", type=int, default=0, help="same seed, same images and orders")
+    c.add_argument("--seed", type=_seed, default=0, help="same seed, same images and orders")
     c.add_argument("--name", help="the study's name (default: study-<date>-<time>)")
     c.add_argument("--port", type=port, default=8400, help="port the printed links use (default 8400)")
     c.add_argument("--db", help=db)

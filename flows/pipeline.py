@@ -196,7 +196,7 @@ def train_task(
     run_id, c = None, None
     try:  # the family's MLflow run is closed however this ends, its submission included
         with _turn(f"train-{family}"):
-            done = up_to_date(params, family)
+            done = up_to_date(params, family, loads=True)
             if done is not None:
                 logger.info("%s: up to date (same params, data and code), not retrained", family)
                 return {**done, "cached": True}

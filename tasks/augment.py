@@ -272,6 +272,12 @@ def class_counts(req: AugmentParams, spec: DataSpec) -> np.ndarray:
     if unknown:
         raise ValueError(f"augment.class_ratios: classes {unknown} do not exist (the data has {num_classes})")
     per_class = by_pixels(req.per_class, req.sample_pixels, spec, 10)
+    if per_class < req.per_class:  # the quick profile's cap: said, not silent
+        log.warning(
+            "augment: %d images per class, not %d: augment.sample_pixels=%d caps a draw of %dx%dx%d images "
+            "(-o augment.sample_pixels=null lifts it)", per_class, req.per_class, req.sample_pixels,
+            *spec.shape,
+        )  # fmt: skip
     counts = np.array([round(per_class * ratios.get(c, 1.0)) for c in range(num_classes)])
     if counts.sum() == 0:
         raise ValueError("augment.class_ratios: every class has a count of 0")

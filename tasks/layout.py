@@ -639,9 +639,26 @@ def train_key(params: Params, family: str, manifest: dict) -> str:
     return key_of(train_inputs(params, family, manifest))
 
 
-def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
+def unloadable(config: Path) -> str | None:
+    """Why the model at ``config`` does not load as `genzoo sample` loads it (an edited
+    model.json whose net no longer builds its weights, weights that are no safetensors file
+    though their sha256 was recorded again), or None when it loads."""
+    from safetensors import SafetensorError
+
+    try:
+        models.load(config)
+    except SafetensorError as e:  # e.g. a pickle: never unpickled
+        return f"model.safetensors is not a safetensors file: {e}"
+    except (ValueError, OSError) as e:
+        return str(e).splitlines()[0].replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
+    return None
+
+
+def up_to_date(params: Params, family: str, loads: bool = False) -> dict[str, Any] | None:
     """The metrics of ``family``'s outputs when they exist, are whole and were made from the
-    current params, data and code; else None (it needs training)."""
+    current params, data and code; else None (it needs training). ``loads``: and the model
+    loads (an edited model.json keeps its fingerprint and weights' hash: a training that skips
+    it would keep it damaged), as the commands that decide to train ask."""
     out = family_dir(params, family)
     manifest = read_manifest(params.data.prepared_dir, required=False)
     meta = read_json(out / "model.json")
@@ -653,6 +670,9 @@ def up_to_date(params: Params, family: str) -> dict[str, Any] | None:
     if not all((out / f).is_file() for f in FAMILY_OUTPUTS):
         return None
     if sha256_file(out / "model.safetensors") != meta.get("sha256"):
+        return None
+    if loads and (why := unloadable(out / "model.json")):
+        log.warning("%s: damaged (%s): trained again", family, why)
         return None
     return metrics
 

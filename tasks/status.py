@@ -6,12 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-
-from genzoo.models.base import load, sha256_file
+from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, up_to_date
+from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, unloadable, up_to_date
 from genzoo.tasks.tracking import param_strings
 
 
@@ -36,6 +34,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = "up to date"
     elif missing:
         state = f"incomplete ({', '.join(missing)} missing: genzoo run or genzoo train makes it again)"
+    elif not meta.get("sha256"):
+        state = "damaged (model.json records no sha256 of its weights: train it again)"
     elif sha256_file(out / "model.safetensors") != meta.get("sha256"):
         state = "damaged (model.safetensors does not match the sha256 in model.json: train it again)"
     elif manifest and data_hash(manifest) != meta.get("data_sha256"):
@@ -49,11 +49,9 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"stale for these params; up to date with {made[0]}"
     else:
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
-    if state.startswith(("up to date", "stale for these params")) and (
-        why := _unloadable(out / "model.json")
-    ):
-        # its fingerprint and hash hold, so genzoo train takes it for current: without its config, not
-        state = f"damaged ({why}; delete {out / 'model.json'}, then train it again)"
+    if state.startswith(("up to date", "stale for these params")) and (why := unloadable(out / "model.json")):
+        # its fingerprint and hash hold; genzoo train and genzoo run load it before taking it for current
+        state = f"damaged ({why}: train it again)"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime(_trained_at(metrics, out))),
@@ -82,19 +80,6 @@ def _trained_at(metrics: dict[str, Any], out: Path) -> float:
         if isinstance(end, int | float) and not isinstance(end, bool)
         else (out / "model.json").stat().st_mtime
     )
-
-
-def _unloadable(config: Path) -> str | None:
-    """Why the model at ``config`` does not load as `genzoo sample` loads it (an edited
-    model.json whose net no longer builds its weights, weights that are no safetensors file
-    though their sha256 was recorded again), or None when it loads."""
-    try:
-        load(config)
-    except SafetensorError as e:  # e.g. a pickle: never unpickled
-        return f"model.safetensors is not a safetensors file: {e}"
-    except (ValueError, OSError) as e:
-        return str(e).splitlines()[0].replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
-    return None
 
 
 def changed_since(params: Params, family: str, made_with: dict | None, manifest: dict | None,

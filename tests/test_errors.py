@@ -268,6 +268,7 @@ CASES = {
         lambda w: ["evaluate", *_p(w), "--family", "vea"],
         "models.vea: not in params (families: vae; did you mean vae?)",
     ),
+    "no-families": (lambda w: ["run", *_p(w), "--families", ","], "--families: none given (families: vae)"),
     "misspelt-families": (
         lambda w: ["run", *_p(w), "--families", "vea"],
         "vea not in params (families: vae; ",
@@ -896,3 +897,12 @@ def test_no_params_file_here_says_where_genzoo_looked(tmp_path, monkeypatch, cap
     assert cli.main(["status"]) == 2
     err = capsys.readouterr().err
     assert f"params.yaml: params file not found in {tmp_path} (run genzoo in the project's folder, or " in err
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967295"])
+def test_a_seed_out_of_range_is_refused(seed, capsys):
+    """-1 and 2**32 - 1 drew the same images: every --seed takes what params.yaml's seeds take."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["sample", "--family", "vae", "--seed", seed])
+    assert stop.value.code == 2
+    assert f"argument --seed: {seed} is not in [0, 2147483647]" in capsys.readouterr().err

@@ -695,3 +695,20 @@ def test_a_class_its_pass_rate_cannot_fill_fails_after_one_round_and_a_slow_one_
     assert sum(asked) == 400  # one round
     x, y, n = _draw(net, make, np.array([200, 200]), Filters(4), max_draws=10, batch=500)
     assert (y == 1).sum() == 200 and 200 + 600 <= n <= 200 + 2000
+
+
+def test_a_per_class_count_capped_by_sample_pixels_is_said(caplog):
+    """Under the quick profile `--per-class 3000` gave 800 images per class without a word."""
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.augment import class_counts
+    from genzoo.tasks.config import AugmentParams
+
+    spec = DataSpec(1, 8, 8, 17, 10)
+    assert list(class_counts(AugmentParams(per_class=3000), spec)) == [3000] * 10
+    assert "augment:" not in caplog.text
+    counts = class_counts(AugmentParams(per_class=3000, sample_pixels=51200), spec)
+    assert list(counts) == [800] * 10
+    assert (
+        "augment: 800 images per class, not 3000: augment.sample_pixels=51200 caps a draw of 1x8x8"
+        in caplog.text
+    )
