@@ -47,7 +47,7 @@ from genzoo.tasks.config import Params, did_you_mean, load_params
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
-from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, same_profile
+from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, newest_checkpoint, same_profile
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
 from genzoo.tasks.prepare import prepare, unseen_by_dvc
@@ -507,19 +507,6 @@ def chosen_families(params: Params, params_file: str, families: list[str] | None
             f"{did_you_mean(unknown, params.families)})"
         )
     return chosen
-
-
-def newest_checkpoint(params: Params, family: str) -> int | None:
-    """The step of ``family``'s newest checkpoint for its current params, data and code (the
-    training resumes from it), or None."""
-    from genzoo.models.trainer import Checkpoints
-    from genzoo.tasks.data import read_manifest
-    from genzoo.tasks.layout import checkpoint_dir, train_key
-
-    manifest = read_manifest(params.data.prepared_dir, required=False)
-    if manifest is None:
-        return None
-    return Checkpoints(checkpoint_dir(params, family, train_key(params, family, manifest))).newest_step()
 
 
 def stopped(e: BaseException) -> bool:

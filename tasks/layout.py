@@ -639,6 +639,17 @@ def train_key(params: Params, family: str, manifest: dict) -> str:
     return key_of(train_inputs(params, family, manifest))
 
 
+def newest_checkpoint(params: Params, family: str) -> int | None:
+    """The step of ``family``'s newest checkpoint for its current params, data and code (the
+    training resumes from it), or None."""
+    from genzoo.models.trainer import Checkpoints
+
+    manifest = read_manifest(params.data.prepared_dir, required=False)
+    if manifest is None:
+        return None
+    return Checkpoints(checkpoint_dir(params, family, train_key(params, family, manifest))).newest_step()
+
+
 def unloadable(config: Path) -> str | None:
     """Why the model at ``config`` does not load as `genzoo sample` loads it (an edited
     model.json whose net no longer builds its weights, weights that are no safetensors file

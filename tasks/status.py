@@ -9,7 +9,15 @@ from typing import Any
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, read_manifest
-from genzoo.tasks.layout import FAMILY_OUTPUTS, family_dir, read_json, train_inputs, unloadable, up_to_date
+from genzoo.tasks.layout import (
+    FAMILY_OUTPUTS,
+    family_dir,
+    newest_checkpoint,
+    read_json,
+    train_inputs,
+    unloadable,
+    up_to_date,
+)
 from genzoo.tasks.tracking import param_strings
 
 
@@ -18,6 +26,12 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
     params of one of ``profiles`` (the params file's profiles, each applied), or params or code."""
     out = family_dir(params, family)
     row: dict[str, Any] = {"family": family, "state": "not trained"}
+    if not (out / "model.json").exists() and (
+        step := newest_checkpoint(params, family)
+    ):  # a first one, stopped
+        row["state"] = (
+            f"not trained (a training stopped at step {step}: genzoo train or genzoo run resumes it)"
+        )
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
     if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
         row["state"] = "damaged (model.json cannot be read as a model config: train it again)"

@@ -82,6 +82,11 @@ def test_resume_after_interruption_matches(tmp_path, caplog):
     prepare(params)
     train_family(params, "vae", progress=False, stop_at=10)
     assert not (tmp_path / "runs" / "vae" / "model.json").exists()
+    from genzoo.tasks.status import family_status  # it said "not trained" alone
+
+    assert family_status(params, "vae")["state"] == (
+        "not trained (a training stopped at step 10: genzoo train or genzoo run resumes it)"
+    )
     with caplog.at_level("INFO", "genzoo.trainer"):
         resumed = train_family(params, "vae", progress=False)
     assert resumed["resumed_from"] == 10
