@@ -164,9 +164,11 @@ def cmd_run(args) -> int:
         pass
     from genzoo.tasks.augment import check_target
     from genzoo.tasks.errors import check_output_dir
+    from genzoo.tasks.prepare import check_outside_source
 
     # every folder the run writes, as its stage will check it: one line now, not a failed stage
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (replaced whole)
+    check_outside_source(params)  # genzoo's files in the user's image folder
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
     check_target(params.augment.out_dir, params.augment.name)  # (the dataset's folder, the last stage)
     from genzoo.flows.serve import temporary_server
@@ -347,7 +349,9 @@ def cmd_augment(args) -> int:
     from genzoo.tasks.augment import generate, request
 
     params = _params(args)
-    families = args.families.split(",") if args.families else None
+    families = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    if families == []:
+        raise UsageError(f"--families: none given (families: {', '.join(params.families)}, or best)")
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
                   png=args.png, formats=args.formats.split(",") if args.formats else None,
@@ -417,12 +421,12 @@ def cmd_detect(args) -> int:
     params = _params(args)
     _scorable(params.require(args.family))
     if args.benchmark:  # anomaly.json beside the run's other figures: only at the run's settings
-        from genzoo.tasks.layout import ANOMALY_BECAUSE, warn_if_stale
+        from genzoo.tasks.layout import ANOMALY_BECAUSE
 
         _same_profile(args, params, [args.family], "benchmark {it}", because=ANOMALY_BECAUSE)
-        warn_if_stale(params, args.family, "benchmarked", logging.getLogger("genzoo.detect"))
         with _holding(params):
             r = run_benchmark(params, args.family)
+        _said_if_stale(args, params, "benchmarked", "genzoo.detect")  # a model stale under every profile
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
         for name, st in r["sets"].items():
             print(f"{name:>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
@@ -536,7 +540,8 @@ def _said_if_stale(args, params, doing: str, logger: str) -> None:
     from genzoo.tasks.data import read_manifest
     from genzoo.tasks.layout import warn_if_stale
 
-    if read_manifest(params.data.prepared_dir, required=False):  # else nothing to compare it with
+    # a family of genzoo's but not of params (its folder kept): nothing to compare it with, as no data
+    if args.family in params.models and read_manifest(params.data.prepared_dir, required=False):
         warn_if_stale(params, args.family, doing, logging.getLogger(logger), _other_profiles(args, params))
 
 

@@ -43,14 +43,14 @@ from genzoo.flows import cluster
 from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.augment import check_target
-from genzoo.tasks.config import Params, did_you_mean, load_params
+from genzoo.tasks.config import MAX_SEED, Params, did_you_mean, load_params
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
 from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, newest_checkpoint, same_profile
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
-from genzoo.tasks.prepare import prepare, unseen_by_dvc
+from genzoo.tasks.prepare import check_outside_source, prepare, unseen_by_dvc
 from genzoo.tasks.train import check_data, check_outputs, say_if_replacing_other_data, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets
@@ -747,6 +747,7 @@ def pipeline(
     confine(params, params_file=params_file)  # served deployments stay inside the project
     check_outputs(params)  # before Ray, Prefect's tasks or MLflow's runs start
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (as `genzoo run` checks them)
+    check_outside_source(params)
     check_target(params.augment.out_dir, params.augment.name)  # the last stage's folder: an edited card
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
@@ -846,7 +847,7 @@ def sample(
     n: Annotated[int, Field(gt=0)] = 100,
     label: str | None = None,
     out: str | None = None,
-    seed: Annotated[int, Field(ge=0)] = 0,
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``.
@@ -884,7 +885,7 @@ def augment(
     families: list[Literal[(*models.REGISTRY, "best")]] | None = None,
     per_class: Annotated[int | None, Field(gt=0)] = None,
     name: str | None = None,
-    seed: Annotated[int | None, Field(ge=0)] = None,
+    seed: Annotated[int | None, Field(ge=0, le=MAX_SEED)] = None,
     min_confidence: Annotated[float | None, Field(ge=0, lt=1)] = None,
     reject_copies: bool | None = None,
     png: bool | None = None,
@@ -937,7 +938,7 @@ def judge_study(
     attention: Annotated[int, Field(ge=0, le=100)] = 3,
     pairs: Annotated[int, Field(ge=0, le=100)] = 5,
     raters: Annotated[int, Field(ge=0, le=100)] = 3,
-    seed: Annotated[int, Field(ge=0)] = 0,
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0,
     name: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     port: Annotated[int, Field(gt=0, lt=65536)] = 8400,
     profile: Profile | None = None,

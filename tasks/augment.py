@@ -211,10 +211,11 @@ def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
 
 
 def _other_model(params: Params, family: str, what: str) -> None:
-    again = f"evaluate --family {family}" if what == "quality.json" else f"usefulness --families {family}"
+    again = (measure_again(params, family) if what == "quality.json"
+             else params.command(f"usefulness --families {family}"))  # fmt: skip
     log.warning("augment: %s's %s measured another model than %s (trained again since?): left out of "
                 "what `best` chooses by; `%s` measures it", family, what,
-                shown(family_dir(params, family) / "model.safetensors"), params.command(again))  # fmt: skip
+                shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
 
 
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
@@ -264,16 +265,18 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     return path, info
 
 
-def class_counts(req: AugmentParams, spec: DataSpec) -> np.ndarray:
+def class_counts(req: AugmentParams, spec: DataSpec, asked: bool = True) -> np.ndarray:
     """Images per class: ``per_class`` (fewer for large images with ``sample_pixels``) times
-    each class's ratio."""
+    each class's ratio. A cap on a count the user ``asked`` for is a warning; on the params' own
+    (the quick profile's on large images, by design) an info line."""
     ratios, num_classes = req.class_ratios or {}, spec.num_classes
     unknown = [c for c in ratios if c >= num_classes]
     if unknown:
         raise ValueError(f"augment.class_ratios: classes {unknown} do not exist (the data has {num_classes})")
     per_class = by_pixels(req.per_class, req.sample_pixels, spec, 10)
     if per_class < req.per_class:  # the quick profile's cap: said, not silent
-        log.warning(
+        log.log(
+            logging.WARNING if asked else logging.INFO,
             "augment: %d images per class, not %d: augment.sample_pixels=%d caps a draw of %dx%dx%d images "
             "(-o augment.sample_pixels=null lifts it)", per_class, req.per_class, req.sample_pixels,
             *spec.shape,
@@ -516,7 +519,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     xs, ys, src, sources, drawn = [], [], [], {}, 0
     for i, (path, info) in enumerate(chosen):
         net = models.load(path)
-        counts = class_counts(req, net.spec)
+        counts = class_counts(req, net.spec, asked=req.per_class != params.augment.per_class)
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
         make = _perturbed(params, net, recipe, gen) if recipe.mode == "perturb" else _sampled(net, gen)
         x, y, n = _draw(net, make, counts, filters, req.max_draws, batch)

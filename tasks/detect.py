@@ -429,7 +429,8 @@ def run_benchmark(params: Params, family: str) -> dict[str, Any]:
                              f"{manifest['num_classes'] - 1})")  # fmt: skip
     weights = family_dir(params, params.require(family)) / "model.safetensors"
     if not weights.is_file():
-        _model(params, family)  # not trained: its own message
+        if not weights.with_name("model.json").exists():
+            _model(params, family)  # not trained: its own message
         raise FileNotFoundError(f"{weights}: missing (`genzoo status`: incomplete); train {family} again")
     model = sha256_file(weights)
     key = fingerprint({

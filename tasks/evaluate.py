@@ -303,12 +303,16 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     model_path = trained / "model.json"
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: {family} is not trained")
-    gen = models.load(model_path)
+    meta = read_json(model_path)  # its config's spec: no load before the cache check
+    try:  # an unreadable or edited config: models.load names what is wrong with it, below
+        made = DataSpec(**meta["spec"])
+    except (TypeError, KeyError):
+        made = None
     data = data_spec(read_manifest(params.data.prepared_dir))
-    if (gen.spec.shape, gen.spec.num_classes) != (data.shape, data.num_classes):  # nothing to compare
+    if made and (made.shape, made.num_classes) != (data.shape, data.num_classes):  # nothing to compare
         raise DataError(
-            f"{family}: trained on images of shape {'x'.join(map(str, gen.spec.shape))} in "
-            f"{gen.spec.num_classes} classes, {params.data.prepared_dir} holds "
+            f"{family}: trained on images of shape {'x'.join(map(str, made.shape))} in "
+            f"{made.num_classes} classes, {params.data.prepared_dir} holds "
             f"{'x'.join(map(str, data.shape))} in {data.num_classes}: its samples cannot be scored against "
             f"them; train it again (`{params.command(f'train --family {family}')}`) or prepare the data it "
             "was trained on"
@@ -335,6 +339,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     net = load_evaluator(folder / "evaluator.json")
     judges = load_judges(folder / "judges.npz")
     real = real_features(folder)
+    gen = models.load(model_path)
 
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]

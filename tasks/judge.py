@@ -686,12 +686,11 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
     }
 
 
-def against_metrics(params: Params, figures: dict[str, Any]) -> dict[str, Any]:
+def against_metrics(params: Params, figures: dict[str, Any], other: list[str] = ()) -> dict[str, Any]:
     """Does the human ranking (a higher error is better) agree with the metrics' (a lower
     Fréchet distance, a higher precision)? Kendall's tau over the families scored by both, with
-    the models the study drew from."""
+    the models the study drew from (``other``: the families whose weights runs/ no longer holds)."""
     q = {f: read_json(evaluation_dir(params) / f / "quality.json") for f in figures["families"]}
-    other = other_models(params, figures)
     both = [
         f
         for f, d in figures["families"].items()
@@ -732,14 +731,15 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
             raise StudyError(f"no study in {_safe(url)} (genzoo judge create)")
     cfg, rows = answers_of(eng, name)
     figures = score(cfg, rows, reps=reps, seed=int(cfg["seed"]))
-    figures = _json_safe(figures | {"metrics": against_metrics(params, figures)})
+    other = other_models(params, figures)
+    figures = _json_safe(figures | {"metrics": against_metrics(params, figures, other)})
     path = results_path(params, name)
     atomic_write_text(path, json.dumps(figures, indent=2, allow_nan=False))
-    if other := other_models(params, figures):
+    if other:
         log.warning(
-            "study %s: %s drew its images from other weights than runs/ holds now (trained again since); "
-            "not logged to their MLflow runs nor ranked against their metrics (`genzoo judge create` "
-            "makes a study of these)", name, ", ".join(other),
+            "study %s: its images of %s came from weights runs/ no longer holds (trained again, or deleted, "
+            "since); not logged to MLflow nor ranked against the metrics (`genzoo judge create` makes a "
+            "study of the models there)", name, ", ".join(other),
         )  # fmt: skip
     for f, d in figures["families"].items():
         if d.get("error") is not None and f not in other:

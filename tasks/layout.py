@@ -157,11 +157,13 @@ def trained_families(params: Params, names: list[str] | str, choices: str = "") 
     must be a family in params and trained under ``run.runs_dir``; none is an error. ``choices``:
     what else the option takes, for the message (", or all")."""
     if isinstance(names, str):
-        names = [f for f in names.split(",") if f]
+        names = [f.strip() for f in names.split(",") if f.strip()]
     unknown = [f for f in names if f not in params.models]
-    if unknown or not names:
+    if not names:
+        raise UsageError(f"--families: none given (families: {', '.join(params.families)}{choices})")
+    if unknown:
         raise UsageError(
-            f"--families: {', '.join(unknown) or 'none given'} not in params "
+            f"--families: {', '.join(unknown)} not in params "
             f"(families: {', '.join(params.families)}{choices}{did_you_mean(unknown, params.families)})"
         )
     for f in names:
@@ -443,12 +445,16 @@ def model_sha(params: Params, family: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def other_models(params: Params, figures: dict) -> list[str]:
+def other_models(params: Params, figures: dict, shas: dict[str, str | None] | None = None) -> list[str]:
     """The families of a study whose images came from other weights than runs/ holds now (trained
-    again, or on other data, since): its figures are not theirs. A study made before studies
-    recorded their models: none."""
-    made = figures.get("models") or {}
-    return [f for f in figures["families"] if f in made and made[f] != model_sha(params, f)]
+    again, or on other data, or deleted since): its figures are not theirs. A study made before
+    studies recorded their models: none. ``shas``: the weights' digests, where known."""
+    made, shas = figures.get("models") or {}, shas or {}
+    return [
+        f
+        for f in figures["families"]
+        if f in made and made[f] != (shas[f] if f in shas else model_sha(params, f))
+    ]
 
 
 def warn_if_stale(
@@ -660,8 +666,9 @@ def unloadable(config: Path) -> str | None:
         models.load(config)
     except SafetensorError as e:  # e.g. a pickle: never unpickled
         return f"model.safetensors is not a safetensors file: {e}"
-    except (ValueError, OSError) as e:
-        return str(e).splitlines()[0].replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
+    except Exception as e:  # whatever stops it loading: it is not a model to take for current
+        said = (str(e).splitlines() or [type(e).__name__])[0]
+        return said.replace(f"{config}: ", "model.json: ").replace(f"{config.parent}/", "")
     return None
 
 

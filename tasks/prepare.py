@@ -492,18 +492,29 @@ def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- the stage
 
 
+def check_outside_source(params: Params) -> None:
+    """Refuse outputs inside the image folder of a ``folder:`` source: their files (the prepared
+    splits, a family's samples.png, a dataset's class folders) would become images of a class of
+    the next prepare, in the user's own folder."""
+    kind, _, folder = params.data.source.partition(":")
+    if kind != "folder":
+        return
+    root = Path(folder).expanduser().resolve()
+    for key, path in (("data.prepared_dir", params.data.prepared_dir), ("run.runs_dir", params.run.runs_dir),
+                      ("augment.out_dir", params.augment.out_dir)):  # fmt: skip
+        if Path(path).expanduser().resolve().is_relative_to(root):
+            raise DataError(
+                f"{key}={path} is inside the image folder data.source={params.data.source}: choose a folder "
+                "outside it (genzoo's files there would become images of the next prepare)"
+            )
+
+
 def prepare(params: Params) -> dict:
     """Build the prepared dataset; returns its manifest."""
     p = params.data
     check_output_dir(p.prepared_dir, "data.prepared_dir")
     check_replaceable(Path(p.prepared_dir), "prepared-data")  # a folder genzoo did not write: refused
-    kind, _, folder = p.source.partition(":")
-    inside = Path(p.prepared_dir).resolve().is_relative_to(Path(folder).expanduser().resolve())
-    if kind == "folder" and inside:
-        raise DataError(  # its files would become a class of the next prepare, in the user's folder
-            f"data.prepared_dir={p.prepared_dir} is inside the image folder data.source={p.source}: "
-            "choose a folder outside it (the default, data/prepared)"
-        )
+    check_outside_source(params)
     ds = convert(load_source(p), p)
     check(ds)
     if p.max_per_class:

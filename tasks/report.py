@@ -70,14 +70,14 @@ SPACES_FLOOR_RATIO = 1.3
 SPACES_ACCURACY = 0.97
 
 
-def latest_study(folder: Path, usable=lambda h: True) -> dict[str, Any] | None:
-    """The results of the newest ``usable`` study in ``folder`` (by when it was created; results
-    scored before studies recorded that: by when they were scored), one with answers first:
-    scoring an older study, or one nobody has rated yet, does not take the report's section from it."""
+def latest_study(folder: Path) -> dict[str, Any] | None:
+    """The results of the newest study in ``folder`` (by when it was created; results scored
+    before studies recorded that: by when they were scored), one with answers first: scoring an
+    older study, or one nobody has rated yet, does not take the report's section from it."""
     found = []
     for p in folder.glob("*.json"):
         h = read_json(p)
-        if isinstance(h, dict) and "families" in h and usable(h):
+        if isinstance(h, dict) and "families" in h:
             found.append((h.get("answers", 0) > 0, h.get("created") or p.stat().st_mtime, h))
     return max(found, key=lambda t: t[:2])[2] if found else None
 
@@ -112,7 +112,7 @@ def collect(params: Params) -> dict[str, Any]:
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
         elif (Path(params.run.runs_dir) / f / "model.json").exists():
-            missing.append(f"{f} (not evaluated yet: {params.command(f'evaluate --family {f}')})")
+            missing.append(f"{f} (not evaluated yet: {measure_again(params, f)})")
         else:
             missing.append(f"{f} (not trained)")
         a = read_json(folder / f / "anomaly.json")
@@ -140,16 +140,18 @@ def collect(params: Params) -> dict[str, Any]:
             log.warning("%s: usefulness figures left out (%s)", f, why)
             missing.append(f"{f} usefulness ({why})")
             del useful[f]
-    # a study of other models (a family trained again, or on other data, since): not these models' figures
-    human = latest_study(folder / "human", lambda h: not other_models(params, h))
-    newest = latest_study(folder / "human")
-    if newest is not None and newest is not human and (other := other_models(params, newest)):
-        log.warning("human study %s: drew from other weights of %s than runs/ holds now; left out",
-                    newest["study"], ", ".join(other))  # fmt: skip
+    # a study of other models (a family trained again, or on other data, since): not these models'
+    # figures, and no older study stands in for it (one made before studies recorded their models
+    # could be of any)
+    human = latest_study(folder / "human")
+    if human is not None and (other := other_models(params, human, shas)):
+        log.warning("human study %s: drew from weights of %s that runs/ no longer holds; left out",
+                    human["study"], ", ".join(other))  # fmt: skip
         missing.append(
-            f"human study {newest['study']} (drew from other weights of {', '.join(other)} than runs/ holds "
-            f"now: {params.command('judge create')} makes one of these)"
+            f"human study {human['study']} (drew from weights of {', '.join(other)} that runs/ no longer "
+            f"holds: {params.command('judge create')} makes one of these models)"
         )
+        human = None
     return {
         "usefulness": {"reference": u_ref, "families": useful} if u_ref and useful else None,
         "evaluator": read_json(folder / "evaluator" / "metrics.json") or {},

@@ -65,7 +65,8 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         state = f"stale ({changed_since(params, family, meta.get('made_with'), manifest)})"
     if state.startswith(("up to date", "stale for these params")) and (why := unloadable(out / "model.json")):
         # its fingerprint and hash hold; genzoo train and genzoo run load it before taking it for current
-        state = f"damaged ({why}: train it again)"
+        flag = state.partition("up to date with ")[2]  # a quick run's model: trained again with its flag
+        state = f"damaged ({why}: train it again{' with ' + flag if flag else ''})"
     row.update(
         state=state,
         trained=time.strftime("%Y-%m-%d %H:%M", time.localtime(_trained_at(metrics, out))),

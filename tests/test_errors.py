@@ -269,6 +269,14 @@ CASES = {
         "models.vea: not in params (families: vae; did you mean vae?)",
     ),
     "no-families": (lambda w: ["run", *_p(w), "--families", ","], "--families: none given (families: vae)"),
+    "no-families-to-draw": (
+        lambda w: ["augment", *_p(w), "--families", ","],
+        "--families: none given (families: vae, or best)",
+    ),
+    "no-families-to-measure": (
+        lambda w: ["usefulness", *_p(w), "--families", " ,"],
+        "--families: none given (families: vae)",
+    ),
     "misspelt-families": (
         lambda w: ["run", *_p(w), "--families", "vea"],
         "vea not in params (families: vae; ",
@@ -294,6 +302,19 @@ CASES = {
             ),
         ],
         "/folder/new is inside the image folder data.source=folder:",
+    ),
+    "runs-dir-inside-the-image-folder": (  # before Ray, Prefect or MLflow start
+        lambda w: [
+            "run",
+            *_p(
+                w,
+                "-o",
+                f"data.source=folder:{w['in'] / 'folder'}",
+                "-o",
+                f"run.runs_dir={w['in'] / 'folder/r'}",
+            ),
+        ],
+        "run.runs_dir=",
     ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],

@@ -383,6 +383,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         state = gan_state(*short)
         assert state.startswith(f"damaged (model.json: {said.split(' (')[0]}"), (key, state)
         assert state.endswith(": train it again)"), (key, state)
+        assert gan_state().endswith(": train it again with --profile short)")  # not a default training
     # weights that are a pickle, their sha256 recorded again: no safetensors file, said so
     torch.save({"w": torch.zeros(1)}, tmp_path / "s.pt")
     meta_file.write_text(json.dumps({**meta, "sha256": sha256_file(tmp_path / "s.pt")}))

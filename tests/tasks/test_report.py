@@ -514,10 +514,13 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         made = {f: sha256_file(tmp / "runs" / f / "model.safetensors") for f in fams}
         path.write_text(json.dumps({**human, "models": made}))
         assert build_report(params)["human"]["study"] == "s<1>"  # the same weights: shown
-        path.write_text(json.dumps({**human, "models": {**made, order[0]: "0" * 64}}))
+        path.write_text(json.dumps({**human, "models": {**made, order[0]: "0" * 64}, "created": 2.0}))
+        older = path.with_name("s0.json")  # a study from before studies recorded their models
+        older.write_text(json.dumps({**human, "study": "s0", "created": 1.0}))
         summary = build_report(params)
-        assert "human" not in summary
-        assert f"human study s<1> (drew from other weights of {order[0]} than runs/ holds now: " in "; ".join(
+        older.unlink()
+        assert "human" not in summary  # and the older one of unknown models does not stand in
+        assert f"human study s<1> (drew from weights of {order[0]} that runs/ no longer holds: " in "; ".join(
             summary["left_out"]
         )
         assert "<h2>Human evaluation</h2>" not in (tmp / "runs" / "report" / "index.html").read_text()
