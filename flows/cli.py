@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
         pass
     from genzoo.tasks.augment import check_target
     from genzoo.tasks.errors import check_output_dir
-    from genzoo.tasks.prepare import check_outside_source
+    from genzoo.tasks.layout import check_outside_source
 
     # every folder the run writes, as its stage will check it: one line now, not a failed stage
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (replaced whole)

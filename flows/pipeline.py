@@ -47,10 +47,16 @@ from genzoo.tasks.config import MAX_SEED, Params, did_you_mean, load_params
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
-from genzoo.tasks.layout import DATASET_BECAUSE, STUDY_BECAUSE, newest_checkpoint, same_profile
+from genzoo.tasks.layout import (
+    DATASET_BECAUSE,
+    STUDY_BECAUSE,
+    check_outside_source,
+    newest_checkpoint,
+    same_profile,
+)
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
-from genzoo.tasks.prepare import check_outside_source, prepare, unseen_by_dvc
+from genzoo.tasks.prepare import prepare, unseen_by_dvc
 from genzoo.tasks.train import check_data, check_outputs, say_if_replacing_other_data, up_to_date
 from genzoo.tasks.usefulness import families as usefulness_families
 from genzoo.tasks.usefulness import measure_family, reference, train_subsets

@@ -67,6 +67,7 @@ from genzoo.tasks.formats import (
     write_dataset,
 )
 from genzoo.tasks.layout import (
+    check_outside_source,
     check_replaceable,
     evaluation_dir,
     evaluator_dir,
@@ -267,8 +268,8 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
 
 def class_counts(req: AugmentParams, spec: DataSpec, asked: bool = True) -> np.ndarray:
     """Images per class: ``per_class`` (fewer for large images with ``sample_pixels``) times
-    each class's ratio. A cap on a count the user ``asked`` for is a warning; on the params' own
-    (the quick profile's on large images, by design) an info line."""
+    each class's ratio. A cap on a count a command ``asked`` for is a warning; on the pipeline's
+    own dataset (the quick profile's on large images, by design) an info line."""
     ratios, num_classes = req.class_ratios or {}, spec.num_classes
     unknown = [c for c in ratios if c >= num_classes]
     if unknown:
@@ -497,7 +498,9 @@ def check_target(out_dir: str | Path, name: str) -> Path:
 @torch.inference_mode()
 def generate(params: Params, req: AugmentParams | None = None, batch: int = 500) -> Path:
     """Write the dataset ``req`` (default: the params' ``augment`` block) -> its folder."""
+    asked = req is not None  # a command's request: a cap on its count is a warning (the run's: info)
     req = _known_recipe(params, req or params.augment)
+    check_outside_source(params, req.out_dir)  # its class folders would become the user's images
     target = check_target(req.out_dir, req.name)
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
     choice = best_choice(params, req.metric, req.recipe) if "best" in req.families else None
@@ -519,7 +522,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     xs, ys, src, sources, drawn = [], [], [], {}, 0
     for i, (path, info) in enumerate(chosen):
         net = models.load(path)
-        counts = class_counts(req, net.spec, asked=req.per_class != params.augment.per_class)
+        counts = class_counts(req, net.spec, asked=asked)
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
         make = _perturbed(params, net, recipe, gen) if recipe.mode == "perturb" else _sampled(net, gen)
         x, y, n = _draw(net, make, counts, filters, req.max_draws, batch)

@@ -317,6 +317,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
             f"them; train it again (`{params.command(f'train --family {family}')}`) or prepare the data it "
             "was trained on"
         )
+    gen = models.load(model_path)  # before the cache: a model.json edited since no longer passes
     ev_meta = read_json(folder / "evaluator.json")
     if ev_meta is None or not (folder / "judges.npz").exists():
         raise FileNotFoundError(
@@ -339,7 +340,6 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     net = load_evaluator(folder / "evaluator.json")
     judges = load_judges(folder / "judges.npz")
     real = real_features(folder)
-    gen = models.load(model_path)
 
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]

@@ -44,7 +44,7 @@ from genzoo import models
 from genzoo.models.base import GenerativeModel, as_if_created, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, did_you_mean, fingerprint
-from genzoo.tasks.data import data_hash, read_manifest
+from genzoo.tasks.data import DataError, data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, check_output_dir
 
 log = logging.getLogger("genzoo.train")  # its one line: a variant starts training (train_variant)
@@ -186,6 +186,24 @@ def scored_by_another_evaluator(params: Params, quality: dict | None) -> bool:
     out, and `best` does not choose by it)."""
     scorer = (read_json(evaluation_dir(params) / "evaluator" / "evaluator.json") or {}).get("sha256")
     return bool(quality and scorer and quality.get("evaluator_sha256", scorer) != scorer)
+
+
+def check_outside_source(params: Params, out_dir: str | Path | None = None) -> None:
+    """Refuse outputs inside the image folder of a ``folder:`` source: their files (the prepared
+    splits, a family's samples.png, a dataset's class folders) would become images of a class of
+    the next prepare, in the user's own folder. ``out_dir``: a dataset's folder other than the
+    params' ``augment.out_dir``."""
+    kind, _, folder = params.data.source.partition(":")
+    if kind != "folder":
+        return
+    root = Path(folder).expanduser().resolve()
+    for key, path in (("data.prepared_dir", params.data.prepared_dir), ("run.runs_dir", params.run.runs_dir),
+                      ("augment.out_dir", out_dir or params.augment.out_dir)):  # fmt: skip
+        if Path(path).expanduser().resolve().is_relative_to(root):
+            raise DataError(
+                f"{key}={path} is inside the image folder data.source={params.data.source}: choose a folder "
+                "outside it (genzoo's files there would become images of the next prepare)"
+            )
 
 
 def measure_again(params: Params, family: str) -> str:

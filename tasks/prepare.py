@@ -43,7 +43,7 @@ from genzoo.tasks.data import data_spec as data_spec
 from genzoo.tasks.data import load_split as load_split
 from genzoo.tasks.data import read_manifest as read_manifest
 from genzoo.tasks.errors import check_output_dir, exit_code, writing
-from genzoo.tasks.layout import check_replaceable, exclusive, mark, replacing_dir
+from genzoo.tasks.layout import check_outside_source, check_replaceable, exclusive, mark, replacing_dir
 
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
@@ -490,23 +490,6 @@ def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the stage
-
-
-def check_outside_source(params: Params) -> None:
-    """Refuse outputs inside the image folder of a ``folder:`` source: their files (the prepared
-    splits, a family's samples.png, a dataset's class folders) would become images of a class of
-    the next prepare, in the user's own folder."""
-    kind, _, folder = params.data.source.partition(":")
-    if kind != "folder":
-        return
-    root = Path(folder).expanduser().resolve()
-    for key, path in (("data.prepared_dir", params.data.prepared_dir), ("run.runs_dir", params.run.runs_dir),
-                      ("augment.out_dir", params.augment.out_dir)):  # fmt: skip
-        if Path(path).expanduser().resolve().is_relative_to(root):
-            raise DataError(
-                f"{key}={path} is inside the image folder data.source={params.data.source}: choose a folder "
-                "outside it (genzoo's files there would become images of the next prepare)"
-            )
 
 
 def prepare(params: Params) -> dict:

@@ -34,6 +34,7 @@ from genzoo.tasks.data import data_hash, data_spec, load_split, read_manifest
 from genzoo.tasks.errors import check_output_dir, exit_code
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
+    check_outside_source,
     checkpoint_dir,
     exclusive,
     family_dir,
@@ -88,6 +89,7 @@ def check_outputs(params: Params) -> None:
     before any of it is: a file on the way or a read-only folder is one line naming the key."""
     check_output_dir(params.run.runs_dir, "run.runs_dir", into=True)
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
+    check_outside_source(params)  # samples.png and loss.png in the user's image folder
 
 
 def say_if_replacing_other_data(params: Params, family: str) -> None:

@@ -303,6 +303,21 @@ CASES = {
         ],
         "/folder/new is inside the image folder data.source=folder:",
     ),
+    "a-dataset-into-the-image-folder": (
+        lambda w: [
+            "augment",
+            *_p(
+                w,
+                "-o",
+                f"data.source=folder:{w['in'] / 'folder'}",
+                "-o",
+                f"augment.out_dir={w['in'] / 'folder'}",
+            ),
+            "--families",
+            "vae",
+        ],
+        "augment.out_dir=",
+    ),
     "runs-dir-inside-the-image-folder": (  # before Ray, Prefect or MLflow start
         lambda w: [
             "run",
@@ -314,7 +329,7 @@ CASES = {
                 f"run.runs_dir={w['in'] / 'folder/r'}",
             ),
         ],
-        "run.runs_dir=",
+        "is inside the image folder data.source=folder:",
     ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],

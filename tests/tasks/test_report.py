@@ -517,8 +517,10 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         path.write_text(json.dumps({**human, "models": {**made, order[0]: "0" * 64}, "created": 2.0}))
         older = path.with_name("s0.json")  # a study from before studies recorded their models
         older.write_text(json.dumps({**human, "study": "s0", "created": 1.0}))
-        summary = build_report(params)
-        older.unlink()
+        try:
+            summary = build_report(params)
+        finally:
+            older.unlink()
         assert "human" not in summary  # and the older one of unknown models does not stand in
         assert f"human study s<1> (drew from weights of {order[0]} that runs/ no longer holds: " in "; ".join(
             summary["left_out"]
