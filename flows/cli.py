@@ -288,6 +288,10 @@ def cmd_sample(args) -> int:
                 "with (its model.json); bench/sample_sweep.py samples it with other net settings",
                 o,
             )
+    if args.family and not args.model:  # its training command with this command's profile
+        from genzoo.tasks.layout import require_trained
+
+        require_trained(params, args.family)
     model = load_model(args.model or args.family, params.run.runs_dir, allow_unhashed=args.allow_unhashed)
     names = class_names(params.data.prepared_dir, model) if args.cls is not None else None
     cls = resolve_class(model, args.cls, names)

@@ -334,8 +334,10 @@ def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = 
 def _load(params, family: str, split: str):
     """``family``'s model, the prepared ``split`` (images, labels) and its manifest."""
     from genzoo.tasks.data import load_split
+    from genzoo.tasks.layout import require_trained
     from genzoo.tasks.sample import load_model
 
+    require_trained(params, family)
     model = load_model(family, params.run.runs_dir)
     x, y, manifest = load_split(params.data.prepared_dir, split)
     return model, x, y, manifest

@@ -663,6 +663,15 @@ def train_key(params: Params, family: str, manifest: dict) -> str:
     return key_of(train_inputs(params, family, manifest))
 
 
+def require_trained(params: Params, family: str) -> None:
+    """Refuse a family with no model in ``run.runs_dir``, naming the command (with its profile)
+    that trains it."""
+    path = family_dir(params, family) / "model.json"
+    if family in params.models and not path.exists():
+        train = params.command(f"train --family {family}")
+        raise ModelNotFound(f"{path}: no trained model; run `{train}` first")
+
+
 def newest_checkpoint(params: Params, family: str) -> int | None:
     """The step of ``family``'s newest checkpoint for its current params, data and code (the
     training resumes from it), or None."""

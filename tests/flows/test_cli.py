@@ -257,6 +257,27 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main(["detect", "--family", "gan", "--benchmark", *base]) == 2
     assert "gan has no likelihood to score with (use " in capsys.readouterr().err
     assert not (tmp_path / "runs" / "evaluation").exists()
+    # an untrained family: the command that trains it, with the profile given (it left it out)
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--family",
+                "vae",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "v"),
+                "--profile",
+                "short",
+                *base,
+            ]
+        )
+        == 2
+    )
+    assert (
+        "no trained model; run `genzoo train --family vae --profile short` first" in capsys.readouterr().err
+    )
     # drawing images is the user's own: a warning naming the profile
     draw = ["sample", "--family", "gan", "-q", "--out", str(tmp_path / "drawn"), *base]
     assert cli.main([*draw, "--n", "0"]) == 2
