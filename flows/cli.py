@@ -410,7 +410,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_detect(args) -> int:
     """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
-    from genzoo.tasks.detect import detect, run_benchmark
+    from genzoo.tasks.detect import check_scorable, detect, run_benchmark
 
     if args.holdout:
         if not args.benchmark:
@@ -423,7 +423,7 @@ def cmd_detect(args) -> int:
             f"the family's quality.json): it takes no {', '.join(given)}, which score images of yours"
         )
     params = _params(args)
-    _scorable(params.require(args.family))
+    check_scorable(params.require(args.family))
     if args.benchmark:  # anomaly.json beside the run's other figures: only at the run's settings
         from genzoo.tasks.layout import ANOMALY_BECAUSE
 
@@ -453,16 +453,6 @@ def cmd_detect(args) -> int:
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
           f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
     return 0
-
-
-def _scorable(family: str) -> None:
-    """Refuse, before any other check, a family with no likelihood to score images by."""
-    from genzoo import models
-    from genzoo.models.base import ExactLikelihood, LikelihoodBound
-
-    if not issubclass(models.get_family(family), ExactLikelihood | LikelihoodBound):
-        scorable = models.families_with(ExactLikelihood | LikelihoodBound)
-        raise UsageError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
 
 
 def _detect_scores(path: Path) -> bool:

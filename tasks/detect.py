@@ -86,6 +86,13 @@ from genzoo.tasks.layout import (
 log = logging.getLogger("genzoo.detect")
 
 
+def check_scorable(family: str) -> None:
+    """Refuse a family with no likelihood to score images by (the GAN), before any other check."""
+    if not issubclass(models.get_family(family), ExactLikelihood | LikelihoodBound):
+        scorable = models.families_with(ExactLikelihood | LikelihoodBound)
+        raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
+
+
 def _model(params: Params, family: str) -> GenerativeModel:
     path = family_dir(params, params.require(family)) / "model.json"
     if not path.exists():
@@ -93,9 +100,7 @@ def _model(params: Params, family: str) -> GenerativeModel:
             f"{path}: {family} is not trained; run `{params.command(f'run --families {family}')}` first"
         )
     net = models.load(path)
-    if not isinstance(net, ExactLikelihood | LikelihoodBound):
-        scorable = models.families_with(ExactLikelihood | LikelihoodBound)
-        raise ValueError(f"{family} has no likelihood to score with (use {', '.join(scorable)})")
+    check_scorable(net.family)
     prepared = params.data.prepared_dir
     check_trained_on(family, (read_json(path) or {}).get("data_sha256"), read_manifest(prepared), prepared,
                      "its threshold would come from other images")  # fmt: skip

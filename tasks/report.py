@@ -97,10 +97,10 @@ def collect(params: Params) -> dict[str, Any]:
     shas = {f: model_sha(params, f) for f in params.models}  # the models in runs/ now
     for f in params.models:
         quality = read_json(folder / f / "quality.json")
-        if scored_by_another_evaluator(params, quality):  # other features:
-            log.warning("%s: scored by another evaluator than the current one; left out (%s)", f,
-                        measure_again(params, f))  # fmt: skip
-            missing.append(f"{f} (scored by another evaluator: {measure_again(params, f)})")  # not comparable
+        if scored_by_another_evaluator(params, quality):  # other features: not comparable
+            again = measure_again(params, f)
+            log.warning("%s: scored by another evaluator than the current one; left out (%s)", f, again)
+            missing.append(f"{f} (scored by another evaluator: {again})")
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
             if quality.get("model_sha256") not in (None, shas[f]):
