@@ -103,8 +103,9 @@ def _seed(text: str) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from genzoo.tasks.train import check_data, close_stale_runs, train_family, up_to_date
+    from genzoo.tasks.train import check_data, check_outputs, close_stale_runs, train_family, up_to_date
 
+    check_outputs(params)  # where it writes first: outputs inside the image folder, before "prepare first"
     for fam in families:  # every family's, before any MLflow or training work
         check_data(params, fam)
     close_stale_runs(params)  # the caller holds the run lock

@@ -331,6 +331,23 @@ CASES = {
         ],
         "is inside the image folder data.source=folder:",
     ),
+    "train-into-the-image-folder-before-any-prepare": (  # not "run genzoo prepare" first
+        lambda w: [
+            "train",
+            *_p(
+                w,
+                "-o",
+                f"data.source=folder:{w['in'] / 'folder'}",
+                "-o",
+                f"data.prepared_dir={w['root'] / 'never-prepared'}",
+                "-o",
+                f"run.runs_dir={w['in'] / 'folder/r'}",
+            ),
+            "--family",
+            "vae",
+        ],
+        "is inside the image folder data.source=folder:",
+    ),
     "class-folder-empty": (
         lambda w: ["prepare", *_p(w, "-o", f"data.source=folder:{w['in'] / 'empty-class'}")],
         "empty-class/b: a class folder with no images",
