@@ -75,6 +75,7 @@ from genzoo.tasks.layout import (
     family_dir,
     measure_again,
     model_sha,
+    of_reference,
     read_json,
     scored_by_another_evaluator,
     shown,
@@ -150,6 +151,7 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     if metric == "lift":
         return _best_by_lift(params, recipe or params.augment.recipe)
     judged, measured = {}, []  # family -> its quality.json
+    reference = read_json(evaluation_dir(params) / "usefulness" / "reference.json")
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
@@ -163,10 +165,12 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
             continue
         judged[f] = quality
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json")
-        if usefulness is not None and of_model(usefulness, sha):
-            measured.append(f)
-        elif usefulness is not None:  # measured, but of an earlier model: not this one's lift
+        if usefulness is not None and not of_model(usefulness, sha):  # of an earlier model: not its lift
             _other_model(params, f, "usefulness.json")
+        elif usefulness is not None and not of_reference(usefulness, reference):
+            _other_reference(params, f)
+        elif usefulness is not None:
+            measured.append(f)
     if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
@@ -219,13 +223,22 @@ def _other_model(params: Params, family: str, what: str) -> None:
                 shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
 
 
+def _other_reference(params: Params, family: str) -> None:
+    log.warning("augment: %s's usefulness.json was measured against another reference than the current one "
+                "(other settings since): left out of what `best` chooses by; `%s` measures it", family,
+                params.command(f"usefulness --families {family}"))  # fmt: skip
+
+
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
     figures = {}
+    reference = read_json(evaluation_dir(params) / "usefulness" / "reference.json")
     for f in params.models:
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
         lift = measured_lift(usefulness, recipe)
         if lift is not None and not of_model(usefulness, model_sha(params, f)):
             _other_model(params, f, "usefulness.json")
+        elif lift is not None and not of_reference(usefulness, reference):
+            _other_reference(params, f)
         elif lift is not None:
             figures[f] = lift
     if not figures:

@@ -36,7 +36,15 @@ import numpy as np
 from genzoo.tasks.config import ParamsError
 from genzoo.tasks.data import data_hash
 from genzoo.tasks.errors import GenzooError, writing
-from genzoo.tasks.layout import check_replaceable, manifest_digest, mark, read_json, replacing_dir, shown
+from genzoo.tasks.layout import (
+    check_replaceable,
+    manifest_digest,
+    mark,
+    of_reference,
+    read_json,
+    replacing_dir,
+    shown,
+)
 
 FORMATS = ("npz", "imagefolder", "hf")
 DEFAULT_FORMATS = ("npz", "imagefolder")  # what needs no extra
@@ -400,7 +408,9 @@ def measured_figures(
     (``<family>/usefulness.json``: train-on-synthetic accuracy beside train-on-real, and the
     augmentation lift per real fraction); None where a file does not exist (not measured) or,
     given ``models`` (family -> sha256 of its weights), measured another model than that one
-    (a family trained again since it was evaluated): ``other_model`` then names the files."""
+    (a family trained again since it was evaluated): ``other_model`` then names the files; a
+    usefulness.json against other real-data rows than the current reference (:func:`of_reference`)
+    is None too, named by ``other_reference``."""
     folder = Path(evaluation_dir)
     reference = read_json(folder / "usefulness" / "reference.json") or {}
     out: dict[str, Any] = {}
@@ -408,13 +418,16 @@ def measured_figures(
         sha = (models or {}).get(f)
         docs = {k: read_json(folder / f / f"{k}.json") for k in ("quality", "usefulness")}
         other = [k for k, d in docs.items() if d is not None and not of_model(d, sha)]
-        q, u = (None if k in other else docs[k] for k in ("quality", "usefulness"))
+        against = "usefulness" not in other and not of_reference(docs["usefulness"], reference)
+        q, u = (None if k in other or (k == "usefulness" and against) else docs[k] for k in docs)
         out[f] = {
             "quality": _quality_figures(q, folder / f / "quality.json"),
             "usefulness": _usefulness_figures(u, reference, folder / f / "usefulness.json"),
         }
         if other:
             out[f]["other_model"] = {k: shown(folder / f / f"{k}.json") for k in other}
+        if against:
+            out[f]["other_reference"] = shown(folder / f / "usefulness.json")
     return out
 
 

@@ -463,6 +463,15 @@ def model_sha(params: Params, family: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
+def of_reference(usefulness: Any, reference: Any) -> bool:
+    """False when a usefulness.json's lifts are against other real-data rows than ``reference``
+    (runs/evaluation/usefulness/reference.json now: made under other settings, a profile's or
+    an ``-o``'s, since it was measured); True otherwise (no reference now, or a file written
+    before they named theirs). The report, ``best`` and the dataset card go by this alike."""
+    key = reference.get("key") if isinstance(reference, dict) else None
+    return not (key and isinstance(usefulness, dict)) or usefulness.get("reference_key", key) == key
+
+
 def other_models(params: Params, figures: dict, shas: dict[str, str | None] | None = None) -> list[str]:
     """The families of a study whose images came from other weights than runs/ holds now (trained
     again, or on other data, or deleted since): its figures are not theirs. A study made before

@@ -40,6 +40,7 @@ from genzoo.tasks.layout import (
     exclusive,
     measure_again,
     model_sha,
+    of_reference,
     other_models,
     read_json,
     scored_by_another_evaluator,
@@ -130,10 +131,11 @@ def collect(params: Params) -> dict[str, Any]:
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
     for f, u in list(useful.items()):  # measured against other real-data rows: not comparable
-        if u_ref and u.get("reference_key", u_ref.get("key")) != u_ref.get("key"):
+        if not of_reference(u, u_ref):
+            again = params.command(f"usefulness --families {f}")
             log.warning("%s: usefulness measured against another reference than the current one; left out "
-                        "(genzoo usefulness --families %s)", f, f)  # fmt: skip
-            missing.append(f"{f} (usefulness measured against another reference: re-run it)")
+                        "(%s)", f, again)  # fmt: skip
+            missing.append(f"{f} (usefulness measured against another reference: {again})")
             del useful[f]
         elif shas[f] is not None and u.get("model_sha256") not in (None, shas[f]):  # trained again since
             why = f"of an earlier model: {params.command(f'usefulness --families {f}')}"

@@ -262,6 +262,19 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
         assert pick("precision") == "pixelcnn"
     assert "gan's quality.json measured another model than " in caplog.text
     assert "`genzoo evaluate --family gan` measures it" in caplog.text
+    # usefulness measured against other real-data rows than the current ones (other settings since,
+    # say a README example's -o): not chosen from, as the report leaves it out
+    (folder / "usefulness").mkdir()
+    (folder / "usefulness" / "reference.json").write_text(json.dumps({"key": "now"}))
+    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "before"}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genzoo.augment"):
+        assert best_choice(params, "fd")["measured"] == []
+    assert "pixelcnn's usefulness.json was measured against another reference than the current one" in (
+        caplog.text
+    )
+    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "now"}))
+    assert best_choice(params, "fd")["measured"] == ["pixelcnn"]
 
 
 def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "logistic")) -> str:
@@ -427,6 +440,18 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     finally:
         for f, text in kept.items():
             (gan_dir / f).write_text(text)
+    # measured against other real-data rows than the current reference: quoted by no card, chosen by no `best`
+    (gan_dir / "usefulness.json").write_text(json.dumps({**json.loads(kept["usefulness.json"]),
+                                                         "reference_key": "other settings"}))  # fmt: skip
+    try:
+        again = request(params, families=["gan"], per_class=1, out_dir=str(tmp / "aug"), name="other-ref")
+        m = json.loads((generate(params, again) / "manifest.json").read_text())
+        assert m["measured"]["gan"]["quality"] is not None and m["measured"]["gan"]["usefulness"] is None
+        assert m["measured"]["gan"]["other_reference"].endswith("gan/usefulness.json")
+        with pytest.raises(FileNotFoundError, match="augment.metric: lift needs a family measured"):
+            generate(params, by_lift.model_copy(update={"name": "lift-other-ref"}))
+    finally:
+        (gan_dir / "usefulness.json").write_text(kept["usefulness.json"])
 
 
 def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluated):

@@ -365,7 +365,12 @@ def test_usefulness_measured_against_another_reference_is_left_out(evaluated):
     try:
         assert "usefulness" not in build_report(params)
         html = (tmp / "runs" / "report" / "index.html").read_text()
-        assert "gan (usefulness measured against another reference: re-run it)" in html
+        assert "gan (usefulness measured against another reference: genzoo usefulness --families gan)" in html
+        quick = params.model_copy()
+        quick._profile = "quick"  # the command it names measures it under the run's profile
+        build_report(quick)
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "another reference: genzoo usefulness --families gan --profile quick)" in html
     finally:
         path.write_text(saved)
     assert "usefulness" in build_report(params)
