@@ -481,25 +481,29 @@ def cmd_usefulness(args) -> int:
         params, args.families or [f for f in params.usefulness.families if f in params.models]
     )
     _same_profile(args, params, families, "measure {it}")
-    for f in families:
-        warn_if_stale(params, f, "measured", logging.getLogger("genzoo.usefulness"))
     clfs = params.usefulness.classifiers
 
     def cell(s: dict) -> str:
         return f"{100 * s['mean']:5.1f} ± {100 * s['ci95']:.1f}"
 
-    with _holding(params):
+    with _holding(params):  # a run holding the folder: its one line, before any warning
+        for f in families:
+            warn_if_stale(params, f, "measured", logging.getLogger("genzoo.usefulness"))
         ref = reference(params)
         for p, per in ref["real"].items():
             print(f"real {100 * float(p):g}%: " + ", ".join(f"{c} {cell(per[c])}" for c in clfs))
         rows = [("pca_kde", ref["pca_kde"])] + [(f, measure_family(params, f)) for f in families]
     for name, r in rows:
         print(f"{name:>10}: train on synthetic " + ", ".join(f"{c} {cell(r['tstr'][c])}" for c in clfs))
-        for p, per in r["augmentation"].items():
-            lifts = ", ".join(
-                f"{c} {100 * per[c]['lift']['mean']:+.1f} ± {100 * per[c]['lift']['ci95']:.1f}" for c in clfs
-            )
-            print(f"{'':>10}  lift at {100 * float(p):g}% real: {lifts} points")
+        recipes = r.get("recipes") or {params.augment.recipe: r}  # (a file from before recipes)
+        for recipe, block in recipes.items():
+            named = f" ({recipe})" if len(recipes) > 1 else ""
+            for p, per in (block.get("augmentation") or {}).items():
+                lifts = ", ".join(
+                    f"{c} {100 * per[c]['lift']['mean']:+.1f} ± {100 * per[c]['lift']['ci95']:.1f}"
+                    for c in clfs
+                )
+                print(f"{'':>10}  lift at {100 * float(p):g}% real{named}: {lifts} points")
     return 0
 
 

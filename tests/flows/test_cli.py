@@ -502,6 +502,10 @@ def test_commands_that_write_the_runs_folder_fail_at_once_while_a_run_holds_it(t
             ["prepare"], ["train", "--family", "gan"], ["evaluate"], ["augment", "--families", "gan"],
             ["usefulness", "--families", "gan"], ["report"], ["detect", "--family", "vae", "--benchmark"],
             ["run", "--no-dvc"],  # before Prefect starts: no failed flow run, no engine traceback
+            # a model stale under these params: the lock's one line, without the stale warning first
+            ["usefulness", "--families", "gan", "-o", "models.gan.train.lr=0.0001"],
+            ["evaluate", "-o", "models.gan.train.lr=0.0001"],
+            ["detect", "--family", "vae", "--benchmark", "-o", "models.vae.train.lr=0.0001"],
         )  # fmt: skip
         for argv in commands:
             assert cli.main([*argv, "--params", str(pfile), "-q"]) == 2, argv

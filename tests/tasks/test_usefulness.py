@@ -254,6 +254,8 @@ def test_command_line_prints_the_figures_and_rejects_untrained_families(trained,
     assert main(["usefulness", "--params", str(pfile)]) == 0
     out = capsys.readouterr().out
     assert "real 20%" in out and "gan: train on synthetic" in out and "lift at 20% real" in out
+    # every recipe measured has its own lines, named (the summary showed one, unnamed)
+    assert "lift at 20% real (plain): " in out and "lift at 20% real (teacher): " in out
     assert main(["usefulness", "--params", str(pfile), "--families", "vae"]) == 2
     assert "genzoo usefulness: error: --families: vae" in capsys.readouterr().err
 
