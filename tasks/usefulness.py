@@ -64,6 +64,7 @@ from genzoo.tasks.layout import (
     family_dir,
     read_json,
     resolve_device,
+    shown,
     train_variant,
     use_threads,
     variant_key,
@@ -417,7 +418,7 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
             raise FileNotFoundError(
                 f"{path}: {family} is not trained; run `{params.command(f'run --families {family}')}`"
             )
-        return models.load(path, device), {"model": str(path), "subset": False}
+        return models.load(path, device), {"model": shown(path), "subset": False}  # (no machine's path)
     idx = subset(train[1], fraction, subset_seed)
     x, y = train[0][idx], train[1][idx]
     cfg = TrainConfig(**{**params.train_config(family).model_dump(), **params.usefulness.train})

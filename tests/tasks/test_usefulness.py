@@ -2,6 +2,7 @@
 subset only), paired lifts, train-on-synthetic, caching, and the figures' sanity on real data."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,8 +187,10 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     seen.clear()
     # without the stored figures, the stored subset generator is reused and the figures agree
     (U.evaluation_dir(trained) / "gan" / "usefulness.json").unlink()
+    monkeypatch.chdir(Path(trained.run.runs_dir).parent)  # the project's folder, as commands run
     again = U.measure_family(trained, "gan")
     assert seen == [] and again["augmentation"] == result["augmentation"] and again["tstr"] == result["tstr"]
+    assert again["generators"]["1.0/0"]["model"] == "runs/gan/model.json"  # no machine's path in a DVC metric
 
 
 def test_held_out_slice_keeps_every_class_on_both_sides():
