@@ -137,6 +137,8 @@ def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] 
             )
         if f not in out:
             out.append(f)
+        elif "best" in req.families:  # `best,vae` where best is vae: one family's images, said
+            log.warning("augment.families: `best` is %s, named too: the dataset holds %s's images once", f, f)
     return out
 
 

@@ -22,6 +22,7 @@ from genzoo.tasks.augment import (
     mix,
     real_dataset,
     request,
+    resolve_families,
 )
 from genzoo.tasks.config import ParamsError, validate
 from genzoo.tasks.errors import ModelNotFound
@@ -275,6 +276,19 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     )
     (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "now"}))
     assert best_choice(params, "fd")["measured"] == ["pixelcnn"]
+
+
+def test_best_and_the_family_it_picks_named_together_give_its_images_once_and_say_so(tmp_path, caplog):
+    params = validate(tiny_params(tmp_path, families=["vae", "gan"]))
+    with caplog.at_level("WARNING", logger="genzoo.augment"):
+        assert resolve_families(params, request(params, families=["best", "gan"]), {"family": "vae"}) == [
+            "vae", "gan"
+        ]  # fmt: skip
+        assert caplog.text == ""
+        assert resolve_families(params, request(params, families=["best", "vae"]), {"family": "vae"}) == [
+            "vae"
+        ]
+    assert "`best` is vae, named too: the dataset holds vae's images once" in caplog.text
 
 
 def _usefulness_json(lifts: dict[str, dict[str, float]], classifiers=("cnn", "logistic")) -> str:
