@@ -237,9 +237,7 @@ class AugmentParams(Config):
     @field_validator("formats")
     @classmethod
     def _formats(cls, v: list[str]) -> list[str]:
-        if "npz" not in v:
-            raise ValueError("npz is always written (genzoo.load_dataset reads it); add it")
-        return list(dict.fromkeys(v))
+        return list(dict.fromkeys(["npz", *v]))  # npz always (genzoo.load_dataset reads it), named or not
 
     @model_validator(mode="after")
     def _png(self) -> AugmentParams:

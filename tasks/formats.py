@@ -138,16 +138,14 @@ class DatasetContent:
 
 
 def check_formats(formats: Sequence[str], key: str = "augment.formats") -> tuple[str, ...]:
-    """The formats in writing order; an unknown one, a missing npz or a missing extra fails here,
-    before any compute."""
+    """The formats in writing order, npz always among them (genzoo.load_dataset reads it), named
+    or not; an unknown one or a missing extra fails here, before any compute."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ParamsError(f"{key}: unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
-    if "npz" not in formats:
-        raise ParamsError(f"{key}: npz is always written (genzoo.load_dataset reads it); add it")
     if "hf" in formats:
         _datasets(key)
-    return tuple(f for f in FORMATS if f in formats)
+    return tuple(f for f in FORMATS if f in formats or f == "npz")
 
 
 def _datasets(key: str = "augment.formats"):

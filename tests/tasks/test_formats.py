@@ -319,8 +319,7 @@ def test_bad_content_is_refused_before_anything_is_written(tmp_path, change, err
 
 def test_formats_are_checked_and_the_hf_extra_named_when_missing(tmp_path, monkeypatch):
     assert check_formats(["hf", "npz"]) == ("npz", "hf")
-    with pytest.raises(ValueError, match="npz is always written"):
-        check_formats(["imagefolder"])
+    assert check_formats(["imagefolder"]) == ("npz", "imagefolder")  # npz always, named or not
     with pytest.raises(ValueError, match="unknown format"):
         check_formats(["npz", "tfrecord"])
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if the extra were not installed
@@ -334,11 +333,14 @@ def test_params_formats_key_is_validated_and_png_still_means_image_folders(tmp_p
     assert validate(raw).augment.formats == ["npz", "imagefolder"]
     for bad, error in (
         (["npz", "zip"], "augment.formats.1"),
-        (["hf"], "npz is always written"),
         ([], "formats"),
     ):
         with pytest.raises(ParamsError, match=re.escape(error)):
             validate({**raw, "augment": {**raw["augment"], "formats": bad}})
+    assert validate({**raw, "augment": {**raw["augment"], "formats": ["hf"]}}).augment.formats == [
+        "npz",
+        "hf",
+    ]
     png = validate({**raw, "augment": {**raw["augment"], "formats": ["npz"], "png": True}})
     assert png.augment.formats == ["npz", "imagefolder"]
 
