@@ -429,10 +429,13 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     assert m["best"]["metric"] == "lift" and m["best"]["recipe"] == "plain"
     card = (tmp / "aug" / "lift" / "README.md").read_text()
     chosen = (
-        "by lift, from the families measured for usefulness (gan); every evaluated family's figure: "
+        "by lift, from the families measured for usefulness (gan); every measured family's figure: "
         f"gan {100 * lift:+.1f} points |"
     )
     assert f"| chosen as `best` | {chosen}" in card
+    # the classifiers it describes are those measured (cnn and logistic here, not cnn_plain)
+    assert "(`cnn`: a small CNN with classical augmentation" in card
+    assert "`logistic`: a logistic regression on pixels)." in card and "cnn_plain" not in card
     # both files name the model they measured; measured of an earlier model of the family
     # (trained again since), they are quoted by no card and chosen from by no `best`
     from genzoo.models.base import sha256_file
@@ -462,6 +465,8 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
         m = json.loads((generate(params, again) / "manifest.json").read_text())
         assert m["measured"]["gan"]["quality"] is not None and m["measured"]["gan"]["usefulness"] is None
         assert m["measured"]["gan"]["other_reference"].endswith("gan/usefulness.json")
+        card = (tmp / "aug" / "other-ref" / "README.md").read_text()
+        assert "Usefulness: not measured against the current reference rows (`" in card
         with pytest.raises(FileNotFoundError, match="augment.metric: lift needs a family measured"):
             generate(params, by_lift.model_copy(update={"name": "lift-other-ref"}))
     finally:
