@@ -259,6 +259,13 @@ def test_report_files_and_summary(evaluated):
     # two sampling seeds (the quick profile's): the page says how wide their intervals are
     assert "with two seeds\nan interval spans 12.7 standard errors each side" in html
     assert f"({augmentation_words(params.usefulness.cnn)}: the baseline to beat)" in html
+    # the usefulness table: real data's row says its columns are trained on real; a generator's
+    # train-on-synthetic figure is one cell beside its recipes' rows, not repeated on each
+    assert "<td>real data alone (its columns: train on real)</td>" in html
+    gan = json.loads((tmp / "runs" / "evaluation" / "gan" / "usefulness.json").read_text())
+    cell = "{:.1f} ± {:.1f}".format(100 * gan["tstr"]["cnn"]["mean"], 100 * gan["tstr"]["cnn"]["ci95"])
+    assert html.count(f'<td rowspan="{len(gan["recipes"])}">{cell}</td>') == 1 and len(gan["recipes"]) == 2
+    assert f'<td rowspan="{len(gan["recipes"])}">gan</td>' in html
     for text in (
         "Trade-offs",
         "PCA + KDE",
