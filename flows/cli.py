@@ -103,9 +103,8 @@ def _seed(text: str) -> int:
 
 
 def _train(params, families, quiet, parent_run_id=None) -> int:
-    from genzoo.tasks.train import check_data, check_outputs, close_stale_runs, train_family, up_to_date
+    from genzoo.tasks.train import check_data, close_stale_runs, train_family, up_to_date
 
-    check_outputs(params)  # where it writes first: outputs inside the image folder, before "prepare first"
     for fam in families:  # every family's, before any MLflow or training work
         check_data(params, fam)
     close_stale_runs(params)  # the caller holds the run lock
@@ -142,6 +141,9 @@ def cmd_train(args) -> int:
     if not args.all:
         params.require(args.family)
     _check_device(params)  # before an MLflow run or a folder is made
+    from genzoo.tasks.train import check_outputs
+
+    check_outputs(params)  # where it writes, before the lock and the data: not "run genzoo prepare" first
     with _holding(params):
         return _train(params, families, args.quiet)
 

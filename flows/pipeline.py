@@ -348,8 +348,8 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
         for p, per in u["augmentation"].items()
     )  # fmt: skip
     get_run_logger().info(
-        "%s: trained on synthetic alone %s; lift over real alone (points) %s",
-        family, _accuracies(u["tstr"]), gains,
+        "%s: trained on synthetic alone %s; lift over real alone with recipe %s, the dataset's (points) %s",
+        family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains,
     )  # fmt: skip
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 

@@ -80,6 +80,7 @@ from genzoo.tasks.layout import (
     scored_by_another_evaluator,
     shown,
     use_threads,
+    usefulness_key,
     warn_if_stale,
 )
 from genzoo.tasks.quality import real_features, scores
@@ -152,8 +153,8 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     Returns the pick with what it was picked from (the manifest keeps it: ``best``)."""
     if metric == "lift":
         return _best_by_lift(params, recipe or params.augment.recipe)
-    judged, measured = {}, []  # family -> its quality.json
-    reference = read_json(evaluation_dir(params) / "usefulness" / "reference.json")
+    judged, measured, against = {}, [], []  # family -> its quality.json
+    key = usefulness_key(params)  # the real-data rows these settings make
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
@@ -169,8 +170,9 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json")
         if usefulness is not None and not of_model(usefulness, sha):  # of an earlier model: not its lift
             _other_model(params, f, "usefulness.json")
-        elif usefulness is not None and not of_reference(usefulness, reference):
+        elif usefulness is not None and not of_reference(usefulness, key):
             _other_reference(params, f)
+            against.append(f)
         elif usefulness is not None:
             measured.append(f)
     if not judged:
@@ -189,7 +191,7 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
              f" ({', '.join(ahead)}: not measured)" if ahead else "")  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
             "among": "measured for usefulness" if measured else "evaluated",
-            "ahead_not_measured": ahead}  # fmt: skip
+            "ahead_not_measured": ahead, "other_reference": against}  # fmt: skip
 
 
 def left_out_by_best(manifest: dict[str, Any]) -> str | None:
@@ -198,11 +200,19 @@ def left_out_by_best(manifest: dict[str, Any]) -> str | None:
     best = manifest.get("best") or {}
     if not (ahead := best.get("ahead_not_measured")):
         return None
-    return (
-        f"`best` is {best['family']}, the best of the families measured for usefulness; "
-        f"{', '.join(ahead)} scored better by {best['metric']} but {'were' if len(ahead) > 1 else 'was'} not "
-        "measured (usefulness.families)"
-    )
+    other = set(best.get("other_reference") or [])  # measured, but under other settings
+    said = []
+    for group, why in (
+        ([f for f in ahead if f not in other], "not measured (usefulness.families)"),
+        (
+            [f for f in ahead if f in other],
+            "measured under other settings (`genzoo usefulness --families {}`)",
+        ),
+    ):
+        if group:
+            was, named = "were" if len(group) > 1 else "was", ",".join(group)
+            said.append(f"{', '.join(group)} scored better by {best['metric']} but {was} {why.format(named)}")
+    return f"`best` is {best['family']}, the best of the families measured for usefulness; " + "; ".join(said)
 
 
 def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
@@ -233,13 +243,13 @@ def _other_reference(params: Params, family: str) -> None:
 
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
     figures = {}
-    reference = read_json(evaluation_dir(params) / "usefulness" / "reference.json")
+    key = usefulness_key(params)  # the real-data rows these settings make
     for f in params.models:
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
         lift = measured_lift(usefulness, recipe)
         if lift is not None and not of_model(usefulness, model_sha(params, f)):
             _other_model(params, f, "usefulness.json")
-        elif lift is not None and not of_reference(usefulness, reference):
+        elif lift is not None and not of_reference(usefulness, key):
             _other_reference(params, f)
         elif lift is not None:
             figures[f] = lift
@@ -580,8 +590,11 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         },
         "quality": _quality(params, x, y),
         "measured": measured_figures(
-            evaluation_dir(params), list(sources), {f: i["sha256"] for f, i in sources.items()}
-        ),
+            evaluation_dir(params),
+            list(sources),
+            {f: i["sha256"] for f, i in sources.items()},
+            usefulness_key(params),
+        ),  # fmt: skip
     }
     if choice is not None:  # why that family: the figures `best` chose it from
         info["best"] = choice

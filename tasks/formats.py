@@ -399,7 +399,10 @@ def of_model(figures: Any, sha256: str | None) -> bool:
 
 
 def measured_figures(
-    evaluation_dir: str | Path, families: Sequence[str], models: Mapping[str, str] | None = None
+    evaluation_dir: str | Path,
+    families: Sequence[str],
+    models: Mapping[str, str] | None = None,
+    reference_key: str | None = None,
 ) -> dict[str, Any]:
     """Per family, what the evaluation measured of its model, as the card quotes it: quality
     (``<family>/quality.json``: figures with their 95% half-widths, memorization) and usefulness
@@ -407,16 +410,18 @@ def measured_figures(
     augmentation lift per real fraction); None where a file does not exist (not measured) or,
     given ``models`` (family -> sha256 of its weights), measured another model than that one
     (a family trained again since it was evaluated): ``other_model`` then names the files; a
-    usefulness.json against other real-data rows than the current reference (:func:`of_reference`)
-    is None too, named by ``other_reference``."""
+    usefulness.json against other real-data rows than those ``reference_key`` names (the rows the
+    current settings make: :func:`layout.usefulness_key`) is None too, named by ``other_reference``."""
     folder = Path(evaluation_dir)
     reference = read_json(folder / "usefulness" / "reference.json") or {}
+    if reference_key and reference.get("key") != reference_key:  # its train-on-real rows: other settings'
+        reference = {}
     out: dict[str, Any] = {}
     for f in families:
         sha = (models or {}).get(f)
         docs = {k: read_json(folder / f / f"{k}.json") for k in ("quality", "usefulness")}
         other = [k for k, d in docs.items() if d is not None and not of_model(d, sha)]
-        against = "usefulness" not in other and not of_reference(docs["usefulness"], reference)
+        against = "usefulness" not in other and not of_reference(docs["usefulness"], reference_key)
         q, u = (None if k in other or (k == "usefulness" and against) else docs[k] for k in docs)
         out[f] = {
             "quality": _quality_figures(q, folder / f / "quality.json"),

@@ -463,12 +463,31 @@ def model_sha(params: Params, family: str) -> str | None:
     return sha256_file(path) if path.is_file() else None
 
 
-def of_reference(usefulness: Any, reference: Any) -> bool:
-    """False when a usefulness.json's lifts are against other real-data rows than ``reference``
-    (runs/evaluation/usefulness/reference.json now: made under other settings, a profile's or
-    an ``-o``'s, since it was measured); True otherwise (no reference now, or a file written
-    before they named theirs). The report, ``best`` and the dataset card go by this alike."""
-    key = reference.get("key") if isinstance(reference, dict) else None
+def usefulness_key(params: Params, manifest: dict[str, Any] | None = None) -> str | None:
+    """The key of the real-data rows (runs/evaluation/usefulness/reference.json) these params
+    make on the prepared data: the usefulness settings, the recipes measured, the seed, the
+    baselines, the threads, the data and the code (None: no prepared data). A family's
+    usefulness.json names the key it was measured against (``reference_key``)."""
+    manifest = manifest or read_manifest(params.data.prepared_dir, required=False)
+    if not manifest:
+        return None
+    u = params.usefulness
+    names = list(u.recipes) + ([] if params.augment.recipe in u.recipes else [params.augment.recipe])
+    return fingerprint(
+        {"u": u.model_dump(mode="json", exclude={"families", "train"}), "seed": params.seed,
+         "recipes": {name: params.recipe(name).model_dump(mode="json") for name in names},
+         "primary": params.augment.recipe, "reject_copies": params.augment.reject_copies,
+         "baselines": params.evaluate.baselines.model_dump(mode="json"),
+         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("usefulness")}
+    )[:16]  # fmt: skip
+
+
+def of_reference(usefulness: Any, key: str | None) -> bool:
+    """False when a usefulness.json's lifts are against other real-data rows than those ``key``
+    names (:func:`usefulness_key`: the rows the current settings make; a ``genzoo usefulness
+    -o ...`` or a profile measures against others); True otherwise (``key`` None: no prepared
+    data; a file written before they named their rows). The report, ``best`` and the dataset
+    card go by this alike."""
     return not (key and isinstance(usefulness, dict)) or usefulness.get("reference_key", key) == key
 
 

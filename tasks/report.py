@@ -44,6 +44,7 @@ from genzoo.tasks.layout import (
     other_models,
     read_json,
     scored_by_another_evaluator,
+    usefulness_key,
 )
 
 log = logging.getLogger("genzoo.report")
@@ -130,8 +131,15 @@ def collect(params: Params) -> dict[str, Any]:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
+    key = usefulness_key(params, manifest)  # the real-data rows these settings make
+    if u_ref and key and u_ref.get("key") != key:  # rows of other settings (a `genzoo usefulness -o ...`)
+        again = params.command("usefulness")
+        log.warning("usefulness: its real-data rows were measured under other settings than these; "
+                    "left out (%s)", again)  # fmt: skip
+        missing.append(f"usefulness (its real-data rows were measured under other settings: {again})")
+        u_ref = None
     for f, u in list(useful.items()):  # measured against other real-data rows: not comparable
-        if not of_reference(u, u_ref):
+        if not of_reference(u, key):
             again = params.command(f"usefulness --families {f}")
             log.warning("%s: usefulness measured against another reference than the current one; left out "
                         "(%s)", f, again)  # fmt: skip

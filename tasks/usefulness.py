@@ -54,7 +54,7 @@ from genzoo.models.evaluator import EvaluatorConfig, Synthetic, accuracy, batch_
 from genzoo.models.trainer import TrainConfig
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, Recipe, fingerprint, stage_args
-from genzoo.tasks.data import data_hash, data_spec, load_split
+from genzoo.tasks.data import data_spec, load_split
 from genzoo.tasks.errors import exit_code
 from genzoo.tasks.layout import (
     cached_variant,
@@ -67,6 +67,7 @@ from genzoo.tasks.layout import (
     shown,
     train_variant,
     use_threads,
+    usefulness_key,
     variant_key,
 )
 from genzoo.tasks.sample import (
@@ -341,22 +342,12 @@ def _pooled(per_subset: list[dict[str, list[float]]]) -> dict[str, list[float]]:
 # ----------------------------------------------------------------------------- stages
 
 
-def _recipe_blocks(params: Params) -> dict[str, Any]:
-    return {name: params.recipe(name).model_dump(mode="json") for name in recipes(params)}
-
-
 def reference(params: Params) -> dict[str, Any]:
     """Real data alone at every fraction and subset, and PCA + KDE fitted on the same subsets
     (TSTR, and augmentation by every sample-mode recipe) -> runs/evaluation/usefulness/reference.json."""
     train, test, spec, manifest = _splits(params)
     u = params.usefulness
-    key = fingerprint(
-        {"u": u.model_dump(mode="json", exclude={"families", "train"}), "seed": params.seed,
-         "recipes": _recipe_blocks(params), "primary": params.augment.recipe,
-         "reject_copies": params.augment.reject_copies,
-         "baselines": params.evaluate.baselines.model_dump(mode="json"),
-         "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("usefulness")}
-    )[:16]  # fmt: skip
+    key = usefulness_key(params, manifest)
     out = folder(params) / "reference.json"
     done = read_json(out)
     if done and done.get("key") == key:

@@ -67,7 +67,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     for line in (
         rf"pixelcnn: anomaly AUROC by likelihood: \w+ {num}(, \w+ {num})+",
         rf"usefulness reference, real data alone: 20% real: {acc}; 100% real: {acc}",
-        rf"gan: trained on synthetic alone {acc}; lift over real alone \(points\) "
+        rf"gan: trained on synthetic alone {acc}; lift over real alone with recipe plain, the dataset's "
+        rf"\(points\) "
         rf"20% real: {lift}; 100% real: {lift}",
         r".+: \d+ images from [\w, ]+ \(\d+(-\d+)? per class\); draws dropped: \d+ [a-z ]+(, \d+ [a-z ]+)*",
     ):

@@ -236,6 +236,7 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     assert best_choice(params, "fd") == {
         "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
         "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153}, "ahead_not_measured": ["realnvp"],
+        "other_reference": [],
     }  # fmt: skip
     assert left_out_by_best({"best": best_choice(params, "fd")}) == (
         "`best` is pixelcnn, the best of the families measured for usefulness; realnvp scored better by "
@@ -263,19 +264,32 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
         assert pick("precision") == "pixelcnn"
     assert "gan's quality.json measured another model than " in caplog.text
     assert "`genzoo evaluate --family gan` measures it" in caplog.text
-    # usefulness measured against other real-data rows than the current ones (other settings since,
-    # say a README example's -o): not chosen from, as the report leaves it out
+    # usefulness measured against other real-data rows than these settings make (a README example's
+    # -o, which also rewrote reference.json): not chosen from, as the report leaves it out
+    from genzoo.tasks.layout import usefulness_key
+
+    prepare(params)
+    now = usefulness_key(params)
     (folder / "usefulness").mkdir()
-    (folder / "usefulness" / "reference.json").write_text(json.dumps({"key": "now"}))
-    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "before"}))
+    (folder / "usefulness" / "reference.json").write_text(json.dumps({"key": "the -o run's"}))
+    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "the -o run's"}))
     caplog.clear()
     with caplog.at_level("WARNING", logger="genzoo.augment"):
-        assert best_choice(params, "fd")["measured"] == []
+        choice = best_choice(params, "fd")
+    assert choice["measured"] == [] and choice["other_reference"] == ["pixelcnn"]
     assert "pixelcnn's usefulness.json was measured against another reference than the current one" in (
         caplog.text
     )
-    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": "now"}))
-    assert best_choice(params, "fd")["measured"] == ["pixelcnn"]
+    (folder / "gan" / "usefulness.json").write_text(json.dumps({"reference_key": now}))
+    (folder / "gan" / "quality.json").write_text(json.dumps({**stamped, "precision": 0.9}))
+    choice = best_choice(params, "precision")  # pixelcnn (0.93) is ahead, measured under other settings
+    assert choice["family"] == "gan" and choice["ahead_not_measured"] == ["pixelcnn"]
+    assert left_out_by_best({"best": choice}) == (
+        "`best` is gan, the best of the families measured for usefulness; pixelcnn scored better by "
+        "precision but was measured under other settings (`genzoo usefulness --families pixelcnn`)"
+    )
+    (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": now}))
+    assert best_choice(params, "fd")["measured"] == ["pixelcnn", "gan"]
 
 
 def test_best_and_the_family_it_picks_named_together_give_its_images_once_and_say_so(tmp_path, caplog):

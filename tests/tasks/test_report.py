@@ -381,6 +381,21 @@ def test_usefulness_measured_against_another_reference_is_left_out(evaluated):
     finally:
         path.write_text(saved)
     assert "usefulness" in build_report(params)
+    # a `genzoo usefulness -o ...` rewrote the real-data rows and measured gan against them: a report
+    # under these settings (no -o) shows neither (they were left in as the current ones)
+    ref_path = tmp / "runs" / "evaluation" / "usefulness" / "reference.json"
+    saved_ref = ref_path.read_text()
+    ref_path.write_text(json.dumps({**ref, "key": "the -o run's"}))
+    path.write_text(json.dumps({**json.loads(saved), "reference_key": "the -o run's"}))
+    try:
+        assert "usefulness" not in build_report(params)
+        html = (tmp / "runs" / "report" / "index.html").read_text()
+        assert "usefulness (its real-data rows were measured under other settings: genzoo usefulness)" in html
+        assert "gan (usefulness measured against another reference: genzoo usefulness --families gan)" in html
+    finally:
+        path.write_text(saved)
+        ref_path.write_text(saved_ref)
+    assert "usefulness" in build_report(params)
 
 
 def _chromium() -> str:
