@@ -127,6 +127,10 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
 
     monkeypatch.setattr(layout, "fit", recording_fit)
     ref = U.reference(trained)
+    # its key is what the settings make (the report, `best` and the card judge figures by it)
+    assert ref["key"] == layout.usefulness_key(trained)
+    other = trained.model_copy(update={"usefulness": trained.usefulness.model_copy(update={"seeds": 3})})
+    assert layout.usefulness_key(other) != ref["key"]
     result = U.measure_family(trained, "gan")
     train, _, _, _ = U._splits(trained)
     idx = U.subset(train[1], 0.2, 0)
