@@ -85,11 +85,11 @@ from genzoo.tasks.layout import (
 )
 from genzoo.tasks.quality import real_features, scores
 from genzoo.tasks.sample import (
-    PERTURBABLE,
     Teachers,
     copy_radius,
     nearest_train,
     perturb,
+    perturbable,
     teacher_cache,
     teacher_rejects,
     teacher_targets,
@@ -532,10 +532,11 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     families = resolve_families(params, req, choice)
     recipe = params.recipe(req.recipe)
     if recipe.mode == "perturb":
-        cannot = [f for f in families if f not in PERTURBABLE]
+        cannot = [f for f in families if f not in perturbable()]
         if cannot:
+            can = ", ".join(perturbable())
             raise ValueError(f"augment.recipe {req.recipe!r} perturbs real images, which {', '.join(cannot)} "
-                             f"cannot (no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
+                             f"cannot (no encoder; families that can: {can})")  # fmt: skip
     for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling

@@ -255,7 +255,12 @@ def class_names(prepared_dir: str | Path, model: GenerativeModel | None = None) 
 # ----------------------------------------------------------------------------- recipes
 
 
-PERTURBABLE = ("vae", "realnvp", "ddpm")  # families with an encoder and a decoder
+def perturbable() -> list[str]:
+    """The families that can perturb real images: those with an encoder and a decoder
+    (models/base.py's ``Encoder`` and ``Decoder``), a family added to the registry included."""
+    return [f for f, cls in models.REGISTRY.items() if issubclass(cls, Encoder) and issubclass(cls, Decoder)]
+
+
 # a recipe's teacher trains with this seed (+ the subset seed), apart from the classifiers' 0, 1, ...;
 # the i-th member of an ensemble teacher with (i + 1) times it
 TEACHER_SEED = 10_000
@@ -365,7 +370,7 @@ def perturb(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, strength: 
     its class), and decoded with its label. (N, C, H, W) -> (N, C, H, W) in [0, 1]."""
     if not isinstance(model, Encoder) or not isinstance(model, Decoder):
         raise ValueError(f"recipe mode perturb: {model.family} has no encoder (families with one: "
-                         "vae, realnvp, ddpm); use mode: sample")  # fmt: skip
+                         f"{', '.join(perturbable())}); use mode: sample")  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     out = []
     for xb, yb in zip(x.split(batch), y.split(batch), strict=True):

@@ -71,11 +71,11 @@ from genzoo.tasks.layout import (
     variant_key,
 )
 from genzoo.tasks.sample import (
-    PERTURBABLE,
     Synthesis,
     Teachers,
     balanced_labels,
     copy_radius,
+    perturbable,
     synthesize,
     teacher_cache,
 )
@@ -490,9 +490,9 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     if done and done.get("key") == key:
         return done
     for name in recipes(params):  # before any training: a perturb recipe needs an encoder
-        if params.recipe(name).mode == "perturb" and family not in PERTURBABLE:
+        if params.recipe(name).mode == "perturb" and family not in perturbable():
             raise ValueError(f"usefulness.recipes: {name!r} perturbs real images, which {family} cannot "
-                             f"(no encoder; families that can: {', '.join(PERTURBABLE)})")  # fmt: skip
+                             f"(no encoder; families that can: {', '.join(perturbable())})")  # fmt: skip
     use_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
     (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]

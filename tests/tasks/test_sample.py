@@ -65,3 +65,14 @@ def test_a_class_name_is_the_models_own_not_that_of_other_prepared_data(tmp_path
     named = load_model(tmp_path / "named")
     caplog.clear()
     assert resolve_class(named, "dog", class_names(prepared, named)) == 1 and not caplog.text
+
+
+def test_a_family_added_with_an_encoder_and_a_decoder_can_perturb(monkeypatch):
+    """Recipes in perturb mode ask the model classes, not a list of names: a family added to the
+    registry (README, "Adding a family") with encode/decode perturbs; one without does not."""
+    from genzoo.tasks.sample import perturbable
+
+    assert perturbable() == ["ddpm", "realnvp", "vae"]
+    monkeypatch.setitem(models.REGISTRY, "toyvae", models.REGISTRY["vae"])
+    monkeypatch.setitem(models.REGISTRY, "toygan", models.REGISTRY["gan"])
+    assert "toyvae" in perturbable() and "toygan" not in perturbable()
