@@ -44,6 +44,7 @@ from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
 from genzoo.tasks.augment import check_target
 from genzoo.tasks.config import MAX_SEED, Params, did_you_mean, load_params
+from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
@@ -51,8 +52,12 @@ from genzoo.tasks.layout import (
     DATASET_BECAUSE,
     STUDY_BECAUSE,
     check_outside_source,
+    family_dir,
     newest_checkpoint,
+    other_profiles,
+    require_trained,
     same_profile,
+    warn_if_stale,
 )
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
 from genzoo.tasks.layout import exclusive as exclusive
@@ -850,10 +855,11 @@ def train_one(
 def sample(
     family: Family | None = None,
     model: str | None = None,
-    n: Annotated[int, Field(gt=0)] = 100,
+    n: Annotated[int, Field(gt=0)] = 64,
     label: str | None = None,
     out: str | None = None,
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0,
+    profile: Profile | None = None,
     params_file: str = "params.yaml",
 ) -> dict[str, Any]:
     """Draw labelled images from a trained model into ``<out>.npz`` (images, labels) + ``.png``.
@@ -865,6 +871,8 @@ def sample(
         label: A class name or index (default: drawn from the label prior).
         out: The output path without suffix (default: samples/<family>).
         seed: The sampling seed: same seed, same images.
+        profile: The profile the family was trained with, e.g. quick (after a quick run): else its
+            model is called stale in the run's log (it is sampled all the same).
         params_file: The params file, relative to the project.
     """
     from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
@@ -872,16 +880,28 @@ def sample(
     if bool(family) == bool(model):  # both: one of them would be silently ignored
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>), one")
     confine(params_file=params_file)  # before it is read: its errors quote what it holds
-    params = load_params(params_file)
+    params = load_params(params_file, None, profile)
     confine(params, params_file=params_file, out=out,
             model=model if model and not model.startswith("models:/") else None)  # fmt: skip
+    if family:  # its training command with this run's profile
+        require_trained(params, family)
     net = load_model(model or family, params.run.runs_dir)
     names = class_names(params.data.prepared_dir, net) if label is not None else None
     cls_index = resolve_class(net, label, names)
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # called as a plain function (sample.fn)
+        logger = logging.getLogger("genzoo.sample")
+    if (
+        family in params.models
+        and read_manifest(params.data.prepared_dir, required=False)
+        and (family_dir(params, family) / "metrics.json").is_file()
+    ):  # as `genzoo sample` says it: a quick run's model without the quick profile
+        warn_if_stale(params, family, "sampled", logger, other_profiles(params, params_file, None, profile))
     npz, png = sample_to_file(
         net, n, out or f"samples/{family or net.family}", cls=cls_index, seed=seed, progress=False
     )
-    get_run_logger().info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
+    logger.info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
     return {"npz": str(npz), "png": str(png), "n": n}
 
 

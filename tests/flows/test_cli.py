@@ -298,6 +298,19 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     with pytest.raises(UsageError, match="add --profile short to draw it for a study"):
         judge_study.fn(**kw, per_family=2, raters=0, name="ui")
     assert not (tmp_path / "aug").exists() and not (tmp_path / "runs" / "human").exists()
+    # the sample deployment draws as `genzoo sample` does: the warning naming the profile without
+    # it (its log, the UI's run page), none with it
+    from genzoo.flows.pipeline import sample
+
+    capsys.readouterr()
+    sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile))
+    assert "gan: trained with --profile short, not these params; sampled as it is" in capsys.readouterr().err
+    sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile), profile="short")
+    assert "sampled as it is" not in capsys.readouterr().err and (tmp_path / "ui.npz").is_file()
+    from genzoo.tasks.errors import ModelNotFound
+
+    with pytest.raises(ModelNotFound, match=r"run `genzoo train --family vae --profile short` first"):
+        sample.fn(family="vae", n=2, out=str(tmp_path / "v"), params_file=str(pfile), profile="short")
     made = augment.fn(**kw, per_class=1, recipe="plain", reject_copies=False, out_dir=str(tmp_path / "aug"),
                       profile="short")  # fmt: skip
     assert json.loads((Path(made["path"]) / "manifest.json").read_text())["profile"] == "short"
