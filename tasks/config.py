@@ -815,6 +815,15 @@ def load_params(
         raise ParamsError(
             f"{path}: the file must hold a mapping (key: value) at the top level, not a {type(raw).__name__}"
         )
+    for key in (
+        _split(o)[0].strip() for o in overrides or []
+    ):  # applied after the profile: would change nothing
+        if key == "profiles" or key.startswith("profiles."):
+            inner = key.split(".", 2)[2] if key.count(".") >= 2 else "KEY"
+            raise ParamsError(
+                f"-o {key}: a profile's settings are applied before the -o's, so this changes nothing; "
+                f"override the key itself (-o {inner}=...), with --profile for the rest of the profile"
+            )
     origins: dict[str, str | None] = {}  # keys a profile set (and no -o after it), for the errors
     if profile:
         profiles = raw.get("profiles") or {}

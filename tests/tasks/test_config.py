@@ -1,6 +1,10 @@
+import re
+
 import pytest
+import yaml
 
 from genzoo.tasks.config import ParamsError, load_params, validate
+from tests.conftest import tiny_params
 
 BASE = {"models": {"vae": {}}}
 
@@ -301,3 +305,19 @@ def test_a_misspelt_key_names_the_key_meant(tmp_path):
     assert _keys_at(Params, ("recipes", "any")) == list(Recipe.model_fields)
     assert _keys_at(Params, ("profiles", "quick")) is None  # a profile's keys are dotted paths, any
     assert _keys_at(Params, ("seed",)) is None
+
+
+def test_an_override_of_a_profiles_key_is_refused_naming_the_key_to_override(tmp_path):
+    """`-o profiles.quick.models.vae.train.steps=10` was taken and changed nothing (the profile is
+    applied before the -o's), even with an invalid value: refused, naming the key itself."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**tiny_params(tmp_path), "profiles": {"quick": {"train.steps": 2}}}))
+    for value in ("10", "-5"):
+        with pytest.raises(ParamsError, match=re.escape(
+            "-o profiles.quick.models.vae.train.steps: a profile's settings are applied before the -o's, so "
+            "this changes nothing; override the key itself (-o models.vae.train.steps=...)"
+        )):  # fmt: skip
+            load_params(path, [f"profiles.quick.models.vae.train.steps={value}"], "quick")
+    with pytest.raises(ParamsError, match=r"-o profiles: a profile's settings"):
+        load_params(path, ["profiles={}"])
+    assert load_params(path, ["models.vae.train.steps=10"], "quick").models["vae"].train["steps"] == 10
