@@ -871,8 +871,13 @@ def shadowed(raw: dict[str, Any], overrides: list[str]) -> list[str]:
                if isinstance(block, dict) and leaf in (block.get("train") or {})]  # fmt: skip
         if own:
             lines.append(
-                f"{o}: changes nothing for {', '.join(own)}, which set their own models.<family>.{key}; "
-                f"override that instead (e.g. models.{own[0]}.{key})"
+                f"{o}: changes nothing for {', '.join(own)}, which "
+                + (
+                    f"sets its own models.{own[0]}.{key}; "
+                    if len(own) == 1
+                    else f"set their own models.<family>.{key}; "
+                )
+                + f"override that instead (e.g. models.{own[0]}.{key}) if you train it"
             )
     return lines
 

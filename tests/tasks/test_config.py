@@ -274,8 +274,8 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
     assert params.train_config("vae").steps == 300 and params.train_config("gan").steps == 60
     said = [r.getMessage() for r in caplog.records]
     assert said == [
-        "train.steps=60: changes nothing for vae, which set their own models.<family>.train.steps; "
-        "override that instead (e.g. models.vae.train.steps)"
+        "train.steps=60: changes nothing for vae, which sets its own models.vae.train.steps; "
+        "override that instead (e.g. models.vae.train.steps) if you train it"
     ]
     caplog.clear()  # a value refused anyway: its error alone, no warning about it before
     with caplog.at_level("WARNING", logger="genzoo.config"), pytest.raises(ParamsError, match="write 1000"):
