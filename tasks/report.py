@@ -44,6 +44,7 @@ from genzoo.tasks.layout import (
     other_models,
     read_json,
     scored_by_another_evaluator,
+    up_to_date,
     usefulness_key,
 )
 
@@ -93,7 +94,7 @@ def collect(params: Params) -> dict[str, Any]:
             f"{folder / 'evaluator' / 'reference.json'} missing: nothing evaluated yet "
             f"(`{params.command('evaluate')}`, or `{params.command('run')}` trains and evaluates)"
         )
-    families, missing, anomaly, earlier = {}, [], {}, []
+    families, missing, anomaly, earlier, other = {}, [], {}, [], []
     manifest = read_manifest(params.data.prepared_dir, required=False)
     data = data_hash(manifest) if manifest else None
     shas = {f: model_sha(params, f) for f in params.models}  # the models in runs/ now
@@ -113,6 +114,10 @@ def collect(params: Params) -> dict[str, Any]:
                 )
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
+            elif manifest and up_to_date(params, f) is None:  # its model, made with other settings
+                why = f"`{params.command('status')}` says what differs"
+                log.warning("%s: trained with other params, data or code than this report's (%s)", f, why)
+                other.append(f"{f} ({why})")
         elif (Path(params.run.runs_dir) / f / "model.json").exists():
             missing.append(f"{f} (not evaluated yet: {measure_again(params, f)})")
         else:
@@ -169,6 +174,7 @@ def collect(params: Params) -> dict[str, Any]:
         "families": families,
         "missing": missing,
         "earlier": earlier,
+        "other_settings": other,
         "anomaly": anomaly,
         "human": human,
     }
@@ -770,6 +776,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         real_test=data["reference"]["real_test"],
         missing=data["missing"],
         earlier=data["earlier"],
+        other_settings=data["other_settings"],
         targets=goal,
         judges=spaces,
         judges_rows=judges_table(spaces) if spaces else [],
@@ -836,6 +843,8 @@ def build_report(params: Params) -> dict[str, Any]:
         summary["left_out"] = data["missing"]
     if data["earlier"]:  # shown, but of a model trained before the one in runs/
         summary["of_an_earlier_model"] = data["earlier"]
+    if data["other_settings"]:  # shown, of a model made with other params, data or code than these
+        summary["trained_with_other_settings"] = data["other_settings"]
     if extra["usefulness"]:
         summary["usefulness"] = extra["usefulness"]
     if extra["human"]:  # the latest human study, for `dvc metrics show`

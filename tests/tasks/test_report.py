@@ -359,6 +359,24 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(
         path.with_suffix(".bak").rename(path)
 
 
+def test_a_model_made_with_other_settings_than_the_reports_is_named(evaluated):
+    """A family trained with other params (a run's -o, say) and evaluated, then a report under
+    params.yaml's: its figures are shown, and the page and summary.json say they are of a model
+    made with other settings (it was ranked beside the others without a word)."""
+    from genzoo.tasks.config import validate
+
+    tmp, params = evaluated
+    assert "trained_with_other_settings" not in build_report(params)
+    raw = params.model_dump(mode="json")
+    raw["models"]["gan"].setdefault("train", {})["steps"] = 7
+    summary = build_report(validate(raw))
+    assert summary["trained_with_other_settings"] == ["gan (`genzoo status` says what differs)"]
+    assert "gan" in summary["families"]  # shown all the same
+    html = (tmp / "runs" / "report" / "index.html").read_text()
+    assert "Trained with other params, data or code than this report's: gan (" in html
+    build_report(params)
+
+
 def test_usefulness_measured_against_another_reference_is_left_out(evaluated):
     """`genzoo usefulness` with other settings rewrites the reference rows (real data alone); a
     family's lifts measured against the old ones are not set beside them (the report showed a
