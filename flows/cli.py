@@ -560,7 +560,7 @@ def cmd_report(args) -> int:
     if summary.get("of_an_earlier_model"):
         print(f"figures of an earlier model: {'; '.join(summary['of_an_earlier_model'])}")
     if summary.get("trained_with_other_settings"):
-        print(f"trained with other settings than these: {'; '.join(summary['trained_with_other_settings'])}")
+        print(f"not up to date with these settings: {'; '.join(summary['trained_with_other_settings'])}")
     print(f"closest to real data by the evaluator's Fréchet distance: {t['best_family']}, "
           f"{t['best_ratio_to_floor']:.2f}x the real-vs-real floor; "
           f"every family below PCA + KDE: {'yes' if t['all_below_pca_kde'] else 'no'}")  # fmt: skip

@@ -206,7 +206,9 @@ def left_out_by_best(manifest: dict[str, Any]) -> str | None:
         ([f for f in ahead if f not in other], "not measured (usefulness.families)"),
         (
             [f for f in ahead if f in other],
-            "measured under other settings (`genzoo usefulness --families {}`)",
+            "measured under other settings (`genzoo usefulness --families {}"
+            + (f" --profile {manifest['profile']}" if manifest.get("profile") else "")
+            + "`)",
         ),
     ):
         if group:
@@ -254,11 +256,14 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
         elif lift is not None:
             figures[f] = lift
     if not figures:
-        also = "" if recipe in params.usefulness.recipes else f" -o 'usefulness.recipes=[{recipe}]'"
+        # measured with an -o, the figures would be of other settings than these: in the params file
+        measured = recipe in params.usefulness.recipes or recipe == params.augment.recipe
+        also = "" if measured else f"add {recipe} to usefulness.recipes in the params file, then "
         raise FileNotFoundError(
-            f"augment.metric: lift needs a family measured for usefulness with recipe {recipe!r} (none in "
-            f"{evaluation_dir(params)}); run `{params.command('usefulness' + also)}` (usefulness.families "
-            "says which families) first, or choose `best` by a quality figure (augment.metric: fd_rank)"
+            f"augment.metric: lift needs a family measured for usefulness with recipe {recipe!r} under these "
+            f"settings (none in {evaluation_dir(params)}); {also}run `{params.command('usefulness')}` "
+            "(usefulness.families says which families) first, or choose `best` by a quality figure "
+            "(augment.metric: fd_rank)"
         )
     best = max(figures, key=figures.get)
     log.info("augment: `best` is %s, the largest measured lift with recipe %s", best, recipe)

@@ -114,9 +114,9 @@ def collect(params: Params) -> dict[str, Any]:
                 )
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
-            elif manifest and up_to_date(params, f) is None:  # its model, made with other settings
-                why = f"`{params.command('status')}` says what differs"
-                log.warning("%s: trained with other params, data or code than this report's (%s)", f, why)
+            elif manifest and up_to_date(params, f) is None:  # its model: other settings, or incomplete
+                why = f"`{params.command('status')}` says why"
+                log.warning("%s: not up to date with this report's params, data and code (%s)", f, why)
                 other.append(f"{f} ({why})")
         elif (Path(params.run.runs_dir) / f / "model.json").exists():
             missing.append(f"{f} (not evaluated yet: {measure_again(params, f)})")
@@ -136,7 +136,8 @@ def collect(params: Params) -> dict[str, Any]:
         raise FileNotFoundError(f"no evaluated family under {folder} (run training and evaluation first)")
     useful = {f: u for f in params.models if (u := read_json(folder / f / "usefulness.json"))}
     u_ref = read_json(folder / "usefulness" / "reference.json")
-    key = usefulness_key(params, manifest)  # the real-data rows these settings make
+    # the real-data rows these settings make (no prepared data to work it out: the rows on disk)
+    key = usefulness_key(params, manifest) or (u_ref or {}).get("key")
     if u_ref and key and u_ref.get("key") != key:  # rows of other settings (a `genzoo usefulness -o ...`)
         again = params.command("usefulness")
         log.warning("usefulness: its real-data rows were measured under other settings than these; "
@@ -159,11 +160,11 @@ def collect(params: Params) -> dict[str, Any]:
     # figures, and no older study stands in for it (one made before studies recorded their models
     # could be of any)
     human = latest_study(folder / "human")
-    if human is not None and (other := other_models(params, human, shas)):
+    if human is not None and (unheld := other_models(params, human, shas)):
         log.warning("human study %s: drew from weights of %s that runs/ no longer holds; left out",
-                    human["study"], ", ".join(other))  # fmt: skip
+                    human["study"], ", ".join(unheld))  # fmt: skip
         missing.append(
-            f"human study {human['study']} (drew from weights of {', '.join(other)} that runs/ no longer "
+            f"human study {human['study']} (drew from weights of {', '.join(unheld)} that runs/ no longer "
             f"holds: {params.command('judge create')} makes one of these models)"
         )
         human = None

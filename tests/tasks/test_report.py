@@ -370,10 +370,28 @@ def test_a_model_made_with_other_settings_than_the_reports_is_named(evaluated):
     raw = params.model_dump(mode="json")
     raw["models"]["gan"].setdefault("train", {})["steps"] = 7
     summary = build_report(validate(raw))
-    assert summary["trained_with_other_settings"] == ["gan (`genzoo status` says what differs)"]
+    assert summary["trained_with_other_settings"] == ["gan (`genzoo status` says why)"]
     assert "gan" in summary["families"]  # shown all the same
     html = (tmp / "runs" / "report" / "index.html").read_text()
-    assert "Trained with other params, data or code than this report's: gan (" in html
+    assert "Not up to date with this report's params, data and code (trained with other settings, or " in html
+    # a human study beside it (here of weights runs/ no longer holds: left out) changes nothing of
+    # that list (the study's families took its place)
+    human = tmp / "runs" / "evaluation" / "human"
+    human.mkdir(parents=True, exist_ok=True)
+    study = {
+        "study": "s",
+        "families": {"vae": {}},
+        "answers": 0,
+        "created": "2026-12-06",
+        "models": {"vae": "0" * 64},
+    }
+    (human / "s.json").write_text(json.dumps(study))
+    try:
+        assert build_report(validate(raw))["trained_with_other_settings"] == [
+            "gan (`genzoo status` says why)"
+        ]
+    finally:
+        shutil.rmtree(human)
     build_report(params)
 
 
