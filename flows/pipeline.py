@@ -871,8 +871,7 @@ def sample(
         label: A class name or index (default: drawn from the label prior).
         out: The output path without suffix (default: samples/<family>).
         seed: The sampling seed: same seed, same images.
-        profile: The profile the family was trained with, e.g. quick (after a quick run): else its
-            model is called stale in the run's log (it is sampled all the same).
+        profile: The profile the family was trained with, e.g. quick (else the log calls it stale).
         params_file: The params file, relative to the project.
     """
     from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
