@@ -821,7 +821,42 @@ def pipeline(
         result["pipeline_seconds"],
         "; ".join(filter(None, said)) or "no family",
     )
+    if FlowRunContext.get() is not None:  # the table `genzoo run` prints, in the run's Artifacts tab
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            figures_markdown(result),
+            key="pipeline-figures",
+            description="each family's figures, as genzoo run prints",
+        )
     return result
+
+
+def figures_markdown(result: dict[str, Any]) -> str:
+    """A pipeline run's figures as a Markdown table (the UI's Artifacts tab): one row per family,
+    as `genzoo run` prints them, then where the report and the MLflow run are."""
+    rows = [
+        "| family | steps | train s | FD ± 95% | precision | recall | bits/dim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f, row in result["figures"].items():
+        cells = [
+            f + (" (up to date)" if result["trained"][f].get("cached") else ""),
+            str(row.get("steps", "-")),
+            f"{row['train_seconds']:.1f}" if "train_seconds" in row else "-",
+            f"{row['fd']:.4f} ± {row['fd_ci95']:.4f}" if "fd" in row else "-",
+            f"{row['precision']:.3f}" if "precision" in row else "-",
+            f"{row['recall']:.3f}" if "recall" in row else "-",
+            f"{row['test_bpd']:.3f} ({row['bpd_estimator']})" if "test_bpd" in row else "-",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    rows.append("")
+    if "report_path" in result:
+        rows.append(f"Report: `{result['report_path']}`  ")
+    if "mlflow_run_id" in result:
+        rows.append(f"MLflow run: {result.get('mlflow_url') or result['mlflow_run_id']}  ")
+    rows.append(f"Pipeline: {result['pipeline_seconds']:.1f} s")
+    return "\n".join(rows)
 
 
 @flow(name="genzoo-train-family", log_prints=True)

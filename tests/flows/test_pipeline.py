@@ -270,6 +270,16 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
     messages = [log.message for log in logs]
     assert any(m.startswith("vae: step ") for m in messages) and "started" in messages, messages
     assert not any("HTTP Request" in m for m in messages)
+    # the figures `genzoo run` prints, as a table in the run's Artifacts tab (the UI showed none)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (art,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    assert art.key == "pipeline-figures" and art.type == "markdown"
+    assert art.data.startswith("| family | steps | train s | FD ± 95% | precision | recall | bits/dim |")
+    assert re.search(r"^\| vae \| 150 \| [\d.]+ \| [\d.]+ ± [\d.]+ \| ", art.data, re.M), art.data
 
 
 def test_ray_tasks_run_the_function_given_with_mlflow_pointed_where_the_driver_is(tmp_path, local_ray):
