@@ -251,27 +251,15 @@ def run_summary(result: dict) -> dict:
 def format_run(result: dict) -> str:
     """The figures of a pipeline run as a person reads them: one row per family, then where
     the report and the MLflow run are."""
-
-    def num(row: dict, key: str, fmt: str) -> str:
-        return format(row[key], fmt) if key in row else "-"
+    from genzoo.flows.pipeline import figure_cells, run_places
 
     header = f"{'family':<10} {'steps':>6} {'train s':>8} {'FD ± 95%':>17} {'precision':>9} {'recall':>7}"
     header += "  bits/dim"
     lines = [header, "-" * len(header)]
-    for f, row in result["figures"].items():
-        fd = f"{row['fd']:.4f} ± {row['fd_ci95']:.4f}" if "fd" in row else "-"
-        bpd = f"{row['test_bpd']:.3f} ({row['bpd_estimator']})" if "test_bpd" in row else "-"
+    for f, (steps, train_s, fd, precision, recall, bpd) in figure_cells(result).items():
         cached = "" if not result["trained"][f].get("cached") else "  (up to date)"
-        lines.append(
-            f"{f:<10} {num(row, 'steps', 'd'):>6} {num(row, 'train_seconds', '.1f'):>8} {fd:>17} "
-            f"{num(row, 'precision', '.3f'):>9} {num(row, 'recall', '.3f'):>7}  {bpd}{cached}"
-        )
-    lines.append("")
-    if "report_path" in result:
-        lines.append(f"report:     {result['report_path']}")
-    if "mlflow_run_id" in result:
-        lines.append(f"MLflow run: {result.get('mlflow_url') or result['mlflow_run_id']}")
-    lines.append(f"pipeline:   {result['pipeline_seconds']:.1f} s")
+        lines.append(f"{f:<10} {steps:>6} {train_s:>8} {fd:>17} {precision:>9} {recall:>7}  {bpd}{cached}")
+    lines += ["", *(f"{k + ':':<11} {v}" for k, v in run_places(result))]
     return "\n".join(lines)
 
 

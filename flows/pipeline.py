@@ -832,16 +832,15 @@ def pipeline(
     return result
 
 
-def figures_markdown(result: dict[str, Any]) -> str:
-    """A pipeline run's figures as a Markdown table (the UI's Artifacts tab): one row per family,
-    as `genzoo run` prints them, then where the report and the MLflow run are."""
-    rows = [
-        "| family | steps | train s | FD ± 95% | precision | recall | bits/dim |",
-        "|---|---|---|---|---|---|---|",
-    ]
+FIGURE_COLUMNS = ("family", "steps", "train s", "FD ± 95%", "precision", "recall", "bits/dim")
+
+
+def figure_cells(result: dict[str, Any]) -> dict[str, list[str]]:
+    """Each family's figures from a pipeline run, formatted for :data:`FIGURE_COLUMNS` after the
+    family's name (``-`` where a family has none): the console's table and the run's artifact."""
+    out = {}
     for f, row in result["figures"].items():
-        cells = [
-            f + (" (up to date)" if result["trained"][f].get("cached") else ""),
+        out[f] = [
             str(row.get("steps", "-")),
             f"{row['train_seconds']:.1f}" if "train_seconds" in row else "-",
             f"{row['fd']:.4f} ± {row['fd_ci95']:.4f}" if "fd" in row else "-",
@@ -849,14 +848,25 @@ def figures_markdown(result: dict[str, Any]) -> str:
             f"{row['recall']:.3f}" if "recall" in row else "-",
             f"{row['test_bpd']:.3f} ({row['bpd_estimator']})" if "test_bpd" in row else "-",
         ]
-        rows.append("| " + " | ".join(cells) + " |")
-    rows.append("")
-    if "report_path" in result:
-        rows.append(f"Report: `{result['report_path']}`  ")
+    return out
+
+
+def figures_markdown(result: dict[str, Any]) -> str:
+    """A pipeline run's figures as a Markdown table (the UI's Artifacts tab), as `genzoo run`
+    prints them, then where the report and the MLflow run are."""
+    rows = ["| " + " | ".join(FIGURE_COLUMNS) + " |", "|" + "---|" * len(FIGURE_COLUMNS)]
+    for f, cells in figure_cells(result).items():
+        name = f + (" (up to date)" if result["trained"][f].get("cached") else "")
+        rows.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join([*rows, "", *(f"{k}: {v}  " for k, v in run_places(result))])
+
+
+def run_places(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where a pipeline run's report and MLflow run are, and its time, as (label, value)."""
+    out = [("report", result["report_path"])] if "report_path" in result else []
     if "mlflow_run_id" in result:
-        rows.append(f"MLflow run: {result.get('mlflow_url') or result['mlflow_run_id']}  ")
-    rows.append(f"Pipeline: {result['pipeline_seconds']:.1f} s")
-    return "\n".join(rows)
+        out.append(("MLflow run", result.get("mlflow_url") or result["mlflow_run_id"]))
+    return [*out, ("pipeline", f"{result['pipeline_seconds']:.1f} s")]
 
 
 @flow(name="genzoo-train-family", log_prints=True)
