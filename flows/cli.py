@@ -264,16 +264,21 @@ def format_run(result: dict) -> str:
 
 
 def cmd_sample(args) -> int:
-    import torch
-
+    from genzoo.tasks.layout import resolve_device
     from genzoo.tasks.sample import check_request, class_names, load_model, resolve_class, sample_to_file
 
     params = _params(args)
     if not args.family and not args.model:
         raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
     check_request(args.n, args.out)  # bad input said alone, before any warning about the model
+    device = resolve_device(args.device, "--device") if args.device else None  # one line, not a traceback
     for o in args.overrides or []:  # sampling reads where models and data are, nothing else
-        if o.partition("=")[0].strip() not in ("run.runs_dir", "data.prepared_dir"):
+        key = o.partition("=")[0].strip()
+        if key == "run.device":
+            logging.getLogger("genzoo.sample").warning(
+                "-o %s changes nothing here: --device DEVICE samples on it", o
+            )
+        elif key not in ("run.runs_dir", "data.prepared_dir"):
             logging.getLogger("genzoo.sample").warning(
                 "-o %s changes nothing here: a trained model samples with the settings it was trained "
                 "with (its model.json); bench/sample_sweep.py samples it with other net settings",
@@ -298,8 +303,8 @@ def cmd_sample(args) -> int:
         ):
             warn_if_stale(params, args.family, "sampled", logging.getLogger("genzoo.sample"),
                           _other_profiles(args, params))  # fmt: skip
-    if args.device:
-        model = model.to(torch.device(args.device))
+    if device is not None:
+        model = model.to(device)
     npz, png = sample_to_file(model, args.n, args.out, cls=cls, seed=args.seed, progress=not args.quiet)
     print(json.dumps({"npz": str(npz), "png": str(png), "n": args.n}))
     return 0

@@ -572,17 +572,21 @@ def family_run_id(params: Params, family: str) -> str | None:
     return metrics.get("mlflow", {}).get("run_id")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``run.device``: ``auto`` is CUDA when present; naming an absent CUDA device fails."""
+def resolve_device(name: str, key: str = "run.device") -> torch.device:
+    """``run.device`` (or the option ``key``): ``auto`` is CUDA when present; naming an absent
+    CUDA device, or no device at all, fails naming ``key``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ParamsError(f"{key}={name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(f"run.device={name}: no CUDA device is available on this machine (use auto or cpu)")
+        raise ParamsError(f"{key}={name}: no CUDA device is available on this machine (use auto or cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ParamsError(f"run.device={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ParamsError(f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ParamsError(f"run.device={name}: MPS is not available on this machine (use auto or cpu)")
+        raise ParamsError(f"{key}={name}: MPS is not available on this machine (use auto or cpu)")
     return dev
 
 

@@ -213,6 +213,14 @@ CASES = {
         lambda w: ["run", *_p(w, "--families", "vae", "-o", "run.device=cuda:99")],
         "run.device=cuda:99",
     ),
+    "sample-device-absent": (  # a traceback (torch's AssertionError) before
+        lambda w: ["sample", *_p(w, "--family", "vae", "--device", "cuda:99", "--out", str(w["out"] / "s"))],
+        "--device=cuda:99",
+    ),
+    "sample-device-not-a-device": (  # a traceback (torch's RuntimeError) before
+        lambda w: ["sample", *_p(w, "--family", "vae", "--device", "gpu", "--out", str(w["out"] / "s"))],
+        "--device=gpu: not a device (auto, cpu, cuda, cuda:N or mps)",
+    ),
     "ray-address-nothing-there": (  # ray.init waited for minutes, printing only Ray's warnings
         lambda w: ["run", *_p(w, "--families", "vae", "--ray-address", f"127.0.0.1:{free_port()}")],
         ": nothing answers there (Connection refused); start it (`ray start --head`",
