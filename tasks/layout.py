@@ -541,8 +541,8 @@ def warn_if_stale(
             )  # fmt: skip
             return
         logger.warning(
-            "%s: trained with other params, data or code than these (stale, see `genzoo status`); "
-            "%s as it is (`%s` to bring it up to date)", family, doing, train,
+            "%s: trained with other params, data or code than these (stale, see `%s`); "
+            "%s as it is (`%s` to bring it up to date)", family, params.command("status"), doing, train,
         )  # fmt: skip
 
 

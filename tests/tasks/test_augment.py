@@ -132,6 +132,12 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
     assert (
         "gan: trained with other params, data or code than these (stale, see `genzoo status`)" in caplog.text
     )
+    stale = validate(raw)
+    stale._profile = "quick"  # the status command it names is the one that says why: with the profile
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
+        generate(stale, req)
+    assert "(stale, see `genzoo status --profile quick`)" in caplog.text
     weights = tmp / "runs" / "gan" / "model.safetensors"  # gone: said as such (was [Errno 2])
     weights.rename(weights.with_suffix(".bak"))
     try:
