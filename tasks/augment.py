@@ -237,6 +237,28 @@ def _other_model(params: Params, family: str, what: str) -> None:
                 shown(family_dir(params, family) / "model.safetensors"), again)  # fmt: skip
 
 
+LABELS_FOLLOWED = 0.5  # below this class accuracy (its evaluation's), most of a family's labels are wrong
+
+
+def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> None:
+    """Warn when ``family``'s evaluation found its images follow their label less than half the
+    time (class_accuracy, the evaluator's verdict on each image) and the dataset keeps the
+    model's labels (a quick run's DDPM: 12%): most of its labels would be wrong."""
+    quality = read_json(evaluation_dir(params) / family / "quality.json")
+    acc = quality.get("class_accuracy") if isinstance(quality, dict) else None
+    if (
+        isinstance(acc, int | float)
+        and acc < LABELS_FOLLOWED
+        and of_model(quality, model_sha(params, family))
+    ):
+        log.warning(
+            "augment: %s's images follow their label %.0f%% of the time (class_accuracy in its evaluation), "
+            "and recipe %s keeps the model's labels: most of its labels would be wrong; a recipe with a "
+            "teacher relabels them (--recipe teacher); --min-confidence P filters them out",
+            family, 100 * acc, recipe,
+        )  # fmt: skip
+
+
 def _other_reference(params: Params, family: str) -> None:
     log.warning("augment: %s's usefulness.json was measured against another reference than the current one "
                 "(other settings since): left out of what `best` chooses by; `%s` measures it", family,
@@ -266,7 +288,12 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
             "(augment.metric: fd_rank)"
         )
     best = max(figures, key=figures.get)
-    log.info("augment: `best` is %s, the largest measured lift with recipe %s", best, recipe)
+    harm = (
+        f" (a harm: {100 * figures[best]:+.1f} points; no family measured helped)"
+        if figures[best] < 0
+        else ""
+    )
+    log.info("augment: `best` is %s, the largest measured lift with recipe %s%s", best, recipe, harm)
     return {"family": best, "metric": "lift", "figures": figures, "measured": list(figures),
             "among": "measured for usefulness", "recipe": recipe}  # fmt: skip
 
@@ -544,6 +571,9 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
                              f"cannot (no encoder; families that can: {can})")  # fmt: skip
     for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
+    if not recipe.teacher and not req.min_confidence:  # the model's own labels, kept as drawn
+        for f in families:
+            _say_if_labels_mostly_wrong(params, f, req.recipe)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)

@@ -132,6 +132,29 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
     assert (
         "gan: trained with other params, data or code than these (stale, see `genzoo status`)" in caplog.text
     )
+    # a family whose images mostly miss their label (its evaluation's class accuracy), drawn with the
+    # model's own labels: said (a quick run's DDPM gave a dataset 88% mislabelled without a word)
+    from genzoo.models.base import sha256_file
+
+    quality = tmp / "runs" / "evaluation" / "gan" / "quality.json"
+    quality.parent.mkdir(parents=True, exist_ok=True)
+    saved = quality.read_text() if quality.exists() else None  # (the fixture has none: kept if it had)
+    sha = sha256_file(tmp / "runs" / "gan" / "model.safetensors")
+    quality.write_text(json.dumps({"class_accuracy": 0.124, "model_sha256": sha}))
+    try:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
+            generate(params, req)
+        assert (
+            "augment: gan's images follow their label 12% of the time (class_accuracy in its evaluation)"
+            in (caplog.text)
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
+            generate(params, req.model_copy(update={"recipe": "teacher", "name": "relabelled"}))
+        assert "follow their label" not in caplog.text  # a teacher relabels them
+    finally:
+        quality.write_text(saved) if saved is not None else quality.unlink()
     stale = validate(raw)
     stale._profile = "quick"  # the status command it names is the one that says why: with the profile
     caplog.clear()
@@ -371,6 +394,14 @@ def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_
         best_choice(params, "lift", "distil")
     (folder / "vae" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": 0.02}}, ("logistic",)))
     assert best_choice(params, "lift")["family"] == "vae"  # measured with all the data alone, by logistic
+    for f in ("pixelcnn", "realnvp", "vae"):  # no family helped: the largest lift said as the harm it is
+        (folder / f / "usefulness.json").write_text(_usefulness_json({"plain": {"0.1": -0.035}}))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        best_choice(params, "lift")
+    assert "the largest measured lift with recipe plain (a harm: -3.5 points; no family measured helped)" in (
+        caplog.text
+    )
     assert validate(tiny_params(tmp_path, augment={"metric": "lift"})).augment.metric == "lift"
 
 
