@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml $(wildcard */__init__.py)
 	  exit 1; fi
 	@touch $(STAMP)
 
-run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: ~3.5 min on 2 cores)
+run: install  ## the pipeline (Prefect flow, Ray fan-out) on the embedded digits (PROFILE=quick: a few minutes on 2 cores)
 	$(VENV)/bin/genzoo run $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 serve: install  ## Prefect server + UI on 127.0.0.1:$(PREFECT_PORT), serving the genzoo deployments
