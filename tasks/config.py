@@ -820,9 +820,11 @@ def load_params(
     ):  # applied after the profile: would change nothing
         if key == "profiles" or key.startswith("profiles."):
             inner = key.split(".", 2)[2] if key.count(".") >= 2 else "KEY"
+            also = (f", or -o models.<family>.{inner}=... for a family that sets its own"
+                    if inner.startswith("train.") else "")  # fmt: skip
             raise ParamsError(
                 f"-o {key}: a profile's settings are applied before the -o's, so this changes nothing; "
-                f"override the key itself (-o {inner}=...), with --profile for the rest of the profile"
+                f"override the key itself (-o {inner}=...{also}), with --profile for the rest of the profile"
             )
     origins: dict[str, str | None] = {}  # keys a profile set (and no -o after it), for the errors
     if profile:

@@ -318,6 +318,10 @@ def test_an_override_of_a_profiles_key_is_refused_naming_the_key_to_override(tmp
             "this changes nothing; override the key itself (-o models.vae.train.steps=...)"
         )):  # fmt: skip
             load_params(path, [f"profiles.quick.models.vae.train.steps={value}"], "quick")
+    with pytest.raises(ParamsError, match=re.escape(
+        "(-o train.steps=..., or -o models.<family>.train.steps=... for a family that sets its own)"
+    )):  # fmt: skip
+        load_params(path, ["profiles.quick.train.steps=5"], "quick")
     with pytest.raises(ParamsError, match=r"-o profiles: a profile's settings"):
         load_params(path, ["profiles={}"])
     assert load_params(path, ["models.vae.train.steps=10"], "quick").models["vae"].train["steps"] == 10
