@@ -79,6 +79,7 @@ from genzoo.tasks.layout import (
     read_json,
     scored_by_another_evaluator,
     shown,
+    up_to_date,
     use_threads,
     usefulness_key,
     warn_if_stale,
@@ -320,6 +321,7 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     info: dict[str, Any] = {"model": shown(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
     m = read_json(path.with_name("metrics.json")) or {}
     info.update({k: m["mlflow"][k] for k in ("run_id", "model_uri")} if "mlflow" in m else {})
+    info["up_to_date"] = up_to_date(params, family) is not None  # with these settings (the card says)
     return path, info
 
 

@@ -126,9 +126,16 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
         families=["gan"], per_class=1, seed=0, out_dir=str(tmp / "stale"), reject_copies=False
     )
     with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
-        generate(params, req)
+        path = generate(params, req)
         assert "stale" not in caplog.text
-        generate(validate(raw), req)
+        assert json.loads((path / "manifest.json").read_text())["families"]["gan"]["up_to_date"] is True
+        assert "not up to date with the settings" not in (path / "README.md").read_text()
+        path = generate(validate(raw), req)
+    # the dataset says so too, for whoever receives it (the console's warning stays on this machine)
+    assert json.loads((path / "manifest.json").read_text())["families"]["gan"]["up_to_date"] is False
+    assert "; **not up to date with the settings this dataset was made with** (trained with other " in (
+        (path / "README.md").read_text()
+    )
     assert (
         "gan: trained with other params, data or code than these (stale, see `genzoo status`)" in caplog.text
     )
