@@ -824,11 +824,11 @@ def pipeline(
     if FlowRunContext.get() is not None:  # the table `genzoo run` prints, in the run's Artifacts tab
         from prefect.artifacts import create_markdown_artifact
 
-        create_markdown_artifact(
-            figures_markdown(result),
-            key="pipeline-figures",
-            description="each family's figures, as genzoo run prints",
-        )
+        try:
+            create_markdown_artifact(figures_markdown(result), key="pipeline-figures",
+                                     description="each family's figures, as genzoo run prints")  # fmt: skip
+        except Exception as e:  # the run's work is done and recorded: a lost table is no failure
+            get_run_logger().warning("the figures' artifact was not created (%s: %s)", type(e).__name__, e)
     return result
 
 
@@ -858,7 +858,7 @@ def figures_markdown(result: dict[str, Any]) -> str:
     for f, cells in figure_cells(result).items():
         name = f + (" (up to date)" if result["trained"][f].get("cached") else "")
         rows.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join([*rows, "", *(f"{k}: {v}  " for k, v in run_places(result))])
+    return "\n".join([*rows, "", *(f"{k}: `{v}`  " for k, v in run_places(result))])
 
 
 def run_places(result: dict[str, Any]) -> list[tuple[str, str]]:

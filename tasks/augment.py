@@ -255,7 +255,7 @@ def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> Non
         log.warning(
             "augment: %s's images follow their label %.0f%% of the time (class_accuracy in its evaluation), "
             "and recipe %s keeps the model's labels: most of its labels would be wrong; a recipe with a "
-            "teacher relabels them (--recipe teacher); --min-confidence P filters them out",
+            "teacher relabels them (augment.recipe, --recipe); augment.min_confidence filters them out",
             family, 100 * acc, recipe,
         )  # fmt: skip
 
@@ -321,7 +321,8 @@ def _model_info(params: Params, family: str) -> tuple[Path, dict[str, Any]]:
     info: dict[str, Any] = {"model": shown(path), "sha256": sha256_file(path.with_suffix(".safetensors"))}
     m = read_json(path.with_name("metrics.json")) or {}
     info.update({k: m["mlflow"][k] for k in ("run_id", "model_uri")} if "mlflow" in m else {})
-    info["up_to_date"] = up_to_date(params, family) is not None  # with these settings (the card says)
+    if read_manifest(params.data.prepared_dir, required=False):  # with these settings (the card says)
+        info["up_to_date"] = up_to_date(params, family) is not None  # (no prepared data: unknown, unsaid)
     return path, info
 
 
@@ -573,7 +574,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
                              f"cannot (no encoder; families that can: {can})")  # fmt: skip
     for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
-    if not recipe.teacher and not req.min_confidence:  # the model's own labels, kept as drawn
+    if recipe.mode == "sample" and not recipe.teacher and not req.min_confidence:  # model's labels, as drawn
         for f in families:
             _say_if_labels_mostly_wrong(params, f, req.recipe)
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling

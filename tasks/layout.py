@@ -580,7 +580,9 @@ def resolve_device(name: str, key: str = "run.device") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ParamsError(f"{key}={name}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ParamsError(f"{key}={name}: not a device genzoo runs on (auto, cpu, cuda, cuda:N or mps)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParamsError(f"{key}={name}: no CUDA device is available on this machine (use auto or cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -219,7 +219,11 @@ CASES = {
     ),
     "sample-device-not-a-device": (  # a traceback (torch's RuntimeError) before
         lambda w: ["sample", *_p(w, "--family", "vae", "--device", "gpu", "--out", str(w["out"] / "s"))],
-        "--device=gpu: not a device (auto, cpu, cuda, cuda:N or mps)",
+        "--device=gpu: not a device genzoo runs on (auto, cpu, cuda, cuda:N or mps)",
+    ),
+    "sample-device-genzoo-does-not-run-on": (
+        lambda w: ["sample", *_p(w, "--family", "vae", "--device", "meta", "--out", str(w["out"] / "s"))],
+        "--device=meta: not a device genzoo runs on",
     ),
     "ray-address-nothing-there": (  # ray.init waited for minutes, printing only Ray's warnings
         lambda w: ["run", *_p(w, "--families", "vae", "--ray-address", f"127.0.0.1:{free_port()}")],
