@@ -507,6 +507,10 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
         f"gan {100 * lift:+.1f} points |"
     )
     assert f"| chosen as `best` | {chosen}" in card
+    # two sampling seeds (the quick profile's): the card says how wide their intervals are, as the report
+    assert "intervals over the evaluation's seeds (with two seeds, a quick run's, an interval spans 12.7" in (
+        card.replace("\n", " ")
+    )
     # the classifiers it describes are those measured (cnn and logistic here, not cnn_plain)
     assert "(`cnn`: a small CNN with classical augmentation" in card
     assert "`logistic`: a logistic regression on pixels)." in card and "cnn_plain" not in card
