@@ -162,13 +162,14 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
         assert "follow their label" not in caplog.text  # a teacher relabels them
         vae_quality = quality.parent.parent / "vae" / "quality.json"
         vae_quality.parent.mkdir(parents=True, exist_ok=True)
+        vae_saved = vae_quality.read_text() if vae_quality.exists() else None
         vae_sha = sha256_file(tmp / "runs" / "vae" / "model.safetensors")
         vae_quality.write_text(json.dumps({"class_accuracy": 0.124, "model_sha256": vae_sha}))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="genzoo.augment"):  # each image starts from a real one
             generate(params, req.model_copy(update={"families": ["vae"], "recipe": "near", "name": "near"}))
         assert "follow their label" not in caplog.text
-        vae_quality.unlink()
+        vae_quality.write_text(vae_saved) if vae_saved is not None else vae_quality.unlink()
     finally:
         quality.write_text(saved) if saved is not None else quality.unlink()
     stale = validate(raw)
