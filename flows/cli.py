@@ -1039,6 +1039,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
 
 
+# the params block a command's own flags override (``--per-class`` is augment.per_class)
+FLAG_BLOCKS = {"augment": "augment"}
+
+
+def as_given(line: str, args) -> str:
+    """``line`` (an error naming params keys) naming the flags the user gave instead where a flag
+    set the key: ``--per-class: ...``, not ``augment.per_class: ...``; ``--family: foo not in
+    params``, not ``models.foo: ...``."""
+    family = getattr(args, "family", None)
+    if family and line.startswith(f"models.{family}: not in params"):
+        line = f"--family: {family} " + line.removeprefix(f"models.{family}: ")
+    if block := FLAG_BLOCKS.get(args.command):  # each bad key of the block: one row, or "; " between
+
+        def flag(m: re.Match) -> str:
+            given = getattr(args, m.group(2), None) is not None
+            return f"{m.group(1)}--{m.group(2).replace('_', '-')}:" if given else m.group(0)
+
+        line = re.sub(rf"(^|; |\n){block}\.(\w+):", flag, line)
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
@@ -1060,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
         line = user_error(e)
         if line is None:
             raise  # a bug: its traceback is what is needed
-        print(f"genzoo {args.command}: error: {line}", file=sys.stderr)
+        print(f"genzoo {args.command}: error: {as_given(line, args)}", file=sys.stderr)
         return 2
 
 

@@ -235,7 +235,7 @@ def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path
     assert len(list(Path(out["path"], "images").rglob("*.png"))) == 20  # --png: the image folders
     assert out["formats"] == ["npz", "imagefolder"]
     r = _cli("evaluate", "--params", str(pfile), "--family", "nope", cwd=tmp, check=False)
-    assert r.returncode == 2 and "models.nope: not in params" in r.stderr
+    assert r.returncode == 2 and "--family: nope not in params" in r.stderr
     empty = tmp_path / "params.yaml"
     empty.write_text(yaml.safe_dump(tiny_params(tmp_path)))
     r = _cli("evaluate", "--params", str(empty), cwd=tmp_path, check=False)

@@ -275,10 +275,23 @@ CASES = {
         "folder/c: a symbolic link to",
     ),
     # options that do not fit the params or each other
-    "unknown-family": (lambda w: ["train", *_p(w), "--family", "nope"], "models.nope: not in params"),
+    "unknown-family": (lambda w: ["train", *_p(w), "--family", "nope"], "--family: nope not in params"),
     "misspelt-family": (
         lambda w: ["evaluate", *_p(w), "--family", "vea"],
-        "models.vea: not in params (families: vae; did you mean vae?)",
+        "--family: vea not in params (families: vae; did you mean vae?)",
+    ),
+    # a flag's bad value named by the flag the user typed, not the params key it sets
+    "augment-bad-flags": (
+        lambda w: ["augment", *_p(w), "--per-class", "0", "--min-confidence", "2"],
+        "--per-class: Input should be greater than 0 (got 0); --min-confidence: Input should be less than 1",
+    ),
+    "augment-unknown-recipe-flag": (
+        lambda w: ["augment", *_p(w), "--recipe", "nope"],
+        "--recipe: no recipe 'nope' under recipes",
+    ),
+    "augment-bad-key-by-override": (  # an -o names the key it set
+        lambda w: ["augment", *_p(w, "-o", "augment.per_class=0")],
+        "augment.per_class: Input should be greater than 0 (got 0)",
     ),
     "no-families": (lambda w: ["run", *_p(w), "--families", ","], "--families: none given (families: vae)"),
     "no-families-to-draw": (
