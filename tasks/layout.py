@@ -823,10 +823,15 @@ def other_profiles(
     from genzoo.tasks.config import load_params
 
     others = {}
-    for name in [None, *params.profiles]:
-        if name != profile:
-            with contextlib.suppress(ParamsError):
-                others[name] = load_params(path, overrides, name)
+    said = logging.getLogger("genzoo.config")  # its warnings (an override shadowed) came with params'
+    was, said.disabled = said.disabled, True
+    try:
+        for name in [None, *params.profiles]:
+            if name != profile:
+                with contextlib.suppress(ParamsError):
+                    others[name] = load_params(path, overrides, name)
+    finally:
+        said.disabled = was
     return others
 
 

@@ -1,3 +1,4 @@
+import logging
 import re
 
 import pytest
@@ -281,6 +282,24 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="genzoo.config"), pytest.raises(ParamsError, match="write 1000"):
         load_params(path, ["train.steps=1e3"])
     assert not caplog.records
+
+
+def test_a_shadowed_override_is_said_once_by_commands_that_look_at_other_profiles(tmp_path, caplog):
+    """`genzoo status -o train.steps=60` loads the params under each other profile too (what a
+    stale model may have been made with): the warning is the command's own params', said once."""
+    import yaml
+
+    from genzoo.tasks.layout import other_profiles
+
+    raw = {"models": {"vae": {"train": {"steps": 300}}}, "profiles": {"quick": {"seed": 1}, "long": {}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with caplog.at_level("WARNING", logger="genzoo.config"):
+        params = load_params(path, ["train.steps=60"])
+        others = other_profiles(params, path, ["train.steps=60"], None)
+    assert set(others) == {"quick", "long"} and others["quick"].seed == 1
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["train.steps=60"]
+    assert not logging.getLogger("genzoo.config").disabled
 
 
 def test_a_misspelt_key_names_the_key_meant(tmp_path):
