@@ -374,6 +374,19 @@ def test_a_model_made_with_other_settings_than_the_reports_is_named(evaluated):
     assert "gan" in summary["families"]  # shown all the same
     html = (tmp / "runs" / "report" / "index.html").read_text()
     assert "Not up to date with this report's params, data and code (trained with other settings, or " in html
+    # trained again since its evaluation, with other settings than the report's: both said at once
+    # (the first alone hid the second, whose fix the first's hint would have skipped)
+    weights = tmp / "runs" / "gan" / "model.safetensors"
+    kept = weights.read_bytes()
+    try:
+        weights.write_bytes(kept + b" ")
+        both = build_report(validate(raw))
+    finally:
+        weights.write_bytes(kept)
+    assert both["of_an_earlier_model"] == [
+        "gan (trained again since its evaluation: genzoo evaluate --family gan)"
+    ]
+    assert both["trained_with_other_settings"] == ["gan (`genzoo status` says why)"]
     # a human study beside it (here of weights runs/ no longer holds: left out) changes nothing of
     # that list (the study's families took its place)
     human = tmp / "runs" / "evaluation" / "human"
