@@ -102,10 +102,14 @@ def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train
         through a ``DataLoader``.
     """
     from genzoo.tasks.augment import real_dataset as _real
+    from genzoo.tasks.data import DataError
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split: {split!r}, expected one of 'train', 'val', 'test'")
-    return _real(prepared_dir, split)
+    try:
+        return _real(prepared_dir, split)
+    except DataError as e:  # not there: maybe only not from here
+        raise _from_here(e, prepared_dir, "prepared_dir=the project's data/prepared folder") from None
 
 
 def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:
@@ -161,7 +165,28 @@ def load_model(
 
     if not isinstance(ref, str | Path):  # (a model already loaded, say)
         raise TypeError(f"ref: a family name, a model.json path or models:/..., got {type(ref).__name__}")
-    return _load(ref, runs_dir, device, allow_unhashed=allow_unhashed)
+    from genzoo.tasks.errors import ModelNotFound
+
+    try:
+        return _load(ref, runs_dir, device, allow_unhashed=allow_unhashed)
+    except ModelNotFound as e:  # not there: maybe only not from here
+        if str(ref).startswith("models:/") or "no such family" in str(e):
+            raise
+        where = runs_dir if str(ref) in families() else ref
+        raise _from_here(e, where, "runs_dir=the project's runs folder" if where is runs_dir else
+                         "ref=an absolute path") from None  # fmt: skip
+
+
+def _from_here(e: Exception, path: str | Path, give: str) -> Exception:
+    """``e`` (a file not found under ``path``), saying that a relative ``path`` was read from the
+    working directory: a script run from another folder than the project's is told so, not only
+    to train or prepare again."""
+    if Path(path).is_absolute():
+        return e
+    return type(e)(
+        f"{e} (relative paths are read from the working directory, {Path.cwd()}: give {give}, "
+        "or run from the project's folder)"
+    )
 
 
 def sample(

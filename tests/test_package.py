@@ -381,3 +381,27 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
             call("vae")
     with pytest.raises(TypeError, match="ref: a family name, a model.json path or models:/..., got VAE"):
         genzoo.load_model(model)
+
+
+def test_a_script_run_from_another_folder_is_told_where_relative_paths_were_read(tmp_path, monkeypatch):
+    """From another folder than the project's, load_model("vae") and real_dataset() said only to
+    train or prepare again: they say the working directory the relative paths were read from."""
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.errors import ModelNotFound
+
+    monkeypatch.chdir(tmp_path)
+    here = re.escape(f"relative paths are read from the working directory, {tmp_path}")
+    with pytest.raises(
+        ModelNotFound, match=rf"runs/vae/model.json: no trained model; .*{here}: give runs_dir="
+    ):
+        genzoo.load_model("vae")
+    with pytest.raises(DataError, match=rf"not found or unreadable; .*{here}: give prepared_dir="):
+        genzoo.real_dataset()
+    with pytest.raises(ModelNotFound, match=rf"my/vae/model.json: no trained model \({here}: give ref="):
+        genzoo.load_model("my/vae/model.json")
+    with pytest.raises(
+        ModelNotFound, match=r"did you mean vae\?\), nor a model.json or a folder holding one$"
+    ):
+        genzoo.load_model("vea")  # a misspelt family: no word of folders
+    with pytest.raises(ModelNotFound, match=r"model.json: no trained model$"):
+        genzoo.load_model(tmp_path / "vae" / "model.json")  # an absolute path: as it was
