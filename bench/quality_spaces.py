@@ -21,6 +21,8 @@ from families import machine, one_run  # noqa: E402
 
 from genzoo.tasks.report import BASELINE_NAMES, SPACES_ACCURACY, SPACES_FLOOR_RATIO, judges  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def read(runs: Path) -> tuple[dict, dict, dict]:
     ev = runs / "evaluation"
@@ -82,12 +84,22 @@ def tables(j: dict, evaluator: dict) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, help="a runs folder (run.runs_dir) to read")
     p.add_argument("--profile", help="train with this profile first (e.g. quick)")
     p.add_argument("--train", action="store_true", help="train with default params first")
-    p.add_argument("--out", type=Path, default=Path("bench-out/quality_spaces"), help="where --profile runs")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "runs" / "bench" / "quality_spaces",
+        help="where --profile / --train run (default: runs/bench/quality_spaces, which git ignores)",
+    )
+    return p
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
     runs = args.runs
     if args.profile or args.train:
