@@ -936,8 +936,26 @@ COMMANDS = [
 ]  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "the following arguments are required" names the option meant
+    when one given is near it (``--familly vae`` for ``--family``), as unknown options are."""
+
+    def error(self, message: str):  # type: ignore[override]
+        missing = message.startswith(("the following arguments are required", "one of the arguments"))
+        if missing and isinstance(self.given, list):
+            options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for given in (x.split("=", 1)[0] for x in self.given if x.startswith("--")):
+                if given not in options and (
+                    near := difflib.get_close_matches(given, options, n=1, cutoff=0.7)
+                ):
+                    message += f"; {given}: did you mean {near[0]}?"
+        super().error(message)
+
+    given: list[str] | None = None  # the command line being parsed (parse() sets it)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="genzoo",
         description="Train, sample and compare deep generative models (PixelCNN, RealNVP, VAE, GAN, DDPM).",
         epilog=EPILOG,
@@ -1021,6 +1039,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's arguments; an option no command takes is refused by the command's own
     parser (its usage, not genzoo's), with the option meant where one is near (``--familly``)."""
     ap = build_parser()
+    _Parser.given = list(sys.argv[1:] if argv is None else argv)
     args, extra = ap.parse_known_args(argv)
     if not extra:
         return args

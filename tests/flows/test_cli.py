@@ -614,6 +614,13 @@ def test_an_unknown_option_is_refused_by_its_commands_parser_with_the_option_mea
          "unrecognized arguments: --repz=3; --repz: did you mean --reps?"),
         (["status", "--bogus", "x"], "usage: genzoo status",
          "genzoo status: error: unrecognized arguments: --bogus x"),
+        # where --family is required, argparse said only that it is missing
+        (["interpolate", "--familly", "vae"], "usage: genzoo interpolate",
+         "the following arguments are required: --family; --familly: did you mean --family?"),
+        (["train", "--familly=vae"], "usage: genzoo train",
+         "one of the arguments --family --all is required; --familly: did you mean --family?"),
+        (["interpolate"], "usage: genzoo interpolate",
+         "genzoo interpolate: error: the following arguments are required: --family"),
     ):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
