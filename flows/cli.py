@@ -1069,6 +1069,10 @@ def as_given(line: str, args) -> str:
     family = getattr(args, "family", None)
     if family and line.startswith(f"models.{family}: not in params"):
         line = f"--family: {family} " + line.removeprefix(f"models.{family}: ")
+    elif family and (
+        m := re.fullmatch(rf"{re.escape(family)}: no such family \((.*)\), nor a model\.json.*", line)
+    ):
+        line = f"--family: no family {family} ({m.group(1)})"  # (--family takes no path: --model does)
     if block := FLAG_BLOCKS.get(args.command):  # each bad key of the block: one row, or "; " between
 
         def flag(m: re.Match) -> str:

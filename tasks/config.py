@@ -528,7 +528,8 @@ def did_you_mean(names: list[str], known: list[str]) -> str:
     """``; did you mean X?`` for the first of ``names`` close to one of ``known`` (a misspelt
     family), else nothing: the tail of an unknown-name message."""
     for name in names:
-        if near := difflib.get_close_matches(name, known, n=1, cutoff=0.6):
+        same = [k for k in known if k.lower() == name.lower()]  # VAE: vae (difflib is case-sensitive)
+        if near := same or difflib.get_close_matches(name, known, n=1, cutoff=0.6):
             return f"; did you mean {near[0]}?"
     return ""
 

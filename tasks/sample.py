@@ -4,7 +4,6 @@ int64) and ``PATH.png`` (a grid), both written atomically."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import io
@@ -27,7 +26,7 @@ from genzoo.metrics.quality import BLOCK_BYTES
 from genzoo.models import evaluator as evaluator_module
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
-from genzoo.tasks.config import Recipe
+from genzoo.tasks.config import Recipe, did_you_mean
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
@@ -199,10 +198,9 @@ def load_model(
     if ref in models.REGISTRY and not Path(ref).exists():
         path = Path(runs_dir) / ref / "model.json"
     elif not Path(ref).exists() and "/" not in ref and Path(ref).suffix != ".json":  # a family misspelt
-        near = difflib.get_close_matches(ref, sorted(models.REGISTRY), n=1)
         raise ModelNotFound(
             f"{ref}: no such family ({', '.join(sorted(models.REGISTRY))}"
-            f"{'; did you mean ' + near[0] + '?' if near else ''}), nor a model.json or a folder holding one"
+            f"{did_you_mean([ref], sorted(models.REGISTRY))}), nor a model.json or a folder holding one"
         )
     else:
         path = Path(ref)

@@ -280,6 +280,10 @@ CASES = {
         lambda w: ["evaluate", *_p(w), "--family", "vea"],
         "--family: vea not in params (families: vae; did you mean vae?)",
     ),
+    "family-in-capitals": (  # --family takes no path: not "nor a model.json or a folder holding one"
+        lambda w: ["interpolate", *_p(w), "--family", "VAE"],
+        "--family: no family VAE (ddpm, gan, pixelcnn, realnvp, vae; did you mean vae?)",
+    ),
     # a flag's bad value named by the flag the user typed, not the params key it sets
     "augment-bad-flags": (
         lambda w: ["augment", *_p(w), "--per-class", "0", "--min-confidence", "2"],

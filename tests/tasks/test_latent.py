@@ -200,7 +200,7 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
         main(["sample", "--params", str(pfile), "--family", "dppm", "--n", "2", "--out", str(tmp / "s")]) != 0
     )
     assert (
-        "dppm: no such family (ddpm, gan, pixelcnn, realnvp, vae; did you mean ddpm?)"
+        "--family: no family dppm (ddpm, gan, pixelcnn, realnvp, vae; did you mean ddpm?)"
         in capsys.readouterr().err
     )
     # other data of the same shape prepared where the models' was: their strips would run between
