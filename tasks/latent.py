@@ -388,7 +388,8 @@ def _outputs(out: str | Path) -> tuple[Path, Path]:
     check_output_files([npz], ours, f"{what} (an .npz of strips)")
     # its png: only the one the strip records (an older strip records none: remove its png)
     png_ours = ours and recorded is not None and png.is_file() and sha256_file(png) == recorded
-    check_output_files([png], png_ours, f"{what} (the .png its {npz.name} records)")
+    whose = f"the .png its {npz.name} records" if npz.exists() else f"no {npz.name} beside it says it is one"
+    check_output_files([png], png_ours, f"{what} ({whose})")
     return png, npz
 
 
