@@ -1058,8 +1058,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
 
 
-# the params block a command's own flags override (``--per-class`` is augment.per_class)
+# the params block a command's own flags override (``--per-class`` is augment.per_class), and
+# keys a flag of another name sets
 FLAG_BLOCKS = {"augment": "augment"}
+FLAG_KEYS = {"detect": {"detect.holdout_classes": "holdout"}}
 
 
 def as_given(line: str, args) -> str:
@@ -1080,6 +1082,11 @@ def as_given(line: str, args) -> str:
             return f"{m.group(1)}--{m.group(2).replace('_', '-')}:" if given else m.group(0)
 
         line = re.sub(rf"(^|; |\n){block}\.(\w+):", flag, line)
+    for key, attr in FLAG_KEYS.get(args.command, {}).items():
+        if getattr(args, attr, None) is not None:
+            line = re.sub(
+                rf"(^|; |\n)(invalid params: )?{re.escape(key)}:", rf"\1--{attr.replace('_', '-')}:", line
+            )
     return line
 
 

@@ -639,3 +639,22 @@ def test_after_a_double_dash_nothing_is_taken_for_a_misspelt_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["status", "--", "--jsn"])
     assert capsys.readouterr().err.strip().endswith("unrecognized arguments: -- --jsn")
+
+
+def test_an_error_names_the_flag_that_set_the_key():
+    """`genzoo detect --benchmark --holdout 12` said `detect.holdout_classes: 12 is not a class`: the
+    key the flag sets, which the user never typed. A key set by -o (no flag given) stays named."""
+    from argparse import Namespace
+
+    line = "detect.holdout_classes: 12 is not a class of the data (classes 0-9)"
+    assert cli.as_given(line, Namespace(command="detect", holdout=[12])) == (
+        "--holdout: 12 is not a class of the data (classes 0-9)"
+    )
+    assert cli.as_given(f"invalid params: {line}", Namespace(command="detect", holdout=[12])).startswith(
+        "--holdout: 12 is not"
+    )
+    assert cli.as_given(line, Namespace(command="detect", holdout=None)) == line
+    aug = "augment.per_class: Input should be greater than 0 (got 0); augment.seed: bad"
+    assert cli.as_given(aug, Namespace(command="augment", per_class=0, seed=None)) == (
+        "--per-class: Input should be greater than 0 (got 0); augment.seed: bad"
+    )
