@@ -543,7 +543,9 @@ def cmd_report(args) -> int:
     from genzoo.tasks.report import build_report
 
     params = _params(args)
-    _same_profile(args, params, params.families, "report on {it}")  # its banner, targets, settings
+    from genzoo.tasks.layout import REPORT_BECAUSE
+
+    _same_profile(args, params, params.families, "report on {it}", because=REPORT_BECAUSE)  # banner, settings
     with _holding(params):
         summary = build_report(params)
     t = summary["targets"]

@@ -840,6 +840,9 @@ DATASET_BECAUSE = (
     "these params would filter and label the images drawn from {it} otherwise, and replace the run's dataset"
 )
 STUDY_BECAUSE = "these params would draw {it} at other settings than the ones measured"
+REPORT_BECAUSE = (
+    "the report would describe {it} by other settings than they were made with, and replace the run's own"
+)
 ANOMALY_BECAUSE = "these params would benchmark {it} at other settings and replace the run's anomaly figures"
 
 

@@ -244,6 +244,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         assert cli.main([cmd, *base]) == 2
         err = capsys.readouterr().err
         assert f"gan: trained with --profile short; add --profile short to {doing} as it was made" in err, err
+        assert ("measure" not in err) == (cmd == "report"), err  # a report measures nothing: its own reason
     assert not (tmp_path / "runs" / "evaluation").exists()  # refused before any work
     assert cli.main(["usefulness", "--families", "gan", *base]) == 2
     assert "add --profile short to measure it" in capsys.readouterr().err
