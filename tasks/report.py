@@ -617,6 +617,17 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
     return out
 
 
+def no_latent(families: dict[str, Any]) -> list[str]:
+    """The evaluated families whose models have no latent space (neither encode nor decode: PixelCNN,
+    autoregressive), named in the report's latent section rather than left out of it silently."""
+    from genzoo import models
+    from genzoo.models.base import Decoder, Encoder
+
+    return [
+        f for f in families if f in models.REGISTRY and not issubclass(models.REGISTRY[f], Encoder | Decoder)
+    ]
+
+
 def log_axis_interval(value: float, ci: float) -> tuple[float, float]:
     """The error bar's (below, above) lengths of ``value ± ci`` on a log axis: an interval reaching
     0 or below has no end there (matplotlib drops the bar or stretches the axis by decades), so its
@@ -793,6 +804,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         tradeoff_rules=TRADEOFF_RULES,
         plots=plots(params, data),
         latent=latent_strips(params, data["families"]),
+        no_latent=no_latent(data["families"]),
         usefulness=data["usefulness"],
         usefulness_targets=useful,
         usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,
