@@ -20,6 +20,7 @@ Importing ``genzoo`` is cheap: torch and the rest load on the first call.
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,6 +168,9 @@ def load_model(
         raise TypeError(f"ref: a family name, a model.json path or models:/..., got {type(ref).__name__}")
     from genzoo.tasks.errors import ModelNotFound
 
+    quiet = str(ref).startswith("models:/") and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
+    if quiet:  # MLflow's download bars, from a library call amid the caller's own output
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
         return _load(ref, runs_dir, device, allow_unhashed=allow_unhashed)
     except ModelNotFound as e:  # not there: maybe only not from here
@@ -175,6 +179,9 @@ def load_model(
         where = runs_dir if str(ref) in families() else ref
         raise _from_here(e, where, "runs_dir=the project's runs folder" if where is runs_dir else
                          "ref=an absolute path") from None  # fmt: skip
+    finally:
+        if quiet:
+            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
 
 
 def _from_here(e: Exception, path: str | Path, give: str) -> Exception:
@@ -453,7 +460,7 @@ def interpolate(
         z = torch.as_tensor(z, dtype=torch.float32)
         z = z[None] if tuple(z.shape) == want else z
         if tuple(z.shape) != (1, *want):
-            raise ValueError(f"{name}: one code of shape ({', '.join(map(str, want))}), got {tuple(z.shape)}")
+            raise ValueError(f"{name}: one code of shape {tuple(want)}, got {tuple(z.shape)}")
         ends.append(z)
     pair = _class_indices(labels, 2).flatten()
     pair = pair.repeat(2) if pair.numel() == 1 else pair

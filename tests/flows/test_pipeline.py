@@ -152,6 +152,13 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         )
     assert code == 0 and not list(scratch.iterdir())
     assert "Downloading artifacts" not in capsys.readouterr().err  # -q: MLflow's bar too
+    import genzoo  # a library call draws no MLflow bars amid its caller's output either
+
+    with monkeypatch.context() as m:
+        m.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+        assert genzoo.load_model("models:/vae/1").family == "vae"
+        assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the caller's environment as it was
+    assert "Downloading artifacts" not in capsys.readouterr().err
     with np.load(f"{out}.npz") as z:
         assert z["images"].shape == (6, 1, 8, 8)
     # each family evaluated (a Ray task once it is trained), then the report over all of them

@@ -281,7 +281,7 @@ def test_report_files_and_summary(evaluated):
         "gan: spherical interpolation between two prior codes",  # no real ends: a prior's codes
         "vae: class arithmetic",
         "gan (prior codes)",
-        "No latent space: pixelcnn (no code to encode an image to or decode one from",  # not left out silently
+        "No latent space: pixelcnn (no code to encode an image to or decode one from",
         "Quality under every judge",
         "Kendall",
         "random_cnn",
