@@ -942,18 +942,25 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose "the following arguments are required" names the option meant
     when one given is near it (``--familly vae`` for ``--family``), as unknown options are."""
 
+    given: list[str] | None = None  # the arguments this parser was given (a subcommand: its own)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):  # type: ignore[override]
         missing = message.startswith(("the following arguments are required", "one of the arguments"))
-        if missing and isinstance(self.given, list):
+        if missing and self.given:
             options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-            for given in (x.split("=", 1)[0] for x in self.given if x.startswith("--")):
-                if given not in options and (
-                    near := difflib.get_close_matches(given, options, n=1, cutoff=0.7)
-                ):
+            before = (
+                self.given[: self.given.index("--")] if "--" in self.given else self.given
+            )  # after: values
+            for given in (x.split("=", 1)[0] for x in before if x.startswith("--")):
+                if any(o.startswith(given) for o in options):  # an option, or argparse's abbreviation of one
+                    continue
+                if near := difflib.get_close_matches(given, options, n=1, cutoff=0.7):
                     message += f"; {given}: did you mean {near[0]}?"
         super().error(message)
-
-    given: list[str] | None = None  # the command line being parsed (parse() sets it)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1041,7 +1048,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's arguments; an option no command takes is refused by the command's own
     parser (its usage, not genzoo's), with the option meant where one is near (``--familly``)."""
     ap = build_parser()
-    _Parser.given = list(sys.argv[1:] if argv is None else argv)
     args, extra = ap.parse_known_args(argv)
     if not extra:
         return args
@@ -1083,11 +1089,13 @@ def as_given(line: str, args) -> str:
             given = getattr(args, m.group(2), None) is not None
             return f"{m.group(1)}--{m.group(2).replace('_', '-')}:" if given else m.group(0)
 
-        line = re.sub(rf"(^|; |\n){block}\.(\w+):", flag, line)
+        line = re.sub(rf"(^|; |\n\s*){block}\.(\w+)(?:\.\d+)*:", flag, line)  # (.1: a list's item)
     for key, attr in FLAG_KEYS.get(args.command, {}).items():
         if getattr(args, attr, None) is not None:
             line = re.sub(
-                rf"(^|; |\n)(invalid params: )?{re.escape(key)}:", rf"\1--{attr.replace('_', '-')}:", line
+                rf"(^|; |\n\s*)(invalid params: )?{re.escape(key)}(?:\.\d+)*:",
+                rf"\1--{attr.replace('_', '-')}:",
+                line,
             )
     return line
 

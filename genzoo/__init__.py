@@ -176,19 +176,20 @@ def load_model(
     except ModelNotFound as e:  # not there: maybe only not from here
         if str(ref).startswith("models:/") or "no such family" in str(e):
             raise
-        where = runs_dir if str(ref) in families() else ref
+        where = runs_dir if str(ref) in families() else Path(ref).parent
         raise _from_here(e, where, "runs_dir=the project's runs folder" if where is runs_dir else
                          "ref=an absolute path") from None  # fmt: skip
     finally:
         if quiet:
-            del os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"]
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
 
 
 def _from_here(e: Exception, path: str | Path, give: str) -> Exception:
     """``e`` (a file not found under ``path``), saying that a relative ``path`` was read from the
-    working directory: a script run from another folder than the project's is told so, not only
-    to train or prepare again."""
-    if Path(path).is_absolute():
+    working directory when that is likely the cause (``path`` is not there and the working
+    directory holds no params.yaml: not a genzoo project): a script run from another folder than
+    the project's is told so, not only to train or prepare again."""
+    if Path(path).is_absolute() or Path(path).exists() or Path("params.yaml").exists():
         return e
     return type(e)(
         f"{e} (relative paths are read from the working directory, {Path.cwd()}: give {give}, "

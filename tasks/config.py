@@ -797,8 +797,11 @@ def load_params(
     path: str | Path = DEFAULT_PARAMS,
     overrides: list[str] | None = None,
     profile: str | None = None,
+    *,
+    warn: bool = True,
 ) -> Params:
-    """Read, apply a named profile then ``key=value`` overrides, and validate."""
+    """Read, apply a named profile then ``key=value`` overrides, and validate; ``warn``: say what
+    an override changes nothing of (off where the same params were said of already)."""
     path = Path(path)
     if not path.exists():
         where = f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH)" if (
@@ -854,7 +857,7 @@ def load_params(
         }
         origins |= dict.fromkeys(given)  # (the -o's own keys: no profile named under them)
     params = validate(raw, origins)  # a bad value first: no warning about an override refused anyway
-    for line in shadowed(raw, overrides or []):
+    for line in shadowed(raw, overrides or []) if warn else []:
         logging.getLogger("genzoo.config").warning("%s", line)
     params._profile = profile or None
     return params

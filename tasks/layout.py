@@ -823,15 +823,10 @@ def other_profiles(
     from genzoo.tasks.config import load_params
 
     others = {}
-    said = logging.getLogger("genzoo.config")  # its warnings (an override shadowed) came with params'
-    was, said.disabled = said.disabled, True
-    try:
-        for name in [None, *params.profiles]:
-            if name != profile:
-                with contextlib.suppress(ParamsError):
-                    others[name] = load_params(path, overrides, name)
-    finally:
-        said.disabled = was
+    for name in [None, *params.profiles]:
+        if name != profile:  # (an override shadowed: said once already, with ``params``)
+            with contextlib.suppress(ParamsError):
+                others[name] = load_params(path, overrides, name, warn=False)
     return others
 
 
@@ -841,7 +836,7 @@ DATASET_BECAUSE = (
 )
 STUDY_BECAUSE = "these params would draw {it} at other settings than the ones measured"
 REPORT_BECAUSE = (
-    "the report would describe {it} by other settings than they were made with, and replace the run's own"
+    "the report would give other settings than the ones that made {it}, and replace the run's own report"
 )
 ANOMALY_BECAUSE = "these params would benchmark {it} at other settings and replace the run's anomaly figures"
 

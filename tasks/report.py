@@ -115,7 +115,8 @@ def collect(params: Params) -> dict[str, Any]:
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
             # its model (trained again since or not): other settings, or incomplete; both are said
-            if manifest and shas[f] is not None and up_to_date(params, f) is None:
+            gone = shas[f] is None and quality.get("model_sha256") is not None  # said above, as deleted
+            if manifest and not gone and up_to_date(params, f) is None:
                 why = f"`{params.command('status')}` says why"
                 log.warning("%s: not up to date with this report's params, data and code (%s)", f, why)
                 other.append(f"{f} ({why})")

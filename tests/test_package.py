@@ -405,3 +405,6 @@ def test_a_script_run_from_another_folder_is_told_where_relative_paths_were_read
         genzoo.load_model("vea")  # a misspelt family: no word of folders
     with pytest.raises(ModelNotFound, match=r"model.json: no trained model$"):
         genzoo.load_model(tmp_path / "vae" / "model.json")  # an absolute path: as it was
+    (tmp_path / "params.yaml").write_text("models: {}\n")  # a project's folder: its own runs/ is meant
+    with pytest.raises(ModelNotFound, match=r"run `genzoo train --family vae` first$"):
+        genzoo.load_model("vae")

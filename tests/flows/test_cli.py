@@ -174,7 +174,7 @@ def test_detect_after_a_quick_run_benchmarks_only_at_its_settings_and_scores_wit
     )
     holdout = ["detect", "--family", "vae", "--benchmark", "--profile", "short", "--holdout", "12", *base]
     assert cli.main(holdout) == 2  # said before any set is scored
-    assert "detect.holdout_classes: 12 is not a class of the data (classes 0-9)" in capsys.readouterr().err
+    assert "--holdout: 12 is not a class of the data (classes 0-9)" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "evaluation").exists()
     assert cli.main(["detect", "--family", "vae", str(tmp_path / "nowhere.npz"), *base]) == 2
     assert "trained with" not in capsys.readouterr().err  # the missing file alone
@@ -622,6 +622,10 @@ def test_an_unknown_option_is_refused_by_its_commands_parser_with_the_option_mea
          "one of the arguments --family --all is required; --familly: did you mean --family?"),
         (["interpolate"], "usage: genzoo interpolate",
          "genzoo interpolate: error: the following arguments are required: --family"),
+        (["interpolate", "--", "--familly"], "usage: genzoo interpolate",  # after --: a value
+         "genzoo interpolate: error: the following arguments are required: --family"),
+        (["arithmetic", "--ind", "3", "--to", "2"], "usage: genzoo arithmetic",  # --index, abbreviated
+         "genzoo arithmetic: error: the following arguments are required: --family"),
     ):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             cli.main(argv)
@@ -655,6 +659,14 @@ def test_an_error_names_the_flag_that_set_the_key():
         "--holdout: 12 is not"
     )
     assert cli.as_given(line, Namespace(command="detect", holdout=None)) == line
+    rows = "invalid params:\n  detect.holdout_classes.0: Input should be >= 0\n  seed: bad"  # rows, an item
+    assert cli.as_given(rows, Namespace(command="detect", holdout=[-1])) == (
+        "invalid params:\n  --holdout: Input should be >= 0\n  seed: bad"
+    )
+    formats = "augment.formats.1: Input should be 'npz', 'imagefolder' or 'hf' (got 'zip')"
+    assert cli.as_given(formats, Namespace(command="augment", formats="npz,zip")).startswith(
+        "--formats: Input"
+    )
     aug = "augment.per_class: Input should be greater than 0 (got 0); augment.seed: bad"
     assert cli.as_given(aug, Namespace(command="augment", per_class=0, seed=None)) == (
         "--per-class: Input should be greater than 0 (got 0); augment.seed: bad"
