@@ -362,6 +362,21 @@ def close_run(c, run_id: str, status: str = "FAILED") -> None:
         _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
 
 
+def run_of_model(c, runs_dir: str, family: str, fingerprint: str) -> str | None:
+    """The finished run that trained ``family``'s model of ``fingerprint`` (model.json's) into
+    ``runs_dir``, newest first; None when there is none. What metrics.json records, found again
+    when a training of other settings that was killed had already removed that file."""
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None or not fingerprint:
+        return None
+    query = (
+        f"tags.`genzoo.runs_dir` = '{runs_dir}' and tags.`genzoo.family` = '{family}' and "
+        f"tags.`genzoo.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'"
+    )
+    found = c.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    return found[0].info.run_id if found else None
+
+
 def close_stale(c, runs_dir: str) -> list[str]:
     """Mark KILLED the runs a killed pipeline left RUNNING for ``runs_dir`` (call only while
     holding that folder's pipeline lock: then no live run can be writing there)."""

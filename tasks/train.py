@@ -9,6 +9,7 @@ resumes from them; any change starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -101,6 +102,16 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
         return
     if meta["data_sha256"] != data_hash(manifest):
         run = family_run_id(params, family)  # the earlier model's MLflow run, when it was tracked
+        if run is None and params.run.track:  # metrics.json removed by a killed training since
+            from genzoo.tasks import tracking
+
+            with contextlib.suppress(Exception):  # (a message's detail: never a failed training)
+                run = tracking.run_of_model(
+                    tracking.client(),
+                    str(Path(params.run.runs_dir).resolve()),
+                    family,
+                    meta.get("fingerprint", ""),
+                )
         kept = (
             f"MLflow keeps it (run {run}; its registered versions: models:/{family}/N)"
             if run
