@@ -700,11 +700,14 @@ def fit(
         dynamic_ncols=True,
     )
     last: dict[str, float] = {}
+    shown: dict[str, list[float]] = defaultdict(list)  # figures since the last progress line
     for step in bar:
         idx = st.batches.next()  # (B,)
         for logs in _train_step(st, cfg, x[idx], y[idx], step):
             for key, value in logs.items():
                 window[key].append(value)
+                if lines:
+                    shown[key].append(value)
         done = step + 1
         if _due(done, cfg.log_every, cfg.steps):
             last = _window_means(window, st.scheds[model.phases[0]].get_last_lr()[0])
@@ -722,7 +725,11 @@ def fit(
                 log.info("%s: no better validation in %d steps: stopped at step %d of %d (best: step %d)",
                          model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):  # (end: patience's too)
-            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(last.items())[:3])
+            # the steps since the last line (every log_every steps, last's: a line between two logs
+            # showed an earlier step's figures under its own step)
+            now = _window_means(shown, st.scheds[model.phases[0]].get_last_lr()[0]) if shown else last
+            shown.clear()
+            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(now.items())[:3])
             log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)

@@ -90,6 +90,14 @@ def test_progress_into_a_pipe_is_a_line_every_tenth_of_the_steps(tiny, caplog, c
     said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
     assert [m.split(",")[0] for m in said] == [f"vae: step {s}/20" for s in range(2, 21, 2)]
     assert "neg_elbo" in said[-1] and "\r" not in capsys.readouterr().err
+    # logged every 5 steps, a line every 2: each line's figures are its own steps' (a line between
+    # two logs showed the earlier log's figures under its own step, or none before the first)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="genzoo.trainer"):
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20, log_every=5), progress=True)
+    said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
+    figures = [m.partition(", ")[2] for m in said]
+    assert len(figures) == 10 and all(figures) and len(set(figures)) == 10, said
     caplog.clear()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20), progress=True)
