@@ -463,15 +463,24 @@ def stratified_split(labels: np.ndarray, val: float, test: float, seed: int) -> 
     return {s: np.sort(np.concatenate(v)) for s, v in out.items()}
 
 
-def check_splits(splits: dict[str, np.ndarray], labels: np.ndarray, p: DataParams, source: str) -> None:
+def check_splits(
+    splits: dict[str, np.ndarray],
+    labels: np.ndarray,
+    p: DataParams,
+    source: str,
+    class_names: list[str] | None = None,
+) -> None:
     """Every class in the training split (a class with too few images for the fractions fails
-    here rather than train on nothing); an empty val split asked for is a warning."""
+    here rather than train on nothing, named as the data names it); an empty val split asked for
+    is a warning."""
     per_class = np.bincount(labels)
     missing = np.flatnonzero(np.bincount(labels[splits["train"]], minlength=len(per_class)) == 0)
     if len(missing):
         c = int(missing[0])
+        name = class_names[c] if class_names and c < len(class_names) else None
+        which = f"class {c}" if name in (None, str(c)) else f"class {name!r} (label {c})"
         raise DataError(
-            f"{source}: class {c} has {per_class[c]} image(s), none left for the train split after "
+            f"{source}: {which} has {per_class[c]} image(s), none left for the train split after "
             f"test_fraction={p.test_fraction} and val_fraction={p.val_fraction}; "
             "each class needs a few images per split"
         )
@@ -506,7 +515,7 @@ def prepare(params: Params) -> dict:
     dtype = np.uint8 if ds.levels <= 256 else np.uint16
     images = ds.images.astype(dtype)
     splits = stratified_split(ds.labels, p.val_fraction, p.test_fraction, params.seed)
-    check_splits(splits, ds.labels, p, ds.source)
+    check_splits(splits, ds.labels, p, ds.source, ds.class_names)
     n, c, h, w = images.shape
     manifest = {
         **mark("prepared-data"),

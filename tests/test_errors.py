@@ -88,6 +88,9 @@ def inputs(tmp_path_factory):
     (inp / "notzip.npz").write_bytes(pickle.dumps({"images": eight}))
     _npz(inp / "names.npz", images=eight, labels=np.arange(20) % 3, class_names=np.array(["a", "b"]))
     _npz(inp / "one.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.arange(3))
+    _npz(
+        inp / "lonely.npz", images=np.zeros((21, 8, 8), np.uint8), labels=np.array(["cat"] * 20 + ["lonely"])
+    )
     _npz(inp / "pixel.npz", images=np.zeros((40, 1, 1), np.uint8), labels=np.arange(40) % 2)
     _npz(inp / "empty.npz", images=np.zeros((0, 8, 8), np.uint8), labels=np.zeros(0, np.int64))
     loop = inp / "folder"
@@ -267,6 +270,10 @@ CASES = {
     "one-image-per-class": (
         lambda w: ["prepare", *_p(w, *_src(w, "one.npz"))],
         "class 0 has 1 image(s), none left for the train split",
+    ),
+    "one-image-in-a-named-class": (  # named as the data names it, not by the label it sorts to
+        lambda w: ["prepare", *_p(w, *_src(w, "lonely.npz"))],
+        "lonely.npz: class 'lonely' (label 1) has 1 image(s), none left for the train split",
     ),
     "1x1-images": (lambda w: ["prepare", *_p(w, *_src(w, "pixel.npz"))], "images are 1x1; at least 2x2"),
     "no-images": (lambda w: ["prepare", *_p(w, *_src(w, "empty.npz"))], "empty.npz['images']: no images"),
