@@ -210,10 +210,15 @@ def measure_again(params: Params, family: str) -> str:
     """The command that scores ``family`` with the current evaluator: its evaluation, or its
     training first when its model was trained on other data than the prepared data (its samples
     then have nothing to be scored against)."""
+    return params.command(f"{'train' if on_other_data(params, family) else 'evaluate'} --family {family}")
+
+
+def on_other_data(params: Params, family: str) -> bool:
+    """``family``'s model was trained on other data than the prepared data (another source, seed
+    or split): its samples have nothing to be scored against until it is trained again."""
     manifest = read_manifest(params.data.prepared_dir, required=False)
     trained_on = (read_json(family_dir(params, family) / "model.json") or {}).get("data_sha256")
-    other = manifest and trained_on not in (None, data_hash(manifest))
-    return params.command(f"{'train' if other else 'evaluate'} --family {family}")
+    return bool(manifest) and trained_on not in (None, data_hash(manifest))
 
 
 def evaluator_dir(params: Params) -> Path:

@@ -41,6 +41,7 @@ from genzoo.tasks.layout import (
     measure_again,
     model_sha,
     of_reference,
+    on_other_data,
     other_models,
     read_json,
     scored_by_another_evaluator,
@@ -102,8 +103,12 @@ def collect(params: Params) -> dict[str, Any]:
         quality = read_json(folder / f / "quality.json")
         if scored_by_another_evaluator(params, quality):  # other features: not comparable
             again = measure_again(params, f)
-            log.warning("%s: scored by another evaluator than the current one; left out (%s)", f, again)
-            missing.append(f"{f} (scored by another evaluator: {again})")
+            if on_other_data(params, f):  # the cause, not only what follows from it
+                log.warning("%s: trained on other data than the prepared data; left out (%s)", f, again)
+                missing.append(f"{f} (trained on other data than the prepared data: {again})")
+            else:
+                log.warning("%s: scored by another evaluator than the current one; left out (%s)", f, again)
+                missing.append(f"{f} (scored by another evaluator: {again})")
         elif quality:
             families[f] = {"metrics": quality["training"], "quality": quality}
             if quality.get("model_sha256") not in (None, shas[f]):

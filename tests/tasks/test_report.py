@@ -347,7 +347,7 @@ def test_a_family_scored_by_another_evaluator_is_left_out_of_the_comparison(
         model.write_text(json.dumps({**json.loads(kept), "data_sha256": "1" * 64}))
         try:
             left = build_report(params)["left_out"]
-            assert left == ["gan (scored by another evaluator: genzoo train --family gan)"]
+            assert left == ["gan (trained on other data than the prepared data: genzoo train --family gan)"]
         finally:
             model.write_text(kept)
     finally:
