@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from genzoo.tasks.errors import ModelNotFound, UsageError, check_output_files, user_error
@@ -144,8 +146,30 @@ def cmd_train(args) -> int:
     from genzoo.tasks.train import check_outputs
 
     check_outputs(params)  # where it writes, before the lock and the data: not "run genzoo prepare" first
-    with _holding(params):
+    with _holding(params), sigterm_stops():
         return _train(params, families, args.quiet)
+
+
+@contextlib.contextmanager
+def sigterm_stops():
+    """SIGTERM (`kill`, a service manager, a CI's timeout) stops like Ctrl+C: the MLflow run is
+    marked KILLED and the last checkpoint kept, said in one line (it ended the process at once,
+    its run left RUNNING until the next training). A SIGTERM the caller ignores stays ignored."""
+    if threading.current_thread() is not threading.main_thread():  # (signals: main thread only)
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def cmd_run(args) -> int:

@@ -671,3 +671,33 @@ def test_an_error_names_the_flag_that_set_the_key():
     assert cli.as_given(aug, Namespace(command="augment", per_class=0, seed=None)) == (
         "--per-class: Input should be greater than 0 (got 0); augment.seed: bad"
     )
+
+
+def test_sigterm_stops_genzoo_train_as_ctrl_c_does(tmp_path, monkeypatch, capsys, restore_logging):
+    """`kill` on a `genzoo train` ended it at once, without a line, its MLflow run left RUNNING
+    until the next training: it stops as Ctrl+C does (the training's KeyboardInterrupt marks its
+    run KILLED and keeps the last checkpoint), one line, exit 130; the handler is put back."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from tests.conftest import tiny_params
+
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    reached = []
+
+    def killed(*args, **kwargs):
+        reached.append(signal.getsignal(signal.SIGTERM))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # (the signal's KeyboardInterrupt ends this at once)
+        return 0
+
+    monkeypatch.setattr(cli, "_train", killed)
+    monkeypatch.setattr("genzoo.tasks.train.check_outputs", lambda params: None)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 130
+    assert capsys.readouterr().err.strip() == "genzoo train: interrupted" + cli.INTERRUPTED["train"]
+    assert reached and reached[0] is not before and signal.getsignal(signal.SIGTERM) is before
