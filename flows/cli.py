@@ -1145,7 +1145,8 @@ def main(argv: list[str] | None = None) -> int:
         line = user_error(e)
         if line is None:
             raise  # a bug: its traceback is what is needed
-        print(f"genzoo {args.command}: error: {as_given(line, args)}", file=sys.stderr)
+        command = f"judge {args.judge}" if args.command == "judge" else args.command  # its action too
+        print(f"genzoo {command}: error: {as_given(line, args)}", file=sys.stderr)
         return 2
 
 

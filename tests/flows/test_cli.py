@@ -701,3 +701,12 @@ def test_sigterm_stops_genzoo_train_as_ctrl_c_does(tmp_path, monkeypatch, capsys
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 130
     assert capsys.readouterr().err.strip() == "genzoo train: interrupted" + cli.INTERRUPTED["train"]
     assert reached and reached[0] is not before and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_judge_actions_error_names_the_action(tmp_path, capsys, restore_logging):
+    """`genzoo judge results` said `genzoo judge: error: ...`; argparse's own errors name the action
+    (`genzoo judge results: error:`), and README's rule is `genzoo <command>: error:`."""
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert cli.main(["judge", "results", "s1", "--db", missing]) == 2
+    assert capsys.readouterr().err.startswith("genzoo judge results: error: no study database at ")
+    assert not (tmp_path / "none.db").exists()
