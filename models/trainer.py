@@ -589,7 +589,7 @@ def _train_step(
 # ---------------------------------------------------------------- logging, validation, finish
 
 
-def _terminal() -> bool:
+def on_terminal() -> bool:
     """Progress has somewhere to draw a bar: a terminal, or a notebook (tqdm's widget)."""
     return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
 
@@ -689,7 +689,7 @@ def fit(
     t0 = time.perf_counter()
     # a bar on a terminal; into a pipe or a file (`dvc repro`, `genzoo train > log`) a line every
     # tenth of the steps instead of the bar's carriage returns
-    lines = progress and not _terminal()
+    lines = progress and not on_terminal()
     bar = tqdm(
         range(start, end),
         initial=start,

@@ -83,7 +83,12 @@ def draw(
         raise ValueError(f"labels: {len(labels)} given for {n} images")
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []
-    with tqdm(total=n, desc=f"sampling {model.family}", disable=not progress, leave=False) as bar:
+    from genzoo.models.trainer import on_terminal
+
+    # a bar on a terminal only: into a pipe or a file its carriage returns are noise in the log
+    with tqdm(
+        total=n, desc=f"sampling {model.family}", disable=not progress or not on_terminal(), leave=False
+    ) as bar:
         for start in range(0, n, batch):
             b = min(batch, n - start)
             if labels is not None:

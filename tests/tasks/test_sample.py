@@ -76,3 +76,19 @@ def test_a_family_added_with_an_encoder_and_a_decoder_can_perturb(monkeypatch):
     monkeypatch.setitem(models.REGISTRY, "toyvae", models.REGISTRY["vae"])
     monkeypatch.setitem(models.REGISTRY, "toygan", models.REGISTRY["gan"])
     assert "toyvae" in perturbable() and "toygan" not in perturbable()
+
+
+def test_the_sampling_bar_is_drawn_on_a_terminal_only(tiny, capsys, monkeypatch):
+    """`genzoo sample ... 2> log` wrote tqdm's carriage-return fragments into the file (training
+    writes lines there): the bar only where there is a terminal to draw it on."""
+    import sys
+
+    from genzoo.tasks.sample import draw
+
+    model = models.build("gan", DataSpec(1, 8, 8, 17, 3), tiny["gan"])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    draw(model, 4, progress=True)
+    assert "sampling gan" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    draw(model, 4, progress=True)
+    assert "sampling gan" in capsys.readouterr().err
