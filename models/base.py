@@ -471,7 +471,7 @@ def read_weights(
     elif digest != meta["sha256"]:
         raise ValueError(
             f"{weights}: sha256 does not match {path.name} (file {digest[:12]}..., recorded "
-            f"{meta['sha256'][:12]}...): truncated or corrupted"
+            f"{meta['sha256'][:12]}...): truncated, corrupted or replaced; not loaded"
         )
     return meta, load_file(weights, device=str(map_location))
 
