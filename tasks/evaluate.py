@@ -370,8 +370,6 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     atomic_write_text(out / "quality.json", json.dumps(result, indent=2))
     numbers = {k: v for k, v in result.items() if k not in ("family", "key", "per_seed", "training")}
     tracking.log_stage(params, family, numbers, prefix="quality.", artifact=out / "quality.json")
-    log.info("%s: FD %.3f ± %.3f, precision %.3f, recall %.3f", family, result["fd"], result["ci95"]["fd"],
-             result["precision"], result["recall"])  # fmt: skip
     return result
 
 
@@ -383,8 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     with exclusive(params.run.runs_dir):
         if family == "evaluator":
             evaluator_stage(params)
-        else:
-            evaluate_family(params, family)
+        else:  # (genzoo evaluate and the pipeline print their own line of these)
+            q = evaluate_family(params, family)
+            log.info("%s: FD %.3f ± %.3f, precision %.3f, recall %.3f", family, q["fd"], q["ci95"]["fd"],
+                     q["precision"], q["recall"])  # fmt: skip
 
 
 if __name__ == "__main__":
