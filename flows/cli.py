@@ -1136,16 +1136,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:  # MLflow's own download bar (a registered model's weights) too
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     setup_logging(args.quiet, args.verbose)
+    command = f"judge {args.judge}" if args.command == "judge" else args.command  # its action too
     try:
         return args.fn(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
-        print(f"genzoo {args.command}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
+        print(f"genzoo {command}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
         return 130
     except Exception as e:
         line = user_error(e)
         if line is None:
             raise  # a bug: its traceback is what is needed
-        command = f"judge {args.judge}" if args.command == "judge" else args.command  # its action too
         print(f"genzoo {command}: error: {as_given(line, args)}", file=sys.stderr)
         return 2
 

@@ -726,8 +726,8 @@ def fit(
                          model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):  # (end: patience's too)
             # the steps since the last line (every log_every steps, last's: a line between two logs
-            # showed an earlier step's figures under its own step)
-            now = _window_means(shown, st.scheds[model.phases[0]].get_last_lr()[0]) if shown else last
+            # showed an earlier step's figures under its own step); none when all were skipped
+            now = _window_means(shown, st.scheds[model.phases[0]].get_last_lr()[0]) if shown else {}
             shown.clear()
             figures = ", ".join(f"{k} {v:.3g}" for k, v in list(now.items())[:3])
             log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")

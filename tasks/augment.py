@@ -76,6 +76,7 @@ from genzoo.tasks.layout import (
     measure_again,
     model_sha,
     of_reference,
+    on_other_data,
     read_json,
     scored_by_another_evaluator,
     shown,
@@ -159,8 +160,9 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
         if scored_by_another_evaluator(params, quality):  # not comparable (the report leaves it out)
-            log.warning("augment: %s was scored by another evaluator than the current one: left out (%s)", f,
-                        measure_again(params, f))  # fmt: skip
+            why = ("was trained on other data than the prepared data" if on_other_data(params, f)
+                   else "was scored by another evaluator than the current one")  # fmt: skip
+            log.warning("augment: %s %s: left out (%s)", f, why, measure_again(params, f))
             continue
         if (metric if metric != "fd_rank" else "fd") not in quality:
             continue

@@ -362,6 +362,12 @@ def close_run(c, run_id: str, status: str = "FAILED") -> None:
         _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
 
 
+def _quoted(value: str) -> str:
+    """``value`` as a string of MLflow's search filter: in single quotes, or double ones when it
+    holds a single quote (a folder /home/o'brien/runs made the filter invalid)."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def run_of_model(c, runs_dir: str, family: str, fingerprint: str) -> str | None:
     """The finished run that trained ``family``'s model of ``fingerprint`` (model.json's) into
     ``runs_dir``, newest first; None when there is none. What metrics.json records, found again
@@ -370,8 +376,8 @@ def run_of_model(c, runs_dir: str, family: str, fingerprint: str) -> str | None:
     if exp is None or not fingerprint:
         return None
     query = (
-        f"tags.`genzoo.runs_dir` = '{runs_dir}' and tags.`genzoo.family` = '{family}' and "
-        f"tags.`genzoo.fingerprint` = '{fingerprint}' and attributes.status = 'FINISHED'"
+        f"tags.`genzoo.runs_dir` = {_quoted(runs_dir)} and tags.`genzoo.family` = {_quoted(family)} and "
+        f"tags.`genzoo.fingerprint` = {_quoted(fingerprint)} and attributes.status = 'FINISHED'"
     )
     found = c.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     return found[0].info.run_id if found else None
@@ -383,7 +389,7 @@ def close_stale(c, runs_dir: str) -> list[str]:
     exp = c.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         return []
-    query = f"tags.`genzoo.runs_dir` = '{runs_dir}' and attributes.status = 'RUNNING'"
+    query = f"tags.`genzoo.runs_dir` = {_quoted(runs_dir)} and attributes.status = 'RUNNING'"
     stale = [r.info.run_id for r in c.search_runs([exp.experiment_id], query, max_results=1000)]
     for rid in stale:
         _retry(lambda rid=rid: c.set_terminated(rid, "KILLED"), "set_terminated")

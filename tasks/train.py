@@ -9,7 +9,6 @@ resumes from them; any change starts afresh.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -105,13 +104,11 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
         if run is None and params.run.track:  # metrics.json removed by a killed training since
             from genzoo.tasks import tracking
 
-            with contextlib.suppress(Exception):  # (a message's detail: never a failed training)
-                run = tracking.run_of_model(
-                    tracking.client(),
-                    str(Path(params.run.runs_dir).resolve()),
-                    family,
-                    meta.get("fingerprint", ""),
-                )
+            try:  # (a message's detail: never a failed training)
+                runs = str(Path(params.run.runs_dir).resolve())
+                run = tracking.run_of_model(tracking.client(), runs, family, meta.get("fingerprint", ""))
+            except Exception as e:
+                log.debug("%s: its model's MLflow run not looked up: %s", family, e)
         kept = (
             f"MLflow keeps it (run {run}; its registered versions: models:/{family}/N)"
             if run

@@ -260,7 +260,7 @@ CASES = {
                 str(w["out"] / "s"),
             ),
         ],  # fmt: skip
-        "...): truncated, corrupted or replaced; not loaded",  # (a swapped file: not only damage)
+        "model.safetensors: sha256 does not match model.json",
     ),
     # 4. data that passed silently
     "class-names-short": (

@@ -2,6 +2,7 @@
 pipeline's nested runs, per-step metrics, artifacts, registered models and sampling a registered
 version: tests/flows/test_pipeline.py, on the flow's first run.)"""
 
+import json
 import multiprocessing as mp
 
 import pytest
@@ -132,21 +133,31 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     last = train_family(params, "gan", progress=False)
     assert last["resumed_from"] == 20 and log.read_text() == own
     # trained again on other data: said, with the MLflow run that keeps the model it replaces
+    import json
     import logging
 
+    from genzoo.tasks.train import say_if_replacing_other_data
     from tests.conftest import prepared_other_data
 
     other = prepared_other_data(params, tmp_path)
-    # its metrics.json (which records the run) removed, as a training of the other data killed
-    # midway leaves it: the run is found by the model's fingerprint ("no MLflow run is recorded")
+    keeps = f"MLflow keeps it (run {last['mlflow']['run_id']}; its registered versions: models:/gan/N)"
+    with caplog.at_level(logging.WARNING, logger="genzoo.train"):
+        say_if_replacing_other_data(other, "gan")  # the run its metrics.json records
+    assert keeps in caplog.text
+    caplog.clear()
+    # its metrics.json removed, as a training of the other data killed midway leaves it: the run
+    # is found by the model's fingerprint ("no MLflow run is recorded", it said), not a later run
+    # of the same model that did not finish
     (tmp_path / "runs" / "gan" / "metrics.json").unlink()
+    fingerprint = json.loads((tmp_path / "runs" / "gan" / "model.json").read_text())["fingerprint"]
+    tags = {"genzoo.family": "gan", "genzoo.fingerprint": fingerprint,
+            "genzoo.runs_dir": str((tmp_path / "runs").resolve())}  # fmt: skip
+    killed = tracking.start_run(c, tracking.prepare_store(store), "gan", tags=tags).info.run_id
+    c.set_terminated(killed, "KILLED")
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         train_family(other, "gan", progress=False)
     assert f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data" in caplog.text
-    assert (
-        f"MLflow keeps it (run {last['mlflow']['run_id']}; its registered versions: models:/gan/N)"
-        in caplog.text
-    )
+    assert keeps in caplog.text and killed not in caplog.text
 
 
 def test_a_resume_copies_more_steps_than_one_mlflow_batch_takes(store, tmp_path, caplog):
@@ -297,3 +308,47 @@ def test_runs_are_tagged_with_the_commit_and_whether_the_checkout_was_changed(tm
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "new.py").write_text("")
     assert git_tags() == {"genzoo.git_commit": head, "genzoo.git_dirty": "true"}
+
+
+def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
+    store, tmp_path, monkeypatch, capsys
+):
+    """`kill` (SIGTERM) on a `genzoo train` after its checkpoint at step 10: it stops as Ctrl+C
+    does (it ended at once, its MLflow run left RUNNING): the run KILLED, the checkpoint kept, one
+    line, exit 130, the handler put back; the same command resumes from the checkpoint."""
+    import os
+    import signal
+
+    import yaml
+
+    from genzoo.flows import cli
+    from genzoo.models.trainer import Checkpoints
+    from genzoo.tasks import tracking
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=20, families=["gan"])
+    raw["run"]["track"] = True
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
+    save = Checkpoints.save
+
+    def save_then_sigterm(self, step, state):
+        path = save(self, step, state)
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoints, "save", save_then_sigterm)
+        assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 130
+    assert capsys.readouterr().err.strip().endswith("genzoo train: interrupted" + cli.INTERRUPTED["train"])
+    assert signal.getsignal(signal.SIGTERM) is before
+    c = tracking.client(store)
+    (run,) = c.search_runs([c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    assert run.info.status == "KILLED"
+    assert [p.name for p in (tmp_path / "ckpt" / "gan").rglob("step-*.pt")] == ["step-00000010.pt"]
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
+    metrics = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())
+    assert metrics["resumed_from"] == 10 and metrics["steps"] == 20
