@@ -294,6 +294,7 @@ def cmd_sample(args) -> int:
     params = _params(args)
     if not args.family and not args.model:
         raise UsageError("give --family F (the model in runs/F) or --model PATH/model.json")
+    _a_family_name(args, model_flag=True)
     check_request(args.n, args.out)  # bad input said alone, before any warning about the model
     device = resolve_device(args.device, "--device") if args.device else None  # one line, not a traceback
     for o in args.overrides or []:  # sampling reads where models and data are, nothing else
@@ -526,10 +527,24 @@ def cmd_usefulness(args) -> int:
     return 0
 
 
+def _a_family_name(args, model_flag: bool = False) -> None:
+    """``--family`` names a family (its model in runs/<family>/): a path there was loaded as a
+    model with no word of its settings (``--family runs/vae`` skipped the stale warning)."""
+    f = args.family
+    if f and ("/" in f or os.sep in f or f.endswith(".json")):
+        how = (
+            "give a model's folder or model.json with --model"
+            if model_flag
+            else "its model is runs/<family>/"
+        )
+        raise UsageError(f"--family {f}: a family's name (vae, gan, ...), not a path; {how}")
+
+
 def cmd_interpolate(args) -> int:
     """Strips along latent paths (linear and spherical) between two test images."""
     from genzoo.tasks.latent import MODES, interpolate_to_file
 
+    _a_family_name(args)
     params = _params(args)
     modes = MODES if args.mode == "both" else (args.mode,)
     out = args.out or f"samples/{args.family}-interpolation"
@@ -544,6 +559,7 @@ def cmd_arithmetic(args) -> int:
     """A test image's code moved toward another class's mean, and under every label."""
     from genzoo.tasks.latent import arithmetic_to_file
 
+    _a_family_name(args)
     params = _params(args)
     out = args.out or f"samples/{args.family}-arithmetic"
     r = arithmetic_to_file(params, args.family, args.index, args.to, out, steps=args.steps)
@@ -681,7 +697,9 @@ def cmd_judge(args) -> int:
             from genzoo.tasks.report import build_report
 
             try:  # as `genzoo report` would: not over a report of another profile's models
-                _same_profile(args, params, params.families, "report on {it}")
+                from genzoo.tasks.layout import REPORT_BECAUSE
+
+                _same_profile(args, params, params.families, "report on {it}", because=REPORT_BECAUSE)
             except UsageError as e:
                 print(f"report not rebuilt: {e}", file=sys.stderr)
                 return 0
@@ -1100,6 +1118,8 @@ def as_given(line: str, args) -> str:
     """``line`` (an error naming params keys) naming the flags the user gave instead where a flag
     set the key: ``--per-class: ...``, not ``augment.per_class: ...``; ``--family: foo not in
     params``, not ``models.foo: ...``."""
+    if getattr(args, "out", None) and line.startswith("out="):  # sample's check, shared with the UI's form
+        line = "--out " + line.removeprefix("out=")
     family = getattr(args, "family", None)
     if family and line.startswith(f"models.{family}: not in params"):
         line = f"--family: {family} " + line.removeprefix(f"models.{family}: ")

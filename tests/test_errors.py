@@ -291,6 +291,14 @@ CASES = {
         lambda w: ["interpolate", *_p(w), "--family", "VAE"],
         "--family: no family VAE (ddpm, gan, pixelcnn, realnvp, vae; did you mean vae?)",
     ),
+    "family-given-a-path": (  # it loaded the folder as a model, with no word of its settings
+        lambda w: ["sample", *_p(w), "--family", "runs/vae", "--out", str(w["out"] / "s")],
+        "--family runs/vae: a family's name (vae, gan, ...), not a path; give a model's folder or",
+    ),
+    "interpolate-family-given-a-path": (
+        lambda w: ["interpolate", *_p(w), "--family", "./runs/vae/"],
+        "--family ./runs/vae/: a family's name (vae, gan, ...), not a path; its model is runs/<family>/",
+    ),
     # a flag's bad value named by the flag the user typed, not the params key it sets
     "augment-bad-flags": (
         lambda w: ["augment", *_p(w), "--per-class", "0", "--min-confidence", "2"],

@@ -659,6 +659,11 @@ def test_an_error_names_the_flag_that_set_the_key():
         "--holdout: 12 is not"
     )
     assert cli.as_given(line, Namespace(command="detect", holdout=None)) == line
+    mine = "out=x: x.npz exists and is not a draw of genzoo sample"  # the UI form's word: its parameter
+    assert (
+        cli.as_given(mine, Namespace(command="sample", out="x"))
+        == "--out x: x.npz exists and is not a draw of genzoo sample"
+    )
     rows = "invalid params:\n  detect.holdout_classes.0: Input should be >= 0\n  seed: bad"  # rows, an item
     assert cli.as_given(rows, Namespace(command="detect", holdout=[-1])) == (
         "invalid params:\n  --holdout: Input should be >= 0\n  seed: bad"
