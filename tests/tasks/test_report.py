@@ -384,8 +384,8 @@ def test_a_model_made_with_other_settings_than_the_reports_is_named(evaluated):
         both = build_report(validate(raw))
     finally:
         weights.write_bytes(kept)
-    assert both["of_an_earlier_model"] == [
-        "gan (trained again since its evaluation: genzoo evaluate --family gan)"
+    assert both["of_an_earlier_model"] == [  # (its evaluation now would measure the stale model)
+        "gan (trained again since its evaluation: genzoo train --family gan, then evaluate)"
     ]
     assert both["trained_with_other_settings"] == ["gan (`genzoo status` says why)"]
     # a human study beside it (here of weights runs/ no longer holds: left out) changes nothing of
@@ -672,23 +672,30 @@ def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evalua
     anomaly = tmp / "runs" / "evaluation" / "pixelcnn" / "anomaly.json"
     assert json.loads(anomaly.read_text())["model_sha256"] == sha256_file(weights)  # recorded
     saved = weights.read_bytes()
+    meta = weights.with_suffix(".json")
+    meta_saved = meta.read_text()
     row = "<tr><td>pixelcnn (exact)</td>"
     try:
         summary = build_report(params)
         assert "of_an_earlier_model" not in summary and "left_out" not in summary
         assert row in (tmp / "runs" / "report" / "index.html").read_text()
-        weights.write_bytes(saved + b" ")  # other weights than the ones evaluated
+        weights.write_bytes(
+            saved + b" "
+        )  # other weights than the ones evaluated, recorded as a training does
+        meta.write_text(json.dumps({**json.loads(meta_saved), "sha256": sha256_file(weights)}))
         summary = build_report(params)
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert summary["of_an_earlier_model"] == [
             "pixelcnn (trained again since its evaluation: genzoo evaluate --family pixelcnn)"
         ]
+        assert "trained_with_other_settings" not in summary  # up to date: its evaluation is the step
         assert "Figures of an earlier model: pixelcnn" in html and "pixelcnn" in summary["families"]
         assert row not in html  # its anomaly figures left out, and said so
         assert summary["left_out"] == [
             "pixelcnn anomaly figures (of an earlier model: genzoo detect --family pixelcnn --benchmark)"
         ]
         weights.write_bytes(saved)
+        meta.write_text(meta_saved)
         gan = tmp / "runs" / "gan" / "model.safetensors"  # usefulness measured of the gan before
         kept = gan.read_bytes()
         try:
@@ -703,6 +710,7 @@ def test_figures_of_a_model_trained_again_since_its_evaluation_are_marked(evalua
             gan.write_bytes(kept)
     finally:
         weights.write_bytes(saved)
+        meta.write_text(meta_saved)
         build_report(params)
 
 
