@@ -331,6 +331,13 @@ def registered_version(c, uri: str):
 def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     """A registered model version (see :func:`registered_version`) -> a local folder holding
     model.json + model.safetensors."""
+    store = tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        # (MLflow would make an empty store there, in whichever folder this runs from, and find no model)
+        raise ModelNotFound(
+            f"{uri}: no MLflow store at {store} to read it from (the working directory's mlflow.db, unless "
+            "MLFLOW_TRACKING_URI names another): run from the project's folder, or set MLFLOW_TRACKING_URI"
+        )
     preflight()
     mv = registered_version(client(), uri)
     import mlflow.artifacts

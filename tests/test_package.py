@@ -405,6 +405,13 @@ def test_a_script_run_from_another_folder_is_told_where_relative_paths_were_read
         genzoo.load_model("vea")  # a misspelt family: no word of folders
     with pytest.raises(ModelNotFound, match=r"model.json: no trained model$"):
         genzoo.load_model(tmp_path / "vae" / "model.json")  # an absolute path: as it was
+    # a registered version, from a folder with no MLflow store: said, and no empty store made there
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(
+        ModelNotFound, match=r"models:/gan/1: no MLflow store at sqlite:///.*mlflow.db to read"
+    ):
+        genzoo.load_model("models:/gan/1")
+    assert not (tmp_path / "mlflow.db").exists()
     (tmp_path / "params.yaml").write_text("models: {}\n")  # a project's folder: its own runs/ is meant
     with pytest.raises(ModelNotFound, match=r"run `genzoo train --family vae` first$"):
         genzoo.load_model("vae")
