@@ -531,7 +531,7 @@ def _a_family_name(args, model_flag: bool = False) -> None:
     """``--family`` names a family (its model in runs/<family>/): a path there was loaded as a
     model with no word of its settings (``--family runs/vae`` skipped the stale warning)."""
     f = args.family
-    if f and ("/" in f or os.sep in f or f.endswith(".json")):
+    if f and ("/" in f or os.sep in f or f.endswith(".json") or f in (".", "..")):
         how = (
             "give a model's folder or model.json with --model"
             if model_flag

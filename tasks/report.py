@@ -96,6 +96,14 @@ def collect(params: Params) -> dict[str, Any]:
             f"(`{params.command('evaluate')}`, or `{params.command('run')}` trains and evaluates)"
         )
     families, missing, anomaly, earlier, other = {}, [], {}, [], []
+    stale_models: set[str] = set()  # not up to date with these settings: measured again, it is still stale
+
+    def remeasure(f: str, command: str) -> str:
+        """``command`` measuring ``f`` again: its training first when its model is stale."""
+        if f in stale_models:
+            return f"{params.command(f'train --family {f}')}, then {params.command(command)}"
+        return params.command(command)
+
     manifest = read_manifest(params.data.prepared_dir, required=False)
     data = data_hash(manifest) if manifest else None
     shas = {f: model_sha(params, f) for f in params.models}  # the models in runs/ now
@@ -126,6 +134,7 @@ def collect(params: Params) -> dict[str, Any]:
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
             if stale:
+                stale_models.add(f)
                 why = f"`{params.command('status')}` says why"
                 log.warning("%s: not up to date with this report's params, data and code (%s)", f, why)
                 other.append(f"{f} ({why})")
@@ -138,7 +147,7 @@ def collect(params: Params) -> dict[str, Any]:
             log.warning("%s: anomaly figures made on other data than the prepared data; left out (%s)", f,
                         params.command(f"detect --family {f} --benchmark"))  # fmt: skip
         elif a and shas[f] is not None and a.get("model_sha256") not in (None, shas[f]):  # trained again
-            why = f"of an earlier model: {params.command(f'detect --family {f} --benchmark')}"
+            why = f"of an earlier model: {remeasure(f, f'detect --family {f} --benchmark')}"
             log.warning("%s: anomaly figures left out (%s)", f, why)
             missing.append(f"{f} anomaly figures ({why})")
         elif a and f in families:  # (a family left off the page: its rows too)
@@ -163,7 +172,7 @@ def collect(params: Params) -> dict[str, Any]:
             missing.append(f"{f} (usefulness measured against another reference: {again})")
             del useful[f]
         elif shas[f] is not None and u.get("model_sha256") not in (None, shas[f]):  # trained again since
-            why = f"of an earlier model: {params.command(f'usefulness --families {f}')}"
+            why = f"of an earlier model: {remeasure(f, f'usefulness --families {f}')}"
             log.warning("%s: usefulness figures left out (%s)", f, why)
             missing.append(f"{f} usefulness ({why})")
             del useful[f]

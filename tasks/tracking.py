@@ -24,7 +24,7 @@ from typing import Any
 
 from genzoo.models.trainer import Callback, TrainResult
 from genzoo.tasks.config import flatten
-from genzoo.tasks.errors import ModelNotFound, TrackingUnavailable
+from genzoo.tasks.errors import GenzooError, ModelNotFound, TrackingUnavailable
 from genzoo.tasks.layout import FAMILY_OUTPUTS, family_run_id
 
 log = logging.getLogger("genzoo.tracking")
@@ -332,7 +332,7 @@ def download_registered(uri: str, dst: str | Path | None = None) -> Path:
     """A registered model version (see :func:`registered_version`) -> a local folder holding
     model.json + model.safetensors."""
     store = tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+    if store.startswith("sqlite:") and _missing_sqlite(store):
         # (MLflow would make an empty store there, in whichever folder this runs from, and find no model)
         raise ModelNotFound(
             f"{uri}: no MLflow store at {store} to read it from (the working directory's mlflow.db, unless "
@@ -369,9 +369,24 @@ def close_run(c, run_id: str, status: str = "FAILED") -> None:
         _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
 
 
+def _missing_sqlite(uri: str) -> bool:
+    """A sqlite URI whose database file is not there (its path as SQLAlchemy reads it: relative to
+    the working directory, percent-decoded, without ``?...``); in-memory is never missing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        db = make_url(uri).database
+    except Exception:  # (MLflow says what is wrong with it)
+        return False
+    return bool(db) and db != ":memory:" and not db.startswith("file:") and not Path(db).is_file()
+
+
 def _quoted(value: str) -> str:
     """``value`` as a string of MLflow's search filter: in single quotes, or double ones when it
-    holds a single quote (a folder /home/o'brien/runs made the filter invalid)."""
+    holds a single quote (a folder /home/o'brien/runs made the filter invalid); one holding both
+    cannot be searched for."""
+    if "'" in value and '"' in value:
+        raise GenzooError(f"{value}: a path with both ' and \" cannot be searched for in MLflow; rename it")
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 

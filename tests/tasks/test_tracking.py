@@ -352,3 +352,33 @@ def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
     metrics = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())
     assert metrics["resumed_from"] == 10 and metrics["steps"] == 20
+
+
+def test_search_filter_values_hold_quotes():
+    """A runs folder with a quote in its path (/home/o'brien/runs) made MLflow's search filter
+    invalid: the lookup of a replaced model's run failed and the warning said none kept it."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    from genzoo.tasks.errors import GenzooError
+    from genzoo.tasks.tracking import _quoted
+
+    for value in ("/home/o'brien/runs", '/data/"x"/runs', "/plain/runs"):
+        (clause,) = SearchUtils.parse_search_filter(f"tags.`genzoo.runs_dir` = {_quoted(value)}")
+        assert clause["value"] == value
+    with pytest.raises(GenzooError, match="cannot be searched for"):
+        _quoted('/it\'s "q"/runs')
+
+
+def test_a_sqlite_store_is_missing_as_sqlalchemy_reads_its_uri(tmp_path, monkeypatch):
+    """`models:/...` where there is no MLflow store is said before MLflow makes an empty one; a
+    store named with query parameters or a percent-encoded path is found, in-memory never missing."""
+    from genzoo.tasks.tracking import _missing_sqlite
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my dir" / "m.db").touch()
+    (tmp_path / "mlflow.db").touch()
+    assert not _missing_sqlite("sqlite:///mlflow.db?timeout=30")
+    assert not _missing_sqlite(f"sqlite:///{tmp_path}/my%20dir/m.db")
+    assert not _missing_sqlite("sqlite://") and not _missing_sqlite("sqlite:///:memory:")
+    assert _missing_sqlite("sqlite:///other.db") and _missing_sqlite(f"sqlite:///{tmp_path}/nope/m.db")
