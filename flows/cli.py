@@ -1086,6 +1086,25 @@ INTERRUPTED = {
 }
 
 
+def left_by(args) -> str:
+    """What an interrupted command leaves (``INTERRUPTED``); for one family's training, the step
+    of the checkpoint it resumes from, or that it has none yet and starts again."""
+    if args.command != "train" or args.all:
+        return INTERRUPTED.get(args.command, "")
+    try:
+        from genzoo.tasks.config import load_params
+        from genzoo.tasks.layout import newest_checkpoint
+
+        params = load_params(args.params, args.overrides, args.profile, warn=False)
+        step = newest_checkpoint(params, args.family)
+        every = params.train_config(args.family).checkpoint_every
+    except (Exception, KeyboardInterrupt):  # (a second Ctrl+C, files half written: the plain line)
+        return INTERRUPTED["train"]
+    if step is None:
+        return f"; no checkpoint yet (one every {every} steps): the same command starts it again"
+    return f"; its last checkpoint (step {step}) is kept: the same command resumes from it"
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's arguments; an option no command takes is refused by the command's own
     parser (its usage, not genzoo's), with the option meant where one is near (``--familly``)."""
@@ -1160,7 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
-        print(f"genzoo {command}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
+        print(f"genzoo {command}: interrupted{left_by(args)}", file=sys.stderr)
         return 130
     except Exception as e:
         line = user_error(e)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,24 @@ def same_source(a: str, b: str) -> bool:
     )
 
 
+def running(runs_dir: str | Path) -> str | None:
+    """Who holds ``runs_dir``'s run lock (``layout.exclusive``: a `genzoo run`, a training, a DVC
+    stage) as its holder file says (``pid 123 since ...``) while that process lives, else None. The
+    lock itself is not tried: holding it even an instant could turn away a run starting then."""
+    try:
+        who = (Path(runs_dir) / ".pipeline.holder").read_text().strip()
+        pid = int(who.split()[1])
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return who
+    except (OSError, ValueError, IndexError):  # none, a holder killed (-9) before removing it, unreadable
+        return None
+    return who
+
+
 def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
-    """The prepared data and every family's state (``profiles``: see ``family_status``)."""
+    """The prepared data and every family's state (``profiles``: see ``family_status``); ``run``:
+    the command running on the runs folder now, if any (the states are as of this moment)."""
     data: dict[str, Any] = {"prepared_dir": params.data.prepared_dir, "state": "not prepared"}
     if m := read_manifest(params.data.prepared_dir, required=False):
         data.update(
@@ -145,13 +162,16 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
                 f"prepared from another source than data.source ({params.data.source}; the next run "
                 "prepares that, and retrains what it changes)"
             )
-    return {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
+    st = {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
+    return {"run": running(params.run.runs_dir), **st}
 
 
 def format_status(st: dict[str, Any]) -> str:
     d = st["data"]
     about = f"{d.get('source', '')} {d.get('shape', '')} {d.get('splits', '')}".strip()
     lines = [f"data      {d['state']}" + (f": {about}" if about else "")]
+    if st.get("run"):
+        lines.insert(0, f"busy      a genzoo command writes the runs folder ({st['run']}): states as of now")
     for r in st["families"]:
         line = f"{r['family']:9s} {r['state']}"
         if "steps" in r:

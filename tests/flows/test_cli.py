@@ -7,6 +7,7 @@ import threading
 
 import httpx
 import pytest
+import yaml
 
 from genzoo.flows import cli
 
@@ -194,6 +195,38 @@ def test_detect_after_a_quick_run_benchmarks_only_at_its_settings_and_scores_wit
         "vae: trained with --profile short, not these params; its strips drawn as it is"
         in capsys.readouterr().err
     )
+
+
+def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
+    """`genzoo status` during a run said `not trained` for the families being trained, with no word
+    of the run: it names the command holding the runs folder (its pid and start), and nothing once
+    it is gone, or where a killed (-9) one left its holder file behind."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from genzoo.tasks.layout import exclusive
+    from tests.conftest import tiny_params
+
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    base = ["status", "--params", str(pfile)]
+    with exclusive(tmp_path / "runs"):
+        assert cli.main(base) == 0
+        out = capsys.readouterr().out.splitlines()
+        busy = f"busy      a genzoo command writes the runs folder (pid {os.getpid()} since "
+        assert out[0].startswith(busy) and out[0].endswith("): states as of now")
+        assert out[1] == "data      not prepared" and out[2].startswith("gan       not trained")
+        assert cli.main([*base, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["run"].startswith(f"pid {os.getpid()} since ")
+    assert cli.main(base) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "data      not prepared"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    (tmp_path / "runs").mkdir()  # (the lock's folder, made for it, went with it)
+    (tmp_path / "runs" / ".pipeline.holder").write_text(f"pid {int(gone.stdout)} since 2026-01-01 00:00:00")
+    assert cli.main([*base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] is None
 
 
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
@@ -566,16 +599,33 @@ def test_a_tracked_command_fails_at_once_when_the_tracking_server_does_not_answe
 
 
 @pytest.mark.parametrize("command", ["train", "sample"])
-def test_ctrl_c_is_one_line_and_exit_130_not_a_traceback(command, monkeypatch, capsys, restore_logging):
+def test_ctrl_c_is_one_line_and_exit_130_not_a_traceback(
+    command, tmp_path, monkeypatch, capsys, restore_logging
+):
+    from tests.conftest import tiny_params
+
     def interrupted(args):
         raise KeyboardInterrupt
 
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, families=["vae"])))
     monkeypatch.setattr(cli, f"cmd_{command}", interrupted)
-    argv = [command, "--family", "vae"] + (["--out", "x"] if command == "sample" else [])
+    out = ["--out", "x"] if command == "sample" else []
+    argv = [command, "--family", "vae", "--params", str(pfile), *out]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
-    assert err.strip() == f"genzoo {command}: interrupted" + cli.INTERRUPTED.get(command, "")
-    assert "checkpoint is kept" in cli.INTERRUPTED["train"]
+    assert (
+        err.strip()
+        == f"genzoo {command}: interrupted"
+        + {
+            "train": "; no checkpoint yet (one every 10 steps): the same command starts it again",  # (none made)
+            "sample": "",
+        }[command]
+    )
+    # a params file that does not load (so no checkpoint to name): the plain line still comes
+    assert cli.main([*argv[:3], "--params", str(tmp_path / "missing.yaml"), *argv[5:]]) == 130
+    plain = f"genzoo {command}: interrupted" + cli.INTERRUPTED.get(command, "")
+    assert capsys.readouterr().err.strip() == plain
 
 
 def test_families_describes_each_in_a_whole_sentence(capsys):
@@ -704,7 +754,9 @@ def test_sigterm_stops_genzoo_train_as_ctrl_c_does(tmp_path, monkeypatch, capsys
     monkeypatch.setattr("genzoo.tasks.train.check_outputs", lambda params: None)
     before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 130
-    assert capsys.readouterr().err.strip() == "genzoo train: interrupted" + cli.INTERRUPTED["train"]
+    assert capsys.readouterr().err.strip() == (  # (no data prepared: no checkpoint could be made)
+        "genzoo train: interrupted; no checkpoint yet (one every 10 steps): the same command starts it again"
+    )
     assert reached and reached[0] is not before and signal.getsignal(signal.SIGTERM) is before
 
 
