@@ -429,6 +429,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _holdout_indices(args) -> list[int]:
+    """``--holdout``'s classes (names of the prepared data's classes, or indices) as indices."""
+    from genzoo.tasks.config import did_you_mean, load_params
+    from genzoo.tasks.data import read_manifest
+
+    params = load_params(args.params, args.overrides, args.profile, warn=False)
+    names = (read_manifest(params.data.prepared_dir, required=False) or {}).get("class_names")
+    out = []
+    for given in args.holdout:
+        if names and given in names:
+            out.append(names.index(given))
+        elif given.isdigit() or (given.startswith("-") and given[1:].isdigit()):
+            out.append(int(given))  # (a range check follows, with the data's classes)
+        elif names:
+            raise UsageError(f"--holdout {given}: not a class name or index; classes: {', '.join(names)}"
+                             f"{did_you_mean([given], names)}")  # fmt: skip
+        else:
+            raise UsageError(
+                f"--holdout {given}: a class name, but no prepared data in {params.data.prepared_dir} names "
+                f"its classes ({params.command('prepare')}, or give the class's index)"
+            )
+    return out
+
+
 def cmd_detect(args) -> int:
     """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
     from genzoo.tasks.detect import check_scorable, detect, run_benchmark
@@ -436,7 +460,8 @@ def cmd_detect(args) -> int:
     if args.holdout:
         if not args.benchmark:
             raise UsageError("--holdout needs --benchmark")
-        args.overrides = [*args.overrides, f"detect.holdout_classes={args.holdout}"]
+        indices = _holdout_indices(args)
+        args.overrides = [*args.overrides, f"detect.holdout_classes={indices}"]
     scoring = {"PATH": args.path, "--out": args.out, "--quantile": args.quantile}  # your images'
     if args.benchmark and (given := [o for o, v in scoring.items() if v is not None]):
         raise UsageError(
@@ -868,8 +893,9 @@ def _detect_parser(sub) -> None:
     p.add_argument("--out", help="also write every score as JSON here")
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip
-    p.add_argument("--holdout", type=int, nargs="+", metavar="CLASS",
-                   help="with --benchmark: retrain without each CLASS, score it as anomalous")  # fmt: skip
+    p.add_argument("--holdout", nargs="+", metavar="CLASS",
+                   help="with --benchmark: retrain without each CLASS (name or index), score it as "
+                   "anomalous")  # fmt: skip
     p.set_defaults(fn=cmd_detect)
 
 

@@ -4,6 +4,7 @@ import http.server
 import logging
 import re
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -614,14 +615,11 @@ def test_ctrl_c_is_one_line_and_exit_130_not_a_traceback(
     argv = [command, "--family", "vae", "--params", str(pfile), *out]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err
-    assert (
-        err.strip()
-        == f"genzoo {command}: interrupted"
-        + {
-            "train": "; no checkpoint yet (one every 10 steps): the same command starts it again",  # (none made)
-            "sample": "",
-        }[command]
-    )
+    left = {  # (no checkpoint made: none to name)
+        "train": "; no checkpoint yet (one every 10 steps): the same command starts it again",
+        "sample": "",
+    }
+    assert err.strip() == f"genzoo {command}: interrupted" + left[command]
     # a params file that does not load (so no checkpoint to name): the plain line still comes
     assert cli.main([*argv[:3], "--params", str(tmp_path / "missing.yaml"), *argv[5:]]) == 130
     plain = f"genzoo {command}: interrupted" + cli.INTERRUPTED.get(command, "")
@@ -694,6 +692,38 @@ def test_after_a_double_dash_nothing_is_taken_for_a_misspelt_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["status", "--", "--jsn"])
     assert capsys.readouterr().err.strip().endswith("unrecognized arguments: -- --jsn")
+
+
+def test_holdout_takes_class_names_as_class_does(tmp_path):
+    """`detect --benchmark --holdout` took indices only, where `sample --class` takes the data's class
+    names too: a name of the prepared data's classes is its index; a name it lacks is said with the
+    classes (and the near one); a name before any prepare says where the names come from."""
+    import json
+    from argparse import Namespace
+
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, families=["vae"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+
+    def indices(*given: str) -> list[int]:
+        return cli._holdout_indices(
+            Namespace(params=str(pfile), overrides=[], profile=None, holdout=list(given))
+        )
+
+    with pytest.raises(
+        cli.UsageError, match=r"--holdout cat: a class name, but no prepared data in .* names"
+    ):
+        indices("cat")
+    assert indices("3", "0") == [3, 0]  # indices need no names
+    prepared = Path(raw["data"]["prepared_dir"])
+    prepared.mkdir(parents=True)
+    (prepared / "manifest.json").write_text(json.dumps({"class_names": ["cat", "dog", "7"]}))
+    assert indices("dog", "0", "7") == [1, 0, 2]  # a name first, as --class reads it
+    near = r"--holdout Dog: not a class name or index; classes: cat, dog, 7; did you mean dog\?"
+    with pytest.raises(cli.UsageError, match=near):
+        indices("Dog")
 
 
 def test_an_error_names_the_flag_that_set_the_key():
