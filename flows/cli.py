@@ -435,13 +435,16 @@ def _holdout_indices(args) -> list[int]:
     from genzoo.tasks.data import read_manifest
 
     params = load_params(args.params, args.overrides, args.profile, warn=False)
-    names = (read_manifest(params.data.prepared_dir, required=False) or {}).get("class_names")
+    manifest = read_manifest(params.data.prepared_dir, required=False) or {}
+    names, k = manifest.get("class_names"), manifest.get("num_classes")
     out = []
     for given in args.holdout:
         if names and given in names:
             out.append(names.index(given))
         elif given.isdigit() or (given.startswith("-") and given[1:].isdigit()):
-            out.append(int(given))  # (a range check follows, with the data's classes)
+            if isinstance(k, int) and not 0 <= int(given) < k:  # now: not after a wait for a busy folder
+                raise UsageError(f"--holdout: {given} is not a class of the data (classes 0-{k - 1})")
+            out.append(int(given))
         elif names:
             raise UsageError(f"--holdout {given}: not a class name or index; classes: {', '.join(names)}"
                              f"{did_you_mean([given], names)}")  # fmt: skip

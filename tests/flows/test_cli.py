@@ -694,7 +694,7 @@ def test_after_a_double_dash_nothing_is_taken_for_a_misspelt_option(capsys):
     assert capsys.readouterr().err.strip().endswith("unrecognized arguments: -- --jsn")
 
 
-def test_holdout_takes_class_names_as_class_does(tmp_path):
+def test_holdout_takes_class_names_as_class_does(tmp_path, capsys):
     """`detect --benchmark --holdout` took indices only, where `sample --class` takes the data's class
     names too: a name of the prepared data's classes is its index; a name it lacks is said with the
     classes (and the near one); a name before any prepare says where the names come from."""
@@ -721,6 +721,23 @@ def test_holdout_takes_class_names_as_class_does(tmp_path):
     prepared.mkdir(parents=True)
     (prepared / "manifest.json").write_text(json.dumps({"class_names": ["cat", "dog", "7"]}))
     assert indices("dog", "0", "7") == [1, 0, 2]  # a name first, as --class reads it
+    (prepared / "manifest.json").write_text(
+        json.dumps({"class_names": ["cat", "dog", "7"], "num_classes": 3})
+    )
+    for bad in ("3", "-1"):  # out of range: said before the busy folder's lock is even tried
+        with pytest.raises(
+            cli.UsageError, match=rf"--holdout: {bad} is not a class of the data \(classes 0-2\)"
+        ):
+            indices(bad)
+    from genzoo.tasks.layout import exclusive
+
+    with exclusive(tmp_path / "runs"):  # a pipeline writing the folder: the bad class first, not "busy"
+        argv = ["detect", "--family", "vae", "--benchmark", "--holdout", "12", "--params", str(pfile)]
+        assert cli.main(argv) == 2
+    assert (
+        "genzoo detect: error: --holdout: 12 is not a class of the data (classes 0-2)"
+        in capsys.readouterr().err
+    )
     near = r"--holdout Dog: not a class name or index; classes: cat, dog, 7; did you mean dog\?"
     with pytest.raises(cli.UsageError, match=near):
         indices("Dog")
