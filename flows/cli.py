@@ -57,9 +57,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _params(args):
+    """The params of ``args`` (file, profile, -o's); an override a family's own key shadows is said
+    for the families the command uses (``--family``, run's ``--families``), not for every one."""
     from genzoo.tasks.config import load_params
 
-    return load_params(args.params, args.overrides, args.profile)
+    if (family := getattr(args, "family", None)) and args.command != "sample":
+        families = [family]
+    elif args.command == "run" and args.families:
+        families = [f.strip() for f in args.families.split(",")]
+    else:
+        families = None
+    warn = args.command != "sample"  # sample says of every -o that it changes nothing there
+    return load_params(args.params, args.overrides, args.profile, warn=warn, families=families)
 
 
 def _holding(params):

@@ -799,9 +799,11 @@ def load_params(
     profile: str | None = None,
     *,
     warn: bool = True,
+    families: list[str] | None = None,
 ) -> Params:
     """Read, apply a named profile then ``key=value`` overrides, and validate; ``warn``: say what
-    an override changes nothing of (off where the same params were said of already)."""
+    an override changes nothing of (off where the same params were said of already), of
+    ``families`` only where given (the families the command uses)."""
     path = Path(path)
     if not path.exists():
         where = f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH)" if (
@@ -857,16 +859,16 @@ def load_params(
         }
         origins |= dict.fromkeys(given)  # (the -o's own keys: no profile named under them)
     params = validate(raw, origins)  # a bad value first: no warning about an override refused anyway
-    for line in shadowed(raw, overrides or []) if warn else []:
+    for line in shadowed(raw, overrides or [], families) if warn else []:
         logging.getLogger("genzoo.config").warning("%s", line)
     params._profile = profile or None
     return params
 
 
-def shadowed(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+def shadowed(raw: dict[str, Any], overrides: list[str], families: list[str] | None = None) -> list[str]:
     """A line for each ``train.<key>=...`` override that a family's own ``models.<f>.train.<key>``
     takes precedence over (it changes nothing for that family: params.yaml sets each family's
-    steps, for one)."""
+    steps, for one); of ``families`` only, where given."""
     lines = []
     for o in overrides:
         key = o.split("=", 1)[0].strip()
@@ -874,7 +876,8 @@ def shadowed(raw: dict[str, Any], overrides: list[str]) -> list[str]:
             continue
         leaf = key.removeprefix("train.")
         own = [f for f, block in (raw.get("models") or {}).items()
-               if isinstance(block, dict) and leaf in (block.get("train") or {})]  # fmt: skip
+               if isinstance(block, dict) and leaf in (block.get("train") or {})
+               and (families is None or f in families)]  # fmt: skip
         if own:
             lines.append(
                 f"{o}: changes nothing for {', '.join(own)}, which "

@@ -283,6 +283,36 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
     assert not caplog.records
 
 
+def test_a_shadowed_override_names_only_the_families_the_command_uses(tmp_path, caplog):
+    """`genzoo train --family gan -o train.steps=60` warned that it "changes nothing for pixelcnn,
+    realnvp, vae, ..." (every family that sets its own steps), though gan takes it; `genzoo sample`
+    said so too, beside its own line that no -o changes a trained model's draw."""
+    import yaml
+
+    from genzoo.flows import cli
+
+    raw = {"models": {"vae": {"train": {"steps": 300}}, "ddpm": {"train": {"steps": 300}}, "gan": {}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def said(*argv: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="genzoo"):
+            cli._params(cli.parse([*argv, "--params", str(path), "-o", "train.steps=60"]))
+        return [r.getMessage() for r in caplog.records]
+
+    assert said("train", "--family", "gan") == []
+    assert said("train", "--family", "vae") == [
+        "train.steps=60: changes nothing for vae, which sets its own models.vae.train.steps; "
+        "override that instead (e.g. models.vae.train.steps) if you train it"
+    ]
+    assert said("run", "--families", "gan,ddpm")[0].startswith(
+        "train.steps=60: changes nothing for ddpm, which"
+    )
+    assert said("run")[0].startswith("train.steps=60: changes nothing for ddpm, vae, which set their own")
+    assert said("sample", "--family", "vae", "--out", "x") == []  # (sample's own line: tests/flows)
+
+
 def test_a_shadowed_override_is_said_once_by_commands_that_look_at_other_profiles(tmp_path, caplog):
     """`genzoo status -o train.steps=60` loads the params under each other profile too (what a
     stale model may have been made with): the warning is the command's own params', said once."""
