@@ -245,12 +245,16 @@ def log_stage(
 ) -> None:
     """A later stage's figures (every number in ``numbers``, under ``prefix``) and its output
     file, in the MLflow run of ``family``'s training, so one run holds all of a family's
-    figures. Nothing when tracking is off or the family was trained without it."""
+    figures. Nothing when tracking is off or the family was trained without it. A figure the run
+    holds already, unchanged, is not logged again (`genzoo judge results` twice: one row each)."""
     if not params.run.track or (run_id := family_run_id(params, family)) is None:
         return
     c = client()
     if numbers:
-        log_numbers(c, run_id, numbers, prefix=prefix)
+        latest = _retry(lambda: c.get_run(run_id), "get_run").data.metrics
+        changed = {k: v for k, v in flatten(numbers, prefix).items() if latest.get(k) != v}
+        if changed:
+            log_numbers(c, run_id, changed)
     if artifact is not None:
         _retry(lambda: c.log_artifact(run_id, str(artifact), artifact_path=artifact_path), "log_artifact")
 

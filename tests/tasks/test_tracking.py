@@ -310,6 +310,29 @@ def test_runs_are_tagged_with_the_commit_and_whether_the_checkout_was_changed(tm
     assert git_tags() == {"genzoo.git_commit": head, "genzoo.git_dirty": "true"}
 
 
+def test_a_stage_logs_a_figure_again_only_when_it_changed(store, monkeypatch):
+    """`genzoo judge results` (or an evaluation) run twice logged every figure twice to the family's
+    run: each metric's history held the same value at the same step again. Unchanged figures are
+    left as they are; a changed one (more ratings) is a new row."""
+    from types import SimpleNamespace
+
+    from genzoo.tasks import tracking
+
+    c = tracking.client(store)
+    run_id = tracking.start_run(c, tracking.prepare_store(store), "vae").info.run_id
+    monkeypatch.setattr(tracking, "family_run_id", lambda params, family: run_id)
+    params = SimpleNamespace(run=SimpleNamespace(track=True))
+    figures = {"error": 0.25, "by_class": {"3": 0.5}, "n": 40}
+    tracking.log_stage(params, "vae", figures, prefix="human.")
+    tracking.log_stage(params, "vae", figures, prefix="human.")
+    assert [m.value for m in c.get_metric_history(run_id, "human.error")] == [0.25]
+    assert [m.value for m in c.get_metric_history(run_id, "human.by_class.3")] == [0.5]
+    tracking.log_stage(params, "vae", {**figures, "error": 0.3, "n": 50}, prefix="human.")
+    assert [m.value for m in c.get_metric_history(run_id, "human.error")] == [0.25, 0.3]
+    assert [m.value for m in c.get_metric_history(run_id, "human.by_class.3")] == [0.5]
+    assert c.get_run(run_id).data.metrics["human.n"] == 50
+
+
 def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
     store, tmp_path, monkeypatch, capsys
 ):
