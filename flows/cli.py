@@ -677,7 +677,7 @@ def cmd_judge(args) -> int:
             seed=args.seed,
             raters=args.raters,
         )
-        made = judge.create(params, url, req)
+        made = judge.create(params, url, req, port=args.port)
         links = _links(base, made["raters"])
         print(json.dumps({"study": made["study"], "images": made["items"], "raters": links}, indent=2))
         if links:
@@ -690,6 +690,8 @@ def cmd_judge(args) -> int:
                 f"--n: expected an integer from 1 to {judge.LIMITS['--raters']}, got {args.n}"
             )
         made = [judge.add_rater(url, args.study, args.rater_name) for _ in range(args.n)]
+        if args.port is None:  # the port the study's links point at, as create was given it
+            base = f"http://127.0.0.1:{made[0]['port'] or 8400}"
         print(json.dumps({"study": args.study, "raters": _links(base, made)}, indent=2))
     elif args.judge == "serve":
         from genzoo.flows.judge import serve
@@ -983,7 +985,7 @@ def _judge_parser(sub) -> None:
     a.add_argument("study", help="the study's name")
     a.add_argument("--n", type=int, default=1, help="how many raters (default 1)")
     a.add_argument("--rater-name", help="a name shown on the rater's page")
-    a.add_argument("--port", type=port, default=8400, help="port the printed links use (default 8400)")
+    a.add_argument("--port", type=port, help="port the printed links use (default: create's --port)")
     a.add_argument("--db", help=db)
 
     s = jsub.add_parser("serve", help="the rating pages on http://127.0.0.1:8400/r/<token>")

@@ -1043,7 +1043,7 @@ def judge_study(
                  because=STUDY_BECAUSE)  # fmt: skip
     req = judge.request(params, url, name=name, families=fams, per_family=per_family, reals=reals,
                         attention=attention, pairs=pairs, seed=seed, raters=raters)  # fmt: skip
-    made = judge.create(params, url, req)
+    made = judge.create(params, url, req, port=port)
     links = [f"http://127.0.0.1:{port}/r/{r['token']}" for r in made["raters"]]
     try:
         logger = get_run_logger()

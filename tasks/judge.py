@@ -304,10 +304,10 @@ def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.n
     return np.sort(np.concatenate([np.repeat(np.arange(num_classes), n // num_classes), extra]))
 
 
-def create(params: Params, url: str, req: Request) -> dict[str, Any]:
+def create(params: Params, url: str, req: Request, port: int | None = None) -> dict[str, Any]:
     """Draw the study's images (seeded) and store the study with ``req.raters`` raters; returns
-    ``{"study", "items", "raters": [{"name", "token"}]}`` (tokens are shown once: only their
-    hashes are stored)."""
+    ``{"study", "items", "raters": [{"name", "token", "port"}]}`` (tokens are shown once: only their
+    hashes are stored). ``port``: the one its links point at, kept for raters added later."""
     import torch
 
     from genzoo.tasks.sample import draw, load_model
@@ -346,6 +346,7 @@ def create(params: Params, url: str, req: Request) -> dict[str, Any]:
         "shape": list(shape),
         # the models its images came from: results are a family's figures only while it is that one
         "models": {f: model_sha(params, f) for f in req.families},
+        "port": port,
     }
     eng = engine(url, create=True)
     try:
@@ -377,7 +378,8 @@ def _study(c, name: str, lock: bool = False):
 
 def add_rater(url: str, study: str, name: str | None = None) -> dict[str, str]:
     """A new rater of ``study`` with a fresh secret token and their own trials: every image
-    once in a seeded order of their own, then the pairs. Returns ``{"name", "token"}``."""
+    once in a seeded order of their own, then the pairs. Returns ``{"name", "token", "port"}`` (the
+    port the study's links point at, None for a study made before it was kept)."""
     if name is not None and not (0 < len(name) <= 64):
         raise StudyError("--rater-name: 1 to 64 characters")
     eng = engine(url)
@@ -418,7 +420,7 @@ def add_rater(url: str, study: str, name: str | None = None) -> dict[str, str]:
         pair_part = todo[len(order) :]
         todo = todo[: len(order)] + [pair_part[i] for i in rng.permutation(len(pair_part))]
         c.execute(sa.insert(trials), [{**t, "rater_id": rid, "position": p} for p, t in enumerate(todo)])
-    return {"name": name or f"rater-{n + 1}", "token": token}
+    return {"name": name or f"rater-{n + 1}", "token": token, "port": cfg.get("port")}
 
 
 # ----------------------------------------------------------------------------- what the server asks

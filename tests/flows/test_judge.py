@@ -183,6 +183,18 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     capsys.readouterr()
     assert cli.main([*base, "--families", "gan", "--name", "taken"]) == 2
     assert "study 'taken' already exists" in capsys.readouterr().err
+    # add-rater's links point at the port create was given (it printed 8400's, the study served elsewhere)
+    assert (
+        cli.main([*base, "--families", "gan", "--per-family", "2", "--name", "ported", "--port", "8555"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["raters"][0]["link"].startswith("http://127.0.0.1:8555/r/")
+    for extra, at in (([], 8555), (["--port", "8600"], 8600)):
+        assert cli.main(["judge", "add-rater", "ported", *extra, *base[2:]]) == 0
+        assert json.loads(capsys.readouterr().out)["raters"][0]["link"].startswith(
+            f"http://127.0.0.1:{at}/r/"
+        )
+    assert cli.main(["judge", "add-rater", "taken", *base[2:]]) == 0  # created at the default port
+    assert json.loads(capsys.readouterr().out)["raters"][0]["link"].startswith("http://127.0.0.1:8400/r/")
     for n in ("0", "-1", "101"):  # (made no rater and said so with exit code 0)
         assert cli.main(["judge", "add-rater", "taken", "--n", n, *base[2:]]) == 2
         assert f"--n: expected an integer from 1 to 100, got {n}" in capsys.readouterr().err
@@ -193,10 +205,10 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
             capsys.readouterr().err
         )
     assert cli.main(["judge", "results", "nosuch", "--params", str(tmp / "params.yaml"), "--db", db]) == 2
-    assert "no study 'nosuch' (studies: taken)" in capsys.readouterr().err
+    assert "no study 'nosuch' (studies: taken, ported)" in capsys.readouterr().err
     eng = sa.create_engine(db)
     with eng.connect() as c:  # the refused requests wrote nothing
-        assert c.execute(sa.select(sa.func.count()).select_from(judge.studies)).scalar() == 1
+        assert c.execute(sa.select(sa.func.count()).select_from(judge.studies)).scalar() == 2  # taken, ported
     eng.dispose()
     # a mistyped --db is named, not made: results, add-rater and serve on a file that is not there
     typo = tmp / "no-such-dir" / "checks.db"
