@@ -599,6 +599,17 @@ def _due(done: int, every: int, last: int) -> bool:
     return done % every == 0 or done == last
 
 
+def _speed(since: tuple[int, float], done: int, end: int) -> str:
+    """``, 12.3 steps/s, ETA 0:37`` of a progress line: the steps since the line before (at
+    ``since``: its step and time), and the time left to ``end`` at that pace (none at the end)."""
+    seconds = time.perf_counter() - since[1]
+    if done <= since[0] or seconds <= 0:
+        return ""
+    rate = (done - since[0]) / seconds
+    left = round((end - done) / rate)
+    return f", {rate:.1f} steps/s" + (f", ETA {left // 60}:{left % 60:02d}" if done < end else "")
+
+
 def _window_means(window: dict[str, list[float]], lr: float) -> dict[str, float]:
     """The mean of each logged figure since the last log line, and the current learning rate."""
     return {**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}
@@ -701,6 +712,7 @@ def fit(
     )
     last: dict[str, float] = {}
     shown: dict[str, list[float]] = defaultdict(list)  # figures since the last progress line
+    since = (start, time.perf_counter())  # the step and time of the last progress line: its speed
     for step in bar:
         idx = st.batches.next()  # (B,)
         for logs in _train_step(st, cfg, x[idx], y[idx], step):
@@ -729,8 +741,9 @@ def fit(
             # showed an earlier step's figures under its own step); none when all were skipped
             now = _window_means(shown, st.scheds[model.phases[0]].get_last_lr()[0]) if shown else {}
             shown.clear()
-            figures = ", ".join(f"{k} {v:.3g}" for k, v in list(now.items())[:3])
-            log.info("%s: step %d/%d%s", model.family, done, cfg.steps, f", {figures}" if figures else "")
+            figures = "".join(f", {k} {v:.3g}" for k, v in list(now.items())[:3])
+            log.info("%s: step %d/%d%s%s", model.family, done, cfg.steps, figures, _speed(since, done, end))
+            since = (done, time.perf_counter())
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
             path = ckpts.save(done, _snapshot(st, done, st.seconds_before + time.perf_counter() - t0))

@@ -81,6 +81,7 @@ def test_progress_into_a_pipe_is_a_line_every_tenth_of_the_steps(tiny, caplog, c
     every tenth of the steps, where tqdm wrote a carriage return per refresh; a terminal keeps
     the bar."""
     import logging
+    import re
     import sys
 
     x, y = data()
@@ -90,13 +91,17 @@ def test_progress_into_a_pipe_is_a_line_every_tenth_of_the_steps(tiny, caplog, c
     said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
     assert [m.split(",")[0] for m in said] == [f"vae: step {s}/20" for s in range(2, 21, 2)]
     assert "neg_elbo" in said[-1] and "\r" not in capsys.readouterr().err
+    # each line's pace since the line before, and the time left at it (the last: none left)
+    pace = r", [\d.]+ steps/s"
+    assert all(re.search(pace + r", ETA \d+:\d\d$", m) for m in said[:-1]), said
+    assert re.search(pace + "$", said[-1]), said[-1]
     # logged every 5 steps, a line every 2: each line's figures are its own steps' (a line between
     # two logs showed the earlier log's figures under its own step, or none before the first)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="genzoo.trainer"):
         fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20, log_every=5), progress=True)
     said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
-    figures = [m.partition(", ")[2] for m in said]
+    figures = [re.sub(pace + r"(, ETA .*)?$", "", m).partition(", ")[2] for m in said]
     assert len(figures) == 10 and all(figures) and len(set(figures)) == 10, said
     caplog.clear()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
