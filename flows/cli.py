@@ -161,9 +161,10 @@ def cmd_train(args) -> int:
 
 @contextlib.contextmanager
 def sigterm_stops():
-    """SIGTERM (`kill`, a service manager, a CI's timeout) stops like Ctrl+C: the MLflow run is
-    marked KILLED and the last checkpoint kept, said in one line (it ended the process at once,
-    its run left RUNNING until the next training). A SIGTERM the caller ignores stays ignored."""
+    """SIGTERM (`kill`, a service manager, a CI's timeout) stops like Ctrl+C, for the block's time:
+    `genzoo train`'s MLflow run is marked KILLED and its last checkpoint kept, said in one line (it
+    ended the process at once, its run left RUNNING until the next training); `genzoo serve` stops
+    its Prefect server. A SIGTERM the caller ignores stays ignored."""
     if threading.current_thread() is not threading.main_thread():  # (signals: main thread only)
         yield
         return

@@ -437,15 +437,16 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
         )
     roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
     os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
-    # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
+    from genzoo.flows.cli import sigterm_stops
+
+    try:  # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
         from prefect import serve as prefect_serve
 
         print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
         # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
         poll = None if poll_frequency() is not None else 2
-        prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
+        with sigterm_stops():
+            prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
     except KeyboardInterrupt:
         pass
     finally:

@@ -406,6 +406,7 @@ def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, mon
         S.serve()
         monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "7")
         S.serve()
+        assert signal.getsignal(signal.SIGTERM) is term  # its SIGTERM-stops-it handler, put back after it
     finally:
         signal.signal(signal.SIGTERM, term)
     assert [kw["query_seconds"] for _, kw in served_with] == [2, None]  # None: Prefect reads its setting
