@@ -122,19 +122,18 @@ def collect(params: Params) -> dict[str, Any]:
             # its model (trained again since or not): other settings, or incomplete; both are said
             gone = shas[f] is None and quality.get("model_sha256") is not None  # said below, as deleted
             stale = bool(manifest) and not gone and up_to_date(params, f) is None
+            if stale:
+                stale_models.add(f)
             if quality.get("model_sha256") not in (None, shas[f]):
                 # a stale model's evaluation would rank it again: its training (these settings) first
-                again = f"{params.command(f'train --family {f}')}, then evaluate" if stale else (
-                    params.command(f"evaluate --family {f}"))  # fmt: skip
                 why = (
                     "its model deleted since its evaluation"
                     if shas[f] is None
-                    else f"trained again since its evaluation: {again}"
+                    else f"trained again since its evaluation: {remeasure(f, f'evaluate --family {f}')}"
                 )
                 log.warning("%s: figures of an earlier model (%s)", f, why)
                 earlier.append(f"{f} ({why})")
             if stale:
-                stale_models.add(f)
                 why = f"`{params.command('status')}` says why"
                 log.warning("%s: not up to date with this report's params, data and code (%s)", f, why)
                 other.append(f"{f} ({why})")

@@ -385,7 +385,8 @@ def test_a_model_made_with_other_settings_than_the_reports_is_named(evaluated):
     finally:
         weights.write_bytes(kept)
     assert both["of_an_earlier_model"] == [  # (its evaluation now would measure the stale model)
-        "gan (trained again since its evaluation: genzoo train --family gan, then evaluate)"
+        "gan (trained again since its evaluation: genzoo train --family gan, then "
+        "genzoo evaluate --family gan)"
     ]
     assert both["trained_with_other_settings"] == ["gan (`genzoo status` says why)"]
     # a human study beside it (here of weights runs/ no longer holds: left out) changes nothing of
