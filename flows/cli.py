@@ -58,16 +58,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _params(args):
     """The params of ``args`` (file, profile, -o's); an override a family's own key shadows is said
-    for the families the command uses (``--family``, run's ``--families``), not for every one."""
+    for the family the command uses (``--family``), not for every one."""
     from genzoo.tasks.config import load_params
 
-    if (family := getattr(args, "family", None)) and args.command != "sample":
-        families = [family]
-    elif args.command == "run" and args.families:
-        families = [f.strip() for f in args.families.split(",")]
-    else:
-        families = None
-    warn = args.command != "sample"  # sample says of every -o that it changes nothing there
+    family = getattr(args, "family", None)
+    families = [family] if family and args.command != "sample" else None
+    # sample says of every -o that it changes nothing there; run's flow says it (of --families)
+    warn = args.command not in ("sample", "run")
     return load_params(args.params, args.overrides, args.profile, warn=warn, families=families)
 
 
@@ -451,10 +448,15 @@ def _holdout_indices(args) -> list[int]:
     for given in args.holdout:
         if names and given in names:
             out.append(names.index(given))
-        elif given.isdigit() or (given.startswith("-") and given[1:].isdigit()):
-            if isinstance(k, int) and not 0 <= int(given) < k:  # now: not after a wait for a busy folder
+            continue
+        try:
+            index = int(given)  # (as --class reads an index)
+        except ValueError:
+            index = None
+        if index is not None:
+            if isinstance(k, int) and not 0 <= index < k:  # now: not after a wait for a busy folder
                 raise UsageError(f"--holdout: {given} is not a class of the data (classes 0-{k - 1})")
-            out.append(int(given))
+            out.append(index)
         elif names:
             raise UsageError(f"--holdout {given}: not a class name or index; classes: {', '.join(names)}"
                              f"{did_you_mean([given], names)}")  # fmt: skip

@@ -754,7 +754,8 @@ def pipeline(
     """
     overrides = list(overrides or [])
     confine(params_file=params_file)  # before it is read: its errors quote what it holds
-    params = load_params(params_file, overrides, profile)  # fails here, before any compute
+    # fails here, before any compute; an -o a family's own key shadows: said of the chosen families
+    params = load_params(params_file, overrides, profile, families=list(families) if families else None)
     confine(params, params_file=params_file)  # served deployments stay inside the project
     check_outputs(params)  # before Ray, Prefect's tasks or MLflow's runs start
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (as `genzoo run` checks them)

@@ -906,4 +906,6 @@ def stage_args(
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = ap.parse_intermixed_args(argv)  # overrides may follow --params, as in dvc.yaml's cmd
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return load_params(args.params, args.overrides), (getattr(args, target) if target else None)
+    chosen = getattr(args, target) if target else None
+    families = [chosen] if target == "family" else None  # (a shadowed -o said of that family alone)
+    return load_params(args.params, args.overrides, families=families), chosen

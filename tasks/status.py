@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -134,16 +133,18 @@ def same_source(a: str, b: str) -> bool:
 def running(runs_dir: str | Path) -> str | None:
     """Who holds ``runs_dir``'s run lock (``layout.exclusive``: a `genzoo run`, a training, a DVC
     stage) as its holder file says (``pid 123 since ...``) while that process lives, else None. The
-    lock itself is not tried: holding it even an instant could turn away a run starting then."""
+    lock itself is not tried: holding it even an instant could turn away a run starting then. A
+    process of that pid started after the holder was written is another one (the pid reused)."""
+    import psutil
+
     try:
         who = (Path(runs_dir) / ".pipeline.holder").read_text().strip()
-        pid = int(who.split()[1])
-        os.kill(pid, 0)
-    except PermissionError:  # alive, another user's
-        return who
-    except (OSError, ValueError, IndexError):  # none, a holder killed (-9) before removing it, unreadable
-        return None
-    return who
+        words = who.split()  # pid 123 since 2026-12-06 14:10:03
+        pid, since = int(words[1]), time.mktime(time.strptime(" ".join(words[3:5]), "%Y-%m-%d %H:%M:%S"))
+        started = psutil.Process(pid).create_time()
+    except (OSError, ValueError, IndexError, OverflowError, psutil.Error):
+        return None  # none, a holder killed (-9) before removing it, unreadable
+    return who if started <= since + 1 else None  # (since: to the second)
 
 
 def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[str, Any]:

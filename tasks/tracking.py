@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -234,6 +236,17 @@ def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: s
     _retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
 
 
+def _stored(held: float | None, value: float) -> bool:
+    """Whether a run's latest ``held`` value of a metric is ``value`` as MLflow stored it (NaN is
+    NaN; a SQL store keeps an infinity as the largest double of its sign)."""
+    if held is None:
+        return False
+    if math.isnan(value) or math.isinf(value):
+        big = math.isinf(held) or abs(held) >= sys.float_info.max
+        return math.isnan(held) if math.isnan(value) else big and (held > 0) == (value > 0)
+    return held == value
+
+
 def log_stage(
     params,
     family: str,
@@ -252,7 +265,7 @@ def log_stage(
     c = client()
     if numbers:
         latest = _retry(lambda: c.get_run(run_id), "get_run").data.metrics
-        changed = {k: v for k, v in flatten(numbers, prefix).items() if latest.get(k) != v}
+        changed = {k: v for k, v in flatten(numbers, prefix).items() if not _stored(latest.get(k), v)}
         if changed:
             log_numbers(c, run_id, changed)
     if artifact is not None:

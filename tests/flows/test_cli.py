@@ -228,6 +228,10 @@ def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
     (tmp_path / "runs" / ".pipeline.holder").write_text(f"pid {int(gone.stdout)} since 2026-01-01 00:00:00")
     assert cli.main([*base, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run"] is None
+    # a live process of that pid, started after the holder was written: the pid reused, no run
+    (tmp_path / "runs" / ".pipeline.holder").write_text(f"pid {os.getpid()} since 2000-01-01 00:00:00")
+    assert cli.main([*base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] is None
 
 
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
@@ -716,7 +720,9 @@ def test_holdout_takes_class_names_as_class_does(tmp_path, capsys):
         cli.UsageError, match=r"--holdout cat: a class name, but no prepared data in .* names"
     ):
         indices("cat")
-    assert indices("3", "0") == [3, 0]  # indices need no names
+    assert indices("3", "0", "+1") == [3, 0, 1]  # indices need no names
+    with pytest.raises(cli.UsageError, match="--holdout ²: a class name"):  # (a digit int() does not read)
+        indices("²")
     prepared = Path(raw["data"]["prepared_dir"])
     prepared.mkdir(parents=True)
     (prepared / "manifest.json").write_text(json.dumps({"class_names": ["cat", "dog", "7"]}))

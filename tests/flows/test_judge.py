@@ -193,7 +193,17 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
         assert json.loads(capsys.readouterr().out)["raters"][0]["link"].startswith(
             f"http://127.0.0.1:{at}/r/"
         )
-    assert cli.main(["judge", "add-rater", "taken", *base[2:]]) == 0  # created at the default port
+    eng = sa.create_engine(db)  # a study made before its port was kept: the default's links
+    with eng.begin() as c:
+        cfg = json.loads(
+            c.execute(sa.select(judge.studies.c.config).where(judge.studies.c.name == "taken")).scalar()
+        )
+        assert cfg.pop("port") == 8400  # (create's default)
+        c.execute(
+            sa.update(judge.studies).where(judge.studies.c.name == "taken").values(config=json.dumps(cfg))
+        )
+    eng.dispose()
+    assert cli.main(["judge", "add-rater", "taken", *base[2:]]) == 0
     assert json.loads(capsys.readouterr().out)["raters"][0]["link"].startswith("http://127.0.0.1:8400/r/")
     for n in ("0", "-1", "101"):  # (made no rater and said so with exit code 0)
         assert cli.main(["judge", "add-rater", "taken", "--n", n, *base[2:]]) == 2

@@ -331,6 +331,12 @@ def test_a_stage_logs_a_figure_again_only_when_it_changed(store, monkeypatch):
     assert [m.value for m in c.get_metric_history(run_id, "human.error")] == [0.25, 0.3]
     assert [m.value for m in c.get_metric_history(run_id, "human.by_class.3")] == [0.5]
     assert c.get_run(run_id).data.metrics["human.n"] == 50
+    odd = {"nan": float("nan"), "up": float("inf"), "down": float("-inf")}  # as a SQL store keeps them
+    for _ in range(2):
+        tracking.log_stage(params, "vae", odd, prefix="human.")
+    assert [len(c.get_metric_history(run_id, f"human.{k}")) for k in odd] == [1, 1, 1]
+    tracking.log_stage(params, "vae", {"up": float("-inf")}, prefix="human.")
+    assert len(c.get_metric_history(run_id, "human.up")) == 2
 
 
 def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
