@@ -212,7 +212,17 @@ def local_ray_env():
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing listens at a Ray cluster's ``host:port``
     (or ``ray://host:port``): ``ray.init`` would wait for it for minutes, printing only Ray's
-    reconnect warnings. ``auto`` and ``local`` are Ray's to resolve."""
+    reconnect warnings. ``auto`` and ``local`` are Ray's to resolve; anything else that is no
+    ``host:port`` is refused in one line (Ray's: two tracebacks of a port it could not read)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and host.strip("[]") and port.isdecimal() and 0 < int(port) < 65536):
+        raise UsageError(
+            f"{address}: not a Ray address; give the head's host:port (GCS, 6379 unless `ray start "
+            "--port` chose another), ray://host:10001 (Ray Client) or auto (the cluster `ray start` left "
+            "on this machine)"
+        )
     if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
         from importlib.metadata import version
 
@@ -221,9 +231,6 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
             f"pip install 'ray[client]=={version('ray')}' (or, on a node of the cluster, give its "
             "GCS address, host:6379)"
         )
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or address in ("auto", "local"):
-        return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:

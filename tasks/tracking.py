@@ -44,6 +44,7 @@ def preflight(uri: str | None = None) -> None:
     import urllib.request
 
     uri = uri or tracking_uri()
+    _check_scheme(uri)
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -54,6 +55,27 @@ def preflight(uri: str | None = None) -> None:
             f"MLflow tracking server {uri} is unreachable ({e}); start it (make mlflow) or "
             "unset MLFLOW_TRACKING_URI to use the project's sqlite store"
         ) from None
+
+
+def _check_scheme(uri: str) -> None:
+    """A store URI whose scheme MLflow has no store for (``htp://...``, a typo) refused in one line,
+    naming where it came from; MLflow's own: a traceback ending in a KeyError of the scheme."""
+    from urllib.parse import urlsplit
+
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        known = set(_tracking_store_registry._registry)  # MLflow's and its plugins' schemes
+    except (ImportError, AttributeError):  # (another MLflow's layout: its own error then)
+        return
+    scheme = urlsplit(uri).scheme.split("+")[0]  # postgresql+psycopg2: postgresql's
+    if scheme not in known:
+        named = "MLFLOW_TRACKING_URI=" if os.environ.get("MLFLOW_TRACKING_URI") == uri else ""
+        raise TrackingUnavailable(
+            f"{named}{uri}: MLflow has no store for {scheme}:// URIs; give http(s)://host:port (make "
+            "mlflow), sqlite:///path/mlflow.db, postgresql://... or mysql://..., or unset "
+            "MLFLOW_TRACKING_URI for the project's sqlite store"
+        )
 
 
 @functools.cache

@@ -601,6 +601,16 @@ def test_a_tracked_command_fails_at_once_when_the_tracking_server_does_not_answe
     assert not (tmp_path / "runs" / "gan").exists() and not (tmp_path / "ckpt").exists()
     with pytest.raises(ConnectionError, match="is unreachable"):  # asked again: a failure is not remembered
         tracking.client()
+    # a scheme MLflow has no store for (htp://, a typo): one line too, in train and in sample
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.replace("http", "htp"))
+    for argv in (
+        ["train", "--family", "gan"],
+        ["sample", "--model", "models:/gan/1", "--out", str(tmp_path / "s")],
+    ):
+        assert cli.main([*argv, "--params", str(pfile), "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        said = f"error: MLFLOW_TRACKING_URI={uri.replace('http', 'htp')}: MLflow has no store for htp:// URIs"
+        assert len(err) == 1 and said in err[0], err
 
 
 @pytest.mark.parametrize("command", ["train", "sample"])

@@ -97,6 +97,19 @@ def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
         stop_cluster(port)
 
 
+def test_an_address_that_is_no_ray_address_is_one_line():
+    """`--ray-address 127.0.0.1:6391x` (a typo) went to Ray, which printed two tracebacks of a port
+    it could not read, in a failed flow run: refused before anything starts, saying what to give."""
+    from genzoo.flows import cluster
+    from genzoo.tasks.errors import UsageError
+
+    for bad in ("127.0.0.1:6391x", "127.0.0.1", "ray://:10001", "head:0", "head:70000", "http://head:6379x"):
+        with pytest.raises(UsageError, match=r"not a Ray address; give the head's host:port"):
+            cluster.check_reachable(bad)
+    for fine in ("auto", "local"):  # Ray's to resolve
+        cluster.check_reachable(fine)
+
+
 def test_a_ray_client_address_without_rays_client_extra_is_one_line(monkeypatch):
     """`ray://head:10001` (infra/README, params.yaml) needs `ray[client]`, which `make install`
     does not install: Ray said so in two tracebacks; genzoo says it in one line (`genzoo run`
