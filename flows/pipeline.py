@@ -932,7 +932,7 @@ def sample(
         require_trained(params, family)
     net = load_model(model or family, params.run.runs_dir)
     names = class_names(params.data.prepared_dir, net) if label is not None else None
-    cls_index = resolve_class(net, label, names)
+    cls_index = resolve_class(net, label, names, flag="label")  # (the form's field: no --class there)
     try:
         logger = get_run_logger()
     except MissingContextError:  # called as a plain function (sample.fn)

@@ -357,6 +357,15 @@ def registered_version(c, uri: str):
             raise
     known = versions()
     have = f"no versions of {name}"
+    if not known:  # a name the store has no model of (models:/vea/1): the names it has
+        from genzoo.tasks.config import did_you_mean
+
+        try:
+            names = sorted(m.name for m in c.search_registered_models())
+        except MlflowException:
+            names = []
+        if names:
+            have += f"; registered models: {', '.join(names)}{did_you_mean([name], names)}"
     if known:
         have = f"versions of {name}: {', '.join(map(str, sorted(int(v.version) for v in known)))}"
         try:

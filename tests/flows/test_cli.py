@@ -346,6 +346,15 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert "gan: trained with --profile short, not these params; sampled as it is" in capsys.readouterr().err
     sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile), profile="short")
     assert "sampled as it is" not in capsys.readouterr().err and (tmp_path / "ui.npz").is_file()
+    with pytest.raises(ValueError, match="^label 'eleven': not a class name or index"):  # the form's field
+        sample.fn(
+            family="gan",
+            n=2,
+            label="eleven",
+            out=str(tmp_path / "ui"),
+            params_file=str(pfile),
+            profile="short",
+        )
     from genzoo.tasks.errors import ModelNotFound
 
     with pytest.raises(ModelNotFound, match=r"run `genzoo train --family vae --profile short` first"):

@@ -270,8 +270,14 @@ def test_a_registered_model_is_named_by_version_latest_or_alias_and_a_wrong_name
     for uri in ("models:/vae/7", "models:/vae@best", "models:/vae/newest"):
         with pytest.raises(ModelNotFound, match=rf"{uri}: .*\(versions of vae: 1, 2, 3; aliases: champion\)"):
             tracking.registered_version(c, uri)
-    with pytest.raises(ModelNotFound, match=r"models:/gan/latest: .*\(no versions of gan\)"):
+    with pytest.raises(
+        ModelNotFound, match=r"models:/gan/latest: .*\(no versions of gan; registered models: vae\)"
+    ):
         tracking.registered_version(c, "models:/gan/latest")
+    with pytest.raises(
+        ModelNotFound, match=r"\(no versions of vea; registered models: vae; did you mean vae\?\)"
+    ):
+        tracking.registered_version(c, "models:/vea/1")  # (a misspelt name: the names there are)
     with pytest.raises(ValueError, match="expected models:/<family>/<version>"):
         tracking.registered_version(c, "models:/vae")
 
