@@ -713,6 +713,7 @@ def fit(
     last: dict[str, float] = {}
     shown: dict[str, list[float]] = defaultdict(list)  # figures since the last progress line
     since = (start, time.perf_counter())  # the step and time of the last progress line: its speed
+    patience_ran_out = False
     for step in bar:
         idx = st.batches.next()  # (B,)
         for logs in _train_step(st, cfg, x[idx], y[idx], step):
@@ -733,9 +734,7 @@ def fit(
             for cb in callbacks:
                 cb.on_log(done, {"val": val})
             if _out_of_patience(st, cfg, done):
-                end = done
-                log.info("%s: no better validation in %d steps: stopped at step %d of %d (best: step %d)",
-                         model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
+                end, patience_ran_out = done, True
         if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):  # (end: patience's too)
             # the steps since the last line (every log_every steps, last's: a line between two logs
             # showed an earlier step's figures under its own step); none when all were skipped
@@ -744,6 +743,9 @@ def fit(
             figures = "".join(f", {k} {v:.3g}" for k, v in list(now.items())[:3])
             log.info("%s: step %d/%d%s%s", model.family, done, cfg.steps, figures, _speed(since, done, end))
             since = (done, time.perf_counter())
+        if patience_ran_out:  # (after its step's progress line)
+            log.info("%s: no better validation in %d steps: stopped at step %d of %d (best: step %d)",
+                     model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
             path = ckpts.save(done, _snapshot(st, done, st.seconds_before + time.perf_counter() - t0))

@@ -332,7 +332,9 @@ def test_ema_decay_gives_any_family_averaged_weights(family, tmp_path, tiny):
     assert torch.load(tmp_path / "plain" / "step-00000008.pt", weights_only=True)["ema"] is None
 
 
-def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_path, tiny):
+def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(
+    tmp_path, tiny, caplog, monkeypatch
+):
     """train.patience: after that many validations with no better score, training ends with
     the best weights; a run interrupted before that point and resumed stops at the same step
     with the same weights, and one resumed after it trains no further."""
@@ -352,10 +354,27 @@ def test_patience_stops_training_and_a_resumed_run_stops_at_the_same_step(tmp_pa
     seen = []
     final, result = train(tmp_path / "a")
     assert (result.steps, result.best_step, result.best_val, result.finished) == (8, 4, 3.0, True)
+    # into a file, the stop is said after its step's progress line (it came before it), once
+    import logging
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    seen.clear()
+    with caplog.at_level(logging.INFO, logger="genzoo.trainer"):
+        torch.manual_seed(0)
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=20, eval_every=2, patience=2), val_fn=val)
+    said = [r.getMessage() for r in caplog.records if r.name == "genzoo.trainer"]
+    assert said[-2].startswith("vae: step 8/20,") and said[-1] == (
+        "vae: no better validation in 4 steps: stopped at step 8 of 20 (best: step 4)"
+    ), said
+    assert sum("no better validation" in m for m in said) == 1
     assert len(seen) == 4  # validated at 2, 4, 6, 8, then stopped: 2 validations without a better one
     seen.clear()
-    part, r1 = train(tmp_path / "b", stop_at=5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="genzoo.trainer"):
+        part, r1 = train(tmp_path / "b", stop_at=5)
     assert not r1.finished and r1.steps == 5
+    assert not [r for r in caplog.records if "no better validation" in r.getMessage()]  # stopped, not by it
     seen[:] = [1, 1]  # the resumed run validates from step 6 on
     again, r2 = train(tmp_path / "b")
     assert (r2.steps, r2.best_step, r2.finished) == (8, 4, True)
