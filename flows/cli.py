@@ -213,7 +213,7 @@ def cmd_run(args) -> int:
     prefect_ready = temporary_server()  # starts while the imports and checks below run
     from genzoo.flows.pipeline import pipeline
 
-    if address := args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS"):
+    if address := (args.ray_address or params.ray.address or os.environ.get("RAY_ADDRESS") or "").strip():
         from genzoo.flows.cluster import check_reachable
 
         check_reachable(address)  # the flow checks it too; here it fails before Prefect starts

@@ -216,6 +216,14 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     ``host:port`` is refused in one line (Ray's: two tracebacks of a port it could not read)."""
     if address in ("auto", "local"):
         return
+    scheme = address.partition("://")[0] if "://" in address else None
+    if scheme in ("http", "https"):
+        raise UsageError(
+            f"{address}: the Ray dashboard's address (what `ray job submit` takes), not the cluster's; "
+            "give the head's GCS address, host:6379"
+        )
+    if scheme not in (None, "ray"):  # a Ray Client plugin's (anyscale://...): Ray's to resolve
+        return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not (sep and host.strip("[]") and port.isdecimal() and 0 < int(port) < 65536):
         raise UsageError(
@@ -327,8 +335,8 @@ def connected(params: Params, address: str | None = None):
         with _used(ray, started=False):
             yield ray
         return
-    address = address or params.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
+    address = (address or params.ray.address or os.environ.get("RAY_ADDRESS") or "").strip()
+    if address:  # (a space pasted around it in the UI's form: not part of it)
         _join(address)
         log.info("joined Ray cluster at %s: %s", address, ray.cluster_resources())
         with _used(ray, started=True):

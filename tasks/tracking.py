@@ -68,7 +68,9 @@ def _check_scheme(uri: str) -> None:
         known = set(_tracking_store_registry._registry)  # MLflow's and its plugins' schemes
     except (ImportError, AttributeError):  # (another MLflow's layout: its own error then)
         return
-    scheme = urlsplit(uri).scheme.split("+")[0]  # postgresql+psycopg2: postgresql's
+    scheme = urlsplit(uri.strip()).scheme.split("+")[0]  # postgresql+psycopg2: postgresql's
+    if len(scheme) == 1:  # C:\mlruns, a Windows drive: a path, as MLflow reads it
+        scheme = ""
     if scheme not in known:
         named = "MLFLOW_TRACKING_URI=" if os.environ.get("MLFLOW_TRACKING_URI") == uri else ""
         raise TrackingUnavailable(
@@ -364,8 +366,9 @@ def registered_version(c, uri: str):
             names = sorted(m.name for m in c.search_registered_models())
         except MlflowException:
             names = []
-        if names:
-            have += f"; registered models: {', '.join(names)}{did_you_mean([name], names)}"
+        if names:  # (a name with no versions left is among them: no hint to itself)
+            near = did_you_mean([name], [n for n in names if n != name])
+            have += f"; registered models: {', '.join(names)}{near}"
     if known:
         have = f"versions of {name}: {', '.join(map(str, sorted(int(v.version) for v in known)))}"
         try:

@@ -4,6 +4,7 @@ it): the pipeline's fan-out joins it and the families train on both nodes."""
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,11 +104,21 @@ def test_an_address_that_is_no_ray_address_is_one_line():
     from genzoo.flows import cluster
     from genzoo.tasks.errors import UsageError
 
-    for bad in ("127.0.0.1:6391x", "127.0.0.1", "ray://:10001", "head:0", "head:70000", "http://head:6379x"):
+    for bad in ("127.0.0.1:6391x", "127.0.0.1", "ray://:10001", "head:0", "head:70000", "ray://head:1x"):
         with pytest.raises(UsageError, match=r"not a Ray address; give the head's host:port"):
             cluster.check_reachable(bad)
-    for fine in ("auto", "local"):  # Ray's to resolve
+    with pytest.raises(
+        UsageError, match="the Ray dashboard's address .*, not the cluster's; give .* host:6379"
+    ):
+        cluster.check_reachable("http://127.0.0.1:8265")  # (RAY_ADDRESS as `ray job submit` reads it)
+    for fine in ("auto", "local", "anyscale://mine"):  # Ray's (and its client plugins') to resolve
         cluster.check_reachable(fine)
+    with socket.socket() as listening:  # well-formed addresses where something answers: no refusal
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        for fine in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            cluster.check_reachable(fine)
 
 
 def test_a_ray_client_address_without_rays_client_extra_is_one_line(monkeypatch):

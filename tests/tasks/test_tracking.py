@@ -278,6 +278,9 @@ def test_a_registered_model_is_named_by_version_latest_or_alias_and_a_wrong_name
         ModelNotFound, match=r"\(no versions of vea; registered models: vae; did you mean vae\?\)"
     ):
         tracking.registered_version(c, "models:/vea/1")  # (a misspelt name: the names there are)
+    c.create_registered_model("ddpm")  # no versions yet (made before its first): no hint to itself
+    with pytest.raises(ModelNotFound, match=r"\(no versions of ddpm; registered models: ddpm, vae\)"):
+        tracking.registered_version(c, "models:/ddpm/1")
     with pytest.raises(ValueError, match="expected models:/<family>/<version>"):
         tracking.registered_version(c, "models:/vae")
 
