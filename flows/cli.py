@@ -1131,14 +1131,17 @@ INTERRUPTED = {
 
 def left_by(args) -> str:
     """What an interrupted command leaves (``INTERRUPTED``); for one family's training, the step
-    of the checkpoint it resumes from, or that it has none yet and starts again."""
+    of the checkpoint it resumes from, that it has none yet and starts again, or that its model
+    is whole and current (stopped as it was found up to date, or after its last file)."""
     if args.command != "train" or args.all:
         return INTERRUPTED.get(args.command, "")
     try:
         from genzoo.tasks.config import load_params
-        from genzoo.tasks.layout import newest_checkpoint
+        from genzoo.tasks.layout import newest_checkpoint, up_to_date
 
         params = load_params(args.params, args.overrides, args.profile, warn=False)
+        if up_to_date(params, args.family) is not None:
+            return f"; {args.family} is trained and up to date: the same command does nothing"
         step = newest_checkpoint(params, args.family)
         every = params.train_config(args.family).checkpoint_every
     except (Exception, KeyboardInterrupt):  # (a second Ctrl+C, files half written: the plain line)

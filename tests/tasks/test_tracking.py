@@ -391,6 +391,9 @@ def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
     metrics = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())
     assert metrics["resumed_from"] == 10 and metrics["steps"] == 20
+    # Ctrl+C as the next command finds it up to date: no checkpoint to resume, nothing to redo
+    argv = ["train", "--family", "gan", "--params", str(pfile), "-q"]
+    assert cli.left_by(cli.parse(argv)) == "; gan is trained and up to date: the same command does nothing"
 
 
 def test_search_filter_values_hold_quotes():
