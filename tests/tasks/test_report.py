@@ -231,6 +231,21 @@ def evaluated(tmp_path_factory):
     return tmp, params
 
 
+def test_the_page_says_when_noise_scores_a_high_precision(evaluated):
+    """A quick run's report gave uniform noise a precision of 0.776 with no word of what that means
+    for the families' precision: above LOOSE_PRECISION the page says precision is loose in these
+    features and what to read instead; below it, nothing."""
+    from genzoo.tasks.report import LOOSE_PRECISION, collect, render
+
+    _, params = evaluated
+    data = collect(params)
+    for precision, said in ((0.776, True), (LOOSE_PRECISION - 0.01, False)):
+        data["reference"]["uniform_noise"]["precision"] = precision
+        html, _ = render(params, data)
+        assert ("Uniform noise, as far from every image" in html) is said
+        assert (f"scores precision {precision:.3f} here" in html) is said
+
+
 def test_report_files_and_summary(evaluated):
     tmp, params = evaluated
     summary = build_report(params)
