@@ -1151,6 +1151,16 @@ def left_by(args) -> str:
     return f"; its last checkpoint (step {step}) is kept: the same command resumes from it"
 
 
+# options a command takes under another name than a user would reach for (sample's --out)
+OTHER_WORDS = {
+    (
+        "augment",
+        "--out",
+    ): "the dataset goes to <augment.out_dir>/<--name> (data/augment/synthetic by default): "
+    "give --name NAME, and -o augment.out_dir=DIR for the folder above it",
+}
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's arguments; an option no command takes is refused by the command's own
     parser (its usage, not genzoo's), with the option meant where one is near (``--familly``)."""
@@ -1168,7 +1178,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     hints = []
     options_given = extra[: extra.index("--")] if "--" in extra else extra  # after --: values
     for given in (x.split("=", 1)[0] for x in options_given if x.startswith("--")):
-        if near := difflib.get_close_matches(given, options, n=1, cutoff=0.7):
+        if hint := OTHER_WORDS.get((getattr(args, "command", None), given)):
+            hints.append(f"{given}: {hint}")
+        elif near := difflib.get_close_matches(given, options, n=1, cutoff=0.7):
             hints.append(f"{given}: did you mean {near[0]}?")
     parser.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
 

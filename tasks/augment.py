@@ -123,7 +123,8 @@ def request(params: Params, **given: Any) -> AugmentParams:
 def _known_recipe(params: Params, req: AugmentParams) -> AugmentParams:
     if req.recipe not in params.recipes:
         have = sorted(params.recipes)
-        raise ParamsError(f"augment.recipe: no recipe {req.recipe!r} under recipes (have {have})")
+        near = did_you_mean([req.recipe], have)
+        raise ParamsError(f"augment.recipe: no recipe {req.recipe!r} under recipes (have {have}{near})")
     return req
 
 
@@ -181,7 +182,7 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
-            " run `genzoo run` or `genzoo evaluate` first"
+            f" run `{params.command('run')}` or `{params.command('evaluate')}` first"
         )
     figures = mean_fd_ranks(judged) if metric == "fd_rank" else {f: q[metric] for f, q in judged.items()}
     pool = measured or list(figures)
@@ -243,23 +244,27 @@ def _other_model(params: Params, family: str, what: str) -> None:
 LABELS_FOLLOWED = 0.5  # below this class accuracy (its evaluation's), most of a family's labels are wrong
 
 
-def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> None:
+def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> str | None:
     """Warn when ``family``'s evaluation found its images follow their label less than half the
     time (class_accuracy, the evaluator's verdict on each image) and the dataset keeps the
-    model's labels (a quick run's DDPM: 12%): most of its labels would be wrong."""
+    model's labels (a quick run's DDPM: 12%): most of its labels would be wrong. Returns the
+    warning (the manifest and the card keep it: whoever pulls the dataset reads no console)."""
     quality = read_json(evaluation_dir(params) / family / "quality.json")
     acc = quality.get("class_accuracy") if isinstance(quality, dict) else None
-    if (
+    if not (
         isinstance(acc, int | float)
         and acc < LABELS_FOLLOWED
         and of_model(quality, model_sha(params, family))
     ):
-        log.warning(
-            "augment: %s's images follow their label %.0f%% of the time (class_accuracy in its evaluation), "
-            "and recipe %s keeps the model's labels: most of its labels would be wrong; a recipe with a "
-            "teacher relabels them (augment.recipe, --recipe); augment.min_confidence filters them out",
-            family, 100 * acc, recipe,
-        )  # fmt: skip
+        return None
+    line = (
+        f"{family}'s images follow their label {100 * acc:.0f}% of the time (class_accuracy in its "
+        f"evaluation), and recipe {recipe} keeps the model's labels: most of its labels would be wrong; a "
+        "recipe with a teacher relabels them (augment.recipe, --recipe); augment.min_confidence "
+        "(--min-confidence) filters them out"
+    )
+    log.warning("augment: %s", line)
+    return line
 
 
 def _other_reference(params: Params, family: str) -> None:
@@ -457,7 +462,7 @@ _ADVICE = {
     " class: train the family longer (a quick-profile model is barely trained), take another family, or"
     " a recipe without a teacher (`--recipe plain`)",
     "teacher_unsure": "lower the recipe's teacher_confidence",
-    "low_confidence": "lower augment.min_confidence",
+    "low_confidence": "lower augment.min_confidence (--min-confidence)",
     "copies": "turn off augment.reject_copies",
 }
 
@@ -475,7 +480,7 @@ def _too_few(
     return (
         f"augment: class {c} of {family}: only {kept} of {count} images passed the filters after {drawn:,}"
         f" draws of it{rate if drawn < budget else ''} (rejected, every class: {why or 'none'}); "
-        + "; or ".join([*advice, "raise augment.max_draws"])
+        + "; or ".join([*advice, "raise augment.max_draws (-o augment.max_draws=N)"])
     )
 
 
@@ -576,9 +581,9 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
                              f"cannot (no encoder; families that can: {can})")  # fmt: skip
     for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
+    warnings = []
     if recipe.mode == "sample" and not recipe.teacher and not req.min_confidence:  # model's labels, as drawn
-        for f in families:
-            _say_if_labels_mostly_wrong(params, f, req.recipe)
+        warnings = [w for f in families if (w := _say_if_labels_mostly_wrong(params, f, req.recipe))]
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)
@@ -639,6 +644,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     }
     if choice is not None:  # why that family: the figures `best` chose it from
         info["best"] = choice
+    if warnings:
+        info["warnings"] = warnings
     write_dataset(target, content, formats=formats, info=info)
     labels = content.labels
     dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in filters.rejected.items()) or "none"

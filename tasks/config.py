@@ -579,6 +579,10 @@ def readable(errors: list[dict[str, Any]], model: Any = None) -> list[dict[str, 
         elif err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
             known = _keys_at(model, loc[:-1]) if model is not None else None
             err = {**err, "msg": _unknown(loc[-1], known)}
+        elif err["type"] == "literal_error" and isinstance(got, str):  # --metric fdd: the one meant
+            choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            if near := did_you_mean([got], choices):
+                err = {**err, "msg": f"{err['msg']}{near}"}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
             err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}
         elif (
@@ -716,7 +720,10 @@ def _checks(params: Params) -> list[str]:
     named += [(f"usefulness.recipes[{i}]", r) for i, r in enumerate(params.usefulness.recipes)]
     for key, name in named:
         if name not in params.recipes:
-            errors.append(f"{key}: no recipe {name!r} under recipes (have {sorted(params.recipes)})")
+            have = sorted(params.recipes)
+            errors.append(
+                f"{key}: no recipe {name!r} under recipes (have {have}{did_you_mean([name], have)})"
+            )
     if not params.models:
         errors.append("models: at least one family is required; known: " + ", ".join(REGISTRY))
     for family in params.ray.resources:

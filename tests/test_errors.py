@@ -308,6 +308,14 @@ CASES = {
         lambda w: ["augment", *_p(w), "--recipe", "nope"],
         "--recipe: no recipe 'nope' under recipes",
     ),
+    "augment-recipe-in-capitals": (  # the recipe meant, as a misspelt family gets it
+        lambda w: ["augment", *_p(w), "--recipe", "Plain"],
+        "no recipe 'Plain' under recipes (have ['plain', 'teacher']; did you mean plain?)",
+    ),
+    "augment-misspelt-metric": (  # a choice of a fixed list: the near one
+        lambda w: ["augment", *_p(w), "--metric", "fdd"],
+        "or 'lift'; did you mean fd? (got 'fdd')",
+    ),
     "augment-bad-key-by-override": (  # an -o names the key it set
         lambda w: ["augment", *_p(w, "-o", "augment.per_class=0")],
         "augment.per_class: Input should be greater than 0 (got 0)",

@@ -686,6 +686,8 @@ def test_an_unknown_option_is_refused_by_its_commands_parser_with_the_option_mea
          "unrecognized arguments: --repz=3; --repz: did you mean --reps?"),
         (["status", "--bogus", "x"], "usage: genzoo status",
          "genzoo status: error: unrecognized arguments: --bogus x"),
+        (["augment", "--out", "mine"], "usage: genzoo augment",  # sample's word: where augment's goes
+         "give --name NAME, and -o augment.out_dir=DIR for the folder above it"),
         # where --family is required, argparse said only that it is missing
         (["interpolate", "--familly", "vae"], "usage: genzoo interpolate",
          "the following arguments are required: --family; --familly: did you mean --family?"),

@@ -151,15 +151,18 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
     try:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
-            generate(params, req)
-        assert (
-            "augment: gan's images follow their label 12% of the time (class_accuracy in its evaluation)"
-            in (caplog.text)
-        )
+            made = generate(params, req)
+        said = "gan's images follow their label 12% of the time (class_accuracy in its evaluation)"
+        assert f"augment: {said}" in caplog.text
+        # and in the files whoever pulls the dataset reads (no console there): manifest and card
+        (warned,) = json.loads((made / "manifest.json").read_text())["warnings"]
+        assert warned.startswith(said) and f"**Warning:** {warned}" in (made / "README.md").read_text()
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
-            generate(params, req.model_copy(update={"recipe": "teacher", "name": "relabelled"}))
+            made = generate(params, req.model_copy(update={"recipe": "teacher", "name": "relabelled"}))
         assert "follow their label" not in caplog.text  # a teacher relabels them
+        assert "warnings" not in json.loads((made / "manifest.json").read_text())
+        assert "**Warning:**" not in (made / "README.md").read_text()
         vae_quality = quality.parent.parent / "vae" / "quality.json"
         vae_quality.parent.mkdir(parents=True, exist_ok=True)
         vae_saved = vae_quality.read_text() if vae_quality.exists() else None
@@ -782,7 +785,7 @@ def test_a_dataset_its_filters_cannot_fill_says_what_to_change_for_the_filter_th
         "augment: class 1 of ddpm: only 80 of 200 images passed the filters after 2,053 draws"
     )
     assert "12,683 teacher disagrees, 3 copies" in msg and "--recipe plain" in msg
-    assert "min_confidence" not in msg and msg.endswith("raise augment.max_draws")
+    assert "min_confidence" not in msg and msg.endswith("raise augment.max_draws (-o augment.max_draws=N)")
     assert "turn off augment.reject_copies" in _too_few(
         "gan", 0, 0, 5, 50, {"low_confidence": 1, "copies": 49}, 10
     )
@@ -835,3 +838,18 @@ def test_a_per_class_count_capped_by_sample_pixels_is_said(caplog):
         "augment: 800 images per class, not 3000: augment.sample_pixels=51200 caps a draw of 1x8x8"
         in caplog.text
     )
+
+
+def test_best_before_any_evaluation_names_the_commands_with_the_profile(tmp_path):
+    """`genzoo augment --profile quick` before any run said to run `genzoo run` or `genzoo
+    evaluate` first: without the profile, those would train and evaluate at the default settings."""
+    from genzoo.tasks.augment import best_choice
+    from genzoo.tasks.config import validate
+    from tests.conftest import tiny_params
+
+    params = validate(tiny_params(tmp_path, families=["vae"]))
+    params._profile = "quick"
+    with pytest.raises(
+        FileNotFoundError, match=r"run `genzoo run --profile quick` or `genzoo evaluate --profile quick`"
+    ):
+        best_choice(params, "fd_rank")
