@@ -372,6 +372,7 @@ class _TrainState:
     bad: int = 0  # non-finite steps skipped so far
     best: dict[str, Any] = field(default_factory=lambda: {"val": math.inf, "step": None, "state": None})
     seconds_before: float = 0.0  # training time up to the checkpoint this run resumed from
+    last: dict[str, float] = field(default_factory=dict)  # the latest logged figures (the result's)
 
     @property
     def judged(self) -> GenerativeModel:
@@ -454,6 +455,7 @@ def _resume(st: _TrainState, saved: dict[str, Any] | None) -> int | None:
     st.bad = saved["bad_steps"]
     st.best = saved.get("best") or st.best
     st.seconds_before = float(saved.get("seconds", 0.0))  # (checkpoints older than the field: 0)
+    st.last = dict(saved.get("last") or {})  # (a run resumed at its end trains no step to log them)
     log.info("%s: resuming from its checkpoint at step %d", st.model.family, saved["step"])
     return saved["step"]
 
@@ -473,6 +475,7 @@ def _snapshot(st: _TrainState, step: int, seconds: float) -> dict[str, Any]:
         "batches": st.batches.state(),
         "rng": rng_state(),
         "best": st.best,
+        "last": st.last,
     }
 
 
@@ -710,7 +713,6 @@ def fit(
         leave=False,
         dynamic_ncols=True,
     )
-    last: dict[str, float] = {}
     shown: dict[str, list[float]] = defaultdict(list)  # figures since the last progress line
     since = (start, time.perf_counter())  # the step and time of the last progress line: its speed
     patience_ran_out = False
@@ -723,7 +725,7 @@ def fit(
                     shown[key].append(value)
         done = step + 1
         if _due(done, cfg.log_every, cfg.steps):
-            last = _window_means(window, st.scheds[model.phases[0]].get_last_lr()[0])
+            st.last = last = _window_means(window, st.scheds[model.phases[0]].get_last_lr()[0])
             window.clear()
             for cb in callbacks:
                 cb.on_log(done, last)
@@ -765,7 +767,7 @@ def fit(
         seconds=st.seconds_before + time.perf_counter() - t0,
         bad_steps=st.bad,
         resumed_from=resumed,
-        last=last,
+        last=st.last,
         best_step=chosen,
         best_val=st.best["val"] if chosen is not None else None,
         finished=finished,

@@ -110,6 +110,23 @@ def test_progress_into_a_pipe_is_a_line_every_tenth_of_the_steps(tiny, caplog, c
     assert "\r" in capsys.readouterr().err  # the bar
 
 
+def test_a_model_rebuilt_from_its_final_checkpoint_keeps_its_final_figures(tmp_path, tiny):
+    """A training resumed from its last step's checkpoint (its outputs lost, or the same params
+    again after other ones) trains no step, and its result's figures (metrics.json's ``final``)
+    were empty: the checkpoint keeps the latest logged figures."""
+    x, y = data()
+    torch.manual_seed(0)
+    _, first = fit(
+        models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path, progress=False
+    )
+    torch.manual_seed(0)
+    _, again = fit(
+        models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path, progress=False
+    )
+    assert again.resumed_from == 8 and again.steps == 8
+    assert first.last and again.last == first.last
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path, tiny, caplog):
     x, y = data()
     m = models.build("vae", SPEC, tiny["vae"])
