@@ -1140,7 +1140,7 @@ def left_by(args) -> str:
         from genzoo.tasks.layout import newest_checkpoint, up_to_date
 
         params = load_params(args.params, args.overrides, args.profile, warn=False)
-        if up_to_date(params, args.family) is not None:
+        if up_to_date(params, args.family, loads=True) is not None:  # (as the training decides)
             return f"; {args.family} is trained and up to date: the same command does nothing"
         step = newest_checkpoint(params, args.family)
         every = params.train_config(args.family).checkpoint_every

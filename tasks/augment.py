@@ -259,7 +259,7 @@ def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> str
         return None
     line = (
         f"{family}'s images follow their label {100 * acc:.0f}% of the time (class_accuracy in its "
-        f"evaluation), and recipe {recipe} keeps the model's labels: most of its labels would be wrong; a "
+        f"evaluation), and recipe {recipe} keeps the model's labels: most of its labels are likely wrong; a "
         "recipe with a teacher relabels them (augment.recipe, --recipe); augment.min_confidence "
         "(--min-confidence) filters them out"
     )

@@ -156,7 +156,9 @@ def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained
         assert f"augment: {said}" in caplog.text
         # and in the files whoever pulls the dataset reads (no console there): manifest and card
         (warned,) = json.loads((made / "manifest.json").read_text())["warnings"]
-        assert warned.startswith(said) and f"**Warning:** {warned}" in (made / "README.md").read_text()
+        assert (
+            warned.startswith(said) and f"\n\n> **Warning:** {warned}\n" in (made / "README.md").read_text()
+        )
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="genzoo.augment"):
             made = generate(params, req.model_copy(update={"recipe": "teacher", "name": "relabelled"}))

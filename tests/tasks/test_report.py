@@ -244,6 +244,10 @@ def test_the_page_says_when_noise_scores_a_high_precision(evaluated):
         html, _ = render(params, data)
         assert ("Uniform noise, as far from every image" in html) is said
         assert (f"scores precision {precision:.3f} here" in html) is said
+        # (the judges' section, when the page has one, comes before the metrics)
+        assert ("and the ranks under every judge above tell" in html) is (
+            said and "Quality under every judge" in html
+        )
 
 
 def test_report_files_and_summary(evaluated):
