@@ -458,7 +458,10 @@ def test_best_by_fd_rank_is_the_verdict_of_every_judge_not_of_one(tmp_path):
         "realnvp": 1.0,
         "gan": 2.5,
     }  # pca only
-    with pytest.raises(ParamsError, match="augment.metric: .*'fd_rank' or 'lift' \\(got 'fd_ranks'\\)"):
+    with pytest.raises(
+        ParamsError,
+        match="augment.metric: .*'fd_rank' or 'lift'; did you mean fd_rank\\? \\(got 'fd_ranks'\\)",
+    ):
         validate(tiny_params(tmp_path, augment={"metric": "fd_ranks"}))
 
 
