@@ -1152,13 +1152,11 @@ def left_by(args) -> str:
 
 
 # options a command takes under another name than a user would reach for (sample's --out)
-OTHER_WORDS = {
-    (
-        "augment",
-        "--out",
-    ): "the dataset goes to <augment.out_dir>/<--name> (data/augment/synthetic by default): "
-    "give --name NAME, and -o augment.out_dir=DIR for the folder above it",
-}
+AUGMENT_OUT = (
+    "the dataset goes to <augment.out_dir>/<--name> (data/augment/synthetic by default): give --name NAME, "
+    "and -o augment.out_dir=DIR for the folder above it"
+)
+OTHER_WORDS = {("augment", "--out"): AUGMENT_OUT}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
