@@ -118,6 +118,8 @@ class Callback:
 
     def on_start(self, info: dict[str, Any]) -> None: ...
     def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
+    # once the checkpoint's file is written, before the index names it: what a callback keeps beside
+    # a checkpoint (the log's copy) is there by the time a resume can find the checkpoint
     def on_checkpoint(self, step: int, path: Path) -> None: ...
     def on_end(self, result: TrainResult) -> None: ...
 
@@ -261,11 +263,16 @@ class Checkpoints:
             )
         return path
 
-    def save(self, step: int, state: dict[str, Any]) -> Path:
+    def save(self, step: int, state: dict[str, Any], written: Callable[[Path], None] | None = None) -> Path:
+        """Writes the checkpoint, calls ``written(path)``, then names it in the index (a kill
+        between two of them leaves the checkpoint unlisted, never listed without what
+        ``written`` keeps beside it)."""
         path = self.root / f"step-{step:08d}.pt"
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        if written is not None:
+            written(path)
         entries = [e for e in self._index() if e["step"] != step]
         entries.append({"step": step, "file": path.name, "sha256": sha256_file(path)})
         entries.sort(key=lambda e: e["step"])
@@ -750,9 +757,8 @@ def fit(
                      model.family, done - st.best["step"], done, cfg.steps, st.best["step"])  # fmt: skip
         if ckpts and _due(done, cfg.checkpoint_every, end):
             _require_finite(st, done)
-            path = ckpts.save(done, _snapshot(st, done, st.seconds_before + time.perf_counter() - t0))
-            for cb in callbacks:
-                cb.on_checkpoint(done, path)
+            snapshot = _snapshot(st, done, st.seconds_before + time.perf_counter() - t0)
+            ckpts.save(done, snapshot, lambda path, at=done: [cb.on_checkpoint(at, path) for cb in callbacks])
         if done == end:
             break
     bar.close()

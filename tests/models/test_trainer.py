@@ -473,3 +473,29 @@ def test_the_log_keeps_its_good_rows_when_a_kill_cut_one_short(tmp_path):
     )
     assert JsonlLogger._rows(log, 10) == ['{"step": 5, "loss": 1.0}', '{"step": 10, "loss": 0.9}']
     assert JsonlLogger._rows(tmp_path / "none.jsonl", 10) == []
+
+
+def test_a_ctrl_c_once_the_index_names_a_checkpoint_finds_its_log_copy(tmp_path, tiny, monkeypatch):
+    """The log's copy is written before the index names its checkpoint: a Ctrl+C right after the
+    index was written, then the log removed (`dvc repro` removes a stage's outputs), resumes with
+    the rows up to the checkpoint (a copy written after the index was lost to such a Ctrl+C)."""
+    from genzoo.models import trainer
+
+    x, y = data()
+    write, log = trainer.atomic_write_text, tmp_path / "log.jsonl"
+
+    def ctrl_c_once_indexed(path, text):
+        write(path, text)
+        if path.name == "index.json":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "atomic_write_text", ctrl_c_once_indexed)
+    with pytest.raises(KeyboardInterrupt):
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path / "ck",
+            callbacks=[JsonlLogger(log)], progress=False)  # fmt: skip
+    monkeypatch.undo()
+    log.unlink()
+    _, result = fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(), checkpoint_dir=tmp_path / "ck",
+                    callbacks=[JsonlLogger(log)], progress=False)  # fmt: skip
+    assert result.resumed_from == 4
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6, 8]
