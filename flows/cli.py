@@ -386,7 +386,7 @@ def cmd_augment(args) -> int:
         raise UsageError(f"--families: none given (families: {', '.join(params.families)}, or best)")
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
-                  png=args.png, formats=args.formats.split(",") if args.formats else None,
+                  png=args.png, formats=None if args.formats is None else args.formats.split(","),
                   recipe=args.recipe)  # fmt: skip
     # models of another profile (a quick run, then this without --profile): the dataset and its card
     # would say nothing of it, and replace the quick run's own dataset

@@ -524,6 +524,10 @@ def _is_block(t: Any) -> bool:
     return isinstance(t, type) and typing.get_origin(t) is None and issubclass(t, BaseModel)
 
 
+# a choice's other names (the deprecated `png` flag's, an image format's): what the list calls it
+MEANT = {"png": "imagefolder", "jpg": "imagefolder", "jpeg": "imagefolder", "images": "imagefolder"}
+
+
 def did_you_mean(names: list[str], known: list[str]) -> str:
     """``; did you mean X?`` for the first of ``names`` close to one of ``known`` (a misspelt
     family), else nothing: the tail of an unknown-name message."""
@@ -581,7 +585,10 @@ def readable(errors: list[dict[str, Any]], model: Any = None) -> list[dict[str, 
             err = {**err, "msg": _unknown(loc[-1], known)}
         elif err["type"] == "literal_error" and isinstance(got, str):  # --metric fdd: the one meant
             choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-            if near := did_you_mean([got], choices):
+            meant = MEANT.get(got.lower())
+            if near := did_you_mean([got], choices) or (
+                f"; PNGs in class folders are {meant}" if meant in choices else ""
+            ):
                 err = {**err, "msg": f"{err['msg']}{near}"}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
             err = {**err, "loc": loc[:-1], "msg": f"too few values (no item {loc[-1]})"}

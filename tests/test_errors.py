@@ -316,6 +316,14 @@ CASES = {
         lambda w: ["augment", *_p(w), "--metric", "fdd"],
         "or 'lift'; did you mean fd? (got 'fdd')",
     ),
+    "augment-format-by-its-file-type": (  # the deprecated --png's name: the format that writes PNGs
+        lambda w: ["augment", *_p(w), "--formats", "npz,png"],
+        "or 'hf'; PNGs in class folders are imagefolder (got 'png')",
+    ),
+    "augment-no-formats": (  # not the params' formats without a word
+        lambda w: ["augment", *_p(w), "--formats", ""],
+        "--formats: Input should be 'npz', 'imagefolder' or 'hf' (got '')",
+    ),
     "augment-bad-key-by-override": (  # an -o names the key it set
         lambda w: ["augment", *_p(w, "-o", "augment.per_class=0")],
         "augment.per_class: Input should be greater than 0 (got 0)",
