@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -770,9 +770,11 @@ def pipeline(
             get_run_logger().warning("%s", warning)
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
-    with exclusive(params.run.runs_dir), parent_run(params_abs, chosen) as parent, recording() as stages:
+    with exclusive(params.run.runs_dir), recording() as stages, ExitStack() as tracked:
         with cluster.connected(params, ray_address) as ray:
             cluster.check_fits(params, [*chosen, "evaluator"])
+            # once the cluster is joined: a refused join or a family too big leaves no empty FAILED run
+            parent = tracked.enter_context(parent_run(params_abs, chosen))
             result: dict[str, Any] = fan_out(params_abs, chosen, parent)
             on_ray, cpus = cluster.task_spans(started), ray.cluster_resources().get("CPU", 0)
         done, stopped = [], None

@@ -403,6 +403,23 @@ def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, monke
     assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
 
 
+def test_a_cluster_that_is_not_there_leaves_no_mlflow_run(tmp_path, monkeypatch):
+    """The pipeline's MLflow run opens once the cluster is joined: a join refused left a FAILED
+    run with nothing in it."""
+    from genzoo.tasks.errors import Unreachable
+    from tests.test_services import free_port
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(Unreachable, match=f"Ray cluster at {address}: nothing answers there"):
+        pl.pipeline(params_file=_write(tmp_path, raw), ray_address=address)
+    c = tracking.client(uri)
+    assert [r.info.run_name for e in c.search_experiments() for r in c.search_runs([e.experiment_id])] == []
+
+
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
     pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
     busy = re.escape(
