@@ -133,6 +133,13 @@ def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
+def _kid_protocol(subsets: int, size: int, n_test: int) -> str:
+    """KID's subsets as drawn (as many images as the smaller side has, up to the size asked for)."""
+    if size < n_test:
+        return f"{subsets} subsets of {size}"
+    return f"{subsets} subsets of {size}: the whole test split each time (the ± is the samples' spread alone)"
+
+
 def _protocol(params: Params, ev_sha: str, n_test: int, spec: DataSpec) -> dict[str, Any]:
     e = params.evaluate
     return {
@@ -146,7 +153,9 @@ def _protocol(params: Params, ev_sha: str, n_test: int, spec: DataSpec) -> dict[
         "seeds": e.seeds,
         "interval": "95% Student-t over seeds",
         "k": e.k,
-        "kid": f"{e.kid_subsets} subsets of {e.kid_subset_size}",
+        "kid": _kid_protocol(
+            e.kid_subsets, min(e.kid_subset_size, e.per_class(spec) * spec.num_classes, n_test), n_test
+        ),  # fmt: skip
         "spaces": {
             "cnn": "the evaluator above",
             "pca": f"pixels on the real training split's first {e.judges.pca_components} principal"

@@ -65,6 +65,8 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     n, per_class = ref["protocol"]["samples_per_seed"], ref["protocol"]["samples_per_class"]
     _, y, _ = load_split(params.data.prepared_dir, "train")
     assert [r["n"] for r in floor["per_seed"]] == [n, n] and n < len(y)
+    e = params.evaluate  # KID's subsets as drawn
+    assert ref["protocol"]["kid"] == f"{e.kid_subsets} subsets of {min(e.kid_subset_size, n)}"
     with np.load(folder / "features.npz") as z:
         for r, seed in zip(floor["per_seed"], _seeds(params), strict=True):
             i = floor_draw(y.numpy(), per_class, seed)
@@ -83,6 +85,21 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
     assert evaluator_stage(params)["key"] == m["key"]  # unchanged inputs: reused, not retrained
     assert (folder / "evaluator.safetensors").stat().st_mtime_ns == before
     assert (folder / "judges.npz").stat().st_mtime_ns == judges_before
+
+
+def test_kids_subsets_are_said_as_drawn_not_as_asked(trained):
+    """A subset holds as many images as the smaller side has: 500 asked of a family's 40 images
+    is 40, of 30 test images 30 (the whole split each time), and the protocol says so; it said 500."""
+    from genzoo.models import DataSpec
+    from genzoo.tasks.evaluate import _protocol
+
+    _, raw, _ = trained
+    params = validate({**raw, "evaluate": {**raw["evaluate"], "kid_subset_size": 500}})
+    spec = DataSpec(1, 8, 8, 17, 10)
+    assert params.evaluate.per_class(spec) * 10 == 40  # a family's images per seed
+    assert _protocol(params, "0" * 64, 72, spec)["kid"] == "5 subsets of 40"
+    whole = "5 subsets of 30: the whole test split each time (the ± is the samples' spread alone)"
+    assert _protocol(params, "0" * 64, 30, spec)["kid"] == whole
 
 
 def test_the_floor_draws_a_familys_size_and_class_balance_from_the_training_split():
