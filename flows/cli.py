@@ -494,7 +494,7 @@ def cmd_detect(args) -> int:
         _said_if_stale(args, params, "benchmarked", "genzoo.detect")  # a model stale under every profile
         print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
         for name, st in r["sets"].items():
-            print(f"{name:>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
+            print(f"{st.get('label', name):>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
                   f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}, "
                   f"likelihood ratio {st['likelihood_ratio']['auroc']:.3f}")  # fmt: skip
         return 0

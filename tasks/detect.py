@@ -360,8 +360,9 @@ def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
     s_n, s_a = score(net, normal), score(net, anomalous)
     threshold = float(np.quantile(val, params.detect.quantile))
     out = _figures(s_n, s_a, val, bg.bits_per_dim(normal), bg.bits_per_dim(anomalous), threshold)
+    name = read_manifest(params.data.prepared_dir)["class_names"][cls]  # as --holdout and the grids say it
     return {**out, "normal_mean_bits_per_dim": float(s_n.mean()), "train_seconds": meta["train_seconds"],
-            "steps": meta["steps"]}  # fmt: skip
+            "steps": meta["steps"], "class_name": name, "label": f"held out {name}"}  # fmt: skip
 
 
 def _some(x: torch.Tensor, params: Params, spec: DataSpec) -> torch.Tensor:

@@ -835,6 +835,10 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         anomaly=data["anomaly"],
         human=human,
         anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
+        # a held-out class by its name (held_out_class_2 is zero where the classes sort one, two, zero)
+        anomaly_labels={
+            k: st["label"] for a in data["anomaly"].values() for k, st in a["sets"].items() if "label" in st
+        },  # fmt: skip
     )
     return html, {"targets": goal, "tradeoff": table, "usefulness": useful, "human": human, "judges": spaces}
 

@@ -10,6 +10,7 @@ import torch
 from genzoo import models
 from genzoo.metrics.anomaly import detection, typicality
 from genzoo.tasks.config import ParamsError, validate
+from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import (
     benchmark,
     benchmark_path,
@@ -264,6 +265,8 @@ def test_held_out_class_benchmark_retrains_without_it(trained):
     st = r["sets"]["held_out_class_0"]
     _, yt, _ = load_split(p.data.prepared_dir, "test")
     assert st["n"] == int((yt == 0).sum()) and st["steps"] == 20
+    name = read_manifest(p.data.prepared_dir)["class_names"][0]  # said by name, as --holdout takes it
+    assert (st["class_name"], st["label"]) == (name, f"held out {name}")
     for kind in ("likelihood", "typicality", "likelihood_ratio"):
         assert 0 <= st[kind]["auroc"] <= 1
     held, meta = holdout_model(p, "pixelcnn", 0)

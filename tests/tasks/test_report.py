@@ -250,6 +250,18 @@ def test_the_page_says_when_noise_scores_a_high_precision(evaluated):
         )
 
 
+def test_a_held_out_class_is_headed_by_its_name(evaluated):
+    """`--holdout zero` on classes sorted one, two, zero: the column said held_out_class_2."""
+    from genzoo.tasks.report import collect, render
+
+    _, params = evaluated
+    data = collect(params)
+    sets = data["anomaly"]["pixelcnn"]["sets"]
+    sets["held_out_class_2"] = {**next(iter(sets.values())), "class_name": "zero", "label": "held out zero"}
+    html, _ = render(params, data)
+    assert "<th>held out zero</th>" in html and "held_out_class_2" not in html
+
+
 def test_report_files_and_summary(evaluated):
     tmp, params = evaluated
     summary = build_report(params)
