@@ -497,6 +497,7 @@ def cmd_detect(args) -> int:
             print(f"{st.get('label', name):>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
                   f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}, "
                   f"likelihood ratio {st['likelihood_ratio']['auroc']:.3f}")  # fmt: skip
+        _report_again(args, params)  # its anomaly table
         return 0
     if not args.path:
         raise UsageError("give a PATH (.npz, image file or image folder) or --benchmark")
@@ -564,6 +565,7 @@ def cmd_usefulness(args) -> int:
                     for c in clfs
                 )
                 print(f"{'':>10}  lift at {100 * float(p):g}% real{named}: {lifts} points")
+    _report_again(args, params)  # its usefulness table and curve
     return 0
 
 
@@ -734,21 +736,28 @@ def cmd_judge(args) -> int:
             one = " (one rater answered the pairs: no interval)" if r["pairwise"].get("raters") == 1 else ""
             print(f"pairwise (Bradley-Terry): {line}{one}")
         print(f"results: {path}")
-        report = Path(params.run.runs_dir) / "report" / "index.html"
-        if report.exists():  # its "Human evaluation" section shows the latest study: built again
-            from genzoo.tasks.report import build_report
-
-            try:  # as `genzoo report` would: not over a report of another profile's models
-                from genzoo.tasks.layout import REPORT_BECAUSE
-
-                _same_profile(args, params, params.families, "report on {it}", because=REPORT_BECAUSE)
-            except UsageError as e:
-                print(f"report not rebuilt: {e}", file=sys.stderr)
-                return 0
-            with _holding(params):
-                build_report(params)
-            print(f"report: {report}")
+        _report_again(args, params)  # its "Human evaluation" section shows the latest study
     return 0
+
+
+def _report_again(args, params) -> None:
+    """The report built again where there is one, with the figures a command just wrote (a
+    study's results, an anomaly benchmark, usefulness); a report of another profile's models is
+    left alone, and said so."""
+    report = Path(params.run.runs_dir) / "report" / "index.html"
+    if not report.exists():
+        return
+    from genzoo.tasks.layout import REPORT_BECAUSE
+    from genzoo.tasks.report import build_report
+
+    try:  # as `genzoo report` would: not over a report of another profile's models
+        _same_profile(args, params, params.families, "report on {it}", because=REPORT_BECAUSE)
+    except UsageError as e:
+        print(f"report not rebuilt: {e}", file=sys.stderr)
+        return
+    with _holding(params):
+        build_report(params)
+    print(f"report: {report}")
 
 
 def ordered(strengths: dict[str, float]) -> str:

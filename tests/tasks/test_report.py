@@ -532,6 +532,24 @@ def test_report_renders_in_headless_chromium(evaluated):
                        "Plots"]  # fmt: skip
 
 
+def test_an_anomaly_benchmark_and_a_usefulness_measure_rebuild_the_report(evaluated, capsys, restore_logging):
+    """`genzoo detect --benchmark` and `genzoo usefulness` build the report again where there is
+    one, as `judge results` does (they left it without their figures, and said nothing)."""
+    from genzoo.flows import cli
+
+    tmp, params = evaluated
+    pfile = tmp / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp, steps=5, families=["pixelcnn", "vae", "gan"])))
+    report = tmp / "runs" / "report" / "index.html"
+    build_report(params)
+    for argv in (["detect", "--family", "pixelcnn", "--benchmark"], ["usefulness", "--families", "gan"]):
+        report.write_text("the report before")
+        capsys.readouterr()
+        assert cli.main([*argv, "--params", str(pfile)]) == 0  # (both measured already: cached)
+        assert f"report: {report}" in capsys.readouterr().out, argv
+        assert "Anomaly detection by likelihood" in report.read_text(), argv
+
+
 def test_judge_results_rebuild_the_report_in_json_any_parser_reads(evaluated, capsys, restore_logging):
     """`genzoo judge results` builds the report again (it left the old one, without the study);
     a study whose every rater failed an attention check writes JSON a strict parser reads
