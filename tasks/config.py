@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -393,6 +394,7 @@ class Params(Config):
     models: dict[str, FamilyParams] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     _profile: str | None = PrivateAttr(None)  # the profile load_params applied (not a key of the file)
+    _given: list[str] = PrivateAttr(default_factory=list)  # its --params (not the default) and -o's
 
     @property
     def profile(self) -> str | None:
@@ -400,8 +402,11 @@ class Params(Config):
         return self._profile
 
     def command(self, args: str) -> str:
-        """``genzoo <args>`` as advice to run with these params: with their profile, if any."""
-        return f"genzoo {args}" + (f" --profile {self._profile}" if self._profile else "")
+        """``genzoo <args>`` as advice to run with these params: with their profile, params file and
+        ``-o``'s, if any (a hint without the user's ``-o run.runs_dir=...`` trained into runs/)."""
+        return " ".join(
+            [f"genzoo {args}", *([f"--profile {self._profile}"] if self._profile else []), *self._given]
+        )
 
     def recipe(self, name: str) -> Recipe:
         """The recipe ``name`` (a key of ``recipes``)."""
@@ -876,6 +881,9 @@ def load_params(
     for line in shadowed(raw, overrides or [], families) if warn else []:
         logging.getLogger("genzoo.config").warning("%s", line)
     params._profile = profile or None
+    params._given = ([] if path == DEFAULT_PARAMS else ["--params", shlex.quote(str(path))]) + [
+        part for o in overrides or [] for part in ("-o", shlex.quote(o))
+    ]
     return params
 
 

@@ -101,16 +101,25 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
         return
     if meta["data_sha256"] != data_hash(manifest):
         run = family_run_id(params, family)  # the earlier model's MLflow run, when it was tracked
-        if run is None and params.run.track:  # metrics.json removed by a killed training since
+        versions: list[str] = []
+        if params.run.track:
             from genzoo.tasks import tracking
 
             try:  # (a message's detail: never a failed training)
-                runs = str(Path(params.run.runs_dir).resolve())
-                run = tracking.run_of_model(tracking.client(), runs, family, meta.get("fingerprint", ""))
+                c = tracking.client()
+                if run is None:  # metrics.json removed by a killed training since
+                    runs = str(Path(params.run.runs_dir).resolve())
+                    run = tracking.run_of_model(c, runs, family, meta.get("fingerprint", ""))
+                if run is not None:  # the versions to load it by (models:/vae/1), not a placeholder
+                    found = c.search_model_versions(f"run_id='{run}'")
+                    versions = [
+                        f"models:/{v.name}/{v.version}" for v in sorted(found, key=lambda v: int(v.version))
+                    ]
             except Exception as e:
                 log.debug("%s: its model's MLflow run not looked up: %s", family, e)
         kept = (
-            f"MLflow keeps it (run {run}; its registered versions: models:/{family}/N)"
+            f"MLflow keeps it (run {run}; "
+            + (f"registered as {', '.join(versions)})" if versions else "not registered)")
             if run
             else "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder"
         )

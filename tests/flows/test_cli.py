@@ -259,8 +259,12 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0] == "data      not prepared"
     # a first command before any run: the command to run first, with its profile
     for cmd, line in (
-        (["evaluate", "--profile", "short"], "runs (genzoo run --profile short)"),
-        (["report"], "reference.json missing: nothing evaluated yet (`genzoo evaluate`, or `genzoo run`"),
+        # (with the params file given: a hint without it would read ./params.yaml)
+        (["evaluate", "--profile", "short"], f"runs (genzoo run --profile short --params {pfile})"),
+        (
+            ["report"],
+            f"reference.json missing: nothing evaluated yet (`genzoo evaluate --params {pfile}`, or ",
+        ),
     ):
         assert cli.main([*cmd, *base]) == 2
         assert line in capsys.readouterr().err
@@ -315,7 +319,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         == 2
     )
     assert (
-        "no trained model; run `genzoo train --family vae --profile short` first" in capsys.readouterr().err
+        f"no trained model; run `genzoo train --family vae --profile short --params {pfile}` first"
+        in capsys.readouterr().err
     )
     # drawing images is the user's own: a warning naming the profile
     draw = ["sample", "--family", "gan", "-q", "--out", str(tmp_path / "drawn"), *base]
@@ -357,7 +362,9 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         )
     from genzoo.tasks.errors import ModelNotFound
 
-    with pytest.raises(ModelNotFound, match=r"run `genzoo train --family vae --profile short` first"):
+    with pytest.raises(
+        ModelNotFound, match=re.escape(f"`genzoo train --family vae --profile short --params {pfile}`")
+    ):
         sample.fn(family="vae", n=2, out=str(tmp_path / "v"), params_file=str(pfile), profile="short")
     made = augment.fn(**kw, per_class=1, recipe="plain", reject_copies=False, out_dir=str(tmp_path / "aug"),
                       profile="short")  # fmt: skip
@@ -434,7 +441,8 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main(["evaluate", "--family", "gan", *short, *base]) == 2
     assert (
         f"gan: model.safetensors missing in {tmp_path / 'runs' / 'gan'} (`genzoo status`: incomplete): "
-        "`genzoo train --family gan --profile short` makes it again" in capsys.readouterr().err
+        f"`genzoo train --family gan --profile short --params {pfile}` makes it again"
+        in capsys.readouterr().err
     )
     assert cli.main(["sample", "--family", "gan", "--out", str(tmp_path / "s"), *short, *base]) == 2
     assert f"no weights at {weights} (model.json names them)" in capsys.readouterr().err

@@ -140,7 +140,8 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
     from tests.conftest import prepared_other_data
 
     other = prepared_other_data(params, tmp_path)
-    keeps = f"MLflow keeps it (run {last['mlflow']['run_id']}; its registered versions: models:/gan/N)"
+    # the version to load it by (it said models:/gan/N)
+    keeps = f"MLflow keeps it (run {last['mlflow']['run_id']}; registered as {last['mlflow']['model_uri']})"
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         say_if_replacing_other_data(other, "gan")  # the run its metrics.json records
     assert keeps in caplog.text
@@ -371,8 +372,8 @@ def test_sigterm_on_genzoo_train_marks_its_run_killed_and_keeps_its_checkpoint(
     assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
     save = Checkpoints.save
 
-    def save_then_sigterm(self, step, state):
-        path = save(self, step, state)
+    def save_then_sigterm(self, step, state, written=None):
+        path = save(self, step, state, written)
         if step == 10:
             os.kill(os.getpid(), signal.SIGTERM)
         return path
