@@ -171,6 +171,7 @@ def to_spec(
     arr = to_nchw(np.asarray(images), where)
     k, levels = quantize(arr, where, levels)  # (its checks: finite, in range; floats: 8-bit)
     size = (spec.height, spec.width)
+    say_if_enlarged(where, [tuple(arr.shape[2:])] * len(arr), size)
     if arr.dtype.kind == "f" and tuple(arr.shape[2:]) == size:  # the model's grid where they lie on it
         scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
         grid = np.round(scaled).astype(np.int64)
@@ -183,6 +184,20 @@ def to_spec(
     k, levels = convert_levels(k, levels, None, None, spec.levels if binned else None)
     x = torch.from_numpy(k.astype(np.float32) / (levels - 1))
     return torch.round(x * (spec.levels - 1)) / (spec.levels - 1)  # another grid: the model's nearest level
+
+
+def say_if_enlarged(where: str, sizes: list[tuple[int, int]], size: tuple[int, int]) -> None:
+    """A warning where images smaller than the model's (H, W) ``size`` are enlarged to it: an
+    enlarged image is smoother than the model's images, and its likelihood no measure of how
+    usual its content is (8x8 digits against a model of 24x24 digits: every one flagged)."""
+    small = [s for s in sizes if s[0] < size[0] and s[1] < size[1]]
+    if small:
+        h, w = small[0]
+        log.warning(
+            "%s: %d of %d image(s) smaller than the model's %dx%d (e.g. %dx%d) enlarged to it; an enlarged "
+            "image is smoother than the model's images and may be flagged for that alone",
+            where, len(small), len(sizes), size[1], size[0], w, h,
+        )  # fmt: skip
 
 
 def _fit_images(k: np.ndarray, levels: int, size: tuple[int, int]) -> np.ndarray:
@@ -235,10 +250,11 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
 
     if not files:
         raise DataError(f"{path}: no image files ({suffixes})")
-    arrays = []
+    arrays, sizes = [], []
     for f in files:
         try:
             with Image.open(f) as im:
+                sizes.append((im.height, im.width))
                 im = to_8bit(im) if im.mode in WIDE_MODES else im  # scaled, not clipped
                 img = im.convert("L" if spec.channels == 1 else "RGB")
                 img = fit_image(img, (spec.height, spec.width))  # as prepare sized the training images
@@ -246,6 +262,7 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
             raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    say_if_enlarged(str(path), sizes, (spec.height, spec.width))
     return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in files]
 
 

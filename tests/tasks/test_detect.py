@@ -166,6 +166,40 @@ def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
             assert torch.equal(read_images(tmp_path / "as.npz", spec)[0], x), (folder.name, images.dtype)
 
 
+def test_images_enlarged_to_the_model_are_said_to_be(tmp_path):
+    """8x8 digits scored by a model of 24x24 images were all flagged, with no word that they had
+    been enlarged 3x; images of the model's size or larger (shrunk as prepare shrinks) say nothing."""
+    import logging.handlers
+
+    from PIL import Image
+
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.prepare import load_digits_source
+
+    digits = np.rint(load_digits_source().images[:4, 0].astype(float) * 255 / 16).astype(np.uint8)
+    (tmp_path / "files").mkdir()
+    for i, d in enumerate(digits):
+        Image.fromarray(d, "L").save(tmp_path / "files" / f"{i}.png")
+    np.savez(tmp_path / "small.npz", images=digits)
+    said = logging.handlers.BufferingHandler(100)
+    logging.getLogger("genzoo.detect").addHandler(said)
+    try:
+        for path in (tmp_path / "files", tmp_path / "small.npz"):
+            said.buffer.clear()
+            read_images(path, DataSpec(1, 24, 24, 17, 10))
+            lines = [r.getMessage() for r in said.buffer]
+            assert (
+                len(lines) == 1
+                and "4 of 4 image(s) smaller than the model's 24x24 (e.g. 8x8) enlarged" in lines[0]
+            )
+            said.buffer.clear()
+            read_images(path, DataSpec(1, 8, 8, 17, 10))
+            read_images(path, DataSpec(1, 4, 4, 17, 10))
+            assert said.buffer == [], path
+    finally:
+        logging.getLogger("genzoo.detect").removeHandler(said)
+
+
 def test_bad_requests_fail_clearly(trained, tmp_path):
     tmp, params = trained
     with pytest.raises(
