@@ -65,7 +65,9 @@ def _params(args):
     families = [family] if family and args.command != "sample" else None
     # sample says of every -o that it changes nothing there; run's flow says it (of --families)
     warn = args.command not in ("sample", "run")
-    return load_params(args.params, args.overrides, args.profile, warn=warn, families=families)
+    added = getattr(args, "added_overrides", [])  # (--holdout's): not the user's to repeat in a hint
+    return load_params(args.params, args.overrides, args.profile, warn=warn, families=families,
+                       hinted=[o for o in args.overrides or [] if o not in added])  # fmt: skip
 
 
 def _holding(params):
@@ -476,7 +478,8 @@ def cmd_detect(args) -> int:
         if not args.benchmark:
             raise UsageError("--holdout needs --benchmark")
         indices = _holdout_indices(args)
-        args.overrides = [*args.overrides, f"detect.holdout_classes={indices}"]
+        args.added_overrides = [f"detect.holdout_classes={indices}"]
+        args.overrides = [*args.overrides, *args.added_overrides]
     scoring = {"PATH": args.path, "--out": args.out, "--quantile": args.quantile}  # your images'
     if args.benchmark and (given := [o for o, v in scoring.items() if v is not None]):
         raise UsageError(
@@ -752,11 +755,13 @@ def _report_again(args, params) -> None:
 
     try:  # as `genzoo report` would: not over a report of another profile's models
         _same_profile(args, params, params.families, "report on {it}", because=REPORT_BECAUSE)
-    except UsageError as e:
-        print(f"report not rebuilt: {e}", file=sys.stderr)
+        with _holding(params):
+            build_report(params)
+    except Exception as e:  # the command's own work is done and said: not failed by the report's
+        if (line := user_error(e)) is None:
+            raise
+        print(f"report not rebuilt: {as_given(line, args)}", file=sys.stderr)
         return
-    with _holding(params):
-        build_report(params)
     print(f"report: {report}")
 
 

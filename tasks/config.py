@@ -592,7 +592,7 @@ def readable(errors: list[dict[str, Any]], model: Any = None) -> list[dict[str, 
             choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
             meant = MEANT.get(got.lower())
             if near := did_you_mean([got], choices) or (
-                f"; PNGs in class folders are {meant}" if meant in choices else ""
+                f"; image files (PNG) in class folders are {meant}" if meant in choices else ""
             ):
                 err = {**err, "msg": f"{err['msg']}{near}"}
         elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a pair given one value
@@ -819,10 +819,12 @@ def load_params(
     *,
     warn: bool = True,
     families: list[str] | None = None,
+    hinted: list[str] | None = None,
 ) -> Params:
     """Read, apply a named profile then ``key=value`` overrides, and validate; ``warn``: say what
     an override changes nothing of (off where the same params were said of already), of
-    ``families`` only where given (the families the command uses)."""
+    ``families`` only where given (the families the command uses). ``hinted``: the overrides a
+    hint naming a command repeats (default: all; not those a command adds itself)."""
     path = Path(path)
     if not path.exists():
         where = f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH)" if (
@@ -882,7 +884,7 @@ def load_params(
         logging.getLogger("genzoo.config").warning("%s", line)
     params._profile = profile or None
     params._given = ([] if path == DEFAULT_PARAMS else ["--params", shlex.quote(str(path))]) + [
-        part for o in overrides or [] for part in ("-o", shlex.quote(o))
+        part for o in (overrides or [] if hinted is None else hinted) for part in ("-o", shlex.quote(o))
     ]
     return params
 

@@ -158,7 +158,7 @@ def levels_binned(params: Params, net: GenerativeModel) -> bool:
 
 
 def to_spec(
-    images: np.ndarray, spec: DataSpec, levels: int | None, where: str, binned: bool = False
+    images: np.ndarray, spec: DataSpec, levels: int | None, where: str, binned: bool = False, own: bool = True
 ) -> torch.Tensor:
     """Any (N, C, H, W) / (N, H, W) / (N, H, W, C) images -> the model's channels, size and
     level grid, as floats in [0, 1], converted as prepare converted its training images: grey by
@@ -167,11 +167,13 @@ def to_spec(
     to its nearest level, or, when ``binned`` (its levels are ``data.max_levels``' bins of finer
     data), into the bin prepare put them in (level k of L: floor(k M / L)). A float in [0, 1]
     on the model's grid keeps its level (a model's own samples score as drawn); one between its
-    levels goes to the nearest, or, when ``binned``, is 8-bit data (x 255) put in prepare's bin."""
+    levels goes to the nearest, or, when ``binned``, is 8-bit data (x 255) put in prepare's bin.
+    ``own``: the user's images (enlarged ones are said to be), not a set genzoo made."""
     arr = to_nchw(np.asarray(images), where)
     k, levels = quantize(arr, where, levels)  # (its checks: finite, in range; floats: 8-bit)
     size = (spec.height, spec.width)
-    say_if_enlarged(where, [tuple(arr.shape[2:])] * len(arr), size)
+    if own:
+        say_if_enlarged(where, [tuple(arr.shape[2:])] * len(arr), size)
     if arr.dtype.kind == "f" and tuple(arr.shape[2:]) == size:  # the model's grid where they lie on it
         scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
         grid = np.round(scaled).astype(np.int64)
@@ -187,14 +189,15 @@ def to_spec(
 
 
 def say_if_enlarged(where: str, sizes: list[tuple[int, int]], size: tuple[int, int]) -> None:
-    """A warning where images smaller than the model's (H, W) ``size`` are enlarged to it: an
+    """A warning where images at most half the model's (H, W) ``size`` are enlarged to it: an
     enlarged image is smoother than the model's images, and its likelihood no measure of how
-    usual its content is (8x8 digits against a model of 24x24 digits: every one flagged)."""
-    small = [s for s in sizes if s[0] < size[0] and s[1] < size[1]]
+    usual its content is (8x8 digits against a model of 24x24 digits: every one flagged). Less
+    is not said: prepare enlarges a folder's smaller images alike (25 px to 32)."""
+    small = [s for s in sizes if 2 * s[0] <= size[0] and 2 * s[1] <= size[1]]
     if small:
         h, w = small[0]
         log.warning(
-            "%s: %d of %d image(s) smaller than the model's %dx%d (e.g. %dx%d) enlarged to it; an enlarged "
+            "%s: %d of %d image(s) at most half the model's %dx%d (e.g. %dx%d) enlarged to it; an enlarged "
             "image is smoother than the model's images and may be flagged for that alone",
             where, len(small), len(sizes), size[1], size[0], w, h,
         )  # fmt: skip
@@ -321,7 +324,7 @@ def photo_patches(spec: DataSpec, n: int, seed: int = 0, binned: bool = False) -
         img = photos[rng.integers(len(photos))]
         r, c = rng.integers(img.shape[0] - side), rng.integers(img.shape[1] - side)
         patches.append(img[r : r + side, c : c + side])
-    return to_spec(np.stack(patches), spec, 256, "sklearn sample images", binned)
+    return to_spec(np.stack(patches), spec, 256, "sklearn sample images", binned, own=False)
 
 
 def background(x: torch.Tensor, spec: DataSpec) -> Background:

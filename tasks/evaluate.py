@@ -133,11 +133,18 @@ def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
-def _kid_protocol(subsets: int, size: int, n_test: int) -> str:
-    """KID's subsets as drawn (as many images as the smaller side has, up to the size asked for)."""
-    if size < n_test:
-        return f"{subsets} subsets of {size}"
-    return f"{subsets} subsets of {size}: the whole test split each time (the ± is the samples' spread alone)"
+def _kid_protocol(subsets: int, asked: int, n_test: int, n_fake: int) -> str:
+    """KID's subsets as drawn: as many images as the smaller side has, up to the size asked for;
+    a side taken whole each time adds nothing to the ± (both whole: no spread at all)."""
+    size = min(asked, n_test, n_fake)
+    said = f"{subsets} subsets of {size}"
+    if size == n_test == n_fake:
+        return f"{said}: the whole test split and the whole draw each time (the ± is 0)"
+    if size == n_test:
+        return f"{said}: the whole test split each time (the ± is the samples' spread alone)"
+    if size == n_fake:
+        return f"{said}: the whole draw each time (the ± is the test split's spread alone)"
+    return said
 
 
 def _protocol(params: Params, ev_sha: str, n_test: int, spec: DataSpec) -> dict[str, Any]:
@@ -154,7 +161,7 @@ def _protocol(params: Params, ev_sha: str, n_test: int, spec: DataSpec) -> dict[
         "interval": "95% Student-t over seeds",
         "k": e.k,
         "kid": _kid_protocol(
-            e.kid_subsets, min(e.kid_subset_size, e.per_class(spec) * spec.num_classes, n_test), n_test
+            e.kid_subsets, e.kid_subset_size, n_test, e.per_class(spec) * spec.num_classes
         ),  # fmt: skip
         "spaces": {
             "cnn": "the evaluator above",

@@ -101,7 +101,7 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
         return
     if meta["data_sha256"] != data_hash(manifest):
         run = family_run_id(params, family)  # the earlier model's MLflow run, when it was tracked
-        versions: list[str] = []
+        versions: list[str] | None = None  # (None: not looked up)
         if params.run.track:
             from genzoo.tasks import tracking
 
@@ -117,9 +117,12 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
                     ]
             except Exception as e:
                 log.debug("%s: its model's MLflow run not looked up: %s", family, e)
+        registered = (
+            f"its registered versions: MLflow's registry, under {family}" if versions is None
+            else f"registered as {', '.join(versions)}" if versions else "not registered"
+        )  # fmt: skip
         kept = (
-            f"MLflow keeps it (run {run}; "
-            + (f"registered as {', '.join(versions)})" if versions else "not registered)")
+            f"MLflow keeps it (run {run}; {registered})"
             if run
             else "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder"
         )

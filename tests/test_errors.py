@@ -318,7 +318,7 @@ CASES = {
     ),
     "augment-format-by-its-file-type": (  # the deprecated --png's name: the format that writes PNGs
         lambda w: ["augment", *_p(w), "--formats", "npz,png"],
-        "or 'hf'; PNGs in class folders are imagefolder (got 'png')",
+        "or 'hf'; image files (PNG) in class folders are imagefolder (got 'png')",
     ),
     "augment-no-formats": (  # not the params' formats without a word
         lambda w: ["augment", *_p(w), "--formats", ""],

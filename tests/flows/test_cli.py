@@ -849,3 +849,29 @@ def test_a_judge_actions_error_names_the_action(tmp_path, capsys, restore_loggin
     assert cli.main(["judge", "results", "s1", "--db", missing]) == 2
     assert capsys.readouterr().err.startswith("genzoo judge results: error: no study database at ")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_hint_repeats_the_users_params_file_and_overrides_not_those_a_command_adds(tmp_path):
+    """A hint naming a command keeps the command's --params and -o's (quoted for the shell); an -o
+    the command adds itself (`detect --holdout zero`'s detect.holdout_classes) is not repeated: a
+    `genzoo run` with it would train without that class."""
+    import argparse
+
+    import yaml
+
+    from tests.conftest import tiny_params
+
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, families=["vae"])))
+    added = ["detect.holdout_classes=[2]"]
+    args = argparse.Namespace(
+        params=pfile,
+        overrides=["seed=1", "usefulness.recipes=[plain]", *added],
+        added_overrides=added,
+        profile=None,
+        command="detect",
+        family="vae",
+    )
+    params = cli._params(args)
+    assert params.detect.holdout_classes == [2] and params.seed == 1
+    assert params.command("run") == f"genzoo run --params {pfile} -o seed=1 -o 'usefulness.recipes=[plain]'"

@@ -16,6 +16,7 @@ from genzoo.tasks.detect import (
     benchmark_path,
     detect,
     holdout_model,
+    photo_patches,
     read_images,
     run_benchmark,
     score,
@@ -168,7 +169,8 @@ def test_images_at_another_size_are_sized_as_prepare_sizes_a_folder(tmp_path):
 
 def test_images_enlarged_to_the_model_are_said_to_be(tmp_path):
     """8x8 digits scored by a model of 24x24 images were all flagged, with no word that they had
-    been enlarged 3x; images of the model's size or larger (shrunk as prepare shrinks) say nothing."""
+    been enlarged 3x; images of the model's size or larger (shrunk as prepare shrinks), or less than
+    2x smaller, say nothing; nor do the photo patches the benchmark makes."""
     import logging.handlers
 
     from PIL import Image
@@ -188,14 +190,14 @@ def test_images_enlarged_to_the_model_are_said_to_be(tmp_path):
             said.buffer.clear()
             read_images(path, DataSpec(1, 24, 24, 17, 10))
             lines = [r.getMessage() for r in said.buffer]
-            assert (
-                len(lines) == 1
-                and "4 of 4 image(s) smaller than the model's 24x24 (e.g. 8x8) enlarged" in lines[0]
-            )
+            assert len(lines) == 1 and "4 of 4 image(s) at most half the model's 24x24 (e.g. 8x8)" in lines[0]
             said.buffer.clear()
             read_images(path, DataSpec(1, 8, 8, 17, 10))
             read_images(path, DataSpec(1, 4, 4, 17, 10))
+            read_images(path, DataSpec(1, 15, 15, 17, 10))  # (prepare enlarges a folder's images alike)
             assert said.buffer == [], path
+        photo_patches(DataSpec(1, 160, 160, 17, 10), 2)  # 64x64 patches for a model of 160 px
+        assert said.buffer == []
     finally:
         logging.getLogger("genzoo.detect").removeHandler(said)
 

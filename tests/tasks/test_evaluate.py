@@ -89,7 +89,8 @@ def test_evaluator_stage_writes_the_classifier_features_and_reference_rows(train
 
 def test_kids_subsets_are_said_as_drawn_not_as_asked(trained):
     """A subset holds as many images as the smaller side has: 500 asked of a family's 40 images
-    is 40, of 30 test images 30 (the whole split each time), and the protocol says so; it said 500."""
+    is 40 (the whole draw each time), of 30 test images 30 (the whole split), and the protocol says
+    so, and which side's spread the ± is; it said 500."""
     from genzoo.models import DataSpec
     from genzoo.tasks.evaluate import _protocol
 
@@ -97,9 +98,14 @@ def test_kids_subsets_are_said_as_drawn_not_as_asked(trained):
     params = validate({**raw, "evaluate": {**raw["evaluate"], "kid_subset_size": 500}})
     spec = DataSpec(1, 8, 8, 17, 10)
     assert params.evaluate.per_class(spec) * 10 == 40  # a family's images per seed
-    assert _protocol(params, "0" * 64, 72, spec)["kid"] == "5 subsets of 40"
+    draw = "5 subsets of 40: the whole draw each time (the ± is the test split's spread alone)"
+    assert _protocol(params, "0" * 64, 72, spec)["kid"] == draw
     whole = "5 subsets of 30: the whole test split each time (the ± is the samples' spread alone)"
     assert _protocol(params, "0" * 64, 30, spec)["kid"] == whole
+    both = "5 subsets of 40: the whole test split and the whole draw each time (the ± is 0)"
+    assert _protocol(params, "0" * 64, 40, spec)["kid"] == both
+    fewer = validate({**raw, "evaluate": {**raw["evaluate"], "kid_subset_size": 20}})
+    assert _protocol(fewer, "0" * 64, 72, spec)["kid"] == "5 subsets of 20"  # (tiny's: both sides drawn)
 
 
 def test_the_floor_draws_a_familys_size_and_class_balance_from_the_training_split():

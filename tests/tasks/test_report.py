@@ -533,7 +533,9 @@ def test_report_renders_in_headless_chromium(evaluated):
                        "Plots"]  # fmt: skip
 
 
-def test_an_anomaly_benchmark_and_a_usefulness_measure_rebuild_the_report(evaluated, capsys, restore_logging):
+def test_an_anomaly_benchmark_and_a_usefulness_measure_rebuild_the_report(
+    evaluated, capsys, restore_logging, monkeypatch
+):
     """`genzoo detect --benchmark` and `genzoo usefulness` build the report again where there is
     one, as `judge results` does (they left it without their figures, and said nothing)."""
     from genzoo.flows import cli
@@ -549,6 +551,15 @@ def test_an_anomaly_benchmark_and_a_usefulness_measure_rebuild_the_report(evalua
         assert cli.main([*argv, "--params", str(pfile)]) == 0  # (both measured already: cached)
         assert f"report: {report}" in capsys.readouterr().out, argv
         assert "Anomaly detection by likelihood" in report.read_text(), argv
+    import genzoo.tasks.report as R
+
+    def cannot(params):  # a report that cannot be built: the measurement done and said stays done
+        raise FileNotFoundError("reference.json missing")
+
+    monkeypatch.setattr(R, "build_report", cannot)
+    assert cli.main(["usefulness", "--families", "gan", "--params", str(pfile)]) == 0
+    out, err = capsys.readouterr()
+    assert "train on synthetic" in out and "report not rebuilt: reference.json missing" in err
 
 
 def test_judge_results_rebuild_the_report_in_json_any_parser_reads(evaluated, capsys, restore_logging):

@@ -146,6 +146,14 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
         say_if_replacing_other_data(other, "gan")  # the run its metrics.json records
     assert keeps in caplog.text
     caplog.clear()
+    untracked = other.model_copy(update={"run": other.run.model_copy(update={"track": False})})
+    with caplog.at_level(logging.WARNING, logger="genzoo.train"):  # not looked up: not said unregistered
+        say_if_replacing_other_data(untracked, "gan")
+    assert (
+        f"(run {last['mlflow']['run_id']}; its registered versions: MLflow's registry, under gan)"
+        in caplog.text
+    )
+    caplog.clear()
     # its metrics.json removed, as a training of the other data killed midway leaves it: the run
     # is found by the model's fingerprint ("no MLflow run is recorded", it said), not a later run
     # of the same model that did not finish
