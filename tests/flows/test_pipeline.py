@@ -403,21 +403,21 @@ def test_an_unreachable_tracking_server_fails_before_any_compute(tmp_path, monke
     assert not (tmp_path / "prepared").exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_cluster_that_is_not_there_leaves_no_mlflow_run(tmp_path, monkeypatch):
-    """The pipeline's MLflow run opens once the cluster is joined: a join refused left a FAILED
-    run with nothing in it."""
-    from genzoo.tasks.errors import Unreachable
-    from tests.test_services import free_port
-
+def test_a_cluster_that_cannot_hold_a_family_leaves_no_mlflow_run(tmp_path, monkeypatch):
+    """The pipeline's MLflow run opens once the cluster is joined and found able to hold every
+    family: a join refused, or a family no node can hold, left a FAILED run with nothing in it.
+    (A family too big, not an address nothing answers at: a Ray this process already runs, as a
+    test before may leave, is used whatever the address.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     raw = tiny_params(tmp_path, steps=3, families=["gan"])
     raw["run"]["track"] = True
-    address = f"127.0.0.1:{free_port()}"
-    with pytest.raises(Unreachable, match=f"Ray cluster at {address}: nothing answers there"):
-        pl.pipeline(params_file=_write(tmp_path, raw), ray_address=address)
+    raw["ray"] = {"resources": {"gan": {"num_cpus": 4096}}}
+    with pytest.raises(ValueError, match="ray.resources.gan: no Ray node can hold num_cpus=4096"):
+        pl.pipeline(params_file=_write(tmp_path, raw))
     c = tracking.client(uri)
     assert [r.info.run_name for e in c.search_experiments() for r in c.search_runs([e.experiment_id])] == []
+    assert not (tmp_path / "runs" / "gan").exists()
 
 
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
