@@ -135,8 +135,9 @@ PG_DRIVERS = ("psycopg", "psycopg2", "pg8000")
 
 
 def resolve_url(url: str) -> sa.engine.URL:
-    """``url`` parsed and checked before any connection: a malformed URL, or a PostgreSQL one
-    without an installed driver, is a :class:`UsageError` saying what to do."""
+    """``url`` parsed and checked before any connection: a malformed URL, a kind of database
+    SQLAlchemy has no dialect for, or one without an installed driver, is a :class:`UsageError`
+    saying what to do."""
     import importlib.util
 
     try:
@@ -156,6 +157,14 @@ def resolve_url(url: str) -> sa.engine.URL:
                 "pip install 'genzoo[postgres]' (psycopg 3)"
             )
         u = u.set(drivername=f"postgresql+{driver}")  # (postgres:// is an alias SQLAlchemy 2 lacks)
+        return u
+    kinds = "genzoo keeps studies in SQLite (sqlite:///path.db) or PostgreSQL (postgresql://...)"
+    try:  # another kind: SQLAlchemy's dialect and its driver, or one line (a traceback, exit 1)
+        u.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        raise UsageError(f"--db {_safe(u)}: no database kind {u.drivername!r}; {kinds}") from None
+    except ImportError as e:
+        raise UsageError(f"--db {_safe(u)}: its driver is not installed ({e}); {kinds}") from None
     return u
 
 

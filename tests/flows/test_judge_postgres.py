@@ -337,7 +337,14 @@ def test_judge_create_and_serve_on_postgres(project, pg, capsys, restore_logging
 def test_a_bad_url_or_a_missing_driver_is_one_line(project, capsys, restore_logging):
     tmp, _ = project
     base = ["judge", "results", "--params", str(tmp / "params.yaml"), "--db"]
-    cases = [("nonsense", "not a database URL")]
+    cases = [
+        ("nonsense", "not a database URL"),
+        ("bogus://u:secret@h/x", "no database kind 'bogus'; genzoo keeps"),
+    ]
+    if importlib.util.find_spec("MySQLdb") is None:  # another kind without its driver: a traceback, exit 1
+        cases.append(
+            ("mysql://u:secret@127.0.0.1:1/x", "its driver is not installed (No module named 'MySQLdb')")
+        )
     if importlib.util.find_spec("pg8000") is None:
         cases.append(("postgresql+pg8000://u:secret@127.0.0.1:1/x", "pip install 'genzoo[postgres]'"))
     port = _free_port()  # nothing listens there
