@@ -419,14 +419,26 @@ def _write(out: str | Path, rows: list[Tensor], names: list[str]) -> tuple[Path,
     return png, npz
 
 
+MAX_STEPS = 1000  # images along a strip's path: more makes a PNG no viewer opens (Pillow refuses 100,000)
+
+
+def _check_steps(steps: int, ends: str) -> None:
+    """The commands' ``--steps``: at least the path's two ends, at most :data:`MAX_STEPS`."""
+    if steps < 2:
+        raise ValueError(f"--steps {steps}: at least 2 ({ends})")
+    if steps > MAX_STEPS:
+        raise ValueError(f"--steps {steps}: at most {MAX_STEPS} (a row of {steps + 2:,} images is an image "
+                         "too large for most viewers to open)")  # fmt: skip
+
+
 def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None = None, b: int | None = None,
                         cls: int | str | None = None, steps: int = 9, modes: tuple[str, ...] = MODES,
                         seed: int = 0, split: str = "test") -> dict[str, Any]:  # fmt: skip
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
-    if steps < 2:  # the command's --steps: the decoded path, its ends included (real images beside)
-        raise ValueError(f"--steps {steps}: at least 2 (the two ends of the decoded path)")
+    _check_steps(steps, "the decoded path's two ends: the two images encoded and decoded again, the real "
+                 "images beside them")  # fmt: skip
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)
@@ -464,8 +476,7 @@ def arithmetic_to_file(params, family: str, index: int, to: int | str, out: str 
                        split: str = "test") -> dict[str, Any]:  # fmt: skip
     """Test image ``index``'s code moved from its class mean toward class ``to``'s (row 1), and
     decoded under every label (row 2); the real image first in each row."""
-    if steps < 2:
-        raise ValueError(f"--steps {steps}: at least 2 (the two ends of the path toward the class)")
+    _check_steps(steps, "the two ends of the path toward the class")
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
