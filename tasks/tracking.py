@@ -375,8 +375,9 @@ def registered_version(c, uri: str):
             aliases = sorted(c.get_registered_model(name).aliases or {})
         except MlflowException:
             aliases = []
-        have += f"; aliases: {', '.join(aliases)}" if aliases else ""
-    raise ModelNotFound(f"{uri}: no such registered model version in {tracking_uri()} ({have})")
+        have += f"; aliases: {', '.join(aliases)}" if aliases else "; no aliases" if alias else ""
+    what = f"no alias {alias!r} of {name}" if alias and known else "no such registered model version"
+    raise ModelNotFound(f"{uri}: {what} in {tracking_uri()} ({have})")
 
 
 def download_registered(uri: str, dst: str | Path | None = None) -> Path:

@@ -280,15 +280,28 @@ def test_a_registered_model_is_named_by_version_latest_or_alias_and_a_wrong_name
         with pytest.raises(ModelNotFound, match=rf"{uri}: .*\(versions of vae: 1, 2, 3; aliases: champion\)"):
             tracking.registered_version(c, uri)
     with pytest.raises(
-        ModelNotFound, match=r"models:/gan/latest: .*\(no versions of gan; registered models: vae\)"
+        ModelNotFound, match=r"models:/vae@best: no alias 'best' of vae in "
+    ):  # (not "version")
+        tracking.registered_version(c, "models:/vae@best")
+    c.create_registered_model("realnvp")
+    c.create_model_version("realnvp", source="mlflow-artifacts:/x")
+    with pytest.raises(
+        ModelNotFound,
+        match=r"models:/realnvp@best: no alias 'best' of realnvp .*\(versions of realnvp: 1; no aliases\)",
+    ):
+        tracking.registered_version(c, "models:/realnvp@best")
+    with pytest.raises(
+        ModelNotFound, match=r"models:/gan/latest: .*\(no versions of gan; registered models: realnvp, vae\)"
     ):
         tracking.registered_version(c, "models:/gan/latest")
     with pytest.raises(
-        ModelNotFound, match=r"\(no versions of vea; registered models: vae; did you mean vae\?\)"
+        ModelNotFound, match=r"\(no versions of vea; registered models: realnvp, vae; did you mean vae\?\)"
     ):
         tracking.registered_version(c, "models:/vea/1")  # (a misspelt name: the names there are)
     c.create_registered_model("ddpm")  # no versions yet (made before its first): no hint to itself
-    with pytest.raises(ModelNotFound, match=r"\(no versions of ddpm; registered models: ddpm, vae\)"):
+    with pytest.raises(
+        ModelNotFound, match=r"\(no versions of ddpm; registered models: ddpm, realnvp, vae\)"
+    ):
         tracking.registered_version(c, "models:/ddpm/1")
     with pytest.raises(ValueError, match="expected models:/<family>/<version>"):
         tracking.registered_version(c, "models:/vae")
