@@ -950,7 +950,9 @@ def _interpolate_parser(sub) -> None:
     p.add_argument(
         "--class", dest="cls", help="draw the pair from this class, by name or index (the GAN's label)"
     )
-    p.add_argument("--steps", type=int, default=9, help="images along the path, ends included (default 9)")
+    p.add_argument(
+        "--steps", type=int, default=9, help="images along the path, ends included: 2 to 1000 (default 9)"
+    )
     p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-interpolation)")
@@ -963,7 +965,7 @@ def _arithmetic_parser(sub) -> None:
     p.add_argument("--family", required=True, help="vae, realnvp or ddpm (an encoder is needed)")
     p.add_argument("--index", type=int, required=True, help="index of the test image")
     p.add_argument("--to", required=True, help="the target class, by name or index")
-    p.add_argument("--steps", type=int, default=7, help="images along the move (default 7)")
+    p.add_argument("--steps", type=int, default=7, help="images along the move: 2 to 1000 (default 7)")
     p.add_argument("--out", help="output path without suffix (default: samples/<family>-arithmetic)")
     p.set_defaults(fn=cmd_arithmetic)
 

@@ -143,8 +143,10 @@ def resolve_url(url: str) -> sa.engine.URL:
     try:
         u = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError) as e:
+        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)  # (a password before a bad port: not shown)
+        said = str(e).replace(url, shown)
         raise UsageError(
-            f"--db {url!r}: not a database URL ({e}); e.g. sqlite:///runs/human/studies.db or "
+            f"--db {shown!r}: not a database URL ({said}); e.g. sqlite:///runs/human/studies.db or "
             "postgresql://user:password@host:5432/genzoo"
         ) from None
     if u.get_backend_name() in ("postgresql", "postgres"):
@@ -157,14 +159,18 @@ def resolve_url(url: str) -> sa.engine.URL:
                 "pip install 'genzoo[postgres]' (psycopg 3)"
             )
         u = u.set(drivername=f"postgresql+{driver}")  # (postgres:// is an alias SQLAlchemy 2 lacks)
-        return u
     kinds = "genzoo keeps studies in SQLite (sqlite:///path.db) or PostgreSQL (postgresql://...)"
     try:  # another kind: SQLAlchemy's dialect and its driver, or one line (a traceback, exit 1)
-        u.get_dialect().import_dbapi()
+        dialect = u.get_dialect()
+        dialect.import_dbapi()  # (imports the driver's module: no connection)
     except sa.exc.NoSuchModuleError:
         raise UsageError(f"--db {_safe(u)}: no database kind {u.drivername!r}; {kinds}") from None
     except ImportError as e:
         raise UsageError(f"--db {_safe(u)}: its driver is not installed ({e}); {kinds}") from None
+    except Exception as e:  # a dialect refusing its driver (a version, an old API): its reason
+        raise UsageError(f"--db {_safe(u)}: {u.drivername} cannot be used ({e}); {kinds}") from None
+    if getattr(dialect, "is_async", False):  # (sqlite+aiosqlite: MissingGreenlet at the first query)
+        raise UsageError(f"--db {_safe(u)}: an asyncio driver ({u.drivername}); {kinds}, with a plain driver")
     return u
 
 
@@ -299,12 +305,18 @@ def request(
     )
 
 
+SECRET_QUERY = ("password", "passwd", "pwd", "sslpassword", "sslkey", "token", "secret")
+
+
 def _safe(url: str | sa.engine.URL) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password, for messages: ``user:***@`` and a secret query value
+    (``?password=...``) masked."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        u = sa.engine.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         return "<a malformed URL>"
+    u = u.update_query_dict({k: "***" for k in u.query if k.lower() in SECRET_QUERY})
+    return u.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:

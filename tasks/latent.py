@@ -427,7 +427,7 @@ def _check_steps(steps: int, ends: str) -> None:
     if steps < 2:
         raise ValueError(f"--steps {steps}: at least 2 ({ends})")
     if steps > MAX_STEPS:
-        raise ValueError(f"--steps {steps}: at most {MAX_STEPS} (a row of {steps + 2:,} images is an image "
+        raise ValueError(f"--steps {steps}: at most {MAX_STEPS} (rows of about {steps:,} images make a PNG "
                          "too large for most viewers to open)")  # fmt: skip
 
 
@@ -437,8 +437,8 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     """One strip per mode between test images ``a`` and ``b`` (default: a seeded same-class
     pair, of class ``cls`` if given); the GAN's between two prior codes of class ``cls``.
     Writes ``out``.png (rows: modes) and ``out``.npz."""
-    _check_steps(steps, "the decoded path's two ends: the two images encoded and decoded again, the real "
-                 "images beside them")  # fmt: skip
+    _check_steps(steps, "the decoded path's two ends: the two images' codes (the GAN's: two prior codes) "
+                 "decoded, the real images beside them")  # fmt: skip
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)

@@ -372,10 +372,16 @@ def registered_version(c, uri: str):
     if known:
         have = f"versions of {name}: {', '.join(map(str, sorted(int(v.version) for v in known)))}"
         try:
-            aliases = sorted(c.get_registered_model(name).aliases or {})
+            aliases: list[str] | None = sorted(c.get_registered_model(name).aliases or {})
         except MlflowException:
-            aliases = []
-        have += f"; aliases: {', '.join(aliases)}" if aliases else "; no aliases" if alias else ""
+            aliases = None  # (unknown: not said to be none)
+        have += (
+            f"; aliases: {', '.join(aliases)}"
+            if aliases
+            else "; no aliases"
+            if alias and aliases == []
+            else ""
+        )
     what = f"no alias {alias!r} of {name}" if alias and known else "no such registered model version"
     raise ModelNotFound(f"{uri}: {what} in {tracking_uri()} ({have})")
 

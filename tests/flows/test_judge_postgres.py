@@ -345,6 +345,14 @@ def test_a_bad_url_or_a_missing_driver_is_one_line(project, capsys, restore_logg
         cases.append(
             ("mysql://u:secret@127.0.0.1:1/x", "its driver is not installed (No module named 'MySQLdb')")
         )
+        cases.append(
+            ("mysql://h/x?password=secret", "--db mysql://h/x?password=***: its driver is not installed")
+        )
+    cases.append(
+        ("postgresql://u:secret@host:abc/x", "--db 'postgresql://u:***@host:abc/x': not a database URL")
+    )
+    if importlib.util.find_spec("aiosqlite") is not None:  # (an asyncio driver: MissingGreenlet at first)
+        cases.append((f"sqlite+aiosqlite:///{tmp / 'a.db'}", "an asyncio driver (sqlite+aiosqlite)"))
     if importlib.util.find_spec("pg8000") is None:
         cases.append(("postgresql+pg8000://u:secret@127.0.0.1:1/x", "pip install 'genzoo[postgres]'"))
     port = _free_port()  # nothing listens there

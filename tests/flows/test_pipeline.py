@@ -420,6 +420,26 @@ def test_a_cluster_that_cannot_hold_a_family_leaves_no_mlflow_run(tmp_path, monk
     assert not (tmp_path / "runs" / "gan").exists()
 
 
+def test_a_cluster_that_is_not_there_leaves_no_mlflow_run(tmp_path, monkeypatch):
+    """Nothing answering at --ray-address: refused before the pipeline's MLflow run opens (it left
+    an empty FAILED run). (As in a fresh process: a Ray this test process runs is not used.)"""
+    import ray
+
+    from genzoo.tasks.errors import Unreachable
+    from tests.test_services import free_port
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # refused before ray.init: none started
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    raw = tiny_params(tmp_path, steps=3, families=["gan"])
+    raw["run"]["track"] = True
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(Unreachable, match=f"Ray cluster at {address}: nothing answers there"):
+        pl.pipeline(params_file=_write(tmp_path, raw), ray_address=address)
+    c = tracking.client(uri)
+    assert [r.info.run_name for e in c.search_experiments() for r in c.search_runs([e.experiment_id])] == []
+
+
 def test_a_second_pipeline_on_the_same_folder_gets_a_clear_error(tmp_path):
     pfile = _write(tmp_path, tiny_params(tmp_path, steps=3, families=["gan"]))
     busy = re.escape(

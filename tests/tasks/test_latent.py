@@ -183,8 +183,9 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--class", "11"]) != 0
     assert "--class 11: out of range [0, 10)" in capsys.readouterr().err
     assert main(["interpolate", "--params", str(pfile), "--family", "vae", "--steps", "1"]) == 2
-    assert "--steps 1: at least 2 (the decoded path's two ends: the two images encoded and decoded again" in (
-        capsys.readouterr().err
+    assert (
+        "--steps 1: at least 2 (the decoded path's two ends: the two images' codes (the GAN's: two prior"
+        in (capsys.readouterr().err)
     )
     assert main(["arithmetic", "--params", str(pfile), "--family", "vae", "--index", "0", "--to", "1",
                  "--steps", "1"]) == 2  # fmt: skip
@@ -195,7 +196,9 @@ def test_command_line_writes_strips_and_rejects_bad_indices(trained, capsys):
     ):
         # 100,000 wrote a PNG Pillow refuses to open (a decompression bomb to it)
         assert main([*cmd, "--params", str(pfile), "--steps", "100000", "--out", str(tmp / "long")]) == 2
-        assert "--steps 100000: at most 1000 (a row of 100,002 images" in capsys.readouterr().err
+        assert (
+            "--steps 100000: at most 1000 (rows of about 100,000 images make a PNG" in capsys.readouterr().err
+        )
         assert not (tmp / "long.png").exists()
     # a class by name, as `sample --class` takes it (digits' names are their digits)
     for cmd in (["interpolate", "--family", "vae", "--class", "square"],
