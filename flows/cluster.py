@@ -324,6 +324,24 @@ def _used(ray: Any, started: bool) -> Any:
         STOP.clear()
 
 
+def _say_if_not_asked(ray: Any, asked: str) -> None:
+    """A warning where a run asked for a cluster (``--ray-address``, ``ray.address``,
+    ``RAY_ADDRESS``) but the process already runs a Ray (a Python user's ``ray.init()``), which
+    it uses: the address was passed over without a word."""
+    if not asked:
+        return
+    try:
+        current = ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - (which Ray: a detail of the warning)
+        current = None
+    if current and asked.removeprefix("ray://") == current:
+        return
+    log.warning(
+        "%s asked for, but this process already runs a Ray (%s): the run uses that one (ray.shutdown() "
+        "first to join %s)", asked, current or "ray.init() before", asked,
+    )  # fmt: skip
+
+
 @contextmanager
 def connected(params: Params, address: str | None = None):
     """Join the cluster at ``address`` / ``ray.address`` / ``RAY_ADDRESS``, else start a local
@@ -332,6 +350,7 @@ def connected(params: Params, address: str | None = None):
 
     STOP.clear()  # no earlier run's stop holds for this one
     if ray.is_initialized():  # the caller's Ray: left running, this run's tasks on it stopped
+        _say_if_not_asked(ray, (address or params.ray.address or os.environ.get("RAY_ADDRESS") or "").strip())
         with _used(ray, started=False):
             yield ray
         return

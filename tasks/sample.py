@@ -212,6 +212,8 @@ def load_model(
         if path.is_dir():
             path = path / "model.json"
     if not path.with_suffix(".json").exists():
+        if path.with_suffix(".json").name != "model.json":  # runs/vae/modle.json: not "no trained model"
+            raise ModelNotFound(f"{path}: no such file (give a model.json, or the folder holding one)")
         hint = f"; run `genzoo train --family {ref}` first" if ref in models.REGISTRY else ""
         raise ModelNotFound(f"{path.with_suffix('.json')}: no trained model{hint}")
     from safetensors import SafetensorError

@@ -405,6 +405,10 @@ def test_a_script_run_from_another_folder_is_told_where_relative_paths_were_read
         genzoo.load_model("vea")  # a misspelt family: no word of folders
     with pytest.raises(ModelNotFound, match=r"model.json: no trained model$"):
         genzoo.load_model(tmp_path / "vae" / "model.json")  # an absolute path: as it was
+    with pytest.raises(
+        ModelNotFound, match=r"vae/modle.json: no such file \(give a model.json, or the folder"
+    ):
+        genzoo.load_model(tmp_path / "vae" / "modle.json")  # a misspelt file: not "no trained model"
     # a registered version, from a folder with no MLflow store: said, and no empty store made there
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(

@@ -121,6 +121,38 @@ def test_an_address_that_is_no_ray_address_is_one_line():
             cluster.check_reachable(fine)
 
 
+def test_an_address_passed_over_for_the_processs_own_ray_is_said(tmp_path, monkeypatch):
+    """A Python user's ray.init() before the pipeline: the run uses that Ray, and an address asked
+    for (argument, ray.address, RAY_ADDRESS) was passed over without a word; none asked, nothing said."""
+    import logging.handlers
+
+    from genzoo.flows import cluster
+    from genzoo.tasks.config import validate
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # (the caller's Ray: _used calls none of it)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    params = validate(tiny_params(tmp_path, families=["gan"]))
+    said = logging.handlers.BufferingHandler(100)
+    logging.getLogger("genzoo.cluster").addHandler(said)
+    try:
+        with cluster.connected(params, "10.0.0.7:6379"):
+            pass
+        lines = [r.getMessage() for r in said.buffer]
+        assert len(lines) == 1 and lines[0].startswith(
+            "10.0.0.7:6379 asked for, but this process already runs a Ray"
+        )
+        said.buffer.clear()
+        with cluster.connected(params):
+            pass
+        assert said.buffer == []
+        monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+        with cluster.connected(params):
+            pass
+        assert [r.getMessage()[:9] for r in said.buffer] == ["head:6379"]
+    finally:
+        logging.getLogger("genzoo.cluster").removeHandler(said)
+
+
 def test_a_ray_client_address_without_rays_client_extra_is_one_line(monkeypatch):
     """`ray://head:10001` (infra/README, params.yaml) needs `ray[client]`, which `make install`
     does not install: Ray said so in two tracebacks; genzoo says it in one line (`genzoo run`
