@@ -371,7 +371,7 @@ def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
     family retrained without that class (threshold, typicality and background from the other
     classes' validation and training images)."""
     net, meta = holdout_model(params, family, cls)
-    x, y, _ = load_split(params.data.prepared_dir, "train")
+    x, y, manifest = load_split(params.data.prepared_dir, "train")
     xv, yv, _ = load_split(params.data.prepared_dir, "val")
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
     val = score(net, xv[yv != cls])
@@ -380,7 +380,7 @@ def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
     s_n, s_a = score(net, normal), score(net, anomalous)
     threshold = float(np.quantile(val, params.detect.quantile))
     out = _figures(s_n, s_a, val, bg.bits_per_dim(normal), bg.bits_per_dim(anomalous), threshold)
-    name = read_manifest(params.data.prepared_dir)["class_names"][cls]  # as --holdout and the grids say it
+    name = manifest["class_names"][cls]  # as --holdout and the grids say it
     return {**out, "normal_mean_bits_per_dim": float(s_n.mean()), "train_seconds": meta["train_seconds"],
             "steps": meta["steps"], "class_name": name, "label": f"held out {name}"}  # fmt: skip
 

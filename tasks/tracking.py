@@ -375,13 +375,10 @@ def registered_version(c, uri: str):
             aliases: list[str] | None = sorted(c.get_registered_model(name).aliases or {})
         except MlflowException:
             aliases = None  # (unknown: not said to be none)
-        have += (
-            f"; aliases: {', '.join(aliases)}"
-            if aliases
-            else "; no aliases"
-            if alias and aliases == []
-            else ""
-        )
+        if aliases:
+            have += f"; aliases: {', '.join(aliases)}"
+        elif alias and aliases == []:
+            have += "; no aliases"
     what = f"no alias {alias!r} of {name}" if alias and known else "no such registered model version"
     raise ModelNotFound(f"{uri}: {what} in {tracking_uri()} ({have})")
 
