@@ -17,7 +17,7 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int | None = None
     8x8 digits stay visible (nearest neighbour: pixels stay pixels)."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()
     n, c, h, w = x.shape
-    rows = (n + nrow - 1) // nrow
+    rows = -(-n // nrow)
     canvas = np.ones((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.float32) * 0.5
     for i in range(n):
         r, k = divmod(i, nrow)
@@ -26,8 +26,19 @@ def grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int | None = None
         ] = x[i]
     arr = (canvas.transpose(1, 2, 0) * 255).round().astype(np.uint8)
     img = Image.fromarray(arr[..., 0] if c == 1 else arr)
-    scale = scale or max(1, 256 // max(h, w) // 2)
+    scale = scale or grid_scale(h, w)
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def grid_scale(h: int, w: int) -> int:
+    """How many times :func:`grid` enlarges images of ``h`` x ``w`` (8x8 digits: 16)."""
+    return max(1, 256 // max(h, w) // 2)
+
+
+def grid_pixels(rows: int, nrow: int, h: int, w: int, pad: int = 1) -> int:
+    """The pixels of the PNG :func:`grid` makes of ``rows`` rows of ``nrow`` images of ``h`` x ``w``."""
+    scale = grid_scale(h, w)
+    return (rows * (h + pad) + pad) * scale * (nrow * (w + pad) + pad) * scale
 
 
 def save_png(img: Image.Image, path: str | Path) -> Path:

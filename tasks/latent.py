@@ -431,6 +431,24 @@ def _check_steps(steps: int, ends: str) -> None:
                          "too large for most viewers to open)")  # fmt: skip
 
 
+def _check_png(steps: int, extra: int, rows: int, shape) -> None:
+    """``--steps`` against the image size: the strip's PNG (``rows`` rows of ``steps + extra``
+    images of ``shape``) within what Pillow opens without calling it a decompression bomb."""
+    from PIL import Image
+
+    from genzoo.tasks.figures import grid_pixels
+
+    h, w = shape[-2:]
+    pixels, limit = grid_pixels(rows, steps + extra, h, w), Image.MAX_IMAGE_PIXELS
+    if pixels <= limit:
+        return
+    most = next(k for k in range(steps - 1, 0, -1) if grid_pixels(rows, k + extra, h, w) <= limit)
+    raise ValueError(
+        f"--steps {steps}: at most {most} for images of {h}x{w} (a PNG of {pixels:,} pixels, more than "
+        f"the {limit:,} Pillow opens)"
+    )
+
+
 def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None = None, b: int | None = None,
                         cls: int | str | None = None, steps: int = 9, modes: tuple[str, ...] = MODES,
                         seed: int = 0, split: str = "test") -> dict[str, Any]:  # fmt: skip
@@ -442,6 +460,7 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model)
+    _check_png(steps, 2 if latent_kind(model) == "encoder" else 0, len(modes), model.spec.shape)
     cls = _class(params, model, cls, "--class")
     if latent_kind(model) == "encoder":
         _same_data(params, family, model, manifest)
@@ -480,6 +499,7 @@ def arithmetic_to_file(params, family: str, index: int, to: int | str, out: str 
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
+    _check_png(steps, 1, 2, model.spec.shape)
     _same_data(params, family, model, manifest)
     i = _index(index, len(y), "--index")
     to = _class(params, model, to, "--to")

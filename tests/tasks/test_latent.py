@@ -2,6 +2,7 @@
 class arithmetic, the smoothness figure on known answers, and clear errors without a latent."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,22 @@ def test_class_means_take_at_most_the_first_hundred_images_of_each_class(trained
     with torch.inference_mode():
         first = model.encode(xs[:100], many[:100]).mean(0)
     assert torch.allclose(means[0][0], first, atol=1e-5)
+
+
+def test_steps_are_bounded_by_the_pngs_pixels_for_large_images():
+    """1,000 steps of 300x300 images made a PNG of 272 million pixels, which Pillow refuses to open."""
+    from PIL import Image
+
+    from genzoo.tasks.figures import grid, grid_pixels
+    from genzoo.tasks.latent import _check_png
+
+    for shape, n, nrow in (((1, 8, 8), 7, 3), ((3, 28, 28), 5, 5), ((3, 300, 300), 2, 1)):
+        made = grid(torch.rand(n, *shape), nrow=nrow)
+        assert made.width * made.height == grid_pixels(-(-n // nrow), nrow, *shape[1:])
+    _check_png(1000, 2, 3, (1, 8, 8))  # digits: the count's own bound is the only one
+    _check_png(1000, 1, 2, (1, 28, 28))
+    with pytest.raises(ValueError, match=r"--steps 1000: at most (\d+) for images of 300x300") as e:
+        _check_png(1000, 2, 3, (3, 300, 300))
+    most = int(re.search(r"at most (\d+)", str(e.value)).group(1))
+    assert grid_pixels(3, most + 2, 300, 300) <= Image.MAX_IMAGE_PIXELS < grid_pixels(3, most + 3, 300, 300)
+    _check_png(most, 2, 3, (3, 300, 300))
