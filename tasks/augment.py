@@ -392,7 +392,7 @@ class _Filters:
             _, probs = self.net.embed(x)
             conf = probs[torch.arange(len(y)), y]
             low = conf < self.min_confidence
-            self.rejected["low_confidence"] += int(low.sum())
+            self.rejected["low_confidence"] += int((low & ok).sum())
             ok &= ~low
         if self.train is not None:
             near = nearest_train(x.flatten(1).double(), self.train) < self.copy_radius

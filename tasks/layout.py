@@ -251,7 +251,9 @@ OWNED_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 # image's row in images.npz), `hf/`'s shards, info and state, and the caches `datasets` writes
 # beside them when the dataset is used (`load_from_disk(...).map(...)`: regenerable)
 _ROW = re.compile(r"([0-9]{6,})\.png")
-_HF_FILE = re.compile(r"(data-[0-9]{5}-of-[0-9]{5}|cache-[0-9a-f]+)\.arrow|dataset_info\.json|state\.json")
+_HF_FILE = re.compile(
+    r"(data-[0-9]{5}-of-[0-9]{5}|cache-[0-9a-f]+(_[0-9]{5}_of_[0-9]{5})?)\.arrow|dataset_info\.json|state\.json"
+)  # a cache's shards: `.map(..., num_proc=N)`
 _LEGACY_PNG = re.compile(r"[0-9]+(/[0-9]+\.png)?")
 
 

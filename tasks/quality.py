@@ -45,19 +45,28 @@ def _radii(real: dict, key: str, k: int) -> np.ndarray:
     return real[name]
 
 
+def _rows(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` rows of ``x`` drawn with ``seed`` (in their order), or all of them: a draw's images come
+    sorted by class (a folder's training split too), so its first ``n`` rows would be its first classes."""
+    if len(x) <= n:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
+
 def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
            real: dict, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Every quality figure of one feature set against the real test features."""
     e = params.evaluate
     test, train = real["test"], real["train"]
     kid_mean, kid_std = kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)
+    mine = _rows(fake, len(test), seed)  # memorization's sizes match, as it advises
     out: dict[str, Any] = {
         "fd": frechet_distance(fake, test),
         "kid": kid_mean,
         "kid_std": kid_std,
         **prdc(test, fake, k=e.k, real_radii=_radii(real, "test", e.k)),
         "diversity": diversity(fake),
-        "memorization": memorization(fake[: len(test)], train[: len(test)], test),
+        "memorization": {**memorization(mine, _rows(train, len(test), seed), test), "images": len(mine)},
     }
     if probs is not None:
         out["inception_score"], out["inception_score_std"] = inception_score(probs)

@@ -858,3 +858,19 @@ def test_best_before_any_evaluation_names_the_commands_with_the_profile(tmp_path
         FileNotFoundError, match=r"run `genzoo run --profile quick` or `genzoo evaluate --profile quick`"
     ):
         best_choice(params, "fd_rank")
+
+
+def test_each_dropped_image_is_counted_once_under_the_first_filter_that_dropped_it():
+    """The confidence filter counted the images the teacher had already dropped: the manifest's
+    rejections and the kept images added up to more than were drawn."""
+    from types import SimpleNamespace
+
+    from genzoo.tasks.augment import _Filters
+
+    x, y = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    f = object.__new__(_Filters)
+    f.min_confidence, f.train, f.rejected = 0.9, None, {"low_confidence": 0, "copies": 0}
+    f.teacher = SimpleNamespace(rejects=lambda x, y: {"teacher_disagrees": torch.tensor([1, 1, 0, 0]).bool()})
+    f.net = SimpleNamespace(embed=lambda x: (None, torch.full((4, 4), 0.25)))  # every image unsure
+    kept = f.keep(x, y)
+    assert int(kept.sum()) == 0 and f.rejected == {"teacher_disagrees": 2, "low_confidence": 2, "copies": 0}

@@ -262,3 +262,21 @@ def test_the_evaluator_stage_computes_on_its_params_threads_blas_included(tmp_pa
         torch.set_num_threads(before)
     want = params.threads("evaluator")
     assert want == 1 and seen == {"blas": {want}, "torch": want}, seen
+
+
+def test_memorization_is_measured_on_images_drawn_from_the_whole_set():
+    """A draw comes sorted by class (a folder's training split too): the figure took its first
+    rows, as many as the test split holds, so the later classes were never checked for copies."""
+    from genzoo.tasks.quality import scores
+
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(100, 6)), rng.normal(size=(100, 6))
+    real = {"train": train, "test": test, "test_labels": np.zeros(100, dtype=int)}
+    # the first half fresh, the second half (the "later classes") copies of training images
+    fake = np.concatenate([rng.normal(size=(100, 6)) + 5, train + 1e-9])
+    params = validate(tiny_params(Path("/nonexistent")))
+    m = scores(params, fake, None, None, real, seed=3)["memorization"]
+    assert m["images"] == 100 and 0.3 < m["copies"] < 0.7, m
+    assert m == scores(params, fake, None, None, real, seed=3)["memorization"]  # seeded
+    # as many fake rows as test rows (or fewer): every one, as before
+    assert scores(params, fake[-100:], None, None, real)["memorization"]["copies"] == 1.0

@@ -423,7 +423,10 @@ def test_a_file_a_user_put_inside_a_datasets_folders_stops_its_replacement(tmp_p
     from datasets import load_from_disk
 
     load_from_disk(str(target / "hf")).map(lambda row: {"label2": row["label"]})
-    assert list((target / "hf").glob("cache-*.arrow"))
+    load_from_disk(str(target / "hf")).map(lambda row: {"label3": row["label"]}, num_proc=2)  # in shards
+    assert list((target / "hf").glob("cache-*.arrow")) and list(
+        (target / "hf").glob("cache-*_of_00002.arrow")
+    )
     write_dataset(target, content(seed=1), formats=["npz", "imagefolder"], info={"name": "ds"})  # its own
 
 
