@@ -200,6 +200,7 @@ def cmd_run(args) -> int:
         pass
     from genzoo.tasks.augment import check_target
     from genzoo.tasks.errors import check_output_dir
+    from genzoo.tasks.formats import check_formats
     from genzoo.tasks.layout import check_outside_source
 
     # every folder the run writes, as its stage will check it: one line now, not a failed stage
@@ -207,6 +208,7 @@ def cmd_run(args) -> int:
     check_outside_source(params)  # genzoo's files in the user's image folder
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
     check_target(params.augment.out_dir, params.augment.name)  # (the dataset's folder, the last stage)
+    check_formats(params.augment.formats)  # (its formats' extras: hf needs datasets)
     from genzoo.flows.serve import temporary_server
 
     # no Ray call may start or join a Ray by itself (ray's auto-init): a stage's thread still

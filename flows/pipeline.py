@@ -48,6 +48,7 @@ from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import run_benchmark
 from genzoo.tasks.errors import Unreachable, check_output_dir, user_error
 from genzoo.tasks.evaluate import evaluate_family, evaluator_stage
+from genzoo.tasks.formats import check_formats
 from genzoo.tasks.layout import (
     DATASET_BECAUSE,
     STUDY_BECAUSE,
@@ -761,6 +762,7 @@ def pipeline(
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (as `genzoo run` checks them)
     check_outside_source(params)
     check_target(params.augment.out_dir, params.augment.name)  # the last stage's folder: an edited card
+    check_formats(params.augment.formats)  # its formats' extras (hf: datasets), before any training
     chosen = chosen_families(params, params_file, families)
     if params.run.track:
         tracking.preflight()

@@ -585,15 +585,16 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     if recipe.mode == "sample" and not recipe.teacher and not req.min_confidence:  # model's labels, as drawn
         warnings = [w for f in families if (w := _say_if_labels_mostly_wrong(params, f, req.recipe))]
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
+    nets = [models.load(path) for path, _ in chosen]
+    # every family's counts (class_ratios against its classes) before the teachers train
+    counts_of = [class_counts(req, net.spec, asked=asked) for net in nets]
     use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)
     teacher = _Teacher(params, recipe) if recipe.teacher else None
     if teacher is not None:
         filters.teacher = teacher
     xs, ys, src, sources, drawn = [], [], [], {}, 0
-    for i, (path, info) in enumerate(chosen):
-        net = models.load(path)
-        counts = class_counts(req, net.spec, asked=asked)
+    for i, ((_, info), net, counts) in enumerate(zip(chosen, nets, counts_of, strict=True)):
         gen = torch.Generator().manual_seed(req.seed * 1000 + i)
         make = _perturbed(params, net, recipe, gen) if recipe.mode == "perturb" else _sampled(net, gen)
         x, y, n = _draw(net, make, counts, filters, req.max_draws, batch)

@@ -631,6 +631,11 @@ def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path
         assert cli.main(["run", "-q", *base, "-o", override]) == 2, override
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
+    with monkeypatch.context() as m:  # the hf format without its extra: it failed at the last stage
+        m.setitem(sys.modules, "datasets", None)
+        assert cli.main(["run", "-q", *base, "-o", "augment.formats=[npz, hf]"]) == 2
+        err = capsys.readouterr().err
+        assert "augment.formats: the hf format" in err and err.count("\n") == 1, err
     # a user's folder given as the runs folder: its report/ and <family>/ files were replaced
     mine = tmp_path / "mystuff"
     (mine / "report").mkdir(parents=True)

@@ -588,6 +588,24 @@ def test_the_hf_format_without_its_extra_fails_before_sampling(trained, monkeypa
     assert not (tmp / "no-hf").exists()
 
 
+def test_a_class_the_data_lacks_fails_before_the_filters_and_teachers_are_made(trained, monkeypatch):
+    """`class_ratios` naming a class the data lacks was found after the teachers trained (ten CNNs
+    under the distil recipe)."""
+    import genzoo.tasks.augment as A
+
+    tmp, params = trained
+
+    def made(*args, **kwargs):
+        raise AssertionError("the filters or teachers were made before the request was checked")
+
+    monkeypatch.setattr(A._Filters, "__init__", made)
+    monkeypatch.setattr(A._Teacher, "__init__", made)
+    req = request(params, families=["gan"], class_ratios={12: 1.0}, out_dir=str(tmp / "twelve"))
+    with pytest.raises(ValueError, match=r"augment.class_ratios: classes \[12\] do not exist"):
+        generate(params, req)
+    assert not (tmp / "twelve").exists()
+
+
 def test_copy_filter_rejects_training_images_and_keeps_fresh_ones(trained):
     tmp, params = trained
     f = _Filters(params, request(params, families=["gan"], min_confidence=0.0, reject_copies=True))
