@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -432,7 +433,8 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
         raise KeyError(f"unknown output kind {kind!r}; known: {sorted(OWNED_KINDS)}")
     check_replaceable(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_abandoned(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     try:
         as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
         yield tmp
@@ -452,6 +454,33 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
+
+
+def _temp_prefix(target: Path) -> str:
+    """The hidden name of a folder :func:`replacing_dir` writes beside ``target``: the host and
+    process writing it, so that one a killed process left behind is known for abandoned."""
+    return f".{target.name}.{socket.gethostname()}-{os.getpid()}."
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove the folders beside ``target`` that a process of this host, no longer running, was
+    writing (a SIGKILL, the OOM killer, a power cut): each a partial copy of a dataset that nothing
+    else would ever delete. Another host's, or a live process's, are left alone."""
+    own = re.compile(rf"\.{re.escape(target.name)}\.{re.escape(socket.gethostname())}-([0-9]+)\.(old\.)?\w+")
+    for sibling in target.parent.iterdir():
+        if not (m := own.fullmatch(sibling.name)) or sibling.is_symlink() or not sibling.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running (or another user's process of that number)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        log.warning(
+            "%s: removing %s, left by an interrupted write (process %s)", target, sibling.name, m.group(1)
+        )
+        shutil.rmtree(sibling, ignore_errors=True)
 
 
 def durable(folder: Path, files: bool = True) -> None:
@@ -486,7 +515,7 @@ def _syncfs(fd: int) -> bool:
 def _swap_by_renames(new: Path, target: Path) -> Path:
     """``target`` aside, ``new`` in its place (the fallback of :func:`exchange_dirs`); when
     the second rename fails the old folder goes back. Returns the folder holding the old."""
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    aside = Path(tempfile.mkdtemp(prefix=_temp_prefix(target) + "old.", dir=target.parent))
     os.replace(target, aside / target.name)
     try:
         os.replace(new, target)

@@ -4,6 +4,8 @@ import each other, and every model variant trains the same way."""
 
 import ast
 import json
+import logging
+import logging.handlers
 import os
 import shutil
 import sys
@@ -256,6 +258,46 @@ def test_the_new_folder_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypa
     real(tmp_path / "fresh")
     fresh = tmp_path / "fresh"
     assert sorted(synced) == sorted(str(x) for x in [fresh, *fresh.rglob("*")])
+
+
+def test_a_partial_copy_a_killed_write_left_is_removed_by_the_next_write(tmp_path):
+    """A write killed outright (SIGKILL, the OOM killer) left its hidden partial copy beside the
+    folder; every retry added another. The next write removes those of dead processes of this
+    host, and no other."""
+    import socket
+    import subprocess
+
+    target = _genzoo_folder(tmp_path / "prepared", "old")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    left = {
+        "dead": tmp_path / f".prepared.{host}-{dead.pid}.abc123",
+        "dead_aside": tmp_path / f".prepared.{host}-{dead.pid}.old.x_9",
+        "running": tmp_path / f".prepared.{host}-{os.getpid()}.def456",
+        "other_host": tmp_path / f".prepared.elsewhere-{dead.pid}.ghi789",
+        "another_folder": tmp_path / f".other.{host}-{dead.pid}.jkl000",
+        "older_name": tmp_path / ".prepared.mno111",
+    }
+    for folder in left.values():
+        (folder / "part").mkdir(parents=True)
+    said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
+    logging.getLogger("genzoo.train").addHandler(said)
+    try:
+        with layout.replacing_dir(target, "prepared-data") as tmp:
+            assert tmp.name.startswith(f".prepared.{host}-{os.getpid()}.")
+            _write_version(tmp, "new")
+    finally:
+        logging.getLogger("genzoo.train").removeHandler(said)
+    assert {k for k, f in left.items() if f.exists()} == {
+        "running",
+        "other_host",
+        "another_folder",
+        "older_name",
+    }
+    assert f"removing .prepared.{host}-{dead.pid}.abc123, left by an interrupted write" in "\n".join(
+        r.getMessage() for r in said.buffer
+    )
 
 
 def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
