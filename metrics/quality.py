@@ -73,10 +73,14 @@ def kid(a, b, subsets: int = 50, subset_size: int = 500, seed: int = 0) -> tuple
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def inception_score(probs, splits: int = 10) -> tuple[float, float]:
+def inception_score(probs, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E KL(p(y|x) || p(y))), its mean and spread over ``splits`` parts of the rows, drawn at
+    random (``seed``): class-conditional samples come in class order, and a part holding one class
+    alone scores 1 whatever the images (torchmetrics' InceptionScore shuffles them too)."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or (p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-4):
         raise ValueError("expected class probabilities of shape (N, K), rows summing to 1")
+    p = p[np.random.default_rng(seed).permutation(len(p))]
     scores = []
     for part in np.array_split(p, splits):
         py = part.mean(0, keepdims=True)

@@ -69,7 +69,7 @@ def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: n
         "memorization": {**memorization(mine, _rows(train, len(test), seed), test), "images": len(mine)},
     }
     if probs is not None:
-        out["inception_score"], out["inception_score_std"] = inception_score(probs)
+        out["inception_score"], out["inception_score_std"] = inception_score(probs, seed=seed)
     if labels is not None and probs is not None:
         out["class_accuracy"] = float((probs.argmax(1) == labels).mean())
         per = {}

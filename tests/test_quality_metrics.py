@@ -60,9 +60,14 @@ def test_inception_score_bounds():
     uniform = np.full((1000, k), 1 / k)
     assert inception_score(uniform)[0] == pytest.approx(1.0)
     onehot = np.eye(k)[np.arange(1000) % k]
-    assert inception_score(onehot, splits=5)[0] == pytest.approx(k, rel=1e-6)
+    assert inception_score(onehot, splits=5)[0] == pytest.approx(k, rel=0.05)  # parts drawn at random
     with pytest.raises(ValueError):
         inception_score(np.ones((5, 3)))
+    # class-conditional samples come in class order: parts of one class each scored 1 whatever
+    # the images (the report's IS analogue was 1.00 for every family)
+    ordered = np.repeat(np.eye(k), 200, axis=0)
+    assert inception_score(ordered)[0] > 0.95 * k
+    assert inception_score(ordered, seed=1) == inception_score(ordered, seed=1)
 
 
 def test_prdc_identical_sets_and_disjoint_sets():
