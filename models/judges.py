@@ -115,14 +115,19 @@ class Judges:
             "pca": ((pixels - a["pca.mean"]) @ a["pca.components"].T, None)
         }
         hidden = np.maximum(pixels @ a["mlp.w0"] + a["mlp.b0"], 0)  # (N, hidden), ReLU as sklearn's
-        out["mlp"] = (hidden, _softmax(hidden @ a["mlp.w1"] + a["mlp.b1"]))
+        out["mlp"] = (hidden, _class_probs(hidden @ a["mlp.w1"] + a["mlp.b1"]))
         f = self.lenet.features(x)
         out["lenet"] = (f.double().numpy(), self.lenet.head(f).softmax(-1).double().numpy())
         out["random_cnn"] = (self.random_cnn.features(x).double().numpy(), None)
         return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def _class_probs(z: np.ndarray) -> np.ndarray:
+    """The MLP's class probabilities from its output layer, as scikit-learn's: one logit (two
+    classes) through the logistic function, else a softmax."""
+    if z.shape[1] == 1:
+        p = 1 / (1 + np.exp(-z))
+        return np.concatenate([1 - p, p], axis=1)
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genzoo.metrics.quality import frechet_distance, rank_agreement
+from genzoo.models.base import DataSpec
 from genzoo.models.judges import (
     NAMES,
     JudgesConfig,
@@ -52,6 +53,19 @@ def test_classifier_judges_classify_real_digits(digits, judges):
     assert set(acc) == {"mlp", "lenet"}  # pca and random_cnn are embeddings, not classifiers
     # the MLP fitted on the whole split (L-BFGS, L2): early stopping on a tenth of it gave 93%
     assert acc["mlp"] >= 0.96 and acc["lenet"] >= 0.95, acc
+
+
+def test_the_mlp_judge_classifies_two_classes(digits):
+    """With two classes scikit-learn's MLP has one logistic output: its softmax was 1 for class 0
+    on every image, and the judge's class accuracy 50%."""
+    x, y, xt, yt, spec = digits
+    keep, keep_t = (y == 0) | (y == 1), (yt == 0) | (yt == 1)
+    two = DataSpec(spec.channels, spec.height, spec.width, spec.levels, 2)
+    judges = train_judges(x[keep], y[keep], two, JudgesConfig(mlp_max_iter=50), seed=0)
+    acc = accuracies(judges, xt[keep_t], yt[keep_t])
+    assert acc["mlp"] >= 0.95 and acc["lenet"] >= 0.9, acc
+    probs = judges.embed(xt[keep_t][:5])["mlp"][1]
+    assert probs.shape == (5, 2) and np.allclose(probs.sum(1), 1)
 
 
 def test_every_space_has_its_shape(digits, judges):
