@@ -364,6 +364,13 @@ class UsefulnessParams(Config):
         "through the same sample-mode recipes: what a perfect generator would add",
     )
 
+    @field_validator("families", "recipes", "subset_seeds", "classifiers")
+    @classmethod
+    def _each_once(cls, v: list) -> list:
+        if twice := sorted({x for x in v if v.count(x) > 1}):  # its figures counted twice: a narrower interval
+            raise ValueError(f"{', '.join(map(str, twice))} named twice; each is measured once")
+        return v
+
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:

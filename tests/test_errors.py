@@ -163,6 +163,14 @@ CASES = {
         lambda w: ["prepare", *_p(w, "-o", "augment.families=[vae,vae]")],
         "augment.families: vae named twice; each family gives per_class images per class",
     ),
+    "usefulness-subset-twice": (  # its values counted twice: an interval narrower than measured
+        lambda w: ["prepare", *_p(w, "-o", "usefulness.subset_seeds=[0,0,1]")],
+        "usefulness.subset_seeds: 0 named twice; each is measured once",
+    ),
+    "usefulness-classifier-twice": (
+        lambda w: ["prepare", *_p(w, "-o", "usefulness.classifiers=[cnn,cnn]")],
+        "usefulness.classifiers: cnn named twice; each is measured once",
+    ),
     "prepared-dir-under-a-file": (
         lambda w: ["prepare", *_p(w, "-o", "data.prepared_dir=/dev/null/x")],
         "data.prepared_dir=/dev/null/x: /dev/null exists and is not a folder",
