@@ -367,7 +367,9 @@ class UsefulnessParams(Config):
     @field_validator("families", "recipes", "subset_seeds", "classifiers")
     @classmethod
     def _each_once(cls, v: list) -> list:
-        if twice := sorted({x for x in v if v.count(x) > 1}):  # its figures counted twice: a narrower interval
+        if twice := sorted(
+            {x for x in v if v.count(x) > 1}
+        ):  # its figures counted twice: a narrower interval
             raise ValueError(f"{', '.join(map(str, twice))} named twice; each is measured once")
         return v
 
