@@ -476,6 +476,12 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
     ref = read_json(folder(params) / "reference.json")
     if ref is None:
         raise FileNotFoundError(f"{folder(params) / 'reference.json'}: run the usefulness reference first")
+    if ref.get("key") != usefulness_key(params):  # its real-data rows are what each lift is paired with
+        raise FileNotFoundError(
+            f"{folder(params) / 'reference.json'}: made with other usefulness settings or data than these "
+            "params; run `python -m genzoo.tasks.usefulness reference` first (`genzoo usefulness` and "
+            "`dvc repro` run it)"
+        )
     params.require(family)
     model_path = family_dir(params, family) / "model.safetensors"
     if not model_path.exists():

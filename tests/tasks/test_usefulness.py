@@ -265,6 +265,11 @@ def test_command_line_prints_the_figures_and_rejects_untrained_families(trained,
     assert "lift at 20% real (plain): " in out and "lift at 20% real (teacher): " in out
     assert main(["usefulness", "--params", str(pfile), "--families", "vae"]) == 2
     assert "genzoo usefulness: error: --families: vae" in capsys.readouterr().err
+    # the stage alone, after the settings changed: the lifts were paired with the old rows (or a traceback)
+    raw = trained.model_dump(mode="json")
+    other = validate({**raw, "usefulness": {**raw["usefulness"], "seeds": raw["usefulness"]["seeds"] + 1}})
+    with pytest.raises(FileNotFoundError, match="reference.json: made with other usefulness settings"):
+        U.measure_family(other, "gan")
 
 
 # ----------------------------------------------------------------------------- recipes
