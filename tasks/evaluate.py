@@ -335,9 +335,10 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         )
     gen = models.load(model_path)  # before the cache: a model.json edited since no longer passes
     ev_meta = read_json(folder / "evaluator.json")
-    if ev_meta is None or not (folder / "judges.npz").exists():
+    missing = [n for n in ("evaluator.json", "judges.npz", "features.npz") if not (folder / n).exists()]
+    if ev_meta is None or missing:
         raise FileNotFoundError(
-            f"{folder / 'evaluator.json'} missing: the evaluator is not trained "
+            f"{folder / (missing or ['evaluator.json'])[0]} missing: the evaluator is not trained "
             f"(`{params.command('evaluate')}` trains it, or `dvc repro evaluator`)"
         )
     training = training_figures(params, family)

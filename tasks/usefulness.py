@@ -255,6 +255,9 @@ def held_out_draw(train: Data, idx: torch.Tensor, num_classes: int) -> Generate:
     rest[idx] = False
     x, y = train[0][rest], train[1][rest]
     by_class = [torch.nonzero(y == c).flatten() for c in range(num_classes)]
+    if empty := [c for c in range(num_classes) if not len(by_class[c])]:
+        raise ValueError(f"usefulness.held_out: classes {empty} have no training image outside the subset; "
+                         "a fraction below 1 that leaves some, or held_out: false")  # fmt: skip
 
     def draw(labels: torch.Tensor, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
@@ -352,6 +355,10 @@ def reference(params: Params) -> dict[str, Any]:
     done = read_json(out)
     if done and done.get("key") == key:
         return done
+    if u.held_out:  # a class with no image left outside a subset: refused before any training
+        for p in (p for p in u.fractions if p < 1):
+            for s in subsets(params, p):
+                held_out_draw(train, subset(train[1], p, s), spec.num_classes)
     use_threads(params.threads("evaluator"))
     t0 = time.perf_counter()
     real: dict[str, Any] = {}

@@ -280,3 +280,16 @@ def test_memorization_is_measured_on_images_drawn_from_the_whole_set():
     assert m == scores(params, fake, None, None, real, seed=3)["memorization"]  # seeded
     # as many fake rows as test rows (or fewer): every one, as before
     assert scores(params, fake[-100:], None, None, real)["memorization"]["copies"] == 1.0
+
+
+def test_a_missing_real_features_file_is_one_line_naming_the_stage_to_run(trained):
+    """features.npz gone (the evaluator's folder half copied): a TypeError from deep in the scoring."""
+    tmp, _, params = trained
+    evaluator_stage(params)  # reused when made
+    features = tmp / "runs" / "evaluation" / "evaluator" / "features.npz"
+    features.rename(features.with_suffix(".aside"))
+    try:
+        with pytest.raises(FileNotFoundError, match="features.npz missing: the evaluator is not trained"):
+            evaluate_family(params, "gan")
+    finally:
+        features.with_suffix(".aside").rename(features)

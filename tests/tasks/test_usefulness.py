@@ -465,3 +465,10 @@ def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):
     assert np.allclose(aug["lift"]["per_seed"], lifts)
     raw["usefulness"]["held_out"] = False  # the default
     assert "held_out" not in U.reference(validate(raw)) and not trained.usefulness.held_out
+    # a subset that leaves a class no image outside it: one line, before any classifier trains (a
+    # traceback after the real-only ones)
+    raw["usefulness"].update(held_out=True, fractions=[0.999])
+    with pytest.raises(
+        ValueError, match=r"usefulness.held_out: classes \[.*\] have no training image outside"
+    ):
+        U.reference(validate(raw))
