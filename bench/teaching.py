@@ -180,10 +180,10 @@ def main() -> None:
         "subsets, paired, ± 95%:"
     )
     for way, v in lifts.items():
-        st = stats(v)
+        st = stats(v, args.seeds)  # over the subsets' means where several
         print(f"- {way}: {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} points")
         if way != "distil" and "distil" in lifts:  # against the recipe as shipped, same subset and seed
-            d = stats([a - b for a, b in zip(v, lifts["distil"], strict=True)])
+            d = stats([a - b for a, b in zip(v, lifts["distil"], strict=True)], args.seeds)
             print(f"  against distil: {100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}")
     print(f"\n{time.perf_counter() - t0:.0f} s in all")
 

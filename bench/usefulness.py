@@ -9,7 +9,7 @@ leak-free measurement of tasks/usefulness.py: each family retrained on every rea
 per subset seed), a teacher per subset, the CNN with classical augmentation (the baseline),
 without it, and a logistic regression, each trained on the subset with and without the
 synthetic images of every recipe, train-on-synthetic accuracy, and the PCA + KDE reference by
-the same code. Intervals pool classifier seeds and subsets (paired lifts). Prints Markdown
+the same code. Intervals over the subsets' means where several (paired lifts). Prints Markdown
 tables; writes the curve to <out>/usefulness.png and the figures to <out>/usefulness.json.
 
 Every two generator rows are also compared with each other at each fraction below 100% (paired
@@ -96,8 +96,10 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
     """This run's accuracies minus ``other``'s (a run with other settings on the same subsets and
     seeds): against its classifier on real data alone, and against the same row, paired."""
 
+    seeds = u["reference"]["protocol"]["seeds"]
+
     def cell(v: list[float]) -> str:
-        st = stats(v)
+        st = stats(v, seeds)  # over the subsets' means where several
         return f"{100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f}"
 
     for c in clfs:
@@ -130,11 +132,12 @@ def print_between(u: dict, names: list[str], fractions: list[str], clfs: list[st
             if len(rows) < 2:
                 continue
             order = sorted(rows, key=lambda k: -stats(rows[k])["mean"])
+            seeds = u["reference"]["protocol"]["seeds"]
             print(f"**{c} at {100 * float(p):g}% real, generator against generator** (points, paired)\n")
             print("| row | against | difference |\n|---|---|---|")
             for i, a in enumerate(order):
                 for b in order[i + 1 :]:
-                    st = stats([x - y for x, y in zip(rows[a], rows[b], strict=True)])
+                    st = stats([x - y for x, y in zip(rows[a], rows[b], strict=True)], seeds)
                     print(f"| {a} | {b} | {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} |")
             print()
 

@@ -201,7 +201,7 @@ def main() -> None:
         print(f"\nstudents of each vote ({args.recipe}, {args.images} images), lift over the CNN on "
               f"real data alone, {setting}, paired, ± 95%:")  # fmt: skip
         for name, v in lifts.items():
-            st = stats(v)
+            st = stats(v, args.seeds)  # over the subsets' means where several
             print(f"- {name}: {100 * st['mean']:+.1f} ± {100 * st['ci95']:.1f} points")
     print(f"\n{time.perf_counter() - t0:.0f} s in all")
 

@@ -465,6 +465,12 @@ def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):
     assert np.allclose(aug["lift"]["per_seed"], lifts)
     raw["usefulness"]["held_out"] = False  # the default
     assert "held_out" not in U.reference(validate(raw)) and not trained.usefulness.held_out
+    # two subsets: every interval below 100% over the two subsets' means
+    two = U.reference(validate({**raw, "usefulness": {**raw["usefulness"], "subset_seeds": [0, 1]}}))
+    seeds = trained.usefulness.seeds
+    for st in (two["real"]["0.2"]["logistic"], two["pca_kde"]["augmentation"]["0.2"]["logistic"]["lift"]):
+        assert st["over"] == "subsets" and len(st["per_subset"]) == 2 and len(st["per_seed"]) == 2 * seeds
+    assert "over" not in two["real"]["1.0"]["logistic"]  # the whole split: one subset
     # a subset that leaves a class no image outside it: one line, before any classifier trains (a
     # traceback after the real-only ones)
     raw["usefulness"].update(held_out=True, fractions=[0.999])
@@ -472,3 +478,25 @@ def test_held_out_real_images_are_a_perfect_generators_reference_row(trained):
         ValueError, match=r"usefulness.held_out: classes \[.*\] have no training image outside"
     ):
         U.reference(validate(raw))
+
+
+def test_intervals_over_several_subsets_are_over_the_subsets_means():
+    """A subset's classifier seeds share its real images, generator and teacher: pooled as 15
+    independent values they gave an interval too narrow for the mean over subsets."""
+    from genzoo.metrics.quality import mean_ci
+
+    per_subset = [
+        [0.90, 0.91, 0.90, 0.91, 0.90],
+        [0.95, 0.96, 0.95, 0.96, 0.95],
+        [0.92, 0.93, 0.92, 0.93, 0.92],
+    ]
+    values = [v for s in per_subset for v in s]
+    st = U.stats(values, 5)
+    means = [float(np.mean(s)) for s in per_subset]
+    assert st["over"] == "subsets" and st["per_subset"] == pytest.approx(means) and st["per_seed"] == values
+    assert st["mean"] == pytest.approx(np.mean(values)) and st["ci95"] == pytest.approx(mean_ci(means)[1])
+    assert st["ci95"] > 2 * mean_ci(values)[1]  # the pooled interval, several times too narrow here
+    one = U.stats(per_subset[0], 5)  # one subset: over its seeds (the interval holds for that subset)
+    assert "over" not in one and one["ci95"] == pytest.approx(mean_ci(per_subset[0])[1])
+    with pytest.raises(ValueError, match="14 values are not subsets of 5 seeds"):
+        U.stats(values[:14], 5)
