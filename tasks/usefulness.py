@@ -183,9 +183,9 @@ def stats(values: list[float], per_subset: int | None = None) -> dict[str, Any]:
     """Mean and 95% interval of ``values``, laid out subset by subset, ``per_subset`` each (the
     classifier seeds). Over several subsets the interval is the Student-t one of the subsets' means
     (subsets - 1 degrees of freedom): a subset's seeds share its real images, generator and teacher,
-    and pooled as if independent they gave an interval too narrow (a 95% interval that held the
-    mean 61% of the time in a simulation of 3 subsets x 5 seeds). Otherwise over the values (one
-    subset: the interval holds for the subset drawn)."""
+    and pooled as if independent they gave an interval too narrow wherever the subsets differ more
+    than the seeds do. Otherwise over the values (one subset: the interval holds for the subset
+    drawn)."""
     values = [float(v) for v in values]
     if per_subset and len(values) > per_subset:
         if len(values) % per_subset:
