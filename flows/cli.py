@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import difflib
 import json
 import logging
@@ -66,8 +67,10 @@ def _params(args):
     # sample says of every -o that it changes nothing there; run's flow says it (of --families)
     warn = args.command not in ("sample", "run")
     added = getattr(args, "added_overrides", [])  # (--holdout's): not the user's to repeat in a hint
-    return load_params(args.params, args.overrides, args.profile, warn=warn, families=families,
-                       hinted=[o for o in args.overrides or [] if o not in added])  # fmt: skip
+    params = load_params(args.params, args.overrides, args.profile, warn=warn, families=families,
+                         hinted=[o for o in args.overrides or [] if o not in added])  # fmt: skip
+    params.advising()  # the hints of checks that know no params (the prepared data's) repeat these
+    return params
 
 
 def _holding(params):
@@ -1238,6 +1241,11 @@ def as_given(line: str, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # in a context of its own: the params a command sets for hints (Params.advising) end with it
+    return contextvars.copy_context().run(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
     # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)

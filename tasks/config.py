@@ -4,6 +4,7 @@ dotted path: ``models.vae.net.latent_dim: Input should be greater than 0 (got -3
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import difflib
 import hashlib
@@ -417,6 +418,11 @@ class Params(Config):
             [f"genzoo {args}", *([f"--profile {self._profile}"] if self._profile else []), *self._given]
         )
 
+    def advising(self) -> None:
+        """Make these the params a hint deep in genzoo repeats (:func:`advise`): a command of the
+        console script, once it has read its params."""
+        _ADVISED.set(self)
+
     def recipe(self, name: str) -> Recipe:
         """The recipe ``name`` (a key of ``recipes``)."""
         return self.recipes[name]
@@ -819,6 +825,17 @@ class _UniqueKeys(yaml.SafeLoader):
             if isinstance(key, str | int | float | bool):
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+_ADVISED: contextvars.ContextVar[Params | None] = contextvars.ContextVar("genzoo_advised", default=None)
+
+
+def advise(args: str) -> str:
+    """``genzoo <args>`` as a hint that knows no params says it (a check of the prepared data): with
+    the running command's ``--profile``, ``--params`` and ``-o``'s where a command of the console
+    script read them (:meth:`Params.advising`), else bare."""
+    params = _ADVISED.get()
+    return params.command(args) if params is not None else f"genzoo {args}"
 
 
 def load_params(

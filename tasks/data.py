@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from genzoo.models.base import DataSpec
-from genzoo.tasks.config import fingerprint
+from genzoo.tasks.config import advise, fingerprint
 from genzoo.tasks.errors import GenzooError
 
 log = logging.getLogger("genzoo.prepare")
@@ -210,7 +210,7 @@ def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | 
         return json.loads(path.read_text())
     except (OSError, ValueError):
         if required:
-            raise DataError(f"{path}: not found or unreadable; run `genzoo prepare` first") from None
+            raise DataError(f"{path}: not found or unreadable; run `{advise('prepare')}` first") from None
         return None
 
 
@@ -242,7 +242,7 @@ def check_trained_on(family: str, trained_on: str | None, manifest: dict, prepar
         raise DataError(
             f"{family}: trained on other data ({trained_on[:12]}) than {prepared_dir} holds ({holds[:12]}): "
             f"{why}; prepare the data it was trained on (with the params it was trained with) or retrain "
-            f"it (`genzoo train --family {family}`)"
+            f"it (`{advise(f'train --family {family}')}`)"
         )
 
 
@@ -256,15 +256,16 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
             images, labels = z["images"], z["labels"]
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, zlib.error) as e:  # damaged, truncated
         raise DataError(
-            f"{path}: unreadable ({e}); re-run `genzoo prepare` (or `dvc pull prepare`)"
+            f"{path}: unreadable ({e}); re-run `{advise('prepare')}` (or `dvc pull prepare`)"
         ) from None
     expected = manifest.get("splits", {}).get(split, {}).get("sha256")
     if expected is None:
         raise DataError(
-            f"{Path(prepared_dir) / 'manifest.json'}: no sha256 for split {split}; re-run `genzoo prepare`"
+            f"{Path(prepared_dir) / 'manifest.json'}: no sha256 for split {split}; "
+            f"re-run `{advise('prepare')}`"
         )
     if content_hash(images, labels) != expected:
-        raise DataError(f"{path}: content hash does not match manifest.json; re-run `genzoo prepare`")
+        raise DataError(f"{path}: content hash does not match manifest.json; re-run `{advise('prepare')}`")
     levels = check_levels(images, manifest.get("levels"), str(Path(prepared_dir) / "manifest.json"))
     x = torch.from_numpy(images.astype(np.float32) / (levels - 1))
     return x, torch.from_numpy(labels.astype(np.int64)), manifest

@@ -26,7 +26,7 @@ from genzoo.metrics.quality import BLOCK_BYTES
 from genzoo.models import evaluator as evaluator_module
 from genzoo.models.base import Decoder, Encoder, GenerativeModel, atomic_write
 from genzoo.models.evaluator import Ensemble, Evaluator, EvaluatorConfig, train_evaluator
-from genzoo.tasks.config import Recipe, did_you_mean
+from genzoo.tasks.config import Recipe, advise, did_you_mean
 from genzoo.tasks.data import data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelFileError, ModelNotFound, check_output_dir
 from genzoo.tasks.figures import grid, save_png
@@ -214,7 +214,7 @@ def load_model(
     if not path.with_suffix(".json").exists():
         if path.with_suffix(".json").name != "model.json":  # runs/vae/modle.json: not "no trained model"
             raise ModelNotFound(f"{path}: no such file (give a model.json, or the folder holding one)")
-        hint = f"; run `genzoo train --family {ref}` first" if ref in models.REGISTRY else ""
+        hint = f"; run `{advise(f'train --family {ref}')}` first" if ref in models.REGISTRY else ""
         raise ModelNotFound(f"{path.with_suffix('.json')}: no trained model{hint}")
     from safetensors import SafetensorError
 

@@ -216,7 +216,12 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     bad = ["-o", "models.gan.train.exclude_classes=[12]"]
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q", *bad]) == 2
     err = capsys.readouterr().err
-    assert "manifest.json: not found or unreadable; run `genzoo prepare` first" in err, err
+    # the hint repeats the command's --params (and --profile, -o's): it prepared params.yaml's data
+    assert f"manifest.json: not found or unreadable; run `genzoo prepare --params {pfile}` first" in err, err
+    from genzoo.tasks.data import DataError, read_manifest
+
+    with pytest.raises(DataError, match="run `genzoo prepare` first"):  # from Python: no command's flags
+        read_manifest(tmp_path / "nowhere")
     assert "invalid params: models.gan.train.exclude_classes: [12]: distinct classes of the data's 10" in err
     assert len(c.search_runs([exp])) == 2
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
