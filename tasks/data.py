@@ -15,6 +15,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,6 +213,40 @@ def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | 
         if required:
             raise DataError(f"{path}: not found or unreadable; run `{advise('prepare')}` first") from None
         return None
+
+
+# The data params a prepared folder records (manifest.json's ``data``) beside its source and seed:
+# each changes the prepared images or splits (raw_dir only says where a source's files are)
+DATA_KEYS = ("image_size", "channels", "val_fraction", "test_fraction", "max_per_class", "max_levels")
+
+
+def prepared_with(data: Any) -> dict[str, Any]:
+    """The :data:`DATA_KEYS` of a ``data`` params block, as manifest.json records them."""
+    return {k: v for k, v in data.model_dump(mode="json").items() if k in DATA_KEYS}
+
+
+def same_source(a: str, b: str) -> bool:
+    """Whether two ``data.source`` strings name the same data (a path as given or resolved)."""
+    (ka, _, pa), (kb, _, pb) = a.partition(":"), b.partition(":")
+    return ka == kb and (
+        pa == pb or (bool(pa) and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve())
+    )
+
+
+def not_as_asked(data: Any, manifest: dict) -> list[str]:
+    """How the prepared data of ``manifest`` differs from what a ``data`` params block asks for
+    (``data.val_fraction: 0.1 -> 0.2``): its source, and the keys a manifest records (one written
+    before it recorded them: the source alone)."""
+    diffs = (
+        []
+        if same_source(manifest["source"], data.source)
+        else [f"data.source: {manifest['source']} -> {data.source}"]
+    )
+    if isinstance(made := manifest.get("data"), dict):
+        diffs += [
+            f"data.{k}: {made.get(k)} -> {v}" for k, v in prepared_with(data).items() if made.get(k) != v
+        ]
+    return diffs
 
 
 def check_levels(images: np.ndarray, levels: object, where: str) -> int:

@@ -31,6 +31,7 @@ from genzoo.tasks.data import (
     convert_levels,
     fit_image,
     npz_levels,
+    prepared_with,
     quantize,
     require_npz,
     to_8bit,
@@ -529,6 +530,7 @@ def prepare(params: Params) -> dict:
         "num_classes": len(ds.class_names),
         "class_names": ds.class_names,
         "seed": params.seed,
+        "data": prepared_with(p),  # what else made it: a training asked for other data is told
         "splits": {},
     }
     with (

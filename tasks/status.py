@@ -8,7 +8,7 @@ from typing import Any
 
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
-from genzoo.tasks.data import data_hash, read_manifest
+from genzoo.tasks.data import data_hash, not_as_asked, read_manifest, same_source
 from genzoo.tasks.layout import (
     FAMILY_OUTPUTS,
     family_dir,
@@ -122,14 +122,6 @@ def _param_key(key: str, family: str) -> str:
     return f"models.{family}.{key}" if key.startswith("net.") else key
 
 
-def same_source(a: str, b: str) -> bool:
-    """Whether two ``data.source`` strings name the same data (a path as given or resolved)."""
-    (ka, _, pa), (kb, _, pb) = a.partition(":"), b.partition(":")
-    return ka == kb and (
-        pa == pb or (bool(pa) and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve())
-    )
-
-
 def running(runs_dir: str | Path) -> str | None:
     """Who holds ``runs_dir``'s run lock (``layout.exclusive``: a `genzoo run`, a training, a DVC
     stage) as its holder file says (``pid 123 since ...``) while that process lives, else None. The
@@ -162,6 +154,11 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
             data["state"] = (
                 f"prepared from another source than data.source ({params.data.source}; the next run "
                 "prepares that, and retrains what it changes)"
+            )
+        elif other := not_as_asked(params.data, m):
+            data["state"] = (
+                f"prepared with other data params ({', '.join(other)}; the next run prepares these, and "
+                "retrains what they change)"
             )
     st = {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
     return {"run": running(params.run.runs_dir), **st}

@@ -30,7 +30,7 @@ from genzoo.models.base import (
 )
 from genzoo.models.trainer import Callback, JsonlLogger, excluded_error
 from genzoo.tasks.config import Params, ParamsError, stage_args
-from genzoo.tasks.data import data_hash, data_spec, load_split, read_manifest
+from genzoo.tasks.data import DataError, data_hash, data_spec, load_split, not_as_asked, read_manifest
 from genzoo.tasks.errors import check_output_dir, exit_code
 from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
@@ -188,10 +188,18 @@ def check_data(params: Params, family: str) -> None:
     MLflow run too): the data is there (a DataError naming its manifest), and ``exclude_classes``
     names some of its classes, not all."""
     manifest = read_manifest(params.data.prepared_dir)
+    if other := not_as_asked(params.data, manifest):  # it trained on what was there, "up to date"
+        raise DataError(
+            f"{params.data.prepared_dir} holds data prepared otherwise than these params ask "
+            f"({', '.join(other)}); prepare it first: `{params.command('prepare')}`"
+        )
     if problem := excluded_error(params.train_config(family).exclude_classes, int(manifest["num_classes"])):
         own = "exclude_classes" in params.models[family].train
         key = f"models.{family}.train" if own else "train"
         raise ParamsError(f"invalid params: {key}.exclude_classes: {problem}")
+    for split in ("train", "val", "test"):  # a damaged split: found before the MLflow run starts
+        if split in manifest["splits"]:
+            load_split(params.data.prepared_dir, split)
 
 
 def close_stale_runs(params: Params) -> list[str]:

@@ -514,6 +514,20 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         "data      prepared from another source than data.source (folder:elsewhere; the next run prepares "
         "that, and retrains what it changes): digits"
     ), out
+    # other data params than the prepared data's: said, and `genzoo train` refuses them (it said "up to
+    # date (same params, data and code)" and trained nothing, or trained on the data that was there)
+    assert cli.main(["status", *base]) == 0
+    out = capsys.readouterr().out
+    assert "data      prepared with other data params (data.val_fraction: 0.2 -> 0.1; the next run" in out, (
+        out
+    )
+    assert cli.main(["train", "--family", "gan", *base]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "holds data prepared otherwise than these params ask (data.val_fraction: 0.2 -> 0.1); prepare it "
+        in err
+    )
+    assert "first: `genzoo prepare --params" in err, err
 
 
 @pytest.mark.parametrize("user_value, seen", [(None, "180"), ("7", "7")])

@@ -4,6 +4,7 @@ version: tests/flows/test_pipeline.py, on the flow's first run.)"""
 
 import json
 import multiprocessing as mp
+from pathlib import Path
 
 import pytest
 
@@ -223,6 +224,13 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     with pytest.raises(DataError, match="run `genzoo prepare` first"):  # from Python: no command's flags
         read_manifest(tmp_path / "nowhere")
     assert "invalid params: models.gan.train.exclude_classes: [12]: distinct classes of the data's 10" in err
+    # a damaged split too (it was found once the MLflow run had started, and left it FAILED)
+    val = Path(raw["data"]["prepared_dir"]) / "val.npz"
+    whole = val.read_bytes()
+    val.write_bytes(whole[:-100])
+    assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 2
+    assert "val.npz: unreadable" in capsys.readouterr().err
+    val.write_bytes(whole)
     assert len(c.search_runs([exp])) == 2
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
     assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
