@@ -916,27 +916,39 @@ def load_params(
 
 
 def shadowed(raw: dict[str, Any], overrides: list[str], families: list[str] | None = None) -> list[str]:
-    """A line for each ``train.<key>=...`` override that a family's own ``models.<f>.train.<key>``
-    takes precedence over (it changes nothing for that family: params.yaml sets each family's
-    steps, for one); of ``families`` only, where given."""
+    """A line for each ``train.<key>...=...`` override (or a key of a whole ``train={...}``) that a
+    family's own ``models.<f>.train.<key>`` takes precedence over (it changes nothing for that
+    family: params.yaml sets each family's steps, for one; a family's ``phase_lr`` replaces the
+    shared one whole); of ``families`` only, where given."""
     lines = []
     for o in overrides:
-        key = o.split("=", 1)[0].strip()
-        if not key.startswith("train."):
+        key, _, value = o.partition("=")
+        key = key.strip()
+        if key == "train":  # the whole block: each of its keys a family sets is shadowed
+            try:
+                given = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            tops = [str(k) for k in given] if isinstance(given, dict) else []
+        elif key.startswith("train."):
+            tops = [key.removeprefix("train.").split(".", 1)[0]]
+        else:
             continue
-        leaf = key.removeprefix("train.")
-        own = [f for f, block in (raw.get("models") or {}).items()
-               if isinstance(block, dict) and leaf in (block.get("train") or {})
-               and (families is None or f in families)]  # fmt: skip
-        if own:
+        for top in tops:
+            own = [f for f, block in (raw.get("models") or {}).items()
+                   if isinstance(block, dict) and top in (block.get("train") or {})
+                   and (families is None or f in families)]  # fmt: skip
+            if not own:
+                continue
+            whole, named = f"train.{top}", key if key != "train" else f"train.{top}"
             lines.append(
                 f"{o}: changes nothing for {', '.join(own)}, which "
                 + (
-                    f"sets its own models.{own[0]}.{key}; "
+                    f"sets its own models.{own[0]}.{whole}; "
                     if len(own) == 1
-                    else f"set their own models.<family>.{key}; "
+                    else f"set their own models.<family>.{whole}; "
                 )
-                + f"override that instead (e.g. models.{own[0]}.{key}) if you train it"
+                + f"override that instead (e.g. models.{own[0]}.{named}) if you train it"
             )
     return lines
 

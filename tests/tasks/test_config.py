@@ -277,6 +277,18 @@ def test_a_train_override_a_family_shadows_is_named(tmp_path, caplog):
         "train.steps=60: changes nothing for vae, which sets its own models.vae.train.steps; "
         "override that instead (e.g. models.vae.train.steps) if you train it"
     ]
+    caplog.clear()  # a key inside one a family sets whole (the GAN's phase_lr), or the whole block
+    raw["models"]["gan"] = {"train": {"phase_lr": {"disc": 4e-4, "gen": 2e-4}}}
+    path.write_text(yaml.safe_dump(raw))
+    with caplog.at_level("WARNING", logger="genzoo.config"):
+        params = load_params(path, ["train.phase_lr.disc=1e-3", "train={steps: 60}"])
+    assert params.train_config("gan").phase_lr == {"disc": 4e-4, "gen": 2e-4}
+    assert [r.getMessage() for r in caplog.records] == [
+        "train.phase_lr.disc=1e-3: changes nothing for gan, which sets its own models.gan.train.phase_lr; "
+        "override that instead (e.g. models.gan.train.phase_lr.disc) if you train it",
+        "train={steps: 60}: changes nothing for vae, which sets its own models.vae.train.steps; "
+        "override that instead (e.g. models.vae.train.steps) if you train it",
+    ]
     caplog.clear()  # a value refused anyway: its error alone, no warning about it before
     with caplog.at_level("WARNING", logger="genzoo.config"), pytest.raises(ParamsError, match="write 1000"):
         load_params(path, ["train.steps=1e3"])
