@@ -311,18 +311,21 @@ def cmd_sample(args) -> int:
     _a_family_name(args, model_flag=True)
     check_request(args.n, args.out)  # bad input said alone, before any warning about the model
     device = resolve_device(args.device, "--device") if args.device else None  # one line, not a traceback
+    current = (
+        "; it says whether the model is current with these params" if args.family and not args.model else ""
+    )
     for o in args.overrides or []:  # sampling reads where models and data are, nothing else
         key = o.partition("=")[0].strip()
         if key == "run.device":
             logging.getLogger("genzoo.sample").warning(
                 "-o %s changes nothing here: --device DEVICE samples on it", o
             )
-        elif key not in ("run.runs_dir", "data.prepared_dir"):
+        elif key not in ("run.runs_dir", "data.prepared_dir"):  # (with --family: whether it is current)
             logging.getLogger("genzoo.sample").warning(
-                "-o %s changes nothing here: a trained model samples with the settings it was trained "
-                "with (its model.json); bench/sample_sweep.py samples it with other net settings",
-                o,
-            )
+                "-o %s does not change the images: a trained model samples with the settings it was "
+                "trained with (its model.json; bench/sample_sweep.py samples it with other net settings)%s",
+                o, current,
+            )  # fmt: skip
     if args.family and not args.model:  # its training command with this command's profile
         from genzoo.tasks.layout import require_trained
 

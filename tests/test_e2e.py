@@ -203,7 +203,9 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
     # an override of the model's settings changes nothing, and says so (-q keeps warnings)
     over = "models.vae.net.sample_mode=sample"
     r = _cli("sample", "--model", str(tmp / "runs" / "vae" / "model.json"), *common, "-o", over, cwd=tmp)
-    assert f"-o {over} changes nothing here: a trained model samples with the settings" in r.stderr, r.stderr
+    assert f"-o {over} does not change the images: a trained model samples with the settings" in r.stderr, (
+        r.stderr
+    )
     with np.load(f"{out}.npz") as z:
         assert np.array_equal(z["images"], first)  # same seed, same images
 
