@@ -98,7 +98,7 @@ def _trained_at(metrics: dict[str, Any], out: Path) -> float:
 
 
 def changed_since(params: Params, family: str, made_with: dict | None, manifest: dict | None,
-                  most: int = 4) -> str:  # fmt: skip
+                  most: int = 8) -> str:  # fmt: skip
     """What changed since ``family`` was trained with ``made_with`` (its model.json's): the
     params keys, old -> new (``train.steps: 300 -> 1200``, ``run.threads: 2 -> 4``), and its code."""
     if not made_with or manifest is None:  # a model from before model.json kept them
@@ -109,17 +109,20 @@ def changed_since(params: Params, family: str, made_with: dict | None, manifest:
     keys = [k for k in keys if k != "code"]
     if not keys:
         return code or "params or code changed since"
-    shown = [f"{_param_key(k, family)}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:most]]
+    own = {f"train.{k}" for k in params.models[family].train}  # set in the family's own block
+    shown = [f"{_param_key(k, family, own)}: {was.get(k, '-')} -> {now.get(k, '-')}" for k in keys[:most]]
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
     return "trained with other params: " + ", ".join(shown) + more + (f"; {code}" if code else "")
 
 
-def _param_key(key: str, family: str) -> str:
-    """A key of the inputs a model was made with, as params.yaml names it."""
+def _param_key(key: str, family: str, own: set[str] = frozenset()) -> str:
+    """A key of the inputs a model was made with, as params.yaml names it (a train key the
+    family's own block sets, ``own``: under ``models.<family>``)."""
     key = key.removeprefix("params.")
     if key in ("threads", "samples_per_class"):
         return f"run.{key}"
-    return f"models.{family}.{key}" if key.startswith("net.") else key
+    top = ".".join(key.split(".")[:2])
+    return f"models.{family}.{key}" if key.startswith("net.") or top in own else key
 
 
 def running(runs_dir: str | Path) -> str | None:

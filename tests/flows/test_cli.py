@@ -397,6 +397,10 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
         "stale (trained with other params: models.gan.net.hidden: 8 -> 4, seed: 0 -> 1, run.threads: 1 -> 2, "
         "train.batch_size: 32 -> 16)"
     )
+    # a train key the family's own block sets is named there (it said train.steps, hidden after four)
+    assert gan_state(*short, "-o", "models.gan.train.steps=2").startswith(
+        "stale (trained with other params: models.gan.train.steps: 3 -> 2"
+    )
     # made by other code (here: a model.json as an earlier genzoo would have stamped it)
     meta_file = tmp_path / "runs" / "gan" / "model.json"
     meta = json.loads(meta_file.read_text())
