@@ -302,6 +302,16 @@ def by_pixels(n: int, pixels: int | None, spec: DataSpec, least: int) -> int:
     return n if pixels is None else min(n, max(least, pixels // spec.pixels))
 
 
+def rng_devices(device: torch.device | str) -> list[int]:
+    """The CUDA devices whose RNG ``torch.random.fork_rng`` must keep for work on ``device``: its
+    own (``manual_seed`` inside the fork seeds every CUDA device; ``devices=[]`` restored the CPU's
+    alone, and each validation left training's GPU draws starting again from seed 0)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 @torch.inference_mode()
 def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch: int = 512) -> Tensor:
     """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,
@@ -314,7 +324,7 @@ def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, 
     fn = model.log_prob if isinstance(model, ExactLikelihood) else model.elbo
     ys = y.split(batch) if y is not None else [None] * len(x.split(batch))
     out = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(model.device)):  # manual_seed seeds CUDA's too
         torch.manual_seed(0)
         for xb, yb in zip(x.split(batch), ys, strict=True):
             out.append(fn(xb.to(model.device), None if yb is None else yb.to(model.device)).double().cpu())

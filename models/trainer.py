@@ -40,6 +40,7 @@ from genzoo.models.base import (
     atomic_write,
     atomic_write_text,
     by_pixels,
+    rng_devices,
     sha256_file,
 )
 from genzoo.models.layers import ema_update
@@ -516,6 +517,8 @@ def _phase_step(
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         ok = bool(torch.isfinite(norm))
     if not ok:
+        if torch.isfinite(out.loss):  # unscaled: float16's scale shrinks (and the next unscale_ may run)
+            st.scaler.update()
         model.zero_grad(set_to_none=True)
         with torch.no_grad():
             for name, b in model.named_buffers():
@@ -630,7 +633,7 @@ def _validate(st: _TrainState, val_fn: Callable[[GenerativeModel], float]) -> fl
     validating never changes what training draws next."""
     judged = st.judged
     judged.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=rng_devices(judged.device)), torch.no_grad():
         val = float(val_fn(judged))
     judged.train(st.ema is None)  # the EMA copy stays in eval mode; the trained model goes back
     return val

@@ -26,3 +26,18 @@ def test_family_trains_with_amp_and_samples_on_cuda(family, tmp_path):
     assert result.bad_steps == 0
     s = trained.sample(4, generator=torch.Generator().manual_seed(0))
     assert s.is_cuda and s.shape == (4, 1, 8, 8) and torch.isfinite(s).all()
+
+
+def test_scoring_and_validating_leave_the_gpus_random_draws_alone():
+    """log_likelihoods seeds its own draws inside a fork of the RNG: the fork kept only the CPU's,
+    and torch.manual_seed reseeds every CUDA device, so every validation sent training's GPU draws
+    back to the same state."""
+    from genzoo.models.base import log_likelihoods
+
+    model = models.build("vae", DataSpec(1, 8, 8, 17, 10), TINY["vae"]).to("cuda")
+    x = torch.rand(4, 1, 8, 8)
+    torch.cuda.manual_seed(123)
+    expected = torch.rand(3, device="cuda")
+    torch.cuda.manual_seed(123)
+    log_likelihoods(model, x)
+    assert torch.equal(torch.rand(3, device="cuda"), expected)

@@ -222,6 +222,27 @@ def test_non_finite_steps_are_skipped_then_fail_loudly(tmp_path):
     assert torch.isfinite(saved["model"]["w"]).all()
 
 
+def test_a_float16_overflow_shrinks_the_loss_scale_and_training_goes_on():
+    """A step whose scaled gradients overflowed (float16 autocast on a GPU without bfloat16) was
+    skipped without the scaler's update: the next step's unscale_ raised, and the scale never shrank."""
+    from genzoo.models.trainer import _new_state, _phase_step
+
+    class Overflowing(Exploding):
+        def training_step(self, x, y, phase="main"):
+            self.calls += 1
+            big = 1e35 if self.calls == 1 else 1.0  # finite loss, gradients past float32 once scaled
+            loss = (self.w * big) * x.mean()
+            return models.StepOutput(loss, {"loss": loss.item()})
+
+    x, y = data()
+    m = Overflowing(SPEC, models.get_family("vae").Config(), bad_calls=set())
+    st = _new_state(m, cfg(ema_decay=None), len(x), 0, torch.device("cpu"))
+    st.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)  # as CUDA's float16 path makes it
+    assert _phase_step(st, cfg(), x[:8], y[:8], "main") is None  # skipped
+    assert st.scaler.get_scale() < 2.0**16
+    assert _phase_step(st, cfg(), x[:8], y[:8], "main") is not None  # it raised here
+
+
 class PoisonedGAN(GAN):
     """The real GAN whose noise draw is scaled by ``scale`` (inf: a NaN batch; 1e25: huge but
     finite) on the chosen calls of the discriminator's phase."""
@@ -499,3 +520,10 @@ def test_a_ctrl_c_once_the_index_names_a_checkpoint_finds_its_log_copy(tmp_path,
                     callbacks=[JsonlLogger(log)], progress=False)  # fmt: skip
     assert result.resumed_from == 4
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6, 8]
+
+
+def test_the_rng_a_scoring_fork_keeps_is_the_cuda_device_it_runs_on():
+    """(tests/test_gpu.py checks it on a GPU) CPU work forks the CPU's RNG alone; CUDA work its device's too."""
+    from genzoo.models.base import rng_devices
+
+    assert rng_devices("cpu") == [] and rng_devices(torch.device("cuda", 1)) == [1]
