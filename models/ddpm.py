@@ -139,10 +139,11 @@ def make_betas(kind: str, steps: int, min_noise: float, min_signal: float = 1e-4
 
     Cosine: abar(u) = f(u) / f(0), f(u) = cos^2((u + s) / (1 + s) * pi / 2) (Nichol & Dhariwal
     eq. 17), on u in [u0, u1] instead of [0, 1]; beta_t = 1 - abar_t / abar_{t-1}. Returns
-    float64 betas (T,). Linear: Ho et al.'s 1e-4 .. 0.02 for T = 1000, rescaled for other T."""
+    float64 betas (T,). Linear: Ho et al.'s 1e-4 .. 0.02 for T = 1000, rescaled for other T, at most
+    0.999 (as Nichol & Dhariwal clip: from T = 20 down the rescaled ends reach 1, abar_T 0)."""
     if kind == "linear":
         scale = 1000 / steps
-        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
+        return torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64).clamp(max=0.999)
     s = 0.008
     f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     f0 = f(torch.tensor(0.0, dtype=torch.float64))

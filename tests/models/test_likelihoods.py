@@ -409,6 +409,17 @@ def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
         assert (m.alphas_bar[1:] < m.alphas_bar[:-1]).all()
 
 
+def test_ddpm_linear_schedule_with_few_timesteps_keeps_a_finite_bound():
+    """Ho et al.'s linear betas rescaled to T = 10 end at 2 (a NaN bound), at T = 20 at 1 (abar_T 0,
+    a bound of -inf): clipped at 0.999, as Nichol & Dhariwal do."""
+    spec = DataSpec(1, 4, 4, 17, 2)
+    x = torch.randint(0, 17, (3, *spec.shape)).float() / 16
+    for steps in (10, 20, 1000):
+        m = models.build("ddpm", spec, {"hidden": 8, "schedule": "linear", "timesteps": steps}).eval()
+        assert m.betas.max() <= 0.999 and (m.alphas_bar > 0).all(), steps
+        assert torch.isfinite(log_likelihoods(m, x)).all(), steps
+
+
 def test_likelihoods_of_large_images_run_in_smaller_batches_with_the_same_figures(monkeypatch):
     """``log_likelihoods`` holds at most LIKELIHOOD_BATCH_VALUES values per pass (a bound's
     samples x classes x image would not fit in memory at 64x64x3 in batches of 512)."""
