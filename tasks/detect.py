@@ -113,7 +113,8 @@ def estimator(net: GenerativeModel) -> str:
 
 @torch.inference_mode()
 def score(net: GenerativeModel, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """Bits/dim of each image (N,), labels marginalised; seeded where the bound samples."""
+    """Bits/dim of each image (N,), labels marginalised (DDPM: its null-label model); seeded where the
+    bound samples."""
     nats = log_likelihoods(net, x, batch=batch).numpy()
     return -nats / (net.spec.dims * np.log(2))
 
