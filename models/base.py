@@ -315,8 +315,9 @@ def rng_devices(device: torch.device | str) -> list[int]:
 @torch.inference_mode()
 def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, batch: int = 512) -> Tensor:
     """log p(x | y) of each image of ``x`` (N, C, H, W) in [0, 1]: (N,) float64 nats on the CPU,
-    exact or the family's bound; y=None marginalises the labels (DDPM: its null-label model). Seeded (a bound may sample)
-    without touching the global RNG, so the same images get the same numbers. At most ``batch``
+    exact or the family's bound; y=None marginalises the labels (DDPM: its null-label model).
+    Seeded (a bound may sample) without touching the global RNG, so the same images get the same
+    numbers. At most ``batch``
     images per pass, fewer for large images (``LIKELIHOOD_BATCH_VALUES`` values per pass: a
     bound's samples times the classes times the image must fit in memory)."""
     model.check_inputs(x, y)  # on the whole set, so an error counts every image and names its index

@@ -523,7 +523,7 @@ def test_a_ctrl_c_once_the_index_names_a_checkpoint_finds_its_log_copy(tmp_path,
 
 
 def test_the_rng_a_scoring_fork_keeps_is_the_cuda_device_it_runs_on():
-    """(tests/test_gpu.py checks it on a GPU) CPU work forks the CPU's RNG alone; CUDA work its device's too."""
+    """CPU work forks the CPU's RNG alone; CUDA work its device's too (tests/test_gpu.py: on a GPU)."""
     from genzoo.models.base import rng_devices
 
     assert rng_devices("cpu") == [] and rng_devices(torch.device("cuda", 1)) == [1]
