@@ -235,18 +235,36 @@ def same_source(a: str, b: str) -> bool:
 
 def not_as_asked(data: Any, manifest: dict) -> list[str]:
     """How the prepared data of ``manifest`` differs from what a ``data`` params block asks for
-    (``data.val_fraction: 0.1 -> 0.2``): its source, and the keys a manifest records (one written
-    before it recorded them: the source alone)."""
-    diffs = (
-        []
-        if same_source(manifest["source"], data.source)
-        else [f"data.source: {manifest['source']} -> {data.source}"]
-    )
-    if isinstance(made := manifest.get("data"), dict):
-        diffs += [
-            f"data.{k}: {made.get(k)} -> {v}" for k, v in prepared_with(data).items() if made.get(k) != v
-        ]
-    return diffs
+    (``data.val_fraction: 0.1 -> 0.2``): its source, and each key the manifest records whose other
+    value would make other data of that source (``max_levels: 32`` keeps digits' 17 levels: no
+    difference). A manifest written before it recorded them: the source alone."""
+    if not same_source(manifest["source"], data.source):
+        return [f"data.source: {manifest['source']} -> {data.source}"]
+    made = manifest.get("data")
+    if not isinstance(made, dict):
+        return []
+    found = made.get("found") if isinstance(made.get("found"), dict) else {}
+    folder = manifest["source"].startswith("folder:")  # sized and converted as they are read
+    return [
+        f"data.{k}: {made.get(k)} -> {v}"
+        for k, v in prepared_with(data).items()
+        if made.get(k) != v and (folder or not _same_outcome(k, made.get(k), v, found))
+    ]
+
+
+def _same_outcome(key: str, a: Any, b: Any, found: dict) -> bool:
+    """Whether ``key`` set to ``a`` or to ``b`` makes the same data of the source as it was read
+    (``found``: its shape when read unconverted, levels, images per class)."""
+    shape, levels, counts = found.get("shape"), found.get("levels"), found.get("counts")
+    if key == "max_levels" and isinstance(levels, int) and levels > 0:
+        return min(levels, a or levels) == min(levels, b or levels)
+    if key == "channels" and shape:
+        return (a or shape[0]) == (b or shape[0])
+    if key == "image_size" and shape:
+        return list(a or shape[1:]) == list(b or shape[1:])
+    if key == "max_per_class" and isinstance(counts, list):
+        return [min(n, a or n) for n in counts] == [min(n, b or n) for n in counts]
+    return False
 
 
 def check_levels(images: np.ndarray, levels: object, where: str) -> int:

@@ -510,6 +510,11 @@ def prepare(params: Params) -> dict:
     check_outside_source(params)
     ds = convert(load_source(p), p)
     check(ds)
+    found = {  # the source as read: what other data params would make of it (tasks/data.py, not_as_asked)
+        "shape": list(ds.images.shape[1:]) if p.channels is None and p.image_size is None else None,
+        "levels": ds.source_levels,
+        "counts": np.bincount(ds.labels, minlength=len(ds.class_names)).tolist(),
+    }
     if p.max_per_class:
         keep = _cap(ds.labels, p.max_per_class, params.seed)
         ds = dataclasses.replace(ds, images=ds.images[keep], labels=ds.labels[keep])
@@ -530,7 +535,10 @@ def prepare(params: Params) -> dict:
         "num_classes": len(ds.class_names),
         "class_names": ds.class_names,
         "seed": params.seed,
-        "data": prepared_with(p),  # what else made it: a training asked for other data is told
+        "data": {
+            **prepared_with(p),
+            "found": found,
+        },  # what else made it: a training asked for other data is told
         "splits": {},
     }
     with (

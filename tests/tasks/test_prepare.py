@@ -464,3 +464,25 @@ def test_integer_labels_not_counted_from_0_are_said_to_be_renumbered(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="genzoo.prepare"):
         prepare(params(tmp_path, source=f"npz:{f}", test_fraction=0.4))
     assert "not 0.." not in caplog.text
+
+
+def test_the_data_params_a_folder_was_prepared_with_are_compared_by_what_they_make(tmp_path):
+    """`genzoo train` refuses params that ask for other data than the prepared folder holds; a
+    value that makes the same data of the source is no difference (the quick profile's
+    max_levels 32 keeps digits' 17 levels), so it never asks for a needless `genzoo prepare`."""
+    from genzoo.tasks.data import not_as_asked, read_manifest
+
+    p = params(tmp_path)
+    manifest = prepare(p) and read_manifest(p.data.prepared_dir)
+    same = {"max_levels": 32, "channels": 1, "image_size": 8, "max_per_class": 1000}
+    other = {"max_levels": 8, "channels": 3, "image_size": 16, "max_per_class": 50, "val_fraction": 0.2}
+    for key, value in same.items():
+        assert not_as_asked(params(tmp_path, **{key: value}).data, manifest) == [], key
+    for key, value in other.items():
+        said = not_as_asked(params(tmp_path, **{key: value}).data, manifest)
+        assert len(said) == 1 and said[0].startswith(f"data.{key}: "), (key, said)
+    assert not_as_asked(params(tmp_path, source="folder:x").data, manifest) == [
+        "data.source: digits -> folder:x"
+    ]
+    del manifest["data"]  # a folder prepared before the data keys were recorded: its source alone
+    assert not_as_asked(params(tmp_path, val_fraction=0.2).data, manifest) == []
