@@ -433,13 +433,14 @@ def _check_steps(steps: int, ends: str) -> None:
 
 def _check_png(steps: int, extra: int, rows: int, shape) -> None:
     """``--steps`` against the image size: the strip's PNG (``rows`` rows of ``steps + extra``
-    images of ``shape``) within what Pillow opens without calling it a decompression bomb."""
+    images of ``shape``) within what Pillow opens (above twice ``MAX_IMAGE_PIXELS`` it refuses the
+    file as a decompression bomb; above once, it warns)."""
     from PIL import Image
 
     from genzoo.tasks.figures import grid_pixels
 
     h, w = shape[-2:]
-    pixels, limit = grid_pixels(rows, steps + extra, h, w), Image.MAX_IMAGE_PIXELS
+    pixels, limit = grid_pixels(rows, steps + extra, h, w), 2 * Image.MAX_IMAGE_PIXELS
     if pixels <= limit:
         return
     most = next(k for k in range(steps - 1, 0, -1) if grid_pixels(rows, k + extra, h, w) <= limit)
