@@ -22,14 +22,15 @@ import ast
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
+import glob
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -434,72 +435,93 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
     check_replaceable(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(target)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
-    try:
-        as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
-        yield tmp
-        made = read_json(tmp / "manifest.json")
-        if not isinstance(made, dict) or made.get("made_by") != MADE_BY or made.get("kind") != kind:
-            raise RuntimeError(f"{target}: the new folder's manifest.json lacks genzoo's mark ({kind})")
-        if not (target.is_symlink() or target.exists()):
-            durable(tmp)
-            os.rename(tmp, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    with _writing_lock(tmp):  # held until the new folder is in place and the old one gone
+        try:
+            as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
+            yield tmp
+            made = read_json(tmp / "manifest.json")
+            if not isinstance(made, dict) or made.get("made_by") != MADE_BY or made.get("kind") != kind:
+                raise RuntimeError(f"{target}: the new folder's manifest.json lacks genzoo's mark ({kind})")
+            if not (target.is_symlink() or target.exists()):
+                durable(tmp)
+                os.rename(tmp, target)
+                durable(target.parent, files=False)
+                return
+            check_owned(target, kind)  # it may have changed while the block ran
+            durable(tmp)  # on disk before the old version goes: a crash after the swap keeps one whole
+            old = tmp if exchange_dirs(tmp, target) else _swap_by_renames(tmp, target)
             durable(target.parent, files=False)
-            return
-        check_owned(target, kind)  # it may have changed while the block ran
-        durable(tmp)  # on disk before the old version goes: a crash after the swap keeps one whole
-        old = tmp if exchange_dirs(tmp, target) else _swap_by_renames(tmp, target)
-        durable(target.parent, files=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
 
 
-def _temp_prefix(target: Path) -> str:
-    """The hidden name of a folder :func:`replacing_dir` writes beside ``target``: the host and
-    process writing it, so that one a killed process left behind is known for abandoned."""
-    return f".{target.name}.{socket.gethostname()}-{os.getpid()}."
+@contextlib.contextmanager
+def _writing_lock(tmp: Path) -> Iterator[None]:
+    """An exclusive lock on ``<tmp>.lock`` beside the folder being written, for as long as it is
+    written: the kernel drops it when the writer dies (a SIGKILL, the OOM killer), so a folder whose
+    lock can be taken is abandoned (:func:`_remove_abandoned`), whatever process number or
+    container the writer had."""
+    lock = tmp.with_name(tmp.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _remove_abandoned(target: Path) -> None:
-    """Remove the folders beside ``target`` that a process of this host, no longer running, was
-    writing (a SIGKILL, the OOM killer, a power cut): each a partial copy of a dataset that nothing
-    else would ever delete. Another host's, or a live process's, are left alone."""
-    own = re.compile(rf"\.{re.escape(target.name)}\.{re.escape(socket.gethostname())}-([0-9]+)\.(old\.)?\w+")
-    for sibling in target.parent.iterdir():
-        if not (m := own.fullmatch(sibling.name)) or sibling.is_symlink() or not sibling.is_dir():
+    """Remove the folders beside ``target`` that a write which died left (a SIGKILL, the OOM killer,
+    a power cut): each a partial copy of a dataset nothing else would ever delete, known by its
+    ``.lock`` file that no process holds. A live writer's (its lock held), and any folder without
+    such a lock file (a fallback swap's copy of the old version among them), are left alone."""
+    for lock in target.parent.glob(f".{glob.escape(target.name)}.*.lock"):
+        folder = lock.with_suffix("")
+        if lock.is_symlink() or not lock.is_file():
             continue
+        fd = os.open(lock, os.O_RDWR)
         try:
-            os.kill(int(m.group(1)), 0)
-            continue  # still running (or another user's process of that number)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        log.warning(
-            "%s: removing %s, left by an interrupted write (process %s)", target, sibling.name, m.group(1)
-        )
-        shutil.rmtree(sibling, ignore_errors=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being written
+            if folder.is_dir() and not folder.is_symlink():
+                log.warning("%s: removing %s, left by an interrupted write", target, folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def durable(folder: Path, files: bool = True) -> None:
     """What is written under ``folder`` (its files and folders; with ``files=False`` the folder's
     own entries) on the disk, not only in the page cache: one ``syncfs`` of its file system
-    (0.1 s for 10,000 files here), else an fsync of each."""
-    fd = os.open(folder, os.O_RDONLY)
+    (0.1 s for 10,000 files here), else an fsync of each. A file system that cannot fsync a folder
+    (some FUSE, CIFS) is taken at its word."""
+    if files:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _syncfs(fd):
+                return
+        finally:
+            os.close(fd)
+        for root, dirs, names in os.walk(folder):
+            for name in [*names, *dirs]:
+                _fsync(os.path.join(root, name))
+    _fsync(folder)
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        if files and _syncfs(fd):
-            return
-        if files:
-            for root, dirs, names in os.walk(folder):
-                for name in [*names, *dirs]:
-                    sub = os.open(os.path.join(root, name), os.O_RDONLY)
-                    try:
-                        os.fsync(sub)
-                    finally:
-                        os.close(sub)
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
@@ -515,7 +537,7 @@ def _syncfs(fd: int) -> bool:
 def _swap_by_renames(new: Path, target: Path) -> Path:
     """``target`` aside, ``new`` in its place (the fallback of :func:`exchange_dirs`); when
     the second rename fails the old folder goes back. Returns the folder holding the old."""
-    aside = Path(tempfile.mkdtemp(prefix=_temp_prefix(target) + "old.", dir=target.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
     os.replace(target, aside / target.name)
     try:
         os.replace(new, target)

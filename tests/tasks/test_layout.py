@@ -262,42 +262,44 @@ def test_the_new_folder_is_on_disk_before_it_replaces_the_old(tmp_path, monkeypa
 
 def test_a_partial_copy_a_killed_write_left_is_removed_by_the_next_write(tmp_path):
     """A write killed outright (SIGKILL, the OOM killer) left its hidden partial copy beside the
-    folder; every retry added another. The next write removes those of dead processes of this
-    host, and no other."""
-    import socket
+    folder; every retry added another. The next write removes those whose writer's lock is free
+    (it died), and no other: a live writer's, whatever its process number or container."""
+    import signal
     import subprocess
 
     target = _genzoo_folder(tmp_path / "prepared", "old")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    host = socket.gethostname()
-    left = {
-        "dead": tmp_path / f".prepared.{host}-{dead.pid}.abc123",
-        "dead_aside": tmp_path / f".prepared.{host}-{dead.pid}.old.x_9",
-        "running": tmp_path / f".prepared.{host}-{os.getpid()}.def456",
-        "other_host": tmp_path / f".prepared.elsewhere-{dead.pid}.ghi789",
-        "another_folder": tmp_path / f".other.{host}-{dead.pid}.jkl000",
-        "older_name": tmp_path / ".prepared.mno111",
-    }
-    for folder in left.values():
-        (folder / "part").mkdir(parents=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; from genzoo.tasks import layout\n"
+            f"with layout.replacing_dir(Path({str(target)!r}), 'prepared-data') as tmp:\n"
+            "    (tmp / 'train.npz').write_bytes(b'part'); print(tmp.name, flush=True); time.sleep(120)"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        part = tmp_path / writer.stdout.readline().strip()
+        assert part.is_dir() and part.with_name(part.name + ".lock").is_file()
+        layout._remove_abandoned(target)  # its writer is alive: kept
+        assert (part / "train.npz").read_bytes() == b"part"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert part.is_dir()  # what a killed write leaves
+    unlocked = tmp_path / ".prepared.abc123"  # a folder with no lock file (an older genzoo's, a swap's copy)
+    (unlocked / "part").mkdir(parents=True)
     said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
     logging.getLogger("genzoo.train").addHandler(said)
     try:
         with layout.replacing_dir(target, "prepared-data") as tmp:
-            assert tmp.name.startswith(f".prepared.{host}-{os.getpid()}.")
             _write_version(tmp, "new")
     finally:
         logging.getLogger("genzoo.train").removeHandler(said)
-    assert {k for k, f in left.items() if f.exists()} == {
-        "running",
-        "other_host",
-        "another_folder",
-        "older_name",
-    }
-    assert f"removing .prepared.{host}-{dead.pid}.abc123, left by an interrupted write" in "\n".join(
+    assert not part.exists() and not part.with_name(part.name + ".lock").exists() and unlocked.is_dir()
+    assert f"removing {part.name}, left by an interrupted write" in "\n".join(
         r.getMessage() for r in said.buffer
     )
+    assert read_json(target / "manifest.json")["v"] == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.abc123", "prepared"]  # no lock left
 
 
 def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):
