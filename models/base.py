@@ -307,6 +307,8 @@ def rng_devices(device: torch.device | str) -> list[int]:
     own (``manual_seed`` inside the fork seeds every CUDA device; ``devices=[]`` restored the CPU's
     alone, and each validation left training's GPU draws starting again from seed 0)."""
     device = torch.device(device)
+    if device.type == "mps":  # fork_rng's accelerator by default: the one MPS device
+        return [0]
     if device.type != "cuda":
         return []
     return [device.index if device.index is not None else torch.cuda.current_device()]

@@ -526,4 +526,6 @@ def test_the_rng_a_scoring_fork_keeps_is_the_cuda_device_it_runs_on():
     """CPU work forks the CPU's RNG alone; CUDA work its device's too (tests/test_gpu.py: on a GPU)."""
     from genzoo.models.base import rng_devices
 
-    assert rng_devices("cpu") == [] and rng_devices(torch.device("cuda", 1)) == [1]
+    assert (
+        rng_devices("cpu") == [] and rng_devices(torch.device("cuda", 1)) == [1] and rng_devices("mps") == [0]
+    )
