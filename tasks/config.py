@@ -336,7 +336,9 @@ class UsefulnessParams(Config):
     )
     seeds: int = Field(5, ge=2, description="classifier and sampling seeds: mean and 95% interval")
     subset_seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
-        [0], min_length=1, description="subsets (each with its own generator) per fraction; intervals over their means"
+        [0],
+        min_length=1,
+        description="subsets (each with its own generator) per fraction; intervals over their means",
     )
     classifiers: list[Literal["cnn", "cnn_plain", "logistic"]] = Field(
         ["cnn", "logistic"],
