@@ -96,7 +96,7 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
     """This run's accuracies minus ``other``'s (a run with other settings on the same subsets and
     seeds): against its classifier on real data alone, and against the same row, paired."""
 
-    seeds = u["reference"]["protocol"]["seeds"]
+    seeds = u["reference"].get("protocol", {}).get("seeds")
 
     def cell(v: list[float]) -> str:
         st = stats(v, seeds)  # over the subsets' means where several
@@ -132,7 +132,7 @@ def print_between(u: dict, names: list[str], fractions: list[str], clfs: list[st
             if len(rows) < 2:
                 continue
             order = sorted(rows, key=lambda k: -stats(rows[k])["mean"])
-            seeds = u["reference"]["protocol"]["seeds"]
+            seeds = u["reference"].get("protocol", {}).get("seeds")
             print(f"**{c} at {100 * float(p):g}% real, generator against generator** (points, paired)\n")
             print("| row | against | difference |\n|---|---|---|")
             for i, a in enumerate(order):

@@ -69,7 +69,8 @@ def _params(args):
     added = getattr(args, "added_overrides", [])  # (--holdout's): not the user's to repeat in a hint
     params = load_params(args.params, args.overrides, args.profile, warn=warn, families=families,
                          hinted=[o for o in args.overrides or [] if o not in added])  # fmt: skip
-    params.advising()  # the hints of checks that know no params (the prepared data's) repeat these
+    if _IN_MAIN.get():  # the hints of checks that know no params (the prepared data's) repeat these
+        params.advising()
     return params
 
 
@@ -1243,12 +1244,16 @@ def as_given(line: str, args) -> str:
     return line
 
 
+_IN_MAIN = contextvars.ContextVar("genzoo_in_main", default=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     # in a context of its own: the params a command sets for hints (Params.advising) end with it
     return contextvars.copy_context().run(_main, argv)
 
 
 def _main(argv: list[str] | None) -> int:
+    _IN_MAIN.set(True)
     args = parse(argv)
     # the temporary Prefect server a run starts (unless the user set these): no telemetry, and
     # time to build its database on a first run (Prefect waits 20 s: too short on a 2-core machine)

@@ -67,3 +67,14 @@ def test_train_on_synthetic_is_set_beside_the_whole_real_split_or_nothing(bench,
     u["reference"]["real"]["1.0"] = {"cnn": stat(0.98)}
     bench.print_tables(u, ["distil"], ["0.1"], ["cnn"])
     assert "| real only | | 92.0 ± 1.0 | 98.0 ± 1.0 (real) |" in capsys.readouterr().out
+
+
+def test_over_several_subsets_the_interval_is_over_the_subsets_means(bench, capsys):
+    """2 subsets x 2 seeds, differences (3, 3 | 1, 1) points: over the subsets' means (3, 1) the
+    interval is t(1 df) x 1.0 = 12.7, where pooling the four as independent said 1.8."""
+    u = run([0.90, 0.92, 0.90, 0.92], [0.93, 0.95, 0.91, 0.93])
+    u["reference"]["protocol"] = {"seeds": 2}
+    vae = {"0.1": {"cnn": {"augmented": {"per_seed": [0.90, 0.92, 0.90, 0.92]}}}}
+    u["families"]["vae"] = {"recipes": {"distil": {"augmentation": vae}}}
+    bench.print_between(u, ["distil"], ["0.1"], ["cnn"])
+    assert "| + PCA + KDE, distil | + vae, distil | +2.0 ± 12.7 |" in capsys.readouterr().out
