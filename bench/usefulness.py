@@ -97,6 +97,13 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
     seeds): against its classifier on real data alone, and against the same row, paired."""
 
     seeds = u["reference"].get("protocol", {}).get("seeds")
+    layout = [
+        {k: r["reference"].get("protocol", {}).get(k) for k in ("seeds", "subset_seeds")} for r in (u, other)
+    ]
+    if layout[0] != layout[1] and None not in (layout[0]["seeds"], layout[1]["seeds"]):
+        raise SystemExit(
+            f"--against: {layout[0]} here, {layout[1]} there; run both on the same subsets and seeds"
+        )
 
     def cell(v: list[float]) -> str:
         st = stats(v, seeds)  # over the subsets' means where several

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -435,9 +436,9 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
     check_replaceable(target, kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    with _writing_lock(tmp):  # held until the new folder is in place and the old one gone
+    with _writing_lock(target) as tmp:  # held until the new folder is in place and the old one gone
         try:
+            tmp.mkdir()
             as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
             yield tmp
             made = read_json(tmp / "manifest.json")
@@ -458,41 +459,61 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)  # the old version, once the new one is in place
 
 
+_NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP)  # file systems without it
+
+
+def _temp_prefix(target: Path) -> str:
+    """The hidden names :func:`replacing_dir` writes beside ``target``: this host's (a lock on a
+    file system shared between hosts may be host-local: another host's writes are never swept)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    return f".{target.name}.{host}."
+
+
 @contextlib.contextmanager
-def _writing_lock(tmp: Path) -> Iterator[None]:
-    """An exclusive lock on ``<tmp>.lock`` beside the folder being written, for as long as it is
-    written: the kernel drops it when the writer dies (a SIGKILL, the OOM killer), so a folder whose
-    lock can be taken is abandoned (:func:`_remove_abandoned`), whatever process number or
-    container the writer had."""
-    lock = tmp.with_name(tmp.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+def _writing_lock(target: Path) -> Iterator[Path]:
+    """The folder to write the new ``target`` into (not yet made), beside it, and an exclusive lock
+    on ``<folder>.lock``, taken before the folder exists and held for as long as it is written: the
+    kernel drops it when the writer dies (a SIGKILL, the OOM killer), so a folder whose lock can be
+    taken is abandoned (:func:`_remove_abandoned`), whatever process number or container the
+    writer had. On a file system without flock the write goes on unlocked (and is never swept)."""
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".lock", dir=target.parent)
+    lock = Path(name)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in _NO_FLOCK:
+                raise
+        yield lock.with_suffix("")
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
 
 
 def _remove_abandoned(target: Path) -> None:
-    """Remove the folders beside ``target`` that a write which died left (a SIGKILL, the OOM killer,
-    a power cut): each a partial copy of a dataset nothing else would ever delete, known by its
-    ``.lock`` file that no process holds. A live writer's (its lock held), and any folder without
-    such a lock file (a fallback swap's copy of the old version among them), are left alone."""
-    for lock in target.parent.glob(f".{glob.escape(target.name)}.*.lock"):
+    """Remove the folders beside ``target`` that a write on this host which died left (a SIGKILL,
+    the OOM killer, a power cut): each a partial copy of a dataset nothing else would ever delete,
+    known by its ``.lock`` file that no process holds. A live writer's (its lock held, or a lock
+    this process may not take or the file system cannot), another host's, and any folder without
+    such a lock file (a fallback swap's copy of the old version among them) are left alone."""
+    for lock in target.parent.glob(glob.escape(_temp_prefix(target)) + "*.lock"):
         folder = lock.with_suffix("")
         if lock.is_symlink() or not lock.is_file():
             continue
-        fd = os.open(lock, os.O_RDWR)
+        try:
+            fd = os.open(lock, os.O_RDWR)  # (gone since, or another user's: not ours to judge)
+        except OSError:
+            continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being written
+            except OSError:
+                continue  # being written (or no flock here: never taken for abandoned)
             if folder.is_dir() and not folder.is_symlink():
                 log.warning("%s: removing %s, left by an interrupted write", target, folder.name)
                 shutil.rmtree(folder, ignore_errors=True)
-            lock.unlink(missing_ok=True)
+            if not folder.exists():
+                lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
 

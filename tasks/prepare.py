@@ -508,10 +508,11 @@ def prepare(params: Params) -> dict:
     check_output_dir(p.prepared_dir, "data.prepared_dir")
     check_replaceable(Path(p.prepared_dir), "prepared-data")  # a folder genzoo did not write: refused
     check_outside_source(params)
-    ds = convert(load_source(p), p)
+    read = load_source(p)
+    ds = convert(read, p)
     check(ds)
     found = {  # the source as read: what other data params would make of it (tasks/data.py, not_as_asked)
-        "shape": list(ds.images.shape[1:]) if p.channels is None and p.image_size is None else None,
+        "shape": None if ds.source.startswith("folder:") else list(read.images.shape[1:]),  # (sized on load)
         "levels": ds.source_levels,
         "counts": np.bincount(ds.labels, minlength=len(ds.class_names)).tolist(),
     }

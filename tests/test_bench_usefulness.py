@@ -33,6 +33,15 @@ def test_against_refuses_runs_on_other_seeds(bench):
                             ["cnn"])  # fmt: skip
 
 
+def test_against_refuses_runs_of_another_layout_of_as_many_values(bench):
+    """5 seeds x 3 subsets against 3 seeds x 5 subsets: as many values, paired wrongly."""
+    this, other = run([0.9] * 15, [0.9] * 15), run([0.9] * 15, [0.9] * 15)
+    this["reference"]["protocol"] = {"seeds": 5, "subset_seeds": [0, 1, 2]}
+    other["reference"]["protocol"] = {"seeds": 3, "subset_seeds": [0, 1, 2, 3, 4]}
+    with pytest.raises(SystemExit, match="same subsets and seeds"):
+        bench.print_against(this, other, ["distil"], ["0.1"], ["cnn"])
+
+
 def test_against_says_when_the_runs_share_no_fraction(bench, capsys):
     bench.print_against(run([0.9], [0.9]), run([0.9], [0.9]), ["distil"], ["0.25"], ["cnn"])
     assert "the other run has no fraction of this one (0.25) for cnn" in capsys.readouterr().out

@@ -287,6 +287,9 @@ def test_a_partial_copy_a_killed_write_left_is_removed_by_the_next_write(tmp_pat
     assert part.is_dir()  # what a killed write leaves
     unlocked = tmp_path / ".prepared.abc123"  # a folder with no lock file (an older genzoo's, a swap's copy)
     (unlocked / "part").mkdir(parents=True)
+    elsewhere = tmp_path / ".prepared.otherhost.xyz789"  # another host's (its lock may be host-local)
+    (elsewhere / "part").mkdir(parents=True)
+    elsewhere.with_name(elsewhere.name + ".lock").write_text("")
     said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
     logging.getLogger("genzoo.train").addHandler(said)
     try:
@@ -294,12 +297,18 @@ def test_a_partial_copy_a_killed_write_left_is_removed_by_the_next_write(tmp_pat
             _write_version(tmp, "new")
     finally:
         logging.getLogger("genzoo.train").removeHandler(said)
-    assert not part.exists() and not part.with_name(part.name + ".lock").exists() and unlocked.is_dir()
+    assert not part.exists() and not part.with_name(part.name + ".lock").exists()
+    assert unlocked.is_dir() and elsewhere.is_dir()
     assert f"removing {part.name}, left by an interrupted write" in "\n".join(
         r.getMessage() for r in said.buffer
     )
     assert read_json(target / "manifest.json")["v"] == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.abc123", "prepared"]  # no lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # no lock of this host's left
+        ".prepared.abc123",
+        ".prepared.otherhost.xyz789",
+        ".prepared.otherhost.xyz789.lock",
+        "prepared",
+    ]
 
 
 def test_the_old_folder_is_deleted_only_once_the_new_one_is_in_place(tmp_path, monkeypatch):

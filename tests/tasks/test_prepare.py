@@ -484,5 +484,9 @@ def test_the_data_params_a_folder_was_prepared_with_are_compared_by_what_they_ma
     assert not_as_asked(params(tmp_path, source="folder:x").data, manifest) == [
         "data.source: digits -> folder:x"
     ]
+    # prepared with values the source already has: asked without them, the same data
+    converted = params(tmp_path, channels=1, image_size=8)
+    prepare(converted)
+    assert not_as_asked(params(tmp_path).data, read_manifest(converted.data.prepared_dir)) == []
     del manifest["data"]  # a folder prepared before the data keys were recorded: its source alone
     assert not_as_asked(params(tmp_path, val_fraction=0.2).data, manifest) == []
