@@ -574,7 +574,7 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
     with cluster.progress_board() as board, _submitting([*ahead, *(f"train-{f}" for f in order)]) as turns:
         prepare_task(params)
         for f in families:  # what training asks of the data, before any of it starts (exclude_classes)
-            check_data(params, f)
+            check_data(params, f, read_splits=False)  # (each training reads its splits whole itself)
         evaluator = evaluator_task.submit(params)
         subsets = {f: subsets_task.submit(params, f) for f in useful}
         reference_ = usefulness_reference_task.submit(params) if useful else None

@@ -437,8 +437,8 @@ def replacing_dir(target: Path, kind: str) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(target)
     with _writing_lock(target) as tmp:  # held until the new folder is in place and the old one gone
+        tmp.mkdir()  # (a folder of that name already there: refused, and not removed below)
         try:
-            tmp.mkdir()
             as_if_created(tmp, folder=True)  # the folder users get: 0755 under umask 022, not 0700
             yield tmp
             made = read_json(tmp / "manifest.json")

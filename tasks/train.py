@@ -183,10 +183,11 @@ def train_family(
     return metrics
 
 
-def check_data(params: Params, family: str) -> None:
+def check_data(params: Params, family: str, read_splits: bool = True) -> None:
     """What training ``family`` needs of the prepared data, checked before anything starts (its
-    MLflow run too): the data is there (a DataError naming its manifest), and ``exclude_classes``
-    names some of its classes, not all."""
+    MLflow run too): the data is there (a DataError naming its manifest), as the params ask,
+    ``exclude_classes`` names some of its classes, not all, and (``read_splits``) every split
+    reads whole (not needed where the caller has just written them)."""
     manifest = read_manifest(params.data.prepared_dir)
     if other := not_as_asked(params.data, manifest):  # it trained on what was there, "up to date"
         raise DataError(
@@ -197,7 +198,7 @@ def check_data(params: Params, family: str) -> None:
         own = "exclude_classes" in params.models[family].train
         key = f"models.{family}.train" if own else "train"
         raise ParamsError(f"invalid params: {key}.exclude_classes: {problem}")
-    for split in ("train", "val", "test"):  # a damaged split: found before the MLflow run starts
+    for split in ("train", "val", "test") if read_splits else ():  # found before the MLflow run starts
         if split in manifest["splits"]:
             load_split(params.data.prepared_dir, split)
 
