@@ -17,6 +17,7 @@ Conventions shared by every family
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -424,11 +425,20 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a folder; a file system that cannot fsync a folder (EINVAL on some FUSE,
+    CIFS) is taken at its word, as PostgreSQL does."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -44,7 +44,7 @@ from filelock import FileLock, Timeout
 
 import genzoo.tasks
 from genzoo import models
-from genzoo.models.base import GenerativeModel, as_if_created, sha256_file
+from genzoo.models.base import GenerativeModel, as_if_created, fsync_path, sha256_file
 from genzoo.models.trainer import TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, did_you_mean, fingerprint
 from genzoo.tasks.data import DataError, data_hash, read_manifest
@@ -532,19 +532,8 @@ def durable(folder: Path, files: bool = True) -> None:
             os.close(fd)
         for root, dirs, names in os.walk(folder):
             for name in [*names, *dirs]:
-                _fsync(os.path.join(root, name))
-    _fsync(folder)
-
-
-def _fsync(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
+                fsync_path(os.path.join(root, name))
+    fsync_path(folder)
 
 
 def _syncfs(fd: int) -> bool:

@@ -831,6 +831,34 @@ def test_a_failed_atomic_write_names_the_file_it_was_writing_not_its_temp_file(t
         atomic_write(tmp_path / "x.png", not_a_png)
 
 
+def test_a_file_system_that_cannot_fsync_a_folder_still_takes_atomic_writes(tmp_path, monkeypatch):
+    """Some FUSE and CIFS mounts answer a folder's fsync with EINVAL: every checkpoint, manifest and
+    figure written there raised after the file was in place. Taken at its word, as a replaced
+    folder's sync already did; a file's own fsync failing is still an error."""
+    import stat
+
+    from genzoo.models import base
+
+    fsync = os.fsync
+
+    def no_folder_sync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return fsync(fd)
+
+    monkeypatch.setattr(base.os, "fsync", no_folder_sync)
+    base.atomic_write_text(tmp_path / "manifest.json", "{}")
+    assert (tmp_path / "manifest.json").read_text() == "{}"
+
+    def broken_disk(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(base.os, "fsync", broken_disk)
+    with pytest.raises(OSError) as e:
+        base.atomic_write_text(tmp_path / "manifest.json", "[]")
+    assert e.value.errno == errno.EIO and (tmp_path / "manifest.json").read_text() == "{}"
+
+
 def test_sampling_into_a_folder_that_cannot_be_one_is_refused_before_any_sampling(tmp_path, monkeypatch):
     from genzoo.tasks import sample as sample_task
     from genzoo.tasks.errors import GenzooError, describe_os_error
