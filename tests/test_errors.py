@@ -80,6 +80,7 @@ def inputs(tmp_path_factory):
     raw["profiles"] = {"quick": {"seed": 1}}
     (inp / "params.yaml").write_text(yaml.safe_dump(raw))
     (inp / "list.yaml").write_text("- seed: 1\n- models: {}\n")
+    (inp / "empty.yaml").write_text("# only a comment\n")
     raw_seed = {**raw, "seed": 1.0e23}  # a float YAML reads as such (1e23 alone is a string)
     (inp / "seed.yaml").write_text(yaml.safe_dump(raw_seed))
     eight = np.zeros((20, 8, 8), np.uint8)
@@ -143,6 +144,10 @@ def _src(w, name):
 CASES = {
     # 3. params
     "params-list": (lambda w: ["prepare", "--params", str(w["in"] / "list.yaml")], "not a list"),
+    "params-empty": (  # it said "models: at least one family is required"
+        lambda w: ["prepare", "--params", str(w["in"] / "empty.yaml")],
+        "empty.yaml: the file is empty; a params file holds the whole configuration",
+    ),
     "params-list-profile": (
         lambda w: ["prepare", "--params", str(w["in"] / "list.yaml"), "--profile", "quick"],
         "list.yaml: the file must hold a mapping",
