@@ -18,7 +18,9 @@ def detection(normal, anomalous) -> dict[str, float]:
         raise ValueError("scores contain NaN or inf")
     y = np.r_[np.zeros(len(n)), np.ones(len(a))]
     s = np.r_[n, a]
-    threshold = np.quantile(a, 0.05)  # 95% of anomalies score at least this
+    # the highest threshold that catches at least 95% of the anomalies: the sorted scores' element
+    # past the 5% it may miss (an interpolated quantile fell between two scores: 34 of 36 caught)
+    threshold = np.sort(a)[len(a) * 5 // 100]
     return {
         "auroc": float(roc_auc_score(y, s)),
         "aupr": float(average_precision_score(y, s)),

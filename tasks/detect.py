@@ -293,16 +293,17 @@ def detect(params: Params, family: str, path: str | Path, quantile: float | None
 
 
 def corruptions(x: torch.Tensor, levels: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Test images made anomalous, from obvious to subtle. ``blank`` (flat images at low
-    intensities) and ``blurred`` are *simpler* than the data: the classic case where raw
-    likelihood calls the anomaly more likely than normal data, and typicality helps."""
+    """Test images made anomalous, from obvious to subtle (``rotated_90`` only of square images).
+    ``blank`` (flat images at low intensities) and ``blurred`` are *simpler* than the data: the
+    classic case where raw likelihood calls the anomaly more likely than normal data, and
+    typicality helps."""
     g = torch.Generator().manual_seed(seed)
     q = lambda t: torch.round(t.clamp(0, 1) * (levels - 1)) / (levels - 1)  # noqa: E731
     kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
     c = x.shape[1]
     blurred = torch.nn.functional.conv2d(x, kernel.expand(c, 1, 3, 3), padding=1, groups=c)
     flat = torch.rand(len(x), 1, 1, 1, generator=g) * 0.15
-    return {
+    sets = {
         "gaussian_noise": q(x + 0.2 * torch.randn(x.shape, generator=g)),
         "inverted": 1 - x,
         "rotated_90": torch.rot90(x, 1, dims=(2, 3)),
@@ -310,6 +311,9 @@ def corruptions(x: torch.Tensor, levels: int, seed: int = 0) -> dict[str, torch.
         "blurred": q(blurred),
         "blank": q(flat.expand_as(x).clone()),
     }
+    if x.shape[2] != x.shape[3]:  # a quarter turn of an image that is not square has another shape
+        del sets["rotated_90"]
+    return sets
 
 
 def photo_patches(spec: DataSpec, n: int, seed: int = 0, binned: bool = False) -> torch.Tensor:
@@ -319,7 +323,9 @@ def photo_patches(spec: DataSpec, n: int, seed: int = 0, binned: bool = False) -
 
     photos = load_sample_images().images  # two (427, 640, 3) uint8 arrays
     rng = np.random.default_rng(seed)
-    side = 64
+    # patches at least the data's size where the photos allow it: an enlarged patch is smoother
+    # than the data, flagged for that alone
+    side = min(max(64, spec.height, spec.width), min(p.shape[0] for p in photos) - 1)
     patches = []
     for _ in range(n):
         img = photos[rng.integers(len(photos))]
@@ -375,14 +381,15 @@ def holdout(params: Params, family: str, cls: int) -> dict[str, Any]:
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     xv, yv, _ = load_split(params.data.prepared_dir, "val")
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
-    val = score(net, xv[yv != cls])
+    val = score(net, _some(xv[yv != cls], params, net.spec))  # each at most detect.likelihood_pixels
     bg = background(x[y != cls], net.spec)
-    normal, anomalous = xt[yt != cls], xt[yt == cls]
+    normal, anomalous = _some(xt[yt != cls], params, net.spec), _some(xt[yt == cls], params, net.spec)
     s_n, s_a = score(net, normal), score(net, anomalous)
     threshold = float(np.quantile(val, params.detect.quantile))
     out = _figures(s_n, s_a, val, bg.bits_per_dim(normal), bg.bits_per_dim(anomalous), threshold)
     name = manifest["class_names"][cls]  # as --holdout and the grids say it
-    return {**out, "normal_mean_bits_per_dim": float(s_n.mean()), "train_seconds": meta["train_seconds"],
+    return {**out, "normal_n": len(s_n), "val_n": len(val), "of": int((yt == cls).sum()),
+            "normal_mean_bits_per_dim": float(s_n.mean()), "train_seconds": meta["train_seconds"],
             "steps": meta["steps"], "class_name": name, "label": f"held out {name}"}  # fmt: skip
 
 

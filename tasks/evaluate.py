@@ -128,7 +128,8 @@ def _measure(params: Params, net, judges: Judges, real: dict,
 
 def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels: int) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=np.rint(images.numpy() * (levels - 1)).astype(np.uint8),
+    dtype = np.uint8 if levels <= 256 else np.uint16  # (as the prepared data: 12-bit images wrapped)
+    np.savez_compressed(buf, images=np.rint(images.numpy() * (levels - 1)).astype(dtype),
                         labels=labels.numpy().astype(np.int64), levels=levels)  # fmt: skip
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 

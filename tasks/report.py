@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,9 @@ def collect(params: Params) -> dict[str, Any]:
             missing.append(f"{f} (not trained)")
         a = read_json(folder / f / "anomaly.json")
         if a and data not in (None, a.get("data_sha256", data)):  # made on other data: not comparable
-            log.warning("%s: anomaly figures made on other data than the prepared data; left out (%s)", f,
-                        params.command(f"detect --family {f} --benchmark"))  # fmt: skip
+            why = f"made on other data: {params.command(f'detect --family {f} --benchmark')}"
+            log.warning("%s: anomaly figures left out (%s)", f, why)
+            missing.append(f"{f} anomaly figures ({why})")
         elif a and shas[f] is not None and a.get("model_sha256") not in (None, shas[f]):  # trained again
             why = f"of an earlier model: {remeasure(f, f'detect --family {f} --benchmark')}"
             log.warning("%s: anomaly figures left out (%s)", f, why)
@@ -572,8 +574,10 @@ def _samples(path: Path) -> tuple[torch.Tensor, np.ndarray] | None:
         return None
 
 
-def _per_class(images: torch.Tensor, labels: np.ndarray, per: int) -> list[torch.Tensor]:
-    return [images[np.flatnonzero(labels == c)[:per]] for c in np.unique(labels)]
+def _per_class(images: torch.Tensor, labels: np.ndarray, per: int, classes: int) -> list[torch.Tensor]:
+    """The first ``per`` images of each class, by class number (a class with none: no image, its
+    row kept: the classes present alone shifted every row after a missing one)."""
+    return [images[np.flatnonzero(labels == c)[:per]] for c in range(classes)]
 
 
 def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
@@ -590,16 +594,19 @@ def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
         if s is not None:
             sources[title] = s
     per = 10
-    split = {k: _per_class(*v, per) for k, v in sources.items()}
-    by_source = {k: _png(grid(torch.cat(v), nrow=per, scale=4)) for k, v in split.items()}
-    names = manifest.get("class_names") or [str(c) for c in range(len(split["real (test)"]))]
+    classes = int(manifest["num_classes"])
+    split = {k: _per_class(*v, per, classes) for k, v in sources.items()}
+
+    def padded(rows: list[torch.Tensor]) -> torch.Tensor:  # each row ``per`` wide (grey where short)
+        return torch.cat([torch.cat([r, torch.full((per - len(r), *r.shape[1:]), 0.5)]) for r in rows])
+
+    # a row per class even where a class has fewer than ``per`` images (rows slid into the next)
+    by_source = {k: _png(grid(padded(v), nrow=per, scale=4)) for k, v in split.items()}
+    names = manifest.get("class_names") or [str(c) for c in range(classes)]
     by_class = []
     for c, name in enumerate(names):
-        rows = [v[c] for v in split.values() if c < len(v)]
-        padded = [
-            torch.cat([r, torch.full((per - len(r), *r.shape[1:]), 0.5)]) if len(r) < per else r for r in rows
-        ]
-        by_class.append({"name": name, "img": _png(grid(torch.cat(padded), nrow=per, scale=4))})
+        rows = [v[c] for v in split.values()]
+        by_class.append({"name": name, "img": _png(grid(padded(rows), nrow=per, scale=4))})
     return {"by_source": by_source, "by_class": by_class, "row_labels": list(split)}
 
 
@@ -609,6 +616,19 @@ LATENT_STRIPS = {  # latent.npz key -> caption ({ends}: what the path joins, by 
     "arithmetic": "class arithmetic: real, then its code moved from its class mean to the next class's",
     "every_label": "real, then its code decoded under every label",
 }
+
+
+def anomaly_sets(anomaly: dict[str, Any]) -> list[str]:
+    """The anomaly table's columns: the sets in the order the benchmark scores them (obvious to
+    subtle, photo patches), then the held-out classes by number (sorted by name, held_out_class_10
+    came before held_out_class_2 and blank first)."""
+    order: list[str] = []
+    for a in anomaly.values():
+        order += [k for k in a["sets"] if k not in order]
+    held = re.compile(r"held_out_class_([0-9]+)")
+    return sorted(
+        order, key=lambda k: (1, int(m[1]), 0) if (m := held.fullmatch(k)) else (0, 0, order.index(k))
+    )
 
 
 def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> list[dict[str, Any]]:
@@ -834,7 +854,8 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         usefulness_plot=usefulness_plot(data["usefulness"]) if data["usefulness"] else None,
         anomaly=data["anomaly"],
         human=human,
-        anomaly_sets=sorted({k for a in data["anomaly"].values() for k in a["sets"]}),
+        anomaly_sets=anomaly_sets(data["anomaly"]),
+        anomaly_quantiles=sorted({a.get("quantile") for a in data["anomaly"].values()}, key=str),
         # a held-out class by its name (held_out_class_2 is zero where the classes sort one, two, zero)
         anomaly_labels={
             k: st["label"] for a in data["anomaly"].values() for k, st in a["sets"].items() if "label" in st

@@ -262,6 +262,59 @@ def test_a_held_out_class_is_headed_by_its_name(evaluated):
     assert "<th>held out zero</th>" in html and "held_out_class_2" not in html
 
 
+def test_anomaly_columns_keep_the_benchmarks_order_and_each_familys_quantile_is_said(evaluated):
+    """Columns sorted by name put blank first and held-out class 10 before 2; the caption gave the
+    first family's quantile for every family; an evaluator without its metrics.json failed the page."""
+    from genzoo.tasks.report import anomaly_sets, collect, render
+
+    _, params = evaluated
+    data = collect(params)
+    a = data["anomaly"]["pixelcnn"]
+    some = next(iter(a["sets"].values()))
+    made = list(a["sets"])
+    a["sets"] |= {
+        "held_out_class_10": {**some, "label": "held out 10"},
+        "held_out_class_2": {**some, "label": "held out 2"},
+    }
+    assert anomaly_sets(data["anomaly"]) == [*made, "held_out_class_2", "held_out_class_10"]
+    assert made[:2] == ["gaussian_noise", "inverted"]  # the benchmark's order: obvious to subtle
+    html, _ = render(params, data)
+    heads = re.findall(r"<th>(held out [0-9]+)</th>", html)
+    assert heads == ["held out 2", "held out 10"]
+    assert f"above the {a['quantile']} validation quantile" in html
+    data["anomaly"]["vae"] = {**a, "estimator": "bound", "quantile": 0.9}
+    html, _ = render(params, data)
+    assert f"validation quantile: pixelcnn {a['quantile']}, vae 0.9)" in html
+    data["evaluator"] = {}
+    html, _ = render(params, data)
+    assert "evaluator test accuracy not recorded" in html
+
+
+def test_grids_keep_a_row_per_class_where_a_class_has_few_images_or_none(evaluated, monkeypatch):
+    """A source with three images of one class and none of another slid every row after them
+    into the next class's (and the per-class grids took a source's rows by position)."""
+    import numpy as np
+    import torch
+
+    from genzoo.tasks import report
+
+    _, params = evaluated
+    labels = np.array([c for c in range(10) if c != 5 for _ in range(3 if c == 1 else 10)])
+    images = torch.arange(len(labels), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 8, 8) / 1000
+    monkeypatch.setattr(report, "_samples", lambda path: (images, labels))
+    drawn = []
+    real = report.grid
+    monkeypatch.setattr(report, "grid", lambda x, **k: drawn.append(x) or real(x, **k))
+    out = report.sample_grids(params, ["gan"])
+    by_source = dict(zip(out["row_labels"], drawn, strict=False))
+    gan = by_source["gan"]
+    assert gan.shape[0] == 100  # ten rows of ten
+    assert torch.equal(gan[20:30, 0, 0, 0], images[13:23, 0, 0, 0])  # row 2: class 2's images
+    assert (gan[13:20] == 0.5).all() and (gan[50:60] == 0.5).all()  # class 1's short row, class 5's
+    per_class = drawn[len(out["row_labels"]) :]
+    assert len(per_class) == 10 and all(len(g) == 10 * len(out["row_labels"]) for g in per_class)
+
+
 def test_report_files_and_summary(evaluated):
     tmp, params = evaluated
     summary = build_report(params)
@@ -712,6 +765,8 @@ def test_anomaly_figures_of_another_data_or_a_family_left_out_are_not_shown(eval
         path.write_text(json.dumps({**json.loads(saved), "data_sha256": "0" * 64}))
         build_report(params)
         assert "Anomaly detection by likelihood" not in (tmp / "runs" / "report" / "index.html").read_text()
+        left_out = json.loads((tmp / "runs" / "report" / "summary.json").read_text())["left_out"]
+        assert any(x.startswith("pixelcnn anomaly figures (made on other data: ") for x in left_out), left_out
         path.write_text(saved)
         quality = tmp / "runs" / "evaluation" / "pixelcnn" / "quality.json"
         good = quality.read_text()
@@ -789,3 +844,18 @@ def test_evaluating_a_model_of_other_image_shapes_says_so(evaluated):
             evaluate_family(params, "gan")
     finally:
         manifest.write_text(kept)
+
+
+def test_samples_of_more_than_256_levels_are_kept_whole_for_the_grids(tmp_path):
+    """12-bit data (prepare keeps up to 65,536 levels): the samples' uint8 cast wrapped, and every
+    grid of the report came out dark noise."""
+    import torch
+
+    from genzoo.tasks.evaluate import _save_samples
+    from genzoo.tasks.report import _samples
+
+    images = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]).view(5, 1, 1, 1)
+    for levels in (17, 4096):
+        _save_samples(tmp_path / "s.npz", images, torch.arange(5), levels)
+        back, labels = _samples(tmp_path / "s.npz")
+        assert torch.allclose(back, images, atol=0.5 / (levels - 1)) and labels.tolist() == [0, 1, 2, 3, 4]
