@@ -192,6 +192,7 @@ def cmd_run(args) -> int:
 
     params = _params(args)  # a bad params file or override fails here, before Prefect starts
     families = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    families = None if families is None else list(dict.fromkeys(families))  # each once
     unknown = [f for f in families or [] if f not in params.models]
     if families == []:
         raise UsageError(f"--families: none given (families: {', '.join(params.families)})")

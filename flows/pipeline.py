@@ -510,8 +510,9 @@ def _longest_first(params: Params, families: list[str], first: list[str] = ()) -
 
 
 def chosen_families(params: Params, params_file: str, families: list[str] | None) -> list[str]:
-    """The families to run (default: every family in params), each one known to params."""
-    chosen = list(families or params.families)
+    """The families to run (default: every family in params), each one known to params, each once
+    (a family picked twice in the UI's form trained twice at once into the same folder)."""
+    chosen = list(dict.fromkeys(families or params.families))
     unknown = [f for f in chosen if f not in params.models]
     if unknown:
         raise ValueError(
@@ -584,21 +585,34 @@ def fan_out(params: Params, families: list[str], parent: str | None) -> dict[str
             f: usefulness_task.submit(params, f, wait_for=[trainings[f], subsets[f], reference_])
             for f in useful
         }
-        trained, failed = {}, {}
-        for f, fut in trainings.items():
-            try:
-                trained[f] = fut.result()
-            except cluster.OutOfMemory as e:  # that family alone: the others go on and are recorded
-                failed[f] = str(getattr(e, "cause", None) or e)  # Ray's wrapper adds the worker's traceback
-                get_run_logger().error("%s", failed[f])
+        failed: dict[str, str] = {}
+        trained = each_family(trainings, failed)
         evaluator.result()
-        return {
-            "trained": trained,
-            "evaluate": {f: fut.result() for f, fut in evaluations.items() if f not in failed},
-            "usefulness": {f: fut.result() for f, fut in usefulness.items() if f not in failed},
+        evaluated, measured = each_family(evaluations, failed), each_family(usefulness, failed)
+        return {  # a family that failed at any step: none of its results (nothing of it promoted)
+            "trained": {f: m for f, m in trained.items() if f not in failed},
+            "evaluate": {f: m for f, m in evaluated.items() if f not in failed},
+            "usefulness": {f: m for f, m in measured.items() if f not in failed},
             "failed": failed,
             "submitted": turns.passed,  # the order the tasks above reached Ray
         }
+
+
+def each_family(futures: dict[str, Any], failed: dict[str, str]) -> dict[str, Any]:
+    """Each family's result of one step (training, evaluation, usefulness), but those of the
+    families in ``failed``; a family whose task ran out of memory joins ``failed`` (its message)
+    and the others go on: at its evaluation too (its ``memory_mb`` holds there as well), where it
+    stopped the whole fan-out and the others' finished work went unrecorded."""
+    out = {}
+    for f, fut in futures.items():
+        if f in failed:
+            continue
+        try:
+            out[f] = fut.result()
+        except cluster.OutOfMemory as e:  # that family alone: the others go on and are recorded
+            failed[f] = str(getattr(e, "cause", None) or e)  # Ray's wrapper adds the worker's traceback
+            get_run_logger().error("%s", failed[f])
+    return out
 
 
 def record(params: Params, families: list[str], useful: list[str], after: list[str]) -> list[str]:

@@ -580,3 +580,39 @@ def test_a_family_over_its_memory_fails_alone_and_the_others_are_recorded(tmp_pa
     assert gan and {v.run_id for v in gan} == {by_family["gan"].info.run_id}, gan
     assert c.search_model_versions("name='vae'") == []
     assert TINY["vae"]["hidden"] == 8  # the test's params are its own: later tests train the tiny VAE
+
+
+def test_a_family_out_of_memory_at_its_evaluation_fails_alone(monkeypatch):
+    """Evaluation and usefulness run under the family's memory_mb too: one that ran out there
+    stopped the whole fan-out (the others' finished work neither recorded nor reported). It now
+    fails alone, as at its training, and nothing of it is kept."""
+
+    class Done:
+        def __init__(self, value=None, error=None):
+            self.value, self.error = value, error
+
+        def result(self):
+            if self.error:
+                raise self.error
+            return self.value
+
+    monkeypatch.setattr(pl, "get_run_logger", lambda: logging.getLogger("genzoo.test"))
+    failed: dict[str, str] = {}
+    trained = pl.each_family({"vae": Done("v"), "gan": Done("g")}, failed)
+    oom = cluster.OutOfMemory("vae: ran out of memory")
+    evaluated = pl.each_family({"vae": Done(error=oom), "gan": Done("eg")}, failed)
+    assert trained == {"vae": "v", "gan": "g"} and evaluated == {"gan": "eg"}
+    assert failed == {"vae": "vae: ran out of memory"}
+    # a failed family's later steps are not waited on; any other error is the run's
+    assert pl.each_family({"vae": Done(error=AssertionError("never read")), "gan": Done("ug")}, failed) == {
+        "gan": "ug"
+    }
+    with pytest.raises(ValueError):
+        pl.each_family({"gan": Done(error=ValueError("bad"))}, failed)
+
+
+def test_a_family_named_twice_runs_once():
+    """`genzoo run --families vae,vae` (or the UI's form, a family picked twice) trained the VAE
+    twice at once into the same folder, the first future never awaited."""
+    params = validate(tiny_params(Path("/tmp/unused"), steps=1, families=["vae", "gan"]))
+    assert pl.chosen_families(params, "params.yaml", ["vae", "gan", "vae"]) == ["vae", "gan"]
