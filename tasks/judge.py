@@ -325,6 +325,26 @@ def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.n
     return np.sort(np.concatenate([np.repeat(np.arange(num_classes), n // num_classes), extra]))
 
 
+def _of_this_data(params: Params, family: str, model: Any, manifest: dict[str, Any]) -> Any:
+    """``model``, refused (before anything is drawn or written) where it was trained on other data
+    than the real images it would stand beside: 8x8 samples enlarged beside 28x28 real images, or
+    another dataset's, are told apart at a glance, and the study's near-0% error would be recorded
+    as the family's."""
+    from genzoo.tasks.data import DataError, check_trained_on
+
+    s = model.spec
+    made, real = (s.channels, s.height, s.width, s.num_classes), (*manifest["shape"], manifest["num_classes"])
+    if made != tuple(real):
+        raise DataError(
+            f"{family}: trained on images of {s.channels}x{s.height}x{s.width} in {s.num_classes} classes, "
+            f"the prepared data's are {'x'.join(map(str, real[:3]))} in {real[3]}: raters would tell its "
+            f"samples at a glance; retrain it (`{params.command(f'train --family {family}')}`)"
+        )
+    check_trained_on(family, getattr(model, "data_sha256", None), manifest, params.data.prepared_dir,
+                     "raters would judge its samples against images it never learned")  # fmt: skip
+    return model
+
+
 def create(params: Params, url: str, req: Request, port: int | None = None) -> dict[str, Any]:
     """Draw the study's images (seeded) and store the study with ``req.raters`` raters; returns
     ``{"study", "items", "raters": [{"name", "token", "port"}]}`` (tokens are shown once: only their
@@ -337,6 +357,7 @@ def create(params: Params, url: str, req: Request, port: int | None = None) -> d
     xt, yt, manifest = load_split(params.data.prepared_dir, "test")
     num_classes = int(manifest["num_classes"])
     levels = int(manifest.get("levels", 256))
+    models = {f: _of_this_data(params, f, load_model(f, params.run.runs_dir), manifest) for f in req.families}
     rows: list[dict[str, Any]] = []
     labels = _balanced_labels(req.reals, num_classes, rng)
     for c in np.unique(labels):  # real test images, each class as often as the generated ones,
@@ -344,9 +365,8 @@ def create(params: Params, url: str, req: Request, port: int | None = None) -> d
         for i in rng.choice(pool, size=int((labels == c).sum()), replace=False):
             rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[int(i)].numpy())})
     for k, f in enumerate(req.families):
-        model = load_model(f, params.run.runs_dir)
         labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
-        x, y = draw(model, req.per_family, labels=labels, seed=req.seed * 1000 + k)
+        x, y = draw(models[f], req.per_family, labels=labels, seed=req.seed * 1000 + k)
         x = torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)  # the real images' level grid:
         rows += [  # a pixel between the levels would tell a generated image at a glance
             {"kind": "generated", "family": f, "label": int(y[i]), "png": _png(x[i].numpy())}
@@ -712,14 +732,27 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
 def against_metrics(params: Params, figures: dict[str, Any], other: list[str] = ()) -> dict[str, Any]:
     """Does the human ranking (a higher error is better) agree with the metrics' (a lower
     Fréchet distance, a higher precision)? Kendall's tau over the families scored by both, with
-    the models the study drew from (``other``: the families whose weights runs/ no longer holds)."""
+    the models the study drew from (``other``: the families whose weights runs/ no longer holds),
+    each evaluation of that model by the current evaluator (an evaluation of an earlier model, or
+    in another evaluator's features, ranked figures of something else: ``left_out`` says why)."""
+    from genzoo.tasks.layout import scored_by_another_evaluator
+
     q = {f: read_json(evaluation_dir(params) / f / "quality.json") for f in figures["families"]}
+    drawn = figures.get("models") or {}
+    left_out = {}
+    for f in figures["families"]:
+        if not q.get(f) or f in other:
+            continue
+        if q[f].get("model_sha256") not in (None, drawn.get(f, q[f].get("model_sha256"))):
+            left_out[f] = f"evaluated before it was trained again: {params.command(f'evaluate --family {f}')}"
+        elif scored_by_another_evaluator(params, q[f]):
+            left_out[f] = f"scored by another evaluator: {params.command(f'evaluate --family {f}')}"
     both = [
         f
         for f, d in figures["families"].items()
-        if d.get("error") is not None and q.get(f) and f not in other
+        if d.get("error") is not None and q.get(f) and f not in other and f not in left_out
     ]
-    out: dict[str, Any] = {"families": both}
+    out: dict[str, Any] = {"families": both} | ({"left_out": left_out} if left_out else {})
     if len(both) >= 2:
         err = [figures["families"][f]["error"] for f in both]
         out["kendall_tau_fd"] = kendall_tau(err, [-q[f]["fd"] for f in both])

@@ -6,6 +6,7 @@ keyboard answers, a refresh, a SIGKILLed server, two raters at once, and refused
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -139,6 +140,32 @@ def test_agreement_and_bradley_terry_on_known_answers():
 # ----------------------------------------------------------------------------- a real study
 
 
+def test_human_ranks_are_set_against_evaluations_of_the_models_the_study_drew_from(tmp_path):
+    """Kendall's tau paired a family's human error with the FD of its earlier model (evaluated,
+    trained again, then studied) or of another evaluator's features."""
+    params = validate(tiny_params(tmp_path, steps=1, families=["gan", "vae", "pixelcnn"]))
+    ev = tmp_path / "runs" / "evaluation"
+    fd = {"gan": 3.0, "vae": 2.0, "pixelcnn": 1.0}
+    for f in fd:
+        (ev / f).mkdir(parents=True)
+        q = {"fd": fd[f], "precision": 1 / fd[f], "model_sha256": f"{f}-1", "evaluator_sha256": "e1"}
+        (ev / f / "quality.json").write_text(json.dumps(q))
+    (ev / "evaluator").mkdir()
+    (ev / "evaluator" / "evaluator.json").write_text(json.dumps({"sha256": "e1"}))
+    figures = {"families": {f: {"error": 1 / fd[f]} for f in fd}, "models": {f: f"{f}-1" for f in fd}}
+    m = judge.against_metrics(params, figures)
+    # a higher error (taken for real more often) with a lower FD: the rankings agree
+    assert m["families"] == ["gan", "vae", "pixelcnn"] and m["kendall_tau_fd"] == pytest.approx(1.0)
+    assert "left_out" not in m
+    figures["models"]["vae"] = "vae-2"  # trained again after its evaluation, then studied
+    q = json.loads((ev / "pixelcnn" / "quality.json").read_text())
+    (ev / "pixelcnn" / "quality.json").write_text(json.dumps({**q, "evaluator_sha256": "e0"}))
+    m = judge.against_metrics(params, figures)
+    assert m["families"] == ["gan"] and "kendall_tau_fd" not in m
+    assert m["left_out"]["vae"].startswith("evaluated before it was trained again: genzoo evaluate")
+    assert m["left_out"]["pixelcnn"].startswith("scored by another evaluator")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """Tiny GAN and VAE trained for a few steps; the params file the CLI and server read."""
@@ -228,6 +255,31 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
         err = capsys.readouterr().err
         assert f"no study database at {typo}: `genzoo judge create` makes one" in err, err
     assert not typo.parent.exists()
+
+
+def test_a_model_trained_on_other_data_is_refused_before_any_study_is_made(project):
+    """The prepared data changed since the models were trained: 8x8 samples enlarged beside 12x12
+    real images (or another dataset's) are told apart at a glance, and the near-0% error was
+    recorded as the family's."""
+    from genzoo.tasks.data import DataError
+
+    tmp, params = project
+    raw = params.model_dump(mode="json")
+    for data, said in (
+        ({"image_size": 12}, "gan: trained on images of 1x8x8 in 10 classes, the prepared data's are 1x12"),
+        ({"max_per_class": 40}, "gan: trained on other data"),
+    ):
+        raw["data"] = {**params.data.model_dump(mode="json"), **data, "prepared_dir": str(tmp / "other")}
+        other = validate(raw)
+        prepare(other)
+        url = f"sqlite:///{tmp / 'other.db'}"
+        req = judge.request(other, url, name="other", families=["gan"], per_family=2, pairs=0)
+        with pytest.raises(DataError, match=re.escape(said)):
+            judge.create(other, url, req)
+        eng = sa.create_engine(url)
+        with eng.connect() as c:  # nothing stored
+            assert not sa.inspect(c).has_table("studies") or not c.execute(sa.select(judge.studies)).all()
+        eng.dispose()
 
 
 def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
