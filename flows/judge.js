@@ -9,6 +9,11 @@
 
   function show(id, on) { document.getElementById(id).hidden = !on; }
   function buttons(on) { document.querySelectorAll("button").forEach(b => { b.disabled = !on; }); }
+  function fail(message) {  // nothing more this page can do: said, the buttons stay off
+    document.getElementById("error").textContent = message;
+    document.body.dataset.failed = "1";
+    buttons(false);
+  }
 
   function render(state) {
     const pct = state.total ? (100 * state.done / state.total) : 100;
@@ -27,8 +32,13 @@
     buttons(false);
     imgs.forEach((id, k) => {
       const el = document.getElementById(id);
+      let tries = 0;
       el.onload = () => { if (--pending === 0) { shownAt = performance.now(); buttons(true); busy = false;
         document.body.dataset.ready = String(trial.id); } };
+      el.onerror = () => {  // a restarting server, a dropped connection: the same image again
+        if (++tries > 30) { fail("An image did not load. Reload the page to go on."); return; }
+        setTimeout(() => { el.src = src(trial.images[k]) + "?try=" + tries; }, 500);
+      };
       el.src = src(trial.images[k]);
     });
   }
@@ -65,7 +75,14 @@
     busy = true;
     buttons(false);
     const ms = Math.round(performance.now() - shownAt);
-    render(await call("/answer", {trial: trial.id, answer: value, ms: ms}));
+    let state;
+    try {
+      state = await call("/answer", {trial: trial.id, answer: value, ms: ms});
+    } catch (e) {  // (a refusal is on the page already)
+      if (!(e instanceof Refused)) fail("Not saved: the server does not answer. Reload the page to answer this image again.");
+      return;
+    }
+    render(state);
   }
 
   document.querySelectorAll("button[data-answer]").forEach(b => b.addEventListener("click", () => give(b.dataset.answer)));
@@ -73,10 +90,11 @@
     if (!trial || e.repeat || e.ctrlKey || e.metaKey || e.altKey) return;
     const k = e.key.toLowerCase();
     const single = {r: "real", g: "generated", arrowleft: "real", arrowright: "generated"};
-    const pair = {l: "left", r: "right", arrowleft: "left", arrowright: "right"};
+    // pairs: 1 / 2 (R, "real" a moment before, would have answered "right")
+    const pair = {"1": "left", "2": "right", arrowleft: "left", arrowright: "right"};
     const v = (trial.mode === "single" ? single : pair)[k];
     if (v) { e.preventDefault(); give(v); }
   });
   busy = true;
-  call("/next").then(render);
+  call("/next").then(render, e => { if (!(e instanceof Refused)) fail("The server does not answer. Reload the page."); });
 })();

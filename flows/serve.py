@@ -359,8 +359,9 @@ def temporary_server() -> Callable[[], str | None]:
 
 
 def local(host: str) -> str:
-    """The address this machine's clients use for a server bound to ``host``."""
-    return "127.0.0.1" if host in WILDCARD else host
+    """The address this machine's clients use for a server bound to ``host``, as a URL writes it
+    (an IPv6 address in brackets: http://::1:8400/ is no URL)."""
+    return "127.0.0.1" if host in WILDCARD else f"[{host}]" if ":" in host else host
 
 
 def stop(proc: subprocess.Popen) -> None:

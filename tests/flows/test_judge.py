@@ -538,6 +538,45 @@ def test_truthful_random_and_inattentive_raters_in_chromium(
     page.close()
 
 
+def test_a_failed_image_is_fetched_again_pairs_take_1_and_2_and_an_unsaved_answer_is_said(
+    project, served, browser
+):
+    """An image that failed to load (a restarting server) left the buttons off with no word; R,
+    "real" in the single images, answered "right" in the pairs after them; an answer the server
+    never took left "Saving... retrying" on the page for good."""
+    url, (token,) = _create(project, "flaky", per_family=1, attention=0, pairs=1)
+    server = served(url)
+    page = browser.new_page()
+    images = []
+
+    def first_image_fails(route):
+        images.append(route.request.url)
+        route.abort() if len(images) == 1 else route.continue_()
+
+    page.route("**/img/**", first_image_fails)
+    page.goto(f"{server.base}/r/{token}")
+    truth = _truth(url, token)
+    given = rate(page, truth, truthful, limit=sum(m == "single" for m, _ in truth.values()))
+    assert len(images) >= 2 and "?try=1" in images[1]  # the same image again, and it was shown
+    page.wait_for_function(WAIT, arg=[""], timeout=30_000)
+    assert page.evaluate("document.body.dataset.mode") == "pair"
+    page.keyboard.press("r")  # nothing in a pair
+    time.sleep(1)
+    assert _stored(url, token) == given
+    page.route("**/api/**/answer", lambda route: route.abort())
+    page.keyboard.press("2")
+    page.wait_for_function("() => document.body.dataset.failed === '1'", timeout=60_000)
+    assert page.inner_text("#error").startswith("Not saved: the server does not answer. Reload the page")
+    assert page.is_disabled("#right") and _stored(url, token) == given
+    page.unroute("**/api/**/answer")
+    page.reload()
+    page.wait_for_function(WAIT, arg=[""], timeout=30_000)
+    page.keyboard.press("2")
+    page.wait_for_function("() => document.body.dataset.mode === 'done'", timeout=30_000)
+    assert list(_stored(url, token).values()).count("right") == 1
+    page.close()
+
+
 def test_a_refresh_resumes_and_a_killed_server_loses_no_answer(project, served, browser):
     url, (token,) = _create(project, "resume")
     server = served(url)
@@ -809,3 +848,11 @@ def test_results_land_in_each_familys_mlflow_run(tmp_path, monkeypatch):
     again = judge.results(params, url, reps=200)
     assert again["families"]["gan"]["error"] == 0.5  # the study's own figures, as before
     assert "human.error" not in client().get_run(new_id).data.metrics
+
+
+def test_links_to_an_ipv6_address_are_urls():
+    """`genzoo judge serve --host ::1` printed http://::1:8400/r/<token>, which no browser opens."""
+    from genzoo.flows.serve import local
+
+    assert local("::1") == "[::1]" and local("127.0.0.1") == "127.0.0.1"
+    assert local("0.0.0.0") == local("::") == "127.0.0.1"
