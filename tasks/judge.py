@@ -364,8 +364,10 @@ def create(params: Params, url: str, req: Request, port: int | None = None) -> d
         pool = np.flatnonzero(yt.numpy() == c)  # each image once (request() checked there are enough)
         for i in rng.choice(pool, size=int((labels == c).sum()), replace=False):
             rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[int(i)].numpy())})
+    # every family on the same classes: each judged on the same mix, and a pair's two images of one
+    # class (with fewer images than classes, each family's own classes shared few)
+    labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
     for k, f in enumerate(req.families):
-        labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
         x, y = draw(models[f], req.per_family, labels=labels, seed=req.seed * 1000 + k)
         x = torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)  # the real images' level grid:
         rows += [  # a pixel between the levels would tell a generated image at a glance
@@ -452,8 +454,9 @@ def add_rater(url: str, study: str, name: str | None = None) -> dict[str, str]:
             for b in range(a + 1, len(fams)):
                 left = [r for r in rows if r.family == fams[a]]
                 right = [r for r in rows if r.family == fams[b]]
+                shared = [r for r in left if any(o.label == r.label for o in right)] or left
                 for _ in range(cfg["pairs"]):
-                    x = left[int(rng.integers(len(left)))]
+                    x = shared[int(rng.integers(len(shared)))]
                     same = [r for r in right if r.label == x.label] or right  # one class
                     y = same[int(rng.integers(len(same)))]
                     pair = (x.id, y.id) if rng.random() < 0.5 else (y.id, x.id)

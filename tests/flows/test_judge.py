@@ -340,6 +340,26 @@ def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
     assert again == [r.png for r in sorted(rows, key=lambda r: r.id)]
 
 
+def test_with_fewer_images_than_classes_the_families_share_classes_and_each_pair_is_of_one(project):
+    """Three images per family of ten classes: each family drew its own three classes, and most
+    pairs set a "1" against an "8" ("which looks more real?" asked across classes)."""
+    url, (token,) = _create(project, "few", per_family=3, pairs=6, seed=5)
+    eng = judge.engine(url)
+    r = judge.rater_for(eng, token)
+    with eng.connect() as c:
+        label = dict(c.execute(sa.select(judge.items.c.id, judge.items.c.label)).all())
+        fams = c.execute(sa.select(judge.items.c.family, judge.items.c.label).where(
+            judge.items.c.family.is_not(None))).all()  # fmt: skip
+        pairs = c.execute(
+            sa.select(judge.trials.c.item_a, judge.trials.c.item_b).where(
+                judge.trials.c.rater_id == r.id, judge.trials.c.mode == "pair")
+        ).all()  # fmt: skip
+    eng.dispose()
+    gan, vae = (sorted(lab for f, lab in fams if f == fam) for fam in ("gan", "vae"))
+    assert gan == vae and len(gan) == 3
+    assert len(pairs) == 6 and all(label[a] == label[b] for a, b in pairs)
+
+
 # ----------------------------------------------------------------------------- the server
 
 
