@@ -1263,8 +1263,8 @@ def _main(argv: list[str] | None) -> int:
     # MLflow's "View run ... at" line for every run it ends, amid the stages' lines: the pipeline's
     # run link comes once, in the last lines of `genzoo run`
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    if args.quiet:  # MLflow's own download bar (a registered model's weights) too
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if args.quiet or not sys.stderr.isatty():  # MLflow's own download bar (a registered model's
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # weights): not in a log
     setup_logging(args.quiet, args.verbose)
     command = f"judge {args.judge}" if args.command == "judge" else args.command  # its action too
     try:

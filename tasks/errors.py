@@ -148,9 +148,14 @@ def _raised_by_genzoo(e: BaseException) -> bool:
 def exit_code(main: Callable[[], object], name: str) -> int:
     """Run a command's ``main`` as its process: 0 on success; an error the user can fix is one
     line on stderr (``genzoo NAME: error: ...``) and exit code 2, as in the console script; a
-    bug keeps its traceback. Every DVC stage runs through this (``python -m genzoo.tasks.X``)."""
+    bug keeps its traceback; Ctrl-C is one line and exit code 130, as in the console script (under
+    `dvc repro` it printed the traceback of wherever it landed). Every DVC stage runs through this
+    (``python -m genzoo.tasks.X``)."""
     try:
         main()
+    except KeyboardInterrupt:
+        print(f"genzoo {name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         line = user_error(e)
         if line is None:

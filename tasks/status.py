@@ -32,6 +32,13 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         row["state"] = (
             f"not trained (a training stopped at step {step}: genzoo train or genzoo run resumes it)"
         )
+        if step >= params.train_config(family).steps:  # it finished: its outputs were removed since
+            row["state"] = (
+                f"not trained: its outputs are missing, its checkpoint at step {step} is a finished "
+                f"training's (`dvc repro` removes a stage's outputs before it runs the stage, and a stage "
+                f"that failed leaves them so): `dvc checkout train@{family}` restores the recorded ones, "
+                "genzoo train makes them from the checkpoint"
+            )
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
     if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
         row["state"] = "damaged (model.json cannot be read as a model config: train it again)"

@@ -96,6 +96,17 @@ def test_resume_after_interruption_matches(tmp_path, caplog):
     straight = train_family(params, "vae", progress=False)
     assert straight["resumed_from"] is None
     assert first == (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
+    # its outputs removed (`dvc repro` removes a stage's before running it; then failing on a typo
+    # in params.yaml): "a training stopped at step 20", of a training that had finished
+    shutil.rmtree(tmp_path / "runs" / "vae")
+    state = family_status(params, "vae")["state"]
+    assert state.startswith("not trained: its outputs are missing, its checkpoint at step 20 is a finished")
+    assert "`dvc checkout train@vae` restores the recorded ones" in state
+    again = train_family(params, "vae", progress=False)  # as the message says: from the checkpoint
+    assert (
+        again["resumed_from"] == 20
+        and first == (tmp_path / "runs" / "vae" / "model.safetensors").read_bytes()
+    )
 
 
 def _seeded_run(root: Path, seed: int) -> tuple[dict, dict]:

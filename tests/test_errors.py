@@ -971,6 +971,18 @@ def test_every_dvc_stage_turns_bad_input_into_one_line_and_exit_2(stage, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 
+def test_ctrl_c_in_a_dvc_stage_is_one_line_and_exit_130(capsys):
+    """Ctrl-C during `dvc repro` printed the traceback of wherever it landed (the trainer's
+    backward pass); the console script said one line. Each stage's command now does too."""
+    from genzoo.tasks.errors import exit_code
+
+    def training():
+        raise KeyboardInterrupt
+
+    assert exit_code(training, "train") == 130
+    assert capsys.readouterr().err == "genzoo train: interrupted\n"
+
+
 def test_a_folder_of_grey_and_rgb_images_fails_clearly_unless_data_channels_says_which(tmp_path):
     """Mixed grey and RGB images stop the load with the fix named; with `data.channels` every
     image is converted as it is read (RGB to grey by ITU-R 601 luma, grey to RGB by repeating)."""
