@@ -152,6 +152,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         )
     assert code == 0 and not list(scratch.iterdir())
     assert "Downloading artifacts" not in capsys.readouterr().err  # -q: MLflow's bar too
+    with monkeypatch.context() as m:  # nor without -q where stderr is no terminal (a log, CI, a pipe)
+        m.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+        argv = ["sample", "--params", pfile, "--model", "models:/vae/1", "--n", "6", "--out", f"{out}-2"]
+        assert cli.main(argv) == 0
+    assert "Downloading artifacts" not in capsys.readouterr().err
     import genzoo  # a library call draws no MLflow bars amid its caller's output either
 
     with monkeypatch.context() as m:
