@@ -218,14 +218,21 @@ class DDPM(GenerativeModel):
 
     # -- DDIM
     def _timesteps(self, steps: int) -> list[int]:
+        """``steps`` levels evenly from the lowest to the highest noise, both included; one step is
+        the highest alone (it was the lowest: x_T taken for a clean image, the samples noise)."""
+        if steps == 1:
+            return [self.cfg.timesteps - 1]
         ts = torch.linspace(0, self.cfg.timesteps - 1, min(steps, self.cfg.timesteps))
         return sorted({int(round(v)) for v in ts.tolist()})
 
-    def _ddim(self, x: Tensor, y: Tensor | None, guidance: float, generator=None) -> Tensor:
+    def _ddim(
+        self, x: Tensor, y: Tensor | None, guidance: float, generator=None, eta: float | None = None
+    ) -> Tensor:
         """x_T (B, C, H, W) -> x_0 (B, C, H, W) in [-1, 1] by Song et al. eq. 12 on a
         sub-sequence tau_S > ... > tau_1 of the T steps (their section 4.2). Their alpha_t is
         Ho et al.'s abar_t. eta = 0: deterministic; eta = 1 on every step: Ho et al.'s
-        Algorithm 2 with sigma_t^2 = beta~_t (but x_0 clipped)."""
+        Algorithm 2 with sigma_t^2 = beta~_t (but x_0 clipped). ``eta``: the config's unless given."""
+        eta = self.cfg.eta if eta is None else eta
         ts = self._timesteps(self.cfg.sample_steps)[::-1]  # tau_S, ..., tau_1 (0-based)
         for i, t in enumerate(ts):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)  # (B,)
@@ -240,11 +247,11 @@ class DDPM(GenerativeModel):
             # 3. the eps that the clipped x_0 implies, so that x_t, x_0 and eps stay consistent
             e = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
             # 4. eq. 16: sigma_t = eta sqrt((1 - alpha_{t-1}) / (1 - alpha_t) (1 - alpha_t / alpha_{t-1}))
-            sigma = self.cfg.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
+            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).clamp(min=0).sqrt()
             # 5. eq. 12: sqrt(alpha_{t-1}) x_0 + sqrt(1 - alpha_{t-1} - sigma_t^2) eps ("direction to x_t")
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * e
             # 6. + sigma_t z, z ~ N(0, I); none on the last step (as Algorithm 2 has z = 0 at t = 1)
-            if self.cfg.eta > 0 and i + 1 < len(ts):
+            if eta > 0 and i + 1 < len(ts):
                 x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
         return x
 
@@ -277,8 +284,9 @@ class DDPM(GenerativeModel):
         return h
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """x_T -> image by deterministic DDIM (no guidance): the inverse of ``encode``."""
-        return self._to_image(self._ddim(z, y, 1.0))
+        """x_T -> image by deterministic DDIM (eta = 0 whatever the config's, no guidance): the
+        inverse of ``encode`` (with the config's eta > 0 each decode drew fresh noise)."""
+        return self._to_image(self._ddim(z, y, 1.0, eta=0.0))
 
     # -- variational bound
     def elbo(self, x: Tensor, y: Tensor | None = None, *, generator=None) -> Tensor:

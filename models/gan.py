@@ -207,9 +207,14 @@ class GAN(GenerativeModel):
         y = self.fill_labels(z.shape[0], y, None)
         return self.gen(z, y)
 
-    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator)  # (n, latent)
-        if t := self.cfg.truncation:  # Brock et al. 2019 (arXiv:1809.11096), section 3.1
+    def prior_codes(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` codes (n, latent_dim) on the CPU as sampling draws them: N(0, I), each value beyond
+        ``truncation`` drawn again (Brock et al. 2019, arXiv:1809.11096, section 3.1)."""
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator)
+        if t := self.cfg.truncation:
             while (far := z.abs() > t).any():
                 z[far] = torch.randn(int(far.sum()), generator=generator)
-        return self.gen(z.to(self.device), y)
+        return z
+
+    def _sample(self, n: int, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.gen(self.prior_codes(n, generator).to(self.device), y)

@@ -366,10 +366,15 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
-    lat, strips = latent.figures(
-        gen, net, xt, yt, real["test"], pairs=params.evaluate.latent_pairs, seed=params.seed
-    )
-    why = None if lat else f"{family}: no latent space (no encode or decode)"
+    why = None
+    try:
+        lat, strips = latent.figures(
+            gen, net, xt, yt, real["test"], pairs=params.evaluate.latent_pairs, seed=params.seed
+        )
+    except latent.NoPairs as e:  # the rest of the evaluation stands
+        lat, strips, why = None, {}, f"{family}: no latent figures ({e})"
+        log.warning("%s", why)
+    why = why or (None if lat else f"{family}: no latent space (no encode or decode)")
     latent.save_strips(out / "latent.npz", strips, why)
     result = {
         "family": family,

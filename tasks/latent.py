@@ -187,8 +187,12 @@ def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str
 
 
 def prior_pair(model, seed: int) -> tuple[Tensor, Tensor]:
-    """Two codes drawn from the prior (seeded), (1, ...) each."""
+    """Two codes drawn from the prior (seeded), (1, ...) each: as the model samples them (the
+    GAN's ``truncation`` too: its strips ran between codes its samples never have)."""
     g = torch.Generator().manual_seed(seed)
+    if hasattr(model, "prior_codes"):
+        z = model.prior_codes(2, g)
+        return z[:1], z[1:]
     shape = code_shape(model)
     z = torch.randn(2, math.prod(shape), generator=g).view(2, *shape)
     return z[:1], z[1:]
@@ -261,14 +265,24 @@ def smoothness(net, paths: list[Tensor], real_features: np.ndarray | None = None
     return out
 
 
+class NoPairs(ValueError):
+    """No class of the split has two images: no same-class pair to run a path between."""
+
+
 def same_class_pairs(y: Tensor, n: int, seed: int) -> list[tuple[int, int]]:
-    """``n`` pairs of distinct test images of the same class, classes taken in turn."""
+    """``n`` pairs of distinct images of the same class, the classes holding two or more taken in
+    turn from a seeded one (a class of one image failed the whole evaluation; the first pair was
+    class 0's whatever the seed)."""
     rng = np.random.default_rng(seed)
     labels = y.numpy()
-    classes = np.unique(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    classes = classes[counts >= 2]
+    if not len(classes):
+        raise NoPairs("no class has two images in the split: no same-class pair to interpolate between")
+    start = int(rng.integers(len(classes)))
     pairs = []
     for i in range(n):
-        idx = np.flatnonzero(labels == classes[i % len(classes)])
+        idx = np.flatnonzero(labels == classes[(start + i) % len(classes)])
         a, b = rng.choice(idx, 2, replace=False)
         pairs.append((int(a), int(b)))
     return pairs
@@ -431,19 +445,30 @@ def _check_steps(steps: int, ends: str) -> None:
                          "too large for most viewers to open)")  # fmt: skip
 
 
-def _check_png(steps: int, extra: int, rows: int, shape) -> None:
+def _check_png(steps: int, extra: int, rows: int, shape, wide: int = 0) -> None:
     """``--steps`` against the image size: the strip's PNG (``rows`` rows of ``steps + extra``
-    images of ``shape``) within what Pillow opens (above twice ``MAX_IMAGE_PIXELS`` it refuses the
-    file as a decompression bomb; above once, it warns)."""
+    images of ``shape``, or of ``wide`` where more: arithmetic's row under every label) within what
+    Pillow opens (above twice ``MAX_IMAGE_PIXELS`` it refuses the file as a decompression bomb;
+    above once, it warns)."""
     from PIL import Image
 
     from genzoo.tasks.figures import grid_pixels
 
     h, w = shape[-2:]
-    pixels, limit = grid_pixels(rows, steps + extra, h, w), 2 * Image.MAX_IMAGE_PIXELS
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    pixels = grid_pixels(rows, max(steps + extra, wide), h, w)
     if pixels <= limit:
         return
-    most = next(k for k in range(steps - 1, 0, -1) if grid_pixels(rows, k + extra, h, w) <= limit)
+    if grid_pixels(rows, wide, h, w) > limit:
+        raise ValueError(
+            f"images of {h}x{w} in {wide - 1} classes: the row under every label makes a PNG of "
+            f"{grid_pixels(rows, wide, h, w):,} pixels, more than the {limit:,} Pillow opens"
+        )
+    fits = (k for k in range(steps - 1, 1, -1) if grid_pixels(rows, max(k + extra, wide), h, w) <= limit)
+    most = next(fits, None)
+    if most is None:
+        raise ValueError(f"images of {h}x{w}: even a strip of 2 steps makes a PNG of more than the {limit:,} "
+                         "pixels Pillow opens")  # fmt: skip
     raise ValueError(
         f"--steps {steps}: at most {most} for images of {h}x{w} (a PNG of {pixels:,} pixels, more than "
         f"the {limit:,} Pillow opens)"
@@ -500,7 +525,7 @@ def arithmetic_to_file(params, family: str, index: int, to: int | str, out: str 
     _outputs(out)
     model, x, y, manifest = _load(params, family, split)
     _need(model, "encoder")
-    _check_png(steps, 1, 2, model.spec.shape)
+    _check_png(steps, 1, 2, model.spec.shape, wide=model.spec.num_classes + 1)
     _same_data(params, family, model, manifest)
     i = _index(index, len(y), "--index")
     to = _class(params, model, to, "--to")

@@ -396,6 +396,31 @@ def test_ddpm_guidance_moves_the_noise_estimate_along_conditional_minus_uncondit
         models.build("ddpm", spec, {"hidden": 8, "guidance_interval": (0.6, 0.2)})
 
 
+def test_ddim_with_one_step_denoises_and_decoding_is_deterministic_whatever_eta():
+    """`sample_steps: 1` took its one step at the lowest noise level: x_T read as a clean image, the
+    samples noise. With eta > 0, decode drew fresh noise on every call: the latent strips and
+    smoothness changed from run to run, their ends no longer the encoded images."""
+    spec = DataSpec(1, 8, 8, 17, 3)
+    torch.manual_seed(0)
+    m = _off_init(models.build("ddpm", spec, {"hidden": 8, "timesteps": 20, "sample_steps": 1})).eval()
+    assert m._timesteps(1) == [19] and m._timesteps(2) == [0, 19]
+    y = torch.tensor([0, 1, 2])
+    x_t = torch.randn(3, *spec.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.equal(m.sample(3, y, generator=torch.Generator().manual_seed(0)),
+                               m._to_image(x_t.clamp(-1, 1)))  # fmt: skip
+        m.cfg = m.cfg.model_copy(update={"eta": 0.5, "sample_steps": 5})
+        z = m.encode(torch.rand(3, *spec.shape), y)
+        torch.manual_seed(1)
+        first = m.decode(z, y)
+        torch.manual_seed(2)
+        assert torch.equal(first, m.decode(z, y))
+        # sampling keeps the config's eta: the generator's noise on every step but the last
+        a = m.sample(3, y, generator=torch.Generator().manual_seed(0))
+        m.cfg = m.cfg.model_copy(update={"eta": 0.0})
+        assert not torch.equal(a, m.sample(3, y, generator=torch.Generator().manual_seed(0)))
+
+
 def test_ddpm_cosine_schedule_is_truncated_for_discrete_data():
     """First step's noise is a third of a level's half-width, the last keeps alpha_bar = 1e-4,
     and no step has beta near 1 (an untruncated cosine ends with beta = 0.999)."""

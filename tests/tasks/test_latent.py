@@ -317,3 +317,33 @@ def test_steps_are_bounded_by_the_pngs_pixels_for_large_images():
     assert grid_pixels(2, most + 2, 512, 512) <= limit < grid_pixels(2, most + 3, 512, 512)
     _check_png(most, 2, 2, (3, 512, 512))
     _check_png(1000, 2, 1, (3, 300, 300))  # one mode's row: within the limit
+    # arithmetic's row under every label: 400 classes of 512x512 passed as a row of steps + 1
+    with pytest.raises(ValueError, match="images of 512x512 in 400 classes: the row under every label"):
+        _check_png(7, 1, 2, (3, 512, 512), wide=401)
+    _check_png(7, 1, 2, (1, 8, 8), wide=401)
+    with pytest.raises(ValueError, match="images of 20000x20000: even a strip of 2 steps"):
+        _check_png(3, 1, 2, (3, 20000, 20000))  # (it raised a bare StopIteration)
+
+
+def test_pairs_skip_classes_of_one_image_and_the_seed_picks_the_class():
+    """A class with one test image (7 images a class at test_fraction 0.2) failed the whole
+    evaluation; the default pair of `genzoo interpolate` was class 0's whatever --seed."""
+    y = torch.tensor([0, 1, 1, 2, 2, 2, 3])
+    for seed in range(20):
+        for a, b in L.same_class_pairs(y, 4, seed):
+            assert a != b and int(y[a]) == int(y[b]) in (1, 2)
+    assert {int(y[L.same_class_pairs(y, 1, s)[0][0]]) for s in range(20)} == {1, 2}
+    with pytest.raises(L.NoPairs, match="no class has two images in the split"):
+        L.same_class_pairs(torch.tensor([0, 1, 2]), 1, 0)
+
+
+def test_the_gans_strips_run_between_codes_its_samples_have():
+    """With `truncation: 0.5` the strips and smoothness came from codes beyond 0.5, which the
+    sampler never draws."""
+    from genzoo import models
+    from genzoo.models import DataSpec
+
+    gan = models.build("gan", DataSpec(1, 8, 8, 17, 3), {"truncation": 0.5, "latent_dim": 64})
+    za, zb = L.prior_pair(gan, 0)
+    assert za.abs().max() <= 0.5 and zb.abs().max() <= 0.5 and za.shape == (1, 64)
+    assert torch.equal(L.prior_pair(gan, 0)[0], za) and not torch.equal(za, zb)

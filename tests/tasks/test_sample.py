@@ -92,3 +92,20 @@ def test_the_sampling_bar_is_drawn_on_a_terminal_only(tiny, capsys, monkeypatch)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     draw(model, 4, progress=True)
     assert "sampling gan" in capsys.readouterr().err
+
+
+def test_the_png_of_more_than_400_samples_shows_the_first_400_of_every_class(tiny, tmp_path, monkeypatch):
+    """`genzoo sample --n 1000` sorted all 1,000 by class and kept 400: the PNG showed classes 0-3."""
+    import numpy as np
+
+    from genzoo.tasks import sample as sample_task
+
+    model = models.build("gan", DataSpec(1, 8, 8, 17, 10), tiny["gan"]).eval()
+    shown = []
+    real = sample_task.grid
+    monkeypatch.setattr(sample_task, "grid", lambda x, **k: shown.append(x) or real(x, **k))
+    npz, _ = sample_task.sample_to_file(model, 1000, tmp_path / "s", seed=0, progress=False)
+    with np.load(npz) as z:
+        images, labels = z["images"], z["labels"]
+    assert len(set(labels[:400])) == 10 and len(shown) == 1
+    assert torch.equal(shown[0], torch.from_numpy(images[np.argsort(labels[:400], kind="stable")]))
