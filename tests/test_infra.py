@@ -192,6 +192,19 @@ def test_kuberay_every_pod_mounts_the_shared_volume_at_one_path():
     assert len(paths) == 1, f"the shared volume must be at one path in every pod, got {paths}"
 
 
+def test_the_image_copies_every_folder_the_package_is_built_from():
+    """The Dockerfile copied models, metrics, tasks and flows but not genzoo/: `pip install .` in
+    the build failed (package directory 'genzoo' does not exist)."""
+    import tomllib
+
+    dockerfile = (INFRA / "ray" / "Dockerfile").read_text()
+    copied = {m.group(1) for m in re.finditer(r"^COPY --chown=\S+ (\S+) \./\1$", dockerfile, re.M)}
+    folders = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    )
+    assert folders <= copied, f"infra/ray/Dockerfile does not copy {sorted(folders - copied)}"
+
+
 def test_ray_versions_agree():
     rc, _ = kuberay()
     dockerfile = (INFRA / "ray" / "Dockerfile").read_text()
