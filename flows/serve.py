@@ -268,18 +268,21 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
     )
     api = f"http://{local(host)}:{port}/api"
     deadline = time.monotonic() + timeout
-    while not healthy(api):
-        if proc.poll() is not None:
-            from genzoo.tasks.errors import Unreachable
+    try:  # stopped on any way out (Ctrl+C while it starts: in a session of its own, it outlived us)
+        while not healthy(api) or proc.poll() is not None:
+            if proc.poll() is not None:  # (another server answering there now is not ours)
+                from genzoo.tasks.errors import Unreachable
 
-            raise Unreachable(
-                f"prefect server on {local(host)}:{port} exited with code {proc.returncode} before it "
-                "answered (its lines above say why)"
-            )
-        if time.monotonic() > deadline:
-            stop(proc)
-            raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
-        time.sleep(0.5)
+                raise Unreachable(
+                    f"prefect server on {local(host)}:{port} exited with code {proc.returncode} before it "
+                    "answered (its lines above say why)"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prefect server on {api} not healthy after {timeout:.0f} s")
+            time.sleep(0.5)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
@@ -404,52 +407,56 @@ def deployments(params_file: str = "params.yaml") -> list:
 
 
 def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.yaml") -> None:
-    """Start (or join) the Prefect server, then serve the deployments until interrupted."""
-    server = None
-    if os.environ.get(AUTH_ENV) and not os.environ.get("PREFECT_API_AUTH_STRING"):
-        os.environ["PREFECT_API_AUTH_STRING"] = os.environ[AUTH_ENV]  # this process's client
-    api = os.environ.get("PREFECT_API_URL")
-    if not api:
-        check_exposure(host)
-        api = f"http://{local(host)}:{port}/api"
-        if not healthy(api):
-            server = start_server(host, port)
-        os.environ["PREFECT_API_URL"] = api
-        # Prefect reads its settings once, when imported (start_server's project_database imports
-        # them): read them again, or prefect.serve would start a temporary server of its own
-        import prefect.context
-
-        if refresh := getattr(prefect.context, "refresh_global_settings_context", None):
-            refresh()
-    elif not healthy(api):
-        from genzoo.tasks.errors import Unreachable
-
-        raise Unreachable(f"PREFECT_API_URL={api}: no healthy Prefect server there")
-    if not Path(params_file).exists():
-        raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
-    if server is None and (other := served_elsewhere(api, NAMES)):
-        from genzoo.tasks.errors import UsageError
-
-        raise UsageError(
-            f"{api.removesuffix('/api')} already has genzoo's deployments served by another process "
-            f"({other}: another genzoo serve?); stop that one first, or serve on another port "
-            "(genzoo serve --port N, make serve PREFECT_PORT=N); if it died just now (one stopped "
-            "pauses them), try again in half a minute"
-        )
-    roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
-    os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
+    """Start (or join) the Prefect server, then serve the deployments until interrupted. A
+    server it started goes down with it on every way out (Ctrl+C or SIGTERM while it starts, a
+    refusal after it)."""
     from genzoo.flows.cli import sigterm_stops
 
-    try:  # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
-        from prefect import serve as prefect_serve
+    server = None
+    if not Path(params_file).exists():  # before a server starts for nothing
+        raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
+    if os.environ.get(AUTH_ENV) and not os.environ.get("PREFECT_API_AUTH_STRING"):
+        os.environ["PREFECT_API_AUTH_STRING"] = os.environ[AUTH_ENV]  # this process's client
+    # SIGTERM (a service manager, `kill`) stops like Ctrl+C: the server goes down with us
+    with sigterm_stops():
+        try:
+            api = os.environ.get("PREFECT_API_URL")
+            if not api:
+                check_exposure(host)
+                api = f"http://{local(host)}:{port}/api"
+                if not healthy(api):
+                    server = start_server(host, port)
+                os.environ["PREFECT_API_URL"] = api
+                # Prefect reads its settings once, when imported (start_server's project_database
+                # imports them): read them again, or prefect.serve would start a temporary server
+                import prefect.context
 
-        print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
-        # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
-        poll = None if poll_frequency() is not None else 2
-        with sigterm_stops():
+                if refresh := getattr(prefect.context, "refresh_global_settings_context", None):
+                    refresh()
+            elif not healthy(api):
+                from genzoo.tasks.errors import Unreachable
+
+                raise Unreachable(f"PREFECT_API_URL={api}: no healthy Prefect server there")
+            # asked of a server it started too: another genzoo serve of this project (on another port,
+            # the same database) or one that took the port as this one's server started
+            if other := served_elsewhere(api, NAMES):
+                from genzoo.tasks.errors import UsageError
+
+                raise UsageError(
+                    f"{api.removesuffix('/api')} already has genzoo's deployments served by another process "
+                    f"({other}: another genzoo serve of this project?); stop that one first; if it died "
+                    "just now (one stopped pauses them), try again in half a minute"
+                )
+            roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
+            os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
+            from prefect import serve as prefect_serve
+
+            print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
+            # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
+            poll = None if poll_frequency() is not None else 2
             prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if server is not None:
-            stop(server)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if server is not None:
+                stop(server)

@@ -385,6 +385,57 @@ def test_each_projects_server_keeps_its_own_database(tmp_path, monkeypatch):
     assert project_database(tmp_path / "a") == {}
 
 
+def test_a_server_it_starts_goes_down_on_ctrl_c_while_starting_and_on_a_refusal(tmp_path, monkeypatch):
+    """Ctrl+C while `genzoo serve` waited for its Prefect server (up to 180 s on a first start)
+    left the server running (in a session of its own, no signal reached it): a later `make serve`
+    of any project joined it. So did a refusal after it started (another serve of this project
+    on another port: the same database), which the check skipped for a server it had started."""
+    import subprocess
+    import time as time_module
+
+    from genzoo.flows import serve as S
+    from genzoo.tasks.errors import UsageError
+
+    started, popen = [], subprocess.Popen
+
+    def server(cmd, **kw):  # a stand-in for `prefect server start`, in a session of its own as that one
+        started.append(popen(["sleep", "120"], start_new_session=True))
+        return started[-1]
+
+    monkeypatch.setattr(S.subprocess, "Popen", server)
+    monkeypatch.setattr(S, "port_taken", lambda host, port: False)
+    monkeypatch.setattr(S, "healthy", lambda api: False)
+    sleep, calls = time_module.sleep, []
+
+    def ctrl_c_once(seconds):
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        sleep(seconds)
+
+    monkeypatch.setattr(S.time, "sleep", ctrl_c_once)
+    with pytest.raises(KeyboardInterrupt):
+        S.start_server("127.0.0.1", 1)
+    monkeypatch.setattr(S.time, "sleep", sleep)
+    assert started[0].wait(10) is not None  # stopped
+    # started, then refused: another serve of this project serves the deployments
+    ready = iter([False, True, True])
+    monkeypatch.setattr(S, "healthy", lambda api: next(ready, True))
+    monkeypatch.setattr(S, "served_elsewhere", lambda api, names: "genzoo-pipeline/pipeline polled 3 s ago")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(
+            UsageError, match="served by another process .*another genzoo serve of this project"
+        ):
+            S.serve(port=1)
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert len(started) == 2 and started[1].wait(10) is not None
+
+
 def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, monkeypatch):
     """A Run click in the UI starts within 2 s: `genzoo serve` asks Prefect's runner to poll
     every 2 s (Prefect's default is 10), unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise."""
