@@ -486,6 +486,7 @@ class MemoryGuard:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self._target), ctypes.py_object(_OverMemory)
                 )
+            return  # once: the memory stays up while the task unwinds, and its cleanup must run
 
 
 def _on_node(
@@ -499,6 +500,22 @@ def _on_node(
     memory it held leaves with the worker."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    import sys
+
+    from genzoo.tasks.layout import GPU_UNASSIGNED
+
+    ray = sys.modules.get("ray")  # (in a Ray worker; the tests call this function outside one too)
+    # a task Ray gave no GPU runs `run.device: auto` on the CPU: Ray 2.60 no longer hides the node's
+    # GPUs from it, and it took one no task had reserved beside one that had
+    unassigned = GPU_UNASSIGNED.set(bool(ray and ray.is_initialized() and not ray.get_gpu_ids()))
+    try:
+        return _guarded(fn, args, memory)
+    finally:
+        GPU_UNASSIGNED.reset(unassigned)
+
+
+def _guarded(fn: Callable[..., Any], args: tuple, memory: tuple[str, int] | None) -> Any:
+    """``fn(*args)``, held to ``memory`` (``(family, memory_mb)``) where given (:func:`_on_node`)."""
     if memory is None:
         return fn(*args)
     import torch  # noqa: F401  (part of every worker's baseline, not of the task's budget)

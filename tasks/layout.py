@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import contextvars
 import ctypes
 import errno
 import fcntl
@@ -673,11 +674,16 @@ def family_run_id(params: Params, family: str) -> str | None:
     return metrics.get("mlflow", {}).get("run_id")
 
 
+# True while a Ray task runs that Ray assigned no GPU (flows/cluster.py: _on_node)
+GPU_UNASSIGNED: contextvars.ContextVar[bool] = contextvars.ContextVar("genzoo_gpu_unassigned", default=False)
+
+
 def resolve_device(name: str, key: str = "run.device") -> torch.device:
-    """``run.device`` (or the option ``key``): ``auto`` is CUDA when present; naming an absent
-    CUDA device, or no device at all, fails naming ``key``."""
+    """``run.device`` (or the option ``key``): ``auto`` is CUDA when present, but in a Ray task
+    given no GPU (``num_gpus: 0``: the CPU, as asked); naming an absent CUDA device, or no device
+    at all, fails naming ``key``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and not GPU_UNASSIGNED.get() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -45,6 +45,47 @@ def test_a_task_past_its_budget_fails_with_the_family_and_limit_named():
     assert 150 - 25 <= held <= reached + 25, (held, msg)
 
 
+def test_the_guard_interrupts_a_task_once_and_lets_its_cleanup_run(monkeypatch):
+    """After the first interruption the guard raised again every 20 ms while the task unwound (its
+    memory still held): a finally closing the MLflow run was cut short."""
+    import ctypes
+    import time
+
+    real, sent = ctypes.pythonapi.PyThreadState_SetAsyncExc, []
+    monkeypatch.setattr(ctypes.pythonapi, "PyThreadState_SetAsyncExc", lambda *a: sent.append(a) or real(*a))
+    chunks: list[bytearray] = []
+    done = []
+
+    def task():
+        try:
+            _hog(chunks, 25, 80)
+        finally:
+            for _ in range(30):  # the memory still held: Python steps the guard could interrupt
+                time.sleep(0.01)
+            done.append("cleaned up")
+
+    with pytest.raises(cluster.OutOfMemory, match="^vae: ran out of memory"):
+        cluster._on_node(task, None, memory=("vae", 100))
+    assert done == ["cleaned up"] and len(sent) == 1
+
+
+def test_a_ray_task_given_no_gpu_runs_auto_on_the_cpu(monkeypatch):
+    """Ray 2.60 no longer hides a node's GPUs from a task that asked for none: with `run.device:
+    auto` every family of `num_gpus: 0` on a GPU node took cuda:0, reserved by another."""
+    import ray
+    import torch
+
+    from genzoo.tasks.layout import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    for ids, device in (([], "cpu"), ([0], "cuda")):
+        monkeypatch.setattr(ray, "get_gpu_ids", lambda ids=ids: ids)
+        assert cluster._on_node(lambda: resolve_device("auto").type, None) == device
+        assert cluster._on_node(lambda: resolve_device("auto").type, None, memory=("gan", 300)) == device
+    assert resolve_device("auto").type == "cuda"  # outside a task: the GPU
+
+
 def test_a_task_within_its_budget_returns_its_result():
     chunks: list[bytearray] = []
     assert cluster._on_node(_hog, None, chunks, 10, 5, memory=("gan", 300)) == 5
