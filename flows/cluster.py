@@ -365,7 +365,9 @@ def connected(params: Params, address: str | None = None):
         with _sigterm_kept():
             ray.init(
                 address="local",  # always a new private Ray, never one a `ray start` left on this machine
-                num_cpus=params.ray.num_cpus or os.cpu_count(),
+                # null: Ray's own count, which honours a container's CPU quota (os.cpu_count() is
+                # the host's: 64 one-thread tasks on 2 CPUs' worth under docker run --cpus=2)
+                num_cpus=params.ray.num_cpus,
                 num_gpus=params.ray.num_gpus,
                 object_store_memory=params.ray.object_store_mb * 2**20,
                 include_dashboard=False,

@@ -134,8 +134,12 @@ class RayParams(Config):
     address: str | None = Field(
         None, description="Ray cluster to join (e.g. ray://host:10001 or auto); null: RAY_ADDRESS, else local"
     )
-    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (null: all cores)")
-    num_gpus: float | None = Field(None, ge=0, description="GPUs of a local Ray (null: detected)")
+    num_cpus: int | None = Field(
+        None, gt=0, description="CPUs of a local Ray (null: every core, or a container's CPU quota)"
+    )
+    num_gpus: int | None = Field(  # (Ray refuses a fraction here, without naming the key)
+        None, ge=0, description="GPUs of a local Ray, whole (null: detected; a task's share: ray.resources)"
+    )
     object_store_mb: int = Field(256, ge=75, description="object store of a local Ray (Ray's least: 75 MB)")
     max_retries: int = Field(
         2, ge=0, description="re-runs of a task whose worker or node died or that Ray's memory monitor killed"

@@ -144,6 +144,10 @@ def _src(w, name):
 CASES = {
     # 3. params
     "params-list": (lambda w: ["prepare", "--params", str(w["in"] / "list.yaml")], "not a list"),
+    "ray-num-gpus-fraction": (  # Ray refused it mid-start: "Resource quantities must all be whole numbers"
+        lambda w: ["prepare", *_p(w, "-o", "ray.num_gpus=0.5")],
+        "ray.num_gpus: Input should be a valid integer",
+    ),
     "params-empty": (  # it said "models: at least one family is required"
         lambda w: ["prepare", "--params", str(w["in"] / "empty.yaml")],
         "empty.yaml: the file is empty; a params file holds the whole configuration",

@@ -166,3 +166,32 @@ def test_a_token_file_readable_by_others_is_narrowed_and_a_new_one_is_owner_only
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
     assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
     assert len(fresh.read_text()) == 64
+
+
+def test_a_local_ray_takes_rays_own_cpu_count_unless_told(tmp_path, monkeypatch):
+    """genzoo passed os.cpu_count(), the host's cores, over Ray's own count, which honours a
+    container's CPU quota: under `docker run --cpus=2` on 64 cores, 64 one-thread tasks at once."""
+    import ray
+
+    from genzoo.flows import cluster
+    from genzoo.tasks.config import validate
+    from tests.conftest import tiny_params
+
+    class Started(Exception):
+        pass
+
+    seen = []
+
+    def init(**kw):
+        seen.append(kw)
+        raise Started
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # (under xdist a worker may hold one)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    raw = tiny_params(tmp_path, families=["gan"])
+    for asked in (None, 3):
+        raw["ray"] = {"num_cpus": asked}
+        with pytest.raises(Started), cluster.connected(validate(raw)):
+            pass
+    assert [kw["num_cpus"] for kw in seen] == [None, 3]
