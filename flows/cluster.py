@@ -132,12 +132,13 @@ def token_file() -> Path | None:
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
-def owner_only_token() -> Path | None:
-    """Make sure Ray's token file exists and only its owner can read it: a new one is written
-    0600 (in a 0700 folder when genzoo makes the folder); an existing one readable by others
-    is narrowed to 0600. Returns the file (None when the token is in ``RAY_AUTH_TOKEN``)."""
+def owner_only_token(create: bool = True) -> Path | None:
+    """Make sure Ray's token file exists (``create``) and only its owner can read it: a new one is
+    written 0600 (in a 0700 folder when genzoo makes the folder); an existing one readable by
+    others is narrowed to 0600. Returns the file (None when the token is in ``RAY_AUTH_TOKEN``,
+    or there is none and ``create`` is off)."""
     path = token_file()
-    if path is None:
+    if path is None or not (create or path.is_file()):
         return None
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
@@ -278,6 +279,9 @@ def _join(address: str) -> None:
     import ray
 
     check_reachable(address)
+    owner_only_token(
+        create=False
+    )  # a cluster's token, copied here readable by all (`ray get-auth-token`'s umask)
     try:
         with _sigterm_kept():
             ray.init(address=address, namespace="genzoo", log_to_driver=False)

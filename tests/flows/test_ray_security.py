@@ -166,6 +166,21 @@ def test_a_token_file_readable_by_others_is_narrowed_and_a_new_one_is_owner_only
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
     assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
     assert len(fresh.read_text()) == 64
+    # joining a cluster: its token, copied here as `ray get-auth-token` wrote it (0644 under umask 022),
+    # is narrowed; none is made where there is none (the cluster's is needed, not a new one)
+    from genzoo.flows import cluster
+
+    copied = tmp_path / "copied_token"
+    copied.write_text("b" * 64)
+    copied.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(copied))
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    monkeypatch.setattr("ray.init", lambda **kw: None)
+    cluster._join("10.0.0.1:6379")
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
+    cluster._join("10.0.0.1:6379")
+    assert not (tmp_path / "none").exists() and owner_only_token(create=False) is None
 
 
 def test_a_local_ray_takes_rays_own_cpu_count_unless_told(tmp_path, monkeypatch):
