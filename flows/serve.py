@@ -239,6 +239,20 @@ def project_database(root: Path) -> dict[str, str]:
     return {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}"}
 
 
+def ui_api_url(host: str, port: int) -> str:
+    """The API address the UI's page calls from the browser (``PREFECT_UI_API_URL`` when set): on
+    a server bound to every interface, this machine's name (127.0.0.1 sent browsers on other
+    machines to their own loopback), said in the log with how to change it."""
+    if os.environ.get("PREFECT_UI_API_URL"):
+        return os.environ["PREFECT_UI_API_URL"]
+    if host not in WILDCARD:
+        return f"http://{local(host)}:{port}/api"
+    url = f"http://{socket.getfqdn()}:{port}/api"
+    log.info("the UI calls its API at %s (browsers elsewhere reach this machine by another name: set "
+             "PREFECT_UI_API_URL)", url)  # fmt: skip
+    return url
+
+
 def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Popen:
     """``prefect server start`` on host:port with telemetry off, CSRF protection on and CORS
     limited to its own origin (basic auth from ``PREFECT_SERVER_API_AUTH_STRING`` when set);
@@ -255,7 +269,7 @@ def start_server(host: str, port: int, timeout: float = 180.0) -> subprocess.Pop
     env = {
         **os.environ,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL") or f"http://{local(host)}:{port}/api",
+        "PREFECT_UI_API_URL": ui_api_url(host, port),
         "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
         "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origins(host, port),
         **project_database(Path.cwd()),

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -314,6 +315,11 @@ def test_server_beyond_loopback_demands_basic_auth_csrf_and_its_own_origin(tmp_p
         own = f"http://{addr}:{port}"
         _, headers, _ = call("/flow_runs/filter", method="OPTIONS", headers={**preflight, "Origin": own})
         assert headers.get("access-control-allow-origin") == own, headers
+        # the UI's page, opened from another machine, calls the API by this machine's name (it was
+        # told 127.0.0.1: that browser's own loopback)
+        req = urllib.request.Request(f"{own}/ui-settings", headers=auth)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.load(r)["api_url"] == f"http://{socket.getfqdn()}:{port}/api"
     finally:
         stop(server)
 
