@@ -211,7 +211,7 @@ def origins(host: str, port: int) -> str:
         import psutil
 
         names.discard(host)
-        names.add(socket.gethostname())
+        names |= {socket.gethostname(), socket.getfqdn()}  # (the UI's page calls the latter)
         for addrs in psutil.net_if_addrs().values():
             names |= {a.address for a in addrs if a.family == socket.AF_INET}
     return ",".join(sorted(f"http://{n}:{port}" for n in names))
