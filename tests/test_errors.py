@@ -1032,6 +1032,17 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
     said = str(e.value)
     assert said.startswith(f"Ray cluster at {address}: could not join (Failed to connect to Ray cluster at ")
     assert "admits only clients with RAY_AUTH_MODE=token and its token" in said
+
+    # `--ray-address auto` with no cluster on this machine: no token hint, which does not apply
+    def none_here(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to")
+
+    monkeypatch.setattr(ray, "init", none_here)
+    with pytest.raises(Unreachable) as e:
+        cluster._join("auto")
+    assert "start one (`ray start --head`) or give its address" in str(e.value)
+    assert "RAY_AUTH_MODE" not in str(e.value)
+    monkeypatch.setattr(ray, "init", refused)
     with socket.socket() as listening:  # with token mode on: the token is the likely cause
         listening.bind(("127.0.0.1", 0))
         listening.listen()
