@@ -147,7 +147,12 @@ def owner_only_token(create: bool = True) -> Path | None:
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            os.chmod(path, 0o600)
+            try:
+                os.chmod(path, 0o600)
+            except OSError as e:  # another user's file, a read-only secret mount: Ray may still use it
+                log.warning("Ray token %s is readable by others (mode %o) and cannot be narrowed (%s)", path,
+                            mode, e.strerror)  # fmt: skip
+                return path
             log.warning("Ray token %s was readable by others (mode %o): now 0600", path, mode)
         return path
     with os.fdopen(fd, "w") as f:  # Ray's own format: 32 random bytes as hex
@@ -451,8 +456,8 @@ class MemoryGuard:
     """Hold a task to ``budget`` bytes of resident memory (RSS) above its worker's RSS when the
     guard starts. A thread reads the RSS every ``interval`` seconds; past the budget it raises
     :class:`_OverMemory` in the guarded thread (``PyThreadState_SetAsyncExc``: it lands at the
-    thread's next Python instruction, so one large torch op may overshoot before it does), and
-    again every ``interval`` while the RSS stays over. Resident memory is what a machine runs
+    thread's next Python instruction, so one large torch op may overshoot before it does), once:
+    the task's cleanup runs with its memory still held. Resident memory is what a machine runs
     out of (an address-space limit would also count what a Ray worker reserves but never
     touches)."""
 

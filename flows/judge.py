@@ -3,7 +3,7 @@ uvicorn on 127.0.0.1.
 
 A rater opens ``/r/<token>``: one image at a time, upscaled without smoothing, "real" or
 "generated" by button or key (R / G, or the left and right arrows), then pairs ("which looks
-more real?", L / R or the arrows); a progress bar; every answer is stored the moment it is
+more real?", 1 / 2 or the arrows); a progress bar; every answer is stored the moment it is
 given, with the time taken, so a closed tab or a restarted server resumes at the next
 unanswered trial. The token is the rater's only key: every request names it, an unknown or
 missing one gets 403, and a rater reaches only their own trials and images. Binding beyond

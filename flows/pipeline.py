@@ -13,6 +13,7 @@ nothing and a change to one family re-trains only that family.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -605,7 +606,9 @@ def each_family(futures: dict[str, Any], failed: dict[str, str]) -> dict[str, An
     stopped the whole fan-out and the others' finished work went unrecorded."""
     out = {}
     for f, fut in futures.items():
-        if f in failed:
+        if f in failed:  # waited for, not read: a task of it still running would write after the run
+            with contextlib.suppress(Exception):
+                fut.wait()
             continue
         try:
             out[f] = fut.result()

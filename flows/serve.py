@@ -211,7 +211,7 @@ def origins(host: str, port: int) -> str:
         import psutil
 
         names.discard(host)
-        names |= {socket.gethostname(), socket.getfqdn()}  # (the UI's page calls the latter)
+        names |= {socket.gethostname(), reachable_name()}  # (the UI's page calls the latter)
         for addrs in psutil.net_if_addrs().values():
             names |= {a.address for a in addrs if a.family == socket.AF_INET}
     return ",".join(sorted(f"http://{n}:{port}" for n in names))
@@ -239,6 +239,25 @@ def project_database(root: Path) -> dict[str, str]:
     return {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{db}"}
 
 
+def reachable_name() -> str:
+    """This machine as other machines reach it: its full name where that resolves to an address
+    other than loopback (often it is ``localhost``), else its first such IPv4 address, else
+    127.0.0.1."""
+    import psutil
+
+    name = socket.getfqdn()
+    try:
+        if not socket.gethostbyname(name).startswith("127."):
+            return name
+    except OSError:
+        pass
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    return "127.0.0.1"
+
+
 def ui_api_url(host: str, port: int) -> str:
     """The API address the UI's page calls from the browser (``PREFECT_UI_API_URL`` when set): on
     a server bound to every interface, this machine's name (127.0.0.1 sent browsers on other
@@ -247,7 +266,7 @@ def ui_api_url(host: str, port: int) -> str:
         return os.environ["PREFECT_UI_API_URL"]
     if host not in WILDCARD:
         return f"http://{local(host)}:{port}/api"
-    url = f"http://{socket.getfqdn()}:{port}/api"
+    url = f"http://{reachable_name()}:{port}/api"
     log.info("the UI calls its API at %s (browsers elsewhere reach this machine by another name: set "
              "PREFECT_UI_API_URL)", url)  # fmt: skip
     return url
@@ -426,7 +445,7 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
     refusal after it)."""
     from genzoo.flows.cli import sigterm_stops
 
-    server = None
+    server, serving = None, False
     if not Path(params_file).exists():  # before a server starts for nothing
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
     if os.environ.get(AUTH_ENV) and not os.environ.get("PREFECT_API_AUTH_STRING"):
@@ -468,9 +487,11 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
             print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
             # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
             poll = None if poll_frequency() is not None else 2
+            serving = True
             prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
         except KeyboardInterrupt:
-            pass
+            if not serving:  # stopped before it served: `interrupted`, exit 130 (once serving: how it ends)
+                raise
         finally:
             if server is not None:
                 stop(server)

@@ -874,7 +874,8 @@ def load_params(
         raise ParamsError(
             f"{path}: the file must hold a mapping (key: value) at the top level, not a {type(raw).__name__}"
         )
-    if not raw:  # (an empty file, or only comments: it said "models: at least one family is required")
+    if not raw and not overrides and not profile:  # (an empty file, or only comments: it said "models: at
+        # least one family is required"; -o's may give a whole configuration)
         raise ParamsError(
             f"{path}: the file is empty; a params file holds the whole configuration (the families "
             "under models:, data, train, ...): start from a copy of the project's params.yaml"

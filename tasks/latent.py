@@ -510,7 +510,7 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
                 f"--a/--b: {family} has no encoder ({', '.join(families_with(Encoder, Decoder))} have one): "
                 "its strip runs between two codes from its prior, chosen by --seed and --class"
             )
-        c = 0 if cls is None else cls
+        c = int(np.random.default_rng(seed).integers(model.spec.num_classes)) if cls is None else cls
         rows = [interpolate(model, None, None, steps, m, seed=seed, labels=(c, c)) for m in modes]
         ends = {"seed": seed, "labels": [c, c]}
     png, npz = _write(out, rows, list(modes))

@@ -601,6 +601,9 @@ def test_a_family_out_of_memory_at_its_evaluation_fails_alone(monkeypatch):
                 raise self.error
             return self.value
 
+        def wait(self):
+            self.waited = True
+
     monkeypatch.setattr(pl, "get_run_logger", lambda: logging.getLogger("genzoo.test"))
     failed: dict[str, str] = {}
     trained = pl.each_family({"vae": Done("v"), "gan": Done("g")}, failed)
@@ -608,10 +611,10 @@ def test_a_family_out_of_memory_at_its_evaluation_fails_alone(monkeypatch):
     evaluated = pl.each_family({"vae": Done(error=oom), "gan": Done("eg")}, failed)
     assert trained == {"vae": "v", "gan": "g"} and evaluated == {"gan": "eg"}
     assert failed == {"vae": "vae: ran out of memory"}
-    # a failed family's later steps are not waited on; any other error is the run's
-    assert pl.each_family({"vae": Done(error=AssertionError("never read")), "gan": Done("ug")}, failed) == {
-        "gan": "ug"
-    }
+    # a failed family's later steps are waited for (a task still running would write after the
+    # run) and not read; any other error is the run's
+    later = Done(error=AssertionError("never read"))
+    assert pl.each_family({"vae": later, "gan": Done("ug")}, failed) == {"gan": "ug"} and later.waited
     with pytest.raises(ValueError):
         pl.each_family({"gan": Done(error=ValueError("bad"))}, failed)
 

@@ -178,6 +178,15 @@ def test_a_token_file_readable_by_others_is_narrowed_and_a_new_one_is_owner_only
     monkeypatch.setattr("ray.init", lambda **kw: None)
     cluster._join("10.0.0.1:6379")
     assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    copied.chmod(0o644)  # another user's, or a read-only mount: said, and the join goes on
+    monkeypatch.setattr(cluster.os, "chmod", lambda *a: (_ for _ in ()).throw(PermissionError(1, "denied")))
+    with caplog.at_level(logging.WARNING, logger="genzoo.cluster"):
+        cluster._join("10.0.0.1:6379")
+    assert "is readable by others (mode 644) and cannot be narrowed" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    monkeypatch.setattr("ray.init", lambda **kw: None)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
     cluster._join("10.0.0.1:6379")
     assert not (tmp_path / "none").exists() and owner_only_token(create=False) is None

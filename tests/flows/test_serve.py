@@ -271,7 +271,7 @@ def test_server_beyond_loopback_demands_basic_auth_csrf_and_its_own_origin(tmp_p
     import urllib.error
     import urllib.request
 
-    from genzoo.flows.serve import start_server, stop
+    from genzoo.flows.serve import reachable_name, start_server, stop
     from tests.flows.test_ray_security import own_addresses
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
@@ -319,7 +319,9 @@ def test_server_beyond_loopback_demands_basic_auth_csrf_and_its_own_origin(tmp_p
         # told 127.0.0.1: that browser's own loopback)
         req = urllib.request.Request(f"{own}/ui-settings", headers=auth)
         with urllib.request.urlopen(req, timeout=10) as r:
-            assert json.load(r)["api_url"] == f"http://{socket.getfqdn()}:{port}/api"
+            told = json.load(r)["api_url"]
+        assert told == f"http://{reachable_name()}:{port}/api"
+        assert not socket.gethostbyname(told.split("//")[1].rsplit(":", 1)[0]).startswith("127."), told
     finally:
         stop(server)
 
@@ -424,6 +426,19 @@ def test_a_server_it_starts_goes_down_on_ctrl_c_while_starting_and_on_a_refusal(
         S.start_server("127.0.0.1", 1)
     monkeypatch.setattr(S.time, "sleep", sleep)
     assert started[0].wait(10) is not None  # stopped
+
+    def interrupted(host, port):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "start_server", interrupted)  # Ctrl+C before it serves: `interrupted`, 130
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    with pytest.raises(KeyboardInterrupt):
+        S.serve(port=1)
+    monkeypatch.undo()
+    monkeypatch.setattr(S.subprocess, "Popen", server)
+    monkeypatch.setattr(S, "port_taken", lambda host, port: False)
     # started, then refused: another serve of this project serves the deployments
     ready = iter([False, True, True])
     monkeypatch.setattr(S, "healthy", lambda api: next(ready, True))

@@ -411,3 +411,14 @@ def test_an_override_of_a_profiles_key_is_refused_naming_the_key_to_override(tmp
     with pytest.raises(ParamsError, match=r"-o profiles: a profile's settings"):
         load_params(path, ["profiles={}"])
     assert load_params(path, ["models.vae.train.steps=10"], "quick").models["vae"].train["steps"] == 10
+
+
+def test_an_empty_params_file_is_named_unless_the_overrides_make_the_configuration(tmp_path):
+    from genzoo.tasks.config import ParamsError, load_params
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ParamsError, match="empty.yaml: the file is empty"):
+        load_params(empty)
+    params = load_params(empty, ["models.gan={}"])  # -o's may give the whole configuration
+    assert params.families == ["gan"]

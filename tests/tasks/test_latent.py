@@ -337,6 +337,17 @@ def test_pairs_skip_classes_of_one_image_and_the_seed_picks_the_class():
         L.same_class_pairs(torch.tensor([0, 1, 2]), 1, 0)
 
 
+def test_the_default_strip_is_of_a_class_the_seed_picks(trained, tmp_path):
+    """Without --class, the strip was class 0's whatever --seed (the GAN's and the encoders')."""
+    params = trained[0]
+    for family in ("gan", "vae"):
+        labels = {
+            L.interpolate_to_file(params, family, tmp_path / f"{family}-{s}", steps=2, seed=s)["labels"][0]
+            for s in range(6)
+        }
+        assert len(labels) > 1, (family, labels)
+
+
 def test_the_gans_strips_run_between_codes_its_samples_have():
     """With `truncation: 0.5` the strips and smoothness came from codes beyond 0.5, which the
     sampler never draws."""
