@@ -207,9 +207,12 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """The RNG states :func:`rng_state` saved (torch takes them as CPU byte tensors; the CUDA
+    devices this process sees, as many as were saved: a Ray task may see fewer)."""
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
@@ -277,9 +280,11 @@ class Checkpoints:
         entries = [e for e in self._index() if e["step"] != step]
         entries.append({"step": step, "file": path.name, "sha256": sha256_file(path)})
         entries.sort(key=lambda e: e["step"])
+        # the index first, then the files it no longer names (the other way round, a kill between
+        # them left an index naming only a deleted file: keep_checkpoints 1 restarted from step 0)
+        atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
         for old in entries[: -self.keep]:
             self._confined(old["file"]).unlink(missing_ok=True)
-        atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
         return path
 
     def newest_step(self) -> int | None:
@@ -361,8 +366,8 @@ class Batches:
         return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
 
     def load(self, s: dict[str, Any]) -> None:
-        self.gen.set_state(s["gen"])
-        self.perm, self.pos = s["perm"], s["pos"]
+        self.gen.set_state(s["gen"].cpu())
+        self.perm, self.pos = s["perm"].cpu(), s["pos"]
 
 
 @dataclass
@@ -381,6 +386,9 @@ class _TrainState:
     best: dict[str, Any] = field(default_factory=lambda: {"val": math.inf, "step": None, "state": None})
     seconds_before: float = 0.0  # training time up to the checkpoint this run resumed from
     last: dict[str, float] = field(default_factory=dict)  # the latest logged figures (the result's)
+    # figures since the last log line: a checkpoint between two log lines keeps them, so the first
+    # line after a resume averages the same steps as a run that was never stopped
+    window: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def judged(self) -> GenerativeModel:
@@ -434,7 +442,10 @@ def _new_state(
         scheds[phase] = torch.optim.lr_scheduler.LambdaLR(opts[phase], _lr_lambda(cfg))
     amp_dtype = None
     if cfg.amp and device.type == "cuda":  # bfloat16 needs no loss scaling; float16 does
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # (bfloat16 in hardware: T4s and V100s only emulate it, slowly, and take float16)
+        amp_dtype = (
+            torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        )
     return _TrainState(
         model=model,
         ema=ema,
@@ -464,6 +475,7 @@ def _resume(st: _TrainState, saved: dict[str, Any] | None) -> int | None:
     st.best = saved.get("best") or st.best
     st.seconds_before = float(saved.get("seconds", 0.0))  # (checkpoints older than the field: 0)
     st.last = dict(saved.get("last") or {})  # (a run resumed at its end trains no step to log them)
+    st.window = defaultdict(list, {k: list(v) for k, v in (saved.get("window") or {}).items()})
     log.info("%s: resuming from its checkpoint at step %d", st.model.family, saved["step"])
     return saved["step"]
 
@@ -484,6 +496,7 @@ def _snapshot(st: _TrainState, step: int, seconds: float) -> dict[str, Any]:
         "rng": rng_state(),
         "best": st.best,
         "last": st.last,
+        "window": {k: list(v) for k, v in st.window.items()},
     }
 
 
@@ -699,14 +712,16 @@ def fit(
     model.log_class_prior.copy_(_class_log_prior(y, model.spec.num_classes, cfg.exclude_classes))
     st = _new_state(model, cfg, len(x), seed, device)
     ckpts = Checkpoints(checkpoint_dir, cfg.keep_checkpoints) if checkpoint_dir else None
-    resumed = _resume(st, ckpts.load_latest(device)) if ckpts else None
+    # loaded on the CPU: the RNG states must be CPU tensors (on CUDA every resume raised
+    # "RNG state must be a torch.ByteTensor"); load_state_dict moves the rest to the model's device
+    resumed = _resume(st, ckpts.load_latest("cpu")) if ckpts else None
     start = resumed or 0
 
     for cb in callbacks:
         cb.on_start({"family": model.family, "start_step": start, "steps": cfg.steps,
                      "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None})  # fmt: skip
     x, y = x.to(device), y.to(device)
-    window: dict[str, list[float]] = defaultdict(list)  # figures logged since the last log line
+    window = st.window  # figures logged since the last log line (a resumed run's: its checkpoint's)
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
     if _out_of_patience(st, cfg, start):  # resumed from where an earlier run stopped early
         end = start

@@ -302,9 +302,8 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
     log_numbers(c, run_id, top, step=int(metrics.get("steps", 0)))
     for name in ARTIFACTS:
         if name != "metrics.json" and (out_dir / name).exists():
-            c.log_artifact(
-                run_id, str(out_dir / name), artifact_path="model" if name.startswith("model.") else None
-            )
+            path, where = str(out_dir / name), "model" if name.startswith("model.") else None
+            _retry(lambda p=path, w=where: c.log_artifact(run_id, p, artifact_path=w), "log_artifact")
     _retry(lambda: c.log_dict(run_id, metrics, "metrics.json"), "log_dict")  # the file comes last, after this
     if not _retry(lambda: c.search_registered_models(f"name='{family}'"), "search_registered_models"):
         try:
@@ -314,14 +313,23 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
                 raise
     meta = json.loads((out_dir / "model.json").read_text())
     for key in ("fingerprint", "data_sha256"):
-        c.set_tag(run_id, f"genzoo.{key}", meta.get(key, ""))
-    run = c.get_run(run_id)
+        _retry(lambda key=key: c.set_tag(run_id, f"genzoo.{key}", meta.get(key, "")), "set_tag")
+    run = _retry(lambda: c.get_run(run_id), "get_run")
     version = _retry(
         lambda: c.create_model_version(family, source=f"{run.info.artifact_uri}/model", run_id=run_id),
         "create_model_version",
     )
-    c.set_terminated(run_id, "FINISHED")
+    terminate(c, run_id, "FINISHED")
     return version.version
+
+
+def terminate(c, run_id: str, status: str) -> None:
+    """Close ``run_id`` as ``status``, retried while sqlite reports a lock (several families ending
+    at once: a FINISHED run left RUNNING, its model registered, metrics.json unwritten)."""
+    _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
+
+
+retry = _retry  # (for the stages: the same retry on sqlite's locks)
 
 
 def registered_version(c, uri: str):

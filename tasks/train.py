@@ -9,6 +9,7 @@ resumes from them; any change starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -158,22 +159,24 @@ def train_family(
     c = tracking.client()
     if run_id is None:
         run_id = start_family_run(c, params, family, parent_run_id)
-    if tags:
-        tracking.set_tags(c, run_id, tags)
-    try:
+    try:  # the run is closed on every way out: KILLED, FAILED, or FINISHED by finish_family
+        if tags:
+            tracking.set_tags(c, run_id, tags)
         cbs = [*callbacks, tracking.MlflowLogger(c, run_id, history=family_dir(params, family) / "log.jsonl")]
         metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at, final=False)
+        if not metrics.get("complete", True):
+            tracking.terminate(c, run_id, "KILLED")
+            return metrics
+        out = family_dir(params, family)
+        block = {**params.family_block(family), "data": params.data.model_dump(mode="json")}
+        tracking.retry(lambda: c.log_dict(run_id, block, "config.json"), "log_dict")
+        version = tracking.finish_family(c, run_id, family, out, metrics)
     except BaseException as e:  # Ctrl-C, or a Ray task cancelled by one: KILLED, as MLflow marks a stop
-        c.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED")
+        with contextlib.suppress(Exception):  # (a lock here: the error that happened is the one to see)
+            tracking.terminate(
+                c, run_id, "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED"
+            )
         raise
-    if not metrics.get("complete", True):
-        c.set_terminated(run_id, "KILLED")
-        return metrics
-    out = family_dir(params, family)
-    c.log_dict(
-        run_id, {**params.family_block(family), "data": params.data.model_dump(mode="json")}, "config.json"
-    )
-    version = tracking.finish_family(c, run_id, family, out, metrics)
     metrics["mlflow"] = {
         "run_id": run_id,
         "model_uri": f"models:/{family}/{version}",

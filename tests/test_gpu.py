@@ -41,3 +41,25 @@ def test_scoring_and_validating_leave_the_gpus_random_draws_alone():
     torch.cuda.manual_seed(123)
     log_likelihoods(model, x)
     assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+def test_a_training_resumes_on_cuda_as_a_straight_run_ends(tmp_path):
+    """The checkpoint was loaded onto the GPU, its CPU RNG states too: every resume on CUDA raised
+    "RNG state must be a torch.ByteTensor", and kept raising until the checkpoints were deleted."""
+    spec = DataSpec(1, 8, 8, 17, 10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 17, (64, 1, 8, 8), generator=g).float() / 16
+    y = torch.randint(0, 10, (64,), generator=g)
+    cfg = TrainConfig(steps=8, batch_size=16, checkpoint_every=4, log_every=2)
+
+    def run(folder, stop_at=None):
+        torch.manual_seed(0)
+        model = models.build("vae", spec, TINY["vae"])
+        return fit(model, x, y, cfg, device="cuda", checkpoint_dir=folder, progress=False, stop_at=stop_at)
+
+    straight, _ = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=4)
+    resumed, result = run(tmp_path / "b")
+    assert result.resumed_from == 4
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

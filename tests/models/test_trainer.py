@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,52 @@ def test_stop_and_resume_equals_straight_run(family, tiny, tmp_path):
     a, b = straight.state_dict(), resumed.state_dict()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst == 0.0, f"max |dtheta| = {worst}"
+
+
+def test_a_resumed_run_logs_the_same_figures_as_a_straight_one(tmp_path, tiny):
+    """A checkpoint between two log lines dropped the figures since the last one: the first line
+    after a resume averaged fewer steps (the weights were the same, the curve was not)."""
+    x, y = data()
+
+    class Rows(Callback):
+        def __init__(self):
+            self.rows = {}
+
+        def on_log(self, step, logs):
+            self.rows[step] = logs
+
+    def run(ckpt, stop_at=None):
+        torch.manual_seed(0)
+        rows = Rows()
+        fit(models.build("vae", SPEC, tiny["vae"]), x, y, cfg(steps=12, log_every=4, checkpoint_every=6),
+            checkpoint_dir=ckpt, progress=False, stop_at=stop_at, callbacks=[rows])  # fmt: skip
+        return rows.rows
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=6)
+    resumed = run(tmp_path / "b")
+    assert resumed[8] == straight[8] and resumed[12] == straight[12]
+
+
+def test_a_kill_while_old_checkpoints_are_removed_keeps_the_new_one_listed(tmp_path, tiny, monkeypatch):
+    """The old checkpoint was deleted before the index named the new one: a kill between the two
+    (keep_checkpoints 1) left an index naming only a deleted file, and the run restarted at 0."""
+    from genzoo.models.trainer import Checkpoints
+
+    ckpts = Checkpoints(tmp_path, keep=1)
+    ckpts.save(4, {"step": 4})
+    unlink = Path.unlink
+
+    def killed(self, missing_ok=False):
+        if self.name == "step-00000004.pt":
+            raise KeyboardInterrupt
+        return unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpts.save(8, {"step": 8})
+    monkeypatch.undo()
+    assert Checkpoints(tmp_path, keep=1).load_latest()["step"] == 8
 
 
 def test_a_resumed_training_counts_the_time_before_its_checkpoint(tmp_path, tiny):

@@ -459,3 +459,44 @@ def test_a_sqlite_store_is_missing_as_sqlalchemy_reads_its_uri(tmp_path, monkeyp
     assert not _missing_sqlite(f"sqlite:///{tmp_path}/my%20dir/m.db")
     assert not _missing_sqlite("sqlite://") and not _missing_sqlite("sqlite:///:memory:")
     assert _missing_sqlite("sqlite:///other.db") and _missing_sqlite(f"sqlite:///{tmp_path}/nope/m.db")
+
+
+def test_a_failure_after_training_closes_its_run_and_a_locked_close_is_retried(store, tmp_path, monkeypatch):
+    """Only the training itself was inside the block that closes the run: an error while its
+    artifacts were logged or its model registered left the run RUNNING; several families ending
+    at once on sqlite met "database is locked" at the close, unretried."""
+    from genzoo.tasks import tracking
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=4, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    prepare(params)
+
+    def broken(*args):
+        raise RuntimeError("the artifact store is gone")
+
+    with monkeypatch.context() as m:
+        m.setattr(tracking, "finish_family", broken)
+        with pytest.raises(RuntimeError, match="the artifact store is gone"):
+            train_family(params, "gan", progress=False)
+    c = tracking.client(store)
+    (run,) = c.search_runs([c.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    assert run.info.status == "FAILED"
+    from mlflow import MlflowClient
+
+    close, tries = MlflowClient.set_terminated, []
+
+    def locked_once(self, run_id, status=None, *a, **kw):
+        tries.append(status)
+        if len(tries) == 1:
+            raise Exception("(sqlite3.OperationalError) database is locked")
+        return close(self, run_id, status, *a, **kw)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", locked_once)
+    metrics = train_family(params, "gan", progress=False)
+    assert tries == ["FINISHED", "FINISHED"]
+    assert c.get_run(metrics["mlflow"]["run_id"]).info.status == "FINISHED"
