@@ -445,7 +445,7 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
     refusal after it)."""
     from genzoo.flows.cli import sigterm_stops
 
-    server, serving = None, False
+    server, serving = None, None
     if not Path(params_file).exists():  # before a server starts for nothing
         raise FileNotFoundError(f"{params_file}: params file not found (run genzoo serve in the project)")
     if os.environ.get(AUTH_ENV) and not os.environ.get("PREFECT_API_AUTH_STRING"):
@@ -487,11 +487,27 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
             print(f"Prefect UI: {api.removesuffix('/api')}  (deployments: {', '.join(NAMES)})", flush=True)
             # a Run click in the UI starts within 2 s (Prefect's runner polls every 10 s by default)
             poll = None if poll_frequency() is not None else 2
-            serving = True
+            import psutil
+
+            serving = {p.pid for p in psutil.Process().children()}  # (what ran before: not its runs)
             prefect_serve(*deployments(params_file), print_starting_message=False, query_seconds=poll)
         except KeyboardInterrupt:
-            if not serving:  # stopped before it served: `interrupted`, exit 130 (once serving: how it ends)
+            if serving is None:  # stopped before it served: `interrupted`, 130 (once serving: how it ends)
                 raise
         finally:
             if server is not None:
+                if serving is not None:  # (its runner may have started flow runs)
+                    flow_runs_end(server, serving)
                 stop(server)
+
+
+def flow_runs_end(server: subprocess.Popen, before: set[int] = frozenset(), timeout: float = 30.0) -> None:
+    """Wait (up to ``timeout``) for the flow runs this process started to end, the server still
+    up: a Ctrl+C reaches them too, and each records how it ended (KILLED in MLflow, Crashed in
+    Prefect) through the server; stopped first, it left them RUNNING in both for good."""
+    import psutil
+
+    runs = [p for p in psutil.Process().children() if p.pid != server.pid and p.pid not in before]
+    if runs:
+        log.info("waiting for %d flow run(s) to stop", len(runs))
+        psutil.wait_procs(runs, timeout=timeout)

@@ -939,7 +939,8 @@ def other_profiles(
 
 # what a command's params would do to models of another profile (same_profile's ``because``)
 DATASET_BECAUSE = (
-    "these params would filter and label the images drawn from {it} otherwise, and replace the run's dataset"
+    "these params would filter and label the images drawn from {it} otherwise (and, under the run's name, "
+    "replace the run's dataset)"
 )
 STUDY_BECAUSE = "these params would draw {it} at other settings than the ones measured"
 REPORT_BECAUSE = (

@@ -497,3 +497,38 @@ def test_the_runner_polls_for_runs_every_2_s_unless_told_otherwise(tmp_path, mon
         ).stdout
         assert out.split() == [seen], out
     assert {d.name for d in served_with[0][0]} == {"pipeline", "train-family", "augment", "sample", "judge"}
+
+
+def test_ctrl_c_while_serving_lets_the_flow_runs_end_before_the_server_stops(tmp_path, monkeypatch):
+    """Ctrl+C on `make serve` mid-run stopped the server at once: the flow run (Ctrl+C reaches it
+    too) could not report how it ended, and stayed RUNNING in Prefect and MLflow for good."""
+    import subprocess
+    import sys as _sys
+
+    import prefect
+
+    from genzoo.flows import serve as S
+
+    server = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    runs = []
+
+    def serving(*deployments, **kw):  # a flow run still recording its end when Ctrl+C lands
+        runs.append(subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(1.5)"]))
+        raise KeyboardInterrupt
+
+    stop, seen = S.stop, []
+    monkeypatch.setattr(S, "stop", lambda proc: seen.append([r.poll() for r in runs]) or stop(proc))
+    monkeypatch.setattr(S, "start_server", lambda host, port: server)
+    monkeypatch.setattr(S, "healthy", lambda api: False)
+    monkeypatch.setattr(S, "served_elsewhere", lambda api, names: None)
+    monkeypatch.setattr(prefect, "serve", serving)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv(S.ROOTS_ENV, "")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        S.serve(port=1)  # Ctrl+C once serving: how serve ends, no error
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert seen == [[0]] and server.wait(10) is not None  # the run ended, then the server stopped
