@@ -496,9 +496,11 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
                 raise
         finally:
             if server is not None:
-                if serving is not None:  # (its runner may have started flow runs)
-                    flow_runs_end(server, serving)
-                stop(server)
+                try:  # (a second Ctrl+C while it waits: the server still goes down)
+                    if serving is not None:  # (its runner may have started flow runs)
+                        flow_runs_end(server, serving)
+                finally:
+                    stop(server)
 
 
 def flow_runs_end(server: subprocess.Popen, before: set[int] = frozenset(), timeout: float = 30.0) -> None:
@@ -507,7 +509,17 @@ def flow_runs_end(server: subprocess.Popen, before: set[int] = frozenset(), time
     Prefect) through the server; stopped first, it left them RUNNING in both for good."""
     import psutil
 
-    runs = [p for p in psutil.Process().children() if p.pid != server.pid and p.pid not in before]
+    def flow_run(p: psutil.Process) -> bool:  # not the server, nor multiprocessing's resource tracker
+        try:  # (the first spawned run starts the tracker, which lives as long as this process)
+            return (
+                p.pid != server.pid
+                and p.pid not in before
+                and "resource_tracker" not in " ".join(p.cmdline())
+            )
+        except psutil.Error:
+            return False
+
+    runs = [p for p in psutil.Process().children() if flow_run(p)]
     if runs:
         log.info("waiting for %d flow run(s) to stop", len(runs))
         psutil.wait_procs(runs, timeout=timeout)

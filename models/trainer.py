@@ -285,6 +285,10 @@ class Checkpoints:
         atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
         for old in entries[: -self.keep]:
             self._confined(old["file"]).unlink(missing_ok=True)
+        listed = {e["file"] for e in entries[-self.keep :]}
+        for left in self.root.glob("step-*.pt"):  # those a kill after an earlier index write left
+            if left.name not in listed:
+                left.unlink(missing_ok=True)
         return path
 
     def newest_step(self) -> int | None:
@@ -443,9 +447,11 @@ def _new_state(
     amp_dtype = None
     if cfg.amp and device.type == "cuda":  # bfloat16 needs no loss scaling; float16 does
         # (bfloat16 in hardware: T4s and V100s only emulate it, slowly, and take float16)
-        amp_dtype = (
-            torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-        )
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # (torch before 2.5 counts no emulation)
+            native = torch.cuda.is_bf16_supported()
+        amp_dtype = torch.bfloat16 if native else torch.float16
     return _TrainState(
         model=model,
         ema=ema,

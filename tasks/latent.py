@@ -186,6 +186,13 @@ def interpolate(model, a: Pair | None, b: Pair | None, steps: int = 9, mode: str
     return path(model, za, zb, labels[0], labels[1], steps, mode)
 
 
+def seeded_class(model, seed: int) -> int:
+    """A class ``seed`` picks among those the model was trained on (one left out of its training,
+    ``exclude_classes``, is drawn only when asked for, with a warning)."""
+    drawn = torch.isfinite(model.log_class_prior).nonzero().flatten()
+    return int(drawn[np.random.default_rng(seed).integers(len(drawn))])
+
+
 def prior_pair(model, seed: int) -> tuple[Tensor, Tensor]:
     """Two codes drawn from the prior (seeded), (1, ...) each: as the model samples them (the
     GAN's ``truncation`` too: its strips ran between codes its samples never have)."""
@@ -510,7 +517,7 @@ def interpolate_to_file(params, family: str, out: str | Path, *, a: int | None =
                 f"--a/--b: {family} has no encoder ({', '.join(families_with(Encoder, Decoder))} have one): "
                 "its strip runs between two codes from its prior, chosen by --seed and --class"
             )
-        c = int(np.random.default_rng(seed).integers(model.spec.num_classes)) if cls is None else cls
+        c = seeded_class(model, seed) if cls is None else cls
         rows = [interpolate(model, None, None, steps, m, seed=seed, labels=(c, c)) for m in modes]
         ends = {"seed": seed, "labels": [c, c]}
     png, npz = _write(out, rows, list(modes))

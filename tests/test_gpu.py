@@ -43,7 +43,7 @@ def test_scoring_and_validating_leave_the_gpus_random_draws_alone():
     assert torch.equal(torch.rand(3, device="cuda"), expected)
 
 
-def test_a_training_resumes_on_cuda_as_a_straight_run_ends(tmp_path):
+def test_a_training_resumes_on_cuda_as_a_straight_run_ends(tmp_path, monkeypatch):
     """The checkpoint was loaded onto the GPU, its CPU RNG states too: every resume on CUDA raised
     "RNG state must be a torch.ByteTensor", and kept raising until the checkpoints were deleted."""
     spec = DataSpec(1, 8, 8, 17, 10)
@@ -51,6 +51,8 @@ def test_a_training_resumes_on_cuda_as_a_straight_run_ends(tmp_path):
     x = torch.randint(0, 17, (64, 1, 8, 8), generator=g).float() / 16
     y = torch.randint(0, 10, (64,), generator=g)
     cfg = TrainConfig(steps=8, batch_size=16, checkpoint_every=4, log_every=2)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # (cuDNN's atomics otherwise)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
     def run(folder, stop_at=None):
         torch.manual_seed(0)

@@ -514,7 +514,13 @@ def test_ctrl_c_while_serving_lets_the_flow_runs_end_before_the_server_stops(tmp
 
     def serving(*deployments, **kw):  # a flow run still recording its end when Ctrl+C lands
         runs.append(subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(1.5)"]))
+        # and what the first spawned flow run starts, which lives as long as serve: not waited for
+        tracker.append(
+            subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(60)  # resource_tracker"])
+        )
         raise KeyboardInterrupt
+
+    tracker = []
 
     stop, seen = S.stop, []
     monkeypatch.setattr(S, "stop", lambda proc: seen.append([r.poll() for r in runs]) or stop(proc))
@@ -527,8 +533,27 @@ def test_ctrl_c_while_serving_lets_the_flow_runs_end_before_the_server_stops(tmp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, families=["gan"])))
     term = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
     try:
         S.serve(port=1)  # Ctrl+C once serving: how serve ends, no error
     finally:
         signal.signal(signal.SIGTERM, term)
+        tracker[0].kill()
     assert seen == [[0]] and server.wait(10) is not None  # the run ended, then the server stopped
+    assert time.monotonic() - t0 < 20  # (waiting for the tracker too, it ran out the 30 s)
+    # a second Ctrl+C while it waits: the server still goes down
+    server2 = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    monkeypatch.setattr(S, "start_server", lambda host, port: server2)
+
+    def impatient(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "flow_runs_end", impatient)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # (serve set it for its runner)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            S.serve(port=1)
+    finally:
+        signal.signal(signal.SIGTERM, term)
+        tracker[-1].kill()
+    assert server2.wait(10) is not None

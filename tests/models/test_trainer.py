@@ -108,6 +108,8 @@ def test_a_kill_while_old_checkpoints_are_removed_keeps_the_new_one_listed(tmp_p
         ckpts.save(8, {"step": 8})
     monkeypatch.undo()
     assert Checkpoints(tmp_path, keep=1).load_latest()["step"] == 8
+    Checkpoints(tmp_path, keep=1).save(12, {"step": 12})  # the file the kill left unlisted goes too
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-00000012.pt"]
 
 
 def test_a_resumed_training_counts_the_time_before_its_checkpoint(tmp_path, tiny):

@@ -348,6 +348,15 @@ def test_the_default_strip_is_of_a_class_the_seed_picks(trained, tmp_path):
         assert len(labels) > 1, (family, labels)
 
 
+def test_the_seeded_class_is_never_one_left_out_of_training():
+    from genzoo import models
+    from genzoo.models import DataSpec
+
+    gan = models.build("gan", DataSpec(1, 8, 8, 17, 10), {"latent_dim": 8})
+    gan.log_class_prior.copy_(torch.tensor([0.0 if c in (3, 7) else float("-inf") for c in range(10)]))
+    assert {L.seeded_class(gan, s) for s in range(30)} == {3, 7}
+
+
 def test_the_gans_strips_run_between_codes_its_samples_have():
     """With `truncation: 0.5` the strips and smoothness came from codes beyond 0.5, which the
     sampler never draws."""
