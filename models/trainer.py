@@ -18,6 +18,7 @@ import logging
 import math
 import pickle
 import random
+import re
 import sys
 import time
 import warnings
@@ -280,15 +281,14 @@ class Checkpoints:
         entries = [e for e in self._index() if e["step"] != step]
         entries.append({"step": step, "file": path.name, "sha256": sha256_file(path)})
         entries.sort(key=lambda e: e["step"])
-        # the index first, then the files it no longer names (the other way round, a kill between
-        # them left an index naming only a deleted file: keep_checkpoints 1 restarted from step 0)
+        # the index first, then the checkpoints it no longer names, those a kill after an earlier
+        # index write left too (the other way round, a kill between them left an index naming only a
+        # deleted file: keep_checkpoints 1 restarted from step 0); only names it writes itself
         atomic_write_text(self.index_path, json.dumps(entries[-self.keep :], indent=1))
-        for old in entries[: -self.keep]:
-            self._confined(old["file"]).unlink(missing_ok=True)
         listed = {e["file"] for e in entries[-self.keep :]}
-        for left in self.root.glob("step-*.pt"):  # those a kill after an earlier index write left
-            if left.name not in listed:
-                left.unlink(missing_ok=True)
+        for old in self.root.glob("step-*.pt"):
+            if old.name not in listed and re.fullmatch(r"step-[0-9]{8}\.pt", old.name):
+                old.unlink(missing_ok=True)
         return path
 
     def newest_step(self) -> int | None:

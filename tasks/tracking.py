@@ -132,7 +132,8 @@ def log_summary(c, run_id: str, figures: dict[str, dict[str, Any]]) -> None:
     log_numbers(c, run_id, numbers)
 
 
-def _retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
+def retry(fn: Callable[[], Any], what: str, attempts: int = 8) -> Any:
+    """``fn()``, tried again while sqlite reports a lock (other errors raised at once)."""
     for i in range(attempts):
         try:
             return fn()
@@ -210,7 +211,7 @@ class MlflowLogger(Callback):
         }
         if not start:
             return
-        _retry(lambda: self.client.set_tag(self.run_id, "genzoo.resumed_from_step", str(start)), "set_tag")
+        retry(lambda: self.client.set_tag(self.run_id, "genzoo.resumed_from_step", str(start)), "set_tag")
         if self.history is None or not self.history.exists():
             return
         rows = [json.loads(line) for line in self.history.read_text().splitlines() if line.strip()]
@@ -224,7 +225,7 @@ class MlflowLogger(Callback):
         ]
         for i in range(0, len(batch), 1000):  # MLflow takes at most 1,000 entities a batch
             part = batch[i : i + 1000]
-            _retry(lambda p=part: self.client.log_batch(self.run_id, p, synchronous=True), "log_batch")
+            retry(lambda p=part: self.client.log_batch(self.run_id, p, synchronous=True), "log_batch")
 
     def on_log(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -232,14 +233,14 @@ class MlflowLogger(Callback):
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if (k, step) not in self.logged]
         if batch:
-            _retry(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
+            retry(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
 
     def on_end(self, result: TrainResult) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
         extra = [Metric("train_seconds", result.seconds, ts, result.steps)]
-        _retry(lambda: self.client.log_batch(self.run_id, metrics=extra, synchronous=True), "log_batch")
+        retry(lambda: self.client.log_batch(self.run_id, metrics=extra, synchronous=True), "log_batch")
 
 
 def start_run(
@@ -248,7 +249,7 @@ def start_run(
     tags = {"mlflow.runName": name, **(tags or {})}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    return _retry(lambda: c.create_run(experiment_id, run_name=name, tags=tags), "create_run")
+    return retry(lambda: c.create_run(experiment_id, run_name=name, tags=tags), "create_run")
 
 
 def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: str = "") -> None:
@@ -257,7 +258,7 @@ def log_numbers(c, run_id: str, values: dict[str, Any], step: int = 0, prefix: s
 
     ts = int(time.time() * 1000)
     batch = [Metric(k, v, ts, step) for k, v in flatten(values, prefix).items()]
-    _retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
+    retry(lambda: c.log_batch(run_id, metrics=batch, synchronous=True), "log_batch")
 
 
 def _stored(held: float | None, value: float) -> bool:
@@ -288,12 +289,12 @@ def log_stage(
         return
     c = client()
     if numbers:
-        latest = _retry(lambda: c.get_run(run_id), "get_run").data.metrics
+        latest = retry(lambda: c.get_run(run_id), "get_run").data.metrics
         changed = {k: v for k, v in flatten(numbers, prefix).items() if not _stored(latest.get(k), v)}
         if changed:
             log_numbers(c, run_id, changed)
     if artifact is not None:
-        _retry(lambda: c.log_artifact(run_id, str(artifact), artifact_path=artifact_path), "log_artifact")
+        retry(lambda: c.log_artifact(run_id, str(artifact), artifact_path=artifact_path), "log_artifact")
 
 
 def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
@@ -303,9 +304,9 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
     for name in ARTIFACTS:
         if name != "metrics.json" and (out_dir / name).exists():
             path, where = str(out_dir / name), "model" if name.startswith("model.") else None
-            _retry(lambda p=path, w=where: c.log_artifact(run_id, p, artifact_path=w), "log_artifact")
-    _retry(lambda: c.log_dict(run_id, metrics, "metrics.json"), "log_dict")  # the file comes last, after this
-    if not _retry(lambda: c.search_registered_models(f"name='{family}'"), "search_registered_models"):
+            retry(lambda p=path, w=where: c.log_artifact(run_id, p, artifact_path=w), "log_artifact")
+    retry(lambda: c.log_dict(run_id, metrics, "metrics.json"), "log_dict")  # the file comes last, after this
+    if not retry(lambda: c.search_registered_models(f"name='{family}'"), "search_registered_models"):
         try:
             c.create_registered_model(family, description=f"genzoo {family} models")
         except Exception as e:  # created by a concurrent worker meanwhile
@@ -313,9 +314,9 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
                 raise
     meta = json.loads((out_dir / "model.json").read_text())
     for key in ("fingerprint", "data_sha256"):
-        _retry(lambda key=key: c.set_tag(run_id, f"genzoo.{key}", meta.get(key, "")), "set_tag")
-    run = _retry(lambda: c.get_run(run_id), "get_run")
-    version = _retry(
+        retry(lambda key=key: c.set_tag(run_id, f"genzoo.{key}", meta.get(key, "")), "set_tag")
+    run = retry(lambda: c.get_run(run_id), "get_run")
+    version = retry(
         lambda: c.create_model_version(family, source=f"{run.info.artifact_uri}/model", run_id=run_id),
         "create_model_version",
     )
@@ -326,10 +327,7 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
 def terminate(c, run_id: str, status: str) -> None:
     """Close ``run_id`` as ``status``, retried while sqlite reports a lock (several families ending
     at once: a FINISHED run left RUNNING, its model registered, metrics.json unwritten)."""
-    _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
-
-
-retry = _retry  # (for the stages: the same retry on sqlite's locks)
+    retry(lambda: c.set_terminated(run_id, status), "set_terminated")
 
 
 def registered_version(c, uri: str):
@@ -416,20 +414,20 @@ def log_params(c, run_id: str, block: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
     params = [Param(k, v[:6000]) for k, v in param_strings(block).items()]
-    _retry(lambda: c.log_batch(run_id, params=params, synchronous=True), "log_params")
+    retry(lambda: c.log_batch(run_id, params=params, synchronous=True), "log_params")
 
 
 def set_tags(c, run_id: str, tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 
     batch = [RunTag(k, str(v)) for k, v in tags.items()]
-    _retry(lambda: c.log_batch(run_id, tags=batch, synchronous=True), "set_tags")
+    retry(lambda: c.log_batch(run_id, tags=batch, synchronous=True), "set_tags")
 
 
 def close_run(c, run_id: str, status: str = "FAILED") -> None:
     """End a run its worker could not end (killed, lost node): never left RUNNING."""
     if c.get_run(run_id).info.status == "RUNNING":
-        _retry(lambda: c.set_terminated(run_id, status), "set_terminated")
+        retry(lambda: c.set_terminated(run_id, status), "set_terminated")
 
 
 def _missing_sqlite(uri: str) -> bool:
@@ -477,5 +475,5 @@ def close_stale(c, runs_dir: str) -> list[str]:
     query = f"tags.`genzoo.runs_dir` = {_quoted(runs_dir)} and attributes.status = 'RUNNING'"
     stale = [r.info.run_id for r in c.search_runs([exp.experiment_id], query, max_results=1000)]
     for rid in stale:
-        _retry(lambda rid=rid: c.set_terminated(rid, "KILLED"), "set_terminated")
+        retry(lambda rid=rid: c.set_terminated(rid, "KILLED"), "set_terminated")
     return stale
