@@ -545,7 +545,7 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
     for rid in tracking.close_stale(c, runs_dir):
         get_run_logger().warning("MLflow run %s was left RUNNING by a killed pipeline: marked KILLED", rid)
     tags = {
-        "genzoo.runs_dir": runs_dir,
+        **tracking.folder_tags(runs_dir),
         "genzoo.families": ",".join(families),
         **tracking.git_tags(),
         "genzoo.prefect_flow_run": str(flow_run.id or ""),

@@ -107,6 +107,28 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
                 d.rmdir()
 
 
+def runs_folder_id(runs_dir: str | Path) -> str:
+    """This runs folder's own random id (``<runs_dir>/.genzoo-id``, made on first use): what
+    tells its MLflow runs from those of another folder at the same path (two containers' or
+    machines' ``/app/runs`` logging to one tracking server). Shared storage shares it with the
+    cluster's nodes."""
+    folder = Path(runs_dir)
+    path = folder / ".genzoo-id"
+    if not path.is_file():
+        import uuid
+
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".genzoo-id.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(uuid.uuid4().hex + "\n")
+            with contextlib.suppress(FileExistsError):  # another process made it first: its id
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
+
+
 # what genzoo writes at the top of a runs folder (besides hidden files: its lock, a .gitignore)
 RUNS_ENTRIES = frozenset(
     {"evaluation", "report", "human", "teachers", "bench", "timeline.json", "lost+found"}

@@ -27,10 +27,11 @@ from typing import Any
 from genzoo.models.trainer import Callback, TrainResult
 from genzoo.tasks.config import flatten
 from genzoo.tasks.errors import GenzooError, ModelNotFound, TrackingUnavailable
-from genzoo.tasks.layout import FAMILY_OUTPUTS, family_run_id
+from genzoo.tasks.layout import FAMILY_OUTPUTS, family_run_id, runs_folder_id
 
 log = logging.getLogger("genzoo.tracking")
 EXPERIMENT = "genzoo"
+FOLDER_ID = "genzoo.runs_folder_id"  # the runs folder's own id (layout.runs_folder_id)
 ARTIFACTS = FAMILY_OUTPUTS  # everything train@<family> writes goes to its run
 
 
@@ -451,29 +452,49 @@ def _quoted(value: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
+def folder_tags(runs_dir: str | Path) -> dict[str, str]:
+    """The tags that tie a run to its runs folder: its path, and the folder's own id (another
+    machine's folder at the same path, logging to the same server, is another folder)."""
+    return {
+        "genzoo.runs_dir": str(Path(runs_dir).resolve()),
+        FOLDER_ID: runs_folder_id(runs_dir),
+    }
+
+
+def _of_folder(c, runs_dir: str | Path, query: str, **kw) -> list:
+    """The runs of this runs folder that ``query`` finds too (a run without the folder id, from
+    before genzoo tagged it, by its path alone)."""
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    tags = folder_tags(runs_dir)
+    own = tags[FOLDER_ID]
+    query = f"tags.`genzoo.runs_dir` = {_quoted(tags['genzoo.runs_dir'])} and {query}"
+    return [
+        r for r in c.search_runs([exp.experiment_id], query, **kw) if r.data.tags.get(FOLDER_ID, own) == own
+    ]
+
+
 def run_of_model(c, runs_dir: str, family: str, fingerprint: str) -> str | None:
     """The finished run that trained ``family``'s model of ``fingerprint`` (model.json's) into
     ``runs_dir``, newest first; None when there is none. What metrics.json records, found again
     when a training of other settings that was killed had already removed that file."""
-    exp = c.get_experiment_by_name(EXPERIMENT)
-    if exp is None or not fingerprint:
+    if not fingerprint:
         return None
     query = (
-        f"tags.`genzoo.runs_dir` = {_quoted(runs_dir)} and tags.`genzoo.family` = {_quoted(family)} and "
+        f"tags.`genzoo.family` = {_quoted(family)} and "
         f"tags.`genzoo.fingerprint` = {_quoted(fingerprint)} and attributes.status = 'FINISHED'"
     )
-    found = c.search_runs([exp.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    found = _of_folder(c, runs_dir, query, max_results=100, order_by=["attributes.start_time DESC"])
     return found[0].info.run_id if found else None
 
 
 def close_stale(c, runs_dir: str) -> list[str]:
     """Mark KILLED the runs a killed pipeline left RUNNING for ``runs_dir`` (call only while
     holding that folder's pipeline lock: then no live run can be writing there)."""
-    exp = c.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        return []
-    query = f"tags.`genzoo.runs_dir` = {_quoted(runs_dir)} and attributes.status = 'RUNNING'"
-    stale = [r.info.run_id for r in c.search_runs([exp.experiment_id], query, max_results=1000)]
+    stale = [
+        r.info.run_id for r in _of_folder(c, runs_dir, "attributes.status = 'RUNNING'", max_results=1000)
+    ]
     for rid in stale:
         retry(lambda rid=rid: c.set_terminated(rid, "KILLED"), "set_terminated")
     return stale

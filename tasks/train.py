@@ -14,7 +14,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -109,8 +108,7 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
             try:  # (a message's detail: never a failed training)
                 c = tracking.client()
                 if run is None:  # metrics.json removed by a killed training since
-                    runs = str(Path(params.run.runs_dir).resolve())
-                    run = tracking.run_of_model(c, runs, family, meta.get("fingerprint", ""))
+                    run = tracking.run_of_model(c, params.run.runs_dir, family, meta.get("fingerprint", ""))
                 if run is not None:  # the versions to load it by (models:/vae/1), not a placeholder
                     found = c.search_model_versions(f"run_id='{run}'")
                     versions = [
@@ -214,7 +212,7 @@ def close_stale_runs(params: Params) -> list[str]:
         return []
     from genzoo.tasks import tracking
 
-    stale = tracking.close_stale(tracking.client(), str(Path(params.run.runs_dir).resolve()))
+    stale = tracking.close_stale(tracking.client(), params.run.runs_dir)
     for rid in stale:
         log.warning("MLflow run %s was left RUNNING by a killed training: marked KILLED", rid)
     return stale
@@ -232,7 +230,7 @@ def start_family_run(c, params: Params, family: str, parent_run_id: str | None =
         tags={
             "genzoo.family": family,
             **tracking.git_tags(),
-            "genzoo.runs_dir": str(Path(params.run.runs_dir).resolve()),
+            **tracking.folder_tags(params.run.runs_dir),
         },
     )
     tracking.log_params(c, run.info.run_id, params.family_block(family))

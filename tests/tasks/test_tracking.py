@@ -211,6 +211,9 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     runs = str((tmp_path / "runs").resolve())
     stale = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": runs}).info.run_id
     other = tracking.start_run(c, exp, "gan", tags={"genzoo.runs_dir": "/elsewhere/runs"}).info.run_id
+    # another machine's (or container's) folder at the same path, logging to the same server
+    twin = {"genzoo.runs_dir": runs, tracking.FOLDER_ID: "0123456789abcdef"}
+    twin = tracking.start_run(c, exp, "gan", tags=twin).info.run_id
     # refused before any MLflow run: no prepared data; then classes to leave out the data lacks
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 2
     assert cli.main(["prepare", "--params", str(pfile), "-q"]) == 0
@@ -231,11 +234,14 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 2
     assert "val.npz: unreadable" in capsys.readouterr().err
     val.write_bytes(whole)
-    assert len(c.search_runs([exp])) == 2
+    assert len(c.search_runs([exp])) == 3
     assert cli.main(["train", "--family", "gan", "--params", str(pfile), "-q"]) == 0
     assert c.get_run(stale).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
+    assert c.get_run(twin).info.status == "RUNNING"
     trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
     assert c.get_run(trained).info.status == "FINISHED"
+    own = (tmp_path / "runs" / ".genzoo-id").read_text().strip()
+    assert c.get_run(trained).data.tags[tracking.FOLDER_ID] == own != "0123456789abcdef"
     # again, nothing changed: up to date, not trained again (it resumed from its last checkpoint,
     # ran no step and registered a second, identical version)
     model = (tmp_path / "runs" / "gan" / "model.safetensors").stat().st_mtime_ns
