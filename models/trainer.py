@@ -643,7 +643,8 @@ def _speed(since: tuple[int, float], done: int, end: int) -> str:
 
 
 def _window_means(window: dict[str, list[float]], lr: float) -> dict[str, float]:
-    """The mean of each logged figure since the last log line, and the current learning rate."""
+    """The mean of each logged figure since the last log line, and the learning rate of the step
+    logged."""
     return {**{k: float(np.mean(v)) for k, v in window.items()}, "lr": lr}
 
 
@@ -748,6 +749,7 @@ def fit(
     since = (start, time.perf_counter())  # the step and time of the last progress line: its speed
     patience_ran_out = False
     for step in bar:
+        lr = st.scheds[model.phases[0]].get_last_lr()[0]  # this step's (the schedule moves on after it)
         idx = st.batches.next()  # (B,)
         for logs in _train_step(st, cfg, x[idx], y[idx], step):
             for key, value in logs.items():
@@ -756,7 +758,7 @@ def fit(
                     shown[key].append(value)
         done = step + 1
         if _due(done, cfg.log_every, cfg.steps):
-            st.last = last = _window_means(window, st.scheds[model.phases[0]].get_last_lr()[0])
+            st.last = last = _window_means(window, lr)
             window.clear()
             for cb in callbacks:
                 cb.on_log(done, last)
@@ -771,7 +773,7 @@ def fit(
         if lines and (_due(done, max(1, cfg.steps // 10), cfg.steps) or done == end):  # (end: patience's too)
             # the steps since the last line (every log_every steps, last's: a line between two logs
             # showed an earlier step's figures under its own step); none when all were skipped
-            now = _window_means(shown, st.scheds[model.phases[0]].get_last_lr()[0]) if shown else {}
+            now = _window_means(shown, lr) if shown else {}
             shown.clear()
             figures = "".join(f", {k} {v:.3g}" for k, v in list(now.items())[:3])
             log.info("%s: step %d/%d%s%s", model.family, done, cfg.steps, figures, _speed(since, done, end))

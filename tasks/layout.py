@@ -99,7 +99,8 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         holder.unlink(missing_ok=True)
-        if made and [p.name for p in folder.iterdir()] == [".pipeline.lock"]:
+        if made and {p.name for p in folder.iterdir()} <= {".pipeline.lock", ".genzoo-id"}:
+            (folder / ".genzoo-id").unlink(missing_ok=True)
             (folder / ".pipeline.lock").unlink()  # while still held: no one else can have it
         lock.release()
         for d in made:

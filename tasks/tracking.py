@@ -300,7 +300,8 @@ def log_stage(
 
 def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
     """Log the family's artifacts and final numbers, register the model; returns its version."""
-    top = {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # final numbers, not nested logs
+    # final numbers, not nested logs; train_seconds is the trainer's (MlflowLogger.on_end logged it)
+    top = {k: v for k, v in metrics.items() if not isinstance(v, dict) and k != "train_seconds"}
     log_numbers(c, run_id, top, step=int(metrics.get("steps", 0)))
     for name in ARTIFACTS:
         if name != "metrics.json" and (out_dir / name).exists():

@@ -361,6 +361,22 @@ def test_metrics_leave_through_callbacks_and_jsonl(tmp_path, tiny):
     assert all("bpd" in r and "lr" in r for r in rows)
 
 
+def test_the_logged_learning_rate_is_the_one_its_step_trained_with(tiny):
+    """Warm-up over 4 steps: step n (1-based) trains at lr * n / 4, and its row says so (the
+    schedule had moved on to the next step's rate when the row was written)."""
+    got = {}
+
+    class Recorder(Callback):
+        def on_log(self, step, metrics):
+            got[step] = metrics["lr"]
+
+    x, y = data()
+    m = models.build("vae", SPEC, tiny["vae"])
+    config = cfg(steps=6, log_every=1, warmup_steps=4, lr=1e-3, schedule="constant", ema_decay=None)
+    fit(m, x, y, config, progress=False, callbacks=[Recorder()])
+    assert got == pytest.approx({1: 2.5e-4, 2: 5e-4, 3: 7.5e-4, 4: 1e-3, 5: 1e-3, 6: 1e-3})
+
+
 def test_checkpoints_keep_only_the_newest(tmp_path, tiny):
     x, y = data()
     fit(

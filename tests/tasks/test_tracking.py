@@ -113,6 +113,7 @@ def test_a_resumed_training_logs_its_whole_curve_to_the_run_that_registers_it(st
         assert [m.step for m in c.get_metric_history(stopped.info.run_id, name)] == [5, 10]
         assert sorted(m.step for m in c.get_metric_history(run, name)) == [5, 10, 15, 20], name
     assert c.get_run(run).data.tags["genzoo.resumed_from_step"] == "10"
+    assert [m.step for m in c.get_metric_history(run, "train_seconds")] == [20]  # once, at its end
     # a Ray task retried in the same run (its worker died) resumes from an earlier checkpoint:
     # no step logged twice, neither copied nor logged again as it trains
     logger = tracking.MlflowLogger(c, run, history=tmp_path / "runs" / "gan" / "log.jsonl")
