@@ -90,6 +90,7 @@ from genzoo.tasks.sample import (
     Teachers,
     copy_radius,
     nearest_train,
+    on_levels,
     perturb,
     perturbable,
     teacher_cache,
@@ -510,7 +511,7 @@ def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batc
         ask = torch.from_numpy(np.repeat(np.arange(len(counts)), need))
         for yb in ask.split(batch):
             x = make(yb)
-            x = torch.round(x * (levels - 1)) / (levels - 1)  # on the data's level grid, as stored
+            x = on_levels(x, levels)  # on the data's level grid, as stored
             ok = filters.keep(x, yb)
             for c in yb.unique().tolist():
                 drawn[c] += int((yb == c).sum())
@@ -523,19 +524,33 @@ def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batc
     return images, labels, int(drawn.sum())
 
 
-def _quality(params: Params, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any] | None:
-    """The dataset's own figures against the real test split, when the evaluator exists."""
+def _quality(
+    params: Params, images: torch.Tensor, labels: torch.Tensor, spec: DataSpec
+) -> dict[str, Any] | None:
+    """The dataset's own figures against the real test split, when the evaluator exists (None
+    otherwise): on at most as many images as the evaluation draws of a family, a seeded draw."""
     folder = evaluator_dir(params)
     real = real_features(folder)
     if real is None:
         return None
     from genzoo.models.evaluator import load_evaluator
 
+    # as many images as the evaluation scores a family on (a seeded draw): the figures compare, and
+    # their pairwise parts (diversity, precision/recall's radii) stay small for a large dataset
+    cap, of = params.evaluate.per_class(spec) * spec.num_classes, "all its images"
+    if len(labels) > cap:
+        of = f"{cap} of its {len(labels)} images drawn at random"
+        keep = np.sort(np.random.default_rng(params.seed).choice(len(labels), cap, replace=False))
+        images, labels = images[keep], labels[keep]
+    if len(labels) <= params.evaluate.k:  # precision/recall's k nearest neighbours need more
+        return {
+            "not_measured": f"{len(labels)} images, too few for evaluate.k={params.evaluate.k} neighbours"
+        }
     net = load_evaluator(folder / "evaluator.json")
     feats, probs = net.embed(images)
     s = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=params.seed)
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "memorization")
-    return {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features"}
+    return {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features", "scored": of}
 
 
 def class_names(params: Params, num_classes: int) -> list[str]:
@@ -635,7 +650,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             "rejected": filters.rejected,
             "kept": len(content.labels),
         },
-        "quality": _quality(params, x, y),
+        "quality": _quality(params, x, y, net.spec),
         "measured": measured_figures(
             evaluation_dir(params),
             list(sources),

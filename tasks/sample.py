@@ -386,6 +386,12 @@ def perturb(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor, strength: 
     return torch.cat(out).clamp(0, 1)
 
 
+def on_levels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Images in [0, 1] rounded to the data's ``levels`` grid: what a dataset stores (uint8 levels),
+    so what is measured and filtered is what is pulled."""
+    return torch.round(x * (levels - 1)) / (levels - 1)
+
+
 @torch.inference_mode()
 def synthesize(
     model: GenerativeModel | Callable[[torch.Tensor, int], torch.Tensor],
@@ -414,9 +420,14 @@ def synthesize(
         x = perturb(model, x_real.repeat(reps, 1, 1, 1), y, recipe.strength, seed)
     else:
         y = balanced_labels(y_real, recipe.synthetic_per_real, num_classes) if labels is None else labels
+        if not len(y):  # a pool k rounds to nothing (k x images < 1 a class)
+            empty = torch.empty((0, *x_real.shape[1:]))
+            return Synthesis(empty, y, torch.empty((0, num_classes)), 0, {})
         x = model(y, seed) if not isinstance(model, GenerativeModel) else draw(
             model, len(y), labels=y, seed=seed, batch=500)[0]  # fmt: skip
     x = x.float().cpu()
+    if isinstance(model, GenerativeModel):  # (a draw function gives its own grid's images)
+        x = on_levels(x, model.spec.levels)
     keep = torch.ones(len(y), dtype=torch.bool)
     rejected: dict[str, int] = {}
     targets = torch.nn.functional.one_hot(y, num_classes).float()

@@ -75,6 +75,7 @@ from genzoo.tasks.sample import (
     Teachers,
     balanced_labels,
     copy_radius,
+    on_levels,
     perturbable,
     synthesize,
     teacher_cache,
@@ -253,7 +254,10 @@ def _filters(counts: list[dict]) -> dict[str, Any]:
 
 
 def model_draw(model) -> Generate:
-    return lambda labels, seed: draw_images(model, len(labels), labels=labels, seed=seed, batch=500)[0]
+    """``model``'s images for ``labels``, on the data's level grid (as a dataset stores them)."""
+    return lambda labels, seed: on_levels(
+        draw_images(model, len(labels), labels=labels, seed=seed, batch=500)[0], model.spec.levels
+    )
 
 
 def pca_kde_draw(params: Params, train: Data, spec: DataSpec) -> Generate:

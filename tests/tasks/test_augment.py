@@ -12,6 +12,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from genzoo.models import DataSpec
 from genzoo.tasks.augment import (
     AugmentRequest,
     _Filters,
@@ -463,6 +464,39 @@ def test_best_by_fd_rank_is_the_verdict_of_every_judge_not_of_one(tmp_path):
         match="augment.metric: .*'fd_rank' or 'lift'; did you mean fd_rank\\? \\(got 'fd_ranks'\\)",
     ):
         validate(tiny_params(tmp_path, augment={"metric": "fd_ranks"}))
+
+
+def test_a_datasets_own_quality_is_scored_on_as_many_images_as_an_evaluation_and_never_fails_it(
+    evaluated, monkeypatch
+):
+    """A large dataset is scored on a seeded draw of the evaluation's size (diversity and the
+    neighbour radii are quadratic in the images scored: 200,000 images never finished); one of no
+    more images than evaluate.k says so instead of failing the dataset at its end."""
+    from genzoo.tasks import augment
+
+    tmp, params, _ = evaluated
+    spec = DataSpec(1, 8, 8, 17, 10)
+    cap = params.evaluate.per_class(spec) * 10  # 4 a class in the tests' params
+    seen = []
+    real_scores = augment.scores
+    monkeypatch.setattr(
+        augment, "scores", lambda p, f, *a, **k: seen.append(len(f)) or real_scores(p, f, *a, **k)
+    )
+    x, y = torch.rand(3 * cap, 1, 8, 8), torch.arange(3 * cap) % 10
+    q = augment._quality(params, x, y, spec)
+    assert seen == [cap] and q["scored"] == f"{cap} of its {3 * cap} images drawn at random"
+    assert augment._quality(params, x, y, spec)["fd"] == q["fd"]  # the same draw
+    assert augment._quality(params, x[:cap], y[:cap], spec)["scored"] == "all its images"
+    few = augment._quality(params, x[:5], y[:5], spec)
+    assert few == {"not_measured": "5 images, too few for evaluate.k=5 neighbours"}
+    req = request(params, families=["gan"], per_class=1, class_ratios={c: 0.0 for c in range(5, 10)},
+                  out_dir=str(tmp / "aug"), name="five")  # fmt: skip
+    path = generate(params, req)
+    assert json.loads((path / "manifest.json").read_text())["quality"] == few
+    assert (
+        "This draw's own quality: not measured (5 images, too few for evaluate.k=5"
+        in (path / "README.md").read_text()
+    )
 
 
 def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):

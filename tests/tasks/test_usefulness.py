@@ -396,6 +396,32 @@ def test_perturb_moves_a_real_image_by_its_strength_and_needs_an_encoder(trained
         perturb(gan, x, y, 0.5, seed=0)
 
 
+def test_what_is_measured_is_on_the_datasets_level_grid_and_an_empty_pool_is_no_error(trained):
+    """A network's images (the GAN's sigmoid, the VAE's decoder means) are rounded to the data's
+    levels before the teacher, the copy filter and the classifier see them, as the dataset a user
+    pulls stores them; a recipe whose pool rounds to no image (real_share 1, a tiny k) measures
+    the classifier on real data alone instead of failing every family."""
+    from genzoo import models
+    from genzoo.tasks.config import Recipe
+    from tests.conftest import TINY
+
+    train, _, spec, _ = U._splits(trained)
+    part = train[0][:40], train[1][:40]
+    torch.manual_seed(0)
+    for family, recipe in (("gan", Recipe()), ("vae", Recipe(mode="perturb", strength=0.3))):
+        model = models.build(family, spec, TINY[family]).eval()
+        made = U.synthesize(model, recipe, part, spec.num_classes, seed=0)
+        grid = made.x * (spec.levels - 1)
+        assert len(made.y) and torch.equal(grid, grid.round()), family
+        drawn = U.model_draw(model)(part[1], 0) * (spec.levels - 1)  # train on synthetic, too
+        assert torch.equal(drawn, drawn.round()), family
+    none = U.synthesize(model, Recipe(synthetic_per_real=0.01), part, spec.num_classes, seed=0)
+    assert none.x.shape == (0, *part[0].shape[1:]) and none.counts["drawn"] == 0
+    gan = models.build("gan", spec, TINY["gan"]).eval()
+    capped = U.pool_capped(Recipe(real_share=1.0), 200, spec, trained.usefulness.cnn)
+    assert len(U.synthesize(gan, capped, part, spec.num_classes, seed=0).y) == 0
+
+
 def test_a_perturb_recipe_for_a_family_without_an_encoder_fails_before_training(trained):
     raw = trained.model_dump(mode="json")
     raw["recipes"] = {"plain": {}, "near": {"mode": "perturb", "strength": 0.3}}
