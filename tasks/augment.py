@@ -625,23 +625,32 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
                              class_names(params, net.spec.num_classes), soft_labels=soft)  # fmt: skip
     request_dump = req.model_dump(mode="json")
+    # what made the images: the augment keys that decide the draw and the recipe's block
+    made_by = (
+        {k: request_dump[k] for k in RECIPE_KEYS}
+        | {"families": list(sources)}
+        | {"name": req.recipe, **recipe.model_dump(mode="json")}
+        | ({"teacher_model": teacher.describe()} if teacher is not None else {})
+    )
+    data = source_data(read_manifest(params.data.prepared_dir, required=False), params.data.prepared_dir)
     info = {
         "name": req.name,
         "request": request_dump,
-        # what made the images: the augment keys that decide the draw and the recipe's block
-        "recipe": {k: request_dump[k] for k in RECIPE_KEYS}
-        | {"families": list(sources)}
-        | {"name": req.recipe, **recipe.model_dump(mode="json")}
-        | ({"teacher_model": teacher.describe()} if teacher is not None else {}),
+        "recipe": made_by,
         "families": sources,
         "profile": params.profile,  # a first look (the card says so), or None
+        # everything that decides the images and labels: the request, the recipe's settings and
+        # teacher (not only its name), the models and the data they were drawn around
         "params_hash": fingerprint(
-            {"request": req.model_dump(), "models": {f: i["sha256"] for f, i in sources.items()}}
-        ),
+            {
+                "request": req.model_dump(),
+                "models": {f: i["sha256"] for f, i in sources.items()},
+                "recipe": made_by,
+                "data": data.get("sha256"),
+            }
+        ),  # fmt: skip
         "seed": req.seed,
-        "data": source_data(
-            read_manifest(params.data.prepared_dir, required=False), params.data.prepared_dir
-        ),
+        "data": data,
         "filters": {
             "min_confidence": req.min_confidence,
             "reject_copies": req.reject_copies,
@@ -656,6 +665,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             list(sources),
             {f: i["sha256"] for f, i in sources.items()},
             usefulness_key(params),
+            req.recipe,  # the lift of the recipe that made these images, where it was measured
         ),  # fmt: skip
     }
     if choice is not None:  # why that family: the figures `best` chose it from

@@ -403,6 +403,7 @@ def measured_figures(
     families: Sequence[str],
     models: Mapping[str, str] | None = None,
     reference_key: str | None = None,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
     """Per family, what the evaluation measured of its model, as the card quotes it: quality
     (``<family>/quality.json``: figures with their 95% half-widths, memorization) and usefulness
@@ -411,7 +412,9 @@ def measured_figures(
     given ``models`` (family -> sha256 of its weights), measured another model than that one
     (a family trained again since it was evaluated): ``other_model`` then names the files; a
     usefulness.json against other real-data rows than those ``reference_key`` names (the rows the
-    current settings make: :func:`layout.usefulness_key`) is None too, named by ``other_reference``."""
+    current settings make: :func:`layout.usefulness_key`) is None too, named by ``other_reference``.
+    The lift quoted is ``recipe``'s (the dataset's own) where it was measured, else the primary
+    recipe's (``augment.recipe`` when the family was measured)."""
     folder = Path(evaluation_dir)
     reference = read_json(folder / "usefulness" / "reference.json") or {}
     if reference_key and reference.get("key") != reference_key:  # its train-on-real rows: other settings'
@@ -425,7 +428,7 @@ def measured_figures(
         q, u = (None if k in other or (k == "usefulness" and against) else docs[k] for k in docs)
         out[f] = {
             "quality": _quality_figures(q, folder / f / "quality.json"),
-            "usefulness": _usefulness_figures(u, reference, folder / f / "usefulness.json"),
+            "usefulness": _usefulness_figures(u, reference, folder / f / "usefulness.json", recipe),
         }
         if other:
             out[f]["other_model"] = {k: shown(folder / f / f"{k}.json") for k in other}
@@ -459,9 +462,15 @@ def _quality_figures(q: Any, path: Path) -> dict[str, Any] | None:
     }
 
 
-def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+def _usefulness_figures(
+    u: Any, reference: Mapping[str, Any], path: Path, recipe: str | None = None
+) -> dict[str, Any] | None:
     if not isinstance(u, dict):
         return None
+    own = (u.get("recipes") or {}).get(recipe) if isinstance(u.get("recipes"), dict) else None
+    if isinstance(own, dict) and isinstance(own.get("augmentation"), dict):  # the dataset's recipe
+        u = {**u, "recipe": recipe, "augmentation": own["augmentation"],
+             "synthetic_per_real": own.get("synthetic_per_real")}  # fmt: skip
     real = (reference.get("real") or {}).get("1.0") or {}
     tstr = {
         c: {
@@ -481,14 +490,17 @@ def _usefulness_figures(u: Any, reference: Mapping[str, Any], path: Path) -> dic
         if isinstance(per, dict)
     }
     protocol = u.get("protocol") if isinstance(u.get("protocol"), dict) else {}
-    recipe = (protocol.get("recipes") or {}).get(u.get("recipe"), {})
+    block = (protocol.get("recipes") or {}).get(u.get("recipe"), {})
+    at = u.get("synthetic_per_real") if isinstance(u.get("synthetic_per_real"), dict) else {}
+    k = block.get("synthetic_per_real", protocol.get("synthetic_per_real"))
     return {
         "file": shown(path),
         "tstr": tstr,
         "lift": lift,
         "recipe": u.get("recipe"),
-        "synthetic_per_real": recipe.get("synthetic_per_real", protocol.get("synthetic_per_real")),
-        "real_share": recipe.get("real_share"),  # how the classifier mixed them: real images per batch
+        "synthetic_per_real": k,  # the recipe's
+        "synthetic_per_real_at": {p: at.get(p, k) for p in lift},  # as measured at each fraction
+        "real_share": block.get("real_share"),  # how the classifier mixed them: real images per batch
         "seeds": protocol.get("seeds"),
         "augmentation": protocol.get("augmentation"),  # the baseline CNN's classical augmentation, in words
     }

@@ -345,6 +345,14 @@ def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: G
     return accuracies(params, part, test, spec, make, recipe)
 
 
+def used_k(params: Params, name: str, n_real: int, spec: DataSpec) -> float:
+    """The synthetic images per real one that recipe ``name`` adds to ``n_real`` real images as
+    measured: its k, lowered by :func:`pool_capped`; whole copies in mode ``perturb``."""
+    recipe = pool_capped(params.recipe(name), n_real, spec, params.usefulness.cnn)
+    k = recipe.synthetic_per_real
+    return float(max(1, round(k))) if recipe.mode == "perturb" else k
+
+
 def pool_capped(recipe: Recipe, n_real: int, spec: DataSpec, cfg: EvaluatorConfig) -> Recipe:
     """``recipe`` with k lowered, where needed, so the synthetic pool holds no more images than
     the CNN draws from it in training (steps x synthetic images per batch): a larger pool costs
@@ -522,7 +530,8 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         return done
     for name in recipes(params):  # before any training: a perturb recipe needs an encoder
         if params.recipe(name).mode == "perturb" and family not in perturbable():
-            raise ValueError(f"usefulness.recipes: {name!r} perturbs real images, which {family} cannot "
+            key = "usefulness.recipes" if name in u.recipes else "augment.recipe"
+            raise ValueError(f"{key}: {name!r} perturbs real images, which {family} cannot "
                              f"(no encoder; families that can: {', '.join(perturbable())})")  # fmt: skip
     use_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
@@ -546,8 +555,11 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
                 if (teacher := t(params.recipe(name))) is not None:
                     taught[name].append(vote_accuracy(teacher, *test))
         real_p = {c: [v for v in ref["real"][str(p)][c]["per_seed"]] for c in u.classifiers}
+        n_real = len(subset(train[1], p, u.subset_seeds[0]))
         for name in by_recipe:
             by_recipe[name]["augmentation"][str(p)] = _lift(_pooled(runs[name]), real_p, u.seeds)
+            # k as measured: lowered where the pool would outgrow what the classifier draws
+            by_recipe[name].setdefault("synthetic_per_real", {})[str(p)] = used_k(params, name, n_real, spec)
             by_recipe[name]["filters"][str(p)] = _filters(counts[name])
             if taught[name]:  # over subsets: what the student could learn from at most
                 by_recipe[name].setdefault("teacher_accuracy", {})[str(p)] = stats(taught[name])
@@ -565,6 +577,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
         "tstr": tstr_accuracies(params, train, test, spec, model_draw(full)),
         "recipe": params.augment.recipe,
         "augmentation": primary["augmentation"],  # the recipe the pulled dataset is made with
+        "synthetic_per_real": primary["synthetic_per_real"],  # its k at each fraction, as measured
         "recipes": by_recipe,
         "generators": generators,
         "seconds": round(time.perf_counter() - t0, 1),

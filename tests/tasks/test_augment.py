@@ -115,6 +115,19 @@ def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
     assert "run `genzoo usefulness --families gan --profile quick`" in card
 
 
+def test_the_params_fingerprint_changes_with_the_recipes_settings_not_only_its_name(trained):
+    """Two datasets of one request whose recipe of the same name was set otherwise (another
+    temperature, k, teacher) are not of the same params: their fingerprints differ."""
+    tmp, params = trained
+    req = AugmentRequest(families=["gan"], per_class=1, seed=1, out_dir=str(tmp / "aug"), name="fp")
+    first = json.loads((generate(params, req) / "manifest.json").read_text())["params_hash"]
+    assert json.loads((generate(params, req) / "manifest.json").read_text())["params_hash"] == first
+    raw = params.model_dump(mode="json")
+    raw["recipes"]["plain"] = {"synthetic_per_real": 4}
+    other = validate(raw)
+    assert json.loads((generate(other, req) / "manifest.json").read_text())["params_hash"] != first
+
+
 def test_a_family_trained_with_other_params_is_drawn_from_with_a_warning(trained, caplog):
     """A model the current params would retrain (here: another EMA decay; after a quick
     run, the default params) still makes the dataset asked for, and the log says it is stale."""

@@ -245,6 +245,36 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     assert "Also dropped: 14 the recipe's teacher gave another label.\nKept: 36 of 50 drawn." in card
 
 
+def test_a_card_quotes_its_own_recipes_lift_at_the_k_it_was_measured_with(tmp_path):
+    """A dataset made by another measured recipe than the primary one (`genzoo augment --recipe
+    teacher`) quotes that recipe's lift, not the primary's under a "another recipe's" note; and
+    the synthetic images per real one the measurement added (k lowered where the pool would
+    outgrow what the classifier draws), not the recipe's k."""
+    _evaluation(tmp_path / "evaluation")
+    path = tmp_path / "evaluation" / "vae" / "usefulness.json"
+    u = json.loads(path.read_text())
+    stats = lambda m, h: {"mean": m, "ci95": h, "per_seed": [m, m]}  # noqa: E731
+    u["protocol"]["recipes"]["teacher"] = {"synthetic_per_real": 20.0, "real_share": 0.5}
+    u["recipes"] = {
+        "distil": {"augmentation": u["augmentation"], "synthetic_per_real": {"0.1": 1.0}},
+        "teacher": {"augmentation": {"0.1": {"cnn": {"augmented": stats(0.95, 0.01),
+                                                      "lift": stats(0.05, 0.01)}}},
+                    "synthetic_per_real": {"0.1": 15.25}},
+    }  # fmt: skip
+    path.write_text(json.dumps(u))
+    info = {"name": "card", "families": {"vae": {"sha256": "a" * 64}}, "recipe": {"name": "teacher"}}
+    for recipe, says in (
+        ("teacher", "With recipe `teacher`, adding 15.25 synthetic image(s) per real one to 10% of the "
+                    "real training split (from the family retrained on that 10% alone), 50% of each "
+                    "training batch real, changes test accuracy by: cnn +5.0 ± 1.0 points"),
+        (None, "With recipe `distil` (this dataset was made with `teacher`: the figures are another "
+               "recipe's), adding 1 synthetic image(s) per real one"),
+    ):  # fmt: skip
+        info["measured"] = measured_figures(tmp_path / "evaluation", ["vae"], recipe=recipe)
+        write_dataset(tmp_path / "card", content(soft=False), info=info)
+        assert says in (tmp_path / "card" / "README.md").read_text(), recipe
+
+
 def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
     """A family trained again after its evaluation (`genzoo train`, `dvc repro train@vae`): its
     quality.json and usefulness.json name the model they measured, and a dataset drawn from the

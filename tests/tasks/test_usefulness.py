@@ -163,6 +163,10 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
     pool = len(U.balanced_labels(train[1], views / len(train[1]), 10))
     assert abs(pool - views) <= 5
     assert result["recipes"]["plain"]["filters"]["1.0"]["drawn"] == trained.usefulness.seeds * pool
+    # the k measured, as the card quotes it: lowered at 100%, the recipe's own at 20%
+    k = result["recipes"]["plain"]["synthetic_per_real"]
+    assert k == {"0.2": trained.recipe("plain").synthetic_per_real, "1.0": views / len(train[1])}
+    assert result["synthetic_per_real"] == k  # the primary recipe's, beside its augmentation figures
     # the teacher's own accuracy, per fraction over subsets; plain has no teacher
     taught = result["recipes"]["teacher"]["teacher_accuracy"]
     assert set(taught) == {"0.2", "1.0"} and all(len(taught[p]["per_seed"]) == 1 for p in taught)
@@ -428,7 +432,14 @@ def test_a_perturb_recipe_for_a_family_without_an_encoder_fails_before_training(
     raw["usefulness"]["recipes"] = ["near"]
     params = validate(raw)
     U.reference(params)
-    with pytest.raises(ValueError, match="'near' perturbs real images, which gan cannot"):
+    with pytest.raises(
+        ValueError, match="^usefulness.recipes: 'near' perturbs real images, which gan cannot"
+    ):
+        U.measure_family(params, "gan")
+    raw["usefulness"]["recipes"], raw["augment"]["recipe"] = ["plain"], "near"  # the dataset's recipe
+    params = validate(raw)
+    U.reference(params)
+    with pytest.raises(ValueError, match="^augment.recipe: 'near' perturbs real images, which gan cannot"):
         U.measure_family(params, "gan")
 
 
