@@ -273,6 +273,12 @@ def test_a_card_quotes_its_own_recipes_lift_at_the_k_it_was_measured_with(tmp_pa
         info["measured"] = measured_figures(tmp_path / "evaluation", ["vae"], recipe=recipe)
         write_dataset(tmp_path / "card", content(soft=False), info=info)
         assert says in (tmp_path / "card" / "README.md").read_text(), recipe
+    # chosen by lift among several: the card says the winner's figure was its selection criterion too
+    info["best"] = {"family": "vae", "metric": "lift", "among": "measured for usefulness",
+                    "figures": {"vae": 0.05, "gan": 0.01}, "measured": ["vae", "gan"]}  # fmt: skip
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "gan +1.0 points (chosen by the same test-split figures the card quotes: the winner's lift" in card
 
 
 def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
