@@ -40,7 +40,7 @@ EPILOG = """examples:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--params", type=_path, default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--profile", help="named override set from the params file's `profiles` block, e.g. quick")
     p.add_argument(
         "-o",
@@ -357,6 +357,12 @@ def cmd_sample(args) -> int:
 def cmd_serve(args) -> int:
     from genzoo.flows.serve import serve
 
+    if args.profile or args.overrides:  # each run's form has its own (the served flows load the file)
+        flag = "--profile" if args.profile else "-o"
+        raise UsageError(
+            f"genzoo serve takes no {flag}: each run chooses its profile and overrides in its form in the "
+            "Prefect UI (Profile, Overrides), or `prefect deployment run ... -p profile=quick`"
+        )
     _params(args)  # fail on a bad params file before starting anything
     serve(host=args.host, port=args.port, params_file=args.params)
     return 0
@@ -388,17 +394,28 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _listed(text: str, flag: str, choices: str = "") -> list[str]:
+    """A comma-separated option's items, blanks around them dropped (``"npz, imagefolder"``); none
+    at all is refused, naming ``flag``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UsageError(f"{flag}: none given" + (f" ({choices})" if choices else ""))
+    return items
+
+
 def cmd_augment(args) -> int:
     from genzoo.tasks import layout
     from genzoo.tasks.augment import generate, request
 
     params = _params(args)
-    families = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
-    if families == []:
-        raise UsageError(f"--families: none given (families: {', '.join(params.families)}, or best)")
+    families = (
+        None
+        if args.families is None
+        else _listed(args.families, "--families", f"{', '.join(params.families)}, or best")
+    )
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
-                  png=args.png, formats=None if args.formats is None else args.formats.split(","),
+                  png=args.png, formats=None if args.formats is None else _listed(args.formats, "--formats"),
                   recipe=args.recipe)  # fmt: skip
     # models of another profile (a quick run, then this without --profile): the dataset and its card
     # would say nothing of it, and replace the quick run's own dataset
@@ -429,6 +446,11 @@ def cmd_evaluate(args) -> int:
         params.require(args.family)
     families = [args.family] if args.family else params.families
     trained = [f for f in families if (Path(params.run.runs_dir) / f / "model.json").exists()]
+    if not trained and args.family:
+        raise ModelNotFound(
+            f"{Path(params.run.runs_dir) / args.family / 'model.json'}: {args.family} is not trained "
+            f"({params.command(f'train --family {args.family}')})"
+        )
     if not trained:
         raise ModelNotFound(
             f"nothing to evaluate: no trained family in {params.run.runs_dir} ({params.command('run')})"
@@ -552,8 +574,11 @@ def cmd_usefulness(args) -> int:
 
     params = _params(args)
     families = trained_families(
-        params, args.families or [f for f in params.usefulness.families if f in params.models]
-    )
+        params,
+        [f for f in params.usefulness.families if f in params.models]
+        if args.families is None
+        else args.families,
+    )  # (--families "": none given, said)
     _same_profile(args, params, families, "measure {it}")
     clfs = params.usefulness.classifiers
 
@@ -799,6 +824,11 @@ def cmd_families(args) -> int:
 # ----------------------------------------------------------------------------- the parser, by command
 
 
+def _path(text: str) -> str:
+    """A path option as given, ``~`` expanded (``--out=~/x``: no shell expands it after ``=``)."""
+    return os.path.expanduser(text)
+
+
 def port(text: str) -> int:
     """A TCP port for ``--port``: 1 to 65535 (argparse names the option and exits 2 otherwise)."""
     try:
@@ -860,7 +890,9 @@ def _sample_parser(sub) -> None:
         dest="cls",
         help="class name or index to condition on (default: drawn from the label prior)",
     )
-    p.add_argument("--out", required=True, help="output path without suffix: writes PATH.npz and PATH.png")
+    p.add_argument(
+        "--out", type=_path, required=True, help="output path without suffix: writes PATH.npz and PATH.png"
+    )
     p.add_argument("--seed", type=_seed, default=0, help="sampling seed: same seed, same images (default 0)")
     p.add_argument("--device", help="cpu, cuda, ... (default: where the model loads, cpu)")
     p.set_defaults(fn=cmd_sample)
@@ -924,14 +956,16 @@ def _evaluate_parser(sub) -> None:
 def _detect_parser(sub) -> None:
     p = sub.add_parser("detect", help="flag anomalous images by likelihood under a trained family")
     _common(p)
-    p.add_argument("path", nargs="?", help="an .npz (key images), an image file or a folder of images")
+    p.add_argument(
+        "path", type=_path, nargs="?", help="an .npz (key images), an image file or a folder of images"
+    )
     p.add_argument(
         "--family", required=True, help="a family with a likelihood, exact or a bound (genzoo families)"
     )
     p.add_argument("--quantile", type=float, default=None,
                    help="threshold: this quantile of the validation scores (default: detect.quantile, "
                    "0.99)")  # fmt: skip
-    p.add_argument("--out", help="also write every score as JSON here")
+    p.add_argument("--out", type=_path, help="also write every score as JSON here")
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip
     p.add_argument("--holdout", nargs="+", metavar="CLASS",
@@ -965,7 +999,9 @@ def _interpolate_parser(sub) -> None:
     )
     p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--out", help="output path without suffix (default: samples/<family>-interpolation)")
+    p.add_argument(
+        "--out", type=_path, help="output path without suffix (default: samples/<family>-interpolation)"
+    )
     p.set_defaults(fn=cmd_interpolate)
 
 
@@ -976,7 +1012,9 @@ def _arithmetic_parser(sub) -> None:
     p.add_argument("--index", type=int, required=True, help="index of the test image")
     p.add_argument("--to", required=True, help="the target class, by name or index")
     p.add_argument("--steps", type=int, default=7, help="images along the move: 2 to 1000 (default 7)")
-    p.add_argument("--out", help="output path without suffix (default: samples/<family>-arithmetic)")
+    p.add_argument(
+        "--out", type=_path, help="output path without suffix (default: samples/<family>-arithmetic)"
+    )
     p.set_defaults(fn=cmd_arithmetic)
 
 
@@ -1268,10 +1306,15 @@ def _main(argv: list[str] | None) -> int:
     setup_logging(args.quiet, args.verbose)
     command = f"judge {args.judge}" if args.command == "judge" else args.command  # its action too
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a reader that is gone fails it here, not in Python's exit
+        return code
     except KeyboardInterrupt:  # Ctrl-C: one line, not the traceback of wherever it landed
         print(f"genzoo {command}: interrupted{left_by(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `genzoo detect ... | head`: the reader is gone, as for any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit)
+        return 141  # 128 + SIGPIPE, a shell's status for it
     except Exception as e:
         line = user_error(e)
         if line is None:

@@ -292,10 +292,12 @@ class Checkpoints:
         return path
 
     def newest_step(self) -> int | None:
-        """The step of the newest checkpoint the index lists (a run resumes from it, or from an
-        older one if it turns out damaged); None without any."""
+        """The step of the newest checkpoint the index lists that is there (a run resumes from it,
+        or from an older one if it turns out damaged); None without any."""
         try:
-            return max((int(e["step"]) for e in self._index()), default=None)
+            return max(
+                (int(e["step"]) for e in self._index() if (self.root / e["file"]).is_file()), default=None
+            )
         except (ValueError, KeyError, TypeError):  # an index refused or malformed: load_latest says why
             return None
 

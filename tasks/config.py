@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import shlex
 import types
@@ -82,6 +83,11 @@ class DataParams(Config):
     raw_dir: str = Field("data/raw", min_length=1)
     prepared_dir: str = Field("data/prepared", min_length=1)
 
+    @field_validator("raw_dir", "prepared_dir")
+    @classmethod
+    def _home(cls, v: str) -> str:
+        return os.path.expanduser(v)  # `~/data` (in -o KEY=~/x no shell expands it)
+
     @field_validator("source", mode="before")
     @classmethod
     def _one_word(cls, v: Any) -> Any:
@@ -122,6 +128,11 @@ class RunParams(Config):
     checkpoints_dir: str = Field("checkpoints", min_length=1)
     samples_per_class: int = Field(10, gt=0, description="columns of the per-class sample grid")
     track: bool = Field(True, description="log runs, metrics, artifacts and models to MLflow")
+
+    @field_validator("runs_dir", "checkpoints_dir")
+    @classmethod
+    def _home(cls, v: str) -> str:
+        return os.path.expanduser(v)
 
 
 class Resources(Config):
@@ -232,6 +243,11 @@ class AugmentParams(Config):
     )
     out_dir: str = Field("data/augment", min_length=1, description="parent folder of the datasets")
     recipe: str = Field("plain", description="how the images are made and labelled: a name under `recipes`")
+
+    @field_validator("out_dir")
+    @classmethod
+    def _home(cls, v: str) -> str:
+        return os.path.expanduser(v)
 
     @field_validator("families")
     @classmethod
@@ -903,7 +919,7 @@ def load_params(
                     and k.startswith("models.")}  # fmt: skip
             left = [k for k in chosen if str(k).count(".") >= 2 and str(k).startswith("models.")
                     and str(k).split(".")[1] not in own]  # fmt: skip
-            for k in left:
+            for k in left if warn else ():
                 logging.getLogger("genzoo.config").info(
                     "profiles.%s: %s left out (no models.%s block)", profile, k, str(k).split(".")[1]
                 )

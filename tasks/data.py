@@ -208,7 +208,10 @@ def read_manifest(prepared_dir: str | Path, *, required: bool = True) -> dict | 
     naming it, or None when not ``required`` (status, cache checks)."""
     path = Path(prepared_dir) / "manifest.json"
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):  # valid JSON, but not a manifest's object
+            raise ValueError("not a manifest")
+        return manifest
     except (OSError, ValueError):
         if required:
             raise DataError(f"{path}: not found or unreadable; run `{advise('prepare')}` first") from None

@@ -53,6 +53,7 @@ DB_ENV = "GENZOO_JUDGE_DB"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # the most of each a study takes (the deployment's form says the same): every rater answers
 # every image, so a study of 100,000 images per family is a typo, not a plan
+MIN_REPS, MAX_REPS = 100, 1_000_000  # bootstrap replicates of `judge results` (fewer: no interval)
 LIMITS = {"--per-family": 1000, "--reals": 10000, "--attention": 100, "--pairs": 100, "--raters": 100}
 SINGLE_ANSWERS = ("real", "generated")
 PAIR_ANSWERS = ("left", "right")
@@ -782,6 +783,8 @@ def results_path(params: Params, name: str) -> Path:
 def results(params: Params, url: str, name: str | None = None, reps: int = 2000) -> dict[str, Any]:
     """Score study ``name`` (default: the latest), write ``runs/evaluation/human/<name>.json``
     atomically and log each family's figures to its MLflow run (``human.<figure>``)."""
+    if isinstance(reps, bool) or not isinstance(reps, int) or not MIN_REPS <= reps <= MAX_REPS:
+        raise StudyError(f"--reps: expected bootstrap replicates from {MIN_REPS} to {MAX_REPS}, got {reps}")
     eng = engine(url)
     if name is None:
         with eng.connect() as c:

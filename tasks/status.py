@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+from genzoo import models
 from genzoo.models.base import sha256_file
 from genzoo.tasks.config import Params
 from genzoo.tasks.data import data_hash, not_as_asked, read_manifest, same_source
@@ -21,34 +23,46 @@ from genzoo.tasks.layout import (
 from genzoo.tasks.tracking import param_strings
 
 
-def family_status(params: Params, family: str, profiles: dict[str, Params] | None = None) -> dict[str, Any]:
+def family_status(
+    params: Params, family: str, profiles: dict[str, Params] | None = None, busy: bool = False
+) -> dict[str, Any]:
     """``family``'s outputs and whether they are current; when they are not, why: other data, or
-    params of one of ``profiles`` (the params file's profiles, each applied), or params or code."""
+    params of one of ``profiles`` (the params file's profiles, each applied), or params or code.
+    ``busy``: a genzoo command holds the runs folder now (it may be training this family)."""
     out = family_dir(params, family)
     row: dict[str, Any] = {"family": family, "state": "not trained"}
-    if not (out / "model.json").exists() and (
-        step := newest_checkpoint(params, family)
-    ):  # a first one, stopped
-        row["state"] = (
-            f"not trained (a training stopped at step {step}: genzoo train or genzoo run resumes it)"
-        )
-        if step >= params.train_config(family).steps:  # it finished: its outputs were removed since
-            row["state"] = (
-                f"not trained: its outputs are missing, its checkpoint at step {step} is a finished "
-                f"training's (`dvc repro` removes a stage's outputs before it runs the stage, and a stage "
-                f"that failed leaves them so): `dvc checkout train@{family}` restores the recorded ones, "
-                "genzoo train makes them from the checkpoint"
-            )
     meta, metrics = read_json(out / "model.json"), read_json(out / "metrics.json")
-    if metrics is not None and not isinstance(meta, dict) and (out / "model.json").is_file():
-        row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
-    if isinstance(meta, dict) and metrics is None:  # a training removes it first, writes it last
+    metrics = metrics if isinstance(metrics, dict) else None  # valid JSON of another shape: unreadable
+    if not isinstance(meta, dict):
+        if (out / "model.json").is_file():
+            row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
+        elif present := [f for f in FAMILY_OUTPUTS if f != "log.jsonl" and (out / f).is_file()]:  # (a
+            # training writes its log as it goes: that alone is a first training's)
+            row["state"] = (
+                f"incomplete (model.json missing, {', '.join(present)} there: genzoo run or genzoo train "
+                "makes it again)"
+            )
+        elif step := newest_checkpoint(params, family):  # a first one, stopped (or training now)
+            row["state"] = (
+                f"not trained yet (the command running now may be training it: its last checkpoint is at "
+                f"step {step})"
+                if busy
+                else f"not trained (a training stopped at step {step}: genzoo train or genzoo run resumes it)"
+            )
+            if not busy and step >= params.train_config(family).steps:  # finished: outputs removed since
+                row["state"] = (
+                    f"not trained: its outputs are missing, its checkpoint at step {step} is a finished "
+                    "training's (`dvc repro` removes a stage's outputs before it runs the stage, and a "
+                    f"stage that failed leaves them so): `dvc checkout train@{family}` restores the "
+                    "recorded ones, genzoo train makes them from the checkpoint"
+                )
+        return _coded(row)
+    if metrics is None:  # a training removes it first, writes it last
         row["state"] = (
             "incomplete (metrics.json missing or unreadable: a training of it stopped before its end, or "
             "is running; genzoo train or genzoo run trains it again, from its last checkpoint if any)"
         )
-    if not isinstance(meta, dict) or metrics is None:
-        return row
+        return _coded(row)
     manifest = read_manifest(params.data.prepared_dir, required=False)
     missing = [f for f in FAMILY_OUTPUTS if not (out / f).is_file()]
     if up_to_date(params, family) is not None:
@@ -83,12 +97,28 @@ def family_status(params: Params, family: str, profiles: dict[str, Params] | Non
         data_sha256=meta.get("data_sha256", "")[:12],
         fingerprint=meta.get("fingerprint"),
     )
-    if "mlflow" in metrics:
+    tracked = metrics.get("mlflow")
+    if isinstance(tracked, dict) and all(isinstance(tracked.get(k), str) for k in TRACKED):
         row.update(
-            mlflow_run=metrics["mlflow"]["run_id"],
-            model_uri=metrics["mlflow"]["model_uri"],
-            tracking_uri=metrics["mlflow"]["tracking_uri"],
+            mlflow_run=tracked["run_id"], model_uri=tracked["model_uri"], tracking_uri=tracked["tracking_uri"]
         )
+    return _coded(row)
+
+
+TRACKED = ("run_id", "model_uri", "tracking_uri")  # metrics.json's ``mlflow`` record
+# a row's state in one word (``code``), for scripts reading ``genzoo status --json``
+CODES = (
+    ("up to date", "up_to_date"), ("stale", "stale"), ("incomplete", "incomplete"), ("damaged", "damaged"),
+    ("not trained", "not_trained"), ("not checked", "not_checked"), ("not in params", "not_in_params"),
+)  # fmt: skip
+
+
+def _coded(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``code``: its state's kind (see CODES); numbers that are not finite as None."""
+    row["code"] = next(code for prefix, code in CODES if row["state"].startswith(prefix))
+    for k, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            row[k] = None
     return row
 
 
@@ -153,13 +183,16 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
     """The prepared data and every family's state (``profiles``: see ``family_status``); ``run``:
     the command running on the runs folder now, if any (the states are as of this moment)."""
     data: dict[str, Any] = {"prepared_dir": params.data.prepared_dir, "state": "not prepared"}
-    if m := read_manifest(params.data.prepared_dir, required=False):
-        data.update(
-            state="prepared",
-            source=m["source"],
-            shape=m["shape"],
-            splits={s: v["n"] for s, v in m["splits"].items()},
-        )
+    m = read_manifest(params.data.prepared_dir, required=False)
+    splits = m.get("splits") if m else None
+    readable = m is not None and isinstance(m.get("source"), str) and isinstance(splits, dict)
+    if m is not None and not (readable and all(isinstance(v, dict) and "n" in v for v in splits.values())):
+        m = None
+    if m is None and (Path(params.data.prepared_dir) / "manifest.json").exists():  # there, but not one
+        data["state"] = "damaged (manifest.json is not a prepared folder's: genzoo prepare makes it again)"
+    if m:
+        data.update(state="prepared", source=m["source"], shape=m.get("shape"),
+                    splits={s: v["n"] for s, v in splits.items()})  # fmt: skip
         if not same_source(m["source"], params.data.source):  # the families' states are against it
             data["state"] = (
                 f"prepared from another source than data.source ({params.data.source}; the next run "
@@ -170,8 +203,23 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
                 f"prepared with other data params ({', '.join(other)}; the next run prepares these, and "
                 "retrains what they change)"
             )
-    st = {"data": data, "families": [family_status(params, f, profiles) for f in params.families]}
-    return {"run": running(params.run.runs_dir), **st}
+    run = running(params.run.runs_dir)
+    rows = []
+    for f in params.families:
+        try:
+            rows.append(family_status(params, f, profiles, busy=run is not None))
+        except (KeyError, TypeError, AttributeError) as e:  # a file of genzoo's edited into another shape
+            why = (
+                "the prepared data's manifest.json is damaged"
+                if m is None and data["state"] != "not prepared"
+                else f"a file of it has an unexpected shape ({type(e).__name__}: {e})"
+            )
+            rows.append(_coded({"family": f, "state": f"not checked: {why}"}))
+    for f in sorted(set(models.REGISTRY) - set(params.families)):  # trained once, its block removed since
+        if (family_dir(params, f) / "model.json").is_file():
+            rows.append(_coded({"family": f, "state": f"not in params (runs/{f} holds a model of it: "
+                                f"add a models.{f} block to use it, or remove the folder)"}))  # fmt: skip
+    return {"run": run, "data": data, "families": rows}
 
 
 def format_status(st: dict[str, Any]) -> str:

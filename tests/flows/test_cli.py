@@ -893,3 +893,128 @@ def test_a_hint_repeats_the_users_params_file_and_overrides_not_those_a_command_
     params = cli._params(args)
     assert params.detect.holdout_classes == [2] and params.seed == 1
     assert params.command("run") == f"genzoo run --params {pfile} -o seed=1 -o 'usefulness.recipes=[plain]'"
+
+
+def test_status_reads_damaged_and_half_written_outputs_without_a_traceback(tmp_path, capsys):
+    """`genzoo status` on files edited into another shape (valid JSON that is not a record), a
+    model.json removed beside its weights, a family whose block left params, a run in progress
+    beside a checkpoint: a state each, with a one-word ``code`` and strict JSON (no NaN)."""
+    import json
+    import math
+    import shutil
+
+    from genzoo.tasks.layout import exclusive
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=3, families=["gan", "vae"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(raw))
+    base = ["--params", str(pfile)]
+    assert cli.main(["prepare", "-q", *base]) == 0
+    assert cli.main(["train", "--family", "gan", "-q", *base]) == 0
+    capsys.readouterr()
+    gan = tmp_path / "runs" / "gan"
+    good = {p.name: p.read_bytes() for p in gan.iterdir()}
+
+    def status(params=base) -> dict:
+        assert cli.main(["status", "--json", *params]) == 0
+        out = capsys.readouterr().out
+
+        def no_nan(name):
+            raise AssertionError(f"not strict JSON: {name}")
+
+        return json.loads(out, parse_constant=no_nan)
+
+    def row(st: dict, family: str = "gan") -> tuple[str, str]:
+        (r,) = [r for r in st["families"] if r["family"] == family]
+        return r["code"], r["state"]
+
+    assert row(status()) == ("up_to_date", "up to date") and row(status(), "vae")[0] == "not_trained"
+    metrics = json.loads(good["metrics.json"])
+    (gan / "metrics.json").write_text(json.dumps({**metrics, "test_bpd": math.nan, "mlflow": None}))
+    assert row(status())[0] == "up_to_date"  # NaN -> null, no MLflow record: none shown
+    assert cli.main(["status", *base]) == 0 and "mlflow run" not in capsys.readouterr().out
+    (gan / "metrics.json").write_text("[]")
+    code, state = row(status())
+    assert code == "incomplete" and state.startswith("incomplete (metrics.json missing or unreadable")
+    (gan / "metrics.json").write_bytes(good["metrics.json"])
+    (gan / "model.json").unlink()
+    code, state = row(status())
+    assert code == "incomplete" and state.startswith("incomplete (model.json missing, model.safetensors")
+    (gan / "model.json").write_text("[]")
+    assert row(status()) == (
+        "damaged",
+        "damaged (model.json cannot be read as a model config: train it again)",
+    )
+    (gan / "model.json").write_bytes(good["model.json"])
+    # its block removed from params: still listed, as not in params
+    alone = tmp_path / "vae-only.yaml"
+    alone.write_text(yaml.safe_dump({**raw, "models": {"vae": raw["models"]["vae"]}}))
+    code, state = row(status(["--params", str(alone)]))
+    assert code == "not_in_params" and "runs/gan holds a model of it: add a models.gan block" in state
+    # the prepared data's manifest edited into another shape: said, every family not checked
+    manifest = tmp_path / "prepared" / "manifest.json"
+    kept = manifest.read_bytes()
+    for bad in ('{"source": "digits"}', "[]"):
+        manifest.write_text(bad)
+        st = status()
+        assert st["data"]["state"].startswith("damaged (manifest.json is not a prepared folder's")
+        assert row(st)[0] == "not_checked" and row(st, "vae")[0] in ("not_checked", "not_trained"), st
+    manifest.write_bytes(kept)
+    # outputs gone, the finished training's checkpoint kept; then a command holding the folder
+    shutil.rmtree(gan)
+    assert row(status())[1].startswith("not trained: its outputs are missing, its checkpoint at step 3")
+    with exclusive(tmp_path / "runs"):
+        assert row(status()) == (
+            "not_trained",
+            "not trained yet (the command running now may be training it: its last checkpoint is at step 3)",
+        )
+    checkpoints = list((tmp_path / "ckpt").rglob("step-*.pt"))
+    for pt in checkpoints:  # an index naming files that are gone
+        pt.unlink()
+    assert checkpoints
+    assert row(status()) == ("not_trained", "not trained")
+
+
+def test_options_take_home_paths_lists_with_blanks_and_refuse_what_would_be_ignored(
+    tmp_path, capsys, monkeypatch
+):
+    """`--out=~/x` and `-o run.runs_dir=~/runs` (no shell expands `~` after `=`) are the home
+    folder's; `--formats "npz, imagefolder"` reads two formats; an empty `--families` is refused
+    as for every command; `serve --profile` (each run's form chooses) and `judge results --reps 0`
+    are refused before anything; `evaluate --family vae` with vae untrained names it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_params
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    raw = tiny_params(tmp_path, steps=3, families=["gan", "vae"])
+    (tmp_path / "home" / "params.yaml").write_text(yaml.safe_dump(raw))
+    base = ["--params=~/params.yaml"]
+    assert cli.main(["prepare", "-q", *base]) == 0
+    assert cli.main(["train", "--family", "gan", "-q", *base, "-o", "run.runs_dir=~/runs"]) == 0
+    assert (tmp_path / "home" / "runs" / "gan" / "model.json").is_file()
+    drawn = ["sample", "--family", "gan", "--n", "2", "-q", *base, "-o", "run.runs_dir=~/runs"]
+    assert cli.main([*drawn, "--out=~/drawn"]) == 0
+    assert (tmp_path / "home" / "drawn.npz").is_file() and not Path("~").exists()
+    assert cli._listed(" npz, imagefolder ,", "--formats") == ["npz", "imagefolder"]
+    for argv, said in (
+        (["augment", "--families", "gan", "--formats", " , "], "--formats: none given"),
+        (["usefulness", "--families", ""], "--families: none given"),
+        (["serve", "--profile", "quick"], "genzoo serve takes no --profile: each run chooses its profile"),
+        (["serve", "-o", "train.steps=5"], "genzoo serve takes no -o:"),
+        (["judge", "results", "--reps", "0"], "--reps: expected bootstrap replicates from 100 to"),
+        (["evaluate", "--family", "vae", "-o", "run.runs_dir=~/runs"],
+         f"{tmp_path / 'home' / 'runs' / 'vae' / 'model.json'}: vae is not trained (genzoo train --family "),
+    ):  # fmt: skip
+        assert cli.main([*argv, *base]) == 2, argv
+        assert said in capsys.readouterr().err, argv
+    assert not (tmp_path / "runs" / "evaluation" / "human").exists()
+    # a reader that goes away (`| head`): exit 141, as for any Unix tool, no traceback
+    genzoo = Path(sys.executable).parent / "genzoo"
+    p = subprocess.Popen([str(genzoo), "families"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and "Traceback" not in err and "Exception" not in err, err
