@@ -322,7 +322,9 @@ def cmd_sample(args) -> int:
             logging.getLogger("genzoo.sample").warning(
                 "-o %s changes nothing here: --device DEVICE samples on it", o
             )
-        elif key not in ("run.runs_dir", "data.prepared_dir"):  # (with --family: whether it is current)
+        elif key not in ("run.runs_dir", "data.prepared_dir") and not (
+            current and key.startswith("data.")  # the data the model is checked against: a folder's own
+        ):  # (with --family: whether it is current)
             logging.getLogger("genzoo.sample").warning(
                 "-o %s does not change the images: a trained model samples with the settings it was "
                 "trained with (its model.json; bench/sample_sweep.py samples it with other net settings)%s",

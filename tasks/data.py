@@ -147,6 +147,33 @@ def to_8bit(im):
     return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), mode="L")
 
 
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # the rest (palettes too) count as colour
+
+
+def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
+    """An image file as an 8-bit PIL image of mode L or RGB, and what had to be converted to get
+    there (``"16-bit"``: levels scaled by 255/65535, ``"float"``: [0, 1] scaled to 0-255; None).
+    One line naming the file and why where it cannot be read (``advice`` after it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in WIDE_MODES:
+                return to_8bit(im), "16-bit"
+            if im.mode == "F":  # float pixels (a TIFF): convert() clipped [0, 1] to black
+                arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+                arr = arr * 255 if arr.max(initial=0) <= 1 else arr
+                return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L"), "float"
+            return im.convert("L" if im.mode in GRAY_MODES else "RGB"), None
+    except Image.DecompressionBombError as e:  # Pillow's refusal of an image too large to load
+        raise DataError(f"{path}: {e}; shrink it{advice or ''}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        plain = isinstance(e, UnidentifiedImageError) or not str(e)  # (its message: the path again)
+        why = e.__class__.__name__ if plain else f"{e.__class__.__name__}: {e}"
+        raise DataError(f"{path}: unreadable image ({why}){advice}") from None
+
+
 def fit_image(img, size: tuple[int, int]):
     """A PIL image resized to exactly ``size`` (H, W), its aspect ratio kept and the rest padded
     black: how `prepare` sizes a folder's images and `detect` the images it scores, alike.

@@ -55,7 +55,6 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, fingerprint, stage_args
 from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
-    WIDE_MODES,
     DataError,
     check_trained_on,
     convert_levels,
@@ -64,10 +63,10 @@ from genzoo.tasks.data import (
     fit_image,
     load_split,
     npz_levels,
+    open_image,
     quantize,
     read_manifest,
     require_npz,
-    to_8bit,
     to_nchw,
 )
 from genzoo.tasks.errors import exit_code
@@ -250,20 +249,13 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         raise DataError(f"{path}: not found")
     else:
         raise DataError(f"{path}: not an .npz file, an image file ({suffixes}) or a folder")
-    from PIL import Image, UnidentifiedImageError
-
     if not files:
         raise DataError(f"{path}: no image files ({suffixes})")
     arrays, sizes = [], []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                sizes.append((im.height, im.width))
-                im = to_8bit(im) if im.mode in WIDE_MODES else im  # scaled, not clipped
-                img = im.convert("L" if spec.channels == 1 else "RGB")
-                img = fit_image(img, (spec.height, spec.width))  # as prepare sized the training images
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+        img = open_image(f)[0].convert("L" if spec.channels == 1 else "RGB")  # 16-bit scaled, not clipped
+        sizes.append((img.height, img.width))
+        img = fit_image(img, (spec.height, spec.width))  # as prepare sized the training images
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     say_if_enlarged(str(path), sizes, (spec.height, spec.width))

@@ -25,16 +25,15 @@ from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, stage_args
 from genzoo.tasks.data import (
     IMAGE_SUFFIXES,
-    WIDE_MODES,
     DataError,
     content_hash,
     convert_levels,
     fit_image,
     npz_levels,
+    open_image,
     prepared_with,
     quantize,
     require_npz,
-    to_8bit,
     to_nchw,
 )
 
@@ -48,7 +47,6 @@ from genzoo.tasks.layout import check_outside_source, check_replaceable, exclusi
 
 log = logging.getLogger("genzoo.prepare")
 SPLITS = ("train", "val", "test")
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 @dataclasses.dataclass
@@ -150,6 +148,9 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
     two classes)."""
     _inside(folder, root)
     top = folder.resolve()
+    if top != root.resolve() / folder.name:  # a link to another class folder, or into one
+        raise DataError(f"{folder}: a symbolic link to {top}, inside another class folder of {root}; its "
+                        "images would be in two classes: remove the link")  # fmt: skip
     found, skipped, todo, seen = [], [], [folder], set()
     while todo:
         d = todo.pop()
@@ -165,6 +166,9 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
             if f.is_dir():
                 continue
             _inside(f, root)
+            if top not in f.resolve().parents:  # an image linked from another class folder
+                raise DataError(f"{f}: a symbolic link to {f.resolve()}, outside its class folder {folder}; "
+                                "it would be in two classes: remove the link")  # fmt: skip
             if f.name.lower() in OS_FILES:  # written by a file manager, not by the user: passed over
                 continue
             if f.suffix.lower() in IMAGE_SUFFIXES:
@@ -190,7 +194,6 @@ def load_folder_source(
 ) -> Dataset:
     """A folder of class sub-folders of images, sized to ``size`` on load; ``channels`` (1 or 3,
     ``data.channels``) converts every image as it is read (grey and RGB images may then mix)."""
-    from PIL import Image, UnidentifiedImageError
 
     root = Path(root)
     if root.is_file():
@@ -215,28 +218,24 @@ def load_folder_source(
     empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
     if empty:
         raise DataError(f"{root / empty[0]}: a class folder with no images; fill it or remove it")
-    images, modes, deep = [], {}, None
+    images, modes, deep, floats = [], {}, None, None
     for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                if im.mode in WIDE_MODES:
-                    deep = deep or f
-                    img = to_8bit(im)
-                else:
-                    img = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # palettes count as colour
-                if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
-                    img = img.convert("L" if channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(
-                f"{f}: unreadable image ({e.__class__.__name__}); replace it or move it out of the folder"
-            ) from None
+        img, converted = open_image(f, "; replace it or move it out of the folder")
+        if converted == "16-bit":
+            deep = deep or f
+        elif converted == "float":
+            floats = floats or f
+        if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
+            img = img.convert("L" if channels == 1 else "RGB")
         modes.setdefault(img.mode, f)
         images.append(img)
     if deep is not None:
         log.warning(
             "%s: 16-bit images (first: %s) reduced to 8 bits (256 levels), scaled by 255/65535", root, deep
         )
+    if floats is not None:
+        log.warning("%s: images of float pixels (first: %s) read as 0-255 (scaled by 255 where in [0, 1])",
+                    root, floats)  # fmt: skip
     if len(modes) > 1:
         raise DataError(
             f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "

@@ -219,6 +219,12 @@ def test_cli_sample_writes_npz_and_png(trained, tmp_path):
     )
     with np.load(f"{out}.npz") as z:
         assert np.array_equal(z["images"], first)  # same seed, same images
+    # with --family, the data keys say which data it is checked against (a folder of one's own,
+    # repeated on every command): no word of them; a key of nothing sampling reads still said
+    overrides = ["-o", "data.val_fraction=0.15", "-o", "augment.per_class=3"]
+    r = _cli("sample", "--family", "vae", *common, *overrides, cwd=tmp)
+    assert "-o augment.per_class=3 does not change the images" in r.stderr
+    assert "-o data.val_fraction=0.15 does not change" not in r.stderr
 
 
 def test_cli_evaluate_scores_every_trained_family_then_reports(trained, tmp_path):

@@ -1,6 +1,7 @@
 import gzip
 import json
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -429,6 +431,17 @@ def test_a_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
     (root / "a" / "leak.png").symlink_to(next((outside / "x").iterdir()))
     with pytest.raises(DataError, match="leak.png: a symbolic link to .*outside the data folder"):
         prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "a" / "leak.png").unlink()
+    # inside the data folder but another class's: its images would carry two labels
+    (root / "c").symlink_to(root / "a", target_is_directory=True)
+    with pytest.raises(DataError, match=f"{root / 'c'}: a symbolic link to .*inside another class folder"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "c").unlink()
+    (root / "b" / "twin.png").symlink_to(next((root / "a").iterdir()))
+    with pytest.raises(
+        DataError, match="twin.png: a symbolic link to .*outside its class folder .*two classes"
+    ):
+        prepare(params(tmp_path, source=f"folder:{root}"))
     assert not (tmp_path / "prepared").exists()
 
 
@@ -490,3 +503,34 @@ def test_the_data_params_a_folder_was_prepared_with_are_compared_by_what_they_ma
     assert not_as_asked(params(tmp_path).data, read_manifest(converted.data.prepared_dir)) == []
     del manifest["data"]  # a folder prepared before the data keys were recorded: its source alone
     assert not_as_asked(params(tmp_path, val_fraction=0.2).data, manifest) == []
+
+
+def test_float_images_too_large_and_cut_short_images_are_read_or_said(tmp_path, monkeypatch, caplog):
+    """Float pixels (a mode-F TIFF in [0, 1]) are scaled to 0-255 (convert() made them black); an
+    image Pillow refuses as too large to load, and one cut short, are one line naming the file
+    and why, not a traceback or a bare class name."""
+    from genzoo.tasks.data import load_split
+
+    root = _folder(tmp_path / "f", n=4, size=(8, 8))
+    for i in range(4):
+        Image.fromarray(np.full((8, 8), 0.25 * i + 0.2, np.float32), "F").save(root / "a" / f"{i}.tif")
+        (root / "a" / f"{i}.png").unlink()
+    with caplog.at_level("WARNING", logger="genzoo.prepare"):
+        prepare(params(tmp_path, source=f"folder:{root}", test_fraction=0.25, val_fraction=0.25))
+    assert "images of float pixels (first: " in caplog.text
+    x = torch.cat([load_split(tmp_path / "prepared", s)[0] for s in ("train", "val", "test")])
+    y = torch.cat([load_split(tmp_path / "prepared", s)[1] for s in ("train", "val", "test")])
+    means = sorted(round(float(v) * 255) for v in x[y == 0].mean(dim=(1, 2, 3)))
+    assert means == [51, 115, 178, 242]  # 0.2, 0.45, 0.7, 0.95 of 255, rounded (black: all 0)
+    shutil.rmtree(tmp_path / "prepared")
+    big = _folder(tmp_path / "big", n=4, size=(8, 8))
+    Image.fromarray(np.zeros((40, 40), np.uint8), "L").save(big / "b" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,600 pixels: over twice the limit
+    with pytest.raises(DataError, match=r"huge.png: Image size \(1600 pixels\) exceeds limit .*shrink it"):
+        prepare(params(tmp_path, source=f"folder:{big}"))
+    monkeypatch.undo()
+    (big / "b" / "huge.png").unlink()
+    whole = (big / "b" / "0.png").read_bytes()
+    (big / "b" / "0.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"0.png: unreadable image \(OSError: .*truncated"):
+        prepare(params(tmp_path, source=f"folder:{big}"))
