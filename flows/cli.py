@@ -413,11 +413,12 @@ def cmd_augment(args) -> int:
     families = (
         None
         if args.families is None
-        else _listed(args.families, "--families", f"{', '.join(params.families)}, or best")
+        else _listed(args.families, "--families", f"families: {', '.join(params.families)}, or best")
     )
+    formats = None if args.formats is None else _listed(args.formats, "--formats", "npz, imagefolder, hf")
     req = request(params, families=families, name=args.name, per_class=args.per_class, seed=args.seed,
                   metric=args.metric, min_confidence=args.min_confidence, reject_copies=args.reject_copies,
-                  png=args.png, formats=None if args.formats is None else _listed(args.formats, "--formats"),
+                  png=args.png, formats=formats,
                   recipe=args.recipe)  # fmt: skip
     # models of another profile (a quick run, then this without --profile): the dataset and its card
     # would say nothing of it, and replace the quick run's own dataset

@@ -53,7 +53,7 @@ DB_ENV = "GENZOO_JUDGE_DB"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # the most of each a study takes (the deployment's form says the same): every rater answers
 # every image, so a study of 100,000 images per family is a typo, not a plan
-MIN_REPS, MAX_REPS = 100, 1_000_000  # bootstrap replicates of `judge results` (fewer: no interval)
+MIN_REPS, MAX_REPS = 10, 1_000_000  # bootstrap replicates of `judge results` (0: no interval at all)
 LIMITS = {"--per-family": 1000, "--reals": 10000, "--attention": 100, "--pairs": 100, "--raters": 100}
 SINGLE_ANSWERS = ("real", "generated")
 PAIR_ANSWERS = ("left", "right")

@@ -339,7 +339,7 @@ CASES = {
     ),
     "augment-no-formats": (  # not the params' formats without a word
         lambda w: ["augment", *_p(w), "--formats", ""],
-        "--formats: Input should be 'npz', 'imagefolder' or 'hf' (got '')",
+        "--formats: none given (npz, imagefolder, hf)",
     ),
     "augment-bad-key-by-override": (  # an -o names the key it set
         lambda w: ["augment", *_p(w, "-o", "augment.per_class=0")],

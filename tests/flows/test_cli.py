@@ -1005,7 +1005,7 @@ def test_options_take_home_paths_lists_with_blanks_and_refuse_what_would_be_igno
         (["usefulness", "--families", ""], "--families: none given"),
         (["serve", "--profile", "quick"], "genzoo serve takes no --profile: each run chooses its profile"),
         (["serve", "-o", "train.steps=5"], "genzoo serve takes no -o:"),
-        (["judge", "results", "--reps", "0"], "--reps: expected bootstrap replicates from 100 to"),
+        (["judge", "results", "--reps", "0"], "--reps: expected bootstrap replicates from 10 to"),
         (["evaluate", "--family", "vae", "-o", "run.runs_dir=~/runs"],
          f"{tmp_path / 'home' / 'runs' / 'vae' / 'model.json'}: vae is not trained (genzoo train --family "),
     ):  # fmt: skip
