@@ -251,6 +251,17 @@ class GenerativeModel(nn.Module, ABC):
         return k.float() / (self.spec.levels - 1)
 
 
+def needs_labels(model: GenerativeModel, y: Tensor | None, what: str) -> Tensor:
+    """``y`` for a latent-space call of a family trained on labelled images only (the VAE,
+    RealNVP): without labels it would run on the never-trained no-label embedding (their
+    likelihoods marginalise over the labels instead)."""
+    if y is None:
+        raise ValueError(
+            f"{model.family}.{what} needs the images' labels (y): it was trained on labelled images only"
+        )
+    return y
+
+
 # ----------------------------------------------------------------------------- capabilities
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from genzoo.models.base import DataSpec, GenerativeModel, Interval, NetConfig, StepOutput, register
@@ -41,7 +41,12 @@ class DDPMConfig(NetConfig):
     min_noise: float | None = Field(
         None, gt=0.0, lt=1.0, description="noise std of the first step; None: a third of a level's half-width"
     )
-    label_dropout: float = Field(0.1, ge=0.0, le=1.0, description="null-label rate (CFG)")
+    label_dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="null-label rate: trains the unconditional model (guidance, test bits/dim)",
+    )
     guidance: float = Field(1.0, ge=0.0, description="1 = conditional, >1 = stronger guidance")
     guidance_interval: Interval = Field(
         (0.0, 1.0),
@@ -55,6 +60,15 @@ class DDPMConfig(NetConfig):
         description="elbo's strata of timesteps (bound_terms < T - 1): log, narrow where the KL terms are "
         "large (the first timesteps one each); linear, equal widths",
     )
+
+    @model_validator(mode="after")
+    def _the_null_label_is_trained(self) -> DDPMConfig:
+        if self.label_dropout == 0.0:
+            raise ValueError(
+                "label_dropout 0 leaves the unconditional (null-label) model untrained, and guidance and the "
+                "test bits/dim (labels unknown) use it: set it above 0 (default 0.1)"
+            )
+        return self
 
 
 def bound_strata(timesteps: int, terms: int, spacing: str = "log") -> list[int]:
@@ -174,11 +188,19 @@ class DDPM(GenerativeModel):
         # abar_t = prod_{s <= t} (1 - beta_s) (Ho et al. eq. 4); buffers are (T,), index t = the paper's t + 1
         abar = torch.cumprod(1 - betas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])  # abar_0 = 1
+        # every coefficient computed in float64, then stored in float32: 1 - abar_1 (~1.7e-6 at 256
+        # levels) taken from a float32 abar is 1% off, and the bound's first KL terms never vanish
         for name, v in {
             "betas": betas,
             "alphas_bar": abar,
             "alphas_bar_prev": abar_prev,
             "post_var": betas * (1 - abar_prev) / (1 - abar),  # beta~_t, the posterior's variance (eq. 7)
+            "sqrt_ab": abar.sqrt(),  # q(x_t | x_0)'s mean scale (eq. 4)
+            "sqrt_1m_ab": (1 - abar).sqrt(),  # and its std
+            "eps_coef": betas / (1 - abar).sqrt(),  # mu_theta = (x_t - eps_coef eps) / sqrt(alpha_t) (eq. 11)
+            "sqrt_alpha": (1 - betas).sqrt(),
+            "post_coef0": abar_prev.sqrt() * betas / (1 - abar),  # mu~_t's weights on x_0 and x_t (eq. 7)
+            "post_coeft": (1 - betas).sqrt() * (1 - abar_prev) / (1 - abar),
         }.items():
             self.register_buffer(name, v.float(), persistent=False)
 
@@ -206,8 +228,9 @@ class DDPM(GenerativeModel):
         # 3. eps ~ N(0, I)
         noise = torch.randn_like(x0)  # (B, C, H, W)
         # 4. x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, a draw from q(x_t | x_0) (eq. 4)
-        ab = self.alphas_bar[t].view(b, 1, 1, 1)  # (B, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # (B, C, H, W)
+        xt = (
+            self.sqrt_ab[t].view(b, 1, 1, 1) * x0 + self.sqrt_1m_ab[t].view(b, 1, 1, 1) * noise
+        )  # (B, C, H, W)
         if y is None:
             y = torch.full((b,), self.net.label.null, device=x.device, dtype=torch.long)
         elif self.training:
@@ -316,24 +339,20 @@ class DDPM(GenerativeModel):
         seeds = self.image_seeds(x) if generator is None else None  # each image's noise: its own
         for j, (t, weight) in enumerate([(0, 0), *bound_timesteps(T, K, self.cfg.bound_spacing, g)]):
             tt = torch.full((b,), t, device=x.device, dtype=torch.long)  # (B,)
-            # abar_t, abar_{t-1}, beta_t (alpha_t = 1 - beta_t)
-            ab, ab_prev, beta = self.alphas_bar[t], self.alphas_bar_prev[t], self.betas[t]
             # 3. x_t ~ q(x_t | x_0) (eq. 4)
             if seeds is not None:  # (image_noise: an image's figure is the same in any batch)
                 noise = self.image_noise(x, tuple(x0.shape[1:]), stream=j, seeds=seeds)  # (B, C, H, W)
             else:
                 noise = torch.randn(x0.shape, generator=g).to(x0.device)
-            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+            xt = self.sqrt_ab[t] * x0 + self.sqrt_1m_ab[t] * noise
             # 4. mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (eq. 11)
             e = self.eps(xt, tt, y)
-            mean_model = (xt - beta / (1 - ab).sqrt() * e) / (1 - beta).sqrt()  # (B, C, H, W)
+            mean_model = (xt - self.eps_coef[t] * e) / self.sqrt_alpha[t]  # (B, C, H, W)
             if t == 0:  # 5. L_0: discretised Gaussian decoder over the levels, std sqrt(beta_1) (eq. 13)
-                total = total - self._decoder_log_prob(x0, mean_model, beta.sqrt())
+                total = total - self._decoder_log_prob(x0, mean_model, self.betas[t].sqrt())
             else:
                 # 6. the posterior mean mu~_t(x_t, x_0) of q(x_{t-1} | x_t, x_0) (eqs. 6-7)
-                coef0 = ab_prev.sqrt() * beta / (1 - ab)
-                coeft = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
-                mean_post = coef0 * x0 + coeft * xt  # (B, C, H, W)
+                mean_post = self.post_coef0[t] * x0 + self.post_coeft[t] * xt  # (B, C, H, W)
                 # 7. L_{t-1} = ||mu~_t - mu_theta||^2 / (2 sigma_t^2) (eq. 8; C = 0: equal variances)
                 kl = ((mean_post - mean_model) ** 2 / (2 * self.post_var[t])).sum(dims)  # (B,)
                 total = total + weight * kl

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, needs_labels, register
 from genzoo.models.layers import LabelEmbedding, ResBlock, group_norm
 
 
@@ -330,14 +330,18 @@ class RealNVP(GenerativeModel):
         return self._log_density(x01, y)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Image -> standardised latent (B, D) (bin centres, no dequantisation noise)."""
+        """Image -> standardised latent (B, D) (bin centres, no dequantisation noise); ``y``
+        required (see :func:`needs_labels`)."""
         self.check_inputs(x, y)
+        needs_labels(self, y, "encode")
         parts, _ = self._forward(self._dequantize(x, torch.full_like(x, 0.5)), y)
         return torch.cat([((z - m) * torch.exp(-s)).flatten(1) for z, m, s in parts], 1)
 
     def decode(self, eps: Tensor, y: Tensor | None = None) -> Tensor:
         """Standardised latent (B, D) -> image in [0, 1] on the level grid: x = f^-1(z), the
-        scales undone from the coarsest, each z drawn from its prior given the scale above."""
+        scales undone from the coarsest, each z drawn from its prior given the scale above; ``y``
+        required."""
+        needs_labels(self, y, "decode")
         b = eps.shape[0]
         c = self.embed(y, b)  # (B, hidden)
         # 1. split eps into each scale's share (a non-final scale factors out half its dims)

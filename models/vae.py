@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, register
+from genzoo.models.base import DataSpec, GenerativeModel, NetConfig, StepOutput, needs_labels, register
 from genzoo.models.layers import LabelEmbedding, PixelLikelihood, ResBlock, auto_levels, group_norm, ladder
 
 
@@ -194,13 +194,14 @@ class VAE(GenerativeModel):
 
     # -- latent space
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Posterior mean, (B, latent_dim)."""
+        """Posterior mean, (B, latent_dim); ``y`` required (see :func:`needs_labels`)."""
         self.check_inputs(x, y)
+        needs_labels(self, y, "encode")
         return self.posterior(x, y)[0]
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Expected image under p(x | z, y), in [0, 1]."""
-        return self.dist.mean(self.decoder_params(z, y))
+        """Expected image under p(x | z, y), in [0, 1]; ``y`` required."""
+        return self.dist.mean(self.decoder_params(z, needs_labels(self, y, "decode")))
 
     @torch.no_grad()
     def after_training(self, x: Tensor, y: Tensor) -> None:

@@ -505,7 +505,7 @@ def usefulness_plot(u: dict[str, Any]) -> str:
     name = proto.get("primary_recipe", "plain")
     k = proto.get("recipes", {}).get(name, {}).get("synthetic_per_real", proto.get("synthetic_per_real", 1))
     fig.suptitle(
-        f"Real data with and without synthetic images (recipe {name}: {k:g} per real one)", fontsize=10
+        f"Real data with and without synthetic images (recipe {name}: up to {k:g} per real one)", fontsize=10
     )
     fig.tight_layout()
     return _fig(fig)

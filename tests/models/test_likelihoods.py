@@ -225,13 +225,15 @@ def test_an_image_scores_the_same_in_any_batch_and_beside_any_images(family, tin
     model = _off_init(models.build(family, spec, tiny[family]))
     x = torch.randint(0, 17, (12, 1, 8, 8)).float() / 16
     whole = log_likelihoods(model, x)
+    # (to float32's rounding in batches of another size, ~1e-4 of a figure of ~600 nats; another
+    # image's draw moves a figure by nats)
     for batch in (1, 5):
-        assert torch.allclose(log_likelihoods(model, x, batch=batch), whole, rtol=0, atol=1e-4), batch
+        assert torch.allclose(log_likelihoods(model, x, batch=batch), whole, rtol=0, atol=1e-3), batch
     flipped = log_likelihoods(model, x.flip(0)).flip(0)
-    assert torch.allclose(flipped, whole, rtol=0, atol=1e-4)
+    assert torch.allclose(flipped, whole, rtol=0, atol=1e-3)
     y = torch.arange(12) % 10
     assert torch.allclose(log_likelihoods(model, x[:3], y[:3], batch=2), log_likelihoods(model, x, y)[:3],
-                          rtol=0, atol=1e-4)  # fmt: skip
+                          rtol=0, atol=1e-3)  # fmt: skip
     twins = log_likelihoods(model, torch.cat([x[:1], x[:1]]))  # the same image, the same draw
     assert twins[0] == twins[1]
 
@@ -461,3 +463,52 @@ def test_likelihoods_of_large_images_run_in_smaller_batches_with_the_same_figure
     monkeypatch.setattr(base, "LIKELIHOOD_BATCH_VALUES", 3 * spec.dims)
     assert torch.allclose(base.log_likelihoods(model, x), whole, rtol=1e-5)
     assert seen == [3, 3, 3, 1]
+
+
+def test_ddpm_bound_with_the_true_noise_has_no_kl_left_at_256_levels():
+    """A network that predicts the noise exactly makes every KL term of DDPM's bound zero. At 256
+    levels 1 - abar_1 is ~1.7e-6: coefficients taken from a float32 abar were 1% off there and left
+    ~1.25 nats an image (0.009 bits/dim on 3x8x8) that no network could remove."""
+    from genzoo.models.ddpm import make_betas
+
+    torch.manual_seed(0)
+    spec = DataSpec(3, 8, 8, 256, 10)
+    model = models.build("ddpm", spec, {"hidden": 8, "timesteps": 1000}).eval()
+    x = torch.randint(0, 256, (4, 3, 8, 8)).float() / 255
+    x0 = (x * 2 - 1).double()
+    abar = torch.cumprod(1 - make_betas("cosine", 1000, (1 / 255) / 3), 0)  # float64, as the model makes it
+
+    def true_eps(xt, t, y, guidance=1.0):
+        a = abar[t].view(-1, 1, 1, 1)
+        return ((xt.double() - a.sqrt() * x0) / (1 - a).sqrt()).float()
+
+    model.eps = true_eps
+    model._decoder_log_prob = lambda x0, mean, std: torch.zeros(len(x0))  # L_0 aside
+    last = abar[-1]
+    prior = (0.5 * ((1 - last) + last * x0**2 - 1 - torch.log(1 - last))).sum((1, 2, 3))  # L_T
+    with torch.no_grad():
+        kl = -model.elbo(x).double() - prior
+    assert kl.abs().max() < 1e-4, kl
+
+
+def test_ddpm_refuses_a_label_dropout_that_leaves_its_unconditional_model_untrained():
+    from genzoo.models.ddpm import DDPMConfig
+
+    with pytest.raises(ValueError, match="label_dropout 0 leaves the unconditional"):
+        DDPMConfig(label_dropout=0.0, guidance=1.2)
+    with pytest.raises(ValueError, match="label_dropout"):
+        DDPMConfig(label_dropout=1.0)
+
+
+@pytest.mark.parametrize("family", ["vae", "realnvp"])
+def test_latent_calls_of_a_family_trained_on_labels_only_need_the_labels(family, tiny):
+    """The VAE and RealNVP never drop labels in training: their no-label embedding stays at its
+    random start, and encode / decode without labels would run on it. They ask for the labels."""
+    spec = DataSpec(1, 8, 8, 17, 10)
+    model = models.build(family, spec, tiny[family]).eval()
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([3, 4])
+    z = model.encode(x, y)
+    for call in (lambda: model.encode(x), lambda: model.decode(z)):
+        with pytest.raises(ValueError, match=f"{family}.(en|de)code needs the images' labels"):
+            call()
+    assert model.decode(z, y).shape == x.shape
