@@ -65,7 +65,7 @@ def families() -> tuple[str, ...]:
 
 
 def load_dataset(
-    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True
+    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True, targets: str = "label"
 ) -> SyntheticDataset:
     """A labelled synthetic dataset written by ``genzoo augment`` (or pulled with DVC).
 
@@ -73,6 +73,9 @@ def load_dataset(
         name_or_path: the dataset's folder, or its name under ``root``.
         root: where named datasets live (``augment.out_dir`` in params.yaml).
         verify: check ``images.npz`` against the sha256 in its ``manifest.json``.
+        targets: ``"label"`` (items ``(image, int)``) or ``"soft"`` (items ``(image, float32 (K,))``:
+            the recipe's soft labels, one-hot where it made none; what a recipe with a teacher
+            trains on: ``torch.nn.functional.cross_entropy`` takes them as they are).
 
     Returns:
         A ``torch.utils.data.Dataset`` of ``(image, label)``: image float32 ``(C, H, W)`` in
@@ -87,15 +90,19 @@ def load_dataset(
     """
     from genzoo.tasks.augment import load_dataset as _load
 
-    return _load(name_or_path, root, verify)
+    return _load(name_or_path, root, verify, targets)
 
 
-def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train") -> TensorDataset:
+def real_dataset(
+    prepared_dir: str | Path = "data/prepared", split: str = "train", targets: str = "label"
+) -> TensorDataset:
     """A split of the prepared real data, in the same item format as :func:`load_dataset`.
 
     Args:
         prepared_dir: the folder ``genzoo prepare`` wrote (``data.prepared_dir``).
         split: ``"train"``, ``"val"`` or ``"test"``.
+        targets: ``"label"`` or ``"soft"`` (one-hot class probabilities, to mix with a synthetic
+            dataset loaded with ``targets="soft"``).
 
     Returns:
         A ``TensorDataset`` of ``(image float32 (C, H, W) in [0, 1], label int)``: the item
@@ -108,7 +115,7 @@ def real_dataset(prepared_dir: str | Path = "data/prepared", split: str = "train
     if split not in ("train", "val", "test"):
         raise ValueError(f"split: {split!r}, expected one of 'train', 'val', 'test'")
     try:
-        return _real(prepared_dir, split)
+        return _real(prepared_dir, split, targets)
     except DataError as e:  # not there: maybe only not from here
         raise _from_here(e, prepared_dir, "prepared_dir=the project's data/prepared folder") from None
 

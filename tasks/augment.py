@@ -561,6 +561,23 @@ def class_names(params: Params, num_classes: int) -> list[str]:
     return [str(c) for c in range(num_classes)]
 
 
+def _outside_runs(params: Params, out_dir: str | Path) -> None:
+    """Refuse a dataset folder inside the runs or checkpoints folder: its family folders are DVC
+    outputs (``dvc repro`` and ``dvc checkout`` remove what they do not record) and a training
+    replaces them whole."""
+    where = Path(out_dir).resolve()
+    for key, folder in (
+        ("run.runs_dir", params.run.runs_dir),
+        ("run.checkpoints_dir", params.run.checkpoints_dir),
+    ):
+        top = Path(folder).resolve()
+        if where == top or top in where.parents:
+            raise ValueError(
+                f"augment.out_dir {out_dir}: inside {key} ({folder}), whose folders a training, `dvc repro` "
+                "and `dvc checkout` replace whole; choose a folder outside it (default data/augment)"
+            )
+
+
 def check_target(out_dir: str | Path, name: str) -> Path:
     """The dataset's folder ``out_dir/name``, refused before any work where the stage could not
     write it: ``out_dir`` a link (the datasets would land wherever it points), a file, or not
@@ -583,6 +600,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     asked = req is not None  # a command's request: a cap on its count is a warning (the run's: info)
     req = _known_recipe(params, req or params.augment)
     check_outside_source(params, req.out_dir)  # its class folders would become the user's images
+    _outside_runs(params, req.out_dir)
     target = check_target(req.out_dir, req.name)
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
     choice = best_choice(params, req.metric, req.recipe) if "best" in req.families else None
@@ -682,14 +700,25 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
 # ---------------------------------------------------------------------------- using a dataset
 
 
+TARGETS = ("label", "soft")  # what an item's second half is: the class index, or class probabilities
+
+
+def _targets(targets: str) -> str:
+    if targets not in TARGETS:
+        raise ValueError(f"targets: expected one of {', '.join(TARGETS)}, got {targets!r}")
+    return targets
+
+
 class SyntheticDataset(Dataset):
-    """A genzoo synthetic dataset: items are (image float32 (C, H, W) in [0, 1], label).
+    """A genzoo synthetic dataset: items are (image float32 (C, H, W) in [0, 1], label), or
+    with ``targets="soft"`` (image, float32 (K,) class probabilities: the recipe's soft labels,
+    one-hot where the dataset has none), what a recipe with a teacher trains on.
     ``.source`` (family or ``real``) and ``.is_synthetic`` per image, ``.soft_labels`` (N, K)
     or None, ``.class_names``, ``.manifest``. Reads ``images.npz``, which every version of the
     dataset holds (also those with ``png/<class>/`` folders, before ``imagefolder``)."""
 
-    def __init__(self, path: str | Path, verify: bool = True):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, verify: bool = True, targets: str = "label"):
+        self.path, self.targets = Path(path), _targets(targets)
         try:
             self.manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, ValueError) as e:
@@ -705,6 +734,10 @@ class SyntheticDataset(Dataset):
             raise DataError(
                 f"{where}: no sha256 to check images.npz against; "
                 "write the dataset again (genzoo augment) or load it with verify=False"
+            )
+        if not data.is_file():
+            raise DataError(
+                f"{data}: missing (the dataset is incomplete): write it again (genzoo augment) or pull it"
             )
         if verify and sha256_file(data) != self.manifest["sha256"]:
             raise DataError(
@@ -723,21 +756,25 @@ class SyntheticDataset(Dataset):
             self.soft_labels = torch.from_numpy(z["soft_labels"]) if "soft_labels" in z.files else None
         k = self.manifest.get("num_classes") or (int(self.labels.max()) + 1 if len(self.labels) else 0)
         self.class_names = [str(c) for c in self.manifest.get("class_names") or range(k)]
+        if self.targets == "soft":
+            hard = torch.nn.functional.one_hot(self.labels, k).float()
+            self._soft = hard if self.soft_labels is None else self.soft_labels.float()
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        return self.images[i], (self._soft[i] if self.targets == "soft" else int(self.labels[i]))
 
 
 def load_dataset(
-    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True
+    name_or_path: str | Path, root: str | Path = "data/augment", verify: bool = True, targets: str = "label"
 ) -> SyntheticDataset:
-    """The dataset at ``name_or_path`` (a folder, or a name under ``root``)."""
+    """The dataset at ``name_or_path`` (a folder, or a name under ``root``); ``targets="soft"``:
+    items carry class probabilities (:class:`SyntheticDataset`)."""
     p = Path(name_or_path)
     if p.is_dir():
-        return SyntheticDataset(p, verify=verify)
+        return SyntheticDataset(p, verify=verify, targets=targets)
     if not (Path(root) / p).is_dir():  # neither: say both places looked at, not root/path alone
         raise FileNotFoundError(
             f"{name_or_path}: no such dataset: neither a folder (from {Path.cwd()}) nor a name under "
@@ -748,22 +785,33 @@ def load_dataset(
 
 class RealDataset(TensorDataset):
     """A prepared split: items ``(image in [0, 1], label as int)``, as a ``SyntheticDataset``'s and
-    torchvision's, so the two mix in one batch (``default_collate`` refuses ints beside tensors)."""
+    torchvision's, so the two mix in one batch (``default_collate`` refuses ints beside tensors);
+    with soft targets, ``(image, one-hot float32 (K,))``."""
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None):
+        super().__init__(x, y)
+        self.onehot = None if num_classes is None else torch.nn.functional.one_hot(y, num_classes).float()
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         x, y = self.tensors
-        return x[i], int(y[i])
+        return x[i], (int(y[i]) if self.onehot is None else self.onehot[i])
 
 
-def real_dataset(prepared_dir: str | Path, split: str = "train") -> RealDataset:
-    """A prepared split as a dataset of (image in [0, 1], label)."""
-    x, y, _ = load_split(prepared_dir, split)
-    return RealDataset(x, y)
+def real_dataset(prepared_dir: str | Path, split: str = "train", targets: str = "label") -> RealDataset:
+    """A prepared split as a dataset of (image in [0, 1], label); ``targets="soft"``: one-hot class
+    probabilities, to mix with a synthetic dataset's soft labels."""
+    x, y, manifest = load_split(prepared_dir, split)
+    return RealDataset(x, y, int(manifest["num_classes"]) if _targets(targets) == "soft" else None)
 
 
 def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:
     """``real`` plus ``round(ratio * len(real))`` synthetic items drawn without replacement
-    (ratio 1.0: as many synthetic as real images)."""
+    (ratio 1.0: as many synthetic as real images). Both of one kind of target (label, or soft)."""
+    kinds = {getattr(d, "targets", None) or ("soft" if getattr(d, "onehot", None) is not None else "label")
+             for d in (real, synthetic) if isinstance(d, SyntheticDataset | RealDataset)}  # fmt: skip
+    if len(kinds) > 1:
+        raise ValueError("mix: one dataset's items carry labels, the other's soft labels: load both with "
+                         'the same targets (targets="soft" for both)')  # fmt: skip
     if ratio < 0:
         raise ValueError(f"mix ratio must be >= 0, got {ratio}")
     n = round(ratio * len(real))

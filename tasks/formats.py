@@ -308,7 +308,7 @@ def write_dataset(
     )
     for key, empty in defaults:
         manifest.setdefault(key, empty)  # what the caller did not give: the card says so
-    card = render_card(manifest)
+    card = render_card(manifest, root=_root_hint(target))
     # what genzoo wrote of its own two texts: a later replacement refuses them edited (check_owned)
     manifest["card_sha256"] = hashlib.sha256(card.encode()).hexdigest()
     manifest["manifest_sha256"] = manifest_digest(manifest)
@@ -330,8 +330,18 @@ def write_dataset(
 # ---------------------------------------------------------------------------- the card
 
 
-def render_card(manifest: Mapping[str, Any]) -> str:
-    """The dataset card (markdown) from its manifest: nothing on it that the manifest lacks."""
+def _root_hint(target: Path) -> str:
+    """The dataset folder's path as the card's snippets give it: from the working directory it
+    was written from (the project's root: ``data/augment/NAME``), else its name."""
+    try:
+        return target.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:  # outside it: the name, which the comment beside it explains
+        return target.name
+
+
+def render_card(manifest: Mapping[str, Any], root: str | None = None) -> str:
+    """The dataset card (markdown) from its manifest: nothing on it that the manifest lacks
+    (``root``: the folder's path its snippets use; its name by default)."""
     import jinja2
 
     env = jinja2.Environment(
@@ -354,7 +364,7 @@ def render_card(manifest: Mapping[str, Any]) -> str:
                m["counts_per_class"], strict=True)  # fmt: skip
     return env.get_template(CARD_TEMPLATE.name).render(
         m=m, data=data, licence=licence(data["source"]), families=[*recorded, *synthetic],
-        recorded=recorded, rows=list(rows),
+        recorded=recorded, rows=list(rows), root=root or m.get("name") or ".",
     )  # fmt: skip
 
 

@@ -801,6 +801,29 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     assert np.array_equal(np.asarray(mix.images), np.asarray(voted_ds.images))
     one_hot = np.eye(10)[np.asarray(mix.labels)]
     assert np.allclose(mix.soft_labels.numpy(), 0.5 * voted + 0.5 * one_hot, atol=1e-6)
+    # items with soft targets, as the measured recipe trains: the dataset's soft labels, the real
+    # split's one-hot (and a plain dataset's), mixed in one DataLoader; mixing kinds is refused
+    from genzoo.tasks.augment import mix as mix_
+
+    taught = load_dataset(path, targets="soft")
+    assert torch.equal(taught[3][1], ds.soft_labels[3].float()) and taught[3][0].shape == (1, 8, 8)
+    assert torch.equal(load_dataset(plain, targets="soft")[0][1], torch.eye(10)[load_dataset(plain)[0][1]])
+    real = real_dataset(params.data.prepared_dir, "train", targets="soft")
+    assert real[0][1].shape == (10,) and real[0][1].sum() == 1
+    both = mix_(real, taught, 0.02)
+    images, targets = next(iter(torch.utils.data.DataLoader(both, batch_size=100, shuffle=False)))
+    assert images.shape == (100, 1, 8, 8) and targets.shape == (100, 10) and targets.dtype == torch.float32
+    with pytest.raises(ValueError, match="load both with the same targets"):
+        mix_(real_dataset(params.data.prepared_dir, "train"), taught, 0.02)
+    with pytest.raises(ValueError, match="targets: expected one of label, soft, got 'probs'"):
+        load_dataset(path, targets="probs")
+    # the card's snippets name the folder from the project's folder it was written from
+    card = (path / "README.md").read_text()
+    here = Path.cwd().resolve()
+    assert f'root = "{path.relative_to(here) if path.is_relative_to(here) else path.name}"' in card
+    assert (
+        'soft = genzoo.load_dataset(root, targets="soft")' in card and "at the recipe's temperature" in card
+    )
 
 
 def test_a_perturb_recipe_makes_variations_of_real_images(trained):
@@ -939,3 +962,25 @@ def test_each_dropped_image_is_counted_once_under_the_first_filter_that_dropped_
     f.net = SimpleNamespace(embed=lambda x: (None, torch.full((4, 4), 0.25)))  # every image unsure
     kept = f.keep(x, y)
     assert int(kept.sum()) == 0 and f.rejected == {"teacher_disagrees": 2, "low_confidence": 2, "copies": 0}
+
+
+def test_a_dataset_inside_the_runs_folder_is_refused_and_a_missing_npz_is_said(trained):
+    """A dataset written into runs/vae/ would be removed by the next training, `dvc repro` or
+    `dvc checkout` of train@vae: refused before any work. A dataset whose images.npz went
+    missing says so (a bare FileNotFoundError before)."""
+    import shutil
+
+    from genzoo.tasks.data import DataError
+
+    tmp, params = trained
+    for inside in (Path(params.run.runs_dir) / "vae", Path(params.run.checkpoints_dir)):
+        req = AugmentRequest(families=["gan"], per_class=1, out_dir=str(inside), name="mine")
+        with pytest.raises(ValueError, match="inside run.(runs|checkpoints)_dir .* choose a folder outside"):
+            generate(params, req)
+        assert not (inside / "mine").exists()
+    path = generate(params, AugmentRequest(families=["gan"], per_class=1, out_dir=str(tmp / "gone")))
+    copy = tmp / "gone-copy"
+    shutil.copytree(path, copy)
+    (copy / "images.npz").unlink()
+    with pytest.raises(DataError, match="images.npz: missing \\(the dataset is incomplete\\)"):
+        load_dataset(copy)
