@@ -1289,6 +1289,18 @@ def as_given(line: str, args) -> str:
 _IN_MAIN = contextvars.ContextVar("genzoo_in_main", default=False)
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (replaced), no poll
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     # in a context of its own: the params a command sets for hints (Params.advising) end with it
     return contextvars.copy_context().run(_main, argv)
@@ -1316,6 +1328,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"genzoo {command}: interrupted{left_by(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `genzoo detect ... | head`: the reader is gone, as for any Unix tool
+        if not _stdout_gone():  # another pipe (a server's, a subprocess's): an error like any other
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit)
         return 141  # 128 + SIGPIPE, a shell's status for it
     except Exception as e:

@@ -780,7 +780,7 @@ def load_dataset(
             f"{name_or_path}: no such dataset: neither a folder (from {Path.cwd()}) nor a name under "
             f"root={root} ({Path(root).resolve()}); relative paths are read from the working directory"
         )
-    return SyntheticDataset(Path(root) / p, verify=verify)
+    return SyntheticDataset(Path(root) / p, verify=verify, targets=targets)
 
 
 class RealDataset(TensorDataset):

@@ -108,26 +108,34 @@ def exclusive(runs_dir: str | Path) -> Iterator[None]:
                 d.rmdir()
 
 
-def runs_folder_id(runs_dir: str | Path) -> str:
+def runs_folder_id(runs_dir: str | Path) -> str | None:
     """This runs folder's own random id (``<runs_dir>/.genzoo-id``, made on first use): what
     tells its MLflow runs from those of another folder at the same path (two containers' or
     machines' ``/app/runs`` logging to one tracking server). Shared storage shares it with the
     cluster's nodes."""
     folder = Path(runs_dir)
     path = folder / ".genzoo-id"
-    if not path.is_file():
-        import uuid
+    try:
+        if not path.is_file():
+            import uuid
 
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".genzoo-id.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(uuid.uuid4().hex + "\n")
-            with contextlib.suppress(FileExistsError):  # another process made it first: its id
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    return path.read_text().strip()
+            folder.mkdir(parents=True, exist_ok=True)
+            try:  # made whole or not at all: the first process's id wins
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(uuid.uuid4().hex + "\n")
+        for _ in range(50):  # another process between its create and its write: a moment
+            if made := path.read_text().strip():
+                return made
+            time.sleep(0.01)
+    except OSError as e:  # a folder others own, read-only: its runs matched by their path alone
+        log.warning(
+            "%s: the runs folder's id is unreadable (%s): its MLflow runs matched by path only", path, e
+        )
+    return None
 
 
 # what genzoo writes at the top of a runs folder (besides hidden files: its lock, a .gitignore)

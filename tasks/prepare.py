@@ -148,8 +148,8 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
     two classes)."""
     _inside(folder, root)
     top = folder.resolve()
-    if top != root.resolve() / folder.name:  # a link to another class folder, or into one
-        raise DataError(f"{folder}: a symbolic link to {top}, inside another class folder of {root}; its "
+    if top != root.resolve() / folder.name and (other := _in_another_class(top, folder, root)):
+        raise DataError(f"{folder}: a symbolic link to {top}, inside the class folder {other}; its "
                         "images would be in two classes: remove the link")  # fmt: skip
     found, skipped, todo, seen = [], [], [folder], set()
     while todo:
@@ -166,12 +166,13 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
             if f.is_dir():
                 continue
             _inside(f, root)
-            if top not in f.resolve().parents:  # an image linked from another class folder
-                raise DataError(f"{f}: a symbolic link to {f.resolve()}, outside its class folder {folder}; "
-                                "it would be in two classes: remove the link")  # fmt: skip
             if f.name.lower() in OS_FILES:  # written by a file manager, not by the user: passed over
                 continue
             if f.suffix.lower() in IMAGE_SUFFIXES:
+                real = f.resolve()
+                if top not in real.parents and (other := _in_another_class(real, folder, root)):
+                    raise DataError(f"{f}: a symbolic link to {real}, inside the class folder {other}; "
+                                    "it would be in two classes: remove the link")  # fmt: skip
                 found.append(f)
             elif d == folder:
                 raise DataError(
@@ -183,6 +184,17 @@ def _class_files(folder: Path, root: Path) -> list[Path]:
         log.warning("%s: %d file(s) that are no images in the folders below it left out (first: %s)",
                     folder, len(skipped), skipped[0])  # fmt: skip
     return sorted(found)
+
+
+def _in_another_class(real: Path, folder: Path, root: Path) -> Path | None:
+    """The class folder of ``root`` other than ``folder`` that ``real`` (a resolved path) lies in or
+    is, if any (a hidden store at the top, ``.pool/``, or an image beside the class folders: none)."""
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and d.name != folder.name:
+            other = d.resolve()
+            if real == other or other in real.parents:
+                return d
+    return None
 
 
 # the files a file manager leaves in folders it showed (thumbnail caches, view settings)

@@ -208,7 +208,13 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
     for f in params.families:
         try:
             rows.append(family_status(params, f, profiles, busy=run is not None))
-        except (KeyError, TypeError, AttributeError) as e:  # a file of genzoo's edited into another shape
+        except (
+            KeyError,
+            TypeError,
+            AttributeError,
+            ValueError,
+            OverflowError,
+        ) as e:  # edited into another shape
             why = (
                 "the prepared data's manifest.json is damaged"
                 if m is None and data["state"] != "not prepared"
@@ -231,7 +237,12 @@ def format_status(st: dict[str, Any]) -> str:
     for r in st["families"]:
         line = f"{r['family']:9s} {r['state']}"
         if "steps" in r:
-            bpd = f", test {r['test_bpd']:.3f} bits/dim ({r['bpd_estimator']})" if r.get("test_bpd") else ""
+            bpd = r.get("test_bpd")
+            bpd = (
+                f", test {bpd:.3f} bits/dim ({r['bpd_estimator']})"
+                if isinstance(bpd, int | float) and bpd
+                else ""
+            )
             line += f" | {r['steps']} steps, {r['trained']}{bpd} | data {r['data_sha256']}"
         if "model_uri" in r:
             line += f"\n          mlflow run {r['mlflow_run']}, {r['model_uri']} ({r['tracking_uri']})"

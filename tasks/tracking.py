@@ -456,10 +456,8 @@ def _quoted(value: str) -> str:
 def folder_tags(runs_dir: str | Path) -> dict[str, str]:
     """The tags that tie a run to its runs folder: its path, and the folder's own id (another
     machine's folder at the same path, logging to the same server, is another folder)."""
-    return {
-        "genzoo.runs_dir": str(Path(runs_dir).resolve()),
-        FOLDER_ID: runs_folder_id(runs_dir),
-    }
+    own = runs_folder_id(runs_dir)
+    return {"genzoo.runs_dir": str(Path(runs_dir).resolve())} | ({FOLDER_ID: own} if own else {})
 
 
 def _of_folder(c, runs_dir: str | Path, query: str, **kw) -> list:
@@ -469,10 +467,12 @@ def _of_folder(c, runs_dir: str | Path, query: str, **kw) -> list:
     if exp is None:
         return []
     tags = folder_tags(runs_dir)
-    own = tags[FOLDER_ID]
+    own = tags.get(FOLDER_ID)  # (unknown: by the path alone)
     query = f"tags.`genzoo.runs_dir` = {_quoted(tags['genzoo.runs_dir'])} and {query}"
     return [
-        r for r in c.search_runs([exp.experiment_id], query, **kw) if r.data.tags.get(FOLDER_ID, own) == own
+        r
+        for r in c.search_runs([exp.experiment_id], query, **kw)
+        if own is None or r.data.tags.get(FOLDER_ID, own) == own
     ]
 
 

@@ -930,6 +930,8 @@ def test_status_reads_damaged_and_half_written_outputs_without_a_traceback(tmp_p
         return r["code"], r["state"]
 
     assert row(status()) == ("up_to_date", "up to date") and row(status(), "vae")[0] == "not_trained"
+    (gan / "metrics.json").write_text(json.dumps({**json.loads(good["metrics.json"]), "test_bpd": "n/a"}))
+    assert cli.main(["status", *base]) == 0 and "gan       up to date" in capsys.readouterr().out
     metrics = json.loads(good["metrics.json"])
     (gan / "metrics.json").write_text(json.dumps({**metrics, "test_bpd": math.nan, "mlflow": None}))
     assert row(status())[0] == "up_to_date"  # NaN -> null, no MLflow record: none shown
@@ -1011,7 +1013,15 @@ def test_options_take_home_paths_lists_with_blanks_and_refuse_what_would_be_igno
     ):  # fmt: skip
         assert cli.main([*argv, *base]) == 2, argv
         assert said in capsys.readouterr().err, argv
-    assert not (tmp_path / "runs" / "evaluation" / "human").exists()
+
+    # a broken pipe of something else (a server's socket), stdout fine: an error, not a silent 141
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_families", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["families"])
+    monkeypatch.undo()
     # a reader that goes away (`| head`): exit 141, as for any Unix tool, no traceback
     genzoo = Path(sys.executable).parent / "genzoo"
     p = subprocess.Popen([str(genzoo), "families"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

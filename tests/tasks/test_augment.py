@@ -806,6 +806,7 @@ def test_a_teacher_recipe_writes_soft_labels_and_counts_what_it_dropped(trained)
     from genzoo.tasks.augment import mix as mix_
 
     taught = load_dataset(path, targets="soft")
+    assert load_dataset(path.name, root=path.parent, targets="soft")[0][1].shape == (10,)  # by name too
     assert torch.equal(taught[3][1], ds.soft_labels[3].float()) and taught[3][0].shape == (1, 8, 8)
     assert torch.equal(load_dataset(plain, targets="soft")[0][1], torch.eye(10)[load_dataset(plain)[0][1]])
     real = real_dataset(params.data.prepared_dir, "train", targets="soft")

@@ -434,15 +434,31 @@ def test_a_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
     (root / "a" / "leak.png").unlink()
     # inside the data folder but another class's: its images would carry two labels
     (root / "c").symlink_to(root / "a", target_is_directory=True)
-    with pytest.raises(DataError, match=f"{root / 'c'}: a symbolic link to .*inside another class folder"):
+    with pytest.raises(
+        DataError, match=f"{root / 'c'}: a symbolic link to .*inside the class folder {root / 'a'}"
+    ):
         prepare(params(tmp_path, source=f"folder:{root}"))
     (root / "c").unlink()
     (root / "b" / "twin.png").symlink_to(next((root / "a").iterdir()))
     with pytest.raises(
-        DataError, match="twin.png: a symbolic link to .*outside its class folder .*two classes"
+        DataError, match="twin.png: a symbolic link to .*inside the class folder .*two classes"
     ):
         prepare(params(tmp_path, source=f"folder:{root}"))
     assert not (tmp_path / "prepared").exists()
+    (root / "b" / "twin.png").unlink()
+    # links into a hidden store at the top (git-annex, .pool/) are no other class's: read
+    (root / ".pool" / "cs").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((12, 10), 40 * i, np.uint8), "L").save(root / ".pool" / "cs" / f"{i}.png")
+    (root / "c").symlink_to(root / ".pool" / "cs", target_is_directory=True)
+    Image.fromarray(np.full((12, 10), 7, np.uint8), "L").save(root / ".pool" / "loose.png")
+    (root / "a" / "pooled.png").symlink_to(root / ".pool" / "loose.png")
+    (root / "b" / "thumbs.db").symlink_to(
+        root / ".pool" / "cs" / "1.png"
+    )  # a file manager's name: passed over
+    m = prepare(params(tmp_path, source=f"folder:{root}"))
+    assert m["class_names"] == ["a", "b", "c"]
+    assert sum(np.sum([v["per_class"] for v in m["splits"].values()], axis=0)) == 6 + 1 + 6 + 4
 
 
 def test_a_file_managers_files_are_passed_over_and_a_home_path_is_expanded(tmp_path, monkeypatch):

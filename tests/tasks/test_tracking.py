@@ -242,6 +242,9 @@ def test_genzoo_train_marks_killed_the_runs_a_killed_training_left_running(store
     trained = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
     assert c.get_run(trained).info.status == "FINISHED"
     own = (tmp_path / "runs" / ".genzoo-id").read_text().strip()
+    assert (
+        tmp_path / "runs" / ".genzoo-id"
+    ).stat().st_mode & 0o044 == 0o044  # others sharing the folder read it
     assert c.get_run(trained).data.tags[tracking.FOLDER_ID] == own != "0123456789abcdef"
     # again, nothing changed: up to date, not trained again (it resumed from its last checkpoint,
     # ran no step and registered a second, identical version)
