@@ -82,7 +82,7 @@ def inception_score(probs, splits: int = 10, seed: int = 0) -> tuple[float, floa
         raise ValueError("expected class probabilities of shape (N, K), rows summing to 1")
     p = p[np.random.default_rng(seed).permutation(len(p))]
     scores = []
-    for part in np.array_split(p, splits):
+    for part in np.array_split(p, max(1, min(splits, len(p)))):  # (no empty part: NaN)
         py = part.mean(0, keepdims=True)
         kl = (part * (np.log(part + 1e-12) - np.log(py + 1e-12))).sum(1).mean()
         scores.append(np.exp(kl))

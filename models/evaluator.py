@@ -18,7 +18,7 @@ from genzoo.models.base import DataSpec, NetConfig, by_pixels, read_weights, sav
 
 
 class EvaluatorConfig(NetConfig):
-    channels: int = Field(32, gt=0)
+    channels: int = Field(32, gt=0, multiple_of=8, description="a multiple of 8 (its GroupNorm's groups)")
     feature_dim: int = Field(128, gt=0, description="size of the feature space the metrics use")
     dropout: float = Field(0.3, ge=0, lt=1)
     steps: int = Field(800, gt=0)

@@ -106,8 +106,16 @@ class Judges:
         self.lenet.eval(), self.random_cnn.eval()
 
     @torch.inference_mode()
-    def embed(self, x: Tensor) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        """(N, C, H, W) in [0, 1] -> {judge: (features (N, D), probabilities (N, K) or None)}."""
+    def embed(self, x: Tensor, batch: int = 1024) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """(N, C, H, W) in [0, 1] -> {judge: (features (N, D), probabilities (N, K) or None)}, ``batch``
+        images at a time (a whole MNIST split at once held GBs of activations)."""
+        if len(x) > batch:
+            parts = [self.embed(xb, batch) for xb in x.split(batch)]
+            return {
+                k: (np.concatenate([p[k][0] for p in parts]),
+                    None if parts[0][k][1] is None else np.concatenate([p[k][1] for p in parts]))
+                for k in parts[0]
+            }  # fmt: skip
         x = x.float().cpu()
         a = self.arrays
         pixels = x.reshape(len(x), -1).double().numpy()  # (N, C*H*W)

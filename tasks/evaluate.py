@@ -230,6 +230,10 @@ def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple
     return rows
 
 
+# what the evaluator's stage writes (metrics.json last: a stage cut short is redone)
+EVALUATOR_FILES = ("evaluator.json", "evaluator.safetensors", "judges.npz", "features.npz", "reference.json")
+
+
 def evaluator_stage(params: Params) -> dict[str, Any]:
     """Train (or reuse) the evaluator; cache real features; measure the reference rows."""
     folder = evaluator_dir(params)
@@ -239,15 +243,15 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
          "threads": params.threads("evaluator"), "data": data_hash(manifest), "code": code_hash("evaluate")}
     )[:16]  # fmt: skip
     done = read_json(folder / "metrics.json")
-    if (
-        done
-        and done.get("key") == key
-        and (folder / "features.npz").exists()
-        and (folder / "judges.npz").exists()
-    ):
+    if done and done.get("key") == key and all((folder / n).exists() for n in EVALUATOR_FILES):
         return done
-    use_threads(params.threads("evaluator"))
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
+    if len(yt) <= params.evaluate.k:  # before any training (it failed deep in numpy, after it)
+        raise ValueError(
+            f"evaluate.k={params.evaluate.k}: the test split holds {len(yt)} images; precision and recall "
+            "need more than k (lower evaluate.k, or raise data.test_fraction)"
+        )
+    use_threads(params.threads("evaluator"))
     spec = data_spec(manifest)
     t0 = time.perf_counter()
     net = train_evaluator(x, y, spec, params.evaluate.evaluator, seed=params.seed)
@@ -342,6 +346,18 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
             f"{folder / (missing or ['evaluator.json'])[0]} missing: the evaluator is not trained "
             f"(`{params.command('evaluate')}` trains it, or `dvc repro evaluator`)"
         )
+    finished = read_json(folder / "metrics.json") or {}
+    if ev_meta.get("key") and finished.get("key") != ev_meta["key"]:  # (metrics.json: the stage's last file)
+        raise FileNotFoundError(
+            f"{folder / 'metrics.json'}: the evaluator's stage did not finish (its files are of two runs): "
+            f"`{params.command('evaluate')}` ends it"
+        )
+    per_class = params.evaluate.per_class(gen.spec)
+    if per_class * gen.spec.num_classes <= params.evaluate.k:
+        raise ValueError(
+            f"evaluate.k={params.evaluate.k}: {per_class * gen.spec.num_classes} images drawn a seed "
+            f"({per_class} a class, evaluate.samples_per_class); precision and recall need more than k"
+        )
     training = training_figures(params, family)
     model_sha = sha256_file(trained / "model.safetensors")
     key = fingerprint(
@@ -349,6 +365,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
          "threads": params.threads(family), "model": model_sha,
          "training": training,
          "evaluator": ev_meta["sha256"], "judges": sha256_file(folder / "judges.npz"),
+         "real": sha256_file(folder / "features.npz"),  # the test split scored against (data edited: others)
          "code": code_hash("evaluate", family)}
     )[:16]  # fmt: skip
     done = read_json(out / "quality.json")

@@ -68,6 +68,8 @@ def test_inception_score_bounds():
     ordered = np.repeat(np.eye(k), 200, axis=0)
     assert inception_score(ordered)[0] > 0.95 * k
     assert inception_score(ordered, seed=1) == inception_score(ordered, seed=1)
+    few = inception_score(np.eye(4)[[0, 1, 2, 3, 0, 1]])  # fewer rows than parts: no empty part, no NaN
+    assert np.isfinite(few).all()
 
 
 def test_prdc_identical_sets_and_disjoint_sets():

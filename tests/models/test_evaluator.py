@@ -102,3 +102,13 @@ def test_classical_augmentation_scales_and_shears_only_when_asked():
     lean = top - bottom  # (N,) columns the bar moved between rows 2 and 13
     assert lean.abs().max() > 3 and (lean > 1).any() and (lean < -1).any()
     assert lean.abs().max() <= 0.5 * 11 + 0.5
+
+
+def test_evaluator_channels_a_multiple_of_its_group_norms_groups():
+    from pydantic import ValidationError
+
+    from genzoo.models.evaluator import EvaluatorConfig
+
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        EvaluatorConfig(channels=12)
+    assert EvaluatorConfig(channels=16).channels == 16

@@ -83,6 +83,13 @@ def test_every_space_has_its_shape(digits, judges):
         assert feats.shape == (50, dims[name]) and np.isfinite(feats).all(), name
         if probs is not None:
             assert probs.shape == (50, spec.num_classes) and np.allclose(probs.sum(1), 1), name
+    # in batches (a whole MNIST split at once held GBs of activations): the same features
+    parts = judges.embed(xt[:50], batch=16)
+    for name, (feats, probs) in e.items():
+        assert np.allclose(parts[name][0], feats, atol=1e-6), name
+        assert (probs is None) == (parts[name][1] is None) and (
+            probs is None or np.allclose(parts[name][1], probs)
+        )
 
 
 def test_same_seed_same_judges_and_save_load_gives_the_same_features(digits, judges, tmp_path):

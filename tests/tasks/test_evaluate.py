@@ -160,6 +160,30 @@ def test_family_quality_is_measured_and_cached(trained):
         assert z["spherical"].shape == (3, 11, 1, 8, 8)
     with pytest.raises(FileNotFoundError, match="ddpm is not trained"):
         evaluate_family(params, "ddpm")
+    # the real features scored against changed (an image of the test split edited): measured again
+    feats = tmp / "runs" / "evaluation" / "evaluator" / "features.npz"
+    kept = feats.read_bytes()
+    with np.load(feats) as z:
+        real = dict(z)
+    real["test"] = real["test"] + 0.5
+    np.savez(feats, **real)
+    try:
+        assert evaluate_family(params, "vae")["fd"] != q["fd"]
+        # an evaluator stage cut short (its new evaluator beside the old run's metrics.json): said
+        metrics = tmp / "runs" / "evaluation" / "evaluator" / "metrics.json"
+        done = metrics.read_text()
+        metrics.write_text(json.dumps({**json.loads(done), "key": "another run's"}))
+        with pytest.raises(FileNotFoundError, match="the evaluator's stage did not finish"):
+            evaluate_family(params, "vae")
+        metrics.write_text(done)
+    finally:
+        feats.write_bytes(kept)
+    assert evaluate_family(params, "vae")["fd"] == q["fd"]  # (measured again: the same seeds, figures)
+    # evaluate.k above the images: one line before any work
+    with pytest.raises(ValueError, match="evaluate.k=100: 40 images drawn a seed"):
+        evaluate_family(validate({**raw, "evaluate": {**raw["evaluate"], "k": 100}}), "vae")
+    with pytest.raises(ValueError, match="evaluate.k=100000: the test split holds"):
+        evaluator_stage(validate({**raw, "evaluate": {**raw["evaluate"], "k": 100000}}))
 
 
 def test_bench_floor_prints_the_floor_of_a_familys_size_in_every_space(trained):
