@@ -875,7 +875,8 @@ def load_params(
     hint naming a command repeats (default: all; not those a command adds itself)."""
     path = Path(path)
     if not path.exists():
-        where = f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH)" if (
+        where = (f" in {Path.cwd()} (run genzoo in the project's folder, or give --params PATH from it: the "
+                 "folders a params file names are read from where genzoo runs)") if (
             path == Path(DEFAULT_PARAMS)) else ""  # fmt: skip
         raise ParamsError(f"{path}: params file not found{where}")
     try:

@@ -152,7 +152,8 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # the rest (palettes too) count
 
 def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
     """An image file as an 8-bit PIL image of mode L or RGB, and what had to be converted to get
-    there (``"16-bit"``: levels scaled by 255/65535, ``"float"``: [0, 1] scaled to 0-255; None).
+    there (``"16-bit"``: levels scaled by 255/65535, ``"float [0, 1]"``: scaled to 0-255, ``"float
+    0-255"``: rounded; None).
     One line naming the file and why where it cannot be read (``advice`` after it)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -163,8 +164,10 @@ def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
                 return to_8bit(im), "16-bit"
             if im.mode == "F":  # float pixels (a TIFF): convert() clipped [0, 1] to black
                 arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
-                arr = arr * 255 if arr.max(initial=0) <= 1 else arr
-                return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L"), "float"
+                unit = arr.max(initial=0) <= 1
+                arr = arr * 255 if unit else arr
+                img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+                return img, "float [0, 1]" if unit else "float 0-255"
             return im.convert("L" if im.mode in GRAY_MODES else "RGB"), None
     except Image.DecompressionBombError as e:  # Pillow's refusal of an image too large to load
         raise DataError(f"{path}: {e}; shrink it{advice or ''}") from None

@@ -230,13 +230,13 @@ def load_folder_source(
     empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
     if empty:
         raise DataError(f"{root / empty[0]}: a class folder with no images; fill it or remove it")
-    images, modes, deep, floats = [], {}, None, None
+    images, modes, deep, floats = [], {}, None, {}
     for f, _ in files:
         img, converted = open_image(f, "; replace it or move it out of the folder")
         if converted == "16-bit":
             deep = deep or f
-        elif converted == "float":
-            floats = floats or f
+        elif converted:  # float pixels, in [0, 1] or beyond
+            floats.setdefault(converted, f)
         if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
             img = img.convert("L" if channels == 1 else "RGB")
         modes.setdefault(img.mode, f)
@@ -245,9 +245,13 @@ def load_folder_source(
         log.warning(
             "%s: 16-bit images (first: %s) reduced to 8 bits (256 levels), scaled by 255/65535", root, deep
         )
-    if floats is not None:
+    if len(floats) > 1:  # one dark image of a 0-255 folder would be scaled x255: said, not guessed
+        (a, fa), (b, fb) = floats.items()
+        raise DataError(f"{root}: float images of two ranges: {fa} is {a}, {fb} is {b}; give them one "
+                        "range")  # fmt: skip
+    if floats:
         log.warning("%s: images of float pixels (first: %s) read as 0-255 (scaled by 255 where in [0, 1])",
-                    root, floats)  # fmt: skip
+                    root, next(iter(floats.values())))  # fmt: skip
     if len(modes) > 1:
         raise DataError(
             f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "

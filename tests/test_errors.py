@@ -1083,6 +1083,9 @@ def test_no_params_file_here_says_where_genzoo_looked(tmp_path, monkeypatch, cap
     assert cli.main(["status"]) == 2
     err = capsys.readouterr().err
     assert f"params.yaml: params file not found in {tmp_path} (run genzoo in the project's folder, or " in err
+    assert (
+        "the folders a params file names are read from where genzoo runs)" in err
+    )  # (--params alone: not enough)
 
 
 @pytest.mark.parametrize("seed", ["-1", "4294967295"])

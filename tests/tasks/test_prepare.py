@@ -539,6 +539,11 @@ def test_float_images_too_large_and_cut_short_images_are_read_or_said(tmp_path, 
     means = sorted(round(float(v) * 255) for v in x[y == 0].mean(dim=(1, 2, 3)))
     assert means == [51, 115, 178, 242]  # 0.2, 0.45, 0.7, 0.95 of 255, rounded (black: all 0)
     shutil.rmtree(tmp_path / "prepared")
+    Image.fromarray(np.full((8, 8), 200.0, np.float32), "F").save(root / "a" / "bright.tif")  # 0-255 beside
+    with pytest.raises(
+        DataError, match=r"float images of two ranges: .* is float \[0, 1\], .*bright.tif is float 0-255"
+    ):
+        prepare(params(tmp_path, source=f"folder:{root}", test_fraction=0.25, val_fraction=0.25))
     big = _folder(tmp_path / "big", n=4, size=(8, 8))
     Image.fromarray(np.zeros((40, 40), np.uint8), "L").save(big / "b" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,600 pixels: over twice the limit
