@@ -85,7 +85,7 @@ from genzoo.tasks.layout import (
     usefulness_key,
     warn_if_stale,
 )
-from genzoo.tasks.quality import real_features, scores
+from genzoo.tasks.quality import _rows, real_features, scores
 from genzoo.tasks.sample import (
     Teachers,
     copy_radius,
@@ -540,7 +540,7 @@ def _quality(
     cap, of = params.evaluate.per_class(spec) * spec.num_classes, "all its images"
     if len(labels) > cap:
         of = f"{cap} of its {len(labels)} images drawn at random"
-        keep = np.sort(np.random.default_rng(params.seed).choice(len(labels), cap, replace=False))
+        keep = _rows(np.arange(len(labels)), cap, params.seed)  # the evaluation's seeded draw of rows
         images, labels = images[keep], labels[keep]
     if len(labels) <= params.evaluate.k:  # precision/recall's k nearest neighbours need more
         return {
@@ -790,6 +790,7 @@ class RealDataset(TensorDataset):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int | None = None):
         super().__init__(x, y)
+        self.targets = "label" if num_classes is None else "soft"  # as SyntheticDataset's
         self.onehot = None if num_classes is None else torch.nn.functional.one_hot(y, num_classes).float()
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
@@ -807,9 +808,7 @@ def real_dataset(prepared_dir: str | Path, split: str = "train", targets: str = 
 def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Dataset:
     """``real`` plus ``round(ratio * len(real))`` synthetic items drawn without replacement
     (ratio 1.0: as many synthetic as real images). Both of one kind of target (label, or soft)."""
-    kinds = {getattr(d, "targets", None) or ("soft" if getattr(d, "onehot", None) is not None else "label")
-             for d in (real, synthetic) if isinstance(d, SyntheticDataset | RealDataset)}  # fmt: skip
-    if len(kinds) > 1:
+    if len({d.targets for d in (real, synthetic) if isinstance(d, SyntheticDataset | RealDataset)}) > 1:
         raise ValueError("mix: one dataset's items carry labels, the other's soft labels: load both with "
                          'the same targets (targets="soft" for both)')  # fmt: skip
     if ratio < 0:

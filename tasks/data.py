@@ -170,7 +170,7 @@ def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
                 return img, "float [0, 1]" if unit else "float 0-255"
             return im.convert("L" if im.mode in GRAY_MODES else "RGB"), None
     except Image.DecompressionBombError as e:  # Pillow's refusal of an image too large to load
-        raise DataError(f"{path}: {e}; shrink it{advice or ''}") from None
+        raise DataError(f"{path}: {e}; shrink it{advice}") from None
     except (UnidentifiedImageError, OSError) as e:
         plain = isinstance(e, UnidentifiedImageError) or not str(e)  # (its message: the path again)
         why = e.__class__.__name__ if plain else f"{e.__class__.__name__}: {e}"
