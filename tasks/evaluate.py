@@ -102,11 +102,13 @@ def _seeds(params: Params) -> list[int]:
 
 def _measure(params: Params, net, judges: Judges, real: dict,
              draw: Callable[[torch.Tensor, int], torch.Tensor], spec: DataSpec, samples_path: Path | None,
-             fit: Callable[[int], dict[str, float]] | None = None) -> dict[str, Any]:  # fmt: skip
+             fit: Callable[[int], dict[str, float]] | None = None,
+             key: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Per evaluation seed: ``fit(seed)`` when given (untimed; its figures join the seed's),
     then draw ``samples_per_class`` images per class (timed) and score them in the evaluator's
     space and (``spaces``) every judge's. The first draw is saved to ``samples_path`` (uint8
-    levels, labels) for the report."""
+    levels, labels, and the evaluation's ``key``: the report shows only the samples of the
+    figures beside them) for the report."""
     labels = _labels(params, spec)
     runs = []
     for i, seed in enumerate(_seeds(params)):
@@ -122,15 +124,30 @@ def _measure(params: Params, net, judges: Judges, real: dict,
         r.update(extra, sharpness=sharpness(images.numpy()), images_per_second=len(labels) / seconds)
         runs.append(r)
         if i == 0 and samples_path is not None:
-            _save_samples(samples_path, images, labels, real["levels"])
+            _save_samples(samples_path, images, labels, real["levels"], key)
     return summarize(runs)
 
 
-def _save_samples(path: Path, images: torch.Tensor, labels: torch.Tensor, levels: int) -> None:
+def npz_key(path: Path) -> str | None:
+    """The evaluation key an npz of the evaluation (samples.npz, latent.npz) was written by; None
+    when it is missing, unreadable or holds none. Its figures' file (quality.json, the evaluator's
+    metrics.json) is written last: an evaluation cut short between them leaves the newer pictures
+    beside the older figures."""
+    try:
+        with np.load(path) as z:
+            return str(z["key"]) if "key" in z.files else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_samples(
+    path: Path, images: torch.Tensor, labels: torch.Tensor, levels: int, key: str | None = None
+) -> None:
     buf = io.BytesIO()
     dtype = np.uint8 if levels <= 256 else np.uint16  # (as the prepared data: 12-bit images wrapped)
     np.savez_compressed(buf, images=np.rint(images.numpy() * (levels - 1)).astype(dtype),
-                        labels=labels.numpy().astype(np.int64), levels=levels)  # fmt: skip
+                        labels=labels.numpy().astype(np.int64), levels=levels,
+                        **({"key": np.array(key)} if key else {}))  # fmt: skip
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
@@ -188,7 +205,7 @@ def floor_draw(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 
 
 def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple, test: tuple,
-                   spec) -> dict[str, Any]:  # fmt: skip
+                   spec, key: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Rows measured by the same code as the families: real train vs test (the floor: per seed,
     as many training images as a family draws, ``floor_draw``), uniform noise, and the
     classical baselines (fitted on the training split once per seed; the Gaussian mixture also
@@ -226,7 +243,7 @@ def reference_rows(params: Params, net, judges: Judges, real: dict, train: tuple
         def draw(labels, seed, fitted=fitted):
             return fitted[seed].sample(len(labels), labels, seed=seed)
 
-        rows[name] = _measure(params, net, judges, real, draw, spec, folder / f"{name}_samples.npz", fit)
+        rows[name] = _measure(params, net, judges, real, draw, spec, folder / f"{name}_samples.npz", fit, key)
     return rows
 
 
@@ -273,7 +290,7 @@ def evaluator_stage(params: Params) -> dict[str, Any]:
     np.savez(buf, **real)
     atomic_write(folder / "features.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     with torch.inference_mode():
-        rows = reference_rows(params, net, judges, real, (x, y), (xt, yt), spec)
+        rows = reference_rows(params, net, judges, real, (x, y), (xt, yt), spec, key)
     reference = {
         "protocol": _protocol(params, ev_meta["sha256"], len(xt), spec),
         "real_test": {
@@ -369,7 +386,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
          "code": code_hash("evaluate", family)}
     )[:16]  # fmt: skip
     done = read_json(out / "quality.json")
-    if done and done.get("key") == key and (out / "samples.npz").exists() and (out / "latent.npz").exists():
+    if done and done.get("key") == key and npz_key(out / "samples.npz") == npz_key(out / "latent.npz") == key:
         return done
     use_threads(params.threads(family))
     net = load_evaluator(folder / "evaluator.json")
@@ -379,7 +396,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
     def draw(labels, seed):  # (N, C, H, W) on the CPU: .cpu() waits for the GPU, so the timing is whole
         return draw_images(gen, len(labels), labels=labels, seed=seed, batch=500)[0]
 
-    summary = _measure(params, net, judges, real, draw, gen.spec, out / "samples.npz")
+    summary = _measure(params, net, judges, real, draw, gen.spec, out / "samples.npz", key=key)
     latency = _latency_ms(gen, torch.zeros(1, dtype=torch.long, device=gen.device),
                           params.evaluate.latency_repeats, params.seed)  # fmt: skip
     xt, yt, _ = load_split(params.data.prepared_dir, "test")
@@ -392,7 +409,7 @@ def evaluate_family(params: Params, family: str) -> dict[str, Any]:
         lat, strips, why = None, {}, f"{family}: no latent figures ({e})"
         log.warning("%s", why)
     why = why or (None if lat else f"{family}: no latent space (no encode or decode)")
-    latent.save_strips(out / "latent.npz", strips, why)
+    latent.save_strips(out / "latent.npz", strips, why, key=key)
     result = {
         "family": family,
         "key": key,

@@ -45,7 +45,14 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, exit_code
-from genzoo.tasks.layout import evaluation_dir, model_sha, other_models, read_json, trained_families
+from genzoo.tasks.layout import (
+    evaluation_dir,
+    json_safe,
+    model_sha,
+    other_models,
+    read_json,
+    trained_families,
+)
 
 log = logging.getLogger("genzoo.judge")
 
@@ -764,18 +771,6 @@ def against_metrics(params: Params, figures: dict[str, Any], other: list[str] = 
     return out
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinite float as None: JSON has no NaN (Krippendorff's
-    alpha of answers that never vary is undefined), and a reader other than Python's refuses it."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def results_path(params: Params, name: str) -> Path:
     return evaluation_dir(params) / "human" / f"{name}.json"
 
@@ -794,7 +789,7 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
     cfg, rows = answers_of(eng, name)
     figures = score(cfg, rows, reps=reps, seed=int(cfg["seed"]))
     other = other_models(params, figures)
-    figures = _json_safe(figures | {"metrics": against_metrics(params, figures, other)})
+    figures = json_safe(figures | {"metrics": against_metrics(params, figures, other)})
     path = results_path(params, name)
     atomic_write_text(path, json.dumps(figures, indent=2, allow_nan=False))
     if other:

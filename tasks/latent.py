@@ -342,10 +342,13 @@ def figures(model, net, x: Tensor, y: Tensor, real_features: np.ndarray | None, 
     return summary, strips
 
 
-def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = None) -> None:
-    """``latent.npz``: the strips (images in [0, 1]), or only the reason there are none."""
+def save_strips(path: Path, strips: dict[str, np.ndarray], reason: str | None = None,
+                key: str | None = None) -> None:  # fmt: skip
+    """``latent.npz``: the strips (images in [0, 1]), or only the reason there are none, and the
+    evaluation's ``key`` (the report shows only the strips of the figures beside them)."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **strips, **({"reason": np.array(reason)} if reason else {}))
+    extra = {"reason": np.array(reason)} if reason else {}
+    np.savez_compressed(buf, **strips, **extra, **({"key": np.array(key)} if key else {}))
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 

@@ -29,6 +29,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -697,6 +698,19 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: JSON has no NaN (Kendall's tau of tied
+    rankings, Krippendorff's alpha of answers that never vary are undefined), and a reader other
+    than Python's (``jq``, a browser) refuses it."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def family_run_id(params: Params, family: str) -> str | None:

@@ -35,10 +35,12 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
-from genzoo.tasks.figures import grid
+from genzoo.tasks.evaluate import npz_key
+from genzoo.tasks.figures import grid, grid_scale
 from genzoo.tasks.layout import (
     evaluation_dir,
     exclusive,
+    json_safe,
     measure_again,
     model_sha,
     of_reference,
@@ -46,6 +48,7 @@ from genzoo.tasks.layout import (
     other_models,
     read_json,
     scored_by_another_evaluator,
+    shown,
     up_to_date,
     usefulness_key,
 )
@@ -241,7 +244,9 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
     m = {f: d["metrics"] for f, d in families.items()}
     n = len(families)
     rank = {f: i + 1 for i, f in enumerate(sorted(q, key=lambda f: q[f]["fd"]))}
-    train_speed = _median_split({f: -m[f]["train_seconds"] for f in m}, "Fast", "Slow")
+    # (a model whose metrics.json a training started again removed, evaluated as it is: no time)
+    timed = {f: -m[f]["train_seconds"] for f in m if m[f].get("train_seconds") is not None}
+    train_speed = _median_split(timed, "Fast", "Slow") if timed else {}
     sample_speed = _median_split({f: q[f]["images_per_second"] for f in q}, "Fast", "Slow")
     diversity = _median_split({f: q[f]["recall"] for f in q}, "High", "Medium")
     sharp = {f: q[f]["sharpness"] for f in q}
@@ -252,12 +257,15 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
         estimator = m[f].get("bpd_estimator")
         density = {"exact": "Exact", "bound": "Approximate"}.get(estimator, "No likelihood")
         bpd = m[f].get("test_bpd")
+        ci = q[f]["ci95"]["fd"]
         cells = {
-            "quality": (f"rank {rank[f]} of {n} (FD {q[f]['fd']:.3f} ± {q[f]['ci95']['fd']:.3f}): "
-                        f"{tier}", tier, QUALITY_TIERS),
+            "quality": (f"rank {rank[f]} of {n} (FD {q[f]['fd']:.3f}" + (f" ± {ci:.3f}" if ci else "") +
+                        f"): {tier}", tier, QUALITY_TIERS),
             "density": (f"{density}" + (f" ({bpd:.3f} bits/dim)" if bpd is not None else ""), density, None),
             "training": (f"{m[f]['train_seconds']:.0f} s for {m[f]['steps']} steps: {train_speed[f]}",
-                         train_speed[f], None),
+                         train_speed[f], None) if f in train_speed else
+                        ("not recorded (its metrics.json missing: a training of it started again and "
+                         "stopped?)", None, None),
             "diversity": (f"recall {q[f]['recall']:.2f}, coverage {q[f]['coverage']:.2f}: {diversity[f]}",
                           diversity[f], None),
             "sampling": (f"{q[f]['images_per_second']:.0f} images/s, {q[f]['latency_ms']:.1f} ms/image: "
@@ -266,7 +274,9 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"family": f}
         for col, (text, measured, order) in cells.items():
             claim = claims.get(col)
-            if claim == "Tricky":  # a claim on stability, not speed: report what happened
+            if measured is None:
+                verdict = "not measured"
+            elif claim == "Tricky":  # a claim on stability, not speed: report what happened
                 text += f"; {m[f].get('bad_steps', 0)} non-finite steps skipped"
                 verdict = "not a speed claim"
             elif claim == "Mode collapse risk":
@@ -315,6 +325,9 @@ def judges(families: dict[str, Any], reference: dict[str, Any],
     split (from the evaluator stage's ``evaluator`` metrics: a judge's ceiling). None when the
     evaluation predates the spaces."""
     fams = {f: d["quality"]["spaces"] for f, d in families.items() if "spaces" in d["quality"]}
+    # evaluated before the spaces (an upgrade, then `genzoo evaluate --family` of another): not
+    # ranked here, and a target on every family not decided without them
+    unjudged = [f for f in families if f not in fams]
     anchors = ("real_train_vs_test", "pca_kde")
     if not fams or any("spaces" not in reference.get(k, {}) for k in anchors):
         return None
@@ -367,10 +380,14 @@ def judges(families: dict[str, Any], reference: dict[str, Any],
             "worst_family": accuracy[acc_space]["worst_family"], "worst": accuracy[acc_space]["worst"],
             "needed": f">= {SPACES_ACCURACY}",
         }  # fmt: skip
-    for g in goals.values():
+    for name, g in goals.items():
         g["verdict"] = _goal_verdict(g)
+        if unjudged and not (g["met"] and name == "best_within_floor"):  # (a best judged: met all the same)
+            g["met"] = False
+            rest = "" if g["verdict"] == "met" else f"; among the rest {g['verdict']}"
+            g["verdict"] = f"not decided: {', '.join(unjudged)} not judged in these spaces{rest}"
     return {
-        "spaces": spaces, "families": list(fams), "baselines": list(base), "fd": fd,
+        "spaces": spaces, "families": list(fams), "unjudged": unjudged, "baselines": list(base), "fd": fd,
         "ranks": agree["ranks"], "kendall_tau": agree["kendall_tau"], "per_space": per_space,
         "accuracy": accuracy, "targets": goals,
     }  # fmt: skip
@@ -461,8 +478,9 @@ def usefulness_targets(u: dict[str, Any]) -> dict[str, Any]:
         "met": tstr[best_t] >= need_t, "family": best_t, "recipe": None, "value": tstr[best_t], "ci95": None,
         "pca_kde": kde_t, "short": max(need_t - tstr[best_t], 0.0),
     })  # fmt: skip
-    largest = max(ref["real"], key=float)
-    return {"classifier": clf, "rows": rows, "real_accuracy": ref["real"][largest][clf]["mean"]}
+    largest = max(ref["real"], key=float)  # (usefulness.fractions need not hold 1.0)
+    return {"classifier": clf, "rows": rows, "real_accuracy": ref["real"][largest][clf]["mean"],
+            "real_fraction": largest}  # fmt: skip
 
 
 def usefulness_plot(u: dict[str, Any]) -> str:
@@ -517,9 +535,17 @@ def usefulness_plot(u: dict[str, Any]) -> str:
 def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, Any]:
     """A human study's HYPE error per family beside the Fréchet distance and precision/recall,
     with each ranking's rank and Kendall's tau between the human ranking (a higher error is
-    better: more generated images taken for real) and each metric's."""
+    better: more generated images taken for real) and each metric's. A family whose figures are
+    of another model than the one the study drew from (trained again, the study made of the new
+    model, its evaluation not redone) has no metrics here (``earlier``), as `genzoo judge results`
+    leaves it out of its tau."""
     scored = [f for f, d in human["families"].items() if d.get("error") is not None]
-    both = [f for f in scored if f in families]
+    drawn = human.get("models") or {}
+    earlier = [
+        f for f in scored
+        if f in families and f in drawn and families[f]["quality"].get("model_sha256") not in (None, drawn[f])
+    ]  # fmt: skip
+    both = [f for f in scored if f in families and f not in earlier]
     q = {f: families[f]["quality"] for f in both}
     err = {f: human["families"][f]["error"] for f in scored}
     # ties share a rank (1, 2, 2, 4): three families at 66.7% are not 2nd, 3rd and 4th by name
@@ -543,7 +569,7 @@ def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, An
             "fd": kendall_tau([err[f] for f in both], [-q[f]["fd"] for f in both]),
             "precision": kendall_tau([err[f] for f in both], [q[f]["precision"] for f in both]),
         }
-    return {"study": human["study"], "rows": rows, "tau": tau, "raters": human["raters"],
+    return {"study": human["study"], "rows": rows, "tau": tau, "raters": human["raters"], "earlier": earlier,
             "real": human["real"], "agreement": human["agreement"], "answers": human["answers"],
             "protocol": human["protocol"]}  # fmt: skip
 
@@ -566,7 +592,12 @@ def _fig(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _samples(path: Path) -> tuple[torch.Tensor, np.ndarray] | None:
+def _samples(path: Path, key: str | None = None) -> tuple[torch.Tensor, np.ndarray] | None:
+    """An evaluation's samples, as images in [0, 1] and labels; None when missing, unreadable or
+    (``key``: the figures' evaluation key) written by another evaluation than the figures' (one
+    cut short after its first seed: newer pictures beside older numbers)."""
+    if key is not None and npz_key(path) not in (None, key):
+        return None
     try:
         with np.load(path) as z:
             return torch.from_numpy(z["images"].astype(np.float32) / (int(z["levels"]) - 1)), z["labels"]
@@ -580,19 +611,32 @@ def _per_class(images: torch.Tensor, labels: np.ndarray, per: int, classes: int)
     return [images[np.flatnonzero(labels == c)[:per]] for c in range(classes)]
 
 
-def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
-    """Grids: one per family (a row per class) and one per class (a row per source)."""
+def sample_grids(
+    params: Params, families: dict[str, Any], evaluator_key: str | None = None
+) -> dict[str, Any]:
+    """Grids: one per family (a row per class) and one per class (a row per source), each of the
+    evaluation whose figures the page shows (``not_shown``: the sources whose samples are of
+    another, with the command that measures them again)."""
     folder = evaluation_dir(params)
     xt, yt, manifest = load_split(params.data.prepared_dir, "test")
     sources = {"real (test)": (xt, yt.numpy())}
-    for f in families:
-        s = _samples(folder / f / "samples.npz")
+    not_shown = []
+    for f, d in families.items():
+        s = _samples(folder / f / "samples.npz", d["quality"].get("key"))
         if s is not None:
             sources[f] = s
+        elif (folder / f / "samples.npz").exists():
+            not_shown.append(
+                f"{f} (its samples of an evaluation cut short: {params.command(f'evaluate --family {f}')})"
+            )
     for name, title in BASELINE_NAMES.items():
-        s = _samples(folder / "evaluator" / f"{name}_samples.npz")
+        s = _samples(folder / "evaluator" / f"{name}_samples.npz", evaluator_key)
         if s is not None:
             sources[title] = s
+        elif (folder / "evaluator" / f"{name}_samples.npz").exists():
+            not_shown.append(
+                f"{title} (its samples of an evaluation cut short: {params.command('evaluate')})"
+            )
     per = 10
     classes = int(manifest["num_classes"])
     split = {k: _per_class(*v, per, classes) for k, v in sources.items()}
@@ -600,14 +644,16 @@ def sample_grids(params: Params, families: list[str]) -> dict[str, Any]:
     def padded(rows: list[torch.Tensor]) -> torch.Tensor:  # each row ``per`` wide (grey where short)
         return torch.cat([torch.cat([r, torch.full((per - len(r), *r.shape[1:]), 0.5)]) for r in rows])
 
-    # a row per class even where a class has fewer than ``per`` images (rows slid into the next)
-    by_source = {k: _png(grid(padded(v), nrow=per, scale=4)) for k, v in split.items()}
+    # a row per class even where a class has fewer than ``per`` images (rows slid into the next);
+    # large images not enlarged past figures.grid_scale (a 128x128 grid at 4x: 6 MB of PNG)
+    scale = min(4, grid_scale(*xt.shape[-2:]))
+    by_source = {k: _png(grid(padded(v), nrow=per, scale=scale)) for k, v in split.items()}
     names = manifest.get("class_names") or [str(c) for c in range(classes)]
     by_class = []
     for c, name in enumerate(names):
         rows = [v[c] for v in split.values()]
-        by_class.append({"name": name, "img": _png(grid(padded(rows), nrow=per, scale=4))})
-    return {"by_source": by_source, "by_class": by_class, "row_labels": list(split)}
+        by_class.append({"name": name, "img": _png(grid(padded(rows), nrow=per, scale=scale))})
+    return {"by_source": by_source, "by_class": by_class, "row_labels": list(split), "not_shown": not_shown}
 
 
 LATENT_STRIPS = {  # latent.npz key -> caption ({ends}: what the path joins, by the latent's kind)
@@ -638,8 +684,11 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
         lat = d["quality"].get("latent")
         if not lat:
             continue
+        path = evaluation_dir(params) / f / "latent.npz"
+        if npz_key(path) not in (None, d["quality"].get("key")):  # of an evaluation cut short
+            continue
         try:
-            with np.load(evaluation_dir(params) / f / "latent.npz") as z:
+            with np.load(path) as z:
                 strips = {k: z[k] for k in LATENT_STRIPS if k in z.files}
         except OSError:
             continue
@@ -649,10 +698,11 @@ def latent_strips(params: Params, families: dict[str, Any], rows: int = 5) -> li
         for key, caption in LATENT_STRIPS.items():
             if key in strips:
                 s = torch.from_numpy(strips[key][:rows]).float()
+                scale = min(4, grid_scale(*s.shape[-2:]))
                 imgs.append(
                     {
                         "caption": caption.format(ends=ends),
-                        "img": _png(grid(s.flatten(0, 1), nrow=s.shape[1], scale=4)),
+                        "img": _png(grid(s.flatten(0, 1), nrow=s.shape[1], scale=scale)),
                     }
                 )
         out.append({"family": f, "kind": lat["kind"], "smoothness": lat["smoothness"], "strips": imgs})
@@ -685,7 +735,7 @@ def plots(params: Params, data: dict[str, Any]) -> dict[str, str]:
 
     fams, ref = data["families"], data["reference"]
     baselines = {BASELINE_NAMES[k]: ref[k] for k in BASELINE_NAMES if k in ref}
-    out = {}
+    out: dict[str, str | None] = {"curves": None}  # (no family with a loss curve: none)
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cut = False
@@ -791,7 +841,8 @@ def metric_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "name": f, "kind": "family",
             "bpd": f"{bpd:.3f} ({m.get('bpd_estimator')})" if bpd is not None else "none",
-            "train": f"{m['train_seconds']:.0f} s", "latency": f"{d['quality']['latency_ms']:.1f} ms",
+            "train": f"{m['train_seconds']:.0f} s" if m.get("train_seconds") is not None else "—",
+            "latency": f"{d['quality']['latency_ms']:.1f} ms",
             "cells": [_cell(d["quality"], k, n) for k, _, _, n in METRIC_COLUMNS],
         })  # fmt: skip
     ref = data["reference"]
@@ -813,6 +864,13 @@ def metric_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 TEMPLATE = Path(__file__).with_name("report.html.j2")  # Jinja2, autoescaped
 
 
+def _source(source: str) -> str:
+    """``data.source`` as the page names it: a folder or file inside the project relative to it
+    (the page is shared; the machine's home folder need not be)."""
+    kind, sep, path = source.partition(":")
+    return f"{kind}:{shown(path)}" if sep and path else source
+
+
 def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     import jinja2
 
@@ -823,7 +881,7 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     human = human_table(data["human"], data["families"]) if data.get("human") else None
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE.read_text()).render(
-        data_source=params.data.source,
+        data_source=_source(params.data.source),
         profile=params.profile,
         steps={f: d["metrics"].get("steps") for f, d in data["families"].items()},
         evaluator=data["evaluator"],
@@ -837,7 +895,8 @@ def render(params: Params, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         judges_rows=judges_table(spaces) if spaces else [],
         spaces_floor_ratio=SPACES_FLOOR_RATIO,
         spaces_accuracy=SPACES_ACCURACY,
-        grids=sample_grids(params, list(data["families"])),
+        grids=sample_grids(params, data["families"], data["evaluator"].get("key")),
+        evaluate_again=params.command("evaluate"),
         columns=METRIC_COLUMNS,
         metric_rows=metric_rows(data),
         noise=data["reference"].get("uniform_noise"),
@@ -923,7 +982,7 @@ def build_report(params: Params) -> dict[str, Any]:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "families.csv", buf.getvalue())
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False))
     atomic_write_text(out / "index.html", html)
     for f in data["families"]:  # the page beside each family's figures in its MLflow run
         tracking.log_stage(params, f, artifact=out / "index.html", artifact_path="report")

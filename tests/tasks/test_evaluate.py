@@ -150,6 +150,14 @@ def test_family_quality_is_measured_and_cached(trained):
         assert ("class_accuracy" in sp) == (s in ("cnn", "mlp", "lenet")), s  # classifiers only
     assert len({q["spaces"][s]["fd"] for s in SPACES}) == len(SPACES)  # different judges, different numbers
     assert evaluate_family(params, "vae")["key"] == q["key"]
+    # samples of another evaluation (one cut short after its first seed) beside the figures: redone
+    from genzoo.tasks.evaluate import npz_key
+
+    samples = tmp / "runs" / "evaluation" / "vae" / "samples.npz"
+    assert npz_key(samples) == q["key"]
+    with np.load(samples) as z:
+        np.savez(samples, **{**dict(z), "key": np.array("0" * 16)})
+    assert evaluate_family(params, "vae")["key"] == q["key"] and npz_key(samples) == q["key"]
     assert q["latent"]["pairs"] == 10  # the latent strips: evaluate.latent_pairs same-class test pairs
     with np.load(tmp / "runs" / "evaluation" / "vae" / "latent.npz") as z:
         assert z["linear"].shape == (10, 11, 1, 8, 8)  # real, 9 steps, real

@@ -301,11 +301,11 @@ def test_grids_keep_a_row_per_class_where_a_class_has_few_images_or_none(evaluat
     _, params = evaluated
     labels = np.array([c for c in range(10) if c != 5 for _ in range(3 if c == 1 else 10)])
     images = torch.arange(len(labels), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 8, 8) / 1000
-    monkeypatch.setattr(report, "_samples", lambda path: (images, labels))
+    monkeypatch.setattr(report, "_samples", lambda path, key=None: (images, labels))
     drawn = []
     real = report.grid
     monkeypatch.setattr(report, "grid", lambda x, **k: drawn.append(x) or real(x, **k))
-    out = report.sample_grids(params, ["gan"])
+    out = report.sample_grids(params, {"gan": {"quality": {}}})
     by_source = dict(zip(out["row_labels"], drawn, strict=False))
     gan = by_source["gan"]
     assert gan.shape[0] == 100  # ten rows of ten
@@ -313,6 +313,121 @@ def test_grids_keep_a_row_per_class_where_a_class_has_few_images_or_none(evaluat
     assert (gan[13:20] == 0.5).all() and (gan[50:60] == 0.5).all()  # class 1's short row, class 5's
     per_class = drawn[len(out["row_labels"]) :]
     assert len(per_class) == 10 and all(len(g) == 10 * len(out["row_labels"]) for g in per_class)
+
+
+def test_grids_of_large_images_are_not_enlarged_past_the_grid_scale(evaluated, monkeypatch):
+    """Every grid was drawn at 4x: at 128x128 one grid was a 5164 px square (6 MB of PNG), some
+    sixteen of them inlined in the page; digits are drawn at 4x as before."""
+    import torch
+
+    from genzoo.tasks import report
+
+    _, params = evaluated
+    scales = []
+    monkeypatch.setattr(report, "_png", lambda img: "")
+    monkeypatch.setattr(report, "grid", lambda x, nrow, scale: scales.append(scale))
+    monkeypatch.setattr(report, "_samples", lambda *a: None)  # the real test images alone
+    report.sample_grids(params, {})
+    assert set(scales) == {4}  # 8x8 digits
+    x, y, manifest = report.load_split(params.data.prepared_dir, "test")
+    big = torch.zeros(len(y), 3, 128, 128)
+    monkeypatch.setattr(report, "load_split", lambda *a: (big, y, manifest))
+    scales.clear()
+    report.sample_grids(params, {})
+    assert set(scales) == {1}
+
+
+def test_a_partial_or_older_evaluation_still_makes_a_page_that_says_what_it_lacks(evaluated):
+    """The page failed on an evaluation a user can have: a model whose metrics.json a training
+    started again had removed (no training time: KeyError), no family with a loss curve (the
+    template's StrictUndefined), a usefulness.json from before recipes; and it claimed intervals
+    over one sampling seed, labelled a 20% subset's accuracy "train on real"."""
+    from genzoo.tasks.report import collect, metric_rows, render
+
+    _, params = evaluated
+    data = collect(params)
+    fams = data["families"]
+    del fams["gan"]["metrics"]["train_seconds"]
+    for d in fams.values():
+        d["metrics"]["curve"] = {"step": [], "loss": []}
+    u = data["usefulness"]["families"]["gan"]
+    name, first = next(iter(u.pop("recipes").items()))
+    u |= {"recipe": name, "augmentation": first["augmentation"]}  # the file's older shape
+    html, extra = render(params, data)
+    gan = next(r for r in extra["tradeoff"] if r["family"] == "gan")
+    assert gan["training"]["verdict"] == "not measured" and "not recorded" in gan["training"]["measured"]
+    assert all(r["training"]["verdict"] != "not measured" for r in extra["tradeoff"] if r["family"] != "gan")
+    assert next(r for r in metric_rows(data) if r["name"] == "gan")["train"] == "—"
+    assert "Training curves" not in html and "Figures are means ± 95% intervals over 2 sampling seeds" in html
+    assert '<td rowspan="1">gan</td><td>plain</td>' in html  # the older file's one recipe
+    # one sampling seed: no interval claimed, none printed
+    data["reference"]["protocol"]["seeds"] = 1
+    for d in fams.values():
+        d["quality"]["ci95"]["fd"] = 0.0
+    del data["usefulness"]["reference"]["real"]["1.0"]  # usefulness.fractions without 1.0
+    html, extra = render(params, data)
+    assert "Figures are of one sampling seed" in html and "intervals over 1 sampling" not in html
+    assert all("±" not in r["quality"]["measured"] for r in extra["tradeoff"])
+    assert "Train on 20% of the real data:" in html and "train on 20% of the real data)" in html
+
+
+def test_pictures_of_an_evaluation_cut_short_are_not_shown_beside_older_figures(evaluated):
+    """An evaluation of a model trained again, stopped after its first seed, left the new model's
+    samples.npz (and a latent.npz) beside the old quality.json: the page showed the new model's
+    pictures under the old model's figures. Each npz carries its evaluation's key."""
+    import numpy as np
+
+    from genzoo.tasks.evaluate import npz_key
+    from genzoo.tasks.report import collect, render
+
+    tmp, params = evaluated
+    folder = tmp / "runs" / "evaluation"
+    data = collect(params)
+    assert npz_key(folder / "vae" / "samples.npz") == data["families"]["vae"]["quality"]["key"]
+    assert npz_key(folder / "vae" / "latent.npz") == data["families"]["vae"]["quality"]["key"]
+    assert npz_key(folder / "evaluator" / "pca_kde_samples.npz") == data["evaluator"]["key"]
+    html, _ = render(params, data)
+    assert 'alt="samples of vae"' in html and "vae: spherical interpolation" in html
+    assert "Samples not shown" not in html
+    saved = {n: (folder / n).read_bytes() for n in ("vae/samples.npz", "vae/latent.npz")}
+    try:
+        for n in saved:
+            with np.load(folder / n) as z:
+                np.savez(folder / n, **{**dict(z), "key": np.array("0" * 16)})  # another evaluation's
+        html, _ = render(params, data)
+        assert 'alt="samples of vae"' not in html and "vae: spherical interpolation" not in html
+        assert (
+            "Samples not shown: vae (its samples of an evaluation cut short: genzoo evaluate --family vae)"
+            in html
+        )
+        assert 'alt="samples of gan"' in html  # the others as they were
+    finally:
+        for n, b in saved.items():
+            (folder / n).write_bytes(b)
+
+
+def test_a_family_evaluated_before_the_judges_is_named_and_decides_no_every_family_target():
+    """A family whose quality.json predates the judges' spaces was dropped from the section
+    without a word, and "every family below PCA + KDE" said met with it (FD 5x PCA + KDE's) left out."""
+    fams = {
+        "a": {"quality": _spaces({"cnn": 0.11, "pca": 1.1}, {"cnn": 0.99})},
+        "b": {"quality": {"fd": 5.0}},  # evaluated before the spaces
+    }
+    ref = {
+        "real_train_vs_test": _spaces({"cnn": 0.10, "pca": 1.0}),
+        "pca_kde": _spaces({"cnn": 0.50, "pca": 2.0}, {"cnn": 0.97}),
+    }
+    j = judges(fams, ref)
+    assert j["families"] == ["a"] and j["unjudged"] == ["b"]
+    every = j["targets"]["every_family_below_pca_kde"]
+    assert not every["met"] and every["verdict"] == "not decided: b not judged in these spaces"
+    assert not j["targets"]["class_accuracy"]["met"]
+    assert j["targets"]["best_within_floor"]["met"]  # a, judged, is within 1.3x: met whatever b is
+    fams["a"]["quality"]["spaces"]["pca"]["fd"] = 3.0
+    assert judges(fams, ref)["targets"]["every_family_below_pca_kde"]["verdict"] == (
+        "not decided: b not judged in these spaces; among the rest missed by 1.50x (pca: a at 1.50x "
+        "PCA + KDE's distance)"
+    )
 
 
 def test_report_files_and_summary(evaluated):
@@ -721,6 +836,22 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
             summary["left_out"]
         )
         assert "<h2>Human evaluation</h2>" not in (tmp / "runs" / "report" / "index.html").read_text()
+        # the study of the weights in runs/, one family's evaluation of its earlier weights: that
+        # family's figures are not the study's model's (no FD beside its error, none in the tau)
+        fams_now = collect(params)["families"]
+        old = {**fams_now, order[0]: {**fams_now[order[0]], "quality": {
+            **fams_now[order[0]]["quality"], "model_sha256": "1" * 64}}}  # fmt: skip
+        table = human_table({**human, "models": made}, old)
+        assert table["earlier"] == [order[0]] and table["rows"][0]["fd"] is None
+        assert table["tau"]["fd"] == pytest.approx(-1.0)  # the other two, still reversed
+        assert human_table({**human, "models": made}, fams_now)["earlier"] == []
+        # tied errors: Kendall's tau undefined, null in summary.json (a strict parser reads it)
+        tied = {f: {**d, "error": 0.3} for f, d in fams.items()}
+        path.write_text(json.dumps({**human, "models": made, "families": tied}))
+        build_report(params)
+        text = (tmp / "runs" / "report" / "summary.json").read_text()
+        strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+        assert strict["human"]["kendall_tau"]["fd"] is None
     finally:
         path.unlink()
         build_report(params)
