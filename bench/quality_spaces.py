@@ -6,7 +6,10 @@ judge, and issue 13's targets per space (met / missed by how much), as Markdown 
     python bench/quality_spaces.py --profile quick          # train and evaluate first (several minutes)
 
 With --profile (or --train), runs the real command line (`genzoo run`) in a subprocess with
-its outputs under --out (the repository's runs/ is left alone), then reads what it wrote.
+its outputs under --out (the repository's runs/ is left alone; an --out holding an earlier run
+is refused: its finished stages would be reused, and the time printed would not be a run's),
+then reads what it wrote. A runs folder whose report names its families: those alone (a family
+left from an earlier run of other settings is not this run's).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ def read(runs: Path) -> tuple[dict, dict, dict]:
         )
     reference = json.loads((ev / "evaluator" / "reference.json").read_text())
     evaluator = json.loads((ev / "evaluator" / "metrics.json").read_text())
+    summary = runs / "report" / "summary.json"
+    listed = json.loads(summary.read_text()).get("families") if summary.is_file() else None
     families = {
         p.parent.name: {"quality": json.loads(p.read_text())}
         for p in sorted(ev.glob("*/quality.json"))
-        if p.parent.name != "evaluator"
+        if p.parent.name != "evaluator" and (listed is None or p.parent.name in listed)
     }
     if not families:
         raise SystemExit(f"{ev}: no evaluated family (run `genzoo run` or pass --profile)")
@@ -103,6 +108,9 @@ def main() -> None:
     args = p.parse_args()
     runs = args.runs
     if args.profile or args.train:
+        if args.out.is_dir() and any(args.out.iterdir()):
+            p.error(f"--out {args.out} holds an earlier run (its stages would be reused and the time "
+                    "printed not a fresh run's): remove it, or give another --out")  # fmt: skip
         args.out.mkdir(parents=True, exist_ok=True)
         wall, _ = one_run(args.profile, args.out.resolve())
         print(f"genzoo run{' --profile ' + args.profile if args.profile else ''}: {wall:.0f} s")

@@ -12,14 +12,18 @@ Datasets (built here, written as the `.npz` a user would point `data.source` at)
   class).
 
 Every figure comes from a fresh process (`--one`), so its peak resident memory (imports and
-data included) is its own. Per dataset: the stages whose cost depends on the data, run as the
-pipeline runs them (`prepare`: load, quantize, split, write; the augment stage's near-copy
-check: the copy radius plus 1,000 drawn images against the training split; the evaluation's
-nearest-neighbour figures: precision/recall/density/coverage and memorization of 1,000 images
-against the test split, in pixels, the widest space; the PCA + KDE baseline's fit). Per
-family: seconds per training step at params.yaml's batch and net, and milliseconds per image
-of the test log-likelihood (labels marginalised, as the train stage computes test bits/dim on
-up to ``train.likelihood_images`` test images: that stage's part that grows with the data).
+data included) is its own; each is the median of --repeats such processes. Per dataset: the
+stages whose cost depends on the data, run as the pipeline runs them (`prepare`: load,
+quantize, split, write; the augment stage's near-copy check: the copy radius plus 1,000 drawn
+images against the training split; the evaluation's nearest-neighbour figures:
+precision/recall/density/coverage and memorization of 1,000 images against the test split, in
+pixels, the widest space; the PCA + KDE baseline's fit). Per family: seconds per training step
+at params.yaml's batch and net (the difference between a run of --steps + 1 steps and one of a
+single step, after a first run of one step: what a training does once, such as the VAE's
+ex-post prior, an encoder pass over the whole training split, cancels out), torch's default
+threads, and milliseconds per image of the test log-likelihood (labels marginalised, as the
+train stage computes test bits/dim on up to ``train.likelihood_images`` test images: that
+stage's part that grows with the data).
 """
 
 from __future__ import annotations
@@ -156,11 +160,16 @@ def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str
             )
             return fit(models.build(what, spec, params.net_config(what)), x, y, cfg, seed=0, progress=False)
 
-        figures["first_step_seconds"] = trained(1)[1].seconds  # warm-up: allocations, first kernels
-        model, result = trained(steps)
-        figures["step_seconds"] = result.seconds / steps
+        # a cold step with the training's fixed costs (allocations, first kernels, after-training work)
+        figures["first_step_seconds"] = trained(1)[1].seconds
+        once = trained(1)[1].seconds  # a warm step and the fixed costs
+        model, result = trained(steps + 1)
+        figures["step_seconds"] = (result.seconds - once) / steps
+        figures["threads"] = torch.get_num_threads()
         if likelihood_estimator(model) is not None:
             x_test, _, _ = load_split(params.data.prepared_dir, "test")
+            with torch.no_grad():  # untimed: the first pass's allocations
+                log_likelihoods(model.eval(), x_test[:2])
             t0 = time.perf_counter()
             with torch.no_grad():
                 log_likelihoods(model.eval(), x_test[:ll_images])
@@ -172,14 +181,19 @@ def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str
     return figures
 
 
-def measure(what: str, npz: Path, steps: int, ll_images: int) -> dict[str, float]:
-    """``one`` in a fresh process."""
+def measure(what: str, npz: Path, steps: int, ll_images: int, repeats: int = 1) -> dict[str, float]:
+    """``one`` in ``repeats`` fresh processes: each figure's median."""
     cmd = [sys.executable, __file__, "--one", what, str(npz), "--steps", str(steps),
            "--ll-images", str(ll_images)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(repeats):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            return {
+                "error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+            }
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return {k: float(np.median([f[k] for f in runs])) for k in runs[0]}
 
 
 # ------------------------------------------------------------------------------ report
@@ -241,6 +255,8 @@ def main() -> None:
     ap.add_argument(
         "--steps", type=int, default=5, help="training steps timed per family (after one warm-up)"
     )
+    ap.add_argument("--repeats", type=int, default=3, help="fresh processes per figure (their median)")
+    ap.add_argument("--no-stages", action="store_true", help="the families' figures alone")
     ap.add_argument("--ll-images", type=int, default=32, help="test images whose log-likelihood is timed")
     ap.add_argument(
         "--plot",
@@ -255,7 +271,8 @@ def main() -> None:
             print(json.dumps(one(args.one[0], Path(args.one[1]), Path(tmp), args.steps, args.ll_images)))
         return
     print(f"machine: {machine()}; {args.steps} training steps per family after one warm-up; "
-          f"log-likelihood of {args.ll_images} test images", flush=True)  # fmt: skip
+          f"log-likelihood of {args.ll_images} test images; medians of {args.repeats} processes",
+          flush=True)  # fmt: skip
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for axis in ("n", "size") if args.axis == "both" else (args.axis,):
@@ -263,9 +280,11 @@ def main() -> None:
             print(f"\n### {'number of images' if axis == 'n' else 'image size (2,000 images)'}\n")
             print("| data | train split | " + " | ".join(STAGES) + " | peak memory |")
             print("|---|---|" + "---|" * (len(STAGES) + 1), flush=True)
-            for name, npz in made:
-                s = measure("stages", npz, args.steps, args.ll_images)
+            for name, npz in [] if args.no_stages else made:
+                s = measure("stages", npz, args.steps, args.ll_images, args.repeats)
                 rows[name] = {"_axis": axis, "stages": s}
+            for name, _ in made:
+                rows.setdefault(name, {"_axis": axis, "stages": {}})
                 cells = (
                     [fmt(s.get(f"{st}_seconds"), " s") for st in STAGES] if "error" not in s else [s["error"]]
                 )
@@ -275,7 +294,7 @@ def main() -> None:
                   "| test split | peak memory |\n|---|---|---|---|---|---|---|", flush=True)  # fmt: skip
             for name, npz in made:
                 for fam in args.families:
-                    f = measure(fam, npz, args.steps, args.ll_images)
+                    f = measure(fam, npz, args.steps, args.ll_images, args.repeats)
                     rows[name][fam] = f
                     if "error" in f:
                         print(f"| {name} | {fam} | {f['error']} | | | | |", flush=True)

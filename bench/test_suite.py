@@ -7,8 +7,11 @@ and prints its wall time, pytest's own figure, the whole machine's busy core-sec
 workers, Prefect servers, Ray workers and daemons, `genzoo` and `dvc` commands, ...), sampled
 every 0.25 s (a process that lives less than that is missed). With ``--against REF`` the suite
 of git revision REF (its tests, its code, its Makefile's pytest line) runs too, alternating
-which goes first, and the medians are compared. The suite is CPU-bound on 2 cores: compare
-figures from one sitting only (the same machine's speed moves by 10-20% through a day).
+which goes first, and the medians are compared. Before the first timed run each tree's suite
+is collected once, untimed (`pytest --collect-only`): an exported revision has no bytecode nor
+pytest's rewritten test modules yet, this checkout has both, and its first run would otherwise
+pay the compiling alone. The suite is CPU-bound on 2 cores: compare figures from one sitting
+only (the same machine's speed moves by 10-20% through a day).
 
     python bench/test_suite.py [--repeats N] [--against REF] [-- EXTRA PYTEST ARGS]
 """
@@ -80,6 +83,13 @@ def pytest_command(tree: Path) -> list[str]:
                          text=True, check=True).stdout  # fmt: skip
     line = next(line for line in dry.splitlines() if "/bin/pytest" in line)
     return [a for a in shlex.split(line) if not a.startswith("--durations")]
+
+
+def warm(tree: Path, env: dict[str, str], extra: list[str]) -> None:
+    """Collect ``tree``'s suite once, untimed: its modules compiled and pytest's rewritten test
+    modules cached, as in a checkout where the suite has run before."""
+    cmd = [*pytest_command(tree), "-p", "no:cacheprovider", "--collect-only", "-q", *extra]
+    subprocess.run(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run_suite(tree: Path, env: dict[str, str], extra: list[str]) -> dict:
@@ -160,7 +170,7 @@ def table(names: list[str], runs: list[list[dict]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each suite (their median)")
     ap.add_argument("--against", metavar="REF", help="also run this git revision's suite, alternating")
     ap.add_argument("extra", nargs="*", help="more pytest arguments (after --)")
     args = ap.parse_args()
@@ -176,6 +186,8 @@ def main() -> None:
             share_venv(other)
             path = [str(other.parent / "pkg"), env.get("PYTHONPATH")]  # its package first, for every process
             other_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+            warm(other, other_env, args.extra)
+        warm(ROOT, env, args.extra)
         for i in range(args.repeats):
             order = ["mine"] if other is None else ["theirs", "mine"] if i % 2 == 0 else ["mine", "theirs"]
             for who in order:

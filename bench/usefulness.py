@@ -98,11 +98,12 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
 
     seeds = u["reference"].get("protocol", {}).get("seeds")
     layout = [
-        {k: r["reference"].get("protocol", {}).get(k) for k in ("seeds", "subset_seeds")} for r in (u, other)
-    ]
+        {k: r["reference"].get("protocol", {}).get(k) for k in ("seeds", "subset_seeds", "n_train", "n_test")}
+        for r in (u, other)
+    ]  # (the same subsets: the same seeds of the same split's sizes)
     if layout[0] != layout[1] and None not in (layout[0]["seeds"], layout[1]["seeds"]):
         raise SystemExit(
-            f"--against: {layout[0]} here, {layout[1]} there; run both on the same subsets and seeds"
+            f"--against: {layout[0]} here, {layout[1]} there; run both on the same data, subsets and seeds"
         )
 
     def cell(v: list[float]) -> str:
@@ -122,7 +123,7 @@ def print_against(u: dict, other: dict, names: list[str], fractions: list[str], 
                 if len(mine) != len(theirs["real only"]):
                     n = len(theirs["real only"])
                     raise SystemExit(f"--against: {row} at {p}: {len(mine)} seeds here, {n} there; "
-                                     "run both on the same subsets and seeds")  # fmt: skip
+                                     "run both on the same data, subsets and seeds")  # fmt: skip
                 base = [a - b for a, b in zip(mine, theirs["real only"], strict=True)]
                 same = [a - b for a, b in zip(mine, theirs[row], strict=True)] if row in theirs else None
                 print(f"| {row} | {100 * float(p):g} | {cell(base)} | {cell(same) if same else '–'} |")
@@ -166,6 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     other = json.loads(args.against.read_text()) if args.against else None  # read before hours of compute
     out = Path(args.out or tempfile.mkdtemp(prefix="genzoo-usefulness-"))
+    reused = (out / "runs").is_dir()  # an --out of an earlier call: what it measured is not measured again
     base = [
         f"run.runs_dir={out}/runs",
         f"data.prepared_dir={out}/prepared",
@@ -208,7 +210,12 @@ def main() -> None:
     for name, r in first["recipes"].items():
         if "teacher_accuracy" in r:
             acc = r["teacher_accuracy"]
-            at = [f"{100 * float(p):g}% real {cell(acc[p])}" for p in fr if p in acc]
+            one = lambda p, acc=acc: f"{100 * acc[p]['mean']:.1f}"  # noqa: E731 (100%: one subset, no interval)
+            at = [
+                f"{100 * float(p):g}% real " + (cell(acc[p]) if float(p) < 1 else one(p))
+                for p in fr
+                if p in acc
+            ]
             print(f"the teacher of {name} alone (over subsets): " + ", ".join(at))
     for f, d in u["families"].items():  # what each recipe's filters dropped (teacher, near-copies)
         for name, r in d["recipes"].items():
@@ -223,7 +230,9 @@ def main() -> None:
     png = usefulness_plot(u).split(",", 1)[1]
     (out / "usefulness.png").write_bytes(base64.b64decode(png))
     print(f"cells: accuracy with synthetic (lift over real only); figures in {out}/usefulness.json, "
-          f"curve {out}/usefulness.png; {time.perf_counter() - t0:.0f} s in all")  # fmt: skip
+          f"curve {out}/usefulness.png; {time.perf_counter() - t0:.0f} s for this call"
+          + (f" ({out} held an earlier call's models and figures: those were reused, not measured again)"
+             if reused else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

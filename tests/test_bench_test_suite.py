@@ -59,3 +59,21 @@ def test_another_revisions_tree_uses_this_venv_without_installing_into_it(bench,
     up_to_date = subprocess.run(["make", "-q", "install"], cwd=tree, capture_output=True)
     assert up_to_date.returncode == 0, up_to_date
     assert bench.pytest_command(tree)[0] == str(Path(sys.executable).parent / "pytest")
+
+
+def test_each_suite_is_collected_once_untimed_before_the_first_timed_run(bench, monkeypatch):
+    """An exported revision had no bytecode nor pytest's rewritten test modules: its first run
+    compiled them all, this checkout's had them, and the ratio leaned toward this checkout."""
+    calls = []
+    monkeypatch.setattr(bench, "revision", lambda ref, where: where / "tree")
+    monkeypatch.setattr(bench, "share_venv", lambda tree: None)
+    monkeypatch.setattr(bench, "warm", lambda tree, env, extra: calls.append(("warm", tree.name)))
+    ran = {"wall_s": 1.0, "pytest_s": 1.0, "busy": 1.0, "summary": "1 passed", "rc": 0, "kinds": {}}
+    monkeypatch.setattr(bench, "run_suite", lambda tree, env, extra: calls.append(("run", tree.name)) or ran)
+    monkeypatch.setattr(sys, "argv", ["test_suite.py", "--against", "HEAD", "--repeats", "2"])
+    bench.main()
+    assert calls[:2] == [("warm", "tree"), ("warm", ROOT.name)]
+    assert [c for c in calls if c[0] == "run"] == [("run", "tree"), ("run", ROOT.name)] * 1 + [
+        ("run", ROOT.name),
+        ("run", "tree"),
+    ]

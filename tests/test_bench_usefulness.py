@@ -28,7 +28,7 @@ def test_against_pairs_every_row_with_the_other_runs_real_only_and_same_row(benc
 
 
 def test_against_refuses_runs_on_other_seeds(bench):
-    with pytest.raises(SystemExit, match="same subsets and seeds"):
+    with pytest.raises(SystemExit, match="same data, subsets and seeds"):
         bench.print_against(run([0.9, 0.9], [0.9, 0.9]), run([0.9, 0.9, 0.9], [0.9] * 3), ["distil"], ["0.1"],
                             ["cnn"])  # fmt: skip
 
@@ -38,7 +38,17 @@ def test_against_refuses_runs_of_another_layout_of_as_many_values(bench):
     this, other = run([0.9] * 15, [0.9] * 15), run([0.9] * 15, [0.9] * 15)
     this["reference"]["protocol"] = {"seeds": 5, "subset_seeds": [0, 1, 2]}
     other["reference"]["protocol"] = {"seeds": 3, "subset_seeds": [0, 1, 2, 3, 4]}
-    with pytest.raises(SystemExit, match="same subsets and seeds"):
+    with pytest.raises(SystemExit, match="same data, subsets and seeds"):
+        bench.print_against(this, other, ["distil"], ["0.1"], ["cnn"])
+
+
+def test_against_refuses_runs_on_another_split(bench):
+    """The same seeds of another data split (another folder, other fractions of test): the
+    subsets drawn at the same seed are other images, and pairing them pairs nothing."""
+    this, other = run([0.9] * 3, [0.9] * 3), run([0.9] * 3, [0.9] * 3)
+    this["reference"]["protocol"] = {"seeds": 3, "subset_seeds": [0], "n_train": 1259, "n_test": 360}
+    other["reference"]["protocol"] = {"seeds": 3, "subset_seeds": [0], "n_train": 1077, "n_test": 540}
+    with pytest.raises(SystemExit, match="same data, subsets and seeds"):
         bench.print_against(this, other, ["distil"], ["0.1"], ["cnn"])
 
 

@@ -990,3 +990,13 @@ def test_samples_of_more_than_256_levels_are_kept_whole_for_the_grids(tmp_path):
         _save_samples(tmp_path / "s.npz", images, torch.arange(5), levels)
         back, labels = _samples(tmp_path / "s.npz")
         assert torch.allclose(back, images, atol=0.5 / (levels - 1)) and labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_page_names_a_data_folder_inside_the_project_relative_to_it(tmp_path, monkeypatch):
+    """The page printed `folder:/home/alice/project/imgs`: a page people share named the machine's
+    folders. Inside the working directory: relative to it; elsewhere and by name: as given."""
+    from genzoo.tasks.report import _source
+
+    monkeypatch.chdir(tmp_path)
+    assert _source(f"folder:{tmp_path / 'imgs'}") == "folder:imgs"
+    assert _source("npz:/elsewhere/x.npz") == "npz:/elsewhere/x.npz" and _source("digits") == "digits"
