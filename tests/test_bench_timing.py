@@ -32,7 +32,7 @@ def test_a_training_step_leaves_out_what_a_training_does_once(tmp_path, monkeypa
     f = scaling.one("vae", tmp_path / "d.npz", tmp_path, steps=2, ll_images=2)
     # (1.1 s a step before: 2.2 s over 2 steps)
     assert abs(f["step_seconds"] - 0.1) < 1e-9 and f["first_step_seconds"] == 2.1, f
-    assert f["threads"] >= 1 and f["likelihood_ms_per_image"] > 0
+    assert abs(f["once_seconds"] - 2.0) < 1e-9 and f["threads"] >= 1 and f["likelihood_ms_per_image"] > 0
 
 
 def _tiny(npz, prepared):
