@@ -548,10 +548,14 @@ def cmd_detect(args) -> int:
 
         atomic_write_text(args.out, json.dumps(r, indent=2))
     for row in r["images"]:
-        flag = "ANOMALY" if row["anomaly"] else "ok"
+        flag = "ANOMALY" if row["anomaly"] else "ATYPICAL" if row["atypical"] else "ok"
         print(f"{row['name']}\t{row['bits_per_dim']:.4f}\t{flag}")
+    more = sum(row["atypical"] and not row["anomaly"] for row in r["images"])
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
-          f"the {r['quantile']} quantile of the validation split)", file=sys.stderr)  # fmt: skip
+          f"the {r['quantile']} quantile of the validation split); {more} more ATYPICAL: further than "
+          f"{r['typicality_threshold']:.4f} bits/dim from its mean {r['val_mean_bits_per_dim']:.4f} "
+          "(the same quantile of its images' distances; too likely ones, e.g. blank, among them)",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -360,6 +360,8 @@ def _class_indices(labels, n: int) -> torch.Tensor:
         raise ValueError(
             f"labels: class indices (ints), got {labels!r}; a class's index is model.class_names.index(name)"
         )
+    if isinstance(labels, list | tuple) and not labels:  # ([] is a float tensor: "give integers" misled)
+        labels = torch.zeros(0, dtype=torch.long)
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels are {labels.dtype}: give integer class indices (e.g. labels.long())")

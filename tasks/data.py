@@ -56,21 +56,28 @@ def to_nchw(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarray, int]:
-    """Pixels -> integer levels (int64, same shape) and their count: floats must lie in [0, 1]
-    unless ``levels`` is given; integers keep their values (256 levels when they fit a byte;
-    16-bit ones, without ``levels``, are reduced to 8 bits with a warning)."""
+    """Pixels -> integer levels (int64, same shape) and their count: floats lie in [0, 1] (or,
+    with ``levels``, hold whole levels 0..levels-1, integers stored as floats); integers keep
+    their values (256 levels when they fit a byte; 16-bit ones, without ``levels``, are reduced to
+    8 bits with a warning)."""
     if arr.size == 0:
         raise DataError(f"{where}: no images (shape {tuple(arr.shape)})")
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(1).argmax())
             raise DataError(f"{where}: NaN or infinite pixel values (first in image {bad})")
-        if levels is None and (arr.min() < 0 or arr.max() > 1):
-            raise DataError(
-                f"{where}: float images must lie in [0, 1]; got [{arr.min():.3g}, {arr.max():.3g}]"
-            )
-        levels = levels or 256
-        return np.round(arr * (levels - 1)).astype(np.int64), levels
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0 and hi <= 1:
+            levels = levels or 256
+            return np.round(arr * (levels - 1)).astype(np.int64), levels
+        if levels is not None and lo >= 0 and hi <= levels - 1 and bool((arr == np.round(arr)).all()):
+            return arr.astype(np.int64), levels  # whole levels, stored as floats
+        # (with `levels`, floats 0..16 of 17 levels were read as [0, 1] and clipped: black and white)
+        raise DataError(
+            f"{where}: float images must lie in [0, 1]"
+            + (f" or hold whole levels 0..{levels - 1} (its `levels`)" if levels else "")
+            + f"; got [{lo:.3g}, {hi:.3g}]"
+        )
     if arr.dtype.kind in "ui":
         if levels is None and arr.max() > 255 and arr.min() >= 0 and arr.dtype.itemsize == 2:
             # 16-bit pixels (their number of levels is no property of one file's largest value):

@@ -28,6 +28,7 @@ mostly measures: how simple an image is.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sys
@@ -170,11 +171,26 @@ def to_spec(
     levels goes to the nearest, or, when ``binned``, is 8-bit data (x 255) put in prepare's bin.
     ``own``: the user's images (enlarged ones are said to be), not a set genzoo made."""
     arr = to_nchw(np.asarray(images), where)
+    given = levels
     k, levels = quantize(arr, where, levels)  # (its checks: finite, in range; floats: 8-bit)
+    if (
+        own
+        and given is None
+        and arr.dtype.kind in "ui"
+        and levels == 256
+        and spec.levels < 256
+        and k.max() < spec.levels
+    ):
+        # the digits' own 0..16 read as 8-bit: near-black images, scored without a word
+        log.warning(
+            "%s: integer pixels up to %d read as 8-bit (0-255: dark images); if they are the model's %d "
+            "levels (0..%d), save the npz with levels=%d", where, int(k.max()), spec.levels,
+            spec.levels - 1, spec.levels,
+        )  # fmt: skip
     size = (spec.height, spec.width)
     if own:
         say_if_enlarged(where, [tuple(arr.shape[2:])] * len(arr), size)
-    if arr.dtype.kind == "f" and tuple(arr.shape[2:]) == size:  # the model's grid where they lie on it
+    if arr.dtype.kind == "f" and arr.max() <= 1 and tuple(arr.shape[2:]) == size:  # on the model's grid
         scaled = np.clip(arr.astype(np.float64), 0, 1) * (spec.levels - 1)
         grid = np.round(scaled).astype(np.int64)
         if binned and levels > spec.levels:  # between its levels: finer data, into prepare's bin
@@ -251,15 +267,34 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         raise DataError(f"{path}: not an .npz file, an image file ({suffixes}) or a folder")
     if not files:
         raise DataError(f"{path}: no image files ({suffixes})")
-    arrays, sizes = [], []
+    arrays, sizes, kept, broken, converted = [], [], [], {}, collections.Counter()
     for f in files:
-        img = open_image(f)[0].convert("L" if spec.channels == 1 else "RGB")  # 16-bit scaled, not clipped
+        try:
+            img, how = open_image(f)  # 16-bit scaled, not clipped; floats scaled
+        except DataError as e:  # one damaged file of a folder: the others scored, it named
+            broken[f.relative_to(base).as_posix()] = str(e)
+            continue
+        if how:
+            converted[how] += 1
+        img = img.convert("L" if spec.channels == 1 else "RGB")
+        kept.append(f)
         sizes.append((img.height, img.width))
         img = fit_image(img, (spec.height, spec.width))  # as prepare sized the training images
         a = np.asarray(img, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    if broken and not kept:
+        raise DataError(
+            next(iter(broken.values())) + ("" if len(broken) == 1 else f" (and {len(broken) - 1} more)")
+        )
+    if broken:
+        names = list(broken)
+        first = next(iter(broken.values()))
+        log.warning("%s: %d unreadable image file(s) not scored: %s%s (%s)", path, len(broken),
+                    ", ".join(names[:3]), ", ..." if len(names) > 3 else "", first)  # fmt: skip
+    for how, n in converted.items():  # (README: "detect reads them the same way", with the warning)
+        log.warning("%s: %d %s image(s) converted to 8 bits, as prepare converts them", path, n, how)
     say_if_enlarged(str(path), sizes, (spec.height, spec.width))
-    return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in files]
+    return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in kept]
 
 
 def detect(params: Params, family: str, path: str | Path, quantile: float | None = None) -> dict[str, Any]:
@@ -274,11 +309,15 @@ def detect(params: Params, family: str, path: str | Path, quantile: float | None
     s = score(net, x)
     typ = typicality(s, cal["val"])
     t = cal["threshold"]
-    rows = [{"name": n, "bits_per_dim": float(b), "typicality": float(d), "anomaly": bool(b > t)}
-            for n, b, d in zip(names, s, typ, strict=True)]  # fmt: skip
+    # the typicality's own threshold, the same quantile of the validation images' distances: an
+    # image far too *likely* (a blank page, far below the digits' bits/dim) is flagged there
+    typ_t = float(np.quantile(typicality(cal["val"], cal["val"]), quantile))
+    rows = [{"name": n, "bits_per_dim": float(b), "typicality": float(d), "anomaly": bool(b > t),
+             "atypical": bool(d > typ_t)} for n, b, d in zip(names, s, typ, strict=True)]  # fmt: skip
     return {"family": family, "estimator": estimator(net), "threshold": t, "quantile": quantile,
-            "val_mean_bits_per_dim": cal["val_mean"], "n": len(rows),
-            "flagged": sum(r["anomaly"] for r in rows), "images": rows}  # fmt: skip
+            "val_mean_bits_per_dim": cal["val_mean"], "typicality_threshold": typ_t, "n": len(rows),
+            "flagged": sum(r["anomaly"] for r in rows), "atypical": sum(r["atypical"] for r in rows),
+            "images": rows}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the benchmark

@@ -358,6 +358,9 @@ def test_the_public_api_refuses_images_and_labels_it_would_misread():
     for call in (lambda y: genzoo.bits_per_dim(model, x, y), lambda y: genzoo.encode(model, x, y)):
         with pytest.raises(ValueError, match=r"labels are torch.float32: give integer class indices"):
             call(torch.tensor([1.0, 2.0, 3.0]))  # in range, but no index
+    # an empty batch with its empty list of labels: an empty answer ([] is a float tensor to torch,
+    # and was told to give integer class indices)
+    assert genzoo.encode(model, x[:0], []).shape == (0, model.cfg.latent_dim)
     code = genzoo.encode(model, x, 1)
     with pytest.raises(ValueError, match="steps: an int, got 2.5"):
         genzoo.interpolate(model, code[0], code[1], labels=1, steps=2.5)

@@ -461,3 +461,104 @@ def test_a_model_of_binned_data_scores_8_bit_images_alike_with_or_without_its_pa
     with caplog.at_level(logging.WARNING, logger="genzoo.detect"):
         assert [r["name"] for r in detect(plain, "vae", folder)["images"]] == ["a.png"]
     assert "1 file(s) not scored, not images" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_an_npz_of_the_models_own_levels_is_read_as_it_means_or_said(tmp_path):
+    """The digits as floats 0..16 with levels=17 were read as [0, 1] and clipped (every ink pixel
+    white), and as integers 0..16 without `levels` read as 8-bit (near black): both scored
+    without a word. Whole levels stored as floats read as the integers; other floats out of [0,
+    1] refused; integers within the model's fewer levels read as 8-bit, with a warning naming the
+    fix."""
+    import logging.handlers
+
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.data import DataError
+    from genzoo.tasks.prepare import load_digits_source
+
+    spec = DataSpec(1, 8, 8, 17, 10)
+    digits = load_digits_source().images[:6]  # (6, 1, 8, 8) levels 0..16
+    np.savez(tmp_path / "int.npz", images=digits, levels=17)
+    np.savez(tmp_path / "float.npz", images=digits.astype(np.float32), levels=17)
+    expected, _ = read_images(tmp_path / "int.npz", spec)
+    assert torch.equal(read_images(tmp_path / "float.npz", spec)[0], expected)
+    assert torch.equal(expected * 16, torch.from_numpy(digits).float())
+    np.savez(tmp_path / "half.npz", images=digits.astype(np.float32) + 0.5, levels=17)
+    with pytest.raises(DataError, match=r"float images must lie in \[0, 1\] or hold whole levels 0..16"):
+        read_images(tmp_path / "half.npz", spec)
+    np.savez(tmp_path / "bare.npz", images=digits)  # no levels: 8-bit, said
+    said = logging.handlers.BufferingHandler(100)
+    logging.getLogger("genzoo.detect").addHandler(said)
+    try:
+        x, _ = read_images(tmp_path / "bare.npz", spec)
+        lines = [r.getMessage() for r in said.buffer]
+        assert any("integer pixels up to 16 read as 8-bit" in m and "levels=17" in m for m in lines), lines
+        assert x.max() <= 1 / 16  # (read as it said: dark)
+        said.buffer.clear()
+        read_images(tmp_path / "int.npz", spec)
+        assert said.buffer == []
+    finally:
+        logging.getLogger("genzoo.detect").removeHandler(said)
+
+
+def test_a_damaged_file_of_a_folder_is_skipped_and_converted_images_are_said(tmp_path):
+    """One truncated PNG among a folder's scans stopped the whole folder (nothing scored); a
+    16-bit PNG was scaled without the warning README promises."""
+    import logging.handlers
+
+    from PIL import Image
+
+    from genzoo.models.base import DataSpec
+    from genzoo.tasks.data import DataError
+
+    spec = DataSpec(1, 8, 8, 17, 10)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(folder / "b16.png")
+    (folder / "broken.png").write_bytes((folder / "a.png").read_bytes()[:30])
+    said = logging.handlers.BufferingHandler(100)
+    logging.getLogger("genzoo.detect").addHandler(said)
+    try:
+        x, names = read_images(folder, spec)
+        lines = [r.getMessage() for r in said.buffer]
+    finally:
+        logging.getLogger("genzoo.detect").removeHandler(said)
+    assert names == ["a.png", "b16.png"] and len(x) == 2
+    assert any("1 unreadable image file(s) not scored: broken.png" in m for m in lines), lines
+    assert any("1 16-bit image(s) converted to 8 bits" in m for m in lines), lines
+    for good in ("a.png", "b16.png"):
+        (folder / good).unlink()
+    with pytest.raises(DataError, match="broken.png: unreadable image"):
+        read_images(folder, spec)
+
+
+def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trained, tmp_path, capsys):
+    """A blank page scored 0.59 bits/dim against the digits' 2.05 and was printed `ok`: its
+    typicality, written to --out alone, had no threshold. Its threshold is the same quantile of
+    the validation images' distances from their mean; rows and the printed flag follow it."""
+    import yaml
+
+    from genzoo.flows.cli import main
+
+    tmp, params = trained
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    npz = tmp_path / "mixed.npz"
+    np.savez(npz, images=np.concatenate([xt[:20, 0].numpy(), np.zeros((3, 8, 8), np.float32)]))
+    r = detect(params, "pixelcnn", npz, quantile=0.9)
+    xv, _, _ = load_split(params.data.prepared_dir, "val")
+    net = models.load(tmp / "runs" / "pixelcnn" / "model.json")
+    val = score(net, xv)
+    assert r["typicality_threshold"] == pytest.approx(float(np.quantile(typicality(val, val), 0.9)))
+    assert all(row["atypical"] == (row["typicality"] > r["typicality_threshold"]) for row in r["images"])
+    assert r["atypical"] == sum(row["atypical"] for row in r["images"])
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    out = tmp_path / "s.json"
+    assert main(["detect", "--params", str(pfile), "--family", "pixelcnn", str(npz), "--quantile", "0.9",
+                 "--out", str(out), "-q"]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    flags = [line.split("\t")[2] for line in printed.out.splitlines()]
+    rows = json.loads(out.read_text())["images"]
+    assert flags == ["ANOMALY" if w["anomaly"] else "ATYPICAL" if w["atypical"] else "ok" for w in rows]
+    more = sum(w["atypical"] and not w["anomaly"] for w in rows)
+    assert f"; {more} more ATYPICAL: further than" in printed.err
