@@ -16,8 +16,9 @@ data included) is its own; each is the median of --repeats such processes. Per d
 stages whose cost depends on the data, run as the pipeline runs them (`prepare`: load,
 quantize, split, write; the augment stage's near-copy check: the copy radius plus 1,000 drawn
 images against the training split; the evaluation's nearest-neighbour figures:
-precision/recall/density/coverage and memorization of 1,000 images against the test split, in
-pixels, the widest space; the PCA + KDE baseline's fit). Per family: seconds per training step
+precision/recall/density/coverage of 1,000 images against the test split, and memorization: as
+many of them and of the test images against the whole training split, in pixels, the widest
+space; the PCA + KDE baseline's fit). Per family: seconds per training step
 at params.yaml's batch and net (the difference between a run of --steps + 1 steps and one of a
 single step, after a first run of one step: what a training does once, such as the VAE's
 ex-post prior, an encoder pass over the whole training split, cancels out), torch's default
@@ -144,7 +145,10 @@ def one(what: str, npz: Path, tmp: Path, steps: int, ll_images: int) -> dict[str
         figures["near-copy check_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         test, fake = x_test.flatten(1).numpy(), drawn.numpy()
-        prdc(test, fake), memorization(fake[: len(test)], flat[: len(test)].numpy(), test)
+        # as the evaluation measures a draw: up to 2,000 samples and as many test images against the
+        # whole training split, and the copy radius from up to 2,000 training images
+        n = min(len(test), len(fake), 2000)
+        prdc(test, fake), memorization(fake[:n], flat.numpy(), test[:n])
         figures["nearest-neighbour figures_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         PCAKDE(spec).fit(x, y, seed=0)
@@ -279,13 +283,14 @@ def main() -> None:
         for axis in ("n", "size") if args.axis == "both" else (args.axis,):
             made = datasets(Path(tmp), axis)
             print(f"\n### {'number of images' if axis == 'n' else 'image size (2,000 images)'}\n")
-            print("| data | train split | " + " | ".join(STAGES) + " | peak memory |")
-            print("|---|---|" + "---|" * (len(STAGES) + 1), flush=True)
-            for name, npz in [] if args.no_stages else made:
-                s = measure("stages", npz, args.steps, args.ll_images, args.repeats)
-                rows[name] = {"_axis": axis, "stages": s}
-            for name, _ in made:
-                rows.setdefault(name, {"_axis": axis, "stages": {}})
+            if not args.no_stages:
+                print("| data | train split | " + " | ".join(STAGES) + " | peak memory |")
+                print("|---|---|" + "---|" * (len(STAGES) + 1), flush=True)
+            for name, npz in made:
+                rows[name] = {"_axis": axis, "stages": {}}
+                if args.no_stages:
+                    continue
+                s = rows[name]["stages"] = measure("stages", npz, args.steps, args.ll_images, args.repeats)
                 cells = (
                     [fmt(s.get(f"{st}_seconds"), " s") for st in STAGES] if "error" not in s else [s["error"]]
                 )

@@ -764,11 +764,13 @@ def cmd_judge(args) -> int:
             if d.get("error") is None:
                 print(f"{f:>10}: " + ("no answers from a rater counted" if left_out else "no answers yet"))
                 continue
-            lo, hi = d["ci95"]
-            print(
-                f"{f:>10}: HYPE error {100 * d['error']:.1f}% (95% {100 * lo:.1f} to {100 * hi:.1f}), "
-                f"generated called real {100 * d['fake_error']:.1f}%"
+            ci = (
+                f"95% {100 * d['ci95'][0]:.1f} to {100 * d['ci95'][1]:.1f}"
+                if d["ci95"]
+                else "one rater: no interval"
             )
+            fake = 100 * d["fake_error"]
+            print(f"{f:>10}: HYPE error {100 * d['error']:.1f}% ({ci}), generated called real {fake:.1f}%")
         if r["real"]["error"] is not None:
             print(f"{'real':>10}: called generated {100 * r['real']['error']:.1f}%")
         alpha = r["agreement"]["krippendorff_alpha"]
@@ -777,9 +779,16 @@ def cmd_judge(args) -> int:
         )
         print(f"agreement: {agree}")
         if r["pairwise"]:
-            line = ordered({f: v["theta"] for f, v in r["pairwise"]["families"].items()})
-            one = " (one rater answered the pairs: no interval)" if r["pairwise"].get("raters") == 1 else ""
-            print(f"pairwise (Bradley-Terry): {line}{one}")
+            pw = r["pairwise"]
+            groups = pw.get("groups") or [[f for f, v in pw["families"].items() if v["theta"] is not None]]
+            line = " | ".join(ordered({f: pw["families"][f]["theta"] for f in g}) for g in groups)
+            one = " (one rater answered the pairs: no interval)" if pw.get("raters") == 1 else ""
+            apart = " (groups never compared with each other: | between them)" if len(groups) > 1 else ""
+            never = [f for f, v in pw["families"].items() if v["theta"] is None]
+            print(
+                f"pairwise (Bradley-Terry): {line}{one}{apart}"
+                + (f"; not compared: {', '.join(never)}" if never else "")
+            )
         print(f"results: {path}")
         _report_again(args, params)  # its "Human evaluation" section shows the latest study
     return 0

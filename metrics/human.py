@@ -106,7 +106,10 @@ def bradley_terry(
     """Bradley-Terry log-strengths ``theta`` (P(i beats j) = sigmoid(theta_i - theta_j), mean 0)
     from ``wins[i, j]`` = times i was preferred over j, by Hunter's MM algorithm (Hunter 2004,
     Ann. Statist. 32(1)). ``pseudo`` wins are added each way to every pair that was compared,
-    so a family that never lost still gets a finite strength (a mild pull towards equal)."""
+    so a family that never lost still gets a finite strength (a mild pull towards equal). A
+    family never compared has no strength (nan); where the compared families fall into groups
+    with no comparison between them (:func:`compared_groups`), each group's strengths have mean 0
+    and compare within the group only (the MM fit left their offset to its normalisation)."""
     w = np.asarray(wins, dtype=float)
     k = len(w)
     compared = (w + w.T) > 0
@@ -122,8 +125,35 @@ def bradley_terry(
         p = new
         if done:
             break
-    theta = np.log(p)
-    return theta - theta.mean()
+    theta = np.full(k, np.nan)
+    for group in compared_groups(w):  # (each group's strengths: mean 0; nothing links two groups)
+        theta[group] = np.log(p[group]) - np.log(p[group]).mean()
+    return theta
+
+
+def _groups_of(comparisons: np.ndarray, k: int) -> list[list[int]]:
+    wins = np.zeros((k, k))
+    np.add.at(wins, (comparisons[:, 1], comparisons[:, 2]), 1)
+    return compared_groups(wins)
+
+
+def compared_groups(wins: np.ndarray) -> list[list[int]]:
+    """The families linked by comparisons (connected components of the compared pairs), each a
+    sorted list of indices; families never compared are in none."""
+    w = np.asarray(wins, dtype=float)
+    linked = (w + w.T) > 0
+    left, groups = set(np.flatnonzero(linked.any(axis=1)).tolist()), []
+    while left:
+        todo, group = [min(left)], set()
+        while todo:
+            i = todo.pop()
+            if i in group:
+                continue
+            group.add(i)
+            todo += [j for j in np.flatnonzero(linked[i]).tolist() if j not in group]
+        left -= group
+        groups.append(sorted(group))
+    return groups
 
 
 def bootstrap_bradley_terry(
@@ -135,7 +165,9 @@ def bootstrap_bradley_terry(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bradley-Terry strengths from ``comparisons`` (rater, winner, loser), with a percentile
     interval from resampling raters with replacement (a rater's comparisons move together).
-    Returns (theta, lower, upper), each (k,)."""
+    Returns (theta, lower, upper), each (k,). The interval is over the replicates whose
+    comparisons link the families into the same groups as all of them do (strengths centred alike:
+    a replicate that split a group centred each part on its own mean); nan where none does."""
     comp = np.asarray(comparisons, dtype=int).reshape(-1, 3)
 
     def fit(rows: np.ndarray) -> np.ndarray:
@@ -144,21 +176,23 @@ def bootstrap_bradley_terry(
         return bradley_terry(wins)
 
     theta = fit(comp)
+    groups = _groups_of(comp, k)
     raters = np.unique(comp[:, 0])
     by_rater = [comp[comp[:, 0] == r] for r in raters]
     rng = np.random.default_rng(seed)
-    draws = (
-        np.array(
-            [
-                fit(np.concatenate([by_rater[i] for i in rng.integers(0, len(raters), len(raters))]))
-                for _ in range(reps)
-            ]
-        )
-        if len(raters)
-        else np.full((1, k), np.nan)
-    )
+    draws = np.full((1, k), np.nan)
+    if len(raters):  # a replicate linking the families otherwise is no draw of these strengths
+        rows = [
+            np.concatenate([by_rater[i] for i in rng.integers(0, len(raters), len(raters))])
+            for _ in range(reps)
+        ]
+        draws = np.array([fit(r) if _groups_of(r, k) == groups else np.full(k, np.nan) for r in rows])
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(draws, [alpha, 1 - alpha], axis=0)
+    lo, hi = np.full(k, np.nan), np.full(k, np.nan)
+    for i in range(k):
+        d = draws[:, i][np.isfinite(draws[:, i])]
+        if len(d):
+            lo[i], hi[i] = np.quantile(d, [alpha, 1 - alpha])
     return theta, lo, hi
 
 

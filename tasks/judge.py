@@ -39,7 +39,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from genzoo.metrics.human import bootstrap_bradley_terry, bootstrap_hype, kendall_tau, krippendorff_alpha
+from genzoo.metrics.human import (
+    bootstrap_bradley_terry,
+    bootstrap_hype,
+    compared_groups,
+    kendall_tau,
+    krippendorff_alpha,
+)
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
@@ -667,6 +673,7 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
             out_f[f] = {"error": None, "n_fake": int(fake.sum())}
             continue
         err, lo, hi = bootstrap_hype(rater[sel], item[sel], wrong[sel], fake[sel], reps=reps, seed=seed + k)
+        n_raters = len(np.unique(rater[fake]))  # of its images (one: the bootstrap resamples images alone)
         per_class = {}
         for c in sorted(set(label[fake].tolist())):
             fc, rc = fake & (label == c), real & (label == c)
@@ -678,7 +685,8 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
                 }
         out_f[f] = {
             "error": err,
-            "ci95": [lo, hi],
+            "ci95": [lo, hi] if n_raters > 1 else None,
+            "raters": n_raters,
             "fake_error": float(wrong[fake].mean()),
             "n_fake": int(fake.sum()),
             "n_real": int(real.sum()),
@@ -697,16 +705,26 @@ def score(cfg: dict[str, Any], rows: list[dict[str, Any]], reps: int = 2000, see
     if comparisons and len(fams) > 1:
         theta, lo, hi = bootstrap_bradley_terry(comparisons, len(fams), reps=max(200, reps // 4), seed=seed)
         pair_raters = len({r for r, _, _ in comparisons})  # the interval resamples them: none from one
-        ci = {f: [float(lo[i]), float(hi[i])] if pair_raters > 1 else None for i, f in enumerate(fams)}
+        ci = {
+            f: [float(lo[i]), float(hi[i])]
+            if pair_raters > 1 and np.isfinite([theta[i], lo[i], hi[i]]).all()
+            else None
+            for i, f in enumerate(fams)
+        }
         wins = {f: {g: 0 for g in fams if g != f} for f in fams}
+        counts = np.zeros((len(fams), len(fams)))
         for _, w, lsr in comparisons:
             wins[fams[w]][fams[lsr]] += 1
+            counts[w, lsr] += 1
+        groups = [[fams[i] for i in g] for g in compared_groups(counts)]
         pairwise = {
             "model": "Bradley-Terry (MM, 0.5 pseudo-wins per compared pair and side)",
             "n": len(comparisons),
             "wins": wins,
             "families": {f: {"theta": float(theta[i]), "ci95": ci[f]} for i, f in enumerate(fams)},
             "raters": pair_raters,
+            # (strengths compare within a group of families linked by comparisons; none: not compared)
+            "groups": groups,
         }
     return {
         "study": cfg["name"],
@@ -800,12 +818,9 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
         )  # fmt: skip
     for f, d in figures["families"].items():
         if d.get("error") is not None and f not in other:
-            numbers = {
-                "error": d["error"],
-                "error_lo": d["ci95"][0],
-                "error_hi": d["ci95"][1],
-                "fake_error": d["fake_error"],
-            }
+            numbers = {"error": d["error"], "fake_error": d["fake_error"]}
+            if d["ci95"]:  # (one rater: none)
+                numbers |= {"error_lo": d["ci95"][0], "error_hi": d["ci95"][1]}
             tracking.log_stage(params, f, numbers, prefix="human.", artifact=path, artifact_path="human")
     return figures
 

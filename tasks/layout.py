@@ -700,6 +700,20 @@ def read_json(path: str | Path) -> Any:
         return None
 
 
+def npz_key(path: Path) -> str | None:
+    """The evaluation key an npz of the evaluation (samples.npz, latent.npz) was written by; None
+    when it is missing, unreadable or holds none. Its figures' file (quality.json, the evaluator's
+    metrics.json) is written last: an evaluation cut short between them leaves the newer pictures
+    beside the older figures."""
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            return str(z["key"]) if "key" in z.files else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every NaN or infinite float as None: JSON has no NaN (Kendall's tau of tied
     rankings, Krippendorff's alpha of answers that never vary are undefined), and a reader other

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from genzoo.metrics.quality import (
+    MEMORIZATION_ROWS,
+    copy_floor,
     diversity,
     frechet_distance,
     inception_score,
@@ -19,6 +21,7 @@ from genzoo.metrics.quality import (
     kth_nn_radius,
     mean_ci,
     memorization,
+    nearest,
     prdc,
 )
 from genzoo.tasks.config import Params, flatten, nest
@@ -53,25 +56,49 @@ def _rows(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
 
 
-def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
-           real: dict, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Every quality figure of one feature set against the real test features."""
-    e = params.evaluate
+def _memorization(real: dict, fake: np.ndarray, seed: int, drawn: np.ndarray | None) -> dict[str, Any]:
+    """Memorization of (a seeded draw of up to MEMORIZATION_ROWS of) ``fake`` against the whole
+    training split, beside as many real test images; ``drawn``: rows of the training split that
+    ``fake`` is (the floor's real images), left out of the training images they are measured
+    against. The copy radius and the test images' distances are computed once per ``real``."""
     test, train = real["test"], real["train"]
+    if drawn is not None:  # (a training image's nearest training image is itself)
+        # at most half the drawn images, measured against the training split without them: the
+        # rest of the draw at least (a draw of every training image left none to measure against)
+        pick = _rows(np.arange(len(fake)), max(2, min(len(test), MEMORIZATION_ROWS, len(fake) // 2)), seed)
+        mine, held = fake[pick], _rows(test, len(pick), seed)
+        return {**memorization(mine, np.delete(train, drawn[pick], axis=0), held), "images": len(mine)}
+    mine = _rows(fake, min(len(test), MEMORIZATION_ROWS), seed)
+    held = _rows(test, len(mine), seed)
+    if "train.copy_floor" not in real:
+        real["train.copy_floor"] = copy_floor(train)
+    name = f"test.nn_train.{seed}.{len(held)}"
+    if name not in real:
+        real[name] = nearest(held, train)
+    m = memorization(mine, train, held, floor=real["train.copy_floor"], held_out_nn=real[name])
+    return {**m, "images": len(mine)}
+
+
+def scores(params: Params, fake: np.ndarray, probs: np.ndarray | None, labels: np.ndarray | None,
+           real: dict, seed: int = 0, drawn: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every quality figure of one feature set against the real test features (``drawn``: the
+    rows of the training split ``fake`` is, for the real-vs-real floor)."""
+    e = params.evaluate
+    test = real["test"]
     kid_mean, kid_std = kid(fake, test, e.kid_subsets, e.kid_subset_size, seed=seed)
-    mine = _rows(fake, len(test), seed)  # memorization's sizes match, as it advises
     out: dict[str, Any] = {
         "fd": frechet_distance(fake, test),
         "kid": kid_mean,
         "kid_std": kid_std,
         **prdc(test, fake, k=e.k, real_radii=_radii(real, "test", e.k)),
         "diversity": diversity(fake),
-        "memorization": {**memorization(mine, _rows(train, len(test), seed), test), "images": len(mine)},
+        "memorization": _memorization(real, fake, seed, drawn),
     }
     if probs is not None:
         out["inception_score"], out["inception_score_std"] = inception_score(probs, seed=seed)
     if labels is not None and probs is not None:
         out["class_accuracy"] = float((probs.argmax(1) == labels).mean())
+    if labels is not None:  # (the floor's too: per-class distances of so few images sit well above 0)
         per = {}
         for c in np.unique(labels):
             f, r = fake[labels == c], test[real["test_labels"] == c]

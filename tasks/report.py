@@ -35,7 +35,6 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
-from genzoo.tasks.evaluate import npz_key
 from genzoo.tasks.figures import grid, grid_scale
 from genzoo.tasks.layout import (
     evaluation_dir,
@@ -43,6 +42,7 @@ from genzoo.tasks.layout import (
     json_safe,
     measure_again,
     model_sha,
+    npz_key,
     of_reference,
     on_other_data,
     other_models,
@@ -382,10 +382,11 @@ def judges(families: dict[str, Any], reference: dict[str, Any],
         }  # fmt: skip
     for name, g in goals.items():
         g["verdict"] = _goal_verdict(g)
-        if unjudged and not (g["met"] and name == "best_within_floor"):  # (a best judged: met all the same)
-            g["met"] = False
-            rest = "" if g["verdict"] == "met" else f"; among the rest {g['verdict']}"
-            g["verdict"] = f"not decided: {', '.join(unjudged)} not judged in these spaces{rest}"
+        if unjudged and g["met"] and name != "best_within_floor":  # (a best judged: met all the same)
+            g["met"] = False  # met by the judged families: the unjudged may miss it
+            g["verdict"] = f"not decided: {', '.join(unjudged)} not judged in these spaces"
+        elif unjudged and not g["met"]:  # missed by the judged: missed, whatever the others score
+            g["verdict"] += f" ({', '.join(unjudged)} not judged in these spaces)"
     return {
         "spaces": spaces, "families": list(fams), "unjudged": unjudged, "baselines": list(base), "fd": fd,
         "ranks": agree["ranks"], "kendall_tau": agree["kendall_tau"], "per_space": per_space,
@@ -570,6 +571,7 @@ def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, An
             "precision": kendall_tau([err[f] for f in both], [q[f]["precision"] for f in both]),
         }
     return {"study": human["study"], "rows": rows, "tau": tau, "raters": human["raters"], "earlier": earlier,
+            "groups": (human.get("pairwise") or {}).get("groups"),
             "real": human["real"], "agreement": human["agreement"], "answers": human["answers"],
             "protocol": human["protocol"]}  # fmt: skip
 
@@ -626,17 +628,19 @@ def sample_grids(
         if s is not None:
             sources[f] = s
         elif (folder / f / "samples.npz").exists():
-            not_shown.append(
-                f"{f} (its samples of an evaluation cut short: {params.command(f'evaluate --family {f}')})"
-            )
+            why = "of an evaluation cut short" if npz_key(folder / f / "samples.npz") else "unreadable"
+            not_shown.append(f"{f} (its samples {why}: {params.command(f'evaluate --family {f}')})")
     for name, title in BASELINE_NAMES.items():
         s = _samples(folder / "evaluator" / f"{name}_samples.npz", evaluator_key)
         if s is not None:
             sources[title] = s
         elif (folder / "evaluator" / f"{name}_samples.npz").exists():
-            not_shown.append(
-                f"{title} (its samples of an evaluation cut short: {params.command('evaluate')})"
+            why = (
+                "of an evaluation cut short"
+                if npz_key(folder / "evaluator" / f"{name}_samples.npz")
+                else "unreadable"
             )
+            not_shown.append(f"{title} (its samples {why}: {params.command('evaluate')})")
     per = 10
     classes = int(manifest["num_classes"])
     split = {k: _per_class(*v, per, classes) for k, v in sources.items()}
@@ -811,7 +815,7 @@ METRIC_COLUMNS = [  # (key, label, better, digits)
     ("class_accuracy", "class accuracy", "higher", 3),
     ("inception_score", "IS analogue", "higher", 2),
     ("diversity", "diversity", "≈real", 2),
-    ("memorization.ratio", "NN train/test", "≈1", 3),
+    ("memorization.ratio", "NN to train, vs real", "≈1", 3),
     ("sharpness", "sharpness", "≈real", 3),
     ("images_per_second", "images/s", "higher", 0),
 ]

@@ -94,6 +94,36 @@ def test_memorization_flags_copies_and_not_fresh_samples():
     assert 0.8 < fresh["ratio"] < 1.2 and fresh["copies"] < 0.05
 
 
+def test_memorization_sees_a_copy_of_any_training_image_and_real_images_score_as_new():
+    """Measured against a draw of the training split the test split's size (360 of 1,259 digits),
+    a copier of every training image scored a ratio of 0.7 and 30% copies, and so did the real
+    floor row's own training images: the column could not tell copying from real data."""
+    from pathlib import Path
+
+    from genzoo.tasks.config import load_params
+    from genzoo.tasks.quality import scores
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    g = np.random.default_rng(1)
+    centres = g.normal(scale=3, size=(10, 16))
+    draw = lambda n: centres[np.arange(n) % 10] + g.normal(size=(n, 16))  # noqa: E731
+    real = {"train": draw(1259), "test": draw(360), "test_labels": np.arange(360) % 10}
+    copier = real["train"][g.choice(1259, 1000, replace=False)]
+    m = scores(params, copier, None, None, real, seed=0)["memorization"]
+    assert m["ratio"] < 0.01 and m["copies"] == 1.0 and m["images"] == 360
+    assert 0.85 < scores(params, draw(1000), None, None, real, seed=0)["memorization"]["ratio"] < 1.15
+    i = np.sort(g.choice(1259, 1000, replace=False))  # the floor: real training images, themselves left out
+    floor = scores(params, real["train"][i], None, np.arange(1259)[i] % 10, real, seed=0, drawn=i)
+    assert 0.85 < floor["memorization"]["ratio"] < 1.15 and floor["memorization"]["copies"] < 0.05
+    assert len(floor["fd_per_class"]) == 10  # (the floor's per-class distances, beside the families')
+    # a folder of few images: the floor draws every training image (100 a class): half of them
+    # measured against the rest (it had no training image left to measure against)
+    small = {"train": draw(40), "test": draw(30), "test_labels": np.arange(30) % 10}
+    every = np.arange(40)
+    m = scores(params, small["train"], None, every % 10, small, seed=0, drawn=every)["memorization"]
+    assert m["images"] == 20 and 0.5 < m["ratio"] < 1.5
+
+
 def test_diversity_and_bad_input():
     assert diversity(np.ones((10, 3))) == 0.0
     assert diversity(rng.normal(size=(200, 2))) == pytest.approx(

@@ -124,6 +124,11 @@ def test_figures_of_a_hand_computed_study():
     one = judge.score(cfg, [r for r in rows if r["mode"] == "single" or r["rater"] == 1], reps=200)
     assert one["pairwise"]["raters"] == 1
     assert all(v["ci95"] is None for v in one["pairwise"]["families"].values())
+    # the HYPE interval alike: one rater's answers resampled by image alone said nothing of raters
+    # (it was printed as a 95% interval); with two, an interval and the count
+    alone = judge.score(cfg, [r for r in rows if r["rater"] in (1, 3)], reps=200)
+    assert alone["families"]["gan"]["ci95"] is None and alone["families"]["gan"]["raters"] == 1
+    assert gan["raters"] == 2 and bt["groups"] == [["gan", "vae"]]
 
 
 def test_agreement_and_bradley_terry_on_known_answers():
@@ -135,6 +140,19 @@ def test_agreement_and_bradley_terry_on_known_answers():
     assert theta[0] > theta[1] > theta[2] and abs(theta.sum()) < 1e-9
     # two families, 3 to 1 without pseudo-wins: ln 3 apart
     assert np.diff(bradley_terry(np.array([[0, 1], [3, 0]]), pseudo=0))[0] == pytest.approx(np.log(3))
+    # families never compared have no strength, and two groups never compared with each other are
+    # not ranked against each other (0 beat 1 9 to 1, 2 and 3 drew 5 to 5: 0 came out above 2 and
+    # 3, and the uncompared 4 at the "average", from no data)
+    from genzoo.metrics.human import bootstrap_bradley_terry, compared_groups
+
+    wins = np.zeros((5, 5))
+    wins[0, 1], wins[1, 0], wins[2, 3], wins[3, 2] = 9, 1, 5, 5
+    assert compared_groups(wins) == [[0, 1], [2, 3]]
+    theta = bradley_terry(wins)
+    assert np.isnan(theta[4]) and theta[0] + theta[1] == pytest.approx(0) and theta[2] == theta[3] == 0
+    comps = [(r, 0, 1) for r in range(4)] + [(r, 1, 0) for r in range(4, 6)] + [(6, 2, 3)]
+    theta, lo, hi = bootstrap_bradley_terry(comps, 5, reps=100)
+    assert np.isnan(lo[4]) and np.isnan(hi[4]) and lo[0] <= theta[0] <= hi[0]
 
 
 # ----------------------------------------------------------------------------- a real study
@@ -533,13 +551,13 @@ def test_truthful_random_and_inattentive_raters_in_chromium(
     assert "1 rater counted, 1 left out (attention checks)" in capsys.readouterr().out
     out = json.loads((tmp / "runs" / "evaluation" / "human" / "three.json").read_text())
     assert out["raters"]["excluded_attention"] == 1 and out["raters"]["included"] == 1
-    for f in ("gan", "vae"):  # the truthful rater: every image judged right
-        assert out["families"][f]["error"] == 0.0 and out["families"][f]["ci95"] == [0.0, 0.0]
+    for f in ("gan", "vae"):  # the truthful rater: every image judged right (one rater: no interval)
+        assert out["families"][f]["error"] == 0.0 and out["families"][f]["ci95"] is None
     assert out["real"]["error"] == 0.0
 
     # a rater guessing (but attentive), by keyboard, in a study of 12 images per family: "real"
     # for half of each source's images in a shuffled order (a coin tossed 12 times strays too far
-    # for a fixed seed's figure to be a test: 1 of 12 called real happens), so 50%, inside the interval
+    # for a fixed seed's figure to be a test: 1 of 12 called real happens), so 50%
     url, (random_rater, _) = _create(project, "random", raters=2, per_family=12, pairs=1)
     rng = np.random.default_rng(0)
     truth = _truth(url, random_rater)
@@ -570,9 +588,10 @@ def test_truthful_random_and_inattentive_raters_in_chromium(
     assert _stored(url, random_rater) == given and len(given) == 12 + 12 + 12 + 2 + 1
     out = judge.results(params, url, "random", reps=1000)
     assert out["raters"] == {"total": 2, "answered": 1, "included": 1, "excluded_attention": 0}
-    for f in ("gan", "vae"):
-        lo, hi = out["families"][f]["ci95"]
-        assert lo <= 0.5 <= hi and 0.25 <= out["families"][f]["error"] <= 0.75, out["families"][f]
+    for f in ("gan", "vae"):  # (one rater answered: no interval over raters)
+        assert out["families"][f]["ci95"] is None and 0.25 <= out["families"][f]["error"] <= 0.75, out[
+            "families"
+        ][f]
     page.close()
 
 
@@ -874,8 +893,8 @@ def test_results_land_in_each_familys_mlflow_run(tmp_path, monkeypatch):
     run_id = json.loads((tmp_path / "runs" / "gan" / "metrics.json").read_text())["mlflow"]["run_id"]
     run = client().get_run(run_id)
     assert run.data.metrics["human.error"] == 0.5 and run.data.metrics["human.fake_error"] == 1.0
-    lo, hi = out["families"]["gan"]["ci95"]
-    assert run.data.metrics["human.error_lo"] == lo and run.data.metrics["human.error_hi"] == hi
+    # one rater: no interval, and none logged (its bounds were of images alone)
+    assert out["families"]["gan"]["ci95"] is None and "human.error_lo" not in run.data.metrics
     assert "human/tracked.json" in {a.path for a in client().list_artifacts(run_id, "human")}
     # the gan trained again since the study: its figures are not the new model's (they landed in
     # its run, after a run on other data too)

@@ -269,7 +269,9 @@ def test_best_family_quality_figures_class_ratios_and_pngs(evaluated):
     assert m["measured"][best]["quality"]["figures"]["fd"]["mean"] == quality["fd"]  # quoted, not made up
     card = (path / "README.md").read_text()
     assert f"fd {quality['fd']:.4g}" in card
-    assert f"distance ratio {m['quality']['memorization']['ratio']:.4g}" in card  # this draw's own
+    assert (
+        f"over real held-out images' {m['quality']['memorization']['ratio']:.4g}" in card
+    )  # this draw's own
     by_precision = request(
         params, families=["best"], metric="precision", out_dir=str(tmp / "aug"), name="p", per_class=1
     )

@@ -551,6 +551,8 @@ def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trai
     assert r["typicality_threshold"] == pytest.approx(float(np.quantile(typicality(val, val), 0.9)))
     assert all(row["atypical"] == (row["typicality"] > r["typicality_threshold"]) for row in r["images"])
     assert r["atypical"] == sum(row["atypical"] for row in r["images"])
+    blanks = r["images"][-3:]  # far too likely: below the threshold of bits/dim, atypical
+    assert all(row["atypical"] and not row["anomaly"] for row in blanks), blanks
     pfile = tmp_path / "params.yaml"
     pfile.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     out = tmp_path / "s.json"

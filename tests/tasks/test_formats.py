@@ -166,7 +166,7 @@ def _evaluation(folder: Path) -> None:
     (folder / "usefulness").mkdir()
     quality = {"family": "vae", "fd": 12.345678, "kid": 0.0123, "precision": 0.81, "recall": 0.62,
                "density": 0.9, "coverage": 0.7, "class_accuracy": 0.934,
-               "memorization": {"nn_train": 1.0, "nn_test": 1.1, "ratio": 0.909, "copies": 0.004},
+               "memorization": {"nn_train": 1.0, "nn_real": 1.1, "ratio": 0.909, "copies": 0.004},
                "ci95": {"fd": 0.5, "class_accuracy": 0.01, "memorization": {"ratio": 0.02}},
                "protocol": {"seeds": 3}, "n": 1000, "per_seed": []}  # fmt: skip
     stats = lambda m, h: {"mean": m, "ci95": h, "per_seed": [m, m]}  # noqa: E731
@@ -217,7 +217,7 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     for text in ("fd 12.35 ± 0.5", "class_accuracy 0.934 ± 0.01", "| cnn | 87.1% ± 1.2 | 96.2% |",
                  "10% of the real training split (from the family retrained on that 10% alone), 90% of each "
                  "training batch real, changes test accuracy by: cnn +3.2 ± 0.4 points",
-                 "distance ratio 0.909",
+                 "over real held-out images' 0.909",
                  "augmentation, shifts of up to 1 pixel, shearing by up to 0.2, the baseline"):  # fmt: skip
         assert text in card, text
     assert "With recipe `distil`, adding 1 synthetic image(s) per real one" in card

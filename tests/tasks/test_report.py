@@ -377,7 +377,7 @@ def test_pictures_of_an_evaluation_cut_short_are_not_shown_beside_older_figures(
     pictures under the old model's figures. Each npz carries its evaluation's key."""
     import numpy as np
 
-    from genzoo.tasks.evaluate import npz_key
+    from genzoo.tasks.layout import npz_key
     from genzoo.tasks.report import collect, render
 
     tmp, params = evaluated
@@ -425,9 +425,8 @@ def test_a_family_evaluated_before_the_judges_is_named_and_decides_no_every_fami
     assert j["targets"]["best_within_floor"]["met"]  # a, judged, is within 1.3x: met whatever b is
     fams["a"]["quality"]["spaces"]["pca"]["fd"] = 3.0
     assert judges(fams, ref)["targets"]["every_family_below_pca_kde"]["verdict"] == (
-        "not decided: b not judged in these spaces; among the rest missed by 1.50x (pca: a at 1.50x "
-        "PCA + KDE's distance)"
-    )
+        "missed by 1.50x (pca: a at 1.50x PCA + KDE's distance) (b not judged in these spaces)"
+    )  # missed by a judged family: missed, whatever b scores
 
 
 def test_report_files_and_summary(evaluated):
