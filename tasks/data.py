@@ -77,6 +77,7 @@ def quantize(arr: np.ndarray, where: str, levels: int | None) -> tuple[np.ndarra
             f"{where}: float images must lie in [0, 1]"
             + (f" or hold whole levels 0..{levels - 1} (its `levels`)" if levels else "")
             + f"; got [{lo:.3g}, {hi:.3g}]"
+            + ("" if levels else " (whole levels 0..L-1 stored as floats: an npz `levels` key of L)")
         )
     if arr.dtype.kind in "ui":
         if levels is None and arr.max() > 255 and arr.min() >= 0 and arr.dtype.itemsize == 2:

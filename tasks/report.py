@@ -80,13 +80,17 @@ SPACES_ACCURACY = 0.97
 
 def latest_study(folder: Path) -> dict[str, Any] | None:
     """The results of the newest study in ``folder`` (by when it was created; results scored
-    before studies recorded that: by when they were scored), one with answers first: scoring an
-    older study, or one nobody has rated yet, does not take the report's section from it."""
+    before studies recorded that: by when they were scored), one a rater answered first: scoring
+    an older study, or one nobody has rated yet, does not take the report's section from it (a
+    study whose every rater failed the attention checks does: its section says so; ranked by the
+    answers counted, an older study stood in for it without a word)."""
     found = []
     for p in folder.glob("*.json"):
         h = read_json(p)
         if isinstance(h, dict) and "families" in h:
-            found.append((h.get("answers", 0) > 0, h.get("created") or p.stat().st_mtime, h))
+            raters = h.get("raters") if isinstance(h.get("raters"), dict) else {}
+            rated = raters.get("answered", h.get("answers", 0)) > 0
+            found.append((rated, h.get("created") or p.stat().st_mtime, h))
     return max(found, key=lambda t: t[:2])[2] if found else None
 
 
@@ -821,6 +825,9 @@ METRIC_COLUMNS = [  # (key, label, better, digits)
 ]
 
 
+UNTIMED_CI = {"images_per_second"}
+
+
 def _get(d: dict[str, Any], dotted: str):
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
@@ -834,7 +841,8 @@ def _cell(q: dict[str, Any], key: str, digits: int) -> str:
     if v is None:
         return "—"
     ci = _get(q.get("ci95", {}), key)
-    return f"{v:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci else "")
+    # (a speed's spread over seeds is the machine's load, not the seeds': no interval)
+    return f"{v:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci and key not in UNTIMED_CI else "")
 
 
 def metric_rows(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -485,6 +485,11 @@ def test_an_npz_of_the_models_own_levels_is_read_as_it_means_or_said(tmp_path):
     np.savez(tmp_path / "half.npz", images=digits.astype(np.float32) + 0.5, levels=17)
     with pytest.raises(DataError, match=r"float images must lie in \[0, 1\] or hold whole levels 0..16"):
         read_images(tmp_path / "half.npz", spec)
+    np.savez(tmp_path / "nokey.npz", images=digits.astype(np.float32))  # the fix named
+    with pytest.raises(
+        DataError, match=r"got \[0, 16\] \(whole levels 0..L-1 stored as floats: an npz `levels` key"
+    ):
+        read_images(tmp_path / "nokey.npz", spec)
     np.savez(tmp_path / "bare.npz", images=digits)  # no levels: 8-bit, said
     said = logging.handlers.BufferingHandler(100)
     logging.getLogger("genzoo.detect").addHandler(said)

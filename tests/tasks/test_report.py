@@ -365,8 +365,17 @@ def test_a_partial_or_older_evaluation_still_makes_a_page_that_says_what_it_lack
     for d in fams.values():
         d["quality"]["ci95"]["fd"] = 0.0
     del data["usefulness"]["reference"]["real"]["1.0"]  # usefulness.fractions without 1.0
+    fams["vae"]["quality"]["ci95"]["images_per_second"] = 500.0  # a speed's spread: the machine's load
+    data["human"] = {
+        "study": "one", "raters": {"included": 1, "excluded_attention": 0, "total": 1, "answered": 1},
+        "families": {"vae": {"error": 0.4, "ci95": None, "fake_error": 0.3}}, "real": {"error": 0.5},
+        "agreement": {"krippendorff_alpha": None}, "answers": 24, "protocol": {}, "pairwise": None,
+    }  # fmt: skip
     html, extra = render(params, data)
     assert "Figures are of one sampling seed" in html and "intervals over 1 sampling" not in html
+    assert "One rater counted: no interval" in html and "95% bootstrap interval over raters" not in html
+    assert "24 real-or-generated answers" in html and "40.0% (one rater: no interval)" in html
+    assert "±" not in next(r for r in metric_rows(data) if r["name"] == "vae")["cells"][-1]
     assert all("±" not in r["quality"]["measured"] for r in extra["tradeoff"])
     assert "Train on 20% of the real data:" in html and "train on 20% of the real data)" in html
 
@@ -814,7 +823,7 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         html = (tmp / "runs" / "report" / "index.html").read_text()
         assert "<h2>Human evaluation</h2>" in html and "s&lt;1&gt;" in html and "s<1>" not in html
         counted = "3 raters counted\n(1 left out for failing the attention checks; 1 with no answer yet)"
-        assert f"{counted}, 90 answers" in html
+        assert f"{counted}, 90 real-or-generated answers" in html
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
         assert "Fréchet-distance ranking\n-1.00" in html
         assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>" in html
@@ -879,6 +888,14 @@ def test_the_report_shows_the_newest_study_with_answers_whatever_was_scored_last
     (tmp_path / "notes.json").write_text("[1, 2]")  # not a study's results
     scored("s2", 250.0, 12, at=600.0)  # rated now
     assert latest_study(tmp_path)["study"] == "s2"
+    # a newer study whose one rater failed the attention checks: no answer counted, yet rated;
+    # its section (0 raters counted, 1 left out) is shown, not an older study's without a word
+    path = tmp_path / "s3.json"
+    raters = {"answered": 1, "included": 0, "excluded_attention": 1}
+    path.write_text(
+        json.dumps({"study": "s3", "families": {}, "answers": 0, "created": 260.0, "raters": raters})
+    )
+    assert latest_study(tmp_path)["study"] == "s3"
 
 
 def test_anomaly_figures_of_another_data_or_a_family_left_out_are_not_shown(evaluated):
