@@ -131,12 +131,6 @@ def bradley_terry(
     return theta
 
 
-def _groups_of(comparisons: np.ndarray, k: int) -> list[list[int]]:
-    wins = np.zeros((k, k))
-    np.add.at(wins, (comparisons[:, 1], comparisons[:, 2]), 1)
-    return compared_groups(wins)
-
-
 def compared_groups(wins: np.ndarray) -> list[list[int]]:
     """The families linked by comparisons (connected components of the compared pairs), each a
     sorted list of indices; families never compared are in none."""
@@ -170,13 +164,13 @@ def bootstrap_bradley_terry(
     a replicate that split a group centred each part on its own mean); nan where none does."""
     comp = np.asarray(comparisons, dtype=int).reshape(-1, 3)
 
-    def fit(rows: np.ndarray) -> np.ndarray:
+    def wins_of(rows: np.ndarray) -> np.ndarray:
         wins = np.zeros((k, k))
         np.add.at(wins, (rows[:, 1], rows[:, 2]), 1)
-        return bradley_terry(wins)
+        return wins
 
-    theta = fit(comp)
-    groups = _groups_of(comp, k)
+    theta = bradley_terry(wins_of(comp))
+    groups = compared_groups(wins_of(comp))
     raters = np.unique(comp[:, 0])
     by_rater = [comp[comp[:, 0] == r] for r in raters]
     rng = np.random.default_rng(seed)
@@ -186,7 +180,10 @@ def bootstrap_bradley_terry(
             np.concatenate([by_rater[i] for i in rng.integers(0, len(raters), len(raters))])
             for _ in range(reps)
         ]
-        draws = np.array([fit(r) if _groups_of(r, k) == groups else np.full(k, np.nan) for r in rows])
+        wins = [wins_of(r) for r in rows]
+        draws = np.array(
+            [bradley_terry(w) if compared_groups(w) == groups else np.full(k, np.nan) for w in wins]
+        )
     alpha = (1 - level) / 2
     lo, hi = np.full(k, np.nan), np.full(k, np.nan)
     for i in range(k):

@@ -602,10 +602,10 @@ def _samples(path: Path, key: str | None = None) -> tuple[torch.Tensor, np.ndarr
     """An evaluation's samples, as images in [0, 1] and labels; None when missing, unreadable or
     (``key``: the figures' evaluation key) written by another evaluation than the figures' (one
     cut short after its first seed: newer pictures beside older numbers)."""
-    if key is not None and npz_key(path) not in (None, key):
-        return None
     try:
         with np.load(path) as z:
+            if key is not None and "key" in z.files and str(z["key"]) != key:
+                return None
             return torch.from_numpy(z["images"].astype(np.float32) / (int(z["levels"]) - 1)), z["labels"]
     except (OSError, KeyError, ValueError):
         return None
@@ -627,24 +627,17 @@ def sample_grids(
     xt, yt, manifest = load_split(params.data.prepared_dir, "test")
     sources = {"real (test)": (xt, yt.numpy())}
     not_shown = []
-    for f, d in families.items():
-        s = _samples(folder / f / "samples.npz", d["quality"].get("key"))
-        if s is not None:
-            sources[f] = s
-        elif (folder / f / "samples.npz").exists():
-            why = "of an evaluation cut short" if npz_key(folder / f / "samples.npz") else "unreadable"
-            not_shown.append(f"{f} (its samples {why}: {params.command(f'evaluate --family {f}')})")
-    for name, title in BASELINE_NAMES.items():
-        s = _samples(folder / "evaluator" / f"{name}_samples.npz", evaluator_key)
+    drawn = [(f, folder / f / "samples.npz", d["quality"].get("key"), f"evaluate --family {f}")
+             for f, d in families.items()]  # fmt: skip
+    drawn += [(title, folder / "evaluator" / f"{name}_samples.npz", evaluator_key, "evaluate")
+              for name, title in BASELINE_NAMES.items()]  # fmt: skip
+    for title, path, key, command in drawn:
+        s = _samples(path, key)
         if s is not None:
             sources[title] = s
-        elif (folder / "evaluator" / f"{name}_samples.npz").exists():
-            why = (
-                "of an evaluation cut short"
-                if npz_key(folder / "evaluator" / f"{name}_samples.npz")
-                else "unreadable"
-            )
-            not_shown.append(f"{title} (its samples {why}: {params.command('evaluate')})")
+        elif path.exists():
+            why = "of an evaluation cut short" if npz_key(path) else "unreadable"
+            not_shown.append(f"{title} (its samples {why}: {params.command(command)})")
     per = 10
     classes = int(manifest["num_classes"])
     split = {k: _per_class(*v, per, classes) for k, v in sources.items()}
