@@ -168,7 +168,8 @@ MEMORIZATION_ROWS = 2000  # training images whose nearest other one sets the cop
 
 def copy_floor(train, rows: int = MEMORIZATION_ROWS, seed: int = 0) -> float:
     """The 1st percentile of training images' distances to their nearest other training image,
-    from at most ``rows`` of them (a seeded draw), each against the whole set."""
+    from at most ``rows`` of them (a seeded draw), each against the whole set; exact duplicates
+    within the set (distance 0) left out, as the augment's near-copy radius leaves them."""
     tr = _as2d(train)
     idx = np.arange(len(tr))
     if len(tr) > rows:
@@ -177,7 +178,8 @@ def copy_floor(train, rows: int = MEMORIZATION_ROWS, seed: int = 0) -> float:
     for block, d in _row_blocks(tr[idx], tr):
         d[np.arange(d.shape[0]), idx[block]] = np.inf  # each image's distance to itself
         out[block] = d.min(1)
-    return float(np.percentile(out, 1))
+    out = out[out > 0]
+    return float(np.percentile(out, 1)) if len(out) else 0.0
 
 
 def memorization(samples, train, held_out, floor: float | None = None,

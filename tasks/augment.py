@@ -85,7 +85,7 @@ from genzoo.tasks.layout import (
     usefulness_key,
     warn_if_stale,
 )
-from genzoo.tasks.quality import _rows, real_features, scores
+from genzoo.tasks.quality import _rows, real_features, scores, space_scores
 from genzoo.tasks.sample import (
     Teachers,
     copy_radius,
@@ -525,10 +525,17 @@ def _draw(net, make, counts: np.ndarray, filters: _Filters, max_draws: int, batc
 
 
 def _quality(
-    params: Params, images: torch.Tensor, labels: torch.Tensor, spec: DataSpec
+    params: Params,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    spec: DataSpec,
+    chosen_by_evaluator: bool = False,
 ) -> dict[str, Any] | None:
     """The dataset's own figures against the real test split, when the evaluator exists (None
-    otherwise): on at most as many images as the evaluation draws of a family, a seeded draw."""
+    otherwise): on at most as many images as the evaluation draws of a family, a seeded draw;
+    FD and class accuracy in the other judges' spaces too (``spaces``). ``chosen_by_evaluator``
+    (augment.min_confidence): the evaluator kept only images it labels as drawn, so its class
+    accuracy is 1 by construction; the judges', trained apart from it, are the measure."""
     folder = evaluator_dir(params)
     real = real_features(folder)
     if real is None:
@@ -550,7 +557,40 @@ def _quality(
     feats, probs = net.embed(images)
     s = scores(params, feats.numpy(), probs.numpy(), labels.numpy(), real, seed=params.seed)
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "memorization")
-    return {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features", "scored": of}
+    out = {k: s[k] for k in keys} | {"reference": "real test split, genzoo evaluator features", "scored": of}
+    if (folder / "judges.npz").exists():  # (an evaluator folder from before the judges: the evaluator's only)
+        from genzoo.models.judges import load_judges
+
+        judges = load_judges(folder / "judges.npz").embed(images)
+        judged = {n: v for n, v in judges.items() if f"{n}.test" in real}
+        spaces = space_scores(params, judged, labels.numpy(), real, seed=params.seed)
+        out["spaces"] = {n: {k: r[k] for k in ("fd", "class_accuracy") if k in r} for n, r in spaces.items()}
+    if chosen_by_evaluator:
+        out["class_accuracy_chosen"] = True
+    return out
+
+
+def _unseen_classes(net, counts: np.ndarray, names: list[str]) -> str | None:
+    """Classes ``net`` was trained without (``train.exclude_classes``: a held-out class) get
+    no images (their images would come from weights that never saw one, labelled as that
+    class): ``counts`` set to 0 there, and the warning returned (the card keeps it). Refused
+    when no class is left."""
+    unseen = [c for c in range(len(counts)) if counts[c] > 0 and not torch.isfinite(net.log_class_prior[c])]
+    if not unseen:
+        return None
+    counts[unseen] = 0
+    which = ", ".join(f"{c} ({names[c]})" if names[c] != str(c) else str(c) for c in unseen)
+    if counts.sum() == 0:
+        raise ValueError(
+            f"augment: {net.family} was trained without classes {which} (train.exclude_classes), the only "
+            "ones asked for; train it on every class, or ask for others (class_ratios)"
+        )
+    line = (
+        f"{net.family} was trained without classes {which} (train.exclude_classes): none of its images "
+        "are drawn for them (they would come from weights that never saw one)"
+    )
+    log.warning("augment: %s", line)
+    return line
 
 
 def class_names(params: Params, num_classes: int) -> list[str]:
@@ -621,6 +661,10 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     nets = [models.load(path) for path, _ in chosen]
     # every family's counts (class_ratios against its classes) before the teachers train
     counts_of = [class_counts(req, net.spec, asked=asked) for net in nets]
+    names = class_names(params, nets[0].spec.num_classes)
+    for net, counts in zip(nets, counts_of, strict=True):
+        if line := _unseen_classes(net, counts, names):
+            warnings.append(line)
     use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)
     teacher = _Teacher(params, recipe) if recipe.teacher else None
@@ -677,7 +721,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             "rejected": filters.rejected,
             "kept": len(content.labels),
         },
-        "quality": _quality(params, x, y, net.spec),
+        "quality": _quality(params, x, y, net.spec, chosen_by_evaluator=req.min_confidence > 0),
         "measured": measured_figures(
             evaluation_dir(params),
             list(sources),

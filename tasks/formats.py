@@ -503,6 +503,9 @@ def _usefulness_figures(
     block = (protocol.get("recipes") or {}).get(u.get("recipe"), {})
     at = u.get("synthetic_per_real") if isinstance(u.get("synthetic_per_real"), dict) else {}
     k = block.get("synthetic_per_real", protocol.get("synthetic_per_real"))
+    subsets, seeds = len(protocol.get("subset_seeds") or [0]), protocol.get("seeds")
+    # what each lift's interval is over: the subsets' means below 1 where several, else the seeds
+    over = {p: ("subsets", subsets) if float(p) < 1 and subsets > 1 else ("seeds", seeds) for p in lift}
     return {
         "file": shown(path),
         "tstr": tstr,
@@ -511,7 +514,12 @@ def _usefulness_figures(
         "synthetic_per_real": k,  # the recipe's
         "synthetic_per_real_at": {p: at.get(p, k) for p in lift},  # as measured at each fraction
         "real_share": block.get("real_share"),  # how the classifier mixed them: real images per batch
-        "seeds": protocol.get("seeds"),
+        "seeds": seeds,
+        "over": {p: o for p, (o, _) in over.items()},
+        "two_values": any(n == 2 for _, n in over.values()),  # an interval of 2: 12.7 standard errors
+        "one_subset": any(float(p) < 1 for p in lift) and subsets == 1,
+        "n_train": protocol.get("n_train"),  # the real training split: the pool at 100% is k x it
+        "reject_copies": protocol.get("reject_copies"),  # the pools' near-copy filter, as measured
         "augmentation": protocol.get("augmentation"),  # the baseline CNN's classical augmentation, in words
     }
 

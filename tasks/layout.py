@@ -1045,3 +1045,15 @@ def same_profile(
                 f"{', '.join(made)}: trained with no --profile; {doing_it} without --profile {profile}, "
                 f"as {was} made (or `genzoo train` {it} with these params)"
             )
+
+
+def unmeasured(filters: dict[str, Any]) -> str | None:
+    """Why a recipe's lift at one real fraction measures nothing of its generator, or None
+    (``filters``: its usefulness.json filter counts, summed over subsets and seeds): a pool
+    left empty (its classifier saw real data alone) or a class with no synthetic image left
+    (the pool's balance not the recipe's)."""
+    if filters.get("empty_pools"):
+        return f"the filters left {filters['empty_pools']} pool(s) without a synthetic image"
+    if filters.get("emptied"):
+        return f"the filters left classes {', '.join(map(str, filters['emptied']))} without a synthetic image"
+    return None

@@ -12,7 +12,7 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -354,10 +354,12 @@ class Synthesis:
     targets: torch.Tensor
     drawn: int
     rejected: dict[str, int]
+    emptied: list[int] = field(default_factory=list)  # classes drawn for whose every image a filter dropped
 
     @property
     def counts(self) -> dict[str, Any]:
-        return {"drawn": self.drawn, "kept": len(self.y), "rejected": dict(self.rejected)}
+        return {"drawn": self.drawn, "kept": len(self.y), "rejected": dict(self.rejected),
+                "emptied": list(self.emptied)}  # fmt: skip
 
 
 def balanced_labels(y: torch.Tensor, k: float, num_classes: int) -> torch.Tensor:
@@ -441,7 +443,8 @@ def synthesize(
         near = nearest_train(x.flatten(1).double(), x_real.flatten(1).double()) < copies_within
         rejected["copies"] = int((near & keep).sum())
         keep &= ~near
-    return Synthesis(x[keep], y[keep], targets[keep], len(y), rejected)
+    emptied = sorted(set(y.tolist()) - set(y[keep].tolist()))
+    return Synthesis(x[keep], y[keep], targets[keep], len(y), rejected, emptied)
 
 
 COPY_RADIUS_ROWS = 2000  # training images whose nearest neighbour sets the copy radius
@@ -465,11 +468,15 @@ def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
     """The 1st percentile of training images' distances to their nearest other training image:
     closer than that to a training image is a near-copy. From at most ``COPY_RADIUS_ROWS``
     images (all of them on digits; a seeded sample beyond), each against the whole set, so
-    the cost grows with the set, not with its square."""
+    the cost grows with the set, not with its square. Exact duplicates within the training set
+    (distance 0) are left out of the percentile: where 1% of the images had one, the radius was
+    0 and nothing, not even an exact copy, was nearer than that."""
     rows = torch.arange(len(train))
     if len(train) > COPY_RADIUS_ROWS:
         rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:COPY_RADIUS_ROWS]
-    return float(torch.quantile(nearest_train(train[rows], train, rows), 0.01))
+    d = nearest_train(train[rows], train, rows)
+    d = d[d > 0]
+    return float(torch.quantile(d, 0.01)) if len(d) else 0.0
 
 
 def teacher_rejects(logits: torch.Tensor, y: torch.Tensor, recipe: Recipe) -> dict[str, torch.Tensor]:

@@ -66,6 +66,7 @@ from genzoo.tasks.layout import (
     resolve_device,
     shown,
     train_variant,
+    unmeasured,
     use_threads,
     usefulness_key,
     variant_key,
@@ -243,11 +244,16 @@ def _lift(aug: dict[str, list[float]], real: dict[str, list[float]], seeds: int)
 
 
 def _filters(counts: list[dict]) -> dict[str, Any]:
-    """Filter counts summed over seeds and subsets."""
-    total = {"drawn": 0, "kept": 0, "rejected": {}}
+    """Filter counts summed over seeds and subsets; ``empty_pools``: the pools (a subset and
+    seed's synthetic images) the filters left empty, whose classifier trained on real data alone
+    (a lift of 0 by construction, no measure of the family), and ``emptied``: the classes some
+    pool lost every image of."""
+    total: dict[str, Any] = {"drawn": 0, "kept": 0, "rejected": {}, "empty_pools": 0, "emptied": []}
     for c in counts:
         total["drawn"] += c["drawn"]
         total["kept"] += c["kept"]
+        total["empty_pools"] += int(c["drawn"] > 0 and c["kept"] == 0)
+        total["emptied"] = sorted(set(total["emptied"]) | set(c.get("emptied", [])))
         for k, v in c["rejected"].items():
             total["rejected"][k] = total["rejected"].get(k, 0) + v
     return total
@@ -560,7 +566,11 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
             by_recipe[name]["augmentation"][str(p)] = _lift(_pooled(runs[name]), real_p, u.seeds)
             # k as measured: lowered where the pool would outgrow what the classifier draws
             by_recipe[name].setdefault("synthetic_per_real", {})[str(p)] = used_k(params, name, n_real, spec)
-            by_recipe[name]["filters"][str(p)] = _filters(counts[name])
+            by_recipe[name]["filters"][str(p)] = kept = _filters(counts[name])
+            if why := unmeasured(kept):
+                log.warning("usefulness: %s, recipe %s at %g%% real data: %s; its lift measures nothing "
+                            "of the family (the report leaves it out of the targets)", family, name, 100 * p,
+                            why)  # fmt: skip
             if taught[name]:  # over subsets: what the student could learn from at most
                 by_recipe[name].setdefault("teacher_accuracy", {})[str(p)] = stats(taught[name])
         log.info("%s at %.2f: lift %s", family, p, {

@@ -566,7 +566,7 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     )
     assert f"| chosen as `best` | {chosen}" in card
     # two sampling seeds (the quick profile's): the card says how wide their intervals are, as the report
-    assert "intervals over the evaluation's seeds (with two seeds, a quick run's, an interval spans 12.7" in (
+    assert "over the classifier seeds (an interval of two values, a quick run's, spans 12.7" in (
         card.replace("\n", " ")
     )
     # the classifiers it describes are those measured (cnn and logistic here, not cnn_plain)
@@ -622,6 +622,14 @@ def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluate
     _, probs = net.embed(ds.images)
     assert (probs[torch.arange(len(ds)), ds.labels] >= 0.3).all()
     assert m["filters"]["drawn"] >= m["n"] and m["filters"]["min_confidence"] == 0.3
+    # the evaluator chose the images: its class accuracy is said not to measure them; judges trained
+    # apart from it score the draw's labels and distance
+    q = m["quality"]
+    assert q["class_accuracy_chosen"] is True and set(q["spaces"]) == {"pca", "mlp", "lenet", "random_cnn"}
+    assert 0 <= q["spaces"]["lenet"]["class_accuracy"] <= 1 and "class_accuracy" not in q["spaces"]["pca"]
+    card = (path / "README.md").read_text()
+    assert "1 by construction" in card and "lenet fd " in card
+    assert "the other judges' class accuracy is" in card
     impossible = req.model_copy(update={"min_confidence": 0.999999, "max_draws": 1, "name": "none"})
     with pytest.raises(ValueError, match="passed the filters.*min_confidence"):
         generate(params, impossible)
@@ -869,6 +877,60 @@ def test_nearest_train_in_blocks_equals_the_whole_matrix(monkeypatch):
     sampled = aug.copy_radius(train)
     assert sampled == aug.copy_radius(train) and sampled != float(torch.quantile(whole.min(1).values, 0.01))
     assert abs(sampled / float(torch.quantile(whole.min(1).values, 0.01)) - 1) < 0.25
+
+
+def test_a_class_left_out_of_a_models_training_gets_none_of_its_images_and_the_card_says_so(
+    trained, monkeypatch
+):
+    """A family trained with exclude_classes (a held-out class) has weights that never saw the
+    class: its images for it were drawn and labelled as that class without a word."""
+    import genzoo.tasks.augment as aug
+
+    tmp, params = trained
+    load = aug.models.load
+
+    def held_out_3(path, *a, **k):
+        net = load(path, *a, **k)
+        if net.family == "gan":
+            net.log_class_prior[3] = float("-inf")  # as training with exclude_classes: [3] leaves it
+        return net
+
+    monkeypatch.setattr(aug.models, "load", held_out_3)
+    req = AugmentRequest(families=["gan", "vae"], per_class=2, seed=1, out_dir=str(tmp / "aug"), name="held")
+    path = generate(params, req)
+    with np.load(path / "images.npz") as z:
+        labels, source = z["labels"], z["source"]
+    assert not ((source == "gan") & (labels == 3)).any() and ((source == "vae") & (labels == 3)).sum() == 2
+    m = json.loads((path / "manifest.json").read_text())
+    assert m["counts_per_class"][3] == 2 and m["counts_per_source"] == {"gan": 18, "vae": 20}
+    assert any("gan was trained without classes 3" in w for w in m["warnings"])
+    assert "gan was trained without classes 3" in (path / "README.md").read_text()
+    only = AugmentRequest(families=["gan"], per_class=2, class_ratios={c: 0.0 for c in range(10) if c != 3},
+                          out_dir=str(tmp / "aug"), name="only-3")  # fmt: skip
+    with pytest.raises(ValueError, match="trained without classes 3 .* the only ones asked for"):
+        generate(params, only)
+    assert not (tmp / "aug" / "only-3").exists()
+
+
+def test_exact_duplicates_in_the_training_set_leave_the_copy_radius_and_floor_above_zero():
+    """A training set where 5% of the images appear twice: their distance 0 no longer sets the
+    1st percentile, so the radius stays that of distinct images, an exact copy of a training
+    image is rejected as one, and the memorization floor counts it."""
+    from genzoo.metrics.quality import copy_floor, memorization
+    from genzoo.tasks.sample import Recipe, copy_radius, synthesize
+
+    g = torch.Generator().manual_seed(0)
+    distinct = torch.rand(400, 64, generator=g).double()
+    train = torch.cat([distinct, distinct[:20]])  # 20 exact duplicates: 40 rows at distance 0
+    radius = copy_radius(train)
+    assert radius > 0 and abs(radius / copy_radius(distinct) - 1) < 0.1  # (its 40 twins left out)
+    assert abs(copy_floor(train.numpy()) / copy_floor(distinct.numpy()) - 1) < 0.1
+    x, y = train.float().view(-1, 1, 8, 8), torch.zeros(len(train), dtype=torch.long)
+    copy = lambda labels, seed: x[: len(labels)]  # noqa: E731  (a copier of the training images)
+    made = synthesize(copy, Recipe(synthetic_per_real=0.1), (x, y), 1, seed=0, copies_within=radius)
+    assert made.counts["kept"] == 0 and made.counts["rejected"]["copies"] == made.counts["drawn"] > 0
+    mem = memorization(train[:30].numpy(), train.numpy(), torch.rand(30, 64, generator=g).double().numpy())
+    assert mem["copies"] == 1.0
 
 
 def test_a_dataset_its_filters_cannot_fill_says_what_to_change_for_the_filter_that_rejected_most():

@@ -281,6 +281,48 @@ def test_a_card_quotes_its_own_recipes_lift_at_the_k_it_was_measured_with(tmp_pa
     assert "gan +1.0 points (chosen by the same test-split figures the card quotes: the winner's lift" in card
 
 
+def test_a_card_says_how_its_size_and_filters_compare_with_the_measured_pools_and_what_intervals_are_over(
+    tmp_path,
+):
+    """The lift with all the real data was measured on a pool of k x the training split (12,590
+    images for distil on digits); a dataset of 36 quoted it as its own. A dataset filtered by the
+    evaluator, or with the near-copy filter otherwise than measured, says so; the intervals say
+    what they are over (one subset: that subset's)."""
+    _evaluation(tmp_path / "evaluation")
+    path = tmp_path / "evaluation" / "vae" / "usefulness.json"
+    u = json.loads(path.read_text())
+    u["protocol"] |= {"n_train": 1000, "seeds": 5, "subset_seeds": [0], "reject_copies": True}
+    u["protocol"]["recipes"]["distil"]["synthetic_per_real"] = 10.0
+    u["augmentation"]["1.0"] = u["augmentation"]["0.1"]
+    u["synthetic_per_real"] = {"0.1": 10.0, "1.0": 10.0}
+    path.write_text(json.dumps(u))
+    info = {"name": "card", "families": {"vae": {"sha256": "a" * 64}}, "recipe": {"name": "distil"},
+            "measured": measured_figures(tmp_path / "evaluation", ["vae"], recipe="distil"),
+            "filters": {"reject_copies": False, "min_confidence": 0.9, "drawn": 40, "kept": 36,
+                        "rejected": {"low_confidence": 4}}}  # fmt: skip
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = " ".join((tmp_path / "card" / "README.md").read_text().split())
+    for text in (
+        "This dataset holds 36 images, 0.036 per real training image (1000): the lift with all the real data "
+        "was measured with a pool of about 10000 synthetic images, 277.8x as many (`genzoo augment "
+        "--per-class 834` draws that many).",  # (12 classes)
+        "Filtered otherwise than measured: this dataset kept only images the evaluator gives their label "
+        "with at least 0.9 confidence (`augment.min_confidence`), which the measurement did not filter by; "
+        "the measurement dropped near-copies of real images, this dataset kept them:",
+        "usefulness's over the real subsets' means where several subsets were measured",
+        "(one subset: such an interval holds for the subset drawn",
+    ):
+        assert text in card, text
+    assert "12.7 standard errors" not in card  # five seeds
+    u["protocol"]["subset_seeds"] = [0, 1]
+    path.write_text(json.dumps(u))
+    info["measured"] = measured_figures(tmp_path / "evaluation", ["vae"], recipe="distil")
+    info["filters"] = {"reject_copies": True, "drawn": 36, "kept": 36, "rejected": {"copies": 0}}
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = " ".join((tmp_path / "card" / "README.md").read_text().split())
+    assert "12.7 standard errors" in card and "one subset" not in card and "Filtered otherwise" not in card
+
+
 def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
     """A family trained again after its evaluation (`genzoo train`, `dvc repro train@vae`): its
     quality.json and usefulness.json name the model they measured, and a dataset drawn from the

@@ -67,6 +67,15 @@ def test_dvc_code_deps_are_the_imports_the_skip_logic_hashes():
             )
 
 
+def test_the_synthetic_datasets_stage_lists_every_params_block_that_decides_it():
+    """`augment` trains its teacher by usefulness.cnn, scores its draw by evaluate.* and the
+    seed, and samples with the run's threads: with usefulness.families empty no upstream
+    output changes with them, so without these params `dvc repro` kept the old teacher's labels."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["augment"]
+    listed = set(stage["params"])
+    assert {"seed", "augment", "recipes", "usefulness", "evaluate", "run.threads", "ray.resources"} <= listed
+
+
 def test_a_family_reads_its_own_model_file_only():
     own = family_files()
     assert own["vae"] == "models/vae.py"

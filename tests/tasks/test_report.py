@@ -213,6 +213,29 @@ def test_usefulness_targets_pick_the_best_recipe_and_judge_harm_with_all_the_dat
     assert usefulness_targets(u)["rows"][1]["met"] is True
 
 
+def test_a_lift_whose_pools_the_filters_emptied_is_left_out_of_the_targets_and_named():
+    """Every synthetic image of a pool rejected, the classifier trained on real data alone: a
+    lift of 0 by construction met "no harm"; a class emptied changed the pool's balance. Both
+    are left out of the targets, said, and the best of several pairs says it was chosen."""
+    u = _usefulness({"gan": (0.002, 0.001)}, {"gan": 0.9}, kde_tstr=0.9)
+    u["families"]["gan"]["recipes"] = {
+        "plain": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": 0.002, "ci95": 0.001}}},
+                                   "1.0": {"cnn": {"lift": {"mean": -0.001, "ci95": 0.001}}}},
+                  "filters": {"0.1": {"empty_pools": 0, "emptied": []}}},
+        "teacher": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": 0.012, "ci95": 0.004}}},
+                                     "1.0": {"cnn": {"lift": {"mean": 0.0, "ci95": 0.0}}}},
+                    "filters": {"0.1": {"empty_pools": 0, "emptied": [4]}, "1.0": {"empty_pools": 3}}},
+    }  # fmt: skip
+    t = usefulness_targets(u)
+    ten, full, _ = t["rows"]
+    assert (ten["recipe"], ten["met"], ten["of"]) == ("plain", False, 1)
+    assert (full["recipe"], full["met"]) == ("plain", False)  # teacher's 0.0 +- 0.0 would have met it
+    assert t["left_out"] == [
+        "gan with recipe teacher at 10% real data (the filters left classes 4 without a synthetic image)",
+        "gan with recipe teacher at 100% real data (the filters left 3 pool(s) without a synthetic image)",
+    ]
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")

@@ -70,7 +70,8 @@ def test_near_copies_of_the_real_images_are_dropped_as_in_the_pulled_dataset():
     dropped = synthesize(draw, Recipe(), (x, y), 4, seed=1, copies_within=copy_radius(x.flatten(1).double()))
     assert len(kept.y) == 40 and kept.rejected == {}
     assert dropped.rejected == {"copies": 20} and torch.equal(dropped.x, kept.x[20:])
-    assert dropped.counts == {"drawn": 40, "kept": 20, "rejected": {"copies": 20}}
+    # (its labels class by class: every image of classes 0 and 1 a copy)
+    assert dropped.counts == {"drawn": 40, "kept": 20, "rejected": {"copies": 20}, "emptied": [0, 1]}
     assert load_params("params.yaml").augment.reject_copies  # the default: measured the way it is pulled
 
 
@@ -317,7 +318,7 @@ def test_the_teacher_relabels_softly_and_drops_what_it_disagrees_with(trained):
     )
     assert sure.rejected["teacher_unsure"] > 0 and len(sure.y) < len(hot.y)
     plain = U.synthesize(wrong_half, Recipe(), part, spec.num_classes, 0, teacher)
-    assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {}}
+    assert plain.counts == {"drawn": 100, "kept": 100, "rejected": {}, "emptied": []}
     assert torch.equal(plain.targets, torch.nn.functional.one_hot(plain.y, spec.num_classes).float())
 
 
@@ -537,3 +538,19 @@ def test_intervals_over_several_subsets_are_over_the_subsets_means():
     assert "over" not in one and one["ci95"] == pytest.approx(mean_ci(per_subset[0])[1])
     with pytest.raises(ValueError, match="14 values are not subsets of 5 seeds"):
         U.stats(values[:14], 5)
+
+
+def test_a_pool_the_filters_empty_is_counted_with_the_classes_they_emptied():
+    from genzoo.tasks.layout import unmeasured
+    from genzoo.tasks.sample import Recipe, synthesize
+    from genzoo.tasks.usefulness import _filters
+
+    x, y = torch.rand(40, 1, 8, 8), torch.arange(4).repeat(10)
+    copier = lambda labels, seed: x[: len(labels)]  # noqa: E731
+    none_kept = synthesize(copier, Recipe(synthetic_per_real=0.5), (x, y), 4, seed=0, copies_within=1e9)
+    assert none_kept.counts["kept"] == 0 and none_kept.counts["emptied"] == [0, 1, 2, 3]
+    some = synthesize(copier, Recipe(synthetic_per_real=0.5), (x, y), 4, seed=0, copies_within=None)
+    total = _filters([none_kept.counts, some.counts])
+    assert total["empty_pools"] == 1 and total["emptied"] == [0, 1, 2, 3]
+    assert unmeasured(total) == "the filters left 1 pool(s) without a synthetic image"
+    assert unmeasured(_filters([some.counts])) is None
