@@ -958,23 +958,25 @@ def train_variant(
     cfg: TrainConfig,
     path: Path,
     stamp: Callable[[TrainResult], dict[str, Any]],
+    seed: int | None = None,
     **fit_kwargs: Any,
 ) -> tuple[GenerativeModel, TrainResult]:
     """Train ``family`` on ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) with ``cfg``, the one way
     every variant trains (the pipeline's model, a generator on a subset, a model without a
-    class): threads, seeded initial weights, fit; saved to ``path`` with ``stamp(result)`` (its
-    key, ...) when it finished (all its steps, or stopped early by ``patience``). Returns the
-    model and the trainer's result."""
+    class): threads, seeded initial weights (``seed``, default the params'), fit; saved to
+    ``path`` with ``stamp(result)`` (its key, ...) when it finished (all its steps, or stopped
+    early by ``patience``). Returns the model and the trainer's result."""
     params.require(family)
     use_threads(params.threads(family))
+    seed = params.seed if seed is None else seed
     # the initial weights depend on the seed alone, not on what ran before in this worker
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seed)
     model = models.build(family, spec, params.net_config(family))
     device = resolve_device(params.run.device)
     log.info("%s: %d parameters, %d steps on %s -> %s", family, sum(p.numel() for p in model.parameters()),
              cfg.steps, device, path)  # fmt: skip
     fit_kwargs.setdefault("progress", False)
-    model, result = fit(model, x, y, cfg, seed=params.seed, device=device, **fit_kwargs)
+    model, result = fit(model, x, y, cfg, seed=seed, device=device, **fit_kwargs)
     if result.finished:  # a run interrupted on purpose (stop_at) leaves no model
         models.save(model, path, extra=stamp(result))
     return model, result

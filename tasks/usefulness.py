@@ -206,9 +206,13 @@ def accuracies(
     spec: DataSpec,
     make: Make | None = None,
     recipe: Recipe | None = None,
+    base: int = 0,
 ) -> tuple[dict[str, list[float]], list]:
     """Per classifier, the test accuracy for each seed: trained on ``train`` plus the synthetic
-    images ``make(seed)`` returns (used as ``recipe`` says); and each seed's filter counts."""
+    images ``make(seed)`` returns (used as ``recipe`` says); and each seed's filter counts. The
+    classifiers' seeds are ``base + seed`` (``base``: the subset's, so no two subsets' classifiers
+    share initial weights and batch order, and the interval over subsets sees their spread whole;
+    the same for a subset's real-only and augmented runs, which pair)."""
     out: dict[str, list[float]] = {c: [] for c in params.usefulness.classifiers}
     counts = []
     for seed in range(params.usefulness.seeds):
@@ -216,7 +220,7 @@ def accuracies(
         if synthetic is not None:
             counts.append(synthetic.counts)
         for c in params.usefulness.classifiers:
-            out[c].append(classifier_accuracy(c, train, test, spec, params, seed, synthetic, recipe))
+            out[c].append(classifier_accuracy(c, train, test, spec, params, base + seed, synthetic, recipe))
     return out, counts
 
 
@@ -348,7 +352,7 @@ def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: G
         return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=teacher,
                           copies_within=radius)  # fmt: skip
 
-    return accuracies(params, part, test, spec, make, recipe)
+    return accuracies(params, part, test, spec, make, recipe, base=seed_base)
 
 
 def used_k(params: Params, name: str, n_real: int, spec: DataSpec) -> float:
@@ -402,7 +406,7 @@ def reference(params: Params) -> dict[str, Any]:
         runs: dict[str, list] = {name: [] for name in sampled}
         held: dict[str, list] = {name: [] for name in sampled}
         for s, part in _parts(params, train, p):
-            real_runs.append(accuracies(params, part, test, spec)[0])
+            real_runs.append(accuracies(params, part, test, spec, base=1000 * s)[0])
             gen, t = pca_kde_draw(params, part, spec), teachers(params, part, spec, s)
             for name in sampled:
                 runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
@@ -462,7 +466,9 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
         x_val, y_val = x[val_rows], y[val_rows]
         val_fn = lambda m: bits_per_dim(log_likelihoods(m, x_val, y_val).mean().item(), spec.dims)  # noqa: E731
         x, y = x[fit_rows], y[fit_rows]
-    key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist(), val_share=share)
+    seed = params.seed + subset_seed  # each subset's generator its own initial weights and batches
+    key = variant_key(params, family, cfg, manifest, "usefulness", subset=idx.tolist(), val_share=share,
+                      seed=seed)  # fmt: skip
     path = evaluation_dir(params) / family / "subsets" / f"p{fraction:g}-s{subset_seed}.json"
     info_keys = ("n_real", "steps", "train_seconds")
     if cached := cached_variant(path, key, device):
@@ -472,7 +478,7 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
         params, family, x, y, spec, cfg, path,
         lambda r: {"key": key, "fraction": fraction, "subset_seed": subset_seed, "n_real": len(idx),
                    "steps": r.steps, "train_seconds": round(r.seconds, 1)},
-        val_fn=val_fn,
+        seed=seed, val_fn=val_fn,
     )  # fmt: skip
     log.info(
         "%s: trained on %d real images (%.0f%%, subset %d; %d held out to validate) for %d steps in %.1f s",

@@ -554,3 +554,40 @@ def test_a_pool_the_filters_empty_is_counted_with_the_classes_they_emptied():
     assert total["empty_pools"] == 1 and total["emptied"] == [0, 1, 2, 3]
     assert unmeasured(total) == "the filters left 1 pool(s) without a synthetic image"
     assert unmeasured(_filters([some.counts])) is None
+
+
+def test_each_subsets_classifiers_and_generator_have_their_own_seeds_paired_within_the_subset(
+    trained, tmp_path, monkeypatch
+):
+    """Two subsets' classifiers started from the same weights and batch order (seeds 0..n-1 in
+    each) and their generators from the same initial weights: a shared component the interval
+    over the subsets' means never saw. Now each subset its own seeds; within a subset the
+    real-only and augmented runs share them (the lift is paired)."""
+    two = {"subset_seeds": [0, 1], "fractions": [0.2], "recipes": ["plain"], "held_out": False}
+    u = trained.usefulness.model_copy(update=two)
+    params = trained.model_copy(update={"usefulness": u, "run": trained.run.model_copy(
+        update={"runs_dir": str(tmp_path / "runs")})})  # fmt: skip
+    calls = []
+
+    def record(kind, train, test, spec, params, seed, synthetic=None, recipe=None):
+        calls.append((len(train[1]), seed, synthetic is None))
+        return 0.5
+
+    monkeypatch.setattr(U, "classifier_accuracy", record)
+    U.reference(params)
+    train, _, spec, manifest = U._splits(params)
+    n = len(U.subset(train[1], 0.2, 0))
+    runs = len(trained.usefulness.classifiers) * trained.usefulness.seeds  # a subset's real-only runs
+    on_subsets = [c for c in calls if c[0] < len(train[1])]  # (then train-on-synthetic, on the whole split)
+    assert len(on_subsets) == 2 * 2 * runs and {c[0] for c in on_subsets} == {n}  # real + PCA + KDE, x 2
+    first, second = on_subsets[: 2 * runs], on_subsets[2 * runs :]  # subset 0's calls, then subset 1's
+    assert {s for _, s, real in first if real} == set(range(trained.usefulness.seeds))
+    assert {s for _, s, real in second if real} == {1000 + j for j in range(trained.usefulness.seeds)}
+    for part in (first, second):  # PCA + KDE's augmented runs: the seeds of the subset's real-only ones
+        assert sorted(s for _, s, real in part if real) == sorted(s for _, s, real in part if not real)
+    fitted = []
+    real_fit = layout.fit
+    monkeypatch.setattr(layout, "fit", lambda *a, **k: fitted.append(k["seed"]) or real_fit(*a, **k))
+    for s in (0, 1):
+        U.subset_generator(params, "gan", 0.2, train, spec, manifest, s)
+    assert fitted == [params.seed, params.seed + 1]
