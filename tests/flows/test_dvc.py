@@ -71,6 +71,7 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(tmp_
     html = (repo / "plots" / "index.html").read_text()
     assert "vae training loss" in html and "gan training loss" in html
     assert "Precision vs recall" in html and "sampling speed" in html
+    assert "runs_report_families_csv" not in html  # the trade-offs' data, not a plot by row index
 
     # the other entry point from scratch: same params and code -> the same bytes (CPU)
     shutil.rmtree(repo / "runs")
@@ -200,6 +201,17 @@ def test_a_source_under_data_raw_rewritten_in_place_makes_prepare_stale(tmp_path
     assert re.search(r"modified: +data/raw", status), status
     sh("dvc", "repro", "prepare")
     assert read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"] != first
+    # versioned with DVC as data/raw/README.md says: `dvc add`, then git takes the record, not the data
+    # (the record was git-ignored with the data: `dvc add` refused, "bad DVC file name ... is git-ignored")
+    sh("dvc", "add", "data/raw/mine.npz")
+    sh("git", "add", "data/raw/mine.npz.dvc")
+    tracked = sh("git", "status", "--porcelain", "--untracked-files=all", "data/raw")
+    assert "A  data/raw/mine.npz.dvc" in tracked and "mine.npz\n" not in tracked + "\n", tracked
+    # the record lies in the folder prepare depends on: prepared once more, the same data
+    second = read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"]
+    sh("dvc", "repro", "prepare")
+    assert read_json(repo / "data" / "prepared" / "manifest.json")["splits"]["train"]["sha256"] == second
+    assert "up to date" in sh("dvc", "status", "prepare").lower()
 
     write(repo / "elsewhere.npz", 2)
     raw["data"]["source"] = "npz:elsewhere.npz"
