@@ -456,7 +456,18 @@ def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
         if not name:
             return
         url = repo.config["remote"][name]["url"]
-        remote = repo.cloud.get_remote(name)
+        try:
+            remote = repo.cloud.get_remote(name)
+        except Exception as e:  # its plugin not installed (s3://: dvc-s3), a bad config: said in one line
+            raise Unreachable(
+                f"DVC remote '{name}' {url}: {e}".rstrip(".")
+                + (
+                    "; pip install 'dvc[s3]' (its plugin)"
+                    if url.startswith("s3://") and "dvc-s3" in str(e)
+                    else ""
+                )
+                + " or run with --no-dvc"
+            ) from None
         fs, path = remote.fs, remote.path
     why = None
     if fs.protocol == "local":

@@ -56,6 +56,34 @@ def preflight(uri: str | None = None) -> None:
             f"MLflow tracking server {uri} is unreachable ({e}); start it (make mlflow) or "
             "unset MLFLOW_TRACKING_URI to use the project's sqlite store"
         ) from None
+    _host_allowed(uri)
+
+
+def _host_allowed(uri: str) -> None:
+    """MLflow 3's server refuses API calls whose Host it does not list (``--allowed-hosts``;
+    by default localhost and private addresses), with a 403, yet answers /health: a server
+    reached by a DNS name (``http://mlflow:5000``, a Kubernetes service) failed the run at its
+    first MLflow call, after Ray started. One API call here, before any work; an answer of
+    any other kind (404: no experiment yet; 401: a login the client sends) is the server's."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    try:
+        url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
+        with urllib.request.urlopen(url, timeout=5):
+            return
+    except urllib.error.HTTPError as e:
+        body = e.read(500).decode("utf-8", "replace")
+        if e.code != 403 or "Host header" not in body:
+            return
+    except OSError:
+        return  # (it answered /health a moment ago: MLflow's client says what this is)
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} refuses the host name {urlsplit(uri).hostname!r} "
+        f'("{body.strip()}"): start it with --allowed-hosts naming it (MLflow 3 accepts '
+        "localhost and private addresses by default), or reach it by an address it accepts"
+    )
 
 
 def _check_scheme(uri: str) -> None:

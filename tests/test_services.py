@@ -52,6 +52,9 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
 
         from mlflow import MlflowClient
 
+        from genzoo.tasks.tracking import preflight
+
+        preflight(url)  # the server lists 127.0.0.1: one API call, answered
         c = MlflowClient(tracking_uri=url)
         exp = c.create_experiment("served")
         run = c.create_run(exp)
@@ -70,6 +73,41 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
         cli.setup_logging(quiet=True)
         c.set_terminated(c.create_run(exp).info.run_id)
         assert "View run" not in capsys.readouterr().out
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_a_server_that_refuses_the_host_name_fails_before_any_work(tmp_path):
+    """MLflow 3 answers /health from any host but refuses API calls whose Host it does not list
+    (--allowed-hosts): a tracking URI by a DNS name (http://mlflow:5000) passed the check and
+    failed the run at its first MLflow call, after Ray started. The check makes one API call."""
+    import sys
+
+    from genzoo.tasks.errors import TrackingUnavailable
+    from genzoo.tasks.tracking import preflight
+
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}", "--allowed-hosts", "mlflow.internal"],
+        cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "mlflow server did not start"
+                time.sleep(1)
+        with pytest.raises(TrackingUnavailable) as e:
+            preflight(url)
+        assert str(e.value).startswith(f"MLflow tracking server {url} refuses the host name '127.0.0.1' (")
+        assert "start it with --allowed-hosts naming it" in str(e.value)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

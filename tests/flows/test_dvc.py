@@ -300,6 +300,14 @@ def test_an_unreachable_dvc_remote_fails_before_any_training(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(home))
     sh("dvc", "remote", "add", "-d", "-f", "local", "~/.cache/genzoo/dvc-storage")
     dvc_remote_preflight()
+    # an object store whose DVC plugin is not installed (infra/dvc/remote-s3.config without dvc[s3]):
+    # one line saying what to install, not DVC's ImportError from deep inside the run
+    sh("dvc", "remote", "add", "-d", "storage", "s3://genzoo-dvc/store")
+    with pytest.raises(Unreachable) as e:
+        dvc_remote_preflight()
+    assert str(e.value).startswith("DVC remote 'storage' s3://genzoo-dvc/store: ")
+    assert "dvc-s3" in str(e.value)
+    assert str(e.value).endswith("; pip install 'dvc[s3]' (its plugin) or run with --no-dvc"), e.value
 
 
 def test_a_corrupted_object_in_the_remote_is_refused_on_pull(repo):
