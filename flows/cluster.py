@@ -300,9 +300,10 @@ def _join(address: str) -> None:
     except ConnectionError as e:
         if "could not find any running ray instance" in str(e).lower():  # (`auto` with no cluster here)
             hint = "; start one (`ray start --head`) or give its address (--ray-address HOST:6379)"
-        elif os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray >= 2.59's `ray start` asks for one
+        elif os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # a token-auth cluster asks for one
             hint = (
-                "; a cluster with token authentication (what `ray start` sets up from Ray 2.59) admits "
+                "; a cluster with token authentication (what `ray start --head` sets up where a token "
+                "exists or RAY_AUTH_MODE=token) admits "
                 "only clients with RAY_AUTH_MODE=token and its token (~/.ray/auth_token, or RAY_AUTH_TOKEN)"
             )
             from genzoo.flows.serve import ROOTS_ENV

@@ -94,13 +94,14 @@ def test_ray_launcher_start_commands_are_secure():
     head = _commands(cfg, "head_start_ray_commands")
     starts = [c for c in head if "ray start" in c and "--head" in c]
     assert len(starts) == 1, "head_start_ray_commands: one `ray start --head`"
-    assert any(c.strip() == "ray stop" for c in head[: head.index(starts[0])]), "`ray stop` before start"
+    stop = re.compile(r"^(~/venv/bin/)?ray stop$")
+    assert any(stop.match(c.strip()) for c in head[: head.index(starts[0])]), "`ray stop` before start"
     hosts = re.findall(r"--dashboard-host[= ](\S+)", starts[0])
     assert hosts == ["127.0.0.1"], f"dashboard must listen on 127.0.0.1 only, got {hosts}"
     workers = _commands(cfg, "worker_start_ray_commands")
     wstarts = [c for c in workers if "ray start" in c]
     assert wstarts and all("--address=" in c for c in wstarts)
-    assert any(c.strip() == "ray stop" for c in workers[: workers.index(wstarts[0])])
+    assert any(stop.match(c.strip()) for c in workers[: workers.index(wstarts[0])])
     for c in (*starts, *wstarts):
         assert "RAY_AUTH_MODE=token" in c, f"token authentication off in: {c}"
         assert "0.0.0.0" not in c
@@ -112,6 +113,15 @@ def test_ray_launcher_installs_genzoo_and_mounts_shared_storage():
     setup = " && ".join(_commands(cfg, "setup_commands"))
     assert re.search(r"pip install [^&;]*-e ~/genzoo", setup), "setup_commands must install genzoo"
     assert "~/genzoo" in cfg["file_mounts"], "the checkout is not copied to the nodes"
+    # Ray's default AMI is Ubuntu 18.04, older than torch's wheels: each node type names its own
+    for name, node in cfg["available_node_types"].items():
+        assert node["node_config"].get("ImageId", "").startswith("ami-"), f"{name}: no ImageId"
+    # a venv (PEP 668 refuses system pip on Ubuntu 22.04+), torch pinned, every Ray command from it
+    assert "python3 -m venv ~/venv" in setup and '~/venv/bin/python -m pip install -q "torch==' in setup
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert all("~/venv/bin/ray" in c for c in _commands(cfg, key) if re.search(r"\bray (start|stop)", c))
+    # bind mounts, not links: `genzoo serve` refuses paths that resolve outside the checkout
+    assert "mount --bind /mnt/genzoo/$d ~/genzoo/$d" in setup and "ln -s" not in setup
     _ray_pin(cfg)
     for folder in ("runs", "checkpoints", "data/prepared"):
         assert f"/mnt/genzoo/{folder}" in setup, f"{folder} is not on the shared mount"
@@ -212,6 +222,17 @@ def test_ray_versions_agree():
     assert arg, "infra/ray/Dockerfile: ARG RAY_VERSION missing"
     assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}", dockerfile, re.M)
     assert rc["spec"]["rayVersion"] == arg.group(1) == _ray_pin(launcher())
+
+
+def test_the_cluster_installs_the_torch_the_makefile_pins():
+    """`pip install .` in the image and on the launcher's nodes took whatever torch PyPI had
+    newest; both now pin the Makefile's TORCH_SPEC, and the image has DVC's S3 plugin."""
+    spec = re.search(r"^TORCH_SPEC \?= (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    dockerfile = (INFRA / "ray" / "Dockerfile").read_text()
+    assert f"ARG TORCH_SPEC={spec}" in dockerfile and '"${TORCH_SPEC}" .' in dockerfile
+    assert '"dvc[s3]"' in dockerfile
+    setup = " && ".join(_commands(launcher(), "setup_commands"))
+    assert f'pip install -q "{spec}" -e ~/genzoo' in setup
 
 
 # ----------------------------------------------------------------------------- Prefect
@@ -315,6 +336,10 @@ def test_compose_services():
     assert re.search(r"--backend-store-uri\s+postgresql(\+psycopg2)?://", cmd), "backend store not postgres"
     assert re.search(r"--artifacts-destination\s+s3://", cmd), "artifacts not on s3"
     assert mlflow["environment"].get("MLFLOW_S3_ENDPOINT_URL"), "MLflow does not know the S3 endpoint"
+    # the host names clients may use (MLflow 3 refuses others with a 403): from the .env, empty by default
+    assert mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"] == "${MLFLOW_SERVER_ALLOWED_HOSTS:-}"
+    # its login app (--app-name basic-auth) needs mlflow's [auth] extra in the image
+    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in (INFRA / "mlflow" / "Dockerfile").read_text()
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     buckets = [
         n
@@ -404,7 +429,7 @@ def test_readme_mentions_every_file_and_how_to_connect():
         "--ray-address",
         "RAY_AUTH_MODE=token",
         "MLFLOW_TRACKING_URI=http://127.0.0.1:5000",
-        "dvc remote add -d storage s3://",
+        "dvc remote add --local -d storage s3://",
         "dvc remote modify --local",
         'pip install "dvc[s3]"',
         "prefect work-pool create genzoo --type process",
