@@ -867,7 +867,7 @@ def mix(real: Dataset, synthetic: Dataset, ratio: float, seed: int = 0) -> Datas
 def main(argv: list[str] | None = None) -> None:
     params, _ = stage_args(argv, "Write the labelled synthetic dataset of params.yaml's augment block.")
     with exclusive(params.run.runs_dir):
-        print(generate(params))
+        print(shown(generate(params)))  # (relative to the project, as the other stages print theirs)
 
 
 if __name__ == "__main__":

@@ -912,6 +912,21 @@ def test_a_class_left_out_of_a_models_training_gets_none_of_its_images_and_the_c
     assert not (tmp / "aug" / "only-3").exists()
 
 
+def test_the_stage_prints_the_dataset_folder_relative_to_the_project(trained, monkeypatch, capsys):
+    """`dvc repro` shows each stage's output between its log lines: augment's was the absolute
+    path of this machine, detect's a path in the project."""
+    import genzoo.tasks.augment as aug
+
+    tmp, params = trained
+    monkeypatch.chdir(tmp)
+    req = params.augment.model_copy(update={"families": ["gan"], "per_class": 2, "name": "printed",
+                                            "out_dir": str(tmp / "aug")})  # fmt: skip
+    monkeypatch.setattr(aug, "stage_args", lambda *a, **k: (params.model_copy(update={"augment": req}), None))
+    capsys.readouterr()
+    aug.main([])
+    assert capsys.readouterr().out == "aug/printed\n"
+
+
 def test_exact_duplicates_in_the_training_set_leave_the_copy_radius_and_floor_above_zero():
     """A training set where 5% of the images appear twice: their distance 0 no longer sets the
     1st percentile, so the radius stays that of distinct images, an exact copy of a training
