@@ -12,7 +12,7 @@ augmentation): the label may not be the vote's on what the student sees. Beyer e
 distillation works best when the teacher labels the student's own view, on mixed-up images
 (function matching). On each stratified 10% subset (drawn as tasks/usefulness.py draws them),
 with PCA + KDE's images made and filtered by the recipe, this trains CNN students (the
-usefulness CNN, seeds 0..n-1, as the measurement trains them) taught five ways:
+usefulness CNN, seeds 1000 x subset + j, as the measurement trains them) taught five ways:
 
 - ``distil``: as shipped (tasks/usefulness.py): the vote's targets on the image as drawn;
 - ``views``: each kept image in ``--views`` fixed shifted-and-rotated views, each labelled by the
@@ -143,34 +143,33 @@ def main() -> None:
         gen = pca_kde_draw(params, part, spec)
         radius = copy_radius(part[0].flatten(1).double()) if params.augment.reject_copies else None
         for seed in range(args.seeds):
+            cs = 1000 * s + seed  # the classifiers' seed, the measurement's (each subset its own)
             syn = synthesize(
                 gen, recipe, part, spec.num_classes, 1000 * s + seed, teacher=vote, copies_within=radius
             )
-            real = accuracy(train_evaluator(*part, spec, cfg, seed=seed), *test)
+            real = accuracy(train_evaluator(*part, spec, cfg, seed=cs), *test)
             accs = []
             for way in args.ways:
                 if way == "distil":
                     extra = Synthetic(syn.x, syn.targets, recipe.real_share, recipe.synthetic_weight)
-                    net = train_evaluator(*part, spec, cfg, seed=seed, synthetic=extra)
+                    net = train_evaluator(*part, spec, cfg, seed=cs, synthetic=extra)
                 elif way == "views":
-                    g = torch.Generator().manual_seed(seed)
+                    g = torch.Generator().manual_seed(cs)
                     x_v = classical_augment(
                         syn.x.repeat(args.views, 1, 1, 1), cfg.shift, cfg.rotate, g, cfg.scale, cfg.shear
                     )
                     with torch.no_grad():
                         logits = torch.cat([vote(b) for b in x_v.split(1024)])
                     targets = teacher_targets(logits, syn.y.repeat(args.views), recipe)
-                    net = taught(
-                        part, spec, cfg, recipe, seed, x_v, lambda v, j, t=targets: t[j], fresh=False
-                    )
+                    net = taught(part, spec, cfg, recipe, cs, x_v, lambda v, j, t=targets: t[j], fresh=False)
                 elif way == "likelihood":  # the images the better vote keeps, taught by it on each view
                     kept = synthesize(gen, recipe, part, spec.num_classes, 1000 * s + seed, teacher=hybrid,
                                       copies_within=radius)  # fmt: skip
                     label = lambda v, j, by=hybrid, ys=kept.y, r=recipe: teacher_targets(by(v), ys[j], r)  # noqa: E731
-                    net = taught(part, spec, cfg, recipe, seed, kept.x, label)
+                    net = taught(part, spec, cfg, recipe, cs, kept.x, label)
                 else:  # the recipe's targets, by the vote on the very view (soft_weight 1: the vote's alone)
                     label = lambda v, j, by=vote, ys=syn.y, r=recipe: teacher_targets(by(v), ys[j], r)  # noqa: E731
-                    net = taught(part, spec, cfg, recipe, seed, syn.x, label, mix=way == "mixup")
+                    net = taught(part, spec, cfg, recipe, cs, syn.x, label, mix=way == "mixup")
                 accs.append(accuracy(net, *test))
                 lifts[way].append(accs[-1] - real)
             cells = " | ".join(f"{100 * a:.1f}" for a in accs)

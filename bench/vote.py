@@ -21,7 +21,7 @@ each using the subset alone:
   each trained on the subset plus synthetic images it relabelled (the `distil` recipe, seeds of
   the teachers), vote in its place.
 
-Then the students (classifier seeds 0..n-1, the subset plus synthetic images by the recipe: PCA +
+Then the students (classifier seeds 1000 x subset + j, the subset plus synthetic images by the recipe: PCA +
 KDE's, or with ``--images pixelcnn`` the subset PixelCNN's own) of the first vote, of the born-again
 vote and of the vote with the first ``--likelihoods`` family's posterior at ``--tau``, as lifts
 over the CNN on real data alone, paired (``--seeds 0``: the votes only).
@@ -178,13 +178,14 @@ def main() -> None:
                 reborn_acc = right(reborn(xt), yt)
         hybrid = WithLikelihood(vote, fitted[fams[0]], spec.num_classes, args.tau)
         for seed in range(args.seeds):
-            real = accuracy(train_evaluator(*part, spec, cfg, seed=seed), xt, yt)
-            lifts["first vote's students"].append(accuracy(make(seed, 1000 * s + seed, vote), xt, yt) - real)
+            cs = 1000 * s + seed  # the students' seed, the measurement's (each subset its own)
+            real = accuracy(train_evaluator(*part, spec, cfg, seed=cs), xt, yt)
+            lifts["first vote's students"].append(accuracy(make(cs, 1000 * s + seed, vote), xt, yt) - real)
             if reborn is not None:
                 lifts["born-again vote's students"].append(
-                    accuracy(make(seed, 1000 * s + seed, reborn), xt, yt) - real
+                    accuracy(make(cs, 1000 * s + seed, reborn), xt, yt) - real
                 )
-            lifts[names[-1]].append(accuracy(make(seed, 1000 * s + seed, hybrid), xt, yt) - real)
+            lifts[names[-1]].append(accuracy(make(cs, 1000 * s + seed, hybrid), xt, yt) - real)
         cells = [one, right(logits, yt), right(tta, yt)]
         post = {f: {tau: (ll[f] / tau).log_softmax(-1) for tau in TAUS} for f in fams}  # log p(y | x) at tau
         for f in fams:

@@ -168,8 +168,9 @@ MEMORIZATION_ROWS = 2000  # training images whose nearest other one sets the cop
 
 def copy_floor(train, rows: int = MEMORIZATION_ROWS, seed: int = 0) -> float:
     """The 1st percentile of training images' distances to their nearest other training image,
-    from at most ``rows`` of them (a seeded draw), each against the whole set; exact duplicates
-    within the set (distance 0) left out, as the augment's near-copy radius leaves them."""
+    from at most ``rows`` of them (a seeded draw), each against the whole set; rows with an exact
+    twin in the set left out (their distance is rounding, not 0), as the augment's near-copy
+    radius leaves them."""
     tr = _as2d(train)
     idx = np.arange(len(tr))
     if len(tr) > rows:
@@ -178,7 +179,8 @@ def copy_floor(train, rows: int = MEMORIZATION_ROWS, seed: int = 0) -> float:
     for block, d in _row_blocks(tr[idx], tr):
         d[np.arange(d.shape[0]), idx[block]] = np.inf  # each image's distance to itself
         out[block] = d.min(1)
-    out = out[out > 0]
+    _, which, counts = np.unique(tr, axis=0, return_inverse=True, return_counts=True)
+    out = out[counts[which.reshape(-1)[idx]] == 1]
     return float(np.percentile(out, 1)) if len(out) else 0.0
 
 

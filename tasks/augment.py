@@ -80,6 +80,7 @@ from genzoo.tasks.layout import (
     read_json,
     scored_by_another_evaluator,
     shown,
+    unmeasured,
     up_to_date,
     use_threads,
     usefulness_key,
@@ -226,12 +227,21 @@ def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
     """A family's lift (test accuracy gained, as a fraction) from its ``usefulness.json`` with
     images made by ``recipe``: on the CNN with classical augmentation (the baseline the targets
     are decided on; else the first classifier measured), at the smallest real fraction measured,
-    where synthetic data has the most to give. None when that recipe was not measured."""
+    where synthetic data has the most to give. None when that recipe was not measured, or its
+    filters left a pool there without a synthetic image (its lift: real data alone's)."""
     aug = usefulness.get("recipes", {}).get(recipe, {}).get("augmentation") or {}
-    if not aug:
+    if not aug or emptied_lift(usefulness, recipe):
         return None
     per = aug[min(aug, key=float)]
     return per["cnn" if "cnn" in per else next(iter(per))]["lift"]["mean"]
+
+
+def emptied_lift(usefulness: dict[str, Any], recipe: str) -> str | None:
+    """Why ``recipe``'s lift at the smallest real fraction measures nothing of the family (its
+    filters left a pool without a synthetic image, or a class without one), or None."""
+    block = usefulness.get("recipes", {}).get(recipe, {})
+    aug = block.get("augmentation") or {}
+    return unmeasured((block.get("filters") or {}).get(min(aug, key=float)) or {}) if aug else None
 
 
 def _other_model(params: Params, family: str, what: str) -> None:
@@ -280,7 +290,10 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
     for f in params.models:
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
         lift = measured_lift(usefulness, recipe)
-        if lift is not None and not of_model(usefulness, model_sha(params, f)):
+        if why := emptied_lift(usefulness, recipe):
+            log.warning("augment: %s with recipe %s: %s, so its lift measures nothing of it: left out of "
+                        "what `best` chooses by", f, recipe, why)  # fmt: skip
+        elif lift is not None and not of_model(usefulness, model_sha(params, f)):
             _other_model(params, f, "usefulness.json")
         elif lift is not None and not of_reference(usefulness, key):
             _other_reference(params, f)
@@ -573,18 +586,12 @@ def _quality(
 def _unseen_classes(net, counts: np.ndarray, names: list[str]) -> str | None:
     """Classes ``net`` was trained without (``train.exclude_classes``: a held-out class) get
     no images (their images would come from weights that never saw one, labelled as that
-    class): ``counts`` set to 0 there, and the warning returned (the card keeps it). Refused
-    when no class is left."""
+    class): ``counts`` set to 0 there, and the warning returned (the card keeps it)."""
     unseen = [c for c in range(len(counts)) if counts[c] > 0 and not torch.isfinite(net.log_class_prior[c])]
     if not unseen:
         return None
     counts[unseen] = 0
     which = ", ".join(f"{c} ({names[c]})" if names[c] != str(c) else str(c) for c in unseen)
-    if counts.sum() == 0:
-        raise ValueError(
-            f"augment: {net.family} was trained without classes {which} (train.exclude_classes), the only "
-            "ones asked for; train it on every class, or ask for others (class_ratios)"
-        )
     line = (
         f"{net.family} was trained without classes {which} (train.exclude_classes): none of its images "
         "are drawn for them (they would come from weights that never saw one)"
@@ -665,6 +672,15 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     for net, counts in zip(nets, counts_of, strict=True):
         if line := _unseen_classes(net, counts, names):
             warnings.append(line)
+    if not any(counts.sum() for counts in counts_of):
+        raise ValueError(
+            f"augment: every class asked for was left out of the training of {', '.join(families)} "
+            "(train.exclude_classes); train on every class, or ask for others (class_ratios)"
+        )
+    if drop := [i for i, counts in enumerate(counts_of) if not counts.sum()]:  # it can draw none of them
+        chosen, nets, counts_of = (
+            [v for i, v in enumerate(vs) if i not in drop] for vs in (chosen, nets, counts_of)
+        )
     use_threads(params.threads(families[0]))  # before any compute (the filters' copy radius)
     filters = _Filters(params, req)
     teacher = _Teacher(params, recipe) if recipe.teacher else None

@@ -44,6 +44,7 @@ from genzoo.tasks.layout import (
     read_json,
     replacing_dir,
     shown,
+    unmeasured,
 )
 
 FORMATS = ("npz", "imagefolder", "hf")
@@ -480,7 +481,9 @@ def _usefulness_figures(
     own = (u.get("recipes") or {}).get(recipe) if isinstance(u.get("recipes"), dict) else None
     if isinstance(own, dict) and isinstance(own.get("augmentation"), dict):  # the dataset's recipe
         u = {**u, "recipe": recipe, "augmentation": own["augmentation"],
-             "synthetic_per_real": own.get("synthetic_per_real")}  # fmt: skip
+             "synthetic_per_real": own.get("synthetic_per_real"), "filters": own.get("filters")}  # fmt: skip
+    elif isinstance(u.get("recipes"), dict) and isinstance(u["recipes"].get(u.get("recipe")), dict):
+        u = {**u, "filters": u["recipes"][u["recipe"]].get("filters")}  # the primary recipe's
     real = (reference.get("real") or {}).get("1.0") or {}
     tstr = {
         c: {
@@ -515,6 +518,8 @@ def _usefulness_figures(
         "synthetic_per_real_at": {p: at.get(p, k) for p in lift},  # as measured at each fraction
         "real_share": block.get("real_share"),  # how the classifier mixed them: real images per batch
         "seeds": seeds,
+        # a pool the filters emptied: that lift is real data alone's, no measure of the family
+        "unmeasured": {p: why for p in lift if (why := unmeasured((u.get("filters") or {}).get(p) or {}))},
         "over": {p: o for p, (o, _) in over.items()},
         "two_values": any(n == 2 for _, n in over.values()),  # an interval of 2: 12.7 standard errors
         "one_subset": any(float(p) < 1 for p in lift) and subsets == 1,

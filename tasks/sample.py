@@ -468,14 +468,16 @@ def copy_radius(train: torch.Tensor, seed: int = 0) -> float:
     """The 1st percentile of training images' distances to their nearest other training image:
     closer than that to a training image is a near-copy. From at most ``COPY_RADIUS_ROWS``
     images (all of them on digits; a seeded sample beyond), each against the whole set, so
-    the cost grows with the set, not with its square. Exact duplicates within the training set
-    (distance 0) are left out of the percentile: where 1% of the images had one, the radius was
+    the cost grows with the set, not with its square. Images with an exact twin in the training
+    set are left out of the percentile (found as equal rows: cdist's distance between two equal
+    rows is rounding, 1e-7 to 1e-2, not 0): where 1% of the images had one, the radius was about
     0 and nothing, not even an exact copy, was nearer than that."""
     rows = torch.arange(len(train))
     if len(train) > COPY_RADIUS_ROWS:
         rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:COPY_RADIUS_ROWS]
     d = nearest_train(train[rows], train, rows)
-    d = d[d > 0]
+    _, which, counts = torch.unique(train, dim=0, return_inverse=True, return_counts=True)
+    d = d[counts[which[rows]] == 1]
     return float(torch.quantile(d, 0.01)) if len(d) else 0.0
 
 

@@ -131,7 +131,8 @@ def recipes(params: Params) -> list[str]:
 
 def teachers(params: Params, part: Data, spec: DataSpec, subset_seed: int) -> Teachers:
     """The recipes' teachers for a real subset: the usefulness CNN (classical augmentation)
-    trained on that subset alone, with seeds none of the measured classifiers uses (as many
+    trained on that subset alone, with seeds none of the measured classifiers uses (``1000 x
+    subset + j`` stays below the first teacher's 10,000 for subset seeds under 10; as many
     as the recipes ask for, trained when first asked)."""
     return Teachers(*part, spec, params.usefulness.cnn, base=subset_seed, cache=teacher_cache(params))
 

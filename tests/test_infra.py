@@ -11,6 +11,7 @@ import ast
 import configparser
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,12 @@ def test_ray_launcher_installs_genzoo_and_mounts_shared_storage():
     assert "python3 -m venv ~/venv" in setup and '~/venv/bin/python -m pip install -q "torch==' in setup
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert all("~/venv/bin/ray" in c for c in _commands(cfg, key) if re.search(r"\bray (start|stop)", c))
+    # every command is whole shell (a ` #` in a plain YAML scalar cut one short: `ray up` failed)
+    for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                "head_start_ray_commands", "worker_start_ray_commands"):  # fmt: skip
+        for c in cfg.get(key) or []:
+            r = subprocess.run(["bash", "-n", "-c", c], capture_output=True, text=True)
+            assert r.returncode == 0, f"cluster.yaml {key}: {c!r}: {r.stderr}"
     # bind mounts, not links: `genzoo serve` refuses paths that resolve outside the checkout
     assert "mount --bind /mnt/genzoo/$d ~/genzoo/$d" in setup and "ln -s" not in setup
     _ray_pin(cfg)

@@ -628,7 +628,8 @@ def test_confidence_filter_keeps_only_confident_images_or_fails_clearly(evaluate
     assert q["class_accuracy_chosen"] is True and set(q["spaces"]) == {"pca", "mlp", "lenet", "random_cnn"}
     assert 0 <= q["spaces"]["lenet"]["class_accuracy"] <= 1 and "class_accuracy" not in q["spaces"]["pca"]
     card = (path / "README.md").read_text()
-    assert "1 by construction" in card and "lenet fd " in card
+    assert "so it leans high, not a measure" in card and "lenet fd " in card  # (0.3: not 1 by construction)
+    assert "class_accuracy_chosen" not in card  # the flag, not a figure
     assert "the other judges' class accuracy is" in card
     impossible = req.model_copy(update={"min_confidence": 0.999999, "max_draws": 1, "name": "none"})
     with pytest.raises(ValueError, match="passed the filters.*min_confidence"):
@@ -907,9 +908,30 @@ def test_a_class_left_out_of_a_models_training_gets_none_of_its_images_and_the_c
     assert "gan was trained without classes 3" in (path / "README.md").read_text()
     only = AugmentRequest(families=["gan"], per_class=2, class_ratios={c: 0.0 for c in range(10) if c != 3},
                           out_dir=str(tmp / "aug"), name="only-3")  # fmt: skip
-    with pytest.raises(ValueError, match="trained without classes 3 .* the only ones asked for"):
+    with pytest.raises(ValueError, match=r"every class asked for was left out of the training of gan \("):
         generate(params, only)
     assert not (tmp / "aug" / "only-3").exists()
+    # beside a family that saw it, the class comes from that family alone
+    both = only.model_copy(update={"families": ["gan", "vae"], "name": "both-3"})
+    m = json.loads((generate(params, both) / "manifest.json").read_text())
+    assert m["counts_per_source"] == {"vae": 2} and m["counts_per_class"][3] == 2
+
+
+def test_best_by_lift_passes_over_a_lift_of_pools_the_filters_emptied():
+    """Every pool emptied by the filters: a lift of 0 by construction, which beat a family's
+    measured -0.5 points for `best`."""
+    from genzoo.tasks.augment import emptied_lift, measured_lift
+
+    def useful(lift, filters):
+        return {"recipes": {"distil": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": lift}}}},
+                                       "filters": {"0.1": filters}}}}  # fmt: skip
+
+    assert measured_lift(useful(-0.005, {"empty_pools": 0, "emptied": []}), "distil") == -0.005
+    emptied = useful(0.0, {"empty_pools": 3, "emptied": []})
+    assert measured_lift(emptied, "distil") is None
+    assert emptied_lift(emptied, "distil") == "the filters left 3 pool(s) without a synthetic image"
+    assert measured_lift(useful(0.01, {"empty_pools": 0, "emptied": [2]}), "distil") is None
+    assert emptied_lift({"recipes": {}}, "distil") is None
 
 
 def test_the_stage_prints_the_dataset_folder_relative_to_the_project(trained, monkeypatch, capsys):
@@ -946,6 +968,11 @@ def test_exact_duplicates_in_the_training_set_leave_the_copy_radius_and_floor_ab
     assert made.counts["kept"] == 0 and made.counts["rejected"]["copies"] == made.counts["drawn"] > 0
     mem = memorization(train[:30].numpy(), train.numpy(), torch.rand(30, 64, generator=g).double().numpy())
     assert mem["copies"] == 1.0
+    # MNIST-sized images on the 256-level grid: cdist's distance between twins is rounding, not 0
+    big = torch.randint(0, 256, (400, 784), generator=g).double() / 255
+    twins = torch.cat([big, big[:20]])
+    assert abs(copy_radius(twins) / copy_radius(big) - 1) < 0.1
+    assert abs(copy_floor(twins.float().numpy()) / copy_floor(big.float().numpy()) - 1) < 0.1
 
 
 def test_a_dataset_its_filters_cannot_fill_says_what_to_change_for_the_filter_that_rejected_most():

@@ -321,6 +321,18 @@ def test_a_card_says_how_its_size_and_filters_compare_with_the_measured_pools_an
     write_dataset(tmp_path / "card", content(soft=False), info=info)
     card = " ".join((tmp_path / "card" / "README.md").read_text().split())
     assert "12.7 standard errors" in card and "one subset" not in card and "Filtered otherwise" not in card
+    # a lift whose pools the filters emptied says it measures nothing; no pool sentence without 1.0
+    emptied = {"0.1": {"empty_pools": 2, "emptied": []}}
+    u["recipes"] = {"distil": {"augmentation": {"0.1": u["augmentation"]["0.1"]},
+                               "synthetic_per_real": {"0.1": 10.0}, "filters": emptied}}  # fmt: skip
+    path.write_text(json.dumps(u))
+    info["measured"] = measured_figures(tmp_path / "evaluation", ["vae"], recipe="distil")
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = " ".join((tmp_path / "card" / "README.md").read_text().split())
+    assert (
+        "(a lift that measures nothing of vae: the filters left 2 pool(s) without a synthetic image" in card
+    )
+    assert "This dataset holds" not in card  # 100% was not measured with this recipe
 
 
 def test_a_card_quotes_no_figures_measured_of_another_model_of_the_family(tmp_path):
