@@ -499,8 +499,48 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
                 try:  # (a second Ctrl+C while it waits: the server still goes down)
                     if serving is not None:  # (its runner may have started flow runs)
                         flow_runs_end(server, serving)
+                        crashed_runs_end()
                 finally:
                     stop(server)
+
+
+def crashed_runs_end() -> list[str]:
+    """Mark Crashed the runs of the served deployments still running, pending or cancelling
+    once the runner has stopped (called while the server this process started is still up: its
+    project's own database, which no other genzoo serve serves). Prefect's runner kills the flow
+    runs it started on its way out; one on the private local Ray, itself stopping Ray after the
+    Ctrl+C, was killed before it could record how it ended, and stayed RUNNING for good. Returns
+    their ids."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    left = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=left))
+                ),
+                deployment_filter=DeploymentFilter(
+                    name=DeploymentFilterName(any_=[n.split("/")[1] for n in NAMES])
+                ),
+            )
+            for run in runs:
+                why = "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
+                client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+                log.warning("flow run %s (%s) marked Crashed: %s", run.name, run.id, why)
+    except Exception as e:  # (the server going down under it: the next run's page says the rest)
+        log.warning("could not mark the flow runs left running as Crashed: %s", e)
+        return []
+    return [str(r.id) for r in runs]
 
 
 def flow_runs_end(server: subprocess.Popen, before: set[int] = frozenset(), timeout: float = 30.0) -> None:

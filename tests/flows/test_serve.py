@@ -64,6 +64,9 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Ctrl+C's default action, as in a terminal (a CI runner starts background commands with
+        # SIGINT ignored, which they inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     api = f"http://127.0.0.1:{port}/api"
     client_env = {**env, "PREFECT_API_URL": api, "COLUMNS": "240"}  # rich tables, not truncated
@@ -204,9 +207,35 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         c = mlflow.MlflowClient(mlflow_uri)
         runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
         assert {r.info.run_name: r.info.status for r in runs} == {"pipeline": "KILLED", "vae": "KILLED"}
+
+        # Ctrl+C on `make serve` mid-run (the whole group, as a terminal sends it): Prefect's runner
+        # kills the flow runs it started on its way out, and one on the private local Ray, itself
+        # stopping Ray, was killed before it recorded how it ended: RUNNING for good. Now Crashed.
+        before = set((tmp_path / "ckpt" / "gan").glob("*/step-*.pt"))  # (the train-family run's)
+        r = prefect(
+            "deployment", "run", "genzoo-pipeline/pipeline", "-p", 'families=["gan"]',
+            "-p", 'overrides=["train.steps=100000"]',
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        interrupted = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        deadline = time.monotonic() + 180
+        while not set((tmp_path / "ckpt" / "gan").glob("*/step-*.pt")) - before:  # training, on its Ray
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+        import sqlite3
+
+        (db,) = (tmp_path / "prefect" / "genzoo").glob("*.db")  # the project's own database
+        with sqlite3.connect(db) as con:
+            states = {
+                str(i).replace("-", ""): t for i, t in con.execute("SELECT id, state_type FROM flow_run")
+            }
+        assert states[interrupted.replace("-", "")] == "CRASHED", (tmp_path / "serve.log").read_text()[-3000:]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
         log.close()
     time.sleep(1)
     assert not healthy(api), "the Prefect server outlived `make serve`"
