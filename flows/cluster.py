@@ -218,8 +218,27 @@ def local_ray_env():
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing listens at a Ray cluster's ``host:port``
     (or ``ray://host:port``): ``ray.init`` would wait for it for minutes, printing only Ray's
-    reconnect warnings. ``auto`` and ``local`` are Ray's to resolve; anything else that is no
-    ``host:port`` is refused in one line (Ray's: two tracebacks of a port it could not read)."""
+    reconnect warnings. ``local`` is Ray's to resolve, ``auto`` too, but for the address the
+    last ``ray start --head`` on this machine left (``/tmp/ray/ray_current_cluster``), checked
+    like any other: a head stopped since (by its pids, as on a shared machine) left it behind,
+    and Ray waited on it without end. Anything else that is no ``host:port`` is refused in one
+    line (Ray's: two tracebacks of a port it could not read)."""
+    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") in ("", "auto"):
+        from ray._private.services import find_bootstrap_address
+
+        left = find_bootstrap_address(None)  # None: no cluster started here (Ray says so itself)
+        if left:
+            host, _, port = left.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            except (OSError, ValueError) as e:
+                why = getattr(e, "strerror", None) or e
+                raise Unreachable(
+                    f"Ray cluster at auto ({left}, the address the last `ray start --head` on this machine "
+                    f"left in /tmp/ray/ray_current_cluster): nothing answers there ({why}); start it again, "
+                    "or give the running cluster's address (--ray-address HOST:6379)"
+                ) from None
+        return
     if address in ("auto", "local"):
         return
     scheme = address.partition("://")[0] if "://" in address else None
@@ -312,7 +331,12 @@ def _join(address: str) -> None:
                 hint += "; from the Prefect UI, start genzoo serve with RAY_AUTH_MODE=token"
 
         else:  # Ray says no more than that it could not connect when the token is wrong
-            given = "RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else "~/.ray/auth_token"
+            path = token_file()  # (RAY_AUTH_TOKEN_PATH's file, where it is given)
+            given = (
+                "RAY_AUTH_TOKEN"
+                if path is None
+                else ("~/.ray/auth_token" if path == Path.home() / ".ray" / "auth_token" else str(path))
+            )
             hint = f"; with RAY_AUTH_MODE=token: is the token in {given} the cluster's (its head's "
             hint += "~/.ray/auth_token)?"
         raise Unreachable(

@@ -1038,6 +1038,9 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
         raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to")
 
     monkeypatch.setattr(ray, "init", none_here)
+    import ray._private.services as services
+
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)  # (none left here)
     with pytest.raises(Unreachable) as e:
         cluster._join("auto")
     assert "start one (`ray start --head`) or give its address" in str(e.value)
@@ -1050,6 +1053,12 @@ def test_a_cluster_that_refuses_this_client_is_one_error_saying_what_it_needs(mo
         monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters")
         with pytest.raises(Unreachable, match=r"is the token in RAY_AUTH_TOKEN the cluster's"):
             cluster._join(f"127.0.0.1:{listening.getsockname()[1]}")
+        monkeypatch.delenv("RAY_AUTH_TOKEN")  # a file named by RAY_AUTH_TOKEN_PATH: that file named
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "their-token"))
+        (tmp_path / "their-token").write_text("not-the-clusters")
+        with pytest.raises(Unreachable, match=rf"is the token in {tmp_path / 'their-token'} the cluster's"):
+            cluster._join(f"127.0.0.1:{listening.getsockname()[1]}")
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     # token mode with no token where Ray looks: Ray's AuthenticationError, raised before it
     # connects (it went through as two tracebacks and exit 1). A real ray.init in a process of its
     # own: Ray reads RAY_AUTH_MODE once per process, as a user's shell sets it before genzoo starts

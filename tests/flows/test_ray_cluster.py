@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_an_address_that_is_no_ray_address_is_one_line():
         UsageError, match="the Ray dashboard's address .*, not the cluster's; give .* host:6379"
     ):
         cluster.check_reachable("http://127.0.0.1:8265")  # (RAY_ADDRESS as `ray job submit` reads it)
-    for fine in ("auto", "local", "anyscale://mine"):  # Ray's (and its client plugins') to resolve
+    for fine in ("local", "anyscale://mine"):  # Ray's (and its client plugins') to resolve
         cluster.check_reachable(fine)
     with socket.socket() as listening:  # well-formed addresses where something answers: no refusal
         listening.bind(("127.0.0.1", 0))
@@ -119,6 +120,37 @@ def test_an_address_that_is_no_ray_address_is_one_line():
         port = listening.getsockname()[1]
         for fine in (f"127.0.0.1:{port}", f"localhost:{port}"):
             cluster.check_reachable(fine)
+
+
+def test_auto_with_the_address_a_stopped_head_left_fails_at_once(monkeypatch):
+    """`--ray-address auto` joins what the last `ray start --head` here wrote in
+    /tmp/ray/ray_current_cluster; a head stopped by its pids (README's advice on a shared machine)
+    leaves it behind, and Ray waited on it without a word past 80 s. No file: Ray's own error
+    (with genzoo's hint); a head that answers: joined."""
+    import ray._private.services as services
+
+    from genzoo.flows import cluster
+    from genzoo.tasks.errors import Unreachable
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # (closed: nothing answers there)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: dead)
+    t0 = time.monotonic()
+    with pytest.raises(
+        Unreachable, match=rf"Ray cluster at auto \({dead}, the address the last `ray start --head`"
+    ):
+        cluster.check_reachable("auto")
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    cluster.check_reachable("auto")  # nothing started here: Ray says so itself
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = f"127.0.0.1:{listening.getsockname()[1]}"
+        monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: alive)
+        cluster.check_reachable("auto")
 
 
 def test_an_address_passed_over_for_the_processs_own_ray_is_said(tmp_path, monkeypatch):
