@@ -218,26 +218,32 @@ def local_ray_env():
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail at once, naming the address, when nothing listens at a Ray cluster's ``host:port``
     (or ``ray://host:port``): ``ray.init`` would wait for it for minutes, printing only Ray's
-    reconnect warnings. ``local`` is Ray's to resolve, ``auto`` too, but for the address the
-    last ``ray start --head`` on this machine left (``/tmp/ray/ray_current_cluster``), checked
-    like any other: a head stopped since (by its pids, as on a shared machine) left it behind,
-    and Ray waited on it without end. Anything else that is no ``host:port`` is refused in one
-    line (Ray's: two tracebacks of a port it could not read)."""
-    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") in ("", "auto"):
-        from ray._private.services import find_bootstrap_address
+    reconnect warnings. ``local`` is Ray's to resolve; ``auto`` is resolved as Ray does (the
+    one live cluster here, else the address the last ``ray start --head`` on this machine left
+    in ``/tmp/ray/ray_current_cluster``) and checked like any other: a head stopped since (by
+    its pids, as on a shared machine) left that address behind, and Ray waited on it without
+    end. Anything else that is no ``host:port`` is refused in one line (Ray's: two tracebacks of
+    a port it could not read)."""
+    if address == "auto":
+        from ray._private import services
 
-        left = find_bootstrap_address(None)  # None: no cluster started here (Ray says so itself)
-        if left:
-            host, _, port = left.rpartition(":")
-            try:
-                socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-            except (OSError, ValueError) as e:
-                why = getattr(e, "strerror", None) or e
-                raise Unreachable(
-                    f"Ray cluster at auto ({left}, the address the last `ray start --head` on this machine "
-                    f"left in /tmp/ray/ray_current_cluster): nothing answers there ({why}); start it again, "
-                    "or give the running cluster's address (--ray-address HOST:6379)"
-                ) from None
+        env = os.environ.get("RAY_ADDRESS", "")
+        if env not in ("", "auto"):  # Ray's rule: the variable wins over auto
+            return check_reachable(env, timeout)
+        try:  # as Ray resolves it: the one live GCS here, else what the last `ray start --head` left
+            found = services.get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            return  # no cluster here: Ray says so itself (with genzoo's hint)
+        host, _, port = str(found).rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or e
+            raise Unreachable(
+                f"Ray cluster at auto ({found}, the address the last `ray start --head` on this machine "
+                f"left in /tmp/ray/ray_current_cluster): nothing answers there ({why}); start it again, "
+                "or give the running cluster's address (--ray-address HOST:6379)"
+            ) from None
         return
     if address in ("auto", "local"):
         return

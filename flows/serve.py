@@ -499,48 +499,69 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
                 try:  # (a second Ctrl+C while it waits: the server still goes down)
                     if serving is not None:  # (its runner may have started flow runs)
                         flow_runs_end(server, serving)
-                        crashed_runs_end()
+                        crashed_runs_end(server)
                 finally:
                     stop(server)
 
 
-def crashed_runs_end() -> list[str]:
-    """Mark Crashed the runs of the served deployments still running, pending or cancelling
-    once the runner has stopped (called while the server this process started is still up: its
-    project's own database, which no other genzoo serve serves). Prefect's runner kills the flow
-    runs it started on its way out; one on the private local Ray, itself stopping Ray after the
-    Ctrl+C, was killed before it could record how it ended, and stayed RUNNING for good. Returns
-    their ids."""
+def crashed_runs_end(server: subprocess.Popen | None = None) -> list[str]:
+    """Record how the runs of the served deployments ended that are still running, pending or
+    cancelling once the runner has stopped, while the server this process started is still up:
+    Crashed (Cancelled for one being cancelled). Prefect's runner kills the flow runs it started
+    on its way out; one on the private local Ray, itself stopping Ray after the Ctrl+C, was
+    killed before it could record its end, and stayed RUNNING for good. Only these deployments'
+    runs (by id: another flow's deployment of the same name on a shared server is not theirs),
+    never forced over an end a run recorded meanwhile; no retries (a server going down under it
+    must not hold the way out). Returns the ids of the runs it ended."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
-        DeploymentFilterName,
+        DeploymentFilterId,
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Crashed
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+    from prefect.states import Cancelled, Crashed
 
+    api = os.environ.get("PREFECT_API_URL")  # (serve set it for its runner)
+    if not api or (server is not None and server.poll() is not None) or not healthy(api):
+        return []  # (the server is gone: nothing to record it in)
+    why = "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
     left = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+    ended: list[str] = []
     try:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
+        no_retries = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10}
+        with temporary_settings(no_retries), get_client(sync_client=True) as client:
+            ids = []
+            for n in NAMES:  # (one a Ctrl+C kept from being registered: none of its runs to end)
+                with contextlib.suppress(Exception):
+                    ids.append(client.read_deployment_by_name(n).id)
+            if not ids:
+                return []
+            runs, page = [], 200
+            while batch := client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=left))
                 ),
-                deployment_filter=DeploymentFilter(
-                    name=DeploymentFilterName(any_=[n.split("/")[1] for n in NAMES])
-                ),
-            )
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=ids)),
+                limit=page,
+                offset=len(runs),
+            ):
+                runs += batch
+                if len(batch) < page:
+                    break
             for run in runs:
-                why = "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
-                client.set_flow_run_state(run.id, Crashed(message=why), force=True)
-                log.warning("flow run %s (%s) marked Crashed: %s", run.name, run.id, why)
-    except Exception as e:  # (the server going down under it: the next run's page says the rest)
-        log.warning("could not mark the flow runs left running as Crashed: %s", e)
-        return []
-    return [str(r.id) for r in runs]
+                cancelling = run.state_type == StateType.CANCELLING
+                state = Cancelled(message=why) if cancelling else Crashed(message=why)
+                result = client.set_flow_run_state(run.id, state)
+                if result.status.value == "ACCEPT":
+                    ended.append(str(run.id))
+                    log.warning("flow run %s (%s) marked %s: %s", run.name, run.id, state.type.value, why)
+    except Exception as e:  # (the server going down under it: the run's page says the rest)
+        log.warning("could not record how the flow runs left running ended: %s", e)
+    return ended
 
 
 def flow_runs_end(server: subprocess.Popen, before: set[int] = frozenset(), timeout: float = 30.0) -> None:

@@ -55,6 +55,14 @@ def stop_cluster(port: int) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         time.sleep(2 if sig == signal.SIGTERM else 0)
+    # and the address its `ray start --head` left for `auto` (as `ray stop` removes it): a stale one
+    # would send a later `--ray-address auto` on this machine to a head that is gone
+    from ray._private.services import find_bootstrap_address
+
+    if (find_bootstrap_address(None) or "").endswith(f":{port}"):
+        from ray._common.utils import reset_ray_address
+
+        reset_ray_address()
 
 
 def test_fan_out_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
@@ -123,33 +131,34 @@ def test_an_address_that_is_no_ray_address_is_one_line():
 
 
 def test_auto_with_the_address_a_stopped_head_left_fails_at_once(monkeypatch):
-    """`--ray-address auto` joins what the last `ray start --head` here wrote in
-    /tmp/ray/ray_current_cluster; a head stopped by its pids (README's advice on a shared machine)
-    leaves it behind, and Ray waited on it without a word past 80 s. No file: Ray's own error
-    (with genzoo's hint); a head that answers: joined."""
+    """`--ray-address auto` joins, as Ray resolves it, the one live cluster here, else what the last
+    `ray start --head` wrote in /tmp/ray/ray_current_cluster; a head stopped by its pids (README's
+    advice on a shared machine) leaves that behind, and Ray waited on it without a word past 80 s.
+    No cluster here at all: Ray's own error (with genzoo's hint); one that answers: joined."""
     import ray._private.services as services
 
     from genzoo.flows import cluster
     from genzoo.tasks.errors import Unreachable
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"  # (closed: nothing answers there)
-    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: dead)
-    t0 = time.monotonic()
-    with pytest.raises(
-        Unreachable, match=rf"Ray cluster at auto \({dead}, the address the last `ray start --head`"
-    ):
-        cluster.check_reachable("auto")
-    assert time.monotonic() - t0 < 10
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])  # no live GCS on this machine
+    with socket.socket() as bound:  # bound, not listening: Linux refuses a connection there
+        bound.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{bound.getsockname()[1]}"
+        monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: dead)
+        t0 = time.monotonic()
+        with pytest.raises(Unreachable, match=rf"Ray cluster at auto \({dead}, the address the last `ray"):
+            cluster.check_reachable("auto")
+        assert time.monotonic() - t0 < 10
     monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
     cluster.check_reachable("auto")  # nothing started here: Ray says so itself
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         alive = f"127.0.0.1:{listening.getsockname()[1]}"
-        monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: alive)
+        # one live cluster: Ray joins it whatever the file says, and so does the check
+        monkeypatch.setattr(services, "find_gcs_addresses", lambda: [alive])
+        monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: "127.0.0.1:1")
         cluster.check_reachable("auto")
 
 

@@ -57,16 +57,28 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
            "MLFLOW_TRACKING_URI": mlflow_uri}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed in finally, after the server)
+    # Ctrl+C's default action, as in a terminal (a CI runner starts background commands with SIGINT
+    # ignored, which they inherit): set in the child by a wrapper that then runs make
+    default_sigint = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
     proc = subprocess.Popen(
-        ["make", "-s", "serve", f"PREFECT_PORT={port}", f"ARGS=--params {pfile}"],
+        [
+            sys.executable,
+            "-c",
+            default_sigint,
+            "make",
+            "-s",
+            "serve",
+            f"PREFECT_PORT={port}",
+            f"ARGS=--params {pfile}",
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        # Ctrl+C's default action, as in a terminal (a CI runner starts background commands with
-        # SIGINT ignored, which they inherit)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     api = f"http://127.0.0.1:{port}/api"
     client_env = {**env, "PREFECT_API_URL": api, "COLUMNS": "240"}  # rich tables, not truncated
