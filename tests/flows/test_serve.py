@@ -186,23 +186,28 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         assert errors[0] == state["message"] and "Traceback" not in errors[0], errors
         assert not any("Encountered exception during execution" in m for m in errors), errors
 
-        # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
-        # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
-        r = prefect(
-            "deployment", "run", "genzoo-pipeline/pipeline", "-p", 'families=["vae"]',
-            "-p", 'overrides=["train.steps=100000", "run.track=true"]',
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout + r.stderr
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        def training(family: str, overrides: str) -> str:
+            """A long pipeline run of ``family`` from its deployment, once it has written a
+            checkpoint of its own (on its private local Ray): its flow run's id."""
+            before = set((tmp_path / "ckpt" / family).glob("*/step-*.pt"))
+            r = prefect(
+                "deployment", "run", "genzoo-pipeline/pipeline", "-p", f'families=["{family}"]',
+                "-p", f"overrides={overrides}",
+            )  # fmt: skip
+            assert r.returncode == 0, r.stdout + r.stderr
+            deadline = time.monotonic() + 180
+            while not set((tmp_path / "ckpt" / family).glob("*/step-*.pt")) - before:
+                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(1)
+            return re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
 
         def last_checkpoint() -> int:
             steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "ckpt" / "vae").glob("*/step-*.pt")]
             return max(steps, default=0)
 
-        deadline = time.monotonic() + 180
-        while not last_checkpoint():
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(1)
+        # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
+        # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
+        run_id = training("vae", '["train.steps=100000", "run.track=true"]')
         r = prefect("flow-run", "cancel", run_id)
         assert r.returncode == 0, r.stdout + r.stderr
         deadline, final = time.monotonic() + 90, ("CANCELLED", "CRASHED", "FAILED", "COMPLETED")
@@ -223,17 +228,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         # Ctrl+C on `make serve` mid-run (the whole group, as a terminal sends it): Prefect's runner
         # kills the flow runs it started on its way out, and one on the private local Ray, itself
         # stopping Ray, was killed before it recorded how it ended: RUNNING for good. Now Crashed.
-        before = set((tmp_path / "ckpt" / "gan").glob("*/step-*.pt"))  # (the train-family run's)
-        r = prefect(
-            "deployment", "run", "genzoo-pipeline/pipeline", "-p", 'families=["gan"]',
-            "-p", 'overrides=["train.steps=100000"]',
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout + r.stderr
-        interrupted = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
-        deadline = time.monotonic() + 180
-        while not set((tmp_path / "ckpt" / "gan").glob("*/step-*.pt")) - before:  # training, on its Ray
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(1)
+        interrupted = training("gan", '["train.steps=100000"]')  # (past the train-family run's checkpoints)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
         import sqlite3
