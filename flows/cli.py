@@ -733,7 +733,8 @@ def cmd_judge(args) -> int:
         if links:
             print("each link is its rater's password: send it to that rater only", file=sys.stderr)
         else:
-            print(f"no rater yet: `genzoo judge add-rater {made['study']}` makes a link", file=sys.stderr)
+            add = params.command(f"judge add-rater {made['study']}")
+            print(f"no rater yet: `{add}` makes a link", file=sys.stderr)
     elif args.judge == "add-rater":
         if not 1 <= args.n <= judge.LIMITS["--raters"]:
             raise judge.StudyError(

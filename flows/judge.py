@@ -13,13 +13,13 @@ loopback needs ``--allow-remote`` (put it behind a TLS proxy: the links are the 
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from genzoo.tasks import judge
 
@@ -39,6 +39,7 @@ HEADERS = {  # nothing loads from elsewhere, no page embeds this one, links leak
 MAX_ID = 2**31 - 1  # a row id of both databases' INTEGER (a larger one was a 500 from SQLite)
 
 
+MAX_BODY = 4096  # bytes of an answer's body (one is ~50): more is refused before it is read whole
 MAX_MS = 3_600_000  # an answer's time is kept up to an hour: longer is a break, not a look
 
 
@@ -98,21 +99,40 @@ def app(url: str) -> FastAPI:
         return judge.progress(eng, rater(token))
 
     @web.post("/api/{token}/answer")
-    def post_answer(token: str, body: Answer) -> dict:
-        r = rater(token)
+    async def post_answer(token: str, request: Request) -> dict:
+        # the token first, then at most MAX_BODY bytes of body (parsed before the token, a body of
+        # any size from anyone was read, and a 422 echoed it whole), validated strictly
+        r = await run_in_threadpool(rater, token)
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise HTTPException(413, f"an answer is at most {MAX_BODY} bytes")
         try:
-            stored = judge.answer(eng, r, body.trial, body.answer, body.ms)
-        except judge.NotYourTrial:
-            raise HTTPException(403, "not your trial") from None
-        except judge.NotYourTurn as e:  # the page shows one trial at a time: reload it
-            raise HTTPException(409, str(e)) from None
-        except judge.StudyError as e:
-            raise HTTPException(422, str(e)) from None
-        return stored | judge.progress(eng, r)
+            body = Answer.model_validate_json(raw, strict=True)
+        except ValidationError as e:  # pydantic's reasons, key and message, never the input itself
+            why = [{"loc": ["body", *err["loc"]], "msg": err["msg"]} for err in e.errors(include_input=False)]
+            raise HTTPException(422, why) from None
+
+        def store() -> dict:
+            try:
+                stored = judge.answer(eng, r, body.trial, body.answer, body.ms)
+            except judge.NotYourTrial:
+                raise HTTPException(403, "not your trial") from None
+            except judge.NotYourTurn as e:  # the page shows one trial at a time: reload it
+                raise HTTPException(409, str(e)) from None
+            except judge.StudyError as e:
+                raise HTTPException(422, str(e)) from None
+            return stored | judge.progress(eng, r)
+
+        return await run_in_threadpool(store)
 
     @web.get("/img/{token}/{item}.png")
-    def image(token: str, item: Annotated[int, PathParam(ge=1, le=MAX_ID)]) -> Response:
-        png = judge.image_for(eng, rater(token), item)
+    def image(token: str, item: str) -> Response:
+        r = rater(token)  # (the token first: a bad one is 403 whatever the rest)
+        if not (item.isdecimal() and 1 <= int(item) <= MAX_ID):
+            raise HTTPException(422, f"no image {item!r}")
+        png = judge.image_for(eng, r, int(item))
         if png is None:
             raise HTTPException(403, "not your image")
         return Response(png, media_type="image/png")

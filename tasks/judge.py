@@ -48,7 +48,7 @@ from genzoo.metrics.human import (
 )
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks import tracking
-from genzoo.tasks.config import Params, stage_args
+from genzoo.tasks.config import Params, advise, stage_args
 from genzoo.tasks.data import load_split
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, exit_code
 from genzoo.tasks.layout import (
@@ -208,7 +208,7 @@ def _open(url: str, create: bool) -> sa.Engine:
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
         if not create and not Path(u.database).is_file():
             raise StudyError(
-                f"no study database at {u.database}: `genzoo judge create` makes one (or --db / "
+                f"no study database at {u.database}: `{advise('judge create')}` makes one (or --db / "
                 f"{DB_ENV} names another)"
             )
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -333,9 +333,12 @@ def _safe(url: str | sa.engine.URL) -> str:
     return u.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
-def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` labels as even over the classes as ``n`` allows (the remainder in random classes)."""
-    extra = rng.permutation(num_classes)[: n % num_classes]
+def _balanced_labels(n: int, num_classes: int, order: np.ndarray) -> np.ndarray:
+    """``n`` labels as even over the classes as ``n`` allows, the remainder in the first classes
+    of ``order`` (a seeded permutation, one per study: the real images and every family's on the
+    same classes; drawn apart, 4 of 10 classes each put the real images on other digits than the
+    generated ones)."""
+    extra = order[: n % num_classes]
     return np.sort(np.concatenate([np.repeat(np.arange(num_classes), n // num_classes), extra]))
 
 
@@ -373,14 +376,15 @@ def create(params: Params, url: str, req: Request, port: int | None = None) -> d
     levels = int(manifest.get("levels", 256))
     models = {f: _of_this_data(params, f, load_model(f, params.run.runs_dir), manifest) for f in req.families}
     rows: list[dict[str, Any]] = []
-    labels = _balanced_labels(req.reals, num_classes, rng)
+    order = rng.permutation(num_classes)  # which classes take the remainder: the same for every kind
+    labels = _balanced_labels(req.reals, num_classes, order)
     for c in np.unique(labels):  # real test images, each class as often as the generated ones,
         pool = np.flatnonzero(yt.numpy() == c)  # each image once (request() checked there are enough)
         for i in rng.choice(pool, size=int((labels == c).sum()), replace=False):
             rows.append({"kind": "real", "family": None, "label": int(c), "png": _png(xt[int(i)].numpy())})
-    # every family on the same classes: each judged on the same mix, and a pair's two images of one
-    # class (with fewer images than classes, each family's own classes shared few)
-    labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, rng))
+    # every family on the real images' classes: each judged on the same mix, and a pair's two images
+    # of one class (with fewer images than classes, each family's own classes shared few)
+    labels = torch.from_numpy(_balanced_labels(req.per_family, num_classes, order))
     for k, f in enumerate(req.families):
         x, y = draw(models[f], req.per_family, labels=labels, seed=req.seed * 1000 + k)
         x = torch.round(x.clamp(0, 1) * (levels - 1)) / (levels - 1)  # the real images' level grid:
@@ -813,8 +817,8 @@ def results(params: Params, url: str, name: str | None = None, reps: int = 2000)
     if other:
         log.warning(
             "study %s: its images of %s came from weights runs/ no longer holds (trained again, or deleted, "
-            "since); not logged to MLflow nor ranked against the metrics (`genzoo judge create` makes a "
-            "study of the models there)", name, ", ".join(other),
+            "since); not logged to MLflow nor ranked against the metrics (its pairwise ranking keeps them; "
+            "`%s` makes a study of the models there)", name, ", ".join(other), params.command("judge create"),
         )  # fmt: skip
     for f, d in figures["families"].items():
         if d.get("error") is not None and f not in other:

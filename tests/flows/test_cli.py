@@ -378,7 +378,10 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert cli.main([*judge, "--name", "s", "--profile", "short"]) == 0
     assert "send it to that rater only" in capsys.readouterr().err
     assert cli.main([*judge, "--name", "none-yet", "--raters", "0", "--profile", "short"]) == 0
-    assert "no rater yet: `genzoo judge add-rater none-yet` makes a link" in capsys.readouterr().err
+    # the next command as this one was given (it dropped --profile: add-rater then refused the study)
+    assert (
+        "no rater yet: `genzoo judge add-rater none-yet --profile short --params " in capsys.readouterr().err
+    )
     report = tmp_path / "runs" / "report" / "index.html"
     report.parent.mkdir(parents=True)
     report.write_text("a report of the short run")  # results rebuild it: not under other settings

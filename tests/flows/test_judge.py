@@ -271,7 +271,10 @@ def test_create_checks_its_arguments_before_any_work(project, capsys, restore_lo
     for cmd in (["results"], ["add-rater", "taken"], ["serve", "--port", "1"]):
         assert cli.main(["judge", *cmd, *params]) == 2
         err = capsys.readouterr().err
-        assert f"no study database at {typo}: `genzoo judge create` makes one" in err, err
+        assert (
+            f"no study database at {typo}: `genzoo judge create --params {tmp / 'params.yaml'}` makes one"
+            in err
+        )
     assert not typo.parent.exists()
 
 
@@ -360,7 +363,8 @@ def test_a_study_is_balanced_seeded_and_each_rater_has_their_own_order(project):
 
 def test_with_fewer_images_than_classes_the_families_share_classes_and_each_pair_is_of_one(project):
     """Three images per family of ten classes: each family drew its own three classes, and most
-    pairs set a "1" against an "8" ("which looks more real?" asked across classes)."""
+    pairs set a "1" against an "8" ("which looks more real?" asked across classes); and the real
+    images drew three others (the HYPE error compared 1s, 2s and 8s with real 4s, 6s and 7s)."""
     url, (token,) = _create(project, "few", per_family=3, pairs=6, seed=5)
     eng = judge.engine(url)
     r = judge.rater_for(eng, token)
@@ -369,13 +373,15 @@ def test_with_fewer_images_than_classes_the_families_share_classes_and_each_pair
         label = dict(c.execute(sa.select(judge.items.c.id, judge.items.c.label)).all())
         fams = c.execute(sa.select(judge.items.c.family, judge.items.c.label).where(
             judge.items.c.family.is_not(None), judge.items.c.study_id == sid)).all()  # fmt: skip
+        reals = sorted(c.execute(sa.select(judge.items.c.label).where(
+            judge.items.c.kind == "real", judge.items.c.study_id == sid)).scalars())  # fmt: skip
         pairs = c.execute(
             sa.select(judge.trials.c.item_a, judge.trials.c.item_b).where(
                 judge.trials.c.rater_id == r.id, judge.trials.c.mode == "pair")
         ).all()  # fmt: skip
     eng.dispose()
     gan, vae = (sorted(lab for f, lab in fams if f == fam) for fam in ("gan", "vae"))
-    assert gan == vae and len(gan) == 3
+    assert gan == vae == reals and len(gan) == 3
     assert len(pairs) == 6 and all(label[a] == label[b] for a, b in pairs)
 
 
@@ -769,6 +775,22 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     ):
         assert _status(f"{b}/api/{mine}/answer", bad) == 422
     assert _status(f"{b}/img/{mine}/{10**23}.png") == 422
+    # strictly: a boolean time, a trial as a string (pydantic's lenient mode took both)
+    for bad in (
+        {"trial": mine_trial, "answer": "real", "ms": True},
+        {"trial": str(mine_trial), "answer": "real", "ms": 1},
+    ):
+        assert _status(f"{b}/api/{mine}/answer", bad) == 422
+    # the token before the body: a wrong one with a malformed body, or a bad image number, is 403
+    assert _status(f"{b}/api/{'x' * 32}/answer", {"trial": 1, "answer": "xx", "ms": 1}) == 403
+    assert _status(f"{b}/img/{'x' * 32}/-1.png") == 403
+    # a body past 4 KB is refused before it is read whole, and never echoed (200 MB was read, then
+    # sent back in the 422)
+    big = json.dumps({"trial": mine_trial, "answer": "a" * 100_000, "ms": 1}).encode()
+    req = urllib.request.Request(f"{b}/api/{mine}/answer", big, {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 413 and len(e.value.read()) < 200
     from genzoo.flows.judge import MAX_MS, Answer  # a rater back from a break: the answer counts
 
     assert Answer(trial=1, answer="real", ms=2 * MAX_MS).ms == MAX_MS == 3_600_000
