@@ -734,7 +734,11 @@ def cmd_judge(args) -> int:
             print("each link is its rater's password: send it to that rater only", file=sys.stderr)
         else:
             add = params.command(f"judge add-rater {made['study']}")
-            print(f"no rater yet: `{add}` makes a link", file=sys.stderr)
+            if args.db:  # (a URL with a password is not printed: said instead)
+                add += "` (with the same --db)" if "@" in args.db else f" --db {args.db}`"
+            else:
+                add += "`"
+            print(f"no rater yet: `{add} makes a link", file=sys.stderr)
     elif args.judge == "add-rater":
         if not 1 <= args.n <= judge.LIMITS["--raters"]:
             raise judge.StudyError(

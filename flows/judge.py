@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from genzoo.tasks import judge
 
@@ -98,20 +99,33 @@ def app(url: str) -> FastAPI:
     def next_trial(token: str) -> dict:
         return judge.progress(eng, rater(token))
 
-    @web.post("/api/{token}/answer")
-    async def post_answer(token: str, request: Request) -> dict:
+    @web.post("/api/{token}/answer", response_model=None)
+    async def post_answer(token: str, request: Request) -> dict | Response:
         # the token first, then at most MAX_BODY bytes of body (parsed before the token, a body of
         # any size from anyone was read, and a 422 echoed it whole), validated strictly
         r = await run_in_threadpool(rater, token)
+        too_large = HTTPException(413, f"an answer is at most {MAX_BODY} bytes")
+        length = request.headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+            raise too_large  # (said, nothing of it read)
         raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise HTTPException(413, f"an answer is at most {MAX_BODY} bytes")
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    raise too_large
+        except ClientDisconnect:  # gone mid-body (a closed tab): nothing to answer, no traceback
+            return Response(status_code=400)
         try:
             body = Answer.model_validate_json(raw, strict=True)
-        except ValidationError as e:  # pydantic's reasons, key and message, never the input itself
-            why = [{"loc": ["body", *err["loc"]], "msg": err["msg"]} for err in e.errors(include_input=False)]
+        except ValidationError as e:  # pydantic's reasons, key and message, never the input's values
+            why = [
+                {
+                    "loc": ["body", *(err["loc"] if err["type"] != "extra_forbidden" else [])],
+                    "msg": err["msg"],
+                }
+                for err in e.errors(include_input=False)
+            ]  # (an unknown key's name is the sender's own text: not repeated)
             raise HTTPException(422, why) from None
 
         def store() -> dict:
@@ -130,8 +144,8 @@ def app(url: str) -> FastAPI:
     @web.get("/img/{token}/{item}.png")
     def image(token: str, item: str) -> Response:
         r = rater(token)  # (the token first: a bad one is 403 whatever the rest)
-        if not (item.isdecimal() and 1 <= int(item) <= MAX_ID):
-            raise HTTPException(422, f"no image {item!r}")
+        if not (item.isascii() and item.isdigit() and 1 <= int(item) <= MAX_ID):
+            raise HTTPException(422, "no such image number")
         png = judge.image_for(eng, r, int(item))
         if png is None:
             raise HTTPException(403, "not your image")

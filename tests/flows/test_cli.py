@@ -379,9 +379,9 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert "send it to that rater only" in capsys.readouterr().err
     assert cli.main([*judge, "--name", "none-yet", "--raters", "0", "--profile", "short"]) == 0
     # the next command as this one was given (it dropped --profile: add-rater then refused the study)
-    assert (
-        "no rater yet: `genzoo judge add-rater none-yet --profile short --params " in capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "no rater yet: `genzoo judge add-rater none-yet --profile short --params " in err
+    assert f"--db sqlite:///{tmp_path / 'studies.db'}` makes a link" in err
     report = tmp_path / "runs" / "report" / "index.html"
     report.parent.mkdir(parents=True)
     report.write_text("a report of the short run")  # results rebuild it: not under other settings

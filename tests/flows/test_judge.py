@@ -791,6 +791,17 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 413 and len(e.value.read()) < 200
+    assert _status(f"{b}/img/{mine}/%D9%A1.png") == 422  # an Arabic-Indic 1: a digit to isdecimal()
+    # a rater gone mid-body (a closed tab): an answer of nothing, no traceback in the server's log
+    import socket as _socket
+
+    with _socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(f"POST /api/{mine}/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 1000\r\n\r\n{\"trial\": 1".encode())  # fmt: skip
+        time.sleep(0.5)
+    time.sleep(1)
+    assert _status(f"{b}/r/{mine}") == 200
+    assert "Traceback" not in (server.tmp / f"serve-{server.port}.log").read_text()
     from genzoo.flows.judge import MAX_MS, Answer  # a rater back from a break: the answer counts
 
     assert Answer(trial=1, answer="real", ms=2 * MAX_MS).ms == MAX_MS == 3_600_000
