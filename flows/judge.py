@@ -17,9 +17,9 @@ from typing import Literal
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from genzoo.tasks import judge
