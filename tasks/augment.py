@@ -547,8 +547,9 @@ def _quality(
     """The dataset's own figures against the real test split, when the evaluator exists (None
     otherwise): on at most as many images as the evaluation draws of a family, a seeded draw;
     FD and class accuracy in the other judges' spaces too (``spaces``). ``chosen_by_evaluator``
-    (augment.min_confidence): the evaluator kept only images it labels as drawn, so its class
-    accuracy is 1 by construction; the judges', trained apart from it, are the measure."""
+    (augment.min_confidence): the evaluator kept only images it gives their label with that
+    confidence, so its class accuracy leans high (1 by construction above 0.5); the judges',
+    trained apart from it, are the measure."""
     folder = evaluator_dir(params)
     real = real_features(folder)
     if real is None:
