@@ -296,14 +296,14 @@ def extras(run: dict) -> None:
             for p, per in d["augmentation"].items():
                 lifts = ", ".join(f"{c} {_cell(per[c]['lift'], '+')}" for c in clfs)
                 print(f"  lift at {100 * float(p):g}%: {lifts}")
-        t = run["summary"].get("usefulness")
-        if t and "best_lift" in t:
-            print(
-                f"targets: lift met {t['lift_met']} ({t['best_lift_family']} {100 * t['best_lift']:+.1f} "
-                f"± {100 * t['best_lift_ci95']:.1f}); train-on-synthetic met {t['tstr_met']} "
-                f"({t['best_tstr_family']} {100 * t['best_tstr']:.1f} "
-                f"vs PCA + KDE {100 * t['pca_kde_tstr']:.1f})"
-            )
+        for r in (run["summary"].get("usefulness") or {}).get("rows", []):  # the report's targets
+            value = (f"{100 * r['value']:+.1f} ± {100 * r['ci95']:.1f} points" if r["ci95"] is not None
+                     else f"{100 * r['value']:.1f}%")  # fmt: skip
+            of, on = r.get("of", 1), r.get("chosen_on", "test")
+            chosen = f", best of {of} on the {on} split" if of > 1 else ""
+            recipe = f" ({r['recipe']})" if r.get("recipe") else ""
+            met = "met" if r["met"] else "missed"
+            print(f"target {met}: {r['target']}: {r['family']}{recipe} {value}{chosen}")
     for f, a in run.get("anomaly", {}).items():
         scores = ("likelihood", "typicality", "likelihood_ratio")
         cells = ", ".join(

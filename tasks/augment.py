@@ -223,17 +223,19 @@ def left_out_by_best(manifest: dict[str, Any]) -> str | None:
     return f"`best` is {best['family']}, the best of the families measured for usefulness; " + "; ".join(said)
 
 
-def measured_lift(usefulness: dict[str, Any], recipe: str) -> float | None:
+def measured_lift(usefulness: dict[str, Any], recipe: str, split: str = "test") -> float | None:
     """A family's lift (test accuracy gained, as a fraction) from its ``usefulness.json`` with
     images made by ``recipe``: on the CNN with classical augmentation (the baseline the targets
     are decided on; else the first classifier measured), at the smallest real fraction measured,
-    where synthetic data has the most to give. None when that recipe was not measured, or its
-    filters left a pool there without a synthetic image (its lift: real data alone's)."""
+    where synthetic data has the most to give (``split="val"``: on the validation split). None
+    when that recipe was not measured (on that split), or its filters left a pool there without
+    a synthetic image (its lift: real data alone's)."""
     aug = usefulness.get("recipes", {}).get(recipe, {}).get("augmentation") or {}
     if not aug or emptied_lift(usefulness, recipe):
         return None
     per = aug[min(aug, key=float)]
-    return per["cnn" if "cnn" in per else next(iter(per))]["lift"]["mean"]
+    got = per["cnn" if "cnn" in per else next(iter(per))].get("val_lift" if split == "val" else "lift")
+    return got["mean"] if got else None
 
 
 def emptied_lift(usefulness: dict[str, Any], recipe: str) -> str | None:
@@ -285,7 +287,7 @@ def _other_reference(params: Params, family: str) -> None:
 
 
 def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
-    figures = {}
+    figures, on_val = {}, {}  # test lifts (quoted), validation lifts (chosen by, where every family has one)
     key = usefulness_key(params)  # the real-data rows these settings make
     for f in params.models:
         usefulness = read_json(evaluation_dir(params) / f / "usefulness.json") or {}
@@ -299,6 +301,7 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
             _other_reference(params, f)
         elif lift is not None:
             figures[f] = lift
+            on_val[f] = measured_lift(usefulness, recipe, "val")
     if not figures:
         # measured with an -o, the figures would be of other settings than these: in the params file
         measured = recipe in params.usefulness.recipes or recipe == params.augment.recipe
@@ -309,15 +312,18 @@ def _best_by_lift(params: Params, recipe: str) -> dict[str, Any]:
             "(usefulness.families says which families) first, or choose `best` by a quality figure "
             "(augment.metric: fd_rank)"
         )
-    best = max(figures, key=figures.get)
-    harm = (
-        f" (a harm: {100 * figures[best]:+.1f} points; no family measured helped)"
-        if figures[best] < 0
-        else ""
-    )
-    log.info("augment: `best` is %s, the largest measured lift with recipe %s%s", best, recipe, harm)
+    chosen_on = "validation" if all(v is not None for v in on_val.values()) else "test"
+    best = max(figures, key=on_val.get if chosen_on == "validation" else figures.get)
+    harm = ""
+    if max(figures.values()) < 0:
+        harm = f"; a harm: {100 * figures[best]:+.1f} points, no family measured helped"
+    elif figures[best] < 0:  # chosen on the validation split, harmful on the test split
+        harm = f"; on the test split a harm: {100 * figures[best]:+.1f} points"
+    log.info("augment: `best` is %s, the largest measured lift with recipe %s (chosen on the %s split%s)",
+             best, recipe, chosen_on, harm)  # fmt: skip
     return {"family": best, "metric": "lift", "figures": figures, "measured": list(figures),
-            "among": "measured for usefulness", "recipe": recipe}  # fmt: skip
+            "among": "measured for usefulness", "recipe": recipe, "chosen_on": chosen_on,
+            "validation_figures": on_val if chosen_on == "validation" else None}  # fmt: skip
 
 
 def mean_fd_ranks(quality: dict[str, dict[str, Any]]) -> dict[str, float]:

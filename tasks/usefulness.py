@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -151,6 +151,20 @@ def classifier_accuracy(
     none, "logistic" on pixels) trained on ``train``, plus ``synthetic`` images used as
     ``recipe`` says (a real share per batch and a loss weight; the logistic regression takes
     the targets' argmax, weighted)."""
+    return classifier_accuracies(kind, train, [test], spec, params, seed, synthetic, recipe)[0]
+
+
+def classifier_accuracies(
+    kind: str,
+    train: Data,
+    sets: list[Data],
+    spec: DataSpec,
+    params: Params,
+    seed: int,
+    synthetic: Synthesis | None = None,
+    recipe: Recipe | None = None,
+) -> list[float]:
+    """:func:`classifier_accuracy` on each of ``sets`` (one classifier trained once)."""
     x, y = train
     if kind in ("cnn", "cnn_plain"):
         cfg = params.usefulness.cnn
@@ -160,7 +174,8 @@ def classifier_accuracy(
         if synthetic is not None and len(synthetic.y):
             recipe = recipe or Recipe()
             extra = Synthetic(synthetic.x, synthetic.targets, recipe.real_share, recipe.synthetic_weight)
-        return accuracy(train_evaluator(x, y, spec, cfg, seed=seed, synthetic=extra), *test)
+        net = train_evaluator(x, y, spec, cfg, seed=seed, synthetic=extra)
+        return [accuracy(net, *s) for s in sets]
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
 
@@ -171,7 +186,7 @@ def classifier_accuracy(
             weight = np.concatenate([weight, np.full(len(synthetic.y), w)])
         clf = LogisticRegression(C=params.usefulness.logistic_c, max_iter=5000, random_state=seed)
         clf.fit(x.flatten(1).numpy(), y.numpy(), sample_weight=weight)
-        return float((clf.predict(test[0].flatten(1).numpy()) == test[1].numpy()).mean())
+        return [float((clf.predict(sx.flatten(1).numpy()) == sy.numpy()).mean()) for sx, sy in sets]
     raise ValueError(f"usefulness.classifiers: unknown classifier {kind!r} (cnn, cnn_plain, logistic)")
 
 
@@ -200,6 +215,17 @@ def stats(values: list[float], per_subset: int | None = None) -> dict[str, Any]:
     return {"mean": mean, "ci95": half, "per_seed": values}
 
 
+class Runs(NamedTuple):
+    """Per classifier, each seed's accuracy on the real test split (``test``) and on the validation
+    split (``val``: what a choice between families and recipes is made on, so the test figure
+    quoted for the one chosen is not the maximum of several noisy ones; empty where there is no
+    validation split); and each seed's filter counts."""
+
+    test: dict[str, list[float]]
+    counts: list
+    val: dict[str, list[float]]
+
+
 def accuracies(
     params: Params,
     train: Data,
@@ -208,21 +234,28 @@ def accuracies(
     make: Make | None = None,
     recipe: Recipe | None = None,
     base: int = 0,
-) -> tuple[dict[str, list[float]], list]:
-    """Per classifier, the test accuracy for each seed: trained on ``train`` plus the synthetic
-    images ``make(seed)`` returns (used as ``recipe`` says); and each seed's filter counts. The
-    classifiers' seeds are ``base + seed`` (``base``: the subset's, so no two subsets' classifiers
-    share initial weights and batch order, and the interval over subsets sees their spread whole;
-    the same for a subset's real-only and augmented runs, which pair)."""
+    val: Data | None = None,
+) -> Runs:
+    """Per classifier, the accuracy for each seed on ``test`` (and on ``val``, when given and not
+    empty): trained on ``train`` plus the synthetic images ``make(seed)`` returns (used as
+    ``recipe`` says); and each seed's filter counts. The classifiers' seeds are ``base + seed``
+    (``base``: the subset's, so no two subsets' classifiers share initial weights and batch
+    order, and the interval over subsets sees their spread whole; the same for a subset's
+    real-only and augmented runs, which pair)."""
+    sets = [test] + ([val] if val is not None and len(val[1]) else [])
     out: dict[str, list[float]] = {c: [] for c in params.usefulness.classifiers}
+    out_val: dict[str, list[float]] = {c: [] for c in out} if len(sets) > 1 else {}
     counts = []
     for seed in range(params.usefulness.seeds):
         synthetic = make(seed) if make is not None else None
         if synthetic is not None:
             counts.append(synthetic.counts)
         for c in params.usefulness.classifiers:
-            out[c].append(classifier_accuracy(c, train, test, spec, params, base + seed, synthetic, recipe))
-    return out, counts
+            got = classifier_accuracies(c, train, sets, spec, params, base + seed, synthetic, recipe)
+            out[c].append(got[0])
+            if out_val:
+                out_val[c].append(got[1])
+    return Runs(out, counts, out_val)
 
 
 def tstr_accuracies(params: Params, train: Data, test: Data, spec: DataSpec, generate: Generate) -> dict:
@@ -237,15 +270,19 @@ def tstr_accuracies(params: Params, train: Data, test: Data, spec: DataSpec, gen
     return {c: stats(v) for c, v in out.items()}
 
 
-def _lift(aug: dict[str, list[float]], real: dict[str, list[float]], seeds: int) -> dict[str, Any]:
-    """Accuracy with synthetic data and its paired lift over real alone (same subset and seed)."""
-    return {
+def _lift(aug: Runs, real: Runs, seeds: int) -> dict[str, Any]:
+    """Accuracy with synthetic data and its paired lift over real alone (same subset and seed);
+    ``val_lift``: the same on the validation split, where both were measured on one."""
+    out = {
         c: {
             "augmented": stats(v, seeds),
-            "lift": stats([a - r for a, r in zip(v, real[c], strict=True)], seeds),
+            "lift": stats([a - r for a, r in zip(v, real.test[c], strict=True)], seeds),
         }
-        for c, v in aug.items()
+        for c, v in aug.test.items()
     }
+    for c, v in aug.val.items() if real.val else ():
+        out[c]["val_lift"] = stats([a - r for a, r in zip(v, real.val[c], strict=True)], seeds)
+    return out
 
 
 def _filters(counts: list[dict]) -> dict[str, Any]:
@@ -304,6 +341,13 @@ def _splits(params: Params) -> tuple[Data, Data, DataSpec, dict]:
     return (x, y), (xt, yt), data_spec(manifest), manifest
 
 
+def _val(params: Params) -> Data | None:
+    """The validation split (None: there is none, ``data.val_fraction: 0``): the lifts are
+    measured on it too, and a choice between families or recipes is made on it."""
+    x, y, _ = load_split(params.data.prepared_dir, "val")
+    return (x, y) if len(y) else None
+
+
 def augmentation_words(cfg: EvaluatorConfig) -> str:
     """The classical augmentation of the usefulness CNN, in words (report, dataset card)."""
     words = [f"shifts of up to {cfg.shift} pixel{'s' * (cfg.shift != 1)}"] if cfg.shift else []
@@ -313,7 +357,7 @@ def augmentation_words(cfg: EvaluatorConfig) -> str:
     return ", ".join(words) or "none"
 
 
-def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
+def _protocol(params: Params, n_train: int, n_test: int, n_val: int = 0) -> dict[str, Any]:
     u = params.usefulness
     augmentation = augmentation_words(u.cnn)
     return {
@@ -328,6 +372,7 @@ def _protocol(params: Params, n_train: int, n_test: int) -> dict[str, Any]:
         "n_train": n_train,
         "n_test": n_test,
         "test": "real test split",
+        "n_val": n_val,  # lifts also on the validation split: the report's choice of the best is made there
         "augmentation": augmentation,
         "baseline": f"cnn: the same CNN with classical augmentation ({augmentation}) on real data alone",
         "interval": "95% Student-t over the subsets' means where several subsets are measured (each with "
@@ -341,7 +386,7 @@ def _parts(params: Params, train: Data, fraction: float) -> list[tuple[int, Data
 
 
 def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: Generate, model, t: Teachers,
-             name: str, seed_base: int) -> tuple[dict[str, list[float]], list]:  # fmt: skip
+             name: str, seed_base: int, val: Data | None = None) -> Runs:  # fmt: skip
     """Accuracies with recipe ``name``'s synthetic data around the real ``part``."""
     recipe = pool_capped(params.recipe(name), len(part[1]), spec, params.usefulness.cnn)
     source = model if model is not None else generate
@@ -353,7 +398,7 @@ def _measure(params: Params, part: Data, test: Data, spec: DataSpec, generate: G
         return synthesize(source, recipe, part, spec.num_classes, seed_base + seed, teacher=teacher,
                           copies_within=radius)  # fmt: skip
 
-    return accuracies(params, part, test, spec, make, recipe, base=seed_base)
+    return accuracies(params, part, test, spec, make, recipe, base=seed_base, val=val)
 
 
 def used_k(params: Params, name: str, n_real: int, spec: DataSpec) -> float:
@@ -375,8 +420,13 @@ def pool_capped(recipe: Recipe, n_real: int, spec: DataSpec, cfg: EvaluatorConfi
     return recipe.model_copy(update={"synthetic_per_real": max(views, 1) / n_real})
 
 
-def _pooled(per_subset: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    return {c: [v for r in per_subset for v in r[c]] for c in per_subset[0]}
+def _pooled(per_subset: list[Runs]) -> Runs:
+    """The subsets' runs one after another (counts left out: :func:`_filters` sums them)."""
+
+    def joined(part: str) -> dict[str, list[float]]:
+        return {c: [v for r in per_subset for v in getattr(r, part)[c]] for c in getattr(per_subset[0], part)}
+
+    return Runs(joined("test"), [], joined("val"))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -386,6 +436,7 @@ def reference(params: Params) -> dict[str, Any]:
     """Real data alone at every fraction and subset, and PCA + KDE fitted on the same subsets
     (TSTR, and augmentation by every sample-mode recipe) -> runs/evaluation/usefulness/reference.json."""
     train, test, spec, manifest = _splits(params)
+    val = _val(params)
     u = params.usefulness
     key = usefulness_key(params, manifest)
     out = folder(params) / "reference.json"
@@ -407,16 +458,18 @@ def reference(params: Params) -> dict[str, Any]:
         runs: dict[str, list] = {name: [] for name in sampled}
         held: dict[str, list] = {name: [] for name in sampled}
         for s, part in _parts(params, train, p):
-            real_runs.append(accuracies(params, part, test, spec, base=1000 * s)[0])
+            real_runs.append(accuracies(params, part, test, spec, base=1000 * s, val=val))
             gen, t = pca_kde_draw(params, part, spec), teachers(params, part, spec, s)
             for name in sampled:
-                runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s)[0])
+                runs[name].append(_measure(params, part, test, spec, gen, None, t, name, 1000 * s, val))
             if u.held_out and p < 1:
                 rest = held_out_draw(train, subset(train[1], p, s), spec.num_classes)
                 for name in sampled:
-                    held[name].append(_measure(params, part, test, spec, rest, None, t, name, 1000 * s)[0])
+                    held[name].append(_measure(params, part, test, spec, rest, None, t, name, 1000 * s, val))
         real_p = _pooled(real_runs)
-        real[str(p)] = {c: stats(v, u.seeds) for c, v in real_p.items()}
+        real[str(p)] = {c: stats(v, u.seeds) for c, v in real_p.test.items()}
+        for c, v in real_p.val.items():  # what each family's validation lift pairs with
+            real[str(p)][c]["val"] = stats(v, u.seeds)
         for name in sampled:
             pca_kde[name][str(p)] = _lift(_pooled(runs[name]), real_p, u.seeds)
             if held[name]:
@@ -427,7 +480,7 @@ def reference(params: Params) -> dict[str, Any]:
     tstr = tstr_accuracies(params, train, test, spec, pca_kde_draw(params, train, spec))
     result = {
         "key": key,
-        "protocol": _protocol(params, len(train[1]), len(test[1])),
+        "protocol": _protocol(params, len(train[1]), len(test[1]), len(val[1]) if val else 0),
         "real": real,  # train on real (the whole split at 1.0: TSTR's reference)
         "pca_kde": {
             "tstr": tstr,
@@ -548,6 +601,7 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
                              f"(no encoder; families that can: {', '.join(perturbable())})")  # fmt: skip
     use_threads(params.threads(family))
     train, test, spec, manifest = _splits(params)
+    val = _val(params)
     (out.parent / "subsets").mkdir(parents=True, exist_ok=True)  # DVC's output, also with fractions [1.0]
     t0 = time.perf_counter()
     by_recipe: dict[str, dict[str, Any]] = {
@@ -562,12 +616,14 @@ def measure_family(params: Params, family: str) -> dict[str, Any]:
             model, generators[f"{p}/{s}"] = subset_generator(params, family, p, train, spec, manifest, s)
             t = teachers(params, part, spec, s)
             for name in by_recipe:
-                acc, c = _measure(params, part, test, spec, model_draw(model), model, t, name, 1000 * s)
-                runs[name].append(acc)
-                counts[name].extend(c)
+                got = _measure(params, part, test, spec, model_draw(model), model, t, name, 1000 * s, val)
+                runs[name].append(got)
+                counts[name].extend(got.counts)
                 if (teacher := t(params.recipe(name))) is not None:
                     taught[name].append(vote_accuracy(teacher, *test))
-        real_p = {c: [v for v in ref["real"][str(p)][c]["per_seed"]] for c in u.classifiers}
+        row = ref["real"][str(p)]
+        real_p = Runs({c: row[c]["per_seed"] for c in u.classifiers}, [],
+                      {c: row[c]["val"]["per_seed"] for c in u.classifiers if "val" in row[c]})  # fmt: skip
         n_real = len(subset(train[1], p, u.subset_seeds[0]))
         for name in by_recipe:
             by_recipe[name]["augmentation"][str(p)] = _lift(_pooled(runs[name]), real_p, u.seeds)

@@ -27,7 +27,7 @@ from genzoo.tasks.augment import (
 )
 from genzoo.tasks.config import ParamsError, validate
 from genzoo.tasks.errors import ModelNotFound
-from genzoo.tasks.formats import MissingExtra
+from genzoo.tasks.formats import MissingExtra, render_card
 from genzoo.tasks.prepare import prepare
 from genzoo.tasks.train import train_family
 from tests.conftest import tiny_params
@@ -420,7 +420,7 @@ def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_
     assert "`best` is realnvp, the largest measured lift with recipe plain" in caplog.text
     assert choice == {"family": "realnvp", "metric": "lift", "figures": {"pixelcnn": 0.0, "realnvp": 0.005},
                       "measured": ["pixelcnn", "realnvp"], "among": "measured for usefulness",
-                      "recipe": "plain"}  # fmt: skip
+                      "recipe": "plain", "chosen_on": "test", "validation_figures": None}  # fmt: skip
     assert best_choice(params, "fd")["family"] == "pixelcnn"  # the quality figure would pick the other
     assert best_choice(params, "lift", "teacher")["family"] == "pixelcnn"  # the recipe the dataset is made by
     (folder / "vae" / "usefulness.json").write_text(  # the CNN decides, not the logistic regression
@@ -437,8 +437,9 @@ def test_best_by_lift_is_the_family_whose_images_helped_the_classifier_most(tmp_
     caplog.clear()
     with caplog.at_level("INFO", logger="genzoo.augment"):
         best_choice(params, "lift")
-    assert "the largest measured lift with recipe plain (a harm: -3.5 points; no family measured helped)" in (
-        caplog.text
+    assert (
+        "lift with recipe plain (chosen on the test split; a harm: -3.5 points, no family measured helped)"
+        in (caplog.text)
     )
     assert validate(tiny_params(tmp_path, augment={"metric": "lift"})).augment.metric == "lift"
 
@@ -565,6 +566,25 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
         f"gan {100 * lift:+.1f} points |"
     )
     assert f"| chosen as `best` | {chosen}" in card
+    # of several, chosen on the validation split: the card quotes the test lifts and says so
+    two = m | {
+        "best": m["best"]
+        | {
+            "figures": {"gan": 0.012, "vae": 0.004},
+            "measured": ["gan", "vae"],
+            "chosen_on": "validation",
+            "validation_figures": {"gan": -0.002, "vae": 0.006},
+        }
+    }
+    assert ("gan +1.2 points, vae +0.4 points (test-split lifts; chosen by the lift on the validation split: "
+            "gan -0.2 points, vae +0.6 points) |") in render_card(two)  # fmt: skip
+    older = two | {
+        "best": {k: v for k, v in two["best"].items() if k not in ("chosen_on", "validation_figures")}
+    }
+    assert (
+        "(chosen by the same test-split figures the card quotes: the winner's lift leans high)"
+        in render_card(older)
+    )
     # two sampling seeds (the quick profile's): the card says how wide their intervals are, as the report
     assert "over the classifier seeds (an interval of two values, a quick run's, spans 12.7" in (
         card.replace("\n", " ")
@@ -915,6 +935,36 @@ def test_a_class_left_out_of_a_models_training_gets_none_of_its_images_and_the_c
     both = only.model_copy(update={"families": ["gan", "vae"], "name": "both-3"})
     m = json.loads((generate(params, both) / "manifest.json").read_text())
     assert m["counts_per_source"] == {"vae": 2} and m["counts_per_class"][3] == 2
+
+
+def test_best_by_lift_chooses_on_the_validation_split_and_quotes_the_test_lift(tmp_path, caplog):
+    """The family with the largest test lift of several is the maximum of noisy figures (its lift
+    leans high): where every family's lift was measured on the validation split too, `best` is
+    chosen there, and the test lifts stay what is quoted; one family without it: chosen on test."""
+    params = validate(tiny_params(tmp_path, families=["pixelcnn", "realnvp"]))
+    folder = tmp_path / "runs" / "evaluation"
+
+    def useful(test: float, val: float | None) -> str:
+        cnn = {"lift": {"mean": test, "ci95": 0.005}} | (
+            {"val_lift": {"mean": val}} if val is not None else {}
+        )
+        return json.dumps({"recipes": {"plain": {"augmentation": {"0.1": {"cnn": cnn}}}}})
+
+    for f, test, val in (("pixelcnn", 0.012, -0.002), ("realnvp", 0.004, 0.006)):
+        (folder / f).mkdir(parents=True)
+        (folder / f / "usefulness.json").write_text(useful(test, val))
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        choice = best_choice(params, "lift")
+    assert choice["family"] == "realnvp" and choice["chosen_on"] == "validation"
+    assert choice["figures"] == {"pixelcnn": 0.012, "realnvp": 0.004}  # the test lifts, quoted
+    assert choice["validation_figures"] == {"pixelcnn": -0.002, "realnvp": 0.006}
+    assert (
+        "`best` is realnvp, the largest measured lift with recipe plain (chosen on the validation split)"
+        in (caplog.text)
+    )
+    (folder / "pixelcnn" / "usefulness.json").write_text(useful(0.012, None))  # measured before val lifts
+    choice = best_choice(params, "lift")
+    assert (choice["family"], choice["chosen_on"], choice["validation_figures"]) == ("pixelcnn", "test", None)
 
 
 def test_best_by_lift_passes_over_a_lift_of_pools_the_filters_emptied():

@@ -213,6 +213,21 @@ def test_usefulness_targets_pick_the_best_recipe_and_judge_harm_with_all_the_dat
     assert usefulness_targets(u)["rows"][1]["met"] is True
 
 
+def test_usefulness_targets_choose_the_best_on_the_validation_split_and_quote_its_test_lift():
+    """The largest of several test lifts leans high (each is noisy): where every pair was measured
+    on the validation split too, the best is chosen there and its test lift judged; one without
+    (a usefulness.json from before): chosen on the test split, as the page then says."""
+    u = _usefulness({"gan": (0.031, 0.012), "vae": (0.015, 0.004)}, {"gan": 0.82, "vae": 0.78}, kde_tstr=0.80)
+    u["families"]["gan"]["augmentation"]["0.1"]["cnn"]["val_lift"] = {"mean": 0.001}
+    u["families"]["vae"]["augmentation"]["0.1"]["cnn"]["val_lift"] = {"mean": 0.02}
+    lift = usefulness_targets(u)["rows"][0]
+    assert (lift["family"], lift["chosen_on"], lift["of"]) == ("vae", "validation", 2)
+    assert (lift["value"], lift["ci95"], lift["met"]) == (0.015, 0.004, True)  # vae's test lift, judged
+    del u["families"]["gan"]["augmentation"]["0.1"]["cnn"]["val_lift"]
+    lift = usefulness_targets(u)["rows"][0]
+    assert (lift["family"], lift["chosen_on"], lift["value"]) == ("gan", "test", 0.031)
+
+
 def test_a_lift_whose_pools_the_filters_emptied_is_left_out_of_the_targets_and_named():
     """Every synthetic image of a pool rejected, the classifier trained on real data alone: a
     lift of 0 by construction met "no harm"; a class emptied changed the pool's balance. Both
@@ -473,6 +488,7 @@ def test_report_files_and_summary(evaluated):
     lift_all, tstr = useful["rows"]  # measured at 20% and 100%: the 100% row (no harm) and TSTR
     assert lift_all["family"] == "gan" and lift_all["recipe"] in ("plain", "teacher")
     assert lift_all["target"].startswith("with all the real data")
+    assert lift_all["chosen_on"] == "validation"  # of the recipes measured there, on the validation split
     assert tstr["target"].startswith("train on synthetic")
     assert all(isinstance(r["met"], bool) for r in useful["rows"])  # rules: see above
     spaces = summary["spaces"]  # ranks per space, the taus, the targets' verdicts
@@ -496,6 +512,10 @@ def test_report_files_and_summary(evaluated):
     cell = "{:.1f} ± {:.1f}".format(100 * gan["tstr"]["cnn"]["mean"], 100 * gan["tstr"]["cnn"]["ci95"])
     assert html.count(f'<td rowspan="{len(gan["recipes"])}">{cell}</td>') == 1 and len(gan["recipes"]) == 2
     assert f'<td rowspan="{len(gan["recipes"])}">gan</td>' in html
+    n_val = gan["protocol"]["n_val"]
+    assert n_val > 0 and all("val_lift" in c for r in gan["recipes"].values()
+                             for per in r["augmentation"].values() for c in per.values())  # fmt: skip
+    assert f"the best chosen by its lift on the validation split ({n_val} images," in html.replace("\n", " ")
     for text in (
         "Trade-offs",
         "PCA + KDE",

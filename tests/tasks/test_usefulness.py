@@ -112,8 +112,12 @@ def trained(tmp_path_factory):
 
 def test_real_figures_are_meaningful_and_noise_teaches_nothing(trained):
     train, test, spec, _ = U._splits(trained)
-    real, counts = U.accuracies(trained, train, test, spec)
+    real, counts, val = U.accuracies(trained, train, test, spec, val=U._val(trained))
     assert np.mean(real["logistic"]) > 0.9 and counts == []  # digits, pixels, logistic regression
+    # the same classifiers on the validation split (what a choice between families is made on)
+    assert len(val["logistic"]) == trained.usefulness.seeds and np.mean(val["logistic"]) > 0.9
+    assert val["logistic"] != real["logistic"]  # another split, other figures
+    assert U.accuracies(trained, train, test, spec).val == {}  # none asked for: none measured
     noise = U.tstr_accuracies(trained, train, test, spec, lambda y, s: torch.rand(len(y), *spec.shape))
     assert noise["logistic"]["mean"] < 0.3  # trained on noise: about chance
 
@@ -150,6 +154,7 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
                 lifts = np.array(aug["augmented"]["per_seed"]) - np.array(ref["real"][p][c]["per_seed"])
                 assert np.allclose(aug["lift"]["per_seed"], lifts)
                 assert len(aug["lift"]["per_seed"]) == trained.usefulness.seeds
+                assert len(aug["val_lift"]["per_seed"]) == trained.usefulness.seeds  # the choice's split
                 assert all(0 <= a <= 1 for a in aug["augmented"]["per_seed"])
             f = result["recipes"][name]["filters"][p]
             assert f["drawn"] >= f["kept"] and f["drawn"] - f["kept"] == sum(f["rejected"].values())
@@ -569,12 +574,18 @@ def test_each_subsets_classifiers_and_generator_have_their_own_seeds_paired_with
         update={"runs_dir": str(tmp_path / "runs")})})  # fmt: skip
     calls = []
 
-    def record(kind, train, test, spec, params, seed, synthetic=None, recipe=None):
+    def record(kind, train, sets, spec, params, seed, synthetic=None, recipe=None):
         calls.append((len(train[1]), seed, synthetic is None))
-        return 0.5
+        return [0.5, 0.25 + 0.125 * (synthetic is not None)][: len(sets)]  # (test, validation)
 
-    monkeypatch.setattr(U, "classifier_accuracy", record)
-    U.reference(params)
+    monkeypatch.setattr(U, "classifier_accuracies", record)
+    ref = U.reference(params)
+    # the validation split measured by the same classifiers, its lift paired the same way
+    assert ref["protocol"]["n_val"] == len(U._val(params)[1]) > 0
+    assert ref["real"]["0.2"]["cnn"]["mean"] == 0.5 and ref["real"]["0.2"]["cnn"]["val"]["mean"] == 0.25
+    kde = ref["pca_kde"]["augmentation"]["0.2"]["cnn"]
+    assert kde["lift"]["mean"] == 0.0 and kde["val_lift"]["mean"] == 0.125
+    assert len(kde["val_lift"]["per_subset"]) == 2  # its interval over the subsets, as the test lift's
     train, _, spec, manifest = U._splits(params)
     n = len(U.subset(train[1], 0.2, 0))
     runs = len(trained.usefulness.classifiers) * trained.usefulness.seeds  # a subset's real-only runs
