@@ -154,7 +154,15 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
                 lifts = np.array(aug["augmented"]["per_seed"]) - np.array(ref["real"][p][c]["per_seed"])
                 assert np.allclose(aug["lift"]["per_seed"], lifts)
                 assert len(aug["lift"]["per_seed"]) == trained.usefulness.seeds
-                assert len(aug["val_lift"]["per_seed"]) == trained.usefulness.seeds  # the choice's split
+                if p == "0.2":  # the validation split, where the best is chosen: paired the same way
+                    val = np.array(aug["val_augmented"]["per_seed"]) - np.array(
+                        ref["real"][p][c]["val"]["per_seed"]
+                    )
+                    assert (
+                        np.allclose(aug["val_lift"]["per_seed"], val) and len(val) == trained.usefulness.seeds
+                    )
+                else:  # at 100% the pipeline's model chose its weights on that split: no choice made there
+                    assert "val_lift" not in aug and "val" not in ref["real"][p][c]
                 assert all(0 <= a <= 1 for a in aug["augmented"]["per_seed"])
             f = result["recipes"][name]["filters"][p]
             assert f["drawn"] >= f["kept"] and f["drawn"] - f["kept"] == sum(f["rejected"].values())
@@ -561,6 +569,31 @@ def test_a_pool_the_filters_empty_is_counted_with_the_classes_they_emptied():
     assert unmeasured(_filters([some.counts])) is None
 
 
+def test_without_a_validation_split_no_validation_lift_is_measured_and_the_best_is_chosen_on_test(
+    tmp_path, monkeypatch
+):
+    """`data.val_fraction: 0`: the prepared validation split is empty; the reference and a family
+    measure their test lifts alone, and the report's targets choose on them, saying so."""
+    from genzoo.tasks.report import usefulness_targets
+
+    raw = tiny_params(tmp_path, steps=2, families=["gan"], useful=True)
+    raw["data"]["val_fraction"] = 0.0
+    raw["usefulness"] |= {"fractions": [0.2], "recipes": ["plain"]}
+    params = validate(raw)
+    prepare(params)
+    train_family(params, "gan", progress=False)
+    assert U._val(params) is None
+    monkeypatch.setattr(U, "classifier_accuracies", lambda kind, train, sets, *a, **k: [0.5] * len(sets))
+    ref = U.reference(params)
+    assert ref["protocol"]["n_val"] == 0 and "val" not in ref["real"]["0.2"]["cnn"]
+    gan = U.measure_family(params, "gan")
+    assert "val_lift" not in gan["augmentation"]["0.2"]["cnn"]
+    u = {"families": {"gan": gan}, "reference": ref}
+    ref["real"]["0.1"] = ref["real"].pop("0.2")  # a 10% target row, of two recipes
+    gan["recipes"] = {n: {"augmentation": {"0.1": gan["augmentation"]["0.2"]}} for n in ("plain", "other")}
+    assert usefulness_targets(u)["rows"][0]["chosen_on"] == "test"
+
+
 def test_each_subsets_classifiers_and_generator_have_their_own_seeds_paired_within_the_subset(
     trained, tmp_path, monkeypatch
 ):
@@ -576,15 +609,19 @@ def test_each_subsets_classifiers_and_generator_have_their_own_seeds_paired_with
 
     def record(kind, train, sets, spec, params, seed, synthetic=None, recipe=None):
         calls.append((len(train[1]), seed, synthetic is None))
-        return [0.5, 0.25 + 0.125 * (synthetic is not None)][: len(sets)]  # (test, validation)
+        return [0.5, 0.25 + seed / 1e4 + 0.125 * (synthetic is not None)][: len(sets)]  # (test, validation)
 
     monkeypatch.setattr(U, "classifier_accuracies", record)
     ref = U.reference(params)
     # the validation split measured by the same classifiers, its lift paired the same way
     assert ref["protocol"]["n_val"] == len(U._val(params)[1]) > 0
-    assert ref["real"]["0.2"]["cnn"]["mean"] == 0.5 and ref["real"]["0.2"]["cnn"]["val"]["mean"] == 0.25
+    seeds = trained.usefulness.seeds
+    real_val = [0.25 + (1000 * s + j) / 1e4 for s in (0, 1) for j in range(seeds)]  # subset by subset
+    assert ref["real"]["0.2"]["cnn"]["mean"] == 0.5
+    assert ref["real"]["0.2"]["cnn"]["val"]["per_seed"] == pytest.approx(real_val)
     kde = ref["pca_kde"]["augmentation"]["0.2"]["cnn"]
-    assert kde["lift"]["mean"] == 0.0 and kde["val_lift"]["mean"] == 0.125
+    assert kde["lift"]["mean"] == 0.0  # each augmented run against the real-only run of its subset and seed:
+    assert kde["val_lift"]["per_seed"] == pytest.approx([0.125] * 2 * seeds)  # another pairing gives others
     assert len(kde["val_lift"]["per_subset"]) == 2  # its interval over the subsets, as the test lift's
     train, _, spec, manifest = U._splits(params)
     n = len(U.subset(train[1], 0.2, 0))
