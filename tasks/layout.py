@@ -775,18 +775,26 @@ def _module_file(name: str, root: Path) -> str | None:
     return None
 
 
-def _imports(path: Path, root: Path) -> set[str]:
-    """The genzoo files ``path`` imports (anywhere in it: lazy imports are read too), with
-    the ``__init__.py`` of every package on the way (importing runs them)."""
+@functools.lru_cache(maxsize=256)
+def _imported_names(source: str, filename: str) -> frozenset[str]:
+    """The module names a file's ``source`` imports (parsed once per content: the stages' code
+    hashes read many of the same files, and parsing is most of their cost)."""
     names: set[str] = set()
     with _PARSE:
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(source, filename)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+    return frozenset(names)
+
+
+def _imports(path: Path, root: Path) -> set[str]:
+    """The genzoo files ``path`` imports (anywhere in it: lazy imports are read too), with
+    the ``__init__.py`` of every package on the way (importing runs them)."""
+    names = _imported_names(path.read_text(), str(path))
     files = set()
     for name in names:
         parts = name.split(".")

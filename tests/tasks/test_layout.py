@@ -45,6 +45,19 @@ def _code_deps(deps: list) -> list[str]:
     return sorted(d for d in names if d.startswith(CODE_DIRS) and d.endswith(".py"))
 
 
+def test_a_files_imports_are_parsed_once_per_content_and_again_after_an_edit(tmp_path):
+    """Every stage's key walks the files it imports; a file read by many stages (tasks/config.py)
+    is parsed once per content, not once per stage; an edit is parsed anew."""
+    layout._imported_names.cache_clear()
+    f = tmp_path / "stage.py"
+    f.write_text("import genzoo.models.base\n")
+    assert layout._imports(f, ROOT) == {"models/__init__.py", "models/base.py"}
+    layout._imports(f, ROOT)
+    assert layout._imported_names.cache_info().hits == 1
+    f.write_text("def later():\n    from genzoo.tasks import config\n")  # a lazy import counts too
+    assert layout._imports(f, ROOT) == {"tasks/__init__.py", "tasks/config.py"}
+
+
 def test_dvc_code_deps_are_the_imports_the_skip_logic_hashes():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages, "no stages in dvc.yaml"
