@@ -463,6 +463,7 @@ def reference(params: Params) -> dict[str, Any]:
     sampled = [name for name in recipes(params) if params.recipe(name).mode == "sample"]  # no encoder here
     pca_kde: dict[str, dict[str, Any]] = {name: {} for name in recipes(params)}
     held_out: dict[str, dict[str, Any]] = {name: {} for name in recipes(params)}
+    kept: dict[str, dict[str, dict[str, Any]]] = {"pca_kde": {}, "held_out": {}}  # filter counts
     for p in u.fractions:
         real_runs = []
         runs: dict[str, list] = {name: [] for name in sampled}
@@ -477,6 +478,11 @@ def reference(params: Params) -> dict[str, Any]:
                 rest = held_out_draw(train, subset(train[1], p, s), spec.num_classes)
                 for name in sampled:
                     held[name].append(_measure(params, part, test, spec, rest, None, t, name, 1000 * s, v))
+        for row, got in (("pca_kde", runs), ("held_out", held)):
+            for name, per_subset in got.items():
+                if per_subset:
+                    counts = _filters([c for r in per_subset for c in r.counts])
+                    kept[row].setdefault(name, {})[str(p)] = counts
         real_p = _pooled(real_runs)
         real[str(p)] = {c: stats(v, u.seeds) for c, v in real_p.test.items()}
         for c, v in real_p.val.items():  # what each family's validation lift pairs with
@@ -496,12 +502,15 @@ def reference(params: Params) -> dict[str, Any]:
         "pca_kde": {
             "tstr": tstr,
             "augmentation": pca_kde.get(params.augment.recipe, {}),
-            "recipes": {n: {"augmentation": a} for n, a in pca_kde.items() if a},
+            "recipes": {
+                n: {"augmentation": a, "filters": kept["pca_kde"].get(n, {})} for n, a in pca_kde.items() if a
+            },
         },  # fmt: skip
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if u.held_out:  # real images outside each subset through the same recipes (no TSTR: nothing is held out)
-        result["held_out"] = {"recipes": {n: {"augmentation": a} for n, a in held_out.items() if a}}
+        result["held_out"] = {"recipes": {n: {"augmentation": a, "filters": kept["held_out"].get(n, {})}
+                                          for n, a in held_out.items() if a}}  # fmt: skip
     atomic_write_text(out, json.dumps(result, indent=2))
     return result
 

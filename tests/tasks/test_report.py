@@ -228,6 +228,31 @@ def test_usefulness_targets_choose_the_best_on_the_validation_split_and_quote_it
     assert (lift["family"], lift["chosen_on"], lift["value"]) == ("gan", "test", 0.031)
 
 
+def test_pca_kde_beside_the_best_lift_is_by_its_recipe_and_left_out_where_its_pools_were_emptied():
+    """The best pair's lift was set beside PCA + KDE's by the dataset's recipe whatever the pair's
+    (a teacher's lift against plain sampling), and beside a PCA + KDE lift of emptied pools."""
+    u = _usefulness({"gan": (0.012, 0.004)}, {"gan": 0.9}, kde_tstr=0.9)
+    u["families"]["gan"]["recipes"] = {"teacher": {"augmentation": u["families"]["gan"]["augmentation"]}}
+    ref = u["reference"]
+    ref["protocol"] = {"primary_recipe": "plain"}
+    ref["pca_kde"]["recipes"] = {
+        "plain": {"augmentation": ref["pca_kde"]["augmentation"], "filters": {}},
+        "teacher": {"augmentation": {"0.1": {"cnn": {"lift": {"mean": -0.002, "ci95": 0.01}}}},
+                    "filters": {"0.1": {"empty_pools": 0, "emptied": []}}},
+    }  # fmt: skip
+    row = usefulness_targets(u)["rows"][0]
+    assert (row["recipe"], row["pca_kde"], row["pca_kde_recipe"]) == ("teacher", -0.002, "teacher")  # not 0.5
+    ref["pca_kde"]["recipes"]["teacher"]["filters"]["0.1"]["empty_pools"] = 2
+    t = usefulness_targets(u)
+    assert t["rows"][0]["pca_kde"] is None and t["left_out"] == [
+        "PCA + KDE with recipe teacher at 10% real data "
+        "(the filters left 2 pool(s) without a synthetic image)"
+    ]
+    del ref["pca_kde"]["recipes"]["teacher"]  # (a recipe that perturbs: PCA + KDE is not measured by it)
+    row = usefulness_targets(u)["rows"][0]
+    assert (row["pca_kde"], row["pca_kde_recipe"]) == (0.005, "plain")
+
+
 def test_a_lift_whose_pools_the_filters_emptied_is_left_out_of_the_targets_and_named():
     """Every synthetic image of a pool rejected, the classifier trained on real data alone: a
     lift of 0 by construction met "no harm"; a class emptied changed the pool's balance. Both

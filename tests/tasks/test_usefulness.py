@@ -170,6 +170,10 @@ def test_generator_is_trained_on_the_subset_only_and_lifts_are_paired(trained, m
         result["recipes"]["plain"]["filters"]["0.2"]["drawn"]
         == result["recipes"]["plain"]["filters"]["0.2"]["kept"]
     )
+    for name in ("plain", "teacher"):  # PCA + KDE's pools counted as a family's (the report checks them)
+        for p in ("0.2", "1.0"):
+            f = ref["pca_kde"]["recipes"][name]["filters"][p]
+            assert f["drawn"] > 0 and f["drawn"] - f["kept"] == sum(f["rejected"].values())
     # the whole split (1,259 images, k = 1) is more than the 10 steps x 64 synthetic images (half a
     # batch of 128) the CNN draws: the pool holds about those 640 per seed (class balance rounded)
     views = trained.usefulness.cnn.steps * trained.usefulness.cnn.batch_size // 2
