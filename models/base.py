@@ -282,6 +282,11 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class Decoder(Protocol):
+    """Codes to images. A code's shape is the model's ``code_shape`` where it has one (DDPM: the
+    image's, x_T), else ``(cfg.latent_dim,)``, else the image's values flattened (the flow); codes
+    of the prior are ``prior_codes(n, generator)`` where the model has it (the GAN's truncation),
+    else N(0, I) draws (what `genzoo interpolate`, the latent strips and recipe mode perturb use)."""
+
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor: ...
 
 
@@ -351,10 +356,31 @@ def log_likelihoods(model: GenerativeModel, x: Tensor, y: Tensor | None = None, 
 REGISTRY: dict[str, type[GenerativeModel]] = {}
 
 
+# names genzoo gives its own things beside the families': folders of a runs folder and of its
+# evaluation folder, the ``default`` of ``ray.resources``, the ``best`` and ``all`` of pick lists
+RESERVED_NAMES = frozenset(
+    {"all", "bench", "best", "default", "evaluation", "evaluator", "human", "report", "teachers",
+     "usefulness"}
+)  # fmt: skip
+
+
 def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
-    if cls.family in REGISTRY:
-        raise ValueError(f"family {cls.family!r} registered twice")
-    REGISTRY[cls.family] = cls
+    """Add ``cls`` to the registry under ``cls.family``: a lowercase identifier no other family and
+    none of genzoo's own folders or keys (:data:`RESERVED_NAMES`) has, and the name of its file
+    under models/ (``models/<family>.py``: dvc.yaml's stages depend on that file)."""
+    name = cls.family
+    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
+        raise ValueError(f"family {name!r}: a family's name is a lowercase identifier (vae, pixelcnn)")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"family {name!r}: a name genzoo uses for its own outputs or keys "
+                         f"({', '.join(sorted(RESERVED_NAMES))}); name the family otherwise")  # fmt: skip
+    package, _, module = cls.__module__.rpartition(".")
+    if package == __name__.rpartition(".")[0] and module != name:  # a family shipped in models/
+        raise ValueError(f"family {name!r} is defined in models/{module}.py: a family's file is "
+                         f"models/{name}.py (dvc.yaml's train@{name} stage depends on it)")  # fmt: skip
+    if name in REGISTRY:
+        raise ValueError(f"family {name!r} registered twice")
+    REGISTRY[name] = cls
     return cls
 
 

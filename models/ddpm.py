@@ -306,6 +306,11 @@ class DDPM(GenerativeModel):
             ab_prev = ab
         return h
 
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """A code is x_T: the image's shape (C, H, W)."""
+        return tuple(self.spec.shape)
+
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """x_T -> image by deterministic DDIM (eta = 0 whatever the config's, no guidance): the
         inverse of ``encode`` (with the config's eta > 0 each decode drew fresh noise)."""

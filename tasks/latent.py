@@ -105,12 +105,12 @@ def _batched(fn, a: Tensor, y: Tensor, device, batch: int = 256) -> Tensor:
 
 
 def code_shape(model) -> tuple[int, ...]:
-    """The shape of one code of ``model``'s latent space: (latent_dim,) for the VAE and the GAN,
-    (C H W,) for the flow (its standardised latent, every scale's share), (C, H, W) for DDPM
-    (x_T)."""
+    """The shape of one code of ``model``'s latent space: its ``code_shape`` where it has one
+    ((C, H, W) for DDPM: x_T), else (latent_dim,) (the VAE and the GAN), else (C H W,) (the flow:
+    its standardised latent, every scale's share)."""
     _need(model)
-    if model.family == "ddpm":
-        return tuple(model.spec.shape)
+    if (shape := getattr(model, "code_shape", None)) is not None:
+        return tuple(shape)
     return (model.cfg.latent_dim,) if hasattr(model.cfg, "latent_dim") else (model.spec.dims,)
 
 

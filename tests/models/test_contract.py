@@ -5,9 +5,12 @@ import torch
 
 from genzoo import models
 from genzoo.models import DataSpec, capabilities
-from genzoo.models.base import Decoder, Encoder, ExactLikelihood, LikelihoodBound
+from genzoo.models.base import Decoder, Encoder, ExactLikelihood, LikelihoodBound, families_with
+from genzoo.tasks.latent import code_shape
 
 FAMILIES = list(models.REGISTRY)
+# the families with a likelihood, a bound or an encoder: what scores an image or encodes it
+SCORED = sorted(set(families_with(ExactLikelihood | LikelihoodBound)) | set(families_with(Encoder)))
 SPECS = [DataSpec(1, 8, 8, 17, 10), DataSpec(3, 7, 9, 256, 3)]
 
 
@@ -114,7 +117,7 @@ def test_capability_shapes(family, spec, tiny):
                 b = model.elbo(x, yy)
                 assert b.shape == (3,) and torch.isfinite(b).all() and (b < 0).all()
         if isinstance(model, Decoder):
-            z = model.encode(x, y) if isinstance(model, Encoder) else torch.randn(3, model.cfg.latent_dim)
+            z = model.encode(x, y) if isinstance(model, Encoder) else torch.randn(3, *code_shape(model))
             assert z.shape[0] == 3
             out = model.decode(z, y)
             assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
@@ -143,7 +146,7 @@ def test_extreme_inputs_give_finite_outputs(family, tiny):
     assert torch.isfinite(score).all()
 
 
-@pytest.mark.parametrize("family", ["realnvp", "vae", "pixelcnn", "ddpm"])
+@pytest.mark.parametrize("family", SCORED)
 def test_images_a_model_cannot_score_are_refused_naming_what_is_wrong(family, tiny):
     """NaN or inf pixels, the wrong shape or labels out of range: a ValueError that says so from
     every likelihood and encoder method (before: NaN scores, or an index error from deep inside)."""
@@ -207,3 +210,34 @@ def test_a_network_that_overflows_while_sampling_is_an_error_not_nan_pixels(fami
             p.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="3 of 3 sampled images hold NaN or inf pixels"):
         model.sample(3, torch.tensor([0, 1, 2]))
+
+
+def test_a_family_is_registered_under_a_name_of_its_own_that_its_file_bears():
+    """A family named as one of genzoo's own folders or keys (``usefulness``: runs/evaluation/
+    usefulness/ holds the reference rows) or unlike its file (dvc.yaml's train@<family> stage
+    depends on models/<family>.py) is refused as it registers, naming why."""
+    from genzoo.models.base import RESERVED_NAMES, register
+
+    def family(name, module="tests.models.test_contract"):
+        return type("Family", (), {"family": name, "__module__": module})
+
+    for name, why in (("usefulness", "a name genzoo uses for its own"), ("Vae2", "lowercase identifier"),
+                      ("my-vae", "lowercase identifier"), ("vae", "registered twice")):  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            register(family(name))
+    with pytest.raises(ValueError, match=r"defined in models/vae2\.py: a family's file is models/vae3\.py"):
+        register(family("vae3", "genzoo.models.vae2"))
+    assert "vae3" not in models.REGISTRY and not set(models.REGISTRY) & RESERVED_NAMES
+
+
+def test_the_latent_tools_take_a_familys_own_code_shape(tiny):
+    """A code's shape is the model's ``code_shape`` where it says one (DDPM's x_T), its
+    ``latent_dim`` otherwise: a family added with spatial codes is not refused its own codes."""
+    assert code_shape(make("ddpm", SPECS[0], tiny)) == (1, 8, 8)
+    vae = make("vae", SPECS[0], tiny)
+    assert code_shape(vae) == (tiny["vae"]["latent_dim"],)
+
+    class Spatial(type(vae)):  # (not registered: a subclass)
+        code_shape = (2, 2, 2)
+
+    assert code_shape(Spatial(vae.spec, vae.cfg)) == (2, 2, 2)

@@ -7,7 +7,7 @@ import torch
 
 from genzoo import models
 from genzoo.models import DataSpec
-from genzoo.models.base import log_likelihoods
+from genzoo.models.base import ExactLikelihood, LikelihoodBound, families_with, log_likelihoods
 from genzoo.models.pixelcnn import SHIFTS, shift_images
 
 
@@ -214,7 +214,7 @@ def test_pixel_sampling_draws_a_single_image(channels):
     assert vae.eval().sample(1, torch.tensor([3])).shape == (1, 1, 8, 8)
 
 
-@pytest.mark.parametrize("family", ["realnvp", "vae", "ddpm", "pixelcnn"])
+@pytest.mark.parametrize("family", families_with(ExactLikelihood | LikelihoodBound))
 def test_an_image_scores_the_same_in_any_batch_and_beside_any_images(family, tiny):
     """What `genzoo detect` flags must not depend on the other files of a folder: an estimate
     that samples (dequantisation, posterior draws, noised images) draws each image's noise from
