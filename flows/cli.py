@@ -551,8 +551,10 @@ def cmd_detect(args) -> int:
         flag = "ANOMALY" if row["anomaly"] else "ATYPICAL" if row["atypical"] else "ok"
         print(f"{row['name']}\t{row['bits_per_dim']:.4f}\t{flag}")
     more = sum(row["atypical"] and not row["anomaly"] for row in r["images"])
-    print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; "
-          f"the {r['quantile']} quantile of the validation split); {more} more ATYPICAL: further than "
+    rate = 100 * r["false_alarm_rate"]
+    print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; from the "
+          f"validation split for quantile {r['quantile']}: a normal image above it {rate:.2g}% of the time "
+          f"at most); {more} more ATYPICAL: further than "
           f"{r['typicality_threshold']:.4f} bits/dim from its mean {r['val_mean_bits_per_dim']:.4f} "
           "(the same quantile of its images' distances; too likely ones, e.g. blank, among them)",
           file=sys.stderr)  # fmt: skip
@@ -984,8 +986,8 @@ def _detect_parser(sub) -> None:
         "--family", required=True, help="a family with a likelihood, exact or a bound (genzoo families)"
     )
     p.add_argument("--quantile", type=float, default=None,
-                   help="threshold: this quantile of the validation scores (default: detect.quantile, "
-                   "0.99)")  # fmt: skip
+                   help="threshold from the validation scores that flags at most 1 - Q of normal images "
+                   "(split conformal; default: detect.quantile, 0.99)")  # fmt: skip
     p.add_argument("--out", type=_path, help="also write every score as JSON here")
     p.add_argument("--benchmark", action="store_true",
                    help="AUROC vs corrupted images, photos: runs/evaluation/F/anomaly.json")  # fmt: skip

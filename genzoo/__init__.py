@@ -247,8 +247,9 @@ def bits_per_dim(
 
     Args:
         model: a model from :func:`load_model` whose family has a likelihood: exact for
-            PixelCNN and RealNVP, a lower bound for the VAE and DDPM (so their bits/dim are an
-            upper bound). The GAN has none.
+            PixelCNN; RealNVP's exact density of the dequantised image (one noise draw: on
+            average a lower bound of the image's log-likelihood); a lower bound for the VAE and
+            DDPM (so their bits/dim are an upper bound). The GAN has none.
         images: ``(N, C, H, W)`` floats in [0, 1] of the model's shape (``model.spec.shape``),
             as :func:`sample` and :func:`load_dataset` give them; each pixel is read at the
             nearest of the model's levels (``k / (model.spec.levels - 1)``), as every family
@@ -259,7 +260,8 @@ def bits_per_dim(
             ``(k * L // 256) / (L - 1)`` with ``L = model.spec.levels`` (``k / 255`` read at
             the nearest level lands a fifth of the values one level off).
         labels: each image's class, ``(N,)``, or one int for all: ``-log2 p(x | y)`` per
-            dimension; None sums over the classes under the model's class prior: ``-log2 p(x)``.
+            dimension; None sums over the classes under the model's class prior: ``-log2 p(x)``
+            (DDPM: its null-label, unconditional network's figure).
         batch: images per forward pass (fewer for large images).
 
     Returns:

@@ -14,6 +14,7 @@ from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import (
     benchmark,
     benchmark_path,
+    conformal_threshold,
     detect,
     holdout_model,
     photo_patches,
@@ -537,6 +538,24 @@ def test_a_damaged_file_of_a_folder_is_skipped_and_converted_images_are_said(tmp
         read_images(folder, spec)
 
 
+def test_the_threshold_flags_at_most_one_minus_the_quantile_of_normal_images():
+    """The 0.99 quantile of 180 validation scores (digits) flagged 1.5% of new normal images, of
+    100 scores 2%: the ceil((n + 1) q)-th smallest flags at most 1% (split conformal), and says
+    how many it flags where fewer images cannot promise that."""
+    rng = np.random.default_rng(0)
+    for n in (100, 180, 1000):
+        val, new = rng.normal(size=(4000, n)), rng.normal(size=(4000, 200))
+        t = np.array([conformal_threshold(v, 0.99)[0] for v in val])
+        rate = conformal_threshold(val[0], 0.99)[1]
+        flagged = (new > t[:, None]).mean()  # (4,000 thresholds: within +-0.0005 of the rate)
+        assert rate <= 0.01 and flagged == pytest.approx(rate, abs=0.0005)
+        old = np.quantile(val, 0.99, axis=1)  # what the threshold was: 1.95% and 1.5% for 100 and 180
+        assert n == 1000 or (new > old[:, None]).mean() > 0.0135
+    assert conformal_threshold(np.arange(180.0), 0.99) == (179.0, 1 / 181)  # the largest: k = 180
+    assert conformal_threshold(np.arange(99.0), 0.99) == (98.0, 1 / 100)  # k = ceil(100 x 0.99) = 99
+    assert conformal_threshold(np.arange(50.0), 0.99) == (49.0, 1 / 51)  # too few to keep 1%: 2% said
+
+
 def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trained, tmp_path, capsys):
     """A blank page scored 0.59 bits/dim against the digits' 2.05 and was printed `ok`: its
     typicality, written to --out alone, had no threshold. Its threshold is the same quantile of
@@ -553,7 +572,7 @@ def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trai
     xv, _, _ = load_split(params.data.prepared_dir, "val")
     net = models.load(tmp / "runs" / "pixelcnn" / "model.json")
     val = score(net, xv)
-    assert r["typicality_threshold"] == pytest.approx(float(np.quantile(typicality(val, val), 0.9)))
+    assert r["typicality_threshold"] == pytest.approx(conformal_threshold(typicality(val, val), 0.9)[0])
     assert all(row["atypical"] == (row["typicality"] > r["typicality_threshold"]) for row in r["images"])
     assert r["atypical"] == sum(row["atypical"] for row in r["images"])
     blanks = r["images"][-3:]  # far too likely: below the threshold of bits/dim, atypical
