@@ -13,6 +13,7 @@ PROFILE ?=
 ARGS ?=
 TEST_WORKERS ?= auto
 MLFLOW_PORT ?= 5000
+MLFLOW_WORKERS ?= 2
 PREFECT_PORT ?= 4200
 MLFLOW_STORE ?= $(CURDIR)
 
@@ -66,8 +67,11 @@ mlflow: install  ## MLflow UI + API on 127.0.0.1:$(MLFLOW_PORT) over the project
 	  s.bind(('127.0.0.1', $(MLFLOW_PORT)))" 2>/dev/null || { echo "make mlflow: port $(MLFLOW_PORT) on" \
 	  "127.0.0.1 is in use (an MLflow server already? http://127.0.0.1:$(MLFLOW_PORT)); another port:" \
 	  "make mlflow MLFLOW_PORT=N" >&2; exit 1; }
+	@# no GenAI job runner (MLflow 3's scorers and prompt jobs, which genzoo has none of: six more processes)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
 	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db \
-	  --artifacts-destination $(MLFLOW_STORE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+	  --artifacts-destination $(MLFLOW_STORE)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --workers $(MLFLOW_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .

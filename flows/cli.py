@@ -506,7 +506,7 @@ def _holdout_indices(args) -> list[int]:
 
 
 def cmd_detect(args) -> int:
-    """Score images by likelihood (flag those above the validation quantile), or --benchmark."""
+    """Score images by likelihood (flag those above the validation split's threshold), or --benchmark."""
     from genzoo.tasks.detect import check_scorable, detect, run_benchmark
 
     if args.holdout:

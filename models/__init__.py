@@ -5,6 +5,7 @@ import pkgutil
 
 from genzoo.models.base import (
     REGISTRY,
+    SHARED_MODULES,
     DataSpec,
     Decoder,
     Encoder,
@@ -24,7 +25,7 @@ from genzoo.models.base import (
 # every module here but these holds a family (``@register``): importing it registers the family,
 # so adding one is its file and its params block; this file, which every stage's code hash
 # reads, does not change (listing the families here made each addition retrain the others)
-NOT_FAMILIES = frozenset({"base", "layers", "trainer", "evaluator", "judges", "classical"})
+NOT_FAMILIES = SHARED_MODULES
 for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registry's order
     if _module.name not in NOT_FAMILIES and not _module.name.startswith("_"):
         try:

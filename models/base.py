@@ -364,6 +364,10 @@ RESERVED_NAMES = frozenset(
 )  # fmt: skip
 
 
+# the modules of models/ that hold no family (models/__init__.py imports every other one)
+SHARED_MODULES = frozenset({"base", "layers", "trainer", "evaluator", "judges", "classical"})
+
+
 def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     """Add ``cls`` to the registry under ``cls.family``: a lowercase identifier no other family and
     none of genzoo's own folders or keys (:data:`RESERVED_NAMES`) has, and the name of its file
@@ -374,6 +378,9 @@ def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
     if name in RESERVED_NAMES:
         raise ValueError(f"family {name!r}: a name genzoo uses for its own outputs or keys "
                          f"({', '.join(sorted(RESERVED_NAMES))}); name the family otherwise")  # fmt: skip
+    if name in SHARED_MODULES:  # models/<name>.py is not imported as a family
+        raise ValueError(f"family {name!r}: models/{name}.py is one of genzoo's shared modules, not a "
+                         "family's; name the family otherwise")  # fmt: skip
     package, _, module = cls.__module__.rpartition(".")
     if package == __name__.rpartition(".")[0] and module != name:  # a family shipped in models/
         raise ValueError(f"family {name!r} is defined in models/{module}.py: a family's file is "

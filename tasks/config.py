@@ -284,7 +284,11 @@ class DetectParams(Config):
         ["pixelcnn", "realnvp"],
         description="families benchmarked after evaluation (those of them in models; need a likelihood)",
     )
-    quantile: float = Field(0.99, gt=0, lt=1, description="threshold: this quantile of validation scores")
+    quantile: float = Field(
+        0.99, gt=0, lt=1,
+        description="threshold: a normal image flagged at most 1 - quantile of the time (split conformal, "
+        "from the validation scores)",
+    )  # fmt: skip
     holdout_classes: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list,
         description="classes each held out of a retraining of the family and scored as anomalies",

@@ -129,7 +129,9 @@ def conformal_threshold(scores: np.ndarray, quantile: float) -> tuple[float, flo
     the scores themselves flagged more (1.5% at q = 0.99 on 180 images, 2% on 100). Fewer than
     q / (1 - q) images cannot keep 1 - q: their largest score, exceeded 1 / (n + 1) of the time."""
     n = len(scores)
-    k = min(math.ceil(round((n + 1) * quantile, 9)), n)
+    if n == 0:
+        raise DataError("no validation image to set the threshold by (raise data.val_fraction or add images)")
+    k = max(1, min(math.ceil(round((n + 1) * quantile, 9)), n))
     return float(np.sort(scores)[k - 1]), (n + 1 - k) / (n + 1)
 
 
@@ -324,8 +326,9 @@ def detect(params: Params, family: str, path: str | Path, quantile: float | None
     s = score(net, x)
     typ = typicality(s, cal["val"])
     t = cal["threshold"]
-    # the typicality's own threshold, the same quantile of the validation images' distances: an
-    # image far too *likely* (a blank page, far below the digits' bits/dim) is flagged there
+    # the typicality's own threshold, the same rule on the validation images' distances: an image
+    # far too *likely* (a blank page, far below the digits' bits/dim) is flagged there (about 1 - q:
+    # their mean is their own, so a new image is not quite exchangeable with them)
     typ_t = conformal_threshold(typicality(cal["val"], cal["val"]), quantile)[0]
     rows = [{"name": n, "bits_per_dim": float(b), "typicality": float(d), "anomaly": bool(b > t),
              "atypical": bool(d > typ_t)} for n, b, d in zip(names, s, typ, strict=True)]  # fmt: skip

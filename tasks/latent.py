@@ -109,8 +109,8 @@ def code_shape(model) -> tuple[int, ...]:
     ((C, H, W) for DDPM: x_T), else (latent_dim,) (the VAE and the GAN), else (C H W,) (the flow:
     its standardised latent, every scale's share)."""
     _need(model)
-    if (shape := getattr(model, "code_shape", None)) is not None:
-        return tuple(shape)
+    if (shape := getattr(model, "code_shape", None)) is not None:  # an attribute or a property
+        return tuple(shape() if callable(shape) else shape)
     return (model.cfg.latent_dim,) if hasattr(model.cfg, "latent_dim") else (model.spec.dims,)
 
 

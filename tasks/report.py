@@ -449,10 +449,11 @@ def _pca_kde_lift(ref: dict[str, Any], recipe: str, p: str, clf: str, left_out: 
     """PCA + KDE's lift at real fraction ``p`` beside a family's with ``recipe``: by the same
     recipe where PCA + KDE was measured with it (a sample-mode one), else by the dataset's
     recipe; None where its filters emptied a pool (named in ``left_out``). Returns (lift, recipe)."""
-    block = (ref["pca_kde"].get("recipes") or {}).get(recipe)
-    name = recipe if block else ref.get("protocol", {}).get("primary_recipe", recipe)
-    aug = (block or {}).get("augmentation") or ref["pca_kde"]["augmentation"]
-    if block and (why := unmeasured((block.get("filters") or {}).get(p) or {})):
+    measured = ref["pca_kde"].get("recipes") or {}
+    name = recipe if recipe in measured else ref.get("protocol", {}).get("primary_recipe", recipe)
+    block = measured.get(name) or {}
+    aug = block.get("augmentation") or ref["pca_kde"]["augmentation"]
+    if why := unmeasured((block.get("filters") or {}).get(p) or {}):
         said = f"PCA + KDE with recipe {name} at {100 * float(p):g}% real data ({why})"
         if said not in left_out:
             left_out.append(said)

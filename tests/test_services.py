@@ -45,6 +45,10 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()
         local = [line.split()[3] for line in listening if line.split()[3].endswith(f":{port}")]
         assert local and all(addr.startswith("127.0.0.1:") for addr in local), local
+        ps = ["ps", "-ww", "-o", "args=", "-s", str(proc.pid)]  # the commands of its session
+        started = subprocess.run(ps, capture_output=True, text=True).stdout
+        assert "--workers 2" in started, started  # MLFLOW_WORKERS: not mlflow's own 4 on a 2-core machine
+        assert "mlflow.server.jobs" not in started and "huey" not in started, started  # no GenAI job runner
         # a second one on the port fails, saying so (mlflow's own server exits 0 after its error)
         again = subprocess.run(["make", "-s", "mlflow", f"MLFLOW_PORT={port}", f"MLFLOW_STORE={tmp_path}"],
                                cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -89,10 +93,11 @@ def test_a_server_that_refuses_the_host_name_fails_before_any_work(tmp_path):
 
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # (one worker, no job runner: the preflight asks one question)
         [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-         f"sqlite:///{tmp_path / 'mlflow.db'}", "--allowed-hosts", "mlflow.internal"],
+         f"sqlite:///{tmp_path / 'mlflow.db'}", "--allowed-hosts", "mlflow.internal", "--workers", "1"],
         cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"

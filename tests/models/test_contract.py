@@ -222,7 +222,8 @@ def test_a_family_is_registered_under_a_name_of_its_own_that_its_file_bears():
         return type("Family", (), {"family": name, "__module__": module})
 
     for name, why in (("usefulness", "a name genzoo uses for its own"), ("Vae2", "lowercase identifier"),
-                      ("my-vae", "lowercase identifier"), ("vae", "registered twice")):  # fmt: skip
+                      ("my-vae", "lowercase identifier"), ("vae", "registered twice"),
+                      ("classical", "one of genzoo's shared modules")):  # fmt: skip
         with pytest.raises(ValueError, match=why):
             register(family(name))
     with pytest.raises(ValueError, match=r"defined in models/vae2\.py: a family's file is models/vae3\.py"):
@@ -241,3 +242,9 @@ def test_the_latent_tools_take_a_familys_own_code_shape(tiny):
         code_shape = (2, 2, 2)
 
     assert code_shape(Spatial(vae.spec, vae.cfg)) == (2, 2, 2)
+
+    class Said(type(vae)):  # as a method
+        def code_shape(self):
+            return (4, 1)
+
+    assert code_shape(Said(vae.spec, vae.cfg)) == (4, 1)

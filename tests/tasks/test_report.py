@@ -251,6 +251,9 @@ def test_pca_kde_beside_the_best_lift_is_by_its_recipe_and_left_out_where_its_po
     del ref["pca_kde"]["recipes"]["teacher"]  # (a recipe that perturbs: PCA + KDE is not measured by it)
     row = usefulness_targets(u)["rows"][0]
     assert (row["pca_kde"], row["pca_kde_recipe"]) == (0.005, "plain")
+    ref["pca_kde"]["recipes"]["plain"]["filters"] = {"0.1": {"empty_pools": 1, "emptied": []}}  # the fallback
+    t = usefulness_targets(u)
+    assert t["rows"][0]["pca_kde"] is None and "PCA + KDE with recipe plain at 10%" in t["left_out"][0]
 
 
 def test_a_lift_whose_pools_the_filters_emptied_is_left_out_of_the_targets_and_named():
@@ -344,10 +347,10 @@ def test_anomaly_columns_keep_the_benchmarks_order_and_each_familys_quantile_is_
     html, _ = render(params, data)
     heads = re.findall(r"<th>(held out [0-9]+)</th>", html)
     assert heads == ["held out 2", "held out 10"]
-    assert f"above the {a['quantile']} validation quantile" in html
+    assert f"above the validation split's threshold for quantile {a['quantile']}, which flags" in html
     data["anomaly"]["vae"] = {**a, "estimator": "bound", "quantile": 0.9}
     html, _ = render(params, data)
-    assert f"validation quantile: pixelcnn {a['quantile']}, vae 0.9)" in html
+    assert f"threshold for each quantile: pixelcnn {a['quantile']}, vae 0.9, which flags" in html
     data["evaluator"] = {}
     html, _ = render(params, data)
     assert "evaluator test accuracy not recorded" in html
