@@ -14,7 +14,10 @@ has, ``cnn``), the same CNN without it (``cnn_plain``), and a logistic regressio
   filtered by a teacher trained on the same subset, a real share per batch and a loss weight)
   from a generator trained on **that same subset only** (trained here for p < 1, the
   pipeline's model for p = 1): a generator trained on all the data would smuggle the other
-  images into the small setting. The lift is the paired difference (same subset and seed).
+  images into the small setting. The lift is the paired difference (same subset and seed);
+  below 100% also on the validation split (``val_lift``), where a choice between families and
+  recipes is made (the report's targets, ``augment.metric: lift``) so the test lift is not
+  what picks the figure quoted.
 
 The reference rows come from the same code: real data alone, and a class-conditional PCA +
 kernel-density generator fitted on the same subsets, through the same sample-mode recipes
