@@ -530,7 +530,10 @@ def cmd_detect(args) -> int:
         with _holding(params):
             r = run_benchmark(params, args.family)
         _said_if_stale(args, params, "benchmarked", "genzoo.detect")  # a model stale under every profile
-        print(f"{args.family} ({r['estimator']} bits/dim): test split {r['normal']['mean_bits_per_dim']:.3f}")
+        normal, rate = r["normal"], 100 * r["false_alarm_rate"]
+        print(f"{args.family} ({r['estimator']} bits/dim): test split {normal['mean_bits_per_dim']:.3f}; "
+              f"threshold {r['threshold']:.4f} (quantile {r['quantile']}: a normal image above it "
+              f"{rate:.2g}% of the time at most, from {normal['val_n']} validation images)")  # fmt: skip
         for name, st in r["sets"].items():
             print(f"{st.get('label', name):>20}: {st['mean_bits_per_dim']:.3f} bits/dim, AUROC likelihood "
                   f"{st['likelihood']['auroc']:.3f}, typicality {st['typicality']['auroc']:.3f}, "
@@ -552,11 +555,17 @@ def cmd_detect(args) -> int:
         print(f"{row['name']}\t{row['bits_per_dim']:.4f}\t{flag}")
     more = sum(row["atypical"] and not row["anomaly"] for row in r["images"])
     rate = 100 * r["false_alarm_rate"]
+    kept = (
+        ""
+        if r["false_alarm_rate"] <= 1 - r["quantile"] + 1e-12
+        else (f"; {r['val_n']} validation images cannot keep {100 * (1 - r['quantile']):.2g}%")
+    )
     print(f"# {r['flagged']} of {r['n']} above {r['threshold']:.4f} bits/dim ({r['estimator']}; from the "
           f"validation split for quantile {r['quantile']}: a normal image above it {rate:.2g}% of the time "
-          f"at most); {more} more ATYPICAL: further than "
+          f"at most, on average over validation splits{kept}); {more} more ATYPICAL: further than "
           f"{r['typicality_threshold']:.4f} bits/dim from its mean {r['val_mean_bits_per_dim']:.4f} "
-          "(the same quantile of its images' distances; too likely ones, e.g. blank, among them)",
+          "(the same rule on its images' distances, about as many again: catches some images too "
+          "likely to be digits, blank pages for some families)",
           file=sys.stderr)  # fmt: skip
     return 0
 

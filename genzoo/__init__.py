@@ -214,7 +214,8 @@ def sample(
         n: how many images.
         label: the class index of every image; ``None`` draws labels from the model's class
             prior.
-        seed: same seed, same images (on the same device).
+        seed: same seed, ``n`` and ``batch``, same images (on the same device; another ``n`` or
+            ``batch`` draws other images, the noise being drawn batch by batch).
         batch: images per forward pass.
 
     Returns:

@@ -229,6 +229,20 @@ def npz_levels(value: np.ndarray, path: Path) -> int:
     return int(value)
 
 
+def levels_beside(path: Path) -> int | None:
+    """The pixel levels genzoo's ``manifest.json`` beside the npz ``path`` records (the prepared
+    splits', a synthetic dataset's ``images.npz``: their pixels are levels 0..L-1 without a
+    ``levels`` key; read as 8-bit, digits' 0..16 were near-black images), or None: no such
+    manifest, or not genzoo's (``made_by``)."""
+    try:
+        manifest = json.loads((Path(path).parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(manifest, dict) and manifest.get("made_by") == "genzoo"
+    levels = manifest.get("levels") if ours else None
+    return levels if isinstance(levels, int) and not isinstance(levels, bool) and levels >= 2 else None
+
+
 def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
     """sha256 of a split's arrays, dtype and shape included (the manifest's ``sha256``)."""
     h = hashlib.sha256()

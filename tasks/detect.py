@@ -65,6 +65,7 @@ from genzoo.tasks.data import (
     data_hash,
     data_spec,
     fit_image,
+    levels_beside,
     load_split,
     npz_levels,
     open_image,
@@ -259,7 +260,7 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         with np.load(path, allow_pickle=False) as z:
             if "images" not in z.files:
                 raise DataError(f"{path}: no 'images' key (found {sorted(z.files)})")
-            levels = npz_levels(z["levels"], path) if "levels" in z.files else None
+            levels = npz_levels(z["levels"], path) if "levels" in z.files else levels_beside(path)
             x = to_spec(z["images"], spec, levels, f"{path}['images']", binned)
         return x, [f"{path.name}[{i}]" for i in range(len(x))]
     suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -333,7 +334,8 @@ def detect(params: Params, family: str, path: str | Path, quantile: float | None
     rows = [{"name": n, "bits_per_dim": float(b), "typicality": float(d), "anomaly": bool(b > t),
              "atypical": bool(d > typ_t)} for n, b, d in zip(names, s, typ, strict=True)]  # fmt: skip
     return {"family": family, "estimator": estimator(net), "threshold": t, "quantile": quantile,
-            "false_alarm_rate": cal["false_alarm_rate"], "val_mean_bits_per_dim": cal["val_mean"],
+            "false_alarm_rate": cal["false_alarm_rate"], "val_n": len(cal["val"]),
+            "val_mean_bits_per_dim": cal["val_mean"],
             "typicality_threshold": typ_t, "n": len(rows),
             "flagged": sum(r["anomaly"] for r in rows), "atypical": sum(r["atypical"] for r in rows),
             "images": rows}  # fmt: skip

@@ -2,6 +2,7 @@
 scoring, thresholding, input reading and benchmark on a (tiny) trained family."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -588,3 +589,63 @@ def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trai
     assert flags == ["ANOMALY" if w["anomaly"] else "ATYPICAL" if w["atypical"] else "ok" for w in rows]
     more = sum(w["atypical"] and not w["anomaly"] for w in rows)
     assert f"; {more} more ATYPICAL: further than" in printed.err
+    assert "on average over validation splits)" in printed.err  # 0.9 is kept: nothing more said
+    # a quantile the validation images cannot keep (0.1% needs 999 of them): said
+    assert main(["detect", "--params", str(pfile), "--family", "pixelcnn", str(npz), "--quantile", "0.999",
+                 "-q"]) == 0  # fmt: skip
+    n_val = len(load_split(params.data.prepared_dir, "val")[1])
+    assert f"on average over validation splits; {n_val} validation images cannot keep 0.1%)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_genzoos_own_npz_files_are_read_at_the_levels_their_manifest_records(trained, tmp_path):
+    """The prepared splits and a synthetic dataset's images.npz hold levels 0..L-1 with no
+    `levels` key: `genzoo detect` read them as 8-bit, near-black, and flagged none of 1,000
+    generated images that it flagged 698 of as PNGs. The manifest beside them says L."""
+    import logging.handlers
+    import shutil
+
+    from genzoo.tasks.data import levels_beside
+
+    tmp, params = trained
+    test_npz = Path(params.data.prepared_dir) / "test.npz"
+    assert levels_beside(test_npz) == 17
+    r = detect(params, "pixelcnn", test_npz)
+    xt, _, _ = load_split(params.data.prepared_dir, "test")
+    net = models.load(tmp / "runs" / "pixelcnn" / "model.json")
+    assert [row["bits_per_dim"] for row in r["images"]] == pytest.approx(score(net, xt).tolist())
+    shutil.copy(test_npz, tmp_path / "test.npz")  # alone, no manifest: read as 8-bit, said
+    said = logging.handlers.BufferingHandler(100)  # (caplog's handler: gone once Prefect is imported)
+    logging.getLogger("genzoo.detect").addHandler(said)
+    try:
+        alone = detect(params, "pixelcnn", tmp_path / "test.npz")
+    finally:
+        logging.getLogger("genzoo.detect").removeHandler(said)
+    assert any("read as 8-bit" in r.getMessage() for r in said.buffer)
+    assert [row["bits_per_dim"] for row in alone["images"]] != pytest.approx(
+        [row["bits_per_dim"] for row in r["images"]]
+    )
+    (tmp_path / "manifest.json").write_text(json.dumps({"levels": 17}))  # not genzoo's: not taken
+    assert levels_beside(tmp_path / "test.npz") is None
+    # prepare reads such a file as a source the same way (a synthetic dataset trained on)
+    raw = tiny_params(tmp_path / "again")
+    raw["data"]["source"] = f"npz:{Path(params.data.prepared_dir) / 'train.npz'}"
+    again = validate(raw)
+    prepare(again)
+    assert read_manifest(again.data.prepared_dir)["levels"] == 17
+
+
+def test_the_benchmark_command_prints_its_threshold_and_false_alarm_rate(trained, tmp_path, capsys):
+    import yaml
+
+    from genzoo.flows.cli import main
+
+    _, params = trained
+    r = run_benchmark(params, "pixelcnn")  # (the benchmark test's, cached, or made here)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    assert main(["detect", "--params", str(pfile), "--family", "pixelcnn", "--benchmark", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"threshold {r['threshold']:.4f} (quantile {r['quantile']}: a normal image above it" in out
+    assert f"% of the time at most, from {r['normal']['val_n']} validation images)" in out

@@ -24,6 +24,7 @@ from genzoo.tasks.formats import (
     check_formats,
     class_folders,
     measured_figures,
+    render_card,
     write_dataset,
 )
 from genzoo.tasks.layout import NotGenzooOutput
@@ -228,7 +229,13 @@ def test_card_quotes_the_measured_figures_and_says_not_measured_otherwise(tmp_pa
     assert "Not checked: `augment.reject_copies` was off" in card
     assert "CC BY 4.0" in card and "archive.ics.uci.edu" in card
     # the loading snippets name the files that exist, and only those
-    assert 'ImageFolder(f"{root}/images")' in card and "load_from_disk" not in card
+    assert 'ImageFolder(f"{root}/images", loader=grey)' in card and "load_from_disk" not in card
+    # ImageFolder opens images as RGB: the 1-channel images' snippet opens them grey; it compiles
+    snippet = card.split("from torchvision.datasets import ImageFolder")[1].split("```")[0]
+    compile("root = '.'\n" + snippet, "card", "exec")
+    assert '.convert("L")' in snippet
+    rgb = render_card(saved | {"shape": [3, 8, 8]})  # RGB images: ImageFolder's own loader
+    assert 'ImageFolder(f"{root}/images")' in rgb and "grey" not in rgb
     assert "genzoo.load_dataset(root)" in card and 'np.load(f"{root}/images.npz")' in card
     assert "soft_labels" not in card
     # a dataset made with another recipe than the one measured says so
@@ -482,7 +489,7 @@ def test_a_class_with_no_image_keeps_its_folder_so_imagefolder_gives_every_image
     empty = tmp_path / "ds" / "images" / m["class_folders"][0]
     assert [p.name for p in empty.iterdir()] == [".empty"]  # kept by git and DVC, skipped by ImageFolder
     card = (tmp_path / "ds" / "README.md").read_text()
-    assert 'ImageFolder(f"{root}/images", allow_empty=True)' in card
+    assert 'ImageFolder(f"{root}/images", loader=grey, allow_empty=True)' in card
     # written again over itself: the marker is genzoo's own file
     write_dataset(tmp_path / "ds", c, formats=["npz", "imagefolder"])
 
