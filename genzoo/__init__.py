@@ -214,8 +214,9 @@ def sample(
         n: how many images.
         label: the class index of every image; ``None`` draws labels from the model's class
             prior.
-        seed: same seed, ``n`` and ``batch``, same images (on the same device; another ``n`` or
-            ``batch`` draws other images, the noise being drawn batch by batch).
+        seed: same seed, ``n`` and ``batch``, same images (on the same device; the noise is
+            drawn batch by batch: another ``batch`` draws other images, another ``n`` the same
+            full batches and another last one).
         batch: images per forward pass.
 
     Returns:

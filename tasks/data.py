@@ -230,16 +230,22 @@ def npz_levels(value: np.ndarray, path: Path) -> int:
 
 
 def levels_beside(path: Path) -> int | None:
-    """The pixel levels genzoo's ``manifest.json`` beside the npz ``path`` records (the prepared
-    splits', a synthetic dataset's ``images.npz``: their pixels are levels 0..L-1 without a
-    ``levels`` key; read as 8-bit, digits' 0..16 were near-black images), or None: no such
-    manifest, or not genzoo's (``made_by``)."""
+    """The pixel levels of the npz ``path`` where genzoo wrote it beside its ``manifest.json``
+    (a prepared split, a synthetic dataset's ``images.npz``: pixels 0..L-1 without a ``levels``
+    key; read as 8-bit, digits' 0..16 were near-black images), or None: no manifest there, or
+    one that does not list this file (a user's own npz dropped in such a folder)."""
+    path = Path(path)
     try:
-        manifest = json.loads((Path(path).parent / "manifest.json").read_text())
+        manifest = json.loads((path.parent / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    ours = isinstance(manifest, dict) and manifest.get("made_by") == "genzoo"
-    levels = manifest.get("levels") if ours else None
+    if not isinstance(manifest, dict):
+        return None
+    splits, files = manifest.get("splits"), manifest.get("files")
+    listed = (isinstance(splits, dict) and path.suffix == ".npz" and path.stem in splits) or (
+        isinstance(files, dict) and files.get("npz") == path.name
+    )
+    levels = manifest.get("levels") if listed else None
     return levels if isinstance(levels, int) and not isinstance(levels, bool) and levels >= 2 else None
 
 

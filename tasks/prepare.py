@@ -29,7 +29,6 @@ from genzoo.tasks.data import (
     content_hash,
     convert_levels,
     fit_image,
-    levels_beside,
     npz_levels,
     open_image,
     prepared_with,
@@ -84,7 +83,7 @@ def load_npz_source(path: str | Path) -> Dataset:
                     "(expected 'images' and 'labels')"
                 )
             images, labels = z["images"], z["labels"]
-            levels = npz_levels(z["levels"], path) if "levels" in keys else levels_beside(path)
+            levels = npz_levels(z["levels"], path) if "levels" in keys else None
             names = [str(n) for n in np.atleast_1d(z["class_names"])] if "class_names" in keys else None
     except (OSError, ValueError) as e:
         if isinstance(e, DataError):

@@ -602,7 +602,8 @@ def test_images_too_likely_are_flagged_atypical_beside_the_likelihoods_flag(trai
 def test_genzoos_own_npz_files_are_read_at_the_levels_their_manifest_records(trained, tmp_path):
     """The prepared splits and a synthetic dataset's images.npz hold levels 0..L-1 with no
     `levels` key: `genzoo detect` read them as 8-bit, near-black, and flagged none of 1,000
-    generated images that it flagged 698 of as PNGs. The manifest beside them says L."""
+    generated digits, of which it flags 698 as PNGs. The manifest beside them says L, for the
+    files it lists."""
     import logging.handlers
     import shutil
 
@@ -626,14 +627,12 @@ def test_genzoos_own_npz_files_are_read_at_the_levels_their_manifest_records(tra
     assert [row["bits_per_dim"] for row in alone["images"]] != pytest.approx(
         [row["bits_per_dim"] for row in r["images"]]
     )
-    (tmp_path / "manifest.json").write_text(json.dumps({"levels": 17}))  # not genzoo's: not taken
+    (tmp_path / "manifest.json").write_text(json.dumps({"levels": 17}))  # lists no such file: not taken
     assert levels_beside(tmp_path / "test.npz") is None
-    # prepare reads such a file as a source the same way (a synthetic dataset trained on)
-    raw = tiny_params(tmp_path / "again")
-    raw["data"]["source"] = f"npz:{Path(params.data.prepared_dir) / 'train.npz'}"
-    again = validate(raw)
-    prepare(again)
-    assert read_manifest(again.data.prepared_dir)["levels"] == 17
+    # a user's own npz dropped beside the prepared splits is no split of theirs; a dataset's is its npz
+    assert levels_beside(Path(params.data.prepared_dir) / "mine.npz") is None
+    (tmp_path / "manifest.json").write_text(json.dumps({"levels": 17, "files": {"npz": "images.npz"}}))
+    assert levels_beside(tmp_path / "images.npz") == 17 and levels_beside(tmp_path / "test.npz") is None
 
 
 def test_the_benchmark_command_prints_its_threshold_and_false_alarm_rate(trained, tmp_path, capsys):
