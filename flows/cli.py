@@ -565,7 +565,7 @@ def cmd_detect(args) -> int:
           f"at most, on average over validation splits{kept}); {more} more ATYPICAL: further than "
           f"{r['typicality_threshold']:.4f} bits/dim from its mean {r['val_mean_bits_per_dim']:.4f} "
           "(the same rule on its images' distances, about as many again: catches some images too "
-          "likely to be digits, blank pages for some families)",
+          "likely to be the training images' kind, such as blank pages for some families)",
           file=sys.stderr)  # fmt: skip
     return 0
 

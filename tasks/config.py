@@ -485,14 +485,26 @@ class Params(Config):
         number on every entry point (Ray task, DVC stage), since CPU results depend on it."""
         return self.run.threads or max(1, int(self.resources(family).num_cpus))
 
+    def device_kind(self, family: str) -> str:
+        """The kind of device ``family`` trains on, from the params alone: ``run.device``'s, and
+        for ``auto`` CUDA where the family's ``ray.resources`` ask for a GPU, else the CPU (a Ray
+        task is given a GPU by them; a DVC stage or a command follows the same rule, so both
+        entry points train alike: tasks/layout.py ``training_device``)."""
+        if self.run.device == "auto":
+            return "cuda" if self.resources(family).num_gpus > 0 else "cpu"
+        return self.run.device.split(":")[0]
+
     def family_block(self, family: str) -> dict[str, Any]:
-        """Everything that decides how ``family`` trains (for fingerprints and tracking)."""
+        """Everything that decides how ``family`` trains (for fingerprints and tracking); the
+        device where it is not the CPU (a model trained on a GPU is not the CPU's)."""
+        kind = self.device_kind(family)
         return {
             "family": family,
             "seed": self.seed,
             "threads": self.threads(family),
             "train": self.train_config(family).model_dump(mode="json"),
             "net": self.net_config(family).model_dump(mode="json"),
+            **({"device": kind} if kind != "cpu" else {}),
         }
 
 

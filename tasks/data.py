@@ -161,7 +161,8 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # the rest (palettes too) count
 def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
     """An image file as an 8-bit PIL image of mode L or RGB, and what had to be converted to get
     there (``"16-bit"``: levels scaled by 255/65535, ``"float [0, 1]"``: scaled to 0-255, ``"float
-    0-255"``: rounded; None).
+    0-255"``: rounded; ``"transparency"``: an alpha channel dropped, as ``convert`` and
+    torchvision's ImageFolder drop it, keeping the colours stored under it; None).
     One line naming the file and why where it cannot be read (``advice`` after it)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -176,7 +177,8 @@ def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
                 arr = arr * 255 if unit else arr
                 img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
                 return img, "float [0, 1]" if unit else "float 0-255"
-            return im.convert("L" if im.mode in GRAY_MODES else "RGB"), None
+            clear = im.mode in ("LA", "RGBA", "La", "RGBa", "PA") or "transparency" in im.info
+            return im.convert("L" if im.mode in GRAY_MODES else "RGB"), "transparency" if clear else None
     except Image.DecompressionBombError as e:  # Pillow's refusal of an image too large to load
         raise DataError(f"{path}: {e}; shrink it{advice}") from None
     except (UnidentifiedImageError, OSError) as e:

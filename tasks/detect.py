@@ -310,7 +310,10 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         log.warning("%s: %d unreadable image file(s) not scored: %s%s (%s)", path, len(broken),
                     ", ".join(names[:3]), ", ..." if len(names) > 3 else "", first)  # fmt: skip
     for how, n in converted.items():  # (README: "detect reads them the same way", with the warning)
-        log.warning("%s: %d %s image(s) converted to 8 bits, as prepare converts them", path, n, how)
+        if how == "transparency":
+            log.warning("%s: %d image(s) read without their transparency, as prepare reads them", path, n)
+        else:
+            log.warning("%s: %d %s image(s) converted to 8 bits, as prepare converts them", path, n, how)
     say_if_enlarged(str(path), sizes, (spec.height, spec.width))
     return to_spec(np.stack(arrays), spec, 256, str(path), binned), [str(f.relative_to(base)) for f in kept]
 

@@ -6,8 +6,9 @@ images; any stage that makes a dataset (teacher soft labels, filters of its own)
 one whole (``layout.replacing_dir``):
 
 - ``images.npz`` (always): ``images`` uint8 levels ``(N, C, H, W)``, ``labels`` int64 ``(N,)``,
-  ``source`` (the family that drew each image, or ``real``), ``is_synthetic`` bool ``(N,)``, and
-  with soft labels ``soft_labels`` float32 ``(N, K)`` (each row a probability vector);
+  ``source`` (the family that drew each image, or ``real``), ``is_synthetic`` bool ``(N,)``,
+  ``class_names`` str ``(K,)`` (label i's name), and with soft labels ``soft_labels`` float32
+  ``(N, K)`` (each row a probability vector);
 - ``images/<NN>_<class>/<i>.png`` (format ``imagefolder``): class folders named so that their
   sorted order is the label order, which is how torchvision's ``ImageFolder`` numbers classes;
   ``<i>`` is the image's row in ``images.npz``; every class has its folder (``.empty`` in one
@@ -192,6 +193,7 @@ def _npz_bytes(content: DatasetContent) -> bytes:
         "labels": content.labels,
         "source": content.source,
         "is_synthetic": content.is_synthetic,
+        "class_names": np.array(list(content.class_names), dtype=str),  # label i's name (no pickle)
     }
     if content.soft_labels is not None:
         arrays["soft_labels"] = content.soft_labels

@@ -176,11 +176,22 @@ def use_threads(n: int) -> None:
     """Compute on ``n`` threads: torch's, and the BLAS and OpenMP pools numpy and scikit-learn
     compute in (threadpoolctl). CPU results depend on the count (the float sums of a matrix
     product: scikit-learn's MLP judge fitted on 1 and on 2 BLAS threads differs by 0.1 in a
-    weight), so a Ray task, a DVC stage and a command given the same params compute alike."""
+    weight), so a Ray task, a DVC stage and a command given the same params compute alike.
+
+    threadpoolctl limits the pools already loaded; a library loaded later (scikit-learn's own
+    OpenMP, SciPy's OpenBLAS under PCA and the judges: imported when a stage first needs them)
+    sizes its pool from the environment when it loads, so the same count is set there too
+    (processes this one starts inherit it)."""
     from threadpoolctl import threadpool_limits
 
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n)
     torch.set_num_threads(n)
     threadpool_limits(limits=n)
+
+
+# what OpenMP, OpenBLAS and MKL read, when they load, to size their pools
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def family_dir(params: Params, family: str) -> Path:
@@ -758,6 +769,24 @@ def resolve_device(name: str, key: str = "run.device") -> torch.device:
     return dev
 
 
+def training_device(params: Params, family: str) -> torch.device:
+    """Where ``family`` trains (its pipeline model, its generators on subsets): ``run.device``,
+    where ``auto`` is CUDA when the family's ``ray.resources`` ask for a GPU and the CPU
+    otherwise, in a Ray task (which Ray gives a GPU by the same resources), a DVC stage and a
+    command alike: the same params train on the same kind of device (``Params.device_kind``,
+    part of the model's key). Asked for a GPU on a machine with none: a ParamsError naming the key."""
+    kind = params.device_kind(family)
+    if params.run.device != "auto":
+        return resolve_device(params.run.device)
+    if kind == "cuda" and not torch.cuda.is_available():
+        where = f"ray.resources.{family if family in params.ray.resources else 'default'}.num_gpus"
+        raise ParamsError(
+            f"{where}={params.resources(family).num_gpus}: {family} asks for a GPU (run.device: auto) and "
+            "this machine has no CUDA device; set it to 0 to train on the CPU"
+        )
+    return torch.device(kind)
+
+
 # ----------------------------------------------------------------------------- code provenance
 
 
@@ -821,7 +850,11 @@ def code_files(stage: str, family: str | None = None, root: Path = ROOT) -> tupl
     (:func:`code_hash`), so the two cannot disagree."""
     own = family_files()
     others = set(own.values()) - ({own[family]} if family else set())
-    todo = [f"tasks/{stage}.py", *([own[family]] if family else [])]
+    return _closure([f"tasks/{stage}.py", *([own[family]] if family else [])], others, root)
+
+
+def _closure(todo: list[str], others: set[str], root: Path) -> tuple[str, ...]:
+    """``todo``'s files and every genzoo file they import, transitively, but ``others``; sorted."""
     seen: set[str] = set()
     while todo:
         f = todo.pop()
@@ -830,6 +863,17 @@ def code_files(stage: str, family: str | None = None, root: Path = ROOT) -> tupl
         seen.add(f)
         todo += [g for g in _imports(root / f, root) if g not in others]
     return tuple(sorted(seen))
+
+
+def module_code_hash(module: str, root: Path = ROOT) -> str:
+    """Content hash of genzoo module ``module`` (``genzoo.models.evaluator``) and every genzoo
+    file it imports, transitively (no family's model file): the key of what it alone computes,
+    as a teacher CNN stored for the stages that share it."""
+    start = _module_file(module, root)
+    if start is None:
+        raise ValueError(f"{module}: not a genzoo module")
+    files = _closure([start], set(family_files().values()) - {start}, root)
+    return fingerprint({f: (root / f).read_bytes().hex() for f in files})[:16]
 
 
 def code_hash(stage: str, family: str | None = None, root: Path = ROOT) -> str:
@@ -980,7 +1024,7 @@ def train_variant(
     # the initial weights depend on the seed alone, not on what ran before in this worker
     torch.manual_seed(seed)
     model = models.build(family, spec, params.net_config(family))
-    device = resolve_device(params.run.device)
+    device = training_device(params, family)
     log.info("%s: %d parameters, %d steps on %s -> %s", family, sum(p.numel() for p in model.parameters()),
              cfg.steps, device, path)  # fmt: skip
     fit_kwargs.setdefault("progress", False)

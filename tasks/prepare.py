@@ -230,17 +230,29 @@ def load_folder_source(
     empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
     if empty:
         raise DataError(f"{root / empty[0]}: a class folder with no images; fill it or remove it")
-    images, modes, deep, floats = [], {}, None, {}
+    images, modes, deep, floats, bad, clear = [], {}, None, {}, [], []
     for f, _ in files:
-        img, converted = open_image(f, "; replace it or move it out of the folder")
+        try:
+            img, converted = open_image(f)
+        except DataError as e:  # every unreadable file named at once, not one per try
+            bad.append(str(e))
+            continue
         if converted == "16-bit":
             deep = deep or f
+        elif converted == "transparency":
+            clear.append(f)
         elif converted:  # float pixels, in [0, 1] or beyond
             floats.setdefault(converted, f)
         if channels:  # RGB -> L by ITU-R 601 luma, as convert() below; L -> RGB repeats it
             img = img.convert("L" if channels == 1 else "RGB")
-        modes.setdefault(img.mode, f)
+        modes.setdefault(img.mode, []).append(f)
         images.append(img)
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise DataError(
+            f"{root}: {len(bad)} unreadable image file(s): {'; '.join(bad[:3])}{more}; replace them or "
+            "move them out of the folder"
+        )
     if deep is not None:
         log.warning(
             "%s: 16-bit images (first: %s) reduced to 8 bits (256 levels), scaled by 255/65535", root, deep
@@ -252,11 +264,18 @@ def load_folder_source(
     if floats:
         log.warning("%s: images of float pixels (first: %s) read as 0-255 (scaled by 255 where in [0, 1])",
                     root, next(iter(floats.values())))  # fmt: skip
-    if len(modes) > 1:
-        raise DataError(
-            f"{root}: mixed channels: {modes['L']} is grayscale but {modes['RGB']} is RGB; "
-            "convert them, or set data.channels to 1 or 3"
-        )
+    if clear:
+        log.warning(
+            "%s: %d image(s) with transparency (first: %s) read without it, as the colours stored under "
+            "transparent pixels (as torchvision's ImageFolder reads them); flatten them onto a background "
+            "first if those colours are not the picture", root, len(clear), clear[0],
+        )  # fmt: skip
+    if len(modes) > 1:  # grey among colour: each grey image repeated in R, G and B, nothing lost
+        log.warning(
+            "%s: %d grayscale image(s) among %d RGB (first: %s) read as RGB; set data.channels: 1 to "
+            "train every image in grey", root, len(modes["L"]), len(modes["RGB"]), modes["L"][0],
+        )  # fmt: skip
+        images = [im.convert("RGB") for im in images]
     if size is None:
         first = {}  # (H, W) -> the first file of that size
         for (f, _), im in zip(files, images, strict=True):

@@ -304,10 +304,13 @@ class Teachers:
 
     @functools.cached_property
     def _data(self) -> str:
-        """Digest of the training set and the evaluator's code, computed once for all members."""
+        """Digest of the training set and the evaluator's code (models/evaluator.py and every
+        genzoo file it imports: the trainer, the layers), computed once for all members."""
+        from genzoo.tasks.layout import module_code_hash
+
         h = hashlib.sha256()
         for part in (self.x.float().numpy().tobytes(), self.y.numpy().tobytes(),
-                     Path(evaluator_module.__file__).read_bytes()):  # fmt: skip
+                     module_code_hash(evaluator_module.__name__).encode()):  # fmt: skip
             h.update(part)
         return h.hexdigest()
 

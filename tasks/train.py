@@ -41,9 +41,9 @@ from genzoo.tasks.layout import (
     family_run_id,
     key_of,
     read_json,
-    resolve_device,
     train_inputs,
     train_variant,
+    training_device,
 )
 
 # whether a family's outputs are current is provenance (tasks/layout.py), read by `genzoo
@@ -125,9 +125,10 @@ def say_if_replacing_other_data(params: Params, family: str) -> None:
             if run
             else "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder"
         )
-        source = manifest.get("source", "the prepared data")
-        log.warning("%s: replacing %s, trained on other data than %s; %s", family, family_dir(params, family),
-                    source, kept)  # fmt: skip
+        source = manifest.get("source")  # (the same source with other images: its folder or file changed)
+        now = f" (now from {source}: another source, or its images changed since)" if source else ""
+        log.warning("%s: replacing %s, trained on other data than the prepared data%s; %s", family,
+                    family_dir(params, family), now, kept)  # fmt: skip
 
 
 def train_family(
@@ -250,7 +251,7 @@ def _train(
     only when ``final`` (else the caller writes it once the rest of the stage is done)."""
     params.require(family)
     started = time.time()
-    device = resolve_device(params.run.device)
+    device = training_device(params, family)
     x, y, manifest = load_split(params.data.prepared_dir, "train")
     spec = data_spec(manifest)
     cfg = params.train_config(family)

@@ -66,9 +66,9 @@ from genzoo.tasks.layout import (
     exclusive,
     family_dir,
     read_json,
-    resolve_device,
     shown,
     train_variant,
+    training_device,
     unmeasured,
     use_threads,
     usefulness_key,
@@ -522,7 +522,7 @@ def subset_generator(params: Params, family: str, fraction: float, train: Data, 
                      manifest: dict, subset_seed: int = 0):  # fmt: skip
     """``family`` trained on the ``fraction`` subset ``subset_seed`` only (cached in
     runs/evaluation/<family>/subsets/); the pipeline's model for fraction 1."""
-    device = resolve_device(params.run.device)
+    device = training_device(params, family)
     if fraction >= 1:
         path = family_dir(params, family) / "model.json"
         if not path.exists():

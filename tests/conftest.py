@@ -175,6 +175,10 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
     raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
     raw["augment"]["out_dir"] = "data/augment"
     raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
+    # dvc.yaml names the usefulness keys one by one: every one is in params.yaml, as in the shipped one
+    from genzoo.tasks.config import UsefulnessParams
+
+    raw["usefulness"] = {**UsefulnessParams().model_dump(mode="json"), **raw["usefulness"]}
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {
         **os.environ,

@@ -101,6 +101,30 @@ def test_a_ray_task_given_no_gpu_runs_auto_on_the_cpu(monkeypatch):
     assert resolve_device("auto").type == "cuda"  # outside a task: the GPU
 
 
+def test_a_family_trains_where_its_resources_say_whichever_entry_point_runs_it(monkeypatch, tmp_path):
+    """On a GPU machine `genzoo run` trained the default families (`num_gpus: 0`) on the CPU and
+    `dvc repro`, outside Ray, on CUDA with bf16, and either called the other's models up to
+    date: `auto` follows the family's resources everywhere, and a GPU model's key says so."""
+    import torch
+
+    from genzoo.tasks.config import ParamsError, validate
+    from genzoo.tasks.layout import training_device
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=2, families=["gan", "vae"])
+    raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}, "vae": {"num_gpus": 0.5}}}
+    params = validate(raw)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, outside Ray
+    assert training_device(params, "gan").type == "cpu" and training_device(params, "vae").type == "cuda"
+    assert "device" not in params.family_block("gan")  # the CPU's keys are as before
+    assert params.family_block("vae")["device"] == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParamsError, match=r"ray\.resources\.vae\.num_gpus=0\.5: vae asks for a GPU"):
+        training_device(params, "vae")
+    cpu = validate({**raw, "run": {**raw["run"], "device": "cpu"}})
+    assert training_device(cpu, "vae").type == "cpu" and "device" not in cpu.family_block("vae")
+
+
 def test_a_task_within_its_budget_returns_its_result():
     chunks: list[bytearray] = []
     assert cluster._on_node(_hog, None, chunks, 10, 5, memory=("gan", 300)) == 5

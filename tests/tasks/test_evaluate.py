@@ -296,6 +296,27 @@ def test_the_evaluator_stage_computes_on_its_params_threads_blas_included(tmp_pa
     assert want == 1 and seen == {"blas": {want}, "torch": want}, seen
 
 
+def test_pools_loaded_after_the_thread_count_is_set_compute_on_it_too():
+    """threadpoolctl limits the pools loaded when it is called; scikit-learn's own OpenMP and
+    SciPy's OpenBLAS (PCA, the judges, the GMM's k-means) load later, when a stage first needs
+    them, and took every core: a 1-thread DVC stage's PCA ran on 2 BLAS threads."""
+    code = (
+        "import os\n"
+        "for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ.pop(v, None)\n"
+        "from genzoo.tasks.layout import use_threads\n"
+        "use_threads(1)\n"
+        "import numpy as np, scipy.linalg, sklearn.cluster\n"
+        "from sklearn.decomposition import PCA\n"
+        "PCA(3).fit(np.random.default_rng(0).random((50, 10)))\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(sorted({(p['internal_api'], p['num_threads']) for p in threadpool_info()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    pools = eval(out.stdout)  # noqa: S307 (our own printout)
+    assert {api for api, _ in pools} >= {"openmp", "openblas"} and {n for _, n in pools} == {1}, pools
+
+
 def test_memorization_is_measured_on_images_drawn_from_the_whole_set():
     """A draw comes sorted by class (a folder's training split too): the figure took its first
     rows, as many as the test split holds, so the later classes were never checked for copies."""

@@ -390,6 +390,7 @@ def test_card_snippets_run(written, tmp_path):
     finally:
         os.chdir(cwd)
     assert np.array_equal(scope["labels"], c.labels) and scope["soft_labels"].shape == (36, K)
+    assert scope["class_names"] == NAMES  # label i's name, in the npz itself (no pickle to load it)
     assert len(scope["ds"]) == 36 and scope["ds"].features["label"].names == NAMES
     assert scope["soft"][0][1].shape == (K,)  # the genzoo block's soft targets
 

@@ -20,7 +20,15 @@ from genzoo.models import REGISTRY
 from genzoo.tasks import layout
 from genzoo.tasks.config import validate
 from genzoo.tasks.data import data_spec, load_split
-from genzoo.tasks.layout import ROOT, code_files, code_hash, family_files, read_json, train_variant
+from genzoo.tasks.layout import (
+    ROOT,
+    code_files,
+    code_hash,
+    family_files,
+    module_code_hash,
+    read_json,
+    train_variant,
+)
 from genzoo.tasks.prepare import prepare
 from tests.conftest import tiny_params
 
@@ -89,6 +97,25 @@ def test_the_synthetic_datasets_stage_lists_every_params_block_that_decides_it()
     assert {"seed", "augment", "recipes", "usefulness", "evaluate", "run.threads", "ray.resources"} <= listed
 
 
+def test_the_usefulness_stages_list_every_usefulness_key_but_the_families_list():
+    """usefulness-reference and usefulness@<family> listed the usefulness block whole: a family
+    added to usefulness.families made every measured family stale, and DVC, which removes a
+    stage's outputs before it runs it, retrained each one's generators on the subsets from step
+    0. Each lists every key that decides its figures, and a key added to the block is listed."""
+    from genzoo.tasks.config import UsefulnessParams
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    fields = set(UsefulnessParams.model_fields)
+    for name, leave_out in (("usefulness-reference", {"families", "train"}), ("usefulness", {"families"})):
+        listed = set(stages[name].get("do", stages[name])["params"])
+        keys = {p.removeprefix("usefulness.") for p in listed if p.startswith("usefulness.")}
+        want = fields - leave_out
+        assert "usefulness" not in listed and keys == want, (name, sorted(keys ^ want))
+    report = set(stages["report"]["params"])
+    assert {"models", "data", "evaluate"} <= report  # the families on the page, the source, the latency
+    assert "evaluate.baselines" not in stages["detect"]["do"]["params"]  # the benchmark reads none
+
+
 def test_a_family_reads_its_own_model_file_only():
     own = family_files()
     assert own["vae"] == "models/vae.py"
@@ -113,6 +140,37 @@ def test_editing_one_family_changes_only_its_hash(tmp_path):
     with open(tmp_path / "tasks" / "layout.py", "a") as fh:
         fh.write("\n# shared code: every family\n")
     assert code_hash("train", "gan", tmp_path) != before["gan"]
+
+
+def test_a_stored_teacher_is_keyed_by_every_file_the_evaluator_imports(tmp_path):
+    """The teachers stored in runs/teachers were keyed by models/evaluator.py's bytes alone: an
+    edit to models/base.py (the pixels the CNN sees) ran the stages again, which reloaded the
+    old teachers, while a fresh clone trained new ones."""
+    for d in ("models", "tasks", "metrics"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    before = module_code_hash("genzoo.models.evaluator", tmp_path)
+    assert before == module_code_hash("genzoo.models.evaluator")
+    with open(tmp_path / "models" / "vae.py", "a") as fh:  # a family's file: not the evaluator's code
+        fh.write("\n# an edit\n")
+    assert module_code_hash("genzoo.models.evaluator", tmp_path) == before
+    with open(tmp_path / "models" / "base.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert module_code_hash("genzoo.models.evaluator", tmp_path) != before
+    with pytest.raises(ValueError, match="not a genzoo module"):
+        module_code_hash("torch.nn")
+
+
+def test_the_teachers_key_follows_the_evaluators_code(monkeypatch):
+    from genzoo.models.base import DataSpec
+    from genzoo.models.evaluator import EvaluatorConfig
+    from genzoo.tasks.sample import Teachers
+
+    x, y = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    spec = DataSpec(channels=1, height=8, width=8, num_classes=2, levels=17)
+    key = Teachers(x, y, spec, EvaluatorConfig())._key(1)
+    assert Teachers(x, y, spec, EvaluatorConfig())._key(1) == key
+    monkeypatch.setattr(layout, "module_code_hash", lambda module: "edited")
+    assert Teachers(x, y, spec, EvaluatorConfig())._key(1) != key
 
 
 def test_every_module_of_models_but_the_shared_ones_is_a_registered_family():

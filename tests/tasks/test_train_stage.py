@@ -39,7 +39,10 @@ def test_training_on_other_data_says_it_replaces_the_earlier_model(tmp_path, cap
     other = prepared_other_data(params, tmp_path)
     with caplog.at_level(logging.WARNING, logger="genzoo.train"):
         train_family(other, "gan", progress=False)
-    assert f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data than npz:" in caplog.text
+    assert (
+        f"gan: replacing {tmp_path / 'runs' / 'gan'}, trained on other data than the prepared data (now from "
+        "npz:" in caplog.text
+    ) and "another source, or its images changed since)" in caplog.text
     assert (
         "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder" in caplog.text
     )
