@@ -142,11 +142,14 @@ def _train(params, families, quiet, parent_run_id=None) -> int:
     return 0
 
 
-def _check_device(params) -> None:
-    """``run.device`` names a device this machine has (else a ParamsError naming it)."""
-    from genzoo.tasks.layout import resolve_device
+def _check_device(params, families: list[str] | None = None) -> None:
+    """``run.device`` names a device this machine has, and each of ``families`` (default: all)
+    asks for a GPU only where there is one (else a ParamsError naming the key)."""
+    from genzoo.tasks.layout import resolve_device, training_device
 
     resolve_device(params.run.device)
+    for family in params.families if families is None else families:
+        training_device(params, family)
 
 
 def cmd_train(args) -> int:
@@ -154,7 +157,7 @@ def cmd_train(args) -> int:
     families = params.families if args.all else [args.family]
     if not args.all:
         params.require(args.family)
-    _check_device(params)  # before an MLflow run or a folder is made
+    _check_device(params, families)  # before an MLflow run or a folder is made
     from genzoo.tasks.train import check_outputs
 
     check_outputs(params)  # where it writes, before the lock and the data: not "run genzoo prepare" first
@@ -227,7 +230,7 @@ def cmd_run(args) -> int:
 
         check_reachable(address)  # the flow checks it too; here it fails before Prefect starts
     else:
-        _check_device(params)  # a local Ray trains here; a cluster's workers have their own devices
+        _check_device(params, families)  # a local Ray trains here; a cluster's workers have their own devices
     if params.run.track:  # the flow checks it too; here it fails before Prefect and Ray start
         from genzoo.tasks import tracking
 
@@ -598,6 +601,8 @@ def cmd_usefulness(args) -> int:
         else args.families,
     )  # (--families "": none given, said)
     _same_profile(args, params, families, "measure {it}")
+    if any(p < 1 for p in params.usefulness.fractions):  # generators trained on subsets: where each trains
+        _check_device(params, families)
     clfs = params.usefulness.classifiers
 
     def cell(s: dict) -> str:

@@ -260,13 +260,27 @@ def record_in_dvc(
     for name in ["evaluate", *after]:
         for st in DVC_STAGES.get(name, []):
             stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
-    cmd = [sys.executable, "-m", "dvc", "commit", "--force", *stages]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"dvc commit {' '.join(stages)} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+
+    def commit(names: list[str]) -> str | None:  # DVC's error, or None
+        cmd = [sys.executable, "-m", "dvc", "commit", "--force", *names]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}
         )
-    return stages
+        return None if proc.returncode == 0 else (proc.stderr.strip() or proc.stdout.strip())
+
+    if (error := commit(stages)) is None:
+        return stages
+    # one stage DVC refuses (a params key missing from params.yaml) refuses them all: each alone
+    failed = {name: why for name in stages if (why := commit([name])) is not None}
+    recorded = [name for name in stages if name not in failed]
+    if not recorded:
+        raise RuntimeError(f"dvc commit {' '.join(stages)} failed: {error}")
+    lines = next(iter(failed.values())).splitlines() or [""]
+    get_run_logger().error(
+        "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s (%s); recorded: %s",
+        ", ".join(failed), next((x for x in lines if "ERROR" in x), lines[0]), ", ".join(recorded),
+    )  # fmt: skip
+    return recorded
 
 
 def _tracking_uri(params: Params) -> str | None:

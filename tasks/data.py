@@ -177,7 +177,9 @@ def open_image(path: Path, advice: str = "") -> tuple[Any, str | None]:
                 arr = arr * 255 if unit else arr
                 img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
                 return img, "float [0, 1]" if unit else "float 0-255"
-            clear = im.mode in ("LA", "RGBA", "La", "RGBa", "PA") or "transparency" in im.info
+            clear = False  # transparency some pixel uses (an opaque alpha, an unused palette entry: none)
+            if im.mode in ("LA", "RGBA", "La", "RGBa", "PA") or "transparency" in im.info:
+                clear = im.convert("RGBA").getchannel("A").getextrema()[0] < 255
             return im.convert("L" if im.mode in GRAY_MODES else "RGB"), "transparency" if clear else None
     except Image.DecompressionBombError as e:  # Pillow's refusal of an image too large to load
         raise DataError(f"{path}: {e}; shrink it{advice}") from None

@@ -181,7 +181,8 @@ def use_threads(n: int) -> None:
     threadpoolctl limits the pools already loaded; a library loaded later (scikit-learn's own
     OpenMP, SciPy's OpenBLAS under PCA and the judges: imported when a stage first needs them)
     sizes its pool from the environment when it loads, so the same count is set there too
-    (processes this one starts inherit it)."""
+    (processes this one starts inherit it, and it stays set for the rest of this one: every
+    stage sets its own count first)."""
     from threadpoolctl import threadpool_limits
 
     for var in THREAD_VARIABLES:
@@ -779,7 +780,9 @@ def training_device(params: Params, family: str) -> torch.device:
     if params.run.device != "auto":
         return resolve_device(params.run.device)
     if kind == "cuda" and not torch.cuda.is_available():
-        where = f"ray.resources.{family if family in params.ray.resources else 'default'}.num_gpus"
+        own = params.ray.resources.get(family)  # the family's own block, where it sets num_gpus
+        block = family if own and "num_gpus" in own.model_fields_set else "default"
+        where = f"ray.resources.{block}.num_gpus"
         raise ParamsError(
             f"{where}={params.resources(family).num_gpus}: {family} asks for a GPU (run.device: auto) and "
             "this machine has no CUDA device; set it to 0 to train on the CPU"

@@ -109,6 +109,16 @@ def load_npz_source(path: str | Path) -> Dataset:
             raise DataError(f"{path}['labels']: byte-string labels that are not UTF-8 ({e.reason})") from None
     classes = np.unique(labels)
     labels = np.searchsorted(classes, labels).astype(np.int64)
+    n_names = len(names or [])
+    indices = classes.dtype.kind in "ui" and len(classes) and classes[0] >= 0 and classes[-1] < n_names
+    if names is not None and len(names) > len(classes) and indices:  # a class with no image (a
+        # synthetic dataset's emptied class): the others keep their names, numbered as present
+        absent = [n for i, n in enumerate(names) if i not in set(classes.tolist())]
+        log.warning(
+            "%s: %d class(es) of class_names with no image left out (%s): the %d others are classes 0..%d",
+            path, len(absent), ", ".join(absent[:5]), len(classes), len(classes) - 1,
+        )  # fmt: skip
+        names = [names[int(c)] for c in classes]
     if names is not None and len(names) != len(classes):
         raise DataError(
             f"{path}['class_names']: {len(names)} names for {len(classes)} classes in 'labels' "
@@ -205,7 +215,8 @@ def load_folder_source(
     root: str | Path, size: tuple[int, int] | None, channels: int | None = None
 ) -> Dataset:
     """A folder of class sub-folders of images, sized to ``size`` on load; ``channels`` (1 or 3,
-    ``data.channels``) converts every image as it is read (grey and RGB images may then mix)."""
+    ``data.channels``) converts every image as it is read; without it, grey images among RGB
+    ones are read as RGB (said)."""
 
     root = Path(root)
     if root.is_file():

@@ -305,7 +305,7 @@ class Teachers:
     @functools.cached_property
     def _data(self) -> str:
         """Digest of the training set and the evaluator's code (models/evaluator.py and every
-        genzoo file it imports: the trainer, the layers), computed once for all members."""
+        genzoo file it imports, transitively), computed once for all members."""
         from genzoo.tasks.layout import module_code_hash
 
         h = hashlib.sha256()

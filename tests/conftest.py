@@ -172,7 +172,7 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     raw = tiny_params(Path("."), steps=steps, families=families, useful=useful, detect=detect)
     raw["data"].update(prepared_dir="data/prepared", raw_dir="data/raw")  # dvc.yaml reads raw_dir
-    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None)
+    raw["run"].update(runs_dir="runs", checkpoints_dir="checkpoints", threads=None, device="auto")
     raw["augment"]["out_dir"] = "data/augment"
     raw["ray"] = {"resources": {"default": {"num_cpus": 1, "num_gpus": 0}}}  # dvc.yaml reads both
     # dvc.yaml names the usefulness keys one by one: every one is in params.yaml, as in the shipped one

@@ -237,6 +237,9 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     assert "elsewhere.npz lies outside data.raw_dir (data/raw)" in out, out
     assert "not recorded in dvc.lock" in out and "ray.resources" in out
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
+    # the stages DVC does take are recorded all the same (one refused stage refused them all)
+    assert "recorded: prepare" in out
+    assert "prepare" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
 
 
 def command(repo: Path, *cmd: str) -> subprocess.CompletedProcess:

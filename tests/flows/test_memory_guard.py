@@ -121,6 +121,9 @@ def test_a_family_trains_where_its_resources_say_whichever_entry_point_runs_it(m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ParamsError, match=r"ray\.resources\.vae\.num_gpus=0\.5: vae asks for a GPU"):
         training_device(params, "vae")
+    raw["ray"]["resources"] = {"default": {"num_cpus": 1, "num_gpus": 0.25}, "vae": {"num_cpus": 2}}
+    with pytest.raises(ParamsError, match=r"ray\.resources\.default\.num_gpus=0\.25: vae asks"):  # its key
+        training_device(validate(raw), "vae")
     cpu = validate({**raw, "run": {**raw["run"], "device": "cpu"}})
     assert training_device(cpu, "vae").type == "cpu" and "device" not in cpu.family_block("vae")
 

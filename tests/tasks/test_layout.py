@@ -114,6 +114,8 @@ def test_the_usefulness_stages_list_every_usefulness_key_but_the_families_list()
     report = set(stages["report"]["params"])
     assert {"models", "data", "evaluate"} <= report  # the families on the page, the source, the latency
     assert "evaluate.baselines" not in stages["detect"]["do"]["params"]  # the benchmark reads none
+    for name in ("train", "detect", "usefulness"):  # run.device is in their keys (off the CPU)
+        assert "run.device" in stages[name]["do"]["params"], name
 
 
 def test_a_family_reads_its_own_model_file_only():
