@@ -1,6 +1,7 @@
 import atexit
 import contextlib
 import importlib.util
+import logging.handlers
 import os
 import shutil
 import subprocess
@@ -194,6 +195,19 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
     return repo, raw, sh
+
+
+@contextlib.contextmanager
+def logged(name: str):
+    """The messages logger ``name`` (and those below it) emits in the block, as a list filled at
+    its end (caplog's handler is gone once Prefect was imported in the worker)."""
+    said, lines = logging.handlers.BufferingHandler(1000), []
+    logging.getLogger(name).addHandler(said)
+    try:
+        yield lines
+    finally:
+        logging.getLogger(name).removeHandler(said)
+        lines.extend(r.getMessage() for r in said.buffer)
 
 
 # ----------------------------------------------------------------------------- processes

@@ -992,23 +992,17 @@ def test_a_folder_of_grey_and_rgb_images_reads_them_as_rgb_unless_data_channels_
     with one grey image): the grey ones are read as RGB (repeated, nothing lost), said once with
     the key that trains them all grey; with `data.channels` every image is converted as it is
     read (RGB to grey by ITU-R 601 luma, grey to RGB by repeating)."""
-    import logging.handlers
-
     from PIL import Image
 
     from genzoo.tasks.prepare import load_folder_source
+    from tests.conftest import logged
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         Image.fromarray(np.full((4, 4), 100, np.uint8)).save(tmp_path / c / "grey.png")
         Image.fromarray(np.full((4, 4, 3), (200, 100, 0), np.uint8)).save(tmp_path / c / "rgb.png")
-    said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
-    logging.getLogger("genzoo.prepare").addHandler(said)
-    try:
+    with logged("genzoo.prepare") as lines:
         mixed = load_folder_source(tmp_path, None)
-    finally:
-        logging.getLogger("genzoo.prepare").removeHandler(said)
-    lines = [r.getMessage() for r in said.buffer]
     assert any("2 grayscale image(s) among 2 RGB" in m and "data.channels: 1" in m for m in lines), lines
     assert mixed.images.shape == (4, 3, 4, 4)
     assert mixed.images[:2, :, 0, 0].tolist() == [[100] * 3, [200, 100, 0]]

@@ -15,6 +15,7 @@ from PIL import Image
 
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import DataError, load_split, load_torchvision_source, prepare
+from tests.conftest import logged
 
 BIN = Path(sys.executable).parent
 
@@ -77,8 +78,6 @@ def test_folder_source_resizes_and_pads_and_says_what_it_left_out(tmp_path, capl
 def test_images_with_transparency_are_read_without_it_and_said(tmp_path):
     """An RGBA image's alpha was dropped in silence: read as torchvision's ImageFolder reads it
     (the colours stored under transparent pixels), with a warning naming the first."""
-    import logging.handlers
-
     from genzoo.tasks.prepare import load_folder_source
 
     root = _folder(tmp_path / "rgba", n=2, mode="RGB")
@@ -87,13 +86,8 @@ def test_images_with_transparency_are_read_without_it_and_said(tmp_path):
     Image.fromarray(pixels, "RGBA").save(root / "a" / "icon.png")
     pixels[..., 3] = 255  # an opaque alpha, as many exports carry: nothing to say of it
     Image.fromarray(pixels, "RGBA").save(root / "b" / "opaque.png")
-    said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
-    logging.getLogger("genzoo.prepare").addHandler(said)
-    try:
+    with logged("genzoo.prepare") as lines:
         data = load_folder_source(root, None)
-    finally:
-        logging.getLogger("genzoo.prepare").removeHandler(said)
-    lines = [r.getMessage() for r in said.buffer]
     assert any("1 image(s) with transparency (first: " in m and "icon.png" in m for m in lines), lines
     assert not any("opaque.png" in m for m in lines), lines
     assert data.images.shape[1] == 3 and data.images[2, :, 0, 0].tolist() == [255, 0, 0]  # a/icon.png
@@ -189,21 +183,14 @@ def test_npz_string_labels_are_the_class_names(tmp_path):
 def test_class_names_of_a_class_with_no_image_are_left_out_and_the_others_keep_theirs(tmp_path):
     """A synthetic dataset's images.npz names every class, an emptied one too (its labels 0 and
     2 of names zero, one, two): preparing from it stopped at '3 names for 2 classes'."""
-    import logging.handlers
-
     from genzoo.tasks.prepare import load_npz_source
 
     f = tmp_path / "images.npz"
     labels = np.array([0, 2] * 5)
     np.savez(f, images=np.zeros((10, 1, 4, 4), np.uint8), labels=labels, class_names=["zero", "one", "two"])
-    said = logging.handlers.BufferingHandler(100)  # (caplog's handler is gone once Prefect was imported)
-    logging.getLogger("genzoo.prepare").addHandler(said)
-    try:
+    with logged("genzoo.prepare") as lines:
         ds = load_npz_source(f)
-    finally:
-        logging.getLogger("genzoo.prepare").removeHandler(said)
     assert ds.class_names == ["zero", "two"] and ds.labels[:2].tolist() == [0, 1]
-    lines = [r.getMessage() for r in said.buffer]
     assert any("1 class(es) of class_names with no image left out (one)" in m for m in lines), lines
     np.savez(f, images=np.zeros((10, 1, 4, 4), np.uint8), labels=labels + 5, class_names=["a", "b", "c"])
     with pytest.raises(DataError, match="3 names for 2 classes"):  # labels beyond the names: not indices
