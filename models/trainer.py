@@ -107,6 +107,10 @@ class TrainConfig(Config):
         return by_pixels(self.likelihood_images or 2**62, self.likelihood_pixels, spec, 100)
 
 
+# TrainConfig keys that change what is written to disk, never the weights
+STORAGE_ONLY = frozenset({"checkpoint_every", "keep_checkpoints"})
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 

@@ -47,7 +47,7 @@ from filelock import FileLock, Timeout
 import genzoo.tasks
 from genzoo import models
 from genzoo.models.base import GenerativeModel, as_if_created, fsync_path, sha256_file
-from genzoo.models.trainer import TrainConfig, TrainResult, fit
+from genzoo.models.trainer import STORAGE_ONLY, TrainConfig, TrainResult, fit
 from genzoo.tasks.config import Params, ParamsError, did_you_mean, fingerprint
 from genzoo.tasks.data import DataError, data_hash, read_manifest
 from genzoo.tasks.errors import GenzooError, ModelNotFound, UsageError, check_output_dir
@@ -927,6 +927,17 @@ def require_trained(params: Params, family: str) -> None:
         raise ModelNotFound(f"{path}: no trained model; run `{train}` first")
 
 
+def checkpoints_key(params: Params, family: str, manifest: dict) -> str:
+    """The key of ``family``'s checkpoint folder: its :func:`train_key` without how often and how
+    many checkpoints are kept (``STORAGE_ONLY``), which change no weight (a resume lands on the
+    same parameters). The model's own key keeps them, as dvc.yaml's `train` params do, so a
+    change makes the model again, from its checkpoints: a long training stopped to checkpoint
+    more often resumes where it was, not from step 0 in a new folder."""
+    inputs = train_inputs(params, family, manifest)
+    train = {k: v for k, v in inputs["params"]["train"].items() if k not in STORAGE_ONLY}
+    return key_of({**inputs, "params": {**inputs["params"], "train": train}})
+
+
 def newest_checkpoint(params: Params, family: str) -> int | None:
     """The step of ``family``'s newest checkpoint for its current params, data and code (the
     training resumes from it), or None."""
@@ -935,7 +946,9 @@ def newest_checkpoint(params: Params, family: str) -> int | None:
     manifest = read_manifest(params.data.prepared_dir, required=False)
     if manifest is None:
         return None
-    return Checkpoints(checkpoint_dir(params, family, train_key(params, family, manifest))).newest_step()
+    return Checkpoints(
+        checkpoint_dir(params, family, checkpoints_key(params, family, manifest))
+    ).newest_step()
 
 
 def unloadable(config: Path) -> str | None:

@@ -36,6 +36,7 @@ from genzoo.tasks.figures import curve_csv, grid, loss_curve, save_png
 from genzoo.tasks.layout import (
     check_outside_source,
     checkpoint_dir,
+    checkpoints_key,
     exclusive,
     family_dir,
     family_run_id,
@@ -292,7 +293,7 @@ def _train(
             "class_names": manifest["class_names"],
             "made_with": made_with,
         },  # fmt: skip
-        checkpoint_dir=checkpoint_dir(params, family, fp),
+        checkpoint_dir=checkpoint_dir(params, family, checkpoints_key(params, family, manifest)),
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
         progress=progress,
         stop_at=stop_at,

@@ -198,15 +198,18 @@ def make_dvc_repo(tmp_path, steps: int, families=None, useful: bool = False, det
 
 
 @contextlib.contextmanager
-def logged(name: str):
-    """The messages logger ``name`` (and those below it) emits in the block, as a list filled at
-    its end (caplog's handler is gone once Prefect was imported in the worker)."""
-    said, lines = logging.handlers.BufferingHandler(1000), []
-    logging.getLogger(name).addHandler(said)
+def logged(name: str, level: int = logging.INFO):
+    """The messages of ``level`` and above that logger ``name`` (and those below it) emits in the
+    block, as a list filled at its end (caplog's handler is gone once Prefect was imported)."""
+    logger = logging.getLogger(name)
+    said, lines, was = logging.handlers.BufferingHandler(10_000), [], logger.level
+    logger.addHandler(said)
+    logger.setLevel(level)
     try:
         yield lines
     finally:
-        logging.getLogger(name).removeHandler(said)
+        logger.removeHandler(said)
+        logger.setLevel(was)
         lines.extend(r.getMessage() for r in said.buffer)
 
 

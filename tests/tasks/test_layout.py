@@ -118,6 +118,23 @@ def test_the_usefulness_stages_list_every_usefulness_key_but_the_families_list()
         assert "run.device" in stages[name]["do"]["params"], name
 
 
+def test_checkpointing_more_often_keeps_the_checkpoint_folder(tmp_path):
+    """`train.checkpoint_every` and `keep_checkpoints` decide what is written, not the weights (a
+    resume lands on the same parameters): they named the checkpoint folder, so a user who stopped
+    a long training to checkpoint more often started it again from step 0 in a new folder. The
+    model's own key keeps them (dvc.yaml's train@ lists `train` whole: both make it again)."""
+    from genzoo.tasks.layout import checkpoints_key, train_key
+
+    manifest = {"splits": {s: {"sha256": s} for s in ("train", "val", "test")}}
+    raw = tiny_params(tmp_path, steps=300, families=["gan"])
+    before = validate(raw)
+    more = validate({**raw, "train": {**raw["train"], "checkpoint_every": 3, "keep_checkpoints": 5}})
+    assert checkpoints_key(more, "gan", manifest) == checkpoints_key(before, "gan", manifest)
+    assert train_key(more, "gan", manifest) != train_key(before, "gan", manifest)
+    longer = validate({**raw, "train": {**raw["train"], "steps": 301}})
+    assert checkpoints_key(longer, "gan", manifest) != checkpoints_key(before, "gan", manifest)
+
+
 def test_a_family_reads_its_own_model_file_only():
     own = family_files()
     assert own["vae"] == "models/vae.py"

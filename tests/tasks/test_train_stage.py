@@ -46,3 +46,28 @@ def test_training_on_other_data_says_it_replaces_the_earlier_model(tmp_path, cap
     assert (
         "no MLflow run is recorded for it: to keep it, stop now (Ctrl+C) and copy the folder" in caplog.text
     )
+
+
+def test_a_training_asked_to_checkpoint_more_often_resumes_from_its_checkpoint(tmp_path):
+    """A long training stopped to checkpoint more often started again from step 0 (the setting
+    named its checkpoint folder): it resumes from its last checkpoint and ends on the same
+    weights; the model is made again (its key keeps the setting, as dvc.yaml's train@ does)."""
+    from genzoo.models.base import sha256_file
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import logged, tiny_params
+
+    raw = tiny_params(tmp_path, steps=12, families=["gan"])
+    params = validate(raw)
+    prepare(params)
+    train_family(params, "gan", progress=False, stop_at=10)  # stopped at its checkpoint at step 10
+    more = validate({**raw, "train": {**raw["train"], "checkpoint_every": 4, "keep_checkpoints": 3}})
+    with logged("genzoo") as lines:
+        train_family(more, "gan", progress=False)
+    assert any("resuming from its checkpoint at step 10" in m for m in lines), lines
+    resumed = sha256_file(tmp_path / "runs" / "gan" / "model.safetensors")
+    straight = validate({**raw, "run": {**raw["run"], "runs_dir": str(tmp_path / "r2"),
+                                        "checkpoints_dir": str(tmp_path / "c2")}})  # fmt: skip
+    train_family(straight, "gan", progress=False)
+    assert sha256_file(tmp_path / "r2" / "gan" / "model.safetensors") == resumed
