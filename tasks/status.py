@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,12 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
                 f"prepared with other data params ({', '.join(other)}; the next run prepares these, and "
                 "retrains what they change)"
             )
+        elif newer := changed_after(params.data.source, Path(params.data.prepared_dir) / "manifest.json"):
+            data["state"] = (
+                f"prepared, but {params.data.source} changed since ({newer} is newer than the prepared "
+                "data): the next run prepares it again, and retrains what it changes (nothing, if its "
+                "images are the same)"
+            )
     run = running(params.run.runs_dir)
     rows = []
     for f in params.families:
@@ -226,6 +233,30 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
             rows.append(_coded({"family": f, "state": f"not in params (runs/{f} holds a model of it: "
                                 f"add a models.{f} block to use it, or remove the folder)"}))  # fmt: skip
     return {"run": run, "data": data, "families": rows}
+
+
+def changed_after(source: str, manifest: Path) -> str | None:
+    """A file or folder of an ``npz:`` or ``folder:`` source modified after ``manifest`` was
+    written (an image added, removed, renamed or rewritten since the data was prepared: the
+    families' states are against the prepared data), or None. By modification times alone: cheap
+    for any folder, and a copy that kept the images the same is said too (the next run finds them
+    the same by their content)."""
+    kind, _, path = source.partition(":")
+    root = Path(path).expanduser() if kind in ("npz", "folder") and path else None
+    try:
+        made = manifest.stat().st_mtime
+        if root is None or not root.exists():
+            return None
+        if root.is_file():
+            return str(root) if root.stat().st_mtime > made else None
+        for top, dirs, files in os.walk(root):  # hidden files and folders: prepare skips them too
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for p in [top, *(os.path.join(top, f) for f in files if not f.startswith("."))]:
+                if os.stat(p).st_mtime > made:  # (a folder's time changes when a file leaves it)
+                    return p
+    except OSError:  # gone or unreadable meanwhile: nothing to say here (the next run says it)
+        return None
+    return None
 
 
 def format_status(st: dict[str, Any]) -> str:

@@ -234,6 +234,44 @@ def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["run"] is None
 
 
+def test_status_says_when_the_users_images_changed_after_they_were_prepared(tmp_path):
+    """An image added to the user's folder after a run: `genzoo status` called every family up
+    to date, as they are against the prepared data, and said nothing of the folder."""
+    import os
+
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.status import status
+    from tests.conftest import tiny_params
+
+    root = tmp_path / "mine"
+    for c in ("cats", "dogs"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.full((6, 6), 30 * i, np.uint8)).save(root / c / f"{i}.png")
+    raw = tiny_params(tmp_path, families=["gan"])
+    raw["data"].update(source=f"folder:{root}", image_size=6)
+    params = validate(yaml.safe_load(yaml.safe_dump(raw)))
+    prepare(params)
+    assert status(params)["data"]["state"] == "prepared"
+    made = (tmp_path / "prepared" / "manifest.json").stat().st_mtime
+    (root / ".DS_Store").write_bytes(b"x")  # hidden: prepare skips it, so does this
+    os.utime(root, (made, made))
+    assert status(params)["data"]["state"] == "prepared"
+    Image.fromarray(np.zeros((6, 6), np.uint8)).save(root / "cats" / "new.png")
+    os.utime(root / "cats" / "new.png", (made + 5, made + 5))
+    os.utime(root / "cats", (made, made))  # (its folder's time changed too: the file is named)
+    said = status(params)["data"]["state"]
+    assert said.startswith(f"prepared, but folder:{root} changed since (") and "new.png is newer" in said
+    (root / "cats" / "new.png").unlink()
+    os.utime(root / "cats", (made + 5, made + 5))  # a file removed: its folder's time changes
+    assert "cats is newer than the prepared data" in status(params)["data"]["state"]
+
+
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     """`genzoo status` after a run with a profile: up to date under that profile, and without it
     the profile that would make it current; other params (each key, old -> new), other code or
