@@ -274,10 +274,10 @@ def record_in_dvc(
     failed = {name: why for name in stages if (why := commit([name])) is not None}
     recorded = [name for name in stages if name not in failed]
     if not recorded:
-        raise RuntimeError(f"dvc commit {' '.join(stages)} failed: {error}")
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {error}")
     lines = next(iter(failed.values())).splitlines() or [""]
     get_run_logger().error(
-        "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s (%s); recorded: %s",
+        "outputs not recorded in dvc.lock: %s (%s; once fixed, `dvc commit` records them); recorded: %s",
         ", ".join(failed), next((x for x in lines if "ERROR" in x), lines[0]), ", ".join(recorded),
     )  # fmt: skip
     return recorded
@@ -451,6 +451,27 @@ def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile
     if Path(params_file).resolve() != Path("params.yaml").resolve():
         return False
     return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
+
+
+def dvc_params_missing(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
+    """The keys ``dvc.yaml``'s stages list (by name: ``models.${key}`` and the like are there by
+    construction) that ``params_file`` lacks, each with the default genzoo takes: DVC refuses to
+    record, or run, a stage with a listed key missing, where genzoo runs on its default."""
+    stages = (yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages") or {}
+    raw = yaml.safe_load(Path(params_file).read_text()) or {}
+    values = params.model_dump(mode="json")
+    missing = {}
+    for body in stages.values():
+        for key in (body.get("do", body) or {}).get("params") or []:
+            if not isinstance(key, str) or "${" in key or key in missing:
+                continue
+            have, default = raw, values
+            for part in key.split("."):
+                have = have.get(part, KeyError) if isinstance(have, dict) else KeyError
+                default = default.get(part) if isinstance(default, dict) else None
+            if have is KeyError:
+                missing[key] = default
+    return [f"{k} (default {json.dumps(v)})" for k, v in sorted(missing.items())]
 
 
 def dvc_remote_preflight(timeout_s: float = 10.0) -> None:
@@ -651,7 +672,8 @@ def record(params: Params, families: list[str], useful: list[str], after: list[s
     state = record_in_dvc(families, after, detected, useful, return_state=True)
     if state.is_failed():
         get_run_logger().error(
-            "outputs not recorded in dvc.lock (run `dvc commit` yourself): %s", state.message
+            "outputs not recorded in dvc.lock (once what DVC says is fixed, `dvc commit` records them): %s",
+            state.message,
         )
         return []
     return state.result()
@@ -812,6 +834,11 @@ def pipeline(
         dvc_remote_preflight()
         if warning := unseen_by_dvc(params.data):  # this run's prepare goes into dvc.lock
             get_run_logger().warning("%s", warning)
+        if missing := dvc_params_missing(params, params_file):  # said before any compute
+            get_run_logger().warning(
+                "%s lacks %s, which dvc.yaml's stages read: DVC will not record the stages that list "
+                "them in dvc.lock (genzoo runs on the default); add them", params_file, ", ".join(missing),
+            )  # fmt: skip
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), recording() as stages, ExitStack() as tracked:

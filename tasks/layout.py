@@ -929,13 +929,15 @@ def require_trained(params: Params, family: str) -> None:
 
 def checkpoints_key(params: Params, family: str, manifest: dict) -> str:
     """The key of ``family``'s checkpoint folder: its :func:`train_key` without how often and how
-    many checkpoints are kept (``STORAGE_ONLY``), which change no weight (a resume lands on the
-    same parameters). The model's own key keeps them, as dvc.yaml's `train` params do, so a
-    change makes the model again, from its checkpoints: a long training stopped to checkpoint
-    more often resumes where it was, not from step 0 in a new folder."""
+    many checkpoints are kept (``STORAGE_ONLY``) and the sample grid's size
+    (``run.samples_per_class``), which change no weight (a resume lands on the same parameters).
+    The model's own key keeps them, as dvc.yaml's `train@` params do, so a change makes the model
+    again, from its checkpoints: a long training stopped to checkpoint more often resumes where it
+    was, and a larger grid is drawn from the finished training's last checkpoint, not from step 0."""
     inputs = train_inputs(params, family, manifest)
     train = {k: v for k, v in inputs["params"]["train"].items() if k not in STORAGE_ONLY}
-    return key_of({**inputs, "params": {**inputs["params"], "train": train}})
+    kept = {k: v for k, v in inputs.items() if k != "samples_per_class"}
+    return key_of({**kept, "params": {**inputs["params"], "train": train}})
 
 
 def newest_checkpoint(params: Params, family: str) -> int | None:

@@ -236,6 +236,7 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo):
     out = sh("genzoo", "run", "--families", "gan")
     assert "elsewhere.npz lies outside data.raw_dir (data/raw)" in out, out
     assert "not recorded in dvc.lock" in out and "ray.resources" in out
+    assert "params.yaml lacks ray.resources (default " in out  # said before any compute
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
     # the stages DVC does take are recorded all the same (one refused stage refused them all)
     assert "recorded: prepare" in out
@@ -398,3 +399,25 @@ def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp
     steps = [json.loads(line)["step"] for line in log]
     assert min(steps) < metrics["resumed_from"] and len(steps) == len(set(steps)), steps
     assert "up to date" in sh("dvc", "status", "prepare", "train@gan").lower()
+
+
+def test_a_params_file_lacking_a_key_dvc_yaml_lists_is_said_before_any_compute(tmp_path, monkeypatch):
+    """A params.yaml without `usefulness.held_out` ran the whole pipeline on the default, then
+    DVC refused to record it; the keys are named first, with the default genzoo takes."""
+    from genzoo.flows.pipeline import dvc_params_missing
+    from genzoo.tasks.config import validate
+    from tests.conftest import tiny_params
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "dvc.yaml", tmp_path / "dvc.yaml")
+    shipped = yaml.safe_load((root / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
+    monkeypatch.chdir(tmp_path)
+    params = validate(tiny_params(tmp_path))
+    assert dvc_params_missing(params) == []  # the shipped file holds every key
+    del shipped["usefulness"]["held_out"], shipped["run"]["device"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped))
+    assert dvc_params_missing(params) == [
+        'run.device (default "auto")',
+        "usefulness.held_out (default false)",
+    ]

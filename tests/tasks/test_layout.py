@@ -131,6 +131,9 @@ def test_checkpointing_more_often_keeps_the_checkpoint_folder(tmp_path):
     more = validate({**raw, "train": {**raw["train"], "checkpoint_every": 3, "keep_checkpoints": 5}})
     assert checkpoints_key(more, "gan", manifest) == checkpoints_key(before, "gan", manifest)
     assert train_key(more, "gan", manifest) != train_key(before, "gan", manifest)
+    grid = validate({**raw, "run": {**raw["run"], "samples_per_class": 7}})  # the sample grid's size
+    assert checkpoints_key(grid, "gan", manifest) == checkpoints_key(before, "gan", manifest)
+    assert train_key(grid, "gan", manifest) != train_key(before, "gan", manifest)
     longer = validate({**raw, "train": {**raw["train"], "steps": 301}})
     assert checkpoints_key(longer, "gan", manifest) != checkpoints_key(before, "gan", manifest)
 
