@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -270,9 +271,22 @@ def record_in_dvc(
 
     if (error := commit(stages)) is None:
         return stages
-    # one stage DVC refuses (a params key missing from params.yaml) refuses them all: each alone
-    failed = {name: why for name in stages if (why := commit([name])) is not None}
+    # one stage DVC refuses (a params key missing from params.yaml) refuses them all: each alone, in
+    # order (a stage after those it depends on), none after a refused stage it depends on (its
+    # record would pair the new outputs with that stage's old record)
+    try:
+        needs = _depends_on(stages)
+    except Exception:  # dvc.yaml itself unreadable (a ${key} it reads missing): each try would fail
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {error}") from None
+    failed: dict[str, str] = {}
+    for name in stages:
+        if refused := sorted(needs.get(name, set()) & set(failed)):
+            failed[name] = f"depends on {refused[0]}"
+        elif (why := commit([name])) is not None:
+            failed[name] = why
     recorded = [name for name in stages if name not in failed]
+    if not failed:  # (the whole batch was refused for a passing reason: DVC's lock, held a moment)
+        return recorded
     if not recorded:
         raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {error}")
     lines = next(iter(failed.values())).splitlines() or [""]
@@ -281,6 +295,26 @@ def record_in_dvc(
         ", ".join(failed), next((x for x in lines if "ERROR" in x), lines[0]), ", ".join(recorded),
     )  # fmt: skip
     return recorded
+
+
+def _depends_on(names: list[str]) -> dict[str, set[str]]:
+    """Each of ``names`` (DVC stages) -> the stages it depends on, directly or not (dvc.yaml's
+    graph, as DVC builds it: an edge from a stage to the stage whose output it reads)."""
+    from dvc.repo import Repo
+
+    with Repo(".") as repo:
+        graph = repo.index.graph
+        by_name = {stage.addressing: stage for stage in graph.nodes}
+        out = {}
+        for name in names:
+            seen, todo = set(), [by_name[name]] if name in by_name else []
+            while todo:
+                for up in graph.successors(todo.pop()):
+                    if up not in seen:
+                        seen.add(up)
+                        todo.append(up)
+            out[name] = {stage.addressing for stage in seen}
+    return out
 
 
 def _tracking_uri(params: Params) -> str | None:
@@ -453,24 +487,31 @@ def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile
     return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
 
 
+LOOP = ("key", "item")  # dvc.yaml's foreach variables
+
+
 def dvc_params_missing(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
     """The keys ``dvc.yaml``'s stages list (by name: ``models.${key}`` and the like are there by
-    construction) that ``params_file`` lacks, each with the default genzoo takes: DVC refuses to
-    record, or run, a stage with a listed key missing, where genzoo runs on its default."""
-    stages = (yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages") or {}
+    construction) or read by ``${...}`` that ``params_file`` lacks, each with the default genzoo
+    takes: DVC refuses to record, or run, a stage with a listed key missing (and to read dvc.yaml
+    without one it reads), where genzoo runs on its default."""
+    text = Path("dvc.yaml").read_text()
+    stages = (yaml.safe_load(text) or {}).get("stages") or {}
     raw = yaml.safe_load(Path(params_file).read_text()) or {}
     values = params.model_dump(mode="json")
+    listed = [key for body in stages.values() for key in (body.get("do", body) or {}).get("params") or []]
+    # and what dvc.yaml reads by ${...} (a foreach's list, a path): without it DVC cannot read dvc.yaml
+    read = [k for k in re.findall(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", text) if k.split(".")[0] not in LOOP]
     missing = {}
-    for body in stages.values():
-        for key in (body.get("do", body) or {}).get("params") or []:
-            if not isinstance(key, str) or "${" in key or key in missing:
-                continue
-            have, default = raw, values
-            for part in key.split("."):
-                have = have.get(part, KeyError) if isinstance(have, dict) else KeyError
-                default = default.get(part) if isinstance(default, dict) else None
-            if have is KeyError:
-                missing[key] = default
+    for key in [*listed, *read]:
+        if not isinstance(key, str) or "${" in key or key in missing:
+            continue
+        have, default = raw, values
+        for part in key.split("."):
+            have = have.get(part, KeyError) if isinstance(have, dict) else KeyError
+            default = default.get(part) if isinstance(default, dict) else None
+        if have is KeyError:
+            missing[key] = default
     return [f"{k} (default {json.dumps(v)})" for k, v in sorted(missing.items())]
 
 

@@ -387,3 +387,110 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
     levels = check_levels(images, manifest.get("levels"), str(Path(prepared_dir) / "manifest.json"))
     x = torch.from_numpy(images.astype(np.float32) / (levels - 1))
     return x, torch.from_numpy(labels.astype(np.int64)), manifest
+
+
+# ----------------------------------------------------------------------------- a folder source's images
+
+
+def _inside(path: Path, root: Path) -> None:
+    """A class folder or image must stay inside the data folder: a symbolic link out of it
+    (or back to it, a class folder linking to its parent) is refused."""
+    real, top = path.resolve(), root.resolve()
+    if real == top or real in top.parents:  # a loop: the class would hold the data itself
+        raise DataError(f"{path}: a symbolic link to {real}, which holds the class folders; remove it")
+    if top not in real.parents:
+        raise DataError(
+            f"{path}: a symbolic link to {real}, outside the data folder {root}; copy the files in"
+        )
+
+
+def _class_files(folder: Path, root: Path, say: bool = True) -> list[Path]:
+    """A class folder's images, in the folders below it too (as torchvision's ImageFolder reads
+    them), in sorted order; hidden files and folders left out. Another file in the class folder
+    is an error; one in a folder below it (a raw/ of camera files, notes) is left out with a
+    warning. A folder below linking out of the class folder is refused (its images would get
+    two classes)."""
+    _inside(folder, root)
+    top = folder.resolve()
+    if top != root.resolve() / folder.name and (other := _in_another_class(top, folder, root)):
+        raise DataError(f"{folder}: a symbolic link to {top}, inside the class folder {other}; its "
+                        "images would be in two classes: remove the link")  # fmt: skip
+    found, skipped, todo, seen = [], [], [folder], set()
+    while todo:
+        d = todo.pop()
+        if d != folder and d.resolve() != top and top not in d.resolve().parents:
+            raise DataError(f"{d}: a symbolic link to {d.resolve()}, outside its class folder {folder}; "
+                            "its images would be in two classes: remove the link")  # fmt: skip
+        if d.resolve() in seen:  # a link to a folder already read (or a loop)
+            continue
+        seen.add(d.resolve())
+        entries = sorted(f for f in d.iterdir() if not f.name.startswith("."))
+        todo += reversed([f for f in entries if f.is_dir()])
+        for f in entries:
+            if f.is_dir():
+                continue
+            _inside(f, root)
+            if f.name.lower() in OS_FILES:  # written by a file manager, not by the user: passed over
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                real = f.resolve()
+                if top not in real.parents and (other := _in_another_class(real, folder, root)):
+                    raise DataError(f"{f}: a symbolic link to {real}, inside the class folder {other}; "
+                                    "it would be in two classes: remove the link")  # fmt: skip
+                found.append(f)
+            elif d == folder:
+                raise DataError(
+                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
+                )
+            else:
+                skipped.append(f)
+    if skipped and say:
+        log.warning("%s: %d file(s) that are no images in the folders below it left out (first: %s)",
+                    folder, len(skipped), skipped[0])  # fmt: skip
+    return sorted(found)
+
+
+def folder_images(root: Path, say: bool = True) -> tuple[list[str], list[tuple[Path, int]]]:
+    """A folder source's classes and its images as prepare reads them, each with its class."""
+    if root.is_file():
+        hint = f"npz:{root}" if root.suffix.lower() == ".npz" else "a folder of class folders"
+        raise DataError(f"{root}: a file, not a folder (data.source folder:PATH); give {hint}")
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders (expected one folder per class)")
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose and say:  # beside the class folders: in no class
+        log.warning(
+            "%s: %d image file(s) beside the class folders, in no class, left out (first: %s); "
+            "move them into the folder of their class", root, len(loose), loose[0],
+        )  # fmt: skip
+    files: list[tuple[Path, int]] = []
+    for k, name in enumerate(classes):
+        files += [(f, k) for f in _class_files(root / name, root, say)]
+    return classes, files
+
+
+def folder_listing(root: str | Path, files: list[tuple[Path, int]] | None = None) -> str:
+    """A digest of the images a folder source holds as prepare reads them: each one's path in
+    the folder and its size (no times, so the same images give the same digest in any clone).
+    The manifest keeps it; `genzoo status` lists the folder again to say it changed since."""
+    root = Path(root)
+    files = folder_images(root, say=False)[1] if files is None else files
+    return fingerprint([(f.relative_to(root).as_posix(), f.stat().st_size, k) for f, k in files])
+
+
+def _in_another_class(real: Path, folder: Path, root: Path) -> Path | None:
+    """The class folder of ``root`` other than ``folder`` that ``real`` (a resolved path) lies in or
+    is, if any (a hidden store at the top, ``.pool/``, or an image beside the class folders: none)."""
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and d.name != folder.name:
+            other = d.resolve()
+            if real == other or other in real.parents:
+                return d
+    return None
+
+
+# the files a file manager leaves in folders it showed (thumbnail caches, view settings)
+OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})

@@ -24,11 +24,12 @@ import numpy as np
 from genzoo.models.base import atomic_write_text
 from genzoo.tasks.config import DataParams, Params, stage_args
 from genzoo.tasks.data import (
-    IMAGE_SUFFIXES,
     DataError,
     content_hash,
     convert_levels,
     fit_image,
+    folder_images,
+    folder_listing,
     npz_levels,
     open_image,
     prepared_with,
@@ -57,6 +58,7 @@ class Dataset:
     class_names: list[str]
     source: str
     source_levels: int = 0  # the source's own levels, before data.max_levels (convert sets it)
+    listing: str | None = None  # a folder's: :func:`folder_listing`
 
 
 # ----------------------------------------------------------------------------- sources
@@ -138,79 +140,6 @@ def _shown(values: np.ndarray) -> str:
     return ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
 
 
-def _inside(path: Path, root: Path) -> None:
-    """A class folder or image must stay inside the data folder: a symbolic link out of it
-    (or back to it, a class folder linking to its parent) is refused."""
-    real, top = path.resolve(), root.resolve()
-    if real == top or real in top.parents:  # a loop: the class would hold the data itself
-        raise DataError(f"{path}: a symbolic link to {real}, which holds the class folders; remove it")
-    if top not in real.parents:
-        raise DataError(
-            f"{path}: a symbolic link to {real}, outside the data folder {root}; copy the files in"
-        )
-
-
-def _class_files(folder: Path, root: Path) -> list[Path]:
-    """A class folder's images, in the folders below it too (as torchvision's ImageFolder reads
-    them), in sorted order; hidden files and folders left out. Another file in the class folder
-    is an error; one in a folder below it (a raw/ of camera files, notes) is left out with a
-    warning. A folder below linking out of the class folder is refused (its images would get
-    two classes)."""
-    _inside(folder, root)
-    top = folder.resolve()
-    if top != root.resolve() / folder.name and (other := _in_another_class(top, folder, root)):
-        raise DataError(f"{folder}: a symbolic link to {top}, inside the class folder {other}; its "
-                        "images would be in two classes: remove the link")  # fmt: skip
-    found, skipped, todo, seen = [], [], [folder], set()
-    while todo:
-        d = todo.pop()
-        if d != folder and d.resolve() != top and top not in d.resolve().parents:
-            raise DataError(f"{d}: a symbolic link to {d.resolve()}, outside its class folder {folder}; "
-                            "its images would be in two classes: remove the link")  # fmt: skip
-        if d.resolve() in seen:  # a link to a folder already read (or a loop)
-            continue
-        seen.add(d.resolve())
-        entries = sorted(f for f in d.iterdir() if not f.name.startswith("."))
-        todo += reversed([f for f in entries if f.is_dir()])
-        for f in entries:
-            if f.is_dir():
-                continue
-            _inside(f, root)
-            if f.name.lower() in OS_FILES:  # written by a file manager, not by the user: passed over
-                continue
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                real = f.resolve()
-                if top not in real.parents and (other := _in_another_class(real, folder, root)):
-                    raise DataError(f"{f}: a symbolic link to {real}, inside the class folder {other}; "
-                                    "it would be in two classes: remove the link")  # fmt: skip
-                found.append(f)
-            elif d == folder:
-                raise DataError(
-                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
-                )
-            else:
-                skipped.append(f)
-    if skipped:
-        log.warning("%s: %d file(s) that are no images in the folders below it left out (first: %s)",
-                    folder, len(skipped), skipped[0])  # fmt: skip
-    return sorted(found)
-
-
-def _in_another_class(real: Path, folder: Path, root: Path) -> Path | None:
-    """The class folder of ``root`` other than ``folder`` that ``real`` (a resolved path) lies in or
-    is, if any (a hidden store at the top, ``.pool/``, or an image beside the class folders: none)."""
-    for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(".") and d.name != folder.name:
-            other = d.resolve()
-            if real == other or other in real.parents:
-                return d
-    return None
-
-
-# the files a file manager leaves in folders it showed (thumbnail caches, view settings)
-OS_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
-
-
 def load_folder_source(
     root: str | Path, size: tuple[int, int] | None, channels: int | None = None
 ) -> Dataset:
@@ -219,23 +148,7 @@ def load_folder_source(
     ones are read as RGB (said)."""
 
     root = Path(root)
-    if root.is_file():
-        hint = f"npz:{root}" if root.suffix.lower() == ".npz" else "a folder of class folders"
-        raise DataError(f"{root}: a file, not a folder (data.source folder:PATH); give {hint}")
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class sub-folders (expected one folder per class)")
-    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if loose:  # beside the class folders: in no class
-        log.warning(
-            "%s: %d image file(s) beside the class folders, in no class, left out (first: %s); "
-            "move them into the folder of their class", root, len(loose), loose[0],
-        )  # fmt: skip
-    files: list[tuple[Path, int]] = []
-    for k, name in enumerate(classes):
-        files += [(f, k) for f in _class_files(root / name, root)]
+    classes, files = folder_images(root)
     if not files:
         raise DataError(f"{root}: empty (no images in {', '.join(classes)})")
     empty = [n for k, n in enumerate(classes) if not any(c == k for _, c in files)]
@@ -301,7 +214,8 @@ def load_folder_source(
     arr = np.stack([np.asarray(fit_image(im, size)) for im in images])
     arr = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)  # (N, H, W[, C]): any H
     labels = np.array([k for _, k in files], dtype=np.int64)
-    return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}")
+    return Dataset(arr.astype(np.int64), labels, 256, classes, f"folder:{root}",
+                   listing=folder_listing(root, files))  # fmt: skip
 
 
 # -- torchvision datasets: downloaded by torchvision, parsed here from their standard files
@@ -560,6 +474,7 @@ def prepare(params: Params) -> dict:
         "shape": None if ds.source.startswith("folder:") else list(read.images.shape[1:]),  # (sized on load)
         "levels": ds.source_levels,
         "counts": np.bincount(ds.labels, minlength=len(ds.class_names)).tolist(),
+        **({"files": ds.listing} if ds.listing else {}),  # a folder's images (`genzoo status`)
     }
     if p.max_per_class:
         keep = _cap(ds.labels, p.max_per_class, params.seed)

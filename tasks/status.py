@@ -204,11 +204,10 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
                 f"prepared with other data params ({', '.join(other)}; the next run prepares these, and "
                 "retrains what they change)"
             )
-        elif newer := changed_after(params.data.source, Path(params.data.prepared_dir) / "manifest.json"):
+        elif changed := source_changed(m):
             data["state"] = (
-                f"prepared, but {params.data.source} changed since ({newer} is newer than the prepared "
-                "data): the next run prepares it again, and retrains what it changes (nothing, if its "
-                "images are the same)"
+                f"prepared, but {m['source']} changed since ({changed}): the next run prepares it "
+                "again, and retrains what it changes"
             )
     run = running(params.run.runs_dir)
     rows = []
@@ -235,28 +234,27 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
     return {"run": run, "data": data, "families": rows}
 
 
-def changed_after(source: str, manifest: Path) -> str | None:
-    """A file or folder of an ``npz:`` or ``folder:`` source modified after ``manifest`` was
-    written (an image added, removed, renamed or rewritten since the data was prepared: the
-    families' states are against the prepared data), or None. By modification times alone: cheap
-    for any folder, and a copy that kept the images the same is said too (the next run finds them
-    the same by their content)."""
-    kind, _, path = source.partition(":")
-    root = Path(path).expanduser() if kind in ("npz", "folder") and path else None
-    try:
-        made = manifest.stat().st_mtime
-        if root is None or not root.exists():
-            return None
-        if root.is_file():
-            return str(root) if root.stat().st_mtime > made else None
-        for top, dirs, files in os.walk(root):  # hidden files and folders: prepare skips them too
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for p in [top, *(os.path.join(top, f) for f in files if not f.startswith("."))]:
-                if os.stat(p).st_mtime > made:  # (a folder's time changes when a file leaves it)
-                    return p
-    except OSError:  # gone or unreadable meanwhile: nothing to say here (the next run says it)
+def source_changed(manifest: dict) -> str | None:
+    """How a folder source differs from the images it was prepared from (``manifest``'s listing
+    of them: each image's path and size, as prepare read them), or None: the same images, a
+    source of another kind, or a manifest without a listing. An image added, removed, renamed
+    or rewritten to another size is seen; one rewritten to the same size is not."""
+    from genzoo.tasks.data import DataError, folder_listing
+
+    kind, _, path = manifest["source"].partition(":")
+    made = manifest.get("data")
+    found = made.get("found") if isinstance(made, dict) else None
+    if kind != "folder" or not isinstance(found, dict) or "files" not in found:
         return None
-    return None
+    try:
+        listing = folder_listing(os.path.expanduser(path))
+    except (DataError, OSError) as e:  # gone, or no longer prepares: the next run says so
+        return f"it no longer reads as prepared data: {e}"
+    return (
+        None
+        if listing == found["files"]
+        else "its images are not those prepared: added, removed, renamed or resized"
+    )
 
 
 def format_status(st: dict[str, Any]) -> str:

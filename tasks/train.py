@@ -3,8 +3,9 @@
 Writes ``<runs_dir>/<family>/``: ``model.json`` + ``model.safetensors`` (the trained model),
 ``samples.png`` (one row per class), ``loss.png``, ``curve.csv`` and ``log.jsonl`` (training
 curves) and ``metrics.json`` (time, speed, test bits/dim with its estimator). Checkpoints live in
-``<checkpoints_dir>/<family>/<fingerprint>/``: a re-run with the same data, code and params
-resumes from them; any change starts afresh.
+``<checkpoints_dir>/<family>/<key>/`` (``layout.checkpoints_key``: the model's fingerprint but
+for the checkpoint and sample-grid settings): a re-run with the same data, code and params resumes
+from them; any other change starts afresh.
 """
 
 from __future__ import annotations

@@ -236,9 +236,8 @@ def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
 
 def test_status_says_when_the_users_images_changed_after_they_were_prepared(tmp_path):
     """An image added to the user's folder after a run: `genzoo status` called every family up
-    to date, as they are against the prepared data, and said nothing of the folder."""
-    import os
-
+    to date, as they are against the prepared data, and said nothing of the folder. It compares
+    the images prepare would read (paths and sizes) with the manifest's listing of them."""
     import numpy as np
     import yaml
     from PIL import Image
@@ -258,18 +257,19 @@ def test_status_says_when_the_users_images_changed_after_they_were_prepared(tmp_
     params = validate(yaml.safe_load(yaml.safe_dump(raw)))
     prepare(params)
     assert status(params)["data"]["state"] == "prepared"
-    made = (tmp_path / "prepared" / "manifest.json").stat().st_mtime
-    (root / ".DS_Store").write_bytes(b"x")  # hidden: prepare skips it, so does this
-    os.utime(root, (made, made))
+    for quiet in (root / ".DS_Store", root / "cats" / "Thumbs.db", root / "cats" / ".~lock"):
+        quiet.write_bytes(b"x")  # what a file manager or an editor leaves: prepare passes them over
+    (root / "cats" / "0.png").touch()  # the same image, a newer time
     assert status(params)["data"]["state"] == "prepared"
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(root / "cats" / "new.png")
-    os.utime(root / "cats" / "new.png", (made + 5, made + 5))
-    os.utime(root / "cats", (made, made))  # (its folder's time changed too: the file is named)
     said = status(params)["data"]["state"]
-    assert said.startswith(f"prepared, but folder:{root} changed since (") and "new.png is newer" in said
+    assert said.startswith(f"prepared, but folder:{root} changed since (its images are not those prepared")
     (root / "cats" / "new.png").unlink()
-    os.utime(root / "cats", (made + 5, made + 5))  # a file removed: its folder's time changes
-    assert "cats is newer than the prepared data" in status(params)["data"]["state"]
+    assert status(params)["data"]["state"] == "prepared"
+    (root / "dogs" / "7.png").unlink()  # one removed
+    assert "its images are not those prepared" in status(params)["data"]["state"]
+    (root / "dogs" / "notes.txt").write_text("x")  # a file prepare refuses: said, not a traceback
+    assert "it no longer reads as prepared data: " in status(params)["data"]["state"]
 
 
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
