@@ -877,8 +877,9 @@ def pipeline(
             get_run_logger().warning("%s", warning)
         if missing := dvc_params_missing(params, params_file):  # said before any compute
             get_run_logger().warning(
-                "%s lacks %s, which dvc.yaml's stages read: DVC will not record the stages that list "
-                "them in dvc.lock (genzoo runs on the default); add them", params_file, ", ".join(missing),
+                "%s lacks %s, which dvc.yaml's stages read: DVC will not record the stages that need "
+                "them in dvc.lock (none, for a key dvc.yaml itself reads by ${...}; genzoo runs on the "
+                "default); add them", params_file, ", ".join(missing),
             )  # fmt: skip
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)

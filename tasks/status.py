@@ -235,9 +235,9 @@ def status(params: Params, profiles: dict[str, Params] | None = None) -> dict[st
 
 
 def source_changed(manifest: dict) -> str | None:
-    """How a folder source differs from the images it was prepared from (``manifest``'s listing
-    of them: each image's path and size, as prepare read them), or None: the same images, a
-    source of another kind, or a manifest without a listing. An image added, removed, renamed
+    """How a folder source differs from the images it was prepared from (``manifest``'s digest of
+    their listing: each image's path and size, as prepare read them), or None: the same images, a
+    source of another kind or not there, or a manifest without a listing. An image added, removed, renamed
     or rewritten to another size is seen; one rewritten to the same size is not."""
     from genzoo.tasks.data import DataError, folder_listing
 
@@ -246,9 +246,12 @@ def source_changed(manifest: dict) -> str | None:
     found = made.get("found") if isinstance(made, dict) else None
     if kind != "folder" or not isinstance(found, dict) or "files" not in found:
         return None
+    root = os.path.expanduser(path)
+    if not os.path.isdir(root):  # gone (a clone with the prepared data pulled alone): nothing to compare
+        return None
     try:
-        listing = folder_listing(os.path.expanduser(path))
-    except (DataError, OSError) as e:  # gone, or no longer prepares: the next run says so
+        listing = folder_listing(root)
+    except (DataError, OSError, RuntimeError) as e:  # no longer prepares (RuntimeError: a link loop)
         return f"it no longer reads as prepared data: {e}"
     return (
         None

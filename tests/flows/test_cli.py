@@ -270,6 +270,8 @@ def test_status_says_when_the_users_images_changed_after_they_were_prepared(tmp_
     assert "its images are not those prepared" in status(params)["data"]["state"]
     (root / "dogs" / "notes.txt").write_text("x")  # a file prepare refuses: said, not a traceback
     assert "it no longer reads as prepared data: " in status(params)["data"]["state"]
+    root.rename(tmp_path / "elsewhere")  # not there (a clone that pulled the prepared data alone)
+    assert status(params)["data"]["state"] == "prepared"
 
 
 def test_status_says_why_a_family_is_stale(tmp_path, capsys):
