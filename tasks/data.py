@@ -394,8 +394,12 @@ def load_split(prepared_dir: str | Path, split: str) -> tuple[torch.Tensor, torc
 
 def _inside(path: Path, root: Path) -> None:
     """A class folder or image must stay inside the data folder: a symbolic link out of it
-    (or back to it, a class folder linking to its parent) is refused."""
-    real, top = path.resolve(), root.resolve()
+    (or back to it, a class folder linking to its parent) is refused, as is a link that leads
+    back to itself (Python's resolve raised a RuntimeError: a traceback)."""
+    try:
+        real, top = path.resolve(), root.resolve()
+    except RuntimeError:  # (Python 3.13 raises an OSError: ELOOP)
+        raise DataError(f"{path}: a symbolic link that leads back to itself; remove it") from None
     if real == top or real in top.parents:  # a loop: the class would hold the data itself
         raise DataError(f"{path}: a symbolic link to {real}, which holds the class folders; remove it")
     if top not in real.parents:

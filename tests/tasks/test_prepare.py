@@ -475,6 +475,11 @@ def test_a_class_folder_linking_out_of_the_data_folder_is_refused(tmp_path):
         prepare(params(tmp_path, source=f"folder:{root}"))
     assert not (tmp_path / "prepared").exists()
     (root / "b" / "twin.png").unlink()
+    # a link that leads back to itself: one line naming it (Python's resolve raised a RuntimeError)
+    (root / "b" / "loop.png").symlink_to(root / "b" / "loop.png")
+    with pytest.raises(DataError, match="loop.png: a symbolic link that leads back to itself; remove it"):
+        prepare(params(tmp_path, source=f"folder:{root}"))
+    (root / "b" / "loop.png").unlink()
     # links into a hidden store at the top (git-annex, .pool/) are no other class's: read
     (root / ".pool" / "cs").mkdir(parents=True)
     for i in range(4):
