@@ -41,8 +41,9 @@ def test_processes_are_told_apart_by_kind(bench, comm, cmd, expected):
 
 
 def test_a_run_reports_time_summary_and_cpu(bench):
-    # one process (-n 0 after make test's -n), one small module: a few seconds
-    r = bench.run_suite(ROOT, dict(os.environ), ["-n", "0", "tests/test_quality_metrics.py"])
+    # one process (-n 0 after make test's -n), one quick test
+    node = "tests/test_quality_metrics.py::test_inception_score_bounds"
+    r = bench.run_suite(ROOT, dict(os.environ), ["-n", "0", node])
     assert r["rc"] == 0 and "passed" in r["summary"], r
     assert math.isfinite(r["pytest_s"]) and 0 < r["pytest_s"] <= r["wall_s"]
     assert r["busy"] > 0 and r["kinds"]["pytest and its workers (in-process tests)"] > 0

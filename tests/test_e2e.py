@@ -288,26 +288,33 @@ def test_cli_run_prepares_and_trains_through_the_console_script(tmp_path):
     assert not (tmp_path / "runs" / "vae").exists()
 
 
-def test_cli_help_and_clear_errors(tmp_path):
-    for cmd in ([], ["prepare"], ["train"], ["sample"], ["run"]):
-        r = _cli(*cmd, "--help", cwd=ROOT)
-        assert "usage: genzoo" in r.stdout
-    assert "--profile" in _cli("run", "--help", cwd=ROOT).stdout
-    r = _cli(
-        "prepare",
-        "-o",
-        "models.vae.train.lr=-1",
-        "-o",
-        f"data.prepared_dir={tmp_path / 'p'}",
-        cwd=ROOT,
-        check=False,
+def test_cli_help_and_clear_errors(tmp_path, monkeypatch, capsys, restore_logging):
+    from genzoo.flows import cli
+
+    assert "usage: genzoo" in _cli("--help", cwd=ROOT).stdout  # the console script, as installed
+    monkeypatch.chdir(ROOT)
+
+    def here(*args: str) -> tuple[int, str, str]:  # the same main() in this process: no start-up
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as stop:  # --help
+            code = stop.code
+        return (code, *capsys.readouterr())
+
+    for cmd in (["prepare"], ["train"], ["sample"], ["run"]):
+        code, out, _ = here(*cmd, "--help")
+        assert code == 0 and "usage: genzoo" in out
+    assert "--profile" in here("run", "--help")[1]
+    code, _, err = here(
+        "prepare", "-o", "models.vae.train.lr=-1", "-o", f"data.prepared_dir={tmp_path / 'p'}"
     )
-    assert r.returncode == 2 and "models.vae.train.lr" in r.stderr
+    assert code == 2 and "models.vae.train.lr" in err
     assert not (tmp_path / "p").exists()
-    r = _cli("train", "--family", "nope", cwd=ROOT, check=False)
-    assert r.returncode != 0 and "nope" in r.stderr
-    r = _cli("run", "--families", "vae,nope", cwd=ROOT, check=False)
-    assert r.returncode == 2 and "--families: nope not in params" in r.stderr
+    code, _, err = here("train", "--family", "nope")
+    assert code != 0 and "nope" in err
+    code, _, err = here("run", "--families", "vae,nope")
+    assert code == 2 and "--families: nope not in params" in err
 
 
 # `dvc repro` from scratch, then doing nothing, then one stale family: tests/flows/test_dvc.py

@@ -228,6 +228,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
 
     # same path, other content: the prepared data changed, so every family re-trains
     raw["data"]["val_fraction"] = 0.15
+    raw["usefulness"]["families"] = []  # (measured above: not again on the new data)
     _write(tmp_path, raw)
     capsys.readouterr()
     fourth = pl.pipeline(params_file=pfile, families=["gan"])

@@ -37,6 +37,23 @@ def api_post(api: str, path: str, body: dict | None = None) -> list[dict]:
         return json.load(r)
 
 
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+
+def run_deployment(api: str, name: str, parameters: dict, wait_s: float = 300) -> dict:
+    """A flow run of deployment ``name`` (``flow/deployment``) with ``parameters``, created as the
+    UI's Run button creates it (``create_flow_run``); with ``wait_s``, the run once it has ended."""
+    flows = {f["id"]: f["name"] for f in api_post(api, "flows/filter")}
+    (dep,) = [d for d in api_post(api, "deployments/filter") if f"{flows[d['flow_id']]}/{d['name']}" == name]
+    run = api_post(api, f"deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+    deadline = time.monotonic() + wait_s
+    while wait_s and run["state_type"] not in FINAL:
+        assert time.monotonic() < deadline, run["state_type"]
+        time.sleep(0.5)
+        (run,) = api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    return run
+
+
 def served(api: str) -> set[str]:
     """The deployments the server lists, as ``flow/deployment`` names (none while it is not up
     or does not answer yet)."""
@@ -117,8 +134,9 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         assert not any(d["paused"] for d in api_post(api, "deployments/filter"))
 
         # the UI's form: the deployment's parameter schema lists the flow's typed parameters
-        r = prefect("deployment", "inspect", "genzoo-train-family/train-family")
-        assert "family" in r.stdout and "pixelcnn" in r.stdout, r.stdout
+        schemas = {d["name"]: d["parameter_openapi_schema"] for d in api_post(api, "deployments/filter")}
+        form = json.dumps(schemas["train-family"])
+        assert "family" in schemas["train-family"]["properties"] and "pixelcnn" in form, form
 
         r = prefect(
             "deployment",
@@ -137,20 +155,19 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         assert {"prepare", "train-gan", "evaluate-gan", "report"} <= tasks, tasks
         assert not (tmp_path / "runs" / "vae").exists()
 
-        r = prefect(
-            "deployment", "run", "genzoo-sample/sample", "-p", "family=gan", "-p", "n=12",
-            "-p", f"out={tmp_path / 'drawn'}", "--watch", timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout + r.stderr
+        # the other runs as the UI's Run button makes them (the `prefect` command above costs 3 s)
+        run = run_deployment(
+            api, "genzoo-sample/sample", {"family": "gan", "n": 12, "out": str(tmp_path / "drawn")}
+        )
+        assert run["state_type"] == "COMPLETED", run["state"]
         import numpy as np
 
         with np.load(tmp_path / "drawn.npz") as z:
             assert z["images"].shape == (12, 1, 8, 8) and z["labels"].shape == (12,)
-        r = prefect(
-            "deployment", "run", "genzoo-augment/augment", "-p", 'families=["gan"]', "-p", "per_class=2",
-            "-p", "name=from-ui", "-p", f"out_dir={tmp_path / 'aug'}", "--watch", timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout + r.stderr
+        run = run_deployment(api, "genzoo-augment/augment", {
+            "families": ["gan"], "per_class": 2, "name": "from-ui", "out_dir": str(tmp_path / "aug"),
+        })  # fmt: skip
+        assert run["state_type"] == "COMPLETED", run["state"]
         with np.load(tmp_path / "aug" / "from-ui" / "images.npz") as z:
             assert z["images"].dtype == np.uint8 and z["labels"].tolist() == sorted(list(range(10)) * 2)
         runs = [x["state_type"] for x in api_post(api, "flow_runs/filter")]
@@ -158,12 +175,11 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
 
         # a study from the UI: its raters' links in the run's Artifacts tab (the only place they
         # are shown: the study keeps their hashes, and a served run's result is not kept)
-        r = prefect(
-            "deployment", "run", "genzoo-judge/judge", "-p", 'families=["gan"]', "-p", "per_family=2",
-            "-p", "pairs=0", "-p", "raters=2", "-p", "name=from-ui", "--watch", timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stdout + r.stderr
-        judged = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+        run = run_deployment(api, "genzoo-judge/judge", {
+            "families": ["gan"], "per_family": 2, "pairs": 0, "raters": 2, "name": "from-ui",
+        })  # fmt: skip
+        assert run["state_type"] == "COMPLETED", run["state"]
+        judged = run["id"]
         (art,) = api_post(api, "artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [judged]}}})
         assert (
             art["type"] == "markdown"
@@ -173,33 +189,35 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         # bad params in the form: the run fails on them at once, one line in its log and as its
         # state's message (Prefect logged a traceback of them; its engine's own report of a failed
         # run, with a traceback of its own, follows any run that fails)
-        r = prefect(
-            "deployment", "run", "genzoo-train-family/train-family", "-p", "family=gan",
-            "-p", 'overrides=["models.gan.train.lr=-1"]', "--watch", timeout=300,
-        )  # fmt: skip
-        bad = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
-        (run,) = api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [bad]}}})
-        state = run["state"]
+        run = run_deployment(api, "genzoo-train-family/train-family", {
+            "family": "gan", "overrides": ["models.gan.train.lr=-1"],
+        })  # fmt: skip
+        bad, state = run["id"], run["state"]
         assert run["state_type"] == "FAILED" and "models.gan.train.lr" in state["message"], state
-        logged = api_post(api, "logs/filter", {"logs": {"flow_run_id": {"any_": [bad]}}})
-        errors = [x["message"] for x in logged if x["level"] >= logging.ERROR]
+        deadline = time.monotonic() + 30  # the run's logs reach the server in batches, after its state
+        while True:  # (the engine's "Finished in state" is its last)
+            rows = api_post(api, "logs/filter", {"logs": {"flow_run_id": {"any_": [bad]}}})
+            logged = [(x["level"], x["message"]) for x in rows]
+            if any(m.startswith("Finished in state") for _, m in logged):
+                break
+            assert time.monotonic() < deadline, logged
+            time.sleep(0.5)
+        errors = [m for level, m in logged if level >= logging.ERROR]
         assert errors[0] == state["message"] and "Traceback" not in errors[0], errors
         assert not any("Encountered exception during execution" in m for m in errors), errors
 
-        def training(family: str, overrides: str) -> str:
+        def training(family: str, overrides: list[str]) -> str:
             """A long pipeline run of ``family`` from its deployment, once it has written a
             checkpoint of its own (on its private local Ray): its flow run's id."""
             before = set((tmp_path / "ckpt" / family).glob("*/step-*.pt"))
-            r = prefect(
-                "deployment", "run", "genzoo-pipeline/pipeline", "-p", f'families=["{family}"]',
-                "-p", f"overrides={overrides}",
-            )  # fmt: skip
-            assert r.returncode == 0, r.stdout + r.stderr
+            run = run_deployment(
+                api, "genzoo-pipeline/pipeline", {"families": [family], "overrides": overrides}, wait_s=0
+            )
             deadline = time.monotonic() + 180
             while not set((tmp_path / "ckpt" / family).glob("*/step-*.pt")) - before:
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(1)
-            return re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+            return run["id"]
 
         def last_checkpoint() -> int:
             steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "ckpt" / "vae").glob("*/step-*.pt")]
@@ -207,9 +225,9 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
 
         # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
         # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
-        run_id = training("vae", '["train.steps=100000", "run.track=true"]')
-        r = prefect("flow-run", "cancel", run_id)
-        assert r.returncode == 0, r.stdout + r.stderr
+        run_id = training("vae", ["train.steps=100000", "run.track=true"])
+        cancel = {"state": {"type": "CANCELLING", "name": "Cancelling"}}  # what the UI's Cancel sends
+        assert api_post(api, f"flow_runs/{run_id}/set_state", cancel)["status"] == "ACCEPT"
         deadline, final = time.monotonic() + 90, ("CANCELLED", "CRASHED", "FAILED", "COMPLETED")
         states = lambda: {x["id"]: x["state_type"] for x in api_post(api, "flow_runs/filter")}  # noqa: E731
         while (state := states()[run_id]) not in final:
@@ -228,7 +246,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         # Ctrl+C on `make serve` mid-run (the whole group, as a terminal sends it): Prefect's runner
         # kills the flow runs it started on its way out, and one on the private local Ray, itself
         # stopping Ray, was killed before it recorded how it ended: RUNNING for good. Now Crashed.
-        interrupted = training("gan", '["train.steps=100000"]')  # (past the train-family run's checkpoints)
+        interrupted = training("gan", ["train.steps=100000"])  # (past the train-family run's checkpoints)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
         import sqlite3

@@ -36,7 +36,10 @@ def test_concurrent_writers_lose_no_metric_rows(store):
     c = client(store)
     exp = prepare_store(store)
     run_ids = [start_run(c, exp, f"w{i}").info.run_id for i in range(6)]
-    ctx = mp.get_context("spawn")
+    # six fresh processes, as Ray workers are, forked from a server that imported genzoo (torch,
+    # MLflow) once, not six times; each opens its own connection to the store after the fork
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["genzoo.tasks.tracking", "mlflow.store.tracking.sqlalchemy_store"])
     procs = [ctx.Process(target=_writer, args=(store, rid, 60)) for rid in run_ids]
     for p in procs:
         p.start()
