@@ -71,7 +71,26 @@ def _params(args):
                          hinted=[o for o in args.overrides or [] if o not in added])  # fmt: skip
     if _IN_MAIN.get():  # the hints of checks that know no params (the prepared data's) repeat these
         params.advising()
+        _read_elsewhere(Path(args.params), params)
     return params
+
+
+def _read_elsewhere(pfile: Path, params) -> None:
+    """Warn where a params file from another folder names relative folders that its own folder
+    holds and the current one does not: they are read from the current folder (as DVC and
+    ``dvc.yaml`` read them), so its data and models would look missing, or be made again here."""
+    here, there = Path.cwd(), pfile.expanduser().resolve().parent
+    if there == here.resolve():
+        return
+    folders = (params.data.prepared_dir, params.run.runs_dir, params.run.checkpoints_dir)
+    held = [
+        f for f in folders if not Path(f).is_absolute() and (there / f).exists() and not (here / f).exists()
+    ]
+    if held:
+        logging.getLogger("genzoo").warning(
+            "%s's folders are read from the current folder, %s; they are in %s (%s): to use them, "
+            "run genzoo there (cd %s)", pfile, here, there, ", ".join(held), there,
+        )  # fmt: skip
 
 
 def _holding(params):

@@ -55,6 +55,8 @@ from genzoo.tasks.layout import (
     DATASET_BECAUSE,
     STUDY_BECAUSE,
     check_outside_source,
+    evaluation_dir,
+    evaluator_dir,
     family_dir,
     newest_checkpoint,
     other_profiles,
@@ -321,14 +323,33 @@ def _tracking_uri(params: Params) -> str | None:
     return tracking.tracking_uri() if params.run.track else None
 
 
+REUSED = " (up to date, not computed again)"
+
+
+def _unchanged(path: Path) -> Callable[[], str]:
+    """Call before a stage that writes ``path`` (its record, written last); the callable returned,
+    called after it, gives :data:`REUSED` where the stage found its figures up to date and left
+    ``path`` as it was (so that a run with nothing to do says so of every stage), else ``""``."""
+
+    def stamp() -> int | None:
+        try:
+            return path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    before = stamp()
+    return lambda: REUSED if before is not None and stamp() == before else ""
+
+
 @stage("evaluator")
 def evaluator_task(params: Params) -> dict[str, Any]:
     """The evaluator and the reference rows (cached), as a Ray task beside the trainings."""
 
+    reused = _unchanged(evaluator_dir(params) / "metrics.json")
     with _turn("evaluator"):
         ref = cluster.submit(params, "evaluator", "evaluator", evaluator_stage, params)
     metrics = cluster.get(ref, "evaluator")
-    get_run_logger().info("evaluator: test accuracy %.4f", metrics["test_accuracy"])
+    get_run_logger().info("evaluator: test accuracy %.4f%s", metrics["test_accuracy"], reused())
     return metrics
 
 
@@ -336,21 +357,23 @@ def evaluator_task(params: Params) -> dict[str, Any]:
 def evaluate_task(params: Params, family: str) -> dict[str, Any]:
     """``family``'s sample quality (cached), as a Ray task as soon as its training is done."""
 
+    reused = _unchanged(evaluation_dir(params) / family / "quality.json")
     job = cluster.submit(params, family, f"evaluate-{family}", evaluate_family, params, family,
                          tracking_uri=_tracking_uri(params))  # fmt: skip
     q = cluster.get(job, family)
     get_run_logger().info(
-        "%s: FD %.3f ± %.3f, precision %.3f, recall %.3f, %.0f images/s",
-        family, q["fd"], q["ci95"]["fd"], q["precision"], q["recall"], q["images_per_second"],
+        "%s: FD %.3f ± %.3f, precision %.3f, recall %.3f, %.0f images/s%s",
+        family, q["fd"], q["ci95"]["fd"], q["precision"], q["recall"], q["images_per_second"], reused(),
     )  # fmt: skip
     keys = ("fd", "kid", "precision", "recall", "density", "coverage", "class_accuracy", "images_per_second")
     out = {k: q[k] for k in keys} | {"fd_ci95": q["ci95"]["fd"]}
     if family in params.detect.families:  # anomaly detection by likelihood, on the same worker slot
+        reused = _unchanged(evaluation_dir(params) / family / "anomaly.json")
         job = cluster.submit(params, family, f"detect-{family}", run_benchmark, params, family)
         a = cluster.get(job, family)
         out["anomaly_auroc"] = {name: st["likelihood"]["auroc"] for name, st in a["sets"].items()}
         aurocs = ", ".join(f"{name} {v:.3f}" for name, v in out["anomaly_auroc"].items())
-        get_run_logger().info("%s: anomaly AUROC by likelihood: %s", family, aurocs)
+        get_run_logger().info("%s: anomaly AUROC by likelihood: %s%s", family, aurocs, reused())
     return out
 
 
@@ -358,12 +381,14 @@ def evaluate_task(params: Params, family: str) -> dict[str, Any]:
 def usefulness_reference_task(params: Params) -> dict[str, Any]:
     """Real data alone and PCA + KDE on the same subsets (cached), as a Ray task."""
 
+    reused = _unchanged(evaluation_dir(params) / "usefulness" / "reference.json")
     with _turn("usefulness-reference"):
         job = cluster.submit(params, "evaluator", "usefulness-reference", reference, params)
     ref = cluster.get(job, "evaluator")
     get_run_logger().info(
-        "usefulness reference, real data alone: %s",
+        "usefulness reference, real data alone: %s%s",
         "; ".join(f"{_share(p)}: {_accuracies(per)}" for p, per in ref["real"].items()),
+        reused(),
     )
     return {"real": ref["real"], "pca_kde_tstr": ref["pca_kde"]["tstr"]}
 
@@ -391,6 +416,7 @@ def subsets_task(params: Params, family: str) -> dict[str, Any]:
 def usefulness_task(params: Params, family: str) -> dict[str, Any]:
     """Train-on-synthetic accuracy and the augmentation lift of ``family`` (cached)."""
 
+    reused = _unchanged(evaluation_dir(params) / family / "usefulness.json")
     job = cluster.submit(params, family, f"usefulness-{family}", measure_family, params, family,
                          tracking_uri=_tracking_uri(params))  # fmt: skip
     u = cluster.get(job, family)
@@ -403,8 +429,8 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
         for p, per in u["augmentation"].items()
     )  # fmt: skip
     get_run_logger().info(
-        "%s: trained on synthetic alone %s; lift over real alone with recipe %s, the dataset's (points) %s",
-        family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains,
+        "%s: trained on synthetic alone %s; lift over real alone with recipe %s, the dataset's (points) %s%s",
+        family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains, reused(),
     )  # fmt: skip
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 

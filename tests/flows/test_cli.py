@@ -234,6 +234,32 @@ def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["run"] is None
 
 
+def test_a_params_file_from_another_folder_says_where_its_folders_are_read(
+    tmp_path, monkeypatch, capsys, restore_logging
+):
+    """`genzoo status --params ../proj/params.yaml` from another folder said every family `not
+    trained`, with no word that it had looked for them in the current folder (relative folders
+    are read from there, as by DVC): it says where it read them and where they are."""
+    from tests.conftest import tiny_params
+
+    proj, other = tmp_path / "proj", tmp_path / "other"
+    for folder in (proj / "runs", proj / "prepared", other):  # (tiny params: prepared/, runs/, ckpt/)
+        folder.mkdir(parents=True)
+    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(Path("."), families=["gan"])))
+    base = ["status", "--params", str(proj / "params.yaml")]
+    monkeypatch.chdir(other)
+    assert cli.main(base) == 0
+    err = capsys.readouterr().err
+    said = f"folders are read from the current folder, {other}; they are in {proj} (prepared, runs)"
+    assert said in err and f"(cd {proj})" in err, err
+    monkeypatch.chdir(proj)  # in its own folder; or where the current one has them too: nothing said
+    assert cli.main(["status", "--params", "params.yaml"]) == 0 and "read from" not in capsys.readouterr().err
+    (other / "runs").mkdir()
+    (other / "prepared").mkdir()
+    monkeypatch.chdir(other)
+    assert cli.main(base) == 0 and "read from" not in capsys.readouterr().err
+
+
 def test_status_says_when_the_users_images_changed_after_they_were_prepared(tmp_path):
     """An image added to the user's folder after a run: `genzoo status` called every family up
     to date, as they are against the prepared data, and said nothing of the folder. It compares

@@ -201,9 +201,14 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2-s0.safetensors",
     ]
     before = [p.stat().st_mtime_ns for p in watched]
+    assert pl.REUSED not in capsys.readouterr().err  # (the first run computed everything)
     again = pl.pipeline(params_file=pfile)
     assert all(m["cached"] for m in again["trained"].values())
     assert [p.stat().st_mtime_ns for p in watched] == before
+    said = [line for line in capsys.readouterr().err.splitlines() if pl.REUSED in line]
+    for line in ("evaluator: test accuracy", "gan: FD", "vae: FD", "pixelcnn: anomaly AUROC",
+                 "usefulness reference, real data alone", "gan: trained on synthetic alone"):  # fmt: skip
+        assert any(line in x for x in said), (line, said)  # each stage says it computed nothing
 
     # a dataset its filters cannot fill fails the run, with the report of the rest written first
     report = tmp_path / "runs" / "report" / "index.html"
