@@ -264,59 +264,29 @@ def record_in_dvc(
         for st in DVC_STAGES.get(name, []):
             stages += [st.format(family=f) for f in families] if "{family}" in st else [st]
 
-    def commit(names: list[str]) -> str | None:  # DVC's error, or None
-        cmd = [sys.executable, "-m", "dvc", "commit", "--force", *names]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}
-        )
-        return None if proc.returncode == 0 else (proc.stderr.strip() or proc.stdout.strip())
-
-    if (error := commit(stages)) is None:
-        return stages
-    # one stage DVC refuses (a params key missing from params.yaml) refuses them all: each alone, in
-    # order (a stage after those it depends on), none after a refused stage it depends on (its
-    # record would pair the new outputs with that stage's old record)
-    try:
-        needs = _depends_on(stages)
-    except Exception:  # dvc.yaml itself unreadable (a ${key} it reads missing): each try would fail
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {error}") from None
-    failed: dict[str, str] = {}
-    for name in stages:
-        if refused := sorted(needs.get(name, set()) & set(failed)):
-            failed[name] = f"depends on {refused[0]}"
-        elif (why := commit([name])) is not None:
-            failed[name] = why
-    recorded = [name for name in stages if name not in failed]
-    if not failed:  # (the whole batch was refused for a passing reason: DVC's lock, held a moment)
-        return recorded
-    if not recorded:
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {error}")
-    lines = next(iter(failed.values())).splitlines() or [""]
-    get_run_logger().error(
-        "outputs not recorded in dvc.lock: %s (%s; once fixed, `dvc commit` records them); recorded: %s",
-        ", ".join(failed), next((x for x in lines if "ERROR" in x), lines[0]), ", ".join(recorded),
-    )  # fmt: skip
+    # `dvc commit --force` of them all, dvc.yaml and dvc.lock read and written once (genzoo.flows.record):
+    # a stage DVC refuses (a params key missing from params.yaml) is left out, with every stage
+    # depending on it; the others are recorded
+    cmd = [sys.executable, "-m", "genzoo.flows.record", *stages]
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for wait in (2, None):  # once more after DVC's lock, held a moment by another dvc command
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode == 0 or wait is None or "Lock" not in proc.stderr:
+            break
+        time.sleep(wait)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {proc.stderr.strip()}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    recorded, failed = result["recorded"], result["refused"]
+    why = (next(iter(failed.values()), "") or "refused").splitlines()[0]
+    if failed and not recorded:
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {why}")
+    if failed:
+        get_run_logger().error(
+            "outputs not recorded in dvc.lock: %s (%s; once fixed, `dvc commit` records them); recorded: %s",
+            ", ".join(failed), why, ", ".join(recorded),
+        )  # fmt: skip
     return recorded
-
-
-def _depends_on(names: list[str]) -> dict[str, set[str]]:
-    """Each of ``names`` (DVC stages) -> the stages it depends on, directly or not (dvc.yaml's
-    graph, as DVC builds it: an edge from a stage to the stage whose output it reads)."""
-    from dvc.repo import Repo
-
-    with Repo(".") as repo:
-        graph = repo.index.graph
-        by_name = {stage.addressing: stage for stage in graph.nodes}
-        out = {}
-        for name in names:
-            seen, todo = set(), [by_name[name]] if name in by_name else []
-            while todo:
-                for up in graph.successors(todo.pop()):
-                    if up not in seen:
-                        seen.add(up)
-                        todo.append(up)
-            out[name] = {stage.addressing for stage in seen}
-    return out
 
 
 def _tracking_uri(params: Params) -> str | None:
