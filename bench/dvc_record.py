@@ -14,6 +14,7 @@ own ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -34,7 +35,10 @@ def timed(cmd: list[str], repo: Path, lock: bytes) -> float:
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed: {proc.stderr.strip()[-500:]}")
+    if "genzoo.flows.record" in cmd and (refused := json.loads(proc.stdout.splitlines()[-1])["refused"]):
+        raise SystemExit(f"genzoo.flows.record refused {refused}: record the project's run first")
     if (repo / "dvc.lock").read_bytes() != lock:
+        (repo / "dvc.lock").write_bytes(lock)  # the project's record as it was
         raise SystemExit(f"{' '.join(cmd[:4])} ... changed dvc.lock: record the project's run first")
     return seconds
 

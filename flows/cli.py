@@ -79,8 +79,8 @@ def _read_elsewhere(pfile: Path, params) -> None:
     """Warn where a params file from another folder names relative folders that its own folder
     holds and the current one does not: they are read from the current folder (as DVC and
     ``dvc.yaml`` read them), so its data and models would look missing, or be made again here."""
-    here, there = Path.cwd(), pfile.expanduser().resolve().parent
-    if there == here.resolve():
+    here, there = Path.cwd(), Path(os.path.abspath(pfile.expanduser())).parent  # (a link: where it is)
+    if there.resolve() == here.resolve():
         return
     folders = (params.data.prepared_dir, params.run.runs_dir, params.run.checkpoints_dir)
     held = [

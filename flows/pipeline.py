@@ -271,14 +271,16 @@ def record_in_dvc(
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     for wait in (2, None):  # once more after DVC's lock, held a moment by another dvc command
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode == 0 or wait is None or "Lock" not in proc.stderr:
+        if proc.returncode == 0 or wait is None or "LockError" not in proc.stderr:
             break
         time.sleep(wait)
     if proc.returncode != 0:
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {proc.stderr.strip()}")
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {last}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     recorded, failed = result["recorded"], result["refused"]
-    why = (next(iter(failed.values()), "") or "refused").splitlines()[0]
+    why = next(iter(failed.values()), "").strip().splitlines()[:1] or ["refused"]
+    why = why[0].rstrip(".")
     if failed and not recorded:
         raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {why}")
     if failed:
@@ -301,9 +303,10 @@ def _unchanged(path: Path) -> Callable[[], str]:
     called after it, gives :data:`REUSED` where the stage found its figures up to date and left
     ``path`` as it was (so that a run with nothing to do says so of every stage), else ``""``."""
 
-    def stamp() -> int | None:
+    def stamp() -> tuple[int, int] | None:  # (a rewrite replaces the file: another inode)
         try:
-            return path.stat().st_mtime_ns
+            st = path.stat()
+            return st.st_ino, st.st_mtime_ns
         except OSError:
             return None
 

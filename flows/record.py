@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 
 def record(names: list[str]) -> dict[str, object]:
     """Commit ``names`` (DVC stage addresses, each after those it depends on) in the project of the
     current folder; the recorded and the refused (with why)."""
-    from dvc.exceptions import DvcException
     from dvc.repo import Repo, lock_repo
 
     with Repo(".") as repo, lock_repo(repo):
@@ -43,8 +43,8 @@ def record(names: list[str]) -> dict[str, object]:
             try:
                 stage.save()
                 stage.commit()
-            except DvcException as err:
-                refused[name] = str(err)
+            except Exception as err:  # DVC's refusal; an output unreadable or gone: that stage alone
+                refused[name] = str(err).strip() or type(err).__name__
                 continue
             done.append(stage)
         files: dict[str, tuple] = {}
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = record(names)
     except Exception as err:  # dvc.yaml unreadable, the repository's lock held: nothing recorded
+        traceback.print_exc(file=sys.stderr)  # (the last line, DVC's error, is what the run says)
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result))

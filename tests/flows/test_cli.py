@@ -254,9 +254,11 @@ def test_a_params_file_from_another_folder_says_where_its_folders_are_read(
     assert said in err and f"(cd {proj})" in err, err
     monkeypatch.chdir(proj)  # in its own folder; or where the current one has them too: nothing said
     assert cli.main(["status", "--params", "params.yaml"]) == 0 and "read from" not in capsys.readouterr().err
+    (other / "params.yaml").symlink_to(proj / "params.yaml")  # a link here to it: its folders are here
+    monkeypatch.chdir(other)
+    assert cli.main(["status", "--params", "params.yaml"]) == 0 and "read from" not in capsys.readouterr().err
     (other / "runs").mkdir()
     (other / "prepared").mkdir()
-    monkeypatch.chdir(other)
     assert cli.main(base) == 0 and "read from" not in capsys.readouterr().err
 
 

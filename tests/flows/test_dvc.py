@@ -238,8 +238,8 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo, monkeypatch, 
     assert 'params.yaml lacks run.device (default "auto")' in out  # said before any compute
     assert "not recorded in dvc.lock: train@gan" in out and "run.device" in out
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
-    # the stages DVC takes are recorded all the same (one refused stage refused them all), but none
-    # that depends on the refused one (evaluate@gan would pair the new model's figures with no model)
+    # the stages DVC takes are recorded all the same (`dvc commit` stopped at the refused one), but
+    # none that depends on it (evaluate@gan would pair the new model's figures with no model)
     lock = (repo / "dvc.lock").read_text()
     recorded = set(yaml.safe_load(lock)["stages"])
     assert {"prepare", "evaluator"} <= recorded and not {"train@gan", "evaluate@gan"} & recorded, recorded

@@ -25,6 +25,7 @@ from genzoo.tasks import tracking
 from genzoo.tasks.config import validate
 from genzoo.tasks.prepare import prepare
 from tests.conftest import TINY, lock_held, own_processes, tiny_params
+from tests.conftest import logged as messages
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         first = pl.pipeline(params_file=pfile)
     # the benchmarks' figures, as a person reads them in the console and the Prefect UI
     said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("evaluator: test accuracy") for m in said)
+    assert not any(pl.REUSED in m for m in said)  # every stage computed its figures
     num, pct, pts = r"\d\.\d{3}", r"\d+\.\d%", r"[+-]\d+\.\d ± \d+\.\d"
     acc, lift = f"cnn {pct}, logistic {pct}", f"cnn {pts}, logistic {pts}"
     for line in (
@@ -201,11 +204,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         tmp_path / "runs" / "evaluation" / "gan" / "subsets" / "p0.2-s0.safetensors",
     ]
     before = [p.stat().st_mtime_ns for p in watched]
-    assert pl.REUSED not in capsys.readouterr().err  # (the first run computed everything)
-    again = pl.pipeline(params_file=pfile)
+    with messages("prefect.task_runs") as lines:  # (caplog's handler is gone after the first flow run)
+        again = pl.pipeline(params_file=pfile)
     assert all(m["cached"] for m in again["trained"].values())
     assert [p.stat().st_mtime_ns for p in watched] == before
-    said = [line for line in capsys.readouterr().err.splitlines() if pl.REUSED in line]
+    said = [m for m in lines if pl.REUSED in m]
     for line in ("evaluator: test accuracy", "gan: FD", "vae: FD", "pixelcnn: anomaly AUROC",
                  "usefulness reference, real data alone", "gan: trained on synthetic alone"):  # fmt: skip
         assert any(line in x for x in said), (line, said)  # each stage says it computed nothing
@@ -223,7 +226,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     # one family's params change: only that family re-trains
     raw["models"]["vae"]["train"]["steps"] = 14
     _write(tmp_path, raw)
-    third = pl.pipeline(params_file=pfile)
+    with messages("prefect.task_runs") as said:  # (caplog's handler is gone after the first flow run)
+        third = pl.pipeline(params_file=pfile)
+    fd = {f: [m for m in said if m.startswith(f"{f}: FD ")] for f in ("vae", "gan")}
+    assert len(fd["vae"]) == 1 and pl.REUSED not in fd["vae"][0], fd  # evaluated again, over its old figures
+    assert len(fd["gan"]) == 1 and pl.REUSED in fd["gan"][0], fd
     assert {f: m["cached"] for f, m in third["trained"].items()} == {
         "vae": False,
         "gan": True,
