@@ -279,16 +279,25 @@ def record_in_dvc(
         raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {last}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     recorded, failed = result["recorded"], result["refused"]
-    why = next(iter(failed.values()), "").strip().splitlines()[:1] or ["refused"]
-    why = why[0].rstrip(".")
     if failed and not recorded:
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {why}")
+        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {_refusals(failed)}")
     if failed:
         get_run_logger().error(
-            "outputs not recorded in dvc.lock: %s (%s; once fixed, `dvc commit` records them); recorded: %s",
-            ", ".join(failed), why, ", ".join(recorded),
+            "outputs not recorded in dvc.lock: %s; once fixed, `dvc commit --force %s` records them; "
+            "recorded: %s", _refusals(failed), " ".join(failed), ", ".join(recorded),
         )  # fmt: skip
     return recorded
+
+
+def _refusals(failed: dict[str, str]) -> str:
+    """The stages DVC refused, grouped by its reason (the first line of it): ``a, b (why); c
+    (depends on a stage not recorded)``."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in failed.items():
+        why = (why.strip().splitlines() or ["refused"])[0].rstrip(".")
+        why = "depends on a stage not recorded" if why.startswith("depends on ") else why
+        by_reason.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
 
 
 def _tracking_uri(params: Params) -> str | None:
@@ -479,14 +488,32 @@ DVC_STAGES = {
 def _dvc_matches(params: Params, params_file: str, overrides: list[str], profile: str | None) -> bool:
     """Whether this run's outputs are what ``dvc repro`` would make (same params.yaml, default
     paths): only then are they recorded in dvc.lock."""
-    if overrides or profile or not Path("dvc.yaml").exists() or not Path(".dvc").is_dir():
-        return False
+    return _unrecorded_because(params, params_file, overrides, profile) is None
+
+
+def _unrecorded_because(
+    params: Params, params_file: str, overrides: list[str], profile: str | None
+) -> str | None:
+    """Why this run's outputs are not what ``dvc repro`` here would make (so not recorded in
+    dvc.lock); None where they are."""
+    if not Path("dvc.yaml").exists() or not Path(".dvc").is_dir():
+        return f"{Path.cwd()} is no DVC project (no dvc.yaml and .dvc/ here)"
+    if overrides or profile:
+        return "this run's params are params.yaml's as -o or --profile change them"
     if Path(params_file).resolve() != Path("params.yaml").resolve():
-        return False
-    return params.run.runs_dir == "runs" and params.data.prepared_dir == "data/prepared"
+        return f"this run reads {params_file}, not ./params.yaml"
+    if params.run.runs_dir != "runs" or params.data.prepared_dir != "data/prepared":
+        return "run.runs_dir or data.prepared_dir is not dvc.yaml's (runs, data/prepared)"
+    return None
 
 
 LOOP = ("key", "item")  # dvc.yaml's foreach variables
+
+
+def _dvc_yaml_reads(text: str) -> list[str]:
+    """The params keys dvc.yaml reads itself by ``${...}`` (a foreach's list, a path): without one
+    DVC cannot read dvc.yaml at all."""
+    return [k for k in re.findall(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", text) if k.split(".")[0] not in LOOP]
 
 
 def dvc_params_missing(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
@@ -499,8 +526,7 @@ def dvc_params_missing(params: Params, params_file: str | Path = "params.yaml") 
     raw = yaml.safe_load(Path(params_file).read_text()) or {}
     values = params.model_dump(mode="json")
     listed = [key for body in stages.values() for key in (body.get("do", body) or {}).get("params") or []]
-    # and what dvc.yaml reads by ${...} (a foreach's list, a path): without it DVC cannot read dvc.yaml
-    read = [k for k in re.findall(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", text) if k.split(".")[0] not in LOOP]
+    read = _dvc_yaml_reads(text)
     missing = {}
     for key in [*listed, *read]:
         if not isinstance(key, str) or "${" in key or key in missing:
@@ -712,7 +738,8 @@ def record(params: Params, families: list[str], useful: list[str], after: list[s
     state = record_in_dvc(families, after, detected, useful, return_state=True)
     if state.is_failed():
         get_run_logger().error(
-            "outputs not recorded in dvc.lock (once what DVC says is fixed, `dvc commit` records them): %s",
+            "outputs not recorded in dvc.lock (once what DVC says is fixed, `dvc commit --force` of "
+            "this run's stages records them): %s",
             state.message,
         )
         return []
@@ -875,11 +902,20 @@ def pipeline(
         if warning := unseen_by_dvc(params.data):  # this run's prepare goes into dvc.lock
             get_run_logger().warning("%s", warning)
         if missing := dvc_params_missing(params, params_file):  # said before any compute
-            get_run_logger().warning(
-                "%s lacks %s, which dvc.yaml's stages read: DVC will not record the stages that need "
-                "them in dvc.lock (none, for a key dvc.yaml itself reads by ${...}; genzoo runs on the "
-                "default); add them", params_file, ", ".join(missing),
-            )  # fmt: skip
+            reads = _dvc_yaml_reads(Path("dvc.yaml").read_text())
+            itself = [m for m in missing if m.split(" ")[0] in reads]
+            if listed := [m for m in missing if m not in itself]:
+                get_run_logger().warning(
+                    "%s lacks %s, which dvc.yaml's stages list: genzoo runs on the default, but DVC will "
+                    "not record the stages that list it in dvc.lock, nor those after them; add it",
+                    params_file, ", ".join(listed),
+                )  # fmt: skip
+            if itself:
+                get_run_logger().warning(
+                    "%s lacks %s, which dvc.yaml itself reads (${...}): genzoo runs on the default, but "
+                    "DVC cannot read dvc.yaml without it and will record nothing of this run; add it",
+                    params_file, ", ".join(itself),
+                )  # fmt: skip
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), recording() as stages, ExitStack() as tracked:
@@ -902,7 +938,8 @@ def pipeline(
             trained, useful = list(result["trained"]), list(result["usefulness"])
             result["dvc_committed"] = record(params, trained, useful, done)
         elif record_dvc:
-            get_run_logger().info("not recorded in dvc.lock: this run's params differ from params.yaml as is")
+            why = _unrecorded_because(params, params_file, overrides, profile)
+            get_run_logger().info("not recorded in dvc.lock: %s", why)
         if parent is not None:
             result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
             if (uri := tracking.tracking_uri()).startswith(("http://", "https://")):  # a server's page

@@ -316,9 +316,21 @@ def log_stage(
     holds already, unchanged, is not logged again (`genzoo judge results` twice: one row each)."""
     if not params.run.track or (run_id := family_run_id(params, family)) is None:
         return
+    from mlflow.exceptions import MlflowException
+
     c = client()
-    if numbers:
+    try:
         latest = retry(lambda: c.get_run(run_id), "get_run").data.metrics
+    except MlflowException as e:  # a model trained elsewhere (`dvc pull`): its run is in that store
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        log.warning(
+            "%s: its training's MLflow run %s is not in this store (%s; the model was trained with "
+            "another, e.g. pulled with `dvc pull`): its figures are not logged to MLflow here",
+            family, run_id, tracking_uri(),
+        )  # fmt: skip
+        return
+    if numbers:
         changed = {k: v for k, v in flatten(numbers, prefix).items() if not _stored(latest.get(k), v)}
         if changed:
             log_numbers(c, run_id, changed)

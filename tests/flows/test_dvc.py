@@ -143,7 +143,7 @@ def test_only_a_run_of_params_yaml_as_is_is_recorded(repo, monkeypatch):
     """Overrides, a profile, another params file or other output folders: the outputs are not
     what `dvc repro` makes from params.yaml, so the run is not recorded (the pipeline's rule,
     checked where it lives; a recorded run end to end: the tests above)."""
-    from genzoo.flows.pipeline import _dvc_matches
+    from genzoo.flows.pipeline import _dvc_matches, _refusals, _unrecorded_because
     from genzoo.tasks.config import load_params
 
     repo, _ = repo
@@ -155,6 +155,23 @@ def test_only_a_run_of_params_yaml_as_is_is_recorded(repo, monkeypatch):
     shutil.copy("params.yaml", "mine.yaml")
     assert not _dvc_matches(load_params("mine.yaml"), "mine.yaml", [], None)
     assert not _dvc_matches(load_params("params.yaml", ["run.runs_dir=elsewhere"]), "params.yaml", [], None)
+    # the run says why (it said "this run's params differ from params.yaml as is" of each)
+    because = _unrecorded_because(load_params("mine.yaml"), "mine.yaml", [], None)
+    assert because == "this run reads mine.yaml, not ./params.yaml"
+    assert "-o or --profile" in _unrecorded_because(params, "params.yaml", [], "quick")
+    elsewhere = repo.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a --params from another folder: no DVC project here
+    because = _unrecorded_because(params, str(repo / "params.yaml"), [], None)
+    assert because == f"{elsewhere} is no DVC project (no dvc.yaml and .dvc/ here)"
+    # DVC's refusals grouped by reason, those that depend on a refused stage as one
+    missing = "Parameters 'run.device' are missing."
+    refused = {"train@gan": f"{missing}\nmore", "evaluate@gan": "depends on train@gan",
+               "report": "depends on evaluate@gan", "detect@gan": missing}  # fmt: skip
+    assert _refusals(refused) == (
+        "train@gan, detect@gan (Parameters 'run.device' are missing); "
+        "evaluate@gan, report (depends on a stage not recorded)"
+    )
 
 
 def test_push_then_pull_restores_data_and_models(repo, tmp_path):
@@ -235,8 +252,9 @@ def test_a_failed_dvc_record_is_reported_and_the_models_kept(repo, monkeypatch, 
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     out = sh("genzoo", "run", "--families", "gan")
     assert "elsewhere.npz lies outside data.raw_dir (data/raw)" in out, out
-    assert 'params.yaml lacks run.device (default "auto")' in out  # said before any compute
-    assert "not recorded in dvc.lock: train@gan" in out and "run.device" in out
+    assert """params.yaml lacks run.device (default "auto"), which dvc.yaml's stages list""" in out  # first
+    assert "not recorded in dvc.lock: train@gan (Parameters 'run.device' are missing" in out, out
+    assert "`dvc commit --force train@gan evaluate@gan" in out, out  # (plain `dvc commit` asks, or fails)
     assert (repo / "runs" / "gan" / "model.safetensors").exists()
     # the stages DVC takes are recorded all the same (`dvc commit` stopped at the refused one), but
     # none that depends on it (evaluate@gan would pair the new model's figures with no model)

@@ -513,3 +513,37 @@ def test_a_failure_after_training_closes_its_run_and_a_locked_close_is_retried(s
     metrics = train_family(params, "gan", progress=False)
     assert tries == ["FINISHED", "FINISHED"]
     assert c.get_run(metrics["mlflow"]["run_id"]).info.status == "FINISHED"
+
+
+def test_a_model_tracked_in_another_store_logs_its_later_figures_nowhere_and_says_so(
+    store, tmp_path, monkeypatch
+):
+    """A clone that got its models by `dvc pull`: their metrics.json name MLflow runs of the
+    machine that trained them, and the report's artifact, logged to that run id in this clone's
+    store, failed `genzoo run` and `genzoo report` ("Run ... not found"). Nothing is logged there,
+    with a warning; in the store that holds the run, the figures are logged as before."""
+    from genzoo.tasks import tracking
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.layout import family_run_id
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.train import train_family
+    from tests.conftest import logged, tiny_params
+
+    raw = tiny_params(tmp_path, steps=4, families=["gan"])
+    raw["run"]["track"] = True
+    params = validate(raw)
+    prepare(params)
+    train_family(params, "gan", progress=False)
+    run_id = family_run_id(params, "gan")
+    page = tmp_path / "index.html"
+    page.write_text("<html></html>")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'pulled.db'}")
+    figures = {"numbers": {"fd": 1.5}, "prefix": "quality.", "artifact": page, "artifact_path": "report"}
+    with logged("genzoo.tracking") as lines:
+        tracking.log_stage(params, "gan", **figures)
+    assert [m for m in lines if f"MLflow run {run_id} is not in this store" in m], lines
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # the store that holds it: logged as before
+    tracking.log_stage(params, "gan", **figures)
+    c = tracking.client(store)
+    assert c.get_run(run_id).data.metrics["quality.fd"] == 1.5
+    assert "report/index.html" in {a.path for a in c.list_artifacts(run_id, "report")}
