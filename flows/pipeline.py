@@ -276,11 +276,11 @@ def record_in_dvc(
         time.sleep(wait)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {last}")
+        raise RuntimeError(f"dvc commit --force {' '.join(stages)} failed: {last}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     recorded, failed = result["recorded"], result["refused"]
     if failed and not recorded:
-        raise RuntimeError(f"dvc commit of this run's {len(stages)} stages failed: {_refusals(failed)}")
+        raise RuntimeError(f"dvc commit --force {' '.join(stages)} failed: {_refusals(failed)}")
     if failed:
         get_run_logger().error(
             "outputs not recorded in dvc.lock: %s; once fixed, `dvc commit --force %s` records them; "
@@ -497,7 +497,7 @@ def _unrecorded_because(
     """Why this run's outputs are not what ``dvc repro`` here would make (so not recorded in
     dvc.lock); None where they are."""
     if not Path("dvc.yaml").exists() or not Path(".dvc").is_dir():
-        return f"{Path.cwd()} is no DVC project (no dvc.yaml and .dvc/ here)"
+        return f"{Path.cwd()} is no DVC project (no dvc.yaml or no .dvc/ here)"
     if overrides or profile:
         return "this run's params are params.yaml's as -o or --profile change them"
     if Path(params_file).resolve() != Path("params.yaml").resolve():
@@ -514,6 +514,24 @@ def _dvc_yaml_reads(text: str) -> list[str]:
     """The params keys dvc.yaml reads itself by ``${...}`` (a foreach's list, a path): without one
     DVC cannot read dvc.yaml at all."""
     return [k for k in re.findall(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", text) if k.split(".")[0] not in LOOP]
+
+
+def missing_key_warnings(params_file: str | Path, missing: list[str]) -> list[str]:
+    """What a run to be recorded says of ``missing`` (:func:`dvc_params_missing`): a key the stages
+    list leaves them (and those after them) unrecorded; a key dvc.yaml reads itself, the whole run."""
+    reads = _dvc_yaml_reads(Path("dvc.yaml").read_text())
+    itself = [m for m in missing if m.split(" ")[0] in reads]
+    listed = [m for m in missing if m not in itself]
+    out = []
+    if listed:
+        out.append(f"{params_file} lacks {', '.join(listed)}, which dvc.yaml's stages list: genzoo runs on "
+                   "the default, but DVC will not record the stages that list it in dvc.lock, nor those "
+                   "after them; add it")  # fmt: skip
+    if itself:
+        out.append(f"{params_file} lacks {', '.join(itself)}, which dvc.yaml itself reads (${{...}}): genzoo "
+                   "runs on the default, but DVC cannot read dvc.yaml without it and will record nothing of "
+                   "this run; add it")  # fmt: skip
+    return out
 
 
 def dvc_params_missing(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
@@ -738,8 +756,8 @@ def record(params: Params, families: list[str], useful: list[str], after: list[s
     state = record_in_dvc(families, after, detected, useful, return_state=True)
     if state.is_failed():
         get_run_logger().error(
-            "outputs not recorded in dvc.lock (once what DVC says is fixed, `dvc commit --force` of "
-            "this run's stages records them): %s",
+            "outputs not recorded in dvc.lock (once what DVC says is fixed, the same `dvc commit --force` "
+            "records them): %s",
             state.message,
         )
         return []
@@ -901,21 +919,8 @@ def pipeline(
         dvc_remote_preflight()
         if warning := unseen_by_dvc(params.data):  # this run's prepare goes into dvc.lock
             get_run_logger().warning("%s", warning)
-        if missing := dvc_params_missing(params, params_file):  # said before any compute
-            reads = _dvc_yaml_reads(Path("dvc.yaml").read_text())
-            itself = [m for m in missing if m.split(" ")[0] in reads]
-            if listed := [m for m in missing if m not in itself]:
-                get_run_logger().warning(
-                    "%s lacks %s, which dvc.yaml's stages list: genzoo runs on the default, but DVC will "
-                    "not record the stages that list it in dvc.lock, nor those after them; add it",
-                    params_file, ", ".join(listed),
-                )  # fmt: skip
-            if itself:
-                get_run_logger().warning(
-                    "%s lacks %s, which dvc.yaml itself reads (${...}): genzoo runs on the default, but "
-                    "DVC cannot read dvc.yaml without it and will record nothing of this run; add it",
-                    params_file, ", ".join(itself),
-                )  # fmt: skip
+        for warning in missing_key_warnings(params_file, dvc_params_missing(params, params_file)):
+            get_run_logger().warning("%s", warning)  # said before any compute
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
     with exclusive(params.run.runs_dir), recording() as stages, ExitStack() as tracked:

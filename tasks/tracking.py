@@ -320,16 +320,19 @@ def log_stage(
 
     c = client()
     try:
-        latest = retry(lambda: c.get_run(run_id), "get_run").data.metrics
+        run = retry(lambda: c.get_run(run_id), "get_run")
     except MlflowException as e:  # a model trained elsewhere (`dvc pull`): its run is in that store
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
+        run = None
+    if run is None or run.info.lifecycle_stage != "active":  # (a deleted run takes no figures)
         log.warning(
-            "%s: its training's MLflow run %s is not in this store (%s; the model was trained with "
-            "another, e.g. pulled with `dvc pull`): its figures are not logged to MLflow here",
-            family, run_id, tracking_uri(),
+            "%s: its training's MLflow run %s is %s (%s%s): its figures are not logged to MLflow here",
+            family, run_id, "deleted" if run else "not in this store", tracking_uri(),
+            "" if run else "; the model was trained with another store, e.g. pulled with `dvc pull`",
         )  # fmt: skip
         return
+    latest = run.data.metrics
     if numbers:
         changed = {k: v for k, v in flatten(numbers, prefix).items() if not _stored(latest.get(k), v)}
         if changed:

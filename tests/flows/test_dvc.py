@@ -163,7 +163,7 @@ def test_only_a_run_of_params_yaml_as_is_is_recorded(repo, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # a --params from another folder: no DVC project here
     because = _unrecorded_because(params, str(repo / "params.yaml"), [], None)
-    assert because == f"{elsewhere} is no DVC project (no dvc.yaml and .dvc/ here)"
+    assert because == f"{elsewhere} is no DVC project (no dvc.yaml or no .dvc/ here)"
     # DVC's refusals grouped by reason, those that depend on a refused stage as one
     missing = "Parameters 'run.device' are missing."
     refused = {"train@gan": f"{missing}\nmore", "evaluate@gan": "depends on train@gan",
@@ -432,7 +432,7 @@ def test_ctrl_c_during_dvc_repro_leaves_dvc_lock_alone_and_the_rerun_resumes(tmp
 def test_a_params_file_lacking_a_key_dvc_yaml_lists_is_said_before_any_compute(tmp_path, monkeypatch):
     """A params.yaml without `usefulness.held_out` ran the whole pipeline on the default, then
     DVC refused to record it; the keys are named first, with the default genzoo takes."""
-    from genzoo.flows.pipeline import dvc_params_missing
+    from genzoo.flows.pipeline import dvc_params_missing, missing_key_warnings
     from genzoo.tasks.config import validate
     from tests.conftest import tiny_params
 
@@ -450,3 +450,15 @@ def test_a_params_file_lacking_a_key_dvc_yaml_lists_is_said_before_any_compute(t
         'run.device (default "auto")',
         "usefulness.held_out (default false)",
     ]
+    listed, itself = missing_key_warnings("params.yaml", dvc_params_missing(params))
+    assert (
+        listed.startswith(
+            'params.yaml lacks run.device (default "auto"), usefulness.held_out (default false), '
+            "which dvc.yaml's stages list"
+        )
+        and "not record the stages that list it" in listed
+    )
+    assert itself.startswith(
+        'params.yaml lacks data.raw_dir (default "data/raw"), which dvc.yaml itself reads'
+    )
+    assert "will record nothing of this run" in itself
