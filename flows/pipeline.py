@@ -389,9 +389,24 @@ def _accuracies(per: dict[str, dict[str, float]]) -> str:
 def subsets_task(params: Params, family: str) -> dict[str, Any]:
     """``family`` trained on each real subset only (cached), as a Ray task beside the trainings."""
 
+    u = params.usefulness
+    made = [evaluation_dir(params) / family / "subsets" / f"p{p:g}-s{s}.json"
+            for p in u.fractions if p < 1 for s in u.subset_seeds]  # fmt: skip
+    reused = [_unchanged(path) for path in made]
     with _turn(f"train-subsets-{family}"):
         ref = cluster.submit(params, family, f"train-subsets-{family}", train_subsets, params, family)
-    return cluster.get(ref, family)
+    out = cluster.get(ref, family)
+    if not made:
+        get_run_logger().info(
+            "%s: no subset to train (usefulness.fractions holds no fraction below 1)", family
+        )
+    else:
+        n, kept = len(made), sum(bool(r()) for r in reused)
+        get_run_logger().info(
+            "%s: generators on %d real subset%s: %d trained%s", family, n, "" if n == 1 else "s",
+            n - kept, REUSED if kept == n else f", {kept} up to date" if kept else "",
+        )  # fmt: skip
+    return out
 
 
 @stage("usefulness", task_run_name="usefulness-{family}")

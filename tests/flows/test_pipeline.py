@@ -64,6 +64,7 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     # the benchmarks' figures, as a person reads them in the console and the Prefect UI
     said = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("evaluator: test accuracy") for m in said)
+    assert "gan: generators on 1 real subset: 1 trained" in said
     assert not any(pl.REUSED in m for m in said)  # every stage computed its figures
     num, pct, pts = r"\d\.\d{3}", r"\d+\.\d%", r"[+-]\d+\.\d ± \d+\.\d"
     acc, lift = f"cnn {pct}, logistic {pct}", f"cnn {pts}, logistic {pts}"
@@ -210,7 +211,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     assert [p.stat().st_mtime_ns for p in watched] == before
     said = [m for m in lines if pl.REUSED in m]
     for line in ("evaluator: test accuracy", "gan: FD", "vae: FD", "pixelcnn: anomaly AUROC",
-                 "usefulness reference, real data alone", "gan: trained on synthetic alone"):  # fmt: skip
+                 "usefulness reference, real data alone", "gan: trained on synthetic alone",
+                 "gan: generators on 1 real subset: 0 trained"):  # fmt: skip
         assert any(line in x for x in said), (line, said)  # each stage says it computed nothing
 
     # a dataset its filters cannot fill fails the run, with the report of the rest written first
