@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -28,13 +29,21 @@ pytestmark = pytest.mark.slow
 
 def api_post(api: str, path: str, body: dict | None = None) -> list[dict]:
     """POST ``body`` (default ``{}``) to the Prefect API's ``path`` (a filter), with the CSRF
-    token the server asks for; the rows it returns."""
+    token the server asks for; the rows it returns. A 503 (the server's SQLite database locked
+    by a served run's writes for longer than its timeout: nothing was done) or a 429 or 502 is
+    tried again after a pause, up to 5 times, as Prefect's own client does."""
     with urllib.request.urlopen(f"{api}/csrf-token?client=t", timeout=10) as r:
         token = json.load(r)["token"]
     headers = {"Content-Type": "application/json", "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": "t"}
     req = urllib.request.Request(f"{api}/{path}", data=json.dumps(body or {}).encode(), headers=headers)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            if e.code not in (429, 502, 503) or attempt == 5:
+                raise
+            time.sleep(2**attempt)
 
 
 FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
