@@ -75,6 +75,24 @@ def _params(args):
     return params
 
 
+def _check_source(params) -> None:
+    """An ``npz:`` or ``folder:`` source that is not there, or a folder holding what the prepare
+    stage refuses (a file that is no image in a class folder, a link into another class), fails
+    with the error that stage would give, naming ``data.source``. The folder is listed, no image
+    is opened: those the stage cannot read it names all at once."""
+    from genzoo.tasks.data import DataError, folder_images, require_npz
+
+    kind, _, path = params.data.source.partition(":")
+    where = Path(os.path.expanduser(path))  # as the stage reads it (tasks/prepare.py: load_source)
+    try:
+        if kind == "npz":
+            require_npz(where)
+        elif kind == "folder":
+            folder_images(where, say=False)
+    except DataError as e:
+        raise DataError(f"data.source: {e}") from None
+
+
 def _read_elsewhere(pfile: Path, params) -> None:
     """Warn where a params file from another folder names relative folders that its own folder
     holds and the current one does not: they are read from the current folder (as DVC and
@@ -232,6 +250,7 @@ def cmd_run(args) -> int:
 
     # every folder the run writes, as its stage will check it: one line now, not a failed stage
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (replaced whole)
+    _check_source(params)  # the run's first stage reads it: a typo fails now, not after Prefect and Ray
     check_outside_source(params)  # genzoo's files in the user's image folder
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
     check_target(params.augment.out_dir, params.augment.name)  # (the dataset's folder, the last stage)

@@ -653,6 +653,18 @@ def test_a_damaged_prepared_split_is_one_line_and_found_before_training(tmp_path
         assert cli.main(["run", "-q", *base, "-o", "augment.formats=[npz, hf]"]) == 2
         err = capsys.readouterr().err
         assert "augment.formats: the hf format" in err and err.count("\n") == 1, err
+    # data.source mistyped, or a class folder holding a file that is no image: it took a Prefect
+    # server, a local Ray and three failed task runs (17 s) to say, without the key
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "imgs" / "a" / "notes.txt").write_text("mine")
+    for source, said in (
+        (f"folder:{tmp_path / 'imgz'}", f"data.source: {tmp_path / 'imgz'}: folder not found"),
+        (f"npz:{tmp_path / 'x.npz'}", f"data.source: {tmp_path / 'x.npz'}: npz file not found"),
+        (f"folder:{tmp_path / 'imgs'}", f"data.source: {tmp_path / 'imgs' / 'a' / 'notes.txt'}: not an"),
+    ):
+        assert cli.main(["run", "-q", *base, "-o", f"data.source={source}"]) == 2, source
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
     # a user's folder given as the runs folder: its report/ and <family>/ files were replaced
     mine = tmp_path / "mystuff"
     (mine / "report").mkdir(parents=True)
