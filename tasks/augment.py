@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, Dataset, Subset, TensorDataset
 
 from genzoo import models
-from genzoo.metrics.quality import ranks
+from genzoo.metrics.quality import diversity, ranks
 from genzoo.models.base import DataSpec, by_pixels, sha256_file
 from genzoo.tasks.config import (
     LOWER_IS_BETTER,
@@ -590,6 +590,44 @@ def _quality(
     return out
 
 
+VARIETY_FLOOR = 0.5  # a family's images of a class, as varied as the real ones: about 1 (digits' PixelCNN)
+
+
+def variety(params: Params, x: torch.Tensor, y: torch.Tensor, src: np.ndarray, names: list[str]) -> dict:
+    """Per family and class, how much its images vary against the real training images of
+    that class: the mean pixel distance between two of its images over that between two real
+    ones (:func:`metrics.quality.diversity`, at most 200 images of each side; classes with fewer
+    than 5 on either side left out). About 1 for a model that draws the variety of its data; a
+    model collapsed to a few images per class (a GAN's known failure) scores far below."""
+    rx, ry, _ = load_split(params.data.prepared_dir, "train")
+    out: dict[str, dict[str, float]] = {}
+    for family in dict.fromkeys(src.tolist()):
+        mine = torch.from_numpy(src == family)
+        for c, name in enumerate(names):
+            f, r = x[mine & (y == c)][:200], rx[ry == c][:200]
+            if len(f) >= 5 and len(r) >= 5:
+                real = diversity(r.flatten(1).double().numpy())
+                ratio = diversity(f.flatten(1).double().numpy()) / real if real > 0 else 1.0
+                out.setdefault(family, {})[name] = round(ratio, 3)
+    return out
+
+
+def collapsed(varieties: dict[str, dict[str, float]]) -> list[str]:
+    """A warning for each family with classes under :data:`VARIETY_FLOOR` (the card keeps it)."""
+    out = []
+    for family, per in varieties.items():
+        if low := {name: v for name, v in per.items() if v < VARIETY_FLOOR}:
+            which = ", ".join(f"{name} {v:.2f}" for name, v in low.items())
+            out.append(
+                f"{family}'s images vary far less than the real ones in {len(low)} of {len(per)} classes "
+                f"({which}: the mean distance between two of its images of a class, over that between two "
+                f"real ones): its model may have collapsed to a few images per class; look at "
+                f"runs/{family}/samples.png, and train it longer or anew"
+            )
+            log.warning("augment: %s", out[-1])
+    return out
+
+
 def _unseen_classes(net, counts: np.ndarray, names: list[str]) -> str | None:
     """Classes ``net`` was trained without (``train.exclude_classes``: a held-out class) get
     no images (their images would come from weights that never saw one, labelled as that
@@ -705,6 +743,8 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
         drawn += n
     levels = net.spec.levels
     x, y = torch.cat(xs), torch.cat(ys)
+    varieties = variety(params, x, y, np.concatenate(src), names)
+    warnings += collapsed(varieties)
     images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
     soft = teacher.targets(x, y).numpy() if teacher is not None else None
     content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
@@ -745,6 +785,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
             "kept": len(content.labels),
         },
         "quality": _quality(params, x, y, net.spec, chosen_by_evaluator=req.min_confidence > 0),
+        "variety": varieties,  # per family and class: its images' spread over the real images' (1: as varied)
         "measured": measured_figures(
             evaluation_dir(params),
             list(sources),

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 
 from genzoo.models import DataSpec
 from genzoo.tasks.augment import (
+    VARIETY_FLOOR,
     AugmentRequest,
     _Filters,
     best_choice,
+    collapsed,
     generate,
     left_out_by_best,
     load_dataset,
@@ -24,6 +26,7 @@ from genzoo.tasks.augment import (
     real_dataset,
     request,
     resolve_families,
+    variety,
 )
 from genzoo.tasks.config import ParamsError, validate
 from genzoo.tasks.errors import ModelNotFound
@@ -63,6 +66,39 @@ def evaluated(trained):
     evaluator_stage(params)
     fd = {f: evaluate_family(params, f)["fd"] for f in ("gan", "vae")}
     return tmp, params, fd
+
+
+def test_a_family_collapsed_to_a_few_images_per_class_is_a_warning_in_the_dataset(trained, caplog):
+    """A model that draws the same image again and again in each class (a GAN collapsed on a
+    user's 32x32 shapes: `best` chose it, 252 near-copies written without a word): each class's
+    spread against the real images' is in the manifest, and under half of it is a warning, in the
+    log, the manifest and the card. Real images score about 1."""
+    from genzoo.tasks.data import load_split
+
+    tmp, params = trained
+    x, y, _ = load_split(params.data.prepared_dir, "train")
+    first = torch.cat([torch.nonzero(y == c)[:30, 0] for c in range(10)])  # 30 real images per class
+    one = torch.cat([x[torch.nonzero(y == c)[0, 0]].expand(30, *x.shape[1:]) for c in range(10)])
+    src = np.array(["vae"] * 300 + ["gan"] * 300)  # vae draws real images, gan one image per class
+    names = list("0123456789")
+    got = variety(params, torch.cat([x[first], one]), torch.cat([y[first], y[first]]), src, names)
+    assert set(got) == {"vae", "gan"} and all(0.8 < v < 1.2 for v in got["vae"].values()), got
+    assert got["gan"] == {str(c): 0.0 for c in range(10)}
+    with caplog.at_level("WARNING", logger="genzoo.augment"):
+        (line,) = collapsed(got)
+    assert line.startswith("gan's images vary far less than the real ones in 10 of 10 classes (0 0.00, 1 0.")
+    assert "look at runs/gan/samples.png" in line and f"augment: {line}" in caplog.text
+    assert collapsed({"vae": got["vae"], "pixelcnn": {}}) == []
+    # a dataset: its figures in the manifest, a warning where a class falls under the floor
+    req = AugmentRequest(families=["gan", "vae"], per_class=6, out_dir=str(tmp / "aug"), name="spread")
+    made = generate(params, req)
+    m = json.loads((made / "manifest.json").read_text())
+    assert set(m["variety"]) == {"gan", "vae"} and all(set(v) == set(names) for v in m["variety"].values())
+    for family, per in m["variety"].items():
+        low = any(v < VARIETY_FLOOR for v in per.values())
+        warned = [w for w in m.get("warnings", []) if w.startswith(f"{family}'s images vary far less")]
+        card = (made / "README.md").read_text()
+        assert len(warned) == low and all(f"> **Warning:** {w}" in card for w in warned)
 
 
 def test_dataset_holds_labelled_images_from_each_family_and_a_manifest(trained):
