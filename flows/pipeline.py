@@ -44,7 +44,7 @@ from genzoo import models
 from genzoo.flows import cluster
 from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
-from genzoo.tasks.augment import check_target
+from genzoo.tasks.augment import check_target, harmful
 from genzoo.tasks.config import MAX_SEED, Params, did_you_mean, load_params
 from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import run_benchmark
@@ -421,87 +421,66 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
         p: {c: round(v["lift"]["mean"], 4) for c, v in per.items()} for p, per in u["augmentation"].items()
     }
     gains = "; ".join(
-        f"at {_share(p)}: " + ", ".join(f"{c} {v['lift']['mean'] * 100:+.1f} ± {v['lift']['ci95'] * 100:.1f}"
-                                        for c, v in per.items())
+        f"at {_share(p)} ({_over(per)}): "
+        + ", ".join(
+            f"{c} {v['lift']['mean'] * 100:+.1f} ± {v['lift']['ci95'] * 100:.1f}" for c, v in per.items()
+        )
         for p, per in u["augmentation"].items()
-    )  # fmt: skip
+    )
     logger = get_run_logger()
     logger.info(
         "%s: trained on synthetic alone: %s; added to the real images with the dataset's recipe (%s), "
-        "accuracy change in points, mean ± 95%% interval over %s: %s%s",
-        family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), _over(u), gains, reused(),
+        "accuracy change in points, mean ± 95%% interval: %s%s",
+        family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains, reused(),
     )  # fmt: skip
-    if said := harmful(family, lifts, evaluation_dir(params) / family / "usefulness.json"):
+    means = {p: {c: v["lift"]["mean"] for c, v in per.items()} for p, per in u["augmentation"].items()}
+    if said := harmful(family, means, evaluation_dir(params) / family / "usefulness.json"):
         logger.warning("%s", said)
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 
 
-def _over(u: dict[str, Any]) -> str:
-    """What the lifts' intervals are taken over: real subsets, or one subset's classifier seeds."""
-    lift = next(iter(next(iter(u["augmentation"].values())).values()))["lift"]
+def _over(per: dict[str, Any]) -> str:
+    """What one real share's intervals are taken over: real subsets, or one subset's classifier
+    seeds (a share of 100% has one subset whatever the others have)."""
+    lift = next(iter(per.values()))["lift"]
     if lift.get("over") == "subsets":
-        return f"{len(lift['per_subset'])} real subsets"
+        return f"over {len(lift['per_subset'])} real subsets"
     n = len(lift.get("per_seed", ()))
-    return f"{n} classifier seed{'' if n == 1 else 's'}"
-
-
-def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) -> str | None:
-    """A warning where adding ``family``'s images lowered every classifier's mean accuracy at
-    every real share measured (``lifts``: share -> classifier -> mean lift, in [0, 1]). A wide
-    interval over few seeds hides it in the figures: -32 ± 106 points reads as no verdict."""
-    means = [m for per in lifts.values() for m in per.values()]
-    if not means or max(means) >= 0:
-        return None
-    return (
-        f"{family}: adding its images lowered every classifier's mean accuracy at every real share "
-        f"measured ({min(means) * 100:+.1f} to {max(means) * 100:+.1f} points): a dataset of them may make "
-        f"a classifier worse ({where})"
-    )
+    return f"over {n} classifier seed{'' if n == 1 else 's'}"
 
 
 def _augment(params: Params, req: Any = None) -> Path:
     from genzoo.tasks.augment import generate, left_out_by_best
 
-    path = generate(params, req)
+    path = generate(params, req)  # (its warnings are genzoo.augment's, in this log too, and its card's)
     manifest = json.loads((path / "manifest.json").read_text())
     logger = get_run_logger()
     logger.info("%s", dataset_line(path, manifest))
     if note := left_out_by_best(manifest):
         logger.info("%s", note)
-    for said in dataset_warnings(path, manifest):
-        logger.warning("%s", said)
     return path
 
 
 def dataset_line(path: Path, manifest: dict[str, Any]) -> str:
     """The run's line of a dataset written: its size, families, images per class (and what
     capped them), the draws its filters dropped."""
+    from genzoo.models.base import DataSpec, by_pixels
+
     counts = manifest["counts_per_class"]
     per_class = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     recipe, capped = manifest.get("recipe") or {}, ""
-    if recipe.get("sample_pixels") and not recipe.get("class_ratios") and max(counts) < recipe["per_class"]:
-        capped = (  # the quick profile's cap on large images: the card's recipe says per_class
-            f", not {recipe['per_class']}: augment.sample_pixels={recipe['sample_pixels']} caps a draw; "
-            "-o augment.sample_pixels=null lifts it"
-        )
+    if (pixels := recipe.get("sample_pixels")) and recipe.get("per_class"):
+        spec = DataSpec(*manifest["shape"], manifest["levels"], manifest["num_classes"])
+        if (each := by_pixels(recipe["per_class"], pixels, spec, 10)) < recipe["per_class"]:
+            # the quick profile's cap on large images (the card's recipe says per_class): per family
+            many = len(manifest["families"]) > 1
+            capped = (
+                f"{f': {each} from each family' if many else ''}, not {recipe['per_class']}: "
+                f"augment.sample_pixels={pixels} caps a draw; -o augment.sample_pixels=null lifts it"
+            )
     dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in manifest["filters"]["rejected"].items())
     made = f"{manifest['n']} images from {', '.join(manifest['families'])}"
     return f"{path}: {made} ({per_class} per class{capped}); draws dropped: {dropped or 'none'}"
-
-
-def dataset_warnings(path: Path, manifest: dict[str, Any]) -> list[str]:
-    """A dataset's families whose measured images lowered every classifier's accuracy
-    (:func:`harmful`), from the figures its manifest quotes."""
-    out = []
-    for family, measured in (manifest.get("measured") or {}).items():
-        useful = (measured or {}).get("usefulness") or {}
-        lifts = {
-            p: {c: v["mean"] for c, v in per.items() if isinstance((v or {}).get("mean"), int | float)}
-            for p, per in (useful.get("lift") or {}).items()
-        }
-        if said := harmful(family, lifts, useful.get("file", "its usefulness.json")):
-            out.append(f"{path}: {said}")
-    return out
 
 
 @stage("augment")

@@ -591,15 +591,19 @@ def _quality(
 
 
 VARIETY_FLOOR = 0.5  # a family's images of a class, as varied as the real ones: about 1 (digits' PixelCNN)
+HARM_FLOOR = 0.005  # a lift, as a fraction, that every classifier's mean must fall below to be a warning
 
 
 def variety(params: Params, x: torch.Tensor, y: torch.Tensor, src: np.ndarray, names: list[str]) -> dict:
     """Per family and class, how much its images vary against the real training images of
     that class: the mean pixel distance between two of its images over that between two real
-    ones (:func:`metrics.quality.diversity`, at most 200 images of each side; classes with fewer
-    than 5 on either side left out). About 1 for a model that draws the variety of its data; a
-    model collapsed to a few images per class (a GAN's known failure) scores far below."""
+    ones (:func:`metrics.quality.diversity`, at most 200 images of each side, the real ones a
+    seeded draw; classes with fewer than 5 on either side left out). About 1 for a model that
+    draws the variety of its data; a model collapsed to a few images per class (a GAN's known
+    failure), or one that draws blurred averages, scores far below."""
     rx, ry, _ = load_split(params.data.prepared_dir, "train")
+    order = torch.randperm(len(ry), generator=torch.Generator().manual_seed(params.seed))
+    rx, ry = rx[order], ry[order]
     out: dict[str, dict[str, float]] = {}
     for family in dict.fromkeys(src.tolist()):
         mine = torch.from_numpy(src == family)
@@ -612,7 +616,7 @@ def variety(params: Params, x: torch.Tensor, y: torch.Tensor, src: np.ndarray, n
     return out
 
 
-def collapsed(varieties: dict[str, dict[str, float]]) -> list[str]:
+def collapsed(params: Params, varieties: dict[str, dict[str, float]]) -> list[str]:
     """A warning for each family with classes under :data:`VARIETY_FLOOR` (the card keeps it)."""
     out = []
     for family, per in varieties.items():
@@ -621,10 +625,40 @@ def collapsed(varieties: dict[str, dict[str, float]]) -> list[str]:
             out.append(
                 f"{family}'s images vary far less than the real ones in {len(low)} of {len(per)} classes "
                 f"({which}: the mean distance between two of its images of a class, over that between two "
-                f"real ones): its model may have collapsed to a few images per class; look at "
-                f"runs/{family}/samples.png, and train it longer or anew"
+                f"real ones): its model may have collapsed to a few images per class, or draw blurred "
+                f"averages; look at {family_dir(params, family) / 'samples.png'} before training on them"
             )
             log.warning("augment: %s", out[-1])
+    return out
+
+
+def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) -> str | None:
+    """A warning where adding ``family``'s images lowered every classifier's mean accuracy, by
+    more than half a point, at every real share measured (``lifts``: share -> classifier ->
+    mean lift, a fraction). A wide interval over few seeds hides it in the figures: a quick
+    run's -31.9 ± 105.9 points over 2 seeds read as no verdict where both seeds lost 24 and 40."""
+    means = [m for per in lifts.values() for m in per.values()]
+    if not means or max(means) > -HARM_FLOOR:
+        return None
+    return (
+        f"{family}: adding its images lowered every classifier's mean accuracy at every real share "
+        f"measured ({min(means) * 100:+.1f} to {max(means) * 100:+.1f} points): a dataset of them may make "
+        f"a classifier worse ({where})"
+    )
+
+
+def _harmful_measured(measured: dict[str, Any]) -> list[str]:
+    """:func:`harmful` of each family whose usefulness the dataset's manifest quotes."""
+    out = []
+    for family, figures in measured.items():
+        useful = (figures or {}).get("usefulness") or {}
+        lifts = {
+            p: {c: v["mean"] for c, v in per.items() if isinstance((v or {}).get("mean"), int | float)}
+            for p, per in (useful.get("lift") or {}).items()
+        }
+        if said := harmful(family, lifts, useful.get("file", f"{family}'s usefulness.json")):
+            log.warning("augment: %s", said)
+            out.append(said)
     return out
 
 
@@ -744,7 +778,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     levels = net.spec.levels
     x, y = torch.cat(xs), torch.cat(ys)
     varieties = variety(params, x, y, np.concatenate(src), names)
-    warnings += collapsed(varieties)
+    warnings += collapsed(params, varieties)
     images = torch.round(x * (levels - 1)).to(torch.uint8).numpy()
     soft = teacher.targets(x, y).numpy() if teacher is not None else None
     content = DatasetContent(images, y.numpy().astype(np.int64), np.concatenate(src), levels,
@@ -796,6 +830,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     }
     if choice is not None:  # why that family: the figures `best` chose it from
         info["best"] = choice
+    warnings += _harmful_measured(info["measured"])
     if warnings:
         info["warnings"] = warnings
     write_dataset(target, content, formats=formats, info=info)

@@ -54,45 +54,46 @@ def test_a_capped_dataset_and_images_that_lowered_accuracy_are_said_in_the_runs_
     """The quick profile's dataset of large images holds fewer per class than its recipe's
     per_class: the run's line says what capped it (it said "(25 per class)" alone, the card 100).
     A family whose images lowered every classifier's mean accuracy at every real share is a
-    warning, of its usefulness measure and of a dataset made from it: "cnn -31.9 ± 105.9" over 2
-    seeds read as no verdict where both seeds lost 24 and 40 points."""
+    warning: "cnn -31.9 ± 105.9" over 2 seeds read as no verdict where both seeds lost 24 and 40
+    points. Each share's interval says what it is taken over."""
+    from genzoo.tasks.augment import harmful
+
     manifest = {
-        "n": 75, "families": ["vae"], "counts_per_class": [25, 25, 25],
+        "n": 75, "families": {"vae": {}}, "counts_per_class": [25, 25, 25], "shape": [3, 32, 32],
+        "levels": 32, "num_classes": 3,
         "recipe": {"per_class": 100, "sample_pixels": 25600, "class_ratios": None},
         "filters": {"rejected": {"low_confidence": 0, "copies": 2}},
-        "measured": {"vae": {"usefulness": {
-            "file": "runs/evaluation/vae/usefulness.json",
-            "lift": {"1.0": {"cnn": {"mean": -0.319, "ci95": 1.059},
-                             "logistic": {"mean": -0.042, "ci95": 0.35}}},
-        }}, "gan": {"quality": None, "usefulness": None}},
     }  # fmt: skip
     path = Path("data/augment/synthetic")
     assert pl.dataset_line(path, manifest) == (
         "data/augment/synthetic: 75 images from vae (25 per class, not 100: augment.sample_pixels=25600 caps "
         "a draw; -o augment.sample_pixels=null lifts it); draws dropped: 0 low confidence, 2 copies"
     )
+    # two families: the cap is each one's (the classes hold both)
+    two = manifest | {"n": 150, "families": {"vae": {}, "gan": {}}, "counts_per_class": [50, 50, 50]}
+    assert "(50 per class: 25 from each family, not 100: augment.sample_pixels=25600 caps" in (
+        pl.dataset_line(path, two)
+    )
+    # uncapped: as many as asked (digits' 8x8 under the same cap); ratios of their own, no cap said
+    small = manifest | {"shape": [1, 8, 8]}
+    assert "(25 per class); " in pl.dataset_line(path, small)
+    manifest["recipe"]["sample_pixels"] = None
+    assert "(25 per class); " in pl.dataset_line(path, manifest)
     warned = (
         "vae: adding its images lowered every classifier's mean accuracy at every real share measured "
         "(-31.9 to -4.2 points): a dataset of them may make a classifier worse "
         "(runs/evaluation/vae/usefulness.json)"
     )
-    assert pl.dataset_warnings(path, manifest) == [f"data/augment/synthetic: {warned}"]
     lifts = {"1.0": {"cnn": -0.319, "logistic": -0.042}}
-    assert pl.harmful("vae", lifts, "runs/evaluation/vae/usefulness.json") == warned
-    # one classifier, one share helped (or held level): no warning; nor where nothing was measured
-    assert pl.harmful("vae", {**lifts, "0.1": {"cnn": 0.004, "logistic": -0.03}}, "u.json") is None
-    assert pl.harmful("vae", {"1.0": {"cnn": 0.0, "logistic": -0.04}}, "u.json") is None
-    assert pl.harmful("vae", {}, "u.json") is None
-    # uncapped: as many as asked; ratios of their own make fewer in some classes, no cap said
-    manifest["recipe"]["sample_pixels"] = None
-    assert "(25 per class); " in pl.dataset_line(path, manifest)
-    manifest["recipe"].update(sample_pixels=25600, class_ratios={"0": 0.25})
-    assert "(25 per class); " in pl.dataset_line(path, manifest)
-    # the intervals' ground: the seeds of one subset, or the real subsets
-    one = {"augmentation": {"1.0": {"cnn": {"lift": {"mean": 0, "ci95": 1, "per_seed": [0.1, -0.1]}}}}}
-    assert pl._over(one) == "2 classifier seeds"
-    subsets = {"augmentation": {"0.1": {"cnn": {"lift": {"over": "subsets", "per_subset": [0, 0, 0]}}}}}
-    assert pl._over(subsets) == "3 real subsets"
+    assert harmful("vae", lifts, "runs/evaluation/vae/usefulness.json") == warned
+    # one classifier or one share that helped, held level or lost less than half a point: none
+    assert harmful("vae", {**lifts, "0.1": {"cnn": 0.004, "logistic": -0.03}}, "u.json") is None
+    assert harmful("vae", {"1.0": {"cnn": -0.004, "logistic": -0.04}}, "u.json") is None
+    assert harmful("vae", {}, "u.json") is None
+    # the intervals' ground, share by share: the seeds of one subset, or the real subsets
+    one = {"cnn": {"lift": {"mean": 0, "ci95": 1, "per_seed": [0.1, -0.1]}}}
+    assert pl._over(one) == "over 2 classifier seeds"
+    assert pl._over({"cnn": {"lift": {"over": "subsets", "per_subset": [0, 0, 0]}}}) == "over 3 real subsets"
 
 
 def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
@@ -117,16 +118,19 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         rf"pixelcnn: anomaly AUROC by likelihood: \w+ {num}(, \w+ {num})+",
         rf"usefulness reference, real data alone: 20% real: {acc}; 100% real: {acc}",
         rf"gan: trained on synthetic alone: {acc}; added to the real images with the dataset's recipe "
-        rf"\(plain\), accuracy change in points, mean ± 95% interval over 2 classifier seeds: "
-        rf"at 20% real: {lift}; at 100% real: {lift}",
+        rf"\(plain\), accuracy change in points, mean ± 95% interval: "
+        rf"at 20% real \(over 2 classifier seeds\): {lift}; at 100% real \(over 2 classifier seeds\): {lift}",
         r".+: \d+ images from [\w, ]+ \(\d+(-\d+)? per class\); draws dropped: \d+ [a-z ]+(, \d+ [a-z ]+)*",
     ):
         assert any(re.fullmatch(line, m) for m in said), (line, said)
-    # images that lowered every classifier's mean accuracy: said as a warning (a wide interval hid it)
+    # images that lowered every classifier's mean accuracy: said as a warning (a wide interval hid
+    # it), by the usefulness stage and in the dataset drawn from them
     u = json.loads((tmp_path / "runs" / "evaluation" / "gan" / "usefulness.json").read_text())
-    worse = all(v["lift"]["mean"] < 0 for per in u["augmentation"].values() for v in per.values())
-    warned = [m for m in said if "gan: adding its images lowered every classifier's mean accuracy" in m]
-    assert len(warned) == 2 * worse, said  # the usefulness stage's, and the dataset's (gan's images)
+    worse = all(v["lift"]["mean"] < -0.005 for per in u["augmentation"].values() for v in per.values())
+    harm = "gan: adding its images lowered every classifier's mean accuracy"
+    assert any(m.startswith(harm) for m in said) == worse, said
+    dataset = json.loads((tmp_path / "augment" / "synthetic" / "manifest.json").read_text())
+    assert any(w.startswith(harm) for w in dataset.get("warnings", [])) == worse, dataset.get("warnings")
     # `best` (augment.families) chose among the measured families (gan); those the judges rank
     # ahead of it, unmeasured, are named in the run's log as in the dataset's manifest
     best = json.loads((tmp_path / "augment" / "synthetic" / "manifest.json").read_text())["best"]

@@ -27,15 +27,36 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def environment_put_back():
+    """serve() points this process at the server it joined (``PREFECT_API_URL``, its auth string)
+    and Prefect's global settings with it; monkeypatch's ``delenv`` of a variable not set records
+    nothing to put back, so a later test in this worker called a server on port 1. The whole
+    environment as it was, and the settings read from it (set up first, torn down last)."""
+    before = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(before):
+        del os.environ[key]
+    os.environ.update(before)
+    import prefect.context
+
+    if refresh := getattr(prefect.context, "refresh_global_settings_context", None):
+        refresh()
+
+
 def api_post(api: str, path: str, body: dict | None = None) -> list[dict]:
     """POST ``body`` (default ``{}``) to the Prefect API's ``path`` (a filter), with the CSRF
-    token the server asks for; the rows it returns. A 503 (the server's SQLite database locked
-    by a served run's writes for longer than its timeout: nothing was done) or a 429 or 502 is
-    tried again after a pause, up to 5 times, as Prefect's own client does."""
-    with urllib.request.urlopen(f"{api}/csrf-token?client=t", timeout=10) as r:
-        token = json.load(r)["token"]
+    token the server asks for; the rows it returns."""
+    token = _answer(urllib.request.Request(f"{api}/csrf-token?client=t"))["token"]  # (written to its db)
     headers = {"Content-Type": "application/json", "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": "t"}
-    req = urllib.request.Request(f"{api}/{path}", data=json.dumps(body or {}).encode(), headers=headers)
+    data = json.dumps(body or {}).encode()
+    return _answer(urllib.request.Request(f"{api}/{path}", data=data, headers=headers))
+
+
+def _answer(req: urllib.request.Request):
+    """``req``'s JSON answer. A 503 (the server's SQLite database locked by a served run's writes
+    for longer than its timeout: nothing was done) or a 429 or 502 is tried again after a pause,
+    up to 5 times, as Prefect's own client does."""
     for attempt in range(6):
         try:
             with urllib.request.urlopen(req, timeout=10) as r:

@@ -85,12 +85,14 @@ def test_a_family_collapsed_to_a_few_images_per_class_is_a_warning_in_the_datase
     assert set(got) == {"vae", "gan"} and all(0.8 < v < 1.2 for v in got["vae"].values()), got
     assert got["gan"] == {str(c): 0.0 for c in range(10)}
     with caplog.at_level("WARNING", logger="genzoo.augment"):
-        (line,) = collapsed(got)
+        (line,) = collapsed(params, got)
     assert line.startswith("gan's images vary far less than the real ones in 10 of 10 classes (0 0.00, 1 0.")
-    assert "look at runs/gan/samples.png" in line and f"augment: {line}" in caplog.text
-    assert collapsed({"vae": got["vae"], "pixelcnn": {}}) == []
+    assert (
+        f"look at {tmp / 'runs' / 'gan' / 'samples.png'} before" in line and f"augment: {line}" in caplog.text
+    )
+    assert collapsed(params, {"vae": got["vae"], "pixelcnn": {}}) == []
     # a dataset: its figures in the manifest, a warning where a class falls under the floor
-    req = AugmentRequest(families=["gan", "vae"], per_class=6, out_dir=str(tmp / "aug"), name="spread")
+    req = AugmentRequest(families=["gan", "vae"], per_class=6, out_dir=str(tmp / "aug-spread"), name="spread")
     made = generate(params, req)
     m = json.loads((made / "manifest.json").read_text())
     assert set(m["variety"]) == {"gan", "vae"} and all(set(v) == set(names) for v in m["variety"].values())
@@ -588,6 +590,10 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
     # the draw's own figures are the two families' together: a section of their own, not vae's
     assert "This draw's own quality" in card.split("### This dataset (gan + vae)")[1]
     assert "This draw's own quality" not in vae.split("### This dataset")[0]
+    # images that lowered every classifier's mean accuracy: a warning in the manifest and the card
+    lifts = [v["mean"] for per in gan["usefulness"]["lift"].values() for v in per.values()]
+    warned = [w for w in m.get("warnings", []) if w.startswith("gan: adding its images lowered")]
+    assert len(warned) == (max(lifts) < -0.005) and all(f"> **Warning:** {w}" in card for w in warned)
     # `best` by the measured lift itself: the one family measured, its figure from usefulness.json
     by_lift = request(
         params, families=["best"], metric="lift", per_class=1, out_dir=str(tmp / "aug"), name="lift"
