@@ -41,7 +41,9 @@ def measure(params, families: list[str], per_class: int) -> dict[str, dict[str, 
     for family in families:
         model = genzoo.load_model(family, params.run.runs_dir)
         k = model.spec.num_classes
-        drawn = [genzoo.sample(model, per_class, label=c, seed=0) for c in range(k)]
+        # the classes it was trained on: a dataset draws none of a class left out (train.exclude_classes)
+        seen = [c for c in range(k) if torch.isfinite(model.log_class_prior[c])]
+        drawn = [genzoo.sample(model, per_class, label=c, seed=0) for c in seen]
         x, y = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         src = np.full(len(y), family)
         out |= variety(params, x, y, src, class_names(params, k))
@@ -59,13 +61,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     params = load_params(args.params, warn=False)
     every = [f for f in params.families if (family_dir(params, f) / "model.json").exists()]
+    if not (args.families or every):
+        print(f"no trained family under {params.run.runs_dir} (run.runs_dir of {args.params})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     families = trained_families(params, args.families or every)
     got = measure(params, families, args.per_class)
     print(f"{machine()}; {args.per_class} images of each class, seed 0; the dataset warns under "
           f"{VARIETY_FLOOR}")  # fmt: skip
     print("| family | min | median | max | classes under the floor |")
     print("|---|---|---|---|---|")
-    for family, per in got.items():
+    for family in families:
+        if not (per := got.get(family)):  # every class under 5 real images
+            print(f"| {family} | | | | no class with 5 real images to compare with |")
+            continue
         v = list(per.values())
         low = ", ".join(name for name, r in per.items() if r < VARIETY_FLOOR) or "none"
         print(f"| {family} | {min(v):.2f} | {statistics.median(v):.2f} | {max(v):.2f} | {low} |")

@@ -472,11 +472,11 @@ def dataset_line(path: Path, manifest: dict[str, Any]) -> str:
     if (pixels := recipe.get("sample_pixels")) and recipe.get("per_class"):
         spec = DataSpec(*manifest["shape"], manifest["levels"], manifest["num_classes"])
         if (each := by_pixels(recipe["per_class"], pixels, spec, 10)) < recipe["per_class"]:
-            # the quick profile's cap on large images (the card's recipe says per_class): per family
-            many = len(manifest["families"]) > 1
+            # the quick profile's cap on large images (the card's recipe says per_class), before
+            # any class_ratios, of each family's draw
             capped = (
-                f"{f': {each} from each family' if many else ''}, not {recipe['per_class']}: "
-                f"augment.sample_pixels={pixels} caps a draw; -o augment.sample_pixels=null lifts it"
+                f"; augment.sample_pixels={pixels} caps each family's draw at {each} of the "
+                f"{recipe['per_class']} asked per class (-o augment.sample_pixels=null lifts it)"
             )
     dropped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in manifest["filters"]["rejected"].items())
     made = f"{manifest['n']} images from {', '.join(manifest['families'])}"

@@ -602,16 +602,17 @@ def variety(params: Params, x: torch.Tensor, y: torch.Tensor, src: np.ndarray, n
     draws the variety of its data; a model collapsed to a few images per class (a GAN's known
     failure), or one that draws blurred averages, scores far below."""
     rx, ry, _ = load_split(params.data.prepared_dir, "train")
-    order = torch.randperm(len(ry), generator=torch.Generator().manual_seed(params.seed))
-    rx, ry = rx[order], ry[order]
+    order = torch.randperm(len(ry), generator=torch.Generator().manual_seed(params.seed))  # (indices only)
+    real: dict[int, float] = {}
+    for c in range(len(names)):
+        if len(rows := order[ry[order] == c][:200]) >= 5:
+            real[c] = diversity(rx[rows].flatten(1).double().numpy())
     out: dict[str, dict[str, float]] = {}
     for family in dict.fromkeys(src.tolist()):
         mine = torch.from_numpy(src == family)
         for c, name in enumerate(names):
-            f, r = x[mine & (y == c)][:200], rx[ry == c][:200]
-            if len(f) >= 5 and len(r) >= 5:
-                real = diversity(r.flatten(1).double().numpy())
-                ratio = diversity(f.flatten(1).double().numpy()) / real if real > 0 else 1.0
+            if c in real and len(f := x[mine & (y == c)][:200]) >= 5:
+                ratio = diversity(f.flatten(1).double().numpy()) / real[c] if real[c] > 0 else 1.0
                 out.setdefault(family, {})[name] = round(ratio, 3)
     return out
 
@@ -638,17 +639,18 @@ def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) 
     mean lift, a fraction). A wide interval over few seeds hides it in the figures: a quick
     run's -31.9 ± 105.9 points over 2 seeds read as no verdict where both seeds lost 24 and 40."""
     means = [m for per in lifts.values() for m in per.values()]
-    if not means or max(means) > -HARM_FLOOR:
+    if not means or not np.isfinite(means).all() or max(means) >= -HARM_FLOOR:
         return None
     return (
-        f"{family}: adding its images lowered every classifier's mean accuracy at every real share "
-        f"measured ({min(means) * 100:+.1f} to {max(means) * 100:+.1f} points): a dataset of them may make "
-        f"a classifier worse ({where})"
+        f"{family}: adding its images lowered every classifier's mean accuracy by more than half a point "
+        f"at every real share measured ({min(means) * 100:+.1f} to {max(means) * 100:+.1f} points): a "
+        f"dataset of them may make a classifier worse ({where})"
     )
 
 
-def _harmful_measured(measured: dict[str, Any]) -> list[str]:
-    """:func:`harmful` of each family whose usefulness the dataset's manifest quotes."""
+def _harmful_measured(measured: dict[str, Any], recipe: str) -> list[str]:
+    """:func:`harmful` of each family whose usefulness the dataset's manifest quotes (measured
+    with another recipe than the dataset's ``recipe``, where its own was not: said)."""
     out = []
     for family, figures in measured.items():
         useful = (figures or {}).get("usefulness") or {}
@@ -656,7 +658,10 @@ def _harmful_measured(measured: dict[str, Any]) -> list[str]:
             p: {c: v["mean"] for c, v in per.items() if isinstance((v or {}).get("mean"), int | float)}
             for p, per in (useful.get("lift") or {}).items()
         }
-        if said := harmful(family, lifts, useful.get("file", f"{family}'s usefulness.json")):
+        where = useful.get("file", f"{family}'s usefulness.json")
+        if (other := useful.get("recipe")) and other != recipe:
+            where = f"{where}, with recipe {other}: this dataset's, {recipe}, was not measured"
+        if said := harmful(family, lifts, where):
             log.warning("augment: %s", said)
             out.append(said)
     return out
@@ -830,7 +835,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     }
     if choice is not None:  # why that family: the figures `best` chose it from
         info["best"] = choice
-    warnings += _harmful_measured(info["measured"])
+    warnings += _harmful_measured(info["measured"], req.recipe)
     if warnings:
         info["warnings"] = warnings
     write_dataset(target, content, formats=formats, info=info)

@@ -28,3 +28,6 @@ def test_the_bench_prints_each_trained_familys_spread_as_the_dataset_measures_it
     assert f"the dataset warns under {VARIETY_FLOOR}" in out
     assert bench.main(["--params", str(pfile), "--per-class", "3"]) == 2
     assert "--per-class 3: give 5 to 200" in capsys.readouterr().err
+    (tmp_path / "runs" / "gan" / "model.json").rename(tmp_path / "model.json")  # nothing trained now
+    assert bench.main(["--params", str(pfile)]) == 2
+    assert f"no trained family under {tmp_path / 'runs'}" in capsys.readouterr().err

@@ -65,23 +65,28 @@ def test_a_capped_dataset_and_images_that_lowered_accuracy_are_said_in_the_runs_
         "filters": {"rejected": {"low_confidence": 0, "copies": 2}},
     }  # fmt: skip
     path = Path("data/augment/synthetic")
+    capped = (
+        "; augment.sample_pixels=25600 caps each family's draw at 25 of the 100 asked per class "
+        "(-o augment.sample_pixels=null lifts it)"
+    )
     assert pl.dataset_line(path, manifest) == (
-        "data/augment/synthetic: 75 images from vae (25 per class, not 100: augment.sample_pixels=25600 caps "
-        "a draw; -o augment.sample_pixels=null lifts it); draws dropped: 0 low confidence, 2 copies"
+        f"data/augment/synthetic: 75 images from vae (25 per class{capped}); draws dropped: 0 low "
+        "confidence, 2 copies"
     )
-    # two families: the cap is each one's (the classes hold both)
+    # two families (the classes hold both), or class ratios of their own: the cap is before them
     two = manifest | {"n": 150, "families": {"vae": {}, "gan": {}}, "counts_per_class": [50, 50, 50]}
-    assert "(50 per class: 25 from each family, not 100: augment.sample_pixels=25600 caps" in (
-        pl.dataset_line(path, two)
-    )
-    # uncapped: as many as asked (digits' 8x8 under the same cap); ratios of their own, no cap said
+    assert f"(50 per class{capped}); " in pl.dataset_line(path, two)
+    ratios = manifest | {"n": 150, "counts_per_class": [100, 25, 25]}
+    ratios["recipe"] = manifest["recipe"] | {"class_ratios": {"0": 4.0}}
+    assert f"(25-100 per class{capped}); " in pl.dataset_line(path, ratios)
+    # uncapped: as many as asked (digits' 8x8 under the same cap, or no cap)
     small = manifest | {"shape": [1, 8, 8]}
     assert "(25 per class); " in pl.dataset_line(path, small)
     manifest["recipe"]["sample_pixels"] = None
     assert "(25 per class); " in pl.dataset_line(path, manifest)
     warned = (
-        "vae: adding its images lowered every classifier's mean accuracy at every real share measured "
-        "(-31.9 to -4.2 points): a dataset of them may make a classifier worse "
+        "vae: adding its images lowered every classifier's mean accuracy by more than half a point at "
+        "every real share measured (-31.9 to -4.2 points): a dataset of them may make a classifier worse "
         "(runs/evaluation/vae/usefulness.json)"
     )
     lifts = {"1.0": {"cnn": -0.319, "logistic": -0.042}}
@@ -89,6 +94,8 @@ def test_a_capped_dataset_and_images_that_lowered_accuracy_are_said_in_the_runs_
     # one classifier or one share that helped, held level or lost less than half a point: none
     assert harmful("vae", {**lifts, "0.1": {"cnn": 0.004, "logistic": -0.03}}, "u.json") is None
     assert harmful("vae", {"1.0": {"cnn": -0.004, "logistic": -0.04}}, "u.json") is None
+    assert harmful("vae", {"1.0": {"cnn": -0.005, "logistic": -0.04}}, "u.json") is None  # half a point
+    assert harmful("vae", {"1.0": {"cnn": float("nan"), "logistic": -0.04}}, "u.json") is None
     assert harmful("vae", {}, "u.json") is None
     # the intervals' ground, share by share: the seeds of one subset, or the real subsets
     one = {"cnn": {"lift": {"mean": 0, "ci95": 1, "per_seed": [0.1, -0.1]}}}

@@ -91,6 +91,16 @@ def test_a_family_collapsed_to_a_few_images_per_class_is_a_warning_in_the_datase
         f"look at {tmp / 'runs' / 'gan' / 'samples.png'} before" in line and f"augment: {line}" in caplog.text
     )
     assert collapsed(params, {"vae": got["vae"], "pixelcnn": {}}) == []
+    # lifts of another recipe than the dataset's (its own not measured): the warning says whose
+    from genzoo.tasks.augment import _harmful_measured
+
+    lift = {"1.0": {"cnn": {"mean": -0.1, "ci95": 0.2}, "logistic": {"mean": -0.02, "ci95": 0.1}}}
+    measured = {"vae": {"usefulness": {"file": "u.json", "recipe": "plain", "lift": lift}}, "gan": {}}
+    (said,) = _harmful_measured(measured, "teacher")
+    assert said.startswith("vae: adding its images lowered") and said.endswith(
+        "(u.json, with recipe plain: this dataset's, teacher, was not measured)"
+    )
+    assert _harmful_measured(measured, "plain")[0].endswith("classifier worse (u.json)")
     # a dataset: its figures in the manifest, a warning where a class falls under the floor
     req = AugmentRequest(families=["gan", "vae"], per_class=6, out_dir=str(tmp / "aug-spread"), name="spread")
     made = generate(params, req)
