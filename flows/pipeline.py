@@ -728,6 +728,10 @@ def parent_run(params: Params, families: list[str]) -> Iterator[str | None]:
         "genzoo.families": ",".join(families),
         **tracking.git_tags(),
         "genzoo.prefect_flow_run": str(flow_run.id or ""),
+        # what made it (its profile, params file and -o's): the runs list's "pipeline" rows told apart,
+        # as the run's description in MLflow's UI too
+        "genzoo.command": params.command("run"),
+        "mlflow.note.content": f"`{params.command('run')}`, families {', '.join(families)}",
     }
     run_id = tracking.start_run(c, experiment, "pipeline", tags=tags).info.run_id
     try:

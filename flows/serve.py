@@ -428,7 +428,7 @@ def deployments(params_file: str = "params.yaml") -> list:
             "pipeline",
             "Prepare the data, train every family in parallel on Ray, evaluate, record in DVC.",
         ),
-        (train_one, "train-family", "Train one family (prepares the data if needed)."),
+        (train_one, "train-family", "One family through the pipeline: train, evaluate, report, dataset."),
         (augment, "augment", "A labelled synthetic dataset from trained families: data/augment/<name>/."),
         (sample, "sample", "Draw labelled images from a trained family or a registered model into an .npz."),
         (judge_study, "judge", "A human study of the trained families: real or generated? (rater links)"),

@@ -156,6 +156,12 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     c = tracking.client(uri)
     parent = c.get_run(first["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.info.run_name == "pipeline"
+    # what made it, in the runs list (every parent is "pipeline") and as its description
+    assert parent.data.tags["genzoo.command"] == f"genzoo run --params {pfile}", parent.data.tags
+    assert (
+        parent.data.tags["mlflow.note.content"]
+        == f"`genzoo run --params {pfile}`, families gan, pixelcnn, vae"
+    )
     # the UI opens the experiment as model training; the parent run holds each family's figures
     exp = c.get_experiment(parent.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
