@@ -79,7 +79,11 @@ def test_make_mlflow_serves_on_loopback_and_accepts_runs(tmp_path, monkeypatch, 
         assert "View run" not in capsys.readouterr().out
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its workers' shutdown on a busy host: not what this tests
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_a_server_that_refuses_the_host_name_fails_before_any_work(tmp_path):
