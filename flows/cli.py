@@ -250,9 +250,7 @@ def cmd_run(args) -> int:
 
     # every folder the run writes, as its stage will check it: one line now, not a failed stage
     check_output_dir(params.data.prepared_dir, "data.prepared_dir")  # (replaced whole)
-    check_outside_source(
-        params
-    )  # genzoo's files in the user's image folder (said before what it finds there)
+    check_outside_source(params)  # genzoo's files in the image folder: said before what it holds
     _check_source(params)  # the run's first stage reads it: a typo fails now, not after Prefect and Ray
     check_output_dir(params.run.checkpoints_dir, "run.checkpoints_dir", into=True)
     check_target(params.augment.out_dir, params.augment.name)  # (the dataset's folder, the last stage)
@@ -666,12 +664,11 @@ def cmd_usefulness(args) -> int:
                     for c in clfs
                 )
                 print(f"{'':>10}  lift at {100 * float(p):g}% real{named}: {lifts} points")
-    from genzoo.tasks.augment import harmful
+    from genzoo.tasks.augment import harmful, lift_means
     from genzoo.tasks.layout import evaluation_dir
 
     for name, r in rows[1:]:  # the dataset's recipe: what a dataset drawn from the family is made with
-        means = {p: {c: v["lift"]["mean"] for c, v in per.items()} for p, per in r["augmentation"].items()}
-        if said := harmful(name, means, evaluation_dir(params) / name / "usefulness.json"):
+        if said := harmful(name, lift_means(r), evaluation_dir(params) / name / "usefulness.json"):
             logging.getLogger("genzoo.usefulness").warning("%s", said)
     _report_again(args, params)  # its usefulness table and curve
     return 0

@@ -44,7 +44,7 @@ from genzoo import models
 from genzoo.flows import cluster
 from genzoo.flows.serve import confine
 from genzoo.tasks import tracking
-from genzoo.tasks.augment import check_target, harmful
+from genzoo.tasks.augment import check_target, harmful, lift_means
 from genzoo.tasks.config import MAX_SEED, Params, did_you_mean, load_params
 from genzoo.tasks.data import read_manifest
 from genzoo.tasks.detect import run_benchmark
@@ -433,8 +433,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
         "accuracy change in points, mean ± 95%% interval: %s%s",
         family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains, reused(),
     )  # fmt: skip
-    means = {p: {c: v["lift"]["mean"] for c, v in per.items()} for p, per in u["augmentation"].items()}
-    if said := harmful(family, means, evaluation_dir(params) / family / "usefulness.json"):
+    if said := harmful(family, lift_means(u), evaluation_dir(params) / family / "usefulness.json"):
         logger.warning("%s", said)
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 

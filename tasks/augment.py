@@ -603,9 +603,9 @@ def variety(params: Params, x: torch.Tensor, y: torch.Tensor, src: np.ndarray, n
     failure), or one that draws blurred averages, scores far below."""
     rx, ry, _ = load_split(params.data.prepared_dir, "train")
     order = torch.randperm(len(ry), generator=torch.Generator().manual_seed(params.seed))  # (indices only)
-    real: dict[int, float] = {}
+    shuffled, real = ry[order], {}  # class -> its real images' spread
     for c in range(len(names)):
-        if len(rows := order[ry[order] == c][:200]) >= 5:
+        if len(rows := order[shuffled == c][:200]) >= 5:
             real[c] = diversity(rx[rows].flatten(1).double().numpy())
     out: dict[str, dict[str, float]] = {}
     for family in dict.fromkeys(src.tolist()):
@@ -631,6 +631,13 @@ def collapsed(params: Params, varieties: dict[str, dict[str, float]]) -> list[st
             )
             log.warning("augment: %s", out[-1])
     return out
+
+
+def lift_means(usefulness: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """share -> classifier -> mean lift, from a ``usefulness.json``'s augmentation block (its
+    primary recipe's), as :func:`harmful` reads them."""
+    block = usefulness["augmentation"]
+    return {p: {c: v["lift"]["mean"] for c, v in per.items()} for p, per in block.items()}
 
 
 def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) -> str | None:
