@@ -58,7 +58,7 @@ def family_status(
                     "recorded ones, genzoo train makes them from the checkpoint"
                 )
         return _coded(row)
-    if metrics is None:  # a training removes it first, writes it last
+    if metrics is None:  # a training removes it as it saves its weights, writes it last
         row["state"] = (
             "incomplete (metrics.json missing or unreadable: a training of it stopped before its end, or "
             "is running; genzoo train or genzoo run trains it again, from its last checkpoint if any)"

@@ -273,13 +273,21 @@ def _train(
     fp = key_of(made_with)  # train_key
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)  # a former training's: not done until written anew
     # log.jsonl's rows are one training's (log.key): a resume of another from its own checkpoint
     # (other params, a profile) must not take them for its earlier steps (curve.csv, MLflow)
     key_file = out / "log.key"
     if not key_file.is_file() or key_file.read_text().strip() != fp:
         (out / "log.jsonl").unlink(missing_ok=True)
     atomic_write_text(key_file, fp)
+
+    def stamp(_) -> dict[str, Any]:
+        # the former model's metrics.json goes just before the new weights replace it: until then
+        # (a training cancelled, killed or failing) the former model stays whole, and `status`,
+        # the report and `sample` still read it; after, it is "incomplete" until written anew
+        (out / "metrics.json").unlink(missing_ok=True)
+        return {"fingerprint": fp, "data_sha256": dhash, "class_names": manifest["class_names"],
+                "made_with": made_with}  # fmt: skip
+
     trained, result = train_variant(
         params,
         family,
@@ -288,12 +296,7 @@ def _train(
         spec,
         cfg,
         out / "model",
-        lambda _: {
-            "fingerprint": fp,
-            "data_sha256": dhash,
-            "class_names": manifest["class_names"],
-            "made_with": made_with,
-        },  # fmt: skip
+        stamp,
         checkpoint_dir=checkpoint_dir(params, family, checkpoints_key(params, family, manifest)),
         callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
         progress=progress,

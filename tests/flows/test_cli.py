@@ -487,7 +487,7 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     curve.rename(curve.with_suffix(".bak"))
     assert gan_state(*short).startswith("incomplete (loss.png missing")
     curve.with_suffix(".bak").rename(curve)
-    # a retraining interrupted (it removes metrics.json first): incomplete, not "not trained"
+    # a retraining stopped after its weights were saved, before its metrics: incomplete, not "not trained"
     metrics_file = tmp_path / "runs" / "gan" / "metrics.json"
     kept_metrics = metrics_file.read_text()
     metrics_file.unlink()

@@ -1,6 +1,8 @@
 """The train stage: its figures scale their sample counts with the image size; it says when it
 replaces a model of other data."""
 
+import json
+
 from genzoo import models
 from genzoo.models import DataSpec
 from genzoo.tasks.train import sampling_speed
@@ -71,3 +73,30 @@ def test_a_training_asked_to_checkpoint_more_often_resumes_from_its_checkpoint(t
                                         "checkpoints_dir": str(tmp_path / "c2")}})  # fmt: skip
     train_family(straight, "gan", progress=False)
     assert sha256_file(tmp_path / "r2" / "gan" / "model.safetensors") == resumed
+
+
+def test_a_retraining_stopped_before_its_end_leaves_the_former_model_whole(tmp_path):
+    """Cancelling a retraining (the UI's Cancel, Ctrl+C, a failure) left the former complete
+    model `incomplete` for status, the report and `sample`: the training removed its
+    metrics.json as it started. It is now removed only as the new weights replace the old."""
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from genzoo.tasks.status import family_status
+    from genzoo.tasks.train import train_family
+    from tests.conftest import tiny_params
+
+    raw = tiny_params(tmp_path, steps=2, families=["gan"])
+    params = validate(raw)
+    prepare(params)
+    train_family(params, "gan", progress=False)
+    out = tmp_path / "runs" / "gan"
+    before = {f: (out / f).read_bytes() for f in ("metrics.json", "model.json", "model.safetensors")}
+    longer = validate({**raw, "train": {**raw["train"], "steps": 12}})
+    train_family(longer, "gan", progress=False, stop_at=4)  # stopped at step 4 of 12
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert family_status(params, "gan")["state"] == "up to date"
+    assert family_status(longer, "gan")["state"].startswith("stale")
+    train_family(longer, "gan", progress=False)  # the retraining finished: its own metrics
+    assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 12
+    assert family_status(longer, "gan")["state"] == "up to date"
