@@ -849,13 +849,31 @@ def write_timeline(params: Params, stages: list[Span], tasks: list[Span], cpus: 
     return path
 
 
-def summarize_in_mlflow(parent: str, result: dict[str, Any]) -> str:
-    """The parent run's per-family figures and which families were up to date; its id."""
+def summarize_in_mlflow(params: Params, parent: str, result: dict[str, Any]) -> str:
+    """The parent run's per-family figures, which families were up to date, and what the run
+    made of them all: its report (``report/``) and its dataset's card and manifest
+    (``dataset/``), where those stages ran; its id. (Each family's own run keeps its figures;
+    a pipeline's report is its own, not rewritten into earlier pipelines' family runs.)"""
     c = tracking.client()
     tracking.log_summary(c, parent, result["figures"])
     tracking.set_tags(
         c, parent, {f"genzoo.cached.{f}": str(m["cached"]) for f, m in result["trained"].items()}
     )
+    made = []  # (folder in the run, file) of the stages that ran
+    if "report" in result:
+        made += [
+            ("report", report_path(params).with_name(n))
+            for n in ("index.html", "summary.json", "families.csv")
+        ]
+    if "augment-dataset" in result:
+        made += [
+            ("dataset", Path(result["augment-dataset"]["path"]) / n) for n in ("README.md", "manifest.json")
+        ]
+    for where, f in made:
+        if f.is_file():
+            tracking.retry(
+                lambda w=where, f=str(f): c.log_artifact(parent, f, artifact_path=w), "log_artifact"
+            )
     return parent
 
 
@@ -998,7 +1016,7 @@ def pipeline(
             why = _unrecorded_because(params, params_file, overrides, profile)
             get_run_logger().info("not recorded in dvc.lock: %s", why)
         if parent is not None:
-            result["mlflow_run_id"] = summarize_in_mlflow(parent, result)
+            result["mlflow_run_id"] = summarize_in_mlflow(params_abs, parent, result)
             if (uri := tracking.tracking_uri()).startswith(("http://", "https://")):  # a server's page
                 exp = tracking.client(uri).get_run(parent).info.experiment_id
                 page = urlsplit(uri)._replace(netloc=urlsplit(uri).netloc.rpartition("@")[2])  # no user:pw

@@ -31,7 +31,6 @@ import torch
 from genzoo.metrics.human import kendall_tau
 from genzoo.metrics.quality import rank_agreement
 from genzoo.models.base import atomic_write_text
-from genzoo.tasks import tracking
 from genzoo.tasks.config import Params, stage_args
 from genzoo.tasks.data import data_hash, load_split, read_manifest
 from genzoo.tasks.errors import exit_code
@@ -1019,8 +1018,6 @@ def build_report(params: Params) -> dict[str, Any]:
     atomic_write_text(out / "families.csv", buf.getvalue())
     atomic_write_text(out / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False))
     atomic_write_text(out / "index.html", html)
-    for f in data["families"]:  # the page beside each family's figures in its MLflow run
-        tracking.log_stage(params, f, artifact=out / "index.html", artifact_path="report")
     return summary
 
 

@@ -162,6 +162,11 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         parent.data.tags["mlflow.note.content"]
         == f"`genzoo run --params {pfile}`, families gan, pixelcnn, vae"
     )
+    # the parent run holds what the run made of all the families: its report and dataset card
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "report")} == {
+        "report/index.html", "report/summary.json", "report/families.csv"}  # fmt: skip
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "dataset")} == {
+        "dataset/README.md", "dataset/manifest.json"}  # fmt: skip
     # the UI opens the experiment as model training; the parent run holds each family's figures
     exp = c.get_experiment(parent.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -198,9 +203,8 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         assert "quality.fd" in logged and "quality.memorization.ratio" in logged  # the evaluate stage
         assert "quality.ci95.fd" in logged and "quality.images_per_second" in logged
         artifacts = [a.path for a in c.list_artifacts(r.info.run_id)]
-        assert {"quality.json", "report", "samples.png", "loss.png", "curve.csv", "config.json"} <= set(
-            artifacts
-        )
+        assert {"quality.json", "samples.png", "loss.png", "curve.csv", "config.json"} <= set(artifacts)
+        assert "report" not in artifacts  # the pipeline's, in its own run (below)
         if r.data.tags["genzoo.family"] == "pixelcnn":  # detect.families: the anomaly benchmark
             assert "anomaly.rotated_180.likelihood.auroc" in logged and "anomaly.json" in artifacts
         if r.data.tags["genzoo.family"] == "gan":  # usefulness.families: does synthetic data help
@@ -276,6 +280,12 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         again = pl.pipeline(params_file=pfile)
     assert all(m["cached"] for m in again["trained"].values())
     assert [p.stat().st_mtime_ns for p in watched] == before
+    # its report is in its own run; the first run's, and the families' runs, as they were
+    assert "report/index.html" in {a.path for a in c.list_artifacts(again["mlflow_run_id"], "report")}
+    assert all(
+        "report" not in {a.path for a in c.list_artifacts(r.info.run_id)} for r in children
+    ) and {a.path for a in c.list_artifacts(first["mlflow_run_id"], "report")} == {
+        "report/index.html", "report/summary.json", "report/families.csv"}  # fmt: skip
     said = [m for m in lines if pl.REUSED in m]
     for line in ("evaluator: test accuracy", "gan: FD", "vae: FD", "pixelcnn: anomaly AUROC",
                  "usefulness reference, real data alone", "gan: trained on synthetic alone",
