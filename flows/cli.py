@@ -1263,6 +1263,9 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # a served run queued behind another of its deployment (concurrency limit 1) is tried again
+    # this often, not every 30 s: it starts within seconds of the one before it
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
 }
 
 

@@ -189,6 +189,24 @@ def stage(name: str, task_run_name: str | None = None) -> Callable[[Callable[...
 # ----------------------------------------------------------------------------- one run at a time
 
 
+def holding(runs_dir: str) -> contextlib.AbstractContextManager[None]:
+    """The project's runs folder, held for this flow run (:func:`exclusive`), which its holder
+    file names. A run started from a deployment (the UI's Run button, a schedule) waits for a
+    folder another run holds, saying so in its log, as a second run of the same deployment waits
+    for a slot (its concurrency limit); `genzoo run` at a terminal fails at once instead."""
+    from prefect.runtime import deployment, flow_run
+
+    label = f"Prefect flow run '{flow_run.name}' ({flow_run.id})" if flow_run.id else ""
+
+    def waiting(who: str) -> None:
+        get_run_logger().info(
+            "%s: another genzoo run holds this folder (%s): this run waits for it to end (Cancel stops "
+            "it)", runs_dir, who,
+        )  # fmt: skip
+
+    return exclusive(runs_dir, label, waiting if deployment.id else None)
+
+
 # ----------------------------------------------------------------------------- tasks
 
 
@@ -993,7 +1011,7 @@ def pipeline(
             get_run_logger().warning("%s", warning)  # said before any compute
     t0, started = time.perf_counter(), time.time()
     params_abs = cluster.absolute(params)
-    with exclusive(params.run.runs_dir), recording() as stages, ExitStack() as tracked:
+    with holding(params.run.runs_dir), recording() as stages, ExitStack() as tracked:
         with cluster.connected(params, ray_address) as ray:
             cluster.check_fits(params, [*chosen, "evaluator"])
             # once the cluster is joined: a refused join or a family too big leaves no empty FAILED run
@@ -1220,7 +1238,7 @@ def augment(
     named = params.families if "best" in req.families else req.families  # models of another profile: refused
     same_profile(params, [f for f in named if f != "best"], "draw a dataset from {it}", params_file, None,
                  profile, because=DATASET_BECAUSE)  # fmt: skip
-    with exclusive(params.run.runs_dir):  # as genzoo run and `genzoo augment` hold it
+    with holding(params.run.runs_dir):  # as genzoo run and `genzoo augment` hold it
         path = Path(augment_task(params, req))
     manifest = json.loads((path / "manifest.json").read_text())
     return {"path": str(path), "n": manifest["n"], "sha256": manifest["sha256"]}

@@ -433,8 +433,18 @@ def deployments(params_file: str = "params.yaml") -> list:
         (sample, "sample", "Draw labelled images from a trained family or a registered model into an .npz."),
         (judge_study, "judge", "A human study of the trained families: real or generated? (rater links)"),
     ]
+    # those that write the project's folders run one at a time: a second click waits its turn
+    # (Scheduled, "AwaitingConcurrencySlot"), as a run of another of them waits for the folder
+    # (pipeline.holding)
+    one_at_a_time = {"pipeline", "train-family", "augment"}
     return [
-        fl.to_deployment(name=name, parameters={"params_file": params_file}, description=doc, tags=["genzoo"])
+        fl.to_deployment(
+            name=name,
+            parameters={"params_file": params_file},
+            description=doc,
+            tags=["genzoo"],
+            concurrency_limit=1 if name in one_at_a_time else None,
+        )  # fmt: skip
         for fl, name, doc in what
     ]
 

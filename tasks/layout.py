@@ -66,37 +66,57 @@ _PARSE = threading.Lock()
 # ----------------------------------------------------------------------------- one run at a time
 
 
+WAIT_SAY_S = 60  # a run waiting for the folder says so again this often
+
+
 class PipelineBusy(GenzooError, RuntimeError):
     """Another pipeline run (``genzoo run``, a Prefect deployment, a DVC stage) holds this
     project's runs folder."""
 
 
 @contextlib.contextmanager
-def exclusive(runs_dir: str | Path) -> Iterator[None]:
+def exclusive(
+    runs_dir: str | Path, label: str = "", waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold ``<runs_dir>/.pipeline.lock`` for the run; a second run fails at once, clearly,
-    naming the folder and the holder (``.pipeline.holder``: its pid and start time). The flow
-    holds it for a whole run and every DVC stage's ``main()`` for its stage, so ``dvc repro``
-    never writes under a running ``genzoo run`` (nor the reverse). Folders it had to make for
-    the lock are removed again on the way out when nothing but the lock landed in them: a command
-    that fails on bad input leaves no trace."""
+    naming the folder and the holder (``.pipeline.holder``: its pid and start time, and
+    ``label``: which Prefect flow run it is). The flow holds it for a whole run and every DVC
+    stage's ``main()`` for its stage, so ``dvc repro`` never writes under a running ``genzoo
+    run`` (nor the reverse). With ``waiting`` (a run queued from the Prefect UI), a busy folder
+    is waited for instead: ``waiting(holder)`` is called as the wait starts and every
+    ``WAIT_SAY_S`` while it lasts. Folders it had to make for the lock are removed again on the
+    way out when nothing but the lock landed in them: a command that fails on bad input leaves
+    no trace."""
     folder = Path(runs_dir)
     check_output_dir(folder, "run.runs_dir", into=True)  # a file on the way: one line, before any work
     check_runs_folder(folder)
     made = [d for d in (folder, *folder.parents) if not d.exists()]  # the innermost first
     folder.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(folder / ".pipeline.lock", timeout=0), folder / ".pipeline.holder"
-    try:
-        lock.acquire()
-    except Timeout:
+
+    def who() -> str:
         try:
-            who = holder.read_text().strip()
+            return holder.read_text().strip()
         except OSError:
-            who = "holder unknown"
-        raise PipelineBusy(
-            f"{folder}: another genzoo pipeline is running on this folder ({who}); wait for it or stop it"
-        ) from None
+            return "holder unknown"
+
+    said = None
+    while True:
+        try:
+            lock.acquire(timeout=0 if said is None else 1)
+            break
+        except Timeout:
+            if waiting is None:
+                raise PipelineBusy(
+                    f"{folder}: another genzoo pipeline is running on this folder ({who()}); wait for it or "
+                    "stop it"
+                ) from None
+            if said is None or time.monotonic() - said >= WAIT_SAY_S:
+                waiting(who())
+                said = time.monotonic()
     try:
-        holder.write_text(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        since = f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        holder.write_text(f"{since}, {label}" if label else since)
         yield
     finally:
         holder.unlink(missing_ok=True)

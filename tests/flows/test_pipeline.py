@@ -560,6 +560,30 @@ def test_the_run_lock_is_held_across_processes_and_freed_when_its_holder_is_kill
     assert not (runs / ".pipeline.holder").exists()
 
 
+def test_a_run_from_a_deployment_waits_for_a_busy_folder_and_says_so_as_it_waits(tmp_path, monkeypatch):
+    """A second run clicked in the Prefect UI failed after ~15 s naming a pid: a run from a
+    deployment now waits for the folder, saying who holds it, and goes once it is free; the
+    holder file names the Prefect flow run that holds it."""
+    from genzoo.tasks import layout
+
+    monkeypatch.setattr(layout, "WAIT_SAY_S", 0.5)
+    runs, said, held = tmp_path / "runs", [], []
+
+    def queued():
+        with pl.exclusive(runs, "Prefect flow run 'second' (2)", said.append):
+            held.append((runs / ".pipeline.holder").read_text())
+
+    with lock_held(runs) as holder:
+        waiter = threading.Thread(target=queued)
+        waiter.start()
+        time.sleep(2)
+        assert waiter.is_alive() and not held
+        assert len(said) >= 2 and all(w.startswith(f"pid {holder.pid} since ") for w in said), said
+    waiter.join(10)
+    assert not waiter.is_alive() and len(held) == 1
+    assert re.fullmatch(rf"pid {os.getpid()} since [\d-]+ [\d:]+, Prefect flow run 'second' \(2\)", held[0])
+
+
 def test_an_experiment_made_before_genzoo_set_its_kind_is_marked_model_training(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = tracking.client(uri)

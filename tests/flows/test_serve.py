@@ -236,18 +236,32 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         assert errors[0] == state["message"] and "Traceback" not in errors[0], errors
         assert not any("Encountered exception during execution" in m for m in errors), errors
 
-        def training(family: str, overrides: list[str]) -> str:
+        def training(family: str, overrides: list[str], wait: bool = True) -> str:
             """A long pipeline run of ``family`` from its deployment, once it has written a
-            checkpoint of its own (on its private local Ray): its flow run's id."""
-            before = set((tmp_path / "ckpt" / family).glob("*/step-*.pt"))
+            checkpoint of its own (on its private local Ray; ``wait``): its flow run's id."""
             run = run_deployment(
                 api, "genzoo-pipeline/pipeline", {"families": [family], "overrides": overrides}, wait_s=0
             )
+            if wait:
+                checkpointed(family, set())
+            return run["id"]
+
+        def checkpointed(family: str, before: set) -> None:
+            """Until ``family`` has a checkpoint not in ``before`` (a set of paths)."""
             deadline = time.monotonic() + 180
             while not set((tmp_path / "ckpt" / family).glob("*/step-*.pt")) - before:
                 assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                 time.sleep(1)
-            return run["id"]
+
+        def logs(run_id: str) -> list[str]:
+            return [
+                x["message"]
+                for x in api_post(api, "logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})
+            ]
+
+        def flow_run(run_id: str) -> dict:
+            (run,) = api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+            return run
 
         def last_checkpoint() -> int:
             steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "ckpt" / "vae").glob("*/step-*.pt")]
@@ -255,15 +269,45 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
 
         # Cancel in the UI: the runner's SIGTERM reaches the flow as Prefect's TerminationSignal
         # (Ray's own handler, set by ray.init, made it a SystemExit: the run CRASHED, MLflow FAILED)
+        gan_before = set((tmp_path / "ckpt" / "gan").glob("*/step-*.pt"))
+        dataset = tmp_path / "augment" / raw["augment"]["name"] / "manifest.json"  # the train-family run's
+        dataset_made = dataset.stat().st_mtime_ns
         run_id = training("vae", ["train.steps=100000", "run.track=true"])
         cancel = {"state": {"type": "CANCELLING", "name": "Cancelling"}}  # what the UI's Cancel sends
-        assert api_post(api, f"flow_runs/{run_id}/set_state", cancel)["status"] == "ACCEPT"
-        deadline = time.monotonic() + 90
         states = lambda: {x["id"]: x["state_type"] for x in api_post(api, "flow_runs/filter")}  # noqa: E731
-        while (state := states()[run_id]) not in FINAL:
-            assert time.monotonic() < deadline, state
+
+        def cancelled(run_id: str) -> None:
+            assert api_post(api, f"flow_runs/{run_id}/set_state", cancel)["status"] == "ACCEPT"
+            deadline = time.monotonic() + 90
+            while (state := states()[run_id]) not in FINAL:
+                assert time.monotonic() < deadline, state
+                time.sleep(1)
+            assert state == "CANCELLED", (tmp_path / "serve.log").read_text()[-3000:]
+
+        # while it trains, a run of another deployment that writes the folder waits for it, saying
+        # who holds it (it failed after ~15 s, naming a pid), and Cancel stops the wait; a second
+        # run of the same deployment waits its turn, scheduled (the next section's run)
+        waiter = run_deployment(
+            api, "genzoo-augment/augment", {"families": ["gan"], "per_class": 1}, wait_s=0
+        )
+        holder = f"Prefect flow run '{flow_run(run_id)['name']}' ({run_id})"
+        deadline = time.monotonic() + 120
+        while not any(
+            "another genzoo run holds this folder" in m and holder in m for m in logs(waiter["id"])
+        ):
+            assert time.monotonic() < deadline, (
+                logs(waiter["id"]),
+                (tmp_path / "serve.log").read_text()[-3000:],
+            )
             time.sleep(1)
-        assert state == "CANCELLED", (tmp_path / "serve.log").read_text()[-3000:]
+        interrupted = training("gan", ["train.steps=100000"], wait=False)
+        deadline = time.monotonic() + 60
+        while flow_run(interrupted)["state_name"] != "AwaitingConcurrencySlot":
+            assert time.monotonic() < deadline, flow_run(interrupted)["state"]
+            time.sleep(1)
+        cancelled(waiter["id"])
+        assert states()[interrupted] == "SCHEDULED" and dataset.stat().st_mtime_ns == dataset_made
+        cancelled(run_id)
         stopped_at = last_checkpoint()
         time.sleep(3)  # training ran ~20 steps/s with a checkpoint every 10 steps: none comes now
         assert last_checkpoint() == stopped_at < 100000
@@ -276,7 +320,7 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         # Ctrl+C on `make serve` mid-run (the whole group, as a terminal sends it): Prefect's runner
         # kills the flow runs it started on its way out, and one on the private local Ray, itself
         # stopping Ray, was killed before it recorded how it ended: RUNNING for good. Now Crashed.
-        interrupted = training("gan", ["train.steps=100000"])  # (past the train-family run's checkpoints)
+        checkpointed("gan", gan_before)  # the queued run, started once the slot was free
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
         import sqlite3
