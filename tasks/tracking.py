@@ -341,8 +341,12 @@ def log_stage(
         retry(lambda: c.log_artifact(run_id, str(artifact), artifact_path=artifact_path), "log_artifact")
 
 
-def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any]) -> str:
-    """Log the family's artifacts and final numbers, register the model; returns its version."""
+def finish_family(
+    c, run_id: str, family: str, out_dir: Path, metrics: dict[str, Any], about: dict[str, str] | None = None
+) -> str:
+    """Log the family's artifacts and final numbers, register the model; returns its version.
+    ``about``: the version's tags (``genzoo.profile``, ...) and, under ``description``, the text
+    the registry shows for it."""
     # final numbers, not nested logs; train_seconds is the trainer's (MlflowLogger.on_end logged it)
     top = {k: v for k, v in metrics.items() if not isinstance(v, dict) and k != "train_seconds"}
     log_numbers(c, run_id, top, step=int(metrics.get("steps", 0)))
@@ -361,8 +365,16 @@ def finish_family(c, run_id: str, family: str, out_dir: Path, metrics: dict[str,
     for key in ("fingerprint", "data_sha256"):
         retry(lambda key=key: c.set_tag(run_id, f"genzoo.{key}", meta.get(key, "")), "set_tag")
     run = retry(lambda: c.get_run(run_id), "get_run")
+    about = dict(about or {})
+    description = about.pop("description", None)
     version = retry(
-        lambda: c.create_model_version(family, source=f"{run.info.artifact_uri}/model", run_id=run_id),
+        lambda: c.create_model_version(
+            family,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run_id,
+            tags=about,
+            description=description,
+        ),  # fmt: skip
         "create_model_version",
     )
     terminate(c, run_id, "FINISHED")

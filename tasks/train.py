@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,7 +172,9 @@ def train_family(
         out = family_dir(params, family)
         block = {**params.family_block(family), "data": params.data.model_dump(mode="json")}
         tracking.retry(lambda: c.log_dict(run_id, block, "config.json"), "log_dict")
-        version = tracking.finish_family(c, run_id, family, out, metrics)
+        version = tracking.finish_family(
+            c, run_id, family, out, metrics, registry_about(params, family, metrics)
+        )
     except BaseException as e:  # Ctrl-C, or a Ray task cancelled by one: KILLED, as MLflow marks a stop
         with contextlib.suppress(Exception):  # (a lock here: the error that happened is the one to see)
             tracking.terminate(
@@ -238,6 +241,26 @@ def start_family_run(c, params: Params, family: str, parent_run_id: str | None =
     )
     tracking.log_params(c, run.info.run_id, params.family_block(family))
     return run.info.run_id
+
+
+def registry_about(params: Params, family: str, metrics: dict[str, Any]) -> dict[str, str]:
+    """What a registered version says of itself (its tags and description): the profile and data
+    it was trained with and how to train it again, so ``models:/vae/latest`` is not taken for a
+    full model when a quick run or another folder made it."""
+    profile = params.profile or "none"
+    bpd = (
+        f"; test {metrics['test_bpd']:.3f} bits/dim ({metrics['bpd_estimator']})"
+        if "test_bpd" in metrics
+        else ""
+    )
+    return {
+        "genzoo.profile": profile,
+        "genzoo.data_source": params.data.source,
+        "genzoo.steps": str(metrics["steps"]),
+        "genzoo.runs_dir": str(Path(params.run.runs_dir).resolve()),
+        "description": f"{family}: {metrics['steps']} steps on {params.data.source}, profile {profile}{bpd}; "
+        f"trained again by `{params.command(f'train --family {family}')}`",
+    }
 
 
 def _train(

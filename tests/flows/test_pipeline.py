@@ -199,6 +199,19 @@ def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
         assert {"model/model.json", "model/model.safetensors"} <= names
         versions = c.search_model_versions(f"name='{r.data.tags['genzoo.family']}'")
         assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == r.info.run_id
+        # what the registry shows of a version: its profile, data and how to train it again
+        fam = r.data.tags["genzoo.family"]
+        source = "digits"  # the default
+        assert versions[0].tags == {
+            "genzoo.profile": "none",
+            "genzoo.data_source": source,
+            "genzoo.steps": "12",
+            "genzoo.runs_dir": str(tmp_path / "runs"),
+        }
+        assert versions[0].description.startswith(f"{fam}: 12 steps on digits, profile none")
+        assert versions[0].description.endswith(
+            f"trained again by `genzoo train --family {fam} --params {pfile}`"
+        )
         logged = c.get_run(r.info.run_id).data.metrics
         assert "quality.fd" in logged and "quality.memorization.ratio" in logged  # the evaluate stage
         assert "quality.ci95.fd" in logged and "quality.images_per_second" in logged
