@@ -13,6 +13,7 @@ nothing and a change to one family re-trains only that family.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import functools
@@ -1070,8 +1071,11 @@ def pipeline(
         from prefect.artifacts import create_markdown_artifact
 
         try:
-            create_markdown_artifact(figures_markdown(result), key="pipeline-figures",
-                                     description="each family's figures, as genzoo run prints")  # fmt: skip
+            create_markdown_artifact(
+                figures_markdown(result, params_abs.run.runs_dir),
+                key="pipeline-figures",
+                description="each family's figures, as genzoo run prints, and its samples",
+            )
         except Exception as e:  # the run's work is done and recorded: a lost table is no failure
             get_run_logger().warning("the figures' artifact was not created (%s: %s)", type(e).__name__, e)
     return result
@@ -1096,14 +1100,34 @@ def figure_cells(result: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def figures_markdown(result: dict[str, Any]) -> str:
+def figures_markdown(result: dict[str, Any], runs_dir: str | Path | None = None) -> str:
     """A pipeline run's figures as a Markdown table (the UI's Artifacts tab), as `genzoo run`
-    prints them, then where the report and the MLflow run are."""
+    prints them, then where the report and the MLflow run are, then (``runs_dir``) each family's
+    sample grid, one row per class."""
     rows = ["| " + " | ".join(FIGURE_COLUMNS) + " |", "|" + "---|" * len(FIGURE_COLUMNS)]
     for f, cells in figure_cells(result).items():
         name = f + (" (up to date)" if result["trained"][f].get("cached") else "")
         rows.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join([*rows, "", *(f"{k}: `{v}`  " for k, v in run_places(result))])
+    grids = []
+    for f in result["trained"] if runs_dir is not None else []:
+        if (png := Path(runs_dir) / f / "samples.png").is_file():
+            grids += [f"**{f}** (`{png}`)", "", image_markdown(png, f"{f}'s samples"), ""]
+    return (
+        "\n".join([*rows, "", *(f"{k}: `{v}`  " for k, v in run_places(result)), "", *grids]).rstrip() + "\n"
+    )
+
+
+EMBED_MAX_BYTES = 2_000_000  # a larger image is named in an artifact, not embedded in it
+
+
+def image_markdown(png: Path, alt: str) -> str:
+    """``png`` inside a Markdown artifact, as a data URI: the Prefect UI shows it though its
+    browser cannot reach the file (checked in Chromium on Prefect 3.9's UI); a file over
+    :data:`EMBED_MAX_BYTES` is named, not embedded."""
+    data = png.read_bytes()
+    if len(data) > EMBED_MAX_BYTES:
+        return f"({len(data) / 1e6:.1f} MB: too large to show here; open `{png}`)"
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
 
 
 def run_places(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -1187,10 +1211,21 @@ def sample(
         and (family_dir(params, family) / "metrics.json").is_file()
     ):  # as `genzoo sample` says it: a quick run's model without the quick profile
         warn_if_stale(params, family, "sampled", logger, other_profiles(params, params_file, None, profile))
-    npz, png = sample_to_file(
-        net, n, out or f"samples/{family or net.family}", cls=cls_index, seed=seed, progress=False
-    )
-    logger.info("%d images from %s -> %s", n, model or f"runs/{family}", npz)
+    out = out or f"samples/{family or net.family}"
+    replacing = " (replacing the draw there)" if Path(f"{out}.npz").exists() else ""
+    npz, png = sample_to_file(net, n, out, cls=cls_index, seed=seed, progress=False)
+    logger.info("%d images from %s -> %s%s", n, model or f"runs/{family}", npz, replacing)
+    if FlowRunContext.get() is not None:  # the images themselves, in the run's Artifacts tab
+        from prefect.artifacts import create_markdown_artifact
+
+        try:
+            create_markdown_artifact(
+                f"{n} images from {model or f'runs/{family}'}, seed {seed} -> `{npz}`\n\n"
+                + image_markdown(png, f"{n} images from {family or net.family}"),
+                key="samples", description=f"the images drawn, by class ({png})",
+            )  # fmt: skip
+        except Exception as e:  # the images are written: a lost picture is no failure
+            logger.warning("the samples' artifact was not created (%s: %s)", type(e).__name__, e)
     return {"npz": str(npz), "png": str(png), "n": n}
 
 

@@ -416,9 +416,16 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
 
     capsys.readouterr()
     sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile))
-    assert "gan: trained with --profile short, not these params; sampled as it is" in capsys.readouterr().err
-    sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile), profile="short")
+    err = capsys.readouterr().err
+    assert "gan: trained with --profile short, not these params; sampled as it is" in err
+    assert "(replacing the draw there)" not in err
+    from tests.conftest import logged
+
+    with logged("genzoo.sample") as lines:
+        sample.fn(family="gan", n=2, out=str(tmp_path / "ui"), params_file=str(pfile), profile="short")
     assert "sampled as it is" not in capsys.readouterr().err and (tmp_path / "ui.npz").is_file()
+    # a second draw to the same file: said, not silent
+    assert f"2 images from runs/gan -> {tmp_path / 'ui.npz'} (replacing the draw there)" in lines, lines
     with pytest.raises(ValueError, match="^label 'eleven': not a class name or index"):  # the form's field
         sample.fn(
             family="gan",

@@ -398,6 +398,11 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
     assert art.data.startswith("| family | steps | train s | FD ± 95% | precision | recall | bits/dim |")
     assert re.search(r"^\| vae \| 150 \| [\d.]+ \| [\d.]+ ± [\d.]+ \| ", art.data, re.M), art.data
     assert "\npipeline: " in art.data  # (this run makes no report: its line is left out)
+    import base64  # and each family's samples, to look at there (the browser cannot open runs/)
+
+    for fam in ("gan", "vae"):
+        png = base64.b64encode((tmp_path / "runs" / fam / "samples.png").read_bytes()).decode()
+        assert f"![{fam}'s samples](data:image/png;base64,{png})" in art.data
 
 
 def test_ray_tasks_run_the_function_given_with_mlflow_pointed_where_the_driver_is(tmp_path, local_ray):

@@ -2,6 +2,7 @@
 triggered through the API (as the UI's Run button does) completes, and one cancelled (the UI's
 Cancel) ends CANCELLED with its training stopped."""
 
+import base64
 import json
 import logging
 import os
@@ -194,6 +195,10 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
 
         with np.load(tmp_path / "drawn.npz") as z:
             assert z["images"].shape == (12, 1, 8, 8) and z["labels"].shape == (12,)
+        # and shown in its Artifacts tab (the UI's browser cannot open the file)
+        (art,) = api_post(api, "artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})
+        png = base64.b64encode((tmp_path / "drawn.png").read_bytes()).decode()
+        assert art["key"] == "samples" and f"](data:image/png;base64,{png})" in art["data"], art["data"][:300]
         run = run_deployment(api, "genzoo-augment/augment", {
             "families": ["gan"], "per_class": 2, "name": "from-ui", "out_dir": str(tmp_path / "aug"),
         })  # fmt: skip
