@@ -985,7 +985,7 @@ def pipeline(
 
     Args:
         params_file: The params file, relative to the project.
-        families: The families to run (default: every family in the params file).
+        families: The families to run (none given, or an empty list: every family in the params file).
         overrides: Dotted key=value overrides, e.g. models.vae.train.steps=300.
         profile: A named set of overrides from the params file's profiles, e.g. quick.
         ray_address: The Ray cluster to join (default: ray.address, RAY_ADDRESS, else a local Ray).

@@ -434,11 +434,15 @@ def check_splits(
     here rather than train on nothing, named as the data names it); an empty val split asked for
     is a warning."""
     per_class = np.bincount(labels)
+
+    def named(c: int) -> str:
+        name = class_names[c] if class_names and c < len(class_names) else None
+        return f"class {c}" if name in (None, str(c)) else f"class {name!r} (label {c})"
+
     missing = np.flatnonzero(np.bincount(labels[splits["train"]], minlength=len(per_class)) == 0)
     if len(missing):
         c = int(missing[0])
-        name = class_names[c] if class_names and c < len(class_names) else None
-        which = f"class {c}" if name in (None, str(c)) else f"class {name!r} (label {c})"
+        which = named(c)
         raise DataError(
             f"{source}: {which} has {per_class[c]} image(s), none left for the train split after "
             f"test_fraction={p.test_fraction} and val_fraction={p.val_fraction}; "
@@ -450,6 +454,15 @@ def check_splits(
             "detection thresholds and eval_every need it: add images",
             source, p.val_fraction, per_class.min(), per_class.max(),
         )  # fmt: skip
+    elif p.val_fraction > 0:  # some classes have val images, others none: their figures leave those out
+        present = np.bincount(labels[splits["val"]], minlength=len(per_class))
+        if len(none := [c for c in np.flatnonzero(per_class) if present[c] == 0]):
+            log.warning(
+                "%s: %s no val image (val_fraction=%s of %s); model selection, detection thresholds and "
+                "eval_every see the other classes alone: add images or raise data.val_fraction",
+                source, ", ".join(named(int(c)) for c in none) + (" has" if len(none) == 1 else " have"),
+                p.val_fraction, ", ".join(f"{per_class[c]}" for c in none) + " image(s)",
+            )  # fmt: skip
 
 
 def _cap(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

@@ -769,6 +769,33 @@ def test_an_empty_val_split_is_a_warning_and_detection_refuses_it(tmp_path, capl
         calibrate(None, params, 0.99)
 
 
+def test_a_class_left_with_no_val_image_is_named_in_a_warning(tmp_path):
+    """A tiny folder (5 and 15 images) prepared with val images of one class only: validation
+    figures (model selection, detection thresholds) left the other class out without a word."""
+    from genzoo.tasks.config import validate
+    from genzoo.tasks.prepare import prepare
+    from tests.conftest import logged
+
+    labels = np.array([0] * 5 + [1] * 15)
+    src = _npz(tmp_path / "few.npz", images=np.arange(20 * 16).reshape(20, 4, 4) % 7, labels=labels)
+    raw = tiny_params(tmp_path, families=["vae"])
+    raw["data"].update(source=f"npz:{src}", val_fraction=0.1)
+    with logged("genzoo.prepare") as lines:
+        m = prepare(validate(raw))
+    assert m["splits"]["val"]["n"] == 2  # class 1's: round(15 * 0.1); class 0's round(5 * 0.1) = 0
+    said = [x for x in lines if "no val image" in x]
+    assert len(said) == 1 and "class 0 has no val image (val_fraction=0.1 of 5 image(s))" in said[0], lines
+    assert "add images or raise data.val_fraction" in said[0]
+    even = _npz(
+        tmp_path / "even.npz", images=np.arange(40 * 16).reshape(40, 4, 4) % 7, labels=np.arange(40) % 2
+    )
+    raw["data"]["source"] = f"npz:{even}"  # 20 a class: 2 val images each, nothing said
+    raw["data"]["prepared_dir"] = str(tmp_path / "prepared2")
+    with logged("genzoo.prepare") as lines:
+        prepare(validate(raw))
+    assert not [x for x in lines if "no val image" in x], lines
+
+
 def test_run_device_names_the_key_where_the_device_is_absent():
     import torch
 
