@@ -419,7 +419,7 @@ def _class_files(folder: Path, root: Path, say: bool = True) -> list[Path]:
     if top != root.resolve() / folder.name and (other := _in_another_class(top, folder, root)):
         raise DataError(f"{folder}: a symbolic link to {top}, inside the class folder {other}; its "
                         "images would be in two classes: remove the link")  # fmt: skip
-    found, skipped, todo, seen = [], [], [folder], set()
+    found, skipped, others, todo, seen = [], [], [], [folder], set()
     while todo:
         d = todo.pop()
         if d != folder and d.resolve() != top and top not in d.resolve().parents:
@@ -443,11 +443,11 @@ def _class_files(folder: Path, root: Path, say: bool = True) -> list[Path]:
                                     "it would be in two classes: remove the link")  # fmt: skip
                 found.append(f)
             elif d == folder:
-                raise DataError(
-                    f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
-                )
+                others.append(f)
             else:
                 skipped.append(f)
+    if others:
+        raise NotImages(others)
     if skipped and say:
         log.warning("%s: %d file(s) that are no images in the folders below it left out (first: %s)",
                     folder, len(skipped), skipped[0])  # fmt: skip
@@ -471,9 +471,35 @@ def folder_images(root: Path, say: bool = True) -> tuple[list[str], list[tuple[P
             "move them into the folder of their class", root, len(loose), loose[0],
         )  # fmt: skip
     files: list[tuple[Path, int]] = []
+    others: list[Path] = []
     for k, name in enumerate(classes):
-        files += [(f, k) for f in _class_files(root / name, root, say)]
+        try:
+            files += [(f, k) for f in _class_files(root / name, root, say)]
+        except NotImages as e:  # every class's named at once, not one a run
+            others += e.files
+    if others:
+        raise NotImages(others)
     return classes, files
+
+
+class NotImages(DataError):
+    """Files in class folders that are no images (by their suffix): all of them named."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+        f = files[0]
+        if len(files) == 1:
+            super().__init__(
+                f"{f}: not an image file (suffix {f.suffix or 'none'}); move it out of the data folder"
+            )
+            return
+        shown = ", ".join(f"{g.parent.name}/{g.name}" for g in files[:5]) + (
+            ", ..." if len(files) > 5 else ""
+        )
+        super().__init__(
+            f"{f.parent.parent}: {len(files)} files in the class folders are no image files ({shown}); move "
+            "them out of the data folder"
+        )
 
 
 def folder_listing(root: str | Path, files: list[tuple[Path, int]] | None = None) -> str:

@@ -227,6 +227,19 @@ BAD = {
         lambda t: (_folder(t / "n"), (t / "n" / "a" / "notes.txt").write_text("x")) and f"folder:{t / 'n'}",
         "notes.txt: not an image",
     ),
+    "non-image files in several classes": (  # all named at once (one a run: a retry each)
+        lambda t: (
+            (
+                _folder(t / "m", classes=("a", "b", "c")),
+                (t / "m" / "a" / "notes.txt").write_text("x"),
+                (t / "m" / "c" / "data.csv").write_text("x"),
+                (t / "m" / "c" / "raw.cr2").write_bytes(b"x"),
+            )
+            and f"folder:{t / 'm'}"
+        ),
+        "m: 3 files in the class folders are no image files (a/notes.txt, c/data.csv, c/raw.cr2); move them "
+        "out of the data folder",
+    ),
     "unreadable image": (
         lambda t: (
             (_folder(t / "u"), (t / "u" / "b" / "broken.png").write_bytes(b"nope")) and f"folder:{t / 'u'}"
