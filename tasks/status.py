@@ -172,7 +172,8 @@ def running(runs_dir: str | Path) -> str | None:
 
     try:
         who = (Path(runs_dir) / ".pipeline.holder").read_text().strip()
-        words = who.split()  # pid 123 since 2026-12-06 14:10:03
+        # pid 123 since 2026-12-06 14:10:03[, Prefect flow run 'crafty-fox' (<id>)]
+        words = who.split(",")[0].split()
         pid, since = int(words[1]), time.mktime(time.strptime(" ".join(words[3:5]), "%Y-%m-%d %H:%M:%S"))
         started = psutil.Process(pid).create_time()
     except (OSError, ValueError, IndexError, OverflowError, psutil.Error):

@@ -218,6 +218,12 @@ def test_status_says_when_a_command_is_writing_the_folder(tmp_path, capsys):
         out = capsys.readouterr().out.splitlines()
         busy = f"busy      a genzoo command writes the runs folder (pid {os.getpid()} since "
         assert out[0].startswith(busy) and out[0].endswith("): states as of now")
+    with exclusive(tmp_path / "runs", "Prefect flow run 'crafty-fox' (1234)"):  # a pipeline's flow run
+        assert cli.main(base) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith(busy) and out[0].endswith(
+            ", Prefect flow run 'crafty-fox' (1234)): states as of now"
+        )
         assert out[1] == "data      not prepared" and out[2].startswith("gan       not trained")
         assert cli.main([*base, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["run"].startswith(f"pid {os.getpid()} since ")
