@@ -383,7 +383,7 @@ def cmd_sample(args) -> int:
         from genzoo.tasks.layout import family_dir, warn_if_stale
 
         # only where there is something to compare: prepared data (a `dvc pull train@F` brings none)
-        # and a finished training (metrics.json: none while a run trains it again)
+        # and a finished training (metrics.json: none from a training's saving its weights to its end)
         if (
             read_manifest(params.data.prepared_dir, required=False)
             and (family_dir(params, args.family) / "metrics.json").is_file()

@@ -195,9 +195,9 @@ def holding(runs_dir: str) -> contextlib.AbstractContextManager[None]:
     file names. A run started from a deployment (the UI's Run button, a schedule) waits for a
     folder another run holds, saying so in its log, as a second run of the same deployment waits
     for a slot (its concurrency limit); `genzoo run` at a terminal fails at once instead."""
-    from prefect.runtime import deployment, flow_run
-
-    label = f"Prefect flow run '{flow_run.name}' ({flow_run.id})" if flow_run.id else ""
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    label = f"Prefect flow run '{run.name}' ({run.id})" if run is not None else ""
 
     def waiting(who: str) -> None:
         get_run_logger().info(
@@ -205,7 +205,7 @@ def holding(runs_dir: str) -> contextlib.AbstractContextManager[None]:
             "it)", runs_dir, who,
         )  # fmt: skip
 
-    return exclusive(runs_dir, label, waiting if deployment.id else None)
+    return exclusive(runs_dir, label, waiting if run is not None and run.deployment_id else None)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -1188,7 +1188,7 @@ def sample(
         profile: The profile the family was trained with, e.g. quick (else the log calls it stale).
         params_file: The params file, relative to the project.
     """
-    from genzoo.tasks.sample import class_names, load_model, resolve_class, sample_to_file
+    from genzoo.tasks.sample import check_request, class_names, load_model, resolve_class, sample_to_file
 
     if bool(family) == bool(model):  # both: one of them would be silently ignored
         raise ValueError("give family (a model in runs/<family>/) or model (models:/<family>/<version>), one")
@@ -1211,9 +1211,9 @@ def sample(
         and (family_dir(params, family) / "metrics.json").is_file()
     ):  # as `genzoo sample` says it: a quick run's model without the quick profile
         warn_if_stale(params, family, "sampled", logger, other_profiles(params, params_file, None, profile))
-    out = out or f"samples/{family or net.family}"
-    replacing = " (replacing the draw there)" if Path(f"{out}.npz").exists() else ""
-    npz, png = sample_to_file(net, n, out, cls=cls_index, seed=seed, progress=False)
+    target = check_request(n, out or f"samples/{family or net.family}")  # (x.npz, x.png: x)
+    replacing = " (replacing the draw there)" if target.with_name(target.name + ".npz").exists() else ""
+    npz, png = sample_to_file(net, n, target, cls=cls_index, seed=seed, progress=False)
     logger.info("%d images from %s -> %s%s", n, model or f"runs/{family}", npz, replacing)
     if FlowRunContext.get() is not None:  # the images themselves, in the run's Artifacts tab
         from prefect.artifacts import create_markdown_artifact

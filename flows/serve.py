@@ -490,6 +490,9 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
                     f"({other}: another genzoo serve of this project?); stop that one first; if it died "
                     "just now (one stopped pauses them), try again in half a minute"
                 )
+            if server is not None:  # its own server, started just now: no runner runs these deployments'
+                # runs, and those a serve killed at once left running hold their deployment's slot
+                crashed_runs_end(server, LEFT_RUNNING)
             roots = dict.fromkeys([Path.cwd().resolve(), Path(params_file).resolve().parent])
             os.environ[ROOTS_ENV] = os.pathsep.join(map(str, roots))  # the flow runs confine() to these
             from prefect import serve as prefect_serve
@@ -514,7 +517,14 @@ def serve(host: str = "127.0.0.1", port: int = 4200, params_file: str = "params.
                     stop(server)
 
 
-def crashed_runs_end(server: subprocess.Popen | None = None) -> list[str]:
+# why the runs a genzoo serve killed at once left running are marked Crashed by the next one
+LEFT_RUNNING = (
+    "left running by a genzoo serve stopped without a word (SIGKILL, a crash, a reboot): nothing runs it "
+    "now, and its deployment's one slot was taken"
+)
+
+
+def crashed_runs_end(server: subprocess.Popen | None = None, why: str | None = None) -> list[str]:
     """Record how the runs of the served deployments ended that are still running, pending or
     cancelling once the runner has stopped, while the server this process started is still up:
     Crashed (Cancelled for one being cancelled). Prefect's runner kills the flow runs it started
@@ -522,7 +532,8 @@ def crashed_runs_end(server: subprocess.Popen | None = None) -> list[str]:
     killed before it could record its end, and stayed RUNNING for good. Only these deployments'
     runs (by id: another flow's deployment of the same name on a shared server is not theirs),
     never forced over an end a run recorded meanwhile; no retries (a server going down under it
-    must not hold the way out). Returns the ids of the runs it ended."""
+    must not hold the way out). ``why``: the states' message (default: a serve stopped by
+    Ctrl+C or SIGTERM). Returns the ids of the runs it ended."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -538,7 +549,7 @@ def crashed_runs_end(server: subprocess.Popen | None = None) -> list[str]:
     api = os.environ.get("PREFECT_API_URL")  # (serve set it for its runner)
     if not api or (server is not None and server.poll() is not None) or not healthy(api):
         return []  # (the server is gone: nothing to record it in)
-    why = "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
+    why = why or "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
     left = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
     ended: list[str] = []
     try:

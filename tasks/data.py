@@ -501,6 +501,9 @@ class NotImages(DataError):
             "them out of the data folder"
         )
 
+    def __reduce__(self):  # (pickled, as across processes, it is made again from its files)
+        return (NotImages, (self.files,))
+
 
 def folder_listing(root: str | Path, files: list[tuple[Path, int]] | None = None) -> str:
     """A digest of the images a folder source holds as prepare reads them: each one's path in

@@ -248,7 +248,7 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
     m = {f: d["metrics"] for f, d in families.items()}
     n = len(families)
     rank = {f: i + 1 for i, f in enumerate(sorted(q, key=lambda f: q[f]["fd"]))}
-    # (a model whose metrics.json a training started again removed, evaluated as it is: no time)
+    # (a model whose metrics.json is missing, evaluated as it is: no time)
     timed = {f: -m[f]["train_seconds"] for f in m if m[f].get("train_seconds") is not None}
     train_speed = _median_split(timed, "Fast", "Slow") if timed else {}
     sample_speed = _median_split({f: q[f]["images_per_second"] for f in q}, "Fast", "Slow")
@@ -268,8 +268,8 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
             "density": (f"{density}" + (f" ({bpd:.3f} bits/dim)" if bpd is not None else ""), density, None),
             "training": (f"{m[f]['train_seconds']:.0f} s for {m[f]['steps']} steps: {train_speed[f]}",
                          train_speed[f], None) if f in train_speed else
-                        ("not recorded (its metrics.json missing: a training of it started again and "
-                         "stopped?)", None, None),
+                        ("not recorded (its metrics.json missing: a training of it stopped after saving "
+                         "its weights?)", None, None),
             "diversity": (f"recall {q[f]['recall']:.2f}, coverage {q[f]['coverage']:.2f}: {diversity[f]}",
                           diversity[f], None),
             "sampling": (f"{q[f]['images_per_second']:.0f} images/s, {q[f]['latency_ms']:.1f} ms/image: "

@@ -38,7 +38,7 @@ def family_status(
         if (out / "model.json").is_file():
             row["state"] = "damaged (model.json cannot be read as a model config: train it again)"
         elif present := [f for f in FAMILY_OUTPUTS if f != "log.jsonl" and (out / f).is_file()]:  # (a
-            # training writes its log as it goes: that alone is a first training's)
+            # log alone is no model's: an earlier genzoo wrote it as a first training went)
             row["state"] = (
                 f"incomplete (model.json missing, {', '.join(present)} there: genzoo run or genzoo train "
                 "makes it again)"

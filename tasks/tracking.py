@@ -212,9 +212,10 @@ def git_tags() -> dict[str, str]:
 
 class MlflowLogger(Callback):
     """Trainer callback: each log step's metrics go to the run in one ``log_batch``. A training
-    resumed from a checkpoint first logs the steps before it from ``history`` (the family's
-    ``log.jsonl``, which keeps them): the run that registers the model holds its whole curve,
-    not only the steps after the resume (those before are in the interrupted run too)."""
+    resumed from a checkpoint first logs the steps before it from ``history`` (the training's
+    running log, which keeps them: its checkpoint's copy): the run that registers the model holds
+    its whole curve, not only the steps after the resume (those before are in the interrupted run
+    too)."""
 
     def __init__(self, mlflow_client, run_id: str, history: Path | None = None):
         self.client, self.run_id, self.history = mlflow_client, run_id, history

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -164,7 +165,10 @@ def train_family(
     try:  # the run is closed on every way out: KILLED, FAILED, or FINISHED by finish_family
         if tags:
             tracking.set_tags(c, run_id, tags)
-        cbs = [*callbacks, tracking.MlflowLogger(c, run_id, history=family_dir(params, family) / "log.jsonl")]
+        cbs = [
+            *callbacks,
+            tracking.MlflowLogger(c, run_id, history=family_dir(params, family) / TRAINING_LOG),
+        ]
         metrics = _train(params, family, progress=progress, callbacks=cbs, stop_at=stop_at, final=False)
         if not metrics.get("complete", True):
             tracking.terminate(c, run_id, "KILLED")
@@ -243,6 +247,9 @@ def start_family_run(c, params: Params, family: str, parent_run_id: str | None =
     return run.info.run_id
 
 
+TRAINING_LOG = "log.training.jsonl"  # a training's log as it goes; log.jsonl once its model is saved
+
+
 def registry_about(params: Params, family: str, metrics: dict[str, Any]) -> dict[str, str]:
     """What a registered version says of itself (its tags and description): the profile and data
     it was trained with and how to train it again, so ``models:/vae/latest`` is not taken for a
@@ -296,18 +303,19 @@ def _train(
     fp = key_of(made_with)  # train_key
     out = family_dir(params, family)
     out.mkdir(parents=True, exist_ok=True)
-    # log.jsonl's rows are one training's (log.key): a resume of another from its own checkpoint
-    # (other params, a profile) must not take them for its earlier steps (curve.csv, MLflow)
-    key_file = out / "log.key"
-    if not key_file.is_file() or key_file.read_text().strip() != fp:
-        (out / "log.jsonl").unlink(missing_ok=True)
-    atomic_write_text(key_file, fp)
+    # this training logs to TRAINING_LOG, started afresh: a resume takes its earlier rows from its
+    # checkpoint's copy (never another training's: other params, a profile); it becomes log.jsonl
+    # (with log.key, the training its rows are of) only as the weights are saved
+    running_log = out / TRAINING_LOG
+    running_log.unlink(missing_ok=True)
 
     def stamp(_) -> dict[str, Any]:
-        # the former model's metrics.json goes just before the new weights replace it: until then
-        # (a training cancelled, killed or failing) the former model stays whole, and `status`,
-        # the report and `sample` still read it; after, it is "incomplete" until written anew
+        # the former model's metrics.json and log go just before the new weights replace it: until
+        # then (a training cancelled, killed or failing) the former model stays whole, and `status`,
+        # the report, `sample` and DVC still read it; after, it is "incomplete" until written anew
         (out / "metrics.json").unlink(missing_ok=True)
+        os.replace(running_log, out / "log.jsonl")
+        atomic_write_text(out / "log.key", fp)
         return {"fingerprint": fp, "data_sha256": dhash, "class_names": manifest["class_names"],
                 "made_with": made_with}  # fmt: skip
 
@@ -321,7 +329,7 @@ def _train(
         out / "model",
         stamp,
         checkpoint_dir=checkpoint_dir(params, family, checkpoints_key(params, family, manifest)),
-        callbacks=[JsonlLogger(out / "log.jsonl"), *callbacks],
+        callbacks=[JsonlLogger(running_log), *callbacks],
         progress=progress,
         stop_at=stop_at,
         val_fn=val_fn,

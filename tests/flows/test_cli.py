@@ -432,6 +432,9 @@ def test_status_says_why_a_family_is_stale(tmp_path, capsys):
     assert "sampled as it is" not in capsys.readouterr().err and (tmp_path / "ui.npz").is_file()
     # a second draw to the same file: said, not silent
     assert f"2 images from runs/gan -> {tmp_path / 'ui.npz'} (replacing the draw there)" in lines, lines
+    with logged("genzoo.sample") as lines:  # the file named with its suffix, as a user may
+        sample.fn(family="gan", n=3, out=str(tmp_path / "ui.npz"), params_file=str(pfile), profile="short")
+    assert f"3 images from runs/gan -> {tmp_path / 'ui.npz'} (replacing the draw there)" in lines, lines
     with pytest.raises(ValueError, match="^label 'eleven': not a class name or index"):  # the form's field
         sample.fn(
             family="gan",

@@ -3,6 +3,7 @@ triggered through the API (as the UI's Run button does) completes, and one cance
 Cancel) ends CANCELLED with its training stopped."""
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -343,6 +344,71 @@ def test_make_serve_serves_deployments_that_run_to_completion(tmp_path):
         log.close()
     time.sleep(1)
     assert not healthy(api), "the Prefect server outlived `make serve`"
+
+
+def test_a_serve_killed_at_once_leaves_no_run_running_nor_its_slot_taken(tmp_path):
+    """`genzoo serve` and everything it started killed at once (SIGKILL, an OOM kill, a reboot)
+    left its run RUNNING in the project's database, holding the pipeline deployment's one slot:
+    every later Run click waited as AwaitingConcurrencySlot for good. The next `genzoo serve`
+    (its own server) marks such runs Crashed, which gives the slot back."""
+    from tests.conftest import descendants
+
+    port, api = free_port(), None
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=100000, families=["gan"])))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("PREFECT_API_URL", None)
+    api = f"http://127.0.0.1:{port}/api"
+    procs = []
+
+    def start() -> subprocess.Popen:
+        with open(tmp_path / "serve.log", "a") as log:
+            argv = [str(BIN / "genzoo"), "serve", "--port", str(port), "--params", str(pfile)]
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        procs.append(proc)
+        deadline = time.monotonic() + 240  # serving: its "Prefect UI:" line and the deployments (the
+        while (tmp_path / "serve.log").read_text().count("Prefect UI: ") < len(procs) or (  # first's
+            "genzoo-pipeline/pipeline" not in served(api)  # are in the database before the second serves)
+        ):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(1)
+        return proc
+
+    def running(run_id: str) -> dict:
+        deadline = time.monotonic() + 120
+        while (run := api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})[0])[
+            "state_type"
+        ] != "RUNNING":
+            assert time.monotonic() < deadline, (run["state"], (tmp_path / "serve.log").read_text()[-3000:])
+            time.sleep(1)
+        return run
+
+    try:
+        first = start()
+        left = running(run_deployment(api, "genzoo-pipeline/pipeline", {"families": ["gan"]}, wait_s=0)["id"])
+        for pid in [first.pid, *descendants(first.pid)]:  # the server, the runner, the run, its Ray
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        first.wait(30)
+        deadline = time.monotonic() + 30
+        while healthy(api):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(31)  # as after a reboot: a serve started sooner is refused (its runner polled just now)
+        start()
+        (was,) = api_post(api, "flow_runs/filter", {"flow_runs": {"id": {"any_": [left["id"]]}}})
+        assert was["state_type"] == "CRASHED" and "SIGKILL" in was["state"]["message"], was["state"]
+        running(run_deployment(api, "genzoo-pipeline/pipeline", {"families": ["gan"]}, wait_s=0)["id"])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_every_deployment_form_describes_each_parameter_and_picks_families_and_profiles():

@@ -75,28 +75,44 @@ def test_a_training_asked_to_checkpoint_more_often_resumes_from_its_checkpoint(t
     assert sha256_file(tmp_path / "r2" / "gan" / "model.safetensors") == resumed
 
 
-def test_a_retraining_stopped_before_its_end_leaves_the_former_model_whole(tmp_path):
+def test_a_retraining_stopped_before_its_end_leaves_the_former_model_whole(tmp_path, monkeypatch):
     """Cancelling a retraining (the UI's Cancel, Ctrl+C, a failure) left the former complete
     model `incomplete` for status, the report and `sample`: the training removed its
-    metrics.json as it started. It is now removed only as the new weights replace the old."""
+    metrics.json as it started, and replaced its log.jsonl. Both now go only as the new weights
+    replace the old; a training stopped after that is incomplete, never the new weights with
+    the former figures."""
+    import pytest
+
+    from genzoo.tasks import train
     from genzoo.tasks.config import validate
+    from genzoo.tasks.layout import FAMILY_OUTPUTS, up_to_date
     from genzoo.tasks.prepare import prepare
     from genzoo.tasks.status import family_status
     from genzoo.tasks.train import train_family
     from tests.conftest import tiny_params
 
-    raw = tiny_params(tmp_path, steps=2, families=["gan"])
+    raw = tiny_params(tmp_path, steps=10, families=["gan"])
+    raw["train"]["log_every"] = 2
     params = validate(raw)
     prepare(params)
     train_family(params, "gan", progress=False)
     out = tmp_path / "runs" / "gan"
-    before = {f: (out / f).read_bytes() for f in ("metrics.json", "model.json", "model.safetensors")}
-    longer = validate({**raw, "train": {**raw["train"], "steps": 12}})
-    train_family(longer, "gan", progress=False, stop_at=4)  # stopped at step 4 of 12
+    before = {f: (out / f).read_bytes() for f in (*FAMILY_OUTPUTS, "log.key")}
+    longer = validate({**raw, "train": {**raw["train"], "steps": 16}})
+    train_family(longer, "gan", progress=False, stop_at=4)  # stopped at step 4 of 16
     assert {f: (out / f).read_bytes() for f in before} == before
     assert family_status(params, "gan")["state"] == "up to date"
     assert family_status(longer, "gan")["state"].startswith("stale")
+    # stopped between its weights and its figures (killed, a failure): incomplete, not up to date
+    monkeypatch.setattr(train, "save_png", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        train_family(longer, "gan", progress=False)
+    assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
+    assert not (out / "metrics.json").exists() and up_to_date(longer, "gan") is None
+    assert family_status(longer, "gan")["state"].startswith("incomplete (metrics.json missing")
+    assert [json.loads(r)["step"] for r in (out / "log.jsonl").read_text().splitlines()][-1] == 16
+    monkeypatch.undo()
     train_family(longer, "gan", progress=False)  # the retraining finished: its own metrics
     assert (out / "model.safetensors").read_bytes() != before["model.safetensors"]
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 12
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 16
     assert family_status(longer, "gan")["state"] == "up to date"
