@@ -532,8 +532,9 @@ def crashed_runs_end(server: subprocess.Popen | None = None, why: str | None = N
     killed before it could record its end, and stayed RUNNING for good. Only these deployments'
     runs (by id: another flow's deployment of the same name on a shared server is not theirs),
     never forced over an end a run recorded meanwhile; no retries (a server going down under it
-    must not hold the way out). ``why``: the states' message (default: a serve stopped by
-    Ctrl+C or SIGTERM). Returns the ids of the runs it ended."""
+    must not hold the way out). ``why``: the states' message, for the runs a serve killed at once
+    left running, found as the next one starts (requests retried as usual then); default: a serve
+    stopped by Ctrl+C or SIGTERM. Returns the ids of the runs it ended."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -549,11 +550,14 @@ def crashed_runs_end(server: subprocess.Popen | None = None, why: str | None = N
     api = os.environ.get("PREFECT_API_URL")  # (serve set it for its runner)
     if not api or (server is not None and server.poll() is not None) or not healthy(api):
         return []  # (the server is gone: nothing to record it in)
+    # on the way out no retries (a server going down must not hold it); at the start (``why``
+    # given) the client's own, as for any request: a locked database's 503 must not leave the runs
+    patient = why is not None
     why = why or "genzoo serve stopped while it ran (Ctrl+C or SIGTERM): its process was stopped with it"
     left = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
     ended: list[str] = []
     try:
-        no_retries = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10}
+        no_retries = {} if patient else {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10}
         with temporary_settings(no_retries), get_client(sync_client=True) as client:
             ids = []
             for n in NAMES:  # (one a Ctrl+C kept from being registered: none of its runs to end)
@@ -576,7 +580,11 @@ def crashed_runs_end(server: subprocess.Popen | None = None, why: str | None = N
             for run in runs:
                 cancelling = run.state_type == StateType.CANCELLING
                 state = Cancelled(message=why) if cancelling else Crashed(message=why)
-                result = client.set_flow_run_state(run.id, state)
+                try:
+                    result = client.set_flow_run_state(run.id, state)
+                except Exception as e:  # this one not recorded: the others still are
+                    log.warning("flow run %s (%s) not marked %s: %s", run.name, run.id, state.type.value, e)
+                    continue
                 if result.status.value == "ACCEPT":
                     ended.append(str(run.id))
                     log.warning("flow run %s (%s) marked %s: %s", run.name, run.id, state.type.value, why)

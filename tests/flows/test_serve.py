@@ -358,8 +358,20 @@ def test_a_serve_killed_at_once_leaves_no_run_running_nor_its_slot_taken(tmp_pat
     pfile.write_text(yaml.safe_dump(tiny_params(tmp_path, steps=100000, families=["gan"])))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_RUNNER_POLL_FREQUENCY", None)  # (the 31 s below is past its 30 s window)
     api = f"http://127.0.0.1:{port}/api"
     procs = []
+
+    def kill_tree(root: int) -> None:
+        """SIGKILL ``root`` and all below it, again while any is left (Ray may start more)."""
+        for _ in range(20):
+            tree = [root, *descendants(root)]
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if not descendants(root):
+                return
+            time.sleep(0.2)
 
     def start() -> subprocess.Popen:
         with open(tmp_path / "serve.log", "a") as log:
@@ -388,9 +400,7 @@ def test_a_serve_killed_at_once_leaves_no_run_running_nor_its_slot_taken(tmp_pat
     try:
         first = start()
         left = running(run_deployment(api, "genzoo-pipeline/pipeline", {"families": ["gan"]}, wait_s=0)["id"])
-        for pid in [first.pid, *descendants(first.pid)]:  # the server, the runner, the run, its Ray
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_tree(first.pid)  # serve, its server, the run, its Ray
         first.wait(30)
         deadline = time.monotonic() + 30
         while healthy(api):
@@ -404,11 +414,17 @@ def test_a_serve_killed_at_once_leaves_no_run_running_nor_its_slot_taken(tmp_pat
     finally:
         for proc in procs:
             if proc.poll() is None:
+                below = descendants(proc.pid)  # (the server, in a session of its own, too)
                 os.killpg(proc.pid, signal.SIGINT)
                 try:
                     proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                except subprocess.TimeoutExpired:  # a slow way out: it and all it started
+                    kill_tree(proc.pid)
+                    for pid in below:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not healthy(api), "the Prefect server outlived `genzoo serve`"
 
 
 def test_every_deployment_form_describes_each_parameter_and_picks_families_and_profiles():
