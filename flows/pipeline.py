@@ -1108,24 +1108,27 @@ def figures_markdown(result: dict[str, Any], runs_dir: str | Path | None = None)
     for f, cells in figure_cells(result).items():
         name = f + (" (up to date)" if result["trained"][f].get("cached") else "")
         rows.append("| " + " | ".join([name, *cells]) + " |")
-    grids = []
+    grids, room = [], EMBED_TOTAL_BYTES
     for f in result["trained"] if runs_dir is not None else []:
         if (png := Path(runs_dir) / f / "samples.png").is_file():
-            grids += [f"**{f}** (`{png}`)", "", image_markdown(png, f"{f}'s samples"), ""]
+            shown = image_markdown(png, f"{f}'s samples", min(room, EMBED_MAX_BYTES))
+            room -= len(shown) * 3 // 4  # (base64: 4 characters a 3 bytes)
+            grids += [f"**{f}** (`{png}`)", "", shown, ""]
     return (
         "\n".join([*rows, "", *(f"{k}: `{v}`  " for k, v in run_places(result)), "", *grids]).rstrip() + "\n"
     )
 
 
 EMBED_MAX_BYTES = 2_000_000  # a larger image is named in an artifact, not embedded in it
+EMBED_TOTAL_BYTES = 6_000_000  # the images one artifact embeds, at most (the rest are named)
 
 
-def image_markdown(png: Path, alt: str) -> str:
+def image_markdown(png: Path, alt: str, most: int = EMBED_MAX_BYTES) -> str:
     """``png`` inside a Markdown artifact, as a data URI: the Prefect UI shows it though its
     browser cannot reach the file (checked in Chromium on Prefect 3.9's UI); a file over
-    :data:`EMBED_MAX_BYTES` is named, not embedded."""
+    ``most`` bytes is named, not embedded."""
     data = png.read_bytes()
-    if len(data) > EMBED_MAX_BYTES:
+    if len(data) > most:
         return f"({len(data) / 1e6:.1f} MB: too large to show here; open `{png}`)"
     return f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})"
 

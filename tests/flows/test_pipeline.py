@@ -103,6 +103,31 @@ def test_a_capped_dataset_and_images_that_lowered_accuracy_are_said_in_the_runs_
     assert pl._over({"cnn": {"lift": {"over": "subsets", "per_subset": [0, 0, 0]}}}) == "over 3 real subsets"
 
 
+def test_the_figures_artifact_embeds_sample_grids_up_to_its_size_cap(tmp_path, monkeypatch):
+    """Each family's grid is embedded in the run's figures artifact, until the artifact's cap:
+    the rest are named, so five families of large images make no artifact of tens of MB."""
+    import base64
+
+    monkeypatch.setattr(pl, "EMBED_TOTAL_BYTES", 2500)
+    monkeypatch.setattr(pl, "EMBED_MAX_BYTES", 2000)
+    families = {"gan": 900, "vae": 1200, "ddpm": 900, "pixelcnn": 3000}  # bytes of each samples.png
+    for f, n in families.items():
+        (tmp_path / f).mkdir()
+        (tmp_path / f / "samples.png").write_bytes(bytes(range(256)) * (n // 256) + bytes(n % 256))
+    result = {
+        "trained": {f: {} for f in families},
+        "figures": {f: {} for f in families},
+        "pipeline_seconds": 1,
+    }
+    md = pl.figures_markdown(result, tmp_path)
+    shown = {f for f in families if f"![{f}'s samples](data:image/png;base64," in md}
+    assert shown == {"gan", "vae"}, md[:500]  # 900 + 1200 of 2500; ddpm's 900 past the cap; pixelcnn's 3000
+    gan = base64.b64encode((tmp_path / "gan" / "samples.png").read_bytes()).decode()
+    assert f"data:image/png;base64,{gan})" in md
+    assert f"too large to show here; open `{tmp_path / 'ddpm' / 'samples.png'}`" in md
+    assert f"too large to show here; open `{tmp_path / 'pixelcnn' / 'samples.png'}`" in md
+
+
 def test_flow_trains_in_parallel_tracks_and_reruns_only_what_changed(
     tmp_path, monkeypatch, local_ray, caplog, capsys
 ):
