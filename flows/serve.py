@@ -444,7 +444,7 @@ def deployments(params_file: str = "params.yaml") -> list:
             description=doc,
             tags=["genzoo"],
             concurrency_limit=1 if name in one_at_a_time else None,
-        )  # fmt: skip
+        )
         for fl, name, doc in what
     ]
 

@@ -1055,7 +1055,9 @@ def train_variant(
     every variant trains (the pipeline's model, a generator on a subset, a model without a
     class): threads, seeded initial weights (``seed``, default the params'), fit; saved to
     ``path`` with ``stamp(result)`` (its key, ...) when it finished (all its steps, or stopped
-    early by ``patience``). Returns the model and the trainer's result."""
+    early by ``patience``); ``stamp`` is called just before the save, the moment to clear what
+    the new model replaces (tasks/train.py: the former model's metrics and log). Returns the
+    model and the trainer's result."""
     params.require(family)
     use_threads(params.threads(family))
     seed = params.seed if seed is None else seed

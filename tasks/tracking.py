@@ -375,7 +375,7 @@ def finish_family(
             run_id=run_id,
             tags=about,
             description=description,
-        ),  # fmt: skip
+        ),
         "create_model_version",
     )
     terminate(c, run_id, "FINISHED")
