@@ -158,7 +158,7 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     Returns the pick with what it was picked from (the manifest keeps it: ``best``)."""
     if metric == "lift":
         return _best_by_lift(params, recipe or params.augment.recipe)
-    judged, measured, against = {}, [], []  # family -> its quality.json
+    judged, measured, against, useful = {}, [], [], {}  # family -> its quality.json (usefulness.json)
     key = usefulness_key(params)  # the real-data rows these settings make
     for f in params.models:
         quality = read_json(evaluation_dir(params) / f / "quality.json") or {}
@@ -181,6 +181,7 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
             against.append(f)
         elif usefulness is not None:
             measured.append(f)
+            useful[f] = usefulness
     if not judged:
         raise FileNotFoundError(
             f"augment.families: `best` needs evaluated families (none in {evaluation_dir(params)});"
@@ -188,26 +189,63 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
         )
     figures = mean_fd_ranks(judged) if metric == "fd_rank" else {f: q[metric] for f, q in judged.items()}
     pool = measured or list(figures)
+    recipe = recipe or params.augment.recipe
+    unfit: dict[str, str] = {}
+    for rule in (labels_mostly_wrong, measured_harmful):  # the worse flaw first; while any is left
+        if len(out := {f: why for f in pool if (why := rule(judged[f], useful.get(f), recipe))}) < len(pool):
+            unfit |= out
+            pool = [f for f in pool if f not in out]
     sign = 1 if metric in LOWER_IS_BETTER else -1
     best = min(pool, key=lambda f: sign * figures[f])
-    ahead = [f for f in figures if sign * figures[f] < sign * figures[best]]
+    ahead = [f for f in figures if sign * figures[f] < sign * figures[best] and f not in unfit]
     among = "the families measured for usefulness" if measured else "the evaluated families"
     by = "mean rank by Fréchet distance over every judge's space" if metric == "fd_rank" else metric
-    log.info("augment: `best` is %s, the best by %s among %s%s", best, by, among,
-             f" ({', '.join(ahead)}: not measured)" if ahead else "")  # fmt: skip
+    log.info("augment: `best` is %s, the best by %s among %s%s%s", best, by, among,
+             f" ({', '.join(ahead)}: not measured)" if ahead else "",
+             "".join(f"; {f} left out: {why}" for f, why in unfit.items()))  # fmt: skip
     return {"family": best, "metric": metric, "figures": figures, "measured": measured,
             "among": "measured for usefulness" if measured else "evaluated",
-            "ahead_not_measured": ahead, "other_reference": against}  # fmt: skip
+            "ahead_not_measured": ahead, "other_reference": against, "unfit": unfit}  # fmt: skip
+
+
+def labels_mostly_wrong(quality: dict[str, Any], _usefulness: Any, _recipe: str) -> str | None:
+    """Why `best` passes over a family while another one is spared (None: no reason): its images
+    follow their label less than half the time (its evaluation's class_accuracy: a quick run's
+    DDPM, 12%). A family a hair ahead by Fréchet distance would otherwise make the dataset that
+    the same code warns against."""
+    acc = quality.get("class_accuracy")
+    if isinstance(acc, int | float) and acc < LABELS_FOLLOWED:
+        return f"its images follow their label {100 * acc:.0f}% of the time (class_accuracy)"
+    return None
+
+
+def measured_harmful(quality: dict[str, Any], usefulness: dict[str, Any] | None, recipe: str) -> str | None:
+    """Why `best` passes over a family while another one is spared (None: no reason): adding its
+    images lowered every classifier's mean accuracy by more than half a point at every real share
+    measured (its ``usefulness.json``: ``recipe``'s figures, else its primary recipe's;
+    :func:`harmful`'s rule)."""
+    u = usefulness or {}
+    block = u.get("recipes", {}).get(recipe, {}).get("augmentation") or u.get("augmentation") or {}
+    try:
+        means = [v["lift"]["mean"] for per in block.values() for v in per.values()]
+    except (AttributeError, KeyError, TypeError):  # (an older or partial file: no verdict)
+        return None
+    if means and all(isinstance(m, int | float) and m < -HARM_FLOOR for m in means):
+        return (f"adding its images lowered every classifier's mean accuracy ({100 * min(means):+.1f} to "
+                f"{100 * max(means):+.1f} points)")  # fmt: skip
+    return None
 
 
 def left_out_by_best(manifest: dict[str, Any]) -> str | None:
     """The line naming the families that score better than the one `best` chose (a dataset's
-    manifest) but were not measured for usefulness, so were not chosen from; None if none."""
+    manifest) but were not measured for usefulness, so were not chosen from, and those passed
+    over (:func:`labels_mostly_wrong`, :func:`measured_harmful`); None if none."""
     best = manifest.get("best") or {}
-    if not (ahead := best.get("ahead_not_measured")):
+    ahead, unfit = best.get("ahead_not_measured") or [], best.get("unfit") or {}
+    if not ahead and not unfit:
         return None
     other = set(best.get("other_reference") or [])  # measured, but under other settings
-    said = []
+    said = [f"{f} was passed over: {why}" for f, why in unfit.items()]
     for group, why in (
         ([f for f in ahead if f not in other], "not measured (usefulness.families)"),
         (
@@ -220,7 +258,8 @@ def left_out_by_best(manifest: dict[str, Any]) -> str | None:
         if group:
             was, named = "were" if len(group) > 1 else "was", ",".join(group)
             said.append(f"{', '.join(group)} scored better by {best['metric']} but {was} {why.format(named)}")
-    return f"`best` is {best['family']}, the best of the families measured for usefulness; " + "; ".join(said)
+    among = "measured for usefulness" if best.get("measured") else "evaluated"
+    return f"`best` is {best['family']}, the best of the families {among}; " + "; ".join(said)
 
 
 def measured_lift(usefulness: dict[str, Any], recipe: str, split: str = "test") -> float | None:

@@ -351,7 +351,7 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     assert best_choice(params, "fd") == {
         "family": "pixelcnn", "metric": "fd", "among": "measured for usefulness", "measured": ["pixelcnn"],
         "figures": {"pixelcnn": 0.152, "realnvp": 0.147, "gan": 0.153}, "ahead_not_measured": ["realnvp"],
-        "other_reference": [],
+        "other_reference": [], "unfit": {},
     }  # fmt: skip
     assert left_out_by_best({"best": best_choice(params, "fd")}) == (
         "`best` is pixelcnn, the best of the families measured for usefulness; realnvp scored better by "
@@ -408,6 +408,46 @@ def test_best_is_the_best_measured_for_usefulness_when_any_was(tmp_path, caplog)
     )
     (folder / "pixelcnn" / "usefulness.json").write_text(json.dumps({"reference_key": now}))
     assert best_choice(params, "fd")["measured"] == ["pixelcnn", "gan"]
+
+
+def test_best_passes_over_a_family_measured_harmful_or_whose_labels_are_mostly_wrong(tmp_path, caplog):
+    """A quick run's DDPM, measured for usefulness as the card advises, is ahead by Fréchet
+    distance but its images lowered every classifier's accuracy, or follow their label 12% of the
+    time: `best` keeps the family that is fit, and says why; with none fit it chooses as before."""
+    params = validate(tiny_params(tmp_path, families=["vae", "ddpm"]))
+    assert params.augment.recipe == "plain"
+    folder = tmp_path / "runs" / "evaluation"
+    for f, fd in (("vae", 0.3), ("ddpm", 0.1)):
+        (folder / f).mkdir(parents=True)
+        (folder / f / "quality.json").write_text(json.dumps({"fd": fd, "class_accuracy": 0.9}))
+    (folder / "vae" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": 0.002}}))
+    (folder / "ddpm" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": -0.067}}))
+    with caplog.at_level("INFO", logger="genzoo.augment"):
+        choice = best_choice(params, "fd")
+    harm = "adding its images lowered every classifier's mean accuracy (-6.7 to -6.7 points)"
+    assert choice["family"] == "vae" and choice["unfit"] == {"ddpm": harm}
+    assert choice["ahead_not_measured"] == []
+    said = f"`best` is vae, the best by fd among the families measured for usefulness; ddpm left out: {harm}"
+    assert said in caplog.text
+    assert left_out_by_best({"best": choice}) == (
+        f"`best` is vae, the best of the families measured for usefulness; ddpm was passed over: {harm}"
+    )
+    (folder / "vae" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": -0.038}}))
+    choice = best_choice(params, "fd")  # both harmful: neither passed over for it
+    assert choice["family"] == "ddpm" and choice["unfit"] == {}
+    (folder / "ddpm" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": 0.004}}))
+    assert best_choice(params, "fd")["family"] == "ddpm"  # helpful: the better distance wins again
+    (folder / "ddpm" / "quality.json").write_text(json.dumps({"fd": 0.1, "class_accuracy": 0.124}))
+    (folder / "ddpm" / "usefulness.json").write_text(_usefulness_json({"plain": {"1.0": -0.067}}))
+    choice = best_choice(params, "fd")  # the walk's quick run: both harmful, DDPM's labels mostly wrong
+    assert choice["family"] == "vae"
+    assert choice["unfit"] == {"ddpm": "its images follow their label 12% of the time (class_accuracy)"}
+    (folder / "vae" / "usefulness.json").unlink()
+    (folder / "ddpm" / "usefulness.json").unlink()  # none measured: the evaluated families, the same rule
+    assert best_choice(params, "fd")["family"] == "vae" and best_choice(params, "fd")["among"] == "evaluated"
+    (folder / "vae" / "quality.json").write_text(json.dumps({"fd": 0.3, "class_accuracy": 0.2}))
+    choice = best_choice(params, "fd")  # none fit: chosen among them all, as before
+    assert choice["family"] == "ddpm" and choice["unfit"] == {}
 
 
 def test_best_and_the_family_it_picks_named_together_give_its_images_once_and_say_so(tmp_path, caplog):
@@ -638,6 +678,13 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
         "(chosen by the same test-split figures the card quotes: the winner's lift leans high)"
         in render_card(older)
     )
+    passed = two | {  # a family `best` passed over (unfit_for_a_dataset): the card says why
+        "best": two["best"]
+        | {"metric": "fd_rank", "figures": {"gan": 1.5, "vae": 1.0},
+           "unfit": {"vae": "its images follow their label 12% of the time (class_accuracy)"}}
+    }  # fmt: skip
+    said = "gan 1.5, vae 1 (passed over: its images follow their label 12% of the time (class_accuracy)) |"
+    assert said in render_card(passed)
     # two sampling seeds (the quick profile's): the card says how wide their intervals are, as the report
     assert "over the classifier seeds (an interval of two values, a quick run's, spans 12.7" in (
         card.replace("\n", " ")
