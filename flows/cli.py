@@ -39,9 +39,16 @@ EPILOG = """examples:
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, settings: bool = True) -> None:
+    """The options every command takes; ``settings=False``: --profile and -o left out of its help
+    (parsed still, for the command to refuse them saying where they go instead)."""
     p.add_argument("--params", type=_path, default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--profile", help="named override set from the params file's `profiles` block, e.g. quick")
+    p.add_argument(
+        "--profile",
+        help="named override set from the params file's `profiles` block, e.g. quick"
+        if settings
+        else argparse.SUPPRESS,
+    )
     p.add_argument(
         "-o",
         "--set",
@@ -49,7 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a param by its dotted path (repeatable), e.g. -o models.vae.net.latent_dim=8",
+        help="override a param by its dotted path (repeatable), e.g. -o models.vae.net.latent_dim=8"
+        if settings
+        else argparse.SUPPRESS,
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     p.add_argument(
@@ -560,7 +569,8 @@ def cmd_detect(args) -> int:
     if args.benchmark and (given := [o for o, v in scoring.items() if v is not None]):
         raise UsageError(
             f"--benchmark scores the test split and the outlier sets it makes (into anomaly.json beside "
-            f"the family's quality.json): it takes no {', '.join(given)}, which score images of yours"
+            f"the family's quality.json): {', '.join(given)} {'is' if len(given) == 1 else 'are'} for "
+            "scoring images of your own, without --benchmark"
         )
     params = _params(args)
     check_scorable(params.require(args.family))
@@ -1010,8 +1020,12 @@ def _augment_parser(sub) -> None:
 
 
 def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments")
-    _common(p)
+    p = sub.add_parser(
+        "serve",
+        help="Prefect server + UI on 127.0.0.1:4200 and the genzoo deployments",
+        description="Each run chooses its profile and overrides in its form in the Prefect UI.",
+    )
+    _common(p, settings=False)
     p.add_argument("--host", default="127.0.0.1", help="address the Prefect server binds (default 127.0.0.1)")
     p.add_argument("--port", type=port, default=4200, help="Prefect server port (default 4200)")
     p.set_defaults(fn=cmd_serve)
@@ -1076,10 +1090,15 @@ def _interpolate_parser(sub) -> None:
         "--class", dest="cls", help="draw the pair from this class, by name or index (the GAN's label)"
     )
     p.add_argument(
-        "--steps", type=int, default=9, help="images along the path, ends included: 2 to 1000 (default 9)"
+        "--steps", type=int, default=9, help="decoded images along the path, ends included: 2 to 1000 "
+        "(default 9); a row between two test images adds them at either end (steps + 2 images)"
+    )  # fmt: skip
+    p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both",
+                   help="the path: a straight line, an arc keeping codes at a typical norm, or a row of each "
+                        "(default both)")  # fmt: skip
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="picks the pair (no --a/--b) and the GAN's codes (default 0)"
     )
-    p.add_argument("--mode", choices=["linear", "spherical", "both"], default="both")
-    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument(
         "--out", type=_path, help="output path without suffix (default: samples/<family>-interpolation)"
     )

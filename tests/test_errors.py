@@ -361,7 +361,7 @@ CASES = {
     "detect-without-path": (lambda w: ["detect", *_p(w), "--family", "vae"], "give a PATH"),
     "detect-benchmark-given-a-path": (
         lambda w: ["detect", *_p(w), "--family", "vae", "--benchmark", str(w["in"])],
-        "it takes no PATH, which score images of yours",
+        "the family's quality.json): PATH is for scoring images of your own, without --benchmark",
     ),
     "usefulness-unknown-family": (
         lambda w: ["usefulness", *_p(w), "--families", "vae,nope"],

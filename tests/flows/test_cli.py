@@ -1100,6 +1100,11 @@ def test_options_take_home_paths_lists_with_blanks_and_refuse_what_would_be_igno
     ):  # fmt: skip
         assert cli.main([*argv, *base]) == 2, argv
         assert said in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):  # nor does its help offer them
+        cli.main(["serve", "--help"])
+    shown = capsys.readouterr().out
+    assert "--port" in shown and "--profile" not in shown and "KEY=VALUE" not in shown
+    assert "in its form in the Prefect UI" in shown
 
     # a broken pipe of something else (a server's socket), stdout fine: an error, not a silent 141
     def broken(args):

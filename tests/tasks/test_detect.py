@@ -463,6 +463,14 @@ def test_a_model_of_binned_data_scores_8_bit_images_alike_with_or_without_its_pa
     with caplog.at_level(logging.WARNING, logger="genzoo.detect"):
         assert [r["name"] for r in detect(plain, "vae", folder)["images"]] == ["a.png"]
     assert "1 file(s) not scored, not images" in caplog.text and "notes.txt" in caplog.text
+    assert "an .npz in a folder" not in caplog.text
+    np.savez(folder / "batch.npz", images=np.zeros((2, 8, 8), np.uint8))  # a documented input, not here
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genzoo.detect"):
+        detect(plain, "vae", folder)
+    assert "2 file(s) not scored" in caplog.text
+    said = f"(an .npz in a folder is not read: give it as PATH itself, e.g. {folder / 'batch.npz'})"
+    assert said in caplog.text
 
 
 def test_an_npz_of_the_models_own_levels_is_read_as_it_means_or_said(tmp_path):

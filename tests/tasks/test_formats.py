@@ -323,6 +323,11 @@ def test_a_card_says_how_its_size_and_filters_compare_with_the_measured_pools_an
     ):
         assert text in card, text
     assert "12.7 standard errors" not in card  # five seeds
+    assert (  # no hf here: the flag that adds it, and what it needs (a card reads alike wherever written)
+        "Hugging Face `datasets`: not written (add `hf` to `augment.formats`, or `genzoo augment --formats "
+        "npz,imagefolder,hf`; it needs the `datasets` package: `pip install 'genzoo[hf]'` where it is not "
+        "installed)." in card
+    )
     u["protocol"]["subset_seeds"] = [0, 1]
     path.write_text(json.dumps(u))
     info["measured"] = measured_figures(tmp_path / "evaluation", ["vae"], recipe="distil")
