@@ -275,11 +275,11 @@ def read_images(path: str | Path, spec: DataSpec, binned: bool = False) -> tuple
         files, base = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES], path
         others = [f.relative_to(path).as_posix() for f in found if f.suffix.lower() not in IMAGE_SUFFIXES]
         if others:
-            npz = [f for f in others if f.lower().endswith(".npz")]
-            give = f" (an .npz in a folder is not read: give it as PATH itself, e.g. {path / npz[0]})"
+            npz = [path / f for f in others if f.lower().endswith(".npz")]
+            give = f" (an .npz in a folder is not read: give it as PATH itself, e.g. {npz[0]})" if npz else ""
             log.warning(
                 "%s: %d file(s) not scored, not images (%s): %s%s%s", path, len(others), suffixes,
-                ", ".join(others[:3]), ", ..." if len(others) > 3 else "", give if npz else "",
+                ", ".join(others[:3]), ", ..." if len(others) > 3 else "", give,
             )  # fmt: skip
     elif not path.exists():
         raise DataError(f"{path}: not found")
