@@ -328,6 +328,8 @@ def run_summary(result: dict) -> dict:
     summary = {f: {k: m[k] for k in keep if k in m} for f, m in result["trained"].items()}
     for f, q in result.get("evaluate", {}).items():
         summary[f].update(fd=q["fd"], fd_ci95=q["fd_ci95"], precision=q["precision"], recall=q["recall"])
+        if "class_accuracy" in q:
+            summary[f]["class_accuracy"] = q["class_accuracy"]
     out = {"pipeline_seconds": result["pipeline_seconds"], "families": summary}
     if "report" in result:
         out["report"] = result["report_path"]
@@ -344,11 +346,12 @@ def format_run(result: dict) -> str:
     from genzoo.flows.pipeline import figure_cells, run_places
 
     header = f"{'family':<10} {'steps':>6} {'train s':>8} {'FD ± 95%':>17} {'precision':>9} {'recall':>7}"
-    header += "  bits/dim"
+    header += f" {'class acc':>9}  bits/dim"
     lines = [header, "-" * len(header)]
-    for f, (steps, train_s, fd, precision, recall, bpd) in figure_cells(result).items():
+    for f, (steps, train_s, fd, precision, recall, acc, bpd) in figure_cells(result).items():
         cached = "" if not result["trained"][f].get("cached") else "  (up to date)"
-        lines.append(f"{f:<10} {steps:>6} {train_s:>8} {fd:>17} {precision:>9} {recall:>7}  {bpd}{cached}")
+        cells = f"{f:<10} {steps:>6} {train_s:>8} {fd:>17} {precision:>9} {recall:>7} {acc:>9}"
+        lines.append(f"{cells}  {bpd}{cached}")
     lines += ["", *(f"{k + ':':<11} {v}" for k, v in run_places(result))]
     return "\n".join(lines)
 

@@ -896,12 +896,13 @@ def summarize_in_mlflow(params: Params, parent: str, result: dict[str, Any]) -> 
     return parent
 
 
-FIGURES = ("steps", "train_seconds", "test_bpd", "fd", "fd_ci95", "precision", "recall")
+FIGURES = ("steps", "train_seconds", "test_bpd", "fd", "fd_ci95", "precision", "recall", "class_accuracy")
 
 
 def figures(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per family: steps, train seconds, test bits/dim (and its estimator) where the family
-    has a likelihood, FD with its 95% interval, precision and recall."""
+    has a likelihood, FD with its 95% interval, precision, recall and class accuracy (the share
+    of its class-conditional samples the evaluator gives the class they were drawn for)."""
     rows = {}
     for f, m in result["trained"].items():
         row = {**m, **result["evaluate"].get(f, {})}
@@ -1081,7 +1082,7 @@ def pipeline(
     return result
 
 
-FIGURE_COLUMNS = ("family", "steps", "train s", "FD ± 95%", "precision", "recall", "bits/dim")
+FIGURE_COLUMNS = ("family", "steps", "train s", "FD ± 95%", "precision", "recall", "class acc", "bits/dim")
 
 
 def figure_cells(result: dict[str, Any]) -> dict[str, list[str]]:
@@ -1095,6 +1096,7 @@ def figure_cells(result: dict[str, Any]) -> dict[str, list[str]]:
             f"{row['fd']:.4f} ± {row['fd_ci95']:.4f}" if "fd" in row else "-",
             f"{row['precision']:.3f}" if "precision" in row else "-",
             f"{row['recall']:.3f}" if "recall" in row else "-",
+            f"{100 * row['class_accuracy']:.1f}%" if "class_accuracy" in row else "-",
             f"{row['test_bpd']:.3f} ({row['bpd_estimator']})" if "test_bpd" in row else "-",
         ]
     return out

@@ -66,7 +66,8 @@ RESULT = {
         "gan": {"steps": 800, "train_seconds": 30.0, "cached": True, "host": "vm", "ray_node": "n1"},
     },
     "evaluate": {
-        "vae": {"fd": 0.00103, "fd_ci95": 0.00013, "precision": 0.9375, "recall": 0.8677},
+        "vae": {"fd": 0.00103, "fd_ci95": 0.00013, "precision": 0.9375, "recall": 0.8677,
+                "class_accuracy": 0.9213},
         "gan": {"fd": 0.00203, "fd_ci95": 0.00074, "precision": 0.975, "recall": 0.6337},
     },
     "report": {"targets": {"best_family": "vae"}},
@@ -81,9 +82,9 @@ def test_the_run_ends_with_a_table_of_figures_and_where_the_report_is():
 
     text = cli.format_run({**RESULT, "figures": figures(RESULT)})
     rows = [re.sub(r" +", " ", line) for line in text.splitlines()]
-    assert rows[0] == "family steps train s FD ± 95% precision recall bits/dim"
-    assert rows[2] == "vae 600 41.3 0.0010 ± 0.0001 0.938 0.868 2.317 (bound)"
-    assert rows[3] == "gan 800 30.0 0.0020 ± 0.0007 0.975 0.634 - (up to date)"
+    assert rows[0] == "family steps train s FD ± 95% precision recall class acc bits/dim"
+    assert rows[2] == "vae 600 41.3 0.0010 ± 0.0001 0.938 0.868 92.1% 2.317 (bound)"
+    assert rows[3] == "gan 800 30.0 0.0020 ± 0.0007 0.975 0.634 - - (up to date)"  # (no class accuracy)
     assert "report: /p/runs/report/index.html" in rows and "MLflow run: abc123" in rows
     assert rows[-1] == "pipeline: 48.5 s"
     # with an MLflow server, the run's page (MLflow's own "View run" lines are kept off the console)
@@ -95,8 +96,12 @@ def test_json_summary_keeps_every_family_and_the_report():
     out = cli.run_summary(RESULT)
     assert out["families"]["vae"] == {
         **RESULT["trained"]["vae"],
-        **{k: RESULT["evaluate"]["vae"][k] for k in ("fd", "fd_ci95", "precision", "recall")},
+        **{
+            k: RESULT["evaluate"]["vae"][k]
+            for k in ("fd", "fd_ci95", "precision", "recall", "class_accuracy")
+        },
     }
+    assert "class_accuracy" not in out["families"]["gan"]
     assert out["report"] == "/p/runs/report/index.html" and out["mlflow_run_id"] == "abc123"
 
 

@@ -420,8 +420,12 @@ def test_stages_after_training_slot_in_and_see_every_family(tmp_path, monkeypatc
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     assert art.key == "pipeline-figures" and art.type == "markdown"
-    assert art.data.startswith("| family | steps | train s | FD ± 95% | precision | recall | bits/dim |")
-    assert re.search(r"^\| vae \| 150 \| [\d.]+ \| [\d.]+ ± [\d.]+ \| ", art.data, re.M), art.data
+    assert art.data.startswith(
+        "| family | steps | train s | FD ± 95% | precision | recall | class acc | bits/dim |"
+    )
+    assert re.search(
+        r"^\| vae \| 150 \| [\d.]+ \| [\d.]+ ± [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+% \| ", art.data, re.M
+    ), art.data
     assert "\npipeline: " in art.data  # (this run makes no report: its line is left out)
     import base64  # and each family's samples, to look at there (the browser cannot open runs/)
 
