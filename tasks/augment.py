@@ -148,13 +148,18 @@ def resolve_families(params: Params, req: AugmentParams, choice: dict[str, Any] 
     return out
 
 
-def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[str, Any]:
+def best_choice(
+    params: Params, metric: str, recipe: str | None = None, min_confidence: float = 0.0
+) -> dict[str, Any]:
     """The evaluated family with the best ``metric`` (``fd_rank``: the best mean rank by Fréchet
     distance over every judge's feature space), among those whose usefulness was measured
     (a ``usefulness.json`` beside its ``quality.json``) when any was: the dataset a user pulls
     then carries its measured lift, rather than going to a family a hair ahead on one figure
     whose usefulness nobody measured. ``lift``: the measured family whose images, made by
     ``recipe`` (default ``augment.recipe``), lifted the classifier most (:func:`measured_lift`).
+    By a quality figure, families :func:`labels_mostly_wrong` (where the dataset keeps the
+    model's labels: ``recipe`` samples with no teacher, no ``min_confidence`` filter), then
+    :func:`measured_harmful` ones, are passed over while any other is left (``unfit``).
     Returns the pick with what it was picked from (the manifest keeps it: ``best``)."""
     if metric == "lift":
         return _best_by_lift(params, recipe or params.augment.recipe)
@@ -190,8 +195,11 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
     figures = mean_fd_ranks(judged) if metric == "fd_rank" else {f: q[metric] for f, q in judged.items()}
     pool = measured or list(figures)
     recipe = recipe or params.augment.recipe
+    made = params.recipe(recipe) if recipe in params.recipes else None
+    keeps_labels = made is not None and made.mode == "sample" and not made.teacher and not min_confidence
+    rules = [labels_mostly_wrong] if keeps_labels else []  # (as the dataset's own warning has it)
     unfit: dict[str, str] = {}
-    for rule in (labels_mostly_wrong, measured_harmful):  # the worse flaw first; while any is left
+    for rule in [*rules, measured_harmful]:  # the worse flaw first; while any family is left
         if len(out := {f: why for f in pool if (why := rule(judged[f], useful.get(f), recipe))}) < len(pool):
             unfit |= out
             pool = [f for f in pool if f not in out]
@@ -211,8 +219,8 @@ def best_choice(params: Params, metric: str, recipe: str | None = None) -> dict[
 def labels_mostly_wrong(quality: dict[str, Any], _usefulness: Any, _recipe: str) -> str | None:
     """Why `best` passes over a family while another one is spared (None: no reason): its images
     follow their label less than half the time (its evaluation's class_accuracy: a quick run's
-    DDPM, 12%). A family a hair ahead by Fréchet distance would otherwise make the dataset that
-    the same code warns against."""
+    DDPM, 12%), where the dataset keeps the model's labels. A family a hair ahead by Fréchet
+    distance would otherwise make a dataset that :func:`_say_if_labels_mostly_wrong` warns of."""
     acc = quality.get("class_accuracy")
     if isinstance(acc, int | float) and acc < LABELS_FOLLOWED:
         return f"its images follow their label {100 * acc:.0f}% of the time (class_accuracy)"
@@ -224,10 +232,13 @@ def measured_harmful(quality: dict[str, Any], usefulness: dict[str, Any] | None,
     images lowered every classifier's mean accuracy by more than half a point at every real share
     measured (its ``usefulness.json``: ``recipe``'s figures, else its primary recipe's;
     :func:`harmful`'s rule)."""
-    u = usefulness or {}
-    block = u.get("recipes", {}).get(recipe, {}).get("augmentation") or u.get("augmentation") or {}
+    u = usefulness if isinstance(usefulness, dict) else {}
+    mine = u.get("recipes") if isinstance(u.get("recipes"), dict) else {}
+    block = (mine.get(recipe) if isinstance(mine.get(recipe), dict) else {}).get("augmentation")
     try:
-        means = [v["lift"]["mean"] for per in block.values() for v in per.values()]
+        means = [
+            v["lift"]["mean"] for per in (block or u.get("augmentation") or {}).values() for v in per.values()
+        ]
     except (AttributeError, KeyError, TypeError):  # (an older or partial file: no verdict)
         return None
     if means and all(isinstance(m, int | float) and m < -HARM_FLOOR for m in means):
@@ -780,7 +791,9 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     _outside_runs(params, req.out_dir)
     target = check_target(req.out_dir, req.name)
     formats = check_formats(req.formats)  # the hf extra missing: fails here, before sampling
-    choice = best_choice(params, req.metric, req.recipe) if "best" in req.families else None
+    choice = (
+        best_choice(params, req.metric, req.recipe, req.min_confidence) if "best" in req.families else None
+    )
     families = resolve_families(params, req, choice)
     recipe = params.recipe(req.recipe)
     if recipe.mode == "perturb":

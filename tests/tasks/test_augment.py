@@ -442,6 +442,11 @@ def test_best_passes_over_a_family_measured_harmful_or_whose_labels_are_mostly_w
     choice = best_choice(params, "fd")  # the walk's quick run: both harmful, DDPM's labels mostly wrong
     assert choice["family"] == "vae"
     assert choice["unfit"] == {"ddpm": "its images follow their label 12% of the time (class_accuracy)"}
+    # the labels do not come from the model: a teacher relabels, or only images the evaluator is sure
+    # of are kept (both harmful, and no figures of the teacher recipe: no verdict on either)
+    relabelled = best_choice(params, "fd", "teacher")
+    assert relabelled["family"] == "ddpm" and relabelled["unfit"] == {}
+    assert best_choice(params, "fd", "plain", min_confidence=0.9)["family"] == "ddpm"
     (folder / "vae" / "usefulness.json").unlink()
     (folder / "ddpm" / "usefulness.json").unlink()  # none measured: the evaluated families, the same rule
     assert best_choice(params, "fd")["family"] == "vae" and best_choice(params, "fd")["among"] == "evaluated"
@@ -678,7 +683,7 @@ def test_card_and_manifest_quote_the_evaluations_own_files(evaluated):
         "(chosen by the same test-split figures the card quotes: the winner's lift leans high)"
         in render_card(older)
     )
-    passed = two | {  # a family `best` passed over (unfit_for_a_dataset): the card says why
+    passed = two | {  # a family `best` passed over (labels_mostly_wrong): the card says why
         "best": two["best"]
         | {"metric": "fd_rank", "figures": {"gan": 1.5, "vae": 1.0},
            "unfit": {"vae": "its images follow their label 12% of the time (class_accuracy)"}}

@@ -313,7 +313,7 @@ def test_a_card_says_how_its_size_and_filters_compare_with_the_measured_pools_an
         # (the family's own images, 30 of the 36: 6 are real; the command draws them alone, 12 classes)
         "This dataset holds 30 of vae's images, 0.03 per real training image (1000): the lift with all the "
         "real data was measured with a pool of about 10000 synthetic images, 333.3x as many (`genzoo augment "
-        "--families vae --per-class 834 --recipe distil --name card-vae-large` draws about that many, 12 "
+        "--families vae --per-class 834 --recipe distil --name vae-pool` draws about that many, 12 "
         "classes alike, into a dataset of its own).",
         "Filtered otherwise than measured: this dataset kept only images the evaluator gives their label "
         "with at least 0.9 confidence (`augment.min_confidence`), which the measurement did not filter by; "
@@ -336,7 +336,14 @@ def test_a_card_says_how_its_size_and_filters_compare_with_the_measured_pools_an
     write_dataset(tmp_path / "card", content(soft=False), info=info)
     card = " ".join((tmp_path / "card" / "README.md").read_text().split())
     assert "12.7 standard errors" in card and "one subset" not in card and "Filtered otherwise" not in card
-    assert "--recipe distil --profile quick --name card-vae-large` draws about that many" in card
+    assert "--recipe distil --profile quick --name vae-pool` draws about that many" in card
+    info["request"] = {"sample_pixels": 25600}  # the quick profile's cap: 834 8x8 images a class pass it
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    card = " ".join((tmp_path / "card" / "README.md").read_text().split())
+    assert "--profile quick -o augment.sample_pixels=null --name vae-pool` draws about that many" in card
+    info["request"] = {"sample_pixels": 64 * 834}  # room for them: no -o
+    write_dataset(tmp_path / "card", content(soft=False), info=info)
+    assert "sample_pixels=null" not in (tmp_path / "card" / "README.md").read_text()
     # a lift whose pools the filters emptied says it measures nothing; no pool sentence without 1.0
     emptied = {"0.1": {"empty_pools": 2, "emptied": []}}
     u["recipes"] = {"distil": {"augmentation": {"0.1": u["augmentation"]["0.1"]},
