@@ -193,7 +193,7 @@ def collect(params: Params) -> dict[str, Any]:
                     human["study"], ", ".join(unheld))  # fmt: skip
         missing.append(
             f"human study {human['study']} (drew from weights of {', '.join(unheld)} that runs/ no longer "
-            f"holds: {params.command('judge create')} makes one of these models)"
+            f"holds: {params.command('judge create')} makes a study of the models there now)"
         )
         human = None
     return {
@@ -242,8 +242,12 @@ TRADEOFF_RULES = (
 )
 
 
+ALONE = "one family: none to compare it with"  # a tier of a report of one family
+
+
 def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each family's measured tiers beside its textbook claims, by ``TRADEOFF_RULES``."""
+    """Each family's measured tiers beside its textbook claims, by ``TRADEOFF_RULES`` (tiers
+    rank a family among the others: with one family, its figures and no verdict)."""
     q = {f: d["quality"] for f, d in families.items()}
     m = {f: d["metrics"] for f, d in families.items()}
     n = len(families)
@@ -283,12 +287,17 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
             elif claim == "Tricky":  # a claim on stability, not speed: report what happened
                 text += f"; {m[f].get('bad_steps', 0)} non-finite steps skipped"
                 verdict = "not a speed claim"
+            elif n < 2 and col != "density":  # every tier but density's is against the other families
+                text, verdict = text.rsplit(": ", 1)[0], ALONE
             elif claim == "Mode collapse risk":
                 verdict = "agrees" if measured == "Medium" else "disagrees"
             else:
                 verdict = _verdict(claim, measured, order)
             row[col] = {"claim": claim or "—", "measured": text, "verdict": verdict}
-        if "sharpness" in claims:
+        if "sharpness" in claims and n < 2:
+            row["sharpness"] = {"claim": claims["sharpness"], "measured": f"mean |Laplacian| {sharp[f]:.3f}",
+                                "verdict": ALONE}  # fmt: skip
+        elif "sharpness" in claims:
             extreme = (
                 min(sharp, key=sharp.get) if claims["sharpness"] == "Blurry" else max(sharp, key=sharp.get)
             )
@@ -596,6 +605,7 @@ def human_table(human: dict[str, Any], families: dict[str, Any]) -> dict[str, An
             "rank": rank[f], "fd": q[f]["fd"] if f in q else None, "fd_rank": fd_rank.get(f),
             "precision": q[f]["precision"] if f in q else None, "recall": q[f]["recall"] if f in q else None,
             "theta": bt[f]["theta"] if f in bt else None, "theta_ci95": bt[f]["ci95"] if f in bt else None,
+            "n_fake": d.get("n_fake"), "n_real": d.get("n_real"), "raters": d.get("raters"),
         })  # fmt: skip
     tau = {}
     if len(both) >= 2:

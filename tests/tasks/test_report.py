@@ -64,6 +64,15 @@ def test_tradeoff_verdicts_follow_the_stated_rules():
     )
     fams["vae"]["quality"]["sharpness"] = 0.5  # now the sharpest: the blurry claim disagrees
     assert {r["family"]: r for r in tradeoff(fams)}["vae"]["sharpness"]["verdict"] == "disagrees"
+    # one family (`genzoo run --families vae`): its figures, no tier (it was rank 1 of 1: Excellent,
+    # the blurriest and the sharpest at once, and at the median of its own speeds)
+    (alone,) = tradeoff({"vae": fams["vae"]})
+    for col in ("quality", "training", "diversity", "sampling", "sharpness"):
+        assert alone[col]["verdict"] == "one family: none to compare it with", col
+    assert alone["quality"]["measured"] == "rank 1 of 1 (FD 0.500 ± 0.010)"
+    assert alone["training"]["measured"] == "90 s for 100 steps"
+    assert alone["sharpness"]["measured"] == "mean |Laplacian| 0.500"
+    assert alone["density"]["verdict"] == "agrees"  # exact, a bound or none: no other family needed
 
 
 def test_an_interval_reaching_zero_stays_on_the_log_axis_of_quality_vs_speed():
@@ -893,6 +902,7 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
     order = sorted(fd, key=fd.get)  # best FD first
     fams = {f: {"error": 0.1 + 0.1 * i, "ci95": [0.05 * i, 0.2 + 0.1 * i], "fake_error": 0.2}
             for i, f in enumerate(order)}  # fmt: skip
+    fams[order[0]] |= {"n_fake": 12, "n_real": 11, "raters": 3}  # the others: a study from before the counts
     raters = {"included": 3, "excluded_attention": 1, "total": 5, "answered": 4}  # one not started
     human = {"study": "s<1>", "families": fams, "raters": raters,
              "real": {"error": 0.1, "n": 30}, "agreement": {"krippendorff_alpha": 0.42}, "answers": 90,
@@ -924,7 +934,9 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         assert f"{counted}, 90 real-or-generated answers" in html
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
         assert "Fréchet-distance ranking\n-1.00" in html
-        assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>" in html
+        counts = "<td>12 of its images, 11 real; 3 raters</td>"  # the answers behind each error
+        assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>\n{counts}" in html
+        assert f"<td>{order[1]}</td><td>20.0% (5.0–30.0)</td>\n<td>—</td>" in html  # (no counts: none said)
         # a study whose images came from other weights (a family trained again, or on other data,
         # since) is not these models' figures: left out, and named (it sat beside them)
         made = {f: sha256_file(tmp / "runs" / f / "model.safetensors") for f in fams}
@@ -938,8 +950,9 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         finally:
             older.unlink()
         assert "human" not in summary  # and the older one of unknown models does not stand in
-        assert f"human study s<1> (drew from weights of {order[0]} that runs/ no longer holds: " in "; ".join(
-            summary["left_out"]
+        assert (
+            f"human study s<1> (drew from weights of {order[0]} that runs/ no longer holds: genzoo judge "
+            "create makes a study of the models there now)" in "; ".join(summary["left_out"])
         )
         assert "<h2>Human evaluation</h2>" not in (tmp / "runs" / "report" / "index.html").read_text()
         # the study of the weights in runs/, one family's evaluation of its earlier weights: that
