@@ -305,6 +305,8 @@ def record_in_dvc(
             "outputs not recorded in dvc.lock: %s; once fixed, `dvc commit --force %s` records them; "
             "recorded: %s", _refusals(failed), " ".join(failed), ", ".join(recorded),
         )  # fmt: skip
+    else:  # (a run of some families records theirs: the others' stages stay as dvc.lock had them)
+        get_run_logger().info("recorded in dvc.lock (`dvc status`: up to date): %s", ", ".join(recorded))
     return recorded
 
 

@@ -44,7 +44,11 @@ def test_prefect_run_is_recorded_in_dvc_and_dvc_repro_makes_the_same_models(tmp_
     families = ["pixelcnn", "gan"]  # (what the vae would add here, train@ and evaluate@, is theirs)
     repo, raw, sh = make_dvc_repo(tmp_path, steps=8, families=families, useful=True, detect=True)
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
-    sh("genzoo", "run", "-q")  # the Prefect flow, Ray fan-out, then `dvc commit`
+    out = sh("genzoo", "run")  # the Prefect flow, Ray fan-out, then `dvc commit`
+    said = next(line for line in out.splitlines() if "recorded in dvc.lock (`dvc status`: up to" in line)
+    named = set(said.split("up to date): ", 1)[1].split(", "))  # the stages it recorded, each named
+    assert named == set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]), said
+    assert {"prepare", "train@gan", "detect@pixelcnn", "usefulness@gan", "augment"} <= named, said
     flow_models = {f: sha(repo / "runs" / f / "model.safetensors") for f in families}
     # the dataset's record names the project's files as a command in it would (the pipeline
     # hands its stages absolute paths): no path of this machine in a dataset made to be shared
