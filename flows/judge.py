@@ -40,6 +40,11 @@ HEADERS = {  # nothing loads from elsewhere, no page embeds this one, links leak
 MAX_ID = 2**31 - 1  # a row id of both databases' INTEGER (a larger one was a 500 from SQLite)
 
 
+BAD_LINK = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>genzoo judge</title></head><body>'
+    "<p>This rating link is not one of this study's: mistyped or cut short? Ask whoever sent it to you "
+    "for the link again.</p></body></html>"
+)
 MAX_BODY = 4096  # bytes of an answer's body (one is ~50): more is refused before it is read whole
 MAX_MS = 3_600_000  # an answer's time is kept up to an hour: longer is a break, not a look
 
@@ -90,7 +95,10 @@ def app(url: str) -> FastAPI:
 
     @web.get("/r/{token}", response_class=HTMLResponse)
     def rating_page(token: str) -> HTMLResponse:
-        r = rater(token)
+        try:
+            r = rater(token)
+        except HTTPException:  # a rater's browser: a page that says what to do, not the API's JSON
+            return HTMLResponse(BAD_LINK, status_code=403)
         source = (r.data or "").partition(":")[0]
         real = judge.REAL_IMAGES.get(source, "real images")
         return HTMLResponse(page.render(rater=r.name, study=r.study, token=token, real=real))
