@@ -63,6 +63,7 @@ from genzoo.tasks.layout import (
     other_profiles,
     require_trained,
     same_profile,
+    shown,
     warn_if_stale,
 )
 from genzoo.tasks.layout import PipelineBusy as PipelineBusy
@@ -454,7 +455,7 @@ def usefulness_task(params: Params, family: str) -> dict[str, Any]:
         "accuracy change in points, mean ± 95%% interval: %s%s",
         family, _accuracies(u["tstr"]), u.get("recipe", params.augment.recipe), gains, reused(),
     )  # fmt: skip
-    if said := harmful(family, lift_means(u), evaluation_dir(params) / family / "usefulness.json"):
+    if said := harmful(family, lift_means(u), shown(evaluation_dir(params) / family / "usefulness.json")):
         logger.warning("%s", said)
     return {"tstr": {c: v["mean"] for c, v in u["tstr"].items()}, "lift": lifts}
 

@@ -673,11 +673,12 @@ def collapsed(params: Params, varieties: dict[str, dict[str, float]]) -> list[st
     for family, per in varieties.items():
         if low := {name: v for name, v in per.items() if v < VARIETY_FLOOR}:
             which = ", ".join(f"{name} {v:.2f}" for name, v in low.items())
+            grid = shown(family_dir(params, family) / "samples.png")  # (the card's: no path of this machine)
             out.append(
                 f"{family}'s images vary far less than the real ones in {len(low)} of {len(per)} classes "
                 f"({which}: the mean distance between two of its images of a class, over that between two "
                 f"real ones): its model may have collapsed to a few images per class, or draw blurred "
-                f"averages; look at {family_dir(params, family) / 'samples.png'} before training on them"
+                f"averages; look at {grid} before training on them"
             )
             log.warning("augment: %s", out[-1])
     return out

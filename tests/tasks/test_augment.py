@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,13 @@ def test_a_family_collapsed_to_a_few_images_per_class_is_a_warning_in_the_datase
         f"look at {tmp / 'runs' / 'gan' / 'samples.png'} before" in line and f"augment: {line}" in caplog.text
     )
     assert collapsed(params, {"vae": got["vae"], "pixelcnn": {}}) == []
+    here = os.getcwd()
+    os.chdir(tmp)  # the project's folder, as a run hands its stages absolute paths: the card names it so
+    try:
+        (line,) = collapsed(params, got)
+    finally:
+        os.chdir(here)
+    assert "look at runs/gan/samples.png before" in line, line
     # lifts of another recipe than the dataset's (its own not measured): the warning says whose
     from genzoo.tasks.augment import _harmful_measured
 
