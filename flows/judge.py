@@ -83,6 +83,8 @@ def app(url: str) -> FastAPI:
 
     @web.exception_handler(404)
     async def not_found(request: Request, exc):  # no token, no page: the same answer as a bad token
+        if request.url.path.startswith("/r/"):  # a rating link cut short or run on: a rater's browser
+            return HTMLResponse(BAD_LINK, status_code=403)
         return JSONResponse({"detail": "forbidden"}, status_code=403)
 
     @web.get("/favicon.ico")

@@ -275,9 +275,10 @@ def train_task(
 
 @stage("record-in-dvc")
 def record_in_dvc(
-    families: list[str], after: list[str], detected: list[str] = (), useful: list[str] = ()
+    families: list[str], after: list[str], detected: list[str] = (), useful: list[str] = (), say: bool = True
 ) -> list[str]:
-    """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date."""
+    """``dvc commit`` the stages this run produced, so ``dvc status`` calls them up to date
+    (``say``: name them; a run failing after them names them as it fails)."""
     stages = ["prepare", *(f"train@{f}" for f in families), *(f"detect@{f}" for f in detected)]
     stages += ["usefulness-reference", *(f"usefulness@{f}" for f in useful)] if useful else []
     for name in ["evaluate", *after]:
@@ -306,7 +307,7 @@ def record_in_dvc(
             "outputs not recorded in dvc.lock: %s; once fixed, `dvc commit --force %s` records them; "
             "recorded: %s", _refusals(failed), " ".join(failed), ", ".join(recorded),
         )  # fmt: skip
-    else:  # (a run of some families records theirs: the others' stages stay as dvc.lock had them)
+    elif say:  # (a run of some families records theirs: the others' stages stay as dvc.lock had them)
         get_run_logger().info("recorded in dvc.lock (`dvc status`: up to date): %s", ", ".join(recorded))
     return recorded
 
@@ -822,12 +823,14 @@ def each_family(futures: dict[str, Any], failed: dict[str, str]) -> dict[str, An
     return out
 
 
-def record(params: Params, families: list[str], useful: list[str], after: list[str]) -> list[str]:
+def record(
+    params: Params, families: list[str], useful: list[str], after: list[str], say: bool = True
+) -> list[str]:
     """The stages this run made (``after``: the stages after training that finished),
     ``dvc commit``-ed; a failed record is reported (``dvc status`` will call the stages stale),
     not a failed pipeline: the models are made."""
     detected = [f for f in families if f in params.detect.families]
-    state = record_in_dvc(families, after, detected, useful, return_state=True)
+    state = record_in_dvc(families, after, detected, useful, say, return_state=True)
     if state.is_failed():
         get_run_logger().error(
             "outputs not recorded in dvc.lock (once what DVC says is fixed, the same `dvc commit --force` "
@@ -1034,7 +1037,7 @@ def pipeline(
         result["figures"] = figures(result)
         if record_dvc and _dvc_matches(params, params_file, overrides, profile):
             trained, useful = list(result["trained"]), list(result["usefulness"])
-            result["dvc_committed"] = record(params, trained, useful, done)
+            result["dvc_committed"] = record(params, trained, useful, done, say=stopped is None)
         elif record_dvc:
             why = _unrecorded_because(params, params_file, overrides, profile)
             get_run_logger().info("not recorded in dvc.lock: %s", why)

@@ -258,6 +258,10 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
     sample_speed = _median_split({f: q[f]["images_per_second"] for f in q}, "Fast", "Slow")
     diversity = _median_split({f: q[f]["recall"] for f in q}, "High", "Medium")
     sharp = {f: q[f]["sharpness"] for f in q}
+    # every tier but density's ranks a family against the others' figures (training's against those
+    # with a recorded time): with none to compare, the figure and no tier
+    alone = {"quality", "diversity", "sampling"} if n < 2 else set()
+    alone |= {"training"} if len(timed) < 2 else set()
     rows = []
     for f in families:
         claims = CLAIMS.get(f, {})
@@ -284,11 +288,13 @@ def tradeoff(families: dict[str, Any]) -> list[dict[str, Any]]:
             claim = claims.get(col)
             if measured is None:
                 verdict = "not measured"
+            elif col in alone:  # a tier against no other family's figure: the figure alone
+                text, verdict = text.rsplit(": ", 1)[0], ALONE
+                if claim == "Tricky":
+                    text += f"; {m[f].get('bad_steps', 0)} non-finite steps skipped"
             elif claim == "Tricky":  # a claim on stability, not speed: report what happened
                 text += f"; {m[f].get('bad_steps', 0)} non-finite steps skipped"
                 verdict = "not a speed claim"
-            elif n < 2 and col != "density":  # every tier but density's is against the other families
-                text, verdict = text.rsplit(": ", 1)[0], ALONE
             elif claim == "Mode collapse risk":
                 verdict = "agrees" if measured == "Medium" else "disagrees"
             else:

@@ -139,6 +139,7 @@ def test_a_run_failing_at_its_dataset_leaves_the_stages_before_it_recorded(repo)
     assert "augment" not in stages and "recorded in dvc.lock before augment-dataset failed" in (
         failed.stdout + failed.stderr
     )
+    assert "(`dvc status`: up to date)" not in failed.stdout + failed.stderr  # named once, as it fails
     status = dvc(repo, "status", "prepare", "train@gan", "evaluator", "evaluate@gan", "report").stdout
     assert "up to date" in status.lower(), status
 

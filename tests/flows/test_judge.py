@@ -755,11 +755,13 @@ def test_without_the_right_token_nothing_is_served(project, served, browser, cap
     assert _status(f"{b}/r/{mine}") == 200
     assert _status(f"{b}/r/") == 403  # no token
     assert _status(f"{b}/r/{mine[:-2]}xx") == 403  # a wrong one
-    with pytest.raises(urllib.error.HTTPError) as e:  # a rater's browser: a page saying what to do, not JSON
-        urllib.request.urlopen(f"{b}/r/{mine[:-2]}xx", timeout=10)
-    said = e.value.read().decode()
-    assert e.value.headers["content-type"].startswith("text/html") and "Ask whoever sent it" in said, said
-    assert mine[:-2] not in said  # (nothing of the link echoed)
+    for link in (f"{b}/r/{mine[:-2]}xx", f"{b}/r/", f"{b}/r/{mine}/more"):  # mistyped, cut short, run on
+        with pytest.raises(urllib.error.HTTPError) as e:  # a rater's browser: a page saying what to do
+            urllib.request.urlopen(link, timeout=10)
+        said = e.value.read().decode()
+        assert e.value.code == 403 and e.value.headers["content-type"].startswith("text/html"), link
+        assert "Ask whoever sent it" in said and mine[:-2] not in said, said  # (nothing of the link echoed)
+        assert "default-src 'none'" in e.value.headers["content-security-policy"], link  # the pages' headers
     assert _status(f"{b}/api/{'x' * 32}/next") == 403
     assert _status(f"{b}/api/{'x' * 32}/answer", {"trial": 1, "answer": "real", "ms": 1}) == 403
     assert _status(f"{b}/") == 403 and _status(f"{b}/docs") == 403

@@ -73,6 +73,16 @@ def test_tradeoff_verdicts_follow_the_stated_rules():
     assert alone["training"]["measured"] == "90 s for 100 steps"
     assert alone["sharpness"]["measured"] == "mean |Laplacian| 0.500"
     assert alone["density"]["verdict"] == "agrees"  # exact, a bound or none: no other family needed
+    (gan,) = tradeoff({"gan": fams["gan"]})  # its training claim is on stability: said, with no tier
+    assert gan["training"] == {"claim": "Tricky", "verdict": "one family: none to compare it with",
+                               "measured": "120 s for 100 steps; 0 non-finite steps skipped"}  # fmt: skip
+    untimed = dict(fams)  # three of four with no time recorded (metrics.json missing): pixelcnn's alone
+    for f in ("realnvp", "vae", "gan"):
+        untimed[f] = {**fams[f], "metrics": {"steps": 100, "bad_steps": 0}}
+    rows = {r["family"]: r for r in tradeoff(untimed)}
+    assert rows["pixelcnn"]["training"]["verdict"] == "one family: none to compare it with"
+    assert rows["pixelcnn"]["training"]["measured"] == "300 s for 100 steps"
+    assert rows["pixelcnn"]["quality"]["verdict"] == "partly"  # four families: ranked as before
 
 
 def test_an_interval_reaching_zero_stays_on_the_log_axis_of_quality_vs_speed():
@@ -934,7 +944,7 @@ def test_a_human_study_sits_beside_the_metrics(evaluated):
         assert f"{counted}, 90 real-or-generated answers" in html
         assert "Krippendorff&#39;s alpha): 0.420" in html or "Krippendorff's alpha): 0.420" in html
         assert "Fréchet-distance ranking\n-1.00" in html
-        counts = "<td>12 of its images, 11 real; 3 raters</td>"  # the answers behind each error
+        counts = "<td>12 on its images, 11 on real ones; 3 raters</td>"  # the answers behind each error
         assert f"<td>{order[0]}</td><td>10.0% (0.0–20.0)</td>\n{counts}" in html
         assert f"<td>{order[1]}</td><td>20.0% (5.0–30.0)</td>\n<td>—</td>" in html  # (no counts: none said)
         # a study whose images came from other weights (a family trained again, or on other data,
