@@ -195,9 +195,8 @@ def best_choice(
     figures = mean_fd_ranks(judged) if metric == "fd_rank" else {f: q[metric] for f, q in judged.items()}
     pool = measured or list(figures)
     recipe = recipe or params.augment.recipe
-    made = params.recipe(recipe) if recipe in params.recipes else None
-    keeps_labels = made is not None and made.mode == "sample" and not made.teacher and not min_confidence
-    rules = [labels_mostly_wrong] if keeps_labels else []  # (as the dataset's own warning has it)
+    keeps = recipe in params.recipes and keeps_model_labels(params.recipe(recipe), min_confidence)
+    rules = [labels_mostly_wrong] if keeps else []  # (as the dataset's own warning has it)
     unfit: dict[str, str] = {}
     for rule in [*rules, measured_harmful]:  # the worse flaw first; while any family is left
         if len(out := {f: why for f in pool if (why := rule(judged[f], useful.get(f), recipe))}) < len(pool):
@@ -221,8 +220,7 @@ def labels_mostly_wrong(quality: dict[str, Any], _usefulness: Any, _recipe: str)
     follow their label less than half the time (its evaluation's class_accuracy: a quick run's
     DDPM, 12%), where the dataset keeps the model's labels. A family a hair ahead by Fréchet
     distance would otherwise make a dataset that :func:`_say_if_labels_mostly_wrong` warns of."""
-    acc = quality.get("class_accuracy")
-    if isinstance(acc, int | float) and acc < LABELS_FOLLOWED:
+    if (acc := labels_followed_below_half(quality)) is not None:
         return f"its images follow their label {100 * acc:.0f}% of the time (class_accuracy)"
     return None
 
@@ -232,19 +230,14 @@ def measured_harmful(quality: dict[str, Any], usefulness: dict[str, Any] | None,
     images lowered every classifier's mean accuracy by more than half a point at every real share
     measured (its ``usefulness.json``: ``recipe``'s figures, else its primary recipe's;
     :func:`harmful`'s rule)."""
-    u = usefulness if isinstance(usefulness, dict) else {}
-    mine = u.get("recipes") if isinstance(u.get("recipes"), dict) else {}
-    block = (mine.get(recipe) if isinstance(mine.get(recipe), dict) else {}).get("augmentation")
     try:
-        means = [
-            v["lift"]["mean"] for per in (block or u.get("augmentation") or {}).values() for v in per.values()
-        ]
-    except (AttributeError, KeyError, TypeError):  # (an older or partial file: no verdict)
+        span = lowered(lift_means(usefulness or {}, recipe))
+    except (AttributeError, KeyError, TypeError, ValueError):  # (an older or partial file: no verdict)
         return None
-    if means and all(isinstance(m, int | float) and m < -HARM_FLOOR for m in means):
-        return (f"adding its images lowered every classifier's mean accuracy ({100 * min(means):+.1f} to "
-                f"{100 * max(means):+.1f} points)")  # fmt: skip
-    return None
+    if span is None:
+        return None
+    lo, hi = span
+    return f"adding its images lowered every classifier's mean accuracy ({lo:+.1f} to {hi:+.1f} points)"
 
 
 def left_out_by_best(manifest: dict[str, Any]) -> str | None:
@@ -307,17 +300,26 @@ def _other_model(params: Params, family: str, what: str) -> None:
 LABELS_FOLLOWED = 0.5  # below this class accuracy (its evaluation's), most of a family's labels are wrong
 
 
+def labels_followed_below_half(quality: Any) -> float | None:
+    """A ``quality.json``'s class_accuracy where it is under :data:`LABELS_FOLLOWED`, else None."""
+    acc = quality.get("class_accuracy") if isinstance(quality, dict) else None
+    return acc if isinstance(acc, int | float) and acc < LABELS_FOLLOWED else None
+
+
+def keeps_model_labels(recipe: Any, min_confidence: float) -> bool:
+    """Whether a dataset made by ``recipe`` labels its images as the model drew them: sampled, no
+    teacher relabelling them, no ``min_confidence`` filter keeping only those the evaluator agrees with."""
+    return recipe.mode == "sample" and not recipe.teacher and not min_confidence
+
+
 def _say_if_labels_mostly_wrong(params: Params, family: str, recipe: str) -> str | None:
     """Warn when ``family``'s evaluation found its images follow their label less than half the
     time (class_accuracy, the evaluator's verdict on each image) and the dataset keeps the
     model's labels (a quick run's DDPM: 12%): most of its labels would be wrong. Returns the
     warning (the manifest and the card keep it: whoever pulls the dataset reads no console)."""
     quality = read_json(evaluation_dir(params) / family / "quality.json")
-    acc = quality.get("class_accuracy") if isinstance(quality, dict) else None
-    if not (
-        isinstance(acc, int | float)
-        and acc < LABELS_FOLLOWED
-        and of_model(quality, model_sha(params, family))
+    if (acc := labels_followed_below_half(quality)) is None or not of_model(
+        quality, model_sha(params, family)
     ):
         return None
     line = (
@@ -684,11 +686,21 @@ def collapsed(params: Params, varieties: dict[str, dict[str, float]]) -> list[st
     return out
 
 
-def lift_means(usefulness: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """share -> classifier -> mean lift, from a ``usefulness.json``'s augmentation block (its
-    primary recipe's), as :func:`harmful` reads them."""
-    block = usefulness["augmentation"]
+def lift_means(usefulness: dict[str, Any], recipe: str | None = None) -> dict[str, dict[str, float]]:
+    """share -> classifier -> mean lift, from a ``usefulness.json``'s augmentation block: its
+    ``recipe``'s where that was measured, else its primary recipe's; as :func:`harmful` reads them."""
+    block = ((usefulness.get("recipes") or {}).get(recipe) or {}).get("augmentation") if recipe else None
+    block = block or usefulness["augmentation"]
     return {p: {c: v["lift"]["mean"] for c, v in per.items()} for p, per in block.items()}
+
+
+def lowered(lifts: dict[str, dict[str, float]]) -> tuple[float, float] | None:
+    """The lowest and highest mean lift, in points, where every classifier's mean at every real
+    share measured is below -:data:`HARM_FLOOR` (``lifts``: :func:`lift_means`); else None."""
+    means = [m for per in lifts.values() for m in per.values()]
+    if not means or not np.isfinite(means).all() or max(means) >= -HARM_FLOOR:
+        return None
+    return 100 * min(means), 100 * max(means)
 
 
 def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) -> str | None:
@@ -696,12 +708,11 @@ def harmful(family: str, lifts: dict[str, dict[str, float]], where: Path | str) 
     more than half a point, at every real share measured (``lifts``: share -> classifier ->
     mean lift, a fraction). A wide interval over few seeds hides it in the figures: a quick
     run's -31.9 ± 105.9 points over 2 seeds read as no verdict where both seeds lost 24 and 40."""
-    means = [m for per in lifts.values() for m in per.values()]
-    if not means or not np.isfinite(means).all() or max(means) >= -HARM_FLOOR:
+    if (span := lowered(lifts)) is None:
         return None
     return (
         f"{family}: adding its images lowered every classifier's mean accuracy by more than half a point "
-        f"at every real share measured ({min(means) * 100:+.1f} to {max(means) * 100:+.1f} points): a "
+        f"at every real share measured ({span[0]:+.1f} to {span[1]:+.1f} points): a "
         f"dataset of them may make a classifier worse ({where})"
     )
 
@@ -806,7 +817,7 @@ def generate(params: Params, req: AugmentParams | None = None, batch: int = 500)
     for f in families:  # e.g. quick-run models read with the default params; missing weights refused
         warn_if_stale(params, f, "the dataset is drawn from it", log)
     warnings = []
-    if recipe.mode == "sample" and not recipe.teacher and not req.min_confidence:  # model's labels, as drawn
+    if keeps_model_labels(recipe, req.min_confidence):  # the model's labels, as drawn
         warnings = [w for f in families if (w := _say_if_labels_mostly_wrong(params, f, req.recipe))]
     chosen = [_model_info(params, f) for f in families]  # all checked before any sampling
     nets = [models.load(path) for path, _ in chosen]
